@@ -1,0 +1,25 @@
+// Command tandem is the replicated key-value store: `tandem up` runs a local
+// cluster, `tandem server` one node, `tandem status` reports on a cluster.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	root := &cobra.Command{
+		Use:           "tandem",
+		Short:         "tandem: a replicated, Redis-compatible key-value store",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(serverCmd(), upCmd(), statusCmd())
+	root.AddCommand(extraCommands()...)
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "tandem:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tandemdb/tandem/internal/commit"
+	"github.com/tandemdb/tandem/internal/node"
+	"github.com/tandemdb/tandem/internal/replication"
+)
+
+func serverCmd() *cobra.Command {
+	var (
+		cfg      node.Config
+		mode     string
+		buggify  []string
+		logLevel string
+	)
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run one tandem node",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(logLevel)
+			if err != nil {
+				return err
+			}
+			if cfg.Mode, err = commit.ParseMode(mode); err != nil {
+				return err
+			}
+			for _, b := range buggify {
+				switch b {
+				case "ack-before-durable":
+					cfg.Buggify.AckBeforeDurable = true
+				case "follower-skip-entry":
+					cfg.Buggify.FollowerSkipEntry = true
+				default:
+					return fmt.Errorf("unknown --buggify %q (ack-before-durable, follower-skip-entry)", b)
+				}
+				log.Warn("BUGGIFY fault enabled: this node deliberately breaks its promises", "fault", b)
+			}
+			if (cfg.FollowPeer == "") != (cfg.FollowRESP == "") {
+				return fmt.Errorf("--follow-peer and --follow-resp go together")
+			}
+			cfg.Logger = log
+			n, err := node.Start(cfg)
+			if err != nil {
+				return err
+			}
+			respAddr, peer, httpAddr := n.Addrs()
+			log.Info("serving", "node", cfg.ID, "resp", respAddr, "peer", peer, "http", httpAddr, "pid", os.Getpid())
+			sig := make(chan os.Signal, 1)
+			signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+			<-sig
+			log.Info("shutting down", "node", cfg.ID)
+			n.Close()
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.ID, "id", "n1", "node id")
+	f.StringVar(&cfg.DataDir, "dir", "./tandem-data/n1", "data directory")
+	f.StringVar(&cfg.RESPAddr, "resp-addr", "127.0.0.1:6380", "address for Redis clients")
+	f.StringVar(&cfg.PeerAddr, "peer-addr", "127.0.0.1:7380", "address of the gRPC peer service")
+	f.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8380", "address for /status, /metrics and pprof")
+	f.StringVar(&cfg.FollowRESP, "follow-resp", "", "RESP address of the leader to follow (empty: lead)")
+	f.StringVar(&cfg.FollowPeer, "follow-peer", "", "peer address of the leader to follow (empty: lead)")
+	f.StringVar(&mode, "mode", "async", "durability mode: async or quorum K")
+	f.Int64Var(&cfg.RetainBytes, "retain-bytes", 1<<30, "cap on the retained log; followers behind it are re-seeded")
+	f.Int64Var(&cfg.MaxBulkLen, "max-bulk-len", 512<<20, "largest bulk string a client may send")
+	f.StringSliceVar(&buggify, "buggify", nil, "deliberate faults for harness tests: ack-before-durable, follower-skip-entry")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+var _ = replication.Buggify{}
+
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}

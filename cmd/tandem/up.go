@@ -1,0 +1,106 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tandemdb/tandem/internal/cluster"
+)
+
+func upCmd() *cobra.Command {
+	var (
+		cfg      cluster.Config
+		mode     string
+		logLevel string
+	)
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Run a local cluster in the foreground (Ctrl-C stops it)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(logLevel)
+			if err != nil {
+				return err
+			}
+			cfg.ServerArgs = append(cfg.ServerArgs, "--mode", mode, "--log-level", logLevel)
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			c, err := cluster.Start(ctx, cfg, log)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "tandem cluster up in %s (mode %s)\n", cfg.Dir, mode)
+			for _, n := range c.Nodes() {
+				role := "follower"
+				if n.ID == c.LeaderID() {
+					role = "leader"
+				}
+				fmt.Fprintf(out, "  %s  %-8s  redis-cli -h %s  pid %d  peer %s  http %s  log %s\n",
+					n.Name, role, hostPortFlag(n.RESPAddr), n.PID, n.PeerAddr, n.HTTPAddr, c.LogPath(n.ID))
+			}
+			fmt.Fprintf(out, "status: tandem status --dir %s   stop: Ctrl-C\n", cfg.Dir)
+			<-ctx.Done()
+			fmt.Fprintln(out, "stopping...")
+			return c.Stop()
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Dir, "dir", "./tandem-data", "directory for the nodes' data and logs")
+	f.IntVar(&cfg.Nodes, "nodes", 3, "number of node processes")
+	f.IntVar(&cfg.BasePort, "port", 6380, "RESP port of node 1; the others take the next ports (peer ports +100, HTTP +200)")
+	f.DurationVar(&cfg.RestartDelay, "restart-delay", 0, "restart a node process that died after this long (0 = never)")
+	f.StringVar(&mode, "mode", "async", "durability mode")
+	f.StringVar(&logLevel, "log-level", "info", "log level for every process")
+	return cmd
+}
+
+func hostPortFlag(addr string) string {
+	host, port := addr, ""
+	for i := len(addr) - 1; i >= 0; i-- {
+		if addr[i] == ':' {
+			host, port = addr[:i], addr[i+1:]
+			break
+		}
+	}
+	return host + " -p " + port
+}
+
+func statusCmd() *cobra.Command {
+	var (
+		dir     string
+		asJSON  bool
+		timeout time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the cluster's epoch, leader and per-node replication state",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f, err := cluster.ReadFile(dir)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			defer cancel()
+			r := cluster.Collect(ctx, f)
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(r)
+			}
+			r.PrintTable(cmd.OutOrStdout())
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "./tandem-data", "the cluster's directory (as given to tandem up)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (stable field names)")
+	cmd.Flags().DurationVar(&timeout, "timeout", 3*time.Second, "how long to wait for the nodes")
+	_ = os.Stdout
+	return cmd
+}

@@ -1,0 +1,372 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// FileName is the cluster file in Config.Dir that `tandem status` reads.
+const FileName = "cluster.json"
+
+// Cluster is a running local cluster.
+type Cluster struct {
+	cfg   Config
+	log   *slog.Logger
+	nodes []*proc
+
+	mu       sync.Mutex
+	stopping bool
+	wg       sync.WaitGroup
+}
+
+// proc is one supervised node process.
+type proc struct {
+	info    NodeInfo
+	args    []string
+	cmd     *exec.Cmd
+	exited  chan struct{} // closed when the current process exits
+	stopped bool          // stopped on purpose: do not restart
+}
+
+// Start launches every node and waits until each answers PING.
+func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Cluster, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	if cfg.Nodes < 1 {
+		return nil, fmt.Errorf("cluster: need at least one node, got %d", cfg.Nodes)
+	}
+	if cfg.Binary == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("cluster: find tandem binary: %w", err)
+		}
+		cfg.Binary = exe
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	c := &Cluster{cfg: cfg, log: log}
+	ports, err := c.ports()
+	if err != nil {
+		return nil, err
+	}
+	for i := 1; i <= cfg.Nodes; i++ {
+		name := "n" + strconv.Itoa(i)
+		c.nodes = append(c.nodes, &proc{info: NodeInfo{
+			ID:       i,
+			Name:     name,
+			RESPAddr: ports[0][i-1],
+			PeerAddr: ports[1][i-1],
+			HTTPAddr: ports[2][i-1],
+			DataDir:  filepath.Join(cfg.Dir, name),
+		}})
+	}
+	for _, p := range c.nodes {
+		p.args = c.serverArgs(p.info)
+	}
+	for _, p := range c.nodes {
+		if err := c.Start(p.info.ID); err != nil {
+			c.Stop()
+			return nil, err
+		}
+	}
+	for _, p := range c.nodes {
+		if err := WaitReady(ctx, p.info.RESPAddr); err != nil {
+			c.Stop()
+			return nil, fmt.Errorf("cluster: node %s: %w (see %s)", p.info.Name, err, c.LogPath(p.info.ID))
+		}
+	}
+	return c, nil
+}
+
+// ports returns RESP, peer and HTTP addresses for every node: from
+// BasePort (RESP on BasePort.., peer on BasePort+100.., HTTP on
+// BasePort+200..), or free ports when BasePort is 0.
+func (c *Cluster) ports() ([3][]string, error) {
+	var out [3][]string
+	for kind := range 3 {
+		for i := range c.cfg.Nodes {
+			if c.cfg.BasePort != 0 {
+				out[kind] = append(out[kind], net.JoinHostPort("127.0.0.1", strconv.Itoa(c.cfg.BasePort+100*kind+i)))
+				continue
+			}
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return out, fmt.Errorf("cluster: pick a port: %w", err)
+			}
+			out[kind] = append(out[kind], l.Addr().String())
+			defer l.Close() // held until all are picked, so none repeats
+		}
+	}
+	return out, nil
+}
+
+func (c *Cluster) serverArgs(n NodeInfo) []string {
+	args := []string{"server",
+		"--id", n.Name,
+		"--dir", n.DataDir,
+		"--resp-addr", n.RESPAddr,
+		"--peer-addr", n.PeerAddr,
+		"--http-addr", n.HTTPAddr,
+	}
+	if n.ID != 1 {
+		leader := c.nodes[0].info
+		peer := leader.PeerAddr
+		if c.cfg.PeerAddr != nil {
+			peer = c.cfg.PeerAddr(n.ID, leader.ID, peer)
+		}
+		args = append(args, "--follow-resp", leader.RESPAddr, "--follow-peer", peer)
+	}
+	return append(args, c.cfg.ServerArgs...)
+}
+
+// Nodes returns every node's addresses and current pid.
+func (c *Cluster) Nodes() []NodeInfo {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]NodeInfo, len(c.nodes))
+	for i, p := range c.nodes {
+		out[i] = p.info
+	}
+	return out
+}
+
+// Node returns one node's info.
+func (c *Cluster) Node(id int) NodeInfo {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nodes[id-1].info
+}
+
+// LeaderID is the leader in the static topology: node 1.
+func (c *Cluster) LeaderID() int { return 1 }
+
+// LogPath is where node id's output goes.
+func (c *Cluster) LogPath(id int) string {
+	return filepath.Join(c.cfg.Dir, "n"+strconv.Itoa(id)+".log")
+}
+
+// Start (re)starts node id's process on its data directory.
+func (c *Cluster) Start(id int) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.nodes[id-1]
+	if p.cmd != nil {
+		return nil
+	}
+	logf, err := os.OpenFile(c.LogPath(id), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("cluster: node log: %w", err)
+	}
+	cmd := exec.Command(c.cfg.Binary, p.args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Own process group: a terminal's Ctrl-C reaches `tandem up`, which
+	// stops the nodes in order, not every node at once.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("cluster: start node %s: %w", p.info.Name, err)
+	}
+	p.cmd, p.stopped, p.exited = cmd, false, make(chan struct{})
+	p.info.PID = cmd.Process.Pid
+	c.log.Info("node started", "node", p.info.Name, "pid", p.info.PID, "resp", p.info.RESPAddr)
+	c.writeFileLocked()
+	c.wg.Add(1)
+	go c.supervise(p, cmd, logf, p.exited)
+	return nil
+}
+
+func (c *Cluster) supervise(p *proc, cmd *exec.Cmd, logf *os.File, exited chan struct{}) {
+	defer c.wg.Done()
+	err := cmd.Wait()
+	logf.Close()
+	c.mu.Lock()
+	p.cmd = nil
+	p.info.PID = 0
+	close(exited)
+	restart := !c.stopping && !p.stopped && c.cfg.RestartDelay > 0
+	c.writeFileLocked()
+	c.mu.Unlock()
+	c.log.Info("node exited", "node", p.info.Name, "err", err)
+	if !restart {
+		return
+	}
+	time.Sleep(c.cfg.RestartDelay)
+	c.mu.Lock()
+	stop := c.stopping || p.stopped
+	c.mu.Unlock()
+	if !stop {
+		if err := c.Start(p.info.ID); err != nil {
+			c.log.Error("restart failed", "node", p.info.Name, "err", err)
+		}
+	}
+}
+
+func (c *Cluster) signal(id int, sig syscall.Signal, stop bool) (chan struct{}, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.nodes[id-1]
+	if p.cmd == nil {
+		return nil, fmt.Errorf("cluster: node %s is not running", p.info.Name)
+	}
+	if stop {
+		p.stopped = c.cfg.RestartDelay == 0
+	}
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		return nil, fmt.Errorf("cluster: signal node %s: %w", p.info.Name, err)
+	}
+	return p.exited, nil
+}
+
+// Kill sends SIGKILL to node id and waits for the process to be gone. The
+// node restarts after RestartDelay if that is set.
+func (c *Cluster) Kill(id int) error {
+	exited, err := c.signal(id, syscall.SIGKILL, true)
+	if err != nil {
+		return err
+	}
+	<-exited
+	return nil
+}
+
+// Pause stops node id with SIGSTOP.
+func (c *Cluster) Pause(id int) error {
+	_, err := c.signal(id, syscall.SIGSTOP, false)
+	return err
+}
+
+// Resume continues node id with SIGCONT.
+func (c *Cluster) Resume(id int) error {
+	_, err := c.signal(id, syscall.SIGCONT, false)
+	return err
+}
+
+// Stop stops every node (SIGTERM, then SIGKILL after 10 s) and waits.
+func (c *Cluster) Stop() error {
+	c.mu.Lock()
+	c.stopping = true
+	var waits []chan struct{}
+	for _, p := range c.nodes {
+		if p.cmd != nil {
+			p.stopped = true
+			_ = p.cmd.Process.Signal(syscall.SIGCONT)
+			_ = p.cmd.Process.Signal(syscall.SIGTERM)
+			waits = append(waits, p.exited)
+		}
+	}
+	c.mu.Unlock()
+	deadline := time.After(10 * time.Second)
+	for _, w := range waits {
+		select {
+		case <-w:
+		case <-deadline:
+			c.mu.Lock()
+			for _, p := range c.nodes {
+				if p.cmd != nil {
+					_ = p.cmd.Process.Kill()
+				}
+			}
+			c.mu.Unlock()
+			<-w
+		}
+	}
+	c.wg.Wait()
+	return nil
+}
+
+// Status fetches node id's /status.
+func (c *Cluster) Status(ctx context.Context, id int) (NodeStatus, error) {
+	return FetchStatus(ctx, c.Node(id).HTTPAddr)
+}
+
+// File is the cluster file's content.
+type File struct {
+	Nodes []NodeInfo `json:"nodes"`
+	Proxy string     `json:"proxy,omitempty"`
+}
+
+func (c *Cluster) writeFileLocked() {
+	f := File{}
+	for _, p := range c.nodes {
+		f.Nodes = append(f.Nodes, p.info)
+	}
+	b, _ := json.MarshalIndent(f, "", "  ")
+	tmp := filepath.Join(c.cfg.Dir, FileName+".tmp")
+	if err := os.WriteFile(tmp, b, 0o644); err == nil {
+		_ = os.Rename(tmp, filepath.Join(c.cfg.Dir, FileName))
+	}
+}
+
+// WaitReady polls addr with PING until it answers or ctx ends (at most 30 s).
+func WaitReady(ctx context.Context, addr string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cl := redis.NewClient(&redis.Options{Addr: addr, Protocol: 2, MaxRetries: -1, DialTimeout: 500 * time.Millisecond})
+	defer cl.Close()
+	for {
+		err := cl.Ping(ctx).Err()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("not answering PING at %s: %w", addr, errors.Join(err, ctx.Err()))
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// NodeStatus is a node's /status document (the fields tools read).
+type NodeStatus struct {
+	ID         string  `json:"id"`
+	Role       string  `json:"role"`
+	Epoch      uint64  `json:"epoch"`
+	State      string  `json:"state"`
+	Mode       string  `json:"mode"`
+	Addr       string  `json:"addr"`
+	PID        int     `json:"pid"`
+	DurableLSN uint64  `json:"durable_lsn"`
+	AppliedLSN uint64  `json:"applied_lsn"`
+	CommitLSN  uint64  `json:"commit_lsn"`
+	LagLSN     uint64  `json:"lag_lsn"`
+	LagSeconds float64 `json:"lag_seconds"`
+	Leader     string  `json:"leader"`
+	SeedBytes  uint64  `json:"seed_bytes"`
+	SeedTotal  uint64  `json:"seed_total"`
+	SeedPct    float64 `json:"seed_percent"`
+}
+
+// FetchStatus reads the /status of the node whose HTTP address is addr.
+func FetchStatus(ctx context.Context, addr string) (NodeStatus, error) {
+	var s NodeStatus
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/status", nil)
+	if err != nil {
+		return s, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return s, fmt.Errorf("cluster: status of %s: %w", addr, err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		return s, fmt.Errorf("cluster: status of %s: %w", addr, err)
+	}
+	return s, nil
+}

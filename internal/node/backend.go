@@ -1,0 +1,269 @@
+package node
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tandemdb/tandem/internal/commands"
+	"github.com/tandemdb/tandem/internal/logrec"
+	"github.com/tandemdb/tandem/internal/replication"
+	"github.com/tandemdb/tandem/internal/resp"
+	"github.com/tandemdb/tandem/internal/storage"
+)
+
+// backend is the node as the RESP front end sees it.
+type backend struct{ n *Node }
+
+var _ resp.Backend = backend{}
+
+func (b backend) Read(ctx context.Context, spec *commands.Spec, args [][]byte) (commands.Reply, error) {
+	_, f := b.n.roles()
+	if f != nil && f.Loading() {
+		return nil, resp.ErrLoading
+	}
+	now := time.Now().UnixMilli()
+	res, err := spec.Exec(&commands.Ctx{NowMs: now, Cursors: b.n.cursors}, storage.View{DB: b.n.db, NowMs: now}, args)
+	if err != nil {
+		return nil, err
+	}
+	return res.Reply, nil
+}
+
+func (b backend) Write(ctx context.Context, spec *commands.Spec, args [][]byte) (commands.Reply, uint64, error) {
+	l, _ := b.n.roles()
+	if l == nil {
+		return nil, 0, resp.ErrReadOnly
+	}
+	reply, lsn, err := l.Propose(ctx, func(v commands.View, nowMs int64) (commands.Result, error) {
+		return spec.Exec(&commands.Ctx{NowMs: nowMs, Cursors: b.n.cursors}, v, args)
+	})
+	if errors.Is(err, replication.ErrNotLeader) {
+		return nil, 0, resp.ErrNotLeader
+	}
+	return reply, lsn, err
+}
+
+// expireExec deletes the keys that are still expired when the delete is
+// sequenced; a key written again since the scan is left alone.
+func expireExec(keys [][]byte) func(v commands.View, nowMs int64) (commands.Result, error) {
+	return func(v commands.View, nowMs int64) (commands.Result, error) {
+		var res commands.Result
+		for _, k := range keys {
+			if _, live, err := v.Get(k); err != nil {
+				return res, err
+			} else if !live {
+				res.Ops = append(res.Ops, logrec.Op{Kind: logrec.OpDelete, Key: k})
+			}
+		}
+		res.Reply = commands.Int(len(res.Ops))
+		return res, nil
+	}
+}
+
+func (b backend) Wait(ctx context.Context, lsn uint64, n int, timeout time.Duration) int {
+	l, _ := b.n.roles()
+	if l == nil {
+		return 0
+	}
+	return l.WaitDurable(ctx, lsn, n, timeout)
+}
+
+func (b backend) ReplicaOf(ctx context.Context, host, port string) error {
+	respAddr := net.JoinHostPort(host, port)
+	if respAddr == b.n.respAddr {
+		return fmt.Errorf("node: cannot replicate from itself")
+	}
+	peer, err := peerAddrOf(ctx, respAddr)
+	if err != nil {
+		return err
+	}
+	return b.n.Follow(respAddr, peer)
+}
+
+func (b backend) ReplicaOfNoOne(ctx context.Context) error { return b.n.Lead() }
+
+// peerAddrOf asks the node serving RESP at addr for its peer address.
+func peerAddrOf(ctx context.Context, addr string) (string, error) {
+	c := redis.NewClient(&redis.Options{Addr: addr, Protocol: 2, MaxRetries: -1, DialTimeout: 2 * time.Second})
+	defer c.Close()
+	peer, err := c.Do(ctx, "TANDEM.PEERADDR").Text()
+	if err != nil {
+		return "", fmt.Errorf("node: ask %s for its peer address: %w", addr, err)
+	}
+	return peer, nil
+}
+
+// Custom serves tandem's own commands (TANDEM.*).
+func (b backend) Custom(ctx context.Context, args [][]byte) (commands.Reply, bool) {
+	switch strings.ToUpper(string(args[0])) {
+	case "TANDEM.DIGEST":
+		applied, sum, err := b.n.db.Digest()
+		if err != nil {
+			return commands.ErrorReply("ERR " + err.Error()), true
+		}
+		return commands.Array{commands.Int(applied), commands.Bulk(hex.EncodeToString(sum[:]))}, true
+	case "TANDEM.PEERADDR":
+		_, peer, _ := b.n.Addrs()
+		return commands.Bulk(peer), true
+	case "TANDEM.LSN":
+		return commands.Int(b.n.db.Applied()), true
+	}
+	return nil, false
+}
+
+func (b backend) Role() commands.Reply {
+	l, f := b.n.roles()
+	if l != nil {
+		s := l.Status()
+		var slaves commands.Array
+		for _, fp := range s.Followers {
+			if !fp.Connected {
+				continue
+			}
+			host, port, _ := net.SplitHostPort(fp.RESPAddr)
+			slaves = append(slaves, commands.Array{commands.Bulk(host), commands.Bulk(port), commands.Bulk(strconv.FormatUint(fp.DurableLSN, 10))})
+		}
+		if slaves == nil {
+			slaves = commands.Array{}
+		}
+		return commands.Array{commands.Bulk("master"), commands.Int(s.Durable), slaves}
+	}
+	st := f.Status()
+	host, port, _ := net.SplitHostPort(b.n.folRESPAddr())
+	p, _ := strconv.Atoi(port)
+	return commands.Array{commands.Bulk("slave"), commands.Bulk(host), commands.Int(p), commands.Bulk(linkState(st)), commands.Int(st.Durable)}
+}
+
+func linkState(st replication.FollowerStatus) string {
+	switch {
+	case st.State == replication.StateSeeding:
+		return "sync"
+	case st.Connected:
+		return "connected"
+	}
+	return "connect"
+}
+
+func (n *Node) folRESPAddr() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.folRESP
+}
+
+func (b backend) Info(sections []string) string {
+	want := map[string]bool{}
+	for _, s := range sections {
+		want[strings.ToLower(s)] = true
+	}
+	all := len(want) == 0 || want["all"] || want["everything"] || want["default"]
+	var sb strings.Builder
+	if all || want["server"] {
+		b.infoServer(&sb)
+	}
+	if all || want["replication"] {
+		b.infoReplication(&sb)
+	}
+	if all || want["keyspace"] {
+		b.infoKeyspace(&sb)
+	}
+	return sb.String()
+}
+
+func (b backend) infoServer(sb *strings.Builder) {
+	_, port, _ := net.SplitHostPort(b.n.respAddr)
+	fmt.Fprintf(sb, "# Server\r\nredis_version:7.0.0\r\ntandem_version:%s\r\nredis_mode:standalone\r\nos:linux\r\nprocess_id:%d\r\nrun_id:%s\r\ntcp_port:%s\r\nuptime_in_seconds:%d\r\ntandem_node_id:%s\r\n\r\n",
+		Version, os.Getpid(), runID(b.n.cfg.ID), port, int(time.Since(b.n.started).Seconds()), b.n.cfg.ID)
+}
+
+func (b backend) infoReplication(sb *strings.Builder) {
+	l, f := b.n.roles()
+	sb.WriteString("# Replication\r\n")
+	if l != nil {
+		s := l.Status()
+		connected := 0
+		for _, fp := range s.Followers {
+			if fp.Connected {
+				connected++
+			}
+		}
+		fmt.Fprintf(sb, "role:master\r\nconnected_slaves:%d\r\n", connected)
+		i := 0
+		for _, fp := range s.Followers {
+			if !fp.Connected {
+				continue
+			}
+			host, port, _ := net.SplitHostPort(fp.RESPAddr)
+			lag := 0
+			if !fp.LastSeen.IsZero() {
+				lag = int(time.Since(fp.LastSeen).Seconds())
+			}
+			fmt.Fprintf(sb, "slave%d:ip=%s,port=%s,state=online,offset=%d,lag=%d\r\n", i, host, port, fp.DurableLSN, lag)
+			i++
+		}
+		fmt.Fprintf(sb, "master_failover_state:no-failover\r\nmaster_replid:%s\r\nmaster_repl_offset:%d\r\ntandem_epoch:%d\r\ntandem_commit_lsn:%d\r\ntandem_applied_lsn:%d\r\ntandem_mode:%s\r\n\r\n",
+			runID(fmt.Sprint("epoch", s.Epoch)), s.Durable, s.Epoch, s.Commit, s.Applied, b.n.cfg.Mode)
+		return
+	}
+	st := f.Status()
+	host, port, _ := net.SplitHostPort(b.n.folRESPAddr())
+	link, syncing, ago := "down", 0, -1
+	if st.Connected {
+		link = "up"
+	}
+	if st.State == replication.StateSeeding {
+		syncing = 1
+	}
+	if !st.LastContact.IsZero() {
+		ago = int(time.Since(st.LastContact).Seconds())
+	}
+	fmt.Fprintf(sb, "role:slave\r\nmaster_host:%s\r\nmaster_port:%s\r\nmaster_link_status:%s\r\nmaster_last_io_seconds_ago:%d\r\nmaster_sync_in_progress:%d\r\nslave_read_repl_offset:%d\r\nslave_repl_offset:%d\r\n",
+		host, port, link, ago, syncing, st.Durable, st.Applied)
+	if syncing == 1 {
+		fmt.Fprintf(sb, "master_sync_total_bytes:%d\r\nmaster_sync_read_bytes:%d\r\n", st.SeedTotal, st.SeedBytes)
+	}
+	fmt.Fprintf(sb, "slave_priority:100\r\nslave_read_only:1\r\nconnected_slaves:0\r\nmaster_repl_offset:%d\r\ntandem_epoch:%d\r\ntandem_state:%s\r\ntandem_lag_lsn:%d\r\ntandem_lag_seconds:%.3f\r\n\r\n",
+		st.Applied, st.Epoch, st.State, st.LagLSN, st.LagSeconds)
+}
+
+func (b backend) infoKeyspace(sb *strings.Builder) {
+	sb.WriteString("# Keyspace\r\n")
+	keys, expires := 0, 0
+	now := time.Now().UnixMilli()
+	_ = storage.View{DB: b.n.db, NowMs: now}.Scan(nil, func(_ []byte, v commands.Value) bool {
+		keys++
+		if v.ExpireAtMs != 0 {
+			expires++
+		}
+		return true
+	})
+	if keys > 0 {
+		fmt.Fprintf(sb, "db0:keys=%d,expires=%d,avg_ttl=0\r\n", keys, expires)
+	}
+	sb.WriteString("\r\n")
+}
+
+// runID derives a stable 40-hex-character id, as Redis's run_id looks.
+func runID(seed string) string {
+	var out [20]byte
+	h := uint64(14695981039346656037)
+	for i := range out {
+		for _, c := range []byte(seed) {
+			h ^= uint64(c) + uint64(i)
+			h *= 1099511628211
+		}
+		out[i] = byte(h)
+	}
+	return hex.EncodeToString(out[:])
+}
+
+// Version is tandem's version string.
+var Version = "0.1.0"

@@ -1,0 +1,142 @@
+package node
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/pprof"
+	"os"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tandemdb/tandem/internal/replication"
+)
+
+// Status is the node's /status document. Field names are stable: `tandem
+// status` and the chaos harness read them.
+type Status struct {
+	ID         string  `json:"id"`
+	Role       string  `json:"role"` // "leader" or "follower"
+	Epoch      uint64  `json:"epoch"`
+	State      string  `json:"state"` // leading, seeding, catching-up, streaming
+	Mode       string  `json:"mode"`
+	RESPAddr   string  `json:"addr"`
+	PeerAddr   string  `json:"peer_addr"`
+	PID        int     `json:"pid"`
+	DurableLSN uint64  `json:"durable_lsn"`
+	AppliedLSN uint64  `json:"applied_lsn"`
+	CommitLSN  uint64  `json:"commit_lsn"`
+	LagLSN     uint64  `json:"lag_lsn"`
+	LagSeconds float64 `json:"lag_seconds"`
+	// Leader is the leader's RESP address (followers only).
+	Leader    string `json:"leader,omitempty"`
+	Connected bool   `json:"connected"`
+	// SeedBytes and SeedTotal report a seed in progress.
+	SeedBytes   uint64           `json:"seed_bytes,omitempty"`
+	SeedTotal   uint64           `json:"seed_total,omitempty"`
+	SeedPercent float64          `json:"seed_percent,omitempty"`
+	LogEntries  int64            `json:"log_entries"`
+	LogBytes    int64            `json:"log_bytes"`
+	Followers   []FollowerStatus `json:"followers,omitempty"`
+}
+
+// FollowerStatus is the leader's view of one follower.
+type FollowerStatus struct {
+	ID         string  `json:"id"`
+	Addr       string  `json:"addr"`
+	Connected  bool    `json:"connected"`
+	DurableLSN uint64  `json:"durable_lsn"`
+	AppliedLSN uint64  `json:"applied_lsn"`
+	LagLSN     uint64  `json:"lag_lsn"`
+	LagSeconds float64 `json:"lag_seconds"`
+}
+
+// Status reports the node's role and positions.
+func (n *Node) Status() Status {
+	respAddr, peer, _ := n.Addrs()
+	s := Status{ID: n.cfg.ID, RESPAddr: respAddr, PeerAddr: peer, PID: os.Getpid(), Mode: n.cfg.Mode.String()}
+	s.LogEntries, s.LogBytes = n.db.LogSize()
+	l, f := n.roles()
+	if l != nil {
+		ls := l.Status()
+		s.Role, s.State, s.Epoch = "leader", "leading", ls.Epoch
+		s.DurableLSN, s.AppliedLSN, s.CommitLSN, s.Connected = ls.Durable, ls.Applied, ls.Commit, true
+		for _, fp := range ls.Followers {
+			fs := FollowerStatus{ID: fp.NodeID, Addr: fp.RESPAddr, Connected: fp.Connected, DurableLSN: fp.DurableLSN, AppliedLSN: fp.AppliedLSN}
+			if ls.Durable > fp.AppliedLSN {
+				fs.LagLSN = ls.Durable - fp.AppliedLSN
+				if fp.AppliedTimeNs > 0 && ls.LastTime > fp.AppliedTimeNs {
+					fs.LagSeconds = float64(ls.LastTime-fp.AppliedTimeNs) / 1e9
+				}
+			}
+			s.Followers = append(s.Followers, fs)
+		}
+		return s
+	}
+	fs := f.Status()
+	s.Role, s.State, s.Epoch, s.Connected = "follower", fs.State, fs.Epoch, fs.Connected
+	s.DurableLSN, s.AppliedLSN, s.CommitLSN = n.db.Durable().LSN, n.db.Applied(), fs.Commit
+	s.LagLSN, s.LagSeconds, s.Leader = fs.LagLSN, fs.LagSeconds, n.folRESPAddr()
+	if fs.State == replication.StateSeeding {
+		s.SeedBytes, s.SeedTotal = fs.SeedBytes, fs.SeedTotal
+		if fs.SeedTotal > 0 {
+			s.SeedPercent = min(100, 100*float64(fs.SeedBytes)/float64(fs.SeedTotal))
+		}
+	}
+	return s
+}
+
+func (n *Node) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(n.Status())
+	})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}), statusCollector{n})
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+var (
+	descLSN    = prometheus.NewDesc("tandem_lsn", "Log positions of this node.", []string{"kind"}, nil)
+	descEpoch  = prometheus.NewDesc("tandem_epoch", "Highest epoch this node has seen.", nil, nil)
+	descLeader = prometheus.NewDesc("tandem_is_leader", "1 if this node leads.", nil, nil)
+	descLag    = prometheus.NewDesc("tandem_follower_lag_lsn", "Follower lag in LSNs, as its leader sees it.", []string{"follower"}, nil)
+	descLagSec = prometheus.NewDesc("tandem_follower_lag_seconds", "Follower lag in seconds of leader time.", []string{"follower"}, nil)
+	descLog    = prometheus.NewDesc("tandem_log_bytes", "Bytes of retained log.", nil, nil)
+)
+
+// statusCollector exports Status as Prometheus metrics at scrape time.
+type statusCollector struct{ n *Node }
+
+func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descLSN, descEpoch, descLeader, descLag, descLagSec, descLog} {
+		ch <- d
+	}
+}
+
+func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.n.Status()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	gauge(descLSN, float64(s.DurableLSN), "durable")
+	gauge(descLSN, float64(s.AppliedLSN), "applied")
+	gauge(descLSN, float64(s.CommitLSN), "commit")
+	gauge(descEpoch, float64(s.Epoch))
+	leader := 0.0
+	if s.Role == "leader" {
+		leader = 1
+	}
+	gauge(descLeader, leader)
+	gauge(descLog, float64(s.LogBytes))
+	for _, f := range s.Followers {
+		gauge(descLag, float64(f.LagLSN), f.ID)
+		gauge(descLagSec, f.LagSeconds, f.ID)
+	}
+}

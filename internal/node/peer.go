@@ -1,0 +1,66 @@
+package node
+
+import (
+	"context"
+	"fmt"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/tandemdb/tandem/internal/peerpb"
+	"github.com/tandemdb/tandem/internal/replication"
+)
+
+// peerService serves the replication stream and snapshots while the node
+// leads; otherwise it refuses with FailedPrecondition.
+type peerService struct {
+	peerpb.UnimplementedPeerServer
+	n *Node
+}
+
+func (s *peerService) Replicate(stream grpc.BidiStreamingServer[peerpb.FollowerMessage, peerpb.LeaderMessage]) error {
+	l, _ := s.n.roles()
+	if l == nil {
+		return status.Error(codes.FailedPrecondition, "tandem: not the leader")
+	}
+	if err := l.Serve(stream.Context(), stream); err != nil {
+		s.n.log.Debug("follower stream ended", "err", err)
+		return status.Error(codes.Unavailable, err.Error())
+	}
+	return nil
+}
+
+func (s *peerService) Snapshot(req *peerpb.SnapshotRequest, stream grpc.ServerStreamingServer[peerpb.SnapshotChunk]) error {
+	l, _ := s.n.roles()
+	if l == nil {
+		return status.Error(codes.FailedPrecondition, "tandem: not the leader")
+	}
+	if req.Epoch > l.Epoch() {
+		return status.Errorf(codes.FailedPrecondition, "tandem: follower epoch %d is newer than leader epoch %d", req.Epoch, l.Epoch())
+	}
+	return l.ServeSnapshot(req, stream)
+}
+
+func dialPeer(addr string) (*grpc.ClientConn, error) {
+	conn, err := grpc.NewClient(addr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessage), grpc.MaxCallSendMsgSize(maxMessage)),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("node: dial leader %s: %w", addr, err)
+	}
+	return conn, nil
+}
+
+// grpcDialer opens replication streams over a gRPC connection.
+type grpcDialer struct{ c peerpb.PeerClient }
+
+func (d grpcDialer) Replicate(ctx context.Context) (replication.FollowerStream, error) {
+	return d.c.Replicate(ctx)
+}
+
+func (d grpcDialer) Snapshot(ctx context.Context, req *peerpb.SnapshotRequest) (replication.SnapshotReceiver, error) {
+	return d.c.Snapshot(ctx, req)
+}

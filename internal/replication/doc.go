@@ -1,0 +1,75 @@
+// Package replication is tandem's leader/follower log shipping.
+//
+// The leader (Leader) serialises writes: Propose computes a command against
+// the committed data overlaid with the uncommitted writes, assigns the next
+// LSN, and queues the entry; one committer goroutine appends every queued
+// entry in one durable batch (group commit), then advances the commit point
+// by the rule of package commit, applies committed entries, and wakes their
+// writers. Followers each hold one stream (Leader.Serve) on which the leader
+// sends entries from the follower's position, with its commit LSN;
+// heartbeats are empty appends.
+//
+// The follower (Follower) opens the stream with its last durable position;
+// the handshake (Decide, a pure function) answers stream, truncate or
+// snapshot. followerCore, a pure state machine, checks what arrives and says
+// what to persist and what to apply; the driver does the I/O.
+//
+// # Invariants
+//
+//   - An entry is applied, visible to readers and acknowledged only once
+//     committed, and committed only once durable on the leader (and on as many
+//     followers as the mode requires).
+//   - A follower persists entries before it reports them durable, and applies
+//     only up to min(commit LSN, durable LSN).
+//   - Every message carries an epoch; a node never accepts a message from a
+//     lower epoch than the highest it has persisted.
+package replication
+
+import (
+	"context"
+	"errors"
+
+	"github.com/tandemdb/tandem/internal/peerpb"
+)
+
+// Errors of this package.
+var (
+	// ErrStaleEpoch: a message came from a lower epoch than the node has
+	// seen; the sender is an old leader or follower and is refused.
+	ErrStaleEpoch = errors.New("replication: stale epoch")
+	// ErrNotLeader: the leader stopped (stepped down, fenced or closed) and
+	// takes no more writes.
+	ErrNotLeader = errors.New("replication: not leader")
+	// ErrOutOfOrder: a follower received entries that do not continue its log.
+	ErrOutOfOrder = errors.New("replication: entries out of order")
+)
+
+// LeaderStream is the leader's side of one follower's stream; the gRPC
+// server stream implements it, and so does the in-memory pipe in tests.
+type LeaderStream interface {
+	Send(*peerpb.LeaderMessage) error
+	Recv() (*peerpb.FollowerMessage, error)
+}
+
+// FollowerStream is the follower's side of its stream to the leader.
+type FollowerStream interface {
+	Send(*peerpb.FollowerMessage) error
+	Recv() (*peerpb.LeaderMessage, error)
+	CloseSend() error
+}
+
+// SnapshotSender streams snapshot chunks to a follower.
+type SnapshotSender interface {
+	Send(*peerpb.SnapshotChunk) error
+}
+
+// SnapshotReceiver receives snapshot chunks from the leader.
+type SnapshotReceiver interface {
+	Recv() (*peerpb.SnapshotChunk, error)
+}
+
+// Dialer opens streams to the current leader.
+type Dialer interface {
+	Replicate(ctx context.Context) (FollowerStream, error)
+	Snapshot(ctx context.Context, req *peerpb.SnapshotRequest) (SnapshotReceiver, error)
+}

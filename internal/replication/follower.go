@@ -1,0 +1,415 @@
+package replication
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/tandemdb/tandem/internal/logrec"
+	"github.com/tandemdb/tandem/internal/peerpb"
+	"github.com/tandemdb/tandem/internal/snapshot"
+	"github.com/tandemdb/tandem/internal/storage"
+)
+
+// Follower states, as status reports them.
+const (
+	StateSeeding    = "seeding"
+	StateCatchingUp = "catching-up"
+	StateStreaming  = "streaming"
+)
+
+// FollowerConfig configures a Follower.
+type FollowerConfig struct {
+	DB       *storage.DB
+	NodeID   string
+	RESPAddr string
+	HTTPAddr string
+	// DataDir receives rollback files: applied writes the new leader never
+	// had, written out before the node is re-seeded.
+	DataDir string
+	Dial    Dialer
+	Logger  *slog.Logger
+	// Retry is the pause before reconnecting after a broken stream.
+	Retry   time.Duration
+	Buggify Buggify
+	// Now is the follower's clock (only for status).
+	Now func() time.Time
+}
+
+// FollowerStatus is what status and INFO show about a follower.
+type FollowerStatus struct {
+	State      string
+	Connected  bool
+	Epoch      uint64
+	Durable    uint64
+	Applied    uint64
+	Commit     uint64
+	LeaderLast uint64
+	LagLSN     uint64
+	LagSeconds float64
+	// LastContact is when the leader was last heard from.
+	LastContact time.Time
+	SeedBytes   uint64
+	SeedTotal   uint64
+}
+
+// Follower keeps a node's log and data following a leader.
+type Follower struct {
+	cfg FollowerConfig
+	log *slog.Logger
+
+	mu     sync.Mutex
+	status FollowerStatus
+	// applyCount counts applied entries, for the FollowerSkipEntry fault.
+	applyCount uint64
+}
+
+// NewFollower returns a follower of the leader that cfg.Dial reaches.
+func NewFollower(cfg FollowerConfig) *Follower {
+	if cfg.Retry == 0 {
+		cfg.Retry = 100 * time.Millisecond
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	f := &Follower{cfg: cfg, log: log.With("role", "follower")}
+	f.status.State = StateCatchingUp
+	if cfg.DB.Seeding() {
+		f.status.State = StateSeeding
+	}
+	f.status.Durable = cfg.DB.Durable().LSN
+	f.status.Applied = cfg.DB.Applied()
+	f.status.Epoch = cfg.DB.Epoch()
+	return f
+}
+
+// Status returns the follower's current status.
+func (f *Follower) Status() FollowerStatus {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.status
+}
+
+// Loading reports whether the data is partial (a seed is under way) and
+// must not be served.
+func (f *Follower) Loading() bool { return f.cfg.DB.Seeding() }
+
+func (f *Follower) setState(s string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.status.State != s {
+		f.log.Info("follower state", "state", s)
+	}
+	f.status.State = s
+}
+
+// Run follows the leader until ctx ends, reconnecting after failures.
+func (f *Follower) Run(ctx context.Context) error {
+	for {
+		err := f.session(ctx)
+		f.mu.Lock()
+		f.status.Connected = false
+		f.mu.Unlock()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil {
+			f.log.Warn("replication stream ended", "err", err)
+			if errors.Is(err, logrec.ErrCorrupt) || errors.Is(err, ErrOutOfOrder) {
+				f.log.Error("leader sent an entry that does not verify; refusing it", "err", err)
+			}
+		}
+		select {
+		case <-time.After(f.cfg.Retry):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// session runs one stream: handshake, then appends until it breaks.
+func (f *Follower) session(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	db := f.cfg.DB
+	if db.Seeding() {
+		return f.seed(ctx)
+	}
+	stream, err := f.cfg.Dial.Replicate(ctx)
+	if err != nil {
+		return fmt.Errorf("replication: connect: %w", err)
+	}
+	defer stream.CloseSend()
+	durable := db.Durable()
+	err = stream.Send(&peerpb.FollowerMessage{Epoch: db.Epoch(), Body: &peerpb.FollowerMessage_Hello{Hello: &peerpb.Hello{
+		NodeId:   f.cfg.NodeID,
+		Durable:  &peerpb.Position{Epoch: durable.Epoch, Lsn: durable.LSN},
+		RespAddr: f.cfg.RESPAddr,
+		HttpAddr: f.cfg.HTTPAddr,
+	}}})
+	if err != nil {
+		return fmt.Errorf("replication: send hello: %w", err)
+	}
+	m, err := stream.Recv()
+	if err != nil {
+		return fmt.Errorf("replication: handshake: %w", err)
+	}
+	if m.Epoch < db.Epoch() {
+		return fmt.Errorf("%w: leader at epoch %d, seen %d", ErrStaleEpoch, m.Epoch, db.Epoch())
+	}
+	if err := db.ObserveEpoch(m.Epoch); err != nil {
+		return err
+	}
+	switch b := m.Body.(type) {
+	case *peerpb.LeaderMessage_Truncate:
+		return f.truncate(ctx, b.Truncate.AfterLsn)
+	case *peerpb.LeaderMessage_NeedSnapshot:
+		return f.seed(ctx)
+	case *peerpb.LeaderMessage_Start:
+		if b.Start.FromLsn != durable.LSN+1 {
+			return fmt.Errorf("%w: leader starts at %d, durable %d", ErrOutOfOrder, b.Start.FromLsn, durable.LSN)
+		}
+	default:
+		return fmt.Errorf("replication: unexpected handshake message %T", m.Body)
+	}
+	return f.stream(ctx, stream, m.Epoch)
+}
+
+func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint64) error {
+	db := f.cfg.DB
+	core := &followerCore{epoch: epoch, durable: db.Durable(), applied: db.Applied()}
+	if core.applied < core.durable.LSN {
+		raws, err := db.ReadLog(core.applied+1, core.durable.LSN, 1<<62)
+		if err != nil {
+			return fmt.Errorf("replication: load unapplied tail: %w", err)
+		}
+		for _, raw := range raws {
+			e, err := logrec.Decode(raw)
+			if err != nil {
+				return fmt.Errorf("replication: load unapplied tail: %w", err)
+			}
+			core.pending = append(core.pending, e)
+		}
+	}
+	f.mu.Lock()
+	f.status.Connected = true
+	f.mu.Unlock()
+	f.log.Info("streaming from leader", "epoch", epoch, "durable_lsn", core.durable.LSN, "applied_lsn", core.applied)
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			return fmt.Errorf("replication: receive: %w", err)
+		}
+		if m.Epoch < core.epoch {
+			return fmt.Errorf("%w: message from epoch %d, seen %d", ErrStaleEpoch, m.Epoch, core.epoch)
+		}
+		if m.Epoch > core.epoch {
+			if err := db.ObserveEpoch(m.Epoch); err != nil {
+				return err
+			}
+		}
+		switch b := m.Body.(type) {
+		case *peerpb.LeaderMessage_Append:
+			if err := f.step(core, m.Epoch, b.Append); err != nil {
+				return err
+			}
+			if err := stream.Send(core.Progress()); err != nil {
+				return fmt.Errorf("replication: send progress: %w", err)
+			}
+		case *peerpb.LeaderMessage_NeedSnapshot:
+			return f.seed(ctx)
+		case *peerpb.LeaderMessage_Truncate:
+			return f.truncate(ctx, b.Truncate.AfterLsn)
+		default:
+			return fmt.Errorf("replication: unexpected message %T", m.Body)
+		}
+	}
+}
+
+// step persists and applies one Append.
+func (f *Follower) step(core *followerCore, epoch uint64, a *peerpb.Append) error {
+	rd, err := core.Step(epoch, a)
+	if err != nil {
+		return err
+	}
+	if err := f.cfg.DB.AppendLog(rd.Append); err != nil {
+		return err
+	}
+	core.Persisted(rd)
+	if len(rd.Apply) > 0 {
+		apply := rd.Apply
+		if f.cfg.Buggify.FollowerSkipEntry {
+			apply = f.skipSome(apply)
+		}
+		if err := f.cfg.DB.Apply(apply); err != nil {
+			return err
+		}
+		core.Applied(rd)
+	}
+	lagLSN, lagSec := core.lag()
+	f.mu.Lock()
+	st := &f.status
+	st.Epoch, st.Durable, st.Applied, st.Commit = core.epoch, core.durable.LSN, core.applied, core.commit
+	st.LeaderLast, st.LagLSN, st.LagSeconds = core.leaderLast, lagLSN, lagSec
+	st.LastContact = f.cfg.Now()
+	if st.State != StateStreaming && core.durable.LSN >= core.leaderLast && core.applied >= core.commit {
+		f.log.Info("follower state", "state", StateStreaming, "applied_lsn", core.applied)
+		st.State = StateStreaming
+	}
+	f.mu.Unlock()
+	return nil
+}
+
+// skipSome drops the operations of every 50th entry (Buggify only).
+func (f *Follower) skipSome(entries []logrec.Entry) []logrec.Entry {
+	out := make([]logrec.Entry, len(entries))
+	copy(out, entries)
+	for i := range out {
+		f.applyCount++
+		if f.applyCount%50 == 0 {
+			out[i].Ops = nil
+		}
+	}
+	return out
+}
+
+// truncate drops a diverged log suffix. Applied entries cannot be undone in
+// place: they are written to a rollback file for the operator and the node
+// is re-seeded, so nothing is dropped silently.
+func (f *Follower) truncate(ctx context.Context, after uint64) error {
+	db := f.cfg.DB
+	err := db.TruncateLogAfter(after)
+	if err == nil {
+		f.log.Warn("truncated diverged log suffix", "after_lsn", after)
+		return nil
+	}
+	if !errors.Is(err, storage.ErrBelowApplied) {
+		return err
+	}
+	path, werr := f.writeRollback(after)
+	if werr != nil {
+		return fmt.Errorf("replication: save rollback before re-seed: %w", werr)
+	}
+	f.log.Warn("applied writes the leader does not have were saved for the operator; re-seeding", "after_lsn", after, "rollback_file", path)
+	return f.seed(ctx)
+}
+
+func (f *Follower) writeRollback(after uint64) (string, error) {
+	db := f.cfg.DB
+	raws, err := db.ReadLog(after+1, db.Durable().LSN, 1<<62)
+	if err != nil {
+		return "", err
+	}
+	dir := f.cfg.DataDir
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	path := filepath.Join(dir, fmt.Sprintf("rollback-%d.jsonl", time.Now().UnixNano()))
+	file, err := os.Create(path)
+	if err != nil {
+		return "", err
+	}
+	enc := json.NewEncoder(file)
+	for _, raw := range raws {
+		e, err := logrec.Decode(raw)
+		if err != nil {
+			file.Close()
+			return "", err
+		}
+		if err := enc.Encode(e); err != nil {
+			file.Close()
+			return "", err
+		}
+	}
+	if err := file.Sync(); err != nil {
+		file.Close()
+		return "", err
+	}
+	return path, file.Close()
+}
+
+// seed replaces the node's data with a snapshot of the leader's.
+func (f *Follower) seed(ctx context.Context) error {
+	db := f.cfg.DB
+	f.setState(StateSeeding)
+	f.mu.Lock()
+	f.status.SeedBytes, f.status.SeedTotal = 0, 0
+	f.mu.Unlock()
+	in, err := f.cfg.Dial.Snapshot(ctx, &peerpb.SnapshotRequest{NodeId: f.cfg.NodeID, Epoch: db.Epoch()})
+	if err != nil {
+		return fmt.Errorf("replication: request snapshot: %w", err)
+	}
+	first, err := in.Recv()
+	if err != nil {
+		return fmt.Errorf("replication: snapshot header: %w", err)
+	}
+	if first.Epoch < db.Epoch() {
+		return fmt.Errorf("%w: snapshot from epoch %d, seen %d", ErrStaleEpoch, first.Epoch, db.Epoch())
+	}
+	hdr := first.GetHeader()
+	if hdr == nil {
+		return fmt.Errorf("replication: snapshot began with %T", first.Body)
+	}
+	pos := storage.Position{Epoch: hdr.GetPosition().GetEpoch(), LSN: hdr.GetPosition().GetLsn()}
+	f.log.Info("seeding from snapshot", "lsn", pos.LSN, "estimated_bytes", hdr.EstimatedBytes)
+	f.mu.Lock()
+	f.status.SeedTotal = hdr.EstimatedBytes
+	f.mu.Unlock()
+	if err := db.BeginIngest(); err != nil {
+		return err
+	}
+	var keys uint64
+	for {
+		c, err := in.Recv()
+		if err == io.EOF {
+			return fmt.Errorf("replication: snapshot ended before done")
+		}
+		if err != nil {
+			return fmt.Errorf("replication: snapshot: %w", err)
+		}
+		switch b := c.Body.(type) {
+		case *peerpb.SnapshotChunk_Data:
+			rows, err := snapshot.Decode(b.Data)
+			if err != nil {
+				return fmt.Errorf("replication: snapshot chunk: %w", err)
+			}
+			if err := db.IngestRows(rows); err != nil {
+				return err
+			}
+			keys += uint64(len(rows))
+			f.mu.Lock()
+			f.status.SeedBytes += uint64(len(b.Data))
+			f.mu.Unlock()
+		case *peerpb.SnapshotChunk_Done:
+			if b.Done.Keys != keys {
+				return fmt.Errorf("replication: snapshot has %d keys, leader sent %d", keys, b.Done.Keys)
+			}
+			var epochs []storage.Position
+			for _, s := range hdr.EpochStarts {
+				epochs = append(epochs, storage.Position{Epoch: s.Epoch, LSN: s.Lsn})
+			}
+			if err := db.FinishIngest(pos, epochs); err != nil {
+				return err
+			}
+			f.mu.Lock()
+			f.status.Durable, f.status.Applied = pos.LSN, pos.LSN
+			f.mu.Unlock()
+			f.setState(StateCatchingUp)
+			f.log.Info("seeded", "lsn", pos.LSN, "keys", keys)
+			return nil
+		default:
+			return fmt.Errorf("replication: unexpected snapshot chunk %T", c.Body)
+		}
+	}
+}

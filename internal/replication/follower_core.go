@@ -1,0 +1,122 @@
+package replication
+
+import (
+	"fmt"
+
+	"github.com/tandemdb/tandem/internal/logrec"
+	"github.com/tandemdb/tandem/internal/peerpb"
+	"github.com/tandemdb/tandem/internal/storage"
+)
+
+// followerCore is the follower's replication logic without I/O: it checks
+// what the leader sends and says what to persist and what to apply. The
+// driver persists Ready.Append, calls Persisted, applies Ready.Apply, calls
+// Applied, then reports Progress.
+type followerCore struct {
+	epoch   uint64 // highest epoch seen
+	durable storage.Position
+	applied uint64
+	commit  uint64
+	pending []logrec.Entry // durable but not applied, in LSN order
+
+	leaderLast uint64 // the leader's last LSN, from its last message
+	leaderTime int64  // the leader's clock in its last message, Unix ns
+	appliedNs  int64  // leader time of the entry at applied
+}
+
+// Ready is the work one leader message creates.
+type Ready struct {
+	// Append must be durable BEFORE Persisted is called and before any
+	// progress that includes it is reported.
+	Append [][]byte
+	// appendPos is the position of the last entry in Append.
+	appendPos storage.Position
+	decoded   []logrec.Entry
+	// Apply lists entries to apply, in order, AFTER Append is durable.
+	Apply []logrec.Entry
+}
+
+// Step checks one Append from the leader. Entries must continue the log;
+// their checksums are verified here, before anything is persisted.
+func (c *followerCore) Step(epoch uint64, a *peerpb.Append) (Ready, error) {
+	var rd Ready
+	if epoch < c.epoch {
+		return rd, fmt.Errorf("%w: append from epoch %d, seen %d", ErrStaleEpoch, epoch, c.epoch)
+	}
+	c.epoch = epoch
+	next := c.durable
+	for _, raw := range a.Entries {
+		e, err := logrec.Decode(raw)
+		if err != nil {
+			return Ready{}, fmt.Errorf("replication: entry after lsn %d: %w", next.LSN, err)
+		}
+		if e.LSN != next.LSN+1 || e.Epoch < next.Epoch || e.Epoch > epoch {
+			return Ready{}, fmt.Errorf("%w: entry (%d,%d) after (%d,%d) from epoch %d", ErrOutOfOrder, e.Epoch, e.LSN, next.Epoch, next.LSN, epoch)
+		}
+		rd.decoded = append(rd.decoded, e)
+		next = storage.Position{Epoch: e.Epoch, LSN: e.LSN}
+	}
+	rd.Append = a.Entries
+	rd.appendPos = next
+	c.commit = max(c.commit, a.CommitLsn)
+	c.leaderLast = a.LeaderLastLsn
+	c.leaderTime = a.LeaderTimeUnixNano
+	// Apply up to min(commit, durable after this append): the pending tail
+	// plus the new entries.
+	limit := min(c.commit, next.LSN)
+	for _, e := range c.pending {
+		if e.LSN > limit {
+			break
+		}
+		rd.Apply = append(rd.Apply, e)
+	}
+	if len(rd.Apply) == len(c.pending) {
+		for _, e := range rd.decoded {
+			if e.LSN > limit {
+				break
+			}
+			rd.Apply = append(rd.Apply, e)
+		}
+	}
+	return rd, nil
+}
+
+// Persisted records that rd.Append is durable.
+func (c *followerCore) Persisted(rd Ready) {
+	if len(rd.Append) == 0 {
+		return
+	}
+	c.durable = rd.appendPos
+	c.pending = append(c.pending, rd.decoded...)
+}
+
+// Applied records that rd.Apply is applied.
+func (c *followerCore) Applied(rd Ready) {
+	n := len(rd.Apply)
+	if n == 0 {
+		return
+	}
+	c.applied = rd.Apply[n-1].LSN
+	c.appliedNs = rd.Apply[n-1].TimeNs
+	c.pending = c.pending[n:]
+}
+
+// Progress is the report to send after a step.
+func (c *followerCore) Progress() *peerpb.FollowerMessage {
+	return &peerpb.FollowerMessage{Epoch: c.epoch, Body: &peerpb.FollowerMessage_Progress{Progress: &peerpb.Progress{
+		DurableLsn: c.durable.LSN, AppliedLsn: c.applied,
+	}}}
+}
+
+// lag returns how far behind the leader this follower's applied state is,
+// in LSNs and seconds of leader time.
+func (c *followerCore) lag() (lsns uint64, seconds float64) {
+	if c.leaderLast <= c.applied {
+		return 0, 0
+	}
+	lsns = c.leaderLast - c.applied
+	if c.appliedNs > 0 && c.leaderTime > c.appliedNs {
+		seconds = float64(c.leaderTime-c.appliedNs) / 1e9
+	}
+	return lsns, seconds
+}

@@ -1,0 +1,176 @@
+package storage
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/tandemdb/tandem/internal/logrec"
+	"github.com/tandemdb/tandem/internal/snapshot"
+)
+
+// Snapshot is a consistent point-in-time view of the data, taken without
+// stopping writes. Position is the last entry it reflects.
+type Snapshot struct {
+	snap     *pebble.Snapshot
+	Position Position
+	// EstimatedBytes approximates the data size, for progress reporting.
+	EstimatedBytes uint64
+	Epochs         []Position
+}
+
+// NewSnapshot takes a snapshot. The caller must Close it. The log from
+// Position.LSN on must be retained until the follower that receives it has
+// caught up; the caller pins it.
+func (d *DB) NewSnapshot() (*Snapshot, error) {
+	snap := d.pdb.NewSnapshot()
+	applied, err := getUint(snap, metaApplied)
+	if err != nil {
+		snap.Close()
+		return nil, err
+	}
+	pos := Position{LSN: applied}
+	if applied > 0 {
+		v, closer, err := snap.Get(logKey(applied))
+		switch {
+		case err == nil:
+			pos.Epoch, _, err = logrec.PeekLSN(v)
+			closer.Close()
+			if err != nil {
+				snap.Close()
+				return nil, fmt.Errorf("storage: snapshot at %d: %w", applied, err)
+			}
+		case errors.Is(err, pebble.ErrNotFound):
+			// The applied entry is the log base (retention or a seed).
+			base, err := getPosition(snap, metaLogBase)
+			if err != nil || base.LSN != applied {
+				snap.Close()
+				return nil, fmt.Errorf("storage: snapshot at %d: log base %v: %v", applied, base, err)
+			}
+			pos.Epoch = base.Epoch
+		default:
+			snap.Close()
+			return nil, fmt.Errorf("storage: snapshot at %d: %w", applied, err)
+		}
+	}
+	est, _ := d.pdb.EstimateDiskUsage(dataLower, dataUpper)
+	var epochs []Position
+	for _, s := range d.EpochHistory() {
+		if s.LSN <= applied {
+			epochs = append(epochs, s)
+		}
+	}
+	return &Snapshot{snap: snap, Position: pos, EstimatedBytes: est, Epochs: epochs}, nil
+}
+
+// Each calls fn for every stored data row (user key, stored value) in key
+// order. The slices are valid only during the call.
+func (s *Snapshot) Each(fn func(key, stored []byte) error) error {
+	it, err := s.snap.NewIter(&pebble.IterOptions{LowerBound: dataLower, UpperBound: dataUpper})
+	if err != nil {
+		return fmt.Errorf("storage: snapshot scan: %w", err)
+	}
+	defer it.Close()
+	for ok := it.First(); ok; ok = it.Next() {
+		if err := fn(it.Key()[1:], it.Value()); err != nil {
+			return err
+		}
+	}
+	if err := it.Error(); err != nil {
+		return fmt.Errorf("storage: snapshot scan: %w", err)
+	}
+	return nil
+}
+
+// Close releases the snapshot.
+func (s *Snapshot) Close() error { return s.snap.Close() }
+
+// BeginIngest discards the data and the log and marks the node as seeding,
+// durably, so that a crash mid-ingest restarts the seed instead of serving a
+// partial keyspace.
+func (d *DB) BeginIngest() error {
+	b := d.pdb.NewBatch()
+	defer b.Close()
+	_ = b.DeleteRange(dataLower, dataUpper, nil)
+	_ = b.DeleteRange(expiryLower, expiryUpper, nil)
+	_ = b.DeleteRange(logLower, logUpper, nil)
+	_ = b.Set(metaSeeding, []byte{1}, nil)
+	_ = b.Set(metaApplied, be64(0), nil)
+	_ = b.Set(metaLogBase, encodePosition(Position{}), nil)
+	_ = b.Delete(metaEpochs, nil)
+	if err := b.Commit(syncWrite); err != nil {
+		return fmt.Errorf("storage: begin ingest: %w", err)
+	}
+	d.mu.Lock()
+	d.seeding = true
+	d.applied = 0
+	d.logBase = Position{}
+	d.durable = Position{}
+	d.epochs = nil
+	d.logBytes, d.logCount = 0, 0
+	d.mu.Unlock()
+	return nil
+}
+
+// IngestRows writes decoded snapshot rows. They become durable with
+// FinishIngest.
+func (d *DB) IngestRows(rows []snapshot.Row) error {
+	b := d.pdb.NewBatch()
+	defer b.Close()
+	var kbuf []byte
+	for _, r := range rows {
+		if len(r.Value) < 8 {
+			return fmt.Errorf("storage: ingest row of %d bytes: %w", len(r.Value), snapshot.ErrCorrupt)
+		}
+		kbuf = append(append(kbuf[:0], prefixData), r.Key...)
+		_ = b.Set(kbuf, r.Value, nil)
+		if at := int64(binary.BigEndian.Uint64(r.Value)); at != 0 {
+			_ = b.Set(expiryKey(at, r.Key), nil, nil)
+		}
+	}
+	if err := b.Commit(noSyncWrite); err != nil {
+		return fmt.Errorf("storage: ingest: %w", err)
+	}
+	return nil
+}
+
+// FinishIngest makes the ingested data durable at pos: the log restarts
+// after pos, and applied and durable are pos.
+func (d *DB) FinishIngest(pos Position, epochs []Position) error {
+	b := d.pdb.NewBatch()
+	defer b.Close()
+	_ = b.Set(metaApplied, be64(pos.LSN), nil)
+	_ = b.Set(metaLogBase, encodePosition(pos), nil)
+	_ = b.Set(metaEpochs, encodePositions(epochs), nil)
+	d.mu.Lock()
+	epoch := max(d.epoch, pos.Epoch)
+	d.mu.Unlock()
+	_ = b.Set(metaEpoch, be64(epoch), nil)
+	_ = b.Delete(metaSeeding, nil)
+	if err := b.Commit(syncWrite); err != nil {
+		return fmt.Errorf("storage: finish ingest: %w", err)
+	}
+	d.mu.Lock()
+	d.seeding = false
+	d.applied = pos.LSN
+	d.logBase = pos
+	d.durable = pos
+	d.epochs = append([]Position(nil), epochs...)
+	d.epoch = epoch
+	d.mu.Unlock()
+	return nil
+}
+
+func getPosition(g getter, key []byte) (Position, error) {
+	v, closer, err := g.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return Position{}, nil
+	}
+	if err != nil {
+		return Position{}, fmt.Errorf("storage: read %s: %w", key[1:], err)
+	}
+	defer closer.Close()
+	return decodePosition(v)
+}
