@@ -116,6 +116,7 @@ func (f *Follower) setState(s string) {
 
 // Run follows the leader until ctx ends, reconnecting after failures.
 func (f *Follower) Run(ctx context.Context) error {
+	var lastErr string
 	for {
 		err := f.session(ctx)
 		f.mu.Lock()
@@ -124,11 +125,15 @@ func (f *Follower) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if err != nil {
-			f.log.Warn("replication stream ended", "err", err)
-			if errors.Is(err, logrec.ErrCorrupt) || errors.Is(err, ErrOutOfOrder) {
-				f.log.Error("leader sent an entry that does not verify; refusing it", "err", err)
-			}
+		switch {
+		case err == nil:
+			lastErr = ""
+		case errors.Is(err, logrec.ErrCorrupt) || errors.Is(err, ErrOutOfOrder):
+			f.log.Error("leader sent an entry that does not verify; refusing it", "err", err)
+		case err.Error() != lastErr:
+			// Retries every Retry interval: log each distinct failure once.
+			f.log.Warn("replication stream ended; retrying", "err", err)
+			lastErr = err.Error()
 		}
 		select {
 		case <-time.After(f.cfg.Retry):

@@ -702,21 +702,32 @@ func (l *Leader) retention() {
 	}
 }
 
+// trimLog applies the retention rule: keep every entry a known follower
+// still needs, and, since followers are only known once they connect (a
+// leader that restarted has not heard from them yet), keep the newest half
+// of the cap regardless. Past the cap, drop the oldest entries even if a
+// follower needs them; that follower is re-seeded from a snapshot. Sizes are
+// estimated from the average entry size.
 func (l *Leader) trimLog() error {
 	l.mu.Lock()
-	keep := l.applied
+	needed := l.applied
 	for _, f := range l.followers {
-		keep = min(keep, f.DurableLSN)
+		needed = min(needed, f.DurableLSN)
 	}
 	l.mu.Unlock()
 	db := l.cfg.DB
 	count, size := db.LogSize()
 	base := db.LogBase().LSN
-	if size > l.cfg.RetainBytes && count > 0 {
-		// Over the cap: drop the oldest entries (estimated by average size)
-		// even if a follower still needs them; it will be re-seeded.
-		drop := uint64(count - count*l.cfg.RetainBytes/size)
-		keep = max(keep, base+drop)
+	if count == 0 || size <= l.cfg.RetainBytes/2 {
+		return nil
+	}
+	// cut(limit) is the LSN to trim through so that about limit bytes remain.
+	cut := func(limit int64) uint64 {
+		return base + uint64(count-count*limit/size)
+	}
+	keep := min(needed, cut(l.cfg.RetainBytes/2))
+	if size > l.cfg.RetainBytes {
+		keep = max(keep, cut(l.cfg.RetainBytes))
 	}
 	return db.TruncateLogBefore(keep)
 }
