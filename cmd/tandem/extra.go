@@ -1,6 +1,10 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"github.com/spf13/cobra"
 
-// extraCommands lists commands wired from other packages (chaos, bench).
-func extraCommands() []*cobra.Command { return nil }
+	"github.com/tandemdb/tandem/internal/chaos"
+)
+
+// extraCommands lists commands built in other packages.
+func extraCommands() []*cobra.Command { return []*cobra.Command{chaos.NewCommand()} }

@@ -158,6 +158,9 @@ func PeekLSN(b []byte) (epoch, lsn uint64, err error) {
 	if want, got := binary.LittleEndian.Uint32(b), crc32.Checksum(b[4:], castagnoli); want != got {
 		return 0, 0, fmt.Errorf("%w: checksum %08x, computed %08x", ErrCorrupt, want, got)
 	}
+	if b[4] != formatVersion {
+		return 0, 0, fmt.Errorf("%w: unknown format version %d", ErrCorrupt, b[4])
+	}
 	d := decoder{buf: b[5:]}
 	epoch, lsn = d.uvarint(), d.uvarint()
 	return epoch, lsn, d.err
@@ -192,7 +195,9 @@ func (d *decoder) uvarint() uint64 {
 		return 0
 	}
 	v, n := binary.Uvarint(d.buf)
-	if n <= 0 {
+	// Only the minimal encoding is accepted: binary.Uvarint also takes
+	// padded ones (0x80 0x00 is 0), which would give one entry two encodings.
+	if n <= 0 || n != uvarintLen(v) {
 		d.fail("bad uvarint")
 		return 0
 	}
@@ -205,12 +210,21 @@ func (d *decoder) varint() int64 {
 		return 0
 	}
 	v, n := binary.Varint(d.buf)
-	if n <= 0 {
+	if n <= 0 || n != uvarintLen(uint64(v)<<1^uint64(v>>63)) {
 		d.fail("bad varint")
 		return 0
 	}
 	d.buf = d.buf[n:]
 	return v
+}
+
+// uvarintLen is the length of the minimal uvarint encoding of v.
+func uvarintLen(v uint64) int {
+	n := 1
+	for ; v >= 0x80; v >>= 7 {
+		n++
+	}
+	return n
 }
 
 func (d *decoder) bytes() []byte {

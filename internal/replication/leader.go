@@ -559,6 +559,16 @@ func (l *Leader) Serve(ctx context.Context, stream LeaderStream) error {
 	if err != nil {
 		return err
 	}
+	if d.Action == ActSnapshot && l.cfg.DB.Applied() == 0 {
+		// A snapshot now would be empty at LSN 0 and the follower would be
+		// sent for another one, forever; under quorum nothing commits
+		// until a follower streams, so applied would stay 0. The log is
+		// whole (retention never passes applied): replay it instead.
+		d = Decision{Action: ActStream, LSN: 1}
+		if pos.LSN > 0 {
+			d = Decision{Action: ActTruncate} // diverged from its first entry
+		}
+	}
 	log := l.log.With("peer", hello.NodeId)
 	log.Info("follower connected", "durable_lsn", pos.LSN, "durable_epoch", pos.Epoch, "action", d.Action.String(), "lsn", d.LSN)
 	switch d.Action {

@@ -72,7 +72,7 @@ func Decode(b []byte) ([]Row, error) {
 	}
 	b = b[4:]
 	count, n := binary.Uvarint(b)
-	if n <= 0 {
+	if n <= 0 || n != uvarintLen(count) {
 		return nil, fmt.Errorf("%w: bad row count", ErrCorrupt)
 	}
 	b = b[n:]
@@ -82,7 +82,7 @@ func Decode(b []byte) ([]Row, error) {
 	rows := make([]Row, 0, count)
 	field := func() ([]byte, error) {
 		l, n := binary.Uvarint(b)
-		if n <= 0 || l > uint64(len(b)-n) {
+		if n <= 0 || n != uvarintLen(l) || l > uint64(len(b)-n) {
 			return nil, fmt.Errorf("%w: bad field length", ErrCorrupt)
 		}
 		f := b[n : n+int(l) : n+int(l)]
@@ -104,4 +104,15 @@ func Decode(b []byte) ([]Row, error) {
 		return nil, fmt.Errorf("%w: %d trailing bytes", ErrCorrupt, len(b))
 	}
 	return rows, nil
+}
+
+// uvarintLen is the length of the minimal uvarint encoding of v. Decode
+// accepts only minimal lengths (binary.Uvarint also takes padded ones), so
+// that a chunk has exactly one encoding.
+func uvarintLen(v uint64) int {
+	n := 1
+	for ; v >= 0x80; v >>= 7 {
+		n++
+	}
+	return n
 }

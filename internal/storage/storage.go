@@ -330,6 +330,11 @@ func (d *DB) AppendLog(entries [][]byte) error {
 	if newEpochs {
 		_ = b.Set(metaEpochs, encodePositions(epochs), nil)
 	}
+	if next.Epoch > d.Epoch() {
+		// Entries of an epoch are proof the epoch exists: persist it with
+		// them so a restart never forgets the highest epoch seen.
+		_ = b.Set(metaEpoch, be64(next.Epoch), nil)
+	}
 	if err := b.Commit(syncWrite); err != nil {
 		return fmt.Errorf("storage: append lsn %d..%d: %w", next.LSN-uint64(len(entries))+1, next.LSN, err)
 	}

@@ -1,0 +1,353 @@
+// Package chaos is tandem's Jepsen-style harness (`tandem chaos`): it starts
+// a local cluster of real node processes, runs concurrent clients against
+// it, injects faults on a schedule drawn from a seed, heals, waits for the
+// replicas to converge, reads every key a last time and checks the history.
+//
+// The work is split by job:
+//
+//	history/   what happened: operations, outcomes, faults, on one clock
+//	workload/  the clients: registers, counters, follower reads
+//	nemesis/   the faults and their seeded schedule
+//	relay/     the fault-injecting TCP relay on peer links
+//	checker/   the checks, pure functions of the history
+//
+// This package wires them to internal/cluster (Run), turns the checks into
+// a Report (Check), and provides the cobra command (NewCommand).
+//
+// Promises: the seed is always printed; any violation fails the run; a
+// failed run keeps its history (history.json), porcupine's HTML for every
+// key that is not linearizable, and the node logs.
+package chaos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tandemdb/tandem/internal/chaos/checker"
+	"github.com/tandemdb/tandem/internal/chaos/history"
+	"github.com/tandemdb/tandem/internal/chaos/nemesis"
+	"github.com/tandemdb/tandem/internal/chaos/relay"
+	"github.com/tandemdb/tandem/internal/chaos/workload"
+	"github.com/tandemdb/tandem/internal/cluster"
+)
+
+// Options configures a run. The zero value of a field means its default.
+type Options struct {
+	// Duration of the workload (default 60 s); convergence, final reads
+	// and checking come after it.
+	Duration time.Duration
+	// Faults are nemesis kind names; nil means nemesis.DefaultKinds, an
+	// empty non-nil slice means no faults.
+	Faults []string
+	// Clients is the number of concurrent clients (default 8).
+	Clients int
+	// Rate bounds operations per second over all clients (default 200).
+	// Keys are sized from it so each key sees about 4 operations a second.
+	Rate float64
+	// Nodes in the cluster (default 3).
+	Nodes int
+	// Seed drives the fault schedule and the clients' choices; 0 picks
+	// one at random (it is printed either way).
+	Seed uint64
+	// Mode is the durability mode passed to every node (--mode); "" keeps
+	// the server's default.
+	Mode string
+	// Binary is the tandem executable; "" runs the current executable.
+	Binary string
+	// Dir is where data directories and artefacts go; "" uses a temporary
+	// directory, removed when the run passes.
+	Dir string
+	// ServerArgs are extra flags for every node, e.g. --buggify NAME.
+	ServerArgs []string
+	// OpTimeout bounds one client operation (default 1 s).
+	OpTimeout time.Duration
+	// CheckTimeout bounds porcupine per key (default 30 s); a key it cannot
+	// decide is reported inconclusive.
+	CheckTimeout time.Duration
+	// Out receives the printed report (nil: not printed).
+	Out io.Writer
+	// Log receives progress (nil: discarded).
+	Log *slog.Logger
+}
+
+func (o *Options) defaults() {
+	if o.Duration <= 0 {
+		o.Duration = 60 * time.Second
+	}
+	if o.Faults == nil {
+		o.Faults = nemesis.DefaultKinds
+	}
+	if o.Clients <= 0 {
+		o.Clients = 8
+	}
+	if o.Rate <= 0 {
+		o.Rate = 200
+	}
+	if o.Nodes <= 0 {
+		o.Nodes = 3
+	}
+	if o.Seed == 0 {
+		o.Seed = rand.Uint64()>>1 | 1 // never 0, fits in an int64 flag
+	}
+	if o.OpTimeout <= 0 {
+		o.OpTimeout = time.Second
+	}
+	if o.CheckTimeout <= 0 {
+		o.CheckTimeout = 30 * time.Second
+	}
+	if o.Out == nil {
+		o.Out = io.Discard
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Run performs one chaos run and returns its report. The error is for the
+// harness failing (cluster would not start, bad options); violations found
+// in the cluster are in the report (Report.Violated), which Run also prints
+// to Options.Out.
+func Run(ctx context.Context, opts Options) (*Report, error) {
+	opts.defaults()
+	log := opts.Log.With("seed", opts.Seed)
+	kinds, err := nemesis.Lookup(opts.Faults)
+	if err != nil {
+		return nil, err
+	}
+	dir, temp := opts.Dir, opts.Dir == ""
+	if temp {
+		if dir, err = os.MkdirTemp("", "tandem-chaos-"); err != nil {
+			return nil, fmt.Errorf("chaos: %w", err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data")); err == nil {
+		// Nodes would start on an old run's data and the checks would
+		// judge a history they did not see.
+		return nil, fmt.Errorf("chaos: %s already holds a run's data; use an empty --dir", dir)
+	}
+	fmt.Fprintf(opts.Out, "tandem chaos: seed %d, %v, %d clients, %g ops/s, faults %v, dir %s\n",
+		opts.Seed, opts.Duration, opts.Clients, opts.Rate, opts.Faults, dir)
+
+	links := newLinks(log)
+	defer links.close()
+	args := append([]string(nil), opts.ServerArgs...)
+	if opts.Mode != "" {
+		args = append(args, "--mode", opts.Mode)
+	}
+	c, err := cluster.Start(ctx, cluster.Config{
+		Binary:     opts.Binary,
+		Dir:        filepath.Join(dir, "data"),
+		Nodes:      opts.Nodes,
+		PeerAddr:   links.peerAddr,
+		ServerArgs: args,
+	}, log)
+	if err != nil {
+		return nil, fmt.Errorf("chaos: start cluster: %w", err)
+	}
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			_ = c.Stop()
+		}
+	}
+	defer stop()
+
+	conns := map[int]workload.Conn{}
+	var topo nemesis.Topology
+	topo.Leader = c.LeaderID()
+	for _, n := range c.Nodes() {
+		cl := redis.NewClient(&redis.Options{
+			Addr:                  n.RESPAddr,
+			Protocol:              2,
+			DisableIdentity:       true,
+			MaxRetries:            -1, // a retried write is a second write
+			DialTimeout:           500 * time.Millisecond,
+			ReadTimeout:           opts.OpTimeout,
+			WriteTimeout:          opts.OpTimeout,
+			ContextTimeoutEnabled: true,
+			PoolSize:              opts.Clients + 2,
+		})
+		defer cl.Close()
+		conns[n.ID] = cl
+		topo.Nodes = append(topo.Nodes, n.ID)
+	}
+	keys := max(4, int(opts.Rate/4))
+	wcfg := workload.Config{
+		Clients:   opts.Clients,
+		Registers: max(2, keys*3/5),
+		Counters:  max(2, keys*2/5),
+		Rate:      opts.Rate,
+		OpTimeout: opts.OpTimeout,
+		Seed:      opts.Seed,
+		Leader:    topo.Leader,
+		Followers: topo.Followers(),
+	}
+	steps := nemesis.Plan(opts.Seed, kinds, topo, nemesis.DefaultTiming(opts.Duration))
+	for _, s := range steps {
+		log.Debug("planned fault", "step", s.String())
+	}
+	log.Info("chaos run starting", "faults", len(steps), "registers", wcfg.Registers, "counters", wcfg.Counters)
+
+	rec := history.NewRecorder()
+	env := &clusterEnv{c: c, links: links}
+	runCtx, cancel := context.WithTimeout(ctx, opts.Duration)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Go(func() { nemesis.Run(runCtx, env, steps, time.Now(), rec, log) })
+	werr := workload.Run(runCtx, wcfg, conns, rec)
+	wg.Wait() // every fault healed
+	if werr != nil {
+		return nil, werr
+	}
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("chaos: interrupted: %w", ctx.Err())
+	}
+
+	// Every node must be running for convergence; a node whose heal
+	// failed is started once more (its failure is in the history).
+	for _, n := range c.Nodes() {
+		if n.PID == 0 {
+			_ = c.Start(n.ID)
+		}
+	}
+	digests := converge(ctx, c, conns, 60*time.Second, log)
+	finalCtx, cancelFinal := context.WithTimeout(ctx, 30*time.Second)
+	if err := workload.FinalReads(finalCtx, wcfg, conns, rec); err != nil {
+		log.Warn("final reads incomplete", "err", err)
+	}
+	cancelFinal()
+	stop()
+
+	h := rec.History(opts.Seed)
+	outDir := filepath.Join(dir, "out")
+	r := Check(h, digests, opts.CheckTimeout, outDir)
+	if r.Violated() {
+		if err := os.MkdirAll(outDir, 0o755); err == nil {
+			if err := h.WriteFile(filepath.Join(outDir, "history.json")); err != nil {
+				log.Error("keep history", "err", err)
+			}
+		}
+		r.Dir = dir
+	} else if temp {
+		os.RemoveAll(dir)
+	}
+	r.Print(opts.Out)
+	return r, nil
+}
+
+// converge polls every node's TANDEM.DIGEST until all report the same
+// applied LSN or the wait runs out, and returns the last round.
+func converge(ctx context.Context, c *cluster.Cluster, conns map[int]workload.Conn, wait time.Duration, log *slog.Logger) []checker.Digest {
+	deadline := time.Now().Add(wait)
+	for {
+		var ds []checker.Digest
+		for _, n := range c.Nodes() {
+			ds = append(ds, digest(ctx, n.ID, conns[n.ID]))
+		}
+		if checker.Converged(ds) {
+			log.Info("replicas converged", "applied_lsn", ds[0].Applied)
+			return ds
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			log.Warn("replicas did not converge", "digests", ds)
+			return ds
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func digest(ctx context.Context, id int, conn workload.Conn) checker.Digest {
+	d := checker.Digest{Node: id}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	v, err := conn.Do(ctx, "TANDEM.DIGEST").Slice()
+	if err == nil && len(v) != 2 {
+		err = fmt.Errorf("TANDEM.DIGEST returned %d items, want 2", len(v))
+	}
+	if err != nil {
+		d.Err = err.Error()
+		return d
+	}
+	lsn, ok1 := v[0].(int64)
+	sum, ok2 := v[1].(string)
+	if !ok1 || !ok2 || lsn < 0 {
+		d.Err = fmt.Sprintf("TANDEM.DIGEST returned %T %T", v[0], v[1])
+		return d
+	}
+	d.Applied, d.Sum = uint64(lsn), sum
+	return d
+}
+
+// links holds the relays on peer links, created as the cluster asks for
+// peer addresses (cluster.Config.PeerAddr), before any node starts.
+type links struct {
+	log    *slog.Logger
+	mu     sync.Mutex
+	relays map[[2]int]*relay.Relay
+}
+
+func newLinks(log *slog.Logger) *links {
+	return &links{log: log, relays: map[[2]int]*relay.Relay{}}
+}
+
+// peerAddr puts a relay on the link from -> to. If the relay cannot
+// listen, the link stays direct and faults on it fail to inject (and show
+// in the report).
+func (l *links) peerAddr(from, to int, addr string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	k := [2]int{from, to}
+	if r, ok := l.relays[k]; ok && r.Target() == addr {
+		return r.Addr()
+	}
+	r, err := relay.Listen(addr, l.log.With("link", fmt.Sprintf("n%d->n%d", from, to)))
+	if err != nil {
+		l.log.Error("no relay on link", "from", from, "to", to, "err", err)
+		return addr
+	}
+	l.relays[k] = r
+	return r.Addr()
+}
+
+func (l *links) get(from, to int) *relay.Relay {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.relays[[2]int{from, to}]
+}
+
+func (l *links) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, r := range l.relays {
+		r.Close()
+	}
+}
+
+// clusterEnv adapts a cluster to the nemesis.
+type clusterEnv struct {
+	c     *cluster.Cluster
+	links *links
+}
+
+func (e *clusterEnv) Kill(id int) error   { return e.c.Kill(id) }
+func (e *clusterEnv) Start(id int) error  { return e.c.Start(id) }
+func (e *clusterEnv) Pause(id int) error  { return e.c.Pause(id) }
+func (e *clusterEnv) Resume(id int) error { return e.c.Resume(id) }
+func (e *clusterEnv) WaitReady(ctx context.Context, id int) error {
+	return cluster.WaitReady(ctx, e.c.Node(id).RESPAddr)
+}
+func (e *clusterEnv) Link(from, to int) *relay.Relay { return e.links.get(from, to) }
+
+// ErrViolations is returned by the command when a run found violations.
+var ErrViolations = errors.New("chaos: violations found")

@@ -1,0 +1,261 @@
+// Package nemesis injects faults into a running cluster on a schedule.
+//
+// A fault is a small type implementing Fault; a fault kind (Kind) is a name
+// plus a constructor that picks the fault's targets from a seeded random
+// source. Adding a fault means adding one type and one Kinds entry: the
+// planner, the runner, the report and the CLI pick it up by name.
+//
+// Promises:
+//   - Plan is a pure function of (seed, kinds, topology, timing): the same
+//     seed gives the same schedule, so a failing run can be replayed.
+//   - Faults are injected one at a time and every injected fault is healed,
+//     even when the run is cancelled, before Run returns.
+//   - Every injection and healing is recorded in the history with its time.
+package nemesis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/tandemdb/tandem/internal/chaos/history"
+	"github.com/tandemdb/tandem/internal/chaos/relay"
+)
+
+// ErrUnsupported is returned by a fault the environment cannot inject (a
+// partition without a relay on the link).
+var ErrUnsupported = errors.New("nemesis: fault not supported by this cluster")
+
+// Env is what faults act on: process control of the nodes and the relays
+// on the peer links. The chaos runner adapts a cluster.Cluster to it; tests
+// use a fake.
+type Env interface {
+	Kill(id int) error
+	Start(id int) error
+	Pause(id int) error
+	Resume(id int) error
+	// WaitReady blocks until node id answers clients again.
+	WaitReady(ctx context.Context, id int) error
+	// Link returns the relay that carries node from's connections to node
+	// to, or nil if that link has none.
+	Link(from, to int) *relay.Relay
+}
+
+// Topology is what the planner knows about the cluster.
+type Topology struct {
+	Leader int
+	Nodes  []int
+}
+
+// Followers returns every node but the leader, in order.
+func (t Topology) Followers() []int {
+	var fs []int
+	for _, n := range t.Nodes {
+		if n != t.Leader {
+			fs = append(fs, n)
+		}
+	}
+	return fs
+}
+
+// Fault is one fault with its targets chosen.
+type Fault interface {
+	// Name says what the fault does to whom ("kill n1").
+	Name() string
+	// Inject starts the fault.
+	Inject(ctx context.Context, env Env) error
+	// Heal ends it and returns when the cluster can recover (a killed node
+	// is running and answering again).
+	Heal(ctx context.Context, env Env) error
+}
+
+// Kind is a named family of faults.
+type Kind struct {
+	Name string
+	Doc  string
+	// New chooses a fault's targets. It must draw randomness only from r,
+	// so that the schedule is a function of the seed.
+	New func(r *rand.Rand, t Topology) Fault
+}
+
+// Kinds lists every fault kind, in the order the CLI shows them. Append new
+// kinds here.
+var Kinds = []Kind{
+	{"kill-leader", "kill -9 the leader, restart it on heal", func(r *rand.Rand, t Topology) Fault {
+		return Kill{ID: t.Leader}
+	}},
+	{"kill-follower", "kill -9 a follower, restart it on heal", func(r *rand.Rand, t Topology) Fault {
+		return Kill{ID: pick(r, t.Followers())}
+	}},
+	{"pause", "SIGSTOP a node, SIGCONT on heal", func(r *rand.Rand, t Topology) Fault {
+		return Pause{ID: pick(r, t.Nodes)}
+	}},
+	{"partition", "cut a follower's link to the leader", func(r *rand.Rand, t Topology) Fault {
+		return Link{From: pick(r, t.Followers()), To: t.Leader, Mode: relay.Mode{Cut: true}}
+	}},
+	{"delay", "delay a follower's link to the leader by 50-500ms", func(r *rand.Rand, t Topology) Fault {
+		d := time.Duration(50+r.IntN(451)) * time.Millisecond
+		return Link{From: pick(r, t.Followers()), To: t.Leader, Mode: relay.Mode{Delay: d}}
+	}},
+	{"drop-oneway", "drop one direction of a follower's link to the leader", func(r *rand.Rand, t Topology) Fault {
+		dir := relay.Forward
+		from := pick(r, t.Followers())
+		if r.IntN(2) == 1 {
+			dir = relay.Backward
+		}
+		return Link{From: from, To: t.Leader, Mode: relay.Mode{Drop: dir}}
+	}},
+}
+
+// DefaultKinds are the kinds `tandem chaos` runs without --faults.
+var DefaultKinds = []string{"kill-leader", "kill-follower", "pause", "partition"}
+
+// Lookup returns the kinds with these names, or an error naming the
+// unknown ones and listing the known ones.
+func Lookup(names []string) ([]Kind, error) {
+	var out []Kind
+	var unknown []string
+	for _, n := range names {
+		i := slices.IndexFunc(Kinds, func(k Kind) bool { return k.Name == n })
+		if i < 0 {
+			unknown = append(unknown, n)
+			continue
+		}
+		out = append(out, Kinds[i])
+	}
+	if len(unknown) > 0 {
+		var known []string
+		for _, k := range Kinds {
+			known = append(known, k.Name)
+		}
+		return nil, fmt.Errorf("nemesis: unknown fault %s (known: %s)", strings.Join(unknown, ", "), strings.Join(known, ", "))
+	}
+	return out, nil
+}
+
+func pick(r *rand.Rand, ids []int) int {
+	if len(ids) == 0 {
+		return 0 // the fault's Inject reports it
+	}
+	return ids[r.IntN(len(ids))]
+}
+
+// Timing shapes a schedule.
+type Timing struct {
+	// Duration is the whole run.
+	Duration time.Duration
+	// Warmup is the fault-free start, so the history begins healthy.
+	Warmup time.Duration
+	// Tail is the fault-free end, so recovery after the last heal is seen.
+	Tail time.Duration
+	// Gap and Hold bound the (uniformly random) time between faults and
+	// the time a fault lasts.
+	MinGap, MaxGap   time.Duration
+	MinHold, MaxHold time.Duration
+}
+
+// DefaultTiming suits a run of the given length: a few seconds of warm-up
+// and tail, faults of 1-4 s with 1-3 s between them.
+func DefaultTiming(d time.Duration) Timing {
+	t := Timing{Duration: d, Warmup: 2 * time.Second, Tail: 5 * time.Second,
+		MinGap: time.Second, MaxGap: 3 * time.Second, MinHold: time.Second, MaxHold: 4 * time.Second}
+	if d < 20*time.Second {
+		t.Warmup, t.Tail = d/10, d/4
+	}
+	return t
+}
+
+// Step is one fault in a schedule: injected At after the run began, healed
+// Hold later.
+type Step struct {
+	At    time.Duration
+	Hold  time.Duration
+	Kind  string
+	Fault Fault
+}
+
+func (s Step) String() string {
+	return fmt.Sprintf("%v +%v %s: %s", s.At, s.Hold, s.Kind, s.Fault.Name())
+}
+
+// Plan draws a schedule from seed: faults one after another, kinds chosen
+// uniformly, each fitting between Warmup and Duration-Tail. It returns no
+// steps when kinds is empty.
+func Plan(seed uint64, kinds []Kind, t Topology, tm Timing) []Step {
+	if len(kinds) == 0 {
+		return nil
+	}
+	r := rand.New(rand.NewPCG(seed, 0x6e656d65736973)) // "nemesis"
+	between := func(lo, hi time.Duration) time.Duration {
+		if hi <= lo {
+			return lo
+		}
+		return lo + time.Duration(r.Int64N(int64(hi-lo)+1))
+	}
+	var steps []Step
+	at := tm.Warmup
+	end := tm.Duration - tm.Tail
+	for {
+		k := kinds[r.IntN(len(kinds))]
+		hold := between(tm.MinHold, tm.MaxHold)
+		f := k.New(r, t)
+		if at+hold > end {
+			return steps
+		}
+		steps = append(steps, Step{At: at, Hold: hold, Kind: k.Name, Fault: f})
+		at += hold + between(tm.MinGap, tm.MaxGap)
+	}
+}
+
+// Run executes steps against env, timed from start, recording each fault in
+// rec. It returns when the schedule is done or ctx ends; in both cases an
+// injected fault is healed first (with a fresh context, bounded in time).
+// Errors injecting or healing are recorded and logged, not returned: the
+// run goes on and the report shows them. A fault whose injection failed is
+// not healed.
+func Run(ctx context.Context, env Env, steps []Step, start time.Time, rec *history.Recorder, log *slog.Logger) {
+	for _, s := range steps {
+		if !sleepUntil(ctx, start.Add(s.At)) {
+			return
+		}
+		ev := history.FaultEvent{Kind: s.Kind, Name: s.Fault.Name(), Inject: rec.Now()}
+		log.Info("nemesis inject", "fault", ev.Name, "hold", s.Hold)
+		err := s.Fault.Inject(ctx, env)
+		if err != nil {
+			// Nothing to heal: the fault is recorded without a heal time,
+			// so no recovery is measured for it.
+			ev.InjectErr = err.Error()
+			log.Warn("nemesis inject failed", "fault", ev.Name, "err", err)
+			rec.AddFault(ev)
+			continue
+		}
+		i := rec.AddFault(ev)
+		sleepUntil(ctx, time.Now().Add(s.Hold))
+		healCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
+		at := rec.Now()
+		log.Info("nemesis heal", "fault", ev.Name)
+		err = s.Fault.Heal(healCtx, env)
+		cancel()
+		if err != nil {
+			log.Warn("nemesis heal failed", "fault", ev.Name, "err", err)
+		}
+		rec.Healed(i, at, err)
+	}
+}
+
+// sleepUntil waits until t or ctx's end; it reports whether t was reached.
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	timer := time.NewTimer(time.Until(t))
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

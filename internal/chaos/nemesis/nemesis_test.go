@@ -1,0 +1,203 @@
+package nemesis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tandemdb/tandem/internal/chaos/history"
+	"github.com/tandemdb/tandem/internal/chaos/relay"
+)
+
+var topo = Topology{Leader: 1, Nodes: []int{1, 2, 3}}
+
+func allKinds(t *testing.T) []Kind {
+	var names []string
+	for _, k := range Kinds {
+		names = append(names, k.Name)
+	}
+	ks, err := Lookup(names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ks
+}
+
+func describe(steps []Step) []string {
+	var out []string
+	for _, s := range steps {
+		out = append(out, s.String())
+	}
+	return out
+}
+
+func TestPlanDeterministic(t *testing.T) {
+	tm := DefaultTiming(10 * time.Minute)
+	ks := allKinds(t)
+	a := describe(Plan(42, ks, topo, tm))
+	b := describe(Plan(42, ks, topo, tm))
+	if !reflect.DeepEqual(a, b) {
+		t.Fatalf("same seed, different schedules:\n%v\n%v", a, b)
+	}
+	if len(a) < 50 {
+		t.Fatalf("only %d faults in 10 minutes", len(a))
+	}
+	c := describe(Plan(43, ks, topo, tm))
+	if reflect.DeepEqual(a, c) {
+		t.Fatal("seeds 42 and 43 give the same schedule")
+	}
+	t.Logf("seed 42 begins: %s", strings.Join(a[:5], "; "))
+}
+
+func TestPlanShape(t *testing.T) {
+	tm := DefaultTiming(2 * time.Minute)
+	ks := allKinds(t)
+	for seed := range uint64(50) {
+		steps := Plan(seed, ks, topo, tm)
+		seen := map[string]bool{}
+		prevEnd := time.Duration(0)
+		for _, s := range steps {
+			seen[s.Kind] = true
+			if s.At < tm.Warmup || s.At+s.Hold > tm.Duration-tm.Tail {
+				t.Fatalf("seed %d: %s outside [%v, %v]", seed, s, tm.Warmup, tm.Duration-tm.Tail)
+			}
+			if s.At < prevEnd+tm.MinGap && prevEnd != 0 {
+				t.Fatalf("seed %d: %s overlaps the previous fault (ended %v)", seed, s, prevEnd)
+			}
+			if s.Hold < tm.MinHold || s.Hold > tm.MaxHold {
+				t.Fatalf("seed %d: hold %v out of bounds", seed, s.Hold)
+			}
+			prevEnd = s.At + s.Hold
+			switch f := s.Fault.(type) {
+			case Kill:
+				if s.Kind == "kill-leader" && f.ID != topo.Leader || s.Kind == "kill-follower" && f.ID == topo.Leader {
+					t.Fatalf("seed %d: %s hits the wrong node", seed, s)
+				}
+			case Link:
+				if f.To != topo.Leader || f.From == topo.Leader {
+					t.Fatalf("seed %d: %s is not a follower->leader link", seed, s)
+				}
+			}
+		}
+		if seed == 0 && len(seen) != len(Kinds) {
+			t.Errorf("seed 0 uses only %v of %d kinds in 2 minutes", seen, len(Kinds))
+		}
+	}
+	if steps := Plan(1, nil, topo, tm); steps != nil {
+		t.Fatalf("no kinds gave %v", steps)
+	}
+}
+
+func TestLookup(t *testing.T) {
+	ks, err := Lookup(DefaultKinds)
+	if err != nil || len(ks) != len(DefaultKinds) {
+		t.Fatalf("default kinds: %v, %v", ks, err)
+	}
+	_, err = Lookup([]string{"pause", "meteor"})
+	if err == nil || !strings.Contains(err.Error(), "meteor") || !strings.Contains(err.Error(), "kill-leader") {
+		t.Fatalf("unknown kind error = %v", err)
+	}
+}
+
+// fakeEnv records the calls faults make.
+type fakeEnv struct {
+	mu     sync.Mutex
+	calls  []string
+	relays map[[2]int]*relay.Relay
+	fail   string // a call that fails
+}
+
+func (e *fakeEnv) do(call string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.calls = append(e.calls, call)
+	if call == e.fail {
+		return errors.New("injected failure")
+	}
+	return nil
+}
+
+func (e *fakeEnv) Kill(id int) error   { return e.do(fmt.Sprintf("kill %d", id)) }
+func (e *fakeEnv) Start(id int) error  { return e.do(fmt.Sprintf("start %d", id)) }
+func (e *fakeEnv) Pause(id int) error  { return e.do(fmt.Sprintf("pause %d", id)) }
+func (e *fakeEnv) Resume(id int) error { return e.do(fmt.Sprintf("resume %d", id)) }
+func (e *fakeEnv) WaitReady(_ context.Context, id int) error {
+	return e.do(fmt.Sprintf("ready %d", id))
+}
+func (e *fakeEnv) Link(from, to int) *relay.Relay { return e.relays[[2]int{from, to}] }
+
+func TestRunRecordsAndHeals(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	rl, err := relay.Listen(ln.Addr().String(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rl.Close()
+	env := &fakeEnv{relays: map[[2]int]*relay.Relay{{2, 1}: rl}, fail: "pause 3"}
+	steps := []Step{
+		{At: 0, Hold: 10 * time.Millisecond, Kind: "kill-leader", Fault: Kill{ID: 1}},
+		{At: 20 * time.Millisecond, Hold: 10 * time.Millisecond, Kind: "pause", Fault: Pause{ID: 3}},
+		{At: 40 * time.Millisecond, Hold: 10 * time.Millisecond, Kind: "partition", Fault: Link{From: 2, To: 1, Mode: relay.Mode{Cut: true}}},
+		{At: 60 * time.Millisecond, Hold: 10 * time.Millisecond, Kind: "partition", Fault: Link{From: 3, To: 1, Mode: relay.Mode{Cut: true}}},
+	}
+	rec := history.NewRecorder()
+	Run(context.Background(), env, steps, time.Now(), rec, slog.New(slog.NewTextHandler(t.Output(), nil)))
+	want := []string{"kill 1", "start 1", "ready 1", "pause 3"}
+	if !reflect.DeepEqual(env.calls, want) {
+		t.Fatalf("calls = %v, want %v", env.calls, want)
+	}
+	if m := rl.Mode(); m != (relay.Mode{}) {
+		t.Fatalf("relay left in mode %v", m)
+	}
+	fs := rec.History(0).Faults
+	if len(fs) != 4 {
+		t.Fatalf("faults = %+v", fs)
+	}
+	if fs[0].Heal <= fs[0].Inject || fs[0].Name != "kill n1" {
+		t.Fatalf("kill event %+v", fs[0])
+	}
+	if fs[1].InjectErr == "" || fs[1].Heal != 0 {
+		t.Fatalf("failed pause event %+v", fs[1])
+	}
+	if fs[2].Heal == 0 || fs[2].InjectErr != "" {
+		t.Fatalf("partition event %+v", fs[2])
+	}
+	if !strings.Contains(fs[3].InjectErr, "no relay") {
+		t.Fatalf("partition without relay: %+v", fs[3])
+	}
+}
+
+func TestRunHealsOnCancel(t *testing.T) {
+	env := &fakeEnv{}
+	ctx, cancel := context.WithCancel(context.Background())
+	steps := []Step{
+		{At: 0, Hold: time.Hour, Kind: "pause", Fault: Pause{ID: 2}},
+		{At: 2 * time.Hour, Hold: time.Hour, Kind: "pause", Fault: Pause{ID: 3}},
+	}
+	done := make(chan struct{})
+	go func() {
+		Run(ctx, env, steps, time.Now(), history.NewRecorder(), slog.New(slog.DiscardHandler))
+		close(done)
+	}()
+	time.Sleep(20 * time.Millisecond)
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	if want := []string{"pause 2", "resume 2"}; !reflect.DeepEqual(env.calls, want) {
+		t.Fatalf("calls = %v, want %v", env.calls, want)
+	}
+}

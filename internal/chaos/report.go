@@ -1,0 +1,173 @@
+package chaos
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tandemdb/tandem/internal/chaos/checker"
+	"github.com/tandemdb/tandem/internal/chaos/history"
+)
+
+// Report is the outcome of a chaos run.
+type Report struct {
+	Seed uint64 `json:"seed"`
+	// Ops counts client operations by outcome (final reads excluded).
+	Ops           int `json:"ops"`
+	OK            int `json:"ok"`
+	Failed        int `json:"failed"`
+	Unknown       int `json:"unknown"`
+	FollowerReads int `json:"follower_reads"`
+	// Faults summarises the injected faults per kind, in schedule order of
+	// first appearance.
+	Faults     []FaultStats        `json:"faults"`
+	Violations []checker.Violation `json:"violations"`
+	// LostWrites is the number of acknowledged writes missing at the end.
+	LostWrites int                `json:"lost_writes"`
+	Recoveries []checker.Recovery `json:"recoveries"`
+	// Digests is the last round of TANDEM.DIGEST answers.
+	Digests []checker.Digest `json:"digests"`
+	// Dir holds the kept artefacts (history.json, porcupine HTML, node
+	// logs) of a failed run; empty when nothing was kept.
+	Dir string `json:"dir,omitempty"`
+}
+
+// FaultStats is one fault kind's line in the report.
+type FaultStats struct {
+	Kind         string `json:"kind"`
+	Injected     int    `json:"injected"`
+	InjectErrors int    `json:"inject_errors"`
+	HealErrors   int    `json:"heal_errors"`
+	// Recovered faults and their median recovery time (heal to first
+	// acknowledged write).
+	Recovered      int           `json:"recovered"`
+	MedianRecovery time.Duration `json:"median_recovery"`
+}
+
+// Violated reports whether any check found a violation: the run failed.
+func (r *Report) Violated() bool { return len(r.Violations) > 0 }
+
+// ByKind counts the violations of each kind.
+func (r *Report) ByKind() map[checker.ViolationKind]int {
+	m := map[checker.ViolationKind]int{}
+	for _, v := range r.Violations {
+		m[v.Kind]++
+	}
+	return m
+}
+
+// Check runs every checker on a recorded history and the replicas' final
+// digests, and builds the report. It does not need a cluster: a kept
+// history.json can be checked again with it. dir receives porcupine's HTML
+// for keys that are not linearizable ("" writes none).
+func Check(h history.History, digests []checker.Digest, checkTimeout time.Duration, dir string) *Report {
+	r := &Report{Seed: h.Seed, Digests: digests}
+	for _, o := range h.Ops {
+		if o.Final {
+			continue
+		}
+		r.Ops++
+		switch o.Outcome {
+		case history.OK:
+			r.OK++
+		case history.Failed:
+			r.Failed++
+		case history.Unknown:
+			r.Unknown++
+		}
+		if o.Follower {
+			r.FollowerReads++
+		}
+	}
+	r.Violations = append(r.Violations, checker.Linearizable(h.Ops, checkTimeout, dir)...)
+	dv, lost := checker.Durability(h.Ops)
+	r.Violations = append(r.Violations, dv...)
+	r.LostWrites = lost
+	r.Violations = append(r.Violations, checker.FollowerReads(h.Ops)...)
+	if digests != nil {
+		r.Violations = append(r.Violations, checker.Replicas(digests)...)
+	}
+	rs, rv := checker.Recoveries(h)
+	r.Recoveries = rs
+	r.Violations = append(r.Violations, rv...)
+
+	byKind := map[string]*FaultStats{}
+	var order []string
+	for _, f := range h.Faults {
+		s := byKind[f.Kind]
+		if s == nil {
+			s = &FaultStats{Kind: f.Kind}
+			byKind[f.Kind] = s
+			order = append(order, f.Kind)
+		}
+		s.Injected++
+		if f.InjectErr != "" {
+			s.InjectErrors++
+		}
+		if f.HealErr != "" {
+			s.HealErrors++
+			// A node that cannot come back (say, it fails to reopen its
+			// data after kill -9) is a broken promise, not a harness hiccup.
+			r.Violations = append(r.Violations, checker.Violation{Kind: checker.NotRecovered,
+				Detail: fmt.Sprintf("healing %s failed: %s", f.Name, f.HealErr)})
+		}
+	}
+	for _, k := range order {
+		s := byKind[k]
+		s.MedianRecovery, s.Recovered = checker.Median(rs, k)
+		r.Faults = append(r.Faults, *s)
+	}
+	return r
+}
+
+// Print writes the report for people: the seed first, so a failure can be
+// replayed.
+func (r *Report) Print(w io.Writer) {
+	fmt.Fprintf(w, "seed: %d\n", r.Seed)
+	fmt.Fprintf(w, "operations: %d (ok %d, failed %d, unknown %d; follower reads %d)\n", r.Ops, r.OK, r.Failed, r.Unknown, r.FollowerReads)
+	if len(r.Faults) == 0 {
+		fmt.Fprintln(w, "faults: none")
+	} else {
+		fmt.Fprintln(w, "faults:")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  KIND\tINJECTED\tERRORS\tRECOVERED\tMEDIAN RECOVERY")
+		for _, f := range r.Faults {
+			med := "-"
+			if f.Recovered > 0 {
+				med = f.MedianRecovery.Round(time.Millisecond).String()
+			}
+			fmt.Fprintf(tw, "  %s\t%d\t%d\t%d\t%s\n", f.Kind, f.Injected, f.InjectErrors+f.HealErrors, f.Recovered, med)
+		}
+		tw.Flush()
+	}
+	if len(r.Digests) > 0 && checker.Converged(r.Digests) {
+		fmt.Fprintf(w, "replicas: %d converged at applied lsn %d\n", len(r.Digests), r.Digests[0].Applied)
+	}
+	fmt.Fprintf(w, "acknowledged writes lost: %d\n", r.LostWrites)
+	if !r.Violated() {
+		fmt.Fprintln(w, "violations: none")
+		return
+	}
+	byKind := r.ByKind()
+	kinds := make([]string, 0, len(byKind))
+	for k, n := range byKind {
+		kinds = append(kinds, fmt.Sprintf("%s=%d", k, n))
+	}
+	slices.Sort(kinds)
+	fmt.Fprintf(w, "violations: %d (%s)\n", len(r.Violations), strings.Join(kinds, ", "))
+	const shown = 20
+	for i, v := range r.Violations {
+		if i == shown {
+			fmt.Fprintf(w, "  ... %d more\n", len(r.Violations)-shown)
+			break
+		}
+		fmt.Fprintf(w, "  %s\n", v)
+	}
+	if r.Dir != "" {
+		fmt.Fprintf(w, "history and artefacts kept in %s\n", r.Dir)
+	}
+	fmt.Fprintf(w, "replay with --seed %d\n", r.Seed)
+}

@@ -1,0 +1,241 @@
+package logrec
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"hash/crc32"
+	"math"
+	"reflect"
+	"testing"
+)
+
+func TestRoundTrip(t *testing.T) {
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<14) // 256 KiB
+	tests := []struct {
+		name string
+		e    Entry
+	}{
+		{"zero entry", Entry{}},
+		{"no ops", Entry{Epoch: 3, LSN: 17, TimeNs: 1700000000123456789}},
+		{"one put", Entry{Epoch: 1, LSN: 1, TimeNs: 5, Ops: []Op{{Kind: OpPut, Key: []byte("k"), Value: []byte("v")}}}},
+		{"put with expiry", Entry{Epoch: 2, LSN: 9, Ops: []Op{{Kind: OpPut, Key: []byte("k"), Value: []byte("v"), ExpireAtMs: 1700000000000}}}},
+		{"negative expiry and time", Entry{Epoch: 2, LSN: 9, TimeNs: -1, Ops: []Op{{Kind: OpPut, Key: []byte("k"), ExpireAtMs: -42}}}},
+		{"delete", Entry{Epoch: 1, LSN: 2, Ops: []Op{{Kind: OpDelete, Key: []byte("gone")}}}},
+		{"empty key and value", Entry{Epoch: 1, LSN: 3, Ops: []Op{{Kind: OpPut}, {Kind: OpDelete}}}},
+		{"mixed ops", Entry{Epoch: 7, LSN: 1 << 40, TimeNs: 1, Ops: []Op{
+			{Kind: OpPut, Key: []byte("a"), Value: []byte("1")},
+			{Kind: OpDelete, Key: []byte("b")},
+			{Kind: OpPut, Key: []byte("c"), Value: []byte("3"), ExpireAtMs: 99},
+		}}},
+		{"big value", Entry{Epoch: 1, LSN: 4, Ops: []Op{{Kind: OpPut, Key: []byte("big"), Value: big}}}},
+		{"extreme numbers", Entry{Epoch: math.MaxUint64, LSN: math.MaxUint64, TimeNs: math.MinInt64, Ops: []Op{
+			{Kind: OpPut, Key: []byte{0, 0xff}, Value: []byte{0}, ExpireAtMs: math.MaxInt64},
+		}}},
+	}
+	for _, tt := range tests {
+		raw := Encode(&tt.e)
+		got, err := Decode(raw)
+		if err != nil {
+			t.Errorf("%s: Decode: %v", tt.name, err)
+			continue
+		}
+		if !entriesEqual(got, tt.e) {
+			t.Errorf("%s: Decode(Encode(e)) = %+v, want %+v", tt.name, got, tt.e)
+		}
+		if again := Encode(&got); !bytes.Equal(again, raw) {
+			t.Errorf("%s: re-encoding differs", tt.name)
+		}
+		// Append must extend dst without touching what is already there.
+		prefix := []byte("prefix")
+		appended := Append(bytes.Clone(prefix), &tt.e)
+		if !bytes.Equal(appended[:len(prefix)], prefix) || !bytes.Equal(appended[len(prefix):], raw) {
+			t.Errorf("%s: Append does not equal prefix + Encode", tt.name)
+		}
+		epoch, lsn, err := PeekLSN(raw)
+		if err != nil || epoch != tt.e.Epoch || lsn != tt.e.LSN {
+			t.Errorf("%s: PeekLSN = %d, %d, %v; want %d, %d", tt.name, epoch, lsn, err, tt.e.Epoch, tt.e.LSN)
+		}
+	}
+}
+
+// entriesEqual compares entries treating nil and empty slices as equal.
+func entriesEqual(a, b Entry) bool {
+	if a.Epoch != b.Epoch || a.LSN != b.LSN || a.TimeNs != b.TimeNs || len(a.Ops) != len(b.Ops) {
+		return false
+	}
+	for i := range a.Ops {
+		x, y := a.Ops[i], b.Ops[i]
+		if x.Kind != y.Kind || !bytes.Equal(x.Key, y.Key) || !bytes.Equal(x.Value, y.Value) || x.ExpireAtMs != y.ExpireAtMs {
+			return false
+		}
+	}
+	return true
+}
+
+func smallEntry() Entry {
+	return Entry{Epoch: 2, LSN: 300, TimeNs: 1234567, Ops: []Op{
+		{Kind: OpPut, Key: []byte("key"), Value: []byte("val"), ExpireAtMs: 1000},
+		{Kind: OpDelete, Key: []byte("x")},
+	}}
+}
+
+// TestBitFlips flips every bit of a small entry: each must be an error
+// wrapping ErrCorrupt, never a different entry.
+func TestBitFlips(t *testing.T) {
+	e := smallEntry()
+	raw := Encode(&e)
+	for i := 0; i < len(raw)*8; i++ {
+		b := bytes.Clone(raw)
+		b[i/8] ^= 1 << (i % 8)
+		if got, err := Decode(b); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("bit %d: Decode = %+v, %v; want ErrCorrupt", i, got, err)
+		}
+		if _, _, err := PeekLSN(b); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("bit %d: PeekLSN error %v, want ErrCorrupt", i, err)
+		}
+	}
+}
+
+func TestTruncation(t *testing.T) {
+	e := smallEntry()
+	raw := Encode(&e)
+	for n := 0; n < len(raw); n++ {
+		if _, err := Decode(raw[:n]); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("length %d of %d: Decode error %v, want ErrCorrupt", n, len(raw), err)
+		}
+		if _, _, err := PeekLSN(raw[:n]); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("length %d of %d: PeekLSN error %v, want ErrCorrupt", n, len(raw), err)
+		}
+	}
+	// Trailing bytes are rejected as well, even with a matching checksum.
+	long := withCRC(append(bytes.Clone(raw), 0))
+	if _, err := Decode(long); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("trailing byte: Decode error %v, want ErrCorrupt", err)
+	}
+}
+
+// withCRC returns b with its checksum field recomputed, so that a test can
+// reach the parser behind the checksum.
+func withCRC(b []byte) []byte {
+	if len(b) < 4 {
+		return b
+	}
+	binary.LittleEndian.PutUint32(b, crc32.Checksum(b[4:], castagnoli))
+	return b
+}
+
+// TestMalformedWithValidChecksum builds bodies that checksum correctly but do
+// not parse (or are not the canonical encoding): each must be ErrCorrupt.
+func TestMalformedWithValidChecksum(t *testing.T) {
+	body := func(parts ...[]byte) []byte {
+		return withCRC(bytes.Join(append([][]byte{{0, 0, 0, 0}}, parts...), nil))
+	}
+	uv := func(v uint64) []byte { return binary.AppendUvarint(nil, v) }
+	tests := []struct {
+		name string
+		raw  []byte
+	}{
+		{"version 0", body([]byte{0}, uv(1), uv(1), []byte{0}, uv(0))},
+		{"version 2", body([]byte{2}, uv(1), uv(1), []byte{0}, uv(0))},
+		{"missing op count", body([]byte{1}, uv(1), uv(1), []byte{0})},
+		{"op count beyond body", body([]byte{1}, uv(1), uv(1), []byte{0}, uv(5), []byte{2, 0})},
+		{"huge op count", body([]byte{1}, uv(1), uv(1), []byte{0}, uv(math.MaxUint64))},
+		{"unknown op kind", body([]byte{1}, uv(1), uv(1), []byte{0}, uv(1), []byte{3, 0})},
+		{"op kind 0", body([]byte{1}, uv(1), uv(1), []byte{0}, uv(1), []byte{0, 0})},
+		{"key beyond body", body([]byte{1}, uv(1), uv(1), []byte{0}, uv(1), []byte{2}, uv(10), []byte("k"))},
+		{"value beyond body", body([]byte{1}, uv(1), uv(1), []byte{0}, uv(1), []byte{1}, uv(1), []byte("k"), []byte{0}, uv(1<<40))},
+		{"uvarint overflow", body([]byte{1}, bytes.Repeat([]byte{0xff}, 11))},
+		{"non-minimal epoch", body([]byte{1}, []byte{0x81, 0x00}, uv(1), []byte{0}, uv(0))},
+		{"non-minimal lsn", body([]byte{1}, uv(1), []byte{0x80, 0x80, 0x00}, []byte{0}, uv(0))},
+		{"non-minimal time", body([]byte{1}, uv(1), uv(1), []byte{0x80, 0x00}, uv(0))},
+		{"non-minimal op count", body([]byte{1}, uv(1), uv(1), []byte{0}, []byte{0x80, 0x00})},
+		{"non-minimal key length", body([]byte{1}, uv(1), uv(1), []byte{0}, uv(1), []byte{2}, []byte{0x81, 0x00}, []byte("k"))},
+	}
+	for _, tt := range tests {
+		if got, err := Decode(tt.raw); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: Decode = %+v, %v; want ErrCorrupt", tt.name, got, err)
+		}
+	}
+	// PeekLSN reads only up to the LSN, but must reject a bad prefix.
+	for _, tt := range tests {
+		switch tt.name {
+		case "version 0", "version 2", "uvarint overflow", "non-minimal epoch", "non-minimal lsn":
+			if _, _, err := PeekLSN(tt.raw); !errors.Is(err, ErrCorrupt) {
+				t.Errorf("%s: PeekLSN error %v, want ErrCorrupt", tt.name, err)
+			}
+		}
+	}
+}
+
+func TestOpKindString(t *testing.T) {
+	for k, want := range map[OpKind]string{OpPut: "put", OpDelete: "delete", 9: "OpKind(9)"} {
+		if got := k.String(); got != want {
+			t.Errorf("OpKind(%d).String() = %q, want %q", uint8(k), got, want)
+		}
+	}
+}
+
+// FuzzDecodeEntry: arbitrary bytes never panic, and whatever decodes is the
+// canonical encoding of what it decodes to. The input is tried as is and
+// with its checksum fixed, so that the fuzzer explores the parser rather
+// than the checksum.
+func FuzzDecodeEntry(f *testing.F) {
+	e := smallEntry()
+	f.Add(Encode(&e))
+	f.Add(Encode(&Entry{}))
+	f.Add(Encode(&Entry{Epoch: 1, LSN: 1, Ops: []Op{{Kind: OpDelete, Key: []byte("a")}}}))
+	f.Add([]byte{})
+	f.Add([]byte{1, 2, 3, 4, 1})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, b := range [][]byte{data, withCRC(bytes.Clone(data))} {
+			e, err := Decode(b)
+			epoch, lsn, perr := PeekLSN(b)
+			if err != nil {
+				if !errors.Is(err, ErrCorrupt) {
+					t.Fatalf("Decode error %v does not wrap ErrCorrupt", err)
+				}
+				continue
+			}
+			if again := Encode(&e); !bytes.Equal(again, b) {
+				t.Fatalf("Decode(%x) = %+v re-encodes to %x", b, e, again)
+			}
+			if perr != nil || epoch != e.Epoch || lsn != e.LSN {
+				t.Fatalf("PeekLSN = %d, %d, %v; Decode gave %d, %d", epoch, lsn, perr, e.Epoch, e.LSN)
+			}
+		}
+	})
+}
+
+// FuzzRoundTrip builds an entry from fuzz inputs: encoding then decoding
+// gives it back, and flipping any one byte makes Decode fail.
+func FuzzRoundTrip(f *testing.F) {
+	f.Add(uint64(1), uint64(1), int64(0), []byte("k"), []byte("v"), int64(0), uint8(3), uint16(0))
+	f.Add(uint64(math.MaxUint64), uint64(1<<63), int64(-1), []byte{}, []byte{}, int64(-5), uint8(0), uint16(7))
+	f.Fuzz(func(t *testing.T, epoch, lsn uint64, timeNs int64, key, value []byte, expire int64, nops uint8, flip uint16) {
+		in := Entry{Epoch: epoch, LSN: lsn, TimeNs: timeNs}
+		for i := 0; i < int(nops%8); i++ {
+			op := Op{Kind: OpPut, Key: key, Value: value, ExpireAtMs: expire}
+			if i%2 == 1 {
+				op = Op{Kind: OpDelete, Key: value}
+			}
+			in.Ops = append(in.Ops, op)
+		}
+		raw := Encode(&in)
+		out, err := Decode(raw)
+		if err != nil {
+			t.Fatalf("Decode(Encode(%+v)): %v", in, err)
+		}
+		if !entriesEqual(in, out) {
+			t.Fatalf("round trip: got %+v, want %+v", out, in)
+		}
+		if !reflect.DeepEqual(Encode(&out), raw) {
+			t.Fatal("re-encoding differs")
+		}
+		b := bytes.Clone(raw)
+		b[int(flip)%len(b)] ^= byte(flip>>8) | 1
+		if got, err := Decode(b); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("flipped byte %d: Decode = %+v, %v; want ErrCorrupt", int(flip)%len(b), got, err)
+		}
+	})
+}
