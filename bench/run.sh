@@ -1,0 +1,476 @@
+#!/usr/bin/env bash
+# bench/run.sh: tandem (leader + 2 followers) against Redis 7 (primary + 1
+# replica, appendonly yes, appendfsync always) at equal durability, in one run,
+# with the same redis-benchmark workload. See bench/README.md.
+#
+# Usage (as root on Debian, from anywhere):  bench/run.sh
+# Environment knobs (defaults in brackets):
+#   N          requests per redis-benchmark run               [200000]
+#   CLIENTS    redis-benchmark -c                             [50]
+#   DATA_SIZE  value size in bytes, -d                         [100]
+#   KEYSPACE   redis-benchmark -r                             [100000]
+#   PIPELINES  pipeline depths to run                         ["1 16"]
+#   LOAD_KEYS  keys loaded for the memory figure (0 = skip)   [1000000]
+#   LOAD_STREAMS  concurrent redis-cli --pipe loaders          [50]
+#   PROFILE    auto (when tandem SET is slower) | always | never   [auto]
+#   BASE_PORT  tandem RESP port of node 1 (auto: a free range) []
+#   KEEP       1 = keep the temp dirs (data, logs, profiles)  [0]
+#   WORKDIR    parent of the temp dir                          [$TMPDIR or /tmp]
+set -euo pipefail
+
+N=${N:-200000}
+CLIENTS=${CLIENTS:-50}
+DATA_SIZE=${DATA_SIZE:-100}
+KEYSPACE=${KEYSPACE:-100000}
+PIPELINES=${PIPELINES:-"1 16"}
+LOAD_KEYS=${LOAD_KEYS:-1000000}
+LOAD_STREAMS=${LOAD_STREAMS:-50}
+PROFILE=${PROFILE:-auto}
+BASE_PORT=${BASE_PORT:-}
+KEEP=${KEEP:-0}
+SAMPLE_RATE=20 # /status samples per second (every 50 ms)
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-600}
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export PATH=$PATH:/usr/local/go/bin
+
+say() { printf '%s\n' "$*"; }
+hdr() { printf '\n== %s\n' "$*"; }
+die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+FAILED=0
+
+# ---------------------------------------------------------------- 1. install
+install_deps() {
+  local need=()
+  command -v redis-server >/dev/null || need+=(redis-server)
+  { command -v redis-cli && command -v redis-benchmark; } >/dev/null || need+=(redis-tools)
+  command -v curl >/dev/null || need+=(curl)
+  command -v jq >/dev/null || need+=(jq)
+  command -v timeout >/dev/null || need+=(coreutils)
+  command -v setsid >/dev/null || need+=(util-linux)
+  if ((${#need[@]})); then
+    local sudo=""
+    if [ "$(id -u)" != 0 ]; then
+      command -v sudo >/dev/null || die "need root to apt-get install ${need[*]}"
+      sudo=sudo
+    fi
+    say "installing ${need[*]} (apt-get)"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+  command -v go >/dev/null || die "Go is not installed: tandem needs Go $(awk '/^go /{print $2}' "$REPO/go.mod") (https://go.dev/dl), in PATH or /usr/local/go/bin"
+  local rv
+  rv=$(redis-server --version | sed -n 's/.* v=\([0-9][0-9.]*\).*/\1/p')
+  [ "${rv%%.*}" -ge 7 ] || die "redis-server $rv found; this benchmark compares against Redis 7 (Debian 12 ships 7.0)"
+  redis-benchmark --help 2>&1 | grep -q -- '--csv' || die "redis-benchmark lacks --csv"
+}
+
+# ------------------------------------------------------------------ helpers
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+pick_ports() {
+  # tandem takes T..T+2 (RESP), T+100.. (peer), T+200.. (HTTP); Redis T+50,
+  # T+51. Stay below the kernel's ephemeral range (32768+).
+  local try t p ok
+  for try in $(seq 1 200); do
+    if [ -n "$BASE_PORT" ]; then t=$BASE_PORT; else t=$((20000 + (RANDOM % 120) * 100 + RANDOM % 40)); fi
+    ok=1
+    for p in $t $((t + 1)) $((t + 2)) $((t + 100)) $((t + 101)) $((t + 102)) $((t + 200)) $((t + 201)) $((t + 202)) $((t + 50)) $((t + 51)); do
+      port_free "$p" || { ok=0; break; }
+    done
+    if [ $ok = 1 ]; then
+      T_PORT=$t; T_HTTP=$((t + 200)); R_PORT=$((t + 50)); R_REPL_PORT=$((t + 51))
+      return
+    fi
+    [ -z "$BASE_PORT" ] || die "ports around BASE_PORT=$BASE_PORT are in use"
+  done
+  die "no free port range found"
+}
+
+rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+mb() { awk -v k="$1" 'BEGIN{printf "%.1f MB", k/1024}'; }
+
+# Background processes this script started; cleanup stops exactly these.
+TANDEM_UP_PID=""
+TANDEM_NODE_PIDS=()
+REDIS_PIDS=()
+AUX_PIDS=()
+
+stop_pid() { # pid [seconds]: SIGTERM, wait, then SIGKILL
+  local pid=$1 secs=${2:-15} i
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < secs * 10; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local rc=$? p
+  trap - EXIT INT TERM
+  for p in "${AUX_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  stop_tandem
+  stop_redis
+  if [ "$KEEP" = 1 ]; then
+    say "kept $WORK"
+  elif [ -n "${WORK:-}" ]; then
+    rm -rf "$WORK"
+  fi
+  exit $rc
+}
+
+# ------------------------------------------------------------------- tandem
+start_tandem() { # dir
+  local dir=$1 i
+  mkdir -p "$dir"
+  setsid "$TANDEM" up --dir "$dir" --nodes 3 --port "$T_PORT" >"$dir.up.log" 2>&1 &
+  TANDEM_UP_PID=$!
+  TANDEM_DIR=$dir
+  # Ready: leader answers PING, and reports both followers connected.
+  for ((i = 0; i < 600; i++)); do
+    kill -0 "$TANDEM_UP_PID" 2>/dev/null || { cat "$dir.up.log" >&2; die "tandem up exited"; }
+    if [ "$(redis-cli -p "$T_PORT" ping 2>/dev/null)" = PONG ] &&
+      [ "$(curl -s --max-time 1 "http://127.0.0.1:$T_HTTP/status" | jq '[.followers[]? | select(.connected)] | length' 2>/dev/null)" = 2 ]; then
+      TANDEM_NODE_PIDS=()
+      for i in 0 1 2; do
+        TANDEM_NODE_PIDS+=("$(curl -s --max-time 1 "http://127.0.0.1:$((T_HTTP + i))/status" | jq -r .pid)")
+      done
+      return
+    fi
+    sleep 0.1
+  done
+  cat "$dir.up.log" >&2
+  die "tandem cluster not ready after 60 s"
+}
+
+stop_tandem() {
+  [ -n "$TANDEM_UP_PID" ] || return 0
+  stop_pid "$TANDEM_UP_PID" 20
+  local p
+  for p in "${TANDEM_NODE_PIDS[@]}"; do [ -z "$p" ] || stop_pid "$p" 5; done
+  TANDEM_UP_PID=""
+  TANDEM_NODE_PIDS=()
+}
+
+tandem_log_problems() { # dir: print errors/panics the nodes logged
+  local n
+  n=$(cat "$1"/*.log "$1.up.log" 2>/dev/null | grep -ciE 'panic|fatal|level=error|"level":"error"|data race' || true)
+  if [ "$n" -gt 0 ]; then
+    say "tandem logged $n error/panic lines in $1; first ones:"
+    cat "$1"/*.log "$1.up.log" 2>/dev/null | grep -iE 'panic|fatal|level=error|"level":"error"|data race' | head -5 | cut -c1-300 | sed 's/^/    /'
+  else
+    say "tandem node logs: no errors or panics"
+  fi
+}
+
+# -------------------------------------------------------------------- redis
+start_redis() { # dir
+  local dir=$1 i
+  mkdir -p "$dir/primary" "$dir/replica"
+  local common=(--bind 127.0.0.1 --protected-mode no --appendonly yes --appendfsync always --save "" --daemonize no)
+  redis-server --port "$R_PORT" --dir "$dir/primary" --logfile "$dir/primary/redis.log" "${common[@]}" &
+  REDIS_PIDS+=($!)
+  redis-server --port "$R_REPL_PORT" --dir "$dir/replica" --logfile "$dir/replica/redis.log" "${common[@]}" \
+    --replicaof 127.0.0.1 "$R_PORT" &
+  REDIS_PIDS+=($!)
+  for ((i = 0; i < 600; i++)); do
+    if redis-cli -p "$R_REPL_PORT" info replication 2>/dev/null | grep -q '^master_link_status:up' &&
+      redis-cli -p "$R_PORT" info replication 2>/dev/null | grep -q '^connected_slaves:1'; then
+      return
+    fi
+    sleep 0.1
+  done
+  die "redis primary+replica not ready after 60 s (logs in $dir)"
+}
+
+stop_redis() {
+  local p
+  for p in "${REDIS_PIDS[@]}"; do stop_pid "$p" 10; done
+  REDIS_PIDS=()
+}
+
+# -------------------------------------------------------- redis-benchmark
+# bench PORT TEST PIPELINE -> prints "rps avg p50 p95 p99 max" (ms)
+bench() {
+  local port=$1 test=$2 pipe=$3 out line
+  out=$(timeout "$BENCH_TIMEOUT" redis-benchmark -h 127.0.0.1 -p "$port" -t "$test" -c "$CLIENTS" -n "$N" \
+    -d "$DATA_SIZE" -r "$KEYSPACE" -P "$pipe" --csv 2>"$WORK/bench.err") || true
+  line=$(grep -i "^\"$test\"," <<<"$out" | head -1 | tr -d '"' || true)
+  if [ -z "$line" ]; then
+    say "redis-benchmark -p $port -t $test -P $pipe failed:" >&2
+    head -5 "$WORK/bench.err" >&2
+    echo "0 0 0 0 0 0"
+    return
+  fi
+  IFS=, read -r _ rps avg _ p50 p95 p99 max <<<"$line"
+  echo "$rps $avg $p50 $p95 $p99 $max"
+}
+
+# Lag sampler: one curl process fetching the leader's /status SAMPLE_RATE
+# times a second (URL globbing + --rate) while the SET run lasts.
+start_sampler() { # out
+  if curl --help all 2>/dev/null | grep -q -- '--rate'; then
+    curl -s --max-time 3 --rate "$SAMPLE_RATE/s" "http://127.0.0.1:$T_HTTP/status?s=[1-1000000]" >"$1" 2>/dev/null &
+  else
+    (while :; do curl -s --max-time 1 "http://127.0.0.1:$T_HTTP/status"; sleep 0.05; done) >"$1" 2>/dev/null &
+  fi
+  SAMPLER_PID=$!
+  AUX_PIDS+=("$SAMPLER_PID")
+}
+stop_sampler() {
+  kill "$SAMPLER_PID" 2>/dev/null || true
+  wait "$SAMPLER_PID" 2>/dev/null || true
+}
+
+pct() { # file-of-numbers p -> percentile (nearest rank)
+  sort -g "$1" | awk -v p="$2" '{a[NR]=$1} END{if(NR==0){print "n/a";exit} i=int(NR*p/100); if(i<NR*p/100)i++; if(i<1)i=1; print a[i]}'
+}
+
+lag_report() { # samples-file label
+  local f=$1 label=$2 n id
+  n=$(jq -R 'fromjson? | select(.followers) | 1' "$f" | wc -l)
+  jq -R -r 'fromjson? | .followers[]? | [.id, .lag_lsn, (.lag_seconds*1000)] | @tsv' "$f" >"$f.tsv"
+  say "follower lag during tandem $label ($n samples of the leader's /status, every 50 ms):"
+  printf '  %-10s %10s %10s %10s  %10s %10s %10s\n' follower "p50 LSNs" "p99 LSNs" "max LSNs" "p50 ms" "p99 ms" "max ms"
+  for id in $(cut -f1 "$f.tsv" | sort -u) all; do
+    if [ "$id" = all ]; then cp "$f.tsv" "$f.sel"; else awk -F'\t' -v id="$id" '$1==id' "$f.tsv" >"$f.sel"; fi
+    cut -f2 "$f.sel" >"$f.lsn"
+    cut -f3 "$f.sel" >"$f.ms"
+    printf '  %-10s %10s %10s %10s  %10.1f %10.1f %10.1f\n' "$id" \
+      "$(pct "$f.lsn" 50)" "$(pct "$f.lsn" 99)" "$(pct "$f.lsn" 100)" \
+      "$(pct "$f.ms" 50)" "$(pct "$f.ms" 99)" "$(pct "$f.ms" 100)" 2>/dev/null || true
+  done
+  LAG_SUMMARY+=("$label: follower lag p99 $(pct "$f.lsn" 99) LSNs, $(awk -v v="$(pct "$f.ms" 99)" 'BEGIN{printf "%.1f", v}') ms")
+}
+
+# ---------------------------------------------------------- digest check
+# check_digests PORT... : wait until every node reports the same applied LSN,
+# then compare the keyspace digests. Prints PASS/FAIL.
+check_digests() {
+  local label=$1; shift
+  local i port out lsn dig lsns digs leader_port=$1
+  for ((i = 0; i < 300; i++)); do
+    lsns=(); digs=()
+    for port in "$@"; do
+      out=$(redis-cli -p "$port" TANDEM.DIGEST 2>&1 || true)
+      lsn=$(sed -n 1p <<<"$out"); dig=$(sed -n 2p <<<"$out")
+      lsns+=("$lsn"); digs+=("$dig")
+    done
+    if [[ ${lsns[0]} =~ ^[0-9]+$ ]] && [ "$(printf '%s\n' "${lsns[@]}" | sort -u | wc -l)" = 1 ]; then
+      break
+    fi
+    sleep 0.2
+  done
+  for ((i = 0; i < $#; i++)); do
+    say "  node $((i + 1)) (port $(($leader_port + i))): applied_lsn ${lsns[$i]}  digest ${digs[$i]}"
+  done
+  if [[ ${lsns[0]} =~ ^[0-9]+$ ]] && [ "$(printf '%s\n' "${lsns[@]}" | sort -u | wc -l)" = 1 ] &&
+    [ "$(printf '%s\n' "${digs[@]}" | sort -u | wc -l)" = 1 ] && [ -n "${digs[0]}" ]; then
+    say "  digest check ($label): PASS"
+    DIGEST_SUMMARY+=("$label: PASS")
+  else
+    say "  digest check ($label): FAIL"
+    DIGEST_SUMMARY+=("$label: FAIL")
+    FAILED=1
+  fi
+}
+
+# ----------------------------------------------------------- profiling
+profile_set() { # pipeline
+  local pipe=$1 prof="$WORK/tandem-set-P$pipe.pprof" bpid
+  say "CPU profile of the tandem leader, 10 s of SET -c $CLIENTS -d $DATA_SIZE -P $pipe:"
+  redis-benchmark -h 127.0.0.1 -p "$T_PORT" -t set -c "$CLIENTS" -n 100000000 -d "$DATA_SIZE" -r "$KEYSPACE" \
+    -P "$pipe" -q >/dev/null 2>&1 &
+  bpid=$!
+  AUX_PIDS+=("$bpid")
+  sleep 1
+  curl -s --max-time 30 -o "$prof" "http://127.0.0.1:$T_HTTP/debug/pprof/profile?seconds=10" || true
+  kill "$bpid" 2>/dev/null || true
+  wait "$bpid" 2>/dev/null || true
+  if [ -s "$prof" ]; then
+    go tool pprof -top -nodecount=25 "$TANDEM" "$prof" 2>/dev/null | sed 's/^/    /' || say "    (go tool pprof failed)"
+    say "  cumulative (top 15):"
+    go tool pprof -top -cum -nodecount=15 "$TANDEM" "$prof" 2>/dev/null | tail -n +6 | sed 's/^/    /' || true
+  else
+    say "    (no profile captured)"
+  fi
+}
+
+# ---------------------------------------------------------- 1M-key load
+gen_resp() { # n part parts: RESP SET key:I <DATA_SIZE-byte value> for I = part, part+parts, ... < n
+  awk -v n="$1" -v part="$2" -v parts="$3" -v size="$DATA_SIZE" 'BEGIN{
+    pad = sprintf("%0" size "d", 0)
+    for (i = part; i < n; i += parts) {
+      k = "key:" i
+      v = substr(i "-" pad, 1, size)
+      printf "*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n", length(k), k, size, v
+    }
+  }'
+}
+
+# load_keys PORT: LOAD_STREAMS concurrent `redis-cli --pipe` connections, each
+# sending its share of key:0..key:LOAD_KEYS-1 (one pipe alone would leave one
+# write per group commit); the same for tandem and Redis.
+load_keys() {
+  local port=$1 t0 t1 j pids=()
+  t0=$(date +%s.%N)
+  for ((j = 0; j < LOAD_STREAMS; j++)); do
+    { gen_resp "$LOAD_KEYS" "$j" "$LOAD_STREAMS" |
+      timeout "$BENCH_TIMEOUT" redis-cli -p "$port" --pipe --pipe-timeout 120 >"$WORK/load.$j" 2>&1 || true; } &
+    pids+=($!)
+  done
+  AUX_PIDS+=("${pids[@]}")
+  wait "${pids[@]}" 2>/dev/null || true
+  t1=$(date +%s.%N)
+  LOAD_SECS=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')
+  LOAD_RESULT=$(cat "$WORK"/load.* | awk '/errors:/{gsub(",",""); e+=$2; r+=$4} END{printf "errors: %d, replies: %d", e, r}')
+  rm -f "$WORK"/load.*
+  say "  load ($LOAD_STREAMS pipes): $LOAD_RESULT in $LOAD_SECS s ($(awk -v n="$LOAD_KEYS" -v s="$LOAD_SECS" 'BEGIN{printf "%.0f", n/s}') keys/s)"
+}
+
+wait_dbsize() { # port expected -> 0 when reached within 60 s
+  local i
+  for ((i = 0; i < 300; i++)); do
+    [ "$(redis-cli -p "$1" dbsize 2>/dev/null)" = "$2" ] && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
+# ===================================================================== main
+install_deps
+WORK=$(mktemp -d "${WORKDIR:-${TMPDIR:-/tmp}}/tandem-bench.XXXXXX")
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+pick_ports
+TANDEM=$WORK/bin/tandem
+LAG_SUMMARY=()
+DIGEST_SUMMARY=()
+
+hdr "tandem vs Redis 7, equal durability (fsync before acknowledging a write)"
+say "machine: $(nproc) cores ($(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/{printf "%.1f GB", $2/1048576}' /proc/meminfo) RAM, kernel $(uname -r)"
+say "NOTE: redis-benchmark, the 3 tandem processes and the 2 Redis processes all share these $(nproc) cores."
+say "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (anything else running on the machine skews the figures)"
+say "data dir: $WORK on $(df -T "$WORK" | awk 'NR==2{print $2}')$(df -T "$WORK" | awk 'NR==2 && $2=="tmpfs"{print " (WARNING: tmpfs, fsync costs nothing)"}')"
+say "$(redis-server --version | cut -d' ' -f1-3), $(go version | cut -d' ' -f3)"
+say "tandem: $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$REPO" && git diff --quiet HEAD 2>/dev/null || echo ' (+ uncommitted changes)')"
+say "workload: redis-benchmark -t set,get -c $CLIENTS -n $N -d $DATA_SIZE -r $KEYSPACE, -P in {${PIPELINES// /,}}"
+
+say "building tandem..."
+(cd "$REPO" && go build -o "$TANDEM" ./cmd/tandem) || die "go build ./cmd/tandem failed"
+
+start_tandem "$WORK/tandem"
+start_redis "$WORK/redis"
+say "tandem: leader 127.0.0.1:$T_PORT, followers :$((T_PORT + 1)) :$((T_PORT + 2)), http :$T_HTTP..  (tandem up --mode async: the leader fsyncs every write before acking, followers stream)"
+say "redis:  primary 127.0.0.1:$R_PORT, replica :$R_REPL_PORT  (appendonly $(redis-cli -p "$R_PORT" config get appendonly | tail -1), appendfsync $(redis-cli -p "$R_PORT" config get appendfsync | tail -1), save '$(redis-cli -p "$R_PORT" config get save | tail -1)')"
+
+# ----------------------------------------------------------- 3. benchmarks
+declare -A RES
+for pipe in $PIPELINES; do
+  for test in set get; do
+    label="$(tr a-z A-Z <<<"$test")$([ "$pipe" = 1 ] || echo " -P $pipe")"
+    hdr "$label"
+    if [ "$test" = set ]; then start_sampler "$WORK/lag-P$pipe.jsonl"; fi
+    RES[tandem,$test,$pipe]=$(bench "$T_PORT" "$test" "$pipe")
+    if [ "$test" = set ]; then stop_sampler; fi
+    say "  tandem: $(awk '{printf "%.0f ops/s, p50 %.3f ms, p99 %.3f ms, max %.3f ms", $1, $3, $5, $6}' <<<"${RES[tandem,$test,$pipe]}")"
+    RES[redis,$test,$pipe]=$(bench "$R_PORT" "$test" "$pipe")
+    say "  redis:  $(awk '{printf "%.0f ops/s, p50 %.3f ms, p99 %.3f ms, max %.3f ms", $1, $3, $5, $6}' <<<"${RES[redis,$test,$pipe]}")"
+    if [ "$test" = set ]; then lag_report "$WORK/lag-P$pipe.jsonl" "$label"; fi
+  done
+done
+
+# ----------------------------------------------------------- 4. the table
+hdr "results (ops/s; latency in ms as measured by redis-benchmark)"
+TABLE=$(
+  printf '%-10s %12s %12s %7s | %8s %8s | %8s %8s %7s\n' test "tandem ops/s" "redis ops/s" ratio "t p50" "r p50" "t p99" "r p99" "p99 t/r"
+  printf '%s\n' "-----------------------------------------------------------------------------------------"
+  for pipe in $PIPELINES; do
+    for test in set get; do
+      label="$(tr a-z A-Z <<<"$test")$([ "$pipe" = 1 ] || echo " -P $pipe")"
+      read -r trps _ tp50 _ tp99 _ <<<"${RES[tandem,$test,$pipe]}"
+      read -r rrps _ rp50 _ rp99 _ <<<"${RES[redis,$test,$pipe]}"
+      awk -v l="$label" -v a="$trps" -v b="$rrps" -v c="$tp50" -v d="$rp50" -v e="$tp99" -v f="$rp99" 'BEGIN{
+        r = (b > 0) ? sprintf("%.2f", a / b) : "n/a"; q = (f > 0) ? sprintf("%.2f", e / f) : "n/a"
+        printf "%-10s %12.0f %12.0f %7s | %8.3f %8.3f | %8.3f %8.3f %7s\n", l, a, b, r, c, d, e, f, q }'
+    done
+  done
+)
+say "$TABLE"
+say "target: SET ops/s ratio >= 1.00 and SET p99 ratio <= 2.00"
+for pipe in $PIPELINES; do
+  read -r trps _ _ _ tp99 _ <<<"${RES[tandem,set,$pipe]}"
+  read -r rrps _ _ _ rp99 _ <<<"${RES[redis,set,$pipe]}"
+  awk -v p="$pipe" -v a="$trps" -v b="$rrps" -v e="$tp99" -v f="$rp99" 'BEGIN{
+    ok1 = (b > 0 && a >= b); ok2 = (f > 0 && e <= 2 * f)
+    printf "  SET -P %-3s throughput %s (%.2fx), p99 %s (%.2fx)\n", p, ok1 ? "MET" : "MISSED", (b > 0 ? a / b : 0), ok2 ? "MET" : "MISSED", (f > 0 ? e / f : 0) }'
+done
+
+# ---------------------------------------------------- profile if slower
+for pipe in $PIPELINES; do
+  read -r trps _ <<<"${RES[tandem,set,$pipe]}"
+  read -r rrps _ <<<"${RES[redis,set,$pipe]}"
+  if [ "$PROFILE" = always ] || { [ "$PROFILE" = auto ] && awk -v a="$trps" -v b="$rrps" 'BEGIN{exit !(a < b)}'; }; then
+    hdr "profile (tandem SET -P $pipe)"
+    profile_set "$pipe"
+  fi
+done
+
+# ------------------------------------------- 7. replicas identical (bench)
+hdr "replica consistency after the benchmarks (TANDEM.DIGEST)"
+check_digests "after benchmarks" "$T_PORT" "$((T_PORT + 1))" "$((T_PORT + 2))"
+"$TANDEM" status --dir "$WORK/tandem" 2>&1 | sed 's/^/  /' || true
+tandem_log_problems "$WORK/tandem"
+stop_tandem
+stop_redis
+
+# ------------------------------------------------------------- 6. memory
+if [ "$LOAD_KEYS" -gt 0 ]; then
+  hdr "memory: $LOAD_KEYS keys (key:0..key:$((LOAD_KEYS - 1))), $DATA_SIZE-byte values, via $LOAD_STREAMS x redis-cli --pipe"
+  say "tandem (fresh cluster):"
+  start_tandem "$WORK/tandem-load"
+  load_keys "$T_PORT"
+  dbs=$(redis-cli -p "$T_PORT" dbsize)
+  say "  leader DBSIZE $dbs ($([ "$dbs" = "$LOAD_KEYS" ] && echo OK || echo "MISMATCH, expected $LOAD_KEYS"))"
+  [ "$dbs" = "$LOAD_KEYS" ] || FAILED=1
+  check_digests "after 1M-key load" "$T_PORT" "$((T_PORT + 1))" "$((T_PORT + 2))"
+  for i in 1 2; do
+    fd=$(redis-cli -p "$((T_PORT + i))" dbsize 2>/dev/null)
+    say "  follower n$((i + 1)) DBSIZE $fd"
+  done
+  st=$(curl -s "http://127.0.0.1:$T_HTTP/status")
+  lpid=$(jq -r .pid <<<"$st")
+  fpid=$(curl -s "http://127.0.0.1:$((T_HTTP + 1))/status" | jq -r .pid)
+  T_LRSS=$(rss_kb "$lpid"); T_FRSS=$(rss_kb "$fpid")
+  say "  leader   RSS $(mb "$T_LRSS") (pid $lpid), retained log $(jq -r '.log_bytes' <<<"$st" | awk '{printf "%.1f MB", $1/1048576}')"
+  say "  follower RSS $(mb "$T_FRSS") (pid $fpid)"
+  say "  on disk, 3 nodes: $(du -sh "$WORK/tandem-load" | cut -f1)"
+  tandem_log_problems "$WORK/tandem-load"
+  stop_tandem
+
+  say "redis (fresh primary + replica):"
+  start_redis "$WORK/redis-load"
+  load_keys "$R_PORT"
+  rdbs=$(redis-cli -p "$R_PORT" dbsize)
+  say "  primary DBSIZE $rdbs"
+  wait_dbsize "$R_REPL_PORT" "$rdbs" || say "  replica did not reach DBSIZE $rdbs"
+  R_PRSS=$(rss_kb "${REDIS_PIDS[0]}"); R_RRSS=$(rss_kb "${REDIS_PIDS[1]}")
+  say "  primary RSS $(mb "$R_PRSS") (used_memory $(redis-cli -p "$R_PORT" info memory | tr -d '\r' | awk -F: '$1=="used_memory_human"{print $2}'))"
+  say "  replica RSS $(mb "$R_RRSS")"
+  say "  on disk, 2 nodes: $(du -sh "$WORK/redis-load" | cut -f1)"
+  stop_redis
+fi
+
+# ------------------------------------------------------------- summary
+hdr "summary"
+say "$TABLE"
+for l in "${LAG_SUMMARY[@]}"; do say "$l"; done
+if [ "$LOAD_KEYS" -gt 0 ]; then
+  say "RSS with $LOAD_KEYS keys: tandem leader $(mb "$T_LRSS"), follower $(mb "$T_FRSS"); redis primary $(mb "$R_PRSS"), replica $(mb "$R_RRSS")"
+fi
+for l in "${DIGEST_SUMMARY[@]}"; do say "replica digests $l"; done
+say "($(nproc) cores shared by client and servers; N=$N per run)"
+exit $FAILED
