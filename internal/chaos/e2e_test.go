@@ -9,58 +9,23 @@ import (
 	"context"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/tandemdb/tandem/internal/chaos/checker"
+	"github.com/tandemdb/tandem/internal/testbin"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-	buildOut  string
-)
-
-// binary builds the tandem binary once per test process, or uses
-// $TANDEM_BIN. TODO(lead): once
-// cmd/tandem builds on main, replace the Skip with t.Fatal (or use
-// internal/testbin.Path) so that a broken build cannot hide these tests.
+// binary returns the tandem binary, built once per test process; a build
+// failure fails the test, so a broken build cannot hide these runs.
 func binary(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end chaos run: skipped with -short")
 	}
-	buildOnce.Do(func() {
-		if p := os.Getenv("TANDEM_BIN"); p != "" {
-			binPath = p // a prebuilt binary (CI, or testing the harness against another tree)
-			return
-		}
-		_, file, _, _ := runtime.Caller(0)
-		root := filepath.Join(filepath.Dir(file), "..", "..")
-		dir, err := os.MkdirTemp("", "tandem-chaos-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "tandem")
-		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/tandem")
-		cmd.Dir = root
-		out, err := cmd.CombinedOutput()
-		buildErr, buildOut = err, string(out)
-		if err != nil {
-			os.RemoveAll(dir)
-		}
-	})
-	if buildErr != nil {
-		t.Skipf("tandem binary not available yet: %v\n%s", buildErr, buildOut)
-	}
-	return binPath
+	return testbin.Path(t)
 }
 
 func e2eOptions(t *testing.T, d time.Duration, faults ...string) Options {

@@ -4,6 +4,19 @@
 // where the View comes from (the committed data on any node, or on the
 // leader the committed data overlaid with its uncommitted writes) and what
 // to do with the operations.
+//
+// # What it promises
+//
+//   - Redis 7 semantics for the string commands in the table (Lookup), down
+//     to the error texts and the edge cases of option parsing.
+//   - Row form: every operation carries the resulting value and absolute
+//     expiry of its key, never the command. A command that touches one key
+//     several times yields at most one operation per key, holding its final
+//     state, so replaying the operations in order gives what the command
+//     computed.
+//   - Time comes only from Ctx.NowMs: the same View, arguments and NowMs
+//     give the same reply and operations on every node.
+//   - Exec trusts the arity: call Check first.
 package commands
 
 import (
@@ -21,18 +34,21 @@ type Value struct {
 // View is the keyspace a command reads. Implementations hide expired keys:
 // Get never returns a key whose ExpireAtMs is at or before Ctx.NowMs.
 type View interface {
-	// Get returns the live value of key. The returned slices may alias
-	// storage and are valid only until the command returns.
+	// Get returns the live value of key. Replies and operations may keep
+	// the returned Data after the command returns, so an implementation
+	// must never modify it afterwards (return a copy or immutable bytes).
 	Get(key []byte) (Value, bool, error)
 	// Scan calls fn for live keys >= start in ascending order until fn
-	// returns false. The key slice is valid only during the call.
+	// returns false. The key slice is valid only during the call; commands
+	// copy the keys they keep.
 	Scan(start []byte, fn func(key []byte, v Value) bool) error
 }
 
 // Ctx is what a command may know besides its arguments.
 type Ctx struct {
 	NowMs int64 // the deciding node's clock, Unix milliseconds
-	// Cursors holds SCAN cursors; nil disables SCAN continuation.
+	// Cursors holds SCAN cursors; nil disables SCAN continuation (SCAN 0
+	// then returns every matching key at once, with cursor 0).
 	Cursors *CursorTable
 }
 
@@ -59,21 +75,61 @@ type Spec struct {
 	Name  string // lower case, as Redis reports it in errors
 	Arity int    // Redis convention: >0 exact, <0 at least -Arity (name included)
 	Flags Flags
-	// Exec runs the command. args[0] is the command name. It returns an error
-	// from the sentinel set below for bad arguments; anything else is an
-	// internal error from the View.
+	// FirstKey, LastKey and KeyStep locate the key arguments the way
+	// COMMAND INFO reports them: positions in args (0 is the name),
+	// LastKey -1 means the last argument, all zero means no keys.
+	FirstKey, LastKey, KeyStep int
+	// Exec runs the command. args[0] is the command name. It returns an
+	// *Error (or *ArityError) for bad input; anything else is an internal
+	// error from the View.
 	Exec func(ctx *Ctx, v View, args [][]byte) (Result, error)
 }
 
-// Errors a command returns for bad input. The resp package maps each to its
-// Redis text in one table.
+// Error is an error caused by the client's input. The resp package replies
+// "ERR " followed by its text. Every error a command returns for bad input
+// is an *Error or an *ArityError; callers tell input errors from internal
+// ones with IsInputError.
+type Error struct {
+	msg  string
+	base *Error // the sentinel this error is an instance of, if any
+}
+
+func (e *Error) Error() string { return e.msg }
+
+// Is reports whether target is the sentinel e instantiates, so that
+// errors.Is(err, ErrInvalidExpire) holds for "invalid expire time in 'set'
+// command" as well.
+func (e *Error) Is(target error) bool { return e.base != nil && target == e.base }
+
+func newError(msg string) *Error { return &Error{msg: msg} }
+
+// Errors a command returns for bad input. Their texts are Redis's, without
+// the "ERR " the resp package adds.
 var (
-	ErrSyntax        = errors.New("syntax error")
-	ErrNotInteger    = errors.New("value is not an integer or out of range")
-	ErrOverflow      = errors.New("increment or decrement would overflow")
-	ErrInvalidExpire = errors.New("invalid expire time")
-	ErrInvalidCursor = errors.New("invalid cursor")
+	ErrSyntax     = newError("syntax error")
+	ErrNotInteger = newError("value is not an integer or out of range")
+	ErrNotFloat   = newError("value is not a valid float")
+	ErrOverflow   = newError("increment or decrement would overflow")
+	// ErrDecrOverflow: DECRBY with the most negative integer, whose
+	// negation does not exist.
+	ErrDecrOverflow = newError("decrement would overflow")
+	// ErrNaN: INCRBYFLOAT would store NaN or an infinity.
+	ErrNaN = newError("increment would produce NaN or Infinity")
+	// ErrInvalidExpire is the sentinel behind "invalid expire time in
+	// '<cmd>' command"; commands return an instance naming themselves.
+	ErrInvalidExpire = newError("invalid expire time")
+	ErrInvalidCursor = newError("invalid cursor")
+	// ErrTooLarge: APPEND or SETRANGE would make a value longer than
+	// MaxValueLen.
+	ErrTooLarge = newError("string exceeds maximum allowed size (proto-max-bulk-len)")
+	// ErrOffsetRange: SETRANGE with a negative offset.
+	ErrOffsetRange = newError("offset is out of range")
 )
+
+// invalidExpire is ErrInvalidExpire as Redis words it for command name.
+func invalidExpire(name string) error {
+	return &Error{msg: "invalid expire time in '" + name + "' command", base: ErrInvalidExpire}
+}
 
 // ArityError is returned (by Check) when a command gets the wrong number of
 // arguments.
@@ -81,4 +137,13 @@ type ArityError struct{ Name string }
 
 func (e *ArityError) Error() string {
 	return "wrong number of arguments for '" + e.Name + "' command"
+}
+
+// IsInputError reports whether err was caused by the client's input (an
+// *Error or *ArityError anywhere in its chain), as opposed to an internal
+// failure such as a storage error.
+func IsInputError(err error) bool {
+	var e *Error
+	var a *ArityError
+	return errors.As(err, &e) || errors.As(err, &a)
 }

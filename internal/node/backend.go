@@ -39,17 +39,35 @@ func (b backend) Read(ctx context.Context, spec *commands.Spec, args [][]byte) (
 }
 
 func (b backend) Write(ctx context.Context, spec *commands.Spec, args [][]byte) (commands.Reply, uint64, error) {
+	return b.Submit(ctx, spec, args)()
+}
+
+var _ resp.PipelineBackend = backend{}
+
+// Submit sequences a write on the leader now and returns the wait for its
+// commit, so the writes of one pipeline share a group commit.
+func (b backend) Submit(ctx context.Context, spec *commands.Spec, args [][]byte) func() (commands.Reply, uint64, error) {
 	l, _ := b.n.roles()
 	if l == nil {
-		return nil, 0, resp.ErrReadOnly
+		return func() (commands.Reply, uint64, error) { return nil, 0, resp.ErrReadOnly }
 	}
-	reply, lsn, err := l.Propose(ctx, func(v commands.View, nowMs int64) (commands.Result, error) {
+	pending, err := l.Start(func(v commands.View, nowMs int64) (commands.Result, error) {
 		return spec.Exec(&commands.Ctx{NowMs: nowMs, Cursors: b.n.cursors}, v, args)
 	})
-	if errors.Is(err, replication.ErrNotLeader) {
-		return nil, 0, resp.ErrNotLeader
+	if err != nil {
+		return func() (commands.Reply, uint64, error) { return nil, 0, leaderError(err) }
 	}
-	return reply, lsn, err
+	return func() (commands.Reply, uint64, error) {
+		reply, lsn, err := pending.Wait(ctx)
+		return reply, lsn, leaderError(err)
+	}
+}
+
+func leaderError(err error) error {
+	if errors.Is(err, replication.ErrNotLeader) || errors.Is(err, replication.ErrStaleEpoch) {
+		return resp.ErrNotLeader
+	}
+	return err
 }
 
 // expireExec deletes the keys that are still expired when the delete is

@@ -209,31 +209,51 @@ func (p *proposal) finish(err error) {
 	}
 }
 
-// Propose runs a write command. exec computes the reply and row operations
-// against the committed data overlaid with every uncommitted write, so
-// read-modify-write commands see the writes ordered before them. Propose
-// returns once the entry is committed and applied, with its LSN. A command
-// that logs nothing still waits until every write it may have observed is
-// applied, so its reply never reflects a write that could be lost.
-func (l *Leader) Propose(ctx context.Context, exec func(v commands.View, nowMs int64) (commands.Result, error)) (commands.Reply, uint64, error) {
+// Propose runs a write command and waits for it: see Start and Wait.
+func (l *Leader) Propose(ctx context.Context, exec ExecFunc) (commands.Reply, uint64, error) {
+	p, err := l.Start(exec)
+	if err != nil {
+		return nil, 0, err
+	}
+	return p.Wait(ctx)
+}
+
+// ExecFunc computes a write command's reply and row operations against a
+// view and the leader's clock.
+type ExecFunc func(v commands.View, nowMs int64) (commands.Result, error)
+
+// Pending is a write that has been sequenced but may not be committed yet.
+type Pending struct {
+	l     *Leader
+	reply commands.Reply
+	p     *proposal // nil when the command logged nothing
+	// observed is the last LSN the command may have read (no-op writes).
+	observed uint64
+}
+
+// Start sequences a write command without waiting for it. exec computes the
+// reply and row operations against the committed data overlaid with every
+// uncommitted write, so read-modify-write commands see the writes ordered
+// before them, including earlier commands of the same pipeline. The entry is
+// queued for the next group commit. Commands of one connection can be
+// started back to back and waited for in order, so that a pipeline shares
+// one fsync.
+func (l *Leader) Start(exec ExecFunc) (*Pending, error) {
 	now := l.cfg.Now()
 	l.seqMu.Lock()
 	if l.stopped {
 		l.seqMu.Unlock()
-		return nil, 0, ErrNotLeader
+		return nil, ErrNotLeader
 	}
 	res, err := exec(overlayView{l: l, base: storage.View{DB: l.cfg.DB, NowMs: now.UnixMilli()}}, now.UnixMilli())
 	if err != nil {
 		l.seqMu.Unlock()
-		return nil, 0, err
+		return nil, err
 	}
 	if len(res.Ops) == 0 {
 		observed := l.nextLSN - 1
 		l.seqMu.Unlock()
-		if err := l.waitApplied(ctx, observed); err != nil {
-			return nil, 0, err
-		}
-		return res.Reply, 0, nil
+		return &Pending{l: l, reply: res.Reply, observed: observed}, nil
 	}
 	e := logrec.Entry{Epoch: l.epoch, LSN: l.nextLSN, TimeNs: now.UnixNano(), Ops: res.Ops}
 	raw := logrec.Encode(&e)
@@ -242,7 +262,7 @@ func (l *Leader) Propose(ctx context.Context, exec func(v commands.View, nowMs i
 	owned, err := logrec.Decode(raw)
 	if err != nil {
 		l.seqMu.Unlock()
-		return nil, 0, fmt.Errorf("replication: re-decode lsn %d: %w", e.LSN, err)
+		return nil, fmt.Errorf("replication: re-decode lsn %d: %w", e.LSN, err)
 	}
 	p := &proposal{lsn: e.LSN, entry: owned, raw: raw, done: make(chan error, 1)}
 	l.nextLSN++
@@ -253,15 +273,30 @@ func (l *Leader) Propose(ctx context.Context, exec func(v commands.View, nowMs i
 	case l.wake <- struct{}{}:
 	default:
 	}
-	if l.cfg.Buggify.AckBeforeDurable {
-		return res.Reply, p.lsn, nil
+	return &Pending{l: l, reply: res.Reply, p: p}, nil
+}
+
+// Wait returns once the write is committed and applied (visible to every
+// reader), with its LSN (0 when it logged nothing). A command that logged
+// nothing still waits until every write it may have observed is applied,
+// so its reply never reflects a write that could be lost. If ctx ends first
+// the outcome is unknown: the write may still commit.
+func (pd *Pending) Wait(ctx context.Context) (commands.Reply, uint64, error) {
+	if pd.p == nil {
+		if err := pd.l.waitApplied(ctx, pd.observed); err != nil {
+			return nil, 0, err
+		}
+		return pd.reply, 0, nil
+	}
+	if pd.l.cfg.Buggify.AckBeforeDurable {
+		return pd.reply, pd.p.lsn, nil
 	}
 	select {
-	case err := <-p.done:
+	case err := <-pd.p.done:
 		if err != nil {
 			return nil, 0, err
 		}
-		return res.Reply, p.lsn, nil
+		return pd.reply, pd.p.lsn, nil
 	case <-ctx.Done():
 		return nil, 0, ctx.Err()
 	}

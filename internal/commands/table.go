@@ -1,0 +1,105 @@
+package commands
+
+import "sort"
+
+// table lists every data command. Arity and key positions are Redis 7's
+// (COMMAND INFO), so that clients and proxies that route by them agree.
+var table = []*Spec{
+	// Reads.
+	{Name: "get", Arity: 2, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execGet},
+	{Name: "mget", Arity: -2, Flags: FlagRead, FirstKey: 1, LastKey: -1, KeyStep: 1, Exec: execMGet},
+	{Name: "exists", Arity: -2, Flags: FlagRead, FirstKey: 1, LastKey: -1, KeyStep: 1, Exec: execExists},
+	{Name: "strlen", Arity: 2, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execStrlen},
+	{Name: "getrange", Arity: 4, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execGetRange},
+	{Name: "substr", Arity: 4, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execGetRange},
+	{Name: "ttl", Arity: 2, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execTTL},
+	{Name: "pttl", Arity: 2, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execPTTL},
+	{Name: "expiretime", Arity: 2, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execExpireTime},
+	{Name: "pexpiretime", Arity: 2, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execPExpireTime},
+	{Name: "type", Arity: 2, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execType},
+	{Name: "scan", Arity: -2, Flags: FlagRead, Exec: execScan},
+	{Name: "keys", Arity: 2, Flags: FlagRead, Exec: execKeys},
+	{Name: "dbsize", Arity: 1, Flags: FlagRead, Exec: execDBSize},
+
+	// Writes.
+	{Name: "set", Arity: -3, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execSet},
+	{Name: "setnx", Arity: 3, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execSetNX},
+	{Name: "setex", Arity: 4, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execSetEX},
+	{Name: "psetex", Arity: 4, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execPSetEX},
+	{Name: "getset", Arity: 3, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execGetSet},
+	{Name: "getdel", Arity: 2, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execGetDel},
+	{Name: "getex", Arity: -2, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execGetEx},
+	{Name: "mset", Arity: -3, Flags: FlagWrite, FirstKey: 1, LastKey: -1, KeyStep: 2, Exec: execMSet},
+	{Name: "msetnx", Arity: -3, Flags: FlagWrite, FirstKey: 1, LastKey: -1, KeyStep: 2, Exec: execMSetNX},
+	{Name: "append", Arity: 3, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execAppend},
+	{Name: "setrange", Arity: 4, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execSetRange},
+	{Name: "incr", Arity: 2, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execIncr},
+	{Name: "decr", Arity: 2, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execDecr},
+	{Name: "incrby", Arity: 3, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execIncrBy},
+	{Name: "decrby", Arity: 3, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execDecrBy},
+	{Name: "incrbyfloat", Arity: 3, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execIncrByFloat},
+	{Name: "del", Arity: -2, Flags: FlagWrite, FirstKey: 1, LastKey: -1, KeyStep: 1, Exec: execDel},
+	{Name: "unlink", Arity: -2, Flags: FlagWrite, FirstKey: 1, LastKey: -1, KeyStep: 1, Exec: execDel},
+	{Name: "expire", Arity: -3, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execExpire},
+	{Name: "pexpire", Arity: -3, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execPExpire},
+	{Name: "expireat", Arity: -3, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execExpireAt},
+	{Name: "pexpireat", Arity: -3, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execPExpireAt},
+	{Name: "persist", Arity: 2, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execPersist},
+	{Name: "rename", Arity: 3, Flags: FlagWrite, FirstKey: 1, LastKey: 2, KeyStep: 1, Exec: execRename},
+	{Name: "renamenx", Arity: 3, Flags: FlagWrite, FirstKey: 1, LastKey: 2, KeyStep: 1, Exec: execRenameNX},
+	{Name: "flushdb", Arity: -1, Flags: FlagWrite, Exec: execFlush},
+	{Name: "flushall", Arity: -1, Flags: FlagWrite, Exec: execFlush},
+}
+
+// byName indexes table by lower-case name. It is built once and never
+// written again, so concurrent lookups need no lock.
+var byName = func() map[string]*Spec {
+	m := make(map[string]*Spec, len(table))
+	for _, s := range table {
+		if _, dup := m[s.Name]; dup {
+			panic("commands: duplicate command " + s.Name)
+		}
+		m[s.Name] = s
+	}
+	return m
+}()
+
+// maxNameLen is longer than any command name, so Lookup can lower-case a
+// name into a fixed array on the stack.
+const maxNameLen = 16
+
+// Lookup returns the data command named name, in any letter case. It does
+// not allocate.
+func Lookup(name []byte) (*Spec, bool) {
+	if len(name) > maxNameLen {
+		return nil, false
+	}
+	var buf [maxNameLen]byte
+	for i, c := range name {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		buf[i] = c
+	}
+	// The compiler does not allocate for a map index by string(bytes).
+	s, ok := byName[string(buf[:len(name)])]
+	return s, ok
+}
+
+// All returns every data command, sorted by name. The Specs are shared and
+// must not be modified.
+func All() []*Spec {
+	out := append([]*Spec(nil), table...)
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Check returns an *ArityError if args (the name included) do not fit
+// spec's arity. Exec functions rely on it having passed.
+func Check(spec *Spec, args [][]byte) error {
+	n := len(args)
+	if (spec.Arity > 0 && n != spec.Arity) || (spec.Arity < 0 && n < -spec.Arity) {
+		return &ArityError{Name: spec.Name}
+	}
+	return nil
+}

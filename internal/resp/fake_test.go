@@ -1,0 +1,205 @@
+package resp
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tandemdb/tandem/internal/commands"
+	"github.com/tandemdb/tandem/internal/logrec"
+)
+
+// fakeBackend is an in-memory single node: a map run through the commands
+// package, with switches for the error paths.
+type fakeBackend struct {
+	mu      sync.Mutex
+	data    map[string]commands.Value
+	lsn     uint64
+	cursors *commands.CursorTable
+
+	failWith  error         // returned by Read and Write when set
+	block     chan struct{} // Write waits on it when set
+	waitLSNs  []uint64      // lsn argument of each Wait call
+	replicaOf []string
+}
+
+func newFake() *fakeBackend {
+	return &fakeBackend{data: map[string]commands.Value{}, cursors: commands.NewCursorTable(64)}
+}
+
+type fakeView struct {
+	b   *fakeBackend
+	now int64
+}
+
+func (v fakeView) Get(key []byte) (commands.Value, bool, error) {
+	val, ok := v.b.data[string(key)]
+	if !ok || (val.ExpireAtMs != 0 && val.ExpireAtMs <= v.now) {
+		return commands.Value{}, false, nil
+	}
+	return val, true, nil
+}
+
+func (v fakeView) Scan(start []byte, fn func([]byte, commands.Value) bool) error {
+	keys := make([]string, 0, len(v.b.data))
+	for k := range v.b.data {
+		if k >= string(start) {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if val, ok, _ := v.Get([]byte(k)); ok && !fn([]byte(k), val) {
+			break
+		}
+	}
+	return nil
+}
+
+func (b *fakeBackend) exec(spec *commands.Spec, args [][]byte) (commands.Result, error) {
+	now := time.Now().UnixMilli()
+	return spec.Exec(&commands.Ctx{NowMs: now, Cursors: b.cursors}, fakeView{b, now}, args)
+}
+
+func (b *fakeBackend) Read(_ context.Context, spec *commands.Spec, args [][]byte) (commands.Reply, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.failWith != nil {
+		return nil, b.failWith
+	}
+	res, err := b.exec(spec, args)
+	return res.Reply, err
+}
+
+func (b *fakeBackend) Write(ctx context.Context, spec *commands.Spec, args [][]byte) (commands.Reply, uint64, error) {
+	b.mu.Lock()
+	block := b.block
+	b.mu.Unlock()
+	if block != nil {
+		select {
+		case <-block:
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.failWith != nil {
+		return nil, 0, b.failWith
+	}
+	res, err := b.exec(spec, args)
+	if err != nil || len(res.Ops) == 0 {
+		return res.Reply, 0, err
+	}
+	for _, op := range res.Ops {
+		if op.Kind == logrec.OpDelete {
+			delete(b.data, string(op.Key))
+			continue
+		}
+		// Copy: the arguments belong to the connection's buffer.
+		b.data[string(op.Key)] = commands.Value{Data: append([]byte(nil), op.Value...), ExpireAtMs: op.ExpireAtMs}
+	}
+	b.lsn++
+	return res.Reply, b.lsn, nil
+}
+
+func (b *fakeBackend) Info(sections []string) string {
+	return "# Server\r\nredis_version:7.0.0\r\nsections:" + strings.Join(sections, ",") + "\r\n"
+}
+
+func (b *fakeBackend) Role() commands.Reply {
+	return commands.Array{commands.Bulk("master"), commands.Int(0), commands.Array{}}
+}
+
+func (b *fakeBackend) Wait(_ context.Context, lsn uint64, n int, _ time.Duration) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.waitLSNs = append(b.waitLSNs, lsn)
+	return 2
+}
+
+func (b *fakeBackend) ReplicaOf(_ context.Context, host, port string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if host == "unreachable" {
+		return errors.New("node: cannot reach unreachable:1")
+	}
+	b.replicaOf = append(b.replicaOf, host+":"+port)
+	return nil
+}
+
+func (b *fakeBackend) ReplicaOfNoOne(context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.replicaOf = append(b.replicaOf, "no one")
+	return nil
+}
+
+// Custom serves one tandem command, to test CustomBackend.
+func (b *fakeBackend) Custom(_ context.Context, args [][]byte) (commands.Reply, bool) {
+	if strings.EqualFold(string(args[0]), "tandem.lsn") {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return commands.Int(b.lsn), true
+	}
+	return nil, false
+}
+
+func (b *fakeBackend) set(f func(b *fakeBackend)) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	f(b)
+}
+
+// startServer serves b on a loopback port until the test ends.
+func startServer(t testing.TB, b Backend, cfg Config) (*Server, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	s := NewServer(cfg, b)
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return s, ln.Addr().String()
+}
+
+// pipeFake is a fakeBackend whose commits take commitDelay: Write waits
+// for one commit per call, Submit orders the write at once and lets every
+// write submitted within a commit interval share it, as group commit does.
+type pipeFake struct {
+	*fakeBackend
+	commitDelay time.Duration
+	writes      chan struct{} // one token per Write call, for counting
+}
+
+func (p *pipeFake) Write(ctx context.Context, spec *commands.Spec, args [][]byte) (commands.Reply, uint64, error) {
+	time.Sleep(p.commitDelay)
+	return p.fakeBackend.Write(ctx, spec, args)
+}
+
+func (p *pipeFake) Submit(ctx context.Context, spec *commands.Spec, args [][]byte) func() (commands.Reply, uint64, error) {
+	reply, lsn, err := p.fakeBackend.Write(ctx, spec, args) // ordered now
+	committed := time.Now().Truncate(p.commitDelay).Add(p.commitDelay)
+	return func() (commands.Reply, uint64, error) {
+		time.Sleep(time.Until(committed))
+		return reply, lsn, err
+	}
+}

@@ -1,0 +1,293 @@
+package resp
+
+import (
+	"errors"
+	"log/slog"
+	"net"
+	"time"
+)
+
+// Why a guard in front of redcon
+//
+// redcon's reader grows its buffer to whatever a client announces and
+// sends: "$600000000" followed by data is buffered in full, and it has no
+// cap on the number of arguments, on an inline line, or on a whole command.
+// It also re-enters itself once per short read of an incomplete command, so
+// a client that trickles a large command in small segments drives its stack
+// deep. The guard sits between the socket and redcon and fixes both without
+// forking redcon:
+//
+//   - It tracks RESP framing as bytes pass through (headers are parsed, bulk
+//     bodies skipped by count) and refuses an over-limit header the moment
+//     the header is complete, before any of its body is read, so nothing is
+//     allocated for it.
+//   - Its Read does not return until at least one command is complete or the
+//     caller's buffer is full. redcon doubles its buffer when full, so a
+//     command of n bytes takes O(log n) reads instead of O(n / segment).
+//
+// On a violation the guard hands redcon the commands that completed before
+// the bad header, then writes "-ERR Protocol error: ..." itself and fails
+// the next Read; redcon then closes that connection only.
+
+// Limits on what a client may send. Zero fields in Config take these.
+const (
+	// DefaultMaxBulkLen is Redis's default proto-max-bulk-len.
+	DefaultMaxBulkLen = 512 << 20
+	// DefaultMaxArgs bounds the arguments of one command. Redis allows up
+	// to INT_MAX but bounds memory with its query buffer limit; 1M
+	// arguments (DEL or MGET of a million keys) is ample.
+	DefaultMaxArgs = 1 << 20
+	// DefaultMaxCommandLen bounds the bytes of one command, like Redis's
+	// default client-query-buffer-limit (1 GiB).
+	DefaultMaxCommandLen = 1 << 30
+	// maxInlineLen is Redis's PROTO_INLINE_MAX_SIZE.
+	maxInlineLen = 64 << 10
+	// maxNumLen is the most digits a header may carry: far more than any
+	// limit, and few enough that the number cannot overflow an int64.
+	maxNumLen = 18
+)
+
+type limits struct {
+	maxBulk, maxArgs, maxCommand int64
+}
+
+// protocolError is a framing violation; its text follows "Protocol error: "
+// as Redis words it.
+type protocolError struct{ msg string }
+
+func (e *protocolError) Error() string { return "Protocol error: " + e.msg }
+
+var (
+	errBadMultibulkLen = &protocolError{"invalid multibulk length"}
+	errBadBulkLen      = &protocolError{"invalid bulk length"}
+	errInlineTooBig    = &protocolError{"too big inline request"}
+	errCommandTooBig   = &protocolError{"command exceeds the query buffer limit"}
+)
+
+// Framer states.
+const (
+	fsStart      = iota // before the first byte of a command
+	fsArrayLen          // in "*<n>", after '*'
+	fsArrayLF           // after the array header's '\r'
+	fsBulkStart         // expecting '$'
+	fsBulkLen           // in "$<n>", after '$'
+	fsBulkLF            // after the bulk header's '\r'
+	fsBulkBody          // in a bulk's data
+	fsBulkCR            // expecting the '\r' after the data
+	fsBulkDataLF        // expecting the '\n' after the data
+	fsInline            // in an inline command line
+)
+
+// framer follows RESP framing across reads. It mirrors redcon's reader:
+// a command starting with '*' is a multibulk, anything else an inline line
+// up to '\n'. It is at least as strict as redcon, so the two never disagree
+// on where a valid command ends.
+type framer struct {
+	lim    limits
+	state  uint8
+	neg    bool  // the header number has a '-'
+	digits int   // digits of the header number so far
+	num    int64 // the header number so far
+	args   int64 // bulks left in the current multibulk
+	body   int64 // data bytes left in the current bulk
+	cmdLen int64 // bytes of the current command so far
+	done   int64 // commands completed, for tests
+	// Inline state: whether the line has an argument for redcon (a byte
+	// other than ' ', counting a '\r' only if not right before '\n'), and
+	// whether the previous byte was a '\r'.
+	inlineArgs, inlineCR bool
+}
+
+// feed scans p. It returns the offset just past the last command that
+// completed in p (0 if none), or the first violation.
+func (f *framer) feed(p []byte) (end int, err error) {
+	// The current command's bytes so far are f.cmdLen (from earlier
+	// feeds) plus p[start:i+1].
+	start := 0
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		switch f.state {
+		case fsStart:
+			f.cmdLen, start = 0, i
+			if c == '*' {
+				f.state = fsArrayLen
+				f.startNum()
+			} else {
+				f.state = fsInline
+				f.inlineArgs, f.inlineCR = false, false
+				i-- // the byte is part of the line
+				continue
+			}
+		case fsArrayLen, fsBulkLen:
+			if c == '\r' {
+				f.state++ // to fsArrayLF or fsBulkLF
+			} else if !f.digit(c) {
+				return end, f.headerErr()
+			}
+		case fsArrayLF:
+			if c != '\n' || f.digits == 0 || f.neg || f.num <= 0 || f.num > f.lim.maxArgs {
+				return end, errBadMultibulkLen
+			}
+			f.args = f.num
+			f.state = fsBulkStart
+		case fsBulkStart:
+			if c != '$' {
+				return end, &protocolError{"expected '$', got '" + string(c) + "'"}
+			}
+			f.state = fsBulkLen
+			f.startNum()
+		case fsBulkLF:
+			if c != '\n' || f.digits == 0 || f.neg || f.num > f.lim.maxBulk {
+				return end, errBadBulkLen
+			}
+			if f.cmdLen+int64(i+1-start)+f.num+2 > f.lim.maxCommand {
+				return end, errCommandTooBig
+			}
+			f.body = f.num
+			f.state = fsBulkBody
+			if f.body == 0 {
+				f.state = fsBulkCR
+			}
+		case fsBulkBody:
+			// Skip the data in one step; only its length matters here.
+			n := min(f.body, int64(len(p)-i))
+			f.body -= n
+			i += int(n) - 1
+			if f.body == 0 {
+				f.state = fsBulkCR
+			}
+		case fsBulkCR:
+			if c != '\r' {
+				return end, errBadBulkLen
+			}
+			f.state = fsBulkDataLF
+		case fsBulkDataLF:
+			if c != '\n' {
+				return end, errBadBulkLen
+			}
+			f.args--
+			if f.args > 0 {
+				f.state = fsBulkStart
+			} else {
+				f.state = fsStart
+				end = i + 1
+				f.done++
+			}
+		case fsInline:
+			if c == '\n' {
+				f.state = fsStart
+				// A line with no arguments is no command: redcon skips it
+				// and reads again, so it must not end a Read early.
+				if f.inlineArgs {
+					end = i + 1
+					f.done++
+				}
+				continue
+			}
+			if f.inlineCR || (c != ' ' && c != '\r') {
+				f.inlineArgs = true
+			}
+			f.inlineCR = c == '\r'
+			if f.cmdLen+int64(i+1-start) > maxInlineLen {
+				return end, errInlineTooBig
+			}
+		}
+	}
+	if f.state != fsStart {
+		f.cmdLen += int64(len(p) - start)
+	}
+	return end, nil
+}
+
+func (f *framer) startNum() { f.neg, f.digits, f.num = false, 0, 0 }
+
+// digit adds c to the header number; false means c cannot be part of it.
+func (f *framer) digit(c byte) bool {
+	if c == '-' && f.digits == 0 && !f.neg {
+		f.neg = true
+		return true
+	}
+	if c < '0' || c > '9' || f.digits == maxNumLen {
+		return false
+	}
+	f.num = f.num*10 + int64(c-'0')
+	f.digits++
+	return true
+}
+
+func (f *framer) headerErr() error {
+	if f.state == fsArrayLen {
+		return errBadMultibulkLen
+	}
+	return errBadBulkLen
+}
+
+// guardListener wraps every accepted connection in a guardConn.
+type guardListener struct {
+	net.Listener
+	lim limits
+	log *slog.Logger
+}
+
+func (l *guardListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &guardConn{Conn: c, f: framer{lim: l.lim}, log: l.log}, nil
+}
+
+// guardConn is the connection redcon reads from.
+type guardConn struct {
+	net.Conn
+	f   framer
+	err error // the violation to report on the next Read
+	log *slog.Logger
+}
+
+// errClientClosed is returned to redcon after a protocol error reply.
+var errClientClosed = errors.New("resp: connection closed after protocol error")
+
+func (g *guardConn) Read(p []byte) (int, error) {
+	if g.err != nil {
+		return 0, g.reject()
+	}
+	total, lastEnd := 0, 0
+	for total < len(p) {
+		n, err := g.Conn.Read(p[total:])
+		if n > 0 {
+			end, perr := g.f.feed(p[total : total+n])
+			if end > 0 {
+				lastEnd = total + end
+			}
+			if perr != nil {
+				g.err = perr
+				if lastEnd > 0 {
+					// Let redcon serve the commands before the bad one; the
+					// error follows on the next Read, after their replies.
+					return lastEnd, nil
+				}
+				return 0, g.reject()
+			}
+			total += n
+		}
+		if err != nil || lastEnd > 0 {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// reject writes the protocol error reply and fails the read.
+func (g *guardConn) reject() error {
+	perr := g.err
+	g.err = errClientClosed
+	if perr == errClientClosed {
+		return errClientClosed
+	}
+	g.log.Debug("resp: protocol error, closing connection", "remote", g.RemoteAddr().String(), "err", perr)
+	// Bounded: a client that does not read must not pin this goroutine.
+	_ = g.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = g.Conn.Write([]byte("-ERR " + perr.Error() + "\r\n"))
+	return errClientClosed
+}
