@@ -48,6 +48,11 @@ func (s *Server) errorText(err error, sess *Session, cmd string) string {
 		// commit, as with any error after submission.
 		s.log.Debug("resp: command canceled by shutdown", "client", sess.id, "cmd", cmd)
 		return "ERR internal error: server shutting down"
+	case errors.Is(err, context.Canceled):
+		// The client went away while its command waited; nobody reads
+		// this reply.
+		s.log.Debug("resp: command canceled, client gone", "client", sess.id, "cmd", cmd)
+		return "ERR internal error: connection closed"
 	}
 	s.log.Error("resp: command failed", "client", sess.id, "cmd", cmd, "err", err)
 	return "ERR internal error: " + err.Error()
