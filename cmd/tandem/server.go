@@ -12,7 +12,6 @@ import (
 
 	"github.com/tandemdb/tandem/internal/commit"
 	"github.com/tandemdb/tandem/internal/node"
-	"github.com/tandemdb/tandem/internal/replication"
 )
 
 func serverCmd() *cobra.Command {
@@ -77,8 +76,6 @@ func serverCmd() *cobra.Command {
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }
-
-var _ = replication.Buggify{}
 
 func newLogger(level string) (*slog.Logger, error) {
 	var l slog.Level

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/signal"
 	"syscall"
 	"time"
@@ -101,6 +100,5 @@ func statusCmd() *cobra.Command {
 	cmd.Flags().StringVar(&dir, "dir", "./tandem-data", "the cluster's directory (as given to tandem up)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (stable field names)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 3*time.Second, "how long to wait for the nodes")
-	_ = os.Stdout
 	return cmd
 }

@@ -650,9 +650,7 @@ func (d *DB) ExpiredKeys(nowMs int64, limit int) ([][]byte, error) {
 			out = append(out, key)
 			continue
 		}
-		if !found || val.ExpireAtMs != at {
-			_ = stale.Delete(k, nil)
-		}
+		_ = stale.Delete(k, nil) // deleted, or its expiry changed since
 	}
 	if err := it.Error(); err != nil {
 		return nil, fmt.Errorf("storage: expiry scan: %w", err)
