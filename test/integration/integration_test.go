@@ -148,6 +148,23 @@ func load(t *testing.T, addr string, prefix string) (stop func() int64) {
 	}
 }
 
+// waitStreaming waits until node id reports that it streams from the leader,
+// so that what a test does next starts from a follower that was seeded.
+func waitStreaming(t *testing.T, c *cluster.Cluster, id int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		s, err := c.Status(context.Background(), id)
+		if err == nil && s.State == "streaming" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("n%d never reached streaming: %+v (%v)", id, s, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func logContains(t *testing.T, c *cluster.Cluster, id int, s string) bool {
 	return logContainsAfter(t, c, id, 0, s)
 }
@@ -238,6 +255,9 @@ func TestExpiryIsReplicated(t *testing.T) {
 func TestKilledFollowerCatchesUpWithoutSnapshot(t *testing.T) {
 	c := startCluster(t, 3)
 	stop := load(t, c.Node(1).RESPAddr, "catchup")
+	// A follower killed while it is still being seeded must be seeded again;
+	// this test is about one that had finished.
+	waitStreaming(t, c, 2)
 	time.Sleep(time.Second)
 	if err := c.Kill(2); err != nil {
 		t.Fatal(err)
