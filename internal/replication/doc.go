@@ -3,9 +3,10 @@
 // The leader (Leader) serialises writes: Propose computes a command against
 // the committed data overlaid with the uncommitted writes, assigns the next
 // LSN, and queues the entry; one committer goroutine appends every queued
-// entry in one durable batch (group commit), then advances the commit point
-// by the rule of package commit, applies committed entries, and wakes their
-// writers. Followers each hold one stream (Leader.Serve) on which the leader
+// entry in one durable batch (group commit); an applier goroutine beside it
+// advances the commit point by the rule of package commit, applies committed
+// entries, and wakes their writers, so that applying one batch overlaps the
+// fsync of the next. Followers each hold one stream (Leader.Serve) on which the leader
 // sends entries from the follower's position, with its commit LSN;
 // heartbeats are empty appends.
 //
