@@ -15,8 +15,8 @@
 // a Report (Check), and provides the cobra command (NewCommand).
 //
 // Promises: the seed is always printed; any violation fails the run; a
-// failed run keeps its history (history.json), porcupine's HTML for every
-// key that is not linearizable, and the node logs.
+// failed run (or one given a directory) keeps its history (history.json),
+// porcupine's HTML for every key that is not linearizable, and the node logs.
 package chaos
 
 import (
@@ -120,6 +120,7 @@ func (o *Options) defaults() {
 func Run(ctx context.Context, opts Options) (*Report, error) {
 	opts.defaults()
 	log := opts.Log.With("seed", opts.Seed)
+	redis.SetLogger(redisLog{log})
 	kinds, err := nemesis.Lookup(opts.Faults)
 	if err != nil {
 		return nil, err
@@ -232,14 +233,16 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	h := rec.History(opts.Seed)
 	outDir := filepath.Join(dir, "out")
 	r := Check(h, digests, opts.CheckTimeout, outDir)
-	if r.Violated() {
+	// A failed run keeps its history to replay the check; so does a run
+	// whose directory the caller chose.
+	if r.Violated() || !temp {
 		if err := os.MkdirAll(outDir, 0o755); err == nil {
 			if err := h.WriteFile(filepath.Join(outDir, "history.json")); err != nil {
 				log.Error("keep history", "err", err)
 			}
 		}
 		r.Dir = dir
-	} else if temp {
+	} else {
 		os.RemoveAll(dir)
 	}
 	r.Print(opts.Out)
@@ -351,3 +354,11 @@ func (e *clusterEnv) Link(from, to int) *relay.Relay { return e.links.get(from, 
 
 // ErrViolations is returned by the command when a run found violations.
 var ErrViolations = errors.New("chaos: violations found")
+
+// redisLog sends go-redis's own messages (failed dials while a node is down,
+// which faults cause on purpose) to the debug log instead of stderr.
+type redisLog struct{ log *slog.Logger }
+
+func (r redisLog) Printf(_ context.Context, format string, v ...any) {
+	r.log.Debug(fmt.Sprintf(format, v...), "source", "go-redis")
+}

@@ -31,7 +31,8 @@ type Report struct {
 	// Digests is the last round of TANDEM.DIGEST answers.
 	Digests []checker.Digest `json:"digests"`
 	// Dir holds the kept artefacts (history.json, porcupine HTML, node
-	// logs) of a failed run; empty when nothing was kept.
+	// logs) of a failed run, or of any run given --dir; empty when nothing
+	// was kept.
 	Dir string `json:"dir,omitempty"`
 }
 
@@ -45,6 +46,55 @@ type FaultStats struct {
 	// acknowledged write).
 	Recovered      int           `json:"recovered"`
 	MedianRecovery time.Duration `json:"median_recovery"`
+	// Ops, Violations and LostWrites count what happened while a fault of
+	// this kind was the latest one injected: operations invoked from its
+	// injection until the next fault's, and the violations (and the
+	// acknowledged writes lost) that operations of that span show.
+	Ops        int `json:"ops"`
+	Violations int `json:"violations"`
+	LostWrites int `json:"lost_writes"`
+}
+
+// noFault is the FaultStats kind of the span before the first fault.
+const noFault = "none"
+
+// attribute fills the per-kind Ops, Violations and LostWrites of stats
+// (keyed by kind; "none" for the span before the first fault). Faults are in
+// injection order, one at a time.
+func attribute(h history.History, vs []checker.Violation, stats map[string]*FaultStats) {
+	kindAt := func(t int64) string {
+		i, _ := slices.BinarySearchFunc(h.Faults, t, func(f history.FaultEvent, t int64) int {
+			if f.Inject <= t {
+				return -1
+			}
+			return 1
+		})
+		if i == 0 {
+			return noFault
+		}
+		return h.Faults[i-1].Kind
+	}
+	get := func(kind string) *FaultStats {
+		s := stats[kind]
+		if s == nil {
+			s = &FaultStats{Kind: kind}
+			stats[kind] = s
+		}
+		return s
+	}
+	for _, o := range h.Ops {
+		if !o.Final {
+			get(kindAt(o.Call)).Ops++
+		}
+	}
+	for _, v := range vs {
+		if v.At == 0 {
+			continue
+		}
+		s := get(kindAt(v.At))
+		s.Violations++
+		s.LostWrites += v.Lost
+	}
 }
 
 // Violated reports whether any check found a violation: the run failed.
@@ -115,6 +165,10 @@ func Check(h history.History, digests []checker.Digest, checkTimeout time.Durati
 				Detail: fmt.Sprintf("healing %s failed: %s", f.Name, f.HealErr)})
 		}
 	}
+	attribute(h, r.Violations, byKind)
+	if s, ok := byKind[noFault]; ok {
+		r.Faults = append(r.Faults, *s)
+	}
 	for _, k := range order {
 		s := byKind[k]
 		s.MedianRecovery, s.Recovered = checker.Median(rs, k)
@@ -133,13 +187,13 @@ func (r *Report) Print(w io.Writer) {
 	} else {
 		fmt.Fprintln(w, "faults:")
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "  KIND\tINJECTED\tERRORS\tRECOVERED\tMEDIAN RECOVERY")
+		fmt.Fprintln(tw, "  KIND\tINJECTED\tERRORS\tRECOVERED\tMEDIAN RECOVERY\tOPS\tVIOLATIONS\tACKED WRITES LOST")
 		for _, f := range r.Faults {
 			med := "-"
 			if f.Recovered > 0 {
 				med = f.MedianRecovery.Round(time.Millisecond).String()
 			}
-			fmt.Fprintf(tw, "  %s\t%d\t%d\t%d\t%s\n", f.Kind, f.Injected, f.InjectErrors+f.HealErrors, f.Recovered, med)
+			fmt.Fprintf(tw, "  %s\t%d\t%d\t%d\t%s\t%d\t%d\t%d\n", f.Kind, f.Injected, f.InjectErrors+f.HealErrors, f.Recovered, med, f.Ops, f.Violations, f.LostWrites)
 		}
 		tw.Flush()
 	}
@@ -147,8 +201,13 @@ func (r *Report) Print(w io.Writer) {
 		fmt.Fprintf(w, "replicas: %d converged at applied lsn %d\n", len(r.Digests), r.Digests[0].Applied)
 	}
 	fmt.Fprintf(w, "acknowledged writes lost: %d\n", r.LostWrites)
+	fmt.Fprintln(w, "(per kind: operations invoked while that fault was the latest injected, and the violations they show;")
+	fmt.Fprintln(w, " violations not tied to one operation, such as a non-linearizable key or diverged replicas, count only in the total)")
 	if !r.Violated() {
 		fmt.Fprintln(w, "violations: none")
+		if r.Dir != "" {
+			fmt.Fprintf(w, "history kept in %s\n", r.Dir)
+		}
 		return
 	}
 	byKind := r.ByKind()

@@ -44,7 +44,8 @@ func TestCheckCleanHistory(t *testing.T) {
 	if r.Ops != 5 || r.OK != 4 || r.Unknown != 1 || r.FollowerReads != 1 {
 		t.Fatalf("counts %+v", r)
 	}
-	if len(r.Faults) != 1 || r.Faults[0].Recovered != 1 || r.Faults[0].MedianRecovery != 30 {
+	// The span before the fault, then the fault.
+	if len(r.Faults) != 2 || r.Faults[1].Recovered != 1 || r.Faults[1].MedianRecovery != 30 {
 		t.Fatalf("faults %+v", r.Faults)
 	}
 	var buf bytes.Buffer
@@ -108,5 +109,38 @@ func TestCheckHealFailureIsViolation(t *testing.T) {
 	r := Check(h, nil, time.Second, "")
 	if r.ByKind()[checker.NotRecovered] != 1 || r.Faults[0].HealErrors != 1 {
 		t.Fatalf("report %+v", r)
+	}
+}
+
+// TestCheckAttributesToFaults checks that operations, violations and lost
+// writes are counted under the fault that was the latest injected when the
+// operation showing them was invoked.
+func TestCheckAttributesToFaults(t *testing.T) {
+	h := history.History{
+		Ops: []history.Op{
+			op(history.Write, "r:0", "a", 10, 20),
+			op(history.Write, "r:0", "b", 120, 130),
+			{Key: "r:0", Kind: history.Read, Found: true, Result: "zz", Outcome: history.OK, Node: 2, Follower: true, Call: 200, Return: 210},
+			op(history.Write, "r:0", "c", 320, 330),
+			{Key: "r:0", Kind: history.Read, Found: true, Result: "b", Outcome: history.OK, Final: true, Node: 1, Call: 900, Return: 910},
+		},
+		Faults: []history.FaultEvent{
+			{Kind: "pause", Name: "pause n2", Inject: 100, Heal: 150},
+			{Kind: "kill-leader", Name: "kill n1", Inject: 300, Heal: 350},
+		},
+	}
+	r := Check(h, nil, 10*time.Second, "")
+	got := map[string][3]int{}
+	for _, f := range r.Faults {
+		got[f.Kind] = [3]int{f.Ops, f.Violations, f.LostWrites}
+	}
+	want := map[string][3]int{noFault: {1, 0, 0}, "pause": {2, 1, 0}, "kill-leader": {1, 1, 1}}
+	for k, w := range want {
+		if got[k] != w {
+			t.Errorf("%s: ops, violations, lost = %v, want %v (all: %+v)", k, got[k], w, r.Faults)
+		}
+	}
+	if r.Faults[0].Kind != noFault {
+		t.Errorf("first row %q, want the span before any fault", r.Faults[0].Kind)
 	}
 }

@@ -67,6 +67,12 @@ type Violation struct {
 	Detail string `json:"detail"`
 	// File is an artefact that shows the violation (porcupine's HTML).
 	File string `json:"file,omitempty"`
+	// At is when the operation that shows the violation was invoked (the
+	// last lost write, the stale read), so a report can tell which fault it
+	// followed; 0 when it is not tied to one operation.
+	At int64 `json:"at,omitempty"`
+	// Lost is the number of acknowledged writes a LostWrite stands for.
+	Lost int `json:"lost,omitempty"`
 }
 
 func (v Violation) String() string {

@@ -82,7 +82,7 @@ func registerDurability(key string, ops []history.Op, final history.Op) ([]Viola
 	if final.Found {
 		shown = final.Result
 	}
-	return []Violation{{Kind: LostWrite, Key: key, Detail: fmt.Sprintf(
+	return []Violation{{Kind: LostWrite, Key: key, At: last.Call, Lost: lost, Detail: fmt.Sprintf(
 		"final value %s, but %d acknowledged later writes are missing, the last %s", shown, lost, last)}}, lost
 }
 
@@ -91,7 +91,7 @@ func counterDurability(key string, ops []history.Op, final history.Op) ([]Violat
 	if err != nil {
 		return []Violation{{Kind: NeverWritten, Key: key, Detail: err.Error()}}, 0
 	}
-	var acked, sent, maxAck int64
+	var acked, sent, maxAck, lastAck int64
 	for _, o := range ops {
 		if o.Kind != history.Incr || o.Outcome == history.Failed {
 			continue
@@ -100,12 +100,13 @@ func counterDurability(key string, ops []history.Op, final history.Op) ([]Violat
 		if o.Outcome == history.OK {
 			acked++
 			maxAck = max(maxAck, o.N)
+			lastAck = max(lastAck, o.Call)
 		}
 	}
 	want := max(acked, maxAck)
 	switch {
 	case got < want:
-		return []Violation{{Kind: LostWrite, Key: key, Detail: fmt.Sprintf(
+		return []Violation{{Kind: LostWrite, Key: key, At: lastAck, Lost: int(want - got), Detail: fmt.Sprintf(
 			"final value %d, but %d INCRs were acknowledged (largest result %d): %d lost", got, acked, maxAck, want-got)}}, int(want - got)
 	case got > sent:
 		return []Violation{{Kind: NeverWritten, Key: key, Detail: fmt.Sprintf(

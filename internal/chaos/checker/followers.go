@@ -61,9 +61,9 @@ func registerFollower(key string, node int, writes map[string]history.Op, reads 
 		w, ok := writes[r.Result]
 		switch {
 		case !ok || w.Outcome == history.Failed:
-			vs = append(vs, Violation{Kind: NeverWritten, Key: key, Node: node, Detail: "read a value never written: " + r.String()})
+			vs = append(vs, Violation{Kind: NeverWritten, Key: key, Node: node, At: r.Call, Detail: "read a value never written: " + r.String()})
 		case w.Call > r.Return:
-			vs = append(vs, Violation{Kind: NeverWritten, Key: key, Node: node, Detail: fmt.Sprintf("read a value before it was written: %s, written by %s", r, w)})
+			vs = append(vs, Violation{Kind: NeverWritten, Key: key, Node: node, At: r.Call, Detail: fmt.Sprintf("read a value before it was written: %s, written by %s", r, w)})
 		}
 	}
 	// older reports whether the state r2 shows is certainly older than r1's.
@@ -88,7 +88,7 @@ func counterFollower(key string, node int, ops, reads []history.Op) []Violation 
 	for i, r := range reads {
 		n, err := counterValue(r)
 		if err != nil {
-			vs = append(vs, Violation{Kind: NeverWritten, Key: key, Node: node, Detail: err.Error()})
+			vs = append(vs, Violation{Kind: NeverWritten, Key: key, Node: node, At: r.Call, Detail: err.Error()})
 			continue
 		}
 		values[i] = n
@@ -99,7 +99,7 @@ func counterFollower(key string, node int, ops, reads []history.Op) []Violation 
 			}
 		}
 		if n > sent {
-			vs = append(vs, Violation{Kind: NeverWritten, Key: key, Node: node, Detail: fmt.Sprintf(
+			vs = append(vs, Violation{Kind: NeverWritten, Key: key, Node: node, At: r.Call, Detail: fmt.Sprintf(
 				"read %d but only %d INCRs had been sent: %s", n, sent, r)})
 		}
 	}
@@ -117,6 +117,7 @@ func counterFollower(key string, node int, ops, reads []history.Op) []Violation 
 // sorted by Call.
 func monotonic(key string, node int, reads []history.Op, older func(i, j int) bool) []Violation {
 	var first string
+	var at int64
 	count := 0
 	for i, r1 := range reads {
 		for j := i + 1; j < len(reads); j++ {
@@ -124,6 +125,7 @@ func monotonic(key string, node int, reads []history.Op, older func(i, j int) bo
 			if r1.Return < r2.Call && older(i, j) {
 				if count == 0 {
 					first = fmt.Sprintf("%s, then %s", r1, r2)
+					at = r2.Call
 				}
 				count++
 			}
@@ -132,6 +134,6 @@ func monotonic(key string, node int, reads []history.Op, older func(i, j int) bo
 	if count == 0 {
 		return nil
 	}
-	return []Violation{{Kind: NonMonotonicRead, Key: key, Node: node, Detail: fmt.Sprintf(
+	return []Violation{{Kind: NonMonotonicRead, Key: key, Node: node, At: at, Detail: fmt.Sprintf(
 		"went backwards (%d pairs), first: %s", count, first)}}
 }

@@ -47,7 +47,7 @@ func Recoveries(h history.History) ([]Recovery, []Violation) {
 		case first >= 0:
 			r.Time, r.Recovered = time.Duration(first-f.Heal), true
 		case attempted:
-			vs = append(vs, Violation{Kind: NotRecovered, Detail: fmt.Sprintf("no write succeeded after %s was healed at %v", f.Name, time.Duration(f.Heal))})
+			vs = append(vs, Violation{Kind: NotRecovered, At: f.Heal, Detail: fmt.Sprintf("no write succeeded after %s was healed at %v", f.Name, time.Duration(f.Heal))})
 		default:
 			continue
 		}
