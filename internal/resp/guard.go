@@ -24,6 +24,10 @@ import (
 //   - Its Read does not return until at least one command is complete or the
 //     caller's buffer is full. redcon doubles its buffer when full, so a
 //     command of n bytes takes O(log n) reads instead of O(n / segment).
+//   - Its Read returns whole commands whenever one completed, holding back
+//     the partial command after them, so redcon's buffer returns to its
+//     4 KiB start after every read instead of doubling under a client that
+//     streams a long pipeline (redcon never compacts it).
 //
 // On a violation the guard hands redcon the commands that completed before
 // the bad header, then writes "-ERR Protocol error: ..." itself and fails
@@ -243,6 +247,9 @@ type guardConn struct {
 	f   framer
 	err error // the violation to report on the next Read
 	log *slog.Logger
+	// held is the start of an incomplete command, read from the socket
+	// and fed to the framer but not yet given to redcon; heldBuf backs it.
+	held, heldBuf []byte
 }
 
 // errClientClosed is returned to redcon after a protocol error reply.
@@ -252,7 +259,14 @@ func (g *guardConn) Read(p []byte) (int, error) {
 	if g.err != nil {
 		return 0, g.reject()
 	}
-	total, lastEnd := 0, 0
+	// Bytes held back by the last Read come first. They are the start of
+	// a command that had not completed, already fed to the framer.
+	total := copy(p, g.held)
+	g.held = g.held[total:]
+	if len(g.held) > 0 {
+		return total, nil // p is full and holds no complete command
+	}
+	lastEnd := 0
 	for total < len(p) {
 		n, err := g.Conn.Read(p[total:])
 		if n > 0 {
@@ -271,8 +285,19 @@ func (g *guardConn) Read(p []byte) (int, error) {
 			}
 			total += n
 		}
-		if err != nil || lastEnd > 0 {
+		if err != nil {
 			return total, err
+		}
+		if lastEnd > 0 {
+			// Hand redcon whole commands only and keep the partial one
+			// that follows for the next Read. redcon never compacts its
+			// buffer: it doubles it whenever a read leaves a partial
+			// command at the end, and shrinks it back only once it has
+			// consumed everything, so a client streaming a long pipeline
+			// would otherwise grow it without bound.
+			g.heldBuf = append(g.heldBuf[:0], p[lastEnd:total]...)
+			g.held = g.heldBuf
+			return lastEnd, nil
 		}
 	}
 	return total, nil

@@ -215,3 +215,38 @@ func checkLiveness(t *testing.T, data []byte, lim limits) {
 		}
 	}
 }
+
+// TestStreamedPipelineKeepsRedconBufferSmall streams 20,000 small commands
+// in random segments: redcon's buffer (the p it reads into) must stay near
+// its 4 KiB start, because the guard hands it whole commands only.
+func TestStreamedPipelineKeepsRedconBufferSmall(t *testing.T) {
+	var raw []byte
+	const n = 20000
+	for i := range n {
+		raw = append(raw, encode("SET", "key:"+strings.Repeat("k", i%50), strings.Repeat("v", 100))...)
+	}
+	cc, g := guarded(raw, 3000, testLimits)
+	cc.rnd = rand.New(rand.NewPCG(3, 4))
+	largest := 0
+	rd := redcon.NewReader(readerFunc(func(p []byte) (int, error) {
+		largest = max(largest, len(p))
+		return g.Read(p)
+	}))
+	got := 0
+	for {
+		cmds, err := rd.ReadCommands()
+		got += len(cmds)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got != n {
+		t.Fatalf("parsed %d commands, want %d", got, n)
+	}
+	if largest > 8192 {
+		t.Errorf("redcon read into a %d-byte buffer; it grew while streaming", largest)
+	}
+}
