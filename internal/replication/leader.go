@@ -89,6 +89,7 @@ type Leader struct {
 	changed   chan struct{} // closed when durable, commit or progress change
 	err       error         // set when the leader stops
 	times     timeRing      // leader times of recent entries, for lag
+	tail      tailCache     // recent durable entries, for follower streams
 
 	done chan struct{}
 	wg   sync.WaitGroup
@@ -146,6 +147,7 @@ func NewLeader(cfg LeaderConfig, epoch uint64) (*Leader, error) {
 		commitLSN: db.Applied(),
 		followers: make(map[string]*FollowerProgress),
 		changed:   make(chan struct{}),
+		tail:      tailCache{maxBytes: tailBytes},
 		done:      make(chan struct{}),
 	}
 	// Load the durable, unapplied tail so advance can apply it once committed.
@@ -376,6 +378,7 @@ func (l *Leader) committer() {
 		l.unapplied = append(l.unapplied, batch...)
 		for _, p := range batch {
 			l.times.add(p.lsn, p.entry.TimeNs)
+			l.tail.add(p.lsn, p.raw)
 		}
 		l.broadcastLocked()
 		l.mu.Unlock()
@@ -682,7 +685,7 @@ func (l *Leader) Serve(ctx context.Context, stream LeaderStream) error {
 		}
 		var raws [][]byte
 		if next <= durable {
-			raws, err = l.cfg.DB.ReadLog(next, durable, l.cfg.MaxBatchBytes)
+			raws, err = l.readLog(next, durable)
 			if errors.Is(err, storage.ErrCompacted) {
 				log.Warn("follower fell behind the retained log; it will be re-seeded", "lsn", next)
 				return stream.Send(&peerpb.LeaderMessage{Epoch: l.epoch, Body: &peerpb.LeaderMessage_NeedSnapshot{NeedSnapshot: &peerpb.NeedSnapshot{}}})
@@ -715,6 +718,22 @@ func (l *Leader) Serve(ctx context.Context, stream LeaderStream) error {
 			return ErrNotLeader
 		}
 	}
+}
+
+// tailBytes bounds the leader's in-memory cache of recent entries: enough
+// for followers that keep up under load, small beside the data.
+const tailBytes = 16 << 20
+
+// readLog returns durable entries from lo to hi for a follower stream, from
+// the in-memory tail when it holds lo, else from the log in Pebble.
+func (l *Leader) readLog(lo, hi uint64) ([][]byte, error) {
+	l.mu.Lock()
+	raws, ok := l.tail.read(lo, hi, l.cfg.MaxBatchBytes)
+	l.mu.Unlock()
+	if ok {
+		return raws, nil
+	}
+	return l.cfg.DB.ReadLog(lo, hi, l.cfg.MaxBatchBytes)
 }
 
 func (l *Leader) sendAppend(stream LeaderStream, raws [][]byte, commitLSN, last uint64) error {
