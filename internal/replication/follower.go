@@ -211,11 +211,23 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 	f.status.Connected = true
 	f.mu.Unlock()
 	f.log.Info("streaming from leader", "epoch", epoch, "durable_lsn", core.durable.LSN, "applied_lsn", core.applied)
+	in := receive(ctx, stream)
+	var held *received
 	for {
-		m, err := stream.Recv()
-		if err != nil {
-			return fmt.Errorf("replication: receive: %w", err)
+		var r received
+		if held != nil {
+			r, held = *held, nil
+		} else {
+			select {
+			case r = <-in:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		}
+		if r.err != nil {
+			return fmt.Errorf("replication: receive: %w", r.err)
+		}
+		m := r.m
 		if m.Epoch < core.epoch {
 			return fmt.Errorf("%w: message from epoch %d, seen %d", ErrStaleEpoch, m.Epoch, core.epoch)
 		}
@@ -226,7 +238,9 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 		}
 		switch b := m.Body.(type) {
 		case *peerpb.LeaderMessage_Append:
-			if err := f.step(core, m.Epoch, b.Append); err != nil {
+			var a *peerpb.Append
+			a, held = gather(in, m.Epoch, b.Append)
+			if err := f.step(core, m.Epoch, a); err != nil {
 				return err
 			}
 			if err := stream.Send(core.Progress()); err != nil {
@@ -240,6 +254,70 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 			return fmt.Errorf("replication: unexpected message %T", m.Body)
 		}
 	}
+}
+
+// received is one result of FollowerStream.Recv.
+type received struct {
+	m   *peerpb.LeaderMessage
+	err error
+}
+
+// receive reads the stream ahead of the follower on its own goroutine, so
+// that appends arriving while one is persisted can be merged (gather). The
+// goroutine ends after the first error or when ctx ends, which also breaks
+// a Recv in progress.
+func receive(ctx context.Context, stream FollowerStream) <-chan received {
+	in := make(chan received, 64)
+	go func() {
+		for {
+			m, err := stream.Recv()
+			select {
+			case in <- received{m, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return in
+}
+
+// maxGatherBytes bounds the entries merged into one persisted batch.
+const maxGatherBytes = 4 << 20
+
+// gather merges into a the appends of the same epoch that have already
+// arrived, so a follower that fell behind persists them with one fsync and
+// reports once, instead of once per leader batch. It returns the merged
+// append and the first message it took that cannot be merged, if any.
+func gather(in <-chan received, epoch uint64, a *peerpb.Append) (*peerpb.Append, *received) {
+	size := 0
+	for _, e := range a.Entries {
+		size += len(e)
+	}
+	for size < maxGatherBytes {
+		var r received
+		select {
+		case r = <-in:
+		default:
+			return a, nil
+		}
+		next := r.m.GetAppend()
+		if r.err != nil || next == nil || r.m.Epoch != epoch {
+			return a, &r
+		}
+		for _, e := range next.Entries {
+			size += len(e)
+		}
+		a = &peerpb.Append{
+			Entries:            append(a.Entries, next.Entries...),
+			CommitLsn:          max(a.CommitLsn, next.CommitLsn),
+			LeaderLastLsn:      next.LeaderLastLsn,
+			LeaderTimeUnixNano: next.LeaderTimeUnixNano,
+		}
+	}
+	return a, nil
 }
 
 // step persists and applies one Append.
