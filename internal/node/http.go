@@ -65,9 +65,7 @@ func (n *Node) Status() Status {
 			fs := FollowerStatus{ID: fp.NodeID, Addr: fp.RESPAddr, Connected: fp.Connected, DurableLSN: fp.DurableLSN, AppliedLSN: fp.AppliedLSN}
 			if ls.Durable > fp.AppliedLSN {
 				fs.LagLSN = ls.Durable - fp.AppliedLSN
-				if fp.AppliedTimeNs > 0 && ls.LastTime > fp.AppliedTimeNs {
-					fs.LagSeconds = float64(ls.LastTime-fp.AppliedTimeNs) / 1e9
-				}
+				fs.LagSeconds = fp.LagSeconds
 			}
 			s.Followers = append(s.Followers, fs)
 		}

@@ -21,7 +21,6 @@ type followerCore struct {
 
 	leaderLast uint64 // the leader's last LSN, from its last message
 	leaderTime int64  // the leader's clock in its last message, Unix ns
-	appliedNs  int64  // leader time of the entry at applied
 }
 
 // Ready is the work one leader message creates.
@@ -97,7 +96,6 @@ func (c *followerCore) Applied(rd Ready) {
 		return
 	}
 	c.applied = rd.Apply[n-1].LSN
-	c.appliedNs = rd.Apply[n-1].TimeNs
 	c.pending = c.pending[n:]
 }
 
@@ -108,15 +106,20 @@ func (c *followerCore) Progress() *peerpb.FollowerMessage {
 	}}}
 }
 
-// lag returns how far behind the leader this follower's applied state is,
-// in LSNs and seconds of leader time.
+// lag returns how far behind the leader this follower's applied state is:
+// in LSNs, and in seconds as the age, on the leader's clock, of the oldest
+// entry it holds but has not applied. Measuring from the oldest unapplied
+// entry rather than from the last applied one keeps an idle period out of
+// the figure: a follower that was caught up is not "26 s behind" the moment
+// a write arrives after 26 quiet seconds. Entries not received yet have no
+// known time and add nothing.
 func (c *followerCore) lag() (lsns uint64, seconds float64) {
 	if c.leaderLast <= c.applied {
 		return 0, 0
 	}
 	lsns = c.leaderLast - c.applied
-	if c.appliedNs > 0 && c.leaderTime > c.appliedNs {
-		seconds = float64(c.leaderTime-c.appliedNs) / 1e9
+	if len(c.pending) > 0 && c.leaderTime > c.pending[0].TimeNs {
+		seconds = float64(c.leaderTime-c.pending[0].TimeNs) / 1e9
 	}
 	return lsns, seconds
 }

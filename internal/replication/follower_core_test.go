@@ -196,8 +196,25 @@ func TestFollowerCoreLag(t *testing.T) {
 	}
 	c.Persisted(rd)
 	c.Applied(rd)
-	// Applied LSN 1 carries leader time 1s; the leader is at LSN 10, time 11s.
-	if lsnLag, sec := c.lag(); lsnLag != 9 || sec != 10 {
-		t.Errorf("lag = %d LSNs, %v s; want 9, 10", lsnLag, sec)
+	// LSN 2, written at leader time 2s, is the oldest not applied; the
+	// leader is at LSN 10, time 11s.
+	if lsnLag, sec := c.lag(); lsnLag != 9 || sec != 9 {
+		t.Errorf("lag = %d LSNs, %v s; want 9, 9", lsnLag, sec)
+	}
+	// Caught up, then idle until 100s: a new entry written at 100s that is
+	// not yet committed is 0s old, not 98s.
+	rd, _ = c.Step(1, &peerpb.Append{Entries: nil, CommitLsn: 2, LeaderLastLsn: 2, LeaderTimeUnixNano: 12e9})
+	c.Persisted(rd)
+	c.Applied(rd)
+	e := coreEntry(1, 3)
+	e.TimeNs = 100e9
+	rd, err = c.Step(1, &peerpb.Append{Entries: [][]byte{logrec.Encode(&e)}, CommitLsn: 2, LeaderLastLsn: 3, LeaderTimeUnixNano: 100e9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Persisted(rd)
+	c.Applied(rd)
+	if lsnLag, sec := c.lag(); lsnLag != 1 || sec != 0 {
+		t.Errorf("after idle: lag = %d LSNs, %v s; want 1, 0", lsnLag, sec)
 	}
 }

@@ -57,8 +57,9 @@ type FollowerProgress struct {
 	DurableLSN uint64
 	AppliedLSN uint64
 	LastSeen   time.Time
-	// AppliedTimeNs is the leader time of the entry at AppliedLSN, for lag.
-	AppliedTimeNs int64
+	// LagSeconds is the age, on the leader's clock, of the oldest entry the
+	// follower has not applied (0 when it has applied everything durable).
+	LagSeconds float64
 }
 
 // Leader is the write side of a leader node. See the package comment.
@@ -537,7 +538,6 @@ type Status struct {
 	Durable   uint64
 	Commit    uint64
 	Applied   uint64
-	LastTime  int64 // leader time of the last durable entry, Unix ns
 	Followers []FollowerProgress
 }
 
@@ -546,10 +546,12 @@ func (l *Leader) Status() Status {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	s := Status{Epoch: l.epoch, Durable: l.durable, Commit: l.commitLSN, Applied: l.applied}
-	s.LastTime, _ = l.times.at(l.durable)
+	now := l.cfg.Now().UnixNano()
 	for _, f := range l.followers {
 		fp := *f
-		fp.AppliedTimeNs, _ = l.times.at(f.AppliedLSN)
+		if t, ok := l.oldestUnapplied(f.AppliedLSN); ok && now > t {
+			fp.LagSeconds = float64(now-t) / 1e9
+		}
 		s.Followers = append(s.Followers, fp)
 	}
 	slices.SortFunc(s.Followers, func(a, b FollowerProgress) int {
@@ -868,18 +870,34 @@ func (l *Leader) ServeSnapshot(req *peerpb.SnapshotRequest, out SnapshotSender) 
 }
 
 // timeRing remembers the leader time of recent LSNs, for lag in seconds.
+// oldestUnapplied returns the leader time of entry applied+1, the oldest a
+// follower at applied has not applied. If that entry has left the time ring
+// it returns the oldest time the ring still has for the follower's gap, a
+// lower bound. The caller holds mu.
+func (l *Leader) oldestUnapplied(applied uint64) (int64, bool) {
+	if applied >= l.durable {
+		return 0, false
+	}
+	if t, ok := l.times.at(applied + 1); ok {
+		return t, true
+	}
+	return l.times.at(l.durable - min(l.durable-applied-1, timeRingSize-1))
+}
+
+const timeRingSize = 4096
+
 type timeRing struct {
-	lsns  [4096]uint64
-	times [4096]int64
+	lsns  [timeRingSize]uint64
+	times [timeRingSize]int64
 }
 
 func (r *timeRing) add(lsn uint64, t int64) {
-	r.lsns[lsn%4096], r.times[lsn%4096] = lsn, t
+	r.lsns[lsn%timeRingSize], r.times[lsn%timeRingSize] = lsn, t
 }
 
 func (r *timeRing) at(lsn uint64) (int64, bool) {
-	if lsn == 0 || r.lsns[lsn%4096] != lsn {
+	if lsn == 0 || r.lsns[lsn%timeRingSize] != lsn {
 		return 0, false
 	}
-	return r.times[lsn%4096], true
+	return r.times[lsn%timeRingSize], true
 }
