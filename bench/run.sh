@@ -87,6 +87,15 @@ pick_ports() {
   die "no free port range found"
 }
 
+# CPU time (user + system) of processes, in clock ticks, one per pid.
+cpu_ticks() { local p; for p in "$@"; do awk '{printf "%d ", $14 + $15}' "/proc/$p/stat" 2>/dev/null || printf '0 '; done; }
+# cpu_per_op "ticks before" "ticks after" ops -> "a / b / c" microseconds of CPU per operation
+cpu_per_op() {
+  awk -v b="$1" -v a="$2" -v n="$3" -v hz="$(getconf CLK_TCK)" 'BEGIN{
+    k = split(b, B, " "); split(a, A, " ")
+    for (i = 1; i <= k; i++) printf "%s%.1f", (i > 1 ? " / " : ""), (A[i] - B[i]) / hz * 1e6 / n }'
+}
+
 rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 mb() { awk -v k="$1" 'BEGIN{printf "%.1f MB", k/1024}'; }
 
@@ -368,17 +377,22 @@ say "tandem: leader 127.0.0.1:$T_PORT, followers :$((T_PORT + 1)) :$((T_PORT + 2
 say "redis:  primary 127.0.0.1:$R_PORT, replica :$R_REPL_PORT  (appendonly $(redis-cli -p "$R_PORT" config get appendonly | tail -1), appendfsync $(redis-cli -p "$R_PORT" config get appendfsync | tail -1), save '$(redis-cli -p "$R_PORT" config get save | tail -1)')"
 
 # ----------------------------------------------------------- 3. benchmarks
-declare -A RES
+declare -A RES CPU
 for pipe in $PIPELINES; do
   for test in set get; do
     label="$(tr a-z A-Z <<<"$test")$([ "$pipe" = 1 ] || echo " -P $pipe")"
     hdr "$label"
     if [ "$test" = set ]; then start_sampler "$WORK/lag-P$pipe.jsonl"; fi
+    c0=$(cpu_ticks "${TANDEM_NODE_PIDS[@]}")
     RES[tandem,$test,$pipe]=$(bench "$T_PORT" "$test" "$pipe")
+    CPU[tandem,$test,$pipe]=$(cpu_per_op "$c0" "$(cpu_ticks "${TANDEM_NODE_PIDS[@]}")" "$N")
     if [ "$test" = set ]; then stop_sampler; fi
     say "  tandem: $(awk '{printf "%.0f ops/s, p50 %.3f ms, p99 %.3f ms, max %.3f ms", $1, $3, $5, $6}' <<<"${RES[tandem,$test,$pipe]}")"
+    c0=$(cpu_ticks "${REDIS_PIDS[@]}")
     RES[redis,$test,$pipe]=$(bench "$R_PORT" "$test" "$pipe")
+    CPU[redis,$test,$pipe]=$(cpu_per_op "$c0" "$(cpu_ticks "${REDIS_PIDS[@]}")" "$N")
     say "  redis:  $(awk '{printf "%.0f ops/s, p50 %.3f ms, p99 %.3f ms, max %.3f ms", $1, $3, $5, $6}' <<<"${RES[redis,$test,$pipe]}")"
+    say "  server CPU per op (us): tandem leader / followers ${CPU[tandem,$test,$pipe]}; redis primary / replica ${CPU[redis,$test,$pipe]}"
     if [ "$test" = set ]; then lag_report "$WORK/lag-P$pipe.jsonl" "$label"; fi
   done
 done
@@ -467,6 +481,11 @@ fi
 # ------------------------------------------------------------- summary
 hdr "summary"
 say "$TABLE"
+for pipe in $PIPELINES; do
+  for test in set get; do
+    say "$(printf '%-10s' "$(tr a-z A-Z <<<"$test")$([ "$pipe" = 1 ] || echo " -P $pipe")") server CPU us/op: tandem ${CPU[tandem,$test,$pipe]} (leader / followers); redis ${CPU[redis,$test,$pipe]} (primary / replica)"
+  done
+done
 for l in "${LAG_SUMMARY[@]}"; do say "$l"; done
 if [ "$LOAD_KEYS" -gt 0 ]; then
   say "RSS with $LOAD_KEYS keys: tandem leader $(mb "$T_LRSS"), follower $(mb "$T_FRSS"); redis primary $(mb "$R_PRSS"), replica $(mb "$R_RRSS")"
