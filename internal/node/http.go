@@ -107,13 +107,15 @@ var (
 	descLag    = prometheus.NewDesc("tandem_follower_lag_lsn", "Follower lag in LSNs, as its leader sees it.", []string{"follower"}, nil)
 	descLagSec = prometheus.NewDesc("tandem_follower_lag_seconds", "Follower lag in seconds of leader time.", []string{"follower"}, nil)
 	descLog    = prometheus.NewDesc("tandem_log_bytes", "Bytes of retained log.", nil, nil)
+	descSyncs  = prometheus.NewDesc("tandem_log_appends_total", "Durable log appends (one fsync each) since start; entries_appended / appends is the group-commit size.", nil, nil)
+	descAppend = prometheus.NewDesc("tandem_log_entries_appended_total", "Log entries made durable since start.", nil, nil)
 )
 
 // statusCollector exports Status as Prometheus metrics at scrape time.
 type statusCollector struct{ n *Node }
 
 func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLSN, descEpoch, descLeader, descLag, descLagSec, descLog} {
+	for _, d := range []*prometheus.Desc{descLSN, descEpoch, descLeader, descLag, descLagSec, descLog, descSyncs, descAppend} {
 		ch <- d
 	}
 }
@@ -133,6 +135,9 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descLeader, leader)
 	gauge(descLog, float64(s.LogBytes))
+	appends, entries := c.n.db.AppendStats()
+	ch <- prometheus.MustNewConstMetric(descSyncs, prometheus.CounterValue, float64(appends))
+	ch <- prometheus.MustNewConstMetric(descAppend, prometheus.CounterValue, float64(entries))
 	for _, f := range s.Followers {
 		gauge(descLag, float64(f.LagLSN), f.ID)
 		gauge(descLagSec, f.LagSeconds, f.ID)

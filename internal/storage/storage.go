@@ -107,6 +107,9 @@ type DB struct {
 	seeding  bool
 	logBytes int64
 	logCount int64
+	// appends and appended count AppendLog calls (each one fsync) and the
+	// entries they wrote since Open: their ratio is the group-commit size.
+	appends, appended uint64
 }
 
 // Open opens (creating if needed) the database in dir and recovers the
@@ -344,8 +347,18 @@ func (d *DB) AppendLog(entries [][]byte) error {
 	d.epoch = max(d.epoch, next.Epoch)
 	d.logBytes += added
 	d.logCount += int64(len(entries))
+	d.appends++
+	d.appended += uint64(len(entries))
 	d.mu.Unlock()
 	return nil
+}
+
+// AppendStats returns how many durable log appends (one fsync each) this
+// DB made since Open, and how many entries they wrote.
+func (d *DB) AppendStats() (appends, entries uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.appends, d.appended
 }
 
 func batchSize(entries [][]byte) int {
