@@ -915,3 +915,17 @@ func TestEpochs(t *testing.T) {
 		t.Errorf("history after appending: %v", got)
 	}
 }
+
+func TestAppendStatsCountsFsyncedBatches(t *testing.T) {
+	d := open(t, vfs.NewMem())
+	if err := d.AppendLog(encodeAll(entry(1, 1), entry(1, 2))); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.AppendLog(encodeAll(entry(1, 3))); err != nil {
+		t.Fatal(err)
+	}
+	_ = d.AppendLog(encodeAll(entry(1, 9))) // a gap: refused, not counted
+	if a, e := d.AppendStats(); a != 2 || e != 3 {
+		t.Errorf("AppendStats = %d appends, %d entries; want 2, 3", a, e)
+	}
+}
