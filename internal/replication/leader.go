@@ -341,7 +341,7 @@ func (l *Leader) waitApplied(ctx context.Context, lsn uint64) error {
 }
 
 // committer is the group-commit loop: it appends everything queued in one
-// durable batch, then advances the commit point.
+// durable batch, records the new durable LSN, and wakes the applier.
 func (l *Leader) committer() {
 	defer l.wg.Done()
 	for {

@@ -104,17 +104,9 @@ func TestFramerAgreesWithRedcon(t *testing.T) {
 		}
 		cc, g := guarded(raw, 1+rnd.IntN(5000), testLimits)
 		cc.rnd = rnd
-		rd := redcon.NewReader(g)
-		got := 0
-		for {
-			cmds, err := rd.ReadCommands()
-			got += len(cmds)
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatalf("iter %d: %v", iter, err)
-			}
+		got, err := countCommands(redcon.NewReader(g))
+		if err != nil {
+			t.Fatalf("iter %d: %v", iter, err)
 		}
 		if got != want {
 			t.Fatalf("iter %d: parsed %d commands, want %d", iter, got, want)
@@ -228,25 +220,32 @@ func TestStreamedPipelineKeepsRedconBufferSmall(t *testing.T) {
 	cc, g := guarded(raw, 3000, testLimits)
 	cc.rnd = rand.New(rand.NewPCG(3, 4))
 	largest := 0
-	rd := redcon.NewReader(readerFunc(func(p []byte) (int, error) {
+	got, err := countCommands(redcon.NewReader(readerFunc(func(p []byte) (int, error) {
 		largest = max(largest, len(p))
 		return g.Read(p)
-	}))
-	got := 0
-	for {
-		cmds, err := rd.ReadCommands()
-		got += len(cmds)
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	})))
+	if err != nil {
+		t.Fatal(err)
 	}
 	if got != n {
 		t.Fatalf("parsed %d commands, want %d", got, n)
 	}
 	if largest > 8192 {
 		t.Errorf("redcon read into a %d-byte buffer; it grew while streaming", largest)
+	}
+}
+
+// countCommands reads commands until EOF and counts them.
+func countCommands(rd *redcon.Reader) (int, error) {
+	got := 0
+	for {
+		cmds, err := rd.ReadCommands()
+		got += len(cmds)
+		if err == io.EOF {
+			return got, nil
+		}
+		if err != nil {
+			return got, err
+		}
 	}
 }
