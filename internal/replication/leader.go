@@ -87,10 +87,14 @@ type Leader struct {
 	applied   uint64
 	unapplied []*proposal // durable, not yet applied, in LSN order
 	followers map[string]*FollowerProgress
-	changed   chan struct{} // closed when durable, commit or progress change
-	err       error         // set when the leader stops
-	times     timeRing      // leader times of recent entries, for lag
-	tail      tailCache     // recent durable entries, for follower streams
+	changed   chan struct{} // closed when durable, commit or applied change
+	// progressed is closed when a follower's progress or connection
+	// changes. It is apart from changed so that the two progress reports
+	// per group commit do not wake every follower stream for nothing.
+	progressed chan struct{}
+	err        error     // set when the leader stops
+	times      timeRing  // leader times of recent entries, for lag
+	tail       tailCache // recent durable entries, for follower streams
 
 	done chan struct{}
 	wg   sync.WaitGroup
@@ -136,20 +140,21 @@ func NewLeader(cfg LeaderConfig, epoch uint64) (*Leader, error) {
 	db := cfg.DB
 	durable := db.Durable()
 	l := &Leader{
-		cfg:       cfg,
-		log:       log.With("role", "leader", "epoch", epoch),
-		epoch:     epoch,
-		nextLSN:   durable.LSN + 1,
-		overlay:   make(map[string]overlayValue),
-		wake:      make(chan struct{}, 1),
-		applyWake: make(chan struct{}, 1),
-		durable:   durable.LSN,
-		applied:   db.Applied(),
-		commitLSN: db.Applied(),
-		followers: make(map[string]*FollowerProgress),
-		changed:   make(chan struct{}),
-		tail:      tailCache{maxBytes: tailBytes},
-		done:      make(chan struct{}),
+		cfg:        cfg,
+		log:        log.With("role", "leader", "epoch", epoch),
+		epoch:      epoch,
+		nextLSN:    durable.LSN + 1,
+		overlay:    make(map[string]overlayValue),
+		wake:       make(chan struct{}, 1),
+		applyWake:  make(chan struct{}, 1),
+		durable:    durable.LSN,
+		applied:    db.Applied(),
+		commitLSN:  db.Applied(),
+		followers:  make(map[string]*FollowerProgress),
+		changed:    make(chan struct{}),
+		progressed: make(chan struct{}),
+		tail:       tailCache{maxBytes: tailBytes},
+		done:       make(chan struct{}),
 	}
 	// Load the durable, unapplied tail so advance can apply it once committed.
 	if l.applied < l.durable {
@@ -468,6 +473,11 @@ func (l *Leader) broadcastLocked() {
 	l.changed = make(chan struct{})
 }
 
+func (l *Leader) progressLocked() {
+	close(l.progressed)
+	l.progressed = make(chan struct{})
+}
+
 // overlayView reads uncommitted writes first, then the committed data.
 type overlayView struct {
 	l    *Leader
@@ -583,7 +593,7 @@ func (l *Leader) WaitDurable(ctx context.Context, lsn uint64, n int, timeout tim
 				count++
 			}
 		}
-		ch := l.changed
+		ch := l.progressed
 		l.mu.Unlock()
 		if count >= n {
 			return count
@@ -760,7 +770,7 @@ func (l *Leader) updateProgress(h *peerpb.Hello, durable, applied uint64, connec
 	f.AppliedLSN = min(max(applied, f.AppliedLSN), durable)
 	f.Connected = connected
 	f.LastSeen = l.cfg.Now()
-	l.broadcastLocked()
+	l.progressLocked()
 }
 
 func (l *Leader) disconnect(id string) {
@@ -769,7 +779,7 @@ func (l *Leader) disconnect(id string) {
 	if f := l.followers[id]; f != nil {
 		f.Connected = false
 	}
-	l.broadcastLocked()
+	l.progressLocked()
 }
 
 // retention trims the log to what known followers still need, within the
