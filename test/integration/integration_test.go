@@ -416,3 +416,34 @@ func TestBadInputKeepsServing(t *testing.T) {
 		t.Fatalf("node stopped serving after bad input: %q %v", v, err)
 	}
 }
+
+// TestWaitCountsDurableFollowers checks WAIT against real followers: it
+// returns once both have made the connection's last write durable, and
+// counts only the live one after the other is killed.
+func TestWaitCountsDurableFollowers(t *testing.T) {
+	c := startCluster(t, 3)
+	ctx := context.Background()
+	waitStreaming(t, c, 2)
+	waitStreaming(t, c, 3)
+	leader := redis.NewClient(&redis.Options{Addr: c.Node(1).RESPAddr, PoolSize: 1})
+	t.Cleanup(func() { leader.Close() })
+	if err := leader.Set(ctx, "w", "1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if n, err := leader.Wait(ctx, 2, 5*time.Second).Result(); err != nil || n != 2 {
+		t.Fatalf("WAIT 2 = %d, %v; want 2", n, err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("WAIT 2 took %v with both followers streaming", d)
+	}
+	if err := c.Kill(3); err != nil {
+		t.Fatal(err)
+	}
+	if err := leader.Set(ctx, "w", "2", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := leader.Wait(ctx, 2, 500*time.Millisecond).Result(); err != nil || n != 1 {
+		t.Fatalf("WAIT 2 with one follower dead = %d, %v; want 1 after the timeout", n, err)
+	}
+}
