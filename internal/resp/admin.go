@@ -514,7 +514,12 @@ func cmdWait(s *Server, c redcon.Conn, sess *Session, args [][]byte) {
 	}
 	n = min(max(n, 0), math.MaxInt32)
 	timeout := time.Duration(min(ms, math.MaxInt64/int64(time.Millisecond))) * time.Millisecond
-	c.WriteInt(s.b.Wait(s.ctx, sess.lastWriteLSN, int(n), timeout))
+	// WAIT 0 blocks until enough replicas catch up, maybe forever: a client
+	// that leaves must not keep it waiting.
+	ctx, stop := s.watchClose(c)
+	count := s.b.Wait(ctx, sess.lastWriteLSN, int(n), timeout)
+	stop()
+	c.WriteInt(count)
 }
 
 func cmdReplicaOf(s *Server, c redcon.Conn, sess *Session, args [][]byte) {

@@ -23,10 +23,15 @@ type fakeBackend struct {
 	lsn     uint64
 	cursors *commands.CursorTable
 
-	failWith  error         // returned by Read and Write when set
-	block     chan struct{} // Write waits on it when set
-	waitLSNs  []uint64      // lsn argument of each Wait call
-	replicaOf []string
+	failWith error         // returned by Read and Write when set
+	block    chan struct{} // Write waits on it when set
+	waitLSNs []uint64      // lsn argument of each Wait call
+	// waitBlocks makes Wait block like a real one that no replica answers:
+	// until its timeout (0: forever) or until ctx ends, which waitEnded
+	// then reports.
+	waitBlocks bool
+	waitEnded  chan error
+	replicaOf  []string
 }
 
 func newFake() *fakeBackend {
@@ -117,11 +122,25 @@ func (b *fakeBackend) Role() commands.Reply {
 	return commands.Array{commands.Bulk("master"), commands.Int(0), commands.Array{}}
 }
 
-func (b *fakeBackend) Wait(_ context.Context, lsn uint64, n int, _ time.Duration) int {
+func (b *fakeBackend) Wait(ctx context.Context, lsn uint64, n int, timeout time.Duration) int {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	b.waitLSNs = append(b.waitLSNs, lsn)
-	return 2
+	blocks := b.waitBlocks
+	b.mu.Unlock()
+	if !blocks {
+		return 2
+	}
+	var expired <-chan time.Time
+	if timeout > 0 {
+		expired = time.After(timeout)
+	}
+	select {
+	case <-expired:
+		b.waitEnded <- nil
+	case <-ctx.Done():
+		b.waitEnded <- ctx.Err()
+	}
+	return 0
 }
 
 func (b *fakeBackend) ReplicaOf(_ context.Context, host, port string) error {

@@ -247,24 +247,39 @@ type guardConn struct {
 	f   framer
 	err error // the violation to report on the next Read
 	log *slog.Logger
-	// held is the start of an incomplete command, read from the socket
-	// and fed to the framer but not yet given to redcon; heldBuf backs it.
+	// held is what was read from the socket and fed to the framer but not
+	// yet given to redcon: the start of an incomplete command held back by
+	// Read, or what arrived while a command blocked (watchClose). heldEnd
+	// is the offset just past the last complete command in it (0: none),
+	// heldErr a read error that came after it. heldBuf backs held.
 	held, heldBuf []byte
+	heldEnd       int
+	heldErr       error
 }
 
 // errClientClosed is returned to redcon after a protocol error reply.
 var errClientClosed = errors.New("resp: connection closed after protocol error")
 
 func (g *guardConn) Read(p []byte) (int, error) {
+	// Held bytes come first: whole commands at once, then a partial one
+	// that the socket's next bytes continue.
+	if g.heldEnd > 0 {
+		n := copy(p, g.held[:g.heldEnd])
+		g.held, g.heldEnd = g.held[n:], g.heldEnd-n
+		return n, nil
+	}
 	if g.err != nil {
 		return 0, g.reject()
 	}
-	// Bytes held back by the last Read come first. They are the start of
-	// a command that had not completed, already fed to the framer.
 	total := copy(p, g.held)
 	g.held = g.held[total:]
 	if len(g.held) > 0 {
 		return total, nil // p is full and holds no complete command
+	}
+	if g.heldErr != nil {
+		err := g.heldErr
+		g.heldErr = nil
+		return total, err
 	}
 	lastEnd := 0
 	for total < len(p) {
