@@ -267,7 +267,7 @@ type received struct {
 // goroutine ends after the first error or when ctx ends, which also breaks
 // a Recv in progress.
 func receive(ctx context.Context, stream FollowerStream) <-chan received {
-	in := make(chan received, 64)
+	in := make(chan received, 16) // at most 16 leader batches (each at most MaxBatchBytes) read ahead
 	go func() {
 		for {
 			m, err := stream.Recv()
