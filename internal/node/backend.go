@@ -26,9 +26,16 @@ type backend struct{ n *Node }
 var _ resp.Backend = backend{}
 
 func (b backend) Read(ctx context.Context, spec *commands.Spec, args [][]byte) (commands.Reply, error) {
-	_, f := b.n.roles()
+	l, f := b.n.roles()
 	if f != nil && f.Loading() {
 		return nil, resp.ErrLoading
+	}
+	if l != nil {
+		if err := l.ReadBarrier(ctx); errors.Is(err, replication.ErrNotReady) {
+			return nil, resp.ErrLoading // clients retry LOADING, as after a restart
+		} else if err != nil {
+			return nil, leaderError(err)
+		}
 	}
 	now := time.Now().UnixMilli()
 	res, err := spec.Exec(&commands.Ctx{NowMs: now, Cursors: b.n.cursors}, storage.View{DB: b.n.db, NowMs: now}, args)

@@ -24,6 +24,10 @@
 //     only up to min(commit LSN, durable LSN).
 //   - Every message carries an epoch; a node never accepts a message from a
 //     lower epoch than the highest it has persisted.
+//   - A leader serves reads only once every entry that was durable when its
+//     leadership began is applied (Leader.ReadBarrier): such an entry may
+//     have been acknowledged before a crash, and a read that missed it would
+//     go back in time.
 package replication
 
 import (
@@ -43,6 +47,9 @@ var (
 	ErrNotLeader = errors.New("replication: not leader")
 	// ErrOutOfOrder: a follower received entries that do not continue its log.
 	ErrOutOfOrder = errors.New("replication: entries out of order")
+	// ErrNotReady: a new leader cannot serve reads yet; entries it found in
+	// its log may have been acknowledged and are not committed again yet.
+	ErrNotReady = errors.New("replication: leader not ready for reads")
 )
 
 // LeaderStream is the leader's side of one follower's stream; the gRPC

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tandemdb/tandem/internal/commands"
@@ -67,6 +68,13 @@ type Leader struct {
 	cfg   LeaderConfig
 	log   *slog.Logger
 	epoch uint64
+
+	// startLSN is the last durable LSN when this leadership began. Entries
+	// up to it may have been acknowledged by an earlier leadership (this
+	// node before a crash, under a commit rule that needed followers), so
+	// reads wait until they are applied; readable records that they are.
+	startLSN uint64
+	readable atomic.Bool
 
 	// seqMu serialises proposals: the overlay, LSN assignment and queue.
 	seqMu   sync.Mutex
@@ -144,6 +152,7 @@ func NewLeader(cfg LeaderConfig, epoch uint64) (*Leader, error) {
 		log:        log.With("role", "leader", "epoch", epoch),
 		epoch:      epoch,
 		nextLSN:    durable.LSN + 1,
+		startLSN:   durable.LSN,
 		overlay:    make(map[string]overlayValue),
 		wake:       make(chan struct{}, 1),
 		applyWake:  make(chan struct{}, 1),
@@ -171,6 +180,9 @@ func NewLeader(cfg LeaderConfig, epoch uint64) (*Leader, error) {
 			l.unapplied = append(l.unapplied, p)
 			l.addOverlay(p)
 		}
+	}
+	if l.applied >= l.startLSN {
+		l.readable.Store(true)
 	}
 	l.wg.Add(3)
 	go l.committer()
@@ -325,6 +337,31 @@ func (l *Leader) addOverlay(p *proposal) {
 	}
 }
 
+// readBarrierWait bounds how long a read waits for the entries a leader
+// found in its log at the start of its leadership to be applied.
+const readBarrierWait = time.Second
+
+// ReadBarrier returns nil once reads of the committed data are
+// linearizable: when every entry that was durable when this leadership
+// began is applied. Until then such an entry may have been acknowledged
+// (before a crash, under a rule that needed followers) yet not be visible,
+// and a read would go back in time. It waits up to ctx or readBarrierWait,
+// then returns ErrNotReady; after the first success it costs one atomic load.
+func (l *Leader) ReadBarrier(ctx context.Context) error {
+	if l.readable.Load() {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, readBarrierWait)
+	defer cancel()
+	if err := l.waitApplied(ctx, l.startLSN); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("%w: entries up to lsn %d from before this leadership are not committed yet", ErrNotReady, l.startLSN)
+		}
+		return err
+	}
+	return nil
+}
+
 // waitApplied blocks until the applied LSN reaches lsn.
 func (l *Leader) waitApplied(ctx context.Context, lsn uint64) error {
 	for {
@@ -455,6 +492,9 @@ func (l *Leader) advance() error {
 		}
 	}
 	l.seqMu.Unlock()
+	if last >= l.startLSN {
+		l.readable.Store(true)
+	}
 	l.mu.Lock()
 	l.applied = last
 	l.unapplied = l.unapplied[n:]
