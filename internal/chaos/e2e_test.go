@@ -72,6 +72,21 @@ func dumpLogs(t *testing.T, dir string) {
 // TestE2ECleanRun: a correct cluster under every fault kind passes.
 func TestE2ECleanRun(t *testing.T) {
 	opts := e2eOptions(t, 40*time.Second, "kill-leader", "kill-follower", "pause", "partition", "delay", "drop-oneway")
+	expectClean(t, opts)
+}
+
+// TestE2EQuorumRun runs under --mode "quorum 1", where a restarted leader
+// must re-commit the tail it finds in its log before it serves reads.
+func TestE2EQuorumRun(t *testing.T) {
+	opts := e2eOptions(t, 30*time.Second, "kill-leader", "kill-follower", "partition")
+	opts.Mode = "quorum 1"
+	expectClean(t, opts)
+}
+
+// expectClean runs the harness against a correct cluster: no violations,
+// enough operations to mean something, and every fault injected.
+func expectClean(t *testing.T, opts Options) {
+	t.Helper()
 	dumpLogs(t, opts.Dir)
 	r := run(t, opts)
 	if r.Violated() {
