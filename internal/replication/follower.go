@@ -67,8 +67,10 @@ type Follower struct {
 
 	mu     sync.Mutex
 	status FollowerStatus
-	// applyCount counts applied entries, for the FollowerSkipEntry fault.
+	// applyCount counts applied entries and skipped holds the keys dropped
+	// so far, for the FollowerSkipEntry fault.
 	applyCount uint64
+	skipped    map[string]bool
 }
 
 // NewFollower returns a follower of the leader that cfg.Dial reaches.
@@ -354,15 +356,32 @@ func (f *Follower) step(core *followerCore, epoch uint64, a *peerpb.Append) erro
 	return nil
 }
 
-// skipSome drops the operations of every 50th entry (Buggify only).
+// skipSome drops the operations of every 50th entry and every later
+// operation on a key dropped before (Buggify only). Dropping keys for good
+// keeps the replicas apart even when the workload writes them again, so
+// the harness can always see it.
 func (f *Follower) skipSome(entries []logrec.Entry) []logrec.Entry {
+	if f.skipped == nil {
+		f.skipped = map[string]bool{}
+	}
 	out := make([]logrec.Entry, len(entries))
 	copy(out, entries)
 	for i := range out {
 		f.applyCount++
 		if f.applyCount%50 == 0 {
+			for _, op := range out[i].Ops {
+				f.skipped[string(op.Key)] = true
+			}
 			out[i].Ops = nil
+			continue
 		}
+		var kept []logrec.Op
+		for _, op := range out[i].Ops {
+			if !f.skipped[string(op.Key)] {
+				kept = append(kept, op)
+			}
+		}
+		out[i].Ops = kept
 	}
 	return out
 }

@@ -45,7 +45,8 @@ type Buggify struct {
 	// and delays the log write: a kill -9 loses acknowledged writes.
 	AckBeforeDurable bool
 	// FollowerSkipEntry makes a follower drop the operations of every 50th
-	// entry it applies: replicas diverge.
+	// entry it applies, and from then on every operation on the keys those
+	// touched: replicas diverge, and a later write cannot heal it.
 	FollowerSkipEntry bool
 }
 
