@@ -1,17 +1,20 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -60,6 +63,22 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Cluster, error) 
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
+	// Free ports are picked, released, then bound by the node processes:
+	// another process may take one in between. The node then fails to
+	// bind, and the cluster starts again on other ports.
+	for attempt := 1; ; attempt++ {
+		c, err := start(ctx, cfg, log)
+		if err == nil || cfg.BasePort != 0 || attempt == 3 || !errors.Is(err, errPortTaken) {
+			return c, err
+		}
+		log.Warn("a port was taken before a node bound it; starting again on other ports", "err", err)
+	}
+}
+
+// errPortTaken: a node could not bind the address it was given.
+var errPortTaken = errors.New("cluster: port taken")
+
+func start(ctx context.Context, cfg Config, log *slog.Logger) (*Cluster, error) {
 	c := &Cluster{cfg: cfg, log: log}
 	ports, err := c.ports()
 	if err != nil {
@@ -88,6 +107,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Cluster, error) 
 	for _, p := range c.nodes {
 		if err := WaitReady(ctx, p.info.RESPAddr); err != nil {
 			c.Stop()
+			if b, _ := os.ReadFile(c.LogPath(p.info.ID)); bytes.Contains(b, []byte("address already in use")) {
+				err = fmt.Errorf("%w: %w", errPortTaken, err)
+			}
 			return nil, fmt.Errorf("cluster: node %s: %w (see %s)", p.info.Name, err, c.LogPath(p.info.ID))
 		}
 	}
@@ -99,21 +121,50 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Cluster, error) 
 // BasePort+200..), or free ports when BasePort is 0.
 func (c *Cluster) ports() ([3][]string, error) {
 	var out [3][]string
+	var held []net.Listener // held until all are picked, so none repeats
+	defer func() {
+		for _, l := range held {
+			l.Close()
+		}
+	}()
 	for kind := range 3 {
 		for i := range c.cfg.Nodes {
 			if c.cfg.BasePort != 0 {
 				out[kind] = append(out[kind], net.JoinHostPort("127.0.0.1", strconv.Itoa(c.cfg.BasePort+100*kind+i)))
 				continue
 			}
-			l, err := net.Listen("tcp", "127.0.0.1:0")
+			l, err := listenFree()
 			if err != nil {
 				return out, fmt.Errorf("cluster: pick a port: %w", err)
 			}
+			held = append(held, l)
 			out[kind] = append(out[kind], l.Addr().String())
-			defer l.Close() // held until all are picked, so none repeats
 		}
 	}
 	return out, nil
+}
+
+// listenFree listens on a free loopback port below the kernel's ephemeral
+// range. A port from that range (what ":0" gives) can be taken, once
+// released, by any outgoing connection on the machine before the node
+// binds it; below it only another listener can.
+func listenFree() (net.Listener, error) {
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				low = n
+			}
+		}
+	}
+	if from := max(low-16384, 10000); from < low {
+		for range 64 {
+			if l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(from+rand.IntN(low-from)))); err == nil {
+				return l, nil
+			}
+		}
+	}
+	return net.Listen("tcp", "127.0.0.1:0")
 }
 
 func (c *Cluster) serverArgs(n NodeInfo) []string {
