@@ -102,8 +102,7 @@ type Leader struct {
 	// per group commit do not wake every follower stream for nothing.
 	progressed chan struct{}
 	err        error     // set when the leader stops
-	times      timeRing  // leader times of recent entries, for lag
-	tail       tailCache // recent durable entries, for follower streams
+	tail       tailCache // recent durable entries, for follower streams and lag
 
 	done chan struct{}
 	wg   sync.WaitGroup
@@ -180,6 +179,7 @@ func NewLeader(cfg LeaderConfig, epoch uint64) (*Leader, error) {
 			p := &proposal{lsn: e.LSN, entry: e, raw: raw}
 			l.unapplied = append(l.unapplied, p)
 			l.addOverlay(p)
+			l.tail.add(e.LSN, raw, e.TimeNs)
 		}
 	}
 	if l.applied >= l.startLSN {
@@ -421,8 +421,7 @@ func (l *Leader) committer() {
 		l.durable = batch[len(batch)-1].lsn
 		l.unapplied = append(l.unapplied, batch...)
 		for _, p := range batch {
-			l.times.add(p.lsn, p.entry.TimeNs)
-			l.tail.add(p.lsn, p.raw)
+			l.tail.add(p.lsn, p.raw, p.entry.TimeNs)
 		}
 		l.broadcastLocked()
 		l.mu.Unlock()
@@ -920,35 +919,13 @@ func (l *Leader) ServeSnapshot(req *peerpb.SnapshotRequest, out SnapshotSender) 
 	return out.Send(&peerpb.SnapshotChunk{Epoch: l.epoch, Body: &peerpb.SnapshotChunk_Done{Done: &peerpb.SnapshotDone{Keys: keys, Bytes: bytes}}})
 }
 
-// timeRing remembers the leader time of recent LSNs, for lag in seconds.
 // oldestUnapplied returns the leader time of entry applied+1, the oldest a
-// follower at applied has not applied. If that entry has left the time ring
-// it returns the oldest time the ring still has for the follower's gap, a
-// lower bound. The caller holds mu.
+// follower at applied has not applied. If that entry has left the tail
+// cache it returns the time of the oldest cached entry, which makes the lag
+// a lower bound. The caller holds mu.
 func (l *Leader) oldestUnapplied(applied uint64) (int64, bool) {
 	if applied >= l.durable {
 		return 0, false
 	}
-	if t, ok := l.times.at(applied + 1); ok {
-		return t, true
-	}
-	return l.times.at(l.durable - min(l.durable-applied-1, timeRingSize-1))
-}
-
-const timeRingSize = 4096
-
-type timeRing struct {
-	lsns  [timeRingSize]uint64
-	times [timeRingSize]int64
-}
-
-func (r *timeRing) add(lsn uint64, t int64) {
-	r.lsns[lsn%timeRingSize], r.times[lsn%timeRingSize] = lsn, t
-}
-
-func (r *timeRing) at(lsn uint64) (int64, bool) {
-	if lsn == 0 || r.lsns[lsn%timeRingSize] != lsn {
-		return 0, false
-	}
-	return r.times[lsn%timeRingSize], true
+	return l.tail.timeFrom(applied + 1)
 }

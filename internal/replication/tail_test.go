@@ -11,11 +11,11 @@ func TestTailCache(t *testing.T) {
 		t.Fatal("empty cache answered")
 	}
 	for lsn := uint64(1); lsn <= 6; lsn++ {
-		tc.add(lsn, []byte(fmt.Sprintf("e%d", lsn))) // 2 bytes each
+		tc.add(lsn, []byte(fmt.Sprintf("e%d", lsn)), int64(lsn)) // 2 bytes each
 	}
 	// 6 entries of 2 bytes exceed 10: the oldest one is dropped.
-	if tc.first != 2 || len(tc.raws) != 5 || tc.bytes != 10 {
-		t.Fatalf("cache first=%d len=%d bytes=%d, want 2, 5, 10", tc.first, len(tc.raws), tc.bytes)
+	if tc.first != 2 || len(tc.entries) != 5 || tc.bytes != 10 {
+		t.Fatalf("cache first=%d len=%d bytes=%d, want 2, 5, 10", tc.first, len(tc.entries), tc.bytes)
 	}
 	if _, ok := tc.read(1, 6, 100); ok {
 		t.Error("read of an evicted lsn answered from the cache")
@@ -40,14 +40,14 @@ func TestTailCache(t *testing.T) {
 		t.Error("read past the last cached lsn answered")
 	}
 	// A gap restarts the cache.
-	tc.add(10, []byte("xx"))
-	if tc.first != 10 || len(tc.raws) != 1 {
-		t.Fatalf("after a gap first=%d len=%d", tc.first, len(tc.raws))
+	tc.add(10, []byte("xx"), 10)
+	if tc.first != 10 || len(tc.entries) != 1 {
+		t.Fatalf("after a gap first=%d len=%d", tc.first, len(tc.entries))
 	}
 	// One entry larger than the bound is still kept.
-	tc.add(11, make([]byte, 50))
-	if tc.first != 11 || len(tc.raws) != 1 {
-		t.Fatalf("oversized entry: first=%d len=%d", tc.first, len(tc.raws))
+	tc.add(11, make([]byte, 50), 11)
+	if tc.first != 11 || len(tc.entries) != 1 {
+		t.Fatalf("oversized entry: first=%d len=%d", tc.first, len(tc.entries))
 	}
 }
 
