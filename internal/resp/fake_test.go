@@ -27,11 +27,13 @@ type fakeBackend struct {
 	block    chan struct{} // Write waits on it when set
 	waitLSNs []uint64      // lsn argument of each Wait call
 	// waitBlocks makes Wait block like a real one that no replica answers:
-	// until its timeout (0: forever) or until ctx ends, which waitEnded
+	// until its timeout (0: forever) or until ctx ends. waitStarted receives
+	// when it starts blocking, waitEnded why it stopped (nil: the timeout)
 	// then reports.
-	waitBlocks bool
-	waitEnded  chan error
-	replicaOf  []string
+	waitBlocks  bool
+	waitStarted chan struct{}
+	waitEnded   chan error
+	replicaOf   []string
 }
 
 func newFake() *fakeBackend {
@@ -134,6 +136,7 @@ func (b *fakeBackend) Wait(ctx context.Context, lsn uint64, n int, timeout time.
 	if timeout > 0 {
 		expired = time.After(timeout)
 	}
+	b.waitStarted <- struct{}{}
 	select {
 	case <-expired:
 		b.waitEnded <- nil
