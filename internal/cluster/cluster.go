@@ -43,6 +43,9 @@ type proc struct {
 	cmd     *exec.Cmd
 	exited  chan struct{} // closed when the current process exits
 	stopped bool          // stopped on purpose: do not restart
+	// logFrom is where the current process's output starts in the node
+	// log, which earlier processes of the node appended to.
+	logFrom int64
 }
 
 // Start launches every node and waits until each answers PING.
@@ -107,7 +110,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (*Cluster, error) 
 	for _, p := range c.nodes {
 		if err := WaitReady(ctx, p.info.RESPAddr); err != nil {
 			c.Stop()
-			if b, _ := os.ReadFile(c.LogPath(p.info.ID)); bytes.Contains(b, []byte("address already in use")) {
+			if b, _ := os.ReadFile(c.LogPath(p.info.ID)); bytes.Contains(b[min(p.logFrom, int64(len(b))):], []byte("address already in use")) {
 				err = fmt.Errorf("%w: %w", errPortTaken, err)
 			}
 			return nil, fmt.Errorf("cluster: node %s: %w (see %s)", p.info.Name, err, c.LogPath(p.info.ID))
@@ -121,12 +124,6 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (*Cluster, error) 
 // BasePort+200..), or free ports when BasePort is 0.
 func (c *Cluster) ports() ([3][]string, error) {
 	var out [3][]string
-	var held []net.Listener // held until all are picked, so none repeats
-	defer func() {
-		for _, l := range held {
-			l.Close()
-		}
-	}()
 	for kind := range 3 {
 		for i := range c.cfg.Nodes {
 			if c.cfg.BasePort != 0 {
@@ -137,8 +134,8 @@ func (c *Cluster) ports() ([3][]string, error) {
 			if err != nil {
 				return out, fmt.Errorf("cluster: pick a port: %w", err)
 			}
-			held = append(held, l)
 			out[kind] = append(out[kind], l.Addr().String())
+			defer l.Close() // held until all are picked, so none repeats
 		}
 	}
 	return out, nil
@@ -223,6 +220,9 @@ func (c *Cluster) Start(id int) error {
 	logf, err := os.OpenFile(c.LogPath(id), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return fmt.Errorf("cluster: node log: %w", err)
+	}
+	if fi, err := logf.Stat(); err == nil {
+		p.logFrom = fi.Size()
 	}
 	cmd := exec.Command(c.cfg.Binary, p.args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
