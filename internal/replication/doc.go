@@ -50,6 +50,17 @@ var (
 	// ErrNotReady: a new leader cannot serve reads yet; entries it found in
 	// its log may have been acknowledged and are not committed again yet.
 	ErrNotReady = errors.New("replication: leader not ready for reads")
+	// ErrWriteTimeout: a write was sequenced and made durable on the
+	// leader but not committed within LeaderConfig.WriteTimeout (too few
+	// followers acknowledged it). Its outcome is unknown: it may still
+	// commit later, if enough followers report it before this leadership
+	// ends, or never.
+	ErrWriteTimeout = errors.New("replication: write not committed within the write timeout")
+	// ErrOverloaded: the writes in flight (sequenced, not yet committed)
+	// reached LeaderConfig.MaxInFlight or MaxInFlightBytes and no room
+	// freed up within the write timeout. The write was not sequenced, so a
+	// retry is safe.
+	ErrOverloaded = errors.New("replication: too many writes waiting for commit")
 )
 
 // LeaderStream is the leader's side of one follower's stream; the gRPC

@@ -34,9 +34,35 @@ type LeaderConfig struct {
 	RetainBytes int64
 	// ChunkBytes bounds one snapshot chunk.
 	ChunkBytes int
+	// WriteTimeout bounds how long a write waits to be committed; after it
+	// the write fails with ErrWriteTimeout. 0 means DefaultWriteTimeout.
+	WriteTimeout time.Duration
+	// MaxInFlight and MaxInFlightBytes bound the writes that are sequenced
+	// but not yet committed (count and encoded bytes). A write past either
+	// bound waits for room, up to WriteTimeout, then fails with
+	// ErrOverloaded. 0 means DefaultMaxInFlight / DefaultMaxInFlightBytes.
+	MaxInFlight      int
+	MaxInFlightBytes int64
+	// FollowerTimeout is how long a follower may stay unheard of before
+	// the leader forgets it: it stops pinning log retention and stops
+	// counting for WAIT, status and metrics. 0 means
+	// DefaultFollowerTimeout.
+	FollowerTimeout time.Duration
+	// Fatal is called when the process must stop because going on could
+	// break a promise (persisting a higher epoch failed); a supervisor
+	// restarts it. nil means log the error and exit with status 2.
+	Fatal func(error)
 	// Buggify enables deliberate faults for harness tests; never in production.
 	Buggify Buggify
 }
+
+// Defaults for LeaderConfig's zero values.
+const (
+	DefaultWriteTimeout     = 5 * time.Second
+	DefaultMaxInFlight      = 10000
+	DefaultMaxInFlightBytes = 64 << 20
+	DefaultFollowerTimeout  = time.Minute
+)
 
 // Buggify names deliberate faults that tests switch on to prove that the
 // chaos harness catches them.
@@ -199,6 +225,18 @@ func NewLeader(cfg LeaderConfig, epoch uint64) (*Leader, error) {
 
 // Epoch is the leader's epoch.
 func (l *Leader) Epoch() uint64 { return l.epoch }
+
+// Done is closed once the leader has begun to stop, by Close or by itself
+// (it saw a higher epoch, or its storage failed); Err then says why.
+func (l *Leader) Done() <-chan struct{} { return l.done }
+
+// Err is why the leader stopped (ErrNotLeader after Close, ErrStaleEpoch
+// after seeing a higher epoch, a storage error), or nil while it leads.
+func (l *Leader) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
+}
 
 // Close stops the leader: pending writes fail with ErrNotLeader (their
 // outcome is unknown to the client: they may be durable and later commit).
