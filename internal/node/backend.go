@@ -58,7 +58,7 @@ func (b backend) Submit(ctx context.Context, spec *commands.Spec, args [][]byte)
 	if l == nil {
 		return func() (commands.Reply, uint64, error) { return nil, 0, resp.ErrReadOnly }
 	}
-	pending, err := l.Start(func(v commands.View, nowMs int64) (commands.Result, error) {
+	pending, err := l.Start(ctx, func(v commands.View, nowMs int64) (commands.Result, error) {
 		return spec.Exec(&commands.Ctx{NowMs: nowMs, Cursors: b.n.cursors}, v, args)
 	})
 	if err != nil {

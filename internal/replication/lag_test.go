@@ -4,7 +4,7 @@ import "testing"
 
 func TestOldestUnapplied(t *testing.T) {
 	// 5000 entries of 10 bytes in a cache of 40000 bytes: 1001..5000 stay.
-	l := &Leader{durable: 5000, tail: tailCache{maxBytes: 40000}}
+	l := &Leader{core: &leaderCore{durable: 5000}, tail: tailCache{maxBytes: 40000}}
 	for lsn := uint64(1); lsn <= 5000; lsn++ {
 		l.tail.add(lsn, make([]byte, 10), int64(lsn)*1000)
 	}

@@ -178,23 +178,6 @@ func TestFollowerBehindRetentionReseeded(t *testing.T) {
 	waitConverged(t, l, f)
 }
 
-// TestTrimLogKeepsWhatFollowersNeed checks the retention rule without the
-// size cap forcing anything out.
-func TestTrimLogKeepsWhatFollowersNeed(t *testing.T) {
-	value := string(make([]byte, 100))
-	l := newLeader(t, 1, commit.Mode{Kind: commit.Async}, func(c *LeaderConfig) { c.RetainBytes = 1 << 20 })
-	f := newFollowerNode(t, "f", vfs.NewMem(), l.dialer)
-	waitConnected(t, l, 1)
-	for i := 0; i < 20; i++ {
-		propose(t, l, putExec(fmt.Sprint("a", i), value))
-	}
-	waitConverged(t, l, f)
-	// Under half the cap: nothing is trimmed.
-	if err := l.trimLog(); err != nil || l.db.LogBase().LSN != 0 {
-		t.Fatalf("trimLog under the cap: %v, base %d", err, l.db.LogBase().LSN)
-	}
-}
-
 // TestDivergedFollowerTruncated: a follower holding entries of an epoch the
 // leader superseded drops them, and re-seeds if it had applied them.
 func TestDivergedFollowerTruncated(t *testing.T) {

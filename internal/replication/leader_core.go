@@ -1,0 +1,576 @@
+package replication
+
+import (
+	"slices"
+	"time"
+
+	"github.com/tandemdb/tandem/internal/commit"
+	"github.com/tandemdb/tandem/internal/logrec"
+)
+
+// leaderCore is the leader's replication logic without I/O, goroutines or
+// clocks, in the manner of etcd-io/raft's RawNode: inputs go in (a
+// proposal, a durable append, an apply, a follower's progress, a tick with
+// the time), and Ready says what to do next. The driver (Leader) owns
+// Pebble, the streams and the goroutines, calls the core under one mutex,
+// does what Ready says, and reports completions back.
+//
+// The positions always satisfy applied <= commit <= durable <= last, and
+// commit is what commit.LSN allows: nothing is applied, visible or
+// acknowledged before it is committed, nor committed before it is durable
+// on the leader. At most one Append and one Apply batch are out at a time,
+// so the driver's committer and applier see them in LSN order.
+type leaderCore struct {
+	cfg      coreConfig
+	startLSN uint64 // last durable LSN when this leadership began
+
+	last    uint64 // last sequenced LSN
+	durable uint64 // last LSN durable in the leader's log
+	commit  uint64
+	applied uint64
+
+	// inflight holds every sequenced, not yet applied proposal in LSN
+	// order: first the durable ones, then the one Append batch being
+	// written (appending of them), then the rest (not handed out yet).
+	inflight      []*proposal
+	inflightBytes int64
+	appending     int   // proposals of inflight in the Append batch out
+	applying      int   // proposals at the front of inflight in the Apply batch out
+	wasFull       bool  // an admission check found no room since the last Room
+	readable      bool  // applied has reached startLSN
+	now           int64 // the latest time an input carried
+	followers     map[string]*followerState
+	pins          map[string]pin // retention pins of snapshots in flight
+	waits         []*leaderWait
+	nextSession   uint64
+	lastRetention int64
+	ready         leaderReady // effects not handed out yet
+}
+
+// coreConfig is what the core needs of LeaderConfig, with defaults filled
+// in; durations are in nanoseconds.
+type coreConfig struct {
+	mode             commit.Mode
+	heartbeat        int64
+	writeTimeout     int64
+	followerTimeout  int64
+	retainBytes      int64
+	retentionEvery   int64
+	maxInFlight      int
+	maxInFlightBytes int64
+}
+
+// followerState is what the core knows about one follower.
+type followerState struct {
+	info    FollowerInfo
+	session uint64 // the stream it is connected on; 0 when disconnected
+	durable uint64
+	applied uint64
+	// lastSeen is when it was last heard from, on the leader's clock.
+	lastSeen int64
+	// sentThrough and sentCommit are the last entry and commit LSN handed
+	// out for its stream; lastSent is when.
+	sentThrough, sentCommit uint64
+	lastSent                int64
+}
+
+// FollowerInfo is how a follower introduced itself.
+type FollowerInfo struct {
+	NodeID   string
+	RESPAddr string
+	HTTPAddr string
+}
+
+// pin keeps the log after lsn for a follower that is being sent a
+// snapshot at lsn or later, until it connects or the pin times out.
+type pin struct {
+	lsn   uint64
+	since int64
+}
+
+// waitKind is what a leaderWait waits for.
+type waitKind int
+
+const (
+	// waitApplied: the applied LSN reaches lsn.
+	waitApplied waitKind = iota
+	// waitDurable: n connected followers have made lsn durable (WAIT).
+	waitDurable
+)
+
+// leaderWait is a caller blocked until a position is reached or its
+// deadline passes. The core sets count and done; the driver wakes the
+// caller when Ready.Waits hands the wait back.
+type leaderWait struct {
+	kind     waitKind
+	lsn      uint64
+	n        int
+	deadline int64 // 0: none
+	count    int   // followers that made lsn durable, when done (waitDurable)
+	met      bool  // the position was reached (not expired)
+	done     bool
+	wake     chan struct{} // closed by the driver
+}
+
+// leaderSend tells the driver that the follower's stream may now carry
+// every durable entry up to Through and the commit LSN Commit. A send with
+// nothing new is a heartbeat.
+type leaderSend struct {
+	NodeID  string
+	Session uint64
+	Through uint64
+	Commit  uint64
+}
+
+// leaderReady is the work the core hands to the driver. Each field is
+// handed out once; the driver must respect the order each comment gives.
+type leaderReady struct {
+	// Append lists entries to write to the log in one durable batch. They
+	// must be durable BEFORE Appended is called; nothing in them is sent,
+	// committed or acknowledged until then.
+	Append []*proposal
+	// Send lists, per follower stream, how far it may now be sent. Every
+	// entry it covers is already durable on the leader.
+	Send []leaderSend
+	// Apply lists committed entries to apply, in LSN order, in one batch
+	// with the applied LSN; Applied is called AFTER that batch is written.
+	Apply []*proposal
+	// Acked lists writers whose entries are applied: their replies may go
+	// out now, and not before.
+	Acked []*proposal
+	// Expired lists writers whose write timeout passed before their entry
+	// committed: they are answered ErrWriteTimeout (the entry stays in the
+	// log and may still commit).
+	Expired []*proposal
+	// Waits lists waits that are done (met or expired).
+	Waits []*leaderWait
+	// Room is set when there is room for writes again after the bound was
+	// reached: writers waiting for room may try again.
+	Room bool
+	// TrimBefore, if not 0, is the LSN before which the log may be
+	// trimmed: no known follower, pinned snapshot or unapplied entry needs
+	// what lies before it.
+	TrimBefore uint64
+	// Disconnect lists follower streams to close (removed followers).
+	Disconnect []leaderSend
+	// Readable is set once, when every entry that was durable when the
+	// leadership began is applied: reads may be served from then on.
+	Readable bool
+}
+
+func (rd *leaderReady) empty() bool {
+	return len(rd.Append) == 0 && len(rd.Send) == 0 && len(rd.Apply) == 0 && len(rd.Acked) == 0 &&
+		len(rd.Expired) == 0 && len(rd.Waits) == 0 && !rd.Room && rd.TrimBefore == 0 &&
+		len(rd.Disconnect) == 0 && !rd.Readable
+}
+
+// newLeaderCore starts a core whose log is durable through durable and
+// applied through applied; tail holds the durable, unapplied entries
+// applied+1..durable (left by a crash or by following), which commit under
+// the mode's rule like any other entry but have no writer waiting.
+func newLeaderCore(cfg coreConfig, durable, applied uint64, tail []*proposal) *leaderCore {
+	c := &leaderCore{
+		cfg:       cfg,
+		startLSN:  durable,
+		last:      durable,
+		durable:   durable,
+		commit:    applied,
+		applied:   applied,
+		followers: map[string]*followerState{},
+		pins:      map[string]pin{},
+	}
+	for _, p := range tail {
+		c.inflight = append(c.inflight, p)
+		c.inflightBytes += int64(len(p.raw))
+	}
+	c.readable = applied >= durable
+	c.advanceCommit()
+	return c
+}
+
+// HasRoom reports whether a new write may be sequenced now: the writes in
+// flight are under both bounds. A write may overshoot the byte bound by
+// its own size.
+func (c *leaderCore) HasRoom() bool {
+	ok := len(c.inflight) < c.cfg.maxInFlight && c.inflightBytes < c.cfg.maxInFlightBytes
+	if !ok {
+		c.wasFull = true
+	}
+	return ok
+}
+
+// NextLSN is the LSN the next proposal gets.
+func (c *leaderCore) NextLSN() uint64 { return c.last + 1 }
+
+// Propose sequences p, whose lsn must be NextLSN(), at time now: it joins
+// the next Append batch and must commit by now + the write timeout.
+func (c *leaderCore) Propose(p *proposal, now int64) {
+	if p.lsn != c.last+1 {
+		panic("replication: proposal out of sequence") // the driver's bug
+	}
+	c.last = p.lsn
+	c.now = max(c.now, now)
+	p.deadline = now + c.cfg.writeTimeout
+	c.inflight = append(c.inflight, p)
+	c.inflightBytes += int64(len(p.raw))
+	c.maybeAppend()
+}
+
+// maybeAppend hands out the next Append batch when none is out: every
+// sequenced entry that is not durable yet.
+func (c *leaderCore) maybeAppend() {
+	if c.appending > 0 {
+		return
+	}
+	start := len(c.inflight) - int(c.last-c.durable)
+	if start < len(c.inflight) {
+		c.ready.Append = slices.Clip(c.inflight[start:])
+		c.appending = len(c.inflight) - start
+	}
+}
+
+// Appended records that the Append batch through lsn is durable.
+func (c *leaderCore) Appended(lsn uint64) {
+	if c.appending == 0 || lsn <= c.durable || lsn > c.last {
+		panic("replication: Appended without a matching Append")
+	}
+	c.durable = lsn
+	c.appending = 0
+	c.advanceCommit()
+	c.maybeAppend()
+}
+
+// Applied records that the Apply batch through lsn is applied.
+func (c *leaderCore) Applied(lsn uint64) {
+	if c.applying == 0 || c.inflight[c.applying-1].lsn != lsn {
+		panic("replication: Applied without a matching Apply")
+	}
+	batch := c.inflight[:c.applying]
+	for _, p := range batch {
+		c.inflightBytes -= int64(len(p.raw))
+		if p.done != nil && !p.answered {
+			p.answered = true
+			c.ready.Acked = append(c.ready.Acked, p)
+		}
+	}
+	c.inflight = c.inflight[c.applying:]
+	c.applying = 0
+	c.applied = lsn
+	if !c.readable && c.applied >= c.startLSN {
+		c.readable = true
+		c.ready.Readable = true
+	}
+	if c.wasFull && len(c.inflight) < c.cfg.maxInFlight && c.inflightBytes < c.cfg.maxInFlightBytes {
+		c.wasFull = false
+		c.ready.Room = true
+	}
+	c.checkWaits(0)
+	c.maybeApply()
+}
+
+// advanceCommit moves the commit point by the mode's rule, then hands out
+// what it allows to apply and to send.
+func (c *leaderCore) advanceCommit() {
+	durables := make([]uint64, 0, len(c.followers))
+	for _, f := range c.followers {
+		durables = append(durables, f.durable)
+	}
+	if cl := commit.LSN(c.cfg.mode, c.durable, durables); cl > c.commit {
+		c.commit = cl
+	}
+	c.maybeApply()
+	c.queueSends(false)
+}
+
+// maybeApply hands out the committed, unapplied entries when no Apply
+// batch is out.
+func (c *leaderCore) maybeApply() {
+	if c.applying > 0 {
+		return
+	}
+	n := 0
+	for n < len(c.inflight) && c.inflight[n].lsn <= c.commit {
+		n++
+	}
+	if n > 0 {
+		c.ready.Apply = slices.Clip(c.inflight[:n])
+		c.applying = n
+	}
+}
+
+// queueSends hands out a send to every connected follower that has not
+// been sent everything durable and the commit LSN, and, when heartbeat is
+// set, a heartbeat to those sent nothing for the heartbeat interval.
+func (c *leaderCore) queueSends(heartbeat bool) {
+	for _, f := range c.followers {
+		if f.session == 0 {
+			continue
+		}
+		if f.sentThrough < c.durable || f.sentCommit < c.commit ||
+			(heartbeat && c.now-f.lastSent >= c.cfg.heartbeat) {
+			f.sentThrough, f.sentCommit, f.lastSent = c.durable, c.commit, c.now
+			c.ready.Send = append(c.ready.Send, leaderSend{NodeID: f.info.NodeID, Session: f.session, Through: c.durable, Commit: c.commit})
+		}
+	}
+}
+
+// FollowerJoined records a follower that opened a stream from durable (its
+// handshake found its log consistent with ours through durable) at time
+// now, and returns the stream's session. A follower may come back lower
+// than it was (truncated, re-seeded): what it says now is the truth.
+func (c *leaderCore) FollowerJoined(info FollowerInfo, durable uint64, now int64) uint64 {
+	c.now = max(c.now, now)
+	c.nextSession++
+	f := c.followers[info.NodeID]
+	if f == nil {
+		f = &followerState{}
+		c.followers[info.NodeID] = f
+	}
+	*f = followerState{info: info, session: c.nextSession, durable: durable, applied: min(f.applied, durable), lastSeen: now,
+		sentThrough: durable, lastSent: now}
+	delete(c.pins, info.NodeID)
+	c.advanceCommit()
+	c.checkWaits(0)
+	return f.session
+}
+
+// FollowerProgress records a progress report on the stream session. Within
+// a stream a follower's log only grows, so a report lower than one before
+// it (delivered out of order) lowers nothing. A report from a stream that
+// is no longer the follower's (it reconnected, or was removed) is ignored.
+func (c *leaderCore) FollowerProgress(id string, session, durable, applied uint64, now int64) {
+	f := c.followers[id]
+	if f == nil || f.session != session {
+		return
+	}
+	f.durable = max(f.durable, durable)
+	f.applied = min(max(f.applied, applied), f.durable)
+	f.lastSeen = now
+	c.now = max(c.now, now)
+	c.advanceCommit()
+	c.checkWaits(0)
+}
+
+// FollowerLeft records that the stream session ended. The follower is
+// still known (its durable log still counts, and retention keeps what it
+// needs) until FollowerTimeout passes without news of it.
+func (c *leaderCore) FollowerLeft(id string, session uint64, now int64) {
+	f := c.followers[id]
+	if f == nil || f.session != session {
+		return
+	}
+	f.session = 0
+	f.lastSeen = now
+	c.checkWaits(0)
+}
+
+// RemoveFollower forgets a follower at once (an operator removed it): it
+// stops counting for commit, WAIT and retention, and its stream, if any,
+// is closed. It reports whether the follower was known.
+func (c *leaderCore) RemoveFollower(id string) bool {
+	f, ok := c.followers[id]
+	_, pinned := c.pins[id]
+	if f != nil && f.session != 0 {
+		c.ready.Disconnect = append(c.ready.Disconnect, leaderSend{NodeID: id, Session: f.session})
+	}
+	delete(c.followers, id)
+	delete(c.pins, id)
+	c.checkWaits(0)
+	return ok || pinned
+}
+
+// PinSnapshot keeps the log after the applied LSN for follower id, which
+// is about to be sent a snapshot (taken after this call, so at the applied
+// LSN or later), and returns the pinned LSN.
+func (c *leaderCore) PinSnapshot(id string, now int64) uint64 {
+	c.pins[id] = pin{lsn: c.applied, since: now}
+	return c.applied
+}
+
+// Wait registers w. A wait already met is handed back in the next Ready.
+func (c *leaderCore) Wait(w *leaderWait) {
+	c.waits = append(c.waits, w)
+	c.checkWaits(0)
+}
+
+// CancelWait drops w (its caller gave up).
+func (c *leaderCore) CancelWait(w *leaderWait) {
+	if i := slices.Index(c.waits, w); i >= 0 {
+		c.waits = slices.Delete(c.waits, i, i+1)
+	}
+}
+
+// durableCount is how many connected followers have made lsn durable.
+func (c *leaderCore) durableCount(lsn uint64) int {
+	n := 0
+	for _, f := range c.followers {
+		if f.session != 0 && f.durable >= lsn {
+			n++
+		}
+	}
+	return n
+}
+
+// checkWaits hands back the waits that are met or, when now is not 0,
+// whose deadline passed.
+func (c *leaderCore) checkWaits(now int64) {
+	kept := c.waits[:0]
+	for _, w := range c.waits {
+		switch w.kind {
+		case waitApplied:
+			w.met = c.applied >= w.lsn
+		case waitDurable:
+			w.count = c.durableCount(w.lsn)
+			w.met = w.count >= w.n
+		}
+		if w.met || (now != 0 && w.deadline != 0 && now >= w.deadline) {
+			w.done = true
+			c.ready.Waits = append(c.ready.Waits, w)
+			continue
+		}
+		kept = append(kept, w)
+	}
+	clear(c.waits[len(kept):])
+	c.waits = kept
+}
+
+// Tick advances the core's clock to now: writes past their timeout are
+// answered, waits past their deadline end, idle streams get a heartbeat,
+// followers unheard of for FollowerTimeout are forgotten, and about once
+// per retention interval the log is trimmed to what is still needed
+// (log describes the retained log).
+func (c *leaderCore) Tick(now int64, log logExtent) {
+	c.now = max(c.now, now)
+	// Committed entries are a prefix of inflight; deadlines grow with LSN.
+	for _, p := range c.inflight {
+		if p.lsn <= c.commit || p.answered || p.done == nil {
+			continue
+		}
+		if now < p.deadline {
+			break
+		}
+		p.answered = true
+		c.ready.Expired = append(c.ready.Expired, p)
+	}
+	c.checkWaits(now)
+	for id, f := range c.followers {
+		if now-f.lastSeen >= c.cfg.followerTimeout {
+			if f.session != 0 {
+				// Connected but silent that long: its stream is dead
+				// even if the connection is not.
+				c.ready.Disconnect = append(c.ready.Disconnect, leaderSend{NodeID: id, Session: f.session})
+			}
+			delete(c.followers, id)
+		}
+	}
+	for id, p := range c.pins {
+		if now-p.since >= c.cfg.followerTimeout {
+			delete(c.pins, id)
+		}
+	}
+	c.advanceCommit()
+	c.queueSends(true)
+	if now-c.lastRetention >= c.cfg.retentionEvery {
+		c.lastRetention = now
+		c.ready.TrimBefore = c.retainFrom(log)
+	}
+}
+
+// logExtent describes the retained log: base is the LSN before its first
+// entry, count and bytes its size.
+type logExtent struct {
+	base, count, bytes int64
+}
+
+// retainFrom applies the retention rule and returns the LSN to trim
+// before (0: keep everything): keep every entry a known follower or a
+// pinned snapshot still needs, and every unapplied one; since followers
+// are only known once they connect (a leader that restarted has not heard
+// from them yet), keep the newest half of the cap regardless. Past the
+// cap, drop the oldest entries even if a follower needs them: that
+// follower is re-seeded from a snapshot. Sizes are estimated from the
+// average entry size.
+func (c *leaderCore) retainFrom(log logExtent) uint64 {
+	capBytes := c.cfg.retainBytes
+	if log.count == 0 || log.bytes <= capBytes/2 {
+		return 0
+	}
+	needed := c.applied
+	for _, f := range c.followers {
+		needed = min(needed, f.durable)
+	}
+	for _, p := range c.pins {
+		needed = min(needed, p.lsn)
+	}
+	// cut(limit) is the LSN to trim through so that about limit bytes remain.
+	cut := func(limit int64) uint64 {
+		return uint64(log.base + log.count - log.count*limit/log.bytes)
+	}
+	keep := min(needed, cut(capBytes/2))
+	if log.bytes > capBytes {
+		keep = max(keep, min(cut(capBytes), c.applied))
+	}
+	if keep <= uint64(log.base) {
+		return 0
+	}
+	return keep
+}
+
+// Ready returns the work created since the last call and clears it.
+func (c *leaderCore) Ready() leaderReady {
+	rd := c.ready
+	c.ready = leaderReady{}
+	return rd
+}
+
+// Fail ends the leadership: every writer and wait still pending is handed
+// back in the returned Ready to be answered with the leader's error.
+func (c *leaderCore) Fail() leaderReady {
+	rd := c.Ready()
+	rd.Append, rd.Apply, rd.Send, rd.Acked = nil, nil, nil, nil
+	for _, p := range c.inflight {
+		if p.done != nil && !p.answered {
+			p.answered = true
+			rd.Expired = append(rd.Expired, p)
+		}
+	}
+	for _, w := range c.waits {
+		if w.kind == waitDurable {
+			w.count = c.durableCount(w.lsn)
+		}
+		w.done = true
+	}
+	rd.Waits = append(rd.Waits, c.waits...)
+	c.inflight, c.waits = nil, nil
+	return rd
+}
+
+// followerList is every known follower, by id, as status shows it.
+func (c *leaderCore) followerList() []FollowerProgress {
+	out := make([]FollowerProgress, 0, len(c.followers))
+	for _, f := range c.followers {
+		out = append(out, FollowerProgress{
+			NodeID: f.info.NodeID, RESPAddr: f.info.RESPAddr, HTTPAddr: f.info.HTTPAddr,
+			Connected: f.session != 0, DurableLSN: f.durable, AppliedLSN: f.applied, LastSeen: time.Unix(0, f.lastSeen),
+		})
+	}
+	slices.SortFunc(out, func(a, b FollowerProgress) int {
+		switch {
+		case a.NodeID < b.NodeID:
+			return -1
+		case a.NodeID > b.NodeID:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// entriesOf returns the proposals' decoded entries, for the driver's Apply.
+func entriesOf(ps []*proposal) []logrec.Entry {
+	out := make([]logrec.Entry, len(ps))
+	for i, p := range ps {
+		out[i] = p.entry
+	}
+	return out
+}
