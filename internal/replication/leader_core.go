@@ -34,11 +34,12 @@ type leaderCore struct {
 	// written (appending of them), then the rest (not handed out yet).
 	inflight      []*proposal
 	inflightBytes int64
-	appending     int   // proposals of inflight in the Append batch out
-	applying      int   // proposals at the front of inflight in the Apply batch out
-	wasFull       bool  // an admission check found no room since the last Room
-	readable      bool  // applied has reached startLSN
-	now           int64 // the latest time an input carried
+	appending     int    // proposals of inflight in the Append batch out
+	appendLast    uint64 // the last LSN of the Append batch out
+	applying      int    // proposals at the front of inflight in the Apply batch out
+	wasFull       bool   // an admission check found no room since the last Room
+	readable      bool   // applied has reached startLSN
+	now           int64  // the latest time an input carried
 	followers     map[string]*followerState
 	pins          map[string]pin // retention pins of snapshots in flight
 	waits         []*leaderWait
@@ -226,12 +227,13 @@ func (c *leaderCore) maybeAppend() {
 	if start < len(c.inflight) {
 		c.ready.Append = slices.Clip(c.inflight[start:])
 		c.appending = len(c.inflight) - start
+		c.appendLast = c.last
 	}
 }
 
 // Appended records that the Append batch through lsn is durable.
 func (c *leaderCore) Appended(lsn uint64) {
-	if c.appending == 0 || lsn <= c.durable || lsn > c.last {
+	if c.appending == 0 || lsn != c.appendLast {
 		panic("replication: Appended without a matching Append")
 	}
 	c.durable = lsn

@@ -1,0 +1,374 @@
+package replication
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tandemdb/tandem/internal/commit"
+	"github.com/tandemdb/tandem/internal/logrec"
+)
+
+// The leader core's tests are scripts in testdata/leadercore: each command
+// steps the core and the expected output is the Ready it produced and the
+// positions after it, as etcd-io/raft's interaction tests do. No Pebble,
+// goroutines or clocks: time is what the script says. Run with -rewrite to
+// regenerate the expected output after a deliberate change, then read the
+// diff.
+
+var rewrite = flag.Bool("rewrite", false, "rewrite the leader core's golden traces")
+
+func TestLeaderCoreScripts(t *testing.T) {
+	files, err := filepath.Glob("testdata/leadercore/*.txt")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no scripts: %v", err)
+	}
+	for _, file := range files {
+		t.Run(filepath.Base(file), func(t *testing.T) { runCoreScript(t, file) })
+	}
+}
+
+// coreScript is the state of one script run.
+type coreScript struct {
+	c       *leaderCore
+	now     int64
+	waits   map[string]*leaderWait
+	answers map[uint64]string // lsn -> how its writer was answered
+}
+
+func runCoreScript(t *testing.T, file string) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	s := &coreScript{waits: map[string]*leaderWait{}, answers: map[uint64]string{}}
+	blocks := strings.Split(string(data), "\n\n")
+	for _, block := range blocks {
+		block = strings.TrimSpace(block)
+		if block == "" {
+			continue
+		}
+		cmd, want, _ := strings.Cut(block, "\n----")
+		cmd = strings.TrimSpace(cmd)
+		got := s.run(t, cmd)
+		if !*rewrite && strings.TrimSpace(want) != strings.TrimSpace(got) {
+			t.Errorf("%s: %s\ngot:\n%s\nwant:\n%s", file, cmd, got, strings.TrimSpace(want))
+		}
+		fmt.Fprintf(&out, "%s\n----\n%s\n\n", cmd, strings.TrimSpace(got))
+	}
+	if *rewrite {
+		if err := os.WriteFile(file, []byte(strings.TrimSpace(out.String())+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// run executes the lines of one command block (comment lines start with
+// #) and returns the trace.
+func (s *coreScript) run(t *testing.T, block string) string {
+	t.Helper()
+	var out strings.Builder
+	sc := bufio.NewScanner(strings.NewReader(block))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		f := strings.Fields(line)
+		args := map[string]string{}
+		var pos []string
+		for _, a := range f[1:] {
+			if k, v, ok := strings.Cut(a, "="); ok {
+				args[k] = v
+			} else {
+				pos = append(pos, a)
+			}
+		}
+		num := func(k string) uint64 {
+			v, err := strconv.ParseUint(args[k], 10, 64)
+			if err != nil {
+				t.Fatalf("%s: %s=%q: %v", line, k, args[k], err)
+			}
+			return v
+		}
+		switch f[0] {
+		case "start":
+			mode, err := commit.ParseMode(strings.ReplaceAll(args["mode"], "-", " "))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := coreConfig{mode: mode, heartbeat: int64(100 * time.Millisecond), writeTimeout: int64(time.Second),
+				followerTimeout: int64(time.Minute), retainBytes: 1000, retentionEvery: int64(time.Second),
+				maxInFlight: 100, maxInFlightBytes: 1 << 20}
+			if v, ok := args["maxinflight"]; ok {
+				cfg.maxInFlight, _ = strconv.Atoi(v)
+			}
+			if v, ok := args["retain"]; ok {
+				cfg.retainBytes, _ = strconv.ParseInt(v, 10, 64)
+			}
+			durable, applied := num("durable"), num("applied")
+			var tail []*proposal
+			for lsn := applied + 1; lsn <= durable; lsn++ {
+				tail = append(tail, testProposal(lsn, false))
+			}
+			s.c = newLeaderCore(cfg, durable, applied, tail)
+		case "propose":
+			n := uint64(1)
+			if len(pos) > 0 {
+				n, _ = strconv.ParseUint(pos[0], 10, 64)
+			}
+			for range n {
+				if !s.c.HasRoom() {
+					fmt.Fprintf(&out, "no room for lsn %d\n", s.c.NextLSN())
+					break
+				}
+				s.c.Propose(testProposal(s.c.NextLSN(), true), s.now)
+			}
+		case "appended":
+			s.c.Appended(num("lsn"))
+		case "applied":
+			s.c.Applied(num("lsn"))
+		case "join":
+			sess := s.c.FollowerJoined(FollowerInfo{NodeID: pos[0]}, num("durable"), s.now)
+			fmt.Fprintf(&out, "session %s#%d\n", pos[0], sess)
+		case "progress":
+			s.c.FollowerProgress(pos[0], num("session"), num("durable"), num("applied"), s.now)
+		case "leave":
+			s.c.FollowerLeft(pos[0], num("session"), s.now)
+		case "remove":
+			fmt.Fprintf(&out, "removed %v\n", s.c.RemoveFollower(pos[0]))
+		case "pin":
+			fmt.Fprintf(&out, "pinned %s at %d\n", pos[0], s.c.PinSnapshot(pos[0], s.now))
+		case "wait":
+			w := &leaderWait{kind: waitApplied, lsn: num("lsn")}
+			if args["kind"] != "applied" {
+				w = &leaderWait{kind: waitDurable, lsn: num("lsn"), n: int(num("n"))}
+			}
+			if d, ok := args["timeout"]; ok {
+				dur, _ := time.ParseDuration(d)
+				w.deadline = s.now + int64(dur)
+			}
+			s.waits[pos[0]] = w
+			s.c.Wait(w)
+		case "cancel":
+			s.c.CancelWait(s.waits[pos[0]])
+		case "tick":
+			d, err := time.ParseDuration(pos[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.now += int64(d)
+			ext := logExtent{base: int64(num("base")), count: int64(num("count")), bytes: int64(num("bytes"))}
+			s.c.Tick(s.now, ext)
+		case "fail":
+			s.print(&out, s.c.Fail())
+			continue
+		default:
+			t.Fatalf("unknown command %q", line)
+		}
+		s.print(&out, s.c.Ready())
+	}
+	c := s.c
+	fmt.Fprintf(&out, "last=%d durable=%d commit=%d applied=%d inflight=%d", c.last, c.durable, c.commit, c.applied, len(c.inflight))
+	for _, f := range c.followerList() {
+		fmt.Fprintf(&out, "\n  %s connected=%v durable=%d applied=%d", f.NodeID, f.Connected, f.DurableLSN, f.AppliedLSN)
+	}
+	return out.String()
+}
+
+// print writes a Ready, one effect a line, and checks the rules every
+// Ready must keep.
+func (s *coreScript) print(out *strings.Builder, rd leaderReady) {
+	span := func(ps []*proposal) string {
+		if len(ps) == 0 {
+			return ""
+		}
+		return fmt.Sprintf("%d..%d", ps[0].lsn, ps[len(ps)-1].lsn)
+	}
+	if len(rd.Append) > 0 {
+		fmt.Fprintf(out, "append %s\n", span(rd.Append))
+	}
+	for _, m := range rd.Send {
+		fmt.Fprintf(out, "send %s#%d through=%d commit=%d\n", m.NodeID, m.Session, m.Through, m.Commit)
+	}
+	if len(rd.Apply) > 0 {
+		fmt.Fprintf(out, "apply %s\n", span(rd.Apply))
+	}
+	lsns := func(ps []*proposal) string {
+		var b []string
+		for _, p := range ps {
+			b = append(b, strconv.FormatUint(p.lsn, 10))
+		}
+		return strings.Join(b, ",")
+	}
+	if len(rd.Acked) > 0 {
+		fmt.Fprintf(out, "acked %s\n", lsns(rd.Acked))
+	}
+	if len(rd.Expired) > 0 {
+		fmt.Fprintf(out, "expired %s\n", lsns(rd.Expired))
+	}
+	var names []string
+	for name, w := range s.waits {
+		if slices.Contains(rd.Waits, w) {
+			names = append(names, fmt.Sprintf("%s met=%v count=%d", name, w.met, w.count))
+		}
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		fmt.Fprintf(out, "wait %s\n", n)
+	}
+	if rd.Room {
+		out.WriteString("room\n")
+	}
+	if rd.TrimBefore > 0 {
+		fmt.Fprintf(out, "trim before %d\n", rd.TrimBefore)
+	}
+	for _, m := range rd.Disconnect {
+		fmt.Fprintf(out, "disconnect %s#%d\n", m.NodeID, m.Session)
+	}
+	if rd.Readable {
+		out.WriteString("readable\n")
+	}
+	for _, p := range append(slices.Clone(rd.Acked), rd.Expired...) {
+		if prev, ok := s.answers[p.lsn]; ok {
+			fmt.Fprintf(out, "BUG: writer of %d answered twice (%s before)\n", p.lsn, prev)
+		}
+		s.answers[p.lsn] = "answered"
+	}
+}
+
+func testProposal(lsn uint64, writer bool) *proposal {
+	e := logrec.Entry{Epoch: 1, LSN: lsn, Ops: []logrec.Op{{Kind: logrec.OpPut, Key: []byte("k"), Value: []byte("v")}}}
+	p := &proposal{lsn: lsn, entry: e, raw: logrec.Encode(&e)}
+	if writer {
+		p.done = make(chan error, 1)
+	}
+	return p
+}
+
+// TestLeaderCoreRandom drives the core with random inputs, the driver's
+// part played faithfully (appends and applies complete in order, follower
+// logs only grow within a session), and checks its invariants after every
+// step against a naive model: applied <= commit <= durable <= last; commit
+// is what commit.LSN gives for the durable positions it was told (never
+// less, since commit never moves back); nothing is applied before it is
+// durable and committed; every writer is answered once, and acknowledged
+// only after its entry was applied.
+func TestLeaderCoreRandom(t *testing.T) {
+	for seed := uint64(1); seed <= 200; seed++ {
+		rng := rand.New(rand.NewPCG(seed, seed))
+		modes := []commit.Mode{{Kind: commit.Async}, {Kind: commit.Quorum, K: 1}, {Kind: commit.Quorum, K: 2}}
+		mode := modes[rng.IntN(len(modes))]
+		cfg := coreConfig{mode: mode, heartbeat: 100, writeTimeout: 1000, followerTimeout: 5000,
+			retainBytes: 1 << 30, retentionEvery: 1000, maxInFlight: 20, maxInFlightBytes: 1 << 20}
+		c := newLeaderCore(cfg, 0, 0, nil)
+		var now int64
+		var appendOut, applyOut []*proposal
+		applied := map[uint64]bool{}
+		answered := map[uint64]int{}
+		type fol struct {
+			session, durable uint64
+		}
+		fols := map[string]*fol{}
+		maxCommit := uint64(0)
+		for step := 0; step < 400; step++ {
+			switch rng.IntN(9) {
+			case 0, 1:
+				if c.HasRoom() {
+					c.Propose(testProposal(c.NextLSN(), true), now)
+				}
+			case 2:
+				if len(appendOut) > 0 {
+					c.Appended(appendOut[len(appendOut)-1].lsn)
+					appendOut = nil
+				}
+			case 3:
+				if len(applyOut) > 0 {
+					for _, p := range applyOut {
+						if p.lsn > c.durable || p.lsn > c.commit {
+							t.Fatalf("seed %d: applied %d past durable %d or commit %d", seed, p.lsn, c.durable, c.commit)
+						}
+						applied[p.lsn] = true
+					}
+					c.Applied(applyOut[len(applyOut)-1].lsn)
+					applyOut = nil
+				}
+			case 4:
+				id := fmt.Sprint("f", rng.IntN(3))
+				if f := fols[id]; f == nil || f.session == 0 {
+					d := uint64(rng.IntN(int(c.durable) + 1))
+					fols[id] = &fol{session: c.FollowerJoined(FollowerInfo{NodeID: id}, d, now), durable: d}
+				}
+			case 5, 6:
+				for id, f := range fols {
+					if f.session != 0 && f.durable < c.durable {
+						f.durable += uint64(rng.IntN(int(c.durable-f.durable)) + 1)
+						c.FollowerProgress(id, f.session, f.durable, 0, now)
+						break
+					}
+				}
+			case 7:
+				for id, f := range fols {
+					if f.session != 0 && rng.IntN(3) == 0 {
+						c.FollowerLeft(id, f.session, now)
+						f.session = 0
+					}
+				}
+			case 8:
+				now += int64(rng.IntN(400))
+				c.Tick(now, logExtent{})
+			}
+			rd := c.Ready()
+			if len(rd.Append) > 0 {
+				if len(appendOut) > 0 {
+					t.Fatalf("seed %d: a second Append while one is out", seed)
+				}
+				appendOut = rd.Append
+			}
+			if len(rd.Apply) > 0 {
+				if len(applyOut) > 0 {
+					t.Fatalf("seed %d: a second Apply while one is out", seed)
+				}
+				applyOut = rd.Apply
+			}
+			for _, p := range rd.Acked {
+				if !applied[p.lsn] {
+					t.Fatalf("seed %d: writer of %d acknowledged before its entry was applied", seed, p.lsn)
+				}
+				answered[p.lsn]++
+			}
+			for _, p := range rd.Expired {
+				if applied[p.lsn] {
+					t.Fatalf("seed %d: writer of applied entry %d timed out", seed, p.lsn)
+				}
+				answered[p.lsn]++
+			}
+			for lsn, n := range answered {
+				if n > 1 {
+					t.Fatalf("seed %d: writer of %d answered %d times", seed, lsn, n)
+				}
+			}
+			if !(c.applied <= c.commit && c.commit <= c.durable && c.durable <= c.last) {
+				t.Fatalf("seed %d: positions applied %d commit %d durable %d last %d", seed, c.applied, c.commit, c.durable, c.last)
+			}
+			var ds []uint64
+			for _, f := range c.followers {
+				ds = append(ds, f.durable)
+			}
+			model := commit.LSN(mode, c.durable, ds)
+			maxCommit = max(maxCommit, model)
+			if c.commit != maxCommit {
+				t.Fatalf("seed %d step %d: commit %d, the rule gives %d (highest so far %d)", seed, step, c.commit, model, maxCommit)
+			}
+		}
+	}
+}
