@@ -121,6 +121,10 @@ type Leader struct {
 	appendWake chan struct{} // capacity 1
 	applyWake  chan struct{} // capacity 1
 
+	// persistEpoch durably records a higher epoch (DB.ObserveEpoch; tests
+	// make it fail).
+	persistEpoch func(uint64) error
+
 	ctx      context.Context // ends when the leader begins to stop
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup // every goroutine that may touch storage
@@ -221,6 +225,7 @@ func NewLeader(cfg LeaderConfig, epoch uint64) (*Leader, error) {
 		applyWake:  make(chan struct{}, 1),
 		finished:   make(chan struct{}),
 	}
+	l.persistEpoch = db.ObserveEpoch
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	// Load the durable, unapplied tail so that it commits like any entry.
 	var tail []*proposal
@@ -375,7 +380,7 @@ func (l *Leader) fail(err error) { go l.stop(err) }
 // under the same number.
 func (l *Leader) observeEpoch(e uint64, from string) {
 	l.log.Warn("a follower has seen a newer epoch; stepping down", "peer", from, "peer_epoch", e)
-	if err := l.cfg.DB.ObserveEpoch(e); err != nil {
+	if err := l.persistEpoch(e); err != nil {
 		l.cfg.Fatal(fmt.Errorf("replication: persist epoch %d seen by %s: %w", e, from, err))
 	}
 	l.fail(fmt.Errorf("%w: follower %s is at epoch %d, leader at %d", ErrStaleEpoch, from, e, l.epoch))
