@@ -2,6 +2,7 @@ package replication
 
 import (
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/tandemdb/tandem/internal/commit"
@@ -34,14 +35,14 @@ type leaderCore struct {
 	// written (appending of them), then the rest (not handed out yet).
 	inflight      []*proposal
 	inflightBytes int64
-	appending     int    // proposals of inflight in the Append batch out
-	appendLast    uint64 // the last LSN of the Append batch out
-	applying      int    // proposals at the front of inflight in the Apply batch out
-	wasFull       bool   // an admission check found no room since the last Room
-	readable      bool   // applied has reached startLSN
-	now           int64  // the latest time an input carried
-	followers     map[string]*followerState
-	pins          map[string]pin // retention pins of snapshots in flight
+	appending     int              // proposals of inflight in the Append batch out
+	appendLast    uint64           // the last LSN of the Append batch out
+	applying      int              // proposals at the front of inflight in the Apply batch out
+	wasFull       bool             // an admission check found no room since the last Room
+	readable      bool             // applied has reached startLSN
+	now           int64            // the latest time an input carried
+	followers     []*followerState // sorted by id, so that Ready is deterministic
+	pins          map[string]pin   // retention pins of snapshots in flight
 	waits         []*leaderWait
 	nextSession   uint64
 	lastRetention int64
@@ -171,14 +172,13 @@ func (rd *leaderReady) empty() bool {
 // the mode's rule like any other entry but have no writer waiting.
 func newLeaderCore(cfg coreConfig, durable, applied uint64, tail []*proposal) *leaderCore {
 	c := &leaderCore{
-		cfg:       cfg,
-		startLSN:  durable,
-		last:      durable,
-		durable:   durable,
-		commit:    applied,
-		applied:   applied,
-		followers: map[string]*followerState{},
-		pins:      map[string]pin{},
+		cfg:      cfg,
+		startLSN: durable,
+		last:     durable,
+		durable:  durable,
+		commit:   applied,
+		applied:  applied,
+		pins:     map[string]pin{},
 	}
 	for _, p := range tail {
 		c.inflight = append(c.inflight, p)
@@ -323,10 +323,11 @@ func (c *leaderCore) queueSends(heartbeat bool) {
 func (c *leaderCore) FollowerJoined(info FollowerInfo, durable uint64, now int64) uint64 {
 	c.now = max(c.now, now)
 	c.nextSession++
-	f := c.followers[info.NodeID]
+	f := c.follower(info.NodeID)
 	if f == nil {
 		f = &followerState{}
-		c.followers[info.NodeID] = f
+		i, _ := slices.BinarySearchFunc(c.followers, info.NodeID, func(f *followerState, id string) int { return strings.Compare(f.info.NodeID, id) })
+		c.followers = slices.Insert(c.followers, i, f)
 	}
 	*f = followerState{info: info, session: c.nextSession, durable: durable, applied: min(f.applied, durable), lastSeen: now,
 		sentThrough: durable, lastSent: now}
@@ -341,7 +342,7 @@ func (c *leaderCore) FollowerJoined(info FollowerInfo, durable uint64, now int64
 // it (delivered out of order) lowers nothing. A report from a stream that
 // is no longer the follower's (it reconnected, or was removed) is ignored.
 func (c *leaderCore) FollowerProgress(id string, session, durable, applied uint64, now int64) {
-	f := c.followers[id]
+	f := c.follower(id)
 	if f == nil || f.session != session {
 		return
 	}
@@ -357,7 +358,7 @@ func (c *leaderCore) FollowerProgress(id string, session, durable, applied uint6
 // still known (its durable log still counts, and retention keeps what it
 // needs) until FollowerTimeout passes without news of it.
 func (c *leaderCore) FollowerLeft(id string, session uint64, now int64) {
-	f := c.followers[id]
+	f := c.follower(id)
 	if f == nil || f.session != session {
 		return
 	}
@@ -370,12 +371,13 @@ func (c *leaderCore) FollowerLeft(id string, session uint64, now int64) {
 // stops counting for commit, WAIT and retention, and its stream, if any,
 // is closed. It reports whether the follower was known.
 func (c *leaderCore) RemoveFollower(id string) bool {
-	f, ok := c.followers[id]
+	f := c.follower(id)
+	ok := f != nil
 	_, pinned := c.pins[id]
 	if f != nil && f.session != 0 {
 		c.ready.Disconnect = append(c.ready.Disconnect, leaderSend{NodeID: id, Session: f.session})
 	}
-	delete(c.followers, id)
+	c.followers = slices.DeleteFunc(c.followers, func(f *followerState) bool { return f.info.NodeID == id })
 	delete(c.pins, id)
 	c.checkWaits(0)
 	return ok || pinned
@@ -455,16 +457,17 @@ func (c *leaderCore) Tick(now int64, log logExtent) {
 		c.ready.Expired = append(c.ready.Expired, p)
 	}
 	c.checkWaits(now)
-	for id, f := range c.followers {
-		if now-f.lastSeen >= c.cfg.followerTimeout {
-			if f.session != 0 {
-				// Connected but silent that long: its stream is dead
-				// even if the connection is not.
-				c.ready.Disconnect = append(c.ready.Disconnect, leaderSend{NodeID: id, Session: f.session})
-			}
-			delete(c.followers, id)
+	c.followers = slices.DeleteFunc(c.followers, func(f *followerState) bool {
+		if now-f.lastSeen < c.cfg.followerTimeout {
+			return false
 		}
-	}
+		if f.session != 0 {
+			// Connected but silent that long: its stream is dead even
+			// if the connection is not.
+			c.ready.Disconnect = append(c.ready.Disconnect, leaderSend{NodeID: f.info.NodeID, Session: f.session})
+		}
+		return true
+	})
 	for id, p := range c.pins {
 		if now-p.since >= c.cfg.followerTimeout {
 			delete(c.pins, id)
@@ -556,16 +559,17 @@ func (c *leaderCore) followerList() []FollowerProgress {
 			Connected: f.session != 0, DurableLSN: f.durable, AppliedLSN: f.applied, LastSeen: time.Unix(0, f.lastSeen),
 		})
 	}
-	slices.SortFunc(out, func(a, b FollowerProgress) int {
-		switch {
-		case a.NodeID < b.NodeID:
-			return -1
-		case a.NodeID > b.NodeID:
-			return 1
-		}
-		return 0
-	})
 	return out
+}
+
+// follower returns the follower with id, or nil.
+func (c *leaderCore) follower(id string) *followerState {
+	for _, f := range c.followers {
+		if f.info.NodeID == id {
+			return f
+		}
+	}
+	return nil
 }
 
 // entriesOf returns the proposals' decoded entries, for the driver's Apply.
