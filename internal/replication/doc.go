@@ -1,14 +1,28 @@
 // Package replication is tandem's leader/follower log shipping.
 //
-// The leader (Leader) serialises writes: Propose computes a command against
-// the committed data overlaid with the uncommitted writes, assigns the next
-// LSN, and queues the entry; one committer goroutine appends every queued
-// entry in one durable batch (group commit); an applier goroutine beside it
-// advances the commit point by the rule of package commit, applies committed
-// entries, and wakes their writers, so that applying one batch overlaps the
-// fsync of the next. Followers each hold one stream (Leader.Serve) on which the leader
-// sends entries from the follower's position, with its commit LSN;
+// The leader is a pure state machine, leaderCore, and a driver, Leader,
+// in the manner of etcd-io/raft's RawNode. Inputs go into the core (a
+// proposal, a durable append, an apply, a follower's join, progress or
+// departure, a tick with the time); a leaderReady comes out saying what to
+// append (durable before anything depends on it), how far each follower
+// stream may be sent, what is committed and may be applied, which writers
+// to acknowledge or time out, which waits are done, what the log may be
+// trimmed to and which streams to close. The commit rule is package
+// commit's. The driver owns the goroutines (a committer doing group
+// commit, an applier beside it so that applying one batch overlaps the
+// fsync of the next, a ticker, and two per follower stream), Pebble and
+// the streams, and decides nothing. Propose runs a command against the
+// committed data overlaid with the uncommitted writes (overlay.go) and
+// sequences it; Leader.Serve is one follower's stream, on which the
+// leader sends entries from the follower's position with its commit LSN;
 // heartbeats are empty appends.
+//
+// Writes are bounded: at most MaxInFlight writes (MaxInFlightBytes) are
+// sequenced and not applied; past that a write waits for room and then
+// fails with ErrOverloaded, unsequenced. A write not committed within
+// WriteTimeout fails with ErrWriteTimeout, its outcome unknown: it stays
+// in the log and may commit later. Leader.Close returns only once every
+// goroutine that can touch storage has returned.
 //
 // The follower (Follower) opens the stream with its last durable position;
 // the handshake (Decide, a pure function) answers stream, truncate or
@@ -23,7 +37,10 @@
 //   - A follower persists entries before it reports them durable, and applies
 //     only up to min(commit LSN, durable LSN).
 //   - Every message carries an epoch; a node never accepts a message from a
-//     lower epoch than the highest it has persisted.
+//     lower epoch than the highest it has persisted. A leader that hears of a
+//     higher epoch persists it and steps down; if it cannot persist it, the
+//     process stops (LeaderConfig.Fatal), so that it never starts a
+//     leadership under an epoch number already taken.
 //   - A leader serves reads only once every entry that was durable when its
 //     leadership began is applied (Leader.ReadBarrier): such an entry may
 //     have been acknowledged before a crash, and a read that missed it would
