@@ -514,17 +514,20 @@ func cmdWait(s *Server, c redcon.Conn, sess *Session, args [][]byte) {
 	}
 	n = min(max(n, 0), math.MaxInt32)
 	timeout := time.Duration(min(ms, math.MaxInt64/int64(time.Millisecond))) * time.Millisecond
-	// WAIT 0 blocks until enough replicas catch up, maybe forever: a client
-	// that leaves must not keep it waiting.
-	ctx, stop := s.watchClose(c)
+	// WAIT 0 blocks until enough replicas catch up, maybe forever; a
+	// client that leaves ends it (see watch.go).
+	ctx := sess.enter()
 	count := s.b.Wait(ctx, sess.lastWriteLSN, int(n), timeout)
-	stop()
+	sess.leave()
 	c.WriteInt(count)
 }
 
 func cmdReplicaOf(s *Server, c redcon.Conn, sess *Session, args [][]byte) {
 	if eqFold(args[1], "no") && eqFold(args[2], "one") {
-		if err := s.b.ReplicaOfNoOne(s.ctx); err != nil {
+		ctx := sess.enter()
+		err := s.b.ReplicaOfNoOne(ctx)
+		sess.leave()
+		if err != nil {
 			c.WriteError(s.adminErrorText(err, sess, "replicaof"))
 			return
 		}
@@ -536,7 +539,10 @@ func cmdReplicaOf(s *Server, c redcon.Conn, sess *Session, args [][]byte) {
 		c.WriteError("ERR Invalid master port")
 		return
 	}
-	if err := s.b.ReplicaOf(s.ctx, string(args[1]), strconv.FormatInt(port, 10)); err != nil {
+	ctx := sess.enter()
+	err = s.b.ReplicaOf(ctx, string(args[1]), strconv.FormatInt(port, 10))
+	sess.leave()
+	if err != nil {
 		c.WriteError(s.adminErrorText(err, sess, "replicaof"))
 		return
 	}

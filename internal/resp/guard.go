@@ -249,7 +249,7 @@ type guardConn struct {
 	log *slog.Logger
 	// held is what was read from the socket and fed to the framer but not
 	// yet given to redcon: the start of an incomplete command held back by
-	// Read, or what arrived while a command blocked (watchClose). heldEnd
+	// Read, or what arrived while a command blocked (watch). heldEnd
 	// is the offset just past the last complete command in it (0: none),
 	// heldErr a read error that came after it. heldBuf backs held.
 	held, heldBuf []byte

@@ -97,7 +97,8 @@ type Server struct {
 	log    *slog.Logger
 
 	// ctx is canceled by Close, which ends Backend calls (writes waiting
-	// for commit, WAIT) that connections are blocked in.
+	// for commit, WAIT) that connections are blocked in. Each session's
+	// context derives from it.
 	ctx    context.Context
 	cancel context.CancelFunc
 
@@ -105,8 +106,9 @@ type Server struct {
 	conns  sync.WaitGroup // one per accepted connection until it is closed
 
 	mu       sync.Mutex
-	ln       net.Listener // nil until Serve
-	served   chan struct{}
+	ln       net.Listener  // nil until Serve
+	served   chan struct{} // closed when Serve returns
+	swept    chan struct{} // closed when the sweeper (watch.go) returns
 	closed   bool
 	sessions map[uint64]*Session
 }
@@ -169,8 +171,10 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.ln = gl
 	s.served = make(chan struct{})
+	s.swept = make(chan struct{})
 	s.mu.Unlock()
 	defer close(s.served)
+	go s.sweep()
 
 	rs := redcon.NewServerNetwork(ln.Addr().Network(), ln.Addr().String(), s.serveCommand, s.accept, s.closeConn)
 	var backoff time.Duration
@@ -204,7 +208,7 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
-	ln, served := s.ln, s.served
+	ln, served, swept := s.ln, s.served, s.swept
 	s.mu.Unlock()
 	s.cancel()
 	if ln == nil {
@@ -213,6 +217,7 @@ func (s *Server) Close() error {
 	err := ln.Close()
 	<-served // redcon closes every connection as its accept loop ends
 	s.conns.Wait()
+	<-swept
 	if errors.Is(err, net.ErrClosed) {
 		err = nil
 	}
@@ -226,9 +231,11 @@ func (s *Server) accept(conn redcon.Conn) bool {
 		addr:    conn.RemoteAddr(),
 		created: time.Now(),
 	}
+	sess.ctx, sess.cancel = context.WithCancel(s.ctx)
 	sess.proto.Store(2)
 	if nc := conn.NetConn(); nc != nil {
 		sess.laddr = nc.LocalAddr().String()
+		sess.g, _ = nc.(*guardConn)
 	}
 	conn.SetContext(sess)
 	s.conns.Add(1)
@@ -248,6 +255,7 @@ func (s *Server) closeConn(conn redcon.Conn, err error) {
 	s.mu.Lock()
 	delete(s.sessions, sess.id)
 	s.mu.Unlock()
+	sess.cancel()
 	if err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, errClientClosed) {
 		s.log.Debug("resp: connection ended", "client", sess.id, "remote", sess.addr, "err", err)
 	}
@@ -285,7 +293,10 @@ func (s *Server) serveCommand(conn redcon.Conn, cmd redcon.Command) {
 // write before it.
 func (s *Server) servePipelined(conn redcon.Conn, sess *Session, args [][]byte) {
 	if spec, ok := commands.Lookup(args[0]); ok && spec.Flags&commands.FlagWrite != 0 && commands.Check(spec, args) == nil {
-		sess.pending = append(sess.pending, pendingWrite{spec: spec, wait: s.pipe.Submit(s.ctx, spec, args)})
+		ctx := sess.enter()
+		wait := s.pipe.Submit(ctx, spec, args)
+		sess.leave()
+		sess.pending = append(sess.pending, pendingWrite{spec: spec, wait: wait})
 		return
 	}
 	s.drain(conn, sess)
@@ -302,7 +313,9 @@ type pendingWrite struct {
 func (s *Server) drain(conn redcon.Conn, sess *Session) {
 	for i := range sess.pending {
 		p := &sess.pending[i]
-		reply, lsn, err := p.wait()
+		sess.enter()
+		reply, lsn, err := p.wait() // made with the session's context
+		sess.leave()
 		s.writeResult(conn, sess, p.spec, reply, lsn, err)
 		*p = pendingWrite{}
 	}
@@ -324,7 +337,10 @@ func (s *Server) serveOne(conn redcon.Conn, sess *Session, args [][]byte) {
 		return
 	}
 	if s.custom != nil {
-		if reply, ok := s.custom.Custom(s.ctx, args); ok {
+		ctx := sess.enter()
+		reply, ok := s.custom.Custom(ctx, args)
+		sess.leave()
+		if ok {
 			writeReply(conn, reply, sess.proto3())
 			return
 		}
@@ -338,12 +354,15 @@ func (s *Server) serveData(conn redcon.Conn, sess *Session, spec *commands.Spec,
 		conn.WriteError(s.errorText(err, sess, spec.Name))
 		return
 	}
+	ctx := sess.enter()
 	if spec.Flags&commands.FlagWrite != 0 {
-		reply, lsn, err := s.b.Write(s.ctx, spec, args)
+		reply, lsn, err := s.b.Write(ctx, spec, args)
+		sess.leave()
 		s.writeResult(conn, sess, spec, reply, lsn, err)
 		return
 	}
-	reply, err := s.b.Read(s.ctx, spec, args)
+	reply, err := s.b.Read(ctx, spec, args)
+	sess.leave()
 	s.writeResult(conn, sess, spec, reply, 0, err)
 }
 
@@ -367,6 +386,22 @@ type Session struct {
 	laddr   string
 	created time.Time
 	proto   atomic.Int32 // 2 or 3
+	// ctx is the context of every Backend call made for the connection.
+	// cancel ends it when the client leaves (seen by the watch, see
+	// watch.go), breaks the protocol, or the connection is closed; Close
+	// ends it through the server's context.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// The watch of a Backend call that blocks (watch.go): call is the
+	// call's state (enter, leave), seen the sweeper's last look at it
+	// (only the sweeper touches it), watchStop stops the watch; watchMu
+	// orders starting a watch against leave. g is nil only for a
+	// connection not accepted through the guard.
+	call      atomic.Uint64
+	seen      uint64
+	watchMu   sync.Mutex
+	watchStop func()
+	g         *guardConn
 	// lastWriteLSN is the LSN of this connection's last logged write: what
 	// WAIT waits for. Only the connection's goroutine touches it.
 	lastWriteLSN uint64

@@ -430,10 +430,10 @@ func TestConnectionKilledMidCommand(t *testing.T) {
 	c.Close()
 
 	block := make(chan struct{})
-	b.set(func(b *fakeBackend) { b.block = block })
+	b.set(func(b *fakeBackend) { b.block, b.blocked = block, make(chan string, 1) })
 	blocked := rawConn(t, addr)
 	blocked.send(t, "SET", "blocked", "1")
-	time.Sleep(50 * time.Millisecond)
+	blockedIn(t, b, "write")
 	blocked.Close()
 
 	reader := newClient(t, addr, 2)
@@ -451,7 +451,7 @@ func TestConnectionKilledMidCommand(t *testing.T) {
 // commit and returns only when no command runs any more.
 func TestCloseUnblocksWrites(t *testing.T) {
 	b := newFake()
-	b.block = make(chan struct{})
+	b.block, b.blocked = make(chan struct{}), make(chan string, 1)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -461,7 +461,7 @@ func TestCloseUnblocksWrites(t *testing.T) {
 	go func() { done <- s.Serve(ln) }()
 	c := rawConn(t, ln.Addr().String())
 	c.send(t, "SET", "k", "v")
-	time.Sleep(50 * time.Millisecond)
+	blockedIn(t, b, "write")
 	closed := make(chan error, 1)
 	go func() { closed <- s.Close() }()
 	select {
