@@ -328,6 +328,6 @@ func (g *guardConn) reject() error {
 	g.log.Debug("resp: protocol error, closing connection", "remote", g.RemoteAddr().String(), "err", perr)
 	// Bounded: a client that does not read must not pin this goroutine.
 	_ = g.Conn.SetWriteDeadline(time.Now().Add(time.Second))
-	_, _ = g.Conn.Write([]byte("-ERR " + perr.Error() + "\r\n"))
+	_, _ = g.Conn.Write([]byte("-" + protocolErrorText(perr) + "\r\n"))
 	return errClientClosed
 }

@@ -330,7 +330,7 @@ func (s *Server) serveOne(conn redcon.Conn, sess *Session, args [][]byte) {
 	}
 	if sc, ok := lookupServerCmd(args[0]); ok {
 		if !sc.arityOK(len(args)) {
-			conn.WriteError("ERR wrong number of arguments for '" + sc.name + "' command")
+			conn.WriteError(errArity(sc.name))
 			return
 		}
 		sc.fn(s, conn, sess, args)
