@@ -9,8 +9,16 @@
 //   - Wire compatibility with Redis 7 for what it serves: RESP2 by default,
 //     RESP3 after HELLO 3 (maps and nulls in RESP3 form), and Redis's error
 //     texts, so redis-cli, redis-benchmark and go-redis work unchanged.
-//   - Errors become Redis replies in one place (errorText): every error
-//     reply starts with an upper-case code word (ERR, READONLY, LOADING...).
+//   - Errors become Redis replies in one table (errors.go, errorText):
+//     every error reply starts with an upper-case code word (ERR, READONLY,
+//     LOADING, MASTERDOWN, NOREPLICAS...) and is Redis's own text where
+//     Redis has one. An internal failure never shows its Go error to the
+//     client: that is logged with an incident id the reply gives.
+//   - A client that leaves frees what it waits for: every Backend call of a
+//     connection gets the connection's context, which ends when the client
+//     disconnects (noticed while a call blocks, see watch.go), when the
+//     connection closes, and on Close; a call that returns quickly pays
+//     for this with two atomic operations, no goroutine or system call.
 //   - Hostile input costs one connection, never the server: a malformed
 //     stream gets "-ERR Protocol error: ..." and only that connection is
 //     closed; a bulk longer than MaxBulkLen, more than MaxArgs arguments or
