@@ -87,6 +87,9 @@ type CustomBackend interface {
 // may come from either step but are always reported by wait. Writes
 // submitted one after another are applied in that order.
 //
+// ctx is the connection's (see Backend): the returned wait must also
+// return soon after it ends.
+//
 // With it, a pipeline of n writes costs about one commit instead of n, as
 // with Redis; reads and server commands in the pipeline still see every
 // write before them, because the server waits for the pending writes
