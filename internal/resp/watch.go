@@ -23,7 +23,9 @@ import (
 // operations on its own session and nothing else: no timer, no goroutine,
 // no system call. One sweeper goroutine per server looks every watchDelay
 // for calls that were already running at its previous look, and starts
-// their watches.
+// their watches; while no call runs it looks less often, down to every
+// watchIdlePeriod, so a call that starts on an idle server is watched
+// after at most about watchIdlePeriod + watchDelay.
 //
 // What the watch reads (commands pipelined behind the blocked one) is
 // framed and kept for redcon, in order, up to maxWatchHeld. A protocol
