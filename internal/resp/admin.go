@@ -77,7 +77,7 @@ func cmdPing(_ *Server, c redcon.Conn, _ *Session, args [][]byte) {
 	case 2:
 		c.WriteBulk(args[1])
 	default:
-		c.WriteError("ERR wrong number of arguments for 'ping' command")
+		c.WriteError(errArity("ping"))
 	}
 }
 
@@ -108,9 +108,9 @@ func cmdSelect(_ *Server, c redcon.Conn, _ *Session, args [][]byte) {
 	db, err := strconv.ParseInt(string(args[1]), 10, 32)
 	switch {
 	case err != nil:
-		c.WriteError("ERR value is not an integer or out of range")
+		c.WriteError(errNotInteger)
 	case db != 0:
-		c.WriteError("ERR DB index is out of range")
+		c.WriteError(errDBIndex)
 	default:
 		c.WriteString("OK")
 	}
@@ -120,7 +120,7 @@ func cmdSelect(_ *Server, c redcon.Conn, _ *Session, args [][]byte) {
 // default user, with any password.
 func checkAuth(user []byte) string {
 	if string(user) != "default" {
-		return "WRONGPASS invalid username-password pair or user is disabled."
+		return errWrongPass
 	}
 	return ""
 }
@@ -128,7 +128,7 @@ func checkAuth(user []byte) string {
 func cmdAuth(_ *Server, c redcon.Conn, _ *Session, args [][]byte) {
 	switch len(args) {
 	case 2:
-		c.WriteError("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
+		c.WriteError(errAuthNoPassword)
 	case 3:
 		if e := checkAuth(args[1]); e != "" {
 			c.WriteError(e)
@@ -136,7 +136,7 @@ func cmdAuth(_ *Server, c redcon.Conn, _ *Session, args [][]byte) {
 		}
 		c.WriteString("OK")
 	default:
-		c.WriteError("ERR syntax error")
+		c.WriteError(errSyntax)
 	}
 }
 
@@ -148,11 +148,11 @@ func cmdHello(s *Server, c redcon.Conn, sess *Session, args [][]byte) {
 	if len(args) >= 2 {
 		v, err := strconv.ParseInt(string(args[1]), 10, 64)
 		if err != nil {
-			c.WriteError("ERR Protocol version is not an integer or out of range")
+			c.WriteError(errProtoNotInteger)
 			return
 		}
 		if v < 2 || v > 3 {
-			c.WriteError("NOPROTO unsupported protocol version")
+			c.WriteError(errNoProto)
 			return
 		}
 		proto = v
@@ -170,7 +170,7 @@ func cmdHello(s *Server, c redcon.Conn, sess *Session, args [][]byte) {
 			name, setName = args[j+1], true
 			j++
 		default:
-			c.WriteError("ERR Syntax error in HELLO option '" + string(args[j]) + "'")
+			c.WriteError(errHelloOption(args[j]))
 			return
 		}
 	}
@@ -209,8 +209,6 @@ func cmdHello(s *Server, c redcon.Conn, sess *Session, args [][]byte) {
 	}, sess.proto3())
 }
 
-const errBadClientName = "ERR Client names cannot contain spaces, newlines or special characters."
-
 // validClientName is Redis's rule: printable ASCII without spaces.
 func validClientName(name []byte) bool {
 	for _, ch := range name {
@@ -225,7 +223,7 @@ func cmdClient(s *Server, c redcon.Conn, sess *Session, args [][]byte) {
 	sub := strings.ToLower(string(args[1]))
 	arity := func(n int, exact bool) bool {
 		if (exact && len(args) != n) || (!exact && len(args) < n) {
-			c.WriteError("ERR wrong number of arguments for 'client|" + sub + "' command")
+			c.WriteError(errArity("client|" + sub))
 			return false
 		}
 		return true
@@ -261,11 +259,11 @@ func cmdClient(s *Server, c redcon.Conn, sess *Session, args [][]byte) {
 		}
 		attr := strings.ToLower(string(args[2]))
 		if attr != "lib-name" && attr != "lib-ver" {
-			c.WriteError("ERR Unrecognized option '" + string(args[2]) + "'")
+			c.WriteError(errUnrecognizedOption(args[2]))
 			return
 		}
 		if !validClientName(args[3]) {
-			c.WriteError("ERR " + attr + " cannot contain spaces, newlines or special characters.")
+			c.WriteError(errBadLibInfo(attr))
 			return
 		}
 		sess.mu.Lock()
@@ -292,7 +290,7 @@ func cmdClient(s *Server, c redcon.Conn, sess *Session, args [][]byte) {
 			return
 		}
 		if !eqFold(args[2], "on") && !eqFold(args[2], "off") {
-			c.WriteError("ERR syntax error")
+			c.WriteError(errSyntax)
 			return
 		}
 		c.WriteString("OK")
@@ -302,7 +300,7 @@ func cmdClient(s *Server, c redcon.Conn, sess *Session, args [][]byte) {
 			commands.SimpleString("ID, GETNAME, SETNAME <name>, SETINFO <LIB-NAME|LIB-VER> <value>, INFO, LIST, NO-EVICT, NO-TOUCH, HELP"),
 		}, sess.proto3())
 	default:
-		c.WriteError("ERR unknown subcommand '" + string(trunc(args[1], 128)) + "'. Try CLIENT HELP.")
+		c.WriteError(errUnknownSubcommand(args[1], "CLIENT"))
 	}
 }
 
@@ -430,7 +428,7 @@ func cmdCommand(_ *Server, c redcon.Conn, sess *Session, args [][]byte) {
 		// built-in help.
 		writeReply(c, commands.Map{}, p3)
 	default:
-		c.WriteError("ERR unknown subcommand '" + string(trunc(args[1], 128)) + "'. Try COMMAND HELP.")
+		c.WriteError(errUnknownSubcommand(args[1], "COMMAND"))
 	}
 }
 
@@ -454,7 +452,7 @@ func cmdConfig(s *Server, c redcon.Conn, sess *Session, args [][]byte) {
 	switch sub := strings.ToLower(string(args[1])); sub {
 	case "get":
 		if len(args) < 3 {
-			c.WriteError("ERR wrong number of arguments for 'config|get' command")
+			c.WriteError(errArity("config|get"))
 			return
 		}
 		out := commands.Map{}
@@ -469,16 +467,16 @@ func cmdConfig(s *Server, c redcon.Conn, sess *Session, args [][]byte) {
 		writeReply(c, out, sess.proto3())
 	case "set":
 		if len(args) < 4 || len(args)%2 != 0 {
-			c.WriteError("ERR wrong number of arguments for 'config|set' command")
+			c.WriteError(errArity("config|set"))
 			return
 		}
-		c.WriteError("ERR Unknown option or number of arguments for CONFIG SET - '" + string(trunc(args[2], 128)) + "'")
+		c.WriteError(errConfigSet(args[2]))
 	case "resetstat":
 		c.WriteString("OK")
 	case "rewrite":
-		c.WriteError("ERR The server is running without a config file")
+		c.WriteError(errNoConfigFile)
 	default:
-		c.WriteError("ERR unknown subcommand '" + string(trunc(args[1], 128)) + "'. Try CONFIG HELP.")
+		c.WriteError(errUnknownSubcommand(args[1], "CONFIG"))
 	}
 }
 
@@ -500,31 +498,34 @@ func cmdRole(s *Server, c redcon.Conn, sess *Session, _ [][]byte) {
 func cmdWait(s *Server, c redcon.Conn, sess *Session, args [][]byte) {
 	n, err := strconv.ParseInt(string(args[1]), 10, 64)
 	if err != nil {
-		c.WriteError("ERR value is not an integer or out of range")
+		c.WriteError(errNotInteger)
 		return
 	}
 	ms, err := strconv.ParseInt(string(args[2]), 10, 64)
 	if err != nil {
-		c.WriteError("ERR timeout is not an integer or out of range")
+		c.WriteError(errTimeoutNotInteger)
 		return
 	}
 	if ms < 0 {
-		c.WriteError("ERR timeout is negative")
+		c.WriteError(errTimeoutNegative)
 		return
 	}
 	n = min(max(n, 0), math.MaxInt32)
 	timeout := time.Duration(min(ms, math.MaxInt64/int64(time.Millisecond))) * time.Millisecond
-	// WAIT 0 blocks until enough replicas catch up, maybe forever: a client
-	// that leaves must not keep it waiting.
-	ctx, stop := s.watchClose(c)
+	// WAIT 0 blocks until enough replicas catch up, maybe forever; a
+	// client that leaves ends it (see watch.go).
+	ctx := sess.enter()
 	count := s.b.Wait(ctx, sess.lastWriteLSN, int(n), timeout)
-	stop()
+	sess.leave()
 	c.WriteInt(count)
 }
 
 func cmdReplicaOf(s *Server, c redcon.Conn, sess *Session, args [][]byte) {
 	if eqFold(args[1], "no") && eqFold(args[2], "one") {
-		if err := s.b.ReplicaOfNoOne(s.ctx); err != nil {
+		ctx := sess.enter()
+		err := s.b.ReplicaOfNoOne(ctx)
+		sess.leave()
+		if err != nil {
 			c.WriteError(s.adminErrorText(err, sess, "replicaof"))
 			return
 		}
@@ -533,19 +534,15 @@ func cmdReplicaOf(s *Server, c redcon.Conn, sess *Session, args [][]byte) {
 	}
 	port, err := strconv.ParseInt(string(args[2]), 10, 64)
 	if err != nil || port < 0 || port > 65535 {
-		c.WriteError("ERR Invalid master port")
+		c.WriteError(errBadMasterPort)
 		return
 	}
-	if err := s.b.ReplicaOf(s.ctx, string(args[1]), strconv.FormatInt(port, 10)); err != nil {
+	ctx := sess.enter()
+	err = s.b.ReplicaOf(ctx, string(args[1]), strconv.FormatInt(port, 10))
+	sess.leave()
+	if err != nil {
 		c.WriteError(s.adminErrorText(err, sess, "replicaof"))
 		return
 	}
 	c.WriteString("OK")
-}
-
-// adminErrorText words a failed role change: the reason (an unreachable
-// host, say) is the operator's to read, not an internal error.
-func (s *Server) adminErrorText(err error, sess *Session, cmd string) string {
-	s.log.Warn("resp: role change failed", "client", sess.id, "cmd", cmd, "err", err)
-	return "ERR " + err.Error()
 }

@@ -10,13 +10,23 @@ import (
 
 // Backend is the node behind the RESP front end. The resp package owns the
 // protocol, sessions and the error table; the Backend owns data and roles.
+//
+// The ctx of every call is its connection's: it ends when the client
+// leaves (a call that blocks longer than a few milliseconds has its socket
+// watched for that), when the connection closes, and on Server.Close. A
+// call that blocks should return soon after ctx ends, with ctx.Err()
+// (possibly wrapped) or, for Wait, what it counted so far.
 type Backend interface {
 	// Read runs a FlagRead command against committed data. It returns
-	// ErrLoading while the node is being seeded.
+	// ErrLoading while the node is being seeded, ErrFenced on a node with
+	// no role.
 	Read(ctx context.Context, spec *commands.Spec, args [][]byte) (commands.Reply, error)
 	// Write runs a FlagWrite command on the leader and returns once it is
 	// committed and applied, with the LSN of its entry (0 when the command
-	// logged nothing). It returns ErrReadOnly on a follower.
+	// logged nothing). It returns ErrReadOnly on a follower, ErrFenced on
+	// a node with no role, ErrOverloaded when too many writes wait for
+	// commit, and ErrNoReplicas when the write was not committed within
+	// the write timeout (it may still commit later).
 	Write(ctx context.Context, spec *commands.Spec, args [][]byte) (commands.Reply, uint64, error)
 	// Info returns the INFO text for the given lower-case sections
 	// (empty means the default set: server, replication, keyspace).
@@ -38,6 +48,16 @@ var (
 	ErrReadOnly = errors.New("resp: read only replica")
 	// ErrLoading: a read reached a follower that is being seeded.
 	ErrLoading = errors.New("resp: loading")
-	// ErrNotLeader: the node is between roles or fenced and takes no writes.
+	// ErrNotLeader: the node is between roles and takes no writes.
 	ErrNotLeader = errors.New("resp: not leader")
+	// ErrFenced: the node has no role (it lost its lease, or a role
+	// change failed) and serves neither reads nor writes. A wrapping
+	// error may give the reason: fmt.Errorf("lease lost: %w", ErrFenced).
+	ErrFenced = errors.New("resp: fenced")
+	// ErrNoReplicas: a write was not committed within the write timeout,
+	// for want of followers; it may still commit later.
+	ErrNoReplicas = errors.New("resp: not enough replicas")
+	// ErrOverloaded: a write was refused because too many writes wait for
+	// commit; it was not applied.
+	ErrOverloaded = errors.New("resp: overloaded")
 )

@@ -3,37 +3,127 @@ package resp
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
 
 	"github.com/tandemdb/tandem/internal/commands"
 )
 
-// Error replies for the Backend's sentinels. READONLY and LOADING are
-// Redis's own texts, which clients recognise: redis-py raises
-// ReadOnlyError, go-redis retries LOADING and READONLY, Sentinel-aware
-// clients rediscover the master on READONLY.
+// The error table: every error reply the package sends is one of these
+// texts or is built by one of the functions below, and starts with an
+// upper-case code word. Where Redis has a text for the case it is Redis's,
+// byte for byte: clients match on them (redis-py raises ReadOnlyError on
+// READONLY, go-redis retries LOADING, READONLY, MASTERDOWN and TRYAGAIN,
+// Sentinel-aware clients rediscover the master on READONLY), and tests in
+// this package and in commands check them.
+
+// Replies for the Backend's sentinels.
 const (
 	replyReadOnly = "READONLY You can't write against a read only replica."
 	replyLoading  = "LOADING Redis is loading the dataset in memory"
-	// replyNotLeader answers a write on a node that is between roles or
-	// fenced (lost its lease). It is a READONLY error on purpose: the
-	// client's remedy is the same as on a replica (find the leader and
-	// retry), and the write was not applied. The tail tells an operator
-	// which case it was.
+	// replyNotLeader answers a write on a node that is between roles. It
+	// is a READONLY error on purpose: the client's remedy is the same as
+	// on a replica (find the leader and retry), and the write was not
+	// applied. The tail tells an operator which case it was.
 	replyNotLeader = "READONLY You can't write against a read only replica. (tandem: this node is not the leader)"
+	// replyFenced is Redis's reply of a replica that may not serve stale
+	// data: a fenced node has no role and serves neither reads nor
+	// writes. go-redis retries MASTERDOWN.
+	replyFenced     = "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'."
+	replyFencedNote = "tandem: this node is fenced"
+	// replyNoReplicas is Redis's text for a write that min-replicas
+	// refuses; tandem sends it for a write that was not committed within
+	// the write timeout.
+	replyNoReplicas = "NOREPLICAS Not enough good replicas to write."
+	// replyOverloaded answers a write refused because too many writes
+	// wait for commit. TRYAGAIN is Redis Cluster's code for "retry
+	// later", which go-redis retries.
+	replyOverloaded = "TRYAGAIN tandem: too many writes waiting for commit; retry"
 )
 
+// Fixed replies for failures that are not the client's fault. None of
+// them carries a Go error's text: that goes to the log.
+const (
+	replyShuttingDown = "ERR internal error: server shutting down"
+	replyConnClosed   = "ERR internal error: connection closed"
+	// replyInternal is followed by an incident id that the log line of
+	// the failure carries too.
+	replyInternal = "ERR internal error; see the server log, incident "
+)
+
+// Replies of the server commands (admin.go), Redis's texts.
+const (
+	errNotInteger        = "ERR value is not an integer or out of range"
+	errSyntax            = "ERR syntax error"
+	errDBIndex           = "ERR DB index is out of range"
+	errWrongPass         = "WRONGPASS invalid username-password pair or user is disabled."
+	errAuthNoPassword    = "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"
+	errProtoNotInteger   = "ERR Protocol version is not an integer or out of range"
+	errNoProto           = "NOPROTO unsupported protocol version"
+	errBadClientName     = "ERR Client names cannot contain spaces, newlines or special characters."
+	errTimeoutNotInteger = "ERR timeout is not an integer or out of range"
+	errTimeoutNegative   = "ERR timeout is negative"
+	errBadMasterPort     = "ERR Invalid master port"
+	errNoConfigFile      = "ERR The server is running without a config file"
+)
+
+// errArity is Redis's reply to a command, or a "command|subcommand", with
+// the wrong number of arguments.
+func errArity(cmd string) string {
+	return "ERR wrong number of arguments for '" + cmd + "' command"
+}
+
+// errUnknownSubcommand is Redis's reply to CMD <sub> for an unknown sub;
+// cmd is upper case, as Redis prints it.
+func errUnknownSubcommand(sub []byte, cmd string) string {
+	return "ERR unknown subcommand '" + string(trunc(sub, 128)) + "'. Try " + cmd + " HELP."
+}
+
+// errHelloOption is HELLO's reply to an option it does not know.
+func errHelloOption(opt []byte) string {
+	return "ERR Syntax error in HELLO option '" + string(opt) + "'"
+}
+
+// errUnrecognizedOption is CLIENT SETINFO's reply to an attribute it does
+// not know.
+func errUnrecognizedOption(opt []byte) string {
+	return "ERR Unrecognized option '" + string(opt) + "'"
+}
+
+// errBadLibInfo is CLIENT SETINFO's reply to a lib-name or lib-ver value
+// with spaces or special characters; attr is lower case.
+func errBadLibInfo(attr string) string {
+	return "ERR " + attr + " cannot contain spaces, newlines or special characters."
+}
+
+// errConfigSet is CONFIG SET's reply: tandem has no settable parameter.
+func errConfigSet(param []byte) string {
+	return "ERR Unknown option or number of arguments for CONFIG SET - '" + string(trunc(param, 128)) + "'"
+}
+
 // errorText turns an error from a command or the Backend into the text of
-// an error reply. It is the one place where errors become Redis replies,
-// and every text it returns starts with an upper-case code word:
+// an error reply. It is the one place where errors become Redis replies:
 //
 //	ErrReadOnly              READONLY You can't write against a read only replica.
 //	ErrLoading               LOADING Redis is loading the dataset in memory
 //	ErrNotLeader             READONLY ... (tandem: this node is not the leader)
+//	ErrFenced                MASTERDOWN Link with MASTER is down and replica-serve-stale-data
+//	                         is set to 'no'. (tandem: this node is fenced[: <reason>])
+//	ErrNoReplicas            NOREPLICAS Not enough good replicas to write.
+//	ErrOverloaded            TRYAGAIN tandem: too many writes waiting for commit; retry
 //	*commands.ArityError     ERR wrong number of arguments for '<cmd>' command
 //	*commands.Error          ERR <text>  (syntax error, not an integer...)
 //	canceled by Close        ERR internal error: server shutting down
-//	anything else            ERR internal error: <err>, logged at Error
+//	canceled, client gone    ERR internal error: connection closed
+//	anything else            ERR internal error; see the server log, incident <id>
+//	                         (the error, client id, command and id logged at Error)
+//
+// The reason after ErrFenced is the text that a wrapping error adds before
+// it ("lease lost: resp: fenced" gives ": lease lost"). A failed role
+// change (REPLICAOF) is worded by adminErrorText instead.
 func (s *Server) errorText(err error, sess *Session, cmd string) string {
+	var arity *commands.ArityError
 	switch {
 	case errors.Is(err, ErrReadOnly):
 		return replyReadOnly
@@ -41,21 +131,58 @@ func (s *Server) errorText(err error, sess *Session, cmd string) string {
 		return replyLoading
 	case errors.Is(err, ErrNotLeader):
 		return replyNotLeader
+	case errors.Is(err, ErrFenced):
+		return fencedText(err)
+	case errors.Is(err, ErrNoReplicas):
+		return replyNoReplicas
+	case errors.Is(err, ErrOverloaded):
+		return replyOverloaded
+	case errors.As(err, &arity):
+		return errArity(arity.Name)
 	case commands.IsInputError(err):
 		return "ERR " + err.Error()
 	case errors.Is(err, context.Canceled) && s.ctx.Err() != nil:
 		// Close canceled the call: expected, and the write may or may not
 		// commit, as with any error after submission.
 		s.log.Debug("resp: command canceled by shutdown", "client", sess.id, "cmd", cmd)
-		return "ERR internal error: server shutting down"
+		return replyShuttingDown
 	case errors.Is(err, context.Canceled):
 		// The client went away while its command waited; nobody reads
 		// this reply.
 		s.log.Debug("resp: command canceled, client gone", "client", sess.id, "cmd", cmd)
-		return "ERR internal error: connection closed"
+		return replyConnClosed
 	}
-	s.log.Error("resp: command failed", "client", sess.id, "cmd", cmd, "err", err)
-	return "ERR internal error: " + err.Error()
+	incident := fmt.Sprintf("%08x", rand.Uint32())
+	s.log.Error("resp: command failed", "client", sess.id, "cmd", cmd, "incident", incident, "err", err)
+	return replyInternal + incident
+}
+
+// adminErrorText words a failed role change: the reason (an unreachable
+// host, say) is the operator's to read, not an internal error.
+func (s *Server) adminErrorText(err error, sess *Session, cmd string) string {
+	s.log.Warn("resp: role change failed", "client", sess.id, "cmd", cmd, "err", err)
+	return "ERR " + oneLine(err.Error())
+}
+
+// protocolErrorText is the reply to a framing violation, as Redis words
+// it ("ERR Protocol error: invalid bulk length"), before the connection
+// is closed.
+func protocolErrorText(perr error) string { return "ERR " + perr.Error() }
+
+// fencedText is the MASTERDOWN reply, with the reason a wrapping error
+// gives, if any.
+func fencedText(err error) string {
+	note := replyFencedNote
+	if reason, ok := strings.CutSuffix(err.Error(), ": "+ErrFenced.Error()); ok && reason != "" {
+		note += ": " + oneLine(reason)
+	}
+	return replyFenced + " (" + note + ")"
+}
+
+// oneLine replaces the line breaks in an error's text, which would end the
+// reply early, with spaces.
+func oneLine(s string) string {
+	return strings.NewReplacer("\r\n", " ", "\r", " ", "\n", " ").Replace(s)
 }
 
 // unknownCommand is Redis 7's reply to an unknown command: the name and

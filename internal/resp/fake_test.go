@@ -23,9 +23,17 @@ type fakeBackend struct {
 	lsn     uint64
 	cursors *commands.CursorTable
 
-	failWith error         // returned by Read and Write when set
-	block    chan struct{} // Write waits on it when set
-	waitLSNs []uint64      // lsn argument of each Wait call
+	failWith error // returned by Read and Write when set
+	// block, when set, makes Write (and Read with blockReads, and the
+	// waits of blockingPipe) wait until it is closed or ctx ends. blocked,
+	// when set, receives the call's name as it starts waiting, unblocked
+	// why it stopped (nil: block was closed): a test knows the call is
+	// blocked without sleeping.
+	block      chan struct{}
+	blockReads bool
+	blocked    chan string
+	unblocked  chan error
+	waitLSNs   []uint64 // lsn argument of each Wait call
 	// waitBlocks makes Wait block like a real one that no replica answers:
 	// until its timeout (0: forever) or until ctx ends. waitStarted receives
 	// when it starts blocking, waitEnded why it stopped (nil: the timeout)
@@ -74,7 +82,39 @@ func (b *fakeBackend) exec(spec *commands.Spec, args [][]byte) (commands.Result,
 	return spec.Exec(&commands.Ctx{NowMs: now, Cursors: b.cursors}, fakeView{b, now}, args)
 }
 
-func (b *fakeBackend) Read(_ context.Context, spec *commands.Spec, args [][]byte) (commands.Reply, error) {
+// hold waits on block, reporting to blocked and unblocked when they are
+// set.
+func (b *fakeBackend) hold(ctx context.Context, name string, block chan struct{}) error {
+	b.mu.Lock()
+	blocked, unblocked := b.blocked, b.unblocked
+	b.mu.Unlock()
+	if blocked != nil {
+		blocked <- name
+	}
+	var err error
+	select {
+	case <-block:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if unblocked != nil {
+		unblocked <- err
+	}
+	return err
+}
+
+func (b *fakeBackend) Read(ctx context.Context, spec *commands.Spec, args [][]byte) (commands.Reply, error) {
+	b.mu.Lock()
+	block := b.block
+	if !b.blockReads {
+		block = nil
+	}
+	b.mu.Unlock()
+	if block != nil {
+		if err := b.hold(ctx, "read", block); err != nil {
+			return nil, err
+		}
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.failWith != nil {
@@ -89,12 +129,15 @@ func (b *fakeBackend) Write(ctx context.Context, spec *commands.Spec, args [][]b
 	block := b.block
 	b.mu.Unlock()
 	if block != nil {
-		select {
-		case <-block:
-		case <-ctx.Done():
-			return nil, 0, ctx.Err()
+		if err := b.hold(ctx, "write", block); err != nil {
+			return nil, 0, err
 		}
 	}
+	return b.apply(spec, args)
+}
+
+// apply runs a write at once.
+func (b *fakeBackend) apply(spec *commands.Spec, args [][]byte) (commands.Reply, uint64, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.failWith != nil {
@@ -222,6 +265,26 @@ func (p *pipeFake) Submit(ctx context.Context, spec *commands.Spec, args [][]byt
 	committed := time.Now().Truncate(p.commitDelay).Add(p.commitDelay)
 	return func() (commands.Reply, uint64, error) {
 		time.Sleep(time.Until(committed))
+		return reply, lsn, err
+	}
+}
+
+// blockingPipe is a PipelineBackend whose Submit orders the write at once
+// and whose wait, while the fake's block is set, waits on it like a
+// commit that does not come.
+type blockingPipe struct{ *fakeBackend }
+
+func (p blockingPipe) Submit(ctx context.Context, spec *commands.Spec, args [][]byte) func() (commands.Reply, uint64, error) {
+	p.mu.Lock()
+	block := p.block
+	p.mu.Unlock()
+	reply, lsn, err := p.apply(spec, args) // ordered now
+	return func() (commands.Reply, uint64, error) {
+		if block != nil {
+			if err := p.hold(ctx, "wait", block); err != nil {
+				return nil, 0, err
+			}
+		}
 		return reply, lsn, err
 	}
 }

@@ -249,7 +249,7 @@ type guardConn struct {
 	log *slog.Logger
 	// held is what was read from the socket and fed to the framer but not
 	// yet given to redcon: the start of an incomplete command held back by
-	// Read, or what arrived while a command blocked (watchClose). heldEnd
+	// Read, or what arrived while a command blocked (watch). heldEnd
 	// is the offset just past the last complete command in it (0: none),
 	// heldErr a read error that came after it. heldBuf backs held.
 	held, heldBuf []byte
@@ -328,6 +328,6 @@ func (g *guardConn) reject() error {
 	g.log.Debug("resp: protocol error, closing connection", "remote", g.RemoteAddr().String(), "err", perr)
 	// Bounded: a client that does not read must not pin this goroutine.
 	_ = g.Conn.SetWriteDeadline(time.Now().Add(time.Second))
-	_, _ = g.Conn.Write([]byte("-ERR " + perr.Error() + "\r\n"))
+	_, _ = g.Conn.Write([]byte("-" + protocolErrorText(perr) + "\r\n"))
 	return errClientClosed
 }

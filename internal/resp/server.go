@@ -9,8 +9,16 @@
 //   - Wire compatibility with Redis 7 for what it serves: RESP2 by default,
 //     RESP3 after HELLO 3 (maps and nulls in RESP3 form), and Redis's error
 //     texts, so redis-cli, redis-benchmark and go-redis work unchanged.
-//   - Errors become Redis replies in one place (errorText): every error
-//     reply starts with an upper-case code word (ERR, READONLY, LOADING...).
+//   - Errors become Redis replies in one table (errors.go, errorText):
+//     every error reply starts with an upper-case code word (ERR, READONLY,
+//     LOADING, MASTERDOWN, NOREPLICAS...) and is Redis's own text where
+//     Redis has one. An internal failure never shows its Go error to the
+//     client: that is logged with an incident id the reply gives.
+//   - A client that leaves frees what it waits for: every Backend call of a
+//     connection gets the connection's context, which ends when the client
+//     disconnects (noticed while a call blocks, see watch.go), when the
+//     connection closes, and on Close; a call that returns quickly pays
+//     for this with two atomic operations, no goroutine or system call.
 //   - Hostile input costs one connection, never the server: a malformed
 //     stream gets "-ERR Protocol error: ..." and only that connection is
 //     closed; a bulk longer than MaxBulkLen, more than MaxArgs arguments or
@@ -79,6 +87,9 @@ type CustomBackend interface {
 // may come from either step but are always reported by wait. Writes
 // submitted one after another are applied in that order.
 //
+// ctx is the connection's (see Backend): the returned wait must also
+// return soon after it ends.
+//
 // With it, a pipeline of n writes costs about one commit instead of n, as
 // with Redis; reads and server commands in the pipeline still see every
 // write before them, because the server waits for the pending writes
@@ -97,7 +108,8 @@ type Server struct {
 	log    *slog.Logger
 
 	// ctx is canceled by Close, which ends Backend calls (writes waiting
-	// for commit, WAIT) that connections are blocked in.
+	// for commit, WAIT) that connections are blocked in. Each session's
+	// context derives from it.
 	ctx    context.Context
 	cancel context.CancelFunc
 
@@ -105,8 +117,9 @@ type Server struct {
 	conns  sync.WaitGroup // one per accepted connection until it is closed
 
 	mu       sync.Mutex
-	ln       net.Listener // nil until Serve
-	served   chan struct{}
+	ln       net.Listener  // nil until Serve
+	served   chan struct{} // closed when Serve returns
+	swept    chan struct{} // closed when the sweeper (watch.go) returns
 	closed   bool
 	sessions map[uint64]*Session
 }
@@ -169,8 +182,10 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.ln = gl
 	s.served = make(chan struct{})
+	s.swept = make(chan struct{})
 	s.mu.Unlock()
 	defer close(s.served)
+	go s.sweep()
 
 	rs := redcon.NewServerNetwork(ln.Addr().Network(), ln.Addr().String(), s.serveCommand, s.accept, s.closeConn)
 	var backoff time.Duration
@@ -204,7 +219,7 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
-	ln, served := s.ln, s.served
+	ln, served, swept := s.ln, s.served, s.swept
 	s.mu.Unlock()
 	s.cancel()
 	if ln == nil {
@@ -213,6 +228,7 @@ func (s *Server) Close() error {
 	err := ln.Close()
 	<-served // redcon closes every connection as its accept loop ends
 	s.conns.Wait()
+	<-swept
 	if errors.Is(err, net.ErrClosed) {
 		err = nil
 	}
@@ -226,9 +242,11 @@ func (s *Server) accept(conn redcon.Conn) bool {
 		addr:    conn.RemoteAddr(),
 		created: time.Now(),
 	}
+	sess.ctx, sess.cancel = context.WithCancel(s.ctx)
 	sess.proto.Store(2)
 	if nc := conn.NetConn(); nc != nil {
 		sess.laddr = nc.LocalAddr().String()
+		sess.g, _ = nc.(*guardConn)
 	}
 	conn.SetContext(sess)
 	s.conns.Add(1)
@@ -248,6 +266,7 @@ func (s *Server) closeConn(conn redcon.Conn, err error) {
 	s.mu.Lock()
 	delete(s.sessions, sess.id)
 	s.mu.Unlock()
+	sess.cancel()
 	if err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, errClientClosed) {
 		s.log.Debug("resp: connection ended", "client", sess.id, "remote", sess.addr, "err", err)
 	}
@@ -285,7 +304,10 @@ func (s *Server) serveCommand(conn redcon.Conn, cmd redcon.Command) {
 // write before it.
 func (s *Server) servePipelined(conn redcon.Conn, sess *Session, args [][]byte) {
 	if spec, ok := commands.Lookup(args[0]); ok && spec.Flags&commands.FlagWrite != 0 && commands.Check(spec, args) == nil {
-		sess.pending = append(sess.pending, pendingWrite{spec: spec, wait: s.pipe.Submit(s.ctx, spec, args)})
+		ctx := sess.enter()
+		wait := s.pipe.Submit(ctx, spec, args)
+		sess.leave()
+		sess.pending = append(sess.pending, pendingWrite{spec: spec, wait: wait})
 		return
 	}
 	s.drain(conn, sess)
@@ -302,7 +324,9 @@ type pendingWrite struct {
 func (s *Server) drain(conn redcon.Conn, sess *Session) {
 	for i := range sess.pending {
 		p := &sess.pending[i]
-		reply, lsn, err := p.wait()
+		sess.enter()
+		reply, lsn, err := p.wait() // made with the session's context
+		sess.leave()
 		s.writeResult(conn, sess, p.spec, reply, lsn, err)
 		*p = pendingWrite{}
 	}
@@ -317,14 +341,17 @@ func (s *Server) serveOne(conn redcon.Conn, sess *Session, args [][]byte) {
 	}
 	if sc, ok := lookupServerCmd(args[0]); ok {
 		if !sc.arityOK(len(args)) {
-			conn.WriteError("ERR wrong number of arguments for '" + sc.name + "' command")
+			conn.WriteError(errArity(sc.name))
 			return
 		}
 		sc.fn(s, conn, sess, args)
 		return
 	}
 	if s.custom != nil {
-		if reply, ok := s.custom.Custom(s.ctx, args); ok {
+		ctx := sess.enter()
+		reply, ok := s.custom.Custom(ctx, args)
+		sess.leave()
+		if ok {
 			writeReply(conn, reply, sess.proto3())
 			return
 		}
@@ -338,12 +365,15 @@ func (s *Server) serveData(conn redcon.Conn, sess *Session, spec *commands.Spec,
 		conn.WriteError(s.errorText(err, sess, spec.Name))
 		return
 	}
+	ctx := sess.enter()
 	if spec.Flags&commands.FlagWrite != 0 {
-		reply, lsn, err := s.b.Write(s.ctx, spec, args)
+		reply, lsn, err := s.b.Write(ctx, spec, args)
+		sess.leave()
 		s.writeResult(conn, sess, spec, reply, lsn, err)
 		return
 	}
-	reply, err := s.b.Read(s.ctx, spec, args)
+	reply, err := s.b.Read(ctx, spec, args)
+	sess.leave()
 	s.writeResult(conn, sess, spec, reply, 0, err)
 }
 
@@ -367,6 +397,22 @@ type Session struct {
 	laddr   string
 	created time.Time
 	proto   atomic.Int32 // 2 or 3
+	// ctx is the context of every Backend call made for the connection.
+	// cancel ends it when the client leaves (seen by the watch, see
+	// watch.go), breaks the protocol, or the connection is closed; Close
+	// ends it through the server's context.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// The watch of a Backend call that blocks (watch.go): call is the
+	// call's state (enter, leave), seen the sweeper's last look at it
+	// (only the sweeper touches it), watchStop stops the watch; watchMu
+	// orders starting a watch against leave. g is nil only for a
+	// connection not accepted through the guard.
+	call      atomic.Uint64
+	seen      uint64
+	watchMu   sync.Mutex
+	watchStop func()
+	g         *guardConn
 	// lastWriteLSN is the LSN of this connection's last logged write: what
 	// WAIT waits for. Only the connection's goroutine touches it.
 	lastWriteLSN uint64

@@ -2,9 +2,12 @@ package resp
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"runtime"
 	"strconv"
@@ -14,6 +17,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tandemdb/tandem/internal/commands"
 )
 
 func newClient(t *testing.T, addr string, proto int) *redis.Client {
@@ -187,8 +192,10 @@ func TestWaitUsesSessionLSN(t *testing.T) {
 func TestErrorMapping(t *testing.T) {
 	ctx := context.Background()
 	b := newFake()
-	_, addr := startServer(t, b, Config{})
+	var logged syncBuffer
+	_, addr := startServer(t, b, Config{Logger: slog.New(slog.NewTextHandler(&logged, nil))})
 	c := newClient(t, addr, 3)
+	const fenced = "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'. (tandem: this node is fenced"
 	for _, tc := range []struct {
 		err  error
 		want string
@@ -197,7 +204,15 @@ func TestErrorMapping(t *testing.T) {
 		{fmt.Errorf("wrapped: %w", ErrReadOnly), "READONLY You can't write against a read only replica."},
 		{ErrLoading, "LOADING Redis is loading the dataset in memory"},
 		{ErrNotLeader, "READONLY You can't write against a read only replica. (tandem: this node is not the leader)"},
-		{fmt.Errorf("storage: get: disk on fire"), "ERR internal error: storage: get: disk on fire"},
+		{ErrFenced, fenced + ")"},
+		{fmt.Errorf("lease lost: %w", ErrFenced), fenced + ": lease lost)"},
+		{fmt.Errorf("lease\r\nlost: %w", ErrFenced), fenced + ": lease lost)"},
+		{fmt.Errorf("%w (since 3s)", ErrFenced), fenced + ")"},
+		{ErrNoReplicas, "NOREPLICAS Not enough good replicas to write."},
+		{fmt.Errorf("replication: write timeout: %w", ErrNoReplicas), "NOREPLICAS Not enough good replicas to write."},
+		{ErrOverloaded, "TRYAGAIN tandem: too many writes waiting for commit; retry"},
+		{&commands.ArityError{Name: "get"}, "ERR wrong number of arguments for 'get' command"},
+		{commands.ErrSyntax, "ERR syntax error"},
 	} {
 		b.set(func(b *fakeBackend) { b.failWith = tc.err })
 		if err := c.Set(ctx, "k", "v", 0).Err(); err == nil || err.Error() != tc.want {
@@ -207,6 +222,39 @@ func TestErrorMapping(t *testing.T) {
 			t.Errorf("GET with %v: %v, want %q", tc.err, err, tc.want)
 		}
 	}
+
+	// An internal error keeps its text in the log: the client gets a
+	// fixed text and the incident id that finds the log line.
+	b.set(func(b *fakeBackend) { b.failWith = errors.New("storage: get: disk on fire") })
+	err := c.Get(ctx, "k").Err()
+	const prefix = "ERR internal error; see the server log, incident "
+	if err == nil || !strings.HasPrefix(err.Error(), prefix) || strings.Contains(err.Error(), "disk") {
+		t.Fatalf("GET with a storage error: %v, want %q and an id", err, prefix)
+	}
+	incident := strings.TrimPrefix(err.Error(), prefix)
+	log := logged.String()
+	if !strings.Contains(log, "level=ERROR") || !strings.Contains(log, "incident="+incident) ||
+		!strings.Contains(log, "cmd=get") || !strings.Contains(log, `err="storage: get: disk on fire"`) {
+		t.Fatalf("log lacks the failure with incident %s, cmd and err:\n%s", incident, log)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // rawClient speaks RESP by hand, for what a library would not send.
@@ -430,10 +478,10 @@ func TestConnectionKilledMidCommand(t *testing.T) {
 	c.Close()
 
 	block := make(chan struct{})
-	b.set(func(b *fakeBackend) { b.block = block })
+	b.set(func(b *fakeBackend) { b.block, b.blocked = block, make(chan string, 1) })
 	blocked := rawConn(t, addr)
 	blocked.send(t, "SET", "blocked", "1")
-	time.Sleep(50 * time.Millisecond)
+	blockedIn(t, b, "write")
 	blocked.Close()
 
 	reader := newClient(t, addr, 2)
@@ -451,7 +499,7 @@ func TestConnectionKilledMidCommand(t *testing.T) {
 // commit and returns only when no command runs any more.
 func TestCloseUnblocksWrites(t *testing.T) {
 	b := newFake()
-	b.block = make(chan struct{})
+	b.block, b.blocked = make(chan struct{}), make(chan string, 1)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -461,7 +509,7 @@ func TestCloseUnblocksWrites(t *testing.T) {
 	go func() { done <- s.Serve(ln) }()
 	c := rawConn(t, ln.Addr().String())
 	c.send(t, "SET", "k", "v")
-	time.Sleep(50 * time.Millisecond)
+	blockedIn(t, b, "write")
 	closed := make(chan error, 1)
 	go func() { closed <- s.Close() }()
 	select {

@@ -3,6 +3,7 @@ package resp
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -74,5 +75,129 @@ func TestProtocolErrorBehindWait(t *testing.T) {
 	c.expect(t, ":0", "+PONG")
 	if l := c.line(t); !strings.HasPrefix(l, "-ERR Protocol error") {
 		t.Fatalf("got %q, want the protocol error", l)
+	}
+}
+
+// blockingServer starts a server on b (fakeBackend or blockingPipe) whose
+// Backend calls block until the test closes the returned channel.
+func blockingServer(t *testing.T, f *fakeBackend, b Backend) (*Server, string, chan struct{}) {
+	t.Helper()
+	block := make(chan struct{})
+	f.set(func(f *fakeBackend) {
+		f.block, f.blocked, f.unblocked = block, make(chan string, 16), make(chan error, 16)
+	})
+	s, addr := startServer(t, b, Config{})
+	return s, addr, block
+}
+
+// blockedIn waits until a call blocks in the fake and checks which.
+func blockedIn(t *testing.T, f *fakeBackend, want string) {
+	t.Helper()
+	select {
+	case got := <-f.blocked:
+		if got != want {
+			t.Fatalf("%s blocked, want %s", got, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no %s blocked", want)
+	}
+}
+
+// unblockedBy returns why a blocked call in the fake ended.
+func unblockedBy(t *testing.T, f *fakeBackend) error {
+	t.Helper()
+	select {
+	case err := <-f.unblocked:
+		return err
+	case <-time.After(5 * time.Second):
+		t.Fatal("call still blocked after 5 s")
+		return nil
+	}
+}
+
+// TestBlockedCallsEndWhenClientLeaves: a client that disconnects while a
+// write waits for commit (alone or in a pipeline) or a read waits in the
+// backend frees the call at once: its context ends.
+func TestBlockedCallsEndWhenClientLeaves(t *testing.T) {
+	for _, tc := range []struct {
+		name, send, blocked string
+		pipe, reads         bool
+	}{
+		{"write", string(encode("SET", "k", "v")), "write", false, false},
+		{"pipelined write", string(encode("SET", "k", "v")) + string(encode("SET", "j", "v")), "wait", true, false},
+		{"read", string(encode("GET", "k")), "read", false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFake()
+			f.blockReads = tc.reads
+			var b Backend = f
+			if tc.pipe {
+				b = blockingPipe{f}
+			}
+			_, addr, _ := blockingServer(t, f, b)
+			c := rawConn(t, addr)
+			c.write(t, tc.send)
+			blockedIn(t, f, tc.blocked)
+			c.Close()
+			if err := unblockedBy(t, f); !errors.Is(err, context.Canceled) {
+				t.Fatalf("blocked %s ended with %v, want its context canceled", tc.blocked, err)
+			}
+		})
+	}
+}
+
+// TestCommandsPipelinedBehindWrite: what a client sends while a write
+// blocks long enough to be watched is served after it, in order.
+func TestCommandsPipelinedBehindWrite(t *testing.T) {
+	f := newFake()
+	s, addr, block := blockingServer(t, f, f)
+	c := rawConn(t, addr)
+	c.send(t, "SET", "k", "v")
+	blockedIn(t, f, "write")
+	waitWatched(t, s)
+	c.write(t, "PING\r\n"+string(encode("GET", "k"))+"*2\r\n$3\r\nGET")
+	close(block)
+	if err := unblockedBy(t, f); err != nil {
+		t.Fatalf("write ended with %v, want its commit", err)
+	}
+	c.write(t, "\r\n$1\r\nk\r\n")
+	c.expect(t, "+OK", "+PONG", "$1", "v", "$1", "v")
+}
+
+// waitWatched waits until the sweeper watches a blocked call.
+func waitWatched(t *testing.T, s *Server) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, sess := range s.sessionsByID() {
+			if sess.call.Load()&callWatched != 0 {
+				return
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatal("no call watched after 5 s")
+}
+
+// TestWatchesComeAndGo streams a pipeline whose commits take up to twice
+// watchDelay, so that watches start and stop while commands arrive; every
+// reply must come back, in order.
+func TestWatchesComeAndGo(t *testing.T) {
+	b := &pipeFake{fakeBackend: newFake(), commitDelay: 2 * watchDelay}
+	_, addr := startServer(t, b, Config{})
+	c := rawConn(t, addr)
+	const n = 300
+	go func() {
+		for i := range n {
+			if _, err := c.Write(encode("INCR", "n")); err != nil {
+				return
+			}
+			if i%7 == 0 {
+				time.Sleep(time.Duration(i%3) * watchDelay)
+			}
+		}
+	}()
+	for i := range n {
+		c.expect(t, ":"+strconv.Itoa(i+1))
 	}
 }
