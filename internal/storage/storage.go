@@ -37,7 +37,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
-	"github.com/tandemdb/tandem/internal/commands"
+	"github.com/tandemdb/tandem/internal/keyspace"
 	"github.com/tandemdb/tandem/internal/logrec"
 )
 
@@ -588,33 +588,33 @@ type View struct {
 	NowMs int64
 }
 
-var _ commands.View = View{}
+var _ keyspace.View = View{}
 
-// Get implements commands.View.
-func (v View) Get(key []byte) (commands.Value, bool, error) {
+// Get implements keyspace.View.
+func (v View) Get(key []byte) (keyspace.Value, bool, error) {
 	kbuf := make([]byte, 0, len(key)+1)
 	kbuf = append(append(kbuf, prefixData), key...)
 	raw, closer, err := v.DB.pdb.Get(kbuf)
 	if errors.Is(err, pebble.ErrNotFound) {
-		return commands.Value{}, false, nil
+		return keyspace.Value{}, false, nil
 	}
 	if err != nil {
-		return commands.Value{}, false, fmt.Errorf("storage: get: %w", err)
+		return keyspace.Value{}, false, fmt.Errorf("storage: get: %w", err)
 	}
 	defer closer.Close()
 	val, err := decodeValue(raw)
 	if err != nil {
-		return commands.Value{}, false, err
+		return keyspace.Value{}, false, err
 	}
 	if val.ExpireAtMs != 0 && val.ExpireAtMs <= v.NowMs {
-		return commands.Value{}, false, nil
+		return keyspace.Value{}, false, nil
 	}
 	val.Data = bytes.Clone(val.Data)
 	return val, true, nil
 }
 
-// Scan implements commands.View.
-func (v View) Scan(start []byte, fn func(key []byte, val commands.Value) bool) error {
+// Scan implements keyspace.View.
+func (v View) Scan(start []byte, fn func(key []byte, val keyspace.Value) bool) error {
 	lower := append([]byte{prefixData}, start...)
 	it, err := v.DB.pdb.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: dataUpper})
 	if err != nil {
@@ -744,11 +744,11 @@ func getUint(g getter, key []byte) (uint64, error) {
 	return binary.BigEndian.Uint64(v), nil
 }
 
-func decodeValue(raw []byte) (commands.Value, error) {
+func decodeValue(raw []byte) (keyspace.Value, error) {
 	if len(raw) < 8 {
-		return commands.Value{}, fmt.Errorf("storage: value of %d bytes: %w", len(raw), logrec.ErrCorrupt)
+		return keyspace.Value{}, fmt.Errorf("storage: value of %d bytes: %w", len(raw), logrec.ErrCorrupt)
 	}
-	return commands.Value{ExpireAtMs: int64(binary.BigEndian.Uint64(raw)), Data: raw[8:]}, nil
+	return keyspace.Value{ExpireAtMs: int64(binary.BigEndian.Uint64(raw)), Data: raw[8:]}, nil
 }
 
 func logKey(lsn uint64) []byte {

@@ -14,7 +14,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
-	"github.com/tandemdb/tandem/internal/commands"
+	"github.com/tandemdb/tandem/internal/keyspace"
 	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/snapshot"
 )
@@ -94,7 +94,7 @@ func mustApply(t *testing.T, d *DB, es ...logrec.Entry) {
 func dump(t *testing.T, d *DB) []string {
 	t.Helper()
 	var out []string
-	err := View{DB: d, NowMs: -1 << 63}.Scan(nil, func(k []byte, v commands.Value) bool {
+	err := View{DB: d, NowMs: -1 << 63}.Scan(nil, func(k []byte, v keyspace.Value) bool {
 		out = append(out, fmt.Sprintf("%s=%s@%d", k, v.Data, v.ExpireAtMs))
 		return true
 	})
@@ -523,7 +523,7 @@ func TestViewExpiry(t *testing.T) {
 	}
 	scan := func(nowMs int64, start string) []string {
 		var keys []string
-		_ = View{DB: d, NowMs: nowMs}.Scan([]byte(start), func(k []byte, v commands.Value) bool {
+		_ = View{DB: d, NowMs: nowMs}.Scan([]byte(start), func(k []byte, v keyspace.Value) bool {
 			keys = append(keys, string(k))
 			return true
 		})
@@ -545,7 +545,7 @@ func TestViewExpiry(t *testing.T) {
 	}
 	// Scan stops when fn returns false.
 	var n int
-	_ = View{DB: d}.Scan(nil, func([]byte, commands.Value) bool { n++; return false })
+	_ = View{DB: d}.Scan(nil, func([]byte, keyspace.Value) bool { n++; return false })
 	if n != 1 {
 		t.Errorf("Scan called fn %d times after it returned false", n)
 	}
