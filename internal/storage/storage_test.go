@@ -14,6 +14,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/tandemdb/tandem/internal/frame"
 	"github.com/tandemdb/tandem/internal/keyspace"
 	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/snapshot"
@@ -267,17 +268,34 @@ func TestCorruptStoredEntry(t *testing.T) {
 	if err := d.pdb.Set(logKey(3), other[0], pebble.Sync); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.ReadLog(3, 3, 1<<20); !errors.Is(err, logrec.ErrCorrupt) {
+	if _, err := d.ReadLog(3, 3, 1<<20); !errors.Is(err, ErrCorrupt) || !frame.IsCorruption(err) {
 		t.Errorf("ReadLog of a misplaced entry: %v, want ErrCorrupt", err)
 	}
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if d, err := Open(dir, Options{FS: fs, Logger: testLogger(t)}); !errors.Is(err, logrec.ErrCorrupt) {
+	if d, err := Open(dir, Options{FS: fs, Logger: testLogger(t)}); !errors.Is(err, ErrCorrupt) || !frame.IsCorruption(err) {
 		if err == nil {
 			d.Close()
 		}
 		t.Errorf("Open with a corrupt log: %v, want ErrCorrupt", err)
+	}
+}
+
+// TestCorruptStoredValue: a data row too short to hold its expiry is
+// storage's corruption (the shared marker), on Get and on Scan.
+func TestCorruptStoredValue(t *testing.T) {
+	d := open(t, vfs.NewMem())
+	defer d.Close()
+	if err := d.pdb.Set(append([]byte{prefixData}, "k"...), []byte("short"), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := (View{DB: d}).Get([]byte("k")); !errors.Is(err, ErrCorrupt) || !frame.IsCorruption(err) {
+		t.Errorf("Get of a short value: %v, want ErrCorrupt", err)
+	}
+	err := View{DB: d}.Scan(nil, func([]byte, keyspace.Value) bool { return true })
+	if !errors.Is(err, ErrCorrupt) || !frame.IsCorruption(err) {
+		t.Errorf("Scan over a short value: %v, want ErrCorrupt", err)
 	}
 }
 
