@@ -93,7 +93,7 @@ func statusCmd() *cobra.Command {
 				enc.SetIndent("", "  ")
 				return enc.Encode(r)
 			}
-			r.PrintTable(cmd.OutOrStdout())
+			cluster.PrintTable(cmd.OutOrStdout(), r)
 			return nil
 		},
 	}

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tandemdb/tandem/internal/statusdoc"
 )
 
 // FileName is the cluster file in Config.Dir that `tandem status` reads.
@@ -341,7 +343,7 @@ func (c *Cluster) Stop() error {
 }
 
 // Status fetches node id's /status.
-func (c *Cluster) Status(ctx context.Context, id int) (NodeStatus, error) {
+func (c *Cluster) Status(ctx context.Context, id int) (statusdoc.Node, error) {
 	return FetchStatus(ctx, c.Node(id).HTTPAddr)
 }
 
@@ -382,29 +384,9 @@ func WaitReady(ctx context.Context, addr string) error {
 	}
 }
 
-// NodeStatus is a node's /status document (the fields tools read).
-type NodeStatus struct {
-	ID         string  `json:"id"`
-	Role       string  `json:"role"`
-	Epoch      uint64  `json:"epoch"`
-	State      string  `json:"state"`
-	Mode       string  `json:"mode"`
-	Addr       string  `json:"addr"`
-	PID        int     `json:"pid"`
-	DurableLSN uint64  `json:"durable_lsn"`
-	AppliedLSN uint64  `json:"applied_lsn"`
-	CommitLSN  uint64  `json:"commit_lsn"`
-	LagLSN     uint64  `json:"lag_lsn"`
-	LagSeconds float64 `json:"lag_seconds"`
-	Leader     string  `json:"leader"`
-	SeedBytes  uint64  `json:"seed_bytes"`
-	SeedTotal  uint64  `json:"seed_total"`
-	SeedPct    float64 `json:"seed_percent"`
-}
-
 // FetchStatus reads the /status of the node whose HTTP address is addr.
-func FetchStatus(ctx context.Context, addr string) (NodeStatus, error) {
-	var s NodeStatus
+func FetchStatus(ctx context.Context, addr string) (statusdoc.Node, error) {
+	var s statusdoc.Node
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/status", nil)

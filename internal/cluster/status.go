@@ -9,31 +9,9 @@ import (
 	"path/filepath"
 	"sync"
 	"text/tabwriter"
+
+	"github.com/tandemdb/tandem/internal/statusdoc"
 )
-
-// Report is what `tandem status` prints. The JSON field names are a stable
-// contract (DESIGN.md §10).
-type Report struct {
-	Epoch  uint64       `json:"epoch"`
-	Leader string       `json:"leader"`
-	Proxy  string       `json:"proxy"`
-	Nodes  []NodeReport `json:"nodes"`
-}
-
-// NodeReport is one node's line in a Report.
-type NodeReport struct {
-	ID         string  `json:"id"`
-	Role       string  `json:"role"`
-	Addr       string  `json:"addr"`
-	PID        int     `json:"pid"`
-	State      string  `json:"state"` // leading, seeding, catching-up, streaming, down
-	DurableLSN uint64  `json:"durable_lsn"`
-	AppliedLSN uint64  `json:"applied_lsn"`
-	LagLSN     uint64  `json:"lag_lsn"`
-	LagSeconds float64 `json:"lag_seconds"`
-	Sync       bool    `json:"sync"`
-	SeedPct    float64 `json:"seed_percent,omitempty"`
-}
 
 // ReadFile reads the cluster file in dir.
 func ReadFile(dir string) (File, error) {
@@ -48,19 +26,20 @@ func ReadFile(dir string) (File, error) {
 	return f, nil
 }
 
-// Collect asks every node of the cluster file for its status; a node that
-// does not answer is reported down.
-func Collect(ctx context.Context, f File) Report {
-	r := Report{Proxy: f.Proxy, Nodes: make([]NodeReport, len(f.Nodes))}
+// Collect asks every node of the cluster file for its status and builds the
+// cluster document (`tandem status --json`); a node that does not answer is
+// reported down.
+func Collect(ctx context.Context, f File) statusdoc.Cluster {
+	r := statusdoc.Cluster{Proxy: f.Proxy, Nodes: make([]statusdoc.ClusterNode, len(f.Nodes))}
 	var wg sync.WaitGroup
 	for i, n := range f.Nodes {
 		wg.Go(func() {
-			nr := NodeReport{ID: n.Name, Addr: n.RESPAddr, PID: n.PID, State: "down"}
+			nr := statusdoc.ClusterNode{ID: n.Name, Addr: n.RESPAddr, PID: n.PID, State: statusdoc.StateDown}
 			if s, err := FetchStatus(ctx, n.HTTPAddr); err == nil {
-				nr.Role, nr.State, nr.PID = s.Role, s.State, s.PID
+				nr.Role, nr.State, nr.Reason, nr.PID = s.Role, s.State, s.Reason, s.PID
 				nr.DurableLSN, nr.AppliedLSN, nr.LagLSN, nr.LagSeconds = s.DurableLSN, s.AppliedLSN, s.LagLSN, s.LagSeconds
-				nr.SeedPct = s.SeedPct
-				if s.Role == "leader" {
+				nr.SeedPercent = s.SeedPercent
+				if s.Role == statusdoc.RoleLeader {
 					r.Leader = n.Name
 					r.Epoch = max(r.Epoch, s.Epoch)
 				}
@@ -71,9 +50,9 @@ func Collect(ctx context.Context, f File) Report {
 	wg.Wait()
 	// A follower's lag is measured against the leader's last LSN.
 	for i := range r.Nodes {
-		if r.Nodes[i].Role == "leader" {
+		if r.Nodes[i].Role == statusdoc.RoleLeader {
 			for j := range r.Nodes {
-				if r.Nodes[j].Role == "follower" && r.Nodes[i].DurableLSN > r.Nodes[j].AppliedLSN {
+				if r.Nodes[j].Role == statusdoc.RoleFollower && r.Nodes[i].DurableLSN > r.Nodes[j].AppliedLSN {
 					r.Nodes[j].LagLSN = max(r.Nodes[j].LagLSN, r.Nodes[i].DurableLSN-r.Nodes[j].AppliedLSN)
 				}
 			}
@@ -82,8 +61,8 @@ func Collect(ctx context.Context, f File) Report {
 	return r
 }
 
-// PrintTable writes r as a readable table.
-func (r Report) PrintTable(w io.Writer) {
+// PrintTable writes the cluster document r as a readable table.
+func PrintTable(w io.Writer, r statusdoc.Cluster) {
 	leader := r.Leader
 	if leader == "" {
 		leader = "(none)"
@@ -100,8 +79,11 @@ func (r Report) PrintTable(w io.Writer) {
 		if role == "" {
 			role = "-"
 		}
-		if state == "seeding" && n.SeedPct > 0 {
-			state = fmt.Sprintf("seeding %.0f%%", n.SeedPct)
+		if state == "seeding" && n.SeedPercent > 0 {
+			state = fmt.Sprintf("seeding %.0f%%", n.SeedPercent)
+		}
+		if n.Reason != "" {
+			state = fmt.Sprintf("%s (%s)", state, n.Reason)
 		}
 		pid := "-"
 		if n.PID != 0 {
@@ -111,7 +93,7 @@ func (r Report) PrintTable(w io.Writer) {
 		if n.Sync {
 			sync = "sync"
 		}
-		if n.Role == "leader" {
+		if n.Role == statusdoc.RoleLeader || n.Role == statusdoc.RoleFenced {
 			sync = "-"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%.3f\t%s\n", n.ID, role, n.Addr, pid, state, n.DurableLSN, n.AppliedLSN, n.LagLSN, n.LagSeconds, sync)

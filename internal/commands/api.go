@@ -22,27 +22,19 @@ package commands
 import (
 	"errors"
 
+	"github.com/tandemdb/tandem/internal/keyspace"
 	"github.com/tandemdb/tandem/internal/logrec"
 )
 
-// Value is a live string value and its absolute expiry.
-type Value struct {
-	Data       []byte
-	ExpireAtMs int64 // absolute Unix milliseconds; 0 means no expiry
-}
+// Value is a live string value and its absolute expiry. It is declared in
+// package keyspace, below storage, so that storage can implement View
+// without importing commands.
+type Value = keyspace.Value
 
-// View is the keyspace a command reads. Implementations hide expired keys:
-// Get never returns a key whose ExpireAtMs is at or before Ctx.NowMs.
-type View interface {
-	// Get returns the live value of key. Replies and operations may keep
-	// the returned Data after the command returns, so an implementation
-	// must never modify it afterwards (return a copy or immutable bytes).
-	Get(key []byte) (Value, bool, error)
-	// Scan calls fn for live keys >= start in ascending order until fn
-	// returns false. The key slice is valid only during the call; commands
-	// copy the keys they keep.
-	Scan(start []byte, fn func(key []byte, v Value) bool) error
-}
+// View is the keyspace a command reads (see keyspace.View).
+// Implementations hide expired keys: Get never returns a key whose
+// ExpireAtMs is at or before Ctx.NowMs.
+type View = keyspace.View
 
 // Ctx is what a command may know besides its arguments.
 type Ctx struct {

@@ -19,21 +19,24 @@
 //	        keyLen uvarint, key
 //	        put only: expireAtMs varint (0 = no expiry), valueLen uvarint, value
 //
-// Decode verifies the checksum before it parses anything, and rejects
-// trailing bytes, so a flipped bit is always an error, never a wrong entry.
+// An entry is a frame (package frame): the checksum, then a body that is
+// everything from version on. Decode verifies the checksum before it parses
+// anything, and rejects trailing bytes, so a flipped bit is always an error,
+// never a wrong entry.
 package logrec
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"hash/crc32"
+
+	"github.com/tandemdb/tandem/internal/frame"
 )
 
 // ErrCorrupt marks an entry whose bytes do not match their checksum or do not
 // parse. It is never a torn tail: log entries are written in whole Pebble
 // batches, so a corrupt entry means the storage or the network damaged it.
-var ErrCorrupt = errors.New("logrec: corrupt entry")
+// It is a frame.ErrCorrupt: errors.Is(err, frame.ErrCorrupt) holds too.
+var ErrCorrupt = frame.NewCorruption("logrec: corrupt entry")
 
 // formatVersion is part of the wire format and must not change.
 const formatVersion = 1
@@ -74,12 +77,10 @@ type Entry struct {
 	Ops    []Op
 }
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 // Append encodes e and appends it to dst.
 func Append(dst []byte, e *Entry) []byte {
 	start := len(dst)
-	dst = append(dst, 0, 0, 0, 0, formatVersion)
+	dst = append(frame.Begin(dst), formatVersion)
 	dst = binary.AppendUvarint(dst, e.Epoch)
 	dst = binary.AppendUvarint(dst, e.LSN)
 	dst = binary.AppendVarint(dst, e.TimeNs)
@@ -95,7 +96,7 @@ func Append(dst []byte, e *Entry) []byte {
 			dst = append(dst, op.Value...)
 		}
 	}
-	binary.LittleEndian.PutUint32(dst[start:], crc32.Checksum(dst[start+4:], castagnoli))
+	frame.Seal(dst[start:])
 	return dst
 }
 
@@ -106,13 +107,11 @@ func Encode(e *Entry) []byte { return Append(nil, e) }
 // alias b. Any mismatch with the checksum or the format wraps ErrCorrupt.
 func Decode(b []byte) (Entry, error) {
 	var e Entry
-	if len(b) < 5 {
-		return e, fmt.Errorf("%w: %d bytes is too short", ErrCorrupt, len(b))
+	body, err := frame.Open(b, ErrCorrupt)
+	if err != nil {
+		return e, err
 	}
-	if want, got := binary.LittleEndian.Uint32(b), crc32.Checksum(b[4:], castagnoli); want != got {
-		return e, fmt.Errorf("%w: checksum %08x, computed %08x", ErrCorrupt, want, got)
-	}
-	d := decoder{buf: b[4:]}
+	d := decoder{buf: body}
 	if v := d.byte(); v != formatVersion {
 		return e, fmt.Errorf("%w: unknown format version %d", ErrCorrupt, v)
 	}
@@ -152,16 +151,14 @@ func Decode(b []byte) (Entry, error) {
 // PeekLSN returns the epoch and LSN of an encoded entry after verifying its
 // checksum, without decoding the operations.
 func PeekLSN(b []byte) (epoch, lsn uint64, err error) {
-	if len(b) < 5 {
-		return 0, 0, fmt.Errorf("%w: %d bytes is too short", ErrCorrupt, len(b))
+	body, err := frame.Open(b, ErrCorrupt)
+	if err != nil {
+		return 0, 0, err
 	}
-	if want, got := binary.LittleEndian.Uint32(b), crc32.Checksum(b[4:], castagnoli); want != got {
-		return 0, 0, fmt.Errorf("%w: checksum %08x, computed %08x", ErrCorrupt, want, got)
+	if body[0] != formatVersion {
+		return 0, 0, fmt.Errorf("%w: unknown format version %d", ErrCorrupt, body[0])
 	}
-	if b[4] != formatVersion {
-		return 0, 0, fmt.Errorf("%w: unknown format version %d", ErrCorrupt, b[4])
-	}
-	d := decoder{buf: b[5:]}
+	d := decoder{buf: body[1:]}
 	epoch, lsn = d.uvarint(), d.uvarint()
 	return epoch, lsn, d.err
 }

@@ -10,46 +10,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tandemdb/tandem/internal/replication"
+	"github.com/tandemdb/tandem/internal/statusdoc"
 )
 
-// Status is the node's /status document. Field names are stable: `tandem
-// status` and the chaos harness read them.
-type Status struct {
-	ID         string  `json:"id"`
-	Role       string  `json:"role"` // "leader" or "follower"
-	Epoch      uint64  `json:"epoch"`
-	State      string  `json:"state"` // leading, seeding, catching-up, streaming
-	Mode       string  `json:"mode"`
-	RESPAddr   string  `json:"addr"`
-	PeerAddr   string  `json:"peer_addr"`
-	PID        int     `json:"pid"`
-	DurableLSN uint64  `json:"durable_lsn"`
-	AppliedLSN uint64  `json:"applied_lsn"`
-	CommitLSN  uint64  `json:"commit_lsn"`
-	LagLSN     uint64  `json:"lag_lsn"`
-	LagSeconds float64 `json:"lag_seconds"`
-	// Leader is the leader's RESP address (followers only).
-	Leader    string `json:"leader,omitempty"`
-	Connected bool   `json:"connected"`
-	// SeedBytes and SeedTotal report a seed in progress.
-	SeedBytes   uint64           `json:"seed_bytes,omitempty"`
-	SeedTotal   uint64           `json:"seed_total,omitempty"`
-	SeedPercent float64          `json:"seed_percent,omitempty"`
-	LogEntries  int64            `json:"log_entries"`
-	LogBytes    int64            `json:"log_bytes"`
-	Followers   []FollowerStatus `json:"followers,omitempty"`
-}
+// Status is the node's /status document. Its shape is declared once, in
+// statusdoc (the stable contract); the names stay here for node's callers.
+type Status = statusdoc.Node
 
 // FollowerStatus is the leader's view of one follower.
-type FollowerStatus struct {
-	ID         string  `json:"id"`
-	Addr       string  `json:"addr"`
-	Connected  bool    `json:"connected"`
-	DurableLSN uint64  `json:"durable_lsn"`
-	AppliedLSN uint64  `json:"applied_lsn"`
-	LagLSN     uint64  `json:"lag_lsn"`
-	LagSeconds float64 `json:"lag_seconds"`
-}
+type FollowerStatus = statusdoc.Follower
 
 // Status reports the node's role and positions.
 func (n *Node) Status() Status {
@@ -59,7 +28,7 @@ func (n *Node) Status() Status {
 	l, f := n.roles()
 	if l != nil {
 		ls := l.Status()
-		s.Role, s.State, s.Epoch = "leader", "leading", ls.Epoch
+		s.Role, s.State, s.Epoch = statusdoc.RoleLeader, statusdoc.StateLeading, ls.Epoch
 		s.DurableLSN, s.AppliedLSN, s.CommitLSN, s.Connected = ls.Durable, ls.Applied, ls.Commit, true
 		for _, fp := range ls.Followers {
 			fs := FollowerStatus{ID: fp.NodeID, Addr: fp.RESPAddr, Connected: fp.Connected, DurableLSN: fp.DurableLSN, AppliedLSN: fp.AppliedLSN}
@@ -71,8 +40,16 @@ func (n *Node) Status() Status {
 		}
 		return s
 	}
+	if f == nil {
+		// Neither leader nor follower (a failed Lead can leave the node so):
+		// report it fenced rather than dereference a nil follower. Reason is
+		// for the code that fences the node to fill.
+		s.Role, s.State, s.Epoch = statusdoc.RoleFenced, statusdoc.StateFenced, n.db.Epoch()
+		s.DurableLSN, s.AppliedLSN = n.db.Durable().LSN, n.db.Applied()
+		return s
+	}
 	fs := f.Status()
-	s.Role, s.State, s.Epoch, s.Connected = "follower", fs.State, fs.Epoch, fs.Connected
+	s.Role, s.State, s.Epoch, s.Connected = statusdoc.RoleFollower, fs.State, fs.Epoch, fs.Connected
 	s.DurableLSN, s.AppliedLSN, s.CommitLSN = n.db.Durable().LSN, n.db.Applied(), fs.Commit
 	s.LagLSN, s.LagSeconds, s.Leader = fs.LagLSN, fs.LagSeconds, n.folRESPAddr()
 	if fs.State == replication.StateSeeding {
@@ -130,7 +107,7 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descLSN, float64(s.CommitLSN), "commit")
 	gauge(descEpoch, float64(s.Epoch))
 	leader := 0.0
-	if s.Role == "leader" {
+	if s.Role == statusdoc.RoleLeader {
 		leader = 1
 	}
 	gauge(descLeader, leader)

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tandemdb/tandem/internal/frame"
 	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/peerpb"
 	"github.com/tandemdb/tandem/internal/snapshot"
@@ -130,8 +131,10 @@ func (f *Follower) Run(ctx context.Context) error {
 		switch {
 		case err == nil:
 			lastErr = ""
-		case errors.Is(err, logrec.ErrCorrupt) || errors.Is(err, ErrOutOfOrder):
-			f.log.Error("leader sent an entry that does not verify; refusing it", "err", err)
+		case frame.IsCorruption(err) || errors.Is(err, ErrOutOfOrder):
+			// A damaged entry or snapshot chunk (or damaged local data) is
+			// refused, never applied or skipped: say so loudly, every time.
+			f.log.Error("leader sent data that does not verify; refusing it", "err", err)
 		case err.Error() != lastErr:
 			// Retries every Retry interval: log each distinct failure once.
 			f.log.Warn("replication stream ended; retrying", "err", err)
@@ -482,12 +485,16 @@ func (f *Follower) seed(ctx context.Context) error {
 		}
 		switch b := c.Body.(type) {
 		case *peerpb.SnapshotChunk_Data:
+			// A chunk that does not verify is corruption (snapshot.ErrCorrupt,
+			// a frame.ErrCorrupt), not a broken stream: the seed ends here
+			// without FinishIngest, the node stays seeding, and Run reports
+			// it as refused data before the next seed starts from scratch.
 			rows, err := snapshot.Decode(b.Data)
 			if err != nil {
-				return fmt.Errorf("replication: snapshot chunk: %w", err)
+				return fmt.Errorf("replication: snapshot chunk %d bytes into the seed: %w", f.Status().SeedBytes, err)
 			}
 			if err := db.IngestRows(rows); err != nil {
-				return err
+				return fmt.Errorf("replication: snapshot chunk: %w", err)
 			}
 			keys += uint64(len(rows))
 			f.mu.Lock()

@@ -7,26 +7,28 @@
 //	count  uvarint
 //	row*   keyLen uvarint, key, valueLen uvarint, value
 //
-// Decode verifies the checksum first and rejects trailing bytes, so a damaged
-// chunk is always an error, never a wrong row.
+// A chunk is a frame (package frame): the checksum, then a body that is
+// everything from count on. Decode verifies the checksum first and rejects
+// trailing bytes, so a damaged chunk is always an error, never a wrong row.
 package snapshot
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"hash/crc32"
+
+	"github.com/tandemdb/tandem/internal/frame"
 )
 
-// ErrCorrupt marks a chunk that does not match its checksum or does not parse.
-var ErrCorrupt = errors.New("snapshot: corrupt chunk")
+// ErrCorrupt marks a chunk that does not match its checksum or does not
+// parse, or a row that cannot be a stored value. It is a frame.ErrCorrupt:
+// errors.Is(err, frame.ErrCorrupt) holds too. A follower that meets it
+// refuses the snapshot; it is not a transient failure to retry through.
+var ErrCorrupt = frame.NewCorruption("snapshot: corrupt chunk")
 
 // Row is one stored key and its stored value.
 type Row struct {
 	Key, Value []byte
 }
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Encoder builds one chunk at a time.
 type Encoder struct {
@@ -53,10 +55,10 @@ func (e *Encoder) Count() uint64 { return e.count }
 // Finish returns the encoded chunk and resets the encoder. The returned
 // slice is valid until the next call to Finish.
 func (e *Encoder) Finish() []byte {
-	e.buf = append(e.buf[:0], 0, 0, 0, 0)
+	e.buf = frame.Begin(e.buf[:0])
 	e.buf = binary.AppendUvarint(e.buf, e.count)
 	e.buf = append(e.buf, e.body...)
-	binary.LittleEndian.PutUint32(e.buf, crc32.Checksum(e.buf[4:], castagnoli))
+	frame.Seal(e.buf)
 	e.body = e.body[:0]
 	e.count = 0
 	return e.buf
@@ -64,13 +66,10 @@ func (e *Encoder) Finish() []byte {
 
 // Decode parses a chunk. Rows alias b.
 func Decode(b []byte) ([]Row, error) {
-	if len(b) < 5 {
-		return nil, fmt.Errorf("%w: %d bytes is too short", ErrCorrupt, len(b))
+	b, err := frame.Open(b, ErrCorrupt)
+	if err != nil {
+		return nil, err
 	}
-	if want, got := binary.LittleEndian.Uint32(b), crc32.Checksum(b[4:], castagnoli); want != got {
-		return nil, fmt.Errorf("%w: checksum %08x, computed %08x", ErrCorrupt, want, got)
-	}
-	b = b[4:]
 	count, n := binary.Uvarint(b)
 	if n <= 0 || n != uvarintLen(count) {
 		return nil, fmt.Errorf("%w: bad row count", ErrCorrupt)

@@ -17,7 +17,9 @@
 //     Pebble batch, so after a crash data and applied LSN are in step.
 //   - Applied never passes durable: Apply refuses entries beyond the log.
 //   - Reads of a log entry verify its checksum; a corrupt entry is an error
-//     wrapping logrec.ErrCorrupt, never skipped.
+//     wrapping logrec.ErrCorrupt, never skipped. Other damage (a misplaced
+//     entry, a malformed value or metadata record) wraps ErrCorrupt. Both
+//     are frame.ErrCorrupt, the marker callers test for.
 //
 // The expiry index may hold stale rows (a key whose expiry was changed or
 // that was deleted); readers check the data row, and ExpiredKeys drops stale
@@ -37,7 +39,8 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
-	"github.com/tandemdb/tandem/internal/commands"
+	"github.com/tandemdb/tandem/internal/frame"
+	"github.com/tandemdb/tandem/internal/keyspace"
 	"github.com/tandemdb/tandem/internal/logrec"
 )
 
@@ -52,6 +55,11 @@ var (
 	ErrBelowApplied = errors.New("storage: truncation below applied lsn")
 	// ErrNotDurable: Apply was given an entry beyond the durable log.
 	ErrNotDurable = errors.New("storage: apply beyond durable lsn")
+	// ErrCorrupt: stored bytes cannot be what was written: a value or a
+	// metadata record of the wrong size, a log entry under another LSN's
+	// key, an applied LSN beyond the log. A damaged entry itself is
+	// logrec.ErrCorrupt. Both are frame.ErrCorrupt.
+	ErrCorrupt = frame.NewCorruption("storage: corrupt data")
 )
 
 // Position names a log entry.
@@ -185,7 +193,7 @@ func (d *DB) recover() error {
 			return fmt.Errorf("storage: log entry %d: %w", lsn, err)
 		}
 		if elsn != lsn || lsn != d.durable.LSN+1 {
-			return fmt.Errorf("storage: log entry at key %d holds lsn %d after %d: %w", lsn, elsn, d.durable.LSN, logrec.ErrCorrupt)
+			return fmt.Errorf("storage: log entry at key %d holds lsn %d after %d: %w", lsn, elsn, d.durable.LSN, ErrCorrupt)
 		}
 		d.durable = Position{Epoch: epoch, LSN: lsn}
 		d.logBytes += int64(len(it.Value()))
@@ -195,7 +203,7 @@ func (d *DB) recover() error {
 		return fmt.Errorf("storage: scan log: %w", err)
 	}
 	if d.applied > d.durable.LSN {
-		return fmt.Errorf("storage: applied lsn %d beyond durable %d: %w", d.applied, d.durable.LSN, logrec.ErrCorrupt)
+		return fmt.Errorf("storage: applied lsn %d beyond durable %d: %w", d.applied, d.durable.LSN, ErrCorrupt)
 	}
 	if d.durable.Epoch > d.epoch {
 		d.epoch = d.durable.Epoch
@@ -402,7 +410,7 @@ func (d *DB) ReadLog(lo, hi uint64, maxBytes int) ([][]byte, error) {
 		if _, elsn, err := logrec.PeekLSN(raw); err != nil {
 			return nil, fmt.Errorf("storage: read lsn %d: %w", lsn, err)
 		} else if elsn != lsn {
-			return nil, fmt.Errorf("storage: read lsn %d holds lsn %d: %w", lsn, elsn, logrec.ErrCorrupt)
+			return nil, fmt.Errorf("storage: read lsn %d holds lsn %d: %w", lsn, elsn, ErrCorrupt)
 		}
 		out = append(out, raw)
 		size += len(raw)
@@ -588,33 +596,33 @@ type View struct {
 	NowMs int64
 }
 
-var _ commands.View = View{}
+var _ keyspace.View = View{}
 
-// Get implements commands.View.
-func (v View) Get(key []byte) (commands.Value, bool, error) {
+// Get implements keyspace.View.
+func (v View) Get(key []byte) (keyspace.Value, bool, error) {
 	kbuf := make([]byte, 0, len(key)+1)
 	kbuf = append(append(kbuf, prefixData), key...)
 	raw, closer, err := v.DB.pdb.Get(kbuf)
 	if errors.Is(err, pebble.ErrNotFound) {
-		return commands.Value{}, false, nil
+		return keyspace.Value{}, false, nil
 	}
 	if err != nil {
-		return commands.Value{}, false, fmt.Errorf("storage: get: %w", err)
+		return keyspace.Value{}, false, fmt.Errorf("storage: get: %w", err)
 	}
 	defer closer.Close()
 	val, err := decodeValue(raw)
 	if err != nil {
-		return commands.Value{}, false, err
+		return keyspace.Value{}, false, err
 	}
 	if val.ExpireAtMs != 0 && val.ExpireAtMs <= v.NowMs {
-		return commands.Value{}, false, nil
+		return keyspace.Value{}, false, nil
 	}
 	val.Data = bytes.Clone(val.Data)
 	return val, true, nil
 }
 
-// Scan implements commands.View.
-func (v View) Scan(start []byte, fn func(key []byte, val commands.Value) bool) error {
+// Scan implements keyspace.View.
+func (v View) Scan(start []byte, fn func(key []byte, val keyspace.Value) bool) error {
 	lower := append([]byte{prefixData}, start...)
 	it, err := v.DB.pdb.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: dataUpper})
 	if err != nil {
@@ -739,16 +747,16 @@ func getUint(g getter, key []byte) (uint64, error) {
 	}
 	defer closer.Close()
 	if len(v) != 8 {
-		return 0, fmt.Errorf("storage: %s is %d bytes: %w", key[1:], len(v), logrec.ErrCorrupt)
+		return 0, fmt.Errorf("storage: %s is %d bytes: %w", key[1:], len(v), ErrCorrupt)
 	}
 	return binary.BigEndian.Uint64(v), nil
 }
 
-func decodeValue(raw []byte) (commands.Value, error) {
+func decodeValue(raw []byte) (keyspace.Value, error) {
 	if len(raw) < 8 {
-		return commands.Value{}, fmt.Errorf("storage: value of %d bytes: %w", len(raw), logrec.ErrCorrupt)
+		return keyspace.Value{}, fmt.Errorf("storage: value of %d bytes: %w", len(raw), ErrCorrupt)
 	}
-	return commands.Value{ExpireAtMs: int64(binary.BigEndian.Uint64(raw)), Data: raw[8:]}, nil
+	return keyspace.Value{ExpireAtMs: int64(binary.BigEndian.Uint64(raw)), Data: raw[8:]}, nil
 }
 
 func logKey(lsn uint64) []byte {
@@ -773,7 +781,7 @@ func encodePosition(p Position) []byte {
 
 func decodePosition(b []byte) (Position, error) {
 	if len(b) != 16 {
-		return Position{}, fmt.Errorf("position of %d bytes: %w", len(b), logrec.ErrCorrupt)
+		return Position{}, fmt.Errorf("position of %d bytes: %w", len(b), ErrCorrupt)
 	}
 	return Position{Epoch: binary.BigEndian.Uint64(b), LSN: binary.BigEndian.Uint64(b[8:])}, nil
 }
@@ -788,7 +796,7 @@ func encodePositions(ps []Position) []byte {
 
 func decodePositions(b []byte) ([]Position, error) {
 	if len(b)%16 != 0 {
-		return nil, fmt.Errorf("positions of %d bytes: %w", len(b), logrec.ErrCorrupt)
+		return nil, fmt.Errorf("positions of %d bytes: %w", len(b), ErrCorrupt)
 	}
 	var out []Position
 	for i := 0; i < len(b); i += 16 {

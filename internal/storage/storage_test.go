@@ -14,7 +14,8 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
-	"github.com/tandemdb/tandem/internal/commands"
+	"github.com/tandemdb/tandem/internal/frame"
+	"github.com/tandemdb/tandem/internal/keyspace"
 	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/snapshot"
 )
@@ -94,7 +95,7 @@ func mustApply(t *testing.T, d *DB, es ...logrec.Entry) {
 func dump(t *testing.T, d *DB) []string {
 	t.Helper()
 	var out []string
-	err := View{DB: d, NowMs: -1 << 63}.Scan(nil, func(k []byte, v commands.Value) bool {
+	err := View{DB: d, NowMs: -1 << 63}.Scan(nil, func(k []byte, v keyspace.Value) bool {
 		out = append(out, fmt.Sprintf("%s=%s@%d", k, v.Data, v.ExpireAtMs))
 		return true
 	})
@@ -267,17 +268,34 @@ func TestCorruptStoredEntry(t *testing.T) {
 	if err := d.pdb.Set(logKey(3), other[0], pebble.Sync); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.ReadLog(3, 3, 1<<20); !errors.Is(err, logrec.ErrCorrupt) {
+	if _, err := d.ReadLog(3, 3, 1<<20); !errors.Is(err, ErrCorrupt) || !frame.IsCorruption(err) {
 		t.Errorf("ReadLog of a misplaced entry: %v, want ErrCorrupt", err)
 	}
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if d, err := Open(dir, Options{FS: fs, Logger: testLogger(t)}); !errors.Is(err, logrec.ErrCorrupt) {
+	if d, err := Open(dir, Options{FS: fs, Logger: testLogger(t)}); !errors.Is(err, ErrCorrupt) || !frame.IsCorruption(err) {
 		if err == nil {
 			d.Close()
 		}
 		t.Errorf("Open with a corrupt log: %v, want ErrCorrupt", err)
+	}
+}
+
+// TestCorruptStoredValue: a data row too short to hold its expiry is
+// storage's corruption (the shared marker), on Get and on Scan.
+func TestCorruptStoredValue(t *testing.T) {
+	d := open(t, vfs.NewMem())
+	defer d.Close()
+	if err := d.pdb.Set(append([]byte{prefixData}, "k"...), []byte("short"), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := (View{DB: d}).Get([]byte("k")); !errors.Is(err, ErrCorrupt) || !frame.IsCorruption(err) {
+		t.Errorf("Get of a short value: %v, want ErrCorrupt", err)
+	}
+	err := View{DB: d}.Scan(nil, func([]byte, keyspace.Value) bool { return true })
+	if !errors.Is(err, ErrCorrupt) || !frame.IsCorruption(err) {
+		t.Errorf("Scan over a short value: %v, want ErrCorrupt", err)
 	}
 }
 
@@ -523,7 +541,7 @@ func TestViewExpiry(t *testing.T) {
 	}
 	scan := func(nowMs int64, start string) []string {
 		var keys []string
-		_ = View{DB: d, NowMs: nowMs}.Scan([]byte(start), func(k []byte, v commands.Value) bool {
+		_ = View{DB: d, NowMs: nowMs}.Scan([]byte(start), func(k []byte, v keyspace.Value) bool {
 			keys = append(keys, string(k))
 			return true
 		})
@@ -545,7 +563,7 @@ func TestViewExpiry(t *testing.T) {
 	}
 	// Scan stops when fn returns false.
 	var n int
-	_ = View{DB: d}.Scan(nil, func([]byte, commands.Value) bool { n++; return false })
+	_ = View{DB: d}.Scan(nil, func([]byte, keyspace.Value) bool { n++; return false })
 	if n != 1 {
 		t.Errorf("Scan called fn %d times after it returned false", n)
 	}

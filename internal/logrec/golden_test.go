@@ -1,0 +1,37 @@
+package logrec
+
+import (
+	"bytes"
+	"encoding/hex"
+	"math"
+	"testing"
+)
+
+// TestGolden pins the frozen wire format: these bytes were produced by the
+// encoder before it moved onto package frame, and must never change.
+func TestGolden(t *testing.T) {
+	tests := []struct {
+		e   Entry
+		hex string
+	}{
+		{Entry{}, "9919637d0100000000"},
+		{Entry{Epoch: 3, LSN: 17, TimeNs: 1700000000123456789}, "69f64f09010311aab4aed8c7bfce972f00"},
+		{Entry{Epoch: 7, LSN: 1 << 40, TimeNs: -1, Ops: []Op{
+			{Kind: OpPut, Key: []byte("a"), Value: []byte("1")},
+			{Kind: OpDelete, Key: []byte("b")},
+			{Kind: OpPut, Key: []byte("c"), Value: []byte("3"), ExpireAtMs: 1700000000000},
+		}}, "77542bf10107808080808020010301016100013102016201016380a0abfef9620133"},
+		{Entry{Epoch: math.MaxUint64, LSN: math.MaxUint64, TimeNs: math.MinInt64, Ops: []Op{
+			{Kind: OpPut, Key: []byte{0, 0xff}, Value: []byte{0}, ExpireAtMs: math.MaxInt64},
+		}}, "ced9204c01ffffffffffffffffff01ffffffffffffffffff01ffffffffffffffffff0101010200fffeffffffffffffffff010100"},
+	}
+	for i, tt := range tests {
+		want, _ := hex.DecodeString(tt.hex)
+		if got := Encode(&tt.e); !bytes.Equal(got, want) {
+			t.Errorf("%d: Encode = %x, want %s", i, got, tt.hex)
+		}
+		if got, err := Decode(want); err != nil || !entriesEqual(got, tt.e) {
+			t.Errorf("%d: Decode(golden) = %+v, %v; want %+v", i, got, err, tt.e)
+		}
+	}
+}

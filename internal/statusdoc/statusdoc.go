@@ -1,0 +1,102 @@
+// Package statusdoc is the stable contract of a node's /status document and
+// of `tandem status --json`: the one place their JSON shape is declared.
+// The node serves Node, the local cluster reads it back and aggregates
+// Nodes into a Cluster, and scripts (bench/run.sh, operators' jq) read both.
+//
+// # What it promises
+//
+//   - Field names never change and a field's meaning never changes; new
+//     fields may be added. DESIGN.md §10 fixes the cluster document's
+//     fields: epoch, leader, proxy, nodes[].id, .role, .addr, .pid, .state,
+//     .applied_lsn, .lag_lsn, .lag_seconds, .sync.
+//   - role is one of the Role constants; state is StateLeading for a leader,
+//     the follower's replication state (seeding, catching-up, streaming) for
+//     a follower, StateFenced for a fenced node, and, in the cluster
+//     document only, StateDown for a node that did not answer.
+//   - reason is set only when role is fenced: why the node has no role.
+//
+// The package holds data declarations only: no I/O, no imports.
+package statusdoc
+
+// Roles a node reports. A node is always in exactly one of them.
+const (
+	RoleLeader   = "leader"
+	RoleFollower = "follower"
+	// RoleFenced: the node neither leads nor follows; it refuses writes
+	// and reads and says why in Reason.
+	RoleFenced = "fenced"
+)
+
+// States that are not a follower's replication state.
+const (
+	StateLeading = "leading"
+	StateFenced  = "fenced"
+	// StateDown: the node did not answer (cluster document only).
+	StateDown = "down"
+)
+
+// Node is one node's /status document.
+type Node struct {
+	ID    string `json:"id"`
+	Role  string `json:"role"` // a Role constant
+	Epoch uint64 `json:"epoch"`
+	State string `json:"state"` // leading, seeding, catching-up, streaming, fenced
+	// Reason says why a fenced node has no role (fenced only).
+	Reason     string  `json:"reason,omitempty"`
+	Mode       string  `json:"mode"`
+	RESPAddr   string  `json:"addr"`
+	PeerAddr   string  `json:"peer_addr"`
+	PID        int     `json:"pid"`
+	DurableLSN uint64  `json:"durable_lsn"`
+	AppliedLSN uint64  `json:"applied_lsn"`
+	CommitLSN  uint64  `json:"commit_lsn"`
+	LagLSN     uint64  `json:"lag_lsn"`
+	LagSeconds float64 `json:"lag_seconds"`
+	// Leader is the leader's RESP address (followers only).
+	Leader    string `json:"leader,omitempty"`
+	Connected bool   `json:"connected"`
+	// SeedBytes and SeedTotal report a seed in progress.
+	SeedBytes   uint64     `json:"seed_bytes,omitempty"`
+	SeedTotal   uint64     `json:"seed_total,omitempty"`
+	SeedPercent float64    `json:"seed_percent,omitempty"`
+	LogEntries  int64      `json:"log_entries"`
+	LogBytes    int64      `json:"log_bytes"`
+	Followers   []Follower `json:"followers,omitempty"` // leaders only
+}
+
+// Follower is a leader's view of one of its followers, in Node.Followers.
+type Follower struct {
+	ID         string  `json:"id"`
+	Addr       string  `json:"addr"`
+	Connected  bool    `json:"connected"`
+	DurableLSN uint64  `json:"durable_lsn"`
+	AppliedLSN uint64  `json:"applied_lsn"`
+	LagLSN     uint64  `json:"lag_lsn"`
+	LagSeconds float64 `json:"lag_seconds"`
+}
+
+// Cluster is what `tandem status --json` prints.
+type Cluster struct {
+	Epoch  uint64        `json:"epoch"`
+	Leader string        `json:"leader"` // the leader's node id; empty if none
+	Proxy  string        `json:"proxy"`
+	Nodes  []ClusterNode `json:"nodes"`
+}
+
+// ClusterNode is one node's line in a Cluster.
+type ClusterNode struct {
+	ID   string `json:"id"`
+	Role string `json:"role"` // a Role constant; empty if the node is down
+	Addr string `json:"addr"`
+	PID  int    `json:"pid"`
+	// State is the node's Node.State, or StateDown.
+	State string `json:"state"`
+	// Reason says why a fenced node has no role (fenced only).
+	Reason      string  `json:"reason,omitempty"`
+	DurableLSN  uint64  `json:"durable_lsn"`
+	AppliedLSN  uint64  `json:"applied_lsn"`
+	LagLSN      uint64  `json:"lag_lsn"`
+	LagSeconds  float64 `json:"lag_seconds"`
+	Sync        bool    `json:"sync"`
+	SeedPercent float64 `json:"seed_percent,omitempty"`
+}
