@@ -201,7 +201,10 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	log.Info("chaos run starting", "faults", len(steps), "registers", wcfg.Registers, "counters", wcfg.Counters)
 
 	rec := history.NewRecorder()
-	env := &clusterEnv{c: c, links: links}
+	// The nemesis's own writes (kill-leader-after-ack) are INCRs of the
+	// first counter by a client id of their own, after the final reads'.
+	env := &clusterEnv{c: c, links: links, conns: conns, rec: rec,
+		key: wcfg.Keys()[wcfg.Registers], client: wcfg.Clients + 1, timeout: opts.OpTimeout}
 	runCtx, cancel := context.WithTimeout(ctx, opts.Duration)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -341,6 +344,12 @@ func (l *links) close() {
 type clusterEnv struct {
 	c     *cluster.Cluster
 	links *links
+	// Write's INCRs: on key, as client, each bounded by timeout.
+	conns   map[int]workload.Conn
+	rec     *history.Recorder
+	key     string
+	client  int
+	timeout time.Duration
 }
 
 func (e *clusterEnv) Kill(id int) error   { return e.c.Kill(id) }
@@ -351,6 +360,14 @@ func (e *clusterEnv) WaitReady(ctx context.Context, id int) error {
 	return cluster.WaitReady(ctx, e.c.Node(id).RESPAddr)
 }
 func (e *clusterEnv) Link(from, to int) *relay.Relay { return e.links.get(from, to) }
+func (e *clusterEnv) Write(ctx context.Context, id int) error {
+	op := workload.Incr(ctx, e.conns, id, e.client, e.key, e.timeout, e.rec)
+	e.rec.Add(op)
+	if op.Outcome != history.OK {
+		return fmt.Errorf("chaos: INCR %s on n%d: %s", e.key, id, op.Err)
+	}
+	return nil
+}
 
 // ErrViolations is returned by the command when a run found violations.
 var ErrViolations = errors.New("chaos: violations found")

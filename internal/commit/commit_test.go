@@ -1,6 +1,7 @@
 package commit
 
 import (
+	"strings"
 	"testing"
 	"testing/quick"
 )
@@ -59,15 +60,73 @@ func TestQuorumMatchesNaive(t *testing.T) {
 	}
 }
 
+// TestParseMode: every accepted spelling gives its mode, every other input
+// an error that names it, and String gives back a spelling that parses to
+// the same mode.
 func TestParseMode(t *testing.T) {
-	for _, s := range []string{"async", "quorum 2", "QUORUM 1"} {
-		if _, err := ParseMode(s); err != nil {
-			t.Errorf("ParseMode(%q): %v", s, err)
+	valid := []struct {
+		in   string
+		want Mode
+	}{
+		{"async", Mode{Kind: Async}},
+		{"ASYNC", Mode{Kind: Async}},
+		{"Async", Mode{Kind: Async}},
+		{"  async\t", Mode{Kind: Async}},
+		{"quorum 1", Mode{Kind: Quorum, K: 1}},
+		{"quorum 2", Mode{Kind: Quorum, K: 2}},
+		{"QUORUM 1", Mode{Kind: Quorum, K: 1}},
+		{"Quorum 3", Mode{Kind: Quorum, K: 3}},
+		{"  quorum    2  ", Mode{Kind: Quorum, K: 2}},
+		{"quorum\t4", Mode{Kind: Quorum, K: 4}},
+		{"quorum 10", Mode{Kind: Quorum, K: 10}},
+		{"quorum 02", Mode{Kind: Quorum, K: 2}}, // strconv.Atoi's reading
+		{"quorum +1", Mode{Kind: Quorum, K: 1}}, // likewise
+	}
+	for _, tt := range valid {
+		got, err := ParseMode(tt.in)
+		if err != nil || got != tt.want {
+			t.Errorf("ParseMode(%q) = %+v, %v; want %+v", tt.in, got, err, tt.want)
+			continue
+		}
+		back, err := ParseMode(got.String())
+		if err != nil || back != got {
+			t.Errorf("round trip of %q: String() = %q parses to %+v, %v", tt.in, got.String(), back, err)
 		}
 	}
-	for _, s := range []string{"", "sync", "quorum", "quorum 0", "quorum x"} {
-		if _, err := ParseMode(s); err == nil {
-			t.Errorf("ParseMode(%q) succeeded", s)
+
+	invalid := []struct {
+		in, errHas string
+	}{
+		{"", `unknown mode ""`},
+		{"   ", `unknown mode "   "`},
+		{"sync", `unknown mode "sync"`},
+		{"semisync", `unknown mode "semisync"`},
+		{"asynchronous", `unknown mode "asynchronous"`},
+		{"async 1", `unknown mode "async 1"`},
+		{"quorum", `unknown mode "quorum"`},
+		{"quorum 1 2", `unknown mode "quorum 1 2"`},
+		{"quorum1", `unknown mode "quorum1"`},
+		{"quorum 0", `positive follower count, got "0"`},
+		{"quorum -1", `positive follower count, got "-1"`},
+		{"quorum x", `positive follower count, got "x"`},
+		{"quorum 1.5", `positive follower count, got "1.5"`},
+		{"quorum 99999999999999999999", `positive follower count`},
+	}
+	for _, tt := range invalid {
+		got, err := ParseMode(tt.in)
+		if err == nil {
+			t.Errorf("ParseMode(%q) = %+v, want an error", tt.in, got)
+			continue
+		}
+		if got != (Mode{}) || !strings.HasPrefix(err.Error(), "commit: ") || !strings.Contains(err.Error(), tt.errHas) {
+			t.Errorf("ParseMode(%q) = %+v, %q; want the zero Mode and an error with %q", tt.in, got, err, tt.errHas)
+		}
+	}
+
+	// String of every mode a caller can build parses back to it.
+	for _, m := range []Mode{{Kind: Async}, {Kind: Quorum, K: 1}, {Kind: Quorum, K: 7}} {
+		if back, err := ParseMode(m.String()); err != nil || back != m {
+			t.Errorf("ParseMode(%q) = %+v, %v; want %+v", m.String(), back, err, m)
 		}
 	}
 }

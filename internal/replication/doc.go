@@ -48,10 +48,9 @@
 package replication
 
 import (
-	"context"
 	"errors"
 
-	"github.com/tandemdb/tandem/internal/peerpb"
+	"github.com/tandemdb/tandem/internal/transport"
 )
 
 // Errors of this package.
@@ -80,32 +79,13 @@ var (
 	ErrOverloaded = errors.New("replication: too many writes waiting for commit")
 )
 
-// LeaderStream is the leader's side of one follower's stream; the gRPC
-// server stream implements it, and so does the in-memory pipe in tests.
-type LeaderStream interface {
-	Send(*peerpb.LeaderMessage) error
-	Recv() (*peerpb.FollowerMessage, error)
-}
-
-// FollowerStream is the follower's side of its stream to the leader.
-type FollowerStream interface {
-	Send(*peerpb.FollowerMessage) error
-	Recv() (*peerpb.LeaderMessage, error)
-	CloseSend() error
-}
-
-// SnapshotSender streams snapshot chunks to a follower.
-type SnapshotSender interface {
-	Send(*peerpb.SnapshotChunk) error
-}
-
-// SnapshotReceiver receives snapshot chunks from the leader.
-type SnapshotReceiver interface {
-	Recv() (*peerpb.SnapshotChunk, error)
-}
-
-// Dialer opens streams to the current leader.
-type Dialer interface {
-	Replicate(ctx context.Context) (FollowerStream, error)
-	Snapshot(ctx context.Context, req *peerpb.SnapshotRequest) (SnapshotReceiver, error)
-}
+// The stream types live in package transport (so that tests of any
+// package can carry replication in memory without importing replication);
+// these aliases keep their names here.
+type (
+	LeaderStream     = transport.LeaderStream
+	FollowerStream   = transport.FollowerStream
+	SnapshotSender   = transport.SnapshotSender
+	SnapshotReceiver = transport.SnapshotReceiver
+	Dialer           = transport.Dialer
+)

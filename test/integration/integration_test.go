@@ -25,6 +25,9 @@ import (
 
 func startCluster(t *testing.T, nodes int, args ...string) *cluster.Cluster {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("multi-process test: skipped with -short")
+	}
 	dir := t.TempDir()
 	c, err := cluster.Start(context.Background(), cluster.Config{
 		Binary:     testbin.Path(t),
@@ -150,16 +153,23 @@ func load(t *testing.T, addr string, prefix string) (stop func() int64) {
 
 // waitStreaming waits until node id reports that it streams from the leader,
 // so that what a test does next starts from a follower that was seeded.
-func waitStreaming(t *testing.T, c *cluster.Cluster, id int) {
+func waitStreaming(t *testing.T, c *cluster.Cluster, id int) cluster.NodeStatus {
+	t.Helper()
+	return waitStatus(t, c, id, "streaming", func(s cluster.NodeStatus) bool { return s.State == "streaming" })
+}
+
+// waitStatus polls node id's /status until cond holds (30 s at most) and
+// returns that status.
+func waitStatus(t *testing.T, c *cluster.Cluster, id int, what string, cond func(cluster.NodeStatus) bool) cluster.NodeStatus {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		s, err := c.Status(context.Background(), id)
-		if err == nil && s.State == "streaming" {
-			return
+		if err == nil && cond(s) {
+			return s
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("n%d never reached streaming: %+v (%v)", id, s, err)
+			t.Fatalf("n%d never reached %s: %+v (%v)", id, what, s, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -257,12 +267,18 @@ func TestKilledFollowerCatchesUpWithoutSnapshot(t *testing.T) {
 	stop := load(t, c.Node(1).RESPAddr, "catchup")
 	// A follower killed while it is still being seeded must be seeded again;
 	// this test is about one that had finished.
-	waitStreaming(t, c, 2)
-	time.Sleep(time.Second)
+	// Instead of sleeping under load, each step waits for the state the
+	// next one needs: n2 has applied a good part of the load, the leader
+	// has moved on well past n2 while it is down, and n2 has caught up
+	// past that gap while the load goes on.
+	const gap = 500 // entries
+	s := waitStreaming(t, c, 2)
+	s = waitStatus(t, c, 2, "applied "+fmt.Sprint(s.AppliedLSN+gap), func(x cluster.NodeStatus) bool { return x.AppliedLSN >= s.AppliedLSN+gap })
 	if err := c.Kill(2); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second)
+	down := s.AppliedLSN
+	l := waitStatus(t, c, 1, fmt.Sprintf("durable lsn %d", down+gap), func(x cluster.NodeStatus) bool { return x.DurableLSN >= down+gap })
 	before := logSize(t, c, 2)
 	if err := c.Start(2); err != nil {
 		t.Fatal(err)
@@ -270,7 +286,9 @@ func TestKilledFollowerCatchesUpWithoutSnapshot(t *testing.T) {
 	if err := cluster.WaitReady(context.Background(), c.Node(2).RESPAddr); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second)
+	waitStatus(t, c, 2, fmt.Sprintf("streaming past lsn %d", l.DurableLSN), func(x cluster.NodeStatus) bool {
+		return x.State == "streaming" && x.AppliedLSN >= l.DurableLSN
+	})
 	acked := stop()
 	t.Logf("%d writes acknowledged under load", acked)
 	waitConverged(t, c)
@@ -303,7 +321,7 @@ func TestEmptyNodeIsSeededUnderLoad(t *testing.T) {
 	if err := cluster.WaitReady(ctx, c.Node(3).RESPAddr); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second)
+	waitStreaming(t, c, 3) // seeded and caught up while the load runs
 	stop()
 	waitConverged(t, c)
 	if !logContains(t, c, 3, "seeded") {

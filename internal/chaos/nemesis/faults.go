@@ -31,6 +31,31 @@ func (k Kill) Heal(ctx context.Context, env Env) error {
 	return env.WaitReady(ctx, k.ID)
 }
 
+// KillAfterAck writes to node ID and kills it with SIGKILL as soon as the
+// write is acknowledged; healing restarts it and waits until it answers.
+// A random kill finds an acknowledged write that is not durable yet only by
+// luck of timing; this one always has a write acknowledged a moment before
+// (microseconds: well inside any group commit), so a node that
+// acknowledges before the write is durable loses it every time, and the
+// durability check sees it. If the write fails the node is killed all the
+// same; the write's outcome is in the history.
+type KillAfterAck struct{ ID int }
+
+// Name implements Fault.
+func (k KillAfterAck) Name() string { return fmt.Sprintf("kill n%d after an ack", k.ID) }
+
+// Inject implements Fault.
+func (k KillAfterAck) Inject(ctx context.Context, env Env) error {
+	if k.ID < 1 {
+		return fmt.Errorf("%w: no node to kill", ErrUnsupported)
+	}
+	_ = env.Write(ctx, k.ID) // recorded in the history either way
+	return env.Kill(k.ID)
+}
+
+// Heal implements Fault.
+func (k KillAfterAck) Heal(ctx context.Context, env Env) error { return Kill(k).Heal(ctx, env) }
+
 // Pause stops node ID with SIGSTOP; healing continues it with SIGCONT.
 type Pause struct{ ID int }
 

@@ -41,6 +41,9 @@ type Env interface {
 	Resume(id int) error
 	// WaitReady blocks until node id answers clients again.
 	WaitReady(ctx context.Context, id int) error
+	// Write performs one write on node id, recorded in the history like a
+	// client's, and returns nil once it is acknowledged.
+	Write(ctx context.Context, id int) error
 	// Link returns the relay that carries node from's connections to node
 	// to, or nil if that link has none.
 	Link(from, to int) *relay.Relay
@@ -88,6 +91,9 @@ type Kind struct {
 var Kinds = []Kind{
 	{"kill-leader", "kill -9 the leader, restart it on heal", func(r *rand.Rand, t Topology) Fault {
 		return Kill{ID: t.Leader}
+	}},
+	{"kill-leader-after-ack", "kill -9 the leader the moment it acknowledges a write, restart it on heal", func(r *rand.Rand, t Topology) Fault {
+		return KillAfterAck{ID: t.Leader}
 	}},
 	{"kill-follower", "kill -9 a follower, restart it on heal", func(r *rand.Rand, t Topology) Fault {
 		return Kill{ID: pick(r, t.Followers())}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/tandemdb/tandem/internal/chaos/history"
@@ -80,6 +81,10 @@ func TestPlanShape(t *testing.T) {
 				if s.Kind == "kill-leader" && f.ID != topo.Leader || s.Kind == "kill-follower" && f.ID == topo.Leader {
 					t.Fatalf("seed %d: %s hits the wrong node", seed, s)
 				}
+			case KillAfterAck:
+				if s.Kind != "kill-leader-after-ack" || f.ID != topo.Leader {
+					t.Fatalf("seed %d: %s hits the wrong node", seed, s)
+				}
 			case Link:
 				if f.To != topo.Leader || f.From == topo.Leader {
 					t.Fatalf("seed %d: %s is not a follower->leader link", seed, s)
@@ -131,7 +136,14 @@ func (e *fakeEnv) Resume(id int) error { return e.do(fmt.Sprintf("resume %d", id
 func (e *fakeEnv) WaitReady(_ context.Context, id int) error {
 	return e.do(fmt.Sprintf("ready %d", id))
 }
+func (e *fakeEnv) Write(_ context.Context, id int) error {
+	return e.do(fmt.Sprintf("write %d", id))
+}
 func (e *fakeEnv) Link(from, to int) *relay.Relay { return e.relays[[2]int{from, to}] }
+
+// The runner's tests run in a synctest bubble: the schedule's waits take
+// no real time, and the recorded times are exact. The relay (real sockets,
+// which never block durably) is made outside the bubble.
 
 func TestRunRecordsAndHeals(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -144,60 +156,92 @@ func TestRunRecordsAndHeals(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rl.Close()
-	env := &fakeEnv{relays: map[[2]int]*relay.Relay{{2, 1}: rl}, fail: "pause 3"}
-	steps := []Step{
-		{At: 0, Hold: 10 * time.Millisecond, Kind: "kill-leader", Fault: Kill{ID: 1}},
-		{At: 20 * time.Millisecond, Hold: 10 * time.Millisecond, Kind: "pause", Fault: Pause{ID: 3}},
-		{At: 40 * time.Millisecond, Hold: 10 * time.Millisecond, Kind: "partition", Fault: Link{From: 2, To: 1, Mode: relay.Mode{Cut: true}}},
-		{At: 60 * time.Millisecond, Hold: 10 * time.Millisecond, Kind: "partition", Fault: Link{From: 3, To: 1, Mode: relay.Mode{Cut: true}}},
+	synctest.Test(t, func(t *testing.T) {
+		env := &fakeEnv{relays: map[[2]int]*relay.Relay{{2, 1}: rl}, fail: "pause 3"}
+		ms := time.Millisecond
+		steps := []Step{
+			{At: 0, Hold: 10 * ms, Kind: "kill-leader", Fault: Kill{ID: 1}},
+			{At: 20 * ms, Hold: 10 * ms, Kind: "pause", Fault: Pause{ID: 3}},
+			{At: 40 * ms, Hold: 10 * ms, Kind: "partition", Fault: Link{From: 2, To: 1, Mode: relay.Mode{Cut: true}}},
+			{At: 60 * ms, Hold: 10 * ms, Kind: "partition", Fault: Link{From: 3, To: 1, Mode: relay.Mode{Cut: true}}},
+			{At: 80 * ms, Hold: 5 * ms, Kind: "kill-leader-after-ack", Fault: KillAfterAck{ID: 1}},
+		}
+		rec := history.NewRecorder()
+		Run(context.Background(), env, steps, time.Now(), rec, slog.New(slog.NewTextHandler(t.Output(), nil)))
+		want := []string{"kill 1", "start 1", "ready 1", "pause 3", "write 1", "kill 1", "start 1", "ready 1"}
+		if !reflect.DeepEqual(env.calls, want) {
+			t.Fatalf("calls = %v, want %v", env.calls, want)
+		}
+		if m := rl.Mode(); m != (relay.Mode{}) {
+			t.Fatalf("relay left in mode %v", m)
+		}
+		fs := rec.History(0).Faults
+		if len(fs) != 5 {
+			t.Fatalf("faults = %+v", fs)
+		}
+		// On the fake clock every fault starts at its step's time and
+		// heals exactly its hold later.
+		if fs[0].Inject != 0 || fs[0].Heal != int64(10*ms) || fs[0].Name != "kill n1" {
+			t.Fatalf("kill event %+v", fs[0])
+		}
+		if fs[1].InjectErr == "" || fs[1].Heal != 0 || fs[1].Inject != int64(20*ms) {
+			t.Fatalf("failed pause event %+v", fs[1])
+		}
+		if fs[2].Heal != int64(50*ms) || fs[2].InjectErr != "" {
+			t.Fatalf("partition event %+v", fs[2])
+		}
+		if !strings.Contains(fs[3].InjectErr, "no relay") {
+			t.Fatalf("partition without relay: %+v", fs[3])
+		}
+		if fs[4].Name != "kill n1 after an ack" || fs[4].Inject != int64(80*ms) || fs[4].Heal != int64(85*ms) {
+			t.Fatalf("kill after ack event %+v", fs[4])
+		}
+	})
+}
+
+// A failed write does not stop the kill, and the kill is healed.
+func TestKillAfterAckKillsWhenTheWriteFails(t *testing.T) {
+	env := &fakeEnv{fail: "write 2"}
+	f := KillAfterAck{ID: 2}
+	if err := f.Inject(context.Background(), env); err != nil {
+		t.Fatal(err)
 	}
-	rec := history.NewRecorder()
-	Run(context.Background(), env, steps, time.Now(), rec, slog.New(slog.NewTextHandler(t.Output(), nil)))
-	want := []string{"kill 1", "start 1", "ready 1", "pause 3"}
-	if !reflect.DeepEqual(env.calls, want) {
+	if err := f.Heal(context.Background(), env); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"write 2", "kill 2", "start 2", "ready 2"}; !reflect.DeepEqual(env.calls, want) {
 		t.Fatalf("calls = %v, want %v", env.calls, want)
 	}
-	if m := rl.Mode(); m != (relay.Mode{}) {
-		t.Fatalf("relay left in mode %v", m)
-	}
-	fs := rec.History(0).Faults
-	if len(fs) != 4 {
-		t.Fatalf("faults = %+v", fs)
-	}
-	if fs[0].Heal <= fs[0].Inject || fs[0].Name != "kill n1" {
-		t.Fatalf("kill event %+v", fs[0])
-	}
-	if fs[1].InjectErr == "" || fs[1].Heal != 0 {
-		t.Fatalf("failed pause event %+v", fs[1])
-	}
-	if fs[2].Heal == 0 || fs[2].InjectErr != "" {
-		t.Fatalf("partition event %+v", fs[2])
-	}
-	if !strings.Contains(fs[3].InjectErr, "no relay") {
-		t.Fatalf("partition without relay: %+v", fs[3])
+	if err := (KillAfterAck{}).Inject(context.Background(), env); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("no node: %v", err)
 	}
 }
 
 func TestRunHealsOnCancel(t *testing.T) {
-	env := &fakeEnv{}
-	ctx, cancel := context.WithCancel(context.Background())
-	steps := []Step{
-		{At: 0, Hold: time.Hour, Kind: "pause", Fault: Pause{ID: 2}},
-		{At: 2 * time.Hour, Hold: time.Hour, Kind: "pause", Fault: Pause{ID: 3}},
-	}
-	done := make(chan struct{})
-	go func() {
-		Run(ctx, env, steps, time.Now(), history.NewRecorder(), slog.New(slog.DiscardHandler))
-		close(done)
-	}()
-	time.Sleep(20 * time.Millisecond)
-	cancel()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not return after cancel")
-	}
-	if want := []string{"pause 2", "resume 2"}; !reflect.DeepEqual(env.calls, want) {
-		t.Fatalf("calls = %v, want %v", env.calls, want)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		env := &fakeEnv{}
+		ctx, cancel := context.WithCancel(context.Background())
+		steps := []Step{
+			{At: 0, Hold: time.Hour, Kind: "pause", Fault: Pause{ID: 2}},
+			{At: 2 * time.Hour, Hold: time.Hour, Kind: "pause", Fault: Pause{ID: 3}},
+		}
+		done := make(chan struct{})
+		go func() {
+			Run(ctx, env, steps, time.Now(), history.NewRecorder(), slog.New(slog.DiscardHandler))
+			close(done)
+		}()
+		synctest.Wait() // Run holds the first fault
+		if want := []string{"pause 2"}; !reflect.DeepEqual(env.calls, want) {
+			t.Fatalf("before cancel: calls = %v, want %v", env.calls, want)
+		}
+		start := time.Now()
+		cancel()
+		<-done
+		if d := time.Since(start); d != 0 {
+			t.Fatalf("Run took %v of fake time to return after cancel", d)
+		}
+		if want := []string{"pause 2", "resume 2"}; !reflect.DeepEqual(env.calls, want) {
+			t.Fatalf("calls = %v, want %v", env.calls, want)
+		}
+	})
 }

@@ -12,11 +12,12 @@ import (
 // echoServer answers every line with the same line, and records the lines
 // it received.
 type echoServer struct {
-	ln   net.Listener
-	mu   sync.Mutex
-	got  []string
-	wg   sync.WaitGroup
-	echo bool
+	ln      net.Listener
+	mu      sync.Mutex
+	got     []string
+	changed chan struct{} // closed and replaced when got grows
+	wg      sync.WaitGroup
+	echo    bool
 }
 
 func startEcho(t *testing.T, echo bool) *echoServer {
@@ -25,7 +26,7 @@ func startEcho(t *testing.T, echo bool) *echoServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &echoServer{ln: ln, echo: echo}
+	s := &echoServer{ln: ln, echo: echo, changed: make(chan struct{})}
 	s.wg.Go(func() {
 		for {
 			c, err := ln.Accept()
@@ -42,6 +43,8 @@ func startEcho(t *testing.T, echo bool) *echoServer {
 					}
 					s.mu.Lock()
 					s.got = append(s.got, line[:len(line)-1])
+					close(s.changed)
+					s.changed = make(chan struct{})
 					s.mu.Unlock()
 					if s.echo {
 						if _, err := c.Write([]byte(line)); err != nil {
@@ -60,6 +63,25 @@ func (s *echoServer) received() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]string(nil), s.got...)
+}
+
+// waitLast waits until the last line the server received is line.
+func (s *echoServer) waitLast(t *testing.T, line string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		s.mu.Lock()
+		got, ch := s.got, s.changed
+		s.mu.Unlock()
+		if len(got) > 0 && got[len(got)-1] == line {
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("target never received %q; got %v", line, got)
+		}
+	}
 }
 
 func startRelay(t *testing.T, target string) *Relay {
@@ -208,17 +230,7 @@ func TestDropBackward(t *testing.T) {
 		t.Fatalf("echo %q through a link dropping replies", got)
 	}
 	// The forward direction still flows: the target got the line.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		got := s.received()
-		if len(got) > 0 && got[len(got)-1] == "one-way" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("target never received the line; got %v", got)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	s.waitLast(t, "one-way", 5*time.Second)
 	r.Heal()
 	closedSoon(t, c, rd)
 	mustEcho(t, other, otherRd, "still here")

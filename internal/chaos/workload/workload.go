@@ -176,12 +176,18 @@ func (c *client) write(ctx context.Context, key, value string) history.Op {
 }
 
 func (c *client) incr(ctx context.Context, key string) history.Op {
-	op := history.Op{Client: c.id, Key: key, Kind: history.Incr, Node: c.cfg.Leader}
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.OpTimeout)
+	return Incr(ctx, c.conns, c.cfg.Leader, c.id, key, c.cfg.OpTimeout, c.rec)
+}
+
+// Incr performs one INCR of key on node and returns it as an operation
+// (not yet recorded).
+func Incr(ctx context.Context, conns map[int]Conn, node, client int, key string, timeout time.Duration, rec *history.Recorder) history.Op {
+	op := history.Op{Client: client, Key: key, Kind: history.Incr, Node: node}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	op.Call = c.rec.Now()
-	n, err := c.conns[c.cfg.Leader].Do(ctx, "INCR", key).Int64()
-	op.Return = c.rec.Now()
+	op.Call = rec.Now()
+	n, err := conns[node].Do(ctx, "INCR", key).Int64()
+	op.Return = rec.Now()
 	op.Outcome, op.Err = Classify(err)
 	if op.Outcome == history.OK {
 		op.N = n

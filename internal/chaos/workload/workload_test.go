@@ -10,6 +10,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -158,23 +159,29 @@ func TestWorkloadDeterministicChoices(t *testing.T) {
 	}
 }
 
+// TestWorkloadRateAndStop runs on synctest's fake clock (the store is in
+// memory), so the rate and the stop are exact, not a matter of machine
+// speed.
 func TestWorkloadRateAndStop(t *testing.T) {
-	cfg := testConfig()
-	cfg.MaxOps, cfg.Rate = 0, 200
-	rec := history.NewRecorder()
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-	defer cancel()
-	start := time.Now()
-	if err := Run(ctx, cfg, conns(newStore()), rec); err != nil {
-		t.Fatal(err)
-	}
-	if el := time.Since(start); el > 2*time.Second {
-		t.Fatalf("Run took %v after its context ended", el)
-	}
-	// 200/s for 0.5 s is about 100; allow generous slack for slow machines.
-	if n := len(rec.History(0).Ops); n < 40 || n > 140 {
-		t.Fatalf("%d ops at 200/s in 0.5s", n)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		cfg := testConfig()
+		cfg.MaxOps, cfg.Rate = 0, 200
+		rec := history.NewRecorder()
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		if err := Run(ctx, cfg, conns(newStore()), rec); err != nil {
+			t.Fatal(err)
+		}
+		if el := time.Since(start); el != 500*time.Millisecond {
+			t.Fatalf("Run returned %v after it started, want exactly its 500ms context", el)
+		}
+		// 4 clients at 50/s each tick at 20ms, 40ms, ..., 500ms: 25 ticks
+		// each, the last racing the context's end.
+		if n := len(rec.History(0).Ops); n < 4*24 || n > 4*25 {
+			t.Fatalf("%d ops at 200/s in 0.5s, want 96..100", n)
+		}
+	})
 }
 
 func TestRunValidates(t *testing.T) {
