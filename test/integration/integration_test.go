@@ -20,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tandemdb/tandem/internal/cluster"
+	"github.com/tandemdb/tandem/internal/statusdoc"
 	"github.com/tandemdb/tandem/internal/testbin"
 )
 
@@ -153,14 +154,14 @@ func load(t *testing.T, addr string, prefix string) (stop func() int64) {
 
 // waitStreaming waits until node id reports that it streams from the leader,
 // so that what a test does next starts from a follower that was seeded.
-func waitStreaming(t *testing.T, c *cluster.Cluster, id int) cluster.NodeStatus {
+func waitStreaming(t *testing.T, c *cluster.Cluster, id int) statusdoc.Node {
 	t.Helper()
-	return waitStatus(t, c, id, "streaming", func(s cluster.NodeStatus) bool { return s.State == "streaming" })
+	return waitStatus(t, c, id, "streaming", func(s statusdoc.Node) bool { return s.State == "streaming" })
 }
 
 // waitStatus polls node id's /status until cond holds (30 s at most) and
 // returns that status.
-func waitStatus(t *testing.T, c *cluster.Cluster, id int, what string, cond func(cluster.NodeStatus) bool) cluster.NodeStatus {
+func waitStatus(t *testing.T, c *cluster.Cluster, id int, what string, cond func(statusdoc.Node) bool) statusdoc.Node {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -273,12 +274,12 @@ func TestKilledFollowerCatchesUpWithoutSnapshot(t *testing.T) {
 	// past that gap while the load goes on.
 	const gap = 500 // entries
 	s := waitStreaming(t, c, 2)
-	s = waitStatus(t, c, 2, "applied "+fmt.Sprint(s.AppliedLSN+gap), func(x cluster.NodeStatus) bool { return x.AppliedLSN >= s.AppliedLSN+gap })
+	s = waitStatus(t, c, 2, "applied "+fmt.Sprint(s.AppliedLSN+gap), func(x statusdoc.Node) bool { return x.AppliedLSN >= s.AppliedLSN+gap })
 	if err := c.Kill(2); err != nil {
 		t.Fatal(err)
 	}
 	down := s.AppliedLSN
-	l := waitStatus(t, c, 1, fmt.Sprintf("durable lsn %d", down+gap), func(x cluster.NodeStatus) bool { return x.DurableLSN >= down+gap })
+	l := waitStatus(t, c, 1, fmt.Sprintf("durable lsn %d", down+gap), func(x statusdoc.Node) bool { return x.DurableLSN >= down+gap })
 	before := logSize(t, c, 2)
 	if err := c.Start(2); err != nil {
 		t.Fatal(err)
@@ -286,7 +287,7 @@ func TestKilledFollowerCatchesUpWithoutSnapshot(t *testing.T) {
 	if err := cluster.WaitReady(context.Background(), c.Node(2).RESPAddr); err != nil {
 		t.Fatal(err)
 	}
-	waitStatus(t, c, 2, fmt.Sprintf("streaming past lsn %d", l.DurableLSN), func(x cluster.NodeStatus) bool {
+	waitStatus(t, c, 2, fmt.Sprintf("streaming past lsn %d", l.DurableLSN), func(x statusdoc.Node) bool {
 		return x.State == "streaming" && x.AppliedLSN >= l.DurableLSN
 	})
 	acked := stop()
