@@ -7,7 +7,6 @@ import "github.com/tandemdb/tandem/internal/logrec"
 // state (in the position of its first write). That is what makes
 // "MSET a 1 a 2" or "DEL a a" come out right in row form.
 type txn struct {
-	ctx *Ctx
 	v   View
 	ops []logrec.Op
 	// idx maps a key to its operation once there are enough operations

@@ -160,12 +160,6 @@ type leaderReady struct {
 	Readable bool
 }
 
-func (rd *leaderReady) empty() bool {
-	return len(rd.Append) == 0 && len(rd.Send) == 0 && len(rd.Apply) == 0 && len(rd.Acked) == 0 &&
-		len(rd.Expired) == 0 && len(rd.Waits) == 0 && !rd.Room && rd.TrimBefore == 0 &&
-		len(rd.Disconnect) == 0 && !rd.Readable
-}
-
 // newLeaderCore starts a core whose log is durable through durable and
 // applied through applied; tail holds the durable, unapplied entries
 // applied+1..durable (left by a crash or by following), which commit under

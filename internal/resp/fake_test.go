@@ -252,7 +252,6 @@ func startServer(t testing.TB, b Backend, cfg Config) (*Server, string) {
 type pipeFake struct {
 	*fakeBackend
 	commitDelay time.Duration
-	writes      chan struct{} // one token per Write call, for counting
 }
 
 func (p *pipeFake) Write(ctx context.Context, spec *commands.Spec, args [][]byte) (commands.Reply, uint64, error) {

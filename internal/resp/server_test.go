@@ -77,6 +77,7 @@ func TestGoRedis(t *testing.T) {
 			if d := c.PTTL(ctx, "e").Val(); d <= 9*time.Second || d > 10*time.Second {
 				t.Fatalf("PTTL = %v", d)
 			}
+			//lint:ignore SA1019 GETSET is deprecated in Redis but clients still send it
 			eq(c.GetSet(ctx, "e", "w").Val(), "v")
 			eq(c.GetDel(ctx, "e").Val(), "w")
 			eq(c.Del(ctx, "n", "n", "nope").Val(), 1)
