@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -363,6 +364,24 @@ func TestApplyAtomicAcrossCrash(t *testing.T) {
 	mustAppend(t, d, es[8:]...)
 	for i := 4; i < n; i++ {
 		mustApply(t, d, es[i])
+	}
+	// Pebble writes unsynced batches to its WAL file from a background
+	// goroutine: wait until the last one is in the file, so that a crash
+	// keeping every unsynced byte keeps all of them.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		c, err := Open(dir, Options{FS: fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 100, RNG: rand.New(rand.NewPCG(1, 1))}), CacheBytes: 1 << 20, Logger: testLogger(t)})
+		if err != nil {
+			t.Fatalf("Open crash clone: %v", err)
+		}
+		applied := c.Applied()
+		c.Close()
+		if applied == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the last unsynced Apply never reached the WAL file: applied %d", applied)
+		}
+		time.Sleep(time.Millisecond)
 	}
 	seen := map[uint64]bool{}
 	for _, pct := range []int{0, 10, 30, 50, 70, 90, 100} {
