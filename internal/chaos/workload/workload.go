@@ -249,7 +249,7 @@ func FinalReads(ctx context.Context, cfg Config, conns map[int]Conn, rec *histor
 // notExecuted are the Redis error codes that mean the command was refused
 // before it could take effect. Any other error reply may follow a write
 // that did take effect (a commit wait that failed), so it is Unknown.
-var notExecuted = []string{"READONLY", "LOADING", "WRONGTYPE", "NOSCRIPT", "ERR wrong number", "ERR unknown command", "ERR value is not an integer", "ERR syntax"}
+var notExecuted = []string{"READONLY", "LOADING", "MASTERDOWN", "TRYAGAIN", "WRONGTYPE", "NOSCRIPT", "ERR wrong number", "ERR unknown command", "ERR value is not an integer", "ERR syntax"}
 
 // Classify maps an operation's error to its outcome (see package history):
 // nil is OK; a refused connection (the command was never sent) or an error
