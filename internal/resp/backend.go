@@ -40,4 +40,10 @@ var (
 	ErrLoading = errors.New("resp: loading")
 	// ErrNotLeader: the node is between roles or fenced and takes no writes.
 	ErrNotLeader = errors.New("resp: not leader")
+	// ErrFenced: the node has no role (between roles or fenced) and serves no reads.
+	ErrFenced = errors.New("resp: fenced")
+	// ErrNoReplicas: a write was not committed within the write timeout.
+	ErrNoReplicas = errors.New("resp: not enough replicas")
+	// ErrOverloaded: too many writes are waiting for commit.
+	ErrOverloaded = errors.New("resp: overloaded")
 )

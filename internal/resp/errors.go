@@ -3,6 +3,7 @@ package resp
 import (
 	"context"
 	"errors"
+	"strings"
 
 	"github.com/tandemdb/tandem/internal/commands"
 )
@@ -41,6 +42,13 @@ func (s *Server) errorText(err error, sess *Session, cmd string) string {
 		return replyLoading
 	case errors.Is(err, ErrNotLeader):
 		return replyNotLeader
+	case errors.Is(err, ErrFenced):
+		// The Backend wraps ErrFenced as "resp: fenced: <reason>".
+		return "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'. (tandem: this node is fenced" + strings.TrimPrefix(err.Error(), ErrFenced.Error()) + ")"
+	case errors.Is(err, ErrNoReplicas):
+		return "NOREPLICAS Not enough good replicas to write."
+	case errors.Is(err, ErrOverloaded):
+		return "TRYAGAIN tandem: too many writes waiting for commit; retry"
 	case commands.IsInputError(err):
 		return "ERR " + err.Error()
 	case errors.Is(err, context.Canceled) && s.ctx.Err() != nil:
