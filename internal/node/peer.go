@@ -16,18 +16,24 @@ import (
 )
 
 // peerService serves the replication stream and snapshots while the node
-// leads; otherwise it refuses with FailedPrecondition.
+// leads; otherwise it refuses with FailedPrecondition. A handler runs inside
+// its leading role (enter/exit), which waits for it when it stops, and ends
+// when the role does.
 type peerService struct {
 	peerpb.UnimplementedPeerServer
 	n *Node
 }
 
 func (s *peerService) Replicate(stream grpc.BidiStreamingServer[peerpb.FollowerMessage, peerpb.LeaderMessage]) error {
-	l, _ := s.n.roles()
-	if l == nil {
+	r, ok := s.n.current().(*leading)
+	if !ok || !r.enter() {
 		return status.Error(codes.FailedPrecondition, "tandem: not the leader")
 	}
-	if err := l.Serve(stream.Context(), stream); err != nil {
+	defer r.exit()
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	defer context.AfterFunc(r.ctx, cancel)()
+	if err := r.l.Serve(ctx, stream); err != nil {
 		s.n.log.Debug("follower stream ended", "err", err)
 		return status.Error(codes.Unavailable, err.Error())
 	}
@@ -35,10 +41,12 @@ func (s *peerService) Replicate(stream grpc.BidiStreamingServer[peerpb.FollowerM
 }
 
 func (s *peerService) Snapshot(req *peerpb.SnapshotRequest, stream grpc.ServerStreamingServer[peerpb.SnapshotChunk]) error {
-	l, _ := s.n.roles()
-	if l == nil {
+	r, ok := s.n.current().(*leading)
+	if !ok || !r.enter() {
 		return status.Error(codes.FailedPrecondition, "tandem: not the leader")
 	}
+	defer r.exit()
+	l := r.l
 	if req.Epoch > l.Epoch() {
 		return status.Errorf(codes.FailedPrecondition, "tandem: follower epoch %d is newer than leader epoch %d", req.Epoch, l.Epoch())
 	}
