@@ -464,7 +464,7 @@ func (n *Node) Fence(reason string) {
 		return
 	}
 	_ = n.changeLocked(reason, nil)
-	n.log.Warn("role: fenced", "reason", reason)
+	n.log.Info("role: fenced", "reason", reason)
 }
 
 // Close stops the node: clients first, then the role, then the peer and
