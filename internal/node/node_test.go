@@ -247,10 +247,17 @@ func startLoad(ctx context.Context, t *testing.T, nodes []*Node, writers, reader
 			}
 			for i := 0; ctx.Err() == nil; i++ {
 				k, v := fmt.Sprintf("w%d:%d", w, i), fmt.Sprintf("v%d", i)
+				// Every fifth key expires at once, so that the expiry loop
+				// proposes deletes while roles change; it is not checked.
+				ttl := time.Duration(0)
+				if i%5 == 4 {
+					k, ttl = "ttl:"+k, 20*time.Millisecond
+				}
 				octx, cancel := context.WithTimeout(ctx, 2*time.Second)
-				err := cs[i%len(cs)].Set(octx, k, v, 0).Err()
+				err := cs[i%len(cs)].Set(octx, k, v, ttl).Err()
 				cancel()
 				switch {
+				case err == nil && ttl != 0:
 				case err == nil:
 					l.acked[w][k] = v
 					l.n.Add(1)
