@@ -50,7 +50,21 @@ func (s *peerService) Snapshot(req *peerpb.SnapshotRequest, stream grpc.ServerSt
 	if req.Epoch > l.Epoch() {
 		return status.Errorf(codes.FailedPrecondition, "tandem: follower epoch %d is newer than leader epoch %d", req.Epoch, l.Epoch())
 	}
-	return l.ServeSnapshot(req, stream)
+	return l.ServeSnapshot(req, roleSender{ctx: r.ctx, out: stream})
+}
+
+// roleSender ends a snapshot stream once its role stops: ServeSnapshot
+// does not watch the leader, and a role change waits for the handler.
+type roleSender struct {
+	ctx context.Context
+	out replication.SnapshotSender
+}
+
+func (s roleSender) Send(c *peerpb.SnapshotChunk) error {
+	if s.ctx.Err() != nil {
+		return replication.ErrNotLeader
+	}
+	return s.out.Send(c)
 }
 
 func dialPeer(addr string) (*grpc.ClientConn, error) {

@@ -219,3 +219,33 @@ func TestClosedNodeChangesNoRole(t *testing.T) {
 		t.Fatalf("closed node role %s, want fenced", roleOf(n2))
 	}
 }
+
+// TestSeedAcrossFence starts empty followers, which ask for a snapshot,
+// and fences and restarts the leader while they are being seeded: the
+// role change does not wait for a snapshot to finish, and each follower is
+// seeded from the next leadership.
+func TestSeedAcrossFence(t *testing.T) {
+	n1 := testNode(t, "n1", nil)
+	c := newClient(t, n1)
+	ctx := context.Background()
+	pipe := c.Pipeline()
+	for i := range 5000 {
+		pipe.Set(ctx, fmt.Sprintf("seed:%d", i), strings.Repeat("x", 100), 0)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	nodes := []*Node{n1}
+	for i := range 5 {
+		n := testNode(t, fmt.Sprintf("f%d", i), nil)
+		follow(t, n, n1)
+		nodes = append(nodes, n)
+		n1.Fence("test: fence during a seed")
+		checkRole(t, n1, "fenced")
+		if err := n1.Lead(); err != nil {
+			t.Fatal(err)
+		}
+		checkRole(t, n1, "leader")
+	}
+	waitConverged(t, n1, nodes)
+}
