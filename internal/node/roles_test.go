@@ -150,8 +150,14 @@ func TestFailedLeadFences(t *testing.T) {
 		}
 		checkRole(t, n2, "fenced")
 		err := newClient(t, n2).Get(ctx, "k").Err()
-		if err == nil || !strings.Contains(err.Error(), errInjected.Error()) {
-			t.Fatalf("GET on the fenced node = %v, want the reason %q in it", err, errInjected)
+		const want = "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'. (tandem: this node is fenced: node: lead: injected lead failure)"
+		if err == nil || err.Error() != want {
+			t.Fatalf("GET on the fenced node = %v, want %q", err, want)
+		}
+		err = newClient(t, n2).Set(ctx, "k", "w", 0).Err()
+		const wantW = "READONLY You can't write against a read only replica. (tandem: this node is not the leader)"
+		if err == nil || err.Error() != wantW {
+			t.Fatalf("SET on the fenced node = %v, want %q", err, wantW)
 		}
 	}
 
