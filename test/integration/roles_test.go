@@ -47,6 +47,10 @@ func TestReplicaOfFlipsUnderLoad(t *testing.T) {
 	start := time.Now()
 	for i := range rotations {
 		before := l.n.Load()
+		// Any follower may be promoted: under quorum 2 each holds every
+		// acknowledged write, and after the wait at the end of the last
+		// rotation both stream from the current leadership, so neither
+		// holds a longer log of an older epoch.
 		next := nodes[(i+1)%len(nodes)]
 		// The old leader follows first: from then on nothing commits until
 		// next leads, and next holds every acknowledged write (quorum 2).
