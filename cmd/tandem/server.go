@@ -7,6 +7,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -72,6 +73,10 @@ func serverCmd() *cobra.Command {
 	f.StringVar(&mode, "mode", "async", "durability mode: async or quorum K")
 	f.Int64Var(&cfg.RetainBytes, "retain-bytes", 1<<30, "cap on the retained log; followers behind it are re-seeded")
 	f.Int64Var(&cfg.MaxBulkLen, "max-bulk-len", 512<<20, "largest bulk string a client may send")
+	f.DurationVar(&cfg.WriteTimeout, "write-timeout", 5*time.Second, "how long a write may wait to be committed before it fails with NOREPLICAS (it may still commit later)")
+	f.IntVar(&cfg.MaxInFlight, "max-inflight", 10000, "writes sequenced but not yet committed, at most; past it writes wait, then fail with TRYAGAIN")
+	f.Int64Var(&cfg.MaxInFlightBytes, "max-inflight-bytes", 64<<20, "bytes of writes sequenced but not yet committed, at most")
+	f.DurationVar(&cfg.FollowerTimeout, "follower-timeout", time.Minute, "how long the leader keeps a follower it does not hear from (pinning log retention, counting for WAIT)")
 	f.StringSliceVar(&buggify, "buggify", nil, "deliberate faults for harness tests: ack-before-durable, follower-skip-entry")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd

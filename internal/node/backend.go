@@ -26,14 +26,21 @@ type backend struct{ n *Node }
 var _ resp.Backend = backend{}
 
 func (b backend) Read(ctx context.Context, spec *commands.Spec, args [][]byte) (commands.Reply, error) {
-	l, f := b.n.roles()
-	if f != nil && f.Loading() {
-		return nil, resp.ErrLoading
-	}
-	if l != nil {
-		if err := l.ReadBarrier(ctx); errors.Is(err, replication.ErrNotReady) {
+	switch r := b.n.current().(type) {
+	case *fenced:
+		return nil, r.readErr()
+	case *following:
+		if r.f.Loading() {
+			return nil, resp.ErrLoading
+		}
+	case *leading:
+		switch err := r.l.ReadBarrier(ctx); {
+		case errors.Is(err, replication.ErrNotReady):
 			return nil, resp.ErrLoading // clients retry LOADING, as after a restart
-		} else if err != nil {
+		case errors.Is(err, replication.ErrNotLeader), errors.Is(err, replication.ErrStaleEpoch):
+			// The leader stopped under the read; the node is being fenced.
+			return nil, fmt.Errorf("%w: leader stopped", resp.ErrFenced)
+		case err != nil:
 			return nil, leaderError(err)
 		}
 	}
@@ -54,9 +61,14 @@ var _ resp.PipelineBackend = backend{}
 // Submit sequences a write on the leader now and returns the wait for its
 // commit, so the writes of one pipeline share a group commit.
 func (b backend) Submit(ctx context.Context, spec *commands.Spec, args [][]byte) func() (commands.Reply, uint64, error) {
-	l, _ := b.n.roles()
-	if l == nil {
+	var l *replication.Leader
+	switch r := b.n.current().(type) {
+	case *fenced:
+		return func() (commands.Reply, uint64, error) { return nil, 0, resp.ErrNotLeader }
+	case *following:
 		return func() (commands.Reply, uint64, error) { return nil, 0, resp.ErrReadOnly }
+	case *leading:
+		l = r.l
 	}
 	pending, err := l.Start(ctx, func(v commands.View, nowMs int64) (commands.Result, error) {
 		return spec.Exec(&commands.Ctx{NowMs: nowMs, Cursors: b.n.cursors}, v, args)
@@ -66,13 +78,26 @@ func (b backend) Submit(ctx context.Context, spec *commands.Spec, args [][]byte)
 	}
 	return func() (commands.Reply, uint64, error) {
 		reply, lsn, err := pending.Wait(ctx)
+		if errors.Is(err, replication.ErrNotLeader) || errors.Is(err, replication.ErrStaleEpoch) {
+			// Sequenced, maybe durable, not committed: it may yet
+			// commit, so it must not read as refused.
+			return nil, 0, resp.ErrLeadershipLost
+		}
 		return reply, lsn, leaderError(err)
 	}
 }
 
+// leaderError maps the leader's errors to the resp sentinels.
 func leaderError(err error) error {
-	if errors.Is(err, replication.ErrNotLeader) || errors.Is(err, replication.ErrStaleEpoch) {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, replication.ErrNotLeader), errors.Is(err, replication.ErrStaleEpoch):
 		return resp.ErrNotLeader
+	case errors.Is(err, replication.ErrWriteTimeout):
+		return resp.ErrNoReplicas
+	case errors.Is(err, replication.ErrOverloaded):
+		return resp.ErrOverloaded
 	}
 	return err
 }
@@ -95,11 +120,11 @@ func expireExec(keys [][]byte) func(v commands.View, nowMs int64) (commands.Resu
 }
 
 func (b backend) Wait(ctx context.Context, lsn uint64, n int, timeout time.Duration) int {
-	l, _ := b.n.roles()
-	if l == nil {
+	r, ok := b.n.current().(*leading)
+	if !ok {
 		return 0
 	}
-	return l.WaitDurable(ctx, lsn, n, timeout)
+	return r.l.WaitDurable(ctx, lsn, n, timeout)
 }
 
 func (b backend) ReplicaOf(ctx context.Context, host, port string) error {
@@ -146,9 +171,18 @@ func (b backend) Custom(ctx context.Context, args [][]byte) (commands.Reply, boo
 }
 
 func (b backend) Role() commands.Reply {
-	l, f := b.n.roles()
-	if l != nil {
-		s := l.Status()
+	switch r := b.n.current().(type) {
+	case *fenced:
+		// Not a Redis role: a client that checks ROLE for "master" or
+		// "slave" sees neither, which is the truth.
+		return commands.Array{commands.Bulk("fenced"), commands.Int(b.n.db.Durable().LSN), commands.Bulk(r.reason)}
+	case *following:
+		st := r.f.Status()
+		host, port, _ := net.SplitHostPort(r.leaderRESP)
+		p, _ := strconv.Atoi(port)
+		return commands.Array{commands.Bulk("slave"), commands.Bulk(host), commands.Int(p), commands.Bulk(linkState(st)), commands.Int(st.Durable)}
+	case *leading:
+		s := r.l.Status()
 		var slaves commands.Array
 		for _, fp := range s.Followers {
 			if !fp.Connected {
@@ -162,10 +196,7 @@ func (b backend) Role() commands.Reply {
 		}
 		return commands.Array{commands.Bulk("master"), commands.Int(s.Durable), slaves}
 	}
-	st := f.Status()
-	host, port, _ := net.SplitHostPort(b.n.folRESPAddr())
-	p, _ := strconv.Atoi(port)
-	return commands.Array{commands.Bulk("slave"), commands.Bulk(host), commands.Int(p), commands.Bulk(linkState(st)), commands.Int(st.Durable)}
+	panic("node: unknown role")
 }
 
 func linkState(st replication.FollowerStatus) string {
@@ -176,12 +207,6 @@ func linkState(st replication.FollowerStatus) string {
 		return "connected"
 	}
 	return "connect"
-}
-
-func (n *Node) folRESPAddr() string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.folRESP
 }
 
 func (b backend) Info(sections []string) string {
@@ -210,10 +235,17 @@ func (b backend) infoServer(sb *strings.Builder) {
 }
 
 func (b backend) infoReplication(sb *strings.Builder) {
-	l, f := b.n.roles()
 	sb.WriteString("# Replication\r\n")
-	if l != nil {
-		s := l.Status()
+	var f *following
+	switch r := b.n.current().(type) {
+	case *fenced:
+		fmt.Fprintf(sb, "role:fenced\r\nconnected_slaves:0\r\nmaster_repl_offset:%d\r\ntandem_epoch:%d\r\ntandem_applied_lsn:%d\r\ntandem_state:fenced\r\ntandem_fenced_reason:%s\r\ntandem_fenced_seconds:%d\r\ntandem_mode:%s\r\n\r\n",
+			b.n.db.Durable().LSN, b.n.db.Epoch(), b.n.db.Applied(), r.reason, int(time.Since(r.since).Seconds()), b.n.cfg.Mode)
+		return
+	case *following:
+		f = r
+	case *leading:
+		s := r.l.Status()
 		connected := 0
 		for _, fp := range s.Followers {
 			if fp.Connected {
@@ -238,8 +270,8 @@ func (b backend) infoReplication(sb *strings.Builder) {
 			runID(fmt.Sprint("epoch", s.Epoch)), s.Durable, s.Epoch, s.Commit, s.Applied, b.n.cfg.Mode)
 		return
 	}
-	st := f.Status()
-	host, port, _ := net.SplitHostPort(b.n.folRESPAddr())
+	st := f.f.Status()
+	host, port, _ := net.SplitHostPort(f.leaderRESP)
 	link, syncing, ago := "down", 0, -1
 	if st.Connected {
 		link = "up"

@@ -25,9 +25,18 @@ func (n *Node) Status() Status {
 	respAddr, peer, _ := n.Addrs()
 	s := Status{ID: n.cfg.ID, RESPAddr: respAddr, PeerAddr: peer, PID: os.Getpid(), Mode: n.cfg.Mode.String()}
 	s.LogEntries, s.LogBytes = n.db.LogSize()
-	l, f := n.roles()
-	if l != nil {
-		ls := l.Status()
+	var f *following
+	switch r := n.current().(type) {
+	case *fenced:
+		// No role: positions from storage, and why.
+		s.Role, s.State, s.Epoch, s.Reason = statusdoc.RoleFenced, statusdoc.StateFenced, n.db.Epoch(), r.reason
+		s.DurableLSN, s.AppliedLSN = n.db.Durable().LSN, n.db.Applied()
+		s.CommitLSN = s.AppliedLSN
+		return s
+	case *following:
+		f = r
+	case *leading:
+		ls := r.l.Status()
 		s.Role, s.State, s.Epoch = statusdoc.RoleLeader, statusdoc.StateLeading, ls.Epoch
 		s.DurableLSN, s.AppliedLSN, s.CommitLSN, s.Connected = ls.Durable, ls.Applied, ls.Commit, true
 		for _, fp := range ls.Followers {
@@ -40,18 +49,10 @@ func (n *Node) Status() Status {
 		}
 		return s
 	}
-	if f == nil {
-		// Neither leader nor follower (a failed Lead can leave the node so):
-		// report it fenced rather than dereference a nil follower. Reason is
-		// for the code that fences the node to fill.
-		s.Role, s.State, s.Epoch = statusdoc.RoleFenced, statusdoc.StateFenced, n.db.Epoch()
-		s.DurableLSN, s.AppliedLSN = n.db.Durable().LSN, n.db.Applied()
-		return s
-	}
-	fs := f.Status()
+	fs := f.f.Status()
 	s.Role, s.State, s.Epoch, s.Connected = statusdoc.RoleFollower, fs.State, fs.Epoch, fs.Connected
 	s.DurableLSN, s.AppliedLSN, s.CommitLSN = n.db.Durable().LSN, n.db.Applied(), fs.Commit
-	s.LagLSN, s.LagSeconds, s.Leader = fs.LagLSN, fs.LagSeconds, n.folRESPAddr()
+	s.LagLSN, s.LagSeconds, s.Leader = fs.LagLSN, fs.LagSeconds, f.leaderRESP
 	if fs.State == replication.StateSeeding {
 		s.SeedBytes, s.SeedTotal = fs.SeedBytes, fs.SeedTotal
 		if fs.SeedTotal > 0 {

@@ -1,9 +1,27 @@
-// Package node is one tandem server process: a Pebble database, a role
-// (leader or follower), the RESP front end for clients, the gRPC peer
-// service for replication, and HTTP for status, metrics and pprof.
+// Package node is one tandem server process: a Pebble database, a role,
+// the RESP front end for clients, the gRPC peer service for replication,
+// and HTTP for status, metrics and pprof.
 //
-// A node changes role only through Lead and Follow, which stop the old role
-// before starting the new one, so a node never runs both.
+// # Roles
+//
+// A node is always in exactly one of three roles:
+//
+//   - leading: a replication.Leader takes writes and serves follower
+//     streams;
+//   - following: a replication.Follower applies a leader's log and serves
+//     reads;
+//   - fenced: no role. Writes get READONLY (resp.ErrNotLeader), reads get
+//     MASTERDOWN (resp.ErrFenced), and ROLE, INFO, HELLO, /status and
+//     /metrics say "fenced" and why.
+//
+// The role is one value, swapped under the node's mutex, so no caller sees
+// no role or two. A node changes role only through Lead, Follow and Fence,
+// one change at a time: a change fences the node, stops the old role (stop
+// returns only once nothing the role started can write to storage) and
+// only then starts the new one, so a node never runs two writers on its
+// database. A change that fails after the old role stopped leaves the node
+// fenced with the error as the reason. A leader that stops by itself (it saw
+// a higher epoch, or its storage failed) fences the node too.
 package node
 
 import (
@@ -14,6 +32,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,9 +58,27 @@ type Config struct {
 	Mode                   commit.Mode
 	RetainBytes            int64
 	MaxBulkLen             int64
-	Buggify                replication.Buggify
-	Logger                 *slog.Logger
+	// WriteTimeout, MaxInFlight, MaxInFlightBytes and FollowerTimeout go
+	// to the leader (replication.LeaderConfig); 0 means its default.
+	WriteTimeout     time.Duration
+	MaxInFlight      int
+	MaxInFlightBytes int64
+	FollowerTimeout  time.Duration
+	// Fatal is called when the process must stop because going on could
+	// break a promise (the leader failed to persist a higher epoch). nil
+	// means log at Error and exit with status 2, for a supervisor to
+	// restart the process; tests set it so that they do not exit.
+	Fatal   func(error)
+	Buggify replication.Buggify
+	Logger  *slog.Logger
+
+	// leadHook, set only by tests, runs in Lead after the old role has
+	// stopped and before the new epoch starts; an error fails Lead there.
+	leadHook func() error
 }
+
+// ErrClosed: the node is closed and changes role no more.
+var ErrClosed = errors.New("node: closed")
 
 // Node is a running tandem server.
 type Node struct {
@@ -58,16 +95,95 @@ type Node struct {
 	httpLis  net.Listener
 	respAddr string
 
-	mu       sync.Mutex // guards the role fields
-	leader   *replication.Leader
-	follower *replication.Follower
-	stopFol  context.CancelFunc
-	folDone  chan struct{}
-	folConn  *grpc.ClientConn
-	folRESP  string // the leader's RESP address, for INFO and ROLE
+	// changeMu serialises role changes and Close; it is held while the old
+	// role stops and the new one starts. Nothing that a role's stop waits
+	// for takes it.
+	changeMu sync.Mutex
+	mu       sync.Mutex // guards role
+	role     role       // never nil
 
-	bg     sync.WaitGroup
-	closed chan struct{}
+	bg        sync.WaitGroup // expiry loop and role watchers
+	closed    chan struct{}
+	closeOnce sync.Once
+}
+
+// role is what the node does now: *leading, *following or *fenced.
+type role interface {
+	// stop ends the role. It returns once nothing the role started can
+	// write to storage. It may be called more than once.
+	stop()
+}
+
+// leading is the leader role.
+type leading struct {
+	l *replication.Leader
+	// ctx ends when the node stops the role: peer streams and the expiry
+	// loop's proposals end with it.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	stopping bool
+	calls    sync.WaitGroup // peer handlers running on l
+}
+
+// enter admits a peer handler to the leader; false once the role stops.
+// A true enter must be followed by exit.
+func (r *leading) enter() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopping {
+		return false
+	}
+	r.calls.Add(1)
+	return true
+}
+
+func (r *leading) exit() { r.calls.Done() }
+
+func (r *leading) stop() {
+	r.mu.Lock()
+	r.stopping = true
+	r.mu.Unlock()
+	r.cancel()
+	r.l.Close()
+	// The peer handlers (Serve, ServeSnapshot) end when the leader does;
+	// wait for them so that none outlives the role.
+	r.calls.Wait()
+}
+
+// following is the follower role.
+type following struct {
+	f          *replication.Follower
+	ctx        context.Context
+	cancel     context.CancelFunc
+	done       chan struct{} // closed when f.Run has returned
+	conn       *grpc.ClientConn
+	leaderRESP string // the leader's RESP address, for INFO, ROLE and status
+	leaderPeer string
+}
+
+func (r *following) stop() {
+	r.cancel()
+	<-r.done
+	r.conn.Close()
+}
+
+// fenced is no role: the node serves neither writes nor reads.
+type fenced struct {
+	reason string
+	since  time.Time
+}
+
+func (*fenced) stop() {}
+
+// readErr is the error for a read on a fenced node.
+func (r *fenced) readErr() error { return fmt.Errorf("%s: %w", r.reason, resp.ErrFenced) }
+
+func newFenced(reason string) *fenced {
+	// The reason goes into Redis error replies and INFO lines.
+	reason = strings.Join(strings.Fields(reason), " ")
+	return &fenced{reason: reason, since: time.Now()}
 }
 
 // Start opens the database, starts the role and the listeners.
@@ -84,7 +200,12 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: log, db: db, started: time.Now(), cursors: commands.NewCursorTable(4096), closed: make(chan struct{})}
+	n := &Node{
+		cfg: cfg, log: log, db: db, started: time.Now(),
+		cursors: commands.NewCursorTable(4096),
+		role:    newFenced("starting"),
+		closed:  make(chan struct{}),
+	}
 	if err := n.listen(); err != nil {
 		n.Close()
 		return nil, err
@@ -108,7 +229,9 @@ func (n *Node) listen() error {
 	if n.peerLis, err = net.Listen("tcp", n.cfg.PeerAddr); err != nil {
 		return fmt.Errorf("node: peer listener: %w", err)
 	}
-	n.grpcSrv = grpc.NewServer(grpc.MaxRecvMsgSize(maxMessage), grpc.MaxSendMsgSize(maxMessage))
+	n.grpcSrv = grpc.NewServer(grpc.MaxRecvMsgSize(maxMessage), grpc.MaxSendMsgSize(maxMessage),
+		// Stop waits for handlers too, so that none runs once storage closes.
+		grpc.WaitForHandlers(true))
 	peerpb.RegisterPeerServer(n.grpcSrv, &peerService{n: n})
 	go n.grpcSrv.Serve(n.peerLis)
 
@@ -141,49 +264,165 @@ func (n *Node) Addrs() (respAddr, peer, httpAddr string) {
 	return n.respAddr, n.peerLis.Addr().String(), n.httpLis.Addr().String()
 }
 
-// Lead makes the node the leader at a new epoch (or keeps leading).
-func (n *Node) Lead() error {
+// current returns the role now; it is never nil.
+func (n *Node) current() role {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.leader != nil {
+	return n.role
+}
+
+func (n *Node) setRole(r role) {
+	n.mu.Lock()
+	n.role = r
+	n.mu.Unlock()
+}
+
+func (n *Node) isClosed() bool {
+	select {
+	case <-n.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// changeLocked fences the node (with why as the reason), stops the old
+// role, then runs start, if any, and makes its role current. If start fails
+// the node stays fenced with start's error as the reason. The caller holds
+// changeMu.
+func (n *Node) changeLocked(why string, start func() (role, error)) error {
+	old := n.current()
+	n.setRole(newFenced(why))
+	old.stop()
+	if start == nil {
 		return nil
 	}
-	n.stopFollowerLocked()
+	r, err := start()
+	if err != nil {
+		n.setRole(newFenced(err.Error()))
+		n.log.Error("role change failed; the node is fenced", "err", err)
+		return err
+	}
+	n.setRole(r)
+	return nil
+}
+
+// Lead makes the node the leader at a new epoch (or keeps leading). If it
+// fails the node is fenced.
+func (n *Node) Lead() error {
+	n.changeMu.Lock()
+	defer n.changeMu.Unlock()
+	if n.isClosed() {
+		return ErrClosed
+	}
+	if r, ok := n.current().(*leading); ok {
+		select {
+		case <-r.l.Done():
+			// Stopped by itself; its watcher has not fenced the node yet.
+		default:
+			return nil
+		}
+	}
+	return n.changeLocked("changing role to leader", n.startLeader)
+}
+
+func (n *Node) startLeader() (role, error) {
+	if n.cfg.leadHook != nil {
+		if err := n.cfg.leadHook(); err != nil {
+			return nil, fmt.Errorf("node: lead: %w", err)
+		}
+	}
 	// Every leadership starts a new epoch, so that (epoch, LSN) names one
 	// entry cluster-wide: a leader never appends to an epoch it did not start.
 	epoch := n.db.Epoch() + 1
 	if err := n.db.StartEpoch(epoch, n.db.Durable().LSN+1); err != nil {
-		return err
+		return nil, fmt.Errorf("node: lead: start epoch %d: %w", epoch, err)
 	}
 	l, err := replication.NewLeader(replication.LeaderConfig{
-		DB:          n.db,
-		NodeID:      n.cfg.ID,
-		Mode:        n.cfg.Mode,
-		Logger:      n.log,
-		RetainBytes: n.cfg.RetainBytes,
-		Buggify:     n.cfg.Buggify,
+		DB:               n.db,
+		NodeID:           n.cfg.ID,
+		Mode:             n.cfg.Mode,
+		Logger:           n.log,
+		RetainBytes:      n.cfg.RetainBytes,
+		WriteTimeout:     n.cfg.WriteTimeout,
+		MaxInFlight:      n.cfg.MaxInFlight,
+		MaxInFlightBytes: n.cfg.MaxInFlightBytes,
+		FollowerTimeout:  n.cfg.FollowerTimeout,
+		Fatal:            n.fatal,
+		Buggify:          n.cfg.Buggify,
 	}, epoch)
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("node: lead at epoch %d: %w", epoch, err)
 	}
-	n.leader = l
-	n.folRESP = ""
-	return nil
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &leading{l: l, ctx: ctx, cancel: cancel}
+	n.bg.Add(1)
+	go n.watchLeader(r)
+	n.log.Info("role: leader", "epoch", epoch)
+	return r, nil
+}
+
+// watchLeader fences the node when its leader stops by itself. It returns
+// at once when the node stops the role.
+func (n *Node) watchLeader(r *leading) {
+	defer n.bg.Done()
+	select {
+	case <-r.l.Done():
+	case <-r.ctx.Done():
+		return
+	}
+	n.roleEnded(r, func() string {
+		if err := r.l.Err(); err != nil {
+			return "leader stopped: " + err.Error()
+		}
+		return "leader stopped"
+	})
+}
+
+// roleEnded fences the node if r, which ended by itself, is still its role.
+// reason is asked after r has stopped.
+func (n *Node) roleEnded(r role, reason func() string) {
+	n.changeMu.Lock()
+	defer n.changeMu.Unlock()
+	if n.current() != r {
+		return // the node changed role meanwhile
+	}
+	n.setRole(newFenced("stopping"))
+	r.stop()
+	why := reason()
+	n.setRole(newFenced(why))
+	n.log.Warn("role ended by itself; the node is fenced", "reason", why)
+}
+
+// fatal is the leader's Fatal hook.
+func (n *Node) fatal(err error) {
+	if n.cfg.Fatal != nil {
+		n.cfg.Fatal(err)
+		return
+	}
+	n.log.Error("fatal: stopping the process so that a supervisor restarts it", "err", err)
+	os.Exit(2)
 }
 
 // Follow makes the node follow the leader at peerAddr (RESP at respAddr).
+// An address that cannot be dialled leaves the role as it was.
 func (n *Node) Follow(respAddr, peerAddr string) error {
 	conn, err := dialPeer(peerAddr)
 	if err != nil {
 		return err
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.leader != nil {
-		n.leader.Close()
-		n.leader = nil
+	n.changeMu.Lock()
+	defer n.changeMu.Unlock()
+	if n.isClosed() {
+		conn.Close()
+		return ErrClosed
 	}
-	n.stopFollowerLocked()
+	return n.changeLocked("changing role to follower of "+respAddr, func() (role, error) {
+		return n.startFollower(conn, respAddr, peerAddr), nil
+	})
+}
+
+func (n *Node) startFollower(conn *grpc.ClientConn, respAddr, peerAddr string) *following {
 	httpAddr := ""
 	if n.httpLis != nil {
 		httpAddr = n.httpLis.Addr().String()
@@ -199,57 +438,75 @@ func (n *Node) Follow(respAddr, peerAddr string) error {
 		Buggify:  n.cfg.Buggify,
 	})
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
+	r := &following{f: f, ctx: ctx, cancel: cancel, done: make(chan struct{}), conn: conn, leaderRESP: respAddr, leaderPeer: peerAddr}
+	n.bg.Add(1)
 	go func() {
-		defer close(done)
-		_ = f.Run(ctx)
+		defer n.bg.Done()
+		err := f.Run(ctx)
+		close(r.done)
+		if ctx.Err() == nil {
+			// Run follows until stopped; if it returns by itself the node
+			// has no working role.
+			n.roleEnded(r, func() string { return fmt.Sprintf("follower stopped: %v", err) })
+		}
 	}()
-	n.follower, n.stopFol, n.folDone, n.folConn, n.folRESP = f, cancel, done, conn, respAddr
-	n.log.Info("following", "leader_resp", respAddr, "leader_peer", peerAddr)
-	return nil
+	n.log.Info("role: follower", "leader_resp", respAddr, "leader_peer", peerAddr)
+	return r
 }
 
-func (n *Node) stopFollowerLocked() {
-	if n.follower == nil {
+// Fence takes the node out of service: it stops the current role and
+// serves neither writes nor reads until Lead or Follow, saying reason in
+// ROLE, INFO and status. The control plane fences a node it cannot trust.
+func (n *Node) Fence(reason string) {
+	n.changeMu.Lock()
+	defer n.changeMu.Unlock()
+	if n.isClosed() {
 		return
 	}
-	n.stopFol()
-	<-n.folDone
-	n.folConn.Close()
-	n.follower = nil
+	_ = n.changeLocked(reason, nil)
+	n.log.Info("role: fenced", "reason", reason)
 }
 
-// roles returns the current role objects (exactly one is non-nil while the
-// node runs).
-func (n *Node) roles() (*replication.Leader, *replication.Follower) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.leader, n.follower
-}
-
-// Close stops the node.
+// Close stops the node: clients first, then the role, then the peer and
+// HTTP servers (each waits for its handlers, within a bound), then storage.
 func (n *Node) Close() {
-	select {
-	case <-n.closed:
-		return
-	default:
-	}
+	n.closeOnce.Do(n.close)
+}
+
+// closeWait bounds how long Close waits for gRPC and HTTP handlers to
+// finish before cutting them off.
+const closeWait = 2 * time.Second
+
+func (n *Node) close() {
+	n.changeMu.Lock()
 	close(n.closed)
+	n.changeMu.Unlock()
 	if n.respSrv != nil {
 		n.respSrv.Close()
 	}
-	n.mu.Lock()
-	if n.leader != nil {
-		n.leader.Close()
-		n.leader = nil
-	}
-	n.stopFollowerLocked()
-	n.mu.Unlock()
+	n.changeMu.Lock()
+	_ = n.changeLocked("node closed", nil)
+	n.changeMu.Unlock()
 	if n.grpcSrv != nil {
-		n.grpcSrv.Stop()
+		stopped := make(chan struct{})
+		go func() {
+			n.grpcSrv.GracefulStop()
+			close(stopped)
+		}()
+		select {
+		case <-stopped:
+		case <-time.After(closeWait):
+			n.log.Warn("peer handlers still running; stopping them")
+			n.grpcSrv.Stop() // waits for handlers (WaitForHandlers)
+			<-stopped
+		}
 	}
 	if n.httpSrv != nil {
-		n.httpSrv.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), closeWait)
+		if err := n.httpSrv.Shutdown(ctx); err != nil {
+			n.httpSrv.Close()
+		}
+		cancel()
 	}
 	n.bg.Wait()
 	if err := n.db.Close(); err != nil {
@@ -269,8 +526,8 @@ func (n *Node) expiryLoop() {
 		case <-n.closed:
 			return
 		}
-		l, _ := n.roles()
-		if l == nil {
+		r, ok := n.current().(*leading)
+		if !ok {
 			continue
 		}
 		keys, err := n.db.ExpiredKeys(time.Now().UnixMilli(), 256)
@@ -281,10 +538,15 @@ func (n *Node) expiryLoop() {
 		if len(keys) == 0 {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, _, err = l.Propose(ctx, expireExec(keys))
+		// The proposal ends with the role: a role change never waits for it.
+		ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
+		_, _, err = r.l.Propose(ctx, expireExec(keys))
 		cancel()
-		if err != nil && !errors.Is(err, replication.ErrNotLeader) {
+		switch {
+		case err == nil, r.ctx.Err() != nil,
+			errors.Is(err, replication.ErrNotLeader), errors.Is(err, replication.ErrStaleEpoch):
+			// Done, or the role changed: the next leader scans again.
+		default:
 			n.log.Warn("expiry delete", "err", err, "keys", len(keys))
 		}
 	}

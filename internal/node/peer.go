@@ -16,18 +16,24 @@ import (
 )
 
 // peerService serves the replication stream and snapshots while the node
-// leads; otherwise it refuses with FailedPrecondition.
+// leads; otherwise it refuses with FailedPrecondition. A handler runs inside
+// its leading role (enter/exit), which waits for it when it stops, and ends
+// when the role does.
 type peerService struct {
 	peerpb.UnimplementedPeerServer
 	n *Node
 }
 
 func (s *peerService) Replicate(stream grpc.BidiStreamingServer[peerpb.FollowerMessage, peerpb.LeaderMessage]) error {
-	l, _ := s.n.roles()
-	if l == nil {
+	r, ok := s.n.current().(*leading)
+	if !ok || !r.enter() {
 		return status.Error(codes.FailedPrecondition, "tandem: not the leader")
 	}
-	if err := l.Serve(stream.Context(), stream); err != nil {
+	defer r.exit()
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	defer context.AfterFunc(r.ctx, cancel)()
+	if err := r.l.Serve(ctx, stream); err != nil {
 		s.n.log.Debug("follower stream ended", "err", err)
 		return status.Error(codes.Unavailable, err.Error())
 	}
@@ -35,14 +41,27 @@ func (s *peerService) Replicate(stream grpc.BidiStreamingServer[peerpb.FollowerM
 }
 
 func (s *peerService) Snapshot(req *peerpb.SnapshotRequest, stream grpc.ServerStreamingServer[peerpb.SnapshotChunk]) error {
-	l, _ := s.n.roles()
-	if l == nil {
+	r, ok := s.n.current().(*leading)
+	if !ok || !r.enter() {
 		return status.Error(codes.FailedPrecondition, "tandem: not the leader")
 	}
-	if req.Epoch > l.Epoch() {
-		return status.Errorf(codes.FailedPrecondition, "tandem: follower epoch %d is newer than leader epoch %d", req.Epoch, l.Epoch())
+	defer r.exit()
+	// ServeSnapshot refuses a follower from a newer epoch and steps down.
+	return r.l.ServeSnapshot(req, roleSender{ctx: r.ctx, out: stream})
+}
+
+// roleSender ends a snapshot stream once its role stops: ServeSnapshot
+// does not watch the leader, and a role change waits for the handler.
+type roleSender struct {
+	ctx context.Context
+	out replication.SnapshotSender
+}
+
+func (s roleSender) Send(c *peerpb.SnapshotChunk) error {
+	if s.ctx.Err() != nil {
+		return replication.ErrNotLeader
 	}
-	return l.ServeSnapshot(req, stream)
+	return s.out.Send(c)
 }
 
 func dialPeer(addr string) (*grpc.ClientConn, error) {

@@ -26,7 +26,8 @@ type Backend interface {
 	// logged nothing). It returns ErrReadOnly on a follower, ErrFenced on
 	// a node with no role, ErrOverloaded when too many writes wait for
 	// commit, and ErrNoReplicas when the write was not committed within
-	// the write timeout (it may still commit later).
+	// the write timeout (it may still commit later), ErrLeadershipLost when
+	// the leader stopped after it sequenced the write (outcome unknown).
 	Write(ctx context.Context, spec *commands.Spec, args [][]byte) (commands.Reply, uint64, error)
 	// Info returns the INFO text for the given lower-case sections
 	// (empty means the default set: server, replication, keyspace).
@@ -60,4 +61,10 @@ var (
 	// ErrOverloaded: a write was refused because too many writes wait for
 	// commit; it was not applied.
 	ErrOverloaded = errors.New("resp: overloaded")
+	// ErrLeadershipLost: the leader stopped after it had sequenced the
+	// write and before the write committed. The write may still commit
+	// under a later leadership or be lost: its outcome is unknown, so a
+	// client must not take it as refused (nor retry a write that is not
+	// idempotent blindly).
+	ErrLeadershipLost = errors.New("resp: leadership lost before commit")
 )

@@ -40,6 +40,11 @@ const (
 	// wait for commit. TRYAGAIN is Redis Cluster's code for "retry
 	// later", which go-redis retries.
 	replyOverloaded = "TRYAGAIN tandem: too many writes waiting for commit; retry"
+	// replyLeadershipLost answers a write whose leader stopped between
+	// sequencing it and committing it. It is deliberately not READONLY,
+	// which clients retry and which means "not applied": this write may
+	// yet commit.
+	replyLeadershipLost = "UNCERTAIN tandem: the leader stopped before this write committed; it may or may not take effect"
 )
 
 // Fixed replies for failures that are not the client's fault. None of
@@ -112,6 +117,7 @@ func errConfigSet(param []byte) string {
 //	                         is set to 'no'. (tandem: this node is fenced[: <reason>])
 //	ErrNoReplicas            NOREPLICAS Not enough good replicas to write.
 //	ErrOverloaded            TRYAGAIN tandem: too many writes waiting for commit; retry
+//	ErrLeadershipLost        UNCERTAIN tandem: the leader stopped before this write committed; ...
 //	*commands.ArityError     ERR wrong number of arguments for '<cmd>' command
 //	*commands.Error          ERR <text>  (syntax error, not an integer...)
 //	canceled by Close        ERR internal error: server shutting down
@@ -137,6 +143,8 @@ func (s *Server) errorText(err error, sess *Session, cmd string) string {
 		return replyNoReplicas
 	case errors.Is(err, ErrOverloaded):
 		return replyOverloaded
+	case errors.Is(err, ErrLeadershipLost):
+		return replyLeadershipLost
 	case errors.As(err, &arity):
 		return errArity(arity.Name)
 	case commands.IsInputError(err):

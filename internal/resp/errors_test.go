@@ -9,7 +9,7 @@ import (
 // upper-case code word and is one line, as RESP and clients need.
 func TestErrorTableCodes(t *testing.T) {
 	for _, text := range []string{
-		replyReadOnly, replyLoading, replyNotLeader, replyFenced, replyNoReplicas, replyOverloaded,
+		replyReadOnly, replyLoading, replyNotLeader, replyFenced, replyNoReplicas, replyOverloaded, replyLeadershipLost,
 		replyShuttingDown, replyConnClosed, replyInternal + "0000abcd",
 		errNotInteger, errSyntax, errDBIndex, errWrongPass, errAuthNoPassword, errProtoNotInteger,
 		errNoProto, errBadClientName, errTimeoutNotInteger, errTimeoutNegative, errBadMasterPort,

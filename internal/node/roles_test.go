@@ -1,0 +1,267 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tandemdb/tandem/internal/storage"
+)
+
+// TestRotateLeaderUnderLoad hands the leadership round three nodes under
+// quorum 1 while clients write to and read from every node and others ask
+// every node for its role. Each rotation is a planned switchover: fence the
+// leader, promote the most advanced follower, make the others follow it.
+// After every step each node has exactly one role and says so everywhere;
+// at the end the replicas are identical and every acknowledged write is on
+// the final leader.
+func TestRotateLeaderUnderLoad(t *testing.T) {
+	n1 := testNode(t, "n1", quorum(1))
+	n2 := testNode(t, "n2", quorum(1))
+	n3 := testNode(t, "n3", quorum(1))
+	nodes := []*Node{n1, n2, n3}
+	follow(t, n2, n1)
+	follow(t, n3, n1)
+	checkRole(t, n1, "leader")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	probed := probe(ctx, t, nodes)
+	l := startLoad(ctx, t, nodes, 4, 2)
+	l.waitAcked(t, 0)
+
+	leader := n1
+	rotations := flips(t, 25)
+	start := time.Now()
+	for i := range rotations {
+		before := l.n.Load()
+		leader.Fence(fmt.Sprintf("test: switchover %d", i))
+		checkRole(t, leader, "fenced")
+		// Every acknowledged write is durable on some follower: the most
+		// advanced one, by the (epoch, LSN) of its last entry, has them
+		// all (a follower that has not reconnected since the last rotation
+		// may hold a longer log of an older epoch). With the leader fenced
+		// nothing new arrives.
+		var next *Node
+		for _, n := range nodes {
+			if n != leader && (next == nil || ahead(n.db.Durable(), next.db.Durable())) {
+				next = n
+			}
+		}
+		if err := next.Lead(); err != nil {
+			t.Fatalf("rotation %d: %s lead: %v", i, next.cfg.ID, err)
+		}
+		checkRole(t, next, "leader")
+		for _, n := range nodes {
+			if n != next {
+				follow(t, n, next)
+				checkRole(t, n, "follower")
+			}
+		}
+		leader = next
+		l.waitAcked(t, before)
+		if t.Failed() {
+			break
+		}
+	}
+	elapsed := time.Since(start)
+	cancel()
+	<-l.done
+	<-probed
+	waitConverged(t, leader, nodes)
+	acked := checkAcked(t, leader, l)
+	t.Logf("%d rotations (%d role changes) in %v; %d acknowledged writes all on %s", rotations, 4*rotations, elapsed.Round(time.Millisecond), acked, leader.cfg.ID)
+}
+
+// ahead reports whether log position a is more advanced than b: a later
+// epoch, or the same epoch and a higher LSN.
+func ahead(a, b storage.Position) bool {
+	return a.Epoch > b.Epoch || (a.Epoch == b.Epoch && a.LSN > b.LSN)
+}
+
+// TestLeadFenceLeadUnderLoad fences and restarts the leadership of one node
+// many times under load (async), and now and then fences and restarts its
+// follower. The leader never follows, so its log keeps every acknowledged
+// write.
+func TestLeadFenceLeadUnderLoad(t *testing.T) {
+	n1 := testNode(t, "n1", nil)
+	n2 := testNode(t, "n2", nil)
+	nodes := []*Node{n1, n2}
+	follow(t, n2, n1)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	probed := probe(ctx, t, nodes)
+	l := startLoad(ctx, t, nodes, 4, 2)
+	l.waitAcked(t, 0)
+
+	count := flips(t, 200)
+	start := time.Now()
+	for i := range count {
+		before := l.n.Load()
+		n1.Fence(fmt.Sprintf("test: flip %d", i))
+		checkRole(t, n1, "fenced")
+		if err := n1.Lead(); err != nil {
+			t.Fatalf("flip %d: lead: %v", i, err)
+		}
+		checkRole(t, n1, "leader")
+		if i%10 == 0 {
+			n2.Fence("test: fence the follower")
+			checkRole(t, n2, "fenced")
+			follow(t, n2, n1)
+			checkRole(t, n2, "follower")
+		}
+		l.waitAcked(t, before)
+		if t.Failed() {
+			break
+		}
+	}
+	elapsed := time.Since(start)
+	cancel()
+	<-l.done
+	<-probed
+	waitConverged(t, n1, nodes)
+	acked := checkAcked(t, n1, l)
+	t.Logf("%d fence/lead flips in %v; %d acknowledged writes all on n1", count, elapsed.Round(time.Millisecond), acked)
+}
+
+var errInjected = errors.New("injected lead failure")
+
+// TestFailedLeadFences makes Lead fail after the old role has stopped, from
+// a follower and from a fenced node: the node is fenced with the error as
+// the reason, answers every role question, refuses writes and reads, and
+// leads once Lead succeeds.
+func TestFailedLeadFences(t *testing.T) {
+	var fail atomic.Bool
+	n1 := testNode(t, "n1", nil)
+	n2 := testNode(t, "n2", func(c *Config) {
+		c.leadHook = func() error {
+			if fail.Load() {
+				return errInjected
+			}
+			return nil
+		}
+	})
+	follow(t, n2, n1)
+	ctx := context.Background()
+	if err := newClient(t, n1).Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "n2 to apply the write", 10*time.Second, func() bool { return n2.db.Applied() >= n1.db.Durable().LSN })
+
+	fail.Store(true)
+	for _, from := range []string{"follower", "fenced"} {
+		if err := n2.Lead(); !errors.Is(err, errInjected) {
+			t.Fatalf("lead from %s: %v, want the injected error", from, err)
+		}
+		checkRole(t, n2, "fenced")
+		err := newClient(t, n2).Get(ctx, "k").Err()
+		const want = "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'. (tandem: this node is fenced: node: lead: injected lead failure)"
+		if err == nil || err.Error() != want {
+			t.Fatalf("GET on the fenced node = %v, want %q", err, want)
+		}
+		err = newClient(t, n2).Set(ctx, "k", "w", 0).Err()
+		const wantW = "READONLY You can't write against a read only replica. (tandem: this node is not the leader)"
+		if err == nil || err.Error() != wantW {
+			t.Fatalf("SET on the fenced node = %v, want %q", err, wantW)
+		}
+	}
+
+	fail.Store(false)
+	if err := n2.Lead(); err != nil {
+		t.Fatal(err)
+	}
+	checkRole(t, n2, "leader")
+	c := newClient(t, n2)
+	if v, err := c.Get(ctx, "k").Result(); err != nil || v != "v" {
+		t.Fatalf("GET k on the new leader = %q, %v", v, err)
+	}
+	if err := c.Set(ctx, "k2", "v2", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLeaderThatStepsDownFences makes a leader see a higher epoch (a node
+// that led after it connects as its follower): the leader stops by itself
+// and the node becomes fenced, saying why.
+func TestLeaderThatStepsDownFences(t *testing.T) {
+	n1 := testNode(t, "n1", nil)
+	n2 := testNode(t, "n2", nil)
+	follow(t, n2, n1)
+	waitFor(t, "n2 to connect", 10*time.Second, func() bool { return n2.Status().Connected })
+	if err := n2.Lead(); err != nil { // a higher epoch than n1's
+		t.Fatal(err)
+	}
+	follow(t, n2, n1) // n2 says hello at its higher epoch
+	waitFor(t, "n1 to step down", 10*time.Second, func() bool { return roleOf(n1) == "fenced" })
+	checkRole(t, n1, "fenced")
+	if r, ok := n1.current().(*fenced); !ok || !strings.Contains(r.reason, "leader stopped") {
+		t.Fatalf("n1 role %#v, want fenced because its leader stopped", n1.current())
+	}
+
+	if err := n2.Lead(); err != nil {
+		t.Fatal(err)
+	}
+	follow(t, n1, n2)
+	checkRole(t, n2, "leader")
+	checkRole(t, n1, "follower")
+	ctx := context.Background()
+	if err := newClient(t, n2).Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitConverged(t, n2, []*Node{n1, n2})
+}
+
+// TestClosedNodeChangesNoRole checks that Close is final and idempotent.
+func TestClosedNodeChangesNoRole(t *testing.T) {
+	n1 := testNode(t, "n1", nil)
+	n2 := testNode(t, "n2", nil)
+	follow(t, n2, n1)
+	n2.Close()
+	n2.Close()
+	if err := n2.Lead(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Lead after Close: %v, want ErrClosed", err)
+	}
+	respAddr, peer, _ := n1.Addrs()
+	if err := n2.Follow(respAddr, peer); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Follow after Close: %v, want ErrClosed", err)
+	}
+	n2.Fence("after close")
+	if roleOf(n2) != "fenced" {
+		t.Fatalf("closed node role %s, want fenced", roleOf(n2))
+	}
+}
+
+// TestSeedAcrossFence starts empty followers, which ask for a snapshot,
+// and fences and restarts the leader while they are being seeded: the
+// role change does not wait for a snapshot to finish, and each follower is
+// seeded from the next leadership.
+func TestSeedAcrossFence(t *testing.T) {
+	n1 := testNode(t, "n1", nil)
+	c := newClient(t, n1)
+	ctx := context.Background()
+	pipe := c.Pipeline()
+	for i := range 5000 {
+		pipe.Set(ctx, fmt.Sprintf("seed:%d", i), strings.Repeat("x", 100), 0)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	nodes := []*Node{n1}
+	for i := range 5 {
+		n := testNode(t, fmt.Sprintf("f%d", i), nil)
+		follow(t, n, n1)
+		nodes = append(nodes, n)
+		n1.Fence("test: fence during a seed")
+		checkRole(t, n1, "fenced")
+		if err := n1.Lead(); err != nil {
+			t.Fatal(err)
+		}
+		checkRole(t, n1, "leader")
+	}
+	waitConverged(t, n1, nodes)
+}
