@@ -421,17 +421,19 @@ type Pending struct {
 // fails with ErrOverloaded; the write was not sequenced.
 func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
 	var full <-chan time.Time
+	var lsn uint64
 	for {
 		l.seqMu.Lock()
 		l.mu.Lock()
-		stopped, ok, room := l.stopped, l.core.HasRoom(), l.room
+		stopped, ok, room, next := l.stopped, l.core.HasRoom(), l.room, l.core.NextLSN()
 		l.mu.Unlock()
 		if stopped {
 			l.seqMu.Unlock()
 			return nil, ErrNotLeader
 		}
 		if ok {
-			break // holding seqMu
+			lsn = next // only proposers move it, and they hold seqMu
+			break      // holding seqMu
 		}
 		l.seqMu.Unlock()
 		if full == nil {
@@ -449,9 +451,6 @@ func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
 	}
 	defer l.seqMu.Unlock()
 	now := l.cfg.Now()
-	l.mu.Lock()
-	lsn := l.core.NextLSN()
-	l.mu.Unlock()
 	res, err := exec(overlayView{o: l.overlay, base: storage.View{DB: l.cfg.DB, NowMs: now.UnixMilli()}}, now.UnixMilli())
 	if err != nil {
 		return nil, err
