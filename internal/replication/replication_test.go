@@ -498,10 +498,17 @@ func TestProposeNoOpsWaitsForApplied(t *testing.T) {
 		t.Fatalf("no-op Propose with an uncommitted write before it: %v, want DeadlineExceeded", err)
 	}
 	pending := proposeAsync(ctx, l, read)
+	// Once its wait is registered with the core, only the write's apply
+	// can end it.
+	waitFor(t, "the no-op Propose to wait", func() (bool, string) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return len(l.core.waits) == 1, fmt.Sprintf("%d waits", len(l.core.waits))
+	})
 	select {
 	case r := <-pending:
 		t.Fatalf("no-op Propose returned %+v before the write committed", r)
-	case <-time.After(50 * time.Millisecond):
+	default:
 	}
 	newFollowerNode(t, "f", vfs.NewMem(), l.dialer)
 	for name, ch := range map[string]<-chan proposeResult{"write": write, "read": pending} {
