@@ -54,6 +54,7 @@ func (n *Node) Status() Status {
 	s.Role, s.State, s.Epoch, s.Connected = statusdoc.RoleFollower, fs.State, fs.Epoch, fs.Connected
 	s.DurableLSN, s.AppliedLSN, s.CommitLSN = n.db.Durable().LSN, n.db.Applied(), fs.Commit
 	s.LagLSN, s.LagSeconds, s.Leader = fs.LagLSN, fs.LagSeconds, f.leaderRESP
+	s.Seeds = fs.Seeds
 	if fs.State == replication.StateSeeding {
 		s.SeedBytes, s.SeedTotal = fs.SeedBytes, fs.SeedTotal
 		if fs.SeedTotal > 0 {

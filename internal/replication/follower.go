@@ -59,6 +59,8 @@ type FollowerStatus struct {
 	LastContact time.Time
 	SeedBytes   uint64
 	SeedTotal   uint64
+	// Seeds counts the snapshot seeds begun since the follower started.
+	Seeds uint64
 }
 
 // Follower keeps a node's log and data following a leader.
@@ -450,6 +452,7 @@ func (f *Follower) seed(ctx context.Context) error {
 	f.setState(StateSeeding)
 	f.mu.Lock()
 	f.status.SeedBytes, f.status.SeedTotal = 0, 0
+	f.status.Seeds++
 	f.mu.Unlock()
 	in, err := f.cfg.Dial.Snapshot(ctx, &peerpb.SnapshotRequest{NodeId: f.cfg.NodeID, Epoch: db.Epoch()})
 	if err != nil {

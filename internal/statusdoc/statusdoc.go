@@ -56,12 +56,14 @@ type Node struct {
 	Leader    string `json:"leader,omitempty"`
 	Connected bool   `json:"connected"`
 	// SeedBytes and SeedTotal report a seed in progress.
-	SeedBytes   uint64     `json:"seed_bytes,omitempty"`
-	SeedTotal   uint64     `json:"seed_total,omitempty"`
-	SeedPercent float64    `json:"seed_percent,omitempty"`
-	LogEntries  int64      `json:"log_entries"`
-	LogBytes    int64      `json:"log_bytes"`
-	Followers   []Follower `json:"followers,omitempty"` // leaders only
+	SeedBytes   uint64  `json:"seed_bytes,omitempty"`
+	SeedTotal   uint64  `json:"seed_total,omitempty"`
+	SeedPercent float64 `json:"seed_percent,omitempty"`
+	// Seeds counts the snapshot seeds this process has begun (followers).
+	Seeds      uint64     `json:"seeds,omitempty"`
+	LogEntries int64      `json:"log_entries"`
+	LogBytes   int64      `json:"log_bytes"`
+	Followers  []Follower `json:"followers,omitempty"` // leaders only
 }
 
 // Follower is a leader's view of one of its followers, in Node.Followers.
