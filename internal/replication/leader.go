@@ -595,22 +595,32 @@ func (l *Leader) RemoveFollower(id string) bool {
 	return ok
 }
 
+// take waits for wake and takes the batch in q, until the leader stops.
+func (l *Leader) take(wake chan struct{}, q *[]*proposal) ([]*proposal, bool) {
+	for {
+		select {
+		case <-wake:
+		case <-l.ctx.Done():
+			return nil, false
+		}
+		l.mu.Lock()
+		batch := *q
+		*q = nil
+		l.mu.Unlock()
+		if len(batch) > 0 {
+			return batch, true
+		}
+	}
+}
+
 // committer is the group-commit loop: it writes the core's Append batch
 // in one durable append and reports it durable.
 func (l *Leader) committer() {
 	defer l.wg.Done()
 	for {
-		select {
-		case <-l.appendWake:
-		case <-l.ctx.Done():
+		batch, ok := l.take(l.appendWake, &l.appendQ)
+		if !ok {
 			return
-		}
-		l.mu.Lock()
-		batch := l.appendQ
-		l.appendQ = nil
-		l.mu.Unlock()
-		if len(batch) == 0 {
-			continue
 		}
 		if l.cfg.Buggify.AckBeforeDurable {
 			time.Sleep(100 * time.Millisecond)
@@ -643,17 +653,9 @@ func (l *Leader) committer() {
 func (l *Leader) applier() {
 	defer l.wg.Done()
 	for {
-		select {
-		case <-l.applyWake:
-		case <-l.ctx.Done():
+		batch, ok := l.take(l.applyWake, &l.applyQ)
+		if !ok {
 			return
-		}
-		l.mu.Lock()
-		batch := l.applyQ
-		l.applyQ = nil
-		l.mu.Unlock()
-		if len(batch) == 0 {
-			continue
 		}
 		if err := l.cfg.DB.Apply(entriesOf(batch)); err != nil {
 			l.log.Error("apply failed; stepping down", "err", err)
