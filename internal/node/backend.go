@@ -166,6 +166,21 @@ func (b backend) Custom(ctx context.Context, args [][]byte) (commands.Reply, boo
 		return commands.Bulk(peer), true
 	case "TANDEM.LSN":
 		return commands.Int(b.n.db.Applied()), true
+	case "TANDEM.FORGET":
+		// TANDEM.FORGET node-id: the leader forgets a follower at once (it
+		// stops holding back log retention and counting for WAIT); 1 if
+		// it was known. A follower that connects again is known again.
+		if len(args) != 2 {
+			return commands.ErrorReply("ERR wrong number of arguments for 'tandem.forget' command"), true
+		}
+		r, ok := b.n.current().(*leading)
+		if !ok {
+			return commands.ErrorReply("READONLY You can't write against a read only replica. (tandem: this node is not the leader)"), true
+		}
+		if r.l.RemoveFollower(string(args[1])) {
+			return commands.Int(1), true
+		}
+		return commands.Int(0), true
 	}
 	return nil, false
 }

@@ -1,9 +1,12 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/tandemdb/tandem/internal/replication"
 	"github.com/tandemdb/tandem/internal/resp"
@@ -37,4 +40,33 @@ func TestFatalGoesToConfig(t *testing.T) {
 	if got != want {
 		t.Fatalf("Config.Fatal got %v, want %v", got, want)
 	}
+}
+
+// TestForgetFollower: TANDEM.FORGET on the leader forgets a follower (it
+// comes back once it reconnects); on a follower it is refused.
+func TestForgetFollower(t *testing.T) {
+	leader := testNode(t, "n1", nil)
+	f := testNode(t, "n2", nil)
+	follow(t, f, leader)
+	known := func() bool {
+		for _, fp := range leader.Status().Followers {
+			if fp.ID == "n2" {
+				return true
+			}
+		}
+		return false
+	}
+	waitFor(t, "n2 to be known", 10*time.Second, known)
+	ctx := context.Background()
+	lc, fc := newClient(t, leader), newClient(t, f)
+	if n, err := lc.Do(ctx, "TANDEM.FORGET", "n2").Int(); err != nil || n != 1 {
+		t.Fatalf("TANDEM.FORGET n2 = %d, %v; want 1", n, err)
+	}
+	if n, err := lc.Do(ctx, "TANDEM.FORGET", "nobody").Int(); err != nil || n != 0 {
+		t.Errorf("TANDEM.FORGET nobody = %d, %v; want 0", n, err)
+	}
+	if err := fc.Do(ctx, "TANDEM.FORGET", "n2").Err(); err == nil || !strings.HasPrefix(err.Error(), "READONLY ") {
+		t.Errorf("TANDEM.FORGET on a follower: %v, want READONLY", err)
+	}
+	waitFor(t, "n2 to reconnect and be known again", 10*time.Second, known)
 }
