@@ -18,6 +18,14 @@ func DropIf(pred func(Message) bool) Hook {
 	return func(m Message, _ *rand.Rand) Action { return Action{Drop: pred(m)} }
 }
 
+// CutRandom loses each message with probability p together with its
+// connection (Action.Cut): a link whose connections reset now and then.
+// Unlike DropRandom it keeps what a stream promises in order: what arrives
+// is a prefix of what was sent, then ErrCut.
+func CutRandom(p float64) Hook {
+	return func(_ Message, r *rand.Rand) Action { return Action{Cut: r.Float64() < p} }
+}
+
 // Delay holds every message back a uniformly random time in [lo, hi],
 // keeping their order: a slow link.
 func Delay(lo, hi time.Duration) Hook {
@@ -36,7 +44,8 @@ func Reorder(p float64, hi time.Duration) Hook {
 }
 
 // Chain applies hooks in order: the message is dropped if any drops it,
-// delayed by the sum of their delays, and reordered if any reorders it.
+// its connection cut if any cuts it, delayed by the sum of their delays,
+// and reordered if any reorders it.
 // Every hook runs for every message, so each draws the same numbers
 // whatever the others decide.
 func Chain(hooks ...Hook) Hook {
@@ -47,6 +56,7 @@ func Chain(hooks ...Hook) Hook {
 			out.Drop = out.Drop || a.Drop
 			out.Delay += a.Delay
 			out.Reorder = out.Reorder || a.Reorder
+			out.Cut = out.Cut || a.Cut
 		}
 		return out
 	}

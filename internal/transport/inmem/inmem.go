@@ -1,8 +1,8 @@
 // Package inmem is an in-memory network for the replication streams of
 // package transport, for tests of any package: named endpoints, a dialer per
 // (from, to) pair, and faults — partitions, cut connections, and a per-link
-// hook that drops, delays or reorders single messages, drawing from a
-// random source seeded per link.
+// hook that drops, delays or reorders single messages or cuts the
+// connection one travels on, drawing from a random source seeded per link.
 //
 // A server is anything with the leader's two handlers (Server;
 // *replication.Leader is one). Network.Listen puts one at a name;
@@ -19,8 +19,8 @@
 //     handler sent that was not dropped, then the handler's end: io.EOF for
 //     nil, else an error with the handler's error text but not its
 //     identity (as with gRPC).
-//   - A cut connection (Cut, Partition, Stop, or the client's context
-//     ending) fails every Send and Recv on both sides at once with
+//   - A cut connection (Cut, Partition, Stop, a hook's Action.Cut, or
+//     the client's context ending) fails every Send and Recv on both sides at once with
 //     ErrCut, losing what was in flight, and ends the handler's context.
 //   - At most Config.Window messages are in flight per direction; past that
 //     Send blocks until the receiver catches up (flow control).
@@ -115,6 +115,10 @@ type Action struct {
 	Delay time.Duration
 	// Reorder lets later messages overtake this one while it is delayed.
 	Reorder bool
+	// Cut loses the message and cuts the connection it travels on, as a
+	// reset would: this Send and every later Send and Recv on both sides
+	// fail with ErrCut. Other connections on the link are left alone.
+	Cut bool
 }
 
 // Hook decides the fate of each message on one directed link. r is the
@@ -128,9 +132,11 @@ type LinkStats struct {
 	// Replicates and Snapshots count the streams From dialed to To
 	// (including refused dials).
 	Replicates, Snapshots int
-	// Sent counts messages offered, Dropped those a hook dropped,
+	// Sent counts messages offered, Dropped those a hook dropped or cut,
 	// Delivered those received.
 	Sent, Dropped, Delivered int
+	// Cuts counts the connections a hook cut (Action.Cut).
+	Cuts int
 }
 
 // Config configures a Network.
@@ -140,8 +146,9 @@ type Config struct {
 	// Window bounds the messages in flight per stream direction (default
 	// 64).
 	Window int
-	// ServeDone, if set, is called with the result of every handler run,
-	// after it returned.
+	// ServeDone, if set, is called with the result of every handler run
+	// as soon as the handler returned, on the handler's goroutine: before
+	// the client sees the stream's end, and before Close or Wait returns.
 	ServeDone func(server, client string, kind Kind, err error)
 }
 
@@ -317,8 +324,13 @@ func (l *link) decide(kind Kind, m proto.Message) Action {
 		return Action{}
 	}
 	a := h(Message{From: l.from, To: l.to, Kind: kind, Seq: seq, Msg: m}, l.rand)
-	if a.Drop {
-		l.count(func(s *LinkStats) { s.Dropped++ })
+	if a.Drop || a.Cut {
+		l.count(func(s *LinkStats) {
+			s.Dropped++
+			if a.Cut {
+				s.Cuts++
+			}
+		})
 	}
 	return a
 }
@@ -391,13 +403,13 @@ func (d *Dialer) serve(c *conn, run func() error) {
 	go func() {
 		defer n.wg.Done()
 		err := run()
+		if n.cfg.ServeDone != nil {
+			n.cfg.ServeDone(c.server, c.client, c.kind, err)
+		}
 		c.finish(err)
 		n.mu.Lock()
 		delete(n.conns, c)
 		n.mu.Unlock()
-		if n.cfg.ServeDone != nil {
-			n.cfg.ServeDone(c.server, c.client, c.kind, err)
-		}
 	}()
 }
 
@@ -522,6 +534,10 @@ func (w *wire) send(m proto.Message, ended <-chan struct{}, endErr func() error)
 	w.link.hookMu.Lock()
 	a := w.link.decide(w.c.kind, m)
 	w.link.hookMu.Unlock()
+	if a.Cut {
+		w.c.cutNow(fmt.Errorf("%w by the %s->%s hook", ErrCut, w.link.from, w.link.to))
+		return w.c.cutErr
+	}
 	if a.Drop {
 		return nil
 	}

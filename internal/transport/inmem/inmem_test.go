@@ -567,3 +567,101 @@ func TestCloseWaitsForHandlers(t *testing.T) {
 		}
 	})
 }
+
+// A hook's Cut loses the message and breaks its connection only: the
+// handler's Send of it fails, the client gets ErrCut after what it had
+// received, and another connection on the same link carries on.
+func TestHookCut(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := New(Config{})
+		defer n.Close()
+		var handlerErr error
+		n.Listen("l", &fakeServer{serve: func(_ context.Context, s transport.LeaderStream) error {
+			for {
+				m, err := s.Recv()
+				if err == io.EOF {
+					return nil
+				}
+				if err == nil {
+					err = s.Send(appendMsg(m.GetProgress().GetDurableLsn()))
+				}
+				if err != nil {
+					handlerErr = err
+					return err
+				}
+			}
+		}})
+		n.SetHook("l", "f", func(m Message, _ *rand.Rand) Action { return Action{Cut: m.Seq == 4} })
+		s := dial(t, n.Dialer("f", "l"))
+		for i := uint64(1); i <= 4; i++ {
+			if err := s.Send(progress(i)); err != nil {
+				t.Fatal(err)
+			}
+			m, err := s.Recv()
+			if i < 4 && (err != nil || m.GetAppend().GetCommitLsn() != i) {
+				t.Fatalf("reply %d = %v, %v", i, m, err)
+			}
+			if i == 4 && !errors.Is(err, ErrCut) {
+				t.Fatalf("reply 4 = %v, %v; want the hook's cut", m, err)
+			}
+		}
+		n.Wait()
+		if !errors.Is(handlerErr, ErrCut) {
+			t.Fatalf("handler's Send of the cut message: %v", handlerErr)
+		}
+		s = dial(t, n.Dialer("f", "l"))
+		if err := s.Send(progress(9)); err != nil {
+			t.Fatal(err)
+		}
+		if m, err := s.Recv(); err != nil || m.GetAppend().GetCommitLsn() != 9 {
+			t.Fatalf("the next connection: %v, %v", m, err)
+		}
+		s.CloseSend()
+		if st := n.Stats("l", "f"); st.Cuts != 1 || st.Dropped != 1 || st.Sent != 5 || st.Delivered != 4 {
+			t.Fatalf("l->f stats %+v", st)
+		}
+	})
+}
+
+// CutRandom keeps each connection's messages a prefix of what was sent.
+func TestCutRandomDeliversPrefixes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := New(Config{Seed: 5})
+		defer n.Close()
+		n.Listen("l", sends(20, nil))
+		n.SetHook("l", "f", Chain(CutRandom(0.1), Delay(0, time.Millisecond)))
+		cuts := 0
+		for range 20 {
+			got, err := recvAll(dial(t, n.Dialer("f", "l")))
+			if !reflect.DeepEqual(got, seq(len(got))) {
+				t.Fatalf("got %v: not a prefix", got)
+			}
+			if errors.Is(err, ErrCut) {
+				cuts++
+			} else if err != io.EOF || len(got) != 20 {
+				t.Fatalf("got %v, %v", got, err)
+			}
+		}
+		if st := n.Stats("l", "f"); cuts == 0 || cuts == 20 || st.Cuts != cuts {
+			t.Fatalf("%d of 20 connections cut, stats %+v", cuts, st)
+		}
+	})
+}
+
+// ServeDone runs before the client sees the end, so a client that saw it
+// may read what ServeDone recorded without waiting for the network.
+func TestServeDoneBeforeTheClientSeesTheEnd(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var ends []error
+		n := New(Config{ServeDone: func(_, _ string, _ Kind, err error) { ends = append(ends, err) }})
+		defer n.Close()
+		sentinel := errors.New("stepped down")
+		n.Listen("l", sends(2, sentinel))
+		if _, err := recvAll(dial(t, n.Dialer("f", "l"))); err == nil {
+			t.Fatal("no end")
+		}
+		if len(ends) != 1 || ends[0] != sentinel {
+			t.Fatalf("ServeDone saw %v when the client saw the end", ends)
+		}
+	})
+}
