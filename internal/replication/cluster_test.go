@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,13 +15,15 @@ import (
 	"github.com/tandemdb/tandem/internal/commands"
 	"github.com/tandemdb/tandem/internal/commit"
 	"github.com/tandemdb/tandem/internal/logrec"
+	"github.com/tandemdb/tandem/internal/peerpb"
 	"github.com/tandemdb/tandem/internal/storage"
+	"github.com/tandemdb/tandem/internal/transport/inmem"
 )
 
 // Helpers for tests that run a leader and followers in one process over
-// memDialer. Every test stops what it starts before it returns: cleanups run
-// followers first, then the leader, then the leader-side goroutines, then the
-// databases.
+// package inmem's network (testNet). Every test stops what it starts before
+// it returns: cleanups run followers first, then the leader, then the
+// network (which waits for every handler), then the databases.
 
 const dbDir = "/db"
 
@@ -40,16 +43,102 @@ func openDB(t *testing.T, fs vfs.FS) *storage.DB {
 	return db
 }
 
+// leaderName is the test leader's endpoint on its network.
+const leaderName = "leader"
+
+// testNet is the in-memory network a test leader listens on, as
+// leaderName. It is a Dialer to the leader from an endpoint named
+// "follower" (for a Follower made by hand); a follower started with
+// newFollowerNode or start dials from its own id instead (from), so a
+// test can put faults on that follower's links by name: SetHook(id,
+// leaderName, ...), Partition(id, leaderName).
+type testNet struct {
+	*inmem.Network
+	// serveErrs receives every replication stream's Serve error (nil
+	// results are left out), on the handler's goroutine as soon as Serve
+	// returned (inmem's ServeDone).
+	serveErrs chan error
+	// replicates and snapshots count the streams dialed to the leader
+	// (including refused dials), from every endpoint.
+	replicates, snapshots dialCount
+
+	mu      sync.Mutex
+	clients map[string]bool // every endpoint that dialed the leader
+}
+
+// dialCount reads a count off the network's stats.
+type dialCount func() int32
+
+func (c dialCount) Load() int32 { return c() }
+
+func newTestNet(l *Leader) *testNet {
+	n := &testNet{serveErrs: make(chan error, 1000), clients: map[string]bool{}}
+	n.Network = inmem.New(inmem.Config{ServeDone: func(_, _ string, kind inmem.Kind, err error) {
+		if kind == inmem.Replicate && err != nil {
+			n.serveErrs <- err
+		}
+	}})
+	n.replicates = n.count(func(s inmem.LinkStats) int { return s.Replicates })
+	n.snapshots = n.count(func(s inmem.LinkStats) int { return s.Snapshots })
+	n.Listen(leaderName, l)
+	return n
+}
+
+// from is the dialer from the endpoint named id to the leader.
+func (n *testNet) from(id string) *inmem.Dialer {
+	n.mu.Lock()
+	n.clients[id] = true
+	n.mu.Unlock()
+	return n.Dialer(id, leaderName)
+}
+
+func (n *testNet) clientNames() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []string
+	for c := range n.clients {
+		out = append(out, c)
+	}
+	return out
+}
+
+func (n *testNet) count(f func(inmem.LinkStats) int) dialCount {
+	return func() int32 {
+		total := 0
+		for _, c := range n.clientNames() {
+			total += f(n.Stats(c, leaderName))
+		}
+		return int32(total)
+	}
+}
+
+// Cut breaks every open stream to the leader; followers redial.
+func (n *testNet) Cut() {
+	for _, c := range n.clientNames() {
+		n.Network.Cut(c, leaderName)
+	}
+}
+
+// Replicate implements Dialer, from the endpoint "follower".
+func (n *testNet) Replicate(ctx context.Context) (FollowerStream, error) {
+	return n.from("follower").Replicate(ctx)
+}
+
+// Snapshot implements Dialer, from the endpoint "follower".
+func (n *testNet) Snapshot(ctx context.Context, req *peerpb.SnapshotRequest) (SnapshotReceiver, error) {
+	return n.from("follower").Snapshot(ctx, req)
+}
+
 // testLeader is a leader on its own MemFS.
 type testLeader struct {
 	*Leader
 	fs     *vfs.MemFS
 	db     *storage.DB
-	dialer *memDialer
+	dialer *testNet
 }
 
-// startLeader records epoch in db and starts a leader on it, with a dialer
-// that reaches it.
+// startLeader records epoch in db and starts a leader on it, listening on a
+// network of its own (dialer).
 func startLeader(t *testing.T, fs *vfs.MemFS, db *storage.DB, epoch uint64, mode commit.Mode, tweak func(*LeaderConfig)) *testLeader {
 	t.Helper()
 	if err := db.StartEpoch(epoch, db.Durable().LSN+1); err != nil {
@@ -63,11 +152,10 @@ func startLeader(t *testing.T, fs *vfs.MemFS, db *storage.DB, epoch uint64, mode
 	if err != nil {
 		t.Fatalf("NewLeader: %v", err)
 	}
-	tl := &testLeader{Leader: l, fs: fs, db: db, dialer: newMemDialer(l)}
+	tl := &testLeader{Leader: l, fs: fs, db: db, dialer: newTestNet(l)}
 	t.Cleanup(func() {
 		l.Close()
-		tl.dialer.Cut()
-		tl.dialer.Wait()
+		tl.dialer.Close()
 		db.Close()
 	})
 	return tl
@@ -96,9 +184,13 @@ func newFollowerNode(t *testing.T, id string, fs *vfs.MemFS, d Dialer) *testFoll
 	return n
 }
 
-// start opens the database and runs the follower.
+// start opens the database and runs the follower. On a testNet it dials
+// from its own id.
 func (n *testFollower) start(t *testing.T, d Dialer) {
 	t.Helper()
+	if tn, ok := d.(*testNet); ok {
+		d = tn.from(n.id)
+	}
 	n.db = openDB(t, n.fs)
 	n.f = NewFollower(FollowerConfig{
 		DB: n.db, NodeID: n.id, Dial: d, Logger: testLogger(t, n.id),

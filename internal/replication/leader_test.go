@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/tandemdb/tandem/internal/commit"
 	"github.com/tandemdb/tandem/internal/peerpb"
+	"github.com/tandemdb/tandem/internal/transport/inmem"
 )
 
 // Tests of the Leader driver: what the core decides is tested in
@@ -27,15 +30,38 @@ func TestLeaderCloseStopsStreams(t *testing.T) {
 	waitConnected(t, l, 1)
 	writes(t, l, "k", 20)
 	waitConverged(t, l, f)
+	// The hook holds Serve in its next Send (a heartbeat, within
+	// Heartbeat) for 100 ms after Close began and reports whether Close
+	// returned meanwhile. It must not have: Close waits for Serve, which
+	// waits for the hook.
+	held, closed, early := make(chan struct{}), make(chan struct{}), make(chan bool, 1)
+	var once sync.Once
+	l.dialer.SetHook(leaderName, "f", func(inmem.Message, *rand.Rand) inmem.Action {
+		once.Do(func() {
+			close(held)
+			<-l.ctx.Done()
+			select {
+			case <-closed:
+				early <- true
+			case <-time.After(100 * time.Millisecond):
+				early <- false
+			}
+		})
+		return inmem.Action{}
+	})
+	<-held
 	l.Close()
-	// Serve has returned by now: its result is already on the channel.
+	close(closed)
+	if <-early {
+		t.Fatal("Close returned while a follower stream was still served")
+	}
 	select {
 	case err := <-l.dialer.serveErrs:
 		if !errors.Is(err, ErrNotLeader) {
 			t.Errorf("Serve returned %v, want ErrNotLeader", err)
 		}
-	default:
-		t.Fatal("Close returned while a follower stream was still served")
+	case <-time.After(waitTimeout):
+		t.Fatal("Serve's result was never recorded")
 	}
 	if err := l.Serve(context.Background(), nil); !errors.Is(err, ErrNotLeader) {
 		t.Errorf("Serve after Close: %v, want ErrNotLeader", err)
