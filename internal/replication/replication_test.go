@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,10 +20,12 @@ import (
 	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/peerpb"
 	"github.com/tandemdb/tandem/internal/storage"
+	"github.com/tandemdb/tandem/internal/transport/inmem"
 )
 
 // TestReplicateToTwoFollowers: writes proposed on the leader reach both
-// followers, under each commit mode, without any snapshot.
+// followers, under each commit mode, without any snapshot; b's links are
+// slow, so the two move at different paces.
 func TestReplicateToTwoFollowers(t *testing.T) {
 	modes := []commit.Mode{{Kind: commit.Async}, {Kind: commit.Quorum, K: 1}, {Kind: commit.Quorum, K: 2}}
 	for _, mode := range modes {
@@ -31,6 +35,8 @@ func TestReplicateToTwoFollowers(t *testing.T) {
 			b := newFollowerNode(t, "b", vfs.NewMem(), l.dialer)
 			// Followers that connect after the first write would be seeded.
 			waitConnected(t, l, 2)
+			l.dialer.SetHook(leaderName, "b", inmem.Delay(0, 2*time.Millisecond))
+			l.dialer.SetHook("b", leaderName, inmem.Delay(0, 2*time.Millisecond))
 			writes(t, l, "k", 200)
 			// Deletes and expiring values replicate too.
 			propose(t, l, func(commands.View, int64) (commands.Result, error) {
@@ -71,8 +77,9 @@ func TestReplicateToTwoFollowers(t *testing.T) {
 	}
 }
 
-// TestFollowerRestartResumes: a follower that restarts, or whose stream is
-// cut, continues from its durable LSN without a snapshot.
+// TestFollowerRestartResumes: a follower that restarts, whose stream is
+// cut, or that is partitioned from the leader for a while, continues from
+// its durable LSN without a snapshot.
 func TestFollowerRestartResumes(t *testing.T) {
 	l := newLeader(t, 1, commit.Mode{Kind: commit.Async}, nil)
 	f := newFollowerNode(t, "f", vfs.NewMem(), l.dialer)
@@ -106,6 +113,20 @@ func TestFollowerRestartResumes(t *testing.T) {
 		before = l.dialer.replicates.Load()
 	}
 	<-done
+	waitConverged(t, l, f)
+
+	// Partition it while writes go on: its dials are refused until Heal.
+	l.dialer.Partition("f", leaderName)
+	writes(t, l, "d", 50)
+	refused := l.dialer.Stats("f", leaderName).Replicates
+	waitFor(t, "the follower to redial into the partition", func() (bool, string) {
+		n := l.dialer.Stats("f", leaderName).Replicates
+		return n >= refused+2, fmt.Sprintf("%d dials, %d before", n, refused)
+	})
+	if st := f.f.Status(); st.Connected || st.Applied != 200 {
+		t.Fatalf("partitioned follower: %+v", st)
+	}
+	l.dialer.Heal()
 	waitConverged(t, l, f)
 	if n := l.dialer.snapshots.Load(); n != 0 {
 		t.Errorf("%d snapshots, want 0", n)
@@ -141,6 +162,52 @@ func TestEmptyFollowerSeeded(t *testing.T) {
 	}
 	if keys, err := f.db.ExpiredKeys(time.Now().Add(2*time.Hour).UnixMilli(), 10); err != nil || len(keys) != 1 {
 		t.Errorf("seeded expiry index: ExpiredKeys = %q, %v", keys, err)
+	}
+}
+
+// TestSeedCutMidwayStartsAgain: a seed whose snapshot stream is cut after
+// the follower ingested part of it starts again from scratch. The leader
+// deletes every key the first snapshot holds before the cut, so anything
+// of the partial seed that survived would show in the digests.
+func TestSeedCutMidwayStartsAgain(t *testing.T) {
+	l := newLeader(t, 1, commit.Mode{Kind: commit.Async}, func(c *LeaderConfig) { c.ChunkBytes = 100 })
+	writes(t, l, "k", 100)
+	var follower atomic.Pointer[Follower]
+	var chunks atomic.Int32
+	l.dialer.SetHook(leaderName, "f", func(m inmem.Message, _ *rand.Rand) inmem.Action {
+		if m.Kind != inmem.Snapshot || chunks.Add(1) != 5 { // the header, then data
+			return inmem.Action{}
+		}
+		for deadline := time.Now().Add(waitTimeout); ; time.Sleep(time.Millisecond) {
+			if f := follower.Load(); f != nil && f.Status().SeedBytes > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Error("the follower ingested no chunk of the first seed")
+				break
+			}
+		}
+		var ops []logrec.Op
+		for i := range 100 {
+			ops = append(ops, logrec.Op{Kind: logrec.OpDelete, Key: []byte(fmt.Sprint("k", i))})
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		if _, _, err := l.Propose(ctx, func(commands.View, int64) (commands.Result, error) {
+			return commands.Result{Reply: commands.OK, Ops: ops}, nil
+		}); err != nil {
+			t.Errorf("Propose the deletes: %v", err)
+		}
+		return inmem.Action{Cut: true}
+	})
+	f := newFollowerNode(t, "f", vfs.NewMem(), l.dialer)
+	follower.Store(f.f)
+	waitConverged(t, l, f)
+	if n, seeds := l.dialer.snapshots.Load(), f.f.Status().Seeds; n != 2 || seeds != 2 {
+		t.Errorf("%d snapshots sent, %d seeds begun; want 2 and 2", n, seeds)
+	}
+	if _, ok := get(t, f.db, "k7"); ok {
+		t.Error("k7, ingested by the cut seed and deleted since, is on the follower")
 	}
 }
 
