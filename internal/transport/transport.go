@@ -14,7 +14,7 @@ import (
 )
 
 // LeaderStream is the leader's side of one follower's stream; the gRPC
-// server stream implements it, and so does the in-memory pipe in tests.
+// server stream implements it, and so does package inmem's.
 type LeaderStream interface {
 	Send(*peerpb.LeaderMessage) error
 	Recv() (*peerpb.FollowerMessage, error)
