@@ -27,6 +27,9 @@ func (l *Leader) Serve(ctx context.Context, stream LeaderStream) error {
 	defer l.wg.Done()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	sends := newSendOff(l, ctx, stream.Send)
+	defer sends.close()
+	stream = offStream{stream, sends}
 
 	hello := make(chan *peerpb.FollowerMessage, 1)
 	higher := make(chan uint64, 1)
@@ -212,6 +215,9 @@ func (l *Leader) ServeSnapshot(req *peerpb.SnapshotRequest, out SnapshotSender) 
 		return ErrNotLeader
 	}
 	defer l.wg.Done()
+	sends := newSendOff(l, context.Background(), out.Send)
+	defer sends.close()
+	out = sends
 	if req.Epoch > l.epoch {
 		l.observeEpoch(req.Epoch, req.NodeId)
 		return fmt.Errorf("%w: follower %s at epoch %d, leader at %d", ErrStaleEpoch, req.NodeId, req.Epoch, l.epoch)
@@ -265,3 +271,59 @@ func (l *Leader) ServeSnapshot(req *peerpb.SnapshotRequest, out SnapshotSender) 
 	l.log.Info("snapshot sent", "peer", req.NodeId, "keys", keys, "bytes", bytes)
 	return out.Send(&peerpb.SnapshotChunk{Epoch: l.epoch, Body: &peerpb.SnapshotChunk_Done{Done: &peerpb.SnapshotDone{Keys: keys, Bytes: bytes}}})
 }
+
+// sendOff runs a stream's sends on a goroutine of their own, one message at
+// a time, so that the leader's goroutines can give up on a send that blocks
+// (a follower that stopped reading fills the stream's flow-control window)
+// when the stream's context or the leader ends: Close must not wait for a
+// follower. The goroutine touches only the stream and ends once the send
+// in progress returns (the stream breaks when its handler returns).
+type sendOff[M any] struct {
+	l    *Leader
+	ctx  context.Context
+	in   chan M
+	res  chan error // capacity 1: the result of the send in progress
+	send func(M) error
+}
+
+func newSendOff[M any](l *Leader, ctx context.Context, send func(M) error) *sendOff[M] {
+	s := &sendOff[M]{l: l, ctx: ctx, in: make(chan M), res: make(chan error, 1), send: send}
+	go func() {
+		for m := range s.in {
+			s.res <- s.send(m)
+		}
+	}()
+	return s
+}
+
+// Send sends m and returns its result, or gives up when the stream's
+// context or the leader ends.
+func (s *sendOff[M]) Send(m M) error {
+	select {
+	case s.in <- m:
+	case <-s.ctx.Done():
+		return s.ctx.Err()
+	case <-s.l.ctx.Done():
+		return ErrNotLeader
+	}
+	select {
+	case err := <-s.res:
+		return err
+	case <-s.ctx.Done():
+		return s.ctx.Err()
+	case <-s.l.ctx.Done():
+		return ErrNotLeader
+	}
+}
+
+// close ends the goroutine once the send in progress, if any, returns.
+// Nothing is sent after it.
+func (s *sendOff[M]) close() { close(s.in) }
+
+// offStream is a LeaderStream whose sends go through a sendOff.
+type offStream struct {
+	LeaderStream
+	sends *sendOff[*peerpb.LeaderMessage]
+}
+
+func (o offStream) Send(m *peerpb.LeaderMessage) error { return o.sends.Send(m) }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,61 +13,87 @@ import (
 
 	"github.com/tandemdb/tandem/internal/commit"
 	"github.com/tandemdb/tandem/internal/peerpb"
-	"github.com/tandemdb/tandem/internal/transport/inmem"
 )
 
 // Tests of the Leader driver: what the core decides is tested in
 // leader_core_test.go; these check that the driver carries it out with
 // real storage and streams.
 
-// TestLeaderCloseStopsStreams: Close returns only after the follower
-// streams' handlers returned, so nothing can touch storage after it (the
-// database is closed right after).
+// TestLeaderCloseStopsStreams: once Close returns nothing of the leader
+// touches storage, however late a follower's progress report comes. The
+// test closes the database right after Close and then delivers a progress
+// report on the stream whose handler has returned: a leader that handled
+// it with storage would panic on the closed Pebble (checked by planting
+// exactly that). A follower that stops reading must not hold Close up
+// either (TestCloseDoesNotWaitForAStuckFollower).
 func TestLeaderCloseStopsStreams(t *testing.T) {
-	l := newLeader(t, 1, commit.Mode{Kind: commit.Quorum, K: 1}, nil)
-	f := newFollowerNode(t, "f", vfs.NewMem(), l.dialer)
-	waitConnected(t, l, 1)
-	writes(t, l, "k", 20)
-	waitConverged(t, l, f)
-	// The hook holds Serve in its next Send (a heartbeat, within
-	// Heartbeat) for 100 ms after Close began and reports whether Close
-	// returned meanwhile. It must not have: Close waits for Serve, which
-	// waits for the hook.
-	held, closed, early := make(chan struct{}), make(chan struct{}), make(chan bool, 1)
-	var once sync.Once
-	l.dialer.SetHook(leaderName, "f", func(inmem.Message, *rand.Rand) inmem.Action {
-		once.Do(func() {
-			close(held)
-			<-l.ctx.Done()
-			select {
-			case <-closed:
-				early <- true
-			case <-time.After(100 * time.Millisecond):
-				early <- false
-			}
-		})
-		return inmem.Action{}
-	})
-	<-held
+	fs := vfs.NewMem()
+	db := openDB(t, fs)
+	if err := db.StartEpoch(1, 1); err != nil {
+		t.Fatal(err)
+	}
+	l, err := NewLeader(LeaderConfig{DB: db, NodeID: "leader", Mode: commit.Mode{Kind: commit.Quorum, K: 1}, Logger: testLogger(t, "leader")}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &lateStream{in: make(chan *peerpb.FollowerMessage), recvs: make(chan struct{}, 16), started: make(chan struct{})}
+	served := make(chan error, 1)
+	go func() { served <- l.Serve(context.Background(), st) }()
+	st.in <- &peerpb.FollowerMessage{Epoch: 1, Body: &peerpb.FollowerMessage_Hello{Hello: &peerpb.Hello{NodeId: "f", Durable: &peerpb.Position{}}}}
+	<-st.started
+	<-st.recvs // the Recv of the hello
+	<-st.recvs // the receiver waits for progress reports
+	pending := proposeAsync(context.Background(), &testLeader{Leader: l}, putExec("k", "v"))
 	l.Close()
-	close(closed)
-	if <-early {
-		t.Fatal("Close returned while a follower stream was still served")
+	if err := <-served; !errors.Is(err, ErrNotLeader) {
+		t.Errorf("Serve: %v, want ErrNotLeader", err)
 	}
-	select {
-	case err := <-l.dialer.serveErrs:
-		if !errors.Is(err, ErrNotLeader) {
-			t.Errorf("Serve returned %v, want ErrNotLeader", err)
-		}
-	case <-time.After(waitTimeout):
-		t.Fatal("Serve's result was never recorded")
+	if r := <-pending; !errors.Is(r.err, ErrNotLeader) {
+		t.Errorf("write pending at Close: %v, want ErrNotLeader", r.err)
 	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The handler has returned, but this stream still delivers: a late
+	// report, read by the stream's receiver.
+	st.in <- &peerpb.FollowerMessage{Epoch: 1, Body: &peerpb.FollowerMessage_Progress{Progress: &peerpb.Progress{DurableLsn: 1, AppliedLsn: 1}}}
+	<-st.recvs // the receiver handled it and asks for the next message
+	close(st.in)
 	if err := l.Serve(context.Background(), nil); !errors.Is(err, ErrNotLeader) {
 		t.Errorf("Serve after Close: %v, want ErrNotLeader", err)
 	}
 	if err := l.ServeSnapshot(&peerpb.SnapshotRequest{NodeId: "x"}, nil); !errors.Is(err, ErrNotLeader) {
 		t.Errorf("ServeSnapshot after Close: %v, want ErrNotLeader", err)
 	}
+}
+
+// lateStream is a follower stream that outlives its handler, as a stream
+// whose messages are still in flight does: Recv delivers what the test
+// puts in in (and says so on recvs), until in is closed.
+type lateStream struct {
+	in      chan *peerpb.FollowerMessage
+	recvs   chan struct{}
+	started chan struct{} // closed when the leader sent Start
+	once    sync.Once
+}
+
+func (s *lateStream) Send(m *peerpb.LeaderMessage) error {
+	if m.GetStart() != nil {
+		s.once.Do(func() { close(s.started) })
+	}
+	return nil
+}
+
+func (s *lateStream) Recv() (*peerpb.FollowerMessage, error) {
+	select {
+	case s.recvs <- struct{}{}:
+	default:
+	}
+	m, ok := <-s.in
+	if !ok {
+		return nil, errors.New("late: closed")
+	}
+	return m, nil
 }
 
 // TestWriteTimeout: under quorum with no follower a write answers
@@ -223,4 +248,74 @@ func (s *scriptLeaderStream) Recv() (*peerpb.FollowerMessage, error) {
 	m := s.in[0]
 	s.in = s.in[1:]
 	return m, nil
+}
+
+// TestCloseDoesNotWaitForAStuckFollower: a follower that stops reading
+// fills its stream's flow-control window and a send blocks; Close, and a
+// snapshot send, must not wait for it.
+func TestCloseDoesNotWaitForAStuckFollower(t *testing.T) {
+	l := newLeader(t, 1, commit.Mode{Kind: commit.Async}, nil)
+	propose(t, l, putExec("k", "v"))
+	st := &stuckStream{hello: &peerpb.FollowerMessage{Epoch: 1, Body: &peerpb.FollowerMessage_Hello{Hello: &peerpb.Hello{
+		NodeId: "f", Durable: &peerpb.Position{Epoch: 1, Lsn: 1}}}}, blocked: make(chan struct{}), release: make(chan struct{})}
+	defer close(st.release)
+	served := make(chan error, 1)
+	go func() { served <- l.Serve(context.Background(), st) }()
+	propose(t, l, putExec("k2", "v")) // its append is the send that blocks
+	select {
+	case <-st.blocked:
+	case <-time.After(waitTimeout):
+		t.Fatal("no send blocked")
+	}
+	snapshot := make(chan error, 1)
+	go func() { snapshot <- l.ServeSnapshot(&peerpb.SnapshotRequest{NodeId: "g", Epoch: 1}, stuckSender{st}) }()
+	closed := make(chan struct{})
+	go func() { l.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(waitTimeout):
+		t.Fatal("Close waited for a follower that does not read")
+	}
+	if err := <-served; !errors.Is(err, ErrNotLeader) {
+		t.Errorf("Serve: %v, want ErrNotLeader", err)
+	}
+	if err := <-snapshot; !errors.Is(err, ErrNotLeader) {
+		t.Errorf("ServeSnapshot: %v, want ErrNotLeader", err)
+	}
+}
+
+// stuckStream answers the handshake, accepts the Start message, then
+// blocks every later send until release, as a follower that stopped
+// reading would.
+type stuckStream struct {
+	hello   *peerpb.FollowerMessage
+	sent    atomic.Int32
+	blocked chan struct{} // closed when the first send blocks
+	once    sync.Once
+	release chan struct{}
+}
+
+func (s *stuckStream) Send(*peerpb.LeaderMessage) error {
+	if s.sent.Add(1) == 1 {
+		return nil
+	}
+	s.once.Do(func() { close(s.blocked) })
+	<-s.release
+	return errors.New("stuck: released")
+}
+
+func (s *stuckStream) Recv() (*peerpb.FollowerMessage, error) {
+	if h := s.hello; h != nil {
+		s.hello = nil
+		return h, nil
+	}
+	<-s.release
+	return nil, errors.New("stuck: released")
+}
+
+type stuckSender struct{ s *stuckStream }
+
+func (x stuckSender) Send(*peerpb.SnapshotChunk) error {
+	<-x.s.release
+	return errors.New("stuck: released")
 }
