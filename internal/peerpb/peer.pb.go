@@ -460,11 +460,16 @@ func (x *Start) GetFromLsn() uint64 {
 	return 0
 }
 
-// Truncate: the follower's log holds entries the leader does not have; it
-// must drop every entry after after_lsn, then reconnect.
+// Truncate: the follower's log holds entries the leader does not have. The
+// leader's entry at after_lsn has epoch after_epoch; the follower drops
+// every entry after min(after_lsn, its last entry of epoch <= after_epoch),
+// then reconnects (the next handshake checks again). after_epoch 0 with
+// after_lsn above 0 comes from a leader that predates the field: the
+// follower drops every entry after after_lsn.
 type Truncate struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	AfterLsn      uint64                 `protobuf:"varint,1,opt,name=after_lsn,json=afterLsn,proto3" json:"after_lsn,omitempty"`
+	AfterEpoch    uint64                 `protobuf:"varint,2,opt,name=after_epoch,json=afterEpoch,proto3" json:"after_epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -502,6 +507,13 @@ func (*Truncate) Descriptor() ([]byte, []int) {
 func (x *Truncate) GetAfterLsn() uint64 {
 	if x != nil {
 		return x.AfterLsn
+	}
+	return 0
+}
+
+func (x *Truncate) GetAfterEpoch() uint64 {
+	if x != nil {
+		return x.AfterEpoch
 	}
 	return 0
 }
@@ -924,9 +936,11 @@ const file_peer_proto_rawDesc = "" +
 	"\x06append\x18\x05 \x01(\v2\x16.tandem.peer.v1.AppendH\x00R\x06appendB\x06\n" +
 	"\x04body\"\"\n" +
 	"\x05Start\x12\x19\n" +
-	"\bfrom_lsn\x18\x01 \x01(\x04R\afromLsn\"'\n" +
+	"\bfrom_lsn\x18\x01 \x01(\x04R\afromLsn\"H\n" +
 	"\bTruncate\x12\x1b\n" +
-	"\tafter_lsn\x18\x01 \x01(\x04R\bafterLsn\"\x0e\n" +
+	"\tafter_lsn\x18\x01 \x01(\x04R\bafterLsn\x12\x1f\n" +
+	"\vafter_epoch\x18\x02 \x01(\x04R\n" +
+	"afterEpoch\"\x0e\n" +
 	"\fNeedSnapshot\"\x9c\x01\n" +
 	"\x06Append\x12\x18\n" +
 	"\aentries\x18\x01 \x03(\fR\aentries\x12\x1d\n" +

@@ -26,7 +26,9 @@
 //
 // The follower (Follower) opens the stream with its last durable position;
 // the handshake (Decide, a pure function) answers stream, truncate or
-// snapshot. followerCore, a pure state machine, checks what arrives and says
+// snapshot; on truncate, TruncatePoint (pure too) says where the follower
+// cuts its log so that it keeps exactly what it shares with the leader, over
+// as many handshakes as it takes. followerCore, a pure state machine, checks what arrives and says
 // what to persist and what to apply; the driver does the I/O.
 //
 // # Invariants

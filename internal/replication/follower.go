@@ -185,7 +185,7 @@ func (f *Follower) session(ctx context.Context) error {
 	}
 	switch b := m.Body.(type) {
 	case *peerpb.LeaderMessage_Truncate:
-		return f.truncate(ctx, b.Truncate.AfterLsn)
+		return f.truncate(ctx, b.Truncate)
 	case *peerpb.LeaderMessage_NeedSnapshot:
 		return f.seed(ctx)
 	case *peerpb.LeaderMessage_Start:
@@ -256,7 +256,7 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 		case *peerpb.LeaderMessage_NeedSnapshot:
 			return f.seed(ctx)
 		case *peerpb.LeaderMessage_Truncate:
-			return f.truncate(ctx, b.Truncate.AfterLsn)
+			return f.truncate(ctx, b.Truncate)
 		default:
 			return fmt.Errorf("replication: unexpected message %T", m.Body)
 		}
@@ -391,14 +391,23 @@ func (f *Follower) skipSome(entries []logrec.Entry) []logrec.Entry {
 	return out
 }
 
-// truncate drops a diverged log suffix. Applied entries cannot be undone in
-// place: they are written to a rollback file for the operator and the node
-// is re-seeded, so nothing is dropped silently.
-func (f *Follower) truncate(ctx context.Context, after uint64) error {
+// truncate drops a diverged log suffix: the entries after the point
+// TruncatePoint computes from the leader's answer, which keeps every entry
+// the follower shares with the leader; the next handshake checks again.
+// Applied entries cannot be undone in place: they are written to a rollback
+// file for the operator and the node is re-seeded, so nothing is dropped
+// silently.
+func (f *Follower) truncate(ctx context.Context, t *peerpb.Truncate) error {
 	db := f.cfg.DB
-	err := db.TruncateLogAfter(after)
+	after, err := TruncatePoint(db, t.GetAfterLsn(), t.GetAfterEpoch())
+	if err != nil {
+		return err
+	}
+	durable := db.Durable()
+	err = db.TruncateLogAfter(after)
 	if err == nil {
-		f.log.Warn("truncated diverged log suffix", "after_lsn", after)
+		f.log.Warn("truncated diverged log suffix", "after_lsn", after, "durable_lsn", durable.LSN, "durable_epoch", durable.Epoch,
+			"leader_after_lsn", t.GetAfterLsn(), "leader_after_epoch", t.GetAfterEpoch())
 		return nil
 	}
 	if !errors.Is(err, storage.ErrBelowApplied) {
@@ -412,8 +421,15 @@ func (f *Follower) truncate(ctx context.Context, after uint64) error {
 	return f.seed(ctx)
 }
 
+// writeRollback saves the log entries after after. Those at or before the
+// log base are no longer in the log (only in the data the seed replaces):
+// it says so in the log.
 func (f *Follower) writeRollback(after uint64) (string, error) {
 	db := f.cfg.DB
+	if base := db.LogBase().LSN; after < base {
+		f.log.Error("diverged applied entries precede the retained log and cannot be saved", "from_lsn", after+1, "to_lsn", base)
+		after = base
+	}
 	raws, err := db.ReadLog(after+1, db.Durable().LSN, 1<<62)
 	if err != nil {
 		return "", err

@@ -99,10 +99,10 @@ func (l *Leader) Serve(ctx context.Context, stream LeaderStream) error {
 		}
 	}
 	log := l.log.With("peer", h.NodeId)
-	log.Info("follower connected", "durable_lsn", pos.LSN, "durable_epoch", pos.Epoch, "action", d.Action.String(), "lsn", d.LSN)
+	log.Info("follower connected", "durable_lsn", pos.LSN, "durable_epoch", pos.Epoch, "action", d.Action.String(), "lsn", d.LSN, "after_epoch", d.Epoch)
 	switch d.Action {
 	case ActTruncate:
-		return stream.Send(&peerpb.LeaderMessage{Epoch: l.epoch, Body: &peerpb.LeaderMessage_Truncate{Truncate: &peerpb.Truncate{AfterLsn: d.LSN}}})
+		return stream.Send(&peerpb.LeaderMessage{Epoch: l.epoch, Body: &peerpb.LeaderMessage_Truncate{Truncate: &peerpb.Truncate{AfterLsn: d.LSN, AfterEpoch: d.Epoch}}})
 	case ActSnapshot:
 		return l.sendNeedSnapshot(stream)
 	}
