@@ -10,8 +10,8 @@
 // trimmed to and which streams to close. The commit rule is package
 // commit's. The driver owns the goroutines (a committer doing group
 // commit, an applier beside it so that applying one batch overlaps the
-// fsync of the next, a ticker, and two per follower stream), Pebble and
-// the streams, and decides nothing. Propose runs a command against the
+// fsync of the next, a ticker, and per follower stream a handler, a
+// receiver and a sender), Pebble and the streams, and decides nothing. Propose runs a command against the
 // committed data overlaid with the uncommitted writes (overlay.go) and
 // sequences it; Leader.Serve is one follower's stream, on which the
 // leader sends entries from the follower's position with its commit LSN;
@@ -22,7 +22,8 @@
 // fails with ErrOverloaded, unsequenced. A write not committed within
 // WriteTimeout fails with ErrWriteTimeout, its outcome unknown: it stays
 // in the log and may commit later. Leader.Close returns only once every
-// goroutine that can touch storage has returned.
+// goroutine that can touch storage has returned, and never waits for a
+// follower: a send blocked on a follower that stopped reading is given up.
 //
 // The follower (Follower) opens the stream with its last durable position;
 // the handshake (Decide, a pure function) answers stream, truncate or
