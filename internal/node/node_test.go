@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tandemdb/tandem/internal/commit"
+	"github.com/tandemdb/tandem/internal/testutil"
 )
 
 // testNode starts a node on loopback with free ports and a temporary data
@@ -131,13 +132,7 @@ func checkRole(t *testing.T, n *Node, want string) {
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.Eventually(t, what, within, func() (bool, string) { return cond(), "" })
 }
 
 // flips is how many times the transition tests repeat: small for CI,
@@ -233,6 +228,33 @@ type load struct {
 	n     atomic.Int64        // acknowledged writes so far
 }
 
+// clientsOf returns one single-connection client per node.
+func clientsOf(nodes []*Node) []*redis.Client {
+	cs := make([]*redis.Client, len(nodes))
+	for i, n := range nodes {
+		cs[i] = redis.NewClient(&redis.Options{Addr: n.respAddr, MaxRetries: -1, PoolSize: 1, ReadTimeout: 3 * time.Second})
+	}
+	return cs
+}
+
+func closeAll(cs []*redis.Client) {
+	for _, c := range cs {
+		c.Close()
+	}
+}
+
+// finish stops the load and the prober, waits for the nodes to converge on
+// leader and checks that every acknowledged write is there; it returns how
+// many there were.
+func (l *load) finish(t *testing.T, stop context.CancelFunc, probed <-chan struct{}, leader *Node, nodes []*Node) int {
+	t.Helper()
+	stop()
+	<-l.done
+	<-probed
+	waitConverged(t, leader, nodes)
+	return checkAcked(t, leader, l)
+}
+
 func startLoad(ctx context.Context, t *testing.T, nodes []*Node, writers, readers int) *load {
 	l := &load{done: make(chan struct{}), acked: make([]map[string]string, writers)}
 	finished := make(chan struct{}, writers+readers)
@@ -240,11 +262,8 @@ func startLoad(ctx context.Context, t *testing.T, nodes []*Node, writers, reader
 		l.acked[w] = map[string]string{}
 		go func() {
 			defer func() { finished <- struct{}{} }()
-			cs := make([]*redis.Client, len(nodes))
-			for i, n := range nodes {
-				cs[i] = redis.NewClient(&redis.Options{Addr: n.respAddr, MaxRetries: -1, PoolSize: 1, ReadTimeout: 3 * time.Second})
-				defer cs[i].Close()
-			}
+			cs := clientsOf(nodes)
+			defer closeAll(cs)
 			for i := 0; ctx.Err() == nil; i++ {
 				k, v := fmt.Sprintf("w%d:%d", w, i), fmt.Sprintf("v%d", i)
 				// Every fifth key expires at once, so that the expiry loop
@@ -272,11 +291,8 @@ func startLoad(ctx context.Context, t *testing.T, nodes []*Node, writers, reader
 	for r := range readers {
 		go func() {
 			defer func() { finished <- struct{}{} }()
-			cs := make([]*redis.Client, len(nodes))
-			for i, n := range nodes {
-				cs[i] = redis.NewClient(&redis.Options{Addr: n.respAddr, MaxRetries: -1, PoolSize: 1, ReadTimeout: 3 * time.Second})
-				defer cs[i].Close()
-			}
+			cs := clientsOf(nodes)
+			defer closeAll(cs)
 			for i := 0; ctx.Err() == nil; i++ {
 				err := cs[i%len(cs)].Get(ctx, fmt.Sprintf("w%d:%d", r%max(writers, 1), i/len(cs))).Err()
 				if err != nil && ctx.Err() == nil && !expectedErr(err, false) {

@@ -69,11 +69,7 @@ func TestRotateLeaderUnderLoad(t *testing.T) {
 		}
 	}
 	elapsed := time.Since(start)
-	cancel()
-	<-l.done
-	<-probed
-	waitConverged(t, leader, nodes)
-	acked := checkAcked(t, leader, l)
+	acked := l.finish(t, cancel, probed, leader, nodes)
 	t.Logf("%d rotations (%d role changes) in %v; %d acknowledged writes all on %s", rotations, 4*rotations, elapsed.Round(time.Millisecond), acked, leader.cfg.ID)
 }
 
@@ -121,11 +117,7 @@ func TestLeadFenceLeadUnderLoad(t *testing.T) {
 		}
 	}
 	elapsed := time.Since(start)
-	cancel()
-	<-l.done
-	<-probed
-	waitConverged(t, n1, nodes)
-	acked := checkAcked(t, n1, l)
+	acked := l.finish(t, cancel, probed, n1, nodes)
 	t.Logf("%d fence/lead flips in %v; %d acknowledged writes all on n1", count, elapsed.Round(time.Millisecond), acked)
 }
 

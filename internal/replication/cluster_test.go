@@ -17,6 +17,7 @@ import (
 	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/peerpb"
 	"github.com/tandemdb/tandem/internal/storage"
+	"github.com/tandemdb/tandem/internal/testutil"
 	"github.com/tandemdb/tandem/internal/transport/inmem"
 )
 
@@ -225,17 +226,7 @@ func (n *testFollower) stop(t *testing.T) {
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s; last state: %s", what, state)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	testutil.Eventually(t, what, waitTimeout, cond)
 }
 
 // waitConverged waits until every follower has the leader's data at the

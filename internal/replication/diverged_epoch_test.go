@@ -97,17 +97,7 @@ func TestFollowerInUnknownEpochConverges(t *testing.T) {
 				propose(t, l, putExec(fmt.Sprint("new", i), "x"))
 			}
 
-			ffs := vfs.NewMem()
-			fdb := openDB(t, ffs)
-			fents := logOf(tt.follower...)
-			if err := fdb.AppendLog(encodeAll(fents)); err != nil {
-				t.Fatal(err)
-			}
-			if err := fdb.Apply(fents[:tt.applied]); err != nil {
-				t.Fatal(err)
-			}
-			fdb.Close()
-			f := newFollowerNode(t, "f", ffs, l.dialer)
+			f := newFollowerNode(t, "f", logFS(t, logOf(tt.follower...), tt.applied), l.dialer)
 			waitConverged(t, l, f)
 
 			if n := l.dialer.snapshots.Load(); n != tt.wantSnapshots {
@@ -143,6 +133,22 @@ func TestFollowerInUnknownEpochConverges(t *testing.T) {
 			}
 		})
 	}
+}
+
+// logFS returns a MemFS whose database holds entries in its log, the first
+// applied of them applied, as a node that stopped there would.
+func logFS(t *testing.T, entries []logrec.Entry, applied int) *vfs.MemFS {
+	t.Helper()
+	fs := vfs.NewMem()
+	db := openDB(t, fs)
+	defer db.Close()
+	if err := db.AppendLog(encodeAll(entries)); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Apply(entries[:applied]); err != nil {
+		t.Fatal(err)
+	}
+	return fs
 }
 
 func encodeAll(es []logrec.Entry) [][]byte {

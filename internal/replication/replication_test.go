@@ -20,6 +20,7 @@ import (
 	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/peerpb"
 	"github.com/tandemdb/tandem/internal/storage"
+	"github.com/tandemdb/tandem/internal/testutil"
 	"github.com/tandemdb/tandem/internal/transport/inmem"
 )
 
@@ -178,14 +179,9 @@ func TestSeedCutMidwayStartsAgain(t *testing.T) {
 		if m.Kind != inmem.Snapshot || chunks.Add(1) != 5 { // the header, then data
 			return inmem.Action{}
 		}
-		for deadline := time.Now().Add(waitTimeout); ; time.Sleep(time.Millisecond) {
-			if f := follower.Load(); f != nil && f.Status().SeedBytes > 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Error("the follower ingested no chunk of the first seed")
-				break
-			}
+		// On the transport's goroutine: no Fatal here.
+		if !testutil.Until(waitTimeout, func() bool { f := follower.Load(); return f != nil && f.Status().SeedBytes > 0 }) {
+			t.Error("the follower ingested no chunk of the first seed")
 		}
 		var ops []logrec.Op
 		for i := range 100 {
@@ -258,13 +254,6 @@ func TestDivergedFollowerTruncated(t *testing.T) {
 		{Epoch: 1, LSN: 4, Ops: []logrec.Op{{Kind: logrec.OpPut, Key: []byte("a"), Value: []byte("lost")}}},
 		{Epoch: 1, LSN: 5, Ops: []logrec.Op{{Kind: logrec.OpDelete, Key: []byte("b")}}},
 	}
-	encode := func(es []logrec.Entry) [][]byte {
-		var out [][]byte
-		for i := range es {
-			out = append(out, logrec.Encode(&es[i]))
-		}
-		return out
-	}
 	tests := []struct {
 		name          string
 		applied       int // follower entries applied before it meets the new leader
@@ -278,7 +267,7 @@ func TestDivergedFollowerTruncated(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			lfs := vfs.NewMem()
 			ldb := openDB(t, lfs)
-			if err := ldb.AppendLog(encode(shared)); err != nil {
+			if err := ldb.AppendLog(encodeAll(shared)); err != nil {
 				t.Fatal(err)
 			}
 			if err := ldb.Apply(shared); err != nil {
@@ -289,17 +278,8 @@ func TestDivergedFollowerTruncated(t *testing.T) {
 				propose(t, l, putExec(fmt.Sprint("new", i), "x"))
 			}
 
-			ffs := vfs.NewMem()
-			fdb := openDB(t, ffs)
 			all := append(append([]logrec.Entry(nil), shared...), diverged...)
-			if err := fdb.AppendLog(encode(all)); err != nil {
-				t.Fatal(err)
-			}
-			if err := fdb.Apply(all[:tt.applied]); err != nil {
-				t.Fatal(err)
-			}
-			fdb.Close()
-			f := newFollowerNode(t, "f", ffs, l.dialer)
+			f := newFollowerNode(t, "f", logFS(t, all, tt.applied), l.dialer)
 			waitConverged(t, l, f)
 			if n := l.dialer.snapshots.Load(); n != tt.wantSnapshots {
 				t.Errorf("%d snapshots, want %d", n, tt.wantSnapshots)

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tandemdb/tandem/internal/testutil"
 )
 
 // blockedWait starts a server whose WAIT blocks like one no replica
@@ -167,16 +169,14 @@ func TestCommandsPipelinedBehindWrite(t *testing.T) {
 // waitWatched waits until the sweeper watches a blocked call.
 func waitWatched(t *testing.T, s *Server) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
+	testutil.Eventually(t, "the sweeper to watch a blocked call", 5*time.Second, func() (bool, string) {
 		for _, sess := range s.sessionsByID() {
 			if sess.call.Load()&callWatched != 0 {
-				return
+				return true, ""
 			}
 		}
-		time.Sleep(time.Millisecond)
-	}
-	t.Fatal("no call watched after 5 s")
+		return false, "no call watched"
+	})
 }
 
 // TestWatchesComeAndGo streams a pipeline whose commits take up to twice
@@ -187,17 +187,25 @@ func TestWatchesComeAndGo(t *testing.T) {
 	_, addr := startServer(t, b, Config{})
 	c := rawConn(t, addr)
 	const n = 300
+	replied := make(chan int, n) // replies read so far, after each one
 	go func() {
-		for i := range n {
-			if _, err := c.Write(encode("INCR", "n")); err != nil {
-				return
+		sent := 0
+		for k := 0; sent < n; k++ {
+			for range min(1+k%7, n-sent) {
+				if _, err := c.Write(encode("INCR", "n")); err != nil {
+					return
+				}
+				sent++
 			}
-			if i%7 == 0 {
-				time.Sleep(time.Duration(i%3) * watchDelay)
+			// Leave 0 to 2 commands in flight, so that the next burst
+			// arrives sometimes while a watched call blocks and
+			// sometimes once the connection is idle again.
+			for want := sent - k%3; <-replied < want; {
 			}
 		}
 	}()
 	for i := range n {
 		c.expect(t, ":"+strconv.Itoa(i+1))
+		replied <- i + 1
 	}
 }

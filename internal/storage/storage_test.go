@@ -19,6 +19,7 @@ import (
 	"github.com/tandemdb/tandem/internal/keyspace"
 	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/snapshot"
+	"github.com/tandemdb/tandem/internal/testutil"
 )
 
 const dir = "/db"
@@ -368,21 +369,14 @@ func TestApplyAtomicAcrossCrash(t *testing.T) {
 	// Pebble writes unsynced batches to its WAL file from a background
 	// goroutine: wait until the last one is in the file, so that a crash
 	// keeping every unsynced byte keeps all of them.
-	for deadline := time.Now().Add(10 * time.Second); ; {
+	testutil.Eventually(t, "the last unsynced Apply to reach the WAL file", 10*time.Second, func() (bool, string) {
 		c, err := Open(dir, Options{FS: fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 100, RNG: rand.New(rand.NewPCG(1, 1))}), CacheBytes: 1 << 20, Logger: testLogger(t)})
 		if err != nil {
 			t.Fatalf("Open crash clone: %v", err)
 		}
-		applied := c.Applied()
-		c.Close()
-		if applied == n {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the last unsynced Apply never reached the WAL file: applied %d", applied)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		defer c.Close()
+		return c.Applied() == n, fmt.Sprintf("applied %d", c.Applied())
+	})
 	seen := map[uint64]bool{}
 	for _, pct := range []int{0, 10, 30, 50, 70, 90, 100} {
 		for seed := uint64(0); seed < 6; seed++ {

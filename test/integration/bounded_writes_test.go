@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tandemdb/tandem/internal/testutil"
 )
 
 // TestWritesWithoutQuorumStayBounded: under "quorum 2" with both followers
@@ -112,13 +114,9 @@ func TestWritesWithoutQuorumStayBounded(t *testing.T) {
 		t.Errorf("leader goroutines grew from %d to %d", base.goroutines, last.goroutines)
 	}
 	// After the soak the leader is idle again: blocked writes are gone.
-	deadline := time.Now().Add(10 * time.Second)
-	for g := goroutines(t, leader.HTTPAddr); g > 100; g = goroutines(t, leader.HTTPAddr) {
-		if time.Now().After(deadline) {
-			t.Errorf("%d goroutines on the leader 10 s after every client left", g)
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
+	var g int64
+	if !testutil.Until(10*time.Second, func() bool { g = goroutines(t, leader.HTTPAddr); return g <= 100 }) {
+		t.Errorf("%d goroutines on the leader 10 s after every client left", g)
 	}
 
 	for _, id := range []int{2, 3} {

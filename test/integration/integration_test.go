@@ -22,6 +22,7 @@ import (
 	"github.com/tandemdb/tandem/internal/cluster"
 	"github.com/tandemdb/tandem/internal/statusdoc"
 	"github.com/tandemdb/tandem/internal/testbin"
+	"github.com/tandemdb/tandem/internal/testutil"
 )
 
 func startCluster(t *testing.T, nodes int, args ...string) *cluster.Cluster {
@@ -88,38 +89,29 @@ func digestOf(ctx context.Context, addr string) (digest, error) {
 func waitConverged(t *testing.T, c *cluster.Cluster) {
 	t.Helper()
 	ctx := context.Background()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		var ds []digest
-		var err error
+	var ds []digest
+	testutil.Eventually(t, "the nodes to converge", 60*time.Second, func() (bool, string) {
+		ds = ds[:0]
 		for _, n := range c.Nodes() {
-			d, derr := digestOf(ctx, n.RESPAddr)
-			if derr != nil {
-				err = derr
-				break
+			d, err := digestOf(ctx, n.RESPAddr)
+			if err != nil {
+				return false, err.Error()
 			}
 			ds = append(ds, d)
 		}
-		if err == nil {
-			same := true
-			for _, d := range ds[1:] {
-				same = same && d.applied == ds[0].applied
-			}
-			if same {
-				for i, d := range ds[1:] {
-					if d.sum != ds[0].sum {
-						t.Fatalf("node n%d digest %s differs from leader %s at applied lsn %d", i+2, d.sum, ds[0].sum, d.applied)
-					}
-				}
-				t.Logf("converged: %d nodes at applied lsn %d, digest %s", len(ds), ds[0].applied, ds[0].sum[:16])
-				return
+		for _, d := range ds[1:] {
+			if d.applied != ds[0].applied {
+				return false, fmt.Sprintf("%+v", ds)
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nodes did not converge: %+v (last error %v)", ds, err)
+		return true, ""
+	})
+	for i, d := range ds[1:] {
+		if d.sum != ds[0].sum {
+			t.Fatalf("node n%d digest %s differs from leader %s at applied lsn %d", i+2, d.sum, ds[0].sum, d.applied)
 		}
-		time.Sleep(100 * time.Millisecond)
 	}
+	t.Logf("converged: %d nodes at applied lsn %d, digest %s", len(ds), ds[0].applied, ds[0].sum[:16])
 }
 
 // load writes to the leader until stopped, returning how many writes were
@@ -163,17 +155,13 @@ func waitStreaming(t *testing.T, c *cluster.Cluster, id int) statusdoc.Node {
 // returns that status.
 func waitStatus(t *testing.T, c *cluster.Cluster, id int, what string, cond func(statusdoc.Node) bool) statusdoc.Node {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		s, err := c.Status(context.Background(), id)
-		if err == nil && cond(s) {
-			return s
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("n%d never reached %s: %+v (%v)", id, what, s, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	var s statusdoc.Node
+	testutil.Eventually(t, fmt.Sprintf("n%d to reach %s", id, what), 30*time.Second, func() (bool, string) {
+		var err error
+		s, err = c.Status(context.Background(), id)
+		return err == nil && cond(s), fmt.Sprintf("%+v (%v)", s, err)
+	})
+	return s
 }
 
 // logContains reports whether node id's log holds s (used only for what
@@ -231,20 +219,13 @@ func TestExpiryIsReplicated(t *testing.T) {
 	if err := leader.Set(ctx, "short", "v", 300*time.Millisecond).Err(); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testutil.Eventually(t, "the expired key to be deleted on the leader", 10*time.Second, func() (bool, string) {
 		n, err := leader.DBSize(ctx).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("expired key was never deleted on the leader")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return n == 0, fmt.Sprintf("%d keys", n)
+	})
 	// The follower never serves the expired key, and the delete replicates.
 	if err := follower.Get(ctx, "short").Err(); !errors.Is(err, redis.Nil) {
 		t.Fatalf("follower served an expired key: %v", err)
@@ -342,16 +323,10 @@ func TestFollowerBehindRetainedLogIsReseeded(t *testing.T) {
 		}
 	}
 	// Retention runs every second; wait until the log was trimmed.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if logBytes(t, c.Node(1).HTTPAddr) <= 65536 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("leader log was not trimmed to the retention cap")
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	testutil.Eventually(t, "the leader's log to be trimmed to the retention cap", 10*time.Second, func() (bool, string) {
+		b := logBytes(t, c.Node(1).HTTPAddr)
+		return b <= 65536, fmt.Sprintf("%d bytes", b)
+	})
 	if err := c.Start(3); err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tandemdb/tandem/internal/cluster"
+	"github.com/tandemdb/tandem/internal/testutil"
 )
 
 // TestReplicaOfFlipsUnderLoad hands the leadership round three real node
@@ -224,11 +225,7 @@ func clientMayGet(err error, codes ...string) bool {
 
 func waitAckedSince(t *testing.T, l *flipLoadState, after int64) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for l.n.Load() <= after {
-		if time.Now().After(deadline) {
-			t.Fatalf("no write acknowledged within 15 s (%d so far)", l.n.Load())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.Eventually(t, "a write to be acknowledged", 15*time.Second, func() (bool, string) {
+		return l.n.Load() > after, fmt.Sprintf("%d acknowledged so far", l.n.Load())
+	})
 }
