@@ -117,39 +117,17 @@ type role interface {
 // leading is the leader role.
 type leading struct {
 	l *replication.Leader
-	// ctx ends when the node stops the role: peer streams and the expiry
-	// loop's proposals end with it.
+	// ctx ends when the node stops the role (not when the leader stops
+	// by itself): the expiry loop's proposals end with it.
 	ctx    context.Context
 	cancel context.CancelFunc
-
-	mu       sync.Mutex
-	stopping bool
-	calls    sync.WaitGroup // peer handlers running on l
 }
 
-// enter admits a peer handler to the leader; false once the role stops.
-// A true enter must be followed by exit.
-func (r *leading) enter() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.stopping {
-		return false
-	}
-	r.calls.Add(1)
-	return true
-}
-
-func (r *leading) exit() { r.calls.Done() }
-
+// stop ends the role. Leader.Close waits for the peer handlers running on
+// the leader (Serve, ServeSnapshot), which end with it.
 func (r *leading) stop() {
-	r.mu.Lock()
-	r.stopping = true
-	r.mu.Unlock()
 	r.cancel()
 	r.l.Close()
-	// The peer handlers (Serve, ServeSnapshot) end when the leader does;
-	// wait for them so that none outlives the role.
-	r.calls.Wait()
 }
 
 // following is the follower role.

@@ -16,9 +16,8 @@ import (
 )
 
 // peerService serves the replication stream and snapshots while the node
-// leads; otherwise it refuses with FailedPrecondition. A handler runs inside
-// its leading role (enter/exit), which waits for it when it stops, and ends
-// when the role does.
+// leads; otherwise it refuses with FailedPrecondition. A handler runs on
+// the role's Leader, which ends it, and waits for it, when it closes.
 type peerService struct {
 	peerpb.UnimplementedPeerServer
 	n *Node
@@ -26,14 +25,10 @@ type peerService struct {
 
 func (s *peerService) Replicate(stream grpc.BidiStreamingServer[peerpb.FollowerMessage, peerpb.LeaderMessage]) error {
 	r, ok := s.n.current().(*leading)
-	if !ok || !r.enter() {
+	if !ok {
 		return status.Error(codes.FailedPrecondition, "tandem: not the leader")
 	}
-	defer r.exit()
-	ctx, cancel := context.WithCancel(stream.Context())
-	defer cancel()
-	defer context.AfterFunc(r.ctx, cancel)()
-	if err := r.l.Serve(ctx, stream); err != nil {
+	if err := r.l.Serve(stream.Context(), stream); err != nil {
 		s.n.log.Debug("follower stream ended", "err", err)
 		return status.Error(codes.Unavailable, err.Error())
 	}
@@ -42,26 +37,11 @@ func (s *peerService) Replicate(stream grpc.BidiStreamingServer[peerpb.FollowerM
 
 func (s *peerService) Snapshot(req *peerpb.SnapshotRequest, stream grpc.ServerStreamingServer[peerpb.SnapshotChunk]) error {
 	r, ok := s.n.current().(*leading)
-	if !ok || !r.enter() {
+	if !ok {
 		return status.Error(codes.FailedPrecondition, "tandem: not the leader")
 	}
-	defer r.exit()
 	// ServeSnapshot refuses a follower from a newer epoch and steps down.
-	return r.l.ServeSnapshot(req, roleSender{ctx: r.ctx, out: stream})
-}
-
-// roleSender ends a snapshot stream once its role stops: ServeSnapshot
-// does not watch the leader, and a role change waits for the handler.
-type roleSender struct {
-	ctx context.Context
-	out replication.SnapshotSender
-}
-
-func (s roleSender) Send(c *peerpb.SnapshotChunk) error {
-	if s.ctx.Err() != nil {
-		return replication.ErrNotLeader
-	}
-	return s.out.Send(c)
+	return r.l.ServeSnapshot(req, stream)
 }
 
 func dialPeer(addr string) (*grpc.ClientConn, error) {
