@@ -97,9 +97,8 @@ type Leader struct {
 	log   *slog.Logger
 	epoch uint64
 
-	// startLSN is the last durable LSN when this leadership began; see
-	// ReadBarrier. readable records that it is applied.
-	startLSN uint64
+	// readable is set once the core says the leadership may serve reads
+	// (see ReadBarrier): one atomic load per read from then on.
 	readable atomic.Bool
 
 	// seqMu serialises sequencing: running a command against the overlay,
@@ -216,7 +215,6 @@ func NewLeader(cfg LeaderConfig, epoch uint64) (*Leader, error) {
 		cfg:        cfg,
 		log:        log,
 		epoch:      epoch,
-		startLSN:   durable,
 		overlay:    overlay{},
 		tail:       tailCache{maxBytes: tailBytes},
 		streams:    map[uint64]*streamOut{},
@@ -522,9 +520,10 @@ func (l *Leader) ReadBarrier(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, readBarrierWait)
 	defer cancel()
-	if err := l.waitApplied(ctx, l.startLSN); err != nil {
+	// core.startLSN never changes after NewLeader: no lock needed.
+	if err := l.waitApplied(ctx, l.core.startLSN); err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("%w: entries up to lsn %d from before this leadership are not committed yet", ErrNotReady, l.startLSN)
+			return fmt.Errorf("%w: entries up to lsn %d from before this leadership are not committed yet", ErrNotReady, l.core.startLSN)
 		}
 		return err
 	}

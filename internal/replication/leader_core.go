@@ -36,7 +36,6 @@ type leaderCore struct {
 	inflight      []*proposal
 	inflightBytes int64
 	appending     int              // proposals of inflight in the Append batch out
-	appendLast    uint64           // the last LSN of the Append batch out
 	applying      int              // proposals at the front of inflight in the Apply batch out
 	wasFull       bool             // an admission check found no room since the last Room
 	readable      bool             // applied has reached startLSN
@@ -221,13 +220,12 @@ func (c *leaderCore) maybeAppend() {
 	if start < len(c.inflight) {
 		c.ready.Append = slices.Clip(c.inflight[start:])
 		c.appending = len(c.inflight) - start
-		c.appendLast = c.last
 	}
 }
 
 // Appended records that the Append batch through lsn is durable.
 func (c *leaderCore) Appended(lsn uint64) {
-	if c.appending == 0 || lsn != c.appendLast {
+	if c.appending == 0 || lsn != c.durable+uint64(c.appending) {
 		panic("replication: Appended without a matching Append")
 	}
 	c.durable = lsn
