@@ -1,0 +1,401 @@
+// Package coord is tandem's view of etcd: the one place that knows the
+// keys, their JSON shapes and the transactions that change them.
+//
+// Per cluster, under Prefix(cluster) = "/tandem/<cluster>/":
+//
+//	epoch            the current epoch, decimal: the fencing token
+//	topology         Topology: epoch, leader, mode, sync set, why and when
+//	members/<id>     Member: a node's addresses, zone and priority
+//	epochs/<epoch>   EpochStart: who led the epoch and its first LSN
+//	events/<seq>     Event: one failover, switchover or promotion
+//	orchestrator/    the orchestrators' election (concurrency.Election)
+//	leader           the leading node's claim, bound to its etcd lease
+//
+// Promises:
+//
+//   - Every topology change is one transaction that compares the epoch key
+//     with the epoch the caller read and writes epoch, topology, the epoch
+//     history and the event together (SetTopology). A change of leader
+//     must raise the epoch, so two leaders can never hold the same epoch:
+//     of two orchestrators racing from the same epoch, one wins.
+//   - Nothing here decides anything: the orchestrator decides (package
+//     control), nodes obey the topology they watch.
+package coord
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Topology is who leads the cluster, at which epoch, under which rules.
+type Topology struct {
+	Epoch  uint64 `json:"epoch"`
+	Leader string `json:"leader"`
+	// Mode is the commit mode ("async", "quorum 1", ...).
+	Mode string `json:"mode,omitempty"`
+	// SyncSet names the followers whose acknowledgements count in a
+	// synchronous mode (the commit-modes issue fills it).
+	SyncSet []string  `json:"sync_set,omitempty"`
+	Reason  string    `json:"reason,omitempty"`
+	Changed time.Time `json:"changed"`
+}
+
+// Member is a node as it registers itself.
+type Member struct {
+	ID       string `json:"id"`
+	RESPAddr string `json:"resp_addr"`
+	PeerAddr string `json:"peer_addr"`
+	HTTPAddr string `json:"http_addr"`
+	Zone     string `json:"zone,omitempty"`
+	// Priority is 0-100; 0 means never promote.
+	Priority int `json:"priority"`
+	PID      int `json:"pid,omitempty"`
+}
+
+// EpochStart records who led an epoch and from which LSN.
+type EpochStart struct {
+	Epoch  uint64 `json:"epoch"`
+	Leader string `json:"leader"`
+	// FirstLSN is the LSN of the epoch's first entry, written by the
+	// leader once it has started (0 until then).
+	FirstLSN uint64    `json:"first_lsn,omitempty"`
+	At       time.Time `json:"at"`
+}
+
+// Event is one change of leader, kept in etcd and logged.
+type Event struct {
+	At       time.Time `json:"at"`
+	Kind     string    `json:"kind"` // bootstrap, failover, switchover, promote
+	Reason   string    `json:"reason"`
+	From     string    `json:"from,omitempty"`
+	To       string    `json:"to"`
+	OldEpoch uint64    `json:"old_epoch"`
+	NewEpoch uint64    `json:"new_epoch"`
+	// Detection is from the leader's last sign of life to the decision;
+	// Promotion from the decision to the new leader taking writes (filled
+	// in afterwards when known); Pause is a switchover's write pause.
+	DetectionMs float64 `json:"detection_ms,omitempty"`
+	PromotionMs float64 `json:"promotion_ms,omitempty"`
+	PauseMs     float64 `json:"pause_ms,omitempty"`
+	// LostWrites is the number of entries the old leader had durable
+	// beyond the new leader's position at the decision, when known.
+	LostWrites uint64 `json:"lost_writes,omitempty"`
+	Accepted   bool   `json:"accepted_data_loss,omitempty"`
+}
+
+// Store reads and changes one cluster's keys.
+type Store struct {
+	cli    *clientv3.Client
+	prefix string
+}
+
+// ErrConflict: the epoch moved since the caller read it.
+var ErrConflict = errors.New("coord: topology changed concurrently (epoch compare failed)")
+
+// Prefix is the key prefix of a cluster.
+func Prefix(cluster string) string { return "/tandem/" + cluster + "/" }
+
+// Dial connects to etcd.
+func Dial(endpoints []string) (*clientv3.Client, error) {
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   endpoints,
+		DialTimeout: 2 * time.Second,
+		// Keepalives find a dead etcd member quickly, so the client moves
+		// to another endpoint.
+		DialKeepAliveTime:    time.Second,
+		DialKeepAliveTimeout: time.Second,
+		Logger:               quietZap(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("coord: connect to etcd %v: %w", endpoints, err)
+	}
+	return cli, nil
+}
+
+// New is a Store for cluster over cli.
+func New(cli *clientv3.Client, cluster string) *Store {
+	return &Store{cli: cli, prefix: Prefix(cluster)}
+}
+
+// Client is the etcd client under the store.
+func (s *Store) Client() *clientv3.Client { return s.cli }
+
+// Key is the full key of name.
+func (s *Store) Key(name string) string { return s.prefix + name }
+
+func epochName(e uint64) string { return fmt.Sprintf("epochs/%020d", e) }
+
+// Topology returns the current topology and its epoch key's revision; ok
+// is false when the cluster has no topology yet.
+func (s *Store) Topology(ctx context.Context) (t Topology, ok bool, err error) {
+	resp, err := s.cli.Get(ctx, s.Key("topology"))
+	if err != nil {
+		return Topology{}, false, fmt.Errorf("coord: read topology: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return Topology{}, false, nil
+	}
+	if err := json.Unmarshal(resp.Kvs[0].Value, &t); err != nil {
+		return Topology{}, false, fmt.Errorf("coord: topology %q: %w", resp.Kvs[0].Value, err)
+	}
+	return t, true, nil
+}
+
+// SetTopology changes the topology from the epoch the caller read (0: the
+// cluster has none yet) to next, atomically with the epoch key, the epoch
+// history (when next starts an epoch) and ev (if not nil). It fails with
+// ErrConflict if the epoch is no longer from. A new leader needs a new
+// epoch: next.Epoch must be above from when the leader changes, and never
+// below it.
+func (s *Store) SetTopology(ctx context.Context, from uint64, next Topology, ev *Event) error {
+	if next.Epoch < from {
+		return fmt.Errorf("coord: epoch may not go back (%d to %d)", from, next.Epoch)
+	}
+	if next.Changed.IsZero() {
+		next.Changed = time.Now()
+	}
+	var cmp clientv3.Cmp
+	if from == 0 {
+		cmp = clientv3.Compare(clientv3.CreateRevision(s.Key("epoch")), "=", 0)
+	} else {
+		cmp = clientv3.Compare(clientv3.Value(s.Key("epoch")), "=", strconv.FormatUint(from, 10))
+	}
+	if from > 0 && next.Epoch == from {
+		// Same epoch: the leader must not change.
+		cur, ok, err := s.Topology(ctx)
+		if err != nil {
+			return err
+		}
+		if ok && cur.Leader != next.Leader {
+			return fmt.Errorf("coord: a new leader (%s) needs a new epoch", next.Leader)
+		}
+	}
+	tb, _ := json.Marshal(next)
+	ops := []clientv3.Op{
+		clientv3.OpPut(s.Key("epoch"), strconv.FormatUint(next.Epoch, 10)),
+		clientv3.OpPut(s.Key("topology"), string(tb)),
+	}
+	if next.Epoch > from {
+		eb, _ := json.Marshal(EpochStart{Epoch: next.Epoch, Leader: next.Leader, At: next.Changed})
+		ops = append(ops, clientv3.OpPut(s.Key(epochName(next.Epoch)), string(eb)))
+	}
+	if ev != nil {
+		if ev.At.IsZero() {
+			ev.At = next.Changed
+		}
+		evb, _ := json.Marshal(ev)
+		ops = append(ops, clientv3.OpPut(s.Key(fmt.Sprintf("events/%020d", ev.At.UnixNano())), string(evb)))
+	}
+	resp, err := s.cli.Txn(ctx).If(cmp).Then(ops...).Commit()
+	if err != nil {
+		return fmt.Errorf("coord: set topology epoch %d: %w", next.Epoch, err)
+	}
+	if !resp.Succeeded {
+		return ErrConflict
+	}
+	return nil
+}
+
+// WatchTopology sends the current topology and then every change until ctx
+// ends. The channel is closed when ctx ends; a broken watch is resumed.
+func (s *Store) WatchTopology(ctx context.Context) <-chan Topology {
+	out := make(chan Topology, 1)
+	go func() {
+		defer close(out)
+		for ctx.Err() == nil {
+			resp, err := s.cli.Get(ctx, s.Key("topology"))
+			if err != nil {
+				if !sleepCtx(ctx, 100*time.Millisecond) {
+					return
+				}
+				continue
+			}
+			rev := resp.Header.Revision
+			if len(resp.Kvs) > 0 {
+				var t Topology
+				if json.Unmarshal(resp.Kvs[0].Value, &t) == nil && !send(ctx, out, t) {
+					return
+				}
+			}
+			wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+			for wr := range s.cli.Watch(wctx, s.Key("topology"), clientv3.WithRev(rev+1)) {
+				if wr.Err() != nil {
+					break
+				}
+				for _, ev := range wr.Events {
+					var t Topology
+					if ev.Kv != nil && json.Unmarshal(ev.Kv.Value, &t) == nil && !send(ctx, out, t) {
+						cancel()
+						return
+					}
+				}
+			}
+			cancel()
+			if !sleepCtx(ctx, 50*time.Millisecond) {
+				return
+			}
+		}
+	}()
+	return out
+}
+
+// send delivers t, replacing an undelivered older topology: a watcher
+// only ever needs the latest.
+func send(ctx context.Context, out chan Topology, t Topology) bool {
+	for {
+		select {
+		case out <- t:
+			return true
+		case <-ctx.Done():
+			return false
+		default:
+		}
+		select {
+		case <-out:
+		default:
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// PutMember registers or updates a member.
+func (s *Store) PutMember(ctx context.Context, m Member) error {
+	b, _ := json.Marshal(m)
+	if _, err := s.cli.Put(ctx, s.Key("members/"+m.ID), string(b)); err != nil {
+		return fmt.Errorf("coord: register member %s: %w", m.ID, err)
+	}
+	return nil
+}
+
+// Members returns every registered member, sorted by id.
+func (s *Store) Members(ctx context.Context) ([]Member, error) {
+	resp, err := s.cli.Get(ctx, s.Key("members/"), clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("coord: read members: %w", err)
+	}
+	out := make([]Member, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var m Member
+		if err := json.Unmarshal(kv.Value, &m); err != nil {
+			return nil, fmt.Errorf("coord: member %s: %w", kv.Key, err)
+		}
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// RemoveMember forgets a member.
+func (s *Store) RemoveMember(ctx context.Context, id string) error {
+	if _, err := s.cli.Delete(ctx, s.Key("members/"+id)); err != nil {
+		return fmt.Errorf("coord: remove member %s: %w", id, err)
+	}
+	return nil
+}
+
+// RecordFirstLSN fills in the first LSN of an epoch the caller leads.
+func (s *Store) RecordFirstLSN(ctx context.Context, epoch uint64, leader string, lsn uint64) error {
+	b, _ := json.Marshal(EpochStart{Epoch: epoch, Leader: leader, FirstLSN: lsn, At: time.Now()})
+	k := s.Key(epochName(epoch))
+	// Only for the epoch's own leader: the record exists and names it.
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(k), ">", 0)).
+		Then(clientv3.OpGet(k)).Commit()
+	if err != nil {
+		return fmt.Errorf("coord: epoch %d record: %w", epoch, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("coord: epoch %d has no record", epoch)
+	}
+	var cur EpochStart
+	kvs := resp.Responses[0].GetResponseRange().Kvs
+	if len(kvs) == 0 || json.Unmarshal(kvs[0].Value, &cur) != nil || cur.Leader != leader {
+		return fmt.Errorf("coord: epoch %d is not led by %s", epoch, leader)
+	}
+	if _, err := s.cli.Put(ctx, k, string(b)); err != nil {
+		return fmt.Errorf("coord: epoch %d record: %w", epoch, err)
+	}
+	return nil
+}
+
+// EpochHistory returns every epoch's record, oldest first.
+func (s *Store) EpochHistory(ctx context.Context) ([]EpochStart, error) {
+	resp, err := s.cli.Get(ctx, s.Key("epochs/"), clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("coord: read epoch history: %w", err)
+	}
+	var out []EpochStart
+	for _, kv := range resp.Kvs {
+		var e EpochStart
+		if json.Unmarshal(kv.Value, &e) == nil {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// AddEvent records an event on its own (SetTopology records the event of a
+// topology change with it).
+func (s *Store) AddEvent(ctx context.Context, ev Event) error {
+	if ev.At.IsZero() {
+		ev.At = time.Now()
+	}
+	b, _ := json.Marshal(ev)
+	if _, err := s.cli.Put(ctx, s.Key(fmt.Sprintf("events/%020d", ev.At.UnixNano())), string(b)); err != nil {
+		return fmt.Errorf("coord: record event: %w", err)
+	}
+	return nil
+}
+
+// UpdateEvent rewrites the event recorded at ev.At (to add the promotion
+// time once known).
+func (s *Store) UpdateEvent(ctx context.Context, ev Event) error { return s.AddEvent(ctx, ev) }
+
+// Events returns the last n events, oldest first.
+func (s *Store) Events(ctx context.Context, n int) ([]Event, error) {
+	resp, err := s.cli.Get(ctx, s.Key("events/"), clientv3.WithPrefix(),
+		clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(int64(n)))
+	if err != nil {
+		return nil, fmt.Errorf("coord: read events: %w", err)
+	}
+	out := make([]Event, 0, len(resp.Kvs))
+	for i := len(resp.Kvs) - 1; i >= 0; i-- {
+		var e Event
+		if json.Unmarshal(resp.Kvs[i].Value, &e) == nil {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// ParseEndpoints splits a comma-separated --etcd value.
+func ParseEndpoints(s string) []string {
+	var out []string
+	for _, e := range strings.Split(s, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			if !strings.Contains(e, "://") {
+				e = "http://" + e
+			}
+			out = append(out, e)
+		}
+	}
+	return out
+}

@@ -1,0 +1,154 @@
+package coord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// freeAddr returns a loopback address nothing listens on now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func newStore(t *testing.T) *Store {
+	t.Helper()
+	e, err := StartEmbedded(t.TempDir(), freeAddr(t), freeAddr(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	cli, err := Dial([]string{e.Endpoint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return New(cli, "test")
+}
+
+func TestTopologyCompareAndSwap(t *testing.T) {
+	s := newStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, ok, err := s.Topology(ctx); err != nil || ok {
+		t.Fatalf("empty cluster: ok %v err %v", ok, err)
+	}
+	if err := s.SetTopology(ctx, 0, Topology{Epoch: 1, Leader: "n1"}, &Event{Kind: "bootstrap", To: "n1", NewEpoch: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetTopology(ctx, 0, Topology{Epoch: 1, Leader: "n2"}, nil); !errors.Is(err, ErrConflict) {
+		t.Fatalf("second bootstrap: %v, want ErrConflict", err)
+	}
+	if err := s.SetTopology(ctx, 1, Topology{Epoch: 1, Leader: "n2"}, nil); err == nil {
+		t.Fatal("a new leader in the same epoch was accepted")
+	}
+	if err := s.SetTopology(ctx, 1, Topology{Epoch: 1, Leader: "n1", Mode: "quorum 1"}, nil); err != nil {
+		t.Fatalf("same leader, same epoch, new mode: %v", err)
+	}
+	// Two orchestrators race from epoch 1: exactly one wins.
+	var wg sync.WaitGroup
+	errs := make([]error, 8)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.SetTopology(ctx, 1, Topology{Epoch: 2, Leader: fmt.Sprintf("n%d", i+2)}, &Event{Kind: "failover", From: "n1", To: fmt.Sprintf("n%d", i+2), OldEpoch: 1, NewEpoch: 2})
+		}()
+	}
+	wg.Wait()
+	won := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			won++
+		case !errors.Is(err, ErrConflict):
+			t.Fatal(err)
+		}
+	}
+	if won != 1 {
+		t.Fatalf("%d of %d racing changes from epoch 1 won, want 1", won, len(errs))
+	}
+	cur, _, err := s.Topology(ctx)
+	if err != nil || cur.Epoch != 2 {
+		t.Fatalf("topology %+v, %v", cur, err)
+	}
+	hist, err := s.EpochHistory(ctx)
+	if err != nil || len(hist) != 2 || hist[1].Leader != cur.Leader {
+		t.Fatalf("history %+v (%v), topology %+v", hist, err, cur)
+	}
+	if err := s.RecordFirstLSN(ctx, 2, "n1", 10); err == nil {
+		t.Fatal("a node that does not lead epoch 2 recorded its first LSN")
+	}
+	if err := s.RecordFirstLSN(ctx, 2, cur.Leader, 10); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := s.Events(ctx, 10)
+	if err != nil || len(evs) != 2 || evs[0].Kind != "bootstrap" || evs[1].To != cur.Leader {
+		t.Fatalf("events %+v, %v", evs, err)
+	}
+}
+
+func TestWatchTopologySeesEveryLatest(t *testing.T) {
+	s := newStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	w := s.WatchTopology(ctx)
+	for e := uint64(1); e <= 5; e++ {
+		if err := s.SetTopology(ctx, e-1, Topology{Epoch: e, Leader: fmt.Sprintf("n%d", e)}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for {
+		select {
+		case top := <-w:
+			if top.Epoch == 5 {
+				return
+			}
+		case <-ctx.Done():
+			t.Fatal("watch never delivered epoch 5")
+		}
+	}
+}
+
+func TestElection(t *testing.T) {
+	s := newStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := s.ActiveOrchestrator(ctx); !errors.Is(err, ErrNoOrchestrator) {
+		t.Fatalf("no campaign yet: %v", err)
+	}
+	sess, err := s.Session(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Campaign(ctx, s.Election(sess), Orchestrator{ID: "o1", HTTPAddr: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	o, err := s.ActiveOrchestrator(ctx)
+	if err != nil || o.ID != "o1" {
+		t.Fatalf("active %+v, %v", o, err)
+	}
+	sess2, err := s.Session(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	won := make(chan error, 1)
+	go func() { won <- Campaign(ctx, s.Election(sess2), Orchestrator{ID: "o2"}) }()
+	sess.Close() // o1 resigns by losing its lease
+	if err := <-won; err != nil {
+		t.Fatal(err)
+	}
+	if o, err := s.ActiveOrchestrator(ctx); err != nil || o.ID != "o2" {
+		t.Fatalf("after o1 left: %+v, %v", o, err)
+	}
+}
