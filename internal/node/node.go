@@ -72,6 +72,22 @@ type Config struct {
 	Buggify replication.Buggify
 	Logger  *slog.Logger
 
+	// Control plane. With Etcd set the node takes its role from the
+	// cluster's topology in etcd (see agent.go) instead of FollowRESP and
+	// FollowPeer: it registers itself as a member, leads when the topology
+	// names it, follows the named leader otherwise, and answers only
+	// under a lease it renews against etcd.
+	Etcd    []string
+	Cluster string // etcd key prefix name; "" means "tandem"
+	// Priority (0-100, 0 = never promote) and Zone go to the member record.
+	Priority int
+	Zone     string
+	// FenceAfter is how long a leader keeps answering after its last
+	// confirmation that the topology still names it; a new leader waits
+	// as long after its promotion before it answers. 0 means
+	// DefaultFenceAfter.
+	FenceAfter time.Duration
+
 	// leadHook, set only by tests, runs in Lead after the old role has
 	// stopped and before the new epoch starts; an error fails Lead there.
 	leadHook func() error
@@ -102,6 +118,8 @@ type Node struct {
 	mu       sync.Mutex // guards role
 	role     role       // never nil
 
+	agent *agent // the control plane's side in this node; nil when static
+
 	bg        sync.WaitGroup // expiry loop and role watchers
 	closed    chan struct{}
 	closeOnce sync.Once
@@ -117,6 +135,8 @@ type role interface {
 // leading is the leader role.
 type leading struct {
 	l *replication.Leader
+	// lease gates its answers under the control plane (nil: static).
+	lease *replication.Lease
 	// ctx ends when the node stops the role (not when the leader stops
 	// by itself): the expiry loop's proposals end with it.
 	ctx    context.Context
@@ -188,9 +208,17 @@ func Start(cfg Config) (*Node, error) {
 		n.Close()
 		return nil, err
 	}
-	if cfg.FollowPeer != "" {
+	switch {
+	case len(cfg.Etcd) > 0:
+		// The role comes from the topology; until then the node is fenced.
+		n.setRole(newFenced("waiting for the control plane"))
+		if err := n.startAgent(); err != nil {
+			n.Close()
+			return nil, err
+		}
+	case cfg.FollowPeer != "":
 		err = n.Follow(cfg.FollowRESP, cfg.FollowPeer)
-	} else {
+	default:
 		err = n.Lead()
 	}
 	if err != nil {
@@ -301,20 +329,61 @@ func (n *Node) Lead() error {
 			return nil
 		}
 	}
-	return n.changeLocked("changing role to leader", n.startLeader)
+	return n.changeLocked("changing role to leader", func() (role, error) { return n.startLeader(0, nil) })
 }
 
-func (n *Node) startLeader() (role, error) {
+// leadAt makes the node the leader of epoch, which the control plane
+// assigned to it, answering under lease. It keeps a leadership of that
+// epoch that still runs; it resumes an epoch this node started before a
+// restart (its log's last epoch start is that epoch, so nobody else
+// appended to it).
+func (n *Node) leadAt(epoch uint64, lease *replication.Lease) error {
+	n.changeMu.Lock()
+	defer n.changeMu.Unlock()
+	if n.isClosed() {
+		return ErrClosed
+	}
+	if r, ok := n.current().(*leading); ok && r.l.Epoch() == epoch {
+		select {
+		case <-r.l.Done():
+		default:
+			return nil
+		}
+	}
+	return n.changeLocked(fmt.Sprintf("changing role to leader of epoch %d", epoch), func() (role, error) {
+		return n.startLeader(epoch, lease)
+	})
+}
+
+// startLeader starts a leadership of epoch (0: the next epoch after every
+// one this node has seen, for a static topology).
+func (n *Node) startLeader(epoch uint64, lease *replication.Lease) (role, error) {
 	if n.cfg.leadHook != nil {
 		if err := n.cfg.leadHook(); err != nil {
 			return nil, fmt.Errorf("node: lead: %w", err)
 		}
 	}
 	// Every leadership starts a new epoch, so that (epoch, LSN) names one
-	// entry cluster-wide: a leader never appends to an epoch it did not start.
-	epoch := n.db.Epoch() + 1
-	if err := n.db.StartEpoch(epoch, n.db.Durable().LSN+1); err != nil {
-		return nil, fmt.Errorf("node: lead: start epoch %d: %w", epoch, err)
+	// entry cluster-wide: a leader never appends to an epoch it did not
+	// start. Under the control plane etcd hands out epochs (a compare and
+	// swap), so no two nodes start the same one.
+	resume := false
+	switch seen := n.db.Epoch(); {
+	case epoch == 0:
+		epoch = seen + 1
+	case epoch < seen:
+		return nil, fmt.Errorf("node: lead: epoch %d is stale (this node has seen %d)", epoch, seen)
+	case epoch == seen:
+		h := n.db.EpochHistory()
+		if len(h) == 0 || h[len(h)-1].Epoch != epoch {
+			return nil, fmt.Errorf("node: lead: epoch %d was started by another node", epoch)
+		}
+		resume = true
+	}
+	if !resume {
+		if err := n.db.StartEpoch(epoch, n.db.Durable().LSN+1); err != nil {
+			return nil, fmt.Errorf("node: lead: start epoch %d: %w", epoch, err)
+		}
 	}
 	l, err := replication.NewLeader(replication.LeaderConfig{
 		DB:               n.db,
@@ -326,6 +395,8 @@ func (n *Node) startLeader() (role, error) {
 		MaxInFlight:      n.cfg.MaxInFlight,
 		MaxInFlightBytes: n.cfg.MaxInFlightBytes,
 		FollowerTimeout:  n.cfg.FollowerTimeout,
+		Lease:            lease,
+		Heartbeat:        n.streamHeartbeat(),
 		Fatal:            n.fatal,
 		Buggify:          n.cfg.Buggify,
 	}, epoch)
@@ -333,11 +404,21 @@ func (n *Node) startLeader() (role, error) {
 		return nil, fmt.Errorf("node: lead at epoch %d: %w", epoch, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &leading{l: l, ctx: ctx, cancel: cancel}
+	r := &leading{l: l, lease: lease, ctx: ctx, cancel: cancel}
 	n.bg.Add(1)
 	go n.watchLeader(r)
 	n.log.Info("role: leader", "epoch", epoch)
 	return r, nil
+}
+
+// streamHeartbeat is how often an idle follower stream carries a heartbeat.
+// Under the control plane it is short: the orchestrator asks followers how
+// long ago they heard their leader before it declares the leader dead.
+func (n *Node) streamHeartbeat() time.Duration {
+	if len(n.cfg.Etcd) > 0 {
+		return 30 * time.Millisecond
+	}
+	return 0 // the leader's default
 }
 
 // watchLeader fences the node when its leader stops by itself. It returns

@@ -44,6 +44,32 @@ func (s *peerService) Snapshot(req *peerpb.SnapshotRequest, stream grpc.ServerSt
 	return r.l.ServeSnapshot(req, stream)
 }
 
+// Heartbeat answers the orchestrator's probe with the node's role and
+// positions.
+func (s *peerService) Heartbeat(ctx context.Context, req *peerpb.HeartbeatRequest) (*peerpb.HeartbeatReply, error) {
+	n := s.n
+	d := n.db.Durable()
+	rep := &peerpb.HeartbeatReply{
+		NodeId:           n.cfg.ID,
+		Epoch:            n.db.Epoch(),
+		Durable:          &peerpb.Position{Epoch: d.Epoch, Lsn: d.LSN},
+		AppliedLsn:       n.db.Applied(),
+		LeaderHeardAgoMs: -1,
+	}
+	switch r := n.current().(type) {
+	case *leading:
+		rep.Role, rep.LeadingEpoch = "leader", r.l.Epoch()
+	case *following:
+		rep.Role, rep.Following = "follower", r.leaderPeer
+		if st := r.f.Status(); st.Connected && !st.LastContact.IsZero() {
+			rep.LeaderHeardAgoMs = time.Since(st.LastContact).Milliseconds()
+		}
+	case *fenced:
+		rep.Role, rep.Reason = "fenced", r.reason
+	}
+	return rep, nil
+}
+
 func dialPeer(addr string) (*grpc.ClientConn, error) {
 	conn, err := grpc.NewClient(addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),

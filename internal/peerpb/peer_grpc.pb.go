@@ -24,6 +24,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	Peer_Replicate_FullMethodName = "/tandem.peer.v1.Peer/Replicate"
 	Peer_Snapshot_FullMethodName  = "/tandem.peer.v1.Peer/Snapshot"
+	Peer_Heartbeat_FullMethodName = "/tandem.peer.v1.Peer/Heartbeat"
 )
 
 // PeerClient is the client API for Peer service.
@@ -40,6 +41,10 @@ type PeerClient interface {
 	Replicate(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[FollowerMessage, LeaderMessage], error)
 	// Snapshot streams a consistent point-in-time copy of the leader's data.
 	Snapshot(ctx context.Context, in *SnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotChunk], error)
+	// Heartbeat is the orchestrator's probe: the node answers with its role,
+	// positions and, as a follower, how long ago it last heard its leader
+	// (the orchestrator's holistic check before a failover).
+	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatReply, error)
 }
 
 type peerClient struct {
@@ -82,6 +87,16 @@ func (c *peerClient) Snapshot(ctx context.Context, in *SnapshotRequest, opts ...
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Peer_SnapshotClient = grpc.ServerStreamingClient[SnapshotChunk]
 
+func (c *peerClient) Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HeartbeatReply)
+	err := c.cc.Invoke(ctx, Peer_Heartbeat_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeerServer is the server API for Peer service.
 // All implementations must embed UnimplementedPeerServer
 // for forward compatibility.
@@ -96,6 +111,10 @@ type PeerServer interface {
 	Replicate(grpc.BidiStreamingServer[FollowerMessage, LeaderMessage]) error
 	// Snapshot streams a consistent point-in-time copy of the leader's data.
 	Snapshot(*SnapshotRequest, grpc.ServerStreamingServer[SnapshotChunk]) error
+	// Heartbeat is the orchestrator's probe: the node answers with its role,
+	// positions and, as a follower, how long ago it last heard its leader
+	// (the orchestrator's holistic check before a failover).
+	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatReply, error)
 	mustEmbedUnimplementedPeerServer()
 }
 
@@ -111,6 +130,9 @@ func (UnimplementedPeerServer) Replicate(grpc.BidiStreamingServer[FollowerMessag
 }
 func (UnimplementedPeerServer) Snapshot(*SnapshotRequest, grpc.ServerStreamingServer[SnapshotChunk]) error {
 	return status.Errorf(codes.Unimplemented, "method Snapshot not implemented")
+}
+func (UnimplementedPeerServer) Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatReply, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Heartbeat not implemented")
 }
 func (UnimplementedPeerServer) mustEmbedUnimplementedPeerServer() {}
 func (UnimplementedPeerServer) testEmbeddedByValue()              {}
@@ -151,13 +173,36 @@ func _Peer_Snapshot_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Peer_SnapshotServer = grpc.ServerStreamingServer[SnapshotChunk]
 
+func _Peer_Heartbeat_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HeartbeatRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).Heartbeat(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_Heartbeat_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).Heartbeat(ctx, req.(*HeartbeatRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Peer_ServiceDesc is the grpc.ServiceDesc for Peer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
 var Peer_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "tandem.peer.v1.Peer",
 	HandlerType: (*PeerServer)(nil),
-	Methods:     []grpc.MethodDesc{},
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Heartbeat",
+			Handler:    _Peer_Heartbeat_Handler,
+		},
+	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "Replicate",

@@ -50,6 +50,9 @@ type LeaderConfig struct {
 	// break a promise (persisting a higher epoch failed); a supervisor
 	// restarts it. nil means log the error and exit with status 2.
 	Fatal func(error)
+	// Lease, if not nil, gates every acknowledgement and read: the leader
+	// answers only while it is valid (see Lease). nil: a static topology.
+	Lease *Lease
 	// Buggify enables deliberate faults for harness tests; never in production.
 	Buggify Buggify
 }
@@ -488,6 +491,9 @@ func (pd *Pending) Wait(ctx context.Context) (commands.Reply, uint64, error) {
 		if err := pd.l.waitApplied(ctx, pd.observed); err != nil {
 			return nil, 0, err
 		}
+		if err := pd.l.cfg.Lease.await(ctx, pd.l.ctx.Done(), pd.l.cfg.WriteTimeout); err != nil {
+			return nil, 0, err
+		}
 		return pd.reply, 0, nil
 	}
 	if pd.l.cfg.Buggify.AckBeforeDurable {
@@ -498,10 +504,15 @@ func (pd *Pending) Wait(ctx context.Context) (commands.Reply, uint64, error) {
 		if err != nil {
 			return nil, 0, err
 		}
-		return pd.reply, pd.p.lsn, nil
 	case <-ctx.Done():
 		return nil, 0, ctx.Err()
 	}
+	// Committed and applied; answer only under a valid lease. A leader
+	// that lost it may have been replaced: its writer's outcome is unknown.
+	if err := pd.l.cfg.Lease.await(ctx, pd.l.ctx.Done(), pd.l.cfg.WriteTimeout); err != nil {
+		return nil, 0, err
+	}
+	return pd.reply, pd.p.lsn, nil
 }
 
 // readBarrierWait bounds how long a read waits for the entries a leader
@@ -515,8 +526,21 @@ const readBarrierWait = time.Second
 // and a read would go back in time. It waits up to ctx or readBarrierWait,
 // then returns ErrNotReady; after the first success it costs one atomic load.
 func (l *Leader) ReadBarrier(ctx context.Context) error {
-	if l.readable.Load() {
+	if l.readable.Load() && l.cfg.Lease.Valid() {
 		return nil
+	}
+	if !l.cfg.Lease.Valid() {
+		ctx, cancel := context.WithTimeout(ctx, readBarrierWait)
+		defer cancel()
+		if err := l.cfg.Lease.await(ctx, l.ctx.Done(), readBarrierWait); err != nil {
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrWriteTimeout) {
+				return fmt.Errorf("%w: the leader's lease is not confirmed (it may have been replaced)", ErrNotReady)
+			}
+			return err
+		}
+		if l.readable.Load() {
+			return nil
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, readBarrierWait)
 	defer cancel()

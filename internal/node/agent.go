@@ -1,0 +1,233 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/tandemdb/tandem/internal/coord"
+	"github.com/tandemdb/tandem/internal/replication"
+)
+
+// DefaultFenceAfter is Config.FenceAfter's default: how long a leader
+// answers after its last confirmation against etcd, and how long a newly
+// promoted leader waits before it answers.
+const DefaultFenceAfter = 100 * time.Millisecond
+
+// The agent is the node's side of the control plane. It registers the node
+// as a member, watches the topology and obeys it:
+//
+//   - named leader at epoch E: lead E (resuming E after a restart if this
+//     node started it), under a lease that begins FenceAfter after the
+//     agent saw the topology;
+//   - another node named: revoke this node's lease first (a leader stops
+//     answering at once), persist E (so that this node refuses any stream
+//     from a lower epoch), then follow the named leader.
+//
+// While leading, it confirms every FenceAfter/5 with a linearizable read
+// that the topology still names it at its epoch, and extends the lease to
+// the moment it asked plus FenceAfter. So an old leader answers nothing
+// later than FenceAfter after the epoch changed in etcd, whether it hears
+// of it or not; and the new leader answers nothing earlier than FenceAfter
+// after that change, since it learnt of it no sooner. Their answers never
+// overlap in time, in any commit mode.
+type agent struct {
+	n     *Node
+	store *coord.Store
+	fence time.Duration
+
+	mu   sync.Mutex
+	topo coord.Topology // the last topology seen
+}
+
+func (n *Node) startAgent() error {
+	cli, err := coord.Dial(n.cfg.Etcd)
+	if err != nil {
+		return err
+	}
+	cluster := n.cfg.Cluster
+	if cluster == "" {
+		cluster = "tandem"
+	}
+	fence := n.cfg.FenceAfter
+	if fence <= 0 {
+		fence = DefaultFenceAfter
+	}
+	a := &agent{n: n, store: coord.New(cli, cluster), fence: fence}
+	n.agent = a
+	ctx, cancel := context.WithCancel(context.Background())
+	n.bg.Add(2)
+	go func() {
+		defer n.bg.Done()
+		a.run(ctx)
+	}()
+	go func() {
+		defer n.bg.Done()
+		a.renew(ctx)
+	}()
+	go func() {
+		<-n.closed
+		cancel()
+		cli.Close()
+	}()
+	return nil
+}
+
+// run registers the member and follows the topology until ctx ends.
+func (a *agent) run(ctx context.Context) {
+	n := a.n
+	respAddr, peerAddr, httpAddr := n.Addrs()
+	m := coord.Member{ID: n.cfg.ID, RESPAddr: respAddr, PeerAddr: peerAddr, HTTPAddr: httpAddr,
+		Zone: n.cfg.Zone, Priority: n.cfg.Priority, PID: os.Getpid()}
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := a.store.PutMember(cctx, m)
+		cancel()
+		if err == nil {
+			break
+		}
+		n.log.Warn("control plane: cannot register; retrying", "err", err)
+		if !sleep(ctx, 200*time.Millisecond) {
+			return
+		}
+	}
+	n.log.Info("control plane: registered", "etcd", n.cfg.Etcd)
+	for t := range a.store.WatchTopology(ctx) {
+		a.mu.Lock()
+		a.topo = t
+		a.mu.Unlock()
+		a.apply(ctx, t)
+	}
+}
+
+// apply makes the node's role match t.
+func (a *agent) apply(ctx context.Context, t coord.Topology) {
+	n := a.n
+	seen := time.Now()
+	if t.Leader == n.cfg.ID {
+		// Valid from seen+fence, once renew has confirmed it.
+		lease := replication.NewLease(seen.Add(a.fence))
+		if r, ok := n.current().(*leading); ok && r.l.Epoch() == t.Epoch {
+			return
+		}
+		if err := n.leadAt(t.Epoch, lease); err != nil {
+			n.log.Error("control plane: cannot lead the epoch the topology gives", "epoch", t.Epoch, "err", err)
+			return
+		}
+		first := n.db.Durable().LSN + 1
+		if h := n.db.EpochHistory(); len(h) > 0 && h[len(h)-1].Epoch == t.Epoch {
+			first = h[len(h)-1].LSN
+		}
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if err := a.store.RecordFirstLSN(cctx, t.Epoch, n.cfg.ID, first); err != nil {
+			n.log.Warn("control plane: record epoch start", "epoch", t.Epoch, "err", err)
+		}
+		cancel()
+		return
+	}
+	// Someone else leads: stop answering first.
+	if r, ok := n.current().(*leading); ok && r.lease != nil {
+		r.lease.Revoke()
+	}
+	if t.Epoch > n.db.Epoch() {
+		if err := n.db.ObserveEpoch(t.Epoch); err != nil {
+			n.fatal(fmt.Errorf("node: persist epoch %d from the topology: %w", t.Epoch, err))
+			return
+		}
+	}
+	members, err := a.members(ctx)
+	if err != nil {
+		n.Fence("control plane: " + err.Error())
+		return
+	}
+	var leader *coord.Member
+	for i := range members {
+		if members[i].ID == t.Leader {
+			leader = &members[i]
+		}
+	}
+	if leader == nil {
+		n.Fence(fmt.Sprintf("the topology names leader %q, which is not a registered member", t.Leader))
+		return
+	}
+	if r, ok := n.current().(*following); ok && r.leaderPeer == leader.PeerAddr {
+		select {
+		case <-r.done:
+		default:
+			return
+		}
+	}
+	if err := n.Follow(leader.RESPAddr, leader.PeerAddr); err != nil {
+		n.Fence(fmt.Sprintf("cannot follow %s: %v", leader.ID, err))
+	}
+}
+
+func (a *agent) members(ctx context.Context) ([]coord.Member, error) {
+	var err error
+	for range 10 {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		var ms []coord.Member
+		ms, err = a.store.Members(cctx)
+		cancel()
+		if err == nil {
+			return ms, nil
+		}
+		if !sleep(ctx, 50*time.Millisecond) {
+			break
+		}
+	}
+	return nil, err
+}
+
+// renew confirms the leadership against etcd and extends the lease.
+func (a *agent) renew(ctx context.Context) {
+	n := a.n
+	t := time.NewTicker(a.fence / 5)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+		r, ok := n.current().(*leading)
+		if !ok || r.lease == nil || r.lease.Revoked() {
+			continue
+		}
+		asked := time.Now()
+		cctx, cancel := context.WithTimeout(ctx, a.fence)
+		top, have, err := a.store.Topology(cctx)
+		cancel()
+		switch {
+		case err != nil:
+			// Unconfirmed: the lease runs out by itself.
+		case have && top.Epoch == r.l.Epoch() && top.Leader == n.cfg.ID:
+			r.lease.Extend(asked.Add(a.fence))
+		default:
+			r.lease.Revoke() // the watch makes the node follow
+		}
+	}
+}
+
+// topology is the last topology the agent saw (zero without one).
+func (a *agent) topology() coord.Topology {
+	if a == nil {
+		return coord.Topology{}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.topo
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
