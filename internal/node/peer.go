@@ -58,7 +58,7 @@ func (s *peerService) Heartbeat(ctx context.Context, req *peerpb.HeartbeatReques
 	}
 	switch r := n.current().(type) {
 	case *leading:
-		rep.Role, rep.LeadingEpoch = "leader", r.l.Epoch()
+		rep.Role, rep.LeadingEpoch, rep.Answering = "leader", r.l.Epoch(), r.lease.Valid()
 	case *following:
 		rep.Role, rep.Following = "follower", r.leaderPeer
 		if st := r.f.Status(); st.Connected && !st.LastContact.IsZero() {
@@ -68,6 +68,23 @@ func (s *peerService) Heartbeat(ctx context.Context, req *peerpb.HeartbeatReques
 		rep.Role, rep.Reason = "fenced", r.reason
 	}
 	return rep, nil
+}
+
+// StopWrites hands over a planned switchover: see the proto.
+func (s *peerService) StopWrites(ctx context.Context, req *peerpb.StopWritesRequest) (*peerpb.StopWritesReply, error) {
+	r, ok := s.n.current().(*leading)
+	if !ok || r.l.Epoch() != req.Epoch {
+		return nil, status.Errorf(codes.FailedPrecondition, "tandem: not the leader of epoch %d", req.Epoch)
+	}
+	pos, err := r.l.StopWrites(ctx)
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	if r.lease != nil {
+		r.lease.Revoke()
+	}
+	s.n.log.Info("switchover: writes stopped", "epoch", req.Epoch, "durable_lsn", pos.LSN)
+	return &peerpb.StopWritesReply{Durable: &peerpb.Position{Epoch: pos.Epoch, Lsn: pos.LSN}}, nil
 }
 
 func dialPeer(addr string) (*grpc.ClientConn, error) {

@@ -24,6 +24,94 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type StopWritesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StopWritesRequest) Reset() {
+	*x = StopWritesRequest{}
+	mi := &file_peer_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StopWritesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StopWritesRequest) ProtoMessage() {}
+
+func (x *StopWritesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_peer_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StopWritesRequest.ProtoReflect.Descriptor instead.
+func (*StopWritesRequest) Descriptor() ([]byte, []int) {
+	return file_peer_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *StopWritesRequest) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+type StopWritesReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Durable       *Position              `protobuf:"bytes,1,opt,name=durable,proto3" json:"durable,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StopWritesReply) Reset() {
+	*x = StopWritesReply{}
+	mi := &file_peer_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StopWritesReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StopWritesReply) ProtoMessage() {}
+
+func (x *StopWritesReply) ProtoReflect() protoreflect.Message {
+	mi := &file_peer_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StopWritesReply.ProtoReflect.Descriptor instead.
+func (*StopWritesReply) Descriptor() ([]byte, []int) {
+	return file_peer_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *StopWritesReply) GetDurable() *Position {
+	if x != nil {
+		return x.Durable
+	}
+	return nil
+}
+
 type HeartbeatRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	OrchestratorId string                 `protobuf:"bytes,1,opt,name=orchestrator_id,json=orchestratorId,proto3" json:"orchestrator_id,omitempty"`
@@ -35,7 +123,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_peer_proto_msgTypes[0]
+	mi := &file_peer_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -47,7 +135,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[0]
+	mi := &file_peer_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -60,7 +148,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{0}
+	return file_peer_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *HeartbeatRequest) GetOrchestratorId() string {
@@ -94,14 +182,16 @@ type HeartbeatReply struct {
 	Following        string `protobuf:"bytes,7,opt,name=following,proto3" json:"following,omitempty"`
 	LeaderHeardAgoMs int64  `protobuf:"varint,8,opt,name=leader_heard_ago_ms,json=leaderHeardAgoMs,proto3" json:"leader_heard_ago_ms,omitempty"`
 	// Why the node is fenced, if it is.
-	Reason        string `protobuf:"bytes,9,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,9,opt,name=reason,proto3" json:"reason,omitempty"`
+	// As a leader: whether it answers writers now (its lease holds).
+	Answering     bool `protobuf:"varint,10,opt,name=answering,proto3" json:"answering,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HeartbeatReply) Reset() {
 	*x = HeartbeatReply{}
-	mi := &file_peer_proto_msgTypes[1]
+	mi := &file_peer_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -113,7 +203,7 @@ func (x *HeartbeatReply) String() string {
 func (*HeartbeatReply) ProtoMessage() {}
 
 func (x *HeartbeatReply) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[1]
+	mi := &file_peer_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -126,7 +216,7 @@ func (x *HeartbeatReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatReply.ProtoReflect.Descriptor instead.
 func (*HeartbeatReply) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{1}
+	return file_peer_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *HeartbeatReply) GetNodeId() string {
@@ -192,6 +282,13 @@ func (x *HeartbeatReply) GetReason() string {
 	return ""
 }
 
+func (x *HeartbeatReply) GetAnswering() bool {
+	if x != nil {
+		return x.Answering
+	}
+	return false
+}
+
 // Position names a log entry by the epoch it was written in and its LSN.
 type Position struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -203,7 +300,7 @@ type Position struct {
 
 func (x *Position) Reset() {
 	*x = Position{}
-	mi := &file_peer_proto_msgTypes[2]
+	mi := &file_peer_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -215,7 +312,7 @@ func (x *Position) String() string {
 func (*Position) ProtoMessage() {}
 
 func (x *Position) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[2]
+	mi := &file_peer_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -228,7 +325,7 @@ func (x *Position) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Position.ProtoReflect.Descriptor instead.
 func (*Position) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{2}
+	return file_peer_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Position) GetEpoch() uint64 {
@@ -260,7 +357,7 @@ type FollowerMessage struct {
 
 func (x *FollowerMessage) Reset() {
 	*x = FollowerMessage{}
-	mi := &file_peer_proto_msgTypes[3]
+	mi := &file_peer_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -272,7 +369,7 @@ func (x *FollowerMessage) String() string {
 func (*FollowerMessage) ProtoMessage() {}
 
 func (x *FollowerMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[3]
+	mi := &file_peer_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -285,7 +382,7 @@ func (x *FollowerMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FollowerMessage.ProtoReflect.Descriptor instead.
 func (*FollowerMessage) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{3}
+	return file_peer_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *FollowerMessage) GetEpoch() uint64 {
@@ -350,7 +447,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_peer_proto_msgTypes[4]
+	mi := &file_peer_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -362,7 +459,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[4]
+	mi := &file_peer_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -375,7 +472,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{4}
+	return file_peer_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Hello) GetNodeId() string {
@@ -416,7 +513,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_peer_proto_msgTypes[5]
+	mi := &file_peer_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -428,7 +525,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[5]
+	mi := &file_peer_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -441,7 +538,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{5}
+	return file_peer_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Progress) GetDurableLsn() uint64 {
@@ -476,7 +573,7 @@ type LeaderMessage struct {
 
 func (x *LeaderMessage) Reset() {
 	*x = LeaderMessage{}
-	mi := &file_peer_proto_msgTypes[6]
+	mi := &file_peer_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -488,7 +585,7 @@ func (x *LeaderMessage) String() string {
 func (*LeaderMessage) ProtoMessage() {}
 
 func (x *LeaderMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[6]
+	mi := &file_peer_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -501,7 +598,7 @@ func (x *LeaderMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaderMessage.ProtoReflect.Descriptor instead.
 func (*LeaderMessage) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{6}
+	return file_peer_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *LeaderMessage) GetEpoch() uint64 {
@@ -593,7 +690,7 @@ type Start struct {
 
 func (x *Start) Reset() {
 	*x = Start{}
-	mi := &file_peer_proto_msgTypes[7]
+	mi := &file_peer_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -605,7 +702,7 @@ func (x *Start) String() string {
 func (*Start) ProtoMessage() {}
 
 func (x *Start) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[7]
+	mi := &file_peer_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -618,7 +715,7 @@ func (x *Start) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Start.ProtoReflect.Descriptor instead.
 func (*Start) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{7}
+	return file_peer_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Start) GetFromLsn() uint64 {
@@ -644,7 +741,7 @@ type Truncate struct {
 
 func (x *Truncate) Reset() {
 	*x = Truncate{}
-	mi := &file_peer_proto_msgTypes[8]
+	mi := &file_peer_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -656,7 +753,7 @@ func (x *Truncate) String() string {
 func (*Truncate) ProtoMessage() {}
 
 func (x *Truncate) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[8]
+	mi := &file_peer_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -669,7 +766,7 @@ func (x *Truncate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Truncate.ProtoReflect.Descriptor instead.
 func (*Truncate) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{8}
+	return file_peer_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Truncate) GetAfterLsn() uint64 {
@@ -696,7 +793,7 @@ type NeedSnapshot struct {
 
 func (x *NeedSnapshot) Reset() {
 	*x = NeedSnapshot{}
-	mi := &file_peer_proto_msgTypes[9]
+	mi := &file_peer_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -708,7 +805,7 @@ func (x *NeedSnapshot) String() string {
 func (*NeedSnapshot) ProtoMessage() {}
 
 func (x *NeedSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[9]
+	mi := &file_peer_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -721,7 +818,7 @@ func (x *NeedSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NeedSnapshot.ProtoReflect.Descriptor instead.
 func (*NeedSnapshot) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{9}
+	return file_peer_proto_rawDescGZIP(), []int{11}
 }
 
 // Append carries encoded log entries (package logrec, each with its own
@@ -740,7 +837,7 @@ type Append struct {
 
 func (x *Append) Reset() {
 	*x = Append{}
-	mi := &file_peer_proto_msgTypes[10]
+	mi := &file_peer_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -752,7 +849,7 @@ func (x *Append) String() string {
 func (*Append) ProtoMessage() {}
 
 func (x *Append) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[10]
+	mi := &file_peer_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -765,7 +862,7 @@ func (x *Append) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Append.ProtoReflect.Descriptor instead.
 func (*Append) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{10}
+	return file_peer_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Append) GetEntries() [][]byte {
@@ -806,7 +903,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_peer_proto_msgTypes[11]
+	mi := &file_peer_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -818,7 +915,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[11]
+	mi := &file_peer_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -831,7 +928,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{11}
+	return file_peer_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SnapshotRequest) GetNodeId() string {
@@ -866,7 +963,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_peer_proto_msgTypes[12]
+	mi := &file_peer_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -878,7 +975,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[12]
+	mi := &file_peer_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -891,7 +988,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{12}
+	return file_peer_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SnapshotChunk) GetEpoch() uint64 {
@@ -971,7 +1068,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_peer_proto_msgTypes[13]
+	mi := &file_peer_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -983,7 +1080,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[13]
+	mi := &file_peer_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -996,7 +1093,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{13}
+	return file_peer_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SnapshotHeader) GetPosition() *Position {
@@ -1030,7 +1127,7 @@ type SnapshotDone struct {
 
 func (x *SnapshotDone) Reset() {
 	*x = SnapshotDone{}
-	mi := &file_peer_proto_msgTypes[14]
+	mi := &file_peer_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1042,7 +1139,7 @@ func (x *SnapshotDone) String() string {
 func (*SnapshotDone) ProtoMessage() {}
 
 func (x *SnapshotDone) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[14]
+	mi := &file_peer_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1055,7 +1152,7 @@ func (x *SnapshotDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotDone.ProtoReflect.Descriptor instead.
 func (*SnapshotDone) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{14}
+	return file_peer_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SnapshotDone) GetKeys() uint64 {
@@ -1077,10 +1174,14 @@ var File_peer_proto protoreflect.FileDescriptor
 const file_peer_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"peer.proto\x12\x0etandem.peer.v1\"Q\n" +
+	"peer.proto\x12\x0etandem.peer.v1\")\n" +
+	"\x11StopWritesRequest\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\"E\n" +
+	"\x0fStopWritesReply\x122\n" +
+	"\adurable\x18\x01 \x01(\v2\x18.tandem.peer.v1.PositionR\adurable\"Q\n" +
 	"\x10HeartbeatRequest\x12'\n" +
 	"\x0forchestrator_id\x18\x01 \x01(\tR\x0eorchestratorId\x12\x14\n" +
-	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"\xb2\x02\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"\xd0\x02\n" +
 	"\x0eHeartbeatReply\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x14\n" +
@@ -1091,7 +1192,9 @@ const file_peer_proto_rawDesc = "" +
 	"\rleading_epoch\x18\x06 \x01(\x04R\fleadingEpoch\x12\x1c\n" +
 	"\tfollowing\x18\a \x01(\tR\tfollowing\x12-\n" +
 	"\x13leader_heard_ago_ms\x18\b \x01(\x03R\x10leaderHeardAgoMs\x12\x16\n" +
-	"\x06reason\x18\t \x01(\tR\x06reason\"2\n" +
+	"\x06reason\x18\t \x01(\tR\x06reason\x12\x1c\n" +
+	"\tanswering\x18\n" +
+	" \x01(\bR\tanswering\"2\n" +
 	"\bPosition\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x10\n" +
 	"\x03lsn\x18\x02 \x01(\x04R\x03lsn\"\x96\x01\n" +
@@ -1145,11 +1248,13 @@ const file_peer_proto_rawDesc = "" +
 	"\fepoch_starts\x18\x03 \x03(\v2\x18.tandem.peer.v1.PositionR\vepochStarts\"8\n" +
 	"\fSnapshotDone\x12\x12\n" +
 	"\x04keys\x18\x01 \x01(\x04R\x04keys\x12\x14\n" +
-	"\x05bytes\x18\x02 \x01(\x04R\x05bytes2\xf4\x01\n" +
+	"\x05bytes\x18\x02 \x01(\x04R\x05bytes2\xc6\x02\n" +
 	"\x04Peer\x12O\n" +
 	"\tReplicate\x12\x1f.tandem.peer.v1.FollowerMessage\x1a\x1d.tandem.peer.v1.LeaderMessage(\x010\x01\x12L\n" +
 	"\bSnapshot\x12\x1f.tandem.peer.v1.SnapshotRequest\x1a\x1d.tandem.peer.v1.SnapshotChunk0\x01\x12M\n" +
-	"\tHeartbeat\x12 .tandem.peer.v1.HeartbeatRequest\x1a\x1e.tandem.peer.v1.HeartbeatReplyB,Z*github.com/tandemdb/tandem/internal/peerpbb\x06proto3"
+	"\tHeartbeat\x12 .tandem.peer.v1.HeartbeatRequest\x1a\x1e.tandem.peer.v1.HeartbeatReply\x12P\n" +
+	"\n" +
+	"StopWrites\x12!.tandem.peer.v1.StopWritesRequest\x1a\x1f.tandem.peer.v1.StopWritesReplyB,Z*github.com/tandemdb/tandem/internal/peerpbb\x06proto3"
 
 var (
 	file_peer_proto_rawDescOnce sync.Once
@@ -1163,48 +1268,53 @@ func file_peer_proto_rawDescGZIP() []byte {
 	return file_peer_proto_rawDescData
 }
 
-var file_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_peer_proto_goTypes = []any{
-	(*HeartbeatRequest)(nil), // 0: tandem.peer.v1.HeartbeatRequest
-	(*HeartbeatReply)(nil),   // 1: tandem.peer.v1.HeartbeatReply
-	(*Position)(nil),         // 2: tandem.peer.v1.Position
-	(*FollowerMessage)(nil),  // 3: tandem.peer.v1.FollowerMessage
-	(*Hello)(nil),            // 4: tandem.peer.v1.Hello
-	(*Progress)(nil),         // 5: tandem.peer.v1.Progress
-	(*LeaderMessage)(nil),    // 6: tandem.peer.v1.LeaderMessage
-	(*Start)(nil),            // 7: tandem.peer.v1.Start
-	(*Truncate)(nil),         // 8: tandem.peer.v1.Truncate
-	(*NeedSnapshot)(nil),     // 9: tandem.peer.v1.NeedSnapshot
-	(*Append)(nil),           // 10: tandem.peer.v1.Append
-	(*SnapshotRequest)(nil),  // 11: tandem.peer.v1.SnapshotRequest
-	(*SnapshotChunk)(nil),    // 12: tandem.peer.v1.SnapshotChunk
-	(*SnapshotHeader)(nil),   // 13: tandem.peer.v1.SnapshotHeader
-	(*SnapshotDone)(nil),     // 14: tandem.peer.v1.SnapshotDone
+	(*StopWritesRequest)(nil), // 0: tandem.peer.v1.StopWritesRequest
+	(*StopWritesReply)(nil),   // 1: tandem.peer.v1.StopWritesReply
+	(*HeartbeatRequest)(nil),  // 2: tandem.peer.v1.HeartbeatRequest
+	(*HeartbeatReply)(nil),    // 3: tandem.peer.v1.HeartbeatReply
+	(*Position)(nil),          // 4: tandem.peer.v1.Position
+	(*FollowerMessage)(nil),   // 5: tandem.peer.v1.FollowerMessage
+	(*Hello)(nil),             // 6: tandem.peer.v1.Hello
+	(*Progress)(nil),          // 7: tandem.peer.v1.Progress
+	(*LeaderMessage)(nil),     // 8: tandem.peer.v1.LeaderMessage
+	(*Start)(nil),             // 9: tandem.peer.v1.Start
+	(*Truncate)(nil),          // 10: tandem.peer.v1.Truncate
+	(*NeedSnapshot)(nil),      // 11: tandem.peer.v1.NeedSnapshot
+	(*Append)(nil),            // 12: tandem.peer.v1.Append
+	(*SnapshotRequest)(nil),   // 13: tandem.peer.v1.SnapshotRequest
+	(*SnapshotChunk)(nil),     // 14: tandem.peer.v1.SnapshotChunk
+	(*SnapshotHeader)(nil),    // 15: tandem.peer.v1.SnapshotHeader
+	(*SnapshotDone)(nil),      // 16: tandem.peer.v1.SnapshotDone
 }
 var file_peer_proto_depIdxs = []int32{
-	2,  // 0: tandem.peer.v1.HeartbeatReply.durable:type_name -> tandem.peer.v1.Position
-	4,  // 1: tandem.peer.v1.FollowerMessage.hello:type_name -> tandem.peer.v1.Hello
-	5,  // 2: tandem.peer.v1.FollowerMessage.progress:type_name -> tandem.peer.v1.Progress
-	2,  // 3: tandem.peer.v1.Hello.durable:type_name -> tandem.peer.v1.Position
-	7,  // 4: tandem.peer.v1.LeaderMessage.start:type_name -> tandem.peer.v1.Start
-	8,  // 5: tandem.peer.v1.LeaderMessage.truncate:type_name -> tandem.peer.v1.Truncate
-	9,  // 6: tandem.peer.v1.LeaderMessage.need_snapshot:type_name -> tandem.peer.v1.NeedSnapshot
-	10, // 7: tandem.peer.v1.LeaderMessage.append:type_name -> tandem.peer.v1.Append
-	13, // 8: tandem.peer.v1.SnapshotChunk.header:type_name -> tandem.peer.v1.SnapshotHeader
-	14, // 9: tandem.peer.v1.SnapshotChunk.done:type_name -> tandem.peer.v1.SnapshotDone
-	2,  // 10: tandem.peer.v1.SnapshotHeader.position:type_name -> tandem.peer.v1.Position
-	2,  // 11: tandem.peer.v1.SnapshotHeader.epoch_starts:type_name -> tandem.peer.v1.Position
-	3,  // 12: tandem.peer.v1.Peer.Replicate:input_type -> tandem.peer.v1.FollowerMessage
-	11, // 13: tandem.peer.v1.Peer.Snapshot:input_type -> tandem.peer.v1.SnapshotRequest
-	0,  // 14: tandem.peer.v1.Peer.Heartbeat:input_type -> tandem.peer.v1.HeartbeatRequest
-	6,  // 15: tandem.peer.v1.Peer.Replicate:output_type -> tandem.peer.v1.LeaderMessage
-	12, // 16: tandem.peer.v1.Peer.Snapshot:output_type -> tandem.peer.v1.SnapshotChunk
-	1,  // 17: tandem.peer.v1.Peer.Heartbeat:output_type -> tandem.peer.v1.HeartbeatReply
-	15, // [15:18] is the sub-list for method output_type
-	12, // [12:15] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	4,  // 0: tandem.peer.v1.StopWritesReply.durable:type_name -> tandem.peer.v1.Position
+	4,  // 1: tandem.peer.v1.HeartbeatReply.durable:type_name -> tandem.peer.v1.Position
+	6,  // 2: tandem.peer.v1.FollowerMessage.hello:type_name -> tandem.peer.v1.Hello
+	7,  // 3: tandem.peer.v1.FollowerMessage.progress:type_name -> tandem.peer.v1.Progress
+	4,  // 4: tandem.peer.v1.Hello.durable:type_name -> tandem.peer.v1.Position
+	9,  // 5: tandem.peer.v1.LeaderMessage.start:type_name -> tandem.peer.v1.Start
+	10, // 6: tandem.peer.v1.LeaderMessage.truncate:type_name -> tandem.peer.v1.Truncate
+	11, // 7: tandem.peer.v1.LeaderMessage.need_snapshot:type_name -> tandem.peer.v1.NeedSnapshot
+	12, // 8: tandem.peer.v1.LeaderMessage.append:type_name -> tandem.peer.v1.Append
+	15, // 9: tandem.peer.v1.SnapshotChunk.header:type_name -> tandem.peer.v1.SnapshotHeader
+	16, // 10: tandem.peer.v1.SnapshotChunk.done:type_name -> tandem.peer.v1.SnapshotDone
+	4,  // 11: tandem.peer.v1.SnapshotHeader.position:type_name -> tandem.peer.v1.Position
+	4,  // 12: tandem.peer.v1.SnapshotHeader.epoch_starts:type_name -> tandem.peer.v1.Position
+	5,  // 13: tandem.peer.v1.Peer.Replicate:input_type -> tandem.peer.v1.FollowerMessage
+	13, // 14: tandem.peer.v1.Peer.Snapshot:input_type -> tandem.peer.v1.SnapshotRequest
+	2,  // 15: tandem.peer.v1.Peer.Heartbeat:input_type -> tandem.peer.v1.HeartbeatRequest
+	0,  // 16: tandem.peer.v1.Peer.StopWrites:input_type -> tandem.peer.v1.StopWritesRequest
+	8,  // 17: tandem.peer.v1.Peer.Replicate:output_type -> tandem.peer.v1.LeaderMessage
+	14, // 18: tandem.peer.v1.Peer.Snapshot:output_type -> tandem.peer.v1.SnapshotChunk
+	3,  // 19: tandem.peer.v1.Peer.Heartbeat:output_type -> tandem.peer.v1.HeartbeatReply
+	1,  // 20: tandem.peer.v1.Peer.StopWrites:output_type -> tandem.peer.v1.StopWritesReply
+	17, // [17:21] is the sub-list for method output_type
+	13, // [13:17] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_peer_proto_init() }
@@ -1212,17 +1322,17 @@ func file_peer_proto_init() {
 	if File_peer_proto != nil {
 		return
 	}
-	file_peer_proto_msgTypes[3].OneofWrappers = []any{
+	file_peer_proto_msgTypes[5].OneofWrappers = []any{
 		(*FollowerMessage_Hello)(nil),
 		(*FollowerMessage_Progress)(nil),
 	}
-	file_peer_proto_msgTypes[6].OneofWrappers = []any{
+	file_peer_proto_msgTypes[8].OneofWrappers = []any{
 		(*LeaderMessage_Start)(nil),
 		(*LeaderMessage_Truncate)(nil),
 		(*LeaderMessage_NeedSnapshot)(nil),
 		(*LeaderMessage_Append)(nil),
 	}
-	file_peer_proto_msgTypes[12].OneofWrappers = []any{
+	file_peer_proto_msgTypes[14].OneofWrappers = []any{
 		(*SnapshotChunk_Header)(nil),
 		(*SnapshotChunk_Data)(nil),
 		(*SnapshotChunk_Done)(nil),
@@ -1233,7 +1343,7 @@ func file_peer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_peer_proto_rawDesc), len(file_peer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,9 +22,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Peer_Replicate_FullMethodName = "/tandem.peer.v1.Peer/Replicate"
-	Peer_Snapshot_FullMethodName  = "/tandem.peer.v1.Peer/Snapshot"
-	Peer_Heartbeat_FullMethodName = "/tandem.peer.v1.Peer/Heartbeat"
+	Peer_Replicate_FullMethodName  = "/tandem.peer.v1.Peer/Replicate"
+	Peer_Snapshot_FullMethodName   = "/tandem.peer.v1.Peer/Snapshot"
+	Peer_Heartbeat_FullMethodName  = "/tandem.peer.v1.Peer/Heartbeat"
+	Peer_StopWrites_FullMethodName = "/tandem.peer.v1.Peer/StopWrites"
 )
 
 // PeerClient is the client API for Peer service.
@@ -45,6 +46,11 @@ type PeerClient interface {
 	// positions and, as a follower, how long ago it last heard its leader
 	// (the orchestrator's holistic check before a failover).
 	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatReply, error)
+	// StopWrites is a planned switchover's first step on the leader of
+	// epoch: it refuses new writes (READONLY), answers the ones in flight,
+	// stops answering for good (its lease is revoked) and returns its last
+	// durable position, which the switchover target must reach.
+	StopWrites(ctx context.Context, in *StopWritesRequest, opts ...grpc.CallOption) (*StopWritesReply, error)
 }
 
 type peerClient struct {
@@ -97,6 +103,16 @@ func (c *peerClient) Heartbeat(ctx context.Context, in *HeartbeatRequest, opts .
 	return out, nil
 }
 
+func (c *peerClient) StopWrites(ctx context.Context, in *StopWritesRequest, opts ...grpc.CallOption) (*StopWritesReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StopWritesReply)
+	err := c.cc.Invoke(ctx, Peer_StopWrites_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeerServer is the server API for Peer service.
 // All implementations must embed UnimplementedPeerServer
 // for forward compatibility.
@@ -115,6 +131,11 @@ type PeerServer interface {
 	// positions and, as a follower, how long ago it last heard its leader
 	// (the orchestrator's holistic check before a failover).
 	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatReply, error)
+	// StopWrites is a planned switchover's first step on the leader of
+	// epoch: it refuses new writes (READONLY), answers the ones in flight,
+	// stops answering for good (its lease is revoked) and returns its last
+	// durable position, which the switchover target must reach.
+	StopWrites(context.Context, *StopWritesRequest) (*StopWritesReply, error)
 	mustEmbedUnimplementedPeerServer()
 }
 
@@ -133,6 +154,9 @@ func (UnimplementedPeerServer) Snapshot(*SnapshotRequest, grpc.ServerStreamingSe
 }
 func (UnimplementedPeerServer) Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatReply, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Heartbeat not implemented")
+}
+func (UnimplementedPeerServer) StopWrites(context.Context, *StopWritesRequest) (*StopWritesReply, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method StopWrites not implemented")
 }
 func (UnimplementedPeerServer) mustEmbedUnimplementedPeerServer() {}
 func (UnimplementedPeerServer) testEmbeddedByValue()              {}
@@ -191,6 +215,24 @@ func _Peer_Heartbeat_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Peer_StopWrites_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StopWritesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).StopWrites(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_StopWrites_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).StopWrites(ctx, req.(*StopWritesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Peer_ServiceDesc is the grpc.ServiceDesc for Peer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -201,6 +243,10 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Heartbeat",
 			Handler:    _Peer_Heartbeat_Handler,
+		},
+		{
+			MethodName: "StopWrites",
+			Handler:    _Peer_StopWrites_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -108,6 +108,8 @@ type Leader struct {
 	// assigning its LSN and recording its writes in the overlay.
 	seqMu   sync.Mutex
 	overlay overlay
+	// writesStopped (under seqMu): StopWrites was called; Start refuses.
+	writesStopped bool
 
 	mu      sync.Mutex // guards the fields below
 	core    *leaderCore
@@ -428,7 +430,7 @@ func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
 		l.mu.Lock()
 		stopped, ok, room, next := l.stopped, l.core.HasRoom(), l.room, l.core.NextLSN()
 		l.mu.Unlock()
-		if stopped {
+		if stopped || l.writesStopped {
 			l.seqMu.Unlock()
 			return nil, ErrNotLeader
 		}
@@ -513,6 +515,24 @@ func (pd *Pending) Wait(ctx context.Context) (commands.Reply, uint64, error) {
 		return nil, 0, err
 	}
 	return pd.reply, pd.p.lsn, nil
+}
+
+// StopWrites is a planned hand-over's first step: from now on Start
+// refuses (ErrNotLeader), and once every write already sequenced is
+// committed and applied (or ctx ends) it returns the last durable
+// position, which a successor must reach to lose nothing. The writers in
+// flight are answered as usual; the caller then revokes the lease.
+func (l *Leader) StopWrites(ctx context.Context) (storage.Position, error) {
+	l.seqMu.Lock()
+	l.writesStopped = true
+	l.mu.Lock()
+	last := l.core.NextLSN() - 1
+	l.mu.Unlock()
+	l.seqMu.Unlock()
+	if err := l.waitApplied(ctx, last); err != nil {
+		return storage.Position{}, fmt.Errorf("replication: stop writes: wait for lsn %d: %w", last, err)
+	}
+	return l.cfg.DB.Durable(), nil
 }
 
 // readBarrierWait bounds how long a read waits for the entries a leader

@@ -1,0 +1,208 @@
+package orchestrator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/tandemdb/tandem/internal/control"
+	"github.com/tandemdb/tandem/internal/coord"
+)
+
+// decision is what the active orchestrator should do now.
+type decision struct {
+	kind      string // "", "bootstrap", "failover"
+	reason    string
+	candidate string
+	from      string
+	lastSign  time.Time // the old leader's last heartbeat
+	lostLSNs  uint64    // entries the old leader had beyond the candidate, if known
+	note      string    // why nothing is done, when worth logging
+}
+
+// decide is the failover rule of the package comment, over one view. It
+// is pure: tests give it views.
+func decide(cfg *Config, v view, activeSince time.Time) decision {
+	if !v.haveTopo {
+		// Bootstrap once every registered member answered, or after the
+		// bootstrap wait with those that did.
+		all := len(v.nodes) > 0
+		for _, n := range v.nodes {
+			all = all && n.Fresh
+		}
+		if !all && v.now.Sub(activeSince) < cfg.Bootstrap {
+			return decision{}
+		}
+		c, err := control.Choose(v.candidates(""))
+		if err != nil {
+			return decision{note: "bootstrap: " + err.Error()}
+		}
+		return decision{kind: "bootstrap", reason: "no topology yet", candidate: c.Candidate}
+	}
+	leader := v.node(v.topo.Leader)
+	if leader == nil {
+		c, err := control.Choose(v.candidates(v.topo.Leader))
+		if err != nil {
+			return decision{note: "leader " + v.topo.Leader + " is not a member: " + err.Error()}
+		}
+		return decision{kind: "failover", reason: "the leader is not a registered member", candidate: c.Candidate, from: v.topo.Leader}
+	}
+	var why string
+	switch {
+	case leader.Refused >= 2:
+		why = fmt.Sprintf("leader refused %d probes in a row (%s)", leader.Refused, "process gone")
+	case leader.Suspect:
+		why = fmt.Sprintf("leader suspected (phi %.1f, last heartbeat %s ago)", leader.Phi, v.now.Sub(leader.LastBeat).Round(time.Millisecond))
+	case !leader.NotLead.IsZero() && v.now.Sub(leader.NotLead) >= cfg.NotLeadingAfter:
+		role := "?"
+		if leader.Reply != nil {
+			role = leader.Reply.Role + " " + leader.Reply.Reason
+		}
+		why = fmt.Sprintf("leader has not led epoch %d for %s (it is %s)", v.topo.Epoch, v.now.Sub(leader.NotLead).Round(time.Millisecond), role)
+	default:
+		return decision{}
+	}
+	// Holistic check: a follower that still hears the leader vouches for
+	// it (unless the leader itself says it does not lead).
+	if leader.NotLead.IsZero() {
+		for _, n := range v.nodes {
+			if n.ID == leader.ID || !n.Fresh || n.Reply.Role != "follower" || n.Reply.Following != leader.Member.PeerAddr {
+				continue
+			}
+			if ms := n.Reply.LeaderHeardAgoMs; ms >= 0 && time.Duration(ms)*time.Millisecond < cfg.FollowerSilence {
+				return decision{note: fmt.Sprintf("%s, but follower %s heard it %d ms ago: no failover", why, n.ID, ms)}
+			}
+		}
+	}
+	c, err := control.Choose(v.candidates(leader.ID))
+	if err != nil {
+		return decision{note: why + ": " + err.Error()}
+	}
+	d := decision{kind: "failover", reason: why, candidate: c.Candidate, from: leader.ID, lastSign: leader.LastBeat}
+	if c.CatchUpFrom != "" {
+		d.note = fmt.Sprintf("candidate %s is behind %s (priority 0 or ineligible); promoting it anyway", c.Candidate, c.CatchUpFrom)
+	}
+	if lr := leader.Reply; lr != nil {
+		if cand := v.node(c.Candidate); cand != nil {
+			ld, cd := durable(lr), durable(cand.Reply)
+			if ld.Epoch == cd.Epoch && ld.LSN > cd.LSN {
+				d.lostLSNs = ld.LSN - cd.LSN
+			}
+		}
+	}
+	return d
+}
+
+// decideLoop evaluates the rule every 10 ms while active.
+func (o *Orchestrator) decideLoop() {
+	defer o.wg.Done()
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	var activeSince time.Time
+	for {
+		select {
+		case <-t.C:
+		case <-o.ctx.Done():
+			return
+		}
+		if !o.Active() {
+			activeSince = time.Time{}
+			continue
+		}
+		if activeSince.IsZero() {
+			activeSince = time.Now()
+		}
+		v := o.snapshot()
+		d := decide(&o.cfg, v, activeSince)
+		if d.note != "" {
+			o.note(d.note, "orchestrator: "+d.note)
+		}
+		if d.kind == "" {
+			continue
+		}
+		if err := o.change(v, d.kind, d.reason, d.candidate, d.lastSign, d.lostLSNs, false); err != nil {
+			o.note("change:"+err.Error(), "orchestrator: topology change failed", "err", err)
+		}
+	}
+}
+
+// change moves the topology to a new epoch led by to, from the topology in
+// v, and records the event. It fails if another change got there first.
+func (o *Orchestrator) change(v view, kind, reason, to string, lastSign time.Time, lost uint64, accepted bool) error {
+	o.opMu.Lock()
+	defer o.opMu.Unlock()
+	_, err := o.changeLocked(v, kind, reason, to, lastSign, lost, accepted)
+	return err
+}
+
+// changeLocked is change with opMu held; it returns the event.
+func (o *Orchestrator) changeLocked(v view, kind, reason, to string, lastSign time.Time, lost uint64, accepted bool) (*coord.Event, error) {
+	if !o.Active() {
+		return nil, errNotActive
+	}
+	next := coord.Topology{Epoch: v.maxEpoch() + 1, Leader: to, Mode: v.topo.Mode, SyncSet: v.topo.SyncSet, Reason: reason, Changed: time.Now()}
+	ev := &coord.Event{Kind: kind, Reason: reason, From: v.topo.Leader, To: to, OldEpoch: v.topo.Epoch, NewEpoch: next.Epoch,
+		LostWrites: lost, Accepted: accepted}
+	if !v.haveTopo {
+		ev.From = ""
+	}
+	if !lastSign.IsZero() {
+		ev.DetectionMs = float64(next.Changed.Sub(lastSign).Microseconds()) / 1000
+	}
+	from := v.topo.Epoch
+	if !v.haveTopo {
+		from = 0
+	}
+	ctx, cancel := context.WithTimeout(o.ctx, 2*time.Second)
+	defer cancel()
+	if err := o.store.SetTopology(ctx, from, next, ev); err != nil {
+		if errors.Is(err, coord.ErrConflict) {
+			return nil, fmt.Errorf("%s to %s: %w", kind, to, err)
+		}
+		return nil, err
+	}
+	o.mu.Lock()
+	o.topo, o.haveTopo = next, true // the watch confirms it
+	if ns := o.nodes[to]; ns != nil {
+		ns.det.Grace(time.Now().Add(o.cfg.Grace))
+		ns.notLead = time.Time{}
+	}
+	if ns := o.nodes[v.topo.Leader]; ns != nil {
+		ns.refused = 0
+	}
+	o.last = ev
+	o.mu.Unlock()
+	o.log.Warn("topology changed", "kind", kind, "reason", reason, "from", ev.From, "to", to,
+		"old_epoch", ev.OldEpoch, "new_epoch", ev.NewEpoch, "detection_ms", ev.DetectionMs, "lost_entries", lost)
+	o.wg.Add(1)
+	go o.timePromotion(*ev, next.Changed)
+	return ev, nil
+}
+
+// timePromotion records how long the new leader took to lead.
+func (o *Orchestrator) timePromotion(ev coord.Event, decided time.Time) {
+	defer o.wg.Done()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		v := o.snapshot()
+		if n := v.node(ev.To); n != nil && n.Reply != nil && n.Reply.Role == "leader" && n.Reply.LeadingEpoch == ev.NewEpoch {
+			ev.PromotionMs = float64(time.Since(decided).Microseconds()) / 1000
+			ctx, cancel := context.WithTimeout(o.ctx, 2*time.Second)
+			if err := o.store.UpdateEvent(ctx, ev); err != nil {
+				o.log.Warn("record promotion time", "err", err)
+			}
+			cancel()
+			o.mu.Lock()
+			if o.last != nil && o.last.At.Equal(ev.At) {
+				o.last.PromotionMs = ev.PromotionMs
+			}
+			o.mu.Unlock()
+			o.log.Info("new leader leads", "node", ev.To, "epoch", ev.NewEpoch, "promotion_ms", ev.PromotionMs)
+			return
+		}
+		if !sleep(o.ctx, 5*time.Millisecond) {
+			return
+		}
+	}
+}

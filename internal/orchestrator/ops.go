@@ -1,0 +1,277 @@
+package orchestrator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/tandemdb/tandem/internal/control"
+	"github.com/tandemdb/tandem/internal/coord"
+	"github.com/tandemdb/tandem/internal/peerpb"
+	"github.com/tandemdb/tandem/internal/storage"
+)
+
+// OpResult is the answer to a manual operation.
+type OpResult struct {
+	OK       bool   `json:"ok"`
+	Error    string `json:"error,omitempty"`
+	From     string `json:"from,omitempty"`
+	To       string `json:"to,omitempty"`
+	OldEpoch uint64 `json:"old_epoch,omitempty"`
+	NewEpoch uint64 `json:"new_epoch,omitempty"`
+	// PauseMs: a switchover's write pause, from the old leader refusing
+	// writes to the new one answering them.
+	PauseMs float64 `json:"pause_ms,omitempty"`
+}
+
+// ErrRefused: a manual operation was refused (the message says why).
+var ErrRefused = errors.New("refused")
+
+// Promote makes node the leader now, at a new epoch, without waiting for
+// the old leader: for when it is known dead. It refuses a node that is
+// unreachable, and one behind another reachable node (that would lose the
+// writes only the other has) unless acceptDataLoss, which is recorded in
+// the event.
+func (o *Orchestrator) Promote(ctx context.Context, node string, acceptDataLoss bool) (OpResult, error) {
+	o.opMu.Lock()
+	defer o.opMu.Unlock()
+	v := o.snapshot()
+	target := v.node(node)
+	switch {
+	case target == nil:
+		return OpResult{}, fmt.Errorf("%w: %s is not a registered member", ErrRefused, node)
+	case !target.Fresh:
+		return OpResult{}, fmt.Errorf("%w: %s does not answer the orchestrator", ErrRefused, node)
+	case v.haveTopo && v.topo.Leader == node:
+		return OpResult{OK: true, To: node, NewEpoch: v.topo.Epoch}, nil
+	}
+	var all []control.Node
+	for _, n := range v.nodes {
+		all = append(all, control.Node{ID: n.ID, Durable: durable(n.Reply), Priority: 100, Reachable: n.Fresh, Eligible: true})
+	}
+	best, _ := control.Choose(all)
+	var lost uint64
+	if best.Candidate != node {
+		if b := v.node(best.Candidate); b != nil {
+			bd, td := durable(b.Reply), durable(target.Reply)
+			if bd != td {
+				if !acceptDataLoss {
+					return OpResult{}, fmt.Errorf("%w: %s (durable %d/%d) is behind %s (durable %d/%d); promoting it would lose what only %s has: use switchover, or --accept-data-loss",
+						ErrRefused, node, td.Epoch, td.LSN, b.ID, bd.Epoch, bd.LSN, b.ID)
+				}
+				if bd.Epoch == td.Epoch && bd.LSN > td.LSN {
+					lost = bd.LSN - td.LSN
+				}
+			}
+		}
+	}
+	ev, err := o.changeLocked(v, "promote", "manual promote of "+node, node, time.Time{}, lost, acceptDataLoss)
+	if err != nil {
+		return OpResult{}, err
+	}
+	return OpResult{OK: true, From: ev.From, To: node, OldEpoch: ev.OldEpoch, NewEpoch: ev.NewEpoch}, nil
+}
+
+// Switchover hands leadership to to (or the best follower) with no
+// acknowledged write lost: the leader refuses new writes and answers the
+// ones in flight, the target catches up to the leader's last durable
+// position, then the epoch moves to the target and the old leader follows.
+// If the target does not catch up within the deadline the old leader
+// leads again at a new epoch.
+func (o *Orchestrator) Switchover(ctx context.Context, to string) (OpResult, error) {
+	o.opMu.Lock()
+	defer o.opMu.Unlock()
+	v := o.snapshot()
+	if !v.haveTopo {
+		return OpResult{}, fmt.Errorf("%w: the cluster has no leader yet", ErrRefused)
+	}
+	leader := v.node(v.topo.Leader)
+	if leader == nil || !leader.Fresh || leader.Reply.Role != "leader" || leader.Reply.LeadingEpoch != v.topo.Epoch {
+		return OpResult{}, fmt.Errorf("%w: leader %s is not leading epoch %d now; use promote", ErrRefused, v.topo.Leader, v.topo.Epoch)
+	}
+	if to == "" {
+		c, err := control.Choose(v.candidates(leader.ID))
+		if err != nil {
+			return OpResult{}, fmt.Errorf("%w: %v", ErrRefused, err)
+		}
+		to = c.Candidate
+	}
+	target := v.node(to)
+	switch {
+	case to == leader.ID:
+		return OpResult{OK: true, To: to, NewEpoch: v.topo.Epoch}, nil
+	case target == nil || !target.Fresh || target.Reply.Role != "follower" || target.Reply.Following != leader.Member.PeerAddr:
+		return OpResult{}, fmt.Errorf("%w: %s is not a follower of %s that answers", ErrRefused, to, leader.ID)
+	}
+	lconn, err := dial(leader.Member.PeerAddr)
+	if err != nil {
+		return OpResult{}, err
+	}
+	defer lconn.Close()
+	tconn, err := dial(target.Member.PeerAddr)
+	if err != nil {
+		return OpResult{}, err
+	}
+	defer tconn.Close()
+	lc, tc := peerpb.NewPeerClient(lconn), peerpb.NewPeerClient(tconn)
+
+	start := time.Now()
+	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	stopped, err := lc.StopWrites(sctx, &peerpb.StopWritesRequest{Epoch: v.topo.Epoch})
+	cancel()
+	if err != nil {
+		// The leader may have stopped writes before failing: lead again.
+		o.relead(v, leader.ID, "switchover aborted: stop writes: "+err.Error())
+		return OpResult{}, fmt.Errorf("switchover: stop writes on %s: %w", leader.ID, err)
+	}
+	want := storage.Position{Epoch: stopped.Durable.Epoch, LSN: stopped.Durable.Lsn}
+	caught := false
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		hctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		rep, err := tc.Heartbeat(hctx, &peerpb.HeartbeatRequest{OrchestratorId: o.cfg.ID, Epoch: v.topo.Epoch})
+		cancel()
+		if err == nil && durable(rep) == want {
+			caught = true
+			break
+		}
+		if !sleep(ctx, 2*time.Millisecond) {
+			break
+		}
+	}
+	if !caught {
+		o.relead(v, leader.ID, "switchover aborted: "+to+" did not catch up")
+		return OpResult{}, fmt.Errorf("%w: %s did not reach the leader's position %d/%d within 5 s; %s leads again", ErrRefused, to, want.Epoch, want.LSN, leader.ID)
+	}
+	ev, err := o.changeLocked(v, "switchover", "planned switchover to "+to, to, time.Time{}, 0, false)
+	if err != nil {
+		o.relead(v, leader.ID, "switchover aborted: "+err.Error())
+		return OpResult{}, err
+	}
+	// The pause ends when the new leader answers writes.
+	for time.Now().Before(start.Add(10 * time.Second)) {
+		hctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		rep, err := tc.Heartbeat(hctx, &peerpb.HeartbeatRequest{OrchestratorId: o.cfg.ID, Epoch: ev.NewEpoch})
+		cancel()
+		if err == nil && rep.Role == "leader" && rep.LeadingEpoch == ev.NewEpoch && rep.Answering {
+			break
+		}
+		if !sleep(ctx, 2*time.Millisecond) {
+			break
+		}
+	}
+	ev.PauseMs = float64(time.Since(start).Microseconds()) / 1000
+	uctx, ucancel := context.WithTimeout(o.ctx, 2*time.Second)
+	_ = o.store.UpdateEvent(uctx, *ev)
+	ucancel()
+	o.log.Info("switchover done", "from", leader.ID, "to", to, "epoch", ev.NewEpoch, "pause_ms", ev.PauseMs)
+	return OpResult{OK: true, From: leader.ID, To: to, OldEpoch: ev.OldEpoch, NewEpoch: ev.NewEpoch, PauseMs: ev.PauseMs}, nil
+}
+
+// relead gives the old leader a new epoch after a failed switchover (its
+// lease is revoked for good once it stopped writes).
+func (o *Orchestrator) relead(v view, leader, reason string) {
+	if _, err := o.changeLocked(v, "switchover-abort", reason, leader, time.Time{}, 0, false); err != nil {
+		o.log.Error("switchover: could not give the leader back its role", "err", err)
+	}
+}
+
+// Status is the orchestrator's view, for `tandem status`.
+type Status struct {
+	ID        string          `json:"id"`
+	Active    bool            `json:"active"`
+	Topology  *coord.Topology `json:"topology,omitempty"`
+	LastEvent *coord.Event    `json:"last_failover,omitempty"`
+	// EtcdOK: etcd answered in the last second; without it no failover
+	// can happen.
+	EtcdOK bool         `json:"etcd_ok"`
+	Nodes  []NodeHealth `json:"nodes"`
+}
+
+// NodeHealth is one node as the orchestrator sees it.
+type NodeHealth struct {
+	ID              string  `json:"id"`
+	Role            string  `json:"role,omitempty"`
+	Phi             float64 `json:"phi"`
+	LastHeartbeatMs float64 `json:"last_heartbeat_ms"`
+	Reachable       bool    `json:"reachable"`
+	DurableLSN      uint64  `json:"durable_lsn"`
+	Error           string  `json:"error,omitempty"`
+}
+
+// Status reports the orchestrator's view.
+func (o *Orchestrator) Status(ctx context.Context) Status {
+	v := o.snapshot()
+	o.mu.Lock()
+	st := Status{ID: o.cfg.ID, Active: o.active, EtcdOK: time.Since(o.etcdOK) < time.Second}
+	last := o.last
+	errs := map[string]string{}
+	for id, ns := range o.nodes {
+		errs[id] = ns.lastErr
+	}
+	o.mu.Unlock()
+	if v.haveTopo {
+		st.Topology = &v.topo
+	}
+	if evs, err := o.store.Events(ctx, 1); err == nil && len(evs) == 1 {
+		st.LastEvent = &evs[0]
+	} else if last != nil {
+		st.LastEvent = last
+	}
+	for _, n := range v.nodes {
+		h := NodeHealth{ID: n.ID, Phi: n.Phi, Reachable: n.Fresh, Error: errs[n.ID]}
+		if !n.LastBeat.IsZero() {
+			h.LastHeartbeatMs = float64(v.now.Sub(n.LastBeat).Microseconds()) / 1000
+		}
+		if n.Reply != nil {
+			h.Role, h.DurableLSN = n.Reply.Role, durable(n.Reply).LSN
+		}
+		st.Nodes = append(st.Nodes, h)
+	}
+	return st
+}
+
+func (o *Orchestrator) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, o.Status(r.Context()))
+	})
+	op := func(f func(r *http.Request) (OpResult, error)) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if !o.Active() {
+				writeJSON(w, http.StatusMisdirectedRequest, OpResult{Error: errNotActive.Error()})
+				return
+			}
+			res, err := f(r)
+			if err != nil {
+				code := http.StatusInternalServerError
+				if errors.Is(err, ErrRefused) {
+					code = http.StatusConflict
+				}
+				writeJSON(w, code, OpResult{Error: err.Error()})
+				return
+			}
+			writeJSON(w, http.StatusOK, res)
+		}
+	}
+	mux.HandleFunc("POST /promote", op(func(r *http.Request) (OpResult, error) {
+		accept, _ := strconv.ParseBool(r.URL.Query().Get("accept-data-loss"))
+		return o.Promote(r.Context(), r.URL.Query().Get("node"), accept)
+	}))
+	mux.HandleFunc("POST /switchover", op(func(r *http.Request) (OpResult, error) {
+		return o.Switchover(r.Context(), r.URL.Query().Get("to"))
+	}))
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

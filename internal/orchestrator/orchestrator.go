@@ -1,0 +1,414 @@
+// Package orchestrator is tandem's control plane process: it watches every
+// node, detects a failed leader and fails over, and carries out the manual
+// operations (promote, switchover).
+//
+// Several orchestrators may run; one is active, through an etcd election.
+// Every orchestrator probes every registered member with the Heartbeat RPC
+// (Config.Interval, default 100 ms) and feeds a failure detector per node
+// (phi accrual by default, a plain timeout optionally), so that a standby
+// that takes over already knows the cluster.
+//
+// The active orchestrator fails the leader over when all of:
+//
+//  1. its detector suspects the leader, or two probes in a row were
+//     refused outright (the process is gone: kill -9 on this host), or the
+//     leader answers but has not led the topology's epoch for
+//     Config.NotLeadingAfter;
+//  2. no reachable follower still hears the leader's stream (heard within
+//     Config.FollowerSilence): a cut between the orchestrator and the
+//     leader alone is not a failure (the holistic check);
+//  3. a candidate exists: control.Choose over the reachable followers'
+//     durable (epoch, LSN) and priorities.
+//
+// It then raises the epoch in etcd with a compare and swap naming the
+// candidate (coord.SetTopology) and records the event; nodes watch the
+// topology and change role themselves. The new leader gets a grace period
+// in the detector (Config.Grace), so that a leader busy taking over is not
+// failed over again.
+//
+// Timing promise (with node.DefaultFenceAfter F = 100 ms): an old leader
+// answers nothing later than F after the epoch changed in etcd, and the new
+// one nothing earlier (see node's agent), so in every mode two leaders
+// never answer in overlapping time. No failover happens while etcd is
+// unreachable (the compare and swap cannot succeed), and the leader's lease
+// is confirmed against etcd, so a leader cut off from etcd stops answering
+// after F: etcd's availability bounds write availability.
+package orchestrator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/tandemdb/tandem/internal/control"
+	"github.com/tandemdb/tandem/internal/coord"
+	"github.com/tandemdb/tandem/internal/detector"
+	"github.com/tandemdb/tandem/internal/peerpb"
+	"github.com/tandemdb/tandem/internal/storage"
+)
+
+// Config configures an orchestrator.
+type Config struct {
+	ID      string
+	Etcd    []string
+	Cluster string // "" means "tandem"
+	// HTTPAddr serves /status and the manual operations.
+	HTTPAddr string
+	// Interval is the heartbeat interval (default 100 ms).
+	Interval time.Duration
+	// Detector is "phi" (default) or "timeout".
+	Detector     string
+	PhiThreshold float64       // default 8
+	PhiMinStdDev time.Duration // default 25 ms
+	Timeout      time.Duration // the timeout detector's limit (default 500 ms)
+	// FollowerSilence: a follower that heard its leader more recently
+	// than this vouches for it (default 150 ms; leaders heartbeat idle
+	// streams every 30 ms under the control plane).
+	FollowerSilence time.Duration
+	// NotLeadingAfter: a leader that answers but does not lead the
+	// topology's epoch for this long is failed over (default 2 s).
+	NotLeadingAfter time.Duration
+	// Grace: a new leader is not suspected for this long (default 2 s).
+	Grace time.Duration
+	// Bootstrap waits this long for every registered member to answer
+	// before choosing the first leader (default 2 s).
+	Bootstrap time.Duration
+	Logger    *slog.Logger
+	// Changed, if set, is called after every topology change this
+	// orchestrator sees (for the Sentinel endpoint).
+	Changed func(old, new coord.Topology)
+}
+
+func (c *Config) setDefaults() {
+	if c.Cluster == "" {
+		c.Cluster = "tandem"
+	}
+	if c.Interval <= 0 {
+		c.Interval = 100 * time.Millisecond
+	}
+	if c.Detector == "" {
+		c.Detector = "phi"
+	}
+	if c.PhiThreshold <= 0 {
+		c.PhiThreshold = 8
+	}
+	if c.PhiMinStdDev <= 0 {
+		c.PhiMinStdDev = 25 * time.Millisecond
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = 500 * time.Millisecond
+	}
+	if c.FollowerSilence <= 0 {
+		c.FollowerSilence = 150 * time.Millisecond
+	}
+	if c.NotLeadingAfter <= 0 {
+		c.NotLeadingAfter = 2 * time.Second
+	}
+	if c.Grace <= 0 {
+		c.Grace = 2 * time.Second
+	}
+	if c.Bootstrap <= 0 {
+		c.Bootstrap = 2 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Orchestrator is a running orchestrator.
+type Orchestrator struct {
+	cfg   Config
+	log   *slog.Logger
+	store *coord.Store
+
+	httpLis net.Listener
+	httpSrv *http.Server
+
+	// opMu serialises topology changes made by this orchestrator
+	// (failover, promote, switchover).
+	opMu sync.Mutex
+
+	mu       sync.Mutex
+	active   bool
+	topo     coord.Topology
+	haveTopo bool
+	members  map[string]coord.Member
+	nodes    map[string]*nodeState
+	last     *coord.Event // the last change this orchestrator made
+	etcdOK   time.Time    // the last successful etcd read
+	started  time.Time
+	noted    map[string]time.Time // rate limit for repeated log lines
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// nodeState is what the orchestrator knows of one node.
+type nodeState struct {
+	member   coord.Member
+	det      detector.Detector
+	reply    *peerpb.HeartbeatReply
+	replied  time.Time // when reply arrived
+	refused  int       // probes refused in a row
+	lastErr  string
+	notLead  time.Time // since when it does not lead the epoch it should
+	probeCtl context.CancelFunc
+}
+
+// Start connects to etcd, starts probing and campaigns for the election.
+func Start(cfg Config) (*Orchestrator, error) {
+	cfg.setDefaults()
+	cli, err := coord.Dial(cfg.Etcd)
+	if err != nil {
+		return nil, err
+	}
+	o := &Orchestrator{
+		cfg: cfg, log: cfg.Logger.With("orchestrator", cfg.ID), store: coord.New(cli, cfg.Cluster),
+		members: map[string]coord.Member{}, nodes: map[string]*nodeState{},
+		started: time.Now(), noted: map[string]time.Time{},
+	}
+	o.ctx, o.cancel = context.WithCancel(context.Background())
+	if cfg.HTTPAddr != "" {
+		if o.httpLis, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			cli.Close()
+			return nil, fmt.Errorf("orchestrator: http listener: %w", err)
+		}
+		o.httpSrv = &http.Server{Handler: o.handler(), ReadHeaderTimeout: 5 * time.Second}
+		go o.httpSrv.Serve(o.httpLis)
+	}
+	o.wg.Add(4)
+	go o.watchTopology()
+	go o.watchMembers()
+	go o.campaign()
+	go o.decideLoop()
+	return o, nil
+}
+
+// HTTPAddr is the bound status/operations address.
+func (o *Orchestrator) HTTPAddr() string {
+	if o.httpLis == nil {
+		return ""
+	}
+	return o.httpLis.Addr().String()
+}
+
+// Active reports whether this orchestrator holds the election.
+func (o *Orchestrator) Active() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.active
+}
+
+// Close stops the orchestrator (resigning if active).
+func (o *Orchestrator) Close() {
+	o.cancel()
+	if o.httpSrv != nil {
+		o.httpSrv.Close()
+	}
+	o.wg.Wait()
+	o.store.Client().Close()
+}
+
+func (o *Orchestrator) detectorFor() detector.Detector {
+	if o.cfg.Detector == "timeout" {
+		return detector.NewTimeout(o.cfg.Timeout)
+	}
+	return detector.NewPhi(detector.PhiConfig{Threshold: o.cfg.PhiThreshold, MinStdDev: o.cfg.PhiMinStdDev, FirstInterval: o.cfg.Interval})
+}
+
+// campaign holds the election for as long as this process lives; a lost
+// session (etcd unreachable longer than its TTL) campaigns again.
+func (o *Orchestrator) campaign() {
+	defer o.wg.Done()
+	for o.ctx.Err() == nil {
+		sess, err := o.store.Session(1)
+		if err != nil {
+			o.log.Warn("election: no etcd session; retrying", "err", err)
+			sleep(o.ctx, 200*time.Millisecond)
+			continue
+		}
+		me := coord.Orchestrator{ID: o.cfg.ID, HTTPAddr: o.HTTPAddr()}
+		if err := coord.Campaign(o.ctx, o.store.Election(sess), me); err != nil {
+			sess.Close()
+			continue
+		}
+		o.mu.Lock()
+		o.active = true
+		o.mu.Unlock()
+		o.log.Info("election: this orchestrator is active")
+		select {
+		case <-sess.Done():
+			o.log.Warn("election: session lost; standing by")
+		case <-o.ctx.Done():
+		}
+		o.mu.Lock()
+		o.active = false
+		o.mu.Unlock()
+		sess.Close() // resigns: a standby takes over at once
+	}
+}
+
+func (o *Orchestrator) watchTopology() {
+	defer o.wg.Done()
+	for t := range o.store.WatchTopology(o.ctx) {
+		o.mu.Lock()
+		old, had := o.topo, o.haveTopo
+		o.topo, o.haveTopo = t, true
+		if had && old.Leader != t.Leader {
+			if ns := o.nodes[t.Leader]; ns != nil {
+				ns.det.Grace(time.Now().Add(o.cfg.Grace))
+			}
+		}
+		o.mu.Unlock()
+		if o.cfg.Changed != nil {
+			o.cfg.Changed(old, t)
+		}
+	}
+}
+
+// watchMembers keeps a prober per registered member.
+func (o *Orchestrator) watchMembers() {
+	defer o.wg.Done()
+	t := time.NewTicker(300 * time.Millisecond)
+	defer t.Stop()
+	for {
+		ctx, cancel := context.WithTimeout(o.ctx, time.Second)
+		ms, err := o.store.Members(ctx)
+		cancel()
+		if err == nil {
+			o.mu.Lock()
+			o.etcdOK = time.Now()
+			for _, m := range ms {
+				o.members[m.ID] = m
+				ns := o.nodes[m.ID]
+				if ns != nil && ns.member.PeerAddr == m.PeerAddr {
+					ns.member = m
+					continue
+				}
+				if ns != nil {
+					ns.probeCtl()
+				}
+				pctx, pcancel := context.WithCancel(o.ctx)
+				ns = &nodeState{member: m, det: o.detectorFor(), probeCtl: pcancel}
+				o.nodes[m.ID] = ns
+				o.wg.Add(1)
+				go o.probe(pctx, ns)
+			}
+			o.mu.Unlock()
+		}
+		select {
+		case <-t.C:
+		case <-o.ctx.Done():
+			return
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// view is one consistent reading of what the orchestrator knows.
+type view struct {
+	now      time.Time
+	topo     coord.Topology
+	haveTopo bool
+	nodes    []nodeView
+}
+
+type nodeView struct {
+	ID       string
+	Member   coord.Member
+	Reply    *peerpb.HeartbeatReply // nil if never answered
+	Fresh    bool                   // answered within 3 intervals
+	Suspect  bool
+	Refused  int
+	Phi      float64
+	LastBeat time.Time
+	NotLead  time.Time
+}
+
+func (o *Orchestrator) snapshot() view {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	now := time.Now()
+	v := view{now: now, topo: o.topo, haveTopo: o.haveTopo}
+	for id, ns := range o.nodes {
+		nv := nodeView{ID: id, Member: ns.member, Reply: ns.reply, Refused: ns.refused,
+			Suspect: ns.det.Suspect(now), Phi: ns.det.Phi(now), LastBeat: ns.det.LastHeartbeat(), NotLead: ns.notLead}
+		nv.Fresh = ns.reply != nil && now.Sub(ns.replied) < 3*o.cfg.Interval
+		v.nodes = append(v.nodes, nv)
+	}
+	sort.Slice(v.nodes, func(i, j int) bool { return v.nodes[i].ID < v.nodes[j].ID })
+	return v
+}
+
+func (v view) node(id string) *nodeView {
+	for i := range v.nodes {
+		if v.nodes[i].ID == id {
+			return &v.nodes[i]
+		}
+	}
+	return nil
+}
+
+func durable(r *peerpb.HeartbeatReply) storage.Position {
+	if r == nil || r.Durable == nil {
+		return storage.Position{}
+	}
+	return storage.Position{Epoch: r.Durable.Epoch, LSN: r.Durable.Lsn}
+}
+
+// candidates are the nodes other than exclude as control.Choose sees them.
+func (v view) candidates(exclude string) []control.Node {
+	var out []control.Node
+	for _, n := range v.nodes {
+		if n.ID == exclude {
+			continue
+		}
+		out = append(out, control.Node{ID: n.ID, Durable: durable(n.Reply), Priority: n.Member.Priority,
+			Reachable: n.Fresh && n.Reply.Role != "", Eligible: true})
+	}
+	return out
+}
+
+// maxEpoch is the highest epoch any node reported or the topology holds.
+func (v view) maxEpoch() uint64 {
+	e := v.topo.Epoch
+	for _, n := range v.nodes {
+		if n.Reply != nil && n.Reply.Epoch > e {
+			e = n.Reply.Epoch
+		}
+	}
+	return e
+}
+
+// note logs msg at most once a second per key.
+func (o *Orchestrator) note(key, msg string, args ...any) {
+	o.mu.Lock()
+	last := o.noted[key]
+	ok := time.Since(last) > time.Second
+	if ok {
+		o.noted[key] = time.Now()
+	}
+	o.mu.Unlock()
+	if ok {
+		o.log.Warn(msg, args...)
+	}
+}
+
+var errNotActive = errors.New("orchestrator: not the active orchestrator")
