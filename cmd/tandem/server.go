@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tandemdb/tandem/internal/commit"
+	"github.com/tandemdb/tandem/internal/coord"
 	"github.com/tandemdb/tandem/internal/node"
 )
 
@@ -21,6 +22,8 @@ func serverCmd() *cobra.Command {
 		mode     string
 		buggify  []string
 		logLevel string
+		etcd     string
+		routes   []string
 	)
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -46,6 +49,16 @@ func serverCmd() *cobra.Command {
 			}
 			if (cfg.FollowPeer == "") != (cfg.FollowRESP == "") {
 				return fmt.Errorf("--follow-peer and --follow-resp go together")
+			}
+			cfg.Etcd = coord.ParseEndpoints(etcd)
+			if len(cfg.Etcd) > 0 && cfg.FollowPeer != "" {
+				return fmt.Errorf("--etcd and --follow-peer exclude each other: under the control plane the topology says whom to follow")
+			}
+			if cfg.Priority < 0 || cfg.Priority > 100 {
+				return fmt.Errorf("--priority %d: want 0-100 (0 = never promote)", cfg.Priority)
+			}
+			if cfg.PeerRoutes, err = parseRoutes(routes); err != nil {
+				return err
 			}
 			cfg.Logger = log
 			n, err := node.Start(cfg)
@@ -79,7 +92,26 @@ func serverCmd() *cobra.Command {
 	f.DurationVar(&cfg.FollowerTimeout, "follower-timeout", time.Minute, "how long the leader keeps a follower it does not hear from (pinning log retention, counting for WAIT)")
 	f.StringSliceVar(&buggify, "buggify", nil, "deliberate faults for harness tests: ack-before-durable, follower-skip-entry")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&etcd, "etcd", "", "etcd endpoints (comma-separated): take the role from the control plane instead of --follow-*")
+	f.StringVar(&cfg.Cluster, "cluster", "tandem", "the cluster's name (etcd key prefix /tandem/NAME/)")
+	f.IntVar(&cfg.Priority, "priority", 100, "failover priority 0-100; 0 means never promote this node")
+	f.StringVar(&cfg.Zone, "zone", "", "the node's zone, recorded in its member record")
+	f.DurationVar(&cfg.FenceAfter, "fence-after", node.DefaultFenceAfter, "how long a leader answers after its last confirmation against etcd; a new leader waits as long before answering")
+	f.StringSliceVar(&routes, "peer-route", nil, "ID=HOST:PORT: reach member ID's peer service there instead of its registered address (for relays)")
 	return cmd
+}
+
+// parseRoutes parses --peer-route values.
+func parseRoutes(routes []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, r := range routes {
+		id, addr, ok := strings.Cut(r, "=")
+		if !ok || id == "" || addr == "" {
+			return nil, fmt.Errorf("--peer-route %q: want ID=HOST:PORT", r)
+		}
+		out[id] = addr
+	}
+	return out, nil
 }
 
 func newLogger(level string) (*slog.Logger, error) {

@@ -28,6 +28,22 @@ type Config struct {
 	PeerAddr func(from, to int, addr string) string
 	// ServerArgs are extra flags passed to every `tandem server`.
 	ServerArgs []string
+
+	// ControlPlane runs the cluster under the control plane: an embedded
+	// etcd in this process (data in Dir/etcd) unless Etcd names one, and
+	// Orchestrators `tandem orchestrator` processes (default 1); nodes
+	// take their roles from etcd instead of node 1 leading.
+	ControlPlane  bool
+	Etcd          []string
+	Orchestrators int
+	// OrchestratorArgs are extra flags passed to every orchestrator.
+	OrchestratorArgs []string
+	// OrchestratorPeerAddr, like PeerAddr, rewrites the peer address that
+	// orchestrator `from` (1-based) uses to probe node `to`.
+	OrchestratorPeerAddr func(from, to int, addr string) string
+	// SentinelPort, if not 0, is orchestrator 1's Sentinel-compatible
+	// port; orchestrator i gets SentinelPort+i-1. 0 picks free ports.
+	SentinelPort int
 }
 
 // NodeInfo is where one node listens and which process runs it.
@@ -39,4 +55,6 @@ type NodeInfo struct {
 	HTTPAddr string // host:port of /status and /metrics
 	PID      int    // 0 while the process is not running
 	DataDir  string
+	// SentinelAddr: an orchestrator's Sentinel-compatible RESP address.
+	SentinelAddr string `json:",omitempty"`
 }

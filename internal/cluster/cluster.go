@@ -21,6 +21,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tandemdb/tandem/internal/coord"
 	"github.com/tandemdb/tandem/internal/statusdoc"
 )
 
@@ -32,6 +33,13 @@ type Cluster struct {
 	cfg   Config
 	log   *slog.Logger
 	nodes []*proc
+	orchs []*proc
+
+	// Under the control plane: the embedded etcd (nil with an external
+	// one), its endpoints and the cluster's keys.
+	etcd      *coord.Embedded
+	endpoints []string
+	store     *coord.Store
 
 	mu       sync.Mutex
 	stopping bool
@@ -41,6 +49,7 @@ type Cluster struct {
 // proc is one supervised node process.
 type proc struct {
 	info    NodeInfo
+	logPath string
 	args    []string
 	cmd     *exec.Cmd
 	exited  chan struct{} // closed when the current process exits
@@ -89,6 +98,12 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (*Cluster, error) 
 	if err != nil {
 		return nil, err
 	}
+	if cfg.ControlPlane {
+		if err := c.startControlPlane(ports); err != nil {
+			c.Stop()
+			return nil, err
+		}
+	}
 	for i := 1; i <= cfg.Nodes; i++ {
 		name := "n" + strconv.Itoa(i)
 		c.nodes = append(c.nodes, &proc{info: NodeInfo{
@@ -98,13 +113,19 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (*Cluster, error) 
 			PeerAddr: ports[1][i-1],
 			HTTPAddr: ports[2][i-1],
 			DataDir:  filepath.Join(cfg.Dir, name),
-		}})
+		}, logPath: filepath.Join(cfg.Dir, name+".log")})
 	}
 	for _, p := range c.nodes {
 		p.args = c.serverArgs(p.info)
 	}
 	for _, p := range c.nodes {
-		if err := c.Start(p.info.ID); err != nil {
+		if err := c.startProc(p); err != nil {
+			c.Stop()
+			return nil, err
+		}
+	}
+	for _, p := range c.orchs {
+		if err := c.startProc(p); err != nil {
 			c.Stop()
 			return nil, err
 		}
@@ -118,6 +139,12 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (*Cluster, error) 
 			return nil, fmt.Errorf("cluster: node %s: %w (see %s)", p.info.Name, err, c.LogPath(p.info.ID))
 		}
 	}
+	if cfg.ControlPlane {
+		if _, err := c.WaitLeader(ctx, 30*time.Second); err != nil {
+			c.Stop()
+			return nil, err
+		}
+	}
 	return c, nil
 }
 
@@ -127,7 +154,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (*Cluster, error) 
 func (c *Cluster) ports() ([3][]string, error) {
 	var out [3][]string
 	for kind := range 3 {
-		for i := range c.cfg.Nodes {
+		for i := range c.cfg.Nodes + c.extraPorts(kind) {
 			if c.cfg.BasePort != 0 {
 				out[kind] = append(out[kind], net.JoinHostPort("127.0.0.1", strconv.Itoa(c.cfg.BasePort+100*kind+i)))
 				continue
@@ -174,6 +201,18 @@ func (c *Cluster) serverArgs(n NodeInfo) []string {
 		"--peer-addr", n.PeerAddr,
 		"--http-addr", n.HTTPAddr,
 	}
+	if c.cfg.ControlPlane {
+		args = append(args, "--etcd", strings.Join(c.endpoints, ","))
+		for _, to := range c.nodes {
+			if to.info.ID == n.ID || c.cfg.PeerAddr == nil {
+				continue
+			}
+			if a := c.cfg.PeerAddr(n.ID, to.info.ID, to.info.PeerAddr); a != to.info.PeerAddr {
+				args = append(args, "--peer-route", to.info.Name+"="+a)
+			}
+		}
+		return append(args, c.cfg.ServerArgs...)
+	}
 	if n.ID != 1 {
 		leader := c.nodes[0].info
 		peer := leader.PeerAddr
@@ -203,7 +242,8 @@ func (c *Cluster) Node(id int) NodeInfo {
 	return c.nodes[id-1].info
 }
 
-// LeaderID is the leader in the static topology: node 1.
+// LeaderID is the leader in the static topology: node 1. Under the
+// control plane use Leader.
 func (c *Cluster) LeaderID() int { return 1 }
 
 // LogPath is where node id's output goes.
@@ -212,14 +252,15 @@ func (c *Cluster) LogPath(id int) string {
 }
 
 // Start (re)starts node id's process on its data directory.
-func (c *Cluster) Start(id int) error {
+func (c *Cluster) Start(id int) error { return c.startProc(c.nodes[id-1]) }
+
+func (c *Cluster) startProc(p *proc) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	p := c.nodes[id-1]
 	if p.cmd != nil {
 		return nil
 	}
-	logf, err := os.OpenFile(c.LogPath(id), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return fmt.Errorf("cluster: node log: %w", err)
 	}
@@ -264,16 +305,19 @@ func (c *Cluster) supervise(p *proc, cmd *exec.Cmd, logf *os.File, exited chan s
 	stop := c.stopping || p.stopped
 	c.mu.Unlock()
 	if !stop {
-		if err := c.Start(p.info.ID); err != nil {
+		if err := c.startProc(p); err != nil {
 			c.log.Error("restart failed", "node", p.info.Name, "err", err)
 		}
 	}
 }
 
 func (c *Cluster) signal(id int, sig syscall.Signal, stop bool) (chan struct{}, error) {
+	return c.signalProc(c.nodes[id-1], sig, stop)
+}
+
+func (c *Cluster) signalProc(p *proc, sig syscall.Signal, stop bool) (chan struct{}, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	p := c.nodes[id-1]
 	if p.cmd == nil {
 		return nil, fmt.Errorf("cluster: node %s is not running", p.info.Name)
 	}
@@ -314,7 +358,8 @@ func (c *Cluster) Stop() error {
 	c.mu.Lock()
 	c.stopping = true
 	var waits []chan struct{}
-	for _, p := range c.nodes {
+	// Orchestrators first, so that stopping nodes causes no failover.
+	for _, p := range append(append([]*proc(nil), c.orchs...), c.nodes...) {
 		if p.cmd != nil {
 			p.stopped = true
 			_ = p.cmd.Process.Signal(syscall.SIGCONT)
@@ -329,7 +374,7 @@ func (c *Cluster) Stop() error {
 		case <-w:
 		case <-deadline:
 			c.mu.Lock()
-			for _, p := range c.nodes {
+			for _, p := range append(append([]*proc(nil), c.orchs...), c.nodes...) {
 				if p.cmd != nil {
 					_ = p.cmd.Process.Kill()
 				}
@@ -339,6 +384,12 @@ func (c *Cluster) Stop() error {
 		}
 	}
 	c.wg.Wait()
+	if c.store != nil {
+		c.store.Client().Close()
+	}
+	if c.etcd != nil {
+		c.etcd.Close()
+	}
 	return nil
 }
 
@@ -351,12 +402,18 @@ func (c *Cluster) Status(ctx context.Context, id int) (statusdoc.Node, error) {
 type File struct {
 	Nodes []NodeInfo `json:"nodes"`
 	Proxy string     `json:"proxy,omitempty"`
+	// Under the control plane: etcd's endpoints and the orchestrators.
+	Etcd          []string   `json:"etcd,omitempty"`
+	Orchestrators []NodeInfo `json:"orchestrators,omitempty"`
 }
 
 func (c *Cluster) writeFileLocked() {
-	f := File{}
+	f := File{Etcd: c.endpoints}
 	for _, p := range c.nodes {
 		f.Nodes = append(f.Nodes, p.info)
+	}
+	for _, p := range c.orchs {
+		f.Orchestrators = append(f.Orchestrators, p.info)
 	}
 	b, _ := json.MarshalIndent(f, "", "  ")
 	tmp := filepath.Join(c.cfg.Dir, FileName+".tmp")

@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
 	"text/tabwriter"
 
+	"github.com/tandemdb/tandem/internal/coord"
 	"github.com/tandemdb/tandem/internal/statusdoc"
 )
 
@@ -48,6 +50,9 @@ func Collect(ctx context.Context, f File) statusdoc.Cluster {
 		})
 	}
 	wg.Wait()
+	if len(f.Etcd) > 0 {
+		collectControl(ctx, f, &r)
+	}
 	// A follower's lag is measured against the leader's last LSN.
 	for i := range r.Nodes {
 		if r.Nodes[i].Role == statusdoc.RoleLeader {
@@ -71,9 +76,32 @@ func PrintTable(w io.Writer, r statusdoc.Cluster) {
 	if r.Proxy != "" {
 		fmt.Fprintf(w, ", proxy %s", r.Proxy)
 	}
+	if r.EtcdOK != nil {
+		o := r.Orchestrator
+		if o == "" {
+			o = "(none answers)"
+		}
+		fmt.Fprintf(w, ", orchestrator %s, etcd ok %v", o, *r.EtcdOK)
+	}
 	fmt.Fprintln(w)
+	if lf := r.LastFailover; lf != nil {
+		fmt.Fprintf(w, "last change: %s %s, %s -> %s, epoch %d -> %d (%s)", lf.Kind, lf.At, orNone(lf.From), lf.To, lf.OldEpoch, lf.NewEpoch, lf.Reason)
+		if lf.DetectionMs > 0 {
+			fmt.Fprintf(w, ", detection %.0f ms", lf.DetectionMs)
+		}
+		if lf.PromotionMs > 0 {
+			fmt.Fprintf(w, ", promotion %.0f ms", lf.PromotionMs)
+		}
+		if lf.PauseMs > 0 {
+			fmt.Fprintf(w, ", pause %.0f ms", lf.PauseMs)
+		}
+		if lf.LostWrites > 0 {
+			fmt.Fprintf(w, ", %d entries lost", lf.LostWrites)
+		}
+		fmt.Fprintln(w)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tROLE\tADDR\tPID\tSTATE\tDURABLE\tAPPLIED\tLAG LSN\tLAG S\tSYNC")
+	fmt.Fprintln(tw, "ID\tROLE\tADDR\tPID\tSTATE\tDURABLE\tAPPLIED\tLAG LSN\tLAG S\tSYNC\tPHI\tHEARD")
 	for _, n := range r.Nodes {
 		role, state := n.Role, n.State
 		if role == "" {
@@ -96,7 +124,65 @@ func PrintTable(w io.Writer, r statusdoc.Cluster) {
 		if n.Role == statusdoc.RoleLeader || n.Role == statusdoc.RoleFenced {
 			sync = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%.3f\t%s\n", n.ID, role, n.Addr, pid, state, n.DurableLSN, n.AppliedLSN, n.LagLSN, n.LagSeconds, sync)
+		phi, heard := "-", "-"
+		if h := n.Health; h != nil {
+			phi, heard = fmt.Sprintf("%.1f", h.Phi), fmt.Sprintf("%.0fms", h.LastHeartbeatMs)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%.3f\t%s\t%s\t%s\n", n.ID, role, n.Addr, pid, state, n.DurableLSN, n.AppliedLSN, n.LagLSN, n.LagSeconds, sync, phi, heard)
 	}
 	tw.Flush()
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
+
+// collectControl fills in what the control plane knows: the topology's
+// epoch and leader, and the active orchestrator's view.
+func collectControl(ctx context.Context, f File, r *statusdoc.Cluster) {
+	etcdOK := false
+	r.EtcdOK = &etcdOK
+	cli, err := coord.Dial(f.Etcd)
+	if err != nil {
+		return
+	}
+	defer cli.Close()
+	store := coord.New(cli, "tandem")
+	if t, ok, err := store.Topology(ctx); err == nil {
+		if ok {
+			r.Epoch, r.Leader = t.Epoch, t.Leader
+		}
+	} else {
+		return
+	}
+	o, err := store.ActiveOrchestrator(ctx)
+	if err != nil {
+		return
+	}
+	var st statusdoc.Orchestrator
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+o.HTTPAddr+"/status", nil)
+	if err != nil {
+		return
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	if json.NewDecoder(resp.Body).Decode(&st) != nil {
+		return
+	}
+	r.Orchestrator, r.LastFailover = st.ID, st.LastFailover
+	etcdOK = st.EtcdOK
+	for _, h := range st.Nodes {
+		for i := range r.Nodes {
+			if r.Nodes[i].ID == h.ID {
+				hh := h.Health
+				r.Nodes[i].Health = &hh
+			}
+		}
+	}
 }

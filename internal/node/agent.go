@@ -152,6 +152,9 @@ func (a *agent) apply(ctx context.Context, t coord.Topology) {
 		n.Fence(fmt.Sprintf("the topology names leader %q, which is not a registered member", t.Leader))
 		return
 	}
+	if route, ok := n.cfg.PeerRoutes[leader.ID]; ok {
+		leader.PeerAddr = route
+	}
 	if r, ok := n.current().(*following); ok && r.leaderPeer == leader.PeerAddr {
 		select {
 		case <-r.done:
@@ -159,7 +162,7 @@ func (a *agent) apply(ctx context.Context, t coord.Topology) {
 			return
 		}
 	}
-	if err := n.Follow(leader.RESPAddr, leader.PeerAddr); err != nil {
+	if err := n.follow(leader.ID, leader.RESPAddr, leader.PeerAddr); err != nil {
 		n.Fence(fmt.Sprintf("cannot follow %s: %v", leader.ID, err))
 	}
 }

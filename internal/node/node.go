@@ -87,6 +87,9 @@ type Config struct {
 	// as long after its promotion before it answers. 0 means
 	// DefaultFenceAfter.
 	FenceAfter time.Duration
+	// PeerRoutes maps a member id to the peer address to dial it at
+	// instead of the one it registered (the chaos harness's relays).
+	PeerRoutes map[string]string
 
 	// leadHook, set only by tests, runs in Lead after the old role has
 	// stopped and before the new epoch starts; an error fails Lead there.
@@ -159,6 +162,7 @@ type following struct {
 	conn       *grpc.ClientConn
 	leaderRESP string // the leader's RESP address, for INFO, ROLE and status
 	leaderPeer string
+	leaderID   string // the leader's member id under the control plane
 }
 
 func (r *following) stop() {
@@ -465,7 +469,10 @@ func (n *Node) fatal(err error) {
 
 // Follow makes the node follow the leader at peerAddr (RESP at respAddr).
 // An address that cannot be dialled leaves the role as it was.
-func (n *Node) Follow(respAddr, peerAddr string) error {
+func (n *Node) Follow(respAddr, peerAddr string) error { return n.follow("", respAddr, peerAddr) }
+
+// follow is Follow of the member id (empty when not known).
+func (n *Node) follow(id, respAddr, peerAddr string) error {
 	conn, err := dialPeer(peerAddr)
 	if err != nil {
 		return err
@@ -477,7 +484,9 @@ func (n *Node) Follow(respAddr, peerAddr string) error {
 		return ErrClosed
 	}
 	return n.changeLocked("changing role to follower of "+respAddr, func() (role, error) {
-		return n.startFollower(conn, respAddr, peerAddr), nil
+		r := n.startFollower(conn, respAddr, peerAddr)
+		r.leaderID = id
+		return r, nil
 	})
 }
 

@@ -61,6 +61,9 @@ func (s *peerService) Heartbeat(ctx context.Context, req *peerpb.HeartbeatReques
 		rep.Role, rep.LeadingEpoch, rep.Answering = "leader", r.l.Epoch(), r.lease.Valid()
 	case *following:
 		rep.Role, rep.Following = "follower", r.leaderPeer
+		if r.leaderID != "" {
+			rep.Following = r.leaderID
+		}
 		if st := r.f.Status(); st.Connected && !st.LastContact.IsZero() {
 			rep.LeaderHeardAgoMs = time.Since(st.LastContact).Milliseconds()
 		}

@@ -67,7 +67,7 @@ func decide(cfg *Config, v view, activeSince time.Time) decision {
 	// it (unless the leader itself says it does not lead).
 	if leader.NotLead.IsZero() {
 		for _, n := range v.nodes {
-			if n.ID == leader.ID || !n.Fresh || n.Reply.Role != "follower" || n.Reply.Following != leader.Member.PeerAddr {
+			if n.ID == leader.ID || !n.Fresh || n.Reply.Role != "follower" || !follows(n.Reply, leader) {
 				continue
 			}
 			if ms := n.Reply.LeaderHeardAgoMs; ms >= 0 && time.Duration(ms)*time.Millisecond < cfg.FollowerSilence {
@@ -92,6 +92,12 @@ func decide(cfg *Config, v view, activeSince time.Time) decision {
 		}
 	}
 	return d
+}
+
+// follows reports whether the node that answered r follows leader.
+func follows(r interface{ GetFollowing() string }, leader *nodeView) bool {
+	f := r.GetFollowing()
+	return f == leader.ID || f == leader.Member.PeerAddr
 }
 
 // decideLoop evaluates the rule every 10 ms while active.

@@ -12,6 +12,7 @@ import (
 	"github.com/tandemdb/tandem/internal/control"
 	"github.com/tandemdb/tandem/internal/coord"
 	"github.com/tandemdb/tandem/internal/peerpb"
+	"github.com/tandemdb/tandem/internal/statusdoc"
 	"github.com/tandemdb/tandem/internal/storage"
 )
 
@@ -104,15 +105,15 @@ func (o *Orchestrator) Switchover(ctx context.Context, to string) (OpResult, err
 	switch {
 	case to == leader.ID:
 		return OpResult{OK: true, To: to, NewEpoch: v.topo.Epoch}, nil
-	case target == nil || !target.Fresh || target.Reply.Role != "follower" || target.Reply.Following != leader.Member.PeerAddr:
+	case target == nil || !target.Fresh || target.Reply.Role != "follower" || !follows(target.Reply, leader):
 		return OpResult{}, fmt.Errorf("%w: %s is not a follower of %s that answers", ErrRefused, to, leader.ID)
 	}
-	lconn, err := dial(leader.Member.PeerAddr)
+	lconn, err := dial(o.peerAddr(leader.Member))
 	if err != nil {
 		return OpResult{}, err
 	}
 	defer lconn.Close()
-	tconn, err := dial(target.Member.PeerAddr)
+	tconn, err := dial(o.peerAddr(target.Member))
 	if err != nil {
 		return OpResult{}, err
 	}
@@ -180,50 +181,25 @@ func (o *Orchestrator) relead(v view, leader, reason string) {
 	}
 }
 
-// Status is the orchestrator's view, for `tandem status`.
-type Status struct {
-	ID        string          `json:"id"`
-	Active    bool            `json:"active"`
-	Topology  *coord.Topology `json:"topology,omitempty"`
-	LastEvent *coord.Event    `json:"last_failover,omitempty"`
-	// EtcdOK: etcd answered in the last second; without it no failover
-	// can happen.
-	EtcdOK bool         `json:"etcd_ok"`
-	Nodes  []NodeHealth `json:"nodes"`
-}
-
-// NodeHealth is one node as the orchestrator sees it.
-type NodeHealth struct {
-	ID              string  `json:"id"`
-	Role            string  `json:"role,omitempty"`
-	Phi             float64 `json:"phi"`
-	LastHeartbeatMs float64 `json:"last_heartbeat_ms"`
-	Reachable       bool    `json:"reachable"`
-	DurableLSN      uint64  `json:"durable_lsn"`
-	Error           string  `json:"error,omitempty"`
-}
-
-// Status reports the orchestrator's view.
-func (o *Orchestrator) Status(ctx context.Context) Status {
+// Status reports the orchestrator's view (its /status).
+func (o *Orchestrator) Status(ctx context.Context) statusdoc.Orchestrator {
 	v := o.snapshot()
 	o.mu.Lock()
-	st := Status{ID: o.cfg.ID, Active: o.active, EtcdOK: time.Since(o.etcdOK) < time.Second}
+	st := statusdoc.Orchestrator{ID: o.cfg.ID, Active: o.active, EtcdOK: time.Since(o.etcdOK) < time.Second,
+		Epoch: v.topo.Epoch, Leader: v.topo.Leader}
 	last := o.last
 	errs := map[string]string{}
 	for id, ns := range o.nodes {
 		errs[id] = ns.lastErr
 	}
 	o.mu.Unlock()
-	if v.haveTopo {
-		st.Topology = &v.topo
-	}
 	if evs, err := o.store.Events(ctx, 1); err == nil && len(evs) == 1 {
-		st.LastEvent = &evs[0]
+		st.LastFailover = FailoverDoc(evs[0])
 	} else if last != nil {
-		st.LastEvent = last
+		st.LastFailover = FailoverDoc(*last)
 	}
 	for _, n := range v.nodes {
-		h := NodeHealth{ID: n.ID, Phi: n.Phi, Reachable: n.Fresh, Error: errs[n.ID]}
+		h := statusdoc.OrchestratorNode{ID: n.ID, Error: errs[n.ID], Health: statusdoc.Health{Phi: n.Phi, Reachable: n.Fresh}}
 		if !n.LastBeat.IsZero() {
 			h.LastHeartbeatMs = float64(v.now.Sub(n.LastBeat).Microseconds()) / 1000
 		}
@@ -233,6 +209,13 @@ func (o *Orchestrator) Status(ctx context.Context) Status {
 		st.Nodes = append(st.Nodes, h)
 	}
 	return st
+}
+
+// FailoverDoc is ev as `tandem status` shows it.
+func FailoverDoc(ev coord.Event) *statusdoc.Failover {
+	return &statusdoc.Failover{At: ev.At.UTC().Format(time.RFC3339Nano), Kind: ev.Kind, Reason: ev.Reason, From: ev.From, To: ev.To,
+		OldEpoch: ev.OldEpoch, NewEpoch: ev.NewEpoch, DetectionMs: ev.DetectionMs, PromotionMs: ev.PromotionMs,
+		PauseMs: ev.PauseMs, LostWrites: ev.LostWrites}
 }
 
 func (o *Orchestrator) handler() http.Handler {

@@ -80,6 +80,9 @@ type Config struct {
 	// before choosing the first leader (default 2 s).
 	Bootstrap time.Duration
 	Logger    *slog.Logger
+	// PeerRoutes maps a member id to the peer address to probe it at
+	// instead of the one it registered (the chaos harness's relays).
+	PeerRoutes map[string]string
 	// Changed, if set, is called after every topology change this
 	// orchestrator sees (for the Sentinel endpoint).
 	Changed func(old, new coord.Topology)
@@ -309,6 +312,14 @@ func (o *Orchestrator) watchMembers() {
 			return
 		}
 	}
+}
+
+// peerAddr is where this orchestrator reaches member m.
+func (o *Orchestrator) peerAddr(m coord.Member) string {
+	if a, ok := o.cfg.PeerRoutes[m.ID]; ok {
+		return a
+	}
+	return m.PeerAddr
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

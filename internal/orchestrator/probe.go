@@ -29,7 +29,7 @@ func dial(addr string) (*grpc.ClientConn, error) {
 // missed heartbeat, never a pile of probes.
 func (o *Orchestrator) probe(ctx context.Context, ns *nodeState) {
 	defer o.wg.Done()
-	conn, err := dial(ns.member.PeerAddr)
+	conn, err := dial(o.peerAddr(ns.member))
 	if err != nil {
 		o.log.Warn("probe: cannot dial", "node", ns.member.ID, "err", err)
 		return

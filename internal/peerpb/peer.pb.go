@@ -177,7 +177,8 @@ type HeartbeatReply struct {
 	AppliedLsn uint64    `protobuf:"varint,5,opt,name=applied_lsn,json=appliedLsn,proto3" json:"applied_lsn,omitempty"`
 	// As a leader: the epoch it leads.
 	LeadingEpoch uint64 `protobuf:"varint,6,opt,name=leading_epoch,json=leadingEpoch,proto3" json:"leading_epoch,omitempty"`
-	// As a follower: the peer address of the leader it follows, and how long
+	// As a follower: the leader it follows (its member id under the control
+	// plane, else its peer address), and how long
 	// ago it last received anything from it (-1: never, on this stream).
 	Following        string `protobuf:"bytes,7,opt,name=following,proto3" json:"following,omitempty"`
 	LeaderHeardAgoMs int64  `protobuf:"varint,8,opt,name=leader_heard_ago_ms,json=leaderHeardAgoMs,proto3" json:"leader_heard_ago_ms,omitempty"`

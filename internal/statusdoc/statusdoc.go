@@ -83,6 +83,54 @@ type Cluster struct {
 	Leader string        `json:"leader"` // the leader's node id; empty if none
 	Proxy  string        `json:"proxy"`
 	Nodes  []ClusterNode `json:"nodes"`
+	// Under the control plane: the active orchestrator's id (empty if
+	// none answers), whether it reaches etcd, and the last change of
+	// leader. Epoch and Leader then come from the topology in etcd.
+	Orchestrator string    `json:"orchestrator,omitempty"`
+	EtcdOK       *bool     `json:"etcd_ok,omitempty"`
+	LastFailover *Failover `json:"last_failover,omitempty"`
+}
+
+// Failover is one change of leader (failover, switchover, promote).
+type Failover struct {
+	At          string  `json:"at"` // RFC 3339
+	Kind        string  `json:"kind"`
+	Reason      string  `json:"reason"`
+	From        string  `json:"from,omitempty"`
+	To          string  `json:"to"`
+	OldEpoch    uint64  `json:"old_epoch"`
+	NewEpoch    uint64  `json:"new_epoch"`
+	DetectionMs float64 `json:"detection_ms,omitempty"`
+	PromotionMs float64 `json:"promotion_ms,omitempty"`
+	PauseMs     float64 `json:"pause_ms,omitempty"`
+	LostWrites  uint64  `json:"lost_writes,omitempty"`
+}
+
+// Health is one node as the active orchestrator sees it.
+type Health struct {
+	Phi             float64 `json:"phi"`
+	LastHeartbeatMs float64 `json:"last_heartbeat_ms"`
+	Reachable       bool    `json:"reachable"`
+}
+
+// Orchestrator is an orchestrator's /status document.
+type Orchestrator struct {
+	ID           string             `json:"id"`
+	Active       bool               `json:"active"`
+	Epoch        uint64             `json:"epoch"`
+	Leader       string             `json:"leader"`
+	EtcdOK       bool               `json:"etcd_ok"`
+	LastFailover *Failover          `json:"last_failover,omitempty"`
+	Nodes        []OrchestratorNode `json:"nodes"`
+}
+
+// OrchestratorNode is one node in an orchestrator's /status.
+type OrchestratorNode struct {
+	ID         string `json:"id"`
+	Role       string `json:"role,omitempty"`
+	DurableLSN uint64 `json:"durable_lsn"`
+	Error      string `json:"error,omitempty"`
+	Health
 }
 
 // ClusterNode is one node's line in a Cluster.
@@ -101,4 +149,6 @@ type ClusterNode struct {
 	LagSeconds  float64 `json:"lag_seconds"`
 	Sync        bool    `json:"sync"`
 	SeedPercent float64 `json:"seed_percent,omitempty"`
+	// Health: under the control plane, the active orchestrator's view.
+	Health *Health `json:"health,omitempty"`
 }

@@ -1,0 +1,168 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tandemdb/tandem/internal/cluster"
+	"github.com/tandemdb/tandem/internal/coord"
+	"github.com/tandemdb/tandem/internal/orchestrator"
+)
+
+func orchestratorCmd() *cobra.Command {
+	var (
+		cfg      orchestrator.Config
+		etcd     string
+		routes   []string
+		logLevel string
+		sentinel string
+	)
+	cmd := &cobra.Command{
+		Use:   "orchestrator",
+		Short: "Run an orchestrator: failure detection, failover, promote and switchover (one is active at a time)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(logLevel)
+			if err != nil {
+				return err
+			}
+			if cfg.Etcd = coord.ParseEndpoints(etcd); len(cfg.Etcd) == 0 {
+				return fmt.Errorf("--etcd is required")
+			}
+			if cfg.Detector != "phi" && cfg.Detector != "timeout" {
+				return fmt.Errorf("--detector %q: want phi or timeout", cfg.Detector)
+			}
+			if cfg.PeerRoutes, err = parseRoutes(routes); err != nil {
+				return err
+			}
+			cfg.Logger = log
+			stopSentinel, err := startSentinel(&cfg, sentinel, log)
+			if err != nil {
+				return err
+			}
+			defer stopSentinel()
+			o, err := orchestrator.Start(cfg)
+			if err != nil {
+				return err
+			}
+			log.Info("orchestrator running", "id", cfg.ID, "http", o.HTTPAddr(), "sentinel", sentinel, "pid", os.Getpid())
+			sig := make(chan os.Signal, 1)
+			signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+			<-sig
+			o.Close()
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.ID, "id", "o1", "orchestrator id")
+	f.StringVar(&etcd, "etcd", "", "etcd endpoints, comma-separated")
+	f.StringVar(&cfg.Cluster, "cluster", "tandem", "the cluster's name (etcd key prefix /tandem/NAME/)")
+	f.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8390", "address for /status, /promote and /switchover")
+	f.StringVar(&sentinel, "sentinel-addr", "127.0.0.1:26380", "Sentinel-compatible RESP address (empty: none)")
+	f.DurationVar(&cfg.Interval, "heartbeat", 100*time.Millisecond, "heartbeat interval")
+	f.StringVar(&cfg.Detector, "detector", "phi", "failure detector: phi (accrual) or timeout")
+	f.Float64Var(&cfg.PhiThreshold, "phi-threshold", 8, "phi at which a node is suspected")
+	f.DurationVar(&cfg.PhiMinStdDev, "phi-min-stddev", 25*time.Millisecond, "floor of the heartbeat interval's standard deviation")
+	f.DurationVar(&cfg.Timeout, "timeout", 500*time.Millisecond, "the timeout detector's limit")
+	f.DurationVar(&cfg.FollowerSilence, "follower-silence", 150*time.Millisecond, "a follower that heard the leader more recently vetoes a failover")
+	f.DurationVar(&cfg.Grace, "grace", 2*time.Second, "a new leader is not suspected for this long")
+	f.StringSliceVar(&routes, "peer-route", nil, "ID=HOST:PORT: probe member ID there instead of its registered address")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+// activeOrchestrator finds the active orchestrator through etcd (from
+// --etcd, or the cluster file in --dir).
+func activeOrchestrator(ctx context.Context, etcd, dir string) (coord.Orchestrator, error) {
+	eps := coord.ParseEndpoints(etcd)
+	if len(eps) == 0 {
+		f, err := cluster.ReadFile(dir)
+		if err != nil {
+			return coord.Orchestrator{}, err
+		}
+		if eps = f.Etcd; len(eps) == 0 {
+			return coord.Orchestrator{}, fmt.Errorf("the cluster in %s runs without a control plane", dir)
+		}
+	}
+	cli, err := coord.Dial(eps)
+	if err != nil {
+		return coord.Orchestrator{}, err
+	}
+	defer cli.Close()
+	return coord.New(cli, "tandem").ActiveOrchestrator(ctx)
+}
+
+// runOp posts a manual operation to the active orchestrator and prints
+// its answer.
+func runOp(cmd *cobra.Command, etcd, dir, path string, q url.Values) error {
+	ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+	defer cancel()
+	o, err := activeOrchestrator(ctx, etcd, dir)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+o.HTTPAddr+path+"?"+q.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("orchestrator %s: %w", o.ID, err)
+	}
+	defer resp.Body.Close()
+	var res orchestrator.OpResult
+	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
+		return fmt.Errorf("orchestrator %s: %w", o.ID, err)
+	}
+	if !res.OK {
+		return fmt.Errorf("%s", res.Error)
+	}
+	out := cmd.OutOrStdout()
+	fmt.Fprintf(out, "leader %s -> %s, epoch %d -> %d", res.From, res.To, res.OldEpoch, res.NewEpoch)
+	if res.PauseMs > 0 {
+		fmt.Fprintf(out, ", writes paused %.1f ms", res.PauseMs)
+	}
+	fmt.Fprintln(out)
+	return nil
+}
+
+func promoteCmd() *cobra.Command {
+	var etcd, dir string
+	var accept bool
+	cmd := &cobra.Command{
+		Use:   "promote NODE",
+		Short: "Make NODE the leader now (for when the leader is known dead)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runOp(cmd, etcd, dir, "/promote", url.Values{"node": {args[0]}, "accept-data-loss": {fmt.Sprint(accept)}})
+		},
+	}
+	cmd.Flags().StringVar(&etcd, "etcd", "", "etcd endpoints (default: from the cluster file in --dir)")
+	cmd.Flags().StringVar(&dir, "dir", "./tandem-data", "the cluster's directory (as given to tandem up)")
+	cmd.Flags().BoolVar(&accept, "accept-data-loss", false, "promote even a node behind another reachable one, losing what only that one has (recorded as an event)")
+	return cmd
+}
+
+func switchoverCmd() *cobra.Command {
+	var etcd, dir, to string
+	cmd := &cobra.Command{
+		Use:   "switchover",
+		Short: "Hand leadership to another node with no acknowledged write lost (planned)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runOp(cmd, etcd, dir, "/switchover", url.Values{"to": {to}})
+		},
+	}
+	cmd.Flags().StringVar(&etcd, "etcd", "", "etcd endpoints (default: from the cluster file in --dir)")
+	cmd.Flags().StringVar(&dir, "dir", "./tandem-data", "the cluster's directory (as given to tandem up)")
+	cmd.Flags().StringVar(&to, "to", "", "the node to hand over to (default: the best follower)")
+	return cmd
+}
