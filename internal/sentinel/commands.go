@@ -11,6 +11,7 @@ import (
 // session is one client connection's state.
 type session struct {
 	id   int64
+	quit bool // set by QUIT: redcon still hands over the rest of the pipeline
 	mu   sync.Mutex
 	name string
 }
@@ -56,7 +57,7 @@ func init() {
 // each command in order.
 func (s *Server) handle(c redcon.Conn, cmd redcon.Command) {
 	sess, _ := c.Context().(*session)
-	if sess == nil || len(cmd.Args) == 0 {
+	if sess == nil || sess.quit || len(cmd.Args) == 0 {
 		return
 	}
 	name := strings.ToLower(string(cmd.Args[0]))
@@ -83,7 +84,8 @@ func cmdPing(_ *Server, c redcon.Conn, _ *session, args [][]byte) {
 	}
 }
 
-func cmdQuit(_ *Server, c redcon.Conn, _ *session, _ [][]byte) {
+func cmdQuit(_ *Server, c redcon.Conn, sess *session, _ [][]byte) {
+	sess.quit = true
 	c.WriteString("OK")
 	c.Close()
 }
