@@ -23,8 +23,14 @@ func (s *Server) accept(conn redcon.Conn) bool {
 	id := s.nextID
 	s.mu.Unlock()
 	conn.SetContext(&session{id: id})
+	s.handlers.Add(1)
 	return true
 }
+
+// closeConn runs when redcon's goroutine for a connection ends: the
+// connection closed, or was detached for pub/sub. redcon calls it holding
+// its own lock, so it must not call back into redcon.
+func (s *Server) closeConn(redcon.Conn, error) { s.handlers.Done() }
 
 // command is one entry of the command table: arity as Redis counts it
 // (the name included; negative means at least -arity).

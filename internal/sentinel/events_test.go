@@ -39,7 +39,7 @@ func TestEvents(t *testing.T) {
 		{"leader goes away: no event until the new one", base, with(func(s *State) { s.Leader = nil }), n1, nil},
 		{"leader down", base, with(func(s *State) { s.Leader.Down = true }), n1, []event{
 			{"+sdown", "master tandem 10.0.0.1 6379"},
-			{"+odown", "master tandem 10.0.0.1 6379 #quorum 1/1"},
+			{"+odown", "master tandem 10.0.0.1 6379 #quorum 2/2"},
 		}},
 		{"leader back", with(func(s *State) { s.Leader.Down = true }), base, n1, []event{
 			{"-sdown", "master tandem 10.0.0.1 6379"},
@@ -110,6 +110,28 @@ func TestPublish(t *testing.T) {
 	}
 }
 
+// TestSwitchAfterGap: a failover's two Changed calls, leader to none to
+// the new one, publish +switch-master naming the old leader, also when a
+// command read the new State before the second call.
+func TestSwitchAfterGap(t *testing.T) {
+	f := start(t, testState(), Config{})
+	sub := dialRaw(t, f.addr)
+	sub.do("SUBSCRIBE", "+switch-master")
+	gap := testState()
+	gap.Leader = nil
+	f.change(gap)
+	next := testState()
+	next.Leader = &Node{ID: "n2", Addr: "10.0.0.2:6379"}
+	f.set(next)
+	if got := dialRaw(t, f.addr).do("SENTINEL", "get-master-addr-by-name", "tandem"); got != bulks("10.0.0.2", "6379") {
+		t.Fatalf("new state: %s", got)
+	}
+	f.srv.Changed(gap, next)
+	if got, want := sub.read(), bulks("message", "+switch-master", "tandem 10.0.0.1 6379 10.0.0.2 6379"); got != want {
+		t.Errorf("got %s, want %s", got, want)
+	}
+}
+
 // TestCloseEndsSubscribers: Close closes the connections redcon detached
 // for pub/sub too, and Serve returns.
 func TestCloseEndsSubscribers(t *testing.T) {
@@ -173,5 +195,31 @@ func TestStuckSubscriber(t *testing.T) {
 		if len(got) < len(long) {
 			t.Fatalf("event %d: %.80s", i, got)
 		}
+	}
+}
+
+// TestCloseRaces: Close before Serve, and Changed racing Close, neither
+// panic nor hang.
+func TestCloseRaces(t *testing.T) {
+	s := New(Config{}, testState)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		f := start(t, testState(), Config{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for range 100 {
+				f.change(testState())
+				next := testState()
+				next.Epoch++
+				f.change(next)
+			}
+		}()
+		if err := f.srv.Close(); err != nil {
+			t.Fatal(err)
+		}
+		<-done
 	}
 }

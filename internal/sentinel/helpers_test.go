@@ -55,7 +55,7 @@ func start(t *testing.T, st State, cfg Config) *fixture {
 		}
 		select {
 		case err := <-served:
-			if err != nil {
+			if err != nil && !errors.Is(err, ErrClosed) { // ErrClosed: closed before Serve began
 				t.Errorf("Serve: %v", err)
 			}
 		case <-time.After(ioTimeout):

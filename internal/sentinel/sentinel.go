@@ -48,7 +48,7 @@
 // name, the events of Redis Sentinel's that apply:
 //
 //	+new-epoch      <epoch>                                (epoch grew)
-//	+sdown, +odown  master <name> <ip> <port> [#quorum 1/1] (leader went down)
+//	+sdown, +odown  master <name> <ip> <port> [#quorum q/q] (leader went down)
 //	-sdown, -odown  the same                               (leader came back)
 //	+sdown, -sdown  slave <ip:port> <ip> <port> @ <name> <master-ip> <master-port>
 //	+switch-master  <name> <old-ip> <old-port> <new-ip> <new-port>
@@ -149,17 +149,27 @@ type Server struct {
 	log   *slog.Logger
 	ps    redcon.PubSub
 
-	mu      sync.Mutex
-	closed  bool
-	ln      net.Listener
-	rs      *redcon.Server
-	served  chan struct{}             // closed when Serve returns; nil before Serve
-	conns   map[*trackedConn]struct{} // every open client connection, subscribers included
-	nextID  int64
-	last    *Node   // the last leader seen, reported while there is none
-	queue   []event // events Changed queued, not yet published
-	wake    chan struct{}
-	pubDone chan struct{}
+	// handlers counts redcon's connection goroutines (a connection's ends
+	// when it closes or is detached for pub/sub: from then on redcon's
+	// PubSub serves it without calling the Server), so that no command
+	// reads the state after Close returns.
+	handlers sync.WaitGroup
+
+	mu     sync.Mutex
+	closed bool
+	ln     net.Listener
+	served chan struct{}             // closed when Serve returns; nil before Serve
+	conns  map[*trackedConn]struct{} // every open client connection, subscribers included
+	nextID int64
+	// last is the last leader seen, in a State or by Changed: reported
+	// while there is none. told is the last leader Changed saw, the one
+	// clients were last told of; Changed names it as the old leader when
+	// the old State has none. They differ because a
+	// command may read the orchestrator's new State before Changed runs.
+	last, told *Node
+	queue      []event       // events Changed queued, not yet published
+	wake       chan struct{} // a token when queue grew; closed by Close
+	pubDone    chan struct{} // closed when the publisher returns
 }
 
 // event is one message to publish.
@@ -221,9 +231,8 @@ func (s *Server) Serve(l net.Listener) error {
 	tl := &trackedListener{Listener: l, s: s}
 	s.ln = l
 	s.served = make(chan struct{})
-	s.rs = redcon.NewServerNetwork(l.Addr().Network(), l.Addr().String(), s.handle, s.accept, nil)
-	rs := s.rs
 	s.mu.Unlock()
+	rs := redcon.NewServerNetwork(l.Addr().Network(), l.Addr().String(), s.handle, s.accept, s.closeConn)
 	defer close(s.served)
 
 	var backoff time.Duration
@@ -234,11 +243,13 @@ func (s *Server) Serve(l net.Listener) error {
 		s.log.Warn("sentinel: accept failed", "err", err, "retry_in", backoff)
 		time.Sleep(backoff)
 	}
+	// Close closes l; redcon's Serve then closes the connections it still
+	// serves and returns nil.
 	err := rs.Serve(tl)
 	if s.isClosed() {
 		return nil
 	}
-	return err
+	return fmt.Errorf("sentinel: serve: %w", err)
 }
 
 // Addr returns the address the server listens on, or "" before Serve.
@@ -253,7 +264,8 @@ func (s *Server) Addr() string {
 
 // Close stops accepting, closes every connection (subscribers too: redcon
 // does not close the connections it detached for pub/sub), drops the
-// events not yet published, and waits for Serve to return.
+// events not yet published, and waits for Serve and every command to
+// return: after Close the state function is not called again.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -261,17 +273,17 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
-	rs, served := s.rs, s.served
+	ln, served := s.ln, s.served
 	conns := make([]*trackedConn, 0, len(s.conns))
 	for c := range s.conns {
 		conns = append(conns, c)
 	}
 	s.queue = nil
+	close(s.wake) // under mu: Changed sends on it under mu, after checking closed
 	s.mu.Unlock()
-	close(s.wake)
 	var err error
-	if rs != nil {
-		err = rs.Close()
+	if ln != nil {
+		err = ln.Close()
 	}
 	for _, c := range conns {
 		c.Close()
@@ -279,11 +291,15 @@ func (s *Server) Close() error {
 	if served != nil {
 		<-served
 	}
+	s.handlers.Wait()
 	<-s.pubDone
 	if errors.Is(err, net.ErrClosed) {
 		err = nil
 	}
-	return err
+	if err != nil {
+		return fmt.Errorf("sentinel: close: %w", err)
+	}
+	return nil
 }
 
 func (s *Server) isClosed() bool {
@@ -314,33 +330,35 @@ func (s *Server) current() (State, *Node) {
 // orchestrator calls it after each change, in order. It queues the events
 // listed in the package comment and returns without waiting for them to
 // be published. old is the State the orchestrator published before; where
-// it has no leader, +switch-master names the last leader the server saw.
+// it has no leader, +switch-master names the leader of the last Changed.
 func (s *Server) Changed(old, new State) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	prev := old.Leader
-	if prev == nil && s.last != nil {
-		n := *s.last
-		prev = &n
-	}
-	if new.Leader != nil {
-		n := *new.Leader
-		s.last = &n
+	if prev == nil {
+		prev = s.told
 	}
 	evs := events(old, new, prev)
+	if new.Leader != nil {
+		n := *new.Leader
+		s.last, s.told = &n, &n
+	} else if old.Leader != nil {
+		n := *old.Leader
+		s.told = &n // the leader clients know of while there is none
+	}
 	if s.closed || len(evs) == 0 {
-		s.mu.Unlock()
 		return
 	}
 	s.queue = append(s.queue, evs...)
-	s.mu.Unlock()
 	select {
 	case s.wake <- struct{}{}:
-	default:
+	default: // the publisher has a token already
 	}
 }
 
 // events lists the messages for a change from old to new, prev being the
-// leader clients last knew (old's, else the last one seen).
+// leader clients were last told of (old's, else the last Changed's; nil if
+// none).
 func events(old, new State, prev *Node) []event {
 	var evs []event
 	name := new.name()
@@ -352,7 +370,8 @@ func events(old, new State, prev *Node) []event {
 		ip, port := splitAddr(new.Leader.Addr)
 		inst := "master " + name + " " + ip + " " + port
 		if new.Leader.Down {
-			evs = append(evs, event{"+sdown", inst}, event{"+odown", inst + " #quorum 1/1"})
+			q := strconv.Itoa(quorum(new))
+			evs = append(evs, event{"+sdown", inst}, event{"+odown", inst + " #quorum " + q + "/" + q})
 		} else {
 			evs = append(evs, event{"-sdown", inst}, event{"-odown", inst})
 		}
@@ -474,3 +493,6 @@ func (c *trackedConn) Close() error {
 	})
 	return err
 }
+
+// quorum is the orchestrators' majority, this one included.
+func quorum(st State) int { return (len(st.Sentinels)+1)/2 + 1 }

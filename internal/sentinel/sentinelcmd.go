@@ -159,7 +159,7 @@ func (s *Server) masterFields(st State, last *Node) []string {
 		"config-epoch", strconv.FormatUint(st.Epoch, 10),
 		"num-slaves", strconv.Itoa(len(st.Replicas)),
 		"num-other-sentinels", strconv.Itoa(len(st.Sentinels)),
-		"quorum", strconv.Itoa((len(st.Sentinels)+1)/2+1),
+		"quorum", strconv.Itoa(quorum(st)),
 		"failover-timeout", strconv.Itoa(failoverTimeoutMs),
 		"parallel-syncs", strconv.Itoa(parallelSyncs),
 	)
