@@ -17,7 +17,9 @@
 //     redis-py fall back to RESP2), CLIENT SETNAME/GETNAME/SETINFO/ID.
 //   - SENTINEL get-master-addr-by-name, master, masters, replicas (and the
 //     old alias slaves), sentinels, myid.
-//   - SUBSCRIBE, PSUBSCRIBE, UNSUBSCRIBE, PUNSUBSCRIBE (redcon.PubSub).
+//   - SUBSCRIBE, PSUBSCRIBE, UNSUBSCRIBE, PUNSUBSCRIBE. A subscribed
+//     connection is redcon.PubSub's, with its texts (PING, QUIT and the
+//     four are all it takes, as in Redis).
 //   - INFO (# Server, # Clients, # Sentinel) and ROLE.
 //   - SENTINEL failover, reset, set, monitor, remove, ckquorum,
 //     is-master-down-by-addr and the rest of Sentinel's own machinery are
@@ -33,9 +35,10 @@
 // is no leader (State.Leader nil, a failover in progress) the server keeps
 // reporting the last leader it saw, flagged s_down,o_down,master,
 // failover_in_progress, as Redis does until the failover ends: clients keep
-// their connections, get the old leader's -READONLY/-MASTERDOWN errors
-// (which go-redis retries) and move on the +switch-master event. Only when
-// no leader was ever seen does get-master-addr-by-name answer a null array.
+// their connections and get the fenced old leader's -READONLY (go-redis
+// drops that connection and asks again) or -MASTERDOWN (it retries) until
+// the +switch-master event moves them. Only when no leader was ever seen
+// does get-master-addr-by-name answer a null array.
 // A Node with Down set is flagged s_down (and o_down for the master: the
 // orchestrators' verdict is the objective one), master-link-status err;
 // go-redis's replica routing skips such replicas. A node's runid is its
@@ -44,16 +47,21 @@
 //
 // # Events
 //
-// Changed(old, new) publishes, in this order and each on the channel of its
-// name, the events of Redis Sentinel's that apply:
+// Changed(old, new) publishes, in this order, each on the channel of its
+// name, those of Redis Sentinel's events that apply:
 //
-//	+new-epoch      <epoch>                                (epoch grew)
-//	+sdown, +odown  master <name> <ip> <port> [#quorum q/q] (leader went down)
-//	-sdown, -odown  the same                               (leader came back)
+//	+new-epoch      <epoch>                          the epoch grew
+//	+sdown, +odown  master <name> <ip> <port>        the leader went down
+//	                (+odown adds #quorum <q>/<q>)
+//	-sdown, -odown  master <name> <ip> <port>        it came back
 //	+sdown, -sdown  slave <ip:port> <ip> <port> @ <name> <master-ip> <master-port>
+//	                                                 a replica went down, came back
 //	+switch-master  <name> <old-ip> <old-port> <new-ip> <new-port>
+//	                                                 the leader moved
 //
-// +switch-master is what go-redis and redis-py act on. Changed never blocks
+// +switch-master is what go-redis's failover client acts on (redis-py's
+// Sentinel asks SENTINEL masters again for each new connection instead;
+// the old leader's -READONLY makes it reconnect). Changed never blocks
 // on a subscriber: events go to a queue that one goroutine publishes in
 // order, and a subscriber that stops reading is cut off after
 // Config.WriteTimeout.
@@ -88,8 +96,8 @@ type Node struct {
 	// Down is the orchestrator's verdict that the node failed: flags s_down
 	// (and o_down for the master), master-link-status err.
 	Down bool
-	// LagLSN is the replica's replication lag in entries; it is reported
-	// as slave-repl-offset's distance from the master's (see LeaderLSN).
+	// LagLSN is the replica's replication lag in entries: its
+	// slave-repl-offset is State.LeaderLSN - LagLSN.
 	LagLSN uint64
 	// LastHeardMs is the time since the orchestrator last heard from the
 	// node, in milliseconds: last-ok-ping-reply and last-ping-reply.
@@ -106,7 +114,7 @@ type Peer struct {
 type State struct {
 	Name      string // the master name clients ask for; "" means DefaultName
 	Epoch     uint64 // tandem's epoch: config-epoch
-	LeaderLSN uint64 // the leader's durable LSN: master_repl_offset-like base for slave-repl-offset
+	LeaderLSN uint64 // the leader's durable LSN, from which replicas' slave-repl-offset is counted
 	Leader    *Node  // nil while there is no leader (during a failover)
 	Replicas  []Node
 	Sentinels []Peer // the other orchestrators
