@@ -92,6 +92,7 @@ func TestReplies(t *testing.T) {
 		{[]string{"SENTINEL", "remove", "tandem"}, managed("remove")},
 		{[]string{"SENTINEL", "is-master-down-by-addr", "10.0.0.1", "6379", "7", "*"}, managed("is-master-down-by-addr")},
 		{[]string{"SENTINEL", "flushconfig"}, managed("flushconfig")},
+		{[]string{"SENTINEL", "HELP"}, "[+" + strings.Join(sentinelHelp, " +") + "]"},
 		{[]string{"SENTINEL", "nosuch"}, "-ERR unknown subcommand 'nosuch'. Try SENTINEL HELP."},
 		{[]string{"SENTINEL"}, "-ERR wrong number of arguments for 'sentinel' command"},
 
@@ -185,7 +186,8 @@ func TestNoLeader(t *testing.T) {
 		t.Errorf("during failover: got %s, want %s", got, want)
 	}
 	m := c.do("SENTINEL", "master", "tandem")
-	if !strings.Contains(m, `"flags" "s_down,o_down,master,failover_in_progress"`) || !strings.Contains(m, `"s-down-time"`) {
+	if !strings.Contains(m, `"flags" "s_down,o_down,master,failover_in_progress" "link-pending-commands" "0" "link-refcount" "1" "failover-state" "select_slave" "last-ping-sent"`) ||
+		!strings.Contains(m, `"last-ping-reply" "12" "s-down-time" "12" "o-down-time" "12" "down-after-milliseconds"`) {
 		t.Errorf("during failover: master %s", m)
 	}
 	if got := c.do("INFO", "sentinel"); !strings.Contains(got, "status=odown,address=10.0.0.1:6379") {
@@ -199,6 +201,9 @@ func TestNoLeader(t *testing.T) {
 	}
 	if m := c.do("SENTINEL", "master", "tandem"); !strings.Contains(m, `"ip" "" "port" "0"`) {
 		t.Errorf("never a leader: master %s", m)
+	}
+	if r := c.do("SENTINEL", "replicas", "tandem"); !strings.Contains(r, `"master-host" "?" "master-port" "0"`) {
+		t.Errorf("never a leader: replicas %s", r)
 	}
 }
 

@@ -38,6 +38,27 @@ var sentinelArity = map[string]int{
 	"debug":                   -2,
 	"info-cache":              -3,
 	"pending-scripts":         2,
+	"help":                    2,
+}
+
+// sentinelHelp is SENTINEL HELP's text: the subcommands tandem answers.
+var sentinelHelp = []string{
+	"SENTINEL <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+	"GET-MASTER-ADDR-BY-NAME <master-name>",
+	"    Return the ip and port number of the master with that name.",
+	"MASTER <master-name>",
+	"    Show the state and info of the specified master.",
+	"MASTERS",
+	"    Show a list of monitored masters and their state.",
+	"MYID",
+	"    Return the ID of the Sentinel instance.",
+	"REPLICAS <master-name>",
+	"    Show a list of replicas for this master and their state.",
+	"SENTINELS <master-name>",
+	"    Show a list of Sentinel instances for this master and their state.",
+	"(tandem: the orchestrator changes the topology; use tandem switchover)",
+	"HELP",
+	"    Print this help.",
 }
 
 func cmdSentinel(s *Server, c redcon.Conn, _ *session, args [][]byte) {
@@ -92,6 +113,11 @@ func cmdSentinel(s *Server, c redcon.Conn, _ *session, args [][]byte) {
 		}
 	case "myid":
 		c.WriteBulkString(s.cfg.ID)
+	case "help":
+		c.WriteArray(len(sentinelHelp))
+		for _, line := range sentinelHelp {
+			c.WriteString(line)
+		}
 	case "ckquorum", "failover", "reset", "remove", "set":
 		if sub != "reset" && !known {
 			c.WriteError(errNoSuchMaster)
@@ -144,10 +170,16 @@ func (s *Server) masterFields(st State, last *Node) []string {
 		"flags", flags,
 		"link-pending-commands", "0",
 		"link-refcount", "1",
+	}
+	if st.Leader == nil {
+		// The orchestrator is choosing the node to promote.
+		kv = append(kv, "failover-state", "select_slave")
+	}
+	kv = append(kv,
 		"last-ping-sent", "0",
 		"last-ok-ping-reply", heard,
 		"last-ping-reply", heard,
-	}
+	)
 	if down {
 		kv = append(kv, "s-down-time", heard, "o-down-time", heard)
 	}
@@ -170,7 +202,7 @@ func (s *Server) masterFields(st State, last *Node) []string {
 // order.
 func (s *Server) replicaFields(st State, last *Node, r Node) []string {
 	ip, port := splitAddr(r.Addr)
-	mip, mport := "", "0"
+	mip, mport := "?", "0" // Redis's values for a master it does not know
 	if last != nil {
 		mip, mport = splitAddr(last.Addr)
 	}
