@@ -24,6 +24,9 @@ type backend struct {
 	mu   sync.Mutex
 	data map[string]string
 	sets int
+	// fenced makes it answer as a fenced tandem node does: writes
+	// -READONLY, reads -MASTERDOWN.
+	fenced bool
 }
 
 func startBackend(t *testing.T) *backend {
@@ -44,7 +47,16 @@ func startBackend(t *testing.T) *backend {
 func (b *backend) handle(c redcon.Conn, cmd redcon.Command) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	switch strings.ToLower(string(cmd.Args[0])) {
+	name := strings.ToLower(string(cmd.Args[0]))
+	if b.fenced && name == "set" {
+		c.WriteError("READONLY You can't write against a read only replica. (tandem: this node is not the leader)")
+		return
+	}
+	if b.fenced && name == "get" {
+		c.WriteError("MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'. (tandem: this node is fenced)")
+		return
+	}
+	switch name {
 	case "ping":
 		c.WriteString("PONG")
 	case "client":
@@ -69,6 +81,12 @@ func (b *backend) handle(c redcon.Conn, cmd redcon.Command) {
 	default:
 		c.WriteError("ERR unknown command '" + string(cmd.Args[0]) + "'")
 	}
+}
+
+func (b *backend) fence() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.fenced = true
 }
 
 func (b *backend) setCount() int {
@@ -197,6 +215,44 @@ func TestFailoverClient(t *testing.T) {
 	}
 	if v, err := c.Get(ctx, "k").Result(); err != nil || v != "then-19" {
 		t.Errorf("GET after the switch: %q, %v", v, err)
+	}
+}
+
+// TestFailoverClientFencedLeader: with no event (a client that missed it),
+// the fenced old leader's -READONLY makes go-redis drop the connection and
+// ask the sentinel again, so a write goes to the new leader at once; its
+// -MASTERDOWN to reads does not (go-redis retries on the connection it
+// has), which only the event or a write ends.
+func TestFailoverClientFencedLeader(t *testing.T) {
+	b1, b2 := startBackend(t), startBackend(t)
+	f := start(t, State{Epoch: 1, Leader: &Node{ID: "n1", Addr: b1.addr}}, Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := redis.NewFailoverClient(&redis.FailoverOptions{
+		MasterName:      "tandem",
+		SentinelAddrs:   []string{f.addr},
+		PoolSize:        1,
+		MaxRetries:      2,
+		MinRetryBackoff: time.Millisecond,
+		MaxRetryBackoff: time.Millisecond,
+	})
+	defer c.Close()
+	if err := c.Set(ctx, "k", "v1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	b1.fence()
+	f.set(State{Epoch: 2, Leader: &Node{ID: "n2", Addr: b2.addr}}) // no Changed: no event
+	if err := c.Get(ctx, "k").Err(); err == nil || !strings.HasPrefix(err.Error(), "MASTERDOWN") {
+		t.Errorf("GET on the fenced leader: %v, want MASTERDOWN", err)
+	}
+	if err := c.Set(ctx, "k", "v2", 0).Err(); err != nil {
+		t.Fatalf("SET after the leader was fenced: %v", err)
+	}
+	if v, _ := b2.get("k"); v != "v2" {
+		t.Errorf("the SET did not reach the new leader: %q", v)
+	}
+	if v, err := c.Get(ctx, "k").Result(); err != nil || v != "v2" {
+		t.Errorf("GET after the SET moved the client: %q, %v", v, err)
 	}
 }
 
