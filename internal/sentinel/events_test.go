@@ -2,6 +2,7 @@ package sentinel
 
 import (
 	"bufio"
+	"io"
 	"net"
 	"reflect"
 	"testing"
@@ -221,5 +222,70 @@ func TestCloseRaces(t *testing.T) {
 			t.Fatal(err)
 		}
 		<-done
+	}
+}
+
+// TestOversizeInput: a command far larger than any Sentinel's closes that
+// connection only.
+func TestOversizeInput(t *testing.T) {
+	f := start(t, testState(), Config{})
+	big := dialRaw(t, f.addr)
+	if _, err := big.c.Write([]byte("*2\r\n$4\r\nPING\r\n$1000000\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 8<<10)
+	for range 16 { // 128 KiB, twice the limit
+		if _, err := big.c.Write(chunk); err != nil {
+			break // the server closed it: what the test waits for
+		}
+	}
+	big.c.SetReadDeadline(time.Now().Add(ioTimeout))
+	if _, err := big.rd.ReadByte(); err == nil {
+		t.Error("an oversize command got a reply")
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Error("an oversize command left the connection open")
+	}
+
+	if got := dialRaw(t, f.addr).do("PING"); got != "+PONG" {
+		t.Errorf("another connection: %s", got)
+	}
+}
+
+// TestTrickledInput: a connection read in more than maxUnansweredReads
+// pieces with no reply between is cut off; a reply starts the count anew.
+// net.Pipe matches each read with one write, so the count is exact.
+func TestTrickledInput(t *testing.T) {
+	s := New(Config{}, testState)
+	defer s.Close()
+	client, server := net.Pipe()
+	defer client.Close()
+	tc := &trackedConn{Conn: server, s: s}
+	go func() {
+		for {
+			if _, err := client.Write([]byte{'x'}); err != nil {
+				return
+			}
+		}
+	}()
+	go io.Copy(io.Discard, client) // takes the reply below
+	buf := make([]byte, 16)
+	for i := range maxUnansweredReads {
+		if _, err := tc.Read(buf); err != nil {
+			t.Fatalf("read %d: %v", i+1, err)
+		}
+	}
+	if _, err := tc.Write([]byte("+OK\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	for i := range maxUnansweredReads {
+		if _, err := tc.Read(buf); err != nil {
+			t.Fatalf("after a reply, read %d: %v", i+1, err)
+		}
+	}
+	if _, err := tc.Read(buf); err != errUnanswered {
+		t.Fatalf("read %d without a reply: %v, want errUnanswered", maxUnansweredReads+1, err)
+	}
+	if _, err := tc.Read(buf); err == nil {
+		t.Fatal("the connection is still open")
 	}
 }

@@ -74,6 +74,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tidwall/redcon"
@@ -470,17 +471,49 @@ func (l *trackedListener) Accept() (net.Conn, error) {
 	return tc, nil
 }
 
+// Limits on what a client may send before it gets a reply.
+//
+// redcon buffers a command of any size a client sends, and re-enters its
+// reader once per short read of an incomplete command, so a client that
+// trickles a large one in small segments drives its stack deep. Every
+// Sentinel command is short and every one is answered, so a connection
+// that sends this much, or in this many reads, without a reply written
+// to it is cut off: that bounds both.
+const (
+	maxUnansweredBytes = 64 << 10 // Redis's inline limit, far above any Sentinel command
+	maxUnansweredReads = 256
+)
+
+// errUnanswered is a Read's error on a connection cut off by those limits.
+var errUnanswered = errors.New("sentinel: client sent too much without a reply; closing the connection")
+
 // trackedConn is a client connection the server can close on Close, also
-// once redcon has detached it for pub/sub, and whose writes are bounded by
-// Config.WriteTimeout. A failed write closes it, which ends redcon's
-// reader for a detached connection and so drops its subscriptions.
+// once redcon has detached it for pub/sub, whose writes are bounded by
+// Config.WriteTimeout and whose input by the limits above. A failed write
+// closes it, which ends redcon's reader for a detached connection and so
+// drops its subscriptions.
 type trackedConn struct {
 	net.Conn
 	s    *Server
 	once sync.Once
+	// Bytes and reads since the last write; reads are redcon's goroutine
+	// (or its PubSub's), writes may be the publisher's too.
+	inBytes, inReads atomic.Int64
+}
+
+func (c *trackedConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if c.inBytes.Add(int64(n)) > maxUnansweredBytes || c.inReads.Add(1) > maxUnansweredReads {
+		c.s.log.Debug("sentinel: closing a connection that sent too much without a reply", "remote", c.RemoteAddr().String())
+		c.Close()
+		return 0, errUnanswered
+	}
+	return n, err
 }
 
 func (c *trackedConn) Write(b []byte) (int, error) {
+	c.inBytes.Store(0)
+	c.inReads.Store(0)
 	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout)); err != nil {
 		return 0, err
 	}
