@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -287,5 +288,24 @@ func TestTrickledInput(t *testing.T) {
 	}
 	if _, err := tc.Read(buf); err == nil {
 		t.Fatal("the connection is still open")
+	}
+}
+
+// TestProtocolError: bad framing gets Redis's error and closes that
+// connection only.
+func TestProtocolError(t *testing.T) {
+	f := start(t, testState(), Config{})
+	bad := dialRaw(t, f.addr)
+	if _, err := bad.c.Write([]byte("*x\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if got := bad.read(); !strings.HasPrefix(got, "-ERR Protocol error") {
+		t.Errorf("got %s, want -ERR Protocol error...", got)
+	}
+	if _, err := bad.rd.ReadByte(); err == nil {
+		t.Error("connection still open after a protocol error")
+	}
+	if got := dialRaw(t, f.addr).do("PING"); got != "+PONG" {
+		t.Errorf("another connection: %s", got)
 	}
 }
