@@ -39,24 +39,20 @@ type command struct {
 	run   func(s *Server, c redcon.Conn, sess *session, args [][]byte)
 }
 
-// commands are the commands Redis Sentinel answers that tandem's does.
-var commands map[string]command
-
-func init() {
-	commands = map[string]command{
-		"ping":         {-1, cmdPing},
-		"quit":         {-1, cmdQuit},
-		"auth":         {-2, cmdAuth},
-		"hello":        {-1, cmdHello},
-		"client":       {-2, cmdClient},
-		"sentinel":     {-2, cmdSentinel},
-		"subscribe":    {-2, cmdSubscribe},
-		"psubscribe":   {-2, cmdSubscribe},
-		"unsubscribe":  {-1, cmdUnsubscribe},
-		"punsubscribe": {-1, cmdUnsubscribe},
-		"info":         {-1, cmdInfo},
-		"role":         {1, cmdRole},
-	}
+// commands are the commands of Redis Sentinel's that tandem's answers.
+var commands = map[string]command{
+	"ping":         {-1, cmdPing},
+	"quit":         {-1, cmdQuit},
+	"auth":         {-2, cmdAuth},
+	"hello":        {-1, cmdHello},
+	"client":       {-2, cmdClient},
+	"sentinel":     {-2, cmdSentinel},
+	"subscribe":    {-2, cmdSubscribe},
+	"psubscribe":   {-2, cmdSubscribe},
+	"unsubscribe":  {-1, cmdUnsubscribe},
+	"punsubscribe": {-1, cmdUnsubscribe},
+	"info":         {-1, cmdInfo},
+	"role":         {1, cmdRole},
 }
 
 // handle is redcon's handler, called from the connection's goroutine for
