@@ -1,0 +1,311 @@
+package sentinel
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestEvents(t *testing.T) {
+	base := testState()
+	with := func(edit func(*State)) State {
+		st := testState()
+		edit(&st)
+		return st
+	}
+	n1 := base.Leader
+	for _, tc := range []struct {
+		name     string
+		old, new State
+		prev     *Node
+		want     []event
+	}{
+		{"nothing changed", base, base, n1, nil},
+		{"switch", base, with(func(s *State) {
+			s.Epoch = 8
+			s.Leader = &Node{ID: "n2", Addr: "10.0.0.2:6379"}
+		}), n1, []event{
+			{"+new-epoch", "8"},
+			{"+switch-master", "tandem 10.0.0.1 6379 10.0.0.2 6379"},
+		}},
+		{"leader after a gap names the last leader", with(func(s *State) { s.Leader = nil }), with(func(s *State) {
+			s.Leader = &Node{ID: "n2", Addr: "10.0.0.2:6380"}
+		}), n1, []event{{"+switch-master", "tandem 10.0.0.1 6379 10.0.0.2 6380"}}},
+		{"first leader ever", with(func(s *State) { s.Leader = nil }), base, nil, []event{
+			{"+switch-master", "tandem 10.0.0.1 6379 10.0.0.1 6379"},
+		}},
+		{"leader goes away: no event until the new one", base, with(func(s *State) { s.Leader = nil }), n1, nil},
+		{"leader down", base, with(func(s *State) { s.Leader.Down = true }), n1, []event{
+			{"+sdown", "master tandem 10.0.0.1 6379"},
+			{"+odown", "master tandem 10.0.0.1 6379 #quorum 2/2"},
+		}},
+		{"leader back", with(func(s *State) { s.Leader.Down = true }), base, n1, []event{
+			{"-sdown", "master tandem 10.0.0.1 6379"},
+			{"-odown", "master tandem 10.0.0.1 6379"},
+		}},
+		{"replicas flip", base, with(func(s *State) {
+			s.Replicas[0].Down = true
+			s.Replicas[1].Down = false
+		}), n1, []event{
+			{"+sdown", "slave 10.0.0.2:6379 10.0.0.2 6379 @ tandem 10.0.0.1 6379"},
+			{"-sdown", "slave 10.0.0.3:6379 10.0.0.3 6379 @ tandem 10.0.0.1 6379"},
+		}},
+		{"a new replica is no event", base, with(func(s *State) {
+			s.Replicas = append(s.Replicas, Node{ID: "n4", Addr: "10.0.0.4:6379", Down: true})
+		}), n1, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := events(tc.old, tc.new, tc.prev); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("got  %q\nwant %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestPublish: SUBSCRIBE and PSUBSCRIBE subscribers get the events of
+// Changed in order; the others' channels are not theirs.
+func TestPublish(t *testing.T) {
+	f := start(t, testState(), Config{})
+	sub := dialRaw(t, f.addr)
+	if got, want := sub.do("SUBSCRIBE", "+switch-master", "+replica-reconf-done"), arr(`"subscribe"`, `"+switch-master"`, ":1"); got != want {
+		t.Fatalf("SUBSCRIBE: got %s, want %s", got, want)
+	}
+	if got, want := sub.read(), arr(`"subscribe"`, `"+replica-reconf-done"`, ":2"); got != want {
+		t.Fatalf("SUBSCRIBE: got %s, want %s", got, want)
+	}
+	psub := dialRaw(t, f.addr)
+	if got, want := psub.do("PSUBSCRIBE", "*"), arr(`"psubscribe"`, `"*"`, ":1"); got != want {
+		t.Fatalf("PSUBSCRIBE: got %s, want %s", got, want)
+	}
+
+	next := testState()
+	next.Epoch = 8
+	next.Leader = &Node{ID: "n2", Addr: "10.0.0.2:6379"}
+	next.Replicas = []Node{{ID: "n1", Addr: "10.0.0.1:6379", Down: true}, next.Replicas[1]}
+	f.change(next)
+
+	if got, want := sub.read(), bulks("message", "+switch-master", "tandem 10.0.0.1 6379 10.0.0.2 6379"); got != want {
+		t.Errorf("subscriber: got %s, want %s", got, want)
+	}
+	for _, want := range []string{
+		bulks("pmessage", "*", "+new-epoch", "8"),
+		bulks("pmessage", "*", "+switch-master", "tandem 10.0.0.1 6379 10.0.0.2 6379"),
+	} {
+		if got := psub.read(); got != want {
+			t.Errorf("pattern subscriber: got %s, want %s", got, want)
+		}
+	}
+
+	// Subscribed connections answer PING and UNSUBSCRIBE (redcon's side).
+	if got, want := sub.do("PING"), bulks("pong", ""); got != want {
+		t.Errorf("PING while subscribed: got %s, want %s", got, want)
+	}
+	sub.send("UNSUBSCRIBE")
+	got := []string{sub.read(), sub.read()}
+	if !(reflect.DeepEqual(got, []string{arr(`"unsubscribe"`, `"+switch-master"`, ":1"), arr(`"unsubscribe"`, `"+replica-reconf-done"`, ":0")}) ||
+		reflect.DeepEqual(got, []string{arr(`"unsubscribe"`, `"+replica-reconf-done"`, ":1"), arr(`"unsubscribe"`, `"+switch-master"`, ":0")})) {
+		t.Errorf("UNSUBSCRIBE: got %s", got)
+	}
+}
+
+// TestSwitchAfterGap: a failover's two Changed calls, leader to none to
+// the new one, publish +switch-master naming the old leader, also when a
+// command read the new State before the second call.
+func TestSwitchAfterGap(t *testing.T) {
+	f := start(t, testState(), Config{})
+	sub := dialRaw(t, f.addr)
+	sub.do("SUBSCRIBE", "+switch-master")
+	gap := testState()
+	gap.Leader = nil
+	f.change(gap)
+	next := testState()
+	next.Leader = &Node{ID: "n2", Addr: "10.0.0.2:6379"}
+	f.set(next)
+	if got := dialRaw(t, f.addr).do("SENTINEL", "get-master-addr-by-name", "tandem"); got != bulks("10.0.0.2", "6379") {
+		t.Fatalf("new state: %s", got)
+	}
+	f.srv.Changed(gap, next)
+	if got, want := sub.read(), bulks("message", "+switch-master", "tandem 10.0.0.1 6379 10.0.0.2 6379"); got != want {
+		t.Errorf("got %s, want %s", got, want)
+	}
+}
+
+// TestCloseEndsSubscribers: Close closes the connections redcon detached
+// for pub/sub too, and Serve returns.
+func TestCloseEndsSubscribers(t *testing.T) {
+	f := start(t, testState(), Config{})
+	sub := dialRaw(t, f.addr)
+	sub.do("SUBSCRIBE", "+switch-master")
+	idle := dialRaw(t, f.addr)
+	idle.do("PING")
+	if err := f.srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*rawConn{sub, idle} {
+		c.c.SetReadDeadline(time.Now().Add(ioTimeout))
+		if _, err := c.rd.ReadByte(); err == nil {
+			t.Error("connection still open after Close")
+		} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Error("connection still open after Close (read timed out)")
+		}
+	}
+	f.srv.Changed(testState(), State{}) // after Close: dropped, no panic
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.srv.Serve(l); err != ErrClosed {
+		t.Errorf("Serve after Close: %v, want ErrClosed", err)
+	}
+}
+
+// TestStuckSubscriber: a subscriber that stops reading is cut off after
+// WriteTimeout, and the others still get every event.
+func TestStuckSubscriber(t *testing.T) {
+	f := start(t, testState(), Config{WriteTimeout: 50 * time.Millisecond})
+	stuck := dialRaw(t, f.addr)
+	if tc, ok := stuck.c.(*net.TCPConn); ok {
+		tc.SetReadBuffer(4096) // fill up sooner
+	}
+	stuck.do("SUBSCRIBE", "+switch-master")
+	live := dialRaw(t, f.addr)
+	live.do("SUBSCRIBE", "+switch-master")
+	live.rd = bufio.NewReaderSize(live.c, 1<<20)
+
+	// Big enough names that the kernel's buffers fill within a few hundred events.
+	long := make([]byte, 16<<10)
+	for i := range long {
+		long[i] = 'x'
+	}
+	a, b := testState(), testState()
+	a.Leader = &Node{ID: "a", Addr: string(long) + "-a:1"}
+	b.Leader = &Node{ID: "b", Addr: string(long) + "-b:2"}
+	const rounds = 400
+	for i := range rounds {
+		if i%2 == 0 {
+			f.change(a)
+		} else {
+			f.change(b)
+		}
+	}
+	for i := range rounds {
+		got := live.read()
+		if len(got) < len(long) {
+			t.Fatalf("event %d: %.80s", i, got)
+		}
+	}
+}
+
+// TestCloseRaces: Close before Serve, and Changed racing Close, neither
+// panic nor hang.
+func TestCloseRaces(t *testing.T) {
+	s := New(Config{}, testState)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		f := start(t, testState(), Config{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for range 100 {
+				f.change(testState())
+				next := testState()
+				next.Epoch++
+				f.change(next)
+			}
+		}()
+		if err := f.srv.Close(); err != nil {
+			t.Fatal(err)
+		}
+		<-done
+	}
+}
+
+// TestOversizeInput: a command far larger than any Sentinel's closes that
+// connection only.
+func TestOversizeInput(t *testing.T) {
+	f := start(t, testState(), Config{})
+	big := dialRaw(t, f.addr)
+	if _, err := big.c.Write([]byte("*2\r\n$4\r\nPING\r\n$1000000\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 8<<10)
+	for range 16 { // 128 KiB, twice the limit
+		if _, err := big.c.Write(chunk); err != nil {
+			break // the server closed it: what the test waits for
+		}
+	}
+	big.c.SetReadDeadline(time.Now().Add(ioTimeout))
+	if _, err := big.rd.ReadByte(); err == nil {
+		t.Error("an oversize command got a reply")
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Error("an oversize command left the connection open")
+	}
+
+	if got := dialRaw(t, f.addr).do("PING"); got != "+PONG" {
+		t.Errorf("another connection: %s", got)
+	}
+}
+
+// TestTrickledInput: a connection read in more than maxUnansweredReads
+// pieces with no reply between is cut off; a reply starts the count anew.
+// net.Pipe matches each read with one write, so the count is exact.
+func TestTrickledInput(t *testing.T) {
+	s := New(Config{}, testState)
+	defer s.Close()
+	client, server := net.Pipe()
+	defer client.Close()
+	tc := &trackedConn{Conn: server, s: s}
+	go func() {
+		for {
+			if _, err := client.Write([]byte{'x'}); err != nil {
+				return
+			}
+		}
+	}()
+	go io.Copy(io.Discard, client) // takes the reply below
+	buf := make([]byte, 16)
+	for i := range maxUnansweredReads {
+		if _, err := tc.Read(buf); err != nil {
+			t.Fatalf("read %d: %v", i+1, err)
+		}
+	}
+	if _, err := tc.Write([]byte("+OK\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	for i := range maxUnansweredReads {
+		if _, err := tc.Read(buf); err != nil {
+			t.Fatalf("after a reply, read %d: %v", i+1, err)
+		}
+	}
+	if _, err := tc.Read(buf); err != errUnanswered {
+		t.Fatalf("read %d without a reply: %v, want errUnanswered", maxUnansweredReads+1, err)
+	}
+	if _, err := tc.Read(buf); err == nil {
+		t.Fatal("the connection is still open")
+	}
+}
+
+// TestProtocolError: bad framing gets Redis's error and closes that
+// connection only.
+func TestProtocolError(t *testing.T) {
+	f := start(t, testState(), Config{})
+	bad := dialRaw(t, f.addr)
+	if _, err := bad.c.Write([]byte("*x\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if got := bad.read(); !strings.HasPrefix(got, "-ERR Protocol error") {
+		t.Errorf("got %s, want -ERR Protocol error...", got)
+	}
+	if _, err := bad.rd.ReadByte(); err == nil {
+		t.Error("connection still open after a protocol error")
+	}
+	if got := dialRaw(t, f.addr).do("PING"); got != "+PONG" {
+		t.Errorf("another connection: %s", got)
+	}
+}
