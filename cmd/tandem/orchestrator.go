@@ -44,16 +44,12 @@ func orchestratorCmd() *cobra.Command {
 				return err
 			}
 			cfg.Logger = log
-			stopSentinel, err := startSentinel(&cfg, sentinel, log)
-			if err != nil {
-				return err
-			}
-			defer stopSentinel()
+			cfg.SentinelAddr = sentinel
 			o, err := orchestrator.Start(cfg)
 			if err != nil {
 				return err
 			}
-			log.Info("orchestrator running", "id", cfg.ID, "http", o.HTTPAddr(), "sentinel", sentinel, "pid", os.Getpid())
+			log.Info("orchestrator running", "id", cfg.ID, "http", o.HTTPAddr(), "sentinel", o.SentinelAddr(), "pid", os.Getpid())
 			sig := make(chan os.Signal, 1)
 			signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 			<-sig

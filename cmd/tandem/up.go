@@ -5,12 +5,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/tandemdb/tandem/internal/cluster"
+	"github.com/tandemdb/tandem/internal/coord"
 )
 
 func upCmd() *cobra.Command {
@@ -18,6 +21,8 @@ func upCmd() *cobra.Command {
 		cfg      cluster.Config
 		mode     string
 		logLevel string
+		static   bool
+		etcd     string
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -28,6 +33,9 @@ func upCmd() *cobra.Command {
 				return err
 			}
 			cfg.ServerArgs = append(cfg.ServerArgs, "--mode", mode, "--log-level", logLevel)
+			cfg.OrchestratorArgs = append(cfg.OrchestratorArgs, "--log-level", logLevel)
+			cfg.ControlPlane = !static
+			cfg.Etcd = coord.ParseEndpoints(etcd)
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			c, err := cluster.Start(ctx, cfg, log)
@@ -35,16 +43,28 @@ func upCmd() *cobra.Command {
 				return err
 			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "tandem cluster up in %s (mode %s)\n", cfg.Dir, mode)
+			leader, epoch, err := c.Leader(ctx)
+			if err != nil {
+				c.Stop()
+				return err
+			}
+			fmt.Fprintf(out, "tandem cluster up in %s (mode %s, epoch %d)\n", cfg.Dir, mode, epoch)
 			for _, n := range c.Nodes() {
 				role := "follower"
-				if n.ID == c.LeaderID() {
+				if n.ID == leader {
 					role = "leader"
 				}
 				fmt.Fprintf(out, "  %s  %-8s  redis-cli -h %s  pid %d  peer %s  http %s  log %s\n",
 					n.Name, role, hostPortFlag(n.RESPAddr), n.PID, n.PeerAddr, n.HTTPAddr, c.LogPath(n.ID))
 			}
-			fmt.Fprintf(out, "status: tandem status --dir %s   stop: Ctrl-C\n", cfg.Dir)
+			if eps := c.Endpoints(); len(eps) > 0 {
+				fmt.Fprintf(out, "  etcd      %s\n", strings.Join(eps, ","))
+			}
+			for _, o := range c.Orchestrators() {
+				fmt.Fprintf(out, "  %s  orchestrator  pid %d  http %s  sentinel: redis-cli -h %s SENTINEL get-master-addr-by-name tandem  log %s\n",
+					o.Name, o.PID, o.HTTPAddr, hostPortFlag(o.SentinelAddr), filepath.Join(cfg.Dir, o.Name+".log"))
+			}
+			fmt.Fprintf(out, "status: tandem status --dir %s   failover: tandem switchover --dir %s   stop: Ctrl-C\n", cfg.Dir, cfg.Dir)
 			<-ctx.Done()
 			fmt.Fprintln(out, "stopping...")
 			return c.Stop()
@@ -57,6 +77,10 @@ func upCmd() *cobra.Command {
 	f.DurationVar(&cfg.RestartDelay, "restart-delay", 0, "restart a node process that died after this long (0 = never)")
 	f.StringVar(&mode, "mode", "async", "durability mode")
 	f.StringVar(&logLevel, "log-level", "info", "log level for every process")
+	f.BoolVar(&static, "static", false, "no control plane: node 1 leads, nothing fails over (the pre-etcd topology)")
+	f.StringVar(&etcd, "etcd", "", "use this etcd cluster (comma-separated endpoints) instead of an embedded one")
+	f.IntVar(&cfg.Orchestrators, "orchestrators", 2, "orchestrator processes (one is active, the others stand by)")
+	f.IntVar(&cfg.SentinelPort, "sentinel-port", 26380, "Sentinel-compatible port of orchestrator 1 (the others take the next ports; 0 picks free ports)")
 	return cmd
 }
 

@@ -37,7 +37,9 @@ func StartEmbedded(dir, clientAddr, peerAddr string) (*Embedded, error) {
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
 	cfg.InitialCluster = cfg.Name + "=" + pu.String()
 	cfg.TickMs, cfg.ElectionMs = 50, 250
-	cfg.LogLevel = "error"
+	// etcd logs harmless errors on every fresh start and stop; its real
+	// failures reach the caller through Err and its clients' errors.
+	cfg.LogLevel = "fatal"
 	cfg.AutoCompactionMode, cfg.AutoCompactionRetention = "revision", "10000"
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {

@@ -199,7 +199,8 @@ func (o *Orchestrator) Status(ctx context.Context) statusdoc.Orchestrator {
 		st.LastFailover = FailoverDoc(*last)
 	}
 	for _, n := range v.nodes {
-		h := statusdoc.OrchestratorNode{ID: n.ID, Error: errs[n.ID], Health: statusdoc.Health{Phi: n.Phi, Reachable: n.Fresh}}
+		// φ grows without bound (+Inf) for a silent node; JSON has no Inf.
+		h := statusdoc.OrchestratorNode{ID: n.ID, Error: errs[n.ID], Health: statusdoc.Health{Phi: min(n.Phi, maxPhi), Reachable: n.Fresh}}
 		if !n.LastBeat.IsZero() {
 			h.LastHeartbeatMs = float64(v.now.Sub(n.LastBeat).Microseconds()) / 1000
 		}
@@ -210,6 +211,10 @@ func (o *Orchestrator) Status(ctx context.Context) statusdoc.Orchestrator {
 	}
 	return st
 }
+
+// maxPhi is the largest φ status reports: past it a node is as good as
+// certainly down.
+const maxPhi = 999
 
 // FailoverDoc is ev as `tandem status` shows it.
 func FailoverDoc(ev coord.Event) *statusdoc.Failover {

@@ -60,6 +60,11 @@ type Config struct {
 	Cluster string // "" means "tandem"
 	// HTTPAddr serves /status and the manual operations.
 	HTTPAddr string
+	// SentinelAddr, if set, serves the Sentinel-compatible RESP endpoint
+	// for master SentinelName (default "tandem"); every orchestrator,
+	// active or standby, serves it.
+	SentinelAddr string
+	SentinelName string
 	// Interval is the heartbeat interval (default 100 ms).
 	Interval time.Duration
 	// Detector is "phi" (default) or "timeout".
@@ -130,8 +135,9 @@ type Orchestrator struct {
 	log   *slog.Logger
 	store *coord.Store
 
-	httpLis net.Listener
-	httpSrv *http.Server
+	httpLis  net.Listener
+	httpSrv  *http.Server
+	sentinel *sentinelEndpoint
 
 	// opMu serialises topology changes made by this orchestrator
 	// (failover, promote, switchover).
@@ -186,6 +192,13 @@ func Start(cfg Config) (*Orchestrator, error) {
 		o.httpSrv = &http.Server{Handler: o.handler(), ReadHeaderTimeout: 5 * time.Second}
 		go o.httpSrv.Serve(o.httpLis)
 	}
+	if err := o.startSentinel(); err != nil {
+		if o.httpSrv != nil {
+			o.httpSrv.Close()
+		}
+		cli.Close()
+		return nil, err
+	}
 	o.wg.Add(4)
 	go o.watchTopology()
 	go o.watchMembers()
@@ -215,6 +228,9 @@ func (o *Orchestrator) Close() {
 	if o.httpSrv != nil {
 		o.httpSrv.Close()
 	}
+	if o.sentinel != nil {
+		o.sentinel.srv.Close()
+	}
 	o.wg.Wait()
 	o.store.Client().Close()
 }
@@ -237,7 +253,7 @@ func (o *Orchestrator) campaign() {
 			sleep(o.ctx, 200*time.Millisecond)
 			continue
 		}
-		me := coord.Orchestrator{ID: o.cfg.ID, HTTPAddr: o.HTTPAddr()}
+		me := coord.Orchestrator{ID: o.cfg.ID, HTTPAddr: o.HTTPAddr(), SentinelAddr: o.SentinelAddr()}
 		if err := coord.Campaign(o.ctx, o.store.Election(sess), me); err != nil {
 			sess.Close()
 			continue
@@ -270,6 +286,7 @@ func (o *Orchestrator) watchTopology() {
 			}
 		}
 		o.mu.Unlock()
+		o.sentinelChanged()
 		if o.cfg.Changed != nil {
 			o.cfg.Changed(old, t)
 		}

@@ -69,6 +69,14 @@ func (o *Orchestrator) probe(ctx context.Context, ns *nodeState) {
 			}
 		}
 		o.mu.Unlock()
+		if err != nil {
+			// Look again soon: two refusals in a row mean the process is
+			// gone, and that should take a fraction of the interval.
+			if !sleep(ctx, o.cfg.Interval/4) {
+				return
+			}
+			continue
+		}
 		select {
 		case <-t.C:
 		case <-ctx.Done():
