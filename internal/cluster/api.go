@@ -41,6 +41,10 @@ type Config struct {
 	// OrchestratorPeerAddr, like PeerAddr, rewrites the peer address that
 	// orchestrator `from` (1-based) uses to probe node `to`.
 	OrchestratorPeerAddr func(from, to int, addr string) string
+	// EtcdAddr, if set, rewrites the etcd endpoint (a URL) that process
+	// `from` ("n1", "o1", ...) is given; the chaos harness points it at a
+	// relay to cut one process off from etcd.
+	EtcdAddr func(from, endpoint string) string
 	// SentinelPort, if not 0, is orchestrator 1's Sentinel-compatible
 	// port; orchestrator i gets SentinelPort+i-1. 0 picks free ports.
 	SentinelPort int

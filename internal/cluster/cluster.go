@@ -202,7 +202,7 @@ func (c *Cluster) serverArgs(n NodeInfo) []string {
 		"--http-addr", n.HTTPAddr,
 	}
 	if c.cfg.ControlPlane {
-		args = append(args, "--etcd", strings.Join(c.endpoints, ","))
+		args = append(args, "--etcd", c.etcdFor(n.Name))
 		for _, to := range c.nodes {
 			if to.info.ID == n.ID || c.cfg.PeerAddr == nil {
 				continue

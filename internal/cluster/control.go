@@ -63,7 +63,7 @@ func (c *Cluster) startControlPlane(ports [3][]string) error {
 		}
 		p := &proc{info: NodeInfo{ID: i, Name: name, HTTPAddr: ports[1][n+i-1], SentinelAddr: sentinel},
 			logPath: filepath.Join(c.cfg.Dir, name+".log")}
-		p.args = []string{"orchestrator", "--id", name, "--etcd", strings.Join(c.endpoints, ","),
+		p.args = []string{"orchestrator", "--id", name, "--etcd", c.etcdFor(name),
 			"--http-addr", p.info.HTTPAddr, "--sentinel-addr", sentinel}
 		if c.cfg.OrchestratorPeerAddr != nil {
 			for _, to := range c.nodes {
@@ -76,6 +76,17 @@ func (c *Cluster) startControlPlane(ports [3][]string) error {
 		c.orchs = append(c.orchs, p)
 	}
 	return nil
+}
+
+// etcdFor is the --etcd value for process name.
+func (c *Cluster) etcdFor(name string) string {
+	eps := append([]string(nil), c.endpoints...)
+	if c.cfg.EtcdAddr != nil {
+		for i := range eps {
+			eps[i] = c.cfg.EtcdAddr(name, eps[i])
+		}
+	}
+	return strings.Join(eps, ",")
 }
 
 // Store is the cluster's etcd keys (nil without the control plane).
