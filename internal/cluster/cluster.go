@@ -118,6 +118,9 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (*Cluster, error) 
 	for _, p := range c.nodes {
 		p.args = c.serverArgs(p.info)
 	}
+	if cfg.ControlPlane {
+		c.declareOrchestrators(ports)
+	}
 	for _, p := range c.nodes {
 		if err := c.startProc(p); err != nil {
 			c.Stop()

@@ -38,7 +38,7 @@ func (c *Cluster) orchestrators() int {
 }
 
 // startControlPlane starts the embedded etcd (unless Config.Etcd names
-// one) and declares the orchestrator processes.
+// one) and connects to it.
 func (c *Cluster) startControlPlane(ports [3][]string) error {
 	n := c.cfg.Nodes
 	c.endpoints = c.cfg.Etcd
@@ -55,6 +55,13 @@ func (c *Cluster) startControlPlane(ports [3][]string) error {
 		return err
 	}
 	c.store = coord.New(cli, "tandem")
+	return nil
+}
+
+// declareOrchestrators declares the orchestrator processes (after the
+// nodes, whose addresses their peer routes name).
+func (c *Cluster) declareOrchestrators(ports [3][]string) {
+	n := c.cfg.Nodes
 	for i := 1; i <= c.orchestrators(); i++ {
 		name := "o" + strconv.Itoa(i)
 		sentinel := ports[2][n+i-1]
@@ -75,7 +82,6 @@ func (c *Cluster) startControlPlane(ports [3][]string) error {
 		p.args = append(p.args, c.cfg.OrchestratorArgs...)
 		c.orchs = append(c.orchs, p)
 	}
-	return nil
 }
 
 // etcdFor is the --etcd value for process name.
