@@ -2,7 +2,10 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/url"
 	"os"
 	"sync"
 	"time"
@@ -233,4 +236,48 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// switchoverTo asks the active orchestrator to hand leadership to this
+// node (REPLICAOF NO ONE under the control plane): a planned switchover,
+// so that no acknowledged write is lost and the old leader is fenced
+// before this node answers.
+func (a *agent) switchoverTo(ctx context.Context) error {
+	o, err := a.store.ActiveOrchestrator(ctx)
+	if err != nil {
+		return fmt.Errorf("node: REPLICAOF NO ONE goes through the control plane: %w", err)
+	}
+	u := "http://" + o.HTTPAddr + "/switchover?to=" + url.QueryEscape(a.n.cfg.ID)
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("node: ask orchestrator %s for a switchover: %w", o.ID, err)
+	}
+	defer resp.Body.Close()
+	var res struct {
+		OK    bool   `json:"ok"`
+		Error string `json:"error"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
+		return fmt.Errorf("node: orchestrator %s: %w", o.ID, err)
+	}
+	if !res.OK {
+		return fmt.Errorf("node: switchover to %s refused: %s", a.n.cfg.ID, res.Error)
+	}
+	return nil
+}
+
+// checkReplicaOf answers REPLICAOF host port under the control plane: it
+// is accepted only if it names the leader this node already follows.
+func (a *agent) checkReplicaOf(respAddr string) error {
+	t := a.topology()
+	if r, ok := a.n.current().(*following); ok && r.leaderRESP == respAddr && r.leaderID == t.Leader {
+		return nil
+	}
+	return fmt.Errorf("node: the control plane decides whom this node follows (the leader of epoch %d is %s); use tandem switchover or REPLICAOF NO ONE on the node that should lead", t.Epoch, t.Leader)
 }

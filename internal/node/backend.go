@@ -132,6 +132,9 @@ func (b backend) ReplicaOf(ctx context.Context, host, port string) error {
 	if respAddr == b.n.respAddr {
 		return fmt.Errorf("node: cannot replicate from itself")
 	}
+	if b.n.agent != nil {
+		return b.n.agent.checkReplicaOf(respAddr)
+	}
 	peer, err := peerAddrOf(ctx, respAddr)
 	if err != nil {
 		return err
@@ -139,7 +142,15 @@ func (b backend) ReplicaOf(ctx context.Context, host, port string) error {
 	return b.n.Follow(respAddr, peer)
 }
 
-func (b backend) ReplicaOfNoOne(ctx context.Context) error { return b.n.Lead() }
+func (b backend) ReplicaOfNoOne(ctx context.Context) error {
+	if b.n.agent != nil {
+		if _, ok := b.n.current().(*leading); ok {
+			return nil
+		}
+		return b.n.agent.switchoverTo(ctx)
+	}
+	return b.n.Lead()
+}
 
 // peerAddrOf asks the node serving RESP at addr for its peer address.
 func peerAddrOf(ctx context.Context, addr string) (string, error) {
