@@ -64,8 +64,8 @@ Targets: ` + strings.Join(TargetNames(), ", ") + `. redis-sentinel needs redis-s
 			if err := validTargets(o.Targets); err != nil {
 				return err
 			}
-			if o.Trials < 1 || o.Clients < 1 || o.ValueSize < 1 {
-				return fmt.Errorf("--trials, --clients and --value-size must be at least 1")
+			if o.Trials < 1 || o.Clients < 1 || o.ValueSize < 1 || o.PoolSize < 0 {
+				return fmt.Errorf("--trials, --clients and --value-size must be at least 1, --pool-size not negative")
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -78,6 +78,7 @@ Targets: ` + strings.Join(TargetNames(), ", ") + `. redis-sentinel needs redis-s
 	f.IntVar(&o.Trials, "trials", 10, "kill -9 trials per target")
 	f.IntVar(&o.Clients, "clients", 50, "concurrent writers")
 	f.BoolVar(&o.ClientPerWorker, "client-per-worker", false, "give each worker a client of its own instead of one shared client")
+	f.IntVar(&o.PoolSize, "pool-size", 0, "pool size of each client (default: --clients for a shared client, 1 per worker); go-redis stops dialing for a second at a time after this many failed dials, 1000000 turns that off")
 	f.IntVar(&o.ValueSize, "value-size", 100, "bytes per value")
 	f.DurationVar(&o.LoadBefore, "load-between", 3*time.Second, "load before each kill (after the target is healthy again)")
 	f.DurationVar(&o.RestartDelay, "restart-delay", time.Second, "wait after the new leader's first acknowledgement before restarting the killed process")

@@ -23,6 +23,11 @@ type Options struct {
 	// ClientPerWorker gives each worker a client of its own (pool of 1)
 	// instead of one client shared by all.
 	ClientPerWorker bool
+	// PoolSize is the pool size asked of NewClient; 0 means Clients for a
+	// shared client, 1 for a client per worker. go-redis's pool stops
+	// dialing after PoolSize failed dials and probes once a second, so a
+	// pool far larger than the workers (1000000) turns that off.
+	PoolSize int
 	// ValueSize is the size of every value written, in bytes.
 	ValueSize int
 	// LoadBefore is how long the workload runs before the kill.
@@ -84,8 +89,15 @@ func Run(ctx context.Context, o Options) ([][]Trial, error) {
 		}
 		dir, temp = d, true
 	}
-	fmt.Fprintf(o.Out, "failover benchmark: %d trials per target, %d clients, %d-byte values, kill -9 after %s of load; in %s\n",
-		o.Trials, o.Clients, o.ValueSize, o.LoadBefore, dir)
+	clients := "one shared client"
+	if o.ClientPerWorker {
+		clients = "a client per worker"
+	}
+	if o.PoolSize > 0 {
+		clients += fmt.Sprintf(", pool size %d", o.PoolSize)
+	}
+	fmt.Fprintf(o.Out, "failover benchmark: %d trials per target, %d workers (%s), %d-byte values, kill -9 after %s of load; in %s\n",
+		o.Trials, o.Clients, clients, o.ValueSize, o.LoadBefore, dir)
 	var all [][]Trial
 	var sums []Summary
 	var runErr error
@@ -162,12 +174,19 @@ func runTrial(ctx context.Context, o Options, t Target, n int) Trial {
 		return tr
 	}
 	clients := make([]redis.UniversalClient, o.Clients)
+	pool := o.PoolSize
 	if o.ClientPerWorker {
+		if pool == 0 {
+			pool = 1
+		}
 		for i := range clients {
-			clients[i] = t.NewClient(1)
+			clients[i] = t.NewClient(pool)
 		}
 	} else {
-		c := t.NewClient(o.Clients)
+		if pool == 0 {
+			pool = o.Clients
+		}
+		c := t.NewClient(pool)
 		for i := range clients {
 			clients[i] = c
 		}

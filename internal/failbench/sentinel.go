@@ -311,8 +311,9 @@ func (s *Sentinel) subscribe(ctx context.Context, i int, addr string) {
 // go-redis's pool has a dial circuit breaker: after poolSize failed dials it
 // fails every command with the last dial error and probes the address once
 // a second until a dial succeeds. So the workers of one shared client see
-// the new primary up to a second after Sentinel names it; with a client
-// per worker each probes on its own phase.
+// the new primary up to a second after Sentinel names it (the probes start
+// at the kill, so a client per worker does no better); a poolSize far above
+// the workers (Options.PoolSize) keeps the breaker from tripping.
 func (s *Sentinel) NewClient(poolSize int) redis.UniversalClient {
 	var addrs []string
 	for _, p := range s.sentinels {
