@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# bench/failover.sh: the failover benchmark. kill -9 the leader under a
+# steady write load, 10 times per target, and print detection, promotion and
+# write-unavailability times and the acknowledged writes lost; Redis
+# Sentinel (3 sentinels, quorum 2, primary + 2 replicas, fsync on) is one
+# target. See bench/README.md and `tandem bench failover --help`.
+#
+# Usage (as root on Debian, from anywhere):
+#   bench/failover.sh [tandem bench failover flags]
+#   bench/failover.sh --targets redis-sentinel --trials 10
+# Environment: WORKDIR  parent of the run's temp dir [$TMPDIR or /tmp]
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export PATH=$PATH:/usr/local/go/bin
+
+die() { printf 'failover.sh: %s\n' "$*" >&2; exit 1; }
+
+# Sentinel is redis-server --sentinel: the redis-server package is enough
+# (Debian's redis-sentinel package only adds a symlink and a system service).
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v redis-cli >/dev/null || need+=(redis-tools)
+if ((${#need[@]})); then
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || die "need root to apt-get install ${need[*]}"
+    sudo=sudo
+  fi
+  printf 'installing %s (apt-get)\n' "${need[*]}"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+command -v go >/dev/null || die "Go is not installed: tandem needs Go $(awk '/^go /{print $2}' "$REPO/go.mod") (https://go.dev/dl), in PATH or /usr/local/go/bin"
+rv=$(redis-server --version | sed -n 's/.* v=\([0-9][0-9.]*\).*/\1/p')
+[ "${rv%%.*}" -ge 7 ] || die "redis-server $rv found; this benchmark measures Redis 7 (Debian 12 ships 7.0)"
+
+BIN=$(mktemp -d "${WORKDIR:-${TMPDIR:-/tmp}}/tandem-failover-bin.XXXXXX")
+trap 'rm -rf "$BIN"' EXIT
+(cd "$REPO" && go build -o "$BIN/tandem" ./cmd/tandem)
+printf 'redis-server %s, %s cores\n' "$rv" "$(nproc)"
+TMPDIR=${WORKDIR:-${TMPDIR:-/tmp}} "$BIN/tandem" bench failover "$@"
