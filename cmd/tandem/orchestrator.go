@@ -69,7 +69,7 @@ func orchestratorCmd() *cobra.Command {
 	f.DurationVar(&cfg.PhiMinStdDev, "phi-min-stddev", 25*time.Millisecond, "floor of the heartbeat interval's standard deviation")
 	f.DurationVar(&cfg.Timeout, "timeout", 500*time.Millisecond, "the timeout detector's limit")
 	f.DurationVar(&cfg.FollowerSilence, "follower-silence", 150*time.Millisecond, "a follower that heard the leader more recently vetoes a failover")
-	f.DurationVar(&cfg.Grace, "grace", 2*time.Second, "a new leader is not suspected for this long")
+	f.DurationVar(&cfg.Grace, "grace", time.Second, "a new leader is not suspected for this long, or until it answers as leader")
 	f.StringSliceVar(&routes, "peer-route", nil, "ID=HOST:PORT: probe member ID there instead of its registered address")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd

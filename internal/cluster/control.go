@@ -170,3 +170,6 @@ func (c *Cluster) WaitLeader(ctx context.Context, within time.Duration) (int, er
 		}
 	}
 }
+
+// Dir is the cluster's directory (the cluster file, data and logs).
+func (c *Cluster) Dir() string { return c.cfg.Dir }

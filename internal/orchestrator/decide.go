@@ -171,7 +171,7 @@ func (o *Orchestrator) changeLocked(v view, kind, reason, to string, lastSign ti
 	o.mu.Lock()
 	o.topo, o.haveTopo = next, true // the watch confirms it
 	if ns := o.nodes[to]; ns != nil {
-		ns.det.Grace(time.Now().Add(o.cfg.Grace))
+		ns.giveGrace(o.cfg.Grace)
 		ns.notLead = time.Time{}
 	}
 	if ns := o.nodes[v.topo.Leader]; ns != nil {

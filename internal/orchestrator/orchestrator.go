@@ -79,7 +79,8 @@ type Config struct {
 	// NotLeadingAfter: a leader that answers but does not lead the
 	// topology's epoch for this long is failed over (default 2 s).
 	NotLeadingAfter time.Duration
-	// Grace: a new leader is not suspected for this long (default 2 s).
+	// Grace: a new leader is not suspected for this long, or until it
+	// answers as leader, whichever is first (default 1 s).
 	Grace time.Duration
 	// Bootstrap waits this long for every registered member to answer
 	// before choosing the first leader (default 2 s).
@@ -119,7 +120,7 @@ func (c *Config) setDefaults() {
 		c.NotLeadingAfter = 2 * time.Second
 	}
 	if c.Grace <= 0 {
-		c.Grace = 2 * time.Second
+		c.Grace = time.Second
 	}
 	if c.Bootstrap <= 0 {
 		c.Bootstrap = 2 * time.Second
@@ -161,14 +162,23 @@ type Orchestrator struct {
 
 // nodeState is what the orchestrator knows of one node.
 type nodeState struct {
-	member   coord.Member
-	det      detector.Detector
-	reply    *peerpb.HeartbeatReply
-	replied  time.Time // when reply arrived
-	refused  int       // probes refused in a row
-	lastErr  string
-	notLead  time.Time // since when it does not lead the epoch it should
-	probeCtl context.CancelFunc
+	member  coord.Member
+	det     detector.Detector
+	reply   *peerpb.HeartbeatReply
+	replied time.Time // when reply arrived
+	refused int       // probes refused in a row
+	lastErr string
+	notLead time.Time // since when it does not lead the epoch it should
+	// graceEnds: the grace given as a new leader, until it answers.
+	graceEnds time.Time
+	probeCtl  context.CancelFunc
+}
+
+// giveGrace keeps the detector from suspecting a new leader for d, or
+// until it answers as leader, whichever comes first.
+func (ns *nodeState) giveGrace(d time.Duration) {
+	ns.graceEnds = time.Now().Add(d)
+	ns.det.Grace(ns.graceEnds)
 }
 
 // Start connects to etcd, starts probing and campaigns for the election.
@@ -282,7 +292,7 @@ func (o *Orchestrator) watchTopology() {
 		o.topo, o.haveTopo = t, true
 		if had && old.Leader != t.Leader {
 			if ns := o.nodes[t.Leader]; ns != nil {
-				ns.det.Grace(time.Now().Add(o.cfg.Grace))
+				ns.giveGrace(o.cfg.Grace)
 			}
 		}
 		o.mu.Unlock()

@@ -51,7 +51,14 @@ func (o *Orchestrator) probe(ctx context.Context, ns *nodeState) {
 			ns.det.Heartbeat(now)
 			ns.reply, ns.replied, ns.refused, ns.lastErr = rep, now, 0, ""
 			shouldLead := o.haveTopo && o.topo.Leader == ns.member.ID
-			if shouldLead && !(rep.Role == "leader" && rep.LeadingEpoch == o.topo.Epoch) {
+			leads := rep.Role == "leader" && rep.LeadingEpoch == o.topo.Epoch
+			if shouldLead && leads && rep.Answering && ns.graceEnds.After(now) {
+				// Taking over is done: the grace ends early, so a new
+				// leader that dies at once is failed over at once.
+				ns.det.Grace(now)
+				ns.graceEnds = time.Time{}
+			}
+			if shouldLead && !leads {
 				if ns.notLead.IsZero() {
 					ns.notLead = now
 				}
