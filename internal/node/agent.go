@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tandemdb/tandem/internal/coord"
@@ -31,7 +32,12 @@ const DefaultFenceAfter = 100 * time.Millisecond
 //
 // While leading, it confirms every FenceAfter/5 with a linearizable read
 // that the topology still names it at its epoch, and extends the lease to
-// the moment it asked plus FenceAfter. So an old leader answers nothing
+// the moment it asked plus FenceAfter. When etcd does not answer, the
+// lease is extended instead to the send time of the oldest stream message
+// that every other member has echoed, plus FenceAfter (failsafe: a short
+// etcd outage does not stop a leader that all its followers hear; the
+// orchestrator promotes only a follower silent for FollowerSilence >
+// FenceAfter, and cannot promote at all without etcd). So an old leader answers nothing
 // later than FenceAfter after the epoch changed in etcd, whether it hears
 // of it or not; and the new leader answers nothing earlier than FenceAfter
 // after that change, since it learnt of it no sooner. Their answers never
@@ -41,8 +47,12 @@ type agent struct {
 	store *coord.Store
 	fence time.Duration
 
-	mu   sync.Mutex
-	topo coord.Topology // the last topology seen
+	mu    sync.Mutex
+	topo  coord.Topology // the last topology seen
+	peers []string       // the other members' ids, for the failsafe lease
+
+	peersRead time.Time   // renew's goroutine only
+	failsafe  atomic.Bool // the lease is held by follower echoes, not etcd
 }
 
 func (n *Node) startAgent() error {
@@ -208,13 +218,50 @@ func (a *agent) renew(ctx context.Context) {
 		cancel()
 		switch {
 		case err != nil:
-			// Unconfirmed: the lease runs out by itself.
+			// etcd does not confirm. Every other member's echo of a
+			// recent stream message does (Patroni's failsafe mode): none
+			// of them can be promoted as silent while it echoes, and a
+			// promotion needs etcd anyway. Otherwise the lease runs out.
+			if at, ok := r.l.ConfirmedByFollowers(a.peerIDs()); ok {
+				r.lease.Extend(at.Add(a.fence))
+				a.failsafe.Store(true)
+			}
 		case have && top.Epoch == r.l.Epoch() && top.Leader == n.cfg.ID:
 			r.lease.Extend(asked.Add(a.fence))
+			a.failsafe.Store(false)
+			if time.Since(a.peersRead) > time.Second {
+				a.refreshPeers(ctx)
+			}
 		default:
 			r.lease.Revoke() // the watch makes the node follow
 		}
 	}
+}
+
+// peerIDs are the other registered members, as last read from etcd.
+func (a *agent) peerIDs() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.peers
+}
+
+func (a *agent) refreshPeers(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(ctx, a.fence)
+	ms, err := a.store.Members(cctx)
+	cancel()
+	if err != nil {
+		return
+	}
+	var ids []string
+	for _, m := range ms {
+		if m.ID != a.n.cfg.ID {
+			ids = append(ids, m.ID)
+		}
+	}
+	a.mu.Lock()
+	a.peers = ids
+	a.mu.Unlock()
+	a.peersRead = time.Now()
 }
 
 // topology is the last topology the agent saw (zero without one).

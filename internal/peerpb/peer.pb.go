@@ -505,9 +505,11 @@ func (x *Hello) GetHttpAddr() string {
 }
 
 type Progress struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	DurableLsn    uint64                 `protobuf:"varint,1,opt,name=durable_lsn,json=durableLsn,proto3" json:"durable_lsn,omitempty"`
-	AppliedLsn    uint64                 `protobuf:"varint,2,opt,name=applied_lsn,json=appliedLsn,proto3" json:"applied_lsn,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	DurableLsn uint64                 `protobuf:"varint,1,opt,name=durable_lsn,json=durableLsn,proto3" json:"durable_lsn,omitempty"`
+	AppliedLsn uint64                 `protobuf:"varint,2,opt,name=applied_lsn,json=appliedLsn,proto3" json:"applied_lsn,omitempty"`
+	// The latest Append.lease_stamp the follower has received.
+	LeaseStamp    int64 `protobuf:"varint,3,opt,name=lease_stamp,json=leaseStamp,proto3" json:"lease_stamp,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -552,6 +554,13 @@ func (x *Progress) GetDurableLsn() uint64 {
 func (x *Progress) GetAppliedLsn() uint64 {
 	if x != nil {
 		return x.AppliedLsn
+	}
+	return 0
+}
+
+func (x *Progress) GetLeaseStamp() int64 {
+	if x != nil {
+		return x.LeaseStamp
 	}
 	return 0
 }
@@ -832,8 +841,13 @@ type Append struct {
 	// The leader's last LSN and wall clock, for the follower's lag figures.
 	LeaderLastLsn      uint64 `protobuf:"varint,3,opt,name=leader_last_lsn,json=leaderLastLsn,proto3" json:"leader_last_lsn,omitempty"`
 	LeaderTimeUnixNano int64  `protobuf:"varint,4,opt,name=leader_time_unix_nano,json=leaderTimeUnixNano,proto3" json:"leader_time_unix_nano,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// When the leader sent this message, on its own monotonic clock; the
+	// follower echoes the latest in Progress. A leader cut off from etcd
+	// keeps its lease from these echoes while every follower answers (see
+	// replication.Lease).
+	LeaseStamp    int64 `protobuf:"varint,5,opt,name=lease_stamp,json=leaseStamp,proto3" json:"lease_stamp,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Append) Reset() {
@@ -890,6 +904,13 @@ func (x *Append) GetLeaderLastLsn() uint64 {
 func (x *Append) GetLeaderTimeUnixNano() int64 {
 	if x != nil {
 		return x.LeaderTimeUnixNano
+	}
+	return 0
+}
+
+func (x *Append) GetLeaseStamp() int64 {
+	if x != nil {
+		return x.LeaseStamp
 	}
 	return 0
 }
@@ -1208,12 +1229,14 @@ const file_peer_proto_rawDesc = "" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x122\n" +
 	"\adurable\x18\x02 \x01(\v2\x18.tandem.peer.v1.PositionR\adurable\x12\x1b\n" +
 	"\tresp_addr\x18\x03 \x01(\tR\brespAddr\x12\x1b\n" +
-	"\thttp_addr\x18\x04 \x01(\tR\bhttpAddr\"L\n" +
+	"\thttp_addr\x18\x04 \x01(\tR\bhttpAddr\"m\n" +
 	"\bProgress\x12\x1f\n" +
 	"\vdurable_lsn\x18\x01 \x01(\x04R\n" +
 	"durableLsn\x12\x1f\n" +
 	"\vapplied_lsn\x18\x02 \x01(\x04R\n" +
-	"appliedLsn\"\x8b\x02\n" +
+	"appliedLsn\x12\x1f\n" +
+	"\vlease_stamp\x18\x03 \x01(\x03R\n" +
+	"leaseStamp\"\x8b\x02\n" +
 	"\rLeaderMessage\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12-\n" +
 	"\x05start\x18\x02 \x01(\v2\x15.tandem.peer.v1.StartH\x00R\x05start\x126\n" +
@@ -1227,13 +1250,15 @@ const file_peer_proto_rawDesc = "" +
 	"\tafter_lsn\x18\x01 \x01(\x04R\bafterLsn\x12\x1f\n" +
 	"\vafter_epoch\x18\x02 \x01(\x04R\n" +
 	"afterEpoch\"\x0e\n" +
-	"\fNeedSnapshot\"\x9c\x01\n" +
+	"\fNeedSnapshot\"\xbd\x01\n" +
 	"\x06Append\x12\x18\n" +
 	"\aentries\x18\x01 \x03(\fR\aentries\x12\x1d\n" +
 	"\n" +
 	"commit_lsn\x18\x02 \x01(\x04R\tcommitLsn\x12&\n" +
 	"\x0fleader_last_lsn\x18\x03 \x01(\x04R\rleaderLastLsn\x121\n" +
-	"\x15leader_time_unix_nano\x18\x04 \x01(\x03R\x12leaderTimeUnixNano\"@\n" +
+	"\x15leader_time_unix_nano\x18\x04 \x01(\x03R\x12leaderTimeUnixNano\x12\x1f\n" +
+	"\vlease_stamp\x18\x05 \x01(\x03R\n" +
+	"leaseStamp\"@\n" +
 	"\x0fSnapshotRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"\xb1\x01\n" +

@@ -322,6 +322,7 @@ func gather(in <-chan received, epoch uint64, a *peerpb.Append) (*peerpb.Append,
 			CommitLsn:          max(a.CommitLsn, next.CommitLsn),
 			LeaderLastLsn:      next.LeaderLastLsn,
 			LeaderTimeUnixNano: next.LeaderTimeUnixNano,
+			LeaseStamp:         next.LeaseStamp,
 		}
 	}
 	return a, nil

@@ -21,6 +21,7 @@ type followerCore struct {
 
 	leaderLast uint64 // the leader's last LSN, from its last message
 	leaderTime int64  // the leader's clock in its last message, Unix ns
+	leaseStamp int64  // the latest Append.lease_stamp, echoed in Progress
 }
 
 // Ready is the work one leader message creates.
@@ -60,6 +61,7 @@ func (c *followerCore) Step(epoch uint64, a *peerpb.Append) (Ready, error) {
 	c.commit = max(c.commit, a.CommitLsn)
 	c.leaderLast = a.LeaderLastLsn
 	c.leaderTime = a.LeaderTimeUnixNano
+	c.leaseStamp = a.LeaseStamp // this stream's leader's clock: never carried over
 	// Apply up to min(commit, durable after this append): the pending tail
 	// plus the new entries.
 	limit := min(c.commit, next.LSN)
@@ -102,7 +104,7 @@ func (c *followerCore) Applied(rd Ready) {
 // Progress is the report to send after a step.
 func (c *followerCore) Progress() *peerpb.FollowerMessage {
 	return &peerpb.FollowerMessage{Epoch: c.epoch, Body: &peerpb.FollowerMessage_Progress{Progress: &peerpb.Progress{
-		DurableLsn: c.durable.LSN, AppliedLsn: c.applied,
+		DurableLsn: c.durable.LSN, AppliedLsn: c.applied, LeaseStamp: c.leaseStamp,
 	}}}
 }
 

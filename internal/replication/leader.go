@@ -115,9 +115,10 @@ type Leader struct {
 	core    *leaderCore
 	tail    tailCache // recent durable entries, for follower streams and lag
 	streams map[uint64]*streamOut
-	appendQ []*proposal // the core's Append batch, for the committer
-	applyQ  []*proposal // the core's Apply batch, for the applier
-	trimQ   uint64      // the core's TrimBefore, for the ticker
+	echo    map[string]int64 // per follower, the latest lease stamp it echoed
+	appendQ []*proposal      // the core's Append batch, for the committer
+	applyQ  []*proposal      // the core's Apply batch, for the applier
+	trimQ   uint64           // the core's TrimBefore, for the ticker
 	room    chan struct{}
 	stopped bool
 	err     error // why it stopped
@@ -223,6 +224,7 @@ func NewLeader(cfg LeaderConfig, epoch uint64) (*Leader, error) {
 		overlay:    overlay{},
 		tail:       tailCache{maxBytes: tailBytes},
 		streams:    map[uint64]*streamOut{},
+		echo:       map[string]int64{},
 		room:       make(chan struct{}),
 		appendWake: make(chan struct{}, 1),
 		applyWake:  make(chan struct{}, 1),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/tandemdb/tandem/internal/peerpb"
 	"github.com/tandemdb/tandem/internal/snapshot"
@@ -179,6 +180,31 @@ func (l *Leader) progress(id string, session uint64, p *peerpb.Progress) {
 	}
 	l.core.FollowerProgress(id, session, p.DurableLsn, p.AppliedLsn, l.cfg.Now().UnixNano())
 	l.dispatchLocked()
+	if p.LeaseStamp > l.echo[id] {
+		l.echo[id] = p.LeaseStamp
+	}
+}
+
+// ConfirmedByFollowers returns the earliest send time, over the followers
+// ids, of the latest message each has echoed back, and false if one of
+// them has echoed nothing to this leadership. Every one of them heard this
+// leader at or after that time: none could have been promoted as silent
+// before it (the orchestrator's FollowerSilence exceeds the fence delay).
+func (l *Leader) ConfirmedByFollowers(ids []string) (time.Time, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(ids) == 0 {
+		return time.Time{}, false
+	}
+	var oldest int64 = 1<<63 - 1
+	for _, id := range ids {
+		s, ok := l.echo[id]
+		if !ok {
+			return time.Time{}, false
+		}
+		oldest = min(oldest, s)
+	}
+	return base.Add(time.Duration(oldest)), true
 }
 
 func (l *Leader) sendNeedSnapshot(stream LeaderStream) error {
@@ -203,6 +229,7 @@ func (l *Leader) sendAppend(stream LeaderStream, raws [][]byte, commitLSN, last 
 		CommitLsn:          commitLSN,
 		LeaderLastLsn:      last,
 		LeaderTimeUnixNano: l.cfg.Now().UnixNano(),
+		LeaseStamp:         mono(time.Now()),
 	}}})
 }
 

@@ -565,3 +565,65 @@ func runTandem(t *testing.T, args ...string) (string, error) {
 	out, err := exec.Command(testbin.Path(t), args...).CombinedOutput()
 	return string(out), err
 }
+
+// TestEtcdOutageKeepsTheLeader: with every process cut off from etcd the
+// leader keeps acknowledging writes while its followers echo its stream
+// (failsafe), and nothing fails over; with only the leader cut off the
+// same holds (the followers vouch for it).
+func TestEtcdOutageKeepsTheLeader(t *testing.T) {
+	var mu sync.Mutex
+	relays := map[string]*relay.Relay{}
+	c := startControlled(t, 3, func(cfg *cluster.Config) {
+		cfg.EtcdAddr = func(from, endpoint string) string {
+			r, err := relay.Listen(strings.TrimPrefix(endpoint, "http://"), slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			mu.Lock()
+			relays[from] = r
+			mu.Unlock()
+			return "http://" + r.Addr()
+		}
+	})
+	t.Cleanup(func() {
+		for _, r := range relays {
+			r.Close()
+		}
+	})
+	ctx := context.Background()
+	leader, epoch, _ := c.Leader(ctx)
+	name := c.Node(leader).Name
+	l := startUniqueLoad(t, c, 4)
+	testutil.Eventually(t, "some writes", 10*time.Second, func() (bool, string) { return l.acked() > 100, "" })
+	for _, phase := range []struct {
+		name string
+		cut  func(string) bool
+	}{
+		{"leader cut from etcd", func(p string) bool { return p == name }},
+		{"everyone cut from etcd", func(string) bool { return true }},
+	} {
+		for p, r := range relays {
+			if phase.cut(p) {
+				r.Cut()
+			}
+		}
+		before := l.acked()
+		cutAt := time.Now()
+		// The load looks the leader up in etcd, which this test process
+		// still reaches; the cut processes do not.
+		testutil.Eventually(t, "writes acknowledged during the cut ("+phase.name+")", 5*time.Second, func() (bool, string) {
+			return l.acked() > before+200 && time.Since(cutAt) > time.Second, fmt.Sprint(l.acked() - before)
+		})
+		for _, r := range relays {
+			r.Heal()
+		}
+		if top := topologyOf(t, c); top.Epoch != epoch || top.Leader != name {
+			t.Fatalf("%s: the topology changed to %+v", phase.name, top)
+		}
+		t.Logf("%s: %d writes acknowledged in %v, no failover", phase.name, l.acked()-before, time.Since(cutAt).Round(time.Millisecond))
+	}
+	acks := l.stop()
+	if lost := checkAcked(t, c, acks); lost != 0 {
+		t.Fatalf("%d acknowledged writes lost", lost)
+	}
+}
