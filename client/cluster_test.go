@@ -136,8 +136,8 @@ type writer struct {
 	mu         sync.Mutex
 	acked      []string // keys whose SET was acknowledged
 	ackedAfter int      // SETs acknowledged since the last mark
-	incrOK     int // INCRs acknowledged
-	incrUnsure int // INCRs that returned an error (outcome unknown)
+	incrOK     int      // INCRs acknowledged
+	incrUnsure int      // INCRs that returned an error (outcome unknown)
 	setErrs    []error
 }
 
