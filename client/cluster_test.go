@@ -297,3 +297,42 @@ func TestFollowsLeaderByRole(t *testing.T) {
 	w.halt()
 	w.check(t, tc.direct("n3"), "a")
 }
+
+// TestLeaderDies stops the leader, then names another: writes go on
+// through the new one soon after the topology changes.
+func TestLeaderDies(t *testing.T) {
+	tc := startCluster(t, "quorum 1")
+	c := newClient(t, Options{Etcd: []string{tc.etcd.Endpoint}})
+	w := startWriter(c, "d")
+	testutil.Eventually(t, "writes before the failure", 10*time.Second, func() (bool, string) {
+		return w.ackedSinceMark() >= 20, w.state()
+	})
+	tc.nodes["n1"].Close()
+	w.mark()
+	changed := time.Now()
+	tc.setLeader("n2")
+	testutil.Eventually(t, "writes through n2", 3*time.Second, func() (bool, string) {
+		return w.ackedSinceMark() > 0, w.state()
+	})
+	t.Logf("writes succeed again %v after the topology changed", time.Since(changed))
+	testutil.Eventually(t, "more writes through n2", 5*time.Second, func() (bool, string) {
+		return w.ackedSinceMark() >= 20, w.state()
+	})
+	w.halt()
+	if id, _, epoch := c.Leader(); id != "n2" || epoch != 2 {
+		t.Fatalf("Leader() = %s, epoch %d", id, epoch)
+	}
+	// Under quorum 1 an acknowledged write is on n2 or n3, not
+	// necessarily on n2; those acknowledged by n2 must be there.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r := tc.direct("n2")
+	w.mu.Lock()
+	after := w.acked[len(w.acked)-w.ackedAfter:]
+	w.mu.Unlock()
+	for _, k := range after {
+		if v, err := r.Get(ctx, k).Result(); err != nil || v != k[1:] {
+			t.Errorf("SET %s acknowledged after the failover: GET on n2 = %q, %v", k, v, err)
+		}
+	}
+}
