@@ -297,16 +297,26 @@ func (c *Client) await(ctx context.Context, seen leader, n int, deadline time.Ti
 	return true
 }
 
-// retrier paces the retries of one command.
+// retrier paces the retries of one command (or pipeline), which end
+// FailoverTimeout after it started.
 type retrier struct {
 	n        int
 	deadline time.Time
 }
 
+func (c *Client) newRetrier() *retrier {
+	return &retrier{deadline: time.Now().Add(c.opt.FailoverTimeout)}
+}
+
+// deadlineKey carries a command's retry deadline to the dials it causes,
+// so that a dial waiting for a leader does not outlast it.
+type deadlineKey struct{}
+
+func (r *retrier) within(ctx context.Context) context.Context {
+	return context.WithValue(ctx, deadlineKey{}, r.deadline)
+}
+
 func (r *retrier) pause(ctx context.Context, c *Client, seen leader) bool {
-	if r.deadline.IsZero() {
-		r.deadline = time.Now().Add(c.opt.FailoverTimeout)
-	}
 	ok := c.await(ctx, seen, r.n, r.deadline)
 	r.n++
 	return ok
@@ -318,6 +328,9 @@ func (r *retrier) pause(ctx context.Context, c *Client, seen leader) bool {
 // for a second after PoolSize failed dials.
 func (c *Client) dial(ctx context.Context, network, _ string) (net.Conn, error) {
 	deadline := time.Now().Add(c.opt.FailoverTimeout)
+	if d, ok := ctx.Value(deadlineKey{}).(time.Time); ok && d.Before(deadline) {
+		deadline = d
+	}
 	lastErr := ErrNoLeader
 	var tried string
 	for n := 0; ; n++ {

@@ -66,9 +66,9 @@
 // off 5 ms, doubling to 100 ms) and send the command again, whatever it is.
 // RetryIdempotent: the same, but only for a command that IsIdempotent (or
 // Options.Idempotent) accepts; any other command returns the error, and
-// its outcome is unknown. Retries stop after Options.FailoverTimeout
-// (default 5 s) from the first failure, or when ctx ends, and return the
-// last error.
+// its outcome is unknown. Retries, and a dial's wait for a leader, stop
+// Options.FailoverTimeout (default 5 s) after the command started, or when
+// ctx ends, and return the last error.
 //
 // A command is idempotent when running it a second time right after the
 // first leaves the same data and gives the same reply, so a retry cannot

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strings"
 	"sync"
@@ -196,5 +197,28 @@ func TestRetryPolicy(t *testing.T) {
 	start = time.Now()
 	if err := c.SetRange(short, "k", 0, "x").Err(); err == nil || time.Since(start) > 250*time.Millisecond {
 		t.Errorf("refused until the context ends: %v after %v", err, time.Since(start))
+	}
+}
+
+// TestNoLeader: with no node reachable a command fails after
+// FailoverTimeout, with an error that says nothing was sent.
+func TestNoLeader(t *testing.T) {
+	c, err := New(Options{Addrs: []string{freeAddr(t)}, FailoverTimeout: 200 * time.Millisecond, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	err = c.Set(context.Background(), "k", "v", 0).Err()
+	took := time.Since(start)
+	var dialErr *DialError
+	if !errors.As(err, &dialErr) || !errors.Is(err, ErrNoLeader) || Classify(err) != RetryAny {
+		t.Errorf("SET without a leader: %v (%T)", err, err)
+	}
+	if took < 200*time.Millisecond || took > time.Second {
+		t.Errorf("SET without a leader failed after %v, want about 200ms", took)
+	}
+	if id, addr, _ := c.Leader(); id != "" || addr != "" {
+		t.Errorf("Leader() = %q %q without one", id, addr)
 	}
 }

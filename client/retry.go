@@ -39,7 +39,7 @@ func (r Retry) String() string {
 }
 
 // ErrNoLeader: no leader was known, or none could be reached, within
-// Options.FailoverTimeout; it is inside the DialError of such a dial.
+// Options.FailoverTimeout. Every DialError is one (errors.Is).
 var ErrNoLeader = errors.New("client: no reachable leader")
 
 // errStale: a connection to a node that is no longer the leader refused to
@@ -53,13 +53,13 @@ type DialError struct {
 }
 
 func (e *DialError) Error() string {
-	if e.Addr == "" {
-		return "client: dial leader: " + e.Err.Error()
+	if e.Addr == "" || e.Err == ErrNoLeader {
+		return ErrNoLeader.Error()
 	}
-	return "client: dial leader " + e.Addr + ": " + e.Err.Error()
+	return ErrNoLeader.Error() + " (last tried " + e.Addr + ": " + e.Err.Error() + ")"
 }
 
-func (e *DialError) Unwrap() error { return e.Err }
+func (e *DialError) Unwrap() []error { return []error{ErrNoLeader, e.Err} }
 
 // notSentError: a write on a connection failed before any byte of the
 // request left: the server cannot have seen it.
@@ -194,7 +194,8 @@ func (h hook) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (h hook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		var r retrier
+		r := h.c.newRetrier()
+		ctx = r.within(ctx)
 		for {
 			seen := h.c.view.leader()
 			err := next(ctx, cmd)
@@ -211,7 +212,8 @@ func (h hook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 
 func (h hook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		var r retrier
+		r := h.c.newRetrier()
+		ctx = r.within(ctx)
 		todo := cmds
 		for len(todo) > 0 {
 			seen := h.c.view.leader()
