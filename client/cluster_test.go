@@ -15,6 +15,7 @@ import (
 
 	"github.com/tandemdb/tandem/internal/commit"
 	"github.com/tandemdb/tandem/internal/coord"
+	"github.com/tandemdb/tandem/internal/coord/embedded"
 	"github.com/tandemdb/tandem/internal/node"
 	"github.com/tandemdb/tandem/internal/testutil"
 )
@@ -23,7 +24,7 @@ import (
 // plays the orchestrator by writing the topology.
 type testCluster struct {
 	t     *testing.T
-	etcd  *coord.Embedded
+	etcd  *embedded.Etcd
 	store *coord.Store
 	nodes map[string]*node.Node
 	epoch uint64
@@ -47,7 +48,7 @@ func testLogger(t *testing.T) *slog.Logger {
 // every follower under "quorum 2") and makes n1 the leader at epoch 1.
 func startCluster(t *testing.T, mode string) *testCluster {
 	t.Helper()
-	e, err := coord.StartEmbedded(t.TempDir(), freeAddr(t), freeAddr(t))
+	e, err := embedded.Start(t.TempDir(), freeAddr(t), freeAddr(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tandemdb/tandem/internal/coord"
+	"github.com/tandemdb/tandem/internal/coord/embedded"
 	"github.com/tandemdb/tandem/internal/statusdoc"
 )
 
@@ -37,7 +38,7 @@ type Cluster struct {
 
 	// Under the control plane: the embedded etcd (nil with an external
 	// one), its endpoints and the cluster's keys.
-	etcd      *coord.Embedded
+	etcd      *embedded.Etcd
 	endpoints []string
 	store     *coord.Store
 

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tandemdb/tandem/internal/coord"
+	"github.com/tandemdb/tandem/internal/coord/embedded"
 )
 
 // extraPorts is how many more ports of kind ports() picks beyond the
@@ -43,7 +44,7 @@ func (c *Cluster) startControlPlane(ports [3][]string) error {
 	n := c.cfg.Nodes
 	c.endpoints = c.cfg.Etcd
 	if len(c.endpoints) == 0 {
-		e, err := coord.StartEmbedded(filepath.Join(c.cfg.Dir, "etcd"), ports[0][n], ports[0][n+1])
+		e, err := embedded.Start(filepath.Join(c.cfg.Dir, "etcd"), ports[0][n], ports[0][n+1])
 		if err != nil {
 			return err
 		}

@@ -33,6 +33,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 )
 
 // Topology is who leads the cluster, at which epoch, under which rules.
@@ -398,4 +399,14 @@ func ParseEndpoints(s string) []string {
 		}
 	}
 	return out
+}
+
+func quietZap() *zap.Logger {
+	cfg := zap.NewProductionConfig()
+	cfg.Level = zap.NewAtomicLevelAt(zap.ErrorLevel)
+	l, err := cfg.Build()
+	if err != nil {
+		return zap.NewNop()
+	}
+	return l
 }

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tandemdb/tandem/internal/coord/embedded"
 )
 
 // freeAddr returns a loopback address nothing listens on now.
@@ -23,7 +25,7 @@ func freeAddr(t *testing.T) string {
 
 func newStore(t *testing.T) *Store {
 	t.Helper()
-	e, err := StartEmbedded(t.TempDir(), freeAddr(t), freeAddr(t))
+	e, err := embedded.Start(t.TempDir(), freeAddr(t), freeAddr(t))
 	if err != nil {
 		t.Fatal(err)
 	}

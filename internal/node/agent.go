@@ -107,11 +107,31 @@ func (a *agent) run(ctx context.Context) {
 		}
 	}
 	n.log.Info("control plane: registered", "etcd", n.cfg.Etcd)
-	for t := range a.store.WatchTopology(ctx) {
-		a.mu.Lock()
-		a.topo = t
-		a.mu.Unlock()
-		a.apply(ctx, t)
+	// A topology the node could not obey (its leader not registered yet,
+	// not reachable, etcd slow) is tried again until it can: apply is a
+	// no-op when the role already matches.
+	retry := time.NewTicker(250 * time.Millisecond)
+	defer retry.Stop()
+	topos := a.store.WatchTopology(ctx)
+	var have bool
+	for {
+		select {
+		case t, ok := <-topos:
+			if !ok {
+				return
+			}
+			a.mu.Lock()
+			a.topo = t
+			a.mu.Unlock()
+			have = true
+			a.apply(ctx, t)
+		case <-retry.C:
+			if have {
+				a.apply(ctx, a.topology())
+			}
+		case <-ctx.Done():
+			return
+		}
 	}
 }
 

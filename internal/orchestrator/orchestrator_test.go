@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tandemdb/tandem/internal/coord"
+	"github.com/tandemdb/tandem/internal/coord/embedded"
 	"github.com/tandemdb/tandem/internal/node"
 	"github.com/tandemdb/tandem/internal/testutil"
 )
@@ -34,7 +35,7 @@ type testCluster struct {
 
 func newTestCluster(t *testing.T, nodes int) *testCluster {
 	t.Helper()
-	e, err := coord.StartEmbedded(t.TempDir(), freeAddr(t), freeAddr(t))
+	e, err := embedded.Start(t.TempDir(), freeAddr(t), freeAddr(t))
 	if err != nil {
 		t.Fatal(err)
 	}

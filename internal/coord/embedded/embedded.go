@@ -1,4 +1,8 @@
-package coord
+// Package embedded runs a single-member etcd inside the calling process:
+// the default for `tandem up` and tests. It is apart from package coord so
+// that programs that only talk to etcd (the public client) do not link
+// etcd's server.
+package embedded
 
 import (
 	"fmt"
@@ -6,22 +10,21 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
 )
 
-// Embedded is a single-member etcd run inside this process: the default for
+// Etcd is a single-member etcd run inside this process: the default for
 // `tandem up` and tests. Production points --etcd at a real cluster.
-type Embedded struct {
+type Etcd struct {
 	e *embed.Etcd
 	// Endpoint is the client URL.
 	Endpoint string
 }
 
-// StartEmbedded runs a single-member etcd with its data under dir, serving
+// Start runs a single-member etcd with its data under dir, serving
 // clients on clientAddr and its (unused) peer port on peerAddr (host:port).
 // Its raft tick is 50 ms with a 250 ms election timeout, so that leases as
 // short as 1 s are granted (etcd's floor is 1.5 election timeouts).
-func StartEmbedded(dir, clientAddr, peerAddr string) (*Embedded, error) {
+func Start(dir, clientAddr, peerAddr string) (*Etcd, error) {
 	cfg := embed.NewConfig()
 	cfg.Dir = dir
 	cfg.Name = "tandem-etcd"
@@ -54,21 +57,11 @@ func StartEmbedded(dir, clientAddr, peerAddr string) (*Embedded, error) {
 		e.Close()
 		return nil, fmt.Errorf("coord: embedded etcd: %w", err)
 	}
-	return &Embedded{e: e, Endpoint: cu.String()}, nil
+	return &Etcd{e: e, Endpoint: cu.String()}, nil
 }
 
 // Close stops the embedded etcd.
-func (m *Embedded) Close() { m.e.Close() }
+func (m *Etcd) Close() { m.e.Close() }
 
 // Err reports the embedded etcd's fatal errors.
-func (m *Embedded) Err() <-chan error { return m.e.Err() }
-
-func quietZap() *zap.Logger {
-	cfg := zap.NewProductionConfig()
-	cfg.Level = zap.NewAtomicLevelAt(zap.ErrorLevel)
-	l, err := cfg.Build()
-	if err != nil {
-		return zap.NewNop()
-	}
-	return l
-}
+func (m *Etcd) Err() <-chan error { return m.e.Err() }
