@@ -103,6 +103,7 @@ var targetKinds = []struct {
 	make NewTargetFunc
 }{
 	{"redis-sentinel", func(c Config) (Target, error) { return NewSentinel(c), nil }},
+	{"tandem", func(c Config) (Target, error) { return NewTandem(c), nil }},
 }
 
 // TargetNames lists the kinds of target, in the default order.
