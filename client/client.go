@@ -262,7 +262,11 @@ func (c *Client) setLeader(l leader) {
 }
 
 // staleGrace is how long a connection to a former leader may stay open.
-const staleGrace = time.Second
+// A former leader answers nothing later than its fence delay (100 ms by
+// default) after the epoch changed, so a request still waiting after
+// that is waiting on a paused or cut-off node: cutting it frees its
+// caller at once (its outcome stays unknown either way).
+const staleGrace = 150 * time.Millisecond
 
 // backoff is the pause before retry attempt n against an unchanged leader:
 // 5 ms doubling to 100 ms, ±25%.

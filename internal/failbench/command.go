@@ -83,6 +83,7 @@ Targets: ` + strings.Join(TargetNames(), ", ") + `. redis-sentinel needs redis-s
 	f.DurationVar(&o.LoadBefore, "load-between", 3*time.Second, "load before each kill (after the target is healthy again)")
 	f.DurationVar(&o.RestartDelay, "restart-delay", time.Second, "wait after the new leader's first acknowledgement before restarting the killed process")
 	f.DurationVar(&o.LoadAfter, "load-after", 2*time.Second, "load after the restart, before the trial's load stops")
+	f.StringVar(&o.Fault, "fault", "kill", "kill (kill -9 the leader, then restart it) or pause (SIGSTOP it, then SIGCONT)")
 	f.DurationVar(&o.FailoverTimeout, "failover-timeout", 60*time.Second, "longest wait for a write acknowledged after the kill")
 	f.DurationVar(&o.HealthTimeout, "health-timeout", 120*time.Second, "longest wait for the target to be healthy")
 	f.StringVar(&o.Dir, "dir", "", "directory for the targets' data and logs (default: a temporary one, removed unless --keep or a failure)")

@@ -15,7 +15,9 @@ type Trial struct {
 	Target string
 	N      int // 1-based
 	Killed Node
-	// KilledAt is when the SIGKILL was sent.
+	// Fault is what was done to it: "killed" or "paused".
+	Fault string
+	// KilledAt is when the SIGKILL (or SIGSTOP) was sent.
 	KilledAt time.Time
 	// LastOld is the last acknowledgement of a write invoked before the
 	// kill, FirstNew the first of a write invoked after it; Unavailable is
@@ -184,7 +186,7 @@ func errorsLine(errs map[ErrKind]int) string {
 // lost writes).
 func PrintTrial(w io.Writer, t Trial) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s trial %2d: killed %s;", t.Target, t.N, t.Killed)
+	fmt.Fprintf(&b, "%s trial %2d: %s %s;", t.Target, t.N, t.Fault, t.Killed)
 	if t.Failover != nil {
 		f := t.Failover
 		fmt.Fprintf(&b, " detection %s, promotion %s", optSecs(f.Detected), optSecs(f.Promoted))

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -37,6 +38,10 @@ type Options struct {
 	RestartDelay time.Duration
 	// LoadAfter is how long the workload goes on after the restart.
 	LoadAfter time.Duration
+	// Fault is "kill" (kill -9 the leader, then Restart it; the default)
+	// or "pause" (SIGSTOP the leader, then SIGCONT it in place of the
+	// restart: a leader that is alive but stops answering).
+	Fault string
 	// FailoverTimeout bounds the wait for the new leader's first
 	// acknowledgement; HealthTimeout the wait for a healthy target.
 	FailoverTimeout, HealthTimeout time.Duration
@@ -49,6 +54,9 @@ type Options struct {
 }
 
 func (o *Options) defaults() {
+	if o.Fault == "" {
+		o.Fault = "kill"
+	}
 	if o.Trials == 0 {
 		o.Trials = 10
 	}
@@ -78,6 +86,9 @@ func (o *Options) defaults() {
 // ends only its target's trials (it is in the result with its Err).
 func Run(ctx context.Context, o Options) ([][]Trial, error) {
 	o.defaults()
+	if o.Fault != "kill" && o.Fault != "pause" {
+		return nil, fmt.Errorf("failbench: --fault %q: want kill or pause", o.Fault)
+	}
 	if err := validTargets(o.Targets); err != nil {
 		return nil, err
 	}
@@ -160,7 +171,10 @@ func runTarget(ctx context.Context, o Options, name, dir string) (trials []Trial
 
 // runTrial runs one kill; see the package comment for the steps.
 func runTrial(ctx context.Context, o Options, t Target, n int) Trial {
-	tr := Trial{Target: t.Name(), N: n}
+	tr := Trial{Target: t.Name(), N: n, Fault: "killed"}
+	if o.Fault == "pause" {
+		tr.Fault = "paused"
+	}
 	log := o.Log.With("target", t.Name(), "trial", n)
 	hctx, cancel := context.WithTimeout(ctx, o.HealthTimeout)
 	defer cancel()
@@ -223,7 +237,12 @@ func runTrial(ctx context.Context, o Options, t Target, n int) Trial {
 	tr.Killed = leader
 	tr.KilledAt = time.Now()
 	w.markKill(tr.KilledAt)
-	if err := t.Kill(leader); err != nil {
+	if o.Fault == "pause" {
+		if err := syscall.Kill(leader.PID, syscall.SIGSTOP); err != nil {
+			tr.Err = fmt.Errorf("pause %s: %w", leader, err)
+			return tr
+		}
+	} else if err := t.Kill(leader); err != nil {
 		tr.Err = fmt.Errorf("kill %s: %w", leader, err)
 		return tr
 	}
@@ -242,7 +261,12 @@ func runTrial(ctx context.Context, o Options, t Target, n int) Trial {
 	// Restart even after a failed wait, so the target is whole for Stop.
 	rctx, rcancel := context.WithTimeout(ctx, o.HealthTimeout)
 	defer rcancel()
-	if err := t.Restart(rctx, leader); err != nil {
+	if o.Fault == "pause" {
+		if err := syscall.Kill(leader.PID, syscall.SIGCONT); err != nil {
+			tr.Err = errors.Join(tr.Err, fmt.Errorf("resume %s: %w", leader, err))
+			return tr
+		}
+	} else if err := t.Restart(rctx, leader); err != nil {
 		tr.Err = errors.Join(tr.Err, fmt.Errorf("restart %s: %w", leader, err))
 		return tr
 	}

@@ -174,8 +174,13 @@ func (o *Orchestrator) changeLocked(v view, kind, reason, to string, lastSign ti
 		ns.giveGrace(o.cfg.Grace)
 		ns.notLead = time.Time{}
 	}
-	if ns := o.nodes[v.topo.Leader]; ns != nil {
+	if ns := o.nodes[v.topo.Leader]; ns != nil && v.topo.Leader != to {
+		// The silence that ended in this failover was a failure, not the
+		// node's heartbeat rhythm: a fresh detector does not learn it
+		// (phi accrual would otherwise suspect the node's next failure
+		// later). Pauses that end without a failover are still learnt.
 		ns.refused = 0
+		ns.det = o.detectorFor()
 	}
 	o.last = ev
 	o.mu.Unlock()
