@@ -40,7 +40,7 @@ func Collect(ctx context.Context, f File) statusdoc.Cluster {
 			if s, err := FetchStatus(ctx, n.HTTPAddr); err == nil {
 				nr.Role, nr.State, nr.Reason, nr.PID = s.Role, s.State, s.Reason, s.PID
 				nr.DurableLSN, nr.AppliedLSN, nr.LagLSN, nr.LagSeconds = s.DurableLSN, s.AppliedLSN, s.LagLSN, s.LagSeconds
-				nr.SeedPercent = s.SeedPercent
+				nr.SeedPercent, nr.RollbackFiles = s.SeedPercent, s.RollbackFiles
 				if s.Role == statusdoc.RoleLeader {
 					r.Leader = n.Name
 					r.Epoch = max(r.Epoch, s.Epoch)
@@ -112,6 +112,9 @@ func PrintTable(w io.Writer, r statusdoc.Cluster) {
 		}
 		if n.Reason != "" {
 			state = fmt.Sprintf("%s (%s)", state, n.Reason)
+		}
+		if n.RollbackFiles > 0 {
+			state = fmt.Sprintf("%s, %d rollback files", state, n.RollbackFiles)
 		}
 		pid := "-"
 		if n.PID != 0 {

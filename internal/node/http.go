@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"path/filepath"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -26,6 +27,12 @@ func (n *Node) Status() Status {
 	respAddr, peer, _ := n.Addrs()
 	s := Status{ID: n.cfg.ID, RESPAddr: respAddr, PeerAddr: peer, PID: os.Getpid(), Mode: n.cfg.Mode.String()}
 	s.LogEntries, s.LogBytes = n.db.LogSize()
+	if files, err := filepath.Glob(filepath.Join(n.cfg.DataDir, "rollback-*.jsonl")); err == nil {
+		s.RollbackFiles = len(files)
+	}
+	if n.agent != nil {
+		s.Failsafe = n.agent.failsafe.Load()
+	}
 	var f *following
 	switch r := n.current().(type) {
 	case *fenced:

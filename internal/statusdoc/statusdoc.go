@@ -64,6 +64,13 @@ type Node struct {
 	LogEntries int64      `json:"log_entries"`
 	LogBytes   int64      `json:"log_bytes"`
 	Followers  []Follower `json:"followers,omitempty"` // leaders only
+	// RollbackFiles counts the rollback files in the data directory:
+	// applied writes this node had and a new leader did not, saved for
+	// the operator before it re-seeded (async mode only).
+	RollbackFiles int `json:"rollback_files,omitempty"`
+	// Failsafe: a leader under the control plane that etcd does not
+	// answer, holding its lease from its followers' echoes.
+	Failsafe bool `json:"failsafe,omitempty"`
 }
 
 // Follower is a leader's view of one of its followers, in Node.Followers.
@@ -151,4 +158,6 @@ type ClusterNode struct {
 	SeedPercent float64 `json:"seed_percent,omitempty"`
 	// Health: under the control plane, the active orchestrator's view.
 	Health *Health `json:"health,omitempty"`
+	// RollbackFiles is the node's Node.RollbackFiles.
+	RollbackFiles int `json:"rollback_files,omitempty"`
 }
