@@ -30,15 +30,6 @@ type testCluster struct {
 	epoch uint64
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
 func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -48,16 +39,7 @@ func testLogger(t *testing.T) *slog.Logger {
 // every follower under "quorum 2") and makes n1 the leader at epoch 1.
 func startCluster(t *testing.T, mode string) *testCluster {
 	t.Helper()
-	e, err := embedded.Start(t.TempDir(), freeAddr(t), freeAddr(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
-	cli, err := coord.Dial([]string{e.Endpoint})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	e, cli := embedded.ForTest(t)
 	m, err := commit.ParseMode(mode)
 	if err != nil {
 		t.Fatal(err)
@@ -336,4 +318,15 @@ func TestLeaderDies(t *testing.T) {
 			t.Errorf("SET %s acknowledged after the failover: GET on n2 = %q, %v", k, v, err)
 		}
 	}
+}
+
+// freeAddr returns a loopback address nothing listens on now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"sync"
 	"testing"
 	"time"
@@ -12,29 +11,10 @@ import (
 	"github.com/tandemdb/tandem/internal/coord/embedded"
 )
 
-// freeAddr returns a loopback address nothing listens on now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
 func newStore(t *testing.T) *Store {
 	t.Helper()
-	e, err := embedded.Start(t.TempDir(), freeAddr(t), freeAddr(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
-	cli, err := Dial([]string{e.Endpoint})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	_, cli := embedded.ForTest(t)
 	return New(cli, "test")
 }
 

@@ -3,7 +3,6 @@ package orchestrator
 import (
 	"context"
 	"fmt"
-	"net"
 	"testing"
 	"time"
 
@@ -15,15 +14,6 @@ import (
 	"github.com/tandemdb/tandem/internal/testutil"
 )
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
 type testCluster struct {
 	t     *testing.T
@@ -35,16 +25,7 @@ type testCluster struct {
 
 func newTestCluster(t *testing.T, nodes int) *testCluster {
 	t.Helper()
-	e, err := embedded.Start(t.TempDir(), freeAddr(t), freeAddr(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
-	cli, err := coord.Dial([]string{e.Endpoint})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	e, cli := embedded.ForTest(t)
 	c := &testCluster{t: t, etcd: e.Endpoint, store: coord.New(cli, "tandem"), nodes: map[string]*node.Node{}}
 	for i := 1; i <= nodes; i++ {
 		c.startNode(fmt.Sprintf("n%d", i), t.TempDir())

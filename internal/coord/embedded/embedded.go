@@ -6,10 +6,14 @@ package embedded
 
 import (
 	"fmt"
+	"net"
 	"net/url"
+	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
 )
 
 // Etcd is a single-member etcd run inside this process: the default for
@@ -65,3 +69,29 @@ func (m *Etcd) Close() { m.e.Close() }
 
 // Err reports the embedded etcd's fatal errors.
 func (m *Etcd) Err() <-chan error { return m.e.Err() }
+
+// ForTest starts an embedded etcd in a temporary directory on free
+// loopback ports for the test t, stopped when t ends, and returns a client
+// of it (closed when t ends).
+func ForTest(t testing.TB) (*Etcd, *clientv3.Client) {
+	t.Helper()
+	addr := func() string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		return l.Addr().String()
+	}
+	e, err := Start(t.TempDir(), addr(), addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint}, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return e, cli
+}
