@@ -30,7 +30,6 @@ type testCluster struct {
 	epoch uint64
 }
 
-
 func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 }

@@ -11,7 +11,6 @@ import (
 	"github.com/tandemdb/tandem/internal/coord/embedded"
 )
 
-
 func newStore(t *testing.T) *Store {
 	t.Helper()
 	_, cli := embedded.ForTest(t)

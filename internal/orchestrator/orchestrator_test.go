@@ -14,7 +14,6 @@ import (
 	"github.com/tandemdb/tandem/internal/testutil"
 )
 
-
 type testCluster struct {
 	t     *testing.T
 	etcd  string
