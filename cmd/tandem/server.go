@@ -42,8 +42,10 @@ func serverCmd() *cobra.Command {
 					cfg.Buggify.AckBeforeDurable = true
 				case "follower-skip-entry":
 					cfg.Buggify.FollowerSkipEntry = true
+				case "slow-disk":
+					cfg.Buggify.SlowDisk = true
 				default:
-					return fmt.Errorf("unknown --buggify %q (ack-before-durable, follower-skip-entry)", b)
+					return fmt.Errorf("unknown --buggify %q (ack-before-durable, follower-skip-entry, slow-disk)", b)
 				}
 				log.Warn("BUGGIFY fault enabled: this node deliberately breaks its promises", "fault", b)
 			}
@@ -90,7 +92,7 @@ func serverCmd() *cobra.Command {
 	f.IntVar(&cfg.MaxInFlight, "max-inflight", 10000, "writes sequenced but not yet committed, at most; past it writes wait, then fail with TRYAGAIN")
 	f.Int64Var(&cfg.MaxInFlightBytes, "max-inflight-bytes", 64<<20, "bytes of writes sequenced but not yet committed, at most")
 	f.DurationVar(&cfg.FollowerTimeout, "follower-timeout", time.Minute, "how long the leader keeps a follower it does not hear from (pinning log retention, counting for WAIT)")
-	f.StringSliceVar(&buggify, "buggify", nil, "deliberate faults for harness tests: ack-before-durable, follower-skip-entry")
+	f.StringSliceVar(&buggify, "buggify", nil, "deliberate faults for harness tests: ack-before-durable, follower-skip-entry, slow-disk (a 1 s log stall every 2 s on the leader)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&etcd, "etcd", "", "etcd endpoints (comma-separated): take the role from the control plane instead of --follow-*")
 	f.StringVar(&cfg.Cluster, "cluster", "tandem", "the cluster's name (etcd key prefix /tandem/NAME/)")

@@ -75,6 +75,10 @@ type Buggify struct {
 	// entry it applies, and from then on every operation on the keys those
 	// touched: replicas diverge, and a later write cannot heal it.
 	FollowerSkipEntry bool
+	// SlowDisk makes one leader log append every 2 s take 1 s longer, as a
+	// stalled disk would: the leader is alive and its streams' heartbeats
+	// go on, so the control plane must not fail it over.
+	SlowDisk bool
 }
 
 // FollowerProgress is what the leader knows about one follower.
@@ -662,6 +666,7 @@ func (l *Leader) take(wake chan struct{}, q *[]*proposal) ([]*proposal, bool) {
 // in one durable append and reports it durable.
 func (l *Leader) committer() {
 	defer l.wg.Done()
+	lastStall := time.Now()
 	for {
 		batch, ok := l.take(l.appendWake, &l.appendQ)
 		if !ok {
@@ -669,6 +674,10 @@ func (l *Leader) committer() {
 		}
 		if l.cfg.Buggify.AckBeforeDurable {
 			time.Sleep(100 * time.Millisecond)
+		}
+		if l.cfg.Buggify.SlowDisk && time.Since(lastStall) > 2*time.Second {
+			time.Sleep(time.Second)
+			lastStall = time.Now()
 		}
 		raws := make([][]byte, len(batch))
 		for i, p := range batch {

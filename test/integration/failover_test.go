@@ -627,3 +627,28 @@ func TestEtcdOutageKeepsTheLeader(t *testing.T) {
 		t.Fatalf("%d acknowledged writes lost", lost)
 	}
 }
+
+// TestSlowDiskIsNoFailure: a leader whose log appends stall for a second
+// every two seconds is slow, not dead: it answers heartbeats and its
+// followers hear its stream, so nothing fails over.
+func TestSlowDiskIsNoFailure(t *testing.T) {
+	c := startControlled(t, 3, func(cfg *cluster.Config) { cfg.ServerArgs = []string{"--buggify", "slow-disk"} })
+	_, epoch, _ := c.Leader(context.Background())
+	l := startUniqueLoad(t, c, 4)
+	start := time.Now()
+	testutil.Until(5*time.Second, func() bool { return topologyOf(t, c).Epoch != epoch })
+	acks := l.stop()
+	if top := topologyOf(t, c); top.Epoch != epoch {
+		logEvents(t, c)
+		t.Fatalf("a leader with a slow disk was failed over: %+v", top)
+	}
+	// The stalls happened: writes paused for most of a second.
+	var longest time.Duration
+	for i := 1; i < len(acks); i++ {
+		longest = max(longest, acks[i].at.Sub(acks[i-1].at))
+	}
+	if longest < 800*time.Millisecond {
+		t.Fatalf("no stall seen (longest pause between acknowledgements %v in %v): the fault did not work", longest, time.Since(start))
+	}
+	t.Logf("longest write stall %v, %d writes, no failover", longest, len(acks))
+}
