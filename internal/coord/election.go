@@ -60,3 +60,30 @@ func (s *Store) ActiveOrchestrator(ctx context.Context) (Orchestrator, error) {
 	}
 	return o, nil
 }
+
+// RegisterOrchestrator records me under orchestrators/<id>, bound to
+// sess's lease (gone when the process is), so that every orchestrator can
+// list the others (Sentinel's SENTINEL sentinels).
+func (s *Store) RegisterOrchestrator(ctx context.Context, sess *concurrency.Session, me Orchestrator) error {
+	b, _ := json.Marshal(me)
+	if _, err := s.cli.Put(ctx, s.Key("orchestrators/"+me.ID), string(b), clientv3.WithLease(sess.Lease())); err != nil {
+		return fmt.Errorf("coord: register orchestrator %s: %w", me.ID, err)
+	}
+	return nil
+}
+
+// Orchestrators lists the registered orchestrators.
+func (s *Store) Orchestrators(ctx context.Context) ([]Orchestrator, error) {
+	resp, err := s.cli.Get(ctx, s.Key("orchestrators/"), clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("coord: read orchestrators: %w", err)
+	}
+	var out []Orchestrator
+	for _, kv := range resp.Kvs {
+		var o Orchestrator
+		if json.Unmarshal(kv.Value, &o) == nil {
+			out = append(out, o)
+		}
+	}
+	return out, nil
+}

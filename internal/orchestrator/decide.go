@@ -25,13 +25,15 @@ type decision struct {
 // is pure: tests give it views.
 func decide(cfg *Config, v view, activeSince time.Time) decision {
 	if !v.haveTopo {
-		// Bootstrap once every registered member answered, or after the
-		// bootstrap wait with those that did.
+		// Bootstrap once every registered member answered (and the
+		// members that start together had a quarter of the bootstrap wait
+		// to register), or after the bootstrap wait with those that did.
 		all := len(v.nodes) > 0
 		for _, n := range v.nodes {
 			all = all && n.Fresh
 		}
-		if !all && v.now.Sub(activeSince) < cfg.Bootstrap {
+		waited := v.now.Sub(activeSince)
+		if (!all || waited < cfg.Bootstrap/4) && waited < cfg.Bootstrap {
 			return decision{}
 		}
 		c, err := control.Choose(v.candidates(""))

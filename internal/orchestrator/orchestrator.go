@@ -149,6 +149,7 @@ type Orchestrator struct {
 	topo     coord.Topology
 	haveTopo bool
 	members  map[string]coord.Member
+	peers    []coord.Orchestrator // the other registered orchestrators
 	nodes    map[string]*nodeState
 	last     *coord.Event // the last change this orchestrator made
 	etcdOK   time.Time    // the last successful etcd read
@@ -264,6 +265,11 @@ func (o *Orchestrator) campaign() {
 			continue
 		}
 		me := coord.Orchestrator{ID: o.cfg.ID, HTTPAddr: o.HTTPAddr(), SentinelAddr: o.SentinelAddr()}
+		rctx, rcancel := context.WithTimeout(o.ctx, 2*time.Second)
+		if err := o.store.RegisterOrchestrator(rctx, sess, me); err != nil {
+			o.log.Warn("election: register", "err", err)
+		}
+		rcancel()
 		if err := coord.Campaign(o.ctx, o.store.Election(sess), me); err != nil {
 			sess.Close()
 			continue
@@ -311,7 +317,19 @@ func (o *Orchestrator) watchMembers() {
 	for {
 		ctx, cancel := context.WithTimeout(o.ctx, time.Second)
 		ms, err := o.store.Members(ctx)
+		orchs, oerr := o.store.Orchestrators(ctx)
 		cancel()
+		if oerr == nil {
+			var peers []coord.Orchestrator
+			for _, p := range orchs {
+				if p.ID != o.cfg.ID {
+					peers = append(peers, p)
+				}
+			}
+			o.mu.Lock()
+			o.peers = peers
+			o.mu.Unlock()
+		}
 		if err == nil {
 			o.mu.Lock()
 			o.etcdOK = time.Now()

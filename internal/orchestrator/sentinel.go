@@ -29,6 +29,13 @@ func (o *Orchestrator) sentinelState() sentinel.State {
 		}
 		st.Replicas = append(st.Replicas, sn)
 	}
+	o.mu.Lock()
+	for _, p := range o.peers {
+		if p.SentinelAddr != "" {
+			st.Sentinels = append(st.Sentinels, sentinel.Peer{ID: p.ID, Addr: p.SentinelAddr})
+		}
+	}
+	o.mu.Unlock()
 	if st.Leader != nil {
 		st.LeaderLSN = st.Leader.LagLSN
 		st.Leader.LagLSN = 0

@@ -430,7 +430,7 @@ func TestOrchestratorCutFromLeaderOnly(t *testing.T) {
 	ctx := context.Background()
 	leader, epoch, _ := c.Leader(ctx)
 	if leader != 1 {
-		t.Skipf("bootstrap chose n%d; the relays are on n1's links", leader)
+		t.Fatalf("bootstrap chose n%d, not n1 (equal positions, equal priorities: the lowest id)", leader)
 	}
 	l := startUniqueLoad(t, c, 4)
 	for _, r := range relays {
