@@ -3,20 +3,32 @@
 // it, injects faults on a schedule drawn from a seed, heals, waits for the
 // replicas to converge, reads every key a last time and checks the history.
 //
+// The cluster runs under the control plane (an embedded etcd, two
+// orchestrators; Options.Static for the old fixed topology), with a relay
+// on every link a fault may cut: each directed node->node peer link, each
+// orchestrator->node probe link, and each process's link to etcd. Faults
+// aimed at "the leader" or "the active orchestrator" find it when they are
+// injected; the clients send each operation to the leader the topology
+// names at that moment.
+//
 // The work is split by job:
 //
 //	history/   what happened: operations, outcomes, faults, on one clock
 //	workload/  the clients: registers, counters, follower reads
 //	nemesis/   the faults and their seeded schedule
-//	relay/     the fault-injecting TCP relay on peer links
-//	checker/   the checks, pure functions of the history
+//	relay/     the fault-injecting TCP relay on a link
+//	checker/   the checks, pure functions of the history and the facts
 //
-// This package wires them to internal/cluster (Run), turns the checks into
-// a Report (Check), and provides the cobra command (NewCommand).
+// This package wires them to internal/cluster (Run), collects the facts
+// the history does not hold (Facts: leaderships from the node logs, the
+// control plane's events from etcd, the rollback files' writes), turns the
+// checks into a Report (Check), and provides the cobra command
+// (NewCommand).
 //
 // Promises: the seed is always printed; any violation fails the run; a
 // failed run (or one given a directory) keeps its history (history.json),
-// porcupine's HTML for every key that is not linearizable, and the node logs.
+// the facts (facts.json), porcupine's HTML for every key that is not
+// linearizable, and the node and orchestrator logs.
 package chaos
 
 import (

@@ -66,8 +66,9 @@ type Failover struct {
 	Cause string `json:"cause,omitempty"`
 	False bool   `json:"false,omitempty"`
 	// Unavailable is the gap in acknowledged writes around the decision:
-	// from the last write acknowledged before it to the first one after;
-	// -1 if no write was acknowledged after it.
+	// from the last write acknowledged before it (or the cause's
+	// injection, if later) to the first one after; -1 if no write was
+	// acknowledged after it.
 	Unavailable time.Duration `json:"unavailable"`
 }
 
@@ -98,15 +99,17 @@ func Failovers(h history.History, changes []Change, window time.Duration) ([]Fai
 		if c.Kind != "failover" {
 			continue
 		}
-		f := Failover{Change: c, Unavailable: gapAround(acks, c.At)}
+		f := Failover{Change: c}
+		var since int64 // the cause's injection
 		for _, ft := range h.Faults {
 			if ft.InjectErr != "" || !slices.Contains(ft.Suspects, c.From) || ft.Inject > c.At {
 				continue
 			}
 			if ft.Heal == 0 || ft.Heal+int64(window) >= c.At {
-				f.Cause = ft.Name
+				f.Cause, since = ft.Name, ft.Inject
 			}
 		}
+		f.Unavailable = gapAround(acks, c.At, since)
 		if f.Cause == "" {
 			f.False = true
 			vs = append(vs, Violation{Kind: FalseFailover, Node: c.From, At: c.At, Detail: fmt.Sprintf(
@@ -150,16 +153,16 @@ func ackTimes(ops []history.Op) []int64 {
 }
 
 // gapAround is the gap between the last acknowledgement at or before t
-// and the first after it (from the first acknowledgement's predecessor,
-// the history's start); -1 if none follows.
-func gapAround(acks []int64, t int64) time.Duration {
+// (or since, if later: writes that stopped under an earlier fault are not
+// this failover's doing) and the first after t; -1 if none follows.
+func gapAround(acks []int64, t, since int64) time.Duration {
 	i, _ := slices.BinarySearch(acks, t+1) // first ack > t
 	if i == len(acks) {
 		return -1
 	}
-	var from int64
+	from := since
 	if i > 0 {
-		from = acks[i-1]
+		from = max(from, acks[i-1])
 	}
 	return time.Duration(acks[i] - from)
 }

@@ -143,3 +143,41 @@ func TestVanished(t *testing.T) {
 		})
 	}
 }
+
+// A failover that hands out an acknowledged INCR's result again lost that
+// INCR, even when INCRs of unknown outcome keep the final count up.
+func TestCounterDuplicateResultIsLost(t *testing.T) {
+	ops := []history.Op{
+		inc(0, "c:0", 1, 0, 10), inc(0, "c:0", 2, 20, 30),
+		unknown(inc(1, "c:0", 0, 25, 90)), unknown(inc(2, "c:0", 0, 26, 91)),
+		inc(0, "c:0", 2, 40, 50), // the new leader's INCR -> 2 again
+		final(r(9, "c:0", "4", 100, 110)),
+	}
+	vs, losses := DurabilityLosses(ops)
+	wantKinds(t, vs)
+	if len(losses) != 1 || losses[0].N != 1 {
+		t.Fatalf("losses %+v, want one INCR lost", losses)
+	}
+	if found, vs := Vanished(losses, []RolledBack{{Node: 1, Key: "c:0", Value: "2"}}); found != 1 || len(vs) != 0 {
+		t.Fatalf("rolled back INCR -> 2: found %d, %v", found, vs)
+	}
+	_, vs = Vanished(losses, nil)
+	wantKinds(t, vs, LostWrite)
+}
+
+func TestObservedRollbacks(t *testing.T) {
+	ops := []history.Op{
+		w(0, "r:0", "a", 0, 10), unknown(w(0, "r:1", "b", 0, 10)), r(1, "r:2", "c", 20, 30), inc(0, "c:0", 5, 0, 10), unknown(inc(0, "c:1", 0, 0, 10)),
+	}
+	rb := []RolledBack{{Key: "r:0", Value: "a"}, {Key: "r:1", Value: "b"}, {Key: "r:2", Value: "c"}, {Key: "c:0", Value: "5"}, {Key: "c:1", Value: "1"}}
+	got := ObservedRollbacks(ops, rb)
+	want := map[string]bool{"r:0": true, "r:2": true, "c:0": true}
+	if len(got) != len(want) {
+		t.Fatalf("observed %v, want %v", got, want)
+	}
+	for k := range want {
+		if !got[k] {
+			t.Fatalf("observed %v, want %v", got, want)
+		}
+	}
+}

@@ -17,7 +17,8 @@ import (
 // write (be invoked after it returned): such a later write was acknowledged
 // and then lost. A counter's final value must be at least the number of
 // acknowledged INCRs and at least the largest acknowledged INCR result; the
-// shortfall is the number of lost increments. A counter above the number of
+// shortfall is the number of lost increments, and so is (when larger) the
+// number of acknowledged INCRs whose result another one had already. A counter above the number of
 // INCRs ever sent is a value never written.
 //
 // A key with acknowledged writes but no OK final read is Unverified: the
@@ -148,10 +149,22 @@ func counterDurability(key string, ops []history.Op, final history.Op) ([]Violat
 		}
 	}
 	want := max(acked, maxAck)
+	// Two acknowledged INCRs with the same result: one of them was lost
+	// (a failover gave its result out again), even when the count of
+	// INCRs of unknown outcome hides the shortfall in the final value.
+	results := map[int64]bool{}
+	var dups int64
+	for _, o := range incrs {
+		if results[o.N] {
+			dups++
+		}
+		results[o.N] = true
+	}
 	switch {
-	case got < want:
-		return nil, &Loss{Key: key, Incrs: incrs, N: int(want - got), At: lastAck, Detail: fmt.Sprintf(
-			"final value %d, but %d INCRs were acknowledged (largest result %d): %d lost", got, acked, maxAck, want-got)}
+	case got < want || dups > 0:
+		n := max(want-got, dups)
+		return nil, &Loss{Key: key, Incrs: incrs, N: int(n), At: lastAck, Detail: fmt.Sprintf(
+			"final value %d, but %d INCRs were acknowledged (largest result %d, %d results given out twice): %d lost", got, acked, maxAck, dups, n)}
 	case got > sent:
 		return []Violation{{Kind: NeverWritten, Key: key, Detail: fmt.Sprintf(
 			"final value %d, but only %d INCRs were sent", got, sent)}}, nil

@@ -21,11 +21,34 @@ type RolledBack struct {
 	Value string `json:"value"`
 }
 
-// RolledBackKeys is the set of keys with a rolled-back write.
-func RolledBackKeys(rb []RolledBack) map[string]bool {
-	m := map[string]bool{}
+// ObservedRollbacks is the set of keys with a rolled-back write that some
+// client saw: an acknowledged SET of the value, or an operation that
+// returned it (a read, an INCR's result). Such a key's history shows a
+// value that later vanished, which no linearizable register or counter
+// does, so async mode leaves it out of the linearizability and
+// follower-read checks (Vanished judges its losses). A rolled-back write
+// nobody saw is like a write of unknown outcome that never took effect:
+// the checks need not skip its key.
+func ObservedRollbacks(ops []history.Op, rb []RolledBack) map[string]bool {
+	values := map[string]map[string]bool{}
 	for _, r := range rb {
-		m[r.Key] = true
+		if values[r.Key] == nil {
+			values[r.Key] = map[string]bool{}
+		}
+		values[r.Key][r.Value] = true
+	}
+	m := map[string]bool{}
+	for _, o := range ops {
+		vs := values[o.Key]
+		if vs == nil || o.Outcome != history.OK {
+			continue
+		}
+		switch {
+		case o.Kind == history.Write && vs[o.Value],
+			o.Kind == history.Read && o.Found && vs[o.Result],
+			o.Kind == history.Incr && vs[strconv.FormatInt(o.N, 10)]:
+			m[o.Key] = true
+		}
 	}
 	return m
 }

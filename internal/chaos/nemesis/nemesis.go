@@ -5,6 +5,14 @@
 // source. Adding a fault means adding one type and one Kinds entry: the
 // planner, the runner, the report and the CLI pick it up by name.
 //
+// Targets that depend on the cluster's state (the leader, a follower, the
+// active orchestrator) are chosen when the fault is injected (Deferred),
+// since under the control plane the leader moves; the seed still fixes
+// every choice (which follower: the k-th in id order). A fault that may
+// make a node look dead to the control plane names it (Suspecter), and
+// the history records it, so the checker can tell a failover it caused
+// from a false one.
+//
 // Promises:
 //   - Plan is a pure function of (seed, kinds, topology, timing): the same
 //     seed gives the same schedule, so a failing run can be replayed.
