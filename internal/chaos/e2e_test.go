@@ -87,7 +87,10 @@ func TestE2ECleanRun(t *testing.T) {
 // can be below an entry that was applied and acknowledged; the entry is
 // then truncated silently ("truncated diverged log suffix" instead of
 // "saved for the operator"), and the new leader gives the INCR's result
-// out again. Set TANDEM_CHAOS_KNOWN_BUGS=1 to run it.
+// out again. It depends on the kill landing before Pebble wrote the
+// apply batch (1 of 3 kills after an ack in seed 1201; none of this test's
+// 6 in one try), so the test finds it only sometimes, and it is kept out
+// of CI until the fix. Set TANDEM_CHAOS_KNOWN_BUGS=1 to run it.
 func TestE2EAsyncKillAfterAck(t *testing.T) {
 	if os.Getenv("TANDEM_CHAOS_KNOWN_BUGS") == "" {
 		t.Skip("known bug: an acknowledged write above the persisted applied LSN is truncated without a rollback file (set TANDEM_CHAOS_KNOWN_BUGS=1)")
