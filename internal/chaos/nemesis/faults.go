@@ -92,6 +92,10 @@ type Link struct {
 	From, To string
 	Mode     relay.Mode
 	Suspect  int
+	// Optional: a link without a relay is left alone instead of failing
+	// the injection (the leader->follower direction of a partition, which
+	// the static topology never dials).
+	Optional bool
 }
 
 // Name implements Fault.
@@ -109,6 +113,9 @@ func (l Link) Suspects() []int {
 func (l Link) Inject(_ context.Context, env Env) error {
 	r := env.Link(l.From, l.To)
 	if r == nil {
+		if l.Optional {
+			return nil
+		}
 		return fmt.Errorf("%w: no relay on %s->%s", ErrUnsupported, l.From, l.To)
 	}
 	r.SetMode(l.Mode)
@@ -119,6 +126,9 @@ func (l Link) Inject(_ context.Context, env Env) error {
 func (l Link) Heal(_ context.Context, env Env) error {
 	r := env.Link(l.From, l.To)
 	if r == nil {
+		if l.Optional {
+			return nil
+		}
 		return errors.New("nemesis: relay vanished")
 	}
 	r.Heal()

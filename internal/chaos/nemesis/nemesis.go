@@ -135,7 +135,7 @@ var Kinds = []Kind{
 		k := r.IntN(max(1, len(t.Nodes)-1))
 		return OnLeader("partition a follower from the leader", func(l int, fs []int) Fault {
 			f := nth(fs, k)
-			return Links{Link{From: Node(f), To: Node(l), Mode: relay.Mode{Cut: true}}, Link{From: Node(l), To: Node(f), Mode: relay.Mode{Cut: true}}}
+			return Links{Link{From: Node(f), To: Node(l), Mode: relay.Mode{Cut: true}}, Link{From: Node(l), To: Node(f), Mode: relay.Mode{Cut: true}, Optional: true}}
 		})
 	}},
 	{"delay", "delay a follower's link to the leader by 50-500ms", func(r *rand.Rand, t Topology) Fault {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"reflect"
 	"strings"
@@ -319,4 +320,37 @@ func TestRunResolvesAtInjection(t *testing.T) {
 			t.Fatalf("kill-orchestrator recorded as %+v", fs[1])
 		}
 	})
+}
+
+// A partition's leader->follower direction has no relay in the static
+// topology: the partition still injects, on the one link there is.
+func TestPartitionWithoutReverseRelay(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	rl, err := relay.Listen(ln.Addr().String(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rl.Close()
+	env := &fakeEnv{relays: map[[2]string]*relay.Relay{{"n2", "n1"}: rl}}
+	ks, _ := Lookup([]string{"partition"})
+	f, err := resolve(context.Background(), env, ks[0].New(rand.New(rand.NewPCG(1, 1)), topo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Inject(context.Background(), env); err != nil {
+		t.Fatalf("%s: %v", f.Name(), err)
+	}
+	if !rl.Mode().Cut {
+		t.Fatalf("%s left n2->n1 in mode %v", f.Name(), rl.Mode())
+	}
+	if err := f.Heal(context.Background(), env); err != nil || rl.Mode().Cut {
+		t.Fatalf("heal: %v, mode %v", err, rl.Mode())
+	}
+	if err := (Link{From: "n3", To: "n1"}).Inject(context.Background(), env); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("a required link without a relay: %v", err)
+	}
 }
