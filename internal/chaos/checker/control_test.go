@@ -155,7 +155,7 @@ func TestCounterDuplicateResultIsLost(t *testing.T) {
 	}
 	vs, losses := DurabilityLosses(ops)
 	wantKinds(t, vs)
-	if len(losses) != 1 || losses[0].N != 1 {
+	if len(losses) != 1 || losses[0].N != 1 || losses[0].At != 20 {
 		t.Fatalf("losses %+v, want one INCR lost", losses)
 	}
 	if found, vs := Vanished(losses, []RolledBack{{Node: 1, Key: "c:0", Value: "2"}}); found != 1 || len(vs) != 0 {

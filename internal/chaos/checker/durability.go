@@ -152,18 +152,23 @@ func counterDurability(key string, ops []history.Op, final history.Op) ([]Violat
 	// Two acknowledged INCRs with the same result: one of them was lost
 	// (a failover gave its result out again), even when the count of
 	// INCRs of unknown outcome hides the shortfall in the final value.
-	results := map[int64]bool{}
+	results := map[int64]history.Op{}
 	var dups int64
+	at := lastAck
 	for _, o := range incrs {
-		if results[o.N] {
+		if first, ok := results[o.N]; ok {
+			// The first of the two was acknowledged and lost: the
+			// report ties the loss to when it was invoked.
 			dups++
+			at = first.Call
+			continue
 		}
-		results[o.N] = true
+		results[o.N] = o
 	}
 	switch {
 	case got < want || dups > 0:
 		n := max(want-got, dups)
-		return nil, &Loss{Key: key, Incrs: incrs, N: int(n), At: lastAck, Detail: fmt.Sprintf(
+		return nil, &Loss{Key: key, Incrs: incrs, N: int(n), At: at, Detail: fmt.Sprintf(
 			"final value %d, but %d INCRs were acknowledged (largest result %d, %d results given out twice): %d lost", got, acked, maxAck, dups, n)}
 	case got > sent:
 		return []Violation{{Kind: NeverWritten, Key: key, Detail: fmt.Sprintf(
