@@ -3,20 +3,32 @@
 // it, injects faults on a schedule drawn from a seed, heals, waits for the
 // replicas to converge, reads every key a last time and checks the history.
 //
+// The cluster runs under the control plane (an embedded etcd, two
+// orchestrators; Options.Static for the old fixed topology), with a relay
+// on every link a fault may cut: each directed node->node peer link, each
+// orchestrator->node probe link, and each process's link to etcd. Faults
+// aimed at "the leader" or "the active orchestrator" find it when they are
+// injected; the clients send each operation to the leader the topology
+// names at that moment.
+//
 // The work is split by job:
 //
 //	history/   what happened: operations, outcomes, faults, on one clock
 //	workload/  the clients: registers, counters, follower reads
 //	nemesis/   the faults and their seeded schedule
-//	relay/     the fault-injecting TCP relay on peer links
-//	checker/   the checks, pure functions of the history
+//	relay/     the fault-injecting TCP relay on a link
+//	checker/   the checks, pure functions of the history and the facts
 //
-// This package wires them to internal/cluster (Run), turns the checks into
-// a Report (Check), and provides the cobra command (NewCommand).
+// This package wires them to internal/cluster (Run), collects the facts
+// the history does not hold (Facts: leaderships from the node logs, the
+// control plane's events from etcd, the rollback files' writes), turns the
+// checks into a Report (Check), and provides the cobra command
+// (NewCommand).
 //
 // Promises: the seed is always printed; any violation fails the run; a
 // failed run (or one given a directory) keeps its history (history.json),
-// porcupine's HTML for every key that is not linearizable, and the node logs.
+// the facts (facts.json), porcupine's HTML for every key that is not
+// linearizable, and the node and orchestrator logs.
 package chaos
 
 import (
@@ -26,9 +38,11 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -62,6 +76,10 @@ type Options struct {
 	// Mode is the durability mode passed to every node (--mode); "" keeps
 	// the server's default.
 	Mode string
+	// Static runs the old static topology (node 1 leads, no etcd, no
+	// orchestrator, no failover); the default is the control plane with
+	// an embedded etcd and two orchestrators.
+	Static bool
 	// Binary is the tandem executable; "" runs the current executable.
 	Binary string
 	// Dir is where data directories and artefacts go; "" uses a temporary
@@ -145,13 +163,19 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	if opts.Mode != "" {
 		args = append(args, "--mode", opts.Mode)
 	}
-	c, err := cluster.Start(ctx, cluster.Config{
+	ccfg := cluster.Config{
 		Binary:     opts.Binary,
 		Dir:        filepath.Join(dir, "data"),
 		Nodes:      opts.Nodes,
 		PeerAddr:   links.peerAddr,
 		ServerArgs: args,
-	}, log)
+	}
+	if !opts.Static {
+		ccfg.ControlPlane, ccfg.Orchestrators = true, 2
+		ccfg.OrchestratorPeerAddr = links.orchestratorAddr
+		ccfg.EtcdAddr = links.etcdAddr
+	}
+	c, err := cluster.Start(ctx, ccfg, log)
 	if err != nil {
 		return nil, fmt.Errorf("chaos: start cluster: %w", err)
 	}
@@ -166,7 +190,6 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 
 	conns := map[int]workload.Conn{}
 	var topo nemesis.Topology
-	topo.Leader = c.LeaderID()
 	for _, n := range c.Nodes() {
 		cl := redis.NewClient(&redis.Options{
 			Addr:                  n.RESPAddr,
@@ -183,6 +206,11 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		conns[n.ID] = cl
 		topo.Nodes = append(topo.Nodes, n.ID)
 	}
+	leader, err := followLeader(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	defer leader.stop()
 	keys := max(4, int(opts.Rate/4))
 	wcfg := workload.Config{
 		Clients:   opts.Clients,
@@ -191,14 +219,14 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		Rate:      opts.Rate,
 		OpTimeout: opts.OpTimeout,
 		Seed:      opts.Seed,
-		Leader:    topo.Leader,
-		Followers: topo.Followers(),
+		LeaderOf:  leader.get,
+		Nodes:     topo.Nodes,
 	}
 	steps := nemesis.Plan(opts.Seed, kinds, topo, nemesis.DefaultTiming(opts.Duration))
 	for _, s := range steps {
 		log.Debug("planned fault", "step", s.String())
 	}
-	log.Info("chaos run starting", "faults", len(steps), "registers", wcfg.Registers, "counters", wcfg.Counters)
+	log.Info("chaos run starting", "faults", len(steps), "registers", wcfg.Registers, "counters", wcfg.Counters, "control_plane", !opts.Static)
 
 	rec := history.NewRecorder()
 	// The nemesis's own writes (kill-leader-after-ack) are INCRs of the
@@ -219,10 +247,21 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 
 	// Every node must be running for convergence; a node whose heal
-	// failed is started once more (its failure is in the history).
+	// failed is started once more (its failure is in the history). So is
+	// every orchestrator.
 	for _, n := range c.Nodes() {
 		if n.PID == 0 {
 			_ = c.Start(n.ID)
+		}
+	}
+	for i, o := range c.Orchestrators() {
+		if o.PID == 0 {
+			_ = c.StartOrchestrator(i + 1)
+		}
+	}
+	if !opts.Static {
+		if _, err := c.WaitLeader(ctx, 30*time.Second); err != nil {
+			log.Warn("no leader after the faults", "err", err)
 		}
 	}
 	digests := converge(ctx, c, conns, 60*time.Second, log)
@@ -231,17 +270,24 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		log.Warn("final reads incomplete", "err", err)
 	}
 	cancelFinal()
-	stop()
-
 	h := rec.History(opts.Seed)
+	facts := Facts{Mode: opts.Mode, ControlPlane: !opts.Static}
+	collectChanges(ctx, c, h, &facts)
+	leader.stop()
+	stop()
+	collectFiles(c.Nodes(), c.LogPath, h, &facts)
+
 	outDir := filepath.Join(dir, "out")
-	r := Check(h, digests, opts.CheckTimeout, outDir)
+	r := Check(h, digests, facts, opts.CheckTimeout, outDir)
 	// A failed run keeps its history to replay the check; so does a run
 	// whose directory the caller chose.
 	if r.Violated() || !temp {
 		if err := os.MkdirAll(outDir, 0o755); err == nil {
 			if err := h.WriteFile(filepath.Join(outDir, "history.json")); err != nil {
 				log.Error("keep history", "err", err)
+			}
+			if err := facts.WriteFile(filepath.Join(outDir, "facts.json")); err != nil {
+				log.Error("keep facts", "err", err)
 			}
 		}
 		r.Dir = dir
@@ -295,41 +341,74 @@ func digest(ctx context.Context, id int, conn workload.Conn) checker.Digest {
 	return d
 }
 
-// links holds the relays on peer links, created as the cluster asks for
-// peer addresses (cluster.Config.PeerAddr), before any node starts.
+// links holds the relays on every link the cluster lets the harness
+// reroute, created as the cluster asks for addresses (cluster.Config's
+// PeerAddr, OrchestratorPeerAddr and EtcdAddr), before any process starts:
+// each directed node->node peer link, each orchestrator->node probe link,
+// and each process's link to etcd. A relay is a listener and a goroutine;
+// a connection through it two more per direction, so 17 relays on a
+// 3-node cluster cost little.
 type links struct {
 	log    *slog.Logger
 	mu     sync.Mutex
-	relays map[[2]int]*relay.Relay
+	relays map[[2]string]*relay.Relay
 }
 
 func newLinks(log *slog.Logger) *links {
-	return &links{log: log, relays: map[[2]int]*relay.Relay{}}
+	return &links{log: log, relays: map[[2]string]*relay.Relay{}}
 }
 
-// peerAddr puts a relay on the link from -> to. If the relay cannot
-// listen, the link stays direct and faults on it fail to inject (and show
-// in the report).
-func (l *links) peerAddr(from, to int, addr string) string {
+// route puts a relay on the link from -> to, whose real address is addr,
+// and returns the relay's address. If the relay cannot listen, the link
+// stays direct and faults on it fail to inject (and show in the report).
+func (l *links) route(from, to, addr string) string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	k := [2]int{from, to}
-	if r, ok := l.relays[k]; ok && r.Target() == addr {
-		return r.Addr()
+	k := [2]string{from, to}
+	if r, ok := l.relays[k]; ok {
+		if r.Target() == addr {
+			return r.Addr()
+		}
+		r.Close() // the cluster started again on other ports
 	}
-	r, err := relay.Listen(addr, l.log.With("link", fmt.Sprintf("n%d->n%d", from, to)))
+	r, err := relay.Listen(addr, l.log.With("link", from+"->"+to))
 	if err != nil {
 		l.log.Error("no relay on link", "from", from, "to", to, "err", err)
+		delete(l.relays, k)
 		return addr
 	}
 	l.relays[k] = r
 	return r.Addr()
 }
 
-func (l *links) get(from, to int) *relay.Relay {
+func (l *links) peerAddr(from, to int, addr string) string {
+	return l.route(nemesis.Node(from), nemesis.Node(to), addr)
+}
+
+func (l *links) orchestratorAddr(from, to int, addr string) string {
+	return l.route(nemesis.Orchestrator(from), nemesis.Node(to), addr)
+}
+
+// etcdAddr relays process from's etcd endpoint, a URL: the relay forwards
+// to its host:port, and the process is given the relay's URL.
+func (l *links) etcdAddr(from, endpoint string) string {
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Host == "" {
+		l.log.Error("no relay on etcd link", "from", from, "endpoint", endpoint, "err", err)
+		return endpoint
+	}
+	a := l.route(from, nemesis.Etcd, u.Host)
+	if a == u.Host {
+		return endpoint
+	}
+	u.Host = a
+	return u.String()
+}
+
+func (l *links) get(from, to string) *relay.Relay {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.relays[[2]int{from, to}]
+	return l.relays[[2]string{from, to}]
 }
 
 func (l *links) close() {
@@ -338,6 +417,46 @@ func (l *links) close() {
 	for _, r := range l.relays {
 		r.Close()
 	}
+}
+
+// leaderWatch keeps the leader the topology names, for the workload (every
+// operation goes to the node that leads at its start). Static: node 1.
+type leaderWatch struct {
+	id     atomic.Int64
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func followLeader(ctx context.Context, c *cluster.Cluster) (*leaderWatch, error) {
+	w := &leaderWatch{done: make(chan struct{})}
+	ctx, w.cancel = context.WithCancel(ctx)
+	id, _, err := c.Leader(ctx)
+	if err != nil {
+		w.cancel()
+		return nil, fmt.Errorf("chaos: who leads: %w", err)
+	}
+	w.id.Store(int64(id))
+	store := c.Store()
+	if store == nil {
+		close(w.done)
+		return w, nil
+	}
+	go func() {
+		defer close(w.done)
+		for t := range store.WatchTopology(ctx) {
+			if id := nodeID(t.Leader); id != 0 {
+				w.id.Store(int64(id))
+			}
+		}
+	}()
+	return w, nil
+}
+
+func (w *leaderWatch) get() int { return int(w.id.Load()) }
+
+func (w *leaderWatch) stop() {
+	w.cancel()
+	<-w.done
 }
 
 // clusterEnv adapts a cluster to the nemesis.
@@ -359,7 +478,7 @@ func (e *clusterEnv) Resume(id int) error { return e.c.Resume(id) }
 func (e *clusterEnv) WaitReady(ctx context.Context, id int) error {
 	return cluster.WaitReady(ctx, e.c.Node(id).RESPAddr)
 }
-func (e *clusterEnv) Link(from, to int) *relay.Relay { return e.links.get(from, to) }
+func (e *clusterEnv) Link(from, to string) *relay.Relay { return e.links.get(from, to) }
 func (e *clusterEnv) Write(ctx context.Context, id int) error {
 	op := workload.Incr(ctx, e.conns, id, e.client, e.key, e.timeout, e.rec)
 	e.rec.Add(op)
@@ -368,6 +487,34 @@ func (e *clusterEnv) Write(ctx context.Context, id int) error {
 	}
 	return nil
 }
+func (e *clusterEnv) Leader(ctx context.Context) (int, error) {
+	id, _, err := e.c.Leader(ctx)
+	return id, err
+}
+func (e *clusterEnv) Nodes() []int {
+	var ids []int
+	for _, n := range e.c.Nodes() {
+		ids = append(ids, n.ID)
+	}
+	return ids
+}
+func (e *clusterEnv) ActiveOrchestrator(ctx context.Context) (int, error) {
+	store := e.c.Store()
+	if store == nil {
+		return 0, fmt.Errorf("%w: no orchestrators in a static cluster", nemesis.ErrUnsupported)
+	}
+	o, err := store.ActiveOrchestrator(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var i int
+	if _, err := fmt.Sscanf(o.ID, "o%d", &i); err != nil || i < 1 || i > len(e.c.Orchestrators()) {
+		return 0, fmt.Errorf("chaos: active orchestrator %q is not one of this cluster's", o.ID)
+	}
+	return i, nil
+}
+func (e *clusterEnv) KillOrchestrator(i int) error  { return e.c.KillOrchestrator(i) }
+func (e *clusterEnv) StartOrchestrator(i int) error { return e.c.StartOrchestrator(i) }
 
 // ErrViolations is returned by the command when a run found violations.
 var ErrViolations = errors.New("chaos: violations found")

@@ -34,8 +34,15 @@ func NewCommand() *cobra.Command {
 		Long: `chaos starts a local cluster, runs concurrent clients against it, injects
 faults on a schedule drawn from --seed, heals, waits for the replicas to
 converge and checks the history: linearizability (porcupine), acknowledged
-writes lost, replicas identical, follower reads monotonic and never showing
-a value never written, recovery time after each fault.
+writes lost (in async mode: every lost one must be in a rollback file),
+replicas identical, follower reads monotonic and never showing a value never
+written, recovery time after each fault, at most one leader per epoch (node
+logs), and every failover caused by a fault that could make the leader look
+dead (no false failovers), with the unavailability around each.
+
+The cluster runs under the control plane (embedded etcd, two
+orchestrators) unless --static; faults that target "the leader" or "the
+active orchestrator" find it when they are injected.
 
 Fault kinds: ` + strings.Join(known, ", ") + ` ("none" for no faults).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -73,7 +80,10 @@ Fault kinds: ` + strings.Join(known, ", ") + ` ("none" for no faults).`,
 		},
 	}
 	f := cmd.Flags()
+	f.DurationVar(&opts.Duration, "duration", 60*time.Second, "how long the workload runs")
 	f.DurationVar(&opts.Duration, "time", 60*time.Second, "how long the workload runs")
+	_ = f.MarkDeprecated("time", "use --duration")
+	f.BoolVar(&opts.Static, "static", false, "run the static topology (node 1 leads, no control plane, no failover)")
 	f.StringVar(&faults, "faults", strings.Join(nemesis.DefaultKinds, ","), "comma-separated fault kinds, or none")
 	f.IntVar(&opts.Clients, "clients", 8, "concurrent clients")
 	f.Float64Var(&opts.Rate, "rate", 200, "operations per second, all clients together")

@@ -37,7 +37,7 @@ func TestCheckCleanHistory(t *testing.T) {
 		Faults: []history.FaultEvent{{Kind: "kill-leader", Name: "kill n1", Inject: 100, Heal: 180}},
 	}
 	ds := []checker.Digest{{Node: 1, Applied: 3, Sum: "x"}, {Node: 2, Applied: 3, Sum: "x"}}
-	r := Check(h, ds, 10*time.Second, t.TempDir())
+	r := Check(h, ds, Facts{}, 10*time.Second, t.TempDir())
 	if r.Violated() {
 		t.Fatalf("violations in a clean history: %v", r.Violations)
 	}
@@ -81,7 +81,7 @@ func TestCheckReportsEveryKind(t *testing.T) {
 	}
 	ds := []checker.Digest{{Node: 1, Applied: 3, Sum: "x"}, {Node: 2, Applied: 3, Sum: "y"}}
 	dir := t.TempDir()
-	r := Check(h, ds, 10*time.Second, dir)
+	r := Check(h, ds, Facts{}, 10*time.Second, dir)
 	by := r.ByKind()
 	for _, k := range []checker.ViolationKind{checker.NotLinearizable, checker.LostWrite, checker.NonMonotonicRead, checker.NeverWritten, checker.ReplicaDiverged, checker.NotRecovered} {
 		if by[k] == 0 {
@@ -106,7 +106,7 @@ func TestCheckReportsEveryKind(t *testing.T) {
 
 func TestCheckHealFailureIsViolation(t *testing.T) {
 	h := history.History{Faults: []history.FaultEvent{{Kind: "kill-follower", Name: "kill n2", Inject: 1, Heal: 2, HealErr: "not answering PING"}}}
-	r := Check(h, nil, time.Second, "")
+	r := Check(h, nil, Facts{}, time.Second, "")
 	if r.ByKind()[checker.NotRecovered] != 1 || r.Faults[0].HealErrors != 1 {
 		t.Fatalf("report %+v", r)
 	}
@@ -129,7 +129,7 @@ func TestCheckAttributesToFaults(t *testing.T) {
 			{Kind: "kill-leader", Name: "kill n1", Inject: 300, Heal: 350},
 		},
 	}
-	r := Check(h, nil, 10*time.Second, "")
+	r := Check(h, nil, Facts{}, 10*time.Second, "")
 	got := map[string][3]int{}
 	for _, f := range r.Faults {
 		got[f.Kind] = [3]int{f.Ops, f.Violations, f.LostWrites}

@@ -12,6 +12,13 @@
 //     return a value that was never written.
 //   - Recovery: after each healed fault, writes succeed again; how long that
 //     took.
+//   - OneLeaderPerEpoch: no two nodes led the same epoch (from the node
+//     logs' leaderships).
+//   - Failovers: every failover the control plane made had a cause (a
+//     fault that could make the old leader look dead); the unavailability
+//     around each.
+//   - Vanished: in async mode, every lost acknowledged write is in some
+//     node's rollback file.
 //
 // A check reports Violations and never fails silently: a key it could not
 // decide is reported (as inconclusive or unverified), not passed.
@@ -53,6 +60,11 @@ const (
 	NeverWritten ViolationKind = "never-written"
 	// NotRecovered: after a fault was healed, no write succeeded again.
 	NotRecovered ViolationKind = "not-recovered"
+	// TwoLeaders: two nodes led the same epoch.
+	TwoLeaders ViolationKind = "two-leaders"
+	// FalseFailover: the control plane failed over from a leader that no
+	// fault could have made look dead (see Failovers).
+	FalseFailover ViolationKind = "false-failover"
 	// Inconclusive: porcupine timed out on a key; the key is neither
 	// passed nor failed. Reported so that a run cannot pass unchecked.
 	Inconclusive ViolationKind = "inconclusive"

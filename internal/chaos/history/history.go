@@ -132,11 +132,21 @@ type FaultEvent struct {
 	Heal      int64  `json:"heal"`
 	InjectErr string `json:"inject_err,omitempty"`
 	HealErr   string `json:"heal_err,omitempty"`
+	// Suspects are the nodes this fault may make look dead to the
+	// control plane (the node it killed, paused or cut off from etcd): a
+	// failover away from one of them while the fault holds, or shortly
+	// after, is expected; a failover away from any other node is false.
+	// Filled in at injection, once the fault's targets are known.
+	Suspects []int `json:"suspects,omitempty"`
 }
 
 // History is everything a run recorded.
 type History struct {
-	Seed   uint64       `json:"seed"`
+	Seed uint64 `json:"seed"`
+	// Start is the wall-clock time of the history's zero, so that times
+	// other processes record (etcd events, log lines) can be placed on
+	// the history's clock.
+	Start  time.Time    `json:"start"`
 	Ops    []Op         `json:"ops"`
 	Faults []FaultEvent `json:"faults"`
 }
@@ -179,6 +189,10 @@ type Recorder struct {
 // NewRecorder starts a history now.
 func NewRecorder() *Recorder { return &Recorder{start: time.Now()} }
 
+// At places a wall-clock time on the history's clock (nanoseconds since
+// Start; negative before it).
+func (h History) At(t time.Time) int64 { return int64(t.Sub(h.Start.Round(0))) }
+
 // Now is the current time on the history's clock, in nanoseconds. It only
 // moves forward (time.Since uses the monotonic clock).
 func (r *Recorder) Now() int64 { return int64(time.Since(r.start)) }
@@ -215,7 +229,7 @@ func (r *Recorder) Healed(i int, at int64, err error) {
 func (r *Recorder) History(seed uint64) History {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	h := History{Seed: seed, Ops: slices.Clone(r.ops), Faults: slices.Clone(r.faults)}
+	h := History{Seed: seed, Start: r.start, Ops: slices.Clone(r.ops), Faults: slices.Clone(r.faults)}
 	slices.SortStableFunc(h.Ops, func(a, b Op) int { return compare(a.Call, b.Call) })
 	return h
 }

@@ -5,6 +5,14 @@
 // source. Adding a fault means adding one type and one Kinds entry: the
 // planner, the runner, the report and the CLI pick it up by name.
 //
+// Targets that depend on the cluster's state (the leader, a follower, the
+// active orchestrator) are chosen when the fault is injected (Deferred),
+// since under the control plane the leader moves; the seed still fixes
+// every choice (which follower: the k-th in id order). A fault that may
+// make a node look dead to the control plane names it (Suspecter), and
+// the history records it, so the checker can tell a failover it caused
+// from a false one.
+//
 // Promises:
 //   - Plan is a pure function of (seed, kinds, topology, timing): the same
 //     seed gives the same schedule, so a failing run can be replayed.
@@ -31,9 +39,9 @@ import (
 // partition without a relay on the link).
 var ErrUnsupported = errors.New("nemesis: fault not supported by this cluster")
 
-// Env is what faults act on: process control of the nodes and the relays
-// on the peer links. The chaos runner adapts a cluster.Cluster to it; tests
-// use a fake.
+// Env is what faults act on: process control of the nodes and
+// orchestrators, the relays on the links, and who currently leads. The
+// chaos runner adapts a cluster.Cluster to it; tests use a fake.
 type Env interface {
 	Kill(id int) error
 	Start(id int) error
@@ -44,27 +52,36 @@ type Env interface {
 	// Write performs one write on node id, recorded in the history like a
 	// client's, and returns nil once it is acknowledged.
 	Write(ctx context.Context, id int) error
-	// Link returns the relay that carries node from's connections to node
-	// to, or nil if that link has none.
-	Link(from, to int) *relay.Relay
+	// Link returns the relay that carries from's connections to to, or
+	// nil if that link has none. Endpoints are named "n1" (a node), "o1"
+	// (an orchestrator) and "etcd".
+	Link(from, to string) *relay.Relay
+	// Leader is the node the topology names now (static: node 1).
+	Leader(ctx context.Context) (int, error)
+	// Nodes lists the node ids.
+	Nodes() []int
+	// ActiveOrchestrator is the orchestrator holding the election (1 for
+	// "o1"); KillOrchestrator and StartOrchestrator control its process.
+	ActiveOrchestrator(ctx context.Context) (int, error)
+	KillOrchestrator(i int) error
+	StartOrchestrator(i int) error
 }
 
-// Topology is what the planner knows about the cluster.
+// Topology is what the planner knows about the cluster: its nodes. Who
+// leads is looked up when a fault is injected (Env.Leader), since under
+// the control plane it changes during a run.
 type Topology struct {
-	Leader int
-	Nodes  []int
+	Nodes []int
 }
 
-// Followers returns every node but the leader, in order.
-func (t Topology) Followers() []int {
-	var fs []int
-	for _, n := range t.Nodes {
-		if n != t.Leader {
-			fs = append(fs, n)
-		}
-	}
-	return fs
-}
+// Node names node id as a link endpoint.
+func Node(id int) string { return fmt.Sprintf("n%d", id) }
+
+// Orchestrator names orchestrator i as a link endpoint.
+func Orchestrator(i int) string { return fmt.Sprintf("o%d", i) }
+
+// Etcd names etcd as a link endpoint.
+const Etcd = "etcd"
 
 // Fault is one fault with its targets chosen.
 type Fault interface {
@@ -77,6 +94,12 @@ type Fault interface {
 	Heal(ctx context.Context, env Env) error
 }
 
+// Suspecter is implemented by faults that may make nodes look dead to the
+// control plane; Run records Suspects with the fault (history.FaultEvent).
+type Suspecter interface {
+	Suspects() []int
+}
+
 // Kind is a named family of faults.
 type Kind struct {
 	Name string
@@ -87,39 +110,85 @@ type Kind struct {
 }
 
 // Kinds lists every fault kind, in the order the CLI shows them. Append new
-// kinds here.
+// kinds here. Targets that depend on the topology ("the leader", "a
+// follower") are resolved at injection (Deferred); the seed fixes which
+// follower (the k-th, in id order) and every other choice.
 var Kinds = []Kind{
 	{"kill-leader", "kill -9 the leader, restart it on heal", func(r *rand.Rand, t Topology) Fault {
-		return Kill{ID: t.Leader}
+		return OnLeader("kill the leader", func(l int, _ []int) Fault { return Kill{ID: l} })
 	}},
 	{"kill-leader-after-ack", "kill -9 the leader the moment it acknowledges a write, restart it on heal", func(r *rand.Rand, t Topology) Fault {
-		return KillAfterAck{ID: t.Leader}
+		return OnLeader("kill the leader after an ack", func(l int, _ []int) Fault { return KillAfterAck{ID: l} })
 	}},
 	{"kill-follower", "kill -9 a follower, restart it on heal", func(r *rand.Rand, t Topology) Fault {
-		return Kill{ID: pick(r, t.Followers())}
+		k := r.IntN(max(1, len(t.Nodes)-1))
+		return OnLeader("kill a follower", func(_ int, fs []int) Fault { return Kill{ID: nth(fs, k)} })
 	}},
-	{"pause", "SIGSTOP a node, SIGCONT on heal", func(r *rand.Rand, t Topology) Fault {
-		return Pause{ID: pick(r, t.Nodes)}
+	{"pause", "SIGSTOP the leader, SIGCONT on heal", func(r *rand.Rand, t Topology) Fault {
+		return OnLeader("pause the leader", func(l int, _ []int) Fault { return Pause{ID: l} })
 	}},
-	{"partition", "cut a follower's link to the leader", func(r *rand.Rand, t Topology) Fault {
-		return Link{From: pick(r, t.Followers()), To: t.Leader, Mode: relay.Mode{Cut: true}}
+	{"pause-follower", "SIGSTOP a follower, SIGCONT on heal", func(r *rand.Rand, t Topology) Fault {
+		k := r.IntN(max(1, len(t.Nodes)-1))
+		return OnLeader("pause a follower", func(_ int, fs []int) Fault { return Pause{ID: nth(fs, k)} })
+	}},
+	{"partition", "cut a follower's links to and from the leader", func(r *rand.Rand, t Topology) Fault {
+		k := r.IntN(max(1, len(t.Nodes)-1))
+		return OnLeader("partition a follower from the leader", func(l int, fs []int) Fault {
+			f := nth(fs, k)
+			return Links{Link{From: Node(f), To: Node(l), Mode: relay.Mode{Cut: true}}, Link{From: Node(l), To: Node(f), Mode: relay.Mode{Cut: true}, Optional: true}}
+		})
 	}},
 	{"delay", "delay a follower's link to the leader by 50-500ms", func(r *rand.Rand, t Topology) Fault {
 		d := time.Duration(50+r.IntN(451)) * time.Millisecond
-		return Link{From: pick(r, t.Followers()), To: t.Leader, Mode: relay.Mode{Delay: d}}
+		k := r.IntN(max(1, len(t.Nodes)-1))
+		return OnLeader("delay a follower's link to the leader", func(l int, fs []int) Fault {
+			return Link{From: Node(nth(fs, k)), To: Node(l), Mode: relay.Mode{Delay: d}}
+		})
 	}},
 	{"drop-oneway", "drop one direction of a follower's link to the leader", func(r *rand.Rand, t Topology) Fault {
 		dir := relay.Forward
-		from := pick(r, t.Followers())
+		k := r.IntN(max(1, len(t.Nodes)-1))
 		if r.IntN(2) == 1 {
 			dir = relay.Backward
 		}
-		return Link{From: from, To: t.Leader, Mode: relay.Mode{Drop: dir}}
+		return OnLeader("drop one way on a follower's link to the leader", func(l int, fs []int) Fault {
+			return Link{From: Node(nth(fs, k)), To: Node(l), Mode: relay.Mode{Drop: dir}}
+		})
+	}},
+	{"cut-leader-etcd", "cut the leader's link to etcd (it cannot renew its lease)", func(r *rand.Rand, t Topology) Fault {
+		return OnLeader("cut the leader from etcd", func(l int, _ []int) Fault {
+			return Link{From: Node(l), To: Etcd, Mode: relay.Mode{Cut: true}, Suspect: l}
+		})
+	}},
+	{"cut-orchestrator-leader", "cut the active orchestrator's probes of the leader (must not fail over)", func(r *rand.Rand, t Topology) Fault {
+		return Deferred{Desc: "cut the active orchestrator from the leader", Resolve: func(ctx context.Context, env Env) (Fault, error) {
+			l, err := env.Leader(ctx)
+			if err != nil {
+				return nil, err
+			}
+			o, err := env.ActiveOrchestrator(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return Link{From: Orchestrator(o), To: Node(l), Mode: relay.Mode{Cut: true}}, nil
+		}}
+	}},
+	{"kill-orchestrator", "kill -9 the active orchestrator, restart it on heal", func(r *rand.Rand, t Topology) Fault {
+		return Deferred{Desc: "kill the active orchestrator", Resolve: func(ctx context.Context, env Env) (Fault, error) {
+			o, err := env.ActiveOrchestrator(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return KillOrchestrator{I: o}, nil
+		}}
 	}},
 }
 
+// FailoverKinds are the kinds that need the control plane.
+var FailoverKinds = []string{"cut-leader-etcd", "cut-orchestrator-leader", "kill-orchestrator"}
+
 // DefaultKinds are the kinds `tandem chaos` runs without --faults.
-var DefaultKinds = []string{"kill-leader", "kill-follower", "pause", "partition"}
+var DefaultKinds = []string{"kill-leader", "kill-follower", "pause", "partition", "cut-leader-etcd", "cut-orchestrator-leader", "kill-orchestrator"}
 
 // Lookup returns the kinds with these names, or an error naming the
 // unknown ones and listing the known ones.
@@ -144,11 +213,13 @@ func Lookup(names []string) ([]Kind, error) {
 	return out, nil
 }
 
-func pick(r *rand.Rand, ids []int) int {
+// nth is the k-th of ids (0 if there are none: the fault's Inject
+// reports it).
+func nth(ids []int, k int) int {
 	if len(ids) == 0 {
-		return 0 // the fault's Inject reports it
+		return 0
 	}
-	return ids[r.IntN(len(ids))]
+	return ids[k%len(ids)]
 }
 
 // Timing shapes a schedule.
@@ -230,8 +301,15 @@ func Run(ctx context.Context, env Env, steps []Step, start time.Time, rec *histo
 			return
 		}
 		ev := history.FaultEvent{Kind: s.Kind, Name: s.Fault.Name(), Inject: rec.Now()}
-		log.Info("nemesis inject", "fault", ev.Name, "hold", s.Hold)
-		err := s.Fault.Inject(ctx, env)
+		f, err := resolve(ctx, env, s.Fault)
+		if err == nil {
+			ev.Name = f.Name()
+			if sf, ok := f.(Suspecter); ok {
+				ev.Suspects = sf.Suspects()
+			}
+			log.Info("nemesis inject", "fault", ev.Name, "hold", s.Hold)
+			err = f.Inject(ctx, env)
+		}
 		if err != nil {
 			// Nothing to heal: the fault is recorded without a heal time,
 			// so no recovery is measured for it.
@@ -245,7 +323,7 @@ func Run(ctx context.Context, env Env, steps []Step, start time.Time, rec *histo
 		healCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
 		at := rec.Now()
 		log.Info("nemesis heal", "fault", ev.Name)
-		err = s.Fault.Heal(healCtx, env)
+		err = f.Heal(healCtx, env)
 		cancel()
 		if err != nil {
 			log.Warn("nemesis heal failed", "fault", ev.Name, "err", err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"reflect"
 	"strings"
@@ -17,7 +18,7 @@ import (
 	"github.com/tandemdb/tandem/internal/chaos/relay"
 )
 
-var topo = Topology{Leader: 1, Nodes: []int{1, 2, 3}}
+var topo = Topology{Nodes: []int{1, 2, 3}}
 
 func allKinds(t *testing.T) []Kind {
 	var names []string
@@ -60,9 +61,9 @@ func TestPlanDeterministic(t *testing.T) {
 func TestPlanShape(t *testing.T) {
 	tm := DefaultTiming(2 * time.Minute)
 	ks := allKinds(t)
+	seen := map[string]bool{}
 	for seed := range uint64(50) {
 		steps := Plan(seed, ks, topo, tm)
-		seen := map[string]bool{}
 		prevEnd := time.Duration(0)
 		for _, s := range steps {
 			seen[s.Kind] = true
@@ -76,24 +77,54 @@ func TestPlanShape(t *testing.T) {
 				t.Fatalf("seed %d: hold %v out of bounds", seed, s.Hold)
 			}
 			prevEnd = s.At + s.Hold
-			switch f := s.Fault.(type) {
+			f, err := resolve(context.Background(), &fakeEnv{leader: 2, active: 1}, s.Fault)
+			if err != nil {
+				t.Fatalf("seed %d: resolve %s: %v", seed, s, err)
+			}
+			// The leader is n2 at injection: targets follow it.
+			switch f := f.(type) {
 			case Kill:
-				if s.Kind == "kill-leader" && f.ID != topo.Leader || s.Kind == "kill-follower" && f.ID == topo.Leader {
-					t.Fatalf("seed %d: %s hits the wrong node", seed, s)
+				if s.Kind == "kill-leader" && f.ID != 2 || s.Kind == "kill-follower" && (f.ID == 2 || f.ID == 0) {
+					t.Fatalf("seed %d: %s hits the wrong node: %s", seed, s, f.Name())
 				}
 			case KillAfterAck:
-				if s.Kind != "kill-leader-after-ack" || f.ID != topo.Leader {
+				if s.Kind != "kill-leader-after-ack" || f.ID != 2 {
 					t.Fatalf("seed %d: %s hits the wrong node", seed, s)
 				}
-			case Link:
-				if f.To != topo.Leader || f.From == topo.Leader {
-					t.Fatalf("seed %d: %s is not a follower->leader link", seed, s)
+			case Pause:
+				if (s.Kind == "pause") != (f.ID == 2) {
+					t.Fatalf("seed %d: %s hits the wrong node: %s", seed, s, f.Name())
 				}
+			case Link:
+				switch s.Kind {
+				case "cut-leader-etcd":
+					if f.From != "n2" || f.To != Etcd || !reflect.DeepEqual(f.Suspects(), []int{2}) {
+						t.Fatalf("seed %d: %s is %s", seed, s, f.Name())
+					}
+				case "cut-orchestrator-leader":
+					if f.From != "o1" || f.To != "n2" || f.Suspects() != nil {
+						t.Fatalf("seed %d: %s is %s", seed, s, f.Name())
+					}
+				default:
+					if f.To != "n2" || f.From == "n2" {
+						t.Fatalf("seed %d: %s is not a follower->leader link: %s", seed, s, f.Name())
+					}
+				}
+			case Links:
+				if s.Kind != "partition" || len(f) != 2 || f[0].To != "n2" || f[1].From != "n2" || f[0].From == "n2" {
+					t.Fatalf("seed %d: %s is %s", seed, s, f.Name())
+				}
+			case KillOrchestrator:
+				if f.I != 1 {
+					t.Fatalf("seed %d: %s is %s", seed, s, f.Name())
+				}
+			default:
+				t.Fatalf("seed %d: %s resolved to %T", seed, s, f)
 			}
 		}
-		if seed == 0 && len(seen) != len(Kinds) {
-			t.Errorf("seed 0 uses only %v of %d kinds in 2 minutes", seen, len(Kinds))
-		}
+	}
+	if len(seen) != len(Kinds) {
+		t.Errorf("50 seeds use only %v of %d kinds", seen, len(Kinds))
 	}
 	if steps := Plan(1, nil, topo, tm); steps != nil {
 		t.Fatalf("no kinds gave %v", steps)
@@ -115,8 +146,10 @@ func TestLookup(t *testing.T) {
 type fakeEnv struct {
 	mu     sync.Mutex
 	calls  []string
-	relays map[[2]int]*relay.Relay
+	relays map[[2]string]*relay.Relay
 	fail   string // a call that fails
+	leader int    // 0: n1
+	active int    // the active orchestrator, 0: o1
 }
 
 func (e *fakeEnv) do(call string) error {
@@ -139,7 +172,22 @@ func (e *fakeEnv) WaitReady(_ context.Context, id int) error {
 func (e *fakeEnv) Write(_ context.Context, id int) error {
 	return e.do(fmt.Sprintf("write %d", id))
 }
-func (e *fakeEnv) Link(from, to int) *relay.Relay { return e.relays[[2]int{from, to}] }
+func (e *fakeEnv) Link(from, to string) *relay.Relay { return e.relays[[2]string{from, to}] }
+func (e *fakeEnv) Leader(context.Context) (int, error) {
+	if e.leader == 0 {
+		return 1, nil
+	}
+	return e.leader, nil
+}
+func (e *fakeEnv) Nodes() []int { return []int{1, 2, 3} }
+func (e *fakeEnv) ActiveOrchestrator(context.Context) (int, error) {
+	if e.active == 0 {
+		return 1, nil
+	}
+	return e.active, nil
+}
+func (e *fakeEnv) KillOrchestrator(i int) error  { return e.do(fmt.Sprintf("kill o%d", i)) }
+func (e *fakeEnv) StartOrchestrator(i int) error { return e.do(fmt.Sprintf("start o%d", i)) }
 
 // The runner's tests run in a synctest bubble: the schedule's waits take
 // no real time, and the recorded times are exact. The relay (real sockets,
@@ -157,13 +205,13 @@ func TestRunRecordsAndHeals(t *testing.T) {
 	}
 	defer rl.Close()
 	synctest.Test(t, func(t *testing.T) {
-		env := &fakeEnv{relays: map[[2]int]*relay.Relay{{2, 1}: rl}, fail: "pause 3"}
+		env := &fakeEnv{relays: map[[2]string]*relay.Relay{{"n2", "n1"}: rl}, fail: "pause 3"}
 		ms := time.Millisecond
 		steps := []Step{
 			{At: 0, Hold: 10 * ms, Kind: "kill-leader", Fault: Kill{ID: 1}},
 			{At: 20 * ms, Hold: 10 * ms, Kind: "pause", Fault: Pause{ID: 3}},
-			{At: 40 * ms, Hold: 10 * ms, Kind: "partition", Fault: Link{From: 2, To: 1, Mode: relay.Mode{Cut: true}}},
-			{At: 60 * ms, Hold: 10 * ms, Kind: "partition", Fault: Link{From: 3, To: 1, Mode: relay.Mode{Cut: true}}},
+			{At: 40 * ms, Hold: 10 * ms, Kind: "partition", Fault: Link{From: "n2", To: "n1", Mode: relay.Mode{Cut: true}}},
+			{At: 60 * ms, Hold: 10 * ms, Kind: "partition", Fault: Link{From: "n3", To: "n1", Mode: relay.Mode{Cut: true}}},
 			{At: 80 * ms, Hold: 5 * ms, Kind: "kill-leader-after-ack", Fault: KillAfterAck{ID: 1}},
 		}
 		rec := history.NewRecorder()
@@ -244,4 +292,65 @@ func TestRunHealsOnCancel(t *testing.T) {
 			t.Fatalf("calls = %v, want %v", env.calls, want)
 		}
 	})
+}
+
+// A deferred fault is resolved at injection: it hits the leader of that
+// moment, and the history names the node and its suspects.
+func TestRunResolvesAtInjection(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		env := &fakeEnv{leader: 3, active: 2}
+		ks, err := Lookup([]string{"kill-leader", "kill-orchestrator", "pause-follower"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		steps := []Step{
+			{At: 0, Hold: time.Millisecond, Kind: ks[0].Name, Fault: ks[0].New(nil, topo)},
+			{At: 10 * time.Millisecond, Hold: time.Millisecond, Kind: ks[1].Name, Fault: ks[1].New(nil, topo)},
+		}
+		rec := history.NewRecorder()
+		Run(context.Background(), env, steps, time.Now(), rec, slog.New(slog.DiscardHandler))
+		if want := []string{"kill 3", "start 3", "ready 3", "kill o2", "start o2"}; !reflect.DeepEqual(env.calls, want) {
+			t.Fatalf("calls = %v, want %v", env.calls, want)
+		}
+		fs := rec.History(0).Faults
+		if fs[0].Name != "kill n3" || !reflect.DeepEqual(fs[0].Suspects, []int{3}) {
+			t.Fatalf("kill-leader recorded as %+v", fs[0])
+		}
+		if fs[1].Name != "kill o2" || fs[1].Suspects != nil {
+			t.Fatalf("kill-orchestrator recorded as %+v", fs[1])
+		}
+	})
+}
+
+// A partition's leader->follower direction has no relay in the static
+// topology: the partition still injects, on the one link there is.
+func TestPartitionWithoutReverseRelay(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	rl, err := relay.Listen(ln.Addr().String(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rl.Close()
+	env := &fakeEnv{relays: map[[2]string]*relay.Relay{{"n2", "n1"}: rl}}
+	ks, _ := Lookup([]string{"partition"})
+	f, err := resolve(context.Background(), env, ks[0].New(rand.New(rand.NewPCG(1, 1)), topo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Inject(context.Background(), env); err != nil {
+		t.Fatalf("%s: %v", f.Name(), err)
+	}
+	if !rl.Mode().Cut {
+		t.Fatalf("%s left n2->n1 in mode %v", f.Name(), rl.Mode())
+	}
+	if err := f.Heal(context.Background(), env); err != nil || rl.Mode().Cut {
+		t.Fatalf("heal: %v, mode %v", err, rl.Mode())
+	}
+	if err := (Link{From: "n3", To: "n1"}).Inject(context.Background(), env); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("a required link without a relay: %v", err)
+	}
 }

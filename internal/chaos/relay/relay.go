@@ -229,8 +229,11 @@ func (r *Relay) pump(p *pair, src, dst net.Conn, dir Direction) {
 	queue := make(chan chunk, 1024)
 	go func() {
 		defer close(queue)
+		// One read buffer per direction; each chunk copies only what was
+		// read, so an idle or chatty link (etcd's keepalives, heartbeats)
+		// costs bytes, not 32 KiB a read.
+		buf := make([]byte, 32<<10)
 		for {
-			buf := make([]byte, 32<<10)
 			n, err := src.Read(buf)
 			if n > 0 {
 				r.mu.Lock()
@@ -240,7 +243,7 @@ func (r *Relay) pump(p *pair, src, dst net.Conn, dir Direction) {
 				}
 				r.mu.Unlock()
 				if m.Drop != dir {
-					queue <- chunk{data: buf[:n], at: time.Now().Add(m.Delay)}
+					queue <- chunk{data: append([]byte(nil), buf[:n]...), at: time.Now().Add(m.Delay)}
 				}
 			}
 			if err != nil {

@@ -55,6 +55,35 @@ type Config struct {
 	// reads (none: no follower reads).
 	Leader    int
 	Followers []int
+	// LeaderOf, if set, says who leads at the moment (the control plane
+	// moves the leader): each operation goes to the node it names, and
+	// follower reads to one of the other Nodes. Leader and Followers are
+	// then unused.
+	LeaderOf func() int
+	Nodes    []int
+}
+
+// leader is the node that takes writes now.
+func (c Config) leader() int {
+	if c.LeaderOf != nil {
+		return c.LeaderOf()
+	}
+	return c.Leader
+}
+
+// followers are the nodes that serve follower reads now.
+func (c Config) followers() []int {
+	if c.LeaderOf == nil {
+		return c.Followers
+	}
+	l := c.LeaderOf()
+	var fs []int
+	for _, n := range c.Nodes {
+		if n != l {
+			fs = append(fs, n)
+		}
+	}
+	return fs
 }
 
 // Keys returns every key of the workload, registers then counters.
@@ -75,10 +104,10 @@ func Run(ctx context.Context, cfg Config, conns map[int]Conn, rec *history.Recor
 	if cfg.Clients < 1 || cfg.Registers < 1 || cfg.Counters < 1 {
 		return fmt.Errorf("workload: need clients, registers and counters, got %+v", cfg)
 	}
-	if conns[cfg.Leader] == nil {
-		return fmt.Errorf("workload: no connection to leader n%d", cfg.Leader)
+	if conns[cfg.leader()] == nil {
+		return fmt.Errorf("workload: no connection to leader n%d", cfg.leader())
 	}
-	for _, f := range cfg.Followers {
+	for _, f := range append(cfg.followers(), cfg.Nodes...) {
 		if conns[f] == nil {
 			return fmt.Errorf("workload: no connection to follower n%d", f)
 		}
@@ -139,44 +168,41 @@ func (c *client) next(ctx context.Context) history.Op {
 	reg := "r:" + strconv.Itoa(c.r.IntN(c.cfg.Registers))
 	ctr := "c:" + strconv.Itoa(c.r.IntN(c.cfg.Counters))
 	roll := c.r.IntN(100)
+	leader, fs := c.cfg.leader(), c.cfg.followers()
 	follower := 0
-	if len(c.cfg.Followers) > 0 {
-		follower = c.cfg.Followers[c.r.IntN(len(c.cfg.Followers))]
+	if len(fs) > 0 {
+		follower = fs[c.r.IntN(len(fs))]
 	}
 	switch {
 	case roll < 30:
 		c.seq++
-		return c.write(ctx, reg, fmt.Sprintf("%d.%d", c.id, c.seq))
+		return c.write(ctx, leader, reg, fmt.Sprintf("%d.%d", c.id, c.seq))
 	case roll < 50:
-		return Read(ctx, c.conns, c.cfg.Leader, c.id, reg, false, c.cfg.OpTimeout, c.rec)
+		return Read(ctx, c.conns, leader, c.id, reg, false, c.cfg.OpTimeout, c.rec)
 	case roll < 65:
-		return c.incr(ctx, ctr)
+		return Incr(ctx, c.conns, leader, c.id, ctr, c.cfg.OpTimeout, c.rec)
 	case roll < 75:
-		return Read(ctx, c.conns, c.cfg.Leader, c.id, ctr, false, c.cfg.OpTimeout, c.rec)
+		return Read(ctx, c.conns, leader, c.id, ctr, false, c.cfg.OpTimeout, c.rec)
 	}
 	key := reg
 	if roll >= 90 {
 		key = ctr
 	}
 	if follower == 0 {
-		return Read(ctx, c.conns, c.cfg.Leader, c.id, key, false, c.cfg.OpTimeout, c.rec)
+		return Read(ctx, c.conns, leader, c.id, key, false, c.cfg.OpTimeout, c.rec)
 	}
 	return Read(ctx, c.conns, follower, c.id, key, true, c.cfg.OpTimeout, c.rec)
 }
 
-func (c *client) write(ctx context.Context, key, value string) history.Op {
-	op := history.Op{Client: c.id, Key: key, Kind: history.Write, Value: value, Node: c.cfg.Leader}
+func (c *client) write(ctx context.Context, node int, key, value string) history.Op {
+	op := history.Op{Client: c.id, Key: key, Kind: history.Write, Value: value, Node: node}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.OpTimeout)
 	defer cancel()
 	op.Call = c.rec.Now()
-	err := c.conns[c.cfg.Leader].Do(ctx, "SET", key, value).Err()
+	err := c.conns[node].Do(ctx, "SET", key, value).Err()
 	op.Return = c.rec.Now()
 	op.Outcome, op.Err = Classify(err)
 	return op
-}
-
-func (c *client) incr(ctx context.Context, key string) history.Op {
-	return Incr(ctx, c.conns, c.cfg.Leader, c.id, key, c.cfg.OpTimeout, c.rec)
 }
 
 // Incr performs one INCR of key on node and returns it as an operation
@@ -227,7 +253,7 @@ func FinalReads(ctx context.Context, cfg Config, conns map[int]Conn, rec *histor
 	var missing []string
 	for _, key := range cfg.Keys() {
 		for {
-			op := Read(ctx, conns, cfg.Leader, cfg.Clients, key, false, timeout, rec)
+			op := Read(ctx, conns, cfg.leader(), cfg.Clients, key, false, timeout, rec)
 			op.Final = true
 			rec.Add(op)
 			if op.Outcome == history.OK {

@@ -251,3 +251,44 @@ func TestClassifyRealSockets(t *testing.T) {
 		t.Fatalf("refused connection: %s (%s), want failed", got, msg)
 	}
 }
+
+// Under the control plane the leader moves: every operation goes to the
+// node LeaderOf names at its start, follower reads to the others.
+func TestWorkloadFollowsTheLeader(t *testing.T) {
+	s := newStore()
+	var mu sync.Mutex
+	leader := 2
+	cs := map[int]Conn{1: conn{s, false}, 2: conn{s, true}, 3: conn{s, false}}
+	cfg := testConfig()
+	cfg.Leader, cfg.Followers = 0, nil
+	cfg.Nodes = []int{1, 2, 3}
+	cfg.MaxOps = 400
+	calls := 0
+	cfg.LeaderOf = func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		if calls == 400 { // a failover to n3 half-way
+			leader = 3
+			cs[2], cs[3] = conn{s, false}, conn{s, true}
+		}
+		return leader
+	}
+	rec := history.NewRecorder()
+	cfg.Clients = 1 // one client: the map of conns is read by one goroutine
+	if err := Run(context.Background(), cfg, cs, rec); err != nil {
+		t.Fatal(err)
+	}
+	h := rec.History(0)
+	seen := map[string]int{}
+	for _, o := range h.Ops {
+		if o.Outcome != history.OK {
+			t.Fatalf("op sent to a node that does not lead: %s", o)
+		}
+		seen[fmt.Sprintf("n%d follower=%v", o.Node, o.Follower)]++
+	}
+	if seen["n2 follower=false"] == 0 || seen["n3 follower=false"] == 0 || seen["n2 follower=true"] == 0 || seen["n1 follower=true"] == 0 {
+		t.Fatalf("operations per node: %v", seen)
+	}
+	t.Logf("operations per node: %v", seen)
+}
