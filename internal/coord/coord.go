@@ -34,6 +34,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 )
 
 // Topology is who leads the cluster, at which epoch, under which rules.
@@ -113,7 +115,14 @@ func Dial(endpoints []string) (*clientv3.Client, error) {
 		// to another endpoint.
 		DialKeepAliveTime:    time.Second,
 		DialKeepAliveTimeout: time.Second,
-		Logger:               quietZap(),
+		// gRPC's default reconnect backoff grows to 120 s: a process cut
+		// off from etcd for a while would then take seconds to notice it
+		// is back, and a leader's lease (renewed through etcd) with it.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 300 * time.Millisecond},
+			MinConnectTimeout: time.Second,
+		})},
+		Logger: quietZap(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("coord: connect to etcd %v: %w", endpoints, err)

@@ -19,6 +19,7 @@ type decision struct {
 	lastSign  time.Time // the old leader's last heartbeat
 	lostLSNs  uint64    // entries the old leader had beyond the candidate, if known
 	note      string    // why nothing is done, when worth logging
+	noteKey   string    // what kind of note, for rate-limiting its log line
 }
 
 // decide is the failover rule of the package comment, over one view. It
@@ -38,7 +39,7 @@ func decide(cfg *Config, v view, activeSince time.Time) decision {
 		}
 		c, err := control.Choose(v.candidates(""))
 		if err != nil {
-			return decision{note: "bootstrap: " + err.Error()}
+			return decision{note: "bootstrap: " + err.Error(), noteKey: "bootstrap"}
 		}
 		return decision{kind: "bootstrap", reason: "no topology yet", candidate: c.Candidate}
 	}
@@ -46,44 +47,48 @@ func decide(cfg *Config, v view, activeSince time.Time) decision {
 	if leader == nil {
 		c, err := control.Choose(v.candidates(v.topo.Leader))
 		if err != nil {
-			return decision{note: "leader " + v.topo.Leader + " is not a member: " + err.Error()}
+			return decision{note: "leader " + v.topo.Leader + " is not a member: " + err.Error(), noteKey: "not-member"}
 		}
 		return decision{kind: "failover", reason: "the leader is not a registered member", candidate: c.Candidate, from: v.topo.Leader}
 	}
+	// The leader's own word that it does not lead (or serve) is enough:
+	// no follower's vouching overrides it. A silent or refusing leader is
+	// failed over only if no follower still hears it (the holistic check).
 	var why string
+	selfReported := false
 	switch {
+	case leader.Fresh && !leader.NotLead.IsZero() && v.now.Sub(leader.NotLead) >= cfg.NotLeadingAfter:
+		role := leader.Reply.Role + " " + leader.Reply.Reason
+		why = fmt.Sprintf("leader has not led epoch %d for %s (it is %s)", v.topo.Epoch, v.now.Sub(leader.NotLead).Round(time.Millisecond), role)
+		selfReported = true
+	case leader.Fresh && !leader.NotAnswering.IsZero() && v.now.Sub(leader.NotAnswering) >= cfg.NotAnsweringAfter:
+		why = fmt.Sprintf("leader has answered nothing for %s (its lease is not confirmed: cut off from etcd?)", v.now.Sub(leader.NotAnswering).Round(time.Millisecond))
+		selfReported = true
 	case leader.Refused >= 2:
 		why = fmt.Sprintf("leader refused %d probes in a row (%s)", leader.Refused, "process gone")
 	case leader.Suspect:
 		why = fmt.Sprintf("leader suspected (phi %.1f, last heartbeat %s ago)", leader.Phi, v.now.Sub(leader.LastBeat).Round(time.Millisecond))
-	case !leader.NotLead.IsZero() && v.now.Sub(leader.NotLead) >= cfg.NotLeadingAfter:
-		role := "?"
-		if leader.Reply != nil {
-			role = leader.Reply.Role + " " + leader.Reply.Reason
-		}
-		why = fmt.Sprintf("leader has not led epoch %d for %s (it is %s)", v.topo.Epoch, v.now.Sub(leader.NotLead).Round(time.Millisecond), role)
 	default:
 		return decision{}
 	}
-	// Holistic check: a follower that still hears the leader vouches for
-	// it (unless the leader itself says it does not lead).
-	if leader.NotLead.IsZero() {
+	if !selfReported {
 		for _, n := range v.nodes {
 			if n.ID == leader.ID || !n.Fresh || n.Reply.Role != "follower" || !follows(n.Reply, leader) {
 				continue
 			}
 			if ms := n.Reply.LeaderHeardAgoMs; ms >= 0 && time.Duration(ms)*time.Millisecond < cfg.FollowerSilence {
-				return decision{note: fmt.Sprintf("%s, but follower %s heard it %d ms ago: no failover", why, n.ID, ms)}
+				return decision{note: fmt.Sprintf("%s, but follower %s heard it %d ms ago: no failover", why, n.ID, ms), noteKey: "veto " + n.ID}
 			}
 		}
 	}
 	c, err := control.Choose(v.candidates(leader.ID))
 	if err != nil {
-		return decision{note: why + ": " + err.Error()}
+		return decision{note: why + ": " + err.Error(), noteKey: "no-candidate"}
 	}
 	d := decision{kind: "failover", reason: why, candidate: c.Candidate, from: leader.ID, lastSign: leader.LastBeat}
 	if c.CatchUpFrom != "" {
 		d.note = fmt.Sprintf("candidate %s is behind %s (priority 0 or ineligible); promoting it anyway", c.Candidate, c.CatchUpFrom)
+		d.noteKey = "catch-up"
 	}
 	if lr := leader.Reply; lr != nil {
 		if cand := v.node(c.Candidate); cand != nil {
@@ -124,7 +129,7 @@ func (o *Orchestrator) decideLoop() {
 		v := o.snapshot()
 		d := decide(&o.cfg, v, activeSince)
 		if d.note != "" {
-			o.note(d.note, "orchestrator: "+d.note)
+			o.note(d.noteKey, "orchestrator: "+d.note)
 		}
 		if d.kind == "" {
 			continue
@@ -174,7 +179,7 @@ func (o *Orchestrator) changeLocked(v view, kind, reason, to string, lastSign ti
 	o.topo, o.haveTopo = next, true // the watch confirms it
 	if ns := o.nodes[to]; ns != nil {
 		ns.giveGrace(o.cfg.Grace)
-		ns.notLead = time.Time{}
+		ns.notLead, ns.notAnswering = time.Time{}, time.Time{}
 	}
 	if ns := o.nodes[v.topo.Leader]; ns != nil && v.topo.Leader != to {
 		// The silence that ended in this failover was a failure, not the

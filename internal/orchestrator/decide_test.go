@@ -70,6 +70,20 @@ func TestDecide(t *testing.T) {
 				{ID: "n1", Member: member("n1"), Reply: &peerpb.HeartbeatReply{Role: "fenced", Reason: "boom", Durable: &peerpb.Position{Epoch: 3, Lsn: 100}}, Fresh: true, NotLead: now.Add(-3 * time.Second)},
 				f("n2", 100, 10), f("n3", 100, 10)}},
 			kind: "failover", candidate: "n2"},
+		{name: "leader without a lease (cut from etcd) past NotAnsweringAfter: no veto",
+			v: view{now: now, topo: topo, haveTopo: true, nodes: []nodeView{
+				func() nodeView { n := healthy; n.NotAnswering = now.Add(-600 * time.Millisecond); return n }(),
+				f("n2", 100, 10), f("n3", 100, 10)}},
+			kind: "failover", candidate: "n2"},
+		{name: "leader without a lease for less than NotAnsweringAfter (a new leader's fence)",
+			v: view{now: now, topo: topo, haveTopo: true, nodes: []nodeView{
+				func() nodeView { n := healthy; n.NotAnswering = now.Add(-100 * time.Millisecond); return n }(),
+				f("n2", 100, 10), f("n3", 100, 10)}}},
+		{name: "refused, with a stale not-answering mark from its fence: the followers still veto",
+			v: view{now: now, topo: topo, haveTopo: true, nodes: []nodeView{
+				func() nodeView { n := refused; n.NotAnswering = now.Add(-time.Second); return n }(),
+				f("n2", 100, 10), f("n3", 100, 10)}},
+			note: "no failover"},
 		{name: "no topology, all answered: bootstrap the most advanced",
 			v:    view{now: now, nodes: []nodeView{f("n1", 5, -1), f("n2", 7, -1)}},
 			kind: "bootstrap", candidate: "n2"},

@@ -79,6 +79,11 @@ type Config struct {
 	// NotLeadingAfter: a leader that answers but does not lead the
 	// topology's epoch for this long is failed over (default 2 s).
 	NotLeadingAfter time.Duration
+	// NotAnsweringAfter: a leader whose lease has lapsed (it answers no
+	// writer or reader: cut off from etcd without every follower's echo)
+	// for this long is failed over, since it serves nothing anyway
+	// (default 500 ms, well past a new leader's 100 ms fence delay).
+	NotAnsweringAfter time.Duration
 	// Grace: a new leader is not suspected for this long, or until it
 	// answers as leader, whichever is first (default 1 s).
 	Grace time.Duration
@@ -118,6 +123,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.NotLeadingAfter <= 0 {
 		c.NotLeadingAfter = 2 * time.Second
+	}
+	if c.NotAnsweringAfter <= 0 {
+		c.NotAnsweringAfter = 500 * time.Millisecond
 	}
 	if c.Grace <= 0 {
 		c.Grace = time.Second
@@ -170,6 +178,9 @@ type nodeState struct {
 	refused int       // probes refused in a row
 	lastErr string
 	notLead time.Time // since when it does not lead the epoch it should
+	// notAnswering: since when it leads but answers nothing (its lease is
+	// not confirmed: cut off from etcd, and not every follower echoes it).
+	notAnswering time.Time
 	// graceEnds: the grace given as a new leader, until it answers.
 	graceEnds time.Time
 	probeCtl  context.CancelFunc
@@ -396,6 +407,9 @@ type nodeView struct {
 	Phi      float64
 	LastBeat time.Time
 	NotLead  time.Time
+	// NotAnswering: since when it leads without a valid lease (zero: it
+	// answers, or does not lead).
+	NotAnswering time.Time
 }
 
 func (o *Orchestrator) snapshot() view {
@@ -405,7 +419,8 @@ func (o *Orchestrator) snapshot() view {
 	v := view{now: now, topo: o.topo, haveTopo: o.haveTopo}
 	for id, ns := range o.nodes {
 		nv := nodeView{ID: id, Member: ns.member, Reply: ns.reply, Refused: ns.refused,
-			Suspect: ns.det.Suspect(now), Phi: ns.det.Phi(now), LastBeat: ns.det.LastHeartbeat(), NotLead: ns.notLead}
+			Suspect: ns.det.Suspect(now), Phi: ns.det.Phi(now), LastBeat: ns.det.LastHeartbeat(), NotLead: ns.notLead,
+			NotAnswering: ns.notAnswering}
 		nv.Fresh = ns.reply != nil && now.Sub(ns.replied) < 3*o.cfg.Interval
 		v.nodes = append(v.nodes, nv)
 	}

@@ -58,6 +58,13 @@ func (o *Orchestrator) probe(ctx context.Context, ns *nodeState) {
 				ns.det.Grace(now)
 				ns.graceEnds = time.Time{}
 			}
+			if shouldLead && leads && !rep.Answering {
+				if ns.notAnswering.IsZero() {
+					ns.notAnswering = now
+				}
+			} else {
+				ns.notAnswering = time.Time{}
+			}
 			if shouldLead && !leads {
 				if ns.notLead.IsZero() {
 					ns.notLead = now

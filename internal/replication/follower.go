@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tandemdb/tandem/internal/frame"
@@ -70,6 +71,9 @@ type Follower struct {
 
 	mu     sync.Mutex
 	status FollowerStatus
+	// lastRecv is when the stream last delivered a message (Unix ns), set
+	// by the receiving goroutine.
+	lastRecv atomic.Int64
 	// applyCount counts applied entries and skipped holds the keys dropped
 	// so far, for the FollowerSkipEntry fault.
 	applyCount uint64
@@ -103,7 +107,11 @@ func NewFollower(cfg FollowerConfig) *Follower {
 func (f *Follower) Status() FollowerStatus {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.status
+	st := f.status
+	if r := time.Unix(0, f.lastRecv.Load()); r.After(st.LastContact) {
+		st.LastContact = r
+	}
+	return st
 }
 
 // Loading reports whether the data is partial (a seed is under way) and
@@ -218,7 +226,7 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 	f.status.Connected = true
 	f.mu.Unlock()
 	f.log.Info("streaming from leader", "epoch", epoch, "durable_lsn", core.durable.LSN, "applied_lsn", core.applied)
-	in := receive(ctx, stream)
+	in := receive(ctx, stream, func() { f.lastRecv.Store(f.cfg.Now().UnixNano()) })
 	var held *received
 	for {
 		var r received
@@ -273,11 +281,19 @@ type received struct {
 // that appends arriving while one is persisted can be merged (gather). The
 // goroutine ends after the first error or when ctx ends, which also breaks
 // a Recv in progress.
-func receive(ctx context.Context, stream FollowerStream) <-chan received {
+//
+// heard is called on every message as it arrives, before it waits behind
+// an fsync: "when did you last hear your leader" (the orchestrator's
+// holistic check) must not say "long ago" because this node's disk is
+// slow.
+func receive(ctx context.Context, stream FollowerStream, heard func()) <-chan received {
 	in := make(chan received, 16) // at most 16 leader batches (each at most MaxBatchBytes) read ahead
 	go func() {
 		for {
 			m, err := stream.Recv()
+			if err == nil {
+				heard()
+			}
 			select {
 			case in <- received{m, err}:
 			case <-ctx.Done():
@@ -395,9 +411,9 @@ func (f *Follower) skipSome(entries []logrec.Entry) []logrec.Entry {
 // truncate drops a diverged log suffix: the entries after the point
 // TruncatePoint computes from the leader's answer, which keeps every entry
 // the follower shares with the leader; the next handshake checks again.
-// Applied entries cannot be undone in place: they are written to a rollback
-// file for the operator and the node is re-seeded, so nothing is dropped
-// silently.
+// Every dropped entry is first written to a rollback file for the
+// operator; applied entries cannot be undone in place, so then the node is
+// re-seeded. Nothing is dropped silently.
 func (f *Follower) truncate(ctx context.Context, t *peerpb.Truncate) error {
 	db := f.cfg.DB
 	after, err := TruncatePoint(db, t.GetAfterLsn(), t.GetAfterEpoch())
@@ -405,18 +421,25 @@ func (f *Follower) truncate(ctx context.Context, t *peerpb.Truncate) error {
 		return err
 	}
 	durable := db.Durable()
+	if durable.LSN <= after {
+		return nil
+	}
+	// Every dropped entry is saved first, applied or not: the applied LSN
+	// is written without an fsync, so after a kill -9 an entry that was
+	// applied and acknowledged (by this node, as an async leader) can
+	// look merely durable, and dropping it would lose it silently.
+	path, err := f.writeRollback(after)
+	if err != nil {
+		return fmt.Errorf("replication: save the diverged suffix before dropping it: %w", err)
+	}
 	err = db.TruncateLogAfter(after)
 	if err == nil {
-		f.log.Warn("truncated diverged log suffix", "after_lsn", after, "durable_lsn", durable.LSN, "durable_epoch", durable.Epoch,
-			"leader_after_lsn", t.GetAfterLsn(), "leader_after_epoch", t.GetAfterEpoch())
+		f.log.Warn("truncated diverged log suffix; its entries were saved for the operator", "after_lsn", after, "durable_lsn", durable.LSN, "durable_epoch", durable.Epoch,
+			"leader_after_lsn", t.GetAfterLsn(), "leader_after_epoch", t.GetAfterEpoch(), "rollback_file", path)
 		return nil
 	}
 	if !errors.Is(err, storage.ErrBelowApplied) {
 		return err
-	}
-	path, werr := f.writeRollback(after)
-	if werr != nil {
-		return fmt.Errorf("replication: save rollback before re-seed: %w", werr)
 	}
 	f.log.Warn("applied writes the leader does not have were saved for the operator; re-seeding", "after_lsn", after, "rollback_file", path)
 	return f.seed(ctx)
