@@ -25,14 +25,22 @@ type backend struct{ n *Node }
 
 var _ resp.Backend = backend{}
 
-func (b backend) Read(ctx context.Context, spec *commands.Spec, args [][]byte) (commands.Reply, error) {
+func (b backend) Read(ctx context.Context, spec *commands.Spec, args [][]byte) (reply commands.Reply, err error) {
 	switch r := b.n.current().(type) {
 	case *fenced:
 		return nil, r.readErr()
 	case *following:
+		// A seed that begins while the read runs discards the data under
+		// it: such a read answers LOADING, not a partial keyspace.
+		gen := b.n.db.SeedGeneration()
 		if r.f.Loading() {
 			return nil, resp.ErrLoading
 		}
+		defer func() {
+			if err == nil && (b.n.db.Seeding() || b.n.db.SeedGeneration() != gen) {
+				reply, err = nil, resp.ErrLoading
+			}
+		}()
 	case *leading:
 		switch err := r.l.ReadBarrier(ctx); {
 		case errors.Is(err, replication.ErrNotReady):

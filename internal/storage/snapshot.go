@@ -91,6 +91,11 @@ func (s *Snapshot) Close() error { return s.snap.Close() }
 // durably, so that a crash mid-ingest restarts the seed instead of serving a
 // partial keyspace.
 func (d *DB) BeginIngest() error {
+	// Readers learn of the seed before any data goes (SeedGeneration).
+	d.mu.Lock()
+	d.seeding = true
+	d.seeds++
+	d.mu.Unlock()
 	b := d.pdb.NewBatch()
 	defer b.Close()
 	_ = b.DeleteRange(dataLower, dataUpper, nil)

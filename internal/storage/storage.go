@@ -113,6 +113,9 @@ type DB struct {
 	epoch    uint64
 	epochs   []Position // (epoch, first LSN) in ascending order
 	seeding  bool
+	// seeds counts the seeds begun; it moves before a seed discards the
+	// data, so a read that ran across one can tell (SeedGeneration).
+	seeds uint64
 	logBytes int64
 	logCount int64
 	// appends and appended count AppendLog calls (each one fsync) and the
@@ -248,6 +251,15 @@ func (d *DB) Seeding() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.seeding
+}
+
+// SeedGeneration counts the seeds begun on this DB. A reader that takes it
+// before reading and finds it unchanged (and Seeding false) afterwards read
+// data no seed discarded under it.
+func (d *DB) SeedGeneration() uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.seeds
 }
 
 // Epoch is the highest epoch this node has seen.

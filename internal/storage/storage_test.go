@@ -771,8 +771,12 @@ func ingest(t *testing.T, src, dst *DB, finish bool) *Snapshot {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { snap.Close() })
+	gen := dst.SeedGeneration()
 	if err := dst.BeginIngest(); err != nil {
 		t.Fatal(err)
+	}
+	if dst.SeedGeneration() != gen+1 {
+		t.Fatalf("seed generation %d after BeginIngest, want %d: a read across the seed could not tell", dst.SeedGeneration(), gen+1)
 	}
 	if !dst.Seeding() || dst.Applied() != 0 || dst.Durable() != (Position{}) {
 		t.Fatalf("after BeginIngest: seeding %v applied %d durable %v", dst.Seeding(), dst.Applied(), dst.Durable())
