@@ -106,16 +106,16 @@ type DB struct {
 	pdb *pebble.DB
 	log *slog.Logger
 
-	mu       sync.Mutex // guards the fields below
-	durable  Position
-	logBase  Position
-	applied  uint64
-	epoch    uint64
-	epochs   []Position // (epoch, first LSN) in ascending order
-	seeding  bool
+	mu      sync.Mutex // guards the fields below
+	durable Position
+	logBase Position
+	applied uint64
+	epoch   uint64
+	epochs  []Position // (epoch, first LSN) in ascending order
+	seeding bool
 	// seeds counts the seeds begun; it moves before a seed discards the
 	// data, so a read that ran across one can tell (SeedGeneration).
-	seeds uint64
+	seeds    uint64
 	logBytes int64
 	logCount int64
 	// appends and appended count AppendLog calls (each one fsync) and the
