@@ -1,6 +1,7 @@
 package commit
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"testing/quick"
@@ -22,7 +23,48 @@ func TestLSN(t *testing.T) {
 		{"quorum short of followers", Mode{Kind: Quorum, K: 3}, 10, []uint64{9, 9}, 0},
 	}
 	for _, tt := range tests {
-		if got := LSN(tt.mode, tt.leader, tt.followers); got != tt.want {
+		if got := LSN(tt.mode, tt.leader, followers(tt.followers...), nil); got != tt.want {
+			t.Errorf("%s: LSN = %d, want %d", tt.name, got, tt.want)
+		}
+	}
+}
+
+// followers names durable LSNs f1, f2, ...
+func followers(durable ...uint64) []Follower {
+	out := make([]Follower, len(durable))
+	for i, d := range durable {
+		out[i] = Follower{ID: fmt.Sprintf("f%d", i+1), Durable: d}
+	}
+	return out
+}
+
+// TestLSNWithSyncSet: sync waits for every member of the sync set,
+// semisync for one; followers outside the set never count; an empty set
+// commits nothing; a member not connected counts as having nothing.
+func TestLSNWithSyncSet(t *testing.T) {
+	sync, semi := Mode{Kind: Sync}, Mode{Kind: SemiSync}
+	fs := followers(8, 5, 9) // f1 8, f2 5, f3 9
+	tests := []struct {
+		name    string
+		mode    Mode
+		leader  uint64
+		syncSet []string
+		want    uint64
+	}{
+		{"sync: the slowest member", sync, 10, []string{"f1", "f2"}, 5},
+		{"sync: one member", sync, 10, []string{"f3"}, 9},
+		{"sync: capped by the leader", sync, 7, []string{"f3"}, 7},
+		{"sync: a member not connected holds it at 0", sync, 10, []string{"f1", "f9"}, 0},
+		{"sync: empty set commits nothing", sync, 10, nil, 0},
+		{"semisync: the best member", semi, 10, []string{"f1", "f2"}, 8},
+		{"semisync: a faster follower outside the set does not count", semi, 10, []string{"f2"}, 5},
+		{"semisync: one member connected is enough", semi, 10, []string{"f9", "f2"}, 5},
+		{"semisync: empty set commits nothing", semi, 10, nil, 0},
+		{"quorum ignores the sync set", Mode{Kind: Quorum, K: 1}, 10, []string{"f2"}, 9},
+		{"async ignores the sync set", Mode{Kind: Async}, 10, []string{"f2"}, 10},
+	}
+	for _, tt := range tests {
+		if got := LSN(tt.mode, tt.leader, fs, tt.syncSet); got != tt.want {
 			t.Errorf("%s: LSN = %d, want %d", tt.name, got, tt.want)
 		}
 	}
@@ -46,14 +88,14 @@ func naiveQuorum(k int, leader uint64, followers []uint64) uint64 {
 }
 
 func TestQuorumMatchesNaive(t *testing.T) {
-	f := func(k uint8, leader uint16, followers []uint16) bool {
+	f := func(k uint8, leader uint16, fols []uint16) bool {
 		kk := int(k%4) + 1
-		fs := make([]uint64, len(followers))
-		for i, v := range followers {
+		fs := make([]uint64, len(fols))
+		for i, v := range fols {
 			fs[i] = uint64(v % 512)
 		}
 		l := uint64(leader % 512)
-		return LSN(Mode{Kind: Quorum, K: kk}, l, fs) == naiveQuorum(kk, l, fs)
+		return LSN(Mode{Kind: Quorum, K: kk}, l, followers(fs...), nil) == naiveQuorum(kk, l, fs)
 	}
 	if err := quick.Check(f, nil); err != nil {
 		t.Fatal(err)
@@ -81,6 +123,8 @@ func TestParseMode(t *testing.T) {
 		{"quorum 10", Mode{Kind: Quorum, K: 10}},
 		{"quorum 02", Mode{Kind: Quorum, K: 2}}, // strconv.Atoi's reading
 		{"quorum +1", Mode{Kind: Quorum, K: 1}}, // likewise
+		{"sync", Mode{Kind: Sync}},
+		{"SemiSync", Mode{Kind: SemiSync}},
 	}
 	for _, tt := range valid {
 		got, err := ParseMode(tt.in)
@@ -99,8 +143,8 @@ func TestParseMode(t *testing.T) {
 	}{
 		{"", `unknown mode ""`},
 		{"   ", `unknown mode "   "`},
-		{"sync", `unknown mode "sync"`},
-		{"semisync", `unknown mode "semisync"`},
+		{"sync 1", `unknown mode "sync 1"`},
+		{"semi-sync", `unknown mode "semi-sync"`},
 		{"asynchronous", `unknown mode "asynchronous"`},
 		{"async 1", `unknown mode "async 1"`},
 		{"quorum", `unknown mode "quorum"`},

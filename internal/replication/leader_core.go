@@ -46,6 +46,9 @@ type leaderCore struct {
 	nextSession   uint64
 	lastRetention int64
 	ready         leaderReady // effects not handed out yet
+	// syncSet: the followers whose acknowledgements count in sync and
+	// semisync (SetSyncSet).
+	syncSet []string
 }
 
 // coreConfig is what the core needs of LeaderConfig, with defaults filled
@@ -265,15 +268,30 @@ func (c *leaderCore) Applied(lsn uint64) {
 // advanceCommit moves the commit point by the mode's rule, then hands out
 // what it allows to apply and to send.
 func (c *leaderCore) advanceCommit() {
-	durables := make([]uint64, 0, len(c.followers))
-	for _, f := range c.followers {
-		durables = append(durables, f.durable)
-	}
-	if cl := commit.LSN(c.cfg.mode, c.durable, durables); cl > c.commit {
+	if cl := commit.LSN(c.cfg.mode, c.durable, c.followerDurables(), c.syncSet); cl > c.commit {
 		c.commit = cl
 	}
 	c.maybeApply()
 	c.queueSends(false)
+}
+
+// followerDurables is every known follower's durable LSN, for commit.LSN.
+func (c *leaderCore) followerDurables() []commit.Follower {
+	out := make([]commit.Follower, 0, len(c.followers))
+	for _, f := range c.followers {
+		out = append(out, commit.Follower{ID: f.info.NodeID, Durable: f.durable})
+	}
+	return out
+}
+
+// SetSyncSet replaces the sync set: the followers whose acknowledgements
+// count in sync and semisync. The control plane publishes a set in etcd
+// before the leader is given it, so every acknowledged write is durable on
+// a member of the set etcd holds. A smaller set can only commit more, so
+// the commit point is recomputed at once.
+func (c *leaderCore) SetSyncSet(ids []string) {
+	c.syncSet = slices.Clone(ids)
+	c.advanceCommit()
 }
 
 // maybeApply hands out the committed, unapplied entries when no Apply

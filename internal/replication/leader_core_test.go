@@ -360,11 +360,7 @@ func TestLeaderCoreRandom(t *testing.T) {
 			if !(c.applied <= c.commit && c.commit <= c.durable && c.durable <= c.last) {
 				t.Fatalf("seed %d: positions applied %d commit %d durable %d last %d", seed, c.applied, c.commit, c.durable, c.last)
 			}
-			var ds []uint64
-			for _, f := range c.followers {
-				ds = append(ds, f.durable)
-			}
-			model := commit.LSN(mode, c.durable, ds)
+			model := commit.LSN(mode, c.durable, c.followerDurables(), c.syncSet)
 			maxCommit = max(maxCommit, model)
 			if c.commit != maxCommit {
 				t.Fatalf("seed %d step %d: commit %d, the rule gives %d (highest so far %d)", seed, step, c.commit, model, maxCommit)
