@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -631,6 +632,31 @@ func (l *Leader) WaitDurable(ctx context.Context, lsn uint64, n int, timeout tim
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return w.count
+}
+
+// SetSyncSet gives the leader the followers whose acknowledgements count
+// in sync and semisync (see leaderCore.SetSyncSet for the order in which
+// the control plane publishes and applies it).
+func (l *Leader) SetSyncSet(ids []string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.core.SetSyncSet(ids)
+	l.dispatchLocked()
+}
+
+// SetMode changes the commit rule at run time; what is committed stays so.
+func (l *Leader) SetMode(m commit.Mode) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.core.SetMode(m)
+	l.dispatchLocked()
+}
+
+// Mode is the commit rule in force and the sync set.
+func (l *Leader) Mode() (commit.Mode, []string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.core.cfg.mode, slices.Clone(l.core.syncSet)
 }
 
 // RemoveFollower forgets follower id at once: it stops counting for

@@ -294,6 +294,14 @@ func (c *leaderCore) SetSyncSet(ids []string) {
 	c.advanceCommit()
 }
 
+// SetMode changes the commit rule (a mode change at run time). Entries
+// already committed stay committed: a stricter mode never takes back an
+// acknowledgement, it only holds later writes to more.
+func (c *leaderCore) SetMode(m commit.Mode) {
+	c.cfg.mode = m
+	c.advanceCommit()
+}
+
 // maybeApply hands out the committed, unapplied entries when no Apply
 // batch is out.
 func (c *leaderCore) maybeApply() {

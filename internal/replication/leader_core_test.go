@@ -169,6 +169,14 @@ func (s *coreScript) run(t *testing.T, block string) string {
 			s.now += int64(d)
 			ext := logExtent{base: int64(num("base")), count: int64(num("count")), bytes: int64(num("bytes"))}
 			s.c.Tick(s.now, ext)
+		case "syncset":
+			s.c.SetSyncSet(pos)
+		case "mode":
+			m, err := commit.ParseMode(strings.Join(pos, " "))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.c.SetMode(m)
 		case "fail":
 			s.print(&out, s.c.Fail())
 			continue
@@ -266,7 +274,7 @@ func testProposal(lsn uint64, writer bool) *proposal {
 func TestLeaderCoreRandom(t *testing.T) {
 	for seed := uint64(1); seed <= 200; seed++ {
 		rng := rand.New(rand.NewPCG(seed, seed))
-		modes := []commit.Mode{{Kind: commit.Async}, {Kind: commit.Quorum, K: 1}, {Kind: commit.Quorum, K: 2}}
+		modes := []commit.Mode{{Kind: commit.Async}, {Kind: commit.Quorum, K: 1}, {Kind: commit.Quorum, K: 2}, {Kind: commit.SemiSync}, {Kind: commit.Sync}}
 		mode := modes[rng.IntN(len(modes))]
 		cfg := coreConfig{mode: mode, heartbeat: 100, writeTimeout: 1000, followerTimeout: 5000,
 			retainBytes: 1 << 30, retentionEvery: 1000, maxInFlight: 20, maxInFlightBytes: 1 << 20}
@@ -281,7 +289,16 @@ func TestLeaderCoreRandom(t *testing.T) {
 		fols := map[string]*fol{}
 		maxCommit := uint64(0)
 		for step := 0; step < 400; step++ {
-			switch rng.IntN(9) {
+			switch rng.IntN(10) {
+			case 9:
+				// A new sync set: any subset of the followers there may be.
+				var set []string
+				for i := range 3 {
+					if rng.IntN(2) == 0 {
+						set = append(set, fmt.Sprint("f", i))
+					}
+				}
+				c.SetSyncSet(set)
 			case 0, 1:
 				if c.HasRoom() {
 					c.Propose(testProposal(c.NextLSN(), true), now)
