@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tandemdb/tandem/internal/cluster"
+	"github.com/tandemdb/tandem/internal/commit"
 	"github.com/tandemdb/tandem/internal/coord"
 	"github.com/tandemdb/tandem/internal/orchestrator"
 )
@@ -36,6 +37,11 @@ func orchestratorCmd() *cobra.Command {
 			}
 			if cfg.Etcd = coord.ParseEndpoints(etcd); len(cfg.Etcd) == 0 {
 				return fmt.Errorf("--etcd is required")
+			}
+			if cfg.Mode != "" {
+				if _, err := commit.ParseMode(cfg.Mode); err != nil {
+					return err
+				}
 			}
 			if cfg.Detector != "phi" && cfg.Detector != "timeout" {
 				return fmt.Errorf("--detector %q: want phi or timeout", cfg.Detector)
@@ -63,6 +69,7 @@ func orchestratorCmd() *cobra.Command {
 	f.StringVar(&cfg.Cluster, "cluster", "tandem", "the cluster's name (etcd key prefix /tandem/NAME/)")
 	f.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8390", "address for /status, /promote and /switchover")
 	f.StringVar(&sentinel, "sentinel-addr", "127.0.0.1:26380", "Sentinel-compatible RESP address (empty: none)")
+	f.StringVar(&cfg.Mode, "mode", "", "the cluster's commit mode, written at bootstrap (async, sync, semisync, quorum K; empty: each node's --mode)")
 	f.DurationVar(&cfg.Interval, "heartbeat", 100*time.Millisecond, "heartbeat interval")
 	f.StringVar(&cfg.Detector, "detector", "phi", "failure detector: phi (accrual) or timeout")
 	f.Float64Var(&cfg.PhiThreshold, "phi-threshold", 8, "phi at which a node is suspected")

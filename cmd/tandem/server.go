@@ -36,10 +36,8 @@ func serverCmd() *cobra.Command {
 			if cfg.Mode, err = commit.ParseMode(mode); err != nil {
 				return err
 			}
-			if cfg.Mode.NeedsSyncSet() {
-				// The commit rule knows them; the sync set they need is
-				// not managed by the control plane yet.
-				return fmt.Errorf("--mode %s: not available yet (it needs a sync set managed by the control plane); use async or quorum K", cfg.Mode)
+			if cfg.Mode.NeedsSyncSet() && etcd == "" {
+				return fmt.Errorf("--mode %s needs a sync set, which the control plane manages: give --etcd", cfg.Mode)
 			}
 			for _, b := range buggify {
 				switch b {

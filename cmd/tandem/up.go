@@ -33,7 +33,7 @@ func upCmd() *cobra.Command {
 				return err
 			}
 			cfg.ServerArgs = append(cfg.ServerArgs, "--mode", mode, "--log-level", logLevel)
-			cfg.OrchestratorArgs = append(cfg.OrchestratorArgs, "--log-level", logLevel)
+			cfg.OrchestratorArgs = append(cfg.OrchestratorArgs, "--log-level", logLevel, "--mode", mode)
 			cfg.ControlPlane = !static
 			cfg.Etcd = coord.ParseEndpoints(etcd)
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

@@ -112,6 +112,8 @@ func (a *agent) run(ctx context.Context) {
 	// no-op when the role already matches.
 	retry := time.NewTicker(250 * time.Millisecond)
 	defer retry.Stop()
+	syncTick := time.NewTicker(50 * time.Millisecond)
+	defer syncTick.Stop()
 	topos := a.store.WatchTopology(ctx)
 	var have bool
 	for {
@@ -128,6 +130,10 @@ func (a *agent) run(ctx context.Context) {
 		case <-retry.C:
 			if have {
 				a.apply(ctx, a.topology())
+			}
+		case <-syncTick.C:
+			if r, ok := n.current().(*leading); ok {
+				a.manageSyncSet(ctx, r)
 			}
 		case <-ctx.Done():
 			return

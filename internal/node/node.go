@@ -140,6 +140,9 @@ type leading struct {
 	l *replication.Leader
 	// lease gates its answers under the control plane (nil: static).
 	lease *replication.Lease
+	// sync is the sync-set management of this leadership (the agent's
+	// goroutine only).
+	sync *syncManager
 	// ctx ends when the node stops the role (not when the leader stops
 	// by itself): the expiry loop's proposals end with it.
 	ctx    context.Context

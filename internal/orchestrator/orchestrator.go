@@ -42,10 +42,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sort"
 	"sync"
 	"time"
 
+	"github.com/tandemdb/tandem/internal/commit"
 	"github.com/tandemdb/tandem/internal/control"
 	"github.com/tandemdb/tandem/internal/coord"
 	"github.com/tandemdb/tandem/internal/detector"
@@ -65,6 +67,9 @@ type Config struct {
 	// active or standby, serves it.
 	SentinelAddr string
 	SentinelName string
+	// Mode is the cluster's commit mode written at bootstrap ("" leaves
+	// it to each node's --mode); later changes go through the topology.
+	Mode string
 	// Interval is the heartbeat interval (default 100 ms).
 	Interval time.Duration
 	// Detector is "phi" (default) or "timeout".
@@ -445,14 +450,20 @@ func durable(r *peerpb.HeartbeatReply) storage.Position {
 }
 
 // candidates are the nodes other than exclude as control.Choose sees them.
+// In sync and semisync only members of the published sync set are
+// eligible: they alone hold every acknowledged write.
 func (v view) candidates(exclude string) []control.Node {
+	restricted := false
+	if m, err := commit.ParseMode(v.topo.Mode); err == nil && v.haveTopo && m.NeedsSyncSet() {
+		restricted = true
+	}
 	var out []control.Node
 	for _, n := range v.nodes {
 		if n.ID == exclude {
 			continue
 		}
 		out = append(out, control.Node{ID: n.ID, Durable: durable(n.Reply), Priority: n.Member.Priority,
-			Reachable: n.Fresh && n.Reply.Role != "", Eligible: true})
+			Reachable: n.Fresh && n.Reply.Role != "", Eligible: !restricted || slices.Contains(v.topo.SyncSet, n.ID)})
 	}
 	return out
 }
