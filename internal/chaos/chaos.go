@@ -174,6 +174,11 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		ccfg.ControlPlane, ccfg.Orchestrators = true, 2
 		ccfg.OrchestratorPeerAddr = links.orchestratorAddr
 		ccfg.EtcdAddr = links.etcdAddr
+		if opts.Mode != "" {
+			// The cluster's mode lives in the topology; the orchestrator
+			// writes it at bootstrap.
+			ccfg.OrchestratorArgs = []string{"--mode", opts.Mode}
+		}
 	}
 	c, err := cluster.Start(ctx, ccfg, log)
 	if err != nil {

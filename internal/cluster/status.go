@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"text/tabwriter"
 
@@ -157,6 +158,9 @@ func collectControl(ctx context.Context, f File, r *statusdoc.Cluster) {
 	if t, ok, err := store.Topology(ctx); err == nil {
 		if ok {
 			r.Epoch, r.Leader = t.Epoch, t.Leader
+			for i := range r.Nodes {
+				r.Nodes[i].Sync = slices.Contains(t.SyncSet, r.Nodes[i].ID)
+			}
 		}
 	} else {
 		return

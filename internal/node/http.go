@@ -45,6 +45,8 @@ func (n *Node) Status() Status {
 		f = r
 	case *leading:
 		ls := r.l.Status()
+		mode, _ := r.l.Mode()
+		s.Mode = mode.String()
 		s.Role, s.State, s.Epoch = statusdoc.RoleLeader, statusdoc.StateLeading, ls.Epoch
 		s.DurableLSN, s.AppliedLSN, s.CommitLSN, s.Connected = ls.Durable, ls.Applied, ls.Commit, true
 		for _, fp := range ls.Followers {
