@@ -85,22 +85,12 @@ func orchestratorCmd() *cobra.Command {
 // activeOrchestrator finds the active orchestrator through etcd (from
 // --etcd, or the cluster file in --dir).
 func activeOrchestrator(ctx context.Context, etcd, dir string) (coord.Orchestrator, error) {
-	eps := coord.ParseEndpoints(etcd)
-	if len(eps) == 0 {
-		f, err := cluster.ReadFile(dir)
-		if err != nil {
-			return coord.Orchestrator{}, err
-		}
-		if eps = f.Etcd; len(eps) == 0 {
-			return coord.Orchestrator{}, fmt.Errorf("the cluster in %s runs without a control plane", dir)
-		}
-	}
-	cli, err := coord.Dial(eps)
+	store, closeStore, err := storeFor(etcd, dir)
 	if err != nil {
 		return coord.Orchestrator{}, err
 	}
-	defer cli.Close()
-	return coord.New(cli, "tandem").ActiveOrchestrator(ctx)
+	defer closeStore()
+	return store.ActiveOrchestrator(ctx)
 }
 
 // runOp posts a manual operation to the active orchestrator and prints
@@ -168,4 +158,67 @@ func switchoverCmd() *cobra.Command {
 	cmd.Flags().StringVar(&dir, "dir", "./tandem-data", "the cluster's directory (as given to tandem up)")
 	cmd.Flags().StringVar(&to, "to", "", "the node to hand over to (default: the best follower)")
 	return cmd
+}
+
+func modeCmd() *cobra.Command {
+	var etcd, dir string
+	cmd := &cobra.Command{Use: "mode", Short: "Show or change the cluster's commit mode"}
+	set := &cobra.Command{
+		Use:   "set MODE",
+		Short: "Change the commit mode (async, sync, semisync, quorum K) at run time; writes already acknowledged keep their guarantee",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := commit.ParseMode(args[0])
+			if err != nil {
+				return err
+			}
+			store, closeStore, err := storeFor(etcd, dir)
+			if err != nil {
+				return err
+			}
+			defer closeStore()
+			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
+			defer cancel()
+			t, ok, err := store.Topology(ctx)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return fmt.Errorf("the cluster has no topology yet")
+			}
+			next := t
+			next.Mode, next.Changed, next.Reason = m.String(), time.Now(), "mode set to "+m.String()
+			// The epoch compare makes this lose to a concurrent failover.
+			if err := store.SetTopology(ctx, t.Epoch, next, &coord.Event{Kind: "mode", Reason: next.Reason, To: t.Leader, OldEpoch: t.Epoch, NewEpoch: t.Epoch}); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "mode %s (was %q), epoch %d\n", m, t.Mode, t.Epoch)
+			return nil
+		},
+	}
+	for _, c := range []*cobra.Command{set} {
+		c.Flags().StringVar(&etcd, "etcd", "", "etcd endpoints (default: from the cluster file in --dir)")
+		c.Flags().StringVar(&dir, "dir", "./tandem-data", "the cluster's directory (as given to tandem up)")
+	}
+	cmd.AddCommand(set)
+	return cmd
+}
+
+// storeFor opens the cluster's etcd keys from --etcd or the cluster file.
+func storeFor(etcd, dir string) (*coord.Store, func(), error) {
+	eps := coord.ParseEndpoints(etcd)
+	if len(eps) == 0 {
+		f, err := cluster.ReadFile(dir)
+		if err != nil {
+			return nil, nil, err
+		}
+		if eps = f.Etcd; len(eps) == 0 {
+			return nil, nil, fmt.Errorf("the cluster in %s runs without a control plane", dir)
+		}
+	}
+	cli, err := coord.Dial(eps)
+	if err != nil {
+		return nil, nil, err
+	}
+	return coord.New(cli, "tandem"), func() { cli.Close() }, nil
 }
