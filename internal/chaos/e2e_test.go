@@ -181,3 +181,17 @@ func TestE2ECatchesFollowerSkipEntry(t *testing.T) {
 	}
 	t.Logf("caught: %v", by)
 }
+
+// TestE2ESemisyncKillAfterAck: under semisync, a leader killed the moment
+// it acknowledged a write loses nothing: the write is durable on the sync
+// set's member, which the failover promotes. (With semisync planted to
+// commit like async, seed 77 of this fault lost 4 acknowledged INCRs in
+// 60 s and left 3 keys not linearizable.)
+func TestE2ESemisyncKillAfterAck(t *testing.T) {
+	opts := e2eOptions(t, 25*time.Second, "kill-leader-after-ack", "kill-follower")
+	opts.Mode = "semisync"
+	r := expectClean(t, opts)
+	if len(r.Failovers) == 0 {
+		t.Fatalf("no failover in a run that killed the leader: %+v", r.Faults)
+	}
+}
