@@ -24,10 +24,11 @@ import (
 //
 // semisync wants one healthy member, sync every connected follower. A
 // member the leader has not heard from for syncMemberTimeout is replaced
-// by the most caught-up follower; the last member is never dropped without
-// a replacement (writes then wait, and answer NOREPLICAS after the write
-// timeout: sync-fallback never).
-const syncMemberTimeout = time.Second
+// by the most caught-up follower (writes resume within about that long);
+// the last member is never dropped without a replacement (writes then
+// wait, and answer NOREPLICAS after the write timeout: sync-fallback
+// never).
+const syncMemberTimeout = 500 * time.Millisecond
 
 // syncManager is the leader-side state of one leadership's sync set.
 type syncManager struct {
@@ -71,10 +72,12 @@ func (a *agent) manageSyncSet(ctx context.Context, r *leading) {
 	}
 	m := r.sync
 	st := r.l.Status()
-	now := time.Now()
+	now := time.Now() // the leader's clock, as LastSeen
+	// A follower counts as there if its stream is up and it reported
+	// lately: a paused process keeps its connection open.
 	connected := map[string]uint64{}
 	for _, f := range st.Followers {
-		if f.Connected {
+		if f.Connected && now.Sub(f.LastSeen) < syncMemberTimeout {
 			connected[f.NodeID] = f.DurableLSN
 		}
 	}

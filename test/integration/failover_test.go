@@ -708,3 +708,63 @@ func TestSemisyncFailoverLosesNothing(t *testing.T) {
 	logEvents(t, c)
 	t.Logf("%d acknowledged writes, none lost, over 3 failovers", len(acks))
 }
+
+// TestSemisyncReplacesAPausedMember: SIGSTOP the sync set's member; the
+// leader replaces it with the other follower and writes resume within a
+// couple of seconds; after SIGCONT everything converges.
+func TestSemisyncReplacesAPausedMember(t *testing.T) {
+	c := startControlled(t, 3, func(cfg *cluster.Config) {
+		cfg.ServerArgs = []string{"--mode", "semisync"}
+		cfg.OrchestratorArgs = []string{"--mode", "semisync"}
+	})
+	var member string
+	testutil.Eventually(t, "a published sync set", 10*time.Second, func() (bool, string) {
+		top := topologyOf(t, c)
+		if len(top.SyncSet) == 1 {
+			member = top.SyncSet[0]
+		}
+		return member != "", fmt.Sprintf("%+v", top)
+	})
+	l := startUniqueLoad(t, c, 4)
+	testutil.Eventually(t, "some writes", 10*time.Second, func() (bool, string) { return l.acked() > 200, "" })
+	id := 0
+	for _, n := range c.Nodes() {
+		if n.Name == member {
+			id = n.ID
+		}
+	}
+	if err := c.Pause(id); err != nil {
+		t.Fatal(err)
+	}
+	paused := time.Now()
+	testutil.Eventually(t, "the other follower in the sync set", 10*time.Second, func() (bool, string) {
+		top := topologyOf(t, c)
+		return len(top.SyncSet) == 1 && top.SyncSet[0] != member, fmt.Sprintf("%+v", top)
+	})
+	before := l.acked()
+	testutil.Eventually(t, "writes after the replacement", 10*time.Second, func() (bool, string) { return l.acked() > before+100, "" })
+	// The longest gap between acknowledgements around the pause is how
+	// long writes waited for a new member.
+	l.mu.Lock()
+	var stall time.Duration
+	var last time.Time
+	for _, a := range l.acks {
+		if a.at.After(paused.Add(-time.Second)) && !last.IsZero() {
+			stall = max(stall, a.at.Sub(last))
+		}
+		last = a.at
+	}
+	l.mu.Unlock()
+	t.Logf("sync set moved from %s; writes stalled %v at most", member, stall.Round(time.Millisecond))
+	if stall > 1500*time.Millisecond {
+		t.Errorf("writes stalled %v after the sync member paused, want about a second at most", stall)
+	}
+	if err := c.Resume(id); err != nil {
+		t.Fatal(err)
+	}
+	acks := l.stop()
+	if lost := checkAcked(t, c, acks); lost != 0 {
+		t.Fatalf("%d acknowledged writes lost", lost)
+	}
+	waitConverged(t, c)
+}
