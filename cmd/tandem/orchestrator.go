@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -43,6 +44,9 @@ func orchestratorCmd() *cobra.Command {
 					return err
 				}
 			}
+			if cfg.SyncFallback, err = parseFallback(cfg.SyncFallback); err != nil {
+				return err
+			}
 			if cfg.Detector != "phi" && cfg.Detector != "timeout" {
 				return fmt.Errorf("--detector %q: want phi or timeout", cfg.Detector)
 			}
@@ -70,6 +74,7 @@ func orchestratorCmd() *cobra.Command {
 	f.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8390", "address for /status, /promote and /switchover")
 	f.StringVar(&sentinel, "sentinel-addr", "127.0.0.1:26380", "Sentinel-compatible RESP address (empty: none)")
 	f.StringVar(&cfg.Mode, "mode", "", "the cluster's commit mode, written at bootstrap (async, sync, semisync, quorum K; empty: each node's --mode)")
+	f.StringVar(&cfg.SyncFallback, "sync-fallback", "never", `the cluster's sync-fallback, written at bootstrap: "never" or "after DURATION"`)
 	f.DurationVar(&cfg.Interval, "heartbeat", 100*time.Millisecond, "heartbeat interval")
 	f.StringVar(&cfg.Detector, "detector", "phi", "failure detector: phi (accrual) or timeout")
 	f.Float64Var(&cfg.PhiThreshold, "phi-threshold", 8, "phi at which a node is suspected")
@@ -161,7 +166,7 @@ func switchoverCmd() *cobra.Command {
 }
 
 func modeCmd() *cobra.Command {
-	var etcd, dir string
+	var etcd, dir, fallback string
 	cmd := &cobra.Command{Use: "mode", Short: "Show or change the cluster's commit mode"}
 	set := &cobra.Command{
 		Use:   "set MODE",
@@ -188,6 +193,12 @@ func modeCmd() *cobra.Command {
 			}
 			next := t
 			next.Mode, next.Changed, next.Reason = m.String(), time.Now(), "mode set to "+m.String()
+			if fallback != "" {
+				if next.SyncFallback, err = parseFallback(fallback); err != nil {
+					return err
+				}
+				next.Reason += ", sync-fallback " + fallback
+			}
 			// The epoch compare makes this lose to a concurrent failover.
 			if err := store.SetTopology(ctx, t.Epoch, next, &coord.Event{Kind: "mode", Reason: next.Reason, To: t.Leader, OldEpoch: t.Epoch, NewEpoch: t.Epoch}); err != nil {
 				return err
@@ -196,6 +207,7 @@ func modeCmd() *cobra.Command {
 			return nil
 		},
 	}
+	set.Flags().StringVar(&fallback, "sync-fallback", "", `"never" (writes wait, then answer NOREPLICAS, while no sync-set member is there) or "after DURATION" (then degrade to async, loudly, until a follower caught up); empty keeps the current setting`)
 	for _, c := range []*cobra.Command{set} {
 		c.Flags().StringVar(&etcd, "etcd", "", "etcd endpoints (default: from the cluster file in --dir)")
 		c.Flags().StringVar(&dir, "dir", "./tandem-data", "the cluster's directory (as given to tandem up)")
@@ -221,4 +233,17 @@ func storeFor(etcd, dir string) (*coord.Store, func(), error) {
 		return nil, nil, err
 	}
 	return coord.New(cli, "tandem"), func() { cli.Close() }, nil
+}
+
+// parseFallback checks a --sync-fallback value: "never" or "after D".
+func parseFallback(v string) (string, error) {
+	v = strings.TrimSpace(v)
+	if v == "never" {
+		return v, nil
+	}
+	d, err := time.ParseDuration(strings.TrimSpace(strings.TrimPrefix(v, "after")))
+	if err != nil || d <= 0 {
+		return "", fmt.Errorf(`--sync-fallback %q: want "never" or "after DURATION" (e.g. "after 10s")`, v)
+	}
+	return "after " + d.String(), nil
 }

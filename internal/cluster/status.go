@@ -42,6 +42,9 @@ func Collect(ctx context.Context, f File) statusdoc.Cluster {
 				nr.Role, nr.State, nr.Reason, nr.PID = s.Role, s.State, s.Reason, s.PID
 				nr.DurableLSN, nr.AppliedLSN, nr.LagLSN, nr.LagSeconds = s.DurableLSN, s.AppliedLSN, s.LagLSN, s.LagSeconds
 				nr.SeedPercent, nr.RollbackFiles = s.SeedPercent, s.RollbackFiles
+				if s.Degraded {
+					nr.Reason = "SYNC FALLBACK: acknowledging in async mode"
+				}
 				if s.Role == statusdoc.RoleLeader {
 					r.Leader = n.Name
 					r.Epoch = max(r.Epoch, s.Epoch)

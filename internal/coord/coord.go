@@ -46,9 +46,14 @@ type Topology struct {
 	Mode string `json:"mode,omitempty"`
 	// SyncSet names the followers whose acknowledgements count in a
 	// synchronous mode (the commit-modes issue fills it).
-	SyncSet []string  `json:"sync_set,omitempty"`
-	Reason  string    `json:"reason,omitempty"`
-	Changed time.Time `json:"changed"`
+	SyncSet []string `json:"sync_set,omitempty"`
+	// SyncFallback: "" or "never" (sync and semisync writes wait, then
+	// answer NOREPLICAS, while no sync-set member is there), or a
+	// duration ("10s"): after that long the leader degrades to async,
+	// loudly, until a follower is caught up again.
+	SyncFallback string    `json:"sync_fallback,omitempty"`
+	Reason       string    `json:"reason,omitempty"`
+	Changed      time.Time `json:"changed"`
 }
 
 // Member is a node as it registers itself.

@@ -300,8 +300,13 @@ func (b backend) infoReplication(sb *strings.Builder) {
 			fmt.Fprintf(sb, "slave%d:ip=%s,port=%s,state=online,offset=%d,lag=%d\r\n", i, host, port, fp.DurableLSN, lag)
 			i++
 		}
-		fmt.Fprintf(sb, "master_failover_state:no-failover\r\nmaster_replid:%s\r\nmaster_repl_offset:%d\r\ntandem_epoch:%d\r\ntandem_commit_lsn:%d\r\ntandem_applied_lsn:%d\r\ntandem_mode:%s\r\n\r\n",
-			runID(fmt.Sprint("epoch", s.Epoch)), s.Durable, s.Epoch, s.Commit, s.Applied, b.n.cfg.Mode)
+		mode, set := r.l.Mode()
+		degraded := 0
+		if b.n.agent != nil && b.n.agent.degraded.Load() {
+			degraded = 1
+		}
+		fmt.Fprintf(sb, "master_failover_state:no-failover\r\nmaster_replid:%s\r\nmaster_repl_offset:%d\r\ntandem_epoch:%d\r\ntandem_commit_lsn:%d\r\ntandem_applied_lsn:%d\r\ntandem_mode:%s\r\ntandem_sync_set:%s\r\ntandem_sync_degraded:%d\r\n\r\n",
+			runID(fmt.Sprint("epoch", s.Epoch)), s.Durable, s.Epoch, s.Commit, s.Applied, mode, strings.Join(set, ","), degraded)
 		return
 	}
 	st := f.f.Status()

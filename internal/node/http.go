@@ -32,6 +32,7 @@ func (n *Node) Status() Status {
 	}
 	if n.agent != nil {
 		s.Failsafe = n.agent.failsafe.Load()
+		s.Degraded = n.agent.degraded.Load()
 	}
 	var f *following
 	switch r := n.current().(type) {
@@ -98,13 +99,14 @@ var (
 	descLog    = prometheus.NewDesc("tandem_log_bytes", "Bytes of retained log.", nil, nil)
 	descSyncs  = prometheus.NewDesc("tandem_log_appends_total", "Durable log appends (one fsync each) since start; entries_appended / appends is the group-commit size.", nil, nil)
 	descAppend = prometheus.NewDesc("tandem_log_entries_appended_total", "Log entries made durable since start.", nil, nil)
+	descDegrad = prometheus.NewDesc("tandem_sync_degraded", "1 while sync-fallback has this sync or semisync leader acknowledging in async mode.", nil, nil)
 )
 
 // statusCollector exports Status as Prometheus metrics at scrape time.
 type statusCollector struct{ n *Node }
 
 func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLSN, descEpoch, descLeader, descLag, descLagSec, descLog, descSyncs, descAppend} {
+	for _, d := range []*prometheus.Desc{descLSN, descEpoch, descLeader, descLag, descLagSec, descLog, descSyncs, descAppend, descDegrad} {
 		ch <- d
 	}
 }
@@ -124,6 +126,11 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descLeader, leader)
 	gauge(descLog, float64(s.LogBytes))
+	degraded := 0.0
+	if s.Degraded {
+		degraded = 1
+	}
+	gauge(descDegrad, degraded)
 	appends, entries := c.n.db.AppendStats()
 	ch <- prometheus.MustNewConstMetric(descSyncs, prometheus.CounterValue, float64(appends))
 	ch <- prometheus.MustNewConstMetric(descAppend, prometheus.CounterValue, float64(entries))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/tandemdb/tandem/internal/commit"
@@ -38,6 +39,22 @@ type syncManager struct {
 	removing  []string
 	removeAt  uint64
 	lostSince map[string]time.Time
+	// unmetSince: since when no member is there and none can be added;
+	// degraded: sync-fallback has switched the leader to async.
+	unmetSince time.Time
+	degraded   bool
+}
+
+// fallbackAfter is the topology's sync-fallback delay; 0 means never.
+func fallbackAfter(t coord.Topology) time.Duration {
+	if t.SyncFallback == "" || t.SyncFallback == "never" {
+		return 0
+	}
+	d, err := time.ParseDuration(strings.TrimPrefix(t.SyncFallback, "after "))
+	if err != nil || d <= 0 {
+		return 0
+	}
+	return d
 }
 
 // modeOf is the mode in force: the topology's if it names one, else the
@@ -58,6 +75,10 @@ func (a *agent) manageSyncSet(ctx context.Context, r *leading) {
 		return
 	}
 	mode := a.modeOf(t)
+	if r.sync != nil && r.sync.degraded && mode.NeedsSyncSet() {
+		a.restoreSync(ctx, r, t, mode)
+		return
+	}
 	if cur, _ := r.l.Mode(); cur != mode {
 		r.l.SetMode(mode)
 		a.n.log.Info("control plane: mode", "mode", mode)
@@ -137,8 +158,25 @@ func (a *agent) manageSyncSet(ctx context.Context, r *leading) {
 				r.l.SetSyncSet(next)
 				a.n.log.Info("control plane: sync set grew", "added", best, "set", next)
 			}
+			m.unmetSince = time.Time{}
 			return
 		}
+	}
+	if len(healthy) == 0 {
+		if m.unmetSince.IsZero() {
+			m.unmetSince = now
+		}
+		if d := fallbackAfter(t); d > 0 && now.Sub(m.unmetSince) >= d {
+			m.degraded = true
+			r.l.SetMode(commit.Mode{Kind: commit.Async})
+			a.degraded.Store(true)
+			a.n.log.Error("control plane: SYNC FALLBACK: no sync-set member for the sync-fallback delay; writes are now acknowledged in async mode and may be lost on failover",
+				"mode", mode, "after", d, "set", local)
+			a.event(ctx, coord.Event{Kind: "sync-fallback", Reason: fmt.Sprintf("no member of %v for %v: degraded to async", local, d), To: a.n.cfg.ID, OldEpoch: t.Epoch, NewEpoch: t.Epoch})
+			return
+		}
+	} else {
+		m.unmetSince = time.Time{}
 	}
 	// Drop lost members once others remain to hold the writes.
 	if len(lost) > 0 && len(healthy) > 0 {
@@ -172,4 +210,40 @@ func (a *agent) publishSyncSet(ctx context.Context, t coord.Topology, set []stri
 
 func without(ids []string, id string) []string {
 	return slices.DeleteFunc(slices.Clone(ids), func(s string) bool { return s == id })
+}
+
+// restoreSync ends a sync fallback once a follower has caught up: it is
+// published as the sync set (before it counts), then the mode is restored.
+func (a *agent) restoreSync(ctx context.Context, r *leading, t coord.Topology, mode commit.Mode) {
+	st := r.l.Status()
+	now := time.Now()
+	best, bestLSN := "", uint64(0)
+	for _, f := range st.Followers {
+		if f.Connected && now.Sub(f.LastSeen) < syncMemberTimeout && f.DurableLSN >= st.Commit && (best == "" || f.DurableLSN > bestLSN) {
+			best, bestLSN = f.NodeID, f.DurableLSN
+		}
+	}
+	if best == "" {
+		return
+	}
+	set := []string{best}
+	if !a.publishSyncSet(ctx, t, set) {
+		return
+	}
+	r.l.SetSyncSet(set)
+	r.l.SetMode(mode)
+	r.sync.degraded, r.sync.unmetSince = false, time.Time{}
+	r.sync.lostSince = map[string]time.Time{}
+	a.degraded.Store(false)
+	a.n.log.Warn("control plane: sync restored", "mode", mode, "set", set)
+	a.event(ctx, coord.Event{Kind: "sync-restored", Reason: fmt.Sprintf("%s caught up: %s again", best, mode), To: a.n.cfg.ID, OldEpoch: t.Epoch, NewEpoch: t.Epoch})
+}
+
+// event records e in etcd (best effort: the log line is already written).
+func (a *agent) event(ctx context.Context, e coord.Event) {
+	cctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if err := a.store.AddEvent(cctx, e); err != nil {
+		a.n.log.Warn("control plane: record event", "kind", e.Kind, "err", err)
+	}
 }

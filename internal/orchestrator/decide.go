@@ -156,7 +156,9 @@ func (o *Orchestrator) changeLocked(v view, kind, reason, to string, lastSign ti
 	}
 	next := coord.Topology{Epoch: v.maxEpoch() + 1, Leader: to, Mode: v.topo.Mode, SyncSet: v.topo.SyncSet, Reason: reason, Changed: time.Now()}
 	if !v.haveTopo {
-		next.Mode = o.cfg.Mode
+		next.Mode, next.SyncFallback = o.cfg.Mode, o.cfg.SyncFallback
+	} else {
+		next.SyncFallback = v.topo.SyncFallback
 	}
 	ev := &coord.Event{Kind: kind, Reason: reason, From: v.topo.Leader, To: to, OldEpoch: v.topo.Epoch, NewEpoch: next.Epoch,
 		LostWrites: lost, Accepted: accepted}

@@ -70,6 +70,9 @@ type Config struct {
 	// Mode is the cluster's commit mode written at bootstrap ("" leaves
 	// it to each node's --mode); later changes go through the topology.
 	Mode string
+	// SyncFallback is the cluster's sync-fallback setting written at
+	// bootstrap ("never" or "after D"; see coord.Topology).
+	SyncFallback string
 	// Interval is the heartbeat interval (default 100 ms).
 	Interval time.Duration
 	// Detector is "phi" (default) or "timeout".

@@ -71,6 +71,9 @@ type Node struct {
 	// Failsafe: a leader under the control plane that etcd does not
 	// answer, holding its lease from its followers' echoes.
 	Failsafe bool `json:"failsafe,omitempty"`
+	// Degraded: a sync or semisync leader that sync-fallback switched to
+	// async (no sync-set member for the fallback delay).
+	Degraded bool `json:"degraded,omitempty"`
 }
 
 // Follower is a leader's view of one of its followers, in Node.Followers.

@@ -768,3 +768,70 @@ func TestSemisyncReplacesAPausedMember(t *testing.T) {
 	}
 	waitConverged(t, c)
 }
+
+// TestSyncFallback: a semisync leader with one follower. With
+// sync-fallback never, a paused follower makes writes answer NOREPLICAS
+// after the write timeout; with "after 1s" the leader degrades to async
+// (status says so, an event is recorded) and writes are acknowledged
+// again; after SIGCONT the follower is the sync set's member again and the
+// degradation ends.
+func TestSyncFallback(t *testing.T) {
+	c := startControlled(t, 2, func(cfg *cluster.Config) {
+		cfg.ServerArgs = []string{"--mode", "semisync", "--write-timeout", "1s"}
+		cfg.OrchestratorArgs = []string{"--mode", "semisync"}
+	})
+	ctx := context.Background()
+	testutil.Eventually(t, "a published sync set", 10*time.Second, func() (bool, string) {
+		top := topologyOf(t, c)
+		return len(top.SyncSet) == 1, fmt.Sprintf("%+v", top)
+	})
+	leader, _, _ := c.Leader(ctx)
+	follower := 3 - leader
+	lc := client(t, c.Node(leader).RESPAddr)
+	if err := lc.Set(ctx, "a", "1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Pause(follower); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err := lc.Set(ctx, "b", "2", 0).Err()
+	if err == nil || !strings.HasPrefix(err.Error(), "NOREPLICAS") {
+		t.Fatalf("write with the only sync member paused (sync-fallback never): %v, want NOREPLICAS", err)
+	}
+	t.Logf("NOREPLICAS after %v", time.Since(start).Round(time.Millisecond))
+
+	out, err := runTandem(t, "mode", "set", "semisync", "--sync-fallback", "after 1s", "--dir", c.Dir())
+	if err != nil {
+		t.Fatalf("mode set: %v\n%s", err, out)
+	}
+	start = time.Now()
+	testutil.Eventually(t, "writes acknowledged in async after the fallback delay", 10*time.Second, func() (bool, string) {
+		err := lc.Set(ctx, "c", "3", 0).Err()
+		return err == nil, fmt.Sprint(err)
+	})
+	t.Logf("degraded to async; writes acknowledged again %v after the fallback was allowed", time.Since(start).Round(time.Millisecond))
+	if s := waitStatus(t, c, leader, "degraded", func(s statusdoc.Node) bool { return s.Degraded }); !s.Degraded {
+		t.Fatal("status does not say degraded")
+	}
+	if err := c.Resume(follower); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, c, leader, "sync restored", func(s statusdoc.Node) bool { return !s.Degraded })
+	evs, err := c.Store().Events(ctx, 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, ev := range evs {
+		kinds = append(kinds, ev.Kind)
+	}
+	if !slices.Contains(kinds, "sync-fallback") || !slices.Contains(kinds, "sync-restored") {
+		t.Fatalf("events %v, want sync-fallback and sync-restored", kinds)
+	}
+	// Semisync again: the write needs the follower.
+	if err := lc.Set(ctx, "d", "4", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitConverged(t, c)
+}
