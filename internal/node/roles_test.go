@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tandemdb/tandem/internal/storage"
+	"github.com/tandemdb/tandem/internal/testutil"
 )
 
 // TestRotateLeaderUnderLoad hands the leadership round three nodes under
@@ -61,6 +62,16 @@ func TestRotateLeaderUnderLoad(t *testing.T) {
 				follow(t, n, next)
 				checkRole(t, n, "follower")
 			}
+		}
+		// A static Lead takes the epoch after the highest this node has
+		// seen; only the control plane hands out epochs cluster-wide. So
+		// every follower must have seen this leadership's epoch before the
+		// next rotation, or two leaderships could share an epoch (and
+		// (epoch, LSN) would no longer name one entry).
+		for _, n := range nodes {
+			testutil.Eventually(t, n.cfg.ID+" to see epoch of "+next.cfg.ID, 10*time.Second, func() (bool, string) {
+				return n.db.Epoch() >= next.db.Epoch(), fmt.Sprintf("%d < %d", n.db.Epoch(), next.db.Epoch())
+			})
 		}
 		leader = next
 		l.waitAcked(t, before)

@@ -421,16 +421,17 @@ func (f *Follower) truncate(ctx context.Context, t *peerpb.Truncate) error {
 		return err
 	}
 	durable := db.Durable()
-	if durable.LSN <= after {
-		return nil
-	}
 	// Every dropped entry is saved first, applied or not: the applied LSN
 	// is written without an fsync, so after a kill -9 an entry that was
 	// applied and acknowledged (by this node, as an async leader) can
-	// look merely durable, and dropping it would lose it silently.
-	path, err := f.writeRollback(after)
-	if err != nil {
-		return fmt.Errorf("replication: save the diverged suffix before dropping it: %w", err)
+	// look merely durable, and dropping it would lose it silently. With no
+	// entry to drop the truncation still runs: it also drops epoch starts
+	// past after (a leadership that wrote nothing).
+	path := ""
+	if durable.LSN > after {
+		if path, err = f.writeRollback(after); err != nil {
+			return fmt.Errorf("replication: save the diverged suffix before dropping it: %w", err)
+		}
 	}
 	err = db.TruncateLogAfter(after)
 	if err == nil {
