@@ -167,6 +167,7 @@ func switchoverCmd() *cobra.Command {
 
 func modeCmd() *cobra.Command {
 	var etcd, dir, fallback string
+	syncMin := -1
 	cmd := &cobra.Command{Use: "mode", Short: "Show or change the cluster's commit mode"}
 	set := &cobra.Command{
 		Use:   "set MODE",
@@ -199,6 +200,10 @@ func modeCmd() *cobra.Command {
 				}
 				next.Reason += ", sync-fallback " + fallback
 			}
+			if syncMin >= 0 {
+				next.SyncMin = syncMin
+				next.Reason += fmt.Sprintf(", sync-min %d", syncMin)
+			}
 			// The epoch compare makes this lose to a concurrent failover.
 			if err := store.SetTopology(ctx, t.Epoch, next, &coord.Event{Kind: "mode", Reason: next.Reason, To: t.Leader, OldEpoch: t.Epoch, NewEpoch: t.Epoch}); err != nil {
 				return err
@@ -208,6 +213,7 @@ func modeCmd() *cobra.Command {
 		},
 	}
 	set.Flags().StringVar(&fallback, "sync-fallback", "", `"never" (writes wait, then answer NOREPLICAS, while no sync-set member is there) or "after DURATION" (then degrade to async, loudly, until a follower caught up); empty keeps the current setting`)
+	set.Flags().IntVar(&syncMin, "sync-min", -1, "refuse writes at once (NOREPLICAS) while fewer sync-set members than this are there (0: no floor; -1 keeps the current setting)")
 	for _, c := range []*cobra.Command{set} {
 		c.Flags().StringVar(&etcd, "etcd", "", "etcd endpoints (default: from the cluster file in --dir)")
 		c.Flags().StringVar(&dir, "dir", "./tandem-data", "the cluster's directory (as given to tandem up)")

@@ -51,9 +51,13 @@ type Topology struct {
 	// answer NOREPLICAS, while no sync-set member is there), or a
 	// duration ("10s"): after that long the leader degrades to async,
 	// loudly, until a follower is caught up again.
-	SyncFallback string    `json:"sync_fallback,omitempty"`
-	Reason       string    `json:"reason,omitempty"`
-	Changed      time.Time `json:"changed"`
+	SyncFallback string `json:"sync_fallback,omitempty"`
+	// SyncMin: in sync and semisync, while fewer sync-set members than
+	// this are there, writes are refused at once (NOREPLICAS) instead of
+	// waiting out the write timeout; 0 means no floor.
+	SyncMin int       `json:"sync_min,omitempty"`
+	Reason  string    `json:"reason,omitempty"`
+	Changed time.Time `json:"changed"`
 }
 
 // Member is a node as it registers itself.

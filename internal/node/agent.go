@@ -54,6 +54,7 @@ type agent struct {
 	peersRead time.Time   // renew's goroutine only
 	failsafe  atomic.Bool // the lease is held by follower echoes, not etcd
 	degraded  atomic.Bool // sync-fallback has degraded the leader to async
+	syncShort atomic.Bool // fewer sync-set members are there than sync-min
 }
 
 func (n *Node) startAgent() error {

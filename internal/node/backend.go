@@ -77,6 +77,12 @@ func (b backend) Submit(ctx context.Context, spec *commands.Spec, args [][]byte)
 		return func() (commands.Reply, uint64, error) { return nil, 0, resp.ErrReadOnly }
 	case *leading:
 		l = r.l
+		if a := b.n.agent; a != nil && a.syncShort.Load() {
+			// Below sync-min: refused before it is sequenced.
+			return func() (commands.Reply, uint64, error) {
+				return nil, 0, fmt.Errorf("tandem: fewer sync-set members than sync-min are there: %w", resp.ErrNoReplicas)
+			}
+		}
 	}
 	pending, err := l.Start(ctx, func(v commands.View, nowMs int64) (commands.Result, error) {
 		return spec.Exec(&commands.Ctx{NowMs: nowMs, Cursors: b.n.cursors}, v, args)

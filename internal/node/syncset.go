@@ -84,6 +84,7 @@ func (a *agent) manageSyncSet(ctx context.Context, r *leading) {
 		a.n.log.Info("control plane: mode", "mode", mode)
 	}
 	if !mode.NeedsSyncSet() {
+		a.syncShort.Store(false)
 		return
 	}
 	if r.sync == nil {
@@ -139,9 +140,10 @@ func (a *agent) manageSyncSet(ctx context.Context, r *leading) {
 			lost = append(lost, id)
 		}
 	}
-	want := 1
+	a.syncShort.Store(t.SyncMin > 0 && len(healthy) < t.SyncMin)
+	want := max(1, t.SyncMin)
 	if mode.Kind == commit.Sync {
-		want = max(1, len(connected))
+		want = max(want, len(connected))
 	}
 	// Add the most caught-up follower outside the set while short of it.
 	if len(healthy) < want {

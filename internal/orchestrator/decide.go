@@ -158,7 +158,7 @@ func (o *Orchestrator) changeLocked(v view, kind, reason, to string, lastSign ti
 	if !v.haveTopo {
 		next.Mode, next.SyncFallback = o.cfg.Mode, o.cfg.SyncFallback
 	} else {
-		next.SyncFallback = v.topo.SyncFallback
+		next.SyncFallback, next.SyncMin = v.topo.SyncFallback, v.topo.SyncMin
 	}
 	ev := &coord.Event{Kind: kind, Reason: reason, From: v.topo.Leader, To: to, OldEpoch: v.topo.Epoch, NewEpoch: next.Epoch,
 		LostWrites: lost, Accepted: accepted}

@@ -835,3 +835,46 @@ func TestSyncFallback(t *testing.T) {
 	}
 	waitConverged(t, c)
 }
+
+// TestSyncMin: with sync-min 2 and two followers under semisync, pausing
+// one makes writes fail at once with NOREPLICAS (not after the write
+// timeout); after SIGCONT they are acknowledged again.
+func TestSyncMin(t *testing.T) {
+	c := startControlled(t, 3, func(cfg *cluster.Config) {
+		cfg.ServerArgs = []string{"--mode", "semisync", "--write-timeout", "5s"}
+		cfg.OrchestratorArgs = []string{"--mode", "semisync"}
+	})
+	ctx := context.Background()
+	if out, err := runTandem(t, "mode", "set", "semisync", "--sync-min", "2", "--dir", c.Dir()); err != nil {
+		t.Fatalf("mode set: %v\n%s", err, out)
+	}
+	testutil.Eventually(t, "a sync set of two", 10*time.Second, func() (bool, string) {
+		top := topologyOf(t, c)
+		return len(top.SyncSet) == 2, fmt.Sprintf("%+v", top)
+	})
+	leader, _, _ := c.Leader(ctx)
+	lc := client(t, c.Node(leader).RESPAddr)
+	testutil.Eventually(t, "a write with both members there", 10*time.Second, func() (bool, string) {
+		err := lc.Set(ctx, "a", "1", 0).Err()
+		return err == nil, fmt.Sprint(err)
+	})
+	other := 1
+	for other == leader {
+		other++
+	}
+	if err := c.Pause(other); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, "writes refused below sync-min", 10*time.Second, func() (bool, string) {
+		start := time.Now()
+		err := lc.Set(ctx, "b", "2", 0).Err()
+		return err != nil && strings.HasPrefix(err.Error(), "NOREPLICAS") && time.Since(start) < time.Second, fmt.Sprint(err)
+	})
+	if err := c.Resume(other); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, "writes again after SIGCONT", 10*time.Second, func() (bool, string) {
+		err := lc.Set(ctx, "c", "3", 0).Err()
+		return err == nil, fmt.Sprint(err)
+	})
+}
