@@ -236,9 +236,9 @@ func (a *agent) restoreSync(ctx context.Context, r *leading, t coord.Topology, m
 	r.l.SetMode(mode)
 	r.sync.degraded, r.sync.unmetSince = false, time.Time{}
 	r.sync.lostSince = map[string]time.Time{}
-	a.degraded.Store(false)
 	a.n.log.Warn("control plane: sync restored", "mode", mode, "set", set)
 	a.event(ctx, coord.Event{Kind: "sync-restored", Reason: fmt.Sprintf("%s caught up: %s again", best, mode), To: a.n.cfg.ID, OldEpoch: t.Epoch, NewEpoch: t.Epoch})
+	a.degraded.Store(false) // after the event: status never says restored before etcd does
 }
 
 // event records e in etcd (best effort: the log line is already written).

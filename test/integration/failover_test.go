@@ -654,18 +654,29 @@ func TestSlowDiskIsNoFailure(t *testing.T) {
 	t.Logf("longest write stall %v, %d writes, no failover", longest, len(acks))
 }
 
-// TestSemisyncFailoverLosesNothing: under semisync the leader manages a
-// sync set in etcd; kill -9 of the leader, three times under a load of
-// unique keys, promotes the set's member, and every acknowledged write is
-// on the new leader (none may be only in a rollback file).
-func TestSemisyncFailoverLosesNothing(t *testing.T) {
+// TestSyncModesLoseNothingOnFailover: under semisync and sync the leader
+// manages a sync set in etcd; kill -9 of the leader, three times under a
+// load of unique keys, promotes a member of the set, and every
+// acknowledged write is on the new leader (none may be only in a rollback
+// file).
+func TestSyncModesLoseNothingOnFailover(t *testing.T) {
+	for _, mode := range []string{"semisync", "sync"} {
+		t.Run(mode, func(t *testing.T) { testNoLossOnFailover(t, mode) })
+	}
+}
+
+func testNoLossOnFailover(t *testing.T, mode string) {
 	c := startControlled(t, 3, func(cfg *cluster.Config) {
-		cfg.ServerArgs = []string{"--mode", "semisync"}
-		cfg.OrchestratorArgs = []string{"--mode", "semisync"}
+		cfg.ServerArgs = []string{"--mode", mode}
+		cfg.OrchestratorArgs = []string{"--mode", mode}
 	})
+	want := 1
+	if mode == "sync" {
+		want = 2
+	}
 	testutil.Eventually(t, "a published sync set", 10*time.Second, func() (bool, string) {
 		top := topologyOf(t, c)
-		return len(top.SyncSet) == 1, fmt.Sprintf("%+v", top)
+		return len(top.SyncSet) == want, fmt.Sprintf("%+v", top)
 	})
 	l := startUniqueLoad(t, c, 8)
 	for round := 1; round <= 3; round++ {
@@ -685,7 +696,7 @@ func TestSemisyncFailoverLosesNothing(t *testing.T) {
 		})
 		testutil.Eventually(t, "a sync set for the new leader", 10*time.Second, func() (bool, string) {
 			top := topologyOf(t, c)
-			return len(top.SyncSet) == 1 && top.SyncSet[0] != top.Leader, fmt.Sprintf("%+v", top)
+			return len(top.SyncSet) == want && !slices.Contains(top.SyncSet, top.Leader), fmt.Sprintf("%+v", top)
 		})
 	}
 	acks := l.stop()
@@ -702,7 +713,7 @@ func TestSemisyncFailoverLosesNothing(t *testing.T) {
 		}
 	}
 	if missing > 0 {
-		t.Fatalf("semisync lost %d of %d acknowledged writes over 3 failovers", missing, len(acks))
+		t.Fatalf("%s lost %d of %d acknowledged writes over 3 failovers", mode, missing, len(acks))
 	}
 	waitConverged(t, c)
 	logEvents(t, c)
