@@ -232,7 +232,7 @@ func (s *Store) WatchTopology(ctx context.Context) <-chan Topology {
 		for ctx.Err() == nil {
 			resp, err := s.cli.Get(ctx, s.Key("topology"))
 			if err != nil {
-				if !sleepCtx(ctx, 100*time.Millisecond) {
+				if !Sleep(ctx, 100*time.Millisecond) {
 					return
 				}
 				continue
@@ -258,7 +258,7 @@ func (s *Store) WatchTopology(ctx context.Context) <-chan Topology {
 				}
 			}
 			cancel()
-			if !sleepCtx(ctx, 50*time.Millisecond) {
+			if !Sleep(ctx, 50*time.Millisecond) {
 				return
 			}
 		}
@@ -284,7 +284,10 @@ func send(ctx context.Context, out chan Topology, t Topology) bool {
 	}
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) bool {
+// Sleep waits d, or less if ctx ends first; it reports whether d passed.
+// The control plane's retry loops (here, in the node's agent and in the
+// orchestrator) pace themselves with it.
+func Sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

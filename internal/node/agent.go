@@ -104,7 +104,7 @@ func (a *agent) run(ctx context.Context) {
 			break
 		}
 		n.log.Warn("control plane: cannot register; retrying", "err", err)
-		if !sleep(ctx, 200*time.Millisecond) {
+		if !coord.Sleep(ctx, 200*time.Millisecond) {
 			return
 		}
 	}
@@ -218,7 +218,7 @@ func (a *agent) members(ctx context.Context) ([]coord.Member, error) {
 		if err == nil {
 			return ms, nil
 		}
-		if !sleep(ctx, 50*time.Millisecond) {
+		if !coord.Sleep(ctx, 50*time.Millisecond) {
 			break
 		}
 	}
@@ -300,17 +300,6 @@ func (a *agent) topology() coord.Topology {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.topo
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // switchoverTo asks the active orchestrator to hand leadership to this

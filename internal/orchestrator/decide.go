@@ -224,7 +224,7 @@ func (o *Orchestrator) timePromotion(ev coord.Event, decided time.Time) {
 			o.log.Info("new leader leads", "node", ev.To, "epoch", ev.NewEpoch, "promotion_ms", ev.PromotionMs)
 			return
 		}
-		if !sleep(o.ctx, 5*time.Millisecond) {
+		if !coord.Sleep(o.ctx, 5*time.Millisecond) {
 			return
 		}
 	}

@@ -140,7 +140,7 @@ func (o *Orchestrator) Switchover(ctx context.Context, to string) (OpResult, err
 			caught = true
 			break
 		}
-		if !sleep(ctx, 2*time.Millisecond) {
+		if !coord.Sleep(ctx, 2*time.Millisecond) {
 			break
 		}
 	}
@@ -161,7 +161,7 @@ func (o *Orchestrator) Switchover(ctx context.Context, to string) (OpResult, err
 		if err == nil && rep.Role == "leader" && rep.LeadingEpoch == ev.NewEpoch && rep.Answering {
 			break
 		}
-		if !sleep(ctx, 2*time.Millisecond) {
+		if !coord.Sleep(ctx, 2*time.Millisecond) {
 			break
 		}
 	}

@@ -280,7 +280,7 @@ func (o *Orchestrator) campaign() {
 		sess, err := o.store.Session(1)
 		if err != nil {
 			o.log.Warn("election: no etcd session; retrying", "err", err)
-			sleep(o.ctx, 200*time.Millisecond)
+			coord.Sleep(o.ctx, 200*time.Millisecond)
 			continue
 		}
 		me := coord.Orchestrator{ID: o.cfg.ID, HTTPAddr: o.HTTPAddr(), SentinelAddr: o.SentinelAddr()}
@@ -384,17 +384,6 @@ func (o *Orchestrator) peerAddr(m coord.Member) string {
 		return a
 	}
 	return m.PeerAddr
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // view is one consistent reading of what the orchestrator knows.

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/tandemdb/tandem/internal/coord"
 	"github.com/tandemdb/tandem/internal/peerpb"
 )
 
@@ -86,7 +87,7 @@ func (o *Orchestrator) probe(ctx context.Context, ns *nodeState) {
 		if err != nil {
 			// Look again soon: two refusals in a row mean the process is
 			// gone, and that should take a fraction of the interval.
-			if !sleep(ctx, o.cfg.Interval/4) {
+			if !coord.Sleep(ctx, o.cfg.Interval/4) {
 				return
 			}
 			continue
