@@ -85,6 +85,7 @@ type uniqueLoad struct {
 func startUniqueLoad(t *testing.T, c *cluster.Cluster, writers int) *uniqueLoad {
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &uniqueLoad{c: c, cancel: cancel}
+	leaders := watchLeader(ctx, c)
 	for w := range writers {
 		l.wg.Add(1)
 		go func() {
@@ -96,9 +97,9 @@ func startUniqueLoad(t *testing.T, c *cluster.Cluster, writers int) *uniqueLoad 
 				}
 			}()
 			for i := 0; ctx.Err() == nil; i++ {
-				id, _, err := c.Leader(ctx)
-				if err != nil {
-					time.Sleep(5 * time.Millisecond)
+				id, changed := leaders.get()
+				if id == 0 {
+					leaders.await(ctx, changed)
 					continue
 				}
 				cl := clients[id]
@@ -113,12 +114,60 @@ func startUniqueLoad(t *testing.T, c *cluster.Cluster, writers int) *uniqueLoad 
 					l.acks = append(l.acks, ack{key: key, at: time.Now(), leader: id})
 					l.mu.Unlock()
 				} else {
-					time.Sleep(2 * time.Millisecond) // an error: look the leader up again
+					leaders.await(ctx, changed) // most errors end with a new leader
 				}
 			}
 		}()
 	}
 	return l
+}
+
+// leaderView is the leader the topology in etcd names, kept by a watch.
+type leaderView struct {
+	mu      sync.Mutex
+	id      int           // 0 while none is known
+	changed chan struct{} // closed when id changes
+}
+
+func watchLeader(ctx context.Context, c *cluster.Cluster) *leaderView {
+	v := &leaderView{changed: make(chan struct{})}
+	go func() {
+		for top := range c.Store().WatchTopology(ctx) {
+			id := 0
+			for _, n := range c.Nodes() {
+				if n.Name == top.Leader {
+					id = n.ID
+				}
+			}
+			v.mu.Lock()
+			if id != v.id {
+				v.id = id
+				close(v.changed)
+				v.changed = make(chan struct{})
+			}
+			v.mu.Unlock()
+		}
+	}()
+	return v
+}
+
+// get returns the leader and a channel closed when it changes.
+func (v *leaderView) get() (int, <-chan struct{}) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.id, v.changed
+}
+
+// await waits for the leader to change, or briefly when the error came
+// from a leader that stays (a timeout, TRYAGAIN).
+func (v *leaderView) await(ctx context.Context, changed <-chan struct{}) {
+	t := time.NewTimer(20 * time.Millisecond)
+	defer t.Stop()
+	select {
+	case <-changed:
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
 func (l *uniqueLoad) stop() []ack {
