@@ -325,14 +325,6 @@ func (s *Store) Members(ctx context.Context) ([]Member, error) {
 	return out, nil
 }
 
-// RemoveMember forgets a member.
-func (s *Store) RemoveMember(ctx context.Context, id string) error {
-	if _, err := s.cli.Delete(ctx, s.Key("members/"+id)); err != nil {
-		return fmt.Errorf("coord: remove member %s: %w", id, err)
-	}
-	return nil
-}
-
 // RecordFirstLSN fills in the first LSN of an epoch the caller leads.
 func (s *Store) RecordFirstLSN(ctx context.Context, epoch uint64, leader string, lsn uint64) error {
 	b, _ := json.Marshal(EpochStart{Epoch: epoch, Leader: leader, FirstLSN: lsn, At: time.Now()})
@@ -375,7 +367,8 @@ func (s *Store) EpochHistory(ctx context.Context) ([]EpochStart, error) {
 }
 
 // AddEvent records an event on its own (SetTopology records the event of a
-// topology change with it).
+// topology change with it); an event with the At of one already recorded
+// replaces it (the promotion time, filled in afterwards).
 func (s *Store) AddEvent(ctx context.Context, ev Event) error {
 	if ev.At.IsZero() {
 		ev.At = time.Now()
@@ -386,10 +379,6 @@ func (s *Store) AddEvent(ctx context.Context, ev Event) error {
 	}
 	return nil
 }
-
-// UpdateEvent rewrites the event recorded at ev.At (to add the promotion
-// time once known).
-func (s *Store) UpdateEvent(ctx context.Context, ev Event) error { return s.AddEvent(ctx, ev) }
 
 // Events returns the last n events, oldest first.
 func (s *Store) Events(ctx context.Context, n int) ([]Event, error) {

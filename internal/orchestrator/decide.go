@@ -212,7 +212,7 @@ func (o *Orchestrator) timePromotion(ev coord.Event, decided time.Time) {
 		if n := v.node(ev.To); n != nil && n.Reply != nil && n.Reply.Role == "leader" && n.Reply.LeadingEpoch == ev.NewEpoch {
 			ev.PromotionMs = float64(time.Since(decided).Microseconds()) / 1000
 			ctx, cancel := context.WithTimeout(o.ctx, 2*time.Second)
-			if err := o.store.UpdateEvent(ctx, ev); err != nil {
+			if err := o.store.AddEvent(ctx, ev); err != nil {
 				o.log.Warn("record promotion time", "err", err)
 			}
 			cancel()

@@ -167,7 +167,7 @@ func (o *Orchestrator) Switchover(ctx context.Context, to string) (OpResult, err
 	}
 	ev.PauseMs = float64(time.Since(start).Microseconds()) / 1000
 	uctx, ucancel := context.WithTimeout(o.ctx, 2*time.Second)
-	_ = o.store.UpdateEvent(uctx, *ev)
+	_ = o.store.AddEvent(uctx, *ev)
 	ucancel()
 	o.log.Info("switchover done", "from", leader.ID, "to", to, "epoch", ev.NewEpoch, "pause_ms", ev.PauseMs)
 	return OpResult{OK: true, From: leader.ID, To: to, OldEpoch: ev.OldEpoch, NewEpoch: ev.NewEpoch, PauseMs: ev.PauseMs}, nil

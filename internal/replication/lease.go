@@ -82,14 +82,6 @@ func (l *Lease) Valid() bool {
 	return l.from.Load() <= now && now < l.until.Load()
 }
 
-// Until is the end of the lease's validity (zero time if never extended).
-func (l *Lease) Until() time.Time {
-	if l == nil {
-		return time.Time{}
-	}
-	return base.Add(time.Duration(l.until.Load()))
-}
-
 // await blocks until the lease is valid, stop is closed (ErrNotLeader),
 // the lease is revoked (ErrNotLeader), ctx ends or timeout passes
 // (ErrWriteTimeout).
