@@ -259,7 +259,7 @@ func (n *Node) listen() error {
 		return fmt.Errorf("node: resp listener: %w", err)
 	}
 	n.respAddr = respLis.Addr().String()
-	n.respSrv = resp.NewServer(resp.Config{MaxBulkLen: n.cfg.MaxBulkLen, Logger: n.log}, backend{n})
+	n.respSrv = resp.NewServer(resp.Config{MaxBulkLen: n.cfg.MaxBulkLen, WriteTimeout: n.cfg.WriteTimeout, Logger: n.log}, backend{n})
 	go func() {
 		if err := n.respSrv.Serve(respLis); err != nil && !errors.Is(err, net.ErrClosed) {
 			n.log.Error("resp server stopped", "err", err)

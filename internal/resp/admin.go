@@ -46,6 +46,7 @@ func init() {
 		{"replicaof", 3, cmdReplicaOf},
 		{"slaveof", 3, cmdReplicaOf},
 		{"time", 1, cmdTime},
+		{"tandem.durability", -1, cmdDurability},
 	}
 	serverCmds = make(map[string]*serverCmd, len(list))
 	for _, sc := range list {
@@ -54,7 +55,7 @@ func init() {
 }
 
 func lookupServerCmd(name []byte) (*serverCmd, bool) {
-	var buf [16]byte
+	var buf [24]byte
 	if len(name) > len(buf) {
 		return nil, false
 	}
@@ -91,6 +92,7 @@ func cmdQuit(_ *Server, c redcon.Conn, sess *Session, _ [][]byte) {
 
 func cmdReset(_ *Server, c redcon.Conn, sess *Session, _ [][]byte) {
 	sess.proto.Store(2)
+	sess.durability = durabilityFloor{}
 	sess.mu.Lock()
 	sess.name = ""
 	sess.mu.Unlock()

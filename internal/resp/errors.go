@@ -118,6 +118,7 @@ func errConfigSet(param []byte) string {
 //	ErrNoReplicas            NOREPLICAS Not enough good replicas to write.
 //	ErrOverloaded            TRYAGAIN tandem: too many writes waiting for commit; retry
 //	ErrLeadershipLost        UNCERTAIN tandem: the leader stopped before this write committed; ...
+//	*tooFewReplicasError     NOREPLICAS tandem: the write is committed ... only g of the n replicas ...
 //	*commands.ArityError     ERR wrong number of arguments for '<cmd>' command
 //	*commands.Error          ERR <text>  (syntax error, not an integer...)
 //	canceled by Close        ERR internal error: server shutting down
@@ -130,7 +131,10 @@ func errConfigSet(param []byte) string {
 // change (REPLICAOF) is worded by adminErrorText instead.
 func (s *Server) errorText(err error, sess *Session, cmd string) string {
 	var arity *commands.ArityError
+	var floor *tooFewReplicasError
 	switch {
+	case errors.As(err, &floor):
+		return floor.Error()
 	case errors.Is(err, ErrReadOnly):
 		return replyReadOnly
 	case errors.Is(err, ErrLoading):

@@ -34,6 +34,7 @@ type fakeBackend struct {
 	blocked    chan string
 	unblocked  chan error
 	waitLSNs   []uint64 // lsn argument of each Wait call
+	replicas   int      // what a Wait that does not block returns
 	// waitBlocks makes Wait block like a real one that no replica answers:
 	// until its timeout (0: forever) or until ctx ends. waitStarted receives
 	// when it starts blocking, waitEnded why it stopped (nil: the timeout)
@@ -45,7 +46,7 @@ type fakeBackend struct {
 }
 
 func newFake() *fakeBackend {
-	return &fakeBackend{data: map[string]commands.Value{}, cursors: commands.NewCursorTable(64)}
+	return &fakeBackend{data: map[string]commands.Value{}, cursors: commands.NewCursorTable(64), replicas: 2}
 }
 
 type fakeView struct {
@@ -170,10 +171,10 @@ func (b *fakeBackend) Role() commands.Reply {
 func (b *fakeBackend) Wait(ctx context.Context, lsn uint64, n int, timeout time.Duration) int {
 	b.mu.Lock()
 	b.waitLSNs = append(b.waitLSNs, lsn)
-	blocks := b.waitBlocks
+	blocks, replicas := b.waitBlocks, b.replicas
 	b.mu.Unlock()
 	if !blocks {
-		return 2
+		return replicas
 	}
 	var expired <-chan time.Time
 	if timeout > 0 {

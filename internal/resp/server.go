@@ -62,6 +62,10 @@ type Config struct {
 	// MaxCommandLen bounds the bytes of one command; 0 means
 	// DefaultMaxCommandLen (1 GiB).
 	MaxCommandLen int64
+	// WriteTimeout is how long a write's reply waits for its connection's
+	// durability floor (TANDEM.DURABILITY) when the floor names no
+	// timeout; 0 means 5 s. The Backend's writes have their own.
+	WriteTimeout time.Duration
 	// Version is the Redis version reported by HELLO; "" means "7.0.0".
 	Version string
 	// Logger receives connection-level events; nil means slog.Default().
@@ -134,6 +138,9 @@ func NewServer(cfg Config, b Backend) *Server {
 	}
 	if cfg.MaxCommandLen <= 0 {
 		cfg.MaxCommandLen = DefaultMaxCommandLen
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 5 * time.Second
 	}
 	if cfg.Version == "" {
 		cfg.Version = "7.0.0"
@@ -377,10 +384,15 @@ func (s *Server) serveData(conn redcon.Conn, sess *Session, spec *commands.Spec,
 	s.writeResult(conn, sess, spec, reply, 0, err)
 }
 
-// writeResult records a write's LSN in the session and writes the reply.
+// writeResult records a write's LSN in the session, holds a committed
+// write's reply until the connection's durability floor holds, and writes
+// the reply.
 func (s *Server) writeResult(conn redcon.Conn, sess *Session, spec *commands.Spec, reply commands.Reply, lsn uint64, err error) {
 	if lsn != 0 {
 		sess.lastWriteLSN = lsn
+	}
+	if err == nil {
+		err = s.awaitFloor(sess, lsn)
 	}
 	if err != nil {
 		conn.WriteError(s.errorText(err, sess, spec.Name))
@@ -416,6 +428,9 @@ type Session struct {
 	// lastWriteLSN is the LSN of this connection's last logged write: what
 	// WAIT waits for. Only the connection's goroutine touches it.
 	lastWriteLSN uint64
+	// durability is the connection's floor (TANDEM.DURABILITY, see
+	// durability.go). Only the connection's goroutine touches it.
+	durability durabilityFloor
 	// pending holds the submitted writes of the pipeline being served
 	// (PipelineBackend); quit is set by QUIT to stop serving it.
 	pending []pendingWrite

@@ -633,3 +633,83 @@ func TestQuitStopsPipeline(t *testing.T) {
 		t.Error("a command after QUIT ran")
 	}
 }
+
+// TestDurabilityFloor checks TANDEM.DURABILITY: a connection's writes
+// are answered only once as many replicas as it asks for have them, the
+// others' writes are not held, a floor that is not reached in time answers
+// NOREPLICAS with the write still applied, and RESET clears the floor.
+func TestDurabilityFloor(t *testing.T) {
+	b := newFake()
+	_, addr := startServer(t, b, Config{})
+	strict, plain := rawConn(t, addr), rawConn(t, addr)
+	waits := func() string {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		s := fmt.Sprint(b.waitLSNs)
+		b.waitLSNs = nil
+		return s
+	}
+
+	strict.send(t, "TANDEM.DURABILITY")
+	strict.expect(t, "$7", "default")
+	strict.send(t, "tandem.durability", "replicas", "2")
+	strict.expect(t, "+OK")
+	strict.send(t, "TANDEM.DURABILITY")
+	strict.expect(t, "$10", "replicas 2")
+	strict.send(t, "SET", "a", "1")
+	strict.expect(t, "+OK")
+	plain.send(t, "SET", "b", "1")
+	plain.expect(t, "+OK")
+	strict.send(t, "DEL", "missing") // logs nothing: nothing to wait for
+	strict.expect(t, ":0")
+	if got := waits(); got != "[1]" {
+		t.Fatalf("Wait calls for LSNs %s, want [1] (the strict connection's SET only)", got)
+	}
+
+	strict.send(t, "TANDEM.DURABILITY", "REPLICAS", "3", "TIMEOUT", "50")
+	strict.expect(t, "+OK")
+	strict.send(t, "SET", "a", "2")
+	strict.expect(t, "-NOREPLICAS tandem: the write is committed under the cluster's mode but only 2 of the 3 replicas that TANDEM.DURABILITY asks for stored it in time; it may still reach them")
+	strict.send(t, "GET", "a")
+	strict.expect(t, "$1", "2") // committed under the cluster's mode all the same
+
+	// A pipeline: every write's reply waits for the floor, in order.
+	b.mu.Lock()
+	b.replicas = 3
+	b.mu.Unlock()
+	strict.write(t, string(append(append(encode("SET", "p", "1"), encode("INCR", "n")...), encode("GET", "p")...)))
+	strict.expect(t, "+OK", ":1", "$1", "1")
+	if got := waits(); got != "[3 4 5]" {
+		t.Fatalf("Wait calls for LSNs %s, want [3 4 5]", got)
+	}
+
+	for _, bad := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"REPLICAS", "x"}, "-ERR value is not an integer or out of range"},
+		{[]string{"REPLICAS", "-1"}, "-ERR value is not an integer or out of range"},
+		{[]string{"REPLICAS", "1", "TIMEOUT", "0"}, "-ERR timeout must be a positive number of milliseconds"},
+		{[]string{"REPLICAS", "1", "LATER"}, "-ERR syntax error"},
+		{[]string{"SOMETIMES"}, "-ERR syntax: TANDEM.DURABILITY [REPLICAS n [TIMEOUT ms] | DEFAULT]"},
+	} {
+		strict.send(t, append([]string{"TANDEM.DURABILITY"}, bad.args...)...)
+		strict.expect(t, bad.want)
+	}
+	strict.send(t, "TANDEM.DURABILITY")
+	strict.expect(t, "$21", "replicas 3 timeout 50") // a refused change changes nothing
+
+	strict.send(t, "RESET")
+	strict.expect(t, "+RESET")
+	strict.send(t, "TANDEM.DURABILITY")
+	strict.expect(t, "$7", "default")
+	strict.send(t, "TANDEM.DURABILITY", "REPLICAS", "1")
+	strict.expect(t, "+OK")
+	strict.send(t, "TANDEM.DURABILITY", "DEFAULT")
+	strict.expect(t, "+OK")
+	strict.send(t, "SET", "a", "3")
+	strict.expect(t, "+OK")
+	if got := waits(); got != "[]" {
+		t.Fatalf("Wait calls for LSNs %s after DEFAULT, want none", got)
+	}
+}

@@ -940,3 +940,63 @@ func TestSyncMin(t *testing.T) {
 		return err == nil, fmt.Sprint(err)
 	})
 }
+
+// TestDurabilityFloor: on a semisync cluster, a connection that asks for
+// TANDEM.DURABILITY REPLICAS 2 has its writes answered only while both
+// followers store them; with the follower outside the sync set paused, the
+// cluster's own writes go on, the strict connection's get NOREPLICAS
+// (applied all the same), and after SIGCONT they are answered again.
+func TestDurabilityFloor(t *testing.T) {
+	c := startControlled(t, 3, func(cfg *cluster.Config) {
+		cfg.ServerArgs = []string{"--mode", "semisync"}
+		cfg.OrchestratorArgs = []string{"--mode", "semisync"}
+	})
+	ctx := context.Background()
+	var top coord.Topology
+	testutil.Eventually(t, "a published sync set", 10*time.Second, func() (bool, string) {
+		top = topologyOf(t, c)
+		return len(top.SyncSet) == 1, fmt.Sprintf("%+v", top)
+	})
+	leader, other := 0, 0
+	for _, n := range c.Nodes() {
+		switch {
+		case n.Name == top.Leader:
+			leader = n.ID
+		case n.Name != top.SyncSet[0]:
+			other = n.ID
+		}
+	}
+	plain := client(t, c.Node(leader).RESPAddr)
+	strict := redis.NewClient(&redis.Options{
+		Addr: c.Node(leader).RESPAddr, PoolSize: 1, MaxRetries: -1,
+		OnConnect: func(ctx context.Context, cn *redis.Conn) error {
+			return cn.Do(ctx, "TANDEM.DURABILITY", "REPLICAS", "2", "TIMEOUT", "300").Err()
+		},
+	})
+	t.Cleanup(func() { strict.Close() })
+	testutil.Eventually(t, "a write on both followers", 10*time.Second, func() (bool, string) {
+		err := strict.Set(ctx, "s", "1", 0).Err()
+		return err == nil, fmt.Sprint(err)
+	})
+	if err := c.Pause(other); err != nil {
+		t.Fatal(err)
+	}
+	if err := plain.Set(ctx, "p", "1", 0).Err(); err != nil {
+		t.Fatalf("semisync write with the sync member up: %v", err)
+	}
+	err := strict.Set(ctx, "s", "2", 0).Err()
+	if err == nil || !strings.HasPrefix(err.Error(), "NOREPLICAS") {
+		t.Fatalf("REPLICAS 2 write with a follower paused: %v, want NOREPLICAS", err)
+	}
+	if v, err := plain.Get(ctx, "s").Result(); err != nil || v != "2" {
+		t.Fatalf("GET s = %q, %v: the write should be committed under semisync", v, err)
+	}
+	if err := c.Resume(other); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, "strict writes answered after SIGCONT", 10*time.Second, func() (bool, string) {
+		err := strict.Set(ctx, "s", "3", 0).Err()
+		return err == nil, fmt.Sprint(err)
+	})
+	waitConverged(t, c)
+}
