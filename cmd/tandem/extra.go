@@ -4,10 +4,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tandemdb/tandem/internal/chaos"
+	"github.com/tandemdb/tandem/internal/commitbench"
 	"github.com/tandemdb/tandem/internal/failbench"
 )
 
 // extraCommands lists commands built in other packages.
 func extraCommands() []*cobra.Command {
-	return []*cobra.Command{chaos.NewCommand(), failbench.NewCommand()}
+	bench := &cobra.Command{Use: "bench", Short: "Benchmarks"}
+	bench.AddCommand(failbench.NewCommand(), commitbench.NewCommand())
+	return []*cobra.Command{chaos.NewCommand(), bench}
 }

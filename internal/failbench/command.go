@@ -14,17 +14,8 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// NewCommand returns `tandem bench` with its subcommand `failover`.
+// NewCommand returns `tandem bench failover`.
 func NewCommand() *cobra.Command {
-	bench := &cobra.Command{
-		Use:   "bench",
-		Short: "Benchmarks",
-	}
-	bench.AddCommand(newFailoverCommand())
-	return bench
-}
-
-func newFailoverCommand() *cobra.Command {
 	var (
 		o        Options
 		targets  string
