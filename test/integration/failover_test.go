@@ -1000,3 +1000,76 @@ func TestDurabilityFloor(t *testing.T) {
 	})
 	waitConverged(t, c)
 }
+
+// TestNoReadOfUncommittedWrite: a write is visible to readers only once it
+// is committed (MySQL's AFTER_SYNC, not AFTER_COMMIT). In quorum 2 on
+// three nodes, with one follower paused, a write is durable on the leader
+// and on the other follower but cannot commit; readers polling both must
+// keep seeing the old value until the write commits after SIGCONT.
+func TestNoReadOfUncommittedWrite(t *testing.T) {
+	c := startControlled(t, 3, func(cfg *cluster.Config) {
+		cfg.ServerArgs = []string{"--mode", "quorum 2", "--write-timeout", "3s"}
+		cfg.OrchestratorArgs = []string{"--mode", "quorum 2"}
+	})
+	ctx := context.Background()
+	leader, _, err := c.Leader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var followers []int
+	for _, n := range c.Nodes() {
+		if n.ID != leader {
+			followers = append(followers, n.ID)
+		}
+	}
+	paused, other := followers[0], followers[1]
+	lc := client(t, c.Node(leader).RESPAddr)
+	fc := client(t, c.Node(other).RESPAddr)
+	testutil.Eventually(t, "a write on both followers", 10*time.Second, func() (bool, string) {
+		err := lc.Set(ctx, "k", "old", 0).Err()
+		return err == nil, fmt.Sprint(err)
+	})
+	testutil.Eventually(t, "the follower to apply it", 10*time.Second, func() (bool, string) {
+		v, err := fc.Get(ctx, "k").Result()
+		return v == "old", fmt.Sprint(v, err)
+	})
+	before, err := c.Status(ctx, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Pause(paused); err != nil {
+		t.Fatal(err)
+	}
+	answered := make(chan error, 1)
+	go func() { answered <- lc.Set(ctx, "k", "new", 0).Err() }()
+	// The write is on the other follower's disk, not committed.
+	waitStatus(t, c, other, "the uncommitted write durable", func(s statusdoc.Node) bool {
+		return s.DurableLSN > before.DurableLSN
+	})
+	reads := 0
+	for done := false; !done; {
+		select {
+		case err := <-answered:
+			if err == nil || !strings.HasPrefix(err.Error(), "NOREPLICAS") {
+				t.Fatalf("write with a quorum of 2 and one follower paused: %v, want NOREPLICAS", err)
+			}
+			done = true
+		default:
+		}
+		for name, rc := range map[string]*redis.Client{"leader": lc, "follower": fc} {
+			if v, err := rc.Get(ctx, "k").Result(); err == nil && v != "old" {
+				t.Fatalf("the %s shows %q, a write not yet committed (read %d)", name, v, reads)
+			}
+			reads++
+		}
+	}
+	t.Logf("%d reads of leader and follower while the write waited: none saw it", reads)
+	if err := c.Resume(paused); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, "the write committed after SIGCONT, on the follower too", 10*time.Second, func() (bool, string) {
+		v, err := fc.Get(ctx, "k").Result()
+		return v == "new", fmt.Sprint(v, err)
+	})
+	waitConverged(t, c)
+}
