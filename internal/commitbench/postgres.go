@@ -109,8 +109,8 @@ func (p *Postgres) command(ctx context.Context, prog string, args ...string) *ex
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred}
 		cmd.Env = append(cmd.Env, "HOME="+p.base)
 	}
-	// pg_ctl start leaves the postmaster running; should it ever hold on
-	// to our output pipes, Wait must not wait for it.
+	// Once ctx ends and the program is killed, Wait gives up on output
+	// pipes a leftover child of the program might still hold.
 	cmd.WaitDelay = 5 * time.Second
 	return cmd
 }
