@@ -18,7 +18,7 @@ import (
 // targetNames are the targets in the order a run takes them by default.
 var targetNames = []string{
 	"tandem-async", "tandem-semisync", "tandem-sync", "tandem-quorum2", "tandem-quorum2-4n",
-	"redis-wait",
+	"redis-wait", "etcd", "postgres",
 }
 
 // newTarget builds the named target.
@@ -37,6 +37,10 @@ func newTarget(name string, log *slog.Logger) (Target, error) {
 		return tandem(commit.Mode{Kind: commit.Quorum, K: 2}, 4), nil
 	case "redis-wait":
 		return NewRedis(log), nil
+	case "etcd":
+		return NewEtcd(log), nil
+	case "postgres":
+		return NewPostgres(log), nil
 	}
 	return nil, fmt.Errorf("unknown target %q (want %s)", name, strings.Join(targetNames, ", "))
 }

@@ -84,10 +84,10 @@ func etcdVersion(ctx context.Context, bin string) (string, error) {
 	return "", fmt.Errorf("commitbench: etcd: no version in %s --version: %q", bin, out)
 }
 
-// peerFreePorts returns n distinct free TCP ports on 127.0.0.1. All
+// freePorts returns n distinct free TCP ports on 127.0.0.1. All
 // listeners stay open until every port is picked, so no port repeats; the
 // port may still be taken by someone else before the server binds it.
-func peerFreePorts(n int) ([]int, error) {
+func freePorts(n int) ([]int, error) {
 	var ls []net.Listener
 	defer func() {
 		for _, l := range ls {
@@ -127,7 +127,7 @@ func (e *Etcd) Start(ctx context.Context, dir string) error {
 	if e.version, err = etcdVersion(ctx, bin); err != nil {
 		return err
 	}
-	ports, err := peerFreePorts(2 * etcdMembers)
+	ports, err := freePorts(2 * etcdMembers)
 	if err != nil {
 		return fmt.Errorf("commitbench: etcd: %w", err)
 	}

@@ -240,7 +240,7 @@ func (p *Postgres) start(ctx context.Context, dir string) error {
 	if err := p.owned(p.base); err != nil {
 		return err
 	}
-	ports, err := peerFreePorts(2)
+	ports, err := freePorts(2)
 	if err != nil {
 		return fmt.Errorf("commitbench: postgres: %w", err)
 	}

@@ -2,6 +2,7 @@ package commitbench
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -12,8 +13,11 @@ import (
 // whatever the kernel's tick.
 const userHZ = 100
 
-// procSnapshot is every process's CPU time (user + system) and parent, as
-// /proc showed them at one moment.
+// procSnapshot is every process's CPU time and parent, as /proc showed
+// them at one moment. A process's CPU time is its own (user + system)
+// plus that of its children that ended and were waited for (cutime,
+// cstime): PostgreSQL's backends end with pgbench's connections, before
+// the window's last snapshot, and their time is then their postmaster's.
 type procSnapshot struct {
 	cpu    map[int]time.Duration
 	parent map[int]int
@@ -35,7 +39,8 @@ func snapshotProcs() procSnapshot {
 	return s
 }
 
-// parseStat reads pid, ppid and utime+stime from a /proc/PID/stat line.
+// parseStat reads pid, ppid and utime+stime+cutime+cstime from a
+// /proc/PID/stat line.
 // The command name, in parentheses, may hold spaces: fields are counted
 // from the last ')'.
 func parseStat(b []byte) (pid, ppid int, cpu time.Duration, ok bool) {
@@ -48,17 +53,20 @@ func parseStat(b []byte) (pid, ppid int, cpu time.Duration, ok bool) {
 		return 0, 0, 0, false
 	}
 	f := bytes.Fields(b[end+1:])
-	// f[0] is field 3 (state): ppid is field 4, utime 14, stime 15.
-	if len(f) < 13 {
+	// f[0] is field 3 (state): ppid is field 4, utime 14, stime 15,
+	// cutime 16, cstime 17.
+	if len(f) < 15 {
 		return 0, 0, 0, false
 	}
 	ppid, err1 := strconv.Atoi(string(f[1]))
 	ut, err2 := strconv.ParseInt(string(f[11]), 10, 64)
 	st, err3 := strconv.ParseInt(string(f[12]), 10, 64)
-	if err1 != nil || err2 != nil || err3 != nil {
+	cut, err4 := strconv.ParseInt(string(f[13]), 10, 64)
+	cst, err5 := strconv.ParseInt(string(f[14]), 10, 64)
+	if err := errors.Join(err1, err2, err3, err4, err5); err != nil {
 		return 0, 0, 0, false
 	}
-	return pid, ppid, time.Duration(ut+st) * time.Second / userHZ, true
+	return pid, ppid, time.Duration(ut+st+cut+cst) * time.Second / userHZ, true
 }
 
 // descendants is pid and every process below it.

@@ -163,18 +163,3 @@ func stopProcess(cmd *exec.Cmd, exited chan struct{}, grace time.Duration) {
 		<-exited
 	}
 }
-
-// freePorts finds n free loopback ports (picked by the kernel, then
-// released for the servers to bind).
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("commitbench: free port: %w", err)
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
