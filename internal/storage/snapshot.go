@@ -125,6 +125,7 @@ func (d *DB) IngestRows(rows []snapshot.Row) error {
 	b := d.pdb.NewBatch()
 	defer b.Close()
 	var kbuf []byte
+	var earliest int64
 	for _, r := range rows {
 		if len(r.Value) < 8 {
 			return fmt.Errorf("storage: ingest row of %d bytes: %w", len(r.Value), snapshot.ErrCorrupt)
@@ -133,11 +134,15 @@ func (d *DB) IngestRows(rows []snapshot.Row) error {
 		_ = b.Set(kbuf, r.Value, nil)
 		if at := int64(binary.BigEndian.Uint64(r.Value)); at != 0 {
 			_ = b.Set(expiryKey(at, r.Key), nil, nil)
+			earliest = minExpiry(earliest, at)
 		}
 	}
 	if err := b.Commit(noSyncWrite); err != nil {
 		return fmt.Errorf("storage: ingest: %w", err)
 	}
+	d.mu.Lock()
+	d.noteExpiryLocked(earliest)
+	d.mu.Unlock()
 	return nil
 }
 

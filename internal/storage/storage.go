@@ -34,6 +34,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -121,6 +122,17 @@ type DB struct {
 	// appends and appended count AppendLog calls (each one fsync) and the
 	// entries they wrote since Open: their ratio is the group-commit size.
 	appends, appended uint64
+	// nextExpiry is a lower bound on every expiry index row's time: while
+	// it is in the future ExpiredKeys reads nothing. An idle node must not
+	// touch Pebble on every expiry tick: a seek into the index lands in
+	// the first block after it, which may hold a 64 MB log entry or value
+	// that Pebble would decompress each time. Writes of index rows lower
+	// it and bump expiryWrites; a scan raises it to what it saw only if no
+	// index row was written since the scan began (it might not see one).
+	// 0: unknown, scan.
+	nextExpiry   int64
+	expiryWrites uint64
+	expiryScans  uint64 // scans that read the index (tests)
 }
 
 // Open opens (creating if needed) the database in dir and recovers the
@@ -566,6 +578,7 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	b := d.pdb.NewBatch()
 	defer b.Close()
 	var kbuf, vbuf []byte
+	var earliest int64 // of the index rows written, 0 if none
 	for i := range entries {
 		e := &entries[i]
 		if e.LSN != applied+1 {
@@ -583,6 +596,7 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 				_ = b.Set(kbuf, vbuf, nil)
 				if op.ExpireAtMs != 0 {
 					_ = b.Set(expiryKey(op.ExpireAtMs, op.Key), nil, nil)
+					earliest = minExpiry(earliest, op.ExpireAtMs)
 				}
 			case logrec.OpDelete:
 				_ = b.Delete(kbuf, nil)
@@ -598,8 +612,21 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	}
 	d.mu.Lock()
 	d.applied = applied
+	d.noteExpiryLocked(earliest)
 	d.mu.Unlock()
 	return nil
+}
+
+// noteExpiryLocked records that index rows expiring at earliest (0: none)
+// or later were written. The caller holds mu and has committed them.
+func (d *DB) noteExpiryLocked(earliest int64) {
+	if earliest == 0 {
+		return
+	}
+	d.expiryWrites++
+	if d.nextExpiry != 0 {
+		d.nextExpiry = min(d.nextExpiry, earliest)
+	}
 }
 
 // View is the committed keyspace as seen at NowMs: expired keys are hidden.
@@ -660,9 +687,20 @@ func (v View) Scan(start []byte, fn func(key []byte, val keyspace.Value) bool) e
 }
 
 // ExpiredKeys returns up to limit keys whose data row expired at or before
-// nowMs, removing stale index rows it passes.
+// nowMs, removing stale index rows it passes. When no index row can be
+// due yet it returns at once without reading.
 func (d *DB) ExpiredKeys(nowMs int64, limit int) ([][]byte, error) {
-	it, err := d.pdb.NewIter(&pebble.IterOptions{LowerBound: expiryLower, UpperBound: expiryKey(nowMs+1, nil)})
+	d.mu.Lock()
+	next, writes := d.nextExpiry, d.expiryWrites
+	if next > nowMs {
+		d.mu.Unlock()
+		return nil, nil
+	}
+	d.expiryScans++
+	d.mu.Unlock()
+	// Bounded by the whole index, not by nowMs: the first row past nowMs
+	// tells when to look again.
+	it, err := d.pdb.NewIter(&pebble.IterOptions{LowerBound: expiryLower, UpperBound: expiryUpper})
 	if err != nil {
 		return nil, fmt.Errorf("storage: expiry scan: %w", err)
 	}
@@ -671,9 +709,18 @@ func (d *DB) ExpiredKeys(nowMs int64, limit int) ([][]byte, error) {
 	stale := d.pdb.NewBatch()
 	defer stale.Close()
 	view := View{DB: d, NowMs: 0}
-	for ok := it.First(); ok && len(out) < limit; ok = it.Next() {
+	seen := int64(math.MaxInt64) // the first row not due; none: never
+	for ok := it.First(); ok; ok = it.Next() {
 		k := it.Key()
 		at := int64(binary.BigEndian.Uint64(k[1:9]))
+		if at > nowMs {
+			seen = at
+			break
+		}
+		if len(out) == limit {
+			seen = at // more are due: scan again next time
+			break
+		}
 		key := bytes.Clone(k[9:])
 		val, found, err := view.Get(key)
 		if err != nil {
@@ -693,7 +740,25 @@ func (d *DB) ExpiredKeys(nowMs int64, limit int) ([][]byte, error) {
 			return nil, fmt.Errorf("storage: expiry cleanup: %w", err)
 		}
 	}
+	// The keys returned are due until the leader deletes them, which
+	// writes no index row: keep scanning while any are out.
+	if len(out) > 0 {
+		seen = min(seen, nowMs)
+	}
+	d.mu.Lock()
+	if d.expiryWrites == writes {
+		d.nextExpiry = seen
+	}
+	d.mu.Unlock()
 	return out, nil
+}
+
+// minExpiry is the earlier of two expiry times, 0 meaning none.
+func minExpiry(a, b int64) int64 {
+	if a == 0 {
+		return b
+	}
+	return min(a, b)
 }
 
 // Digest hashes the whole data keyspace (keys, values and expiry times) as

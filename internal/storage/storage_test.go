@@ -964,3 +964,71 @@ func TestAppendStatsCountsFsyncedBatches(t *testing.T) {
 		t.Errorf("AppendStats = %d appends, %d entries; want 2, 3", a, e)
 	}
 }
+
+// TestExpiryScanReadsOnlyWhenDue: once a scan has seen when the next index
+// row is due, ExpiredKeys does not read Pebble before then (an idle node
+// must not seek into blocks that may hold huge values on every tick), and
+// a write of an earlier expiry, applied or ingested, makes it look again.
+func TestExpiryScanReadsOnlyWhenDue(t *testing.T) {
+	d := open(t, vfs.NewMem())
+	defer d.Close()
+	scans := func() uint64 {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.expiryScans
+	}
+	expired := func(now int64) []string {
+		t.Helper()
+		keys, err := d.ExpiredKeys(now, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, k := range keys {
+			out = append(out, string(k))
+		}
+		return out
+	}
+	if got := expired(10); got != nil || scans() != 1 {
+		t.Fatalf("empty index: %v after %d scans, want nothing after 1", got, scans())
+	}
+	for now := int64(11); now < 20; now++ {
+		expired(now)
+	}
+	if scans() != 1 {
+		t.Fatalf("%d scans of an empty index, want 1", scans())
+	}
+	e1 := entry(1, 1, putExp("a", "1", 500), put("big", strings.Repeat("x", 1<<20)))
+	mustAppend(t, d, e1)
+	mustApply(t, d, e1)
+	// The write itself says when a is due: no scan before.
+	expired(100)
+	expired(499)
+	if scans() != 1 {
+		t.Fatalf("%d scans before a's time, want still 1", scans())
+	}
+	e2 := entry(1, 2, putExp("b", "2", 300))
+	mustAppend(t, d, e2)
+	mustApply(t, d, e2)
+	if got := expired(300); !reflect.DeepEqual(got, []string{"b"}) {
+		t.Fatalf("b due at 300 written after the scan: ExpiredKeys(300) = %v, want [b]", got)
+	}
+	// Until the leader deletes b, it stays due.
+	if got := expired(301); !reflect.DeepEqual(got, []string{"b"}) {
+		t.Fatalf("ExpiredKeys(301) = %v, want [b] again", got)
+	}
+	e3 := entry(1, 3, del("b"))
+	mustAppend(t, d, e3)
+	mustApply(t, d, e3)
+	if got := expired(302); got != nil {
+		t.Fatalf("after b's delete: %v", got)
+	}
+	n := scans()
+	expired(400)
+	if scans() != n {
+		t.Fatal("scanned again before a's time though nothing earlier was written")
+	}
+	if got := expired(500); !reflect.DeepEqual(got, []string{"a"}) {
+		t.Fatalf("ExpiredKeys(500) = %v, want [a]", got)
+	}
+}
