@@ -61,6 +61,9 @@ func Report(w io.Writer, l Load, ms []Measurement) {
 	fmt.Fprintln(w)
 	for _, m := range ms {
 		fmt.Fprintf(w, "  %s: %s\n", m.Name, m.Describe)
+		for _, n := range m.Notes {
+			fmt.Fprintf(w, "    %s\n", n)
+		}
 	}
 	var tandem, peers []*Measurement
 	for i := range ms {

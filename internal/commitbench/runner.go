@@ -40,6 +40,8 @@ type Measurement struct {
 	// (a runner's whole run, its warmup included).
 	CPU       []RoleCPU
 	CPUWindow time.Duration
+	// Notes are the target's own remarks on its run (Noter).
+	Notes []string
 }
 
 // RoleCPU is the CPU time of a target's processes of one role.
@@ -110,6 +112,9 @@ func measure(ctx context.Context, o Options, t Target) (m Measurement, err error
 		return m, err
 	}
 	m.CPU = cpuByRole(t.Processes(), before, snapshotProcs())
+	if n, ok := t.(Noter); ok {
+		m.Notes = n.Notes(ctx)
+	}
 	if prof != nil {
 		if err := <-prof; err != nil {
 			o.Log.Warn("leader profile", "err", err)
