@@ -38,6 +38,7 @@ import (
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/tandemdb/tandem/internal/frame"
@@ -135,6 +136,14 @@ type DB struct {
 	expiryScans  uint64 // scans that read the index (tests)
 }
 
+// Pebble's memtables: a point lookup walks every unflushed one, and its
+// cost grows with a memtable's size (each skiplist level a cache miss), so
+// they are kept small; writes stall when memTables are full.
+const (
+	memTableSize = 16 << 20
+	memTables    = 4
+)
+
 // Open opens (creating if needed) the database in dir and recovers the
 // positions from it. It reads every retained log entry once to verify its
 // checksum and measure the log.
@@ -147,15 +156,19 @@ func Open(dir string, opts Options) (*DB, error) {
 	if cache == 0 {
 		cache = 64 << 20
 	}
-	c := pebble.NewCache(cache)
+	// Pebble charges its memtables to the block cache: a cache no larger
+	// than the memtables holds no block at all, and every read decompresses
+	// its blocks again. The cache is sized for both.
+	c := pebble.NewCache(cache + memTableSize*memTables)
 	defer c.Unref()
 	po := &pebble.Options{
 		FS:                          opts.FS,
 		Cache:                       c,
-		MemTableSize:                64 << 20,
-		MemTableStopWritesThreshold: 4,
+		MemTableSize:                memTableSize,
+		MemTableStopWritesThreshold: memTables,
 		Logger:                      pebbleLogger{log},
 	}
+	po.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
 	pdb, err := pebble.Open(dir, po)
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
