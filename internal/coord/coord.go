@@ -55,7 +55,11 @@ type Topology struct {
 	// SyncMin: in sync and semisync, while fewer sync-set members than
 	// this are there, writes are refused at once (NOREPLICAS) instead of
 	// waiting out the write timeout; 0 means no floor.
-	SyncMin int       `json:"sync_min,omitempty"`
+	SyncMin int `json:"sync_min,omitempty"`
+	// Fenced, in a topology with no Leader, is the leader whose epoch this
+	// one ended while a successor is chosen (a quorum-mode failover's
+	// first step).
+	Fenced  string    `json:"fenced,omitempty"`
 	Reason  string    `json:"reason,omitempty"`
 	Changed time.Time `json:"changed"`
 }

@@ -156,8 +156,8 @@ func (t *Tandem) Failover(ctx context.Context, killed time.Time) (Failover, erro
 			var f Failover
 			var done bool
 			for _, ev := range evs {
-				if !ev.At.After(killed) {
-					continue
+				if !ev.At.After(killed) || ev.Kind != "failover" {
+					continue // a quorum failover's first step is a "fence"
 				}
 				f.Promotions++
 				if f.Promotions == 1 {

@@ -172,6 +172,13 @@ func (a *agent) apply(ctx context.Context, t coord.Topology) {
 	if r, ok := n.current().(*leading); ok && r.lease != nil {
 		r.lease.Revoke()
 	}
+	if _, fenced := n.current().(*fenced); t.Leader == "" && !fenced {
+		// An epoch with no leader fences the one before while a successor
+		// is chosen (quorum modes): the stream stops before the epoch is
+		// persisted, so once the node reports it (Heartbeat) its log takes
+		// no more entries of the old epoch.
+		n.Fence(fmt.Sprintf("epoch %d: a new leader is being chosen", t.Epoch))
+	}
 	if t.Epoch > n.db.Epoch() {
 		if err := n.db.ObserveEpoch(t.Epoch); err != nil {
 			n.fatal(fmt.Errorf("node: persist epoch %d from the topology: %w", t.Epoch, err))
@@ -190,7 +197,9 @@ func (a *agent) apply(ctx context.Context, t coord.Topology) {
 		}
 	}
 	if leader == nil {
-		n.Fence(fmt.Sprintf("the topology names leader %q, which is not a registered member", t.Leader))
+		if t.Leader != "" {
+			n.Fence(fmt.Sprintf("the topology names leader %q, which is not a registered member", t.Leader))
+		}
 		return
 	}
 	if route, ok := n.cfg.PeerRoutes[leader.ID]; ok {

@@ -48,10 +48,14 @@ func (s *peerService) Snapshot(req *peerpb.SnapshotRequest, stream grpc.ServerSt
 // positions.
 func (s *peerService) Heartbeat(ctx context.Context, req *peerpb.HeartbeatRequest) (*peerpb.HeartbeatReply, error) {
 	n := s.n
+	// The epoch before the position: a node that reports an epoch has
+	// stopped taking entries of older ones (agent.apply), so the position
+	// read after it is final for them, which a quorum election relies on.
+	epoch := n.db.Epoch()
 	d := n.db.Durable()
 	rep := &peerpb.HeartbeatReply{
 		NodeId:           n.cfg.ID,
-		Epoch:            n.db.Epoch(),
+		Epoch:            epoch,
 		Durable:          &peerpb.Position{Epoch: d.Epoch, Lsn: d.LSN},
 		AppliedLsn:       n.db.Applied(),
 		LeaderHeardAgoMs: -1,

@@ -6,13 +6,14 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tandemdb/tandem/internal/commit"
 	"github.com/tandemdb/tandem/internal/control"
 	"github.com/tandemdb/tandem/internal/coord"
 )
 
 // decision is what the active orchestrator should do now.
 type decision struct {
-	kind      string // "", "bootstrap", "failover"
+	kind      string // "", "bootstrap", "fence", "failover"
 	reason    string
 	candidate string
 	from      string
@@ -42,6 +43,10 @@ func decide(cfg *Config, v view, activeSince time.Time) decision {
 			return decision{note: "bootstrap: " + err.Error(), noteKey: "bootstrap"}
 		}
 		return decision{kind: "bootstrap", reason: "no topology yet", candidate: c.Candidate}
+	}
+	quorum, _ := commit.ParseMode(v.topo.Mode)
+	if v.topo.Leader == "" && v.topo.Fenced != "" {
+		return elect(v, quorum.K)
 	}
 	leader := v.node(v.topo.Leader)
 	if leader == nil {
@@ -81,6 +86,12 @@ func decide(cfg *Config, v view, activeSince time.Time) decision {
 			}
 		}
 	}
+	if quorum.Kind == commit.Quorum {
+		// The old leader may still commit through followers that have not
+		// heard of a new epoch, after any candidate is chosen: end its
+		// epoch first, then choose among the followers that ended it.
+		return decision{kind: "fence", reason: why, from: leader.ID, lastSign: leader.LastBeat}
+	}
 	c, err := control.Choose(v.candidates(leader.ID))
 	if err != nil {
 		return decision{note: why + ": " + err.Error(), noteKey: "no-candidate"}
@@ -97,6 +108,59 @@ func decide(cfg *Config, v view, activeSince time.Time) decision {
 				d.lostLSNs = ld.LSN - cd.LSN
 			}
 		}
+	}
+	return d
+}
+
+// elect is a quorum-K failover's second step. The topology's epoch has
+// no leader; it ended the epoch of the leader it names Fenced. A node that
+// reports this epoch has stopped taking the old leader's entries, so its
+// position is final for them. A write the old leader acknowledged is
+// durable on K of the other F members; once F-K+1 of them report the new
+// epoch, one of those holds it (or the old leader itself, if it reports the
+// epoch: it holds all it acknowledged), and the most advanced of them is
+// chosen. Until enough report it, nothing is done: promoting anyone else
+// could lose acknowledged writes (tandem promote --accept-data-loss can).
+func elect(v view, k int) decision {
+	others, ended := 0, 0
+	oldEnded := false
+	eligible := map[string]bool{}
+	for _, n := range v.nodes {
+		if n.ID != v.topo.Fenced {
+			others++
+		}
+		if !n.Fresh || n.Reply == nil || n.Reply.Epoch < v.topo.Epoch || n.Reply.Role == "leader" {
+			continue
+		}
+		eligible[n.ID] = true
+		if n.ID == v.topo.Fenced {
+			oldEnded = true
+		} else {
+			ended++
+		}
+	}
+	need := others - k + 1
+	if !oldEnded && ended < need {
+		return decision{note: fmt.Sprintf("epoch %d: %d of the %d members other than %s have ended its epoch, %d must (quorum %d) before one is chosen",
+			v.topo.Epoch, ended, others, v.topo.Fenced, need, k), noteKey: "elect"}
+	}
+	// The old leader is chosen only when it is the one that holds every
+	// acknowledged write for certain: it was the leader that lost.
+	if ended >= need {
+		delete(eligible, v.topo.Fenced)
+	}
+	cands := v.candidates("")
+	for i := range cands {
+		cands[i].Eligible = cands[i].Eligible && eligible[cands[i].ID]
+	}
+	c, err := control.Choose(cands)
+	if err != nil {
+		return decision{note: fmt.Sprintf("epoch %d: %v", v.topo.Epoch, err), noteKey: "no-candidate"}
+	}
+	reason := v.topo.Reason + fmt.Sprintf("; chosen once %d of %d other members reported epoch %d", ended, others, v.topo.Epoch)
+	d := decision{kind: "failover", reason: reason, candidate: c.Candidate, from: v.topo.Fenced}
+	if old := v.node(v.topo.Fenced); old != nil {
+		d.lastSign = old.LastBeat
 	}
 	return d
 }
@@ -155,12 +219,19 @@ func (o *Orchestrator) changeLocked(v view, kind, reason, to string, lastSign ti
 		return nil, errNotActive
 	}
 	next := coord.Topology{Epoch: v.maxEpoch() + 1, Leader: to, Mode: v.topo.Mode, SyncSet: v.topo.SyncSet, Reason: reason, Changed: time.Now()}
+	if kind == "fence" {
+		next.Leader, next.Fenced = "", v.topo.Leader
+	}
 	if !v.haveTopo {
 		next.Mode, next.SyncFallback = o.cfg.Mode, o.cfg.SyncFallback
 	} else {
 		next.SyncFallback, next.SyncMin = v.topo.SyncFallback, v.topo.SyncMin
 	}
-	ev := &coord.Event{Kind: kind, Reason: reason, From: v.topo.Leader, To: to, OldEpoch: v.topo.Epoch, NewEpoch: next.Epoch,
+	from := v.topo.Leader
+	if from == "" {
+		from = v.topo.Fenced
+	}
+	ev := &coord.Event{Kind: kind, Reason: reason, From: from, To: next.Leader, OldEpoch: v.topo.Epoch, NewEpoch: next.Epoch,
 		LostWrites: lost, Accepted: accepted}
 	if !v.haveTopo {
 		ev.From = ""
@@ -168,13 +239,13 @@ func (o *Orchestrator) changeLocked(v view, kind, reason, to string, lastSign ti
 	if !lastSign.IsZero() {
 		ev.DetectionMs = float64(next.Changed.Sub(lastSign).Microseconds()) / 1000
 	}
-	from := v.topo.Epoch
+	fromEpoch := v.topo.Epoch
 	if !v.haveTopo {
-		from = 0
+		fromEpoch = 0
 	}
 	ctx, cancel := context.WithTimeout(o.ctx, 2*time.Second)
 	defer cancel()
-	if err := o.store.SetTopology(ctx, from, next, ev); err != nil {
+	if err := o.store.SetTopology(ctx, fromEpoch, next, ev); err != nil {
 		if errors.Is(err, coord.ErrConflict) {
 			return nil, fmt.Errorf("%s to %s: %w", kind, to, err)
 		}
@@ -198,8 +269,10 @@ func (o *Orchestrator) changeLocked(v view, kind, reason, to string, lastSign ti
 	o.mu.Unlock()
 	o.log.Warn("topology changed", "kind", kind, "reason", reason, "from", ev.From, "to", to,
 		"old_epoch", ev.OldEpoch, "new_epoch", ev.NewEpoch, "detection_ms", ev.DetectionMs, "lost_entries", lost)
-	o.wg.Add(1)
-	go o.timePromotion(*ev, next.Changed)
+	if next.Leader != "" {
+		o.wg.Add(1)
+		go o.timePromotion(*ev, next.Changed)
+	}
 	return ev, nil
 }
 

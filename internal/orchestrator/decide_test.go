@@ -35,6 +35,11 @@ func TestDecide(t *testing.T) {
 	f := func(id string, lsn uint64, heard int64) nodeView {
 		return nodeView{ID: id, Member: member(id), Reply: followerReply(3, lsn, heard), Fresh: true}
 	}
+	// A quorum failover's second step: epoch 4 has no leader and ended n1's.
+	fencing := coord.Topology{Epoch: 4, Fenced: "n1", Mode: "quorum 2", Reason: "leader suspected"}
+	ended := func(id string, lsn uint64) nodeView {
+		return nodeView{ID: id, Member: member(id), Reply: &peerpb.HeartbeatReply{Role: "fenced", Epoch: 4, Durable: &peerpb.Position{Epoch: 3, Lsn: lsn}}, Fresh: true}
+	}
 	tests := []struct {
 		name      string
 		v         view
@@ -90,6 +95,27 @@ func TestDecide(t *testing.T) {
 		{name: "semisync: no reachable member of the set: wait rather than lose writes",
 			v:    view{now: now, topo: coord.Topology{Epoch: 3, Leader: "n1", Mode: "semisync", SyncSet: []string{"n4"}}, haveTopo: true, nodes: []nodeView{suspect, f("n2", 100, 400), f("n3", 90, 400)}},
 			note: "no node can be promoted"},
+		{name: "quorum 2: a lost leader's epoch is fenced first, nobody chosen yet",
+			v:    view{now: now, topo: coord.Topology{Epoch: 3, Leader: "n1", Mode: "quorum 2"}, haveTopo: true, nodes: []nodeView{suspect, f("n2", 100, 400), f("n3", 90, 400), f("n4", 95, 400)}},
+			kind: "fence"},
+		{name: "quorum 2, fenced: 1 of 3 followers reported the new epoch, 2 must",
+			v: view{now: now, topo: fencing, haveTopo: true, nodes: []nodeView{suspect,
+				ended("n2", 100), f("n3", 120, 400), f("n4", 110, 400)}},
+			note: "1 of the 3 members other than n1 have ended its epoch, 2 must"},
+		{name: "quorum 2, fenced: the most advanced of those that ended the epoch, not one still following",
+			v: view{now: now, topo: fencing, haveTopo: true, nodes: []nodeView{suspect,
+				ended("n2", 100), ended("n3", 105), f("n4", 120, 400)}},
+			kind: "failover", candidate: "n3"},
+		{name: "quorum 2, fenced: the old leader ended its epoch itself and holds all it acknowledged",
+			v: view{now: now, topo: fencing, haveTopo: true, nodes: []nodeView{
+				{ID: "n1", Member: member("n1"), Reply: &peerpb.HeartbeatReply{Role: "fenced", Epoch: 4, Durable: &peerpb.Position{Epoch: 3, Lsn: 130}}, Fresh: true},
+				ended("n2", 100), f("n3", 120, 400), f("n4", 110, 400)}},
+			kind: "failover", candidate: "n1"},
+		{name: "quorum 2, fenced: with enough others, the old leader is not taken back",
+			v: view{now: now, topo: fencing, haveTopo: true, nodes: []nodeView{
+				{ID: "n1", Member: member("n1"), Reply: &peerpb.HeartbeatReply{Role: "fenced", Epoch: 4, Durable: &peerpb.Position{Epoch: 3, Lsn: 130}}, Fresh: true},
+				ended("n2", 100), ended("n3", 120), f("n4", 110, 400)}},
+			kind: "failover", candidate: "n3"},
 		{name: "no topology, all answered: bootstrap the most advanced",
 			v:    view{now: now, nodes: []nodeView{f("n1", 5, -1), f("n2", 7, -1)}},
 			kind: "bootstrap", candidate: "n2"},
