@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tandemdb/tandem/internal/cluster"
+	"github.com/tandemdb/tandem/internal/commit"
 	"github.com/tandemdb/tandem/internal/coord"
 )
 
@@ -31,6 +32,13 @@ func upCmd() *cobra.Command {
 			log, err := newLogger(logLevel)
 			if err != nil {
 				return err
+			}
+			if mode == "" {
+				// semisync needs a follower and the control plane's sync set.
+				mode = commit.Default
+				if static || cfg.Nodes < 2 {
+					mode = "async"
+				}
 			}
 			cfg.ServerArgs = append(cfg.ServerArgs, "--mode", mode, "--log-level", logLevel)
 			cfg.OrchestratorArgs = append(cfg.OrchestratorArgs, "--log-level", logLevel, "--mode", mode)
@@ -75,7 +83,7 @@ func upCmd() *cobra.Command {
 	f.IntVar(&cfg.Nodes, "nodes", 3, "number of node processes")
 	f.IntVar(&cfg.BasePort, "port", 6380, "RESP port of node 1; the others take the next ports (peer ports +100, HTTP +200)")
 	f.DurationVar(&cfg.RestartDelay, "restart-delay", 0, "restart a node process that died after this long (0 = never)")
-	f.StringVar(&mode, "mode", "async", "durability mode")
+	f.StringVar(&mode, "mode", "", `commit mode: async, semisync, sync or "quorum K" (default: `+commit.Default+` under the control plane with 2 or more nodes, else async)`)
 	f.StringVar(&logLevel, "log-level", "info", "log level for every process")
 	f.BoolVar(&static, "static", false, "no control plane: node 1 leads, nothing fails over (the pre-etcd topology)")
 	f.StringVar(&etcd, "etcd", "", "use this etcd cluster (comma-separated endpoints) instead of an embedded one")

@@ -53,6 +53,7 @@ import (
 	"github.com/tandemdb/tandem/internal/chaos/relay"
 	"github.com/tandemdb/tandem/internal/chaos/workload"
 	"github.com/tandemdb/tandem/internal/cluster"
+	"github.com/tandemdb/tandem/internal/commit"
 )
 
 // Options configures a run. The zero value of a field means its default.
@@ -157,12 +158,16 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	fmt.Fprintf(opts.Out, "tandem chaos: seed %d, %v, %d clients, %g ops/s, faults %v, dir %s\n",
 		opts.Seed, opts.Duration, opts.Clients, opts.Rate, opts.Faults, dir)
 
+	if opts.Mode == "" {
+		opts.Mode = commit.Default // the product's default, checked as strictly
+		if opts.Static || opts.Nodes < 2 {
+			opts.Mode = "async"
+		}
+	}
 	links := newLinks(log)
 	defer links.close()
 	args := append([]string(nil), opts.ServerArgs...)
-	if opts.Mode != "" {
-		args = append(args, "--mode", opts.Mode)
-	}
+	args = append(args, "--mode", opts.Mode)
 	ccfg := cluster.Config{
 		Binary:     opts.Binary,
 		Dir:        filepath.Join(dir, "data"),
@@ -174,11 +179,9 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		ccfg.ControlPlane, ccfg.Orchestrators = true, 2
 		ccfg.OrchestratorPeerAddr = links.orchestratorAddr
 		ccfg.EtcdAddr = links.etcdAddr
-		if opts.Mode != "" {
-			// The cluster's mode lives in the topology; the orchestrator
-			// writes it at bootstrap.
-			ccfg.OrchestratorArgs = []string{"--mode", opts.Mode}
-		}
+		// The cluster's mode lives in the topology; the orchestrator
+		// writes it at bootstrap.
+		ccfg.OrchestratorArgs = []string{"--mode", opts.Mode}
 	}
 	c, err := cluster.Start(ctx, ccfg, log)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tandemdb/tandem/internal/chaos/nemesis"
+	"github.com/tandemdb/tandem/internal/commit"
 )
 
 // NewCommand returns `tandem chaos`. It exits non-zero (returns an error
@@ -89,7 +90,7 @@ Fault kinds: ` + strings.Join(known, ", ") + ` ("none" for no faults).`,
 	f.Float64Var(&opts.Rate, "rate", 200, "operations per second, all clients together")
 	f.IntVar(&opts.Nodes, "nodes", 3, "nodes in the cluster")
 	f.Int64Var(&seed, "seed", 0, "seed for the fault schedule and the workload (0: random, printed)")
-	f.StringVar(&opts.Mode, "mode", "", "durability mode passed to every node (default: the server's)")
+	f.StringVar(&opts.Mode, "mode", "", "commit mode (default: "+commit.Default+" under the control plane, async with --static)")
 	f.StringVar(&opts.Dir, "dir", "", "directory for data and artefacts (default: a temporary one, removed if the run passes)")
 	f.StringSliceVar(&buggify, "buggify", nil, "deliberate node faults, to prove the harness catches them (ack-before-durable, follower-skip-entry)")
 	f.DurationVar(&opts.OpTimeout, "op-timeout", time.Second, "timeout of one client operation (then its outcome is unknown)")

@@ -21,6 +21,13 @@ import (
 	"strings"
 )
 
+// Default is the mode a cluster under the control plane starts in when
+// none is given: no acknowledged write is lost when the leader dies, and
+// one slow or dead follower is replaced rather than waited for. A static
+// cluster (no control plane, no sync set to keep) or a single node runs
+// async.
+const Default = "semisync"
+
 // Kind is a durability mode.
 type Kind int
 
