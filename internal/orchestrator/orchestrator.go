@@ -18,7 +18,19 @@
 //     Config.FollowerSilence): a cut between the orchestrator and the
 //     leader alone is not a failure (the holistic check);
 //  3. a candidate exists: control.Choose over the reachable followers'
-//     durable (epoch, LSN) and priorities.
+//     durable (epoch, LSN) and priorities; in sync and semisync only a
+//     member of the published sync set may be chosen.
+//
+// In quorum K the failover takes two steps, because the old leader may
+// still commit through followers that have not heard of the new epoch
+// after a candidate is chosen, and the candidate need not hold those
+// writes. First the epoch is raised with no leader (Topology.Fenced names
+// the old one); a node that sees it fences itself, then persists the
+// epoch, and reports it in Heartbeat before its position. Then, once
+// F-K+1 of the F other members report it (or the old leader does), the
+// most advanced of them is promoted: every write acknowledged on K
+// members is on one of them, and none of them takes the old leader's
+// entries any more. Until then nothing is done.
 //
 // It then raises the epoch in etcd with a compare and swap naming the
 // candidate (coord.SetTopology) and records the event; nodes watch the
