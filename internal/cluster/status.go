@@ -42,6 +42,7 @@ func Collect(ctx context.Context, f File) statusdoc.Cluster {
 				nr.Role, nr.State, nr.Reason, nr.PID = s.Role, s.State, s.Reason, s.PID
 				nr.DurableLSN, nr.AppliedLSN, nr.LagLSN, nr.LagSeconds = s.DurableLSN, s.AppliedLSN, s.LagLSN, s.LagSeconds
 				nr.SeedPercent, nr.RollbackFiles = s.SeedPercent, s.RollbackFiles
+				nr.LogBytes, nr.DiskBytes = s.LogBytes, s.DiskBytes
 				if s.Degraded {
 					nr.Reason = "SYNC FALLBACK: acknowledging in async mode"
 				}
@@ -105,7 +106,7 @@ func PrintTable(w io.Writer, r statusdoc.Cluster) {
 		fmt.Fprintln(w)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tROLE\tADDR\tPID\tSTATE\tDURABLE\tAPPLIED\tLAG LSN\tLAG S\tSYNC\tPHI\tHEARD")
+	fmt.Fprintln(tw, "ID\tROLE\tADDR\tPID\tSTATE\tDURABLE\tAPPLIED\tLAG LSN\tLAG S\tSYNC\tPHI\tHEARD\tLOG MB\tDISK MB")
 	for _, n := range r.Nodes {
 		role, state := n.Role, n.State
 		if role == "" {
@@ -135,7 +136,8 @@ func PrintTable(w io.Writer, r statusdoc.Cluster) {
 		if h := n.Health; h != nil {
 			phi, heard = fmt.Sprintf("%.1f", h.Phi), fmt.Sprintf("%.0fms", h.LastHeartbeatMs)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%.3f\t%s\t%s\t%s\n", n.ID, role, n.Addr, pid, state, n.DurableLSN, n.AppliedLSN, n.LagLSN, n.LagSeconds, sync, phi, heard)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%.3f\t%s\t%s\t%s\t%.1f\t%.1f\n", n.ID, role, n.Addr, pid, state, n.DurableLSN, n.AppliedLSN, n.LagLSN, n.LagSeconds, sync, phi, heard,
+			float64(n.LogBytes)/(1<<20), float64(n.DiskBytes)/(1<<20))
 	}
 	tw.Flush()
 }

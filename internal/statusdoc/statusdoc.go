@@ -60,10 +60,13 @@ type Node struct {
 	SeedTotal   uint64  `json:"seed_total,omitempty"`
 	SeedPercent float64 `json:"seed_percent,omitempty"`
 	// Seeds counts the snapshot seeds this process has begun (followers).
-	Seeds      uint64     `json:"seeds,omitempty"`
-	LogEntries int64      `json:"log_entries"`
-	LogBytes   int64      `json:"log_bytes"`
-	Followers  []Follower `json:"followers,omitempty"` // leaders only
+	Seeds      uint64 `json:"seeds,omitempty"`
+	LogEntries int64  `json:"log_entries"`
+	LogBytes   int64  `json:"log_bytes"`
+	// DiskBytes is everything the node's storage holds on disk (data, log,
+	// Pebble's WAL and manifests).
+	DiskBytes int64      `json:"disk_bytes,omitempty"`
+	Followers []Follower `json:"followers,omitempty"` // leaders only
 	// RollbackFiles counts the rollback files in the data directory:
 	// applied writes this node had and a new leader did not, saved for
 	// the operator before it re-seeded (async mode only).
@@ -163,4 +166,7 @@ type ClusterNode struct {
 	Health *Health `json:"health,omitempty"`
 	// RollbackFiles is the node's Node.RollbackFiles.
 	RollbackFiles int `json:"rollback_files,omitempty"`
+	// LogBytes and DiskBytes are the node's.
+	LogBytes  int64 `json:"log_bytes,omitempty"`
+	DiskBytes int64 `json:"disk_bytes,omitempty"`
 }
