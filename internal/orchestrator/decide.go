@@ -158,11 +158,7 @@ func elect(v view, k int) decision {
 		return decision{note: fmt.Sprintf("epoch %d: %v", v.topo.Epoch, err), noteKey: "no-candidate"}
 	}
 	reason := v.topo.Reason + fmt.Sprintf("; chosen once %d of %d other members reported epoch %d", ended, others, v.topo.Epoch)
-	d := decision{kind: "failover", reason: reason, candidate: c.Candidate, from: v.topo.Fenced}
-	if old := v.node(v.topo.Fenced); old != nil {
-		d.lastSign = old.LastBeat
-	}
-	return d
+	return decision{kind: "failover", reason: reason, candidate: c.Candidate, from: v.topo.Fenced}
 }
 
 // follows reports whether the node that answered r follows leader.
@@ -239,6 +235,13 @@ func (o *Orchestrator) changeLocked(v view, kind, reason, to string, lastSign ti
 	if !lastSign.IsZero() {
 		ev.DetectionMs = float64(next.Changed.Sub(lastSign).Microseconds()) / 1000
 	}
+	o.mu.Lock()
+	if f := o.last; v.topo.Leader == "" && f != nil && f.Kind == "fence" && f.NewEpoch == v.topo.Epoch {
+		// A quorum failover's second step: the failure was detected by
+		// the first (the old leader's detector has been reset since).
+		ev.DetectionMs = f.DetectionMs
+	}
+	o.mu.Unlock()
 	fromEpoch := v.topo.Epoch
 	if !v.haveTopo {
 		fromEpoch = 0
