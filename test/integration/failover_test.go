@@ -189,10 +189,13 @@ func (l *uniqueLoad) acked() int {
 // waitAcksBy waits until a node other than old acknowledged writes.
 func (l *uniqueLoad) waitAcksBy(t *testing.T, old int, within time.Duration) {
 	t.Helper()
+	// Only acknowledgements from now on count: the last ones before the
+	// fault may come from a leader before old, when old led only briefly.
+	since := time.Now()
 	testutil.Eventually(t, "writes acknowledged by a new leader", within, func() (bool, string) {
 		l.mu.Lock()
 		defer l.mu.Unlock()
-		for i := len(l.acks) - 1; i >= 0 && i > len(l.acks)-50; i-- {
+		for i := len(l.acks) - 1; i >= 0 && !l.acks[i].at.Before(since); i-- {
 			if l.acks[i].leader != old {
 				return true, ""
 			}
