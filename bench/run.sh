@@ -135,7 +135,7 @@ cleanup() {
 start_tandem() { # dir
   local dir=$1 i
   mkdir -p "$dir"
-  setsid "$TANDEM" up --dir "$dir" --nodes 3 --port "$T_PORT" >"$dir.up.log" 2>&1 &
+  setsid "$TANDEM" up --dir "$dir" --nodes 3 --port "$T_PORT" --mode async >"$dir.up.log" 2>&1 &
   TANDEM_UP_PID=$!
   TANDEM_DIR=$dir
   # Ready: leader answers PING, and reports both followers connected.
