@@ -108,6 +108,7 @@ func (d *DB) BeginIngest() error {
 	if err := b.Commit(syncWrite); err != nil {
 		return fmt.Errorf("storage: begin ingest: %w", err)
 	}
+	d.rows.Clear()
 	d.mu.Lock()
 	d.seeding = true
 	d.applied = 0
@@ -140,6 +141,9 @@ func (d *DB) IngestRows(rows []snapshot.Row) error {
 	if err := b.Commit(noSyncWrite); err != nil {
 		return fmt.Errorf("storage: ingest: %w", err)
 	}
+	for _, r := range rows {
+		d.rows.Invalidate(r.Key)
+	}
 	d.mu.Lock()
 	d.noteExpiryLocked(earliest)
 	d.mu.Unlock()
@@ -162,6 +166,7 @@ func (d *DB) FinishIngest(pos Position, epochs []Position) error {
 	if err := b.Commit(syncWrite); err != nil {
 		return fmt.Errorf("storage: finish ingest: %w", err)
 	}
+	d.rows.Clear()
 	d.mu.Lock()
 	d.seeding = false
 	d.applied = pos.LSN

@@ -44,6 +44,7 @@ import (
 	"github.com/tandemdb/tandem/internal/frame"
 	"github.com/tandemdb/tandem/internal/keyspace"
 	"github.com/tandemdb/tandem/internal/logrec"
+	"github.com/tandemdb/tandem/internal/rowcache"
 )
 
 // Errors returned by DB methods.
@@ -99,7 +100,10 @@ type Options struct {
 	FS vfs.FS
 	// CacheBytes is Pebble's block cache size; 0 means 64 MiB.
 	CacheBytes int64
-	Logger     *slog.Logger
+	// RowCacheBytes bounds the cache of data rows that point reads fill
+	// (package rowcache); 0 means 64 MiB, negative means none.
+	RowCacheBytes int64
+	Logger        *slog.Logger
 }
 
 // DB is a node's storage. Log appends and truncations must come from one
@@ -107,6 +111,10 @@ type Options struct {
 type DB struct {
 	pdb *pebble.DB
 	log *slog.Logger
+	// rows caches data rows for View.Get. Every write of a data row
+	// invalidates it after the row is committed and before the write is
+	// reported applied (Apply, BeginIngest, FinishIngest).
+	rows *rowcache.Cache
 
 	mu      sync.Mutex // guards the fields below
 	durable Position
@@ -173,7 +181,11 @@ func Open(dir string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
 	}
-	d := &DB{pdb: pdb, log: log}
+	rowBytes := opts.RowCacheBytes
+	if rowBytes == 0 {
+		rowBytes = 64 << 20
+	}
+	d := &DB{pdb: pdb, log: log, rows: rowcache.New(rowBytes)}
 	if err := d.recover(); err != nil {
 		pdb.Close()
 		return nil, err
@@ -623,6 +635,11 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	if err := b.Commit(noSyncWrite); err != nil {
 		return fmt.Errorf("storage: apply up to lsn %d: %w", applied, err)
 	}
+	for i := range entries {
+		for _, op := range entries[i].Ops {
+			d.rows.Invalidate(op.Key)
+		}
+	}
 	d.mu.Lock()
 	d.applied = applied
 	d.noteExpiryLocked(earliest)
@@ -650,18 +667,31 @@ type View struct {
 
 var _ keyspace.View = View{}
 
-// Get implements keyspace.View.
+// Get implements keyspace.View. It reads the row cache first, and fills
+// it from Pebble on a miss (see package rowcache for why that is never
+// stale).
 func (v View) Get(key []byte) (keyspace.Value, bool, error) {
-	kbuf := make([]byte, 0, len(key)+1)
-	kbuf = append(append(kbuf, prefixData), key...)
-	raw, closer, err := v.DB.pdb.Get(kbuf)
-	if errors.Is(err, pebble.ErrNotFound) {
+	raw, ok, token := v.DB.rows.Get(key)
+	if ok && len(raw) == 0 {
 		return keyspace.Value{}, false, nil
 	}
-	if err != nil {
-		return keyspace.Value{}, false, fmt.Errorf("storage: get: %w", err)
+	if !ok {
+		kbuf := make([]byte, 0, len(key)+1)
+		kbuf = append(append(kbuf, prefixData), key...)
+		got, closer, err := v.DB.pdb.Get(kbuf)
+		if errors.Is(err, pebble.ErrNotFound) {
+			v.DB.rows.Fill(key, nil, token) // an empty row: no such key
+			return keyspace.Value{}, false, nil
+		}
+		if err != nil {
+			return keyspace.Value{}, false, fmt.Errorf("storage: get: %w", err)
+		}
+		defer closer.Close()
+		raw = got
+		if len(raw) >= 8 {
+			v.DB.rows.Fill(key, raw, token)
+		}
 	}
-	defer closer.Close()
 	val, err := decodeValue(raw)
 	if err != nil {
 		return keyspace.Value{}, false, err
@@ -672,6 +702,9 @@ func (v View) Get(key []byte) (keyspace.Value, bool, error) {
 	val.Data = bytes.Clone(val.Data)
 	return val, true, nil
 }
+
+// RowCacheStats reports the row cache's contents and hit counts.
+func (d *DB) RowCacheStats() rowcache.Stats { return d.rows.Stats() }
 
 // Scan implements keyspace.View.
 func (v View) Scan(start []byte, fn func(key []byte, val keyspace.Value) bool) error {

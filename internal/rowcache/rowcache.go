@@ -1,0 +1,174 @@
+// Package rowcache is a bounded in-memory cache of a keyspace's stored
+// rows, in front of an LSM point lookup, for storage's data reads.
+//
+// A point lookup in Pebble costs several microseconds (a skiplist descent
+// per memtable, then index, bloom and data blocks); a hash lookup here
+// costs a fraction of one. The cache holds rows a reader fetched, never
+// rows it was not asked for: writes do not fill it, they invalidate. A
+// row may be empty: the owner can cache "no such key" that way, under the
+// same promise.
+//
+// # Promise: never a stale row
+//
+// Once Invalidate(key) has returned, no Get returns a row cached before
+// it. The owner must call Invalidate after the new row is readable in
+// the store below, and a reader that misses must take a Token before it
+// reads the store and hand it to Fill: Fill drops the row if any
+// invalidation of the key's shard (or a Clear) happened since the token
+// was taken, because the row it read may be the one that was replaced.
+//
+//	reader:  t := c.Token(key); row := store.Get(key); c.Fill(key, row, t)
+//	writer:  store.Commit(batch); c.Invalidate(key)
+//
+// If the reader's store read saw the old row, the writer's Invalidate
+// came after the Token and Fill drops it; if the Fill came first, the
+// Invalidate removes it. A Get between the writer's commit and its
+// Invalidate may return the old row: that is the writer not having
+// finished, and storage reports the write applied only after Invalidate.
+//
+// # Bounds
+//
+// The cache is split into shards by key hash, each with a mutex, a map
+// and its share of the byte budget (key + row + a fixed overhead per
+// entry). When a Fill would exceed a shard's share, entries are evicted
+// in the map's iteration order, which Go randomises: random replacement,
+// as Redis's allkeys-random. Rows bigger than an eighth of a shard's
+// share are not cached.
+package rowcache
+
+import (
+	"hash/maphash"
+	"sync"
+)
+
+const (
+	shardCount = 64
+	// entryOverhead approximates a map entry's memory beside its key and
+	// row (map slot, string and slice headers).
+	entryOverhead = 64
+)
+
+// Cache is safe for concurrent use. The zero value is not usable; see New.
+type Cache struct {
+	seed       maphash.Seed
+	shardBytes int64
+	shards     [shardCount]shard
+}
+
+type shard struct {
+	mu    sync.Mutex
+	rows  map[string][]byte
+	bytes int64
+	// gen counts invalidations: a Token is the gen it was taken at.
+	gen uint64
+	// hits and misses are counted under mu.
+	hits, misses uint64
+}
+
+// Token is a shard's invalidation count, taken before a store read.
+type Token uint64
+
+// New returns a cache holding up to maxBytes of keys and rows. maxBytes
+// <= 0 gives a cache that holds nothing (every Get misses).
+func New(maxBytes int64) *Cache {
+	c := &Cache{seed: maphash.MakeSeed(), shardBytes: max(maxBytes, 0) / shardCount}
+	for i := range c.shards {
+		c.shards[i].rows = make(map[string][]byte)
+	}
+	return c
+}
+
+func (c *Cache) shard(key []byte) *shard {
+	return &c.shards[maphash.Bytes(c.seed, key)%shardCount]
+}
+
+// Get returns the cached row of key, which the caller must not modify, and
+// the token to Fill with on a miss.
+func (c *Cache) Get(key []byte) (row []byte, ok bool, t Token) {
+	s := c.shard(key)
+	s.mu.Lock()
+	row, ok = s.rows[string(key)]
+	if ok {
+		s.hits++
+	} else {
+		s.misses++
+	}
+	t = Token(s.gen)
+	s.mu.Unlock()
+	return row, ok, t
+}
+
+// Fill caches row for key unless the key's shard was invalidated since t
+// was taken. The cache keeps its own copy of key and row.
+func (c *Cache) Fill(key, row []byte, t Token) {
+	size := int64(len(key) + len(row) + entryOverhead)
+	if size > c.shardBytes/8 {
+		return
+	}
+	s := c.shard(key)
+	owned := append([]byte(nil), row...)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if Token(s.gen) != t {
+		return
+	}
+	if old, ok := s.rows[string(key)]; ok {
+		s.bytes -= int64(len(key) + len(old) + entryOverhead)
+	}
+	for k, v := range s.rows {
+		if s.bytes+size <= c.shardBytes {
+			break
+		}
+		delete(s.rows, k)
+		s.bytes -= int64(len(k) + len(v) + entryOverhead)
+	}
+	s.rows[string(key)] = owned
+	s.bytes += size
+}
+
+// Invalidate removes key's row and makes every Token of its shard taken
+// before now stale. Call it after the key's new row (or its deletion) is
+// readable in the store.
+func (c *Cache) Invalidate(key []byte) {
+	s := c.shard(key)
+	s.mu.Lock()
+	s.gen++
+	if old, ok := s.rows[string(key)]; ok {
+		delete(s.rows, string(key))
+		s.bytes -= int64(len(key) + len(old) + entryOverhead)
+	}
+	s.mu.Unlock()
+}
+
+// Clear removes every row and makes every Token taken before now stale
+// (the store's keyspace was replaced).
+func (c *Cache) Clear() {
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		s.gen++
+		clear(s.rows)
+		s.bytes = 0
+		s.mu.Unlock()
+	}
+}
+
+// Stats is what the cache holds and how it was used.
+type Stats struct {
+	Rows, Bytes, Hits, Misses uint64
+}
+
+// Stats sums the shards' figures.
+func (c *Cache) Stats() Stats {
+	var st Stats
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		st.Rows += uint64(len(s.rows))
+		st.Bytes += uint64(s.bytes)
+		st.Hits += s.hits
+		st.Misses += s.misses
+		s.mu.Unlock()
+	}
+	return st
+}
