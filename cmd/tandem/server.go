@@ -94,6 +94,7 @@ func serverCmd() *cobra.Command {
 	f.DurationVar(&cfg.WriteTimeout, "write-timeout", 5*time.Second, "how long a write may wait to be committed before it fails with NOREPLICAS (it may still commit later)")
 	f.IntVar(&cfg.MaxInFlight, "max-inflight", 10000, "writes sequenced but not yet committed, at most; past it writes wait, then fail with TRYAGAIN")
 	f.Int64Var(&cfg.MaxInFlightBytes, "max-inflight-bytes", 64<<20, "bytes of writes sequenced but not yet committed, at most")
+	f.DurationVar(&cfg.MaxCommitDelay, "max-commit-delay", time.Millisecond, "adaptive group commit: the longest a log append may wait for more writes while they arrive faster than appends complete (at most half an append's time; never when idle); negative: never wait")
 	f.DurationVar(&cfg.FollowerTimeout, "follower-timeout", time.Minute, "how long the leader keeps a follower it does not hear from (pinning log retention, counting for WAIT)")
 	f.StringSliceVar(&buggify, "buggify", nil, "deliberate faults for harness tests: ack-before-durable, follower-skip-entry, slow-disk (a 1 s log stall every 2 s on the leader)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")

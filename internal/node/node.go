@@ -57,6 +57,7 @@ type Config struct {
 	FollowRESP, FollowPeer string
 	Mode                   commit.Mode
 	RetainBytes            int64
+	MaxCommitDelay         time.Duration
 	MaxBulkLen             int64
 	// WriteTimeout, MaxInFlight, MaxInFlightBytes and FollowerTimeout go
 	// to the leader (replication.LeaderConfig); 0 means its default.
@@ -398,6 +399,7 @@ func (n *Node) startLeader(epoch uint64, lease *replication.Lease) (role, error)
 		Mode:             n.cfg.Mode,
 		Logger:           n.log,
 		RetainBytes:      n.cfg.RetainBytes,
+		MaxCommitDelay:   n.cfg.MaxCommitDelay,
 		WriteTimeout:     n.cfg.WriteTimeout,
 		MaxInFlight:      n.cfg.MaxInFlight,
 		MaxInFlightBytes: n.cfg.MaxInFlightBytes,

@@ -47,6 +47,11 @@ type LeaderConfig struct {
 	// counting for WAIT, status and metrics. 0 means
 	// DefaultFollowerTimeout.
 	FollowerTimeout time.Duration
+	// MaxCommitDelay caps how long a group commit may wait for more
+	// writes while writes arrive faster than appends complete (adaptive
+	// group commit; at most half an append's time, never when idle). 0
+	// means DefaultMaxCommitDelay; negative never waits.
+	MaxCommitDelay time.Duration
 	// Fatal is called when the process must stop because going on could
 	// break a promise (persisting a higher epoch failed); a supervisor
 	// restarts it. nil means log the error and exit with status 2.
@@ -64,6 +69,7 @@ const (
 	DefaultMaxInFlight      = 10000
 	DefaultMaxInFlightBytes = 64 << 20
 	DefaultFollowerTimeout  = time.Minute
+	DefaultMaxCommitDelay   = time.Millisecond
 )
 
 // Buggify names deliberate faults that tests switch on to prove that the
@@ -130,6 +136,8 @@ type Leader struct {
 
 	appendWake chan struct{} // capacity 1
 	applyWake  chan struct{} // capacity 1
+	// appendTimer calls the core's AppendDue at a held Append's AppendAt.
+	appendTimer *time.Timer
 
 	// persistEpoch durably records a higher epoch (DB.ObserveEpoch; tests
 	// make it fail).
@@ -209,6 +217,9 @@ func NewLeader(cfg LeaderConfig, epoch uint64) (*Leader, error) {
 	if cfg.FollowerTimeout == 0 {
 		cfg.FollowerTimeout = DefaultFollowerTimeout
 	}
+	if cfg.MaxCommitDelay == 0 {
+		cfg.MaxCommitDelay = DefaultMaxCommitDelay
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -264,6 +275,7 @@ func NewLeader(cfg LeaderConfig, epoch uint64) (*Leader, error) {
 		retentionEvery:   int64(time.Second),
 		maxInFlight:      cfg.MaxInFlight,
 		maxInFlightBytes: cfg.MaxInFlightBytes,
+		maxAppendDelay:   max(int64(cfg.MaxCommitDelay), 0),
 	}, durable, applied, tail)
 	l.core.lastRetention = cfg.Now().UnixNano()
 	if l.core.readable {
@@ -291,6 +303,9 @@ func (l *Leader) dispatchReadyLocked(rd leaderReady, expired error) {
 	if len(rd.Append) > 0 {
 		l.appendQ = rd.Append
 		signal(l.appendWake)
+	}
+	if rd.AppendAt > 0 {
+		l.armAppendTimerLocked(time.Duration(rd.AppendAt - l.cfg.Now().UnixNano()))
 	}
 	if len(rd.Apply) > 0 {
 		l.applyQ = rd.Apply
@@ -326,6 +341,24 @@ func (l *Leader) dispatchReadyLocked(rd leaderReady, expired error) {
 	if rd.Readable {
 		l.readable.Store(true)
 	}
+}
+
+// armAppendTimerLocked makes the core's AppendDue run after d. The
+// caller holds mu.
+func (l *Leader) armAppendTimerLocked(d time.Duration) {
+	if l.appendTimer != nil {
+		l.appendTimer.Reset(d)
+		return
+	}
+	l.appendTimer = time.AfterFunc(d, func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.stopped {
+			return
+		}
+		l.core.AppendDue(l.cfg.Now().UnixNano())
+		l.dispatchLocked()
+	})
 }
 
 // enter registers a goroutine that may touch storage; false once the
@@ -375,6 +408,9 @@ func (l *Leader) stop(err error) {
 	l.wg.Wait()
 	l.mu.Lock()
 	l.dispatchReadyLocked(l.core.Fail(), err)
+	if l.appendTimer != nil {
+		l.appendTimer.Stop()
+	}
 	close(l.room) // writers waiting for room see the leader stopped
 	l.mu.Unlock()
 	close(l.finished)
@@ -709,6 +745,7 @@ func (l *Leader) committer() {
 		for i, p := range batch {
 			raws[i] = p.raw
 		}
+		began := time.Now()
 		if err := l.cfg.DB.AppendLog(raws); err != nil {
 			// The log is the source of truth; without it nothing can be
 			// acknowledged safely. Stop leading rather than guess.
@@ -716,10 +753,12 @@ func (l *Leader) committer() {
 			l.fail(fmt.Errorf("replication: log append: %w", err))
 			return
 		}
+		took := time.Since(began)
 		l.mu.Lock()
 		for _, p := range batch {
 			l.tail.add(p.lsn, p.raw, p.entry.TimeNs)
 		}
+		l.core.NoteAppendCost(l.cfg.Now().UnixNano(), int64(took))
 		l.core.Appended(batch[len(batch)-1].lsn)
 		l.dispatchLocked()
 		l.mu.Unlock()

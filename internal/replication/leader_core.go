@@ -49,6 +49,10 @@ type leaderCore struct {
 	// syncSet: the followers whose acknowledgements count in sync and
 	// semisync (SetSyncSet).
 	syncSet []string
+	// appendCost is a moving average of how long a durable append takes
+	// (NoteAppendCost); appendDue, when not 0, is when an Append held for
+	// more writes must go out (see holdAppend).
+	appendCost, appendDue int64
 }
 
 // coreConfig is what the core needs of LeaderConfig, with defaults filled
@@ -62,6 +66,9 @@ type coreConfig struct {
 	retentionEvery   int64
 	maxInFlight      int
 	maxInFlightBytes int64
+	// maxAppendDelay caps how long an Append may be held for more writes
+	// (adaptive group commit); 0 never holds one.
+	maxAppendDelay int64
 }
 
 // followerState is what the core knows about one follower.
@@ -160,6 +167,10 @@ type leaderReady struct {
 	// Readable is set once, when every entry that was durable when the
 	// leadership began is applied: reads may be served from then on.
 	Readable bool
+	// AppendAt, if not 0, is when the driver must call AppendDue: an
+	// Append is being held for more writes until then (or until enough
+	// arrive, whichever is first).
+	AppendAt int64
 }
 
 // newLeaderCore starts a core whose log is durable through durable and
@@ -214,15 +225,68 @@ func (c *leaderCore) Propose(p *proposal, now int64) {
 }
 
 // maybeAppend hands out the next Append batch when none is out: every
-// sequenced entry that is not durable yet.
+// sequenced entry that is not durable yet, unless holdAppend keeps it a
+// little longer.
 func (c *leaderCore) maybeAppend() {
 	if c.appending > 0 {
 		return
 	}
 	start := len(c.inflight) - int(c.last-c.durable)
-	if start < len(c.inflight) {
-		c.ready.Append = slices.Clip(c.inflight[start:])
-		c.appending = len(c.inflight) - start
+	if start == len(c.inflight) || c.holdAppend(start, len(c.inflight)-start) {
+		return
+	}
+	c.handOutAppend(start)
+}
+
+// handOutAppend hands out inflight[start:] as the next Append batch.
+func (c *leaderCore) handOutAppend(start int) {
+	c.appendDue = 0
+	c.ready.Append = slices.Clip(c.inflight[start:])
+	c.appending = len(c.inflight) - start
+}
+
+// holdAppend is adaptive group commit: it reports whether the Append of
+// the n entries waiting should wait for more writes. It waits only while
+// fewer are waiting than the returning writers (durable entries whose
+// writers have not been answered yet: in a closed loop each of them sends
+// its next write once answered) and for at most half an append's cost,
+// capped by maxAppendDelay; so an idle system, a lone client or a batch
+// that is already as big as the load makes it never waits. A batch held
+// is handed out by the Propose that makes it big enough or by AppendDue.
+func (c *leaderCore) holdAppend(returning, n int) bool {
+	if c.cfg.maxAppendDelay <= 0 || c.appendCost == 0 || n >= returning {
+		return false
+	}
+	if c.appendDue == 0 {
+		c.appendDue = c.now + min(c.appendCost/2, c.cfg.maxAppendDelay)
+		c.ready.AppendAt = c.appendDue
+	}
+	return c.now < c.appendDue
+}
+
+// NoteAppendCost records, at time now, that a durable append took took
+// nanoseconds. Call it before Appended.
+func (c *leaderCore) NoteAppendCost(now, took int64) {
+	c.now = max(c.now, now)
+	if c.appendCost == 0 {
+		c.appendCost = took
+	} else {
+		c.appendCost += (took - c.appendCost) / 8
+	}
+}
+
+// AppendDue advances the clock to now and hands out an Append that was
+// held: the driver calls it when AppendAt has come, by its own timer, so
+// it does not hold again even if now lags AppendAt.
+func (c *leaderCore) AppendDue(now int64) {
+	c.now = max(c.now, now)
+	if c.appending > 0 || c.appendDue == 0 {
+		return
+	}
+	if start := len(c.inflight) - int(c.last-c.durable); start < len(c.inflight) {
+		c.handOutAppend(start)
+	} else {
+		c.appendDue = 0
 	}
 }
 

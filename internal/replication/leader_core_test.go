@@ -115,6 +115,13 @@ func (s *coreScript) run(t *testing.T, block string) string {
 			if v, ok := args["retain"]; ok {
 				cfg.retainBytes, _ = strconv.ParseInt(v, 10, 64)
 			}
+			if v, ok := args["delay"]; ok {
+				d, err := time.ParseDuration(v)
+				if err != nil {
+					t.Fatal(err)
+				}
+				cfg.maxAppendDelay = int64(d)
+			}
 			durable, applied := num("durable"), num("applied")
 			var tail []*proposal
 			for lsn := applied + 1; lsn <= durable; lsn++ {
@@ -134,7 +141,16 @@ func (s *coreScript) run(t *testing.T, block string) string {
 				s.c.Propose(testProposal(s.c.NextLSN(), true), s.now)
 			}
 		case "appended":
+			if v, ok := args["took"]; ok {
+				d, err := time.ParseDuration(v)
+				if err != nil {
+					t.Fatal(err)
+				}
+				s.c.NoteAppendCost(s.now, int64(d))
+			}
 			s.c.Appended(num("lsn"))
+		case "appenddue":
+			s.c.AppendDue(s.now)
 		case "applied":
 			s.c.Applied(num("lsn"))
 		case "join":
@@ -161,6 +177,13 @@ func (s *coreScript) run(t *testing.T, block string) string {
 			s.c.Wait(w)
 		case "cancel":
 			s.c.CancelWait(s.waits[pos[0]])
+		case "advance":
+			d, err := time.ParseDuration(pos[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.now += int64(d)
+			continue
 		case "tick":
 			d, err := time.ParseDuration(pos[0])
 			if err != nil {
@@ -204,6 +227,9 @@ func (s *coreScript) print(out *strings.Builder, rd leaderReady) {
 	}
 	if len(rd.Append) > 0 {
 		fmt.Fprintf(out, "append %s\n", span(rd.Append))
+	}
+	if rd.AppendAt != 0 {
+		fmt.Fprintf(out, "hold append until +%v\n", time.Duration(rd.AppendAt-s.now))
 	}
 	for _, m := range rd.Send {
 		fmt.Fprintf(out, "send %s#%d through=%d commit=%d\n", m.NodeID, m.Session, m.Through, m.Commit)
