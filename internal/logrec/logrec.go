@@ -106,11 +106,34 @@ func Encode(e *Entry) []byte { return Append(nil, e) }
 // Decode parses one encoded entry. The returned entry's keys and values
 // alias b. Any mismatch with the checksum or the format wraps ErrCorrupt.
 func Decode(b []byte) (Entry, error) {
-	var e Entry
 	body, err := frame.Open(b, ErrCorrupt)
 	if err != nil {
-		return e, err
+		return Entry{}, err
 	}
+	return decodeBody(body)
+}
+
+// DecodeVerified is Decode without the checksum, for bytes whose checksum
+// this process computed (Encode) or verified where they arrived (from a
+// peer, from disk): one checksum per entry per node. A format error still
+// wraps ErrCorrupt.
+func DecodeVerified(b []byte) (Entry, error) {
+	if len(b) < frame.HeaderLen+1 {
+		return Entry{}, fmt.Errorf("%w: %d bytes is too short", ErrCorrupt, len(b))
+	}
+	return decodeBody(b[frame.HeaderLen:])
+}
+
+// PeekLSNVerified is PeekLSN without the checksum (see DecodeVerified).
+func PeekLSNVerified(b []byte) (epoch, lsn uint64, err error) {
+	if len(b) < frame.HeaderLen+1 {
+		return 0, 0, fmt.Errorf("%w: %d bytes is too short", ErrCorrupt, len(b))
+	}
+	return peekBody(b[frame.HeaderLen:])
+}
+
+func decodeBody(body []byte) (Entry, error) {
+	var e Entry
 	d := decoder{buf: body}
 	if v := d.byte(); v != formatVersion {
 		return e, fmt.Errorf("%w: unknown format version %d", ErrCorrupt, v)
@@ -155,6 +178,10 @@ func PeekLSN(b []byte) (epoch, lsn uint64, err error) {
 	if err != nil {
 		return 0, 0, err
 	}
+	return peekBody(body)
+}
+
+func peekBody(body []byte) (epoch, lsn uint64, err error) {
 	if body[0] != formatVersion {
 		return 0, 0, fmt.Errorf("%w: unknown format version %d", ErrCorrupt, body[0])
 	}

@@ -239,3 +239,36 @@ func FuzzRoundTrip(f *testing.F) {
 		}
 	})
 }
+
+// DecodeVerified and PeekLSNVerified parse what Decode and PeekLSN do, skip
+// only the checksum, and still refuse malformed bytes.
+func TestDecodeVerified(t *testing.T) {
+	e := Entry{Epoch: 3, LSN: 9, TimeNs: 42, Ops: []Op{{Kind: OpPut, Key: []byte("k"), Value: []byte("v"), ExpireAtMs: 7}, {Kind: OpDelete, Key: []byte("d")}}}
+	raw := Encode(&e)
+	want, err := Decode(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeVerified(raw)
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("DecodeVerified = %+v, %v; want %+v", got, err, want)
+	}
+	if ep, lsn, err := PeekLSNVerified(raw); err != nil || ep != 3 || lsn != 9 {
+		t.Fatalf("PeekLSNVerified = %d, %d, %v", ep, lsn, err)
+	}
+	// The checksum is not looked at: a damaged one still parses.
+	bad := bytes.Clone(raw)
+	bad[0] ^= 0xff
+	if _, err := DecodeVerified(bad); err != nil {
+		t.Fatalf("DecodeVerified with a damaged checksum: %v", err)
+	}
+	// Malformed bodies are still refused.
+	for _, b := range [][]byte{raw[:3], raw[:len(raw)-1], append(bytes.Clone(raw), 0)} {
+		if _, err := DecodeVerified(b); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("DecodeVerified(%d bytes) = %v, want ErrCorrupt", len(b), err)
+		}
+	}
+	if _, _, err := PeekLSNVerified(raw[:4]); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("PeekLSNVerified of a header alone = %v, want ErrCorrupt", err)
+	}
+}

@@ -215,7 +215,7 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 			return fmt.Errorf("replication: load unapplied tail: %w", err)
 		}
 		for _, raw := range raws {
-			e, err := logrec.Decode(raw)
+			e, err := logrec.DecodeVerified(raw) // ReadLog verified it
 			if err != nil {
 				return fmt.Errorf("replication: load unapplied tail: %w", err)
 			}

@@ -256,7 +256,7 @@ func NewLeader(cfg LeaderConfig, epoch uint64) (*Leader, error) {
 			return nil, fmt.Errorf("replication: load unapplied tail: %w", err)
 		}
 		for _, raw := range raws {
-			e, err := logrec.Decode(raw)
+			e, err := logrec.DecodeVerified(raw) // ReadLog verified it
 			if err != nil {
 				return nil, fmt.Errorf("replication: load unapplied tail: %w", err)
 			}
@@ -508,7 +508,8 @@ func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
 	raw := logrec.Encode(&e)
 	// Decode so that the entry owns its bytes: the command's arguments
 	// belong to the connection's buffer and the caller may give up waiting.
-	owned, err := logrec.Decode(raw)
+	// The checksum was computed just now: not verified again.
+	owned, err := logrec.DecodeVerified(raw)
 	if err != nil {
 		return nil, fmt.Errorf("replication: re-decode lsn %d: %w", e.LSN, err)
 	}
