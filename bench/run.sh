@@ -12,6 +12,8 @@
 #   PIPELINES  pipeline depths to run                         ["1 16"]
 #   LOAD_KEYS  keys loaded for the memory figure (0 = skip)   [1000000]
 #   LOAD_STREAMS  concurrent redis-cli --pipe loaders          [50]
+#   LARGE_SIZES   value sizes for the large-value test (bytes, "" = skip)
+#                 ["1024 1048576 16777216 67108864"]
 #   PROFILE    auto (when tandem SET is slower) | always | never   [auto]
 #   BASE_PORT  tandem RESP port of node 1 (auto: a free range) []
 #   KEEP       1 = keep the temp dirs (data, logs, profiles)  [0]
@@ -25,6 +27,7 @@ KEYSPACE=${KEYSPACE:-100000}
 PIPELINES=${PIPELINES:-"1 16"}
 LOAD_KEYS=${LOAD_KEYS:-1000000}
 LOAD_STREAMS=${LOAD_STREAMS:-50}
+LARGE_SIZES=${LARGE_SIZES-"1024 1048576 16777216 67108864"}
 PROFILE=${PROFILE:-auto}
 BASE_PORT=${BASE_PORT:-}
 KEEP=${KEEP:-0}
@@ -135,7 +138,7 @@ cleanup() {
 start_tandem() { # dir
   local dir=$1 i
   mkdir -p "$dir"
-  setsid "$TANDEM" up --dir "$dir" --nodes 3 --port "$T_PORT" --mode async >"$dir.up.log" 2>&1 &
+  setsid "$TANDEM" up --dir "$dir" --nodes 3 --port "$T_PORT" --mode async --sentinel-port 0 >"$dir.up.log" 2>&1 &
   TANDEM_UP_PID=$!
   TANDEM_DIR=$dir
   # Ready: leader answers PING, and reports both followers connected.
@@ -340,6 +343,59 @@ load_keys() {
   say "  load ($LOAD_STREAMS pipes): $LOAD_RESULT in $LOAD_SECS s ($(awk -v n="$LOAD_KEYS" -v s="$LOAD_SECS" 'BEGIN{printf "%.0f", n/s}') keys/s)"
 }
 
+hwm_kb() { awk '/^VmHWM:/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+now_ms() { date +%s%3N; }
+
+# wait_strlen port key size -> ms when STRLEN key reached size (within 120 s)
+wait_strlen() {
+  local i
+  for ((i = 0; i < 12000; i++)); do
+    [ "$(redis-cli -p "$1" strlen "$2" 2>/dev/null)" = "$3" ] && { now_ms; return 0; }
+    sleep 0.01
+  done
+  echo 0
+  return 1
+}
+
+# large_value_row size: one SET of size bytes on each system; sets LARGE_ROW
+large_value() {
+  local size=$1 f="$WORK/value.$1" key="big:$1" t0 tack t1 t2 r0 r1 racks rrepl
+  # (head closes the pipe early: its SIGPIPE upstream is expected)
+  { head -c "$size" /dev/urandom | base64 -w0 | head -c "$size" >"$f"; } || true
+  [ "$(stat -c %s "$f")" = "$size" ] || die "could not make a $size-byte value"
+  local lp=${TANDEM_NODE_PIDS[0]} f1=${TANDEM_NODE_PIDS[1]} f2=${TANDEM_NODE_PIDS[2]}
+  local lr=$(rss_kb "$lp") lh=$(hwm_kb "$lp") fr=$(rss_kb "$f1") fh=$(hwm_kb "$f1")
+  t0=$(now_ms)
+  redis-cli -p "$T_PORT" -x set "$key" <"$f" >/dev/null
+  tack=$(now_ms)
+  t1=$(wait_strlen "$((T_PORT + 1))" "$key" "$size")
+  t2=$(wait_strlen "$((T_PORT + 2))" "$key" "$size")
+  local tl=$(( $(rss_kb "$lp") - lr )) tlh=$(( $(hwm_kb "$lp") - lh )) tf=$(( $(rss_kb "$f1") - fr )) tfh=$(( $(hwm_kb "$f1") - fh ))
+  local pp=${REDIS_PIDS[0]} rp=${REDIS_PIDS[1]}
+  local pr=$(rss_kb "$pp") rr=$(rss_kb "$rp")
+  r0=$(now_ms)
+  redis-cli -p "$R_PORT" -x set "$key" <"$f" >/dev/null
+  racks=$(now_ms)
+  rrepl=$(wait_strlen "$R_REPL_PORT" "$key" "$size")
+  local rpd=$(( $(rss_kb "$pp") - pr )) rrd=$(( $(rss_kb "$rp") - rr ))
+  rm -f "$f"
+  local trep=$(( $(max2 "$t1" "$t2") - t0 )) rrep=$(( rrepl - r0 ))
+  LARGE_ROW=$(awk -v s="$size" -v ta=$((tack - t0)) -v tr="$trep" -v ra=$((racks - r0)) -v rr="$rrep" \
+    -v tl="$tl" -v tlh="$tlh" -v tf="$tf" -v tfh="$tfh" -v rp="$rpd" -v rq="$rrd" 'BEGIN{
+    m = 1048576; printf "%10d %8d %10d %8d %10d %6s | %8.1f %8.1f %8.1f %8.1f | %8.1f %8.1f\n", s, ta, tr, ra, rr,
+      (rr > 0 ? sprintf("%.2f", tr / rr) : "n/a"), tl/1024, tlh/1024, tf/1024, tfh/1024, rp/1024, rq/1024 }')
+  say "$LARGE_ROW"
+}
+max2() { if [ "$1" -gt "$2" ]; then echo "$1"; else echo "$2"; fi; }
+
+# idle_cpu pid... -> percent of a core each used over 5 s
+idle_cpu() {
+  local b a
+  b=$(cpu_ticks "$@"); sleep 5; a=$(cpu_ticks "$@")
+  awk -v b="$b" -v a="$a" -v hz="$(getconf CLK_TCK)" 'BEGIN{k = split(b, B, " "); split(a, A, " ")
+    for (i = 1; i <= k; i++) printf "%s%.1f%%", (i > 1 ? " / " : ""), (A[i] - B[i]) / hz / 5 * 100 }'
+}
+
 wait_dbsize() { # port expected -> 0 when reached within 60 s
   local i
   for ((i = 0; i < 300; i++)); do
@@ -438,6 +494,24 @@ hdr "replica consistency after the benchmarks (TANDEM.DIGEST)"
 check_digests "after benchmarks" "$T_PORT" "$((T_PORT + 1))" "$((T_PORT + 2))"
 "$TANDEM" status --dir "$WORK/tandem" 2>&1 | sed 's/^/  /' || true
 tandem_log_problems "$WORK/tandem"
+
+# ------------------------------------------------------- 8. large values
+if [ -n "$LARGE_SIZES" ]; then
+  hdr "large values: one SET of each size (base64 of random bytes) on the clusters above"
+  say "  ms: from sending the SET to its reply (ack) and to the value on every follower/replica (repl);"
+  say "  RSS: MB the process grew (now, and its peak VmHWM) over its size before the SET"
+  LARGE_TABLE=$(printf '%10s %8s %10s %8s %10s %6s | %8s %8s %8s %8s | %8s %8s\n' bytes "t ack" "t repl" "r ack" "r repl" "t/r" "t lead" "peak" "t foll" "peak" "r prim" "r repl")
+  say "$LARGE_TABLE"
+  for size in $LARGE_SIZES; do
+    large_value "$size"
+    LARGE_TABLE+=$'\n'"$LARGE_ROW"
+  done
+  sleep 2
+  LARGE_IDLE="idle CPU over 5 s after the large values: tandem leader / followers $(idle_cpu "${TANDEM_NODE_PIDS[@]}"); redis primary / replica $(idle_cpu "${REDIS_PIDS[@]}")"
+  say "  $LARGE_IDLE"
+  say "  RSS now: tandem leader $(mb "$(rss_kb "${TANDEM_NODE_PIDS[0]}")"), follower $(mb "$(rss_kb "${TANDEM_NODE_PIDS[1]}")"); redis primary $(mb "$(rss_kb "${REDIS_PIDS[0]}")"), replica $(mb "$(rss_kb "${REDIS_PIDS[1]}")")"
+  check_digests "after large values" "$T_PORT" "$((T_PORT + 1))" "$((T_PORT + 2))"
+fi
 stop_tandem
 stop_redis
 
@@ -489,6 +563,11 @@ done
 for l in "${LAG_SUMMARY[@]}"; do say "$l"; done
 if [ "$LOAD_KEYS" -gt 0 ]; then
   say "RSS with $LOAD_KEYS keys: tandem leader $(mb "$T_LRSS"), follower $(mb "$T_FRSS"); redis primary $(mb "$R_PRSS"), replica $(mb "$R_RRSS")"
+fi
+if [ -n "$LARGE_SIZES" ]; then
+  say "large values (ms; RSS growth in MB):"
+  say "$LARGE_TABLE"
+  say "$LARGE_IDLE"
 fi
 for l in "${DIGEST_SUMMARY[@]}"; do say "replica digests $l"; done
 say "($(nproc) cores shared by client and servers; N=$N per run)"

@@ -100,6 +100,9 @@ var (
 	descLog    = prometheus.NewDesc("tandem_log_bytes", "Bytes of retained log.", nil, nil)
 	descSyncs  = prometheus.NewDesc("tandem_log_appends_total", "Durable log appends (one fsync each) since start; entries_appended / appends is the group-commit size.", nil, nil)
 	descAppend = prometheus.NewDesc("tandem_log_entries_appended_total", "Log entries made durable since start.", nil, nil)
+	descRowHit = prometheus.NewDesc("tandem_rowcache_hits_total", "Point reads served by the row cache.", nil, nil)
+	descRowMis = prometheus.NewDesc("tandem_rowcache_misses_total", "Point reads the row cache did not hold (read from Pebble).", nil, nil)
+	descRowB   = prometheus.NewDesc("tandem_rowcache_bytes", "Bytes the row cache holds (keys, rows and per-entry overhead).", nil, nil)
 	descDegrad = prometheus.NewDesc("tandem_sync_degraded", "1 while sync-fallback has this sync or semisync leader acknowledging in async mode.", nil, nil)
 )
 
@@ -107,7 +110,7 @@ var (
 type statusCollector struct{ n *Node }
 
 func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLSN, descEpoch, descLeader, descLag, descLagSec, descLog, descSyncs, descAppend, descDegrad} {
+	for _, d := range []*prometheus.Desc{descLSN, descEpoch, descLeader, descLag, descLagSec, descLog, descSyncs, descAppend, descRowHit, descRowMis, descRowB, descDegrad} {
 		ch <- d
 	}
 }
@@ -135,6 +138,10 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 	appends, entries := c.n.db.AppendStats()
 	ch <- prometheus.MustNewConstMetric(descSyncs, prometheus.CounterValue, float64(appends))
 	ch <- prometheus.MustNewConstMetric(descAppend, prometheus.CounterValue, float64(entries))
+	rc := c.n.db.RowCacheStats()
+	ch <- prometheus.MustNewConstMetric(descRowHit, prometheus.CounterValue, float64(rc.Hits))
+	ch <- prometheus.MustNewConstMetric(descRowMis, prometheus.CounterValue, float64(rc.Misses))
+	gauge(descRowB, float64(rc.Bytes))
 	for _, f := range s.Followers {
 		gauge(descLag, float64(f.LagLSN), f.ID)
 		gauge(descLagSec, f.LagSeconds, f.ID)
