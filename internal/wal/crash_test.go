@@ -6,78 +6,13 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
-	"sync"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
-	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
 	"github.com/tandemdb/tandem/internal/frame"
+	"github.com/tandemdb/tandem/internal/testutil"
 )
-
-// Crasher takes crash clones of a crashable MemFS before every operation
-// that writes (errorfs calls it before the operation runs), so each clone
-// is the disk as a crash at that step would leave it: everything synced,
-// and for UnsyncedDataPercent > 0 a random part of the rest.
-type Crasher struct {
-	Mem *vfs.MemFS
-	// Pcts are the UnsyncedDataPercent of the clones taken at each step.
-	Pcts []int
-
-	mu     sync.Mutex
-	on     bool
-	step   int
-	rng    *rand.Rand
-	Clones []Clone
-}
-
-// Clone is one crash: the step it happened in and the disk it left.
-type Clone struct {
-	Step int
-	Pct  int
-	FS   *vfs.MemFS
-}
-
-func newCrasher(pcts ...int) *Crasher {
-	return &Crasher{Mem: vfs.NewCrashableMem(), Pcts: pcts, rng: rand.New(rand.NewPCG(11, 12))}
-}
-
-// FS is the file system to run the code under test on.
-func (c *Crasher) FS() vfs.FS { return errorfs.Wrap(c.Mem, c) }
-
-// Step sets the scenario step that later clones belong to, and starts
-// taking them.
-func (c *Crasher) Step(i int) {
-	c.mu.Lock()
-	c.on, c.step = true, i
-	c.mu.Unlock()
-}
-
-// Take takes clones now (as a crash between two operations would).
-func (c *Crasher) Take() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, pct := range c.Pcts {
-		cfg := vfs.CrashCloneCfg{UnsyncedDataPercent: pct}
-		if pct > 0 {
-			cfg.RNG = rand.New(rand.NewPCG(c.rng.Uint64(), c.rng.Uint64()))
-		}
-		c.Clones = append(c.Clones, Clone{Step: c.step, Pct: pct, FS: c.Mem.CrashClone(cfg)})
-	}
-}
-
-func (c *Crasher) String() string { return "crasher" }
-
-// MaybeError implements errorfs.Injector.
-func (c *Crasher) MaybeError(op errorfs.Op) error {
-	c.mu.Lock()
-	on := c.on
-	c.mu.Unlock()
-	if on && op.Kind.ReadOrWrite() == errorfs.OpIsWrite {
-		c.Take()
-	}
-	return nil
-}
 
 // model is what the log holds between steps: the records by LSN (those
 // TruncateFront dropped too: they may come back after Open), and the
@@ -129,7 +64,7 @@ func TestCrashAtEveryStep(t *testing.T) {
 		{kind: "back", at: 200},
 		{kind: "append", lo: 201, n: 2},
 	}
-	c := newCrasher(0, 15, 30, 45, 60, 75, 90, 100)
+	c := testutil.NewCrasher(0, 15, 30, 45, 60, 75, 90, 100)
 	w, err := Open(dir, Options{FS: c.FS(), SegmentSize: segSize, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -188,7 +123,7 @@ func TestCrashAtEveryStep(t *testing.T) {
 	}
 }
 
-func checkClone(t *testing.T, cl Clone, ops []crashOp, models []model, segSize int64) {
+func checkClone(t *testing.T, cl testutil.Clone, ops []crashOp, models []model, segSize int64) {
 	t.Helper()
 	name := fmt.Sprintf("step %d", cl.Step)
 	if cl.Step < len(ops) {

@@ -536,6 +536,19 @@ func (w *WAL) Last() uint64 {
 	return w.last
 }
 
+// Bytes is what the log's segments hold on disk: every record with its
+// header, those below First() that no whole-segment removal took yet
+// included, and not the space preallocated after the last one.
+func (w *WAL) Bytes() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var n int64
+	for _, s := range w.segs {
+		n += s.end
+	}
+	return n
+}
+
 // Append durably appends records, which get LSNs first, first+1, ...;
 // first must be Last()+1. Each record must be a frame (package frame) of
 // at most MaxRecord bytes; Append does not verify it (the caller did), the

@@ -156,8 +156,10 @@ func TestAppendReadReopen(t *testing.T) {
 		if n := len(segments(t, fs)); n < 10 || n != len(w.segs) {
 			t.Fatalf("round %d: %d segment files for ~35 KB at 1 KiB each, %d open", round, n, len(w.segs))
 		}
+		var onDisk int64
 		for _, s := range w.segs {
 			b := fileBytes(t, fs, segName(s.first))
+			onDisk += int64(len(b))
 			if int64(len(b)) != s.end {
 				t.Errorf("round %d: %s holds %d bytes, its records %d", round, segName(s.first), len(b), s.end)
 			}
@@ -170,6 +172,9 @@ func TestAppendReadReopen(t *testing.T) {
 			if s.end > segSize && starts != 1 {
 				t.Errorf("round %d: %s holds %d bytes in %d appends, more than the nominal %d", round, segName(s.first), s.end, starts, segSize)
 			}
+		}
+		if w.Bytes() != onDisk {
+			t.Errorf("round %d: Bytes() = %d, the segment files hold %d", round, w.Bytes(), onDisk)
 		}
 		for i := 0; i < 200; i++ {
 			lo := 1 + uint64(r.IntN(300))
