@@ -8,8 +8,9 @@
 //	body   one byte or more, the codec's own format
 //
 // A frame is a whole record: the checksum covers the body to its last byte,
-// and there is no length field, because every carrier (a Pebble value, a
-// protobuf bytes field) already knows where the record ends. Open verifies
+// and there is no length field, because every carrier (a wal record, a
+// Pebble value, a protobuf bytes field) already knows where the record
+// ends. Open verifies
 // the checksum before a codec parses anything, so a flipped bit anywhere in
 // the record is an error.
 //
@@ -18,10 +19,11 @@
 // ErrCorrupt is the marker for bytes that are damaged: a record that does
 // not verify or does not parse, or stored data that cannot be what was
 // written. Each layer declares its own sentinel with NewCorruption
-// (logrec.ErrCorrupt, snapshot.ErrCorrupt, storage.ErrCorrupt), so an error
-// says who found the damage, and errors.Is(err, frame.ErrCorrupt) holds for
-// all of them. Corruption is never a torn tail or a network failure: a
-// caller must refuse the data, not retry or skip it.
+// (logrec.ErrCorrupt, snapshot.ErrCorrupt, wal.ErrCorrupt,
+// storage.ErrCorrupt), so an error says who found the damage, and
+// errors.Is(err, frame.ErrCorrupt) holds for all of them. Corruption is
+// never a torn tail or a network failure: a caller must refuse the data,
+// not retry or skip it.
 package frame
 
 import (

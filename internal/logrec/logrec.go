@@ -33,8 +33,9 @@ import (
 )
 
 // ErrCorrupt marks an entry whose bytes do not match their checksum or do not
-// parse. It is never a torn tail: log entries are written in whole Pebble
-// batches, so a corrupt entry means the storage or the network damaged it.
+// parse. It is never a torn tail: the log on disk (package wal) finds and
+// truncates a torn tail itself, so an entry that reaches a decoder damaged
+// was damaged by the storage or the network.
 // It is a frame.ErrCorrupt: errors.Is(err, frame.ErrCorrupt) holds too.
 var ErrCorrupt = frame.NewCorruption("logrec: corrupt entry")
 

@@ -27,7 +27,7 @@ func (n *Node) Status() Status {
 	respAddr, peer, _ := n.Addrs()
 	s := Status{ID: n.cfg.ID, RESPAddr: respAddr, PeerAddr: peer, PID: os.Getpid(), Mode: n.cfg.Mode.String()}
 	s.LogEntries, s.LogBytes = n.db.LogSize()
-	s.DiskBytes = int64(n.db.Metrics().DiskSpaceUsage())
+	s.DiskBytes = n.db.DiskBytes()
 	if files, err := filepath.Glob(filepath.Join(n.cfg.DataDir, "rollback-*.jsonl")); err == nil {
 		s.RollbackFiles = len(files)
 	}

@@ -2,12 +2,10 @@ package storage
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
 
-	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/snapshot"
 )
 
@@ -25,6 +23,10 @@ type Snapshot struct {
 // Position.LSN on must be retained until the follower that receives it has
 // caught up; the caller pins it.
 func (d *DB) NewSnapshot() (*Snapshot, error) {
+	// No truncation runs until the applied entry's epoch is read: the
+	// entry stays in the log, or is the log base.
+	d.logMu.Lock()
+	defer d.logMu.Unlock()
 	snap := d.pdb.NewSnapshot()
 	applied, err := getUint(snap, metaApplied)
 	if err != nil {
@@ -33,26 +35,19 @@ func (d *DB) NewSnapshot() (*Snapshot, error) {
 	}
 	pos := Position{LSN: applied}
 	if applied > 0 {
-		v, closer, err := snap.Get(logKey(applied))
+		base := d.LogBase()
 		switch {
-		case err == nil:
-			pos.Epoch, _, err = logrec.PeekLSN(v)
-			closer.Close()
-			if err != nil {
+		case applied == base.LSN:
+			// The applied entry is the log base (retention or a seed).
+			pos.Epoch = base.Epoch
+		case applied > base.LSN:
+			if pos.Epoch, err = d.epochOf(applied); err != nil {
 				snap.Close()
 				return nil, fmt.Errorf("storage: snapshot at %d: %w", applied, err)
 			}
-		case errors.Is(err, pebble.ErrNotFound):
-			// The applied entry is the log base (retention or a seed).
-			base, err := getPosition(snap, metaLogBase)
-			if err != nil || base.LSN != applied {
-				snap.Close()
-				return nil, fmt.Errorf("storage: snapshot at %d: log base %v: %v", applied, base, err)
-			}
-			pos.Epoch = base.Epoch
 		default:
 			snap.Close()
-			return nil, fmt.Errorf("storage: snapshot at %d: %w", applied, err)
+			return nil, fmt.Errorf("storage: snapshot at %d: before the log base %v: %w", applied, base, ErrCorrupt)
 		}
 	}
 	est, _ := d.pdb.EstimateDiskUsage(dataLower, dataUpper)
@@ -89,8 +84,12 @@ func (s *Snapshot) Close() error { return s.snap.Close() }
 
 // BeginIngest discards the data and the log and marks the node as seeding,
 // durably, so that a crash mid-ingest restarts the seed instead of serving a
-// partial keyspace.
+// partial keyspace. Pebble goes first (the mark, the emptied data, the
+// zeroed positions, synced), then the log is emptied: a crash between
+// leaves a seeding node, whose log Open empties.
 func (d *DB) BeginIngest() error {
+	d.logMu.Lock()
+	defer d.logMu.Unlock()
 	// Readers learn of the seed before any data goes (SeedGeneration).
 	d.mu.Lock()
 	d.seeding = true
@@ -100,13 +99,15 @@ func (d *DB) BeginIngest() error {
 	defer b.Close()
 	_ = b.DeleteRange(dataLower, dataUpper, nil)
 	_ = b.DeleteRange(expiryLower, expiryUpper, nil)
-	_ = b.DeleteRange(logLower, logUpper, nil)
 	_ = b.Set(metaSeeding, []byte{1}, nil)
 	_ = b.Set(metaApplied, be64(0), nil)
 	_ = b.Set(metaLogBase, encodePosition(Position{}), nil)
 	_ = b.Delete(metaEpochs, nil)
 	if err := b.Commit(syncWrite); err != nil {
 		return fmt.Errorf("storage: begin ingest: %w", err)
+	}
+	if err := d.wal.Reset(0); err != nil {
+		return fmt.Errorf("storage: begin ingest: empty the log: %w", err)
 	}
 	d.rows.Clear()
 	d.mu.Lock()
@@ -151,8 +152,15 @@ func (d *DB) IngestRows(rows []snapshot.Row) error {
 }
 
 // FinishIngest makes the ingested data durable at pos: the log restarts
-// after pos, and applied and durable are pos.
+// after pos, and applied and durable are pos. The log is reset first, then
+// Pebble gets the positions and loses the seeding mark (synced, which makes
+// every ingested row durable too): a crash between is a crash mid-seed.
 func (d *DB) FinishIngest(pos Position, epochs []Position) error {
+	d.logMu.Lock()
+	defer d.logMu.Unlock()
+	if err := d.wal.Reset(pos.LSN); err != nil {
+		return fmt.Errorf("storage: finish ingest: reset the log: %w", err)
+	}
 	b := d.pdb.NewBatch()
 	defer b.Close()
 	_ = b.Set(metaApplied, be64(pos.LSN), nil)
@@ -176,16 +184,4 @@ func (d *DB) FinishIngest(pos Position, epochs []Position) error {
 	d.epoch = epoch
 	d.mu.Unlock()
 	return nil
-}
-
-func getPosition(g getter, key []byte) (Position, error) {
-	v, closer, err := g.Get(key)
-	if errors.Is(err, pebble.ErrNotFound) {
-		return Position{}, nil
-	}
-	if err != nil {
-		return Position{}, fmt.Errorf("storage: read %s: %w", key[1:], err)
-	}
-	defer closer.Close()
-	return decodePosition(v)
 }

@@ -1,25 +1,75 @@
-// Package storage keeps a node's data, replication log and metadata in one
-// Pebble database.
+// Package storage keeps a node's data and metadata in one Pebble database,
+// and its replication log in segment files beside it (package wal).
 //
-// # Keyspaces
+// # Files and keyspaces
+//
+//	<dir>/       Pebble: the data, the expiry index and the metadata
+//	<dir>/log/   the replication log (package wal): one record per logrec
+//	             entry, the record's LSN the entry's
 //
 //	'd' key              -> expireAtMs (8 bytes, big endian) | value   the data
 //	'e' expireAtMs key   -> ""                                        expiry index
-//	'l' lsn (8 bytes BE) -> logrec encoding                           the log
 //	'm' name             -> value                                     metadata
+//
+// The metadata: the applied LSN (written with every Apply), the log base
+// (the position before the first retained entry), the highest epoch seen,
+// the epoch history and the seeding mark. Before the log moved to segment
+// files it lived in Pebble under 'l' (lsn, 8 bytes BE -> the entry): Open
+// refuses a data dir that still holds such rows (ErrOldFormat); it must be
+// wiped and the node re-seeded.
 //
 // # Promises
 //
-//   - AppendLog makes entries durable (fsync) before it returns, and the
-//     durable position is always the last entry in the log (or the log base
-//     when the log is empty): there is no separate counter to drift.
+//   - AppendLog makes entries durable (one fdatasync of the log) before it
+//     returns, and the durable position is always the last entry in the
+//     log (or the log base when the log is empty): there is no separate
+//     counter to drift.
 //   - Apply writes an entry's operations and the new applied LSN in one
 //     Pebble batch, so after a crash data and applied LSN are in step.
+//     The batch is not synced: Pebble's own log recovers a prefix of the
+//     batches, and the node replays its log from the applied LSN it finds.
 //   - Applied never passes durable: Apply refuses entries beyond the log.
-//   - Reads of a log entry verify its checksum; a corrupt entry is an error
-//     wrapping logrec.ErrCorrupt, never skipped. Other damage (a misplaced
-//     entry, a malformed value or metadata record) wraps ErrCorrupt. Both
-//     are frame.ErrCorrupt, the marker callers test for.
+//   - The log keeps every entry that Pebble may not have made durable:
+//     before retention deletes a log segment, Pebble's log is synced.
+//   - Reads of a log entry verify its checksum; a damaged entry is an error
+//     wrapping wal.ErrCorrupt or logrec.ErrCorrupt, never skipped. Other
+//     damage (a misplaced entry, a malformed value or metadata record, a
+//     log that cannot be replayed from the applied LSN) wraps ErrCorrupt.
+//     All are frame.ErrCorrupt, the marker callers test for.
+//
+// # Crash ordering
+//
+// Pebble and the log are two files with no common commit, so every change
+// that touches both writes them in an order whose every crash point Open
+// can recover:
+//
+//   - AppendLog: a new epoch start (and a raised seen epoch) is written to
+//     Pebble, synced, before the entries go to the log. A crash between
+//     leaves a start beyond the log's end; Open drops the starts past
+//     durable+1 (and saves the history), and keeps one at durable+1, the
+//     same state StartEpoch leaves before a leader's first entry.
+//   - Apply after AppendLog: Pebble can only hold applied LSNs whose
+//     entries were synced to the log, and the log is never cut below
+//     applied, so Open finds applied ≤ durable and the entries after
+//     applied to replay.
+//   - TruncateLogBefore (retention): the new log base is written, and when
+//     a segment is to be deleted it is written synced first, which syncs
+//     Pebble's log with every earlier Apply; then the segments go. A crash
+//     before the deletion leaves entries at or below the base, which Open
+//     trims. If Open ever finds the log starting after base+1 (or after
+//     applied+1: a gap that cannot be replayed) that is corruption.
+//   - TruncateLogAfter: the log first, then the epoch history (synced). A
+//     crash between leaves starts past the log's end, handled as above.
+//     The other order could leave entries whose epoch start is gone.
+//   - BeginIngest: the seeding mark, the emptied data and the zeroed
+//     positions go to Pebble first (synced), then the log is emptied. Open
+//     of a seeding node empties the log (its entries predate the seed),
+//     and the seed starts again.
+//   - FinishIngest: the log is reset to the snapshot's position first, then
+//     Pebble gets the positions and loses the seeding mark (synced, with
+//     every ingested row). A crash between is a crash mid-seed. If a log
+//     ends at or below the log base (an empty log at an older position),
+//     Open resets it to the base.
 //
 // The expiry index may hold stale rows (a key whose expiry was changed or
 // that was deleted); readers check the data row, and ExpiredKeys drops stale
@@ -45,6 +95,7 @@ import (
 	"github.com/tandemdb/tandem/internal/keyspace"
 	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/rowcache"
+	"github.com/tandemdb/tandem/internal/wal"
 )
 
 // Errors returned by DB methods.
@@ -59,10 +110,14 @@ var (
 	// ErrNotDurable: Apply was given an entry beyond the durable log.
 	ErrNotDurable = errors.New("storage: apply beyond durable lsn")
 	// ErrCorrupt: stored bytes cannot be what was written: a value or a
-	// metadata record of the wrong size, a log entry under another LSN's
-	// key, an applied LSN beyond the log. A damaged entry itself is
-	// logrec.ErrCorrupt. Both are frame.ErrCorrupt.
+	// metadata record of the wrong size, a log entry at another LSN's
+	// place, an applied LSN beyond the log, a log that starts after the
+	// log base. A damaged entry itself is wal.ErrCorrupt (as the log reads
+	// it) or logrec.ErrCorrupt. All are frame.ErrCorrupt.
 	ErrCorrupt = frame.NewCorruption("storage: corrupt data")
+	// ErrOldFormat: the data dir holds the log in Pebble, the format from
+	// before the log moved to its own files. Wipe it and re-seed the node.
+	ErrOldFormat = errors.New("storage: data dir from an older format")
 )
 
 // Position names a log entry.
@@ -74,8 +129,10 @@ type Position struct {
 const (
 	prefixData   = 'd'
 	prefixExpiry = 'e'
-	prefixLog    = 'l'
+	prefixOldLog = 'l' // the log in Pebble, before it moved to segment files
 	prefixMeta   = 'm'
+	// logDir is the log's directory under the Pebble directory.
+	logDir = "log"
 )
 
 var (
@@ -88,16 +145,20 @@ var (
 	dataUpper   = []byte{prefixData + 1}
 	expiryLower = []byte{prefixExpiry}
 	expiryUpper = []byte{prefixExpiry + 1}
-	logLower    = []byte{prefixLog}
-	logUpper    = []byte{prefixLog + 1}
+	oldLogLower = []byte{prefixOldLog}
+	oldLogUpper = []byte{prefixOldLog + 1}
 	syncWrite   = pebble.Sync
 	noSyncWrite = pebble.NoSync
 )
 
 // Options configure Open.
 type Options struct {
-	// FS is the file system; nil means the real disk. Tests use vfs.NewMem.
+	// FS is the file system, for Pebble and the log; nil means the real
+	// disk. Tests use vfs.NewMem.
 	FS vfs.FS
+	// LogSegmentSize is the nominal size of a log segment file; 0 means
+	// the wal's default (64 MiB).
+	LogSegmentSize int64
 	// CacheBytes is Pebble's block cache size; 0 means 64 MiB.
 	CacheBytes int64
 	// RowCacheBytes bounds the cache of data rows that point reads fill
@@ -106,15 +167,22 @@ type Options struct {
 	Logger        *slog.Logger
 }
 
-// DB is a node's storage. Log appends and truncations must come from one
-// goroutine at a time (the replication driver); reads are safe concurrently.
+// DB is a node's storage. Log appends, TruncateLogAfter and the ingest
+// calls must come from one goroutine at a time (the replication driver);
+// TruncateLogBefore may run beside AppendLog; reads are safe concurrently.
 type DB struct {
 	pdb *pebble.DB
+	wal *wal.WAL
 	log *slog.Logger
 	// rows caches data rows for View.Get. Every write of a data row
 	// invalidates it after the row is committed and before the write is
 	// reported applied (Apply, BeginIngest, FinishIngest).
 	rows *rowcache.Cache
+
+	// logMu serialises the changes to the log other than appends
+	// (truncations, ingest), and keeps them out of NewSnapshot while it
+	// reads the epoch of its applied entry.
+	logMu sync.Mutex
 
 	mu      sync.Mutex // guards the fields below
 	durable Position
@@ -152,9 +220,9 @@ const (
 	memTables    = 4
 )
 
-// Open opens (creating if needed) the database in dir and recovers the
-// positions from it. It reads every retained log entry once to verify its
-// checksum and measure the log.
+// Open opens (creating if needed) the database in dir and its log in
+// dir/log, and recovers the positions from them. It reads every retained
+// log entry to verify its checksum and measure the log.
 func Open(dir string, opts Options) (*DB, error) {
 	log := opts.Logger
 	if log == nil {
@@ -186,11 +254,38 @@ func Open(dir string, opts Options) (*DB, error) {
 		rowBytes = 64 << 20
 	}
 	d := &DB{pdb: pdb, log: log, rows: rowcache.New(rowBytes)}
+	if err := d.checkFormat(dir); err != nil {
+		pdb.Close()
+		return nil, err
+	}
+	fs := opts.FS
+	if fs == nil {
+		fs = vfs.Default
+	}
+	d.wal, err = wal.Open(fs.PathJoin(dir, logDir), wal.Options{FS: fs, SegmentSize: opts.LogSegmentSize, Logger: log})
+	if err != nil {
+		pdb.Close()
+		return nil, fmt.Errorf("storage: open the log: %w", err)
+	}
 	if err := d.recover(); err != nil {
+		d.wal.Close()
 		pdb.Close()
 		return nil, err
 	}
 	return d, nil
+}
+
+// checkFormat refuses a data dir whose log is in Pebble.
+func (d *DB) checkFormat(dir string) error {
+	it, err := d.pdb.NewIter(&pebble.IterOptions{LowerBound: oldLogLower, UpperBound: oldLogUpper})
+	if err != nil {
+		return fmt.Errorf("storage: open %s: %w", dir, err)
+	}
+	defer it.Close()
+	if it.First() {
+		return fmt.Errorf("%w: %s holds the replication log in Pebble, the format before the log moved to its own files; wipe the data dir and re-seed the node", ErrOldFormat, dir)
+	}
+	return it.Error()
 }
 
 func (d *DB) recover() error {
@@ -220,30 +315,76 @@ func (d *DB) recover() error {
 		return err
 	}
 	d.seeding = seeding
+	base := d.logBase.LSN
+	if d.seeding {
+		// BeginIngest marks the seed before it empties the log: what the
+		// log still holds predates the seed, which starts again.
+		if err := d.wal.Reset(base); err != nil {
+			return fmt.Errorf("storage: empty the log of a seeding node: %w", err)
+		}
+	}
+	first, last := d.wal.First(), d.wal.Last()
+	switch {
+	case first > base+1 && first-1 > d.applied:
+		return fmt.Errorf("storage: the log starts at lsn %d but the data is applied only to %d: the entries between are gone and cannot be replayed: %w", first, d.applied, ErrCorrupt)
+	case first > base+1:
+		return fmt.Errorf("storage: the log starts at lsn %d but the log base is %d: the entries between are gone: %w", first, base, ErrCorrupt)
+	case last <= base:
+		// Nothing after the base (a crash in FinishIngest, or a log that
+		// is older than the base): the data holds all of it.
+		if err := d.wal.Reset(base); err != nil {
+			return fmt.Errorf("storage: reset the log to the log base %d: %w", base, err)
+		}
+	default:
+		// Entries at or below the base: a crash came between saving a
+		// new base and deleting the segments.
+		if err := d.wal.TruncateFront(base, nil); err != nil {
+			return fmt.Errorf("storage: trim the log to the log base %d: %w", base, err)
+		}
+	}
 	d.durable = d.logBase
-	it, err := d.pdb.NewIter(&pebble.IterOptions{LowerBound: logLower, UpperBound: logUpper})
-	if err != nil {
-		return fmt.Errorf("storage: scan log: %w", err)
-	}
-	defer it.Close()
-	for ok := it.First(); ok; ok = it.Next() {
-		lsn := binary.BigEndian.Uint64(it.Key()[1:])
-		epoch, elsn, err := logrec.PeekLSN(it.Value())
+	for lo := base + 1; lo <= last; {
+		raws, err := d.wal.Read(lo, last, 4<<20)
 		if err != nil {
-			return fmt.Errorf("storage: log entry %d: %w", lsn, err)
+			return fmt.Errorf("storage: scan log: %w", err)
 		}
-		if elsn != lsn || lsn != d.durable.LSN+1 {
-			return fmt.Errorf("storage: log entry at key %d holds lsn %d after %d: %w", lsn, elsn, d.durable.LSN, ErrCorrupt)
+		for _, raw := range raws {
+			epoch, lsn, err := logrec.PeekLSNVerified(raw) // the wal verified it
+			if err != nil {
+				return fmt.Errorf("storage: log entry %d: %w", lo, err)
+			}
+			if lsn != lo || epoch < d.durable.Epoch {
+				return fmt.Errorf("storage: log entry at lsn %d holds (%d,%d) after (%d,%d): %w", lo, epoch, lsn, d.durable.Epoch, d.durable.LSN, ErrCorrupt)
+			}
+			d.durable = Position{Epoch: epoch, LSN: lsn}
+			d.logBytes += int64(len(raw))
+			d.logCount++
+			lo++
 		}
-		d.durable = Position{Epoch: epoch, LSN: lsn}
-		d.logBytes += int64(len(it.Value()))
-		d.logCount++
-	}
-	if err := it.Error(); err != nil {
-		return fmt.Errorf("storage: scan log: %w", err)
 	}
 	if d.applied > d.durable.LSN {
 		return fmt.Errorf("storage: applied lsn %d beyond durable %d: %w", d.applied, d.durable.LSN, ErrCorrupt)
+	}
+	if d.applied < base {
+		return fmt.Errorf("storage: applied lsn %d before the log base %d: %w", d.applied, base, ErrCorrupt)
+	}
+	// AppendLog saves an epoch start before its entries, so a crash can
+	// leave starts past the log's end: drop them, durably, before later
+	// entries of an older epoch could make them look right. A start at
+	// durable+1 is what StartEpoch leaves before a leader's first entry.
+	if n := len(d.epochs); n > 0 && d.epochs[n-1].LSN > d.durable.LSN+1 {
+		var kept []Position
+		for _, s := range d.epochs {
+			if s.LSN <= d.durable.LSN+1 {
+				kept = append(kept, s)
+			}
+		}
+		d.log.Warn("storage: dropped epoch starts past the end of the log (a crash before their entries were durable)",
+			"durable_lsn", d.durable.LSN, "starts", fmt.Sprint(d.epochs[len(kept):]))
+		if err := d.pdb.Set(metaEpochs, encodePositions(kept), syncWrite); err != nil {
+			return fmt.Errorf("storage: save the epoch history: %w", err)
+		}
+		d.epochs = kept
 	}
 	if d.durable.Epoch > d.epoch {
 		d.epoch = d.durable.Epoch
@@ -251,8 +392,14 @@ func (d *DB) recover() error {
 	return nil
 }
 
-// Close closes the database.
-func (d *DB) Close() error { return d.pdb.Close() }
+// Close closes the database and the log.
+func (d *DB) Close() error {
+	werr := d.wal.Close()
+	if err := d.pdb.Close(); err != nil {
+		return err
+	}
+	return werr
+}
 
 // Durable is the position of the last durable log entry.
 func (d *DB) Durable() Position {
@@ -353,9 +500,13 @@ func (d *DB) StartEpoch(e, lsn uint64) error {
 }
 
 // AppendLog durably appends encoded entries, which must continue the log
-// from Durable().LSN+1. Each entry's checksum is verified first. It fsyncs
+// from Durable().LSN+1. Their checksums are the caller's: one checksum
+// per entry per node, computed where the entry is made (the leader's
+// Encode) or verified where it arrives (the follower's stream), so
+// AppendLog checks only their positions and format. It fsyncs
 // before returning. Any epoch entry starts not yet in the epoch history are
-// recorded with it.
+// recorded first (synced, in Pebble), then the entries are written to the
+// log with one fdatasync.
 func (d *DB) AppendLog(entries [][]byte) error {
 	if len(entries) == 0 {
 		return nil
@@ -363,15 +514,13 @@ func (d *DB) AppendLog(entries [][]byte) error {
 	d.mu.Lock()
 	next := d.durable
 	epochs := d.epochs
+	seen := d.epoch
 	d.mu.Unlock()
-	b := d.pdb.NewBatchWithSize(batchSize(entries))
-	defer b.Close()
-	var key [9]byte
-	key[0] = prefixLog
+	first := next.LSN + 1
 	var added int64
 	newEpochs := false
 	for _, raw := range entries {
-		epoch, lsn, err := logrec.PeekLSN(raw)
+		epoch, lsn, err := logrec.PeekLSNVerified(raw)
 		if err != nil {
 			return fmt.Errorf("storage: append after lsn %d: %w", next.LSN, err)
 		}
@@ -382,21 +531,31 @@ func (d *DB) AppendLog(entries [][]byte) error {
 			epochs = append(append([]Position(nil), epochs...), Position{Epoch: epoch, LSN: lsn})
 			newEpochs = true
 		}
-		binary.BigEndian.PutUint64(key[1:], lsn)
-		_ = b.Set(key[:], raw, nil)
 		next = Position{Epoch: epoch, LSN: lsn}
 		added += int64(len(raw))
 	}
-	if newEpochs {
-		_ = b.Set(metaEpochs, encodePositions(epochs), nil)
+	if newEpochs || next.Epoch > seen {
+		// The epoch metadata cannot share a commit with the log: it goes
+		// first, synced (once per new epoch), so that no entry is ever
+		// durable without its epoch's start. A crash before the entries
+		// leaves starts past the log's end, which Open drops. Entries of
+		// an epoch are proof the epoch exists: the seen epoch is raised
+		// with them, so a restart never forgets it.
+		b := d.pdb.NewBatch()
+		if newEpochs {
+			_ = b.Set(metaEpochs, encodePositions(epochs), nil)
+		}
+		if next.Epoch > seen {
+			_ = b.Set(metaEpoch, be64(next.Epoch), nil)
+		}
+		err := b.Commit(syncWrite)
+		b.Close()
+		if err != nil {
+			return fmt.Errorf("storage: save the epoch of lsn %d..%d: %w", first, next.LSN, err)
+		}
 	}
-	if next.Epoch > d.Epoch() {
-		// Entries of an epoch are proof the epoch exists: persist it with
-		// them so a restart never forgets the highest epoch seen.
-		_ = b.Set(metaEpoch, be64(next.Epoch), nil)
-	}
-	if err := b.Commit(syncWrite); err != nil {
-		return fmt.Errorf("storage: append lsn %d..%d: %w", next.LSN-uint64(len(entries))+1, next.LSN, err)
+	if err := d.wal.Append(first, entries); err != nil {
+		return fmt.Errorf("storage: append lsn %d..%d: %w", first, next.LSN, err)
 	}
 	d.mu.Lock()
 	d.durable = next
@@ -418,14 +577,6 @@ func (d *DB) AppendStats() (appends, entries uint64) {
 	return d.appends, d.appended
 }
 
-func batchSize(entries [][]byte) int {
-	n := 0
-	for _, e := range entries {
-		n += len(e) + 16
-	}
-	return n
-}
-
 // ReadLog returns encoded entries with LSN in [lo, hi], stopping early once
 // maxBytes is reached (always at least one entry when lo <= hi and lo is in
 // the log). It returns ErrCompacted if lo precedes the retained log. Every
@@ -441,40 +592,50 @@ func (d *DB) ReadLog(lo, hi uint64, maxBytes int) ([][]byte, error) {
 	if lo > hi {
 		return nil, nil
 	}
-	it, err := d.pdb.NewIter(&pebble.IterOptions{LowerBound: logKey(lo), UpperBound: logKey(hi + 1)})
+	raws, err := d.wal.Read(lo, hi, maxBytes)
+	if errors.Is(err, wal.ErrCompacted) {
+		// Retention raced with this read and removed lo.
+		return nil, fmt.Errorf("%w: %w", ErrCompacted, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("storage: read log: %w", err)
 	}
-	defer it.Close()
-	var out [][]byte
-	size := 0
-	want := lo
-	for ok := it.First(); ok; ok = it.Next() {
-		lsn := binary.BigEndian.Uint64(it.Key()[1:])
-		if lsn != want {
-			// Retention raced with this read and removed lo.
-			return nil, fmt.Errorf("%w: lsn %d missing", ErrCompacted, want)
-		}
-		raw := bytes.Clone(it.Value())
-		if _, elsn, err := logrec.PeekLSN(raw); err != nil {
+	if len(raws) == 0 {
+		// A truncation raced with this read and removed lo.
+		return nil, fmt.Errorf("%w: lsn %d missing", ErrCompacted, lo)
+	}
+	for i, raw := range raws {
+		lsn := lo + uint64(i)
+		if _, elsn, err := logrec.PeekLSNVerified(raw); err != nil { // the wal verified it
 			return nil, fmt.Errorf("storage: read lsn %d: %w", lsn, err)
 		} else if elsn != lsn {
 			return nil, fmt.Errorf("storage: read lsn %d holds lsn %d: %w", lsn, elsn, ErrCorrupt)
 		}
-		out = append(out, raw)
-		size += len(raw)
-		want++
-		if size >= maxBytes {
-			break
-		}
 	}
-	if err := it.Error(); err != nil {
-		return nil, fmt.Errorf("storage: read log: %w", err)
+	return raws, nil
+}
+
+// epochOf reads the entry at lsn, which must be in the log, and returns
+// its epoch.
+func (d *DB) epochOf(lsn uint64) (uint64, error) {
+	raws, err := d.wal.Read(lsn, lsn, 1)
+	if errors.Is(err, wal.ErrCompacted) {
+		return 0, fmt.Errorf("%w: %w", ErrCompacted, err)
 	}
-	if len(out) == 0 && lo <= hi {
-		return nil, fmt.Errorf("%w: lsn %d missing", ErrCompacted, lo)
+	if err != nil {
+		return 0, fmt.Errorf("storage: read lsn %d: %w", lsn, err)
 	}
-	return out, nil
+	if len(raws) == 0 {
+		return 0, fmt.Errorf("%w: lsn %d missing", ErrCompacted, lsn)
+	}
+	epoch, elsn, err := logrec.PeekLSNVerified(raws[0]) // the wal verified it
+	if err != nil {
+		return 0, fmt.Errorf("storage: read lsn %d: %w", lsn, err)
+	}
+	if elsn != lsn {
+		return 0, fmt.Errorf("storage: read lsn %d holds lsn %d: %w", lsn, elsn, ErrCorrupt)
+	}
+	return epoch, nil
 }
 
 // EpochAt returns the epoch of the entry at lsn (or of the log base). It
@@ -493,106 +654,114 @@ func (d *DB) EpochAt(lsn uint64) (uint64, error) {
 	case lsn == last.LSN:
 		return last.Epoch, nil
 	}
-	v, closer, err := d.pdb.Get(logKey(lsn))
-	if err != nil {
-		return 0, fmt.Errorf("storage: read lsn %d: %w", lsn, err)
-	}
-	defer closer.Close()
-	epoch, _, err := logrec.PeekLSN(v)
-	if err != nil {
-		return 0, fmt.Errorf("storage: read lsn %d: %w", lsn, err)
-	}
-	return epoch, nil
+	return d.epochOf(lsn)
 }
 
 // TruncateLogAfter removes every entry after lsn (a diverged suffix). It
 // refuses to remove applied entries: those need a re-seed instead.
+//
+// The log is cut first, then the epoch history loses the starts after lsn
+// (synced). A crash between leaves starts past the log's end, which Open
+// drops; the other order could leave entries whose epoch start is gone.
 func (d *DB) TruncateLogAfter(lsn uint64) error {
+	d.logMu.Lock()
+	defer d.logMu.Unlock()
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	if lsn >= d.durable.LSN {
+	durable, applied, base, epochs := d.durable, d.applied, d.logBase, d.epochs
+	d.mu.Unlock()
+	if lsn >= durable.LSN {
 		return nil
 	}
-	if lsn < d.applied {
-		return fmt.Errorf("%w: truncate after %d, applied %d", ErrBelowApplied, lsn, d.applied)
+	if lsn < applied {
+		return fmt.Errorf("%w: truncate after %d, applied %d", ErrBelowApplied, lsn, applied)
 	}
-	if lsn < d.logBase.LSN {
-		return fmt.Errorf("%w: truncate after %d, log base %d", ErrCompacted, lsn, d.logBase.LSN)
+	if lsn < base.LSN {
+		return fmt.Errorf("%w: truncate after %d, log base %d", ErrCompacted, lsn, base.LSN)
 	}
-	epoch := d.logBase.Epoch
-	if lsn > d.logBase.LSN {
-		v, closer, err := d.pdb.Get(logKey(lsn))
-		if err != nil {
-			return fmt.Errorf("storage: truncate after %d: %w", lsn, err)
-		}
-		epoch, _, err = logrec.PeekLSN(v)
-		closer.Close()
-		if err != nil {
+	epoch := base.Epoch
+	if lsn > base.LSN {
+		var err error
+		if epoch, err = d.epochOf(lsn); err != nil {
 			return fmt.Errorf("storage: truncate after %d: %w", lsn, err)
 		}
 	}
-	b := d.pdb.NewBatch()
-	defer b.Close()
-	_ = b.DeleteRange(logKey(lsn+1), logUpper, nil)
-	var epochs []Position
-	for _, s := range d.epochs {
-		if s.LSN <= lsn {
-			epochs = append(epochs, s)
-		}
-	}
-	_ = b.Set(metaEpochs, encodePositions(epochs), nil)
-	if err := b.Commit(syncWrite); err != nil {
+	if err := d.wal.TruncateBack(lsn); err != nil {
 		return fmt.Errorf("storage: truncate after %d: %w", lsn, err)
 	}
+	var kept []Position
+	for _, s := range epochs {
+		if s.LSN <= lsn {
+			kept = append(kept, s)
+		}
+	}
+	if len(kept) != len(epochs) {
+		if err := d.pdb.Set(metaEpochs, encodePositions(kept), syncWrite); err != nil {
+			return fmt.Errorf("storage: truncate after %d: save the epoch history: %w", lsn, err)
+		}
+	}
+	d.mu.Lock()
 	removed := int64(d.durable.LSN - lsn)
 	if d.logCount > 0 {
 		d.logBytes -= d.logBytes * removed / d.logCount
 	}
 	d.logCount -= removed
 	d.durable = Position{Epoch: epoch, LSN: lsn}
-	d.epochs = epochs
+	d.epochs = kept
+	d.mu.Unlock()
 	return nil
 }
 
 // TruncateLogBefore removes entries up to and including lsn (retention); the
 // entry at lsn becomes the log base. It never removes unapplied entries.
+//
+// The new log base is written unsynced; only when the log is about to
+// delete a segment is it written again synced, first, which makes Pebble's
+// own log durable up to it, every earlier Apply included: after a crash the
+// recovered applied LSN is never below what the log still holds. (A
+// pebble.Flush would do it too, at the price of writing the memtables out.)
 func (d *DB) TruncateLogBefore(lsn uint64) error {
+	d.logMu.Lock()
+	defer d.logMu.Unlock()
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	lsn = min(lsn, d.applied)
-	if lsn <= d.logBase.LSN {
+	base := d.logBase
+	d.mu.Unlock()
+	if lsn <= base.LSN {
 		return nil
 	}
-	v, closer, err := d.pdb.Get(logKey(lsn))
+	epoch, err := d.epochOf(lsn)
 	if err != nil {
 		return fmt.Errorf("storage: retention at %d: %w", lsn, err)
 	}
-	epoch, _, err := logrec.PeekLSN(v)
-	closer.Close()
-	if err != nil {
+	nb := Position{Epoch: epoch, LSN: lsn}
+	if err := d.pdb.Set(metaLogBase, encodePosition(nb), noSyncWrite); err != nil {
 		return fmt.Errorf("storage: retention at %d: %w", lsn, err)
 	}
-	base := Position{Epoch: epoch, LSN: lsn}
-	b := d.pdb.NewBatch()
-	defer b.Close()
-	_ = b.DeleteRange(logKey(d.logBase.LSN+1), logKey(lsn+1), nil)
-	_ = b.Set(metaLogBase, encodePosition(base), nil)
-	if err := b.Commit(noSyncWrite); err != nil {
+	durableFirst := func() error {
+		if err := d.pdb.Set(metaLogBase, encodePosition(nb), syncWrite); err != nil {
+			return fmt.Errorf("storage: retention at %d: sync the data before deleting log segments: %w", lsn, err)
+		}
+		return nil
+	}
+	if err := d.wal.TruncateFront(lsn, durableFirst); err != nil {
 		return fmt.Errorf("storage: retention at %d: %w", lsn, err)
 	}
+	d.mu.Lock()
 	removed := int64(lsn - d.logBase.LSN)
 	if d.logCount > 0 {
 		d.logBytes -= d.logBytes * removed / d.logCount
 	}
 	d.logCount -= removed
-	d.logBase = base
+	d.logBase = nb
+	d.mu.Unlock()
 	return nil
 }
 
 // Apply applies decoded entries, which must continue from Applied()+1 and be
 // durable, to the data, and advances the applied LSN, in one batch. The
 // batch is not synced: the log already is, and a crash re-applies from the
-// persisted applied LSN.
+// persisted applied LSN (the log keeps what Pebble has not made durable:
+// see TruncateLogBefore).
 func (d *DB) Apply(entries []logrec.Entry) error {
 	if len(entries) == 0 {
 		return nil
@@ -842,6 +1011,12 @@ func (d *DB) Digest() (applied uint64, sum [32]byte, err error) {
 // Metrics exposes Pebble's metrics for /metrics.
 func (d *DB) Metrics() *pebble.Metrics { return d.pdb.Metrics() }
 
+// DiskBytes is what the storage holds on disk: Pebble's files (data,
+// its own log, manifests) and the replication log's segments.
+func (d *DB) DiskBytes() int64 {
+	return int64(d.pdb.Metrics().DiskSpaceUsage()) + d.wal.Bytes()
+}
+
 func (d *DB) getUint(key []byte) (uint64, error) { return getUint(d.pdb, key) }
 
 func (d *DB) getMeta(key []byte) ([]byte, bool, error) {
@@ -880,13 +1055,6 @@ func decodeValue(raw []byte) (keyspace.Value, error) {
 		return keyspace.Value{}, fmt.Errorf("storage: value of %d bytes: %w", len(raw), ErrCorrupt)
 	}
 	return keyspace.Value{ExpireAtMs: int64(binary.BigEndian.Uint64(raw)), Data: raw[8:]}, nil
-}
-
-func logKey(lsn uint64) []byte {
-	k := make([]byte, 9)
-	k[0] = prefixLog
-	binary.BigEndian.PutUint64(k[1:], lsn)
-	return k
 }
 
 func expiryKey(atMs int64, key []byte) []byte {

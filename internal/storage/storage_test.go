@@ -2,6 +2,7 @@ package storage
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/snapshot"
 	"github.com/tandemdb/tandem/internal/testutil"
+	"github.com/tandemdb/tandem/internal/wal"
 )
 
 const dir = "/db"
@@ -197,8 +199,8 @@ func TestAppendReadReopen(t *testing.T) {
 
 func TestAppendLogRejects(t *testing.T) {
 	good := seq(1, 3, func(lsn uint64) uint64 { return 2 })
-	corrupt := logrec.Encode(&logrec.Entry{Epoch: 2, LSN: 4})
-	corrupt[len(corrupt)-1] ^= 1
+	badFormat := logrec.Encode(&logrec.Entry{Epoch: 2, LSN: 5})
+	badFormat[4] = 99 // the format version byte
 	tests := []struct {
 		name    string
 		entries [][]byte
@@ -210,9 +212,10 @@ func TestAppendLogRejects(t *testing.T) {
 		{"lower epoch", encodeAll(entry(1, 4)), ErrGap},
 		{"gap inside the batch", encodeAll(entry(2, 4), entry(2, 6)), ErrGap},
 		{"epoch going back inside the batch", encodeAll(entry(3, 4), entry(2, 5)), ErrGap},
-		{"corrupt entry", [][]byte{corrupt}, logrec.ErrCorrupt},
-		{"corrupt entry after a good one", append(encodeAll(entry(2, 4)), corrupt), logrec.ErrCorrupt},
+		// Checksums are the caller's (verified where entries arrive);
+		// malformed bytes are still refused.
 		{"garbage", [][]byte{[]byte("xyz")}, logrec.ErrCorrupt},
+		{"unknown format after a good one", append(encodeAll(entry(2, 4)), badFormat), logrec.ErrCorrupt},
 	}
 	fs := vfs.NewMem()
 	d := open(t, fs)
@@ -241,46 +244,87 @@ func TestAppendLogRejects(t *testing.T) {
 	}
 }
 
-// TestCorruptStoredEntry damages an entry inside Pebble: reads and recovery
-// report ErrCorrupt instead of skipping it.
-func TestCorruptStoredEntry(t *testing.T) {
-	fs := vfs.NewMem()
-	d := open(t, fs)
-	mustAppend(t, d, seq(1, 5, epoch1)...)
-	raw, err := d.ReadLog(3, 3, 1<<20)
+// logSegment returns the buffer of the log's first segment file, which
+// the test may change in place.
+func logSegment(t *testing.T, fs *vfs.MemFS) []byte {
+	t.Helper()
+	logd := fs.PathJoin(dir, logDir)
+	names, err := fs.List(logd)
+	if err != nil || len(names) == 0 {
+		t.Fatalf("log segments %v, %v", names, err)
+	}
+	slices.Sort(names)
+	b, err := fs.UnsafeGetFileDataBuffer(fs.PathJoin(logd, names[0]))
 	if err != nil {
 		t.Fatal(err)
 	}
-	bad := bytes.Clone(raw[0])
-	bad[len(bad)/2] ^= 0x10
-	if err := d.pdb.Set(logKey(3), bad, pebble.Sync); err != nil {
-		t.Fatal(err)
+	return b
+}
+
+// TestCorruptStoredEntry damages entries in the log's segment file: reads
+// and recovery report corruption instead of skipping them, except damage
+// to the last append, which is a torn tail (a crash mid-append looks the
+// same) and is truncated.
+func TestCorruptStoredEntry(t *testing.T) {
+	fs := vfs.NewMem()
+	d := open(t, fs)
+	es := seq(1, 5, epoch1)
+	for i := range es {
+		mustAppend(t, d, es[i]) // one append each
 	}
-	if _, err := d.ReadLog(1, 5, 1<<20); !errors.Is(err, logrec.ErrCorrupt) {
-		t.Errorf("ReadLog over a corrupt entry: %v, want ErrCorrupt", err)
+	raws := encodeAll(es...)
+	seg := logSegment(t, fs)
+	at3 := bytes.Index(seg, raws[2])
+	if at3 < 0 || len(raws[2]) != len(raws[3]) {
+		t.Fatal("entry 3 not found in the segment, or not the size of entry 4")
+	}
+	good := bytes.Clone(seg)
+	seg[at3+len(raws[2])/2] ^= 0x10
+	if _, err := d.ReadLog(1, 5, 1<<20); !errors.Is(err, wal.ErrCorrupt) || !frame.IsCorruption(err) {
+		t.Errorf("ReadLog over a corrupt entry: %v, want wal.ErrCorrupt", err)
 	}
 	if got, err := d.ReadLog(1, 2, 1<<20); err != nil || len(got) != 2 {
 		t.Errorf("ReadLog before the corrupt entry = %d, %v", len(got), err)
 	}
-	if _, err := d.EpochAt(3); !errors.Is(err, logrec.ErrCorrupt) {
-		t.Errorf("EpochAt(3) error %v, want ErrCorrupt", err)
+	if _, err := d.EpochAt(3); !frame.IsCorruption(err) {
+		t.Errorf("EpochAt(3) error %v, want a corruption", err)
 	}
-	// An entry stored under the wrong LSN is corrupt as well.
-	other, _ := d.ReadLog(4, 4, 1<<20)
-	if err := d.pdb.Set(logKey(3), other[0], pebble.Sync); err != nil {
-		t.Fatal(err)
-	}
+	// An intact entry at another entry's place is corrupt as well.
+	copy(seg, good)
+	copy(seg[at3:], raws[3])
 	if _, err := d.ReadLog(3, 3, 1<<20); !errors.Is(err, ErrCorrupt) || !frame.IsCorruption(err) {
 		t.Errorf("ReadLog of a misplaced entry: %v, want ErrCorrupt", err)
 	}
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if d, err := Open(dir, Options{FS: fs, Logger: testLogger(t)}); !errors.Is(err, ErrCorrupt) || !frame.IsCorruption(err) {
-		if err == nil {
-			d.Close()
+	openErr := func(name string, want error) {
+		t.Helper()
+		d, err := Open(dir, Options{FS: fs, Logger: testLogger(t)})
+		if !errors.Is(err, want) || !frame.IsCorruption(err) {
+			if err == nil {
+				d.Close()
+			}
+			t.Errorf("Open with %s: %v, want %v", name, err, want)
 		}
-		t.Errorf("Open with a corrupt log: %v, want ErrCorrupt", err)
+	}
+	openErr("a misplaced entry", ErrCorrupt)
+	copy(seg, good)
+	seg[at3+len(raws[2])/2] ^= 0x10
+	openErr("a corrupt entry before later appends", wal.ErrCorrupt)
+	// Damage in the last append: a torn tail.
+	copy(seg, good)
+	at5 := bytes.Index(seg, raws[4])
+	seg[at5+len(raws[4])-1] ^= 0x01
+	d = open(t, fs)
+	defer func() { d.Close() }()
+	if got := d.Durable(); got != (Position{1, 4}) {
+		t.Errorf("after a torn last entry: durable %v, want (1,4)", got)
+	}
+	mustAppend(t, d, es[4])
+	d = reopen(t, d, fs)
+	if got, err := d.ReadLog(1, 5, 1<<20); err != nil || !reflect.DeepEqual(got, raws) {
+		t.Errorf("after appending again: %d entries, %v", len(got), err)
 	}
 }
 
@@ -361,15 +405,25 @@ func TestApplyAtomicAcrossCrash(t *testing.T) {
 	for i := 0; i < 4; i++ {
 		mustApply(t, d, es[i])
 	}
-	// A later synced write makes the earlier unsynced Applies durable.
+	// A later synced Pebble write makes the earlier unsynced Applies
+	// durable. (AppendLog writes the log, not Pebble: it syncs none.)
+	if err := d.ObserveEpoch(2); err != nil {
+		t.Fatal(err)
+	}
 	mustAppend(t, d, es[8:]...)
 	for i := 4; i < n; i++ {
 		mustApply(t, d, es[i])
 	}
 	// Pebble writes unsynced batches to its WAL file from a background
-	// goroutine: wait until the last one is in the file, so that a crash
-	// keeping every unsynced byte keeps all of them.
+	// goroutine, and leaves a partly filled block in memory until it fills
+	// or a sync comes: wait until the last Apply is in the file, so that a
+	// crash keeping every unsynced byte keeps all of them, and fill the
+	// block with an unsynced record replay ignores (LogData) so that it
+	// goes out; waiting alone hung under load.
 	testutil.Eventually(t, "the last unsynced Apply to reach the WAL file", 10*time.Second, func() (bool, string) {
+		if err := d.pdb.LogData(make([]byte, 32<<10), pebble.NoSync); err != nil {
+			t.Fatal(err)
+		}
 		c, err := Open(dir, Options{FS: fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 100, RNG: rand.New(rand.NewPCG(1, 1))}), CacheBytes: 1 << 20, Logger: testLogger(t)})
 		if err != nil {
 			t.Fatalf("Open crash clone: %v", err)
@@ -402,6 +456,12 @@ func TestApplyAtomicAcrossCrash(t *testing.T) {
 			}
 			if got, want := dump(t, c), state(es[:applied]); !reflect.DeepEqual(got, want) {
 				t.Errorf("pct %d seed %d: data at applied %d differs from the model", pct, seed, applied)
+			}
+			// The log holds what is to be replayed.
+			if applied < n {
+				if got, err := c.ReadLog(applied+1, n, 1<<30); err != nil || !reflect.DeepEqual(got, encodeAll(es[applied:]...)) {
+					t.Errorf("pct %d seed %d: log after applied %d: %d entries, %v", pct, seed, applied, len(got), err)
+				}
 			}
 			c.Close()
 		}
@@ -1030,5 +1090,57 @@ func TestExpiryScanReadsOnlyWhenDue(t *testing.T) {
 	}
 	if got := expired(500); !reflect.DeepEqual(got, []string{"a"}) {
 		t.Fatalf("ExpiredKeys(500) = %v, want [a]", got)
+	}
+}
+
+// TestOldFormatRefused: a data dir whose log is in Pebble (under 'l', the
+// format before the log had its own files) is refused with a clear error,
+// not opened with its log missing.
+func TestOldFormatRefused(t *testing.T) {
+	fs := vfs.NewMem()
+	d := open(t, fs)
+	mustAppend(t, d, seq(1, 3, epoch1)...)
+	old := binary.BigEndian.AppendUint64([]byte{prefixOldLog}, 3)
+	if err := d.pdb.Set(old, encodeAll(entry(1, 3))[0], pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(dir, Options{FS: fs, Logger: testLogger(t)})
+	if !errors.Is(err, ErrOldFormat) || !strings.Contains(err.Error(), "re-seed") {
+		t.Fatalf("Open of an old-format dir: %v, want ErrOldFormat saying to re-seed", err)
+	}
+}
+
+// TestLogGapIsCorruption: a log that starts after the applied LSN + 1 (its
+// first segment gone) cannot be replayed: Open fails loudly.
+func TestLogGapIsCorruption(t *testing.T) {
+	fs := vfs.NewMem()
+	d, err := Open(dir, Options{FS: fs, CacheBytes: 1 << 20, LogSegmentSize: 512, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for lsn := uint64(1); lsn <= 30; lsn += 3 {
+		mustAppend(t, d, seq(lsn, lsn+2, epoch1)...)
+	}
+	mustApply(t, d, seq(1, 4, epoch1)...)
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	logd := fs.PathJoin(dir, logDir)
+	names, _ := fs.List(logd)
+	slices.Sort(names)
+	if len(names) < 2 {
+		t.Fatalf("log segments %v", names)
+	}
+	for _, name := range names[:1] {
+		if err := fs.Remove(fs.PathJoin(logd, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = Open(dir, Options{FS: fs, Logger: testLogger(t)})
+	if !errors.Is(err, ErrCorrupt) || !frame.IsCorruption(err) || !strings.Contains(err.Error(), "cannot be replayed") {
+		t.Fatalf("Open with the log's first segments gone: %v, want ErrCorrupt", err)
 	}
 }
