@@ -3,28 +3,29 @@
 //
 // A point lookup in Pebble costs several microseconds (a skiplist descent
 // per memtable, then index, bloom and data blocks); a hash lookup here
-// costs a fraction of one. The cache holds rows a reader fetched, never
-// rows it was not asked for: writes do not fill it, they invalidate. A
-// row may be empty: the owner can cache "no such key" that way, under the
-// same promise.
+// costs a fraction of one. Readers fill it with what they fetched, and
+// writers put the rows they wrote (write-through), so a key just written
+// reads from memory. A row may be empty: the owner can cache "no such key"
+// that way, under the same promise.
 //
 // # Promise: never a stale row
 //
-// Once Invalidate(key) has returned, no Get returns a row cached before
-// it. The owner must call Invalidate after the new row is readable in
-// the store below, and a reader that misses must take a Token before it
-// reads the store and hand it to Fill: Fill drops the row if any
-// invalidation of the key's shard (or a Clear) happened since the token
-// was taken, because the row it read may be the one that was replaced.
+// Once Put(key, row) or Invalidate(key) has returned, no Get returns a
+// row cached before it. The owner must call them after the new row is
+// readable in the store below, and a reader that misses must take the
+// Token Get returns before it reads the store and hand it to Fill: Fill
+// drops the row if any Put, Invalidate or Clear touched the key's shard
+// since the token was taken, because the row it read may be the one that
+// was replaced.
 //
-//	reader:  t := c.Token(key); row := store.Get(key); c.Fill(key, row, t)
-//	writer:  store.Commit(batch); c.Invalidate(key)
+//	reader:  _, ok, t := c.Get(key); if !ok { row := store.Get(key); c.Fill(key, row, t) }
+//	writer:  store.Commit(batch); c.Put(key, newRow)
 //
-// If the reader's store read saw the old row, the writer's Invalidate
-// came after the Token and Fill drops it; if the Fill came first, the
-// Invalidate removes it. A Get between the writer's commit and its
-// Invalidate may return the old row: that is the writer not having
-// finished, and storage reports the write applied only after Invalidate.
+// If the reader's store read saw the old row, the writer's Put came after
+// the Token and Fill drops it; if the Fill came first, the Put replaces
+// it. A Get between the writer's commit and its Put may return the old
+// row: that is the writer not having finished, and storage reports the
+// write applied only after the Put.
 //
 // # Bounds
 //
@@ -98,11 +99,11 @@ func (c *Cache) Get(key []byte) (row []byte, ok bool, t Token) {
 	return row, ok, t
 }
 
-// Fill caches row for key unless the key's shard was invalidated since t
-// was taken. The cache keeps its own copy of key and row.
+// Fill caches row for key unless the key's shard was changed since t was
+// taken. The cache keeps its own copy of key and row.
 func (c *Cache) Fill(key, row []byte, t Token) {
 	size := int64(len(key) + len(row) + entryOverhead)
-	if size > c.shardBytes/8 {
+	if !c.Cacheable(len(key), len(row)) {
 		return
 	}
 	s := c.shard(key)
@@ -112,17 +113,49 @@ func (c *Cache) Fill(key, row []byte, t Token) {
 	if Token(s.gen) != t {
 		return
 	}
+	c.storeLocked(s, key, owned, size)
+}
+
+// Cacheable reports whether a row of rowLen bytes under a key of keyLen
+// bytes would be cached (a caller can skip building a row that would not).
+func (c *Cache) Cacheable(keyLen, rowLen int) bool {
+	return int64(keyLen+rowLen+entryOverhead) <= c.shardBytes/8
+}
+
+// Put records that key's row is now row (a write committed it): it makes
+// every Token of the key's shard taken before now stale and caches the
+// row, or, when the row is too big to cache, drops the old one.
+func (c *Cache) Put(key, row []byte) {
+	size := int64(len(key) + len(row) + entryOverhead)
+	if !c.Cacheable(len(key), len(row)) {
+		c.Invalidate(key)
+		return
+	}
+	s := c.shard(key)
+	owned := append([]byte(nil), row...)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gen++
+	c.storeLocked(s, key, owned, size)
+}
+
+// storeLocked caches row (size bytes with key and overhead) for key,
+// evicting others past the shard's budget. The caller holds s.mu.
+func (c *Cache) storeLocked(s *shard, key, row []byte, size int64) {
 	if old, ok := s.rows[string(key)]; ok {
+		delete(s.rows, string(key))
 		s.bytes -= int64(len(key) + len(old) + entryOverhead)
 	}
-	for k, v := range s.rows {
-		if s.bytes+size <= c.shardBytes {
-			break
+	if s.bytes+size > c.shardBytes {
+		for k, v := range s.rows {
+			delete(s.rows, k)
+			s.bytes -= int64(len(k) + len(v) + entryOverhead)
+			if s.bytes+size <= c.shardBytes {
+				break
+			}
 		}
-		delete(s.rows, k)
-		s.bytes -= int64(len(k) + len(v) + entryOverhead)
 	}
-	s.rows[string(key)] = owned
+	s.rows[string(key)] = row
 	s.bytes += size
 }
 

@@ -31,6 +31,30 @@ func TestFillGetInvalidate(t *testing.T) {
 	}
 }
 
+func TestPut(t *testing.T) {
+	c := New(1 << 20)
+	_, _, tok := c.Get([]byte("k"))
+	c.Put([]byte("k"), []byte("new")) // a write committed after the token
+	c.Fill([]byte("k"), []byte("old"), tok)
+	if got, ok, _ := c.Get([]byte("k")); !ok || string(got) != "new" {
+		t.Fatalf("Get = %q, %v; want the put row", got, ok)
+	}
+	c.Put([]byte("k"), nil) // a delete: cached as no row
+	if got, ok, _ := c.Get([]byte("k")); !ok || len(got) != 0 {
+		t.Fatalf("Get after an empty Put = %q, %v", got, ok)
+	}
+	c.Put([]byte("k"), make([]byte, 1<<20)) // too big: the old row goes
+	if _, ok, _ := c.Get([]byte("k")); ok {
+		t.Fatal("oversize Put left a row")
+	}
+	if c.Cacheable(1, 1<<20) || !c.Cacheable(1, 100) {
+		t.Fatal("Cacheable disagrees with the shard bound")
+	}
+	if st := c.Stats(); st.Rows != 0 || st.Bytes != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
 // A reader whose store read may predate an invalidation must not fill.
 func TestFillAfterInvalidateIsDropped(t *testing.T) {
 	c := New(1 << 20)
@@ -101,7 +125,11 @@ func TestNoStaleReadUnderRace(t *testing.T) {
 		writers.Go(func() {
 			for v := uint64(1); v <= 3000; v++ {
 				store[w].Store(v)
-				c.Invalidate(key(w))
+				if v%2 == 0 {
+					c.Put(key(w), []byte(strconv.FormatUint(v, 10)))
+				} else {
+					c.Invalidate(key(w))
+				}
 				published[w].Store(v)
 			}
 		})

@@ -174,9 +174,9 @@ type DB struct {
 	pdb *pebble.DB
 	wal *wal.WAL
 	log *slog.Logger
-	// rows caches data rows for View.Get. Every write of a data row
-	// invalidates it after the row is committed and before the write is
-	// reported applied (Apply, BeginIngest, FinishIngest).
+	// rows caches data rows for View.Get. Every write of a data row puts
+	// it there (Apply) or invalidates it (ingest, seeding) after the row
+	// is committed and before the write is reported applied.
 	rows *rowcache.Cache
 
 	// logMu serialises the changes to the log other than appends
@@ -804,9 +804,19 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	if err := b.Commit(noSyncWrite); err != nil {
 		return fmt.Errorf("storage: apply up to lsn %d: %w", applied, err)
 	}
+	// Write-through: the rows just committed go to the row cache, so a key
+	// just written reads from memory (a delete caches "no such key").
 	for i := range entries {
 		for _, op := range entries[i].Ops {
-			d.rows.Invalidate(op.Key)
+			switch {
+			case op.Kind != logrec.OpPut:
+				d.rows.Put(op.Key, nil)
+			case !d.rows.Cacheable(len(op.Key), 8+len(op.Value)):
+				d.rows.Invalidate(op.Key)
+			default:
+				vbuf = binary.BigEndian.AppendUint64(vbuf[:0], uint64(op.ExpireAtMs))
+				d.rows.Put(op.Key, append(vbuf, op.Value...))
+			}
 		}
 	}
 	d.mu.Lock()
