@@ -71,7 +71,7 @@ func decide(cfg *Config, v view, activeSince time.Time) decision {
 		selfReported = true
 	case leader.Refused >= 2:
 		why = fmt.Sprintf("leader refused %d probes in a row (%s)", leader.Refused, "process gone")
-	case leader.Suspect:
+	case leader.Suspect && v.now.Sub(leader.LastBeat) >= cfg.MinSilence:
 		why = fmt.Sprintf("leader suspected (phi %.1f, last heartbeat %s ago)", leader.Phi, v.now.Sub(leader.LastBeat).Round(time.Millisecond))
 	default:
 		return decision{}

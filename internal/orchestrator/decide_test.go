@@ -29,7 +29,11 @@ func TestDecide(t *testing.T) {
 	topo := coord.Topology{Epoch: 3, Leader: "n1"}
 	healthy := nodeView{ID: "n1", Member: member("n1"), Reply: leaderReply(3, 100), Fresh: true, LastBeat: now.Add(-50 * time.Millisecond)}
 	suspect := healthy
-	suspect.Suspect, suspect.Fresh, suspect.Phi, suspect.LastBeat = true, false, 9, now.Add(-300*time.Millisecond)
+	suspect.Suspect, suspect.Fresh, suspect.Phi, suspect.LastBeat = true, false, 9, now.Add(-600*time.Millisecond)
+	// Suspected by phi but silent for less than MinSilence: a saturated
+	// leader missing a few heartbeats.
+	stalled := suspect
+	stalled.LastBeat = now.Add(-300 * time.Millisecond)
 	refused := healthy
 	refused.Refused, refused.Fresh = 2, false
 	f := func(id string, lsn uint64, heard int64) nodeView {
@@ -51,6 +55,8 @@ func TestDecide(t *testing.T) {
 		{name: "suspected, followers lost it too: the most advanced follower",
 			v:    view{now: now, topo: topo, haveTopo: true, nodes: []nodeView{suspect, f("n2", 90, 400), f("n3", 99, 400)}},
 			kind: "failover", candidate: "n3"},
+		{name: "suspected but silent less than MinSilence, followers lost it too: no failover yet",
+			v: view{now: now, topo: topo, haveTopo: true, nodes: []nodeView{stalled, f("n2", 90, 400), f("n3", 99, 400)}}},
 		{name: "suspected, a follower still hears it: veto",
 			v:    view{now: now, topo: topo, haveTopo: true, nodes: []nodeView{suspect, f("n2", 100, 20), f("n3", 100, 400)}},
 			note: "follower n2 heard it 20 ms ago"},

@@ -92,6 +92,14 @@ type Config struct {
 	PhiThreshold float64       // default 8
 	PhiMinStdDev time.Duration // default 25 ms
 	Timeout      time.Duration // the timeout detector's limit (default 500 ms)
+	// MinSilence: a leader the detector suspects is failed over only once
+	// it has been silent this long (default 500 ms). A leader whose CPU is
+	// saturated by clients can miss heartbeats for a few hundred
+	// milliseconds (238 and 295 ms seen on 2 cores under redis-benchmark
+	// -P 16) while alive, and in async mode a failover then loses its
+	// acknowledged writes; a process that is gone is still failed over at
+	// once, on refused probes.
+	MinSilence time.Duration
 	// FollowerSilence: a follower that heard its leader more recently
 	// than this vouches for it (default 150 ms; leaders heartbeat idle
 	// streams every 30 ms under the control plane).
@@ -140,6 +148,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.FollowerSilence <= 0 {
 		c.FollowerSilence = 150 * time.Millisecond
+	}
+	if c.MinSilence <= 0 {
+		c.MinSilence = 500 * time.Millisecond
 	}
 	if c.NotLeadingAfter <= 0 {
 		c.NotLeadingAfter = 2 * time.Second
