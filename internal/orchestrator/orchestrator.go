@@ -10,7 +10,9 @@
 //
 // The active orchestrator fails the leader over when all of:
 //
-//  1. its detector suspects the leader, or two probes in a row were
+//  1. its detector suspects the leader and the leader has been silent for
+//     Config.MinSilence (a leader saturated by clients misses heartbeats
+//     for a few hundred milliseconds while alive), or two probes in a row were
 //     refused outright (the process is gone: kill -9 on this host), or the
 //     leader answers but has not led the topology's epoch for
 //     Config.NotLeadingAfter;
