@@ -81,6 +81,7 @@ func orchestratorCmd() *cobra.Command {
 	f.DurationVar(&cfg.PhiMinStdDev, "phi-min-stddev", 25*time.Millisecond, "floor of the heartbeat interval's standard deviation")
 	f.DurationVar(&cfg.Timeout, "timeout", 500*time.Millisecond, "the timeout detector's limit")
 	f.DurationVar(&cfg.MinSilence, "min-silence", 500*time.Millisecond, "a leader the detector suspects is failed over only once silent this long (a saturated leader can miss heartbeats for a few hundred ms; a gone process is failed over at once on refused probes)")
+	f.DurationVar(&cfg.NotAnsweringAfter, "not-answering-after", 2*time.Second, "a leader whose lease stays unconfirmed this long (it answers nothing) is failed over")
 	f.DurationVar(&cfg.FollowerSilence, "follower-silence", 150*time.Millisecond, "a follower that heard the leader more recently vetoes a failover")
 	f.DurationVar(&cfg.Grace, "grace", time.Second, "a new leader is not suspected for this long, or until it answers as leader")
 	f.StringSliceVar(&routes, "peer-route", nil, "ID=HOST:PORT: probe member ID there instead of its registered address")

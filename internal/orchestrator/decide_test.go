@@ -83,9 +83,13 @@ func TestDecide(t *testing.T) {
 			kind: "failover", candidate: "n2"},
 		{name: "leader without a lease (cut from etcd) past NotAnsweringAfter: no veto",
 			v: view{now: now, topo: topo, haveTopo: true, nodes: []nodeView{
-				func() nodeView { n := healthy; n.NotAnswering = now.Add(-600 * time.Millisecond); return n }(),
+				func() nodeView { n := healthy; n.NotAnswering = now.Add(-2100 * time.Millisecond); return n }(),
 				f("n2", 100, 10), f("n3", 100, 10)}},
 			kind: "failover", candidate: "n2"},
+		{name: "leader without a lease for 600 ms (saturated: etcd and followers confirm late): no failover yet",
+			v: view{now: now, topo: topo, haveTopo: true, nodes: []nodeView{
+				func() nodeView { n := healthy; n.NotAnswering = now.Add(-600 * time.Millisecond); return n }(),
+				f("n2", 100, 10), f("n3", 100, 10)}}},
 		{name: "leader without a lease for less than NotAnsweringAfter (a new leader's fence)",
 			v: view{now: now, topo: topo, haveTopo: true, nodes: []nodeView{
 				func() nodeView { n := healthy; n.NotAnswering = now.Add(-100 * time.Millisecond); return n }(),
