@@ -124,7 +124,9 @@ func (c *Cache) Cacheable(keyLen, rowLen int) bool {
 
 // Put records that key's row is now row (a write committed it): it makes
 // every Token of the key's shard taken before now stale and caches the
-// row, or, when the row is too big to cache, drops the old one.
+// row, or, when the row is too big to cache, drops the old one. The cache
+// keeps row itself (the writer built it for this): the caller must not
+// modify it afterwards.
 func (c *Cache) Put(key, row []byte) {
 	size := int64(len(key) + len(row) + entryOverhead)
 	if !c.Cacheable(len(key), len(row)) {
@@ -132,11 +134,10 @@ func (c *Cache) Put(key, row []byte) {
 		return
 	}
 	s := c.shard(key)
-	owned := append([]byte(nil), row...)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.gen++
-	c.storeLocked(s, key, owned, size)
+	c.storeLocked(s, key, row, size)
 }
 
 // storeLocked caches row (size bytes with key and overhead) for key,

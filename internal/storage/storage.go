@@ -777,6 +777,14 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	defer b.Close()
 	var kbuf, vbuf []byte
 	var earliest int64 // of the index rows written, 0 if none
+	// cached: what the row cache gets once the batch is committed (a nil
+	// row: no such key). A row small enough to cache is built once, for
+	// the batch and the cache; a bigger one only invalidates.
+	type cachedRow struct {
+		key, row   []byte
+		invalidate bool
+	}
+	cached := make([]cachedRow, 0, len(entries))
 	for i := range entries {
 		e := &entries[i]
 		if e.LSN != applied+1 {
@@ -789,15 +797,27 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 			kbuf = append(append(kbuf[:0], prefixData), op.Key...)
 			switch op.Kind {
 			case logrec.OpPut:
-				vbuf = binary.BigEndian.AppendUint64(vbuf[:0], uint64(op.ExpireAtMs))
-				vbuf = append(vbuf, op.Value...)
-				_ = b.Set(kbuf, vbuf, nil)
+				cacheable := d.rows.Cacheable(len(op.Key), 8+len(op.Value))
+				row := vbuf[:0] // too big to cache: the reused buffer
+				if cacheable {
+					row = make([]byte, 0, 8+len(op.Value))
+				}
+				row = binary.BigEndian.AppendUint64(row, uint64(op.ExpireAtMs))
+				row = append(row, op.Value...)
+				_ = b.Set(kbuf, row, nil)
+				if cacheable {
+					cached = append(cached, cachedRow{key: op.Key, row: row})
+				} else {
+					vbuf = row
+					cached = append(cached, cachedRow{key: op.Key, invalidate: true})
+				}
 				if op.ExpireAtMs != 0 {
 					_ = b.Set(expiryKey(op.ExpireAtMs, op.Key), nil, nil)
 					earliest = minExpiry(earliest, op.ExpireAtMs)
 				}
 			case logrec.OpDelete:
 				_ = b.Delete(kbuf, nil)
+				cached = append(cached, cachedRow{key: op.Key})
 			default:
 				return fmt.Errorf("storage: apply lsn %d: op kind %v: %w", e.LSN, op.Kind, logrec.ErrCorrupt)
 			}
@@ -810,17 +830,11 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	}
 	// Write-through: the rows just committed go to the row cache, so a key
 	// just written reads from memory (a delete caches "no such key").
-	for i := range entries {
-		for _, op := range entries[i].Ops {
-			switch {
-			case op.Kind != logrec.OpPut:
-				d.rows.Put(op.Key, nil)
-			case !d.rows.Cacheable(len(op.Key), 8+len(op.Value)):
-				d.rows.Invalidate(op.Key)
-			default:
-				vbuf = binary.BigEndian.AppendUint64(vbuf[:0], uint64(op.ExpireAtMs))
-				d.rows.Put(op.Key, append(vbuf, op.Value...))
-			}
+	for _, c := range cached {
+		if c.invalidate {
+			d.rows.Invalidate(c.key)
+		} else {
+			d.rows.Put(c.key, c.row)
 		}
 	}
 	d.mu.Lock()
