@@ -174,7 +174,6 @@ func (d *DB) FinishIngest(pos Position, epochs []Position) error {
 	if err := b.Commit(syncWrite); err != nil {
 		return fmt.Errorf("storage: finish ingest: %w", err)
 	}
-	d.rows.Clear()
 	d.mu.Lock()
 	d.seeding = false
 	d.applied = pos.LSN

@@ -175,8 +175,9 @@ type DB struct {
 	wal *wal.WAL
 	log *slog.Logger
 	// rows caches data rows for View.Get. Every write of a data row puts
-	// it there (Apply) or invalidates it (ingest, seeding) after the row
-	// is committed and before the write is reported applied.
+	// it there (Apply) or invalidates it (IngestRows; BeginIngest clears
+	// it all) after the row is committed and before the write is reported
+	// applied. FinishIngest writes no data row, so it leaves it alone.
 	rows *rowcache.Cache
 
 	// logMu serialises the changes to the log other than appends
