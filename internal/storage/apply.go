@@ -1,10 +1,14 @@
 package storage
 
 import (
-	"encoding/binary"
+	"bytes"
 	"fmt"
 
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/tandemdb/tandem/internal/keyspace"
 	"github.com/tandemdb/tandem/internal/logrec"
+	"github.com/tandemdb/tandem/internal/rowcache"
 )
 
 // Apply applies decoded entries, which must continue from Applied()+1 and be
@@ -19,18 +23,8 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	d.mu.Lock()
 	applied, durable := d.applied, d.durable.LSN
 	d.mu.Unlock()
-	b := d.pdb.NewBatch()
-	defer b.Close()
-	var kbuf, vbuf []byte
-	var earliest int64 // of the index rows written, 0 if none
-	// cached: what the row cache gets once the batch is committed (a nil
-	// row: no such key). A row small enough to cache is built once, for
-	// the batch and the cache; a bigger one only invalidates.
-	type cachedRow struct {
-		key, row   []byte
-		invalidate bool
-	}
-	cached := make([]cachedRow, 0, len(entries))
+	w := applyWriter{b: d.pdb.NewBatch(), rows: d.rows}
+	defer w.b.Close()
 	for i := range entries {
 		e := &entries[i]
 		if e.LSN != applied+1 {
@@ -39,44 +33,24 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 		if e.LSN > durable {
 			return fmt.Errorf("%w: lsn %d, durable %d", ErrNotDurable, e.LSN, durable)
 		}
-		for _, op := range e.Ops {
-			kbuf = append(append(kbuf[:0], prefixData), op.Key...)
-			switch op.Kind {
-			case logrec.OpPut:
-				cacheable := d.rows.Cacheable(len(op.Key), 8+len(op.Value))
-				row := vbuf[:0] // too big to cache: the reused buffer
-				if cacheable {
-					row = make([]byte, 0, 8+len(op.Value))
-				}
-				row = binary.BigEndian.AppendUint64(row, uint64(op.ExpireAtMs))
-				row = append(row, op.Value...)
-				_ = b.Set(kbuf, row, nil)
-				if cacheable {
-					cached = append(cached, cachedRow{key: op.Key, row: row})
-				} else {
-					vbuf = row
-					cached = append(cached, cachedRow{key: op.Key, invalidate: true})
-				}
-				if op.ExpireAtMs != 0 {
-					_ = b.Set(expiryKey(op.ExpireAtMs, op.Key), nil, nil)
-					earliest = minExpiry(earliest, op.ExpireAtMs)
-				}
-			case logrec.OpDelete:
-				_ = b.Delete(kbuf, nil)
-				cached = append(cached, cachedRow{key: op.Key})
-			default:
-				return fmt.Errorf("storage: apply lsn %d: op kind %v: %w", e.LSN, op.Kind, logrec.ErrCorrupt)
+		for j := range e.Ops {
+			if err := keyspace.Apply(&w, &e.Ops[j]); err != nil {
+				return fmt.Errorf("storage: apply lsn %d: %w", e.LSN, err)
 			}
 		}
 		applied = e.LSN
 	}
-	_ = b.Set(metaApplied, be64(applied), nil)
-	if err := b.Commit(noSyncWrite); err != nil {
+	_ = w.b.Set(metaApplied, be64(applied), nil)
+	if err := w.b.Commit(noSyncWrite); err != nil {
 		return fmt.Errorf("storage: apply up to lsn %d: %w", applied, err)
 	}
-	// Write-through: the rows just committed go to the row cache, so a key
-	// just written reads from memory (a delete caches "no such key").
-	for _, c := range cached {
+	// Write-through: the metadata rows just committed go to the row cache,
+	// so a key just written reads from memory (a delete caches "no such
+	// key"). A FLUSHALL empties it.
+	if w.flushed {
+		d.rows.Clear()
+	}
+	for _, c := range w.cached {
 		if c.invalidate {
 			d.rows.Invalidate(c.key)
 		} else {
@@ -85,9 +59,65 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	}
 	d.mu.Lock()
 	d.applied = applied
-	d.noteExpiryLocked(earliest)
+	d.noteExpiryLocked(w.earliest)
 	d.mu.Unlock()
 	return nil
+}
+
+// applyWriter turns package keyspace's row writes into one Pebble batch,
+// and keeps storage's own rows in step: the expiry index row of every
+// metadata row with an expiry, and what the row cache gets once the batch
+// is committed.
+type applyWriter struct {
+	b    *pebble.Batch
+	rows *rowcache.Cache
+	// cached: the metadata rows for the row cache, in order (a nil row: no
+	// such key). A row small enough to cache is kept as written; a bigger
+	// one only invalidates.
+	cached   []cachedRow
+	earliest int64 // of the index rows written, 0 if none
+	flushed  bool  // a FLUSHALL: the row cache is cleared first
+}
+
+type cachedRow struct {
+	key, row   []byte
+	invalidate bool
+}
+
+func (w *applyWriter) Set(k, v []byte) {
+	_ = w.b.Set(k, v, nil)
+	if k[0] != keyspace.PrefixMeta {
+		return
+	}
+	key := k[1:]
+	if w.rows.Cacheable(len(key), len(v)) {
+		w.cached = append(w.cached, cachedRow{key: key, row: v})
+	} else {
+		w.cached = append(w.cached, cachedRow{key: key, invalidate: true})
+	}
+	// keyspace.Apply makes every row it writes: it parses.
+	if at, _ := keyspace.RowExpiry(v); at != 0 {
+		_ = w.b.Set(expiryKey(at, key), nil, nil)
+		w.earliest = minExpiry(w.earliest, at)
+	}
+}
+
+func (w *applyWriter) Delete(k []byte) {
+	_ = w.b.Delete(k, nil)
+	if k[0] == keyspace.PrefixMeta {
+		w.cached = append(w.cached, cachedRow{key: k[1:]})
+	}
+}
+
+func (w *applyWriter) DeleteRange(lo, hi []byte) {
+	_ = w.b.DeleteRange(lo, hi, nil)
+	if bytes.Equal(lo, keyspace.MetaLower) && bytes.Equal(hi, keyspace.MetaUpper) {
+		// FLUSHALL: the expiry index goes too, and the cache is emptied
+		// before the writes after it in this batch are cached.
+		_ = w.b.DeleteRange(expiryLower, expiryUpper, nil)
+		w.flushed = true
+		w.cached = w.cached[:0]
+	}
 }
 
 // noteExpiryLocked records that index rows expiring at earliest (0: none)

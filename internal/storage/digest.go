@@ -5,11 +5,12 @@ import (
 	"encoding/binary"
 	"fmt"
 
-	"github.com/cockroachdb/pebble/v2"
+	"github.com/tandemdb/tandem/internal/keyspace"
 )
 
-// Digest hashes the whole data keyspace (keys, values and expiry times) as
-// of one consistent point, with the applied LSN at that point. Two nodes at
+// Digest hashes the whole keyspace (package keyspace's rows: every key's
+// metadata row, with its value and expiry, and every sub-key row) as of one
+// consistent point, with the applied LSN at that point. Two nodes at
 // the same applied LSN must have equal digests.
 func (d *DB) Digest() (applied uint64, sum [32]byte, err error) {
 	snap := d.pdb.NewSnapshot()
@@ -18,23 +19,21 @@ func (d *DB) Digest() (applied uint64, sum [32]byte, err error) {
 	if err != nil {
 		return 0, sum, err
 	}
-	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: dataLower, UpperBound: dataUpper})
-	if err != nil {
-		return 0, sum, fmt.Errorf("storage: digest: %w", err)
-	}
-	defer it.Close()
 	h := sha256.New()
 	var n [8]byte
-	for ok := it.First(); ok; ok = it.Next() {
-		binary.BigEndian.PutUint64(n[:], uint64(len(it.Key())))
-		h.Write(n[:])
-		h.Write(it.Key())
-		binary.BigEndian.PutUint64(n[:], uint64(len(it.Value())))
-		h.Write(n[:])
-		h.Write(it.Value())
-	}
-	if err := it.Error(); err != nil {
-		return 0, sum, fmt.Errorf("storage: digest: %w", err)
+	for _, span := range [][2][]byte{{keyspace.MetaLower, keyspace.MetaUpper}, {keyspace.SubLower, keyspace.SubUpper}} {
+		err := iterRows(snap, span[0], span[1], func(k, v []byte) bool {
+			binary.BigEndian.PutUint64(n[:], uint64(len(k)))
+			h.Write(n[:])
+			h.Write(k)
+			binary.BigEndian.PutUint64(n[:], uint64(len(v)))
+			h.Write(n[:])
+			h.Write(v)
+			return true
+		})
+		if err != nil {
+			return 0, sum, fmt.Errorf("storage: digest: %w", err)
+		}
 	}
 	copy(sum[:], h.Sum(nil))
 	return applied, sum, nil

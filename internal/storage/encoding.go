@@ -9,7 +9,6 @@ import (
 	"log/slog"
 
 	"github.com/cockroachdb/pebble/v2"
-	"github.com/tandemdb/tandem/internal/keyspace"
 )
 
 func (d *DB) getUint(key []byte) (uint64, error) { return getUint(d.pdb, key) }
@@ -43,13 +42,6 @@ func getUint(g getter, key []byte) (uint64, error) {
 		return 0, fmt.Errorf("storage: %s is %d bytes: %w", key[1:], len(v), ErrCorrupt)
 	}
 	return binary.BigEndian.Uint64(v), nil
-}
-
-func decodeValue(raw []byte) (keyspace.Value, error) {
-	if len(raw) < 8 {
-		return keyspace.Value{}, fmt.Errorf("storage: value of %d bytes: %w", len(raw), ErrCorrupt)
-	}
-	return keyspace.Value{ExpireAtMs: int64(binary.BigEndian.Uint64(raw)), Data: raw[8:]}, nil
 }
 
 func expiryKey(atMs int64, key []byte) []byte {

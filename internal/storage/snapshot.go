@@ -1,11 +1,11 @@
 package storage
 
 import (
-	"encoding/binary"
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
 
+	"github.com/tandemdb/tandem/internal/keyspace"
 	"github.com/tandemdb/tandem/internal/snapshot"
 )
 
@@ -50,7 +50,10 @@ func (d *DB) NewSnapshot() (*Snapshot, error) {
 			return nil, fmt.Errorf("storage: snapshot at %d: before the log base %v: %w", applied, base, ErrCorrupt)
 		}
 	}
-	est, _ := d.pdb.EstimateDiskUsage(dataLower, dataUpper)
+	est, _ := d.pdb.EstimateDiskUsage(keyspace.MetaLower, keyspace.MetaUpper)
+	if sub, err := d.pdb.EstimateDiskUsage(keyspace.SubLower, keyspace.SubUpper); err == nil {
+		est += sub
+	}
 	var epochs []Position
 	for _, s := range d.EpochHistory() {
 		if s.LSN <= applied {
@@ -60,21 +63,22 @@ func (d *DB) NewSnapshot() (*Snapshot, error) {
 	return &Snapshot{snap: snap, Position: pos, EstimatedBytes: est, Epochs: epochs}, nil
 }
 
-// Each calls fn for every stored data row (user key, stored value) in key
+// Each calls fn for every row of the keyspace (package keyspace's
+// metadata rows, then its sub-key rows) under its full row key, in key
 // order. The slices are valid only during the call.
 func (s *Snapshot) Each(fn func(key, stored []byte) error) error {
-	it, err := s.snap.NewIter(&pebble.IterOptions{LowerBound: dataLower, UpperBound: dataUpper})
-	if err != nil {
-		return fmt.Errorf("storage: snapshot scan: %w", err)
-	}
-	defer it.Close()
-	for ok := it.First(); ok; ok = it.Next() {
-		if err := fn(it.Key()[1:], it.Value()); err != nil {
-			return err
+	var ferr error
+	for _, span := range [][2][]byte{{keyspace.MetaLower, keyspace.MetaUpper}, {keyspace.SubLower, keyspace.SubUpper}} {
+		err := iterRows(s.snap, span[0], span[1], func(k, v []byte) bool {
+			ferr = fn(k, v)
+			return ferr == nil
+		})
+		if ferr != nil {
+			return ferr
 		}
-	}
-	if err := it.Error(); err != nil {
-		return fmt.Errorf("storage: snapshot scan: %w", err)
+		if err != nil {
+			return fmt.Errorf("storage: snapshot scan: %w", err)
+		}
 	}
 	return nil
 }
@@ -97,7 +101,8 @@ func (d *DB) BeginIngest() error {
 	d.mu.Unlock()
 	b := d.pdb.NewBatch()
 	defer b.Close()
-	_ = b.DeleteRange(dataLower, dataUpper, nil)
+	_ = b.DeleteRange(keyspace.MetaLower, keyspace.MetaUpper, nil)
+	_ = b.DeleteRange(keyspace.SubLower, keyspace.SubUpper, nil)
 	_ = b.DeleteRange(expiryLower, expiryUpper, nil)
 	_ = b.Set(metaSeeding, []byte{1}, nil)
 	_ = b.Set(metaApplied, be64(0), nil)
@@ -121,21 +126,23 @@ func (d *DB) BeginIngest() error {
 	return nil
 }
 
-// IngestRows writes decoded snapshot rows. They become durable with
-// FinishIngest.
+// IngestRows writes decoded snapshot rows: package keyspace's rows under
+// their full row keys (Snapshot.Each). A row that is not one is
+// snapshot.ErrCorrupt. They become durable with FinishIngest.
 func (d *DB) IngestRows(rows []snapshot.Row) error {
 	b := d.pdb.NewBatch()
 	defer b.Close()
-	var kbuf []byte
 	var earliest int64
 	for _, r := range rows {
-		if len(r.Value) < 8 {
-			return fmt.Errorf("storage: ingest row of %d bytes: %w", len(r.Value), snapshot.ErrCorrupt)
+		if err := keyspace.ValidRow(r.Key, r.Value); err != nil {
+			return fmt.Errorf("storage: ingest: %w: %w", snapshot.ErrCorrupt, err)
 		}
-		kbuf = append(append(kbuf[:0], prefixData), r.Key...)
-		_ = b.Set(kbuf, r.Value, nil)
-		if at := int64(binary.BigEndian.Uint64(r.Value)); at != 0 {
-			_ = b.Set(expiryKey(at, r.Key), nil, nil)
+		_ = b.Set(r.Key, r.Value, nil)
+		if r.Key[0] != keyspace.PrefixMeta {
+			continue
+		}
+		if at, _ := keyspace.RowExpiry(r.Value); at != 0 {
+			_ = b.Set(expiryKey(at, r.Key[1:]), nil, nil)
 			earliest = minExpiry(earliest, at)
 		}
 	}
@@ -143,7 +150,9 @@ func (d *DB) IngestRows(rows []snapshot.Row) error {
 		return fmt.Errorf("storage: ingest: %w", err)
 	}
 	for _, r := range rows {
-		d.rows.Invalidate(r.Key)
+		if r.Key[0] == keyspace.PrefixMeta {
+			d.rows.Invalidate(r.Key[1:])
+		}
 	}
 	d.mu.Lock()
 	d.noteExpiryLocked(earliest)

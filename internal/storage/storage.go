@@ -121,7 +121,6 @@ type Position struct {
 }
 
 const (
-	prefixData   = 'd'
 	prefixExpiry = 'e'
 	prefixOldLog = 'l' // the log in Pebble, before it moved to segment files
 	prefixMeta   = 'm'
@@ -135,8 +134,6 @@ var (
 	metaEpoch   = []byte("mepoch")
 	metaEpochs  = []byte("mepochs")
 	metaSeeding = []byte("mseeding")
-	dataLower   = []byte{prefixData}
-	dataUpper   = []byte{prefixData + 1}
 	expiryLower = []byte{prefixExpiry}
 	expiryUpper = []byte{prefixExpiry + 1}
 	oldLogLower = []byte{prefixOldLog}
