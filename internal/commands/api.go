@@ -95,6 +95,11 @@ func (e *Error) Is(target error) bool { return e.base != nil && target == e.base
 
 func newError(msg string) *Error { return &Error{msg: msg} }
 
+// InputError is an *Error with text msg, for callers outside this package
+// that refuse a command for what it asks (the replication leader refuses an
+// op its followers cannot read yet).
+func InputError(msg string) error { return newError(msg) }
+
 // Errors a command returns for bad input. Their texts are Redis's, without
 // the "ERR " the resp package adds.
 var (

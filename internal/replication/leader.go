@@ -119,6 +119,8 @@ type Leader struct {
 	// assigning its LSN and recording its writes in the overlay.
 	seqMu   sync.Mutex
 	overlay overlay
+	// formats is the log format gate: what each member reads.
+	formats formatGate
 	// writesStopped (under seqMu): StopWrites was called; Start refuses.
 	writesStopped bool
 
@@ -503,6 +505,9 @@ func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
 	}
 	if len(res.Ops) == 0 {
 		return &Pending{l: l, reply: res.Reply, observed: lsn - 1}, nil
+	}
+	if err := l.formats.check(logrec.MinFormat(res.Ops)); err != nil {
+		return nil, err
 	}
 	e := logrec.Entry{Epoch: l.epoch, LSN: lsn, TimeNs: now.UnixNano(), Ops: res.Ops}
 	raw := logrec.Encode(&e)

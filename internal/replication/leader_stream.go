@@ -84,6 +84,7 @@ func (l *Leader) Serve(ctx context.Context, stream LeaderStream) error {
 		l.observeEpoch(first.Epoch, h.NodeId)
 		return fmt.Errorf("%w: follower %s at epoch %d, leader at %d", ErrStaleEpoch, h.NodeId, first.Epoch, l.epoch)
 	}
+	l.formats.saw(h.NodeId, helloFormat(h))
 	pos := storage.Position{Epoch: h.GetDurable().GetEpoch(), LSN: h.GetDurable().GetLsn()}
 	d, err := Decide(l.cfg.DB, pos)
 	if err != nil {
@@ -257,9 +258,14 @@ func (l *Leader) ServeSnapshot(req *peerpb.SnapshotRequest, out SnapshotSender) 
 		return err
 	}
 	defer snap.Close()
+	legacy := req.RowFormat < rowFormatKeyspace
 	hdr := &peerpb.SnapshotHeader{
 		Position:       &peerpb.Position{Epoch: snap.Position.Epoch, Lsn: snap.Position.LSN},
 		EstimatedBytes: snap.EstimatedBytes,
+		RowFormat:      rowFormatKeyspace,
+	}
+	if legacy {
+		hdr.RowFormat = 0
 	}
 	for _, s := range snap.Epochs {
 		hdr.EpochStarts = append(hdr.EpochStarts, &peerpb.Position{Epoch: s.Epoch, Lsn: s.LSN})
@@ -283,6 +289,12 @@ func (l *Leader) ServeSnapshot(req *peerpb.SnapshotRequest, out SnapshotSender) 
 		return out.Send(&peerpb.SnapshotChunk{Epoch: l.epoch, Body: &peerpb.SnapshotChunk_Data{Data: data}})
 	}
 	err = snap.Each(func(key, stored []byte) error {
+		if legacy {
+			var err error
+			if key, err = legacyRow(key, stored); err != nil {
+				return err
+			}
+		}
 		enc.Add(key, stored)
 		if enc.Len() >= l.cfg.ChunkBytes {
 			return flush()
