@@ -4,12 +4,11 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
-
-	"github.com/tandemdb/tandem/internal/keyspace"
 )
 
-// Digest hashes the whole keyspace (package keyspace's rows: every key's
-// metadata row, with its value and expiry, and every sub-key row) as of one
+// Digest hashes the whole keyspace (package keyspace's live rows: every
+// key's metadata row, with its value and expiry, and the sub-key rows of
+// the versions they name; not the garbage Sweep removes) as of one
 // consistent point, with the applied LSN at that point. Two nodes at
 // the same applied LSN must have equal digests.
 func (d *DB) Digest() (applied uint64, sum [32]byte, err error) {
@@ -21,19 +20,17 @@ func (d *DB) Digest() (applied uint64, sum [32]byte, err error) {
 	}
 	h := sha256.New()
 	var n [8]byte
-	for _, span := range [][2][]byte{{keyspace.MetaLower, keyspace.MetaUpper}, {keyspace.SubLower, keyspace.SubUpper}} {
-		err := iterRows(snap, span[0], span[1], func(k, v []byte) bool {
-			binary.BigEndian.PutUint64(n[:], uint64(len(k)))
-			h.Write(n[:])
-			h.Write(k)
-			binary.BigEndian.PutUint64(n[:], uint64(len(v)))
-			h.Write(n[:])
-			h.Write(v)
-			return true
-		})
-		if err != nil {
-			return 0, sum, fmt.Errorf("storage: digest: %w", err)
-		}
+	err = eachLiveRow(snap, func(k, v []byte) error {
+		binary.BigEndian.PutUint64(n[:], uint64(len(k)))
+		h.Write(n[:])
+		h.Write(k)
+		binary.BigEndian.PutUint64(n[:], uint64(len(v)))
+		h.Write(n[:])
+		h.Write(v)
+		return nil
+	})
+	if err != nil {
+		return 0, sum, fmt.Errorf("storage: digest: %w", err)
 	}
 	copy(sum[:], h.Sum(nil))
 	return applied, sum, nil

@@ -63,24 +63,12 @@ func (d *DB) NewSnapshot() (*Snapshot, error) {
 	return &Snapshot{snap: snap, Position: pos, EstimatedBytes: est, Epochs: epochs}, nil
 }
 
-// Each calls fn for every row of the keyspace (package keyspace's
-// metadata rows, then its sub-key rows) under its full row key, in key
-// order. The slices are valid only during the call.
+// Each calls fn for every live row of the keyspace (package keyspace's
+// metadata rows, then the sub-key rows their versions name; garbage left
+// for Sweep is skipped) under its full row key, in key order. The slices
+// are valid only during the call.
 func (s *Snapshot) Each(fn func(key, stored []byte) error) error {
-	var ferr error
-	for _, span := range [][2][]byte{{keyspace.MetaLower, keyspace.MetaUpper}, {keyspace.SubLower, keyspace.SubUpper}} {
-		err := iterRows(s.snap, span[0], span[1], func(k, v []byte) bool {
-			ferr = fn(k, v)
-			return ferr == nil
-		})
-		if ferr != nil {
-			return ferr
-		}
-		if err != nil {
-			return fmt.Errorf("storage: snapshot scan: %w", err)
-		}
-	}
-	return nil
+	return eachLiveRow(s.snap, fn)
 }
 
 // Close releases the snapshot.

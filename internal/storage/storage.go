@@ -176,6 +176,10 @@ type DB struct {
 	// reads the epoch of its applied entry.
 	logMu sync.Mutex
 
+	// sweepMu serialises Sweep calls; it guards sweep.
+	sweepMu sync.Mutex
+	sweep   sweepState
+
 	mu      sync.Mutex // guards the fields below
 	durable Position
 	logBase Position
