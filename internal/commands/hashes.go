@@ -362,6 +362,9 @@ func execHRandField(_ *Ctx, v View, args [][]byte) (Result, error) {
 			out = append(out, Bulk(vals[i]))
 		}
 	}
+	if withValues {
+		return Result{Reply: Pairs(out)}, nil
+	}
 	return Result{Reply: out}, nil
 }
 

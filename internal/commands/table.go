@@ -20,6 +20,8 @@ var table = []*Spec{
 	{Name: "scan", Arity: -2, Flags: FlagRead, Exec: execScan},
 	{Name: "keys", Arity: 2, Flags: FlagRead, Exec: execKeys},
 	{Name: "dbsize", Arity: 1, Flags: FlagRead, Exec: execDBSize},
+	{Name: "object", Arity: -2, Flags: FlagRead, FirstKey: 2, LastKey: 2, KeyStep: 1, Exec: execObject},
+	{Name: "memory", Arity: -2, Flags: FlagRead, FirstKey: 2, LastKey: 2, KeyStep: 1, Exec: execMemory},
 	{Name: "hget", Arity: 3, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHGet},
 	{Name: "hmget", Arity: -3, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHMGet},
 	{Name: "hlen", Arity: 2, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHLen},

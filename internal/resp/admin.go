@@ -439,7 +439,12 @@ func cmdCommand(_ *Server, c redcon.Conn, sess *Session, args [][]byte) {
 type configParam struct{ name, value string }
 
 func (s *Server) configParams() []configParam {
+	entries, value := commands.HashEncodingLimits()
 	return []configParam{
+		{"hash-max-listpack-entries", strconv.FormatInt(entries, 10)},
+		{"hash-max-listpack-value", strconv.FormatInt(value, 10)},
+		{"hash-max-ziplist-entries", strconv.FormatInt(entries, 10)},
+		{"hash-max-ziplist-value", strconv.FormatInt(value, 10)},
 		{"save", ""},
 		{"appendonly", "no"},
 		{"databases", "1"},
@@ -472,7 +477,27 @@ func cmdConfig(s *Server, c redcon.Conn, sess *Session, args [][]byte) {
 			c.WriteError(errArity("config|set"))
 			return
 		}
-		c.WriteError(errConfigSet(args[2]))
+		// The hash encoding thresholds are the only settable parameters:
+		// they change what OBJECT ENCODING reports (commands.SetHashEncodingLimits).
+		entries, value := commands.HashEncodingLimits()
+		for i := 2; i < len(args); i += 2 {
+			n, err := strconv.ParseInt(string(args[i+1]), 10, 64)
+			switch name := strings.ToLower(string(args[i])); {
+			case name != "hash-max-listpack-entries" && name != "hash-max-ziplist-entries" &&
+				name != "hash-max-listpack-value" && name != "hash-max-ziplist-value":
+				c.WriteError(errConfigSet(args[i]))
+				return
+			case err != nil || n < 0:
+				c.WriteError("ERR CONFIG SET failed (possibly related to argument '" + name + "') - argument couldn't be parsed into an integer")
+				return
+			case strings.HasSuffix(name, "entries"):
+				entries = n
+			default:
+				value = n
+			}
+		}
+		commands.SetHashEncodingLimits(entries, value)
+		c.WriteString("OK")
 	case "resetstat":
 		c.WriteString("OK")
 	case "rewrite":
