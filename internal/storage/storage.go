@@ -7,9 +7,19 @@
 //	<dir>/log/   the replication log (package wal): one record per logrec
 //	             entry, the record's LSN the entry's
 //
-//	'd' key              -> expireAtMs (8 bytes, big endian) | value   the data
-//	'e' expireAtMs key   -> ""                                        expiry index
-//	'm' name             -> value                                     metadata
+//	'd' key                         -> metadata row    package keyspace's rows: one per key
+//	's' keyLen key version sub      -> value           and one per field/member/element
+//	'e' expireAtMs key              -> ""              expiry index
+//	'm' name                        -> value           metadata
+//
+// The 'd' and 's' rows are package keyspace's: it alone encodes them, and
+// Apply writes them through keyspace.Apply; View reads them through a
+// keyspace.Reader. A string's 'd' row is what it always was (expiry |
+// value), so data dirs from before typed values open unchanged. Files by
+// job: storage.go (open, recovery, positions), log.go (the log, epochs,
+// truncation), apply.go (Apply), rows.go (View: reads through the row
+// cache), view.go (ExpiredKeys), snapshot.go (snapshots and ingest),
+// digest.go, sweep.go (garbage sub-key rows), encoding.go.
 //
 // The metadata: the applied LSN (written with every Apply), the log base
 // (the position before the first retained entry), the highest epoch seen,
@@ -73,7 +83,10 @@
 //
 // The expiry index may hold stale rows (a key whose expiry was changed or
 // that was deleted); readers check the data row, and ExpiredKeys drops stale
-// rows as it meets them. This keeps Apply free of reads.
+// rows as it meets them. This keeps Apply free of reads. For the same
+// reason a write that replaces a collection without reading it leaves the
+// old version's sub-key rows behind, unreadable; Sweep removes them in the
+// background (see sweep.go for what it promises).
 package storage
 
 import (
