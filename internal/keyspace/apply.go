@@ -7,8 +7,10 @@ import (
 )
 
 // Writer takes row writes. Storage's batch, the leader's overlay and a
-// command's transaction (Layer) implement it. Apply never keeps the slices
-// it passes after the call returns; a Writer copies what it keeps.
+// command's transaction (Layer) implement it. The values Apply passes are
+// rows it built for the call or the op's own Value, so a Writer may keep
+// them as long as the op's bytes are not modified (the leader's entries
+// own theirs; a command's args outlive its transaction).
 type Writer interface {
 	Set(k, v []byte)
 	Delete(k []byte)

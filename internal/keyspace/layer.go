@@ -53,7 +53,7 @@ func (l *Layer) Len() int { return len(l.points) + len(l.ranges) }
 // Set implements Writer.
 func (l *Layer) Set(k, v []byte) {
 	l.seq++
-	l.points[string(k)] = &layerPoint{val: slices.Clone(v), seq: l.seq, lsn: l.lsn}
+	l.points[string(k)] = &layerPoint{val: v, seq: l.seq, lsn: l.lsn} // see Writer: v is kept
 }
 
 // Delete implements Writer.
