@@ -157,7 +157,7 @@ func expireMillis(ctx *Ctx, name string, arg []byte, seconds, relative bool) (in
 
 // expired reports whether an absolute expiry is already due, in which case
 // a write logs a delete instead of a put that would never be visible.
-func expired(ctx *Ctx, expireAt int64) bool { return expireAt != 0 && expireAt <= ctx.NowMs }
+func expired(ctx *Ctx, expireAt int64) bool { return keyspace.Expired(expireAt, ctx.NowMs) }
 
 func execSet(ctx *Ctx, v View, args [][]byte) (Result, error) {
 	flags, expireAt, err := parseSetArgs(ctx, "set", args[3:], false)
