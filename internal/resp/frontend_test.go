@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/tidwall/redcon"
+
+	"github.com/tandemdb/tandem/internal/commands"
 )
 
 // toyFrontEnd is a third front end such as the proxy will be: it supplies
@@ -199,5 +201,16 @@ func TestEndpointContextEndsWhenClientLeaves(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("BLOCK still running 5 s after its client left")
+	}
+}
+
+// TestConnectionCommandsNotInCommandsTable: the layer answers connection
+// commands before the node looks at its commands table, so a data command
+// of the same name would silently never run.
+func TestConnectionCommandsNotInCommandsTable(t *testing.T) {
+	for name := range connCmds {
+		if _, ok := commands.Lookup([]byte(name)); ok {
+			t.Errorf("%s is both a connection command and in the commands table", name)
+		}
 	}
 }
