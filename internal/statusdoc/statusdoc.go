@@ -135,6 +135,10 @@ type Orchestrator struct {
 	EtcdOK       bool               `json:"etcd_ok"`
 	LastFailover *Failover          `json:"last_failover,omitempty"`
 	Nodes        []OrchestratorNode `json:"nodes"`
+	// TopologyError: the topology in etcd does not decode (a garbled
+	// mode, sync-fallback or sync-min), and why; the orchestrator fails
+	// nothing over, and refuses promote and switchover, until it does.
+	TopologyError string `json:"topology_error,omitempty"`
 }
 
 // OrchestratorNode is one node in an orchestrator's /status.
