@@ -132,3 +132,50 @@ func TestGarbledTopologyIsLoud(t *testing.T) {
 		t.Fatal("SetTopology stored a negative sync-min")
 	}
 }
+
+// TestChangeRules: tandem mode set's change. Rules that cannot work with
+// the registered members are refused unless forced; a forced change says
+// so in its event.
+func TestChangeRules(t *testing.T) {
+	s := newStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, id := range []string{"n1", "n2", "n3"} {
+		if err := s.PutMember(ctx, Member{ID: id, Priority: 100}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := s.ChangeRules(ctx, RulesChange{}, false); err == nil {
+		t.Fatal("a change with no topology was accepted")
+	}
+	if err := s.SetTopology(ctx, 0, Topology{Epoch: 1, Leader: "n1", Mode: ModeOf(commit.Mode{Kind: commit.SemiSync})}, nil); err != nil {
+		t.Fatal(err)
+	}
+	q9 := ModeOf(commit.Mode{Kind: commit.Quorum, K: 9})
+	_, _, err := s.ChangeRules(ctx, RulesChange{Mode: &q9}, false)
+	if !errors.Is(err, ErrUnworkable) || !strings.Contains(err.Error(), "quorum 9 needs 9 followers, the cluster has 3 members (2 followers)") || !strings.Contains(err.Error(), "--force") {
+		t.Fatalf("quorum 9 on 3 members: %v", err)
+	}
+	if top, _, _ := s.Topology(ctx); top.Mode.Kind != commit.SemiSync {
+		t.Fatalf("a refused change was stored: %+v", top)
+	}
+	three := 3
+	if _, _, err := s.ChangeRules(ctx, RulesChange{SyncMin: &three}, false); !errors.Is(err, ErrUnworkable) {
+		t.Fatalf("sync-min 3 on 3 members: %v", err)
+	}
+	q2, fb := ModeOf(commit.Mode{Kind: commit.Quorum, K: 2}), Fallback{After: time.Second}
+	old, next, err := s.ChangeRules(ctx, RulesChange{Mode: &q2, Fallback: &fb}, false)
+	if err != nil || old.Mode.Kind != commit.SemiSync || next.Mode != q2 || next.SyncFallback != fb || next.Epoch != 1 {
+		t.Fatalf("quorum 2: %+v -> %+v, %v", old, next, err)
+	}
+	if _, next, err = s.ChangeRules(ctx, RulesChange{Mode: &q9}, true); err != nil || next.Mode != q9 {
+		t.Fatalf("forced quorum 9: %+v %v", next, err)
+	}
+	evs, err := s.Events(ctx, 1)
+	if err != nil || len(evs) != 1 || evs[0].Kind != "mode" || !strings.Contains(evs[0].Reason, "forced") {
+		t.Fatalf("events %+v %v, want the forced change recorded", evs, err)
+	}
+	if top, _, _ := s.Topology(ctx); top.Mode != q9 || top.SyncFallback != fb {
+		t.Fatalf("stored %+v", top)
+	}
+}
