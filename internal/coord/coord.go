@@ -118,6 +118,10 @@ type Store struct {
 	prefix string
 }
 
+// ErrBadTopology: the stored topology does not decode (a garbled rule, or
+// not JSON at all). Its readers must not act on it.
+var ErrBadTopology = errors.New("coord: the topology in etcd does not decode")
+
 // ErrConflict: the epoch moved since the caller read it.
 var ErrConflict = errors.New("coord: topology changed concurrently (epoch compare failed)")
 
@@ -183,10 +187,10 @@ func (s *Store) Topology(ctx context.Context) (t Topology, ok bool, err error) {
 func DecodeTopology(b []byte) (Topology, error) {
 	var t Topology
 	if err := json.Unmarshal(b, &t); err != nil {
-		return Topology{}, fmt.Errorf("coord: topology %s does not decode: %w", b, err)
+		return Topology{}, fmt.Errorf("%w: %s: %w", ErrBadTopology, b, err)
 	}
 	if err := t.check(); err != nil {
-		return Topology{}, fmt.Errorf("coord: topology %s: %w", b, err)
+		return Topology{}, fmt.Errorf("%w: %s: %w", ErrBadTopology, b, err)
 	}
 	return t, nil
 }
@@ -214,8 +218,9 @@ func (s *Store) SetTopology(ctx context.Context, from uint64, next Topology, ev 
 		cmp = clientv3.Compare(clientv3.Value(s.Key("epoch")), "=", strconv.FormatUint(from, 10))
 	}
 	if from > 0 && next.Epoch == from {
-		// Same epoch: the leader must not change.
-		cur, ok, err := s.Topology(ctx)
+		// Same epoch: the leader must not change (read leniently: this
+		// may be the repair of rules that do not decode).
+		cur, _, ok, err := s.storedTopology(ctx)
 		if err != nil {
 			return err
 		}

@@ -2,6 +2,7 @@ package coord
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -168,13 +169,21 @@ type RulesChange struct {
 // that cannot work with the registered members (Workable) are refused
 // unless force, which the event records. It returns the topologies before
 // and after.
+//
+// It is also the repair of a topology whose rules do not decode: a change
+// that gives every rule that does not decode replaces it.
 func (s *Store) ChangeRules(ctx context.Context, c RulesChange, force bool) (old, next Topology, err error) {
-	t, ok, err := s.Topology(ctx)
+	t, bad, ok, err := s.storedTopology(ctx)
 	if err != nil {
 		return Topology{}, Topology{}, err
 	}
 	if !ok {
 		return Topology{}, Topology{}, errors.New("coord: the cluster has no topology yet")
+	}
+	for _, b := range bad {
+		if (b.field == "mode" && c.Mode == nil) || (b.field == "sync_fallback" && c.Fallback == nil) || (b.field == "sync_min" && c.SyncMin == nil) {
+			return Topology{}, Topology{}, fmt.Errorf("coord: the stored topology's %s does not decode (%w): give a new one to repair it", b.field, b.err)
+		}
 	}
 	next = t
 	var what []string
@@ -210,4 +219,45 @@ func (s *Store) ChangeRules(ctx context.Context, c RulesChange, force bool) (old
 		return Topology{}, Topology{}, err
 	}
 	return t, next, nil
+}
+
+// badRule is a rule of the stored topology that does not decode.
+type badRule struct {
+	field string
+	err   error
+}
+
+// storedTopology reads the topology leniently: the rules that do not
+// decode are left zero and listed in bad, so that a change can repair them
+// (ChangeRules) and the epoch's leader can still be compared (SetTopology).
+func (s *Store) storedTopology(ctx context.Context) (t Topology, bad []badRule, ok bool, err error) {
+	resp, err := s.cli.Get(ctx, s.Key("topology"))
+	if err != nil {
+		return Topology{}, nil, false, fmt.Errorf("coord: read topology: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return Topology{}, nil, false, nil
+	}
+	// The outer fields hide the typed ones of the embedded Topology.
+	var raw struct {
+		Topology
+		Mode         string `json:"mode"`
+		SyncFallback string `json:"sync_fallback"`
+		SyncMin      int    `json:"sync_min"`
+	}
+	if err := json.Unmarshal(resp.Kvs[0].Value, &raw); err != nil {
+		return Topology{}, nil, false, fmt.Errorf("coord: topology %s does not decode: %w", resp.Kvs[0].Value, err)
+	}
+	t = raw.Topology
+	if t.Mode, err = ParseMode(raw.Mode); err != nil {
+		bad = append(bad, badRule{"mode", err})
+	}
+	if t.SyncFallback, err = ParseFallback(raw.SyncFallback); err != nil {
+		bad = append(bad, badRule{"sync_fallback", err})
+	}
+	if t.SyncMin = raw.SyncMin; t.SyncMin < 0 {
+		t.SyncMin = 0
+		bad = append(bad, badRule{"sync_min", fmt.Errorf("sync_min %d: must not be negative", raw.SyncMin)})
+	}
+	return t, bad, true, nil
 }

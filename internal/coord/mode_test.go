@@ -118,10 +118,13 @@ func TestGarbledTopologyIsLoud(t *testing.T) {
 	s := newStore(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if _, err := s.Client().Put(ctx, s.Key("epoch"), "3"); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := s.Client().Put(ctx, s.Key("topology"), `{"epoch":3,"leader":"n1","mode":"quorum two"}`); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.Topology(ctx); err == nil || !strings.Contains(err.Error(), `"two"`) {
+	if _, _, err := s.Topology(ctx); !errors.Is(err, ErrBadTopology) || !strings.Contains(err.Error(), `"two"`) {
 		t.Fatalf("Topology: %v, want the mode's error", err)
 	}
 	w := <-s.WatchTopologyChecked(ctx)
@@ -130,6 +133,18 @@ func TestGarbledTopologyIsLoud(t *testing.T) {
 	}
 	if err := s.SetTopology(ctx, 3, Topology{Epoch: 3, Leader: "n1", SyncMin: -2}, nil); err == nil {
 		t.Fatal("SetTopology stored a negative sync-min")
+	}
+	// The repair: a change that gives the rule that does not decode.
+	min1 := 1
+	if _, _, err := s.ChangeRules(ctx, RulesChange{SyncMin: &min1}, true); err == nil || !strings.Contains(err.Error(), "mode does not decode") {
+		t.Fatalf("a change that leaves the garbled mode: %v", err)
+	}
+	semi := ModeOf(commit.Mode{Kind: commit.SemiSync})
+	if _, next, err := s.ChangeRules(ctx, RulesChange{Mode: &semi}, true); err != nil || next.Mode != semi || next.Leader != "n1" || next.Epoch != 3 {
+		t.Fatalf("repair: %+v %v", next, err)
+	}
+	if top, _, err := s.Topology(ctx); err != nil || top.Mode != semi {
+		t.Fatalf("after the repair: %+v %v", top, err)
 	}
 }
 

@@ -41,6 +41,9 @@ func (o *Orchestrator) Promote(ctx context.Context, node string, acceptDataLoss 
 	o.opMu.Lock()
 	defer o.opMu.Unlock()
 	v := o.snapshot()
+	if v.TopoErr != nil {
+		return OpResult{}, fmt.Errorf("%w: the topology in etcd does not decode (%v); fix it first", ErrRefused, v.TopoErr)
+	}
 	lost, already, err := failover.PromoteCheck(v, node, acceptDataLoss)
 	if err != nil {
 		return OpResult{}, fmt.Errorf("%w: %v", ErrRefused, err)

@@ -102,6 +102,9 @@ type Cluster struct {
 	Orchestrator string    `json:"orchestrator,omitempty"`
 	EtcdOK       *bool     `json:"etcd_ok,omitempty"`
 	LastFailover *Failover `json:"last_failover,omitempty"`
+	// TopologyError: the topology in etcd does not decode, and why
+	// (nothing is failed over until it is repaired: tandem mode set).
+	TopologyError string `json:"topology_error,omitempty"`
 }
 
 // Failover is one change of leader (failover, switchover, promote).
