@@ -17,7 +17,7 @@
 // does not decode is never acted on: the orchestrator logs why and shows it
 // in its /status (topology_error) until it is fixed.
 //
-// It then raises the epoch in etcd with a compare and swap naming the
+// To fail over it raises the epoch in etcd with a compare and swap naming the
 // candidate (coord.SetTopology) and records the event; nodes watch the
 // topology and change role themselves. The new leader gets a grace period
 // in the detector (Config.Grace), so that a leader busy taking over is not
