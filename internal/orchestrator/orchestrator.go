@@ -172,16 +172,17 @@ type Orchestrator struct {
 	active   bool
 	topo     coord.Topology
 	haveTopo bool
+	members  map[string]coord.Member
+	peers    []coord.Orchestrator // the other registered orchestrators
+	nodes    map[string]*nodeState
+	last     *coord.Event // the last change this orchestrator made
+	etcdOK   time.Time    // the last successful etcd read
+	started  time.Time
+	noted    map[string]time.Time // rate limit for repeated log lines
+
 	// topoErr: the topology stored in etcd does not decode (topo is the
 	// last one that did); nothing is changed until it does.
 	topoErr error
-	members map[string]coord.Member
-	peers   []coord.Orchestrator // the other registered orchestrators
-	nodes   map[string]*nodeState
-	last    *coord.Event // the last change this orchestrator made
-	etcdOK  time.Time    // the last successful etcd read
-	started time.Time
-	noted   map[string]time.Time // rate limit for repeated log lines
 
 	ctx    context.Context
 	cancel context.CancelFunc
