@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -27,6 +26,8 @@ func orchestratorCmd() *cobra.Command {
 		routes   []string
 		logLevel string
 		sentinel string
+		mode     string
+		fallback string
 	)
 	cmd := &cobra.Command{
 		Use:   "orchestrator",
@@ -39,13 +40,11 @@ func orchestratorCmd() *cobra.Command {
 			if cfg.Etcd = coord.ParseEndpoints(etcd); len(cfg.Etcd) == 0 {
 				return fmt.Errorf("--etcd is required")
 			}
-			if cfg.Mode != "" {
-				if _, err := commit.ParseMode(cfg.Mode); err != nil {
-					return err
-				}
+			if cfg.Mode, err = coord.ParseMode(mode); err != nil {
+				return fmt.Errorf("--mode: %w", err)
 			}
-			if cfg.SyncFallback, err = parseFallback(cfg.SyncFallback); err != nil {
-				return err
+			if cfg.SyncFallback, err = coord.ParseFallback(fallback); err != nil {
+				return fmt.Errorf("--sync-fallback: %w", err)
 			}
 			if cfg.Detector != "phi" && cfg.Detector != "timeout" {
 				return fmt.Errorf("--detector %q: want phi or timeout", cfg.Detector)
@@ -73,8 +72,8 @@ func orchestratorCmd() *cobra.Command {
 	f.StringVar(&cfg.Cluster, "cluster", "tandem", "the cluster's name (etcd key prefix /tandem/NAME/)")
 	f.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8390", "address for /status, /promote and /switchover")
 	f.StringVar(&sentinel, "sentinel-addr", "127.0.0.1:26380", "Sentinel-compatible RESP address (empty: none)")
-	f.StringVar(&cfg.Mode, "mode", commit.Default, "the cluster's commit mode, written at bootstrap (async, sync, semisync, quorum K; empty: each node's --mode)")
-	f.StringVar(&cfg.SyncFallback, "sync-fallback", "never", `the cluster's sync-fallback, written at bootstrap: "never" or "after DURATION"`)
+	f.StringVar(&mode, "mode", commit.Default, "the cluster's commit mode, written at bootstrap (async, sync, semisync, quorum K; empty: each node's --mode)")
+	f.StringVar(&fallback, "sync-fallback", "never", `the cluster's sync-fallback, written at bootstrap: "never" or "after DURATION"`)
 	f.DurationVar(&cfg.Interval, "heartbeat", 100*time.Millisecond, "heartbeat interval")
 	f.StringVar(&cfg.Detector, "detector", "phi", "failure detector: phi (accrual) or timeout")
 	f.Float64Var(&cfg.PhiThreshold, "phi-threshold", 8, "phi at which a node is suspected")
@@ -169,6 +168,7 @@ func switchoverCmd() *cobra.Command {
 
 func modeCmd() *cobra.Command {
 	var etcd, dir, fallback string
+	var force bool
 	syncMin := -1
 	cmd := &cobra.Command{Use: "mode", Short: "Show or change the cluster's commit mode"}
 	set := &cobra.Command{
@@ -180,6 +180,18 @@ func modeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			mode := coord.ModeOf(m)
+			change := coord.RulesChange{Mode: &mode}
+			if fallback != "" {
+				f, err := coord.ParseFallback(fallback)
+				if err != nil {
+					return fmt.Errorf("--sync-fallback: %w", err)
+				}
+				change.Fallback = &f
+			}
+			if syncMin >= 0 {
+				change.SyncMin = &syncMin
+			}
 			store, closeStore, err := storeFor(etcd, dir)
 			if err != nil {
 				return err
@@ -187,35 +199,17 @@ func modeCmd() *cobra.Command {
 			defer closeStore()
 			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
 			defer cancel()
-			t, ok, err := store.Topology(ctx)
+			old, _, err := store.ChangeRules(ctx, change, force)
 			if err != nil {
 				return err
 			}
-			if !ok {
-				return fmt.Errorf("the cluster has no topology yet")
-			}
-			next := t
-			next.Mode, next.Changed, next.Reason = m.String(), time.Now(), "mode set to "+m.String()
-			if fallback != "" {
-				if next.SyncFallback, err = parseFallback(fallback); err != nil {
-					return err
-				}
-				next.Reason += ", sync-fallback " + fallback
-			}
-			if syncMin >= 0 {
-				next.SyncMin = syncMin
-				next.Reason += fmt.Sprintf(", sync-min %d", syncMin)
-			}
-			// The epoch compare makes this lose to a concurrent failover.
-			if err := store.SetTopology(ctx, t.Epoch, next, &coord.Event{Kind: "mode", Reason: next.Reason, To: t.Leader, OldEpoch: t.Epoch, NewEpoch: t.Epoch}); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "mode %s (was %q), epoch %d\n", m, t.Mode, t.Epoch)
+			fmt.Fprintf(cmd.OutOrStdout(), "mode %s (was %q), epoch %d\n", m, old.Mode.String(), old.Epoch)
 			return nil
 		},
 	}
 	set.Flags().StringVar(&fallback, "sync-fallback", "", `"never" (writes wait, then answer NOREPLICAS, while no sync-set member is there) or "after DURATION" (then degrade to async, loudly, until a follower caught up); empty keeps the current setting`)
 	set.Flags().IntVar(&syncMin, "sync-min", -1, "refuse writes at once (NOREPLICAS) while fewer sync-set members than this are there (0: no floor; -1 keeps the current setting)")
+	set.Flags().BoolVar(&force, "force", false, "set rules that cannot work with the registered members (quorum K above the followers, sync-min above them), e.g. before adding members")
 	for _, c := range []*cobra.Command{set} {
 		c.Flags().StringVar(&etcd, "etcd", "", "etcd endpoints (default: from the cluster file in --dir)")
 		c.Flags().StringVar(&dir, "dir", "./tandem-data", "the cluster's directory (as given to tandem up)")
@@ -241,17 +235,4 @@ func storeFor(etcd, dir string) (*coord.Store, func(), error) {
 		return nil, nil, err
 	}
 	return coord.New(cli, "tandem"), func() { cli.Close() }, nil
-}
-
-// parseFallback checks a --sync-fallback value: "never" or "after D".
-func parseFallback(v string) (string, error) {
-	v = strings.TrimSpace(v)
-	if v == "never" {
-		return v, nil
-	}
-	d, err := time.ParseDuration(strings.TrimSpace(strings.TrimPrefix(v, "after")))
-	if err != nil || d <= 0 {
-		return "", fmt.Errorf(`--sync-fallback %q: want "never" or "after DURATION" (e.g. "after 10s")`, v)
-	}
-	return "after " + d.String(), nil
 }

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -89,6 +90,9 @@ func PrintTable(w io.Writer, r statusdoc.Cluster) {
 		fmt.Fprintf(w, ", orchestrator %s, etcd ok %v", o, *r.EtcdOK)
 	}
 	fmt.Fprintln(w)
+	if r.TopologyError != "" {
+		fmt.Fprintf(w, "TOPOLOGY DOES NOT DECODE (no failover until repaired with tandem mode set): %s\n", r.TopologyError)
+	}
 	if lf := r.LastFailover; lf != nil {
 		fmt.Fprintf(w, "last change: %s %s, %s -> %s, epoch %d -> %d (%s)", lf.Kind, lf.At, orNone(lf.From), lf.To, lf.OldEpoch, lf.NewEpoch, lf.Reason)
 		if lf.DetectionMs > 0 {
@@ -167,6 +171,8 @@ func collectControl(ctx context.Context, f File, r *statusdoc.Cluster) {
 				r.Nodes[i].Sync = slices.Contains(t.SyncSet, r.Nodes[i].ID)
 			}
 		}
+	} else if errors.Is(err, coord.ErrBadTopology) {
+		r.TopologyError = err.Error()
 	} else {
 		return
 	}

@@ -116,14 +116,21 @@ func (a *agent) run(ctx context.Context) {
 	defer retry.Stop()
 	syncTick := time.NewTicker(50 * time.Millisecond)
 	defer syncTick.Stop()
-	topos := a.store.WatchTopology(ctx)
+	topos := a.store.WatchTopologyChecked(ctx)
 	var have bool
 	for {
 		select {
-		case t, ok := <-topos:
+		case w, ok := <-topos:
 			if !ok {
 				return
 			}
+			if w.Err != nil {
+				// Obey the last topology that decoded: a garbled one names
+				// no rule this node could follow.
+				n.log.Error("control plane: the topology in etcd does not decode; keeping the last one that did", "err", w.Err)
+				continue
+			}
+			t := w.Topology
 			a.mu.Lock()
 			a.topo = t
 			a.mu.Unlock()

@@ -9,8 +9,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/tandemdb/tandem/internal/control"
 	"github.com/tandemdb/tandem/internal/coord"
+	"github.com/tandemdb/tandem/internal/failover"
 	"github.com/tandemdb/tandem/internal/peerpb"
 	"github.com/tandemdb/tandem/internal/statusdoc"
 	"github.com/tandemdb/tandem/internal/storage"
@@ -41,36 +41,17 @@ func (o *Orchestrator) Promote(ctx context.Context, node string, acceptDataLoss 
 	o.opMu.Lock()
 	defer o.opMu.Unlock()
 	v := o.snapshot()
-	target := v.node(node)
-	switch {
-	case target == nil:
-		return OpResult{}, fmt.Errorf("%w: %s is not a registered member", ErrRefused, node)
-	case !target.Fresh:
-		return OpResult{}, fmt.Errorf("%w: %s does not answer the orchestrator", ErrRefused, node)
-	case v.haveTopo && v.topo.Leader == node:
-		return OpResult{OK: true, To: node, NewEpoch: v.topo.Epoch}, nil
+	if v.TopoErr != nil {
+		return OpResult{}, fmt.Errorf("%w: the topology in etcd does not decode (%v); fix it first", ErrRefused, v.TopoErr)
 	}
-	var all []control.Node
-	for _, n := range v.nodes {
-		all = append(all, control.Node{ID: n.ID, Durable: durable(n.Reply), Priority: 100, Reachable: n.Fresh, Eligible: true})
+	lost, already, err := failover.PromoteCheck(v, node, acceptDataLoss)
+	if err != nil {
+		return OpResult{}, fmt.Errorf("%w: %v", ErrRefused, err)
 	}
-	best, _ := control.Choose(all)
-	var lost uint64
-	if best.Candidate != node {
-		if b := v.node(best.Candidate); b != nil {
-			bd, td := durable(b.Reply), durable(target.Reply)
-			if bd != td {
-				if !acceptDataLoss {
-					return OpResult{}, fmt.Errorf("%w: %s (durable %d/%d) is behind %s (durable %d/%d); promoting it would lose what only %s has: use switchover, or --accept-data-loss",
-						ErrRefused, node, td.Epoch, td.LSN, b.ID, bd.Epoch, bd.LSN, b.ID)
-				}
-				if bd.Epoch == td.Epoch && bd.LSN > td.LSN {
-					lost = bd.LSN - td.LSN
-				}
-			}
-		}
+	if already {
+		return OpResult{OK: true, To: node, NewEpoch: v.Topo.Epoch}, nil
 	}
-	ev, err := o.changeLocked(v, "promote", "manual promote of "+node, node, time.Time{}, lost, acceptDataLoss)
+	ev, err := o.changeLocked(v, failover.KindPromote, "manual promote of "+node, node, time.Time{}, lost, acceptDataLoss)
 	if err != nil {
 		return OpResult{}, err
 	}
@@ -87,26 +68,15 @@ func (o *Orchestrator) Switchover(ctx context.Context, to string) (OpResult, err
 	o.opMu.Lock()
 	defer o.opMu.Unlock()
 	v := o.snapshot()
-	if !v.haveTopo {
-		return OpResult{}, fmt.Errorf("%w: the cluster has no leader yet", ErrRefused)
+	leader, target, err := failover.SwitchoverTarget(v, to)
+	if err != nil {
+		return OpResult{}, fmt.Errorf("%w: %v", ErrRefused, err)
 	}
-	leader := v.node(v.topo.Leader)
-	if leader == nil || !leader.Fresh || leader.Reply.Role != "leader" || leader.Reply.LeadingEpoch != v.topo.Epoch {
-		return OpResult{}, fmt.Errorf("%w: leader %s is not leading epoch %d now; use promote", ErrRefused, v.topo.Leader, v.topo.Epoch)
+	if to = target.ID; target == leader {
+		return OpResult{OK: true, To: to, NewEpoch: v.Topo.Epoch}, nil
 	}
-	if to == "" {
-		c, err := control.Choose(v.candidates(leader.ID))
-		if err != nil {
-			return OpResult{}, fmt.Errorf("%w: %v", ErrRefused, err)
-		}
-		to = c.Candidate
-	}
-	target := v.node(to)
-	switch {
-	case to == leader.ID:
-		return OpResult{OK: true, To: to, NewEpoch: v.topo.Epoch}, nil
-	case target == nil || !target.Fresh || target.Reply.Role != "follower" || !follows(target.Reply, leader):
-		return OpResult{}, fmt.Errorf("%w: %s is not a follower of %s that answers", ErrRefused, to, leader.ID)
+	if v.TopoErr != nil {
+		return OpResult{}, fmt.Errorf("%w: the topology in etcd does not decode (%v); fix it first", ErrRefused, v.TopoErr)
 	}
 	lconn, err := dial(o.peerAddr(leader.Member))
 	if err != nil {
@@ -122,7 +92,7 @@ func (o *Orchestrator) Switchover(ctx context.Context, to string) (OpResult, err
 
 	start := time.Now()
 	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	stopped, err := lc.StopWrites(sctx, &peerpb.StopWritesRequest{Epoch: v.topo.Epoch})
+	stopped, err := lc.StopWrites(sctx, &peerpb.StopWritesRequest{Epoch: v.Topo.Epoch})
 	cancel()
 	if err != nil {
 		// The leader may have stopped writes before failing: lead again.
@@ -134,9 +104,9 @@ func (o *Orchestrator) Switchover(ctx context.Context, to string) (OpResult, err
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		hctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
-		rep, err := tc.Heartbeat(hctx, &peerpb.HeartbeatRequest{OrchestratorId: o.cfg.ID, Epoch: v.topo.Epoch})
+		rep, err := tc.Heartbeat(hctx, &peerpb.HeartbeatRequest{OrchestratorId: o.cfg.ID, Epoch: v.Topo.Epoch})
 		cancel()
-		if err == nil && durable(rep) == want {
+		if err == nil && failover.Durable(rep) == want {
 			caught = true
 			break
 		}
@@ -148,7 +118,7 @@ func (o *Orchestrator) Switchover(ctx context.Context, to string) (OpResult, err
 		o.relead(v, leader.ID, "switchover aborted: "+to+" did not catch up")
 		return OpResult{}, fmt.Errorf("%w: %s did not reach the leader's position %d/%d within 5 s; %s leads again", ErrRefused, to, want.Epoch, want.LSN, leader.ID)
 	}
-	ev, err := o.changeLocked(v, "switchover", "planned switchover to "+to, to, time.Time{}, 0, false)
+	ev, err := o.changeLocked(v, failover.KindSwitchover, "planned switchover to "+to, to, time.Time{}, 0, false)
 	if err != nil {
 		o.relead(v, leader.ID, "switchover aborted: "+err.Error())
 		return OpResult{}, err
@@ -158,7 +128,7 @@ func (o *Orchestrator) Switchover(ctx context.Context, to string) (OpResult, err
 		hctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 		rep, err := tc.Heartbeat(hctx, &peerpb.HeartbeatRequest{OrchestratorId: o.cfg.ID, Epoch: ev.NewEpoch})
 		cancel()
-		if err == nil && rep.Role == "leader" && rep.LeadingEpoch == ev.NewEpoch && rep.Answering {
+		if err == nil && rep.Role == statusdoc.RoleLeader && rep.LeadingEpoch == ev.NewEpoch && rep.Answering {
 			break
 		}
 		if !coord.Sleep(ctx, 2*time.Millisecond) {
@@ -175,8 +145,8 @@ func (o *Orchestrator) Switchover(ctx context.Context, to string) (OpResult, err
 
 // relead gives the old leader a new epoch after a failed switchover (its
 // lease is revoked for good once it stopped writes).
-func (o *Orchestrator) relead(v view, leader, reason string) {
-	if _, err := o.changeLocked(v, "switchover-abort", reason, leader, time.Time{}, 0, false); err != nil {
+func (o *Orchestrator) relead(v failover.View, leader, reason string) {
+	if _, err := o.changeLocked(v, failover.KindSwitchoverAbort, reason, leader, time.Time{}, 0, false); err != nil {
 		o.log.Error("switchover: could not give the leader back its role", "err", err)
 	}
 }
@@ -186,11 +156,14 @@ func (o *Orchestrator) Status(ctx context.Context) statusdoc.Orchestrator {
 	v := o.snapshot()
 	o.mu.Lock()
 	st := statusdoc.Orchestrator{ID: o.cfg.ID, Active: o.active, EtcdOK: time.Since(o.etcdOK) < time.Second,
-		Epoch: v.topo.Epoch, Leader: v.topo.Leader}
+		Epoch: v.Topo.Epoch, Leader: v.Topo.Leader}
+	if v.TopoErr != nil {
+		st.TopologyError = v.TopoErr.Error()
+	}
 	last := o.last
 	errs := map[string]string{}
 	for id, ns := range o.nodes {
-		errs[id] = ns.lastErr
+		errs[id] = ns.probe.LastErr
 	}
 	o.mu.Unlock()
 	if evs, err := o.store.Events(ctx, 1); err == nil && len(evs) == 1 {
@@ -198,14 +171,14 @@ func (o *Orchestrator) Status(ctx context.Context) statusdoc.Orchestrator {
 	} else if last != nil {
 		st.LastFailover = FailoverDoc(*last)
 	}
-	for _, n := range v.nodes {
+	for _, n := range v.Nodes {
 		// φ grows without bound (+Inf) for a silent node; JSON has no Inf.
 		h := statusdoc.OrchestratorNode{ID: n.ID, Error: errs[n.ID], Health: statusdoc.Health{Phi: min(n.Phi, maxPhi), Reachable: n.Fresh}}
 		if !n.LastBeat.IsZero() {
-			h.LastHeartbeatMs = float64(v.now.Sub(n.LastBeat).Microseconds()) / 1000
+			h.LastHeartbeatMs = float64(v.Now.Sub(n.LastBeat).Microseconds()) / 1000
 		}
 		if n.Reply != nil {
-			h.Role, h.DurableLSN = n.Reply.Role, durable(n.Reply).LSN
+			h.Role, h.DurableLSN = n.Reply.Role, failover.Durable(n.Reply).LSN
 		}
 		st.Nodes = append(st.Nodes, h)
 	}

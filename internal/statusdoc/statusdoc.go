@@ -102,6 +102,9 @@ type Cluster struct {
 	Orchestrator string    `json:"orchestrator,omitempty"`
 	EtcdOK       *bool     `json:"etcd_ok,omitempty"`
 	LastFailover *Failover `json:"last_failover,omitempty"`
+	// TopologyError: the topology in etcd does not decode, and why
+	// (nothing is failed over until it is repaired: tandem mode set).
+	TopologyError string `json:"topology_error,omitempty"`
 }
 
 // Failover is one change of leader (failover, switchover, promote).
@@ -135,6 +138,10 @@ type Orchestrator struct {
 	EtcdOK       bool               `json:"etcd_ok"`
 	LastFailover *Failover          `json:"last_failover,omitempty"`
 	Nodes        []OrchestratorNode `json:"nodes"`
+	// TopologyError: the topology in etcd does not decode (a garbled
+	// mode, sync-fallback or sync-min), and why; the orchestrator fails
+	// nothing over, and refuses promote and switchover, until it does.
+	TopologyError string `json:"topology_error,omitempty"`
 }
 
 // OrchestratorNode is one node in an orchestrator's /status.

@@ -924,6 +924,13 @@ func TestSyncMin(t *testing.T) {
 		cfg.OrchestratorArgs = []string{"--mode", "semisync"}
 	})
 	ctx := context.Background()
+	// Rules that cannot work with three members are refused, with why.
+	for _, args := range [][]string{{"quorum 9"}, {"semisync", "--sync-min", "3"}} {
+		out, err := runTandem(t, append(append([]string{"mode", "set"}, args...), "--dir", c.Dir())...)
+		if err == nil || !strings.Contains(out, "the cluster has 3 members (2 followers)") || !strings.Contains(out, "--force") {
+			t.Fatalf("mode set %q on 3 nodes: %v\n%s; want it refused with the reason", args, err, out)
+		}
+	}
 	if out, err := runTandem(t, "mode", "set", "semisync", "--sync-min", "2", "--dir", c.Dir()); err != nil {
 		t.Fatalf("mode set: %v\n%s", err, out)
 	}

@@ -1,8 +1,4 @@
-// Package control is the orchestrator's decision logic, kept pure so that
-// it can be tested without etcd, processes or clocks: today the choice of
-// the node to promote when a leader is lost. The orchestrator that watches
-// nodes, holds the etcd election and runs failover (issue 8) will call it.
-package control
+package failover
 
 import (
 	"cmp"
@@ -11,6 +7,8 @@ import (
 
 	"github.com/tandemdb/tandem/internal/storage"
 )
+
+// Ranking: which node to promote.
 
 // Node is what the orchestrator knows of one node when it must choose.
 type Node struct {
@@ -38,7 +36,7 @@ type Choice struct {
 }
 
 // ErrNoCandidate: no reachable, eligible node with a priority above 0.
-var ErrNoCandidate = errors.New("control: no node can be promoted")
+var ErrNoCandidate = errors.New("failover: no node can be promoted")
 
 // ahead orders positions: a later epoch wins, then a higher LSN.
 func ahead(a, b storage.Position) int {
