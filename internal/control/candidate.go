@@ -9,14 +9,14 @@ import (
 	"errors"
 	"slices"
 
-	"github.com/tandemdb/tandem/internal/storage"
+	"github.com/tandemdb/tandem/internal/logrec"
 )
 
 // Node is what the orchestrator knows of one node when it must choose.
 type Node struct {
 	ID string
 	// Durable is the node's last durable log position.
-	Durable storage.Position
+	Durable logrec.Position
 	// Priority is 0-100; 0 means never promote (Patroni's
 	// failover_priority, MongoDB's priority).
 	Priority int
@@ -41,7 +41,7 @@ type Choice struct {
 var ErrNoCandidate = errors.New("control: no node can be promoted")
 
 // ahead orders positions: a later epoch wins, then a higher LSN.
-func ahead(a, b storage.Position) int {
+func ahead(a, b logrec.Position) int {
 	return cmp.Or(cmp.Compare(a.Epoch, b.Epoch), cmp.Compare(a.LSN, b.LSN))
 }
 

@@ -65,8 +65,8 @@ import (
 	"github.com/tandemdb/tandem/internal/control"
 	"github.com/tandemdb/tandem/internal/coord"
 	"github.com/tandemdb/tandem/internal/detector"
+	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/peerpb"
-	"github.com/tandemdb/tandem/internal/storage"
 )
 
 // Config configures an orchestrator.
@@ -463,11 +463,11 @@ func (v view) node(id string) *nodeView {
 	return nil
 }
 
-func durable(r *peerpb.HeartbeatReply) storage.Position {
+func durable(r *peerpb.HeartbeatReply) logrec.Position {
 	if r == nil || r.Durable == nil {
-		return storage.Position{}
+		return logrec.Position{}
 	}
-	return storage.Position{Epoch: r.Durable.Epoch, LSN: r.Durable.Lsn}
+	return logrec.Position{Epoch: r.Durable.Epoch, LSN: r.Durable.Lsn}
 }
 
 // candidates are the nodes other than exclude as control.Choose sees them.

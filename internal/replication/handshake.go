@@ -4,14 +4,15 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/storage"
 )
 
 // LogView is what the handshake needs to know about a log: the leader's in
 // Decide, the follower's own in TruncatePoint. *storage.DB is one.
 type LogView interface {
-	LogBase() storage.Position
-	Durable() storage.Position
+	LogBase() logrec.Position
+	Durable() logrec.Position
 	// EpochAt returns the epoch of the entry at lsn (of the log base at
 	// LogBase().LSN), storage.ErrCompacted if it precedes the log base.
 	EpochAt(lsn uint64) (uint64, error)
@@ -82,7 +83,7 @@ type Decision struct {
 // A follower with entries past the leader's durable LSN (say ahead in the
 // leader's own epoch) is a case of the last rule: A is the leader's last
 // entry of epoch ≤ f.Epoch.
-func Decide(log LogView, f storage.Position) (Decision, error) {
+func Decide(log LogView, f logrec.Position) (Decision, error) {
 	base, durable := log.LogBase(), log.Durable()
 	if f.LSN == 0 && durable.LSN > 0 {
 		return Decision{Action: ActSnapshot}, nil

@@ -6,21 +6,22 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/storage"
 )
 
 // fakeLog is a log given as the epoch of each LSN after base.
 type fakeLog struct {
-	base   storage.Position
+	base   logrec.Position
 	epochs []uint64 // epochs[i] is the epoch of LSN base.LSN+1+i
 }
 
-func (f fakeLog) LogBase() storage.Position { return f.base }
-func (f fakeLog) Durable() storage.Position {
+func (f fakeLog) LogBase() logrec.Position { return f.base }
+func (f fakeLog) Durable() logrec.Position {
 	if len(f.epochs) == 0 {
 		return f.base
 	}
-	return storage.Position{Epoch: f.epochs[len(f.epochs)-1], LSN: f.base.LSN + uint64(len(f.epochs))}
+	return logrec.Position{Epoch: f.epochs[len(f.epochs)-1], LSN: f.base.LSN + uint64(len(f.epochs))}
 }
 func (f fakeLog) EpochAt(lsn uint64) (uint64, error) {
 	if lsn < f.base.LSN {
@@ -49,10 +50,10 @@ func runs(pairs ...uint64) []uint64 {
 // compact returns log with its entries up to lsn trimmed (lsn the new base).
 func compact(log fakeLog, lsn uint64) fakeLog {
 	e, _ := log.EpochAt(lsn)
-	return fakeLog{base: storage.Position{Epoch: e, LSN: lsn}, epochs: log.epochs[lsn-log.base.LSN:]}
+	return fakeLog{base: logrec.Position{Epoch: e, LSN: lsn}, epochs: log.epochs[lsn-log.base.LSN:]}
 }
 
-func pos(epoch, lsn uint64) storage.Position { return storage.Position{Epoch: epoch, LSN: lsn} }
+func pos(epoch, lsn uint64) logrec.Position { return logrec.Position{Epoch: epoch, LSN: lsn} }
 
 func TestDecide(t *testing.T) {
 	// Leader: LSN 1-5 in epoch 1, 6-8 in epoch 3.
@@ -75,7 +76,7 @@ func TestDecide(t *testing.T) {
 	tests := []struct {
 		name     string
 		log      fakeLog
-		follower storage.Position
+		follower logrec.Position
 		want     Decision
 	}{
 		{"empty follower of empty leader streams", empty, pos(0, 0), Decision{ActStream, 1, 0}},

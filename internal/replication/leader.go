@@ -566,7 +566,7 @@ func (pd *Pending) Wait(ctx context.Context) (commands.Reply, uint64, error) {
 // committed and applied (or ctx ends) it returns the last durable
 // position, which a successor must reach to lose nothing. The writers in
 // flight are answered as usual; the caller then revokes the lease.
-func (l *Leader) StopWrites(ctx context.Context) (storage.Position, error) {
+func (l *Leader) StopWrites(ctx context.Context) (logrec.Position, error) {
 	l.seqMu.Lock()
 	l.writesStopped = true
 	l.mu.Lock()
@@ -574,7 +574,7 @@ func (l *Leader) StopWrites(ctx context.Context) (storage.Position, error) {
 	l.mu.Unlock()
 	l.seqMu.Unlock()
 	if err := l.waitApplied(ctx, last); err != nil {
-		return storage.Position{}, fmt.Errorf("replication: stop writes: wait for lsn %d: %w", last, err)
+		return logrec.Position{}, fmt.Errorf("replication: stop writes: wait for lsn %d: %w", last, err)
 	}
 	return l.cfg.DB.Durable(), nil
 }

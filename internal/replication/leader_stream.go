@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/peerpb"
 	"github.com/tandemdb/tandem/internal/snapshot"
 	"github.com/tandemdb/tandem/internal/storage"
@@ -84,7 +85,7 @@ func (l *Leader) Serve(ctx context.Context, stream LeaderStream) error {
 		l.observeEpoch(first.Epoch, h.NodeId)
 		return fmt.Errorf("%w: follower %s at epoch %d, leader at %d", ErrStaleEpoch, h.NodeId, first.Epoch, l.epoch)
 	}
-	pos := storage.Position{Epoch: h.GetDurable().GetEpoch(), LSN: h.GetDurable().GetLsn()}
+	pos := logrec.Position{Epoch: h.GetDurable().GetEpoch(), LSN: h.GetDurable().GetLsn()}
 	d, err := Decide(l.cfg.DB, pos)
 	if err != nil {
 		return err

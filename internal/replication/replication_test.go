@@ -19,7 +19,6 @@ import (
 	"github.com/tandemdb/tandem/internal/commit"
 	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/peerpb"
-	"github.com/tandemdb/tandem/internal/storage"
 	"github.com/tandemdb/tandem/internal/testutil"
 	"github.com/tandemdb/tandem/internal/transport/inmem"
 )
@@ -91,7 +90,7 @@ func TestFollowerRestartResumes(t *testing.T) {
 	f.stop(t)
 	writes(t, l, "b", 50)
 	db := openDB(t, f.fs)
-	if got := db.Durable(); got != (storage.Position{Epoch: 1, LSN: 50}) {
+	if got := db.Durable(); got != (logrec.Position{Epoch: 1, LSN: 50}) {
 		t.Fatalf("follower reopens at durable %v, want (1,50)", got)
 	}
 	db.Close()
@@ -380,7 +379,7 @@ func TestStaleLeaderRefused(t *testing.T) {
 		t.Errorf("stale leader's db epoch %d, want 5 (persisted before stepping down)", got)
 	}
 	applied, sum, _ := db.Digest()
-	if applied != 1 || sum != sumBefore || db.Durable() != (storage.Position{Epoch: 5, LSN: 1}) || db.Epoch() != 5 {
+	if applied != 1 || sum != sumBefore || db.Durable() != (logrec.Position{Epoch: 5, LSN: 1}) || db.Epoch() != 5 {
 		t.Errorf("follower changed: applied %d, same data %v, durable %v, epoch %d", applied, sum == sumBefore, db.Durable(), db.Epoch())
 	}
 	if n := l.dialer.snapshots.Load(); n != 0 {
@@ -453,7 +452,7 @@ func TestFollowerRefusesStaleMessages(t *testing.T) {
 				t.Fatalf("session error %v, want %v", err, tt.want)
 			}
 			applied, after, _ := db.Digest()
-			if applied != 1 || after != before || db.Durable() != (storage.Position{Epoch: 5, LSN: 1}) || db.Epoch() != 5 || db.Seeding() {
+			if applied != 1 || after != before || db.Durable() != (logrec.Position{Epoch: 5, LSN: 1}) || db.Epoch() != 5 || db.Seeding() {
 				t.Errorf("follower changed: applied %d, same data %v, durable %v, epoch %d, seeding %v",
 					applied, after == before, db.Durable(), db.Epoch(), db.Seeding())
 			}
