@@ -111,13 +111,47 @@ func TestDecide(t *testing.T) {
 		{"diverged from the first entry is seeded", fromTwo, pos(1, 3), Decision{Action: ActSnapshot}},
 	}
 	for _, tt := range tests {
-		got, err := Decide(tt.log, tt.follower)
+		got, err := Decide(tt.log, tt.log.Durable().LSN, tt.follower)
 		if err != nil {
 			t.Errorf("%s: %v", tt.name, err)
 			continue
 		}
 		if got != tt.want {
 			t.Errorf("%s: Decide(%v) = %v %d epoch %d, want %v %d epoch %d", tt.name, tt.follower,
+				got.Action, got.LSN, got.Epoch, tt.want.Action, tt.want.LSN, tt.want.Epoch)
+		}
+	}
+}
+
+// TestDecideNothingApplied: a leader that has applied nothing never sends
+// a follower for a snapshot (it would be empty, at LSN 0, and the follower
+// would come back for another forever); its log is whole, so it replays it.
+func TestDecideNothingApplied(t *testing.T) {
+	leader := fakeLog{epochs: runs(1, 5, 3, 3)}
+	fromTwo := fakeLog{epochs: runs(2, 4)}
+	tests := []struct {
+		name     string
+		log      fakeLog
+		applied  uint64
+		follower logrec.Position
+		want     Decision
+	}{
+		{"empty follower streams from 1", leader, 0, pos(0, 0), Decision{ActStream, 1, 0}},
+		{"empty follower of a leader that applied is seeded", leader, 1, pos(0, 0), Decision{Action: ActSnapshot}},
+		{"diverged from the first entry drops everything", fromTwo, 0, pos(1, 3), Decision{ActTruncate, 0, 0}},
+		{"diverged from the first entry of a leader that applied is seeded", fromTwo, 2, pos(1, 3), Decision{Action: ActSnapshot}},
+		{"consistent follower still streams", leader, 0, pos(1, 3), Decision{ActStream, 4, 0}},
+		{"diverged follower still truncates at the epoch change", leader, 0, pos(1, 7), Decision{ActTruncate, 5, 1}},
+		{"empty follower of an empty leader streams", fakeLog{}, 0, pos(0, 0), Decision{ActStream, 1, 0}},
+	}
+	for _, tt := range tests {
+		got, err := Decide(tt.log, tt.applied, tt.follower)
+		if err != nil {
+			t.Errorf("%s: %v", tt.name, err)
+			continue
+		}
+		if got != tt.want {
+			t.Errorf("%s: Decide(applied %d, %v) = %v %d epoch %d, want %v %d epoch %d", tt.name, tt.applied, tt.follower,
 				got.Action, got.LSN, got.Epoch, tt.want.Action, tt.want.LSN, tt.want.Epoch)
 		}
 	}
@@ -177,10 +211,11 @@ func shared(a, b []uint64) int {
 // TestHandshakeRounds runs random cluster histories (each epoch a random
 // node leads and writes, the others catch up with it by some amount) and
 // then the rounds of Decide and TruncatePoint between the last leader,
-// sometimes trimmed, and every other node: a follower never drops an entry
-// it shares with the leader, every round drops at least one, and it ends
-// streaming right after its last shared entry, or seeded when that entry
-// precedes the leader's retained log (or there is none).
+// sometimes trimmed, sometimes with nothing applied, and every other node:
+// a follower never drops an entry it shares with the leader, every round
+// drops at least one, and it ends streaming right after its last shared
+// entry, or seeded when that entry precedes the leader's retained log (or
+// there is none), never by a leader that applied nothing.
 func TestHandshakeRounds(t *testing.T) {
 	for seed := range uint64(5000) {
 		r := rand.New(rand.NewPCG(seed, 1))
@@ -194,12 +229,19 @@ func TestHandshakeRounds(t *testing.T) {
 			if e == epochs+1 {
 				// The last leadership: everyone else follows it.
 				lead := fakeLog{epochs: nodes[x]}
-				if r.IntN(3) == 0 {
+				applied := lead.Durable().LSN
+				switch r.IntN(3) {
+				case 0:
 					lead = compact(lead, uint64(r.IntN(len(nodes[x])+1)))
+					applied = max(lead.base.LSN, applied)
+				case 1:
+					// Nothing applied yet (a quorum leader whose followers
+					// have not streamed): never seeded, the log replayed.
+					applied = 0
 				}
 				for y := range nodes {
 					if y != x {
-						handshakeRounds(t, seed, lead, nodes[x], nodes[y])
+						handshakeRounds(t, seed, lead, applied, nodes[x], nodes[y])
 					}
 				}
 				break
@@ -217,7 +259,7 @@ func TestHandshakeRounds(t *testing.T) {
 	}
 }
 
-func handshakeRounds(t *testing.T, seed uint64, lead fakeLog, leader, follower []uint64) {
+func handshakeRounds(t *testing.T, seed uint64, lead fakeLog, applied uint64, leader, follower []uint64) {
 	t.Helper()
 	p := shared(leader, follower)
 	fail := func(format string, args ...any) {
@@ -233,7 +275,7 @@ func handshakeRounds(t *testing.T, seed uint64, lead fakeLog, leader, follower [
 		if len(f) > 0 {
 			at.Epoch = f[len(f)-1]
 		}
-		d, err := Decide(lead, at)
+		d, err := Decide(lead, applied, at)
 		if err != nil {
 			fail("Decide(%v): %v", at, err)
 		}
@@ -244,6 +286,9 @@ func handshakeRounds(t *testing.T, seed uint64, lead fakeLog, leader, follower [
 			}
 			return
 		case ActSnapshot:
+			if applied == 0 {
+				fail("seeded from %v by a leader that applied nothing", at)
+			}
 			if uint64(p) >= lead.base.LSN && (p > 0 || len(leader) == 0) {
 				fail("seeded from %v", at)
 			}

@@ -86,19 +86,9 @@ func (l *Leader) Serve(ctx context.Context, stream LeaderStream) error {
 		return fmt.Errorf("%w: follower %s at epoch %d, leader at %d", ErrStaleEpoch, h.NodeId, first.Epoch, l.epoch)
 	}
 	pos := logrec.Position{Epoch: h.GetDurable().GetEpoch(), LSN: h.GetDurable().GetLsn()}
-	d, err := Decide(l.cfg.DB, pos)
+	d, err := Decide(l.cfg.DB, l.cfg.DB.Applied(), pos)
 	if err != nil {
 		return err
-	}
-	if d.Action == ActSnapshot && l.cfg.DB.Applied() == 0 {
-		// A snapshot now would be empty at LSN 0 and the follower would be
-		// sent for another one, forever; under quorum nothing commits
-		// until a follower streams, so applied would stay 0. The log is
-		// whole (retention never passes applied): replay it instead.
-		d = Decision{Action: ActStream, LSN: 1}
-		if pos.LSN > 0 {
-			d = Decision{Action: ActTruncate} // diverged from its first entry
-		}
 	}
 	log := l.log.With("peer", h.NodeId)
 	log.Info("follower connected", "durable_lsn", pos.LSN, "durable_epoch", pos.Epoch, "action", d.Action.String(), "lsn", d.LSN, "after_epoch", d.Epoch)
