@@ -169,31 +169,23 @@ func (l *Leader) progress(id string, session uint64, p *peerpb.Progress) {
 	if l.stopped {
 		return
 	}
-	l.core.FollowerProgress(id, session, p.DurableLsn, p.AppliedLsn, l.cfg.Now().UnixNano())
+	l.core.FollowerProgress(id, session, p.DurableLsn, p.AppliedLsn, p.LeaseStamp, l.cfg.Now().UnixNano())
 	l.dispatchLocked()
-	if p.LeaseStamp > l.echo[id] {
-		l.echo[id] = p.LeaseStamp
-	}
 }
 
 // ConfirmedByFollowers returns the earliest send time, over the followers
 // ids, of the latest message each has echoed back, and false if one of
-// them has echoed nothing to this leadership. Every one of them heard this
-// leader at or after that time: none could have been promoted as silent
-// before it (the orchestrator's FollowerSilence exceeds the fence delay).
+// them is not known (never connected, removed, or silent for
+// FollowerTimeout) or has echoed nothing to this leadership. Every one of
+// them heard this leader at or after that time: none could have been
+// promoted as silent before it (the orchestrator's FollowerSilence exceeds
+// the fence delay). The echoes are the core's (leaderCore.ConfirmedBy).
 func (l *Leader) ConfirmedByFollowers(ids []string) (time.Time, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(ids) == 0 {
+	oldest, ok := l.core.ConfirmedBy(ids)
+	if !ok {
 		return time.Time{}, false
-	}
-	var oldest int64 = 1<<63 - 1
-	for _, id := range ids {
-		s, ok := l.echo[id]
-		if !ok {
-			return time.Time{}, false
-		}
-		oldest = min(oldest, s)
 	}
 	return base.Add(time.Duration(oldest)), true
 }
