@@ -11,9 +11,9 @@ import (
 
 	"github.com/tandemdb/tandem/internal/coord"
 	"github.com/tandemdb/tandem/internal/failover"
+	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/peerpb"
 	"github.com/tandemdb/tandem/internal/statusdoc"
-	"github.com/tandemdb/tandem/internal/storage"
 )
 
 // OpResult is the answer to a manual operation.
@@ -99,7 +99,7 @@ func (o *Orchestrator) Switchover(ctx context.Context, to string) (OpResult, err
 		o.relead(v, leader.ID, "switchover aborted: stop writes: "+err.Error())
 		return OpResult{}, fmt.Errorf("switchover: stop writes on %s: %w", leader.ID, err)
 	}
-	want := storage.Position{Epoch: stopped.Durable.Epoch, LSN: stopped.Durable.Lsn}
+	want := logrec.Position{Epoch: stopped.Durable.Epoch, LSN: stopped.Durable.Lsn}
 	caught := false
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {

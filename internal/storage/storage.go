@@ -120,12 +120,6 @@ var (
 	ErrOldFormat = errors.New("storage: data dir from an older format")
 )
 
-// Position names a log entry.
-type Position struct {
-	Epoch uint64
-	LSN   uint64
-}
-
 const (
 	prefixData   = 'd'
 	prefixExpiry = 'e'
@@ -186,11 +180,11 @@ type DB struct {
 	logMu sync.Mutex
 
 	mu      sync.Mutex // guards the fields below
-	durable Position
-	logBase Position
+	durable logrec.Position
+	logBase logrec.Position
 	applied uint64
 	epoch   uint64
-	epochs  []Position // (epoch, first LSN) in ascending order
+	epochs  []logrec.Position // (epoch, first LSN) in ascending order
 	seeding bool
 	// seeds counts the seeds begun; it moves before a seed discards the
 	// data, so a read that ran across one can tell (SeedGeneration).
@@ -361,7 +355,7 @@ func (d *DB) recover() error {
 			if lsn != lo || epoch < d.durable.Epoch {
 				return fmt.Errorf("storage: log entry at lsn %d holds (%d,%d) after (%d,%d): %w", lo, epoch, lsn, d.durable.Epoch, d.durable.LSN, ErrCorrupt)
 			}
-			d.durable = Position{Epoch: epoch, LSN: lsn}
+			d.durable = logrec.Position{Epoch: epoch, LSN: lsn}
 			d.logBytes += int64(len(raw))
 			d.logCount++
 			lo++
@@ -378,7 +372,7 @@ func (d *DB) recover() error {
 	// entries of an older epoch could make them look right. A start at
 	// durable+1 is what StartEpoch leaves before a leader's first entry.
 	if n := len(d.epochs); n > 0 && d.epochs[n-1].LSN > d.durable.LSN+1 {
-		var kept []Position
+		var kept []logrec.Position
 		for _, s := range d.epochs {
 			if s.LSN <= d.durable.LSN+1 {
 				kept = append(kept, s)
@@ -407,7 +401,7 @@ func (d *DB) Close() error {
 }
 
 // Durable is the position of the last durable log entry.
-func (d *DB) Durable() Position {
+func (d *DB) Durable() logrec.Position {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.durable
@@ -421,7 +415,7 @@ func (d *DB) Applied() uint64 {
 }
 
 // LogBase is the position just before the first retained log entry.
-func (d *DB) LogBase() Position {
+func (d *DB) LogBase() logrec.Position {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.logBase
@@ -459,10 +453,10 @@ func (d *DB) Epoch() uint64 {
 }
 
 // EpochHistory returns the (epoch, first LSN) starts in ascending order.
-func (d *DB) EpochHistory() []Position {
+func (d *DB) EpochHistory() []logrec.Position {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return append([]Position(nil), d.epochs...)
+	return append([]logrec.Position(nil), d.epochs...)
 }
 
 // ObserveEpoch durably raises the highest seen epoch to e; lower values are
@@ -489,7 +483,7 @@ func (d *DB) StartEpoch(e, lsn uint64) error {
 	if n := len(d.epochs); n > 0 && d.epochs[n-1].Epoch >= e {
 		return fmt.Errorf("storage: start epoch %d after epoch %d", e, d.epochs[n-1].Epoch)
 	}
-	epochs := append(append([]Position(nil), d.epochs...), Position{Epoch: e, LSN: lsn})
+	epochs := append(append([]logrec.Position(nil), d.epochs...), logrec.Position{Epoch: e, LSN: lsn})
 	b := d.pdb.NewBatch()
 	defer b.Close()
 	_ = b.Set(metaEpochs, encodePositions(epochs), nil)
@@ -533,10 +527,10 @@ func (d *DB) AppendLog(entries [][]byte) error {
 			return fmt.Errorf("%w: entry (%d,%d) after (%d,%d)", ErrGap, epoch, lsn, next.Epoch, next.LSN)
 		}
 		if epoch != next.Epoch && (len(epochs) == 0 || epochs[len(epochs)-1].Epoch < epoch) {
-			epochs = append(append([]Position(nil), epochs...), Position{Epoch: epoch, LSN: lsn})
+			epochs = append(append([]logrec.Position(nil), epochs...), logrec.Position{Epoch: epoch, LSN: lsn})
 			newEpochs = true
 		}
-		next = Position{Epoch: epoch, LSN: lsn}
+		next = logrec.Position{Epoch: epoch, LSN: lsn}
 		added += int64(len(raw))
 	}
 	if newEpochs || next.Epoch > seen {
@@ -693,7 +687,7 @@ func (d *DB) TruncateLogAfter(lsn uint64) error {
 	if err := d.wal.TruncateBack(lsn); err != nil {
 		return fmt.Errorf("storage: truncate after %d: %w", lsn, err)
 	}
-	var kept []Position
+	var kept []logrec.Position
 	for _, s := range epochs {
 		if s.LSN <= lsn {
 			kept = append(kept, s)
@@ -710,7 +704,7 @@ func (d *DB) TruncateLogAfter(lsn uint64) error {
 		d.logBytes -= d.logBytes * removed / d.logCount
 	}
 	d.logCount -= removed
-	d.durable = Position{Epoch: epoch, LSN: lsn}
+	d.durable = logrec.Position{Epoch: epoch, LSN: lsn}
 	d.epochs = kept
 	d.mu.Unlock()
 	return nil
@@ -738,7 +732,7 @@ func (d *DB) TruncateLogBefore(lsn uint64) error {
 	if err != nil {
 		return fmt.Errorf("storage: retention at %d: %w", lsn, err)
 	}
-	nb := Position{Epoch: epoch, LSN: lsn}
+	nb := logrec.Position{Epoch: epoch, LSN: lsn}
 	if err := d.pdb.Set(metaLogBase, encodePosition(nb), noSyncWrite); err != nil {
 		return fmt.Errorf("storage: retention at %d: %w", lsn, err)
 	}
@@ -1095,18 +1089,18 @@ func expiryKey(atMs int64, key []byte) []byte {
 
 func be64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
-func encodePosition(p Position) []byte {
+func encodePosition(p logrec.Position) []byte {
 	return binary.BigEndian.AppendUint64(be64(p.Epoch), p.LSN)
 }
 
-func decodePosition(b []byte) (Position, error) {
+func decodePosition(b []byte) (logrec.Position, error) {
 	if len(b) != 16 {
-		return Position{}, fmt.Errorf("position of %d bytes: %w", len(b), ErrCorrupt)
+		return logrec.Position{}, fmt.Errorf("position of %d bytes: %w", len(b), ErrCorrupt)
 	}
-	return Position{Epoch: binary.BigEndian.Uint64(b), LSN: binary.BigEndian.Uint64(b[8:])}, nil
+	return logrec.Position{Epoch: binary.BigEndian.Uint64(b), LSN: binary.BigEndian.Uint64(b[8:])}, nil
 }
 
-func encodePositions(ps []Position) []byte {
+func encodePositions(ps []logrec.Position) []byte {
 	var out []byte
 	for _, p := range ps {
 		out = append(out, encodePosition(p)...)
@@ -1114,11 +1108,11 @@ func encodePositions(ps []Position) []byte {
 	return out
 }
 
-func decodePositions(b []byte) ([]Position, error) {
+func decodePositions(b []byte) ([]logrec.Position, error) {
 	if len(b)%16 != 0 {
 		return nil, fmt.Errorf("positions of %d bytes: %w", len(b), ErrCorrupt)
 	}
-	var out []Position
+	var out []logrec.Position
 	for i := 0; i < len(b); i += 16 {
 		p, _ := decodePosition(b[i : i+16])
 		out = append(out, p)
