@@ -7,9 +7,9 @@ import (
 
 	"github.com/tandemdb/tandem/internal/commit"
 	"github.com/tandemdb/tandem/internal/coord"
+	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/peerpb"
 	"github.com/tandemdb/tandem/internal/statusdoc"
-	"github.com/tandemdb/tandem/internal/logrec"
 )
 
 // Rules are the failover rule's timings (the orchestrator's Config gives
