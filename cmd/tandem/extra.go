@@ -3,9 +3,9 @@ package main
 import (
 	"github.com/spf13/cobra"
 
-	"github.com/tandemdb/tandem/internal/chaos"
-	"github.com/tandemdb/tandem/internal/commitbench"
-	"github.com/tandemdb/tandem/internal/failbench"
+	"github.com/tandemdb/tandem/internal/tools/chaos"
+	"github.com/tandemdb/tandem/internal/tools/commitbench"
+	"github.com/tandemdb/tandem/internal/tools/failbench"
 )
 
 // extraCommands lists commands built in other packages.

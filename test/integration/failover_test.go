@@ -18,12 +18,12 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/tandemdb/tandem/internal/chaos/relay"
 	"github.com/tandemdb/tandem/internal/cluster"
 	"github.com/tandemdb/tandem/internal/coord"
 	"github.com/tandemdb/tandem/internal/statusdoc"
 	"github.com/tandemdb/tandem/internal/testbin"
 	"github.com/tandemdb/tandem/internal/testutil"
+	"github.com/tandemdb/tandem/internal/tools/chaos/relay"
 )
 
 // startControlled starts a cluster under the control plane (embedded etcd,

@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tandemdb/tandem/internal/chaos/checker"
-	"github.com/tandemdb/tandem/internal/chaos/history"
 	"github.com/tandemdb/tandem/internal/logrec"
+	"github.com/tandemdb/tandem/internal/tools/chaos/checker"
+	"github.com/tandemdb/tandem/internal/tools/chaos/history"
 )
 
 // Lines as internal/node logs them (slog's text handler).

@@ -8,8 +8,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/tandemdb/tandem/internal/chaos/checker"
-	"github.com/tandemdb/tandem/internal/chaos/history"
+	"github.com/tandemdb/tandem/internal/tools/chaos/checker"
+	"github.com/tandemdb/tandem/internal/tools/chaos/history"
 )
 
 // Report is the outcome of a chaos run.

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tandemdb/tandem/internal/chaos/checker"
 	"github.com/tandemdb/tandem/internal/testbin"
+	"github.com/tandemdb/tandem/internal/tools/chaos/checker"
 )
 
 // binary returns the tandem binary, built once per test process; a build

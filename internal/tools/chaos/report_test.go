@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tandemdb/tandem/internal/chaos/checker"
-	"github.com/tandemdb/tandem/internal/chaos/history"
+	"github.com/tandemdb/tandem/internal/tools/chaos/checker"
+	"github.com/tandemdb/tandem/internal/tools/chaos/history"
 )
 
 func op(kind history.Kind, key, v string, call, ret int64) history.Op {

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tandemdb/tandem/internal/chaos/relay"
+	"github.com/tandemdb/tandem/internal/tools/chaos/relay"
 )
 
 // Kill kills node ID with SIGKILL; healing restarts it on its data

@@ -31,8 +31,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tandemdb/tandem/internal/chaos/history"
-	"github.com/tandemdb/tandem/internal/chaos/relay"
+	"github.com/tandemdb/tandem/internal/tools/chaos/history"
+	"github.com/tandemdb/tandem/internal/tools/chaos/relay"
 )
 
 // ErrUnsupported is returned by a fault the environment cannot inject (a

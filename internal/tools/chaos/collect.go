@@ -13,10 +13,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tandemdb/tandem/internal/chaos/checker"
-	"github.com/tandemdb/tandem/internal/chaos/history"
 	"github.com/tandemdb/tandem/internal/cluster"
 	"github.com/tandemdb/tandem/internal/logrec"
+	"github.com/tandemdb/tandem/internal/tools/chaos/checker"
+	"github.com/tandemdb/tandem/internal/tools/chaos/history"
 )
 
 // Facts are what the harness collects from the cluster after a run,

@@ -28,7 +28,7 @@ import (
 	"fmt"
 	"sort"
 
-	"github.com/tandemdb/tandem/internal/chaos/history"
+	"github.com/tandemdb/tandem/internal/tools/chaos/history"
 )
 
 // ViolationKind names the promise a violation breaks. The names appear in

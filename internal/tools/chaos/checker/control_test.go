@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tandemdb/tandem/internal/chaos/history"
+	"github.com/tandemdb/tandem/internal/tools/chaos/history"
 )
 
 func TestOneLeaderPerEpoch(t *testing.T) {

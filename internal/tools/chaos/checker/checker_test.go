@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tandemdb/tandem/internal/chaos/history"
+	"github.com/tandemdb/tandem/internal/tools/chaos/history"
 )
 
 // Builders for hand-written histories. Times are plain integers; only their

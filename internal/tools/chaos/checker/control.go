@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tandemdb/tandem/internal/chaos/history"
+	"github.com/tandemdb/tandem/internal/tools/chaos/history"
 )
 
 // Leadership is one node taking the leader role at an epoch, as its log

@@ -11,8 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tandemdb/tandem/internal/chaos/nemesis"
 	"github.com/tandemdb/tandem/internal/commit"
+	"github.com/tandemdb/tandem/internal/tools/chaos/nemesis"
 )
 
 // NewCommand returns `tandem chaos`. It exits non-zero (returns an error

@@ -47,13 +47,13 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/tandemdb/tandem/internal/chaos/checker"
-	"github.com/tandemdb/tandem/internal/chaos/history"
-	"github.com/tandemdb/tandem/internal/chaos/nemesis"
-	"github.com/tandemdb/tandem/internal/chaos/relay"
-	"github.com/tandemdb/tandem/internal/chaos/workload"
 	"github.com/tandemdb/tandem/internal/cluster"
 	"github.com/tandemdb/tandem/internal/commit"
+	"github.com/tandemdb/tandem/internal/tools/chaos/checker"
+	"github.com/tandemdb/tandem/internal/tools/chaos/history"
+	"github.com/tandemdb/tandem/internal/tools/chaos/nemesis"
+	"github.com/tandemdb/tandem/internal/tools/chaos/relay"
+	"github.com/tandemdb/tandem/internal/tools/chaos/workload"
 )
 
 // Options configures a run. The zero value of a field means its default.

@@ -14,8 +14,8 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/tandemdb/tandem/internal/chaos/history"
-	"github.com/tandemdb/tandem/internal/chaos/relay"
+	"github.com/tandemdb/tandem/internal/tools/chaos/history"
+	"github.com/tandemdb/tandem/internal/tools/chaos/relay"
 )
 
 var topo = Topology{Nodes: []int{1, 2, 3}}

@@ -26,7 +26,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/tandemdb/tandem/internal/chaos/history"
+	"github.com/tandemdb/tandem/internal/tools/chaos/history"
 )
 
 // Conn is the part of a go-redis client the workload uses. Clients must be

@@ -5,7 +5,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/tandemdb/tandem/internal/chaos/history"
+	"github.com/tandemdb/tandem/internal/tools/chaos/history"
 )
 
 // Recovery is how long writes took to succeed again after one fault was
