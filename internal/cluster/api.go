@@ -7,6 +7,9 @@ package cluster
 
 import "time"
 
+// EtcdLink names etcd as the far end of a link for Config.Route.
+const EtcdLink = "etcd"
+
 // Config describes a local cluster.
 type Config struct {
 	// Binary is the path of the tandem executable to run as `BINARY server`.
@@ -22,10 +25,13 @@ type Config struct {
 	// RestartDelay restarts a node process that died after this long;
 	// 0 means never (a test or the chaos nemesis restarts it explicitly).
 	RestartDelay time.Duration
-	// PeerAddr, if set, rewrites the peer (gRPC) address that node `from`
-	// uses to reach node `to`; the chaos harness points it at a
-	// fault-injecting relay. It returns addr unchanged when not interested.
-	PeerAddr func(from, to int, addr string) string
+	// Route, if set, gives the address at which process from ("n1",
+	// "o2") reaches to (a node "n3", or EtcdLink for its etcd endpoint),
+	// whose real address is addr (host:port); it returns addr to leave the
+	// link direct. The processes get the answer through --peer-route and
+	// --etcd, the flags that exist for relays; the chaos harness and the
+	// tests point links at fault-injecting relays this way.
+	Route func(from, to, addr string) string
 	// ServerArgs are extra flags passed to every `tandem server`.
 	ServerArgs []string
 
@@ -38,13 +44,6 @@ type Config struct {
 	Orchestrators int
 	// OrchestratorArgs are extra flags passed to every orchestrator.
 	OrchestratorArgs []string
-	// OrchestratorPeerAddr, like PeerAddr, rewrites the peer address that
-	// orchestrator `from` (1-based) uses to probe node `to`.
-	OrchestratorPeerAddr func(from, to int, addr string) string
-	// EtcdAddr, if set, rewrites the etcd endpoint (a URL) that process
-	// `from` ("n1", "o1", ...) is given; the chaos harness points it at a
-	// relay to cut one process off from etcd.
-	EtcdAddr func(from, endpoint string) string
 	// SentinelPort, if not 0, is orchestrator 1's Sentinel-compatible
 	// port; orchestrator i gets SentinelPort+i-1. 0 picks free ports.
 	SentinelPort int

@@ -38,7 +38,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
@@ -172,13 +171,11 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		Binary:     opts.Binary,
 		Dir:        filepath.Join(dir, "data"),
 		Nodes:      opts.Nodes,
-		PeerAddr:   links.peerAddr,
+		Route:      links.route,
 		ServerArgs: args,
 	}
 	if !opts.Static {
 		ccfg.ControlPlane, ccfg.Orchestrators = true, 2
-		ccfg.OrchestratorPeerAddr = links.orchestratorAddr
-		ccfg.EtcdAddr = links.etcdAddr
 		// The cluster's mode lives in the topology; the orchestrator
 		// writes it at bootstrap.
 		ccfg.OrchestratorArgs = []string{"--mode", opts.Mode}
@@ -351,7 +348,7 @@ func digest(ctx context.Context, id int, conn workload.Conn) checker.Digest {
 
 // links holds the relays on every link the cluster lets the harness
 // reroute, created as the cluster asks for addresses (cluster.Config's
-// PeerAddr, OrchestratorPeerAddr and EtcdAddr), before any process starts:
+// Route), before any process starts:
 // each directed node->node peer link, each orchestrator->node probe link,
 // and each process's link to etcd. A relay is a listener and a goroutine;
 // a connection through it two more per direction, so 17 relays on a
@@ -387,30 +384,6 @@ func (l *links) route(from, to, addr string) string {
 	}
 	l.relays[k] = r
 	return r.Addr()
-}
-
-func (l *links) peerAddr(from, to int, addr string) string {
-	return l.route(nemesis.Node(from), nemesis.Node(to), addr)
-}
-
-func (l *links) orchestratorAddr(from, to int, addr string) string {
-	return l.route(nemesis.Orchestrator(from), nemesis.Node(to), addr)
-}
-
-// etcdAddr relays process from's etcd endpoint, a URL: the relay forwards
-// to its host:port, and the process is given the relay's URL.
-func (l *links) etcdAddr(from, endpoint string) string {
-	u, err := url.Parse(endpoint)
-	if err != nil || u.Host == "" {
-		l.log.Error("no relay on etcd link", "from", from, "endpoint", endpoint, "err", err)
-		return endpoint
-	}
-	a := l.route(from, nemesis.Etcd, u.Host)
-	if a == u.Host {
-		return endpoint
-	}
-	u.Host = a
-	return u.String()
 }
 
 func (l *links) get(from, to string) *relay.Relay {

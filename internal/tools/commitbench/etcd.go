@@ -5,18 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/tandemdb/tandem/internal/proc"
 )
 
 // etcdWorkersPerClient is how many workers share one clientv3.Client (one
@@ -44,9 +44,8 @@ type Etcd struct {
 
 type etcdMember struct {
 	name string
-	cmd  *exec.Cmd
+	p    *proc.Process
 	log  *os.File
-	done chan struct{} // closed once cmd.Wait returned
 }
 
 // NewEtcd returns the etcd target; Start starts it.
@@ -84,28 +83,6 @@ func etcdVersion(ctx context.Context, bin string) (string, error) {
 	return "", fmt.Errorf("commitbench: etcd: no version in %s --version: %q", bin, out)
 }
 
-// freePorts returns n distinct free TCP ports on 127.0.0.1. All
-// listeners stay open until every port is picked, so no port repeats; the
-// port may still be taken by someone else before the server binds it.
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("commitbench: free port: %w", err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
 // peerEnv is the environment without variables starting with prefix, so
 // that an ETCD_* or PG* variable of the caller's cannot change a server's
 // configuration behind its flags.
@@ -127,7 +104,7 @@ func (e *Etcd) Start(ctx context.Context, dir string) error {
 	if e.version, err = etcdVersion(ctx, bin); err != nil {
 		return err
 	}
-	ports, err := freePorts(2 * etcdMembers)
+	ports, err := proc.FreePorts(2 * etcdMembers)
 	if err != nil {
 		return fmt.Errorf("commitbench: etcd: %w", err)
 	}
@@ -168,18 +145,15 @@ func (e *Etcd) Start(ctx context.Context, dir string) error {
 		)
 		cmd.Env = peerEnv("ETCD")
 		cmd.Stdout, cmd.Stderr = logf, logf
-		if err := cmd.Start(); err != nil {
+		p, err := proc.Start(cmd)
+		if err != nil {
 			logf.Close()
 			e.Stop()
-			return fmt.Errorf("commitbench: etcd: start %s: %w", name, err)
+			return fmt.Errorf("commitbench: etcd: %s: %w", name, err)
 		}
-		m := &etcdMember{name: name, cmd: cmd, log: logf, done: make(chan struct{})}
-		go func() {
-			m.cmd.Wait()
-			close(m.done)
-		}()
+		m := &etcdMember{name: name, p: p, log: logf}
 		e.members = append(e.members, m)
-		e.log.Debug("etcd member started", "name", name, "pid", cmd.Process.Pid, "client", clientURL(i), "peer", peerURL(i))
+		e.log.Debug("etcd member started", "name", name, "pid", p.Pid(), "client", clientURL(i), "peer", peerURL(i))
 	}
 	if err := e.waitReady(ctx, 60*time.Second); err != nil {
 		e.Stop()
@@ -216,8 +190,8 @@ func (e *Etcd) waitReady(ctx context.Context, timeout time.Duration) error {
 	for {
 		for _, m := range e.members {
 			select {
-			case <-m.done:
-				return fmt.Errorf("commitbench: etcd: member %s exited during start (%v); see its log in %s", m.name, m.cmd.ProcessState, m.log.Name())
+			case <-m.p.Done():
+				return fmt.Errorf("commitbench: etcd: member %s exited during start (%v); see its log in %s", m.name, m.p.Err(), m.log.Name())
 			default:
 			}
 		}
@@ -260,7 +234,7 @@ func (e *Etcd) ready(ctx context.Context, cli *clientv3.Client) error {
 func (e *Etcd) Processes() []Process {
 	var ps []Process
 	for _, m := range e.members {
-		ps = append(ps, Process{Role: "member", PID: m.cmd.Process.Pid})
+		ps = append(ps, Process{Role: "member", PID: m.p.Pid()})
 	}
 	return ps
 }
@@ -324,23 +298,21 @@ func (e *Etcd) Stop() error {
 			first = append(first, m)
 		}
 	}
-	grace, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	for _, ms := range [][]*etcdMember{first, last} {
+		var wg sync.WaitGroup
+		errc := make(chan error, len(ms))
 		for _, m := range ms {
-			if err := m.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-				errs = append(errs, fmt.Errorf("commitbench: etcd: stop %s: %w", m.name, err))
-			}
+			wg.Go(func() {
+				if err := m.p.Stop(10 * time.Second); err != nil {
+					errc <- fmt.Errorf("commitbench: etcd: stop %s: %w", m.name, err)
+				}
+				m.log.Close()
+			})
 		}
-		for _, m := range ms {
-			select {
-			case <-m.done:
-			case <-grace.Done():
-				e.log.Info("etcd member did not stop after SIGTERM, killing it", "name", m.name, "pid", m.cmd.Process.Pid)
-				m.cmd.Process.Kill()
-				<-m.done
-			}
-			m.log.Close()
+		wg.Wait()
+		close(errc)
+		for err := range errc {
+			errs = append(errs, err)
 		}
 	}
 	e.log.Info("etcd stopped")

@@ -18,6 +18,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tandemdb/tandem/internal/proc"
 )
 
 // Postgres is a PostgreSQL primary with one synchronous standby on
@@ -43,9 +45,8 @@ type pgServer struct {
 	port int
 	pid  int
 
-	cmd  *exec.Cmd // the postmaster
+	p    *proc.Process // the postmaster; nil when stopped
 	logf *os.File
-	done chan struct{} // closed once cmd.Wait returned
 }
 
 // NewPostgres returns the PostgreSQL target; Start starts it.
@@ -240,7 +241,7 @@ func (p *Postgres) start(ctx context.Context, dir string) error {
 	if err := p.owned(p.base); err != nil {
 		return err
 	}
-	ports, err := freePorts(2)
+	ports, err := proc.FreePorts(2)
 	if err != nil {
 		return fmt.Errorf("commitbench: postgres: %w", err)
 	}
@@ -318,24 +319,21 @@ func (p *Postgres) pgStart(ctx context.Context, s *pgServer) error {
 	cmd := p.command(context.Background(), "postgres", "-D", s.dir)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	p.log.Debug("postgres: start", "cmd", cmd.String())
-	if err := cmd.Start(); err != nil {
+	pr, err := proc.Start(cmd)
+	if err != nil {
 		logf.Close()
-		return fmt.Errorf("commitbench: postgres: start %s: %w", s.name, err)
+		return fmt.Errorf("commitbench: postgres: %s: %w", s.name, err)
 	}
-	s.cmd, s.logf, s.done = cmd, logf, make(chan struct{})
-	s.pid = cmd.Process.Pid
-	go func() {
-		cmd.Wait()
-		close(s.done)
-	}()
+	s.p, s.logf = pr, logf
+	s.pid = pr.Pid()
 
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	for {
 		select {
-		case <-s.done:
+		case <-s.p.Done():
 			b, _ := os.ReadFile(logPath)
-			return fmt.Errorf("commitbench: postgres: %s exited during start (%v); %s: %s", s.name, cmd.ProcessState, logPath, pgTail(b, 2000))
+			return fmt.Errorf("commitbench: postgres: %s exited during start (%v); %s: %s", s.name, s.p.Err(), logPath, pgTail(b, 2000))
 		default:
 		}
 		// pg_isready exits 0 once the server accepts connections (the
@@ -503,14 +501,14 @@ func parsePgbenchLog(r io.Reader) (lat []time.Duration, errors int, err error) {
 func (p *Postgres) Stop() error {
 	var errs []error
 	for _, s := range []*pgServer{&p.primary, &p.standby} {
-		if s.cmd == nil {
+		if s.p == nil {
 			continue
 		}
 		if err := p.pgStop(s); err != nil {
 			errs = append(errs, err)
 		}
 		s.logf.Close()
-		s.cmd = nil
+		s.p = nil
 	}
 	if p.primary.pid != 0 {
 		p.log.Info("postgres stopped")
@@ -519,17 +517,15 @@ func (p *Postgres) Stop() error {
 }
 
 func (p *Postgres) pgStop(s *pgServer) error {
-	select {
-	case <-s.done:
+	if s.p.Exited() {
 		return nil // gone already, e.g. on the terminal's Ctrl-C
-	default:
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
 	_, err := p.run(ctx, "pg_ctl", "-D", s.dir, "-m", "fast", "-w", "-t", "30", "stop")
 	if err == nil {
 		select {
-		case <-s.done:
+		case <-s.p.Done():
 			return nil
 		case <-ctx.Done():
 			err = fmt.Errorf("commitbench: postgres: %s: pg_ctl stop returned, the postmaster did not exit", s.name)
@@ -538,12 +534,5 @@ func (p *Postgres) pgStop(s *pgServer) error {
 	p.log.Info("postgres: fast stop failed, killing the server", "name", s.name, "pid", s.pid, "err", err)
 	// SIGQUIT is the postmaster's immediate shutdown: it takes its
 	// children with it, which SIGKILL would leave running.
-	s.cmd.Process.Signal(syscall.SIGQUIT)
-	select {
-	case <-s.done:
-	case <-time.After(10 * time.Second):
-		s.cmd.Process.Kill()
-		<-s.done
-	}
-	return err
+	return errors.Join(err, s.p.StopWith(syscall.SIGQUIT, 10*time.Second))
 }

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tandemdb/tandem/internal/proc"
 )
 
 // Redis is Redis 7 from the redis-server in PATH: a primary and one
@@ -25,8 +27,7 @@ import (
 type Redis struct {
 	log     *slog.Logger
 	version string
-	servers []*exec.Cmd
-	exited  []chan struct{}
+	servers []*proc.Process
 	addr    string
 }
 
@@ -48,9 +49,9 @@ func (r *Redis) Start(ctx context.Context, dir string) error {
 		return fmt.Errorf("commitbench: redis-server --version: %w (bench/commit.sh installs it)", err)
 	}
 	r.version = strings.TrimPrefix(strings.Fields(string(out) + " v=?")[2], "v=")
-	ports, err := freePorts(2)
+	ports, err := proc.FreePorts(2)
 	if err != nil {
-		return err
+		return fmt.Errorf("commitbench: redis: %w", err)
 	}
 	for i, port := range ports {
 		d := filepath.Join(dir, "redis"+strconv.Itoa(i+1))
@@ -63,11 +64,11 @@ func (r *Redis) Start(ctx context.Context, dir string) error {
 		if i > 0 {
 			args = append(args, "--replicaof", "127.0.0.1", strconv.Itoa(ports[0]))
 		}
-		cmd, exited, err := startProcess(d, "redis-server", args...)
+		p, err := startProcess(d, "redis-server", args...)
 		if err != nil {
 			return err
 		}
-		r.servers, r.exited = append(r.servers, cmd), append(r.exited, exited)
+		r.servers = append(r.servers, p)
 	}
 	r.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
 	c := newRedisConn(r.addr)
@@ -83,12 +84,12 @@ func (r *Redis) Start(ctx context.Context, dir string) error {
 // Processes implements Target.
 func (r *Redis) Processes() []Process {
 	out := make([]Process, len(r.servers))
-	for i, cmd := range r.servers {
+	for i, p := range r.servers {
 		role := "replica"
 		if i == 0 {
 			role = "primary"
 		}
-		out[i] = Process{Role: role, PID: cmd.Process.Pid}
+		out[i] = Process{Role: role, PID: p.Pid()}
 	}
 	return out
 }
@@ -100,10 +101,12 @@ func (r *Redis) NewWorker(context.Context) (Worker, error) {
 
 // Stop implements Target.
 func (r *Redis) Stop() error {
-	for i, cmd := range r.servers {
-		stopProcess(cmd, r.exited[i], 10*time.Second)
+	var errs []error
+	for _, p := range r.servers {
+		errs = append(errs, p.Stop(10*time.Second))
 	}
-	return nil
+	r.servers = nil
+	return errors.Join(errs...)
 }
 
 // redisSetWait is SET then WAIT 1 0, sent together.
@@ -129,37 +132,20 @@ func (w redisSetWait) Write(ctx context.Context, key string, value []byte) error
 
 func (w redisSetWait) Close() error { return w.c.Close() }
 
-// startProcess starts name with args, output to dir/stdout.log; exited is
-// closed when it ends. The process dies with the benchmark.
-func startProcess(dir, name string, args ...string) (*exec.Cmd, chan struct{}, error) {
+// startProcess starts name with args, output to dir/stdout.log. The
+// process dies with the benchmark.
+func startProcess(dir, name string, args ...string) (*proc.Process, error) {
 	out, err := os.OpenFile(filepath.Join(dir, "stdout.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return nil, nil, fmt.Errorf("commitbench: %w", err)
+		return nil, fmt.Errorf("commitbench: %w", err)
 	}
 	cmd := exec.Command(name, args...)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		out.Close()
-		return nil, nil, fmt.Errorf("commitbench: start %s: %w", name, err)
+	p, err := proc.Start(cmd, out)
+	if err != nil {
+		return nil, fmt.Errorf("commitbench: %w", err)
 	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		out.Close()
-		close(exited)
-	}()
-	return cmd, exited, nil
-}
-
-// stopProcess sends SIGTERM, then SIGKILL after grace, and waits.
-func stopProcess(cmd *exec.Cmd, exited chan struct{}, grace time.Duration) {
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-exited:
-	case <-time.After(grace):
-		_ = cmd.Process.Kill()
-		<-exited
-	}
+	return p, nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -17,6 +16,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tandemdb/tandem/internal/proc"
 )
 
 // The Redis Sentinel deployment the benchmark measures: the one the issue
@@ -47,8 +48,8 @@ var ErrSentinelUnhealthy = errors.New("failbench: redis-sentinel not healthy")
 // (kill to the first +switch-master) from the sentinels' event channels.
 type Sentinel struct {
 	cfg       Config
-	servers   []*proc
-	sentinels []*proc
+	servers   []*redisProc
+	sentinels []*redisProc
 	// one client per process, for health checks and PIDs
 	serverC   map[string]*redis.Client
 	sentinelC []*redis.SentinelClient
@@ -74,29 +75,24 @@ func NewSentinel(cfg Config) *Sentinel {
 // Name implements Target.
 func (s *Sentinel) Name() string { return "redis-sentinel" }
 
-// proc is one redis-server process (a server or a sentinel).
-type proc struct {
+// redisProc is one redis-server process (a server or a sentinel).
+type redisProc struct {
 	id       string
 	port     int
 	dir      string
 	args     []string
 	mu       sync.Mutex
-	cmd      *exec.Cmd
-	exited   chan struct{}
+	p        *proc.Process // nil before the first start
 	sentinel bool
 }
 
-func (p *proc) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(p.port)) }
+func (p *redisProc) addr() string { return proc.Addr(p.port) }
 
-func (p *proc) start() error {
+func (p *redisProc) start() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.cmd != nil {
-		select {
-		case <-p.exited:
-		default:
-			return fmt.Errorf("failbench: %s is running", p.id)
-		}
+	if p.p != nil && !p.p.Exited() {
+		return fmt.Errorf("failbench: %s is running", p.id)
 	}
 	out, err := os.OpenFile(filepath.Join(p.dir, "stdout.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -107,77 +103,32 @@ func (p *proc) start() error {
 	cmd.Stdout, cmd.Stderr = out, out
 	// A benchmark that dies must not leave servers behind.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		out.Close()
-		return fmt.Errorf("failbench: start %s: %w", p.id, err)
+	if p.p, err = proc.Start(cmd, out); err != nil {
+		return fmt.Errorf("failbench: %s: %w", p.id, err)
 	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		out.Close()
-		close(exited)
-	}()
-	p.cmd, p.exited = cmd, exited
 	return nil
 }
 
-func (p *proc) pid() int {
+// process is the current process, nil before the first start.
+func (p *redisProc) process() *proc.Process {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.cmd == nil {
-		return 0
+	return p.p
+}
+
+func (p *redisProc) pid() int {
+	if pr := p.process(); pr != nil {
+		return pr.Pid()
 	}
-	return p.cmd.Process.Pid
+	return 0
 }
 
 // stop ends the process: SIGTERM, then SIGKILL after grace.
-func (p *proc) stop(grace time.Duration) {
-	p.mu.Lock()
-	cmd, exited := p.cmd, p.exited
-	p.mu.Unlock()
-	if cmd == nil {
-		return
+func (p *redisProc) stop(grace time.Duration) error {
+	if pr := p.process(); pr != nil {
+		return pr.Stop(grace)
 	}
-	select {
-	case <-exited:
-		return
-	default:
-	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-exited:
-	case <-time.After(grace):
-		_ = cmd.Process.Kill()
-		<-exited
-	}
-}
-
-// freePorts finds n free loopback ports below the kernel's ephemeral range
-// (so a restarted server does not find its port taken by a client socket).
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	var held []net.Listener
-	defer func() {
-		for _, l := range held {
-			l.Close()
-		}
-	}()
-	for tries := 0; len(ports) < n && tries < 1000; tries++ {
-		p := 20000 + rand.IntN(12000)
-		if slices.Contains(ports, p) {
-			continue
-		}
-		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
-		if err != nil {
-			continue
-		}
-		held = append(held, l)
-		ports = append(ports, p)
-	}
-	if len(ports) < n {
-		return nil, fmt.Errorf("failbench: found only %d free ports of %d", len(ports), n)
-	}
-	return ports, nil
+	return nil
 }
 
 // Start implements Target.
@@ -185,13 +136,13 @@ func (s *Sentinel) Start(ctx context.Context) error {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		return fmt.Errorf("failbench: redis-sentinel target: %w (bench/failover.sh installs it)", err)
 	}
-	ports, err := freePorts(6)
+	ports, err := proc.FreePorts(6)
 	if err != nil {
 		return err
 	}
 	primary := ports[0]
 	for i := range 3 {
-		p := &proc{id: fmt.Sprintf("redis%d", i+1), port: ports[i], dir: filepath.Join(s.cfg.Dir, fmt.Sprintf("redis%d", i+1))}
+		p := &redisProc{id: fmt.Sprintf("redis%d", i+1), port: ports[i], dir: filepath.Join(s.cfg.Dir, fmt.Sprintf("redis%d", i+1))}
 		conf := []string{
 			fmt.Sprintf("port %d", p.port),
 			"bind 127.0.0.1",
@@ -214,7 +165,7 @@ func (s *Sentinel) Start(ctx context.Context) error {
 			DialTimeout: time.Second, ReadTimeout: 3 * time.Second, WriteTimeout: time.Second, PoolSize: 2})
 	}
 	for i := range 3 {
-		p := &proc{id: fmt.Sprintf("sentinel%d", i+1), port: ports[3+i], dir: filepath.Join(s.cfg.Dir, fmt.Sprintf("sentinel%d", i+1)), sentinel: true}
+		p := &redisProc{id: fmt.Sprintf("sentinel%d", i+1), port: ports[3+i], dir: filepath.Join(s.cfg.Dir, fmt.Sprintf("sentinel%d", i+1)), sentinel: true}
 		conf := []string{
 			fmt.Sprintf("port %d", p.port),
 			"bind 127.0.0.1",
@@ -255,7 +206,7 @@ func (s *Sentinel) Start(ctx context.Context) error {
 	return s.WaitHealthy(ctx)
 }
 
-func writeConf(p *proc, lines []string) error {
+func writeConf(p *redisProc, lines []string) error {
 	if err := os.MkdirAll(p.dir, 0o755); err != nil {
 		return fmt.Errorf("failbench: %w", err)
 	}
@@ -345,7 +296,7 @@ func (s *Sentinel) masterAddr(ctx context.Context) (string, error) {
 	return "", fmt.Errorf("failbench: no sentinel names the primary: %w", errors.Join(errs...))
 }
 
-func (s *Sentinel) serverAt(addr string) *proc {
+func (s *Sentinel) serverAt(addr string) *redisProc {
 	for _, p := range s.servers {
 		if p.addr() == addr {
 			return p
@@ -382,15 +333,10 @@ func (s *Sentinel) Kill(n Node) error {
 	if p == nil || p.pid() != n.PID {
 		return fmt.Errorf("failbench: %s is not a process this target started", n)
 	}
-	if err := syscall.Kill(n.PID, syscall.SIGKILL); err != nil {
+	if err := p.process().Kill(); err != nil {
 		return fmt.Errorf("failbench: kill %s: %w", n, err)
 	}
-	select {
-	case <-p.exited:
-		return nil
-	case <-time.After(10 * time.Second):
-		return fmt.Errorf("failbench: %s still running 10 s after SIGKILL", n)
-	}
+	return nil
 }
 
 // Restart implements Target: the server starts again from its own config
@@ -563,7 +509,7 @@ func (s *Sentinel) Stop() error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			p.stop(10 * time.Second)
+			_ = p.stop(10 * time.Second) // one that needed SIGKILL is gone all the same
 		}()
 	}
 	wg.Wait()
