@@ -17,7 +17,7 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(serverCmd(), upCmd(), statusCmd(), orchestratorCmd(), promoteCmd(), switchoverCmd(), modeCmd())
-	root.AddCommand(extraCommands()...)
+	root.AddCommand(toolCommands()...)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "tandem:", err)
 		os.Exit(1)

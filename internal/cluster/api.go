@@ -1,8 +1,17 @@
 // Package cluster runs a local tandem cluster as separate OS processes: one
-// `tandem server` per node, supervised, on loopback ports. `tandem up`, the
-// integration tests, `tandem chaos` and the benchmarks all start clusters
-// through it, so a node is always a real process that can be killed with
-// SIGKILL, paused with SIGSTOP and restarted on its data directory.
+// `tandem server` per node and, under the control plane, an embedded etcd
+// and `tandem orchestrator` processes, supervised, on loopback ports; it
+// writes the cluster file and collects `tandem status` from it.
+//
+// It is product code: `tandem up` and `tandem status` (commands of the
+// CLI contract) are built on it. What it offers beyond them is what any
+// supervisor offers (kill, pause, resume and restart one process, know the
+// leader) and one routing hook (Config.Route, which maps onto the
+// processes' --peer-route and --etcd flags); the tools (internal/tools)
+// and the multi-process tests build their faults on those, so that a node
+// is always a real process that can be killed with SIGKILL, paused with
+// SIGSTOP and restarted on its data directory. Ports and processes go
+// through internal/proc.
 package cluster
 
 import "time"

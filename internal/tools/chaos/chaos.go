@@ -53,6 +53,7 @@ import (
 	"github.com/tandemdb/tandem/internal/tools/chaos/nemesis"
 	"github.com/tandemdb/tandem/internal/tools/chaos/relay"
 	"github.com/tandemdb/tandem/internal/tools/chaos/workload"
+	"github.com/tandemdb/tandem/internal/tools/tandembin"
 )
 
 // Options configures a run. The zero value of a field means its default.
@@ -80,7 +81,7 @@ type Options struct {
 	// orchestrator, no failover); the default is the control plane with
 	// an embedded etcd and two orchestrators.
 	Static bool
-	// Binary is the tandem executable; "" runs the current executable.
+	// Binary is the tandem executable; "" runs tandembin.Path's.
 	Binary string
 	// Dir is where data directories and artefacts go; "" uses a temporary
 	// directory, removed when the run passes.
@@ -142,6 +143,11 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	kinds, err := nemesis.Lookup(opts.Faults)
 	if err != nil {
 		return nil, err
+	}
+	if opts.Binary == "" {
+		if opts.Binary, err = tandembin.Path(); err != nil {
+			return nil, fmt.Errorf("chaos: %w", err)
+		}
 	}
 	dir, temp := opts.Dir, opts.Dir == ""
 	if temp {

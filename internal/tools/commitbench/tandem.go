@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	"github.com/tandemdb/tandem/internal/cluster"
 	"github.com/tandemdb/tandem/internal/commit"
 	"github.com/tandemdb/tandem/internal/statusdoc"
+	"github.com/tandemdb/tandem/internal/tools/tandembin"
 )
 
 // Tandem is a tandem cluster in one commit mode, as `tandem up` runs it:
@@ -46,9 +46,9 @@ func (t *Tandem) Describe() string {
 // Start implements Target, and returns once the leader takes writes, every
 // follower streams and, in sync and semisync, the sync set is published.
 func (t *Tandem) Start(ctx context.Context, dir string) error {
-	exe, err := os.Executable()
+	exe, err := tandembin.Path()
 	if err != nil {
-		return fmt.Errorf("commitbench: tandem binary: %w", err)
+		return fmt.Errorf("commitbench: %w", err)
 	}
 	mode := t.mode.String()
 	t.c, err = cluster.Start(ctx, cluster.Config{

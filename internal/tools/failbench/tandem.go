@@ -3,7 +3,6 @@ package failbench
 import (
 	"context"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/tandemdb/tandem/client"
 	"github.com/tandemdb/tandem/internal/cluster"
 	"github.com/tandemdb/tandem/internal/statusdoc"
+	"github.com/tandemdb/tandem/internal/tools/tandembin"
 )
 
 // Tandem is the tandem target: a local cluster of three node processes
@@ -34,9 +34,9 @@ func (t *Tandem) Name() string { return "tandem" }
 
 // Start implements Target.
 func (t *Tandem) Start(ctx context.Context) error {
-	exe, err := os.Executable()
+	exe, err := tandembin.Path()
 	if err != nil {
-		return fmt.Errorf("failbench: tandem binary: %w", err)
+		return fmt.Errorf("failbench: %w", err)
 	}
 	t.c, err = cluster.Start(ctx, cluster.Config{
 		Binary: exe, Dir: t.cfg.Dir, Nodes: 3,
