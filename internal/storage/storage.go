@@ -80,7 +80,9 @@
 //
 // The expiry index may hold stale rows (a key whose expiry was changed or
 // that was deleted); readers check the data row, and ExpiredKeys drops stale
-// rows as it meets them. This keeps Apply free of reads.
+// rows as it meets them. This keeps Apply from reading the index (it reads
+// only each key's old data row, for the key counts, from the row cache
+// when it holds the row).
 package storage
 
 import (
