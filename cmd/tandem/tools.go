@@ -45,11 +45,9 @@ func runTool(name string, args []string) error {
 	}
 	bin, ok := findTool(self)
 	if !ok {
-		return fmt.Errorf(`"tandem %[1]s" runs the tools binary %[2]s, which is neither beside %[3]s nor on PATH.
-Install it from the tandem source tree (beside tandem when both are go-installed):
-    go install ./cmd/tandem-bench
-or run it in place, naming the tandem binary to test:
-    go run ./cmd/tandem-bench --tandem %[3]s %[1]s ...`, name, toolsBinary, self)
+		return fmt.Errorf(`"tandem %[1]s" runs the tools binary %[2]s, which is neither beside %[3]s nor on PATH; `+
+			`install it from the tandem source tree with "go install ./cmd/tandem-bench" (beside tandem when both are go-installed), `+
+			`or run it in place with "go run ./cmd/tandem-bench --tandem %[3]s %[1]s ..."`, name, toolsBinary, self)
 	}
 	argv := append([]string{bin, "--tandem", self, name}, args...)
 	if err := syscall.Exec(bin, argv, os.Environ()); err != nil {
