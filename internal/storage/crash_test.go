@@ -284,6 +284,8 @@ func checkCrash(t *testing.T, name string, fs *vfs.MemFS, segSize int64, pre, po
 	fail := func(format string, args ...any) {
 		t.Errorf("%s: "+format, append([]any{name}, args...)...)
 	}
+	// The key counts recovered are the rows' (they share each batch).
+	checkCounts(t, name+": opened", d)
 	if d.Seeding() {
 		if !pre.seeding && !post.seeding {
 			fail("seeding, with no seed under way")
@@ -385,4 +387,5 @@ func checkCrash(t *testing.T, name string, fs *vfs.MemFS, segSize int64, pre, po
 	if want, _ := m.dataAt(durable.LSN); !reflect.DeepEqual(dump(t, d), want) {
 		fail("data after replaying to %d differs from the model", durable.LSN)
 	}
+	checkCounts(t, name+": replayed", d)
 }

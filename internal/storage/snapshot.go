@@ -102,6 +102,7 @@ func (d *DB) BeginIngest() error {
 	_ = b.DeleteRange(expiryLower, expiryUpper, nil)
 	_ = b.Set(metaSeeding, []byte{1}, nil)
 	_ = b.Set(metaApplied, be64(0), nil)
+	_ = b.Set(metaKeys, KeyCounts{}.encode(), nil)
 	_ = b.Set(metaLogBase, encodePosition(logrec.Position{}), nil)
 	_ = b.Delete(metaEpochs, nil)
 	if err := b.Commit(syncWrite); err != nil {
@@ -114,6 +115,7 @@ func (d *DB) BeginIngest() error {
 	d.mu.Lock()
 	d.seeding = true
 	d.applied = 0
+	d.counts = KeyCounts{}
 	d.logBase = logrec.Position{}
 	d.durable = logrec.Position{}
 	d.epochs = nil
@@ -123,23 +125,31 @@ func (d *DB) BeginIngest() error {
 }
 
 // IngestRows writes decoded snapshot rows. They become durable with
-// FinishIngest.
+// FinishIngest. The rows of one seed are distinct keys (one snapshot's
+// iteration, and a failed seed begins again with BeginIngest), so each
+// adds to the key counts, which go in the same batch.
 func (d *DB) IngestRows(rows []snapshot.Row) error {
 	b := d.pdb.NewBatch()
 	defer b.Close()
 	var kbuf []byte
 	var earliest int64
+	d.mu.Lock()
+	counts := d.counts
+	d.mu.Unlock()
 	for _, r := range rows {
 		if len(r.Value) < 8 {
 			return fmt.Errorf("storage: ingest row of %d bytes: %w", len(r.Value), snapshot.ErrCorrupt)
 		}
 		kbuf = append(append(kbuf[:0], prefixData), r.Key...)
 		_ = b.Set(kbuf, r.Value, nil)
-		if at := int64(binary.BigEndian.Uint64(r.Value)); at != 0 {
+		at := int64(binary.BigEndian.Uint64(r.Value))
+		if at != 0 {
 			_ = b.Set(expiryKey(at, r.Key), nil, nil)
 			earliest = minExpiry(earliest, at)
 		}
+		counts = counts.change(rowState{}, rowState{exists: true, expiring: at != 0})
 	}
+	_ = b.Set(metaKeys, counts.encode(), nil)
 	if err := b.Commit(noSyncWrite); err != nil {
 		return fmt.Errorf("storage: ingest: %w", err)
 	}
@@ -147,6 +157,7 @@ func (d *DB) IngestRows(rows []snapshot.Row) error {
 		d.rows.Invalidate(r.Key)
 	}
 	d.mu.Lock()
+	d.counts = counts
 	d.noteExpiryLocked(earliest)
 	d.mu.Unlock()
 	return nil
