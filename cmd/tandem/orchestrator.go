@@ -2,10 +2,7 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -18,6 +15,7 @@ import (
 	"github.com/tandemdb/tandem/internal/commit"
 	"github.com/tandemdb/tandem/internal/coord"
 	"github.com/tandemdb/tandem/internal/orchestrator"
+	"github.com/tandemdb/tandem/internal/orchestrator/orchapi"
 )
 
 func orchestratorCmd() *cobra.Command {
@@ -100,30 +98,18 @@ func activeOrchestrator(ctx context.Context, etcd, dir string) (coord.Orchestrat
 	return store.ActiveOrchestrator(ctx)
 }
 
-// runOp posts a manual operation to the active orchestrator and prints
+// runOp sends a manual operation to the active orchestrator and prints
 // its answer.
-func runOp(cmd *cobra.Command, etcd, dir, path string, q url.Values) error {
+func runOp(cmd *cobra.Command, etcd, dir string, op func(ctx context.Context, addr string) (orchapi.Result, error)) error {
 	ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 	defer cancel()
 	o, err := activeOrchestrator(ctx, etcd, dir)
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+o.HTTPAddr+path+"?"+q.Encode(), nil)
+	res, err := op(ctx, o.HTTPAddr)
 	if err != nil {
 		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("orchestrator %s: %w", o.ID, err)
-	}
-	defer resp.Body.Close()
-	var res orchestrator.OpResult
-	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
-		return fmt.Errorf("orchestrator %s: %w", o.ID, err)
-	}
-	if !res.OK {
-		return fmt.Errorf("%s", res.Error)
 	}
 	out := cmd.OutOrStdout()
 	fmt.Fprintf(out, "leader %s -> %s, epoch %d -> %d", res.From, res.To, res.OldEpoch, res.NewEpoch)
@@ -142,7 +128,9 @@ func promoteCmd() *cobra.Command {
 		Short: "Make NODE the leader now (for when the leader is known dead)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runOp(cmd, etcd, dir, "/promote", url.Values{"node": {args[0]}, "accept-data-loss": {fmt.Sprint(accept)}})
+			return runOp(cmd, etcd, dir, func(ctx context.Context, addr string) (orchapi.Result, error) {
+				return orchapi.Promote(ctx, addr, args[0], accept)
+			})
 		},
 	}
 	cmd.Flags().StringVar(&etcd, "etcd", "", "etcd endpoints (default: from the cluster file in --dir)")
@@ -158,7 +146,9 @@ func switchoverCmd() *cobra.Command {
 		Short: "Hand leadership to another node with no acknowledged write lost (planned)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runOp(cmd, etcd, dir, "/switchover", url.Values{"to": {to}})
+			return runOp(cmd, etcd, dir, func(ctx context.Context, addr string) (orchapi.Result, error) {
+				return orchapi.Switchover(ctx, addr, to)
+			})
 		},
 	}
 	cmd.Flags().StringVar(&etcd, "etcd", "", "etcd endpoints (default: from the cluster file in --dir)")

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,6 +12,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/tandemdb/tandem/internal/coord"
+	"github.com/tandemdb/tandem/internal/orchestrator/orchapi"
 	"github.com/tandemdb/tandem/internal/statusdoc"
 )
 
@@ -174,17 +174,8 @@ func collectControl(ctx context.Context, f File, r *statusdoc.Cluster) {
 	if err != nil {
 		return
 	}
-	var st statusdoc.Orchestrator
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+o.HTTPAddr+"/status", nil)
+	st, err := orchapi.Status(ctx, o.HTTPAddr)
 	if err != nil {
-		return
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return
-	}
-	defer resp.Body.Close()
-	if json.NewDecoder(resp.Body).Decode(&st) != nil {
 		return
 	}
 	r.Orchestrator, r.LastFailover = st.ID, st.LastFailover

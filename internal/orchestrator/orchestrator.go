@@ -51,7 +51,6 @@ package orchestrator
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -65,6 +64,7 @@ import (
 	"github.com/tandemdb/tandem/internal/control"
 	"github.com/tandemdb/tandem/internal/coord"
 	"github.com/tandemdb/tandem/internal/detector"
+	"github.com/tandemdb/tandem/internal/orchestrator/orchapi"
 	"github.com/tandemdb/tandem/internal/peerpb"
 	"github.com/tandemdb/tandem/internal/storage"
 )
@@ -514,4 +514,5 @@ func (o *Orchestrator) note(key, msg string, args ...any) {
 	}
 }
 
-var errNotActive = errors.New("orchestrator: not the active orchestrator")
+// errNotActive: an operation asked of a standby orchestrator.
+var errNotActive = orchapi.ErrNotActive
