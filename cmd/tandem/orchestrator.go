@@ -82,6 +82,9 @@ func orchestratorCmd() *cobra.Command {
 	f.DurationVar(&cfg.NotAnsweringAfter, "not-answering-after", 2*time.Second, "a leader whose lease stays unconfirmed this long (it answers nothing) is failed over")
 	f.DurationVar(&cfg.FollowerSilence, "follower-silence", 150*time.Millisecond, "a follower that heard the leader more recently vetoes a failover")
 	f.DurationVar(&cfg.Grace, "grace", time.Second, "a new leader is not suspected for this long, or until it answers as leader")
+	f.StringArrayVar(&cfg.Hooks.Commands, "hook-command", nil, "run this shell command on each control-plane event (detected, pre_/post_failover, pre_/post_promote, pre_/post_switchover, leader_returned), the event as JSON on stdin and in TANDEM_* variables; repeatable")
+	f.StringArrayVar(&cfg.Hooks.URLs, "hook-url", nil, "POST each control-plane event as JSON to this URL; repeatable")
+	f.DurationVar(&cfg.Hooks.Timeout, "hook-timeout", 5*time.Second, "a hook run still going after this is killed (hooks never delay a failover)")
 	f.StringSliceVar(&routes, "peer-route", nil, "ID=HOST:PORT: probe member ID there instead of its registered address")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
@@ -207,6 +210,61 @@ func modeCmd() *cobra.Command {
 	set.Flags().StringVar(&fallback, "sync-fallback", "", `"never" (writes wait, then answer NOREPLICAS, while no sync-set member is there) or "after DURATION" (then degrade to async, loudly, until a follower caught up); empty keeps the current setting`)
 	set.Flags().IntVar(&syncMin, "sync-min", -1, "refuse writes at once (NOREPLICAS) while fewer sync-set members than this are there (0: no floor; -1 keeps the current setting)")
 	for _, c := range []*cobra.Command{set} {
+		c.Flags().StringVar(&etcd, "etcd", "", "etcd endpoints (default: from the cluster file in --dir)")
+		c.Flags().StringVar(&dir, "dir", "./tandem-data", "the cluster's directory (as given to tandem up)")
+	}
+	cmd.AddCommand(set)
+	return cmd
+}
+
+func failoverPolicyCmd() *cobra.Command {
+	var etcd, dir string
+	show := func(cmd *cobra.Command, _ []string) error {
+		store, closeStore, err := storeFor(etcd, dir)
+		if err != nil {
+			return err
+		}
+		defer closeStore()
+		ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
+		defer cancel()
+		p, err := store.FailoverPolicy(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(cmd.OutOrStdout(), p)
+		return nil
+	}
+	cmd := &cobra.Command{
+		Use:   "failover-policy",
+		Short: "Show or change who fails a failed leader over: the orchestrator (automatic) or an operator (manual)",
+		Args:  cobra.NoArgs,
+		RunE:  show,
+	}
+	set := &cobra.Command{
+		Use:   "set automatic|manual",
+		Short: "Change the failover policy at run time (manual: the orchestrator detects, reports and runs the hooks, then waits for tandem promote)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := coord.ParseFailoverPolicy(args[0])
+			if err != nil {
+				return err
+			}
+			store, closeStore, err := storeFor(etcd, dir)
+			if err != nil {
+				return err
+			}
+			defer closeStore()
+			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
+			defer cancel()
+			old, err := store.SetFailoverPolicy(ctx, p, "failover policy set to "+string(p))
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "failover policy %s (was %s)\n", p, old)
+			return nil
+		},
+	}
+	for _, c := range []*cobra.Command{cmd, set} {
 		c.Flags().StringVar(&etcd, "etcd", "", "etcd endpoints (default: from the cluster file in --dir)")
 		c.Flags().StringVar(&dir, "dir", "./tandem-data", "the cluster's directory (as given to tandem up)")
 	}

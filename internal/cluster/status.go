@@ -88,9 +88,24 @@ func PrintTable(w io.Writer, r statusdoc.Cluster) {
 		}
 		fmt.Fprintf(w, ", orchestrator %s, etcd ok %v", o, *r.EtcdOK)
 	}
+	if r.FailoverPolicy != "" {
+		fmt.Fprintf(w, ", failover %s", r.FailoverPolicy)
+	}
 	fmt.Fprintln(w)
+	if r.FailoverPolicyError != "" {
+		fmt.Fprintf(w, "FAILOVER POLICY UNREADABLE (no automatic failover): %s; set it: tandem failover-policy set automatic|manual\n", r.FailoverPolicyError)
+	}
+	if d := r.LeaderDown; d != nil {
+		fmt.Fprintf(w, "LEADER %s DOWN since %s (%s)", d.Leader, d.Since, d.Reason)
+		if d.WaitingForOperator {
+			fmt.Fprint(w, ", waiting for an operator: tandem promote NODE, or bring it back")
+		} else {
+			fmt.Fprint(w, ", failing over")
+		}
+		fmt.Fprintln(w)
+	}
 	if lf := r.LastFailover; lf != nil {
-		fmt.Fprintf(w, "last change: %s %s, %s -> %s, epoch %d -> %d (%s)", lf.Kind, lf.At, orNone(lf.From), lf.To, lf.OldEpoch, lf.NewEpoch, lf.Reason)
+		fmt.Fprintf(w, "last change: %s %s, %s -> %s, epoch %d -> %d (%s)", lf.Kind, lf.At, orNone(lf.From), orNone(lf.To), lf.OldEpoch, lf.NewEpoch, lf.Reason)
 		if lf.DetectionMs > 0 {
 			fmt.Fprintf(w, ", detection %.0f ms", lf.DetectionMs)
 		}
@@ -160,6 +175,11 @@ func collectControl(ctx context.Context, f File, r *statusdoc.Cluster) {
 	}
 	defer cli.Close()
 	store := coord.New(cli, "tandem")
+	if p, err := store.FailoverPolicy(ctx); err == nil {
+		r.FailoverPolicy = string(p)
+	} else {
+		r.FailoverPolicyError = err.Error()
+	}
 	if t, ok, err := store.Topology(ctx); err == nil {
 		if ok {
 			r.Epoch, r.Leader = t.Epoch, t.Leader
@@ -178,7 +198,7 @@ func collectControl(ctx context.Context, f File, r *statusdoc.Cluster) {
 	if err != nil {
 		return
 	}
-	r.Orchestrator, r.LastFailover = st.ID, st.LastFailover
+	r.Orchestrator, r.LastFailover, r.LeaderDown = st.ID, st.LastFailover, st.LeaderDown
 	etcdOK = st.EtcdOK
 	for _, h := range st.Nodes {
 		for i := range r.Nodes {

@@ -191,7 +191,9 @@ func (o *Orchestrator) decideLoop() {
 		if d.note != "" {
 			o.note(d.noteKey, "orchestrator: "+d.note)
 		}
-		if d.kind == "" {
+		// The failover policy and the hooks act here (policy.go), between
+		// the rule, which knows neither, and the change.
+		if !o.gate(v, d) {
 			continue
 		}
 		if err := o.change(v, d.kind, d.reason, d.candidate, d.lastSign, d.lostLSNs, false); err != nil {
@@ -205,7 +207,10 @@ func (o *Orchestrator) decideLoop() {
 func (o *Orchestrator) change(v view, kind, reason, to string, lastSign time.Time, lost uint64, accepted bool) error {
 	o.opMu.Lock()
 	defer o.opMu.Unlock()
-	_, err := o.changeLocked(v, kind, reason, to, lastSign, lost, accepted)
+	ev, err := o.changeLocked(v, kind, reason, to, lastSign, lost, accepted)
+	if err == nil {
+		o.changed(ev)
+	}
 	return err
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tandemdb/tandem/internal/control"
 	"github.com/tandemdb/tandem/internal/coord"
+	"github.com/tandemdb/tandem/internal/hooks"
 	"github.com/tandemdb/tandem/internal/orchestrator/orchapi"
 	"github.com/tandemdb/tandem/internal/peerpb"
 	"github.com/tandemdb/tandem/internal/statusdoc"
@@ -58,10 +59,13 @@ func (o *Orchestrator) Promote(ctx context.Context, node string, acceptDataLoss 
 			}
 		}
 	}
-	ev, err := o.changeLocked(v, "promote", "manual promote of "+node, node, time.Time{}, lost, acceptDataLoss)
+	reason := "manual promote of " + node
+	o.fire(hooks.Event{Kind: hooks.PrePromote, OldLeader: v.topo.Leader, NewLeader: node, Epoch: v.topo.Epoch, Reason: reason})
+	ev, err := o.changeLocked(v, "promote", reason, node, time.Time{}, lost, acceptDataLoss)
 	if err != nil {
 		return orchapi.Result{}, err
 	}
+	o.fire(hooks.Event{Kind: hooks.PostPromote, OldLeader: ev.From, NewLeader: node, Epoch: ev.NewEpoch, OldEpoch: ev.OldEpoch, Time: ev.At, Reason: reason})
 	return orchapi.Result{OK: true, From: ev.From, To: node, OldEpoch: ev.OldEpoch, NewEpoch: ev.NewEpoch}, nil
 }
 
@@ -107,6 +111,8 @@ func (o *Orchestrator) Switchover(ctx context.Context, to string) (orchapi.Resul
 	}
 	defer tconn.Close()
 	lc, tc := peerpb.NewPeerClient(lconn), peerpb.NewPeerClient(tconn)
+	reason := "planned switchover to " + to
+	o.fire(hooks.Event{Kind: hooks.PreSwitchover, OldLeader: leader.ID, NewLeader: to, Epoch: v.topo.Epoch, Reason: reason})
 
 	start := time.Now()
 	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
@@ -136,7 +142,7 @@ func (o *Orchestrator) Switchover(ctx context.Context, to string) (orchapi.Resul
 		o.relead(v, leader.ID, "switchover aborted: "+to+" did not catch up")
 		return orchapi.Result{}, fmt.Errorf("%w: %s did not reach the leader's position %d/%d within 5 s; %s leads again", ErrRefused, to, want.Epoch, want.LSN, leader.ID)
 	}
-	ev, err := o.changeLocked(v, "switchover", "planned switchover to "+to, to, time.Time{}, 0, false)
+	ev, err := o.changeLocked(v, "switchover", reason, to, time.Time{}, 0, false)
 	if err != nil {
 		o.relead(v, leader.ID, "switchover aborted: "+err.Error())
 		return orchapi.Result{}, err
@@ -158,6 +164,7 @@ func (o *Orchestrator) Switchover(ctx context.Context, to string) (orchapi.Resul
 	_ = o.store.AddEvent(uctx, *ev)
 	ucancel()
 	o.log.Info("switchover done", "from", leader.ID, "to", to, "epoch", ev.NewEpoch, "pause_ms", ev.PauseMs)
+	o.fire(hooks.Event{Kind: hooks.PostSwitchover, OldLeader: leader.ID, NewLeader: to, Epoch: ev.NewEpoch, OldEpoch: ev.OldEpoch, Time: ev.At, Reason: reason})
 	return orchapi.Result{OK: true, From: leader.ID, To: to, OldEpoch: ev.OldEpoch, NewEpoch: ev.NewEpoch, PauseMs: ev.PauseMs}, nil
 }
 
@@ -175,6 +182,7 @@ func (o *Orchestrator) Status(ctx context.Context) statusdoc.Orchestrator {
 	o.mu.Lock()
 	st := statusdoc.Orchestrator{ID: o.cfg.ID, Active: o.active, EtcdOK: time.Since(o.etcdOK) < time.Second,
 		Epoch: v.topo.Epoch, Leader: v.topo.Leader}
+	o.policyStatus(&st)
 	last := o.last
 	errs := map[string]string{}
 	for id, ns := range o.nodes {
@@ -216,6 +224,7 @@ func (o *Orchestrator) handler() http.Handler {
 	mux.HandleFunc("GET "+orchapi.PathStatus, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, o.Status(r.Context()))
 	})
+	mux.Handle("GET "+orchapi.PathMetrics, o.metrics())
 	op := func(f func(r *http.Request) (orchapi.Result, error)) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			if !o.Active() {

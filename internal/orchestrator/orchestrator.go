@@ -64,6 +64,7 @@ import (
 	"github.com/tandemdb/tandem/internal/control"
 	"github.com/tandemdb/tandem/internal/coord"
 	"github.com/tandemdb/tandem/internal/detector"
+	"github.com/tandemdb/tandem/internal/hooks"
 	"github.com/tandemdb/tandem/internal/orchestrator/orchapi"
 	"github.com/tandemdb/tandem/internal/peerpb"
 	"github.com/tandemdb/tandem/internal/storage"
@@ -131,6 +132,10 @@ type Config struct {
 	// Changed, if set, is called after every topology change this
 	// orchestrator sees (for the Sentinel endpoint).
 	Changed func(old, new coord.Topology)
+	// Hooks are the commands and URLs told of a detected failure and of
+	// every failover, promote and switchover (package hooks); the active
+	// orchestrator fires them. Hooks.Logger defaults to Logger.
+	Hooks hooks.Config
 }
 
 func (c *Config) setDefaults() {
@@ -200,6 +205,14 @@ type Orchestrator struct {
 	etcdOK   time.Time    // the last successful etcd read
 	started  time.Time
 	noted    map[string]time.Time // rate limit for repeated log lines
+	// policy is the cluster's failover policy as last watched ("" before
+	// the first read); policyErr says why the stored one does not parse.
+	// Either way only FailoverAutomatic lets gate carry out a failover.
+	policy    coord.FailoverPolicy
+	policyErr error
+	outage    *outage // the failed leader not yet replaced (policy.go)
+	held      uint64  // failover decisions the policy held (tests)
+	hooks     *hooks.Runner
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -258,7 +271,15 @@ func Start(cfg Config) (*Orchestrator, error) {
 		cli.Close()
 		return nil, err
 	}
-	o.wg.Add(4)
+	if len(cfg.Hooks.Commands)+len(cfg.Hooks.URLs) > 0 {
+		hc := cfg.Hooks
+		if hc.Logger == nil {
+			hc.Logger = o.log
+		}
+		o.hooks = hooks.New(hc)
+	}
+	o.wg.Add(5)
+	go o.watchPolicy()
 	go o.watchTopology()
 	go o.watchMembers()
 	go o.campaign()
@@ -291,6 +312,7 @@ func (o *Orchestrator) Close() {
 		o.sentinel.srv.Close()
 	}
 	o.wg.Wait()
+	o.hooks.Close() // what is queued runs, within the hook timeout
 	o.store.Client().Close()
 }
 
