@@ -69,7 +69,7 @@ func TestCollect(t *testing.T) {
 func TestPrintTableLeaderDown(t *testing.T) {
 	ok := true
 	r := statusdoc.Cluster{Epoch: 4, Leader: "n1", EtcdOK: &ok, Orchestrator: "o1", FailoverPolicy: "manual",
-		LeaderDown: &statusdoc.LeaderDown{Leader: "n1", Epoch: 4, Since: "2026-12-05T21:00:00Z", Reason: "leader refused 2 probes in a row (process gone)", WaitingForOperator: true},
+		LeaderDown:   &statusdoc.LeaderDown{Leader: "n1", Epoch: 4, Since: "2026-12-05T21:00:00Z", Reason: "leader refused 2 probes in a row (process gone)", WaitingForOperator: true},
 		LastFailover: &statusdoc.Failover{Kind: "detected", At: "2026-12-05T21:00:00.1Z", From: "n1", OldEpoch: 4, NewEpoch: 4, Reason: "leader refused 2 probes in a row (process gone)"}}
 	var table bytes.Buffer
 	PrintTable(&table, r)
