@@ -46,7 +46,16 @@ func (c *testCluster) startNode(id, dir string) *node.Node {
 
 func (c *testCluster) startOrchestrator(id string) *Orchestrator {
 	c.t.Helper()
-	o, err := Start(Config{ID: id, Etcd: []string{c.etcd}, HTTPAddr: "127.0.0.1:0", Bootstrap: 500 * time.Millisecond})
+	return c.startOrchestratorWith(id, func(*Config) {})
+}
+
+// startOrchestratorWith starts an orchestrator whose test config edit
+// changes.
+func (c *testCluster) startOrchestratorWith(id string, edit func(*Config)) *Orchestrator {
+	c.t.Helper()
+	cfg := Config{ID: id, Etcd: []string{c.etcd}, HTTPAddr: "127.0.0.1:0", Bootstrap: 500 * time.Millisecond}
+	edit(&cfg)
+	o, err := Start(cfg)
 	if err != nil {
 		c.t.Fatal(err)
 	}
