@@ -40,6 +40,18 @@
 // in the detector (Config.Grace), so that a leader busy taking over is not
 // failed over again.
 //
+// The failover policy (coord.FailoverPolicy, in etcd, changed at run time
+// by `tandem failover-policy set`) acts after the rule, where a decision is
+// carried out (gate, policy.go): under automatic (the default) a failover
+// or fence is carried out at once; under manual, or while the stored policy
+// does not parse, it never is, however long the leader is down: the
+// failure is recorded (an event in etcd), reported in /status (leader_down,
+// waiting_for_operator) and /metrics, and nothing more happens until
+// `tandem promote` or the leader answers again. In both, the hooks
+// (Config.Hooks, package hooks) are told of the detection, before and
+// after each failover, promote and switchover; they run beside the
+// failover and never delay it.
+//
 // Timing promise (with node.DefaultFenceAfter F = 100 ms): an old leader
 // answers nothing later than F after the epoch changed in etcd, and the new
 // one nothing earlier (see node's agent), so in every mode two leaders
