@@ -69,7 +69,7 @@ func orchestratorCmd() *cobra.Command {
 	f.StringVar(&cfg.ID, "id", "o1", "orchestrator id")
 	f.StringVar(&etcd, "etcd", "", "etcd endpoints, comma-separated")
 	f.StringVar(&cfg.Cluster, "cluster", "tandem", "the cluster's name (etcd key prefix /tandem/NAME/)")
-	f.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8390", "address for /status, /promote and /switchover")
+	f.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8390", "address for /status, /metrics, /promote and /switchover")
 	f.StringVar(&sentinel, "sentinel-addr", "127.0.0.1:26380", "Sentinel-compatible RESP address (empty: none)")
 	f.StringVar(&cfg.Mode, "mode", commit.Default, "the cluster's commit mode, written at bootstrap (async, sync, semisync, quorum K; empty: each node's --mode)")
 	f.StringVar(&cfg.SyncFallback, "sync-fallback", "never", `the cluster's sync-fallback, written at bootstrap: "never" or "after DURATION"`)
