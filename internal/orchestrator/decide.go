@@ -35,7 +35,9 @@ func (o *Orchestrator) decideLoop() {
 		if d.Note != "" {
 			o.note(d.NoteKey, "orchestrator: "+d.Note)
 		}
-		if d.Kind == failover.KindNone {
+		// The failover policy and the hooks act here (policy.go), between
+		// the rule, which knows neither, and the change.
+		if !o.gate(v, d) {
 			continue
 		}
 		if err := o.change(v, d.Kind, d.Reason, d.Candidate, d.LastSign, d.LostLSNs, false); err != nil {
@@ -49,7 +51,10 @@ func (o *Orchestrator) decideLoop() {
 func (o *Orchestrator) change(v failover.View, kind failover.Kind, reason, to string, lastSign time.Time, lost uint64, accepted bool) error {
 	o.opMu.Lock()
 	defer o.opMu.Unlock()
-	_, err := o.changeLocked(v, kind, reason, to, lastSign, lost, accepted)
+	ev, err := o.changeLocked(v, kind, reason, to, lastSign, lost, accepted)
+	if err == nil {
+		o.changed(ev)
+	}
 	return err
 }
 
