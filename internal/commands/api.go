@@ -36,6 +36,14 @@ type Value = keyspace.Value
 // ExpireAtMs is at or before Ctx.NowMs.
 type View = keyspace.View
 
+// KeyCounter is a View that knows how many keys it holds without a scan:
+// storage's committed view, from the counts it keeps on apply. Like
+// Redis's, the count includes keys whose expiry passed but whose deletion
+// is not applied yet. DBSIZE uses it when the view has it.
+type KeyCounter interface {
+	KeyCount() int64
+}
+
 // Ctx is what a command may know besides its arguments.
 type Ctx struct {
 	NowMs int64 // the deciding node's clock, Unix milliseconds

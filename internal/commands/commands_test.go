@@ -704,3 +704,28 @@ func BenchmarkGet(b *testing.B) {
 		}
 	}
 }
+
+// countedView is a View that knows its key count (as storage's does).
+type countedView struct {
+	*memView
+	n int64
+}
+
+func (v countedView) KeyCount() int64 { return v.n }
+
+// TestDBSizeCounted: DBSIZE answers from a KeyCounter view's count (O(1),
+// no scan), and scans any other view.
+func TestDBSizeCounted(t *testing.T) {
+	v := newMem(now)
+	v.apply([]logrec.Op{put("a", "1", 0), put("b", "2", 0)})
+	ctx := &Ctx{NowMs: now}
+	for _, tc := range []struct {
+		v    View
+		want Reply
+	}{{v, Int(2)}, {countedView{v, 7}, Int(7)}} {
+		res, err := run(ctx, tc.v, "DBSIZE")
+		if err != nil || !reflect.DeepEqual(res.Reply, tc.want) {
+			t.Errorf("%T: DBSIZE %#v, %v; want %#v", tc.v, res.Reply, err, tc.want)
+		}
+	}
+}

@@ -40,6 +40,7 @@ import (
 
 	"github.com/tandemdb/tandem/internal/commands"
 	"github.com/tandemdb/tandem/internal/commit"
+	"github.com/tandemdb/tandem/internal/failover"
 	"github.com/tandemdb/tandem/internal/peerpb"
 	"github.com/tandemdb/tandem/internal/replication"
 	"github.com/tandemdb/tandem/internal/resp"
@@ -141,9 +142,9 @@ type leading struct {
 	l *replication.Leader
 	// lease gates its answers under the control plane (nil: static).
 	lease *replication.Lease
-	// sync is the sync-set management of this leadership (the agent's
+	// sync is the sync-set policy of this leadership (the agent's
 	// goroutine only).
-	sync *syncManager
+	sync *failover.SyncSet
 	// ctx ends when the node stops the role (not when the leader stops
 	// by itself): the expiry loop's proposals end with it.
 	ctx    context.Context

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tandemdb/tandem/internal/storage"
+	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/testutil"
 )
 
@@ -86,7 +86,7 @@ func TestRotateLeaderUnderLoad(t *testing.T) {
 
 // ahead reports whether log position a is more advanced than b: a later
 // epoch, or the same epoch and a higher LSN.
-func ahead(a, b storage.Position) bool {
+func ahead(a, b logrec.Position) bool {
 	return a.Epoch > b.Epoch || (a.Epoch == b.Epoch && a.LSN > b.LSN)
 }
 

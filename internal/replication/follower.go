@@ -519,7 +519,7 @@ func (f *Follower) seed(ctx context.Context) error {
 	if hdr == nil {
 		return fmt.Errorf("replication: snapshot began with %T", first.Body)
 	}
-	pos := storage.Position{Epoch: hdr.GetPosition().GetEpoch(), LSN: hdr.GetPosition().GetLsn()}
+	pos := logrec.Position{Epoch: hdr.GetPosition().GetEpoch(), LSN: hdr.GetPosition().GetLsn()}
 	f.log.Info("seeding from snapshot", "lsn", pos.LSN, "estimated_bytes", hdr.EstimatedBytes)
 	f.mu.Lock()
 	f.status.SeedTotal = hdr.EstimatedBytes
@@ -563,9 +563,9 @@ func (f *Follower) seed(ctx context.Context) error {
 			if b.Done.Keys != keys {
 				return fmt.Errorf("replication: snapshot has %d keys, leader sent %d", keys, b.Done.Keys)
 			}
-			var epochs []storage.Position
+			var epochs []logrec.Position
 			for _, s := range hdr.EpochStarts {
-				epochs = append(epochs, storage.Position{Epoch: s.Epoch, LSN: s.Lsn})
+				epochs = append(epochs, logrec.Position{Epoch: s.Epoch, LSN: s.Lsn})
 			}
 			if err := db.FinishIngest(pos, epochs); err != nil {
 				return err

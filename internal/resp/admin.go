@@ -3,7 +3,6 @@ package resp
 import (
 	"bytes"
 	"math"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -13,12 +12,12 @@ import (
 	"github.com/tandemdb/tandem/internal/commands"
 )
 
-// serverCmd is a command the resp package answers itself: connection
-// state, introspection and replication control.
+// serverCmd is a command the node answers itself, beside the commands
+// table: introspection and replication control.
 type serverCmd struct {
 	name  string
 	arity int // Redis convention, as commands.Spec.Arity
-	fn    func(s *Server, c redcon.Conn, sess *Session, args [][]byte)
+	fn    func(n *node, c redcon.Conn, sess *Session, args [][]byte)
 }
 
 func (sc *serverCmd) arityOK(n int) bool {
@@ -30,14 +29,6 @@ var serverCmds map[string]*serverCmd
 
 func init() {
 	list := []*serverCmd{
-		{"ping", -1, cmdPing},
-		{"echo", 2, cmdEcho},
-		{"hello", -1, cmdHello},
-		{"auth", -2, cmdAuth},
-		{"select", 2, cmdSelect},
-		{"client", -2, cmdClient},
-		{"quit", -1, cmdQuit},
-		{"reset", 1, cmdReset},
 		{"command", -1, cmdCommand},
 		{"config", -2, cmdConfig},
 		{"info", -1, cmdInfo},
@@ -50,6 +41,9 @@ func init() {
 	}
 	serverCmds = make(map[string]*serverCmd, len(list))
 	for _, sc := range list {
+		if _, ok := connCmds[sc.name]; ok {
+			panic("resp: server command " + sc.name + " is a connection command")
+		}
 		serverCmds[sc.name] = sc
 	}
 }
@@ -69,279 +63,11 @@ func lookupServerCmd(name []byte) (*serverCmd, bool) {
 	return sc, ok
 }
 
-func eqFold(b []byte, s string) bool { return strings.EqualFold(string(b), s) }
-
-func cmdPing(_ *Server, c redcon.Conn, _ *Session, args [][]byte) {
-	switch len(args) {
-	case 1:
-		c.WriteString("PONG")
-	case 2:
-		c.WriteBulk(args[1])
-	default:
-		c.WriteError(errArity("ping"))
-	}
-}
-
-func cmdEcho(_ *Server, c redcon.Conn, _ *Session, args [][]byte) { c.WriteBulk(args[1]) }
-
-func cmdQuit(_ *Server, c redcon.Conn, sess *Session, _ [][]byte) {
-	sess.quit = true
-	c.WriteString("OK")
-	c.Close() // redcon flushes the pending replies first
-}
-
-func cmdReset(_ *Server, c redcon.Conn, sess *Session, _ [][]byte) {
-	sess.proto.Store(2)
-	sess.durability = durabilityFloor{}
-	sess.mu.Lock()
-	sess.name = ""
-	sess.mu.Unlock()
-	c.WriteString("RESET")
-}
-
-func cmdTime(_ *Server, c redcon.Conn, _ *Session, _ [][]byte) {
+func cmdTime(_ *node, c redcon.Conn, _ *Session, _ [][]byte) {
 	now := time.Now()
 	c.WriteArray(2)
 	c.WriteBulkString(strconv.FormatInt(now.Unix(), 10))
 	c.WriteBulkString(strconv.Itoa(now.Nanosecond() / 1000))
-}
-
-func cmdSelect(_ *Server, c redcon.Conn, _ *Session, args [][]byte) {
-	db, err := strconv.ParseInt(string(args[1]), 10, 32)
-	switch {
-	case err != nil:
-		c.WriteError(errNotInteger)
-	case db != 0:
-		c.WriteError(errDBIndex)
-	default:
-		c.WriteString("OK")
-	}
-}
-
-// checkAuth accepts what Redis accepts with no password configured: the
-// default user, with any password.
-func checkAuth(user []byte) string {
-	if string(user) != "default" {
-		return errWrongPass
-	}
-	return ""
-}
-
-func cmdAuth(_ *Server, c redcon.Conn, _ *Session, args [][]byte) {
-	switch len(args) {
-	case 2:
-		c.WriteError(errAuthNoPassword)
-	case 3:
-		if e := checkAuth(args[1]); e != "" {
-			c.WriteError(e)
-			return
-		}
-		c.WriteString("OK")
-	default:
-		c.WriteError(errSyntax)
-	}
-}
-
-// cmdHello is Redis 7's HELLO [protover [AUTH user pass] [SETNAME name]]:
-// every check happens before any state changes.
-func cmdHello(s *Server, c redcon.Conn, sess *Session, args [][]byte) {
-	proto := int64(0)
-	next := 1
-	if len(args) >= 2 {
-		v, err := strconv.ParseInt(string(args[1]), 10, 64)
-		if err != nil {
-			c.WriteError(errProtoNotInteger)
-			return
-		}
-		if v < 2 || v > 3 {
-			c.WriteError(errNoProto)
-			return
-		}
-		proto = v
-		next = 2
-	}
-	var user, name []byte
-	setName := false
-	for j := next; j < len(args); j++ {
-		more := len(args) - 1 - j
-		switch {
-		case eqFold(args[j], "auth") && more >= 2:
-			user = args[j+1]
-			j += 2
-		case eqFold(args[j], "setname") && more >= 1:
-			name, setName = args[j+1], true
-			j++
-		default:
-			c.WriteError(errHelloOption(args[j]))
-			return
-		}
-	}
-	if user != nil {
-		if e := checkAuth(user); e != "" {
-			c.WriteError(e)
-			return
-		}
-	}
-	if setName {
-		if !validClientName(name) {
-			c.WriteError(errBadClientName)
-			return
-		}
-		sess.mu.Lock()
-		sess.name = string(name)
-		sess.mu.Unlock()
-	}
-	if proto != 0 {
-		sess.proto.Store(int32(proto))
-	}
-	role := "master"
-	if r, ok := s.b.Role().(commands.Array); ok && len(r) > 0 {
-		if b, ok := r[0].(commands.Bulk); ok && string(b) != "master" {
-			role = "replica"
-		}
-	}
-	writeReply(c, commands.Map{
-		commands.Bulk("server"), commands.Bulk("redis"),
-		commands.Bulk("version"), commands.Bulk(s.cfg.Version),
-		commands.Bulk("proto"), commands.Int(sess.Proto()),
-		commands.Bulk("id"), commands.Int(sess.id),
-		commands.Bulk("mode"), commands.Bulk("standalone"),
-		commands.Bulk("role"), commands.Bulk(role),
-		commands.Bulk("modules"), commands.Array{},
-	}, sess.proto3())
-}
-
-// validClientName is Redis's rule: printable ASCII without spaces.
-func validClientName(name []byte) bool {
-	for _, ch := range name {
-		if ch < '!' || ch > '~' {
-			return false
-		}
-	}
-	return true
-}
-
-func cmdClient(s *Server, c redcon.Conn, sess *Session, args [][]byte) {
-	sub := strings.ToLower(string(args[1]))
-	arity := func(n int, exact bool) bool {
-		if (exact && len(args) != n) || (!exact && len(args) < n) {
-			c.WriteError(errArity("client|" + sub))
-			return false
-		}
-		return true
-	}
-	switch sub {
-	case "id":
-		if arity(2, true) {
-			c.WriteInt64(int64(sess.id))
-		}
-	case "getname":
-		if arity(2, true) {
-			if name := sess.Name(); name != "" {
-				c.WriteBulkString(name)
-			} else {
-				writeNull(c, sess.proto3(), false)
-			}
-		}
-	case "setname":
-		if !arity(3, true) {
-			return
-		}
-		if !validClientName(args[2]) {
-			c.WriteError(errBadClientName)
-			return
-		}
-		sess.mu.Lock()
-		sess.name = string(args[2])
-		sess.mu.Unlock()
-		c.WriteString("OK")
-	case "setinfo":
-		if !arity(4, true) {
-			return
-		}
-		attr := strings.ToLower(string(args[2]))
-		if attr != "lib-name" && attr != "lib-ver" {
-			c.WriteError(errUnrecognizedOption(args[2]))
-			return
-		}
-		if !validClientName(args[3]) {
-			c.WriteError(errBadLibInfo(attr))
-			return
-		}
-		sess.mu.Lock()
-		if attr == "lib-name" {
-			sess.libName = string(args[3])
-		} else {
-			sess.libVer = string(args[3])
-		}
-		sess.mu.Unlock()
-		c.WriteString("OK")
-	case "info":
-		if arity(2, true) {
-			c.WriteBulkString(s.clientLine(sess) + "\n")
-		}
-	case "list":
-		var sb strings.Builder
-		for _, other := range s.sessionsByID() {
-			sb.WriteString(s.clientLine(other))
-			sb.WriteByte('\n')
-		}
-		c.WriteBulkString(sb.String())
-	case "no-evict", "no-touch":
-		if !arity(3, true) {
-			return
-		}
-		if !eqFold(args[2], "on") && !eqFold(args[2], "off") {
-			c.WriteError(errSyntax)
-			return
-		}
-		c.WriteString("OK")
-	case "help":
-		writeReply(c, commands.Array{
-			commands.SimpleString("CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"),
-			commands.SimpleString("ID, GETNAME, SETNAME <name>, SETINFO <LIB-NAME|LIB-VER> <value>, INFO, LIST, NO-EVICT, NO-TOUCH, HELP"),
-		}, sess.proto3())
-	default:
-		c.WriteError(errUnknownSubcommand(args[1], "CLIENT"))
-	}
-}
-
-// clientLine is one client's CLIENT LIST line, with the fields tandem
-// knows in Redis's order.
-func (s *Server) clientLine(sess *Session) string {
-	sess.mu.Lock()
-	name, lib, ver := sess.name, sess.libName, sess.libVer
-	sess.mu.Unlock()
-	var b []byte
-	b = append(b, "id="...)
-	b = strconv.AppendUint(b, sess.id, 10)
-	b = append(b, " addr="...)
-	b = append(b, sess.addr...)
-	b = append(b, " laddr="...)
-	b = append(b, sess.laddr...)
-	b = append(b, " name="...)
-	b = append(b, name...)
-	b = append(b, " age="...)
-	b = strconv.AppendInt(b, int64(time.Since(sess.created)/time.Second), 10)
-	b = append(b, " db=0 user=default resp="...)
-	b = strconv.AppendInt(b, int64(sess.Proto()), 10)
-	b = append(b, " lib-name="...)
-	b = append(b, lib...)
-	b = append(b, " lib-ver="...)
-	b = append(b, ver...)
-	return string(b)
-}
-
-func (s *Server) sessionsByID() []*Session {
-	s.mu.Lock()
-	out := make([]*Session, 0, len(s.sessions))
-	for _, sess := range s.sessions {
-		out = append(out, sess)
-	}
-	s.mu.Unlock()
-	// Redis lists clients in connection order.
-	sort.Slice(out, func(i, j int) bool { return out[i].id < out[j].id })
-	return out
 }
 
 // commandEntry is one COMMAND INFO entry in Redis 7's ten-field layout:
@@ -374,6 +100,9 @@ func commandInfo(name []byte) commands.Reply {
 	if sp, ok := commands.Lookup(name); ok {
 		return specEntry(sp)
 	}
+	if cc, ok := lookupConnCmd(name); ok {
+		return commandEntry(cc.name, cc.arity, []string{"fast"}, 0, 0, 0)
+	}
 	if sc, ok := lookupServerCmd(name); ok {
 		return commandEntry(sc.name, sc.arity, []string{"fast"}, 0, 0, 0)
 	}
@@ -385,13 +114,16 @@ func allCommandNames() []string {
 	for _, sp := range commands.All() {
 		names = append(names, sp.Name)
 	}
+	for name := range connCmds {
+		names = append(names, name)
+	}
 	for name := range serverCmds {
 		names = append(names, name)
 	}
 	return names
 }
 
-func cmdCommand(_ *Server, c redcon.Conn, sess *Session, args [][]byte) {
+func cmdCommand(_ *node, c redcon.Conn, sess *Session, args [][]byte) {
 	p3 := sess.proto3()
 	if len(args) == 1 {
 		var out commands.Array
@@ -438,7 +170,7 @@ func cmdCommand(_ *Server, c redcon.Conn, sess *Session, args [][]byte) {
 // tools that ask (redis-benchmark reads save and appendonly).
 type configParam struct{ name, value string }
 
-func (s *Server) configParams() []configParam {
+func (n *node) configParams() []configParam {
 	entries, value := commands.HashEncodingLimits()
 	return []configParam{
 		{"hash-max-listpack-entries", strconv.FormatInt(entries, 10)},
@@ -450,12 +182,12 @@ func (s *Server) configParams() []configParam {
 		{"databases", "1"},
 		{"maxmemory", "0"},
 		{"timeout", "0"},
-		{"proto-max-bulk-len", strconv.FormatInt(s.cfg.MaxBulkLen, 10)},
-		{"client-query-buffer-limit", strconv.FormatInt(s.cfg.MaxCommandLen, 10)},
+		{"proto-max-bulk-len", strconv.FormatInt(n.srv.cfg.MaxBulkLen, 10)},
+		{"client-query-buffer-limit", strconv.FormatInt(n.srv.cfg.MaxCommandLen, 10)},
 	}
 }
 
-func cmdConfig(s *Server, c redcon.Conn, sess *Session, args [][]byte) {
+func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 	switch sub := strings.ToLower(string(args[1])); sub {
 	case "get":
 		if len(args) < 3 {
@@ -463,7 +195,7 @@ func cmdConfig(s *Server, c redcon.Conn, sess *Session, args [][]byte) {
 			return
 		}
 		out := commands.Map{}
-		for _, p := range s.configParams() {
+		for _, p := range n.configParams() {
 			for _, pat := range args[2:] {
 				if commands.Match(bytes.ToLower(pat), []byte(p.name)) {
 					out = append(out, commands.Bulk(p.name), commands.Bulk(p.value))
@@ -481,19 +213,19 @@ func cmdConfig(s *Server, c redcon.Conn, sess *Session, args [][]byte) {
 		// they change what OBJECT ENCODING reports (commands.SetHashEncodingLimits).
 		entries, value := commands.HashEncodingLimits()
 		for i := 2; i < len(args); i += 2 {
-			n, err := strconv.ParseInt(string(args[i+1]), 10, 64)
+			v, err := strconv.ParseInt(string(args[i+1]), 10, 64)
 			switch name := strings.ToLower(string(args[i])); {
 			case name != "hash-max-listpack-entries" && name != "hash-max-ziplist-entries" &&
 				name != "hash-max-listpack-value" && name != "hash-max-ziplist-value":
 				c.WriteError(errConfigSet(args[i]))
 				return
-			case err != nil || n < 0:
-				c.WriteError("ERR CONFIG SET failed (possibly related to argument '" + name + "') - argument couldn't be parsed into an integer")
+			case err != nil || v < 0:
+				c.WriteError(errConfigSetInteger(name))
 				return
 			case strings.HasSuffix(name, "entries"):
-				entries = n
+				entries = v
 			default:
-				value = n
+				value = v
 			}
 		}
 		commands.SetHashEncodingLimits(entries, value)
@@ -507,23 +239,23 @@ func cmdConfig(s *Server, c redcon.Conn, sess *Session, args [][]byte) {
 	}
 }
 
-func cmdInfo(s *Server, c redcon.Conn, _ *Session, args [][]byte) {
+func cmdInfo(n *node, c redcon.Conn, _ *Session, args [][]byte) {
 	sections := make([]string, 0, len(args)-1)
 	for _, a := range args[1:] {
 		sections = append(sections, strings.ToLower(string(a)))
 	}
-	c.WriteBulkString(s.b.Info(sections))
+	c.WriteBulkString(n.b.Info(sections))
 }
 
-func cmdRole(s *Server, c redcon.Conn, sess *Session, _ [][]byte) {
-	writeReply(c, s.b.Role(), sess.proto3())
+func cmdRole(n *node, c redcon.Conn, sess *Session, _ [][]byte) {
+	writeReply(c, n.b.Role(), sess.proto3())
 }
 
 // cmdWait is WAIT numreplicas timeout: it waits for the connection's own
 // last write, so a connection that never wrote gets the number of
 // followers at once (the Backend's answer for LSN 0).
-func cmdWait(s *Server, c redcon.Conn, sess *Session, args [][]byte) {
-	n, err := strconv.ParseInt(string(args[1]), 10, 64)
+func cmdWait(n *node, c redcon.Conn, sess *Session, args [][]byte) {
+	want, err := strconv.ParseInt(string(args[1]), 10, 64)
 	if err != nil {
 		c.WriteError(errNotInteger)
 		return
@@ -537,23 +269,23 @@ func cmdWait(s *Server, c redcon.Conn, sess *Session, args [][]byte) {
 		c.WriteError(errTimeoutNegative)
 		return
 	}
-	n = min(max(n, 0), math.MaxInt32)
+	want = min(max(want, 0), math.MaxInt32)
 	timeout := time.Duration(min(ms, math.MaxInt64/int64(time.Millisecond))) * time.Millisecond
 	// WAIT 0 blocks until enough replicas catch up, maybe forever; a
 	// client that leaves ends it (see watch.go).
 	ctx := sess.enter()
-	count := s.b.Wait(ctx, sess.lastWriteLSN, int(n), timeout)
+	count := n.b.Wait(ctx, nodeState(sess).lastWriteLSN, int(want), timeout)
 	sess.leave()
 	c.WriteInt(count)
 }
 
-func cmdReplicaOf(s *Server, c redcon.Conn, sess *Session, args [][]byte) {
+func cmdReplicaOf(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 	if eqFold(args[1], "no") && eqFold(args[2], "one") {
 		ctx := sess.enter()
-		err := s.b.ReplicaOfNoOne(ctx)
+		err := n.b.ReplicaOfNoOne(ctx)
 		sess.leave()
 		if err != nil {
-			c.WriteError(s.adminErrorText(err, sess, "replicaof"))
+			c.WriteError(n.srv.adminErrorText(err, sess, "replicaof"))
 			return
 		}
 		c.WriteString("OK")
@@ -565,10 +297,10 @@ func cmdReplicaOf(s *Server, c redcon.Conn, sess *Session, args [][]byte) {
 		return
 	}
 	ctx := sess.enter()
-	err = s.b.ReplicaOf(ctx, string(args[1]), strconv.FormatInt(port, 10))
+	err = n.b.ReplicaOf(ctx, string(args[1]), strconv.FormatInt(port, 10))
 	sess.leave()
 	if err != nil {
-		c.WriteError(s.adminErrorText(err, sess, "replicaof"))
+		c.WriteError(n.srv.adminErrorText(err, sess, "replicaof"))
 		return
 	}
 	c.WriteString("OK")

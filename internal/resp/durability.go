@@ -59,12 +59,13 @@ func (e *tooFewReplicasError) Error() string {
 	return fmt.Sprintf("NOREPLICAS tandem: the write is committed under the cluster's mode but only %d of the %d replicas that TANDEM.DURABILITY asks for stored it in time; it may still reach them", e.got, e.want)
 }
 
-func cmdDurability(_ *Server, c redcon.Conn, sess *Session, args [][]byte) {
+func cmdDurability(_ *node, c redcon.Conn, sess *Session, args [][]byte) {
+	nc := nodeState(sess)
 	switch {
 	case len(args) == 1:
-		c.WriteBulkString(sess.durability.String())
+		c.WriteBulkString(nc.durability.String())
 	case len(args) == 2 && eqFold(args[1], "default"):
-		sess.durability = durabilityFloor{}
+		nc.durability = durabilityFloor{}
 		c.WriteString("OK")
 	case len(args) >= 3 && eqFold(args[1], "replicas"):
 		n, err := strconv.ParseInt(string(args[2]), 10, 64)
@@ -86,7 +87,7 @@ func cmdDurability(_ *Server, c redcon.Conn, sess *Session, args [][]byte) {
 			c.WriteError(errSyntax)
 			return
 		}
-		sess.durability = d
+		nc.durability = d
 		c.WriteString("OK")
 	default:
 		c.WriteError("ERR syntax: TANDEM.DURABILITY [REPLICAS n [TIMEOUT ms] | DEFAULT]")
@@ -95,17 +96,17 @@ func cmdDurability(_ *Server, c redcon.Conn, sess *Session, args [][]byte) {
 
 // awaitFloor holds the reply of a committed write at lsn until the
 // session's durability floor holds, or returns why it did not in time.
-func (s *Server) awaitFloor(sess *Session, lsn uint64) error {
-	d := sess.durability
+func (n *node) awaitFloor(sess *Session, lsn uint64) error {
+	d := nodeState(sess).durability
 	if d.replicas == 0 || lsn == 0 {
 		return nil
 	}
 	timeout := d.timeout
 	if timeout == 0 {
-		timeout = s.cfg.WriteTimeout
+		timeout = n.srv.cfg.WriteTimeout
 	}
 	ctx := sess.enter()
-	got := s.b.Wait(ctx, lsn, d.replicas, timeout)
+	got := n.b.Wait(ctx, lsn, d.replicas, timeout)
 	sess.leave()
 	if got >= d.replicas {
 		return nil

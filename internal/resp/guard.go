@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 )
 
@@ -226,11 +227,13 @@ func (f *framer) headerErr() error {
 	return errBadBulkLen
 }
 
-// guardListener wraps every accepted connection in a guardConn.
+// guardListener wraps every accepted connection in a guardConn, tracked
+// by srv until it closes.
 type guardListener struct {
 	net.Listener
 	lim limits
 	log *slog.Logger
+	srv *Server
 }
 
 func (l *guardListener) Accept() (net.Conn, error) {
@@ -238,10 +241,15 @@ func (l *guardListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &guardConn{Conn: c, f: framer{lim: l.lim}, log: l.log}, nil
+	g := &guardConn{Conn: c, f: framer{lim: l.lim}, log: l.log, srv: l.srv, replyTimeout: l.srv.cfg.ReplyTimeout}
+	if !l.srv.track(g) {
+		c.Close()
+		return nil, net.ErrClosed // redcon's accept loop ends on it
+	}
+	return g, nil
 }
 
-// guardConn is the connection redcon reads from.
+// guardConn is the connection redcon reads from and writes to.
 type guardConn struct {
 	net.Conn
 	f   framer
@@ -255,6 +263,41 @@ type guardConn struct {
 	held, heldBuf []byte
 	heldEnd       int
 	heldErr       error
+	// srv tracks the connection until Close (nil in tests that make a
+	// guardConn by hand); replyTimeout is Config.ReplyTimeout.
+	srv          *Server
+	replyTimeout time.Duration
+	closeOnce    sync.Once
+}
+
+// Write bounds each write by the reply timeout, if there is one, and
+// closes the connection when one fails: for a connection detached from
+// redcon (a subscriber), that ends the reader that would otherwise keep
+// it, and its subscriptions, alive.
+func (g *guardConn) Write(p []byte) (int, error) {
+	if g.replyTimeout <= 0 {
+		return g.Conn.Write(p)
+	}
+	if err := g.Conn.SetWriteDeadline(time.Now().Add(g.replyTimeout)); err != nil {
+		return 0, err
+	}
+	n, err := g.Conn.Write(p)
+	if err != nil {
+		g.log.Debug("resp: write failed; closing the connection", "remote", g.RemoteAddr().String(), "err", err)
+		g.Close()
+	}
+	return n, err
+}
+
+// Close closes the connection and stops tracking it.
+func (g *guardConn) Close() error {
+	err := g.Conn.Close()
+	g.closeOnce.Do(func() {
+		if g.srv != nil {
+			g.srv.untrack(g)
+		}
+	})
+	return err
 }
 
 // errClientClosed is returned to redcon after a protocol error reply.

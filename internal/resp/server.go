@@ -1,34 +1,61 @@
-// Package resp is tandem's Redis protocol front end: it accepts client
-// connections (on github.com/tidwall/redcon), keeps one Session per
-// connection, answers connection and server commands itself (PING, HELLO,
-// CLIENT, COMMAND, INFO, WAIT, REPLICAOF...), and hands data commands from
-// the commands table to a Backend.
+// Package resp is tandem's one RESP connection layer, and the data node's
+// front end on it.
+//
+// Every RESP endpoint tandem has (the data node, the orchestrator's
+// Sentinel endpoint, and the proxy to come) is a Server from this package:
+// NewServer makes the node's, NewEndpoint any other from a FrontEnd that
+// supplies only that endpoint's own commands. The layer owns everything a
+// connection does before and around a command: accepting and closing,
+// the framing guard and its input limits, sessions, the connection
+// commands, the per-connection context and the error table. So that:
+//
+//   - One command cannot answer differently on two endpoints. PING, ECHO,
+//     HELLO, AUTH, SELECT, CLIENT, QUIT and RESET (conncmd.go) are answered
+//     here, before any front end sees the command, with the same bytes
+//     everywhere; a front end declares only what genuinely differs
+//     (HELLO's mode and role, and the highest protocol its replies speak).
+//     An unknown command, a wrong arity and a framing violation get the
+//     same texts from the one table (errors.go) on every endpoint.
 //
 // # What it promises
 //
 //   - Wire compatibility with Redis 7 for what it serves: RESP2 by default,
-//     RESP3 after HELLO 3 (maps and nulls in RESP3 form), and Redis's error
-//     texts, so redis-cli, redis-benchmark and go-redis work unchanged.
+//     RESP3 after HELLO 3 (maps and nulls in RESP3 form) where the front
+//     end's replies speak it, and Redis's error texts, so redis-cli,
+//     redis-benchmark, go-redis and redis-py work unchanged.
 //   - Errors become Redis replies in one table (errors.go, errorText):
 //     every error reply starts with an upper-case code word (ERR, READONLY,
 //     LOADING, MASTERDOWN, NOREPLICAS...) and is Redis's own text where
 //     Redis has one. An internal failure never shows its Go error to the
 //     client: that is logged with an incident id the reply gives.
-//   - A client that leaves frees what it waits for: every Backend call of a
-//     connection gets the connection's context, which ends when the client
-//     disconnects (noticed while a call blocks, see watch.go), when the
-//     connection closes, and on Close; a call that returns quickly pays
-//     for this with two atomic operations, no goroutine or system call.
+//   - A client that leaves frees what it waits for: every blocking call a
+//     front end makes for a connection (Session.Enter/Leave) gets the
+//     connection's context, which ends when the client disconnects
+//     (noticed while a call blocks, see watch.go), when the connection
+//     closes, and on Close; a call that returns quickly pays for this with
+//     two atomic operations, no goroutine or system call.
 //   - Hostile input costs one connection, never the server: a malformed
 //     stream gets "-ERR Protocol error: ..." and only that connection is
 //     closed; a bulk longer than MaxBulkLen, more than MaxArgs arguments or
 //     a command longer than MaxCommandLen is refused from its header,
-//     before any of its data is buffered (see guard.go).
+//     before any of its data is buffered (see guard.go). With
+//     ReplyTimeout, a client that stops reading its replies is cut off.
 //   - Commands of one connection take effect in the order sent and their
-//     replies come back in that order; a pipeline is flushed once. With a
-//     PipelineBackend the writes of a pipeline are ordered at once and
-//     share commits, and anything else in it waits for the writes before
-//     it, so a pipeline costs about one commit, not one per write.
+//     replies come back in that order; a pipeline is flushed once. A front
+//     end that can start commands ahead (FrontEnd.Start and Flush; the
+//     node's PipelineBackend) has a pipeline's writes ordered at once so
+//     they share commits, and anything else in it waits for the commands
+//     started before it.
+//   - Close closes every connection, also one a front end detached from
+//     redcon (the Sentinel endpoint's subscribers), and returns only once
+//     no command runs any more.
+//
+// # The node's front end
+//
+// node.go and admin.go are the data node's commands: the commands table
+// run on a Backend, the server commands (COMMAND, CONFIG, INFO, ROLE,
+// WAIT, REPLICAOF, TIME, TANDEM.DURABILITY) and the Backend's own
+// (CustomBackend).
 //
 // A panic in a Backend is a bug that may have left shared state (a leader's
 // locks) broken, so it is not recovered: the process dies and failover
@@ -46,8 +73,6 @@ import (
 	"time"
 
 	"github.com/tidwall/redcon"
-
-	"github.com/tandemdb/tandem/internal/commands"
 )
 
 // Config configures a Server.
@@ -62,9 +87,14 @@ type Config struct {
 	// MaxCommandLen bounds the bytes of one command; 0 means
 	// DefaultMaxCommandLen (1 GiB).
 	MaxCommandLen int64
-	// WriteTimeout is how long a write's reply waits for its connection's
-	// durability floor (TANDEM.DURABILITY) when the floor names no
-	// timeout; 0 means 5 s. The Backend's writes have their own.
+	// ReplyTimeout bounds each write to a client: a connection whose
+	// write does not complete in time (a subscriber that stopped reading)
+	// is closed. 0 means no bound: TCP flow control holds the connection's
+	// goroutine, and only that one, as in Redis.
+	ReplyTimeout time.Duration
+	// WriteTimeout is the node's: how long a write's reply waits for its
+	// connection's durability floor (TANDEM.DURABILITY) when the floor
+	// names no timeout; 0 means 5 s. The Backend's writes have their own.
 	WriteTimeout time.Duration
 	// Version is the Redis version reported by HELLO; "" means "7.0.0".
 	Version string
@@ -72,53 +102,57 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// CustomBackend is an optional Backend capability for commands neither
-// this package nor the commands table knows (tandem's own TANDEM.*
-// commands). Custom returns false to let the command be unknown.
-type CustomBackend interface {
-	Custom(ctx context.Context, args [][]byte) (commands.Reply, bool)
+// FrontEnd is what one endpoint adds to the connection layer: its identity
+// in HELLO and its own commands. Every func is called from the
+// connection's goroutine, one command at a time.
+type FrontEnd struct {
+	// Mode is HELLO's "mode": "standalone" (the default) or "sentinel".
+	Mode string
+	// Role returns HELLO's "role", "master" or "replica", at the time of
+	// the HELLO; nil means "master".
+	Role func() string
+	// MaxProto is the highest RESP version HELLO accepts, 2 or 3 (0 means
+	// 3). An endpoint whose replies are RESP2 only (redcon's pub/sub)
+	// says 2: HELLO 3 then gets the same NOPROTO as HELLO 4 does
+	// elsewhere, and clients fall back to RESP2.
+	MaxProto int
+	// Serve answers a command the layer does not (args[0] is not a
+	// connection command), writing exactly one reply, or returns false if
+	// the endpoint does not know the command: the layer then answers
+	// Redis's unknown-command error.
+	Serve func(c redcon.Conn, sess *Session, args [][]byte) bool
+	// Open, if set, runs for each accepted connection before its first
+	// command: the place to set Session.Local.
+	Open func(sess *Session)
+	// Reset, if set, runs on RESET after the layer has reset its own part
+	// of the session (protocol, name), before the reply.
+	Reset func(sess *Session)
+	// Start and Flush, both set or both nil, let a front end begin the
+	// commands of a pipeline ahead of answering them (the node submits a
+	// pipeline's writes at once so they share commits). Start reports
+	// whether it began args and owes its reply; Flush writes the owed
+	// replies, in order. The layer calls Flush before serving any command
+	// Start did not take, and at the end of the pipeline.
+	Start func(sess *Session, args [][]byte) bool
+	Flush func(c redcon.Conn, sess *Session)
 }
 
-// PipelineBackend is an optional Backend capability that lets the writes
-// of one connection's pipeline share commits instead of waiting for one
-// commit each.
-//
-// Submit orders a write command before it returns: it runs the command
-// against the leader's view (committed data plus every write submitted
-// before, from any connection) and assigns its LSN. The returned wait
-// blocks until that write is committed and applied, and returns what
-// Backend.Write would have returned; errors (ErrReadOnly, bad arguments)
-// may come from either step but are always reported by wait. Writes
-// submitted one after another are applied in that order.
-//
-// ctx is the connection's (see Backend): the returned wait must also
-// return soon after it ends.
-//
-// With it, a pipeline of n writes costs about one commit instead of n, as
-// with Redis; reads and server commands in the pipeline still see every
-// write before them, because the server waits for the pending writes
-// before running anything else.
-type PipelineBackend interface {
-	Submit(ctx context.Context, spec *commands.Spec, args [][]byte) (wait func() (commands.Reply, uint64, error))
-}
-
-// Server serves RESP clients. Its methods are safe for concurrent use.
+// Server serves RESP clients for one FrontEnd. Its methods are safe for
+// concurrent use.
 type Server struct {
-	cfg    Config
-	lim    limits
-	b      Backend
-	custom CustomBackend   // nil when b has no custom commands
-	pipe   PipelineBackend // nil when b cannot submit writes ahead
-	log    *slog.Logger
+	cfg Config
+	lim limits
+	fe  FrontEnd
+	log *slog.Logger
 
-	// ctx is canceled by Close, which ends Backend calls (writes waiting
+	// ctx is canceled by Close, which ends the calls (writes waiting
 	// for commit, WAIT) that connections are blocked in. Each session's
 	// context derives from it.
 	ctx    context.Context
 	cancel context.CancelFunc
 
 	nextID atomic.Uint64
-	conns  sync.WaitGroup // one per accepted connection until it is closed
+	conns  sync.WaitGroup // one per connection redcon serves, until it ends or is detached
 
 	mu       sync.Mutex
 	ln       net.Listener  // nil until Serve
@@ -126,10 +160,29 @@ type Server struct {
 	swept    chan struct{} // closed when the sweeper (watch.go) returns
 	closed   bool
 	sessions map[uint64]*Session
+	// open is every accepted connection not yet closed, also those a
+	// front end detached from redcon (which then no longer closes them).
+	open map[*guardConn]struct{}
 }
 
-// NewServer returns a server for b; call Serve or ListenAndServe to start it.
-func NewServer(cfg Config, b Backend) *Server {
+// NewEndpoint returns a server for the front end fe; call Serve or
+// ListenAndServe to start it.
+func NewEndpoint(cfg Config, fe FrontEnd) *Server {
+	if fe.Serve == nil {
+		panic("resp: FrontEnd.Serve is nil")
+	}
+	if (fe.Start == nil) != (fe.Flush == nil) {
+		panic("resp: FrontEnd.Start and Flush must be set together")
+	}
+	if fe.Mode == "" {
+		fe.Mode = "standalone"
+	}
+	if fe.MaxProto == 0 {
+		fe.MaxProto = 3
+	}
+	if fe.MaxProto != 2 && fe.MaxProto != 3 {
+		panic("resp: FrontEnd.MaxProto must be 2 or 3")
+	}
 	if cfg.MaxBulkLen <= 0 {
 		cfg.MaxBulkLen = DefaultMaxBulkLen
 	}
@@ -150,18 +203,16 @@ func NewServer(cfg Config, b Backend) *Server {
 		log = slog.Default()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{
+	return &Server{
 		cfg:      cfg,
 		lim:      limits{maxBulk: cfg.MaxBulkLen, maxArgs: cfg.MaxArgs, maxCommand: cfg.MaxCommandLen},
-		b:        b,
+		fe:       fe,
 		log:      log,
 		ctx:      ctx,
 		cancel:   cancel,
 		sessions: make(map[uint64]*Session),
+		open:     make(map[*guardConn]struct{}),
 	}
-	s.custom, _ = b.(CustomBackend)
-	s.pipe, _ = b.(PipelineBackend)
-	return s
 }
 
 // ListenAndServe listens on Config.Addr and serves until Close.
@@ -176,7 +227,7 @@ func (s *Server) ListenAndServe() error {
 // Serve serves connections from ln until Close, and closes ln. It returns
 // nil after Close, and net.ErrClosed if Close came first.
 func (s *Server) Serve(ln net.Listener) error {
-	gl := &guardListener{Listener: ln, lim: s.lim, log: s.log}
+	gl := &guardListener{Listener: ln, lim: s.lim, log: s.log, srv: s}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -216,9 +267,17 @@ func (s *Server) Addr() net.Addr {
 	return s.ln.Addr()
 }
 
-// Close stops accepting, closes every connection, cancels the Backend calls
-// in progress, and waits until no connection runs a command any more, so
-// the Backend may be shut down after it returns.
+// Clients returns the number of open client connections, those detached
+// from redcon (subscribers) included.
+func (s *Server) Clients() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.open)
+}
+
+// Close stops accepting, closes every connection, cancels the calls in
+// progress, and waits until no connection runs a command any more, so
+// what the front end serves from may be shut down after it returns.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -227,19 +286,46 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	ln, served, swept := s.ln, s.served, s.swept
+	open := make([]*guardConn, 0, len(s.open))
+	for g := range s.open {
+		open = append(open, g)
+	}
 	s.mu.Unlock()
 	s.cancel()
 	if ln == nil {
 		return nil
 	}
 	err := ln.Close()
-	<-served // redcon closes every connection as its accept loop ends
+	// redcon closes the connections it serves as its accept loop ends,
+	// but not those detached from it.
+	for _, g := range open {
+		g.Close()
+	}
+	<-served
 	s.conns.Wait()
 	<-swept
 	if errors.Is(err, net.ErrClosed) {
 		err = nil
 	}
 	return err
+}
+
+// track records an accepted connection until it closes; false means the
+// server is closed and the connection must not be served.
+func (s *Server) track(g *guardConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.open[g] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(g *guardConn) {
+	s.mu.Lock()
+	delete(s.open, g)
+	s.mu.Unlock()
 }
 
 // accept runs in redcon's accept loop for each new connection.
@@ -255,6 +341,9 @@ func (s *Server) accept(conn redcon.Conn) bool {
 		sess.laddr = nc.LocalAddr().String()
 		sess.g, _ = nc.(*guardConn)
 	}
+	if s.fe.Open != nil {
+		s.fe.Open(sess)
+	}
 	conn.SetContext(sess)
 	s.conns.Add(1)
 	s.mu.Lock()
@@ -263,8 +352,10 @@ func (s *Server) accept(conn redcon.Conn) bool {
 	return true
 }
 
-// closeConn runs when a connection ends, whatever the reason. redcon calls
-// it holding its own lock, so it must not call back into redcon.
+// closeConn runs when redcon's goroutine for a connection ends: the
+// connection closed, whatever the reason, or a front end detached it
+// (redcon.PubSub). redcon calls it holding its own lock, so it must not
+// call back into redcon.
 func (s *Server) closeConn(conn redcon.Conn, err error) {
 	sess, _ := conn.Context().(*Session)
 	if sess == nil {
@@ -282,15 +373,15 @@ func (s *Server) closeConn(conn redcon.Conn, err error) {
 
 // serveCommand is redcon's handler. redcon calls it from the connection's
 // goroutine for each command it parsed from one read, in order, and
-// flushes the replies after the last. When the Backend can submit writes
-// ahead, serveCommand takes the rest of that pipeline at once so that its
-// writes share commits.
+// flushes the replies after the last. When the front end can start
+// commands ahead, serveCommand takes the rest of that pipeline at once so
+// that, for the node, its writes share commits.
 func (s *Server) serveCommand(conn redcon.Conn, cmd redcon.Command) {
 	sess := conn.Context().(*Session)
 	if sess.quit {
 		return // redcon still hands over the commands after QUIT
 	}
-	if s.pipe == nil || len(conn.PeekPipeline()) == 0 {
+	if s.fe.Start == nil || len(conn.PeekPipeline()) == 0 {
 		s.serveOne(conn, sess, cmd.Args)
 		return
 	}
@@ -302,139 +393,67 @@ func (s *Server) serveCommand(conn redcon.Conn, cmd redcon.Command) {
 		}
 		s.servePipelined(conn, sess, c.Args)
 	}
-	s.drain(conn, sess)
+	s.fe.Flush(conn, sess)
 }
 
-// servePipelined submits a write and leaves its reply pending, or, for
-// anything else, writes the pending replies first and then serves the
-// command, so that replies keep their order and the command sees every
-// write before it.
+// servePipelined lets the front end start a command and owe its reply,
+// or, for what it does not start (a connection command among them),
+// has the owed replies written first and then serves the command, so that
+// replies keep their order and the command sees every write before it.
 func (s *Server) servePipelined(conn redcon.Conn, sess *Session, args [][]byte) {
-	if spec, ok := commands.Lookup(args[0]); ok && spec.Flags&commands.FlagWrite != 0 && commands.Check(spec, args) == nil {
-		ctx := sess.enter()
-		wait := s.pipe.Submit(ctx, spec, args)
-		sess.leave()
-		sess.pending = append(sess.pending, pendingWrite{spec: spec, wait: wait})
+	if _, conncmd := lookupConnCmd(args[0]); !conncmd && s.fe.Start(sess, args) {
 		return
 	}
-	s.drain(conn, sess)
+	s.fe.Flush(conn, sess)
 	s.serveOne(conn, sess, args)
 }
 
-// pendingWrite is a submitted write whose reply is not written yet.
-type pendingWrite struct {
-	spec *commands.Spec
-	wait func() (commands.Reply, uint64, error)
-}
-
-// drain waits for the pending writes in order and writes their replies.
-func (s *Server) drain(conn redcon.Conn, sess *Session) {
-	for i := range sess.pending {
-		p := &sess.pending[i]
-		sess.enter()
-		reply, lsn, err := p.wait() // made with the session's context
-		sess.leave()
-		s.writeResult(conn, sess, p.spec, reply, lsn, err)
-		*p = pendingWrite{}
-	}
-	sess.pending = sess.pending[:0]
-}
-
-// serveOne runs one command to completion and writes its reply.
+// serveOne runs one command to completion and writes its reply: a
+// connection command here, anything else by the front end.
 func (s *Server) serveOne(conn redcon.Conn, sess *Session, args [][]byte) {
-	if spec, ok := commands.Lookup(args[0]); ok {
-		s.serveData(conn, sess, spec, args)
-		return
-	}
-	if sc, ok := lookupServerCmd(args[0]); ok {
-		if !sc.arityOK(len(args)) {
-			conn.WriteError(errArity(sc.name))
+	if cc, ok := lookupConnCmd(args[0]); ok {
+		if !cc.arityOK(len(args)) {
+			conn.WriteError(errArity(cc.name))
 			return
 		}
-		sc.fn(s, conn, sess, args)
+		cc.fn(s, conn, sess, args)
 		return
 	}
-	if s.custom != nil {
-		ctx := sess.enter()
-		reply, ok := s.custom.Custom(ctx, args)
-		sess.leave()
-		if ok {
-			writeReply(conn, reply, sess.proto3())
-			return
-		}
+	if !s.fe.Serve(conn, sess, args) {
+		conn.WriteError(unknownCommand(args))
 	}
-	conn.WriteError(unknownCommand(args))
-}
-
-// serveData runs a command from the commands table on the Backend.
-func (s *Server) serveData(conn redcon.Conn, sess *Session, spec *commands.Spec, args [][]byte) {
-	if err := commands.Check(spec, args); err != nil {
-		conn.WriteError(s.errorText(err, sess, spec.Name))
-		return
-	}
-	ctx := sess.enter()
-	if spec.Flags&commands.FlagWrite != 0 {
-		reply, lsn, err := s.b.Write(ctx, spec, args)
-		sess.leave()
-		s.writeResult(conn, sess, spec, reply, lsn, err)
-		return
-	}
-	reply, err := s.b.Read(ctx, spec, args)
-	sess.leave()
-	s.writeResult(conn, sess, spec, reply, 0, err)
-}
-
-// writeResult records a write's LSN in the session, holds a committed
-// write's reply until the connection's durability floor holds, and writes
-// the reply.
-func (s *Server) writeResult(conn redcon.Conn, sess *Session, spec *commands.Spec, reply commands.Reply, lsn uint64, err error) {
-	if lsn != 0 {
-		sess.lastWriteLSN = lsn
-	}
-	if err == nil {
-		err = s.awaitFloor(sess, lsn)
-	}
-	if err != nil {
-		conn.WriteError(s.errorText(err, sess, spec.Name))
-		return
-	}
-	writeReply(conn, reply, sess.proto3())
 }
 
 // Session is one client connection's state. The connection's goroutine
 // owns it; the fields other connections read (CLIENT LIST) are guarded.
 type Session struct {
+	// Local is the front end's own state for the connection (set by
+	// FrontEnd.Open); only the connection's goroutine touches it.
+	Local any
+
 	id      uint64
 	addr    string
 	laddr   string
 	created time.Time
 	proto   atomic.Int32 // 2 or 3
-	// ctx is the context of every Backend call made for the connection.
+	// ctx is the context of every blocking call made for the connection.
 	// cancel ends it when the client leaves (seen by the watch, see
 	// watch.go), breaks the protocol, or the connection is closed; Close
 	// ends it through the server's context.
 	ctx    context.Context
 	cancel context.CancelFunc
-	// The watch of a Backend call that blocks (watch.go): call is the
-	// call's state (enter, leave), seen the sweeper's last look at it
-	// (only the sweeper touches it), watchStop stops the watch; watchMu
-	// orders starting a watch against leave. g is nil only for a
-	// connection not accepted through the guard.
+	// The watch of a call that blocks (watch.go): call is the call's
+	// state (enter, leave), seen the sweeper's last look at it (only the
+	// sweeper touches it), watchStop stops the watch; watchMu orders
+	// starting a watch against leave. g is nil only for a connection not
+	// accepted through the guard.
 	call      atomic.Uint64
 	seen      uint64
 	watchMu   sync.Mutex
 	watchStop func()
 	g         *guardConn
-	// lastWriteLSN is the LSN of this connection's last logged write: what
-	// WAIT waits for. Only the connection's goroutine touches it.
-	lastWriteLSN uint64
-	// durability is the connection's floor (TANDEM.DURABILITY, see
-	// durability.go). Only the connection's goroutine touches it.
-	durability durabilityFloor
-	// pending holds the submitted writes of the pipeline being served
-	// (PipelineBackend); quit is set by QUIT to stop serving it.
-	pending []pendingWrite
-	quit    bool
+	// quit is set by QUIT to stop serving the rest of the pipeline.
+	quit bool
 
 	mu      sync.Mutex
 	name    string
@@ -448,15 +467,20 @@ func (s *Session) ID() uint64 { return s.id }
 // Proto returns the RESP version in use, 2 or 3.
 func (s *Session) Proto() int { return int(s.proto.Load()) }
 
-// LastWriteLSN returns the LSN of the session's last logged write, 0 if
-// none. Only the connection's own goroutine may call it.
-func (s *Session) LastWriteLSN() uint64 { return s.lastWriteLSN }
-
 // Name returns the name set by CLIENT SETNAME or HELLO SETNAME.
 func (s *Session) Name() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.name
 }
+
+// Enter marks the start of a call that may block (a write waiting for
+// commit, a forwarded command) and returns the connection's context to
+// make it with; Leave must follow when the call returns, before the
+// connection reads again. See watch.go.
+func (s *Session) Enter() context.Context { return s.enter() }
+
+// Leave marks the end of the call Enter started.
+func (s *Session) Leave() { s.leave() }
 
 func (s *Session) proto3() bool { return s.proto.Load() == 3 }

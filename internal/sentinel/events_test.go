@@ -2,7 +2,6 @@ package sentinel
 
 import (
 	"bufio"
-	"io"
 	"net"
 	"reflect"
 	"strings"
@@ -226,68 +225,35 @@ func TestCloseRaces(t *testing.T) {
 	}
 }
 
-// TestOversizeInput: a command far larger than any Sentinel's closes that
-// connection only.
+// TestOversizeInput: a command far larger than any Sentinel's is refused
+// from its header, before its data, with the node's protocol error, and
+// that connection only is closed.
 func TestOversizeInput(t *testing.T) {
 	f := start(t, testState(), Config{})
 	big := dialRaw(t, f.addr)
 	if _, err := big.c.Write([]byte("*2\r\n$4\r\nPING\r\n$1000000\r\n")); err != nil {
 		t.Fatal(err)
 	}
-	chunk := make([]byte, 8<<10)
-	for range 16 { // 128 KiB, twice the limit
-		if _, err := big.c.Write(chunk); err != nil {
-			break // the server closed it: what the test waits for
-		}
+	if got := big.read(); got != "-ERR Protocol error: invalid bulk length" {
+		t.Errorf("an oversize command: got %s", got)
 	}
 	big.c.SetReadDeadline(time.Now().Add(ioTimeout))
 	if _, err := big.rd.ReadByte(); err == nil {
-		t.Error("an oversize command got a reply")
+		t.Error("more after the protocol error")
 	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
 		t.Error("an oversize command left the connection open")
 	}
 
+	// Within one argument's bound, a command longer than maxInput in all.
+	long := dialRaw(t, f.addr)
+	arg := strings.Repeat("x", maxInput/2)
+	long.send("SUBSCRIBE", arg, arg, arg)
+	if got := long.read(); got != "-ERR Protocol error: command exceeds the query buffer limit" {
+		t.Errorf("an overlong command: got %.100s", got)
+	}
+
 	if got := dialRaw(t, f.addr).do("PING"); got != "+PONG" {
 		t.Errorf("another connection: %s", got)
-	}
-}
-
-// TestTrickledInput: a connection read in more than maxUnansweredReads
-// pieces with no reply between is cut off; a reply starts the count anew.
-// net.Pipe matches each read with one write, so the count is exact.
-func TestTrickledInput(t *testing.T) {
-	s := New(Config{}, testState)
-	defer s.Close()
-	client, server := net.Pipe()
-	defer client.Close()
-	tc := &trackedConn{Conn: server, s: s}
-	go func() {
-		for {
-			if _, err := client.Write([]byte{'x'}); err != nil {
-				return
-			}
-		}
-	}()
-	go io.Copy(io.Discard, client) // takes the reply below
-	buf := make([]byte, 16)
-	for i := range maxUnansweredReads {
-		if _, err := tc.Read(buf); err != nil {
-			t.Fatalf("read %d: %v", i+1, err)
-		}
-	}
-	if _, err := tc.Write([]byte("+OK\r\n")); err != nil {
-		t.Fatal(err)
-	}
-	for i := range maxUnansweredReads {
-		if _, err := tc.Read(buf); err != nil {
-			t.Fatalf("after a reply, read %d: %v", i+1, err)
-		}
-	}
-	if _, err := tc.Read(buf); err != errUnanswered {
-		t.Fatalf("read %d without a reply: %v, want errUnanswered", maxUnansweredReads+1, err)
-	}
-	if _, err := tc.Read(buf); err == nil {
-		t.Fatal("the connection is still open")
 	}
 }
 

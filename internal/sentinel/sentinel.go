@@ -10,11 +10,16 @@
 //
 // # What it answers
 //
-// Replies are RESP2 and shaped as Redis 7's Sentinel shapes them:
+// Replies are RESP2 and shaped as Redis 7's Sentinel shapes them. The
+// endpoint is a front end on the resp package's connection layer, so the
+// connection commands, the error texts, the input limits and the
+// connection lifecycle are the data node's, byte for byte:
 //
-//   - PING, QUIT, AUTH (no password is configured: Redis's error),
-//     HELLO [2] (HELLO 3 is refused with -NOPROTO, which makes go-redis and
-//     redis-py fall back to RESP2), CLIENT SETNAME/GETNAME/SETINFO/ID.
+//   - PING, ECHO, QUIT, RESET, SELECT, AUTH (no password is configured:
+//     Redis's errors), HELLO [2] (the endpoint declares RESP2 only, as
+//     redcon's pub/sub writes RESP2: HELLO 3 gets the -NOPROTO a node gives
+//     HELLO 4, and go-redis and redis-py fall back to RESP2), CLIENT
+//     SETNAME/GETNAME/SETINFO/ID/INFO/LIST, answered by the resp layer.
 //   - SENTINEL get-master-addr-by-name, master, masters, replicas (and the
 //     old alias slaves), sentinels, myid.
 //   - SUBSCRIBE, PSUBSCRIBE, UNSUBSCRIBE, PUNSUBSCRIBE. A subscribed
@@ -27,7 +32,9 @@
 //     orchestrator, not this endpoint, decides and changes the topology.
 //
 // Unknown commands and wrong arities get Redis 7's error texts, and the
-// connection keeps serving.
+// connection keeps serving. A command longer than maxInput is refused
+// from its header with the node's protocol error, and the connection
+// closed.
 //
 // # How a State is reported
 //
@@ -74,10 +81,11 @@ import (
 	"net"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/tidwall/redcon"
+
+	"github.com/tandemdb/tandem/internal/resp"
 )
 
 // DefaultAddr is the orchestrator's Sentinel port (Redis Sentinel's is
@@ -151,25 +159,24 @@ type Config struct {
 // ErrClosed is Serve's error after Close.
 var ErrClosed = errors.New("sentinel: server closed")
 
+// maxInput bounds one command (and so one argument) a client may send.
+// Every Sentinel command is short: Redis's inline limit is far above any.
+const maxInput = 64 << 10
+
 // Server is the Sentinel endpoint. Its methods are safe for concurrent use.
 type Server struct {
 	cfg   Config
 	state func() State
 	log   *slog.Logger
 	ps    redcon.PubSub
-
-	// handlers counts redcon's connection goroutines (a connection's ends
-	// when it closes or is detached for pub/sub: from then on redcon's
-	// PubSub serves it without calling the Server), so that no command
-	// reads the state after Close returns.
-	handlers sync.WaitGroup
+	// rs is the connection layer, serving the commands of commands.go.
+	// Its Close closes the connections redcon detached for pub/sub too,
+	// and waits for every command, so that no command reads the state
+	// after Close returns.
+	rs *resp.Server
 
 	mu     sync.Mutex
 	closed bool
-	ln     net.Listener
-	served chan struct{}             // closed when Serve returns; nil before Serve
-	conns  map[*trackedConn]struct{} // every open client connection, subscribers included
-	nextID int64
 	// last is the last leader seen, in a State or by Changed: reported
 	// while there is none. told is the last leader Changed saw, the one
 	// clients were last told of; Changed names it as the old leader when
@@ -207,10 +214,21 @@ func New(cfg Config, state func() State) *Server {
 		cfg:     cfg,
 		state:   state,
 		log:     cfg.Logger,
-		conns:   map[*trackedConn]struct{}{},
 		wake:    make(chan struct{}, 1),
 		pubDone: make(chan struct{}),
 	}
+	s.rs = resp.NewEndpoint(resp.Config{
+		Addr:          cfg.Addr,
+		MaxBulkLen:    maxInput,
+		MaxCommandLen: maxInput,
+		ReplyTimeout:  cfg.WriteTimeout,
+		Version:       cfg.Version,
+		Logger:        cfg.Logger,
+	}, resp.FrontEnd{
+		Mode:     "sentinel",
+		MaxProto: 2,
+		Serve:    s.commands().Serve,
+	})
 	go s.publisher()
 	return s
 }
@@ -227,35 +245,15 @@ func (s *Server) ListenAndServe() error {
 // Serve answers connections on l until Close, which makes it return nil.
 // It closes l when it returns. A Server serves one listener, once.
 func (s *Server) Serve(l net.Listener) error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if s.isClosed() {
 		l.Close()
 		return ErrClosed
 	}
-	if s.served != nil {
-		s.mu.Unlock()
-		return errors.New("sentinel: server is already serving")
-	}
-	tl := &trackedListener{Listener: l, s: s}
-	s.ln = l
-	s.served = make(chan struct{})
-	s.mu.Unlock()
-	rs := redcon.NewServerNetwork(l.Addr().Network(), l.Addr().String(), s.handle, s.accept, s.closeConn)
-	defer close(s.served)
-
-	var backoff time.Duration
-	rs.AcceptError = func(err error) {
-		// Out of file descriptors and the like: back off instead of
-		// spinning, as net/http does.
-		backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-		s.log.Warn("sentinel: accept failed", "err", err, "retry_in", backoff)
-		time.Sleep(backoff)
-	}
-	// Close closes l; redcon's Serve then closes the connections it still
-	// serves and returns nil.
-	err := rs.Serve(tl)
-	if s.isClosed() {
+	err := s.rs.Serve(l)
+	switch {
+	case errors.Is(err, net.ErrClosed):
+		return ErrClosed // Close came before the layer began serving
+	case err == nil || s.isClosed():
 		return nil
 	}
 	return fmt.Errorf("sentinel: serve: %w", err)
@@ -263,18 +261,16 @@ func (s *Server) Serve(l net.Listener) error {
 
 // Addr returns the address the server listens on, or "" before Serve.
 func (s *Server) Addr() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ln == nil {
+	a := s.rs.Addr()
+	if a == nil {
 		return ""
 	}
-	return s.ln.Addr().String()
+	return a.String()
 }
 
-// Close stops accepting, closes every connection (subscribers too: redcon
-// does not close the connections it detached for pub/sub), drops the
-// events not yet published, and waits for Serve and every command to
-// return: after Close the state function is not called again.
+// Close stops accepting, closes every connection (subscribers too),
+// drops the events not yet published, and waits for Serve and every
+// command to return: after Close the state function is not called again.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -282,29 +278,11 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
-	ln, served := s.ln, s.served
-	conns := make([]*trackedConn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
 	s.queue = nil
 	close(s.wake) // under mu: Changed sends on it under mu, after checking closed
 	s.mu.Unlock()
-	var err error
-	if ln != nil {
-		err = ln.Close()
-	}
-	for _, c := range conns {
-		c.Close()
-	}
-	if served != nil {
-		<-served
-	}
-	s.handlers.Wait()
+	err := s.rs.Close()
 	<-s.pubDone
-	if errors.Is(err, net.ErrClosed) {
-		err = nil
-	}
 	if err != nil {
 		return fmt.Errorf("sentinel: close: %w", err)
 	}
@@ -444,95 +422,6 @@ func splitAddr(addr string) (host, port string) {
 		return addr, "0"
 	}
 	return h, p
-}
-
-// trackedListener hands redcon trackedConns.
-type trackedListener struct {
-	net.Listener
-	s *Server
-}
-
-func (l *trackedListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	tc := &trackedConn{Conn: c, s: l.s}
-	l.s.mu.Lock()
-	closed := l.s.closed
-	if !closed {
-		l.s.conns[tc] = struct{}{}
-	}
-	l.s.mu.Unlock()
-	if closed {
-		c.Close()
-		return nil, net.ErrClosed
-	}
-	return tc, nil
-}
-
-// Limits on what a client may send before it gets a reply.
-//
-// redcon buffers a command of any size a client sends, and re-enters its
-// reader once per short read of an incomplete command, so a client that
-// trickles a large one in small segments drives its stack deep. Every
-// Sentinel command is short and every one is answered, so a connection
-// that sends this much, or in this many reads, without a reply written
-// to it is cut off: that bounds both.
-const (
-	maxUnansweredBytes = 64 << 10 // Redis's inline limit, far above any Sentinel command
-	maxUnansweredReads = 256
-)
-
-// errUnanswered is a Read's error on a connection cut off by those limits.
-var errUnanswered = errors.New("sentinel: client sent too much without a reply; closing the connection")
-
-// trackedConn is a client connection the server can close on Close, also
-// once redcon has detached it for pub/sub, whose writes are bounded by
-// Config.WriteTimeout and whose input by the limits above. A failed write
-// closes it, which ends redcon's reader for a detached connection and so
-// drops its subscriptions.
-type trackedConn struct {
-	net.Conn
-	s    *Server
-	once sync.Once
-	// Bytes and reads since the last write; reads are redcon's goroutine
-	// (or its PubSub's), writes may be the publisher's too.
-	inBytes, inReads atomic.Int64
-}
-
-func (c *trackedConn) Read(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
-	if c.inBytes.Add(int64(n)) > maxUnansweredBytes || c.inReads.Add(1) > maxUnansweredReads {
-		c.s.log.Debug("sentinel: closing a connection that sent too much without a reply", "remote", c.RemoteAddr().String())
-		c.Close()
-		return 0, errUnanswered
-	}
-	return n, err
-}
-
-func (c *trackedConn) Write(b []byte) (int, error) {
-	c.inBytes.Store(0)
-	c.inReads.Store(0)
-	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout)); err != nil {
-		return 0, err
-	}
-	n, err := c.Conn.Write(b)
-	if err != nil {
-		c.s.log.Debug("sentinel: write failed; closing the connection", "remote", c.RemoteAddr().String(), "err", err)
-		c.Close()
-	}
-	return n, err
-}
-
-func (c *trackedConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(func() {
-		c.s.mu.Lock()
-		delete(c.s.conns, c)
-		c.s.mu.Unlock()
-	})
-	return err
 }
 
 // quorum is the orchestrators' majority, this one included.

@@ -55,6 +55,13 @@ var (
 
 func managed(sub string) string { return "-" + errManaged(sub) }
 
+// Redis 7's texts, which the resp layer answers on every endpoint.
+const (
+	errNoPassword    = "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"
+	errWrongPass     = "WRONGPASS invalid username-password pair or user is disabled."
+	errBadClientName = "ERR Client names cannot contain spaces, newlines or special characters."
+)
+
 // TestReplies runs every command on one connection, in order, so it also
 // shows that errors leave the connection serving.
 func TestReplies(t *testing.T) {
@@ -106,7 +113,7 @@ func TestReplies(t *testing.T) {
 
 		{[]string{"HELLO", "3"}, "-NOPROTO unsupported protocol version"},
 		{[]string{"HELLO", "x"}, "-ERR Protocol version is not an integer or out of range"},
-		{[]string{"HELLO", "2", "AUTH", "u", "p"}, "-" + errNoPassword},
+		{[]string{"HELLO", "2", "AUTH", "u", "p"}, "-" + errWrongPass},
 		{[]string{"HELLO", "2", "FOO"}, "-ERR Syntax error in HELLO option 'FOO'"},
 		{[]string{"HELLO", "2", "SETNAME", "app"}, arr(`"server"`, `"redis"`, `"version"`, `"7.2.0"`,
 			`"proto"`, ":2", `"id"`, ":1", `"mode"`, `"sentinel"`, `"role"`, `"master"`, `"modules"`, "[]")},
@@ -121,6 +128,10 @@ func TestReplies(t *testing.T) {
 		{[]string{"CLIENT", "nosuch"}, "-ERR unknown subcommand 'nosuch'. Try CLIENT HELP."},
 		{[]string{"CLIENT"}, "-ERR wrong number of arguments for 'client' command"},
 		{[]string{"AUTH", "secret"}, "-" + errNoPassword},
+		{[]string{"AUTH", "u", "p"}, "-" + errWrongPass},
+		{[]string{"AUTH", "default", "p"}, "+OK"},
+		{[]string{"ECHO", "hi"}, `"hi"`},
+		{[]string{"SELECT", "0"}, "+OK"},
 		{[]string{"AUTH"}, "-ERR wrong number of arguments for 'auth' command"},
 
 		{[]string{"UNSUBSCRIBE"}, arr(`"unsubscribe"`, "(nil)", ":0")},

@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"github.com/tidwall/redcon"
+
+	"github.com/tandemdb/tandem/internal/resp"
 )
 
 // Values Redis Sentinel reports that tandem has no counterpart for: its
@@ -61,15 +63,15 @@ var sentinelHelp = []string{
 	"    Print this help.",
 }
 
-func cmdSentinel(s *Server, c redcon.Conn, _ *session, args [][]byte) {
+func (s *Server) cmdSentinel(c redcon.Conn, _ *resp.Session, args [][]byte) {
 	sub := strings.ToLower(string(args[1]))
 	arity, ok := sentinelArity[sub]
 	if !ok {
-		c.WriteError(errUnknownSubcommand(args[1], "SENTINEL"))
+		c.WriteError(resp.UnknownSubcommandError(args[1], "SENTINEL"))
 		return
 	}
 	if (arity > 0 && len(args) != arity) || (arity < 0 && len(args) < -arity) {
-		c.WriteError(errArity("sentinel|" + sub))
+		c.WriteError(resp.ArityError("sentinel|" + sub))
 		return
 	}
 	st, last := s.current()

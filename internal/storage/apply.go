@@ -15,15 +15,16 @@ import (
 // durable, to the data, and advances the applied LSN, in one batch. The
 // batch is not synced: the log already is, and a crash re-applies from the
 // persisted applied LSN (the log keeps what Pebble has not made durable:
-// see TruncateLogBefore).
+// see TruncateLogBefore). The key counts go in the same batch, so they
+// stay in step with the rows across a crash.
 func (d *DB) Apply(entries []logrec.Entry) error {
 	if len(entries) == 0 {
 		return nil
 	}
 	d.mu.Lock()
-	applied, durable := d.applied, d.durable.LSN
+	applied, durable, counts := d.applied, d.durable.LSN, d.counts
 	d.mu.Unlock()
-	w := applyWriter{b: d.pdb.NewBatch(), rows: d.rows}
+	w := applyWriter{b: d.pdb.NewBatch(), rows: d.rows, d: d, counts: counts, touched: make(map[string]rowState, len(entries))}
 	defer w.b.Close()
 	for i := range entries {
 		e := &entries[i]
@@ -37,10 +38,14 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 			if err := keyspace.Apply(&w, &e.Ops[j]); err != nil {
 				return fmt.Errorf("storage: apply lsn %d: %w", e.LSN, err)
 			}
+			if w.err != nil {
+				return fmt.Errorf("storage: apply lsn %d: %w", e.LSN, w.err)
+			}
 		}
 		applied = e.LSN
 	}
 	_ = w.b.Set(metaApplied, be64(applied), nil)
+	_ = w.b.Set(metaKeys, w.counts.encode(), nil)
 	if err := w.b.Commit(noSyncWrite); err != nil {
 		return fmt.Errorf("storage: apply up to lsn %d: %w", applied, err)
 	}
@@ -59,6 +64,7 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	}
 	d.mu.Lock()
 	d.applied = applied
+	d.counts = w.counts
 	d.noteExpiryLocked(w.earliest)
 	d.mu.Unlock()
 	return nil
@@ -67,16 +73,42 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 // applyWriter turns package keyspace's row writes into one Pebble batch,
 // and keeps storage's own rows in step: the expiry index row of every
 // metadata row with an expiry, and what the row cache gets once the batch
-// is committed.
+// is committed, and the key counts: each metadata row written or deleted
+// is compared with the row it replaces.
 type applyWriter struct {
 	b    *pebble.Batch
 	rows *rowcache.Cache
+	d    *DB
+	// counts are the key counts with the batch's writes so far. touched
+	// holds the metadata rows this batch wrote, for a later write of the
+	// same key (the batch is not readable before its commit).
+	counts  KeyCounts
+	touched map[string]rowState
+	err     error // the first failed read of an old row
 	// cached: the metadata rows for the row cache, in order (a nil row: no
 	// such key). A row small enough to cache is kept as written; a bigger
 	// one only invalidates.
 	cached   []cachedRow
 	earliest int64 // of the index rows written, 0 if none
 	flushed  bool  // a FLUSHALL: the row cache is cleared first
+}
+
+// count moves the counts from key's old metadata row to now. The old row
+// is the batch's own write of key, else none after a FLUSHALL in the
+// batch, else the stored row.
+func (w *applyWriter) count(key []byte, now rowState) {
+	old, ok := w.touched[string(key)]
+	if !ok && !w.flushed {
+		var err error
+		if old, err = w.d.metaRowState(key); err != nil {
+			if w.err == nil {
+				w.err = err
+			}
+			return
+		}
+	}
+	w.counts = w.counts.change(old, now)
+	w.touched[string(key)] = now
 }
 
 type cachedRow struct {
@@ -96,16 +128,19 @@ func (w *applyWriter) Set(k, v []byte) {
 		w.cached = append(w.cached, cachedRow{key: key, invalidate: true})
 	}
 	// keyspace.Apply makes every row it writes: it parses.
-	if at, _ := keyspace.RowExpiry(v); at != 0 {
+	at, _ := keyspace.RowExpiry(v)
+	if at != 0 {
 		_ = w.b.Set(expiryKey(at, key), nil, nil)
 		w.earliest = minExpiry(w.earliest, at)
 	}
+	w.count(key, rowState{exists: true, expiring: at != 0})
 }
 
 func (w *applyWriter) Delete(k []byte) {
 	_ = w.b.Delete(k, nil)
 	if k[0] == keyspace.PrefixMeta {
 		w.cached = append(w.cached, cachedRow{key: k[1:]})
+		w.count(k[1:], rowState{})
 	}
 }
 
@@ -117,6 +152,10 @@ func (w *applyWriter) DeleteRange(lo, hi []byte) {
 		_ = w.b.DeleteRange(expiryLower, expiryUpper, nil)
 		w.flushed = true
 		w.cached = w.cached[:0]
+		// Every key is gone: the counts are 0, and a later write in this
+		// batch replaces no row.
+		w.counts = KeyCounts{}
+		clear(w.touched)
 	}
 }
 

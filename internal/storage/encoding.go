@@ -9,6 +9,8 @@ import (
 	"log/slog"
 
 	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/tandemdb/tandem/internal/logrec"
 )
 
 func (d *DB) getUint(key []byte) (uint64, error) { return getUint(d.pdb, key) }
@@ -53,18 +55,18 @@ func expiryKey(atMs int64, key []byte) []byte {
 
 func be64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
-func encodePosition(p Position) []byte {
+func encodePosition(p logrec.Position) []byte {
 	return binary.BigEndian.AppendUint64(be64(p.Epoch), p.LSN)
 }
 
-func decodePosition(b []byte) (Position, error) {
+func decodePosition(b []byte) (logrec.Position, error) {
 	if len(b) != 16 {
-		return Position{}, fmt.Errorf("position of %d bytes: %w", len(b), ErrCorrupt)
+		return logrec.Position{}, fmt.Errorf("position of %d bytes: %w", len(b), ErrCorrupt)
 	}
-	return Position{Epoch: binary.BigEndian.Uint64(b), LSN: binary.BigEndian.Uint64(b[8:])}, nil
+	return logrec.Position{Epoch: binary.BigEndian.Uint64(b), LSN: binary.BigEndian.Uint64(b[8:])}, nil
 }
 
-func encodePositions(ps []Position) []byte {
+func encodePositions(ps []logrec.Position) []byte {
 	var out []byte
 	for _, p := range ps {
 		out = append(out, encodePosition(p)...)
@@ -72,11 +74,11 @@ func encodePositions(ps []Position) []byte {
 	return out
 }
 
-func decodePositions(b []byte) ([]Position, error) {
+func decodePositions(b []byte) ([]logrec.Position, error) {
 	if len(b)%16 != 0 {
 		return nil, fmt.Errorf("positions of %d bytes: %w", len(b), ErrCorrupt)
 	}
-	var out []Position
+	var out []logrec.Position
 	for i := 0; i < len(b); i += 16 {
 		p, _ := decodePosition(b[i : i+16])
 		out = append(out, p)

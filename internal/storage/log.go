@@ -32,7 +32,7 @@ func (d *DB) StartEpoch(e, lsn uint64) error {
 	if n := len(d.epochs); n > 0 && d.epochs[n-1].Epoch >= e {
 		return fmt.Errorf("storage: start epoch %d after epoch %d", e, d.epochs[n-1].Epoch)
 	}
-	epochs := append(append([]Position(nil), d.epochs...), Position{Epoch: e, LSN: lsn})
+	epochs := append(append([]logrec.Position(nil), d.epochs...), logrec.Position{Epoch: e, LSN: lsn})
 	b := d.pdb.NewBatch()
 	defer b.Close()
 	_ = b.Set(metaEpochs, encodePositions(epochs), nil)
@@ -76,10 +76,10 @@ func (d *DB) AppendLog(entries [][]byte) error {
 			return fmt.Errorf("%w: entry (%d,%d) after (%d,%d)", ErrGap, epoch, lsn, next.Epoch, next.LSN)
 		}
 		if epoch != next.Epoch && (len(epochs) == 0 || epochs[len(epochs)-1].Epoch < epoch) {
-			epochs = append(append([]Position(nil), epochs...), Position{Epoch: epoch, LSN: lsn})
+			epochs = append(append([]logrec.Position(nil), epochs...), logrec.Position{Epoch: epoch, LSN: lsn})
 			newEpochs = true
 		}
-		next = Position{Epoch: epoch, LSN: lsn}
+		next = logrec.Position{Epoch: epoch, LSN: lsn}
 		added += int64(len(raw))
 	}
 	if newEpochs || next.Epoch > seen {
@@ -236,7 +236,7 @@ func (d *DB) TruncateLogAfter(lsn uint64) error {
 	if err := d.wal.TruncateBack(lsn); err != nil {
 		return fmt.Errorf("storage: truncate after %d: %w", lsn, err)
 	}
-	var kept []Position
+	var kept []logrec.Position
 	for _, s := range epochs {
 		if s.LSN <= lsn {
 			kept = append(kept, s)
@@ -253,7 +253,7 @@ func (d *DB) TruncateLogAfter(lsn uint64) error {
 		d.logBytes -= d.logBytes * removed / d.logCount
 	}
 	d.logCount -= removed
-	d.durable = Position{Epoch: epoch, LSN: lsn}
+	d.durable = logrec.Position{Epoch: epoch, LSN: lsn}
 	d.epochs = kept
 	d.mu.Unlock()
 	return nil
@@ -281,7 +281,7 @@ func (d *DB) TruncateLogBefore(lsn uint64) error {
 	if err != nil {
 		return fmt.Errorf("storage: retention at %d: %w", lsn, err)
 	}
-	nb := Position{Epoch: epoch, LSN: lsn}
+	nb := logrec.Position{Epoch: epoch, LSN: lsn}
 	if err := d.pdb.Set(metaLogBase, encodePosition(nb), noSyncWrite); err != nil {
 		return fmt.Errorf("storage: retention at %d: %w", lsn, err)
 	}

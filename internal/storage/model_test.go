@@ -104,6 +104,7 @@ func TestApplyModel(t *testing.T) {
 			}
 			mustApply(t, d, pending...)
 			pending = nil
+			checkCounts(t, fmt.Sprintf("seed %d lsn %d", seed, lsn), d)
 			now := int64(r.IntN(2)) * 2000 // before or after every expiry
 			got := viewDump(t, View{DB: d, NowMs: now}, keys)
 			want := viewDump(t, keyspace.Reader{R: model, NowMs: now}, keys)

@@ -117,6 +117,11 @@ func (v View) Rows() keyspace.Rows { return dbRows{v.DB} }
 // Now implements keyspace.View.
 func (v View) Now() int64 { return v.NowMs }
 
+// KeyCount is the number of keys applied, from the key counts (O(1)): as
+// in Redis's DBSIZE, keys whose expiry passed count until their deletion
+// is applied.
+func (v View) KeyCount() int64 { return v.DB.KeyCounts().Keys }
+
 // corrupt marks a row that does not parse as storage's corruption too.
 func corrupt(err error) error {
 	if errors.Is(err, keyspace.ErrCorrupt) {

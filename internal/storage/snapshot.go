@@ -6,6 +6,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/tandemdb/tandem/internal/keyspace"
+	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/snapshot"
 )
 
@@ -13,10 +14,10 @@ import (
 // stopping writes. Position is the last entry it reflects.
 type Snapshot struct {
 	snap     *pebble.Snapshot
-	Position Position
+	Position logrec.Position
 	// EstimatedBytes approximates the data size, for progress reporting.
 	EstimatedBytes uint64
-	Epochs         []Position
+	Epochs         []logrec.Position
 }
 
 // NewSnapshot takes a snapshot. The caller must Close it. The log from
@@ -33,7 +34,7 @@ func (d *DB) NewSnapshot() (*Snapshot, error) {
 		snap.Close()
 		return nil, err
 	}
-	pos := Position{LSN: applied}
+	pos := logrec.Position{LSN: applied}
 	if applied > 0 {
 		base := d.LogBase()
 		switch {
@@ -54,7 +55,7 @@ func (d *DB) NewSnapshot() (*Snapshot, error) {
 	if sub, err := d.pdb.EstimateDiskUsage(keyspace.SubLower, keyspace.SubUpper); err == nil {
 		est += sub
 	}
-	var epochs []Position
+	var epochs []logrec.Position
 	for _, s := range d.EpochHistory() {
 		if s.LSN <= applied {
 			epochs = append(epochs, s)
@@ -94,7 +95,8 @@ func (d *DB) BeginIngest() error {
 	_ = b.DeleteRange(expiryLower, expiryUpper, nil)
 	_ = b.Set(metaSeeding, []byte{1}, nil)
 	_ = b.Set(metaApplied, be64(0), nil)
-	_ = b.Set(metaLogBase, encodePosition(Position{}), nil)
+	_ = b.Set(metaKeys, KeyCounts{}.encode(), nil)
+	_ = b.Set(metaLogBase, encodePosition(logrec.Position{}), nil)
 	_ = b.Delete(metaEpochs, nil)
 	if err := b.Commit(syncWrite); err != nil {
 		return fmt.Errorf("storage: begin ingest: %w", err)
@@ -106,8 +108,9 @@ func (d *DB) BeginIngest() error {
 	d.mu.Lock()
 	d.seeding = true
 	d.applied = 0
-	d.logBase = Position{}
-	d.durable = Position{}
+	d.counts = KeyCounts{}
+	d.logBase = logrec.Position{}
+	d.durable = logrec.Position{}
 	d.epochs = nil
 	d.logBytes, d.logCount = 0, 0
 	d.mu.Unlock()
@@ -116,11 +119,17 @@ func (d *DB) BeginIngest() error {
 
 // IngestRows writes decoded snapshot rows: package keyspace's rows under
 // their full row keys (Snapshot.Each). A row that is not one is
-// snapshot.ErrCorrupt. They become durable with FinishIngest.
+// snapshot.ErrCorrupt. They become durable with FinishIngest. The rows of
+// one seed are distinct (one snapshot's iteration, and a failed seed
+// begins again with BeginIngest), so each metadata row is a new key for
+// the key counts, which go in the same batch.
 func (d *DB) IngestRows(rows []snapshot.Row) error {
 	b := d.pdb.NewBatch()
 	defer b.Close()
 	var earliest int64
+	d.mu.Lock()
+	counts := d.counts
+	d.mu.Unlock()
 	for _, r := range rows {
 		if err := keyspace.ValidRow(r.Key, r.Value); err != nil {
 			return fmt.Errorf("storage: ingest: %w: %w", snapshot.ErrCorrupt, err)
@@ -129,11 +138,14 @@ func (d *DB) IngestRows(rows []snapshot.Row) error {
 		if r.Key[0] != keyspace.PrefixMeta {
 			continue
 		}
-		if at, _ := keyspace.RowExpiry(r.Value); at != 0 {
+		at, _ := keyspace.RowExpiry(r.Value)
+		if at != 0 {
 			_ = b.Set(expiryKey(at, r.Key[1:]), nil, nil)
 			earliest = minExpiry(earliest, at)
 		}
+		counts = counts.change(rowState{}, rowState{exists: true, expiring: at != 0})
 	}
+	_ = b.Set(metaKeys, counts.encode(), nil)
 	if err := b.Commit(noSyncWrite); err != nil {
 		return fmt.Errorf("storage: ingest: %w", err)
 	}
@@ -143,6 +155,7 @@ func (d *DB) IngestRows(rows []snapshot.Row) error {
 		}
 	}
 	d.mu.Lock()
+	d.counts = counts
 	d.noteExpiryLocked(earliest)
 	d.mu.Unlock()
 	return nil
@@ -152,7 +165,7 @@ func (d *DB) IngestRows(rows []snapshot.Row) error {
 // after pos, and applied and durable are pos. The log is reset first, then
 // Pebble gets the positions and loses the seeding mark (synced, which makes
 // every ingested row durable too): a crash between is a crash mid-seed.
-func (d *DB) FinishIngest(pos Position, epochs []Position) error {
+func (d *DB) FinishIngest(pos logrec.Position, epochs []logrec.Position) error {
 	d.logMu.Lock()
 	defer d.logMu.Unlock()
 	if err := d.wal.Reset(pos.LSN); err != nil {
@@ -176,7 +189,7 @@ func (d *DB) FinishIngest(pos Position, epochs []Position) error {
 	d.applied = pos.LSN
 	d.logBase = pos
 	d.durable = pos
-	d.epochs = append([]Position(nil), epochs...)
+	d.epochs = append([]logrec.Position(nil), epochs...)
 	d.epoch = epoch
 	d.mu.Unlock()
 	return nil

@@ -21,9 +21,11 @@
 // cache), view.go (ExpiredKeys), snapshot.go (snapshots and ingest),
 // digest.go, sweep.go (garbage sub-key rows), encoding.go.
 //
-// The metadata: the applied LSN (written with every Apply), the log base
-// (the position before the first retained entry), the highest epoch seen,
-// the epoch history and the seeding mark. Before the log moved to segment
+// The metadata: the applied LSN (written with every Apply), the key counts
+// (data rows, and those with an expiry: INFO's keyspace figures, written
+// with every Apply and IngestRows in the same batch as the rows they
+// count), the log base (the position before the first retained entry), the
+// highest epoch seen, the epoch history and the seeding mark. Before the log moved to segment
 // files it lived in Pebble under 'l' (lsn, 8 bytes BE -> the entry): Open
 // refuses a data dir that still holds such rows (ErrOldFormat); it must be
 // wiped and the node re-seeded.
@@ -39,6 +41,11 @@
 //     The batch is not synced: Pebble's own log recovers a prefix of the
 //     batches, and the node replays its log from the applied LSN it finds.
 //   - Applied never passes durable: Apply refuses entries beyond the log.
+//   - KeyCounts is exact for the data as applied: Apply and IngestRows
+//     update the counts in the batch that writes the rows, so a crash
+//     keeps them in step with the data, and replay counts from there. A
+//     data dir without them (older than the counts) is counted once, by
+//     a scan, at Open.
 //   - The log keeps every entry that Pebble may not have made durable:
 //     before retention deletes a log segment, Pebble's log is synced.
 //   - Reads of a log entry verify its checksum; a damaged entry is an error
@@ -83,10 +90,12 @@
 //
 // The expiry index may hold stale rows (a key whose expiry was changed or
 // that was deleted); readers check the data row, and ExpiredKeys drops stale
-// rows as it meets them. This keeps Apply free of reads. For the same
-// reason a write that replaces a collection without reading it leaves the
-// old version's sub-key rows behind, unreadable; Sweep removes them in the
-// background (see sweep.go for what it promises).
+// rows as it meets them. This keeps Apply from reading the index: it reads
+// only each key's old metadata row (for the key counts, from the row cache
+// when it holds the row). For the same reason a write that replaces a
+// collection without reading it leaves the old version's sub-key rows
+// behind, unreadable; Sweep removes them in the background (see sweep.go
+// for what it promises).
 package storage
 
 import (
@@ -127,12 +136,6 @@ var (
 	ErrOldFormat = errors.New("storage: data dir from an older format")
 )
 
-// Position names a log entry.
-type Position struct {
-	Epoch uint64
-	LSN   uint64
-}
-
 const (
 	prefixExpiry = 'e'
 	prefixOldLog = 'l' // the log in Pebble, before it moved to segment files
@@ -143,6 +146,7 @@ const (
 
 var (
 	metaApplied = []byte("mapplied")
+	metaKeys    = []byte("mkeys")
 	metaLogBase = []byte("mlogbase")
 	metaEpoch   = []byte("mepoch")
 	metaEpochs  = []byte("mepochs")
@@ -194,12 +198,13 @@ type DB struct {
 	sweep   sweepState
 
 	mu      sync.Mutex // guards the fields below
-	durable Position
-	logBase Position
+	durable logrec.Position
+	logBase logrec.Position
 	applied uint64
 	epoch   uint64
-	epochs  []Position // (epoch, first LSN) in ascending order
+	epochs  []logrec.Position // (epoch, first LSN) in ascending order
 	seeding bool
+	counts  KeyCounts // of the data as applied (or ingested so far)
 	// seeds counts the seeds begun; it moves before a seed discards the
 	// data, so a read that ran across one can tell (SeedGeneration).
 	seeds    uint64
@@ -328,6 +333,9 @@ func (d *DB) recover() error {
 		return err
 	}
 	d.seeding = seeding
+	if err := d.recoverCounts(); err != nil {
+		return err
+	}
 	base := d.logBase.LSN
 	if d.seeding {
 		// BeginIngest marks the seed before it empties the log: what the
@@ -369,7 +377,7 @@ func (d *DB) recover() error {
 			if lsn != lo || epoch < d.durable.Epoch {
 				return fmt.Errorf("storage: log entry at lsn %d holds (%d,%d) after (%d,%d): %w", lo, epoch, lsn, d.durable.Epoch, d.durable.LSN, ErrCorrupt)
 			}
-			d.durable = Position{Epoch: epoch, LSN: lsn}
+			d.durable = logrec.Position{Epoch: epoch, LSN: lsn}
 			d.logBytes += int64(len(raw))
 			d.logCount++
 			lo++
@@ -386,7 +394,7 @@ func (d *DB) recover() error {
 	// entries of an older epoch could make them look right. A start at
 	// durable+1 is what StartEpoch leaves before a leader's first entry.
 	if n := len(d.epochs); n > 0 && d.epochs[n-1].LSN > d.durable.LSN+1 {
-		var kept []Position
+		var kept []logrec.Position
 		for _, s := range d.epochs {
 			if s.LSN <= d.durable.LSN+1 {
 				kept = append(kept, s)
@@ -415,7 +423,7 @@ func (d *DB) Close() error {
 }
 
 // Durable is the position of the last durable log entry.
-func (d *DB) Durable() Position {
+func (d *DB) Durable() logrec.Position {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.durable
@@ -429,7 +437,7 @@ func (d *DB) Applied() uint64 {
 }
 
 // LogBase is the position just before the first retained log entry.
-func (d *DB) LogBase() Position {
+func (d *DB) LogBase() logrec.Position {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.logBase
@@ -467,10 +475,10 @@ func (d *DB) Epoch() uint64 {
 }
 
 // EpochHistory returns the (epoch, first LSN) starts in ascending order.
-func (d *DB) EpochHistory() []Position {
+func (d *DB) EpochHistory() []logrec.Position {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return append([]Position(nil), d.epochs...)
+	return append([]logrec.Position(nil), d.epochs...)
 }
 
 // Metrics exposes Pebble's metrics for /metrics.

@@ -182,4 +182,8 @@ func TestIngestTyped(t *testing.T) {
 	if rows := expiryRows(t, dst); len(rows) != 1 {
 		t.Fatalf("seeded expiry index %v, want s's row", rows)
 	}
+	// Three keys (h, s, g), one expiring: sub-key rows are not keys.
+	if got := dst.KeyCounts(); got != (KeyCounts{3, 1}) || got != src.KeyCounts() {
+		t.Fatalf("seeded key counts %+v (source %+v), want {3 1}", got, src.KeyCounts())
+	}
 }

@@ -1,0 +1,208 @@
+package resp
+
+import (
+	"context"
+	"strings"
+
+	"github.com/tidwall/redcon"
+
+	"github.com/tandemdb/tandem/internal/commands"
+)
+
+// CustomBackend is an optional Backend capability for commands neither
+// this package nor the commands table knows (tandem's own TANDEM.*
+// commands). Custom returns ok false to let the command be unknown. A
+// failure is returned as err, never as an error reply: the server words
+// it from its error table (errors.go), as for any other command, so a
+// Backend sentinel (ErrNotLeader, ...) or a *commands.ArityError gets its
+// one reply and an internal error's text goes to the log, not the client.
+type CustomBackend interface {
+	Custom(ctx context.Context, args [][]byte) (reply commands.Reply, ok bool, err error)
+}
+
+// PipelineBackend is an optional Backend capability that lets the writes
+// of one connection's pipeline share commits instead of waiting for one
+// commit each.
+//
+// Submit orders a write command before it returns: it runs the command
+// against the leader's view (committed data plus every write submitted
+// before, from any connection) and assigns its LSN. The returned wait
+// blocks until that write is committed and applied, and returns what
+// Backend.Write would have returned; errors (ErrReadOnly, bad arguments)
+// may come from either step but are always reported by wait. Writes
+// submitted one after another are applied in that order.
+//
+// ctx is the connection's (see Backend): the returned wait must also
+// return soon after it ends.
+//
+// With it, a pipeline of n writes costs about one commit instead of n, as
+// with Redis; reads and server commands in the pipeline still see every
+// write before them, because the server waits for the pending writes
+// before running anything else.
+type PipelineBackend interface {
+	Submit(ctx context.Context, spec *commands.Spec, args [][]byte) (wait func() (commands.Reply, uint64, error))
+}
+
+// node is the data node's front end: the commands table run on a
+// Backend, the server commands (admin.go) and the Backend's own.
+type node struct {
+	srv    *Server
+	b      Backend
+	custom CustomBackend   // nil when b has no custom commands
+	pipe   PipelineBackend // nil when b cannot submit writes ahead
+}
+
+// nodeConn is a node connection's own state (Session.Local). Only the
+// connection's goroutine touches it.
+type nodeConn struct {
+	// lastWriteLSN is the LSN of this connection's last logged write: what
+	// WAIT waits for.
+	lastWriteLSN uint64
+	// durability is the connection's floor (TANDEM.DURABILITY, see
+	// durability.go).
+	durability durabilityFloor
+	// pending holds the submitted writes of the pipeline being served
+	// (PipelineBackend).
+	pending []pendingWrite
+}
+
+func nodeState(sess *Session) *nodeConn { return sess.Local.(*nodeConn) }
+
+// NewServer returns the data node's RESP server for b; call Serve or
+// ListenAndServe to start it.
+func NewServer(cfg Config, b Backend) *Server {
+	n := &node{b: b}
+	n.custom, _ = b.(CustomBackend)
+	n.pipe, _ = b.(PipelineBackend)
+	fe := FrontEnd{
+		Mode:  "standalone",
+		Role:  n.role,
+		Serve: n.serve,
+		Open:  func(sess *Session) { sess.Local = &nodeConn{} },
+		Reset: func(sess *Session) { nodeState(sess).durability = durabilityFloor{} },
+	}
+	if n.pipe != nil {
+		fe.Start, fe.Flush = n.start, n.drain
+	}
+	n.srv = NewEndpoint(cfg, fe)
+	return n.srv
+}
+
+// LastWriteLSN returns the LSN of the session's last logged write on a
+// node, 0 if none. Only the connection's own goroutine may call it.
+func (s *Session) LastWriteLSN() uint64 {
+	if nc, ok := s.Local.(*nodeConn); ok {
+		return nc.lastWriteLSN
+	}
+	return 0
+}
+
+// role is HELLO's role: "replica" unless ROLE says master.
+func (n *node) role() string {
+	if r, ok := n.b.Role().(commands.Array); ok && len(r) > 0 {
+		if b, ok := r[0].(commands.Bulk); ok && string(b) != "master" {
+			return "replica"
+		}
+	}
+	return "master"
+}
+
+// serve runs a data, server or custom command to completion and writes
+// its reply.
+func (n *node) serve(conn redcon.Conn, sess *Session, args [][]byte) bool {
+	if spec, ok := commands.Lookup(args[0]); ok {
+		n.serveData(conn, sess, spec, args)
+		return true
+	}
+	if sc, ok := lookupServerCmd(args[0]); ok {
+		if !sc.arityOK(len(args)) {
+			conn.WriteError(errArity(sc.name))
+			return true
+		}
+		sc.fn(n, conn, sess, args)
+		return true
+	}
+	if n.custom != nil {
+		ctx := sess.enter()
+		reply, ok, err := n.custom.Custom(ctx, args)
+		sess.leave()
+		if err != nil {
+			conn.WriteError(n.srv.errorText(err, sess, strings.ToLower(string(args[0]))))
+			return true
+		}
+		if ok {
+			writeReply(conn, reply, sess.proto3())
+			return true
+		}
+	}
+	return false
+}
+
+// start submits a well-formed write and leaves its reply pending.
+func (n *node) start(sess *Session, args [][]byte) bool {
+	spec, ok := commands.Lookup(args[0])
+	if !ok || spec.Flags&commands.FlagWrite == 0 || commands.Check(spec, args) != nil {
+		return false
+	}
+	ctx := sess.enter()
+	wait := n.pipe.Submit(ctx, spec, args)
+	sess.leave()
+	nc := nodeState(sess)
+	nc.pending = append(nc.pending, pendingWrite{spec: spec, wait: wait})
+	return true
+}
+
+// pendingWrite is a submitted write whose reply is not written yet.
+type pendingWrite struct {
+	spec *commands.Spec
+	wait func() (commands.Reply, uint64, error)
+}
+
+// drain waits for the pending writes in order and writes their replies.
+func (n *node) drain(conn redcon.Conn, sess *Session) {
+	nc := nodeState(sess)
+	for i := range nc.pending {
+		p := &nc.pending[i]
+		sess.enter()
+		reply, lsn, err := p.wait() // made with the session's context
+		sess.leave()
+		n.writeResult(conn, sess, p.spec, reply, lsn, err)
+		*p = pendingWrite{}
+	}
+	nc.pending = nc.pending[:0]
+}
+
+// serveData runs a command from the commands table on the Backend.
+func (n *node) serveData(conn redcon.Conn, sess *Session, spec *commands.Spec, args [][]byte) {
+	if err := commands.Check(spec, args); err != nil {
+		conn.WriteError(n.srv.errorText(err, sess, spec.Name))
+		return
+	}
+	ctx := sess.enter()
+	if spec.Flags&commands.FlagWrite != 0 {
+		reply, lsn, err := n.b.Write(ctx, spec, args)
+		sess.leave()
+		n.writeResult(conn, sess, spec, reply, lsn, err)
+		return
+	}
+	reply, err := n.b.Read(ctx, spec, args)
+	sess.leave()
+	n.writeResult(conn, sess, spec, reply, 0, err)
+}
+
+// writeResult records a write's LSN in the session, holds a committed
+// write's reply until the connection's durability floor holds, and writes
+// the reply.
+func (n *node) writeResult(conn redcon.Conn, sess *Session, spec *commands.Spec, reply commands.Reply, lsn uint64, err error) {
+	if lsn != 0 {
+		nodeState(sess).lastWriteLSN = lsn
+	}
+	if err == nil {
+		err = n.awaitFloor(sess, lsn)
+	}
+	if err != nil {
+		conn.WriteError(n.srv.errorText(err, sess, spec.Name))
+		return
+	}
+	writeReply(conn, reply, sess.proto3())
+}
