@@ -36,6 +36,16 @@ func (b backend) Read(ctx context.Context, spec *commands.Spec, args [][]byte) (
 		if r.f.Loading() {
 			return nil, resp.ErrLoading
 		}
+		// Reads never go back across a restart: a node that just started
+		// serves follower reads only once it has caught up with a leader
+		// (or led), since what it applied may be older than what it
+		// served before (see replication.Follower.CaughtUp).
+		if !b.n.readsResumed.Load() {
+			if !r.f.CaughtUp() {
+				return nil, resp.ErrLoading
+			}
+			b.n.readsResumed.Store(true)
+		}
 		defer func() {
 			if err == nil && (b.n.db.Seeding() || b.n.db.SeedGeneration() != gen) {
 				reply, err = nil, resp.ErrLoading
@@ -51,6 +61,7 @@ func (b backend) Read(ctx context.Context, spec *commands.Spec, args [][]byte) (
 		case err != nil:
 			return nil, leaderError(err)
 		}
+		b.n.readsResumed.Store(true) // the barrier: everything durable at its start is applied
 	}
 	now := time.Now().UnixMilli()
 	res, err := spec.Exec(&commands.Ctx{NowMs: now, Cursors: b.n.cursors}, storage.View{DB: b.n.db, NowMs: now}, args)

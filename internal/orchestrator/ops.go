@@ -129,13 +129,13 @@ func (o *Orchestrator) Switchover(ctx context.Context, to string) (orchapi.Resul
 			break
 		}
 	}
-	ev.PauseMs = float64(time.Since(start).Microseconds()) / 1000
-	uctx, ucancel := context.WithTimeout(o.ctx, 2*time.Second)
-	_ = o.store.AddEvent(uctx, *ev)
-	ucancel()
-	o.log.Info("switchover done", "from", leader.ID, "to", to, "epoch", ev.NewEpoch, "pause_ms", ev.PauseMs)
+	pause := float64(time.Since(start).Microseconds()) / 1000
+	if err := o.amendEvent(ev, func(e *coord.Event) { e.PauseMs = pause }); err != nil {
+		o.log.Warn("record switchover pause", "err", err)
+	}
+	o.log.Info("switchover done", "from", leader.ID, "to", to, "epoch", ev.NewEpoch, "pause_ms", pause)
 	o.fire(hooks.Event{Kind: hooks.PostSwitchover, OldLeader: leader.ID, NewLeader: to, Epoch: ev.NewEpoch, OldEpoch: ev.OldEpoch, Time: ev.At, Reason: reason})
-	return orchapi.Result{OK: true, From: leader.ID, To: to, OldEpoch: ev.OldEpoch, NewEpoch: ev.NewEpoch, PauseMs: ev.PauseMs}, nil
+	return orchapi.Result{OK: true, From: leader.ID, To: to, OldEpoch: ev.OldEpoch, NewEpoch: ev.NewEpoch, PauseMs: pause}, nil
 }
 
 // relead gives the old leader a new epoch after a failed switchover (its
@@ -156,7 +156,11 @@ func (o *Orchestrator) Status(ctx context.Context) statusdoc.Orchestrator {
 		st.TopologyError = v.TopoErr.Error()
 	}
 	o.policyStatus(&st)
-	last := o.last
+	var last *coord.Event // a copy: amendEvent changes o.last under o.mu
+	if o.last != nil {
+		c := *o.last
+		last = &c
+	}
 	errs := map[string]string{}
 	for id, ns := range o.nodes {
 		errs[id] = ns.probe.LastErr

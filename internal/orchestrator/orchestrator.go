@@ -192,7 +192,8 @@ type Orchestrator struct {
 	members  map[string]coord.Member
 	peers    []coord.Orchestrator // the other registered orchestrators
 	nodes    map[string]*nodeState
-	last     *coord.Event // the last change this orchestrator made
+	last     *coord.Event // the last change this orchestrator made; its fields change under mu
+	evMu     sync.Mutex   // orders amendEvent's records of one event
 	etcdOK   time.Time    // the last successful etcd read
 	started  time.Time
 	noted    map[string]time.Time // rate limit for repeated log lines

@@ -75,6 +75,8 @@ type Follower struct {
 	// lastRecv is when the stream last delivered a message (Unix ns), set
 	// by the receiving goroutine.
 	lastRecv atomic.Int64
+	// caughtUp: see CaughtUp.
+	caughtUp atomic.Bool
 	// applyCount counts applied entries and skipped holds the keys dropped
 	// so far, for the FollowerSkipEntry fault.
 	applyCount uint64
@@ -118,6 +120,14 @@ func (f *Follower) Status() FollowerStatus {
 // Loading reports whether the data is partial (a seed is under way) and
 // must not be served.
 func (f *Follower) Loading() bool { return f.cfg.DB.Seeding() }
+
+// CaughtUp reports whether this follower has, at least once, applied
+// everything its leader had committed when it last heard from it. Until
+// then what it has applied may be older than what this node served before
+// a crash (Pebble's apply is not synced: a restart can come back below the
+// applied LSN it had, and replays from there), so a node that just started
+// must not serve reads from it.
+func (f *Follower) CaughtUp() bool { return f.caughtUp.Load() }
 
 func (f *Follower) setState(s string) {
 	f.mu.Lock()
@@ -382,6 +392,9 @@ func (f *Follower) step(core *followerCore, epoch uint64, a *peerpb.Append) erro
 	if st.State != StateStreaming && core.durable.LSN >= core.leaderLast && core.applied >= core.commit {
 		f.log.Info("follower state", "state", StateStreaming, "applied_lsn", core.applied)
 		st.State = StateStreaming
+	}
+	if st.State == StateStreaming {
+		f.caughtUp.Store(true)
 	}
 	f.mu.Unlock()
 	return nil
