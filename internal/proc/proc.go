@@ -34,6 +34,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -59,15 +60,39 @@ func portRange() (from, to int) {
 	return max(low-16384, 10000), low
 }
 
+// portBlocks splits the range among processes by pid: a port a process
+// handed out and a child released (a node that is down until it restarts)
+// can be taken by any other process that picks the same port, and test
+// binaries of several packages run at once, each starting clusters. With
+// each process drawing from its own eighth first, two processes meet only
+// if their pids share a block.
+const portBlocks = 8
+
+// handedOut holds every port this process handed out: Listen never gives
+// one twice, so a port released by a stopped child is still its own when
+// the child restarts.
+var handedOut sync.Map // int -> struct{}
+
 // Listen listens on a free loopback port below the kernel's ephemeral
-// range. The caller releases the port by closing the listener, right
-// before a child binds it. It falls back to "127.0.0.1:0" only when no
-// port below the range is free after 64 tries or the range starts too low
-// to leave one.
+// range, never one this process handed out before. The caller releases
+// the port by closing the listener, right before a child binds it. It
+// tries this process's block of the range first, then the whole range,
+// and falls back to "127.0.0.1:0" only when no port below the range is
+// free after 64 tries or the range starts too low to leave one.
 func Listen() (net.Listener, error) {
 	if from, to := portRange(); from < to {
-		for range 64 {
-			if l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(from+rand.IntN(to-from)))); err == nil {
+		size := (to - from) / portBlocks
+		blockFrom := from + (os.Getpid()%portBlocks)*size
+		for i := range 128 {
+			p := blockFrom + rand.IntN(max(size, 1))
+			if i >= 64 || size == 0 {
+				p = from + rand.IntN(to-from)
+			}
+			if _, taken := handedOut.Load(p); taken {
+				continue
+			}
+			if l, err := net.Listen("tcp", Addr(p)); err == nil {
+				handedOut.Store(p, struct{}{})
 				return l, nil
 			}
 		}

@@ -124,3 +124,21 @@ func TestKill(t *testing.T) {
 		t.Fatalf("Kill of an exited process: %v", err)
 	}
 }
+
+// TestListenNeverHandsOutAPortTwice: a port released by a stopped child
+// stays its own until it restarts, however many ports are picked meanwhile.
+func TestListenNeverHandsOutAPortTwice(t *testing.T) {
+	seen := map[int]bool{}
+	for range 500 {
+		l, err := Listen()
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if seen[p] {
+			t.Fatalf("port %d handed out twice", p)
+		}
+		seen[p] = true
+	}
+}

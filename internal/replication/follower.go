@@ -127,7 +127,18 @@ func (f *Follower) Loading() bool { return f.cfg.DB.Seeding() }
 // a crash (Pebble's apply is not synced: a restart can come back below the
 // applied LSN it had, and replays from there), so a node that just started
 // must not serve reads from it.
-func (f *Follower) CaughtUp() bool { return f.caughtUp.Load() }
+func (f *Follower) CaughtUp() bool {
+	if f.caughtUp.Load() {
+		return true
+	}
+	f.mu.Lock()
+	streaming := f.status.State == StateStreaming
+	f.mu.Unlock()
+	if streaming {
+		f.caughtUp.Store(true) // and stays, whatever the state does later
+	}
+	return streaming
+}
 
 func (f *Follower) setState(s string) {
 	f.mu.Lock()
@@ -392,9 +403,6 @@ func (f *Follower) step(core *followerCore, epoch uint64, a *peerpb.Append) erro
 	if st.State != StateStreaming && core.durable.LSN >= core.leaderLast && core.applied >= core.commit {
 		f.log.Info("follower state", "state", StateStreaming, "applied_lsn", core.applied)
 		st.State = StateStreaming
-	}
-	if st.State == StateStreaming {
-		f.caughtUp.Store(true)
 	}
 	f.mu.Unlock()
 	return nil
