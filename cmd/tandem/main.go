@@ -16,7 +16,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(serverCmd(), upCmd(), statusCmd(), orchestratorCmd(), promoteCmd(), switchoverCmd(), modeCmd())
+	root.AddCommand(serverCmd(), upCmd(), proxyCmd(), statusCmd(), orchestratorCmd(), promoteCmd(), switchoverCmd(), modeCmd())
 	root.AddCommand(extraCommands()...)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "tandem:", err)
