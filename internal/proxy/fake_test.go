@@ -46,8 +46,8 @@ func startFake(t *testing.T, id string, leader, positions bool) *fakeNode {
 	t.Helper()
 	f := &fakeNode{t: t, id: id, leader: leader, positions: positions, epoch: 1, data: map[string]string{}, perCmd: map[string]int{}}
 	fe := resp.FrontEnd{
-		Role:  func() string { return "master" },
-		Open:  func(s *resp.Session) { s.Local = &fakeSess{policy: "ryw"} },
+		Role: func() string { return "master" },
+		Open: func(s *resp.Session) { s.Local = &fakeSess{policy: "ryw"} },
 		Reset: func(s *resp.Session) {
 			s.Local = &fakeSess{policy: "ryw"}
 			f.mu.Lock()
