@@ -35,6 +35,9 @@ type Cluster struct {
 	log   *slog.Logger
 	nodes []*proc
 	orchs []*proc
+	proxy *proc // nil without Config.Proxy
+	// proxyPorts are the proxy's RESP, (unused) peer and HTTP addresses.
+	proxyPorts [3]string
 
 	// Under the control plane: the embedded etcd (nil with an external
 	// one), its endpoints and the cluster's keys.
@@ -121,6 +124,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (*Cluster, error) 
 	}
 	if cfg.ControlPlane {
 		c.declareOrchestrators(ports)
+		c.declareProxy()
 	}
 	for _, p := range c.nodes {
 		if err := c.startProc(p); err != nil {
@@ -130,6 +134,12 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (*Cluster, error) 
 	}
 	for _, p := range c.orchs {
 		if err := c.startProc(p); err != nil {
+			c.Stop()
+			return nil, err
+		}
+	}
+	if c.proxy != nil {
+		if err := c.startProc(c.proxy); err != nil {
 			c.Stop()
 			return nil, err
 		}
@@ -149,16 +159,28 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (*Cluster, error) 
 			return nil, err
 		}
 	}
+	if c.proxy != nil {
+		if err := WaitReady(ctx, c.proxy.info.RESPAddr); err != nil {
+			c.Stop()
+			return nil, fmt.Errorf("cluster: proxy: %w (see %s)", err, c.proxy.logPath)
+		}
+	}
 	return c, nil
 }
 
 // ports returns RESP, peer and HTTP addresses for every node: from
 // BasePort (RESP on BasePort.., peer on BasePort+100.., HTTP on
-// BasePort+200..), or free ports when BasePort is 0.
+// BasePort+200..), or free ports when BasePort is 0. With a proxy, the
+// first RESP and HTTP ports are the proxy's (c.proxyPorts) and the nodes
+// take the next ones.
 func (c *Cluster) ports() ([3][]string, error) {
 	var out [3][]string
+	first := 0
+	if c.withProxy() {
+		first = 1
+	}
 	for kind := range 3 {
-		for i := range c.cfg.Nodes + c.extraPorts(kind) {
+		for i := range c.cfg.Nodes + c.extraPorts(kind) + first {
 			if c.cfg.BasePort != 0 {
 				out[kind] = append(out[kind], net.JoinHostPort("127.0.0.1", strconv.Itoa(c.cfg.BasePort+100*kind+i)))
 				continue
@@ -169,6 +191,10 @@ func (c *Cluster) ports() ([3][]string, error) {
 			}
 			out[kind] = append(out[kind], l.Addr().String())
 			defer l.Close() // held until all are picked, so none repeats
+		}
+		if first == 1 {
+			c.proxyPorts[kind] = out[kind][0]
+			out[kind] = out[kind][1:]
 		}
 	}
 	return out, nil
@@ -363,7 +389,7 @@ func (c *Cluster) Stop() error {
 	c.stopping = true
 	var waits []chan struct{}
 	// Orchestrators first, so that stopping nodes causes no failover.
-	for _, p := range append(append([]*proc(nil), c.orchs...), c.nodes...) {
+	for _, p := range c.all() {
 		if p.cmd != nil {
 			p.stopped = true
 			_ = p.cmd.Process.Signal(syscall.SIGCONT)
@@ -378,7 +404,7 @@ func (c *Cluster) Stop() error {
 		case <-w:
 		case <-deadline:
 			c.mu.Lock()
-			for _, p := range append(append([]*proc(nil), c.orchs...), c.nodes...) {
+			for _, p := range c.all() {
 				if p.cmd != nil {
 					_ = p.cmd.Process.Kill()
 				}
@@ -397,10 +423,44 @@ func (c *Cluster) Stop() error {
 	return nil
 }
 
+// all is every process: the proxy and orchestrators first, then the
+// nodes.
+func (c *Cluster) all() []*proc {
+	var ps []*proc
+	if c.proxy != nil {
+		ps = append(ps, c.proxy)
+	}
+	return append(append(ps, c.orchs...), c.nodes...)
+}
+
 // Status fetches node id's /status.
 func (c *Cluster) Status(ctx context.Context, id int) (statusdoc.Node, error) {
 	return FetchStatus(ctx, c.Node(id).HTTPAddr)
 }
+
+// Proxy is the proxy's process, if the cluster has one (RESPAddr is
+// where clients connect, HTTPAddr serves /metrics).
+func (c *Cluster) Proxy() (NodeInfo, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.proxy == nil {
+		return NodeInfo{}, false
+	}
+	return c.proxy.info, true
+}
+
+// KillProxy sends SIGKILL to the proxy and waits for it to exit.
+func (c *Cluster) KillProxy() error {
+	exited, err := c.signalProc(c.proxy, syscall.SIGKILL, true)
+	if err != nil {
+		return err
+	}
+	<-exited
+	return nil
+}
+
+// StartProxy (re)starts the proxy.
+func (c *Cluster) StartProxy() error { return c.startProc(c.proxy) }
 
 // File is the cluster file's content.
 type File struct {
@@ -418,6 +478,9 @@ func (c *Cluster) writeFileLocked() {
 	}
 	for _, p := range c.orchs {
 		f.Orchestrators = append(f.Orchestrators, p.info)
+	}
+	if c.proxy != nil {
+		f.Proxy = c.proxy.info.RESPAddr
 	}
 	b, _ := json.MarshalIndent(f, "", "  ")
 	tmp := filepath.Join(c.cfg.Dir, FileName+".tmp")

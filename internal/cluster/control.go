@@ -85,6 +85,19 @@ func (c *Cluster) declareOrchestrators(ports [3][]string) {
 	}
 }
 
+func (c *Cluster) withProxy() bool { return c.cfg.Proxy && c.cfg.ControlPlane }
+
+// declareProxy declares the proxy process, "p1".
+func (c *Cluster) declareProxy() {
+	if !c.withProxy() {
+		return
+	}
+	info := NodeInfo{ID: 1, Name: "p1", RESPAddr: c.proxyPorts[0], HTTPAddr: c.proxyPorts[2]}
+	p := &proc{info: info, logPath: filepath.Join(c.cfg.Dir, "p1.log")}
+	p.args = append([]string{"proxy", "--etcd", c.etcdFor("p1"), "--addr", info.RESPAddr, "--http-addr", info.HTTPAddr}, c.cfg.ProxyArgs...)
+	c.proxy = p
+}
+
 // etcdFor is the --etcd value for process name.
 func (c *Cluster) etcdFor(name string) string {
 	eps := append([]string(nil), c.endpoints...)
