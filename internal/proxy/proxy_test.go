@@ -192,7 +192,7 @@ func TestFollowerDies(t *testing.T) {
 		p.mu.Unlock()
 		return !n.healthy()
 	})
-	before := f2.count("get")
+	before, retried := f2.count("get"), p.stats.readsRetried.Load()
 	for i := range 100 {
 		if err := c.Get(ctx, "k").Err(); err != redis.Nil {
 			t.Fatalf("read %d after a follower died: %v", i, err)
@@ -200,6 +200,9 @@ func TestFollowerDies(t *testing.T) {
 	}
 	if got := f2.count("get") - before; got != 100 {
 		t.Errorf("the live follower served %d of 100 reads", got)
+	}
+	if n := p.stats.readsRetried.Load() - retried; n != 0 {
+		t.Errorf("%d reads were sent to the down follower", n)
 	}
 }
 
