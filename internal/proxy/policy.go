@@ -107,6 +107,9 @@ type session struct {
 	write, read position
 	user        string
 	owed        []*op // started ahead in a pipeline, replies owed in order
+	// unsent are the connections holding owed requests' bytes not
+	// written yet (the flush writes them).
+	unsent []*upConn
 }
 
 func (s *session) token() position { return maxPos(s.write, s.read) }

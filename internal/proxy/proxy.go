@@ -52,7 +52,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -118,6 +118,7 @@ type Proxy struct {
 	closed  bool
 	done    chan struct{} // closed by Close
 	rr      atomic.Uint64 // read counter, spreads ties between followers
+	routes  atomic.Pointer[routes]
 }
 
 // New returns a proxy; serve clients with Serve.
@@ -146,6 +147,7 @@ func New(cfg Config) *Proxy {
 	cfg.RESP.Logger = cfg.Logger
 	p := &Proxy{cfg: cfg, log: cfg.Logger, stats: newStats(), start: time.Now(),
 		nodes: map[string]*node{}, changed: make(chan struct{}), done: make(chan struct{})}
+	p.routes.Store(&routes{changed: p.changed})
 	t := resp.Commands{
 		"tandem.readpolicy": {Arity: -1, Run: p.cmdReadPolicy},
 		"tandem.token":      {Arity: -1, Run: p.cmdToken},
@@ -267,21 +269,31 @@ func (p *Proxy) kick() {
 func (p *Proxy) kickLocked() {
 	close(p.changed)
 	p.changed = make(chan struct{})
+	r := &routes{changed: p.changed}
+	for id, n := range p.nodes {
+		if id == p.view.Leader {
+			r.leader = n
+		} else {
+			r.followers = append(r.followers, n)
+		}
+	}
+	slices.SortFunc(r.followers, func(a, b *node) int { return strings.Compare(a.id, b.id) })
+	p.routes.Store(r)
+}
+
+// routes is the view as requests use it, replaced (never changed) on every
+// change of view or node health, so a request reads it without a lock.
+type routes struct {
+	leader    *node   // nil while there is none
+	followers []*node // by id
+	changed   chan struct{}
 }
 
 // snapshot is the view and nodes at one time, and a channel closed at the
 // next change.
-func (p *Proxy) snapshot() (leader *node, followers []*node, epoch uint64, changed <-chan struct{}) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for id, n := range p.nodes {
-		if id == p.view.Leader {
-			leader = n
-		} else {
-			followers = append(followers, n)
-		}
-	}
-	return leader, followers, p.view.Epoch, p.changed
+func (p *Proxy) snapshot() (leader *node, followers []*node, changed <-chan struct{}) {
+	r := p.routes.Load()
+	return r.leader, r.followers, r.changed
 }
 
 // The commands a shared connection cannot carry: they leave state on the
@@ -297,6 +309,25 @@ var stateful = map[string]bool{
 	"wait": true, "waitaof": true, "tandem.durability": true,
 }
 
+// lookupName finds a lower-case name in m, in any case, without
+// allocating.
+func lookupName(m map[string]bool, name []byte) bool {
+	var buf [24]byte
+	if len(name) > len(buf) {
+		return false
+	}
+	for i, c := range name {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		buf[i] = c
+	}
+	return m[string(buf[:len(name)])]
+}
+
+// local are the proxy's own commands (the session's state, INFO).
+var local = map[string]bool{"tandem.readpolicy": true, "tandem.token": true, "tandem.user": true, "info": true}
+
 // isRead: a plain read, which may go to a follower.
 func isRead(args [][]byte) bool {
 	spec, ok := commands.Lookup(args[0])
@@ -304,9 +335,9 @@ func isRead(args [][]byte) bool {
 }
 
 func (p *Proxy) serve(c redcon.Conn, sess *resp.Session, args [][]byte) {
-	name := strings.ToLower(string(args[0]))
-	if stateful[name] {
-		leader, _, _, _ := p.snapshot()
+	if lookupName(stateful, args[0]) {
+		name := string(args[0])
+		leader, _, _ := p.snapshot()
 		where := "the leader"
 		if leader != nil {
 			where = "the leader at " + leader.addr
@@ -314,7 +345,7 @@ func (p *Proxy) serve(c redcon.Conn, sess *resp.Session, args [][]byte) {
 		c.WriteError(fmt.Sprintf("ERR tandem proxy: %s holds state on its connection, which the proxy shares between clients; send it to %s directly (tandem status shows it)", strings.ToUpper(name), where))
 		return
 	}
-	o := p.begin(sess, args)
+	o := p.begin(sess, args, true)
 	ctx := sess.Enter()
 	reply := p.complete(ctx, sess, o)
 	sess.Leave()
@@ -322,19 +353,23 @@ func (p *Proxy) serve(c redcon.Conn, sess *resp.Session, args [][]byte) {
 }
 
 // startOp starts a command of a pipeline ahead (FrontEnd.Start): every
-// data command, except a read whose floor depends on a reply still owed
-// (a positional policy after an earlier command of the pipeline), which
-// the layer serves after the owed replies instead.
+// data command, except one after a command whose owed reply carries a
+// position (a positional policy on nodes that enforce it): the session's
+// token it must carry is known only then, so the layer serves it after
+// the owed replies instead.
 func (p *Proxy) startOp(sess *resp.Session, args [][]byte) bool {
 	s := sess.Local.(*session)
-	name := strings.ToLower(string(args[0]))
-	if stateful[name] || name == "tandem.readpolicy" || name == "tandem.token" || name == "tandem.user" || name == "info" {
+	if lookupName(stateful, args[0]) || lookupName(local, args[0]) {
 		return false
 	}
-	if len(s.owed) > 0 && (s.policy.positional() || s.user != "") {
-		return false
+	for _, o := range s.owed {
+		if o.tok >= 0 {
+			// An owed reply raises the session's position, which this
+			// command must carry.
+			return false
+		}
 	}
-	s.owed = append(s.owed, p.begin(sess, args))
+	s.owed = append(s.owed, p.begin(sess, args, false))
 	return true
 }
 
@@ -343,6 +378,12 @@ func (p *Proxy) flush(c redcon.Conn, sess *resp.Session) {
 	if len(s.owed) == 0 {
 		return
 	}
+	// Write what the pipeline queued, a write per connection.
+	for i, u := range s.unsent {
+		u.flush()
+		s.unsent[i] = nil
+	}
+	s.unsent = s.unsent[:0]
 	ctx := sess.Enter()
 	for i, o := range s.owed {
 		c.WriteRaw(p.complete(ctx, sess, o))
@@ -360,22 +401,26 @@ type op struct {
 	cmds    [][][]byte // what the current attempt sent
 	at, tok int
 	call    *call // the current attempt; nil: none started
-	tried   map[*node]bool
+	tried   []*node
 	began   time.Time
 	fellWhy string // why a read ended at the leader, if it fell back
+	later   bool   // the first attempt may leave its bytes for the flush
 }
 
-// begin starts o's first attempt where it goes, if it can go anywhere now.
-func (p *Proxy) begin(sess *resp.Session, args [][]byte) *op {
+// begin starts o's first attempt where it goes, if it can go anywhere
+// now; unless now, its bytes may wait in the connection's buffer for the
+// session's flush (a pipeline's commands share writes).
+func (p *Proxy) begin(sess *resp.Session, args [][]byte, now bool) *op {
 	s := sess.Local.(*session)
-	o := &op{args: args, read: isRead(args), policy: s.policy, began: time.Now()}
+	o := &op{args: args, read: isRead(args), policy: s.policy, began: time.Now(), later: !now}
 	if o.read {
 		p.tryRead(sess, o)
 	} else {
-		if leader, _, _, _ := p.snapshot(); leader != nil && leader.healthy() {
+		if leader, _, _ := p.snapshot(); leader != nil && leader.healthy() {
 			p.send(sess, o, leader)
 		}
 	}
+	o.later = false
 	return o
 }
 
@@ -389,101 +434,101 @@ func (p *Proxy) send(sess *resp.Session, o *op, n *node) {
 		o.cmds, o.at, o.tok = s.writeCmds(o.args, withPos)
 	}
 	o.call = newCall(n, o.cmds...)
-	n.conn(sess.ID()).send(o.call)
+	u := n.conn(sess.ID())
+	u.send(o.call, !o.later)
+	if o.later && !slices.Contains(s.unsent, u) {
+		s.unsent = append(s.unsent, u)
+	}
 }
 
-// tryRead starts a read on the first node the policy allows that o has
+// tryRead starts a read on the best node the policy allows that o has
 // not tried; o.call stays nil if there is none.
 func (p *Proxy) tryRead(sess *resp.Session, o *op) {
 	s := sess.Local.(*session)
-	leader, followers, _, _ := p.snapshot()
-	order, why := p.readOrder(s, o.policy, leader, followers, sess.ID())
+	leader, followers, _ := p.snapshot()
 	o.call = nil
-	for _, n := range order {
-		if o.tried[n] {
-			continue
-		}
-		if n == leader && why != "" {
-			o.fellWhy = why
-		}
-		if o.tried == nil {
-			o.tried = map[*node]bool{}
-		}
-		o.tried[n] = true
-		p.send(sess, o, n)
+	n, why := p.pickRead(s, o.policy, leader, followers, o.tried, sess.ID())
+	if n == nil {
 		return
 	}
+	if n == leader {
+		o.fellWhy = why
+	}
+	o.tried = append(o.tried, n)
+	p.send(sess, o, n)
 }
 
-// readOrder is where a read may go under pol, best first, and why it
-// would reach the leader when the policy allows a follower.
-func (p *Proxy) readOrder(s *session, pol Policy, leader *node, followers []*node, sid uint64) ([]*node, string) {
-	var healthy []*node
-	lacking := 0
-	for _, n := range followers {
-		switch {
-		case !n.healthy():
-		case pol.positional() && n.positions.Load() != 1:
-			// A follower that does not enforce the policy (or has not
-			// said yet) must not serve it; the leader gives it.
-			lacking++
-		default:
-			healthy = append(healthy, n)
-		}
-	}
-	var order []*node
+// pickRead is where a read goes next under pol, not to a node in tried:
+// a follower the policy allows (least loaded, the proxy's zone first;
+// under monotonic the session's sticky follower first), else the leader,
+// with why a read the policy would let a follower serve reached it.
+func (p *Proxy) pickRead(s *session, pol Policy, leader *node, followers []*node, tried []*node, sid uint64) (*node, string) {
 	why := ""
-	switch {
-	case pol.Kind == "leader":
-	case len(healthy) == 0 && lacking > 0:
-		why = "no-positions"
-	default:
-		// Least loaded first, in the proxy's zone first; ties broken by
-		// a counter, so that reads spread over equally loaded followers.
-		sort.Slice(healthy, func(i, j int) bool { return healthy[i].id < healthy[j].id })
-		if len(healthy) > 1 {
-			k := int(p.rr.Add(1) % uint64(len(healthy)))
-			healthy = append(healthy[k:], healthy[:k]...)
-		}
-		load := make(map[*node]int64, len(healthy))
-		for _, n := range healthy {
-			load[n] = n.inflight.Load()
-		}
-		sort.SliceStable(healthy, func(i, j int) bool {
-			a, b := healthy[i], healthy[j]
-			if za, zb := a.zone == p.cfg.Zone, b.zone == p.cfg.Zone; za != zb {
-				return za
+	if pol.Kind != "leader" && len(followers) > 0 {
+		var (
+			best      *node
+			bestLoad  int64
+			bestOther bool
+			eligible  int // healthy followers that may serve pol
+			lacking   int
+		)
+		// Ties go to the first found from a rotating start, so that reads
+		// spread over equally loaded followers.
+		k := int(p.rr.Add(1) % uint64(len(followers)))
+		for i := range followers {
+			n := followers[(k+i)%len(followers)]
+			if !n.healthy() {
+				continue
 			}
-			return load[a] < load[b]
-		})
-		if pol.Kind == "monotonic" && len(healthy) > 1 {
+			if pol.positional() && n.positions.Load() != 1 {
+				// A follower that does not enforce the policy (or has not
+				// said yet) must not serve it; the leader gives it.
+				lacking++
+				continue
+			}
+			eligible++
+			if slices.Contains(tried, n) {
+				continue
+			}
+			load, other := n.inflight.Load(), n.zone != p.cfg.Zone
+			if best == nil || (!other && bestOther) || (other == bestOther && load < bestLoad) {
+				best, bestLoad, bestOther = n, load, other
+			}
+		}
+		if pol.Kind == "monotonic" && len(tried) == 0 && eligible > 1 {
 			// Sticky: one follower per user (or session) while it is
 			// healthy; the node refuses it if it is behind the session.
 			key := sid
 			if s.user != "" {
 				key = hash(s.user)
 			}
-			byID := append([]*node(nil), healthy...)
-			sort.Slice(byID, func(i, j int) bool { return byID[i].id < byID[j].id })
-			pick := byID[key%uint64(len(byID))]
-			order = append(order, pick)
-			for _, n := range healthy {
-				if n != pick {
-					order = append(order, n)
+			j := key % uint64(eligible)
+			for _, n := range followers {
+				if n.healthy() && n.positions.Load() == 1 {
+					if j == 0 {
+						best = n
+						break
+					}
+					j--
 				}
 			}
-		} else {
-			order = healthy
 		}
-		why = "no-follower"
-		if len(order) > 0 {
+		if best != nil {
+			return best, ""
+		}
+		switch {
+		case eligible > 0:
 			why = "read-elsewhere"
+		case lacking > 0:
+			why = "no-positions"
+		default:
+			why = "no-follower"
 		}
 	}
-	if leader != nil {
-		order = append(order, leader)
+	if leader == nil || slices.Contains(tried, leader) {
+		return nil, why
 	}
-	return order, why
+	return leader, why
 }
 
 func hash(s string) uint64 {
@@ -517,7 +562,7 @@ func (p *Proxy) completeWrite(ctx context.Context, sess *resp.Session, o *op) []
 	waited := false
 	for {
 		if o.call == nil {
-			leader, _, _, changed := p.snapshot()
+			leader, _, changed := p.snapshot()
 			if leader != nil && leader.dialAllowed() {
 				p.send(sess, o, leader)
 				continue
@@ -547,7 +592,7 @@ func (p *Proxy) completeWrite(ctx context.Context, sess *resp.Session, o *op) []
 		if hasPrefix(r, "-READONLY") || hasPrefix(r, "-MASTERDOWN") {
 			// The node is no longer the leader, and did not run it: wait
 			// for the next one.
-			_, _, _, changed := p.snapshot()
+			_, _, changed := p.snapshot()
 			o.call = nil
 			if !waited {
 				waited = true

@@ -5,6 +5,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"net/http/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -221,12 +222,15 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descEtcd, prometheus.GaugeValue, ok)
 }
 
-// Handler serves /metrics (Prometheus) and /info (INFO's Proxy section).
+// Handler serves /metrics (Prometheus), /info (INFO's Proxy section) and
+// /debug/pprof.
 func (p *Proxy) Handler() http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(p.Collector())
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/info", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = io.WriteString(w, strings.ReplaceAll(p.infoProxy(), "\r\n", "\n"))

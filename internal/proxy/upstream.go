@@ -60,26 +60,32 @@ func (c *call) finish(err error) {
 type upConn struct {
 	n *node
 
-	wmu sync.Mutex // held while queueing and writing
+	wmu sync.Mutex // held while queueing and while out is filled or swapped
 	nc  net.Conn   // nil until dialed, and after a failure
-	enc []byte
+	// out holds the queued requests' bytes not written yet. One sender at
+	// a time writes (flushing names the connection it writes to), without
+	// wmu; what others queue meanwhile is written in its next write, so
+	// concurrent requests share system calls (as twemproxy batches them).
+	out, spare []byte
+	flushing   net.Conn
 
 	qmu     sync.Mutex
-	pending []*call // written, reply not read yet, in order
+	pending []*call // queued (bytes in out or written), reply not read yet, in order
 	broken  net.Conn
 }
 
-// send queues c and writes its commands. It never blocks on the node's
-// replies; c.done is closed when they have all arrived or the connection
-// fails.
-func (u *upConn) send(c *call) {
+// send queues c and, if now, writes its commands (with whatever else is
+// queued); otherwise a later send or flush writes them. It never blocks on
+// the node's replies; c.done is closed when they have all arrived or the
+// connection fails.
+func (u *upConn) send(c *call, now bool) {
 	u.n.inflight.Add(1)
 	u.wmu.Lock()
-	defer u.wmu.Unlock()
 	var nc net.Conn
 	for attempt := 0; ; attempt++ {
 		if u.nc == nil {
 			if err := u.dial(); err != nil {
+				u.wmu.Unlock()
 				c.finish(fmt.Errorf("%w: %w", errNotSent, err))
 				return
 			}
@@ -93,29 +99,63 @@ func (u *upConn) send(c *call) {
 		}
 		// The reader saw this connection fail: dial a new one, once.
 		u.qmu.Unlock()
-		u.nc = nil
+		u.nc, u.out = nil, u.out[:0]
 		if attempt > 0 {
+			u.wmu.Unlock()
 			c.finish(fmt.Errorf("%w: connection to %s failed", errNotSent, u.n.id))
 			return
 		}
 	}
 	c.up, c.nc = u, nc
-	u.enc = u.enc[:0]
 	for _, args := range c.cmds {
-		u.enc = redcon.AppendArray(u.enc, len(args))
+		u.out = redcon.AppendArray(u.out, len(args))
 		for _, a := range args {
-			u.enc = redcon.AppendBulk(u.enc, a)
+			u.out = redcon.AppendBulk(u.out, a)
 		}
 	}
-	_ = nc.SetWriteDeadline(time.Now().Add(u.n.p.cfg.UpstreamTimeout))
-	if _, err := nc.Write(u.enc); err != nil {
-		// c is queued: fail fails it with errLost (part of it may have
-		// been written).
-		u.fail(nc, fmt.Errorf("write to %s: %w", u.n.id, err))
-		u.nc = nil
+	if !now || u.flushing == nc {
+		u.wmu.Unlock() // the writer takes it with its next write
+		return
 	}
-	if cap(u.enc) > 1<<20 {
-		u.enc = nil
+	u.writeOut(nc)
+	u.wmu.Unlock()
+}
+
+// flush writes what send queued without writing, unless a writer is at it.
+func (u *upConn) flush() {
+	u.wmu.Lock()
+	if nc := u.nc; nc != nil && u.flushing != nc && len(u.out) > 0 {
+		u.writeOut(nc)
+	}
+	u.wmu.Unlock()
+}
+
+// writeOut writes out until it is empty, as the connection's one writer;
+// called and returns with wmu held, which it releases while writing.
+func (u *upConn) writeOut(nc net.Conn) {
+	u.flushing = nc
+	for len(u.out) > 0 && u.nc == nc {
+		buf := u.out
+		u.out = u.spare[:0]
+		u.wmu.Unlock()
+		_ = nc.SetWriteDeadline(time.Now().Add(u.n.p.cfg.UpstreamTimeout))
+		_, err := nc.Write(buf)
+		u.wmu.Lock()
+		if cap(buf) <= 1<<20 {
+			u.spare = buf[:0]
+		}
+		if err != nil {
+			// Every request queued on nc fails as lost (part of it may
+			// have been written), also those still in out.
+			u.fail(nc, fmt.Errorf("write to %s: %w", u.n.id, err))
+			if u.nc == nc {
+				u.nc, u.out = nil, u.out[:0]
+			}
+			break
+		}
+	}
+	if u.flushing == nc {
+		u.flushing = nil
 	}
 }
 
@@ -310,6 +350,7 @@ type node struct {
 	// is known): 0 not asked yet, 1 yes, 2 no.
 	positions atomic.Int32
 	pinging   atomic.Bool // revive runs
+	isDown    atomic.Bool // down, for readers without mu
 }
 
 func newNode(p *Proxy, id, addr, zone string) *node {
@@ -327,11 +368,7 @@ func (n *node) conn(sid uint64) *upConn { return n.conns[sid%uint64(len(n.conns)
 
 // healthy: the node is not marked down. A down node gets no reads and no
 // writes until a connection to it succeeds again.
-func (n *node) healthy() bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return !n.down
-}
+func (n *node) healthy() bool { return !n.isDown.Load() }
 
 // dialAllowed: not down, or down long enough to try again.
 func (n *node) dialAllowed() bool {
@@ -346,6 +383,7 @@ func (n *node) markDown(err error) {
 	n.mu.Lock()
 	if !n.down {
 		n.down, n.downSince, n.downErr = true, time.Now(), err
+		n.isDown.Store(true)
 		n.backoff = 0
 		n.p.stats.markedDown.Add(1)
 		n.p.log.Warn("proxy: node marked down", "node", n.id, "addr", n.addr, "err", err)
@@ -358,9 +396,13 @@ func (n *node) markDown(err error) {
 
 // answered brings a down node back once it answers.
 func (n *node) answered() {
+	if !n.isDown.Load() {
+		return
+	}
 	n.mu.Lock()
 	was := n.down
 	n.down = false
+	n.isDown.Store(false)
 	n.mu.Unlock()
 	if was {
 		n.p.log.Info("proxy: node answers again", "node", n.id)
@@ -375,7 +417,7 @@ func (n *node) answered() {
 // proxy, and brings a node marked down back when it answers.
 func (n *node) probe() {
 	c := newCall(n, [][]byte{[]byte("TANDEM.READPOLICY")})
-	n.conns[0].send(c)
+	n.conns[0].send(c, true)
 	select {
 	case <-c.done:
 	case <-time.After(n.p.cfg.UpstreamTimeout):
@@ -399,7 +441,7 @@ func (n *node) revive() {
 	}
 	defer n.pinging.Store(false)
 	c := newCall(n, [][]byte{[]byte("PING")})
-	n.conns[0].send(c)
+	n.conns[0].send(c, true)
 	select {
 	case <-c.done:
 	case <-time.After(n.p.cfg.ReadTimeout):
