@@ -615,8 +615,21 @@ func (p *Proxy) completeWrite(ctx context.Context, sess *resp.Session, o *op) []
 func (p *Proxy) completeRead(ctx context.Context, sess *resp.Session, o *op) []byte {
 	s := sess.Local.(*session)
 	last := "no node known"
+	deadline := o.began.Add(p.cfg.WriteWait)
+	waited := false
 	for {
 		if o.call == nil {
+			// Nowhere to go. With no leader at all (a failover), wait
+			// for one as a write does; the nodes tried are not tried again.
+			leader, _, changed := p.snapshot()
+			if leader == nil && !waited {
+				waited = true
+				p.stats.readsWaited.Add(1)
+			}
+			if leader == nil && p.wait(ctx, changed, deadline) {
+				p.tryRead(sess, o)
+				continue
+			}
 			p.stats.readFailed(last)
 			return fmt.Appendf(nil, replyNoNode, last)
 		}

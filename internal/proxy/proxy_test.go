@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -67,7 +68,7 @@ func threeFakes(t *testing.T, positions bool) (l, f1, f2 *fakeNode, v View) {
 // the proxy works unchanged (HELLO 3 refused, RESP2).
 func TestRouting(t *testing.T) {
 	l, f1, f2, v := threeFakes(t, false)
-	_, addr := startProxy(t, Config{Policy: Policy{Kind: "any"}}, v)
+	p, addr := startProxy(t, Config{Policy: Policy{Kind: "any"}}, v)
 	ctx := context.Background()
 	c := client(t, addr)
 	if err := c.Set(ctx, "k", "v", 0).Err(); err != nil {
@@ -96,6 +97,14 @@ func TestRouting(t *testing.T) {
 	}
 	if pol, _ := c.Do(ctx, "TANDEM.READPOLICY").Text(); pol != "leader" {
 		t.Errorf("TANDEM.READPOLICY = %q", pol)
+	}
+	// /metrics says the same.
+	rec := httptest.NewRecorder()
+	p.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, want := range []string{`tandem_proxy_reads_total{policy="any"} 20`, `tandem_proxy_node_reads_total{node="n1"} 1`, `tandem_proxy_node_up{node="n2"} 1`, "tandem_proxy_etcd_ok 1"} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("/metrics lacks %q:\n%s", want, rec.Body.String())
+		}
 	}
 	// The proxy's INFO.
 	info, err := c.Info(ctx, "proxy").Result()
@@ -244,6 +253,17 @@ func TestWriteWaitsForLeader(t *testing.T) {
 	}
 	if f1.count("set") != 1 || f2.count("set") != 0 {
 		t.Errorf("new leader got %d SETs", f1.count("set"))
+	}
+
+	// A read under the leader policy waits for a leader too.
+	p.SetView(none)
+	rc := client(t, addr)
+	rc.Do(ctx, "TANDEM.READPOLICY", "leader")
+	go func() { done <- rc.Get(ctx, "k").Err() }()
+	eventually(t, "the read waits", func() bool { return p.stats.readsWaited.Load() == 1 })
+	p.SetView(v2)
+	if err := <-done; err != nil {
+		t.Fatalf("read after a leader appeared: %v", err)
 	}
 
 	// No leader at all: refused after WriteWait, as not sent.
