@@ -130,10 +130,15 @@ var (
 // The upstream connection is shared, so a positional read carries the
 // whole session state with it: the policy, the user and the floor are
 // set, then the read, then TANDEM.TOKEN reads back the position it was
-// served at, then RESET leaves the connection as clean as a new one
+// served at, then RESET leaves the connection with the node's defaults
 // (policy ryw with no floor, no user), which is what a bare command of
 // the next session on it expects. The commands are written back to back
 // on one connection, so no other session's commands come between them.
+// Bare commands (leader and any sessions) leave positions on the node's
+// session, never a policy or user: those only raise what TANDEM.TOKEN
+// answers and the floor a later read is given, to positions the node has
+// acknowledged, which can cost a read a wait or a trip elsewhere, never
+// a guarantee.
 func (s *session) readCmds(args [][]byte, withPositions bool) (cmds [][][]byte, at, tok int) {
 	if !withPositions || !s.policy.positional() {
 		return [][][]byte{args}, 0, -1
@@ -156,8 +161,8 @@ func (s *session) readCmds(args [][]byte, withPositions bool) (cmds [][][]byte, 
 // writeCmds is the policy step for a write: under a positional policy on
 // nodes that enforce it, the write is sent after the session's user (so
 // the leader records the write for the user) and followed by TANDEM.TOKEN,
-// which on a connection as clean as a new one answers the write's own
-// position, and RESET (see readCmds).
+// which answers the write's own position (or a later acknowledged one, see
+// readCmds), and RESET.
 func (s *session) writeCmds(args [][]byte, withPositions bool) (cmds [][][]byte, at, tok int) {
 	if !withPositions || (!s.policy.positional() && s.user == "") {
 		return [][][]byte{args}, 0, -1
