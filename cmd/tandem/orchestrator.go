@@ -2,10 +2,7 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
@@ -17,6 +14,7 @@ import (
 	"github.com/tandemdb/tandem/internal/commit"
 	"github.com/tandemdb/tandem/internal/coord"
 	"github.com/tandemdb/tandem/internal/orchestrator"
+	"github.com/tandemdb/tandem/internal/orchestrator/orchapi"
 )
 
 func orchestratorCmd() *cobra.Command {
@@ -70,7 +68,7 @@ func orchestratorCmd() *cobra.Command {
 	f.StringVar(&cfg.ID, "id", "o1", "orchestrator id")
 	f.StringVar(&etcd, "etcd", "", "etcd endpoints, comma-separated")
 	f.StringVar(&cfg.Cluster, "cluster", "tandem", "the cluster's name (etcd key prefix /tandem/NAME/)")
-	f.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8390", "address for /status, /promote and /switchover")
+	f.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8390", "address for /status, /metrics, /promote and /switchover")
 	f.StringVar(&sentinel, "sentinel-addr", "127.0.0.1:26380", "Sentinel-compatible RESP address (empty: none)")
 	f.StringVar(&mode, "mode", commit.Default, "the cluster's commit mode, written at bootstrap (async, sync, semisync, quorum K; empty: each node's --mode)")
 	f.StringVar(&fallback, "sync-fallback", "never", `the cluster's sync-fallback, written at bootstrap: "never" or "after DURATION"`)
@@ -83,6 +81,9 @@ func orchestratorCmd() *cobra.Command {
 	f.DurationVar(&cfg.NotAnsweringAfter, "not-answering-after", 2*time.Second, "a leader whose lease stays unconfirmed this long (it answers nothing) is failed over")
 	f.DurationVar(&cfg.FollowerSilence, "follower-silence", 150*time.Millisecond, "a follower that heard the leader more recently vetoes a failover")
 	f.DurationVar(&cfg.Grace, "grace", time.Second, "a new leader is not suspected for this long, or until it answers as leader")
+	f.StringArrayVar(&cfg.Hooks.Commands, "hook-command", nil, "run this shell command on each control-plane event (detected, pre_/post_failover, pre_/post_promote, pre_/post_switchover, leader_returned), the event as JSON on stdin and in TANDEM_* variables; repeatable")
+	f.StringArrayVar(&cfg.Hooks.URLs, "hook-url", nil, "POST each control-plane event as JSON to this URL; repeatable")
+	f.DurationVar(&cfg.Hooks.Timeout, "hook-timeout", 5*time.Second, "a hook run still going after this is killed (hooks never delay a failover)")
 	f.StringSliceVar(&routes, "peer-route", nil, "ID=HOST:PORT: probe member ID there instead of its registered address")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
@@ -99,30 +100,18 @@ func activeOrchestrator(ctx context.Context, etcd, dir string) (coord.Orchestrat
 	return store.ActiveOrchestrator(ctx)
 }
 
-// runOp posts a manual operation to the active orchestrator and prints
+// runOp sends a manual operation to the active orchestrator and prints
 // its answer.
-func runOp(cmd *cobra.Command, etcd, dir, path string, q url.Values) error {
+func runOp(cmd *cobra.Command, etcd, dir string, op func(ctx context.Context, addr string) (orchapi.Result, error)) error {
 	ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 	defer cancel()
 	o, err := activeOrchestrator(ctx, etcd, dir)
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+o.HTTPAddr+path+"?"+q.Encode(), nil)
+	res, err := op(ctx, o.HTTPAddr)
 	if err != nil {
 		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("orchestrator %s: %w", o.ID, err)
-	}
-	defer resp.Body.Close()
-	var res orchestrator.OpResult
-	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
-		return fmt.Errorf("orchestrator %s: %w", o.ID, err)
-	}
-	if !res.OK {
-		return fmt.Errorf("%s", res.Error)
 	}
 	out := cmd.OutOrStdout()
 	fmt.Fprintf(out, "leader %s -> %s, epoch %d -> %d", res.From, res.To, res.OldEpoch, res.NewEpoch)
@@ -141,7 +130,9 @@ func promoteCmd() *cobra.Command {
 		Short: "Make NODE the leader now (for when the leader is known dead)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runOp(cmd, etcd, dir, "/promote", url.Values{"node": {args[0]}, "accept-data-loss": {fmt.Sprint(accept)}})
+			return runOp(cmd, etcd, dir, func(ctx context.Context, addr string) (orchapi.Result, error) {
+				return orchapi.Promote(ctx, addr, args[0], accept)
+			})
 		},
 	}
 	cmd.Flags().StringVar(&etcd, "etcd", "", "etcd endpoints (default: from the cluster file in --dir)")
@@ -157,7 +148,9 @@ func switchoverCmd() *cobra.Command {
 		Short: "Hand leadership to another node with no acknowledged write lost (planned)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runOp(cmd, etcd, dir, "/switchover", url.Values{"to": {to}})
+			return runOp(cmd, etcd, dir, func(ctx context.Context, addr string) (orchapi.Result, error) {
+				return orchapi.Switchover(ctx, addr, to)
+			})
 		},
 	}
 	cmd.Flags().StringVar(&etcd, "etcd", "", "etcd endpoints (default: from the cluster file in --dir)")
@@ -211,6 +204,61 @@ func modeCmd() *cobra.Command {
 	set.Flags().IntVar(&syncMin, "sync-min", -1, "refuse writes at once (NOREPLICAS) while fewer sync-set members than this are there (0: no floor; -1 keeps the current setting)")
 	set.Flags().BoolVar(&force, "force", false, "set rules that cannot work with the registered members (quorum K above the followers, sync-min above them), e.g. before adding members")
 	for _, c := range []*cobra.Command{set} {
+		c.Flags().StringVar(&etcd, "etcd", "", "etcd endpoints (default: from the cluster file in --dir)")
+		c.Flags().StringVar(&dir, "dir", "./tandem-data", "the cluster's directory (as given to tandem up)")
+	}
+	cmd.AddCommand(set)
+	return cmd
+}
+
+func failoverPolicyCmd() *cobra.Command {
+	var etcd, dir string
+	show := func(cmd *cobra.Command, _ []string) error {
+		store, closeStore, err := storeFor(etcd, dir)
+		if err != nil {
+			return err
+		}
+		defer closeStore()
+		ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
+		defer cancel()
+		p, err := store.FailoverPolicy(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(cmd.OutOrStdout(), p)
+		return nil
+	}
+	cmd := &cobra.Command{
+		Use:   "failover-policy",
+		Short: "Show or change who fails a failed leader over: the orchestrator (automatic) or an operator (manual)",
+		Args:  cobra.NoArgs,
+		RunE:  show,
+	}
+	set := &cobra.Command{
+		Use:   "set automatic|manual",
+		Short: "Change the failover policy at run time (manual: the orchestrator detects, reports and runs the hooks, then waits for tandem promote)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := coord.ParseFailoverPolicy(args[0])
+			if err != nil {
+				return err
+			}
+			store, closeStore, err := storeFor(etcd, dir)
+			if err != nil {
+				return err
+			}
+			defer closeStore()
+			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
+			defer cancel()
+			old, err := store.SetFailoverPolicy(ctx, p, "failover policy set to "+string(p))
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "failover policy %s (was %s)\n", p, old)
+			return nil
+		},
+	}
+	for _, c := range []*cobra.Command{cmd, set} {
 		c.Flags().StringVar(&etcd, "etcd", "", "etcd endpoints (default: from the cluster file in --dir)")
 		c.Flags().StringVar(&dir, "dir", "./tandem-data", "the cluster's directory (as given to tandem up)")
 	}

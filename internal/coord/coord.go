@@ -7,7 +7,10 @@
 //	topology         Topology: epoch, leader, mode, sync set, why and when
 //	members/<id>     Member: a node's addresses, zone and priority
 //	epochs/<epoch>   EpochStart: who led the epoch and its first LSN
-//	events/<seq>     Event: one failover, switchover or promotion
+//	events/<seq>     Event: one failover, switchover or promotion, a
+//	                 failure detected under the manual policy, a change of
+//	                 mode or policy
+//	failover_policy  the FailoverPolicy: automatic (no key) or manual
 //	orchestrator/    the orchestrators' election (concurrency.Election)
 //	leader           the leading node's claim, bound to its etcd lease
 //
@@ -91,7 +94,10 @@ type EpochStart struct {
 	At       time.Time `json:"at"`
 }
 
-// Event is one change of leader, kept in etcd and logged.
+// Event is one change of leader, kept in etcd and logged. Kinds besides
+// the changes of leader (bootstrap, failover, fence, switchover, promote):
+// mode and policy (a setting changed), and, under the manual failover
+// policy, detected (a failed leader; To is empty) and leader-returned.
 type Event struct {
 	At       time.Time `json:"at"`
 	Kind     string    `json:"kind"` // bootstrap, failover, switchover, promote
@@ -322,8 +328,8 @@ func (s *Store) WatchTopologyChecked(ctx context.Context) <-chan Watched {
 	return out
 }
 
-// send delivers t, replacing an undelivered older topology: a watcher
-// only ever needs the latest.
+// send delivers t, replacing an undelivered older value: a watcher only
+// ever needs the latest (topology, failover policy).
 func send[T any](ctx context.Context, out chan T, t T) bool {
 	for {
 		select {

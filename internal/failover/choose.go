@@ -5,7 +5,7 @@ import (
 	"errors"
 	"slices"
 
-	"github.com/tandemdb/tandem/internal/storage"
+	"github.com/tandemdb/tandem/internal/logrec"
 )
 
 // Ranking: which node to promote.
@@ -14,7 +14,7 @@ import (
 type Node struct {
 	ID string
 	// Durable is the node's last durable log position.
-	Durable storage.Position
+	Durable logrec.Position
 	// Priority is 0-100; 0 means never promote (Patroni's
 	// failover_priority, MongoDB's priority).
 	Priority int
@@ -39,7 +39,7 @@ type Choice struct {
 var ErrNoCandidate = errors.New("failover: no node can be promoted")
 
 // ahead orders positions: a later epoch wins, then a higher LSN.
-func ahead(a, b storage.Position) int {
+func ahead(a, b logrec.Position) int {
 	return cmp.Or(cmp.Compare(a.Epoch, b.Epoch), cmp.Compare(a.LSN, b.LSN))
 }
 

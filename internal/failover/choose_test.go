@@ -5,11 +5,11 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/tandemdb/tandem/internal/storage"
+	"github.com/tandemdb/tandem/internal/logrec"
 )
 
 func node(id string, epoch, lsn uint64, prio int) Node {
-	return Node{ID: id, Durable: storage.Position{Epoch: epoch, LSN: lsn}, Priority: prio, Reachable: true, Eligible: true}
+	return Node{ID: id, Durable: logrec.Position{Epoch: epoch, LSN: lsn}, Priority: prio, Reachable: true, Eligible: true}
 }
 
 func TestChoose(t *testing.T) {

@@ -7,9 +7,9 @@ import (
 
 	"github.com/tandemdb/tandem/internal/commit"
 	"github.com/tandemdb/tandem/internal/coord"
+	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/peerpb"
 	"github.com/tandemdb/tandem/internal/statusdoc"
-	"github.com/tandemdb/tandem/internal/storage"
 )
 
 // Rules are the failover rule's timings (the orchestrator's Config gives
@@ -93,11 +93,11 @@ func (n *NodeView) Follows(leader *NodeView) bool {
 }
 
 // Durable is the durable position a heartbeat reported (zero for none).
-func Durable(r *peerpb.HeartbeatReply) storage.Position {
+func Durable(r *peerpb.HeartbeatReply) logrec.Position {
 	if r == nil || r.Durable == nil {
-		return storage.Position{}
+		return logrec.Position{}
 	}
-	return storage.Position{Epoch: r.Durable.Epoch, LSN: r.Durable.Lsn}
+	return logrec.Position{Epoch: r.Durable.Epoch, LSN: r.Durable.Lsn}
 }
 
 // Candidates are the nodes other than exclude as Choose sees them: a node

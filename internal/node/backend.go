@@ -36,6 +36,16 @@ func (b backend) Read(ctx context.Context, spec *commands.Spec, args [][]byte) (
 		if r.f.Loading() {
 			return nil, resp.ErrLoading
 		}
+		// Reads never go back across a restart: a node that just started
+		// serves follower reads only once it has caught up with a leader
+		// (or led), since what it applied may be older than what it
+		// served before (see replication.Follower.CaughtUp).
+		if !b.n.readsResumed.Load() {
+			if !r.f.CaughtUp() {
+				return nil, resp.ErrLoading
+			}
+			b.n.readsResumed.Store(true)
+		}
 		defer func() {
 			if err == nil && (b.n.db.Seeding() || b.n.db.SeedGeneration() != gen) {
 				reply, err = nil, resp.ErrLoading
@@ -51,6 +61,7 @@ func (b backend) Read(ctx context.Context, spec *commands.Spec, args [][]byte) (
 		case err != nil:
 			return nil, leaderError(err)
 		}
+		b.n.readsResumed.Store(true) // the barrier: everything durable at its start is applied
 	}
 	now := time.Now().UnixMilli()
 	res, err := spec.Exec(&commands.Ctx{NowMs: now, Cursors: b.n.cursors}, storage.View{DB: b.n.db, NowMs: now}, args)
@@ -177,37 +188,38 @@ func peerAddrOf(ctx context.Context, addr string) (string, error) {
 	return peer, nil
 }
 
-// Custom serves tandem's own commands (TANDEM.*).
-func (b backend) Custom(ctx context.Context, args [][]byte) (commands.Reply, bool) {
+// Custom serves tandem's own commands (TANDEM.*). Its failures are
+// errors, which resp words from its error table.
+func (b backend) Custom(ctx context.Context, args [][]byte) (commands.Reply, bool, error) {
 	switch strings.ToUpper(string(args[0])) {
 	case "TANDEM.DIGEST":
 		applied, sum, err := b.n.db.Digest()
 		if err != nil {
-			return commands.ErrorReply("ERR " + err.Error()), true
+			return nil, true, fmt.Errorf("node: TANDEM.DIGEST: %w", err)
 		}
-		return commands.Array{commands.Int(applied), commands.Bulk(hex.EncodeToString(sum[:]))}, true
+		return commands.Array{commands.Int(applied), commands.Bulk(hex.EncodeToString(sum[:]))}, true, nil
 	case "TANDEM.PEERADDR":
 		_, peer, _ := b.n.Addrs()
-		return commands.Bulk(peer), true
+		return commands.Bulk(peer), true, nil
 	case "TANDEM.LSN":
-		return commands.Int(b.n.db.Applied()), true
+		return commands.Int(b.n.db.Applied()), true, nil
 	case "TANDEM.FORGET":
 		// TANDEM.FORGET node-id: the leader forgets a follower at once (it
 		// stops holding back log retention and counting for WAIT); 1 if
 		// it was known. A follower that connects again is known again.
 		if len(args) != 2 {
-			return commands.ErrorReply("ERR wrong number of arguments for 'tandem.forget' command"), true
+			return nil, true, &commands.ArityError{Name: "tandem.forget"}
 		}
 		r, ok := b.n.current().(*leading)
 		if !ok {
-			return commands.ErrorReply("READONLY You can't write against a read only replica. (tandem: this node is not the leader)"), true
+			return nil, true, resp.ErrNotLeader
 		}
 		if r.l.RemoveFollower(string(args[1])) {
-			return commands.Int(1), true
+			return commands.Int(1), true, nil
 		}
-		return commands.Int(0), true
+		return commands.Int(0), true, nil
 	}
-	return nil, false
+	return nil, false, nil
 }
 
 func (b backend) Role() commands.Reply {
@@ -336,19 +348,13 @@ func (b backend) infoReplication(sb *strings.Builder) {
 		st.Applied, st.Epoch, st.State, st.LagLSN, st.LagSeconds)
 }
 
+// infoKeyspace reports the key counts storage keeps on apply (O(1)): a
+// key whose expiry passed counts until its deletion is applied, as Redis
+// counts keys not yet reaped.
 func (b backend) infoKeyspace(sb *strings.Builder) {
 	sb.WriteString("# Keyspace\r\n")
-	keys, expires := 0, 0
-	now := time.Now().UnixMilli()
-	_ = storage.View{DB: b.n.db, NowMs: now}.Scan(nil, func(_ []byte, v commands.Value) bool {
-		keys++
-		if v.ExpireAtMs != 0 {
-			expires++
-		}
-		return true
-	})
-	if keys > 0 {
-		fmt.Fprintf(sb, "db0:keys=%d,expires=%d,avg_ttl=0\r\n", keys, expires)
+	if c := b.n.db.KeyCounts(); c.Keys > 0 {
+		fmt.Fprintf(sb, "db0:keys=%d,expires=%d,avg_ttl=0\r\n", c.Keys, c.Expires)
 	}
 	sb.WriteString("\r\n")
 }

@@ -34,6 +34,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -124,6 +125,12 @@ type Node struct {
 	role     role       // never nil
 
 	agent *agent // the control plane's side in this node; nil when static
+
+	// readsResumed: since this process started, the node has caught up
+	// with a leader as a follower, or passed a leader's read barrier, so
+	// its applied data is at least what it served before a crash; until
+	// then follower reads answer LOADING (backend.Read).
+	readsResumed atomic.Bool
 
 	bg        sync.WaitGroup // expiry loop and role watchers
 	closed    chan struct{}

@@ -35,7 +35,9 @@ func (o *Orchestrator) decideLoop() {
 		if d.Note != "" {
 			o.note(d.NoteKey, "orchestrator: "+d.Note)
 		}
-		if d.Kind == failover.KindNone {
+		// The failover policy and the hooks act here (policy.go), between
+		// the rule, which knows neither, and the change.
+		if !o.gate(v, d) {
 			continue
 		}
 		if err := o.change(v, d.Kind, d.Reason, d.Candidate, d.LastSign, d.LostLSNs, false); err != nil {
@@ -49,7 +51,10 @@ func (o *Orchestrator) decideLoop() {
 func (o *Orchestrator) change(v failover.View, kind failover.Kind, reason, to string, lastSign time.Time, lost uint64, accepted bool) error {
 	o.opMu.Lock()
 	defer o.opMu.Unlock()
-	_, err := o.changeLocked(v, kind, reason, to, lastSign, lost, accepted)
+	ev, err := o.changeLocked(v, kind, reason, to, lastSign, lost, accepted)
+	if err == nil {
+		o.changed(ev)
+	}
 	return err
 }
 
@@ -117,34 +122,45 @@ func (o *Orchestrator) changeLocked(v failover.View, kind failover.Kind, reason,
 		"old_epoch", ev.OldEpoch, "new_epoch", ev.NewEpoch, "detection_ms", ev.DetectionMs, "lost_entries", lost)
 	if next.Leader != "" {
 		o.wg.Add(1)
-		go o.timePromotion(*ev, next.Changed)
+		go o.timePromotion(ev, next.Changed)
 	}
 	return ev, nil
 }
 
 // timePromotion records how long the new leader took to lead.
-func (o *Orchestrator) timePromotion(ev coord.Event, decided time.Time) {
+func (o *Orchestrator) timePromotion(ev *coord.Event, decided time.Time) {
 	defer o.wg.Done()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		v := o.snapshot()
 		if n := v.Node(ev.To); n != nil && n.Leads(ev.NewEpoch) {
-			ev.PromotionMs = float64(time.Since(decided).Microseconds()) / 1000
-			ctx, cancel := context.WithTimeout(o.ctx, 2*time.Second)
-			if err := o.store.AddEvent(ctx, ev); err != nil {
+			ms := float64(time.Since(decided).Microseconds()) / 1000
+			if err := o.amendEvent(ev, func(e *coord.Event) { e.PromotionMs = ms }); err != nil {
 				o.log.Warn("record promotion time", "err", err)
 			}
-			cancel()
-			o.mu.Lock()
-			if o.last != nil && o.last.At.Equal(ev.At) {
-				o.last.PromotionMs = ev.PromotionMs
-			}
-			o.mu.Unlock()
-			o.log.Info("new leader leads", "node", ev.To, "epoch", ev.NewEpoch, "promotion_ms", ev.PromotionMs)
+			o.log.Info("new leader leads", "node", ev.To, "epoch", ev.NewEpoch, "promotion_ms", ms)
 			return
 		}
 		if !coord.Sleep(o.ctx, 5*time.Millisecond) {
 			return
 		}
 	}
+}
+
+// amendEvent adds a measurement to a recorded change event (the one
+// changeLocked made, also o.last) and records it again under the same
+// key. The promotion timer and a switchover's pause amend the same event
+// from two goroutines: each records the event with every amendment made
+// so far, and evMu orders the records, so the later one never drops the
+// field the earlier one added.
+func (o *Orchestrator) amendEvent(ev *coord.Event, amend func(*coord.Event)) error {
+	o.evMu.Lock()
+	defer o.evMu.Unlock()
+	o.mu.Lock()
+	amend(ev)
+	rec := *ev
+	o.mu.Unlock()
+	ctx, cancel := context.WithTimeout(o.ctx, 2*time.Second)
+	defer cancel()
+	return o.store.AddEvent(ctx, rec)
 }

@@ -3,7 +3,6 @@ package orchestrator
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -11,51 +10,44 @@ import (
 
 	"github.com/tandemdb/tandem/internal/coord"
 	"github.com/tandemdb/tandem/internal/failover"
+	"github.com/tandemdb/tandem/internal/hooks"
+	"github.com/tandemdb/tandem/internal/logrec"
+	"github.com/tandemdb/tandem/internal/orchestrator/orchapi"
 	"github.com/tandemdb/tandem/internal/peerpb"
 	"github.com/tandemdb/tandem/internal/statusdoc"
-	"github.com/tandemdb/tandem/internal/storage"
 )
 
-// OpResult is the answer to a manual operation.
-type OpResult struct {
-	OK       bool   `json:"ok"`
-	Error    string `json:"error,omitempty"`
-	From     string `json:"from,omitempty"`
-	To       string `json:"to,omitempty"`
-	OldEpoch uint64 `json:"old_epoch,omitempty"`
-	NewEpoch uint64 `json:"new_epoch,omitempty"`
-	// PauseMs: a switchover's write pause, from the old leader refusing
-	// writes to the new one answering them.
-	PauseMs float64 `json:"pause_ms,omitempty"`
-}
-
-// ErrRefused: a manual operation was refused (the message says why).
-var ErrRefused = errors.New("refused")
+// ErrRefused: a manual operation was refused (the message says why); it
+// survives the HTTP API (orchapi).
+var ErrRefused = orchapi.ErrRefused
 
 // Promote makes node the leader now, at a new epoch, without waiting for
 // the old leader: for when it is known dead. It refuses a node that is
 // unreachable, and one behind another reachable node (that would lose the
 // writes only the other has) unless acceptDataLoss, which is recorded in
 // the event.
-func (o *Orchestrator) Promote(ctx context.Context, node string, acceptDataLoss bool) (OpResult, error) {
+func (o *Orchestrator) Promote(ctx context.Context, node string, acceptDataLoss bool) (orchapi.Result, error) {
 	o.opMu.Lock()
 	defer o.opMu.Unlock()
 	v := o.snapshot()
 	if v.TopoErr != nil {
-		return OpResult{}, fmt.Errorf("%w: the topology in etcd does not decode (%v); fix it first", ErrRefused, v.TopoErr)
+		return orchapi.Result{}, fmt.Errorf("%w: the topology in etcd does not decode (%v); fix it first", ErrRefused, v.TopoErr)
 	}
 	lost, already, err := failover.PromoteCheck(v, node, acceptDataLoss)
 	if err != nil {
-		return OpResult{}, fmt.Errorf("%w: %v", ErrRefused, err)
+		return orchapi.Result{}, fmt.Errorf("%w: %v", ErrRefused, err)
 	}
 	if already {
-		return OpResult{OK: true, To: node, NewEpoch: v.Topo.Epoch}, nil
+		return orchapi.Result{OK: true, To: node, NewEpoch: v.Topo.Epoch}, nil
 	}
-	ev, err := o.changeLocked(v, failover.KindPromote, "manual promote of "+node, node, time.Time{}, lost, acceptDataLoss)
+	reason := "manual promote of " + node
+	o.fire(hooks.Event{Kind: hooks.PrePromote, OldLeader: v.Topo.Leader, NewLeader: node, Epoch: v.Topo.Epoch, Reason: reason})
+	ev, err := o.changeLocked(v, failover.KindPromote, reason, node, time.Time{}, lost, acceptDataLoss)
 	if err != nil {
-		return OpResult{}, err
+		return orchapi.Result{}, err
 	}
-	return OpResult{OK: true, From: ev.From, To: node, OldEpoch: ev.OldEpoch, NewEpoch: ev.NewEpoch}, nil
+	o.fire(hooks.Event{Kind: hooks.PostPromote, OldLeader: ev.From, NewLeader: node, Epoch: ev.NewEpoch, OldEpoch: ev.OldEpoch, Time: ev.At, Reason: reason})
+	return orchapi.Result{OK: true, From: ev.From, To: node, OldEpoch: ev.OldEpoch, NewEpoch: ev.NewEpoch}, nil
 }
 
 // Switchover hands leadership to to (or the best follower) with no
@@ -64,31 +56,33 @@ func (o *Orchestrator) Promote(ctx context.Context, node string, acceptDataLoss 
 // position, then the epoch moves to the target and the old leader follows.
 // If the target does not catch up within the deadline the old leader
 // leads again at a new epoch.
-func (o *Orchestrator) Switchover(ctx context.Context, to string) (OpResult, error) {
+func (o *Orchestrator) Switchover(ctx context.Context, to string) (orchapi.Result, error) {
 	o.opMu.Lock()
 	defer o.opMu.Unlock()
 	v := o.snapshot()
 	leader, target, err := failover.SwitchoverTarget(v, to)
 	if err != nil {
-		return OpResult{}, fmt.Errorf("%w: %v", ErrRefused, err)
+		return orchapi.Result{}, fmt.Errorf("%w: %v", ErrRefused, err)
 	}
 	if to = target.ID; target == leader {
-		return OpResult{OK: true, To: to, NewEpoch: v.Topo.Epoch}, nil
+		return orchapi.Result{OK: true, To: to, NewEpoch: v.Topo.Epoch}, nil
 	}
 	if v.TopoErr != nil {
-		return OpResult{}, fmt.Errorf("%w: the topology in etcd does not decode (%v); fix it first", ErrRefused, v.TopoErr)
+		return orchapi.Result{}, fmt.Errorf("%w: the topology in etcd does not decode (%v); fix it first", ErrRefused, v.TopoErr)
 	}
 	lconn, err := dial(o.peerAddr(leader.Member))
 	if err != nil {
-		return OpResult{}, err
+		return orchapi.Result{}, err
 	}
 	defer lconn.Close()
 	tconn, err := dial(o.peerAddr(target.Member))
 	if err != nil {
-		return OpResult{}, err
+		return orchapi.Result{}, err
 	}
 	defer tconn.Close()
 	lc, tc := peerpb.NewPeerClient(lconn), peerpb.NewPeerClient(tconn)
+	reason := "planned switchover to " + to
+	o.fire(hooks.Event{Kind: hooks.PreSwitchover, OldLeader: leader.ID, NewLeader: to, Epoch: v.Topo.Epoch, Reason: reason})
 
 	start := time.Now()
 	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
@@ -97,9 +91,9 @@ func (o *Orchestrator) Switchover(ctx context.Context, to string) (OpResult, err
 	if err != nil {
 		// The leader may have stopped writes before failing: lead again.
 		o.relead(v, leader.ID, "switchover aborted: stop writes: "+err.Error())
-		return OpResult{}, fmt.Errorf("switchover: stop writes on %s: %w", leader.ID, err)
+		return orchapi.Result{}, fmt.Errorf("switchover: stop writes on %s: %w", leader.ID, err)
 	}
-	want := storage.Position{Epoch: stopped.Durable.Epoch, LSN: stopped.Durable.Lsn}
+	want := logrec.Position{Epoch: stopped.Durable.Epoch, LSN: stopped.Durable.Lsn}
 	caught := false
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
@@ -116,12 +110,12 @@ func (o *Orchestrator) Switchover(ctx context.Context, to string) (OpResult, err
 	}
 	if !caught {
 		o.relead(v, leader.ID, "switchover aborted: "+to+" did not catch up")
-		return OpResult{}, fmt.Errorf("%w: %s did not reach the leader's position %d/%d within 5 s; %s leads again", ErrRefused, to, want.Epoch, want.LSN, leader.ID)
+		return orchapi.Result{}, fmt.Errorf("%w: %s did not reach the leader's position %d/%d within 5 s; %s leads again", ErrRefused, to, want.Epoch, want.LSN, leader.ID)
 	}
-	ev, err := o.changeLocked(v, failover.KindSwitchover, "planned switchover to "+to, to, time.Time{}, 0, false)
+	ev, err := o.changeLocked(v, failover.KindSwitchover, reason, to, time.Time{}, 0, false)
 	if err != nil {
 		o.relead(v, leader.ID, "switchover aborted: "+err.Error())
-		return OpResult{}, err
+		return orchapi.Result{}, err
 	}
 	// The pause ends when the new leader answers writes.
 	for time.Now().Before(start.Add(10 * time.Second)) {
@@ -135,12 +129,13 @@ func (o *Orchestrator) Switchover(ctx context.Context, to string) (OpResult, err
 			break
 		}
 	}
-	ev.PauseMs = float64(time.Since(start).Microseconds()) / 1000
-	uctx, ucancel := context.WithTimeout(o.ctx, 2*time.Second)
-	_ = o.store.AddEvent(uctx, *ev)
-	ucancel()
-	o.log.Info("switchover done", "from", leader.ID, "to", to, "epoch", ev.NewEpoch, "pause_ms", ev.PauseMs)
-	return OpResult{OK: true, From: leader.ID, To: to, OldEpoch: ev.OldEpoch, NewEpoch: ev.NewEpoch, PauseMs: ev.PauseMs}, nil
+	pause := float64(time.Since(start).Microseconds()) / 1000
+	if err := o.amendEvent(ev, func(e *coord.Event) { e.PauseMs = pause }); err != nil {
+		o.log.Warn("record switchover pause", "err", err)
+	}
+	o.log.Info("switchover done", "from", leader.ID, "to", to, "epoch", ev.NewEpoch, "pause_ms", pause)
+	o.fire(hooks.Event{Kind: hooks.PostSwitchover, OldLeader: leader.ID, NewLeader: to, Epoch: ev.NewEpoch, OldEpoch: ev.OldEpoch, Time: ev.At, Reason: reason})
+	return orchapi.Result{OK: true, From: leader.ID, To: to, OldEpoch: ev.OldEpoch, NewEpoch: ev.NewEpoch, PauseMs: pause}, nil
 }
 
 // relead gives the old leader a new epoch after a failed switchover (its
@@ -160,7 +155,12 @@ func (o *Orchestrator) Status(ctx context.Context) statusdoc.Orchestrator {
 	if v.TopoErr != nil {
 		st.TopologyError = v.TopoErr.Error()
 	}
-	last := o.last
+	o.policyStatus(&st)
+	var last *coord.Event // a copy: amendEvent changes o.last under o.mu
+	if o.last != nil {
+		c := *o.last
+		last = &c
+	}
 	errs := map[string]string{}
 	for id, ns := range o.nodes {
 		errs[id] = ns.probe.LastErr
@@ -198,33 +198,31 @@ func FailoverDoc(ev coord.Event) *statusdoc.Failover {
 
 func (o *Orchestrator) handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+orchapi.PathStatus, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, o.Status(r.Context()))
 	})
-	op := func(f func(r *http.Request) (OpResult, error)) http.HandlerFunc {
+	mux.Handle("GET "+orchapi.PathMetrics, o.metrics())
+	op := func(f func(r *http.Request) (orchapi.Result, error)) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			if !o.Active() {
-				writeJSON(w, http.StatusMisdirectedRequest, OpResult{Error: errNotActive.Error()})
+				writeJSON(w, orchapi.StatusCode(errNotActive), orchapi.Result{Error: errNotActive.Error()})
 				return
 			}
 			res, err := f(r)
 			if err != nil {
-				code := http.StatusInternalServerError
-				if errors.Is(err, ErrRefused) {
-					code = http.StatusConflict
-				}
-				writeJSON(w, code, OpResult{Error: err.Error()})
+				writeJSON(w, orchapi.StatusCode(err), orchapi.Result{Error: err.Error()})
 				return
 			}
 			writeJSON(w, http.StatusOK, res)
 		}
 	}
-	mux.HandleFunc("POST /promote", op(func(r *http.Request) (OpResult, error) {
-		accept, _ := strconv.ParseBool(r.URL.Query().Get("accept-data-loss"))
-		return o.Promote(r.Context(), r.URL.Query().Get("node"), accept)
+	mux.HandleFunc("POST "+orchapi.PathPromote, op(func(r *http.Request) (orchapi.Result, error) {
+		q := r.URL.Query()
+		accept, _ := strconv.ParseBool(q.Get(orchapi.ParamAcceptDataLoss))
+		return o.Promote(r.Context(), q.Get(orchapi.ParamNode), accept)
 	}))
-	mux.HandleFunc("POST /switchover", op(func(r *http.Request) (OpResult, error) {
-		return o.Switchover(r.Context(), r.URL.Query().Get("to"))
+	mux.HandleFunc("POST "+orchapi.PathSwitchover, op(func(r *http.Request) (orchapi.Result, error) {
+		return o.Switchover(r.Context(), r.URL.Query().Get(orchapi.ParamTo))
 	}))
 	return mux
 }

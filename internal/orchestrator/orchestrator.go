@@ -23,6 +23,18 @@
 // in the detector (Config.Grace), so that a leader busy taking over is not
 // failed over again.
 //
+// The failover policy (coord.FailoverPolicy, in etcd, changed at run time
+// by `tandem failover-policy set`) acts after the rule, where a decision is
+// carried out (gate, policy.go): under automatic (the default) a failover
+// or fence is carried out at once; under manual, or while the stored policy
+// does not parse, it never is, however long the leader is down: the
+// failure is recorded (an event in etcd), reported in /status (leader_down,
+// waiting_for_operator) and /metrics, and nothing more happens until
+// `tandem promote` or the leader answers again. In both, the hooks
+// (Config.Hooks, package hooks) are told of the detection, before and
+// after each failover, promote and switchover; they run beside the
+// failover and never delay it.
+//
 // Timing promise (with node.DefaultFenceAfter F = 100 ms): an old leader
 // answers nothing later than F after the epoch changed in etcd, and the new
 // one nothing earlier (see node's agent), so in every mode two leaders
@@ -34,7 +46,6 @@ package orchestrator
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -46,6 +57,8 @@ import (
 	"github.com/tandemdb/tandem/internal/coord"
 	"github.com/tandemdb/tandem/internal/detector"
 	"github.com/tandemdb/tandem/internal/failover"
+	"github.com/tandemdb/tandem/internal/hooks"
+	"github.com/tandemdb/tandem/internal/orchestrator/orchapi"
 )
 
 // Config configures an orchestrator.
@@ -110,6 +123,10 @@ type Config struct {
 	// Changed, if set, is called after every topology change this
 	// orchestrator sees (for the Sentinel endpoint).
 	Changed func(old, new coord.Topology)
+	// Hooks are the commands and URLs told of a detected failure and of
+	// every failover, promote and switchover (package hooks); the active
+	// orchestrator fires them. Hooks.Logger defaults to Logger.
+	Hooks hooks.Config
 }
 
 func (c *Config) setDefaults() {
@@ -175,10 +192,19 @@ type Orchestrator struct {
 	members  map[string]coord.Member
 	peers    []coord.Orchestrator // the other registered orchestrators
 	nodes    map[string]*nodeState
-	last     *coord.Event // the last change this orchestrator made
+	last     *coord.Event // the last change this orchestrator made; its fields change under mu
+	evMu     sync.Mutex   // orders amendEvent's records of one event
 	etcdOK   time.Time    // the last successful etcd read
 	started  time.Time
 	noted    map[string]time.Time // rate limit for repeated log lines
+	// policy is the cluster's failover policy as last watched ("" before
+	// the first read); policyErr says why the stored one does not parse.
+	// Either way only FailoverAutomatic lets gate carry out a failover.
+	policy    coord.FailoverPolicy
+	policyErr error
+	outage    *outage // the failed leader not yet replaced (policy.go)
+	held      uint64  // failover decisions the policy held (tests)
+	hooks     *hooks.Runner
 
 	// topoErr: the topology stored in etcd does not decode (topo is the
 	// last one that did); nothing is changed until it does.
@@ -231,7 +257,15 @@ func Start(cfg Config) (*Orchestrator, error) {
 		cli.Close()
 		return nil, err
 	}
-	o.wg.Add(4)
+	if len(cfg.Hooks.Commands)+len(cfg.Hooks.URLs) > 0 {
+		hc := cfg.Hooks
+		if hc.Logger == nil {
+			hc.Logger = o.log
+		}
+		o.hooks = hooks.New(hc)
+	}
+	o.wg.Add(5)
+	go o.watchPolicy()
 	go o.watchTopology()
 	go o.watchMembers()
 	go o.campaign()
@@ -264,6 +298,7 @@ func (o *Orchestrator) Close() {
 		o.sentinel.srv.Close()
 	}
 	o.wg.Wait()
+	o.hooks.Close() // what is queued runs, within the hook timeout
 	o.store.Client().Close()
 }
 
@@ -423,4 +458,5 @@ func (o *Orchestrator) note(key, msg string, args ...any) {
 	}
 }
 
-var errNotActive = errors.New("orchestrator: not the active orchestrator")
+// errNotActive: an operation asked of a standby orchestrator.
+var errNotActive = orchapi.ErrNotActive

@@ -14,6 +14,7 @@ import (
 	"github.com/tandemdb/tandem/internal/coord/embedded"
 	"github.com/tandemdb/tandem/internal/failover"
 	"github.com/tandemdb/tandem/internal/node"
+	"github.com/tandemdb/tandem/internal/orchestrator/orchapi"
 	"github.com/tandemdb/tandem/internal/testutil"
 )
 
@@ -49,7 +50,16 @@ func (c *testCluster) startNode(id, dir string) *node.Node {
 
 func (c *testCluster) startOrchestrator(id string) *Orchestrator {
 	c.t.Helper()
-	o, err := Start(Config{ID: id, Etcd: []string{c.etcd}, HTTPAddr: "127.0.0.1:0", Bootstrap: 500 * time.Millisecond})
+	return c.startOrchestratorWith(id, func(*Config) {})
+}
+
+// startOrchestratorWith starts an orchestrator whose test config edit
+// changes.
+func (c *testCluster) startOrchestratorWith(id string, edit func(*Config)) *Orchestrator {
+	c.t.Helper()
+	cfg := Config{ID: id, Etcd: []string{c.etcd}, HTTPAddr: "127.0.0.1:0", Bootstrap: 500 * time.Millisecond}
+	edit(&cfg)
+	o, err := Start(cfg)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -170,7 +180,7 @@ func TestSwitchover(t *testing.T) {
 			break
 		}
 	}
-	var res OpResult
+	var res orchapi.Result
 	testutil.Eventually(t, "a switchover to "+to, 10*time.Second, func() (bool, string) {
 		var err error
 		res, err = o.Switchover(ctx, to)
@@ -230,7 +240,7 @@ func TestGarbledTopologyRefused(t *testing.T) {
 		st := o.Status(ctx)
 		return st.TopologyError == "", st.TopologyError
 	})
-	var res OpResult
+	var res orchapi.Result
 	testutil.Eventually(t, "a promote once fixed", 10*time.Second, func() (bool, string) {
 		var err error
 		res, err = o.Promote(ctx, other, true)
