@@ -72,13 +72,15 @@ install_deps() {
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 pick_ports() {
-  # tandem takes T..T+2 (RESP), T+100.. (peer), T+200.. (HTTP); Redis T+50,
-  # T+51. Stay below the kernel's ephemeral range (32768+).
+  # tandem's nodes take T..T+2 (RESP), T+100.. (peer), T+200.. (HTTP), its
+  # proxy T-1 (HTTP T+199: tandem up --port T-1, so that the nodes start at
+  # T and the benchmarks go to the leader directly); Redis T+50, T+51. Stay
+  # below the kernel's ephemeral range (32768+).
   local try t p ok
   for try in $(seq 1 200); do
     if [ -n "$BASE_PORT" ]; then t=$BASE_PORT; else t=$((20000 + (RANDOM % 120) * 100 + RANDOM % 40)); fi
     ok=1
-    for p in $t $((t + 1)) $((t + 2)) $((t + 100)) $((t + 101)) $((t + 102)) $((t + 200)) $((t + 201)) $((t + 202)) $((t + 50)) $((t + 51)); do
+    for p in $((t - 1)) $((t + 199)) $t $((t + 1)) $((t + 2)) $((t + 100)) $((t + 101)) $((t + 102)) $((t + 200)) $((t + 201)) $((t + 202)) $((t + 50)) $((t + 51)); do
       port_free "$p" || { ok=0; break; }
     done
     if [ $ok = 1 ]; then
@@ -138,7 +140,7 @@ cleanup() {
 start_tandem() { # dir
   local dir=$1 i
   mkdir -p "$dir"
-  setsid "$TANDEM" up --dir "$dir" --nodes 3 --port "$T_PORT" --mode async --sentinel-port 0 >"$dir.up.log" 2>&1 &
+  setsid "$TANDEM" up --dir "$dir" --nodes 3 --port "$((T_PORT - 1))" --mode async --sentinel-port 0 >"$dir.up.log" 2>&1 &
   TANDEM_UP_PID=$!
   TANDEM_DIR=$dir
   # Ready: leader answers PING, and reports both followers connected.

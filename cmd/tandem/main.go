@@ -18,7 +18,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(serverCmd(), upCmd(), statusCmd(), orchestratorCmd(), promoteCmd(), switchoverCmd(), modeCmd(), failoverPolicyCmd())
+	root.AddCommand(serverCmd(), upCmd(), proxyCmd(), statusCmd(), orchestratorCmd(), promoteCmd(), switchoverCmd(), modeCmd(), failoverPolicyCmd())
 	root.AddCommand(toolCommands()...)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "tandem:", err)

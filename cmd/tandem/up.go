@@ -43,6 +43,8 @@ func upCmd() *cobra.Command {
 			cfg.ServerArgs = append(cfg.ServerArgs, "--mode", mode, "--log-level", logLevel)
 			cfg.OrchestratorArgs = append(cfg.OrchestratorArgs, "--log-level", logLevel, "--mode", mode)
 			cfg.ControlPlane = !static
+			cfg.Proxy = !static
+			cfg.ProxyArgs = append(cfg.ProxyArgs, "--log-level", logLevel)
 			cfg.Etcd = coord.ParseEndpoints(etcd)
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
@@ -55,6 +57,11 @@ func upCmd() *cobra.Command {
 			if err != nil {
 				c.Stop()
 				return err
+			}
+			if p, ok := c.Proxy(); ok {
+				// The one address an application uses, first.
+				fmt.Fprintf(out, "tandem proxy at %s: redis-cli -h %s  (writes to the leader, reads by policy; INFO proxy, /metrics on http %s, log %s)\n",
+					p.RESPAddr, hostPortFlag(p.RESPAddr), p.HTTPAddr, filepath.Join(cfg.Dir, p.Name+".log"))
 			}
 			fmt.Fprintf(out, "tandem cluster up in %s (mode %s, epoch %d)\n", cfg.Dir, mode, epoch)
 			for _, n := range c.Nodes() {
@@ -81,7 +88,7 @@ func upCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&cfg.Dir, "dir", "./tandem-data", "directory for the nodes' data and logs")
 	f.IntVar(&cfg.Nodes, "nodes", 3, "number of node processes")
-	f.IntVar(&cfg.BasePort, "port", 6380, "RESP port of node 1; the others take the next ports (peer ports +100, HTTP +200)")
+	f.IntVar(&cfg.BasePort, "port", 6380, "RESP port of the proxy; the nodes take the next ports (peer ports +100, HTTP +200; with --static, no proxy: node 1 takes it)")
 	f.DurationVar(&cfg.RestartDelay, "restart-delay", 0, "restart a node process that died after this long (0 = never)")
 	f.StringVar(&mode, "mode", "", `commit mode: async, semisync, sync or "quorum K" (default: `+commit.Default+` under the control plane with 2 or more nodes, else async)`)
 	f.StringVar(&logLevel, "log-level", "info", "log level for every process")

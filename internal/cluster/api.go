@@ -29,7 +29,8 @@ type Config struct {
 	// Nodes is how many node processes to run; node 1 leads initially.
 	Nodes int
 	// BasePort is the first RESP port: node i gets BasePort+i-1 when the
-	// cluster has no proxy. 0 picks free ports.
+	// cluster has no proxy; with one, the proxy takes BasePort and node i
+	// BasePort+i. 0 picks free ports.
 	BasePort int
 	// RestartDelay restarts a node process that died after this long;
 	// 0 means never (a test or the chaos nemesis restarts it explicitly).
@@ -53,6 +54,11 @@ type Config struct {
 	Orchestrators int
 	// OrchestratorArgs are extra flags passed to every orchestrator.
 	OrchestratorArgs []string
+	// Proxy runs a `tandem proxy` process (under the control plane only),
+	// supervised like the nodes, with ProxyArgs; its HTTP port (/metrics)
+	// is the nodes' HTTP ports' base.
+	Proxy     bool
+	ProxyArgs []string
 	// SentinelPort, if not 0, is orchestrator 1's Sentinel-compatible
 	// port; orchestrator i gets SentinelPort+i-1. 0 picks free ports.
 	SentinelPort int

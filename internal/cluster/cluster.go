@@ -33,6 +33,9 @@ type Cluster struct {
 	log   *slog.Logger
 	nodes []*member
 	orchs []*member
+	proxy *member // nil without Config.Proxy
+	// proxyPorts are the proxy's RESP, (unused) peer and HTTP addresses.
+	proxyPorts [3]string
 
 	// Under the control plane: the embedded etcd (nil with an external
 	// one), its endpoints and the cluster's keys.
@@ -118,6 +121,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (*Cluster, error) 
 	}
 	if cfg.ControlPlane {
 		c.declareOrchestrators(ports)
+		c.declareProxy()
 	}
 	for _, p := range c.nodes {
 		if err := c.startProc(p); err != nil {
@@ -127,6 +131,12 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (*Cluster, error) 
 	}
 	for _, p := range c.orchs {
 		if err := c.startProc(p); err != nil {
+			c.Stop()
+			return nil, err
+		}
+	}
+	if c.proxy != nil {
+		if err := c.startProc(c.proxy); err != nil {
 			c.Stop()
 			return nil, err
 		}
@@ -146,18 +156,29 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (*Cluster, error) 
 			return nil, err
 		}
 	}
+	if c.proxy != nil {
+		if err := WaitReady(ctx, c.proxy.info.RESPAddr); err != nil {
+			c.Stop()
+			return nil, fmt.Errorf("cluster: proxy: %w (see %s)", err, c.proxy.logPath)
+		}
+	}
 	return c, nil
 }
 
 // ports returns RESP, peer and HTTP addresses for every node: from
 // BasePort (RESP on BasePort.., peer on BasePort+100.., HTTP on
 // BasePort+200..), or free ports below the ephemeral range (package proc
-// says why) when BasePort is 0.
+// says why) when BasePort is 0. With a proxy, the first RESP and HTTP
+// ports are the proxy's (c.proxyPorts) and the nodes take the next ones.
 func (c *Cluster) ports() ([3][]string, error) {
 	var out [3][]string
+	first := 0
+	if c.withProxy() {
+		first = 1
+	}
 	n := 0
 	for kind := range 3 {
-		n += c.cfg.Nodes + c.extraPorts(kind)
+		n += c.cfg.Nodes + c.extraPorts(kind) + first
 	}
 	var free []string
 	if c.cfg.BasePort == 0 {
@@ -167,12 +188,16 @@ func (c *Cluster) ports() ([3][]string, error) {
 		}
 	}
 	for kind := range 3 {
-		for i := range c.cfg.Nodes + c.extraPorts(kind) {
+		for i := range c.cfg.Nodes + c.extraPorts(kind) + first {
 			if c.cfg.BasePort != 0 {
 				out[kind] = append(out[kind], proc.Addr(c.cfg.BasePort+100*kind+i))
 				continue
 			}
 			out[kind], free = append(out[kind], free[0]), free[1:]
+		}
+		if first == 1 {
+			c.proxyPorts[kind] = out[kind][0]
+			out[kind] = out[kind][1:]
 		}
 	}
 	return out, nil
@@ -318,13 +343,17 @@ func (c *Cluster) Pause(id int) error { return c.signal(c.nodes[id-1], syscall.S
 // Resume continues node id with SIGCONT.
 func (c *Cluster) Resume(id int) error { return c.signal(c.nodes[id-1], syscall.SIGCONT) }
 
-// Stop stops every process (orchestrators first, so that stopping nodes
-// causes no failover; each SIGTERM, then SIGKILL after 10 s) and waits.
+// Stop stops every process (the proxy and orchestrators first, so that
+// stopping nodes causes no failover; each SIGTERM, then SIGKILL after 10 s) and waits.
 func (c *Cluster) Stop() error {
 	c.mu.Lock()
 	c.stopping = true
 	var groups [2][]*proc.Process
-	for g, ms := range [2][]*member{c.orchs, c.nodes} {
+	front := c.orchs
+	if c.proxy != nil {
+		front = append([]*member{c.proxy}, front...)
+	}
+	for g, ms := range [2][]*member{front, c.nodes} {
 		for _, m := range ms {
 			if m.p != nil {
 				m.stopped = true
@@ -361,6 +390,23 @@ func (c *Cluster) Status(ctx context.Context, id int) (statusdoc.Node, error) {
 	return FetchStatus(ctx, c.Node(id).HTTPAddr)
 }
 
+// Proxy is the proxy's process, if the cluster has one (RESPAddr is
+// where clients connect, HTTPAddr serves /metrics).
+func (c *Cluster) Proxy() (NodeInfo, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.proxy == nil {
+		return NodeInfo{}, false
+	}
+	return c.proxy.info, true
+}
+
+// KillProxy sends SIGKILL to the proxy and waits for it to exit.
+func (c *Cluster) KillProxy() error { return c.kill(c.proxy) }
+
+// StartProxy (re)starts the proxy.
+func (c *Cluster) StartProxy() error { return c.startProc(c.proxy) }
+
 // File is the cluster file's content.
 type File struct {
 	Nodes []NodeInfo `json:"nodes"`
@@ -377,6 +423,9 @@ func (c *Cluster) writeFileLocked() {
 	}
 	for _, p := range c.orchs {
 		f.Orchestrators = append(f.Orchestrators, p.info)
+	}
+	if c.proxy != nil {
+		f.Proxy = c.proxy.info.RESPAddr
 	}
 	b, _ := json.MarshalIndent(f, "", "  ")
 	tmp := filepath.Join(c.cfg.Dir, FileName+".tmp")

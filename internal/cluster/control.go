@@ -79,6 +79,19 @@ func (c *Cluster) declareOrchestrators(ports [3][]string) {
 	}
 }
 
+func (c *Cluster) withProxy() bool { return c.cfg.Proxy && c.cfg.ControlPlane }
+
+// declareProxy declares the proxy process, "p1".
+func (c *Cluster) declareProxy() {
+	if !c.withProxy() {
+		return
+	}
+	info := NodeInfo{ID: 1, Name: "p1", RESPAddr: c.proxyPorts[0], HTTPAddr: c.proxyPorts[2]}
+	m := &member{info: info, logPath: filepath.Join(c.cfg.Dir, "p1.log")}
+	m.args = append([]string{"proxy", "--etcd", c.etcdFor("p1"), "--addr", info.RESPAddr, "--http-addr", info.HTTPAddr}, c.cfg.ProxyArgs...)
+	c.proxy = m
+}
+
 // etcdFor is the --etcd value for process name: each endpoint (a URL)
 // with its host:port routed by Config.Route.
 func (c *Cluster) etcdFor(name string) string {

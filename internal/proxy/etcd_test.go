@@ -1,0 +1,92 @@
+package proxy
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tandemdb/tandem/internal/coord"
+	"github.com/tandemdb/tandem/internal/coord/embedded"
+)
+
+// TestFollowEtcd: the proxy takes the leader from etcd's topology and the
+// addresses from the members, follows a change of leader, and when etcd
+// goes away keeps serving on the last topology, saying so in INFO.
+func TestFollowEtcd(t *testing.T) {
+	free := func() string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		return l.Addr().String()
+	}
+	// Not embedded.ForTest, which closes etcd at the end: this test
+	// closes it in the middle.
+	e, err := embedded.Start(t.TempDir(), free(), free())
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			e.Close()
+		}
+	}()
+	cli, err := coord.Dial([]string{e.Endpoint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	store := coord.New(cli, "tandem")
+	l, f1, _, _ := threeFakes(t, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, f := range []*fakeNode{l, f1} {
+		if err := store.PutMember(ctx, coord.Member{ID: f.id, RESPAddr: f.addr, Priority: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := store.SetTopology(ctx, 0, coord.Topology{Epoch: 1, Leader: "n1"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	p, addr := startProxy(t, Config{}, View{})
+	fctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.FollowEtcd(fctx, store); close(done) }()
+	defer func() { stop(); <-done }()
+	c := client(t, addr)
+	eventually(t, "the leader from etcd", func() bool { l, _, _ := p.snapshot(); return l != nil && l.id == "n1" })
+	if err := c.Set(ctx, "k", "1", 0).Err(); err != nil || l.count("set") != 1 {
+		t.Fatalf("SET: %v; n1 got %d", err, l.count("set"))
+	}
+
+	// A failover in etcd: writes follow.
+	f1.mu.Lock()
+	f1.leader = true
+	f1.mu.Unlock()
+	if err := store.SetTopology(ctx, 1, coord.Topology{Epoch: 2, Leader: "n2"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the new leader", func() bool { l, _, _ := p.snapshot(); return l != nil && l.id == "n2" })
+	if err := c.Set(ctx, "k", "2", 0).Err(); err != nil || f1.count("set") != 1 {
+		t.Fatalf("SET after the failover: %v; n2 got %d", err, f1.count("set"))
+	}
+
+	// etcd goes away: the proxy serves on, and says so.
+	e.Close()
+	closed = true
+	eventually(t, "etcd marked unreachable", func() bool {
+		info, _ := c.Info(ctx, "proxy").Result()
+		return strings.Contains(info, "etcd:unreachable")
+	})
+	if err := c.Set(ctx, "k", "3", 0).Err(); err != nil || f1.count("set") != 2 {
+		t.Fatalf("SET without etcd: %v; n2 got %d", err, f1.count("set"))
+	}
+	info, _ := c.Info(ctx, "proxy").Result()
+	if !strings.Contains(info, "serving the last topology known") || !strings.Contains(info, "leader:n2") {
+		t.Errorf("INFO without etcd:\n%s", info)
+	}
+}

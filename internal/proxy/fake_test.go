@@ -1,0 +1,155 @@
+package proxy
+
+import (
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/tidwall/redcon"
+
+	"github.com/tandemdb/tandem/internal/resp"
+)
+
+// fakeNode is a node for the proxy's tests: a front end on the same RESP
+// layer, with a map for data, a role, and optionally the read-policy
+// commands (a session's policy and floor; a GET on a follower that has not
+// applied the floor answers "read elsewhere").
+type fakeNode struct {
+	t    *testing.T
+	id   string
+	srv  *resp.Server
+	addr string
+
+	mu        sync.Mutex
+	leader    bool
+	positions bool
+	epoch     uint64
+	lsn       uint64 // the last write's (leader) or what it has applied (follower)
+	data      map[string]string
+	got       []string // every command received, joined by spaces
+	drop      string   // a command name whose connection is closed on receipt
+	perCmd    map[string]int
+	resets    int
+}
+
+type fakeSess struct {
+	policy string
+	floor  position
+	at     position // written or read at
+	user   string
+}
+
+func startFake(t *testing.T, id string, leader, positions bool) *fakeNode {
+	t.Helper()
+	f := &fakeNode{t: t, id: id, leader: leader, positions: positions, epoch: 1, data: map[string]string{}, perCmd: map[string]int{}}
+	fe := resp.FrontEnd{
+		Role: func() string { return "master" },
+		Open: func(s *resp.Session) { s.Local = &fakeSess{policy: "ryw"} },
+		Reset: func(s *resp.Session) {
+			s.Local = &fakeSess{policy: "ryw"}
+			f.mu.Lock()
+			f.resets++
+			f.mu.Unlock()
+		},
+		Serve: f.serve,
+	}
+	f.srv = resp.NewEndpoint(resp.Config{Logger: slog.New(slog.DiscardHandler)}, fe)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.addr = ln.Addr().String()
+	go f.srv.Serve(ln)
+	t.Cleanup(func() { f.srv.Close() })
+	return f
+}
+
+func (f *fakeNode) member() Member { return Member{ID: f.id, Addr: f.addr} }
+
+func (f *fakeNode) count(cmd string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.perCmd[cmd]
+}
+
+func (f *fakeNode) received() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.got...)
+}
+
+func (f *fakeNode) serve(c redcon.Conn, sess *resp.Session, args [][]byte) bool {
+	s := sess.Local.(*fakeSess)
+	name := strings.ToLower(string(args[0]))
+	parts := make([]string, len(args))
+	for i, a := range args {
+		parts[i] = string(a)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.got = append(f.got, strings.Join(parts, " "))
+	f.perCmd[name]++
+	if name == f.drop {
+		c.Close()
+		return true
+	}
+	if strings.HasPrefix(name, "tandem.") && !f.positions {
+		return false
+	}
+	switch name {
+	case "tandem.readpolicy":
+		if len(args) == 1 {
+			c.WriteBulkString(s.policy)
+		} else {
+			s.policy = strings.Join(parts[1:], " ")
+			c.WriteString("OK")
+		}
+	case "tandem.user":
+		s.user = parts[1]
+		c.WriteString("OK")
+	case "tandem.token":
+		if len(args) == 1 {
+			c.WriteBulkString(formatToken(maxPos(s.floor, s.at)))
+			return true
+		}
+		p, err := parseToken(parts[1])
+		if err != nil {
+			c.WriteError("ERR tandem: malformed token")
+			return true
+		}
+		s.floor = maxPos(s.floor, p)
+		c.WriteString("OK")
+	case "set", "incr":
+		if !f.leader {
+			c.WriteError("READONLY You can't write against a read only replica.")
+			return true
+		}
+		f.lsn++
+		if name == "incr" {
+			n, _ := strconv.Atoi(f.data[parts[1]])
+			f.data[parts[1]] = strconv.Itoa(n + 1)
+			c.WriteInt(n + 1)
+		} else {
+			f.data[parts[1]] = parts[2]
+			c.WriteString("OK")
+		}
+		s.at = maxPos(s.at, position{f.epoch, f.lsn})
+	case "get":
+		if f.positions && !f.leader && s.policy != "any" && (position{f.epoch, f.lsn}).less(s.floor) {
+			c.WriteError("TRYAGAIN tandem: read elsewhere: applied " + formatToken(position{f.epoch, f.lsn}) + " is behind the session's " + formatToken(s.floor))
+			return true
+		}
+		if v, ok := f.data[parts[1]]; ok {
+			c.WriteBulkString(v)
+		} else {
+			c.WriteNull()
+		}
+		s.at = maxPos(s.at, position{f.epoch, f.lsn})
+	default:
+		return false
+	}
+	return true
+}

@@ -1,0 +1,727 @@
+// Package proxy is `tandem proxy`: a RESP front door for a tandem cluster.
+// Any Redis client pointed at it works unchanged; it is a front end on
+// internal/resp's connection layer (the same connection commands, limits
+// and error texts as a node), and it reads replies from the nodes with
+// redcon's RESP reader.
+//
+// # What it promises
+//
+//   - Writes, and every command that is not a plain read (a command the
+//     commands table flags read only, SCAN excepted, whose cursor is a
+//     node's), go to the leader the topology in etcd names. While there is
+//     none (a failover), a write waits up to Config.WriteWait for one
+//     instead of failing; a node's READONLY or MASTERDOWN (the write did
+//     not run) makes it wait for the next leader too.
+//   - A write whose outcome is unknown (the connection to the leader broke
+//     after it was sent, or the leader did not answer within
+//     UpstreamTimeout) is answered
+//     "-UNCERTAIN tandem proxy: ...", never sent again by the proxy.
+//   - Reads go where the session's read policy allows (TANDEM.READPOLICY
+//     per connection, Config.Policy by default): leader; any (a healthy
+//     follower, least loaded first, in the proxy's zone first); and ryw,
+//     monotonic, bounded <ms> and linearizable, which the nodes enforce
+//     with the session's positions (policy.go): the proxy keeps each
+//     session's token, sends it with the read to a follower, and on the
+//     node's "TRYAGAIN tandem: read elsewhere" goes to another follower
+//     and at the latest the leader. Nodes that do not know read policies
+//     (TANDEM.READPOLICY unknown) get such reads at the leader only, which
+//     gives every one of these guarantees; INFO counts them.
+//   - A node whose connection fails is out of rotation at once: no request
+//     is routed to it until a connection to it works again. Requests in
+//     flight on it fail (a read is tried on another node, a write answers
+//     UNCERTAIN); INFO counts them.
+//   - Many client connections share Config.ConnsPerNode pipelined
+//     connections per node (as twemproxy does); one session's commands to
+//     one node always use the same connection, so they keep their order,
+//     and a client's pipeline is sent ahead and answered in order.
+//   - Commands that hold connection state on the node (MULTI, WATCH,
+//     SUBSCRIBE, blocking pops, WAIT, TANDEM.DURABILITY...) are refused
+//     with a clear error naming the leader's address (connect there
+//     directly), never run on a shared connection.
+//   - Losing etcd does not stop it: it serves on the last topology it
+//     knew, and INFO and the log say so.
+//   - INFO's "# Proxy" section and /metrics (Prometheus) show the reads
+//     served per policy and per node, reads sent elsewhere, fallbacks to
+//     the leader and why, writes that waited, unknown outcomes and
+//     requests failed in flight.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tidwall/redcon"
+
+	"github.com/tandemdb/tandem/internal/commands"
+	"github.com/tandemdb/tandem/internal/resp"
+)
+
+// Config configures a Proxy.
+type Config struct {
+	// Policy is a new connection's read policy; zero means DefaultPolicy.
+	Policy Policy
+	// Zone is the proxy's zone: followers in it are preferred for reads.
+	Zone string
+	// WriteWait bounds how long a write waits for a leader; 0 means 5 s.
+	WriteWait time.Duration
+	// UpstreamTimeout bounds a request's wait for its node's reply (also
+	// a write's, which may wait for its commit: keep it above the nodes'
+	// --write-timeout); 0 means 10 s. A node that does not answer in time
+	// has its connection closed (every request on it fails).
+	UpstreamTimeout time.Duration
+	// ReadTimeout bounds a read's wait on one node before it is tried on
+	// another; 0 means 2 s.
+	ReadTimeout time.Duration
+	// DialTimeout bounds connecting to a node; 0 means 1 s.
+	DialTimeout time.Duration
+	// ConnsPerNode is how many shared connections each node gets; 0 means 4.
+	ConnsPerNode int
+	// RESP is the client-facing connection layer's configuration.
+	RESP   resp.Config
+	Logger *slog.Logger
+}
+
+// Member is a node the proxy may route to.
+type Member struct {
+	ID, Addr, Zone string
+}
+
+// View is the topology the proxy routes by.
+type View struct {
+	Epoch   uint64
+	Leader  string // "" while there is none
+	Members []Member
+}
+
+// Proxy routes client commands to a cluster's nodes.
+type Proxy struct {
+	cfg   Config
+	log   *slog.Logger
+	srv   *resp.Server
+	stats *stats
+	start time.Time
+
+	mu      sync.Mutex
+	view    View
+	nodes   map[string]*node
+	changed chan struct{} // closed and replaced on every change of view or node health
+	etcdErr error         // why etcd is unreachable; nil when it is fine
+	etcdAt  time.Time     // since when
+	closed  bool
+	done    chan struct{} // closed by Close
+	rr      atomic.Uint64 // read counter, spreads ties between followers
+	routes  atomic.Pointer[routes]
+}
+
+// New returns a proxy; serve clients with Serve.
+func New(cfg Config) *Proxy {
+	if cfg.Policy.Kind == "" {
+		cfg.Policy = DefaultPolicy
+	}
+	if cfg.WriteWait <= 0 {
+		cfg.WriteWait = 5 * time.Second
+	}
+	if cfg.UpstreamTimeout <= 0 {
+		cfg.UpstreamTimeout = 10 * time.Second
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = 2 * time.Second
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = time.Second
+	}
+	if cfg.ConnsPerNode <= 0 {
+		cfg.ConnsPerNode = 4
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	cfg.RESP.Logger = cfg.Logger
+	p := &Proxy{cfg: cfg, log: cfg.Logger, stats: newStats(), start: time.Now(),
+		nodes: map[string]*node{}, changed: make(chan struct{}), done: make(chan struct{})}
+	p.routes.Store(&routes{changed: p.changed})
+	t := resp.Commands{
+		"tandem.readpolicy": {Arity: -1, Run: p.cmdReadPolicy},
+		"tandem.token":      {Arity: -1, Run: p.cmdToken},
+		"tandem.user":       {Arity: -1, Run: p.cmdUser},
+		"info":              {Arity: -1, Run: p.cmdInfo},
+	}
+	t.Check()
+	go p.healthLoop()
+	p.srv = resp.NewEndpoint(cfg.RESP, resp.FrontEnd{
+		// The nodes' replies are forwarded as they come, in RESP2: HELLO 3
+		// gets NOPROTO and clients stay on RESP2.
+		MaxProto: 2,
+		Serve: func(c redcon.Conn, sess *resp.Session, args [][]byte) bool {
+			if t.Serve(c, sess, args) {
+				return true
+			}
+			p.serve(c, sess, args)
+			return true
+		},
+		Open:  func(sess *resp.Session) { sess.Local = &session{policy: p.cfg.Policy} },
+		Reset: func(sess *resp.Session) { sess.Local = &session{policy: p.cfg.Policy} },
+		Start: p.startOp,
+		Flush: p.flush,
+	})
+	return p
+}
+
+// Serve serves clients from ln until Close.
+func (p *Proxy) Serve(ln net.Listener) error { return p.srv.Serve(ln) }
+
+// Close stops serving and closes every upstream connection.
+func (p *Proxy) Close() error {
+	err := p.srv.Close()
+	p.mu.Lock()
+	if !p.closed {
+		close(p.done)
+	}
+	p.closed = true
+	nodes := p.nodes
+	p.nodes = map[string]*node{}
+	p.mu.Unlock()
+	for _, n := range nodes {
+		n.close()
+	}
+	return err
+}
+
+// healthLoop tries the nodes marked down again, each after its backoff,
+// since no request is routed to them.
+func (p *Proxy) healthLoop() {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.done:
+			return
+		case <-t.C:
+		}
+		p.mu.Lock()
+		for _, n := range p.nodes {
+			if n.downAndDue() {
+				go n.revive()
+			}
+		}
+		p.mu.Unlock()
+	}
+}
+
+// SetView installs a topology: nodes that left are closed, new ones are
+// connected lazily (and asked whether they enforce read policies).
+func (p *Proxy) SetView(v View) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	var gone, added []*node
+	keep := map[string]*node{}
+	for _, m := range v.Members {
+		if m.Addr == "" {
+			continue
+		}
+		n := p.nodes[m.ID]
+		if n == nil || n.addr != m.Addr {
+			if n != nil {
+				gone = append(gone, n)
+			}
+			n = newNode(p, m.ID, m.Addr, m.Zone)
+			added = append(added, n)
+		}
+		n.zone = m.Zone
+		keep[m.ID] = n
+	}
+	for id, n := range p.nodes {
+		if keep[id] != n {
+			gone = append(gone, n)
+		}
+	}
+	if v.Leader != p.view.Leader || v.Epoch != p.view.Epoch {
+		p.log.Info("proxy: topology", "epoch", v.Epoch, "leader", v.Leader, "members", len(keep))
+	}
+	p.view, p.nodes = v, keep
+	p.kickLocked()
+	p.mu.Unlock()
+	for _, n := range gone {
+		n.close()
+	}
+	for _, n := range added {
+		go n.probe()
+	}
+}
+
+func (p *Proxy) kick() {
+	p.mu.Lock()
+	p.kickLocked()
+	p.mu.Unlock()
+}
+
+func (p *Proxy) kickLocked() {
+	close(p.changed)
+	p.changed = make(chan struct{})
+	r := &routes{changed: p.changed}
+	for id, n := range p.nodes {
+		if id == p.view.Leader {
+			r.leader = n
+		} else {
+			r.followers = append(r.followers, n)
+		}
+	}
+	slices.SortFunc(r.followers, func(a, b *node) int { return strings.Compare(a.id, b.id) })
+	p.routes.Store(r)
+}
+
+// routes is the view as requests use it, replaced (never changed) on every
+// change of view or node health, so a request reads it without a lock.
+type routes struct {
+	leader    *node   // nil while there is none
+	followers []*node // by id
+	changed   chan struct{}
+}
+
+// snapshot is the view and nodes at one time, and a channel closed at the
+// next change.
+func (p *Proxy) snapshot() (leader *node, followers []*node, changed <-chan struct{}) {
+	r := p.routes.Load()
+	return r.leader, r.followers, r.changed
+}
+
+// The commands a shared connection cannot carry: they leave state on the
+// node's connection (a transaction, subscriptions, a blocked client, a
+// durability floor) that would leak to, or stall, every other session on
+// it. Refused with an error naming the leader, to be used directly.
+var stateful = map[string]bool{
+	"multi": true, "exec": true, "discard": true, "watch": true, "unwatch": true,
+	"subscribe": true, "psubscribe": true, "ssubscribe": true, "unsubscribe": true,
+	"punsubscribe": true, "sunsubscribe": true, "monitor": true, "sync": true, "psync": true,
+	"blpop": true, "brpop": true, "brpoplpush": true, "blmove": true, "blmpop": true,
+	"bzpopmin": true, "bzpopmax": true, "bzmpop": true, "xread": true, "xreadgroup": true,
+	"wait": true, "waitaof": true, "tandem.durability": true,
+}
+
+// lookupName finds a lower-case name in m, in any case, without
+// allocating.
+func lookupName(m map[string]bool, name []byte) bool {
+	var buf [24]byte
+	if len(name) > len(buf) {
+		return false
+	}
+	for i, c := range name {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		buf[i] = c
+	}
+	return m[string(buf[:len(name)])]
+}
+
+// local are the proxy's own commands (the session's state, INFO).
+var local = map[string]bool{"tandem.readpolicy": true, "tandem.token": true, "tandem.user": true, "info": true}
+
+// isRead: a plain read, which may go to a follower.
+func isRead(args [][]byte) bool {
+	spec, ok := commands.Lookup(args[0])
+	return ok && spec.Flags&commands.FlagWrite == 0 && spec.Flags&commands.FlagRead != 0 && spec.Name != "scan"
+}
+
+func (p *Proxy) serve(c redcon.Conn, sess *resp.Session, args [][]byte) {
+	if lookupName(stateful, args[0]) {
+		name := string(args[0])
+		leader, _, _ := p.snapshot()
+		where := "the leader"
+		if leader != nil {
+			where = "the leader at " + leader.addr
+		}
+		c.WriteError(fmt.Sprintf("ERR tandem proxy: %s holds state on its connection, which the proxy shares between clients; send it to %s directly (tandem status shows it)", strings.ToUpper(name), where))
+		return
+	}
+	o := p.begin(sess, args, true)
+	ctx := sess.Enter()
+	reply := p.complete(ctx, sess, o)
+	sess.Leave()
+	c.WriteRaw(reply)
+}
+
+// startOp starts a command of a pipeline ahead (FrontEnd.Start): every
+// data command, except one after a command whose owed reply carries a
+// position (a positional policy on nodes that enforce it): the session's
+// token it must carry is known only then, so the layer serves it after
+// the owed replies instead.
+func (p *Proxy) startOp(sess *resp.Session, args [][]byte) bool {
+	s := sess.Local.(*session)
+	if lookupName(stateful, args[0]) || lookupName(local, args[0]) {
+		return false
+	}
+	for _, o := range s.owed {
+		if o.tok >= 0 {
+			// An owed reply raises the session's position, which this
+			// command must carry.
+			return false
+		}
+	}
+	s.owed = append(s.owed, p.begin(sess, args, false))
+	return true
+}
+
+func (p *Proxy) flush(c redcon.Conn, sess *resp.Session) {
+	s := sess.Local.(*session)
+	if len(s.owed) == 0 {
+		return
+	}
+	// Write what the pipeline queued, a write per connection.
+	for i, u := range s.unsent {
+		u.flush()
+		s.unsent[i] = nil
+	}
+	s.unsent = s.unsent[:0]
+	ctx := sess.Enter()
+	for i, o := range s.owed {
+		c.WriteRaw(p.complete(ctx, sess, o))
+		s.owed[i] = nil
+	}
+	sess.Leave()
+	s.owed = s.owed[:0]
+}
+
+// op is one client command on its way through the proxy.
+type op struct {
+	args    [][]byte
+	read    bool
+	policy  Policy
+	cmds    [][][]byte // what the current attempt sent
+	at, tok int
+	call    *call // the current attempt; nil: none started
+	tried   []*node
+	began   time.Time
+	fellWhy string // why a read ended at the leader, if it fell back
+	later   bool   // the first attempt may leave its bytes for the flush
+}
+
+// begin starts o's first attempt where it goes, if it can go anywhere
+// now; unless now, its bytes may wait in the connection's buffer for the
+// session's flush (a pipeline's commands share writes).
+func (p *Proxy) begin(sess *resp.Session, args [][]byte, now bool) *op {
+	s := sess.Local.(*session)
+	o := &op{args: args, read: isRead(args), policy: s.policy, began: time.Now(), later: !now}
+	if o.read {
+		p.tryRead(sess, o)
+	} else {
+		if leader, _, _ := p.snapshot(); leader != nil && leader.healthy() {
+			p.send(sess, o, leader)
+		}
+	}
+	o.later = false
+	return o
+}
+
+// send starts an attempt of o on n.
+func (p *Proxy) send(sess *resp.Session, o *op, n *node) {
+	s := sess.Local.(*session)
+	withPos := n.positions.Load() == 1
+	if o.read {
+		o.cmds, o.at, o.tok = s.readCmds(o.args, withPos)
+	} else {
+		o.cmds, o.at, o.tok = s.writeCmds(o.args, withPos)
+	}
+	o.call = newCall(n, o.cmds...)
+	u := n.conn(sess.ID())
+	u.send(o.call, !o.later)
+	if o.later && !slices.Contains(s.unsent, u) {
+		s.unsent = append(s.unsent, u)
+	}
+}
+
+// tryRead starts a read on the best node the policy allows that o has
+// not tried; o.call stays nil if there is none.
+func (p *Proxy) tryRead(sess *resp.Session, o *op) {
+	s := sess.Local.(*session)
+	leader, followers, _ := p.snapshot()
+	o.call = nil
+	n, why := p.pickRead(s, o.policy, leader, followers, o.tried, sess.ID())
+	if n == nil {
+		return
+	}
+	if n == leader {
+		o.fellWhy = why
+	}
+	o.tried = append(o.tried, n)
+	p.send(sess, o, n)
+}
+
+// pickRead is where a read goes next under pol, not to a node in tried:
+// a follower the policy allows (least loaded, the proxy's zone first;
+// under monotonic the session's sticky follower first), else the leader,
+// with why a read the policy would let a follower serve reached it.
+func (p *Proxy) pickRead(s *session, pol Policy, leader *node, followers []*node, tried []*node, sid uint64) (*node, string) {
+	why := ""
+	if pol.Kind != "leader" && len(followers) > 0 {
+		var (
+			best      *node
+			bestLoad  int64
+			bestOther bool
+			eligible  int // healthy followers that may serve pol
+			lacking   int
+		)
+		// Ties go to the first found from a rotating start, so that reads
+		// spread over equally loaded followers.
+		k := int(p.rr.Add(1) % uint64(len(followers)))
+		for i := range followers {
+			n := followers[(k+i)%len(followers)]
+			if !n.healthy() {
+				continue
+			}
+			if pol.positional() && n.positions.Load() != 1 {
+				// A follower that does not enforce the policy (or has not
+				// said yet) must not serve it; the leader gives it.
+				lacking++
+				continue
+			}
+			eligible++
+			if slices.Contains(tried, n) {
+				continue
+			}
+			load, other := n.inflight.Load(), n.zone != p.cfg.Zone
+			if best == nil || (!other && bestOther) || (other == bestOther && load < bestLoad) {
+				best, bestLoad, bestOther = n, load, other
+			}
+		}
+		if pol.Kind == "monotonic" && len(tried) == 0 && eligible > 1 {
+			// Sticky: one follower per user (or session) while it is
+			// healthy; the node refuses it if it is behind the session.
+			key := sid
+			if s.user != "" {
+				key = hash(s.user)
+			}
+			j := key % uint64(eligible)
+			for _, n := range followers {
+				if n.healthy() && n.positions.Load() == 1 {
+					if j == 0 {
+						best = n
+						break
+					}
+					j--
+				}
+			}
+		}
+		if best != nil {
+			return best, ""
+		}
+		switch {
+		case eligible > 0:
+			why = "read-elsewhere"
+		case lacking > 0:
+			why = "no-positions"
+		default:
+			why = "no-follower"
+		}
+	}
+	if leader == nil || slices.Contains(tried, leader) {
+		return nil, why
+	}
+	return leader, why
+}
+
+func hash(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h = (h ^ uint64(s[i])) * 1099511628211
+	}
+	return h
+}
+
+// Errors the proxy answers itself.
+const (
+	replyNoLeader  = "-TRYAGAIN tandem proxy: no leader took writes within %v (a failover may be in progress); the write was not sent\r\n"
+	replyNoNode    = "-TRYAGAIN tandem proxy: no node could serve the read (%s)\r\n"
+	replyUncertain = "-UNCERTAIN tandem proxy: the connection to the leader was lost after the write was sent; it may or may not have taken effect\r\n"
+)
+
+// complete waits for o and answers it, sending it again where that is
+// safe: a read to the next node, a write that did not run to the next
+// leader.
+func (p *Proxy) complete(ctx context.Context, sess *resp.Session, o *op) []byte {
+	if o.read {
+		return p.completeRead(ctx, sess, o)
+	}
+	return p.completeWrite(ctx, sess, o)
+}
+
+func (p *Proxy) completeWrite(ctx context.Context, sess *resp.Session, o *op) []byte {
+	s := sess.Local.(*session)
+	deadline := o.began.Add(p.cfg.WriteWait)
+	waited := false
+	for {
+		if o.call == nil {
+			leader, _, changed := p.snapshot()
+			if leader != nil && leader.dialAllowed() {
+				p.send(sess, o, leader)
+				continue
+			}
+			if !waited {
+				waited = true
+				p.stats.writesWaited.Add(1)
+			}
+			if !p.wait(ctx, changed, deadline) {
+				p.stats.writesNoLeader.Add(1)
+				return fmt.Appendf(nil, replyNoLeader, p.cfg.WriteWait)
+			}
+			continue
+		}
+		err := p.await(ctx, o.call, p.cfg.UpstreamTimeout)
+		switch {
+		case errors.Is(err, errNotSent):
+			o.call = nil
+			continue
+		case ctx.Err() != nil:
+			return []byte("-ERR tandem proxy: client gone\r\n")
+		case err != nil:
+			p.stats.writesUncertain.Add(1)
+			return []byte(replyUncertain)
+		}
+		r := o.call.replies[o.at]
+		if hasPrefix(r, "-READONLY") || hasPrefix(r, "-MASTERDOWN") {
+			// The node is no longer the leader, and did not run it: wait
+			// for the next one.
+			_, _, changed := p.snapshot()
+			o.call = nil
+			if !waited {
+				waited = true
+				p.stats.writesWaited.Add(1)
+			}
+			if !p.wait(ctx, changed, deadline) {
+				return r
+			}
+			continue
+		}
+		if o.tok >= 0 {
+			if t, ok := tokenOf(o.call.replies[o.tok]); ok {
+				s.write = maxPos(s.write, t)
+			}
+		}
+		return r
+	}
+}
+
+func (p *Proxy) completeRead(ctx context.Context, sess *resp.Session, o *op) []byte {
+	s := sess.Local.(*session)
+	last := "no node known"
+	deadline := o.began.Add(p.cfg.WriteWait)
+	waited := false
+	for {
+		if o.call == nil {
+			// Nowhere to go. With no leader at all (a failover), wait
+			// for one as a write does; the nodes tried are not tried again.
+			leader, _, changed := p.snapshot()
+			if leader == nil && !waited {
+				waited = true
+				p.stats.readsWaited.Add(1)
+			}
+			if leader == nil && p.wait(ctx, changed, deadline) {
+				p.tryRead(sess, o)
+				continue
+			}
+			p.stats.readFailed(last)
+			return fmt.Appendf(nil, replyNoNode, last)
+		}
+		n := o.call.node
+		err := p.await(ctx, o.call, p.cfg.ReadTimeout)
+		if err != nil {
+			if ctx.Err() != nil {
+				return []byte("-ERR tandem proxy: client gone\r\n")
+			}
+			// Reads have no effect: try the next node.
+			p.stats.readsRetried.Add(1)
+			last = "node " + n.id + " failed"
+			p.tryRead(sess, o)
+			continue
+		}
+		r := o.call.replies[o.at]
+		for i, pre := range o.call.replies[:o.at] {
+			if hasPrefix(pre, "-") {
+				p.log.Warn("proxy: a node refused the session's read state", "node", n.id, "cmd", string(o.cmds[i][0]), "reply", string(trunc(pre, 200)))
+				return pre
+			}
+		}
+		if hasPrefix(r, "-TRYAGAIN tandem: read elsewhere") || hasPrefix(r, "-LOADING") || hasPrefix(r, "-MASTERDOWN") {
+			p.stats.readsElsewhere.Add(1)
+			last = "node " + n.id + ": " + strings.TrimSpace(string(trunc(r[1:], 120)))
+			p.tryRead(sess, o)
+			continue
+		}
+		if o.tok >= 0 {
+			if t, ok := tokenOf(o.call.replies[o.tok]); ok {
+				s.read = maxPos(s.read, t)
+			}
+		}
+		p.stats.readServed(o.policy.Kind, n.id, o.fellWhy, n.zone != p.cfg.Zone)
+		n.reads.Add(1)
+		return r
+	}
+}
+
+// await waits for c; a node that does not answer within timeout has its
+// connection abandoned (and the error is errLost).
+func (p *Proxy) await(ctx context.Context, c *call, timeout time.Duration) error {
+	select {
+	case <-c.done:
+		return c.err
+	default:
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-c.done:
+		return c.err
+	case <-t.C:
+		c.abandon()
+	case <-ctx.Done():
+		// The client left: the request may still run; the reader drops
+		// its reply. The shared connection is fine.
+		return ctx.Err()
+	}
+	<-c.done
+	return c.err
+}
+
+// wait waits for a change of view or node health, until deadline; false
+// if the deadline passed or ctx ended.
+func (p *Proxy) wait(ctx context.Context, changed <-chan struct{}, deadline time.Time) bool {
+	d := time.Until(deadline)
+	if d <= 0 {
+		return false
+	}
+	// Also wake at least every 50 ms: a node marked down may be dialed
+	// again once its backoff has passed, which is no event.
+	t := time.NewTimer(min(d, 50*time.Millisecond))
+	defer t.Stop()
+	select {
+	case <-changed:
+		return true
+	case <-t.C:
+		return time.Now().Before(deadline)
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func hasPrefix(b []byte, s string) bool { return len(b) >= len(s) && string(b[:len(s)]) == s }
+
+// tokenOf reads TANDEM.TOKEN's reply, a bulk string.
+func tokenOf(r []byte) (position, bool) {
+	_, v := redcon.ReadNextRESP(r)
+	if v.Type != redcon.Bulk {
+		return position{}, false
+	}
+	t, err := parseToken(string(v.Data))
+	return t, err == nil
+}

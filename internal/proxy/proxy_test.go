@@ -1,0 +1,422 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+func startProxy(t *testing.T, cfg Config, v View) (*Proxy, string) {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	p := New(cfg)
+	p.SetView(v)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(ln) }()
+	t.Cleanup(func() {
+		if err := p.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		<-done
+	})
+	return p, ln.Addr().String()
+}
+
+func client(t *testing.T, addr string) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// eventually polls cond for up to 5 s (what the proxy learns in the
+// background: a node's answer to the policy probe).
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within 5 s: %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func threeFakes(t *testing.T, positions bool) (l, f1, f2 *fakeNode, v View) {
+	l = startFake(t, "n1", true, positions)
+	f1 = startFake(t, "n2", false, positions)
+	f2 = startFake(t, "n3", false, positions)
+	return l, f1, f2, View{Epoch: 1, Leader: "n1", Members: []Member{l.member(), f1.member(), f2.member()}}
+}
+
+// TestRouting: writes and non-read commands reach the leader; under any,
+// reads reach followers only; under leader, the leader; go-redis through
+// the proxy works unchanged (HELLO 3 refused, RESP2).
+func TestRouting(t *testing.T) {
+	l, f1, f2, v := threeFakes(t, false)
+	p, addr := startProxy(t, Config{Policy: Policy{Kind: "any"}}, v)
+	ctx := context.Background()
+	c := client(t, addr)
+	if err := c.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if l.count("set") != 1 || f1.count("set")+f2.count("set") != 0 {
+		t.Fatalf("SET reached leader %d times, followers %d", l.count("set"), f1.count("set")+f2.count("set"))
+	}
+	for range 20 {
+		// The followers are fakes without replication: nil is right.
+		if err := c.Get(ctx, "k").Err(); err != redis.Nil {
+			t.Fatalf("GET under any: %v, want nil from a follower", err)
+		}
+	}
+	if l.count("get") != 0 || f1.count("get")+f2.count("get") != 20 {
+		t.Errorf("under any: leader served %d GETs, followers %d; want 0 and 20", l.count("get"), f1.count("get")+f2.count("get"))
+	}
+	if f1.count("get") == 0 || f2.count("get") == 0 {
+		t.Errorf("under any one follower got every read (%d, %d)", f1.count("get"), f2.count("get"))
+	}
+	if err := c.Do(ctx, "TANDEM.READPOLICY", "leader").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.Get(ctx, "k").Result(); err != nil || got != "v" {
+		t.Fatalf("GET under leader = %q, %v", got, err)
+	}
+	if pol, _ := c.Do(ctx, "TANDEM.READPOLICY").Text(); pol != "leader" {
+		t.Errorf("TANDEM.READPOLICY = %q", pol)
+	}
+	// /metrics says the same.
+	rec := httptest.NewRecorder()
+	p.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, want := range []string{`tandem_proxy_reads_total{policy="any"} 20`, `tandem_proxy_node_reads_total{node="n1"} 1`, `tandem_proxy_node_up{node="n2"} 1`, "tandem_proxy_etcd_ok 1"} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("/metrics lacks %q:\n%s", want, rec.Body.String())
+		}
+	}
+	// The proxy's INFO.
+	info, err := c.Info(ctx, "proxy").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"# Proxy", "leader:n1", "reads_policy_any:20", "reads_policy_leader:1", "reads_node_n1:1", "node_n2:addr="} {
+		if !strings.Contains(info, want) {
+			t.Errorf("INFO proxy lacks %q:\n%s", want, info)
+		}
+	}
+}
+
+// TestMultiplexing: 50 clients share ConnsPerNode connections per node,
+// and a pipeline's replies come back in order.
+func TestMultiplexing(t *testing.T) {
+	l, f1, f2, v := threeFakes(t, false)
+	_, addr := startProxy(t, Config{Policy: Policy{Kind: "any"}, ConnsPerNode: 2}, v)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 50)
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+			defer c.Close()
+			pipe := c.Pipeline()
+			var cmds []*redis.StatusCmd
+			for j := range 16 {
+				cmds = append(cmds, pipe.Set(ctx, fmt.Sprintf("k%d-%d", i, j), j, 0))
+			}
+			get := pipe.Get(ctx, "x")
+			if _, err := pipe.Exec(ctx); err != nil && err != redis.Nil {
+				errs <- err
+				return
+			}
+			for _, cmd := range cmds {
+				if cmd.Val() != "OK" {
+					errs <- fmt.Errorf("SET in pipeline: %v", cmd.Err())
+				}
+			}
+			if get.Err() != redis.Nil {
+				errs <- fmt.Errorf("GET in pipeline: %v", get.Err())
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if l.count("set") != 50*16 {
+		t.Errorf("leader got %d SETs, want %d", l.count("set"), 50*16)
+	}
+	for _, f := range []*fakeNode{l, f1, f2} {
+		if n := f.srv.Clients(); n > 2 {
+			t.Errorf("%s has %d connections from the proxy, want at most 2", f.id, n)
+		}
+	}
+
+	// Raw RESP, as redis-cli sends it: a pipeline in one write.
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	fmt.Fprint(nc, "*3\r\n$3\r\nSET\r\n$1\r\na\r\n$1\r\n1\r\n*1\r\n$4\r\nPING\r\n*2\r\n$4\r\nINCR\r\n$1\r\nn\r\n*2\r\n$4\r\nINCR\r\n$1\r\nn\r\n")
+	r := bufio.NewReader(nc)
+	for _, want := range []string{"+OK", "+PONG", ":1", ":2"} {
+		line, err := r.ReadString('\n')
+		if err != nil || strings.TrimSpace(line) != want {
+			t.Fatalf("raw pipeline reply %q, %v; want %q", line, err, want)
+		}
+	}
+}
+
+// TestFollowerDies: reads under any keep being answered when a follower
+// goes away, and once it is marked down none is routed to it.
+func TestFollowerDies(t *testing.T) {
+	_, f1, f2, v := threeFakes(t, false)
+	p, addr := startProxy(t, Config{Policy: Policy{Kind: "any"}}, v)
+	ctx := context.Background()
+	c := client(t, addr)
+	for range 10 {
+		if err := c.Get(ctx, "k").Err(); err != redis.Nil {
+			t.Fatal(err)
+		}
+	}
+	f1.srv.Close()
+	eventually(t, "n2 marked down", func() bool {
+		p.mu.Lock()
+		n := p.nodes["n2"]
+		p.mu.Unlock()
+		return !n.healthy()
+	})
+	before, retried := f2.count("get"), p.stats.readsRetried.Load()
+	for i := range 100 {
+		if err := c.Get(ctx, "k").Err(); err != redis.Nil {
+			t.Fatalf("read %d after a follower died: %v", i, err)
+		}
+	}
+	if got := f2.count("get") - before; got != 100 {
+		t.Errorf("the live follower served %d of 100 reads", got)
+	}
+	if n := p.stats.readsRetried.Load() - retried; n != 0 {
+		t.Errorf("%d reads were sent to the down follower", n)
+	}
+}
+
+// TestWriteWaitsForLeader: with no leader, a write waits for one (and
+// succeeds when it comes), up to WriteWait; READONLY from a former
+// leader makes it wait for the next.
+func TestWriteWaitsForLeader(t *testing.T) {
+	l, f1, f2, v := threeFakes(t, false)
+	none := v
+	none.Leader = ""
+	p, addr := startProxy(t, Config{WriteWait: 5 * time.Second}, none)
+	ctx := context.Background()
+	c := client(t, addr)
+	done := make(chan error, 1)
+	go func() { done <- c.Set(ctx, "k", "v", 0).Err() }()
+	eventually(t, "the write waits", func() bool { return p.stats.writesWaited.Load() == 1 })
+	p.SetView(v)
+	if err := <-done; err != nil {
+		t.Fatalf("write after the leader appeared: %v", err)
+	}
+	if l.count("set") != 1 {
+		t.Errorf("leader got %d SETs", l.count("set"))
+	}
+
+	// n1 steps down (READONLY); the write waits for n2.
+	l.mu.Lock()
+	l.leader = false
+	l.mu.Unlock()
+	go func() { done <- c.Set(ctx, "k", "w", 0).Err() }()
+	eventually(t, "the write waits again", func() bool { return p.stats.writesWaited.Load() == 2 })
+	f1.mu.Lock()
+	f1.leader = true
+	f1.mu.Unlock()
+	v2 := v
+	v2.Epoch, v2.Leader = 2, "n2"
+	p.SetView(v2)
+	if err := <-done; err != nil {
+		t.Fatalf("write after the failover: %v", err)
+	}
+	if f1.count("set") != 1 || f2.count("set") != 0 {
+		t.Errorf("new leader got %d SETs", f1.count("set"))
+	}
+
+	// A read under the leader policy waits for a leader too.
+	p.SetView(none)
+	rc := client(t, addr)
+	rc.Do(ctx, "TANDEM.READPOLICY", "leader")
+	go func() { done <- rc.Get(ctx, "k").Err() }()
+	eventually(t, "the read waits", func() bool { return p.stats.readsWaited.Load() == 1 })
+	p.SetView(v2)
+	if err := <-done; err != nil {
+		t.Fatalf("read after a leader appeared: %v", err)
+	}
+
+	// No leader at all: refused after WriteWait, as not sent.
+	p2, addr2 := startProxy(t, Config{WriteWait: 50 * time.Millisecond}, none)
+	err := client(t, addr2).Set(ctx, "k", "v", 0).Err()
+	if err == nil || !strings.HasPrefix(err.Error(), "TRYAGAIN tandem proxy: no leader") {
+		t.Errorf("write with no leader: %v", err)
+	}
+	if p2.stats.writesNoLeader.Load() != 1 {
+		t.Errorf("writes_no_leader = %d", p2.stats.writesNoLeader.Load())
+	}
+}
+
+// TestUncertainWrite: a write whose connection breaks after it was sent
+// is answered UNCERTAIN and never sent again.
+func TestUncertainWrite(t *testing.T) {
+	l, _, _, v := threeFakes(t, false)
+	l.drop = "incr"
+	p, addr := startProxy(t, Config{}, v)
+	err := client(t, addr).Incr(context.Background(), "n").Err()
+	if err == nil || !strings.HasPrefix(err.Error(), "UNCERTAIN tandem proxy") {
+		t.Fatalf("INCR on a dropped connection: %v", err)
+	}
+	if n := l.count("incr"); n != 1 {
+		t.Errorf("INCR reached the leader %d times, want 1", n)
+	}
+	if p.stats.writesUncertain.Load() != 1 || p.stats.inflightFailed.Load() != 1 {
+		t.Errorf("writes_uncertain %d, failed in flight %d; want 1, 1", p.stats.writesUncertain.Load(), p.stats.inflightFailed.Load())
+	}
+}
+
+// TestStatefulRefused: MULTI and friends get a clear error naming the
+// leader, and reach no node.
+func TestStatefulRefused(t *testing.T) {
+	l, _, _, v := threeFakes(t, false)
+	_, addr := startProxy(t, Config{}, v)
+	c := client(t, addr)
+	for _, cmd := range [][]any{{"MULTI"}, {"BLPOP", "q", "0"}, {"SUBSCRIBE", "ch"}, {"WATCH", "k"}, {"TANDEM.DURABILITY", "REPLICAS", "1"}} {
+		err := c.Do(context.Background(), cmd...).Err()
+		if err == nil || !strings.Contains(err.Error(), "tandem proxy: "+cmd[0].(string)+" holds state on its connection") || !strings.Contains(err.Error(), l.addr) {
+			t.Errorf("%v: %v", cmd, err)
+		}
+	}
+	if got := l.received(); len(got) > 1 { // the policy probe only
+		t.Errorf("leader received %q", got)
+	}
+}
+
+// TestRYWThroughFollowers: on nodes that enforce read policies, a ryw
+// read carries the session's token; a follower behind it says "read
+// elsewhere" and the proxy goes on to the leader; a caught-up follower
+// serves it.
+func TestRYWThroughFollowers(t *testing.T) {
+	l, f1, f2, v := threeFakes(t, true)
+	p, addr := startProxy(t, Config{}, v)
+	eventually(t, "nodes probed", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for _, n := range p.nodes {
+			if n.positions.Load() != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	ctx := context.Background()
+	c := client(t, addr)
+	if err := c.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := c.Do(ctx, "TANDEM.TOKEN").Text()
+	if err != nil || tok != "t1:1:1" {
+		t.Fatalf("token after a write = %q, %v; want t1:1:1", tok, err)
+	}
+	// Both followers are behind (lsn 0): the leader serves it.
+	if got, err := c.Get(ctx, "k").Result(); err != nil || got != "v" {
+		t.Fatalf("ryw GET = %q, %v; want the write", got, err)
+	}
+	if f1.count("get")+f2.count("get") != 2 || l.count("get") != 1 {
+		t.Errorf("GETs: followers %d, leader %d; want 2 refused then the leader", f1.count("get")+f2.count("get"), l.count("get"))
+	}
+	// n2 catches up: it serves the next read.
+	f1.mu.Lock()
+	f1.lsn, f1.data["k"] = 1, "v"
+	f1.mu.Unlock()
+	f2.mu.Lock()
+	f2.lsn, f2.data["k"] = 1, "v"
+	f2.mu.Unlock()
+	if got, err := c.Get(ctx, "k").Result(); err != nil || got != "v" {
+		t.Fatalf("ryw GET = %q, %v", got, err)
+	}
+	if l.count("get") != 1 {
+		t.Errorf("a caught-up follower did not serve the read")
+	}
+	// What a follower received for it: the session's state, the read,
+	// the position back, and RESET (which the layer answers).
+	served := f1
+	if f2.count("get") == 2 {
+		served = f2
+	}
+	rec := served.received()
+	tail := strings.Join(rec[len(rec)-4:], " | ")
+	if tail != "TANDEM.READPOLICY ryw | TANDEM.TOKEN t1:1:1 | get k | TANDEM.TOKEN" {
+		t.Errorf("follower received %q", tail)
+	}
+	served.mu.Lock()
+	resets := served.resets
+	served.mu.Unlock()
+	if resets != 2 {
+		t.Errorf("follower had its session reset %d times, want 2 (after each positional read)", resets)
+	}
+	info, _ := c.Info(ctx, "proxy").Result()
+	for _, want := range []string{"reads_sent_elsewhere:2", "reads_fallback_leader_read-elsewhere:1", "reads_policy_ryw:2"} {
+		if !strings.Contains(info, want) {
+			t.Errorf("INFO lacks %q:\n%s", want, info)
+		}
+	}
+	// A token given to the session raises its floor; a malformed one is
+	// refused.
+	if err := c.Do(ctx, "TANDEM.TOKEN", "t1:1:7").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if tok, _ := c.Do(ctx, "TANDEM.TOKEN").Text(); tok != "t1:1:7" {
+		t.Errorf("token after TANDEM.TOKEN t1:1:7 = %q", tok)
+	}
+	if err := c.Do(ctx, "TANDEM.TOKEN", "bogus").Err(); err == nil || !strings.Contains(err.Error(), "malformed token") {
+		t.Errorf("malformed token: %v", err)
+	}
+}
+
+// TestNoPositionsFallsBackToLeader: on nodes without read policies, a
+// ryw read goes to the leader (which gives it), counted as a fallback.
+func TestNoPositionsFallsBackToLeader(t *testing.T) {
+	l, f1, f2, v := threeFakes(t, false)
+	p, addr := startProxy(t, Config{}, v)
+	eventually(t, "nodes probed", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.nodes["n2"].positions.Load() == 2 && p.nodes["n3"].positions.Load() == 2
+	})
+	ctx := context.Background()
+	c := client(t, addr)
+	c.Set(ctx, "k", "v", 0)
+	for range 5 {
+		if got, err := c.Get(ctx, "k").Result(); err != nil || got != "v" {
+			t.Fatalf("GET = %q, %v", got, err)
+		}
+	}
+	if l.count("get") != 5 || f1.count("get")+f2.count("get") != 0 {
+		t.Errorf("leader served %d, followers %d", l.count("get"), f1.count("get")+f2.count("get"))
+	}
+	info, _ := c.Info(ctx, "proxy").Result()
+	if !strings.Contains(info, "reads_fallback_leader_no-positions:5") {
+		t.Errorf("INFO:\n%s", info)
+	}
+}

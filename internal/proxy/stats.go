@@ -1,0 +1,242 @@
+package proxy
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"net/http/pprof"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/tidwall/redcon"
+
+	"github.com/tandemdb/tandem/internal/resp"
+)
+
+// stats are the proxy's counters, shown by INFO and /metrics alike.
+type stats struct {
+	readsRetried    atomic.Uint64 // a node failed under a read: tried on another
+	readsElsewhere  atomic.Uint64 // a node said "read elsewhere" (or LOADING, MASTERDOWN)
+	readsWaited     atomic.Uint64 // reads that waited for a node (no leader at all)
+	writesWaited    atomic.Uint64 // writes that waited for a leader
+	writesNoLeader  atomic.Uint64 // writes that found none within WriteWait
+	writesUncertain atomic.Uint64 // writes answered UNCERTAIN
+	inflightFailed  atomic.Uint64 // requests in flight on a connection that failed
+	markedDown      atomic.Uint64 // times a node was marked down
+
+	mu        sync.Mutex
+	byPolicy  map[string]uint64 // reads served, by policy
+	byNode    map[string]uint64 // reads served, by node
+	fallbacks map[string]uint64 // reads a follower could have served that the leader served, by reason
+	failed    map[string]uint64 // reads no node served, by last reason
+	crossZone uint64
+}
+
+func newStats() *stats {
+	return &stats{byPolicy: map[string]uint64{}, byNode: map[string]uint64{}, fallbacks: map[string]uint64{}, failed: map[string]uint64{}}
+}
+
+func (s *stats) readServed(policy, node, fellBack string, crossZone bool) {
+	s.mu.Lock()
+	s.byPolicy[policy]++
+	s.byNode[node]++
+	if fellBack != "" {
+		s.fallbacks[fellBack]++
+	}
+	if crossZone {
+		s.crossZone++
+	}
+	s.mu.Unlock()
+}
+
+func (s *stats) readFailed(why string) {
+	// Keep the label set small: the reason's kind, not its text.
+	kind := "no-node"
+	if strings.Contains(why, "failed") {
+		kind = "node-failed"
+	} else if strings.Contains(why, ":") {
+		kind = "refused"
+	}
+	s.mu.Lock()
+	s.failed[kind]++
+	s.mu.Unlock()
+}
+
+type statsSnapshot struct {
+	byPolicy, byNode, fallbacks, failed map[string]uint64
+	crossZone                           uint64
+}
+
+func (s *stats) snapshot() statsSnapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return statsSnapshot{maps.Clone(s.byPolicy), maps.Clone(s.byNode), maps.Clone(s.fallbacks), maps.Clone(s.failed), s.crossZone}
+}
+
+// infoProxy is INFO's "# Proxy" section.
+func (p *Proxy) infoProxy() string {
+	var b strings.Builder
+	p.mu.Lock()
+	v := p.view
+	nodes := slices.Collect(maps.Values(p.nodes))
+	etcdErr, etcdAt := p.etcdErr, p.etcdAt
+	p.mu.Unlock()
+	slices.SortFunc(nodes, func(a, b *node) int { return strings.Compare(a.id, b.id) })
+	snap := p.stats.snapshot()
+	b.WriteString("# Proxy\r\n")
+	fmt.Fprintf(&b, "policy_default:%s\r\nzone:%s\r\nepoch:%d\r\nleader:%s\r\n", p.cfg.Policy, p.cfg.Zone, v.Epoch, v.Leader)
+	if etcdErr != nil {
+		fmt.Fprintf(&b, "etcd:unreachable for %.1fs, serving the last topology known (%s)\r\n", time.Since(etcdAt).Seconds(), oneLine(etcdErr.Error()))
+	} else {
+		b.WriteString("etcd:ok\r\n")
+	}
+	for _, n := range nodes {
+		role := "follower"
+		if n.id == v.Leader {
+			role = "leader"
+		}
+		state := "up"
+		if !n.healthy() {
+			state = "down"
+		}
+		pos := [...]string{"unknown", "yes", "no"}[n.positions.Load()]
+		fmt.Fprintf(&b, "node_%s:addr=%s,role=%s,state=%s,zone=%s,in_flight=%d,reads=%d,read_policies=%s\r\n",
+			n.id, n.addr, role, state, n.zone, n.inflight.Load(), n.reads.Load(), pos)
+	}
+	writeMap(&b, "reads_policy_", snap.byPolicy)
+	writeMap(&b, "reads_node_", snap.byNode)
+	writeMap(&b, "reads_fallback_leader_", snap.fallbacks)
+	writeMap(&b, "reads_failed_", snap.failed)
+	fmt.Fprintf(&b, "reads_cross_zone:%d\r\nreads_sent_elsewhere:%d\r\nreads_retried_after_node_failure:%d\r\nreads_waited_for_leader:%d\r\n",
+		snap.crossZone, p.stats.readsElsewhere.Load(), p.stats.readsRetried.Load(), p.stats.readsWaited.Load())
+	fmt.Fprintf(&b, "writes_waited_for_leader:%d\r\nwrites_no_leader:%d\r\nwrites_uncertain:%d\r\nrequests_failed_in_flight:%d\r\nnodes_marked_down:%d\r\n",
+		p.stats.writesWaited.Load(), p.stats.writesNoLeader.Load(), p.stats.writesUncertain.Load(), p.stats.inflightFailed.Load(), p.stats.markedDown.Load())
+	return b.String()
+}
+
+func writeMap(b *strings.Builder, prefix string, m map[string]uint64) {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		fmt.Fprintf(b, "%s%s:%d\r\n", prefix, k, m[k])
+	}
+}
+
+func oneLine(s string) string { return strings.NewReplacer("\r", " ", "\n", " ").Replace(s) }
+
+// cmdInfo answers INFO [section...]: the proxy's own sections (server,
+// clients, proxy); a node's INFO is asked on the node.
+func (p *Proxy) cmdInfo(c redcon.Conn, _ *resp.Session, args [][]byte) {
+	want := func(sec string) bool {
+		if len(args) == 1 {
+			return true
+		}
+		for _, a := range args[1:] {
+			if s := strings.ToLower(string(a)); s == sec || s == "all" || s == "everything" || s == "default" {
+				return true
+			}
+		}
+		return false
+	}
+	var b strings.Builder
+	if want("server") {
+		fmt.Fprintf(&b, "# Server\r\nredis_version:7.0.0\r\ntandem_process:proxy\r\nredis_mode:standalone\r\nuptime_in_seconds:%d\r\n\r\n", int(time.Since(p.start).Seconds()))
+	}
+	if want("clients") {
+		fmt.Fprintf(&b, "# Clients\r\nconnected_clients:%d\r\n\r\n", p.srv.Clients())
+	}
+	if want("proxy") {
+		b.WriteString(p.infoProxy())
+	}
+	c.WriteBulkString(b.String())
+}
+
+// Collector is the proxy's Prometheus collector (/metrics).
+func (p *Proxy) Collector() prometheus.Collector { return collector{p} }
+
+type collector struct{ p *Proxy }
+
+var (
+	descReads     = prometheus.NewDesc("tandem_proxy_reads_total", "Reads served, by read policy.", []string{"policy"}, nil)
+	descNodeReads = prometheus.NewDesc("tandem_proxy_node_reads_total", "Reads served, by node.", []string{"node"}, nil)
+	descFallback  = prometheus.NewDesc("tandem_proxy_read_fallbacks_total", "Reads the policy allowed on a follower that the leader served, by reason.", []string{"reason"}, nil)
+	descReadFail  = prometheus.NewDesc("tandem_proxy_reads_failed_total", "Reads no node served.", []string{"reason"}, nil)
+	descElsewhere = prometheus.NewDesc("tandem_proxy_reads_elsewhere_total", "Reads a node refused under the session's policy (sent to another).", nil, nil)
+	descRetried   = prometheus.NewDesc("tandem_proxy_reads_retried_total", "Reads sent to another node after theirs failed.", nil, nil)
+	descReadWait  = prometheus.NewDesc("tandem_proxy_reads_waited_total", "Reads that waited for a leader (none known).", nil, nil)
+	descCrossZone = prometheus.NewDesc("tandem_proxy_reads_cross_zone_total", "Reads served outside the proxy's zone.", nil, nil)
+	descWaited    = prometheus.NewDesc("tandem_proxy_writes_waited_total", "Writes that waited for a leader.", nil, nil)
+	descNoLeader  = prometheus.NewDesc("tandem_proxy_writes_no_leader_total", "Writes refused because no leader took writes within --write-wait.", nil, nil)
+	descUncertain = prometheus.NewDesc("tandem_proxy_writes_uncertain_total", "Writes answered UNCERTAIN (connection lost after sending).", nil, nil)
+	descInflight  = prometheus.NewDesc("tandem_proxy_requests_failed_in_flight_total", "Requests in flight on a node connection that failed.", nil, nil)
+	descNodeUp    = prometheus.NewDesc("tandem_proxy_node_up", "1 if the proxy routes to the node.", []string{"node"}, nil)
+	descEtcd      = prometheus.NewDesc("tandem_proxy_etcd_ok", "1 if the proxy reaches etcd, 0 while it serves the last topology it knew.", nil, nil)
+)
+
+func (collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descReads, descNodeReads, descFallback, descReadFail, descElsewhere, descRetried,
+		descReadWait, descCrossZone, descWaited, descNoLeader, descUncertain, descInflight, descNodeUp, descEtcd} {
+		ch <- d
+	}
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	p := c.p
+	snap := p.stats.snapshot()
+	counterMap := func(d *prometheus.Desc, m map[string]uint64) {
+		for k, v := range m {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), k)
+		}
+	}
+	counterMap(descReads, snap.byPolicy)
+	counterMap(descNodeReads, snap.byNode)
+	counterMap(descFallback, snap.fallbacks)
+	counterMap(descReadFail, snap.failed)
+	counter := func(d *prometheus.Desc, v uint64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
+	}
+	counter(descElsewhere, p.stats.readsElsewhere.Load())
+	counter(descRetried, p.stats.readsRetried.Load())
+	counter(descReadWait, p.stats.readsWaited.Load())
+	counter(descCrossZone, snap.crossZone)
+	counter(descWaited, p.stats.writesWaited.Load())
+	counter(descNoLeader, p.stats.writesNoLeader.Load())
+	counter(descUncertain, p.stats.writesUncertain.Load())
+	counter(descInflight, p.stats.inflightFailed.Load())
+	p.mu.Lock()
+	nodes := slices.Collect(maps.Values(p.nodes))
+	etcdOK := p.etcdErr == nil
+	p.mu.Unlock()
+	for _, n := range nodes {
+		up := 0.0
+		if n.healthy() {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descNodeUp, prometheus.GaugeValue, up, n.id)
+	}
+	ok := 0.0
+	if etcdOK {
+		ok = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descEtcd, prometheus.GaugeValue, ok)
+}
+
+// Handler serves /metrics (Prometheus), /info (INFO's Proxy section) and
+// /debug/pprof.
+func (p *Proxy) Handler() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(p.Collector())
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/info", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = io.WriteString(w, strings.ReplaceAll(p.infoProxy(), "\r\n", "\n"))
+	})
+	return mux
+}

@@ -1,0 +1,470 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tidwall/redcon"
+)
+
+// An upstream connection is one TCP connection to a node that many client
+// sessions share, as twemproxy's server connections are: requests are
+// written in the order they are queued and the node answers them in that
+// order, so the replies are matched to the queue's head. The node speaks
+// RESP2 to it (no HELLO is ever sent), so its replies can be forwarded
+// byte for byte to any client of the proxy, which speaks RESP2 too.
+//
+// Two locks, so that a node that stops reading cannot wedge the reader:
+// wmu orders writers (and with them the queue, since a request is queued
+// and written under it), qmu guards the queue alone, which the reader pops.
+
+// errNotSent: the request never reached a socket (no connection to the
+// node could be made, or the connection had already failed): it did not
+// run, and may be sent elsewhere or again.
+var errNotSent = errors.New("not sent")
+
+// errLost: the connection failed after the request was written: it may or
+// may not have run on the node.
+var errLost = errors.New("connection to the node lost after the request was sent")
+
+// call is one request on an upstream connection: one or more commands
+// written together, whose replies come back together.
+type call struct {
+	cmds    [][][]byte // each a command's arguments
+	replies [][]byte   // raw RESP replies, one per command, once done
+	err     error      // errNotSent or errLost (wrapped), once done
+	done    chan struct{}
+	node    *node
+	// up and nc are the connection it was written on (abandon closes it).
+	up *upConn
+	nc net.Conn
+}
+
+func newCall(n *node, cmds ...[][]byte) *call {
+	return &call{cmds: cmds, node: n, done: make(chan struct{})}
+}
+
+func (c *call) finish(err error) {
+	c.err = err
+	c.node.inflight.Add(-1)
+	close(c.done)
+}
+
+// upConn is one of a node's shared connections; it dials lazily and again
+// after a failure.
+type upConn struct {
+	n *node
+
+	wmu sync.Mutex // held while queueing and while out is filled or swapped
+	nc  net.Conn   // nil until dialed, and after a failure
+	// out holds the queued requests' bytes not written yet. One sender at
+	// a time writes (flushing names the connection it writes to), without
+	// wmu; what others queue meanwhile is written in its next write, so
+	// concurrent requests share system calls (as twemproxy batches them).
+	out, spare []byte
+	flushing   net.Conn
+
+	qmu     sync.Mutex
+	pending []*call // queued (bytes in out or written), reply not read yet, in order
+	broken  net.Conn
+}
+
+// send queues c and, if now, writes its commands (with whatever else is
+// queued); otherwise a later send or flush writes them. It never blocks on
+// the node's replies; c.done is closed when they have all arrived or the
+// connection fails.
+func (u *upConn) send(c *call, now bool) {
+	u.n.inflight.Add(1)
+	u.wmu.Lock()
+	var nc net.Conn
+	for attempt := 0; ; attempt++ {
+		if u.nc == nil {
+			if err := u.dial(); err != nil {
+				u.wmu.Unlock()
+				c.finish(fmt.Errorf("%w: %w", errNotSent, err))
+				return
+			}
+		}
+		nc = u.nc
+		u.qmu.Lock()
+		if u.broken != nc {
+			u.pending = append(u.pending, c)
+			u.qmu.Unlock()
+			break
+		}
+		// The reader saw this connection fail: dial a new one, once.
+		u.qmu.Unlock()
+		u.nc, u.out = nil, u.out[:0]
+		if attempt > 0 {
+			u.wmu.Unlock()
+			c.finish(fmt.Errorf("%w: connection to %s failed", errNotSent, u.n.id))
+			return
+		}
+	}
+	c.up, c.nc = u, nc
+	for _, args := range c.cmds {
+		u.out = redcon.AppendArray(u.out, len(args))
+		for _, a := range args {
+			u.out = redcon.AppendBulk(u.out, a)
+		}
+	}
+	if !now || u.flushing == nc {
+		u.wmu.Unlock() // the writer takes it with its next write
+		return
+	}
+	u.writeOut(nc)
+	u.wmu.Unlock()
+}
+
+// flush writes what send queued without writing, unless a writer is at it.
+func (u *upConn) flush() {
+	u.wmu.Lock()
+	if nc := u.nc; nc != nil && u.flushing != nc && len(u.out) > 0 {
+		u.writeOut(nc)
+	}
+	u.wmu.Unlock()
+}
+
+// writeOut writes out until it is empty, as the connection's one writer;
+// called and returns with wmu held, which it releases while writing.
+func (u *upConn) writeOut(nc net.Conn) {
+	u.flushing = nc
+	for len(u.out) > 0 && u.nc == nc {
+		buf := u.out
+		u.out = u.spare[:0]
+		u.wmu.Unlock()
+		_ = nc.SetWriteDeadline(time.Now().Add(u.n.p.cfg.UpstreamTimeout))
+		_, err := nc.Write(buf)
+		u.wmu.Lock()
+		if cap(buf) <= 1<<20 {
+			u.spare = buf[:0]
+		}
+		if err != nil {
+			// Every request queued on nc fails as lost (part of it may
+			// have been written), also those still in out.
+			u.fail(nc, fmt.Errorf("write to %s: %w", u.n.id, err))
+			if u.nc == nc {
+				u.nc, u.out = nil, u.out[:0]
+			}
+			break
+		}
+	}
+	if u.flushing == nc {
+		u.flushing = nil
+	}
+}
+
+// dial connects, under wmu, and starts the reader.
+func (u *upConn) dial() error {
+	if !u.n.dialAllowed() {
+		return fmt.Errorf("node %s is down", u.n.id)
+	}
+	nc, err := net.DialTimeout("tcp", u.n.addr, u.n.p.cfg.DialTimeout)
+	if err != nil {
+		u.n.markDown(fmt.Errorf("dial %s: %w", u.n.addr, err))
+		return err
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	u.nc = nc
+	go u.read(nc)
+	return nil
+}
+
+// read matches replies to the queue until nc fails. Replies are parsed
+// with redcon's RESP reader; a reply split across reads is parsed again
+// once the rest has arrived.
+func (u *upConn) read(nc net.Conn) {
+	buf := make([]byte, 0, 64<<10)
+	var (
+		cur  *call // the call whose replies are being collected
+		want int
+	)
+	stop := func(err error) {
+		u.fail(nc, err)
+		if cur != nil {
+			u.n.p.stats.inflightFailed.Add(1)
+			cur.finish(fmt.Errorf("%w: %w", errLost, err))
+		}
+	}
+	for {
+		if len(buf) == cap(buf) {
+			if len(buf) > maxReply {
+				stop(fmt.Errorf("reply from %s longer than %d bytes", u.n.id, maxReply))
+				return
+			}
+			nb := make([]byte, len(buf), 2*cap(buf))
+			copy(nb, buf)
+			buf = nb
+		}
+		// No read deadline: an idle shared connection is normal. A node
+		// that stops answering is caught by the waiting request's timeout,
+		// which closes the connection (see node.abandon).
+		k, err := nc.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+k]
+		off := 0
+		for off < len(buf) {
+			n, r := redcon.ReadNextRESP(buf[off:])
+			if n == 0 {
+				if bad := malformed(buf[off:]); bad != nil {
+					stop(fmt.Errorf("reply from %s: %w", u.n.id, bad))
+					return
+				}
+				break
+			}
+			if cur == nil {
+				u.qmu.Lock()
+				if len(u.pending) == 0 {
+					u.qmu.Unlock()
+					stop(fmt.Errorf("%s sent a reply nobody asked for: %q", u.n.id, trunc(r.Raw, 64)))
+					return
+				}
+				cur = u.pending[0]
+				u.pending[0] = nil
+				u.pending = u.pending[1:]
+				u.qmu.Unlock()
+				want = len(cur.cmds)
+				cur.replies = make([][]byte, 0, want)
+			}
+			cur.replies = append(cur.replies, append([]byte(nil), r.Raw...))
+			off += n
+			if len(cur.replies) == want {
+				cur.finish(nil)
+				u.n.answered()
+				cur = nil
+			}
+		}
+		buf = buf[:copy(buf, buf[off:])]
+		if cap(buf) > 1<<20 && len(buf) < 64<<10 {
+			buf = append(make([]byte, 0, 64<<10), buf...)
+		}
+		if err != nil {
+			stop(fmt.Errorf("read from %s: %w", u.n.id, err))
+			return
+		}
+	}
+}
+
+// maxReply bounds one buffered reply: the node's own bulk limit (512 MiB)
+// and some room for its framing.
+const maxReply = 512<<20 + 1<<20
+
+// malformed says whether b, which holds no complete reply, can never
+// become one: redcon's reader answers "not yet" for both.
+func malformed(b []byte) error {
+	switch b[0] {
+	case '+', '-', ':', '$', '*':
+	default:
+		return fmt.Errorf("not RESP2: %q", trunc(b, 32))
+	}
+	for i := 1; i < len(b); i++ {
+		if b[i] != '\n' {
+			continue
+		}
+		if b[0] == '$' || b[0] == '*' {
+			if _, err := strconv.Atoi(string(b[1 : i-1])); err != nil || b[i-1] != '\r' {
+				return fmt.Errorf("bad length line %q", trunc(b[:i], 32))
+			}
+		}
+		return nil
+	}
+	return nil
+}
+
+// fail closes nc, if it is still the connection in use, and fails every
+// request queued on it: those were written, so their outcome is unknown.
+func (u *upConn) fail(nc net.Conn, err error) {
+	nc.Close()
+	u.qmu.Lock()
+	if u.broken == nc {
+		u.qmu.Unlock()
+		return
+	}
+	u.broken = nc
+	pend := u.pending
+	u.pending = nil
+	u.qmu.Unlock()
+	select {
+	case <-u.n.p.done:
+		// Close: the requests fail, nothing is down.
+		for _, c := range pend {
+			c.finish(fmt.Errorf("%w: %w", errLost, err))
+		}
+		return
+	default:
+	}
+	if len(pend) > 0 {
+		u.n.p.stats.inflightFailed.Add(uint64(len(pend)))
+		u.n.p.log.Warn("proxy: upstream connection failed with requests in flight", "node", u.n.id, "in_flight", len(pend), "err", err)
+	}
+	for _, c := range pend {
+		c.finish(fmt.Errorf("%w: %w", errLost, err))
+	}
+	u.n.markDown(err)
+}
+
+// abandon gives up on c's connection (the node did not answer in time):
+// every request queued on it fails as lost, since replies can no longer
+// be matched once one is skipped.
+func (c *call) abandon() {
+	if c.up != nil {
+		c.up.fail(c.nc, fmt.Errorf("no reply from %s within the timeout", c.node.id))
+	}
+}
+
+// closeConn closes the connection in use (Close, a node leaving the view).
+func (u *upConn) closeConn() {
+	u.wmu.Lock()
+	nc := u.nc
+	u.nc = nil
+	u.wmu.Unlock()
+	if nc != nil {
+		u.fail(nc, errors.New("closed by the proxy"))
+	}
+}
+
+// node is one member the proxy routes to.
+type node struct {
+	p     *Proxy
+	id    string
+	addr  string
+	zone  string
+	conns []*upConn
+
+	inflight atomic.Int64 // requests sent and not answered: the load
+	reads    atomic.Uint64
+
+	mu        sync.Mutex
+	down      bool
+	downSince time.Time
+	downErr   error
+	retryAt   time.Time // no dial before this while down
+	backoff   time.Duration
+	// positions: whether the node serves read policies (TANDEM.READPOLICY
+	// is known): 0 not asked yet, 1 yes, 2 no.
+	positions atomic.Int32
+	pinging   atomic.Bool // revive runs
+	isDown    atomic.Bool // down, for readers without mu
+}
+
+func newNode(p *Proxy, id, addr, zone string) *node {
+	n := &node{p: p, id: id, addr: addr, zone: zone}
+	n.conns = make([]*upConn, p.cfg.ConnsPerNode)
+	for i := range n.conns {
+		n.conns[i] = &upConn{n: n}
+	}
+	return n
+}
+
+// conn is the connection session sid uses on this node: always the same
+// one, so that one session's requests to one node keep their order.
+func (n *node) conn(sid uint64) *upConn { return n.conns[sid%uint64(len(n.conns))] }
+
+// healthy: the node is not marked down. A down node gets no reads and no
+// writes until a connection to it succeeds again.
+func (n *node) healthy() bool { return !n.isDown.Load() }
+
+// dialAllowed: not down, or down long enough to try again.
+func (n *node) dialAllowed() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return !n.down || !time.Now().Before(n.retryAt)
+}
+
+// markDown takes the node out of rotation at once; a later successful
+// reply (answered) brings it back.
+func (n *node) markDown(err error) {
+	n.mu.Lock()
+	if !n.down {
+		n.down, n.downSince, n.downErr = true, time.Now(), err
+		n.isDown.Store(true)
+		n.backoff = 0
+		n.p.stats.markedDown.Add(1)
+		n.p.log.Warn("proxy: node marked down", "node", n.id, "addr", n.addr, "err", err)
+	}
+	n.backoff = min(max(2*n.backoff, 20*time.Millisecond), time.Second)
+	n.retryAt = time.Now().Add(n.backoff)
+	n.mu.Unlock()
+	n.p.kick()
+}
+
+// answered brings a down node back once it answers.
+func (n *node) answered() {
+	if !n.isDown.Load() {
+		return
+	}
+	n.mu.Lock()
+	was := n.down
+	n.down = false
+	n.isDown.Store(false)
+	n.mu.Unlock()
+	if was {
+		n.p.log.Info("proxy: node answers again", "node", n.id)
+		n.p.kick()
+		if n.positions.Load() == 0 {
+			go n.probe()
+		}
+	}
+}
+
+// probe asks a node whether it serves read policies, once per node and
+// proxy, and brings a node marked down back when it answers.
+func (n *node) probe() {
+	c := newCall(n, [][]byte{[]byte("TANDEM.READPOLICY")})
+	n.conns[0].send(c, true)
+	select {
+	case <-c.done:
+	case <-time.After(n.p.cfg.UpstreamTimeout):
+		return
+	}
+	if c.err != nil {
+		return
+	}
+	if len(c.replies[0]) > 0 && c.replies[0][0] == '-' {
+		n.positions.Store(2)
+	} else {
+		n.positions.Store(1)
+	}
+}
+
+// revive tries a node marked down once its backoff has passed: a PING
+// that is answered brings it back (answered), a failure backs off further.
+func (n *node) revive() {
+	if !n.pinging.CompareAndSwap(false, true) {
+		return
+	}
+	defer n.pinging.Store(false)
+	c := newCall(n, [][]byte{[]byte("PING")})
+	n.conns[0].send(c, true)
+	select {
+	case <-c.done:
+	case <-time.After(n.p.cfg.ReadTimeout):
+		c.abandon()
+	}
+}
+
+// downAndDue: marked down, and its backoff has passed.
+func (n *node) downAndDue() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.down && !time.Now().Before(n.retryAt)
+}
+
+func (n *node) close() {
+	for _, u := range n.conns {
+		u.closeConn()
+	}
+}
+
+func trunc(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[:n]
+	}
+	return b
+}
