@@ -25,39 +25,10 @@ type backend struct{ n *Node }
 
 var _ resp.Backend = backend{}
 
-func (b backend) Read(ctx context.Context, spec *commands.Spec, args [][]byte) (reply commands.Reply, err error) {
-	switch r := b.n.current().(type) {
-	case *fenced:
-		return nil, r.readErr()
-	case *following:
-		// A seed that begins while the read runs discards the data under
-		// it: such a read answers LOADING, not a partial keyspace.
-		gen := b.n.db.SeedGeneration()
-		if r.f.Loading() {
-			return nil, resp.ErrLoading
-		}
-		defer func() {
-			if err == nil && (b.n.db.Seeding() || b.n.db.SeedGeneration() != gen) {
-				reply, err = nil, resp.ErrLoading
-			}
-		}()
-	case *leading:
-		switch err := r.l.ReadBarrier(ctx); {
-		case errors.Is(err, replication.ErrNotReady):
-			return nil, resp.ErrLoading // clients retry LOADING, as after a restart
-		case errors.Is(err, replication.ErrNotLeader), errors.Is(err, replication.ErrStaleEpoch):
-			// The leader stopped under the read; the node is being fenced.
-			return nil, fmt.Errorf("%w: leader stopped", resp.ErrFenced)
-		case err != nil:
-			return nil, leaderError(err)
-		}
-	}
-	now := time.Now().UnixMilli()
-	res, err := spec.Exec(&commands.Ctx{NowMs: now, Cursors: b.n.cursors}, storage.View{DB: b.n.db, NowMs: now}, args)
-	if err != nil {
-		return nil, err
-	}
-	return res.Reply, nil
+// Read serves a read with no policy: whatever this node has applied.
+func (b backend) Read(ctx context.Context, spec *commands.Spec, args [][]byte) (commands.Reply, error) {
+	reply, _, err := b.ReadAt(ctx, spec, args, resp.ReadRequest{Policy: resp.Policy{Kind: resp.PolicyAny}})
+	return reply, err
 }
 
 func (b backend) Write(ctx context.Context, spec *commands.Spec, args [][]byte) (commands.Reply, uint64, error) {
