@@ -23,7 +23,7 @@ import (
 //	TANDEM.TOKEN <token>                  raise the session's floor to it
 //	TANDEM.TOKEN RESET                    drop the session's positions
 //	TANDEM.USER                           the session's user (nil if none)
-//	TANDEM.USER <id>                      name the session's user
+//	TANDEM.USER <id>                      name the session's user ("" for none)
 //
 // A position names a log entry by epoch and LSN. The session keeps two:
 // the highest of its acknowledged writes and of the tokens it was given
@@ -249,8 +249,8 @@ func cmdUser(_ *node, c redcon.Conn, sess *Session, args [][]byte) {
 		writeNull(c, sess.proto3(), false)
 	case len(args) == 1:
 		c.WriteBulkString(r.user)
-	case len(args) > 2 || len(args[1]) == 0 || len(args[1]) > 256:
-		c.WriteError("ERR tandem: TANDEM.USER takes one id of 1 to 256 bytes")
+	case len(args) > 2 || len(args[1]) > 256:
+		c.WriteError("ERR tandem: TANDEM.USER takes one id of at most 256 bytes (\"\" for none)")
 	default:
 		r.user = string(args[1])
 		c.WriteString("OK")

@@ -90,6 +90,9 @@ func TestReadPolicyCommands(t *testing.T) {
 		{[]any{"tandem.readpolicy"}, "monotonic"},
 		{[]any{"tandem.user", "alice"}, "OK"},
 		{[]any{"tandem.user"}, "alice"},
+		{[]any{"tandem.user", ""}, "OK"},
+		{[]any{"tandem.user"}, "error: redis: nil"},
+		{[]any{"tandem.user", "alice"}, "OK"},
 		{[]any{"tandem.token", "reset"}, "OK"},
 		{[]any{"tandem.token"}, "t1:0:0"},
 	} {

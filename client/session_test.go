@@ -1,0 +1,95 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tandemdb/tandem/internal/node"
+	"github.com/tandemdb/tandem/internal/testutil"
+)
+
+// TestSessionReads runs sessions against three nodes under the control
+// plane whose followers apply every batch 30 ms late (real lag): under
+// ReadYourWrites a session reads its own writes at once, from followers;
+// a second session of the same user, and one started from the first's
+// token, read them too; under Any the same reads are stale.
+func TestSessionReads(t *testing.T) {
+	tc := startClusterWith(t, "async", func(c *node.Config) {
+		if c.ID != "n1" {
+			c.Buggify.FollowerApplyDelay = 30 * time.Millisecond
+		}
+	})
+	c := newClient(t, Options{Etcd: []string{tc.etcd.Endpoint}})
+	testutil.Eventually(t, "the client to know both followers", 10*time.Second, func() (bool, string) {
+		return len(c.replicaAddrs()) == 2, fmt.Sprint(c.replicaAddrs())
+	})
+	ctx := context.Background()
+	const rounds = 15
+
+	session := func(opt SessionOptions) *Session {
+		s, err := c.NewSession(opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	read := func(s *Session, key string) int {
+		t.Helper()
+		v, err := s.Get(ctx, key).Text()
+		if err != nil && err != redis.Nil {
+			t.Fatalf("read %s: %v", key, err)
+		}
+		n, _ := strconv.Atoi(v)
+		return n
+	}
+
+	own, device, any := session(SessionOptions{User: "alice"}), session(SessionOptions{User: "alice"}), session(SessionOptions{Policy: Any})
+	ownStale, deviceStale, tokenStale, anyStale := 0, 0, 0, 0
+	for i := 1; i <= rounds; i++ {
+		if err := own.Do(ctx, "set", "k", i).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if read(own, "k") != i {
+			ownStale++
+		}
+		if read(device, "k") != i {
+			deviceStale++
+		}
+		handed := session(SessionOptions{Token: own.Token()})
+		if read(handed, "k") != i {
+			tokenStale++
+		}
+		if err := any.Do(ctx, "set", "a", i).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if read(any, "a") != i {
+			anyStale++
+		}
+	}
+	f, l, e := own.Stats()
+	t.Logf("ryw: %d stale of %d; reads served by followers %d, by the leader %d, read-elsewhere %d", ownStale, rounds, f, l, e)
+	t.Logf("same user, other session: %d stale; token handed over: %d stale; any: %d stale", deviceStale, tokenStale, anyStale)
+	if ownStale+deviceStale+tokenStale > 0 {
+		t.Errorf("stale reads: own %d, other device %d, handed token %d", ownStale, deviceStale, tokenStale)
+	}
+	if f == 0 {
+		t.Errorf("no ryw read was served by a follower")
+	}
+	if anyStale == 0 {
+		t.Errorf("no stale read under Any: the lag injector does not work")
+	}
+	if _, err := c.NewSession(SessionOptions{Policy: "fast"}); err == nil {
+		t.Errorf("NewSession accepted an unknown policy")
+	}
+	if _, err := c.NewSession(SessionOptions{Token: "t1:x"}); err == nil {
+		t.Errorf("NewSession accepted a malformed token")
+	}
+	if Bounded(10*time.Millisecond) != "bounded 10" || Bounded(1500*time.Microsecond) != "bounded 2" {
+		t.Errorf("Bounded: %q %q", Bounded(10*time.Millisecond), Bounded(1500*time.Microsecond))
+	}
+}
