@@ -93,3 +93,68 @@ func TestSessionReads(t *testing.T) {
 		t.Errorf("Bounded: %q %q", Bounded(10*time.Millisecond), Bounded(1500*time.Microsecond))
 	}
 }
+
+// TestSessionReadsAcrossFailover: under quorum 1 (n2 has every
+// acknowledged write; n3 applies 1 s late), after the leader becomes
+// n2, a session's token and its user's writes are still honoured:
+// by the new leader, whose per-user floor is its start position, and by
+// the followers, which wait for it or send the read to the leader.
+func TestSessionReadsAcrossFailover(t *testing.T) {
+	tc := startClusterWith(t, "quorum 1", func(c *node.Config) {
+		if c.ID == "n3" {
+			c.Buggify.FollowerApplyDelay = time.Second
+		}
+	})
+	c := newClient(t, Options{Etcd: []string{tc.etcd.Endpoint}})
+	ctx := context.Background()
+	a, err := c.NewSession(SessionOptions{User: "bob"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// n3 streams (it is not being seeded, which would refuse its reads)
+	// before the writes it will lag behind.
+	if err := a.Do(ctx, "set", "x", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	n3 := tc.direct("n3")
+	testutil.Eventually(t, "n3 to apply the first write", 10*time.Second, func() (bool, string) {
+		lsn, err := n3.Do(ctx, "tandem.lsn").Int()
+		return err == nil && lsn >= 1, fmt.Sprint(lsn, err)
+	})
+	const n = 20
+	for i := 1; i <= n; i++ {
+		if err := a.Do(ctx, "set", "x", i).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tok := a.Token()
+	tc.setLeader("n2")
+	testutil.Eventually(t, "the client to follow n2", 5*time.Second, func() (bool, string) {
+		id, _, epoch := c.Leader()
+		return id == "n2" && epoch == 2, fmt.Sprint(id, epoch)
+	})
+	check := func(what string, s *Session, want int) {
+		t.Helper()
+		for range 10 {
+			v, err := s.Get(ctx, "x").Int()
+			if err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+			if v != want {
+				t.Fatalf("%s read x = %d, want %d", what, v, want)
+			}
+		}
+	}
+	device, _ := c.NewSession(SessionOptions{User: "bob"})
+	check("the user's other session after the failover", device, n)
+	handed, _ := c.NewSession(SessionOptions{Token: tok})
+	check("a session given the token before the failover", handed, n)
+	check("the writing session", a, n)
+	if err := a.Do(ctx, "set", "x", n+1).Err(); err != nil {
+		t.Fatal(err)
+	}
+	check("the writing session after a write to the new leader", a, n+1)
+	check("the user's other session after a write to the new leader", device, n+1)
+	f, l, e := device.Stats()
+	t.Logf("other device: reads served by followers %d, the leader %d, read-elsewhere %d", f, l, e)
+}

@@ -259,7 +259,7 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 		case *peerpb.LeaderMessage_Append:
 			var a *peerpb.Append
 			a, held = gather(in, m.Epoch, b.Append)
-			if err := f.step(core, m.Epoch, a); err != nil {
+			if err := f.step(ctx, core, m.Epoch, a); err != nil {
 				return err
 			}
 			// The commit LSN this message carried was the leader's when it
@@ -355,7 +355,7 @@ func gather(in <-chan received, epoch uint64, a *peerpb.Append) (*peerpb.Append,
 }
 
 // step persists and applies one Append.
-func (f *Follower) step(core *followerCore, epoch uint64, a *peerpb.Append) error {
+func (f *Follower) step(ctx context.Context, core *followerCore, epoch uint64, a *peerpb.Append) error {
 	rd, err := core.Step(epoch, a)
 	if err != nil {
 		return err
@@ -366,7 +366,15 @@ func (f *Follower) step(core *followerCore, epoch uint64, a *peerpb.Append) erro
 	core.Persisted(rd)
 	if len(rd.Apply) > 0 {
 		if d := f.cfg.Buggify.FollowerApplyDelay; d > 0 {
-			time.Sleep(d) // a slow follower: lag that tests control
+			// A slow follower: lag that tests control. A role change
+			// does not wait for it.
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			}
 		}
 		apply := rd.Apply
 		if f.cfg.Buggify.FollowerSkipEntry {

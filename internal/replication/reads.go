@@ -172,11 +172,11 @@ func (l *Leader) StartPosition() storage.Position {
 	return storage.Position{Epoch: EpochAt(l.cfg.DB.EpochHistory(), start), LSN: start}
 }
 
-// AppliedPosition returns the position of the leader's last applied entry.
+// AppliedPosition returns the position of the leader's last applied entry
+// as its data shows it (the storage's applied LSN, which the core's
+// follows): not the leader's hot lock, which every write takes.
 func (l *Leader) AppliedPosition() storage.Position {
-	l.mu.Lock()
-	applied := l.core.applied
-	l.mu.Unlock()
+	applied := l.cfg.DB.Applied()
 	return storage.Position{Epoch: EpochAt(l.cfg.DB.EpochHistory(), applied), LSN: applied}
 }
 
