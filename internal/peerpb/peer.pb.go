@@ -953,7 +953,12 @@ type Append struct {
 	// follower echoes the latest in Progress. A leader cut off from etcd
 	// keeps its lease from these echoes while every follower answers (see
 	// replication.Lease).
-	LeaseStamp    int64 `protobuf:"varint,5,opt,name=lease_stamp,json=leaseStamp,proto3" json:"lease_stamp,omitempty"`
+	LeaseStamp int64 `protobuf:"varint,5,opt,name=lease_stamp,json=leaseStamp,proto3" json:"lease_stamp,omitempty"`
+	// The leader's lease had lapsed when it sent this (it may have been
+	// replaced): the follower proves no freshness from it (bounded-staleness
+	// reads, see replication.Follower.WaitFresh). A leader without a lease
+	// (static topology) never sets it.
+	LeaseLapsed   bool `protobuf:"varint,6,opt,name=lease_lapsed,json=leaseLapsed,proto3" json:"lease_lapsed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1021,6 +1026,13 @@ func (x *Append) GetLeaseStamp() int64 {
 		return x.LeaseStamp
 	}
 	return 0
+}
+
+func (x *Append) GetLeaseLapsed() bool {
+	if x != nil {
+		return x.LeaseLapsed
+	}
+	return false
 }
 
 type SnapshotRequest struct {
@@ -1364,7 +1376,7 @@ const file_peer_proto_rawDesc = "" +
 	"\tafter_lsn\x18\x01 \x01(\x04R\bafterLsn\x12\x1f\n" +
 	"\vafter_epoch\x18\x02 \x01(\x04R\n" +
 	"afterEpoch\"\x0e\n" +
-	"\fNeedSnapshot\"\xbd\x01\n" +
+	"\fNeedSnapshot\"\xe0\x01\n" +
 	"\x06Append\x12\x18\n" +
 	"\aentries\x18\x01 \x03(\fR\aentries\x12\x1d\n" +
 	"\n" +
@@ -1372,7 +1384,8 @@ const file_peer_proto_rawDesc = "" +
 	"\x0fleader_last_lsn\x18\x03 \x01(\x04R\rleaderLastLsn\x121\n" +
 	"\x15leader_time_unix_nano\x18\x04 \x01(\x03R\x12leaderTimeUnixNano\x12\x1f\n" +
 	"\vlease_stamp\x18\x05 \x01(\x03R\n" +
-	"leaseStamp\"@\n" +
+	"leaseStamp\x12!\n" +
+	"\flease_lapsed\x18\x06 \x01(\bR\vleaseLapsed\"@\n" +
 	"\x0fSnapshotRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"\xb1\x01\n" +

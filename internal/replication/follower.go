@@ -264,8 +264,9 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 			}
 			// The commit LSN this message carried was the leader's when it
 			// sent it, before r.at: once applied, everything the leader had
-			// committed by then is here (reads.go, bounded staleness).
-			f.reads.stepped(a.CommitLsn, core.applied, r.at)
+			// committed by then is here (reads.go, bounded staleness) —
+			// if it was the leader then, under a lease.
+			f.reads.stepped(a.CommitLsn, core.applied, r.at, !a.LeaseLapsed)
 			if err := stream.Send(core.Progress()); err != nil {
 				return fmt.Errorf("replication: send progress: %w", err)
 			}
@@ -349,6 +350,7 @@ func gather(in <-chan received, epoch uint64, a *peerpb.Append) (*peerpb.Append,
 			LeaderLastLsn:      next.LeaderLastLsn,
 			LeaderTimeUnixNano: next.LeaderTimeUnixNano,
 			LeaseStamp:         next.LeaseStamp,
+			LeaseLapsed:        a.LeaseLapsed || next.LeaseLapsed,
 		}
 	}
 	return a, nil

@@ -21,7 +21,10 @@ import (
 // transit) behind, measured on the leader's clock. freshAt is the latest
 // arrival (monotonic clock) for which that holds. The transit is not
 // measured (a follower cannot, from one direction); on one host or in one
-// zone it is well under a millisecond, and the figure excludes it.
+// zone it is well under a millisecond, and the figure excludes it. Only
+// messages the leader sent under its lease count: a deposed leader cut
+// off with this follower goes on sending heartbeats, but no newer leader
+// acknowledges a write before that lease has lapsed.
 type followerReads struct {
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced after every applied step
@@ -42,13 +45,18 @@ type arrival struct {
 const maxArrivals = 1024
 
 // stepped records one processed message: commit was its commit LSN, at its
-// arrival, applied the follower's applied LSN after it.
-func (r *followerReads) stepped(commit, applied uint64, at int64) {
+// arrival, applied the follower's applied LSN after it; leased says the
+// leader's lease held when it sent it. A message from a leader whose
+// lease had lapsed proves nothing: another leader may have acknowledged
+// writes since.
+func (r *followerReads) stepped(commit, applied uint64, at int64, leased bool) {
 	r.mu.Lock()
-	if len(r.waiting) == maxArrivals {
-		r.waiting = r.waiting[1:]
+	if leased {
+		if len(r.waiting) == maxArrivals {
+			r.waiting = r.waiting[1:]
+		}
+		r.waiting = append(r.waiting, arrival{commit, at})
 	}
-	r.waiting = append(r.waiting, arrival{commit, at})
 	i := 0
 	for ; i < len(r.waiting) && r.waiting[i].commit <= applied; i++ {
 		r.freshAt = max(r.freshAt, r.waiting[i].at)

@@ -82,3 +82,31 @@ func TestFollowerReadWaits(t *testing.T) {
 		t.Fatalf("leader WaitApplied of a replaced position = %v, want ErrPositionLost", err)
 	}
 }
+
+// TestFreshness: a message proves freshness at its arrival once its commit
+// LSN is applied, and only if the leader sent it under its lease.
+func TestFreshness(t *testing.T) {
+	r := followerReads{changed: make(chan struct{})}
+	for _, s := range []struct {
+		commit, applied uint64
+		at              int64
+		leased          bool
+		fresh           int64
+	}{
+		{5, 5, 100, false, 0},  // lease lapsed: proves nothing
+		{5, 5, 200, true, 200}, // applied through its commit
+		{9, 7, 300, true, 200}, // commit 9 not applied yet
+		{9, 8, 350, true, 200},
+		{9, 9, 400, true, 400}, // now both: the later arrival counts
+		{12, 12, 500, false, 400},
+	} {
+		r.stepped(s.commit, s.applied, s.at, s.leased)
+		if at, _ := r.state(); at != s.fresh {
+			t.Fatalf("after %+v freshAt = %d, want %d", s, at, s.fresh)
+		}
+	}
+	r.clearFresh()
+	if at, _ := r.state(); at != 0 {
+		t.Fatalf("after the stream ended freshAt = %d", at)
+	}
+}
