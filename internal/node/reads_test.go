@@ -2,12 +2,15 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tandemdb/tandem/internal/testutil"
 
 	"github.com/tandemdb/tandem/internal/storage"
 )
@@ -156,6 +159,9 @@ func TestTokenFromAnotherHistory(t *testing.T) {
 	}
 	r := newClient(t, f)
 	later := strconv.FormatUint(epoch+1, 10)
+	testutil.Eventually(t, "the follower to apply lsn 2", 10*time.Second, func() (bool, string) {
+		return f.db.Applied() == 2, fmt.Sprint("applied ", f.db.Applied())
+	})
 	for _, tc := range []struct {
 		c        *redis.Client
 		tok, err string
@@ -175,6 +181,19 @@ func TestTokenFromAnotherHistory(t *testing.T) {
 		if err := tc.c.Get(ctx, "a").Err(); err == nil || !strings.HasPrefix(err.Error(), tc.err) {
 			t.Errorf("token %s: %v, want %q", tc.tok, err, tc.err)
 		}
+	}
+
+	// A leadership that has written nothing yet (it began after lsn 2):
+	// an entry of the previous epoch past its start is lost already, as
+	// an async leader's acknowledged write its successor never had.
+	leader.Fence("test: another leadership")
+	if err := leader.Lead(); err != nil {
+		t.Fatal(err)
+	}
+	c = newClient(t, leader)
+	mustDo(t, c, "tandem.token", "t1:"+strconv.FormatUint(epoch, 10)+":3")
+	if err := c.Get(ctx, "a").Err(); err == nil || !strings.HasPrefix(err.Error(), "ERR tandem: the session's position is not in this cluster's history") {
+		t.Errorf("new leader, the previous epoch's position past its start: %v", err)
 	}
 }
 

@@ -190,7 +190,8 @@ func (l *Leader) AppliedPosition() storage.Position {
 
 // WaitApplied returns nil once the leader has applied the entry want names
 // in its history. The leader's verdict is final: a want its history
-// replaced is ErrPositionLost. A want from a later epoch than the
+// replaced, or an older epoch's entry past this leadership's start, is
+// ErrPositionLost. A want from a later epoch than the
 // leader's, or one its history holds an older epoch for, means a newer
 // leader exists: ErrReadElsewhere. Otherwise it waits until ctx's deadline
 // (a legitimate position is applied at once: the leader acknowledges
@@ -205,6 +206,12 @@ func (l *Leader) WaitApplied(ctx context.Context, want storage.Position) error {
 		return verdictErr(v, true, want, applied)
 	case want.Epoch > l.epoch:
 		return fmt.Errorf("%w: the position %d:%d is from a later epoch than this leader's %d", ErrReadElsewhere, want.Epoch, want.LSN, l.epoch)
+	case want.Epoch < l.epoch && want.LSN > l.core.startLSN:
+		// Every entry of this leadership's log after its start is of its
+		// own epoch: an older epoch's entry there was lost (an async
+		// leader's write its successor never had), now, before this
+		// leader has written that far.
+		return verdictErr(Replaced, true, want, applied)
 	}
 	if err := l.waitApplied(ctx, want.LSN); err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
