@@ -30,8 +30,8 @@ import (
 // A follower serves a read once it has applied the floor (ryw, monotonic),
 // the leader's commit position asked under the leader's lease
 // (linearizable), the user's last write as the leader knows it (a session
-// with TANDEM.USER), or once the stream proves its staleness within the
-// bound (bounded). It waits at most ReadWait, then answers
+// with TANDEM.USER), or once its staleness is within the bound (bounded;
+// see followerBounded). It waits at most ReadWait, then answers
 // ErrReadElsewhere, as it does at once for the leader policy.
 //
 // Cross-device read-your-writes: the last-write position of each user
@@ -116,7 +116,7 @@ func (n *Node) followerGate(ctx context.Context, r *following, req resp.ReadRequ
 	ctx, cancel := context.WithTimeout(ctx, n.readWait())
 	defer cancel()
 	if req.Policy.Kind == resp.PolicyBounded {
-		return readError(r.f.WaitFresh(ctx, req.Policy.Bound))
+		return n.followerBounded(ctx, r, req.Policy.Bound)
 	}
 	floor := storage.Position(req.Floor)
 	if req.Policy.Kind == resp.PolicyLinearizable || req.User != "" {
@@ -133,6 +133,36 @@ func (n *Node) followerGate(ctx context.Context, r *following, req resp.ReadRequ
 		floor = maxPosition(floor, user)
 	}
 	return readError(r.f.WaitApplied(ctx, floor))
+}
+
+// followerBounded returns nil once the follower's staleness is within
+// bound. The stream proves it with each message under load; an idle
+// stream only with its heartbeats (every 30 ms), so when the stream has
+// not proven it the follower asks the leader its commit position instead
+// (the batched ReadIndex) and, once it has applied it, qualifies if that
+// took at most bound since it asked: everything the leader had committed
+// before the question is applied.
+func (n *Node) followerBounded(ctx context.Context, r *following, bound time.Duration) error {
+	for !r.f.Fresh(bound) {
+		asked := time.Now()
+		commit, _, err := r.index.ask(ctx, "")
+		if err != nil {
+			if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return ctx.Err()
+			}
+			return readError(r.f.WaitFresh(ctx, bound)) // the stream may yet prove it
+		}
+		if err := r.f.WaitApplied(ctx, commit); err != nil {
+			if errors.Is(err, replication.ErrReadElsewhere) {
+				return fmt.Errorf("this node is more than %v behind its leader: %w", bound, resp.ErrReadElsewhere)
+			}
+			return err
+		}
+		if time.Since(asked) <= bound {
+			return nil
+		}
+	}
+	return nil
 }
 
 // readError maps replication's read errors to the resp sentinels, keeping

@@ -131,6 +131,12 @@ func (f *Follower) Staleness() (time.Duration, bool) {
 	return time.Duration(mono(time.Now()) - at), true
 }
 
+// Fresh reports whether the follower's staleness is within bound now.
+func (f *Follower) Fresh(bound time.Duration) bool {
+	st, ok := f.Staleness()
+	return ok && st <= bound
+}
+
 // WaitFresh returns nil once the follower's staleness is within bound: it
 // has applied everything the leader committed more than bound ago. An idle
 // stream proves it anew with each heartbeat, so a read may wait up to a
