@@ -303,8 +303,12 @@ func (b backend) infoReplication(sb *strings.Builder) {
 	if syncing == 1 {
 		fmt.Fprintf(sb, "master_sync_total_bytes:%d\r\nmaster_sync_read_bytes:%d\r\n", st.SeedTotal, st.SeedBytes)
 	}
-	fmt.Fprintf(sb, "slave_priority:100\r\nslave_read_only:1\r\nconnected_slaves:0\r\nmaster_repl_offset:%d\r\ntandem_epoch:%d\r\ntandem_state:%s\r\ntandem_lag_lsn:%d\r\ntandem_lag_seconds:%.3f\r\n\r\n",
-		st.Applied, st.Epoch, st.State, st.LagLSN, st.LagSeconds)
+	stale := -1.0 // unknown: the stream has proven nothing
+	if d, ok := f.f.Staleness(); ok {
+		stale = float64(d) / float64(time.Millisecond)
+	}
+	fmt.Fprintf(sb, "slave_priority:100\r\nslave_read_only:1\r\nconnected_slaves:0\r\nmaster_repl_offset:%d\r\ntandem_epoch:%d\r\ntandem_state:%s\r\ntandem_lag_lsn:%d\r\ntandem_lag_seconds:%.3f\r\ntandem_read_staleness_ms:%.1f\r\n\r\n",
+		st.Applied, st.Epoch, st.State, st.LagLSN, st.LagSeconds, stale)
 }
 
 func (b backend) infoKeyspace(sb *strings.Builder) {

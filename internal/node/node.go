@@ -128,6 +128,8 @@ type Node struct {
 
 	agent *agent // the control plane's side in this node; nil when static
 
+	reads readCounts // reads by policy and outcome (reads.go)
+
 	bg        sync.WaitGroup // expiry loop and role watchers
 	closed    chan struct{}
 	closeOnce sync.Once

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -56,8 +57,33 @@ func (n *Node) readWait() time.Duration {
 
 var _ resp.PositionBackend = backend{}
 
+// Read outcomes, counted per policy (readCounts, /metrics, INFO).
+const (
+	readServed = iota
+	readElsewhere
+	readLost
+	readOutcomes
+)
+
+var readOutcomeNames = [readOutcomes]string{"served", "elsewhere", "lost"}
+
+// readCounts counts reads by policy and outcome.
+type readCounts [resp.PolicyLinearizable + 1][readOutcomes]atomic.Uint64
+
+func (c *readCounts) count(p resp.PolicyKind, err error) {
+	switch {
+	case err == nil:
+		c[p][readServed].Add(1)
+	case errors.Is(err, resp.ErrReadElsewhere):
+		c[p][readElsewhere].Add(1)
+	case errors.Is(err, resp.ErrPositionLost):
+		c[p][readLost].Add(1)
+	}
+}
+
 // ReadAt serves a read under the session's policy (see above).
 func (b backend) ReadAt(ctx context.Context, spec *commands.Spec, args [][]byte, req resp.ReadRequest) (reply commands.Reply, at resp.Position, err error) {
+	defer func() { b.n.reads.count(req.Policy.Kind, err) }()
 	switch r := b.n.current().(type) {
 	case *fenced:
 		return nil, at, r.readErr()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tandemdb/tandem/internal/resp"
 	"github.com/tandemdb/tandem/internal/testutil"
 
 	"github.com/tandemdb/tandem/internal/storage"
@@ -113,6 +114,17 @@ func TestReadPoliciesUnderLag(t *testing.T) {
 				}
 			})
 		}
+	}
+
+	// Counted per policy and outcome (INFO and /metrics show them).
+	if got := far.reads[resp.PolicyRYW][readElsewhere].Load(); got != 2*rounds { // ryw and ryw-user
+		t.Errorf("far follower counted %d ryw reads answered elsewhere, want %d", got, 2*rounds)
+	}
+	if got := near.reads[resp.PolicyAny][readServed].Load(); got != rounds {
+		t.Errorf("near follower counted %d reads served under any, want %d", got, rounds)
+	}
+	if info := newClient(t, near).Info(ctx, "replication").Val(); !strings.Contains(info, "tandem_read_staleness_ms:") {
+		t.Errorf("follower INFO has no tandem_read_staleness_ms:\n%s", info)
 	}
 }
 
