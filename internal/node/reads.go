@@ -231,8 +231,16 @@ func (n *Node) appliedPosition() resp.Position {
 // lsn (its entry was durable here before the acknowledgement), and as the
 // leader records it as user's last write.
 func (b backend) Acknowledged(user string, lsn uint64) resp.Position {
-	pos := storage.Position{Epoch: replication.EpochAt(b.n.db.EpochHistory(), lsn), LSN: lsn}
-	if r, ok := b.n.current().(*leading); ok && user != "" {
+	r, leads := b.n.current().(*leading)
+	var pos storage.Position
+	if leads && lsn > r.l.StartPosition().LSN {
+		// This leadership's own entry (the common case): its epoch,
+		// without copying the epoch history on every write.
+		pos = storage.Position{Epoch: r.l.Epoch(), LSN: lsn}
+	} else {
+		pos = storage.Position{Epoch: replication.EpochAt(b.n.db.EpochHistory(), lsn), LSN: lsn}
+	}
+	if leads && user != "" {
 		r.users.record(user, pos)
 	}
 	return resp.Position(pos)

@@ -116,6 +116,10 @@ type Leader struct {
 	log   *slog.Logger
 	epoch uint64
 
+	// start is the position of the last entry durable when this
+	// leadership began (StartPosition); set by NewLeader.
+	start storage.Position
+
 	// readable is set once the core says the leadership may serve reads
 	// (see ReadBarrier): one atomic load per read from then on.
 	readable atomic.Bool
@@ -283,6 +287,7 @@ func NewLeader(cfg LeaderConfig, epoch uint64) (*Leader, error) {
 		maxAppendDelay:   max(int64(cfg.MaxCommitDelay), 0),
 	}, durable, applied, tail)
 	l.core.lastRetention = cfg.Now().UnixNano()
+	l.start = storage.Position{Epoch: EpochAt(cfg.DB.EpochHistory(), durable), LSN: durable}
 	if l.core.readable {
 		l.readable.Store(true)
 	}

@@ -182,8 +182,7 @@ func (l *Leader) ReadIndex(ctx context.Context) (storage.Position, error) {
 // when this leadership began: every write acknowledged under an earlier
 // leadership, and kept, is at or before it.
 func (l *Leader) StartPosition() storage.Position {
-	start := l.core.startLSN // never changes after NewLeader
-	return storage.Position{Epoch: EpochAt(l.cfg.DB.EpochHistory(), start), LSN: start}
+	return l.start
 }
 
 // AppliedPosition returns the position of the leader's last applied entry
