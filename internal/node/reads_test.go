@@ -169,6 +169,12 @@ func TestTokenFromAnotherHistory(t *testing.T) {
 	if err := c.Get(ctx, "a").Err(); err != nil {
 		t.Errorf("leader after TANDEM.TOKEN RESET: %v", err)
 	}
+	// This leadership's epoch, past what it has written: never handed out.
+	mustDo(t, c, "tandem.token", "t1:"+strconv.FormatUint(epoch, 10)+":1000")
+	if err := c.Get(ctx, "a").Err(); err == nil || !strings.Contains(err.Error(), "was never written: this leadership has written up to lsn 2") {
+		t.Errorf("leader, a position of its epoch it never wrote: %v", err)
+	}
+	mustDo(t, c, "tandem.token", "reset")
 	r := newClient(t, f)
 	later := strconv.FormatUint(epoch+1, 10)
 	testutil.Eventually(t, "the follower to apply lsn 2", 10*time.Second, func() (bool, string) {

@@ -195,8 +195,8 @@ func (l *Leader) AppliedPosition() storage.Position {
 
 // WaitApplied returns nil once the leader has applied the entry want names
 // in its history. The leader's verdict is final: a want its history
-// replaced, or an older epoch's entry past this leadership's start, is
-// ErrPositionLost. A want from a later epoch than the
+// replaced, an older epoch's entry past this leadership's start, or an
+// entry of its own epoch it has not written, is ErrPositionLost. A want from a later epoch than the
 // leader's, or one its history holds an older epoch for, means a newer
 // leader exists: ErrReadElsewhere. Otherwise it waits until ctx's deadline
 // (a legitimate position is applied at once: the leader acknowledges
@@ -217,6 +217,15 @@ func (l *Leader) WaitApplied(ctx context.Context, want storage.Position) error {
 		// leader's write its successor never had), now, before this
 		// leader has written that far.
 		return verdictErr(Replaced, true, want, applied)
+	case want.Epoch == l.epoch:
+		l.mu.Lock()
+		last := l.core.last
+		l.mu.Unlock()
+		if want.LSN > last {
+			// Positions are handed out only for applied entries: this
+			// one was never written (a forged or corrupted token).
+			return fmt.Errorf("%w: position %d:%d was never written: this leadership has written up to lsn %d", ErrPositionLost, want.Epoch, want.LSN, last)
+		}
 	}
 	if err := l.waitApplied(ctx, want.LSN); err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {

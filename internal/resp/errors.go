@@ -53,7 +53,7 @@ const (
 	replyReadElsewhere = "TRYAGAIN tandem: read elsewhere: "
 	// replyPositionLost answers a read whose floor the leader's history
 	// replaced; the detail follows, then how to go on.
-	replyPositionLost     = "ERR tandem: the session's position is not in this cluster's history (a write acknowledged under async commit was lost in a failover): "
+	replyPositionLost     = "ERR tandem: the session's position is not in this cluster's history (lost in a failover under async commit, or never written): "
 	replyPositionLostTail = "; TANDEM.TOKEN RESET drops the session's positions"
 )
 
@@ -135,7 +135,7 @@ func errConfigSet(param []byte) string {
 //	ErrLeadershipLost        UNCERTAIN tandem: the leader stopped before this write committed; ...
 //	ErrReadElsewhere         TRYAGAIN tandem: read elsewhere: <reason>
 //	ErrPositionLost          ERR tandem: the session's position is not in this cluster's history
-//	                         (...): <detail>; TANDEM.TOKEN RESET drops the session's positions
+//	                         (lost in a failover ..., or never written): <detail>; TANDEM.TOKEN RESET ...
 //	*tooFewReplicasError     NOREPLICAS tandem: the write is committed ... only g of the n replicas ...
 //	*commands.ArityError     ERR wrong number of arguments for '<cmd>' command
 //	*commands.Error          ERR <text>  (syntax error, not an integer...)

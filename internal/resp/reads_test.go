@@ -174,7 +174,7 @@ func TestReadPolicyErrors(t *testing.T) {
 			"TRYAGAIN tandem: read elsewhere: this node has not applied the position 3:9 within the read wait"},
 		{ErrReadElsewhere, "TRYAGAIN tandem: read elsewhere: this node cannot serve the session's read policy now"},
 		{fmt.Errorf("position 2:12 (applied 3:40): %w", ErrPositionLost),
-			"ERR tandem: the session's position is not in this cluster's history (a write acknowledged under async commit was lost in a failover): position 2:12 (applied 3:40); TANDEM.TOKEN RESET drops the session's positions"},
+			"ERR tandem: the session's position is not in this cluster's history (lost in a failover under async commit, or never written): position 2:12 (applied 3:40); TANDEM.TOKEN RESET drops the session's positions"},
 	} {
 		b.pmu.Lock()
 		b.err = tc.err
