@@ -51,6 +51,9 @@
 // the session's position within its --read-wait, or is staler than the
 // bound) or cannot be reached. The followers are the topology's other
 // members (Etcd) or the listed nodes that say they are replicas (Addrs).
+// SessionOptions.LeaderAfterWrite and LeaderPrefixes add the textbook's
+// simpler variants: the leader for a while after a write, and for keys
+// under given prefixes.
 //
 // # Retry policy (a specification)
 //

@@ -66,6 +66,13 @@ type SessionOptions struct {
 	// Token is a token from an earlier session (Session.Token), e.g.
 	// kept in a web app's cookie: the session's reads reflect it.
 	Token string
+	// The textbook's two simpler read-your-writes variants, routing only
+	// (the nodes' policies apply as well): LeaderAfterWrite sends every
+	// read to the leader for that long after the session's last write,
+	// and a read whose first key starts with one of LeaderPrefixes (data
+	// the user owns) always goes to the leader.
+	LeaderAfterWrite time.Duration
+	LeaderPrefixes   []string
 }
 
 // Session is one sequence of operations (a user's request, a device)
@@ -88,6 +95,10 @@ type Session struct {
 	user   string
 	id     uint64 // picks the monotonic session's follower when it has no user
 
+	leaderAfter    time.Duration
+	leaderPrefixes []string
+	lastWrite      atomic.Int64 // Unix ns of the last acknowledged Do
+
 	mu    sync.Mutex
 	write position // the highest of the session's writes and given tokens
 	read  position // the highest position it has read at
@@ -104,7 +115,8 @@ func (c *Client) NewSession(opt SessionOptions) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Session{c: c, policy: opt.Policy, pargs: pargs, user: opt.User, id: rand.Uint64()}
+	s := &Session{c: c, policy: opt.Policy, pargs: pargs, user: opt.User, id: rand.Uint64(),
+		leaderAfter: opt.LeaderAfterWrite, leaderPrefixes: opt.LeaderPrefixes}
 	if opt.Token != "" {
 		if s.write, err = parsePosition(opt.Token); err != nil {
 			return nil, err
@@ -140,6 +152,7 @@ func (s *Session) Do(ctx context.Context, args ...any) *redis.Cmd {
 	})
 	if cmd.Err() == nil {
 		s.note(tok, true)
+		s.lastWrite.Store(time.Now().UnixNano())
 	}
 	return cmd
 }
@@ -167,7 +180,7 @@ func (s *Session) ReadAs(ctx context.Context, p Policy, args ...any) *redis.Cmd 
 			return cmd
 		}
 	}
-	if p != Leader {
+	if p != Leader && !s.leaderOnly(args) {
 		if f := s.c.replica(s.pick(p)); f != nil {
 			cmd, tok := s.readOn(ctx, f, p, pargs, args)
 			switch err := cmd.Err(); {
@@ -193,6 +206,23 @@ func (s *Session) ReadAs(ctx context.Context, p Policy, args ...any) *redis.Cmd 
 		s.note(tok, false)
 	}
 	return cmd
+}
+
+// leaderOnly reports whether the session's routing options send this read
+// to the leader: soon after a write, or a key under a leader prefix.
+func (s *Session) leaderOnly(args []any) bool {
+	if s.leaderAfter > 0 && time.Since(time.Unix(0, s.lastWrite.Load())) < s.leaderAfter {
+		return true
+	}
+	if len(args) > 1 && len(s.leaderPrefixes) > 0 {
+		key := fmt.Sprint(args[1])
+		for _, p := range s.leaderPrefixes {
+			if strings.HasPrefix(key, p) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // readOn sends the read with the session's state in front, and

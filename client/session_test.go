@@ -83,6 +83,28 @@ func TestSessionReads(t *testing.T) {
 	if anyStale == 0 {
 		t.Errorf("no stale read under Any: the lag injector does not work")
 	}
+	// The textbook variants: the leader for a while after a write, and
+	// for keys under a prefix; under Any, so only the routing keeps
+	// these reads fresh.
+	after := session(SessionOptions{Policy: Any, LeaderAfterWrite: time.Minute})
+	prefixed := session(SessionOptions{Policy: Any, LeaderPrefixes: []string{"user:"}})
+	for i := 1; i <= 5; i++ {
+		if err := after.Do(ctx, "set", "b", i).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if got := read(after, "b"); got != i {
+			t.Errorf("LeaderAfterWrite: read b = %d, want %d", got, i)
+		}
+		if err := prefixed.Do(ctx, "set", "user:1", i).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if got := read(prefixed, "user:1"); got != i {
+			t.Errorf("LeaderPrefixes: read user:1 = %d, want %d", got, i)
+		}
+	}
+	if f, l, _ := after.Stats(); f != 0 || l != 5 {
+		t.Errorf("LeaderAfterWrite: %d follower reads, %d leader reads; want 0 and 5", f, l)
+	}
 	if _, err := c.NewSession(SessionOptions{Policy: "fast"}); err == nil {
 		t.Errorf("NewSession accepted an unknown policy")
 	}
