@@ -38,6 +38,7 @@ command -v go >/dev/null || die "Go is not installed: tandem needs Go $(awk '/^g
 
 BIN=$(mktemp -d "${WORKDIR:-${TMPDIR:-/tmp}}/tandem-commit-bin.XXXXXX")
 trap 'rm -rf "$BIN"' EXIT
-(cd "$REPO" && go build -o "$BIN/tandem" ./cmd/tandem)
+# tandem bench runs the tools binary, tandem-bench, found beside tandem.
+(cd "$REPO" && go build -o "$BIN/" ./cmd/tandem ./cmd/tandem-bench)
 printf '%s cores, %s\n' "$(nproc)" "$(uname -r)"
 TMPDIR=${WORKDIR:-${TMPDIR:-/tmp}} "$BIN/tandem" bench commit "$@"

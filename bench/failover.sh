@@ -37,6 +37,7 @@ rv=$(redis-server --version | sed -n 's/.* v=\([0-9][0-9.]*\).*/\1/p')
 
 BIN=$(mktemp -d "${WORKDIR:-${TMPDIR:-/tmp}}/tandem-failover-bin.XXXXXX")
 trap 'rm -rf "$BIN"' EXIT
-(cd "$REPO" && go build -o "$BIN/tandem" ./cmd/tandem)
+# tandem bench runs the tools binary, tandem-bench, found beside tandem.
+(cd "$REPO" && go build -o "$BIN/" ./cmd/tandem ./cmd/tandem-bench)
 printf 'redis-server %s, %s cores\n' "$rv" "$(nproc)"
 TMPDIR=${WORKDIR:-${TMPDIR:-/tmp}} "$BIN/tandem" bench failover "$@"

@@ -10,6 +10,8 @@ import (
 	"syscall"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tandemdb/tandem/internal/resp/replies"
 )
 
 // Retry is what may be done after an error (see the package comment).
@@ -100,16 +102,13 @@ func Classify(err error) Retry {
 	return NoRetry
 }
 
-// classifyReply sorts an error reply by its code, its first word.
+// classifyReply sorts an error reply by the server's table of replies
+// (internal/resp/replies, the one declaration of what each says).
 func classifyReply(msg string) Retry {
-	code, _, _ := strings.Cut(msg, " ")
-	switch code {
-	case "READONLY", "MASTERDOWN", "TRYAGAIN", "LOADING":
+	switch replies.Match(msg) {
+	case replies.NotApplied:
 		return RetryAny
-	case "UNCERTAIN", "NOREPLICAS":
-		return RetryIdempotent
-	}
-	if strings.HasPrefix(msg, "ERR internal error: server shutting down") {
+	case replies.MaybeApplied:
 		return RetryIdempotent
 	}
 	return NoRetry

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tandemdb/tandem/internal/resp/replies"
 )
 
 // Policy is a read policy (see the README's "Reads from followers"): the
@@ -287,7 +289,7 @@ func (s *Session) pick(p Policy) string {
 }
 
 func isReadElsewhere(err error) bool {
-	return strings.HasPrefix(err.Error(), "TRYAGAIN tandem: read elsewhere")
+	return strings.HasPrefix(err.Error(), replies.ReadElsewhere)
 }
 
 // isNodeRefusal: an error reply that is the node's state, not the

@@ -1,5 +1,7 @@
 // Command tandem is the replicated key-value store: `tandem up` runs a local
 // cluster, `tandem server` one node, `tandem status` reports on a cluster.
+// It links no tool: `tandem chaos` and `tandem bench` run the tools binary,
+// tandem-bench (cmd/tandem-bench), found beside it or on PATH.
 package main
 
 import (
@@ -16,8 +18,8 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(serverCmd(), upCmd(), statusCmd(), orchestratorCmd(), promoteCmd(), switchoverCmd(), modeCmd())
-	root.AddCommand(extraCommands()...)
+	root.AddCommand(serverCmd(), upCmd(), statusCmd(), orchestratorCmd(), promoteCmd(), switchoverCmd(), modeCmd(), failoverPolicyCmd())
+	root.AddCommand(toolCommands()...)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "tandem:", err)
 		os.Exit(1)

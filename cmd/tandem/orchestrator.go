@@ -2,13 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -18,6 +14,7 @@ import (
 	"github.com/tandemdb/tandem/internal/commit"
 	"github.com/tandemdb/tandem/internal/coord"
 	"github.com/tandemdb/tandem/internal/orchestrator"
+	"github.com/tandemdb/tandem/internal/orchestrator/orchapi"
 )
 
 func orchestratorCmd() *cobra.Command {
@@ -27,6 +24,8 @@ func orchestratorCmd() *cobra.Command {
 		routes   []string
 		logLevel string
 		sentinel string
+		mode     string
+		fallback string
 	)
 	cmd := &cobra.Command{
 		Use:   "orchestrator",
@@ -39,13 +38,11 @@ func orchestratorCmd() *cobra.Command {
 			if cfg.Etcd = coord.ParseEndpoints(etcd); len(cfg.Etcd) == 0 {
 				return fmt.Errorf("--etcd is required")
 			}
-			if cfg.Mode != "" {
-				if _, err := commit.ParseMode(cfg.Mode); err != nil {
-					return err
-				}
+			if cfg.Mode, err = coord.ParseMode(mode); err != nil {
+				return fmt.Errorf("--mode: %w", err)
 			}
-			if cfg.SyncFallback, err = parseFallback(cfg.SyncFallback); err != nil {
-				return err
+			if cfg.SyncFallback, err = coord.ParseFallback(fallback); err != nil {
+				return fmt.Errorf("--sync-fallback: %w", err)
 			}
 			if cfg.Detector != "phi" && cfg.Detector != "timeout" {
 				return fmt.Errorf("--detector %q: want phi or timeout", cfg.Detector)
@@ -71,10 +68,10 @@ func orchestratorCmd() *cobra.Command {
 	f.StringVar(&cfg.ID, "id", "o1", "orchestrator id")
 	f.StringVar(&etcd, "etcd", "", "etcd endpoints, comma-separated")
 	f.StringVar(&cfg.Cluster, "cluster", "tandem", "the cluster's name (etcd key prefix /tandem/NAME/)")
-	f.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8390", "address for /status, /promote and /switchover")
+	f.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8390", "address for /status, /metrics, /promote and /switchover")
 	f.StringVar(&sentinel, "sentinel-addr", "127.0.0.1:26380", "Sentinel-compatible RESP address (empty: none)")
-	f.StringVar(&cfg.Mode, "mode", commit.Default, "the cluster's commit mode, written at bootstrap (async, sync, semisync, quorum K; empty: each node's --mode)")
-	f.StringVar(&cfg.SyncFallback, "sync-fallback", "never", `the cluster's sync-fallback, written at bootstrap: "never" or "after DURATION"`)
+	f.StringVar(&mode, "mode", commit.Default, "the cluster's commit mode, written at bootstrap (async, sync, semisync, quorum K; empty: each node's --mode)")
+	f.StringVar(&fallback, "sync-fallback", "never", `the cluster's sync-fallback, written at bootstrap: "never" or "after DURATION"`)
 	f.DurationVar(&cfg.Interval, "heartbeat", 100*time.Millisecond, "heartbeat interval")
 	f.StringVar(&cfg.Detector, "detector", "phi", "failure detector: phi (accrual) or timeout")
 	f.Float64Var(&cfg.PhiThreshold, "phi-threshold", 8, "phi at which a node is suspected")
@@ -84,6 +81,9 @@ func orchestratorCmd() *cobra.Command {
 	f.DurationVar(&cfg.NotAnsweringAfter, "not-answering-after", 2*time.Second, "a leader whose lease stays unconfirmed this long (it answers nothing) is failed over")
 	f.DurationVar(&cfg.FollowerSilence, "follower-silence", 150*time.Millisecond, "a follower that heard the leader more recently vetoes a failover")
 	f.DurationVar(&cfg.Grace, "grace", time.Second, "a new leader is not suspected for this long, or until it answers as leader")
+	f.StringArrayVar(&cfg.Hooks.Commands, "hook-command", nil, "run this shell command on each control-plane event (detected, pre_/post_failover, pre_/post_promote, pre_/post_switchover, leader_returned), the event as JSON on stdin and in TANDEM_* variables; repeatable")
+	f.StringArrayVar(&cfg.Hooks.URLs, "hook-url", nil, "POST each control-plane event as JSON to this URL; repeatable")
+	f.DurationVar(&cfg.Hooks.Timeout, "hook-timeout", 5*time.Second, "a hook run still going after this is killed (hooks never delay a failover)")
 	f.StringSliceVar(&routes, "peer-route", nil, "ID=HOST:PORT: probe member ID there instead of its registered address")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
@@ -100,30 +100,18 @@ func activeOrchestrator(ctx context.Context, etcd, dir string) (coord.Orchestrat
 	return store.ActiveOrchestrator(ctx)
 }
 
-// runOp posts a manual operation to the active orchestrator and prints
+// runOp sends a manual operation to the active orchestrator and prints
 // its answer.
-func runOp(cmd *cobra.Command, etcd, dir, path string, q url.Values) error {
+func runOp(cmd *cobra.Command, etcd, dir string, op func(ctx context.Context, addr string) (orchapi.Result, error)) error {
 	ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 	defer cancel()
 	o, err := activeOrchestrator(ctx, etcd, dir)
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+o.HTTPAddr+path+"?"+q.Encode(), nil)
+	res, err := op(ctx, o.HTTPAddr)
 	if err != nil {
 		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("orchestrator %s: %w", o.ID, err)
-	}
-	defer resp.Body.Close()
-	var res orchestrator.OpResult
-	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
-		return fmt.Errorf("orchestrator %s: %w", o.ID, err)
-	}
-	if !res.OK {
-		return fmt.Errorf("%s", res.Error)
 	}
 	out := cmd.OutOrStdout()
 	fmt.Fprintf(out, "leader %s -> %s, epoch %d -> %d", res.From, res.To, res.OldEpoch, res.NewEpoch)
@@ -142,7 +130,9 @@ func promoteCmd() *cobra.Command {
 		Short: "Make NODE the leader now (for when the leader is known dead)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runOp(cmd, etcd, dir, "/promote", url.Values{"node": {args[0]}, "accept-data-loss": {fmt.Sprint(accept)}})
+			return runOp(cmd, etcd, dir, func(ctx context.Context, addr string) (orchapi.Result, error) {
+				return orchapi.Promote(ctx, addr, args[0], accept)
+			})
 		},
 	}
 	cmd.Flags().StringVar(&etcd, "etcd", "", "etcd endpoints (default: from the cluster file in --dir)")
@@ -158,7 +148,9 @@ func switchoverCmd() *cobra.Command {
 		Short: "Hand leadership to another node with no acknowledged write lost (planned)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runOp(cmd, etcd, dir, "/switchover", url.Values{"to": {to}})
+			return runOp(cmd, etcd, dir, func(ctx context.Context, addr string) (orchapi.Result, error) {
+				return orchapi.Switchover(ctx, addr, to)
+			})
 		},
 	}
 	cmd.Flags().StringVar(&etcd, "etcd", "", "etcd endpoints (default: from the cluster file in --dir)")
@@ -169,6 +161,7 @@ func switchoverCmd() *cobra.Command {
 
 func modeCmd() *cobra.Command {
 	var etcd, dir, fallback string
+	var force bool
 	syncMin := -1
 	cmd := &cobra.Command{Use: "mode", Short: "Show or change the cluster's commit mode"}
 	set := &cobra.Command{
@@ -180,6 +173,18 @@ func modeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			mode := coord.ModeOf(m)
+			change := coord.RulesChange{Mode: &mode}
+			if fallback != "" {
+				f, err := coord.ParseFallback(fallback)
+				if err != nil {
+					return fmt.Errorf("--sync-fallback: %w", err)
+				}
+				change.Fallback = &f
+			}
+			if syncMin >= 0 {
+				change.SyncMin = &syncMin
+			}
 			store, closeStore, err := storeFor(etcd, dir)
 			if err != nil {
 				return err
@@ -187,36 +192,73 @@ func modeCmd() *cobra.Command {
 			defer closeStore()
 			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
 			defer cancel()
-			t, ok, err := store.Topology(ctx)
+			old, _, err := store.ChangeRules(ctx, change, force)
 			if err != nil {
 				return err
 			}
-			if !ok {
-				return fmt.Errorf("the cluster has no topology yet")
-			}
-			next := t
-			next.Mode, next.Changed, next.Reason = m.String(), time.Now(), "mode set to "+m.String()
-			if fallback != "" {
-				if next.SyncFallback, err = parseFallback(fallback); err != nil {
-					return err
-				}
-				next.Reason += ", sync-fallback " + fallback
-			}
-			if syncMin >= 0 {
-				next.SyncMin = syncMin
-				next.Reason += fmt.Sprintf(", sync-min %d", syncMin)
-			}
-			// The epoch compare makes this lose to a concurrent failover.
-			if err := store.SetTopology(ctx, t.Epoch, next, &coord.Event{Kind: "mode", Reason: next.Reason, To: t.Leader, OldEpoch: t.Epoch, NewEpoch: t.Epoch}); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "mode %s (was %q), epoch %d\n", m, t.Mode, t.Epoch)
+			fmt.Fprintf(cmd.OutOrStdout(), "mode %s (was %q), epoch %d\n", m, old.Mode.String(), old.Epoch)
 			return nil
 		},
 	}
 	set.Flags().StringVar(&fallback, "sync-fallback", "", `"never" (writes wait, then answer NOREPLICAS, while no sync-set member is there) or "after DURATION" (then degrade to async, loudly, until a follower caught up); empty keeps the current setting`)
 	set.Flags().IntVar(&syncMin, "sync-min", -1, "refuse writes at once (NOREPLICAS) while fewer sync-set members than this are there (0: no floor; -1 keeps the current setting)")
+	set.Flags().BoolVar(&force, "force", false, "set rules that cannot work with the registered members (quorum K above the followers, sync-min above them), e.g. before adding members")
 	for _, c := range []*cobra.Command{set} {
+		c.Flags().StringVar(&etcd, "etcd", "", "etcd endpoints (default: from the cluster file in --dir)")
+		c.Flags().StringVar(&dir, "dir", "./tandem-data", "the cluster's directory (as given to tandem up)")
+	}
+	cmd.AddCommand(set)
+	return cmd
+}
+
+func failoverPolicyCmd() *cobra.Command {
+	var etcd, dir string
+	show := func(cmd *cobra.Command, _ []string) error {
+		store, closeStore, err := storeFor(etcd, dir)
+		if err != nil {
+			return err
+		}
+		defer closeStore()
+		ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
+		defer cancel()
+		p, err := store.FailoverPolicy(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(cmd.OutOrStdout(), p)
+		return nil
+	}
+	cmd := &cobra.Command{
+		Use:   "failover-policy",
+		Short: "Show or change who fails a failed leader over: the orchestrator (automatic) or an operator (manual)",
+		Args:  cobra.NoArgs,
+		RunE:  show,
+	}
+	set := &cobra.Command{
+		Use:   "set automatic|manual",
+		Short: "Change the failover policy at run time (manual: the orchestrator detects, reports and runs the hooks, then waits for tandem promote)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := coord.ParseFailoverPolicy(args[0])
+			if err != nil {
+				return err
+			}
+			store, closeStore, err := storeFor(etcd, dir)
+			if err != nil {
+				return err
+			}
+			defer closeStore()
+			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
+			defer cancel()
+			old, err := store.SetFailoverPolicy(ctx, p, "failover policy set to "+string(p))
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "failover policy %s (was %s)\n", p, old)
+			return nil
+		},
+	}
+	for _, c := range []*cobra.Command{cmd, set} {
 		c.Flags().StringVar(&etcd, "etcd", "", "etcd endpoints (default: from the cluster file in --dir)")
 		c.Flags().StringVar(&dir, "dir", "./tandem-data", "the cluster's directory (as given to tandem up)")
 	}
@@ -241,17 +283,4 @@ func storeFor(etcd, dir string) (*coord.Store, func(), error) {
 		return nil, nil, err
 	}
 	return coord.New(cli, "tandem"), func() { cli.Close() }, nil
-}
-
-// parseFallback checks a --sync-fallback value: "never" or "after D".
-func parseFallback(v string) (string, error) {
-	v = strings.TrimSpace(v)
-	if v == "never" {
-		return v, nil
-	}
-	d, err := time.ParseDuration(strings.TrimSpace(strings.TrimPrefix(v, "after")))
-	if err != nil || d <= 0 {
-		return "", fmt.Errorf(`--sync-fallback %q: want "never" or "after DURATION" (e.g. "after 10s")`, v)
-	}
-	return "after " + d.String(), nil
 }

@@ -1,11 +1,23 @@
 // Package cluster runs a local tandem cluster as separate OS processes: one
-// `tandem server` per node, supervised, on loopback ports. `tandem up`, the
-// integration tests, `tandem chaos` and the benchmarks all start clusters
-// through it, so a node is always a real process that can be killed with
-// SIGKILL, paused with SIGSTOP and restarted on its data directory.
+// `tandem server` per node and, under the control plane, an embedded etcd
+// and `tandem orchestrator` processes, supervised, on loopback ports; it
+// writes the cluster file and collects `tandem status` from it.
+//
+// It is product code: `tandem up` and `tandem status` (commands of the
+// CLI contract) are built on it. What it offers beyond them is what any
+// supervisor offers (kill, pause, resume and restart one process, know the
+// leader) and one routing hook (Config.Route, which maps onto the
+// processes' --peer-route and --etcd flags); the tools (internal/tools)
+// and the multi-process tests build their faults on those, so that a node
+// is always a real process that can be killed with SIGKILL, paused with
+// SIGSTOP and restarted on its data directory. Ports and processes go
+// through internal/proc.
 package cluster
 
 import "time"
+
+// EtcdLink names etcd as the far end of a link for Config.Route.
+const EtcdLink = "etcd"
 
 // Config describes a local cluster.
 type Config struct {
@@ -22,10 +34,13 @@ type Config struct {
 	// RestartDelay restarts a node process that died after this long;
 	// 0 means never (a test or the chaos nemesis restarts it explicitly).
 	RestartDelay time.Duration
-	// PeerAddr, if set, rewrites the peer (gRPC) address that node `from`
-	// uses to reach node `to`; the chaos harness points it at a
-	// fault-injecting relay. It returns addr unchanged when not interested.
-	PeerAddr func(from, to int, addr string) string
+	// Route, if set, gives the address at which process from ("n1",
+	// "o2") reaches to (a node "n3", or EtcdLink for its etcd endpoint),
+	// whose real address is addr (host:port); it returns addr to leave the
+	// link direct. The processes get the answer through --peer-route and
+	// --etcd, the flags that exist for relays; the chaos harness and the
+	// tests point links at fault-injecting relays this way.
+	Route func(from, to, addr string) string
 	// ServerArgs are extra flags passed to every `tandem server`.
 	ServerArgs []string
 
@@ -38,13 +53,6 @@ type Config struct {
 	Orchestrators int
 	// OrchestratorArgs are extra flags passed to every orchestrator.
 	OrchestratorArgs []string
-	// OrchestratorPeerAddr, like PeerAddr, rewrites the peer address that
-	// orchestrator `from` (1-based) uses to probe node `to`.
-	OrchestratorPeerAddr func(from, to int, addr string) string
-	// EtcdAddr, if set, rewrites the etcd endpoint (a URL) that process
-	// `from` ("n1", "o1", ...) is given; the chaos harness points it at a
-	// relay to cut one process off from etcd.
-	EtcdAddr func(from, endpoint string) string
 	// SentinelPort, if not 0, is orchestrator 1's Sentinel-compatible
 	// port; orchestrator i gets SentinelPort+i-1. 0 picks free ports.
 	SentinelPort int

@@ -7,14 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -23,6 +20,7 @@ import (
 
 	"github.com/tandemdb/tandem/internal/coord"
 	"github.com/tandemdb/tandem/internal/coord/embedded"
+	"github.com/tandemdb/tandem/internal/proc"
 	"github.com/tandemdb/tandem/internal/statusdoc"
 )
 
@@ -33,8 +31,8 @@ const FileName = "cluster.json"
 type Cluster struct {
 	cfg   Config
 	log   *slog.Logger
-	nodes []*proc
-	orchs []*proc
+	nodes []*member
+	orchs []*member
 
 	// Under the control plane: the embedded etcd (nil with an external
 	// one), its endpoints and the cluster's keys.
@@ -47,13 +45,12 @@ type Cluster struct {
 	wg       sync.WaitGroup
 }
 
-// proc is one supervised node process.
-type proc struct {
+// member is one supervised process: a node or an orchestrator.
+type member struct {
 	info    NodeInfo
 	logPath string
 	args    []string
-	cmd     *exec.Cmd
-	exited  chan struct{} // closed when the current process exits
+	p       *proc.Process // the current process; nil while none runs
 	stopped bool          // stopped on purpose: do not restart
 	// logFrom is where the current process's output starts in the node
 	// log, which earlier processes of the node appended to.
@@ -107,7 +104,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (*Cluster, error) 
 	}
 	for i := 1; i <= cfg.Nodes; i++ {
 		name := "n" + strconv.Itoa(i)
-		c.nodes = append(c.nodes, &proc{info: NodeInfo{
+		c.nodes = append(c.nodes, &member{info: NodeInfo{
 			ID:       i,
 			Name:     name,
 			RESPAddr: ports[0][i-1],
@@ -154,47 +151,31 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (*Cluster, error) 
 
 // ports returns RESP, peer and HTTP addresses for every node: from
 // BasePort (RESP on BasePort.., peer on BasePort+100.., HTTP on
-// BasePort+200..), or free ports when BasePort is 0.
+// BasePort+200..), or free ports below the ephemeral range (package proc
+// says why) when BasePort is 0.
 func (c *Cluster) ports() ([3][]string, error) {
 	var out [3][]string
+	n := 0
+	for kind := range 3 {
+		n += c.cfg.Nodes + c.extraPorts(kind)
+	}
+	var free []string
+	if c.cfg.BasePort == 0 {
+		var err error
+		if free, err = proc.FreeAddrs(n); err != nil {
+			return out, fmt.Errorf("cluster: pick ports: %w", err)
+		}
+	}
 	for kind := range 3 {
 		for i := range c.cfg.Nodes + c.extraPorts(kind) {
 			if c.cfg.BasePort != 0 {
-				out[kind] = append(out[kind], net.JoinHostPort("127.0.0.1", strconv.Itoa(c.cfg.BasePort+100*kind+i)))
+				out[kind] = append(out[kind], proc.Addr(c.cfg.BasePort+100*kind+i))
 				continue
 			}
-			l, err := listenFree()
-			if err != nil {
-				return out, fmt.Errorf("cluster: pick a port: %w", err)
-			}
-			out[kind] = append(out[kind], l.Addr().String())
-			defer l.Close() // held until all are picked, so none repeats
+			out[kind], free = append(out[kind], free[0]), free[1:]
 		}
 	}
 	return out, nil
-}
-
-// listenFree listens on a free loopback port below the kernel's ephemeral
-// range. A port from that range (what ":0" gives) can be taken, once
-// released, by any outgoing connection on the machine before the node
-// binds it; below it only another listener can.
-func listenFree() (net.Listener, error) {
-	low := 32768
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			if n, err := strconv.Atoi(f[0]); err == nil {
-				low = n
-			}
-		}
-	}
-	if from := max(low-16384, 10000); from < low {
-		for range 64 {
-			if l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(from+rand.IntN(low-from)))); err == nil {
-				return l, nil
-			}
-		}
-	}
-	return net.Listen("tcp", "127.0.0.1:0")
 }
 
 func (c *Cluster) serverArgs(n NodeInfo) []string {
@@ -207,23 +188,12 @@ func (c *Cluster) serverArgs(n NodeInfo) []string {
 	}
 	if c.cfg.ControlPlane {
 		args = append(args, "--etcd", c.etcdFor(n.Name))
-		for _, to := range c.nodes {
-			if to.info.ID == n.ID || c.cfg.PeerAddr == nil {
-				continue
-			}
-			if a := c.cfg.PeerAddr(n.ID, to.info.ID, to.info.PeerAddr); a != to.info.PeerAddr {
-				args = append(args, "--peer-route", to.info.Name+"="+a)
-			}
-		}
+		args = append(args, c.peerRoutes(n.Name)...)
 		return append(args, c.cfg.ServerArgs...)
 	}
 	if n.ID != 1 {
 		leader := c.nodes[0].info
-		peer := leader.PeerAddr
-		if c.cfg.PeerAddr != nil {
-			peer = c.cfg.PeerAddr(n.ID, leader.ID, peer)
-		}
-		args = append(args, "--follow-resp", leader.RESPAddr, "--follow-peer", peer)
+		args = append(args, "--follow-resp", leader.RESPAddr, "--follow-peer", c.route(n.Name, leader.Name, leader.PeerAddr))
 	}
 	return append(args, c.cfg.ServerArgs...)
 }
@@ -246,10 +216,6 @@ func (c *Cluster) Node(id int) NodeInfo {
 	return c.nodes[id-1].info
 }
 
-// LeaderID is the leader in the static topology: node 1. Under the
-// control plane use Leader.
-func (c *Cluster) LeaderID() int { return 1 }
-
 // LogPath is where node id's output goes.
 func (c *Cluster) LogPath(id int) string {
 	return filepath.Join(c.cfg.Dir, "n"+strconv.Itoa(id)+".log")
@@ -258,133 +224,126 @@ func (c *Cluster) LogPath(id int) string {
 // Start (re)starts node id's process on its data directory.
 func (c *Cluster) Start(id int) error { return c.startProc(c.nodes[id-1]) }
 
-func (c *Cluster) startProc(p *proc) error {
+func (c *Cluster) startProc(m *member) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if p.cmd != nil {
+	if m.p != nil {
 		return nil
 	}
-	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	logf, err := os.OpenFile(m.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return fmt.Errorf("cluster: node log: %w", err)
 	}
 	if fi, err := logf.Stat(); err == nil {
-		p.logFrom = fi.Size()
+		m.logFrom = fi.Size()
 	}
-	cmd := exec.Command(c.cfg.Binary, p.args...)
+	cmd := exec.Command(c.cfg.Binary, m.args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Own process group: a terminal's Ctrl-C reaches `tandem up`, which
 	// stops the nodes in order, not every node at once.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return fmt.Errorf("cluster: start node %s: %w", p.info.Name, err)
+	p, err := proc.Start(cmd, logf)
+	if err != nil {
+		return fmt.Errorf("cluster: start %s: %w", m.info.Name, err)
 	}
-	p.cmd, p.stopped, p.exited = cmd, false, make(chan struct{})
-	p.info.PID = cmd.Process.Pid
-	c.log.Info("node started", "node", p.info.Name, "pid", p.info.PID, "resp", p.info.RESPAddr)
+	m.p, m.stopped = p, false
+	m.info.PID = p.Pid()
+	c.log.Info("node started", "node", m.info.Name, "pid", m.info.PID, "resp", m.info.RESPAddr)
 	c.writeFileLocked()
 	c.wg.Add(1)
-	go c.supervise(p, cmd, logf, p.exited)
+	go c.supervise(m, p)
 	return nil
 }
 
-func (c *Cluster) supervise(p *proc, cmd *exec.Cmd, logf *os.File, exited chan struct{}) {
+func (c *Cluster) supervise(m *member, p *proc.Process) {
 	defer c.wg.Done()
-	err := cmd.Wait()
-	logf.Close()
+	<-p.Done()
 	c.mu.Lock()
-	p.cmd = nil
-	p.info.PID = 0
-	close(exited)
-	restart := !c.stopping && !p.stopped && c.cfg.RestartDelay > 0
+	m.p = nil
+	m.info.PID = 0
+	restart := !c.stopping && !m.stopped && c.cfg.RestartDelay > 0
 	c.writeFileLocked()
 	c.mu.Unlock()
-	c.log.Info("node exited", "node", p.info.Name, "err", err)
+	c.log.Info("node exited", "node", m.info.Name, "err", p.Err())
 	if !restart {
 		return
 	}
 	time.Sleep(c.cfg.RestartDelay)
 	c.mu.Lock()
-	stop := c.stopping || p.stopped
+	stop := c.stopping || m.stopped
 	c.mu.Unlock()
 	if !stop {
-		if err := c.startProc(p); err != nil {
-			c.log.Error("restart failed", "node", p.info.Name, "err", err)
+		if err := c.startProc(m); err != nil {
+			c.log.Error("restart failed", "node", m.info.Name, "err", err)
 		}
 	}
 }
 
-func (c *Cluster) signal(id int, sig syscall.Signal, stop bool) (chan struct{}, error) {
-	return c.signalProc(c.nodes[id-1], sig, stop)
-}
-
-func (c *Cluster) signalProc(p *proc, sig syscall.Signal, stop bool) (chan struct{}, error) {
+// running is m's current process, or an error if none runs.
+func (c *Cluster) running(m *member) (*proc.Process, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if p.cmd == nil {
-		return nil, fmt.Errorf("cluster: node %s is not running", p.info.Name)
+	if m.p == nil {
+		return nil, fmt.Errorf("cluster: %s is not running", m.info.Name)
 	}
-	if stop {
-		p.stopped = c.cfg.RestartDelay == 0
+	return m.p, nil
+}
+
+// kill sends SIGKILL to m and waits until the process is gone. Under
+// RestartDelay the supervisor starts it again after that delay.
+func (c *Cluster) kill(m *member) error {
+	p, err := c.running(m)
+	if err != nil {
+		return err
 	}
-	if err := p.cmd.Process.Signal(sig); err != nil {
-		return nil, fmt.Errorf("cluster: signal node %s: %w", p.info.Name, err)
+	return p.Kill()
+}
+
+// signal sends sig to m's process.
+func (c *Cluster) signal(m *member, sig syscall.Signal) error {
+	p, err := c.running(m)
+	if err != nil {
+		return err
 	}
-	return p.exited, nil
+	return p.Signal(sig)
 }
 
 // Kill sends SIGKILL to node id and waits for the process to be gone. The
 // node restarts after RestartDelay if that is set.
-func (c *Cluster) Kill(id int) error {
-	exited, err := c.signal(id, syscall.SIGKILL, true)
-	if err != nil {
-		return err
-	}
-	<-exited
-	return nil
-}
+func (c *Cluster) Kill(id int) error { return c.kill(c.nodes[id-1]) }
 
 // Pause stops node id with SIGSTOP.
-func (c *Cluster) Pause(id int) error {
-	_, err := c.signal(id, syscall.SIGSTOP, false)
-	return err
-}
+func (c *Cluster) Pause(id int) error { return c.signal(c.nodes[id-1], syscall.SIGSTOP) }
 
 // Resume continues node id with SIGCONT.
-func (c *Cluster) Resume(id int) error {
-	_, err := c.signal(id, syscall.SIGCONT, false)
-	return err
-}
+func (c *Cluster) Resume(id int) error { return c.signal(c.nodes[id-1], syscall.SIGCONT) }
 
-// Stop stops every node (SIGTERM, then SIGKILL after 10 s) and waits.
+// Stop stops every process (orchestrators first, so that stopping nodes
+// causes no failover; each SIGTERM, then SIGKILL after 10 s) and waits.
 func (c *Cluster) Stop() error {
 	c.mu.Lock()
 	c.stopping = true
-	var waits []chan struct{}
-	// Orchestrators first, so that stopping nodes causes no failover.
-	for _, p := range append(append([]*proc(nil), c.orchs...), c.nodes...) {
-		if p.cmd != nil {
-			p.stopped = true
-			_ = p.cmd.Process.Signal(syscall.SIGCONT)
-			_ = p.cmd.Process.Signal(syscall.SIGTERM)
-			waits = append(waits, p.exited)
+	var groups [2][]*proc.Process
+	for g, ms := range [2][]*member{c.orchs, c.nodes} {
+		for _, m := range ms {
+			if m.p != nil {
+				m.stopped = true
+				groups[g] = append(groups[g], m.p)
+			}
 		}
 	}
 	c.mu.Unlock()
-	deadline := time.After(10 * time.Second)
-	for _, w := range waits {
-		select {
-		case <-w:
-		case <-deadline:
-			c.mu.Lock()
-			for _, p := range append(append([]*proc(nil), c.orchs...), c.nodes...) {
-				if p.cmd != nil {
-					_ = p.cmd.Process.Kill()
-				}
-			}
-			c.mu.Unlock()
-			<-w
+	var errs []error
+	for _, g := range groups {
+		var wg sync.WaitGroup
+		errc := make(chan error, len(g))
+		for _, p := range g {
+			wg.Go(func() { errc <- p.Stop(10 * time.Second) })
+		}
+		wg.Wait()
+		close(errc)
+		for err := range errc {
+			errs = append(errs, err)
 		}
 	}
 	c.wg.Wait()
@@ -394,7 +353,7 @@ func (c *Cluster) Stop() error {
 	if c.etcd != nil {
 		c.etcd.Close()
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Status fetches node id's /status.

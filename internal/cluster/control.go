@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/url"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -69,31 +69,50 @@ func (c *Cluster) declareOrchestrators(ports [3][]string) {
 		if c.cfg.SentinelPort != 0 {
 			sentinel = net.JoinHostPort("127.0.0.1", strconv.Itoa(c.cfg.SentinelPort+i-1))
 		}
-		p := &proc{info: NodeInfo{ID: i, Name: name, HTTPAddr: ports[1][n+i-1], SentinelAddr: sentinel},
+		p := &member{info: NodeInfo{ID: i, Name: name, HTTPAddr: ports[1][n+i-1], SentinelAddr: sentinel},
 			logPath: filepath.Join(c.cfg.Dir, name+".log")}
 		p.args = []string{"orchestrator", "--id", name, "--etcd", c.etcdFor(name),
 			"--http-addr", p.info.HTTPAddr, "--sentinel-addr", sentinel}
-		if c.cfg.OrchestratorPeerAddr != nil {
-			for _, to := range c.nodes {
-				if a := c.cfg.OrchestratorPeerAddr(i, to.info.ID, to.info.PeerAddr); a != to.info.PeerAddr {
-					p.args = append(p.args, "--peer-route", to.info.Name+"="+a)
-				}
-			}
-		}
+		p.args = append(p.args, c.peerRoutes(name)...)
 		p.args = append(p.args, c.cfg.OrchestratorArgs...)
 		c.orchs = append(c.orchs, p)
 	}
 }
 
-// etcdFor is the --etcd value for process name.
+// etcdFor is the --etcd value for process name: each endpoint (a URL)
+// with its host:port routed by Config.Route.
 func (c *Cluster) etcdFor(name string) string {
 	eps := append([]string(nil), c.endpoints...)
-	if c.cfg.EtcdAddr != nil {
-		for i := range eps {
-			eps[i] = c.cfg.EtcdAddr(name, eps[i])
+	for i, ep := range eps {
+		if u, err := url.Parse(ep); err == nil && u.Host != "" {
+			u.Host = c.route(name, EtcdLink, u.Host)
+			eps[i] = u.String()
 		}
 	}
 	return strings.Join(eps, ",")
+}
+
+// route is where process from reaches to at addr (Config.Route).
+func (c *Cluster) route(from, to, addr string) string {
+	if c.cfg.Route == nil {
+		return addr
+	}
+	return c.cfg.Route(from, to, addr)
+}
+
+// peerRoutes are process from's --peer-route flags: one for each node
+// whose peer address Config.Route changes.
+func (c *Cluster) peerRoutes(from string) []string {
+	var args []string
+	for _, to := range c.nodes {
+		if to.info.Name == from {
+			continue
+		}
+		if a := c.route(from, to.info.Name, to.info.PeerAddr); a != to.info.PeerAddr {
+			args = append(args, "--peer-route", to.info.Name+"="+a)
+		}
+	}
+	return args
 }
 
 // Store is the cluster's etcd keys (nil without the control plane).
@@ -114,14 +133,7 @@ func (c *Cluster) Orchestrators() []NodeInfo {
 }
 
 // KillOrchestrator sends SIGKILL to orchestrator i (1-based) and waits.
-func (c *Cluster) KillOrchestrator(i int) error {
-	exited, err := c.signalProc(c.orchs[i-1], syscall.SIGKILL, true)
-	if err != nil {
-		return err
-	}
-	<-exited
-	return nil
-}
+func (c *Cluster) KillOrchestrator(i int) error { return c.kill(c.orchs[i-1]) }
 
 // StartOrchestrator (re)starts orchestrator i.
 func (c *Cluster) StartOrchestrator(i int) error { return c.startProc(c.orchs[i-1]) }

@@ -3,9 +3,9 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/tandemdb/tandem/internal/coord"
+	"github.com/tandemdb/tandem/internal/orchestrator/orchapi"
 	"github.com/tandemdb/tandem/internal/statusdoc"
 )
 
@@ -88,9 +89,27 @@ func PrintTable(w io.Writer, r statusdoc.Cluster) {
 		}
 		fmt.Fprintf(w, ", orchestrator %s, etcd ok %v", o, *r.EtcdOK)
 	}
+	if r.FailoverPolicy != "" {
+		fmt.Fprintf(w, ", failover %s", r.FailoverPolicy)
+	}
 	fmt.Fprintln(w)
+	if r.TopologyError != "" {
+		fmt.Fprintf(w, "TOPOLOGY DOES NOT DECODE (no failover until repaired with tandem mode set): %s\n", r.TopologyError)
+	}
+	if r.FailoverPolicyError != "" {
+		fmt.Fprintf(w, "FAILOVER POLICY UNREADABLE (no automatic failover): %s; set it: tandem failover-policy set automatic|manual\n", r.FailoverPolicyError)
+	}
+	if d := r.LeaderDown; d != nil {
+		fmt.Fprintf(w, "LEADER %s DOWN since %s (%s)", d.Leader, d.Since, d.Reason)
+		if d.WaitingForOperator {
+			fmt.Fprint(w, ", waiting for an operator: tandem promote NODE, or bring it back")
+		} else {
+			fmt.Fprint(w, ", failing over")
+		}
+		fmt.Fprintln(w)
+	}
 	if lf := r.LastFailover; lf != nil {
-		fmt.Fprintf(w, "last change: %s %s, %s -> %s, epoch %d -> %d (%s)", lf.Kind, lf.At, orNone(lf.From), lf.To, lf.OldEpoch, lf.NewEpoch, lf.Reason)
+		fmt.Fprintf(w, "last change: %s %s, %s -> %s, epoch %d -> %d (%s)", lf.Kind, lf.At, orNone(lf.From), orNone(lf.To), lf.OldEpoch, lf.NewEpoch, lf.Reason)
 		if lf.DetectionMs > 0 {
 			fmt.Fprintf(w, ", detection %.0f ms", lf.DetectionMs)
 		}
@@ -160,6 +179,11 @@ func collectControl(ctx context.Context, f File, r *statusdoc.Cluster) {
 	}
 	defer cli.Close()
 	store := coord.New(cli, "tandem")
+	if p, err := store.FailoverPolicy(ctx); err == nil {
+		r.FailoverPolicy = string(p)
+	} else {
+		r.FailoverPolicyError = err.Error()
+	}
 	if t, ok, err := store.Topology(ctx); err == nil {
 		if ok {
 			r.Epoch, r.Leader = t.Epoch, t.Leader
@@ -167,6 +191,8 @@ func collectControl(ctx context.Context, f File, r *statusdoc.Cluster) {
 				r.Nodes[i].Sync = slices.Contains(t.SyncSet, r.Nodes[i].ID)
 			}
 		}
+	} else if errors.Is(err, coord.ErrBadTopology) {
+		r.TopologyError = err.Error()
 	} else {
 		return
 	}
@@ -174,20 +200,11 @@ func collectControl(ctx context.Context, f File, r *statusdoc.Cluster) {
 	if err != nil {
 		return
 	}
-	var st statusdoc.Orchestrator
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+o.HTTPAddr+"/status", nil)
+	st, err := orchapi.Status(ctx, o.HTTPAddr)
 	if err != nil {
 		return
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return
-	}
-	defer resp.Body.Close()
-	if json.NewDecoder(resp.Body).Decode(&st) != nil {
-		return
-	}
-	r.Orchestrator, r.LastFailover = st.ID, st.LastFailover
+	r.Orchestrator, r.LastFailover, r.LeaderDown = st.ID, st.LastFailover, st.LeaderDown
 	etcdOK = st.EtcdOK
 	for _, h := range st.Nodes {
 		for i := range r.Nodes {

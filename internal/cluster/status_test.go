@@ -63,3 +63,31 @@ func TestCollect(t *testing.T) {
 		}
 	}
 }
+
+// TestPrintTableLeaderDown: under the manual failover policy the table
+// says which leader is down since when, and that an operator is awaited.
+func TestPrintTableLeaderDown(t *testing.T) {
+	ok := true
+	r := statusdoc.Cluster{Epoch: 4, Leader: "n1", EtcdOK: &ok, Orchestrator: "o1", FailoverPolicy: "manual",
+		LeaderDown:   &statusdoc.LeaderDown{Leader: "n1", Epoch: 4, Since: "2026-12-05T21:00:00Z", Reason: "leader refused 2 probes in a row (process gone)", WaitingForOperator: true},
+		LastFailover: &statusdoc.Failover{Kind: "detected", At: "2026-12-05T21:00:00.1Z", From: "n1", OldEpoch: 4, NewEpoch: 4, Reason: "leader refused 2 probes in a row (process gone)"}}
+	var table bytes.Buffer
+	PrintTable(&table, r)
+	for _, s := range []string{
+		"orchestrator o1, etcd ok true, failover manual\n",
+		"LEADER n1 DOWN since 2026-12-05T21:00:00Z (leader refused 2 probes in a row (process gone)), waiting for an operator: tandem promote NODE",
+		"last change: detected 2026-12-05T21:00:00.1Z, n1 -> (none), epoch 4 -> 4",
+	} {
+		if !strings.Contains(table.String(), s) {
+			t.Errorf("table has no %q:\n%s", s, table.String())
+		}
+	}
+	r.LeaderDown.WaitingForOperator, r.FailoverPolicy, r.FailoverPolicyError = false, "", `coord: failover policy "sometimes": want automatic or manual`
+	table.Reset()
+	PrintTable(&table, r)
+	for _, s := range []string{"), failing over\n", "FAILOVER POLICY UNREADABLE (no automatic failover): coord: failover policy \"sometimes\""} {
+		if !strings.Contains(table.String(), s) {
+			t.Errorf("table has no %q:\n%s", s, table.String())
+		}
+	}
+}

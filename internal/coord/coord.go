@@ -7,7 +7,10 @@
 //	topology         Topology: epoch, leader, mode, sync set, why and when
 //	members/<id>     Member: a node's addresses, zone and priority
 //	epochs/<epoch>   EpochStart: who led the epoch and its first LSN
-//	events/<seq>     Event: one failover, switchover or promotion
+//	events/<seq>     Event: one failover, switchover or promotion, a
+//	                 failure detected under the manual policy, a change of
+//	                 mode or policy
+//	failover_policy  the FailoverPolicy: automatic (no key) or manual
 //	orchestrator/    the orchestrators' election (concurrency.Election)
 //	leader           the leading node's claim, bound to its etcd lease
 //
@@ -18,8 +21,11 @@
 //     history and the event together (SetTopology). A change of leader
 //     must raise the epoch, so two leaders can never hold the same epoch:
 //     of two orchestrators racing from the same epoch, one wins.
+//   - A topology's rules (mode, sync-fallback, sync-min) are typed values
+//     parsed once, when it is decoded (DecodeTopology): one that does not
+//     parse is an error to its reader, never a silent default.
 //   - Nothing here decides anything: the orchestrator decides (package
-//     control), nodes obey the topology they watch.
+//     failover holds the rule), nodes obey the topology they watch.
 package coord
 
 import (
@@ -42,19 +48,21 @@ import (
 type Topology struct {
 	Epoch  uint64 `json:"epoch"`
 	Leader string `json:"leader"`
-	// Mode is the commit mode ("async", "quorum 1", ...).
-	Mode string `json:"mode,omitempty"`
+	// Mode is the commit mode ("async", "quorum 1", ...; unset: each
+	// node's own --mode).
+	Mode Mode `json:"mode,omitzero"`
 	// SyncSet names the followers whose acknowledgements count in a
 	// synchronous mode (the commit-modes issue fills it).
 	SyncSet []string `json:"sync_set,omitempty"`
-	// SyncFallback: "" or "never" (sync and semisync writes wait, then
-	// answer NOREPLICAS, while no sync-set member is there), or a
-	// duration ("10s"): after that long the leader degrades to async,
-	// loudly, until a follower is caught up again.
-	SyncFallback string `json:"sync_fallback,omitempty"`
+	// SyncFallback: "never" (sync and semisync writes wait, then answer
+	// NOREPLICAS, while no sync-set member is there), or "after D": after
+	// that long the leader degrades to async, loudly, until a follower is
+	// caught up again.
+	SyncFallback Fallback `json:"sync_fallback,omitzero"`
 	// SyncMin: in sync and semisync, while fewer sync-set members than
 	// this are there, writes are refused at once (NOREPLICAS) instead of
-	// waiting out the write timeout; 0 means no floor.
+	// waiting out the write timeout; 0 means no floor, below 0 does not
+	// decode.
 	SyncMin int `json:"sync_min,omitempty"`
 	// Fenced, in a topology with no Leader, is the leader whose epoch this
 	// one ended while a successor is chosen (a quorum-mode failover's
@@ -86,7 +94,10 @@ type EpochStart struct {
 	At       time.Time `json:"at"`
 }
 
-// Event is one change of leader, kept in etcd and logged.
+// Event is one change of leader, kept in etcd and logged. Kinds besides
+// the changes of leader (bootstrap, failover, fence, switchover, promote):
+// mode and policy (a setting changed), and, under the manual failover
+// policy, detected (a failed leader; To is empty) and leader-returned.
 type Event struct {
 	At       time.Time `json:"at"`
 	Kind     string    `json:"kind"` // bootstrap, failover, switchover, promote
@@ -112,6 +123,10 @@ type Store struct {
 	cli    *clientv3.Client
 	prefix string
 }
+
+// ErrBadTopology: the stored topology does not decode (a garbled rule, or
+// not JSON at all). Its readers must not act on it.
+var ErrBadTopology = errors.New("coord: the topology in etcd does not decode")
 
 // ErrConflict: the epoch moved since the caller read it.
 var ErrConflict = errors.New("coord: topology changed concurrently (epoch compare failed)")
@@ -166,10 +181,24 @@ func (s *Store) Topology(ctx context.Context) (t Topology, ok bool, err error) {
 	if len(resp.Kvs) == 0 {
 		return Topology{}, false, nil
 	}
-	if err := json.Unmarshal(resp.Kvs[0].Value, &t); err != nil {
-		return Topology{}, false, fmt.Errorf("coord: topology %q: %w", resp.Kvs[0].Value, err)
+	if t, err = DecodeTopology(resp.Kvs[0].Value); err != nil {
+		return Topology{}, false, err
 	}
 	return t, true, nil
+}
+
+// DecodeTopology decodes a stored topology. Its rules are parsed here,
+// once: a mode, sync-fallback or sync-min that does not parse is an error
+// naming the value, never a default in its place.
+func DecodeTopology(b []byte) (Topology, error) {
+	var t Topology
+	if err := json.Unmarshal(b, &t); err != nil {
+		return Topology{}, fmt.Errorf("%w: %s: %w", ErrBadTopology, b, err)
+	}
+	if err := t.check(); err != nil {
+		return Topology{}, fmt.Errorf("%w: %s: %w", ErrBadTopology, b, err)
+	}
+	return t, nil
 }
 
 // SetTopology changes the topology from the epoch the caller read (0: the
@@ -182,6 +211,9 @@ func (s *Store) SetTopology(ctx context.Context, from uint64, next Topology, ev 
 	if next.Epoch < from {
 		return fmt.Errorf("coord: epoch may not go back (%d to %d)", from, next.Epoch)
 	}
+	if err := next.check(); err != nil {
+		return err
+	}
 	if next.Changed.IsZero() {
 		next.Changed = time.Now()
 	}
@@ -192,8 +224,9 @@ func (s *Store) SetTopology(ctx context.Context, from uint64, next Topology, ev 
 		cmp = clientv3.Compare(clientv3.Value(s.Key("epoch")), "=", strconv.FormatUint(from, 10))
 	}
 	if from > 0 && next.Epoch == from {
-		// Same epoch: the leader must not change.
-		cur, ok, err := s.Topology(ctx)
+		// Same epoch: the leader must not change (read leniently: this
+		// may be the repair of rules that do not decode).
+		cur, _, ok, err := s.storedTopology(ctx)
 		if err != nil {
 			return err
 		}
@@ -228,9 +261,38 @@ func (s *Store) SetTopology(ctx context.Context, from uint64, next Topology, ev 
 }
 
 // WatchTopology sends the current topology and then every change until ctx
-// ends. The channel is closed when ctx ends; a broken watch is resumed.
+// ends. The channel is closed when ctx ends; a broken watch is resumed. A
+// stored topology that does not decode is skipped: readers that act on the
+// topology use WatchTopologyChecked, which reports it.
 func (s *Store) WatchTopology(ctx context.Context) <-chan Topology {
 	out := make(chan Topology, 1)
+	go func() {
+		defer close(out)
+		for w := range s.WatchTopologyChecked(ctx) {
+			if w.Err == nil && !send(ctx, out, w.Topology) {
+				return
+			}
+		}
+	}()
+	return out
+}
+
+// Watched is one topology a watch read: Err, if not nil, says why the
+// stored topology does not decode (Topology is then zero). A reader must
+// not act on such a topology, and should say why it does not.
+type Watched struct {
+	Topology Topology
+	Err      error
+}
+
+// WatchTopologyChecked is WatchTopology with the topologies that do not
+// decode delivered as errors.
+func (s *Store) WatchTopologyChecked(ctx context.Context) <-chan Watched {
+	out := make(chan Watched, 1)
+	decode := func(b []byte) Watched {
+		t, err := DecodeTopology(b)
+		return Watched{Topology: t, Err: err}
+	}
 	go func() {
 		defer close(out)
 		for ctx.Err() == nil {
@@ -242,11 +304,8 @@ func (s *Store) WatchTopology(ctx context.Context) <-chan Topology {
 				continue
 			}
 			rev := resp.Header.Revision
-			if len(resp.Kvs) > 0 {
-				var t Topology
-				if json.Unmarshal(resp.Kvs[0].Value, &t) == nil && !send(ctx, out, t) {
-					return
-				}
+			if len(resp.Kvs) > 0 && !send(ctx, out, decode(resp.Kvs[0].Value)) {
+				return
 			}
 			wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 			for wr := range s.cli.Watch(wctx, s.Key("topology"), clientv3.WithRev(rev+1)) {
@@ -254,8 +313,7 @@ func (s *Store) WatchTopology(ctx context.Context) <-chan Topology {
 					break
 				}
 				for _, ev := range wr.Events {
-					var t Topology
-					if ev.Kv != nil && json.Unmarshal(ev.Kv.Value, &t) == nil && !send(ctx, out, t) {
+					if ev.Kv != nil && len(ev.Kv.Value) > 0 && !send(ctx, out, decode(ev.Kv.Value)) {
 						cancel()
 						return
 					}
@@ -270,9 +328,9 @@ func (s *Store) WatchTopology(ctx context.Context) <-chan Topology {
 	return out
 }
 
-// send delivers t, replacing an undelivered older topology: a watcher
-// only ever needs the latest.
-func send(ctx context.Context, out chan Topology, t Topology) bool {
+// send delivers t, replacing an undelivered older value: a watcher only
+// ever needs the latest (topology, failover policy).
+func send[T any](ctx context.Context, out chan T, t T) bool {
 	for {
 		select {
 		case out <- t:

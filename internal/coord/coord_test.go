@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandemdb/tandem/internal/commit"
 	"github.com/tandemdb/tandem/internal/coord/embedded"
 )
 
@@ -33,7 +34,7 @@ func TestTopologyCompareAndSwap(t *testing.T) {
 	if err := s.SetTopology(ctx, 1, Topology{Epoch: 1, Leader: "n2"}, nil); err == nil {
 		t.Fatal("a new leader in the same epoch was accepted")
 	}
-	if err := s.SetTopology(ctx, 1, Topology{Epoch: 1, Leader: "n1", Mode: "quorum 1"}, nil); err != nil {
+	if err := s.SetTopology(ctx, 1, Topology{Epoch: 1, Leader: "n1", Mode: ModeOf(commit.Mode{Kind: commit.Quorum, K: 1})}, nil); err != nil {
 		t.Fatalf("same leader, same epoch, new mode: %v", err)
 	}
 	// Two orchestrators race from epoch 1: exactly one wins.

@@ -70,6 +70,14 @@ type Op struct {
 	ExpireAtMs int64 // absolute Unix milliseconds; 0 means no expiry
 }
 
+// Position names a log entry: its epoch and LSN. It is defined here, below
+// storage, so that the pure decision code (the control plane, replication's
+// handshake) can compare positions without linking the storage engine.
+type Position struct {
+	Epoch uint64
+	LSN   uint64
+}
+
 // Entry is one log record.
 type Entry struct {
 	Epoch  uint64

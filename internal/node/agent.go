@@ -2,16 +2,14 @@ package node
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
-	"net/url"
 	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/tandemdb/tandem/internal/coord"
+	"github.com/tandemdb/tandem/internal/orchestrator/orchapi"
 	"github.com/tandemdb/tandem/internal/replication"
 )
 
@@ -116,14 +114,21 @@ func (a *agent) run(ctx context.Context) {
 	defer retry.Stop()
 	syncTick := time.NewTicker(50 * time.Millisecond)
 	defer syncTick.Stop()
-	topos := a.store.WatchTopology(ctx)
+	topos := a.store.WatchTopologyChecked(ctx)
 	var have bool
 	for {
 		select {
-		case t, ok := <-topos:
+		case w, ok := <-topos:
 			if !ok {
 				return
 			}
+			if w.Err != nil {
+				// Obey the last topology that decoded: a garbled one names
+				// no rule this node could follow.
+				n.log.Error("control plane: the topology in etcd does not decode; keeping the last one that did", "err", w.Err)
+				continue
+			}
+			t := w.Topology
 			a.mu.Lock()
 			a.topo = t
 			a.mu.Unlock()
@@ -320,27 +325,10 @@ func (a *agent) switchoverTo(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("node: REPLICAOF NO ONE goes through the control plane: %w", err)
 	}
-	u := "http://" + o.HTTPAddr + "/switchover?to=" + url.QueryEscape(a.n.cfg.ID)
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("node: ask orchestrator %s for a switchover: %w", o.ID, err)
-	}
-	defer resp.Body.Close()
-	var res struct {
-		OK    bool   `json:"ok"`
-		Error string `json:"error"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
-		return fmt.Errorf("node: orchestrator %s: %w", o.ID, err)
-	}
-	if !res.OK {
-		return fmt.Errorf("node: switchover to %s refused: %s", a.n.cfg.ID, res.Error)
+	if _, err := orchapi.Switchover(ctx, o.HTTPAddr, a.n.cfg.ID); err != nil {
+		return fmt.Errorf("node: switchover to %s (orchestrator %s): %w", a.n.cfg.ID, o.ID, err)
 	}
 	return nil
 }

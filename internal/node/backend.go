@@ -17,7 +17,6 @@ import (
 	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/replication"
 	"github.com/tandemdb/tandem/internal/resp"
-	"github.com/tandemdb/tandem/internal/storage"
 )
 
 // backend is the node as the RESP front end sees it.
@@ -148,37 +147,38 @@ func peerAddrOf(ctx context.Context, addr string) (string, error) {
 	return peer, nil
 }
 
-// Custom serves tandem's own commands (TANDEM.*).
-func (b backend) Custom(ctx context.Context, args [][]byte) (commands.Reply, bool) {
+// Custom serves tandem's own commands (TANDEM.*). Its failures are
+// errors, which resp words from its error table.
+func (b backend) Custom(ctx context.Context, args [][]byte) (commands.Reply, bool, error) {
 	switch strings.ToUpper(string(args[0])) {
 	case "TANDEM.DIGEST":
 		applied, sum, err := b.n.db.Digest()
 		if err != nil {
-			return commands.ErrorReply("ERR " + err.Error()), true
+			return nil, true, fmt.Errorf("node: TANDEM.DIGEST: %w", err)
 		}
-		return commands.Array{commands.Int(applied), commands.Bulk(hex.EncodeToString(sum[:]))}, true
+		return commands.Array{commands.Int(applied), commands.Bulk(hex.EncodeToString(sum[:]))}, true, nil
 	case "TANDEM.PEERADDR":
 		_, peer, _ := b.n.Addrs()
-		return commands.Bulk(peer), true
+		return commands.Bulk(peer), true, nil
 	case "TANDEM.LSN":
-		return commands.Int(b.n.db.Applied()), true
+		return commands.Int(b.n.db.Applied()), true, nil
 	case "TANDEM.FORGET":
 		// TANDEM.FORGET node-id: the leader forgets a follower at once (it
 		// stops holding back log retention and counting for WAIT); 1 if
 		// it was known. A follower that connects again is known again.
 		if len(args) != 2 {
-			return commands.ErrorReply("ERR wrong number of arguments for 'tandem.forget' command"), true
+			return nil, true, &commands.ArityError{Name: "tandem.forget"}
 		}
 		r, ok := b.n.current().(*leading)
 		if !ok {
-			return commands.ErrorReply("READONLY You can't write against a read only replica. (tandem: this node is not the leader)"), true
+			return nil, true, resp.ErrNotLeader
 		}
 		if r.l.RemoveFollower(string(args[1])) {
-			return commands.Int(1), true
+			return commands.Int(1), true, nil
 		}
-		return commands.Int(0), true
+		return commands.Int(0), true, nil
 	}
-	return nil, false
+	return nil, false, nil
 }
 
 func (b backend) Role() commands.Reply {
@@ -311,19 +311,13 @@ func (b backend) infoReplication(sb *strings.Builder) {
 		st.Applied, st.Epoch, st.State, st.LagLSN, st.LagSeconds, stale)
 }
 
+// infoKeyspace reports the key counts storage keeps on apply (O(1)): a
+// key whose expiry passed counts until its deletion is applied, as Redis
+// counts keys not yet reaped.
 func (b backend) infoKeyspace(sb *strings.Builder) {
 	sb.WriteString("# Keyspace\r\n")
-	keys, expires := 0, 0
-	now := time.Now().UnixMilli()
-	_ = storage.View{DB: b.n.db, NowMs: now}.Scan(nil, func(_ []byte, v commands.Value) bool {
-		keys++
-		if v.ExpireAtMs != 0 {
-			expires++
-		}
-		return true
-	})
-	if keys > 0 {
-		fmt.Fprintf(sb, "db0:keys=%d,expires=%d,avg_ttl=0\r\n", keys, expires)
+	if c := b.n.db.KeyCounts(); c.Keys > 0 {
+		fmt.Fprintf(sb, "db0:keys=%d,expires=%d,avg_ttl=0\r\n", c.Keys, c.Expires)
 	}
 	sb.WriteString("\r\n")
 }

@@ -70,3 +70,43 @@ func TestForgetFollower(t *testing.T) {
 	}
 	waitFor(t, "n2 to reconnect and be known again", 10*time.Second, known)
 }
+
+// TestInfoKeyspace: INFO's keyspace figures follow the writes (storage's
+// counts, no scan), and a node with no key prints none, as Redis does.
+func TestInfoKeyspace(t *testing.T) {
+	n := testNode(t, "n1", nil)
+	ctx := context.Background()
+	c := newClient(t, n)
+	keyspace := func() string {
+		info, err := c.Info(ctx, "keyspace").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(info, "\r\n") {
+			if strings.HasPrefix(l, "db0:") {
+				return l
+			}
+		}
+		return ""
+	}
+	if got := keyspace(); got != "" {
+		t.Fatalf("empty node: %q", got)
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(c.Set(ctx, "a", "1", 0).Err())
+	must(c.Set(ctx, "b", "2", time.Hour).Err())
+	must(c.Set(ctx, "c", "3", 0).Err())
+	must(c.Set(ctx, "a", "4", 0).Err())
+	if got, want := keyspace(), "db0:keys=3,expires=1,avg_ttl=0"; got != want {
+		t.Errorf("after 3 keys, 1 with a TTL: %q, want %q", got, want)
+	}
+	must(c.Del(ctx, "b", "nothing").Err())
+	if got, want := keyspace(), "db0:keys=2,expires=0,avg_ttl=0"; got != want {
+		t.Errorf("after DEL b: %q, want %q", got, want)
+	}
+}

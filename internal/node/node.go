@@ -34,12 +34,14 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
 
 	"github.com/tandemdb/tandem/internal/commands"
 	"github.com/tandemdb/tandem/internal/commit"
+	"github.com/tandemdb/tandem/internal/failover"
 	"github.com/tandemdb/tandem/internal/peerpb"
 	"github.com/tandemdb/tandem/internal/replication"
 	"github.com/tandemdb/tandem/internal/resp"
@@ -129,6 +131,11 @@ type Node struct {
 	agent *agent // the control plane's side in this node; nil when static
 
 	reads readCounts // reads by policy and outcome (reads.go)
+	// readsResumed: since this process started, the node has caught up
+	// with a leader as a follower, or passed a leader's read barrier, so
+	// its applied data is at least what it served before a crash; until
+	// then follower reads answer LOADING (ReadAt).
+	readsResumed atomic.Bool
 
 	bg        sync.WaitGroup // expiry loop and role watchers
 	closed    chan struct{}
@@ -147,9 +154,9 @@ type leading struct {
 	l *replication.Leader
 	// lease gates its answers under the control plane (nil: static).
 	lease *replication.Lease
-	// sync is the sync-set management of this leadership (the agent's
+	// sync is the sync-set policy of this leadership (the agent's
 	// goroutine only).
-	sync *syncManager
+	sync *failover.SyncSet
 	// ctx ends when the node stops the role (not when the leader stops
 	// by itself): the expiry loop's proposals end with it.
 	ctx    context.Context

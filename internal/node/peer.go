@@ -13,6 +13,7 @@ import (
 
 	"github.com/tandemdb/tandem/internal/peerpb"
 	"github.com/tandemdb/tandem/internal/replication"
+	"github.com/tandemdb/tandem/internal/statusdoc"
 )
 
 // peerService serves the replication stream and snapshots while the node
@@ -62,9 +63,9 @@ func (s *peerService) Heartbeat(ctx context.Context, req *peerpb.HeartbeatReques
 	}
 	switch r := n.current().(type) {
 	case *leading:
-		rep.Role, rep.LeadingEpoch, rep.Answering = "leader", r.l.Epoch(), r.lease.Valid()
+		rep.Role, rep.LeadingEpoch, rep.Answering = statusdoc.RoleLeader, r.l.Epoch(), r.lease.Valid()
 	case *following:
-		rep.Role, rep.Following = "follower", r.leaderPeer
+		rep.Role, rep.Following = statusdoc.RoleFollower, r.leaderPeer
 		if r.leaderID != "" {
 			rep.Following = r.leaderID
 		}
@@ -72,7 +73,7 @@ func (s *peerService) Heartbeat(ctx context.Context, req *peerpb.HeartbeatReques
 			rep.LeaderHeardAgoMs = time.Since(st.LastContact).Milliseconds()
 		}
 	case *fenced:
-		rep.Role, rep.Reason = "fenced", r.reason
+		rep.Role, rep.Reason = statusdoc.RoleFenced, r.reason
 	}
 	return rep, nil
 }

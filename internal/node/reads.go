@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tandemdb/tandem/internal/commands"
+	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/peerpb"
 	"github.com/tandemdb/tandem/internal/replication"
 	"github.com/tandemdb/tandem/internal/resp"
@@ -97,6 +98,16 @@ func (b backend) ReadAt(ctx context.Context, spec *commands.Spec, args [][]byte,
 		if r.f.Loading() {
 			return nil, at, resp.ErrLoading
 		}
+		// Reads never go back across a restart: a node that just started
+		// serves follower reads only once it has caught up with a leader
+		// (or led), since what it applied may be older than what it
+		// served before (see replication.Follower.CaughtUp).
+		if !b.n.readsResumed.Load() {
+			if !r.f.CaughtUp() {
+				return nil, at, resp.ErrLoading
+			}
+			b.n.readsResumed.Store(true)
+		}
 		defer func() {
 			if err == nil && (b.n.db.Seeding() || b.n.db.SeedGeneration() != gen) {
 				reply, err = nil, resp.ErrLoading
@@ -112,9 +123,10 @@ func (b backend) ReadAt(ctx context.Context, spec *commands.Spec, args [][]byte,
 		case err != nil:
 			return nil, at, leaderError(err)
 		}
+		b.n.readsResumed.Store(true) // the barrier: everything durable at its start is applied
 		if req.Floor != (resp.Position{}) && req.Policy.Kind != resp.PolicyAny && req.Policy.Kind != resp.PolicyBounded {
 			wctx, cancel := context.WithTimeout(ctx, b.n.readWait())
-			err := r.l.WaitApplied(wctx, storage.Position(req.Floor))
+			err := r.l.WaitApplied(wctx, logrec.Position(req.Floor))
 			cancel()
 			if err != nil {
 				return nil, at, readError(err)
@@ -144,7 +156,7 @@ func (n *Node) followerGate(ctx context.Context, r *following, req resp.ReadRequ
 	if req.Policy.Kind == resp.PolicyBounded {
 		return n.followerBounded(ctx, r, req.Policy.Bound)
 	}
-	floor := storage.Position(req.Floor)
+	floor := logrec.Position(req.Floor)
 	if req.Policy.Kind == resp.PolicyLinearizable || req.User != "" {
 		commit, user, err := r.index.ask(ctx, req.User)
 		if err != nil {
@@ -214,7 +226,7 @@ func reason(err, sentinel error) string {
 	return s
 }
 
-func maxPosition(a, b storage.Position) storage.Position {
+func maxPosition(a, b logrec.Position) logrec.Position {
 	if replication.Compare(a, b) < 0 {
 		return b
 	}
@@ -232,13 +244,13 @@ func (n *Node) appliedPosition() resp.Position {
 // leader records it as user's last write.
 func (b backend) Acknowledged(user string, lsn uint64) resp.Position {
 	r, leads := b.n.current().(*leading)
-	var pos storage.Position
+	var pos logrec.Position
 	if leads && lsn > r.l.StartPosition().LSN {
 		// This leadership's own entry (the common case): its epoch,
 		// without copying the epoch history on every write.
-		pos = storage.Position{Epoch: r.l.Epoch(), LSN: lsn}
+		pos = logrec.Position{Epoch: r.l.Epoch(), LSN: lsn}
 	} else {
-		pos = storage.Position{Epoch: replication.EpochAt(b.n.db.EpochHistory(), lsn), LSN: lsn}
+		pos = logrec.Position{Epoch: replication.EpochAt(b.n.db.EpochHistory(), lsn), LSN: lsn}
 	}
 	if leads && user != "" {
 		r.users.record(user, pos)
@@ -255,21 +267,21 @@ func (b backend) Acknowledged(user string, lsn uint64) resp.Position {
 type userPositions struct {
 	mu    sync.Mutex
 	max   int
-	floor storage.Position
+	floor logrec.Position
 	order *list.List // of *userPos, most recent first
 	byID  map[string]*list.Element
 }
 
 type userPos struct {
 	id  string
-	pos storage.Position
+	pos logrec.Position
 }
 
-func newUserPositions(floor storage.Position, max int) *userPositions {
+func newUserPositions(floor logrec.Position, max int) *userPositions {
 	return &userPositions{max: max, floor: floor, order: list.New(), byID: map[string]*list.Element{}}
 }
 
-func (u *userPositions) record(id string, pos storage.Position) {
+func (u *userPositions) record(id string, pos logrec.Position) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if el, ok := u.byID[id]; ok {
@@ -286,7 +298,7 @@ func (u *userPositions) record(id string, pos storage.Position) {
 	}
 }
 
-func (u *userPositions) get(id string) storage.Position {
+func (u *userPositions) get(id string) logrec.Position {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if el, ok := u.byID[id]; ok {
@@ -336,7 +348,7 @@ type readIndex struct {
 type indexCall struct {
 	user        string
 	done        chan struct{}
-	commit, pos storage.Position
+	commit, pos logrec.Position
 	err         error
 }
 
@@ -345,7 +357,7 @@ const readIndexTimeout = time.Second
 
 // ask returns the leader's commit position and user's last-write position
 // (the zero Position for user ""), learned by an RPC begun after the call.
-func (x *readIndex) ask(ctx context.Context, user string) (commit, pos storage.Position, err error) {
+func (x *readIndex) ask(ctx context.Context, user string) (commit, pos logrec.Position, err error) {
 	c := &indexCall{user: user, done: make(chan struct{})}
 	x.mu.Lock()
 	x.queue = append(x.queue, c)
@@ -390,10 +402,10 @@ func (x *readIndex) run() {
 		for _, c := range calls {
 			c.err = err
 			if err == nil {
-				c.commit = storage.Position{Epoch: rep.Commit.GetEpoch(), LSN: rep.Commit.GetLsn()}
+				c.commit = logrec.Position{Epoch: rep.Commit.GetEpoch(), LSN: rep.Commit.GetLsn()}
 				if c.user != "" {
 					p := rep.Users[index[c.user]]
-					c.pos = storage.Position{Epoch: p.GetEpoch(), LSN: p.GetLsn()}
+					c.pos = logrec.Position{Epoch: p.GetEpoch(), LSN: p.GetLsn()}
 				}
 			}
 			close(c.done)

@@ -13,7 +13,7 @@ import (
 	"github.com/tandemdb/tandem/internal/resp"
 	"github.com/tandemdb/tandem/internal/testutil"
 
-	"github.com/tandemdb/tandem/internal/storage"
+	"github.com/tandemdb/tandem/internal/logrec"
 )
 
 // TestReadPoliciesUnderLag writes a key on the leader and reads it at once
@@ -38,6 +38,14 @@ func TestReadPoliciesUnderLag(t *testing.T) {
 	follow(t, far, leader)
 	ctx := context.Background()
 	const rounds = 12
+	// A node that just started serves follower reads once it has caught
+	// up with its leader (LOADING before).
+	for _, f := range []*Node{near, far} {
+		testutil.Eventually(t, f.cfg.ID+" to catch up", 10*time.Second, func() (bool, string) {
+			r, ok := f.current().(*following)
+			return ok && r.f.CaughtUp(), "not caught up"
+		})
+	}
 
 	for _, tc := range []struct {
 		name   string
@@ -216,7 +224,7 @@ func TestTokenFromAnotherHistory(t *testing.T) {
 }
 
 func TestUserPositions(t *testing.T) {
-	pos := func(e, n uint64) storage.Position { return storage.Position{Epoch: e, LSN: n} }
+	pos := func(e, n uint64) logrec.Position { return logrec.Position{Epoch: e, LSN: n} }
 	u := newUserPositions(pos(2, 10), 2)
 	if got := u.get("a"); got != pos(2, 10) {
 		t.Errorf("unknown user = %v, want the start floor", got)
@@ -225,7 +233,7 @@ func TestUserPositions(t *testing.T) {
 	u.record("b", pos(3, 11))
 	u.record("a", pos(3, 13))
 	u.record("c", pos(3, 14)) // evicts b (least recent): the floor is its position
-	for id, want := range map[string]storage.Position{"a": pos(3, 13), "c": pos(3, 14), "b": pos(3, 11), "z": pos(3, 11)} {
+	for id, want := range map[string]logrec.Position{"a": pos(3, 13), "c": pos(3, 14), "b": pos(3, 11), "z": pos(3, 11)} {
 		if got := u.get(id); got != want {
 			t.Errorf("get(%s) = %v, want %v", id, got, want)
 		}

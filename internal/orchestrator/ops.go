@@ -3,78 +3,51 @@ package orchestrator
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
 	"time"
 
-	"github.com/tandemdb/tandem/internal/control"
 	"github.com/tandemdb/tandem/internal/coord"
+	"github.com/tandemdb/tandem/internal/failover"
+	"github.com/tandemdb/tandem/internal/hooks"
+	"github.com/tandemdb/tandem/internal/logrec"
+	"github.com/tandemdb/tandem/internal/orchestrator/orchapi"
 	"github.com/tandemdb/tandem/internal/peerpb"
 	"github.com/tandemdb/tandem/internal/statusdoc"
-	"github.com/tandemdb/tandem/internal/storage"
 )
 
-// OpResult is the answer to a manual operation.
-type OpResult struct {
-	OK       bool   `json:"ok"`
-	Error    string `json:"error,omitempty"`
-	From     string `json:"from,omitempty"`
-	To       string `json:"to,omitempty"`
-	OldEpoch uint64 `json:"old_epoch,omitempty"`
-	NewEpoch uint64 `json:"new_epoch,omitempty"`
-	// PauseMs: a switchover's write pause, from the old leader refusing
-	// writes to the new one answering them.
-	PauseMs float64 `json:"pause_ms,omitempty"`
-}
-
-// ErrRefused: a manual operation was refused (the message says why).
-var ErrRefused = errors.New("refused")
+// ErrRefused: a manual operation was refused (the message says why); it
+// survives the HTTP API (orchapi).
+var ErrRefused = orchapi.ErrRefused
 
 // Promote makes node the leader now, at a new epoch, without waiting for
 // the old leader: for when it is known dead. It refuses a node that is
 // unreachable, and one behind another reachable node (that would lose the
 // writes only the other has) unless acceptDataLoss, which is recorded in
 // the event.
-func (o *Orchestrator) Promote(ctx context.Context, node string, acceptDataLoss bool) (OpResult, error) {
+func (o *Orchestrator) Promote(ctx context.Context, node string, acceptDataLoss bool) (orchapi.Result, error) {
 	o.opMu.Lock()
 	defer o.opMu.Unlock()
 	v := o.snapshot()
-	target := v.node(node)
-	switch {
-	case target == nil:
-		return OpResult{}, fmt.Errorf("%w: %s is not a registered member", ErrRefused, node)
-	case !target.Fresh:
-		return OpResult{}, fmt.Errorf("%w: %s does not answer the orchestrator", ErrRefused, node)
-	case v.haveTopo && v.topo.Leader == node:
-		return OpResult{OK: true, To: node, NewEpoch: v.topo.Epoch}, nil
+	if v.TopoErr != nil {
+		return orchapi.Result{}, fmt.Errorf("%w: the topology in etcd does not decode (%v); fix it first", ErrRefused, v.TopoErr)
 	}
-	var all []control.Node
-	for _, n := range v.nodes {
-		all = append(all, control.Node{ID: n.ID, Durable: durable(n.Reply), Priority: 100, Reachable: n.Fresh, Eligible: true})
-	}
-	best, _ := control.Choose(all)
-	var lost uint64
-	if best.Candidate != node {
-		if b := v.node(best.Candidate); b != nil {
-			bd, td := durable(b.Reply), durable(target.Reply)
-			if bd != td {
-				if !acceptDataLoss {
-					return OpResult{}, fmt.Errorf("%w: %s (durable %d/%d) is behind %s (durable %d/%d); promoting it would lose what only %s has: use switchover, or --accept-data-loss",
-						ErrRefused, node, td.Epoch, td.LSN, b.ID, bd.Epoch, bd.LSN, b.ID)
-				}
-				if bd.Epoch == td.Epoch && bd.LSN > td.LSN {
-					lost = bd.LSN - td.LSN
-				}
-			}
-		}
-	}
-	ev, err := o.changeLocked(v, "promote", "manual promote of "+node, node, time.Time{}, lost, acceptDataLoss)
+	lost, already, err := failover.PromoteCheck(v, node, acceptDataLoss)
 	if err != nil {
-		return OpResult{}, err
+		return orchapi.Result{}, fmt.Errorf("%w: %v", ErrRefused, err)
 	}
-	return OpResult{OK: true, From: ev.From, To: node, OldEpoch: ev.OldEpoch, NewEpoch: ev.NewEpoch}, nil
+	if already {
+		return orchapi.Result{OK: true, To: node, NewEpoch: v.Topo.Epoch}, nil
+	}
+	reason := "manual promote of " + node
+	o.fire(hooks.Event{Kind: hooks.PrePromote, OldLeader: v.Topo.Leader, NewLeader: node, Epoch: v.Topo.Epoch, Reason: reason})
+	ev, err := o.changeLocked(v, failover.KindPromote, reason, node, time.Time{}, lost, acceptDataLoss)
+	if err != nil {
+		return orchapi.Result{}, err
+	}
+	o.fire(hooks.Event{Kind: hooks.PostPromote, OldLeader: ev.From, NewLeader: node, Epoch: ev.NewEpoch, OldEpoch: ev.OldEpoch, Time: ev.At, Reason: reason})
+	return orchapi.Result{OK: true, From: ev.From, To: node, OldEpoch: ev.OldEpoch, NewEpoch: ev.NewEpoch}, nil
 }
 
 // Switchover hands leadership to to (or the best follower) with no
@@ -83,60 +56,51 @@ func (o *Orchestrator) Promote(ctx context.Context, node string, acceptDataLoss 
 // position, then the epoch moves to the target and the old leader follows.
 // If the target does not catch up within the deadline the old leader
 // leads again at a new epoch.
-func (o *Orchestrator) Switchover(ctx context.Context, to string) (OpResult, error) {
+func (o *Orchestrator) Switchover(ctx context.Context, to string) (orchapi.Result, error) {
 	o.opMu.Lock()
 	defer o.opMu.Unlock()
 	v := o.snapshot()
-	if !v.haveTopo {
-		return OpResult{}, fmt.Errorf("%w: the cluster has no leader yet", ErrRefused)
+	leader, target, err := failover.SwitchoverTarget(v, to)
+	if err != nil {
+		return orchapi.Result{}, fmt.Errorf("%w: %v", ErrRefused, err)
 	}
-	leader := v.node(v.topo.Leader)
-	if leader == nil || !leader.Fresh || leader.Reply.Role != "leader" || leader.Reply.LeadingEpoch != v.topo.Epoch {
-		return OpResult{}, fmt.Errorf("%w: leader %s is not leading epoch %d now; use promote", ErrRefused, v.topo.Leader, v.topo.Epoch)
+	if to = target.ID; target == leader {
+		return orchapi.Result{OK: true, To: to, NewEpoch: v.Topo.Epoch}, nil
 	}
-	if to == "" {
-		c, err := control.Choose(v.candidates(leader.ID))
-		if err != nil {
-			return OpResult{}, fmt.Errorf("%w: %v", ErrRefused, err)
-		}
-		to = c.Candidate
-	}
-	target := v.node(to)
-	switch {
-	case to == leader.ID:
-		return OpResult{OK: true, To: to, NewEpoch: v.topo.Epoch}, nil
-	case target == nil || !target.Fresh || target.Reply.Role != "follower" || !follows(target.Reply, leader):
-		return OpResult{}, fmt.Errorf("%w: %s is not a follower of %s that answers", ErrRefused, to, leader.ID)
+	if v.TopoErr != nil {
+		return orchapi.Result{}, fmt.Errorf("%w: the topology in etcd does not decode (%v); fix it first", ErrRefused, v.TopoErr)
 	}
 	lconn, err := dial(o.peerAddr(leader.Member))
 	if err != nil {
-		return OpResult{}, err
+		return orchapi.Result{}, err
 	}
 	defer lconn.Close()
 	tconn, err := dial(o.peerAddr(target.Member))
 	if err != nil {
-		return OpResult{}, err
+		return orchapi.Result{}, err
 	}
 	defer tconn.Close()
 	lc, tc := peerpb.NewPeerClient(lconn), peerpb.NewPeerClient(tconn)
+	reason := "planned switchover to " + to
+	o.fire(hooks.Event{Kind: hooks.PreSwitchover, OldLeader: leader.ID, NewLeader: to, Epoch: v.Topo.Epoch, Reason: reason})
 
 	start := time.Now()
 	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	stopped, err := lc.StopWrites(sctx, &peerpb.StopWritesRequest{Epoch: v.topo.Epoch})
+	stopped, err := lc.StopWrites(sctx, &peerpb.StopWritesRequest{Epoch: v.Topo.Epoch})
 	cancel()
 	if err != nil {
 		// The leader may have stopped writes before failing: lead again.
 		o.relead(v, leader.ID, "switchover aborted: stop writes: "+err.Error())
-		return OpResult{}, fmt.Errorf("switchover: stop writes on %s: %w", leader.ID, err)
+		return orchapi.Result{}, fmt.Errorf("switchover: stop writes on %s: %w", leader.ID, err)
 	}
-	want := storage.Position{Epoch: stopped.Durable.Epoch, LSN: stopped.Durable.Lsn}
+	want := logrec.Position{Epoch: stopped.Durable.Epoch, LSN: stopped.Durable.Lsn}
 	caught := false
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		hctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
-		rep, err := tc.Heartbeat(hctx, &peerpb.HeartbeatRequest{OrchestratorId: o.cfg.ID, Epoch: v.topo.Epoch})
+		rep, err := tc.Heartbeat(hctx, &peerpb.HeartbeatRequest{OrchestratorId: o.cfg.ID, Epoch: v.Topo.Epoch})
 		cancel()
-		if err == nil && durable(rep) == want {
+		if err == nil && failover.Durable(rep) == want {
 			caught = true
 			break
 		}
@@ -146,37 +110,38 @@ func (o *Orchestrator) Switchover(ctx context.Context, to string) (OpResult, err
 	}
 	if !caught {
 		o.relead(v, leader.ID, "switchover aborted: "+to+" did not catch up")
-		return OpResult{}, fmt.Errorf("%w: %s did not reach the leader's position %d/%d within 5 s; %s leads again", ErrRefused, to, want.Epoch, want.LSN, leader.ID)
+		return orchapi.Result{}, fmt.Errorf("%w: %s did not reach the leader's position %d/%d within 5 s; %s leads again", ErrRefused, to, want.Epoch, want.LSN, leader.ID)
 	}
-	ev, err := o.changeLocked(v, "switchover", "planned switchover to "+to, to, time.Time{}, 0, false)
+	ev, err := o.changeLocked(v, failover.KindSwitchover, reason, to, time.Time{}, 0, false)
 	if err != nil {
 		o.relead(v, leader.ID, "switchover aborted: "+err.Error())
-		return OpResult{}, err
+		return orchapi.Result{}, err
 	}
 	// The pause ends when the new leader answers writes.
 	for time.Now().Before(start.Add(10 * time.Second)) {
 		hctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 		rep, err := tc.Heartbeat(hctx, &peerpb.HeartbeatRequest{OrchestratorId: o.cfg.ID, Epoch: ev.NewEpoch})
 		cancel()
-		if err == nil && rep.Role == "leader" && rep.LeadingEpoch == ev.NewEpoch && rep.Answering {
+		if err == nil && rep.Role == statusdoc.RoleLeader && rep.LeadingEpoch == ev.NewEpoch && rep.Answering {
 			break
 		}
 		if !coord.Sleep(ctx, 2*time.Millisecond) {
 			break
 		}
 	}
-	ev.PauseMs = float64(time.Since(start).Microseconds()) / 1000
-	uctx, ucancel := context.WithTimeout(o.ctx, 2*time.Second)
-	_ = o.store.AddEvent(uctx, *ev)
-	ucancel()
-	o.log.Info("switchover done", "from", leader.ID, "to", to, "epoch", ev.NewEpoch, "pause_ms", ev.PauseMs)
-	return OpResult{OK: true, From: leader.ID, To: to, OldEpoch: ev.OldEpoch, NewEpoch: ev.NewEpoch, PauseMs: ev.PauseMs}, nil
+	pause := float64(time.Since(start).Microseconds()) / 1000
+	if err := o.amendEvent(ev, func(e *coord.Event) { e.PauseMs = pause }); err != nil {
+		o.log.Warn("record switchover pause", "err", err)
+	}
+	o.log.Info("switchover done", "from", leader.ID, "to", to, "epoch", ev.NewEpoch, "pause_ms", pause)
+	o.fire(hooks.Event{Kind: hooks.PostSwitchover, OldLeader: leader.ID, NewLeader: to, Epoch: ev.NewEpoch, OldEpoch: ev.OldEpoch, Time: ev.At, Reason: reason})
+	return orchapi.Result{OK: true, From: leader.ID, To: to, OldEpoch: ev.OldEpoch, NewEpoch: ev.NewEpoch, PauseMs: pause}, nil
 }
 
 // relead gives the old leader a new epoch after a failed switchover (its
 // lease is revoked for good once it stopped writes).
-func (o *Orchestrator) relead(v view, leader, reason string) {
-	if _, err := o.changeLocked(v, "switchover-abort", reason, leader, time.Time{}, 0, false); err != nil {
+func (o *Orchestrator) relead(v failover.View, leader, reason string) {
+	if _, err := o.changeLocked(v, failover.KindSwitchoverAbort, reason, leader, time.Time{}, 0, false); err != nil {
 		o.log.Error("switchover: could not give the leader back its role", "err", err)
 	}
 }
@@ -186,11 +151,19 @@ func (o *Orchestrator) Status(ctx context.Context) statusdoc.Orchestrator {
 	v := o.snapshot()
 	o.mu.Lock()
 	st := statusdoc.Orchestrator{ID: o.cfg.ID, Active: o.active, EtcdOK: time.Since(o.etcdOK) < time.Second,
-		Epoch: v.topo.Epoch, Leader: v.topo.Leader}
-	last := o.last
+		Epoch: v.Topo.Epoch, Leader: v.Topo.Leader}
+	if v.TopoErr != nil {
+		st.TopologyError = v.TopoErr.Error()
+	}
+	o.policyStatus(&st)
+	var last *coord.Event // a copy: amendEvent changes o.last under o.mu
+	if o.last != nil {
+		c := *o.last
+		last = &c
+	}
 	errs := map[string]string{}
 	for id, ns := range o.nodes {
-		errs[id] = ns.lastErr
+		errs[id] = ns.probe.LastErr
 	}
 	o.mu.Unlock()
 	if evs, err := o.store.Events(ctx, 1); err == nil && len(evs) == 1 {
@@ -198,14 +171,14 @@ func (o *Orchestrator) Status(ctx context.Context) statusdoc.Orchestrator {
 	} else if last != nil {
 		st.LastFailover = FailoverDoc(*last)
 	}
-	for _, n := range v.nodes {
+	for _, n := range v.Nodes {
 		// φ grows without bound (+Inf) for a silent node; JSON has no Inf.
 		h := statusdoc.OrchestratorNode{ID: n.ID, Error: errs[n.ID], Health: statusdoc.Health{Phi: min(n.Phi, maxPhi), Reachable: n.Fresh}}
 		if !n.LastBeat.IsZero() {
-			h.LastHeartbeatMs = float64(v.now.Sub(n.LastBeat).Microseconds()) / 1000
+			h.LastHeartbeatMs = float64(v.Now.Sub(n.LastBeat).Microseconds()) / 1000
 		}
 		if n.Reply != nil {
-			h.Role, h.DurableLSN = n.Reply.Role, durable(n.Reply).LSN
+			h.Role, h.DurableLSN = n.Reply.Role, failover.Durable(n.Reply).LSN
 		}
 		st.Nodes = append(st.Nodes, h)
 	}
@@ -225,33 +198,31 @@ func FailoverDoc(ev coord.Event) *statusdoc.Failover {
 
 func (o *Orchestrator) handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+orchapi.PathStatus, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, o.Status(r.Context()))
 	})
-	op := func(f func(r *http.Request) (OpResult, error)) http.HandlerFunc {
+	mux.Handle("GET "+orchapi.PathMetrics, o.metrics())
+	op := func(f func(r *http.Request) (orchapi.Result, error)) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			if !o.Active() {
-				writeJSON(w, http.StatusMisdirectedRequest, OpResult{Error: errNotActive.Error()})
+				writeJSON(w, orchapi.StatusCode(errNotActive), orchapi.Result{Error: errNotActive.Error()})
 				return
 			}
 			res, err := f(r)
 			if err != nil {
-				code := http.StatusInternalServerError
-				if errors.Is(err, ErrRefused) {
-					code = http.StatusConflict
-				}
-				writeJSON(w, code, OpResult{Error: err.Error()})
+				writeJSON(w, orchapi.StatusCode(err), orchapi.Result{Error: err.Error()})
 				return
 			}
 			writeJSON(w, http.StatusOK, res)
 		}
 	}
-	mux.HandleFunc("POST /promote", op(func(r *http.Request) (OpResult, error) {
-		accept, _ := strconv.ParseBool(r.URL.Query().Get("accept-data-loss"))
-		return o.Promote(r.Context(), r.URL.Query().Get("node"), accept)
+	mux.HandleFunc("POST "+orchapi.PathPromote, op(func(r *http.Request) (orchapi.Result, error) {
+		q := r.URL.Query()
+		accept, _ := strconv.ParseBool(q.Get(orchapi.ParamAcceptDataLoss))
+		return o.Promote(r.Context(), q.Get(orchapi.ParamNode), accept)
 	}))
-	mux.HandleFunc("POST /switchover", op(func(r *http.Request) (OpResult, error) {
-		return o.Switchover(r.Context(), r.URL.Query().Get("to"))
+	mux.HandleFunc("POST "+orchapi.PathSwitchover, op(func(r *http.Request) (orchapi.Result, error) {
+		return o.Switchover(r.Context(), r.URL.Query().Get(orchapi.ParamTo))
 	}))
 	return mux
 }

@@ -8,37 +8,32 @@
 // (phi accrual by default, a plain timeout optionally), so that a standby
 // that takes over already knows the cluster.
 //
-// The active orchestrator fails the leader over when all of:
+// The active orchestrator applies the failover rule of package failover
+// (its package comment states it whole): the probe's reading of each
+// Heartbeat (failover.Probe), the four triggers and the followers' veto
+// (failover.Decide), eligibility and ranking of candidates, and quorum K's
+// two steps (failover.Elect). This package is its driver: it probes, takes
+// a consistent view, and carries out the decision. A topology in etcd that
+// does not decode is never acted on: the orchestrator logs why and shows it
+// in its /status (topology_error) until it is fixed.
 //
-//  1. its detector suspects the leader and the leader has been silent for
-//     Config.MinSilence (a leader saturated by clients misses heartbeats
-//     for a few hundred milliseconds while alive), or two probes in a row were
-//     refused outright (the process is gone: kill -9 on this host), or the
-//     leader answers but has not led the topology's epoch for
-//     Config.NotLeadingAfter;
-//  2. no reachable follower still hears the leader's stream (heard within
-//     Config.FollowerSilence): a cut between the orchestrator and the
-//     leader alone is not a failure (the holistic check);
-//  3. a candidate exists: control.Choose over the reachable followers'
-//     durable (epoch, LSN) and priorities; in sync and semisync only a
-//     member of the published sync set may be chosen.
-//
-// In quorum K the failover takes two steps, because the old leader may
-// still commit through followers that have not heard of the new epoch
-// after a candidate is chosen, and the candidate need not hold those
-// writes. First the epoch is raised with no leader (Topology.Fenced names
-// the old one); a node that sees it fences itself, then persists the
-// epoch, and reports it in Heartbeat before its position. Then, once
-// F-K+1 of the F other members report it (or the old leader does), the
-// most advanced of them is promoted: every write acknowledged on K
-// members is on one of them, and none of them takes the old leader's
-// entries any more. Until then nothing is done.
-//
-// It then raises the epoch in etcd with a compare and swap naming the
+// To fail over it raises the epoch in etcd with a compare and swap naming the
 // candidate (coord.SetTopology) and records the event; nodes watch the
 // topology and change role themselves. The new leader gets a grace period
 // in the detector (Config.Grace), so that a leader busy taking over is not
 // failed over again.
+//
+// The failover policy (coord.FailoverPolicy, in etcd, changed at run time
+// by `tandem failover-policy set`) acts after the rule, where a decision is
+// carried out (gate, policy.go): under automatic (the default) a failover
+// or fence is carried out at once; under manual, or while the stored policy
+// does not parse, it never is, however long the leader is down: the
+// failure is recorded (an event in etcd), reported in /status (leader_down,
+// waiting_for_operator) and /metrics, and nothing more happens until
+// `tandem promote` or the leader answers again. In both, the hooks
+// (Config.Hooks, package hooks) are told of the detection, before and
+// after each failover, promote and switchover; they run beside the
+// failover and never delay it.
 //
 // Timing promise (with node.DefaultFenceAfter F = 100 ms): an old leader
 // answers nothing later than F after the epoch changed in etcd, and the new
@@ -51,22 +46,19 @@ package orchestrator
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"slices"
 	"sort"
 	"sync"
 	"time"
 
-	"github.com/tandemdb/tandem/internal/commit"
-	"github.com/tandemdb/tandem/internal/control"
 	"github.com/tandemdb/tandem/internal/coord"
 	"github.com/tandemdb/tandem/internal/detector"
-	"github.com/tandemdb/tandem/internal/peerpb"
-	"github.com/tandemdb/tandem/internal/storage"
+	"github.com/tandemdb/tandem/internal/failover"
+	"github.com/tandemdb/tandem/internal/hooks"
+	"github.com/tandemdb/tandem/internal/orchestrator/orchapi"
 )
 
 // Config configures an orchestrator.
@@ -81,12 +73,12 @@ type Config struct {
 	// active or standby, serves it.
 	SentinelAddr string
 	SentinelName string
-	// Mode is the cluster's commit mode written at bootstrap ("" leaves
+	// Mode is the cluster's commit mode written at bootstrap (unset leaves
 	// it to each node's --mode); later changes go through the topology.
-	Mode string
+	Mode coord.Mode
 	// SyncFallback is the cluster's sync-fallback setting written at
-	// bootstrap ("never" or "after D"; see coord.Topology).
-	SyncFallback string
+	// bootstrap (see coord.Topology).
+	SyncFallback coord.Fallback
 	// Interval is the heartbeat interval (default 100 ms).
 	Interval time.Duration
 	// Detector is "phi" (default) or "timeout".
@@ -131,6 +123,10 @@ type Config struct {
 	// Changed, if set, is called after every topology change this
 	// orchestrator sees (for the Sentinel endpoint).
 	Changed func(old, new coord.Topology)
+	// Hooks are the commands and URLs told of a detected failure and of
+	// every failover, promote and switchover (package hooks); the active
+	// orchestrator fires them. Hooks.Logger defaults to Logger.
+	Hooks hooks.Config
 }
 
 func (c *Config) setDefaults() {
@@ -196,38 +192,41 @@ type Orchestrator struct {
 	members  map[string]coord.Member
 	peers    []coord.Orchestrator // the other registered orchestrators
 	nodes    map[string]*nodeState
-	last     *coord.Event // the last change this orchestrator made
+	last     *coord.Event // the last change this orchestrator made; its fields change under mu
+	evMu     sync.Mutex   // orders amendEvent's records of one event
 	etcdOK   time.Time    // the last successful etcd read
 	started  time.Time
 	noted    map[string]time.Time // rate limit for repeated log lines
+	// policy is the cluster's failover policy as last watched ("" before
+	// the first read); policyErr says why the stored one does not parse.
+	// Either way only FailoverAutomatic lets gate carry out a failover.
+	policy    coord.FailoverPolicy
+	policyErr error
+	outage    *outage // the failed leader not yet replaced (policy.go)
+	held      uint64  // failover decisions the policy held (tests)
+	hooks     *hooks.Runner
+
+	// topoErr: the topology stored in etcd does not decode (topo is the
+	// last one that did); nothing is changed until it does.
+	topoErr error
 
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
 
-// nodeState is what the orchestrator knows of one node.
+// nodeState is what the orchestrator knows of one node: its member record
+// and what its probes established.
 type nodeState struct {
-	member  coord.Member
-	det     detector.Detector
-	reply   *peerpb.HeartbeatReply
-	replied time.Time // when reply arrived
-	refused int       // probes refused in a row
-	lastErr string
-	notLead time.Time // since when it does not lead the epoch it should
-	// notAnswering: since when it leads but answers nothing (its lease is
-	// not confirmed: cut off from etcd, and not every follower echoes it).
-	notAnswering time.Time
-	// graceEnds: the grace given as a new leader, until it answers.
-	graceEnds time.Time
-	probeCtl  context.CancelFunc
+	member   coord.Member
+	probe    failover.Probe
+	probeCtl context.CancelFunc
 }
 
-// giveGrace keeps the detector from suspecting a new leader for d, or
-// until it answers as leader, whichever comes first.
-func (ns *nodeState) giveGrace(d time.Duration) {
-	ns.graceEnds = time.Now().Add(d)
-	ns.det.Grace(ns.graceEnds)
+// rules are the failover rule's timings from the configuration.
+func (c *Config) rules() failover.Rules {
+	return failover.Rules{Bootstrap: c.Bootstrap, MinSilence: c.MinSilence, FollowerSilence: c.FollowerSilence,
+		NotLeadingAfter: c.NotLeadingAfter, NotAnsweringAfter: c.NotAnsweringAfter}
 }
 
 // Start connects to etcd, starts probing and campaigns for the election.
@@ -258,7 +257,15 @@ func Start(cfg Config) (*Orchestrator, error) {
 		cli.Close()
 		return nil, err
 	}
-	o.wg.Add(4)
+	if len(cfg.Hooks.Commands)+len(cfg.Hooks.URLs) > 0 {
+		hc := cfg.Hooks
+		if hc.Logger == nil {
+			hc.Logger = o.log
+		}
+		o.hooks = hooks.New(hc)
+	}
+	o.wg.Add(5)
+	go o.watchPolicy()
 	go o.watchTopology()
 	go o.watchMembers()
 	go o.campaign()
@@ -291,6 +298,7 @@ func (o *Orchestrator) Close() {
 		o.sentinel.srv.Close()
 	}
 	o.wg.Wait()
+	o.hooks.Close() // what is queued runs, within the hook timeout
 	o.store.Client().Close()
 }
 
@@ -340,13 +348,21 @@ func (o *Orchestrator) campaign() {
 
 func (o *Orchestrator) watchTopology() {
 	defer o.wg.Done()
-	for t := range o.store.WatchTopology(o.ctx) {
+	for w := range o.store.WatchTopologyChecked(o.ctx) {
+		if w.Err != nil {
+			o.mu.Lock()
+			o.topoErr = w.Err
+			o.mu.Unlock()
+			o.log.Error("the topology in etcd does not decode: no failover, promote or switchover until it is fixed", "err", w.Err)
+			continue
+		}
+		t := w.Topology
 		o.mu.Lock()
 		old, had := o.topo, o.haveTopo
-		o.topo, o.haveTopo = t, true
+		o.topo, o.haveTopo, o.topoErr = t, true, nil
 		if had && old.Leader != t.Leader {
 			if ns := o.nodes[t.Leader]; ns != nil {
-				ns.giveGrace(o.cfg.Grace)
+				ns.probe.GiveGrace(time.Now(), o.cfg.Grace)
 			}
 		}
 		o.mu.Unlock()
@@ -392,7 +408,7 @@ func (o *Orchestrator) watchMembers() {
 					ns.probeCtl()
 				}
 				pctx, pcancel := context.WithCancel(o.ctx)
-				ns = &nodeState{member: m, det: o.detectorFor(), probeCtl: pcancel}
+				ns = &nodeState{member: m, probe: failover.Probe{Det: o.detectorFor()}, probeCtl: pcancel}
 				o.nodes[m.ID] = ns
 				o.wg.Add(1)
 				go o.probe(pctx, ns)
@@ -415,89 +431,17 @@ func (o *Orchestrator) peerAddr(m coord.Member) string {
 	return m.PeerAddr
 }
 
-// view is one consistent reading of what the orchestrator knows.
-type view struct {
-	now      time.Time
-	topo     coord.Topology
-	haveTopo bool
-	nodes    []nodeView
-}
-
-type nodeView struct {
-	ID       string
-	Member   coord.Member
-	Reply    *peerpb.HeartbeatReply // nil if never answered
-	Fresh    bool                   // answered within 3 intervals
-	Suspect  bool
-	Refused  int
-	Phi      float64
-	LastBeat time.Time
-	NotLead  time.Time
-	// NotAnswering: since when it leads without a valid lease (zero: it
-	// answers, or does not lead).
-	NotAnswering time.Time
-}
-
-func (o *Orchestrator) snapshot() view {
+// snapshot is one consistent reading of what the orchestrator knows.
+func (o *Orchestrator) snapshot() failover.View {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	now := time.Now()
-	v := view{now: now, topo: o.topo, haveTopo: o.haveTopo}
+	v := failover.View{Now: now, Topo: o.topo, HaveTopo: o.haveTopo, TopoErr: o.topoErr}
 	for id, ns := range o.nodes {
-		nv := nodeView{ID: id, Member: ns.member, Reply: ns.reply, Refused: ns.refused,
-			Suspect: ns.det.Suspect(now), Phi: ns.det.Phi(now), LastBeat: ns.det.LastHeartbeat(), NotLead: ns.notLead,
-			NotAnswering: ns.notAnswering}
-		nv.Fresh = ns.reply != nil && now.Sub(ns.replied) < 3*o.cfg.Interval
-		v.nodes = append(v.nodes, nv)
+		v.Nodes = append(v.Nodes, ns.probe.View(id, ns.member, now, 3*o.cfg.Interval))
 	}
-	sort.Slice(v.nodes, func(i, j int) bool { return v.nodes[i].ID < v.nodes[j].ID })
+	sort.Slice(v.Nodes, func(i, j int) bool { return v.Nodes[i].ID < v.Nodes[j].ID })
 	return v
-}
-
-func (v view) node(id string) *nodeView {
-	for i := range v.nodes {
-		if v.nodes[i].ID == id {
-			return &v.nodes[i]
-		}
-	}
-	return nil
-}
-
-func durable(r *peerpb.HeartbeatReply) storage.Position {
-	if r == nil || r.Durable == nil {
-		return storage.Position{}
-	}
-	return storage.Position{Epoch: r.Durable.Epoch, LSN: r.Durable.Lsn}
-}
-
-// candidates are the nodes other than exclude as control.Choose sees them.
-// In sync and semisync only members of the published sync set are
-// eligible: they alone hold every acknowledged write.
-func (v view) candidates(exclude string) []control.Node {
-	restricted := false
-	if m, err := commit.ParseMode(v.topo.Mode); err == nil && v.haveTopo && m.NeedsSyncSet() {
-		restricted = true
-	}
-	var out []control.Node
-	for _, n := range v.nodes {
-		if n.ID == exclude {
-			continue
-		}
-		out = append(out, control.Node{ID: n.ID, Durable: durable(n.Reply), Priority: n.Member.Priority,
-			Reachable: n.Fresh && n.Reply.Role != "", Eligible: !restricted || slices.Contains(v.topo.SyncSet, n.ID)})
-	}
-	return out
-}
-
-// maxEpoch is the highest epoch any node reported or the topology holds.
-func (v view) maxEpoch() uint64 {
-	e := v.topo.Epoch
-	for _, n := range v.nodes {
-		if n.Reply != nil && n.Reply.Epoch > e {
-			e = n.Reply.Epoch
-		}
-	}
-	return e
 }
 
 // note logs msg at most once a second per key.
@@ -514,4 +458,5 @@ func (o *Orchestrator) note(key, msg string, args ...any) {
 	}
 }
 
-var errNotActive = errors.New("orchestrator: not the active orchestrator")
+// errNotActive: an operation asked of a standby orchestrator.
+var errNotActive = orchapi.ErrNotActive

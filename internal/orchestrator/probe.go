@@ -6,11 +6,10 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
 
 	"github.com/tandemdb/tandem/internal/coord"
+	"github.com/tandemdb/tandem/internal/failover"
 	"github.com/tandemdb/tandem/internal/peerpb"
 )
 
@@ -25,9 +24,13 @@ func dial(addr string) (*grpc.ClientConn, error) {
 		}))
 }
 
-// probe heartbeats one node every interval until ctx ends. Each probe has
-// the interval as its deadline, so a stopped node costs one interval per
-// missed heartbeat, never a pile of probes.
+// heartbeater is the one RPC a prober makes (peerpb.PeerClient has it), so
+// that tests can drive the probe loop with a fake under testing/synctest.
+type heartbeater interface {
+	Heartbeat(ctx context.Context, in *peerpb.HeartbeatRequest, opts ...grpc.CallOption) (*peerpb.HeartbeatReply, error)
+}
+
+// probe heartbeats one node until ctx ends (see probeLoop).
 func (o *Orchestrator) probe(ctx context.Context, ns *nodeState) {
 	defer o.wg.Done()
 	conn, err := dial(o.peerAddr(ns.member))
@@ -36,65 +39,36 @@ func (o *Orchestrator) probe(ctx context.Context, ns *nodeState) {
 		return
 	}
 	defer conn.Close()
-	pc := peerpb.NewPeerClient(conn)
-	t := time.NewTicker(o.cfg.Interval)
-	defer t.Stop()
+	o.probeLoop(ctx, ns, peerpb.NewPeerClient(conn))
+}
+
+// probeLoop heartbeats one node every interval until ctx ends, and hands
+// each result to the node's failover.Probe, which says when to probe next
+// (a failed probe is retried after a quarter interval). Each probe has the
+// interval as its deadline, so a stopped node costs one interval per
+// missed heartbeat, never a pile of probes.
+func (o *Orchestrator) probeLoop(ctx context.Context, ns *nodeState, hb heartbeater) {
 	for {
 		o.mu.Lock()
 		epoch := o.topo.Epoch
 		o.mu.Unlock()
+		sent := time.Now()
 		pctx, cancel := context.WithTimeout(ctx, o.cfg.Interval)
-		rep, err := pc.Heartbeat(pctx, &peerpb.HeartbeatRequest{OrchestratorId: o.cfg.ID, Epoch: epoch})
+		rep, err := hb.Heartbeat(pctx, &peerpb.HeartbeatRequest{OrchestratorId: o.cfg.ID, Epoch: epoch})
 		cancel()
 		now := time.Now()
 		o.mu.Lock()
-		if err == nil {
-			ns.det.Heartbeat(now)
-			ns.reply, ns.replied, ns.refused, ns.lastErr = rep, now, 0, ""
-			shouldLead := o.haveTopo && o.topo.Leader == ns.member.ID
-			leads := rep.Role == "leader" && rep.LeadingEpoch == o.topo.Epoch
-			if shouldLead && leads && rep.Answering && ns.graceEnds.After(now) {
-				// Taking over is done: the grace ends early, so a new
-				// leader that dies at once is failed over at once.
-				ns.det.Grace(now)
-				ns.graceEnds = time.Time{}
-			}
-			if shouldLead && leads && !rep.Answering {
-				if ns.notAnswering.IsZero() {
-					ns.notAnswering = now
-				}
-			} else {
-				ns.notAnswering = time.Time{}
-			}
-			if shouldLead && !leads {
-				if ns.notLead.IsZero() {
-					ns.notLead = now
-				}
-			} else {
-				ns.notLead = time.Time{}
-			}
-		} else {
-			ns.lastErr = err.Error()
-			// Refused at once (nothing listens: the process is gone), as
-			// opposed to a probe that timed out (slow, paused, cut off).
-			if status.Code(err) == codes.Unavailable && ctx.Err() == nil {
-				ns.refused++
-			} else {
-				ns.refused = 0
-			}
-		}
+		// The expectation is read now, as the reply is judged: a topology
+		// that changed while the probe was out is the one it answers to.
+		want := failover.Expect{ShouldLead: o.haveTopo && o.topo.Leader == ns.member.ID, Epoch: o.topo.Epoch}
+		next := ns.probe.Observe(now, rep, err, ctx.Err() != nil, want, o.cfg.Interval)
 		o.mu.Unlock()
+		// Probes keep their rhythm: the next is due next after this one
+		// was sent (a ticker's behaviour), or at once if that has passed.
 		if err != nil {
-			// Look again soon: two refusals in a row mean the process is
-			// gone, and that should take a fraction of the interval.
-			if !coord.Sleep(ctx, o.cfg.Interval/4) {
-				return
-			}
-			continue
+			sent = now // a failed probe is retried from its failure
 		}
-		select {
-		case <-t.C:
-		case <-ctx.Done():
+		if !coord.Sleep(ctx, time.Until(sent.Add(next))) {
 			return
 		}
 	}

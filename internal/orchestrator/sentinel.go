@@ -13,16 +13,16 @@ import (
 // orchestrator considers them down, and the other orchestrators.
 func (o *Orchestrator) sentinelState() sentinel.State {
 	v := o.snapshot()
-	st := sentinel.State{Name: o.cfg.SentinelName, Epoch: v.topo.Epoch}
-	for _, n := range v.nodes {
+	st := sentinel.State{Name: o.cfg.SentinelName, Epoch: v.Topo.Epoch}
+	for _, n := range v.Nodes {
 		sn := sentinel.Node{ID: n.ID, Addr: n.Member.RESPAddr, Down: !n.Fresh || n.Suspect}
 		if !n.LastBeat.IsZero() {
-			sn.LastHeardMs = v.now.Sub(n.LastBeat).Milliseconds()
+			sn.LastHeardMs = v.Now.Sub(n.LastBeat).Milliseconds()
 		}
 		if n.Reply != nil && n.Reply.Durable != nil {
 			sn.LagLSN = n.Reply.Durable.Lsn // turned into lag below
 		}
-		if v.haveTopo && n.ID == v.topo.Leader {
+		if v.HaveTopo && n.ID == v.Topo.Leader {
 			leader := sn
 			st.Leader = &leader
 			continue

@@ -6,9 +6,11 @@
 // departure, a tick with the time); a leaderReady comes out saying what to
 // append (durable before anything depends on it), how far each follower
 // stream may be sent, what is committed and may be applied, which writers
-// to acknowledge or time out, which waits are done, what the log may be
-// trimmed to and which streams to close. The commit rule is package
-// commit's. The driver owns the goroutines (a committer doing group
+// to acknowledge or time out, which waits are done (WAIT, reads, and
+// writers waiting for room, whose admission deadline the core keeps), what
+// the log may be trimmed to and which streams to close. The core's
+// follower table also holds each follower's lease echo
+// (ConfirmedByFollowers). The commit rule is package commit's. The driver owns the goroutines (a committer doing group
 // commit, an applier beside it so that applying one batch overlaps the
 // fsync of the next, a ticker, and per follower stream a handler, a
 // receiver and a sender), Pebble and the streams, and decides nothing. Propose runs a command against the

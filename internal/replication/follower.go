@@ -74,6 +74,8 @@ type Follower struct {
 	// lastRecv is when the stream last delivered a message (Unix ns), set
 	// by the receiving goroutine.
 	lastRecv atomic.Int64
+	// caughtUp: see CaughtUp.
+	caughtUp atomic.Bool
 	// applyCount counts applied entries and skipped holds the keys dropped
 	// so far, for the FollowerSkipEntry fault.
 	applyCount uint64
@@ -120,6 +122,25 @@ func (f *Follower) Status() FollowerStatus {
 // Loading reports whether the data is partial (a seed is under way) and
 // must not be served.
 func (f *Follower) Loading() bool { return f.cfg.DB.Seeding() }
+
+// CaughtUp reports whether this follower has, at least once, applied
+// everything its leader had committed when it last heard from it. Until
+// then what it has applied may be older than what this node served before
+// a crash (Pebble's apply is not synced: a restart can come back below the
+// applied LSN it had, and replays from there), so a node that just started
+// must not serve reads from it.
+func (f *Follower) CaughtUp() bool {
+	if f.caughtUp.Load() {
+		return true
+	}
+	f.mu.Lock()
+	streaming := f.status.State == StateStreaming
+	f.mu.Unlock()
+	if streaming {
+		f.caughtUp.Store(true) // and stays, whatever the state does later
+	}
+	return streaming
+}
 
 func (f *Follower) setState(s string) {
 	f.mu.Lock()
@@ -533,7 +554,7 @@ func (f *Follower) seed(ctx context.Context) error {
 	if hdr == nil {
 		return fmt.Errorf("replication: snapshot began with %T", first.Body)
 	}
-	pos := storage.Position{Epoch: hdr.GetPosition().GetEpoch(), LSN: hdr.GetPosition().GetLsn()}
+	pos := logrec.Position{Epoch: hdr.GetPosition().GetEpoch(), LSN: hdr.GetPosition().GetLsn()}
 	f.log.Info("seeding from snapshot", "lsn", pos.LSN, "estimated_bytes", hdr.EstimatedBytes)
 	f.mu.Lock()
 	f.status.SeedTotal = hdr.EstimatedBytes
@@ -571,9 +592,9 @@ func (f *Follower) seed(ctx context.Context) error {
 			if b.Done.Keys != keys {
 				return fmt.Errorf("replication: snapshot has %d keys, leader sent %d", keys, b.Done.Keys)
 			}
-			var epochs []storage.Position
+			var epochs []logrec.Position
 			for _, s := range hdr.EpochStarts {
-				epochs = append(epochs, storage.Position{Epoch: s.Epoch, LSN: s.Lsn})
+				epochs = append(epochs, logrec.Position{Epoch: s.Epoch, LSN: s.Lsn})
 			}
 			if err := db.FinishIngest(pos, epochs); err != nil {
 				return err

@@ -5,7 +5,6 @@ import (
 
 	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/peerpb"
-	"github.com/tandemdb/tandem/internal/storage"
 )
 
 // followerCore is the follower's replication logic without I/O: it checks
@@ -14,7 +13,7 @@ import (
 // Applied, then reports Progress.
 type followerCore struct {
 	epoch   uint64 // highest epoch seen
-	durable storage.Position
+	durable logrec.Position
 	applied uint64
 	commit  uint64
 	pending []logrec.Entry // durable but not applied, in LSN order
@@ -30,7 +29,7 @@ type Ready struct {
 	// progress that includes it is reported.
 	Append [][]byte
 	// appendPos is the position of the last entry in Append.
-	appendPos storage.Position
+	appendPos logrec.Position
 	decoded   []logrec.Entry
 	// Apply lists entries to apply, in order, AFTER Append is durable.
 	Apply []logrec.Entry
@@ -54,7 +53,7 @@ func (c *followerCore) Step(epoch uint64, a *peerpb.Append) (Ready, error) {
 			return Ready{}, fmt.Errorf("%w: entry (%d,%d) after (%d,%d) from epoch %d", ErrOutOfOrder, e.Epoch, e.LSN, next.Epoch, next.LSN, epoch)
 		}
 		rd.decoded = append(rd.decoded, e)
-		next = storage.Position{Epoch: e.Epoch, LSN: e.LSN}
+		next = logrec.Position{Epoch: e.Epoch, LSN: e.LSN}
 	}
 	rd.Append = a.Entries
 	rd.appendPos = next

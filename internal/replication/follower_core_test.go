@@ -7,7 +7,6 @@ import (
 
 	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/peerpb"
-	"github.com/tandemdb/tandem/internal/storage"
 )
 
 func coreEntry(epoch, lsn uint64) logrec.Entry {
@@ -32,7 +31,7 @@ func lsns(es []logrec.Entry) []uint64 {
 func newCore() *followerCore {
 	return &followerCore{
 		epoch:   2,
-		durable: storage.Position{Epoch: 2, LSN: 3},
+		durable: logrec.Position{Epoch: 2, LSN: 3},
 		applied: 1,
 		commit:  1,
 		pending: []logrec.Entry{coreEntry(1, 2), coreEntry(2, 3)},
@@ -48,44 +47,44 @@ func TestFollowerCoreStep(t *testing.T) {
 		append      *peerpb.Append
 		wantErr     error
 		wantApply   []uint64
-		wantDurable storage.Position
+		wantDurable logrec.Position
 		wantApplied uint64
 		wantPending []uint64
 	}{
 		{
 			name: "heartbeat without commit progress", epoch: 2,
 			append:      &peerpb.Append{CommitLsn: 1},
-			wantDurable: storage.Position{Epoch: 2, LSN: 3}, wantApplied: 1, wantPending: []uint64{2, 3},
+			wantDurable: logrec.Position{Epoch: 2, LSN: 3}, wantApplied: 1, wantPending: []uint64{2, 3},
 		},
 		{
 			name: "heartbeat commits the pending tail", epoch: 2,
 			append:    &peerpb.Append{CommitLsn: 3},
-			wantApply: []uint64{2, 3}, wantDurable: storage.Position{Epoch: 2, LSN: 3}, wantApplied: 3,
+			wantApply: []uint64{2, 3}, wantDurable: logrec.Position{Epoch: 2, LSN: 3}, wantApplied: 3,
 		},
 		{
 			name: "commit beyond durable applies only what is durable", epoch: 2,
 			append:    &peerpb.Append{CommitLsn: 100},
-			wantApply: []uint64{2, 3}, wantDurable: storage.Position{Epoch: 2, LSN: 3}, wantApplied: 3,
+			wantApply: []uint64{2, 3}, wantDurable: logrec.Position{Epoch: 2, LSN: 3}, wantApplied: 3,
 		},
 		{
 			name: "commit inside the pending tail", epoch: 2,
 			append:    &peerpb.Append{CommitLsn: 2, Entries: [][]byte{raw(2, 4)}},
-			wantApply: []uint64{2}, wantDurable: storage.Position{Epoch: 2, LSN: 4}, wantApplied: 2, wantPending: []uint64{3, 4},
+			wantApply: []uint64{2}, wantDurable: logrec.Position{Epoch: 2, LSN: 4}, wantApplied: 2, wantPending: []uint64{3, 4},
 		},
 		{
 			name: "commit inside the new entries", epoch: 2,
 			append:    &peerpb.Append{CommitLsn: 5, Entries: [][]byte{raw(2, 4), raw(2, 5), raw(2, 6)}},
-			wantApply: []uint64{2, 3, 4, 5}, wantDurable: storage.Position{Epoch: 2, LSN: 6}, wantApplied: 5, wantPending: []uint64{6},
+			wantApply: []uint64{2, 3, 4, 5}, wantDurable: logrec.Position{Epoch: 2, LSN: 6}, wantApplied: 5, wantPending: []uint64{6},
 		},
 		{
 			name: "commit beyond the new entries", epoch: 3,
 			append:    &peerpb.Append{CommitLsn: 9, Entries: [][]byte{raw(2, 4), raw(3, 5)}},
-			wantApply: []uint64{2, 3, 4, 5}, wantDurable: storage.Position{Epoch: 3, LSN: 5}, wantApplied: 5,
+			wantApply: []uint64{2, 3, 4, 5}, wantDurable: logrec.Position{Epoch: 3, LSN: 5}, wantApplied: 5,
 		},
 		{
 			name: "a lower commit never moves commit back", epoch: 2,
 			append:      &peerpb.Append{CommitLsn: 0, Entries: [][]byte{raw(2, 4)}},
-			wantDurable: storage.Position{Epoch: 2, LSN: 4}, wantApplied: 1, wantPending: []uint64{2, 3, 4},
+			wantDurable: logrec.Position{Epoch: 2, LSN: 4}, wantApplied: 1, wantPending: []uint64{2, 3, 4},
 		},
 		{name: "gap", epoch: 2, append: &peerpb.Append{Entries: [][]byte{raw(2, 5)}}, wantErr: ErrOutOfOrder},
 		{name: "repeat", epoch: 2, append: &peerpb.Append{Entries: [][]byte{raw(2, 3)}}, wantErr: ErrOutOfOrder},

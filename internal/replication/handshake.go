@@ -4,14 +4,15 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/storage"
 )
 
 // LogView is what the handshake needs to know about a log: the leader's in
 // Decide, the follower's own in TruncatePoint. *storage.DB is one.
 type LogView interface {
-	LogBase() storage.Position
-	Durable() storage.Position
+	LogBase() logrec.Position
+	Durable() logrec.Position
 	// EpochAt returns the epoch of the entry at lsn (of the log base at
 	// LogBase().LSN), storage.ErrCompacted if it precedes the log base.
 	EpochAt(lsn uint64) (uint64, error)
@@ -82,7 +83,27 @@ type Decision struct {
 // A follower with entries past the leader's durable LSN (say ahead in the
 // leader's own epoch) is a case of the last rule: A is the leader's last
 // entry of epoch ≤ f.Epoch.
-func Decide(log LogView, f storage.Position) (Decision, error) {
+//
+// applied is the leader's applied LSN, where a snapshot would be taken.
+// While it is 0 no answer is ActSnapshot: a snapshot would be empty, at LSN
+// 0, and the follower would be sent for another one, forever (under quorum
+// nothing commits until a follower streams, so applied would stay 0).
+// Retention never trims past the applied LSN, so the leader's log is then
+// whole and is replayed instead: ActStream from 1 to an empty follower,
+// ActTruncate after 0 (drop everything) to one that holds entries.
+func Decide(log LogView, applied uint64, f logrec.Position) (Decision, error) {
+	d, err := decide(log, f)
+	if err == nil && d.Action == ActSnapshot && applied == 0 {
+		if f.LSN == 0 {
+			return Decision{Action: ActStream, LSN: 1}, nil
+		}
+		return Decision{Action: ActTruncate}, nil
+	}
+	return d, err
+}
+
+// decide is Decide's rule for a leader that has applied entries.
+func decide(log LogView, f logrec.Position) (Decision, error) {
 	base, durable := log.LogBase(), log.Durable()
 	if f.LSN == 0 && durable.LSN > 0 {
 		return Decision{Action: ActSnapshot}, nil

@@ -6,21 +6,22 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/storage"
 )
 
 // fakeLog is a log given as the epoch of each LSN after base.
 type fakeLog struct {
-	base   storage.Position
+	base   logrec.Position
 	epochs []uint64 // epochs[i] is the epoch of LSN base.LSN+1+i
 }
 
-func (f fakeLog) LogBase() storage.Position { return f.base }
-func (f fakeLog) Durable() storage.Position {
+func (f fakeLog) LogBase() logrec.Position { return f.base }
+func (f fakeLog) Durable() logrec.Position {
 	if len(f.epochs) == 0 {
 		return f.base
 	}
-	return storage.Position{Epoch: f.epochs[len(f.epochs)-1], LSN: f.base.LSN + uint64(len(f.epochs))}
+	return logrec.Position{Epoch: f.epochs[len(f.epochs)-1], LSN: f.base.LSN + uint64(len(f.epochs))}
 }
 func (f fakeLog) EpochAt(lsn uint64) (uint64, error) {
 	if lsn < f.base.LSN {
@@ -49,10 +50,10 @@ func runs(pairs ...uint64) []uint64 {
 // compact returns log with its entries up to lsn trimmed (lsn the new base).
 func compact(log fakeLog, lsn uint64) fakeLog {
 	e, _ := log.EpochAt(lsn)
-	return fakeLog{base: storage.Position{Epoch: e, LSN: lsn}, epochs: log.epochs[lsn-log.base.LSN:]}
+	return fakeLog{base: logrec.Position{Epoch: e, LSN: lsn}, epochs: log.epochs[lsn-log.base.LSN:]}
 }
 
-func pos(epoch, lsn uint64) storage.Position { return storage.Position{Epoch: epoch, LSN: lsn} }
+func pos(epoch, lsn uint64) logrec.Position { return logrec.Position{Epoch: epoch, LSN: lsn} }
 
 func TestDecide(t *testing.T) {
 	// Leader: LSN 1-5 in epoch 1, 6-8 in epoch 3.
@@ -75,7 +76,7 @@ func TestDecide(t *testing.T) {
 	tests := []struct {
 		name     string
 		log      fakeLog
-		follower storage.Position
+		follower logrec.Position
 		want     Decision
 	}{
 		{"empty follower of empty leader streams", empty, pos(0, 0), Decision{ActStream, 1, 0}},
@@ -110,13 +111,47 @@ func TestDecide(t *testing.T) {
 		{"diverged from the first entry is seeded", fromTwo, pos(1, 3), Decision{Action: ActSnapshot}},
 	}
 	for _, tt := range tests {
-		got, err := Decide(tt.log, tt.follower)
+		got, err := Decide(tt.log, tt.log.Durable().LSN, tt.follower)
 		if err != nil {
 			t.Errorf("%s: %v", tt.name, err)
 			continue
 		}
 		if got != tt.want {
 			t.Errorf("%s: Decide(%v) = %v %d epoch %d, want %v %d epoch %d", tt.name, tt.follower,
+				got.Action, got.LSN, got.Epoch, tt.want.Action, tt.want.LSN, tt.want.Epoch)
+		}
+	}
+}
+
+// TestDecideNothingApplied: a leader that has applied nothing never sends
+// a follower for a snapshot (it would be empty, at LSN 0, and the follower
+// would come back for another forever); its log is whole, so it replays it.
+func TestDecideNothingApplied(t *testing.T) {
+	leader := fakeLog{epochs: runs(1, 5, 3, 3)}
+	fromTwo := fakeLog{epochs: runs(2, 4)}
+	tests := []struct {
+		name     string
+		log      fakeLog
+		applied  uint64
+		follower logrec.Position
+		want     Decision
+	}{
+		{"empty follower streams from 1", leader, 0, pos(0, 0), Decision{ActStream, 1, 0}},
+		{"empty follower of a leader that applied is seeded", leader, 1, pos(0, 0), Decision{Action: ActSnapshot}},
+		{"diverged from the first entry drops everything", fromTwo, 0, pos(1, 3), Decision{ActTruncate, 0, 0}},
+		{"diverged from the first entry of a leader that applied is seeded", fromTwo, 2, pos(1, 3), Decision{Action: ActSnapshot}},
+		{"consistent follower still streams", leader, 0, pos(1, 3), Decision{ActStream, 4, 0}},
+		{"diverged follower still truncates at the epoch change", leader, 0, pos(1, 7), Decision{ActTruncate, 5, 1}},
+		{"empty follower of an empty leader streams", fakeLog{}, 0, pos(0, 0), Decision{ActStream, 1, 0}},
+	}
+	for _, tt := range tests {
+		got, err := Decide(tt.log, tt.applied, tt.follower)
+		if err != nil {
+			t.Errorf("%s: %v", tt.name, err)
+			continue
+		}
+		if got != tt.want {
+			t.Errorf("%s: Decide(applied %d, %v) = %v %d epoch %d, want %v %d epoch %d", tt.name, tt.applied, tt.follower,
 				got.Action, got.LSN, got.Epoch, tt.want.Action, tt.want.LSN, tt.want.Epoch)
 		}
 	}
@@ -176,10 +211,11 @@ func shared(a, b []uint64) int {
 // TestHandshakeRounds runs random cluster histories (each epoch a random
 // node leads and writes, the others catch up with it by some amount) and
 // then the rounds of Decide and TruncatePoint between the last leader,
-// sometimes trimmed, and every other node: a follower never drops an entry
-// it shares with the leader, every round drops at least one, and it ends
-// streaming right after its last shared entry, or seeded when that entry
-// precedes the leader's retained log (or there is none).
+// sometimes trimmed, sometimes with nothing applied, and every other node:
+// a follower never drops an entry it shares with the leader, every round
+// drops at least one, and it ends streaming right after its last shared
+// entry, or seeded when that entry precedes the leader's retained log (or
+// there is none), never by a leader that applied nothing.
 func TestHandshakeRounds(t *testing.T) {
 	for seed := range uint64(5000) {
 		r := rand.New(rand.NewPCG(seed, 1))
@@ -193,12 +229,19 @@ func TestHandshakeRounds(t *testing.T) {
 			if e == epochs+1 {
 				// The last leadership: everyone else follows it.
 				lead := fakeLog{epochs: nodes[x]}
-				if r.IntN(3) == 0 {
+				applied := lead.Durable().LSN
+				switch r.IntN(3) {
+				case 0:
 					lead = compact(lead, uint64(r.IntN(len(nodes[x])+1)))
+					applied = max(lead.base.LSN, applied)
+				case 1:
+					// Nothing applied yet (a quorum leader whose followers
+					// have not streamed): never seeded, the log replayed.
+					applied = 0
 				}
 				for y := range nodes {
 					if y != x {
-						handshakeRounds(t, seed, lead, nodes[x], nodes[y])
+						handshakeRounds(t, seed, lead, applied, nodes[x], nodes[y])
 					}
 				}
 				break
@@ -216,7 +259,7 @@ func TestHandshakeRounds(t *testing.T) {
 	}
 }
 
-func handshakeRounds(t *testing.T, seed uint64, lead fakeLog, leader, follower []uint64) {
+func handshakeRounds(t *testing.T, seed uint64, lead fakeLog, applied uint64, leader, follower []uint64) {
 	t.Helper()
 	p := shared(leader, follower)
 	fail := func(format string, args ...any) {
@@ -232,7 +275,7 @@ func handshakeRounds(t *testing.T, seed uint64, lead fakeLog, leader, follower [
 		if len(f) > 0 {
 			at.Epoch = f[len(f)-1]
 		}
-		d, err := Decide(lead, at)
+		d, err := Decide(lead, applied, at)
 		if err != nil {
 			fail("Decide(%v): %v", at, err)
 		}
@@ -243,6 +286,9 @@ func handshakeRounds(t *testing.T, seed uint64, lead fakeLog, leader, follower [
 			}
 			return
 		case ActSnapshot:
+			if applied == 0 {
+				fail("seeded from %v by a leader that applied nothing", at)
+			}
 			if uint64(p) >= lead.base.LSN && (p > 0 || len(leader) == 0) {
 				fail("seeded from %v", at)
 			}

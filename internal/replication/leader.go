@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,6 +51,13 @@ type LeaderConfig struct {
 	// group commit; at most half an append's time, never when idle). 0
 	// means DefaultMaxCommitDelay; negative never waits.
 	MaxCommitDelay time.Duration
+	// TickInterval is the leader's clock resolution: write timeouts, waits
+	// for room, WAIT deadlines, heartbeats and follower timeouts are
+	// checked this often. 0 means DefaultTickInterval.
+	TickInterval time.Duration
+	// RetentionEvery is how often the retention rule trims the log. 0
+	// means DefaultRetentionEvery.
+	RetentionEvery time.Duration
 	// Fatal is called when the process must stop because going on could
 	// break a promise (persisting a higher epoch failed); a supervisor
 	// restarts it. nil means log the error and exit with status 2.
@@ -70,6 +76,8 @@ const (
 	DefaultMaxInFlightBytes = 64 << 20
 	DefaultFollowerTimeout  = time.Minute
 	DefaultMaxCommitDelay   = time.Millisecond
+	DefaultTickInterval     = 10 * time.Millisecond
+	DefaultRetentionEvery   = time.Second
 )
 
 // Buggify names deliberate faults that tests switch on to prove that the
@@ -118,7 +126,7 @@ type Leader struct {
 
 	// start is the position of the last entry durable when this
 	// leadership began (StartPosition); set by NewLeader.
-	start storage.Position
+	start logrec.Position
 
 	// readable is set once the core says the leadership may serve reads
 	// (see ReadBarrier): one atomic load per read from then on.
@@ -135,11 +143,9 @@ type Leader struct {
 	core    *leaderCore
 	tail    tailCache // recent durable entries, for follower streams and lag
 	streams map[uint64]*streamOut
-	echo    map[string]int64 // per follower, the latest lease stamp it echoed
-	appendQ []*proposal      // the core's Append batch, for the committer
-	applyQ  []*proposal      // the core's Apply batch, for the applier
-	trimQ   uint64           // the core's TrimBefore, for the ticker
-	room    chan struct{}
+	appendQ []*proposal // the core's Append batch, for the committer
+	applyQ  []*proposal // the core's Apply batch, for the applier
+	trimQ   uint64      // the core's TrimBefore, for the ticker
 	stopped bool
 	err     error // why it stopped
 
@@ -190,10 +196,6 @@ func signal(ch chan struct{}) {
 	}
 }
 
-// tickInterval is the driver's clock resolution: write timeouts, WAIT
-// deadlines and heartbeats are checked this often.
-const tickInterval = 10 * time.Millisecond
-
 // NewLeader starts a leader on db at epoch. The caller has already recorded
 // the epoch start in db (StartEpoch). Entries that are durable but not
 // applied (the tail left by a crash or by following) are committed under the
@@ -229,6 +231,12 @@ func NewLeader(cfg LeaderConfig, epoch uint64) (*Leader, error) {
 	if cfg.MaxCommitDelay == 0 {
 		cfg.MaxCommitDelay = DefaultMaxCommitDelay
 	}
+	if cfg.TickInterval == 0 {
+		cfg.TickInterval = DefaultTickInterval
+	}
+	if cfg.RetentionEvery == 0 {
+		cfg.RetentionEvery = DefaultRetentionEvery
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -249,8 +257,6 @@ func NewLeader(cfg LeaderConfig, epoch uint64) (*Leader, error) {
 		overlay:    overlay{},
 		tail:       tailCache{maxBytes: tailBytes},
 		streams:    map[uint64]*streamOut{},
-		echo:       map[string]int64{},
-		room:       make(chan struct{}),
 		appendWake: make(chan struct{}, 1),
 		applyWake:  make(chan struct{}, 1),
 		finished:   make(chan struct{}),
@@ -281,16 +287,12 @@ func NewLeader(cfg LeaderConfig, epoch uint64) (*Leader, error) {
 		writeTimeout:     int64(cfg.WriteTimeout),
 		followerTimeout:  int64(cfg.FollowerTimeout),
 		retainBytes:      cfg.RetainBytes,
-		retentionEvery:   int64(time.Second),
+		retentionEvery:   int64(cfg.RetentionEvery),
 		maxInFlight:      cfg.MaxInFlight,
 		maxInFlightBytes: cfg.MaxInFlightBytes,
 		maxAppendDelay:   max(int64(cfg.MaxCommitDelay), 0),
-	}, durable, applied, tail)
-	l.core.lastRetention = cfg.Now().UnixNano()
-	l.start = storage.Position{Epoch: EpochAt(cfg.DB.EpochHistory(), durable), LSN: durable}
-	if l.core.readable {
-		l.readable.Store(true)
-	}
+	}, durable, applied, tail, cfg.Now().UnixNano())
+	l.start = logrec.Position{Epoch: EpochAt(cfg.DB.EpochHistory(), durable), LSN: durable}
 	l.wg.Add(3)
 	go l.committer()
 	go l.applier()
@@ -340,10 +342,6 @@ func (l *Leader) dispatchReadyLocked(rd leaderReady, expired error) {
 	}
 	for _, w := range rd.Waits {
 		close(w.wake)
-	}
-	if rd.Room {
-		close(l.room)
-		l.room = make(chan struct{})
 	}
 	if rd.TrimBefore > 0 {
 		l.trimQ = rd.TrimBefore
@@ -421,7 +419,6 @@ func (l *Leader) stop(err error) {
 	if l.appendTimer != nil {
 		l.appendTimer.Stop()
 	}
-	close(l.room) // writers waiting for room see the leader stopped
 	l.mu.Unlock()
 	close(l.finished)
 }
@@ -473,37 +470,13 @@ type Pending struct {
 // one fsync.
 //
 // When the writes in flight have reached MaxInFlight or MaxInFlightBytes,
-// Start waits for room until ctx ends or WriteTimeout passes, and then
-// fails with ErrOverloaded; the write was not sequenced.
+// Start waits for room until ctx ends or the core's admission deadline
+// (WriteTimeout from the first refusal) passes, and then fails with
+// ErrOverloaded; the write was not sequenced.
 func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
-	var full <-chan time.Time
-	var lsn uint64
-	for {
-		l.seqMu.Lock()
-		l.mu.Lock()
-		stopped, ok, room, next := l.stopped, l.core.HasRoom(), l.room, l.core.NextLSN()
-		l.mu.Unlock()
-		if stopped || l.writesStopped {
-			l.seqMu.Unlock()
-			return nil, ErrNotLeader
-		}
-		if ok {
-			lsn = next // only proposers move it, and they hold seqMu
-			break      // holding seqMu
-		}
-		l.seqMu.Unlock()
-		if full == nil {
-			t := time.NewTimer(l.cfg.WriteTimeout)
-			defer t.Stop()
-			full = t.C
-		}
-		select {
-		case <-room:
-		case <-full:
-			return nil, ErrOverloaded
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+	lsn, err := l.admit(ctx)
+	if err != nil {
+		return nil, err
 	}
 	defer l.seqMu.Unlock()
 	now := l.cfg.Now()
@@ -534,6 +507,42 @@ func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
 	l.mu.Unlock()
 	l.overlay.add(&p.entry)
 	return &Pending{l: l, reply: res.Reply, p: p}, nil
+}
+
+// admit returns, holding seqMu, the LSN the next write gets once the core
+// has room for it. Without room it waits (waitRoom) and tries again when
+// the core says there is room, until the wait's deadline, which the core
+// set at the first refusal and which carries over to the next tries.
+func (l *Leader) admit(ctx context.Context) (uint64, error) {
+	var deadline int64
+	for {
+		l.seqMu.Lock()
+		l.mu.Lock()
+		stopped, ok, next := l.stopped, l.core.HasRoom(), l.core.NextLSN()
+		l.mu.Unlock()
+		if stopped || l.writesStopped {
+			l.seqMu.Unlock()
+			return 0, ErrNotLeader
+		}
+		if ok {
+			return next, nil // only proposers move it, and they hold seqMu
+		}
+		l.seqMu.Unlock()
+		w := &leaderWait{kind: waitRoom, deadline: deadline}
+		if err := l.wait(ctx, w); err != nil {
+			if ctx.Err() != nil {
+				return 0, ctx.Err()
+			}
+			return 0, ErrNotLeader // it stopped
+		}
+		if !w.met {
+			if l.Err() != nil {
+				return 0, ErrNotLeader // Fail handed the wait back
+			}
+			return 0, ErrOverloaded
+		}
+		deadline = w.deadline
+	}
 }
 
 // Wait returns once the write is committed and applied (visible to every
@@ -576,7 +585,7 @@ func (pd *Pending) Wait(ctx context.Context) (commands.Reply, uint64, error) {
 // committed and applied (or ctx ends) it returns the last durable
 // position, which a successor must reach to lose nothing. The writers in
 // flight are answered as usual; the caller then revokes the lease.
-func (l *Leader) StopWrites(ctx context.Context) (storage.Position, error) {
+func (l *Leader) StopWrites(ctx context.Context) (logrec.Position, error) {
 	l.seqMu.Lock()
 	l.writesStopped = true
 	l.mu.Lock()
@@ -584,7 +593,7 @@ func (l *Leader) StopWrites(ctx context.Context) (storage.Position, error) {
 	l.mu.Unlock()
 	l.seqMu.Unlock()
 	if err := l.waitApplied(ctx, last); err != nil {
-		return storage.Position{}, fmt.Errorf("replication: stop writes: wait for lsn %d: %w", last, err)
+		return logrec.Position{}, fmt.Errorf("replication: stop writes: wait for lsn %d: %w", last, err)
 	}
 	return l.cfg.DB.Durable(), nil
 }
@@ -618,10 +627,11 @@ func (l *Leader) ReadBarrier(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, readBarrierWait)
 	defer cancel()
-	// core.startLSN never changes after NewLeader: no lock needed.
-	if err := l.waitApplied(ctx, l.core.startLSN); err != nil {
+	// StartLSN never changes after NewLeader: no lock needed.
+	start := l.core.StartLSN()
+	if err := l.waitApplied(ctx, start); err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("%w: entries up to lsn %d from before this leadership are not committed yet", ErrNotReady, l.core.startLSN)
+			return fmt.Errorf("%w: entries up to lsn %d from before this leadership are not committed yet", ErrNotReady, start)
 		}
 		return err
 	}
@@ -637,7 +647,7 @@ func (l *Leader) wait(ctx context.Context, w *leaderWait) error {
 		l.mu.Unlock()
 		return err
 	}
-	l.core.Wait(w)
+	l.core.Wait(w, l.cfg.Now().UnixNano())
 	l.dispatchLocked()
 	l.mu.Unlock()
 	select {
@@ -648,9 +658,6 @@ func (l *Leader) wait(ctx context.Context, w *leaderWait) error {
 		defer l.mu.Unlock()
 		if !w.done {
 			l.core.CancelWait(w)
-			if w.kind == waitDurable {
-				w.count = l.core.durableCount(w.lsn)
-			}
 		}
 		return ctx.Err()
 	}
@@ -703,7 +710,7 @@ func (l *Leader) SetMode(m commit.Mode) {
 func (l *Leader) Mode() (commit.Mode, []string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.core.cfg.mode, slices.Clone(l.core.syncSet)
+	return l.core.Mode()
 }
 
 // RemoveFollower forgets follower id at once: it stops counting for
@@ -806,7 +813,7 @@ func (l *Leader) applier() {
 // ticker gives the core the time, and trims the log when it says so.
 func (l *Leader) ticker() {
 	defer l.wg.Done()
-	t := time.NewTicker(tickInterval)
+	t := time.NewTicker(l.cfg.TickInterval)
 	defer t.Stop()
 	for {
 		select {
@@ -846,12 +853,11 @@ type Status struct {
 func (l *Leader) Status() Status {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	c := l.core
-	s := Status{Epoch: l.epoch, Durable: c.durable, Commit: c.commit, Applied: c.applied,
-		InFlight: len(c.inflight), InFlightBytes: c.inflightBytes, Followers: c.followerList()}
+	s := l.core.status()
+	s.Epoch = l.epoch
 	now := l.cfg.Now().UnixNano()
 	for i := range s.Followers {
-		if t, ok := l.oldestUnapplied(s.Followers[i].AppliedLSN); ok && now > t {
+		if t, ok := l.oldestUnapplied(s.Followers[i].AppliedLSN, s.Durable); ok && now > t {
 			s.Followers[i].LagSeconds = float64(now-t) / 1e9
 		}
 	}
@@ -859,26 +865,13 @@ func (l *Leader) Status() Status {
 }
 
 // oldestUnapplied returns the leader time of entry applied+1, the oldest a
-// follower at applied has not applied. If that entry has left the tail
-// cache it returns the time of the oldest cached entry, which makes the lag
-// a lower bound. The caller holds mu.
-func (l *Leader) oldestUnapplied(applied uint64) (int64, bool) {
-	if applied >= l.core.durable {
+// follower at applied has not applied (none if it has applied everything
+// durable). If that entry has left the tail cache it returns the time of
+// the oldest cached entry, which makes the lag a lower bound. The caller
+// holds mu.
+func (l *Leader) oldestUnapplied(applied, durable uint64) (int64, bool) {
+	if applied >= durable {
 		return 0, false
 	}
 	return l.tail.timeFrom(applied + 1)
-}
-
-// trimLog applies the retention rule now rather than at the next
-// retention tick.
-func (l *Leader) trimLog() error {
-	count, size := l.cfg.DB.LogSize()
-	ext := logExtent{base: int64(l.cfg.DB.LogBase().LSN), count: count, bytes: size}
-	l.mu.Lock()
-	keep := l.core.retainFrom(ext)
-	l.mu.Unlock()
-	if keep == 0 {
-		return nil
-	}
-	return l.cfg.DB.TruncateLogBefore(keep)
 }

@@ -37,14 +37,13 @@ type leaderCore struct {
 	inflightBytes int64
 	appending     int              // proposals of inflight in the Append batch out
 	applying      int              // proposals at the front of inflight in the Apply batch out
-	wasFull       bool             // an admission check found no room since the last Room
 	readable      bool             // applied has reached startLSN
 	now           int64            // the latest time an input carried
 	followers     []*followerState // sorted by id, so that Ready is deterministic
 	pins          map[string]pin   // retention pins of snapshots in flight
 	waits         []*leaderWait
 	nextSession   uint64
-	lastRetention int64
+	lastRetention int64       // when the retention rule last ran
 	ready         leaderReady // effects not handed out yet
 	// syncSet: the followers whose acknowledgements count in sync and
 	// semisync (SetSyncSet).
@@ -83,6 +82,11 @@ type followerState struct {
 	// out for its stream; lastSent is when.
 	sentThrough, sentCommit uint64
 	lastSent                int64
+	// leaseStamp is the latest lease stamp it echoed back (see
+	// ConfirmedBy): the send time, on the lease's clock, of a message of
+	// this leadership it received. 0: it has echoed nothing. It survives
+	// a reconnection, as what it proves stays true.
+	leaseStamp int64
 }
 
 // FollowerInfo is how a follower introduced itself.
@@ -107,6 +111,10 @@ const (
 	waitApplied waitKind = iota
 	// waitDurable: n connected followers have made lsn durable (WAIT).
 	waitDurable
+	// waitRoom: a write may be admitted (HasRoom). Its deadline, when the
+	// caller leaves it 0, is the write timeout from when it is registered:
+	// a writer waits that long for room, then is refused (ErrOverloaded).
+	waitRoom
 )
 
 // leaderWait is a caller blocked until a position is reached or its
@@ -153,11 +161,10 @@ type leaderReady struct {
 	// committed: they are answered ErrWriteTimeout (the entry stays in the
 	// log and may still commit).
 	Expired []*proposal
-	// Waits lists waits that are done (met or expired).
+	// Waits lists waits that are done (met or expired). A writer waiting
+	// for room (waitRoom) whose wait is met tries again; one whose wait
+	// expired is refused.
 	Waits []*leaderWait
-	// Room is set when there is room for writes again after the bound was
-	// reached: writers waiting for room may try again.
-	Room bool
 	// TrimBefore, if not 0, is the LSN before which the log may be
 	// trimmed: no known follower, pinned snapshot or unapplied entry needs
 	// what lies before it.
@@ -165,7 +172,8 @@ type leaderReady struct {
 	// Disconnect lists follower streams to close (removed followers).
 	Disconnect []leaderSend
 	// Readable is set once, when every entry that was durable when the
-	// leadership began is applied: reads may be served from then on.
+	// leadership began is applied (in the first Ready if none was left
+	// unapplied): reads may be served from then on.
 	Readable bool
 	// AppendAt, if not 0, is when the driver must call AppendDue: an
 	// Append is being held for more writes until then (or until enough
@@ -173,38 +181,49 @@ type leaderReady struct {
 	AppendAt int64
 }
 
-// newLeaderCore starts a core whose log is durable through durable and
-// applied through applied; tail holds the durable, unapplied entries
-// applied+1..durable (left by a crash or by following), which commit under
-// the mode's rule like any other entry but have no writer waiting.
-func newLeaderCore(cfg coreConfig, durable, applied uint64, tail []*proposal) *leaderCore {
+// newLeaderCore starts a core, at time now, whose log is durable through
+// durable and applied through applied; tail holds the durable, unapplied
+// entries applied+1..durable (left by a crash or by following), which
+// commit under the mode's rule like any other entry but have no writer
+// waiting. The first retention run is a retention interval after now.
+func newLeaderCore(cfg coreConfig, durable, applied uint64, tail []*proposal, now int64) *leaderCore {
 	c := &leaderCore{
-		cfg:      cfg,
-		startLSN: durable,
-		last:     durable,
-		durable:  durable,
-		commit:   applied,
-		applied:  applied,
-		pins:     map[string]pin{},
+		cfg:           cfg,
+		startLSN:      durable,
+		last:          durable,
+		durable:       durable,
+		commit:        applied,
+		applied:       applied,
+		pins:          map[string]pin{},
+		now:           now,
+		lastRetention: now,
 	}
 	for _, p := range tail {
 		c.inflight = append(c.inflight, p)
 		c.inflightBytes += int64(len(p.raw))
 	}
-	c.readable = applied >= durable
+	if applied >= durable {
+		c.readable = true
+		c.ready.Readable = true
+	}
 	c.advanceCommit()
 	return c
 }
 
 // HasRoom reports whether a new write may be sequenced now: the writes in
 // flight are under both bounds. A write may overshoot the byte bound by
-// its own size.
+// its own size. A writer that finds no room waits for it (waitRoom).
 func (c *leaderCore) HasRoom() bool {
-	ok := len(c.inflight) < c.cfg.maxInFlight && c.inflightBytes < c.cfg.maxInFlightBytes
-	if !ok {
-		c.wasFull = true
-	}
-	return ok
+	return len(c.inflight) < c.cfg.maxInFlight && c.inflightBytes < c.cfg.maxInFlightBytes
+}
+
+// StartLSN is the last LSN durable when this leadership began: reads are
+// served once it is applied (Ready.Readable). It never changes.
+func (c *leaderCore) StartLSN() uint64 { return c.startLSN }
+
+// Mode is the commit rule in force and the sync set (a copy).
+func (c *leaderCore) Mode() (commit.Mode, []string) {
+	return c.cfg.mode, slices.Clone(c.syncSet)
 }
 
 // NextLSN is the LSN the next proposal gets.
@@ -321,10 +340,6 @@ func (c *leaderCore) Applied(lsn uint64) {
 		c.readable = true
 		c.ready.Readable = true
 	}
-	if c.wasFull && len(c.inflight) < c.cfg.maxInFlight && c.inflightBytes < c.cfg.maxInFlightBytes {
-		c.wasFull = false
-		c.ready.Room = true
-	}
 	c.checkWaits(0)
 	c.maybeApply()
 }
@@ -412,20 +427,26 @@ func (c *leaderCore) FollowerJoined(info FollowerInfo, durable uint64, now int64
 		c.followers = slices.Insert(c.followers, i, f)
 	}
 	*f = followerState{info: info, session: c.nextSession, durable: durable, applied: min(f.applied, durable), lastSeen: now,
-		sentThrough: durable, lastSent: now}
+		sentThrough: durable, lastSent: now, leaseStamp: f.leaseStamp}
 	delete(c.pins, info.NodeID)
 	c.advanceCommit()
 	c.checkWaits(0)
 	return f.session
 }
 
-// FollowerProgress records a progress report on the stream session. Within
-// a stream a follower's log only grows, so a report lower than one before
-// it (delivered out of order) lowers nothing. A report from a stream that
-// is no longer the follower's (it reconnected, or was removed) is ignored.
-func (c *leaderCore) FollowerProgress(id string, session, durable, applied uint64, now int64) {
+// FollowerProgress records a progress report on the stream session, with
+// the lease stamp it echoes (0: none). Within a stream a follower's log
+// only grows, so a report lower than one before it (delivered out of
+// order) lowers nothing. A report from a stream that is no longer the
+// follower's (it reconnected) counts only for its echo: the stamp came
+// from this leadership all the same. A removed follower's is ignored.
+func (c *leaderCore) FollowerProgress(id string, session, durable, applied uint64, leaseStamp, now int64) {
 	f := c.follower(id)
-	if f == nil || f.session != session {
+	if f == nil {
+		return
+	}
+	f.leaseStamp = max(f.leaseStamp, leaseStamp)
+	if f.session != session {
 		return
 	}
 	f.durable = max(f.durable, durable)
@@ -465,6 +486,25 @@ func (c *leaderCore) RemoveFollower(id string) bool {
 	return ok || pinned
 }
 
+// ConfirmedBy returns the earliest, over the followers ids, of the latest
+// lease stamp each has echoed, and false if one of them is not known or
+// has echoed nothing to this leadership (or ids is empty). Every one of
+// them heard this leader at or after that stamp.
+func (c *leaderCore) ConfirmedBy(ids []string) (int64, bool) {
+	if len(ids) == 0 {
+		return 0, false
+	}
+	var oldest int64 = 1<<63 - 1
+	for _, id := range ids {
+		f := c.follower(id)
+		if f == nil || f.leaseStamp == 0 {
+			return 0, false
+		}
+		oldest = min(oldest, f.leaseStamp)
+	}
+	return oldest, true
+}
+
 // PinSnapshot keeps the log after the applied LSN for follower id, which
 // is about to be sent a snapshot (taken after this call, so at the applied
 // LSN or later), and returns the pinned LSN.
@@ -473,16 +513,27 @@ func (c *leaderCore) PinSnapshot(id string, now int64) uint64 {
 	return c.applied
 }
 
-// Wait registers w. A wait already met is handed back in the next Ready.
-func (c *leaderCore) Wait(w *leaderWait) {
+// Wait registers w at time now. A wait for room with no deadline gets
+// the write timeout from now. A wait already met is handed back in the
+// next Ready; one whose deadline passes is handed back, not met, by the
+// Tick that finds it passed.
+func (c *leaderCore) Wait(w *leaderWait, now int64) {
+	c.now = max(c.now, now)
+	if w.kind == waitRoom && w.deadline == 0 {
+		w.deadline = now + c.cfg.writeTimeout
+	}
 	c.waits = append(c.waits, w)
 	c.checkWaits(0)
 }
 
-// CancelWait drops w (its caller gave up).
+// CancelWait drops w (its caller gave up); a WAIT's count is how many
+// followers had made its LSN durable by then.
 func (c *leaderCore) CancelWait(w *leaderWait) {
 	if i := slices.Index(c.waits, w); i >= 0 {
 		c.waits = slices.Delete(c.waits, i, i+1)
+	}
+	if w.kind == waitDurable {
+		w.count = c.durableCount(w.lsn)
 	}
 }
 
@@ -508,6 +559,8 @@ func (c *leaderCore) checkWaits(now int64) {
 		case waitDurable:
 			w.count = c.durableCount(w.lsn)
 			w.met = w.count >= w.n
+		case waitRoom:
+			w.met = c.HasRoom()
 		}
 		if w.met || (now != 0 && w.deadline != 0 && now >= w.deadline) {
 			w.done = true
@@ -630,6 +683,14 @@ func (c *leaderCore) Fail() leaderReady {
 	rd.Waits = append(rd.Waits, c.waits...)
 	c.inflight, c.waits = nil, nil
 	return rd
+}
+
+// status is the positions, the writes in flight and every known
+// follower, as Leader.Status shows them (without the epoch and the lag,
+// which the driver knows).
+func (c *leaderCore) status() Status {
+	return Status{Durable: c.durable, Commit: c.commit, Applied: c.applied,
+		InFlight: len(c.inflight), InFlightBytes: c.inflightBytes, Followers: c.followerList()}
 }
 
 // followerList is every known follower, by id, as status shows it.

@@ -127,7 +127,7 @@ func (s *coreScript) run(t *testing.T, block string) string {
 			for lsn := applied + 1; lsn <= durable; lsn++ {
 				tail = append(tail, testProposal(lsn, false))
 			}
-			s.c = newLeaderCore(cfg, durable, applied, tail)
+			s.c = newLeaderCore(cfg, durable, applied, tail, s.now)
 		case "propose":
 			n := uint64(1)
 			if len(pos) > 0 {
@@ -157,7 +157,11 @@ func (s *coreScript) run(t *testing.T, block string) string {
 			sess := s.c.FollowerJoined(FollowerInfo{NodeID: pos[0]}, num("durable"), s.now)
 			fmt.Fprintf(&out, "session %s#%d\n", pos[0], sess)
 		case "progress":
-			s.c.FollowerProgress(pos[0], num("session"), num("durable"), num("applied"), s.now)
+			var stamp int64
+			if _, ok := args["stamp"]; ok {
+				stamp = int64(num("stamp"))
+			}
+			s.c.FollowerProgress(pos[0], num("session"), num("durable"), num("applied"), stamp, s.now)
 		case "leave":
 			s.c.FollowerLeft(pos[0], num("session"), s.now)
 		case "remove":
@@ -165,8 +169,14 @@ func (s *coreScript) run(t *testing.T, block string) string {
 		case "pin":
 			fmt.Fprintf(&out, "pinned %s at %d\n", pos[0], s.c.PinSnapshot(pos[0], s.now))
 		case "wait":
-			w := &leaderWait{kind: waitApplied, lsn: num("lsn")}
-			if args["kind"] != "applied" {
+			var w *leaderWait
+			switch args["kind"] {
+			case "applied":
+				w = &leaderWait{kind: waitApplied, lsn: num("lsn")}
+			case "room":
+				// Its deadline is the core's: the write timeout from now.
+				w = &leaderWait{kind: waitRoom}
+			default:
 				w = &leaderWait{kind: waitDurable, lsn: num("lsn"), n: int(num("n"))}
 			}
 			if d, ok := args["timeout"]; ok {
@@ -174,7 +184,10 @@ func (s *coreScript) run(t *testing.T, block string) string {
 				w.deadline = s.now + int64(dur)
 			}
 			s.waits[pos[0]] = w
-			s.c.Wait(w)
+			s.c.Wait(w, s.now)
+		case "confirmed":
+			stamp, ok := s.c.ConfirmedBy(pos)
+			fmt.Fprintf(&out, "confirmed %v at %d\n", ok, stamp)
 		case "cancel":
 			s.c.CancelWait(s.waits[pos[0]])
 		case "advance":
@@ -260,9 +273,6 @@ func (s *coreScript) print(out *strings.Builder, rd leaderReady) {
 	for _, n := range names {
 		fmt.Fprintf(out, "wait %s\n", n)
 	}
-	if rd.Room {
-		out.WriteString("room\n")
-	}
 	if rd.TrimBefore > 0 {
 		fmt.Fprintf(out, "trim before %d\n", rd.TrimBefore)
 	}
@@ -296,7 +306,8 @@ func testProposal(lsn uint64, writer bool) *proposal {
 // is what commit.LSN gives for the durable positions it was told (never
 // less, since commit never moves back); nothing is applied before it is
 // durable and committed; every writer is answered once, and acknowledged
-// only after its entry was applied.
+// only after its entry was applied; a writer waiting for room is let in
+// only when there is room, and refused only after its deadline.
 func TestLeaderCoreRandom(t *testing.T) {
 	for seed := uint64(1); seed <= 200; seed++ {
 		rng := rand.New(rand.NewPCG(seed, seed))
@@ -304,7 +315,7 @@ func TestLeaderCoreRandom(t *testing.T) {
 		mode := modes[rng.IntN(len(modes))]
 		cfg := coreConfig{mode: mode, heartbeat: 100, writeTimeout: 1000, followerTimeout: 5000,
 			retainBytes: 1 << 30, retentionEvery: 1000, maxInFlight: 20, maxInFlightBytes: 1 << 20}
-		c := newLeaderCore(cfg, 0, 0, nil)
+		c := newLeaderCore(cfg, 0, 0, nil, 0)
 		var now int64
 		var appendOut, applyOut []*proposal
 		applied := map[uint64]bool{}
@@ -328,6 +339,8 @@ func TestLeaderCoreRandom(t *testing.T) {
 			case 0, 1:
 				if c.HasRoom() {
 					c.Propose(testProposal(c.NextLSN(), true), now)
+				} else {
+					c.Wait(&leaderWait{kind: waitRoom}, now)
 				}
 			case 2:
 				if len(appendOut) > 0 {
@@ -355,7 +368,7 @@ func TestLeaderCoreRandom(t *testing.T) {
 				for id, f := range fols {
 					if f.session != 0 && f.durable < c.durable {
 						f.durable += uint64(rng.IntN(int(c.durable-f.durable)) + 1)
-						c.FollowerProgress(id, f.session, f.durable, 0, now)
+						c.FollowerProgress(id, f.session, f.durable, 0, 0, now)
 						break
 					}
 				}
@@ -394,6 +407,17 @@ func TestLeaderCoreRandom(t *testing.T) {
 					t.Fatalf("seed %d: writer of applied entry %d timed out", seed, p.lsn)
 				}
 				answered[p.lsn]++
+			}
+			for _, w := range rd.Waits {
+				if w.kind != waitRoom {
+					continue
+				}
+				if w.met && !c.HasRoom() {
+					t.Fatalf("seed %d: a writer told there is room when there is none", seed)
+				}
+				if !w.met && now < w.deadline {
+					t.Fatalf("seed %d: a writer refused at %d before its admission deadline %d", seed, now, w.deadline)
+				}
 			}
 			for lsn, n := range answered {
 				if n > 1 {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
+	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/peerpb"
 	"github.com/tandemdb/tandem/internal/snapshot"
 	"github.com/tandemdb/tandem/internal/storage"
@@ -18,9 +20,13 @@ const tailBytes = 16 << 20
 // Serve runs one follower's stream until it breaks, the follower is
 // removed, or the leader stops. Two goroutines serve it: this one
 // (handshake, then sending what the core allows) and a receiver that
-// reads progress reports. Only this one touches storage, and the leader
-// waits for it before it stops; the receiver touches only the core, and
-// ends once the stream does.
+// reads the hello and then progress reports (streamIn). Only this one
+// touches storage, and the leader waits for it before it stops; the
+// receiver touches only the core, and ends once the stream does.
+//
+// The steps: await the hello; decide (Decide) and answer it, which ends
+// the stream unless the follower is to stream; join the core's follower
+// table; then send what the core allows until the stream ends.
 func (l *Leader) Serve(ctx context.Context, stream LeaderStream) error {
 	if !l.enter() {
 		return ErrNotLeader
@@ -32,112 +38,174 @@ func (l *Leader) Serve(ctx context.Context, stream LeaderStream) error {
 	defer sends.close()
 	stream = offStream{stream, sends}
 
-	hello := make(chan *peerpb.FollowerMessage, 1)
-	higher := make(chan uint64, 1)
-	recvErr := make(chan error, 1)
-	var session uint64
-	sessionSet := make(chan struct{})
-	go func() {
-		first, err := stream.Recv()
-		if err != nil {
-			recvErr <- fmt.Errorf("replication: read hello: %w", err)
-			return
-		}
-		hello <- first
-		select {
-		case <-sessionSet:
-		case <-ctx.Done():
-			return
-		}
-		id := first.GetHello().GetNodeId()
-		for {
-			m, err := stream.Recv()
-			if err != nil {
-				recvErr <- err
-				return
-			}
-			if m.Epoch > l.epoch {
-				higher <- m.Epoch
-				return
-			}
-			if p := m.GetProgress(); p != nil {
-				l.progress(id, session, p)
-			}
-		}
-	}()
-
-	var first *peerpb.FollowerMessage
-	select {
-	case first = <-hello:
-	case err := <-recvErr:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-l.ctx.Done():
-		return ErrNotLeader
-	}
-	h := first.GetHello()
-	if h == nil {
-		return fmt.Errorf("replication: stream opened without hello")
-	}
-	if first.Epoch > l.epoch {
-		l.observeEpoch(first.Epoch, h.NodeId)
-		return fmt.Errorf("%w: follower %s at epoch %d, leader at %d", ErrStaleEpoch, h.NodeId, first.Epoch, l.epoch)
-	}
-	pos := storage.Position{Epoch: h.GetDurable().GetEpoch(), LSN: h.GetDurable().GetLsn()}
-	d, err := Decide(l.cfg.DB, pos)
+	in := l.receive(ctx, stream)
+	h, err := l.awaitHello(ctx, in)
 	if err != nil {
 		return err
 	}
-	if d.Action == ActSnapshot && l.cfg.DB.Applied() == 0 {
-		// A snapshot now would be empty at LSN 0 and the follower would be
-		// sent for another one, forever; under quorum nothing commits
-		// until a follower streams, so applied would stay 0. The log is
-		// whole (retention never passes applied): replay it instead.
-		d = Decision{Action: ActStream, LSN: 1}
-		if pos.LSN > 0 {
-			d = Decision{Action: ActTruncate} // diverged from its first entry
-		}
-	}
 	log := l.log.With("peer", h.NodeId)
-	log.Info("follower connected", "durable_lsn", pos.LSN, "durable_epoch", pos.Epoch, "action", d.Action.String(), "lsn", d.LSN, "after_epoch", d.Epoch)
-	switch d.Action {
-	case ActTruncate:
-		return stream.Send(&peerpb.LeaderMessage{Epoch: l.epoch, Body: &peerpb.LeaderMessage_Truncate{Truncate: &peerpb.Truncate{AfterLsn: d.LSN, AfterEpoch: d.Epoch}}})
-	case ActSnapshot:
-		return l.sendNeedSnapshot(stream)
-	}
-	if err := stream.Send(&peerpb.LeaderMessage{Epoch: l.epoch, Body: &peerpb.LeaderMessage_Start{Start: &peerpb.Start{FromLsn: d.LSN}}}); err != nil {
+	d, err := l.handshake(h, log)
+	if err != nil {
 		return err
 	}
+	if streaming, err := l.answer(stream, d); !streaming || err != nil {
+		return err
+	}
+	session, out := l.join(h, d.LSN-1)
+	defer l.leave(h.NodeId, session)
+	in.start(session)
+	return l.sendLoop(ctx, stream, in, out, h.NodeId, d.LSN, log)
+}
 
+// streamIn is the receiving half of a follower stream: a goroutine that
+// reads the hello, waits until the stream has joined (start), then hands
+// every progress report to the core until the stream ends or a message
+// carries a higher epoch.
+type streamIn struct {
+	hello   chan *peerpb.FollowerMessage // capacity 1: the first message
+	higher  chan uint64                  // capacity 1: a higher epoch seen
+	err     chan error                   // capacity 1: why receiving ended
+	joined  chan struct{}                // closed by start
+	session uint64                       // set before joined is closed
+}
+
+// receive starts the stream's receiver.
+func (l *Leader) receive(ctx context.Context, stream LeaderStream) *streamIn {
+	in := &streamIn{
+		hello:  make(chan *peerpb.FollowerMessage, 1),
+		higher: make(chan uint64, 1),
+		err:    make(chan error, 1),
+		joined: make(chan struct{}),
+	}
+	go in.run(ctx, l, stream)
+	return in
+}
+
+// start lets the receiver report progress on session.
+func (in *streamIn) start(session uint64) {
+	in.session = session
+	close(in.joined)
+}
+
+func (in *streamIn) run(ctx context.Context, l *Leader, stream LeaderStream) {
+	first, err := stream.Recv()
+	if err != nil {
+		in.err <- fmt.Errorf("replication: read hello: %w", err)
+		return
+	}
+	in.hello <- first
+	select {
+	case <-in.joined:
+	case <-ctx.Done():
+		return
+	}
+	id := first.GetHello().GetNodeId()
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			in.err <- err
+			return
+		}
+		if m.Epoch > l.epoch {
+			in.higher <- m.Epoch
+			return
+		}
+		if p := m.GetProgress(); p != nil {
+			l.progress(id, in.session, p)
+		}
+	}
+}
+
+// awaitHello waits for the follower's first message, which must be a
+// hello from an epoch no higher than the leader's (a higher one makes the
+// leader step down).
+func (l *Leader) awaitHello(ctx context.Context, in *streamIn) (*peerpb.Hello, error) {
+	var first *peerpb.FollowerMessage
+	select {
+	case first = <-in.hello:
+	case err := <-in.err:
+		return nil, err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-l.ctx.Done():
+		return nil, ErrNotLeader
+	}
+	h := first.GetHello()
+	if h == nil {
+		return nil, fmt.Errorf("replication: stream opened without hello")
+	}
+	if first.Epoch > l.epoch {
+		l.observeEpoch(first.Epoch, h.NodeId)
+		return nil, fmt.Errorf("%w: follower %s at epoch %d, leader at %d", ErrStaleEpoch, h.NodeId, first.Epoch, l.epoch)
+	}
+	return h, nil
+}
+
+// handshake decides, from the follower's durable position in its hello,
+// what it must do (see Decide).
+func (l *Leader) handshake(h *peerpb.Hello, log *slog.Logger) (Decision, error) {
+	pos := logrec.Position{Epoch: h.GetDurable().GetEpoch(), LSN: h.GetDurable().GetLsn()}
+	d, err := Decide(l.cfg.DB, l.cfg.DB.Applied(), pos)
+	if err != nil {
+		return Decision{}, err
+	}
+	log.Info("follower connected", "durable_lsn", pos.LSN, "durable_epoch", pos.Epoch, "action", d.Action.String(), "lsn", d.LSN, "after_epoch", d.Epoch)
+	return d, nil
+}
+
+// answer tells the follower the decision. Truncate and NeedSnapshot end
+// the stream (the follower comes back after it); Start begins streaming,
+// and only then is streaming true.
+func (l *Leader) answer(stream LeaderStream, d Decision) (streaming bool, err error) {
+	switch d.Action {
+	case ActTruncate:
+		return false, stream.Send(&peerpb.LeaderMessage{Epoch: l.epoch, Body: &peerpb.LeaderMessage_Truncate{Truncate: &peerpb.Truncate{AfterLsn: d.LSN, AfterEpoch: d.Epoch}}})
+	case ActSnapshot:
+		return false, l.sendNeedSnapshot(stream)
+	}
+	if err := stream.Send(&peerpb.LeaderMessage{Epoch: l.epoch, Body: &peerpb.LeaderMessage_Start{Start: &peerpb.Start{FromLsn: d.LSN}}}); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// join records the follower in the core's table, durable through
+// durable, and opens the stream's mailbox; it returns the session.
+func (l *Leader) join(h *peerpb.Hello, durable uint64) (uint64, *streamOut) {
 	out := &streamOut{wake: make(chan struct{}, 1), closed: make(chan struct{})}
 	info := FollowerInfo{NodeID: h.NodeId, RESPAddr: h.RespAddr, HTTPAddr: h.HttpAddr}
 	l.mu.Lock()
-	session = l.core.FollowerJoined(info, d.LSN-1, l.cfg.Now().UnixNano())
+	defer l.mu.Unlock()
+	session := l.core.FollowerJoined(info, durable, l.cfg.Now().UnixNano())
 	l.streams[session] = out
 	l.dispatchLocked()
-	l.mu.Unlock()
-	close(sessionSet)
-	defer func() {
-		l.mu.Lock()
-		delete(l.streams, session)
-		l.core.FollowerLeft(h.NodeId, session, l.cfg.Now().UnixNano())
-		l.dispatchLocked()
-		l.mu.Unlock()
-	}()
+	return session, out
+}
 
-	next := d.LSN
+// leave closes the stream's mailbox and tells the core the session ended.
+func (l *Leader) leave(id string, session uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.streams, session)
+	l.core.FollowerLeft(id, session, l.cfg.Now().UnixNano())
+	l.dispatchLocked()
+}
+
+// sendLoop sends, from next on, what the core allows the stream each time
+// it wakes the mailbox, until the stream ends: the follower was removed,
+// fell behind the retained log (it is sent for a snapshot), reported a
+// higher epoch, or the stream, its context or the leader ended.
+func (l *Leader) sendLoop(ctx context.Context, stream LeaderStream, in *streamIn, out *streamOut, id string, next uint64, log *slog.Logger) error {
 	for {
 		select {
 		case <-out.wake:
 		case <-out.closed:
 			log.Info("follower removed; closing its stream")
-			return fmt.Errorf("replication: follower %s removed", h.NodeId)
-		case e := <-higher:
-			l.observeEpoch(e, h.NodeId)
+			return fmt.Errorf("replication: follower %s removed", id)
+		case e := <-in.higher:
+			l.observeEpoch(e, id)
 			return ErrStaleEpoch
-		case err := <-recvErr:
+		case err := <-in.err:
 			return err
 		case <-ctx.Done():
 			return ctx.Err()
@@ -147,28 +215,39 @@ func (l *Leader) Serve(ctx context.Context, stream LeaderStream) error {
 		l.mu.Lock()
 		through, commitLSN := out.through, out.commit
 		l.mu.Unlock()
-		// Send everything up to through in batches, or one heartbeat.
-		for sent := false; !sent || next <= through; sent = true {
-			var raws [][]byte
-			if next <= through {
-				raws, err = l.readLog(next, through)
-				if errors.Is(err, storage.ErrCompacted) {
-					log.Warn("follower fell behind the retained log; it will be re-seeded", "lsn", next)
-					return l.sendNeedSnapshot(stream)
-				}
-				if err != nil {
-					return err
-				}
-			}
-			if err := l.sendAppend(stream, raws, commitLSN, through); err != nil {
-				return err
-			}
-			next += uint64(len(raws))
-			if l.ctx.Err() != nil {
-				return ErrNotLeader
-			}
+		var err error
+		next, err = l.sendThrough(stream, next, through, commitLSN)
+		if errors.Is(err, storage.ErrCompacted) {
+			log.Warn("follower fell behind the retained log; it will be re-seeded", "lsn", next)
+			return l.sendNeedSnapshot(stream)
+		}
+		if err != nil {
+			return err
 		}
 	}
+}
+
+// sendThrough sends the entries next..through in batches with the commit
+// LSN, or one empty append (a heartbeat) if there are none, and returns
+// the next LSN to send. storage.ErrCompacted: next has left the log.
+func (l *Leader) sendThrough(stream LeaderStream, next, through, commitLSN uint64) (uint64, error) {
+	for sent := false; !sent || next <= through; sent = true {
+		var raws [][]byte
+		if next <= through {
+			var err error
+			if raws, err = l.readLog(next, through); err != nil {
+				return next, err
+			}
+		}
+		if err := l.sendAppend(stream, raws, commitLSN, through); err != nil {
+			return next, err
+		}
+		next += uint64(len(raws))
+		if l.ctx.Err() != nil {
+			return next, ErrNotLeader
+		}
+	}
+	return next, nil
 }
 
 // progress hands a follower's progress report to the core.
@@ -178,31 +257,23 @@ func (l *Leader) progress(id string, session uint64, p *peerpb.Progress) {
 	if l.stopped {
 		return
 	}
-	l.core.FollowerProgress(id, session, p.DurableLsn, p.AppliedLsn, l.cfg.Now().UnixNano())
+	l.core.FollowerProgress(id, session, p.DurableLsn, p.AppliedLsn, p.LeaseStamp, l.cfg.Now().UnixNano())
 	l.dispatchLocked()
-	if p.LeaseStamp > l.echo[id] {
-		l.echo[id] = p.LeaseStamp
-	}
 }
 
 // ConfirmedByFollowers returns the earliest send time, over the followers
 // ids, of the latest message each has echoed back, and false if one of
-// them has echoed nothing to this leadership. Every one of them heard this
-// leader at or after that time: none could have been promoted as silent
-// before it (the orchestrator's FollowerSilence exceeds the fence delay).
+// them is not known (never connected, removed, or silent for
+// FollowerTimeout) or has echoed nothing to this leadership. Every one of
+// them heard this leader at or after that time: none could have been
+// promoted as silent before it (the orchestrator's FollowerSilence exceeds
+// the fence delay). The echoes are the core's (leaderCore.ConfirmedBy).
 func (l *Leader) ConfirmedByFollowers(ids []string) (time.Time, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(ids) == 0 {
+	oldest, ok := l.core.ConfirmedBy(ids)
+	if !ok {
 		return time.Time{}, false
-	}
-	var oldest int64 = 1<<63 - 1
-	for _, id := range ids {
-		s, ok := l.echo[id]
-		if !ok {
-			return time.Time{}, false
-		}
-		oldest = min(oldest, s)
 	}
 	return base.Add(time.Duration(oldest)), true
 }

@@ -96,89 +96,6 @@ func (s *lateStream) Recv() (*peerpb.FollowerMessage, error) {
 	return m, nil
 }
 
-// TestWriteTimeout: under quorum with no follower a write answers
-// ErrWriteTimeout after the write timeout; it stays in the log and
-// commits once a follower has it.
-func TestWriteTimeout(t *testing.T) {
-	l := newLeader(t, 1, commit.Mode{Kind: commit.Quorum, K: 1}, func(c *LeaderConfig) { c.WriteTimeout = 50 * time.Millisecond })
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	if _, _, err := l.Propose(ctx, putExec("k", "v")); !errors.Is(err, ErrWriteTimeout) {
-		t.Fatalf("Propose without a quorum: %v, want ErrWriteTimeout", err)
-	}
-	if st := l.Status(); st.Durable != 1 || st.Applied != 0 || st.InFlight != 1 {
-		t.Fatalf("after the timeout: %+v, want the entry durable, not applied, in flight", st)
-	}
-	f := newFollowerNode(t, "f", vfs.NewMem(), l.dialer)
-	waitConverged(t, l, f)
-	if v, ok := get(t, l.db, "k"); !ok || v != "v" {
-		t.Errorf("k = %q, %v after a follower came: the timed-out write should commit", v, ok)
-	}
-}
-
-// TestInFlightBound: past MaxInFlight a write waits for room, then fails
-// with ErrOverloaded without being sequenced; a client that gives up
-// stops waiting at once; room comes back when writes commit.
-func TestInFlightBound(t *testing.T) {
-	l := newLeader(t, 1, commit.Mode{Kind: commit.Quorum, K: 1}, func(c *LeaderConfig) {
-		c.MaxInFlight = 3
-		c.WriteTimeout = 100 * time.Millisecond
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	var pending []*Pending
-	for i := range 3 {
-		p, err := l.Start(ctx, putExec(fmt.Sprint("k", i), "v"))
-		if err != nil {
-			t.Fatalf("Start %d: %v", i, err)
-		}
-		pending = append(pending, p)
-	}
-	if _, err := l.Start(ctx, putExec("over", "v")); !errors.Is(err, ErrOverloaded) {
-		t.Fatalf("Start past the bound: %v, want ErrOverloaded", err)
-	}
-	gone, giveUp := context.WithCancel(ctx)
-	giveUp()
-	if _, err := l.Start(gone, putExec("over", "v")); !errors.Is(err, context.Canceled) {
-		t.Fatalf("Start past the bound by a client that left: %v, want context.Canceled", err)
-	}
-	if st := l.Status(); st.InFlight != 3 {
-		t.Fatalf("%d writes in flight, want 3: refused writes must not be sequenced", st.InFlight)
-	}
-	// Once a follower makes them durable they commit, and there is room.
-	admitted := make(chan error, 1)
-	go func() {
-		// WriteTimeout is short; wait for room patiently by retrying.
-		for {
-			p, err := l.Start(ctx, putExec("later", "v"))
-			if errors.Is(err, ErrOverloaded) {
-				continue
-			}
-			if err == nil {
-				_, _, err = p.Wait(ctx)
-				if errors.Is(err, ErrWriteTimeout) {
-					err = nil // sequenced: it commits with the follower below
-				}
-			}
-			admitted <- err
-			return
-		}
-	}()
-	f := newFollowerNode(t, "f", vfs.NewMem(), l.dialer)
-	if err := <-admitted; err != nil {
-		t.Fatalf("write after room came back: %v", err)
-	}
-	waitConverged(t, l, f)
-	for _, p := range pending {
-		if _, _, err := p.Wait(ctx); err != nil && !errors.Is(err, ErrWriteTimeout) {
-			t.Errorf("pending write: %v", err)
-		}
-	}
-	if v, ok := get(t, l.db, "later"); !ok || v != "v" {
-		t.Errorf("later = %q, %v", v, ok)
-	}
-}
-
 // TestEpochPersistFailureIsFatal: a leader that hears of a higher epoch and
 // cannot persist it stops the process (Fatal) rather than go on not
 // knowing the epoch exists.
@@ -318,4 +235,35 @@ type stuckSender struct{ s *stuckStream }
 func (x stuckSender) Send(*peerpb.SnapshotChunk) error {
 	<-x.s.release
 	return errors.New("stuck: released")
+}
+
+// TestConfirmedByFollowers: a follower echoes the lease stamp of the
+// leader messages it receives, and the leader's ConfirmedByFollowers
+// answers from those echoes (kept in the core's follower table): a recent
+// time for a follower that streams, nothing while one asked for has not
+// echoed, or has been removed.
+func TestConfirmedByFollowers(t *testing.T) {
+	l := newLeader(t, 1, commit.Mode{Kind: commit.Async}, nil)
+	if _, ok := l.ConfirmedByFollowers([]string{"f"}); ok {
+		t.Error("confirmed by a follower that never connected")
+	}
+	f := newFollowerNode(t, "f", vfs.NewMem(), l.dialer)
+	waitConnected(t, l, 1)
+	asked := time.Now()
+	propose(t, l, putExec("k", "v")) // sent after asked, and echoed
+	waitFor(t, "the follower to echo a message sent after the write", func() (bool, string) {
+		at, ok := l.ConfirmedByFollowers([]string{"f"})
+		return ok && !at.Before(asked), fmt.Sprintf("confirmed %v at %v, asked at %v", ok, at, asked)
+	})
+	if _, ok := l.ConfirmedByFollowers([]string{"f", "g"}); ok {
+		t.Error("confirmed by f and g, though g never connected")
+	}
+	f.stop(t) // so that it does not connect and echo again
+	if _, ok := l.ConfirmedByFollowers([]string{"f"}); !ok {
+		t.Error("a follower that disconnected no longer confirms: its echo stands until it is forgotten")
+	}
+	l.RemoveFollower("f")
+	if _, ok := l.ConfirmedByFollowers([]string{"f"}); ok {
+		t.Error("confirmed by a follower just removed")
+	}
 }

@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/tandemdb/tandem/internal/storage"
+	"github.com/tandemdb/tandem/internal/logrec"
 )
 
 // Errors of the read positions (a session's token, see package resp).
@@ -51,7 +51,7 @@ func (v Verdict) String() string {
 // last start at or before lsn. A start that a later start at the same LSN
 // follows is a leadership that wrote nothing, and the later one wins. 0
 // when lsn precedes every start.
-func EpochAt(history []storage.Position, lsn uint64) uint64 {
+func EpochAt(history []logrec.Position, lsn uint64) uint64 {
 	var e uint64
 	for _, s := range history {
 		if s.LSN > lsn {
@@ -69,7 +69,7 @@ func EpochAt(history []storage.Position, lsn uint64) uint64 {
 // Positions name an entry by its epoch and LSN, and a log's epochs never
 // decrease with the LSN, so one entry of the node's history decides: the
 // one at want.LSN if applied, else the last applied one.
-func Lineage(history []storage.Position, applied, want storage.Position) Verdict {
+func Lineage(history []logrec.Position, applied, want logrec.Position) Verdict {
 	if want.LSN == 0 {
 		return Reached // the empty position: every history holds it
 	}
@@ -94,7 +94,7 @@ func Lineage(history []storage.Position, applied, want storage.Position) Verdict
 // Compare orders positions: by epoch, then LSN. Within one history this is
 // the LSN order; across two (a failover under async dropped a suffix) the
 // later epoch wins, as it is the history that survives.
-func Compare(a, b storage.Position) int {
+func Compare(a, b logrec.Position) int {
 	switch {
 	case a.Epoch != b.Epoch:
 		if a.Epoch < b.Epoch {
@@ -111,7 +111,7 @@ func Compare(a, b storage.Position) int {
 
 // verdictErr is the error for a verdict other than Reached, on a node that
 // is a leader (final) or not.
-func verdictErr(v Verdict, leader bool, want, applied storage.Position) error {
+func verdictErr(v Verdict, leader bool, want, applied logrec.Position) error {
 	switch {
 	case v == Replaced && leader:
 		return fmt.Errorf("%w: position %d:%d (applied %d:%d)", ErrPositionLost, want.Epoch, want.LSN, applied.Epoch, applied.LSN)

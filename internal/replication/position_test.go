@@ -3,16 +3,16 @@ package replication
 import (
 	"testing"
 
-	"github.com/tandemdb/tandem/internal/storage"
+	"github.com/tandemdb/tandem/internal/logrec"
 )
 
 func TestLineage(t *testing.T) {
 	// Epoch 1 from lsn 1, epoch 2 wrote nothing, epoch 3 from lsn 11,
 	// epoch 5 from lsn 21.
-	h := []storage.Position{{Epoch: 1, LSN: 1}, {Epoch: 2, LSN: 11}, {Epoch: 3, LSN: 11}, {Epoch: 5, LSN: 21}}
-	pos := func(e, n uint64) storage.Position { return storage.Position{Epoch: e, LSN: n} }
+	h := []logrec.Position{{Epoch: 1, LSN: 1}, {Epoch: 2, LSN: 11}, {Epoch: 3, LSN: 11}, {Epoch: 5, LSN: 21}}
+	pos := func(e, n uint64) logrec.Position { return logrec.Position{Epoch: e, LSN: n} }
 	for _, tc := range []struct {
-		applied, want storage.Position
+		applied, want logrec.Position
 		v             Verdict
 	}{
 		{pos(5, 25), pos(0, 0), Reached},

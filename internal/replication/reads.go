@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tandemdb/tandem/internal/storage"
+	"github.com/tandemdb/tandem/internal/logrec"
 )
 
 // followerReads is what a follower's reads wait on: a broadcast of every
@@ -86,9 +86,9 @@ func (r *followerReads) state() (freshAt int64, changed <-chan struct{}) {
 
 // AppliedPosition returns the position of the follower's last applied
 // entry.
-func (f *Follower) AppliedPosition() storage.Position {
+func (f *Follower) AppliedPosition() logrec.Position {
 	applied := f.cfg.DB.Applied()
-	return storage.Position{Epoch: EpochAt(f.cfg.DB.EpochHistory(), applied), LSN: applied}
+	return logrec.Position{Epoch: EpochAt(f.cfg.DB.EpochHistory(), applied), LSN: applied}
 }
 
 // WaitApplied returns nil once the follower has applied the entry want
@@ -97,7 +97,7 @@ func (f *Follower) AppliedPosition() storage.Position {
 // passes first (the caller's read wait), and ctx.Err() when ctx is
 // canceled. A follower never decides that want is lost (ErrPositionLost):
 // its own history may be the one a failover replaces; the leader decides.
-func (f *Follower) WaitApplied(ctx context.Context, want storage.Position) error {
+func (f *Follower) WaitApplied(ctx context.Context, want logrec.Position) error {
 	for {
 		_, changed := f.reads.state()
 		applied := f.AppliedPosition()
@@ -168,29 +168,29 @@ func (f *Follower) WaitFresh(ctx context.Context, bound time.Duration) error {
 // or before it, so a follower that waits until it has applied it serves a
 // linearizable read (etcd's ReadIndex, with the lease in place of a
 // heartbeat round).
-func (l *Leader) ReadIndex(ctx context.Context) (storage.Position, error) {
+func (l *Leader) ReadIndex(ctx context.Context) (logrec.Position, error) {
 	if err := l.ReadBarrier(ctx); err != nil {
-		return storage.Position{}, err
+		return logrec.Position{}, err
 	}
 	l.mu.Lock()
 	commit := l.core.commit
 	l.mu.Unlock()
-	return storage.Position{Epoch: EpochAt(l.cfg.DB.EpochHistory(), commit), LSN: commit}, nil
+	return logrec.Position{Epoch: EpochAt(l.cfg.DB.EpochHistory(), commit), LSN: commit}, nil
 }
 
 // StartPosition returns the position of the last entry that was durable
 // when this leadership began: every write acknowledged under an earlier
 // leadership, and kept, is at or before it.
-func (l *Leader) StartPosition() storage.Position {
+func (l *Leader) StartPosition() logrec.Position {
 	return l.start
 }
 
 // AppliedPosition returns the position of the leader's last applied entry
 // as its data shows it (the storage's applied LSN, which the core's
 // follows): not the leader's hot lock, which every write takes.
-func (l *Leader) AppliedPosition() storage.Position {
+func (l *Leader) AppliedPosition() logrec.Position {
 	applied := l.cfg.DB.Applied()
-	return storage.Position{Epoch: EpochAt(l.cfg.DB.EpochHistory(), applied), LSN: applied}
+	return logrec.Position{Epoch: EpochAt(l.cfg.DB.EpochHistory(), applied), LSN: applied}
 }
 
 // WaitApplied returns nil once the leader has applied the entry want names
@@ -202,7 +202,7 @@ func (l *Leader) AppliedPosition() storage.Position {
 // (a legitimate position is applied at once: the leader acknowledges
 // writes only once applied, and followers apply only what it committed)
 // and then answers ErrReadElsewhere.
-func (l *Leader) WaitApplied(ctx context.Context, want storage.Position) error {
+func (l *Leader) WaitApplied(ctx context.Context, want logrec.Position) error {
 	applied := l.AppliedPosition()
 	switch v := Lineage(l.cfg.DB.EpochHistory(), applied, want); {
 	case v == Reached:

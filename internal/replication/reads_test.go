@@ -9,7 +9,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/tandemdb/tandem/internal/commit"
-	"github.com/tandemdb/tandem/internal/storage"
+	"github.com/tandemdb/tandem/internal/logrec"
 )
 
 // TestFollowerReadWaits runs a follower that applies every batch 200 ms
@@ -38,7 +38,7 @@ func TestFollowerReadWaits(t *testing.T) {
 	waitConnected(t, l, 1)
 
 	lsn := propose(t, l, putExec("k", "v1"))
-	pos := storage.Position{Epoch: 3, LSN: lsn}
+	pos := logrec.Position{Epoch: 3, LSN: lsn}
 	if ri, err := l.ReadIndex(context.Background()); err != nil || Compare(ri, pos) < 0 {
 		t.Fatalf("ReadIndex = %v, %v; want at or after the acknowledged write %v", ri, err, pos)
 	}
@@ -74,11 +74,11 @@ func TestFollowerReadWaits(t *testing.T) {
 		t.Fatalf("Staleness = %v, %v right after WaitFresh(10ms)", st, ok)
 	}
 	// A position this history replaced: a follower only says "elsewhere".
-	err = f.WaitApplied(long, storage.Position{Epoch: 2, LSN: lsn})
+	err = f.WaitApplied(long, logrec.Position{Epoch: 2, LSN: lsn})
 	if !errors.Is(err, ErrReadElsewhere) {
 		t.Fatalf("follower WaitApplied of a replaced position = %v, want ErrReadElsewhere", err)
 	}
-	if err := l.WaitApplied(long, storage.Position{Epoch: 2, LSN: lsn}); !errors.Is(err, ErrPositionLost) {
+	if err := l.WaitApplied(long, logrec.Position{Epoch: 2, LSN: lsn}); !errors.Is(err, ErrPositionLost) {
 		t.Fatalf("leader WaitApplied of a replaced position = %v, want ErrPositionLost", err)
 	}
 }

@@ -19,7 +19,6 @@ import (
 	"github.com/tandemdb/tandem/internal/commit"
 	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/peerpb"
-	"github.com/tandemdb/tandem/internal/storage"
 	"github.com/tandemdb/tandem/internal/testutil"
 	"github.com/tandemdb/tandem/internal/transport/inmem"
 )
@@ -91,7 +90,7 @@ func TestFollowerRestartResumes(t *testing.T) {
 	f.stop(t)
 	writes(t, l, "b", 50)
 	db := openDB(t, f.fs)
-	if got := db.Durable(); got != (storage.Position{Epoch: 1, LSN: 50}) {
+	if got := db.Durable(); got != (logrec.Position{Epoch: 1, LSN: 50}) {
 		t.Fatalf("follower reopens at durable %v, want (1,50)", got)
 	}
 	db.Close()
@@ -212,7 +211,10 @@ func TestSeedCutMidwayStartsAgain(t *testing.T) {
 func TestFollowerBehindRetentionReseeded(t *testing.T) {
 	const retain = 30_000
 	value := string(make([]byte, 1000))
-	l := newLeader(t, 1, commit.Mode{Kind: commit.Async}, func(c *LeaderConfig) { c.RetainBytes = retain })
+	l := newLeader(t, 1, commit.Mode{Kind: commit.Async}, func(c *LeaderConfig) {
+		c.RetainBytes = retain
+		c.RetentionEvery = 10 * time.Millisecond
+	})
 	f := newFollowerNode(t, "f", vfs.NewMem(), l.dialer)
 	waitConnected(t, l, 1)
 	for i := 0; i < 10; i++ {
@@ -226,12 +228,13 @@ func TestFollowerBehindRetentionReseeded(t *testing.T) {
 	for i := 0; i < 40; i++ {
 		propose(t, l, putExec(fmt.Sprint("b", i), value))
 	}
-	if err := l.trimLog(); err != nil {
-		t.Fatal(err)
-	}
-	if base, size := l.db.LogBase().LSN, func() int64 { _, s := l.db.LogSize(); return s }(); base <= 10 || size > retain {
-		t.Fatalf("after trimming: log base %d, %d bytes; want base past the follower's 10, at most %d bytes", base, size, retain)
-	}
+	// The leader's retention (every 10 ms here) trims past the stopped
+	// follower's position once the log is over the cap.
+	waitFor(t, "retention to trim past the follower", func() (bool, string) {
+		base := l.db.LogBase().LSN
+		_, size := l.db.LogSize()
+		return base > 10 && size <= retain, fmt.Sprintf("log base %d, %d bytes; want base past the follower's 10, at most %d bytes", base, size, retain)
+	})
 	f.start(t, l.dialer)
 	waitConverged(t, l, f)
 	if n := l.dialer.snapshots.Load(); n != 1 {
@@ -380,7 +383,7 @@ func TestStaleLeaderRefused(t *testing.T) {
 		t.Errorf("stale leader's db epoch %d, want 5 (persisted before stepping down)", got)
 	}
 	applied, sum, _ := db.Digest()
-	if applied != 1 || sum != sumBefore || db.Durable() != (storage.Position{Epoch: 5, LSN: 1}) || db.Epoch() != 5 {
+	if applied != 1 || sum != sumBefore || db.Durable() != (logrec.Position{Epoch: 5, LSN: 1}) || db.Epoch() != 5 {
 		t.Errorf("follower changed: applied %d, same data %v, durable %v, epoch %d", applied, sum == sumBefore, db.Durable(), db.Epoch())
 	}
 	if n := l.dialer.snapshots.Load(); n != 0 {
@@ -453,7 +456,7 @@ func TestFollowerRefusesStaleMessages(t *testing.T) {
 				t.Fatalf("session error %v, want %v", err, tt.want)
 			}
 			applied, after, _ := db.Digest()
-			if applied != 1 || after != before || db.Durable() != (storage.Position{Epoch: 5, LSN: 1}) || db.Epoch() != 5 || db.Seeding() {
+			if applied != 1 || after != before || db.Durable() != (logrec.Position{Epoch: 5, LSN: 1}) || db.Epoch() != 5 || db.Seeding() {
 				t.Errorf("follower changed: applied %d, same data %v, durable %v, epoch %d, seeding %v",
 					applied, after == before, db.Durable(), db.Epoch(), db.Seeding())
 			}

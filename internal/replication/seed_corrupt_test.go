@@ -10,9 +10,9 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/tandemdb/tandem/internal/frame"
+	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/peerpb"
 	"github.com/tandemdb/tandem/internal/snapshot"
-	"github.com/tandemdb/tandem/internal/storage"
 )
 
 // corruptSeedScript plays a leader that asks for a seed and then sends a
@@ -46,7 +46,7 @@ func TestSeedRefusesCorruptChunk(t *testing.T) {
 	if !errors.Is(err, snapshot.ErrCorrupt) || !frame.IsCorruption(err) {
 		t.Fatalf("session error %v, want snapshot.ErrCorrupt (a frame.ErrCorrupt)", err)
 	}
-	if !db.Seeding() || db.Applied() != 0 || db.Durable() != (storage.Position{}) {
+	if !db.Seeding() || db.Applied() != 0 || db.Durable() != (logrec.Position{}) {
 		t.Errorf("after a corrupt chunk: seeding %v, applied %d, durable %v; want still seeding at 0", db.Seeding(), db.Applied(), db.Durable())
 	}
 	if st := f.Status(); st.State != StateSeeding || st.Applied != 0 || st.Durable != 0 || !f.Loading() {

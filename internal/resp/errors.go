@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/tandemdb/tandem/internal/commands"
+	"github.com/tandemdb/tandem/internal/resp/replies"
 )
 
 // The error table: every error reply the package sends is one of these
@@ -18,42 +19,20 @@ import (
 // Sentinel-aware clients rediscover the master on READONLY), and tests in
 // this package and in commands check them.
 
-// Replies for the Backend's sentinels.
+// Replies for the Backend's sentinels: declared, with what each says about
+// the command (applied or not), in package replies, which clients match
+// them with.
 const (
-	replyReadOnly = "READONLY You can't write against a read only replica."
-	replyLoading  = "LOADING Redis is loading the dataset in memory"
-	// replyNotLeader answers a write on a node that is between roles. It
-	// is a READONLY error on purpose: the client's remedy is the same as
-	// on a replica (find the leader and retry), and the write was not
-	// applied. The tail tells an operator which case it was.
-	replyNotLeader = "READONLY You can't write against a read only replica. (tandem: this node is not the leader)"
-	// replyFenced is Redis's reply of a replica that may not serve stale
-	// data: a fenced node has no role and serves neither reads nor
-	// writes. go-redis retries MASTERDOWN.
-	replyFenced     = "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'."
-	replyFencedNote = "tandem: this node is fenced"
-	// replyNoReplicas is Redis's text for a write that min-replicas
-	// refuses; tandem sends it for a write that was not committed within
-	// the write timeout.
-	replyNoReplicas = "NOREPLICAS Not enough good replicas to write."
-	// replyOverloaded answers a write refused because too many writes
-	// wait for commit. TRYAGAIN is Redis Cluster's code for "retry
-	// later", which go-redis retries.
-	replyOverloaded = "TRYAGAIN tandem: too many writes waiting for commit; retry"
-	// replyLeadershipLost answers a write whose leader stopped between
-	// sequencing it and committing it. It is deliberately not READONLY,
-	// which clients retry and which means "not applied": this write may
-	// yet commit.
-	replyLeadershipLost = "UNCERTAIN tandem: the leader stopped before this write committed; it may or may not take effect"
-	// replyReadElsewhere answers a read this node cannot serve under the
-	// session's read policy now; the reason follows. TRYAGAIN, because
-	// another node (at the latest the leader) can: a proxy or the tandem
-	// client goes elsewhere on it. (go-redis retries TRYAGAIN on the same
-	// node, which a lagging follower may answer after catching up.)
-	replyReadElsewhere = "TRYAGAIN tandem: read elsewhere: "
-	// replyPositionLost answers a read whose floor the leader's history
-	// replaced; the detail follows, then how to go on.
-	replyPositionLost     = "ERR tandem: the session's position is not in this cluster's history (lost in a failover under async commit, or never written): "
+	replyReadOnly         = replies.ReadOnly
+	replyLoading          = replies.Loading
+	replyNotLeader        = replies.NotLeader
+	replyFenced           = replies.Fenced
+	replyFencedNote       = "tandem: this node is fenced"
+	replyNoReplicas       = replies.NoReplicas
+	replyOverloaded       = replies.Overloaded
+	replyLeadershipLost   = replies.LeadershipLost
+	replyReadElsewhere    = replies.ReadElsewhere
+	replyPositionLost     = replies.PositionLost
 	replyPositionLostTail = "; TANDEM.TOKEN RESET drops the session's positions"
 )
 
@@ -65,7 +44,7 @@ func errBadToken(tok []byte, why error) string {
 // Fixed replies for failures that are not the client's fault. None of
 // them carries a Go error's text: that goes to the log.
 const (
-	replyShuttingDown = "ERR internal error: server shutting down"
+	replyShuttingDown = replies.ShuttingDown
 	replyConnClosed   = "ERR internal error: connection closed"
 	// replyInternal is followed by an incident id that the log line of
 	// the failure carries too.

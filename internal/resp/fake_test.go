@@ -3,6 +3,7 @@ package resp
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sort"
@@ -208,13 +209,21 @@ func (b *fakeBackend) ReplicaOfNoOne(context.Context) error {
 }
 
 // Custom serves one tandem command, to test CustomBackend.
-func (b *fakeBackend) Custom(_ context.Context, args [][]byte) (commands.Reply, bool) {
-	if strings.EqualFold(string(args[0]), "tandem.lsn") {
+func (b *fakeBackend) Custom(_ context.Context, args [][]byte) (commands.Reply, bool, error) {
+	switch strings.ToLower(string(args[0])) {
+	case "tandem.lsn":
 		b.mu.Lock()
 		defer b.mu.Unlock()
-		return commands.Int(b.lsn), true
+		return commands.Int(b.lsn), true, nil
+	case "tandem.fail":
+		// An internal failure whose text must not reach the client.
+		return nil, true, errors.New("storage: secret path /var/lib/x is corrupt")
+	case "tandem.notleader":
+		return nil, true, fmt.Errorf("fake: %w", ErrNotLeader)
+	case "tandem.arity":
+		return nil, true, &commands.ArityError{Name: "tandem.arity"}
 	}
-	return nil, false
+	return nil, false, nil
 }
 
 func (b *fakeBackend) set(f func(b *fakeBackend)) {

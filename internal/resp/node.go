@@ -2,6 +2,7 @@ package resp
 
 import (
 	"context"
+	"strings"
 
 	"github.com/tidwall/redcon"
 
@@ -10,9 +11,13 @@ import (
 
 // CustomBackend is an optional Backend capability for commands neither
 // this package nor the commands table knows (tandem's own TANDEM.*
-// commands). Custom returns false to let the command be unknown.
+// commands). Custom returns ok false to let the command be unknown. A
+// failure is returned as err, never as an error reply: the server words
+// it from its error table (errors.go), as for any other command, so a
+// Backend sentinel (ErrNotLeader, ...) or a *commands.ArityError gets its
+// one reply and an internal error's text goes to the log, not the client.
 type CustomBackend interface {
-	Custom(ctx context.Context, args [][]byte) (commands.Reply, bool)
+	Custom(ctx context.Context, args [][]byte) (reply commands.Reply, ok bool, err error)
 }
 
 // PipelineBackend is an optional Backend capability that lets the writes
@@ -126,8 +131,12 @@ func (n *node) serve(conn redcon.Conn, sess *Session, args [][]byte) bool {
 	}
 	if n.custom != nil {
 		ctx := sess.enter()
-		reply, ok := n.custom.Custom(ctx, args)
+		reply, ok, err := n.custom.Custom(ctx, args)
 		sess.leave()
+		if err != nil {
+			conn.WriteError(n.srv.errorText(err, sess, strings.ToLower(string(args[0]))))
+			return true
+		}
 		if ok {
 			writeReply(conn, reply, sess.proto3())
 			return true

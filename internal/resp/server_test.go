@@ -240,6 +240,31 @@ func TestErrorMapping(t *testing.T) {
 	}
 }
 
+// A custom command's failure is worded by the error table too: a
+// sentinel gets its reply, an internal error's text stays in the log.
+func TestCustomErrorsFromTable(t *testing.T) {
+	ctx := context.Background()
+	var logged syncBuffer
+	_, addr := startServer(t, newFake(), Config{Logger: slog.New(slog.NewTextHandler(&logged, nil))})
+	c := newClient(t, addr, 2)
+	for cmd, want := range map[string]string{
+		"TANDEM.NOTLEADER": replyNotLeader,
+		"TANDEM.ARITY":     "ERR wrong number of arguments for 'tandem.arity' command",
+	} {
+		if err := c.Do(ctx, cmd).Err(); err == nil || err.Error() != want {
+			t.Errorf("%s: %v, want %q", cmd, err, want)
+		}
+	}
+	err := c.Do(ctx, "TANDEM.FAIL").Err()
+	const prefix = "ERR internal error; see the server log, incident "
+	if err == nil || !strings.HasPrefix(err.Error(), prefix) || strings.Contains(err.Error(), "secret") {
+		t.Fatalf("TANDEM.FAIL: %v, want %q and an id, not the error's text", err, prefix)
+	}
+	if log := logged.String(); !strings.Contains(log, "cmd=tandem.fail") || !strings.Contains(log, "secret path") {
+		t.Fatalf("log lacks the custom command's failure:\n%s", log)
+	}
+}
+
 // syncBuffer is a bytes.Buffer safe for a logger and a test to share.
 type syncBuffer struct {
 	mu sync.Mutex

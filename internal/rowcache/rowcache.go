@@ -99,6 +99,17 @@ func (c *Cache) Get(key []byte) (row []byte, ok bool, t Token) {
 	return row, ok, t
 }
 
+// Peek returns the cached row of key, which the caller must not modify,
+// without counting a hit or a miss: for a writer that wants the row it is
+// about to replace, not for reads.
+func (c *Cache) Peek(key []byte) (row []byte, ok bool) {
+	s := c.shard(key)
+	s.mu.Lock()
+	row, ok = s.rows[string(key)]
+	s.mu.Unlock()
+	return row, ok
+}
+
 // Fill caches row for key unless the key's shard was changed since t was
 // taken. The cache keeps its own copy of key and row.
 func (c *Cache) Fill(key, row []byte, t Token) {

@@ -102,6 +102,15 @@ type Cluster struct {
 	Orchestrator string    `json:"orchestrator,omitempty"`
 	EtcdOK       *bool     `json:"etcd_ok,omitempty"`
 	LastFailover *Failover `json:"last_failover,omitempty"`
+	// TopologyError: the topology in etcd does not decode, and why
+	// (nothing is failed over until it is repaired: tandem mode set).
+	TopologyError string `json:"topology_error,omitempty"`
+	// FailoverPolicy is the cluster's (automatic or manual, from etcd;
+	// FailoverPolicyError if it does not parse), and LeaderDown the active
+	// orchestrator's failed leader not replaced yet.
+	FailoverPolicy      string      `json:"failover_policy,omitempty"`
+	FailoverPolicyError string      `json:"failover_policy_error,omitempty"`
+	LeaderDown          *LeaderDown `json:"leader_down,omitempty"`
 }
 
 // Failover is one change of leader (failover, switchover, promote).
@@ -135,6 +144,35 @@ type Orchestrator struct {
 	EtcdOK       bool               `json:"etcd_ok"`
 	LastFailover *Failover          `json:"last_failover,omitempty"`
 	Nodes        []OrchestratorNode `json:"nodes"`
+	// TopologyError: the topology in etcd does not decode (a garbled
+	// mode, sync-fallback or sync-min), and why; the orchestrator fails
+	// nothing over, and refuses promote and switchover, until it does.
+	TopologyError string `json:"topology_error,omitempty"`
+	// FailoverPolicy is the cluster's failover policy as this
+	// orchestrator read it (automatic or manual; empty before the first
+	// read); FailoverPolicyError says why the stored one does not parse
+	// (no automatic failover then).
+	FailoverPolicy      string `json:"failover_policy,omitempty"`
+	FailoverPolicyError string `json:"failover_policy_error,omitempty"`
+	// LeaderDown: the active orchestrator's failed leader, not replaced
+	// yet.
+	LeaderDown *LeaderDown `json:"leader_down,omitempty"`
+}
+
+// LeaderDown is a failed leader the active orchestrator detected and has
+// not replaced yet: for a moment during an automatic failover, and until
+// an operator acts under the manual policy.
+type LeaderDown struct {
+	Leader string `json:"leader"`
+	Epoch  uint64 `json:"epoch"`
+	// Since is its last sign of life, Detected when the orchestrator
+	// found it failed (RFC 3339).
+	Since    string `json:"since"`
+	Detected string `json:"detected"`
+	Reason   string `json:"reason"`
+	// WaitingForOperator: the failover policy is manual (or unreadable):
+	// nothing is done until `tandem promote` or the leader's return.
+	WaitingForOperator bool `json:"waiting_for_operator"`
 }
 
 // OrchestratorNode is one node in an orchestrator's /status.

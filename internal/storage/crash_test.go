@@ -24,7 +24,7 @@ type crashModel struct {
 	entries map[uint64]logrec.Entry
 	seed    []string // the data at seedLSN
 	seedLSN uint64
-	durable Position
+	durable logrec.Position
 	applied uint64
 	seeding bool
 }
@@ -88,7 +88,7 @@ func appendStep(lo, hi, epoch uint64) crashStep {
 		for _, e := range es {
 			m.entries[e.LSN] = e
 		}
-		m.durable = Position{Epoch: epoch, LSN: hi}
+		m.durable = logrec.Position{Epoch: epoch, LSN: hi}
 	}}
 }
 
@@ -164,7 +164,7 @@ func TestCrashAtEveryStep(t *testing.T) {
 			for _, e := range es {
 				m.entries[e.LSN] = e
 			}
-			m.durable = Position{Epoch: 2, LSN: 20}
+			m.durable = logrec.Position{Epoch: 2, LSN: 20}
 		}},
 		applyStep(15),
 		{"flush", func(t *testing.T, d *DB, m *crashModel) {
@@ -189,7 +189,7 @@ func TestCrashAtEveryStep(t *testing.T) {
 			for lsn := uint64(41); lsn <= 50; lsn++ {
 				delete(m.entries, lsn)
 			}
-			m.durable = Position{Epoch: 2, LSN: 40}
+			m.durable = logrec.Position{Epoch: 2, LSN: 40}
 		}},
 		appendStep(41, 45, 4),
 		applyStep(45),
@@ -284,11 +284,13 @@ func checkCrash(t *testing.T, name string, fs *vfs.MemFS, segSize int64, pre, po
 	fail := func(format string, args ...any) {
 		t.Errorf("%s: "+format, append([]any{name}, args...)...)
 	}
+	// The key counts recovered are the rows' (they share each batch).
+	checkCounts(t, name+": opened", d)
 	if d.Seeding() {
 		if !pre.seeding && !post.seeding {
 			fail("seeding, with no seed under way")
 		}
-		if n, _ := d.LogSize(); d.Applied() != 0 || d.Durable() != (Position{}) || n != 0 {
+		if n, _ := d.LogSize(); d.Applied() != 0 || d.Durable() != (logrec.Position{}) || n != 0 {
 			fail("seeding with applied %d, durable %v, %d entries", d.Applied(), d.Durable(), n)
 		}
 		return
@@ -360,7 +362,7 @@ func checkCrash(t *testing.T, name string, fs *vfs.MemFS, segSize int64, pre, po
 	prev := base.Epoch
 	for lsn := base.LSN + 1; lsn <= durable.LSN; lsn++ {
 		e := m.entries[lsn].Epoch
-		if e != prev && !slices.Contains(hist, Position{Epoch: e, LSN: lsn}) {
+		if e != prev && !slices.Contains(hist, logrec.Position{Epoch: e, LSN: lsn}) {
 			fail("no epoch start for (%d,%d) in %v", e, lsn, hist)
 		}
 		prev = e
@@ -385,4 +387,5 @@ func checkCrash(t *testing.T, name string, fs *vfs.MemFS, segSize int64, pre, po
 	if want, _ := m.dataAt(durable.LSN); !reflect.DeepEqual(dump(t, d), want) {
 		fail("data after replaying to %d differs from the model", durable.LSN)
 	}
+	checkCounts(t, name+": replayed", d)
 }

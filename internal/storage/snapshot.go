@@ -6,6 +6,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
+	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/snapshot"
 )
 
@@ -13,10 +14,10 @@ import (
 // stopping writes. Position is the last entry it reflects.
 type Snapshot struct {
 	snap     *pebble.Snapshot
-	Position Position
+	Position logrec.Position
 	// EstimatedBytes approximates the data size, for progress reporting.
 	EstimatedBytes uint64
-	Epochs         []Position
+	Epochs         []logrec.Position
 }
 
 // NewSnapshot takes a snapshot. The caller must Close it. The log from
@@ -33,7 +34,7 @@ func (d *DB) NewSnapshot() (*Snapshot, error) {
 		snap.Close()
 		return nil, err
 	}
-	pos := Position{LSN: applied}
+	pos := logrec.Position{LSN: applied}
 	if applied > 0 {
 		base := d.LogBase()
 		switch {
@@ -51,7 +52,7 @@ func (d *DB) NewSnapshot() (*Snapshot, error) {
 		}
 	}
 	est, _ := d.pdb.EstimateDiskUsage(dataLower, dataUpper)
-	var epochs []Position
+	var epochs []logrec.Position
 	for _, s := range d.EpochHistory() {
 		if s.LSN <= applied {
 			epochs = append(epochs, s)
@@ -101,7 +102,8 @@ func (d *DB) BeginIngest() error {
 	_ = b.DeleteRange(expiryLower, expiryUpper, nil)
 	_ = b.Set(metaSeeding, []byte{1}, nil)
 	_ = b.Set(metaApplied, be64(0), nil)
-	_ = b.Set(metaLogBase, encodePosition(Position{}), nil)
+	_ = b.Set(metaKeys, KeyCounts{}.encode(), nil)
+	_ = b.Set(metaLogBase, encodePosition(logrec.Position{}), nil)
 	_ = b.Delete(metaEpochs, nil)
 	if err := b.Commit(syncWrite); err != nil {
 		return fmt.Errorf("storage: begin ingest: %w", err)
@@ -113,8 +115,9 @@ func (d *DB) BeginIngest() error {
 	d.mu.Lock()
 	d.seeding = true
 	d.applied = 0
-	d.logBase = Position{}
-	d.durable = Position{}
+	d.counts = KeyCounts{}
+	d.logBase = logrec.Position{}
+	d.durable = logrec.Position{}
 	d.epochs = nil
 	d.logBytes, d.logCount = 0, 0
 	d.mu.Unlock()
@@ -122,23 +125,31 @@ func (d *DB) BeginIngest() error {
 }
 
 // IngestRows writes decoded snapshot rows. They become durable with
-// FinishIngest.
+// FinishIngest. The rows of one seed are distinct keys (one snapshot's
+// iteration, and a failed seed begins again with BeginIngest), so each
+// adds to the key counts, which go in the same batch.
 func (d *DB) IngestRows(rows []snapshot.Row) error {
 	b := d.pdb.NewBatch()
 	defer b.Close()
 	var kbuf []byte
 	var earliest int64
+	d.mu.Lock()
+	counts := d.counts
+	d.mu.Unlock()
 	for _, r := range rows {
 		if len(r.Value) < 8 {
 			return fmt.Errorf("storage: ingest row of %d bytes: %w", len(r.Value), snapshot.ErrCorrupt)
 		}
 		kbuf = append(append(kbuf[:0], prefixData), r.Key...)
 		_ = b.Set(kbuf, r.Value, nil)
-		if at := int64(binary.BigEndian.Uint64(r.Value)); at != 0 {
+		at := int64(binary.BigEndian.Uint64(r.Value))
+		if at != 0 {
 			_ = b.Set(expiryKey(at, r.Key), nil, nil)
 			earliest = minExpiry(earliest, at)
 		}
+		counts = counts.change(rowState{}, rowState{exists: true, expiring: at != 0})
 	}
+	_ = b.Set(metaKeys, counts.encode(), nil)
 	if err := b.Commit(noSyncWrite); err != nil {
 		return fmt.Errorf("storage: ingest: %w", err)
 	}
@@ -146,6 +157,7 @@ func (d *DB) IngestRows(rows []snapshot.Row) error {
 		d.rows.Invalidate(r.Key)
 	}
 	d.mu.Lock()
+	d.counts = counts
 	d.noteExpiryLocked(earliest)
 	d.mu.Unlock()
 	return nil
@@ -155,7 +167,7 @@ func (d *DB) IngestRows(rows []snapshot.Row) error {
 // after pos, and applied and durable are pos. The log is reset first, then
 // Pebble gets the positions and loses the seeding mark (synced, which makes
 // every ingested row durable too): a crash between is a crash mid-seed.
-func (d *DB) FinishIngest(pos Position, epochs []Position) error {
+func (d *DB) FinishIngest(pos logrec.Position, epochs []logrec.Position) error {
 	d.logMu.Lock()
 	defer d.logMu.Unlock()
 	if err := d.wal.Reset(pos.LSN); err != nil {
@@ -179,7 +191,7 @@ func (d *DB) FinishIngest(pos Position, epochs []Position) error {
 	d.applied = pos.LSN
 	d.logBase = pos
 	d.durable = pos
-	d.epochs = append([]Position(nil), epochs...)
+	d.epochs = append([]logrec.Position(nil), epochs...)
 	d.epoch = epoch
 	d.mu.Unlock()
 	return nil

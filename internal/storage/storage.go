@@ -11,9 +11,11 @@
 //	'e' expireAtMs key   -> ""                                        expiry index
 //	'm' name             -> value                                     metadata
 //
-// The metadata: the applied LSN (written with every Apply), the log base
-// (the position before the first retained entry), the highest epoch seen,
-// the epoch history and the seeding mark. Before the log moved to segment
+// The metadata: the applied LSN (written with every Apply), the key counts
+// (data rows, and those with an expiry: INFO's keyspace figures, written
+// with every Apply and IngestRows in the same batch as the rows they
+// count), the log base (the position before the first retained entry), the
+// highest epoch seen, the epoch history and the seeding mark. Before the log moved to segment
 // files it lived in Pebble under 'l' (lsn, 8 bytes BE -> the entry): Open
 // refuses a data dir that still holds such rows (ErrOldFormat); it must be
 // wiped and the node re-seeded.
@@ -29,6 +31,11 @@
 //     The batch is not synced: Pebble's own log recovers a prefix of the
 //     batches, and the node replays its log from the applied LSN it finds.
 //   - Applied never passes durable: Apply refuses entries beyond the log.
+//   - KeyCounts is exact for the data as applied: Apply and IngestRows
+//     update the counts in the batch that writes the rows, so a crash
+//     keeps them in step with the data, and replay counts from there. A
+//     data dir without them (older than the counts) is counted once, by
+//     a scan, at Open.
 //   - The log keeps every entry that Pebble may not have made durable:
 //     before retention deletes a log segment, Pebble's log is synced.
 //   - Reads of a log entry verify its checksum; a damaged entry is an error
@@ -73,7 +80,9 @@
 //
 // The expiry index may hold stale rows (a key whose expiry was changed or
 // that was deleted); readers check the data row, and ExpiredKeys drops stale
-// rows as it meets them. This keeps Apply free of reads.
+// rows as it meets them. This keeps Apply from reading the index (it reads
+// only each key's old data row, for the key counts, from the row cache
+// when it holds the row).
 package storage
 
 import (
@@ -120,12 +129,6 @@ var (
 	ErrOldFormat = errors.New("storage: data dir from an older format")
 )
 
-// Position names a log entry.
-type Position struct {
-	Epoch uint64
-	LSN   uint64
-}
-
 const (
 	prefixData   = 'd'
 	prefixExpiry = 'e'
@@ -137,6 +140,7 @@ const (
 
 var (
 	metaApplied = []byte("mapplied")
+	metaKeys    = []byte("mkeys")
 	metaLogBase = []byte("mlogbase")
 	metaEpoch   = []byte("mepoch")
 	metaEpochs  = []byte("mepochs")
@@ -186,12 +190,13 @@ type DB struct {
 	logMu sync.Mutex
 
 	mu      sync.Mutex // guards the fields below
-	durable Position
-	logBase Position
+	durable logrec.Position
+	logBase logrec.Position
 	applied uint64
 	epoch   uint64
-	epochs  []Position // (epoch, first LSN) in ascending order
+	epochs  []logrec.Position // (epoch, first LSN) in ascending order
 	seeding bool
+	counts  KeyCounts // of the data as applied (or ingested so far)
 	// seeds counts the seeds begun; it moves before a seed discards the
 	// data, so a read that ran across one can tell (SeedGeneration).
 	seeds    uint64
@@ -320,6 +325,9 @@ func (d *DB) recover() error {
 		return err
 	}
 	d.seeding = seeding
+	if err := d.recoverCounts(); err != nil {
+		return err
+	}
 	base := d.logBase.LSN
 	if d.seeding {
 		// BeginIngest marks the seed before it empties the log: what the
@@ -361,7 +369,7 @@ func (d *DB) recover() error {
 			if lsn != lo || epoch < d.durable.Epoch {
 				return fmt.Errorf("storage: log entry at lsn %d holds (%d,%d) after (%d,%d): %w", lo, epoch, lsn, d.durable.Epoch, d.durable.LSN, ErrCorrupt)
 			}
-			d.durable = Position{Epoch: epoch, LSN: lsn}
+			d.durable = logrec.Position{Epoch: epoch, LSN: lsn}
 			d.logBytes += int64(len(raw))
 			d.logCount++
 			lo++
@@ -378,7 +386,7 @@ func (d *DB) recover() error {
 	// entries of an older epoch could make them look right. A start at
 	// durable+1 is what StartEpoch leaves before a leader's first entry.
 	if n := len(d.epochs); n > 0 && d.epochs[n-1].LSN > d.durable.LSN+1 {
-		var kept []Position
+		var kept []logrec.Position
 		for _, s := range d.epochs {
 			if s.LSN <= d.durable.LSN+1 {
 				kept = append(kept, s)
@@ -407,7 +415,7 @@ func (d *DB) Close() error {
 }
 
 // Durable is the position of the last durable log entry.
-func (d *DB) Durable() Position {
+func (d *DB) Durable() logrec.Position {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.durable
@@ -421,7 +429,7 @@ func (d *DB) Applied() uint64 {
 }
 
 // LogBase is the position just before the first retained log entry.
-func (d *DB) LogBase() Position {
+func (d *DB) LogBase() logrec.Position {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.logBase
@@ -459,10 +467,10 @@ func (d *DB) Epoch() uint64 {
 }
 
 // EpochHistory returns the (epoch, first LSN) starts in ascending order.
-func (d *DB) EpochHistory() []Position {
+func (d *DB) EpochHistory() []logrec.Position {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return append([]Position(nil), d.epochs...)
+	return append([]logrec.Position(nil), d.epochs...)
 }
 
 // ObserveEpoch durably raises the highest seen epoch to e; lower values are
@@ -489,7 +497,7 @@ func (d *DB) StartEpoch(e, lsn uint64) error {
 	if n := len(d.epochs); n > 0 && d.epochs[n-1].Epoch >= e {
 		return fmt.Errorf("storage: start epoch %d after epoch %d", e, d.epochs[n-1].Epoch)
 	}
-	epochs := append(append([]Position(nil), d.epochs...), Position{Epoch: e, LSN: lsn})
+	epochs := append(append([]logrec.Position(nil), d.epochs...), logrec.Position{Epoch: e, LSN: lsn})
 	b := d.pdb.NewBatch()
 	defer b.Close()
 	_ = b.Set(metaEpochs, encodePositions(epochs), nil)
@@ -533,10 +541,10 @@ func (d *DB) AppendLog(entries [][]byte) error {
 			return fmt.Errorf("%w: entry (%d,%d) after (%d,%d)", ErrGap, epoch, lsn, next.Epoch, next.LSN)
 		}
 		if epoch != next.Epoch && (len(epochs) == 0 || epochs[len(epochs)-1].Epoch < epoch) {
-			epochs = append(append([]Position(nil), epochs...), Position{Epoch: epoch, LSN: lsn})
+			epochs = append(append([]logrec.Position(nil), epochs...), logrec.Position{Epoch: epoch, LSN: lsn})
 			newEpochs = true
 		}
-		next = Position{Epoch: epoch, LSN: lsn}
+		next = logrec.Position{Epoch: epoch, LSN: lsn}
 		added += int64(len(raw))
 	}
 	if newEpochs || next.Epoch > seen {
@@ -693,7 +701,7 @@ func (d *DB) TruncateLogAfter(lsn uint64) error {
 	if err := d.wal.TruncateBack(lsn); err != nil {
 		return fmt.Errorf("storage: truncate after %d: %w", lsn, err)
 	}
-	var kept []Position
+	var kept []logrec.Position
 	for _, s := range epochs {
 		if s.LSN <= lsn {
 			kept = append(kept, s)
@@ -710,7 +718,7 @@ func (d *DB) TruncateLogAfter(lsn uint64) error {
 		d.logBytes -= d.logBytes * removed / d.logCount
 	}
 	d.logCount -= removed
-	d.durable = Position{Epoch: epoch, LSN: lsn}
+	d.durable = logrec.Position{Epoch: epoch, LSN: lsn}
 	d.epochs = kept
 	d.mu.Unlock()
 	return nil
@@ -738,7 +746,7 @@ func (d *DB) TruncateLogBefore(lsn uint64) error {
 	if err != nil {
 		return fmt.Errorf("storage: retention at %d: %w", lsn, err)
 	}
-	nb := Position{Epoch: epoch, LSN: lsn}
+	nb := logrec.Position{Epoch: epoch, LSN: lsn}
 	if err := d.pdb.Set(metaLogBase, encodePosition(nb), noSyncWrite); err != nil {
 		return fmt.Errorf("storage: retention at %d: %w", lsn, err)
 	}
@@ -772,12 +780,15 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 		return nil
 	}
 	d.mu.Lock()
-	applied, durable := d.applied, d.durable.LSN
+	applied, durable, counts := d.applied, d.durable.LSN, d.counts
 	d.mu.Unlock()
 	b := d.pdb.NewBatch()
 	defer b.Close()
 	var kbuf, vbuf []byte
 	var earliest int64 // of the index rows written, 0 if none
+	// rows of the keys this batch wrote, for the counts of a later op on
+	// the same key (the batch is not readable before its commit).
+	touched := make(map[string]rowState, len(entries))
 	// cached: what the row cache gets once the batch is committed (a nil
 	// row: no such key). A row small enough to cache is built once, for
 	// the batch and the cache; a bigger one only invalidates.
@@ -796,6 +807,16 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 		}
 		for _, op := range e.Ops {
 			kbuf = append(append(kbuf[:0], prefixData), op.Key...)
+			old, ok := touched[string(op.Key)]
+			if !ok {
+				var err error
+				if old, err = d.rowState(op.Key, kbuf); err != nil {
+					return fmt.Errorf("storage: apply lsn %d: %w", e.LSN, err)
+				}
+			}
+			now := rowState{exists: op.Kind == logrec.OpPut, expiring: op.Kind == logrec.OpPut && op.ExpireAtMs != 0}
+			counts = counts.change(old, now)
+			touched[string(op.Key)] = now
 			switch op.Kind {
 			case logrec.OpPut:
 				cacheable := d.rows.Cacheable(len(op.Key), 8+len(op.Value))
@@ -826,6 +847,7 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 		applied = e.LSN
 	}
 	_ = b.Set(metaApplied, be64(applied), nil)
+	_ = b.Set(metaKeys, counts.encode(), nil)
 	if err := b.Commit(noSyncWrite); err != nil {
 		return fmt.Errorf("storage: apply up to lsn %d: %w", applied, err)
 	}
@@ -840,9 +862,122 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	}
 	d.mu.Lock()
 	d.applied = applied
+	d.counts = counts
 	d.noteExpiryLocked(earliest)
 	d.mu.Unlock()
 	return nil
+}
+
+// KeyCounts are INFO's keyspace figures: the data rows, and those of them
+// with an expiry. A key whose expiry passed counts until its deletion is
+// applied, as in Redis, whose INFO counts keys not yet reaped.
+type KeyCounts struct {
+	Keys, Expires int64
+}
+
+// rowState is what Apply needs to know of a key's row for the counts.
+type rowState struct{ exists, expiring bool }
+
+// change is c after a key's row went from old to now.
+func (c KeyCounts) change(old, now rowState) KeyCounts {
+	c.Keys += b2i(now.exists) - b2i(old.exists)
+	c.Expires += b2i(now.expiring) - b2i(old.expiring)
+	return c
+}
+
+func b2i(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (c KeyCounts) encode() []byte {
+	return binary.BigEndian.AppendUint64(be64(uint64(c.Keys)), uint64(c.Expires))
+}
+
+// KeyCounts returns the counts of the data as applied: O(1), no read.
+func (d *DB) KeyCounts() KeyCounts {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.counts
+}
+
+// rowState reads key's stored row (kbuf is its data key): from the row
+// cache when it holds the key, else from Pebble. Only Apply calls it,
+// and Apply is the only writer of data rows besides ingest, so the row
+// read is the one the batch replaces.
+func (d *DB) rowState(key, kbuf []byte) (rowState, error) {
+	raw, ok := d.rows.Peek(key)
+	if !ok {
+		got, closer, err := d.pdb.Get(kbuf)
+		if errors.Is(err, pebble.ErrNotFound) {
+			return rowState{}, nil
+		}
+		if err != nil {
+			return rowState{}, fmt.Errorf("read %q for the key counts: %w", key, err)
+		}
+		defer closer.Close()
+		raw = got
+	}
+	if len(raw) == 0 {
+		return rowState{}, nil // cached as no such key
+	}
+	if len(raw) < 8 {
+		return rowState{}, fmt.Errorf("stored value of %q is %d bytes: %w", key, len(raw), ErrCorrupt)
+	}
+	return rowState{exists: true, expiring: binary.BigEndian.Uint64(raw) != 0}, nil
+}
+
+// recoverCounts reads the key counts, or, in a data dir from before they
+// were kept, counts the data rows once and saves the counts (unsynced: if
+// they are lost, the next Open counts again).
+func (d *DB) recoverCounts() error {
+	v, ok, err := d.getMeta(metaKeys)
+	if err != nil {
+		return err
+	}
+	if ok {
+		if len(v) != 16 {
+			return fmt.Errorf("storage: key counts of %d bytes: %w", len(v), ErrCorrupt)
+		}
+		d.counts = KeyCounts{Keys: int64(binary.BigEndian.Uint64(v)), Expires: int64(binary.BigEndian.Uint64(v[8:]))}
+		return nil
+	}
+	if d.counts, err = d.countRows(); err != nil {
+		return err
+	}
+	if d.counts.Keys > 0 {
+		d.log.Info("storage: counted the data rows once (a data dir from before the key counts were kept)", "keys", d.counts.Keys, "expires", d.counts.Expires)
+	}
+	if err := d.pdb.Set(metaKeys, d.counts.encode(), noSyncWrite); err != nil {
+		return fmt.Errorf("storage: save the key counts: %w", err)
+	}
+	return nil
+}
+
+// countRows counts the data rows by a scan.
+func (d *DB) countRows() (KeyCounts, error) {
+	var c KeyCounts
+	it, err := d.pdb.NewIter(&pebble.IterOptions{LowerBound: dataLower, UpperBound: dataUpper})
+	if err != nil {
+		return c, fmt.Errorf("storage: count keys: %w", err)
+	}
+	defer it.Close()
+	for ok := it.First(); ok; ok = it.Next() {
+		v := it.Value()
+		if len(v) < 8 {
+			return c, fmt.Errorf("storage: count keys: stored value of %q is %d bytes: %w", it.Key()[1:], len(v), ErrCorrupt)
+		}
+		c.Keys++
+		if binary.BigEndian.Uint64(v) != 0 {
+			c.Expires++
+		}
+	}
+	if err := it.Error(); err != nil {
+		return c, fmt.Errorf("storage: count keys: %w", err)
+	}
+	return c, nil
 }
 
 // noteExpiryLocked records that index rows expiring at earliest (0: none)
@@ -1095,18 +1230,18 @@ func expiryKey(atMs int64, key []byte) []byte {
 
 func be64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
-func encodePosition(p Position) []byte {
+func encodePosition(p logrec.Position) []byte {
 	return binary.BigEndian.AppendUint64(be64(p.Epoch), p.LSN)
 }
 
-func decodePosition(b []byte) (Position, error) {
+func decodePosition(b []byte) (logrec.Position, error) {
 	if len(b) != 16 {
-		return Position{}, fmt.Errorf("position of %d bytes: %w", len(b), ErrCorrupt)
+		return logrec.Position{}, fmt.Errorf("position of %d bytes: %w", len(b), ErrCorrupt)
 	}
-	return Position{Epoch: binary.BigEndian.Uint64(b), LSN: binary.BigEndian.Uint64(b[8:])}, nil
+	return logrec.Position{Epoch: binary.BigEndian.Uint64(b), LSN: binary.BigEndian.Uint64(b[8:])}, nil
 }
 
-func encodePositions(ps []Position) []byte {
+func encodePositions(ps []logrec.Position) []byte {
 	var out []byte
 	for _, p := range ps {
 		out = append(out, encodePosition(p)...)
@@ -1114,11 +1249,11 @@ func encodePositions(ps []Position) []byte {
 	return out
 }
 
-func decodePositions(b []byte) ([]Position, error) {
+func decodePositions(b []byte) ([]logrec.Position, error) {
 	if len(b)%16 != 0 {
 		return nil, fmt.Errorf("positions of %d bytes: %w", len(b), ErrCorrupt)
 	}
-	var out []Position
+	var out []logrec.Position
 	for i := 0; i < len(b); i += 16 {
 		p, _ := decodePosition(b[i : i+16])
 		out = append(out, p)

@@ -130,10 +130,10 @@ func state(es []logrec.Entry) []string {
 }
 
 type positions struct {
-	durable, base Position
+	durable, base logrec.Position
 	applied       uint64
 	epoch         uint64
-	epochs        []Position
+	epochs        []logrec.Position
 	count         int64
 }
 
@@ -154,9 +154,9 @@ func TestAppendReadReopen(t *testing.T) {
 	mustAppend(t, d, es[3:]...)
 	raws := encodeAll(es...)
 	want := positions{
-		durable: Position{Epoch: 2, LSN: 10},
+		durable: logrec.Position{Epoch: 2, LSN: 10},
 		epoch:   2,
-		epochs:  []Position{{Epoch: 1, LSN: 1}, {Epoch: 2, LSN: 6}},
+		epochs:  []logrec.Position{{Epoch: 1, LSN: 1}, {Epoch: 2, LSN: 6}},
 		count:   10,
 	}
 	readTests := []struct {
@@ -239,7 +239,7 @@ func TestAppendLogRejects(t *testing.T) {
 		t.Errorf("empty AppendLog: %v", err)
 	}
 	mustAppend(t, d, entry(3, 4))
-	if got := d.EpochHistory(); !reflect.DeepEqual(got, []Position{{2, 1}, {3, 4}}) {
+	if got := d.EpochHistory(); !reflect.DeepEqual(got, []logrec.Position{{Epoch: 2, LSN: 1}, {Epoch: 3, LSN: 4}}) {
 		t.Errorf("epoch history %v", got)
 	}
 }
@@ -318,7 +318,7 @@ func TestCorruptStoredEntry(t *testing.T) {
 	seg[at5+len(raws[4])-1] ^= 0x01
 	d = open(t, fs)
 	defer func() { d.Close() }()
-	if got := d.Durable(); got != (Position{1, 4}) {
+	if got := d.Durable(); got != (logrec.Position{Epoch: 1, LSN: 4}) {
 		t.Errorf("after a torn last entry: durable %v, want (1,4)", got)
 	}
 	mustAppend(t, d, es[4])
@@ -451,7 +451,7 @@ func TestApplyAtomicAcrossCrash(t *testing.T) {
 			if pct == 100 && applied != n {
 				t.Errorf("pct 100: applied %d, want %d", applied, n)
 			}
-			if got := c.Durable(); got != (Position{Epoch: 1, LSN: n}) {
+			if got := c.Durable(); got != (logrec.Position{Epoch: 1, LSN: n}) {
 				t.Errorf("pct %d seed %d: durable %v, want (1,%d)", pct, seed, got, n)
 			}
 			if got, want := dump(t, c), state(es[:applied]); !reflect.DeepEqual(got, want) {
@@ -493,9 +493,9 @@ func TestTruncateLogAfter(t *testing.T) {
 		want   positions
 		append logrec.Entry // appended after the truncation
 	}{
-		{6, positions{durable: Position{2, 6}, applied: 3, epoch: 4, epochs: []Position{{1, 1}, {2, 5}}, count: 6}, entry(3, 7)},
-		{4, positions{durable: Position{1, 4}, applied: 3, epoch: 4, epochs: []Position{{1, 1}}, count: 4}, entry(4, 5)},
-		{3, positions{durable: Position{1, 3}, applied: 3, epoch: 4, epochs: []Position{{1, 1}}, count: 3}, entry(4, 4)},
+		{6, positions{durable: logrec.Position{Epoch: 2, LSN: 6}, applied: 3, epoch: 4, epochs: []logrec.Position{{Epoch: 1, LSN: 1}, {Epoch: 2, LSN: 5}}, count: 6}, entry(3, 7)},
+		{4, positions{durable: logrec.Position{Epoch: 1, LSN: 4}, applied: 3, epoch: 4, epochs: []logrec.Position{{Epoch: 1, LSN: 1}}, count: 4}, entry(4, 5)},
+		{3, positions{durable: logrec.Position{Epoch: 1, LSN: 3}, applied: 3, epoch: 4, epochs: []logrec.Position{{Epoch: 1, LSN: 1}}, count: 3}, entry(4, 4)},
 	}
 	for _, tt := range tests {
 		if err := d.TruncateLogAfter(tt.after); err != nil {
@@ -512,10 +512,10 @@ func TestTruncateLogAfter(t *testing.T) {
 		}
 		// The log continues from the truncation point in a new epoch.
 		mustAppend(t, d, tt.append)
-		if got := d.Durable(); got != (Position{tt.append.Epoch, tt.append.LSN}) {
+		if got := d.Durable(); got != (logrec.Position{Epoch: tt.append.Epoch, LSN: tt.append.LSN}) {
 			t.Errorf("after %d: durable %v after append", tt.after, got)
 		}
-		if got := d.EpochHistory(); got[len(got)-1] != (Position{tt.append.Epoch, tt.append.LSN}) {
+		if got := d.EpochHistory(); got[len(got)-1] != (logrec.Position{Epoch: tt.append.Epoch, LSN: tt.append.LSN}) {
 			t.Errorf("after %d: epoch history %v does not end with the new start", tt.after, got)
 		}
 	}
@@ -533,10 +533,10 @@ func TestTruncateLogBefore(t *testing.T) {
 		t.Fatal(err)
 	}
 	for round := 0; round < 2; round++ {
-		if got := d.LogBase(); got != (Position{2, 6}) {
+		if got := d.LogBase(); got != (logrec.Position{Epoch: 2, LSN: 6}) {
 			t.Errorf("round %d: log base %v, want (2,6)", round, got)
 		}
-		if got := d.Durable(); got != (Position{3, 10}) {
+		if got := d.Durable(); got != (logrec.Position{Epoch: 3, LSN: 10}) {
 			t.Errorf("round %d: durable %v, want (3,10)", round, got)
 		}
 		if n, _ := d.LogSize(); n != 4 {
@@ -558,7 +558,7 @@ func TestTruncateLogBefore(t *testing.T) {
 		}
 		d = reopen(t, d, fs)
 	}
-	if err := d.TruncateLogBefore(3); err != nil || d.LogBase() != (Position{2, 6}) {
+	if err := d.TruncateLogBefore(3); err != nil || d.LogBase() != (logrec.Position{Epoch: 2, LSN: 6}) {
 		t.Errorf("TruncateLogBefore below base: %v, base %v", err, d.LogBase())
 	}
 	// Trim everything: the durable position survives as the log base.
@@ -567,8 +567,8 @@ func TestTruncateLogBefore(t *testing.T) {
 		t.Fatal(err)
 	}
 	d = reopen(t, d, fs)
-	want := positions{durable: Position{3, 10}, base: Position{3, 10}, applied: 10, epoch: 3,
-		epochs: []Position{{1, 1}, {2, 5}, {3, 10}}}
+	want := positions{durable: logrec.Position{Epoch: 3, LSN: 10}, base: logrec.Position{Epoch: 3, LSN: 10}, applied: 10, epoch: 3,
+		epochs: []logrec.Position{{Epoch: 1, LSN: 1}, {Epoch: 2, LSN: 5}, {Epoch: 3, LSN: 10}}}
 	if got := positionsOf(d); !reflect.DeepEqual(got, want) {
 		t.Errorf("fully trimmed: %+v, want %+v", got, want)
 	}
@@ -776,10 +776,10 @@ func TestSnapshotPointInTime(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer snap.Close()
-	if snap.Position != (Position{2, 2}) {
+	if snap.Position != (logrec.Position{Epoch: 2, LSN: 2}) {
 		t.Errorf("snapshot position %v, want (2,2)", snap.Position)
 	}
-	if want := []Position{{1, 1}, {2, 2}}; !reflect.DeepEqual(snap.Epochs, want) {
+	if want := []logrec.Position{{Epoch: 1, LSN: 1}, {Epoch: 2, LSN: 2}}; !reflect.DeepEqual(snap.Epochs, want) {
 		t.Errorf("snapshot epochs %v, want %v", snap.Epochs, want)
 	}
 	var rows []string
@@ -818,7 +818,7 @@ func TestSnapshotPointInTime(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s2.Close()
-	if s2.Position != (Position{2, 4}) {
+	if s2.Position != (logrec.Position{Epoch: 2, LSN: 4}) {
 		t.Errorf("snapshot at log base: position %v, want (2,4)", s2.Position)
 	}
 }
@@ -838,7 +838,7 @@ func ingest(t *testing.T, src, dst *DB, finish bool) *Snapshot {
 	if dst.SeedGeneration() != gen+1 {
 		t.Fatalf("seed generation %d after BeginIngest, want %d: a read across the seed could not tell", dst.SeedGeneration(), gen+1)
 	}
-	if !dst.Seeding() || dst.Applied() != 0 || dst.Durable() != (Position{}) {
+	if !dst.Seeding() || dst.Applied() != 0 || dst.Durable() != (logrec.Position{}) {
 		t.Fatalf("after BeginIngest: seeding %v applied %d durable %v", dst.Seeding(), dst.Applied(), dst.Durable())
 	}
 	var enc snapshot.Encoder
@@ -892,7 +892,7 @@ func TestIngest(t *testing.T) {
 	}
 	snap := ingest(t, src, dst, true)
 	_, srcSum, _ := src.Digest()
-	want := positions{durable: Position{2, 2}, base: Position{2, 2}, applied: 2, epoch: 7, epochs: []Position{{1, 1}, {2, 2}}}
+	want := positions{durable: logrec.Position{Epoch: 2, LSN: 2}, base: logrec.Position{Epoch: 2, LSN: 2}, applied: 2, epoch: 7, epochs: []logrec.Position{{Epoch: 1, LSN: 1}, {Epoch: 2, LSN: 2}}}
 	for round := 0; round < 2; round++ {
 		if dst.Seeding() {
 			t.Errorf("round %d: still seeding", round)
@@ -909,7 +909,7 @@ func TestIngest(t *testing.T) {
 		}
 		dst = reopen(t, dst, fs)
 	}
-	if snap.Position != (Position{2, 2}) {
+	if snap.Position != (logrec.Position{Epoch: 2, LSN: 2}) {
 		t.Errorf("snapshot position %v", snap.Position)
 	}
 	// The log continues after the snapshot position.
@@ -949,7 +949,7 @@ func TestSeedingSurvivesCrash(t *testing.T) {
 		if !c.Seeding() {
 			t.Errorf("pct %d: not seeding after a crash mid-ingest", pct)
 		}
-		if got := positionsOf(c); got.applied != 0 || got.durable != (Position{}) || got.count != 0 {
+		if got := positionsOf(c); got.applied != 0 || got.durable != (logrec.Position{}) || got.count != 0 {
 			t.Errorf("pct %d: positions %+v, want empty", pct, got)
 		}
 		if got := dump(t, c); slices.Contains(got, "old=x@0") {
@@ -1001,12 +1001,12 @@ func TestEpochs(t *testing.T) {
 		t.Fatal(err)
 	}
 	d = reopen(t, d, fs)
-	if got := d.EpochHistory(); d.Epoch() != 6 || !reflect.DeepEqual(got, []Position{{3, 1}, {6, 1}}) {
+	if got := d.EpochHistory(); d.Epoch() != 6 || !reflect.DeepEqual(got, []logrec.Position{{Epoch: 3, LSN: 1}, {Epoch: 6, LSN: 1}}) {
 		t.Errorf("after reopen: epoch %d, history %v", d.Epoch(), got)
 	}
 	// Entries of the started epoch do not add a duplicate start.
 	mustAppend(t, d, entry(6, 1))
-	if got := d.EpochHistory(); !reflect.DeepEqual(got, []Position{{3, 1}, {6, 1}}) {
+	if got := d.EpochHistory(); !reflect.DeepEqual(got, []logrec.Position{{Epoch: 3, LSN: 1}, {Epoch: 6, LSN: 1}}) {
 		t.Errorf("history after appending: %v", got)
 	}
 }

@@ -1,5 +1,7 @@
-// Package testbin builds the tandem binary once per test process, for tests
-// that run real node processes.
+// Package testbin builds tandem's binaries once per test process, for tests
+// that run real processes: Path the server binary (cmd/tandem), ToolsPath
+// the tools binary (cmd/tandem-bench), both in one directory, as
+// `go install` would put them.
 package testbin
 
 import (
@@ -12,35 +14,54 @@ import (
 )
 
 var (
-	once sync.Once
-	path string
-	err  error
+	dirOnce sync.Once
+	dir     string
+	dirErr  error
+
+	tandem = build{name: "tandem", pkg: "./cmd/tandem"}
+	tools  = build{name: "tandem-bench", pkg: "./cmd/tandem-bench"}
 )
+
+// build is one binary, built on first use.
+type build struct {
+	name, pkg string
+	once      sync.Once
+	err       error
+}
 
 // Path returns the path of a freshly built tandem binary, building it on
 // first use. It fails the test if the build fails.
 func Path(t testing.TB) string {
 	t.Helper()
-	once.Do(func() {
+	return tandem.path(t)
+}
+
+// ToolsPath returns the path of a freshly built tandem-bench binary,
+// beside Path's tandem, building it on first use.
+func ToolsPath(t testing.TB) string {
+	t.Helper()
+	return tools.path(t)
+}
+
+func (b *build) path(t testing.TB) string {
+	t.Helper()
+	dirOnce.Do(func() { dir, dirErr = os.MkdirTemp("", "tandem-bin-") })
+	if dirErr != nil {
+		t.Fatalf("build %s: %v", b.name, dirErr)
+	}
+	out := filepath.Join(dir, b.name)
+	b.once.Do(func() {
 		_, file, _, _ := runtime.Caller(0)
-		root := filepath.Join(filepath.Dir(file), "..", "..")
-		dir, derr := os.MkdirTemp("", "tandem-bin-")
-		if derr != nil {
-			err = derr
-			return
-		}
-		path = filepath.Join(dir, "tandem")
-		cmd := exec.Command("go", "build", "-o", path, "./cmd/tandem")
-		cmd.Dir = root
-		out, berr := cmd.CombinedOutput()
-		if berr != nil {
-			err = &buildError{out: string(out), err: berr}
+		cmd := exec.Command("go", "build", "-o", out, b.pkg)
+		cmd.Dir = filepath.Join(filepath.Dir(file), "..", "..")
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			b.err = &buildError{out: string(msg), err: err}
 		}
 	})
-	if err != nil {
-		t.Fatalf("build tandem: %v", err)
+	if b.err != nil {
+		t.Fatalf("build %s: %v", b.name, b.err)
 	}
-	return path
+	return out
 }
 
 type buildError struct {

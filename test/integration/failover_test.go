@@ -18,12 +18,12 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/tandemdb/tandem/internal/chaos/relay"
 	"github.com/tandemdb/tandem/internal/cluster"
 	"github.com/tandemdb/tandem/internal/coord"
 	"github.com/tandemdb/tandem/internal/statusdoc"
 	"github.com/tandemdb/tandem/internal/testbin"
 	"github.com/tandemdb/tandem/internal/testutil"
+	"github.com/tandemdb/tandem/internal/tools/chaos/relay"
 )
 
 // startControlled starts a cluster under the control plane (embedded etcd,
@@ -461,15 +461,19 @@ func TestOrchestratorCutFromLeaderOnly(t *testing.T) {
 	relays := map[int]*relay.Relay{} // to node -> one relay per orchestrator link
 	var all []*relay.Relay
 	c := startControlled(t, 3, func(cfg *cluster.Config) {
-		cfg.OrchestratorPeerAddr = func(from, to int, addr string) string {
+		cfg.Route = func(from, to, addr string) string {
+			var o int
+			if _, err := fmt.Sscanf(from, "o%d", &o); err != nil || to == cluster.EtcdLink {
+				return addr // only the orchestrators' probe links
+			}
 			r, err := relay.Listen(addr, slog.New(slog.DiscardHandler))
 			if err != nil {
 				t.Fatal(err)
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			if to == 1 {
-				relays[from] = r
+			if to == "n1" {
+				relays[o] = r
 			}
 			all = append(all, r)
 			return r.Addr()
@@ -632,15 +636,18 @@ func TestEtcdOutageKeepsTheLeader(t *testing.T) {
 		// the closing note of issue 9). The failsafe itself is mode-free.
 		cfg.ServerArgs = []string{"--mode", "async"}
 		cfg.OrchestratorArgs = []string{"--mode", "async"}
-		cfg.EtcdAddr = func(from, endpoint string) string {
-			r, err := relay.Listen(strings.TrimPrefix(endpoint, "http://"), slog.New(slog.DiscardHandler))
+		cfg.Route = func(from, to, addr string) string {
+			if to != cluster.EtcdLink {
+				return addr
+			}
+			r, err := relay.Listen(addr, slog.New(slog.DiscardHandler))
 			if err != nil {
 				t.Fatal(err)
 			}
 			mu.Lock()
 			relays[from] = r
 			mu.Unlock()
-			return "http://" + r.Addr()
+			return r.Addr()
 		}
 	})
 	t.Cleanup(func() {
@@ -924,6 +931,13 @@ func TestSyncMin(t *testing.T) {
 		cfg.OrchestratorArgs = []string{"--mode", "semisync"}
 	})
 	ctx := context.Background()
+	// Rules that cannot work with three members are refused, with why.
+	for _, args := range [][]string{{"quorum 9"}, {"semisync", "--sync-min", "3"}} {
+		out, err := runTandem(t, append(append([]string{"mode", "set"}, args...), "--dir", c.Dir())...)
+		if err == nil || !strings.Contains(out, "the cluster has 3 members (2 followers)") || !strings.Contains(out, "--force") {
+			t.Fatalf("mode set %q on 3 nodes: %v\n%s; want it refused with the reason", args, err, out)
+		}
+	}
 	if out, err := runTandem(t, "mode", "set", "semisync", "--sync-min", "2", "--dir", c.Dir()); err != nil {
 		t.Fatalf("mode set: %v\n%s", err, out)
 	}

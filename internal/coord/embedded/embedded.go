@@ -6,7 +6,6 @@ package embedded
 
 import (
 	"fmt"
-	"net"
 	"net/url"
 	"testing"
 	"time"
@@ -14,6 +13,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+
+	"github.com/tandemdb/tandem/internal/proc"
 )
 
 // Etcd is a single-member etcd run inside this process: the default for
@@ -75,15 +76,11 @@ func (m *Etcd) Err() <-chan error { return m.e.Err() }
 // of it (closed when t ends).
 func ForTest(t testing.TB) (*Etcd, *clientv3.Client) {
 	t.Helper()
-	addr := func() string {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		return l.Addr().String()
+	addrs, err := proc.FreeAddrs(2)
+	if err != nil {
+		t.Fatal(err)
 	}
-	e, err := Start(t.TempDir(), addr(), addr())
+	e, err := Start(t.TempDir(), addrs[0], addrs[1])
 	if err != nil {
 		t.Fatal(err)
 	}

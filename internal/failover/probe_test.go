@@ -1,0 +1,163 @@
+package failover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tandemdb/tandem/internal/coord"
+	"github.com/tandemdb/tandem/internal/detector"
+	"github.com/tandemdb/tandem/internal/peerpb"
+)
+
+var (
+	errRefused = status.Error(codes.Unavailable, "connection refused")
+	errTimeout = status.Error(codes.DeadlineExceeded, "context deadline exceeded")
+)
+
+func TestClassify(t *testing.T) {
+	tests := []struct {
+		err      error
+		stopping bool
+		want     Outcome
+	}{
+		{nil, false, Answered},
+		{errRefused, false, Refused},
+		{fmt.Errorf("probe: %w", errRefused), false, Refused},
+		// The prober's own context ended: its Unavailable says nothing.
+		{errRefused, true, Failed},
+		{errTimeout, false, Failed},
+		{context.DeadlineExceeded, false, Failed},
+		{status.Error(codes.Internal, "boom"), false, Failed},
+		{errors.New("no status"), false, Failed},
+	}
+	for _, tc := range tests {
+		if got := Classify(tc.err, tc.stopping); got != tc.want {
+			t.Errorf("Classify(%v, stopping %v) = %v, want %v", tc.err, tc.stopping, got, tc.want)
+		}
+	}
+}
+
+// probeRun feeds one node's probe results, 100 ms apart as the prober
+// paces them, and returns the probe and the time of the last result.
+type probeStep struct {
+	rep *peerpb.HeartbeatReply
+	err error
+}
+
+func runProbe(t *testing.T, start time.Time, want Expect, steps ...probeStep) (*Probe, time.Time) {
+	t.Helper()
+	p := &Probe{Det: detector.NewTimeout(500 * time.Millisecond)}
+	now := start
+	for _, s := range steps {
+		next := p.Observe(now, s.rep, s.err, false, want, 100*time.Millisecond)
+		if s.err == nil && next != 100*time.Millisecond {
+			t.Fatalf("after an answer the next probe is in %v, want the interval", next)
+		}
+		if s.err != nil && next != 25*time.Millisecond {
+			t.Fatalf("after a failure the next probe is in %v, want a quarter interval", next)
+		}
+		now = now.Add(next)
+	}
+	return p, now
+}
+
+// TestProbeObserve: what a run of probe results establishes.
+func TestProbeObserve(t *testing.T) {
+	start := time.Unix(1000, 0)
+	leads := Expect{ShouldLead: true, Epoch: 3}
+	leader := leaderReply(3, 10)
+	notAnswering := leaderReply(3, 10)
+	notAnswering.Answering = false
+	fenced := &peerpb.HeartbeatReply{Role: "fenced", Epoch: 3}
+	ok, refused, timeout := probeStep{rep: leader}, probeStep{err: errRefused}, probeStep{err: errTimeout}
+
+	p, _ := runProbe(t, start, leads, ok, refused, refused)
+	if p.Refused != 2 || p.LastErr == "" || p.Reply != leader {
+		t.Fatalf("two refusals: %+v", p)
+	}
+	// A timeout in between proves nothing of the process: the count starts again.
+	if p, _ = runProbe(t, start, leads, refused, timeout, refused); p.Refused != 1 {
+		t.Fatalf("refused, timed out, refused: Refused %d, want 1", p.Refused)
+	}
+	// An answer clears it.
+	if p, _ = runProbe(t, start, leads, refused, ok); p.Refused != 0 || p.LastErr != "" {
+		t.Fatalf("refused then answered: %+v", p)
+	}
+	// A leader that does not lead its epoch is marked from its first such answer.
+	p, _ = runProbe(t, start, leads, ok, probeStep{rep: fenced}, probeStep{rep: fenced})
+	if want := start.Add(100 * time.Millisecond); !p.NotLead.Equal(want) || !p.NotAnswering.IsZero() {
+		t.Fatalf("fenced leader: NotLead %v (want %v), NotAnswering %v", p.NotLead, want, p.NotAnswering)
+	}
+	// One that leads without a lease, from its first such answer; cleared by an answering one.
+	p, _ = runProbe(t, start, leads, probeStep{rep: notAnswering}, probeStep{rep: notAnswering})
+	if !p.NotAnswering.Equal(start) || !p.NotLead.IsZero() {
+		t.Fatalf("leader without a lease: %+v", p)
+	}
+	if p, _ = runProbe(t, start, leads, probeStep{rep: notAnswering}, ok); !p.NotAnswering.IsZero() {
+		t.Fatalf("lease back: NotAnswering %v", p.NotAnswering)
+	}
+	// A node not expected to lead is never marked.
+	p, _ = runProbe(t, start, Expect{Epoch: 3}, probeStep{rep: fenced}, probeStep{rep: notAnswering})
+	if !p.NotLead.IsZero() || !p.NotAnswering.IsZero() {
+		t.Fatalf("not the topology's leader: %+v", p)
+	}
+	// A leader of an older epoch does not lead this one.
+	if p, _ = runProbe(t, start, Expect{ShouldLead: true, Epoch: 4}, ok); !p.NotLead.Equal(start) {
+		t.Fatalf("leads epoch 3 of 4: NotLead %v", p.NotLead)
+	}
+}
+
+// TestProbeGrace: a new leader's grace ends at its first answer as the
+// leader that answers, so that it is suspected at once if it dies then.
+func TestProbeGrace(t *testing.T) {
+	start := time.Unix(1000, 0)
+	p := &Probe{Det: detector.NewTimeout(500 * time.Millisecond)}
+	p.Observe(start, followerReply(3, 10, 5), nil, false, Expect{Epoch: 3}, 100*time.Millisecond)
+	p.GiveGrace(start, time.Second)
+	if p.Det.Suspect(start.Add(900 * time.Millisecond)) {
+		t.Fatal("suspected within its grace")
+	}
+	p.Observe(start.Add(100*time.Millisecond), leaderReply(4, 10), nil, false, Expect{ShouldLead: true, Epoch: 4}, 100*time.Millisecond)
+	if !p.GraceEnds.IsZero() {
+		t.Fatalf("grace not ended by an answer as leader: %v", p.GraceEnds)
+	}
+	if !p.Det.Suspect(start.Add(700 * time.Millisecond)) {
+		t.Fatal("a silent new leader is not suspected after its grace ended")
+	}
+}
+
+// TestProbeToDecision runs the probe's findings into Decide: the rule as
+// the orchestrator applies it, from RPC results to a failover.
+func TestProbeToDecision(t *testing.T) {
+	start := time.Unix(1000, 0)
+	topo := coord.Topology{Epoch: 3, Leader: "n1"}
+	leads := Expect{ShouldLead: true, Epoch: 3}
+	ok, refused, timeout := probeStep{rep: leaderReply(3, 10)}, probeStep{err: errRefused}, probeStep{err: errTimeout}
+	decideAfter := func(steps ...probeStep) Decision {
+		p, now := runProbe(t, start, leads, steps...)
+		v := View{Now: now, Topo: topo, HaveTopo: true, Nodes: []NodeView{
+			p.View("n1", member("n1"), now, 300*time.Millisecond),
+			{ID: "n2", Member: member("n2"), Reply: followerReply(3, 10, 400), Fresh: true},
+		}}
+		return Decide(testRules, v, start.Add(-time.Minute))
+	}
+	if d := decideAfter(ok, refused, refused); d.Kind != KindFailover || d.Candidate != "n2" || !strings.Contains(d.Reason, "refused 2 probes") {
+		t.Fatalf("refused twice: %+v, want a failover to n2", d)
+	}
+	if d := decideAfter(ok, refused); d.Kind != KindNone {
+		t.Fatalf("refused once: %+v, want nothing yet", d)
+	}
+	if d := decideAfter(ok, timeout, timeout); d.Kind != KindNone {
+		t.Fatalf("two timeouts 150 ms after an answer: %+v, want nothing (not suspected yet)", d)
+	}
+	if d := decideAfter(ok, refused, ok, refused); d.Kind != KindNone {
+		t.Fatalf("refusals not in a row: %+v, want nothing", d)
+	}
+}

@@ -1,0 +1,120 @@
+package orchestrator
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tandemdb/tandem/internal/coord"
+	"github.com/tandemdb/tandem/internal/failover"
+	"github.com/tandemdb/tandem/internal/peerpb"
+)
+
+// fakeNode answers the prober's Heartbeat as a node in a given state
+// would: alive (reply), gone (refused at once) or paused (no answer until
+// the probe's deadline).
+type fakeNode struct {
+	mu    sync.Mutex
+	state string // "alive", "gone", "paused"
+	reply *peerpb.HeartbeatReply
+	calls int
+}
+
+func (f *fakeNode) set(state string) {
+	f.mu.Lock()
+	f.state = state
+	f.mu.Unlock()
+}
+
+func (f *fakeNode) Heartbeat(ctx context.Context, _ *peerpb.HeartbeatRequest, _ ...grpc.CallOption) (*peerpb.HeartbeatReply, error) {
+	f.mu.Lock()
+	f.calls++
+	state, rep := f.state, f.reply
+	f.mu.Unlock()
+	switch state {
+	case "gone":
+		return nil, status.Error(codes.Unavailable, "connection refused")
+	case "paused":
+		<-ctx.Done()
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+	return rep, nil
+}
+
+// TestProbeLoop runs the probe loop on fake nodes under testing/synctest,
+// through the failover rule: a leader whose process is gone is failed over
+// within an interval and a quarter (two refusals), a paused one only after
+// MinSilence, and a leader that answers never.
+func TestProbeLoop(t *testing.T) {
+	for _, tc := range []struct {
+		fault    string
+		noneAt   time.Duration // no failover yet this long after the fault
+		failover time.Duration // a failover by this long after it
+		reason   string
+	}{
+		// The fault comes mid-interval (no two events share an instant, so
+		// the run does not depend on the order of goroutines woken
+		// together): the next probe, 50 ms later, is refused, and so is
+		// its retry a quarter interval after.
+		{fault: "gone", noneAt: 60 * time.Millisecond, failover: 80 * time.Millisecond, reason: "refused 2 probes in a row"},
+		// Paused: probes time out, which says nothing of the process; the
+		// leader, silent since its last answer 50 ms before the fault, is
+		// suspected by phi at once but failed over only after MinSilence.
+		{fault: "paused", noneAt: 420 * time.Millisecond, failover: 470 * time.Millisecond, reason: "leader suspected"},
+	} {
+		t.Run(tc.fault, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				cfg := Config{ID: "o1", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+				cfg.setDefaults()
+				o := &Orchestrator{cfg: cfg, log: cfg.Logger, nodes: map[string]*nodeState{}, noted: map[string]time.Time{},
+					topo: coord.Topology{Epoch: 3, Leader: "n1"}, haveTopo: true}
+				leader := &fakeNode{state: "alive", reply: &peerpb.HeartbeatReply{Role: "leader", Epoch: 3, LeadingEpoch: 3, Answering: true,
+					Durable: &peerpb.Position{Epoch: 3, Lsn: 10}}}
+				// The follower lost the leader too: it does not veto.
+				follower := &fakeNode{state: "alive", reply: &peerpb.HeartbeatReply{Role: "follower", Epoch: 3, Following: "n1", LeaderHeardAgoMs: 900,
+					Durable: &peerpb.Position{Epoch: 3, Lsn: 10}}}
+				ctx, cancel := context.WithCancel(context.Background())
+				var wg sync.WaitGroup
+				defer wg.Wait()
+				defer cancel()
+				for id, f := range map[string]*fakeNode{"n1": leader, "n2": follower} {
+					ns := &nodeState{member: coord.Member{ID: id, PeerAddr: id + ":7380", Priority: 100}, probe: failover.Probe{Det: o.detectorFor()}}
+					o.nodes[id] = ns
+					wg.Go(func() { o.probeLoop(ctx, ns, f) })
+				}
+				decide := func() failover.Decision {
+					return failover.Decide(o.cfg.rules(), o.snapshot(), time.Now().Add(-time.Minute))
+				}
+				time.Sleep(2*time.Second + 50*time.Millisecond)
+				if d := decide(); d.Kind != failover.KindNone {
+					t.Fatalf("a leader that answers: %+v", d)
+				}
+				leader.mu.Lock()
+				if leader.calls != 21 {
+					t.Errorf("%d probes in 2.05 s at a 100 ms interval, want 21", leader.calls)
+				}
+				leader.mu.Unlock()
+
+				leader.set(tc.fault)
+				time.Sleep(tc.noneAt)
+				if d := decide(); d.Kind != failover.KindNone {
+					t.Fatalf("%v after the fault: %+v, want nothing yet", tc.noneAt, d)
+				}
+				time.Sleep(tc.failover - tc.noneAt)
+				d := decide()
+				if d.Kind != failover.KindFailover || d.Candidate != "n2" || !strings.Contains(d.Reason, tc.reason) {
+					t.Fatalf("%v after the fault: %+v, want a failover to n2 (%s)", tc.failover, d, tc.reason)
+				}
+			})
+		})
+	}
+}

@@ -1,0 +1,240 @@
+// Package proc is the one way tandem's programs pick loopback ports for
+// processes they start and stop those processes: `tandem up`'s supervisor
+// (internal/cluster), the benchmarks and the chaos harness
+// (internal/tools/...) and the tests all use it.
+//
+// # Ports
+//
+// A port picked here is released before the child process binds it, so
+// another process can take it in between. Ports are therefore taken below
+// the kernel's ephemeral range (/proc/sys/net/ipv4/ip_local_port_range):
+// a port from that range (what "127.0.0.1:0" gives) can be taken, once
+// released, by any outgoing connection on the machine; below it only
+// another listener can. Callers that bind the port themselves and keep the
+// listener (a relay, a test server) may listen on "127.0.0.1:0": nothing
+// is released, so nothing can be taken.
+//
+// # Processes
+//
+// Start runs a command and waits for it in one goroutine; Done is closed
+// when it has exited and Err then says how. Stop ends it the polite way
+// first (SIGCONT, so a paused process can act on it, then SIGTERM or the
+// signal given), SIGKILL after a grace period, and always waits for the
+// exit, so no caller leaves a process behind.
+package proc
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// ephemeralLow is the first port of the kernel's ephemeral range (32768,
+// Linux's default, when the range cannot be read).
+func ephemeralLow() int {
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				low = n
+			}
+		}
+	}
+	return low
+}
+
+// portRange is where Listen looks: the 16384 ports below the ephemeral
+// range, never below 10000 (well-known and registered services).
+func portRange() (from, to int) {
+	low := ephemeralLow()
+	return max(low-16384, 10000), low
+}
+
+// portBlocks splits the range among processes by pid: a port a process
+// handed out and a child released (a node that is down until it restarts)
+// can be taken by any other process that picks the same port, and test
+// binaries of several packages run at once, each starting clusters. With
+// each process drawing from its own eighth first, two processes meet only
+// if their pids share a block.
+const portBlocks = 8
+
+// handedOut holds every port this process handed out: Listen never gives
+// one twice, so a port released by a stopped child is still its own when
+// the child restarts.
+var handedOut sync.Map // int -> struct{}
+
+// Listen listens on a free loopback port below the kernel's ephemeral
+// range, never one this process handed out before. The caller releases
+// the port by closing the listener, right before a child binds it. It
+// tries this process's block of the range first, then the whole range,
+// and falls back to "127.0.0.1:0" only when no port below the range is
+// free after 64 tries or the range starts too low to leave one.
+func Listen() (net.Listener, error) {
+	if from, to := portRange(); from < to {
+		size := (to - from) / portBlocks
+		blockFrom := from + (os.Getpid()%portBlocks)*size
+		for i := range 128 {
+			p := blockFrom + rand.IntN(max(size, 1))
+			if i >= 64 || size == 0 {
+				p = from + rand.IntN(to-from)
+			}
+			if _, taken := handedOut.Load(p); taken {
+				continue
+			}
+			if l, err := net.Listen("tcp", Addr(p)); err == nil {
+				handedOut.Store(p, struct{}{})
+				return l, nil
+			}
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("proc: free port: %w", err)
+	}
+	return l, nil
+}
+
+// FreePorts returns n distinct free loopback ports picked by Listen. All
+// are held until every one is picked, so none repeats, then released for
+// the caller's children to bind.
+func FreePorts(n int) ([]int, error) {
+	var held []net.Listener
+	defer func() {
+		for _, l := range held {
+			l.Close()
+		}
+	}()
+	ports := make([]int, 0, n)
+	for len(ports) < n {
+		l, err := Listen()
+		if err != nil {
+			return nil, err
+		}
+		held = append(held, l)
+		if p := l.Addr().(*net.TCPAddr).Port; !slices.Contains(ports, p) {
+			ports = append(ports, p)
+		}
+	}
+	return ports, nil
+}
+
+// FreeAddrs is FreePorts as "127.0.0.1:PORT" addresses.
+func FreeAddrs(n int) ([]string, error) {
+	ports, err := FreePorts(n)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, n)
+	for i, p := range ports {
+		out[i] = Addr(p)
+	}
+	return out, nil
+}
+
+// Addr is the loopback address of port.
+func Addr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
+
+// Process is a started command.
+type Process struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error // how it exited; set before done is closed
+}
+
+// Start starts cmd and waits for it in a goroutine. After it exited, each
+// of closers (the files its output went to) is closed and Done is closed.
+func Start(cmd *exec.Cmd, closers ...io.Closer) (*Process, error) {
+	if err := cmd.Start(); err != nil {
+		for _, c := range closers {
+			c.Close()
+		}
+		return nil, fmt.Errorf("proc: start %s: %w", cmd.Path, err)
+	}
+	p := &Process{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		for _, c := range closers {
+			c.Close()
+		}
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// Pid is the process's id.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Done is closed once the process has exited.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Err is how the process exited (cmd.Wait's error); nil before Done.
+func (p *Process) Err() error {
+	select {
+	case <-p.done:
+		return p.err
+	default:
+		return nil
+	}
+}
+
+// Exited reports whether the process has exited.
+func (p *Process) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Signal sends sig; a process that has exited already is not an error.
+func (p *Process) Signal(sig os.Signal) error {
+	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("proc: signal %d: %w", p.Pid(), err)
+	}
+	return nil
+}
+
+// Kill sends SIGKILL and waits for the exit.
+func (p *Process) Kill() error {
+	err := p.Signal(syscall.SIGKILL)
+	<-p.done
+	return err
+}
+
+// Stop is StopWith(SIGTERM, grace).
+func (p *Process) Stop(grace time.Duration) error { return p.StopWith(syscall.SIGTERM, grace) }
+
+// StopWith sends SIGCONT and sig, then SIGKILL if the process has not
+// exited within grace, and waits for the exit. It reports whether SIGKILL
+// was needed as an error (the process did not stop when asked).
+func (p *Process) StopWith(sig os.Signal, grace time.Duration) error {
+	if p.Exited() {
+		return nil
+	}
+	_ = p.Signal(syscall.SIGCONT)
+	if err := p.Signal(sig); err != nil {
+		return errors.Join(err, p.Kill())
+	}
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-p.done:
+		return nil
+	case <-t.C:
+	}
+	if err := p.Kill(); err != nil {
+		return err
+	}
+	return fmt.Errorf("proc: %d did not exit within %v of signal %v: killed", p.Pid(), grace, sig)
+}

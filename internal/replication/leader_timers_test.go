@@ -1,0 +1,288 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+
+	"github.com/tandemdb/tandem/internal/commit"
+	"github.com/tandemdb/tandem/internal/peerpb"
+)
+
+// The driver's timers — write timeouts, waits for room, heartbeats, the
+// follower timeout, and the timer that hands out a held group commit —
+// under testing/synctest: the leader, its Pebble, its followers and the
+// inmem network all run in the bubble, time is fake and jumps when every
+// goroutine is blocked, so each test checks not only that a timer fires
+// but when, with no sleep and no real time spent. The leader's clock
+// resolution is its tick (DefaultTickInterval), so a deadline is met at
+// the first tick at or after it.
+
+// within fails t unless got is in [want, want+DefaultTickInterval].
+func within(t *testing.T, what string, got, want time.Duration) {
+	t.Helper()
+	if got < want || got > want+DefaultTickInterval {
+		t.Errorf("%s after %v, want %v (to the next tick)", what, got, want)
+	}
+}
+
+// TestWriteTimeout: under quorum with no follower a write answers
+// ErrWriteTimeout once the write timeout has passed; it stays in the log
+// and commits once a follower has it.
+func TestWriteTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := newLeader(t, 1, commit.Mode{Kind: commit.Quorum, K: 1}, func(c *LeaderConfig) { c.WriteTimeout = 50 * time.Millisecond })
+		// A bound (of fake time) for a leader that would never time out.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		began := time.Now()
+		if _, _, err := l.Propose(ctx, putExec("k", "v")); !errors.Is(err, ErrWriteTimeout) {
+			t.Fatalf("Propose without a quorum: %v, want ErrWriteTimeout", err)
+		}
+		within(t, "write timed out", time.Since(began), 50*time.Millisecond)
+		if st := l.Status(); st.Durable != 1 || st.Applied != 0 || st.InFlight != 1 {
+			t.Fatalf("after the timeout: %+v, want the entry durable, not applied, in flight", st)
+		}
+		f := newFollowerNode(t, "f", vfs.NewMem(), l.dialer)
+		waitConverged(t, l, f)
+		if v, ok := get(t, l.db, "k"); !ok || v != "v" {
+			t.Errorf("k = %q, %v after a follower came: the timed-out write should commit", v, ok)
+		}
+	})
+}
+
+// TestInFlightBound: past MaxInFlight a write waits for room, then fails
+// with ErrOverloaded, WriteTimeout after it first found none, without
+// being sequenced; a client that gives up stops waiting at once; room
+// comes back when writes commit.
+func TestInFlightBound(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := newLeader(t, 1, commit.Mode{Kind: commit.Quorum, K: 1}, func(c *LeaderConfig) {
+			c.MaxInFlight = 3
+			c.WriteTimeout = 100 * time.Millisecond
+		})
+		ctx := context.Background()
+		var pending []*Pending
+		for i := range 3 {
+			p, err := l.Start(ctx, putExec(fmt.Sprint("k", i), "v"))
+			if err != nil {
+				t.Fatalf("Start %d: %v", i, err)
+			}
+			pending = append(pending, p)
+		}
+		bounded, cancel := context.WithTimeout(ctx, time.Second) // for a leader that would never refuse
+		defer cancel()
+		began := time.Now()
+		if _, err := l.Start(bounded, putExec("over", "v")); !errors.Is(err, ErrOverloaded) {
+			t.Fatalf("Start past the bound: %v, want ErrOverloaded", err)
+		}
+		within(t, "refused", time.Since(began), 100*time.Millisecond)
+		gone, giveUp := context.WithCancel(ctx)
+		giveUp()
+		began = time.Now()
+		if _, err := l.Start(gone, putExec("over", "v")); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Start past the bound by a client that left: %v, want context.Canceled", err)
+		}
+		if d := time.Since(began); d != 0 {
+			t.Errorf("a client that left waited %v for room", d)
+		}
+		if st := l.Status(); st.InFlight != 3 {
+			t.Fatalf("%d writes in flight, want 3: refused writes must not be sequenced", st.InFlight)
+		}
+		// Once a follower makes them durable they commit, and there is
+		// room: a writer waiting for it is let in.
+		admitted := make(chan error, 1)
+		go func() {
+			p, err := l.Start(ctx, putExec("later", "v"))
+			if err == nil {
+				_, _, err = p.Wait(ctx)
+			}
+			admitted <- err
+		}()
+		synctest.Wait() // the writer waits for room
+		f := newFollowerNode(t, "f", vfs.NewMem(), l.dialer)
+		if err := <-admitted; err != nil {
+			t.Fatalf("write after room came back: %v", err)
+		}
+		waitConverged(t, l, f)
+		for _, p := range pending {
+			if _, _, err := p.Wait(ctx); err != nil && !errors.Is(err, ErrWriteTimeout) {
+				t.Errorf("pending write: %v", err)
+			}
+		}
+		if v, ok := get(t, l.db, "later"); !ok || v != "v" {
+			t.Errorf("later = %q, %v", v, ok)
+		}
+	})
+}
+
+// rawFollower opens a replication stream to l from id as a follower
+// with an empty log would, and reads the leader's Start.
+func rawFollower(t *testing.T, l *testLeader, id string) FollowerStream {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	s, err := l.dialer.from(id).Replicate(ctx)
+	if err != nil {
+		t.Fatalf("%s: dial: %v", id, err)
+	}
+	hello := &peerpb.FollowerMessage{Epoch: l.Epoch(), Body: &peerpb.FollowerMessage_Hello{Hello: &peerpb.Hello{NodeId: id, Durable: &peerpb.Position{}}}}
+	if err := s.Send(hello); err != nil {
+		t.Fatalf("%s: hello: %v", id, err)
+	}
+	if m, err := s.Recv(); err != nil || m.GetStart().GetFromLsn() != 1 {
+		t.Fatalf("%s: answer to hello: %v, %v; want Start from 1", id, m, err)
+	}
+	return s
+}
+
+// TestHeartbeats: an idle stream carries an empty append every Heartbeat;
+// a write is sent at once, not at the next heartbeat, and the heartbeats
+// go on a Heartbeat after it.
+func TestHeartbeats(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const beat = 50 * time.Millisecond
+		l := newLeader(t, 1, commit.Mode{Kind: commit.Async}, func(c *LeaderConfig) { c.Heartbeat = beat })
+		s := rawFollower(t, l, "f")
+		recv := func(what string, entries int, after time.Duration) {
+			t.Helper()
+			began := time.Now()
+			m, err := s.Recv()
+			if err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+			if a := m.GetAppend(); a == nil || len(a.Entries) != entries {
+				t.Fatalf("%s: %v, want an append of %d entries", what, m, entries)
+			}
+			if d := time.Since(began); d != after {
+				t.Errorf("%s after %v, want %v", what, d, after)
+			}
+		}
+		for i := range 3 {
+			recv(fmt.Sprint("heartbeat ", i), 0, beat)
+		}
+		synctest.Wait()
+		propose(t, l, putExec("k", "v")) // no time passes: nothing waits
+		recv("the write", 1, 0)
+		recv("the heartbeat after the write", 0, beat)
+	})
+}
+
+// TestFollowerTimeout: a follower whose stream is open but that reports
+// nothing for FollowerTimeout has its stream closed and is forgotten; one
+// that answers the heartbeats stays.
+func TestFollowerTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := newLeader(t, 1, commit.Mode{Kind: commit.Async}, func(c *LeaderConfig) { c.FollowerTimeout = time.Second })
+		silent := rawFollower(t, l, "silent")
+		talking := rawFollower(t, l, "talking")
+		go func() {
+			// Answer every message with progress, as a follower does.
+			for {
+				if _, err := talking.Recv(); err != nil {
+					return
+				}
+				progress := &peerpb.FollowerMessage{Epoch: 1, Body: &peerpb.FollowerMessage_Progress{Progress: &peerpb.Progress{}}}
+				if err := talking.Send(progress); err != nil {
+					return
+				}
+			}
+		}()
+		began := time.Now()
+		var err error
+		for n := 0; err == nil; n++ {
+			if n > 1000 { // 20 s of heartbeats
+				t.Fatalf("the silent follower's stream still open after %v", time.Since(began))
+			}
+			_, err = silent.Recv() // heartbeats, until the leader closes it
+		}
+		within(t, "the silent follower's stream closed", time.Since(began), time.Second)
+		if !strings.Contains(err.Error(), "removed") {
+			t.Errorf("the silent follower's stream ended with %v, want the leader closing it", err)
+		}
+		synctest.Wait()
+		st := l.Status()
+		if len(st.Followers) != 1 || st.Followers[0].NodeID != "talking" || !st.Followers[0].Connected {
+			t.Errorf("followers after the timeout: %+v, want only talking, connected", st.Followers)
+		}
+	})
+}
+
+// slowLog makes every sync of the leader's log take d (of the bubble's
+// fake time), as a disk would: an append then has a cost, which adaptive
+// group commit measures.
+type slowLog struct{ d time.Duration }
+
+func (s slowLog) String() string { return "slow log" }
+
+func (s slowLog) MaybeError(op errorfs.Op) error {
+	switch op.Kind {
+	case errorfs.OpFileSync, errorfs.OpFileSyncData, errorfs.OpFileSyncTo:
+		if strings.HasPrefix(op.Path, dbDir+"/log/") {
+			time.Sleep(s.d)
+		}
+	}
+	return nil
+}
+
+// TestHeldAppendGoesOutAtAppendAt: adaptive group commit holds an Append
+// while more writers are about to return than entries wait, and the
+// driver's timer hands it out at the core's AppendAt: a write held that
+// way is acknowledged exactly the hold (half an append's cost, capped by
+// MaxCommitDelay) later than with holding off, and not at the write
+// timeout, as it would be if the timer never fired (no other input hands
+// a held Append out).
+func TestHeldAppendGoesOutAtAppendAt(t *testing.T) {
+	const (
+		fsync = 2 * time.Millisecond
+		hold  = time.Millisecond // MaxCommitDelay, under half an append
+	)
+	latency := func(t *testing.T, delay time.Duration) (d time.Duration) {
+		synctest.Test(t, func(t *testing.T) {
+			mem := vfs.NewMem()
+			db := openDB(t, errorfs.Wrap(mem, slowLog{fsync}))
+			l := startLeader(t, mem, db, 1, commit.Mode{Kind: commit.Async}, func(c *LeaderConfig) { c.MaxCommitDelay = delay })
+			ctx := context.Background()
+			// a1 goes out alone (no cost known yet); a2 and a3 wait for
+			// it and go out together once it is durable.
+			var as []*Pending
+			for i := range 3 {
+				p, err := l.Start(ctx, putExec(fmt.Sprint("a", i), "v"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				as = append(as, p)
+			}
+			if _, _, err := as[0].Wait(ctx); err != nil {
+				t.Fatal(err)
+			}
+			synctest.Wait() // a2 and a3 are in their sync
+			// b waits for them; once they are durable two writers are about
+			// to return and one entry waits: with holding on, b is held.
+			began := time.Now()
+			b, err := l.Start(ctx, putExec("b", "v"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := b.Wait(ctx); err != nil {
+				t.Fatalf("b: %v", err)
+			}
+			d = time.Since(began)
+		})
+		return d
+	}
+	var held, direct time.Duration
+	t.Run("held", func(t *testing.T) { held = latency(t, hold) })
+	t.Run("never held", func(t *testing.T) { direct = latency(t, -1) })
+	t.Logf("b acknowledged after %v held, %v never held", held, direct)
+	if held-direct != hold {
+		t.Errorf("b acknowledged after %v when held, %v when never held: want exactly the hold, %v, between them", held, direct, hold)
+	}
+}

@@ -1,0 +1,151 @@
+package storage
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/tandemdb/tandem/internal/logrec"
+)
+
+// checkCounts compares KeyCounts with a count of the stored rows.
+func checkCounts(t *testing.T, what string, d *DB) {
+	t.Helper()
+	want, err := d.countRows()
+	if err != nil {
+		t.Fatalf("%s: count rows: %v", what, err)
+	}
+	if got := d.KeyCounts(); got != want {
+		t.Errorf("%s: KeyCounts %+v, the rows say %+v", what, got, want)
+	}
+}
+
+// TestKeyCountsModel applies random batches of puts (some with an
+// expiry), overwrites and deletes, several on one key within a batch, and
+// checks the counts against the rows after each batch and each reopen.
+// With the row cache on and off: the counts read a key's old row from
+// either.
+func TestKeyCountsModel(t *testing.T) {
+	for _, rowCache := range []int64{0, -1} {
+		t.Run(fmt.Sprintf("rowcache=%d", rowCache), func(t *testing.T) {
+			fs := vfs.NewMem()
+			openDB := func() *DB {
+				d, err := Open(dir, Options{FS: fs, CacheBytes: 1 << 20, RowCacheBytes: rowCache, Logger: testLogger(t)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return d
+			}
+			d := openDB()
+			defer func() { d.Close() }()
+			r := rand.New(rand.NewPCG(1, uint64(rowCache)))
+			lsn := uint64(0)
+			for batch := range 60 {
+				var es []logrec.Entry
+				for range 1 + r.IntN(5) {
+					lsn++
+					var ops []logrec.Op
+					for range 1 + r.IntN(4) {
+						k := fmt.Sprintf("k%d", r.IntN(12))
+						switch r.IntN(4) {
+						case 0:
+							ops = append(ops, del(k))
+						case 1:
+							ops = append(ops, putExp(k, "v", int64(1+r.IntN(1000))))
+						default:
+							ops = append(ops, put(k, "v"))
+						}
+					}
+					es = append(es, entry(1, lsn, ops...))
+				}
+				mustAppend(t, d, es...)
+				mustApply(t, d, es...)
+				checkCounts(t, fmt.Sprintf("batch %d", batch), d)
+				if batch%15 == 14 {
+					d.Close()
+					d = openDB()
+					checkCounts(t, fmt.Sprintf("reopen after batch %d", batch), d)
+				}
+			}
+			if d.KeyCounts().Keys == 0 || d.KeyCounts().Expires == 0 {
+				t.Fatalf("the run left %+v: it tests nothing", d.KeyCounts())
+			}
+		})
+	}
+}
+
+// TestKeyCountsCases: the figures for each kind of change, a planted
+// miscount in any one fails.
+func TestKeyCountsCases(t *testing.T) {
+	d := open(t, vfs.NewMem())
+	defer d.Close()
+	lsn := uint64(0)
+	for _, tc := range []struct {
+		name string
+		ops  []logrec.Op
+		want KeyCounts
+	}{
+		{"new key", []logrec.Op{put("a", "1")}, KeyCounts{1, 0}},
+		{"overwrite", []logrec.Op{put("a", "2")}, KeyCounts{1, 0}},
+		{"new key with expiry", []logrec.Op{putExp("b", "1", 10)}, KeyCounts{2, 1}},
+		{"expiry added", []logrec.Op{putExp("a", "1", 10)}, KeyCounts{2, 2}},
+		{"expiry removed", []logrec.Op{put("b", "1")}, KeyCounts{2, 1}},
+		{"delete a missing key", []logrec.Op{del("zz")}, KeyCounts{2, 1}},
+		{"delete an expiring key", []logrec.Op{del("a")}, KeyCounts{1, 0}},
+		{"put and delete in one entry", []logrec.Op{put("c", "1"), del("c")}, KeyCounts{1, 0}},
+		{"delete and put back", []logrec.Op{del("b"), putExp("b", "2", 5)}, KeyCounts{1, 1}},
+	} {
+		lsn++
+		e := entry(1, lsn, tc.ops...)
+		mustAppend(t, d, e)
+		mustApply(t, d, e)
+		if got := d.KeyCounts(); got != tc.want {
+			t.Errorf("%s: %+v, want %+v", tc.name, got, tc.want)
+		}
+	}
+	checkCounts(t, "end", d)
+}
+
+// A data dir without the counts (from before they were kept) is counted
+// once at Open, and the counts are saved.
+func TestKeyCountsRecountedAtOpen(t *testing.T) {
+	fs := vfs.NewMem()
+	d := open(t, fs)
+	es := []logrec.Entry{entry(1, 1, put("a", "1"), putExp("b", "2", 9), put("c", "3"))}
+	mustAppend(t, d, es...)
+	mustApply(t, d, es...)
+	if err := d.pdb.Delete(metaKeys, syncWrite); err != nil {
+		t.Fatal(err)
+	}
+	d = reopen(t, d, fs)
+	defer func() { d.Close() }()
+	if got := d.KeyCounts(); got != (KeyCounts{3, 1}) {
+		t.Fatalf("recounted %+v, want {3 1}", got)
+	}
+	if _, ok, err := d.getMeta(metaKeys); err != nil || !ok {
+		t.Fatalf("the recount was not saved: %v %v", ok, err)
+	}
+}
+
+// A seed replaces the counts with its rows'.
+func TestKeyCountsIngest(t *testing.T) {
+	src := open(t, vfs.NewMem())
+	defer src.Close()
+	es := []logrec.Entry{entry(1, 1, put("a", "1"), putExp("b", "2", 500), put("c", "3"))}
+	mustAppend(t, src, es...)
+	mustApply(t, src, es...)
+	fs := vfs.NewMem()
+	dst := open(t, fs)
+	old := []logrec.Entry{entry(1, 1, put("old", "x"), putExp("z", "z", 100), put("y", "y"), put("w", "w"))}
+	mustAppend(t, dst, old...)
+	mustApply(t, dst, old...)
+	ingest(t, src, dst, true)
+	if got := dst.KeyCounts(); got != (KeyCounts{3, 1}) {
+		t.Errorf("after the seed %+v, want {3 1}", got)
+	}
+	dst = reopen(t, dst, fs)
+	defer func() { dst.Close() }()
+	checkCounts(t, "reopened after the seed", dst)
+}

@@ -1,0 +1,100 @@
+package chaos
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tandemdb/tandem/internal/commit"
+	"github.com/tandemdb/tandem/internal/tools/chaos/nemesis"
+)
+
+// NewCommand returns `tandem chaos`. It exits non-zero (returns an error
+// wrapping ErrViolations) when the run finds a violation.
+func NewCommand() *cobra.Command {
+	var (
+		opts     Options
+		faults   string
+		buggify  []string
+		logLevel string
+		seed     int64
+	)
+	var known []string
+	for _, k := range nemesis.Kinds {
+		known = append(known, k.Name)
+	}
+	cmd := &cobra.Command{
+		Use:   "chaos",
+		Short: "Run a local cluster under faults and check what it promises",
+		Long: `chaos starts a local cluster, runs concurrent clients against it, injects
+faults on a schedule drawn from --seed, heals, waits for the replicas to
+converge and checks the history: linearizability (porcupine), acknowledged
+writes lost (in async mode: every lost one must be in a rollback file),
+replicas identical, follower reads monotonic and never showing a value never
+written, recovery time after each fault, at most one leader per epoch (node
+logs), and every failover caused by a fault that could make the leader look
+dead (no false failovers), with the unavailability around each.
+
+The cluster runs under the control plane (embedded etcd, two
+orchestrators) unless --static; faults that target "the leader" or "the
+active orchestrator" find it when they are injected.
+
+Fault kinds: ` + strings.Join(known, ", ") + ` ("none" for no faults).`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var lvl slog.Level
+			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level: %w", err)
+			}
+			opts.Log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl}))
+			opts.Out = cmd.OutOrStdout()
+			opts.Faults = []string{}
+			if faults != "none" {
+				for _, f := range strings.Split(faults, ",") {
+					if f = strings.TrimSpace(f); f != "" {
+						opts.Faults = append(opts.Faults, f)
+					}
+				}
+			}
+			if seed < 0 {
+				return fmt.Errorf("--seed must not be negative")
+			}
+			opts.Seed = uint64(seed)
+			for _, b := range buggify {
+				opts.ServerArgs = append(opts.ServerArgs, "--buggify", b)
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			r, err := Run(ctx, opts)
+			if err != nil {
+				return err
+			}
+			if r.Violated() {
+				return fmt.Errorf("%w: %d (seed %d, artefacts in %s)", ErrViolations, len(r.Violations), r.Seed, r.Dir)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.DurationVar(&opts.Duration, "duration", 60*time.Second, "how long the workload runs")
+	f.DurationVar(&opts.Duration, "time", 60*time.Second, "how long the workload runs")
+	_ = f.MarkDeprecated("time", "use --duration")
+	f.BoolVar(&opts.Static, "static", false, "run the static topology (node 1 leads, no control plane, no failover)")
+	f.StringVar(&faults, "faults", strings.Join(nemesis.DefaultKinds, ","), "comma-separated fault kinds, or none")
+	f.IntVar(&opts.Clients, "clients", 8, "concurrent clients")
+	f.Float64Var(&opts.Rate, "rate", 200, "operations per second, all clients together")
+	f.IntVar(&opts.Nodes, "nodes", 3, "nodes in the cluster")
+	f.Int64Var(&seed, "seed", 0, "seed for the fault schedule and the workload (0: random, printed)")
+	f.StringVar(&opts.Mode, "mode", "", "commit mode (default: "+commit.Default+" under the control plane, async with --static)")
+	f.StringVar(&opts.Dir, "dir", "", "directory for data and artefacts (default: a temporary one, removed if the run passes)")
+	f.StringSliceVar(&buggify, "buggify", nil, "deliberate node faults, to prove the harness catches them (ack-before-durable, follower-skip-entry)")
+	f.DurationVar(&opts.OpTimeout, "op-timeout", time.Second, "timeout of one client operation (then its outcome is unknown)")
+	f.DurationVar(&opts.CheckTimeout, "check-timeout", 30*time.Second, "porcupine time limit per key")
+	f.StringVar(&logLevel, "log-level", "warn", "debug, info, warn or error")
+	return cmd
+}

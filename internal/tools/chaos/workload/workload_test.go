@@ -1,0 +1,294 @@
+package workload
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tandemdb/tandem/internal/tools/chaos/checker"
+	"github.com/tandemdb/tandem/internal/tools/chaos/history"
+)
+
+// store is an in-memory, linearizable fake of a cluster: one map, every
+// node reads it (followers are never stale). Hooks break it on purpose.
+type store struct {
+	mu   sync.Mutex
+	data map[string]string
+	// staleGet, if set, makes the leader answer GET with the value before
+	// the last SET of the key.
+	staleGet bool
+	prev     map[string]string
+}
+
+func newStore() *store { return &store{data: map[string]string{}, prev: map[string]string{}} }
+
+// conn is one node's connection to the store.
+type conn struct {
+	s      *store
+	leader bool
+}
+
+func (c conn) Do(ctx context.Context, args ...any) *redis.Cmd {
+	cmd := redis.NewCmd(ctx, args...)
+	s := c.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := args[1].(string)
+	switch args[0] {
+	case "SET":
+		if !c.leader {
+			cmd.SetErr(redisErr("READONLY You can't write against a read only replica."))
+			break
+		}
+		s.prev[key] = s.data[key]
+		s.data[key] = args[2].(string)
+		cmd.SetVal("OK")
+	case "INCR":
+		n, _ := strconv.ParseInt(s.data[key], 10, 64)
+		s.data[key] = strconv.FormatInt(n+1, 10)
+		cmd.SetVal(n + 1)
+	case "GET":
+		v, ok := s.data[key]
+		if c.leader && s.staleGet && s.prev[key] != "" {
+			v = s.prev[key]
+		}
+		if !ok {
+			cmd.SetErr(redis.Nil)
+			break
+		}
+		cmd.SetVal(v)
+	default:
+		cmd.SetErr(fmt.Errorf("unexpected %v", args))
+	}
+	return cmd
+}
+
+type redisErr string
+
+func (e redisErr) Error() string { return string(e) }
+func (redisErr) RedisError()     {}
+
+func conns(s *store) map[int]Conn {
+	return map[int]Conn{1: conn{s, true}, 2: conn{s, false}, 3: conn{s, false}}
+}
+
+func testConfig() Config {
+	return Config{Clients: 4, Registers: 5, Counters: 3, MaxOps: 2000, OpTimeout: time.Second, Seed: 7, Leader: 1, Followers: []int{2, 3}}
+}
+
+func run(t *testing.T, s *store, cfg Config) history.History {
+	t.Helper()
+	rec := history.NewRecorder()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := Run(ctx, cfg, conns(s), rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := FinalReads(ctx, cfg, conns(s), rec); err != nil {
+		t.Fatal(err)
+	}
+	return rec.History(cfg.Seed)
+}
+
+func TestWorkloadOnCorrectStorePasses(t *testing.T) {
+	cfg := testConfig()
+	h := run(t, newStore(), cfg)
+	if n := len(h.Ops); n != int(cfg.MaxOps)+len(cfg.Keys()) {
+		t.Fatalf("%d ops, want %d + %d final reads", n, cfg.MaxOps, len(cfg.Keys()))
+	}
+	count := map[string]int{}
+	for _, o := range h.Ops {
+		count[fmt.Sprintf("%s follower=%v", o.Kind, o.Follower)]++
+		if o.Outcome != history.OK {
+			t.Fatalf("op failed: %s", o)
+		}
+	}
+	t.Logf("mix: %v", count)
+	for _, k := range []string{"write follower=false", "read follower=false", "incr follower=false", "read follower=true"} {
+		if count[k] == 0 {
+			t.Fatalf("no %s operations", k)
+		}
+	}
+	vs := checker.Linearizable(h.Ops, 10*time.Second, "")
+	vs = append(vs, checker.FollowerReads(h.Ops)...)
+	dv, lost := checker.Durability(h.Ops)
+	vs = append(vs, dv...)
+	if len(vs) > 0 || lost > 0 {
+		t.Fatalf("violations on a correct store: %v (lost %d)", vs, lost)
+	}
+}
+
+func TestWorkloadStaleLeaderIsCaught(t *testing.T) {
+	s := newStore()
+	s.staleGet = true
+	h := run(t, s, testConfig())
+	vs := checker.Linearizable(h.Ops, 10*time.Second, t.TempDir())
+	if len(vs) == 0 {
+		t.Fatal("stale leader reads not reported")
+	}
+	t.Logf("%d keys reported, first: %s", len(vs), vs[0])
+}
+
+func TestWorkloadDeterministicChoices(t *testing.T) {
+	cfg := testConfig()
+	cfg.Clients, cfg.MaxOps = 1, 300
+	ops := func() []string {
+		var out []string
+		for _, o := range run(t, newStore(), cfg).Ops {
+			out = append(out, fmt.Sprintf("%s %s %s n%d", o.Kind, o.Key, o.Value, o.Node))
+		}
+		return out
+	}
+	a, b := ops(), ops()
+	if fmt.Sprint(a) != fmt.Sprint(b) {
+		t.Fatal("same seed, different operations")
+	}
+	cfg.Seed++
+	if c := ops(); fmt.Sprint(a) == fmt.Sprint(c) {
+		t.Fatal("different seeds, same operations")
+	}
+}
+
+// TestWorkloadRateAndStop runs on synctest's fake clock (the store is in
+// memory), so the rate and the stop are exact, not a matter of machine
+// speed.
+func TestWorkloadRateAndStop(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := testConfig()
+		cfg.MaxOps, cfg.Rate = 0, 200
+		rec := history.NewRecorder()
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		if err := Run(ctx, cfg, conns(newStore()), rec); err != nil {
+			t.Fatal(err)
+		}
+		if el := time.Since(start); el != 500*time.Millisecond {
+			t.Fatalf("Run returned %v after it started, want exactly its 500ms context", el)
+		}
+		// 4 clients at 50/s each tick at 20ms, 40ms, ..., 500ms: 25 ticks
+		// each, the last racing the context's end.
+		if n := len(rec.History(0).Ops); n < 4*24 || n > 4*25 {
+			t.Fatalf("%d ops at 200/s in 0.5s, want 96..100", n)
+		}
+	})
+}
+
+func TestRunValidates(t *testing.T) {
+	cfg := testConfig()
+	cfg.Followers = []int{9}
+	if err := Run(context.Background(), cfg, conns(newStore()), history.NewRecorder()); err == nil {
+		t.Fatal("missing follower connection accepted")
+	}
+}
+
+func TestClassify(t *testing.T) {
+	refused := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+	reset := &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}
+	tests := []struct {
+		err  error
+		want history.Outcome
+	}{
+		{nil, history.OK},
+		{redis.Nil, history.OK},
+		{redisErr("READONLY You can't write against a read only replica."), history.Failed},
+		{redisErr("LOADING tandem is seeding"), history.Failed},
+		{redisErr("ERR wrong number of arguments for 'set' command"), history.Failed},
+		{redisErr("ERR commit timed out"), history.Unknown},
+		{refused, history.Failed},
+		{fmt.Errorf("wrapped: %w", refused), history.Failed},
+		{reset, history.Unknown},
+		{io.EOF, history.Unknown},
+		{context.DeadlineExceeded, history.Unknown},
+		{errors.New("i/o timeout"), history.Unknown},
+	}
+	for _, tt := range tests {
+		if got, _ := Classify(tt.err); got != tt.want {
+			t.Errorf("Classify(%v) = %s, want %s", tt.err, got, tt.want)
+		}
+	}
+}
+
+// TestClassifyRealSockets checks the classification against go-redis's own
+// errors: a refused dial is Failed, a server that drops the connection
+// mid-command is Unknown.
+func TestClassifyRealSockets(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			// Read the command, then drop the connection without answering.
+			go func() { buf := make([]byte, 1024); c.Read(buf); c.Close() }()
+		}
+	}()
+	ctx := context.Background()
+	cl := redis.NewClient(&redis.Options{Addr: addr, Protocol: 2, MaxRetries: -1, DisableIdentity: true})
+	defer cl.Close()
+	if got, msg := Classify(cl.Do(ctx, "SET", "k", "v").Err()); got != history.Unknown {
+		t.Fatalf("dropped connection: %s (%s), want unknown", got, msg)
+	}
+	ln.Close()
+	cl2 := redis.NewClient(&redis.Options{Addr: addr, Protocol: 2, MaxRetries: -1, DisableIdentity: true})
+	defer cl2.Close()
+	if got, msg := Classify(cl2.Do(ctx, "SET", "k", "v").Err()); got != history.Failed {
+		t.Fatalf("refused connection: %s (%s), want failed", got, msg)
+	}
+}
+
+// Under the control plane the leader moves: every operation goes to the
+// node LeaderOf names at its start, follower reads to the others.
+func TestWorkloadFollowsTheLeader(t *testing.T) {
+	s := newStore()
+	var mu sync.Mutex
+	leader := 2
+	cs := map[int]Conn{1: conn{s, false}, 2: conn{s, true}, 3: conn{s, false}}
+	cfg := testConfig()
+	cfg.Leader, cfg.Followers = 0, nil
+	cfg.Nodes = []int{1, 2, 3}
+	cfg.MaxOps = 400
+	calls := 0
+	cfg.LeaderOf = func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		if calls == 400 { // a failover to n3 half-way
+			leader = 3
+			cs[2], cs[3] = conn{s, false}, conn{s, true}
+		}
+		return leader
+	}
+	rec := history.NewRecorder()
+	cfg.Clients = 1 // one client: the map of conns is read by one goroutine
+	if err := Run(context.Background(), cfg, cs, rec); err != nil {
+		t.Fatal(err)
+	}
+	h := rec.History(0)
+	seen := map[string]int{}
+	for _, o := range h.Ops {
+		if o.Outcome != history.OK {
+			t.Fatalf("op sent to a node that does not lead: %s", o)
+		}
+		seen[fmt.Sprintf("n%d follower=%v", o.Node, o.Follower)]++
+	}
+	if seen["n2 follower=false"] == 0 || seen["n3 follower=false"] == 0 || seen["n2 follower=true"] == 0 || seen["n1 follower=true"] == 0 {
+		t.Fatalf("operations per node: %v", seen)
+	}
+	t.Logf("operations per node: %v", seen)
+}
