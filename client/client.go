@@ -64,6 +64,7 @@ type Client struct {
 	kick chan struct{} // ask discovery to look again
 
 	conns connSet
+	reps  replicas // followers, for Session reads
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -163,6 +164,7 @@ func (c *Client) Close() error {
 		}
 		err = c.Client.Close()
 		c.conns.closeAll()
+		c.closeReplicas()
 	})
 	return err
 }

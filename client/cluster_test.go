@@ -38,6 +38,12 @@ func testLogger(t *testing.T) *slog.Logger {
 // every follower under "quorum 2") and makes n1 the leader at epoch 1.
 func startCluster(t *testing.T, mode string) *testCluster {
 	t.Helper()
+	return startClusterWith(t, mode, nil)
+}
+
+// startClusterWith is startCluster with edit applied to each node's config.
+func startClusterWith(t *testing.T, mode string, edit func(*node.Config)) *testCluster {
+	t.Helper()
 	e, cli := embedded.ForTest(t)
 	m, err := commit.ParseMode(mode)
 	if err != nil {
@@ -46,13 +52,17 @@ func startCluster(t *testing.T, mode string) *testCluster {
 	c := &testCluster{t: t, etcd: e, store: coord.New(cli, "tandem"), nodes: map[string]*node.Node{}}
 	for i := 1; i <= 3; i++ {
 		id := fmt.Sprintf("n%d", i)
-		n, err := node.Start(node.Config{
+		cfg := node.Config{
 			ID: id, DataDir: t.TempDir(), Mode: m,
 			RESPAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
 			Etcd: []string{e.Endpoint}, Priority: 50,
 			Fatal:  func(err error) { t.Errorf("node %s: fatal: %v", id, err) },
 			Logger: testLogger(t),
-		})
+		}
+		if edit != nil {
+			edit(&cfg)
+		}
+		n, err := node.Start(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"net"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -69,6 +70,7 @@ func (c *Client) watchEtcd(store *coord.Store) {
 func (c *Client) resolve(store *coord.Store, t coord.Topology, members map[string]coord.Member) {
 	if t.Leader == "" {
 		c.setLeader(leader{epoch: t.Epoch})
+		c.setReplicas(nil)
 		return
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, time.Second)
@@ -84,6 +86,14 @@ func (c *Client) resolve(store *coord.Store, t coord.Topology, members map[strin
 	if !ok {
 		c.log.Warn("client: the topology's leader is not a registered member", "leader", t.Leader, "epoch", t.Epoch)
 	}
+	var reps []string
+	for id, o := range members {
+		if id != t.Leader && o.RESPAddr != "" {
+			reps = append(reps, o.RESPAddr)
+		}
+	}
+	sort.Strings(reps)
+	c.setReplicas(reps)
 	c.setLeader(leader{id: t.Leader, addr: m.RESPAddr, epoch: t.Epoch})
 }
 
@@ -156,6 +166,7 @@ type answer struct {
 func (p *prober) probe() {
 	asked := map[string]bool{}
 	var best *answer
+	var reps []string
 	todo := p.c.opt.Addrs
 	for len(todo) > 0 {
 		answers := make([]answer, len(todo))
@@ -179,6 +190,7 @@ func (p *prober) probe() {
 					best = a
 				}
 			case "slave":
+				reps = append(reps, a.addr)
 				if a.follows != "" && !asked[a.follows] {
 					asked[a.follows] = true
 					todo = append(todo, a.follows)
@@ -189,6 +201,8 @@ func (p *prober) probe() {
 	if p.c.ctx.Err() != nil {
 		return
 	}
+	sort.Strings(reps)
+	p.c.setReplicas(reps)
 	if best == nil {
 		l := p.c.view.leader()
 		p.c.setLeader(leader{epoch: l.epoch})

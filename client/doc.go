@@ -37,8 +37,23 @@
 // instead of failing at once; go-redis's pool would otherwise stop dialing
 // for a second after PoolSize failed dials.
 //
-// Reads go to the leader too (read-your-writes); follower reads are not
-// offered yet.
+// The embedded *redis.Client reads from the leader too. Reads from
+// followers go through a Session (Client.NewSession), under a read policy
+// the nodes enforce: ReadYourWrites (the default), Monotonic,
+// Linearizable, Bounded(d), Any or Leader, per session or per call
+// (Session.ReadAs). A session keeps its position token (Session.Token,
+// which SessionOptions.Token takes back, e.g. from a cookie) and its user
+// (cross-device read-your-writes). Session.Do sends a write to the leader
+// and learns its position in the same round trip; Session.Read sends a
+// read to a follower (a monotonic session sticks to one) with the
+// session's token, policy and user in front, and to the leader if the
+// follower answers "TRYAGAIN tandem: read elsewhere" (it has not applied
+// the session's position within its --read-wait, or is staler than the
+// bound) or cannot be reached. The followers are the topology's other
+// members (Etcd) or the listed nodes that say they are replicas (Addrs).
+// SessionOptions.LeaderAfterWrite and LeaderPrefixes add the textbook's
+// simpler variants: the leader for a while after a write, and for keys
+// under given prefixes.
 //
 // # Retry policy (a specification)
 //
@@ -77,6 +92,7 @@
 //	reads: GET MGET EXISTS STRLEN GETRANGE SUBSTR TTL PTTL EXPIRETIME
 //	       PEXPIRETIME TYPE SCAN KEYS DBSIZE PING ECHO INFO ROLE TIME
 //	       COMMAND, and GETEX with no option or with PERSIST
+//	session state: TANDEM.TOKEN TANDEM.READPOLICY TANDEM.USER
 //	writes: SET k v with no option or with EX, PX, EXAT or PXAT only;
 //	        SETEX, PSETEX, MSET, FLUSHDB, FLUSHALL
 //

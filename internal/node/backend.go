@@ -17,7 +17,6 @@ import (
 	"github.com/tandemdb/tandem/internal/keyspace"
 	"github.com/tandemdb/tandem/internal/replication"
 	"github.com/tandemdb/tandem/internal/resp"
-	"github.com/tandemdb/tandem/internal/storage"
 )
 
 // backend is the node as the RESP front end sees it.
@@ -25,50 +24,10 @@ type backend struct{ n *Node }
 
 var _ resp.Backend = backend{}
 
-func (b backend) Read(ctx context.Context, spec *commands.Spec, args [][]byte) (reply commands.Reply, err error) {
-	switch r := b.n.current().(type) {
-	case *fenced:
-		return nil, r.readErr()
-	case *following:
-		// A seed that begins while the read runs discards the data under
-		// it: such a read answers LOADING, not a partial keyspace.
-		gen := b.n.db.SeedGeneration()
-		if r.f.Loading() {
-			return nil, resp.ErrLoading
-		}
-		// Reads never go back across a restart: a node that just started
-		// serves follower reads only once it has caught up with a leader
-		// (or led), since what it applied may be older than what it
-		// served before (see replication.Follower.CaughtUp).
-		if !b.n.readsResumed.Load() {
-			if !r.f.CaughtUp() {
-				return nil, resp.ErrLoading
-			}
-			b.n.readsResumed.Store(true)
-		}
-		defer func() {
-			if err == nil && (b.n.db.Seeding() || b.n.db.SeedGeneration() != gen) {
-				reply, err = nil, resp.ErrLoading
-			}
-		}()
-	case *leading:
-		switch err := r.l.ReadBarrier(ctx); {
-		case errors.Is(err, replication.ErrNotReady):
-			return nil, resp.ErrLoading // clients retry LOADING, as after a restart
-		case errors.Is(err, replication.ErrNotLeader), errors.Is(err, replication.ErrStaleEpoch):
-			// The leader stopped under the read; the node is being fenced.
-			return nil, fmt.Errorf("%w: leader stopped", resp.ErrFenced)
-		case err != nil:
-			return nil, leaderError(err)
-		}
-		b.n.readsResumed.Store(true) // the barrier: everything durable at its start is applied
-	}
-	now := time.Now().UnixMilli()
-	res, err := spec.Exec(&commands.Ctx{NowMs: now, Cursors: b.n.cursors}, storage.View{DB: b.n.db, NowMs: now}, args)
-	if err != nil {
-		return nil, err
-	}
-	return res.Reply, nil
+// Read serves a read with no policy: whatever this node has applied.
+func (b backend) Read(ctx context.Context, spec *commands.Spec, args [][]byte) (commands.Reply, error) {
+	reply, _, err := b.ReadAt(ctx, spec, args, resp.ReadRequest{Policy: resp.Policy{Kind: resp.PolicyAny}})
+	return reply, err
 }
 
 func (b backend) Write(ctx context.Context, spec *commands.Spec, args [][]byte) (commands.Reply, uint64, error) {
@@ -76,9 +35,6 @@ func (b backend) Write(ctx context.Context, spec *commands.Spec, args [][]byte) 
 }
 
 var _ resp.PipelineBackend = backend{}
-
-// DBSIZE on the committed data answers from storage's key counts.
-var _ commands.KeyCounter = storage.View{}
 
 // Submit sequences a write on the leader now and returns the wait for its
 // commit, so the writes of one pipeline share a group commit.
@@ -349,8 +305,12 @@ func (b backend) infoReplication(sb *strings.Builder) {
 	if syncing == 1 {
 		fmt.Fprintf(sb, "master_sync_total_bytes:%d\r\nmaster_sync_read_bytes:%d\r\n", st.SeedTotal, st.SeedBytes)
 	}
-	fmt.Fprintf(sb, "slave_priority:100\r\nslave_read_only:1\r\nconnected_slaves:0\r\nmaster_repl_offset:%d\r\ntandem_epoch:%d\r\ntandem_state:%s\r\ntandem_lag_lsn:%d\r\ntandem_lag_seconds:%.3f\r\n\r\n",
-		st.Applied, st.Epoch, st.State, st.LagLSN, st.LagSeconds)
+	stale := -1.0 // unknown: the stream has proven nothing
+	if d, ok := f.f.Staleness(); ok {
+		stale = float64(d) / float64(time.Millisecond)
+	}
+	fmt.Fprintf(sb, "slave_priority:100\r\nslave_read_only:1\r\nconnected_slaves:0\r\nmaster_repl_offset:%d\r\ntandem_epoch:%d\r\ntandem_state:%s\r\ntandem_lag_lsn:%d\r\ntandem_lag_seconds:%.3f\r\ntandem_read_staleness_ms:%.1f\r\n\r\n",
+		st.Applied, st.Epoch, st.State, st.LagLSN, st.LagSeconds, stale)
 }
 
 // infoKeyspace reports the key counts storage keeps on apply (O(1)): a

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tandemdb/tandem/internal/replication"
+	"github.com/tandemdb/tandem/internal/resp"
 	"github.com/tandemdb/tandem/internal/statusdoc"
 )
 
@@ -104,13 +105,15 @@ var (
 	descRowMis = prometheus.NewDesc("tandem_rowcache_misses_total", "Point reads the row cache did not hold (read from Pebble).", nil, nil)
 	descRowB   = prometheus.NewDesc("tandem_rowcache_bytes", "Bytes the row cache holds (keys, rows and per-entry overhead).", nil, nil)
 	descDegrad = prometheus.NewDesc("tandem_sync_degraded", "1 while sync-fallback has this sync or semisync leader acknowledging in async mode.", nil, nil)
+	descReads  = prometheus.NewDesc("tandem_reads_total", "Reads by read policy and outcome: served, elsewhere (answered TRYAGAIN read elsewhere: not applied within --read-wait, too stale, or the policy wants the leader), lost (the session's position is not in this history).", []string{"policy", "outcome"}, nil)
+	descStale  = prometheus.NewDesc("tandem_read_staleness_seconds", "A follower's staleness as bounded reads measure it: at most this far behind its leader, on the leader's clock (absent when the stream has proven nothing).", nil, nil)
 )
 
 // statusCollector exports Status as Prometheus metrics at scrape time.
 type statusCollector struct{ n *Node }
 
 func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLSN, descEpoch, descLeader, descLag, descLagSec, descLog, descSyncs, descAppend, descRowHit, descRowMis, descRowB, descDegrad} {
+	for _, d := range []*prometheus.Desc{descLSN, descEpoch, descLeader, descLag, descLagSec, descLog, descSyncs, descAppend, descRowHit, descRowMis, descRowB, descDegrad, descReads, descStale} {
 		ch <- d
 	}
 }
@@ -145,5 +148,19 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, f := range s.Followers {
 		gauge(descLag, float64(f.LagLSN), f.ID)
 		gauge(descLagSec, f.LagSeconds, f.ID)
+	}
+	for p := range c.n.reads {
+		for o := range c.n.reads[p] {
+			policy := resp.Policy{Kind: resp.PolicyKind(p)}.String()
+			if resp.PolicyKind(p) == resp.PolicyBounded {
+				policy = "bounded"
+			}
+			ch <- prometheus.MustNewConstMetric(descReads, prometheus.CounterValue, float64(c.n.reads[p][o].Load()), policy, readOutcomeNames[o])
+		}
+	}
+	if r, ok := c.n.current().(*following); ok {
+		if st, ok := r.f.Staleness(); ok {
+			gauge(descStale, st.Seconds())
+		}
 	}
 }

@@ -74,6 +74,10 @@ type Config struct {
 	Fatal   func(error)
 	Buggify replication.Buggify
 	Logger  *slog.Logger
+	// ReadWait is how long a follower waits for a session's position (its
+	// read policy's floor) before it answers "read elsewhere"; 0 means
+	// DefaultReadWait.
+	ReadWait time.Duration
 
 	// Control plane. With Etcd set the node takes its role from the
 	// cluster's topology in etcd (see agent.go) instead of FollowRESP and
@@ -126,10 +130,11 @@ type Node struct {
 
 	agent *agent // the control plane's side in this node; nil when static
 
+	reads readCounts // reads by policy and outcome (reads.go)
 	// readsResumed: since this process started, the node has caught up
 	// with a leader as a follower, or passed a leader's read barrier, so
 	// its applied data is at least what it served before a crash; until
-	// then follower reads answer LOADING (backend.Read).
+	// then follower reads answer LOADING (ReadAt).
 	readsResumed atomic.Bool
 
 	bg        sync.WaitGroup // expiry loop and role watchers
@@ -156,6 +161,8 @@ type leading struct {
 	// by itself): the expiry loop's proposals end with it.
 	ctx    context.Context
 	cancel context.CancelFunc
+	// users is this leadership's last-write position per user (reads.go).
+	users *userPositions
 }
 
 // stop ends the role. Leader.Close waits for the peer handlers running on
@@ -175,6 +182,7 @@ type following struct {
 	leaderRESP string // the leader's RESP address, for INFO, ROLE and status
 	leaderPeer string
 	leaderID   string // the leader's member id under the control plane
+	index      *readIndex
 }
 
 func (r *following) stop() {
@@ -421,7 +429,7 @@ func (n *Node) startLeader(epoch uint64, lease *replication.Lease) (role, error)
 		return nil, fmt.Errorf("node: lead at epoch %d: %w", epoch, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &leading{l: l, lease: lease, ctx: ctx, cancel: cancel}
+	r := &leading{l: l, lease: lease, ctx: ctx, cancel: cancel, users: newUserPositions(l.StartPosition(), maxUsers)}
 	n.bg.Add(1)
 	go n.watchLeader(r)
 	n.log.Info("role: leader", "epoch", epoch)
@@ -429,13 +437,13 @@ func (n *Node) startLeader(epoch uint64, lease *replication.Lease) (role, error)
 }
 
 // streamHeartbeat is how often an idle follower stream carries a heartbeat.
-// Under the control plane it is short: the orchestrator asks followers how
-// long ago they heard their leader before it declares the leader dead.
 func (n *Node) streamHeartbeat() time.Duration {
-	if len(n.cfg.Etcd) > 0 {
-		return 30 * time.Millisecond
-	}
-	return 0 // the leader's default
+	// Short: a follower proves its staleness for bounded reads
+	// anew with each message (replication.Follower.WaitFresh), so an idle
+	// follower serves a bounded read after at most this long; and under
+	// the control plane the orchestrator asks followers how long ago they
+	// heard their leader before it declares the leader dead.
+	return 30 * time.Millisecond
 }
 
 // watchLeader fences the node when its leader stops by itself. It returns
@@ -519,7 +527,8 @@ func (n *Node) startFollower(conn *grpc.ClientConn, respAddr, peerAddr string) *
 		Buggify:  n.cfg.Buggify,
 	})
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &following{f: f, ctx: ctx, cancel: cancel, done: make(chan struct{}), conn: conn, leaderRESP: respAddr, leaderPeer: peerAddr}
+	r := &following{f: f, ctx: ctx, cancel: cancel, done: make(chan struct{}), conn: conn, leaderRESP: respAddr, leaderPeer: peerAddr,
+		index: &readIndex{client: peerpb.NewPeerClient(conn), epoch: n.db.Epoch}}
 	n.bg.Add(1)
 	go func() {
 		defer n.bg.Done()

@@ -22,7 +22,7 @@ import (
 
 // testNode starts a node on loopback with free ports and a temporary data
 // directory; it closes with the test. edit changes the config first.
-func testNode(t *testing.T, id string, edit func(*Config)) *Node {
+func testNode(t testing.TB, id string, edit func(*Config)) *Node {
 	t.Helper()
 	cfg := Config{
 		ID:       id,
@@ -73,7 +73,7 @@ func roleOf(n *Node) string {
 // newClient is a go-redis client that never retries: every error a test
 // sees is the server's answer. go-redis sends HELLO 3 on each new
 // connection.
-func newClient(t *testing.T, n *Node) *redis.Client {
+func newClient(t testing.TB, n *Node) *redis.Client {
 	c := redis.NewClient(&redis.Options{Addr: n.respAddr, MaxRetries: -1, DialTimeout: 2 * time.Second, ReadTimeout: 5 * time.Second})
 	t.Cleanup(func() { c.Close() })
 	return c

@@ -24,6 +24,114 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type ReadIndexRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The epoch the follower follows; a leader of another epoch refuses.
+	Epoch         uint64   `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Users         []string `protobuf:"bytes,2,rep,name=users,proto3" json:"users,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadIndexRequest) Reset() {
+	*x = ReadIndexRequest{}
+	mi := &file_peer_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadIndexRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadIndexRequest) ProtoMessage() {}
+
+func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_peer_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
+func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
+	return file_peer_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ReadIndexRequest) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *ReadIndexRequest) GetUsers() []string {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+type ReadIndexReply struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Commit *Position              `protobuf:"bytes,1,opt,name=commit,proto3" json:"commit,omitempty"`
+	// users[i] is the position for request.users[i]: the user's last write
+	// this leadership acknowledged, or the leadership's floor (its start
+	// position, or the highest position it forgot) when it knows none.
+	Users         []*Position `protobuf:"bytes,2,rep,name=users,proto3" json:"users,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadIndexReply) Reset() {
+	*x = ReadIndexReply{}
+	mi := &file_peer_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadIndexReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadIndexReply) ProtoMessage() {}
+
+func (x *ReadIndexReply) ProtoReflect() protoreflect.Message {
+	mi := &file_peer_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadIndexReply.ProtoReflect.Descriptor instead.
+func (*ReadIndexReply) Descriptor() ([]byte, []int) {
+	return file_peer_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ReadIndexReply) GetCommit() *Position {
+	if x != nil {
+		return x.Commit
+	}
+	return nil
+}
+
+func (x *ReadIndexReply) GetUsers() []*Position {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
 type StopWritesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
@@ -33,7 +141,7 @@ type StopWritesRequest struct {
 
 func (x *StopWritesRequest) Reset() {
 	*x = StopWritesRequest{}
-	mi := &file_peer_proto_msgTypes[0]
+	mi := &file_peer_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -45,7 +153,7 @@ func (x *StopWritesRequest) String() string {
 func (*StopWritesRequest) ProtoMessage() {}
 
 func (x *StopWritesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[0]
+	mi := &file_peer_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -58,7 +166,7 @@ func (x *StopWritesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopWritesRequest.ProtoReflect.Descriptor instead.
 func (*StopWritesRequest) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{0}
+	return file_peer_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *StopWritesRequest) GetEpoch() uint64 {
@@ -77,7 +185,7 @@ type StopWritesReply struct {
 
 func (x *StopWritesReply) Reset() {
 	*x = StopWritesReply{}
-	mi := &file_peer_proto_msgTypes[1]
+	mi := &file_peer_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -89,7 +197,7 @@ func (x *StopWritesReply) String() string {
 func (*StopWritesReply) ProtoMessage() {}
 
 func (x *StopWritesReply) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[1]
+	mi := &file_peer_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -102,7 +210,7 @@ func (x *StopWritesReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopWritesReply.ProtoReflect.Descriptor instead.
 func (*StopWritesReply) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{1}
+	return file_peer_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *StopWritesReply) GetDurable() *Position {
@@ -123,7 +231,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_peer_proto_msgTypes[2]
+	mi := &file_peer_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -135,7 +243,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[2]
+	mi := &file_peer_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -148,7 +256,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{2}
+	return file_peer_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *HeartbeatRequest) GetOrchestratorId() string {
@@ -192,7 +300,7 @@ type HeartbeatReply struct {
 
 func (x *HeartbeatReply) Reset() {
 	*x = HeartbeatReply{}
-	mi := &file_peer_proto_msgTypes[3]
+	mi := &file_peer_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -204,7 +312,7 @@ func (x *HeartbeatReply) String() string {
 func (*HeartbeatReply) ProtoMessage() {}
 
 func (x *HeartbeatReply) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[3]
+	mi := &file_peer_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -217,7 +325,7 @@ func (x *HeartbeatReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatReply.ProtoReflect.Descriptor instead.
 func (*HeartbeatReply) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{3}
+	return file_peer_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *HeartbeatReply) GetNodeId() string {
@@ -301,7 +409,7 @@ type Position struct {
 
 func (x *Position) Reset() {
 	*x = Position{}
-	mi := &file_peer_proto_msgTypes[4]
+	mi := &file_peer_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -313,7 +421,7 @@ func (x *Position) String() string {
 func (*Position) ProtoMessage() {}
 
 func (x *Position) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[4]
+	mi := &file_peer_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -326,7 +434,7 @@ func (x *Position) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Position.ProtoReflect.Descriptor instead.
 func (*Position) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{4}
+	return file_peer_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Position) GetEpoch() uint64 {
@@ -358,7 +466,7 @@ type FollowerMessage struct {
 
 func (x *FollowerMessage) Reset() {
 	*x = FollowerMessage{}
-	mi := &file_peer_proto_msgTypes[5]
+	mi := &file_peer_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -370,7 +478,7 @@ func (x *FollowerMessage) String() string {
 func (*FollowerMessage) ProtoMessage() {}
 
 func (x *FollowerMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[5]
+	mi := &file_peer_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -383,7 +491,7 @@ func (x *FollowerMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FollowerMessage.ProtoReflect.Descriptor instead.
 func (*FollowerMessage) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{5}
+	return file_peer_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *FollowerMessage) GetEpoch() uint64 {
@@ -452,7 +560,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_peer_proto_msgTypes[6]
+	mi := &file_peer_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -464,7 +572,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[6]
+	mi := &file_peer_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -477,7 +585,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{6}
+	return file_peer_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Hello) GetNodeId() string {
@@ -527,7 +635,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_peer_proto_msgTypes[7]
+	mi := &file_peer_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -539,7 +647,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[7]
+	mi := &file_peer_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -552,7 +660,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{7}
+	return file_peer_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Progress) GetDurableLsn() uint64 {
@@ -594,7 +702,7 @@ type LeaderMessage struct {
 
 func (x *LeaderMessage) Reset() {
 	*x = LeaderMessage{}
-	mi := &file_peer_proto_msgTypes[8]
+	mi := &file_peer_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -606,7 +714,7 @@ func (x *LeaderMessage) String() string {
 func (*LeaderMessage) ProtoMessage() {}
 
 func (x *LeaderMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[8]
+	mi := &file_peer_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -619,7 +727,7 @@ func (x *LeaderMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaderMessage.ProtoReflect.Descriptor instead.
 func (*LeaderMessage) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{8}
+	return file_peer_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *LeaderMessage) GetEpoch() uint64 {
@@ -711,7 +819,7 @@ type Start struct {
 
 func (x *Start) Reset() {
 	*x = Start{}
-	mi := &file_peer_proto_msgTypes[9]
+	mi := &file_peer_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -723,7 +831,7 @@ func (x *Start) String() string {
 func (*Start) ProtoMessage() {}
 
 func (x *Start) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[9]
+	mi := &file_peer_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -736,7 +844,7 @@ func (x *Start) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Start.ProtoReflect.Descriptor instead.
 func (*Start) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{9}
+	return file_peer_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Start) GetFromLsn() uint64 {
@@ -762,7 +870,7 @@ type Truncate struct {
 
 func (x *Truncate) Reset() {
 	*x = Truncate{}
-	mi := &file_peer_proto_msgTypes[10]
+	mi := &file_peer_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -774,7 +882,7 @@ func (x *Truncate) String() string {
 func (*Truncate) ProtoMessage() {}
 
 func (x *Truncate) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[10]
+	mi := &file_peer_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -787,7 +895,7 @@ func (x *Truncate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Truncate.ProtoReflect.Descriptor instead.
 func (*Truncate) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{10}
+	return file_peer_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Truncate) GetAfterLsn() uint64 {
@@ -814,7 +922,7 @@ type NeedSnapshot struct {
 
 func (x *NeedSnapshot) Reset() {
 	*x = NeedSnapshot{}
-	mi := &file_peer_proto_msgTypes[11]
+	mi := &file_peer_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -826,7 +934,7 @@ func (x *NeedSnapshot) String() string {
 func (*NeedSnapshot) ProtoMessage() {}
 
 func (x *NeedSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[11]
+	mi := &file_peer_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -839,7 +947,7 @@ func (x *NeedSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NeedSnapshot.ProtoReflect.Descriptor instead.
 func (*NeedSnapshot) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{11}
+	return file_peer_proto_rawDescGZIP(), []int{13}
 }
 
 // Append carries encoded log entries (package logrec, each with its own
@@ -856,14 +964,19 @@ type Append struct {
 	// follower echoes the latest in Progress. A leader cut off from etcd
 	// keeps its lease from these echoes while every follower answers (see
 	// replication.Lease).
-	LeaseStamp    int64 `protobuf:"varint,5,opt,name=lease_stamp,json=leaseStamp,proto3" json:"lease_stamp,omitempty"`
+	LeaseStamp int64 `protobuf:"varint,5,opt,name=lease_stamp,json=leaseStamp,proto3" json:"lease_stamp,omitempty"`
+	// The leader's lease had lapsed when it sent this (it may have been
+	// replaced): the follower proves no freshness from it (bounded-staleness
+	// reads, see replication.Follower.WaitFresh). A leader without a lease
+	// (static topology) never sets it.
+	LeaseLapsed   bool `protobuf:"varint,6,opt,name=lease_lapsed,json=leaseLapsed,proto3" json:"lease_lapsed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Append) Reset() {
 	*x = Append{}
-	mi := &file_peer_proto_msgTypes[12]
+	mi := &file_peer_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -875,7 +988,7 @@ func (x *Append) String() string {
 func (*Append) ProtoMessage() {}
 
 func (x *Append) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[12]
+	mi := &file_peer_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -888,7 +1001,7 @@ func (x *Append) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Append.ProtoReflect.Descriptor instead.
 func (*Append) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{12}
+	return file_peer_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Append) GetEntries() [][]byte {
@@ -926,6 +1039,13 @@ func (x *Append) GetLeaseStamp() int64 {
 	return 0
 }
 
+func (x *Append) GetLeaseLapsed() bool {
+	if x != nil {
+		return x.LeaseLapsed
+	}
+	return false
+}
+
 type SnapshotRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -940,7 +1060,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_peer_proto_msgTypes[13]
+	mi := &file_peer_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -952,7 +1072,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[13]
+	mi := &file_peer_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -965,7 +1085,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{13}
+	return file_peer_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SnapshotRequest) GetNodeId() string {
@@ -1007,7 +1127,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_peer_proto_msgTypes[14]
+	mi := &file_peer_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1019,7 +1139,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[14]
+	mi := &file_peer_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1032,7 +1152,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{14}
+	return file_peer_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SnapshotChunk) GetEpoch() uint64 {
@@ -1115,7 +1235,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_peer_proto_msgTypes[15]
+	mi := &file_peer_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1127,7 +1247,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[15]
+	mi := &file_peer_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1140,7 +1260,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{15}
+	return file_peer_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SnapshotHeader) GetPosition() *Position {
@@ -1181,7 +1301,7 @@ type SnapshotDone struct {
 
 func (x *SnapshotDone) Reset() {
 	*x = SnapshotDone{}
-	mi := &file_peer_proto_msgTypes[16]
+	mi := &file_peer_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1193,7 +1313,7 @@ func (x *SnapshotDone) String() string {
 func (*SnapshotDone) ProtoMessage() {}
 
 func (x *SnapshotDone) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[16]
+	mi := &file_peer_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1206,7 +1326,7 @@ func (x *SnapshotDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotDone.ProtoReflect.Descriptor instead.
 func (*SnapshotDone) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{16}
+	return file_peer_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SnapshotDone) GetKeys() uint64 {
@@ -1228,7 +1348,13 @@ var File_peer_proto protoreflect.FileDescriptor
 const file_peer_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"peer.proto\x12\x0etandem.peer.v1\")\n" +
+	"peer.proto\x12\x0etandem.peer.v1\">\n" +
+	"\x10ReadIndexRequest\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x14\n" +
+	"\x05users\x18\x02 \x03(\tR\x05users\"r\n" +
+	"\x0eReadIndexReply\x120\n" +
+	"\x06commit\x18\x01 \x01(\v2\x18.tandem.peer.v1.PositionR\x06commit\x12.\n" +
+	"\x05users\x18\x02 \x03(\v2\x18.tandem.peer.v1.PositionR\x05users\")\n" +
 	"\x11StopWritesRequest\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\"E\n" +
 	"\x0fStopWritesReply\x122\n" +
@@ -1284,7 +1410,7 @@ const file_peer_proto_rawDesc = "" +
 	"\tafter_lsn\x18\x01 \x01(\x04R\bafterLsn\x12\x1f\n" +
 	"\vafter_epoch\x18\x02 \x01(\x04R\n" +
 	"afterEpoch\"\x0e\n" +
-	"\fNeedSnapshot\"\xbd\x01\n" +
+	"\fNeedSnapshot\"\xe0\x01\n" +
 	"\x06Append\x12\x18\n" +
 	"\aentries\x18\x01 \x03(\fR\aentries\x12\x1d\n" +
 	"\n" +
@@ -1292,7 +1418,8 @@ const file_peer_proto_rawDesc = "" +
 	"\x0fleader_last_lsn\x18\x03 \x01(\x04R\rleaderLastLsn\x121\n" +
 	"\x15leader_time_unix_nano\x18\x04 \x01(\x03R\x12leaderTimeUnixNano\x12\x1f\n" +
 	"\vlease_stamp\x18\x05 \x01(\x03R\n" +
-	"leaseStamp\"_\n" +
+	"leaseStamp\x12!\n" +
+	"\flease_lapsed\x18\x06 \x01(\bR\vleaseLapsed\"_\n" +
 	"\x0fSnapshotRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1d\n" +
@@ -1312,13 +1439,14 @@ const file_peer_proto_rawDesc = "" +
 	"row_format\x18\x04 \x01(\rR\trowFormat\"8\n" +
 	"\fSnapshotDone\x12\x12\n" +
 	"\x04keys\x18\x01 \x01(\x04R\x04keys\x12\x14\n" +
-	"\x05bytes\x18\x02 \x01(\x04R\x05bytes2\xc6\x02\n" +
+	"\x05bytes\x18\x02 \x01(\x04R\x05bytes2\x95\x03\n" +
 	"\x04Peer\x12O\n" +
 	"\tReplicate\x12\x1f.tandem.peer.v1.FollowerMessage\x1a\x1d.tandem.peer.v1.LeaderMessage(\x010\x01\x12L\n" +
 	"\bSnapshot\x12\x1f.tandem.peer.v1.SnapshotRequest\x1a\x1d.tandem.peer.v1.SnapshotChunk0\x01\x12M\n" +
 	"\tHeartbeat\x12 .tandem.peer.v1.HeartbeatRequest\x1a\x1e.tandem.peer.v1.HeartbeatReply\x12P\n" +
 	"\n" +
-	"StopWrites\x12!.tandem.peer.v1.StopWritesRequest\x1a\x1f.tandem.peer.v1.StopWritesReplyB,Z*github.com/tandemdb/tandem/internal/peerpbb\x06proto3"
+	"StopWrites\x12!.tandem.peer.v1.StopWritesRequest\x1a\x1f.tandem.peer.v1.StopWritesReply\x12M\n" +
+	"\tReadIndex\x12 .tandem.peer.v1.ReadIndexRequest\x1a\x1e.tandem.peer.v1.ReadIndexReplyB,Z*github.com/tandemdb/tandem/internal/peerpbb\x06proto3"
 
 var (
 	file_peer_proto_rawDescOnce sync.Once
@@ -1332,53 +1460,59 @@ func file_peer_proto_rawDescGZIP() []byte {
 	return file_peer_proto_rawDescData
 }
 
-var file_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_peer_proto_goTypes = []any{
-	(*StopWritesRequest)(nil), // 0: tandem.peer.v1.StopWritesRequest
-	(*StopWritesReply)(nil),   // 1: tandem.peer.v1.StopWritesReply
-	(*HeartbeatRequest)(nil),  // 2: tandem.peer.v1.HeartbeatRequest
-	(*HeartbeatReply)(nil),    // 3: tandem.peer.v1.HeartbeatReply
-	(*Position)(nil),          // 4: tandem.peer.v1.Position
-	(*FollowerMessage)(nil),   // 5: tandem.peer.v1.FollowerMessage
-	(*Hello)(nil),             // 6: tandem.peer.v1.Hello
-	(*Progress)(nil),          // 7: tandem.peer.v1.Progress
-	(*LeaderMessage)(nil),     // 8: tandem.peer.v1.LeaderMessage
-	(*Start)(nil),             // 9: tandem.peer.v1.Start
-	(*Truncate)(nil),          // 10: tandem.peer.v1.Truncate
-	(*NeedSnapshot)(nil),      // 11: tandem.peer.v1.NeedSnapshot
-	(*Append)(nil),            // 12: tandem.peer.v1.Append
-	(*SnapshotRequest)(nil),   // 13: tandem.peer.v1.SnapshotRequest
-	(*SnapshotChunk)(nil),     // 14: tandem.peer.v1.SnapshotChunk
-	(*SnapshotHeader)(nil),    // 15: tandem.peer.v1.SnapshotHeader
-	(*SnapshotDone)(nil),      // 16: tandem.peer.v1.SnapshotDone
+	(*ReadIndexRequest)(nil),  // 0: tandem.peer.v1.ReadIndexRequest
+	(*ReadIndexReply)(nil),    // 1: tandem.peer.v1.ReadIndexReply
+	(*StopWritesRequest)(nil), // 2: tandem.peer.v1.StopWritesRequest
+	(*StopWritesReply)(nil),   // 3: tandem.peer.v1.StopWritesReply
+	(*HeartbeatRequest)(nil),  // 4: tandem.peer.v1.HeartbeatRequest
+	(*HeartbeatReply)(nil),    // 5: tandem.peer.v1.HeartbeatReply
+	(*Position)(nil),          // 6: tandem.peer.v1.Position
+	(*FollowerMessage)(nil),   // 7: tandem.peer.v1.FollowerMessage
+	(*Hello)(nil),             // 8: tandem.peer.v1.Hello
+	(*Progress)(nil),          // 9: tandem.peer.v1.Progress
+	(*LeaderMessage)(nil),     // 10: tandem.peer.v1.LeaderMessage
+	(*Start)(nil),             // 11: tandem.peer.v1.Start
+	(*Truncate)(nil),          // 12: tandem.peer.v1.Truncate
+	(*NeedSnapshot)(nil),      // 13: tandem.peer.v1.NeedSnapshot
+	(*Append)(nil),            // 14: tandem.peer.v1.Append
+	(*SnapshotRequest)(nil),   // 15: tandem.peer.v1.SnapshotRequest
+	(*SnapshotChunk)(nil),     // 16: tandem.peer.v1.SnapshotChunk
+	(*SnapshotHeader)(nil),    // 17: tandem.peer.v1.SnapshotHeader
+	(*SnapshotDone)(nil),      // 18: tandem.peer.v1.SnapshotDone
 }
 var file_peer_proto_depIdxs = []int32{
-	4,  // 0: tandem.peer.v1.StopWritesReply.durable:type_name -> tandem.peer.v1.Position
-	4,  // 1: tandem.peer.v1.HeartbeatReply.durable:type_name -> tandem.peer.v1.Position
-	6,  // 2: tandem.peer.v1.FollowerMessage.hello:type_name -> tandem.peer.v1.Hello
-	7,  // 3: tandem.peer.v1.FollowerMessage.progress:type_name -> tandem.peer.v1.Progress
-	4,  // 4: tandem.peer.v1.Hello.durable:type_name -> tandem.peer.v1.Position
-	9,  // 5: tandem.peer.v1.LeaderMessage.start:type_name -> tandem.peer.v1.Start
-	10, // 6: tandem.peer.v1.LeaderMessage.truncate:type_name -> tandem.peer.v1.Truncate
-	11, // 7: tandem.peer.v1.LeaderMessage.need_snapshot:type_name -> tandem.peer.v1.NeedSnapshot
-	12, // 8: tandem.peer.v1.LeaderMessage.append:type_name -> tandem.peer.v1.Append
-	15, // 9: tandem.peer.v1.SnapshotChunk.header:type_name -> tandem.peer.v1.SnapshotHeader
-	16, // 10: tandem.peer.v1.SnapshotChunk.done:type_name -> tandem.peer.v1.SnapshotDone
-	4,  // 11: tandem.peer.v1.SnapshotHeader.position:type_name -> tandem.peer.v1.Position
-	4,  // 12: tandem.peer.v1.SnapshotHeader.epoch_starts:type_name -> tandem.peer.v1.Position
-	5,  // 13: tandem.peer.v1.Peer.Replicate:input_type -> tandem.peer.v1.FollowerMessage
-	13, // 14: tandem.peer.v1.Peer.Snapshot:input_type -> tandem.peer.v1.SnapshotRequest
-	2,  // 15: tandem.peer.v1.Peer.Heartbeat:input_type -> tandem.peer.v1.HeartbeatRequest
-	0,  // 16: tandem.peer.v1.Peer.StopWrites:input_type -> tandem.peer.v1.StopWritesRequest
-	8,  // 17: tandem.peer.v1.Peer.Replicate:output_type -> tandem.peer.v1.LeaderMessage
-	14, // 18: tandem.peer.v1.Peer.Snapshot:output_type -> tandem.peer.v1.SnapshotChunk
-	3,  // 19: tandem.peer.v1.Peer.Heartbeat:output_type -> tandem.peer.v1.HeartbeatReply
-	1,  // 20: tandem.peer.v1.Peer.StopWrites:output_type -> tandem.peer.v1.StopWritesReply
-	17, // [17:21] is the sub-list for method output_type
-	13, // [13:17] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	6,  // 0: tandem.peer.v1.ReadIndexReply.commit:type_name -> tandem.peer.v1.Position
+	6,  // 1: tandem.peer.v1.ReadIndexReply.users:type_name -> tandem.peer.v1.Position
+	6,  // 2: tandem.peer.v1.StopWritesReply.durable:type_name -> tandem.peer.v1.Position
+	6,  // 3: tandem.peer.v1.HeartbeatReply.durable:type_name -> tandem.peer.v1.Position
+	8,  // 4: tandem.peer.v1.FollowerMessage.hello:type_name -> tandem.peer.v1.Hello
+	9,  // 5: tandem.peer.v1.FollowerMessage.progress:type_name -> tandem.peer.v1.Progress
+	6,  // 6: tandem.peer.v1.Hello.durable:type_name -> tandem.peer.v1.Position
+	11, // 7: tandem.peer.v1.LeaderMessage.start:type_name -> tandem.peer.v1.Start
+	12, // 8: tandem.peer.v1.LeaderMessage.truncate:type_name -> tandem.peer.v1.Truncate
+	13, // 9: tandem.peer.v1.LeaderMessage.need_snapshot:type_name -> tandem.peer.v1.NeedSnapshot
+	14, // 10: tandem.peer.v1.LeaderMessage.append:type_name -> tandem.peer.v1.Append
+	17, // 11: tandem.peer.v1.SnapshotChunk.header:type_name -> tandem.peer.v1.SnapshotHeader
+	18, // 12: tandem.peer.v1.SnapshotChunk.done:type_name -> tandem.peer.v1.SnapshotDone
+	6,  // 13: tandem.peer.v1.SnapshotHeader.position:type_name -> tandem.peer.v1.Position
+	6,  // 14: tandem.peer.v1.SnapshotHeader.epoch_starts:type_name -> tandem.peer.v1.Position
+	7,  // 15: tandem.peer.v1.Peer.Replicate:input_type -> tandem.peer.v1.FollowerMessage
+	15, // 16: tandem.peer.v1.Peer.Snapshot:input_type -> tandem.peer.v1.SnapshotRequest
+	4,  // 17: tandem.peer.v1.Peer.Heartbeat:input_type -> tandem.peer.v1.HeartbeatRequest
+	2,  // 18: tandem.peer.v1.Peer.StopWrites:input_type -> tandem.peer.v1.StopWritesRequest
+	0,  // 19: tandem.peer.v1.Peer.ReadIndex:input_type -> tandem.peer.v1.ReadIndexRequest
+	10, // 20: tandem.peer.v1.Peer.Replicate:output_type -> tandem.peer.v1.LeaderMessage
+	16, // 21: tandem.peer.v1.Peer.Snapshot:output_type -> tandem.peer.v1.SnapshotChunk
+	5,  // 22: tandem.peer.v1.Peer.Heartbeat:output_type -> tandem.peer.v1.HeartbeatReply
+	3,  // 23: tandem.peer.v1.Peer.StopWrites:output_type -> tandem.peer.v1.StopWritesReply
+	1,  // 24: tandem.peer.v1.Peer.ReadIndex:output_type -> tandem.peer.v1.ReadIndexReply
+	20, // [20:25] is the sub-list for method output_type
+	15, // [15:20] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_peer_proto_init() }
@@ -1386,17 +1520,17 @@ func file_peer_proto_init() {
 	if File_peer_proto != nil {
 		return
 	}
-	file_peer_proto_msgTypes[5].OneofWrappers = []any{
+	file_peer_proto_msgTypes[7].OneofWrappers = []any{
 		(*FollowerMessage_Hello)(nil),
 		(*FollowerMessage_Progress)(nil),
 	}
-	file_peer_proto_msgTypes[8].OneofWrappers = []any{
+	file_peer_proto_msgTypes[10].OneofWrappers = []any{
 		(*LeaderMessage_Start)(nil),
 		(*LeaderMessage_Truncate)(nil),
 		(*LeaderMessage_NeedSnapshot)(nil),
 		(*LeaderMessage_Append)(nil),
 	}
-	file_peer_proto_msgTypes[14].OneofWrappers = []any{
+	file_peer_proto_msgTypes[16].OneofWrappers = []any{
 		(*SnapshotChunk_Header)(nil),
 		(*SnapshotChunk_Data)(nil),
 		(*SnapshotChunk_Done)(nil),
@@ -1407,7 +1541,7 @@ func file_peer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_peer_proto_rawDesc), len(file_peer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,7 @@ const (
 	Peer_Snapshot_FullMethodName   = "/tandem.peer.v1.Peer/Snapshot"
 	Peer_Heartbeat_FullMethodName  = "/tandem.peer.v1.Peer/Heartbeat"
 	Peer_StopWrites_FullMethodName = "/tandem.peer.v1.Peer/StopWrites"
+	Peer_ReadIndex_FullMethodName  = "/tandem.peer.v1.Peer/ReadIndex"
 )
 
 // PeerClient is the client API for Peer service.
@@ -51,6 +52,14 @@ type PeerClient interface {
 	// stops answering for good (its lease is revoked) and returns its last
 	// durable position, which the switchover target must reach.
 	StopWrites(ctx context.Context, in *StopWritesRequest, opts ...grpc.CallOption) (*StopWritesReply, error)
+	// ReadIndex is a follower's question to its leader before a read that
+	// needs the leader's knowledge: the leader's commit position, learned
+	// under its lease (a linearizable follower read waits until it has
+	// applied it), and for each named user the position of that user's last
+	// acknowledged write (cross-device read-your-writes). A node that does
+	// not lead, or whose lease is not confirmed, refuses with
+	// FailedPrecondition.
+	ReadIndex(ctx context.Context, in *ReadIndexRequest, opts ...grpc.CallOption) (*ReadIndexReply, error)
 }
 
 type peerClient struct {
@@ -113,6 +122,16 @@ func (c *peerClient) StopWrites(ctx context.Context, in *StopWritesRequest, opts
 	return out, nil
 }
 
+func (c *peerClient) ReadIndex(ctx context.Context, in *ReadIndexRequest, opts ...grpc.CallOption) (*ReadIndexReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReadIndexReply)
+	err := c.cc.Invoke(ctx, Peer_ReadIndex_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeerServer is the server API for Peer service.
 // All implementations must embed UnimplementedPeerServer
 // for forward compatibility.
@@ -136,6 +155,14 @@ type PeerServer interface {
 	// stops answering for good (its lease is revoked) and returns its last
 	// durable position, which the switchover target must reach.
 	StopWrites(context.Context, *StopWritesRequest) (*StopWritesReply, error)
+	// ReadIndex is a follower's question to its leader before a read that
+	// needs the leader's knowledge: the leader's commit position, learned
+	// under its lease (a linearizable follower read waits until it has
+	// applied it), and for each named user the position of that user's last
+	// acknowledged write (cross-device read-your-writes). A node that does
+	// not lead, or whose lease is not confirmed, refuses with
+	// FailedPrecondition.
+	ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexReply, error)
 	mustEmbedUnimplementedPeerServer()
 }
 
@@ -157,6 +184,9 @@ func (UnimplementedPeerServer) Heartbeat(context.Context, *HeartbeatRequest) (*H
 }
 func (UnimplementedPeerServer) StopWrites(context.Context, *StopWritesRequest) (*StopWritesReply, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method StopWrites not implemented")
+}
+func (UnimplementedPeerServer) ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexReply, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ReadIndex not implemented")
 }
 func (UnimplementedPeerServer) mustEmbedUnimplementedPeerServer() {}
 func (UnimplementedPeerServer) testEmbeddedByValue()              {}
@@ -233,6 +263,24 @@ func _Peer_StopWrites_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Peer_ReadIndex_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReadIndexRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).ReadIndex(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_ReadIndex_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).ReadIndex(ctx, req.(*ReadIndexRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Peer_ServiceDesc is the grpc.ServiceDesc for Peer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -247,6 +295,10 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "StopWrites",
 			Handler:    _Peer_StopWrites_Handler,
+		},
+		{
+			MethodName: "ReadIndex",
+			Handler:    _Peer_ReadIndex_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

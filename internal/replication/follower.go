@@ -81,6 +81,8 @@ type Follower struct {
 	// so far, for the FollowerSkipEntry fault.
 	applyCount uint64
 	skipped    map[string]bool
+	// reads is what the read policies wait on (reads.go).
+	reads followerReads
 }
 
 // NewFollower returns a follower of the leader that cfg.Dial reaches.
@@ -96,6 +98,7 @@ func NewFollower(cfg FollowerConfig) *Follower {
 		log = slog.Default()
 	}
 	f := &Follower{cfg: cfg, log: log.With("role", "follower")}
+	f.reads.changed = make(chan struct{})
 	f.status.State = StateCatchingUp
 	if cfg.DB.Seeding() {
 		f.status.State = StateSeeding
@@ -257,6 +260,7 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 	f.mu.Unlock()
 	f.log.Info("streaming from leader", "epoch", epoch, "durable_lsn", core.durable.LSN, "applied_lsn", core.applied)
 	in := receive(ctx, stream, func() { f.lastRecv.Store(f.cfg.Now().UnixNano()) })
+	defer f.reads.clearFresh()
 	var held *received
 	for {
 		var r received
@@ -285,9 +289,14 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 		case *peerpb.LeaderMessage_Append:
 			var a *peerpb.Append
 			a, held = gather(in, m.Epoch, b.Append)
-			if err := f.step(core, m.Epoch, a); err != nil {
+			if err := f.step(ctx, core, m.Epoch, a); err != nil {
 				return err
 			}
+			// The commit LSN this message carried was the leader's when it
+			// sent it, before r.at: once applied, everything the leader had
+			// committed by then is here (reads.go, bounded staleness) —
+			// if it was the leader then, under a lease.
+			f.reads.stepped(a.CommitLsn, core.applied, r.at, !a.LeaseLapsed)
 			if err := stream.Send(core.Progress()); err != nil {
 				return fmt.Errorf("replication: send progress: %w", err)
 			}
@@ -305,6 +314,7 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 type received struct {
 	m   *peerpb.LeaderMessage
 	err error
+	at  int64 // when it arrived, on the monotonic clock (mono)
 }
 
 // receive reads the stream ahead of the follower on its own goroutine, so
@@ -321,11 +331,12 @@ func receive(ctx context.Context, stream FollowerStream, heard func()) <-chan re
 	go func() {
 		for {
 			m, err := stream.Recv()
+			at := mono(time.Now())
 			if err == nil {
 				heard()
 			}
 			select {
-			case in <- received{m, err}:
+			case in <- received{m, err, at}:
 			case <-ctx.Done():
 				return
 			}
@@ -369,13 +380,14 @@ func gather(in <-chan received, epoch uint64, a *peerpb.Append) (*peerpb.Append,
 			LeaderLastLsn:      next.LeaderLastLsn,
 			LeaderTimeUnixNano: next.LeaderTimeUnixNano,
 			LeaseStamp:         next.LeaseStamp,
+			LeaseLapsed:        a.LeaseLapsed || next.LeaseLapsed,
 		}
 	}
 	return a, nil
 }
 
 // step persists and applies one Append.
-func (f *Follower) step(core *followerCore, epoch uint64, a *peerpb.Append) error {
+func (f *Follower) step(ctx context.Context, core *followerCore, epoch uint64, a *peerpb.Append) error {
 	rd, err := core.Step(epoch, a)
 	if err != nil {
 		return err
@@ -385,6 +397,17 @@ func (f *Follower) step(core *followerCore, epoch uint64, a *peerpb.Append) erro
 	}
 	core.Persisted(rd)
 	if len(rd.Apply) > 0 {
+		if d := f.cfg.Buggify.FollowerApplyDelay; d > 0 {
+			// A slow follower: lag that tests control. A role change
+			// does not wait for it.
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			}
+		}
 		apply := rd.Apply
 		if f.cfg.Buggify.FollowerSkipEntry {
 			apply = f.skipSome(apply)

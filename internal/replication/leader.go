@@ -94,6 +94,11 @@ type Buggify struct {
 	// stalled disk would: the leader is alive and its streams' heartbeats
 	// go on, so the control plane must not fail it over.
 	SlowDisk bool
+	// FollowerApplyDelay makes a follower wait this long before applying
+	// each batch of entries: real, controllable replication lag for the
+	// read-policy tests (a follower that holds the entries durably but
+	// has not applied them yet).
+	FollowerApplyDelay time.Duration
 }
 
 // FollowerProgress is what the leader knows about one follower.
@@ -118,6 +123,10 @@ type Leader struct {
 	cfg   LeaderConfig
 	log   *slog.Logger
 	epoch uint64
+
+	// start is the position of the last entry durable when this
+	// leadership began (StartPosition); set by NewLeader.
+	start logrec.Position
 
 	// readable is set once the core says the leadership may serve reads
 	// (see ReadBarrier): one atomic load per read from then on.
@@ -285,6 +294,7 @@ func NewLeader(cfg LeaderConfig, epoch uint64) (*Leader, error) {
 		maxInFlightBytes: cfg.MaxInFlightBytes,
 		maxAppendDelay:   max(int64(cfg.MaxCommitDelay), 0),
 	}, durable, applied, tail, cfg.Now().UnixNano())
+	l.start = logrec.Position{Epoch: EpochAt(cfg.DB.EpochHistory(), durable), LSN: durable}
 	l.wg.Add(3)
 	go l.committer()
 	go l.applier()

@@ -304,6 +304,7 @@ func (l *Leader) sendAppend(stream LeaderStream, raws [][]byte, commitLSN, last 
 		LeaderLastLsn:      last,
 		LeaderTimeUnixNano: l.cfg.Now().UnixNano(),
 		LeaseStamp:         mono(time.Now()),
+		LeaseLapsed:        !l.cfg.Lease.Valid(),
 	}}})
 }
 

@@ -38,6 +38,9 @@ func init() {
 		{"slaveof", 3, cmdReplicaOf},
 		{"time", 1, cmdTime},
 		{"tandem.durability", -1, cmdDurability},
+		{"tandem.readpolicy", -1, cmdReadPolicy},
+		{"tandem.token", -1, cmdToken},
+		{"tandem.user", -1, cmdUser},
 	}
 	serverCmds = make(map[string]*serverCmd, len(list))
 	for _, sc := range list {

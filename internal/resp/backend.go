@@ -67,4 +67,16 @@ var (
 	// client must not take it as refused (nor retry a write that is not
 	// idempotent blindly).
 	ErrLeadershipLost = errors.New("resp: leadership lost before commit")
+	// ErrReadElsewhere: this node cannot serve the read under the
+	// session's read policy now (it has not applied the session's
+	// position within the read wait, it is staler than the bound, the
+	// policy wants the leader); another node can, at the latest the
+	// leader. A wrapping error gives the reason:
+	// fmt.Errorf("%s: %w", why, ErrReadElsewhere).
+	ErrReadElsewhere = errors.New("resp: read elsewhere")
+	// ErrPositionLost: the session's floor names an entry the leader's
+	// history replaced (a write acknowledged under async commit was lost
+	// in a failover): no node will ever serve it. A wrapping error gives
+	// the detail.
+	ErrPositionLost = errors.New("resp: position lost")
 )

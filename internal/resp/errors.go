@@ -23,15 +23,23 @@ import (
 // the command (applied or not), in package replies, which clients match
 // them with.
 const (
-	replyReadOnly       = replies.ReadOnly
-	replyLoading        = replies.Loading
-	replyNotLeader      = replies.NotLeader
-	replyFenced         = replies.Fenced
-	replyFencedNote     = "tandem: this node is fenced"
-	replyNoReplicas     = replies.NoReplicas
-	replyOverloaded     = replies.Overloaded
-	replyLeadershipLost = replies.LeadershipLost
+	replyReadOnly         = replies.ReadOnly
+	replyLoading          = replies.Loading
+	replyNotLeader        = replies.NotLeader
+	replyFenced           = replies.Fenced
+	replyFencedNote       = "tandem: this node is fenced"
+	replyNoReplicas       = replies.NoReplicas
+	replyOverloaded       = replies.Overloaded
+	replyLeadershipLost   = replies.LeadershipLost
+	replyReadElsewhere    = replies.ReadElsewhere
+	replyPositionLost     = replies.PositionLost
+	replyPositionLostTail = "; TANDEM.TOKEN RESET drops the session's positions"
 )
+
+// errBadToken answers TANDEM.TOKEN with a token it cannot parse.
+func errBadToken(tok []byte, why error) string {
+	return "ERR tandem: malformed token '" + string(trunc(tok, 64)) + "' (" + why.Error() + "); want t1:<epoch>:<lsn> as TANDEM.TOKEN answers it"
+}
 
 // Fixed replies for failures that are not the client's fault. None of
 // them carries a Go error's text: that goes to the log.
@@ -111,6 +119,9 @@ func errConfigSetInteger(name string) string {
 //	ErrNoReplicas            NOREPLICAS Not enough good replicas to write.
 //	ErrOverloaded            TRYAGAIN tandem: too many writes waiting for commit; retry
 //	ErrLeadershipLost        UNCERTAIN tandem: the leader stopped before this write committed; ...
+//	ErrReadElsewhere         TRYAGAIN tandem: read elsewhere: <reason>
+//	ErrPositionLost          ERR tandem: the session's position is not in this cluster's history
+//	                         (lost in a failover ..., or never written): <detail>; TANDEM.TOKEN RESET ...
 //	*tooFewReplicasError     NOREPLICAS tandem: the write is committed ... only g of the n replicas ...
 //	*commands.ArityError     ERR wrong number of arguments for '<cmd>' command
 //	*commands.Error          ERR <text>  (syntax error, not an integer...)
@@ -142,6 +153,10 @@ func (s *Server) errorText(err error, sess *Session, cmd string) string {
 		return replyOverloaded
 	case errors.Is(err, ErrLeadershipLost):
 		return replyLeadershipLost
+	case errors.Is(err, ErrReadElsewhere):
+		return replyReadElsewhere + reasonOf(err, ErrReadElsewhere, "this node cannot serve the session's read policy now")
+	case errors.Is(err, ErrPositionLost):
+		return replyPositionLost + reasonOf(err, ErrPositionLost, "lost") + replyPositionLostTail
 	case errors.As(err, &arity):
 		return errArity(arity.Name)
 	case commands.IsInputError(err):
@@ -182,6 +197,16 @@ func fencedText(err error) string {
 		note += ": " + oneLine(reason)
 	}
 	return replyFenced + " (" + note + ")"
+}
+
+// reasonOf is the text a wrapping error adds around the sentinel:
+// "why: sentinel" gives "why"; def when there is none.
+func reasonOf(err, sentinel error, def string) string {
+	why, ok := strings.CutSuffix(err.Error(), ": "+sentinel.Error())
+	if !ok || why == "" {
+		return def
+	}
+	return oneLine(why)
 }
 
 // oneLine replaces the line breaks in an error's text, which would end the

@@ -50,6 +50,7 @@ type node struct {
 	b      Backend
 	custom CustomBackend   // nil when b has no custom commands
 	pipe   PipelineBackend // nil when b cannot submit writes ahead
+	pos    PositionBackend // nil when b has no read policies
 }
 
 // nodeConn is a node connection's own state (Session.Local). Only the
@@ -64,6 +65,8 @@ type nodeConn struct {
 	// pending holds the submitted writes of the pipeline being served
 	// (PipelineBackend).
 	pending []pendingWrite
+	// reads is the read policy, positions and user (reads.go).
+	reads sessionReads
 }
 
 func nodeState(sess *Session) *nodeConn { return sess.Local.(*nodeConn) }
@@ -74,12 +77,16 @@ func NewServer(cfg Config, b Backend) *Server {
 	n := &node{b: b}
 	n.custom, _ = b.(CustomBackend)
 	n.pipe, _ = b.(PipelineBackend)
+	n.pos, _ = b.(PositionBackend)
 	fe := FrontEnd{
 		Mode:  "standalone",
 		Role:  n.role,
 		Serve: n.serve,
 		Open:  func(sess *Session) { sess.Local = &nodeConn{} },
-		Reset: func(sess *Session) { nodeState(sess).durability = durabilityFloor{} },
+		Reset: func(sess *Session) {
+			nc := nodeState(sess)
+			nc.durability, nc.reads = durabilityFloor{}, sessionReads{}
+		},
 	}
 	if n.pipe != nil {
 		fe.Start, fe.Flush = n.start, n.drain
@@ -185,8 +192,18 @@ func (n *node) serveData(conn redcon.Conn, sess *Session, spec *commands.Spec, a
 		n.writeResult(conn, sess, spec, reply, lsn, err)
 		return
 	}
-	reply, err := n.b.Read(ctx, spec, args)
+	if n.pos == nil {
+		reply, err := n.b.Read(ctx, spec, args)
+		sess.leave()
+		n.writeResult(conn, sess, spec, reply, 0, err)
+		return
+	}
+	r := &nodeState(sess).reads
+	reply, at, err := n.pos.ReadAt(ctx, spec, args, r.request())
 	sess.leave()
+	if err == nil {
+		r.read = maxPos(r.read, at)
+	}
 	n.writeResult(conn, sess, spec, reply, 0, err)
 }
 
@@ -195,7 +212,11 @@ func (n *node) serveData(conn redcon.Conn, sess *Session, spec *commands.Spec, a
 // the reply.
 func (n *node) writeResult(conn redcon.Conn, sess *Session, spec *commands.Spec, reply commands.Reply, lsn uint64, err error) {
 	if lsn != 0 {
-		nodeState(sess).lastWriteLSN = lsn
+		nc := nodeState(sess)
+		nc.lastWriteLSN = lsn
+		if n.pos != nil && err == nil {
+			nc.reads.write = maxPos(nc.reads.write, n.pos.Acknowledged(nc.reads.user, lsn))
+		}
 	}
 	if err == nil {
 		err = n.awaitFloor(sess, lsn)

@@ -62,6 +62,16 @@ const (
 	// ShuttingDown: the server's Close canceled the command, which may
 	// or may not have been applied.
 	ShuttingDown = "ERR internal error: server shutting down"
+	// ReadElsewhere begins the reply to a read this node cannot serve
+	// under the session's read policy now (the reason follows): another
+	// node can, at the latest the leader. A proxy or the tandem client
+	// goes elsewhere on it. TRYAGAIN, so it is NotApplied (go-redis
+	// retries it on the same node, which may have caught up by then).
+	ReadElsewhere = "TRYAGAIN tandem: read elsewhere: "
+	// PositionLost begins the reply to a read whose session position the
+	// leader's history does not hold (the detail follows): no node will
+	// serve it. An Answer: sending the read again gets the same.
+	PositionLost = "ERR tandem: the session's position is not in this cluster's history (lost in a failover under async commit, or never written): "
 )
 
 // Table sorts error replies by prefix: a code word and a space, or a

@@ -16,6 +16,8 @@ func TestMatch(t *testing.T) {
 		"ERR internal error: connection closed": Answer,
 		"ERR internal error; see the server log, incident 0badf00d": Answer,
 		"ERR syntax error": Answer,
+		ReadElsewhere + "the session's read policy is leader":               NotApplied,
+		PositionLost + "position 2:12":                                      Answer,
 		"WRONGTYPE Operation against a key holding the wrong kind of value": Answer,
 		"READONLYX": Answer, // a code word, not a prefix of one
 		"":          Answer,

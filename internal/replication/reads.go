@@ -1,0 +1,242 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/tandemdb/tandem/internal/logrec"
+)
+
+// followerReads is what a follower's reads wait on: a broadcast of every
+// applied step, and the freshness the stream proves for bounded-staleness
+// reads.
+//
+// Freshness. Each Append carries the leader's commit LSN as of when the
+// leader sent it. Once the follower has applied through that commit LSN,
+// everything the leader had committed before the message arrived here is
+// applied: the follower is at most (now − arrival + the message's one-way
+// transit) behind, measured on the leader's clock. freshAt is the latest
+// arrival (monotonic clock) for which that holds. The transit is not
+// measured (a follower cannot, from one direction); on one host or in one
+// zone it is well under a millisecond, and the figure excludes it. Only
+// messages the leader sent under its lease count: a deposed leader cut
+// off with this follower goes on sending heartbeats, but no newer leader
+// acknowledges a write before that lease has lapsed.
+type followerReads struct {
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced after every applied step
+	freshAt int64         // mono ns; 0: nothing proven on this stream
+	// waiting are arrivals whose commit LSN is not applied yet, oldest
+	// first; commit LSNs do not decrease along it.
+	waiting []arrival
+}
+
+type arrival struct {
+	commit uint64
+	at     int64
+}
+
+// maxArrivals bounds followerReads.waiting. Dropping the oldest loses
+// nothing: a later arrival's commit LSN is at least theirs, so it proves
+// a later freshness once applied.
+const maxArrivals = 1024
+
+// stepped records one processed message: commit was its commit LSN, at its
+// arrival, applied the follower's applied LSN after it; leased says the
+// leader's lease held when it sent it. A message from a leader whose
+// lease had lapsed proves nothing: another leader may have acknowledged
+// writes since.
+func (r *followerReads) stepped(commit, applied uint64, at int64, leased bool) {
+	r.mu.Lock()
+	if leased {
+		if len(r.waiting) == maxArrivals {
+			r.waiting = r.waiting[1:]
+		}
+		r.waiting = append(r.waiting, arrival{commit, at})
+	}
+	i := 0
+	for ; i < len(r.waiting) && r.waiting[i].commit <= applied; i++ {
+		r.freshAt = max(r.freshAt, r.waiting[i].at)
+	}
+	r.waiting = r.waiting[i:]
+	close(r.changed)
+	r.changed = make(chan struct{})
+	r.mu.Unlock()
+}
+
+// clearFresh forgets the freshness when a stream ends: a follower cut off
+// from its leader proves nothing new, and the next stream may be another
+// leader's.
+func (r *followerReads) clearFresh() {
+	r.mu.Lock()
+	r.freshAt, r.waiting = 0, nil
+	close(r.changed)
+	r.changed = make(chan struct{})
+	r.mu.Unlock()
+}
+
+func (r *followerReads) state() (freshAt int64, changed <-chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.freshAt, r.changed
+}
+
+// AppliedPosition returns the position of the follower's last applied
+// entry.
+func (f *Follower) AppliedPosition() logrec.Position {
+	applied := f.cfg.DB.Applied()
+	return logrec.Position{Epoch: EpochAt(f.cfg.DB.EpochHistory(), applied), LSN: applied}
+}
+
+// WaitApplied returns nil once the follower has applied the entry want
+// names, in the same history (Lineage). It returns an ErrReadElsewhere
+// error when its history differs from want's, or when ctx's deadline
+// passes first (the caller's read wait), and ctx.Err() when ctx is
+// canceled. A follower never decides that want is lost (ErrPositionLost):
+// its own history may be the one a failover replaces; the leader decides.
+func (f *Follower) WaitApplied(ctx context.Context, want logrec.Position) error {
+	for {
+		_, changed := f.reads.state()
+		applied := f.AppliedPosition()
+		v := Lineage(f.cfg.DB.EpochHistory(), applied, want)
+		if v == Reached {
+			return nil
+		}
+		if v != Behind {
+			return verdictErr(v, false, want, applied)
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return verdictErr(Behind, false, want, f.AppliedPosition())
+			}
+			return ctx.Err()
+		}
+	}
+}
+
+// Staleness returns how far behind the leader the follower's applied data
+// is at most, on the leader's clock (see followerReads; the stream's
+// one-way transit excluded), and false if the current stream has proven
+// nothing yet.
+func (f *Follower) Staleness() (time.Duration, bool) {
+	at, _ := f.reads.state()
+	if at == 0 {
+		return 0, false
+	}
+	return time.Duration(mono(time.Now()) - at), true
+}
+
+// Fresh reports whether the follower's staleness is within bound now.
+func (f *Follower) Fresh(bound time.Duration) bool {
+	st, ok := f.Staleness()
+	return ok && st <= bound
+}
+
+// WaitFresh returns nil once the follower's staleness is within bound: it
+// has applied everything the leader committed more than bound ago. An idle
+// stream proves it anew with each heartbeat, so a read may wait up to a
+// heartbeat interval. It returns an ErrReadElsewhere error when ctx's
+// deadline passes first, ctx.Err() when ctx is canceled.
+func (f *Follower) WaitFresh(ctx context.Context, bound time.Duration) error {
+	for {
+		at, changed := f.reads.state()
+		if at != 0 && time.Duration(mono(time.Now())-at) <= bound {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				st, ok := f.Staleness()
+				if !ok {
+					return fmt.Errorf("%w: this node has not heard its leader on the current stream; staleness unknown, bound %v", ErrReadElsewhere, bound)
+				}
+				return fmt.Errorf("%w: this node is %v behind its leader, above the bound %v", ErrReadElsewhere, st.Round(time.Millisecond), bound)
+			}
+			return ctx.Err()
+		}
+	}
+}
+
+// ReadIndex returns the leader's commit position, learned under its lease
+// (ReadBarrier first): every write acknowledged before the call began is at
+// or before it, so a follower that waits until it has applied it serves a
+// linearizable read (etcd's ReadIndex, with the lease in place of a
+// heartbeat round).
+func (l *Leader) ReadIndex(ctx context.Context) (logrec.Position, error) {
+	if err := l.ReadBarrier(ctx); err != nil {
+		return logrec.Position{}, err
+	}
+	l.mu.Lock()
+	commit := l.core.commit
+	l.mu.Unlock()
+	return logrec.Position{Epoch: EpochAt(l.cfg.DB.EpochHistory(), commit), LSN: commit}, nil
+}
+
+// StartPosition returns the position of the last entry that was durable
+// when this leadership began: every write acknowledged under an earlier
+// leadership, and kept, is at or before it.
+func (l *Leader) StartPosition() logrec.Position {
+	return l.start
+}
+
+// AppliedPosition returns the position of the leader's last applied entry
+// as its data shows it (the storage's applied LSN, which the core's
+// follows): not the leader's hot lock, which every write takes.
+func (l *Leader) AppliedPosition() logrec.Position {
+	applied := l.cfg.DB.Applied()
+	return logrec.Position{Epoch: EpochAt(l.cfg.DB.EpochHistory(), applied), LSN: applied}
+}
+
+// WaitApplied returns nil once the leader has applied the entry want names
+// in its history. The leader's verdict is final: a want its history
+// replaced, an older epoch's entry past this leadership's start, or an
+// entry of its own epoch it has not written, is ErrPositionLost. A want from a later epoch than the
+// leader's, or one its history holds an older epoch for, means a newer
+// leader exists: ErrReadElsewhere. Otherwise it waits until ctx's deadline
+// (a legitimate position is applied at once: the leader acknowledges
+// writes only once applied, and followers apply only what it committed)
+// and then answers ErrReadElsewhere.
+func (l *Leader) WaitApplied(ctx context.Context, want logrec.Position) error {
+	applied := l.AppliedPosition()
+	switch v := Lineage(l.cfg.DB.EpochHistory(), applied, want); {
+	case v == Reached:
+		return nil
+	case v != Behind:
+		return verdictErr(v, true, want, applied)
+	case want.Epoch > l.epoch:
+		return fmt.Errorf("%w: the position %d:%d is from a later epoch than this leader's %d", ErrReadElsewhere, want.Epoch, want.LSN, l.epoch)
+	case want.Epoch < l.epoch && want.LSN > l.core.startLSN:
+		// Every entry of this leadership's log after its start is of its
+		// own epoch: an older epoch's entry there was lost (an async
+		// leader's write its successor never had), now, before this
+		// leader has written that far.
+		return verdictErr(Replaced, true, want, applied)
+	case want.Epoch == l.epoch:
+		l.mu.Lock()
+		last := l.core.last
+		l.mu.Unlock()
+		if want.LSN > last {
+			// Positions are handed out only for applied entries: this
+			// one was never written (a forged or corrupted token).
+			return fmt.Errorf("%w: position %d:%d was never written: this leadership has written up to lsn %d", ErrPositionLost, want.Epoch, want.LSN, last)
+		}
+	}
+	if err := l.waitApplied(ctx, want.LSN); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return verdictErr(Behind, true, want, l.AppliedPosition())
+		}
+		return err
+	}
+	// Applied through want.LSN now: check the entry's epoch too.
+	applied = l.AppliedPosition()
+	if v := Lineage(l.cfg.DB.EpochHistory(), applied, want); v != Reached {
+		return verdictErr(v, true, want, applied)
+	}
+	return nil
+}

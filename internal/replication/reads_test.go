@@ -1,0 +1,112 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/tandemdb/tandem/internal/commit"
+	"github.com/tandemdb/tandem/internal/logrec"
+)
+
+// TestFollowerReadWaits runs a follower that applies every batch 200 ms
+// late (Buggify.FollowerApplyDelay) and checks the waits the read policies
+// use: WaitApplied gives up at its deadline with ErrReadElsewhere and
+// returns once the entry is applied; WaitFresh refuses while the follower
+// is held and is satisfied, to 10 ms, once it caught up; the leader's
+// ReadIndex is at or after every acknowledged write.
+func TestFollowerReadWaits(t *testing.T) {
+	l := newLeader(t, 3, commit.Mode{Kind: commit.Async}, nil)
+	fs := vfs.NewMem()
+	db := openDB(t, fs)
+	f := NewFollower(FollowerConfig{
+		DB: db, NodeID: "f", Dial: l.dialer.from("f"), Logger: testLogger(t, "f"),
+		Retry: 5 * time.Millisecond, DataDir: t.TempDir(),
+		Buggify: Buggify{FollowerApplyDelay: 200 * time.Millisecond},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		db.Close()
+	})
+	waitConnected(t, l, 1)
+
+	lsn := propose(t, l, putExec("k", "v1"))
+	pos := logrec.Position{Epoch: 3, LSN: lsn}
+	if ri, err := l.ReadIndex(context.Background()); err != nil || Compare(ri, pos) < 0 {
+		t.Fatalf("ReadIndex = %v, %v; want at or after the acknowledged write %v", ri, err, pos)
+	}
+	if err := l.WaitApplied(context.Background(), pos); err != nil {
+		t.Fatalf("leader WaitApplied(%v) = %v: the leader applies before it acknowledges", pos, err)
+	}
+
+	short, cancelShort := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	err := f.WaitApplied(short, pos)
+	cancelShort()
+	if !errors.Is(err, ErrReadElsewhere) {
+		t.Fatalf("WaitApplied within 10 ms of the write on a follower 200 ms behind = %v, want ErrReadElsewhere", err)
+	}
+	held, cancelHeld := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	err = f.WaitFresh(held, 10*time.Millisecond)
+	cancelHeld()
+	if !errors.Is(err, ErrReadElsewhere) {
+		t.Fatalf("WaitFresh(10ms) while the follower is held 200 ms = %v, want ErrReadElsewhere", err)
+	}
+
+	long, cancelLong := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancelLong()
+	if err := f.WaitApplied(long, pos); err != nil {
+		t.Fatalf("WaitApplied = %v", err)
+	}
+	if v, ok := get(t, db, "k"); !ok || v != "v1" {
+		t.Fatalf("after WaitApplied the follower has k = %q, %v", v, ok)
+	}
+	if err := f.WaitFresh(long, 10*time.Millisecond); err != nil {
+		t.Fatalf("WaitFresh(10ms) once caught up: %v", err)
+	}
+	if st, ok := f.Staleness(); !ok || st > 10*time.Millisecond {
+		t.Fatalf("Staleness = %v, %v right after WaitFresh(10ms)", st, ok)
+	}
+	// A position this history replaced: a follower only says "elsewhere".
+	err = f.WaitApplied(long, logrec.Position{Epoch: 2, LSN: lsn})
+	if !errors.Is(err, ErrReadElsewhere) {
+		t.Fatalf("follower WaitApplied of a replaced position = %v, want ErrReadElsewhere", err)
+	}
+	if err := l.WaitApplied(long, logrec.Position{Epoch: 2, LSN: lsn}); !errors.Is(err, ErrPositionLost) {
+		t.Fatalf("leader WaitApplied of a replaced position = %v, want ErrPositionLost", err)
+	}
+}
+
+// TestFreshness: a message proves freshness at its arrival once its commit
+// LSN is applied, and only if the leader sent it under its lease.
+func TestFreshness(t *testing.T) {
+	r := followerReads{changed: make(chan struct{})}
+	for _, s := range []struct {
+		commit, applied uint64
+		at              int64
+		leased          bool
+		fresh           int64
+	}{
+		{5, 5, 100, false, 0},  // lease lapsed: proves nothing
+		{5, 5, 200, true, 200}, // applied through its commit
+		{9, 7, 300, true, 200}, // commit 9 not applied yet
+		{9, 8, 350, true, 200},
+		{9, 9, 400, true, 400}, // now both: the later arrival counts
+		{12, 12, 500, false, 400},
+	} {
+		r.stepped(s.commit, s.applied, s.at, s.leased)
+		if at, _ := r.state(); at != s.fresh {
+			t.Fatalf("after %+v freshAt = %d, want %d", s, at, s.fresh)
+		}
+	}
+	r.clearFresh()
+	if at, _ := r.state(); at != 0 {
+		t.Fatalf("after the stream ended freshAt = %d", at)
+	}
+}
