@@ -36,6 +36,14 @@ type Value = keyspace.Value
 // ExpireAtMs is at or before Ctx.NowMs.
 type View = keyspace.View
 
+// KeyCounter is a View that knows how many keys it holds without a scan:
+// storage's committed view, from the counts it keeps on apply. Like
+// Redis's, the count includes keys whose expiry passed but whose deletion
+// is not applied yet. DBSIZE uses it when the view has it.
+type KeyCounter interface {
+	KeyCount() int64
+}
+
 // Ctx is what a command may know besides its arguments.
 type Ctx struct {
 	NowMs int64 // the deciding node's clock, Unix milliseconds
@@ -94,6 +102,11 @@ func (e *Error) Error() string { return e.msg }
 func (e *Error) Is(target error) bool { return e.base != nil && target == e.base }
 
 func newError(msg string) *Error { return &Error{msg: msg} }
+
+// InputError is an *Error with text msg, for callers outside this package
+// that refuse a command for what it asks (the replication leader refuses an
+// op its followers cannot read yet).
+func InputError(msg string) error { return newError(msg) }
 
 // Errors a command returns for bad input. Their texts are Redis's, without
 // the "ERR " the resp package adds.

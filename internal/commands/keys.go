@@ -4,6 +4,7 @@ import (
 	"math"
 	"strconv"
 
+	"github.com/tandemdb/tandem/internal/keyspace"
 	"github.com/tandemdb/tandem/internal/logrec"
 )
 
@@ -11,12 +12,12 @@ func execDel(_ *Ctx, v View, args [][]byte) (Result, error) {
 	t := txn{v: v}
 	n := 0
 	for _, k := range args[1:] {
-		_, found, err := t.get(k)
+		val, found, err := t.get(k)
 		if err != nil {
 			return Result{}, err
 		}
 		if found {
-			t.del(k)
+			t.del(k, val)
 			n++
 		}
 	}
@@ -38,14 +39,14 @@ func execExists(_ *Ctx, v View, args [][]byte) (Result, error) {
 }
 
 func execType(_ *Ctx, v View, args [][]byte) (Result, error) {
-	_, found, err := v.Get(args[1])
+	val, found, err := v.Get(args[1])
 	if err != nil {
 		return Result{}, err
 	}
 	if !found {
 		return Result{Reply: SimpleString("none")}, nil
 	}
-	return Result{Reply: SimpleString("string")}, nil
+	return Result{Reply: SimpleString(val.Type.String())}, nil
 }
 
 // ttlReply is Redis's ttlGenericCommand: -2 for a missing key, -1 for no
@@ -166,9 +167,9 @@ func expireGeneric(ctx *Ctx, v View, args [][]byte, name string, relative, secon
 		return Result{Reply: Int(0)}, nil
 	}
 	if when <= ctx.NowMs {
-		return Result{Reply: Int(1), Ops: []logrec.Op{{Kind: logrec.OpDelete, Key: key}}}, nil
+		return Result{Reply: Int(1), Ops: []logrec.Op{keyspace.DeleteOp(key, val)}}, nil
 	}
-	return Result{Reply: Int(1), Ops: []logrec.Op{{Kind: logrec.OpPut, Key: key, Value: val.Data, ExpireAtMs: when}}}, nil
+	return Result{Reply: Int(1), Ops: []logrec.Op{withExpiry(key, val, when)}}, nil
 }
 
 func execExpire(ctx *Ctx, v View, args [][]byte) (Result, error) {
@@ -192,7 +193,16 @@ func execPersist(_ *Ctx, v View, args [][]byte) (Result, error) {
 	if err != nil || !found || val.ExpireAtMs == 0 {
 		return Result{Reply: Int(0)}, err
 	}
-	return Result{Reply: Int(1), Ops: []logrec.Op{{Kind: logrec.OpPut, Key: args[1], Value: val.Data}}}, nil
+	return Result{Reply: Int(1), Ops: []logrec.Op{withExpiry(args[1], val, 0)}}, nil
+}
+
+// withExpiry is the op that gives key (whose value is val) the expiry at:
+// a string's put, or a collection's metadata row (O(1) for any size).
+func withExpiry(key []byte, val Value, at int64) logrec.Op {
+	if val.IsString() {
+		return logrec.Op{Kind: logrec.OpPut, Key: key, Value: val.Data, ExpireAtMs: at}
+	}
+	return metaOp(key, val, at)
 }
 
 var errNoSuchKey = newError("no such key")
@@ -219,10 +229,17 @@ func rename(v View, args [][]byte, nx bool) (Result, error) {
 			return Result{Reply: Int(0)}, err
 		}
 	}
-	ops := []logrec.Op{
-		{Kind: logrec.OpPut, Key: dst, Value: val.Data, ExpireAtMs: val.ExpireAtMs},
-		{Kind: logrec.OpDelete, Key: src},
+	t := txn{v: v}
+	if old, exists, err := t.get(dst); err != nil {
+		return Result{}, err
+	} else if exists {
+		t.del(dst, old)
 	}
+	if err := copyValue(&t, src, dst, val); err != nil {
+		return Result{}, err
+	}
+	t.del(src, val)
+	ops := t.ops
 	if nx {
 		return Result{Reply: Int(1), Ops: ops}, nil
 	}
@@ -232,21 +249,22 @@ func rename(v View, args [][]byte, nx bool) (Result, error) {
 func execRename(_ *Ctx, v View, args [][]byte) (Result, error)   { return rename(v, args, false) }
 func execRenameNX(_ *Ctx, v View, args [][]byte) (Result, error) { return rename(v, args, true) }
 
-// execFlush is FLUSHDB and FLUSHALL [ASYNC|SYNC]: one delete per live key,
-// all in one entry, so it is atomic but costs one operation per key.
-func execFlush(_ *Ctx, v View, args [][]byte) (Result, error) {
+// execFlush is FLUSHDB and FLUSHALL [ASYNC|SYNC]: one small op (a log
+// format v2 op) whatever the keyspace's size.
+func execFlush(_ *Ctx, _ View, args [][]byte) (Result, error) {
 	if len(args) > 2 || (len(args) == 2 && !eqFold(args[1], "async") && !eqFold(args[1], "sync")) {
 		return Result{}, ErrSyntax
 	}
-	var ops []logrec.Op
-	err := v.Scan(nil, func(key []byte, _ Value) bool {
-		ops = append(ops, logrec.Op{Kind: logrec.OpDelete, Key: clone(key)})
-		return true
-	})
-	return Result{Reply: OK, Ops: ops}, err
+	return Result{Reply: OK, Ops: []logrec.Op{{Kind: logrec.OpFlushAll}}}, nil
 }
 
+// execDBSize answers in O(1) from a KeyCounter view; any other view (a
+// test's, one with uncommitted writes) is counted by a scan of its live
+// keys.
 func execDBSize(_ *Ctx, v View, _ [][]byte) (Result, error) {
+	if kc, ok := v.(KeyCounter); ok {
+		return Result{Reply: Int(kc.KeyCount())}, nil
+	}
 	n := 0
 	err := v.Scan(nil, func([]byte, Value) bool { n++; return true })
 	return Result{Reply: Int(n)}, err
@@ -294,7 +312,7 @@ func execScan(ctx *Ctx, v View, args [][]byte) (Result, error) {
 	}
 	count := int64(scanDefaultCount)
 	var pat []byte
-	typeOK := true
+	var typeName []byte // SCAN ... TYPE: only keys of that type
 	for i := 2; i < len(args); i += 2 {
 		if i+1 >= len(args) {
 			return Result{}, ErrSyntax
@@ -316,8 +334,7 @@ func execScan(ctx *Ctx, v View, args [][]byte) (Result, error) {
 				pat = nil
 			}
 		case eqFold(opt, "type"):
-			// Every tandem key is a string; any other type matches nothing.
-			typeOK = eqFold(arg, "string")
+			typeName = arg
 		default:
 			return Result{}, ErrSyntax
 		}
@@ -340,13 +357,13 @@ func execScan(ctx *Ctx, v View, args [][]byte) (Result, error) {
 	keys := Array{}
 	var next []byte
 	var visited int64
-	err = v.Scan(start, func(key []byte, _ Value) bool {
+	err = v.Scan(start, func(key []byte, val Value) bool {
 		if visited == count {
 			next = clone(key)
 			return false
 		}
 		visited++
-		if typeOK && (pat == nil || Match(pat, key)) {
+		if (typeName == nil || eqFold(typeName, val.Type.String())) && (pat == nil || Match(pat, key)) {
 			keys = append(keys, Bulk(clone(key)))
 		}
 		return true

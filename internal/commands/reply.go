@@ -16,6 +16,9 @@ type (
 	ErrorReply string
 	// Map is a RESP3 map (written as a flat array in RESP2).
 	Map []Reply
+	// Pairs is a flat list of pairs, written as an array of two-element
+	// arrays in RESP3 and flat in RESP2 (HRANDFIELD ... WITHVALUES).
+	Pairs []Reply
 )
 
 func (SimpleString) isReply() {}
@@ -24,6 +27,7 @@ func (Bulk) isReply()         {}
 func (Array) isReply()        {}
 func (ErrorReply) isReply()   {}
 func (Map) isReply()          {}
+func (Pairs) isReply()        {}
 
 // OK is the +OK reply.
 const OK = SimpleString("OK")

@@ -5,11 +5,12 @@ import (
 	"math/big"
 	"strconv"
 
+	"github.com/tandemdb/tandem/internal/keyspace"
 	"github.com/tandemdb/tandem/internal/logrec"
 )
 
 func execGet(_ *Ctx, v View, args [][]byte) (Result, error) {
-	val, ok, err := v.Get(args[1])
+	val, ok, err := getString(v, args[1])
 	if err != nil || !ok {
 		return Result{Reply: Null}, err
 	}
@@ -23,7 +24,7 @@ func execMGet(_ *Ctx, v View, args [][]byte) (Result, error) {
 		if err != nil {
 			return Result{}, err
 		}
-		if ok {
+		if ok && val.IsString() { // MGET answers nil for another type
 			out[i] = Bulk(val.Data)
 		} else {
 			out[i] = Null
@@ -33,7 +34,7 @@ func execMGet(_ *Ctx, v View, args [][]byte) (Result, error) {
 }
 
 func execStrlen(_ *Ctx, v View, args [][]byte) (Result, error) {
-	val, _, err := v.Get(args[1])
+	val, _, err := getString(v, args[1])
 	return Result{Reply: Int(len(val.Data))}, err
 }
 
@@ -43,7 +44,7 @@ func execGetRange(_ *Ctx, v View, args [][]byte) (Result, error) {
 	if !ok1 || !ok2 {
 		return Result{}, ErrNotInteger
 	}
-	val, _, err := v.Get(args[1])
+	val, _, err := getString(v, args[1])
 	if err != nil {
 		return Result{}, err
 	}
@@ -156,7 +157,7 @@ func expireMillis(ctx *Ctx, name string, arg []byte, seconds, relative bool) (in
 
 // expired reports whether an absolute expiry is already due, in which case
 // a write logs a delete instead of a put that would never be visible.
-func expired(ctx *Ctx, expireAt int64) bool { return expireAt != 0 && expireAt <= ctx.NowMs }
+func expired(ctx *Ctx, expireAt int64) bool { return keyspace.Expired(expireAt, ctx.NowMs) }
 
 func execSet(ctx *Ctx, v View, args [][]byte) (Result, error) {
 	flags, expireAt, err := parseSetArgs(ctx, "set", args[3:], false)
@@ -171,6 +172,9 @@ func execSet(ctx *Ctx, v View, args [][]byte) (Result, error) {
 	old, found, err := v.Get(key)
 	if err != nil {
 		return Result{}, err
+	}
+	if flags&setGet != 0 && found && !old.IsString() {
+		return Result{}, errWrongType
 	}
 	reply := Reply(OK)
 	if flags&setGet != 0 {
@@ -187,6 +191,12 @@ func execSet(ctx *Ctx, v View, args [][]byte) (Result, error) {
 	}
 	if flags&setKeepTTL != 0 && found {
 		expireAt = old.ExpireAtMs
+	}
+	if found && !old.IsString() {
+		// A collection is replaced: its rows go with it. (SET without
+		// options does not read; the rows it leaves are swept: see
+		// storage.DB.Sweep.)
+		return Result{Reply: reply, Ops: []logrec.Op{keyspace.DeleteOp(key, old), setOp(ctx, key, value, expireAt)}}, nil
 	}
 	return Result{Reply: reply, Ops: []logrec.Op{setOp(ctx, key, value, expireAt)}}, nil
 }
@@ -225,7 +235,7 @@ func setWithTTL(ctx *Ctx, name string, args [][]byte, seconds bool) (Result, err
 }
 
 func execGetSet(_ *Ctx, v View, args [][]byte) (Result, error) {
-	old, found, err := v.Get(args[1])
+	old, found, err := getString(v, args[1])
 	if err != nil {
 		return Result{}, err
 	}
@@ -238,7 +248,7 @@ func execGetSet(_ *Ctx, v View, args [][]byte) (Result, error) {
 }
 
 func execGetDel(_ *Ctx, v View, args [][]byte) (Result, error) {
-	old, found, err := v.Get(args[1])
+	old, found, err := getString(v, args[1])
 	if err != nil || !found {
 		return Result{Reply: Null}, err
 	}
@@ -251,7 +261,7 @@ func execGetEx(ctx *Ctx, v View, args [][]byte) (Result, error) {
 		return Result{}, err
 	}
 	key := args[1]
-	val, found, err := v.Get(key)
+	val, found, err := getString(v, key)
 	if err != nil || !found {
 		return Result{Reply: Null}, err
 	}
@@ -323,7 +333,7 @@ func execDecrBy(_ *Ctx, v View, args [][]byte) (Result, error) {
 // incrBy adds delta to the integer at key (0 if missing). The new value
 // keeps the key's TTL, as Redis's INCR does.
 func incrBy(v View, key []byte, delta int64) (Result, error) {
-	old, found, err := v.Get(key)
+	old, found, err := getString(v, key)
 	if err != nil {
 		return Result{}, err
 	}
@@ -344,7 +354,7 @@ func incrBy(v View, key []byte, delta int64) (Result, error) {
 
 func execIncrByFloat(_ *Ctx, v View, args [][]byte) (Result, error) {
 	key := args[1]
-	old, found, err := v.Get(key)
+	old, found, err := getString(v, key)
 	if err != nil {
 		return Result{}, err
 	}
@@ -376,7 +386,7 @@ func execIncrByFloat(_ *Ctx, v View, args [][]byte) (Result, error) {
 
 func execAppend(_ *Ctx, v View, args [][]byte) (Result, error) {
 	key, suffix := args[1], args[2]
-	old, found, err := v.Get(key)
+	old, found, err := getString(v, key)
 	if err != nil {
 		return Result{}, err
 	}
@@ -401,7 +411,7 @@ func execSetRange(_ *Ctx, v View, args [][]byte) (Result, error) {
 	if off < 0 {
 		return Result{}, ErrOffsetRange
 	}
-	old, found, err := v.Get(key)
+	old, found, err := getString(v, key)
 	if err != nil {
 		return Result{}, err
 	}

@@ -20,6 +20,18 @@ var table = []*Spec{
 	{Name: "scan", Arity: -2, Flags: FlagRead, Exec: execScan},
 	{Name: "keys", Arity: 2, Flags: FlagRead, Exec: execKeys},
 	{Name: "dbsize", Arity: 1, Flags: FlagRead, Exec: execDBSize},
+	{Name: "object", Arity: -2, Flags: FlagRead, FirstKey: 2, LastKey: 2, KeyStep: 1, Exec: execObject},
+	{Name: "memory", Arity: -2, Flags: FlagRead, FirstKey: 2, LastKey: 2, KeyStep: 1, Exec: execMemory},
+	{Name: "hget", Arity: 3, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHGet},
+	{Name: "hmget", Arity: -3, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHMGet},
+	{Name: "hlen", Arity: 2, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHLen},
+	{Name: "hexists", Arity: 3, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHExists},
+	{Name: "hstrlen", Arity: 3, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHStrlen},
+	{Name: "hgetall", Arity: 2, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHGetAll},
+	{Name: "hkeys", Arity: 2, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHKeys},
+	{Name: "hvals", Arity: 2, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHVals},
+	{Name: "hrandfield", Arity: -2, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHRandField},
+	{Name: "hscan", Arity: -3, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHScan},
 
 	// Writes.
 	{Name: "set", Arity: -3, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execSet},
@@ -47,6 +59,12 @@ var table = []*Spec{
 	{Name: "persist", Arity: 2, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execPersist},
 	{Name: "rename", Arity: 3, Flags: FlagWrite, FirstKey: 1, LastKey: 2, KeyStep: 1, Exec: execRename},
 	{Name: "renamenx", Arity: 3, Flags: FlagWrite, FirstKey: 1, LastKey: 2, KeyStep: 1, Exec: execRenameNX},
+	{Name: "hset", Arity: -4, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHSet},
+	{Name: "hmset", Arity: -4, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHMSet},
+	{Name: "hsetnx", Arity: 4, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHSetNX},
+	{Name: "hdel", Arity: -3, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHDel},
+	{Name: "hincrby", Arity: 4, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHIncrBy},
+	{Name: "hincrbyfloat", Arity: 4, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHIncrByFloat},
 	{Name: "flushdb", Arity: -1, Flags: FlagWrite, Exec: execFlush},
 	{Name: "flushall", Arity: -1, Flags: FlagWrite, Exec: execFlush},
 }
@@ -56,6 +74,7 @@ var table = []*Spec{
 var byName = func() map[string]*Spec {
 	m := make(map[string]*Spec, len(table))
 	for _, s := range table {
+		s.Exec = wrapWrongType(s.Exec)
 		if _, dup := m[s.Name]; dup {
 			panic("commands: duplicate command " + s.Name)
 		}

@@ -1,26 +1,110 @@
-// Package keyspace declares the keyspace as a command reads it: a live
-// Value and the View that yields values. It sits below both the commands
-// package (which reads through a View) and storage (which implements one),
-// so that storage need not import commands. commands.Value and
-// commands.View are aliases of these types.
+// Package keyspace is the keyspace engine: the one owner of how keys and
+// typed values are laid out in rows, and of the keyspace's semantics (one
+// lookup, one expiry rule, one Apply). Storage keeps its rows, the leader's
+// overlay keeps uncommitted ones, and a command's transaction keeps its own
+// writes, all in this package's encoding, and all read through Reader.
+//
+// # Layout (after Apache Kvrocks)
+//
+// Every key has one metadata row; a collection (a hash today; sets, sorted
+// sets and lists later) has one more row per field, member or element:
+//
+//	'd' key                              -> metadata row (see below)
+//	's' keyLen(4, BE) key version(8, BE) sub -> the sub-key's value
+//
+// A string's value sits inline in its metadata row, which is the format
+// strings always had, so data dirs written before typed values read
+// unchanged:
+//
+//	string:     expireAtMs (8, BE, 0 = none; first byte < 0x80) | value
+//	collection: 0x80|type (1) | expireAtMs (8, BE) | version (8, BE) | size (8, BE)
+//
+// # Versions
+//
+// A collection's sub-key rows carry its version, and only the rows of the
+// version in its metadata row are live. A collection gets a new version
+// when it is created: the LSN of the log entry that creates it, which is
+// larger than every version any earlier entry gave that key, on every node
+// (LSNs only grow along a node's applied history). So DEL or EXPIRE of a
+// big hash is O(1): DEL writes a drop op, which deletes the metadata row
+// and the old version's sub-key rows with one range tombstone; Pebble
+// reclaims the space in its background compactions. Rows of an old
+// version can never be read again (nothing reads a version its metadata
+// does not name, and no later entry writes one), so the order in which the
+// space comes back does not matter.
+//
+// # Expiry
+//
+// A key is expired once its expireAtMs is not 0 and at or before the
+// reader's clock (Expired). Readers hide expired keys; they go from the
+// data when the leader logs their deletion.
 package keyspace
 
-// Value is a live string value and its absolute expiry.
-type Value struct {
-	Data       []byte
-	ExpireAtMs int64 // absolute Unix milliseconds; 0 means no expiry
+import "fmt"
+
+// Type is a key's value type. Its numbers are part of the row and log
+// formats and must not change.
+type Type uint8
+
+const (
+	TypeString Type = 1
+	TypeHash   Type = 2
+)
+
+// String is the name TYPE answers.
+func (t Type) String() string {
+	switch t {
+	case TypeString:
+		return "string"
+	case TypeHash:
+		return "hash"
+	}
+	return fmt.Sprintf("Type(%d)", uint8(t))
 }
 
-// View is the keyspace a command reads. Implementations hide expired keys:
-// Get never returns a key whose ExpireAtMs is at or before the reading
-// command's clock (commands.Ctx.NowMs).
+// Value is a key's metadata as a command reads it: a string's value, or a
+// collection's version and size.
+type Value struct {
+	Type       Type
+	Data       []byte // a string's value
+	ExpireAtMs int64  // absolute Unix milliseconds; 0 means no expiry
+	Version    uint64 // a collection's version: its sub-key rows carry it
+	Size       uint64 // a collection's number of sub-keys
+}
+
+// IsString reports whether v is a string.
+func (v Value) IsString() bool { return v.Type == TypeString }
+
+// Expired is the one expiry rule: a key with expiry expireAtMs is gone for
+// a reader whose clock reads nowMs.
+func Expired(expireAtMs, nowMs int64) bool { return expireAtMs != 0 && expireAtMs <= nowMs }
+
+// View is the keyspace a command reads at one instant. Implementations
+// hide expired keys: Get never returns a key Expired at Now. Reader is the
+// implementation; storage's and the leader's views are Readers over their
+// rows.
 type View interface {
-	// Get returns the live value of key. Replies and operations may keep
-	// the returned Data after the command returns, so an implementation
-	// must never modify it afterwards (return a copy or immutable bytes).
+	// Get returns the live metadata of key. Replies and operations may
+	// keep the returned Data after the command returns, so an
+	// implementation must never modify it afterwards.
 	Get(key []byte) (Value, bool, error)
 	// Scan calls fn for live keys >= start in ascending order until fn
-	// returns false. The key slice is valid only during the call; commands
-	// copy the keys they keep.
+	// returns false. The key slice is valid only during the call.
 	Scan(start []byte, fn func(key []byte, v Value) bool) error
+	// Sub returns the value of sub-key sub of (key, version). The caller
+	// must have read key's live metadata (a Get) to know the version.
+	Sub(key []byte, version uint64, sub []byte) ([]byte, bool, error)
+	// SubScan calls fn for the sub-keys >= start of (key, version) in
+	// ascending order until fn returns false. The slices are valid only
+	// during the call.
+	SubScan(key []byte, version uint64, start []byte, fn func(sub, val []byte) bool) error
+	// Rows is the rows under the view, for a transaction to layer its
+	// writes over (NewLayer).
+	Rows() Rows
+	// Now is the view's clock, Unix milliseconds.
+	Now() int64
+	// NewVersion is the version a collection created by the command
+	// reading this view gets: the LSN of the entry the leader is building.
+	// It is 0 on a view no write is sequenced against.
+	NewVersion() uint64
 }

@@ -24,6 +24,13 @@ func TestGolden(t *testing.T) {
 		{Entry{Epoch: math.MaxUint64, LSN: math.MaxUint64, TimeNs: math.MinInt64, Ops: []Op{
 			{Kind: OpPut, Key: []byte{0, 0xff}, Value: []byte{0}, ExpireAtMs: math.MaxInt64},
 		}}, "ced9204c01ffffffffffffffffff01ffffffffffffffffff01ffffffffffffffffff0101010200fffeffffffffffffffff010100"},
+		// Format v2 (typed values): pinned when v2 was introduced.
+		{v2Entry(), "4d27bb5402054dc6010701017314017602016403016802284d030401684d016601780501684d016706036f6c640c07"},
+		{Entry{Epoch: 1, LSN: 2, Ops: []Op{{Kind: OpFlushAll}}}, "f86cb8cc020102000107"},
+		{Entry{Epoch: 9, LSN: 1 << 35, TimeNs: 1, Ops: []Op{
+			{Kind: OpMeta, Key: []byte{0xff}, Type: 255, ExpireAtMs: math.MaxInt64, Version: math.MaxUint64, Size: 1 << 32},
+			{Kind: OpSubPut, Key: []byte{}, Version: 0, Sub: []byte{}, Value: []byte{}},
+		}}, "39ea477d020980808080800102020301fffffeffffffffffffffff01ffffffffffffffffff0180808080100400000000"},
 	}
 	for i, tt := range tests {
 		want, _ := hex.DecodeString(tt.hex)

@@ -2,31 +2,61 @@
 //
 // An entry is what the leader appends for one write: the epoch it was written
 // in, its log sequence number (LSN), the leader's wall-clock time, and the
-// operations in row form (the resulting value of each key, never the command
-// that produced it: INCR is logged as the new value). The same encoded bytes
-// are stored in the leader's log, shipped to followers, and stored in theirs,
-// so the checksum written by the leader is verified by every reader.
+// operations in row form (the resulting state of each key or element, never
+// the command that produced it: INCR is logged as the new value, HSET of one
+// field on a big hash as that field and the hash's new size). The same
+// encoded bytes are stored in the leader's log, shipped to followers, and
+// stored in theirs, so the checksum written by the leader is verified by
+// every reader.
 //
-// # Wire format (frozen: changing it breaks existing logs and peers)
+// # Wire format (each version frozen once written: changing one breaks
+// existing logs and peers)
 //
 //	crc32c  uint32  little endian, Castagnoli, over every byte after it
-//	version uint8   = 1
+//	version uint8   1 or 2 (the lowest version that can carry the ops)
 //	epoch   uvarint
 //	lsn     uvarint
 //	timeNs  varint  leader wall clock, Unix nanoseconds
 //	nops    uvarint
-//	op*     kind uint8 (1 put, 2 delete)
-//	        keyLen uvarint, key
-//	        put only: expireAtMs varint (0 = no expiry), valueLen uvarint, value
+//	op*     kind uint8, then by kind:
+//	  1 put      (v1, v2) key, expireAtMs varint (0 = none), value: the key becomes this string
+//	  2 delete   (v1, v2) key: the key's metadata row goes (strings; see 6 for collections)
+//	  3 meta     (v2)     key, type uint8, expireAtMs varint, version uvarint, size uvarint:
+//	                      the key's metadata row (a collection's type, expiry, version, size)
+//	  4 subput   (v2)     key, version uvarint, sub, value: one field/member/element row
+//	  5 subdel   (v2)     key, version uvarint, sub: that row goes
+//	  6 drop     (v2)     key, version uvarint: the metadata row and every sub-key row
+//	                      of that version go (DEL of a collection: O(1) rows)
+//	  7 flushall (v2)     nothing: every key goes
 //
-// An entry is a frame (package frame): the checksum, then a body that is
-// everything from version on. Decode verifies the checksum before it parses
-// anything, and rejects trailing bytes, so a flipped bit is always an error,
-// never a wrong entry.
+// key, sub and value are a uvarint length and the bytes. An entry is a frame
+// (package frame): the checksum, then a body that is everything from
+// version on. Decode verifies the checksum before it parses anything, and
+// rejects trailing bytes, so a flipped bit is always an error, never a
+// wrong entry.
+//
+// # The version gate (the base of rolling upgrades)
+//
+// Append writes the lowest version that can carry an entry's ops (MinFormat):
+// an entry of puts and deletes is still a v1 entry, readable by every node.
+// A node reads every version up to MaxFormat and refuses a higher version, or
+// an op kind its version does not define, with an *UnsupportedError
+// (errors.Is ErrUnsupported, not ErrCorrupt: the bytes are intact, this build
+// is too old to read them). It never guesses. So:
+//
+//   - every node advertises the highest format it reads (MaxFormat, in the
+//     replication handshake's Hello);
+//   - a leader writes an entry of format F only if every member it knows
+//     reads F; otherwise the command that needs F is refused with a clear
+//     error and nothing is logged;
+//   - a follower that still receives an entry it cannot read (an unknown
+//     member, a downgrade) logs it at Error, reports it in its status, and
+//     stops following: it never applies a prefix of what it cannot read.
 package logrec
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 
 	"github.com/tandemdb/tandem/internal/frame"
@@ -39,17 +69,62 @@ import (
 // It is a frame.ErrCorrupt: errors.Is(err, frame.ErrCorrupt) holds too.
 var ErrCorrupt = frame.NewCorruption("logrec: corrupt entry")
 
-// formatVersion is part of the wire format and must not change.
-const formatVersion = 1
+// ErrUnsupported marks an intact entry this build cannot read: a format
+// version above MaxFormat, or an op kind its version does not define. The
+// error is an *UnsupportedError.
+var ErrUnsupported = errors.New("logrec: entry format not supported by this build")
+
+// UnsupportedError says what made an entry unreadable.
+type UnsupportedError struct {
+	Version uint8  // the entry's format version
+	Kind    OpKind // the op kind, when the version is known but the kind is not
+}
+
+func (e *UnsupportedError) Error() string {
+	if e.Kind != 0 {
+		return fmt.Sprintf("logrec: op kind %d in a format %d entry is not supported by this build (it reads formats up to %d)", uint8(e.Kind), e.Version, MaxFormat)
+	}
+	return fmt.Sprintf("logrec: entry format %d is not supported by this build (it reads formats up to %d)", e.Version, MaxFormat)
+}
+
+// Is makes errors.Is(err, ErrUnsupported) hold.
+func (e *UnsupportedError) Is(target error) bool { return target == ErrUnsupported }
+
+// Format versions are part of the wire format and must not change.
+const (
+	// FormatV1: puts and deletes of string rows.
+	FormatV1 uint8 = 1
+	// FormatV2: v1 plus typed values in row form per element (meta,
+	// subput, subdel, drop, flushall).
+	FormatV2 uint8 = 2
+	// MaxFormat is the highest format this build reads and writes.
+	MaxFormat = FormatV2
+)
 
 // OpKind says what an operation does to its key.
 type OpKind uint8
 
 // Op kinds are part of the wire format and must not change.
 const (
-	OpPut    OpKind = 1
-	OpDelete OpKind = 2
+	OpPut      OpKind = 1 // v1: the key becomes the string Value
+	OpDelete   OpKind = 2 // v1: the key's metadata row goes
+	OpMeta     OpKind = 3 // v2: a collection's metadata row
+	OpSubPut   OpKind = 4 // v2: one sub-key row of (Key, Version)
+	OpSubDel   OpKind = 5 // v2: one sub-key row of (Key, Version) goes
+	OpDrop     OpKind = 6 // v2: the metadata row and every sub-key row of (Key, Version) go
+	OpFlushAll OpKind = 7 // v2: every key goes
 )
+
+// kindFormat is the format that defines each kind.
+func kindFormat(k OpKind) uint8 {
+	switch k {
+	case OpPut, OpDelete:
+		return FormatV1
+	case OpMeta, OpSubPut, OpSubDel, OpDrop, OpFlushAll:
+		return FormatV2
+	}
+	return 0
+}
 
 func (k OpKind) String() string {
 	switch k {
@@ -57,17 +132,32 @@ func (k OpKind) String() string {
 		return "put"
 	case OpDelete:
 		return "delete"
+	case OpMeta:
+		return "meta"
+	case OpSubPut:
+		return "subput"
+	case OpSubDel:
+		return "subdel"
+	case OpDrop:
+		return "drop"
+	case OpFlushAll:
+		return "flushall"
 	}
 	return fmt.Sprintf("OpKind(%d)", uint8(k))
 }
 
-// Op is one row-form change: the key's new value (and absolute expiry), or
-// its deletion.
+// Op is one row-form change. Which fields count depends on Kind (see the
+// package comment): Key and Value/ExpireAtMs for a put; Type, ExpireAtMs,
+// Version and Size for meta; Version, Sub and Value for sub-key ops.
 type Op struct {
 	Kind       OpKind
 	Key        []byte
 	Value      []byte
 	ExpireAtMs int64 // absolute Unix milliseconds; 0 means no expiry
+	Type       uint8 // meta: the value type (package keyspace's Type)
+	Version    uint64
+	Size       uint64 // meta: the number of sub-keys
+	Sub        []byte // sub-key ops: the field, member or element key
 }
 
 // Position names a log entry: its epoch and LSN. It is defined here, below
@@ -86,10 +176,25 @@ type Entry struct {
 	Ops    []Op
 }
 
+// MinFormat is the lowest format version that can carry ops: FormatV1 when
+// they are all puts and deletes. Kinds this build does not know count as
+// MaxFormat+1, so that no gate passes them.
+func MinFormat(ops []Op) uint8 {
+	f := FormatV1
+	for i := range ops {
+		k := kindFormat(ops[i].Kind)
+		if k == 0 {
+			return MaxFormat + 1
+		}
+		f = max(f, k)
+	}
+	return f
+}
+
 // Append encodes e and appends it to dst.
 func Append(dst []byte, e *Entry) []byte {
 	start := len(dst)
-	dst = append(frame.Begin(dst), formatVersion)
+	dst = append(frame.Begin(dst), MinFormat(e.Ops))
 	dst = binary.AppendUvarint(dst, e.Epoch)
 	dst = binary.AppendUvarint(dst, e.LSN)
 	dst = binary.AppendVarint(dst, e.TimeNs)
@@ -97,23 +202,46 @@ func Append(dst []byte, e *Entry) []byte {
 	for i := range e.Ops {
 		op := &e.Ops[i]
 		dst = append(dst, byte(op.Kind))
-		dst = binary.AppendUvarint(dst, uint64(len(op.Key)))
-		dst = append(dst, op.Key...)
-		if op.Kind == OpPut {
+		if op.Kind == OpFlushAll {
+			continue
+		}
+		dst = appendBytes(dst, op.Key)
+		switch op.Kind {
+		case OpPut:
 			dst = binary.AppendVarint(dst, op.ExpireAtMs)
-			dst = binary.AppendUvarint(dst, uint64(len(op.Value)))
-			dst = append(dst, op.Value...)
+			dst = appendBytes(dst, op.Value)
+		case OpMeta:
+			dst = append(dst, op.Type)
+			dst = binary.AppendVarint(dst, op.ExpireAtMs)
+			dst = binary.AppendUvarint(dst, op.Version)
+			dst = binary.AppendUvarint(dst, op.Size)
+		case OpSubPut:
+			dst = binary.AppendUvarint(dst, op.Version)
+			dst = appendBytes(dst, op.Sub)
+			dst = appendBytes(dst, op.Value)
+		case OpSubDel:
+			dst = binary.AppendUvarint(dst, op.Version)
+			dst = appendBytes(dst, op.Sub)
+		case OpDrop:
+			dst = binary.AppendUvarint(dst, op.Version)
 		}
 	}
 	frame.Seal(dst[start:])
 	return dst
 }
 
+func appendBytes(dst, b []byte) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(b)))
+	return append(dst, b...)
+}
+
 // Encode returns the encoding of e.
 func Encode(e *Entry) []byte { return Append(nil, e) }
 
 // Decode parses one encoded entry. The returned entry's keys and values
-// alias b. Any mismatch with the checksum or the format wraps ErrCorrupt.
+// alias b. Any mismatch with the checksum or the format wraps ErrCorrupt;
+// an intact entry of a format or op kind this build does not read is an
+// *UnsupportedError (ErrUnsupported).
 func Decode(b []byte) (Entry, error) {
 	body, err := frame.Open(b, ErrCorrupt)
 	if err != nil {
@@ -144,8 +272,9 @@ func PeekLSNVerified(b []byte) (epoch, lsn uint64, err error) {
 func decodeBody(body []byte) (Entry, error) {
 	var e Entry
 	d := decoder{buf: body}
-	if v := d.byte(); v != formatVersion {
-		return e, fmt.Errorf("%w: unknown format version %d", ErrCorrupt, v)
+	version := d.byte()
+	if err := checkVersion(version, d.err); err != nil {
+		return e, err
 	}
 	e.Epoch = d.uvarint()
 	e.LSN = d.uvarint()
@@ -160,19 +289,49 @@ func decodeBody(body []byte) (Entry, error) {
 	for i := uint64(0); i < n && d.err == nil; i++ {
 		var op Op
 		op.Kind = OpKind(d.byte())
-		op.Key = d.bytes()
+		if d.err != nil {
+			break
+		}
+		if f := kindFormat(op.Kind); f == 0 || f > version {
+			if version == FormatV1 || op.Kind == 0 {
+				// v1 is frozen and complete: a kind it never had is damage.
+				d.fail("unknown op kind %d in a format %d entry", op.Kind, version)
+				break
+			}
+			return Entry{}, &UnsupportedError{Version: version, Kind: op.Kind}
+		}
+		if op.Kind != OpFlushAll {
+			op.Key = d.bytes()
+		}
 		switch op.Kind {
 		case OpPut:
 			op.ExpireAtMs = d.varint()
 			op.Value = d.bytes()
-		case OpDelete:
-		default:
-			d.fail("unknown op kind %d", op.Kind)
+		case OpMeta:
+			op.Type = d.byte()
+			op.ExpireAtMs = d.varint()
+			op.Version = d.uvarint()
+			op.Size = d.uvarint()
+		case OpSubPut:
+			op.Version = d.uvarint()
+			op.Sub = d.bytes()
+			op.Value = d.bytes()
+		case OpSubDel:
+			op.Version = d.uvarint()
+			op.Sub = d.bytes()
+		case OpDrop:
+			op.Version = d.uvarint()
 		}
 		e.Ops = append(e.Ops, op)
 	}
 	if d.err == nil && len(d.buf) != 0 {
 		d.fail("%d trailing bytes", len(d.buf))
+	}
+	if d.err == nil && MinFormat(e.Ops) != version {
+		// Append writes the lowest version that carries the ops: any
+		// other is not an encoding this codec makes (one entry, one
+		// encoding).
+		d.fail("format %d entry whose ops need format %d", version, MinFormat(e.Ops))
 	}
 	if d.err != nil {
 		return Entry{}, d.err
@@ -191,12 +350,26 @@ func PeekLSN(b []byte) (epoch, lsn uint64, err error) {
 }
 
 func peekBody(body []byte) (epoch, lsn uint64, err error) {
-	if body[0] != formatVersion {
-		return 0, 0, fmt.Errorf("%w: unknown format version %d", ErrCorrupt, body[0])
+	if err := checkVersion(body[0], nil); err != nil {
+		return 0, 0, err
 	}
 	d := decoder{buf: body[1:]}
 	epoch, lsn = d.uvarint(), d.uvarint()
 	return epoch, lsn, d.err
+}
+
+// checkVersion refuses a version byte this build does not read: 0 was
+// never written (damage), above MaxFormat is a newer writer's.
+func checkVersion(v uint8, err error) error {
+	switch {
+	case err != nil:
+		return err
+	case v == 0:
+		return fmt.Errorf("%w: format version 0", ErrCorrupt)
+	case v > MaxFormat:
+		return &UnsupportedError{Version: v}
+	}
+	return nil
 }
 
 type decoder struct {

@@ -29,6 +29,7 @@ func TestRoundTrip(t *testing.T) {
 			{Kind: OpPut, Key: []byte("c"), Value: []byte("3"), ExpireAtMs: 99},
 		}}},
 		{"big value", Entry{Epoch: 1, LSN: 4, Ops: []Op{{Kind: OpPut, Key: []byte("big"), Value: big}}}},
+		{"every v2 kind", v2Entry()},
 		{"extreme numbers", Entry{Epoch: math.MaxUint64, LSN: math.MaxUint64, TimeNs: math.MinInt64, Ops: []Op{
 			{Kind: OpPut, Key: []byte{0, 0xff}, Value: []byte{0}, ExpireAtMs: math.MaxInt64},
 		}}},
@@ -66,11 +67,25 @@ func entriesEqual(a, b Entry) bool {
 	}
 	for i := range a.Ops {
 		x, y := a.Ops[i], b.Ops[i]
-		if x.Kind != y.Kind || !bytes.Equal(x.Key, y.Key) || !bytes.Equal(x.Value, y.Value) || x.ExpireAtMs != y.ExpireAtMs {
+		if x.Kind != y.Kind || !bytes.Equal(x.Key, y.Key) || !bytes.Equal(x.Value, y.Value) || x.ExpireAtMs != y.ExpireAtMs ||
+			x.Type != y.Type || x.Version != y.Version || x.Size != y.Size || !bytes.Equal(x.Sub, y.Sub) {
 			return false
 		}
 	}
 	return true
+}
+
+// v2Entry has one op of every kind.
+func v2Entry() Entry {
+	return Entry{Epoch: 5, LSN: 77, TimeNs: 99, Ops: []Op{
+		{Kind: OpPut, Key: []byte("s"), Value: []byte("v"), ExpireAtMs: 10},
+		{Kind: OpDelete, Key: []byte("d")},
+		{Kind: OpMeta, Key: []byte("h"), Type: 2, ExpireAtMs: 20, Version: 77, Size: 3},
+		{Kind: OpSubPut, Key: []byte("h"), Version: 77, Sub: []byte("f"), Value: []byte("x")},
+		{Kind: OpSubDel, Key: []byte("h"), Version: 77, Sub: []byte("g")},
+		{Kind: OpDrop, Key: []byte("old"), Version: 12},
+		{Kind: OpFlushAll},
+	}}
 }
 
 func smallEntry() Entry {
@@ -137,7 +152,10 @@ func TestMalformedWithValidChecksum(t *testing.T) {
 		raw  []byte
 	}{
 		{"version 0", body([]byte{0}, uv(1), uv(1), []byte{0}, uv(0))},
-		{"version 2", body([]byte{2}, uv(1), uv(1), []byte{0}, uv(0))},
+		{"version 2 with only v1 ops", body([]byte{2}, uv(1), uv(1), []byte{0}, uv(0))},
+		{"v2 kind in a v1 entry", body([]byte{1}, uv(1), uv(1), []byte{0}, uv(1), []byte{6}, uv(1), []byte("k"), uv(1))},
+		{"v2 op kind 0", body([]byte{2}, uv(1), uv(1), []byte{0}, uv(1), []byte{0})},
+		{"v2 sub beyond body", body([]byte{2}, uv(1), uv(1), []byte{0}, uv(1), []byte{5}, uv(1), []byte("k"), uv(1), uv(9))},
 		{"missing op count", body([]byte{1}, uv(1), uv(1), []byte{0})},
 		{"op count beyond body", body([]byte{1}, uv(1), uv(1), []byte{0}, uv(5), []byte{2, 0})},
 		{"huge op count", body([]byte{1}, uv(1), uv(1), []byte{0}, uv(math.MaxUint64))},
@@ -160,7 +178,7 @@ func TestMalformedWithValidChecksum(t *testing.T) {
 	// PeekLSN reads only up to the LSN, but must reject a bad prefix.
 	for _, tt := range tests {
 		switch tt.name {
-		case "version 0", "version 2", "uvarint overflow", "non-minimal epoch", "non-minimal lsn":
+		case "version 0", "uvarint overflow", "non-minimal epoch", "non-minimal lsn":
 			if _, _, err := PeekLSN(tt.raw); !errors.Is(err, ErrCorrupt) {
 				t.Errorf("%s: PeekLSN error %v, want ErrCorrupt", tt.name, err)
 			}
@@ -168,8 +186,69 @@ func TestMalformedWithValidChecksum(t *testing.T) {
 	}
 }
 
+// TestUnsupported: an intact entry of a newer format, or a v2 entry with a
+// kind v2 does not define, is an *UnsupportedError, never ErrCorrupt and
+// never a misread entry.
+func TestUnsupported(t *testing.T) {
+	body := func(parts ...[]byte) []byte {
+		return withCRC(bytes.Join(append([][]byte{{0, 0, 0, 0}}, parts...), nil))
+	}
+	uv := func(v uint64) []byte { return binary.AppendUvarint(nil, v) }
+	tests := []struct {
+		name          string
+		raw           []byte
+		version, kind uint8
+		peekFails     bool
+	}{
+		{"version 3", body([]byte{3}, uv(1), uv(1), []byte{0}, uv(0)), 3, 0, true},
+		{"version 255", body([]byte{255}, []byte("anything at all")), 255, 0, true},
+		{"v2 kind 8", body([]byte{2}, uv(1), uv(1), []byte{0}, uv(1), []byte{8}, uv(1), []byte("k")), 2, 8, false},
+		{"v2 kind 200 after a good op", body([]byte{2}, uv(1), uv(1), []byte{0}, uv(2), []byte{7}, []byte{200}), 2, 200, false},
+	}
+	for _, tt := range tests {
+		for name, dec := range map[string]func([]byte) (Entry, error){"Decode": Decode, "DecodeVerified": DecodeVerified} {
+			_, err := dec(tt.raw)
+			var ue *UnsupportedError
+			if !errors.As(err, &ue) || !errors.Is(err, ErrUnsupported) || errors.Is(err, ErrCorrupt) {
+				t.Errorf("%s: %s error %v, want an *UnsupportedError", tt.name, name, err)
+				continue
+			}
+			if ue.Version != tt.version || uint8(ue.Kind) != tt.kind {
+				t.Errorf("%s: %s = %+v, want version %d kind %d", tt.name, name, ue, tt.version, tt.kind)
+			}
+		}
+		_, _, err := PeekLSN(tt.raw)
+		if tt.peekFails != (err != nil) || (err != nil && !errors.Is(err, ErrUnsupported)) {
+			t.Errorf("%s: PeekLSN error %v", tt.name, err)
+		}
+	}
+}
+
+func TestMinFormat(t *testing.T) {
+	for _, tt := range []struct {
+		ops  []Op
+		want uint8
+	}{
+		{nil, 1},
+		{[]Op{{Kind: OpPut}, {Kind: OpDelete}}, 1},
+		{[]Op{{Kind: OpPut}, {Kind: OpSubPut}}, 2},
+		{[]Op{{Kind: OpFlushAll}}, 2},
+		{[]Op{{Kind: 99}}, MaxFormat + 1},
+	} {
+		if got := MinFormat(tt.ops); got != tt.want {
+			t.Errorf("MinFormat(%v) = %d, want %d", tt.ops, got, tt.want)
+		}
+		if tt.want <= MaxFormat {
+			e := Entry{Ops: tt.ops}
+			if raw := Encode(&e); raw[4] != tt.want {
+				t.Errorf("Encode(%v) writes version %d, want %d", tt.ops, raw[4], tt.want)
+			}
+		}
+	}
+}
+
 func TestOpKindString(t *testing.T) {
-	for k, want := range map[OpKind]string{OpPut: "put", OpDelete: "delete", 9: "OpKind(9)"} {
+	for k, want := range map[OpKind]string{OpPut: "put", OpDelete: "delete", OpMeta: "meta", OpSubPut: "subput", OpSubDel: "subdel", OpDrop: "drop", OpFlushAll: "flushall", 9: "OpKind(9)"} {
 		if got := k.String(); got != want {
 			t.Errorf("OpKind(%d).String() = %q, want %q", uint8(k), got, want)
 		}
@@ -187,13 +266,15 @@ func FuzzDecodeEntry(f *testing.F) {
 	f.Add(Encode(&Entry{Epoch: 1, LSN: 1, Ops: []Op{{Kind: OpDelete, Key: []byte("a")}}}))
 	f.Add([]byte{})
 	f.Add([]byte{1, 2, 3, 4, 1})
+	v2 := v2Entry()
+	f.Add(Encode(&v2))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for _, b := range [][]byte{data, withCRC(bytes.Clone(data))} {
 			e, err := Decode(b)
 			epoch, lsn, perr := PeekLSN(b)
 			if err != nil {
-				if !errors.Is(err, ErrCorrupt) {
-					t.Fatalf("Decode error %v does not wrap ErrCorrupt", err)
+				if errors.Is(err, ErrCorrupt) == errors.Is(err, ErrUnsupported) {
+					t.Fatalf("Decode error %v is not exactly one of ErrCorrupt, ErrUnsupported", err)
 				}
 				continue
 			}
@@ -214,10 +295,23 @@ func FuzzRoundTrip(f *testing.F) {
 	f.Add(uint64(math.MaxUint64), uint64(1<<63), int64(-1), []byte{}, []byte{}, int64(-5), uint8(0), uint16(7))
 	f.Fuzz(func(t *testing.T, epoch, lsn uint64, timeNs int64, key, value []byte, expire int64, nops uint8, flip uint16) {
 		in := Entry{Epoch: epoch, LSN: lsn, TimeNs: timeNs}
-		for i := 0; i < int(nops%8); i++ {
-			op := Op{Kind: OpPut, Key: key, Value: value, ExpireAtMs: expire}
-			if i%2 == 1 {
+		for i := 0; i < int(nops%16); i++ {
+			var op Op
+			switch i % 7 {
+			case 0:
+				op = Op{Kind: OpPut, Key: key, Value: value, ExpireAtMs: expire}
+			case 1:
 				op = Op{Kind: OpDelete, Key: value}
+			case 2:
+				op = Op{Kind: OpMeta, Key: key, Type: uint8(lsn), ExpireAtMs: expire, Version: epoch, Size: lsn}
+			case 3:
+				op = Op{Kind: OpSubPut, Key: key, Version: lsn, Sub: value, Value: key}
+			case 4:
+				op = Op{Kind: OpSubDel, Key: value, Version: epoch, Sub: key}
+			case 5:
+				op = Op{Kind: OpDrop, Key: key, Version: lsn}
+			case 6:
+				op = Op{Kind: OpFlushAll}
 			}
 			in.Ops = append(in.Ops, op)
 		}

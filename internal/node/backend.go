@@ -14,7 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tandemdb/tandem/internal/commands"
-	"github.com/tandemdb/tandem/internal/logrec"
+	"github.com/tandemdb/tandem/internal/keyspace"
 	"github.com/tandemdb/tandem/internal/replication"
 	"github.com/tandemdb/tandem/internal/resp"
 )
@@ -87,15 +87,17 @@ func leaderError(err error) error {
 }
 
 // expireExec deletes the keys that are still expired when the delete is
-// sequenced; a key written again since the scan is left alone.
+// sequenced; a key written again since the scan is left alone. A
+// collection's rows go with it (keyspace.DeleteOp).
 func expireExec(keys [][]byte) func(v commands.View, nowMs int64) (commands.Result, error) {
 	return func(v commands.View, nowMs int64) (commands.Result, error) {
 		var res commands.Result
+		r := keyspace.Reader{R: v.Rows(), NowMs: nowMs}
 		for _, k := range keys {
-			if _, live, err := v.Get(k); err != nil {
+			if val, ok, err := r.GetAny(k); err != nil {
 				return res, err
-			} else if !live {
-				res.Ops = append(res.Ops, logrec.Op{Kind: logrec.OpDelete, Key: k})
+			} else if ok && keyspace.Expired(val.ExpireAtMs, nowMs) {
+				res.Ops = append(res.Ops, keyspace.DeleteOp(k, val))
 			}
 		}
 		res.Reply = commands.Int(len(res.Ops))

@@ -109,4 +109,23 @@ func TestInfoKeyspace(t *testing.T) {
 	if got, want := keyspace(), "db0:keys=2,expires=0,avg_ttl=0"; got != want {
 		t.Errorf("after DEL b: %q, want %q", got, want)
 	}
+	// A hash is one key, however many fields; DBSIZE reads the same counts.
+	dbsize := func() int64 {
+		n, err := c.DBSize(ctx).Result()
+		must(err)
+		return n
+	}
+	must(c.HSet(ctx, "h", "f1", "1", "f2", "2").Err())
+	must(c.Expire(ctx, "h", time.Hour).Err())
+	if got, want := keyspace(), "db0:keys=3,expires=1,avg_ttl=0"; got != want || dbsize() != 3 {
+		t.Errorf("after a hash with a TTL: %q, DBSIZE %d, want %q and 3", got, dbsize(), want)
+	}
+	must(c.Del(ctx, "h").Err())
+	if got, want := keyspace(), "db0:keys=2,expires=0,avg_ttl=0"; got != want || dbsize() != 2 {
+		t.Errorf("after DEL h: %q, DBSIZE %d, want %q and 2", got, dbsize(), want)
+	}
+	must(c.FlushAll(ctx).Err())
+	if got := keyspace(); got != "" || dbsize() != 0 {
+		t.Errorf("after FLUSHALL: %q, DBSIZE %d, want none", got, dbsize())
+	}
 }

@@ -616,6 +616,11 @@ func (n *Node) expiryLoop() {
 		case <-n.closed:
 			return
 		}
+		// Garbage sub-key rows are swept on every node (local, bounded:
+		// see storage.DB.Sweep).
+		if _, err := n.db.Sweep(time.Now().UnixMilli(), 1024); err != nil {
+			n.log.Warn("sweep of garbage sub-key rows", "err", err)
+		}
 		r, ok := n.current().(*leading)
 		if !ok {
 			continue

@@ -412,3 +412,6 @@ func (x *readIndex) run() {
 		}
 	}
 }
+
+// DBSIZE on the committed data answers from storage's key counts.
+var _ commands.KeyCounter = storage.View{}

@@ -548,8 +548,12 @@ type Hello struct {
 	// The follower's last durable log position.
 	Durable *Position `protobuf:"bytes,2,opt,name=durable,proto3" json:"durable,omitempty"`
 	// Where the follower serves clients, for INFO and status.
-	RespAddr      string `protobuf:"bytes,3,opt,name=resp_addr,json=respAddr,proto3" json:"resp_addr,omitempty"`
-	HttpAddr      string `protobuf:"bytes,4,opt,name=http_addr,json=httpAddr,proto3" json:"http_addr,omitempty"`
+	RespAddr string `protobuf:"bytes,3,opt,name=resp_addr,json=respAddr,proto3" json:"resp_addr,omitempty"`
+	HttpAddr string `protobuf:"bytes,4,opt,name=http_addr,json=httpAddr,proto3" json:"http_addr,omitempty"`
+	// The highest log entry format (package logrec) the follower reads; 0
+	// (a node from before the field) reads format 1 only. The leader writes
+	// a format only if every member reads it.
+	LogFormat     uint32 `protobuf:"varint,5,opt,name=log_format,json=logFormat,proto3" json:"log_format,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -610,6 +614,13 @@ func (x *Hello) GetHttpAddr() string {
 		return x.HttpAddr
 	}
 	return ""
+}
+
+func (x *Hello) GetLogFormat() uint32 {
+	if x != nil {
+		return x.LogFormat
+	}
+	return 0
 }
 
 type Progress struct {
@@ -1036,9 +1047,13 @@ func (x *Append) GetLeaseLapsed() bool {
 }
 
 type SnapshotRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Epoch  uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// The highest snapshot row format the follower reads: 0 or 1, rows are
+	// (user key, string row) of strings only; 2, rows are package keyspace's
+	// rows (metadata and sub-key rows) under their full keys.
+	RowFormat     uint32 `protobuf:"varint,3,opt,name=row_format,json=rowFormat,proto3" json:"row_format,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1083,6 +1098,13 @@ func (x *SnapshotRequest) GetNodeId() string {
 func (x *SnapshotRequest) GetEpoch() uint64 {
 	if x != nil {
 		return x.Epoch
+	}
+	return 0
+}
+
+func (x *SnapshotRequest) GetRowFormat() uint32 {
+	if x != nil {
+		return x.RowFormat
 	}
 	return 0
 }
@@ -1203,7 +1225,10 @@ type SnapshotHeader struct {
 	// Estimated size of the data, for progress reporting.
 	EstimatedBytes uint64 `protobuf:"varint,2,opt,name=estimated_bytes,json=estimatedBytes,proto3" json:"estimated_bytes,omitempty"`
 	// The leader's epoch history up to the snapshot.
-	EpochStarts   []*Position `protobuf:"bytes,3,rep,name=epoch_starts,json=epochStarts,proto3" json:"epoch_starts,omitempty"`
+	EpochStarts []*Position `protobuf:"bytes,3,rep,name=epoch_starts,json=epochStarts,proto3" json:"epoch_starts,omitempty"`
+	// The row format of the data chunks (see SnapshotRequest.row_format); 0
+	// means 1.
+	RowFormat     uint32 `protobuf:"varint,4,opt,name=row_format,json=rowFormat,proto3" json:"row_format,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1257,6 +1282,13 @@ func (x *SnapshotHeader) GetEpochStarts() []*Position {
 		return x.EpochStarts
 	}
 	return nil
+}
+
+func (x *SnapshotHeader) GetRowFormat() uint32 {
+	if x != nil {
+		return x.RowFormat
+	}
+	return 0
 }
 
 type SnapshotDone struct {
@@ -1350,12 +1382,14 @@ const file_peer_proto_rawDesc = "" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12-\n" +
 	"\x05hello\x18\x02 \x01(\v2\x15.tandem.peer.v1.HelloH\x00R\x05hello\x126\n" +
 	"\bprogress\x18\x03 \x01(\v2\x18.tandem.peer.v1.ProgressH\x00R\bprogressB\x06\n" +
-	"\x04body\"\x8e\x01\n" +
+	"\x04body\"\xad\x01\n" +
 	"\x05Hello\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x122\n" +
 	"\adurable\x18\x02 \x01(\v2\x18.tandem.peer.v1.PositionR\adurable\x12\x1b\n" +
 	"\tresp_addr\x18\x03 \x01(\tR\brespAddr\x12\x1b\n" +
-	"\thttp_addr\x18\x04 \x01(\tR\bhttpAddr\"m\n" +
+	"\thttp_addr\x18\x04 \x01(\tR\bhttpAddr\x12\x1d\n" +
+	"\n" +
+	"log_format\x18\x05 \x01(\rR\tlogFormat\"m\n" +
 	"\bProgress\x12\x1f\n" +
 	"\vdurable_lsn\x18\x01 \x01(\x04R\n" +
 	"durableLsn\x12\x1f\n" +
@@ -1385,20 +1419,24 @@ const file_peer_proto_rawDesc = "" +
 	"\x15leader_time_unix_nano\x18\x04 \x01(\x03R\x12leaderTimeUnixNano\x12\x1f\n" +
 	"\vlease_stamp\x18\x05 \x01(\x03R\n" +
 	"leaseStamp\x12!\n" +
-	"\flease_lapsed\x18\x06 \x01(\bR\vleaseLapsed\"@\n" +
+	"\flease_lapsed\x18\x06 \x01(\bR\vleaseLapsed\"_\n" +
 	"\x0fSnapshotRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
-	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"\xb1\x01\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1d\n" +
+	"\n" +
+	"row_format\x18\x03 \x01(\rR\trowFormat\"\xb1\x01\n" +
 	"\rSnapshotChunk\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x128\n" +
 	"\x06header\x18\x02 \x01(\v2\x1e.tandem.peer.v1.SnapshotHeaderH\x00R\x06header\x12\x14\n" +
 	"\x04data\x18\x03 \x01(\fH\x00R\x04data\x122\n" +
 	"\x04done\x18\x04 \x01(\v2\x1c.tandem.peer.v1.SnapshotDoneH\x00R\x04doneB\x06\n" +
-	"\x04body\"\xac\x01\n" +
+	"\x04body\"\xcb\x01\n" +
 	"\x0eSnapshotHeader\x124\n" +
 	"\bposition\x18\x01 \x01(\v2\x18.tandem.peer.v1.PositionR\bposition\x12'\n" +
 	"\x0festimated_bytes\x18\x02 \x01(\x04R\x0eestimatedBytes\x12;\n" +
-	"\fepoch_starts\x18\x03 \x03(\v2\x18.tandem.peer.v1.PositionR\vepochStarts\"8\n" +
+	"\fepoch_starts\x18\x03 \x03(\v2\x18.tandem.peer.v1.PositionR\vepochStarts\x12\x1d\n" +
+	"\n" +
+	"row_format\x18\x04 \x01(\rR\trowFormat\"8\n" +
 	"\fSnapshotDone\x12\x12\n" +
 	"\x04keys\x18\x01 \x01(\x04R\x04keys\x12\x14\n" +
 	"\x05bytes\x18\x02 \x01(\x04R\x05bytes2\x95\x03\n" +

@@ -7,8 +7,8 @@
 // # What it promises
 //
 //   - Writes, and every command that is not a plain read (a command the
-//     commands table flags read only, SCAN excepted, whose cursor is a
-//     node's), go to the leader the topology in etcd names. While there is
+//     commands table flags read only, SCAN and HSCAN excepted, whose
+//     cursor is a node's), go to the leader the topology in etcd names. While there is
 //     none (a failover), a write waits up to Config.WriteWait for one
 //     instead of failing; a node's READONLY or MASTERDOWN (the write did
 //     not run) makes it wait for the next leader too.
@@ -328,10 +328,14 @@ func lookupName(m map[string]bool, name []byte) bool {
 // local are the proxy's own commands (the session's state, INFO).
 var local = map[string]bool{"tandem.readpolicy": true, "tandem.token": true, "tandem.user": true, "info": true}
 
+// nodeCursor are the reads whose cursor is a node's (its CursorTable):
+// the next page must come from the same node, so they go to the leader.
+var nodeCursor = map[string]bool{"scan": true, "hscan": true}
+
 // isRead: a plain read, which may go to a follower.
 func isRead(args [][]byte) bool {
 	spec, ok := commands.Lookup(args[0])
-	return ok && spec.Flags&commands.FlagWrite == 0 && spec.Flags&commands.FlagRead != 0 && spec.Name != "scan"
+	return ok && spec.Flags&commands.FlagWrite == 0 && spec.Flags&commands.FlagRead != 0 && !nodeCursor[spec.Name]
 }
 
 func (p *Proxy) serve(c redcon.Conn, sess *resp.Session, args [][]byte) {

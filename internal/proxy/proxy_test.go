@@ -420,3 +420,18 @@ func TestNoPositionsFallsBackToLeader(t *testing.T) {
 		t.Errorf("INFO:\n%s", info)
 	}
 }
+
+// TestIsRead: plain reads (strings and hashes) may go to a follower;
+// writes and the reads whose cursor lives on one node (SCAN, HSCAN) go to
+// the leader.
+func TestIsRead(t *testing.T) {
+	for cmd, want := range map[string]bool{
+		"GET": true, "hget": true, "HGETALL": true, "HRANDFIELD": true, "DBSIZE": true,
+		"SET": false, "HSET": false, "HDEL": false, "FLUSHALL": false,
+		"SCAN": false, "HSCAN": false, "nosuchcommand": false,
+	} {
+		if got := isRead([][]byte{[]byte(cmd)}); got != want {
+			t.Errorf("isRead(%s) = %v, want %v", cmd, got, want)
+		}
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tandemdb/tandem/internal/frame"
+	"github.com/tandemdb/tandem/internal/keyspace"
 	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/peerpb"
 	"github.com/tandemdb/tandem/internal/snapshot"
@@ -165,6 +166,13 @@ func (f *Follower) Run(ctx context.Context) error {
 		switch {
 		case err == nil:
 			lastErr = ""
+		case errors.Is(err, logrec.ErrUnsupported):
+			// An intact entry this build cannot read (a newer leader's
+			// format): applying a prefix or skipping it would diverge.
+			// Stop following; the node reports why (fenced, with this
+			// error as the reason) until it is upgraded.
+			f.log.Error("the leader sent a log entry this build cannot read; stopping: upgrade this node", "err", err, "reads_formats_up_to", logrec.MaxFormat)
+			return fmt.Errorf("replication: stopped following: %w", err)
 		case frame.IsCorruption(err) || errors.Is(err, ErrOutOfOrder):
 			// A damaged entry or snapshot chunk (or damaged local data) is
 			// refused, never applied or skipped: say so loudly, every time.
@@ -197,10 +205,11 @@ func (f *Follower) session(ctx context.Context) error {
 	defer stream.CloseSend()
 	durable := db.Durable()
 	err = stream.Send(&peerpb.FollowerMessage{Epoch: db.Epoch(), Body: &peerpb.FollowerMessage_Hello{Hello: &peerpb.Hello{
-		NodeId:   f.cfg.NodeID,
-		Durable:  &peerpb.Position{Epoch: durable.Epoch, Lsn: durable.LSN},
-		RespAddr: f.cfg.RESPAddr,
-		HttpAddr: f.cfg.HTTPAddr,
+		NodeId:    f.cfg.NodeID,
+		Durable:   &peerpb.Position{Epoch: durable.Epoch, Lsn: durable.LSN},
+		RespAddr:  f.cfg.RESPAddr,
+		HttpAddr:  f.cfg.HTTPAddr,
+		LogFormat: uint32(logrec.MaxFormat),
 	}}})
 	if err != nil {
 		return fmt.Errorf("replication: send hello: %w", err)
@@ -539,7 +548,7 @@ func (f *Follower) seed(ctx context.Context) error {
 	f.status.SeedBytes, f.status.SeedTotal = 0, 0
 	f.status.Seeds++
 	f.mu.Unlock()
-	in, err := f.cfg.Dial.Snapshot(ctx, &peerpb.SnapshotRequest{NodeId: f.cfg.NodeID, Epoch: db.Epoch()})
+	in, err := f.cfg.Dial.Snapshot(ctx, &peerpb.SnapshotRequest{NodeId: f.cfg.NodeID, Epoch: db.Epoch(), RowFormat: rowFormatKeyspace})
 	if err != nil {
 		return fmt.Errorf("replication: request snapshot: %w", err)
 	}
@@ -580,6 +589,12 @@ func (f *Follower) seed(ctx context.Context) error {
 			rows, err := snapshot.Decode(b.Data)
 			if err != nil {
 				return fmt.Errorf("replication: snapshot chunk %d bytes into the seed: %w", f.Status().SeedBytes, err)
+			}
+			if hdr.RowFormat < rowFormatKeyspace {
+				// An older leader's rows: user keys of string rows.
+				for i := range rows {
+					rows[i].Key = keyspace.MetaKey(rows[i].Key)
+				}
 			}
 			if err := db.IngestRows(rows); err != nil {
 				return fmt.Errorf("replication: snapshot chunk: %w", err)

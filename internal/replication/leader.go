@@ -136,6 +136,8 @@ type Leader struct {
 	// assigning its LSN and recording its writes in the overlay.
 	seqMu   sync.Mutex
 	overlay overlay
+	// formats is the log format gate: what each member reads.
+	formats formatGate
 	// writesStopped (under seqMu): StopWrites was called; Start refuses.
 	writesStopped bool
 
@@ -480,12 +482,15 @@ func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
 	}
 	defer l.seqMu.Unlock()
 	now := l.cfg.Now()
-	res, err := exec(overlayView{o: l.overlay, base: storage.View{DB: l.cfg.DB, NowMs: now.UnixMilli()}}, now.UnixMilli())
+	res, err := exec(overlayView{o: l.overlay, base: storage.View{DB: l.cfg.DB, NowMs: now.UnixMilli()}, lsn: lsn}, now.UnixMilli())
 	if err != nil {
 		return nil, err
 	}
 	if len(res.Ops) == 0 {
 		return &Pending{l: l, reply: res.Reply, observed: lsn - 1}, nil
+	}
+	if err := l.formats.check(logrec.MinFormat(res.Ops)); err != nil {
+		return nil, err
 	}
 	e := logrec.Entry{Epoch: l.epoch, LSN: lsn, TimeNs: now.UnixNano(), Ops: res.Ops}
 	raw := logrec.Encode(&e)

@@ -43,6 +43,9 @@ func (l *Leader) Serve(ctx context.Context, stream LeaderStream) error {
 	if err != nil {
 		return err
 	}
+	// The log format gate learns what this member reads before anything
+	// is sent to it (format.go).
+	l.formats.saw(h.NodeId, helloFormat(h))
 	log := l.log.With("peer", h.NodeId)
 	d, err := l.handshake(h, log)
 	if err != nil {
@@ -329,9 +332,14 @@ func (l *Leader) ServeSnapshot(req *peerpb.SnapshotRequest, out SnapshotSender) 
 		return err
 	}
 	defer snap.Close()
+	legacy := req.RowFormat < rowFormatKeyspace
 	hdr := &peerpb.SnapshotHeader{
 		Position:       &peerpb.Position{Epoch: snap.Position.Epoch, Lsn: snap.Position.LSN},
 		EstimatedBytes: snap.EstimatedBytes,
+		RowFormat:      rowFormatKeyspace,
+	}
+	if legacy {
+		hdr.RowFormat = 0
 	}
 	for _, s := range snap.Epochs {
 		hdr.EpochStarts = append(hdr.EpochStarts, &peerpb.Position{Epoch: s.Epoch, Lsn: s.LSN})
@@ -355,6 +363,12 @@ func (l *Leader) ServeSnapshot(req *peerpb.SnapshotRequest, out SnapshotSender) 
 		return out.Send(&peerpb.SnapshotChunk{Epoch: l.epoch, Body: &peerpb.SnapshotChunk_Data{Data: data}})
 	}
 	err = snap.Each(func(key, stored []byte) error {
+		if legacy {
+			var err error
+			if key, err = legacyRow(key, stored); err != nil {
+				return err
+			}
+		}
 		enc.Add(key, stored)
 		if enc.Len() >= l.cfg.ChunkBytes {
 			return flush()

@@ -1,109 +1,78 @@
 package replication
 
 import (
-	"slices"
-
-	"github.com/tandemdb/tandem/internal/commands"
+	"github.com/tandemdb/tandem/internal/keyspace"
 	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/storage"
 )
 
-// overlay holds the latest uncommitted value of every key that a sequenced,
-// not yet applied write touched, so that the next write command sees the
-// writes ordered before it. The Leader's seqMu guards it.
-type overlay map[string]overlayValue
-
-type overlayValue struct {
-	lsn     uint64
-	val     commands.Value
-	deleted bool
+// overlay holds the rows written by sequenced, not yet applied entries, so
+// that the next write command sees the writes ordered before them. It is a
+// keyspace.Layer: the rows are package keyspace's, written by its Apply and
+// read by its Reader, the same as the stored data. The Leader's seqMu
+// guards it. The zero value is an empty overlay.
+type overlay struct {
+	l *keyspace.Layer
 }
 
-// add records e's operations as the latest uncommitted values.
-func (o overlay) add(e *logrec.Entry) {
-	for _, op := range e.Ops {
-		o[string(op.Key)] = overlayValue{
-			lsn:     e.LSN,
-			val:     commands.Value{Data: op.Value, ExpireAtMs: op.ExpireAtMs},
-			deleted: op.Kind == logrec.OpDelete,
-		}
+// add records e's operations as the latest uncommitted rows. The entry was
+// built by this leader or read from its verified log, so its ops apply; one
+// that did not would fail the storage's Apply of the same entry loudly.
+func (o *overlay) add(e *logrec.Entry) {
+	if o.l == nil {
+		o.l = keyspace.NewLayer(nil)
 	}
+	_ = o.l.ApplyOps(e.LSN, e.Ops)
 }
 
-// drop forgets the keys of applied entries through last, unless a later
+// drop forgets the rows of applied entries through last, unless a later
 // write has touched them again: the committed data now holds them.
-func (o overlay) drop(applied []*proposal, last uint64) {
+func (o *overlay) drop(applied []*proposal, last uint64) {
+	if o.l == nil {
+		return
+	}
 	for _, p := range applied {
-		for _, op := range p.entry.Ops {
-			if ov, ok := o[string(op.Key)]; ok && ov.lsn <= last {
-				delete(o, string(op.Key))
-			}
-		}
+		o.l.Forget(p.entry.Ops, last)
 	}
 }
 
-// overlayView reads uncommitted writes first, then the committed data.
+// overlayView reads uncommitted writes first, then the committed data: a
+// keyspace.Reader over the overlay's layer on the committed rows. lsn is
+// the LSN the command being sequenced will get, the version of any
+// collection it creates.
 type overlayView struct {
 	o    overlay
 	base storage.View
+	lsn  uint64
 }
 
-func (v overlayView) Get(key []byte) (commands.Value, bool, error) {
-	if ov, ok := v.o[string(key)]; ok {
-		if ov.deleted || (ov.val.ExpireAtMs != 0 && ov.val.ExpireAtMs <= v.base.NowMs) {
-			return commands.Value{}, false, nil
-		}
-		return ov.val, true, nil
+var _ keyspace.View = overlayView{}
+
+func (v overlayView) reader() keyspace.Reader {
+	r := keyspace.Reader{R: v.base.Rows(), NowMs: v.base.NowMs, LSN: v.lsn}
+	if v.o.l != nil && v.o.l.Len() > 0 {
+		v.o.l.SetBase(r.R)
+		r.R = v.o.l
 	}
-	return v.base.Get(key)
+	return r
 }
 
-// Scan merges the overlay into the committed keys, sorting the overlay's
-// keys on each call. One write command scans: FLUSHALL (FLUSHDB), which
-// deletes every key it sees, under the sequencing lock; it and the rare
-// scanning read that meets uncommitted writes pay that sort.
-func (v overlayView) Scan(start []byte, fn func(key []byte, val commands.Value) bool) error {
-	var keys []string
-	for k := range v.o {
-		if k >= string(start) {
-			keys = append(keys, k)
-		}
-	}
-	slices.Sort(keys)
-	stop := false
-	err := v.base.Scan(start, func(key []byte, val commands.Value) bool {
-		for len(keys) > 0 && keys[0] < string(key) {
-			if !v.emit(keys[0], fn) {
-				stop = true
-				return false
-			}
-			keys = keys[1:]
-		}
-		if len(keys) > 0 && keys[0] == string(key) {
-			keys = keys[1:]
-			if !v.emit(string(key), fn) {
-				stop = true
-				return false
-			}
-			return true
-		}
-		if !fn(key, val) {
-			stop = true
-			return false
-		}
-		return true
-	})
-	for !stop && err == nil && len(keys) > 0 {
-		stop = !v.emit(keys[0], fn)
-		keys = keys[1:]
-	}
-	return err
+func (v overlayView) Get(key []byte) (keyspace.Value, bool, error) { return v.reader().Get(key) }
+
+// Scan merges the overlay into the committed keys. Write commands seldom
+// scan, so this serves correctness, not speed.
+func (v overlayView) Scan(start []byte, fn func(key []byte, val keyspace.Value) bool) error {
+	return v.reader().Scan(start, fn)
 }
 
-func (v overlayView) emit(k string, fn func([]byte, commands.Value) bool) bool {
-	val, ok, _ := v.Get([]byte(k))
-	if !ok {
-		return true
-	}
-	return fn([]byte(k), val)
+func (v overlayView) Sub(key []byte, version uint64, sub []byte) ([]byte, bool, error) {
+	return v.reader().Sub(key, version, sub)
 }
+
+func (v overlayView) SubScan(key []byte, version uint64, start []byte, fn func(sub, val []byte) bool) error {
+	return v.reader().SubScan(key, version, start, fn)
+}
+
+func (v overlayView) Rows() keyspace.Rows { return v.reader().R }
+func (v overlayView) Now() int64          { return v.base.NowMs }
+func (v overlayView) NewVersion() uint64  { return v.lsn }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/tandemdb/tandem/internal/commands"
 	"github.com/tandemdb/tandem/internal/commit"
+	"github.com/tandemdb/tandem/internal/frame"
 	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/peerpb"
 	"github.com/tandemdb/tandem/internal/testutil"
@@ -433,6 +434,11 @@ func TestFollowerRefusesStaleMessages(t *testing.T) {
 		{"corrupt entry", scriptDialer{msgs: []*peerpb.LeaderMessage{
 			start(5, 2), appendMsg(5, 2, func() []byte { b := entry(5, 2); b[len(b)-1] ^= 1; return b }()),
 		}}, logrec.ErrCorrupt},
+		// An intact entry of a format this build does not read: refused,
+		// never appended or applied.
+		{"entry of a newer log format", scriptDialer{msgs: []*peerpb.LeaderMessage{
+			start(5, 2), appendMsg(5, 2, func() []byte { b := entry(5, 2); b[frame.HeaderLen] = logrec.MaxFormat + 1; frame.Seal(b); return b }()),
+		}}, logrec.ErrUnsupported},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -459,6 +465,9 @@ func TestFollowerRefusesStaleMessages(t *testing.T) {
 			if applied != 1 || after != before || db.Durable() != (logrec.Position{Epoch: 5, LSN: 1}) || db.Epoch() != 5 || db.Seeding() {
 				t.Errorf("follower changed: applied %d, same data %v, durable %v, epoch %d, seeding %v",
 					applied, after == before, db.Durable(), db.Epoch(), db.Seeding())
+			}
+			if h := script.sent[0].GetHello(); h.GetLogFormat() != uint32(logrec.MaxFormat) {
+				t.Errorf("hello advertises log format %d, want %d", h.GetLogFormat(), logrec.MaxFormat)
 			}
 			if len(script.sent) == 0 || script.sent[0].GetHello().GetDurable().GetLsn() != 1 || script.sent[0].Epoch != 5 {
 				t.Errorf("hello = %v, want durable 1 at epoch 5", script.sent)

@@ -174,7 +174,12 @@ func cmdCommand(_ *node, c redcon.Conn, sess *Session, args [][]byte) {
 type configParam struct{ name, value string }
 
 func (n *node) configParams() []configParam {
+	entries, value := commands.HashEncodingLimits()
 	return []configParam{
+		{"hash-max-listpack-entries", strconv.FormatInt(entries, 10)},
+		{"hash-max-listpack-value", strconv.FormatInt(value, 10)},
+		{"hash-max-ziplist-entries", strconv.FormatInt(entries, 10)},
+		{"hash-max-ziplist-value", strconv.FormatInt(value, 10)},
 		{"save", ""},
 		{"appendonly", "no"},
 		{"databases", "1"},
@@ -207,7 +212,27 @@ func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 			c.WriteError(errArity("config|set"))
 			return
 		}
-		c.WriteError(errConfigSet(args[2]))
+		// The hash encoding thresholds are the only settable parameters:
+		// they change what OBJECT ENCODING reports (commands.SetHashEncodingLimits).
+		entries, value := commands.HashEncodingLimits()
+		for i := 2; i < len(args); i += 2 {
+			v, err := strconv.ParseInt(string(args[i+1]), 10, 64)
+			switch name := strings.ToLower(string(args[i])); {
+			case name != "hash-max-listpack-entries" && name != "hash-max-ziplist-entries" &&
+				name != "hash-max-listpack-value" && name != "hash-max-ziplist-value":
+				c.WriteError(errConfigSet(args[i]))
+				return
+			case err != nil || v < 0:
+				c.WriteError(errConfigSetInteger(name))
+				return
+			case strings.HasSuffix(name, "entries"):
+				entries = v
+			default:
+				value = v
+			}
+		}
+		commands.SetHashEncodingLimits(entries, value)
+		c.WriteString("OK")
 	case "resetstat":
 		c.WriteString("OK")
 	case "rewrite":

@@ -96,9 +96,16 @@ func errBadLibInfo(attr string) string {
 	return "ERR " + attr + " cannot contain spaces, newlines or special characters."
 }
 
-// errConfigSet is CONFIG SET's reply: tandem has no settable parameter.
+// errConfigSet is CONFIG SET's reply to a parameter tandem cannot set
+// (all but the hash encoding thresholds).
 func errConfigSet(param []byte) string {
 	return "ERR Unknown option or number of arguments for CONFIG SET - '" + string(trunc(param, 128)) + "'"
+}
+
+// errConfigSetInteger is CONFIG SET's reply to a value that is not a
+// non-negative integer for an integer parameter (name, lower case).
+func errConfigSetInteger(name string) string {
+	return "ERR CONFIG SET failed (possibly related to argument '" + name + "') - argument couldn't be parsed into an integer"
 }
 
 // errorText turns an error from a command or the Backend into the text of

@@ -19,7 +19,7 @@ func TestErrorTableCodes(t *testing.T) {
 		errNoConfigFile,
 		errArity("get"), errArity("client|setname"), errUnknownSubcommand([]byte("x"), "CLIENT"),
 		errHelloOption([]byte("x")), errUnrecognizedOption([]byte("x")), errBadLibInfo("lib-name"),
-		errConfigSet([]byte("x")), protocolErrorText(errBadBulkLen), unknownCommand([][]byte{[]byte("x")}),
+		errConfigSet([]byte("x")), errConfigSetInteger("hash-max-listpack-entries"), protocolErrorText(errBadBulkLen), unknownCommand([][]byte{[]byte("x")}),
 		fencedText(ErrFenced),
 	} {
 		code, _, _ := strings.Cut(text, " ")

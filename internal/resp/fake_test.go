@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tandemdb/tandem/internal/commands"
+	"github.com/tandemdb/tandem/internal/keyspace"
 	"github.com/tandemdb/tandem/internal/logrec"
 )
 
@@ -77,6 +78,24 @@ func (v fakeView) Scan(start []byte, fn func([]byte, commands.Value) bool) error
 		}
 	}
 	return nil
+}
+
+// The fake holds strings only: no sub-key rows, and no version to create
+// a collection with.
+func (v fakeView) Sub([]byte, uint64, []byte) ([]byte, bool, error) { return nil, false, nil }
+func (v fakeView) SubScan([]byte, uint64, []byte, func(sub, val []byte) bool) error {
+	return nil
+}
+func (v fakeView) Now() int64         { return v.now }
+func (v fakeView) NewVersion() uint64 { return 0 }
+
+// Rows is the fake's strings as package keyspace's rows.
+func (v fakeView) Rows() keyspace.Rows {
+	l := keyspace.NewLayer(keyspace.Empty{})
+	for k, val := range v.b.data {
+		l.Set(keyspace.MetaKey([]byte(k)), keyspace.AppendMetaRow(nil, val))
+	}
+	return l
 }
 
 func (b *fakeBackend) exec(spec *commands.Spec, args [][]byte) (commands.Result, error) {
@@ -150,12 +169,19 @@ func (b *fakeBackend) apply(spec *commands.Spec, args [][]byte) (commands.Reply,
 		return res.Reply, 0, err
 	}
 	for _, op := range res.Ops {
-		if op.Kind == logrec.OpDelete {
+		switch op.Kind {
+		case logrec.OpDelete:
 			delete(b.data, string(op.Key))
 			continue
+		case logrec.OpFlushAll:
+			clear(b.data)
+			continue
+		case logrec.OpPut:
+		default:
+			panic(fmt.Sprintf("the fake backend holds strings only, not %v", op.Kind))
 		}
 		// Copy: the arguments belong to the connection's buffer.
-		b.data[string(op.Key)] = commands.Value{Data: append([]byte(nil), op.Value...), ExpireAtMs: op.ExpireAtMs}
+		b.data[string(op.Key)] = commands.Value{Type: keyspace.TypeString, Data: append([]byte(nil), op.Value...), ExpireAtMs: op.ExpireAtMs}
 	}
 	b.lsn++
 	return res.Reply, b.lsn, nil

@@ -44,6 +44,19 @@ func writeReply(w redcon.Conn, r commands.Reply, proto3 bool) {
 		for _, e := range r {
 			writeReply(w, e, proto3)
 		}
+	case commands.Pairs:
+		// RESP3: an array of [a, b] pairs; RESP2: flat.
+		if proto3 {
+			w.WriteArray(len(r) / 2)
+		} else {
+			w.WriteArray(len(r))
+		}
+		for i, e := range r {
+			if proto3 && i%2 == 0 {
+				w.WriteArray(2)
+			}
+			writeReply(w, e, proto3)
+		}
 	case nil:
 		writeNull(w, proto3, false)
 	default:

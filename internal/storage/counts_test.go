@@ -76,8 +76,8 @@ func TestKeyCountsModel(t *testing.T) {
 	}
 }
 
-// TestKeyCountsCases: the figures for each kind of change, a planted
-// miscount in any one fails.
+// TestKeyCountsCases: the figures for each kind of change, strings and
+// hashes, drops and FLUSHALL; a planted miscount in any one fails.
 func TestKeyCountsCases(t *testing.T) {
 	d := open(t, vfs.NewMem())
 	defer d.Close()
@@ -96,6 +96,19 @@ func TestKeyCountsCases(t *testing.T) {
 		{"delete an expiring key", []logrec.Op{del("a")}, KeyCounts{1, 0}},
 		{"put and delete in one entry", []logrec.Op{put("c", "1"), del("c")}, KeyCounts{1, 0}},
 		{"delete and put back", []logrec.Op{del("b"), putExp("b", "2", 5)}, KeyCounts{1, 1}},
+		// A key is a metadata row of any type: a hash counts once, however
+		// many fields it has, and its field ops change nothing.
+		{"new hash", []logrec.Op{hmeta("h", 11, 2), hput("h", 11, "f", "1"), hput("h", 11, "g", "2")}, KeyCounts{2, 1}},
+		{"hash field put", []logrec.Op{hput("h", 11, "i", "3"), hmeta("h", 11, 3)}, KeyCounts{2, 1}},
+		{"hash field deleted", []logrec.Op{{Kind: logrec.OpSubDel, Key: []byte("h"), Version: 11, Sub: []byte("f")}}, KeyCounts{2, 1}},
+		{"hash expiry added", []logrec.Op{hmetaExp("h", 11, 2, 50)}, KeyCounts{2, 2}},
+		{"string over a hash", []logrec.Op{put("h", "s")}, KeyCounts{2, 1}},
+		{"hash over a string", []logrec.Op{hmeta("h", 16, 1), hput("h", 16, "f", "1")}, KeyCounts{2, 1}},
+		{"drop a hash", []logrec.Op{{Kind: logrec.OpDrop, Key: []byte("h"), Version: 16}}, KeyCounts{1, 1}},
+		{"drop of a missing key", []logrec.Op{{Kind: logrec.OpDrop, Key: []byte("nope"), Version: 3}}, KeyCounts{1, 1}},
+		{"new expiring hash", []logrec.Op{hmetaExp("x", 19, 1, 70), hput("x", 19, "f", "1")}, KeyCounts{2, 2}},
+		{"flushall", []logrec.Op{{Kind: logrec.OpFlushAll}}, KeyCounts{0, 0}},
+		{"keys, flushall and keys in one entry", []logrec.Op{put("p", "1"), putExp("q", "1", 5), {Kind: logrec.OpFlushAll}, putExp("q", "2", 6), hmeta("r", 21, 1), hput("r", 21, "f", "1")}, KeyCounts{2, 1}},
 	} {
 		lsn++
 		e := entry(1, lsn, tc.ops...)
@@ -148,4 +161,10 @@ func TestKeyCountsIngest(t *testing.T) {
 	dst = reopen(t, dst, fs)
 	defer func() { dst.Close() }()
 	checkCounts(t, "reopened after the seed", dst)
+}
+
+func hmetaExp(k string, ver, size uint64, at int64) logrec.Op {
+	op := hmeta(k, ver, size)
+	op.ExpireAtMs = at
+	return op
 }

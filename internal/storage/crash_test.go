@@ -2,6 +2,7 @@ package storage
 
 import (
 	"bytes"
+	"encoding/hex"
 	"fmt"
 	"maps"
 	"reflect"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/tandemdb/tandem/internal/keyspace"
 	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/snapshot"
 	"github.com/tandemdb/tandem/internal/testutil"
@@ -34,28 +36,62 @@ func (m crashModel) clone() crashModel {
 	return m
 }
 
-// dataAt is the data once the entries up to applied are applied.
+// dataAt is the data (rowsDump) once the entries up to applied are
+// applied: the seed's rows, then each op through keyspace.Apply on a map.
 func (m crashModel) dataAt(applied uint64) ([]string, bool) {
-	rows := map[string]string{}
+	rows := rowMap{}
 	for _, r := range m.seed {
-		rows[r[:strings.IndexByte(r, '=')]] = r
+		k, v, _ := strings.Cut(r, "=")
+		rows[k] = v
 	}
 	for lsn := m.seedLSN + 1; lsn <= applied; lsn++ {
 		e, ok := m.entries[lsn]
 		if !ok {
 			return nil, false
 		}
-		for _, op := range e.Ops {
-			if op.Kind == logrec.OpDelete {
-				delete(rows, string(op.Key))
-			} else {
-				rows[string(op.Key)] = fmt.Sprintf("%s=%s@%d", op.Key, op.Value, op.ExpireAtMs)
+		for i := range e.Ops {
+			if err := keyspace.Apply(rows, &e.Ops[i]); err != nil {
+				panic(err)
 			}
 		}
 	}
-	out := slices.Collect(maps.Values(rows))
+	var out []string
+	for k, v := range rows {
+		out = append(out, k+"="+v)
+	}
 	slices.Sort(out)
 	return out, true
+}
+
+// rowMap is keyspace rows in a map, hex-encoded, written literally.
+type rowMap map[string]string
+
+func (m rowMap) Set(k, v []byte) { m[hex.EncodeToString(k)] = hex.EncodeToString(v) }
+func (m rowMap) Delete(k []byte) { delete(m, hex.EncodeToString(k)) }
+func (m rowMap) DeleteRange(lo, hi []byte) {
+	for k := range m {
+		raw, _ := hex.DecodeString(k)
+		if bytes.Compare(raw, lo) >= 0 && bytes.Compare(raw, hi) < 0 {
+			delete(m, k)
+		}
+	}
+}
+
+// rowsDump is every row of the keyspace as stored, garbage included:
+// metadata and sub-key rows, hex key=value, in key order.
+func rowsDump(t *testing.T, d *DB) []string {
+	t.Helper()
+	var out []string
+	for _, span := range [][2][]byte{{keyspace.MetaLower, keyspace.MetaUpper}, {keyspace.SubLower, keyspace.SubUpper}} {
+		if err := iterRows(d.pdb, span[0], span[1], func(k, v []byte) bool {
+			out = append(out, hex.EncodeToString(k)+"="+hex.EncodeToString(v))
+			return true
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 type crashStep struct {
@@ -77,6 +113,25 @@ func crashEntries(lo, hi, epoch uint64) []logrec.Entry {
 			op.ExpireAtMs = int64(1000 + lsn)
 		}
 		out = append(out, entry(epoch, lsn, op, put(fmt.Sprintf("n%d", lsn%3), fmt.Sprint(lsn))))
+		// Typed values (log format v2): a hash's metadata and field
+		// rows, a field delete, a drop of a version, a FLUSHALL.
+		h := []byte(fmt.Sprintf("h%d", lsn%2))
+		ver := lsn / 4
+		typed := []logrec.Op{
+			{Kind: logrec.OpMeta, Key: h, Type: uint8(keyspace.TypeHash), Version: ver, Size: lsn, ExpireAtMs: int64(lsn%2) * 5000},
+			{Kind: logrec.OpSubPut, Key: h, Version: ver, Sub: []byte(fmt.Sprintf("f%d", lsn%3)), Value: []byte(fmt.Sprint(lsn))},
+		}
+		switch lsn % 6 {
+		case 2:
+			typed = append(typed, logrec.Op{Kind: logrec.OpSubDel, Key: h, Version: ver, Sub: []byte("f1")})
+		case 5:
+			typed = []logrec.Op{{Kind: logrec.OpDrop, Key: h, Version: ver}}
+		}
+		if lsn == 9 {
+			typed = append(typed, logrec.Op{Kind: logrec.OpFlushAll}, put("after-flush", "1"))
+		}
+		e := &out[len(out)-1]
+		e.Ops = append(e.Ops, typed...)
 	}
 	return out
 }
@@ -133,7 +188,7 @@ func TestCrashAtEveryStep(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srcSnap.Close()
-	srcData := dump(t, src)
+	var srcData []string // the live rows a seed copies (no garbage)
 	var srcRows [][]snapshot.Row
 	var enc snapshot.Encoder
 	flush := func() {
@@ -145,6 +200,7 @@ func TestCrashAtEveryStep(t *testing.T) {
 		srcRows = append(srcRows, rows)
 	}
 	if err := srcSnap.Each(func(key, stored []byte) error {
+		srcData = append(srcData, hex.EncodeToString(key)+"="+hex.EncodeToString(stored))
 		enc.Add(key, stored)
 		if enc.Count() == 3 {
 			flush()
@@ -322,7 +378,7 @@ func checkCrash(t *testing.T, name string, fs *vfs.MemFS, segSize int64, pre, po
 		return
 	}
 	// Find the model the data and the log agree with.
-	data := dump(t, d)
+	data := rowsDump(t, d)
 	log, err := d.ReadLog(applied+1, durable.LSN, 1<<30)
 	if err != nil {
 		fail("the log from applied %d to durable %d cannot be read: %v", applied, durable.LSN, err)
@@ -384,7 +440,7 @@ func checkCrash(t *testing.T, name string, fs *vfs.MemFS, segSize int64, pre, po
 		fail("replay %d..%d: %v", applied+1, durable.LSN, err)
 		return
 	}
-	if want, _ := m.dataAt(durable.LSN); !reflect.DeepEqual(dump(t, d), want) {
+	if want, _ := m.dataAt(durable.LSN); !reflect.DeepEqual(rowsDump(t, d), want) {
 		fail("data after replaying to %d differs from the model", durable.LSN)
 	}
 	checkCounts(t, name+": replayed", d)

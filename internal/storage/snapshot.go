@@ -1,11 +1,11 @@
 package storage
 
 import (
-	"encoding/binary"
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
 
+	"github.com/tandemdb/tandem/internal/keyspace"
 	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/snapshot"
 )
@@ -51,7 +51,10 @@ func (d *DB) NewSnapshot() (*Snapshot, error) {
 			return nil, fmt.Errorf("storage: snapshot at %d: before the log base %v: %w", applied, base, ErrCorrupt)
 		}
 	}
-	est, _ := d.pdb.EstimateDiskUsage(dataLower, dataUpper)
+	est, _ := d.pdb.EstimateDiskUsage(keyspace.MetaLower, keyspace.MetaUpper)
+	if sub, err := d.pdb.EstimateDiskUsage(keyspace.SubLower, keyspace.SubUpper); err == nil {
+		est += sub
+	}
 	var epochs []logrec.Position
 	for _, s := range d.EpochHistory() {
 		if s.LSN <= applied {
@@ -61,23 +64,12 @@ func (d *DB) NewSnapshot() (*Snapshot, error) {
 	return &Snapshot{snap: snap, Position: pos, EstimatedBytes: est, Epochs: epochs}, nil
 }
 
-// Each calls fn for every stored data row (user key, stored value) in key
-// order. The slices are valid only during the call.
+// Each calls fn for every live row of the keyspace (package keyspace's
+// metadata rows, then the sub-key rows their versions name; garbage left
+// for Sweep is skipped) under its full row key, in key order. The slices
+// are valid only during the call.
 func (s *Snapshot) Each(fn func(key, stored []byte) error) error {
-	it, err := s.snap.NewIter(&pebble.IterOptions{LowerBound: dataLower, UpperBound: dataUpper})
-	if err != nil {
-		return fmt.Errorf("storage: snapshot scan: %w", err)
-	}
-	defer it.Close()
-	for ok := it.First(); ok; ok = it.Next() {
-		if err := fn(it.Key()[1:], it.Value()); err != nil {
-			return err
-		}
-	}
-	if err := it.Error(); err != nil {
-		return fmt.Errorf("storage: snapshot scan: %w", err)
-	}
-	return nil
+	return eachLiveRow(s.snap, fn)
 }
 
 // Close releases the snapshot.
@@ -98,7 +90,8 @@ func (d *DB) BeginIngest() error {
 	d.mu.Unlock()
 	b := d.pdb.NewBatch()
 	defer b.Close()
-	_ = b.DeleteRange(dataLower, dataUpper, nil)
+	_ = b.DeleteRange(keyspace.MetaLower, keyspace.MetaUpper, nil)
+	_ = b.DeleteRange(keyspace.SubLower, keyspace.SubUpper, nil)
 	_ = b.DeleteRange(expiryLower, expiryUpper, nil)
 	_ = b.Set(metaSeeding, []byte{1}, nil)
 	_ = b.Set(metaApplied, be64(0), nil)
@@ -124,27 +117,30 @@ func (d *DB) BeginIngest() error {
 	return nil
 }
 
-// IngestRows writes decoded snapshot rows. They become durable with
-// FinishIngest. The rows of one seed are distinct keys (one snapshot's
-// iteration, and a failed seed begins again with BeginIngest), so each
-// adds to the key counts, which go in the same batch.
+// IngestRows writes decoded snapshot rows: package keyspace's rows under
+// their full row keys (Snapshot.Each). A row that is not one is
+// snapshot.ErrCorrupt. They become durable with FinishIngest. The rows of
+// one seed are distinct (one snapshot's iteration, and a failed seed
+// begins again with BeginIngest), so each metadata row is a new key for
+// the key counts, which go in the same batch.
 func (d *DB) IngestRows(rows []snapshot.Row) error {
 	b := d.pdb.NewBatch()
 	defer b.Close()
-	var kbuf []byte
 	var earliest int64
 	d.mu.Lock()
 	counts := d.counts
 	d.mu.Unlock()
 	for _, r := range rows {
-		if len(r.Value) < 8 {
-			return fmt.Errorf("storage: ingest row of %d bytes: %w", len(r.Value), snapshot.ErrCorrupt)
+		if err := keyspace.ValidRow(r.Key, r.Value); err != nil {
+			return fmt.Errorf("storage: ingest: %w: %w", snapshot.ErrCorrupt, err)
 		}
-		kbuf = append(append(kbuf[:0], prefixData), r.Key...)
-		_ = b.Set(kbuf, r.Value, nil)
-		at := int64(binary.BigEndian.Uint64(r.Value))
+		_ = b.Set(r.Key, r.Value, nil)
+		if r.Key[0] != keyspace.PrefixMeta {
+			continue
+		}
+		at, _ := keyspace.RowExpiry(r.Value)
 		if at != 0 {
-			_ = b.Set(expiryKey(at, r.Key), nil, nil)
+			_ = b.Set(expiryKey(at, r.Key[1:]), nil, nil)
 			earliest = minExpiry(earliest, at)
 		}
 		counts = counts.change(rowState{}, rowState{exists: true, expiring: at != 0})
@@ -154,7 +150,9 @@ func (d *DB) IngestRows(rows []snapshot.Row) error {
 		return fmt.Errorf("storage: ingest: %w", err)
 	}
 	for _, r := range rows {
-		d.rows.Invalidate(r.Key)
+		if r.Key[0] == keyspace.PrefixMeta {
+			d.rows.Invalidate(r.Key[1:])
+		}
 	}
 	d.mu.Lock()
 	d.counts = counts

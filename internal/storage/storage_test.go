@@ -215,7 +215,7 @@ func TestAppendLogRejects(t *testing.T) {
 		// Checksums are the caller's (verified where entries arrive);
 		// malformed bytes are still refused.
 		{"garbage", [][]byte{[]byte("xyz")}, logrec.ErrCorrupt},
-		{"unknown format after a good one", append(encodeAll(entry(2, 4)), badFormat), logrec.ErrCorrupt},
+		{"unknown format after a good one", append(encodeAll(entry(2, 4)), badFormat), logrec.ErrUnsupported},
 	}
 	fs := vfs.NewMem()
 	d := open(t, fs)
@@ -333,7 +333,7 @@ func TestCorruptStoredEntry(t *testing.T) {
 func TestCorruptStoredValue(t *testing.T) {
 	d := open(t, vfs.NewMem())
 	defer d.Close()
-	if err := d.pdb.Set(append([]byte{prefixData}, "k"...), []byte("short"), pebble.Sync); err != nil {
+	if err := d.pdb.Set(keyspace.MetaKey([]byte("k")), []byte("short"), pebble.Sync); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := (View{DB: d}).Get([]byte("k")); !errors.Is(err, ErrCorrupt) || !frame.IsCorruption(err) {
@@ -359,7 +359,7 @@ func TestApplyRefusals(t *testing.T) {
 		{"beyond durable", []logrec.Entry{es[1], es[2], es[3]}, ErrNotDurable},
 		{"gap", es[2:3], ErrGap},
 		{"already applied", es[0:1], ErrGap},
-		{"unknown op kind", []logrec.Entry{entry(1, 2, logrec.Op{Kind: 7, Key: []byte("x")})}, logrec.ErrCorrupt},
+		{"unknown op kind", []logrec.Entry{entry(1, 2, logrec.Op{Kind: 99, Key: []byte("x")})}, logrec.ErrCorrupt},
 	}
 	want := dump(t, d)
 	for _, tt := range tests {
@@ -788,11 +788,11 @@ func TestSnapshotPointInTime(t *testing.T) {
 			// Writes go on while the snapshot is read.
 			mustApply(t, d, es[2:]...)
 		}
-		v, err := decodeValue(stored)
+		v, err := keyspace.DecodeMetaRow(stored)
 		if err != nil {
 			return err
 		}
-		rows = append(rows, fmt.Sprintf("%s=%s@%d", key, v.Data, v.ExpireAtMs))
+		rows = append(rows, fmt.Sprintf("%s=%s@%d", key[1:], v.Data, v.ExpireAtMs))
 		return nil
 	})
 	if err != nil {

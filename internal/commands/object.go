@@ -1,0 +1,113 @@
+package commands
+
+import (
+	"sync/atomic"
+
+	"github.com/tandemdb/tandem/internal/keyspace"
+)
+
+// Redis reports how it encodes a value (OBJECT ENCODING) and lets its
+// thresholds be changed (CONFIG SET hash-max-listpack-*). tandem stores
+// every hash the same way (package keyspace); it reports the encoding
+// Redis would use under the same thresholds, so that clients and tests
+// that look at it see Redis's answers. The thresholds are the process's
+// (one node per process), changed only by CONFIG SET, not persisted.
+var hashMaxEntries, hashMaxValue atomic.Int64
+
+func init() {
+	hashMaxEntries.Store(128)
+	hashMaxValue.Store(64)
+}
+
+// HashEncodingLimits returns hash-max-listpack-entries and -value.
+func HashEncodingLimits() (entries, value int64) { return hashMaxEntries.Load(), hashMaxValue.Load() }
+
+// SetHashEncodingLimits sets them (CONFIG SET).
+func SetHashEncodingLimits(entries, value int64) {
+	hashMaxEntries.Store(entries)
+	hashMaxValue.Store(value)
+}
+
+var errObjectSubcommand = newError("unknown subcommand or wrong number of arguments. Try OBJECT HELP.")
+
+// execObject is OBJECT ENCODING key.
+func execObject(_ *Ctx, v View, args [][]byte) (Result, error) {
+	if len(args) != 3 || !eqFold(args[1], "encoding") {
+		return Result{}, errObjectSubcommand
+	}
+	val, ok, err := v.Get(args[2])
+	if err != nil || !ok {
+		return Result{Reply: Null}, err
+	}
+	enc, err := encodingOf(v, args[2], val)
+	return Result{Reply: Bulk(enc)}, err
+}
+
+func encodingOf(v View, key []byte, val Value) (string, error) {
+	switch val.Type {
+	case keyspace.TypeString:
+		if _, ok := parseInt(val.Data); ok && len(val.Data) <= 20 {
+			return "int", nil
+		}
+		if len(val.Data) <= 44 {
+			return "embstr", nil
+		}
+		return "raw", nil
+	case keyspace.TypeHash:
+		entries, maxLen := HashEncodingLimits()
+		if int64(val.Size) > entries {
+			return "hashtable", nil
+		}
+		small := true
+		err := v.SubScan(key, val.Version, nil, func(f, fv []byte) bool {
+			small = int64(len(f)) <= maxLen && int64(len(fv)) <= maxLen
+			return small
+		})
+		if small {
+			return "listpack", err
+		}
+		return "hashtable", err
+	}
+	return "unknown", nil
+}
+
+// memorySamples is how many sub-keys MEMORY USAGE reads to estimate a
+// collection's size, as Redis's default SAMPLES 5.
+const memorySamples = 5
+
+// execMemory is MEMORY USAGE key [SAMPLES n]: the bytes of the key's rows,
+// a collection's estimated from its first sub-keys.
+func execMemory(_ *Ctx, v View, args [][]byte) (Result, error) {
+	if !eqFold(args[1], "usage") || len(args) < 3 {
+		return Result{}, newError("unknown subcommand or wrong number of arguments. Try MEMORY HELP.")
+	}
+	key := args[2]
+	samples := int64(memorySamples)
+	if len(args) == 5 && eqFold(args[3], "samples") {
+		n, ok := parseInt(args[4])
+		if !ok {
+			return Result{}, ErrNotInteger
+		}
+		samples = n
+	} else if len(args) != 3 {
+		return Result{}, ErrSyntax
+	}
+	val, ok, err := v.Get(key)
+	if err != nil || !ok {
+		return Result{Reply: Null}, err
+	}
+	size := int64(len(key) + keyspace.MetaRowLen(val))
+	if val.IsString() || val.Size == 0 {
+		return Result{Reply: Int(size)}, nil
+	}
+	var seen, bytes int64
+	err = v.SubScan(key, val.Version, nil, func(f, fv []byte) bool {
+		seen++
+		bytes += int64(len(key) + 13 + len(f) + len(fv))
+		return samples <= 0 || seen < samples
+	})
+	if seen > 0 {
+		size += bytes * int64(val.Size) / seen
+	}
+	return Result{Reply: Int(size)}, err
+}

@@ -1,0 +1,43 @@
+package commands
+
+import (
+	"errors"
+
+	"github.com/tandemdb/tandem/internal/keyspace"
+)
+
+// WrongType is Redis's reply to a command on a key of another type.
+const WrongType = ErrorReply("WRONGTYPE Operation against a key holding the wrong kind of value")
+
+// errWrongType is returned by the type-checking reads below; every
+// command's Exec turns it into the WrongType reply (see wrapWrongType).
+var errWrongType = errors.New("commands: wrong type")
+
+// wrapWrongType answers WrongType for a command that met a key of another
+// type, with no ops: the command changed nothing.
+func wrapWrongType(exec func(*Ctx, View, [][]byte) (Result, error)) func(*Ctx, View, [][]byte) (Result, error) {
+	return func(ctx *Ctx, v View, args [][]byte) (Result, error) {
+		r, err := exec(ctx, v, args)
+		if err != nil && errors.Is(err, errWrongType) {
+			return Result{Reply: WrongType}, nil
+		}
+		return r, err
+	}
+}
+
+// getTyped reads key, refusing a live key of another type than t.
+func getTyped(v View, key []byte, t keyspace.Type) (Value, bool, error) {
+	val, ok, err := v.Get(key)
+	if err != nil || !ok {
+		return Value{}, false, err
+	}
+	if val.Type != t {
+		return Value{}, false, errWrongType
+	}
+	return val, true, nil
+}
+
+// getString reads key as a string (errWrongType for another type).
+func getString(v View, key []byte) (Value, bool, error) {
+	return getTyped(v, key, keyspace.TypeString)
+}

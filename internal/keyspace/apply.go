@@ -1,0 +1,59 @@
+package keyspace
+
+import (
+	"fmt"
+
+	"github.com/tandemdb/tandem/internal/logrec"
+)
+
+// Writer takes row writes. Storage's batch, the leader's overlay and a
+// command's transaction (Layer) implement it. The values Apply passes are
+// rows it built for the call or the op's own Value, so a Writer may keep
+// them as long as the op's bytes are not modified (the leader's entries
+// own theirs; a command's args outlive its transaction).
+type Writer interface {
+	Set(k, v []byte)
+	Delete(k []byte)
+	// DeleteRange deletes every row in [lo, hi).
+	DeleteRange(lo, hi []byte)
+}
+
+// Apply is the one meaning of a log op in rows: what storage writes to
+// Pebble, the leader's overlay and a transaction hold in memory.
+func Apply(w Writer, op *logrec.Op) error {
+	switch op.Kind {
+	case logrec.OpPut:
+		w.Set(MetaKey(op.Key), AppendMetaRow(nil, Value{Type: TypeString, Data: op.Value, ExpireAtMs: op.ExpireAtMs}))
+	case logrec.OpDelete:
+		w.Delete(MetaKey(op.Key))
+	case logrec.OpMeta:
+		if Type(op.Type) != TypeHash {
+			return fmt.Errorf("keyspace: meta op of type %d: %w", op.Type, logrec.ErrCorrupt)
+		}
+		w.Set(MetaKey(op.Key), AppendMetaRow(nil, Value{Type: Type(op.Type), ExpireAtMs: op.ExpireAtMs, Version: op.Version, Size: op.Size}))
+	case logrec.OpSubPut:
+		w.Set(SubKey(op.Key, op.Version, op.Sub), op.Value)
+	case logrec.OpSubDel:
+		w.Delete(SubKey(op.Key, op.Version, op.Sub))
+	case logrec.OpDrop:
+		w.Delete(MetaKey(op.Key))
+		lo, hi := SubSpan(op.Key, op.Version)
+		w.DeleteRange(lo, hi)
+	case logrec.OpFlushAll:
+		w.DeleteRange(MetaLower, MetaUpper)
+		w.DeleteRange(SubLower, SubUpper)
+	default:
+		return fmt.Errorf("keyspace: op kind %v: %w", op.Kind, logrec.ErrCorrupt)
+	}
+	return nil
+}
+
+// DeleteOp is the op that deletes key, whose metadata is v: a drop of its
+// version for a collection (its sub-key rows go with it), a delete for a
+// string.
+func DeleteOp(key []byte, v Value) logrec.Op {
+	if v.Type == TypeString {
+		return logrec.Op{Kind: logrec.OpDelete, Key: key}
+	}
+	return logrec.Op{Kind: logrec.OpDrop, Key: key, Version: v.Version}
+}

@@ -1,0 +1,174 @@
+package keyspace
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/tandemdb/tandem/internal/logrec"
+)
+
+// memRows is the model: rows in a map, written literally.
+type memRows map[string]string
+
+func (m memRows) Set(k, v []byte) { m[string(k)] = string(v) }
+func (m memRows) Delete(k []byte) { delete(m, string(k)) }
+func (m memRows) DeleteRange(lo, hi []byte) {
+	for k := range m {
+		if k >= string(lo) && k < string(hi) {
+			delete(m, k)
+		}
+	}
+}
+func (m memRows) Get(k []byte) ([]byte, bool, error) {
+	v, ok := m[string(k)]
+	return []byte(v), ok, nil
+}
+func (m memRows) Iter(lo, hi []byte, fn func(k, v []byte) bool) error {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		if k >= string(lo) && k < string(hi) {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		if !fn([]byte(k), []byte(m[k])) {
+			break
+		}
+	}
+	return nil
+}
+
+// randomOp is an op on a few keys, fields and versions, of every kind.
+func randomOp(r *rand.Rand) logrec.Op {
+	key := []byte(fmt.Sprintf("k%d", r.IntN(4)))
+	ver := uint64(r.IntN(3) + 1)
+	sub := []byte(fmt.Sprintf("f%d", r.IntN(4)))
+	val := []byte(fmt.Sprintf("v%d", r.IntN(100)))
+	switch r.IntN(20) {
+	case 0, 1, 2:
+		return logrec.Op{Kind: logrec.OpPut, Key: key, Value: val, ExpireAtMs: int64(r.IntN(3)) * 50}
+	case 3, 4:
+		return logrec.Op{Kind: logrec.OpDelete, Key: key}
+	case 5, 6, 7:
+		return logrec.Op{Kind: logrec.OpMeta, Key: key, Type: uint8(TypeHash), Version: ver, Size: uint64(r.IntN(5)), ExpireAtMs: int64(r.IntN(3)) * 50}
+	case 8, 9, 10, 11, 12:
+		return logrec.Op{Kind: logrec.OpSubPut, Key: key, Version: ver, Sub: sub, Value: val}
+	case 13, 14, 15:
+		return logrec.Op{Kind: logrec.OpSubDel, Key: key, Version: ver, Sub: sub}
+	case 16, 17, 18:
+		return logrec.Op{Kind: logrec.OpDrop, Key: key, Version: ver}
+	}
+	return logrec.Op{Kind: logrec.OpFlushAll}
+}
+
+func dumpRows(t *testing.T, r Rows) []string {
+	t.Helper()
+	var out []string
+	for _, span := range [][2][]byte{{MetaLower, MetaUpper}, {SubLower, SubUpper}} {
+		if err := r.Iter(span[0], span[1], func(k, v []byte) bool {
+			out = append(out, fmt.Sprintf("%q=%q", k, v))
+			return true
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+// TestLayerModel: a Layer over base rows reads like one map to which
+// every op was applied, while entries move from the layer to the base
+// (Forget) in LSN order, as the leader's overlay does, and whatever the
+// mix of point writes and range deletes.
+func TestLayerModel(t *testing.T) {
+	for seed := range uint64(200) {
+		r := rand.New(rand.NewPCG(seed, 1))
+		base, truth := memRows{}, memRows{}
+		l := NewLayer(base)
+		type entry struct {
+			lsn uint64
+			ops []logrec.Op
+		}
+		var pending []entry
+		for lsn := uint64(1); lsn <= 60; lsn++ {
+			ops := make([]logrec.Op, 1+r.IntN(3))
+			for i := range ops {
+				ops[i] = randomOp(r)
+				if err := Apply(truth, &ops[i]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := l.ApplyOps(lsn, ops); err != nil {
+				t.Fatal(err)
+			}
+			pending = append(pending, entry{lsn, ops})
+			if r.IntN(3) == 0 { // apply a prefix to the base
+				n := r.IntN(len(pending) + 1)
+				for _, e := range pending[:n] {
+					for i := range e.ops {
+						_ = Apply(base, &e.ops[i])
+					}
+				}
+				if n > 0 {
+					last := pending[n-1].lsn
+					for _, e := range pending[:n] {
+						l.Forget(e.ops, last)
+					}
+				}
+				pending = pending[n:]
+			}
+			got, want := dumpRows(t, l), dumpRows(t, truth)
+			if !slices.Equal(got, want) {
+				t.Fatalf("seed %d lsn %d: layer rows\n%v\nwant\n%v\nlayer:\n%s", seed, lsn, got, want, l)
+			}
+			for k := range 4 {
+				for _, rk := range [][]byte{MetaKey([]byte(fmt.Sprintf("k%d", k))), SubKey([]byte(fmt.Sprintf("k%d", k)), 1, []byte("f1"))} {
+					gv, gok, _ := l.Get(rk)
+					wv, wok, _ := truth.Get(rk)
+					if gok != wok || string(gv) != string(wv) {
+						t.Fatalf("seed %d lsn %d: Get(%q) = %q %v, want %q %v", seed, lsn, rk, gv, gok, wv, wok)
+					}
+				}
+			}
+		}
+		// Everything applied: the layer is empty again.
+		for _, e := range pending {
+			for i := range e.ops {
+				_ = Apply(base, &e.ops[i])
+			}
+			l.Forget(e.ops, 60)
+		}
+		if l.Len() != 0 {
+			t.Fatalf("seed %d: %d rows left in the layer after every entry was applied:\n%s", seed, l.Len(), l)
+		}
+	}
+}
+
+// TestReaderExpiry: the one expiry rule, for strings and collections.
+func TestReaderExpiry(t *testing.T) {
+	rows := memRows{}
+	for _, op := range []logrec.Op{
+		{Kind: logrec.OpPut, Key: []byte("s"), Value: []byte("v"), ExpireAtMs: 100},
+		{Kind: logrec.OpMeta, Key: []byte("h"), Type: uint8(TypeHash), Version: 5, Size: 1, ExpireAtMs: 100},
+		{Kind: logrec.OpSubPut, Key: []byte("h"), Version: 5, Sub: []byte("f"), Value: []byte("x")},
+		{Kind: logrec.OpPut, Key: []byte("p"), Value: []byte("forever")},
+	} {
+		_ = Apply(rows, &op)
+	}
+	for _, now := range []int64{99, 100} {
+		r := Reader{R: rows, NowMs: now}
+		var keys []string
+		_ = r.Scan(nil, func(k []byte, _ Value) bool { keys = append(keys, string(k)); return true })
+		_, sok, _ := r.Get([]byte("s"))
+		h, hok, _ := r.Get([]byte("h"))
+		live := now < 100
+		if sok != live || hok != live || (live && (h.Version != 5 || h.Size != 1)) || len(keys) != map[bool]int{true: 3, false: 1}[live] {
+			t.Errorf("at %d: s %v, h %+v %v, scan %v", now, sok, h, hok, keys)
+		}
+		if any, ok, _ := r.GetAny([]byte("h")); !ok || any.Version != 5 {
+			t.Errorf("at %d: GetAny(h) = %+v, %v", now, any, ok)
+		}
+	}
+}

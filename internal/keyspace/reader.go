@@ -1,0 +1,100 @@
+package keyspace
+
+import "fmt"
+
+// Rows is stored rows, keyed as this package encodes them.
+type Rows interface {
+	// Get returns the row at k. The caller may keep the returned slice;
+	// the implementation never modifies it afterwards.
+	Get(k []byte) ([]byte, bool, error)
+	// Iter calls fn for the rows in [lo, hi) in ascending key order until
+	// fn returns false. The slices are valid only during the call.
+	Iter(lo, hi []byte, fn func(k, v []byte) bool) error
+}
+
+// Reader is the keyspace over Rows at NowMs: the one lookup and the one
+// expiry rule, for storage, the leader's overlay and transactions alike.
+type Reader struct {
+	R     Rows
+	NowMs int64
+	// LSN is the entry a write command's ops will go in (NewVersion); 0
+	// for reads.
+	LSN uint64
+}
+
+var _ View = Reader{}
+
+// Get implements View.
+func (r Reader) Get(key []byte) (Value, bool, error) {
+	v, ok, err := r.GetAny(key)
+	if !ok || err != nil || Expired(v.ExpireAtMs, r.NowMs) {
+		return Value{}, false, err
+	}
+	return v, true, nil
+}
+
+// GetAny is Get without the expiry rule: the key's metadata even when it
+// has expired, for the one who deletes it.
+func (r Reader) GetAny(key []byte) (Value, bool, error) {
+	row, ok, err := r.R.Get(MetaKey(key))
+	if !ok || err != nil {
+		return Value{}, false, err
+	}
+	v, err := DecodeMetaRow(row)
+	if err != nil {
+		return Value{}, false, fmt.Errorf("keyspace: key %q: %w", key, err)
+	}
+	return v, true, nil
+}
+
+// Scan implements View.
+func (r Reader) Scan(start []byte, fn func(key []byte, v Value) bool) error {
+	var derr error
+	err := r.R.Iter(MetaKey(start), MetaUpper, func(k, row []byte) bool {
+		v, err := DecodeMetaRow(row)
+		if err != nil {
+			derr = fmt.Errorf("keyspace: key %q: %w", k[1:], err)
+			return false
+		}
+		if Expired(v.ExpireAtMs, r.NowMs) {
+			return true
+		}
+		return fn(k[1:], v)
+	})
+	if derr != nil {
+		return derr
+	}
+	return err
+}
+
+// Sub implements View.
+func (r Reader) Sub(key []byte, version uint64, sub []byte) ([]byte, bool, error) {
+	return r.R.Get(SubKey(key, version, sub))
+}
+
+// SubScan implements View.
+func (r Reader) SubScan(key []byte, version uint64, start []byte, fn func(sub, val []byte) bool) error {
+	lo, hi := SubSpan(key, version)
+	n := len(lo)
+	return r.R.Iter(append(lo, start...), hi, func(k, v []byte) bool {
+		return fn(k[n:], v)
+	})
+}
+
+// Rows implements View.
+func (r Reader) Rows() Rows { return r.R }
+
+// Now implements View.
+func (r Reader) Now() int64 { return r.NowMs }
+
+// NewVersion implements View.
+func (r Reader) NewVersion() uint64 { return r.LSN }
+
+// Empty is no rows, for a keyspace that starts empty (tests, models).
+type Empty struct{}
+
+// Get implements Rows.
+func (Empty) Get([]byte) ([]byte, bool, error) { return nil, false, nil }
+
+// Iter implements Rows.
+func (Empty) Iter(_, _ []byte, _ func(k, v []byte) bool) error { return nil }

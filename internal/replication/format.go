@@ -1,0 +1,88 @@
+package replication
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/tandemdb/tandem/internal/commands"
+	"github.com/tandemdb/tandem/internal/keyspace"
+	"github.com/tandemdb/tandem/internal/logrec"
+	"github.com/tandemdb/tandem/internal/peerpb"
+)
+
+// The log format gate (see package logrec): every node advertises the
+// highest log format it reads in its Hello, and the leader writes an entry
+// of format F only if every member it knows reads F. Known members are
+// those that have sent this leader a Hello since it began leading; a member
+// that has not (an old node joining later) and is then sent an entry it
+// cannot read refuses it loudly and stops following (Follower.Run).
+
+// rowFormatKeyspace is the snapshot row format of package keyspace's rows
+// under their full keys (SnapshotRequest.row_format). Format 1 (or 0, a
+// node from before the field) is (user key, string row).
+const rowFormatKeyspace = 2
+
+// helloFormat is the log format a Hello advertises: 0 is a node from
+// before the field, which reads format 1.
+func helloFormat(h *peerpb.Hello) uint8 {
+	f := h.GetLogFormat()
+	if f == 0 {
+		return logrec.FormatV1
+	}
+	return uint8(min(f, 255))
+}
+
+// formatGate remembers the log format each member reads.
+type formatGate struct {
+	mu      sync.Mutex
+	members map[string]uint8
+}
+
+// saw records the format node reads.
+func (g *formatGate) saw(node string, format uint8) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.members == nil {
+		g.members = map[string]uint8{}
+	}
+	g.members[node] = format
+}
+
+// check refuses an entry of format f unless every known member reads it,
+// with an error that names the members that do not. The error is the
+// client's to read (an input error): the command needs a newer format.
+func (g *formatGate) check(f uint8) error {
+	if f <= logrec.FormatV1 {
+		return nil
+	}
+	if f > logrec.MaxFormat {
+		return fmt.Errorf("replication: ops of log format %d, beyond this build's %d", f, logrec.MaxFormat)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var old []string
+	for id, has := range g.members {
+		if has < f {
+			old = append(old, fmt.Sprintf("%s (format %d)", id, has))
+		}
+	}
+	if len(old) == 0 {
+		return nil
+	}
+	sort.Strings(old)
+	return commands.InputError(fmt.Sprintf("this command needs log format %d, which members %s cannot read: upgrade them first", f, strings.Join(old, ", ")))
+}
+
+// legacyRow turns a snapshot row (package keyspace's row under its full
+// key) into a format-1 row (user key, string row) for a follower that
+// reads only those. A typed value cannot be sent to it.
+func legacyRow(key, stored []byte) ([]byte, error) {
+	if key[0] == keyspace.PrefixMeta {
+		if v, err := keyspace.DecodeMetaRow(stored); err == nil && v.IsString() {
+			return key[1:], nil
+		}
+	}
+	return nil, fmt.Errorf("replication: the follower reads only string snapshot rows (an older build) and the data holds typed values: upgrade it")
+}

@@ -1,0 +1,180 @@
+package storage
+
+import (
+	"bytes"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/tandemdb/tandem/internal/keyspace"
+	"github.com/tandemdb/tandem/internal/logrec"
+	"github.com/tandemdb/tandem/internal/rowcache"
+)
+
+// Apply applies decoded entries, which must continue from Applied()+1 and be
+// durable, to the data, and advances the applied LSN, in one batch. The
+// batch is not synced: the log already is, and a crash re-applies from the
+// persisted applied LSN (the log keeps what Pebble has not made durable:
+// see TruncateLogBefore). The key counts go in the same batch, so they
+// stay in step with the rows across a crash.
+func (d *DB) Apply(entries []logrec.Entry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	d.mu.Lock()
+	applied, durable, counts := d.applied, d.durable.LSN, d.counts
+	d.mu.Unlock()
+	w := applyWriter{b: d.pdb.NewBatch(), rows: d.rows, d: d, counts: counts, touched: make(map[string]rowState, len(entries))}
+	defer w.b.Close()
+	for i := range entries {
+		e := &entries[i]
+		if e.LSN != applied+1 {
+			return fmt.Errorf("storage: apply lsn %d after %d: %w", e.LSN, applied, ErrGap)
+		}
+		if e.LSN > durable {
+			return fmt.Errorf("%w: lsn %d, durable %d", ErrNotDurable, e.LSN, durable)
+		}
+		for j := range e.Ops {
+			if err := keyspace.Apply(&w, &e.Ops[j]); err != nil {
+				return fmt.Errorf("storage: apply lsn %d: %w", e.LSN, err)
+			}
+			if w.err != nil {
+				return fmt.Errorf("storage: apply lsn %d: %w", e.LSN, w.err)
+			}
+		}
+		applied = e.LSN
+	}
+	_ = w.b.Set(metaApplied, be64(applied), nil)
+	_ = w.b.Set(metaKeys, w.counts.encode(), nil)
+	if err := w.b.Commit(noSyncWrite); err != nil {
+		return fmt.Errorf("storage: apply up to lsn %d: %w", applied, err)
+	}
+	// Write-through: the metadata rows just committed go to the row cache,
+	// so a key just written reads from memory (a delete caches "no such
+	// key"). A FLUSHALL empties it.
+	if w.flushed {
+		d.rows.Clear()
+	}
+	for _, c := range w.cached {
+		if c.invalidate {
+			d.rows.Invalidate(c.key)
+		} else {
+			d.rows.Put(c.key, c.row)
+		}
+	}
+	d.mu.Lock()
+	d.applied = applied
+	d.counts = w.counts
+	d.noteExpiryLocked(w.earliest)
+	d.mu.Unlock()
+	return nil
+}
+
+// applyWriter turns package keyspace's row writes into one Pebble batch,
+// and keeps storage's own rows in step: the expiry index row of every
+// metadata row with an expiry, and what the row cache gets once the batch
+// is committed, and the key counts: each metadata row written or deleted
+// is compared with the row it replaces.
+type applyWriter struct {
+	b    *pebble.Batch
+	rows *rowcache.Cache
+	d    *DB
+	// counts are the key counts with the batch's writes so far. touched
+	// holds the metadata rows this batch wrote, for a later write of the
+	// same key (the batch is not readable before its commit).
+	counts  KeyCounts
+	touched map[string]rowState
+	err     error // the first failed read of an old row
+	// cached: the metadata rows for the row cache, in order (a nil row: no
+	// such key). A row small enough to cache is kept as written; a bigger
+	// one only invalidates.
+	cached   []cachedRow
+	earliest int64 // of the index rows written, 0 if none
+	flushed  bool  // a FLUSHALL: the row cache is cleared first
+}
+
+// count moves the counts from key's old metadata row to now. The old row
+// is the batch's own write of key, else none after a FLUSHALL in the
+// batch, else the stored row.
+func (w *applyWriter) count(key []byte, now rowState) {
+	old, ok := w.touched[string(key)]
+	if !ok && !w.flushed {
+		var err error
+		if old, err = w.d.metaRowState(key); err != nil {
+			if w.err == nil {
+				w.err = err
+			}
+			return
+		}
+	}
+	w.counts = w.counts.change(old, now)
+	w.touched[string(key)] = now
+}
+
+type cachedRow struct {
+	key, row   []byte
+	invalidate bool
+}
+
+func (w *applyWriter) Set(k, v []byte) {
+	_ = w.b.Set(k, v, nil)
+	if k[0] != keyspace.PrefixMeta {
+		return
+	}
+	key := k[1:]
+	if w.rows.Cacheable(len(key), len(v)) {
+		w.cached = append(w.cached, cachedRow{key: key, row: v})
+	} else {
+		w.cached = append(w.cached, cachedRow{key: key, invalidate: true})
+	}
+	// keyspace.Apply makes every row it writes: it parses.
+	at, _ := keyspace.RowExpiry(v)
+	if at != 0 {
+		_ = w.b.Set(expiryKey(at, key), nil, nil)
+		w.earliest = minExpiry(w.earliest, at)
+	}
+	w.count(key, rowState{exists: true, expiring: at != 0})
+}
+
+func (w *applyWriter) Delete(k []byte) {
+	_ = w.b.Delete(k, nil)
+	if k[0] == keyspace.PrefixMeta {
+		w.cached = append(w.cached, cachedRow{key: k[1:]})
+		w.count(k[1:], rowState{})
+	}
+}
+
+func (w *applyWriter) DeleteRange(lo, hi []byte) {
+	_ = w.b.DeleteRange(lo, hi, nil)
+	if bytes.Equal(lo, keyspace.MetaLower) && bytes.Equal(hi, keyspace.MetaUpper) {
+		// FLUSHALL: the expiry index goes too, and the cache is emptied
+		// before the writes after it in this batch are cached.
+		_ = w.b.DeleteRange(expiryLower, expiryUpper, nil)
+		w.flushed = true
+		w.cached = w.cached[:0]
+		// Every key is gone: the counts are 0, and a later write in this
+		// batch replaces no row.
+		w.counts = KeyCounts{}
+		clear(w.touched)
+	}
+}
+
+// noteExpiryLocked records that index rows expiring at earliest (0: none)
+// or later were written. The caller holds mu and has committed them.
+func (d *DB) noteExpiryLocked(earliest int64) {
+	if earliest == 0 {
+		return
+	}
+	d.expiryWrites++
+	if d.nextExpiry != 0 {
+		d.nextExpiry = min(d.nextExpiry, earliest)
+	}
+}
+
+// minExpiry is the earlier of two expiry times, 0 meaning none.
+func minExpiry(a, b int64) int64 {
+	if a == 0 {
+		return b
+	}
+	return min(a, b)
+}

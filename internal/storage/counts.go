@@ -1,0 +1,126 @@
+package storage
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/tandemdb/tandem/internal/keyspace"
+)
+
+// KeyCounts are INFO's keyspace figures: the keys (metadata rows, of any
+// type), and those of them with an expiry. A key whose expiry passed
+// counts until its deletion is applied, as in Redis, whose INFO counts
+// keys not yet reaped.
+type KeyCounts struct {
+	Keys, Expires int64
+}
+
+// rowState is what the counts need to know of a key's metadata row.
+type rowState struct{ exists, expiring bool }
+
+// change is c after a key's row went from old to now.
+func (c KeyCounts) change(old, now rowState) KeyCounts {
+	c.Keys += b2i(now.exists) - b2i(old.exists)
+	c.Expires += b2i(now.expiring) - b2i(old.expiring)
+	return c
+}
+
+func b2i(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (c KeyCounts) encode() []byte {
+	return binary.BigEndian.AppendUint64(be64(uint64(c.Keys)), uint64(c.Expires))
+}
+
+// KeyCounts returns the counts of the data as applied: O(1), no read.
+func (d *DB) KeyCounts() KeyCounts {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.counts
+}
+
+// metaRowState reads key's stored metadata row: from the row cache when
+// it holds the key, else from Pebble. Only Apply calls it, and Apply is
+// the only writer of metadata rows besides ingest, so the row read is the
+// one the batch replaces.
+func (d *DB) metaRowState(key []byte) (rowState, error) {
+	raw, ok := d.rows.Peek(key)
+	if !ok {
+		got, closer, err := d.pdb.Get(keyspace.MetaKey(key))
+		if errors.Is(err, pebble.ErrNotFound) {
+			return rowState{}, nil
+		}
+		if err != nil {
+			return rowState{}, fmt.Errorf("read %q for the key counts: %w", key, err)
+		}
+		defer closer.Close()
+		raw = got
+	}
+	if len(raw) == 0 {
+		return rowState{}, nil // cached as no such key
+	}
+	at, err := keyspace.RowExpiry(raw)
+	if err != nil {
+		return rowState{}, fmt.Errorf("stored metadata of %q: %w: %w", key, ErrCorrupt, err)
+	}
+	return rowState{exists: true, expiring: at != 0}, nil
+}
+
+// recoverCounts reads the key counts, or, in a data dir from before they
+// were kept, counts the metadata rows once and saves the counts
+// (unsynced: if they are lost, the next Open counts again).
+func (d *DB) recoverCounts() error {
+	v, ok, err := d.getMeta(metaKeys)
+	if err != nil {
+		return err
+	}
+	if ok {
+		if len(v) != 16 {
+			return fmt.Errorf("storage: key counts of %d bytes: %w", len(v), ErrCorrupt)
+		}
+		d.counts = KeyCounts{Keys: int64(binary.BigEndian.Uint64(v)), Expires: int64(binary.BigEndian.Uint64(v[8:]))}
+		return nil
+	}
+	if d.counts, err = d.countRows(); err != nil {
+		return err
+	}
+	if d.counts.Keys > 0 {
+		d.log.Info("storage: counted the keys once (a data dir from before the key counts were kept)", "keys", d.counts.Keys, "expires", d.counts.Expires)
+	}
+	if err := d.pdb.Set(metaKeys, d.counts.encode(), noSyncWrite); err != nil {
+		return fmt.Errorf("storage: save the key counts: %w", err)
+	}
+	return nil
+}
+
+// countRows counts the metadata rows by a scan.
+func (d *DB) countRows() (KeyCounts, error) {
+	var c KeyCounts
+	var derr error
+	err := iterRows(d.pdb, keyspace.MetaLower, keyspace.MetaUpper, func(k, v []byte) bool {
+		at, err := keyspace.RowExpiry(v)
+		if err != nil {
+			derr = fmt.Errorf("storage: count keys: stored metadata of %q: %w: %w", k[1:], ErrCorrupt, err)
+			return false
+		}
+		c.Keys++
+		if at != 0 {
+			c.Expires++
+		}
+		return true
+	})
+	if derr != nil {
+		return c, derr
+	}
+	if err != nil {
+		return c, fmt.Errorf("storage: count keys: %w", err)
+	}
+	return c, nil
+}

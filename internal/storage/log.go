@@ -1,0 +1,306 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/tandemdb/tandem/internal/logrec"
+	"github.com/tandemdb/tandem/internal/wal"
+)
+
+// ObserveEpoch durably raises the highest seen epoch to e; lower values are
+// ignored. A node must persist an epoch before acting on it, so that after a
+// restart it still refuses the lower ones.
+func (d *DB) ObserveEpoch(e uint64) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if e <= d.epoch {
+		return nil
+	}
+	if err := d.pdb.Set(metaEpoch, be64(e), syncWrite); err != nil {
+		return fmt.Errorf("storage: save epoch %d: %w", e, err)
+	}
+	d.epoch = e
+	return nil
+}
+
+// StartEpoch records that epoch e's entries begin at lsn (the leader calls it
+// when it takes over) and raises the seen epoch to e.
+func (d *DB) StartEpoch(e, lsn uint64) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if n := len(d.epochs); n > 0 && d.epochs[n-1].Epoch >= e {
+		return fmt.Errorf("storage: start epoch %d after epoch %d", e, d.epochs[n-1].Epoch)
+	}
+	epochs := append(append([]logrec.Position(nil), d.epochs...), logrec.Position{Epoch: e, LSN: lsn})
+	b := d.pdb.NewBatch()
+	defer b.Close()
+	_ = b.Set(metaEpochs, encodePositions(epochs), nil)
+	if e > d.epoch {
+		_ = b.Set(metaEpoch, be64(e), nil)
+	}
+	if err := b.Commit(syncWrite); err != nil {
+		return fmt.Errorf("storage: start epoch %d: %w", e, err)
+	}
+	d.epochs = epochs
+	d.epoch = max(d.epoch, e)
+	return nil
+}
+
+// AppendLog durably appends encoded entries, which must continue the log
+// from Durable().LSN+1. Their checksums are the caller's: one checksum
+// per entry per node, computed where the entry is made (the leader's
+// Encode) or verified where it arrives (the follower's stream), so
+// AppendLog checks only their positions and format. It fsyncs
+// before returning. Any epoch entry starts not yet in the epoch history are
+// recorded first (synced, in Pebble), then the entries are written to the
+// log with one fdatasync.
+func (d *DB) AppendLog(entries [][]byte) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	d.mu.Lock()
+	next := d.durable
+	epochs := d.epochs
+	seen := d.epoch
+	d.mu.Unlock()
+	first := next.LSN + 1
+	var added int64
+	newEpochs := false
+	for _, raw := range entries {
+		epoch, lsn, err := logrec.PeekLSNVerified(raw)
+		if err != nil {
+			return fmt.Errorf("storage: append after lsn %d: %w", next.LSN, err)
+		}
+		if lsn != next.LSN+1 || epoch < next.Epoch {
+			return fmt.Errorf("%w: entry (%d,%d) after (%d,%d)", ErrGap, epoch, lsn, next.Epoch, next.LSN)
+		}
+		if epoch != next.Epoch && (len(epochs) == 0 || epochs[len(epochs)-1].Epoch < epoch) {
+			epochs = append(append([]logrec.Position(nil), epochs...), logrec.Position{Epoch: epoch, LSN: lsn})
+			newEpochs = true
+		}
+		next = logrec.Position{Epoch: epoch, LSN: lsn}
+		added += int64(len(raw))
+	}
+	if newEpochs || next.Epoch > seen {
+		// The epoch metadata cannot share a commit with the log: it goes
+		// first, synced (once per new epoch), so that no entry is ever
+		// durable without its epoch's start. A crash before the entries
+		// leaves starts past the log's end, which Open drops. Entries of
+		// an epoch are proof the epoch exists: the seen epoch is raised
+		// with them, so a restart never forgets it.
+		b := d.pdb.NewBatch()
+		if newEpochs {
+			_ = b.Set(metaEpochs, encodePositions(epochs), nil)
+		}
+		if next.Epoch > seen {
+			_ = b.Set(metaEpoch, be64(next.Epoch), nil)
+		}
+		err := b.Commit(syncWrite)
+		b.Close()
+		if err != nil {
+			return fmt.Errorf("storage: save the epoch of lsn %d..%d: %w", first, next.LSN, err)
+		}
+	}
+	if err := d.wal.Append(first, entries); err != nil {
+		return fmt.Errorf("storage: append lsn %d..%d: %w", first, next.LSN, err)
+	}
+	d.mu.Lock()
+	d.durable = next
+	d.epochs = epochs
+	d.epoch = max(d.epoch, next.Epoch)
+	d.logBytes += added
+	d.logCount += int64(len(entries))
+	d.appends++
+	d.appended += uint64(len(entries))
+	d.mu.Unlock()
+	return nil
+}
+
+// AppendStats returns how many durable log appends (one fsync each) this
+// DB made since Open, and how many entries they wrote.
+func (d *DB) AppendStats() (appends, entries uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.appends, d.appended
+}
+
+// ReadLog returns encoded entries with LSN in [lo, hi], stopping early once
+// maxBytes is reached (always at least one entry when lo <= hi and lo is in
+// the log). It returns ErrCompacted if lo precedes the retained log. Every
+// entry's checksum is verified.
+func (d *DB) ReadLog(lo, hi uint64, maxBytes int) ([][]byte, error) {
+	d.mu.Lock()
+	base, last := d.logBase.LSN, d.durable.LSN
+	d.mu.Unlock()
+	if lo <= base {
+		return nil, fmt.Errorf("%w: lsn %d, log starts after %d", ErrCompacted, lo, base)
+	}
+	hi = min(hi, last)
+	if lo > hi {
+		return nil, nil
+	}
+	raws, err := d.wal.Read(lo, hi, maxBytes)
+	if errors.Is(err, wal.ErrCompacted) {
+		// Retention raced with this read and removed lo.
+		return nil, fmt.Errorf("%w: %w", ErrCompacted, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("storage: read log: %w", err)
+	}
+	if len(raws) == 0 {
+		// A truncation raced with this read and removed lo.
+		return nil, fmt.Errorf("%w: lsn %d missing", ErrCompacted, lo)
+	}
+	for i, raw := range raws {
+		lsn := lo + uint64(i)
+		if _, elsn, err := logrec.PeekLSNVerified(raw); err != nil { // the wal verified it
+			return nil, fmt.Errorf("storage: read lsn %d: %w", lsn, err)
+		} else if elsn != lsn {
+			return nil, fmt.Errorf("storage: read lsn %d holds lsn %d: %w", lsn, elsn, ErrCorrupt)
+		}
+	}
+	return raws, nil
+}
+
+// epochOf reads the entry at lsn, which must be in the log, and returns
+// its epoch.
+func (d *DB) epochOf(lsn uint64) (uint64, error) {
+	raws, err := d.wal.Read(lsn, lsn, 1)
+	if errors.Is(err, wal.ErrCompacted) {
+		return 0, fmt.Errorf("%w: %w", ErrCompacted, err)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("storage: read lsn %d: %w", lsn, err)
+	}
+	if len(raws) == 0 {
+		return 0, fmt.Errorf("%w: lsn %d missing", ErrCompacted, lsn)
+	}
+	epoch, elsn, err := logrec.PeekLSNVerified(raws[0]) // the wal verified it
+	if err != nil {
+		return 0, fmt.Errorf("storage: read lsn %d: %w", lsn, err)
+	}
+	if elsn != lsn {
+		return 0, fmt.Errorf("storage: read lsn %d holds lsn %d: %w", lsn, elsn, ErrCorrupt)
+	}
+	return epoch, nil
+}
+
+// EpochAt returns the epoch of the entry at lsn (or of the log base). It
+// returns ErrCompacted for positions before the log base.
+func (d *DB) EpochAt(lsn uint64) (uint64, error) {
+	d.mu.Lock()
+	base, last := d.logBase, d.durable
+	d.mu.Unlock()
+	switch {
+	case lsn == base.LSN:
+		return base.Epoch, nil
+	case lsn < base.LSN:
+		return 0, fmt.Errorf("%w: lsn %d before %d", ErrCompacted, lsn, base.LSN)
+	case lsn > last.LSN:
+		return 0, fmt.Errorf("storage: lsn %d beyond durable %d", lsn, last.LSN)
+	case lsn == last.LSN:
+		return last.Epoch, nil
+	}
+	return d.epochOf(lsn)
+}
+
+// TruncateLogAfter removes every entry after lsn (a diverged suffix). It
+// refuses to remove applied entries: those need a re-seed instead.
+//
+// The log is cut first, then the epoch history loses the starts after lsn
+// (synced). A crash between leaves starts past the log's end, which Open
+// drops; the other order could leave entries whose epoch start is gone.
+func (d *DB) TruncateLogAfter(lsn uint64) error {
+	d.logMu.Lock()
+	defer d.logMu.Unlock()
+	d.mu.Lock()
+	durable, applied, base, epochs := d.durable, d.applied, d.logBase, d.epochs
+	d.mu.Unlock()
+	if lsn >= durable.LSN {
+		return nil
+	}
+	if lsn < applied {
+		return fmt.Errorf("%w: truncate after %d, applied %d", ErrBelowApplied, lsn, applied)
+	}
+	if lsn < base.LSN {
+		return fmt.Errorf("%w: truncate after %d, log base %d", ErrCompacted, lsn, base.LSN)
+	}
+	epoch := base.Epoch
+	if lsn > base.LSN {
+		var err error
+		if epoch, err = d.epochOf(lsn); err != nil {
+			return fmt.Errorf("storage: truncate after %d: %w", lsn, err)
+		}
+	}
+	if err := d.wal.TruncateBack(lsn); err != nil {
+		return fmt.Errorf("storage: truncate after %d: %w", lsn, err)
+	}
+	var kept []logrec.Position
+	for _, s := range epochs {
+		if s.LSN <= lsn {
+			kept = append(kept, s)
+		}
+	}
+	if len(kept) != len(epochs) {
+		if err := d.pdb.Set(metaEpochs, encodePositions(kept), syncWrite); err != nil {
+			return fmt.Errorf("storage: truncate after %d: save the epoch history: %w", lsn, err)
+		}
+	}
+	d.mu.Lock()
+	removed := int64(d.durable.LSN - lsn)
+	if d.logCount > 0 {
+		d.logBytes -= d.logBytes * removed / d.logCount
+	}
+	d.logCount -= removed
+	d.durable = logrec.Position{Epoch: epoch, LSN: lsn}
+	d.epochs = kept
+	d.mu.Unlock()
+	return nil
+}
+
+// TruncateLogBefore removes entries up to and including lsn (retention); the
+// entry at lsn becomes the log base. It never removes unapplied entries.
+//
+// The new log base is written unsynced; only when the log is about to
+// delete a segment is it written again synced, first, which makes Pebble's
+// own log durable up to it, every earlier Apply included: after a crash the
+// recovered applied LSN is never below what the log still holds. (A
+// pebble.Flush would do it too, at the price of writing the memtables out.)
+func (d *DB) TruncateLogBefore(lsn uint64) error {
+	d.logMu.Lock()
+	defer d.logMu.Unlock()
+	d.mu.Lock()
+	lsn = min(lsn, d.applied)
+	base := d.logBase
+	d.mu.Unlock()
+	if lsn <= base.LSN {
+		return nil
+	}
+	epoch, err := d.epochOf(lsn)
+	if err != nil {
+		return fmt.Errorf("storage: retention at %d: %w", lsn, err)
+	}
+	nb := logrec.Position{Epoch: epoch, LSN: lsn}
+	if err := d.pdb.Set(metaLogBase, encodePosition(nb), noSyncWrite); err != nil {
+		return fmt.Errorf("storage: retention at %d: %w", lsn, err)
+	}
+	durableFirst := func() error {
+		if err := d.pdb.Set(metaLogBase, encodePosition(nb), syncWrite); err != nil {
+			return fmt.Errorf("storage: retention at %d: sync the data before deleting log segments: %w", lsn, err)
+		}
+		return nil
+	}
+	if err := d.wal.TruncateFront(lsn, durableFirst); err != nil {
+		return fmt.Errorf("storage: retention at %d: %w", lsn, err)
+	}
+	d.mu.Lock()
+	removed := int64(lsn - d.logBase.LSN)
+	if d.logCount > 0 {
+		d.logBytes -= d.logBytes * removed / d.logCount
+	}
+	d.logCount -= removed
+	d.logBase = nb
+	d.mu.Unlock()
+	return nil
+}

@@ -1,0 +1,135 @@
+package storage
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/tandemdb/tandem/internal/keyspace"
+	"github.com/tandemdb/tandem/internal/rowcache"
+)
+
+// dbRows is the committed rows as package keyspace reads them. Metadata
+// rows go through the row cache (keyed by user key); sub-key rows are read
+// from Pebble.
+type dbRows struct{ d *DB }
+
+var _ keyspace.Rows = dbRows{}
+
+// Get implements keyspace.Rows. The returned row is a copy (or an
+// immutable cached row).
+func (r dbRows) Get(k []byte) ([]byte, bool, error) {
+	meta := len(k) > 0 && k[0] == keyspace.PrefixMeta
+	var token rowcache.Token
+	if meta {
+		raw, ok, tok := r.d.rows.Get(k[1:])
+		if ok {
+			if len(raw) == 0 {
+				return nil, false, nil
+			}
+			return raw, true, nil
+		}
+		token = tok
+	}
+	got, closer, err := r.d.pdb.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		if meta {
+			r.d.rows.Fill(k[1:], nil, token) // an empty row: no such key
+		}
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("storage: get: %w", err)
+	}
+	row := bytes.Clone(got)
+	closer.Close()
+	if meta && len(row) >= 8 {
+		r.d.rows.Fill(k[1:], row, token)
+	}
+	return row, true, nil
+}
+
+// Iter implements keyspace.Rows.
+func (r dbRows) Iter(lo, hi []byte, fn func(k, v []byte) bool) error {
+	return iterRows(r.d.pdb, lo, hi, fn)
+}
+
+type iterable interface {
+	NewIter(*pebble.IterOptions) (*pebble.Iterator, error)
+}
+
+func iterRows(src iterable, lo, hi []byte, fn func(k, v []byte) bool) error {
+	it, err := src.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return fmt.Errorf("storage: scan: %w", err)
+	}
+	defer it.Close()
+	for ok := it.First(); ok; ok = it.Next() {
+		if !fn(it.Key(), it.Value()) {
+			break
+		}
+	}
+	if err := it.Error(); err != nil {
+		return fmt.Errorf("storage: scan: %w", err)
+	}
+	return nil
+}
+
+// View is the committed keyspace as seen at NowMs: a keyspace.Reader over
+// the stored rows (expired keys are hidden).
+type View struct {
+	DB    *DB
+	NowMs int64
+}
+
+var _ keyspace.View = View{}
+
+func (v View) reader() keyspace.Reader { return keyspace.Reader{R: dbRows{v.DB}, NowMs: v.NowMs} }
+
+// Get implements keyspace.View. Metadata rows come from the row cache
+// when it has them (see package rowcache for why that is never stale).
+// A row that does not parse is ErrCorrupt.
+func (v View) Get(key []byte) (keyspace.Value, bool, error) {
+	val, ok, err := v.reader().Get(key)
+	return val, ok, corrupt(err)
+}
+
+// Scan implements keyspace.View.
+func (v View) Scan(start []byte, fn func(key []byte, val keyspace.Value) bool) error {
+	return corrupt(v.reader().Scan(start, fn))
+}
+
+// Sub implements keyspace.View.
+func (v View) Sub(key []byte, version uint64, sub []byte) ([]byte, bool, error) {
+	return v.reader().Sub(key, version, sub)
+}
+
+// SubScan implements keyspace.View.
+func (v View) SubScan(key []byte, version uint64, start []byte, fn func(sub, val []byte) bool) error {
+	return v.reader().SubScan(key, version, start, fn)
+}
+
+// Rows implements keyspace.View.
+func (v View) Rows() keyspace.Rows { return dbRows{v.DB} }
+
+// Now implements keyspace.View.
+func (v View) Now() int64 { return v.NowMs }
+
+// KeyCount is the number of keys applied, from the key counts (O(1)): as
+// in Redis's DBSIZE, keys whose expiry passed count until their deletion
+// is applied.
+func (v View) KeyCount() int64 { return v.DB.KeyCounts().Keys }
+
+// corrupt marks a row that does not parse as storage's corruption too.
+func corrupt(err error) error {
+	if errors.Is(err, keyspace.ErrCorrupt) {
+		return fmt.Errorf("%w: %w", ErrCorrupt, err)
+	}
+	return err
+}
+
+// NewVersion implements keyspace.View: no write is sequenced against the
+// committed data itself.
+func (v View) NewVersion() uint64 { return 0 }

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs Redis 7.0.15's own unit files (../shared/redis-tests, see its README)
+# against a fresh single tandem server and fails if a test fails that is
+# not listed, with its reason, in test/redis-suite/expected-failures.txt, or
+# if a listed one passes (the list must stay true).
+#
+# usage: scripts/redis-suite.sh [unit ...]   (default: unit/type/hash)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SUITE=${REDIS_TESTS:-../shared/redis-tests}
+[ -x "$SUITE/run.sh" ] || { echo "redis-suite: no suite at $SUITE (set REDIS_TESTS)"; exit 1; }
+[ $# -gt 0 ] || set -- unit/type/hash
+work=$(mktemp -d)
+go build -o "$work/tandem" ./cmd/tandem
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$work/tandem" server --dir "$work/data" --resp-addr "127.0.0.1:$port" --peer-addr 127.0.0.1:0 \
+  --http-addr 127.0.0.1:0 --log-level warn >"$work/server.log" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 50); do
+  (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break
+  sleep 0.1
+done
+RT="$work/rt" "$SUITE/run.sh" "$port" "$@" | tee "$work/summary"
+# Every failed test by name, as "unit: name", against the expected list.
+for u in "$@"; do
+  log="$work/rt/$(echo "$u" | tr / _).log"
+  grep -a '^\*\*\* \[' "$log" | sed -E 's/^\*\*\* \[[^]]*\]: //; s/ in tests\/.*$//' | sed "s|^|$u: |"
+done | sort -u >"$work/failed"
+grep -v '^#' test/redis-suite/expected-failures.txt | sed 's/  *#.*$//' | grep -v '^$' |
+  grep -E "^($(IFS='|'; echo "$*")): " | sort -u >"$work/expected"
+if ! diff -u "$work/expected" "$work/failed"; then
+  echo "redis-suite: the failures differ from test/redis-suite/expected-failures.txt (- expected, + got)"
+  exit 1
+fi
+echo "redis-suite: only the expected failures"
