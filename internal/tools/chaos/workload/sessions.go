@@ -75,6 +75,7 @@ type session struct {
 	r      *rand.Rand
 	seq    int
 	token  resp.Position
+	last   string // the key of the session's last write
 }
 
 func (s *session) run(ctx context.Context, issued interface{ Add(int64) int64 }) {
@@ -104,8 +105,9 @@ func (s *session) run(ctx context.Context, issued interface{ Add(int64) int64 })
 }
 
 // next chooses and performs one operation: 30% SET of a register, 15%
-// INCR of a counter, 55% GET (registers and counters as the plain
-// clients' follower reads).
+// INCR of a counter, 55% GET, half of them of the key the session wrote
+// last (a user who saves and reloads: where read-your-writes bites), the
+// others of any key.
 func (s *session) next(ctx context.Context) history.Op {
 	reg := "r:" + strconv.Itoa(s.r.IntN(s.cfg.Registers))
 	ctr := "c:" + strconv.Itoa(s.r.IntN(s.cfg.Counters))
@@ -119,7 +121,10 @@ func (s *session) next(ctx context.Context) history.Op {
 		return s.write(ctx, leader, history.Op{Key: ctr, Kind: history.Incr})
 	}
 	key := reg
-	if roll >= 85 {
+	switch {
+	case roll >= 72 && s.last != "":
+		key = s.last
+	case roll >= 65:
 		key = ctr
 	}
 	node := leader
@@ -162,6 +167,7 @@ func (s *session) write(ctx context.Context, node int, op history.Op) history.Op
 	})
 	op.Return = s.rec.Now()
 	op.Outcome, op.Err = Classify(cmd.Err())
+	s.last = op.Key
 	if op.Outcome != history.OK {
 		return op
 	}
