@@ -101,6 +101,10 @@ type Options struct {
 	// its reads are really behind (default 20 ms when sessions run;
 	// negative: none).
 	FollowerLag time.Duration
+	// NoProxy runs every session on the nodes; by default (under the
+	// control plane) the cluster has a tandem proxy and every other
+	// session of each policy goes through it.
+	NoProxy bool
 	// OpTimeout bounds one client operation (default 1 s).
 	OpTimeout time.Duration
 	// CheckTimeout bounds porcupine per key (default 30 s); a key it cannot
@@ -191,12 +195,17 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	fmt.Fprintf(opts.Out, "tandem chaos: seed %d, %v, %d clients, %g ops/s, faults %v, dir %s\n",
 		opts.Seed, opts.Duration, opts.Clients, opts.Rate, opts.Faults, dir)
+	withProxy := !opts.Static && !opts.NoProxy && len(opts.Policies) > 0
 	if len(opts.Policies) > 0 {
 		lag := "none"
 		if opts.FollowerLag > 0 {
 			lag = fmt.Sprintf("%v on n%d", opts.FollowerLag, opts.Nodes)
 		}
-		fmt.Fprintf(opts.Out, "read policies: %d sessions each of %s; follower lag %s\n", opts.SessionsPerPolicy, strings.Join(opts.Policies, ", "), lag)
+		via := "on the nodes"
+		if withProxy {
+			via = "every other one through tandem proxy"
+		}
+		fmt.Fprintf(opts.Out, "read policies: %d sessions each of %s (%s); follower lag %s\n", opts.SessionsPerPolicy, strings.Join(opts.Policies, ", "), via, lag)
 	}
 
 	if opts.Mode == "" {
@@ -220,7 +229,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		ccfg.NodeArgs = map[int][]string{opts.Nodes: {"--buggify", "follower-apply-delay=" + opts.FollowerLag.String()}}
 	}
 	if !opts.Static {
-		ccfg.ControlPlane, ccfg.Orchestrators = true, 2
+		ccfg.ControlPlane, ccfg.Orchestrators, ccfg.Proxy = true, 2, withProxy
 		// The cluster's mode lives in the topology; the orchestrator
 		// writes it at bootstrap.
 		ccfg.OrchestratorArgs = []string{"--mode", opts.Mode}
@@ -272,6 +281,22 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		conns[n.ID] = cl
 		topo.Nodes = append(topo.Nodes, n.ID)
 	}
+	var proxyConn workload.SessionConn
+	if p, ok := c.Proxy(); ok && withProxy {
+		pc := redis.NewClient(&redis.Options{
+			Addr:                  p.RESPAddr,
+			Protocol:              2,
+			DisableIdentity:       true,
+			MaxRetries:            -1,
+			DialTimeout:           500 * time.Millisecond,
+			ReadTimeout:           opts.OpTimeout,
+			WriteTimeout:          opts.OpTimeout,
+			ContextTimeoutEnabled: true,
+			PoolSize:              len(opts.Policies)*opts.SessionsPerPolicy + 2,
+		})
+		defer pc.Close()
+		proxyConn = pc
+	}
 	leader, err := followLeader(ctx, c)
 	if err != nil {
 		return nil, err
@@ -291,6 +316,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		Policies:          opts.Policies,
 		SessionsPerPolicy: opts.SessionsPerPolicy,
 		SessionConns:      sconns,
+		ProxyConn:         proxyConn,
 	}
 	steps := nemesis.Plan(opts.Seed, kinds, topo, nemesis.DefaultTiming(opts.Duration))
 	for _, s := range steps {

@@ -209,8 +209,9 @@ func policyStats(t *testing.T, r *Report, policy string) checker.PolicyStats {
 }
 
 // TestE2EReadPolicies: sessions under every read policy, beside the
-// clients, with one follower lagging 20 ms and followers killed, paused
-// and the leader killed: no session reads older than its own writes, goes
+// clients, half on the nodes with tokens and half through tandem proxy,
+// with one follower lagging 20 ms and followers killed, paused and the
+// leader killed: no session reads older than its own writes, goes
 // backwards, or beyond its bound, and linearizable follower reads are
 // linearizable. The same run's "any" sessions read stale data (the checks
 // bite where nothing is promised), and followers served reads of every
@@ -220,8 +221,8 @@ func TestE2EReadPolicies(t *testing.T) {
 	opts.Policies = append(slices.Clone(DefaultPolicies), "any")
 	r := expectClean(t, opts)
 	for _, p := range DefaultPolicies {
-		if st := policyStats(t, r, p); st.FollowerReads == 0 {
-			t.Errorf("%s: no read served by a follower: %+v", p, st)
+		if st := policyStats(t, r, p); st.FollowerReads == 0 || st.ProxyReads == 0 {
+			t.Errorf("%s: no read served by a follower, or none through the proxy: %+v", p, st)
 		}
 	}
 	if st := policyStats(t, r, "any"); st.RYW+st.NonMonotonic == 0 {

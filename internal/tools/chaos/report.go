@@ -351,7 +351,8 @@ func ms(v float64) string {
 }
 
 // printPolicies writes the read-policy table: per policy, the sessions'
-// reads, the share a follower served, and each check's count; a count
+// reads, the share a follower served (of the reads sent straight to a
+// node), the reads sent through the proxy, and each check's count; a count
 // the policy promises to keep at 0 is marked "!" when it is not (it is a
 // violation), and a count it does not promise is in parentheses.
 func (r *Report) printPolicies(w io.Writer) {
@@ -360,7 +361,7 @@ func (r *Report) printPolicies(w io.Writer) {
 	}
 	fmt.Fprintln(w, "read policies (sessions; counts in parentheses are not promised by the policy):")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  POLICY\tSESSIONS\tREADS\tBY FOLLOWERS\tREAD-YOUR-WRITES\tNON-MONOTONIC\tBEYOND BOUND")
+	fmt.Fprintln(tw, "  POLICY\tSESSIONS\tREADS\tBY FOLLOWERS\tVIA PROXY\tREAD-YOUR-WRITES\tNON-MONOTONIC\tBEYOND BOUND")
 	for _, p := range r.Policies {
 		cell := func(check string, n int) string {
 			switch {
@@ -374,10 +375,10 @@ func (r *Report) printPolicies(w io.Writer) {
 			return "0"
 		}
 		share := "-"
-		if p.Reads > 0 {
-			share = fmt.Sprintf("%d%%", p.FollowerReads*100/p.Reads)
+		if direct := p.Reads - p.ProxyReads; direct > 0 {
+			share = fmt.Sprintf("%d%%", p.FollowerReads*100/direct)
 		}
-		fmt.Fprintf(tw, "  %s\t%d\t%d\t%s\t%s\t%s\t%s\n", p.Policy, p.Sessions, p.Reads, share,
+		fmt.Fprintf(tw, "  %s\t%d\t%d\t%s\t%d\t%s\t%s\t%s\n", p.Policy, p.Sessions, p.Reads, share, p.ProxyReads,
 			cell("ryw", p.RYW), cell("monotonic", p.NonMonotonic), cell("bound", p.BeyondBound))
 	}
 	tw.Flush()

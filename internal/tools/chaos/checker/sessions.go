@@ -31,8 +31,10 @@ type PolicyStats struct {
 	Policy   string `json:"policy"`
 	Sessions int    `json:"sessions"`
 	Reads    int    `json:"reads"` // OK reads
-	// FollowerReads are the OK reads a follower served.
+	// FollowerReads are the OK reads a follower served; ProxyReads those
+	// sent through the proxy (which node served them is not recorded).
 	FollowerReads int `json:"follower_reads"`
+	ProxyReads    int `json:"proxy_reads"`
 	RYW           int `json:"read_your_writes"`
 	NonMonotonic  int `json:"non_monotonic"`
 	BeyondBound   int `json:"beyond_bound"`
@@ -162,7 +164,10 @@ func Sessions(ops []history.Op) ([]PolicyStats, []Violation) {
 				continue
 			}
 			st.Reads++
-			if o.Follower {
+			switch {
+			case o.Proxy:
+				st.ProxyReads++
+			case o.Follower:
 				st.FollowerReads++
 			}
 			counter := history.IsCounter(byKey[o.Key])

@@ -82,6 +82,10 @@ type Op struct {
 	// served by a follower; a linearizable one is still checked for
 	// linearizability.
 	Policy string `json:"policy,omitempty"`
+	// Proxy marks a session's operation sent through tandem proxy: Node
+	// is 0 (the proxy chose the node), and a read has Follower set, since
+	// a follower may have served it.
+	Proxy bool `json:"proxy,omitempty"`
 	// Final marks a read of the final phase, after every fault was healed
 	// and the replicas converged; the durability check uses them.
 	Final bool `json:"final,omitempty"`
@@ -120,6 +124,9 @@ func (o Op) String() string {
 	}
 	if o.Policy != "" {
 		s += " policy=" + o.Policy
+	}
+	if o.Proxy {
+		s += " proxy"
 	}
 	if o.Final {
 		s += " final"

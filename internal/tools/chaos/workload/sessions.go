@@ -23,7 +23,8 @@ import (
 // the node's per-connection state is the session's for that operation
 // only (the pool's connections are shared by the sessions):
 //
-//	write: TANDEM.TOKEN RESET, SET|INCR ..., TANDEM.TOKEN
+//	write: TANDEM.TOKEN RESET, TANDEM.READPOLICY <policy>, SET|INCR ...,
+//	       TANDEM.TOKEN
 //	read:  TANDEM.TOKEN RESET, TANDEM.READPOLICY <policy>,
 //	       [TANDEM.TOKEN <token>], GET key, TANDEM.TOKEN
 //
@@ -31,7 +32,11 @@ import (
 // Writes go to the leader; reads to a follower (a monotonic session always
 // to the same one while the followers stay the same), and a read the
 // follower answers TRYAGAIN (read elsewhere) or LOADING is sent once
-// more, to the leader, as a proxy would. If one of the commands that set
+// more, to the leader, as a proxy would. A session through the proxy
+// (Config.ProxyConn) sends the same pipelines to the proxy, which answers
+// the TANDEM.* commands from its own per-connection session (the policy
+// is set before a write too: the proxy reads the write's position back
+// only under a positional policy) and routes the rest. If one of the commands that set
 // the session's state is refused, the read is Failed: it ran without the
 // session's floor and says nothing about the policy.
 
@@ -76,6 +81,10 @@ type session struct {
 	seq    int
 	token  resp.Position
 	last   string // the key of the session's last write
+	// proxy: the session goes through Config.ProxyConn, which routes
+	// and falls back itself and keeps the session's state per
+	// connection, so the same pipelines work there.
+	proxy bool
 }
 
 func (s *session) run(ctx context.Context, issued interface{ Add(int64) int64 }) {
@@ -128,6 +137,9 @@ func (s *session) next(ctx context.Context) history.Op {
 		key = ctr
 	}
 	node := leader
+	if s.proxy {
+		return s.read(ctx, 0, leader, key)
+	}
 	if len(fs) > 0 {
 		if strings.HasPrefix(s.policy, "monotonic") {
 			node = fs[s.id%len(fs)] // sticky
@@ -150,7 +162,10 @@ func elsewhere(msg string) bool {
 }
 
 func (s *session) write(ctx context.Context, node int, op history.Op) history.Op {
-	op.Client, op.Node, op.Policy = s.id, node, s.policy
+	op.Client, op.Node, op.Policy, op.Proxy = s.id, node, s.policy, s.proxy
+	if s.proxy {
+		op.Node = 0
+	}
 	args := []any{"SET", op.Key, op.Value}
 	if op.Kind == history.Incr {
 		args = []any{"INCR", op.Key}
@@ -161,6 +176,7 @@ func (s *session) write(ctx context.Context, node int, op history.Op) history.Op
 	op.Call = s.rec.Now()
 	_, _ = s.conn(node).Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.Do(ctx, "TANDEM.TOKEN", "RESET")
+		p.Do(ctx, s.policyArgs()...)
 		cmd = p.Do(ctx, args...)
 		tok = p.Do(ctx, "TANDEM.TOKEN")
 		return nil
@@ -179,7 +195,7 @@ func (s *session) write(ctx context.Context, node int, op history.Op) history.Op
 }
 
 func (s *session) read(ctx context.Context, node, leader int, key string) history.Op {
-	op := history.Op{Client: s.id, Key: key, Kind: history.Read, Node: node, Follower: node != leader, Policy: s.policy}
+	op := history.Op{Client: s.id, Key: key, Kind: history.Read, Node: node, Follower: node != leader, Policy: s.policy, Proxy: s.proxy}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.OpTimeout)
 	defer cancel()
 	var setup []*redis.Cmd
@@ -187,11 +203,7 @@ func (s *session) read(ctx context.Context, node, leader int, key string) histor
 	op.Call = s.rec.Now()
 	_, _ = s.conn(node).Pipelined(ctx, func(p redis.Pipeliner) error {
 		setup = append(setup, p.Do(ctx, "TANDEM.TOKEN", "RESET"))
-		pol := []any{"TANDEM.READPOLICY"}
-		for _, f := range strings.Fields(s.policy) {
-			pol = append(pol, f)
-		}
-		setup = append(setup, p.Do(ctx, pol...))
+		setup = append(setup, p.Do(ctx, s.policyArgs()...))
 		if s.token != (resp.Position{}) {
 			setup = append(setup, p.Do(ctx, "TANDEM.TOKEN", resp.FormatToken(s.token)))
 		}
@@ -240,4 +252,17 @@ func (s *session) raise(tok *redis.Cmd) {
 	}
 }
 
-func (s *session) conn(node int) SessionConn { return s.cfg.SessionConns[node] }
+func (s *session) policyArgs() []any {
+	pol := []any{"TANDEM.READPOLICY"}
+	for _, f := range strings.Fields(s.policy) {
+		pol = append(pol, f)
+	}
+	return pol
+}
+
+func (s *session) conn(node int) SessionConn {
+	if s.proxy {
+		return s.cfg.ProxyConn
+	}
+	return s.cfg.SessionConns[node]
+}

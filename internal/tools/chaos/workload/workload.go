@@ -71,6 +71,9 @@ type Config struct {
 	Policies          []string
 	SessionsPerPolicy int
 	SessionConns      map[int]SessionConn
+	// ProxyConn, if set, is a client of tandem proxy: every other session
+	// of each policy runs through it instead of on the nodes.
+	ProxyConn SessionConn
 }
 
 // leader is the node that takes writes now.
@@ -141,7 +144,8 @@ func Run(ctx context.Context, cfg Config, conns map[int]Conn, rec *history.Recor
 	}
 	for i, p := range cfg.sessionPolicies() {
 		id := cfg.SessionClient(i)
-		s := &session{id: id, policy: p, cfg: cfg, rec: rec, r: rand.New(rand.NewPCG(cfg.Seed, uint64(id)))}
+		s := &session{id: id, policy: p, cfg: cfg, rec: rec, r: rand.New(rand.NewPCG(cfg.Seed, uint64(id))),
+			proxy: cfg.ProxyConn != nil && i%max(1, cfg.SessionsPerPolicy) == 1}
 		wg.Go(func() { s.run(ctx, &issued) })
 	}
 	wg.Wait()
