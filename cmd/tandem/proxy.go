@@ -16,6 +16,7 @@ import (
 
 	"github.com/tandemdb/tandem/internal/coord"
 	"github.com/tandemdb/tandem/internal/proxy"
+	"github.com/tandemdb/tandem/internal/resp"
 )
 
 func proxyCmd() *cobra.Command {
@@ -41,7 +42,7 @@ func proxyCmd() *cobra.Command {
 			if len(eps) == 0 {
 				return fmt.Errorf("--etcd is required")
 			}
-			if cfg.Policy, err = proxy.ParsePolicy(strings.Fields(policy)); err != nil {
+			if cfg.Policy, err = resp.ParsePolicy(strings.Fields(policy)); err != nil {
 				return fmt.Errorf("--policy: %w", err)
 			}
 			if addr == "" {

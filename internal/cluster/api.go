@@ -44,6 +44,9 @@ type Config struct {
 	Route func(from, to, addr string) string
 	// ServerArgs are extra flags passed to every `tandem server`.
 	ServerArgs []string
+	// NodeArgs are extra flags for one node, by id, after ServerArgs
+	// (e.g. a lag injector on one follower).
+	NodeArgs map[int][]string
 
 	// ControlPlane runs the cluster under the control plane: an embedded
 	// etcd in this process (data in Dir/etcd) unless Etcd names one, and

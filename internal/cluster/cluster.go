@@ -214,13 +214,13 @@ func (c *Cluster) serverArgs(n NodeInfo) []string {
 	if c.cfg.ControlPlane {
 		args = append(args, "--etcd", c.etcdFor(n.Name))
 		args = append(args, c.peerRoutes(n.Name)...)
-		return append(args, c.cfg.ServerArgs...)
+		return append(append(args, c.cfg.ServerArgs...), c.cfg.NodeArgs[n.ID]...)
 	}
 	if n.ID != 1 {
 		leader := c.nodes[0].info
 		args = append(args, "--follow-resp", leader.RESPAddr, "--follow-peer", c.route(n.Name, leader.Name, leader.PeerAddr))
 	}
-	return append(args, c.cfg.ServerArgs...)
+	return append(append(args, c.cfg.ServerArgs...), c.cfg.NodeArgs[n.ID]...)
 }
 
 // Nodes returns every node's addresses and current pid.

@@ -157,6 +157,9 @@ func (n *Node) followerGate(ctx context.Context, r *following, req resp.ReadRequ
 		return n.followerBounded(ctx, r, req.Policy.Bound)
 	}
 	floor := logrec.Position(req.Floor)
+	if n.cfg.Buggify.FollowerIgnoreToken {
+		floor = logrec.Position{} // planted bug: the session's token is ignored
+	}
 	if req.Policy.Kind == resp.PolicyLinearizable || req.User != "" {
 		commit, user, err := r.index.ask(ctx, req.User)
 		if err != nil {

@@ -22,7 +22,7 @@ func (p *Proxy) cmdReadPolicy(c redcon.Conn, sess *resp.Session, args [][]byte) 
 	for i, b := range args[1:] {
 		a[i] = string(b)
 	}
-	pol, err := ParsePolicy(a)
+	pol, err := resp.ParsePolicy(a)
 	if err != nil {
 		c.WriteError("ERR tandem: " + oneLine(err.Error()))
 		return
@@ -35,14 +35,14 @@ func (p *Proxy) cmdToken(c redcon.Conn, sess *resp.Session, args [][]byte) {
 	s := sess.Local.(*session)
 	switch {
 	case len(args) == 1:
-		c.WriteBulkString(formatToken(s.token()))
+		c.WriteBulkString(resp.FormatToken(s.token()))
 	case len(args) > 2:
 		c.WriteError(resp.ArityError("tandem.token"))
 	case strings.EqualFold(string(args[1]), "reset"):
 		s.write, s.read = position{}, position{}
 		c.WriteString("OK")
 	default:
-		t, err := parseToken(string(args[1]))
+		t, err := resp.ParseToken(string(args[1]))
 		if err != nil {
 			c.WriteError("ERR tandem: malformed token '" + string(trunc(args[1], 64)) + "' (" + err.Error() + "); want t1:<epoch>:<lsn> as TANDEM.TOKEN answers it")
 			return

@@ -112,10 +112,10 @@ func (f *fakeNode) serve(c redcon.Conn, sess *resp.Session, args [][]byte) bool 
 		c.WriteString("OK")
 	case "tandem.token":
 		if len(args) == 1 {
-			c.WriteBulkString(formatToken(maxPos(s.floor, s.at)))
+			c.WriteBulkString(resp.FormatToken(maxPos(s.floor, s.at)))
 			return true
 		}
-		p, err := parseToken(parts[1])
+		p, err := resp.ParseToken(parts[1])
 		if err != nil {
 			c.WriteError("ERR tandem: malformed token")
 			return true
@@ -136,10 +136,10 @@ func (f *fakeNode) serve(c redcon.Conn, sess *resp.Session, args [][]byte) bool 
 			f.data[parts[1]] = parts[2]
 			c.WriteString("OK")
 		}
-		s.at = maxPos(s.at, position{f.epoch, f.lsn})
+		s.at = maxPos(s.at, position{Epoch: f.epoch, LSN: f.lsn})
 	case "get":
-		if f.positions && !f.leader && s.policy != "any" && (position{f.epoch, f.lsn}).less(s.floor) {
-			c.WriteError("TRYAGAIN tandem: read elsewhere: applied " + formatToken(position{f.epoch, f.lsn}) + " is behind the session's " + formatToken(s.floor))
+		if f.positions && !f.leader && s.policy != "any" && less(position{Epoch: f.epoch, LSN: f.lsn}, s.floor) {
+			c.WriteError("TRYAGAIN tandem: read elsewhere: applied " + resp.FormatToken(position{Epoch: f.epoch, LSN: f.lsn}) + " is behind the session's " + resp.FormatToken(s.floor))
 			return true
 		}
 		if v, ok := f.data[parts[1]]; ok {
@@ -147,7 +147,7 @@ func (f *fakeNode) serve(c redcon.Conn, sess *resp.Session, args [][]byte) bool 
 		} else {
 			c.WriteNull()
 		}
-		s.at = maxPos(s.at, position{f.epoch, f.lsn})
+		s.at = maxPos(s.at, position{Epoch: f.epoch, LSN: f.lsn})
 	default:
 		return false
 	}

@@ -1,101 +1,46 @@
 package proxy
 
 import (
-	"fmt"
 	"strconv"
-	"strings"
-	"time"
+
+	"github.com/tandemdb/tandem/internal/resp"
 )
 
-// Policy is a session's read policy (DESIGN.md §7). The proxy routes
-// leader and any itself; the others it passes to the nodes, which enforce
-// them with positions (see readCmds).
-type Policy struct {
-	Kind  string // leader, any, ryw, monotonic, bounded, linearizable
-	Bound time.Duration
-}
+// Policy is a session's read policy (DESIGN.md §7), parsed and printed
+// as the node does (resp.ParsePolicy, so the names, rules and error texts
+// are the node's). The proxy routes leader and any itself; the others it
+// passes to the nodes, which enforce them with positions (see readCmds).
+type Policy = resp.Policy
 
 // DefaultPolicy is read-your-writes, as on a node.
-var DefaultPolicy = Policy{Kind: "ryw"}
-
-func (p Policy) String() string {
-	if p.Kind == "bounded" {
-		return "bounded " + strconv.FormatInt(p.Bound.Milliseconds(), 10)
-	}
-	return p.Kind
-}
+var DefaultPolicy = Policy{Kind: resp.PolicyRYW}
 
 // positional: the nodes enforce the policy with the session's positions.
-func (p Policy) positional() bool { return p.Kind != "leader" && p.Kind != "any" }
+func positional(p Policy) bool { return p.Kind != resp.PolicyLeader && p.Kind != resp.PolicyAny }
 
-// ParsePolicy parses TANDEM.READPOLICY's arguments (and --policy split on
-// spaces), with the node's names and rules.
-func ParsePolicy(args []string) (Policy, error) {
-	if len(args) == 0 {
-		return Policy{}, fmt.Errorf("no policy")
+// policyName is the policy's name without bounded's argument, the key of
+// the per-policy counters.
+func policyName(p Policy) string {
+	if p.Kind == resp.PolicyBounded {
+		return "bounded"
 	}
-	name := strings.ToLower(args[0])
-	if name == "read-your-writes" {
-		name = "ryw"
-	}
-	switch name {
-	case "leader", "any", "ryw", "monotonic", "linearizable":
-		if len(args) != 1 {
-			return Policy{}, fmt.Errorf("%s takes no argument", name)
-		}
-		return Policy{Kind: name}, nil
-	case "bounded":
-		if len(args) != 2 {
-			return Policy{}, fmt.Errorf("bounded takes the staleness in milliseconds")
-		}
-		ms, err := strconv.ParseInt(args[1], 10, 64)
-		if err != nil || ms <= 0 || ms > 1<<40 {
-			return Policy{}, fmt.Errorf("bounded: the staleness must be a positive number of milliseconds")
-		}
-		return Policy{Kind: name, Bound: time.Duration(ms) * time.Millisecond}, nil
-	}
-	return Policy{}, fmt.Errorf("unknown policy %q; want leader, any, bounded <ms>, ryw, monotonic or linearizable", args[0])
+	return p.String()
 }
 
-// position names a log entry by epoch and LSN, as the node's tokens do.
-type position struct{ epoch, lsn uint64 }
+// position names a log entry by epoch and LSN; its text is the node's
+// token (resp.FormatToken, "t1:<epoch>:<lsn>"), so a token taken from the
+// proxy works on a node and the other way round.
+type position = resp.Position
 
-func (p position) less(q position) bool {
-	return p.epoch < q.epoch || (p.epoch == q.epoch && p.lsn < q.lsn)
+func less(p, q position) bool {
+	return p.Epoch < q.Epoch || (p.Epoch == q.Epoch && p.LSN < q.LSN)
 }
 
 func maxPos(p, q position) position {
-	if p.less(q) {
+	if less(p, q) {
 		return q
 	}
 	return p
-}
-
-func (p position) zero() bool { return p == position{} }
-
-// The token's text is the node's ("t1:<epoch>:<lsn>", TANDEM.TOKEN), so a
-// token taken from the proxy works on a node and the other way round.
-const tokenPrefix = "t1:"
-
-func formatToken(p position) string {
-	return tokenPrefix + strconv.FormatUint(p.epoch, 10) + ":" + strconv.FormatUint(p.lsn, 10)
-}
-
-func parseToken(s string) (position, error) {
-	rest, ok := strings.CutPrefix(s, tokenPrefix)
-	if !ok {
-		return position{}, fmt.Errorf("not a version-1 token")
-	}
-	es, ls, ok := strings.Cut(rest, ":")
-	if !ok {
-		return position{}, fmt.Errorf("no lsn")
-	}
-	e, err1 := strconv.ParseUint(es, 10, 64)
-	l, err2 := strconv.ParseUint(ls, 10, 64)
-	if err1 != nil || err2 != nil || (e == 0) != (l == 0) {
-		return position{}, fmt.Errorf("epoch and lsn must be decimal, both 0 or neither")
-	}
-	return position{epoch: e, lsn: l}, nil
 }
 
 // session is a client connection's state at the proxy (resp.Session.Local).
@@ -140,19 +85,19 @@ var (
 // acknowledged, which can cost a read a wait or a trip elsewhere, never
 // a guarantee.
 func (s *session) readCmds(args [][]byte, withPositions bool) (cmds [][][]byte, at, tok int) {
-	if !withPositions || !s.policy.positional() {
+	if !withPositions || !positional(s.policy) {
 		return [][][]byte{args}, 0, -1
 	}
-	if s.policy.Kind == "bounded" {
+	if s.policy.Kind == resp.PolicyBounded {
 		cmds = append(cmds, [][]byte{cmdReadPol, argBoundedMs, []byte(strconv.FormatInt(s.policy.Bound.Milliseconds(), 10))})
 	} else {
-		cmds = append(cmds, [][]byte{cmdReadPol, []byte(s.policy.Kind)})
+		cmds = append(cmds, [][]byte{cmdReadPol, []byte(s.policy.String())})
 	}
 	if s.user != "" {
 		cmds = append(cmds, [][]byte{cmdUser, []byte(s.user)})
 	}
-	if t := s.token(); !t.zero() {
-		cmds = append(cmds, [][]byte{cmdToken, []byte(formatToken(t))})
+	if t := s.token(); t != (position{}) {
+		cmds = append(cmds, [][]byte{cmdToken, []byte(resp.FormatToken(t))})
 	}
 	cmds = append(cmds, args, [][]byte{cmdToken}, [][]byte{cmdReset})
 	return cmds, len(cmds) - 3, len(cmds) - 2
@@ -164,7 +109,7 @@ func (s *session) readCmds(args [][]byte, withPositions bool) (cmds [][][]byte, 
 // which answers the write's own position (or a later acknowledged one, see
 // readCmds), and RESET.
 func (s *session) writeCmds(args [][]byte, withPositions bool) (cmds [][][]byte, at, tok int) {
-	if !withPositions || (!s.policy.positional() && s.user == "") {
+	if !withPositions || (!positional(s.policy) && s.user == "") {
 		return [][][]byte{args}, 0, -1
 	}
 	if s.user != "" {

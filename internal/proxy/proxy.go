@@ -66,7 +66,7 @@ import (
 
 // Config configures a Proxy.
 type Config struct {
-	// Policy is a new connection's read policy; zero means DefaultPolicy.
+	// Policy is a new connection's read policy; the zero Policy is DefaultPolicy, ryw.
 	Policy Policy
 	// Zone is the proxy's zone: followers in it are preferred for reads.
 	Zone string
@@ -123,9 +123,6 @@ type Proxy struct {
 
 // New returns a proxy; serve clients with Serve.
 func New(cfg Config) *Proxy {
-	if cfg.Policy.Kind == "" {
-		cfg.Policy = DefaultPolicy
-	}
 	if cfg.WriteWait <= 0 {
 		cfg.WriteWait = 5 * time.Second
 	}
@@ -468,7 +465,7 @@ func (p *Proxy) tryRead(sess *resp.Session, o *op) {
 // with why a read the policy would let a follower serve reached it.
 func (p *Proxy) pickRead(s *session, pol Policy, leader *node, followers []*node, tried []*node, sid uint64) (*node, string) {
 	why := ""
-	if pol.Kind != "leader" && len(followers) > 0 {
+	if pol.Kind != resp.PolicyLeader && len(followers) > 0 {
 		var (
 			best      *node
 			bestLoad  int64
@@ -484,7 +481,7 @@ func (p *Proxy) pickRead(s *session, pol Policy, leader *node, followers []*node
 			if !n.healthy() {
 				continue
 			}
-			if pol.positional() && n.positions.Load() != 1 {
+			if positional(pol) && n.positions.Load() != 1 {
 				// A follower that does not enforce the policy (or has not
 				// said yet) must not serve it; the leader gives it.
 				lacking++
@@ -499,7 +496,7 @@ func (p *Proxy) pickRead(s *session, pol Policy, leader *node, followers []*node
 				best, bestLoad, bestOther = n, load, other
 			}
 		}
-		if pol.Kind == "monotonic" && len(tried) == 0 && eligible > 1 {
+		if pol.Kind == resp.PolicyMonotonic && len(tried) == 0 && eligible > 1 {
 			// Sticky: one follower per user (or session) while it is
 			// healthy; the node refuses it if it is behind the session.
 			key := sid
@@ -667,7 +664,7 @@ func (p *Proxy) completeRead(ctx context.Context, sess *resp.Session, o *op) []b
 				s.read = maxPos(s.read, t)
 			}
 		}
-		p.stats.readServed(o.policy.Kind, n.id, o.fellWhy, n.zone != p.cfg.Zone)
+		p.stats.readServed(policyName(o.policy), n.id, o.fellWhy, n.zone != p.cfg.Zone)
 		n.reads.Add(1)
 		return r
 	}
@@ -726,6 +723,6 @@ func tokenOf(r []byte) (position, bool) {
 	if v.Type != redcon.Bulk {
 		return position{}, false
 	}
-	t, err := parseToken(string(v.Data))
+	t, err := resp.ParseToken(string(v.Data))
 	return t, err == nil
 }

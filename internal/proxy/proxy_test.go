@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tandemdb/tandem/internal/resp"
 )
 
 func startProxy(t *testing.T, cfg Config, v View) (*Proxy, string) {
@@ -68,7 +70,7 @@ func threeFakes(t *testing.T, positions bool) (l, f1, f2 *fakeNode, v View) {
 // the proxy works unchanged (HELLO 3 refused, RESP2).
 func TestRouting(t *testing.T) {
 	l, f1, f2, v := threeFakes(t, false)
-	p, addr := startProxy(t, Config{Policy: Policy{Kind: "any"}}, v)
+	p, addr := startProxy(t, Config{Policy: Policy{Kind: resp.PolicyAny}}, v)
 	ctx := context.Background()
 	c := client(t, addr)
 	if err := c.Set(ctx, "k", "v", 0).Err(); err != nil {
@@ -122,7 +124,7 @@ func TestRouting(t *testing.T) {
 // and a pipeline's replies come back in order.
 func TestMultiplexing(t *testing.T) {
 	l, f1, f2, v := threeFakes(t, false)
-	_, addr := startProxy(t, Config{Policy: Policy{Kind: "any"}, ConnsPerNode: 2}, v)
+	_, addr := startProxy(t, Config{Policy: Policy{Kind: resp.PolicyAny}, ConnsPerNode: 2}, v)
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	errs := make(chan error, 50)
@@ -186,7 +188,7 @@ func TestMultiplexing(t *testing.T) {
 // goes away, and once it is marked down none is routed to it.
 func TestFollowerDies(t *testing.T) {
 	_, f1, f2, v := threeFakes(t, false)
-	p, addr := startProxy(t, Config{Policy: Policy{Kind: "any"}}, v)
+	p, addr := startProxy(t, Config{Policy: Policy{Kind: resp.PolicyAny}}, v)
 	ctx := context.Background()
 	c := client(t, addr)
 	for range 10 {

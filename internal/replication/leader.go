@@ -99,6 +99,12 @@ type Buggify struct {
 	// read-policy tests (a follower that holds the entries durably but
 	// has not applied them yet).
 	FollowerApplyDelay time.Duration
+	// FollowerIgnoreToken makes a follower ignore the session's floor
+	// (its token) when it serves a policy read: ryw and monotonic reads
+	// are served at whatever it has applied, stale reads the chaos
+	// checker must catch. Linearizable reads still wait for the leader's
+	// commit position, and a user's floor is still honoured.
+	FollowerIgnoreToken bool
 }
 
 // FollowerProgress is what the leader knows about one follower.

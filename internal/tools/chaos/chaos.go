@@ -40,6 +40,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -88,6 +89,22 @@ type Options struct {
 	Dir string
 	// ServerArgs are extra flags for every node, e.g. --buggify NAME.
 	ServerArgs []string
+	// Policies are the read policies sessions run under, beside the plain
+	// clients, in TANDEM.READPOLICY's syntax; nil means DefaultPolicies,
+	// an empty non-nil slice none. "any" may be added: its stale reads are
+	// counted, not violations.
+	Policies []string
+	// SessionsPerPolicy is how many sessions run each policy (default 2).
+	SessionsPerPolicy int
+	// FollowerLag is the lag injector: the last node runs with
+	// --buggify follower-apply-delay=FollowerLag, so that while it follows
+	// its reads are really behind (default 20 ms when sessions run;
+	// negative: none).
+	FollowerLag time.Duration
+	// NoProxy runs every session on the nodes; by default (under the
+	// control plane) the cluster has a tandem proxy and every other
+	// session of each policy goes through it.
+	NoProxy bool
 	// OpTimeout bounds one client operation (default 1 s).
 	OpTimeout time.Duration
 	// CheckTimeout bounds porcupine per key (default 30 s); a key it cannot
@@ -99,7 +116,20 @@ type Options struct {
 	Log *slog.Logger
 }
 
+// DefaultPolicies are the read policies a run checks by default: every
+// policy that promises something of a follower read.
+var DefaultPolicies = []string{"ryw", "monotonic", "bounded 50", "linearizable"}
+
 func (o *Options) defaults() {
+	if o.Policies == nil {
+		o.Policies = DefaultPolicies
+	}
+	if o.SessionsPerPolicy <= 0 {
+		o.SessionsPerPolicy = 2
+	}
+	if o.FollowerLag == 0 && len(o.Policies) > 0 {
+		o.FollowerLag = 20 * time.Millisecond
+	}
 	if o.Duration <= 0 {
 		o.Duration = 60 * time.Second
 	}
@@ -144,6 +174,9 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := workload.CheckPolicies(opts.Policies); err != nil {
+		return nil, err
+	}
 	if opts.Binary == "" {
 		if opts.Binary, err = tandembin.Path(); err != nil {
 			return nil, fmt.Errorf("chaos: %w", err)
@@ -162,6 +195,18 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	fmt.Fprintf(opts.Out, "tandem chaos: seed %d, %v, %d clients, %g ops/s, faults %v, dir %s\n",
 		opts.Seed, opts.Duration, opts.Clients, opts.Rate, opts.Faults, dir)
+	withProxy := !opts.Static && !opts.NoProxy && len(opts.Policies) > 0
+	if len(opts.Policies) > 0 {
+		lag := "none"
+		if opts.FollowerLag > 0 {
+			lag = fmt.Sprintf("%v on n%d", opts.FollowerLag, opts.Nodes)
+		}
+		via := "on the nodes"
+		if withProxy {
+			via = "every other one through tandem proxy"
+		}
+		fmt.Fprintf(opts.Out, "read policies: %d sessions each of %s (%s); follower lag %s\n", opts.SessionsPerPolicy, strings.Join(opts.Policies, ", "), via, lag)
+	}
 
 	if opts.Mode == "" {
 		opts.Mode = commit.Default // the product's default, checked as strictly
@@ -180,8 +225,11 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		Route:      links.route,
 		ServerArgs: args,
 	}
+	if opts.FollowerLag > 0 && opts.Nodes > 1 {
+		ccfg.NodeArgs = map[int][]string{opts.Nodes: {"--buggify", "follower-apply-delay=" + opts.FollowerLag.String()}}
+	}
 	if !opts.Static {
-		ccfg.ControlPlane, ccfg.Orchestrators = true, 2
+		ccfg.ControlPlane, ccfg.Orchestrators, ccfg.Proxy = true, 2, withProxy
 		// The cluster's mode lives in the topology; the orchestrator
 		// writes it at bootstrap.
 		ccfg.OrchestratorArgs = []string{"--mode", opts.Mode}
@@ -200,8 +248,24 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	defer stop()
 
 	conns := map[int]workload.Conn{}
+	sconns := map[int]workload.SessionConn{}
 	var topo nemesis.Topology
 	for _, n := range c.Nodes() {
+		// Sessions have their own pools: they leave read policies and
+		// positions on the connections they use (see workload's sessions).
+		sc := redis.NewClient(&redis.Options{
+			Addr:                  n.RESPAddr,
+			Protocol:              2,
+			DisableIdentity:       true,
+			MaxRetries:            -1,
+			DialTimeout:           500 * time.Millisecond,
+			ReadTimeout:           opts.OpTimeout,
+			WriteTimeout:          opts.OpTimeout,
+			ContextTimeoutEnabled: true,
+			PoolSize:              len(opts.Policies)*opts.SessionsPerPolicy + 2,
+		})
+		defer sc.Close()
+		sconns[n.ID] = sc
 		cl := redis.NewClient(&redis.Options{
 			Addr:                  n.RESPAddr,
 			Protocol:              2,
@@ -216,6 +280,22 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		defer cl.Close()
 		conns[n.ID] = cl
 		topo.Nodes = append(topo.Nodes, n.ID)
+	}
+	var proxyConn workload.SessionConn
+	if p, ok := c.Proxy(); ok && withProxy {
+		pc := redis.NewClient(&redis.Options{
+			Addr:                  p.RESPAddr,
+			Protocol:              2,
+			DisableIdentity:       true,
+			MaxRetries:            -1,
+			DialTimeout:           500 * time.Millisecond,
+			ReadTimeout:           opts.OpTimeout,
+			WriteTimeout:          opts.OpTimeout,
+			ContextTimeoutEnabled: true,
+			PoolSize:              len(opts.Policies)*opts.SessionsPerPolicy + 2,
+		})
+		defer pc.Close()
+		proxyConn = pc
 	}
 	leader, err := followLeader(ctx, c)
 	if err != nil {
@@ -232,6 +312,11 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		Seed:      opts.Seed,
 		LeaderOf:  leader.get,
 		Nodes:     topo.Nodes,
+
+		Policies:          opts.Policies,
+		SessionsPerPolicy: opts.SessionsPerPolicy,
+		SessionConns:      sconns,
+		ProxyConn:         proxyConn,
 	}
 	steps := nemesis.Plan(opts.Seed, kinds, topo, nemesis.DefaultTiming(opts.Duration))
 	for _, s := range steps {
@@ -244,6 +329,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	// first counter by a client id of their own, after the final reads'.
 	env := &clusterEnv{c: c, links: links, conns: conns, rec: rec,
 		key: wcfg.Keys()[wcfg.Registers], client: wcfg.Clients + 1, timeout: opts.OpTimeout}
+	// (Sessions are client ids from wcfg.SessionClient(0) = Clients+2.)
 	runCtx, cancel := context.WithTimeout(ctx, opts.Duration)
 	defer cancel()
 	var wg sync.WaitGroup

@@ -24,6 +24,7 @@ func NewCommand() *cobra.Command {
 		buggify  []string
 		logLevel string
 		seed     int64
+		policies string
 	)
 	var known []string
 	for _, k := range nemesis.Kinds {
@@ -40,6 +41,14 @@ replicas identical, follower reads monotonic and never showing a value never
 written, recovery time after each fault, at most one leader per epoch (node
 logs), and every failover caused by a fault that could make the leader look
 dead (no false failovers), with the unavailability around each.
+
+Beside the clients, sessions run under read policies (--read-policies),
+carrying their position tokens, reading from followers while one follower
+lags (--follower-lag); the checker counts per policy the reads older than
+the session's own acknowledged write (ryw, monotonic, linearizable), older
+than it had read (monotonic, linearizable) and beyond the bound (bounded
+<ms>), and checks linearizable reads with porcupine. Under "any" the same
+counts are shown and expected above 0.
 
 The cluster runs under the control plane (embedded etcd, two
 orchestrators) unless --static; faults that target "the leader" or "the
@@ -65,6 +74,21 @@ Fault kinds: ` + strings.Join(known, ", ") + ` ("none" for no faults).`,
 				return fmt.Errorf("--seed must not be negative")
 			}
 			opts.Seed = uint64(seed)
+			if opts.FollowerLag == 0 {
+				opts.FollowerLag = -1 // Options' zero is the default
+			}
+			opts.Policies = []string{}
+			switch policies {
+			case "all":
+				opts.Policies = DefaultPolicies
+			case "none":
+			default:
+				for _, p := range strings.Split(policies, ",") {
+					if p = strings.Join(strings.Fields(p), " "); p != "" {
+						opts.Policies = append(opts.Policies, p)
+					}
+				}
+			}
 			for _, b := range buggify {
 				opts.ServerArgs = append(opts.ServerArgs, "--buggify", b)
 			}
@@ -92,7 +116,11 @@ Fault kinds: ` + strings.Join(known, ", ") + ` ("none" for no faults).`,
 	f.Int64Var(&seed, "seed", 0, "seed for the fault schedule and the workload (0: random, printed)")
 	f.StringVar(&opts.Mode, "mode", "", "commit mode (default: "+commit.Default+" under the control plane, async with --static)")
 	f.StringVar(&opts.Dir, "dir", "", "directory for data and artefacts (default: a temporary one, removed if the run passes)")
-	f.StringSliceVar(&buggify, "buggify", nil, "deliberate node faults, to prove the harness catches them (ack-before-durable, follower-skip-entry)")
+	f.StringSliceVar(&buggify, "buggify", nil, "deliberate node faults, to prove the harness catches them (ack-before-durable, follower-skip-entry, follower-ignore-token, ...)")
+	f.StringVar(&policies, "read-policies", "all", `read policies of the sessions that run beside the clients, comma-separated ("ryw,monotonic,bounded 50,linearizable,any"), "all" (all but any, bounded 50) or "none"`)
+	f.IntVar(&opts.SessionsPerPolicy, "sessions", 2, "sessions per read policy")
+	f.BoolVar(&opts.NoProxy, "no-proxy", false, "run every session on the nodes (default: every other one through a tandem proxy)")
+	f.DurationVar(&opts.FollowerLag, "follower-lag", 20*time.Millisecond, "lag injector: the last node applies each batch this late while it follows (0: none)")
 	f.DurationVar(&opts.OpTimeout, "op-timeout", time.Second, "timeout of one client operation (then its outcome is unknown)")
 	f.DurationVar(&opts.CheckTimeout, "check-timeout", 30*time.Second, "porcupine time limit per key")
 	f.StringVar(&logLevel, "log-level", "warn", "debug, info, warn or error")

@@ -32,9 +32,21 @@ func TestCommandHelpListsFaults(t *testing.T) {
 			t.Errorf("help does not list %s", k)
 		}
 	}
-	for _, f := range []string{"time", "faults", "clients", "seed", "mode", "buggify", "dir", "rate", "nodes"} {
+	for _, f := range []string{"time", "faults", "clients", "seed", "mode", "buggify", "dir", "rate", "nodes", "read-policies", "sessions", "follower-lag", "no-proxy"} {
 		if cmd.Flags().Lookup(f) == nil {
 			t.Errorf("no --%s flag", f)
 		}
+	}
+}
+
+func TestCommandRejectsBadReadPolicyBeforeStarting(t *testing.T) {
+	cmd := NewCommand()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetArgs([]string{"--read-policies", "ryw,bounded soon", "--dir", t.TempDir()})
+	err := cmd.Execute()
+	if err == nil || !strings.Contains(err.Error(), "bounded soon") {
+		t.Fatalf("bad read policy: err = %v", err)
 	}
 }

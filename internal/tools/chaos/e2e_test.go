@@ -195,3 +195,54 @@ func TestE2ESemisyncKillAfterAck(t *testing.T) {
 		t.Fatalf("no failover in a run that killed the leader: %+v", r.Faults)
 	}
 }
+
+// policyStats returns the report's line for policy.
+func policyStats(t *testing.T, r *Report, policy string) checker.PolicyStats {
+	t.Helper()
+	for _, p := range r.Policies {
+		if p.Policy == policy {
+			return p
+		}
+	}
+	t.Fatalf("no sessions of policy %q in the report: %+v", policy, r.Policies)
+	return checker.PolicyStats{}
+}
+
+// TestE2EReadPolicies: sessions under every read policy, beside the
+// clients, half on the nodes with tokens and half through tandem proxy,
+// with one follower lagging 20 ms and followers killed, paused and the
+// leader killed: no session reads older than its own writes, goes
+// backwards, or beyond its bound, and linearizable follower reads are
+// linearizable. The same run's "any" sessions read stale data (the checks
+// bite where nothing is promised), and followers served reads of every
+// policy (the checks saw follower reads, not only the leader's).
+func TestE2EReadPolicies(t *testing.T) {
+	opts := e2eOptions(t, 15*time.Second, "kill-follower", "pause-follower", "kill-leader")
+	opts.Policies = append(slices.Clone(DefaultPolicies), "any")
+	r := expectClean(t, opts)
+	for _, p := range DefaultPolicies {
+		if st := policyStats(t, r, p); st.FollowerReads == 0 || st.ProxyReads == 0 {
+			t.Errorf("%s: no read served by a follower, or none through the proxy: %+v", p, st)
+		}
+	}
+	if st := policyStats(t, r, "any"); st.RYW+st.NonMonotonic == 0 {
+		t.Errorf("any: no stale read with a follower 20 ms behind: %+v", st)
+	}
+}
+
+// TestE2ECatchesFollowerIgnoreToken: followers that serve ryw and
+// monotonic reads without waiting for the session's token return reads
+// older than the session's own writes, and the harness must say so.
+func TestE2ECatchesFollowerIgnoreToken(t *testing.T) {
+	opts := e2eOptions(t, 10*time.Second)
+	opts.Faults = []string{}
+	opts.Policies = []string{"ryw", "monotonic"}
+	opts.ServerArgs = []string{"--buggify", "follower-ignore-token"}
+	dumpLogs(t, opts.Dir)
+	r := run(t, opts)
+	by := r.ByKind()
+	if by[checker.ReadYourWrites] == 0 {
+		t.Fatalf("follower-ignore-token not caught as read-your-writes violations: %v, policies %+v", r.Violations, r.Policies)
+	}
+	t.Logf("caught: %v, policies %+v", by, r.Policies)
+}

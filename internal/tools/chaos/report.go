@@ -44,6 +44,10 @@ type Report struct {
 	FalseFailovers int                `json:"false_failovers"`
 	Epochs         int                `json:"epochs"`
 	Recoveries     []checker.Recovery `json:"recoveries"`
+	// Policies are the sessions' reads per read policy and what the
+	// session checks counted (checker.Sessions); counts a policy promises
+	// to keep at 0 are also Violations.
+	Policies []checker.PolicyStats `json:"policies,omitempty"`
 	// Digests is the last round of TANDEM.DIGEST answers.
 	Digests []checker.Digest `json:"digests"`
 	// Dir holds the kept artefacts (history.json, porcupine HTML, node
@@ -184,6 +188,9 @@ func Check(h history.History, digests []checker.Digest, facts Facts, checkTimeou
 		}
 	}
 	r.Violations = append(r.Violations, checker.FollowerReads(checked)...)
+	ps, sv := checker.Sessions(checked)
+	r.Policies = ps
+	r.Violations = append(r.Violations, sv...)
 	if digests != nil {
 		r.Violations = append(r.Violations, checker.Replicas(digests)...)
 	}
@@ -263,6 +270,7 @@ func (r *Report) Print(w io.Writer) {
 		tw.Flush()
 	}
 	r.printFailovers(w)
+	r.printPolicies(w)
 	if len(r.Digests) > 0 && checker.Converged(r.Digests) {
 		fmt.Fprintf(w, "replicas: %d converged at applied lsn %d\n", len(r.Digests), r.Digests[0].Applied)
 	}
@@ -340,4 +348,38 @@ func ms(v float64) string {
 		return "-"
 	}
 	return (time.Duration(v * float64(time.Millisecond))).Round(time.Millisecond).String()
+}
+
+// printPolicies writes the read-policy table: per policy, the sessions'
+// reads, the share a follower served (of the reads sent straight to a
+// node), the reads sent through the proxy, and each check's count; a count
+// the policy promises to keep at 0 is marked "!" when it is not (it is a
+// violation), and a count it does not promise is in parentheses.
+func (r *Report) printPolicies(w io.Writer) {
+	if len(r.Policies) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "read policies (sessions; counts in parentheses are not promised by the policy):")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  POLICY\tSESSIONS\tREADS\tBY FOLLOWERS\tVIA PROXY\tREAD-YOUR-WRITES\tNON-MONOTONIC\tBEYOND BOUND")
+	for _, p := range r.Policies {
+		cell := func(check string, n int) string {
+			switch {
+			case check == "bound" && !strings.HasPrefix(p.Policy, "bounded"):
+				return "-"
+			case !slices.Contains(p.Promised, check):
+				return fmt.Sprintf("(%d)", n)
+			case n > 0:
+				return fmt.Sprintf("%d !", n)
+			}
+			return "0"
+		}
+		share := "-"
+		if direct := p.Reads - p.ProxyReads; direct > 0 {
+			share = fmt.Sprintf("%d%%", p.FollowerReads*100/direct)
+		}
+		fmt.Fprintf(tw, "  %s\t%d\t%d\t%s\t%d\t%s\t%s\t%s\n", p.Policy, p.Sessions, p.Reads, share, p.ProxyReads,
+			cell("ryw", p.RYW), cell("monotonic", p.NonMonotonic), cell("bound", p.BeyondBound))
+	}
+	tw.Flush()
 }

@@ -10,6 +10,10 @@
 //     keyspace digest.
 //   - FollowerReads: reads from one follower never go backwards, and never
 //     return a value that was never written.
+//   - Sessions: sessions under read policies read their own writes (ryw,
+//     monotonic, linearizable), never go backwards (monotonic,
+//     linearizable), and stay within their bound (bounded); linearizable
+//     follower reads are also in Linearizable's histories.
 //   - Recovery: after each healed fault, writes succeed again; how long that
 //     took.
 //   - OneLeaderPerEpoch: no two nodes led the same epoch (from the node

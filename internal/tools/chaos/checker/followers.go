@@ -31,7 +31,9 @@ func FollowerReads(ops []history.Op) []Violation {
 		writes := writesByValue(kops)
 		perNode := map[int][]history.Op{}
 		for _, o := range kops {
-			if o.Follower && o.Kind == history.Read && o.Outcome == history.OK {
+			// A read through the proxy names no node (Node 0): the proxy
+			// may have sent two of them to different followers.
+			if o.Follower && o.Node > 0 && o.Kind == history.Read && o.Outcome == history.OK {
 				perNode[o.Node] = append(perNode[o.Node], o)
 			}
 		}

@@ -112,7 +112,8 @@ var CounterModel = porcupine.Model{
 }
 
 // Operations converts one key's ops into porcupine operations and picks the
-// model. Follower reads are left out (they may be stale); failed operations
+// model. Follower reads are left out (they may be stale), except those of
+// sessions under the linearizable policy, which must not be; failed operations
 // are left out (they did not happen); reads of unknown outcome are left out
 // (they observed nothing); writes of unknown outcome are kept with an
 // infinite return time, as porcupine expects of operations that may take
@@ -125,7 +126,7 @@ func Operations(ops []history.Op) (porcupine.Model, []porcupine.Operation, error
 	}
 	var out []porcupine.Operation
 	for i, o := range ops {
-		if o.Follower || o.Outcome == history.Failed {
+		if (o.Follower && o.Policy != "linearizable") || o.Outcome == history.Failed {
 			continue
 		}
 		if o.Kind == history.Read && o.Outcome != history.OK {

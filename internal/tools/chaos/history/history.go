@@ -74,6 +74,18 @@ type Op struct {
 	// may be stale, so they are checked for monotonicity and for values
 	// never written, not for linearizability.
 	Follower bool `json:"follower,omitempty"`
+	// Policy is the read policy of a session's operation, in
+	// TANDEM.READPOLICY's syntax ("ryw", "bounded 50", ...); empty for the
+	// plain clients' operations. A session is one client id: its
+	// operations are sequential and carry its position token from one
+	// to the next (see workload). A session's read with Follower set was
+	// served by a follower; a linearizable one is still checked for
+	// linearizability.
+	Policy string `json:"policy,omitempty"`
+	// Proxy marks a session's operation sent through tandem proxy: Node
+	// is 0 (the proxy chose the node), and a read has Follower set, since
+	// a follower may have served it.
+	Proxy bool `json:"proxy,omitempty"`
 	// Final marks a read of the final phase, after every fault was healed
 	// and the replicas converged; the durability check uses them.
 	Final bool `json:"final,omitempty"`
@@ -109,6 +121,12 @@ func (o Op) String() string {
 		time.Duration(o.Call), time.Duration(o.Return))
 	if o.Follower {
 		s += " follower"
+	}
+	if o.Policy != "" {
+		s += " policy=" + o.Policy
+	}
+	if o.Proxy {
+		s += " proxy"
 	}
 	if o.Final {
 		s += " final"

@@ -2,6 +2,9 @@
 // each issuing one operation at a time against the cluster, every operation
 // recorded in a history.Recorder with its outcome.
 //
+// Sessions under read policies run beside the plain clients (see
+// sessions.go).
+//
 // Keys are registers ("r:N", SET with values unique in the whole run, GET)
 // and counters ("c:N", INCR, GET); a key is never both, and nothing is ever
 // deleted, which the checkers rely on. Writes and linearizable reads go to
@@ -61,6 +64,16 @@ type Config struct {
 	// then unused.
 	LeaderOf func() int
 	Nodes    []int
+	// Policies are the read policies of the sessions, in
+	// TANDEM.READPOLICY's syntax ("ryw", "bounded 50", ...); none runs no
+	// sessions. SessionsPerPolicy sessions (default 1) run under each,
+	// through SessionConns (a client per node; see sessions.go).
+	Policies          []string
+	SessionsPerPolicy int
+	SessionConns      map[int]SessionConn
+	// ProxyConn, if set, is a client of tandem proxy: every other session
+	// of each policy runs through it instead of on the nodes.
+	ProxyConn SessionConn
 }
 
 // leader is the node that takes writes now.
@@ -112,6 +125,14 @@ func Run(ctx context.Context, cfg Config, conns map[int]Conn, rec *history.Recor
 			return fmt.Errorf("workload: no connection to follower n%d", f)
 		}
 	}
+	if err := CheckPolicies(cfg.Policies); err != nil {
+		return err
+	}
+	for _, n := range append(append(cfg.followers(), cfg.Nodes...), cfg.leader()) {
+		if len(cfg.Policies) > 0 && cfg.SessionConns[n] == nil {
+			return fmt.Errorf("workload: no session connection to n%d", n)
+		}
+	}
 	if cfg.OpTimeout <= 0 {
 		cfg.OpTimeout = time.Second
 	}
@@ -120,6 +141,12 @@ func Run(ctx context.Context, cfg Config, conns map[int]Conn, rec *history.Recor
 	for id := range cfg.Clients {
 		c := &client{id: id, cfg: cfg, conns: conns, rec: rec, r: rand.New(rand.NewPCG(cfg.Seed, uint64(id)))}
 		wg.Go(func() { c.run(ctx, &issued) })
+	}
+	for i, p := range cfg.sessionPolicies() {
+		id := cfg.SessionClient(i)
+		s := &session{id: id, policy: p, cfg: cfg, rec: rec, r: rand.New(rand.NewPCG(cfg.Seed, uint64(id))),
+			proxy: cfg.ProxyConn != nil && i%max(1, cfg.SessionsPerPolicy) == 1}
+		wg.Go(func() { s.run(ctx, &issued) })
 	}
 	wg.Wait()
 	return nil
