@@ -299,6 +299,11 @@ func (u *upConn) fail(nc net.Conn, err error) {
 		return
 	default:
 	}
+	// Down before any client hears of the failure: a client answered
+	// here sends its next command at once, and that must not go to this
+	// node on another of its connections (the leader's next write would
+	// be lost in flight too, and answered UNCERTAIN again).
+	u.n.markDown(err)
 	if len(pend) > 0 {
 		u.n.p.stats.inflightFailed.Add(uint64(len(pend)))
 		u.n.p.log.Warn("proxy: upstream connection failed with requests in flight", "node", u.n.id, "in_flight", len(pend), "err", err)
@@ -306,7 +311,6 @@ func (u *upConn) fail(nc net.Conn, err error) {
 	for _, c := range pend {
 		c.finish(fmt.Errorf("%w: %w", errLost, err))
 	}
-	u.n.markDown(err)
 }
 
 // abandon gives up on c's connection (the node did not answer in time):
