@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"github.com/tandemdb/tandem/internal/testutil"
 	"net"
 	"strings"
 	"testing"
@@ -58,7 +59,7 @@ func TestFollowEtcd(t *testing.T) {
 	go func() { p.FollowEtcd(fctx, store); close(done) }()
 	defer func() { stop(); <-done }()
 	c := client(t, addr)
-	eventually(t, "the leader from etcd", func() bool { l, _, _ := p.snapshot(); return l != nil && l.id == "n1" })
+	testutil.Eventually(t, "the leader from etcd", 5*time.Second, func() (bool, string) { l, _, _ := p.snapshot(); return l != nil && l.id == "n1", "" })
 	if err := c.Set(ctx, "k", "1", 0).Err(); err != nil || l.count("set") != 1 {
 		t.Fatalf("SET: %v; n1 got %d", err, l.count("set"))
 	}
@@ -70,7 +71,7 @@ func TestFollowEtcd(t *testing.T) {
 	if err := store.SetTopology(ctx, 1, coord.Topology{Epoch: 2, Leader: "n2"}, nil); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the new leader", func() bool { l, _, _ := p.snapshot(); return l != nil && l.id == "n2" })
+	testutil.Eventually(t, "the new leader", 5*time.Second, func() (bool, string) { l, _, _ := p.snapshot(); return l != nil && l.id == "n2", "" })
 	if err := c.Set(ctx, "k", "2", 0).Err(); err != nil || f1.count("set") != 1 {
 		t.Fatalf("SET after the failover: %v; n2 got %d", err, f1.count("set"))
 	}
@@ -78,9 +79,9 @@ func TestFollowEtcd(t *testing.T) {
 	// etcd goes away: the proxy serves on, and says so.
 	e.Close()
 	closed = true
-	eventually(t, "etcd marked unreachable", func() bool {
+	testutil.Eventually(t, "etcd marked unreachable", 5*time.Second, func() (bool, string) {
 		info, _ := c.Info(ctx, "proxy").Result()
-		return strings.Contains(info, "etcd:unreachable")
+		return strings.Contains(info, "etcd:unreachable"), info
 	})
 	if err := c.Set(ctx, "k", "3", 0).Err(); err != nil || f1.count("set") != 2 {
 		t.Fatalf("SET without etcd: %v; n2 got %d", err, f1.count("set"))

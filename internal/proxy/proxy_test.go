@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"github.com/tandemdb/tandem/internal/testutil"
 	"log/slog"
 	"net"
 	"net/http/httptest"
@@ -43,19 +44,6 @@ func client(t *testing.T, addr string) *redis.Client {
 	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
 	t.Cleanup(func() { c.Close() })
 	return c
-}
-
-// eventually polls cond for up to 5 s (what the proxy learns in the
-// background: a node's answer to the policy probe).
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within 5 s: %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 func threeFakes(t *testing.T, positions bool) (l, f1, f2 *fakeNode, v View) {
@@ -197,11 +185,11 @@ func TestFollowerDies(t *testing.T) {
 		}
 	}
 	f1.srv.Close()
-	eventually(t, "n2 marked down", func() bool {
+	testutil.Eventually(t, "n2 marked down", 5*time.Second, func() (bool, string) {
 		p.mu.Lock()
 		n := p.nodes["n2"]
 		p.mu.Unlock()
-		return !n.healthy()
+		return !n.healthy(), ""
 	})
 	before, retried := f2.count("get"), p.stats.readsRetried.Load()
 	for i := range 100 {
@@ -229,7 +217,7 @@ func TestWriteWaitsForLeader(t *testing.T) {
 	c := client(t, addr)
 	done := make(chan error, 1)
 	go func() { done <- c.Set(ctx, "k", "v", 0).Err() }()
-	eventually(t, "the write waits", func() bool { return p.stats.writesWaited.Load() == 1 })
+	testutil.Eventually(t, "the write waits", 5*time.Second, func() (bool, string) { return p.stats.writesWaited.Load() == 1, "" })
 	p.SetView(v)
 	if err := <-done; err != nil {
 		t.Fatalf("write after the leader appeared: %v", err)
@@ -243,7 +231,7 @@ func TestWriteWaitsForLeader(t *testing.T) {
 	l.leader = false
 	l.mu.Unlock()
 	go func() { done <- c.Set(ctx, "k", "w", 0).Err() }()
-	eventually(t, "the write waits again", func() bool { return p.stats.writesWaited.Load() == 2 })
+	testutil.Eventually(t, "the write waits again", 5*time.Second, func() (bool, string) { return p.stats.writesWaited.Load() == 2, "" })
 	f1.mu.Lock()
 	f1.leader = true
 	f1.mu.Unlock()
@@ -262,7 +250,7 @@ func TestWriteWaitsForLeader(t *testing.T) {
 	rc := client(t, addr)
 	rc.Do(ctx, "TANDEM.READPOLICY", "leader")
 	go func() { done <- rc.Get(ctx, "k").Err() }()
-	eventually(t, "the read waits", func() bool { return p.stats.readsWaited.Load() == 1 })
+	testutil.Eventually(t, "the read waits", 5*time.Second, func() (bool, string) { return p.stats.readsWaited.Load() == 1, "" })
 	p.SetView(v2)
 	if err := <-done; err != nil {
 		t.Fatalf("read after a leader appeared: %v", err)
@@ -321,15 +309,15 @@ func TestStatefulRefused(t *testing.T) {
 func TestRYWThroughFollowers(t *testing.T) {
 	l, f1, f2, v := threeFakes(t, true)
 	p, addr := startProxy(t, Config{}, v)
-	eventually(t, "nodes probed", func() bool {
+	testutil.Eventually(t, "nodes probed", 5*time.Second, func() (bool, string) {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		for _, n := range p.nodes {
 			if n.positions.Load() != 1 {
-				return false
+				return false, "node " + n.id + " not probed"
 			}
 		}
-		return true
+		return true, ""
 	})
 	ctx := context.Background()
 	c := client(t, addr)
@@ -401,10 +389,10 @@ func TestRYWThroughFollowers(t *testing.T) {
 func TestNoPositionsFallsBackToLeader(t *testing.T) {
 	l, f1, f2, v := threeFakes(t, false)
 	p, addr := startProxy(t, Config{}, v)
-	eventually(t, "nodes probed", func() bool {
+	testutil.Eventually(t, "nodes probed", 5*time.Second, func() (bool, string) {
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		return p.nodes["n2"].positions.Load() == 2 && p.nodes["n3"].positions.Load() == 2
+		return p.nodes["n2"].positions.Load() == 2 && p.nodes["n3"].positions.Load() == 2, ""
 	})
 	ctx := context.Background()
 	c := client(t, addr)
