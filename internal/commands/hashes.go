@@ -372,36 +372,11 @@ func execHRandField(_ *Ctx, v View, args [][]byte) (Result, error) {
 // names the next field (Ctx.Cursors), so a page costs COUNT rows.
 func execHScan(ctx *Ctx, v View, args [][]byte) (Result, error) {
 	key := args[1]
-	cursor, err := strconv.ParseUint(string(args[2]), 10, 64)
+	o, err := parseScan(args[2], args[3:], false)
 	if err != nil {
-		return Result{}, ErrInvalidCursor
+		return Result{}, err
 	}
-	count := int64(scanDefaultCount)
-	var pat []byte
-	for i := 3; i < len(args); i += 2 {
-		if i+1 >= len(args) {
-			return Result{}, ErrSyntax
-		}
-		opt, arg := args[i], args[i+1]
-		switch {
-		case eqFold(opt, "count"):
-			c, ok := parseInt(arg)
-			if !ok {
-				return Result{}, ErrNotInteger
-			}
-			if c < 1 {
-				return Result{}, ErrSyntax
-			}
-			count = c
-		case eqFold(opt, "match"):
-			pat = arg
-			if len(pat) == 1 && pat[0] == '*' {
-				pat = nil
-			}
-		default:
-			return Result{}, ErrSyntax
-		}
-	}
+	cursor, count, pat := o.cursor, o.count, o.pattern
 	h, found, err := getTyped(v, key, keyspace.TypeHash)
 	if err != nil {
 		return Result{}, err

@@ -305,40 +305,58 @@ func prefixMayMatch(pat, key []byte) bool {
 // scanDefaultCount is SCAN's COUNT when none is given, as in Redis.
 const scanDefaultCount = 10
 
-func execScan(ctx *Ctx, v View, args [][]byte) (Result, error) {
-	cursor, err := strconv.ParseUint(string(args[1]), 10, 64)
+// scanOptions are a SCAN-family command's cursor and options.
+type scanOptions struct {
+	cursor   uint64
+	count    int64
+	pattern  []byte // nil: every name (no MATCH, or MATCH *)
+	typeName []byte // SCAN ... TYPE only
+}
+
+// parseScan reads a cursor and the options after it ([MATCH pattern]
+// [COUNT count], and [TYPE type] where withType), with Redis's errors:
+// one parser for SCAN and every type's xSCAN.
+func parseScan(cursorArg []byte, opts [][]byte, withType bool) (scanOptions, error) {
+	cursor, err := strconv.ParseUint(string(cursorArg), 10, 64)
 	if err != nil {
-		return Result{}, ErrInvalidCursor
+		return scanOptions{}, ErrInvalidCursor
 	}
-	count := int64(scanDefaultCount)
-	var pat []byte
-	var typeName []byte // SCAN ... TYPE: only keys of that type
-	for i := 2; i < len(args); i += 2 {
-		if i+1 >= len(args) {
-			return Result{}, ErrSyntax
+	o := scanOptions{cursor: cursor, count: scanDefaultCount}
+	for i := 0; i < len(opts); i += 2 {
+		if i+1 >= len(opts) {
+			return scanOptions{}, ErrSyntax
 		}
-		opt, arg := args[i], args[i+1]
+		opt, arg := opts[i], opts[i+1]
 		switch {
 		case eqFold(opt, "count"):
 			n, ok := parseInt(arg)
 			if !ok {
-				return Result{}, ErrNotInteger
+				return scanOptions{}, ErrNotInteger
 			}
 			if n < 1 {
-				return Result{}, ErrSyntax
+				return scanOptions{}, ErrSyntax
 			}
-			count = n
+			o.count = n
 		case eqFold(opt, "match"):
-			pat = arg
-			if len(pat) == 1 && pat[0] == '*' {
-				pat = nil
+			o.pattern = arg
+			if len(arg) == 1 && arg[0] == '*' {
+				o.pattern = nil
 			}
-		case eqFold(opt, "type"):
-			typeName = arg
+		case withType && eqFold(opt, "type"):
+			o.typeName = arg
 		default:
-			return Result{}, ErrSyntax
+			return scanOptions{}, ErrSyntax
 		}
 	}
+	return o, nil
+}
+
+func execScan(ctx *Ctx, v View, args [][]byte) (Result, error) {
+	o, err := parseScan(args[1], args[2:], true)
+	if err != nil {
+		return Result{}, err
+	}
+	cursor, count, pat, typeName := o.cursor, o.count, o.pattern, o.typeName
 	var start []byte
 	if cursor != 0 {
 		if ctx.Cursors == nil {
