@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -88,29 +87,7 @@ type session struct {
 }
 
 func (s *session) run(ctx context.Context, issued interface{ Add(int64) int64 }) {
-	var tick <-chan time.Time
-	if s.cfg.Rate > 0 {
-		// A session runs at a plain client's pace.
-		t := time.NewTicker(time.Duration(float64(s.cfg.Clients) / s.cfg.Rate * float64(time.Second)))
-		defer t.Stop()
-		tick = t.C
-	}
-	for {
-		if tick != nil {
-			select {
-			case <-tick:
-			case <-ctx.Done():
-				return
-			}
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		if s.cfg.MaxOps > 0 && issued.Add(1) > s.cfg.MaxOps {
-			return
-		}
-		s.rec.Add(s.next(ctx))
-	}
+	paced(ctx, s.cfg, issued, func() { s.rec.Add(s.next(ctx)) })
 }
 
 // next chooses and performs one operation: 30% SET of a register, 15%

@@ -162,11 +162,18 @@ type client struct {
 }
 
 func (c *client) run(ctx context.Context, issued *atomic.Int64) {
+	paced(ctx, c.cfg, issued, func() { c.rec.Add(c.next(ctx)) })
+}
+
+// paced calls op at the client's share of cfg.Rate (as fast as it returns
+// when Rate is 0) until ctx ends or cfg.MaxOps operations were issued by
+// all clients together. Every client, plain or session, gets an equal
+// share of the rate; a late tick is dropped by the ticker rather than
+// bunched.
+func paced(ctx context.Context, cfg Config, issued interface{ Add(int64) int64 }, op func()) {
 	var tick <-chan time.Time
-	if c.cfg.Rate > 0 {
-		// Every client gets an equal share of the rate; a late tick is
-		// dropped by the ticker rather than bunched.
-		t := time.NewTicker(time.Duration(float64(c.cfg.Clients) / c.cfg.Rate * float64(time.Second)))
+	if cfg.Rate > 0 {
+		t := time.NewTicker(time.Duration(float64(cfg.Clients) / cfg.Rate * float64(time.Second)))
 		defer t.Stop()
 		tick = t.C
 	}
@@ -181,10 +188,10 @@ func (c *client) run(ctx context.Context, issued *atomic.Int64) {
 		if ctx.Err() != nil {
 			return
 		}
-		if c.cfg.MaxOps > 0 && issued.Add(1) > c.cfg.MaxOps {
+		if cfg.MaxOps > 0 && issued.Add(1) > cfg.MaxOps {
 			return
 		}
-		c.rec.Add(c.next(ctx))
+		op()
 	}
 }
 
