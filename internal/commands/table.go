@@ -113,11 +113,17 @@ func All() []*Spec {
 	return out
 }
 
+// ArityOK is Redis's arity rule, the one copy every endpoint uses: a
+// positive arity is the exact number of arguments n (the name included),
+// a negative one -arity or more.
+func ArityOK(arity, n int) bool {
+	return (arity > 0 && n == arity) || (arity < 0 && n >= -arity)
+}
+
 // Check returns an *ArityError if args (the name included) do not fit
 // spec's arity. Exec functions rely on it having passed.
 func Check(spec *Spec, args [][]byte) error {
-	n := len(args)
-	if (spec.Arity > 0 && n != spec.Arity) || (spec.Arity < 0 && n < -spec.Arity) {
+	if !ArityOK(spec.Arity, len(args)) {
 		return &ArityError{Name: spec.Name}
 	}
 	return nil

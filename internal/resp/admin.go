@@ -21,7 +21,7 @@ type serverCmd struct {
 }
 
 func (sc *serverCmd) arityOK(n int) bool {
-	return (sc.arity > 0 && n == sc.arity) || (sc.arity < 0 && n >= -sc.arity)
+	return commands.ArityOK(sc.arity, n)
 }
 
 // serverCmds is filled once by init and only read afterwards.

@@ -26,7 +26,7 @@ type connCmd struct {
 }
 
 func (cc *connCmd) arityOK(n int) bool {
-	return (cc.arity > 0 && n == cc.arity) || (cc.arity < 0 && n >= -cc.arity)
+	return commands.ArityOK(cc.arity, n)
 }
 
 // connCmds is filled once by init and only read afterwards.

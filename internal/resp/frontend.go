@@ -4,6 +4,8 @@ import (
 	"strings"
 
 	"github.com/tidwall/redcon"
+
+	"github.com/tandemdb/tandem/internal/commands"
 )
 
 // Command is one of a front end's own commands.
@@ -30,7 +32,7 @@ func (t Commands) Serve(c redcon.Conn, sess *Session, args [][]byte) bool {
 	if !ok {
 		return false
 	}
-	if (cmd.Arity > 0 && len(args) != cmd.Arity) || (cmd.Arity < 0 && len(args) < -cmd.Arity) {
+	if !commands.ArityOK(cmd.Arity, len(args)) {
 		c.WriteError(errArity(name))
 		return true
 	}

@@ -1,6 +1,7 @@
 package sentinel
 
 import (
+	"github.com/tandemdb/tandem/internal/commands"
 	"strconv"
 	"strings"
 
@@ -70,7 +71,7 @@ func (s *Server) cmdSentinel(c redcon.Conn, _ *resp.Session, args [][]byte) {
 		c.WriteError(resp.UnknownSubcommandError(args[1], "SENTINEL"))
 		return
 	}
-	if (arity > 0 && len(args) != arity) || (arity < 0 && len(args) < -arity) {
+	if !commands.ArityOK(arity, len(args)) {
 		c.WriteError(resp.ArityError("sentinel|" + sub))
 		return
 	}
