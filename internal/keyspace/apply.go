@@ -27,7 +27,7 @@ func Apply(w Writer, op *logrec.Op) error {
 	case logrec.OpDelete:
 		w.Delete(MetaKey(op.Key))
 	case logrec.OpMeta:
-		if Type(op.Type) != TypeHash {
+		if !Type(op.Type).IsCollection() {
 			return fmt.Errorf("keyspace: meta op of type %d: %w", op.Type, logrec.ErrCorrupt)
 		}
 		w.Set(MetaKey(op.Key), AppendMetaRow(nil, Value{Type: Type(op.Type), ExpireAtMs: op.ExpireAtMs, Version: op.Version, Size: op.Size}))

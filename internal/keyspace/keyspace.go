@@ -49,7 +49,14 @@ type Type uint8
 const (
 	TypeString Type = 1
 	TypeHash   Type = 2
+	TypeSet    Type = 3
+	TypeZSet   Type = 4
+	TypeList   Type = 5
 )
+
+// IsCollection reports whether t is a known collection type: one with a
+// typed metadata row and sub-key rows.
+func (t Type) IsCollection() bool { return t >= TypeHash && t <= TypeList }
 
 // String is the name TYPE answers.
 func (t Type) String() string {
@@ -58,6 +65,12 @@ func (t Type) String() string {
 		return "string"
 	case TypeHash:
 		return "hash"
+	case TypeSet:
+		return "set"
+	case TypeZSet:
+		return "zset"
+	case TypeList:
+		return "list"
 	}
 	return fmt.Sprintf("Type(%d)", uint8(t))
 }

@@ -126,7 +126,7 @@ func DecodeMetaRow(row []byte) (Value, error) {
 		return Value{Type: TypeString, ExpireAtMs: int64(binary.BigEndian.Uint64(row)), Data: row[8:]}, nil
 	}
 	t := Type(row[0] &^ typedFlag)
-	if t != TypeHash || len(row) != typedLen {
+	if !t.IsCollection() || len(row) != typedLen {
 		return Value{}, fmt.Errorf("%w: metadata row of type %d, %d bytes", ErrCorrupt, t, len(row))
 	}
 	return Value{
