@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tandemdb/tandem/internal/coord"
+	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/orchestrator/orchapi"
 	"github.com/tandemdb/tandem/internal/replication"
 )
@@ -49,10 +50,11 @@ type agent struct {
 	topo  coord.Topology // the last topology seen
 	peers []string       // the other members' ids, for the failsafe lease
 
-	peersRead time.Time   // renew's etcd reads only (one at a time)
-	failsafe  atomic.Bool // the lease is held by follower echoes, not etcd
-	degraded  atomic.Bool // sync-fallback has degraded the leader to async
-	syncShort atomic.Bool // fewer sync-set members are there than sync-min
+	peersRead   time.Time   // renew's etcd reads only (one at a time)
+	peersLeader *leading    // whose format gate the last refresh fed
+	failsafe    atomic.Bool // the lease is held by follower echoes, not etcd
+	degraded    atomic.Bool // sync-fallback has degraded the leader to async
+	syncShort   atomic.Bool // fewer sync-set members are there than sync-min
 }
 
 func (n *Node) startAgent() error {
@@ -93,7 +95,7 @@ func (a *agent) run(ctx context.Context) {
 	n := a.n
 	respAddr, peerAddr, httpAddr := n.Addrs()
 	m := coord.Member{ID: n.cfg.ID, RESPAddr: respAddr, PeerAddr: peerAddr, HTTPAddr: httpAddr,
-		Zone: n.cfg.Zone, Priority: n.cfg.Priority, PID: os.Getpid()}
+		Zone: n.cfg.Zone, Priority: n.cfg.Priority, PID: os.Getpid(), LogFormat: logrec.MaxFormat}
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		err := a.store.PutMember(cctx, m)
@@ -294,8 +296,11 @@ func (a *agent) renew(ctx context.Context) {
 			cctx, cancel := context.WithTimeout(ctx, a.fence)
 			top, have, err := a.store.Topology(cctx)
 			cancel()
-			if err == nil && time.Since(a.peersRead) > time.Second {
-				a.refreshPeers(ctx)
+			if err == nil && (time.Since(a.peersRead) > time.Second || a.peersLeader != r) {
+				// Before the confirmation extends the lease: a new
+				// leader's format gate knows every registered member
+				// before its first write.
+				a.refreshPeers(ctx, r)
 			}
 			done <- confirmation{r: r, asked: asked, top: top, have: have, err: err}
 		}(asked)
@@ -320,7 +325,7 @@ func (a *agent) peerIDs() []string {
 	return a.peers
 }
 
-func (a *agent) refreshPeers(ctx context.Context) {
+func (a *agent) refreshPeers(ctx context.Context, r *leading) {
 	cctx, cancel := context.WithTimeout(ctx, a.fence)
 	ms, err := a.store.Members(cctx)
 	cancel()
@@ -331,12 +336,13 @@ func (a *agent) refreshPeers(ctx context.Context) {
 	for _, m := range ms {
 		if m.ID != a.n.cfg.ID {
 			ids = append(ids, m.ID)
+			r.l.MemberFormat(m.ID, m.LogFormat)
 		}
 	}
 	a.mu.Lock()
 	a.peers = ids
 	a.mu.Unlock()
-	a.peersRead = time.Now()
+	a.peersRead, a.peersLeader = time.Now(), r
 }
 
 // topology is the last topology the agent saw (zero without one).
