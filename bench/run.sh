@@ -15,6 +15,9 @@
 #   LOAD_STREAMS  concurrent redis-cli --pipe loaders          [50]
 #   LARGE_SIZES   value sizes for the large-value test (bytes, "" = skip)
 #                 ["1024 1048576 16777216 67108864"]
+#   TESTS      redis-benchmark -t tests, or "suite" (set get incr lpush
+#              rpush lpop rpop sadd hset spop zadd zpopmin lrange_100
+#              lrange_300 mset: run in this order, pushes before pops)  ["set get"]
 #   R_REPLICAS Redis replicas beside the primary               [2]
 #   PROFILE    auto (when tandem SET is slower) | always | never   [auto]
 #   BASE_PORT  tandem RESP port of node 1 (auto: a free range) []
@@ -30,6 +33,9 @@ PIPELINES=${PIPELINES:-"1 16"}
 LOAD_KEYS=${LOAD_KEYS:-1000000}
 LOAD_STREAMS=${LOAD_STREAMS:-50}
 LARGE_SIZES=${LARGE_SIZES-"1024 1048576 16777216 67108864"}
+# redis-benchmark tests; "suite" is issue 17's list of every type's commands.
+TESTS=${TESTS:-"set get"}
+[ "$TESTS" != suite ] || TESTS="set get incr lpush rpush lpop rpop sadd hset spop zadd zpopmin lrange_100 lrange_300 mset"
 # Redis replicas beside the primary: 2 makes three copies, as tandem's.
 R_REPLICAS=${R_REPLICAS:-2}
 PROFILE=${PROFILE:-auto}
@@ -221,7 +227,8 @@ bench() {
   local port=$1 test=$2 pipe=$3 out line
   out=$(timeout "$BENCH_TIMEOUT" redis-benchmark -h 127.0.0.1 -p "$port" -t "$test" -c "$CLIENTS" -n "$N" \
     -d "$DATA_SIZE" -r "$KEYSPACE" -P "$pipe" --csv 2>"$WORK/bench.err") || true
-  line=$(grep -i "^\"$test\"," <<<"$out" | head -1 | tr -d '"' || true)
+  # CSV names: "SET", "LRANGE_100 (first 100 elements)", "MSET (10 keys)".
+  line=$(grep -i "^\"$test[\" ]" <<<"$out" | head -1 | tr -d '"' || true)
   if [ -z "$line" ]; then
     say "redis-benchmark -p $port -t $test -P $pipe failed:" >&2
     head -5 "$WORK/bench.err" >&2
@@ -437,7 +444,7 @@ say "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (anything else runn
 say "data dir: $WORK on $(df -T "$WORK" | awk 'NR==2{print $2}')$(df -T "$WORK" | awk 'NR==2 && $2=="tmpfs"{print " (WARNING: tmpfs, fsync costs nothing)"}')"
 say "$(redis-server --version | cut -d' ' -f1-3), $(go version | cut -d' ' -f3)"
 say "tandem: $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$REPO" && git diff --quiet HEAD 2>/dev/null || echo ' (+ uncommitted changes)')"
-say "workload: redis-benchmark -t set,get -c $CLIENTS -n $N -d $DATA_SIZE -r $KEYSPACE, -P in {${PIPELINES// /,}}"
+say "workload: redis-benchmark -t ${TESTS// /,} -c $CLIENTS -n $N -d $DATA_SIZE -r $KEYSPACE, -P in {${PIPELINES// /,}}"
 
 say "building tandem..."
 (cd "$REPO" && go build -o "$TANDEM" ./cmd/tandem) || die "go build ./cmd/tandem failed"
@@ -450,7 +457,7 @@ say "redis:  primary 127.0.0.1:$R_PORT, $R_REPLICAS replicas from :$R_REPL_PORT 
 # ----------------------------------------------------------- 3. benchmarks
 declare -A RES CPU
 for pipe in $PIPELINES; do
-  for test in set get; do
+  for test in $TESTS; do
     label="$(tr a-z A-Z <<<"$test")$([ "$pipe" = 1 ] || echo " -P $pipe")"
     hdr "$label"
     if [ "$test" = set ]; then start_sampler "$WORK/lag-P$pipe.jsonl"; fi
@@ -474,7 +481,7 @@ TABLE=$(
   printf '%-10s %12s %12s %7s | %8s %8s | %8s %8s %7s\n' test "tandem ops/s" "redis ops/s" ratio "t p50" "r p50" "t p99" "r p99" "p99 t/r"
   printf '%s\n' "-----------------------------------------------------------------------------------------"
   for pipe in $PIPELINES; do
-    for test in set get; do
+    for test in $TESTS; do
       label="$(tr a-z A-Z <<<"$test")$([ "$pipe" = 1 ] || echo " -P $pipe")"
       read -r trps _ tp50 _ tp99 _ <<<"${RES[tandem,$test,$pipe]}"
       read -r rrps _ rp50 _ rp99 _ <<<"${RES[redis,$test,$pipe]}"
@@ -485,7 +492,19 @@ TABLE=$(
   done
 )
 say "$TABLE"
-say "target: SET ops/s ratio >= 1.00 and SET p99 ratio <= 2.00"
+say "target: SET ops/s ratio >= 1.00 and SET p99 ratio <= 2.00; each collection command at least SET's ratio; LRANGE_100 >= 0.50"
+for pipe in $PIPELINES; do
+  read -r trps _ <<<"${RES[tandem,set,$pipe]:-0}"
+  read -r rrps _ <<<"${RES[redis,set,$pipe]:-0}"
+  for test in $TESTS; do
+    case $test in set | get | incr | mset) continue ;; esac
+    read -r a _ <<<"${RES[tandem,$test,$pipe]}"
+    read -r b _ <<<"${RES[redis,$test,$pipe]}"
+    awk -v t="$test" -v p="$pipe" -v a="$a" -v b="$b" -v sa="$trps" -v sb="$rrps" 'BEGIN{
+      r = (b > 0) ? a / b : 0; floor = (sb > 0) ? sa / sb : 0; if (t == "lrange_100" && floor < 0.5) floor = 0.5
+      printf "  %-10s -P %-3s %.2fx, needs %.2fx: %s\n", toupper(t), p, r, floor, (r >= floor && r > 0) ? "MET" : "MISSED" }'
+  done
+done
 for pipe in $PIPELINES; do
   read -r trps _ _ _ tp99 _ <<<"${RES[tandem,set,$pipe]}"
   read -r rrps _ _ _ rp99 _ <<<"${RES[redis,set,$pipe]}"
@@ -573,7 +592,7 @@ fi
 hdr "summary"
 say "$TABLE"
 for pipe in $PIPELINES; do
-  for test in set get; do
+  for test in $TESTS; do
     say "$(printf '%-10s' "$(tr a-z A-Z <<<"$test")$([ "$pipe" = 1 ] || echo " -P $pipe")") server CPU us/op: tandem ${CPU[tandem,$test,$pipe]} (leader / followers); redis ${CPU[redis,$test,$pipe]} (primary / replicas)"
   done
 done
