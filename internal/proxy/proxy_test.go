@@ -518,4 +518,10 @@ func TestZoneRouting(t *testing.T) {
 	if got := crossZone(); fa.count("get") != 4 || got != "9" {
 		t.Errorf("no follower in b: zone a's follower served %d of 4, reads_cross_zone = %s; want 4 and 9", fa.count("get"), got)
 	}
+	// /status (tandem status) says the same.
+	rec := httptest.NewRecorder()
+	p.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/status", nil))
+	if want := `"zone":"b","policy":"any","leader":"n1","reads":53,"reads_cross_zone":9`; !strings.Contains(rec.Body.String(), want) {
+		t.Errorf("/status = %s, want it to contain %s", rec.Body.String(), want)
+	}
 }

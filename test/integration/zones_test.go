@@ -278,6 +278,10 @@ func TestZones(t *testing.T) {
 	if got := delta(mid, after, "reads_cross_zone"); got != reads {
 		t.Errorf("under leader, %d reads were counted cross-zone; want %d", got, reads)
 	}
+	// The proxy's /status (what tandem status shows) counts them too.
+	if ps, err := cluster.FetchProxyStatus(ctx, at(z.bIP, 13)); err != nil || ps.Zone != "b" || ps.ReadsCrossZone != uint64(infoInt(after, "reads_cross_zone")) {
+		t.Errorf("proxy /status = %+v, %v; want zone b and %s cross-zone reads", ps, err, after["reads_cross_zone"])
+	}
 	delayNote := fmt.Sprintf("netem %v each way", oneWay)
 	if !z.netem {
 		delayNote = "NO netem in this kernel: no delay between zones"
