@@ -218,7 +218,10 @@ func crossDevice(t *testing.T, bug string) *xdRun {
 	before := proxyInfo(t, bc)
 	t.Logf("steady: %d reads through proxy B, by node: n1 %s, n2 %s, n3 %s, n4 %s; sent elsewhere by a node: %s",
 		r.reads.Load(), before["reads_node_n1"], before["reads_node_n2"], before["reads_node_n3"], before["reads_node_n4"], before["reads_sent_elsewhere"])
-	if served := int64(infoInt(before, "reads_node_n2") + infoInt(before, "reads_node_n4")); served*2 < r.reads.Load() {
+	// Followers serve nearly all (the leader only reads a follower could
+	// not serve within its --read-wait); a quarter leaves room for a
+	// loaded machine.
+	if served := int64(infoInt(before, "reads_node_n2") + infoInt(before, "reads_node_n4")); served*4 < r.reads.Load() {
 		t.Errorf("the followers served %d of %d reads: the test must read followers", served, r.reads.Load())
 	}
 
