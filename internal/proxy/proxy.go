@@ -461,7 +461,8 @@ func (p *Proxy) tryRead(sess *resp.Session, o *op) {
 
 // pickRead is where a read goes next under pol, not to a node in tried:
 // a follower the policy allows (least loaded, the proxy's zone first;
-// under monotonic the session's sticky follower first), else the leader,
+// under monotonic the session's sticky follower first, chosen among the
+// followers in the proxy's zone when it has any), else the leader,
 // with why a read the policy would let a follower serve reached it.
 func (p *Proxy) pickRead(s *session, pol Policy, leader *node, followers []*node, tried []*node, sid uint64) (*node, string) {
 	why := ""
@@ -472,6 +473,7 @@ func (p *Proxy) pickRead(s *session, pol Policy, leader *node, followers []*node
 			bestOther bool
 			eligible  int // healthy followers that may serve pol
 			lacking   int
+			inZone    bool // one of them, not tried yet, is in the proxy's zone
 		)
 		// Ties go to the first found from a rotating start, so that reads
 		// spread over equally loaded followers.
@@ -492,26 +494,28 @@ func (p *Proxy) pickRead(s *session, pol Policy, leader *node, followers []*node
 				continue
 			}
 			load, other := n.inflight.Load(), n.zone != p.cfg.Zone
+			inZone = inZone || !other
 			if best == nil || (!other && bestOther) || (other == bestOther && load < bestLoad) {
 				best, bestLoad, bestOther = n, load, other
 			}
 		}
 		if pol.Kind == resp.PolicyMonotonic && len(tried) == 0 && eligible > 1 {
 			// Sticky: one follower per user (or session) while it is
-			// healthy; the node refuses it if it is behind the session.
+			// healthy, among those in the proxy's zone if any is; the
+			// node refuses it if it is behind the session.
 			key := sid
 			if s.user != "" {
 				key = hash(s.user)
 			}
-			j := key % uint64(eligible)
+			sticky := func(n *node) bool { return n.healthy() && n.positions.Load() == 1 && (!inZone || n.zone == p.cfg.Zone) }
+			var pool []*node
 			for _, n := range followers {
-				if n.healthy() && n.positions.Load() == 1 {
-					if j == 0 {
-						best = n
-						break
-					}
-					j--
+				if sticky(n) {
+					pool = append(pool, n)
 				}
+			}
+			if len(pool) > 0 {
+				best = pool[key%uint64(len(pool))]
 			}
 		}
 		if best != nil {

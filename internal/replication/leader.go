@@ -105,6 +105,12 @@ type Buggify struct {
 	// checker must catch. Linearizable reads still wait for the leader's
 	// commit position, and a user's floor is still honoured.
 	FollowerIgnoreToken bool
+	// LeaderForgetsUserFloor makes a new leader start its per-user
+	// positions (package node) from nothing instead of its start position:
+	// a user whose last write an earlier leader acknowledged gets no floor,
+	// so a lagging follower serves that user's read stale after a
+	// failover. The cross-device test must catch it.
+	LeaderForgetsUserFloor bool
 }
 
 // FollowerProgress is what the leader knows about one follower.
