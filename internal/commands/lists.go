@@ -336,12 +336,13 @@ func execLSet(_ *Ctx, v View, args [][]byte) (Result, error) {
 	return t.result(OK)
 }
 
-// rewrite records the rows that turn l's elements into vals, which replace
-// the old positions [from, to): the elements before from and from to on
-// keep their places relative to the end chosen. atHead true moves the
-// elements before `from` (the head end, which shifts by len(vals)-(to-from)),
-// false the ones from `to` on (the tail end). before and after are those
-// elements' values, read by the caller.
+// rewrite records the rows that replace the elements at positions
+// [from, to) with vals (len(vals) - (to-from) = delta elements more), by
+// moving the elements on one side by delta: atHead true moves the ones
+// before from (the head moves by -delta), false the ones from to on (the
+// tail moves by delta). moved is the values of the side that moves, in
+// order, read by the caller; the other side keeps its rows. It costs
+// len(moved)+len(vals) puts, plus a delete per freed row when it shrinks.
 func (l *list) rewrite(t *txn, atHead bool, from, to int64, vals, moved [][]byte) {
 	delta := int64(len(vals)) - (to - from)
 	oldSize := l.size()

@@ -6,8 +6,9 @@
 //
 // # Layout (after Apache Kvrocks)
 //
-// Every key has one metadata row; a collection (a hash today; sets, sorted
-// sets and lists later) has one more row per field, member or element:
+// Every key has one metadata row; a collection (hashes and lists today;
+// sets and sorted sets to come) has one more row per field, member or
+// element:
 //
 //	'd' key                              -> metadata row (see below)
 //	's' keyLen(4, BE) key version(8, BE) sub -> the sub-key's value
