@@ -31,11 +31,3 @@ func DecodeListHead(row []byte) (uint64, error) {
 	}
 	return binary.BigEndian.Uint64(row), nil
 }
-
-// DecodeListIndex parses an element row's sub-key.
-func DecodeListIndex(sub []byte) (uint64, error) {
-	if len(sub) != 8 {
-		return 0, fmt.Errorf("%w: list element sub-key of %d bytes", ErrCorrupt, len(sub))
-	}
-	return binary.BigEndian.Uint64(sub), nil
-}
