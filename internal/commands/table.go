@@ -31,6 +31,10 @@ var table = []*Spec{
 	{Name: "hkeys", Arity: 2, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHKeys},
 	{Name: "hvals", Arity: 2, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHVals},
 	{Name: "hrandfield", Arity: -2, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHRandField},
+	{Name: "llen", Arity: 2, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execLLen},
+	{Name: "lrange", Arity: 4, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execLRange},
+	{Name: "lindex", Arity: 3, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execLIndex},
+	{Name: "lpos", Arity: -3, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execLPos},
 	{Name: "hscan", Arity: -3, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHScan},
 
 	// Writes.
@@ -65,6 +69,20 @@ var table = []*Spec{
 	{Name: "hdel", Arity: -3, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHDel},
 	{Name: "hincrby", Arity: 4, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHIncrBy},
 	{Name: "hincrbyfloat", Arity: 4, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHIncrByFloat},
+	{Name: "lpush", Arity: -3, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execLPush},
+	{Name: "rpush", Arity: -3, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execRPush},
+	{Name: "lpushx", Arity: -3, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execLPushX},
+	{Name: "rpushx", Arity: -3, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execRPushX},
+	{Name: "lpop", Arity: -2, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execLPop},
+	{Name: "rpop", Arity: -2, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execRPop},
+	{Name: "lset", Arity: 4, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execLSet},
+	{Name: "linsert", Arity: 5, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execLInsert},
+	{Name: "lrem", Arity: 4, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execLRem},
+	{Name: "ltrim", Arity: 4, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execLTrim},
+	{Name: "lmove", Arity: 5, Flags: FlagWrite, FirstKey: 1, LastKey: 2, KeyStep: 1, Exec: execLMove},
+	{Name: "rpoplpush", Arity: 3, Flags: FlagWrite, FirstKey: 1, LastKey: 2, KeyStep: 1, Exec: execRPopLPush},
+	// LMPOP's keys follow numkeys (movable): Redis reports no key range.
+	{Name: "lmpop", Arity: -4, Flags: FlagWrite, Exec: execLMPop},
 	{Name: "flushdb", Arity: -1, Flags: FlagWrite, Exec: execFlush},
 	{Name: "flushall", Arity: -1, Flags: FlagWrite, Exec: execFlush},
 }

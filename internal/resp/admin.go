@@ -175,7 +175,11 @@ type configParam struct{ name, value string }
 
 func (n *node) configParams() []configParam {
 	entries, value := commands.HashEncodingLimits()
+	listSize, listDepth := commands.ListConfig()
 	return []configParam{
+		{"list-max-listpack-size", strconv.FormatInt(listSize, 10)},
+		{"list-max-ziplist-size", strconv.FormatInt(listSize, 10)},
+		{"list-compress-depth", strconv.FormatInt(listDepth, 10)},
 		{"hash-max-listpack-entries", strconv.FormatInt(entries, 10)},
 		{"hash-max-listpack-value", strconv.FormatInt(value, 10)},
 		{"hash-max-ziplist-entries", strconv.FormatInt(entries, 10)},
@@ -212,19 +216,44 @@ func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 			c.WriteError(errArity("config|set"))
 			return
 		}
-		// The hash encoding thresholds are the only settable parameters:
-		// they change what OBJECT ENCODING reports (commands.SetHashEncodingLimits).
+		// The encoding parameters are the only settable ones: the hash
+		// thresholds change what OBJECT ENCODING reports
+		// (commands.SetHashEncodingLimits); the list ones are kept for
+		// CONFIG GET (commands.SetListConfig).
 		entries, value := commands.HashEncodingLimits()
+		listSize, listDepth := commands.ListConfig()
 		for i := 2; i < len(args); i += 2 {
 			v, err := strconv.ParseInt(string(args[i+1]), 10, 64)
-			switch name := strings.ToLower(string(args[i])); {
+			name := strings.ToLower(string(args[i]))
+			if name == "save" && len(args[i+1]) == 0 {
+				// No RDB snapshots: what tandem does anyway (Redis's
+				// tests set it through their servers' overrides).
+				continue
+			}
+			if name == "list-max-listpack-size" || name == "list-max-ziplist-size" {
+				// Redis's range for it is an int's, negatives included.
+				if err != nil || v < math.MinInt32 || v > math.MaxInt32 {
+					c.WriteError(errConfigSetInteger(name))
+					return
+				}
+				listSize = v
+				continue
+			}
+			switch {
 			case name != "hash-max-listpack-entries" && name != "hash-max-ziplist-entries" &&
-				name != "hash-max-listpack-value" && name != "hash-max-ziplist-value":
+				name != "hash-max-listpack-value" && name != "hash-max-ziplist-value" &&
+				name != "list-compress-depth":
 				c.WriteError(errConfigSet(args[i]))
 				return
 			case err != nil || v < 0:
 				c.WriteError(errConfigSetInteger(name))
 				return
+			case name == "list-compress-depth":
+				if v > math.MaxInt32 {
+					c.WriteError(errConfigSetInteger(name))
+					return
+				}
+				listDepth = v
 			case strings.HasSuffix(name, "entries"):
 				entries = v
 			default:
@@ -232,6 +261,7 @@ func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 			}
 		}
 		commands.SetHashEncodingLimits(entries, value)
+		commands.SetListConfig(listSize, listDepth)
 		c.WriteString("OK")
 	case "resetstat":
 		c.WriteString("OK")
