@@ -318,67 +318,118 @@ func execCopy(_ *Ctx, v View, args [][]byte) (Result, error) {
 	return t.result(Int(1))
 }
 
-// execRandomKey is RANDOMKEY. It reads a few dozen keys, never every key:
-// it finds the first key F and the last key L (a search byte by byte, 8
-// seeks a byte past F's prefix), draws a point uniformly between them —
-// the 8 bytes after their common prefix taken as a number — and answers
-// the first live key at or after it.
+// randomKeyWalk is how many keys past its pick RANDOMKEY may step (see
+// execRandomKey).
+const randomKeyWalk = 16
+
+// randomKeyMaxDepth bounds RANDOMKEY's descent: past it (keys sharing a
+// prefix this long) the subtree's first key is taken.
+const randomKeyMaxDepth = 1024
+
+// execRandomKey is RANDOMKEY. It never reads every key: it walks down the
+// trie of the live keys' bytes from the root, at each level finding the
+// bytes that follow the prefix so far (one seek per distinct byte, so at
+// most 257 seeks a level, and one level per byte of the chosen key's
+// prefix until its subtree holds one key), choosing one uniformly (a key
+// equal to the prefix itself is one more choice), and then steps a random
+// 0 to 15 keys further on, wrapping from the last key to the first.
 //
 // # Fairness
 //
-// A key's chance is the width of the gap before it in that number space,
-// so it is uniform when keys are spread evenly over it (random ids,
-// hashes, fixed-width counters) and favours a key after a wide empty
-// stretch: with keys "a", "b" and "z", "z" comes back about 24 times in
-// 25. The first key has no gap before it: when the view knows its key
-// count n (storage's does, KeyCounter) the range is extended past L by
-// the mean gap (L-F)/n, which wraps to F, so F's chance is about 1/n; on
-// any other view F comes back only when it is the only key. Expired keys
-// are never answered. Redis's own RANDOMKEY is near-uniform; a workload
-// that needs a fair sample should use SCAN.
+// A key's chance is the product of 1/(choices) along its path, spread over
+// the 16 keys after it by the final steps. It is uniform when the trie is
+// balanced and not otherwise; TestRandomKeyFair computes the exact odds
+// (as multiples of 1/n): 300 fixed-width counters exactly 1; 300 random
+// hex ids from 0.63 to 1.41; the counters 1 to 300, whose short keys
+// compete with whole subtrees ("1" against "10".."19" and "100".."199"),
+// from 0.28 to 3.0. Families of very different sizes are the worst case:
+// with "cache:*" holding 10 keys and "user:*" a million, each family gets
+// about half the draws. Expired keys are never answered. Redis's own
+// RANDOMKEY is near-uniform; a workload that needs a fair sample should
+// use SCAN.
 func execRandomKey(_ *Ctx, v View, _ [][]byte) (Result, error) {
+	return randomKey(v, rand.IntN)
+}
+
+// randomKey is RANDOMKEY with its source of randomness, uniform in [0, n).
+func randomKey(v View, uniform func(n int) int) (Result, error) {
 	first, ok, err := firstKeyFrom(v, nil, nil)
 	if err != nil || !ok {
 		return Result{Reply: Null}, err
 	}
-	last, err := lastKeyPrefix(v, first)
+	pick, err := trieWalk(v, first, uniform)
 	if err != nil {
 		return Result{}, err
 	}
-	cp := commonPrefixLen(first, last)
-	if cp == len(first) && cp == len(last) {
-		return Result{Reply: Bulk(first)}, nil // the only key
-	}
-	lo, hi := keyNumber(first[cp:]), keyNumber(last[cp:])
-	top := hi
-	if kc, ok := v.(KeyCounter); ok {
-		if n := kc.KeyCount(); n > 0 {
-			gap := (hi - lo) / uint64(n)
-			if top+gap >= top {
-				top += gap
+	steps := uniform(randomKeyWalk)
+	var key []byte
+	// Each pass from the start visits the first key at least, so the walk
+	// ends within randomKeyWalk passes.
+	for start := pick; key == nil; start = nil {
+		err := v.Scan(start, func(k []byte, _ Value) bool {
+			if steps == 0 {
+				key = clone(k)
+				return false
 			}
+			steps--
+			return true
+		})
+		if err != nil {
+			return Result{}, err
 		}
 	}
-	var r uint64
-	if span := top - lo; span == math.MaxUint64 {
-		r = rand.Uint64()
-	} else {
-		r = lo + rand.Uint64N(span+1)
-	}
-	if r > hi {
-		return Result{Reply: Bulk(first)}, nil
-	}
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], r)
-	seek := append(append([]byte(nil), first[:cp]...), bytes.TrimRight(b[:], "\x00")...)
-	key, ok, err := firstKeyFrom(v, seek, nil)
-	if err != nil {
-		return Result{}, err
-	}
-	if !ok {
-		key = first
-	}
 	return Result{Reply: Bulk(key)}, nil
+}
+
+// trieWalk descends from the root (whose first key is first) choosing a
+// branch uniformly at each level, and returns the key it ends on.
+func trieWalk(v View, first []byte, uniform func(n int) int) ([]byte, error) {
+	p := []byte{}
+	subFirst := first // the first key with prefix p
+	for range randomKeyMaxDepth {
+		// The choices: p itself when it is a key, then each byte that
+		// follows p in some key, with the first key of that branch and
+		// whether the branch holds more than one key.
+		type branch struct {
+			first []byte
+			more  bool
+		}
+		var choices []branch
+		if len(subFirst) == len(p) {
+			choices = append(choices, branch{first: subFirst})
+		}
+		seek := append(p[:len(p):len(p)], 0)
+		for {
+			var keys [][]byte
+			err := v.Scan(seek, func(k []byte, _ Value) bool {
+				if !bytes.HasPrefix(k, p) {
+					return false
+				}
+				keys = append(keys, clone(k))
+				return len(keys) < 2
+			})
+			if err != nil {
+				return nil, err
+			}
+			if len(keys) == 0 {
+				break
+			}
+			b := keys[0][len(p)]
+			more := len(keys) == 2 && len(keys[1]) > len(p) && keys[1][len(p)] == b
+			choices = append(choices, branch{first: keys[0], more: more})
+			if b == 0xff {
+				break
+			}
+			seek[len(p)] = b + 1
+		}
+		c := choices[uniform(len(choices))]
+		if len(c.first) == len(p) || !c.more {
+			return c.first, nil
+		}
+		p = c.first[:len(p)+1]
+		subFirst = c.first
+	}
+	return subFirst, nil
 }
 
 // firstKeyFrom is the first live key >= start that starts with prefix.
@@ -392,73 +443,4 @@ func firstKeyFrom(v View, start, prefix []byte) ([]byte, bool, error) {
 		return false
 	})
 	return out, found, err
-}
-
-// lastKeyPrefix returns a prefix of the greatest live key, 8 bytes longer
-// than its common prefix with first (or the whole key): enough for
-// RANDOMKEY's interpolation. Each byte is a binary search over the seek
-// "is there a key with this prefix at or after prefix+c"; a byte still in
-// first's prefix is tried first with one seek.
-func lastKeyPrefix(v View, first []byte) ([]byte, error) {
-	p := []byte{}
-	probe := func(c byte) (bool, error) {
-		_, ok, err := firstKeyFrom(v, append(p[:len(p):len(p)], c), p)
-		return ok, err
-	}
-	for len(p) < commonPrefixLen(first, p)+8 {
-		// The greatest c such that a key >= p+c starts with p; none
-		// means the last key is p itself.
-		if len(p) < len(first) && commonPrefixLen(first, p) == len(p) {
-			f := first[len(p)]
-			beyond := false
-			if f < 0xff {
-				var err error
-				if beyond, err = probe(f + 1); err != nil {
-					return nil, err
-				}
-			}
-			if !beyond {
-				p = append(p, f)
-				continue
-			}
-		}
-		ok, err := probe(0)
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			return p, nil
-		}
-		lo, hi := 0, 255 // probe(lo) holds
-		for lo < hi {
-			mid := (lo + hi + 1) / 2
-			ok, err := probe(byte(mid))
-			if err != nil {
-				return nil, err
-			}
-			if ok {
-				lo = mid
-			} else {
-				hi = mid - 1
-			}
-		}
-		p = append(p, byte(lo))
-	}
-	return p, nil
-}
-
-// commonPrefixLen is the length of the longest common prefix of a and b.
-func commonPrefixLen(a, b []byte) int {
-	n := 0
-	for n < len(a) && n < len(b) && a[n] == b[n] {
-		n++
-	}
-	return n
-}
-
-// keyNumber is the first 8 bytes of b (zero-padded) as a big-endian number.
-func keyNumber(b []byte) uint64 {
-	var buf [8]byte
-	copy(buf[:], b)
-	return binary.BigEndian.Uint64(buf[:])
 }
