@@ -273,7 +273,9 @@ func execRestore(ctx *Ctx, v View, args [][]byte) (Result, error) {
 
 // execCopy is COPY source destination [DB destination-db] [REPLACE].
 // tandem has database 0 only. The copy keeps the source's TTL; a
-// collection's rows are copied under a new version (copyValue).
+// collection's rows are copied under a new version (copyValue), all in
+// the command's one entry, so a source whose rows pass MaxDumpBytes is
+// refused before any is read into memory past that bound.
 func execCopy(_ *Ctx, v View, args [][]byte) (Result, error) {
 	replace := false
 	for j := 3; j < len(args); j++ {
@@ -311,6 +313,12 @@ func execCopy(_ *Ctx, v View, args [][]byte) (Result, error) {
 			return Result{Reply: Int(0)}, nil
 		}
 		t.del(dst, old)
+	}
+	if over, err := rowsOver(v, src, val, MaxDumpBytes); err != nil || over {
+		if err == nil {
+			err = newError(fmt.Sprintf("COPY of key '%s' would log more than %d bytes", src, MaxDumpBytes))
+		}
+		return Result{}, err
 	}
 	if err := copyValue(&t, src, dst, val); err != nil {
 		return Result{}, err
@@ -443,4 +451,18 @@ func firstKeyFrom(v View, start, prefix []byte) ([]byte, bool, error) {
 		return false
 	})
 	return out, found, err
+}
+
+// rowsOver reports whether key's value (its metadata val) holds more than
+// limit bytes of keys and values, reading no further than that.
+func rowsOver(v View, key []byte, val Value, limit int) (bool, error) {
+	if val.IsString() {
+		return len(val.Data) > limit, nil
+	}
+	n := 0
+	err := v.SubScan(key, val.Version, nil, func(sub, row []byte) bool {
+		n += len(sub) + len(row)
+		return n <= limit
+	})
+	return n > limit, err
 }

@@ -243,8 +243,8 @@ func TestRestoreRefusesDamage(t *testing.T) {
 	}
 }
 
-// TestDumpBound lowers MaxDumpBytes: a DUMP past it is refused with an
-// error naming the bound, a DUMP under it still works.
+// TestDumpBound lowers MaxDumpBytes: a DUMP or COPY past it is refused
+// with an error naming the bound, one under it still works.
 func TestDumpBound(t *testing.T) {
 	defer func(n int) { MaxDumpBytes = n }(MaxDumpBytes)
 	MaxDumpBytes = 1000
@@ -254,7 +254,7 @@ func TestDumpBound(t *testing.T) {
 		args = append(args, fmt.Sprintf("field-%03d", i), "some value")
 	}
 	do(t, v, args...)
-	v.set("long", strings.Repeat("x", 1000), 0)
+	v.set("long", strings.Repeat("x", 1001), 0)
 	v.set("short", strings.Repeat("x", 900), 0)
 	for _, key := range []string{"big", "long"} {
 		want := ErrorReply(fmt.Sprintf("ERR DUMP payload of key '%s' would exceed 1000 bytes", key))
@@ -264,6 +264,15 @@ func TestDumpBound(t *testing.T) {
 	}
 	if p := dumpOf(t, v, "short"); len(p) > 1000 {
 		t.Errorf("DUMP short is %d bytes", len(p))
+	}
+	for _, key := range []string{"big", "long"} {
+		want := ErrorReply(fmt.Sprintf("ERR COPY of key '%s' would log more than 1000 bytes", key))
+		if got := do(t, v, "COPY", key, "dst"); got != want {
+			t.Errorf("COPY %s = %v, want %v", key, got, want)
+		}
+	}
+	if got := do(t, v, "COPY", "short", "dst"); got != Int(1) {
+		t.Errorf("COPY short = %v", got)
 	}
 	if got := do(t, v, "DUMP", "nokey"); !reflect.DeepEqual(got, Null) {
 		t.Errorf("DUMP nokey = %v", got)
