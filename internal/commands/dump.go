@@ -100,6 +100,12 @@ func dumpPayload(v View, key []byte, val Value) ([]byte, error) {
 	return binary.LittleEndian.AppendUint32(out, frame.Checksum(out)), nil
 }
 
+// uvarintLen is the length of n's shortest uvarint encoding.
+func uvarintLen(n uint64) int {
+	var buf [binary.MaxVarintLen64]byte
+	return binary.PutUvarint(buf[:], n)
+}
+
 // dumpRow is one sub-key row of a payload.
 type dumpRow struct{ sub, val []byte }
 
@@ -127,7 +133,9 @@ func parsePayload(body []byte) (Value, []dumpRow, error) {
 	body = body[1:]
 	chunk := func() ([]byte, error) {
 		n, k := binary.Uvarint(body)
-		if k <= 0 || n > uint64(len(body)-k) {
+		// Only the shortest encoding of a length: a payload has one
+		// encoding, the one DUMP writes.
+		if k <= 0 || k != uvarintLen(n) || n > uint64(len(body)-k) {
 			return nil, errNotDump
 		}
 		b := body[k : k+int(n)]
