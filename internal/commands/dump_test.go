@@ -60,7 +60,8 @@ func dumpOf(t *testing.T, v *memView, key string) string {
 
 // TestDumpRestoreRoundTrip dumps a string, a hash and a set and restores
 // each under a new name: the same metadata and the same rows come back,
-// under the new key's own version, with the TTL RESTORE gives.
+// under the new key's own version, with the TTL RESTORE gives. COPY
+// moves them the same way.
 func TestDumpRestoreRoundTrip(t *testing.T) {
 	v := newMem(now)
 	v.set("s", "hello\x00world", now+60_000)
@@ -96,6 +97,14 @@ func TestDumpRestoreRoundTrip(t *testing.T) {
 			if raw := v.raw(dst); !raw.IsString() && raw.Version != v.lsn-1 {
 				t.Fatalf("RESTORE of %s: version %d, want the entry's LSN %d", key, raw.Version, v.lsn-1)
 			}
+		}
+		// COPY is the same generic move, row for row.
+		if got := do(t, v, "COPY", key, key+"-copy", "REPLACE"); got != Int(1) {
+			t.Fatalf("COPY %s = %v", key, got)
+		}
+		got, gotRows := rowsOf(t, v, key+"-copy")
+		if !reflect.DeepEqual(got, want) || !slices.Equal(gotRows, wantRows) {
+			t.Fatalf("COPY of %s gave %+v %q, want %+v %q", key, got, gotRows, want, wantRows)
 		}
 	}
 }
