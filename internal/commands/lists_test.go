@@ -218,7 +218,7 @@ func TestListEndsAreO1(t *testing.T) {
 	// them (TestListModel checks that RPUSH does), under a Layer as the
 	// stored rows are under the leader's overlay.
 	base := &sortedRows{}
-	add := func(k, v []byte) { base.keys, base.vals = append(base.keys, string(k)), append(base.vals, string(v)) }
+	add := func(k, v []byte) { base.keys, base.vals = append(base.keys, k), append(base.vals, v) }
 	add(keyspace.MetaKey([]byte("l")), keyspace.AppendMetaRow(nil, Value{Type: keyspace.TypeList, Version: 1, Size: n}))
 	add(keyspace.SubKey([]byte("l"), 1, keyspace.ListHeadSub), keyspace.ListHeadRow(keyspace.ListStartIndex))
 	for i := range n {
@@ -627,26 +627,4 @@ func bulkArray(l []string) Array {
 		out = append(out, Bulk(e))
 	}
 	return out
-}
-
-// sortedRows is rows in a sorted slice: a base that reads like storage,
-// a seek and a scan, for tests of big collections (a Layer sorts its rows
-// on every scan).
-type sortedRows struct{ keys, vals []string }
-
-func (s *sortedRows) Get(k []byte) ([]byte, bool, error) {
-	if i, ok := slices.BinarySearch(s.keys, string(k)); ok {
-		return []byte(s.vals[i]), true, nil
-	}
-	return nil, false, nil
-}
-
-func (s *sortedRows) Iter(lo, hi []byte, fn func(k, v []byte) bool) error {
-	i, _ := slices.BinarySearch(s.keys, string(lo))
-	for ; i < len(s.keys) && s.keys[i] < string(hi); i++ {
-		if !fn([]byte(s.keys[i]), []byte(s.vals[i])) {
-			break
-		}
-	}
-	return nil
 }
