@@ -146,6 +146,8 @@ type Leader struct {
 	formats formatGate
 	// writesStopped (under seqMu): StopWrites was called; Start refuses.
 	writesStopped bool
+	// watches (under seqMu) holds the keys some Watch names (watch.go).
+	watches map[string]*watchCount
 
 	mu      sync.Mutex // guards the fields below
 	core    *leaderCore
@@ -488,7 +490,8 @@ func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
 	}
 	defer l.seqMu.Unlock()
 	now := l.cfg.Now()
-	res, err := exec(overlayView{o: l.overlay, base: storage.View{DB: l.cfg.DB, NowMs: now.UnixMilli()}, lsn: lsn}, now.UnixMilli())
+	view := overlayView{o: l.overlay, base: storage.View{DB: l.cfg.DB, NowMs: now.UnixMilli()}, lsn: lsn}
+	res, err := exec(view, now.UnixMilli())
 	if err != nil {
 		return nil, err
 	}
@@ -496,6 +499,9 @@ func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
 		return &Pending{l: l, reply: res.Reply, observed: lsn - 1}, nil
 	}
 	if err := l.formats.check(logrec.MinFormat(res.Ops)); err != nil {
+		return nil, err
+	}
+	if err := l.touchWatchedLocked(lsn, res.Ops, view); err != nil {
 		return nil, err
 	}
 	e := logrec.Entry{Epoch: l.epoch, LSN: lsn, TimeNs: now.UnixNano(), Ops: res.Ops}
