@@ -105,6 +105,11 @@ type Buggify struct {
 	// checker must catch. Linearizable reads still wait for the leader's
 	// commit position, and a user's floor is still honoured.
 	FollowerIgnoreToken bool
+	// TxSplit makes the node's leader run a transaction (EXEC) of more
+	// than one command as two entries, the first command and then the
+	// rest, each committed before the next: a crash between them leaves
+	// half of it, and a reader can see half of it.
+	TxSplit bool
 }
 
 // FollowerProgress is what the leader knows about one follower.

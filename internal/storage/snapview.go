@@ -44,3 +44,12 @@ func (r *SnapshotRows) Iter(lo, hi []byte, fn func(k, v []byte) bool) error {
 
 // Close releases the snapshot.
 func (r *SnapshotRows) Close() error { return r.s.Close() }
+
+// Applied is the LSN of the last entry applied in the snapshot.
+func (r *SnapshotRows) Applied() (uint64, error) {
+	v, err := getUint(r.s, metaApplied)
+	if err != nil {
+		return 0, fmt.Errorf("storage: snapshot applied: %w", err)
+	}
+	return v, nil
+}
