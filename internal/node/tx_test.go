@@ -248,4 +248,3 @@ func TestExecNullReply(t *testing.T) {
 	raw("WATCH x;SET x 3;UNWATCH;MULTI;PING;EXEC", "+OK", "+OK", "+OK", "+OK", "+QUEUED", "*1", "+PONG")
 	raw("WATCH x;SET x 3;MULTI;DISCARD;MULTI;PING;EXEC", "+OK", "+OK", "+OK", "+OK", "+OK", "+QUEUED", "*1", "+PONG")
 }
-
