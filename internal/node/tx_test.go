@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -247,4 +248,48 @@ func TestExecNullReply(t *testing.T) {
 	raw("WATCH x;SET x 3;RESET;MULTI;PING;EXEC", "+OK", "+OK", "+RESET", "+OK", "+QUEUED", "*1", "+PONG")
 	raw("WATCH x;SET x 3;UNWATCH;MULTI;PING;EXEC", "+OK", "+OK", "+OK", "+OK", "+QUEUED", "*1", "+PONG")
 	raw("WATCH x;SET x 3;MULTI;DISCARD;MULTI;PING;EXEC", "+OK", "+OK", "+OK", "+OK", "+OK", "+QUEUED", "*1", "+PONG")
+}
+
+// TestWatchesReleased: the leader forgets a connection's watches on
+// EXEC, DISCARD, UNWATCH, RESET and when the connection closes.
+func TestWatchesReleased(t *testing.T) {
+	n1 := testNode(t, "n1", nil)
+	watched := func() int { return n1.current().(*leading).l.WatchedKeys() }
+	for _, end := range []string{"EXEC", "DISCARD", "UNWATCH", "RESET", "close"} {
+		c, err := net.Dial("tcp", n1.respAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		script, replies := "WATCH a b\r\nMULTI\r\n", 2
+		if end == "UNWATCH" || end == "RESET" {
+			script, replies = "WATCH a b\r\n", 1
+		}
+		if _, err := c.Write([]byte(script)); err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(c)
+		for range replies {
+			if _, err := br.ReadString('\n'); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := watched(); got != 2 {
+			t.Fatalf("%s: %d keys watched after WATCH a b, want 2", end, got)
+		}
+		if end == "close" {
+			c.Close()
+			waitFor(t, "the closed connection's watches to go", 5*time.Second, func() bool { return watched() == 0 })
+			continue
+		}
+		if _, err := c.Write([]byte(end + "\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := br.ReadString('\n'); err != nil {
+			t.Fatal(err)
+		}
+		if got := watched(); got != 0 {
+			t.Fatalf("%d keys still watched after %s", got, end)
+		}
+		c.Close()
+	}
 }

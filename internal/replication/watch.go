@@ -207,3 +207,10 @@ func (l *Leader) touchWatchedLocked(lsn uint64, ops []logrec.Op, v commands.View
 	}
 	return nil
 }
+
+// WatchedKeys is how many keys some Watch names now (tests, metrics).
+func (l *Leader) WatchedKeys() int {
+	l.seqMu.Lock()
+	defer l.seqMu.Unlock()
+	return len(l.watches)
+}
