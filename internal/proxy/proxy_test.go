@@ -285,13 +285,14 @@ func TestUncertainWrite(t *testing.T) {
 	}
 }
 
-// TestStatefulRefused: MULTI and friends get a clear error naming the
-// leader, and reach no node.
+// TestStatefulRefused: SUBSCRIBE and friends get a clear error naming
+// the leader, and reach no node (MULTI and WATCH pin the session instead:
+// test/integration's TestProxyTransactions).
 func TestStatefulRefused(t *testing.T) {
 	l, _, _, v := threeFakes(t, false)
 	_, addr := startProxy(t, Config{}, v)
 	c := client(t, addr)
-	for _, cmd := range [][]any{{"MULTI"}, {"BLPOP", "q", "0"}, {"SUBSCRIBE", "ch"}, {"WATCH", "k"}, {"TANDEM.DURABILITY", "REPLICAS", "1"}} {
+	for _, cmd := range [][]any{{"BLPOP", "q", "0"}, {"SUBSCRIBE", "ch"}, {"TANDEM.DURABILITY", "REPLICAS", "1"}} {
 		err := c.Do(context.Background(), cmd...).Err()
 		if err == nil || !strings.Contains(err.Error(), "tandem proxy: "+cmd[0].(string)+" holds state on its connection") || !strings.Contains(err.Error(), l.addr) {
 			t.Errorf("%v: %v", cmd, err)
@@ -299,6 +300,15 @@ func TestStatefulRefused(t *testing.T) {
 	}
 	if got := l.received(); len(got) > 1 { // the policy probe only
 		t.Errorf("leader received %q", got)
+	}
+	// With no transaction: answered as a node would, reaching no node.
+	for cmd, want := range map[string]string{"EXEC": "ERR EXEC without MULTI", "DISCARD": "ERR DISCARD without MULTI"} {
+		if err := c.Do(context.Background(), cmd).Err(); err == nil || err.Error() != want {
+			t.Errorf("%s: %v, want %s", cmd, err, want)
+		}
+	}
+	if err := c.Do(context.Background(), "UNWATCH").Err(); err != nil {
+		t.Errorf("UNWATCH: %v", err)
 	}
 }
 

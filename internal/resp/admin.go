@@ -41,6 +41,11 @@ func init() {
 		{"tandem.readpolicy", -1, cmdReadPolicy},
 		{"tandem.token", -1, cmdToken},
 		{"tandem.user", -1, cmdUser},
+		{"multi", 1, cmdMulti},
+		{"exec", 1, cmdExec},
+		{"discard", 1, cmdDiscard},
+		{"watch", -2, cmdWatch},
+		{"unwatch", 1, cmdUnwatch},
 	}
 	serverCmds = make(map[string]*serverCmd, len(list))
 	for _, sc := range list {
