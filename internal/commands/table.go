@@ -31,6 +31,18 @@ var table = []*Spec{
 	{Name: "hkeys", Arity: 2, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHKeys},
 	{Name: "hvals", Arity: 2, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHVals},
 	{Name: "hrandfield", Arity: -2, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHRandField},
+	{Name: "smembers", Arity: 2, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execSMembers},
+	{Name: "sismember", Arity: 3, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execSIsMember},
+	{Name: "smismember", Arity: -3, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execSMIsMember},
+	{Name: "scard", Arity: 2, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execSCard},
+	{Name: "srandmember", Arity: -2, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execSRandMember},
+	{Name: "sinter", Arity: -2, Flags: FlagRead, FirstKey: 1, LastKey: -1, KeyStep: 1, Exec: execSInter},
+	{Name: "sunion", Arity: -2, Flags: FlagRead, FirstKey: 1, LastKey: -1, KeyStep: 1, Exec: execSUnion},
+	{Name: "sdiff", Arity: -2, Flags: FlagRead, FirstKey: 1, LastKey: -1, KeyStep: 1, Exec: execSDiff},
+	// SINTERCARD's keys follow numkeys: COMMAND INFO reports no fixed
+	// positions (Redis: movablekeys), so 0s here.
+	{Name: "sintercard", Arity: -3, Flags: FlagRead, Exec: execSInterCard},
+	{Name: "sscan", Arity: -3, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execSScan},
 	{Name: "hscan", Arity: -3, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHScan},
 
 	// Writes.
@@ -65,6 +77,13 @@ var table = []*Spec{
 	{Name: "hdel", Arity: -3, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHDel},
 	{Name: "hincrby", Arity: 4, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHIncrBy},
 	{Name: "hincrbyfloat", Arity: 4, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHIncrByFloat},
+	{Name: "sadd", Arity: -3, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execSAdd},
+	{Name: "srem", Arity: -3, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execSRem},
+	{Name: "spop", Arity: -2, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execSPop},
+	{Name: "smove", Arity: 4, Flags: FlagWrite, FirstKey: 1, LastKey: 2, KeyStep: 1, Exec: execSMove},
+	{Name: "sinterstore", Arity: -3, Flags: FlagWrite, FirstKey: 1, LastKey: -1, KeyStep: 1, Exec: execSInterStore},
+	{Name: "sunionstore", Arity: -3, Flags: FlagWrite, FirstKey: 1, LastKey: -1, KeyStep: 1, Exec: execSUnionStore},
+	{Name: "sdiffstore", Arity: -3, Flags: FlagWrite, FirstKey: 1, LastKey: -1, KeyStep: 1, Exec: execSDiffStore},
 	{Name: "flushdb", Arity: -1, Flags: FlagWrite, Exec: execFlush},
 	{Name: "flushall", Arity: -1, Flags: FlagWrite, Exec: execFlush},
 }

@@ -175,7 +175,11 @@ type configParam struct{ name, value string }
 
 func (n *node) configParams() []configParam {
 	entries, value := commands.HashEncodingLimits()
+	setInts, setEntries, setValue := commands.SetEncodingLimits()
 	return []configParam{
+		{"set-max-intset-entries", strconv.FormatInt(setInts, 10)},
+		{"set-max-listpack-entries", strconv.FormatInt(setEntries, 10)},
+		{"set-max-listpack-value", strconv.FormatInt(setValue, 10)},
 		{"hash-max-listpack-entries", strconv.FormatInt(entries, 10)},
 		{"hash-max-listpack-value", strconv.FormatInt(value, 10)},
 		{"hash-max-ziplist-entries", strconv.FormatInt(entries, 10)},
@@ -212,26 +216,38 @@ func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 			c.WriteError(errArity("config|set"))
 			return
 		}
-		// The hash encoding thresholds are the only settable parameters:
-		// they change what OBJECT ENCODING reports (commands.SetHashEncodingLimits).
+		// The encoding thresholds of hashes and sets are the only
+		// settable parameters: they change what OBJECT ENCODING reports
+		// (commands.SetHashEncodingLimits, SetSetEncodingLimits). All are
+		// checked before any is set, as Redis does.
 		entries, value := commands.HashEncodingLimits()
+		setInts, setEntries, setValue := commands.SetEncodingLimits()
 		for i := 2; i < len(args); i += 2 {
 			v, err := strconv.ParseInt(string(args[i+1]), 10, 64)
-			switch name := strings.ToLower(string(args[i])); {
-			case name != "hash-max-listpack-entries" && name != "hash-max-ziplist-entries" &&
-				name != "hash-max-listpack-value" && name != "hash-max-ziplist-value":
+			var dst *int64
+			switch name := strings.ToLower(string(args[i])); name {
+			case "hash-max-listpack-entries", "hash-max-ziplist-entries":
+				dst = &entries
+			case "hash-max-listpack-value", "hash-max-ziplist-value":
+				dst = &value
+			case "set-max-intset-entries":
+				dst = &setInts
+			case "set-max-listpack-entries":
+				dst = &setEntries
+			case "set-max-listpack-value":
+				dst = &setValue
+			default:
 				c.WriteError(errConfigSet(args[i]))
 				return
-			case err != nil || v < 0:
-				c.WriteError(errConfigSetInteger(name))
-				return
-			case strings.HasSuffix(name, "entries"):
-				entries = v
-			default:
-				value = v
 			}
+			if err != nil || v < 0 {
+				c.WriteError(errConfigSetInteger(strings.ToLower(string(args[i]))))
+				return
+			}
+			*dst = v
 		}
 		commands.SetHashEncodingLimits(entries, value)
+		commands.SetSetEncodingLimits(setInts, setEntries, setValue)
 		c.WriteString("OK")
 	case "resetstat":
 		c.WriteString("OK")
