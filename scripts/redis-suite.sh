@@ -4,7 +4,7 @@
 # not listed, with its reason, in test/redis-suite/expected-failures.txt, or
 # if a listed one passes (the list must stay true).
 #
-# usage: scripts/redis-suite.sh [unit ...]   (default: unit/type/hash)
+# usage: scripts/redis-suite.sh [unit ...]   (default: unit/type/hash unit/type/set)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The suite is handed to the project beside the repository (../shared);
@@ -21,7 +21,7 @@ if [ -z "$SUITE" ] || [ ! -x "$SUITE/run.sh" ]; then
   echo "redis-suite: NOT RUN: Redis's test suite is not at ../shared/redis-tests, /work/shared/redis-tests or \$REDIS_TESTS"
   exit 0
 fi
-[ $# -gt 0 ] || set -- unit/type/hash
+[ $# -gt 0 ] || set -- unit/type/hash unit/type/set
 work=$(mktemp -d)
 go build -o "$work/tandem" ./cmd/tandem
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -34,10 +34,13 @@ for _ in $(seq 50); do
   sleep 0.1
 done
 RT="$work/rt" "$SUITE/run.sh" "$port" "$@" | tee "$work/summary"
-# Every failed test by name, as "unit: name", against the expected list.
+# Every failed test by name, as "unit: name", against the expected list:
+# the per-test [err] lines (the summary at the end is missing when an
+# exception ends the unit), and an exception as "unit: exception: text".
 for u in "$@"; do
   log="$work/rt/$(echo "$u" | tr / _).log"
-  grep -a '^\*\*\* \[' "$log" | sed -E 's/^\*\*\* \[[^]]*\]: //; s/ in tests\/.*$//' | sed "s|^|$u: |"
+  sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -a -E '^\[(err|exception)\]: ' |
+    sed -E 's/^\[err\]: //; s/ in tests\/.*$//; s/^\[exception\]: /exception: /' | sed "s|^|$u: |"
 done | sort -u >"$work/failed"
 grep -v '^#' test/redis-suite/expected-failures.txt | sed 's/  *#.*$//' | grep -v '^$' |
   grep -E "^($(IFS='|'; echo "$*")): " | sort -u >"$work/expected"
