@@ -22,7 +22,15 @@ var (
 	errNumKeys        = newError("numkeys should be greater than 0")
 	errNumKeysArgs    = newError("Number of keys can't be greater than number of args")
 	errLimitNegative  = newError("LIMIT can't be negative")
+	// errRandomCount: SRANDMEMBER with a negative count asks for that many
+	// picks whatever the set's size; Redis would stream them until its
+	// client buffer limit cuts the connection, tandem refuses the command.
+	errRandomCount = newError("count is out of range: tandem replies with at most " + strconv.Itoa(maxRandomCount) + " random members")
 )
+
+// maxRandomCount bounds SRANDMEMBER's repeated picks (16 Mi members, at
+// least 64 MiB of reply).
+const maxRandomCount = 1 << 24
 
 // setForWrite reads key as a set for a write: the live set, or a new empty
 // one at the view's new version.
@@ -308,6 +316,9 @@ func execSRandMember(_ *Ctx, v View, args [][]byte) (Result, error) {
 	distinct := n > 0
 	if !distinct {
 		n = -n
+		if n > maxRandomCount {
+			return Result{}, errRandomCount
+		}
 	}
 	var ms [][]byte
 	if distinct && uint64(n) >= s.Size {

@@ -69,6 +69,7 @@ func TestSetCommands(t *testing.T) {
 		{"SRANDMEMBER s 1 2", ErrorReply("ERR syntax error")},
 		{"SRANDMEMBER s x", ErrorReply("ERR value is not an integer or out of range")},
 		{"SRANDMEMBER s -9223372036854775808", ErrorReply("ERR value is out of range")},
+		{"SRANDMEMBER s -9223372036854775807", ErrorReply("ERR count is out of range: tandem replies with at most 16777216 random members")},
 		{"SRANDMEMBER nokey", Null},
 		{"SRANDMEMBER nokey 5", Array{}},
 		{"SRANDMEMBER s 0", Array{}},

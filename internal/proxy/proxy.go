@@ -327,7 +327,7 @@ var local = map[string]bool{"tandem.readpolicy": true, "tandem.token": true, "ta
 
 // nodeCursor are the reads whose cursor is a node's (its CursorTable):
 // the next page must come from the same node, so they go to the leader.
-var nodeCursor = map[string]bool{"scan": true, "hscan": true}
+var nodeCursor = map[string]bool{"scan": true, "hscan": true, "sscan": true}
 
 // isRead: a plain read, which may go to a follower.
 func isRead(args [][]byte) bool {
