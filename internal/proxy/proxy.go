@@ -7,7 +7,7 @@
 // # What it promises
 //
 //   - Writes, and every command that is not a plain read (a command the
-//     commands table flags read only, SCAN and HSCAN excepted, whose
+//     commands table flags read only, SCAN, HSCAN and SSCAN excepted, whose
 //     cursor is a node's), go to the leader the topology in etcd names. While there is
 //     none (a failover), a write waits up to Config.WriteWait for one
 //     instead of failing; a node's READONLY or MASTERDOWN (the write did
