@@ -269,6 +269,13 @@ func execSPop(_ *Ctx, v View, args [][]byte) (Result, error) {
 			return Result{}, err
 		}
 		t.del(key, s)
+	} else if stay := s.Size - uint64(count); stay < uint64(count) {
+		// Most members go: as Redis does, keep the few that stay, which
+		// here means logging them (under a new version, the old one
+		// dropped) rather than a delete per member that goes.
+		if picked, err = spopKeeping(&t, key, s, stay); err != nil {
+			return Result{}, err
+		}
 	} else {
 		if picked, err = randomMembers(v, key, s, count, true, defaultRand); err != nil {
 			return Result{}, err
@@ -281,6 +288,41 @@ func execSPop(_ *Ctx, v View, args [][]byte) (Result, error) {
 		return t.result(Bulk(picked[0]))
 	}
 	return t.result(bulks(picked, Set{}))
+}
+
+// spopKeeping pops all but stay random members of the set s at key: it
+// logs a drop of s's version and the members that stay under a new one,
+// and returns the members that go, in random order.
+func spopKeeping(t *txn, key []byte, s Value, stay uint64) ([][]byte, error) {
+	kept, err := randomMembers(t.v, key, s, int64(stay), true, defaultRand)
+	if err != nil {
+		return nil, err
+	}
+	keep := make(map[string]struct{}, len(kept))
+	for _, m := range kept {
+		keep[string(m)] = struct{}{}
+	}
+	var gone [][]byte
+	err = t.v.SubScan(key, s.Version, nil, func(m, _ []byte) bool {
+		if _, ok := keep[string(m)]; !ok {
+			gone = append(gone, clone(m))
+		}
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	ver := t.v.NewVersion()
+	if ver == 0 {
+		return nil, errNoVersion
+	}
+	t.del(key, s)
+	for _, m := range kept {
+		t.record(logrec.Op{Kind: logrec.OpSubPut, Key: key, Version: ver, Sub: m, Value: []byte{}})
+	}
+	t.record(metaOp(key, Value{Type: keyspace.TypeSet, Version: ver, Size: uint64(len(kept))}, s.ExpireAtMs))
+	shuffle(gone, defaultRand)
+	return gone, nil
 }
 
 // execSRandMember is SRANDMEMBER key [count]: a positive count gives

@@ -209,6 +209,7 @@ func TestSetOpsPerMember(t *testing.T) {
 	do(t, v, args...)
 	do(t, v, "SADD", "one", "x")
 	do(t, v, "SADD", "lone", "x")
+	do(t, v, "SADD", "one3", "a", "b", "c")
 	for _, tc := range []struct {
 		args  string
 		kinds []logrec.OpKind
@@ -220,6 +221,7 @@ func TestSetOpsPerMember(t *testing.T) {
 		{"SREM s m7 nope m7", []logrec.OpKind{logrec.OpSubDel, logrec.OpMeta}},
 		{"SPOP s", []logrec.OpKind{logrec.OpSubDel, logrec.OpMeta}},
 		{"SPOP s 2", []logrec.OpKind{logrec.OpSubDel, logrec.OpSubDel, logrec.OpMeta}},
+		{"SPOP one3 2", []logrec.OpKind{logrec.OpDrop, logrec.OpSubPut, logrec.OpMeta}}, // most go: the one that stays is logged
 		{"SMOVE s one m8", []logrec.OpKind{logrec.OpSubDel, logrec.OpMeta, logrec.OpSubPut, logrec.OpMeta}},
 		{"SMOVE s one nope", nil},
 		{"SMOVE lone new x", []logrec.OpKind{logrec.OpDrop, logrec.OpSubPut, logrec.OpMeta}},
@@ -780,6 +782,36 @@ func TestSPopDistinctOnBigSet(t *testing.T) {
 	for p := range seen {
 		if got := do(t, v, "SISMEMBER", "s", p); got != Int(0) {
 			t.Fatalf("popped %s is still a member", p)
+		}
+	}
+}
+
+// TestSPopMostKeepsTheRest: SPOP of most of a set logs the members that
+// stay under a new version; they, the size and the expiry survive, and
+// the reply is exactly the members that went.
+func TestSPopMostKeepsTheRest(t *testing.T) {
+	for range 20 {
+		v := newMem(1000)
+		do(t, v, "SADD", "e", "a", "b", "c", "d", "e")
+		do(t, v, "EXPIRE", "e", "100")
+		popped := do(t, v, "SPOP", "e", "4").(Set)
+		rest := do(t, v, "SMEMBERS", "e").(Set)
+		if len(popped) != 4 || len(rest) != 1 {
+			t.Fatalf("SPOP 4 of 5 popped %v, left %v", popped, rest)
+		}
+		all := []string{string(rest[0].(Bulk))}
+		for _, p := range popped {
+			all = append(all, string(p.(Bulk)))
+		}
+		slices.Sort(all)
+		if !slices.Equal(all, []string{"a", "b", "c", "d", "e"}) {
+			t.Fatalf("popped %v and left %v", popped, rest)
+		}
+		if got := do(t, v, "SCARD", "e"); got != Int(1) {
+			t.Fatalf("SCARD = %v", got)
+		}
+		if got := do(t, v, "TTL", "e"); got != Int(100) {
+			t.Fatalf("TTL = %v, want 100", got)
 		}
 	}
 }
