@@ -19,6 +19,8 @@ type (
 	// Pairs is a flat list of pairs, written as an array of two-element
 	// arrays in RESP3 and flat in RESP2 (HRANDFIELD ... WITHVALUES).
 	Pairs []Reply
+	// Set is a RESP3 set (~), written as an array in RESP2 (SMEMBERS).
+	Set []Reply
 )
 
 func (SimpleString) isReply() {}
@@ -28,6 +30,7 @@ func (Array) isReply()        {}
 func (ErrorReply) isReply()   {}
 func (Map) isReply()          {}
 func (Pairs) isReply()        {}
+func (Set) isReply()          {}
 
 // OK is the +OK reply.
 const OK = SimpleString("OK")

@@ -421,14 +421,15 @@ func TestNoPositionsFallsBackToLeader(t *testing.T) {
 	}
 }
 
-// TestIsRead: plain reads (strings and hashes) may go to a follower;
-// writes and the reads whose cursor lives on one node (SCAN, HSCAN) go to
-// the leader.
+// TestIsRead: plain reads (strings, hashes, sets) may go to a follower;
+// writes and the reads whose cursor lives on one node (SCAN, HSCAN,
+// SSCAN) go to the leader.
 func TestIsRead(t *testing.T) {
 	for cmd, want := range map[string]bool{
 		"GET": true, "hget": true, "HGETALL": true, "HRANDFIELD": true, "DBSIZE": true,
 		"SET": false, "HSET": false, "HDEL": false, "FLUSHALL": false,
 		"SCAN": false, "HSCAN": false, "nosuchcommand": false,
+		"SMEMBERS": true, "SRANDMEMBER": true, "SINTERCARD": true, "SADD": false, "SPOP": false, "SSCAN": false,
 	} {
 		if got := isRead([][]byte{[]byte(cmd)}); got != want {
 			t.Errorf("isRead(%s) = %v, want %v", cmd, got, want)

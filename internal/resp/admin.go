@@ -181,10 +181,14 @@ type configParam struct{ name, value string }
 func (n *node) configParams() []configParam {
 	entries, value := commands.HashEncodingLimits()
 	listSize, listDepth := commands.ListConfig()
+	setInts, setEntries, setValue := commands.SetEncodingLimits()
 	return []configParam{
 		{"list-max-listpack-size", strconv.FormatInt(listSize, 10)},
 		{"list-max-ziplist-size", strconv.FormatInt(listSize, 10)},
 		{"list-compress-depth", strconv.FormatInt(listDepth, 10)},
+		{"set-max-intset-entries", strconv.FormatInt(setInts, 10)},
+		{"set-max-listpack-entries", strconv.FormatInt(setEntries, 10)},
+		{"set-max-listpack-value", strconv.FormatInt(setValue, 10)},
 		{"hash-max-listpack-entries", strconv.FormatInt(entries, 10)},
 		{"hash-max-listpack-value", strconv.FormatInt(value, 10)},
 		{"hash-max-ziplist-entries", strconv.FormatInt(entries, 10)},
@@ -221,52 +225,52 @@ func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 			c.WriteError(errArity("config|set"))
 			return
 		}
-		// The encoding parameters are the only settable ones: the hash
-		// thresholds change what OBJECT ENCODING reports
-		// (commands.SetHashEncodingLimits); the list ones are kept for
-		// CONFIG GET (commands.SetListConfig).
+		// The encoding thresholds of hashes, sets and lists are the only
+		// settable parameters: they change what OBJECT ENCODING reports
+		// (commands.SetHashEncodingLimits, SetSetEncodingLimits) or are
+		// kept for CONFIG GET (commands.SetListConfig). All are checked
+		// before any is set, as Redis does. `save ""` is accepted: no RDB
+		// snapshots is what tandem does anyway (Redis's tests set it).
 		entries, value := commands.HashEncodingLimits()
+		setInts, setEntries, setValue := commands.SetEncodingLimits()
 		listSize, listDepth := commands.ListConfig()
 		for i := 2; i < len(args); i += 2 {
-			v, err := strconv.ParseInt(string(args[i+1]), 10, 64)
 			name := strings.ToLower(string(args[i]))
 			if name == "save" && len(args[i+1]) == 0 {
-				// No RDB snapshots: what tandem does anyway (Redis's
-				// tests set it through their servers' overrides).
 				continue
 			}
-			if name == "list-max-listpack-size" || name == "list-max-ziplist-size" {
+			v, err := strconv.ParseInt(string(args[i+1]), 10, 64)
+			var dst *int64
+			lo, hi := int64(0), int64(math.MaxInt64)
+			switch name {
+			case "hash-max-listpack-entries", "hash-max-ziplist-entries":
+				dst = &entries
+			case "hash-max-listpack-value", "hash-max-ziplist-value":
+				dst = &value
+			case "set-max-intset-entries":
+				dst = &setInts
+			case "set-max-listpack-entries":
+				dst = &setEntries
+			case "set-max-listpack-value":
+				dst = &setValue
+			case "list-max-listpack-size", "list-max-ziplist-size":
 				// Redis's range for it is an int's, negatives included.
-				if err != nil || v < math.MinInt32 || v > math.MaxInt32 {
-					c.WriteError(errConfigSetInteger(name))
-					return
-				}
-				listSize = v
-				continue
-			}
-			switch {
-			case name != "hash-max-listpack-entries" && name != "hash-max-ziplist-entries" &&
-				name != "hash-max-listpack-value" && name != "hash-max-ziplist-value" &&
-				name != "list-compress-depth":
+				dst, lo, hi = &listSize, math.MinInt32, math.MaxInt32
+			case "list-compress-depth":
+				dst, hi = &listDepth, math.MaxInt32
+			default:
 				c.WriteError(errConfigSet(args[i]))
 				return
-			case err != nil || v < 0:
+			}
+			if err != nil || v < lo || v > hi {
 				c.WriteError(errConfigSetInteger(name))
 				return
-			case name == "list-compress-depth":
-				if v > math.MaxInt32 {
-					c.WriteError(errConfigSetInteger(name))
-					return
-				}
-				listDepth = v
-			case strings.HasSuffix(name, "entries"):
-				entries = v
-			default:
-				value = v
 			}
+			*dst = v
 		}
 		commands.SetHashEncodingLimits(entries, value)
 		commands.SetListConfig(listSize, listDepth)
+		commands.SetSetEncodingLimits(setInts, setEntries, setValue)
 		c.WriteString("OK")
 	case "resetstat":
 		c.WriteString("OK")
