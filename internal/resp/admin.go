@@ -41,6 +41,12 @@ func init() {
 		{"tandem.readpolicy", -1, cmdReadPolicy},
 		{"tandem.token", -1, cmdToken},
 		{"tandem.user", -1, cmdUser},
+		{"subscribe", -2, cmdSubscribe},
+		{"psubscribe", -2, cmdSubscribe},
+		{"unsubscribe", -1, cmdUnsubscribe},
+		{"punsubscribe", -1, cmdUnsubscribe},
+		{"publish", 3, cmdPublish},
+		{"pubsub", -2, cmdPubSub},
 	}
 	serverCmds = make(map[string]*serverCmd, len(list))
 	for _, sc := range list {

@@ -51,6 +51,7 @@ type node struct {
 	custom CustomBackend   // nil when b has no custom commands
 	pipe   PipelineBackend // nil when b cannot submit writes ahead
 	pos    PositionBackend // nil when b has no read policies
+	ps     PubSubBackend   // nil when b has no pub/sub
 }
 
 // nodeConn is a node connection's own state (Session.Local). Only the
@@ -78,6 +79,7 @@ func NewServer(cfg Config, b Backend) *Server {
 	n.custom, _ = b.(CustomBackend)
 	n.pipe, _ = b.(PipelineBackend)
 	n.pos, _ = b.(PositionBackend)
+	n.ps, _ = b.(PubSubBackend)
 	fe := FrontEnd{
 		Mode:  "standalone",
 		Role:  n.role,
@@ -86,6 +88,9 @@ func NewServer(cfg Config, b Backend) *Server {
 		Reset: func(sess *Session) {
 			nc := nodeState(sess)
 			nc.durability, nc.reads = durabilityFloor{}, sessionReads{}
+			if sess.sub != nil {
+				sess.sub.unsubscribeAll()
+			}
 		},
 	}
 	if n.pipe != nil {

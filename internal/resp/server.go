@@ -361,6 +361,12 @@ func (s *Server) closeConn(conn redcon.Conn, err error) {
 	if sess == nil {
 		return
 	}
+	if sess.sub != nil {
+		// Detached for pub/sub: the subscriber serves the connection
+		// from now on and ends the session when it closes.
+		s.conns.Done()
+		return
+	}
 	s.mu.Lock()
 	delete(s.sessions, sess.id)
 	s.mu.Unlock()
@@ -383,17 +389,29 @@ func (s *Server) serveCommand(conn redcon.Conn, cmd redcon.Command) {
 	}
 	if s.fe.Start == nil || len(conn.PeekPipeline()) == 0 {
 		s.serveOne(conn, sess, cmd.Args)
+		if sess.sub != nil {
+			// Detached by a SUBSCRIBE: redcon handed the rest of the
+			// read to the detached connection.
+			sess.sub.start(nil)
+		}
 		return
 	}
 	rest := conn.ReadPipeline()
 	s.servePipelined(conn, sess, cmd.Args)
-	for _, c := range rest {
+	for i, c := range rest {
 		if sess.quit {
 			break
+		}
+		if sess.sub != nil {
+			sess.sub.start(rest[i:])
+			return
 		}
 		s.servePipelined(conn, sess, c.Args)
 	}
 	s.fe.Flush(conn, sess)
+	if sess.sub != nil {
+		sess.sub.start(nil)
+	}
 }
 
 // servePipelined lets the front end start a command and owe its reply,
@@ -454,6 +472,10 @@ type Session struct {
 	g         *guardConn
 	// quit is set by QUIT to stop serving the rest of the pipeline.
 	quit bool
+	// sub is set once the connection is detached for pub/sub (see
+	// pubsub.go), by the connection's goroutine before the subscriber's
+	// goroutines start; never reset.
+	sub *subscriber
 
 	mu      sync.Mutex
 	name    string
