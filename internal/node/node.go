@@ -40,10 +40,10 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/tandemdb/tandem/internal/commands"
-	"github.com/tandemdb/tandem/internal/pubsub"
 	"github.com/tandemdb/tandem/internal/commit"
 	"github.com/tandemdb/tandem/internal/failover"
 	"github.com/tandemdb/tandem/internal/peerpb"
+	"github.com/tandemdb/tandem/internal/pubsub"
 	"github.com/tandemdb/tandem/internal/replication"
 	"github.com/tandemdb/tandem/internal/resp"
 	"github.com/tandemdb/tandem/internal/storage"
