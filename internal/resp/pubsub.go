@@ -167,26 +167,22 @@ func (n *node) subscriberFor(conn redcon.Conn, sess *Session) *subscriber {
 		srv:  n.srv,
 		reg:  n.ps.PubSub(),
 		sess: sess,
-		dc:   conn.Detach(),
 		wake: make(chan struct{}, 1),
 		done: make(chan struct{}),
 	}
-	// The detached connection is served until it closes: Close waits for
-	// it as for a connection redcon serves (closeConn counts redcon's
-	// part done).
-	n.srv.conns.Add(1)
 	sess.sub = s
+	sess.Detach(conn, s.serve)
 	return s
 }
 
-// start serves the detached connection: backlog first (commands of the
-// pipeline redcon had handed over already), then what it reads.
-func (s *subscriber) start(backlog []redcon.Command) {
-	s.backlog = backlog
+// serve serves the detached connection (Session.Detach's run): backlog
+// first, then what it reads, until it closes.
+func (s *subscriber) serve(dc redcon.DetachedConn, backlog []redcon.Command) {
+	s.dc, s.backlog = dc, backlog
 	flushed := make(chan struct{})
 	go s.flusher(flushed)
-	go s.run(flushed)
 	signal(s.wake) // the replies redcon left in the buffer
+	s.run(flushed)
 }
 
 func (s *subscriber) flusher(flushed chan struct{}) {
@@ -211,21 +207,9 @@ func (s *subscriber) flusher(flushed chan struct{}) {
 // run is the connection's goroutine from the detach on.
 func (s *subscriber) run(flushed chan struct{}) {
 	defer func() {
-		for _, ch := range s.channels.names {
-			s.reg.Unsubscribe(s, ch)
-		}
-		for _, p := range s.patterns.names {
-			s.reg.PUnsubscribe(s, p)
-		}
+		s.unsubscribeAll()
 		close(s.done)
 		<-flushed
-		s.dc.Close()
-		srv, sess := s.srv, s.sess
-		srv.mu.Lock()
-		delete(srv.sessions, sess.id)
-		srv.mu.Unlock()
-		sess.cancel()
-		srv.conns.Done()
 	}()
 	for !s.sess.quit {
 		var args [][]byte
@@ -245,7 +229,7 @@ func (s *subscriber) run(flushed chan struct{}) {
 			args = cmd.Args
 		}
 		s.wmu.Lock()
-		s.serve(args)
+		s.serveOne(args)
 		s.drainLocked()
 		err := s.dc.Flush()
 		s.wmu.Unlock()
@@ -255,10 +239,10 @@ func (s *subscriber) run(flushed chan struct{}) {
 	}
 }
 
-// serve runs one command of the detached connection. In RESP2, while
+// serveOne runs one command of the detached connection. In RESP2, while
 // subscribed, only what Redis 7 allows there runs, and PING answers in
 // the pub/sub form; in RESP3 everything runs, as in Redis.
-func (s *subscriber) serve(args [][]byte) {
+func (s *subscriber) serveOne(args [][]byte) {
 	if s.count() > 0 && !s.sess.proto3() {
 		name := strings.ToLower(string(args[0]))
 		switch name {

@@ -334,6 +334,7 @@ func (s *Server) accept(conn redcon.Conn) bool {
 		id:      s.nextID.Add(1),
 		addr:    conn.RemoteAddr(),
 		created: time.Now(),
+		srv:     s,
 	}
 	sess.ctx, sess.cancel = context.WithCancel(s.ctx)
 	sess.proto.Store(2)
@@ -361,9 +362,9 @@ func (s *Server) closeConn(conn redcon.Conn, err error) {
 	if sess == nil {
 		return
 	}
-	if sess.sub != nil {
-		// Detached for pub/sub: the subscriber serves the connection
-		// from now on and ends the session when it closes.
+	if sess.detached {
+		// A front end serves the connection from now on (Detach), and
+		// ends the session when it closes.
 		s.conns.Done()
 		return
 	}
@@ -389,10 +390,11 @@ func (s *Server) serveCommand(conn redcon.Conn, cmd redcon.Command) {
 	}
 	if s.fe.Start == nil || len(conn.PeekPipeline()) == 0 {
 		s.serveOne(conn, sess, cmd.Args)
-		if sess.sub != nil {
-			// Detached by a SUBSCRIBE: redcon handed the rest of the
-			// read to the detached connection.
-			sess.sub.start(nil)
+		if h := sess.handoff; h != nil {
+			// Detached: redcon handed the rest of the read to the
+			// detached connection.
+			sess.handoff = nil
+			h(nil)
 		}
 		return
 	}
@@ -402,15 +404,49 @@ func (s *Server) serveCommand(conn redcon.Conn, cmd redcon.Command) {
 		if sess.quit {
 			break
 		}
-		if sess.sub != nil {
-			sess.sub.start(rest[i:])
+		if h := sess.handoff; h != nil {
+			sess.handoff = nil
+			h(rest[i:])
 			return
 		}
 		s.servePipelined(conn, sess, c.Args)
 	}
 	s.fe.Flush(conn, sess)
-	if sess.sub != nil {
-		sess.sub.start(nil)
+	if h := sess.handoff; h != nil {
+		sess.handoff = nil
+		h(nil)
+	}
+}
+
+// Detach takes the connection from redcon for the front end (a
+// subscriber, a proxied connection pinned to a node): once the command
+// being served returns, run is called on a goroutine of its own with the
+// detached connection and the commands of the client's pipeline that
+// redcon had already handed over (serve them first; dc.ReadCommand
+// returns the rest), and serves the connection until it returns. Then
+// the connection is closed and the session ends. Replies written before
+// are in dc's buffer: run flushes them. Only the connection's goroutine
+// may call it, from FrontEnd.Serve, once.
+func (sess *Session) Detach(conn redcon.Conn, run func(dc redcon.DetachedConn, backlog []redcon.Command)) {
+	if sess.detached {
+		panic("resp: connection detached twice")
+	}
+	sess.detached = true
+	dc := conn.Detach()
+	srv := sess.srv
+	// Served until it closes: Close waits for it as for a connection
+	// redcon serves (closeConn counts redcon's part done).
+	srv.conns.Add(1)
+	sess.handoff = func(backlog []redcon.Command) {
+		go func() {
+			defer srv.conns.Done()
+			run(dc, backlog)
+			dc.Close()
+			srv.mu.Lock()
+			delete(srv.sessions, sess.id)
+			srv.mu.Unlock()
+			sess.cancel()
+		}()
 	}
 }
 
@@ -476,6 +512,11 @@ type Session struct {
 	// pubsub.go), by the connection's goroutine before the subscriber's
 	// goroutines start; never reset.
 	sub *subscriber
+	// detached: a front end took the connection from redcon (Detach);
+	// handoff starts serving it once the current command returns.
+	detached bool
+	handoff  func(backlog []redcon.Command)
+	srv      *Server
 
 	mu      sync.Mutex
 	name    string
