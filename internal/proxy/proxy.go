@@ -35,9 +35,11 @@
 //     one node always use the same connection, so they keep their order,
 //     and a client's pipeline is sent ahead and answered in order.
 //   - Commands that hold connection state on the node (MULTI, WATCH,
-//     SUBSCRIBE, blocking pops, WAIT, TANDEM.DURABILITY...) are refused
-//     with a clear error naming the leader's address (connect there
-//     directly), never run on a shared connection.
+//     blocking pops, WAIT, TANDEM.DURABILITY...) are refused with a clear
+//     error naming the leader's address (connect there directly), never
+//     run on a shared connection. SUBSCRIBE and PSUBSCRIBE pin the
+//     client's connection to a node connection of its own for the rest
+//     of its life (subscribe.go).
 //   - Losing etcd does not stop it: it serves on the last topology it
 //     knew, and INFO and the log say so.
 //   - INFO's "# Proxy" section and /metrics (Prometheus) show the reads
@@ -299,8 +301,7 @@ func (p *Proxy) snapshot() (leader *node, followers []*node, changed <-chan stru
 // it. Refused with an error naming the leader, to be used directly.
 var stateful = map[string]bool{
 	"multi": true, "exec": true, "discard": true, "watch": true, "unwatch": true,
-	"subscribe": true, "psubscribe": true, "ssubscribe": true, "unsubscribe": true,
-	"punsubscribe": true, "sunsubscribe": true, "monitor": true, "sync": true, "psync": true,
+	"ssubscribe": true, "sunsubscribe": true, "monitor": true, "sync": true, "psync": true,
 	"blpop": true, "brpop": true, "brpoplpush": true, "blmove": true, "blmpop": true,
 	"bzpopmin": true, "bzpopmax": true, "bzmpop": true, "xread": true, "xreadgroup": true,
 	"wait": true, "waitaof": true, "tandem.durability": true,
@@ -336,6 +337,14 @@ func isRead(args [][]byte) bool {
 }
 
 func (p *Proxy) serve(c redcon.Conn, sess *resp.Session, args [][]byte) {
+	switch {
+	case lookupName(pinning, args[0]):
+		p.pin(c, sess, args) // subscribe.go
+		return
+	case lookupName(unsubscribing, args[0]):
+		cmdUnsubscribe(c, args)
+		return
+	}
 	if lookupName(stateful, args[0]) {
 		name := string(args[0])
 		leader, _, _ := p.snapshot()
@@ -360,7 +369,7 @@ func (p *Proxy) serve(c redcon.Conn, sess *resp.Session, args [][]byte) {
 // the owed replies instead.
 func (p *Proxy) startOp(sess *resp.Session, args [][]byte) bool {
 	s := sess.Local.(*session)
-	if lookupName(stateful, args[0]) || lookupName(local, args[0]) {
+	if lookupName(stateful, args[0]) || lookupName(local, args[0]) || lookupName(pinning, args[0]) || lookupName(unsubscribing, args[0]) {
 		return false
 	}
 	for _, o := range s.owed {
