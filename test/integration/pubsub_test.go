@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tandemdb/tandem/internal/cluster"
 )
 
 // TestPubSubAcrossNodes runs 3 nodes (n1 leads) with subscribers on every
@@ -168,6 +170,53 @@ func TestPubSubAcrossNodes(t *testing.T) {
 		ns, err := cl.PubSubNumSub(ctx, "ch").Result()
 		if err != nil || ns["ch"] != wantSubs {
 			t.Errorf("n%d: PUBSUB NUMSUB ch = %v, %v; want %d", id, ns, err, wantSubs)
+		}
+	}
+}
+
+// TestPubSubThroughProxy: a subscriber through the proxy (its connection
+// pinned to a node) and one on the leader directly get every message
+// published through the proxy (sent to the leader), in order.
+func TestPubSubThroughProxy(t *testing.T) {
+	c := startControlled(t, 3, func(cfg *cluster.Config) { cfg.Proxy = true })
+	px, ok := c.Proxy()
+	if !ok {
+		t.Fatal("no proxy")
+	}
+	ctx := context.Background()
+	leader, _, err := c.Leader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc := client(t, px.RESPAddr)
+	if err := pc.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitConverged(t, c)
+	var subs []*redis.PubSub
+	for _, addr := range []string{px.RESPAddr, c.Node(leader).RESPAddr} {
+		ps := client(t, addr).Subscribe(ctx, "ch")
+		if _, err := ps.Receive(ctx); err != nil {
+			t.Fatalf("SUBSCRIBE at %s: %v", addr, err)
+		}
+		t.Cleanup(func() { ps.Close() })
+		subs = append(subs, ps)
+	}
+	const n = 300
+	for i := range n {
+		if err := pc.Publish(ctx, "ch", strconv.Itoa(i)).Err(); err != nil {
+			t.Fatalf("PUBLISH through the proxy: %v", err)
+		}
+	}
+	for k, ps := range subs {
+		for i := range n {
+			m, err := ps.ReceiveTimeout(ctx, 10*time.Second)
+			if err != nil {
+				t.Fatalf("subscriber %d, message %d: %v", k, i, err)
+			}
+			if msg, ok := m.(*redis.Message); !ok || msg.Payload != strconv.Itoa(i) {
+				t.Fatalf("subscriber %d: message %d is %v", k, i, m)
+			}
 		}
 	}
 }
