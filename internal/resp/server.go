@@ -47,7 +47,8 @@
 //     they share commits, and anything else in it waits for the commands
 //     started before it.
 //   - Close closes every connection, also one a front end detached from
-//     redcon (the Sentinel endpoint's subscribers), and returns only once
+//     redcon (the Sentinel endpoint's and the node's subscribers, the
+//     proxy's pinned connections; Session.Detach), and returns only once
 //     no command runs any more.
 //
 // # The node's front end
