@@ -2,6 +2,8 @@ package node
 
 import (
 	"context"
+	"fmt"
+	"strings"
 
 	"github.com/tandemdb/tandem/internal/pubsub"
 	"github.com/tandemdb/tandem/internal/resp"
@@ -39,4 +41,21 @@ func (b backend) Publish(_ context.Context, channel, message []byte) (int, error
 		}
 	}
 	return n.pubsub.Publish(channel, message), nil
+}
+
+// infoStats is INFO's "# Stats": Redis's pub/sub counts (this node's),
+// and the messages this node dropped (replication/pubsub.go): as a leader
+// for follower streams that fell 32 MiB behind, as a follower held past
+// that or its own PUBLISHes that found no room to the leader.
+func (b backend) infoStats(sb *strings.Builder) {
+	n := b.n
+	var dropped uint64
+	switch r := n.current().(type) {
+	case *leading:
+		dropped = r.l.PubDropped()
+	case *following:
+		dropped = r.f.PubDropped()
+	}
+	fmt.Fprintf(sb, "# Stats\r\npubsub_channels:%d\r\npubsub_patterns:%d\r\ntandem_pubsub_dropped:%d\r\n\r\n",
+		len(n.pubsub.Channels(nil, true)), n.pubsub.NumPat(), dropped)
 }

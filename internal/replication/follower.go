@@ -273,6 +273,10 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 	defer func() {
 		f.pub.fwdOK.Store(false)
 		f.pub.held, f.pub.heldBytes = nil, 0
+		for len(f.pub.fwd) > 0 { // not sent: lost with the stream
+			<-f.pub.fwd
+			f.pub.dropped.Add(1)
+		}
 	}()
 	var held *received
 	for {
