@@ -350,8 +350,10 @@ func cmdUnsubscribe(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 			writeSubReply(c, sess.proto3(), kind, nil, s.count())
 			return
 		}
-		for _, name := range set.names {
-			names = append(names, []byte(name))
+		// A new slice: args's backing array is redcon's.
+		names = make([][]byte, len(set.names))
+		for i, name := range set.names {
+			names[i] = []byte(name)
 		}
 	}
 	for _, a := range names {
