@@ -8,7 +8,7 @@
 # with its reason, as listed in test/redis-suite/skip.txt.
 #
 # usage: scripts/redis-suite.sh [unit ...]
-#   (default: unit/type/hash unit/type/list unit/type/list-2 unit/type/set unit/multi)
+#   (default: unit/type/hash unit/type/list unit/type/list-2 unit/type/set unit/multi unit/pubsub)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The suite is handed to the project beside the repository (../shared);
@@ -25,7 +25,7 @@ if [ -z "$SUITE" ] || [ ! -x "$SUITE/run.sh" ]; then
   echo "redis-suite: NOT RUN: Redis's test suite is not at ../shared/redis-tests, /work/shared/redis-tests or \$REDIS_TESTS"
   exit 0
 fi
-[ $# -gt 0 ] || set -- unit/type/hash unit/type/list unit/type/list-2 unit/type/set unit/multi
+[ $# -gt 0 ] || set -- unit/type/hash unit/type/list unit/type/list-2 unit/type/set unit/multi unit/pubsub
 # A test's time limit: list-2's LTRIM stress tests make about 17,000
 # durable (fsynced) writes each, 16 s on an idle machine, more on a busy
 # one; Redis's 30 s default would fail them for the machine's load.

@@ -46,6 +46,12 @@ func init() {
 		{"discard", 1, cmdDiscard},
 		{"watch", -2, cmdWatch},
 		{"unwatch", 1, cmdUnwatch},
+		{"subscribe", -2, cmdSubscribe},
+		{"psubscribe", -2, cmdSubscribe},
+		{"unsubscribe", -1, cmdUnsubscribe},
+		{"punsubscribe", -1, cmdUnsubscribe},
+		{"publish", 3, cmdPublish},
+		{"pubsub", -2, cmdPubSub},
 	}
 	serverCmds = make(map[string]*serverCmd, len(list))
 	for _, sc := range list {
