@@ -32,6 +32,9 @@ var table = []*Spec{
 	{Name: "hvals", Arity: 2, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHVals},
 	{Name: "hrandfield", Arity: -2, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHRandField},
 	{Name: "hscan", Arity: -3, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHScan},
+	// Scripts (scripts.go): keys are movable (numkeys), so no key positions.
+	{Name: "eval_ro", Arity: -3, Flags: FlagRead, Exec: scriptExec(true, false)},
+	{Name: "evalsha_ro", Arity: -3, Flags: FlagRead, Exec: scriptExec(true, true)},
 
 	// Writes.
 	{Name: "set", Arity: -3, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execSet},
@@ -67,6 +70,8 @@ var table = []*Spec{
 	{Name: "hincrbyfloat", Arity: 4, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHIncrByFloat},
 	{Name: "flushdb", Arity: -1, Flags: FlagWrite, Exec: execFlush},
 	{Name: "flushall", Arity: -1, Flags: FlagWrite, Exec: execFlush},
+	{Name: "eval", Arity: -3, Flags: FlagWrite, Exec: scriptExec(false, false)},
+	{Name: "evalsha", Arity: -3, Flags: FlagWrite, Exec: scriptExec(false, true)},
 }
 
 // byName indexes table by lower-case name. It is built once and never

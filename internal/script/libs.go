@@ -1,0 +1,224 @@
+package script
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+
+	lua "github.com/yuin/gopher-lua"
+)
+
+// newCJSON is Redis's cjson (encode, decode, null) on encoding/json: a
+// table whose keys are 1..n is an array, any other a JSON object (an
+// empty table encodes as {}, as lua-cjson does); numbers print as
+// lua-cjson's %.14g; JSON null decodes to cjson.null.
+func newCJSON(L *lua.LState) *lua.LTable {
+	null := L.NewUserData()
+	t := L.NewTable()
+	t.RawSetString("null", null)
+	t.RawSetString("encode", L.NewFunction(func(L *lua.LState) int {
+		var buf bytes.Buffer
+		if err := encodeJSON(&buf, L.CheckAny(1), null, 0); err != nil {
+			L.RaiseError("%s", err.Error())
+		}
+		L.Push(lua.LString(buf.String()))
+		return 1
+	}))
+	t.RawSetString("decode", L.NewFunction(func(L *lua.LState) int {
+		dec := json.NewDecoder(bytes.NewReader([]byte(L.CheckString(1))))
+		dec.UseNumber()
+		var v any
+		if err := dec.Decode(&v); err != nil {
+			L.RaiseError("Expected value but found invalid token at character 1")
+		}
+		L.Push(fromJSON(L, v, null))
+		return 1
+	}))
+	return t
+}
+
+func encodeJSON(buf *bytes.Buffer, v lua.LValue, null *lua.LUserData, depth int) error {
+	if depth > 1000 {
+		return fmt.Errorf("Cannot serialise, excessive nesting (1001)")
+	}
+	switch v := v.(type) {
+	case lua.LString:
+		b, _ := json.Marshal(string(v))
+		buf.Write(b)
+	case lua.LNumber:
+		f := float64(v)
+		if math.IsInf(f, 0) || math.IsNaN(f) {
+			return fmt.Errorf("Cannot serialise number: must not be NaN or Inf")
+		}
+		buf.WriteString(strconv.FormatFloat(f, 'g', 14, 64))
+	case lua.LBool:
+		buf.WriteString(strconv.FormatBool(bool(v)))
+	case *lua.LNilType:
+		buf.WriteString("null")
+	case *lua.LUserData:
+		if v != null {
+			return fmt.Errorf("Cannot serialise userdata: type not supported")
+		}
+		buf.WriteString("null")
+	case *lua.LTable:
+		n := v.MaxN()
+		count := 0
+		v.ForEach(func(lua.LValue, lua.LValue) { count++ })
+		if n > 0 && n == count {
+			buf.WriteByte('[')
+			for i := 1; i <= n; i++ {
+				if i > 1 {
+					buf.WriteByte(',')
+				}
+				if err := encodeJSON(buf, v.RawGetInt(i), null, depth+1); err != nil {
+					return err
+				}
+			}
+			buf.WriteByte(']')
+			return nil
+		}
+		type kv struct {
+			k string
+			v lua.LValue
+		}
+		var kvs []kv
+		var bad error
+		v.ForEach(func(k, val lua.LValue) {
+			switch k := k.(type) {
+			case lua.LString:
+				kvs = append(kvs, kv{string(k), val})
+			case lua.LNumber:
+				kvs = append(kvs, kv{strconv.FormatFloat(float64(k), 'g', 14, 64), val})
+			default:
+				bad = fmt.Errorf("Cannot serialise %s: table key must be a number or string", k.Type())
+			}
+		})
+		if bad != nil {
+			return bad
+		}
+		sort.Slice(kvs, func(i, j int) bool { return kvs[i].k < kvs[j].k })
+		buf.WriteByte('{')
+		for i, e := range kvs {
+			if i > 0 {
+				buf.WriteByte(',')
+			}
+			b, _ := json.Marshal(e.k)
+			buf.Write(b)
+			buf.WriteByte(':')
+			if err := encodeJSON(buf, e.v, null, depth+1); err != nil {
+				return err
+			}
+		}
+		buf.WriteByte('}')
+	default:
+		return fmt.Errorf("Cannot serialise %s: type not supported", v.Type())
+	}
+	return nil
+}
+
+func fromJSON(L *lua.LState, v any, null *lua.LUserData) lua.LValue {
+	switch v := v.(type) {
+	case nil:
+		return null
+	case bool:
+		return lua.LBool(v)
+	case json.Number:
+		f, _ := strconv.ParseFloat(string(v), 64)
+		return lua.LNumber(f)
+	case string:
+		return lua.LString(v)
+	case []any:
+		t := L.CreateTable(len(v), 0)
+		for i, e := range v {
+			t.RawSetInt(i+1, fromJSON(L, e, null))
+		}
+		return t
+	case map[string]any:
+		t := L.CreateTable(0, len(v))
+		for k, e := range v {
+			t.RawSetString(k, fromJSON(L, e, null))
+		}
+		return t
+	}
+	return lua.LNil
+}
+
+// newBit is LuaBitOp (Redis's bit library): 32-bit operations on
+// numbers, results as signed 32-bit integers.
+func newBit(L *lua.LState) *lua.LTable {
+	t := L.NewTable()
+	fold := func(op func(a, b int32) int32) lua.LGFunction {
+		return func(L *lua.LState) int {
+			acc := tobit(L.CheckNumber(1))
+			for i := 2; i <= L.GetTop(); i++ {
+				acc = op(acc, tobit(L.CheckNumber(i)))
+			}
+			L.Push(lua.LNumber(acc))
+			return 1
+		}
+	}
+	shift := func(op func(a int32, n uint) int32) lua.LGFunction {
+		return func(L *lua.LState) int {
+			L.Push(lua.LNumber(op(tobit(L.CheckNumber(1)), uint(tobit(L.CheckNumber(2))&31))))
+			return 1
+		}
+	}
+	fns := map[string]lua.LGFunction{
+		"tobit":   func(L *lua.LState) int { L.Push(lua.LNumber(tobit(L.CheckNumber(1)))); return 1 },
+		"bnot":    func(L *lua.LState) int { L.Push(lua.LNumber(^tobit(L.CheckNumber(1)))); return 1 },
+		"band":    fold(func(a, b int32) int32 { return a & b }),
+		"bor":     fold(func(a, b int32) int32 { return a | b }),
+		"bxor":    fold(func(a, b int32) int32 { return a ^ b }),
+		"lshift":  shift(func(a int32, n uint) int32 { return int32(uint32(a) << n) }),
+		"rshift":  shift(func(a int32, n uint) int32 { return int32(uint32(a) >> n) }),
+		"arshift": shift(func(a int32, n uint) int32 { return a >> n }),
+		"rol": shift(func(a int32, n uint) int32 {
+			return int32(uint32(a)<<n | uint32(a)>>((32-n)&31))
+		}),
+		"ror": shift(func(a int32, n uint) int32 {
+			return int32(uint32(a)>>n | uint32(a)<<((32-n)&31))
+		}),
+		"bswap": func(L *lua.LState) int {
+			x := uint32(tobit(L.CheckNumber(1)))
+			L.Push(lua.LNumber(int32(x>>24 | x>>8&0xff00 | x<<8&0xff0000 | x<<24)))
+			return 1
+		},
+		"tohex": func(L *lua.LState) int {
+			x := tobit(L.CheckNumber(1))
+			n := int32(8)
+			if L.GetTop() >= 2 {
+				n = tobit(L.CheckNumber(2))
+			}
+			digits := "0123456789abcdef"
+			if n < 0 {
+				n, digits = -n, "0123456789ABCDEF"
+			}
+			if n > 8 {
+				n = 8
+			}
+			buf := make([]byte, n)
+			u := uint32(x)
+			for i := int(n) - 1; i >= 0; i-- {
+				buf[i] = digits[u&15]
+				u >>= 4
+			}
+			L.Push(lua.LString(buf))
+			return 1
+		},
+	}
+	for name, fn := range fns {
+		t.RawSetString(name, L.NewFunction(fn))
+	}
+	return t
+}
+
+// tobit is LuaBitOp's normalisation: the number rounded to an integer,
+// taken modulo 2^32, as a signed 32-bit integer.
+func tobit(n lua.LNumber) int32 {
+	f := math.RoundToEven(float64(n))
+	f = math.Mod(f, 1<<32)
+	return int32(uint32(int64(f)))
+}
