@@ -2,6 +2,7 @@ package script
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"reflect"
 	"strings"
@@ -37,7 +38,7 @@ func runAsync(t *testing.T, body string, readOnly bool) (*Engine, <-chan command
 	out := make(chan commands.Result, 1)
 	go func() {
 		res, err := e.Eval(&commands.Ctx{NowMs: m.now}, m, [][]byte{[]byte("EVAL"), []byte(body), []byte("0")}, readOnly, false)
-		if err != nil {
+		if err != nil && !errors.Is(err, ErrAborted) {
 			t.Error(err)
 		}
 		out <- res
@@ -94,7 +95,31 @@ func TestKillAfterWrite(t *testing.T) {
 	if got := e.Kill(); got != ReplyUnkillable {
 		t.Fatalf("Kill after a write: %v", got)
 	}
-	// Only a server stop ends it; the test stops it from inside.
-	e.seq.Load().cancel()
-	<-out
+	// Abort (the leadership ends) stops it, with an error and no ops.
+	e.Abort()
+	res := <-out
+	if res.Reply != nil || len(res.Ops) != 0 {
+		t.Fatalf("aborted script gave %v with ops %v", res.Reply, res.Ops)
+	}
+}
+
+// TestClose: Close aborts running scripts, written or not, read-only or
+// not, and refuses new ones.
+func TestClose(t *testing.T) {
+	for _, readOnly := range []bool{false, true} {
+		body := "redis.log(redis.LOG_NOTICE, 'go'); while true do end"
+		if !readOnly {
+			body = "redis.call('set', 'x', '1'); " + body
+		}
+		e, out := runAsync(t, body, readOnly)
+		e.Close()
+		if res := <-out; res.Reply != nil || len(res.Ops) != 0 {
+			t.Fatalf("closed engine's script gave %v, ops %v", res.Reply, res.Ops)
+		}
+		m := newMem()
+		_, err := e.Eval(&commands.Ctx{NowMs: m.now}, m, [][]byte{[]byte("EVAL"), []byte("return 1"), []byte("0")}, false, false)
+		if !errors.Is(err, ErrAborted) || !errors.Is(err, context.Canceled) {
+			t.Fatalf("Eval after Close: %v", err)
+		}
+	}
 }

@@ -35,7 +35,9 @@
 // busy-reply-threshold, 5 s), Busy reports true, and the node answers
 // BUSY to writes instead of queueing them behind it. Kill (SCRIPT KILL)
 // stops running scripts that have not written (UNKILLABLE otherwise);
-// they fail with "Script killed by user with SCRIPT KILL...".
+// they fail with "Script killed by user with SCRIPT KILL...". Abort
+// stops the sequencer's script even after writes, with ErrAborted and no
+// ops: nothing of it was logged yet.
 package script
 
 import (
@@ -43,6 +45,7 @@ import (
 	"crypto/sha1"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -91,6 +94,8 @@ type Engine struct {
 	free  []*vm                // idle states, reused
 	runs  map[*run]struct{}    // running now
 	gen   uint64               // bumped by Flush: older states are not pooled
+	// closed: Close was called; every script is aborted, new ones too.
+	closed bool
 
 	// seq is the script running in the sequencer, if any (at most one:
 	// the sequencer runs one command at a time).
@@ -134,6 +139,7 @@ type run struct {
 	cancel   context.CancelFunc
 	wrote    atomic.Bool
 	killed   atomic.Bool
+	aborted  atomic.Bool
 	// internal is a failure of the view (storage), which fails the
 	// whole command: the script's reply is not given.
 	internal error
@@ -273,6 +279,11 @@ func (e *Engine) Eval(ctx *commands.Ctx, v commands.View, args [][]byte, readOnl
 		sha: sha, started: time.Now(), cancel: cancel,
 	}
 	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		cancel()
+		return commands.Result{}, errClosed
+	}
 	e.runs[r] = struct{}{}
 	m := e.getLocked()
 	e.mu.Unlock()
@@ -290,6 +301,12 @@ func (e *Engine) Eval(ctx *commands.Ctx, v commands.View, args [][]byte, readOnl
 	e.mu.Unlock()
 	if r.internal != nil {
 		return commands.Result{}, r.internal
+	}
+	if r.aborted.Load() {
+		if e.isClosed() {
+			return commands.Result{}, errClosed
+		}
+		return commands.Result{}, ErrAborted
 	}
 	return commands.Result{Reply: reply, Ops: r.batch.Ops()}, nil
 }
@@ -312,6 +329,44 @@ func (e *Engine) putLocked(m *vm) {
 		return
 	}
 	e.free = append(e.free, m)
+}
+
+// ErrAborted: the script run in the sequencer was stopped by Abort (its
+// leadership ended); none of its writes were handed out.
+var ErrAborted = errors.New("script: aborted: the leadership ended while the script ran")
+
+// Abort stops the script running in the sequencer whatever it did: its
+// writes are in no entry yet (a script's ops are handed out when it
+// ends), so stopping it discards them all. The node calls it when it
+// stops leading, whose shutdown waits for the sequencer.
+func (e *Engine) Abort() {
+	if r := e.seq.Load(); r != nil {
+		r.aborted.Store(true)
+		r.cancel()
+	}
+}
+
+// errClosed is ErrAborted when the engine is closed: a
+// context.Canceled too, which the RESP layer answers as a shutdown.
+var errClosed = fmt.Errorf("%w: %w", ErrAborted, context.Canceled)
+
+// Close aborts every running script, whatever it did (nothing of it was
+// logged yet), and every later one: the server is stopping and its
+// connections' handlers, which run the scripts, must end.
+func (e *Engine) Close() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.closed = true
+	for r := range e.runs {
+		r.aborted.Store(true)
+		r.cancel()
+	}
+}
+
+func (e *Engine) isClosed() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.closed
 }
 
 // errInternal marks a Lua error raised to unwind a script after a view
