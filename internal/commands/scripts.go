@@ -30,13 +30,3 @@ func scriptExec(readOnly, byDigest bool) func(ctx *Ctx, v View, args [][]byte) (
 		return ctx.Scripts.Eval(ctx, v, args, readOnly, byDigest)
 	}
 }
-
-// IsScript reports whether spec is one of the script commands (a script
-// may not call them).
-func IsScript(spec *Spec) bool {
-	switch spec.Name {
-	case "eval", "evalsha", "eval_ro", "evalsha_ro":
-		return true
-	}
-	return false
-}

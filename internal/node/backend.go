@@ -246,6 +246,11 @@ func (b backend) Info(sections []string) string {
 	if all || want["replication"] {
 		b.infoReplication(&sb)
 	}
+	if all || want["memory"] {
+		// Only the script cache's line: tandem does not count memory as
+		// Redis does.
+		fmt.Fprintf(&sb, "# Memory\r\nnumber_of_cached_scripts:%d\r\n\r\n", b.n.scripts.Cached())
+	}
 	if all || want["keyspace"] {
 		b.infoKeyspace(&sb)
 	}

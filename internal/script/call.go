@@ -29,6 +29,9 @@ var notAllowed = map[string]bool{
 	"subscribe": true, "psubscribe": true, "unsubscribe": true, "punsubscribe": true,
 	"script": true, "function": true, "cluster": true, "client": true, "hello": true, "auth": true,
 	"quit": true, "reset": true, "wait": true, "replicaof": true, "slaveof": true, "shutdown": true,
+	// Blocking commands: a script cannot wait.
+	"blpop": true, "brpop": true, "brpoplpush": true, "blmove": true, "blmpop": true,
+	"bzpopmin": true, "bzpopmax": true, "bzmpop": true,
 }
 
 // newRedis builds the redis table.
@@ -105,9 +108,12 @@ func (m *vm) call(L *lua.LState, raiseErr bool) int {
 // dispatch runs args in the script's batch; msg is a script-level
 // refusal (the command did not run).
 func (m *vm) dispatch(r *run, args [][]byte) (commands.Reply, string) {
+	name := strings.ToLower(string(args[0]))
+	if notAllowed[name] {
+		return nil, msgNotAllowed
+	}
 	spec, ok := commands.Lookup(args[0])
 	if !ok {
-		name := strings.ToLower(string(args[0]))
 		switch {
 		case name == "ping" && len(args) <= 2:
 			if len(args) == 2 {
@@ -122,13 +128,8 @@ func (m *vm) dispatch(r *run, args [][]byte) (commands.Reply, string) {
 			return commands.Array{commands.Bulk(strconv.FormatInt(ms/1000, 10)), commands.Bulk(strconv.FormatInt(ms%1000*1000, 10))}, ""
 		case name == "ping" || name == "echo" || name == "time":
 			return nil, msgArity
-		case notAllowed[name]:
-			return nil, msgNotAllowed
 		}
 		return nil, msgUnknown
-	}
-	if commands.IsScript(spec) {
-		return nil, msgNotAllowed
 	}
 	if commands.Check(spec, args) != nil {
 		return nil, msgArity

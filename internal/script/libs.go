@@ -7,21 +7,31 @@ import (
 	"math"
 	"sort"
 	"strconv"
+	"strings"
 
 	lua "github.com/yuin/gopher-lua"
 )
 
-// newCJSON is Redis's cjson (encode, decode, null) on encoding/json: a
-// table whose keys are 1..n is an array, any other a JSON object (an
-// empty table encodes as {}, as lua-cjson does); numbers print as
-// lua-cjson's %.14g; JSON null decodes to cjson.null.
+// cjsonConfig is lua-cjson's settings that Redis scripts use.
+type cjsonConfig struct {
+	encodeDepth, decodeDepth int
+	invalidNumbers           bool
+	null                     *lua.LUserData
+}
+
+// newCJSON is Redis's cjson (encode, decode, null and the settings
+// encode_max_depth, decode_max_depth, encode_invalid_numbers,
+// encode_keep_buffer) on encoding/json: a table whose keys are 1..n is
+// an array, any other a JSON object (an empty table encodes as {}, as
+// lua-cjson does); numbers print as lua-cjson's %.14g; JSON null decodes
+// to cjson.null.
 func newCJSON(L *lua.LState) *lua.LTable {
-	null := L.NewUserData()
+	cfg := &cjsonConfig{encodeDepth: 1000, decodeDepth: 1000, null: L.NewUserData()}
 	t := L.NewTable()
-	t.RawSetString("null", null)
+	t.RawSetString("null", cfg.null)
 	t.RawSetString("encode", L.NewFunction(func(L *lua.LState) int {
 		var buf bytes.Buffer
-		if err := encodeJSON(&buf, L.CheckAny(1), null, 0); err != nil {
+		if err := cfg.encode(&buf, L.CheckAny(1), 1); err != nil {
 			L.RaiseError("%s", err.Error())
 		}
 		L.Push(lua.LString(buf.String()))
@@ -34,16 +44,29 @@ func newCJSON(L *lua.LState) *lua.LTable {
 		if err := dec.Decode(&v); err != nil {
 			L.RaiseError("Expected value but found invalid token at character 1")
 		}
-		L.Push(fromJSON(L, v, null))
+		out, err := cfg.fromJSON(L, v, 1)
+		if err != nil {
+			L.RaiseError("%s", err.Error())
+		}
+		L.Push(out)
 		return 1
 	}))
+	setting := func(set func(L *lua.LState)) *lua.LFunction {
+		return L.NewFunction(func(L *lua.LState) int {
+			if L.GetTop() > 0 {
+				set(L)
+			}
+			return 0
+		})
+	}
+	t.RawSetString("encode_max_depth", setting(func(L *lua.LState) { cfg.encodeDepth = L.CheckInt(1) }))
+	t.RawSetString("decode_max_depth", setting(func(L *lua.LState) { cfg.decodeDepth = L.CheckInt(1) }))
+	t.RawSetString("encode_invalid_numbers", setting(func(L *lua.LState) { cfg.invalidNumbers = L.ToBool(1) }))
+	t.RawSetString("encode_keep_buffer", setting(func(*lua.LState) {}))
 	return t
 }
 
-func encodeJSON(buf *bytes.Buffer, v lua.LValue, null *lua.LUserData, depth int) error {
-	if depth > 1000 {
-		return fmt.Errorf("Cannot serialise, excessive nesting (1001)")
-	}
+func (cfg *cjsonConfig) encode(buf *bytes.Buffer, v lua.LValue, depth int) error {
 	switch v := v.(type) {
 	case lua.LString:
 		b, _ := json.Marshal(string(v))
@@ -51,7 +74,11 @@ func encodeJSON(buf *bytes.Buffer, v lua.LValue, null *lua.LUserData, depth int)
 	case lua.LNumber:
 		f := float64(v)
 		if math.IsInf(f, 0) || math.IsNaN(f) {
-			return fmt.Errorf("Cannot serialise number: must not be NaN or Inf")
+			if !cfg.invalidNumbers {
+				return fmt.Errorf("Cannot serialise number: must not be NaN or Inf")
+			}
+			buf.WriteString(strings.ToLower(strconv.FormatFloat(f, 'g', -1, 64)))
+			return nil
 		}
 		buf.WriteString(strconv.FormatFloat(f, 'g', 14, 64))
 	case lua.LBool:
@@ -59,11 +86,15 @@ func encodeJSON(buf *bytes.Buffer, v lua.LValue, null *lua.LUserData, depth int)
 	case *lua.LNilType:
 		buf.WriteString("null")
 	case *lua.LUserData:
-		if v != null {
+		if v != cfg.null {
 			return fmt.Errorf("Cannot serialise userdata: type not supported")
 		}
 		buf.WriteString("null")
 	case *lua.LTable:
+		// Depth counts tables, as lua-cjson's does.
+		if depth > cfg.encodeDepth {
+			return fmt.Errorf("Cannot serialise, excessive nesting (%d)", depth)
+		}
 		n := v.MaxN()
 		count := 0
 		v.ForEach(func(lua.LValue, lua.LValue) { count++ })
@@ -73,7 +104,7 @@ func encodeJSON(buf *bytes.Buffer, v lua.LValue, null *lua.LUserData, depth int)
 				if i > 1 {
 					buf.WriteByte(',')
 				}
-				if err := encodeJSON(buf, v.RawGetInt(i), null, depth+1); err != nil {
+				if err := cfg.encode(buf, v.RawGetInt(i), depth+1); err != nil {
 					return err
 				}
 			}
@@ -108,7 +139,7 @@ func encodeJSON(buf *bytes.Buffer, v lua.LValue, null *lua.LUserData, depth int)
 			b, _ := json.Marshal(e.k)
 			buf.Write(b)
 			buf.WriteByte(':')
-			if err := encodeJSON(buf, e.v, null, depth+1); err != nil {
+			if err := cfg.encode(buf, e.v, depth+1); err != nil {
 				return err
 			}
 		}
@@ -119,31 +150,44 @@ func encodeJSON(buf *bytes.Buffer, v lua.LValue, null *lua.LUserData, depth int)
 	return nil
 }
 
-func fromJSON(L *lua.LState, v any, null *lua.LUserData) lua.LValue {
+func (cfg *cjsonConfig) fromJSON(L *lua.LState, v any, depth int) (lua.LValue, error) {
 	switch v := v.(type) {
 	case nil:
-		return null
+		return cfg.null, nil
 	case bool:
-		return lua.LBool(v)
+		return lua.LBool(v), nil
 	case json.Number:
 		f, _ := strconv.ParseFloat(string(v), 64)
-		return lua.LNumber(f)
+		return lua.LNumber(f), nil
 	case string:
-		return lua.LString(v)
+		return lua.LString(v), nil
+	}
+	if depth > cfg.decodeDepth {
+		return nil, fmt.Errorf("Found too many nested data structures (%d)", depth)
+	}
+	switch v := v.(type) {
 	case []any:
 		t := L.CreateTable(len(v), 0)
 		for i, e := range v {
-			t.RawSetInt(i+1, fromJSON(L, e, null))
+			lv, err := cfg.fromJSON(L, e, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			t.RawSetInt(i+1, lv)
 		}
-		return t
+		return t, nil
 	case map[string]any:
 		t := L.CreateTable(0, len(v))
 		for k, e := range v {
-			t.RawSetString(k, fromJSON(L, e, null))
+			lv, err := cfg.fromJSON(L, e, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			t.RawSetString(k, lv)
 		}
-		return t
+		return t, nil
 	}
-	return lua.LNil
+	return lua.LNil, nil
 }
 
 // newBit is LuaBitOp (Redis's bit library): 32-bit operations on

@@ -361,3 +361,35 @@ func TestToLuaStopsAtNil(t *testing.T) {
 		t.Fatalf("back to a reply: %v", got)
 	}
 }
+
+// TestCJSON: round trips and lua-cjson's settings, as Redis's own smoke
+// test uses them.
+func TestCJSON(t *testing.T) {
+	e, m := newEngine(t), newMem()
+	body := `
+local some_map = {s1="Some string", n1=100, a1={"Some","String","Array"}, b1=true, b2=false}
+local decoded = cjson.decode(cjson.encode(some_map))
+assert(decoded.s1 == "Some string" and decoded.n1 == 100 and decoded.a1[3] == "Array" and decoded.b2 == false)
+local t1 = cjson.decode(cjson.encode({one="one", [1]="one"}))
+assert(t1["one"] == "one" and t1["1"] == "one")
+assert(cjson.encode({[1]="one", [2]="two"}) == '["one","two"]')
+assert(cjson.encode({}) == '{}')
+assert(cjson.decode('[1,null]')[2] == cjson.null)
+local bad = {}
+bad[false] = "false"
+assert(pcall(cjson.encode, bad) == false)
+cjson.encode_max_depth(1)
+assert(pcall(cjson.encode, some_map) == false)
+cjson.decode_max_depth(1)
+assert(pcall(cjson.decode, '{"obj": {"array": [1,2,3,4]}}') == false)
+assert(pcall(cjson.encode, {num1=0/0}) == false)
+cjson.encode_invalid_numbers(true)
+assert(pcall(cjson.encode, {num1=0/0}) == true)
+cjson.decode_max_depth(1000)
+cjson.encode_max_depth(1000)
+cjson.encode_invalid_numbers(false)
+return 1`
+	if got := eval(t, e, m, body, "0"); !reflect.DeepEqual(got, commands.Int(1)) {
+		t.Fatalf("cjson: %v", got)
+	}
+}
