@@ -12,6 +12,12 @@ import (
 	lua "github.com/yuin/gopher-lua"
 )
 
+// cjsonError is a cjson failure, worded as lua-cjson words it (a Lua
+// error text, capitalised).
+type cjsonError string
+
+func (e cjsonError) Error() string { return string(e) }
+
 // cjsonConfig is lua-cjson's settings that Redis scripts use.
 type cjsonConfig struct {
 	encodeDepth, decodeDepth int
@@ -75,7 +81,7 @@ func (cfg *cjsonConfig) encode(buf *bytes.Buffer, v lua.LValue, depth int) error
 		f := float64(v)
 		if math.IsInf(f, 0) || math.IsNaN(f) {
 			if !cfg.invalidNumbers {
-				return fmt.Errorf("Cannot serialise number: must not be NaN or Inf")
+				return cjsonError("Cannot serialise number: must not be NaN or Inf")
 			}
 			buf.WriteString(strings.ToLower(strconv.FormatFloat(f, 'g', -1, 64)))
 			return nil
@@ -87,13 +93,13 @@ func (cfg *cjsonConfig) encode(buf *bytes.Buffer, v lua.LValue, depth int) error
 		buf.WriteString("null")
 	case *lua.LUserData:
 		if v != cfg.null {
-			return fmt.Errorf("Cannot serialise userdata: type not supported")
+			return cjsonError("Cannot serialise userdata: type not supported")
 		}
 		buf.WriteString("null")
 	case *lua.LTable:
 		// Depth counts tables, as lua-cjson's does.
 		if depth > cfg.encodeDepth {
-			return fmt.Errorf("Cannot serialise, excessive nesting (%d)", depth)
+			return cjsonError(fmt.Sprintf("Cannot serialise, excessive nesting (%d)", depth))
 		}
 		n := v.MaxN()
 		count := 0
@@ -124,7 +130,7 @@ func (cfg *cjsonConfig) encode(buf *bytes.Buffer, v lua.LValue, depth int) error
 			case lua.LNumber:
 				kvs = append(kvs, kv{strconv.FormatFloat(float64(k), 'g', 14, 64), val})
 			default:
-				bad = fmt.Errorf("Cannot serialise %s: table key must be a number or string", k.Type())
+				bad = cjsonError(fmt.Sprintf("Cannot serialise %s: table key must be a number or string", k.Type()))
 			}
 		})
 		if bad != nil {
@@ -145,7 +151,7 @@ func (cfg *cjsonConfig) encode(buf *bytes.Buffer, v lua.LValue, depth int) error
 		}
 		buf.WriteByte('}')
 	default:
-		return fmt.Errorf("Cannot serialise %s: type not supported", v.Type())
+		return cjsonError(fmt.Sprintf("Cannot serialise %s: type not supported", v.Type()))
 	}
 	return nil
 }
@@ -163,7 +169,7 @@ func (cfg *cjsonConfig) fromJSON(L *lua.LState, v any, depth int) (lua.LValue, e
 		return lua.LString(v), nil
 	}
 	if depth > cfg.decodeDepth {
-		return nil, fmt.Errorf("Found too many nested data structures (%d)", depth)
+		return nil, cjsonError(fmt.Sprintf("Found too many nested data structures (%d)", depth))
 	}
 	switch v := v.(type) {
 	case []any:
