@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tandemdb/tandem/internal/cluster"
+	"github.com/tandemdb/tandem/internal/statusdoc"
 	"github.com/tandemdb/tandem/internal/testutil"
 )
 
@@ -188,5 +191,117 @@ func TestScriptCacheAfterFailover(t *testing.T) {
 	}
 	if n, err := nl.EvalSha(ctx, sha, []string{"n"}).Int(); err != nil || n != 3 {
 		t.Fatalf("EVALSHA after the fallback cached it: %d, %v", n, err)
+	}
+}
+
+// TestScriptAllOrNothingUnderKill: clients run a script of three writes
+// (two strings and a hash field, one value) through whichever node leads,
+// in semisync; the leader is killed -9 twice. On every node, once
+// converged, each script's writes are all there or none (one log entry),
+// and no acknowledged script is lost.
+func TestScriptAllOrNothingUnderKill(t *testing.T) {
+	c := startControlled(t, 3, func(cfg *cluster.Config) {
+		cfg.ServerArgs = []string{"--mode", "semisync"}
+		cfg.OrchestratorArgs = []string{"--mode", "semisync"}
+	})
+	testutil.Eventually(t, "a published sync set", 10*time.Second, func() (bool, string) {
+		top := topologyOf(t, c)
+		return len(top.SyncSet) == 1, fmt.Sprintf("%+v", top)
+	})
+	three := redis.NewScript(`redis.call("set", KEYS[1], ARGV[1])
+redis.call("set", KEYS[2], ARGV[1])
+redis.call("hset", KEYS[3], "v", ARGV[1])
+return 1`)
+	ctx, cancel := context.WithCancel(context.Background())
+	leaders := watchLeader(ctx, c)
+	var mu sync.Mutex
+	var acked []string
+	sent := make([]int, 4)
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			clients := map[int]*redis.Client{}
+			defer func() {
+				for _, cl := range clients {
+					cl.Close()
+				}
+			}()
+			for i := 0; ctx.Err() == nil; i++ {
+				id, changed := leaders.get()
+				if id == 0 {
+					leaders.await(ctx, changed)
+					continue
+				}
+				cl := clients[id]
+				if cl == nil {
+					cl = redis.NewClient(&redis.Options{Addr: c.Node(id).RESPAddr, Protocol: 2, MaxRetries: -1,
+						DialTimeout: 200 * time.Millisecond, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 250 * time.Millisecond, PoolSize: 1})
+					clients[id] = cl
+				}
+				v := fmt.Sprintf("%d:%d", w, i)
+				mu.Lock()
+				sent[w] = i + 1
+				mu.Unlock()
+				if err := three.Run(ctx, cl, []string{"a:" + v, "b:" + v, "h:" + v}, v).Err(); err == nil {
+					mu.Lock()
+					acked = append(acked, v)
+					mu.Unlock()
+				} else {
+					leaders.await(ctx, changed)
+				}
+			}
+		}()
+	}
+	count := func() int { mu.Lock(); defer mu.Unlock(); return len(acked) }
+	for round := 1; round <= 2; round++ {
+		testutil.Eventually(t, "some scripts", 15*time.Second, func() (bool, string) { return count() > 200*round, "" })
+		old, _, err := c.Leader(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Kill(old); err != nil {
+			t.Fatal(err)
+		}
+		before := count()
+		testutil.Eventually(t, "scripts acknowledged by a new leader", 15*time.Second, func() (bool, string) { return count() > before+50, "" })
+		waitStatus(t, c, old, "following the new leader", func(s statusdoc.Node) bool {
+			return s.Role == statusdoc.RoleFollower && s.State == "streaming"
+		})
+	}
+	cancel()
+	wg.Wait()
+	waitConverged(t, c)
+	bg := context.Background()
+	for _, n := range c.Nodes() {
+		cl := client(t, n.RESPAddr)
+		testutil.Eventually(t, "the node to serve reads", 10*time.Second, func() (bool, string) {
+			err := cl.Get(bg, "probe").Err()
+			return err == nil || errors.Is(err, redis.Nil), fmt.Sprint(err)
+		})
+		partial, present := 0, 0
+		for w, k := range sent {
+			for i := range k {
+				v := fmt.Sprintf("%d:%d", w, i)
+				a, _ := cl.Get(bg, "a:"+v).Result()
+				b, _ := cl.Get(bg, "b:"+v).Result()
+				h, _ := cl.HGet(bg, "h:"+v, "v").Result()
+				switch {
+				case a == v && b == v && h == v:
+					present++
+				case a == "" && b == "" && h == "":
+				default:
+					partial++
+					t.Errorf("%s: script %s half applied: a=%q b=%q h=%q", n.Name, v, a, b, h)
+				}
+			}
+		}
+		for _, v := range acked {
+			if a, _ := cl.Get(bg, "a:"+v).Result(); a != v {
+				t.Errorf("%s: acknowledged script %s lost", n.Name, v)
+			}
+		}
+		t.Logf("%s: %d scripts applied whole, %d partial, %d acknowledged", n.Name, present, partial, len(acked))
 	}
 }
