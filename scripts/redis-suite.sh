@@ -5,10 +5,12 @@
 # if a listed one passes (the list must stay true).
 #
 # Tests that would hang a unit or break the rest of it are skipped, each
-# with its reason, as listed in test/redis-suite/skip.txt.
+# with its reason, as listed in test/redis-suite/skip.txt. REDIS_SUITE_ARGS
+# passes more runtest options (e.g. --baseport on a machine where another
+# run holds the harness's ports).
 #
 # usage: scripts/redis-suite.sh [unit ...]
-#   (default: unit/type/hash unit/type/list unit/type/list-2 unit/type/set unit/multi unit/pubsub)
+#   (default: unit/type/hash unit/type/list unit/type/list-2 unit/type/set unit/multi unit/pubsub unit/scripting)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The suite is handed to the project beside the repository (../shared);
@@ -25,7 +27,7 @@ if [ -z "$SUITE" ] || [ ! -x "$SUITE/run.sh" ]; then
   echo "redis-suite: NOT RUN: Redis's test suite is not at ../shared/redis-tests, /work/shared/redis-tests or \$REDIS_TESTS"
   exit 0
 fi
-[ $# -gt 0 ] || set -- unit/type/hash unit/type/list unit/type/list-2 unit/type/set unit/multi unit/pubsub
+[ $# -gt 0 ] || set -- unit/type/hash unit/type/list unit/type/list-2 unit/type/set unit/multi unit/pubsub unit/scripting
 # A test's time limit: list-2's LTRIM stress tests make about 17,000
 # durable (fsynced) writes each, 16 s on an idle machine, more on a busy
 # one; Redis's 30 s default would fail them for the machine's load.

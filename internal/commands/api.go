@@ -51,6 +51,8 @@ type Ctx struct {
 	// Cursors holds SCAN cursors; nil disables SCAN continuation (SCAN 0
 	// then returns every matching key at once, with cursor 0).
 	Cursors *CursorTable
+	// Scripts runs EVAL and its kin (scripts.go); nil refuses them.
+	Scripts Scripter
 }
 
 // Flags classify a command.

@@ -55,6 +55,9 @@ var table = []*Spec{
 	{Name: "lcs", Arity: -3, Flags: FlagRead, FirstKey: 1, LastKey: 2, KeyStep: 1, Exec: execLCS},
 	{Name: "dump", Arity: 2, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execDump},
 	{Name: "randomkey", Arity: 1, Flags: FlagRead, Exec: execRandomKey},
+	// Scripts (scripts.go): keys are movable (numkeys), so no key positions.
+	{Name: "eval_ro", Arity: -3, Flags: FlagRead, Exec: scriptExec(true, false)},
+	{Name: "evalsha_ro", Arity: -3, Flags: FlagRead, Exec: scriptExec(true, true)},
 
 	// Writes.
 	{Name: "set", Arity: -3, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execSet},
@@ -116,6 +119,8 @@ var table = []*Spec{
 	{Name: "sdiffstore", Arity: -3, Flags: FlagWrite, FirstKey: 1, LastKey: -1, KeyStep: 1, Exec: execSDiffStore},
 	{Name: "flushdb", Arity: -1, Flags: FlagWrite, Exec: execFlush},
 	{Name: "flushall", Arity: -1, Flags: FlagWrite, Exec: execFlush},
+	{Name: "eval", Arity: -3, Flags: FlagWrite, Exec: scriptExec(false, false)},
+	{Name: "evalsha", Arity: -3, Flags: FlagWrite, Exec: scriptExec(false, true)},
 }
 
 // byName indexes table by lower-case name. It is built once and never

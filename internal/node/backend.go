@@ -17,6 +17,7 @@ import (
 	"github.com/tandemdb/tandem/internal/keyspace"
 	"github.com/tandemdb/tandem/internal/replication"
 	"github.com/tandemdb/tandem/internal/resp"
+	"github.com/tandemdb/tandem/internal/script"
 )
 
 // backend is the node as the RESP front end sees it.
@@ -54,9 +55,17 @@ func (b backend) Submit(ctx context.Context, spec *commands.Spec, args [][]byte)
 			}
 		}
 	}
+	if b.n.scripts.Busy() {
+		// A script holds the sequencer past the threshold: refuse rather
+		// than queue behind it, as Redis answers BUSY.
+		return func() (commands.Reply, uint64, error) { return nil, 0, resp.ErrBusy }
+	}
 	pending, err := l.Start(ctx, func(v commands.View, nowMs int64) (commands.Result, error) {
-		return spec.Exec(&commands.Ctx{NowMs: nowMs, Cursors: b.n.cursors}, v, args)
+		return spec.Exec(&commands.Ctx{NowMs: nowMs, Cursors: b.n.cursors, Scripts: b.n.scripts}, v, args)
 	})
+	if errors.Is(err, script.ErrAborted) {
+		return func() (commands.Reply, uint64, error) { return nil, 0, resp.ErrNotLeader }
+	}
 	if err != nil {
 		return func() (commands.Reply, uint64, error) { return nil, 0, leaderError(err) }
 	}
@@ -162,6 +171,8 @@ func (b backend) Custom(ctx context.Context, args [][]byte) (commands.Reply, boo
 	case "TANDEM.PEERADDR":
 		_, peer, _ := b.n.Addrs()
 		return commands.Bulk(peer), true, nil
+	case "SCRIPT":
+		return b.scriptCmd(args)
 	case "TANDEM.LSN":
 		return commands.Int(b.n.db.Applied()), true, nil
 	case "TANDEM.FORGET":
@@ -237,6 +248,11 @@ func (b backend) Info(sections []string) string {
 	}
 	if all || want["stats"] {
 		b.infoStats(&sb) // pubsub.go
+	}
+	if all || want["memory"] {
+		// Only the script cache's line: tandem does not count memory as
+		// Redis does.
+		fmt.Fprintf(&sb, "# Memory\r\nnumber_of_cached_scripts:%d\r\n\r\n", b.n.scripts.Cached())
 	}
 	if all || want["keyspace"] {
 		b.infoKeyspace(&sb)
@@ -343,3 +359,68 @@ func runID(seed string) string {
 
 // Version is tandem's version string.
 var Version = "0.1.0"
+
+// scriptCmd serves SCRIPT LOAD, EXISTS, FLUSH, KILL and HELP on this
+// node's engine. The cache is the node's own: SCRIPT LOAD on the leader
+// does not reach the followers, nor a leader after a failover (EVALSHA
+// answers NOSCRIPT there and clients send EVAL, as all common ones do).
+func (b backend) scriptCmd(args [][]byte) (commands.Reply, bool, error) {
+	if len(args) < 2 {
+		return nil, true, &commands.ArityError{Name: "script"}
+	}
+	sub := strings.ToLower(string(args[1]))
+	arity := map[string]int{"load": 3, "exists": -3, "flush": -2, "kill": 2, "help": 2}
+	a, known := arity[sub]
+	if !known {
+		return commands.ErrorReply("ERR unknown subcommand '" + string(args[1]) + "'. Try SCRIPT HELP."), true, nil
+	}
+	if !commands.ArityOK(a, len(args)) || sub == "flush" && len(args) > 3 {
+		return nil, true, &commands.ArityError{Name: "script|" + sub}
+	}
+	e := b.n.scripts
+	switch sub {
+	case "load":
+		sha, r := e.Load(args[2])
+		if r != nil {
+			return r, true, nil
+		}
+		return commands.Bulk(sha), true, nil
+	case "exists":
+		var out commands.Array
+		for _, ok := range e.Exists(args[2:]) {
+			if ok {
+				out = append(out, commands.Int(1))
+			} else {
+				out = append(out, commands.Int(0))
+			}
+		}
+		return out, true, nil
+	case "flush":
+		if len(args) == 3 {
+			if m := strings.ToLower(string(args[2])); m != "sync" && m != "async" {
+				return commands.ErrorReply("ERR SCRIPT FLUSH only support SYNC|ASYNC option"), true, nil
+			}
+		}
+		e.Flush()
+		return commands.OK, true, nil
+	case "kill":
+		return e.Kill(), true, nil
+	}
+	var help commands.Array
+	for _, l := range []string{
+		"SCRIPT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+		"EXISTS <sha1> [<sha1> ...]",
+		"    Return information about the existence of the scripts in the script cache.",
+		"FLUSH [ASYNC|SYNC]",
+		"    Flush the Lua scripts cache. Very dangerous on replicas.",
+		"KILL",
+		"    Kill the currently executing Lua script.",
+		"LOAD <script>",
+		"    Load a script into the scripts cache without executing it.",
+		"HELP",
+		"    Prints this help.",
+	} {
+		help = append(help, commands.SimpleString(l))
+	}
+	return help, true, nil
+}

@@ -47,6 +47,7 @@ import (
 	"github.com/tandemdb/tandem/internal/pubsub"
 	"github.com/tandemdb/tandem/internal/replication"
 	"github.com/tandemdb/tandem/internal/resp"
+	"github.com/tandemdb/tandem/internal/script"
 	"github.com/tandemdb/tandem/internal/storage"
 )
 
@@ -80,6 +81,10 @@ type Config struct {
 	// read policy's floor) before it answers "read elsewhere"; 0 means
 	// DefaultReadWait.
 	ReadWait time.Duration
+	// ScriptBusyAfter is how long a script runs in the leader's sequencer
+	// before writes are answered BUSY instead of queued behind it (Redis's
+	// busy-reply-threshold); 0 means 5 s.
+	ScriptBusyAfter time.Duration
 
 	// Control plane. With Etcd set the node takes its role from the
 	// cluster's topology in etcd (see agent.go) instead of FollowRESP and
@@ -117,6 +122,10 @@ type Node struct {
 	cursors *commands.CursorTable
 	// pubsub is the node's subscriptions (pubsub.go).
 	pubsub *pubsub.Registry
+	// scripts runs EVAL and its kin and keeps this node's script cache
+	// (not replicated: after a failover EVALSHA answers NOSCRIPT until
+	// the script is loaded again).
+	scripts *script.Engine
 
 	respSrv  *resp.Server
 	grpcSrv  *grpc.Server
@@ -167,11 +176,16 @@ type leading struct {
 	cancel context.CancelFunc
 	// users is this leadership's last-write position per user (reads.go).
 	users *userPositions
+	// scripts is the node's engine: a script running in the sequencer is
+	// aborted when the role stops, since the leader's shutdown waits for
+	// the sequencer (its applier takes the sequencing lock).
+	scripts *script.Engine
 }
 
 // stop ends the role. Leader.Close waits for the peer handlers running on
 // the leader (Serve, ServeSnapshot), which end with it.
 func (r *leading) stop() {
+	r.scripts.Abort()
 	r.cancel()
 	r.l.Close()
 }
@@ -230,6 +244,7 @@ func Start(cfg Config) (*Node, error) {
 		cfg: cfg, log: log, db: db, started: time.Now(),
 		cursors: commands.NewCursorTable(4096),
 		pubsub:  pubsub.New(),
+		scripts: script.New(script.Config{BusyAfter: cfg.ScriptBusyAfter, Log: log}),
 		role:    newFenced("starting"),
 		closed:  make(chan struct{}),
 	}
@@ -442,7 +457,7 @@ func (n *Node) startLeader(epoch uint64, lease *replication.Lease) (role, error)
 	if n.cfg.Buggify.LeaderForgetsUserFloor {
 		floor = logrec.Position{} // planted bug: users' floors forgotten on failover
 	}
-	r := &leading{l: l, lease: lease, ctx: ctx, cancel: cancel, users: newUserPositions(floor, maxUsers)}
+	r := &leading{l: l, lease: lease, ctx: ctx, cancel: cancel, users: newUserPositions(floor, maxUsers), scripts: n.scripts}
 	n.bg.Add(1)
 	go n.watchLeader(r)
 	n.log.Info("role: leader", "epoch", epoch)
@@ -585,6 +600,9 @@ func (n *Node) close() {
 	n.changeMu.Lock()
 	close(n.closed)
 	n.changeMu.Unlock()
+	// Scripts run on the connections' goroutines, which the RESP server's
+	// Close waits for: a script that never ends must not hold it.
+	n.scripts.Close()
 	if n.respSrv != nil {
 		n.respSrv.Close()
 	}

@@ -121,7 +121,7 @@ func (b backend) ReadAt(ctx context.Context, spec *commands.Spec, args [][]byte,
 		}
 	}
 	now := time.Now().UnixMilli()
-	res, err := spec.Exec(&commands.Ctx{NowMs: now, Cursors: b.n.cursors}, storage.View{DB: b.n.db, NowMs: now}, args)
+	res, err := spec.Exec(&commands.Ctx{NowMs: now, Cursors: b.n.cursors, Scripts: b.n.scripts}, storage.View{DB: b.n.db, NowMs: now}, args)
 	if err != nil {
 		return nil, at, err
 	}

@@ -112,7 +112,7 @@ func (b backend) execLeader(ctx context.Context, r *leading, lws []*replication.
 	pending, err := r.l.StartTx(ctx, lws, func(v commands.View, nowMs int64) (commands.Result, error) {
 		batch := commands.NewBatch(v)
 		var err error
-		replies, err = runBatch(batch, &commands.Ctx{NowMs: nowMs, Cursors: b.n.cursors}, cmds)
+		replies, err = runBatch(batch, &commands.Ctx{NowMs: nowMs, Cursors: b.n.cursors, Scripts: b.n.scripts}, cmds)
 		if err != nil {
 			return commands.Result{}, err
 		}
@@ -172,7 +172,7 @@ func (b backend) execFollower(ctx context.Context, r *following, tx resp.Tx) (re
 	}
 	nowMs := time.Now().UnixMilli()
 	v := keyspace.Reader{R: snap, NowMs: nowMs}
-	replies, err := runBatch(commands.NewBatch(v), &commands.Ctx{NowMs: nowMs, Cursors: b.n.cursors}, tx.Cmds)
+	replies, err := runBatch(commands.NewBatch(v), &commands.Ctx{NowMs: nowMs, Cursors: b.n.cursors, Scripts: b.n.scripts}, tx.Cmds)
 	if err != nil {
 		return resp.TxResult{}, err
 	}

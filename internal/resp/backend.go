@@ -58,6 +58,10 @@ var (
 	// ErrNoReplicas: a write was not committed within the write timeout,
 	// for want of followers; it may still commit later.
 	ErrNoReplicas = errors.New("resp: not enough replicas")
+	// ErrBusy: a write was refused because a script has run in the
+	// leader's sequencer longer than the busy threshold; it was not
+	// applied.
+	ErrBusy = errors.New("resp: busy running a script")
 	// ErrOverloaded: a write was refused because too many writes wait for
 	// commit; it was not applied.
 	ErrOverloaded = errors.New("resp: overloaded")

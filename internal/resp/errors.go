@@ -30,6 +30,7 @@ const (
 	replyFencedNote       = "tandem: this node is fenced"
 	replyNoReplicas       = replies.NoReplicas
 	replyOverloaded       = replies.Overloaded
+	replyBusy             = replies.Busy
 	replyLeadershipLost   = replies.LeadershipLost
 	replyReadElsewhere    = replies.ReadElsewhere
 	replyPositionLost     = replies.PositionLost
@@ -118,6 +119,7 @@ func errConfigSetInteger(name string) string {
 //	                         is set to 'no'. (tandem: this node is fenced[: <reason>])
 //	ErrNoReplicas            NOREPLICAS Not enough good replicas to write.
 //	ErrOverloaded            TRYAGAIN tandem: too many writes waiting for commit; retry
+//	ErrBusy                  BUSY Redis is busy running a script. You can only call SCRIPT KILL ...
 //	ErrLeadershipLost        UNCERTAIN tandem: the leader stopped before this write committed; ...
 //	ErrReadElsewhere         TRYAGAIN tandem: read elsewhere: <reason>
 //	ErrPositionLost          ERR tandem: the session's position is not in this cluster's history
@@ -151,6 +153,8 @@ func (s *Server) errorText(err error, sess *Session, cmd string) string {
 		return replyNoReplicas
 	case errors.Is(err, ErrOverloaded):
 		return replyOverloaded
+	case errors.Is(err, ErrBusy):
+		return replyBusy
 	case errors.Is(err, ErrLeadershipLost):
 		return replyLeadershipLost
 	case errors.Is(err, ErrReadElsewhere):

@@ -212,6 +212,7 @@ func TestErrorMapping(t *testing.T) {
 		{ErrNoReplicas, "NOREPLICAS Not enough good replicas to write."},
 		{fmt.Errorf("replication: write timeout: %w", ErrNoReplicas), "NOREPLICAS Not enough good replicas to write."},
 		{ErrOverloaded, "TRYAGAIN tandem: too many writes waiting for commit; retry"},
+		{ErrBusy, "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE."},
 		{&commands.ArityError{Name: "get"}, "ERR wrong number of arguments for 'get' command"},
 		{commands.ErrSyntax, "ERR syntax error"},
 	} {

@@ -59,6 +59,9 @@ const (
 	// LeadershipLost: the leader stopped between sequencing the write
 	// and committing it. Deliberately not READONLY: it may yet commit.
 	LeadershipLost = "UNCERTAIN tandem: the leader stopped before this write committed; it may or may not take effect"
+	// Busy: a script has run in the leader's sequencer past the busy
+	// threshold; the write was not sequenced. Redis's text.
+	Busy = "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE."
 	// ShuttingDown: the server's Close canceled the command, which may
 	// or may not have been applied.
 	ShuttingDown = "ERR internal error: server shutting down"
@@ -85,6 +88,7 @@ var Table = []struct {
 	{"MASTERDOWN ", NotApplied},
 	{"TRYAGAIN ", NotApplied},
 	{"LOADING ", NotApplied},
+	{"BUSY ", NotApplied},
 	{"UNCERTAIN ", MaybeApplied},
 	{"NOREPLICAS ", MaybeApplied},
 	{ShuttingDown, MaybeApplied},

@@ -9,6 +9,7 @@ func TestMatch(t *testing.T) {
 		Loading:   NotApplied,
 		Fenced + " (tandem: this node is fenced: lease lost)": NotApplied,
 		Overloaded: NotApplied,
+		Busy:       NotApplied,
 		NoReplicas: MaybeApplied,
 		"NOREPLICAS tandem: the write is committed, but only 1 of the 2 replicas": MaybeApplied,
 		LeadershipLost:                          MaybeApplied,

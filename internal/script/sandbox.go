@@ -1,0 +1,370 @@
+package script
+
+import (
+	"context"
+	"regexp"
+	"strconv"
+	"strings"
+
+	lua "github.com/yuin/gopher-lua"
+
+	"github.com/tandemdb/tandem/internal/commands"
+)
+
+// vm is a sandboxed Lua state (Redis's sandbox) and what is needed to see
+// whether a script broke out of it.
+type vm struct {
+	e   *Engine
+	gen uint64
+	L   *lua.LState
+	// base is the state's real globals table (libraries, redis); scripts
+	// run in env, an empty table whose metatable reads base and refuses
+	// writes, with KEYS and ARGV set raw for each run. No script can
+	// reach base: _G is env, and getfenv answers env where gopher-lua's
+	// would give base (a Go function's environment, level 0).
+	base, env *lua.LTable
+	// protected are tables a script may read and never change: env, the
+	// read-only proxies of the libraries and the metatable scripts see.
+	protected []*lua.LTable
+	run       *run // the current run; nil between runs
+}
+
+const (
+	msgReadonly     = "Attempt to modify a readonly table"
+	msgNoSuchGlobal = "Script attempted to access nonexistent global variable '%s'"
+)
+
+// newVM builds a state: Redis's libraries, without what reaches files,
+// the process or other modules, every global and library read-only.
+func newVM(e *Engine, gen uint64) *vm {
+	L := lua.NewState(lua.Options{SkipOpenLibs: true, RegistryMaxSize: 1 << 20, CallStackSize: 256})
+	for _, lib := range []struct {
+		name string
+		fn   lua.LGFunction
+	}{
+		{lua.BaseLibName, lua.OpenBase},
+		{lua.TabLibName, lua.OpenTable},
+		{lua.StringLibName, lua.OpenString},
+		{lua.MathLibName, lua.OpenMath},
+		{lua.CoroutineLibName, lua.OpenCoroutine},
+	} {
+		L.Push(L.NewFunction(lib.fn))
+		L.Push(lua.LString(lib.name))
+		L.Call(1, 0)
+	}
+	m := &vm{e: e, gen: gen, L: L, base: L.G.Global}
+	for _, name := range []string{"dofile", "loadfile", "print", "_printregs", "module", "require", "_GOPHER_LUA_VERSION", "package"} {
+		m.base.RawSetString(name, lua.LNil)
+	}
+	m.base.RawSetString("cjson", newCJSON(L))
+	m.base.RawSetString("bit", newBit(L))
+	m.base.RawSetString("redis", m.newRedis())
+	m.base.RawSetString("pcall", L.NewFunction(m.pcall))
+	m.base.RawSetString("rawset", L.NewFunction(m.rawset))
+	m.base.RawSetString("setmetatable", L.NewFunction(m.setmetatable))
+	getfenv := m.base.RawGetString("getfenv").(*lua.LFunction)
+	m.base.RawSetString("getfenv", L.NewFunction(func(L *lua.LState) int {
+		arg := L.Get(1)
+		switch f := arg.(type) {
+		case *lua.LFunction:
+			if f.IsG {
+				L.Push(m.env)
+				return 1
+			}
+		case lua.LNumber:
+			if f <= 0 {
+				L.Push(m.env)
+				return 1
+			}
+			arg = f + 1 // this wrapper is one more frame
+		case *lua.LNilType:
+			arg = lua.LNumber(2)
+		}
+		L.Push(getfenv)
+		L.Push(arg)
+		L.Call(1, 1)
+		if L.Get(-1) == m.base {
+			L.Pop(1)
+			L.Push(m.env)
+		}
+		return 1
+	}))
+	// string.dump would hand out bytecode, which Redis refuses to load.
+	m.base.RawGetString("string").(*lua.LTable).RawSetString("dump", lua.LNil)
+	math := m.base.RawGetString("math").(*lua.LTable)
+	math.RawSetString("random", L.NewFunction(m.random))
+	math.RawSetString("randomseed", L.NewFunction(m.randomseed))
+
+	// The metatable scripts see (getmetatable) of every protected table.
+	shown := L.NewTable()
+	shownMeta := L.NewTable()
+	shownMeta.RawSetString("__newindex", L.NewFunction(refuseWrite))
+	shownMeta.RawSetString("__metatable", lua.LFalse)
+	L.SetMetatable(shown, shownMeta)
+	m.protected = append(m.protected, shown)
+	// The string metatable is the string library itself.
+	if mt, ok := L.GetMetatable(lua.LString("")).(*lua.LTable); ok {
+		mt.RawSetString("__metatable", shown)
+	}
+	for _, name := range []string{"string", "table", "math", "coroutine", "cjson", "bit", "redis"} {
+		m.base.RawSetString(name, m.readonly(m.base.RawGetString(name).(*lua.LTable), shown))
+	}
+
+	m.env = L.NewTable()
+	envMeta := L.NewTable()
+	envMeta.RawSetString("__index", L.NewFunction(m.global))
+	envMeta.RawSetString("__newindex", L.NewFunction(refuseWrite))
+	envMeta.RawSetString("__metatable", shown)
+	L.SetMetatable(m.env, envMeta)
+	m.protected = append(m.protected, m.env)
+	m.base.RawSetString("_G", m.env)
+	L.Env = m.env
+
+	return m
+}
+
+// readonly returns a proxy of t that reads t and refuses writes.
+func (m *vm) readonly(t, shown *lua.LTable) *lua.LTable {
+	p := m.L.NewTable()
+	mt := m.L.NewTable()
+	mt.RawSetString("__index", t)
+	mt.RawSetString("__newindex", m.L.NewFunction(refuseWrite))
+	mt.RawSetString("__metatable", shown)
+	m.L.SetMetatable(p, mt)
+	m.protected = append(m.protected, p)
+	return p
+}
+
+func refuseWrite(L *lua.LState) int {
+	L.RaiseError(msgReadonly)
+	return 0
+}
+
+// global is env's __index: a global that does not exist is an error.
+func (m *vm) global(L *lua.LState) int {
+	k := L.Get(2)
+	v := m.base.RawGet(k)
+	if v == lua.LNil {
+		L.RaiseError(msgNoSuchGlobal, lua.LVAsString(k))
+	}
+	L.Push(v)
+	return 1
+}
+
+func (m *vm) isProtected(t *lua.LTable) bool {
+	if t == m.base {
+		return true
+	}
+	for _, p := range m.protected {
+		if p == t {
+			return true
+		}
+	}
+	return false
+}
+
+// rawset and setmetatable refuse the protected tables, as Redis's
+// read-only tables do.
+func (m *vm) rawset(L *lua.LState) int {
+	t := L.CheckTable(1)
+	if m.isProtected(t) {
+		L.RaiseError(msgReadonly)
+	}
+	t.RawSet(L.CheckAny(2), L.CheckAny(3))
+	L.SetTop(1)
+	return 1
+}
+
+func (m *vm) setmetatable(L *lua.LState) int {
+	t := L.CheckTable(1)
+	if m.isProtected(t) {
+		L.RaiseError(msgReadonly)
+	}
+	mt := L.Get(2)
+	if _, ok := mt.(*lua.LTable); !ok && mt != lua.LNil {
+		L.ArgError(2, "nil or table expected")
+	}
+	if cur, ok := L.GetMetatable(t).(*lua.LTable); ok && cur.RawGetString("__metatable") != lua.LNil {
+		L.RaiseError("cannot change a protected metatable")
+	}
+	L.SetMetatable(t, mt)
+	L.SetTop(1)
+	return 1
+}
+
+// intact reports whether the state is as newVM left it (KEYS and ARGV
+// aside): a script that found a way around the read-only tables leaves
+// a state that must not run another script.
+func (m *vm) intact() bool {
+	for _, p := range m.protected {
+		bad := false
+		p.ForEach(func(k, _ lua.LValue) {
+			if p != m.env || (k != lua.LString("KEYS") && k != lua.LString("ARGV")) {
+				bad = true
+			}
+		})
+		if bad {
+			return false
+		}
+	}
+	return true
+}
+
+// exec runs sc with keys and argv under r and returns its reply.
+func (m *vm) exec(ctx context.Context, sc *compiled, keys, argv [][]byte, r *run) commands.Reply {
+	L := m.L
+	m.run = r
+	defer func() { m.run = nil }()
+	m.env.RawSetString("KEYS", stringArray(L, keys))
+	m.env.RawSetString("ARGV", stringArray(L, argv))
+	fn := L.NewFunctionFromProto(sc.proto)
+	fn.Env = m.env
+	L.SetContext(ctx)
+	defer L.RemoveContext()
+	L.Push(fn)
+	err := L.PCall(0, 1, nil)
+	if err != nil {
+		L.SetTop(0)
+		return m.errorReply(err, r)
+	}
+	ret := L.Get(-1)
+	L.SetTop(0)
+	return toReply(L, ret, r.resp, 0)
+}
+
+func stringArray(L *lua.LState, a [][]byte) *lua.LTable {
+	t := L.CreateTable(len(a), 0)
+	for _, s := range a {
+		t.Append(lua.LString(s))
+	}
+	return t
+}
+
+// lineOf finds the line in a Lua error message "user_script:LINE: ...".
+var lineOf = regexp.MustCompile(`^` + chunkName + `:(\d+):`)
+
+// errorReply is the reply to a script that raised err, as Redis 7 words
+// it: the error table's err text (or "ERR " and the Lua message), then
+// " script: SHA, on @user_script:LINE.".
+func (m *vm) errorReply(err error, r *run) commands.Reply {
+	var msg, line string
+	apiErr, _ := err.(*lua.ApiError)
+	var obj lua.LValue = lua.LString(err.Error())
+	if apiErr != nil {
+		obj = apiErr.Object
+	}
+	switch {
+	case r.killed.Load():
+		msg = msgKilled
+	case isTable(obj):
+		t := obj.(*lua.LTable)
+		msg = lua.LVAsString(t.RawGetString("err"))
+		if l := t.RawGetString("line"); l != lua.LNil {
+			line = lua.LVAsString(l)
+		}
+	default:
+		s := lua.LVAsString(obj)
+		if s == "" && apiErr != nil {
+			s = apiErr.Error()
+		}
+		msg = "ERR " + s
+		if sm := lineOf.FindStringSubmatch(s); sm != nil {
+			line = sm[1]
+		}
+	}
+	out := msg + " script: " + r.sha
+	if line != "" {
+		out += ", on @" + chunkName + ":" + line + "."
+	}
+	return commands.ErrorReply(oneLine(out))
+}
+
+func isTable(v lua.LValue) bool {
+	_, ok := v.(*lua.LTable)
+	return ok
+}
+
+// raise raises a Redis error table {err=msg} with the line of the
+// script's call, as Redis's error handler fills it in.
+func raise(L *lua.LState, msg string) {
+	t := errTable(L, msg)
+	if sm := lineOf.FindStringSubmatch(L.Where(1)); sm != nil {
+		n, _ := strconv.Atoi(sm[1])
+		t.RawSetString("line", lua.LNumber(n))
+	}
+	L.Error(t, 0)
+}
+
+// errTable is {err=msg}: "ERR " is added when msg has no code, as
+// Redis's luaPushError does.
+func errTable(L *lua.LState, msg string) *lua.LTable {
+	t := L.NewTable()
+	t.RawSetString("err", lua.LString(msg))
+	return t
+}
+
+// pcall is Redis's: an error table raised by redis.call comes back as its
+// err text, so that scripts written for Redis 6 keep working.
+func (m *vm) pcall(L *lua.LState) int {
+	L.CheckAny(1)
+	nargs := L.GetTop() - 1
+	if err := L.PCall(nargs, lua.MultRet, nil); err != nil {
+		var obj lua.LValue = lua.LString(err.Error())
+		if ae, ok := err.(*lua.ApiError); ok {
+			obj = ae.Object
+		}
+		if t, ok := obj.(*lua.LTable); ok {
+			if s, ok := t.RawGetString("err").(lua.LString); ok {
+				obj = s
+			}
+		}
+		L.SetTop(0)
+		L.Push(lua.LFalse)
+		L.Push(obj)
+		return 2
+	}
+	L.Insert(lua.LTrue, 1)
+	return L.GetTop()
+}
+
+func (m *vm) random(L *lua.LState) int {
+	r := float64(m.e.rng.next()%lrand48Max) / float64(lrand48Max)
+	switch L.GetTop() {
+	case 0:
+		L.Push(lua.LNumber(r))
+	case 1:
+		u := checkInt(L, 1)
+		if u < 1 {
+			L.ArgError(1, "interval is empty")
+		}
+		L.Push(lua.LNumber(float64(int(r*float64(u))) + 1))
+	case 2:
+		lo, up := checkInt(L, 1), checkInt(L, 2)
+		if lo > up {
+			L.ArgError(2, "interval is empty")
+		}
+		L.Push(lua.LNumber(float64(int(r*float64(up-lo+1))) + float64(lo)))
+	default:
+		L.RaiseError("wrong number of arguments")
+	}
+	return 1
+}
+
+func (m *vm) randomseed(L *lua.LState) int {
+	m.e.rng.seed(int32(checkInt(L, 1)))
+	return 0
+}
+
+// checkInt is luaL_checkint: a number or a string that is one.
+func checkInt(L *lua.LState, n int) int {
+	switch v := L.Get(n).(type) {
+	case lua.LNumber:
+		return int(v)
+	case lua.LString:
+		if f, err := strconv.ParseFloat(strings.TrimSpace(string(v)), 64); err == nil {
+			return int(f)
+		}
+	}
+	L.TypeError(n, lua.LTNumber)
+	return 0
+}

@@ -1,0 +1,374 @@
+// Package script runs Redis 7's Lua scripts (EVAL, EVALSHA, EVAL_RO,
+// EVALSHA_RO and SCRIPT LOAD/EXISTS/FLUSH/KILL) on
+// github.com/yuin/gopher-lua, a pure-Go Lua 5.1 (the Lua Redis embeds).
+// It is pure of nodes and replication: a script reads and writes through
+// a commands.View with a commands.Batch, and hands back its reply and the
+// row-form ops of its writes. The caller (the node) runs a write script
+// inside the leader's sequencer, so its ops become one log entry (Redis
+// 7's effects replication): followers apply rows and never run Lua.
+//
+// # What it promises
+//
+//   - Redis's Lua API: redis.call, redis.pcall, redis.error_reply,
+//     redis.status_reply, redis.sha1hex, redis.log (to slog) and its
+//     LOG_* levels, redis.setresp (2 and 3), KEYS and ARGV, and Redis's
+//     conversion rules both ways (convert.go), with Redis 7's error texts.
+//   - Redis's sandbox (sandbox.go): the base, table, string, math and
+//     coroutine libraries and cjson and bit, without dofile, loadfile,
+//     print, require, module, os or io; reading an undeclared global is an
+//     error, and writing any global or changing a library table is
+//     refused ("Attempt to modify a readonly table"). A state whose
+//     protected tables a script managed to change anyway is discarded,
+//     never reused.
+//   - math.random is Redis's: one generator (redisLrand48) for the
+//     engine, not reseeded per script, math.randomseed sets it.
+//   - A script's writes stand when it fails later, as in Redis: the
+//     result carries the ops made before the error with the error reply.
+//   - The script cache is per engine (per node), unbounded as Redis 7.0's,
+//     and not replicated: after a failover EVALSHA answers NOSCRIPT until
+//     the script is loaded again (clients fall back to EVAL).
+//
+// # Time limit
+//
+// A script is never stopped for running long. Once a script run in the
+// sequencer has run longer than Config.BusyAfter (Redis's
+// busy-reply-threshold, 5 s), Busy reports true, and the node answers
+// BUSY to writes instead of queueing them behind it. Kill (SCRIPT KILL)
+// stops running scripts that have not written (UNKILLABLE otherwise);
+// they fail with "Script killed by user with SCRIPT KILL...". Abort
+// stops the sequencer's script even after writes, with ErrAborted and no
+// ops: nothing of it was logged yet.
+package script
+
+import (
+	"context"
+	"crypto/sha1"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	lua "github.com/yuin/gopher-lua"
+
+	"github.com/tandemdb/tandem/internal/commands"
+)
+
+// Replies the engine gives, Redis 7's texts.
+const (
+	ReplyNoScript   = commands.ErrorReply("NOSCRIPT No matching script. Please use EVAL.")
+	ReplyNotBusy    = commands.ErrorReply("NOTBUSY No scripts in execution right now.")
+	ReplyUnkillable = commands.ErrorReply("UNKILLABLE Sorry the script already executed write commands against the dataset. You can either wait the script termination or kill the server in a hard way using the SHUTDOWN NOSAVE command.")
+	// BusyText is the error a node answers while Busy.
+	BusyText = "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE."
+
+	errKeysNegative = "ERR Number of keys can't be negative"
+	errKeysTooMany  = "ERR Number of keys can't be greater than number of args"
+	msgKilled       = "ERR Script killed by user with SCRIPT KILL..."
+)
+
+// Config configures an Engine.
+type Config struct {
+	// BusyAfter is how long a sequenced script runs before Busy reports
+	// true (Redis's busy-reply-threshold, formerly lua-time-limit).
+	// Zero means 5 s.
+	BusyAfter time.Duration
+	// Log receives redis.log lines (LOG_DEBUG and LOG_VERBOSE at Debug,
+	// LOG_NOTICE at Info, LOG_WARNING at Warn). Nil means slog.Default().
+	Log *slog.Logger
+}
+
+// Engine is one node's script runner: its cache of scripts, its pool of
+// sandboxed Lua states and the scripts running now. Safe for concurrent
+// use; each running script has a state of its own.
+type Engine struct {
+	cfg Config
+	rng lrand48
+
+	mu    sync.Mutex
+	cache map[string]*compiled // by lower-case SHA1
+	free  []*vm                // idle states, reused
+	runs  map[*run]struct{}    // running now
+	gen   uint64               // bumped by Flush: older states are not pooled
+	// closed: Close was called; every script is aborted, new ones too.
+	closed bool
+
+	// seq is the script running in the sequencer, if any (at most one:
+	// the sequencer runs one command at a time).
+	seq atomic.Pointer[run]
+}
+
+// maxIdle bounds the pool of idle states.
+const maxIdle = 16
+
+// New returns an Engine.
+func New(cfg Config) *Engine {
+	if cfg.BusyAfter <= 0 {
+		cfg.BusyAfter = 5 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	e := &Engine{cfg: cfg, cache: map[string]*compiled{}, runs: map[*run]struct{}{}}
+	e.rng.x = 0x1234ABCD330E // rand.c's initial state
+	return e
+}
+
+var _ commands.Scripter = (*Engine)(nil)
+
+// compiled is a cached script: its body and compiled chunk (shareable by
+// every state) and its shebang flags.
+type compiled struct {
+	body     string
+	proto    *lua.FunctionProto
+	noWrites bool
+}
+
+// run is one execution of a script.
+type run struct {
+	ctx      *commands.Ctx
+	batch    *commands.Batch
+	readOnly bool // write commands refused
+	resp     int  // the protocol redis.call replies are converted from
+	sha      string
+	started  time.Time
+	cancel   context.CancelFunc
+	wrote    atomic.Bool
+	killed   atomic.Bool
+	aborted  atomic.Bool
+	// internal is a failure of the view (storage), which fails the
+	// whole command: the script's reply is not given.
+	internal error
+}
+
+// SHA1 is the hex SHA1 of body, as EVALSHA names a script.
+func SHA1(body []byte) string {
+	sum := sha1.Sum(body)
+	return hex.EncodeToString(sum[:])
+}
+
+// Load compiles body and caches it (SCRIPT LOAD), returning its SHA1, or
+// an error reply when it does not compile.
+func (e *Engine) Load(body []byte) (string, commands.Reply) {
+	sha := SHA1(body)
+	if _, r := e.load(sha, body); r != nil {
+		return "", r
+	}
+	return sha, nil
+}
+
+func (e *Engine) load(sha string, body []byte) (*compiled, commands.Reply) {
+	e.mu.Lock()
+	c := e.cache[sha]
+	e.mu.Unlock()
+	if c != nil {
+		return c, nil
+	}
+	c, r := compile(string(body))
+	if r != nil {
+		return nil, r
+	}
+	e.mu.Lock()
+	e.cache[sha] = c
+	e.mu.Unlock()
+	return c, nil
+}
+
+// Exists reports, for each SHA1, whether the script is cached (SCRIPT
+// EXISTS), in any letter case.
+func (e *Engine) Exists(shas [][]byte) []bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]bool, len(shas))
+	for i, s := range shas {
+		_, out[i] = e.cache[strings.ToLower(string(s))]
+	}
+	return out
+}
+
+// Flush empties the cache and drops the idle states (SCRIPT FLUSH, which
+// in Redis also resets the Lua VM). Running scripts finish.
+func (e *Engine) Flush() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.cache = map[string]*compiled{}
+	for _, m := range e.free {
+		m.L.Close()
+	}
+	e.free = nil
+	e.gen++
+}
+
+// Cached is the number of cached scripts.
+func (e *Engine) Cached() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.cache)
+}
+
+// Busy reports whether a script has run in the sequencer longer than
+// BusyAfter: writes queued behind it would wait, so the node answers
+// BUSY instead.
+func (e *Engine) Busy() bool {
+	r := e.seq.Load()
+	return r != nil && time.Since(r.started) > e.cfg.BusyAfter
+}
+
+// Kill stops the running scripts (SCRIPT KILL): NOTBUSY when none runs,
+// UNKILLABLE when the sequencer's script has written (stopping it would
+// leave half its effects), else OK, and each running script fails with
+// "Script killed by user with SCRIPT KILL...".
+func (e *Engine) Kill() commands.Reply {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.runs) == 0 {
+		return ReplyNotBusy
+	}
+	if r := e.seq.Load(); r != nil && r.wrote.Load() {
+		return ReplyUnkillable
+	}
+	for r := range e.runs {
+		if !r.wrote.Load() {
+			r.killed.Store(true)
+			r.cancel()
+		}
+	}
+	return commands.OK
+}
+
+// Eval runs a script (commands.Scripter): readOnly for EVAL_RO and
+// EVALSHA_RO, which the node runs as reads; otherwise the caller runs it
+// in the sequencer, where it counts for Busy.
+func (e *Engine) Eval(ctx *commands.Ctx, v commands.View, args [][]byte, readOnly, byDigest bool) (commands.Result, error) {
+	nk, err := strconv.ParseInt(string(args[2]), 10, 64)
+	if err != nil {
+		return commands.Result{}, commands.ErrNotInteger
+	}
+	if nk < 0 {
+		return commands.Result{Reply: commands.ErrorReply(errKeysNegative)}, nil
+	}
+	if nk > int64(len(args)-3) {
+		return commands.Result{Reply: commands.ErrorReply(errKeysTooMany)}, nil
+	}
+	var sc *compiled
+	var sha string
+	if byDigest {
+		sha = strings.ToLower(string(args[1]))
+		e.mu.Lock()
+		sc = e.cache[sha]
+		e.mu.Unlock()
+		if sc == nil {
+			return commands.Result{Reply: ReplyNoScript}, nil
+		}
+	} else {
+		sha = SHA1(args[1])
+		var r commands.Reply
+		if sc, r = e.load(sha, args[1]); r != nil {
+			return commands.Result{Reply: r}, nil
+		}
+	}
+	keys, argv := args[3:3+nk], args[3+nk:]
+
+	rctx, cancel := context.WithCancel(context.Background())
+	r := &run{
+		ctx: ctx, batch: commands.NewBatch(v), readOnly: readOnly || sc.noWrites, resp: 2,
+		sha: sha, started: time.Now(), cancel: cancel,
+	}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		cancel()
+		return commands.Result{}, errClosed
+	}
+	e.runs[r] = struct{}{}
+	m := e.getLocked()
+	e.mu.Unlock()
+	if !readOnly {
+		e.seq.Store(r)
+	}
+	reply := m.exec(rctx, sc, keys, argv, r)
+	if !readOnly {
+		e.seq.Store(nil)
+	}
+	cancel()
+	e.mu.Lock()
+	delete(e.runs, r)
+	e.putLocked(m)
+	e.mu.Unlock()
+	if r.internal != nil {
+		return commands.Result{}, r.internal
+	}
+	if r.aborted.Load() {
+		if e.isClosed() {
+			return commands.Result{}, errClosed
+		}
+		return commands.Result{}, ErrAborted
+	}
+	return commands.Result{Reply: reply, Ops: r.batch.Ops()}, nil
+}
+
+// getLocked takes an idle state or makes one. e.mu is held.
+func (e *Engine) getLocked() *vm {
+	if n := len(e.free); n > 0 {
+		m := e.free[n-1]
+		e.free = e.free[:n-1]
+		return m
+	}
+	return newVM(e, e.gen)
+}
+
+// putLocked pools m again unless a script changed what it must not, the
+// cache was flushed since it was made, or the pool is full.
+func (e *Engine) putLocked(m *vm) {
+	if m.gen != e.gen || len(e.free) >= maxIdle || !m.intact() {
+		m.L.Close()
+		return
+	}
+	e.free = append(e.free, m)
+}
+
+// ErrAborted: the script run in the sequencer was stopped by Abort (its
+// leadership ended); none of its writes were handed out.
+var ErrAborted = errors.New("script: aborted: the leadership ended while the script ran")
+
+// Abort stops the script running in the sequencer whatever it did: its
+// writes are in no entry yet (a script's ops are handed out when it
+// ends), so stopping it discards them all. The node calls it when it
+// stops leading, whose shutdown waits for the sequencer.
+func (e *Engine) Abort() {
+	if r := e.seq.Load(); r != nil {
+		r.aborted.Store(true)
+		r.cancel()
+	}
+}
+
+// errClosed is ErrAborted when the engine is closed: a
+// context.Canceled too, which the RESP layer answers as a shutdown.
+var errClosed = fmt.Errorf("%w: %w", ErrAborted, context.Canceled)
+
+// Close aborts every running script, whatever it did (nothing of it was
+// logged yet), and every later one: the server is stopping and its
+// connections' handlers, which run the scripts, must end.
+func (e *Engine) Close() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.closed = true
+	for r := range e.runs {
+		r.aborted.Store(true)
+		r.cancel()
+	}
+}
+
+func (e *Engine) isClosed() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.closed
+}
+
+// errInternal marks a Lua error raised to unwind a script after a view
+// failure (run.internal holds it).
+var errInternal = errors.New("script: internal error")
