@@ -110,6 +110,11 @@ var table = []*Spec{
 	{Name: "rpoplpush", Arity: 3, Flags: FlagWrite, FirstKey: 1, LastKey: 2, KeyStep: 1, Exec: execRPopLPush},
 	// LMPOP's keys follow numkeys (movable): Redis reports no key range.
 	{Name: "lmpop", Arity: -4, Flags: FlagWrite, Exec: execLMPop},
+	{Name: "blpop", Arity: -3, Flags: FlagWrite, FirstKey: 1, LastKey: -2, KeyStep: 1, Exec: execBLPop, Block: blockLastTimeout},
+	{Name: "brpop", Arity: -3, Flags: FlagWrite, FirstKey: 1, LastKey: -2, KeyStep: 1, Exec: execBRPop, Block: blockLastTimeout},
+	{Name: "blmove", Arity: 6, Flags: FlagWrite, FirstKey: 1, LastKey: 2, KeyStep: 1, Exec: execBLMove, Block: blockBLMove},
+	{Name: "brpoplpush", Arity: 4, Flags: FlagWrite, FirstKey: 1, LastKey: 2, KeyStep: 1, Exec: execBRPopLPush, Block: blockBRPopLPush},
+	{Name: "blmpop", Arity: -5, Flags: FlagWrite, Exec: execBLMPop, Block: blockBLMPop},
 	{Name: "sadd", Arity: -3, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execSAdd},
 	{Name: "srem", Arity: -3, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execSRem},
 	{Name: "spop", Arity: -2, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execSPop},

@@ -32,14 +32,27 @@ func (b backend) Read(ctx context.Context, spec *commands.Spec, args [][]byte) (
 }
 
 func (b backend) Write(ctx context.Context, spec *commands.Spec, args [][]byte) (commands.Reply, uint64, error) {
-	return b.Submit(ctx, spec, args)()
+	if spec.Block != nil {
+		return b.block(ctx, spec, args) // blocking.go
+	}
+	return b.submit(ctx, spec, args)()
 }
 
 var _ resp.PipelineBackend = backend{}
 
 // Submit sequences a write on the leader now and returns the wait for its
-// commit, so the writes of one pipeline share a group commit.
+// commit, so the writes of one pipeline share a group commit. A blocking
+// command is not sequenced ahead: its wait blocks as Write does.
 func (b backend) Submit(ctx context.Context, spec *commands.Spec, args [][]byte) func() (commands.Reply, uint64, error) {
+	if spec.Block != nil {
+		return func() (commands.Reply, uint64, error) { return b.block(ctx, spec, args) }
+	}
+	return b.submit(ctx, spec, args)
+}
+
+// submit is Submit for any write, a blocking command's pop included (its
+// non-blocking form).
+func (b backend) submit(ctx context.Context, spec *commands.Spec, args [][]byte) func() (commands.Reply, uint64, error) {
 	var l *replication.Leader
 	switch r := b.n.current().(type) {
 	case *fenced:
