@@ -53,6 +53,11 @@ type Ctx struct {
 	Cursors *CursorTable
 	// Scripts runs EVAL and its kin (scripts.go); nil refuses them.
 	Scripts Scripter
+	// Blocked says a blocking command's pop is run again for a client
+	// that blocked: a source key of another type is passed over as if it
+	// were absent (the client stays blocked), as Redis serves a blocked
+	// client only from a key of the type it waits for.
+	Blocked bool
 }
 
 // Flags classify a command.

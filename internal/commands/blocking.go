@@ -1,6 +1,7 @@
 package commands
 
 import (
+	"errors"
 	"math"
 	"strconv"
 	"time"
@@ -72,19 +73,36 @@ func blockLastTimeout(args [][]byte) (BlockArgs, error) {
 	return BlockArgs{Keys: args[1 : len(args)-1], Timeout: d}, nil
 }
 
-func execBLPop(_ *Ctx, v View, args [][]byte) (Result, error) { return bpop(v, args, true) }
-func execBRPop(_ *Ctx, v View, args [][]byte) (Result, error) { return bpop(v, args, false) }
+func execBLPop(ctx *Ctx, v View, args [][]byte) (Result, error) {
+	return bpop(v, args, true, blocked(ctx))
+}
+
+func execBRPop(ctx *Ctx, v View, args [][]byte) (Result, error) {
+	return bpop(v, args, false, blocked(ctx))
+}
+
+func blocked(ctx *Ctx) bool { return ctx != nil && ctx.Blocked }
+
+// sourceList reads a blocking command's source key: for a client that
+// blocked (skipWrong), a key of another type is absent.
+func sourceList(v View, key []byte, skipWrong bool) (list, bool, error) {
+	l, ok, err := getList(v, key)
+	if skipWrong && errors.Is(err, errWrongType) {
+		return list{}, false, nil
+	}
+	return l, ok, err
+}
 
 // bpop pops one element from the first existing list among the keys and
 // answers [key, element]; the first existing key of another type is a
 // WRONGTYPE error, as in Redis.
-func bpop(v View, args [][]byte, left bool) (Result, error) {
+func bpop(v View, args [][]byte, left, skipWrong bool) (Result, error) {
 	b, err := blockLastTimeout(args)
 	if err != nil {
 		return Result{}, err
 	}
 	for _, key := range b.Keys {
-		l, ok, err := getList(v, key)
+		l, ok, err := sourceList(v, key, skipWrong)
 		if err != nil {
 			return Result{}, err
 		}
@@ -117,13 +135,25 @@ func blockBLMove(args [][]byte) (BlockArgs, error) {
 	return BlockArgs{Keys: args[1:2], Timeout: d}, nil
 }
 
-func execBLMove(_ *Ctx, v View, args [][]byte) (Result, error) {
+func execBLMove(ctx *Ctx, v View, args [][]byte) (Result, error) {
 	if _, err := blockBLMove(args); err != nil {
 		return Result{}, err
 	}
 	from, _ := parseWhere(args[3])
 	to, _ := parseWhere(args[4])
-	return lmove(v, args[1], args[2], from, to)
+	return blmove(ctx, v, args[1], args[2], from, to)
+}
+
+// blmove is lmove for a blocking command: for a client that blocked, a
+// source of another type serves nothing (the destination's type is still
+// checked once there is an element to move, as in Redis).
+func blmove(ctx *Ctx, v View, src, dst []byte, from, to bool) (Result, error) {
+	if blocked(ctx) {
+		if _, ok, err := sourceList(v, src, true); err != nil || !ok {
+			return Result{Reply: Null}, err
+		}
+	}
+	return lmove(v, src, dst, from, to)
 }
 
 // blockBRPopLPush: BRPOPLPUSH src dst timeout waits on src.
@@ -135,11 +165,11 @@ func blockBRPopLPush(args [][]byte) (BlockArgs, error) {
 	return BlockArgs{Keys: args[1:2], Timeout: d}, nil
 }
 
-func execBRPopLPush(_ *Ctx, v View, args [][]byte) (Result, error) {
+func execBRPopLPush(ctx *Ctx, v View, args [][]byte) (Result, error) {
 	if _, err := blockBRPopLPush(args); err != nil {
 		return Result{}, err
 	}
-	return lmove(v, args[1], args[2], false, true)
+	return blmove(ctx, v, args[1], args[2], false, true)
 }
 
 // blockBLMPop: BLMPOP timeout numkeys key [key ...] LEFT|RIGHT [COUNT n]
@@ -156,9 +186,9 @@ func blockBLMPop(args [][]byte) (BlockArgs, error) {
 	return BlockArgs{Keys: keys, Timeout: d}, nil
 }
 
-func execBLMPop(_ *Ctx, v View, args [][]byte) (Result, error) {
+func execBLMPop(ctx *Ctx, v View, args [][]byte) (Result, error) {
 	if _, err := parseTimeout(args[1]); err != nil {
 		return Result{}, err
 	}
-	return execLMPop(nil, v, args[1:])
+	return lmpop(v, args[1:], blocked(ctx))
 }

@@ -745,13 +745,16 @@ func parseLMPop(args [][]byte) (keys [][]byte, left bool, count int64, err error
 
 // execLMPop is LMPOP numkeys key [key ...] LEFT|RIGHT [COUNT count]: pops
 // from the first non-empty list.
-func execLMPop(_ *Ctx, v View, args [][]byte) (Result, error) {
+func execLMPop(_ *Ctx, v View, args [][]byte) (Result, error) { return lmpop(v, args, false) }
+
+// lmpop is LMPOP, and BLMPOP's pop (skipWrong: see sourceList).
+func lmpop(v View, args [][]byte, skipWrong bool) (Result, error) {
 	keys, left, count, err := parseLMPop(args)
 	if err != nil {
 		return Result{}, err
 	}
 	for _, key := range keys {
-		l, ok, err := getList(v, key)
+		l, ok, err := sourceList(v, key, skipWrong)
 		if err != nil {
 			return Result{}, err
 		}

@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tandemdb/tandem/internal/commands"
@@ -15,34 +16,47 @@ import (
 // Only the leader serves them. A blocked client holds no lock and nothing
 // in the leader's sequencer: it is a waiter in this node's registry, in a
 // FIFO queue per key it waits on. Its pop is an ordinary write: the
-// command's non-blocking form (Spec.Exec) sent through Submit, so it is
+// command's non-blocking form (Spec.Exec) sent through submit, so it is
 // sequenced, logged, committed and applied like any write, and its reply
 // is sent only once its own entry is committed.
 //
-// The leader calls blockRegistry.sequenced for every entry it sequences
-// (LeaderConfig.Sequenced), under its sequencing lock, after the entry is
-// in the overlay. For each key the entry pushed to (sub-key puts: list
-// elements), it signals as many waiters of that key as elements were
-// pushed, first come first, skipping those already signaled. A signaled
-// waiter runs its pop again; since the pop is sequenced after the push that
-// signaled it, it reads the push (from the overlay if it is not applied
-// yet), and because entries commit in LSN order its reply, sent after its
-// own entry commits, never acknowledges data that could be lost while the
-// push is not. A waiter whose pop finds nothing (another client got there
-// first) keeps its place and waits again.
+// A key's waiters are served one at a time, in order, by a turn passed
+// along the queue at sequencing speed:
+//
+//   - The leader calls blockRegistry.sequenced for every entry it
+//     sequences (LeaderConfig.Sequenced), under its sequencing lock, after
+//     the entry is in the overlay. For each key the entry put sub-key rows
+//     under (a push), it gives the turn to the oldest waiter of the key
+//     that does not hold one (signal).
+//   - A waiter with the turn runs its pop. Being sequenced after the push,
+//     the pop reads it (from the overlay if it is not applied yet); since
+//     entries commit in LSN order, its reply, sent once its own entry
+//     commits, never acknowledges an element whose push could still be
+//     lost.
+//   - When the pop is sequenced and took something (or failed, e.g.
+//     WRONGTYPE on BLMOVE's destination), the waiter passes the turn to
+//     the next waiter of each of its keys right there, under the
+//     sequencing lock (before any later write is sequenced), so the next
+//     pop is sequenced after it: FIFO in log order, and n elements pushed
+//     at once feed n waiters without waiting n commits.
+//   - A pop that finds nothing (a non-blocking LPOP took the element)
+//     ends the turn; the waiter waits again, first in line. A waiter that
+//     leaves (timeout, disconnect) holding an unused turn passes it on.
 //
 // Consequences, all Redis's too: a transaction or script is one entry, so
 // its pushes wake anyone only once it is whole, and a LPUSH then DEL in one
-// transaction wakes a waiter whose pop finds nothing (it stays blocked).
+// transaction gives a turn whose pop finds nothing (the client stays
+// blocked). A blocked client whose key became another type stays blocked
+// (commands.Ctx.Blocked).
 //
 // Where it differs from Redis: Redis hands the pushed elements to the
-// blocked clients in FIFO order inside the push itself; here the signaled
-// waiters (FIFO) each send their pop, so two waiters signaled by one
-// variadic push may get its elements in either order, and a client that
-// sends a non-blocking LPOP meanwhile may take an element a blocked client
-// was signaled for (that client then waits again, first in line). A
-// client blocked on several keys pops from the first of its keys that has
-// data when its pop runs, not necessarily the key that woke it.
+// blocked clients inside the push itself; here a non-blocking pop sent
+// between the push and the blocked client's pop may take the element
+// first (the blocked client then waits again, first in line). A client
+// blocked on several keys pops from the first of its keys that has data
+// when its pop runs, not necessarily the key that woke it. Two pushes to
+// one key in a row may give turns to the first two waiters at once, whose
+// pops may then be sequenced in either order.
 //
 // Leadership: a waiter watches the leader it registered under; when that
 // leadership ends it is answered "UNBLOCKED ..." (Redis's text when a
@@ -54,21 +68,52 @@ import (
 type blockRegistry struct {
 	mu   sync.Mutex
 	keys map[string]*list.List // of *waiter, oldest first
+	// blocked counts the clients blocked now (INFO blocked_clients): those
+	// whose first pop found nothing, until they are answered.
+	blocked atomic.Int64
+	// changed is closed and replaced when blocked changes (under mu), for
+	// tests that wait for a client to block.
+	changed chan struct{}
+	// keepTurn is a planted bug for tests: a pop that took something does
+	// not pass the turn on, so elements pushed together are left while
+	// clients wait for them.
+	keepTurn bool
+}
+
+// blockedClients returns how many clients are blocked.
+func (r *blockRegistry) blockedClients() int64 { return r.blocked.Load() }
+
+// addBlocked changes the count of blocked clients by d.
+func (r *blockRegistry) addBlocked(d int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.blocked.Add(d)
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+// blockedChanged returns the count of blocked clients and a channel closed
+// at its next change.
+func (r *blockRegistry) blockedChanged() (int64, <-chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.blocked.Load(), r.changed
 }
 
 // waiter is one blocked client.
 type waiter struct {
 	keys  []string
 	elems []*list.Element // in keys' queues, parallel to keys
-	// wake holds a signal; signaled (under mu) says wake holds one or
-	// will, consumed that the running attempt began after a signal.
+	// wake holds a signal. Under mu: signaled says w holds the turn and has
+	// not begun to use it; done that its pop took something or failed,
+	// so it leaves and takes no more turns.
 	wake     chan struct{}
 	signaled bool
-	consumed bool
+	done     bool
 }
 
 func newBlockRegistry() *blockRegistry {
-	return &blockRegistry{keys: map[string]*list.List{}}
+	return &blockRegistry{keys: map[string]*list.List{}, changed: make(chan struct{})}
 }
 
 // add registers a waiter on keys (a key given twice counts once), at the
@@ -95,8 +140,9 @@ func (r *blockRegistry) add(keys [][]byte) *waiter {
 	return w
 }
 
-// attempt marks the start of w's pop: a signal that arrives from now on
-// is for data the pop may not see, so it will make w try again.
+// attempt marks the start of w's pop: it uses the turn w holds, if any; a
+// signal from now on is for a push the pop may not see, and makes w try
+// again.
 func (r *blockRegistry) attempt(w *waiter) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -104,18 +150,34 @@ func (r *blockRegistry) attempt(w *waiter) {
 	case <-w.wake:
 	default:
 	}
-	w.consumed = w.signaled
 	w.signaled = false
 }
 
-// remove takes w out of every queue. If w holds a signal it did not use
-// for a pop of the key that sent it, the signal passes to the next waiter
-// of each of w's keys, so that no pushed element is left without a waiter
-// signaled for it. served says w's last attempt popped; a waiter on one
-// key served after a signal used it as meant.
-func (r *blockRegistry) remove(w *waiter, served bool) {
+// ran is called, under the leader's sequencing lock, with what w's pop
+// produced. A pop that took something or failed ends w's wait: the turn
+// passes to the next waiter of each of w's keys now, so that their pops
+// are sequenced after w's.
+func (r *blockRegistry) ran(w *waiter, res commands.Result, err error) {
+	if err == nil && isNullReply(res.Reply) {
+		return // nothing for w: it waits again
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.keepTurn {
+		return // planted bug
+	}
+	w.done = true
+	r.passLocked(w)
+}
+
+// remove takes w out of every queue; a turn it holds unused passes on.
+func (r *blockRegistry) remove(w *waiter) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w.done = true
+	if w.signaled {
+		r.passLocked(w)
+	}
 	for i, k := range w.keys {
 		q := r.keys[k]
 		q.Remove(w.elems[i])
@@ -123,51 +185,48 @@ func (r *blockRegistry) remove(w *waiter, served bool) {
 			delete(r.keys, k)
 		}
 	}
-	pass := w.signaled || (w.consumed && !(served && len(w.keys) == 1))
-	if !pass {
-		return
-	}
+}
+
+// passLocked gives a turn on each of w's keys.
+func (r *blockRegistry) passLocked(w *waiter) {
 	for _, k := range w.keys {
-		if q := r.keys[k]; q != nil {
-			r.signalLocked(q, 1)
-		}
+		r.signalLocked(r.keys[k])
 	}
 }
 
-// sequenced signals the waiters of the keys ops pushed to: for each key,
-// as many waiters (not already signaled, oldest first) as the ops put
-// sub-key rows under it.
+// sequenced gives a turn on each key ops pushed to (put a sub-key row
+// under).
 func (r *blockRegistry) sequenced(ops []logrec.Op) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.keys) == 0 {
 		return
 	}
-	var counts map[string]int
+	var given map[string]bool // one turn per key per entry
 	for i := range ops {
 		if ops[i].Kind != logrec.OpSubPut {
 			continue
 		}
 		k := string(ops[i].Key)
-		if r.keys[k] == nil {
-			continue
+		if q := r.keys[k]; q != nil && !given[k] {
+			if given == nil {
+				given = map[string]bool{}
+			}
+			given[k] = true
+			r.signalLocked(q)
 		}
-		if counts == nil {
-			counts = map[string]int{}
-		}
-		counts[k]++
-	}
-	for k, n := range counts {
-		r.signalLocked(r.keys[k], n)
 	}
 }
 
-// signalLocked signals up to n waiters of q not signaled yet, oldest
-// first.
-func (r *blockRegistry) signalLocked(q *list.List, n int) {
-	for e := q.Front(); e != nil && n > 0; e = e.Next() {
+// signalLocked gives a turn to the oldest waiter of q (nil: none) that
+// neither holds one nor is done.
+func (r *blockRegistry) signalLocked(q *list.List) {
+	if q == nil {
+		return
+	}
+	for e := q.Front(); e != nil; e = e.Next() {
 		w := e.Value.(*waiter)
-		if w.signaled {
+		if w.signaled || w.done {
 			continue
 		}
 		w.signaled = true
@@ -175,7 +234,7 @@ func (r *blockRegistry) signalLocked(q *list.List, n int) {
 		case w.wake <- struct{}{}:
 		default:
 		}
-		n--
+		return
 	}
 }
 
@@ -220,20 +279,23 @@ func (b backend) block(ctx context.Context, spec *commands.Spec, args [][]byte) 
 	}
 	reg := b.n.blocked
 	w := reg.add(ba.Keys)
-	served := false
-	defer func() { reg.remove(w, served) }()
+	defer reg.remove(w)
+	ran := func(res commands.Result, err error) { reg.ran(w, res, err) }
 	var timeout <-chan time.Time
 	if ba.Timeout > 0 {
 		t := time.NewTimer(ba.Timeout)
 		defer t.Stop()
 		timeout = t.C
 	}
-	for {
+	for again := false; ; again = true {
 		reg.attempt(w)
-		reply, lsn, err := b.submit(ctx, spec, args)()
+		reply, lsn, err := b.submitPop(ctx, spec, args, again, ran)()
 		if err != nil || !isNullReply(reply) {
-			served = err == nil
 			return reply, lsn, err
+		}
+		if !again {
+			reg.addBlocked(1)
+			defer reg.addBlocked(-1)
 		}
 		select {
 		case <-w.wake:
