@@ -67,7 +67,7 @@ import (
 // to none if that answer is lost, as with any write.
 type blockRegistry struct {
 	mu   sync.Mutex
-	keys map[string]*list.List // of *waiter, oldest first
+	keys map[string]*keyWaiters
 	// blocked counts the clients blocked now (INFO blocked_clients): those
 	// whose first pop found nothing, until they are answered.
 	blocked atomic.Int64
@@ -78,6 +78,16 @@ type blockRegistry struct {
 	// not pass the turn on, so elements pushed together are left while
 	// clients wait for them.
 	keepTurn bool
+}
+
+// keyWaiters is one key's queue and turn.
+type keyWaiters struct {
+	q *list.List // of *waiter, oldest first
+	// holder has the key's turn: it was signaled and its pop has not been
+	// sequenced since. dirty says a push came while it held the turn, so
+	// a pop that found nothing hands the turn on instead of dropping it.
+	holder *waiter
+	dirty  bool
 }
 
 // blockedClients returns how many clients are blocked.
@@ -104,16 +114,15 @@ func (r *blockRegistry) blockedChanged() (int64, <-chan struct{}) {
 type waiter struct {
 	keys  []string
 	elems []*list.Element // in keys' queues, parallel to keys
-	// wake holds a signal. Under mu: signaled says w holds the turn and has
-	// not begun to use it; done that its pop took something or failed,
-	// so it leaves and takes no more turns.
-	wake     chan struct{}
-	signaled bool
-	done     bool
+	// wake holds a signal: w got a turn since its pop last began. done
+	// (under mu) says its pop took something or failed: it takes no more
+	// turns.
+	wake chan struct{}
+	done bool
 }
 
 func newBlockRegistry() *blockRegistry {
-	return &blockRegistry{keys: map[string]*list.List{}, changed: make(chan struct{})}
+	return &blockRegistry{keys: map[string]*keyWaiters{}, changed: make(chan struct{})}
 }
 
 // add registers a waiter on keys (a key given twice counts once), at the
@@ -129,107 +138,107 @@ func (r *blockRegistry) add(keys [][]byte) *waiter {
 			continue
 		}
 		seen[ks] = true
-		q := r.keys[ks]
-		if q == nil {
-			q = list.New()
-			r.keys[ks] = q
+		kw := r.keys[ks]
+		if kw == nil {
+			kw = &keyWaiters{q: list.New()}
+			r.keys[ks] = kw
 		}
 		w.keys = append(w.keys, ks)
-		w.elems = append(w.elems, q.PushBack(w))
+		w.elems = append(w.elems, kw.q.PushBack(w))
 	}
 	return w
 }
 
-// attempt marks the start of w's pop: it uses the turn w holds, if any; a
-// signal from now on is for a push the pop may not see, and makes w try
-// again.
+// attempt marks the start of w's pop: a signal from now on is for a push
+// the pop may not see, and makes w try again.
 func (r *blockRegistry) attempt(w *waiter) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	select {
 	case <-w.wake:
 	default:
 	}
-	w.signaled = false
 }
 
 // ran is called, under the leader's sequencing lock, with what w's pop
-// produced. A pop that took something or failed ends w's wait: the turn
-// passes to the next waiter of each of w's keys now, so that their pops
-// are sequenced after w's.
+// produced; every push sequenced before it is in what it read. It ends
+// the turns w holds: one that took something or failed ends w's wait and
+// hands each turn to the next waiter, so that their pops are sequenced
+// after w's; one that found nothing keeps w waiting and hands on only a
+// turn a later push made dirty.
 func (r *blockRegistry) ran(w *waiter, res commands.Result, err error) {
-	if err == nil && isNullReply(res.Reply) {
-		return // nothing for w: it waits again
-	}
+	took := err != nil || !isNullReply(res.Reply)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.keepTurn {
-		return // planted bug
+	if took {
+		w.done = true
+		if r.keepTurn {
+			return // planted bug
+		}
 	}
-	w.done = true
-	r.passLocked(w)
+	for _, k := range w.keys {
+		kw := r.keys[k]
+		if kw.holder != w {
+			continue
+		}
+		kw.holder = nil
+		if took || kw.dirty {
+			kw.dirty = false
+			r.turnLocked(kw)
+		}
+	}
 }
 
-// remove takes w out of every queue; a turn it holds unused passes on.
+// remove takes w out of every queue; a turn it holds passes on.
 func (r *blockRegistry) remove(w *waiter) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	w.done = true
-	if w.signaled {
-		r.passLocked(w)
-	}
 	for i, k := range w.keys {
-		q := r.keys[k]
-		q.Remove(w.elems[i])
-		if q.Len() == 0 {
+		kw := r.keys[k]
+		kw.q.Remove(w.elems[i])
+		if kw.holder == w {
+			kw.holder = nil
+			kw.dirty = false
+			r.turnLocked(kw)
+		}
+		if kw.q.Len() == 0 {
 			delete(r.keys, k)
 		}
 	}
 }
 
-// passLocked gives a turn on each of w's keys.
-func (r *blockRegistry) passLocked(w *waiter) {
-	for _, k := range w.keys {
-		r.signalLocked(r.keys[k])
-	}
-}
-
 // sequenced gives a turn on each key ops pushed to (put a sub-key row
-// under).
+// under), or marks a held turn dirty.
 func (r *blockRegistry) sequenced(ops []logrec.Op) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.keys) == 0 {
 		return
 	}
-	var given map[string]bool // one turn per key per entry
 	for i := range ops {
 		if ops[i].Kind != logrec.OpSubPut {
 			continue
 		}
-		k := string(ops[i].Key)
-		if q := r.keys[k]; q != nil && !given[k] {
-			if given == nil {
-				given = map[string]bool{}
-			}
-			given[k] = true
-			r.signalLocked(q)
+		kw := r.keys[string(ops[i].Key)]
+		if kw == nil {
+			continue
 		}
+		if kw.holder != nil {
+			kw.dirty = true
+			continue
+		}
+		r.turnLocked(kw)
 	}
 }
 
-// signalLocked gives a turn to the oldest waiter of q (nil: none) that
-// neither holds one nor is done.
-func (r *blockRegistry) signalLocked(q *list.List) {
-	if q == nil {
-		return
-	}
-	for e := q.Front(); e != nil; e = e.Next() {
+// turnLocked gives kw's turn, which no one holds, to its oldest waiter
+// that is not done.
+func (r *blockRegistry) turnLocked(kw *keyWaiters) {
+	for e := kw.q.Front(); e != nil; e = e.Next() {
 		w := e.Value.(*waiter)
-		if w.signaled || w.done {
+		if w.done {
 			continue
 		}
-		w.signaled = true
+		kw.holder = w
 		select {
 		case w.wake <- struct{}{}:
 		default:
@@ -242,8 +251,8 @@ func (r *blockRegistry) signalLocked(q *list.List) {
 func (r *blockRegistry) waiting(key string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if q := r.keys[key]; q != nil {
-		return q.Len()
+	if kw := r.keys[key]; kw != nil {
+		return kw.q.Len()
 	}
 	return 0
 }
