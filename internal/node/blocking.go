@@ -74,10 +74,10 @@ type blockRegistry struct {
 	// changed is closed and replaced when blocked changes (under mu), for
 	// tests that wait for a client to block.
 	changed chan struct{}
-	// keepTurn is a planted bug for tests: a pop that took something does
-	// not pass the turn on, so elements pushed together are left while
-	// clients wait for them.
-	keepTurn bool
+	// dropTurn is a planted bug for tests: a turn is never handed on (one
+	// waiter woken per push, the classic lost wake-up), so elements pushed
+	// together are left while clients wait for them.
+	dropTurn bool
 }
 
 // keyWaiters is one key's queue and turn.
@@ -170,9 +170,6 @@ func (r *blockRegistry) ran(w *waiter, res commands.Result, err error) {
 	defer r.mu.Unlock()
 	if took {
 		w.done = true
-		if r.keepTurn {
-			return // planted bug
-		}
 	}
 	for _, k := range w.keys {
 		kw := r.keys[k]
@@ -180,7 +177,7 @@ func (r *blockRegistry) ran(w *waiter, res commands.Result, err error) {
 			continue
 		}
 		kw.holder = nil
-		if took || kw.dirty {
+		if (took || kw.dirty) && !r.dropTurn {
 			kw.dirty = false
 			r.turnLocked(kw)
 		}
@@ -198,7 +195,9 @@ func (r *blockRegistry) remove(w *waiter) {
 		if kw.holder == w {
 			kw.holder = nil
 			kw.dirty = false
-			r.turnLocked(kw)
+			if !r.dropTurn {
+				r.turnLocked(kw)
+			}
 		}
 		if kw.q.Len() == 0 {
 			delete(r.keys, k)
@@ -206,8 +205,10 @@ func (r *blockRegistry) remove(w *waiter) {
 	}
 }
 
-// sequenced gives a turn on each key ops pushed to (put a sub-key row
-// under), or marks a held turn dirty.
+// sequenced gives a turn on each key ops pushed to (put an element's
+// sub-key row under: any row but a list's head row, which pops write too),
+// or marks a held turn dirty. A put that is not a push (LSET) gives a turn
+// whose pop finds what is there; that costs a write, not correctness.
 func (r *blockRegistry) sequenced(ops []logrec.Op) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -215,8 +216,8 @@ func (r *blockRegistry) sequenced(ops []logrec.Op) {
 		return
 	}
 	for i := range ops {
-		if ops[i].Kind != logrec.OpSubPut {
-			continue
+		if ops[i].Kind != logrec.OpSubPut || len(ops[i].Sub) == 0 {
+			continue // a list's head row (keyspace.ListHeadSub) moves on pops too
 		}
 		kw := r.keys[string(ops[i].Key)]
 		if kw == nil {
