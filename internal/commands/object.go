@@ -12,11 +12,24 @@ import (
 // Redis would use under the same thresholds, so that clients and tests
 // that look at it see Redis's answers. The thresholds are the process's
 // (one node per process), changed only by CONFIG SET, not persisted.
-var hashMaxEntries, hashMaxValue atomic.Int64
+// Sorted sets likewise report listpack or skiplist under
+// zset-max-listpack-entries and -value.
+var hashMaxEntries, hashMaxValue, zsetMaxEntries, zsetMaxValue atomic.Int64
 
 func init() {
 	hashMaxEntries.Store(128)
 	hashMaxValue.Store(64)
+	zsetMaxEntries.Store(128)
+	zsetMaxValue.Store(64)
+}
+
+// ZSetEncodingLimits returns zset-max-listpack-entries and -value.
+func ZSetEncodingLimits() (entries, value int64) { return zsetMaxEntries.Load(), zsetMaxValue.Load() }
+
+// SetZSetEncodingLimits sets them (CONFIG SET).
+func SetZSetEncodingLimits(entries, value int64) {
+	zsetMaxEntries.Store(entries)
+	zsetMaxValue.Store(value)
 }
 
 // HashEncodingLimits returns hash-max-listpack-entries and -value.
@@ -67,6 +80,20 @@ func encodingOf(v View, key []byte, val Value) (string, error) {
 			return "listpack", err
 		}
 		return "hashtable", err
+	case keyspace.TypeZSet:
+		entries, maxLen := ZSetEncodingLimits()
+		if int64(val.Size) > entries {
+			return "skiplist", nil
+		}
+		small := true
+		err := zmembers(v, key, val, nil, func(m []byte, _ float64) bool {
+			small = int64(len(m)) <= maxLen
+			return small
+		})
+		if small {
+			return "listpack", err
+		}
+		return "skiplist", err
 	}
 	return "unknown", nil
 }

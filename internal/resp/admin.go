@@ -175,11 +175,16 @@ type configParam struct{ name, value string }
 
 func (n *node) configParams() []configParam {
 	entries, value := commands.HashEncodingLimits()
+	zEntries, zValue := commands.ZSetEncodingLimits()
 	return []configParam{
 		{"hash-max-listpack-entries", strconv.FormatInt(entries, 10)},
 		{"hash-max-listpack-value", strconv.FormatInt(value, 10)},
 		{"hash-max-ziplist-entries", strconv.FormatInt(entries, 10)},
 		{"hash-max-ziplist-value", strconv.FormatInt(value, 10)},
+		{"zset-max-listpack-entries", strconv.FormatInt(zEntries, 10)},
+		{"zset-max-listpack-value", strconv.FormatInt(zValue, 10)},
+		{"zset-max-ziplist-entries", strconv.FormatInt(zEntries, 10)},
+		{"zset-max-ziplist-value", strconv.FormatInt(zValue, 10)},
 		{"save", ""},
 		{"appendonly", "no"},
 		{"databases", "1"},
@@ -212,26 +217,35 @@ func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 			c.WriteError(errArity("config|set"))
 			return
 		}
-		// The hash encoding thresholds are the only settable parameters:
-		// they change what OBJECT ENCODING reports (commands.SetHashEncodingLimits).
+		// The hash and sorted-set encoding thresholds are the only
+		// settable parameters: they change what OBJECT ENCODING reports
+		// (commands.SetHashEncodingLimits, SetZSetEncodingLimits).
 		entries, value := commands.HashEncodingLimits()
+		zEntries, zValue := commands.ZSetEncodingLimits()
 		for i := 2; i < len(args); i += 2 {
 			v, err := strconv.ParseInt(string(args[i+1]), 10, 64)
-			switch name := strings.ToLower(string(args[i])); {
-			case name != "hash-max-listpack-entries" && name != "hash-max-ziplist-entries" &&
-				name != "hash-max-listpack-value" && name != "hash-max-ziplist-value":
+			var dst *int64
+			switch name := strings.ToLower(string(args[i])); name {
+			case "hash-max-listpack-entries", "hash-max-ziplist-entries":
+				dst = &entries
+			case "hash-max-listpack-value", "hash-max-ziplist-value":
+				dst = &value
+			case "zset-max-listpack-entries", "zset-max-ziplist-entries":
+				dst = &zEntries
+			case "zset-max-listpack-value", "zset-max-ziplist-value":
+				dst = &zValue
+			default:
 				c.WriteError(errConfigSet(args[i]))
 				return
-			case err != nil || v < 0:
-				c.WriteError(errConfigSetInteger(name))
-				return
-			case strings.HasSuffix(name, "entries"):
-				entries = v
-			default:
-				value = v
 			}
+			if err != nil || v < 0 {
+				c.WriteError(errConfigSetInteger(strings.ToLower(string(args[i]))))
+				return
+			}
+			*dst = v
 		}
 		commands.SetHashEncodingLimits(entries, value)
+		commands.SetZSetEncodingLimits(zEntries, zValue)
 		c.WriteString("OK")
 	case "resetstat":
 		c.WriteString("OK")
