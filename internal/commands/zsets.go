@@ -718,7 +718,8 @@ func parseZRange(args [][]byte, first int, store bool, kind int, rev bool) (zran
 	if store {
 		r.dst = args[1]
 	}
-	kindSet, revSet := kind >= 0, rev
+	// A legacy command fixes both the kind and the direction.
+	kindSet, revSet := kind >= 0, kind >= 0
 	limitSet := false
 	for j := first + 3; j < len(args); j++ {
 		left := len(args) - j - 1
