@@ -74,7 +74,7 @@ func TestZSetCommands(t *testing.T) {
 		{"ZADD z 1 a x b", ErrorReply("ERR value is not a valid float")},
 		{"ZADD z GT 1 a", Int(0)},
 		{"ZADD z GT CH 10 a 0 zz", Int(2)}, // a raised, zz added: GT does not stop new members
-		{"ZADD z LT INCR 1 a", Null},        // would raise: not updated, nil
+		{"ZADD z LT INCR 1 a", Null},       // would raise: not updated, nil
 		{"ZADD z GT INCR -1 a", Null},
 		{"ZADD z GT INCR 1 a", d(11)},
 		{"ZADD z XX 1 new", Int(0)},
