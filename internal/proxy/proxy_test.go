@@ -419,6 +419,7 @@ func TestIsRead(t *testing.T) {
 		"GET": true, "hget": true, "HGETALL": true, "HRANDFIELD": true, "DBSIZE": true,
 		"SET": false, "HSET": false, "HDEL": false, "FLUSHALL": false,
 		"SCAN": false, "HSCAN": false, "nosuchcommand": false,
+		"ZRANGE": true, "ZSCORE": true, "ZADD": false, "ZRANGESTORE": false, "ZSCAN": false,
 	} {
 		if got := isRead([][]byte{[]byte(cmd)}); got != want {
 			t.Errorf("isRead(%s) = %v, want %v", cmd, got, want)
