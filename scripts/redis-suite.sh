@@ -4,7 +4,7 @@
 # not listed, with its reason, in test/redis-suite/expected-failures.txt, or
 # if a listed one passes (the list must stay true).
 #
-# usage: scripts/redis-suite.sh [unit ...]   (default: unit/type/hash)
+# usage: scripts/redis-suite.sh [unit ...]   (default: unit/type/hash, unit/type/zset)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The suite is handed to the project beside the repository (../shared);
@@ -21,7 +21,7 @@ if [ -z "$SUITE" ] || [ ! -x "$SUITE/run.sh" ]; then
   echo "redis-suite: NOT RUN: Redis's test suite is not at ../shared/redis-tests, /work/shared/redis-tests or \$REDIS_TESTS"
   exit 0
 fi
-[ $# -gt 0 ] || set -- unit/type/hash
+[ $# -gt 0 ] || set -- unit/type/hash unit/type/zset
 work=$(mktemp -d)
 go build -o "$work/tandem" ./cmd/tandem
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

@@ -1018,6 +1018,12 @@ func execZMPop(_ *Ctx, v View, args [][]byte) (Result, error) {
 	return Result{Reply: Array(nil)}, nil
 }
 
+// maxRandRepeat bounds a negative ZRANDMEMBER count (picks with
+// repetition, a reply that does not depend on the set's size): Redis would
+// build any size of reply; tandem refuses one past 16M members as out of
+// range rather than run out of memory building it.
+const maxRandRepeat = 1 << 24
+
 // execZRandMember is ZRANDMEMBER key [count [WITHSCORES]]. It reads the
 // member rows once and holds no more members than it replies.
 func execZRandMember(_ *Ctx, v View, args [][]byte) (Result, error) {
@@ -1048,7 +1054,7 @@ func execZRandMember(_ *Ctx, v View, args [][]byte) (Result, error) {
 	if !ok {
 		return Result{}, ErrNotInteger
 	}
-	if n == math.MinInt64 || (withScores && n < -math.MaxInt64/2) {
+	if n == math.MinInt64 || (withScores && n < -math.MaxInt64/2) || n < -maxRandRepeat {
 		return Result{}, errCountRange
 	}
 	z, found, err := zsetGet(v, key)

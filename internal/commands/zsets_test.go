@@ -163,6 +163,7 @@ func TestZSetCommands(t *testing.T) {
 		{"ZRANDMEMBER za 0", Array{}},
 		{"ZRANDMEMBER nokey", Null},
 		{"ZRANDMEMBER za 1 x", ErrorReply("ERR syntax error")},
+		{"ZRANDMEMBER za -16777217", ErrorReply("ERR value is out of range")}, // a reply past 16M picks is refused
 		// ZSCAN.
 		{"ZSCAN za 0", Array{b("0"), Array{b("a"), d(2)}}},
 		{"ZSCAN nokey 0", Array{b("0"), Array{}}},
