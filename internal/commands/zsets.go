@@ -946,7 +946,10 @@ func zpopCmd(v View, args [][]byte, max bool) (Result, error) {
 	count := int64(1)
 	if len(args) == 3 {
 		var ok bool
-		if count, ok = parseInt(args[2]); !ok || count < 0 {
+		if count, ok = parseInt(args[2]); !ok {
+			return Result{}, ErrNotInteger
+		}
+		if count < 0 {
 			return Result{}, errPopCount
 		}
 	}

@@ -94,6 +94,8 @@ func TestZSetCommands(t *testing.T) {
 		{"ZPOPMAX z 2", Pairs{b("a"), d(11), b("b"), d(6)}},
 		{"ZPOPMIN z -1", ErrorReply("ERR value is out of range, must be positive")},
 		{"ZPOPMIN z 0", Array{}},
+		{"ZPOPMIN z x", ErrorReply("ERR value is not an integer or out of range")},
+		{"ZPOPMIN z 1 2", ErrorReply("ERR syntax error")},
 		{"ZPOPMIN nokey", Array{}},
 		{"ZPOPMAX z 10", Pairs{b("d"), d(4)}},
 		{"EXISTS z", Int(0)}, // the last member took the key
