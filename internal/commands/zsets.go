@@ -485,7 +485,6 @@ func (r scoreRange) empty() bool {
 }
 
 func (r scoreRange) lteMax(s float64) bool { return s < r.max || (!r.maxEx && s == r.max) }
-func (r scoreRange) gteMin(s float64) bool { return s > r.min || (!r.minEx && s == r.min) }
 
 // start is the index sub-key a scan of r starts at.
 func (r scoreRange) start() []byte {
