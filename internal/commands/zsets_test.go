@@ -657,3 +657,33 @@ func TestZSetRangeReadsWhatItReturns(t *testing.T) {
 		}
 	}
 }
+
+// TestZSetAlgebraWithSetInput: ZUNIONSTORE/ZINTER/ZDIFF read a set as
+// members of score 1 (times its weight). The set is written here in the
+// sets' layout (one sub-key row per member, the member itself), as SADD
+// writes it.
+func TestZSetAlgebraWithSetInput(t *testing.T) {
+	v := newMem(1000)
+	ops := []logrec.Op{{Kind: logrec.OpMeta, Key: []byte("s"), Type: uint8(keyspace.TypeSet), Version: v.lsn, Size: 3}}
+	for _, m := range []string{"a", "b", "c"} {
+		ops = append(ops, logrec.Op{Kind: logrec.OpSubPut, Key: []byte("s"), Version: v.lsn, Sub: []byte(m)})
+	}
+	v.apply(ops)
+	do(t, v, "ZADD", "z", "1", "b", "2", "c", "3", "d")
+	for _, tc := range []struct {
+		args string
+		want Reply
+	}{
+		{"ZINTER 2 s z WEIGHTS 2 3 WITHSCORES", Pairs{Bulk("b"), Double(5), Bulk("c"), Double(8)}},
+		{"ZUNION 2 s z WITHSCORES", Pairs{Bulk("a"), Double(1), Bulk("b"), Double(2), Bulk("c"), Double(3), Bulk("d"), Double(3)}},
+		{"ZDIFF 2 s z WITHSCORES", Pairs{Bulk("a"), Double(1)}},
+		{"ZINTERCARD 2 z s", Int(2)},
+		{"ZDIFFSTORE out 2 s z", Int(1)},
+		{"ZRANGE out 0 -1 WITHSCORES", Pairs{Bulk("a"), Double(1)}},
+		{"ZRANGE s 0 -1", WrongType},
+	} {
+		if got := do(t, v, strings.Fields(tc.args)...); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%s = %#v, want %#v", tc.args, got, tc.want)
+		}
+	}
+}
