@@ -133,8 +133,12 @@ func execMemory(_ *Ctx, v View, args [][]byte) (Result, error) {
 		bytes += int64(len(key) + 13 + len(f) + len(fv))
 		return samples <= 0 || seen < samples
 	})
+	rows := int64(val.Size)
+	if val.Type == keyspace.TypeZSet {
+		rows *= 2 // a member row and an index row per member
+	}
 	if seen > 0 {
-		size += bytes * int64(val.Size) / seen
+		size += bytes * rows / seen
 	}
 	return Result{Reply: Int(size)}, err
 }

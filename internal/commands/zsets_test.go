@@ -213,6 +213,12 @@ func TestZSetEncoding(t *testing.T) {
 	defer SetZSetEncodingLimits(ZSetEncodingLimits())
 	v := newMem(1000)
 	do(t, v, "ZADD", "z", "1", "a", "2", "b")
+	// 1 byte of key and 25 of metadata row, and four sub-key rows of 24
+	// bytes (13 of key prefix, "ma" and a score, or "i", a score and "a"):
+	// both row families counted.
+	if got := do(t, v, "MEMORY", "USAGE", "z", "SAMPLES", "0"); got != Int(26+4*24) {
+		t.Fatalf("MEMORY USAGE z = %v, want %d", got, 26+4*24)
+	}
 	SetZSetEncodingLimits(2, 3)
 	if got := do(t, v, "OBJECT", "ENCODING", "z"); !reflect.DeepEqual(got, Bulk("listpack")) {
 		t.Fatalf("encoding %v", got)
