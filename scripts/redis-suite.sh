@@ -39,7 +39,7 @@ for u in "$@"; do
   log="$work/rt/$(echo "$u" | tr / _).log"
   grep -a '^\*\*\* \[' "$log" | sed -E 's/^\*\*\* \[[^]]*\]: //; s/ in tests\/.*$//' | sed "s|^|$u: |"
 done | sort -u >"$work/failed"
-grep -v '^#' test/redis-suite/expected-failures.txt | sed 's/  *#.*$//' | grep -v '^$' |
+grep -v '^#' test/redis-suite/expected-failures.txt | sed 's/   *#.*$//' | grep -v '^$' |
   grep -E "^($(IFS='|'; echo "$*")): " | sort -u >"$work/expected"
 if ! diff -u "$work/expected" "$work/failed"; then
   echo "redis-suite: the failures differ from test/redis-suite/expected-failures.txt (- expected, + got)"
