@@ -1196,22 +1196,22 @@ func (s *zsrc) score(v View, m []byte) (float64, bool, error) {
 }
 
 const (
-	opUnion = iota
-	opInter
-	opDiff
+	zopUnion = iota
+	zopInter
+	zopDiff
 )
 
 const (
-	aggSum = iota
-	aggMin
-	aggMax
+	zaggSum = iota
+	zaggMin
+	zaggMax
 )
 
 func aggregate(agg int, acc, x float64) float64 {
 	switch agg {
-	case aggMin:
+	case zaggMin:
 		return math.Min(acc, x)
-	case aggMax:
+	case zaggMax:
 		return math.Max(acc, x)
 	}
 	if s := acc + x; !math.IsNaN(s) {
@@ -1255,13 +1255,13 @@ func zalgebra(v View, args [][]byte, name string, op int, numIdx int, store, car
 		}
 		srcs[i] = zsrc{key: key, val: val, ok: ok, weight: 1}
 	}
-	agg := aggSum
+	agg := zaggSum
 	withScores := false
 	limit := int64(0)
 	for j < len(args) {
 		left := len(args) - j
 		switch a := args[j]; {
-		case op != opDiff && !card && left >= len(srcs)+1 && eqFold(a, "weights"):
+		case op != zopDiff && !card && left >= len(srcs)+1 && eqFold(a, "weights"):
 			j++
 			for i := range srcs {
 				w, ok := parseScore(args[j])
@@ -1271,14 +1271,14 @@ func zalgebra(v View, args [][]byte, name string, op int, numIdx int, store, car
 				srcs[i].weight = w
 				j++
 			}
-		case op != opDiff && !card && left >= 2 && eqFold(a, "aggregate"):
+		case op != zopDiff && !card && left >= 2 && eqFold(a, "aggregate"):
 			switch b := args[j+1]; {
 			case eqFold(b, "sum"):
-				agg = aggSum
+				agg = zaggSum
 			case eqFold(b, "min"):
-				agg = aggMin
+				agg = zaggMin
 			case eqFold(b, "max"):
-				agg = aggMax
+				agg = zaggMax
 			default:
 				return Result{}, ErrSyntax
 			}
@@ -1301,9 +1301,9 @@ func zalgebra(v View, args [][]byte, name string, op int, numIdx int, store, car
 	var items []zitem
 	var err error
 	switch op {
-	case opUnion:
+	case zopUnion:
 		items, err = zunion(v, srcs, agg)
-	case opInter:
+	case zopInter:
 		if card {
 			c, err := zintercard(v, srcs, limit)
 			return Result{Reply: Int(c)}, err
@@ -1456,29 +1456,29 @@ func zdiff(v View, srcs []zsrc) ([]zitem, error) {
 }
 
 func execZUnion(_ *Ctx, v View, args [][]byte) (Result, error) {
-	return zalgebra(v, args, "zunion", opUnion, 1, false, false)
+	return zalgebra(v, args, "zunion", zopUnion, 1, false, false)
 }
 
 func execZInter(_ *Ctx, v View, args [][]byte) (Result, error) {
-	return zalgebra(v, args, "zinter", opInter, 1, false, false)
+	return zalgebra(v, args, "zinter", zopInter, 1, false, false)
 }
 
 func execZDiff(_ *Ctx, v View, args [][]byte) (Result, error) {
-	return zalgebra(v, args, "zdiff", opDiff, 1, false, false)
+	return zalgebra(v, args, "zdiff", zopDiff, 1, false, false)
 }
 
 func execZUnionStore(_ *Ctx, v View, args [][]byte) (Result, error) {
-	return zalgebra(v, args, "zunionstore", opUnion, 2, true, false)
+	return zalgebra(v, args, "zunionstore", zopUnion, 2, true, false)
 }
 
 func execZInterStore(_ *Ctx, v View, args [][]byte) (Result, error) {
-	return zalgebra(v, args, "zinterstore", opInter, 2, true, false)
+	return zalgebra(v, args, "zinterstore", zopInter, 2, true, false)
 }
 
 func execZDiffStore(_ *Ctx, v View, args [][]byte) (Result, error) {
-	return zalgebra(v, args, "zdiffstore", opDiff, 2, true, false)
+	return zalgebra(v, args, "zdiffstore", zopDiff, 2, true, false)
 }
 
 func execZInterCard(_ *Ctx, v View, args [][]byte) (Result, error) {
-	return zalgebra(v, args, "zintercard", opInter, 1, false, true)
+	return zalgebra(v, args, "zintercard", zopInter, 1, false, true)
 }
