@@ -405,39 +405,57 @@ func execZRem(_ *Ctx, v View, args [][]byte) (Result, error) {
 	return t.result(Int(len(items)))
 }
 
-// zrankOf is member's rank (from the lowest score) in z, reading the index
-// rows before it: O(rank).
-func zrankOf(v View, key []byte, z Value, member []byte) (int64, bool, error) {
-	s, ok, err := zscoreOf(v, key, z, member)
-	if err != nil || !ok {
-		return 0, false, err
-	}
+// zrankOf is the rank (from the lowest score) of member, whose score is
+// s, in z, reading the index rows before it: O(rank).
+func zrankOf(v View, key []byte, z Value, member []byte, s float64) (int64, bool, error) {
 	var rank int64
-	err = zindex(v, key, z, nil, func(s2 float64, m []byte) bool {
+	found := false
+	err := zindex(v, key, z, nil, func(s2 float64, m []byte) bool {
 		if s2 == s && bytes.Equal(m, member) {
+			found = true
 			return false
 		}
 		rank++
 		return true
 	})
-	return rank, true, err
+	return rank, found, err
 }
 
 func execZRank(_ *Ctx, v View, args [][]byte) (Result, error) { return zrank(v, args, false) }
 
 func execZRevRank(_ *Ctx, v View, args [][]byte) (Result, error) { return zrank(v, args, true) }
 
+// zrank is Z[REV]RANK key member [WITHSCORE] (WITHSCORE is Redis 7.2's:
+// the rank and the score, or a null array).
 func zrank(v View, args [][]byte, rev bool) (Result, error) {
+	if len(args) > 4 {
+		return Result{}, &ArityError{Name: string(bytes.ToLower(args[0]))}
+	}
+	withScore := len(args) == 4
+	if withScore && !eqFold(args[3], "withscore") {
+		return Result{}, ErrSyntax
+	}
+	var null Reply = Null
+	if withScore {
+		null = Array(nil)
+	}
 	z, ok, err := zsetGet(v, args[1])
 	if err != nil || !ok {
-		return Result{Reply: Null}, err
+		return Result{Reply: null}, err
 	}
-	r, ok, err := zrankOf(v, args[1], z, args[2])
+	s, ok, err := zscoreOf(v, args[1], z, args[2])
 	if err != nil || !ok {
-		return Result{Reply: Null}, err
+		return Result{Reply: null}, err
+	}
+	r, _, err := zrankOf(v, args[1], z, args[2], s)
+	if err != nil {
+		return Result{}, err
 	}
 	if rev {
 		r = int64(z.Size) - 1 - r
+	}
+	if withScore {
+		return Result{Reply: Array{Int(r), Double(s)}}, nil
 	}
 	return Result{Reply: Int(r)}, nil
 }

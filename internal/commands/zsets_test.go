@@ -61,6 +61,11 @@ func TestZSetCommands(t *testing.T) {
 		{"ZREVRANK z d", Int(1)},
 		{"ZRANK z zz", Null},
 		{"ZRANK nokey a", Null},
+		{"ZRANK z d WITHSCORE", Array{Int(2), d(4)}},
+		{"ZREVRANK z d withscore", Array{Int(1), d(4)}},
+		{"ZRANK z zz WITHSCORE", Array(nil)},
+		{"ZRANK z d WITHSCORES", ErrorReply("ERR syntax error")},
+		{"ZRANK z d WITHSCORE x", ErrorReply("ERR wrong number of arguments for 'zrank' command")},
 		{"ZINCRBY z 2.5 a", d(3.5)},
 		{"ZINCRBY z x a", ErrorReply("ERR value is not a valid float")},
 		{"ZRANGE z 0 -1", Array{b("c"), b("a"), b("d"), b("b")}}, // the index moved with the score
