@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# bench/run.sh: tandem (leader + 2 followers) against Redis 7 (primary + 1
-# replica, appendonly yes, appendfsync always) at equal durability, in one run,
-# with the same redis-benchmark workload. See bench/README.md.
+# bench/run.sh: tandem (leader + 2 followers) against Redis 7 (primary + 2
+# replicas, appendonly yes, appendfsync always): three copies on both sides at
+# equal durability, in one run, with the same redis-benchmark workload. See
+# bench/README.md.
 #
 # Usage (as root on Debian, from anywhere):  bench/run.sh
 # Environment knobs (defaults in brackets):
@@ -14,6 +15,10 @@
 #   LOAD_STREAMS  concurrent redis-cli --pipe loaders          [50]
 #   LARGE_SIZES   value sizes for the large-value test (bytes, "" = skip)
 #                 ["1024 1048576 16777216 67108864"]
+#   TESTS      redis-benchmark -t tests, or "suite" (set get incr lpush
+#              rpush lpop rpop sadd hset spop zadd zpopmin lrange_100
+#              lrange_300 mset: run in this order, pushes before pops)  ["set get"]
+#   R_REPLICAS Redis replicas beside the primary               [2]
 #   PROFILE    auto (when tandem SET is slower) | always | never   [auto]
 #   BASE_PORT  tandem RESP port of node 1 (auto: a free range) []
 #   KEEP       1 = keep the temp dirs (data, logs, profiles)  [0]
@@ -28,6 +33,11 @@ PIPELINES=${PIPELINES:-"1 16"}
 LOAD_KEYS=${LOAD_KEYS:-1000000}
 LOAD_STREAMS=${LOAD_STREAMS:-50}
 LARGE_SIZES=${LARGE_SIZES-"1024 1048576 16777216 67108864"}
+# redis-benchmark tests; "suite" is issue 17's list of every type's commands.
+TESTS=${TESTS:-"set get"}
+[ "$TESTS" != suite ] || TESTS="set get incr lpush rpush lpop rpop sadd hset spop zadd zpopmin lrange_100 lrange_300 mset"
+# Redis replicas beside the primary: 2 makes three copies, as tandem's.
+R_REPLICAS=${R_REPLICAS:-2}
 PROFILE=${PROFILE:-auto}
 BASE_PORT=${BASE_PORT:-}
 KEEP=${KEEP:-0}
@@ -80,11 +90,11 @@ pick_ports() {
   for try in $(seq 1 200); do
     if [ -n "$BASE_PORT" ]; then t=$BASE_PORT; else t=$((20000 + (RANDOM % 120) * 100 + RANDOM % 40)); fi
     ok=1
-    for p in $((t - 1)) $((t + 199)) $t $((t + 1)) $((t + 2)) $((t + 100)) $((t + 101)) $((t + 102)) $((t + 200)) $((t + 201)) $((t + 202)) $((t + 50)) $((t + 51)); do
+    for p in $((t - 1)) $((t + 199)) $t $((t + 1)) $((t + 2)) $((t + 100)) $((t + 101)) $((t + 102)) $((t + 200)) $((t + 201)) $((t + 202)) $((t + 50)) $((t + 51)) $((t + 52)) $((t + 53)); do
       port_free "$p" || { ok=0; break; }
     done
     if [ $ok = 1 ]; then
-      T_PORT=$t; T_HTTP=$((t + 200)); R_PORT=$((t + 50)); R_REPL_PORT=$((t + 51))
+      T_PORT=$t; T_HTTP=$((t + 200)); R_PORT=$((t + 50)); R_REPL_PORT=$((t + 51)) # replicas: R_REPL_PORT, +1, ...
       return
     fi
     [ -z "$BASE_PORT" ] || die "ports around BASE_PORT=$BASE_PORT are in use"
@@ -182,22 +192,27 @@ tandem_log_problems() { # dir: print errors/panics the nodes logged
 
 # -------------------------------------------------------------------- redis
 start_redis() { # dir
-  local dir=$1 i
-  mkdir -p "$dir/primary" "$dir/replica"
+  local dir=$1 i r ready
   local common=(--bind 127.0.0.1 --protected-mode no --appendonly yes --appendfsync always --save "" --daemonize no)
+  mkdir -p "$dir/primary"
   redis-server --port "$R_PORT" --dir "$dir/primary" --logfile "$dir/primary/redis.log" "${common[@]}" &
   REDIS_PIDS+=($!)
-  redis-server --port "$R_REPL_PORT" --dir "$dir/replica" --logfile "$dir/replica/redis.log" "${common[@]}" \
-    --replicaof 127.0.0.1 "$R_PORT" &
-  REDIS_PIDS+=($!)
+  for ((r = 0; r < R_REPLICAS; r++)); do
+    mkdir -p "$dir/replica$r"
+    redis-server --port "$((R_REPL_PORT + r))" --dir "$dir/replica$r" --logfile "$dir/replica$r/redis.log" "${common[@]}" \
+      --replicaof 127.0.0.1 "$R_PORT" &
+    REDIS_PIDS+=($!)
+  done
   for ((i = 0; i < 600; i++)); do
-    if redis-cli -p "$R_REPL_PORT" info replication 2>/dev/null | grep -q '^master_link_status:up' &&
-      redis-cli -p "$R_PORT" info replication 2>/dev/null | grep -q '^connected_slaves:1'; then
-      return
-    fi
+    ready=1
+    redis-cli -p "$R_PORT" info replication 2>/dev/null | grep -q "^connected_slaves:$R_REPLICAS" || ready=0
+    for ((r = 0; r < R_REPLICAS; r++)); do
+      redis-cli -p "$((R_REPL_PORT + r))" info replication 2>/dev/null | grep -q '^master_link_status:up' || ready=0
+    done
+    [ $ready = 1 ] && return
     sleep 0.1
   done
-  die "redis primary+replica not ready after 60 s (logs in $dir)"
+  die "redis primary + $R_REPLICAS replicas not ready after 60 s (logs in $dir)"
 }
 
 stop_redis() {
@@ -212,7 +227,8 @@ bench() {
   local port=$1 test=$2 pipe=$3 out line
   out=$(timeout "$BENCH_TIMEOUT" redis-benchmark -h 127.0.0.1 -p "$port" -t "$test" -c "$CLIENTS" -n "$N" \
     -d "$DATA_SIZE" -r "$KEYSPACE" -P "$pipe" --csv 2>"$WORK/bench.err") || true
-  line=$(grep -i "^\"$test\"," <<<"$out" | head -1 | tr -d '"' || true)
+  # CSV names: "SET", "LRANGE_100 (first 100 elements)", "MSET (10 keys)".
+  line=$(grep -i "^\"$test[\" ]" <<<"$out" | head -1 | tr -d '"' || true)
   if [ -z "$line" ]; then
     say "redis-benchmark -p $port -t $test -P $pipe failed:" >&2
     head -5 "$WORK/bench.err" >&2
@@ -373,12 +389,16 @@ large_value() {
   t1=$(wait_strlen "$((T_PORT + 1))" "$key" "$size")
   t2=$(wait_strlen "$((T_PORT + 2))" "$key" "$size")
   local tl=$(( $(rss_kb "$lp") - lr )) tlh=$(( $(hwm_kb "$lp") - lh )) tf=$(( $(rss_kb "$f1") - fr )) tfh=$(( $(hwm_kb "$f1") - fh ))
-  local pp=${REDIS_PIDS[0]} rp=${REDIS_PIDS[1]}
+  local pp=${REDIS_PIDS[0]} rp=${REDIS_PIDS[1]} r rr1
   local pr=$(rss_kb "$pp") rr=$(rss_kb "$rp")
   r0=$(now_ms)
   redis-cli -p "$R_PORT" -x set "$key" <"$f" >/dev/null
   racks=$(now_ms)
-  rrepl=$(wait_strlen "$R_REPL_PORT" "$key" "$size")
+  rrepl=0
+  for ((r = 0; r < R_REPLICAS; r++)); do # the time to the last replica, as tandem's to its last follower
+    rr1=$(wait_strlen "$((R_REPL_PORT + r))" "$key" "$size")
+    rrepl=$(max2 "$rrepl" "$rr1")
+  done
   local rpd=$(( $(rss_kb "$pp") - pr )) rrd=$(( $(rss_kb "$rp") - rr ))
   rm -f "$f"
   local trep=$(( $(max2 "$t1" "$t2") - t0 )) rrep=$(( rrepl - r0 ))
@@ -424,7 +444,7 @@ say "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (anything else runn
 say "data dir: $WORK on $(df -T "$WORK" | awk 'NR==2{print $2}')$(df -T "$WORK" | awk 'NR==2 && $2=="tmpfs"{print " (WARNING: tmpfs, fsync costs nothing)"}')"
 say "$(redis-server --version | cut -d' ' -f1-3), $(go version | cut -d' ' -f3)"
 say "tandem: $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$REPO" && git diff --quiet HEAD 2>/dev/null || echo ' (+ uncommitted changes)')"
-say "workload: redis-benchmark -t set,get -c $CLIENTS -n $N -d $DATA_SIZE -r $KEYSPACE, -P in {${PIPELINES// /,}}"
+say "workload: redis-benchmark -t ${TESTS// /,} -c $CLIENTS -n $N -d $DATA_SIZE -r $KEYSPACE, -P in {${PIPELINES// /,}}"
 
 say "building tandem..."
 (cd "$REPO" && go build -o "$TANDEM" ./cmd/tandem) || die "go build ./cmd/tandem failed"
@@ -432,12 +452,12 @@ say "building tandem..."
 start_tandem "$WORK/tandem"
 start_redis "$WORK/redis"
 say "tandem: leader 127.0.0.1:$T_PORT, followers :$((T_PORT + 1)) :$((T_PORT + 2)), http :$T_HTTP..  (tandem up --mode async: the leader fsyncs every write before acking, followers stream)"
-say "redis:  primary 127.0.0.1:$R_PORT, replica :$R_REPL_PORT  (appendonly $(redis-cli -p "$R_PORT" config get appendonly | tail -1), appendfsync $(redis-cli -p "$R_PORT" config get appendfsync | tail -1), save '$(redis-cli -p "$R_PORT" config get save | tail -1)')"
+say "redis:  primary 127.0.0.1:$R_PORT, $R_REPLICAS replicas from :$R_REPL_PORT  (appendonly $(redis-cli -p "$R_PORT" config get appendonly | tail -1), appendfsync $(redis-cli -p "$R_PORT" config get appendfsync | tail -1), save '$(redis-cli -p "$R_PORT" config get save | tail -1)')"
 
 # ----------------------------------------------------------- 3. benchmarks
 declare -A RES CPU
 for pipe in $PIPELINES; do
-  for test in set get; do
+  for test in $TESTS; do
     label="$(tr a-z A-Z <<<"$test")$([ "$pipe" = 1 ] || echo " -P $pipe")"
     hdr "$label"
     if [ "$test" = set ]; then start_sampler "$WORK/lag-P$pipe.jsonl"; fi
@@ -450,7 +470,7 @@ for pipe in $PIPELINES; do
     RES[redis,$test,$pipe]=$(bench "$R_PORT" "$test" "$pipe")
     CPU[redis,$test,$pipe]=$(cpu_per_op "$c0" "$(cpu_ticks "${REDIS_PIDS[@]}")" "$N")
     say "  redis:  $(awk '{printf "%.0f ops/s, p50 %.3f ms, p99 %.3f ms, max %.3f ms", $1, $3, $5, $6}' <<<"${RES[redis,$test,$pipe]}")"
-    say "  server CPU per op (us): tandem leader / followers ${CPU[tandem,$test,$pipe]}; redis primary / replica ${CPU[redis,$test,$pipe]}"
+    say "  server CPU per op (us): tandem leader / followers ${CPU[tandem,$test,$pipe]}; redis primary / replicas ${CPU[redis,$test,$pipe]}"
     if [ "$test" = set ]; then lag_report "$WORK/lag-P$pipe.jsonl" "$label"; fi
   done
 done
@@ -461,7 +481,7 @@ TABLE=$(
   printf '%-10s %12s %12s %7s | %8s %8s | %8s %8s %7s\n' test "tandem ops/s" "redis ops/s" ratio "t p50" "r p50" "t p99" "r p99" "p99 t/r"
   printf '%s\n' "-----------------------------------------------------------------------------------------"
   for pipe in $PIPELINES; do
-    for test in set get; do
+    for test in $TESTS; do
       label="$(tr a-z A-Z <<<"$test")$([ "$pipe" = 1 ] || echo " -P $pipe")"
       read -r trps _ tp50 _ tp99 _ <<<"${RES[tandem,$test,$pipe]}"
       read -r rrps _ rp50 _ rp99 _ <<<"${RES[redis,$test,$pipe]}"
@@ -472,7 +492,19 @@ TABLE=$(
   done
 )
 say "$TABLE"
-say "target: SET ops/s ratio >= 1.00 and SET p99 ratio <= 2.00"
+say "target: SET ops/s ratio >= 1.00 and SET p99 ratio <= 2.00; each collection command at least SET's ratio; LRANGE_100 >= 0.50"
+for pipe in $PIPELINES; do
+  read -r trps _ <<<"${RES[tandem,set,$pipe]:-0}"
+  read -r rrps _ <<<"${RES[redis,set,$pipe]:-0}"
+  for test in $TESTS; do
+    case $test in set | get | incr | mset) continue ;; esac
+    read -r a _ <<<"${RES[tandem,$test,$pipe]}"
+    read -r b _ <<<"${RES[redis,$test,$pipe]}"
+    awk -v t="$test" -v p="$pipe" -v a="$a" -v b="$b" -v sa="$trps" -v sb="$rrps" 'BEGIN{
+      r = (b > 0) ? a / b : 0; floor = (sb > 0) ? sa / sb : 0; if (t == "lrange_100" && floor < 0.5) floor = 0.5
+      printf "  %-10s -P %-3s %.2fx, needs %.2fx: %s\n", toupper(t), p, r, floor, (r >= floor && r > 0) ? "MET" : "MISSED" }'
+  done
+done
 for pipe in $PIPELINES; do
   read -r trps _ _ _ tp99 _ <<<"${RES[tandem,set,$pipe]}"
   read -r rrps _ _ _ rp99 _ <<<"${RES[redis,set,$pipe]}"
@@ -509,7 +541,7 @@ if [ -n "$LARGE_SIZES" ]; then
     LARGE_TABLE+=$'\n'"$LARGE_ROW"
   done
   sleep 2
-  LARGE_IDLE="idle CPU over 5 s after the large values: tandem leader / followers $(idle_cpu "${TANDEM_NODE_PIDS[@]}"); redis primary / replica $(idle_cpu "${REDIS_PIDS[@]}")"
+  LARGE_IDLE="idle CPU over 5 s after the large values: tandem leader / followers $(idle_cpu "${TANDEM_NODE_PIDS[@]}"); redis primary / replicas $(idle_cpu "${REDIS_PIDS[@]}")"
   say "  $LARGE_IDLE"
   say "  RSS now: tandem leader $(mb "$(rss_kb "${TANDEM_NODE_PIDS[0]}")"), follower $(mb "$(rss_kb "${TANDEM_NODE_PIDS[1]}")"); redis primary $(mb "$(rss_kb "${REDIS_PIDS[0]}")"), replica $(mb "$(rss_kb "${REDIS_PIDS[1]}")")"
   check_digests "after large values" "$T_PORT" "$((T_PORT + 1))" "$((T_PORT + 2))"
@@ -541,16 +573,18 @@ if [ "$LOAD_KEYS" -gt 0 ]; then
   tandem_log_problems "$WORK/tandem-load"
   stop_tandem
 
-  say "redis (fresh primary + replica):"
+  say "redis (fresh primary + $R_REPLICAS replicas):"
   start_redis "$WORK/redis-load"
   load_keys "$R_PORT"
   rdbs=$(redis-cli -p "$R_PORT" dbsize)
   say "  primary DBSIZE $rdbs"
-  wait_dbsize "$R_REPL_PORT" "$rdbs" || say "  replica did not reach DBSIZE $rdbs"
+  for ((r = 0; r < R_REPLICAS; r++)); do
+    wait_dbsize "$((R_REPL_PORT + r))" "$rdbs" || say "  replica $r did not reach DBSIZE $rdbs"
+  done
   R_PRSS=$(rss_kb "${REDIS_PIDS[0]}"); R_RRSS=$(rss_kb "${REDIS_PIDS[1]}")
   say "  primary RSS $(mb "$R_PRSS") (used_memory $(redis-cli -p "$R_PORT" info memory | tr -d '\r' | awk -F: '$1=="used_memory_human"{print $2}'))"
   say "  replica RSS $(mb "$R_RRSS")"
-  say "  on disk, 2 nodes: $(du -sh "$WORK/redis-load" | cut -f1)"
+  say "  on disk, $((R_REPLICAS + 1)) nodes: $(du -sh "$WORK/redis-load" | cut -f1)"
   stop_redis
 fi
 
@@ -558,8 +592,8 @@ fi
 hdr "summary"
 say "$TABLE"
 for pipe in $PIPELINES; do
-  for test in set get; do
-    say "$(printf '%-10s' "$(tr a-z A-Z <<<"$test")$([ "$pipe" = 1 ] || echo " -P $pipe")") server CPU us/op: tandem ${CPU[tandem,$test,$pipe]} (leader / followers); redis ${CPU[redis,$test,$pipe]} (primary / replica)"
+  for test in $TESTS; do
+    say "$(printf '%-10s' "$(tr a-z A-Z <<<"$test")$([ "$pipe" = 1 ] || echo " -P $pipe")") server CPU us/op: tandem ${CPU[tandem,$test,$pipe]} (leader / followers); redis ${CPU[redis,$test,$pipe]} (primary / replicas)"
   done
 done
 for l in "${LAG_SUMMARY[@]}"; do say "$l"; done

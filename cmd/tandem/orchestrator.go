@@ -80,6 +80,7 @@ func orchestratorCmd() *cobra.Command {
 	f.DurationVar(&cfg.MinSilence, "min-silence", 500*time.Millisecond, "a leader the detector suspects is failed over only once silent this long (a saturated leader can miss heartbeats for a few hundred ms; a gone process is failed over at once on refused probes)")
 	f.DurationVar(&cfg.NotAnsweringAfter, "not-answering-after", 2*time.Second, "a leader whose lease stays unconfirmed this long (it answers nothing) is failed over")
 	f.DurationVar(&cfg.FollowerSilence, "follower-silence", 150*time.Millisecond, "a follower that heard the leader more recently vetoes a failover")
+	f.StringVar(&cfg.PreferredZone, "preferred-zone", "", "among equally advanced failover candidates of equal --priority, choose one in this zone (a node's --zone); never outranks durability or priority")
 	f.DurationVar(&cfg.Grace, "grace", time.Second, "a new leader is not suspected for this long, or until it answers as leader")
 	f.StringArrayVar(&cfg.Hooks.Commands, "hook-command", nil, "run this shell command on each control-plane event (detected, pre_/post_failover, pre_/post_promote, pre_/post_switchover, leader_returned), the event as JSON on stdin and in TANDEM_* variables; repeatable")
 	f.StringArrayVar(&cfg.Hooks.URLs, "hook-url", nil, "POST each control-plane event as JSON to this URL; repeatable")

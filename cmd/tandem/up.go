@@ -24,6 +24,9 @@ func upCmd() *cobra.Command {
 		logLevel string
 		static   bool
 		etcd     string
+		zones    []string
+		pzone    string
+		prefer   string
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -42,6 +45,9 @@ func upCmd() *cobra.Command {
 			}
 			cfg.ServerArgs = append(cfg.ServerArgs, "--mode", mode, "--log-level", logLevel)
 			cfg.OrchestratorArgs = append(cfg.OrchestratorArgs, "--log-level", logLevel, "--mode", mode)
+			if err := applyZones(&cfg, zones, pzone, prefer); err != nil {
+				return err
+			}
 			cfg.ControlPlane = !static
 			cfg.Proxy = !static
 			cfg.ProxyArgs = append(cfg.ProxyArgs, "--log-level", logLevel)
@@ -94,6 +100,9 @@ func upCmd() *cobra.Command {
 	f.StringVar(&logLevel, "log-level", "info", "log level for every process")
 	f.BoolVar(&static, "static", false, "no control plane: node 1 leads, nothing fails over (the pre-etcd topology)")
 	f.StringVar(&etcd, "etcd", "", "use this etcd cluster (comma-separated endpoints) instead of an embedded one")
+	f.StringSliceVar(&zones, "zones", nil, "each node's --zone in order (n1 first), e.g. a,a,b")
+	f.StringVar(&pzone, "proxy-zone", "", "the proxy's --zone: it reads from followers in this zone first")
+	f.StringVar(&prefer, "preferred-zone", "", "the orchestrators' --preferred-zone: among equally advanced candidates of equal priority, the leader is chosen in this zone")
 	f.IntVar(&cfg.Orchestrators, "orchestrators", 2, "orchestrator processes (one is active, the others stand by)")
 	f.IntVar(&cfg.SentinelPort, "sentinel-port", 26380, "Sentinel-compatible port of orchestrator 1 (the others take the next ports; 0 picks free ports)")
 	return cmd
@@ -140,4 +149,25 @@ func statusCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (stable field names)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 3*time.Second, "how long to wait for the nodes")
 	return cmd
+}
+
+// applyZones passes tandem up's zone flags on to the nodes, the proxy and
+// the orchestrators.
+func applyZones(cfg *cluster.Config, zones []string, proxyZone, preferred string) error {
+	if len(zones) > 0 && len(zones) != cfg.Nodes {
+		return fmt.Errorf("--zones: %d zones for %d nodes; give one per node", len(zones), cfg.Nodes)
+	}
+	for i, z := range zones {
+		if cfg.NodeArgs == nil {
+			cfg.NodeArgs = map[int][]string{}
+		}
+		cfg.NodeArgs[i+1] = append(cfg.NodeArgs[i+1], "--zone", z)
+	}
+	if proxyZone != "" {
+		cfg.ProxyArgs = append(cfg.ProxyArgs, "--zone", proxyZone)
+	}
+	if preferred != "" {
+		cfg.OrchestratorArgs = append(cfg.OrchestratorArgs, "--preferred-zone", preferred)
+	}
+	return nil
 }

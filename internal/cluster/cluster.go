@@ -411,6 +411,8 @@ func (c *Cluster) StartProxy() error { return c.startProc(c.proxy) }
 type File struct {
 	Nodes []NodeInfo `json:"nodes"`
 	Proxy string     `json:"proxy,omitempty"`
+	// ProxyHTTP serves the proxy's /status and /metrics.
+	ProxyHTTP string `json:"proxy_http,omitempty"`
 	// Under the control plane: etcd's endpoints and the orchestrators.
 	Etcd          []string   `json:"etcd,omitempty"`
 	Orchestrators []NodeInfo `json:"orchestrators,omitempty"`
@@ -425,7 +427,7 @@ func (c *Cluster) writeFileLocked() {
 		f.Orchestrators = append(f.Orchestrators, p.info)
 	}
 	if c.proxy != nil {
-		f.Proxy = c.proxy.info.RESPAddr
+		f.Proxy, f.ProxyHTTP = c.proxy.info.RESPAddr, c.proxy.info.HTTPAddr
 	}
 	b, _ := json.MarshalIndent(f, "", "  ")
 	tmp := filepath.Join(c.cfg.Dir, FileName+".tmp")
@@ -456,19 +458,31 @@ func WaitReady(ctx context.Context, addr string) error {
 // FetchStatus reads the /status of the node whose HTTP address is addr.
 func FetchStatus(ctx context.Context, addr string) (statusdoc.Node, error) {
 	var s statusdoc.Node
+	return s, fetchJSON(ctx, addr, &s)
+}
+
+// FetchProxyStatus reads the /status of the proxy whose HTTP address is
+// addr.
+func FetchProxyStatus(ctx context.Context, addr string) (statusdoc.Proxy, error) {
+	var s statusdoc.Proxy
+	return s, fetchJSON(ctx, addr, &s)
+}
+
+// fetchJSON decodes the /status document at HTTP address addr into s.
+func fetchJSON(ctx context.Context, addr string, s any) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/status", nil)
 	if err != nil {
-		return s, err
+		return err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return s, fmt.Errorf("cluster: status of %s: %w", addr, err)
+		return fmt.Errorf("cluster: status of %s: %w", addr, err)
 	}
 	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
-		return s, fmt.Errorf("cluster: status of %s: %w", addr, err)
+	if err := json.NewDecoder(resp.Body).Decode(s); err != nil {
+		return fmt.Errorf("cluster: status of %s: %w", addr, err)
 	}
-	return s, nil
+	return nil
 }

@@ -55,6 +55,13 @@ func Collect(ctx context.Context, f File) statusdoc.Cluster {
 			r.Nodes[i] = nr
 		})
 	}
+	if f.ProxyHTTP != "" {
+		wg.Go(func() {
+			if ps, err := FetchProxyStatus(ctx, f.ProxyHTTP); err == nil {
+				r.ProxyStatus = &ps
+			}
+		})
+	}
 	wg.Wait()
 	if len(f.Etcd) > 0 {
 		collectControl(ctx, f, &r)
@@ -81,6 +88,13 @@ func PrintTable(w io.Writer, r statusdoc.Cluster) {
 	fmt.Fprintf(w, "epoch %d, leader %s", r.Epoch, leader)
 	if r.Proxy != "" {
 		fmt.Fprintf(w, ", proxy %s", r.Proxy)
+		if ps := r.ProxyStatus; ps != nil {
+			zone := ""
+			if ps.Zone != "" {
+				zone = "zone " + ps.Zone + ", "
+			}
+			fmt.Fprintf(w, " (%spolicy %s, %d reads, %d cross-zone)", zone, ps.Policy, ps.Reads, ps.ReadsCrossZone)
+		}
 	}
 	if r.EtcdOK != nil {
 		o := r.Orchestrator
@@ -125,7 +139,19 @@ func PrintTable(w io.Writer, r statusdoc.Cluster) {
 		fmt.Fprintln(w)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tROLE\tADDR\tPID\tSTATE\tDURABLE\tAPPLIED\tLAG LSN\tLAG S\tSYNC\tPHI\tHEARD\tLOG MB\tDISK MB")
+	// A ZONE column only when some node has a zone.
+	zones := slices.ContainsFunc(r.Nodes, func(n statusdoc.ClusterNode) bool { return n.Zone != "" })
+	addr := func(n statusdoc.ClusterNode) string {
+		if zones {
+			return n.Addr + "\t" + orNone(n.Zone)
+		}
+		return n.Addr
+	}
+	head := "ADDR"
+	if zones {
+		head = "ADDR\tZONE"
+	}
+	fmt.Fprintln(tw, "ID\tROLE\t"+head+"\tPID\tSTATE\tDURABLE\tAPPLIED\tLAG LSN\tLAG S\tSYNC\tPHI\tHEARD\tLOG MB\tDISK MB")
 	for _, n := range r.Nodes {
 		role, state := n.Role, n.State
 		if role == "" {
@@ -155,7 +181,7 @@ func PrintTable(w io.Writer, r statusdoc.Cluster) {
 		if h := n.Health; h != nil {
 			phi, heard = fmt.Sprintf("%.1f", h.Phi), fmt.Sprintf("%.0fms", h.LastHeartbeatMs)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%.3f\t%s\t%s\t%s\t%.1f\t%.1f\n", n.ID, role, n.Addr, pid, state, n.DurableLSN, n.AppliedLSN, n.LagLSN, n.LagSeconds, sync, phi, heard,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%.3f\t%s\t%s\t%s\t%.1f\t%.1f\n", n.ID, role, addr(n), pid, state, n.DurableLSN, n.AppliedLSN, n.LagLSN, n.LagSeconds, sync, phi, heard,
 			float64(n.LogBytes)/(1<<20), float64(n.DiskBytes)/(1<<20))
 	}
 	tw.Flush()
@@ -179,6 +205,15 @@ func collectControl(ctx context.Context, f File, r *statusdoc.Cluster) {
 	}
 	defer cli.Close()
 	store := coord.New(cli, "tandem")
+	if ms, err := store.Members(ctx); err == nil {
+		for _, m := range ms {
+			for i := range r.Nodes {
+				if r.Nodes[i].ID == m.ID {
+					r.Nodes[i].Zone = m.Zone
+				}
+			}
+		}
+	}
 	if p, err := store.FailoverPolicy(ctx); err == nil {
 		r.FailoverPolicy = string(p)
 	} else {

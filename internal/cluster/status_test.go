@@ -91,3 +91,33 @@ func TestPrintTableLeaderDown(t *testing.T) {
 		}
 	}
 }
+
+// TestCollectProxyAndZones: the proxy's /status (its zone and cross-zone
+// reads) is in the document and the table's first line, and nodes' zones
+// get a ZONE column.
+func TestCollectProxyAndZones(t *testing.T) {
+	ps := statusdoc.Proxy{Zone: "b", Policy: "ryw", Leader: "n1", Reads: 300, ReadsCrossZone: 120, ReadsByNode: map[string]uint64{"n1": 120, "n2": 180}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/status" {
+			http.NotFound(w, r)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(ps)
+	}))
+	t.Cleanup(srv.Close)
+	f := File{Proxy: "127.0.0.1:6380", ProxyHTTP: strings.TrimPrefix(srv.URL, "http://"), Nodes: []NodeInfo{
+		{Name: "n1", RESPAddr: "r1", HTTPAddr: serveStatus(t, statusdoc.Node{Role: statusdoc.RoleLeader, State: statusdoc.StateLeading, Epoch: 4, PID: 11})},
+	}}
+	got := Collect(context.Background(), f)
+	if got.ProxyStatus == nil || got.ProxyStatus.ReadsCrossZone != 120 || got.ProxyStatus.Zone != "b" {
+		t.Fatalf("proxy_status = %+v", got.ProxyStatus)
+	}
+	got.Nodes[0].Zone = "a" // from the member record, under the control plane
+	var table bytes.Buffer
+	PrintTable(&table, got)
+	for _, s := range []string{"proxy 127.0.0.1:6380 (zone b, policy ryw, 300 reads, 120 cross-zone)", "ADDR  ZONE", "r1    a"} {
+		if !strings.Contains(table.String(), s) {
+			t.Errorf("table has no %q:\n%s", s, table.String())
+		}
+	}
+}

@@ -82,6 +82,11 @@ type Member struct {
 	// Priority is 0-100; 0 means never promote.
 	Priority int `json:"priority"`
 	PID      int `json:"pid,omitempty"`
+	// LogFormat is the highest replication log format the member's build
+	// reads (package logrec); 0 is a build from before the field, which
+	// reads format 1. A leader writes a format only once every registered
+	// member reads it.
+	LogFormat uint8 `json:"log_format,omitempty"`
 }
 
 // EpochStart records who led an epoch and from which LSN.

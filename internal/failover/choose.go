@@ -23,6 +23,10 @@ type Node struct {
 	// Eligible: it may be chosen under the commit mode (in a synchronous
 	// mode, only a member of the published sync set may be).
 	Eligible bool
+	// Preferred: the node is in the orchestrator's preferred zone
+	// (View.PreferredZone); among equally advanced nodes of equal priority
+	// it is chosen first.
+	Preferred bool
 }
 
 // Choice is the outcome of Choose.
@@ -45,11 +49,30 @@ func ahead(a, b logrec.Position) int {
 
 // Choose picks the node to promote: among reachable, eligible nodes with a
 // priority above 0, the one with the highest durable (epoch, LSN), ties
-// broken by the higher priority and then the lower id (so the choice is
-// deterministic). If a reachable node that may not be chosen (priority 0,
-// or not eligible) is further ahead than the candidate, the candidate must
-// catch up from the most advanced such node before it takes writes
-// (VTOrc and Orchestrator do this).
+// broken by the higher priority, then by the preferred zone, then by the
+// lower id (so the choice is deterministic).
+//
+// The rank, and why in this order:
+//
+//  1. durable (epoch, LSN): a promise. The most advanced node holds every
+//     write any candidate holds; a preference never outranks it, so no
+//     setting makes a failover lose (or wait to catch up on) what a
+//     candidate it passed over has.
+//  2. priority: the operator's word about one node (a small machine, a
+//     reporting replica), so it outranks a cluster-wide default.
+//  3. preferred zone: the cluster-wide default placement (the zone where
+//     the clients and proxies that need the leader run). It ranks the
+//     nodes the operator did not tell apart: with the default priorities
+//     it decides among equally advanced nodes, which is the case at
+//     bootstrap and on a quiet cluster (so `tandem switchover` without
+//     --to moves the leader back to the preferred zone when writes are
+//     few).
+//  4. id: determinism.
+//
+// If a reachable node that may not be chosen (priority 0, or not
+// eligible) is further ahead than the candidate, the candidate must catch
+// up from the most advanced such node before it takes writes (VTOrc and
+// Orchestrator do this).
 func Choose(nodes []Node) (Choice, error) {
 	var best, furthest *Node
 	for i := range nodes {
@@ -83,6 +106,9 @@ func better(a, b *Node) bool {
 	}
 	if a.Priority != b.Priority {
 		return a.Priority > b.Priority
+	}
+	if a.Preferred != b.Preferred {
+		return a.Preferred
 	}
 	return a.ID < b.ID
 }

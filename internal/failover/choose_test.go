@@ -15,6 +15,7 @@ func node(id string, epoch, lsn uint64, prio int) Node {
 func TestChoose(t *testing.T) {
 	unreachable := func(n Node) Node { n.Reachable = false; return n }
 	ineligible := func(n Node) Node { n.Eligible = false; return n }
+	preferred := func(n Node) Node { n.Preferred = true; return n }
 	tests := []struct {
 		name      string
 		nodes     []Node
@@ -33,6 +34,20 @@ func TestChoose(t *testing.T) {
 		{"an ineligible node ahead is caught up from", []Node{ineligible(node("a", 2, 20, 50)), node("b", 2, 15, 50), node("c", 2, 12, 50)},
 			Choice{Candidate: "b", CatchUpFrom: "a"}, nil, []string{"b", "c"}},
 		{"unreachable nodes are not chosen nor caught up from", []Node{unreachable(node("a", 2, 99, 50)), node("b", 2, 15, 50)},
+			Choice{Candidate: "b"}, nil, []string{"b"}},
+		{"the preferred zone breaks a tie of position and priority", []Node{node("a", 2, 10, 50), preferred(node("c", 2, 10, 50)), node("b", 2, 10, 50)},
+			Choice{Candidate: "c"}, nil, []string{"c", "a", "b"}},
+		{"the preferred zone never outranks durability", []Node{preferred(node("a", 2, 10, 100)), node("b", 2, 11, 100), preferred(node("c", 2, 9, 100))},
+			Choice{Candidate: "b"}, nil, []string{"b", "a", "c"}},
+		{"the preferred zone never outranks a later epoch", []Node{preferred(node("a", 2, 90, 100)), node("b", 3, 1, 100)},
+			Choice{Candidate: "b"}, nil, []string{"b", "a"}},
+		{"priority outranks the preferred zone", []Node{preferred(node("a", 2, 10, 50)), node("b", 2, 10, 90)},
+			Choice{Candidate: "b"}, nil, []string{"b", "a"}},
+		{"a preferred node with priority 0 is never promoted", []Node{preferred(node("a", 2, 10, 0)), node("b", 2, 10, 50)},
+			Choice{Candidate: "b"}, nil, []string{"b"}},
+		{"a preferred node not eligible (outside the sync set) is not chosen", []Node{ineligible(preferred(node("a", 2, 10, 100))), node("b", 2, 10, 100)},
+			Choice{Candidate: "b"}, nil, []string{"b"}},
+		{"an unreachable preferred node is not chosen", []Node{unreachable(preferred(node("a", 2, 10, 100))), node("b", 2, 10, 100)},
 			Choice{Candidate: "b"}, nil, []string{"b"}},
 		{"nobody can be promoted", []Node{unreachable(node("a", 2, 9, 50)), node("b", 2, 9, 0), ineligible(node("c", 2, 9, 50))},
 			Choice{}, ErrNoCandidate, []string{}},

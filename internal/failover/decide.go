@@ -41,6 +41,10 @@ type View struct {
 	// the last one that did). Nothing is decided on it.
 	TopoErr error
 	Nodes   []NodeView // sorted by ID
+	// PreferredZone: among equally advanced candidates of equal priority,
+	// one whose member record names this zone is chosen ("" prefers none;
+	// see Choose for the rank).
+	PreferredZone string
 }
 
 // NodeView is one node in a View: its member record and its Probe's
@@ -103,7 +107,8 @@ func Durable(r *peerpb.HeartbeatReply) logrec.Position {
 // Candidates are the nodes other than exclude as Choose sees them: a node
 // is reachable if it answered lately with a role; in sync and semisync
 // only members of the published sync set are eligible, since they alone
-// hold every acknowledged write.
+// hold every acknowledged write; a node whose member record names
+// v.PreferredZone is Preferred.
 func (v View) Candidates(exclude string) []Node {
 	restricted := v.HaveTopo && v.Topo.Mode.Set && v.Topo.Mode.NeedsSyncSet()
 	var out []Node
@@ -112,7 +117,8 @@ func (v View) Candidates(exclude string) []Node {
 			continue
 		}
 		out = append(out, Node{ID: n.ID, Durable: Durable(n.Reply), Priority: n.Member.Priority,
-			Reachable: n.Fresh && n.Role() != "", Eligible: !restricted || slices.Contains(v.Topo.SyncSet, n.ID)})
+			Reachable: n.Fresh && n.Role() != "", Eligible: !restricted || slices.Contains(v.Topo.SyncSet, n.ID),
+			Preferred: v.PreferredZone != "" && n.Member.Zone == v.PreferredZone})
 	}
 	return out
 }

@@ -51,6 +51,7 @@ func TestDecide(t *testing.T) {
 	f := func(id string, lsn uint64, heard int64) NodeView {
 		return NodeView{ID: id, Member: member(id), Reply: followerReply(3, lsn, heard), Fresh: true}
 	}
+	inZone := func(n NodeView, zone string) NodeView { n.Member.Zone = zone; return n }
 	// A quorum failover's second step: epoch 4 has no leader and ended n1's.
 	fencing := coord.Topology{Epoch: 4, Fenced: "n1", Mode: mode("quorum 2"), Reason: "leader suspected"}
 	ended := func(id string, lsn uint64) NodeView {
@@ -141,6 +142,19 @@ func TestDecide(t *testing.T) {
 		{name: "no topology, all answered: bootstrap the most advanced",
 			v:    View{Now: now, Nodes: []NodeView{f("n1", 5, -1), f("n2", 7, -1)}},
 			kind: KindBootstrap, candidate: "n2"},
+		{name: "no topology, preferred zone: bootstrap in it among equals",
+			v:    View{Now: now, PreferredZone: "b", Nodes: []NodeView{f("n1", 7, -1), inZone(f("n2", 7, -1), "a"), inZone(f("n3", 7, -1), "b")}},
+			kind: KindBootstrap, candidate: "n3"},
+		{name: "preferred zone: the failover candidate in it among equally advanced followers",
+			v:    View{Now: now, Topo: topo, HaveTopo: true, PreferredZone: "b", Nodes: []NodeView{refused, inZone(f("n2", 100, 200), "a"), inZone(f("n3", 100, 200), "b")}},
+			kind: KindFailover, candidate: "n3"},
+		{name: "preferred zone: never a follower behind another",
+			v:    View{Now: now, Topo: topo, HaveTopo: true, PreferredZone: "b", Nodes: []NodeView{refused, inZone(f("n2", 100, 200), "a"), inZone(f("n3", 99, 200), "b")}},
+			kind: KindFailover, candidate: "n2"},
+		{name: "semisync, preferred zone: the sync set's member, not the preferred node outside it",
+			v: View{Now: now, Topo: coord.Topology{Epoch: 3, Leader: "n1", Mode: mode("semisync"), SyncSet: []string{"n2"}}, HaveTopo: true, PreferredZone: "b",
+				Nodes: []NodeView{refused, inZone(f("n2", 100, 200), "a"), inZone(f("n3", 100, 200), "b")}},
+			kind: KindFailover, candidate: "n2"},
 		{name: "no topology, one silent: wait out the bootstrap period",
 			v: View{Now: now, Nodes: []NodeView{f("n1", 5, -1), {ID: "n2", Member: member("n2")}}}},
 	}

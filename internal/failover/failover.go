@@ -33,7 +33,8 @@
 //     chosen; in sync and semisync only a member of the published sync set
 //     (they alone hold every acknowledged write).
 //  4. Ranking (Choose): the highest durable (epoch, LSN), then priority,
-//     then id; priority 0 is never chosen.
+//     then the preferred zone (View.PreferredZone), then id; priority 0
+//     is never chosen. A preference never outranks durability.
 //  5. In quorum K the failover takes two steps, because the old leader
 //     may still commit through followers that have not heard of the new
 //     epoch: Decide returns KindFence (raise the epoch with no leader;

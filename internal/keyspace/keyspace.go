@@ -6,8 +6,9 @@
 //
 // # Layout (after Apache Kvrocks)
 //
-// Every key has one metadata row; a collection (a hash today; sets, sorted
-// sets and lists later) has one more row per field, member or element:
+// Every key has one metadata row; a collection (hashes and lists today;
+// sets and sorted sets to come) has one more row per field, member or
+// element:
 //
 //	'd' key                              -> metadata row (see below)
 //	's' keyLen(4, BE) key version(8, BE) sub -> the sub-key's value
@@ -38,6 +39,29 @@
 // version can never be read again (nothing reads a version its metadata
 // does not name, and no later entry writes one), so the order in which the
 // space comes back does not matter.
+//
+// # Lists
+//
+// A list's elements are sub-key rows keyed by an 8-byte big-endian index,
+// and one more sub-key row, at the empty sub-key (which sorts before every
+// index), holds the index of the first element, the head:
+//
+//	sub ""          -> head (8, BE)
+//	sub index(8, BE) -> element, for head <= index < head+size
+//
+// A new list's head is ListStartIndex (1<<63), so both ends can grow.
+// The tail is head+size, with size from the metadata row, so a push or pop
+// at either end is O(1) rows: the element, the metadata row (its size),
+// and the head row only for a change at the head end; LINDEX is one point
+// read and LRANGE one seek and a scan of the rows it returns.
+//
+// The head lives in a sub-key row rather than in the metadata row so that
+// the metadata row, the log's meta op (logrec format v2) and snapshot rows
+// keep one shape for every type: nothing that reads or moves rows (DUMP,
+// RENAME's row copy, snapshots, digests, Sweep) needs to know about lists,
+// and the head row goes with the list's version like any element. The
+// price is one more point read per list command and one more row written
+// per change at the head end.
 //
 // # Expiry
 //

@@ -44,10 +44,10 @@
 // (errors.Is ErrUnsupported, not ErrCorrupt: the bytes are intact, this build
 // is too old to read them). It never guesses. So:
 //
-//   - every node advertises the highest format it reads (MaxFormat, in the
-//     replication handshake's Hello);
+//   - every node advertises the highest format it reads (MaxFormat), in the
+//     replication handshake's Hello and in its member record in etcd;
 //   - a leader writes an entry of format F only if every member it knows
-//     reads F; otherwise the command that needs F is refused with a clear
+//     (registered in etcd, or connected) reads F; otherwise the command that needs F is refused with a clear
 //     error and nothing is logged;
 //   - a follower that still receives an entry it cannot read (an unknown
 //     member, a downgrade) logs it at Error, reports it in its status, and

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tandemdb/tandem/internal/coord"
+	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/orchestrator/orchapi"
 	"github.com/tandemdb/tandem/internal/replication"
 )
@@ -49,10 +50,11 @@ type agent struct {
 	topo  coord.Topology // the last topology seen
 	peers []string       // the other members' ids, for the failsafe lease
 
-	peersRead time.Time   // renew's goroutine only
-	failsafe  atomic.Bool // the lease is held by follower echoes, not etcd
-	degraded  atomic.Bool // sync-fallback has degraded the leader to async
-	syncShort atomic.Bool // fewer sync-set members are there than sync-min
+	peersRead   time.Time   // renew's etcd reads only (one at a time)
+	peersLeader *leading    // whose format gate the last refresh fed
+	failsafe    atomic.Bool // the lease is held by follower echoes, not etcd
+	degraded    atomic.Bool // sync-fallback has degraded the leader to async
+	syncShort   atomic.Bool // fewer sync-set members are there than sync-min
 }
 
 func (n *Node) startAgent() error {
@@ -93,7 +95,7 @@ func (a *agent) run(ctx context.Context) {
 	n := a.n
 	respAddr, peerAddr, httpAddr := n.Addrs()
 	m := coord.Member{ID: n.cfg.ID, RESPAddr: respAddr, PeerAddr: peerAddr, HTTPAddr: httpAddr,
-		Zone: n.cfg.Zone, Priority: n.cfg.Priority, PID: os.Getpid()}
+		Zone: n.cfg.Zone, Priority: n.cfg.Priority, PID: os.Getpid(), LogFormat: logrec.MaxFormat}
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		err := a.store.PutMember(cctx, m)
@@ -240,13 +242,42 @@ func (a *agent) members(ctx context.Context) ([]coord.Member, error) {
 }
 
 // renew confirms the leadership against etcd and extends the lease.
+//
+// The etcd read runs beside the ticker, never in its way: while a read is
+// outstanding for longer than a tick (etcd cut off or slow) or has failed,
+// every tick extends the lease by the followers' echoes instead. Waiting a
+// whole read timeout between failsafe extensions let the lease lapse for
+// part of every round, and a heartbeat probe in step with the rounds saw a
+// leader that answered nothing for seconds while it acknowledged writes.
 func (a *agent) renew(ctx context.Context) {
 	n := a.n
-	t := time.NewTicker(a.fence / 5)
+	tick := a.fence / 5
+	t := time.NewTicker(tick)
 	defer t.Stop()
+	type confirmation struct {
+		r     *leading
+		asked time.Time
+		top   coord.Topology
+		have  bool
+		err   error
+	}
+	done := make(chan confirmation, 1)
+	var asked time.Time // zero: no read outstanding
 	for {
 		select {
 		case <-t.C:
+		case c := <-done:
+			asked = time.Time{}
+			switch {
+			case c.err != nil:
+				a.extendByFollowers(c.r)
+			case c.have && c.top.Epoch == c.r.l.Epoch() && c.top.Leader == n.cfg.ID:
+				c.r.lease.Extend(c.asked.Add(a.fence))
+				a.failsafe.Store(false)
+			default:
+				c.r.lease.Revoke() // the watch makes the node follow
+			}
+			continue
 		case <-ctx.Done():
 			return
 		}
@@ -254,29 +285,36 @@ func (a *agent) renew(ctx context.Context) {
 		if !ok || r.lease == nil || r.lease.Revoked() {
 			continue
 		}
-		asked := time.Now()
-		cctx, cancel := context.WithTimeout(ctx, a.fence)
-		top, have, err := a.store.Topology(cctx)
-		cancel()
-		switch {
-		case err != nil:
-			// etcd does not confirm. Every other member's echo of a
-			// recent stream message does (Patroni's failsafe mode): none
-			// of them can be promoted as silent while it echoes, and a
-			// promotion needs etcd anyway. Otherwise the lease runs out.
-			if at, ok := r.l.ConfirmedByFollowers(a.peerIDs()); ok {
-				r.lease.Extend(at.Add(a.fence))
-				a.failsafe.Store(true)
+		if !asked.IsZero() {
+			if time.Since(asked) >= tick {
+				a.extendByFollowers(r)
 			}
-		case have && top.Epoch == r.l.Epoch() && top.Leader == n.cfg.ID:
-			r.lease.Extend(asked.Add(a.fence))
-			a.failsafe.Store(false)
-			if time.Since(a.peersRead) > time.Second {
-				a.refreshPeers(ctx)
-			}
-		default:
-			r.lease.Revoke() // the watch makes the node follow
+			continue
 		}
+		asked = time.Now()
+		go func(asked time.Time) {
+			cctx, cancel := context.WithTimeout(ctx, a.fence)
+			top, have, err := a.store.Topology(cctx)
+			cancel()
+			if err == nil && (time.Since(a.peersRead) > time.Second || a.peersLeader != r) {
+				// Before the confirmation extends the lease: a new
+				// leader's format gate knows every registered member
+				// before its first write.
+				a.refreshPeers(ctx, r)
+			}
+			done <- confirmation{r: r, asked: asked, top: top, have: have, err: err}
+		}(asked)
+	}
+}
+
+// extendByFollowers extends r's lease while etcd does not confirm it.
+// Every other member's echo of a recent stream message does (Patroni's
+// failsafe mode): none of them can be promoted as silent while it echoes,
+// and a promotion needs etcd anyway. Otherwise the lease runs out.
+func (a *agent) extendByFollowers(r *leading) {
+	if at, ok := r.l.ConfirmedByFollowers(a.peerIDs()); ok {
+		r.lease.Extend(at.Add(a.fence))
+		a.failsafe.Store(true)
 	}
 }
 
@@ -287,7 +325,7 @@ func (a *agent) peerIDs() []string {
 	return a.peers
 }
 
-func (a *agent) refreshPeers(ctx context.Context) {
+func (a *agent) refreshPeers(ctx context.Context, r *leading) {
 	cctx, cancel := context.WithTimeout(ctx, a.fence)
 	ms, err := a.store.Members(cctx)
 	cancel()
@@ -298,12 +336,13 @@ func (a *agent) refreshPeers(ctx context.Context) {
 	for _, m := range ms {
 		if m.ID != a.n.cfg.ID {
 			ids = append(ids, m.ID)
+			r.l.MemberFormat(m.ID, m.LogFormat)
 		}
 	}
 	a.mu.Lock()
 	a.peers = ids
 	a.mu.Unlock()
-	a.peersRead = time.Now()
+	a.peersRead, a.peersLeader = time.Now(), r
 }
 
 // topology is the last topology the agent saw (zero without one).

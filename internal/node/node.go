@@ -42,6 +42,7 @@ import (
 	"github.com/tandemdb/tandem/internal/commands"
 	"github.com/tandemdb/tandem/internal/commit"
 	"github.com/tandemdb/tandem/internal/failover"
+	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/peerpb"
 	"github.com/tandemdb/tandem/internal/replication"
 	"github.com/tandemdb/tandem/internal/resp"
@@ -429,7 +430,14 @@ func (n *Node) startLeader(epoch uint64, lease *replication.Lease) (role, error)
 		return nil, fmt.Errorf("node: lead at epoch %d: %w", epoch, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &leading{l: l, lease: lease, ctx: ctx, cancel: cancel, users: newUserPositions(l.StartPosition(), maxUsers)}
+	// Every write an earlier leadership acknowledged that survived is at
+	// or before this leadership's start: the floor of every user it has
+	// not seen write (userPositions).
+	floor := l.StartPosition()
+	if n.cfg.Buggify.LeaderForgetsUserFloor {
+		floor = logrec.Position{} // planted bug: users' floors forgotten on failover
+	}
+	r := &leading{l: l, lease: lease, ctx: ctx, cancel: cancel, users: newUserPositions(floor, maxUsers)}
 	n.bg.Add(1)
 	go n.watchLeader(r)
 	n.log.Info("role: leader", "epoch", epoch)

@@ -89,28 +89,15 @@ func (b backend) ReadAt(ctx context.Context, spec *commands.Spec, args [][]byte,
 	case *fenced:
 		return nil, at, r.readErr()
 	case *following:
-		if err := b.n.followerGate(ctx, r, req); err != nil {
+		check, err := b.followerRead(ctx, r, req)
+		if err != nil {
 			return nil, at, err
 		}
-		// A seed that begins while the read runs discards the data under
-		// it: such a read answers LOADING, not a partial keyspace.
-		gen := b.n.db.SeedGeneration()
-		if r.f.Loading() {
-			return nil, at, resp.ErrLoading
-		}
-		// Reads never go back across a restart: a node that just started
-		// serves follower reads only once it has caught up with a leader
-		// (or led), since what it applied may be older than what it
-		// served before (see replication.Follower.CaughtUp).
-		if !b.n.readsResumed.Load() {
-			if !r.f.CaughtUp() {
-				return nil, at, resp.ErrLoading
-			}
-			b.n.readsResumed.Store(true)
-		}
 		defer func() {
-			if err == nil && (b.n.db.Seeding() || b.n.db.SeedGeneration() != gen) {
-				reply, err = nil, resp.ErrLoading
+			if err == nil {
+				if err = check(); err != nil {
+					reply = nil
+				}
 			}
 		}()
 	case *leading:
@@ -140,6 +127,36 @@ func (b backend) ReadAt(ctx context.Context, spec *commands.Spec, args [][]byte,
 	}
 	// Read after the data: the position is at or after all the read saw.
 	return res.Reply, b.n.appliedPosition(), nil
+}
+
+// followerRead readies a read on a follower under req; check, called
+// once the read is done, reports a seed that began under it (LOADING).
+func (b backend) followerRead(ctx context.Context, r *following, req resp.ReadRequest) (check func() error, err error) {
+	if err := b.n.followerGate(ctx, r, req); err != nil {
+		return nil, err
+	}
+	// A seed that begins while the read runs discards the data under
+	// it: such a read answers LOADING, not a partial keyspace.
+	gen := b.n.db.SeedGeneration()
+	if r.f.Loading() {
+		return nil, resp.ErrLoading
+	}
+	// Reads never go back across a restart: a node that just started
+	// serves follower reads only once it has caught up with a leader
+	// (or led), since what it applied may be older than what it
+	// served before (see replication.Follower.CaughtUp).
+	if !b.n.readsResumed.Load() {
+		if !r.f.CaughtUp() {
+			return nil, resp.ErrLoading
+		}
+		b.n.readsResumed.Store(true)
+	}
+	return func() error {
+		if b.n.db.Seeding() || b.n.db.SeedGeneration() != gen {
+			return resp.ErrLoading
+		}
+		return nil
+	}, nil
 }
 
 // followerGate waits until the follower may serve a read under req, at

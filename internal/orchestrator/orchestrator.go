@@ -116,7 +116,12 @@ type Config struct {
 	// Bootstrap waits this long for every registered member to answer
 	// before choosing the first leader (default 2 s).
 	Bootstrap time.Duration
-	Logger    *slog.Logger
+	// PreferredZone: among equally advanced candidates of equal priority,
+	// choose one whose member record names this zone (failover.Choose
+	// gives the whole rank; it never outranks durability or priority).
+	// Every orchestrator of a cluster should be given the same.
+	PreferredZone string
+	Logger        *slog.Logger
 	// PeerRoutes maps a member id to the peer address to probe it at
 	// instead of the one it registered (the chaos harness's relays).
 	PeerRoutes map[string]string
@@ -436,7 +441,7 @@ func (o *Orchestrator) snapshot() failover.View {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	now := time.Now()
-	v := failover.View{Now: now, Topo: o.topo, HaveTopo: o.haveTopo, TopoErr: o.topoErr}
+	v := failover.View{Now: now, Topo: o.topo, HaveTopo: o.haveTopo, TopoErr: o.topoErr, PreferredZone: o.cfg.PreferredZone}
 	for id, ns := range o.nodes {
 		v.Nodes = append(v.Nodes, ns.probe.View(id, ns.member, now, 3*o.cfg.Interval))
 	}

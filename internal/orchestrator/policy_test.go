@@ -183,6 +183,19 @@ func TestManualPolicy(t *testing.T) {
 	o := c.startOrchestratorWith("o1", func(cfg *Config) { cfg.Hooks = hooks.Config{Commands: []string{cmd}} })
 	top := c.waitLeader(10 * time.Second) // bootstrap is not held
 	old := top.Leader
+	// Every follower holds the leader's write before it goes, so that
+	// promoting either loses nothing (else promote rightly refuses the one
+	// behind).
+	for id := range c.nodes {
+		if id == old {
+			continue
+		}
+		cl := c.client(id)
+		testutil.Eventually(t, id+" caught up", 10*time.Second, func() (bool, string) {
+			v, err := cl.Get(ctx, "probe").Result()
+			return err == nil && v == "x", fmt.Sprintf("%q %v", v, err)
+		})
+	}
 	c.nodes[old].Close()
 	testutil.Eventually(t, "the failed leader reported, waiting for an operator", 10*time.Second, func() (bool, string) {
 		st := o.Status(ctx)

@@ -55,6 +55,9 @@ type session struct {
 	// unsent are the connections holding owed requests' bytes not
 	// written yet (the flush writes them).
 	unsent []*upConn
+	// pin is the session's own connection to the leader while it holds a
+	// transaction or watches (tx.go); nil otherwise.
+	pin *pinned
 }
 
 func (s *session) token() position { return maxPos(s.write, s.read) }

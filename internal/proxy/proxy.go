@@ -34,8 +34,10 @@
 //     connections per node (as twemproxy does); one session's commands to
 //     one node always use the same connection, so they keep their order,
 //     and a client's pipeline is sent ahead and answered in order.
-//   - Commands that hold connection state on the node (MULTI, WATCH,
-//     SUBSCRIBE, blocking pops, WAIT, TANDEM.DURABILITY...) are refused
+//   - MULTI/EXEC and WATCH work: WATCH or MULTI pins the session to a
+//     connection of its own to the leader until EXEC, DISCARD or UNWATCH
+//     (tx.go). Other commands that hold connection state on the node
+//     (SUBSCRIBE, blocking pops, WAIT, TANDEM.DURABILITY...) are refused
 //     with a clear error naming the leader's address (connect there
 //     directly), never run on a shared connection.
 //   - Losing etcd does not stop it: it serves on the last topology it
@@ -164,8 +166,17 @@ func New(cfg Config) *Proxy {
 			p.serve(c, sess, args)
 			return true
 		},
-		Open:  func(sess *resp.Session) { sess.Local = &session{policy: p.cfg.Policy} },
-		Reset: func(sess *resp.Session) { sess.Local = &session{policy: p.cfg.Policy} },
+		Open: func(sess *resp.Session) { sess.Local = &session{policy: p.cfg.Policy} },
+		Reset: func(sess *resp.Session) {
+			sess.Local.(*session).unpin()
+			sess.Local = &session{policy: p.cfg.Policy}
+		},
+		Close: func(sess *resp.Session) {
+			if s, ok := sess.Local.(*session); ok {
+				s.unpin()
+			}
+		},
+		Queue: p.txQueue,
 		Start: p.startOp,
 		Flush: p.flush,
 	})
@@ -298,13 +309,16 @@ func (p *Proxy) snapshot() (leader *node, followers []*node, changed <-chan stru
 // durability floor) that would leak to, or stall, every other session on
 // it. Refused with an error naming the leader, to be used directly.
 var stateful = map[string]bool{
-	"multi": true, "exec": true, "discard": true, "watch": true, "unwatch": true,
 	"subscribe": true, "psubscribe": true, "ssubscribe": true, "unsubscribe": true,
 	"punsubscribe": true, "sunsubscribe": true, "monitor": true, "sync": true, "psync": true,
 	"blpop": true, "brpop": true, "brpoplpush": true, "blmove": true, "blmpop": true,
 	"bzpopmin": true, "bzpopmax": true, "bzmpop": true, "xread": true, "xreadgroup": true,
 	"wait": true, "waitaof": true, "tandem.durability": true,
 }
+
+// transactional are the commands of a transaction: WATCH and MULTI pin
+// the session to a connection of its own to the leader (tx.go).
+var transactional = map[string]bool{"multi": true, "exec": true, "discard": true, "watch": true, "unwatch": true}
 
 // lookupName finds a lower-case name in m, in any case, without
 // allocating.
@@ -336,6 +350,12 @@ func isRead(args [][]byte) bool {
 }
 
 func (p *Proxy) serve(c redcon.Conn, sess *resp.Session, args [][]byte) {
+	if lookupName(transactional, args[0]) {
+		if !txNotPinned(c, args) {
+			p.txStart(c, sess, args)
+		}
+		return
+	}
 	if lookupName(stateful, args[0]) {
 		name := string(args[0])
 		leader, _, _ := p.snapshot()
@@ -360,7 +380,7 @@ func (p *Proxy) serve(c redcon.Conn, sess *resp.Session, args [][]byte) {
 // the owed replies instead.
 func (p *Proxy) startOp(sess *resp.Session, args [][]byte) bool {
 	s := sess.Local.(*session)
-	if lookupName(stateful, args[0]) || lookupName(local, args[0]) {
+	if s.pin != nil || lookupName(transactional, args[0]) || lookupName(stateful, args[0]) || lookupName(local, args[0]) {
 		return false
 	}
 	for _, o := range s.owed {
@@ -461,7 +481,8 @@ func (p *Proxy) tryRead(sess *resp.Session, o *op) {
 
 // pickRead is where a read goes next under pol, not to a node in tried:
 // a follower the policy allows (least loaded, the proxy's zone first;
-// under monotonic the session's sticky follower first), else the leader,
+// under monotonic the session's sticky follower first, chosen among the
+// followers in the proxy's zone when it has any), else the leader,
 // with why a read the policy would let a follower serve reached it.
 func (p *Proxy) pickRead(s *session, pol Policy, leader *node, followers []*node, tried []*node, sid uint64) (*node, string) {
 	why := ""
@@ -472,6 +493,7 @@ func (p *Proxy) pickRead(s *session, pol Policy, leader *node, followers []*node
 			bestOther bool
 			eligible  int // healthy followers that may serve pol
 			lacking   int
+			inZone    bool // one of them, not tried yet, is in the proxy's zone
 		)
 		// Ties go to the first found from a rotating start, so that reads
 		// spread over equally loaded followers.
@@ -492,26 +514,28 @@ func (p *Proxy) pickRead(s *session, pol Policy, leader *node, followers []*node
 				continue
 			}
 			load, other := n.inflight.Load(), n.zone != p.cfg.Zone
+			inZone = inZone || !other
 			if best == nil || (!other && bestOther) || (other == bestOther && load < bestLoad) {
 				best, bestLoad, bestOther = n, load, other
 			}
 		}
 		if pol.Kind == resp.PolicyMonotonic && len(tried) == 0 && eligible > 1 {
 			// Sticky: one follower per user (or session) while it is
-			// healthy; the node refuses it if it is behind the session.
+			// healthy, among those in the proxy's zone if any is; the
+			// node refuses it if it is behind the session.
 			key := sid
 			if s.user != "" {
 				key = hash(s.user)
 			}
-			j := key % uint64(eligible)
+			sticky := func(n *node) bool { return n.healthy() && n.positions.Load() == 1 && (!inZone || n.zone == p.cfg.Zone) }
+			var pool []*node
 			for _, n := range followers {
-				if n.healthy() && n.positions.Load() == 1 {
-					if j == 0 {
-						best = n
-						break
-					}
-					j--
+				if sticky(n) {
+					pool = append(pool, n)
 				}
+			}
+			if len(pool) > 0 {
+				best = pool[key%uint64(len(pool))]
 			}
 		}
 		if best != nil {

@@ -285,13 +285,14 @@ func TestUncertainWrite(t *testing.T) {
 	}
 }
 
-// TestStatefulRefused: MULTI and friends get a clear error naming the
-// leader, and reach no node.
+// TestStatefulRefused: SUBSCRIBE and friends get a clear error naming
+// the leader, and reach no node (MULTI and WATCH pin the session instead:
+// test/integration's TestProxyTransactions).
 func TestStatefulRefused(t *testing.T) {
 	l, _, _, v := threeFakes(t, false)
 	_, addr := startProxy(t, Config{}, v)
 	c := client(t, addr)
-	for _, cmd := range [][]any{{"MULTI"}, {"BLPOP", "q", "0"}, {"SUBSCRIBE", "ch"}, {"WATCH", "k"}, {"TANDEM.DURABILITY", "REPLICAS", "1"}} {
+	for _, cmd := range [][]any{{"BLPOP", "q", "0"}, {"SUBSCRIBE", "ch"}, {"TANDEM.DURABILITY", "REPLICAS", "1"}} {
 		err := c.Do(context.Background(), cmd...).Err()
 		if err == nil || !strings.Contains(err.Error(), "tandem proxy: "+cmd[0].(string)+" holds state on its connection") || !strings.Contains(err.Error(), l.addr) {
 			t.Errorf("%v: %v", cmd, err)
@@ -299,6 +300,15 @@ func TestStatefulRefused(t *testing.T) {
 	}
 	if got := l.received(); len(got) > 1 { // the policy probe only
 		t.Errorf("leader received %q", got)
+	}
+	// With no transaction: answered as a node would, reaching no node.
+	for cmd, want := range map[string]string{"EXEC": "ERR EXEC without MULTI", "DISCARD": "ERR DISCARD without MULTI"} {
+		if err := c.Do(context.Background(), cmd).Err(); err == nil || err.Error() != want {
+			t.Errorf("%s: %v, want %s", cmd, err, want)
+		}
+	}
+	if err := c.Do(context.Background(), "UNWATCH").Err(); err != nil {
+		t.Errorf("UNWATCH: %v", err)
 	}
 }
 
@@ -424,5 +434,105 @@ func TestIsRead(t *testing.T) {
 		if got := isRead([][]byte{[]byte(cmd)}); got != want {
 			t.Errorf("isRead(%s) = %v, want %v", cmd, got, want)
 		}
+	}
+}
+
+// TestZoneRouting: a proxy in zone b with the leader and one follower in
+// zone a and one follower in b: reads any policy lets a follower serve go
+// to the follower in b (monotonic sessions stick to it too, whatever their
+// user); leader reads cross zones, and so do reads once b has no follower;
+// INFO counts the cross-zone reads.
+func TestZoneRouting(t *testing.T) {
+	l, fa, fb, v := threeFakes(t, true)
+	zones := map[string]string{"n1": "a", "n2": "a", "n3": "b"}
+	for i := range v.Members {
+		v.Members[i].Zone = zones[v.Members[i].ID]
+	}
+	p, addr := startProxy(t, Config{Zone: "b", Policy: Policy{Kind: resp.PolicyAny}}, v)
+	testutil.Eventually(t, "nodes probed", 5*time.Second, func() (bool, string) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for _, n := range p.nodes {
+			if n.positions.Load() != 1 {
+				return false, "node " + n.id + " not probed"
+			}
+		}
+		return true, ""
+	})
+	ctx := context.Background()
+	c := client(t, addr)
+	crossZone := func() string {
+		info, err := c.Info(ctx, "proxy").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(info, "\r\n") {
+			if v, ok := strings.CutPrefix(line, "reads_cross_zone:"); ok {
+				return v
+			}
+		}
+		t.Fatalf("INFO proxy lacks reads_cross_zone:\n%s", info)
+		return ""
+	}
+	for range 20 {
+		if err := c.Get(ctx, "k").Err(); err != redis.Nil {
+			t.Fatalf("GET under any: %v", err)
+		}
+	}
+	if fb.count("get") != 20 || fa.count("get") != 0 || l.count("get") != 0 {
+		t.Errorf("under any: zone b's follower served %d of 20, zone a's %d, the leader %d", fb.count("get"), fa.count("get"), l.count("get"))
+	}
+	if got := crossZone(); got != "0" {
+		t.Errorf("reads_cross_zone = %s after in-zone reads, want 0", got)
+	}
+	// Monotonic sessions of several users all stick to the follower in b.
+	for u := range 8 {
+		mc := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, PoolSize: 1})
+		for _, cmd := range [][]any{{"TANDEM.READPOLICY", "monotonic"}, {"TANDEM.USER", fmt.Sprint("user", u)}} {
+			if err := mc.Do(ctx, cmd...).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for range 3 {
+			if err := mc.Get(ctx, "k").Err(); err != redis.Nil {
+				t.Fatalf("GET under monotonic: %v", err)
+			}
+		}
+		mc.Close()
+	}
+	if fb.count("get") != 20+24 || fa.count("get") != 0 {
+		t.Errorf("monotonic: zone b's follower served %d of 24, zone a's %d", fb.count("get")-20, fa.count("get"))
+	}
+	// The leader policy reads the leader, in zone a.
+	if err := c.Do(ctx, "TANDEM.READPOLICY", "leader").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		if err := c.Get(ctx, "k").Err(); err != redis.Nil {
+			t.Fatalf("GET under leader: %v", err)
+		}
+	}
+	if got := crossZone(); l.count("get") != 5 || got != "5" {
+		t.Errorf("under leader: the leader served %d of 5, reads_cross_zone = %s; want 5 and 5", l.count("get"), got)
+	}
+	// Without a follower in b, any reads zone a's follower, across zones.
+	v.Members = v.Members[:2]
+	p.SetView(v)
+	if err := c.Do(ctx, "TANDEM.READPOLICY", "any").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for range 4 {
+		if err := c.Get(ctx, "k").Err(); err != redis.Nil {
+			t.Fatalf("GET under any: %v", err)
+		}
+	}
+	if got := crossZone(); fa.count("get") != 4 || got != "9" {
+		t.Errorf("no follower in b: zone a's follower served %d of 4, reads_cross_zone = %s; want 4 and 9", fa.count("get"), got)
+	}
+	// /status (tandem status) says the same.
+	rec := httptest.NewRecorder()
+	p.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/status", nil))
+	if want := `"zone":"b","policy":"any","leader":"n1","reads":53,"reads_cross_zone":9`; !strings.Contains(rec.Body.String(), want) {
+		t.Errorf("/status = %s, want it to contain %s", rec.Body.String(), want)
 	}
 }

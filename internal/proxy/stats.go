@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
@@ -17,6 +18,7 @@ import (
 	"github.com/tidwall/redcon"
 
 	"github.com/tandemdb/tandem/internal/resp"
+	"github.com/tandemdb/tandem/internal/statusdoc"
 )
 
 // stats are the proxy's counters, shown by INFO and /metrics alike.
@@ -77,6 +79,19 @@ func (s *stats) snapshot() statsSnapshot {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return statsSnapshot{maps.Clone(s.byPolicy), maps.Clone(s.byNode), maps.Clone(s.fallbacks), maps.Clone(s.failed), s.crossZone}
+}
+
+// Status is the proxy's /status document (`tandem status` shows it).
+func (p *Proxy) Status() statusdoc.Proxy {
+	snap := p.stats.snapshot()
+	p.mu.Lock()
+	leader := p.view.Leader
+	p.mu.Unlock()
+	st := statusdoc.Proxy{Zone: p.cfg.Zone, Policy: p.cfg.Policy.String(), Leader: leader, ReadsCrossZone: snap.crossZone, ReadsByNode: snap.byNode}
+	for _, n := range snap.byNode {
+		st.Reads += n
+	}
+	return st
 }
 
 // infoProxy is INFO's "# Proxy" section.
@@ -234,6 +249,10 @@ func (p *Proxy) Handler() http.Handler {
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(p.Status())
+	})
 	mux.HandleFunc("/info", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = io.WriteString(w, strings.ReplaceAll(p.infoProxy(), "\r\n", "\n"))

@@ -13,11 +13,15 @@ import (
 )
 
 // The log format gate (see package logrec): every node advertises the
-// highest log format it reads in its Hello, and the leader writes an entry
-// of format F only if every member it knows reads F. Known members are
-// those that have sent this leader a Hello since it began leading; a member
-// that has not (an old node joining later) and is then sent an entry it
-// cannot read refuses it loudly and stops following (Follower.Run).
+// highest log format it reads, in its Hello and in its member record in
+// etcd, and the leader writes an entry of format F only if every member it
+// knows reads F. Known members are those that have sent this leader a
+// Hello since it began leading and those registered in etcd (the node's
+// agent passes them on, MemberFormat), so a member that is down when the
+// first entry of a new format would be written still holds it back. A
+// member known to neither (one registering after the entry was written)
+// that is then sent an entry it cannot read refuses it loudly and stops
+// following (Follower.Run).
 
 // rowFormatKeyspace is the snapshot row format of package keyspace's rows
 // under their full keys (SnapshotRequest.row_format). Format 1 (or 0, a
@@ -32,6 +36,16 @@ func helloFormat(h *peerpb.Hello) uint8 {
 		return logrec.FormatV1
 	}
 	return uint8(min(f, 255))
+}
+
+// MemberFormat tells the leader's format gate that member id reads log
+// formats up to format (0: a build from before formats were advertised,
+// which reads format 1).
+func (l *Leader) MemberFormat(id string, format uint8) {
+	if format == 0 {
+		format = logrec.FormatV1
+	}
+	l.formats.saw(id, format)
 }
 
 // formatGate remembers the log format each member reads.

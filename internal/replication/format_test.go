@@ -174,3 +174,16 @@ func TestHashReplicated(t *testing.T) {
 		}
 	}
 }
+
+// TestMemberFormatFromEtcd: a member known only from its etcd record (it
+// has sent no Hello: it is down) holds a new format back as one that said
+// Hello does; a record from before the field reads as format 1.
+func TestMemberFormatFromEtcd(t *testing.T) {
+	l := newLeader(t, 1, commit.Mode{Kind: commit.Async}, nil)
+	l.MemberFormat("n3", 0)
+	if _, err := l.Start(context.Background(), hsetExec("h", "f", "v")); err == nil || !commands.IsInputError(err) {
+		t.Fatalf("HSET with a member registered without a format: %v, want an input error", err)
+	}
+	l.MemberFormat("n3", logrec.MaxFormat)
+	propose(t, l, hsetExec("h", "f", "v"))
+}

@@ -105,6 +105,17 @@ type Buggify struct {
 	// checker must catch. Linearizable reads still wait for the leader's
 	// commit position, and a user's floor is still honoured.
 	FollowerIgnoreToken bool
+	// LeaderForgetsUserFloor makes a new leader start its per-user
+	// positions (package node) from nothing instead of its start position:
+	// a user whose last write an earlier leader acknowledged gets no floor,
+	// so a lagging follower serves that user's read stale after a
+	// failover. The cross-device test must catch it.
+	LeaderForgetsUserFloor bool
+	// TxSplit makes the node's leader run a transaction (EXEC) of more
+	// than one command as two entries, the first command and then the
+	// rest, each committed before the next: a crash between them leaves
+	// half of it, and a reader can see half of it.
+	TxSplit bool
 }
 
 // FollowerProgress is what the leader knows about one follower.
@@ -146,6 +157,8 @@ type Leader struct {
 	formats formatGate
 	// writesStopped (under seqMu): StopWrites was called; Start refuses.
 	writesStopped bool
+	// watches (under seqMu) holds the keys some Watch names (watch.go).
+	watches map[string]*watchCount
 
 	mu      sync.Mutex // guards the fields below
 	core    *leaderCore
@@ -488,7 +501,8 @@ func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
 	}
 	defer l.seqMu.Unlock()
 	now := l.cfg.Now()
-	res, err := exec(overlayView{o: l.overlay, base: storage.View{DB: l.cfg.DB, NowMs: now.UnixMilli()}, lsn: lsn}, now.UnixMilli())
+	view := overlayView{o: l.overlay, base: storage.View{DB: l.cfg.DB, NowMs: now.UnixMilli()}, lsn: lsn}
+	res, err := exec(view, now.UnixMilli())
 	if err != nil {
 		return nil, err
 	}
@@ -496,6 +510,9 @@ func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
 		return &Pending{l: l, reply: res.Reply, observed: lsn - 1}, nil
 	}
 	if err := l.formats.check(logrec.MinFormat(res.Ops)); err != nil {
+		return nil, err
+	}
+	if err := l.touchWatchedLocked(lsn, res.Ops, view); err != nil {
 		return nil, err
 	}
 	e := logrec.Entry{Epoch: l.epoch, LSN: lsn, TimeNs: now.UnixNano(), Ops: res.Ops}

@@ -41,6 +41,11 @@ func init() {
 		{"tandem.readpolicy", -1, cmdReadPolicy},
 		{"tandem.token", -1, cmdToken},
 		{"tandem.user", -1, cmdUser},
+		{"multi", 1, cmdMulti},
+		{"exec", 1, cmdExec},
+		{"discard", 1, cmdDiscard},
+		{"watch", -2, cmdWatch},
+		{"unwatch", 1, cmdUnwatch},
 	}
 	serverCmds = make(map[string]*serverCmd, len(list))
 	for _, sc := range list {
@@ -176,7 +181,11 @@ type configParam struct{ name, value string }
 func (n *node) configParams() []configParam {
 	entries, value := commands.HashEncodingLimits()
 	zEntries, zValue := commands.ZSetEncodingLimits()
+	listSize, listDepth := commands.ListConfig()
 	return []configParam{
+		{"list-max-listpack-size", strconv.FormatInt(listSize, 10)},
+		{"list-max-ziplist-size", strconv.FormatInt(listSize, 10)},
+		{"list-compress-depth", strconv.FormatInt(listDepth, 10)},
 		{"hash-max-listpack-entries", strconv.FormatInt(entries, 10)},
 		{"hash-max-listpack-value", strconv.FormatInt(value, 10)},
 		{"hash-max-ziplist-entries", strconv.FormatInt(entries, 10)},
@@ -217,15 +226,32 @@ func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 			c.WriteError(errArity("config|set"))
 			return
 		}
-		// The hash and sorted-set encoding thresholds are the only
-		// settable parameters: they change what OBJECT ENCODING reports
-		// (commands.SetHashEncodingLimits, SetZSetEncodingLimits).
+		// The encoding parameters are the only settable ones: the hash and
+		// sorted-set thresholds change what OBJECT ENCODING reports
+		// (commands.SetHashEncodingLimits, SetZSetEncodingLimits); the
+		// list ones are kept for CONFIG GET (commands.SetListConfig).
 		entries, value := commands.HashEncodingLimits()
 		zEntries, zValue := commands.ZSetEncodingLimits()
+		listSize, listDepth := commands.ListConfig()
 		for i := 2; i < len(args); i += 2 {
 			v, err := strconv.ParseInt(string(args[i+1]), 10, 64)
+			name := strings.ToLower(string(args[i]))
+			if name == "save" && len(args[i+1]) == 0 {
+				// No RDB snapshots: what tandem does anyway (Redis's
+				// tests set it through their servers' overrides).
+				continue
+			}
+			if name == "list-max-listpack-size" || name == "list-max-ziplist-size" {
+				// Redis's range for it is an int's, negatives included.
+				if err != nil || v < math.MinInt32 || v > math.MaxInt32 {
+					c.WriteError(errConfigSetInteger(name))
+					return
+				}
+				listSize = v
+				continue
+			}
 			var dst *int64
-			switch name := strings.ToLower(string(args[i])); name {
+			switch name {
 			case "hash-max-listpack-entries", "hash-max-ziplist-entries":
 				dst = &entries
 			case "hash-max-listpack-value", "hash-max-ziplist-value":
@@ -234,18 +260,21 @@ func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 				dst = &zEntries
 			case "zset-max-listpack-value", "zset-max-ziplist-value":
 				dst = &zValue
+			case "list-compress-depth":
+				dst = &listDepth
 			default:
 				c.WriteError(errConfigSet(args[i]))
 				return
 			}
-			if err != nil || v < 0 {
-				c.WriteError(errConfigSetInteger(strings.ToLower(string(args[i]))))
+			if err != nil || v < 0 || (dst == &listDepth && v > math.MaxInt32) {
+				c.WriteError(errConfigSetInteger(name))
 				return
 			}
 			*dst = v
 		}
 		commands.SetHashEncodingLimits(entries, value)
 		commands.SetZSetEncodingLimits(zEntries, zValue)
+		commands.SetListConfig(listSize, listDepth)
 		c.WriteString("OK")
 	case "resetstat":
 		c.WriteString("OK")

@@ -51,6 +51,7 @@ type node struct {
 	custom CustomBackend   // nil when b has no custom commands
 	pipe   PipelineBackend // nil when b cannot submit writes ahead
 	pos    PositionBackend // nil when b has no read policies
+	tx     TxBackend       // nil when b has no transactions
 }
 
 // nodeConn is a node connection's own state (Session.Local). Only the
@@ -67,6 +68,8 @@ type nodeConn struct {
 	pending []pendingWrite
 	// reads is the read policy, positions and user (reads.go).
 	reads sessionReads
+	// tx is the connection's MULTI and WATCHes (multi.go).
+	tx txState
 }
 
 func nodeState(sess *Session) *nodeConn { return sess.Local.(*nodeConn) }
@@ -78,6 +81,7 @@ func NewServer(cfg Config, b Backend) *Server {
 	n.custom, _ = b.(CustomBackend)
 	n.pipe, _ = b.(PipelineBackend)
 	n.pos, _ = b.(PositionBackend)
+	n.tx, _ = b.(TxBackend)
 	fe := FrontEnd{
 		Mode:  "standalone",
 		Role:  n.role,
@@ -86,7 +90,12 @@ func NewServer(cfg Config, b Backend) *Server {
 		Reset: func(sess *Session) {
 			nc := nodeState(sess)
 			nc.durability, nc.reads = durabilityFloor{}, sessionReads{}
+			nc.tx.reset()
 		},
+		Close: func(sess *Session) { nodeState(sess).tx.reset() },
+	}
+	if n.tx != nil {
+		fe.Queue = n.queue
 	}
 	if n.pipe != nil {
 		fe.Start, fe.Flush = n.start, n.drain
@@ -147,6 +156,9 @@ func (n *node) serve(conn redcon.Conn, sess *Session, args [][]byte) bool {
 
 // start submits a well-formed write and leaves its reply pending.
 func (n *node) start(sess *Session, args [][]byte) bool {
+	if nodeState(sess).tx.active {
+		return false // queued by Queue, not run
+	}
 	spec, ok := commands.Lookup(args[0])
 	if !ok || spec.Flags&commands.FlagWrite == 0 || commands.Check(spec, args) != nil {
 		return false

@@ -135,6 +135,13 @@ type FrontEnd struct {
 	// Start did not take, and at the end of the pipeline.
 	Start func(sess *Session, args [][]byte) bool
 	Flush func(c redcon.Conn, sess *Session)
+	// Queue, if set, sees every command before the layer serves it,
+	// connection commands included, and reports whether it answered it
+	// itself: the node queues a transaction's commands (multi.go).
+	Queue func(c redcon.Conn, sess *Session, args [][]byte) bool
+	// Close, if set, runs once when the connection ends, whatever the
+	// reason; it must not call back into redcon.
+	Close func(sess *Session)
 }
 
 // Server serves RESP clients for one FrontEnd. Its methods are safe for
@@ -365,6 +372,9 @@ func (s *Server) closeConn(conn redcon.Conn, err error) {
 	delete(s.sessions, sess.id)
 	s.mu.Unlock()
 	sess.cancel()
+	if s.fe.Close != nil {
+		s.fe.Close(sess)
+	}
 	if err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, errClientClosed) {
 		s.log.Debug("resp: connection ended", "client", sess.id, "remote", sess.addr, "err", err)
 	}
@@ -411,6 +421,9 @@ func (s *Server) servePipelined(conn redcon.Conn, sess *Session, args [][]byte) 
 // serveOne runs one command to completion and writes its reply: a
 // connection command here, anything else by the front end.
 func (s *Server) serveOne(conn redcon.Conn, sess *Session, args [][]byte) {
+	if s.fe.Queue != nil && s.fe.Queue(conn, sess, args) {
+		return
+	}
 	if cc, ok := lookupConnCmd(args[0]); ok {
 		if !cc.arityOK(len(args)) {
 			conn.WriteError(errArity(cc.name))

@@ -738,3 +738,27 @@ func TestDurabilityFloor(t *testing.T) {
 		t.Fatalf("Wait calls for LSNs %s after DEFAULT, want none", got)
 	}
 }
+
+// TestConfigSetLists: the list parameters Redis's tests set (by either
+// name) are kept for CONFIG GET within their ranges, and `save ""` is
+// accepted (tandem writes no RDB) but no other save schedule.
+func TestConfigSetLists(t *testing.T) {
+	_, addr := startServer(t, newFake(), Config{})
+	c := rawConn(t, addr)
+	size, depth := commands.ListConfig()
+	t.Cleanup(func() { commands.SetListConfig(size, depth) })
+	c.send(t, "CONFIG", "SET", "list-max-ziplist-size", "-3", "list-compress-depth", "2")
+	c.expect(t, "+OK")
+	c.send(t, "CONFIG", "GET", "list-max-listpack-size")
+	c.expect(t, "*2", "$22", "list-max-listpack-size", "$2", "-3")
+	c.send(t, "CONFIG", "GET", "list-compress-depth")
+	c.expect(t, "*2", "$19", "list-compress-depth", "$1", "2")
+	c.send(t, "CONFIG", "SET", "list-max-listpack-size", "4294967296")
+	c.expect(t, "-ERR CONFIG SET failed (possibly related to argument 'list-max-listpack-size') - argument couldn't be parsed into an integer")
+	c.send(t, "CONFIG", "SET", "list-compress-depth", "-1")
+	c.expect(t, "-ERR CONFIG SET failed (possibly related to argument 'list-compress-depth') - argument couldn't be parsed into an integer")
+	c.send(t, "CONFIG", "SET", "save", "")
+	c.expect(t, "+OK")
+	c.send(t, "CONFIG", "SET", "save", "900 1")
+	c.expect(t, "-ERR Unknown option or number of arguments for CONFIG SET - 'save'")
+}

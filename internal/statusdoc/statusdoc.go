@@ -96,6 +96,8 @@ type Cluster struct {
 	Leader string        `json:"leader"` // the leader's node id; empty if none
 	Proxy  string        `json:"proxy"`
 	Nodes  []ClusterNode `json:"nodes"`
+	// ProxyStatus is the proxy's /status, when it answered.
+	ProxyStatus *Proxy `json:"proxy_status,omitempty"`
 	// Under the control plane: the active orchestrator's id (empty if
 	// none answers), whether it reaches etcd, and the last change of
 	// leader. Epoch and Leader then come from the topology in etcd.
@@ -111,6 +113,18 @@ type Cluster struct {
 	FailoverPolicy      string      `json:"failover_policy,omitempty"`
 	FailoverPolicyError string      `json:"failover_policy_error,omitempty"`
 	LeaderDown          *LeaderDown `json:"leader_down,omitempty"`
+}
+
+// Proxy is a `tandem proxy`'s /status: its zone and default read policy,
+// and the reads it served since it started, in all, by node, and outside
+// its zone (the same counters as its INFO and /metrics).
+type Proxy struct {
+	Zone           string            `json:"zone"`
+	Policy         string            `json:"policy"`
+	Leader         string            `json:"leader"`
+	Reads          uint64            `json:"reads"`
+	ReadsCrossZone uint64            `json:"reads_cross_zone"`
+	ReadsByNode    map[string]uint64 `json:"reads_by_node"`
 }
 
 // Failover is one change of leader (failover, switchover, promote).
@@ -190,6 +204,9 @@ type ClusterNode struct {
 	Role string `json:"role"` // a Role constant; empty if the node is down
 	Addr string `json:"addr"`
 	PID  int    `json:"pid"`
+	// Zone is the zone in the node's member record (--zone), under the
+	// control plane.
+	Zone string `json:"zone,omitempty"`
 	// State is the node's Node.State, or StateDown.
 	State string `json:"state"`
 	// Reason says why a fenced node has no role (fenced only).

@@ -224,3 +224,97 @@ func TestProxy(t *testing.T) {
 		t.Errorf("the proxy still routes to the killed leader %s", ln)
 	}
 }
+
+// TestProxyTransactions: MULTI/EXEC and WATCH through the proxy, which
+// pins each transaction's session to a connection of its own to the
+// leader: optimistic increments from concurrent clients lose nothing,
+// a transaction's writes are one entry, and a ryw session reads them
+// through the proxy at once.
+func TestProxyTransactions(t *testing.T) {
+	c := startControlled(t, 3, func(cfg *cluster.Config) {
+		cfg.Proxy = true
+		cfg.ProxyArgs = []string{"--policy", "ryw"}
+	})
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(c.Dir(), "p1.log"))
+			t.Logf("--- log of p1 ---\n%s", tail(string(b), 60))
+		}
+	})
+	px, ok := c.Proxy()
+	if !ok {
+		t.Fatal("no proxy")
+	}
+	ctx := context.Background()
+	const clients, each = 3, 10
+	var wg sync.WaitGroup
+	for range clients {
+		pc := redis.NewClient(&redis.Options{Addr: px.RESPAddr, MaxRetries: -1, PoolSize: 2})
+		defer pc.Close()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				for {
+					err := pc.Watch(ctx, func(tx *redis.Tx) error {
+						v, err := tx.Get(ctx, "ctr").Int()
+						if err != nil && !errors.Is(err, redis.Nil) {
+							return err
+						}
+						_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+							p.Set(ctx, "ctr", v+1, 0)
+							p.Set(ctx, "ctr:copy", v+1, 0)
+							return nil
+						})
+						return err
+					}, "ctr")
+					if errors.Is(err, redis.TxFailedErr) {
+						continue
+					}
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					break
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	pc := redis.NewClient(&redis.Options{Addr: px.RESPAddr, MaxRetries: -1, PoolSize: 1})
+	defer pc.Close()
+	if v, err := pc.Get(ctx, "ctr").Int(); err != nil || v != clients*each {
+		t.Fatalf("ctr = %d, %v after %d increments through the proxy", v, err, clients*each)
+	}
+	// Read-your-writes on a follower right after EXEC, on one connection
+	// (a proxy session is a connection; go-redis may run TxPipelined and
+	// GET on two of its pool's).
+	conn := pc.Conn()
+	defer conn.Close()
+	for i := range 20 {
+		if _, err := conn.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.Set(ctx, "ryw", i, 0)
+			p.Incr(ctx, "ryw:n")
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := conn.Get(ctx, "ryw").Int(); err != nil || v != i {
+			t.Fatalf("a ryw read after EXEC through the proxy: %d, %v; want %d", v, err, i)
+		}
+	}
+	// A queuing error aborts, and the session is free again.
+	if err := conn.Process(ctx, redis.NewStatusCmd(ctx, "MULTI")); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Do(ctx, "NOSUCH").Err(); err == nil || !strings.HasPrefix(err.Error(), "ERR unknown command") {
+		t.Fatalf("unknown command in MULTI through the proxy: %v", err)
+	}
+	if err := conn.Do(ctx, "EXEC").Err(); err == nil || !strings.HasPrefix(err.Error(), "EXECABORT") {
+		t.Fatalf("EXEC after a queuing error through the proxy: %v", err)
+	}
+	if err := conn.Do(ctx, "EXEC").Err(); err == nil || err.Error() != "ERR EXEC without MULTI" {
+		t.Fatalf("second EXEC through the proxy: %v", err)
+	}
+	waitConverged(t, c)
+}

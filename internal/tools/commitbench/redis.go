@@ -19,17 +19,21 @@ import (
 	"github.com/tandemdb/tandem/internal/proc"
 )
 
-// Redis is Redis 7 from the redis-server in PATH: a primary and one
-// replica on loopback, appendonly yes, appendfsync always, no RDB saves.
-// Each write is SET followed by WAIT 1 0 in one round trip (a pipeline),
-// acknowledged when WAIT answers at least 1: the replica has received the
-// write (Redis's WAIT does not wait for the replica's fsync).
+// Redis is Redis 7 from the redis-server in PATH: a primary and two
+// replicas on loopback (three copies, as tandem's three nodes),
+// appendonly yes, appendfsync always, no RDB saves. Each write is SET
+// followed by WAIT 1 0 in one round trip (a pipeline), acknowledged when
+// WAIT answers at least 1: a replica has received the write (Redis's WAIT
+// does not wait for the replica's fsync) — tandem's semisync counterpart.
 type Redis struct {
 	log     *slog.Logger
 	version string
 	servers []*proc.Process
 	addr    string
 }
+
+// redisReplicas is the number of replicas beside the primary.
+const redisReplicas = 2
 
 // NewRedis returns the Redis target, not started.
 func NewRedis(log *slog.Logger) *Redis { return &Redis{log: log} }
@@ -39,7 +43,7 @@ func (r *Redis) Name() string { return "redis-wait" }
 
 // Describe implements Target.
 func (r *Redis) Describe() string {
-	return "Redis " + r.version + ", primary + 1 replica, appendonly yes, appendfsync always, SET + WAIT 1 0 pipelined, go-redis"
+	return "Redis " + r.version + ", primary + " + strconv.Itoa(redisReplicas) + " replicas, appendonly yes, appendfsync always, SET + WAIT 1 0 pipelined, go-redis"
 }
 
 // Start implements Target.
@@ -49,7 +53,7 @@ func (r *Redis) Start(ctx context.Context, dir string) error {
 		return fmt.Errorf("commitbench: redis-server --version: %w (bench/commit.sh installs it)", err)
 	}
 	r.version = strings.TrimPrefix(strings.Fields(string(out) + " v=?")[2], "v=")
-	ports, err := proc.FreePorts(2)
+	ports, err := proc.FreePorts(1 + redisReplicas)
 	if err != nil {
 		return fmt.Errorf("commitbench: redis: %w", err)
 	}
@@ -76,8 +80,8 @@ func (r *Redis) Start(ctx context.Context, dir string) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	return poll(ctx, func() (bool, string) {
-		n, err := c.Do(ctx, "WAIT", "1", "100").Int()
-		return err == nil && n >= 1, fmt.Sprintf("WAIT 1: %d %v", n, err)
+		n, err := c.Do(ctx, "WAIT", strconv.Itoa(redisReplicas), "100").Int()
+		return err == nil && n >= redisReplicas, fmt.Sprintf("WAIT %d: %d %v", redisReplicas, n, err)
 	})
 }
 

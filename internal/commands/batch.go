@@ -1,0 +1,80 @@
+package commands
+
+import (
+	"github.com/tandemdb/tandem/internal/keyspace"
+	"github.com/tandemdb/tandem/internal/logrec"
+)
+
+// Batch runs commands one after another as one unit — a transaction's
+// EXEC, a script's calls — and gathers their operations into one list,
+// the body of one log entry: a follower applies all of it or none, and no
+// reader on any node sees part of it.
+//
+// Each command reads the batch's view: the view it was made on with the
+// writes of the commands before it over it (a keyspace.Layer, read through
+// a keyspace.Reader, the same lookup and expiry rule as stored data).
+//
+// Versions. Every collection a command of the batch creates gets the
+// view's one NewVersion (the entry's LSN), so one key may be created at
+// the same version twice in a batch ("HSET h a 1", "DEL h", "HSET h b 2").
+// That is safe when the first version's rows are gone before the second
+// creation, in the order Apply applies the ops: a DEL or an expiry drops
+// them (OpDrop), but a whole-value write over a collection (SET over a
+// hash) does not drop what it replaces — a single command leaves those
+// rows to the sweeper, since no metadata row names them. In a batch the
+// next creation would name them again, so Batch logs a drop of the
+// replaced collection before such a write.
+type Batch struct {
+	v       View
+	layer   *keyspace.Layer
+	ops     []logrec.Op
+	applied int // ops[:applied] are in layer
+}
+
+// NewBatch starts a batch on v.
+func NewBatch(v View) *Batch { return &Batch{v: v} }
+
+// View is the batch's view: v with the writes of the commands run so far.
+func (b *Batch) View() View {
+	if len(b.ops) == 0 {
+		return b.v
+	}
+	if b.layer == nil {
+		b.layer = keyspace.NewLayer(b.v.Rows())
+	}
+	for ; b.applied < len(b.ops); b.applied++ {
+		// The ops are this package's own: they apply (a failure would be
+		// a bug here, and storage's Apply of the entry would report it).
+		_ = keyspace.Apply(b.layer, &b.ops[b.applied])
+	}
+	return keyspace.Reader{R: b.layer, NowMs: b.v.Now(), LSN: b.v.NewVersion()}
+}
+
+// Run runs one command of the batch (its arity already checked) and
+// returns its reply. An error is an internal one from the view, or an
+// input error (IsInputError) that the caller turns into the command's
+// reply; a command that fails changes nothing.
+func (b *Batch) Run(ctx *Ctx, spec *Spec, args [][]byte) (Reply, error) {
+	v := b.View()
+	res, err := spec.Exec(ctx, v, args)
+	if err != nil {
+		return nil, err
+	}
+	for i := range res.Ops {
+		op := &res.Ops[i]
+		if op.Kind == logrec.OpPut {
+			old, ok, err := v.Get(op.Key)
+			if err != nil {
+				return nil, err
+			}
+			if ok && !old.IsString() {
+				b.ops = append(b.ops, keyspace.DeleteOp(op.Key, old))
+			}
+		}
+		b.ops = append(b.ops, *op)
+	}
+	return res.Reply, nil
+}
+
+// Ops are the operations of every command run so far, in order.
+func (b *Batch) Ops() []logrec.Op { return b.ops }

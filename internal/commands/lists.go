@@ -1,0 +1,770 @@
+package commands
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/tandemdb/tandem/internal/keyspace"
+	"github.com/tandemdb/tandem/internal/logrec"
+)
+
+// List commands. A list is a metadata row (version, size, expiry), a head
+// row holding the index of its first element, and one sub-key row per
+// element keyed by its index (package keyspace, "Lists"). Push, pop, LINDEX
+// and LSET at a known position touch O(1) rows; LRANGE reads only the rows
+// it returns. LINSERT and LREM rewrite the elements between the change and
+// the nearer end (O(N) rows at worst, as Kvrocks's do), and LTRIM deletes
+// the rows it trims or, when it keeps fewer than it trims, copies the kept
+// ones to a new version.
+
+var (
+	errIndexRange     = newError("index out of range")
+	errMustBePositive = newError("value is out of range, must be positive")
+	errRankZero       = newError("RANK can't be zero: use 1 to start from the first match, 2 from the second ... or use negative to start from the end of the list")
+	errCountNegative  = newError("COUNT can't be negative")
+	errMaxlenNegative = newError("MAXLEN can't be negative")
+	errNumkeys        = newError("numkeys should be greater than 0")
+	errCountPositive  = newError("count should be greater than 0")
+)
+
+// list is a live list as a command sees it: its metadata and head. The
+// element at position p (0 = head end) has index head+p.
+type list struct {
+	key  []byte
+	meta Value
+	head uint64
+}
+
+func (l *list) index(pos int64) []byte { return keyspace.ListIndexSub(l.head + uint64(pos)) }
+
+func (l *list) size() int64 { return int64(l.meta.Size) }
+
+// getList reads key as a list (errWrongType for another type).
+func getList(v View, key []byte) (list, bool, error) {
+	m, ok, err := getTyped(v, key, keyspace.TypeList)
+	if err != nil || !ok {
+		return list{}, false, err
+	}
+	row, ok, err := v.Sub(key, m.Version, keyspace.ListHeadSub)
+	if err != nil {
+		return list{}, false, err
+	}
+	if !ok {
+		return list{}, false, fmt.Errorf("commands: list %q version %d has no head row: %w", key, m.Version, keyspace.ErrCorrupt)
+	}
+	head, err := keyspace.DecodeListHead(row)
+	if err != nil {
+		return list{}, false, fmt.Errorf("commands: list %q: %w", key, err)
+	}
+	return list{key: key, meta: m, head: head}, true, nil
+}
+
+// listForWrite reads key as a list for a write: the live list, or a new
+// empty one at the view's new version.
+func listForWrite(t *txn, key []byte) (list, bool, error) {
+	l, ok, err := getList(t.view(), key)
+	if err != nil || ok {
+		return l, ok, err
+	}
+	ver := t.v.NewVersion()
+	if ver == 0 {
+		return list{}, false, errNoVersion
+	}
+	return list{key: key, meta: Value{Type: keyspace.TypeList, Version: ver}, head: keyspace.ListStartIndex}, false, nil
+}
+
+// push adds vals at the head end (left) or the tail end, one at a time in
+// order, as Redis does (LPUSH a b c leaves c first).
+func (l *list) push(t *txn, left bool, vals [][]byte) {
+	for _, val := range vals {
+		pos := l.size()
+		if left {
+			l.head--
+			pos = 0
+		}
+		t.record(logrec.Op{Kind: logrec.OpSubPut, Key: l.key, Version: l.meta.Version, Sub: l.index(pos), Value: val})
+		l.meta.Size++
+	}
+}
+
+// read returns the values at positions [from, to) in order, in one seek
+// and a scan.
+func (l *list) read(v View, from, to int64) ([][]byte, error) {
+	out := make([][]byte, 0, to-from)
+	if from >= to {
+		return out, nil
+	}
+	err := v.SubScan(l.key, l.meta.Version, l.index(from), func(_, val []byte) bool {
+		out = append(out, clone(val))
+		return int64(len(out)) < to-from
+	})
+	if err == nil && int64(len(out)) != to-from {
+		err = fmt.Errorf("commands: list %q has %d rows at positions [%d, %d): %w", l.key, len(out), from, to, keyspace.ErrCorrupt)
+	}
+	return out, err
+}
+
+// pop removes n elements (1 <= n <= size) from one end and returns them
+// in the order they were popped. Taking the last element deletes the key
+// (one drop, no element deletes), as in Redis.
+func (l *list) pop(t *txn, left bool, n int64) ([][]byte, error) {
+	from := int64(0)
+	if !left {
+		from = l.size() - n
+	}
+	vals, err := l.read(t.view(), from, from+n)
+	if err != nil {
+		return nil, err
+	}
+	if !left {
+		for i, j := 0, len(vals)-1; i < j; i, j = i+1, j-1 {
+			vals[i], vals[j] = vals[j], vals[i]
+		}
+	}
+	if n == l.size() {
+		t.record(keyspace.DeleteOp(l.key, l.meta))
+		l.meta.Size = 0
+		return vals, nil
+	}
+	for p := from; p < from+n; p++ {
+		t.record(logrec.Op{Kind: logrec.OpSubDel, Key: l.key, Version: l.meta.Version, Sub: l.index(p)})
+	}
+	if left {
+		l.head += uint64(n)
+	}
+	l.meta.Size -= uint64(n)
+	return vals, nil
+}
+
+// save records the list's metadata row and, when the head moved or the
+// list is new, its head row. A list left empty must have been dropped
+// (pop); save does nothing for it.
+func (l *list) save(t *txn, headMoved bool) {
+	if l.meta.Size == 0 {
+		return
+	}
+	if headMoved {
+		t.record(logrec.Op{Kind: logrec.OpSubPut, Key: l.key, Version: l.meta.Version, Sub: keyspace.ListHeadSub, Value: keyspace.ListHeadRow(l.head)})
+	}
+	t.record(metaOp(l.key, l.meta, l.meta.ExpireAtMs))
+}
+
+// pushCommand is LPUSH, RPUSH, LPUSHX and RPUSHX.
+func pushCommand(v View, args [][]byte, left, onlyExisting bool) (Result, error) {
+	t := txn{v: v}
+	if onlyExisting {
+		if _, ok, err := getList(v, args[1]); err != nil || !ok {
+			return Result{Reply: Int(0)}, err
+		}
+	}
+	l, existed, err := listForWrite(&t, args[1])
+	if err != nil {
+		return Result{}, err
+	}
+	l.push(&t, left, args[2:])
+	l.save(&t, left || !existed)
+	return t.result(Int(l.size()))
+}
+
+func execLPush(_ *Ctx, v View, args [][]byte) (Result, error) {
+	return pushCommand(v, args, true, false)
+}
+
+func execRPush(_ *Ctx, v View, args [][]byte) (Result, error) {
+	return pushCommand(v, args, false, false)
+}
+
+func execLPushX(_ *Ctx, v View, args [][]byte) (Result, error) {
+	return pushCommand(v, args, true, true)
+}
+
+func execRPushX(_ *Ctx, v View, args [][]byte) (Result, error) {
+	return pushCommand(v, args, false, true)
+}
+
+// popCommand is LPOP and RPOP key [count].
+func popCommand(v View, args [][]byte, left bool) (Result, error) {
+	if len(args) > 3 {
+		return Result{}, &ArityError{Name: string(lower(args[0]))}
+	}
+	count := int64(-1)
+	if len(args) == 3 {
+		n, ok := parseInt(args[2])
+		if !ok || n < 0 {
+			return Result{}, errMustBePositive
+		}
+		count = n
+	}
+	l, ok, err := getList(v, args[1])
+	if err != nil || !ok {
+		if count >= 0 {
+			return Result{Reply: Array(nil)}, err
+		}
+		return Result{Reply: Null}, err
+	}
+	if count == 0 {
+		return Result{Reply: Array{}}, nil
+	}
+	n := min(max(count, 1), l.size())
+	t := txn{v: v}
+	vals, err := l.pop(&t, left, n)
+	if err != nil {
+		return Result{}, err
+	}
+	l.save(&t, left)
+	if count < 0 {
+		return t.result(Bulk(vals[0]))
+	}
+	return t.result(bulks(vals))
+}
+
+func bulks(vals [][]byte) Array {
+	out := make(Array, len(vals))
+	for i, val := range vals {
+		out[i] = Bulk(val)
+	}
+	return out
+}
+
+func lower(b []byte) []byte {
+	out := make([]byte, len(b))
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		out[i] = c
+	}
+	return out
+}
+
+func execLPop(_ *Ctx, v View, args [][]byte) (Result, error) { return popCommand(v, args, true) }
+
+func execRPop(_ *Ctx, v View, args [][]byte) (Result, error) { return popCommand(v, args, false) }
+
+func execLLen(_ *Ctx, v View, args [][]byte) (Result, error) {
+	m, _, err := getTyped(v, args[1], keyspace.TypeList)
+	return Result{Reply: Int(m.Size)}, err
+}
+
+// execLRange is LRANGE key start stop: one seek and a scan of the rows it
+// returns.
+func execLRange(_ *Ctx, v View, args [][]byte) (Result, error) {
+	start, ok1 := parseInt(args[2])
+	stop, ok2 := parseInt(args[3])
+	if !ok1 || !ok2 {
+		return Result{}, ErrNotInteger
+	}
+	l, ok, err := getList(v, args[1])
+	if err != nil || !ok {
+		return Result{Reply: Array{}}, err
+	}
+	from, to, ok := clampRange(start, stop, l.size())
+	if !ok {
+		return Result{Reply: Array{}}, nil
+	}
+	vals, err := l.read(v, from, to)
+	if err != nil {
+		return Result{}, err
+	}
+	return Result{Reply: bulks(vals)}, nil
+}
+
+// clampRange turns Redis's inclusive start and stop (negative counting
+// from the end) into positions [from, to) of a list of n elements; ok is
+// false when the range is empty.
+func clampRange(start, stop, n int64) (from, to int64, ok bool) {
+	if start < 0 {
+		start += n
+	}
+	if stop < 0 {
+		stop += n
+	}
+	start = max(start, 0)
+	if start > stop || start >= n {
+		return 0, 0, false
+	}
+	stop = min(stop, n-1)
+	return start, stop + 1, true
+}
+
+// position turns an index (negative from the end) into a position of l.
+func (l *list) position(idx int64) (int64, bool) {
+	if idx < 0 {
+		idx += l.size()
+	}
+	return idx, idx >= 0 && idx < l.size()
+}
+
+func execLIndex(_ *Ctx, v View, args [][]byte) (Result, error) {
+	idx, ok := parseInt(args[2])
+	if !ok {
+		return Result{}, ErrNotInteger
+	}
+	l, ok, err := getList(v, args[1])
+	if err != nil || !ok {
+		return Result{Reply: Null}, err
+	}
+	p, ok := l.position(idx)
+	if !ok {
+		return Result{Reply: Null}, nil
+	}
+	val, ok, err := v.Sub(l.key, l.meta.Version, l.index(p))
+	if err == nil && !ok {
+		err = fmt.Errorf("commands: list %q has no row at position %d: %w", l.key, p, keyspace.ErrCorrupt)
+	}
+	return Result{Reply: Bulk(val)}, err
+}
+
+func execLSet(_ *Ctx, v View, args [][]byte) (Result, error) {
+	idx, ok := parseInt(args[2])
+	if !ok {
+		return Result{}, ErrNotInteger
+	}
+	l, ok, err := getList(v, args[1])
+	if err != nil {
+		return Result{}, err
+	}
+	if !ok {
+		return Result{}, errNoSuchKey
+	}
+	p, ok := l.position(idx)
+	if !ok {
+		return Result{}, errIndexRange
+	}
+	t := txn{v: v}
+	t.record(logrec.Op{Kind: logrec.OpSubPut, Key: l.key, Version: l.meta.Version, Sub: l.index(p), Value: args[3]})
+	return t.result(OK)
+}
+
+// rewrite records the rows that replace the elements at positions
+// [from, to) with vals (len(vals) - (to-from) = delta elements more), by
+// moving the elements on one side by delta: atHead true moves the ones
+// before from (the head moves by -delta), false the ones from to on (the
+// tail moves by delta). moved is the values of the side that moves, in
+// order, read by the caller; the other side keeps its rows. It costs
+// len(moved)+len(vals) puts, plus a delete per freed row when it shrinks.
+func (l *list) rewrite(t *txn, atHead bool, from, to int64, vals, moved [][]byte) {
+	delta := int64(len(vals)) - (to - from)
+	oldSize := l.size()
+	put := func(p int64, val []byte) {
+		t.record(logrec.Op{Kind: logrec.OpSubPut, Key: l.key, Version: l.meta.Version, Sub: l.index(p), Value: val})
+	}
+	del := func(p int64) {
+		t.record(logrec.Op{Kind: logrec.OpSubDel, Key: l.key, Version: l.meta.Version, Sub: l.index(p)})
+	}
+	if atHead {
+		// New positions relative to the old head: the prefix moves by
+		// -delta, vals follow it, the tail stays.
+		for i, val := range moved {
+			put(int64(i)-delta, val)
+		}
+		for i, val := range vals {
+			put(from-delta+int64(i), val)
+		}
+		for p := int64(0); p < -delta; p++ { // shrunk: free the first rows
+			del(p)
+		}
+		l.head -= uint64(delta)
+	} else {
+		for i, val := range vals {
+			put(from+int64(i), val)
+		}
+		for i, val := range moved {
+			put(to+delta+int64(i), val)
+		}
+		for p := oldSize + delta; p < oldSize; p++ { // shrunk: free the last rows
+			del(p)
+		}
+	}
+	l.meta.Size = uint64(oldSize + delta)
+}
+
+// execLInsert is LINSERT key BEFORE|AFTER pivot element: it shifts the
+// elements between the pivot and the nearer end by one.
+func execLInsert(_ *Ctx, v View, args [][]byte) (Result, error) {
+	var after bool
+	switch {
+	case eqFold(args[2], "after"):
+		after = true
+	case eqFold(args[2], "before"):
+	default:
+		return Result{}, ErrSyntax
+	}
+	l, ok, err := getList(v, args[1])
+	if err != nil || !ok {
+		return Result{Reply: Int(0)}, err
+	}
+	pivot := args[3]
+	var prefix [][]byte
+	found := int64(-1)
+	err = v.SubScan(l.key, l.meta.Version, l.index(0), func(_, val []byte) bool {
+		if string(val) == string(pivot) {
+			found = int64(len(prefix))
+			return false
+		}
+		prefix = append(prefix, clone(val))
+		return true
+	})
+	if err != nil || found < 0 {
+		return Result{Reply: Int(-1)}, err
+	}
+	pos := found // the new element's position
+	if after {
+		pos++
+		prefix = append(prefix, clone(pivot))
+	}
+	t := txn{v: v}
+	if pos <= l.size()-pos {
+		l.rewrite(&t, true, pos, pos, [][]byte{args[4]}, prefix)
+		l.save(&t, true)
+	} else {
+		suffix, err := l.read(v, pos, l.size())
+		if err != nil {
+			return Result{}, err
+		}
+		l.rewrite(&t, false, pos, pos, [][]byte{args[4]}, suffix)
+		l.save(&t, false)
+	}
+	return t.result(Int(l.size()))
+}
+
+// execLRem is LREM key count element. It reads the list, then rewrites
+// the elements between the first and last removed one and the nearer end.
+func execLRem(_ *Ctx, v View, args [][]byte) (Result, error) {
+	count, ok := parseInt(args[2])
+	if !ok {
+		return Result{}, ErrNotInteger
+	}
+	l, ok, err := getList(v, args[1])
+	if err != nil || !ok {
+		return Result{Reply: Int(0)}, err
+	}
+	all, err := l.read(v, 0, l.size())
+	if err != nil {
+		return Result{}, err
+	}
+	elem := string(args[3])
+	removed := make([]bool, len(all))
+	n := int64(0)
+	limit := count
+	if limit < 0 {
+		limit = -limit
+		if count == math.MinInt64 {
+			limit = math.MaxInt64
+		}
+	}
+	for i := range all {
+		j := i
+		if count < 0 {
+			j = len(all) - 1 - i
+		}
+		if string(all[j]) == elem {
+			removed[j] = true
+			n++
+			if limit != 0 && n == limit {
+				break
+			}
+		}
+	}
+	if n == 0 {
+		return Result{Reply: Int(0)}, nil
+	}
+	t := txn{v: v}
+	if n == l.size() {
+		t.record(keyspace.DeleteOp(l.key, l.meta))
+		return t.result(Int(n))
+	}
+	first, last := int64(-1), int64(0)
+	var kept [][]byte
+	for i, r := range removed {
+		if r {
+			if first < 0 {
+				first = int64(i)
+			}
+			last = int64(i)
+		}
+	}
+	for i := first; i <= last; i++ {
+		if !removed[i] {
+			kept = append(kept, all[i])
+		}
+	}
+	// Rewrite [first, last] as kept, moving the shorter side.
+	if first < l.size()-1-last {
+		l.rewrite(&t, true, first, last+1, kept, all[:first])
+		l.save(&t, true)
+	} else {
+		l.rewrite(&t, false, first, last+1, kept, all[last+1:])
+		l.save(&t, false)
+	}
+	return t.result(Int(n))
+}
+
+// execLTrim is LTRIM key start stop. It deletes the trimmed rows, or when
+// fewer are kept than trimmed, copies the kept ones to a new version and
+// drops the old one (one range delete): min(kept, trimmed) rows either way.
+func execLTrim(_ *Ctx, v View, args [][]byte) (Result, error) {
+	start, ok1 := parseInt(args[2])
+	stop, ok2 := parseInt(args[3])
+	if !ok1 || !ok2 {
+		return Result{}, ErrNotInteger
+	}
+	l, ok, err := getList(v, args[1])
+	if err != nil || !ok {
+		return Result{Reply: OK}, err
+	}
+	from, to, ok := clampRange(start, stop, l.size())
+	t := txn{v: v}
+	if !ok {
+		t.record(keyspace.DeleteOp(l.key, l.meta))
+		return t.result(OK)
+	}
+	kept, trimmed := to-from, l.size()-(to-from)
+	if trimmed == 0 {
+		return Result{Reply: OK}, nil
+	}
+	if kept < trimmed {
+		vals, err := l.read(v, from, to)
+		if err != nil {
+			return Result{}, err
+		}
+		ver := v.NewVersion()
+		if ver == 0 {
+			return Result{}, errNoVersion
+		}
+		t.record(keyspace.DeleteOp(l.key, l.meta))
+		nl := list{key: l.key, meta: Value{Type: keyspace.TypeList, Version: ver, ExpireAtMs: l.meta.ExpireAtMs}, head: keyspace.ListStartIndex}
+		nl.push(&t, false, vals)
+		nl.save(&t, true)
+		return t.result(OK)
+	}
+	for p := int64(0); p < from; p++ {
+		t.record(logrec.Op{Kind: logrec.OpSubDel, Key: l.key, Version: l.meta.Version, Sub: l.index(p)})
+	}
+	for p := to; p < l.size(); p++ {
+		t.record(logrec.Op{Kind: logrec.OpSubDel, Key: l.key, Version: l.meta.Version, Sub: l.index(p)})
+	}
+	l.head += uint64(from)
+	l.meta.Size = uint64(kept)
+	l.save(&t, from > 0)
+	return t.result(OK)
+}
+
+// lposWindow is how many rows LPOS reads at a time when it searches from
+// the tail (the View scans only forward).
+const lposWindow = 128
+
+// execLPos is LPOS key element [RANK rank] [COUNT num] [MAXLEN len].
+func execLPos(_ *Ctx, v View, args [][]byte) (Result, error) {
+	rank, count, maxlen := int64(1), int64(-1), int64(0)
+	for j := 3; j < len(args); j++ {
+		more := j+1 < len(args)
+		switch {
+		case eqFold(args[j], "rank") && more:
+			j++
+			n, ok := parseInt(args[j])
+			if !ok {
+				return Result{}, ErrNotInteger
+			}
+			if n == 0 || n == math.MinInt64 {
+				return Result{}, errRankZero
+			}
+			rank = n
+		case eqFold(args[j], "count") && more:
+			j++
+			n, ok := parseInt(args[j])
+			if !ok || n < 0 {
+				return Result{}, errCountNegative
+			}
+			count = n
+		case eqFold(args[j], "maxlen") && more:
+			j++
+			n, ok := parseInt(args[j])
+			if !ok || n < 0 {
+				return Result{}, errMaxlenNegative
+			}
+			maxlen = n
+		default:
+			return Result{}, ErrSyntax
+		}
+	}
+	l, ok, err := getList(v, args[1])
+	if err != nil || !ok {
+		if count >= 0 {
+			return Result{Reply: Array{}}, err
+		}
+		return Result{Reply: Null}, err
+	}
+	elem := string(args[2])
+	fromTail := rank < 0
+	skip := rank - 1
+	if fromTail {
+		skip = -rank - 1
+	}
+	var matches Array
+	visited := int64(0)
+	// match looks at the element at position p; false stops the search.
+	match := func(p int64, val []byte) bool {
+		if maxlen != 0 && visited == maxlen {
+			return false
+		}
+		visited++
+		if string(val) != elem {
+			return true
+		}
+		if skip > 0 {
+			skip--
+			return true
+		}
+		matches = append(matches, Int(p))
+		switch {
+		case count == 0: // COUNT 0: every match
+			return true
+		case count < 0: // no COUNT: the first
+			return false
+		}
+		return int64(len(matches)) < count
+	}
+	if !fromTail {
+		p := int64(0)
+		err = v.SubScan(l.key, l.meta.Version, l.index(0), func(_, val []byte) bool {
+			ok := match(p, val)
+			p++
+			return ok && p < l.size()
+		})
+	} else {
+		for hi := l.size(); hi > 0 && err == nil; {
+			lo := max(hi-lposWindow, 0)
+			var vals [][]byte
+			if vals, err = l.read(v, lo, hi); err != nil {
+				break
+			}
+			stopped := false
+			for i := len(vals) - 1; i >= 0; i-- {
+				if !match(lo+int64(i), vals[i]) {
+					stopped = true
+					break
+				}
+			}
+			if stopped {
+				break
+			}
+			hi = lo
+		}
+	}
+	if err != nil {
+		return Result{}, err
+	}
+	if count < 0 {
+		if len(matches) == 0 {
+			return Result{Reply: Null}, nil
+		}
+		return Result{Reply: matches[0]}, nil
+	}
+	if matches == nil {
+		matches = Array{}
+	}
+	return Result{Reply: matches}, nil
+}
+
+// parseWhere parses LEFT or RIGHT: true for LEFT.
+func parseWhere(b []byte) (left bool, err error) {
+	switch {
+	case eqFold(b, "left"):
+		return true, nil
+	case eqFold(b, "right"):
+		return false, nil
+	}
+	return false, ErrSyntax
+}
+
+// lmove pops one element from src's end and pushes it on dst's: the one
+// implementation of LMOVE and RPOPLPUSH. src and dst may be the same key
+// (a rotation): the push reads the list as the pop left it.
+func lmove(v View, src, dst []byte, fromLeft, toLeft bool) (Result, error) {
+	sl, ok, err := getList(v, src)
+	if err != nil || !ok {
+		return Result{Reply: Null}, err
+	}
+	if _, _, err := getTyped(v, dst, keyspace.TypeList); err != nil {
+		return Result{}, err
+	}
+	t := txn{v: v}
+	vals, err := sl.pop(&t, fromLeft, 1)
+	if err != nil {
+		return Result{}, err
+	}
+	sl.save(&t, fromLeft)
+	dl, existed, err := listForWrite(&t, dst)
+	if err != nil {
+		return Result{}, err
+	}
+	dl.push(&t, toLeft, vals)
+	dl.save(&t, toLeft || !existed)
+	return t.result(Bulk(vals[0]))
+}
+
+func execLMove(_ *Ctx, v View, args [][]byte) (Result, error) {
+	from, err := parseWhere(args[3])
+	if err != nil {
+		return Result{}, err
+	}
+	to, err := parseWhere(args[4])
+	if err != nil {
+		return Result{}, err
+	}
+	return lmove(v, args[1], args[2], from, to)
+}
+
+func execRPopLPush(_ *Ctx, v View, args [][]byte) (Result, error) {
+	return lmove(v, args[1], args[2], false, true)
+}
+
+// execLMPop is LMPOP numkeys key [key ...] LEFT|RIGHT [COUNT count]: pops
+// from the first non-empty list.
+func execLMPop(_ *Ctx, v View, args [][]byte) (Result, error) {
+	numkeys, ok := parseInt(args[1])
+	if !ok || numkeys < 1 {
+		return Result{}, errNumkeys
+	}
+	if numkeys > int64(len(args))-3 {
+		return Result{}, ErrSyntax
+	}
+	keys := args[2 : 2+numkeys]
+	rest := args[2+numkeys:]
+	left, err := parseWhere(rest[0])
+	if err != nil {
+		return Result{}, err
+	}
+	count := int64(-1)
+	for j := 1; j < len(rest); j++ {
+		if count == -1 && eqFold(rest[j], "count") && j+1 < len(rest) {
+			j++
+			n, ok := parseInt(rest[j])
+			if !ok || n < 1 {
+				return Result{}, errCountPositive
+			}
+			count = n
+			continue
+		}
+		return Result{}, ErrSyntax
+	}
+	count = max(count, 1)
+	for _, key := range keys {
+		l, ok, err := getList(v, key)
+		if err != nil {
+			return Result{}, err
+		}
+		if !ok {
+			continue
+		}
+		t := txn{v: v}
+		vals, err := l.pop(&t, left, min(count, l.size()))
+		if err != nil {
+			return Result{}, err
+		}
+		l.save(&t, left)
+		return t.result(Array{Bulk(key), bulks(vals)})
+	}
+	return Result{Reply: Array(nil)}, nil
+}

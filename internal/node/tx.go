@@ -1,0 +1,198 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/tandemdb/tandem/internal/commands"
+	"github.com/tandemdb/tandem/internal/keyspace"
+	"github.com/tandemdb/tandem/internal/replication"
+	"github.com/tandemdb/tandem/internal/resp"
+)
+
+// Transactions (MULTI/EXEC, WATCH; see package resp, multi.go).
+//
+// On the leader a transaction is one log entry: EXEC runs its commands
+// in a commands.Batch inside the leader's Start (under the sequencing
+// lock, against the overlay of uncommitted entries, as a single write
+// does), so followers apply all of it or none, in one storage batch, and
+// a crash leaves all or none. Its reply waits for the entry's commit
+// under the node's commit mode, as a single write's does. A transaction
+// that writes nothing makes no entry; its reply waits, as a read-only
+// command sequenced on the leader does, until what it read is applied.
+//
+// On a follower a transaction may only read (a write is refused when
+// queued, READONLY, and EXEC then answers EXECABORT, as on a Redis
+// replica); its reads run on one storage snapshot, so they see every
+// applied entry whole or not at all, under the session's read policy as
+// a single read is.
+//
+// WATCH on the leader is the leadership's record (replication.Watch). A
+// follower has no sequencer: its WATCH remembers the applied LSN, and
+// EXEC answers nil if the follower has applied any entry since
+// (conservative: a follower's transaction cannot write anyway). A WATCH
+// made under one role (one leadership, one following) fails any EXEC
+// under another: after a failover a client's EXEC answers nil and it
+// retries, never a transaction that missed a change.
+
+var _ resp.TxBackend = backend{}
+
+// nodeWatch is a WATCH on this node.
+type nodeWatch struct {
+	role    role
+	lw      *replication.Watch // on a leader
+	applied uint64             // on a follower: the LSN applied at the watch
+}
+
+func (w *nodeWatch) Release() { w.lw.Release() }
+
+// Leading implements resp.TxBackend.
+func (b backend) Leading() bool {
+	_, ok := b.n.current().(*leading)
+	return ok
+}
+
+// Watch implements resp.TxBackend.
+func (b backend) Watch(ctx context.Context, keys [][]byte) (resp.Watch, error) {
+	switch r := b.n.current().(type) {
+	case *fenced:
+		return nil, r.readErr()
+	case *following:
+		return &nodeWatch{role: r, applied: b.n.db.Applied()}, nil
+	case *leading:
+		lw, err := r.l.Watch(ctx, keys)
+		if err != nil {
+			return nil, leaderError(err)
+		}
+		return &nodeWatch{role: r, lw: lw}, nil
+	}
+	panic("node: unknown role")
+}
+
+// Exec implements resp.TxBackend.
+func (b backend) Exec(ctx context.Context, tx resp.Tx) (resp.TxResult, error) {
+	switch r := b.n.current().(type) {
+	case *fenced:
+		if tx.Writes {
+			return resp.TxResult{}, resp.ErrNotLeader
+		}
+		return resp.TxResult{}, r.readErr()
+	case *following:
+		if tx.Writes {
+			return resp.TxResult{}, resp.ErrReadOnly
+		}
+		return b.execFollower(ctx, r, tx)
+	case *leading:
+		var lws []*replication.Watch
+		for _, w := range tx.Watches {
+			nw, ok := w.(*nodeWatch)
+			if !ok || nw.role != role(r) || nw.lw == nil {
+				return resp.TxResult{}, resp.ErrWatchChanged
+			}
+			lws = append(lws, nw.lw)
+		}
+		if tx.Writes {
+			if a := b.n.agent; a != nil && a.syncShort.Load() {
+				return resp.TxResult{}, fmt.Errorf("tandem: fewer sync-set members than sync-min are there: %w", resp.ErrNoReplicas)
+			}
+		}
+		if b.n.cfg.Buggify.TxSplit && tx.Writes && len(tx.Cmds) > 1 {
+			return b.execSplit(ctx, r, lws, tx.Cmds)
+		}
+		return b.execLeader(ctx, r, lws, tx.Cmds)
+	}
+	panic("node: unknown role")
+}
+
+// execLeader runs cmds as one entry on the leader.
+func (b backend) execLeader(ctx context.Context, r *leading, lws []*replication.Watch, cmds []resp.TxCommand) (resp.TxResult, error) {
+	var replies []resp.TxReply
+	pending, err := r.l.StartTx(ctx, lws, func(v commands.View, nowMs int64) (commands.Result, error) {
+		batch := commands.NewBatch(v)
+		var err error
+		replies, err = runBatch(batch, &commands.Ctx{NowMs: nowMs, Cursors: b.n.cursors}, cmds)
+		if err != nil {
+			return commands.Result{}, err
+		}
+		return commands.Result{Reply: commands.OK, Ops: batch.Ops()}, nil
+	})
+	if errors.Is(err, replication.ErrWatchChanged) {
+		return resp.TxResult{}, resp.ErrWatchChanged
+	}
+	if err != nil {
+		return resp.TxResult{}, leaderError(err)
+	}
+	_, lsn, err := pending.Wait(ctx)
+	if errors.Is(err, replication.ErrNotLeader) || errors.Is(err, replication.ErrStaleEpoch) {
+		// Sequenced, maybe durable, not committed: it may yet commit.
+		return resp.TxResult{}, resp.ErrLeadershipLost
+	}
+	if err != nil {
+		return resp.TxResult{}, leaderError(err)
+	}
+	return resp.TxResult{Replies: replies, LSN: lsn, At: b.n.appliedPosition()}, nil
+}
+
+// execSplit is the TxSplit fault: the first command as one entry, then
+// the rest as another.
+func (b backend) execSplit(ctx context.Context, r *leading, lws []*replication.Watch, cmds []resp.TxCommand) (resp.TxResult, error) {
+	first, err := b.execLeader(ctx, r, lws, cmds[:1])
+	if err != nil {
+		return first, err
+	}
+	rest, err := b.execLeader(ctx, r, nil, cmds[1:])
+	if err != nil {
+		return rest, err
+	}
+	rest.Replies = append(first.Replies, rest.Replies...)
+	rest.LSN = max(rest.LSN, first.LSN)
+	return rest, nil
+}
+
+// execFollower runs a transaction of reads on one storage snapshot.
+func (b backend) execFollower(ctx context.Context, r *following, tx resp.Tx) (resp.TxResult, error) {
+	check, err := b.followerRead(ctx, r, tx.Read)
+	if err != nil {
+		return resp.TxResult{}, err
+	}
+	snap := b.n.db.SnapshotRows()
+	defer snap.Close()
+	applied, err := snap.Applied()
+	if err != nil {
+		return resp.TxResult{}, err
+	}
+	for _, w := range tx.Watches {
+		// The snapshot holds exactly the entries through applied: equal
+		// to the watch's, nothing changed since the client's reads.
+		if nw, ok := w.(*nodeWatch); !ok || nw.role != role(r) || nw.applied != applied {
+			return resp.TxResult{}, resp.ErrWatchChanged
+		}
+	}
+	nowMs := time.Now().UnixMilli()
+	v := keyspace.Reader{R: snap, NowMs: nowMs}
+	replies, err := runBatch(commands.NewBatch(v), &commands.Ctx{NowMs: nowMs, Cursors: b.n.cursors}, tx.Cmds)
+	if err != nil {
+		return resp.TxResult{}, err
+	}
+	if err := check(); err != nil {
+		return resp.TxResult{}, err
+	}
+	at := resp.Position{Epoch: replication.EpochAt(b.n.db.EpochHistory(), applied), LSN: applied}
+	return resp.TxResult{Replies: replies, At: at}, nil
+}
+
+// runBatch runs cmds in batch and returns their replies; an input error
+// is its command's reply, any other error fails the whole.
+func runBatch(batch *commands.Batch, cctx *commands.Ctx, cmds []resp.TxCommand) ([]resp.TxReply, error) {
+	replies := make([]resp.TxReply, 0, len(cmds))
+	for _, c := range cmds {
+		reply, err := batch.Run(cctx, c.Spec, c.Args)
+		if err != nil && !commands.IsInputError(err) {
+			return nil, fmt.Errorf("node: %s in a transaction: %w", c.Spec.Name, err)
+		}
+		replies = append(replies, resp.TxReply{Reply: reply, Err: err})
+	}
+	return replies, nil
+}

@@ -1,0 +1,295 @@
+package node
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// TestTxOneEntryOnRealStorage: a transaction that makes, overwrites,
+// deletes and re-makes one key is one log entry, applied right by the
+// leader and its followers (storage's Apply with key counts, row cache
+// and range deletes in one Pebble batch), DBSIZE and INFO keyspace
+// included.
+func TestTxOneEntryOnRealStorage(t *testing.T) {
+	n1 := testNode(t, "n1", nil)
+	n2 := testNode(t, "n2", nil)
+	n3 := testNode(t, "n3", nil)
+	follow(t, n2, n1)
+	follow(t, n3, n1)
+	ctx := context.Background()
+	c := newClient(t, n1)
+	mustDo(t, c, "HSET", "h", "old", "0")
+	mustDo(t, c, "SET", "other", "1")
+	before := n1.db.Durable().LSN
+
+	cmds, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, "h", "a", "1")
+		p.Set(ctx, "h", "x", 0)
+		p.Del(ctx, "h")
+		p.HSet(ctx, "h", "c", "3")
+		p.Incr(ctx, "h") // a runtime error: its own reply, the rest applies
+		p.HGetAll(ctx, "h")
+		return nil
+	})
+	if len(cmds) != 6 {
+		t.Fatalf("EXEC gave %d replies (%v)", len(cmds), err)
+	}
+	if n := cmds[0].(*redis.IntCmd).Val(); n != 1 {
+		t.Errorf("HSET h a 1 = %d", n)
+	}
+	if s := cmds[1].(*redis.StatusCmd).Val(); s != "OK" {
+		t.Errorf("SET h x = %q", s)
+	}
+	if n := cmds[2].(*redis.IntCmd).Val(); n != 1 {
+		t.Errorf("DEL h = %d", n)
+	}
+	if n := cmds[3].(*redis.IntCmd).Val(); n != 1 {
+		t.Errorf("HSET h c 3 = %d", n)
+	}
+	if err := cmds[4].Err(); err == nil || !strings.HasPrefix(err.Error(), "WRONGTYPE") {
+		t.Errorf("INCR h = %v, want WRONGTYPE", err)
+	}
+	if m := cmds[5].(*redis.MapStringStringCmd).Val(); len(m) != 1 || m["c"] != "3" {
+		t.Errorf("HGETALL h in the transaction = %v", m)
+	}
+	if after := n1.db.Durable().LSN; after != before+1 {
+		t.Fatalf("the transaction made %d entries, want 1", after-before)
+	}
+	waitConverged(t, n1, []*Node{n2, n3})
+	for _, n := range []*Node{n1, n2, n3} {
+		rc := newClient(t, n)
+		if m := rc.HGetAll(ctx, "h").Val(); len(m) != 1 || m["c"] != "3" {
+			t.Errorf("%s: HGETALL h = %v", n.cfg.ID, m)
+		}
+		if d := rc.DBSize(ctx).Val(); d != 2 {
+			t.Errorf("%s: DBSIZE = %d, want 2", n.cfg.ID, d)
+		}
+		if info := rc.Info(ctx, "keyspace").Val(); !strings.Contains(info, "db0:keys=2,expires=0,") {
+			t.Errorf("%s: INFO keyspace = %q", n.cfg.ID, info)
+		}
+		// A transaction of reads on every node, followers included.
+		got, err := rc.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.HGet(ctx, "h", "c")
+			p.Get(ctx, "other")
+			return nil
+		})
+		if err != nil || got[0].(*redis.StringCmd).Val() != "3" || got[1].(*redis.StringCmd).Val() != "1" {
+			t.Errorf("%s: read-only transaction = %v, %v", n.cfg.ID, got, err)
+		}
+	}
+	if after := n1.db.Durable().LSN; after != before+1 {
+		t.Fatalf("read-only transactions made %d entries", after-before-1)
+	}
+}
+
+// TestTxErrors: queuing errors abort EXEC, the errors of the protocol's
+// own commands, and a follower refusing a write when it is queued.
+func TestTxErrors(t *testing.T) {
+	n1 := testNode(t, "n1", nil)
+	n2 := testNode(t, "n2", nil)
+	follow(t, n2, n1)
+	ctx := context.Background()
+	c := newClient(t, n1)
+	conn := c.Conn()
+	defer conn.Close()
+	do := func(args ...any) (any, error) { return conn.Do(ctx, args...).Result() }
+	expectErr := func(prefix string, args ...any) {
+		t.Helper()
+		if _, err := do(args...); err == nil || !strings.HasPrefix(err.Error(), prefix) {
+			t.Fatalf("%v = %v, want %s...", args, err, prefix)
+		}
+	}
+	expectErr("ERR EXEC without MULTI", "EXEC")
+	expectErr("ERR DISCARD without MULTI", "DISCARD")
+	if _, err := do("MULTI"); err != nil {
+		t.Fatal(err)
+	}
+	expectErr("ERR MULTI calls can not be nested", "MULTI")
+	expectErr("ERR WATCH inside MULTI is not allowed", "WATCH", "x")
+	if r, err := do("SET", "q1", "1"); err != nil || r != "QUEUED" {
+		t.Fatalf("SET in MULTI = %v, %v", r, err)
+	}
+	expectErr("ERR wrong number of arguments for 'get' command", "GET")
+	expectErr("ERR unknown command", "NOSUCH")
+	expectErr("EXECABORT Transaction discarded because of previous errors.", "EXEC")
+	if n := c.Exists(ctx, "q1").Val(); n != 0 {
+		t.Fatal("an aborted transaction applied a command")
+	}
+	if r, err := do("PING"); err != nil || r != "PONG" {
+		t.Fatalf("after EXECABORT the connection is still in MULTI: %v %v", r, err)
+	}
+
+	// On a follower: reads queue, a write is refused at once (raw: a
+	// go-redis connection takes READONLY as a reason to drop itself).
+	fc, err := net.Dial("tcp", n2.respAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fc.Close()
+	if _, err := fc.Write([]byte("MULTI\r\nGET x\r\nSET x 1\r\nEXEC\r\nPING\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(fc)
+	for _, want := range []string{"+OK", "+QUEUED", "-READONLY ", "-EXECABORT Transaction discarded because of previous errors.", "+PONG"} {
+		line, err := br.ReadString('\n')
+		if err != nil || !strings.HasPrefix(line, want) {
+			t.Fatalf("on a follower: got %q (%v), want %s...", line, err, want)
+		}
+	}
+}
+
+// TestWatchCompareAndSet: concurrent optimistic increments through
+// go-redis's Watch lose no update, and a WATCH made under one leadership
+// fails the EXEC under the next.
+func TestWatchCompareAndSet(t *testing.T) {
+	n1 := testNode(t, "n1", nil)
+	ctx := context.Background()
+	const clients, each = 4, 25
+	var wg sync.WaitGroup
+	for range clients {
+		c := newClient(t, n1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				for {
+					err := c.Watch(ctx, func(tx *redis.Tx) error {
+						v, err := tx.Get(ctx, "counter").Int()
+						if err != nil && !errors.Is(err, redis.Nil) {
+							return err
+						}
+						_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+							p.Set(ctx, "counter", v+1, 0)
+							return nil
+						})
+						return err
+					}, "counter")
+					if errors.Is(err, redis.TxFailedErr) {
+						continue
+					}
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					break
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	c := newClient(t, n1)
+	if v, _ := c.Get(ctx, "counter").Int(); v != clients*each {
+		t.Fatalf("counter = %d after %d increments: WATCH let an update be lost", v, clients*each)
+	}
+
+	// A WATCH made under one leadership: the node leads again (a new
+	// leadership, as after a failover back to it), and EXEC is refused.
+	if err := c.Watch(ctx, func(tx *redis.Tx) error {
+		n1.Fence("test: a new leadership")
+		if err := n1.Lead(); err != nil {
+			t.Fatal(err)
+		}
+		_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.Set(ctx, "counter", 0, 0)
+			return nil
+		})
+		return err
+	}, "counter"); !errors.Is(err, redis.TxFailedErr) {
+		t.Fatalf("EXEC under a new leadership after WATCH = %v, want a failed transaction", err)
+	}
+}
+
+// TestExecNullReply: a failed WATCH answers RESP2's null array and
+// RESP3's null; RESET and UNWATCH forget the watches, DISCARD too.
+func TestExecNullReply(t *testing.T) {
+	n1 := testNode(t, "n1", nil)
+	raw := func(script string, want ...string) {
+		t.Helper()
+		c, err := net.Dial("tcp", n1.respAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write([]byte(strings.ReplaceAll(script, ";", "\r\n") + "\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		// "..." skips lines up to the next wanted one.
+		br := bufio.NewReader(c)
+		skipping := false
+		for _, w := range want {
+			if w == "..." {
+				skipping = true
+				continue
+			}
+			for {
+				line, err := br.ReadString('\n')
+				if err == nil && strings.TrimSuffix(line, "\r\n") == w {
+					break
+				}
+				if err != nil || !skipping {
+					t.Fatalf("%q: got %q (%v), want %q", script, line, err, w)
+				}
+			}
+			skipping = false
+		}
+	}
+	raw("SET x 1;WATCH x;SET x 2;MULTI;PING;EXEC", "+OK", "+OK", "+OK", "+OK", "+QUEUED", "*-1")
+	// RESP3: HELLO's map first (skipped), then the null.
+	raw("HELLO 3;SET x 1;WATCH x;SET x 2;MULTI;PING;EXEC;MULTI;EXEC", "%7", "...", "+QUEUED", "_", "+OK", "*0")
+	raw("SET x 1;WATCH x;SET x 2;MULTI;PING;EXEC;MULTI;PING;EXEC", "+OK", "+OK", "+OK", "+OK", "+QUEUED", "*-1", "+OK", "+QUEUED", "*1", "+PONG")
+	raw("WATCH x;SET x 3;RESET;MULTI;PING;EXEC", "+OK", "+OK", "+RESET", "+OK", "+QUEUED", "*1", "+PONG")
+	raw("WATCH x;SET x 3;UNWATCH;MULTI;PING;EXEC", "+OK", "+OK", "+OK", "+OK", "+QUEUED", "*1", "+PONG")
+	raw("WATCH x;SET x 3;MULTI;DISCARD;MULTI;PING;EXEC", "+OK", "+OK", "+OK", "+OK", "+OK", "+QUEUED", "*1", "+PONG")
+}
+
+// TestWatchesReleased: the leader forgets a connection's watches on
+// EXEC, DISCARD, UNWATCH, RESET and when the connection closes.
+func TestWatchesReleased(t *testing.T) {
+	n1 := testNode(t, "n1", nil)
+	watched := func() int { return n1.current().(*leading).l.WatchedKeys() }
+	for _, end := range []string{"EXEC", "DISCARD", "UNWATCH", "RESET", "close"} {
+		c, err := net.Dial("tcp", n1.respAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		script, replies := "WATCH a b\r\nMULTI\r\n", 2
+		if end == "UNWATCH" || end == "RESET" {
+			script, replies = "WATCH a b\r\n", 1
+		}
+		if _, err := c.Write([]byte(script)); err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(c)
+		for range replies {
+			if _, err := br.ReadString('\n'); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := watched(); got != 2 {
+			t.Fatalf("%s: %d keys watched after WATCH a b, want 2", end, got)
+		}
+		if end == "close" {
+			c.Close()
+			waitFor(t, "the closed connection's watches to go", 5*time.Second, func() bool { return watched() == 0 })
+			continue
+		}
+		if _, err := c.Write([]byte(end + "\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := br.ReadString('\n'); err != nil {
+			t.Fatal(err)
+		}
+		if got := watched(); got != 0 {
+			t.Fatalf("%d keys still watched after %s", got, end)
+		}
+		c.Close()
+	}
+}

@@ -1,0 +1,341 @@
+package resp
+
+import (
+	"context"
+	"errors"
+
+	"github.com/tidwall/redcon"
+
+	"github.com/tandemdb/tandem/internal/commands"
+)
+
+// Transactions: MULTI, EXEC, DISCARD, WATCH and UNWATCH on the node, with
+// Redis 7's semantics.
+//
+// After MULTI every command but EXEC, DISCARD, MULTI, WATCH, QUIT and
+// RESET is checked (known, arity, and a write on a node that does not
+// lead) and queued with +QUEUED; a command that fails the check gets its
+// error and makes EXEC answer EXECABORT. EXEC hands the queued data
+// commands, with the connection's watches, to the TxBackend, which runs
+// them as one unit (on the leader: one log entry, or none when nothing
+// was written) and answers once that entry is committed, as a single
+// write is; then EXEC writes an array of each queued command's reply in
+// order, a data command's from the unit (an input error is that
+// command's error reply; the others still apply) and any other queued
+// command (PING, ECHO, INFO, ...) served at its place after the unit.
+// A watched key that changed makes EXEC answer a null array. EXEC,
+// DISCARD, UNWATCH, RESET and closing the connection release the watches.
+
+// TxBackend is an optional Backend capability: transactions and WATCH.
+type TxBackend interface {
+	// Watch watches keys for the connection's next EXEC. It returns once
+	// every write ordered before it is visible to the connection's reads.
+	Watch(ctx context.Context, keys [][]byte) (Watch, error)
+	// Exec runs tx's commands as one unit: all of their writes become
+	// visible at once, on every node, or none does. It fails with
+	// ErrWatchChanged (nothing ran) when a watched key changed since its
+	// Watch; with ErrReadOnly when tx writes and the node does not lead.
+	Exec(ctx context.Context, tx Tx) (TxResult, error)
+	// Leading reports whether the node leads now (a write queued on a
+	// node that does not is refused at once, as on a Redis replica).
+	Leading() bool
+}
+
+// Watch is a connection's WATCH of some keys (TxBackend.Watch).
+type Watch interface {
+	// Release forgets the watch; it may be called more than once.
+	Release()
+}
+
+// Tx is one EXEC for the TxBackend.
+type Tx struct {
+	// Cmds are the queued data commands, arity checked, in order.
+	Cmds []TxCommand
+	// Watches are the connection's watches: any change to their keys
+	// since each was made refuses the transaction.
+	Watches []Watch
+	// Writes: some command has commands.FlagWrite.
+	Writes bool
+	// Read is the session's read request, for a transaction of reads
+	// served on a follower.
+	Read ReadRequest
+}
+
+// TxCommand is one queued data command.
+type TxCommand struct {
+	Spec *commands.Spec
+	Args [][]byte
+}
+
+// TxReply is one command's outcome in a transaction: a reply, or an
+// input error (commands.IsInputError) that is its error reply.
+type TxReply struct {
+	Reply commands.Reply
+	Err   error
+}
+
+// TxResult is what EXEC ran.
+type TxResult struct {
+	Replies []TxReply // one per Tx.Cmds
+	// LSN is the transaction's entry, 0 when it logged nothing.
+	LSN uint64
+	// At is the position its reads were served at.
+	At Position
+}
+
+// ErrWatchChanged: TxBackend.Exec refused a transaction because a watched
+// key changed; EXEC answers a null array.
+var ErrWatchChanged = errors.New("resp: a watched key changed")
+
+// txState is a connection's transaction (part of nodeConn).
+type txState struct {
+	active bool // between MULTI and EXEC/DISCARD
+	dirty  bool // a command failed to queue: EXEC answers EXECABORT
+	queue  []queuedCmd
+	// watches are the connection's WATCHes, kept across MULTI until
+	// EXEC, DISCARD, UNWATCH, RESET or the connection's end.
+	watches []Watch
+}
+
+type queuedCmd struct {
+	spec *commands.Spec // nil for a command not in the commands table
+	args [][]byte       // owned copies
+}
+
+const (
+	replyExecAbort      = "EXECABORT Transaction discarded because of previous errors."
+	replyExecAbortCause = "EXECABORT Transaction discarded because of: "
+)
+
+// releaseWatches releases the connection's watches.
+func (t *txState) releaseWatches() {
+	for _, w := range t.watches {
+		w.Release()
+	}
+	t.watches = nil
+}
+
+// reset ends the transaction and forgets the watches (RESET, close).
+func (t *txState) reset() {
+	t.releaseWatches()
+	*t = txState{}
+}
+
+// queue is the FrontEnd's Queue: in a transaction, it checks and queues
+// every command that is not one of the transaction's own (connection
+// commands included, as Redis queues PING).
+func (n *node) queue(c redcon.Conn, sess *Session, args [][]byte) bool {
+	tx := &nodeState(sess).tx
+	if !tx.active {
+		return false
+	}
+	name := lowerName(args[0])
+	switch name {
+	case "exec", "discard", "multi", "watch", "quit", "reset":
+		return false
+	case "save", "shutdown":
+		// Redis's no-multi commands.
+		tx.dirty = true
+		c.WriteError("ERR Command not allowed inside a transaction")
+		return true
+	}
+	q := queuedCmd{}
+	if spec, ok := commands.Lookup(args[0]); ok {
+		if err := commands.Check(spec, args); err != nil {
+			tx.dirty = true
+			c.WriteError(n.srv.errorText(err, sess, spec.Name))
+			return true
+		}
+		if spec.Flags&commands.FlagWrite != 0 && !n.tx.Leading() {
+			tx.dirty = true
+			c.WriteError(n.srv.errorText(ErrReadOnly, sess, spec.Name))
+			return true
+		}
+		q.spec = spec
+	} else if cc, ok := lookupConnCmd(args[0]); ok {
+		if !cc.arityOK(len(args)) {
+			tx.dirty = true
+			c.WriteError(errArity(cc.name))
+			return true
+		}
+	} else if sc, ok := lookupServerCmd(args[0]); ok {
+		if !sc.arityOK(len(args)) {
+			tx.dirty = true
+			c.WriteError(errArity(sc.name))
+			return true
+		}
+	} else {
+		// Unknown, or a TANDEM.* custom command, which cannot be checked
+		// before it runs and has no place in a transaction.
+		tx.dirty = true
+		c.WriteError(unknownCommand(args))
+		return true
+	}
+	size := 0
+	for _, a := range args {
+		size += len(a)
+	}
+	buf := make([]byte, 0, size)
+	q.args = make([][]byte, len(args))
+	for i, a := range args {
+		buf = append(buf, a...)
+		q.args[i] = buf[len(buf)-len(a) : len(buf) : len(buf)]
+	}
+	tx.queue = append(tx.queue, q)
+	c.WriteString("QUEUED")
+	return true
+}
+
+func cmdMulti(n *node, c redcon.Conn, sess *Session, args [][]byte) {
+	if n.tx == nil {
+		c.WriteError(unknownCommand(args))
+		return
+	}
+	tx := &nodeState(sess).tx
+	if tx.active {
+		c.WriteError("ERR MULTI calls can not be nested")
+		return
+	}
+	tx.active = true
+	c.WriteString("OK")
+}
+
+func cmdDiscard(n *node, c redcon.Conn, sess *Session, args [][]byte) {
+	tx := &nodeState(sess).tx
+	if n.tx == nil {
+		c.WriteError(unknownCommand(args))
+		return
+	}
+	if !tx.active {
+		c.WriteError("ERR DISCARD without MULTI")
+		return
+	}
+	tx.reset()
+	c.WriteString("OK")
+}
+
+func cmdWatch(n *node, c redcon.Conn, sess *Session, args [][]byte) {
+	if n.tx == nil {
+		c.WriteError(unknownCommand(args))
+		return
+	}
+	tx := &nodeState(sess).tx
+	if tx.active {
+		c.WriteError("ERR WATCH inside MULTI is not allowed")
+		return
+	}
+	ctx := sess.enter()
+	w, err := n.tx.Watch(ctx, args[1:])
+	sess.leave()
+	if err != nil {
+		c.WriteError(n.srv.errorText(err, sess, "watch"))
+		return
+	}
+	tx.watches = append(tx.watches, w)
+	c.WriteString("OK")
+}
+
+func cmdUnwatch(n *node, c redcon.Conn, sess *Session, args [][]byte) {
+	if n.tx == nil {
+		c.WriteError(unknownCommand(args))
+		return
+	}
+	nodeState(sess).tx.releaseWatches()
+	c.WriteString("OK")
+}
+
+func cmdExec(n *node, c redcon.Conn, sess *Session, args [][]byte) {
+	if n.tx == nil {
+		c.WriteError(unknownCommand(args))
+		return
+	}
+	nc := nodeState(sess)
+	if !nc.tx.active {
+		c.WriteError("ERR EXEC without MULTI")
+		return
+	}
+	queue, dirty, watches := nc.tx.queue, nc.tx.dirty, nc.tx.watches
+	nc.tx = txState{}
+	defer func() {
+		for _, w := range watches {
+			w.Release()
+		}
+	}()
+	if dirty {
+		c.WriteError(replyExecAbort)
+		return
+	}
+	tx := Tx{Watches: watches, Read: nc.reads.request()}
+	for _, q := range queue {
+		if q.spec != nil {
+			tx.Cmds = append(tx.Cmds, TxCommand{Spec: q.spec, Args: q.args})
+			tx.Writes = tx.Writes || q.spec.Flags&commands.FlagWrite != 0
+		}
+	}
+	var res TxResult
+	if len(tx.Cmds) > 0 || len(tx.Watches) > 0 {
+		ctx := sess.enter()
+		var err error
+		res, err = n.tx.Exec(ctx, tx)
+		sess.leave()
+		if err == nil && len(res.Replies) != len(tx.Cmds) {
+			err = errors.New("resp: transaction backend answered a wrong number of replies")
+		}
+		if err == nil {
+			err = n.recordTx(sess, res)
+		}
+		switch {
+		case errors.Is(err, ErrWatchChanged):
+			writeNull(c, sess.proto3(), true)
+			return
+		case err != nil:
+			c.WriteError(n.execErrorText(err, sess))
+			return
+		}
+	}
+	c.WriteArray(len(queue))
+	i := 0
+	for _, q := range queue {
+		if q.spec == nil {
+			n.srv.serveOne(c, sess, q.args)
+			continue
+		}
+		r := res.Replies[i]
+		i++
+		if r.Err != nil {
+			c.WriteError(n.srv.errorText(r.Err, sess, q.spec.Name))
+			continue
+		}
+		writeReply(c, r.Reply, sess.proto3())
+	}
+}
+
+// recordTx records a transaction in the session as a write (its LSN) or a
+// read (its position), and holds its reply for the durability floor.
+func (n *node) recordTx(sess *Session, res TxResult) error {
+	nc := nodeState(sess)
+	if res.LSN == 0 {
+		nc.reads.read = maxPos(nc.reads.read, res.At)
+		return nil
+	}
+	nc.lastWriteLSN = res.LSN
+	if n.pos != nil {
+		nc.reads.write = maxPos(nc.reads.write, n.pos.Acknowledged(nc.reads.user, res.LSN))
+	}
+	return n.awaitFloor(sess, res.LSN)
+}
+
+// execErrorText words an EXEC that failed as a whole: a refusal before
+// anything ran is an EXECABORT with its cause, as Redis words it; an
+// outcome that is unknown (the entry may yet commit) is the write's own
+// error.
+func (n *node) execErrorText(err error, sess *Session) string {
+	text := n.srv.errorText(err, sess, "exec")
+	switch {
+	case errors.Is(err, ErrReadOnly), errors.Is(err, ErrNotLeader), errors.Is(err, ErrFenced),
+		errors.Is(err, ErrOverloaded), errors.Is(err, ErrLoading), errors.Is(err, ErrReadElsewhere),
+		errors.Is(err, ErrPositionLost), commands.IsInputError(err):
+		return replyExecAbortCause + text
+	}
+	return text
+}
