@@ -7,7 +7,8 @@
 # Tests that would hang a unit or break the rest of it are skipped, each
 # with its reason, as listed in test/redis-suite/skip.txt.
 #
-# usage: scripts/redis-suite.sh [unit ...]   (default: unit/type/hash unit/type/list unit/type/list-2 unit/type/zset unit/multi)
+# usage: scripts/redis-suite.sh [unit ...]
+#   (default: unit/type/hash unit/type/list unit/type/list-2 unit/type/set unit/type/zset unit/multi unit/pubsub)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The suite is handed to the project beside the repository (../shared);
@@ -24,7 +25,7 @@ if [ -z "$SUITE" ] || [ ! -x "$SUITE/run.sh" ]; then
   echo "redis-suite: NOT RUN: Redis's test suite is not at ../shared/redis-tests, /work/shared/redis-tests or \$REDIS_TESTS"
   exit 0
 fi
-[ $# -gt 0 ] || set -- unit/type/hash unit/type/list unit/type/list-2 unit/type/zset unit/multi
+[ $# -gt 0 ] || set -- unit/type/hash unit/type/list unit/type/list-2 unit/type/set unit/type/zset unit/multi unit/pubsub
 # A test's time limit: list-2's LTRIM stress tests make about 17,000
 # durable (fsynced) writes each, 16 s on an idle machine, more on a busy
 # one; Redis's 30 s default would fail them for the machine's load.
@@ -47,10 +48,13 @@ while IFS= read -r pat; do
 done < <(grep -v '^#' test/redis-suite/skip.txt | sed 's/  #.*$//' | grep -v '^$' |
   grep -E "^($(IFS='|'; echo "$*")): " | sed -E 's/^[^:]*: //')
 REDIS_SUITE_ARGS="${REDIS_SUITE_ARGS:-}$skips" RT="$work/rt" "$SUITE/run.sh" "$port" "$@" | tee "$work/summary"
-# Every failed test by name, as "unit: name", against the expected list.
+# Every failed test by name, as "unit: name", against the expected list:
+# the per-test [err] lines (the summary at the end is missing when an
+# exception ends the unit), and an exception as "unit: exception: text".
 for u in "$@"; do
   log="$work/rt/$(echo "$u" | tr / _).log"
-  { grep -a '^\*\*\* \[' "$log" || true; } | sed -E 's/^\*\*\* \[[^]]*\]: //; s/ in tests\/.*$//' | sed "s|^|$u: |"
+  sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -a -E '^\[(err|exception)\]: ' |
+    sed -E 's/^\[err\]: //; s/ in tests\/.*$//; s/^\[exception\]: /exception: /' | sed "s|^|$u: |"
 done | sort -u >"$work/failed"
 grep -v '^#' test/redis-suite/expected-failures.txt | sed 's/   *# .*$//' | grep -v '^$' |
   grep -E "^($(IFS='|'; echo "$*")): " | sort -u >"$work/expected"

@@ -1,7 +1,8 @@
 // Command tandem-bench holds tandem's tools, apart from the server binary:
 // `tandem-bench chaos` (the Jepsen-style harness, internal/tools/chaos),
-// `tandem-bench bench failover` and `tandem-bench bench commit` (the
-// benchmarks, internal/tools/failbench and internal/tools/commitbench).
+// `tandem-bench bench failover`, `tandem-bench bench commit` and
+// `tandem-bench bench pubsub` (the benchmarks, internal/tools/failbench,
+// internal/tools/commitbench and internal/tools/pubsubbench).
 // `tandem chaos` and `tandem bench` run it (found beside tandem or on
 // PATH), so users keep the one-command way in.
 //
@@ -18,6 +19,7 @@ import (
 	"github.com/tandemdb/tandem/internal/tools/chaos"
 	"github.com/tandemdb/tandem/internal/tools/commitbench"
 	"github.com/tandemdb/tandem/internal/tools/failbench"
+	"github.com/tandemdb/tandem/internal/tools/pubsubbench"
 	"github.com/tandemdb/tandem/internal/tools/tandembin"
 )
 
@@ -34,7 +36,7 @@ func main() {
 	}
 	root.PersistentFlags().StringVar(&binary, "tandem", "", "the tandem binary whose processes the tools run (default: tandem beside this binary, else on PATH)")
 	bench := &cobra.Command{Use: "bench", Short: "Benchmarks"}
-	bench.AddCommand(failbench.NewCommand(), commitbench.NewCommand())
+	bench.AddCommand(failbench.NewCommand(), commitbench.NewCommand(), pubsubbench.NewCommand())
 	root.AddCommand(chaos.NewCommand(), bench)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "tandem-bench:", err)

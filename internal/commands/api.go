@@ -7,8 +7,9 @@
 //
 // # What it promises
 //
-//   - Redis 7 semantics for the string commands in the table (Lookup), down
-//     to the error texts and the edge cases of option parsing.
+//   - Redis 7 semantics for the commands in the table (Lookup): strings,
+//     hashes and sets, down to the error texts and the edge cases of
+//     option parsing.
 //   - Row form: every operation carries the resulting value and absolute
 //     expiry of its key, never the command. A command that touches one key
 //     several times yields at most one operation per key, holding its final

@@ -430,28 +430,6 @@ func TestRandomKeyFair(t *testing.T) {
 	}
 }
 
-// sortedRows is rows in a sorted slice: a fast Rows for tests that seek
-// many times (a Layer sorts its keys on every Iter).
-type sortedRows struct{ keys, vals [][]byte }
-
-func (r *sortedRows) Get(k []byte) ([]byte, bool, error) {
-	i, ok := slices.BinarySearchFunc(r.keys, k, bytes.Compare)
-	if !ok {
-		return nil, false, nil
-	}
-	return r.vals[i], true, nil
-}
-
-func (r *sortedRows) Iter(lo, hi []byte, fn func(k, v []byte) bool) error {
-	i, _ := slices.BinarySearchFunc(r.keys, lo, bytes.Compare)
-	for ; i < len(r.keys) && bytes.Compare(r.keys[i], hi) < 0; i++ {
-		if !fn(r.keys[i], r.vals[i]) {
-			break
-		}
-	}
-	return nil
-}
-
 // frozen is m's rows as they are now, read at m's clock, fast to seek.
 func (m *memView) frozen() View {
 	r := &sortedRows{}

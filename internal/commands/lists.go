@@ -19,7 +19,6 @@ import (
 
 var (
 	errIndexRange     = newError("index out of range")
-	errMustBePositive = newError("value is out of range, must be positive")
 	errRankZero       = newError("RANK can't be zero: use 1 to start from the first match, 2 from the second ... or use negative to start from the end of the list")
 	errCountNegative  = newError("COUNT can't be negative")
 	errMaxlenNegative = newError("MAXLEN can't be negative")
@@ -215,15 +214,7 @@ func popCommand(v View, args [][]byte, left bool) (Result, error) {
 	if count < 0 {
 		return t.result(Bulk(vals[0]))
 	}
-	return t.result(bulks(vals))
-}
-
-func bulks(vals [][]byte) Array {
-	out := make(Array, len(vals))
-	for i, val := range vals {
-		out[i] = Bulk(val)
-	}
-	return out
+	return t.result(bulks(vals, make(Array, 0, len(vals))))
 }
 
 func lower(b []byte) []byte {
@@ -266,7 +257,7 @@ func execLRange(_ *Ctx, v View, args [][]byte) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	return Result{Reply: bulks(vals)}, nil
+	return Result{Reply: bulks(vals, make(Array, 0, len(vals)))}, nil
 }
 
 // clampRange turns Redis's inclusive start and stop (negative counting
@@ -764,7 +755,7 @@ func execLMPop(_ *Ctx, v View, args [][]byte) (Result, error) {
 			return Result{}, err
 		}
 		l.save(&t, left)
-		return t.result(Array{Bulk(key), bulks(vals)})
+		return t.result(Array{Bulk(key), bulks(vals, make(Array, 0, len(vals)))})
 	}
 	return Result{Reply: Array(nil)}, nil
 }

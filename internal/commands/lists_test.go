@@ -188,26 +188,6 @@ func TestListCommands(t *testing.T) {
 	}
 }
 
-// countingView counts what a command reads: point reads, scans and the
-// rows the scans delivered.
-type countingView struct {
-	*memView
-	subs, scans, rows int
-}
-
-func (c *countingView) Sub(key []byte, ver uint64, sub []byte) ([]byte, bool, error) {
-	c.subs++
-	return c.memView.Sub(key, ver, sub)
-}
-
-func (c *countingView) SubScan(key []byte, ver uint64, start []byte, fn func(sub, val []byte) bool) error {
-	c.scans++
-	return c.memView.SubScan(key, ver, start, func(sub, val []byte) bool {
-		c.rows++
-		return fn(sub, val)
-	})
-}
-
 // TestListEndsAreO1: on a list of a million elements, a push or pop at
 // either end logs O(1) ops (the element, the metadata row, and the head
 // row for a change at the head end), and LINDEX and LRANGE near either

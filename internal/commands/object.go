@@ -16,11 +16,21 @@ import (
 // zset-max-listpack-entries and -value.
 var hashMaxEntries, hashMaxValue, zsetMaxEntries, zsetMaxValue atomic.Int64
 
+// Sets: set-max-intset-entries (512) as in every Redis 7, and Redis
+// 7.2's set-max-listpack-entries/-value. Their default entries is 0 here,
+// not 7.2's 128: tandem answers as Redis 7.0 does by default (a small set
+// of strings is a hashtable, what 7.0's own tests expect), and a user who
+// sets 128 gets 7.2's listpack answers.
+var setMaxIntsetEntries, setMaxListpackEntries, setMaxListpackValue atomic.Int64
+
 func init() {
 	hashMaxEntries.Store(128)
 	hashMaxValue.Store(64)
 	zsetMaxEntries.Store(128)
 	zsetMaxValue.Store(64)
+	setMaxIntsetEntries.Store(512)
+	setMaxListpackEntries.Store(0)
+	setMaxListpackValue.Store(64)
 }
 
 // ZSetEncodingLimits returns zset-max-listpack-entries and -value.
@@ -30,6 +40,19 @@ func ZSetEncodingLimits() (entries, value int64) { return zsetMaxEntries.Load(),
 func SetZSetEncodingLimits(entries, value int64) {
 	zsetMaxEntries.Store(entries)
 	zsetMaxValue.Store(value)
+}
+
+// SetEncodingLimits returns set-max-intset-entries,
+// set-max-listpack-entries and set-max-listpack-value.
+func SetEncodingLimits() (intsetEntries, listpackEntries, listpackValue int64) {
+	return setMaxIntsetEntries.Load(), setMaxListpackEntries.Load(), setMaxListpackValue.Load()
+}
+
+// SetSetEncodingLimits sets them (CONFIG SET).
+func SetSetEncodingLimits(intsetEntries, listpackEntries, listpackValue int64) {
+	setMaxIntsetEntries.Store(intsetEntries)
+	setMaxListpackEntries.Store(listpackEntries)
+	setMaxListpackValue.Store(listpackValue)
 }
 
 // HashEncodingLimits returns hash-max-listpack-entries and -value.
@@ -117,8 +140,44 @@ func encodingOf(v View, key []byte, val Value) (string, error) {
 		return "skiplist", err
 	case keyspace.TypeList:
 		return "quicklist", nil
+	case keyspace.TypeSet:
+		return setEncoding(v, key, val)
 	}
 	return "unknown", nil
+}
+
+// setEncoding is the encoding Redis gives a set with these members: an
+// intset while every member is an integer and there are at most
+// set-max-intset-entries, else a listpack while there are at most
+// set-max-listpack-entries none longer than set-max-listpack-value, else
+// a hashtable. It reads at most the larger limit's members plus one.
+//
+// Redis never converts back (a set that became a hashtable stays one
+// after the member that made it so is removed); tandem keeps no encoding
+// in its rows, so it answers from the members the set has now.
+func setEncoding(v View, key []byte, val Value) (string, error) {
+	intMax, lpMax, lpValue := SetEncodingLimits()
+	ints := int64(val.Size) <= intMax
+	small := int64(val.Size) <= lpMax
+	if !ints && !small {
+		return "hashtable", nil
+	}
+	err := v.SubScan(key, val.Version, nil, func(m, _ []byte) bool {
+		if ints {
+			_, ints = parseInt(m)
+		}
+		if small {
+			small = int64(len(m)) <= lpValue
+		}
+		return ints || small
+	})
+	switch {
+	case ints:
+		return "intset", err
+	case small:
+		return "listpack", err
+	}
+	return "hashtable", err
 }
 
 // memorySamples is how many sub-keys MEMORY USAGE reads to estimate a

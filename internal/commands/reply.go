@@ -27,6 +27,8 @@ type (
 	// Double is a score: a bulk string in RESP2, a double in RESP3, both
 	// as FormatDouble writes it.
 	Double float64
+	// Set is a RESP3 set (~), written as an array in RESP2 (SMEMBERS).
+	Set []Reply
 )
 
 func (SimpleString) isReply() {}
@@ -37,6 +39,7 @@ func (ErrorReply) isReply()   {}
 func (Map) isReply()          {}
 func (Pairs) isReply()        {}
 func (Double) isReply()       {}
+func (Set) isReply()          {}
 
 // OK is the +OK reply.
 const OK = SimpleString("OK")

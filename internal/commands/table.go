@@ -35,6 +35,18 @@ var table = []*Spec{
 	{Name: "lrange", Arity: 4, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execLRange},
 	{Name: "lindex", Arity: 3, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execLIndex},
 	{Name: "lpos", Arity: -3, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execLPos},
+	{Name: "smembers", Arity: 2, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execSMembers},
+	{Name: "sismember", Arity: 3, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execSIsMember},
+	{Name: "smismember", Arity: -3, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execSMIsMember},
+	{Name: "scard", Arity: 2, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execSCard},
+	{Name: "srandmember", Arity: -2, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execSRandMember},
+	{Name: "sinter", Arity: -2, Flags: FlagRead, FirstKey: 1, LastKey: -1, KeyStep: 1, Exec: execSInter},
+	{Name: "sunion", Arity: -2, Flags: FlagRead, FirstKey: 1, LastKey: -1, KeyStep: 1, Exec: execSUnion},
+	{Name: "sdiff", Arity: -2, Flags: FlagRead, FirstKey: 1, LastKey: -1, KeyStep: 1, Exec: execSDiff},
+	// SINTERCARD's keys follow numkeys: COMMAND INFO reports no fixed
+	// positions (Redis: movablekeys), so 0s here.
+	{Name: "sintercard", Arity: -3, Flags: FlagRead, Exec: execSInterCard},
+	{Name: "sscan", Arity: -3, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execSScan},
 	{Name: "hscan", Arity: -3, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHScan},
 	{Name: "zscore", Arity: 3, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execZScore},
 	{Name: "zmscore", Arity: -3, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execZMScore},
@@ -129,6 +141,13 @@ var table = []*Spec{
 	{Name: "rpoplpush", Arity: 3, Flags: FlagWrite, FirstKey: 1, LastKey: 2, KeyStep: 1, Exec: execRPopLPush},
 	// LMPOP's keys follow numkeys (movable): Redis reports no key range.
 	{Name: "lmpop", Arity: -4, Flags: FlagWrite, Exec: execLMPop},
+	{Name: "sadd", Arity: -3, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execSAdd},
+	{Name: "srem", Arity: -3, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execSRem},
+	{Name: "spop", Arity: -2, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execSPop},
+	{Name: "smove", Arity: 4, Flags: FlagWrite, FirstKey: 1, LastKey: 2, KeyStep: 1, Exec: execSMove},
+	{Name: "sinterstore", Arity: -3, Flags: FlagWrite, FirstKey: 1, LastKey: -1, KeyStep: 1, Exec: execSInterStore},
+	{Name: "sunionstore", Arity: -3, Flags: FlagWrite, FirstKey: 1, LastKey: -1, KeyStep: 1, Exec: execSUnionStore},
+	{Name: "sdiffstore", Arity: -3, Flags: FlagWrite, FirstKey: 1, LastKey: -1, KeyStep: 1, Exec: execSDiffStore},
 	{Name: "flushdb", Arity: -1, Flags: FlagWrite, Exec: execFlush},
 	{Name: "flushall", Arity: -1, Flags: FlagWrite, Exec: execFlush},
 }

@@ -38,7 +38,6 @@ var (
 	errPopCount      = newError("value is out of range, must be positive")
 	errNumKeysZero   = newError("numkeys should be greater than 0")
 	errCountZero     = newError("count should be greater than 0")
-	errLimitNegative = newError("LIMIT can't be negative")
 )
 
 // parseScore parses a score or weight as Redis's getDoubleFromObject: no

@@ -235,6 +235,9 @@ func (b backend) Info(sections []string) string {
 	if all || want["replication"] {
 		b.infoReplication(&sb)
 	}
+	if all || want["stats"] {
+		b.infoStats(&sb) // pubsub.go
+	}
 	if all || want["keyspace"] {
 		b.infoKeyspace(&sb)
 	}

@@ -44,6 +44,7 @@ import (
 	"github.com/tandemdb/tandem/internal/failover"
 	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/peerpb"
+	"github.com/tandemdb/tandem/internal/pubsub"
 	"github.com/tandemdb/tandem/internal/replication"
 	"github.com/tandemdb/tandem/internal/resp"
 	"github.com/tandemdb/tandem/internal/storage"
@@ -114,6 +115,8 @@ type Node struct {
 	db      *storage.DB
 	started time.Time
 	cursors *commands.CursorTable
+	// pubsub is the node's subscriptions (pubsub.go).
+	pubsub *pubsub.Registry
 
 	respSrv  *resp.Server
 	grpcSrv  *grpc.Server
@@ -226,6 +229,7 @@ func Start(cfg Config) (*Node, error) {
 	n := &Node{
 		cfg: cfg, log: log, db: db, started: time.Now(),
 		cursors: commands.NewCursorTable(4096),
+		pubsub:  pubsub.New(),
 		role:    newFenced("starting"),
 		closed:  make(chan struct{}),
 	}
@@ -425,6 +429,7 @@ func (n *Node) startLeader(epoch uint64, lease *replication.Lease) (role, error)
 		Heartbeat:        n.streamHeartbeat(),
 		Fatal:            n.fatal,
 		Buggify:          n.cfg.Buggify,
+		DeliverLocal:     n.pubsub.Publish,
 	}, epoch)
 	if err != nil {
 		return nil, fmt.Errorf("node: lead at epoch %d: %w", epoch, err)
@@ -533,6 +538,7 @@ func (n *Node) startFollower(conn *grpc.ClientConn, respAddr, peerAddr string) *
 		Dial:     grpcDialer{peerpb.NewPeerClient(conn)},
 		Logger:   n.log.With("leader", peerAddr),
 		Buggify:  n.cfg.Buggify,
+		Deliver:  func(ch, msg []byte) { n.pubsub.Publish(ch, msg) },
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &following{f: f, ctx: ctx, cancel: cancel, done: make(chan struct{}), conn: conn, leaderRESP: respAddr, leaderPeer: peerAddr,

@@ -459,6 +459,7 @@ type FollowerMessage struct {
 	//
 	//	*FollowerMessage_Hello
 	//	*FollowerMessage_Progress
+	//	*FollowerMessage_Publish
 	Body          isFollowerMessage_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -526,6 +527,15 @@ func (x *FollowerMessage) GetProgress() *Progress {
 	return nil
 }
 
+func (x *FollowerMessage) GetPublish() *Publish {
+	if x != nil {
+		if x, ok := x.Body.(*FollowerMessage_Publish); ok {
+			return x.Publish
+		}
+	}
+	return nil
+}
+
 type isFollowerMessage_Body interface {
 	isFollowerMessage_Body()
 }
@@ -538,9 +548,18 @@ type FollowerMessage_Progress struct {
 	Progress *Progress `protobuf:"bytes,3,opt,name=progress,proto3,oneof"`
 }
 
+type FollowerMessage_Publish struct {
+	// Messages published on the follower (PUBLISH sent to it), for the
+	// leader to publish to the whole cluster. Only to a leader that
+	// said it takes them (Start.takes_publish).
+	Publish *Publish `protobuf:"bytes,4,opt,name=publish,proto3,oneof"`
+}
+
 func (*FollowerMessage_Hello) isFollowerMessage_Body() {}
 
 func (*FollowerMessage_Progress) isFollowerMessage_Body() {}
+
+func (*FollowerMessage_Publish) isFollowerMessage_Body() {}
 
 type Hello struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -553,7 +572,10 @@ type Hello struct {
 	// The highest log entry format (package logrec) the follower reads; 0
 	// (a node from before the field) reads format 1 only. The leader writes
 	// a format only if every member reads it.
-	LogFormat     uint32 `protobuf:"varint,5,opt,name=log_format,json=logFormat,proto3" json:"log_format,omitempty"`
+	LogFormat uint32 `protobuf:"varint,5,opt,name=log_format,json=logFormat,proto3" json:"log_format,omitempty"`
+	// The follower delivers pub/sub messages (LeaderMessage.publish); a
+	// node from before pub/sub leaves it false and is sent none.
+	TakesPublish  bool `protobuf:"varint,6,opt,name=takes_publish,json=takesPublish,proto3" json:"takes_publish,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -621,6 +643,13 @@ func (x *Hello) GetLogFormat() uint32 {
 		return x.LogFormat
 	}
 	return 0
+}
+
+func (x *Hello) GetTakesPublish() bool {
+	if x != nil {
+		return x.TakesPublish
+	}
+	return false
 }
 
 type Progress struct {
@@ -695,6 +724,7 @@ type LeaderMessage struct {
 	//	*LeaderMessage_Truncate
 	//	*LeaderMessage_NeedSnapshot
 	//	*LeaderMessage_Append
+	//	*LeaderMessage_Publish
 	Body          isLeaderMessage_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -780,6 +810,15 @@ func (x *LeaderMessage) GetAppend() *Append {
 	return nil
 }
 
+func (x *LeaderMessage) GetPublish() *Publish {
+	if x != nil {
+		if x, ok := x.Body.(*LeaderMessage_Publish); ok {
+			return x.Publish
+		}
+	}
+	return nil
+}
+
 type isLeaderMessage_Body interface {
 	isLeaderMessage_Body()
 }
@@ -800,6 +839,11 @@ type LeaderMessage_Append struct {
 	Append *Append `protobuf:"bytes,5,opt,name=append,proto3,oneof"`
 }
 
+type LeaderMessage_Publish struct {
+	// Pub/sub messages, not data: see Publish.
+	Publish *Publish `protobuf:"bytes,6,opt,name=publish,proto3,oneof"`
+}
+
 func (*LeaderMessage_Start) isLeaderMessage_Body() {}
 
 func (*LeaderMessage_Truncate) isLeaderMessage_Body() {}
@@ -808,18 +852,134 @@ func (*LeaderMessage_NeedSnapshot) isLeaderMessage_Body() {}
 
 func (*LeaderMessage_Append) isLeaderMessage_Body() {}
 
+func (*LeaderMessage_Publish) isLeaderMessage_Body() {}
+
+// Publish carries pub/sub messages (PUBLISH), in the order the leader
+// published them. They are not log entries: never stored, not
+// acknowledged, lost when the stream breaks. A follower hands each to its
+// local subscribers once it has applied after_lsn, so a message published
+// after a write reaches a follower's subscribers after that write is
+// readable there.
+type Publish struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Messages      []*PubMessage          `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Publish) Reset() {
+	*x = Publish{}
+	mi := &file_peer_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Publish) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Publish) ProtoMessage() {}
+
+func (x *Publish) ProtoReflect() protoreflect.Message {
+	mi := &file_peer_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Publish.ProtoReflect.Descriptor instead.
+func (*Publish) Descriptor() ([]byte, []int) {
+	return file_peer_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Publish) GetMessages() []*PubMessage {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+type PubMessage struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Channel []byte                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	Message []byte                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// The leader's applied LSN when it published the message (0 in a
+	// follower's Publish: the leader sets it).
+	AfterLsn      uint64 `protobuf:"varint,3,opt,name=after_lsn,json=afterLsn,proto3" json:"after_lsn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PubMessage) Reset() {
+	*x = PubMessage{}
+	mi := &file_peer_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PubMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PubMessage) ProtoMessage() {}
+
+func (x *PubMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_peer_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PubMessage.ProtoReflect.Descriptor instead.
+func (*PubMessage) Descriptor() ([]byte, []int) {
+	return file_peer_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *PubMessage) GetChannel() []byte {
+	if x != nil {
+		return x.Channel
+	}
+	return nil
+}
+
+func (x *PubMessage) GetMessage() []byte {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+func (x *PubMessage) GetAfterLsn() uint64 {
+	if x != nil {
+		return x.AfterLsn
+	}
+	return 0
+}
+
 // Start: the follower's position is consistent with the leader's log;
 // entries follow from from_lsn.
 type Start struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	FromLsn       uint64                 `protobuf:"varint,1,opt,name=from_lsn,json=fromLsn,proto3" json:"from_lsn,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	FromLsn uint64                 `protobuf:"varint,1,opt,name=from_lsn,json=fromLsn,proto3" json:"from_lsn,omitempty"`
+	// The leader takes FollowerMessage.publish on this stream.
+	TakesPublish  bool `protobuf:"varint,2,opt,name=takes_publish,json=takesPublish,proto3" json:"takes_publish,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Start) Reset() {
 	*x = Start{}
-	mi := &file_peer_proto_msgTypes[11]
+	mi := &file_peer_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -831,7 +991,7 @@ func (x *Start) String() string {
 func (*Start) ProtoMessage() {}
 
 func (x *Start) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[11]
+	mi := &file_peer_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -844,7 +1004,7 @@ func (x *Start) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Start.ProtoReflect.Descriptor instead.
 func (*Start) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{11}
+	return file_peer_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Start) GetFromLsn() uint64 {
@@ -852,6 +1012,13 @@ func (x *Start) GetFromLsn() uint64 {
 		return x.FromLsn
 	}
 	return 0
+}
+
+func (x *Start) GetTakesPublish() bool {
+	if x != nil {
+		return x.TakesPublish
+	}
+	return false
 }
 
 // Truncate: the follower's log holds entries the leader does not have. The
@@ -870,7 +1037,7 @@ type Truncate struct {
 
 func (x *Truncate) Reset() {
 	*x = Truncate{}
-	mi := &file_peer_proto_msgTypes[12]
+	mi := &file_peer_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -882,7 +1049,7 @@ func (x *Truncate) String() string {
 func (*Truncate) ProtoMessage() {}
 
 func (x *Truncate) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[12]
+	mi := &file_peer_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -895,7 +1062,7 @@ func (x *Truncate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Truncate.ProtoReflect.Descriptor instead.
 func (*Truncate) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{12}
+	return file_peer_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Truncate) GetAfterLsn() uint64 {
@@ -922,7 +1089,7 @@ type NeedSnapshot struct {
 
 func (x *NeedSnapshot) Reset() {
 	*x = NeedSnapshot{}
-	mi := &file_peer_proto_msgTypes[13]
+	mi := &file_peer_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +1101,7 @@ func (x *NeedSnapshot) String() string {
 func (*NeedSnapshot) ProtoMessage() {}
 
 func (x *NeedSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[13]
+	mi := &file_peer_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +1114,7 @@ func (x *NeedSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NeedSnapshot.ProtoReflect.Descriptor instead.
 func (*NeedSnapshot) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{13}
+	return file_peer_proto_rawDescGZIP(), []int{15}
 }
 
 // Append carries encoded log entries (package logrec, each with its own
@@ -976,7 +1143,7 @@ type Append struct {
 
 func (x *Append) Reset() {
 	*x = Append{}
-	mi := &file_peer_proto_msgTypes[14]
+	mi := &file_peer_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -988,7 +1155,7 @@ func (x *Append) String() string {
 func (*Append) ProtoMessage() {}
 
 func (x *Append) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[14]
+	mi := &file_peer_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1001,7 +1168,7 @@ func (x *Append) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Append.ProtoReflect.Descriptor instead.
 func (*Append) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{14}
+	return file_peer_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Append) GetEntries() [][]byte {
@@ -1060,7 +1227,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_peer_proto_msgTypes[15]
+	mi := &file_peer_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1072,7 +1239,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[15]
+	mi := &file_peer_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1085,7 +1252,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{15}
+	return file_peer_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SnapshotRequest) GetNodeId() string {
@@ -1127,7 +1294,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_peer_proto_msgTypes[16]
+	mi := &file_peer_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1139,7 +1306,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[16]
+	mi := &file_peer_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1152,7 +1319,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{16}
+	return file_peer_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SnapshotChunk) GetEpoch() uint64 {
@@ -1235,7 +1402,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_peer_proto_msgTypes[17]
+	mi := &file_peer_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1247,7 +1414,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[17]
+	mi := &file_peer_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1260,7 +1427,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{17}
+	return file_peer_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SnapshotHeader) GetPosition() *Position {
@@ -1301,7 +1468,7 @@ type SnapshotDone struct {
 
 func (x *SnapshotDone) Reset() {
 	*x = SnapshotDone{}
-	mi := &file_peer_proto_msgTypes[18]
+	mi := &file_peer_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1313,7 +1480,7 @@ func (x *SnapshotDone) String() string {
 func (*SnapshotDone) ProtoMessage() {}
 
 func (x *SnapshotDone) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[18]
+	mi := &file_peer_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1326,7 +1493,7 @@ func (x *SnapshotDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotDone.ProtoReflect.Descriptor instead.
 func (*SnapshotDone) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{18}
+	return file_peer_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SnapshotDone) GetKeys() uint64 {
@@ -1377,35 +1544,46 @@ const file_peer_proto_rawDesc = "" +
 	" \x01(\bR\tanswering\"2\n" +
 	"\bPosition\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x10\n" +
-	"\x03lsn\x18\x02 \x01(\x04R\x03lsn\"\x96\x01\n" +
+	"\x03lsn\x18\x02 \x01(\x04R\x03lsn\"\xcb\x01\n" +
 	"\x0fFollowerMessage\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12-\n" +
 	"\x05hello\x18\x02 \x01(\v2\x15.tandem.peer.v1.HelloH\x00R\x05hello\x126\n" +
-	"\bprogress\x18\x03 \x01(\v2\x18.tandem.peer.v1.ProgressH\x00R\bprogressB\x06\n" +
-	"\x04body\"\xad\x01\n" +
+	"\bprogress\x18\x03 \x01(\v2\x18.tandem.peer.v1.ProgressH\x00R\bprogress\x123\n" +
+	"\apublish\x18\x04 \x01(\v2\x17.tandem.peer.v1.PublishH\x00R\apublishB\x06\n" +
+	"\x04body\"\xd2\x01\n" +
 	"\x05Hello\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x122\n" +
 	"\adurable\x18\x02 \x01(\v2\x18.tandem.peer.v1.PositionR\adurable\x12\x1b\n" +
 	"\tresp_addr\x18\x03 \x01(\tR\brespAddr\x12\x1b\n" +
 	"\thttp_addr\x18\x04 \x01(\tR\bhttpAddr\x12\x1d\n" +
 	"\n" +
-	"log_format\x18\x05 \x01(\rR\tlogFormat\"m\n" +
+	"log_format\x18\x05 \x01(\rR\tlogFormat\x12#\n" +
+	"\rtakes_publish\x18\x06 \x01(\bR\ftakesPublish\"m\n" +
 	"\bProgress\x12\x1f\n" +
 	"\vdurable_lsn\x18\x01 \x01(\x04R\n" +
 	"durableLsn\x12\x1f\n" +
 	"\vapplied_lsn\x18\x02 \x01(\x04R\n" +
 	"appliedLsn\x12\x1f\n" +
 	"\vlease_stamp\x18\x03 \x01(\x03R\n" +
-	"leaseStamp\"\x8b\x02\n" +
+	"leaseStamp\"\xc0\x02\n" +
 	"\rLeaderMessage\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12-\n" +
 	"\x05start\x18\x02 \x01(\v2\x15.tandem.peer.v1.StartH\x00R\x05start\x126\n" +
 	"\btruncate\x18\x03 \x01(\v2\x18.tandem.peer.v1.TruncateH\x00R\btruncate\x12C\n" +
 	"\rneed_snapshot\x18\x04 \x01(\v2\x1c.tandem.peer.v1.NeedSnapshotH\x00R\fneedSnapshot\x120\n" +
-	"\x06append\x18\x05 \x01(\v2\x16.tandem.peer.v1.AppendH\x00R\x06appendB\x06\n" +
-	"\x04body\"\"\n" +
+	"\x06append\x18\x05 \x01(\v2\x16.tandem.peer.v1.AppendH\x00R\x06append\x123\n" +
+	"\apublish\x18\x06 \x01(\v2\x17.tandem.peer.v1.PublishH\x00R\apublishB\x06\n" +
+	"\x04body\"A\n" +
+	"\aPublish\x126\n" +
+	"\bmessages\x18\x01 \x03(\v2\x1a.tandem.peer.v1.PubMessageR\bmessages\"]\n" +
+	"\n" +
+	"PubMessage\x12\x18\n" +
+	"\achannel\x18\x01 \x01(\fR\achannel\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\fR\amessage\x12\x1b\n" +
+	"\tafter_lsn\x18\x03 \x01(\x04R\bafterLsn\"G\n" +
 	"\x05Start\x12\x19\n" +
-	"\bfrom_lsn\x18\x01 \x01(\x04R\afromLsn\"H\n" +
+	"\bfrom_lsn\x18\x01 \x01(\x04R\afromLsn\x12#\n" +
+	"\rtakes_publish\x18\x02 \x01(\bR\ftakesPublish\"H\n" +
 	"\bTruncate\x12\x1b\n" +
 	"\tafter_lsn\x18\x01 \x01(\x04R\bafterLsn\x12\x1f\n" +
 	"\vafter_epoch\x18\x02 \x01(\x04R\n" +
@@ -1460,7 +1638,7 @@ func file_peer_proto_rawDescGZIP() []byte {
 	return file_peer_proto_rawDescData
 }
 
-var file_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_peer_proto_goTypes = []any{
 	(*ReadIndexRequest)(nil),  // 0: tandem.peer.v1.ReadIndexRequest
 	(*ReadIndexReply)(nil),    // 1: tandem.peer.v1.ReadIndexReply
@@ -1473,14 +1651,16 @@ var file_peer_proto_goTypes = []any{
 	(*Hello)(nil),             // 8: tandem.peer.v1.Hello
 	(*Progress)(nil),          // 9: tandem.peer.v1.Progress
 	(*LeaderMessage)(nil),     // 10: tandem.peer.v1.LeaderMessage
-	(*Start)(nil),             // 11: tandem.peer.v1.Start
-	(*Truncate)(nil),          // 12: tandem.peer.v1.Truncate
-	(*NeedSnapshot)(nil),      // 13: tandem.peer.v1.NeedSnapshot
-	(*Append)(nil),            // 14: tandem.peer.v1.Append
-	(*SnapshotRequest)(nil),   // 15: tandem.peer.v1.SnapshotRequest
-	(*SnapshotChunk)(nil),     // 16: tandem.peer.v1.SnapshotChunk
-	(*SnapshotHeader)(nil),    // 17: tandem.peer.v1.SnapshotHeader
-	(*SnapshotDone)(nil),      // 18: tandem.peer.v1.SnapshotDone
+	(*Publish)(nil),           // 11: tandem.peer.v1.Publish
+	(*PubMessage)(nil),        // 12: tandem.peer.v1.PubMessage
+	(*Start)(nil),             // 13: tandem.peer.v1.Start
+	(*Truncate)(nil),          // 14: tandem.peer.v1.Truncate
+	(*NeedSnapshot)(nil),      // 15: tandem.peer.v1.NeedSnapshot
+	(*Append)(nil),            // 16: tandem.peer.v1.Append
+	(*SnapshotRequest)(nil),   // 17: tandem.peer.v1.SnapshotRequest
+	(*SnapshotChunk)(nil),     // 18: tandem.peer.v1.SnapshotChunk
+	(*SnapshotHeader)(nil),    // 19: tandem.peer.v1.SnapshotHeader
+	(*SnapshotDone)(nil),      // 20: tandem.peer.v1.SnapshotDone
 }
 var file_peer_proto_depIdxs = []int32{
 	6,  // 0: tandem.peer.v1.ReadIndexReply.commit:type_name -> tandem.peer.v1.Position
@@ -1489,30 +1669,33 @@ var file_peer_proto_depIdxs = []int32{
 	6,  // 3: tandem.peer.v1.HeartbeatReply.durable:type_name -> tandem.peer.v1.Position
 	8,  // 4: tandem.peer.v1.FollowerMessage.hello:type_name -> tandem.peer.v1.Hello
 	9,  // 5: tandem.peer.v1.FollowerMessage.progress:type_name -> tandem.peer.v1.Progress
-	6,  // 6: tandem.peer.v1.Hello.durable:type_name -> tandem.peer.v1.Position
-	11, // 7: tandem.peer.v1.LeaderMessage.start:type_name -> tandem.peer.v1.Start
-	12, // 8: tandem.peer.v1.LeaderMessage.truncate:type_name -> tandem.peer.v1.Truncate
-	13, // 9: tandem.peer.v1.LeaderMessage.need_snapshot:type_name -> tandem.peer.v1.NeedSnapshot
-	14, // 10: tandem.peer.v1.LeaderMessage.append:type_name -> tandem.peer.v1.Append
-	17, // 11: tandem.peer.v1.SnapshotChunk.header:type_name -> tandem.peer.v1.SnapshotHeader
-	18, // 12: tandem.peer.v1.SnapshotChunk.done:type_name -> tandem.peer.v1.SnapshotDone
-	6,  // 13: tandem.peer.v1.SnapshotHeader.position:type_name -> tandem.peer.v1.Position
-	6,  // 14: tandem.peer.v1.SnapshotHeader.epoch_starts:type_name -> tandem.peer.v1.Position
-	7,  // 15: tandem.peer.v1.Peer.Replicate:input_type -> tandem.peer.v1.FollowerMessage
-	15, // 16: tandem.peer.v1.Peer.Snapshot:input_type -> tandem.peer.v1.SnapshotRequest
-	4,  // 17: tandem.peer.v1.Peer.Heartbeat:input_type -> tandem.peer.v1.HeartbeatRequest
-	2,  // 18: tandem.peer.v1.Peer.StopWrites:input_type -> tandem.peer.v1.StopWritesRequest
-	0,  // 19: tandem.peer.v1.Peer.ReadIndex:input_type -> tandem.peer.v1.ReadIndexRequest
-	10, // 20: tandem.peer.v1.Peer.Replicate:output_type -> tandem.peer.v1.LeaderMessage
-	16, // 21: tandem.peer.v1.Peer.Snapshot:output_type -> tandem.peer.v1.SnapshotChunk
-	5,  // 22: tandem.peer.v1.Peer.Heartbeat:output_type -> tandem.peer.v1.HeartbeatReply
-	3,  // 23: tandem.peer.v1.Peer.StopWrites:output_type -> tandem.peer.v1.StopWritesReply
-	1,  // 24: tandem.peer.v1.Peer.ReadIndex:output_type -> tandem.peer.v1.ReadIndexReply
-	20, // [20:25] is the sub-list for method output_type
-	15, // [15:20] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	11, // 6: tandem.peer.v1.FollowerMessage.publish:type_name -> tandem.peer.v1.Publish
+	6,  // 7: tandem.peer.v1.Hello.durable:type_name -> tandem.peer.v1.Position
+	13, // 8: tandem.peer.v1.LeaderMessage.start:type_name -> tandem.peer.v1.Start
+	14, // 9: tandem.peer.v1.LeaderMessage.truncate:type_name -> tandem.peer.v1.Truncate
+	15, // 10: tandem.peer.v1.LeaderMessage.need_snapshot:type_name -> tandem.peer.v1.NeedSnapshot
+	16, // 11: tandem.peer.v1.LeaderMessage.append:type_name -> tandem.peer.v1.Append
+	11, // 12: tandem.peer.v1.LeaderMessage.publish:type_name -> tandem.peer.v1.Publish
+	12, // 13: tandem.peer.v1.Publish.messages:type_name -> tandem.peer.v1.PubMessage
+	19, // 14: tandem.peer.v1.SnapshotChunk.header:type_name -> tandem.peer.v1.SnapshotHeader
+	20, // 15: tandem.peer.v1.SnapshotChunk.done:type_name -> tandem.peer.v1.SnapshotDone
+	6,  // 16: tandem.peer.v1.SnapshotHeader.position:type_name -> tandem.peer.v1.Position
+	6,  // 17: tandem.peer.v1.SnapshotHeader.epoch_starts:type_name -> tandem.peer.v1.Position
+	7,  // 18: tandem.peer.v1.Peer.Replicate:input_type -> tandem.peer.v1.FollowerMessage
+	17, // 19: tandem.peer.v1.Peer.Snapshot:input_type -> tandem.peer.v1.SnapshotRequest
+	4,  // 20: tandem.peer.v1.Peer.Heartbeat:input_type -> tandem.peer.v1.HeartbeatRequest
+	2,  // 21: tandem.peer.v1.Peer.StopWrites:input_type -> tandem.peer.v1.StopWritesRequest
+	0,  // 22: tandem.peer.v1.Peer.ReadIndex:input_type -> tandem.peer.v1.ReadIndexRequest
+	10, // 23: tandem.peer.v1.Peer.Replicate:output_type -> tandem.peer.v1.LeaderMessage
+	18, // 24: tandem.peer.v1.Peer.Snapshot:output_type -> tandem.peer.v1.SnapshotChunk
+	5,  // 25: tandem.peer.v1.Peer.Heartbeat:output_type -> tandem.peer.v1.HeartbeatReply
+	3,  // 26: tandem.peer.v1.Peer.StopWrites:output_type -> tandem.peer.v1.StopWritesReply
+	1,  // 27: tandem.peer.v1.Peer.ReadIndex:output_type -> tandem.peer.v1.ReadIndexReply
+	23, // [23:28] is the sub-list for method output_type
+	18, // [18:23] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_peer_proto_init() }
@@ -1523,14 +1706,16 @@ func file_peer_proto_init() {
 	file_peer_proto_msgTypes[7].OneofWrappers = []any{
 		(*FollowerMessage_Hello)(nil),
 		(*FollowerMessage_Progress)(nil),
+		(*FollowerMessage_Publish)(nil),
 	}
 	file_peer_proto_msgTypes[10].OneofWrappers = []any{
 		(*LeaderMessage_Start)(nil),
 		(*LeaderMessage_Truncate)(nil),
 		(*LeaderMessage_NeedSnapshot)(nil),
 		(*LeaderMessage_Append)(nil),
+		(*LeaderMessage_Publish)(nil),
 	}
-	file_peer_proto_msgTypes[16].OneofWrappers = []any{
+	file_peer_proto_msgTypes[18].OneofWrappers = []any{
 		(*SnapshotChunk_Header)(nil),
 		(*SnapshotChunk_Data)(nil),
 		(*SnapshotChunk_Done)(nil),
@@ -1541,7 +1726,7 @@ func file_peer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_peer_proto_rawDesc), len(file_peer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

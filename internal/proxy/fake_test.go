@@ -100,6 +100,13 @@ func (f *fakeNode) serve(c redcon.Conn, sess *resp.Session, args [][]byte) bool 
 		return false
 	}
 	switch name {
+	case "subscribe": // the confirmation only: the proxy's pinning is under test
+		for i, ch := range args[1:] {
+			c.WriteArray(3)
+			c.WriteBulkString("subscribe")
+			c.WriteBulk(ch)
+			c.WriteInt(i + 1)
+		}
 	case "tandem.readpolicy":
 		if len(args) == 1 {
 			c.WriteBulkString(s.policy)

@@ -7,7 +7,7 @@
 // # What it promises
 //
 //   - Writes, and every command that is not a plain read (a command the
-//     commands table flags read only, SCAN, HSCAN and ZSCAN excepted, whose
+//     commands table flags read only, SCAN, HSCAN, SSCAN and ZSCAN excepted, whose
 //     cursor is a node's), go to the leader the topology in etcd names. While there is
 //     none (a failover), a write waits up to Config.WriteWait for one
 //     instead of failing; a node's READONLY or MASTERDOWN (the write did
@@ -36,10 +36,12 @@
 //     and a client's pipeline is sent ahead and answered in order.
 //   - MULTI/EXEC and WATCH work: WATCH or MULTI pins the session to a
 //     connection of its own to the leader until EXEC, DISCARD or UNWATCH
-//     (tx.go). Other commands that hold connection state on the node
-//     (SUBSCRIBE, blocking pops, WAIT, TANDEM.DURABILITY...) are refused
-//     with a clear error naming the leader's address (connect there
-//     directly), never run on a shared connection.
+//     (tx.go). SUBSCRIBE and PSUBSCRIBE pin the client's connection to a
+//     node connection of its own for the rest of its life (subscribe.go).
+//     Other commands that hold connection state on the node (blocking
+//     pops, WAIT, TANDEM.DURABILITY, SSUBSCRIBE...) are refused with a
+//     clear error naming the leader's address (connect there directly),
+//     never run on a shared connection.
 //   - Losing etcd does not stop it: it serves on the last topology it
 //     knew, and INFO and the log say so.
 //   - INFO's "# Proxy" section and /metrics (Prometheus) show the reads
@@ -309,8 +311,7 @@ func (p *Proxy) snapshot() (leader *node, followers []*node, changed <-chan stru
 // durability floor) that would leak to, or stall, every other session on
 // it. Refused with an error naming the leader, to be used directly.
 var stateful = map[string]bool{
-	"subscribe": true, "psubscribe": true, "ssubscribe": true, "unsubscribe": true,
-	"punsubscribe": true, "sunsubscribe": true, "monitor": true, "sync": true, "psync": true,
+	"ssubscribe": true, "sunsubscribe": true, "monitor": true, "sync": true, "psync": true,
 	"blpop": true, "brpop": true, "brpoplpush": true, "blmove": true, "blmpop": true,
 	"bzpopmin": true, "bzpopmax": true, "bzmpop": true, "xread": true, "xreadgroup": true,
 	"wait": true, "waitaof": true, "tandem.durability": true,
@@ -341,7 +342,7 @@ var local = map[string]bool{"tandem.readpolicy": true, "tandem.token": true, "ta
 
 // nodeCursor are the reads whose cursor is a node's (its CursorTable):
 // the next page must come from the same node, so they go to the leader.
-var nodeCursor = map[string]bool{"scan": true, "hscan": true, "zscan": true}
+var nodeCursor = map[string]bool{"scan": true, "hscan": true, "sscan": true, "zscan": true}
 
 // isRead: a plain read, which may go to a follower.
 func isRead(args [][]byte) bool {
@@ -350,10 +351,17 @@ func isRead(args [][]byte) bool {
 }
 
 func (p *Proxy) serve(c redcon.Conn, sess *resp.Session, args [][]byte) {
-	if lookupName(transactional, args[0]) {
+	switch {
+	case lookupName(transactional, args[0]):
 		if !txNotPinned(c, args) {
 			p.txStart(c, sess, args)
 		}
+		return
+	case lookupName(pinning, args[0]):
+		p.pin(c, sess, args) // subscribe.go
+		return
+	case lookupName(unsubscribing, args[0]):
+		cmdUnsubscribe(c, args)
 		return
 	}
 	if lookupName(stateful, args[0]) {
@@ -380,7 +388,8 @@ func (p *Proxy) serve(c redcon.Conn, sess *resp.Session, args [][]byte) {
 // the owed replies instead.
 func (p *Proxy) startOp(sess *resp.Session, args [][]byte) bool {
 	s := sess.Local.(*session)
-	if s.pin != nil || lookupName(transactional, args[0]) || lookupName(stateful, args[0]) || lookupName(local, args[0]) {
+	if s.pin != nil || lookupName(transactional, args[0]) || lookupName(stateful, args[0]) || lookupName(local, args[0]) ||
+		lookupName(pinning, args[0]) || lookupName(unsubscribing, args[0]) {
 		return false
 	}
 	for _, o := range s.owed {

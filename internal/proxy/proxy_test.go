@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http/httptest"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -292,7 +294,7 @@ func TestStatefulRefused(t *testing.T) {
 	l, _, _, v := threeFakes(t, false)
 	_, addr := startProxy(t, Config{}, v)
 	c := client(t, addr)
-	for _, cmd := range [][]any{{"BLPOP", "q", "0"}, {"SUBSCRIBE", "ch"}, {"TANDEM.DURABILITY", "REPLICAS", "1"}} {
+	for _, cmd := range [][]any{{"BLPOP", "q", "0"}, {"SSUBSCRIBE", "ch"}, {"TANDEM.DURABILITY", "REPLICAS", "1"}} {
 		err := c.Do(context.Background(), cmd...).Err()
 		if err == nil || !strings.Contains(err.Error(), "tandem proxy: "+cmd[0].(string)+" holds state on its connection") || !strings.Contains(err.Error(), l.addr) {
 			t.Errorf("%v: %v", cmd, err)
@@ -421,15 +423,16 @@ func TestNoPositionsFallsBackToLeader(t *testing.T) {
 	}
 }
 
-// TestIsRead: plain reads (strings and hashes) may go to a follower;
-// writes and the reads whose cursor lives on one node (SCAN, HSCAN) go to
-// the leader.
+// TestIsRead: plain reads (strings, hashes, sets) may go to a follower;
+// writes and the reads whose cursor lives on one node (SCAN, HSCAN,
+// SSCAN) go to the leader.
 func TestIsRead(t *testing.T) {
 	for cmd, want := range map[string]bool{
 		"GET": true, "hget": true, "HGETALL": true, "HRANDFIELD": true, "DBSIZE": true,
 		"SET": false, "HSET": false, "HDEL": false, "FLUSHALL": false,
 		"SCAN": false, "HSCAN": false, "nosuchcommand": false,
 		"ZRANGE": true, "ZSCORE": true, "ZADD": false, "ZRANGESTORE": false, "ZSCAN": false,
+		"SMEMBERS": true, "SRANDMEMBER": true, "SINTERCARD": true, "SADD": false, "SPOP": false, "SSCAN": false,
 	} {
 		if got := isRead([][]byte{[]byte(cmd)}); got != want {
 			t.Errorf("isRead(%s) = %v, want %v", cmd, got, want)
@@ -535,4 +538,72 @@ func TestZoneRouting(t *testing.T) {
 	if want := `"zone":"b","policy":"any","leader":"n1","reads":53,"reads_cross_zone":9`; !strings.Contains(rec.Body.String(), want) {
 		t.Errorf("/status = %s, want it to contain %s", rec.Body.String(), want)
 	}
+}
+
+// TestSubscribePinsToANode: SUBSCRIBE pins the client's connection to a
+// connection of its own to a follower, whose every reply the client then
+// gets; other clients keep the shared connections; closing the client
+// ends the pin. UNSUBSCRIBE on a connection that never subscribed is
+// answered by the proxy.
+func TestSubscribePinsToANode(t *testing.T) {
+	l, f1, f2, v := threeFakes(t, false)
+	_, addr := startProxy(t, Config{Policy: Policy{Kind: resp.PolicyAny}}, v)
+	c := client(t, addr)
+	ctx := context.Background()
+	if got, err := c.Do(ctx, "UNSUBSCRIBE", "a").Slice(); err != nil || fmt.Sprint(got) != "[unsubscribe a 0]" {
+		t.Fatalf("UNSUBSCRIBE before subscribing: %v, %v", got, err)
+	}
+
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rd := bufio.NewReader(conn)
+	// Pipelined: a write, then the SUBSCRIBE, then a command after it.
+	if _, err := conn.Write([]byte("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n*2\r\n$9\r\nSUBSCRIBE\r\n$2\r\nch\r\n*2\r\n$3\r\nGET\r\n$6\r\npinned\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"+OK", "*3", "$9", "subscribe", "$2", "ch", ":1", "$-1"}
+	for _, w := range want {
+		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		line, err := rd.ReadString('\n')
+		if err != nil || strings.TrimSuffix(line, "\r\n") != w {
+			t.Fatalf("got %q, %v; want %q", line, err, w)
+		}
+	}
+	var pinned *fakeNode
+	for _, f := range []*fakeNode{f1, f2} {
+		if slices.Contains(f.received(), "SUBSCRIBE ch") {
+			pinned = f
+		}
+	}
+	if pinned == nil || !slices.Contains(pinned.received(), "GET pinned") || slices.Contains(l.received(), "SUBSCRIBE ch") {
+		t.Fatalf("SUBSCRIBE and the GET after it did not go to one follower: leader %q, f1 %q, f2 %q", l.received(), f1.received(), f2.received())
+	}
+	if got := pinnedConns(t, c); got != 1 {
+		t.Errorf("pinned connections %d, want 1", got)
+	}
+	conn.Close()
+	testutil.Eventually(t, "the pin to end", 5*time.Second, func() (bool, string) {
+		n := pinnedConns(t, c)
+		return n == 0, fmt.Sprint(n)
+	})
+}
+
+// pinnedConns reads INFO proxy's pubsub_pinned_connections.
+func pinnedConns(t *testing.T, c *redis.Client) int {
+	t.Helper()
+	s, err := c.Info(context.Background(), "proxy").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(s, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "pubsub_pinned_connections:"); ok {
+			n, _ := strconv.Atoi(v)
+			return n
+		}
+	}
+	t.Fatalf("no pubsub_pinned_connections in %q", s)
+	return 0
 }

@@ -31,6 +31,7 @@ type stats struct {
 	writesUncertain atomic.Uint64 // writes answered UNCERTAIN
 	inflightFailed  atomic.Uint64 // requests in flight on a connection that failed
 	markedDown      atomic.Uint64 // times a node was marked down
+	pinned          atomic.Uint64 // client connections pinned to a node for pub/sub now
 
 	mu        sync.Mutex
 	byPolicy  map[string]uint64 // reads served, by policy
@@ -132,6 +133,7 @@ func (p *Proxy) infoProxy() string {
 		snap.crossZone, p.stats.readsElsewhere.Load(), p.stats.readsRetried.Load(), p.stats.readsWaited.Load())
 	fmt.Fprintf(&b, "writes_waited_for_leader:%d\r\nwrites_no_leader:%d\r\nwrites_uncertain:%d\r\nrequests_failed_in_flight:%d\r\nnodes_marked_down:%d\r\n",
 		p.stats.writesWaited.Load(), p.stats.writesNoLeader.Load(), p.stats.writesUncertain.Load(), p.stats.inflightFailed.Load(), p.stats.markedDown.Load())
+	fmt.Fprintf(&b, "pubsub_pinned_connections:%d\r\n", p.stats.pinned.Load())
 	return b.String()
 }
 

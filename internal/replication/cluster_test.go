@@ -175,6 +175,8 @@ type testFollower struct {
 	f      *Follower
 	cancel context.CancelFunc
 	done   chan error
+	// tweak, if set, adjusts the follower's configuration at each start.
+	tweak func(*FollowerConfig)
 }
 
 func newFollowerNode(t *testing.T, id string, fs *vfs.MemFS, d Dialer) *testFollower {
@@ -193,10 +195,14 @@ func (n *testFollower) start(t *testing.T, d Dialer) {
 		d = tn.from(n.id)
 	}
 	n.db = openDB(t, n.fs)
-	n.f = NewFollower(FollowerConfig{
+	cfg := FollowerConfig{
 		DB: n.db, NodeID: n.id, Dial: d, Logger: testLogger(t, n.id),
 		Retry: 5 * time.Millisecond, DataDir: t.TempDir(),
-	})
+	}
+	if n.tweak != nil {
+		n.tweak(&cfg)
+	}
+	n.f = NewFollower(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel, n.done = cancel, make(chan error, 1)
 	go func() { n.done <- n.f.Run(ctx) }()

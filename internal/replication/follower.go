@@ -44,6 +44,9 @@ type FollowerConfig struct {
 	Buggify Buggify
 	// Now is the follower's clock (only for status).
 	Now func() time.Time
+	// Deliver hands a pub/sub message from the leader to this node's
+	// subscribers (pubsub.go); nil: the follower takes none.
+	Deliver func(channel, message []byte)
 }
 
 // FollowerStatus is what status and INFO show about a follower.
@@ -83,6 +86,8 @@ type Follower struct {
 	skipped    map[string]bool
 	// reads is what the read policies wait on (reads.go).
 	reads followerReads
+	// pub is pub/sub's part (pubsub.go).
+	pub followerPub
 }
 
 // NewFollower returns a follower of the leader that cfg.Dial reaches.
@@ -99,6 +104,7 @@ func NewFollower(cfg FollowerConfig) *Follower {
 	}
 	f := &Follower{cfg: cfg, log: log.With("role", "follower")}
 	f.reads.changed = make(chan struct{})
+	f.pub.fwd = make(chan *peerpb.PubMessage, 1024)
 	f.status.State = StateCatchingUp
 	if cfg.DB.Seeding() {
 		f.status.State = StateSeeding
@@ -205,11 +211,12 @@ func (f *Follower) session(ctx context.Context) error {
 	defer stream.CloseSend()
 	durable := db.Durable()
 	err = stream.Send(&peerpb.FollowerMessage{Epoch: db.Epoch(), Body: &peerpb.FollowerMessage_Hello{Hello: &peerpb.Hello{
-		NodeId:    f.cfg.NodeID,
-		Durable:   &peerpb.Position{Epoch: durable.Epoch, Lsn: durable.LSN},
-		RespAddr:  f.cfg.RESPAddr,
-		HttpAddr:  f.cfg.HTTPAddr,
-		LogFormat: uint32(logrec.MaxFormat),
+		NodeId:       f.cfg.NodeID,
+		Durable:      &peerpb.Position{Epoch: durable.Epoch, Lsn: durable.LSN},
+		RespAddr:     f.cfg.RESPAddr,
+		HttpAddr:     f.cfg.HTTPAddr,
+		LogFormat:    uint32(logrec.MaxFormat),
+		TakesPublish: f.cfg.Deliver != nil,
 	}}})
 	if err != nil {
 		return fmt.Errorf("replication: send hello: %w", err)
@@ -236,10 +243,10 @@ func (f *Follower) session(ctx context.Context) error {
 	default:
 		return fmt.Errorf("replication: unexpected handshake message %T", m.Body)
 	}
-	return f.stream(ctx, stream, m.Epoch)
+	return f.stream(ctx, stream, m.Epoch, m.GetStart().GetTakesPublish())
 }
 
-func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint64) error {
+func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint64, takesPub bool) error {
 	db := f.cfg.DB
 	core := &followerCore{epoch: epoch, durable: db.Durable(), applied: db.Applied()}
 	if core.applied < core.durable.LSN {
@@ -261,6 +268,16 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 	f.log.Info("streaming from leader", "epoch", epoch, "durable_lsn", core.durable.LSN, "applied_lsn", core.applied)
 	in := receive(ctx, stream, func() { f.lastRecv.Store(f.cfg.Now().UnixNano()) })
 	defer f.reads.clearFresh()
+	// Messages published while no stream runs are lost (pubsub.go).
+	f.pub.fwdOK.Store(takesPub)
+	defer func() {
+		f.pub.fwdOK.Store(false)
+		f.pub.held, f.pub.heldBytes = nil, 0
+		for len(f.pub.fwd) > 0 { // not sent: lost with the stream
+			<-f.pub.fwd
+			f.pub.dropped.Add(1)
+		}
+	}()
 	var held *received
 	for {
 		var r received
@@ -269,6 +286,11 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 		} else {
 			select {
 			case r = <-in:
+			case m := <-f.pub.fwd:
+				if err := stream.Send(&peerpb.FollowerMessage{Epoch: core.epoch, Body: &peerpb.FollowerMessage_Publish{Publish: &peerpb.Publish{Messages: []*peerpb.PubMessage{m}}}}); err != nil {
+					return fmt.Errorf("replication: send publish: %w", err)
+				}
+				continue
 			case <-ctx.Done():
 				return ctx.Err()
 			}
@@ -297,9 +319,12 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 			// committed by then is here (reads.go, bounded staleness) —
 			// if it was the leader then, under a lease.
 			f.reads.stepped(a.CommitLsn, core.applied, r.at, !a.LeaseLapsed)
+			f.releasePublished(core.applied)
 			if err := stream.Send(core.Progress()); err != nil {
 				return fmt.Errorf("replication: send progress: %w", err)
 			}
+		case *peerpb.LeaderMessage_Publish:
+			f.receivedPublish(b.Publish, core.applied)
 		case *peerpb.LeaderMessage_NeedSnapshot:
 			return f.seed(ctx)
 		case *peerpb.LeaderMessage_Truncate:

@@ -13,6 +13,7 @@ import (
 	"github.com/tandemdb/tandem/internal/commands"
 	"github.com/tandemdb/tandem/internal/commit"
 	"github.com/tandemdb/tandem/internal/logrec"
+	"github.com/tandemdb/tandem/internal/peerpb"
 	"github.com/tandemdb/tandem/internal/storage"
 )
 
@@ -65,6 +66,10 @@ type LeaderConfig struct {
 	// Lease, if not nil, gates every acknowledgement and read: the leader
 	// answers only while it is valid (see Lease). nil: a static topology.
 	Lease *Lease
+	// DeliverLocal hands a published message to this node's subscribers
+	// and returns how many it reached (see Publish, pubsub.go); nil: the
+	// node has none.
+	DeliverLocal func(channel, message []byte) int
 	// Buggify enables deliberate faults for harness tests; never in production.
 	Buggify Buggify
 }
@@ -116,6 +121,9 @@ type Buggify struct {
 	// rest, each committed before the next: a crash between them leaves
 	// half of it, and a reader can see half of it.
 	TxSplit bool
+	// FollowerPubReorder makes a follower deliver pub/sub messages in
+	// swapped pairs, out of the leader's order (pubsub.go).
+	FollowerPubReorder bool
 }
 
 // FollowerProgress is what the leader knows about one follower.
@@ -175,6 +183,11 @@ type Leader struct {
 	// appendTimer calls the core's AppendDue at a held Append's AppendAt.
 	appendTimer *time.Timer
 
+	// pubMu makes Publish the cluster's one ordering point for pub/sub
+	// messages (pubsub.go); taken before mu.
+	pubMu      sync.Mutex
+	pubDropped atomic.Uint64
+
 	// persistEpoch durably records a higher epoch (DB.ObserveEpoch; tests
 	// make it fail).
 	persistEpoch func(uint64) error
@@ -208,6 +221,11 @@ type streamOut struct {
 	wake            chan struct{} // capacity 1
 	closed          chan struct{} // closed to end the stream (follower removed)
 	closeOnce       sync.Once
+	// Pub/sub messages for the stream (pubsub.go), under Leader.mu.
+	takesPub bool
+	pub      []*peerpb.PubMessage
+	pubBytes int
+	pubWake  chan struct{} // capacity 1
 }
 
 func signal(ch chan struct{}) {

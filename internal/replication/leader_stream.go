@@ -116,6 +116,9 @@ func (in *streamIn) run(ctx context.Context, l *Leader, stream LeaderStream) {
 		if p := m.GetProgress(); p != nil {
 			l.progress(id, in.session, p)
 		}
+		for _, pm := range m.GetPublish().GetMessages() {
+			l.Publish(pm.Channel, pm.Message) // a PUBLISH the follower took
+		}
 	}
 }
 
@@ -166,7 +169,7 @@ func (l *Leader) answer(stream LeaderStream, d Decision) (streaming bool, err er
 	case ActSnapshot:
 		return false, l.sendNeedSnapshot(stream)
 	}
-	if err := stream.Send(&peerpb.LeaderMessage{Epoch: l.epoch, Body: &peerpb.LeaderMessage_Start{Start: &peerpb.Start{FromLsn: d.LSN}}}); err != nil {
+	if err := stream.Send(&peerpb.LeaderMessage{Epoch: l.epoch, Body: &peerpb.LeaderMessage_Start{Start: &peerpb.Start{FromLsn: d.LSN, TakesPublish: true}}}); err != nil {
 		return false, err
 	}
 	return true, nil
@@ -175,7 +178,7 @@ func (l *Leader) answer(stream LeaderStream, d Decision) (streaming bool, err er
 // join records the follower in the core's table, durable through
 // durable, and opens the stream's mailbox; it returns the session.
 func (l *Leader) join(h *peerpb.Hello, durable uint64) (uint64, *streamOut) {
-	out := &streamOut{wake: make(chan struct{}, 1), closed: make(chan struct{})}
+	out := &streamOut{wake: make(chan struct{}, 1), closed: make(chan struct{}), pubWake: make(chan struct{}, 1), takesPub: h.TakesPublish}
 	info := FollowerInfo{NodeID: h.NodeId, RESPAddr: h.RespAddr, HTTPAddr: h.HttpAddr}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -202,6 +205,11 @@ func (l *Leader) sendLoop(ctx context.Context, stream LeaderStream, in *streamIn
 	for {
 		select {
 		case <-out.wake:
+		case <-out.pubWake:
+			if err := l.sendPublished(stream, out); err != nil {
+				return err
+			}
+			continue
 		case <-out.closed:
 			log.Info("follower removed; closing its stream")
 			return fmt.Errorf("replication: follower %s removed", id)

@@ -46,6 +46,12 @@ func init() {
 		{"discard", 1, cmdDiscard},
 		{"watch", -2, cmdWatch},
 		{"unwatch", 1, cmdUnwatch},
+		{"subscribe", -2, cmdSubscribe},
+		{"psubscribe", -2, cmdSubscribe},
+		{"unsubscribe", -1, cmdUnsubscribe},
+		{"punsubscribe", -1, cmdUnsubscribe},
+		{"publish", 3, cmdPublish},
+		{"pubsub", -2, cmdPubSub},
 	}
 	serverCmds = make(map[string]*serverCmd, len(list))
 	for _, sc := range list {
@@ -180,20 +186,24 @@ type configParam struct{ name, value string }
 
 func (n *node) configParams() []configParam {
 	entries, value := commands.HashEncodingLimits()
-	zEntries, zValue := commands.ZSetEncodingLimits()
 	listSize, listDepth := commands.ListConfig()
+	setInts, setEntries, setValue := commands.SetEncodingLimits()
+	zEntries, zValue := commands.ZSetEncodingLimits()
 	return []configParam{
-		{"list-max-listpack-size", strconv.FormatInt(listSize, 10)},
-		{"list-max-ziplist-size", strconv.FormatInt(listSize, 10)},
-		{"list-compress-depth", strconv.FormatInt(listDepth, 10)},
-		{"hash-max-listpack-entries", strconv.FormatInt(entries, 10)},
-		{"hash-max-listpack-value", strconv.FormatInt(value, 10)},
-		{"hash-max-ziplist-entries", strconv.FormatInt(entries, 10)},
-		{"hash-max-ziplist-value", strconv.FormatInt(value, 10)},
 		{"zset-max-listpack-entries", strconv.FormatInt(zEntries, 10)},
 		{"zset-max-listpack-value", strconv.FormatInt(zValue, 10)},
 		{"zset-max-ziplist-entries", strconv.FormatInt(zEntries, 10)},
 		{"zset-max-ziplist-value", strconv.FormatInt(zValue, 10)},
+		{"list-max-listpack-size", strconv.FormatInt(listSize, 10)},
+		{"list-max-ziplist-size", strconv.FormatInt(listSize, 10)},
+		{"list-compress-depth", strconv.FormatInt(listDepth, 10)},
+		{"set-max-intset-entries", strconv.FormatInt(setInts, 10)},
+		{"set-max-listpack-entries", strconv.FormatInt(setEntries, 10)},
+		{"set-max-listpack-value", strconv.FormatInt(setValue, 10)},
+		{"hash-max-listpack-entries", strconv.FormatInt(entries, 10)},
+		{"hash-max-listpack-value", strconv.FormatInt(value, 10)},
+		{"hash-max-ziplist-entries", strconv.FormatInt(entries, 10)},
+		{"hash-max-ziplist-value", strconv.FormatInt(value, 10)},
 		{"save", ""},
 		{"appendonly", "no"},
 		{"databases", "1"},
@@ -226,31 +236,25 @@ func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 			c.WriteError(errArity("config|set"))
 			return
 		}
-		// The encoding parameters are the only settable ones: the hash and
-		// sorted-set thresholds change what OBJECT ENCODING reports
-		// (commands.SetHashEncodingLimits, SetZSetEncodingLimits); the
-		// list ones are kept for CONFIG GET (commands.SetListConfig).
+		// The encoding thresholds of hashes, sets, sorted sets and lists
+		// are the only settable parameters: they change what OBJECT
+		// ENCODING reports (commands.SetHashEncodingLimits,
+		// SetSetEncodingLimits, SetZSetEncodingLimits) or are
+		// kept for CONFIG GET (commands.SetListConfig). All are checked
+		// before any is set, as Redis does. `save ""` is accepted: no RDB
+		// snapshots is what tandem does anyway (Redis's tests set it).
 		entries, value := commands.HashEncodingLimits()
+		setInts, setEntries, setValue := commands.SetEncodingLimits()
 		zEntries, zValue := commands.ZSetEncodingLimits()
 		listSize, listDepth := commands.ListConfig()
 		for i := 2; i < len(args); i += 2 {
-			v, err := strconv.ParseInt(string(args[i+1]), 10, 64)
 			name := strings.ToLower(string(args[i]))
 			if name == "save" && len(args[i+1]) == 0 {
-				// No RDB snapshots: what tandem does anyway (Redis's
-				// tests set it through their servers' overrides).
 				continue
 			}
-			if name == "list-max-listpack-size" || name == "list-max-ziplist-size" {
-				// Redis's range for it is an int's, negatives included.
-				if err != nil || v < math.MinInt32 || v > math.MaxInt32 {
-					c.WriteError(errConfigSetInteger(name))
-					return
-				}
-				listSize = v
-				continue
-			}
+			v, err := strconv.ParseInt(string(args[i+1]), 10, 64)
 			var dst *int64
+			lo, hi := int64(0), int64(math.MaxInt64)
 			switch name {
 			case "hash-max-listpack-entries", "hash-max-ziplist-entries":
 				dst = &entries
@@ -260,21 +264,31 @@ func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 				dst = &zEntries
 			case "zset-max-listpack-value", "zset-max-ziplist-value":
 				dst = &zValue
+			case "set-max-intset-entries":
+				dst = &setInts
+			case "set-max-listpack-entries":
+				dst = &setEntries
+			case "set-max-listpack-value":
+				dst = &setValue
+			case "list-max-listpack-size", "list-max-ziplist-size":
+				// Redis's range for it is an int's, negatives included.
+				dst, lo, hi = &listSize, math.MinInt32, math.MaxInt32
 			case "list-compress-depth":
-				dst = &listDepth
+				dst, hi = &listDepth, math.MaxInt32
 			default:
 				c.WriteError(errConfigSet(args[i]))
 				return
 			}
-			if err != nil || v < 0 || (dst == &listDepth && v > math.MaxInt32) {
+			if err != nil || v < lo || v > hi {
 				c.WriteError(errConfigSetInteger(name))
 				return
 			}
 			*dst = v
 		}
 		commands.SetHashEncodingLimits(entries, value)
-		commands.SetZSetEncodingLimits(zEntries, zValue)
 		commands.SetListConfig(listSize, listDepth)
+		commands.SetSetEncodingLimits(setInts, setEntries, setValue)
+		commands.SetZSetEncodingLimits(zEntries, zValue)
 		c.WriteString("OK")
 	case "resetstat":
 		c.WriteString("OK")

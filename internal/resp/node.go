@@ -52,6 +52,7 @@ type node struct {
 	pipe   PipelineBackend // nil when b cannot submit writes ahead
 	pos    PositionBackend // nil when b has no read policies
 	tx     TxBackend       // nil when b has no transactions
+	ps     PubSubBackend   // nil when b has no pub/sub
 }
 
 // nodeConn is a node connection's own state (Session.Local). Only the
@@ -82,6 +83,7 @@ func NewServer(cfg Config, b Backend) *Server {
 	n.pipe, _ = b.(PipelineBackend)
 	n.pos, _ = b.(PositionBackend)
 	n.tx, _ = b.(TxBackend)
+	n.ps, _ = b.(PubSubBackend)
 	fe := FrontEnd{
 		Mode:  "standalone",
 		Role:  n.role,
@@ -91,6 +93,9 @@ func NewServer(cfg Config, b Backend) *Server {
 			nc := nodeState(sess)
 			nc.durability, nc.reads = durabilityFloor{}, sessionReads{}
 			nc.tx.reset()
+			if sess.sub != nil {
+				sess.sub.unsubscribeAll()
+			}
 		},
 		Close: func(sess *Session) { nodeState(sess).tx.reset() },
 	}

@@ -47,7 +47,8 @@
 //     they share commits, and anything else in it waits for the commands
 //     started before it.
 //   - Close closes every connection, also one a front end detached from
-//     redcon (the Sentinel endpoint's subscribers), and returns only once
+//     redcon (the Sentinel endpoint's and the node's subscribers, the
+//     proxy's pinned connections; Session.Detach), and returns only once
 //     no command runs any more.
 //
 // # The node's front end
@@ -341,6 +342,7 @@ func (s *Server) accept(conn redcon.Conn) bool {
 		id:      s.nextID.Add(1),
 		addr:    conn.RemoteAddr(),
 		created: time.Now(),
+		srv:     s,
 	}
 	sess.ctx, sess.cancel = context.WithCancel(s.ctx)
 	sess.proto.Store(2)
@@ -368,6 +370,12 @@ func (s *Server) closeConn(conn redcon.Conn, err error) {
 	if sess == nil {
 		return
 	}
+	if sess.detached {
+		// A front end serves the connection from now on (Detach), and
+		// ends the session when it closes.
+		s.conns.Done()
+		return
+	}
 	s.mu.Lock()
 	delete(s.sessions, sess.id)
 	s.mu.Unlock()
@@ -393,17 +401,64 @@ func (s *Server) serveCommand(conn redcon.Conn, cmd redcon.Command) {
 	}
 	if s.fe.Start == nil || len(conn.PeekPipeline()) == 0 {
 		s.serveOne(conn, sess, cmd.Args)
+		if h := sess.handoff; h != nil {
+			// Detached: redcon handed the rest of the read to the
+			// detached connection.
+			sess.handoff = nil
+			h(nil)
+		}
 		return
 	}
 	rest := conn.ReadPipeline()
 	s.servePipelined(conn, sess, cmd.Args)
-	for _, c := range rest {
+	for i, c := range rest {
 		if sess.quit {
 			break
+		}
+		if h := sess.handoff; h != nil {
+			sess.handoff = nil
+			h(rest[i:])
+			return
 		}
 		s.servePipelined(conn, sess, c.Args)
 	}
 	s.fe.Flush(conn, sess)
+	if h := sess.handoff; h != nil {
+		sess.handoff = nil
+		h(nil)
+	}
+}
+
+// Detach takes the connection from redcon for the front end (a
+// subscriber, a proxied connection pinned to a node): once the command
+// being served returns, run is called on a goroutine of its own with the
+// detached connection and the commands of the client's pipeline that
+// redcon had already handed over (serve them first; dc.ReadCommand
+// returns the rest), and serves the connection until it returns. Then
+// the connection is closed and the session ends. Replies written before
+// are in dc's buffer: run flushes them. Only the connection's goroutine
+// may call it, from FrontEnd.Serve, once.
+func (sess *Session) Detach(conn redcon.Conn, run func(dc redcon.DetachedConn, backlog []redcon.Command)) {
+	if sess.detached {
+		panic("resp: connection detached twice")
+	}
+	sess.detached = true
+	dc := conn.Detach()
+	srv := sess.srv
+	// Served until it closes: Close waits for it as for a connection
+	// redcon serves (closeConn counts redcon's part done).
+	srv.conns.Add(1)
+	sess.handoff = func(backlog []redcon.Command) {
+		go func() {
+			defer srv.conns.Done()
+			run(dc, backlog)
+			dc.Close()
+			srv.mu.Lock()
+			delete(srv.sessions, sess.id)
+			srv.mu.Unlock()
+			sess.cancel()
+		}()
+	}
 }
 
 // servePipelined lets the front end start a command and owe its reply,
@@ -467,6 +522,15 @@ type Session struct {
 	g         *guardConn
 	// quit is set by QUIT to stop serving the rest of the pipeline.
 	quit bool
+	// sub is set once the connection is detached for pub/sub (see
+	// pubsub.go), by the connection's goroutine before the subscriber's
+	// goroutines start; never reset.
+	sub *subscriber
+	// detached: a front end took the connection from redcon (Detach);
+	// handoff starts serving it once the current command returns.
+	detached bool
+	handoff  func(backlog []redcon.Command)
+	srv      *Server
 
 	mu      sync.Mutex
 	name    string

@@ -50,6 +50,16 @@ func writeReply(w redcon.Conn, r commands.Reply, proto3 bool) {
 		for _, e := range r {
 			writeReply(w, e, proto3)
 		}
+	case commands.Set:
+		if proto3 {
+			w.WriteRaw(strconv.AppendInt([]byte{'~'}, int64(len(r)), 10))
+			w.WriteRaw(crlf)
+		} else {
+			w.WriteArray(len(r))
+		}
+		for _, e := range r {
+			writeReply(w, e, proto3)
+		}
 	case commands.Pairs:
 		// RESP3: an array of [a, b] pairs; RESP2: flat.
 		if proto3 {

@@ -1,0 +1,345 @@
+package commands
+
+import (
+	"bytes"
+	"errors"
+	"math/rand/v2"
+	"slices"
+)
+
+// Random members of a set (SPOP, SRANDMEMBER) without loading the set.
+//
+// A set's rows are ordered by member and carry no rank, so a uniform pick
+// by rank costs a pass over the rows. randomMembers chooses between two
+// ways:
+//
+//   - By rank, exactly uniform: a set of at most exactSampleMax members, or
+//     a request for so many members that the walks below would read about
+//     as many rows as the set has (n*walkCost >= size). One pass over the
+//     rows keeps only the members it picks (Knuth's selection sampling for
+//     distinct members, sorted random ranks for repeats), so memory is the
+//     reply's, never the set's.
+//   - By a random walk, for a few members of a big set: the walk descends
+//     the members' byte trie from the empty prefix. At each level it finds
+//     the range [lo, hi] of next bytes the members under the prefix use
+//     (one seek for lo, a binary search of at most 8 seeks for hi) and
+//     takes one of the bytes in use uniformly (rejection: a random byte of
+//     the range, kept if a member uses it; after childTries misses, the
+//     bytes in use are listed), or stops at the prefix, as one more
+//     choice, when the prefix is a member itself; until no member extends
+//     the prefix. It lands on the first member at or after the prefix and
+//     picks uniformly among the walkWindow members from there (wrapping to
+//     the first). Cost: at most maxWalkSeeks seeks plus walkWindow rows
+//     per pick, whatever the set's size.
+//
+// Fairness of the walk: each level is uniform over the subtrees of the
+// trie, so the walk is uniform when members spread evenly over the bytes
+// they use (random ids, hashes, UUIDs, fixed-width numbers); where the
+// trie is lopsided (decimal ids of different lengths: "9" alone beside
+// "10".."99"), members of small subtrees are favoured. The window spreads
+// a member's favour over the walkWindow members that follow it, so every
+// member can come up, but the favour is only bounded by the trie's shape:
+// 100 members "new0".."new99" beside a million "m:..." get half the picks
+// (the first byte is 'm' or 'n' with even odds). Decimal ids 0..249 come
+// out at most about 6x the mean (the test), random ids uniformly.
+// Redis's own SRANDMEMBER on a hashtable is not uniform either: it picks
+// a random bucket, then a member of that bucket's chain, favouring
+// members of short chains. TestSetRandomWalkFairness measures both shapes.
+//
+// The choice is made where the command runs (SPOP only on the leader) and
+// logged as row deletes, so replicas never draw random numbers.
+
+// errEmptySet: a set whose metadata counts members has no member rows
+// (damaged data, or a bug in this package).
+var errEmptySet = errors.New("commands: a set with a size in its metadata has no member rows")
+
+// randSource returns a uniform integer in [0, n), n > 0.
+type randSource func(n uint64) uint64
+
+// defaultRand is the process's generator (safe for concurrent use).
+var defaultRand randSource = rand.Uint64N
+
+const (
+	// exactSampleMax is the largest set sampled by rank whatever the
+	// count: one pass over at most this many rows.
+	exactSampleMax = 1024
+	// walkCost is about how many rows one walk costs; a request whose
+	// walks would cost as much as a pass is answered by a pass.
+	walkCost = 64
+	// walkWindow is how many members after a walk's landing point a pick
+	// is uniform among.
+	walkWindow = 32
+	// maxWalkSeeks bounds one walk's seeks (about 12 per byte of prefix).
+	maxWalkSeeks = 256
+	// childTries is how many random bytes a walk tries at one level before
+	// it lists the bytes in use.
+	childTries = 8
+)
+
+// randomMembers returns n members of the set s at key: distinct ones
+// (n < s.Size) or, with repeats allowed, n independent picks.
+func randomMembers(v View, key []byte, s Value, n int64, distinct bool, rnd randSource) ([][]byte, error) {
+	if s.Size == 0 || n <= 0 {
+		return nil, nil
+	}
+	if s.Size <= exactSampleMax || uint64(n) >= s.Size/walkCost {
+		return sampleByRank(v, key, s, uint64(n), distinct, rnd)
+	}
+	return sampleByWalk(v, key, s, uint64(n), distinct, rnd)
+}
+
+// sampleByRank picks by rank in one pass over the rows.
+func sampleByRank(v View, key []byte, s Value, n uint64, distinct bool, rnd randSource) ([][]byte, error) {
+	var out [][]byte
+	var err error
+	if distinct {
+		need, left := min(n, s.Size), s.Size
+		err = v.SubScan(key, s.Version, nil, func(m, _ []byte) bool {
+			if left == 0 {
+				return false
+			}
+			if rnd(left) < need {
+				out = append(out, clone(m))
+				need--
+			}
+			left--
+			return need > 0
+		})
+	} else {
+		ranks := make([]uint64, n)
+		for i := range ranks {
+			ranks[i] = rnd(s.Size)
+		}
+		slices.Sort(ranks)
+		var i uint64
+		err = v.SubScan(key, s.Version, nil, func(m, _ []byte) bool {
+			if len(ranks) > 0 && ranks[0] == i {
+				c := clone(m)
+				for len(ranks) > 0 && ranks[0] == i {
+					out = append(out, c)
+					ranks = ranks[1:]
+				}
+			}
+			i++
+			return len(ranks) > 0
+		})
+	}
+	if err != nil {
+		return nil, err
+	}
+	shuffle(out, rnd)
+	return out, nil
+}
+
+func shuffle(ms [][]byte, rnd randSource) {
+	for i := len(ms) - 1; i > 0; i-- {
+		j := rnd(uint64(i) + 1)
+		ms[i], ms[j] = ms[j], ms[i]
+	}
+}
+
+// sampleByWalk picks each member by a random walk (see the top of the
+// file). Distinct picks retry a member already taken; past a bound of
+// tries (a skewed set), the rest are the members that follow a last walk's
+// landing point, in order.
+func sampleByWalk(v View, key []byte, s Value, n uint64, distinct bool, rnd randSource) ([][]byte, error) {
+	w := walker{v: v, key: key, ver: s.Version, rnd: rnd}
+	out := make([][]byte, 0, n)
+	taken := map[string]struct{}{}
+	for tries := uint64(0); uint64(len(out)) < n && (!distinct || tries < 4*n+16); tries++ {
+		m, err := w.pick()
+		if err != nil {
+			return nil, err
+		}
+		if distinct {
+			if _, dup := taken[string(m)]; dup {
+				continue
+			}
+			taken[string(m)] = struct{}{}
+		}
+		out = append(out, m)
+	}
+	if uint64(len(out)) == n {
+		return out, nil
+	}
+	start, err := w.prefix()
+	if err != nil {
+		return nil, err
+	}
+	err = w.from(start, s.Size, func(m []byte) bool {
+		if _, dup := taken[string(m)]; !dup {
+			taken[string(m)] = struct{}{}
+			out = append(out, m)
+		}
+		return uint64(len(out)) < n
+	})
+	return out, err
+}
+
+// walker walks one set's rows.
+type walker struct {
+	v   View
+	key []byte
+	ver uint64
+	rnd randSource
+}
+
+// first returns the first member at or after start.
+func (w *walker) first(start []byte) (m []byte, ok bool, err error) {
+	err = w.v.SubScan(w.key, w.ver, start, func(sub, _ []byte) bool {
+		m, ok = clone(sub), true
+		return false
+	})
+	return m, ok, err
+}
+
+// prefix is a random walk down the members' trie: a start point for a
+// pick.
+func (w *walker) prefix() ([]byte, error) {
+	var p []byte
+	for seeks := 0; seeks < maxWalkSeeks; {
+		m, ok, err := w.first(p)
+		seeks++
+		if err != nil {
+			return nil, err
+		}
+		if !ok || !bytes.HasPrefix(m, p) {
+			break
+		}
+		member := len(m) == len(p) // p itself is a member
+		if member {
+			if m, ok, err = w.first(append(clone(p), 0)); err != nil {
+				return nil, err
+			}
+			seeks++
+			if !ok || !bytes.HasPrefix(m, p) {
+				break // no longer member under p: land on p
+			}
+		}
+		lo := m[len(p)]
+		// hi by binary search; the first probe is lo+1, so a byte all
+		// members under p share (a common prefix) costs one seek.
+		hi := lo
+		for a, b, probe := int(lo)+1, 255, 0; a <= b; probe++ {
+			mid := (a + b) / 2
+			if probe == 0 {
+				mid = a
+			}
+			m2, ok, err := w.first(append(clone(p), byte(mid)))
+			seeks++
+			if err != nil {
+				return nil, err
+			}
+			if ok && bytes.HasPrefix(m2, p) {
+				hi = m2[len(p)]
+				a = int(hi) + 1
+			} else {
+				b = mid - 1
+			}
+		}
+		b, stop, err := w.child(p, lo, hi, member, &seeks)
+		if err != nil {
+			return nil, err
+		}
+		if stop {
+			break
+		}
+		p = append(p, b)
+	}
+	return p, nil
+}
+
+// child picks the next byte of the walk under prefix p, uniformly among
+// the bytes members under p use (they lie in [lo, hi], both used), or
+// stop, as one more choice, when p is a member itself. A random byte of the
+// range is tried (one seek each, rejected when no member uses it) a few
+// times; then the used bytes are listed (one seek each) and one is taken.
+func (w *walker) child(p []byte, lo, hi byte, member bool, seeks *int) (b byte, stop bool, err error) {
+	choices := uint64(hi-lo) + 1
+	if member {
+		choices++
+	}
+	used := func(b byte) (bool, error) {
+		if b == lo || b == hi {
+			return true, nil
+		}
+		q := append(clone(p), b)
+		m, ok, err := w.first(q)
+		*seeks++
+		return ok && bytes.HasPrefix(m, q), err
+	}
+	for range childTries {
+		c := w.rnd(choices)
+		if c == uint64(hi-lo)+1 {
+			return 0, true, nil
+		}
+		ok, err := used(lo + byte(c))
+		if err != nil || ok {
+			return lo + byte(c), false, err
+		}
+	}
+	kids := []byte{lo}
+	for next := int(lo) + 1; next <= int(hi) && *seeks < maxWalkSeeks; {
+		m, ok, err := w.first(append(clone(p), byte(next)))
+		*seeks++
+		if err != nil {
+			return 0, false, err
+		}
+		if !ok || !bytes.HasPrefix(m, p) {
+			break
+		}
+		kids = append(kids, m[len(p)])
+		next = int(m[len(p)]) + 1
+	}
+	n := uint64(len(kids))
+	if member {
+		n++
+	}
+	c := w.rnd(n)
+	if c == uint64(len(kids)) {
+		return 0, true, nil
+	}
+	return kids[c], false, nil
+}
+
+// from calls fn for up to limit members from start onward, wrapping to
+// the first member after the last, until fn returns false.
+func (w *walker) from(start []byte, limit uint64, fn func(m []byte) bool) error {
+	var seen uint64
+	more := true
+	visit := func(m, _ []byte) bool {
+		seen++
+		more = fn(clone(m)) && seen < limit
+		return more
+	}
+	if err := w.v.SubScan(w.key, w.ver, start, visit); err != nil || !more || len(start) == 0 {
+		return err
+	}
+	return w.v.SubScan(w.key, w.ver, nil, func(m, val []byte) bool {
+		if string(m) >= string(start) {
+			return false
+		}
+		return visit(m, val)
+	})
+}
+
+// pick is one member: a walk, then a uniform choice among the walkWindow
+// members from where it lands.
+func (w *walker) pick() ([]byte, error) {
+	start, err := w.prefix()
+	if err != nil {
+		return nil, err
+	}
+	win := make([][]byte, 0, walkWindow)
+	err = w.from(start, walkWindow, func(m []byte) bool {
+		win = append(win, m)
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(win) == 0 {
+		return nil, errEmptySet
+	}
+	return win[w.rnd(uint64(len(win)))], nil
+}

@@ -1,0 +1,61 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/tandemdb/tandem/internal/pubsub"
+	"github.com/tandemdb/tandem/internal/resp"
+)
+
+// Pub/sub on a node: its subscribers are in n.pubsub; messages travel
+// between nodes on the replication stream (replication/pubsub.go).
+//
+// PUBLISH's reply is the number of subscriptions on the node that served
+// it that the message reaches (Redis Cluster's meaning: a node's own
+// receivers); subscribers on other nodes receive it too, but no node can
+// count them without a round trip, which PUBLISH does not wait for.
+//
+//   - On the leader: published at once (Leader.Publish), to its own
+//     subscribers and every follower's; the reply counts its own.
+//   - On a follower: forwarded to the leader, which publishes it to the
+//     whole cluster in its one order, this follower's subscribers
+//     included (they get it back from the leader); the reply counts this
+//     node's subscriptions that match now. Not connected to a leader, a
+//     follower delivers it to its own subscribers only (as a Redis replica
+//     does with every PUBLISH), and so does a fenced node.
+
+var _ resp.PubSubBackend = backend{}
+
+func (b backend) PubSub() *pubsub.Registry { return b.n.pubsub }
+
+func (b backend) Publish(_ context.Context, channel, message []byte) (int, error) {
+	n := b.n
+	switch r := n.current().(type) {
+	case *leading:
+		return r.l.Publish(channel, message), nil
+	case *following:
+		if r.f.Publish(channel, message) {
+			return n.pubsub.Receivers(channel), nil
+		}
+	}
+	return n.pubsub.Publish(channel, message), nil
+}
+
+// infoStats is INFO's "# Stats": Redis's pub/sub counts (this node's),
+// and the messages this node dropped (replication/pubsub.go): as a leader
+// for follower streams that fell 32 MiB behind, as a follower held past
+// that or its own PUBLISHes that found no room to the leader.
+func (b backend) infoStats(sb *strings.Builder) {
+	n := b.n
+	var dropped uint64
+	switch r := n.current().(type) {
+	case *leading:
+		dropped = r.l.PubDropped()
+	case *following:
+		dropped = r.f.PubDropped()
+	}
+	fmt.Fprintf(sb, "# Stats\r\npubsub_channels:%d\r\npubsub_patterns:%d\r\ntandem_pubsub_dropped:%d\r\n\r\n",
+		len(n.pubsub.Channels(nil, true)), n.pubsub.NumPat(), dropped)
+}

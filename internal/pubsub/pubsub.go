@@ -1,0 +1,182 @@
+// Package pubsub is a node's pub/sub registry: which subscribers listen to
+// which channels and patterns, and the one place a published message is
+// matched and handed to them.
+//
+// # What it promises
+//
+//   - Once per subscription: a message published on a channel is handed
+//     to each subscriber of that channel once, and once more for each
+//     pattern (Redis's glob, commands.Match) the subscriber holds that
+//     matches the channel, as Redis does (a client subscribed to "a" and
+//     to "a*" gets a message and a pmessage).
+//   - One order: every subscriber is handed messages in the order Publish
+//     was called, because Publish delivers under the registry's lock. A
+//     subscription made before Publish began sees the message; one made
+//     after it returned does not.
+//   - Nothing here blocks on a subscriber: Subscriber.Deliver must queue
+//     and return (the RESP layer bounds that queue and cuts off a client
+//     that does not read, as Redis's pubsub output limit does).
+//
+// The registry is node-local: how messages reach the other nodes (the
+// replication stream) is the node's and package replication's business.
+package pubsub
+
+import (
+	"sort"
+	"sync"
+
+	"github.com/tandemdb/tandem/internal/commands"
+)
+
+// Message is one delivery: a message published on Channel, for a
+// subscription to Channel (Pattern false) or to a pattern matching it.
+type Message struct {
+	// IsPattern: the subscription is the pattern Pattern.
+	IsPattern bool
+	Pattern   string
+	Channel   []byte
+	Payload   []byte
+}
+
+// Subscriber receives the messages of its subscriptions. Deliver is called
+// with the registry's lock held: it must not block nor call back into the
+// registry, and must not keep m's slices past the call unless it owns
+// them (Publish's caller lends them for the call only).
+type Subscriber interface {
+	Deliver(m Message)
+}
+
+// Registry is a node's subscriptions. The zero value is not usable; call
+// New. Safe for concurrent use.
+type Registry struct {
+	mu       sync.Mutex
+	channels map[string]map[Subscriber]struct{}
+	patterns map[string]map[Subscriber]struct{}
+}
+
+// New returns an empty registry.
+func New() *Registry {
+	return &Registry{
+		channels: make(map[string]map[Subscriber]struct{}),
+		patterns: make(map[string]map[Subscriber]struct{}),
+	}
+}
+
+func add(m map[string]map[Subscriber]struct{}, key string, s Subscriber) bool {
+	set := m[key]
+	if set == nil {
+		set = make(map[Subscriber]struct{})
+		m[key] = set
+	}
+	if _, ok := set[s]; ok {
+		return false
+	}
+	set[s] = struct{}{}
+	return true
+}
+
+func remove(m map[string]map[Subscriber]struct{}, key string, s Subscriber) bool {
+	set := m[key]
+	if _, ok := set[s]; !ok {
+		return false
+	}
+	delete(set, s)
+	if len(set) == 0 {
+		delete(m, key)
+	}
+	return true
+}
+
+// Subscribe subscribes s to channel; false if it already was.
+func (r *Registry) Subscribe(s Subscriber, channel string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return add(r.channels, channel, s)
+}
+
+// Unsubscribe ends s's subscription to channel; false if it had none.
+func (r *Registry) Unsubscribe(s Subscriber, channel string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return remove(r.channels, channel, s)
+}
+
+// PSubscribe subscribes s to the pattern; false if it already was.
+func (r *Registry) PSubscribe(s Subscriber, pattern string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return add(r.patterns, pattern, s)
+}
+
+// PUnsubscribe ends s's subscription to the pattern; false if it had none.
+func (r *Registry) PUnsubscribe(s Subscriber, pattern string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return remove(r.patterns, pattern, s)
+}
+
+// Publish hands the message to every matching subscription, in the order
+// of the package comment, and returns how many it was handed to.
+func (r *Registry) Publish(channel, payload []byte) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for s := range r.channels[string(channel)] {
+		s.Deliver(Message{Channel: channel, Payload: payload})
+		n++
+	}
+	for pat, subs := range r.patterns {
+		if !commands.Match([]byte(pat), channel) {
+			continue
+		}
+		for s := range subs {
+			s.Deliver(Message{IsPattern: true, Pattern: pat, Channel: channel, Payload: payload})
+			n++
+		}
+	}
+	return n
+}
+
+// Receivers returns how many subscriptions a message on channel would be
+// handed to now (what Publish would return), without delivering it.
+func (r *Registry) Receivers(channel []byte) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := len(r.channels[string(channel)])
+	for pat, subs := range r.patterns {
+		if commands.Match([]byte(pat), channel) {
+			n += len(subs)
+		}
+	}
+	return n
+}
+
+// Channels returns the channels with at least one subscriber, those
+// matching pattern unless all, sorted (PUBSUB CHANNELS).
+func (r *Registry) Channels(pattern []byte, all bool) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for ch := range r.channels {
+		if all || commands.Match(pattern, []byte(ch)) {
+			out = append(out, ch)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// NumSub returns the number of subscribers of channel (PUBSUB NUMSUB).
+func (r *Registry) NumSub(channel string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.channels[channel])
+}
+
+// NumPat returns the number of distinct patterns subscribed to by anyone
+// (PUBSUB NUMPAT, which counts patterns, not subscriptions).
+func (r *Registry) NumPat() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.patterns)
+}

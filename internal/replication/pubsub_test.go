@@ -1,0 +1,164 @@
+package replication
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/tandemdb/tandem/internal/commit"
+	"github.com/tandemdb/tandem/internal/storage"
+	"github.com/tandemdb/tandem/internal/testutil"
+)
+
+// pubRec records the messages one node delivered, and checks, as each
+// arrives, that the write published before it is readable on that node.
+type pubRec struct {
+	db       *storage.DB // nil: do not check writes
+	mu       sync.Mutex
+	got      []string
+	problems []string
+}
+
+func (r *pubRec) deliver(channel, message []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.got = append(r.got, string(channel)+"="+string(message))
+	// "w<i>" was published right after the write k=i was acknowledged.
+	if r.db == nil || !strings.HasPrefix(string(message), "w") {
+		return
+	}
+	want, _ := strconv.Atoi(string(message[1:]))
+	v, ok, err := storage.View{DB: r.db, NowMs: time.Now().UnixMilli()}.Get([]byte("k"))
+	have, _ := strconv.Atoi(string(v.Data))
+	if err != nil || !ok || have < want {
+		r.problems = append(r.problems, fmt.Sprintf("%s delivered before the write k=%d was applied (k=%q, %v, %v)", message, want, v.Data, ok, err))
+	}
+}
+
+func (r *pubRec) snapshot() ([]string, []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.got...), append([]string(nil), r.problems...)
+}
+
+// runPublishOrder publishes on the leader (some after a write) and
+// through a follower (forwarded to the leader), and returns what is wrong
+// with the deliveries on the three nodes: each must deliver every message
+// once, in one order for all nodes, the leader's in their publish order,
+// and each "w" message after its write. reorder plants the follower fault.
+func runPublishOrder(t *testing.T, reorder bool, within time.Duration) []string {
+	leaderRec := &pubRec{}
+	l := newLeader(t, 1, commit.Mode{Kind: commit.Async}, func(c *LeaderConfig) {
+		c.DeliverLocal = func(ch, msg []byte) int { leaderRec.deliver(ch, msg); return 1 }
+	})
+	recs := []*pubRec{{}, {}}
+	var fs []*testFollower
+	for i, r := range recs {
+		n := &testFollower{id: fmt.Sprintf("f%d", i+1), fs: vfs.NewMem(), tweak: func(c *FollowerConfig) {
+			r.db = c.DB
+			c.Deliver = r.deliver
+			c.Buggify.FollowerPubReorder = reorder
+		}}
+		n.start(t, l.dialer)
+		t.Cleanup(func() { n.stop(t) })
+		fs = append(fs, n)
+	}
+	waitConnected(t, l, 2)
+	waitFor(t, "followers to take messages", func() (bool, string) {
+		return fs[0].f.pub.fwdOK.Load() && fs[1].f.pub.fwdOK.Load(), ""
+	})
+
+	const n = 300
+	var fromLeader, fromFollower []string
+	for i := range n {
+		switch {
+		case i%3 == 0:
+			propose(t, l, putExec("k", strconv.Itoa(i)))
+			m := "w" + strconv.Itoa(i)
+			l.Publish([]byte("ch"), []byte(m))
+			fromLeader = append(fromLeader, "ch="+m)
+		case i%3 == 1:
+			m := "f" + strconv.Itoa(i)
+			if !fs[0].f.Publish([]byte("fw"), []byte(m)) {
+				t.Fatalf("follower refused to forward %s", m)
+			}
+			fromFollower = append(fromFollower, "fw="+m)
+		default:
+			m := "p" + strconv.Itoa(i)
+			l.Publish([]byte("ch"), []byte(m))
+			fromLeader = append(fromLeader, "ch="+m)
+		}
+	}
+	total := len(fromLeader) + len(fromFollower)
+	all := append([]*pubRec{leaderRec}, recs...)
+	testutil.Until(within, func() bool {
+		for _, r := range all {
+			if got, _ := r.snapshot(); len(got) < total {
+				return false
+			}
+		}
+		return true
+	})
+
+	var problems []string
+	ref, _ := leaderRec.snapshot()
+	for i, r := range all {
+		got, ps := r.snapshot()
+		problems = append(problems, ps...)
+		if len(got) != total {
+			problems = append(problems, fmt.Sprintf("node %d delivered %d messages, want %d", i, len(got), total))
+		}
+		if !inOrder(got, fromLeader) || !inOrder(got, fromFollower) {
+			problems = append(problems, fmt.Sprintf("node %d delivered out of publish order", i))
+		}
+		if i > 0 && strings.Join(got, ",") != strings.Join(ref, ",") {
+			problems = append(problems, fmt.Sprintf("node %d's order differs from the leader's", i))
+		}
+	}
+	return problems
+}
+
+// inOrder: the messages of want appear in got exactly once each, in
+// want's order.
+func inOrder(got, want []string) bool {
+	pos := map[string]int{}
+	for i, g := range got {
+		if _, dup := pos[g]; dup {
+			return false
+		}
+		pos[g] = i
+	}
+	last := -1
+	for _, w := range want {
+		p, ok := pos[w]
+		if !ok || p < last {
+			return false
+		}
+		last = p
+	}
+	return true
+}
+
+func TestPublishReachesEveryNodeInOrder(t *testing.T) {
+	if problems := runPublishOrder(t, false, waitTimeout); len(problems) > 0 {
+		t.Fatalf("%d problems:\n%s", len(problems), strings.Join(problems, "\n"))
+	}
+}
+
+// TestPublishOrderCatchesReorder: the planted fault (a follower delivers
+// in swapped pairs) is caught by the same check.
+func TestPublishOrderCatchesReorder(t *testing.T) {
+	problems := runPublishOrder(t, true, 2*time.Second)
+	for _, p := range problems {
+		if strings.Contains(p, "order") {
+			t.Logf("caught: %s (and %d more problems)", p, len(problems)-1)
+			return
+		}
+	}
+	t.Fatalf("a follower delivering out of order went unnoticed: %q", problems)
+}

@@ -1,0 +1,499 @@
+package resp
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/tidwall/redcon"
+
+	"github.com/tandemdb/tandem/internal/commands"
+	"github.com/tandemdb/tandem/internal/pubsub"
+)
+
+// PubSubBackend is an optional Backend capability: pub/sub. Without it
+// SUBSCRIBE, PUBLISH and the rest are unknown commands.
+type PubSubBackend interface {
+	// PubSub is the node's registry: SUBSCRIBE and PSUBSCRIBE register
+	// the connection there, PUBSUB reads it (node-local).
+	PubSub() *pubsub.Registry
+	// Publish publishes a message to the cluster's subscribers and
+	// returns PUBLISH's reply: the subscriptions on this node it reaches.
+	Publish(ctx context.Context, channel, message []byte) (int, error)
+}
+
+// maxQueued bounds the messages a subscriber's connection may owe its
+// client (Redis's client-output-buffer-limit pubsub hard limit, 32 MiB):
+// past it the connection is closed, as Redis does, so a client that stops
+// reading costs bounded memory and never holds up a publisher.
+const maxQueued = 32 << 20
+
+// Why a subscriber is a connection of its own
+//
+// redcon writes a connection's replies from the connection's goroutine
+// only, after each read; a message must reach a subscriber while it is
+// idle. So the first SUBSCRIBE or PSUBSCRIBE detaches the connection from
+// redcon (redcon.Detach), and from then on a subscriber serves it: a
+// reader goroutine (run) reads and serves its commands, any command, and
+// a flusher goroutine writes the messages the registry queued. wmu orders
+// both: a command is served and its reply flushed holding it, and a
+// command that changes subscriptions writes the messages queued before
+// the change first, so a client sees "unsubscribe" after every message
+// of the channel it left and after none published later. The registry
+// only queues (Deliver never blocks: it holds the registry's lock).
+//
+// The connection stays detached until it closes, subscribed or not
+// (redcon cannot take it back); it then runs every command the same way,
+// one at a time.
+type subscriber struct {
+	srv  *Server
+	reg  *pubsub.Registry
+	sess *Session
+	dc   redcon.DetachedConn
+
+	// wmu orders everything written to dc (see above).
+	wmu sync.Mutex
+
+	qmu   sync.Mutex
+	queue []byte // messages encoded for the client, not yet in dc
+	spare []byte // the other buffer, swapped with queue
+	cut   bool   // queue passed maxQueued: the connection is closed
+	wake  chan struct{}
+	done  chan struct{} // closed when the reader ends; the flusher stops
+
+	// Only the connection's goroutine touches these.
+	channels, patterns orderedSet
+	backlog            []redcon.Command // commands redcon read ahead, served first
+}
+
+// orderedSet is a set of names kept in subscription order, so that an
+// UNSUBSCRIBE without names answers in a stable order.
+type orderedSet struct {
+	names []string
+	has   map[string]bool
+}
+
+func (o *orderedSet) add(s string) bool {
+	if o.has[s] {
+		return false
+	}
+	if o.has == nil {
+		o.has = make(map[string]bool)
+	}
+	o.has[s] = true
+	o.names = append(o.names, s)
+	return true
+}
+
+func (o *orderedSet) remove(s string) bool {
+	if !o.has[s] {
+		return false
+	}
+	delete(o.has, s)
+	for i, n := range o.names {
+		if n == s {
+			o.names = append(o.names[:i], o.names[i+1:]...)
+			break
+		}
+	}
+	return true
+}
+
+func (s *subscriber) count() int { return len(s.channels.names) + len(s.patterns.names) }
+
+// Deliver queues m for the client, in the protocol the connection speaks
+// now. Called by the registry under its lock: it only appends.
+func (s *subscriber) Deliver(m pubsub.Message) {
+	s.qmu.Lock()
+	if s.cut {
+		s.qmu.Unlock()
+		return
+	}
+	s.queue = appendMessage(s.queue, m, s.sess.proto3())
+	over := len(s.queue) > maxQueued
+	if over {
+		s.cut = true
+		s.queue = nil
+	}
+	s.qmu.Unlock()
+	if over {
+		s.srv.log.Warn("resp: subscriber over its output limit; closing it", "client", s.sess.id, "remote", s.sess.addr, "limit_bytes", maxQueued)
+		if s.sess.g != nil {
+			s.sess.g.Close()
+		}
+		return
+	}
+	signal(s.wake)
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// drainLocked moves the queued messages into dc's buffer; wmu is held.
+func (s *subscriber) drainLocked() {
+	s.qmu.Lock()
+	q := s.queue
+	s.queue, s.spare = s.spare[:0], nil
+	s.qmu.Unlock()
+	if len(q) == 0 {
+		s.qmu.Lock()
+		s.spare = q
+		s.qmu.Unlock()
+		return
+	}
+	s.dc.WriteRaw(q)
+	s.qmu.Lock()
+	s.spare = q[:0]
+	s.qmu.Unlock()
+}
+
+// subscriberFor returns the connection's subscriber, detaching the
+// connection from redcon the first time. The caller is the connection's
+// goroutine; the subscriber starts serving when serveCommand returns to
+// it (start).
+func (n *node) subscriberFor(conn redcon.Conn, sess *Session) *subscriber {
+	if sess.sub != nil {
+		return sess.sub
+	}
+	s := &subscriber{
+		srv:  n.srv,
+		reg:  n.ps.PubSub(),
+		sess: sess,
+		wake: make(chan struct{}, 1),
+		done: make(chan struct{}),
+	}
+	sess.sub = s
+	sess.Detach(conn, s.serve)
+	return s
+}
+
+// serve serves the detached connection (Session.Detach's run): backlog
+// first, then what it reads, until it closes.
+func (s *subscriber) serve(dc redcon.DetachedConn, backlog []redcon.Command) {
+	s.dc, s.backlog = dc, backlog
+	flushed := make(chan struct{})
+	go s.flusher(flushed)
+	signal(s.wake) // the replies redcon left in the buffer
+	s.run(flushed)
+}
+
+func (s *subscriber) flusher(flushed chan struct{}) {
+	defer close(flushed)
+	for {
+		select {
+		case <-s.wake:
+		case <-s.done:
+			return
+		}
+		s.wmu.Lock()
+		s.drainLocked()
+		err := s.dc.Flush()
+		s.wmu.Unlock()
+		if err != nil {
+			s.dc.NetConn().Close() // the reader sees it and ends
+			return
+		}
+	}
+}
+
+// run is the connection's goroutine from the detach on.
+func (s *subscriber) run(flushed chan struct{}) {
+	defer func() {
+		s.unsubscribeAll()
+		close(s.done)
+		<-flushed
+	}()
+	for !s.sess.quit {
+		var args [][]byte
+		if len(s.backlog) > 0 {
+			args, s.backlog = s.backlog[0].Args, s.backlog[1:]
+		} else {
+			cmd, err := s.dc.ReadCommand()
+			if err != nil {
+				if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && strings.HasPrefix(err.Error(), "Protocol error") {
+					s.wmu.Lock()
+					s.dc.WriteError("ERR " + err.Error())
+					s.dc.Flush()
+					s.wmu.Unlock()
+				}
+				return
+			}
+			args = cmd.Args
+		}
+		s.wmu.Lock()
+		s.serveOne(args)
+		s.drainLocked()
+		err := s.dc.Flush()
+		s.wmu.Unlock()
+		if err != nil {
+			return
+		}
+	}
+}
+
+// serveOne runs one command of the detached connection. In RESP2, while
+// subscribed, only what Redis 7 allows there runs, and PING answers in
+// the pub/sub form; in RESP3 everything runs, as in Redis.
+func (s *subscriber) serveOne(args [][]byte) {
+	if s.count() > 0 && !s.sess.proto3() {
+		name := strings.ToLower(string(args[0]))
+		switch name {
+		case "subscribe", "psubscribe", "unsubscribe", "punsubscribe", "ssubscribe", "sunsubscribe", "quit", "reset":
+		case "ping":
+			if len(args) > 2 {
+				s.dc.WriteError(errArity("ping"))
+				return
+			}
+			s.dc.WriteArray(2)
+			s.dc.WriteBulkString("pong")
+			if len(args) == 2 {
+				s.dc.WriteBulk(args[1])
+			} else {
+				s.dc.WriteBulkString("")
+			}
+			return
+		default:
+			if knownCommand(args[0]) {
+				s.dc.WriteError("ERR Can't execute '" + name + "': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context")
+				return
+			}
+		}
+	}
+	s.srv.serveOne(s.dc, s.sess, args)
+}
+
+// knownCommand reports whether any table of the node names the command.
+func knownCommand(name []byte) bool {
+	if _, ok := lookupConnCmd(name); ok {
+		return true
+	}
+	if _, ok := lookupServerCmd(name); ok {
+		return true
+	}
+	_, ok := commands.Lookup(name)
+	return ok
+}
+
+// unsubscribeAll ends every subscription without replying (RESET).
+func (s *subscriber) unsubscribeAll() {
+	for _, ch := range s.channels.names {
+		s.reg.Unsubscribe(s, ch)
+	}
+	for _, p := range s.patterns.names {
+		s.reg.PUnsubscribe(s, p)
+	}
+	s.channels, s.patterns = orderedSet{}, orderedSet{}
+}
+
+// The pub/sub commands (server commands of the node, admin.go's table).
+
+func cmdSubscribe(n *node, c redcon.Conn, sess *Session, args [][]byte) {
+	if n.ps == nil {
+		c.WriteError(unknownCommand(args))
+		return
+	}
+	pattern := eqFold(args[0], "psubscribe")
+	s := n.subscriberFor(c, sess)
+	kind := "subscribe"
+	if pattern {
+		kind = "psubscribe"
+	}
+	for _, a := range args[1:] {
+		name := string(a)
+		if pattern {
+			if s.patterns.add(name) {
+				s.reg.PSubscribe(s, name)
+			}
+		} else if s.channels.add(name) {
+			s.reg.Subscribe(s, name)
+		}
+		writeSubReply(c, sess.proto3(), kind, a, s.count())
+	}
+}
+
+func cmdUnsubscribe(n *node, c redcon.Conn, sess *Session, args [][]byte) {
+	if n.ps == nil {
+		c.WriteError(unknownCommand(args))
+		return
+	}
+	pattern := eqFold(args[0], "punsubscribe")
+	kind := "unsubscribe"
+	if pattern {
+		kind = "punsubscribe"
+	}
+	s := sess.sub
+	if s == nil {
+		// Never subscribed: Redis still answers, per name or once.
+		if len(args) == 1 {
+			writeSubReply(c, sess.proto3(), kind, nil, 0)
+		}
+		for _, a := range args[1:] {
+			writeSubReply(c, sess.proto3(), kind, a, 0)
+		}
+		return
+	}
+	set := &s.channels
+	if pattern {
+		set = &s.patterns
+	}
+	names := args[1:]
+	if len(names) == 0 {
+		if len(set.names) == 0 {
+			writeSubReply(c, sess.proto3(), kind, nil, s.count())
+			return
+		}
+		// A new slice: args's backing array is redcon's.
+		names = make([][]byte, len(set.names))
+		for i, name := range set.names {
+			names[i] = []byte(name)
+		}
+	}
+	for _, a := range names {
+		name := string(a)
+		if set.remove(name) {
+			if pattern {
+				s.reg.PUnsubscribe(s, name)
+			} else {
+				s.reg.Unsubscribe(s, name)
+			}
+			// What was queued before the subscription ended comes
+			// before the reply that says it ended.
+			s.drainLocked()
+		}
+		writeSubReply(c, sess.proto3(), kind, a, s.count())
+	}
+}
+
+func cmdPublish(n *node, c redcon.Conn, sess *Session, args [][]byte) {
+	if n.ps == nil {
+		c.WriteError(unknownCommand(args))
+		return
+	}
+	ctx := sess.enter()
+	count, err := n.ps.Publish(ctx, args[1], args[2])
+	sess.leave()
+	if sess.sub != nil {
+		// A subscriber publishing to itself gets the message before the
+		// reply, as from Redis.
+		sess.sub.drainLocked()
+	}
+	if err != nil {
+		c.WriteError(n.srv.errorText(err, sess, "publish"))
+		return
+	}
+	c.WriteInt(count)
+}
+
+func cmdPubSub(n *node, c redcon.Conn, sess *Session, args [][]byte) {
+	if n.ps == nil {
+		c.WriteError(unknownCommand(args))
+		return
+	}
+	reg := n.ps.PubSub()
+	sub := strings.ToLower(string(args[1]))
+	switch {
+	case sub == "channels" && len(args) <= 3:
+		var chans []string
+		if len(args) == 3 {
+			chans = reg.Channels(args[2], false)
+		} else {
+			chans = reg.Channels(nil, true)
+		}
+		c.WriteArray(len(chans))
+		for _, ch := range chans {
+			c.WriteBulkString(ch)
+		}
+	case sub == "numsub":
+		c.WriteArray(2 * (len(args) - 2))
+		for _, ch := range args[2:] {
+			c.WriteBulk(ch)
+			c.WriteInt(reg.NumSub(string(ch)))
+		}
+	case sub == "numpat" && len(args) == 2:
+		c.WriteInt(reg.NumPat())
+	case sub == "shardchannels" && len(args) <= 3:
+		c.WriteArray(0) // no shard channels: SSUBSCRIBE is not built
+	case sub == "shardnumsub":
+		c.WriteArray(2 * (len(args) - 2))
+		for _, ch := range args[2:] {
+			c.WriteBulk(ch)
+			c.WriteInt(0)
+		}
+	case sub == "help" && len(args) == 2:
+		writeReply(c, commands.Array{
+			commands.SimpleString("PUBSUB <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"),
+			commands.SimpleString("CHANNELS [<pattern>]"),
+			commands.SimpleString("    Return the currently active channels matching a <pattern> (default: '*')."),
+			commands.SimpleString("NUMPAT"),
+			commands.SimpleString("    Return number of subscriptions to patterns."),
+			commands.SimpleString("NUMSUB [<channel> ...]"),
+			commands.SimpleString("    Return the number of subscribers for the specified channels, excluding"),
+			commands.SimpleString("    pattern subscriptions(default: no channels)."),
+			commands.SimpleString("HELP"),
+			commands.SimpleString("    Print this help."),
+		}, sess.proto3())
+	case sub == "channels" || sub == "numpat" || sub == "shardchannels" || sub == "help":
+		c.WriteError(errArity("pubsub|" + sub))
+	default:
+		c.WriteError(errUnknownSubcommand(args[1], "PUBSUB"))
+	}
+}
+
+// writeSubReply writes a (p)(un)subscribe confirmation: an array in
+// RESP2, a push in RESP3 (as Redis 7 sends them); a nil name is the reply
+// to an UNSUBSCRIBE with nothing to unsubscribe.
+func writeSubReply(c redcon.Conn, proto3 bool, kind string, name []byte, count int) {
+	if proto3 {
+		c.WriteRaw([]byte(">3\r\n"))
+	} else {
+		c.WriteArray(3)
+	}
+	c.WriteBulkString(kind)
+	if name == nil {
+		writeNull(c, proto3, false)
+	} else {
+		c.WriteBulk(name)
+	}
+	c.WriteInt(count)
+}
+
+// appendMessage encodes a delivery: ["message", channel, payload] or
+// ["pmessage", pattern, channel, payload], an array in RESP2, a push in
+// RESP3.
+func appendMessage(b []byte, m pubsub.Message, proto3 bool) []byte {
+	n := 3
+	if m.IsPattern {
+		n = 4
+	}
+	if proto3 {
+		b = append(b, '>')
+	} else {
+		b = append(b, '*')
+	}
+	b = strconv.AppendInt(b, int64(n), 10)
+	b = append(b, '\r', '\n')
+	if m.IsPattern {
+		b = appendBulk(b, "pmessage")
+		b = appendBulk(b, m.Pattern)
+	} else {
+		b = appendBulk(b, "message")
+	}
+	b = appendBulk(b, m.Channel)
+	return appendBulk(b, m.Payload)
+}
+
+func appendBulk[T ~string | ~[]byte](b []byte, s T) []byte {
+	b = append(b, '$')
+	b = strconv.AppendInt(b, int64(len(s)), 10)
+	b = append(b, '\r', '\n')
+	b = append(b, s...)
+	return append(b, '\r', '\n')
+}

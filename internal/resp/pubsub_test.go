@@ -1,0 +1,160 @@
+package resp
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tandemdb/tandem/internal/pubsub"
+	"github.com/tandemdb/tandem/internal/testutil"
+)
+
+// psFake is a fakeBackend with pub/sub on one node: PUBLISH publishes to
+// the local registry.
+type psFake struct {
+	*fakeBackend
+	reg *pubsub.Registry
+}
+
+func newPSFake() *psFake { return &psFake{fakeBackend: newFake(), reg: pubsub.New()} }
+
+func (p *psFake) PubSub() *pubsub.Registry { return p.reg }
+func (p *psFake) Publish(_ context.Context, ch, msg []byte) (int, error) {
+	return p.reg.Publish(ch, msg), nil
+}
+
+func TestPubSubRESP2(t *testing.T) {
+	b := newPSFake()
+	_, addr := startServer(t, b, Config{})
+	sub := rawConn(t, addr)
+	pub := rawConn(t, addr)
+
+	// Before subscribing: ordinary replies.
+	sub.send(t, "PING")
+	sub.expect(t, "+PONG")
+	sub.send(t, "UNSUBSCRIBE")
+	sub.expect(t, "*3", "$11", "unsubscribe", "$-1", ":0")
+
+	// Pipelined: a write before the SUBSCRIBE and commands after it.
+	sub.write(t, string(encode("SET", "k", "v"))+string(encode("SUBSCRIBE", "a", "b", "a"))+string(encode("PSUBSCRIBE", "a*"))+string(encode("GET", "k"))+string(encode("PING"))+string(encode("PING", "x")))
+	sub.expect(t, "+OK",
+		"*3", "$9", "subscribe", "$1", "a", ":1",
+		"*3", "$9", "subscribe", "$1", "b", ":2",
+		"*3", "$9", "subscribe", "$1", "a", ":2",
+		"*3", "$10", "psubscribe", "$2", "a*", ":3",
+		"-ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+		"*2", "$4", "pong", "$0", "",
+		"*2", "$4", "pong", "$1", "x")
+
+	pub.send(t, "PUBLISH", "a", "hello")
+	pub.expect(t, ":2") // once per subscription: the channel and the pattern
+	sub.expect(t, "*3", "$7", "message", "$1", "a", "$5", "hello",
+		"*4", "$8", "pmessage", "$2", "a*", "$1", "a", "$5", "hello")
+
+	pub.send(t, "PUBSUB", "NUMSUB", "a", "zz")
+	pub.expect(t, "*4", "$1", "a", ":1", "$2", "zz", ":0")
+	pub.send(t, "PUBSUB", "NUMPAT")
+	pub.expect(t, ":1")
+	pub.send(t, "PUBSUB", "CHANNELS")
+	pub.expect(t, "*2", "$1", "a", "$1", "b")
+	pub.send(t, "PUBSUB", "CHANNELS", "b*")
+	pub.expect(t, "*1", "$1", "b")
+	pub.send(t, "PUBSUB", "NOPE")
+	pub.expect(t, "-ERR unknown subcommand 'NOPE'. Try PUBSUB HELP.")
+
+	// Unsubscribe everything: back to ordinary commands on the detached
+	// connection.
+	sub.send(t, "UNSUBSCRIBE")
+	sub.expect(t, "*3", "$11", "unsubscribe", "$1", "a", ":2", "*3", "$11", "unsubscribe", "$1", "b", ":1")
+	sub.send(t, "PUNSUBSCRIBE")
+	sub.expect(t, "*3", "$12", "punsubscribe", "$2", "a*", ":0")
+	sub.send(t, "GET", "k")
+	sub.expect(t, "$1", "v")
+	sub.send(t, "PING")
+	sub.expect(t, "+PONG")
+	pub.send(t, "PUBLISH", "a", "nobody")
+	pub.expect(t, ":0")
+
+	// RESET ends subscriptions; QUIT closes.
+	sub.send(t, "SUBSCRIBE", "c")
+	sub.expect(t, "*3", "$9", "subscribe", "$1", "c", ":1")
+	sub.send(t, "RESET")
+	sub.expect(t, "+RESET")
+	pub.send(t, "PUBLISH", "c", "x")
+	pub.expect(t, ":0")
+	sub.send(t, "QUIT")
+	sub.expect(t, "+OK")
+	sub.expectClosed(t)
+}
+
+func TestPubSubRESP3(t *testing.T) {
+	b := newPSFake()
+	_, addr := startServer(t, b, Config{})
+	sub := rawConn(t, addr)
+	sub.send(t, "HELLO", "3")
+	for sub.line(t) != "*0" { // the HELLO map ends with "modules", an empty array
+	}
+	sub.send(t, "SUBSCRIBE", "a")
+	sub.expect(t, ">3", "$9", "subscribe", "$1", "a", ":1")
+	// RESP3: every command runs while subscribed.
+	sub.send(t, "GET", "k")
+	sub.expect(t, "_")
+	sub.send(t, "PUBLISH", "a", "m")
+	sub.expect(t, ">3", "$7", "message", "$1", "a", "$1", "m", ":1")
+	sub.send(t, "UNSUBSCRIBE", "a", "b")
+	sub.expect(t, ">3", "$11", "unsubscribe", "$1", "a", ":0", ">3", "$11", "unsubscribe", "$1", "b", ":0")
+}
+
+// TestPubSubGoRedis: go-redis's Subscribe and its PubSub type work
+// unchanged, in both protocols, and a subscriber gets messages in the
+// order they were published.
+func TestPubSubGoRedis(t *testing.T) {
+	b := newPSFake()
+	_, addr := startServer(t, b, Config{})
+	for _, proto := range []int{2, 3} {
+		c := newClient(t, addr, proto)
+		ctx := context.Background()
+		ps := c.Subscribe(ctx, "ch")
+		if _, err := ps.Receive(ctx); err != nil {
+			t.Fatal(err)
+		}
+		const n = 200
+		for i := range n {
+			if got, err := c.Publish(ctx, "ch", fmt.Sprint(i)).Result(); err != nil || got != 1 {
+				t.Fatalf("proto %d: PUBLISH = %d, %v", proto, got, err)
+			}
+		}
+		for i := range n {
+			m, err := ps.ReceiveTimeout(ctx, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if msg, ok := m.(*redis.Message); !ok || msg.Payload != fmt.Sprint(i) {
+				t.Fatalf("proto %d: message %d is %v", proto, i, m)
+			}
+		}
+		if err := ps.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestSubscriberClosedFreesEverything: a subscriber that disconnects
+// leaves no subscription and no session behind.
+func TestSubscriberClosedFreesEverything(t *testing.T) {
+	b := newPSFake()
+	srv, addr := startServer(t, b, Config{})
+	sub := rawConn(t, addr)
+	sub.send(t, "SUBSCRIBE", "a")
+	sub.expect(t, "*3", "$9", "subscribe", "$1", "a", ":1")
+	if n := b.reg.NumSub("a"); n != 1 {
+		t.Fatalf("NumSub = %d", n)
+	}
+	sub.Close()
+	testutil.Eventually(t, "the subscription and the session to go", 5*time.Second, func() (bool, string) {
+		return b.reg.NumSub("a") == 0 && srv.Clients() == 0, fmt.Sprintf("NumSub %d, clients %d", b.reg.NumSub("a"), srv.Clients())
+	})
+}
