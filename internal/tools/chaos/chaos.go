@@ -14,7 +14,8 @@
 // The work is split by job:
 //
 //	history/   what happened: operations, outcomes, faults, on one clock
-//	workload/  the clients: registers, counters, follower reads
+//	workload/  the clients: registers, counters, follower reads; hashes,
+//	           sets, lists, transfers and a queue (typed.go)
 //	nemesis/   the faults and their seeded schedule
 //	relay/     the fault-injecting TCP relay on a link
 //	checker/   the checks, pure functions of the history and the facts
@@ -105,6 +106,10 @@ type Options struct {
 	// control plane) the cluster has a tandem proxy and every other
 	// session of each policy goes through it.
 	NoProxy bool
+	// NoTyped runs registers and counters only; by default the workload
+	// also has hashes, sets, lists, transfers between accounts and a queue
+	// (workload.DefaultTyped).
+	NoTyped bool
 	// OpTimeout bounds one client operation (default 1 s).
 	OpTimeout time.Duration
 	// CheckTimeout bounds porcupine per key (default 30 s); a key it cannot
@@ -318,11 +323,14 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		SessionConns:      sconns,
 		ProxyConn:         proxyConn,
 	}
+	if !opts.NoTyped {
+		wcfg.Typed = workload.DefaultTyped(wcfg.Registers)
+	}
 	steps := nemesis.Plan(opts.Seed, kinds, topo, nemesis.DefaultTiming(opts.Duration))
 	for _, s := range steps {
 		log.Debug("planned fault", "step", s.String())
 	}
-	log.Info("chaos run starting", "faults", len(steps), "registers", wcfg.Registers, "counters", wcfg.Counters, "control_plane", !opts.Static)
+	log.Info("chaos run starting", "faults", len(steps), "registers", wcfg.Registers, "counters", wcfg.Counters, "typed", fmt.Sprintf("%+v", wcfg.Typed), "control_plane", !opts.Static)
 
 	rec := history.NewRecorder()
 	// The nemesis's own writes (kill-leader-after-ack) are INCRs of the
@@ -365,6 +373,9 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	finalCtx, cancelFinal := context.WithTimeout(ctx, 30*time.Second)
 	if err := workload.FinalReads(finalCtx, wcfg, conns, rec); err != nil {
 		log.Warn("final reads incomplete", "err", err)
+	}
+	if err := workload.FinalBalances(finalCtx, wcfg, conns, topo.Nodes, rec); err != nil {
+		log.Warn("final balances incomplete", "err", err)
 	}
 	cancelFinal()
 	h := rec.History(opts.Seed)

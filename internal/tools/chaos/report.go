@@ -159,13 +159,22 @@ func Check(h history.History, digests []checker.Digest, facts Facts, checkTimeou
 			r.FollowerReads++
 		}
 	}
-	checked := h.Ops
+	// The register and counter checks see only register and counter
+	// operations (hash fields are registers); the typed workload's have
+	// their own checks.
+	var kv []history.Op
+	for _, o := range h.Ops {
+		if history.IsKV(o.Kind) {
+			kv = append(kv, o)
+		}
+	}
+	checked := kv
 	if facts.Async() {
-		rolled := checker.ObservedRollbacks(h.Ops, facts.RolledBack)
+		rolled := checker.ObservedRollbacks(kv, facts.RolledBack)
 		r.RolledBackKeys = len(rolled)
 		if len(rolled) > 0 {
 			checked = nil
-			for _, o := range h.Ops {
+			for _, o := range kv {
 				if !rolled[o.Key] {
 					checked = append(checked, o)
 				}
@@ -173,7 +182,12 @@ func Check(h history.History, digests []checker.Digest, facts Facts, checkTimeou
 		}
 	}
 	r.Violations = append(r.Violations, checker.Linearizable(checked, checkTimeout, dir)...)
-	dv, losses := checker.DurabilityLosses(h.Ops)
+	tv := checker.Typed(h.Ops, !facts.Async())
+	for _, v := range tv {
+		r.LostWrites += v.Lost
+	}
+	r.Violations = append(r.Violations, tv...)
+	dv, losses := checker.DurabilityLosses(kv)
 	r.Violations = append(r.Violations, dv...)
 	for _, l := range losses {
 		r.LostWrites += l.N
