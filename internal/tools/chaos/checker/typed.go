@@ -160,7 +160,8 @@ func collection(key string, kops []history.Op, add, read history.Kind, strict bo
 			if p.Return >= r.Call {
 				continue
 			}
-			if i := slices.IndexFunc(p.Items, func(it string) bool { return !have[it] }); i >= 0 {
+			// (An element never added is reported as such, not again here.)
+			if i := slices.IndexFunc(p.Items, func(it string) bool { _, added := adds[it]; return added && !have[it] }); i >= 0 {
 				vs = append(vs, Violation{Kind: MissingElement, Key: key, Node: r.Node, At: r.Call,
 					Detail: fmt.Sprintf("read lacks %q, which an earlier read returned (%s): %s", p.Items[i], p, r)})
 				break
