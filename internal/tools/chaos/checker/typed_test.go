@@ -18,7 +18,9 @@ func read(kind history.Kind, key string, call, ret int64, items ...string) histo
 
 func TestSets(t *testing.T) {
 	sadd := func(v string, call, ret int64) history.Op { return add(history.SAdd, "s:0", v, call, ret) }
-	smembers := func(call, ret int64, items ...string) history.Op { return read(history.SRead, "s:0", call, ret, items...) }
+	smembers := func(call, ret int64, items ...string) history.Op {
+		return read(history.SRead, "s:0", call, ret, items...)
+	}
 	tests := []struct {
 		name   string
 		ops    []history.Op
@@ -47,7 +49,9 @@ func TestSets(t *testing.T) {
 
 func TestLists(t *testing.T) {
 	rpush := func(v string, call, ret int64) history.Op { return add(history.RPush, "l:0", v, call, ret) }
-	lrange := func(call, ret int64, items ...string) history.Op { return read(history.LRead, "l:0", call, ret, items...) }
+	lrange := func(call, ret int64, items ...string) history.Op {
+		return read(history.LRead, "l:0", call, ret, items...)
+	}
 	tests := []struct {
 		name string
 		ops  []history.Op
