@@ -82,7 +82,7 @@ func account(i int) string { return "a:" + strconv.Itoa(i) }
 
 // typed chooses and performs one typed operation; roll is uniform in
 // [0, typedShare). The mix (of typedShare): 6 HSET, 4 HGET, 4 SADD,
-// 3 SMEMBERS, 4 RPUSH, 3 LRANGE, 4 transfers, 2 balance reads (half on a
+// 3 SMEMBERS, 4 RPUSH, 3 LRANGE, 4 transfers, 4 balance reads (half on a
 // follower), 3 LPUSH, 3 RPOP; ok is false when the part rolled is off,
 // and the roll goes to the registers and counters.
 func (c *client) typed(ctx context.Context, roll int, leader, follower int) (history.Op, bool) {
@@ -109,19 +109,19 @@ func (c *client) typed(ctx context.Context, roll int, leader, follower int) (his
 			return c.do(ctx, history.Op{Key: key, Kind: history.RPush, Value: fmt.Sprintf("%d.%d", c.id, c.seq), Node: leader}), true
 		}
 		return c.do(ctx, history.Op{Key: key, Kind: history.LRead, Node: leader}), true
-	case roll < 30 && t.Accounts >= 2:
+	case roll < 32 && t.Accounts >= 2:
 		if roll < 28 {
 			from := c.r.IntN(t.Accounts)
 			to := (from + 1 + c.r.IntN(t.Accounts-1)) % t.Accounts
 			return c.do(ctx, history.Op{Key: AccountsKey, Kind: history.Transfer, Value: account(from) + "->" + account(to), N: 1 + c.r.Int64N(20), Node: leader}), true
 		}
 		node, fol := leader, false
-		if roll == 29 && follower != 0 {
+		if roll >= 30 && follower != 0 {
 			node, fol = follower, true
 		}
 		return Do(ctx, c.conns, c.cfg, history.Op{Client: c.id, Key: AccountsKey, Kind: history.Balances, Node: node, Follower: fol}, c.rec), true
-	case roll < 36 && t.Queue:
-		if roll < 33 {
+	case roll < 38 && t.Queue:
+		if roll < 35 {
 			c.seq++
 			return c.do(ctx, history.Op{Key: QueueKey, Kind: history.Enqueue, Value: fmt.Sprintf("%d.%d", c.id, c.seq), Node: leader}), true
 		}
@@ -131,7 +131,7 @@ func (c *client) typed(ctx context.Context, roll int, leader, follower int) (his
 }
 
 // typedShare is the typed operations' share of every 100.
-const typedShare = 36
+const typedShare = 38
 
 func (c *client) do(ctx context.Context, op history.Op) history.Op {
 	op.Client = c.id

@@ -212,7 +212,7 @@ func paced(ctx context.Context, cfg Config, issued interface{ Add(int64) int64 }
 // next chooses and performs one operation. The mix: 30% SET, 20% GET of a
 // register from the leader, 15% INCR, 10% GET of a counter from the leader,
 // 25% GET from a follower (registers and counters alike); with the typed
-// workload on, those take 64% and the typed operations the rest (see
+// workload on, those take 62% and the typed operations the rest (see
 // client.typed).
 func (c *client) next(ctx context.Context) history.Op {
 	reg := "r:" + strconv.Itoa(c.r.IntN(c.cfg.Registers))
