@@ -334,9 +334,10 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 
 	rec := history.NewRecorder()
 	// The nemesis's own writes (kill-leader-after-ack) are INCRs of the
-	// first counter by a client id of their own, after the final reads'.
+	// first counter (and RPOPs of the queue) by a client id of their own,
+	// after the final reads'.
 	env := &clusterEnv{c: c, links: links, conns: conns, rec: rec,
-		key: wcfg.Keys()[wcfg.Registers], client: wcfg.Clients + 1, timeout: opts.OpTimeout}
+		key: wcfg.Keys()[wcfg.Registers], client: wcfg.Clients + 1, timeout: opts.OpTimeout, cfg: wcfg}
 	// (Sessions are client ids from wcfg.SessionClient(0) = Clients+2.)
 	runCtx, cancel := context.WithTimeout(ctx, opts.Duration)
 	defer cancel()
@@ -553,6 +554,8 @@ type clusterEnv struct {
 	key     string
 	client  int
 	timeout time.Duration
+	// cfg is the workload's (Write pops the queue when it runs).
+	cfg workload.Config
 }
 
 func (e *clusterEnv) Kill(id int) error   { return e.c.Kill(id) }
@@ -564,6 +567,12 @@ func (e *clusterEnv) WaitReady(ctx context.Context, id int) error {
 }
 func (e *clusterEnv) Link(from, to string) *relay.Relay { return e.links.get(from, to) }
 func (e *clusterEnv) Write(ctx context.Context, id int) error {
+	if e.cfg.Typed.Queue {
+		// An RPOP too: under kill-leader-after-ack, a pop acknowledged and
+		// then lost puts its job back, and the queue check sees it popped
+		// twice (or popped and still queued).
+		e.rec.Add(workload.Dequeue(ctx, e.conns, e.cfg, id, e.client, e.rec))
+	}
 	op := workload.Incr(ctx, e.conns, id, e.client, e.key, e.timeout, e.rec)
 	e.rec.Add(op)
 	if op.Outcome != history.OK {

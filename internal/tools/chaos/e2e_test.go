@@ -137,7 +137,8 @@ func expectClean(t *testing.T, opts Options) *Report {
 // kill-leader-after-ack: every kill comes microseconds after the leader
 // acknowledged an INCR, which under the bug is never durable yet, and a
 // lost INCR always shows in the counter's final value. The test requires
-// lost acknowledged writes, the bug's own symptom, inside those faults.
+// lost acknowledged writes, the bug's own symptom, inside those faults,
+// and the queue's: a job popped twice.
 func TestE2ECatchesAckBeforeDurable(t *testing.T) {
 	opts := e2eOptions(t, 15*time.Second, "kill-leader-after-ack")
 	opts.ServerArgs = []string{"--buggify", "ack-before-durable"}
@@ -163,6 +164,12 @@ func TestE2ECatchesAckBeforeDurable(t *testing.T) {
 	})
 	if !markerLost {
 		t.Fatalf("the INCRs acknowledged right before each kill were not reported lost: %v", r.Violations)
+	}
+	// The nemesis pops the queue before its INCR: that pop, acknowledged
+	// and lost in the kill, puts its job back in the queue, where a
+	// consumer pops it again or the final read finds it.
+	if by[checker.DuplicatePop] == 0 {
+		t.Fatalf("the jobs popped right before each kill were not reported popped twice: %v", r.Violations)
 	}
 	t.Logf("caught: %v, %d acknowledged writes lost (%d in %d kills after an ack)", by, r.LostWrites, kills.LostWrites, kills.Injected)
 }

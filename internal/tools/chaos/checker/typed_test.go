@@ -99,6 +99,10 @@ func TestTransfers(t *testing.T) {
 	}{
 		{"correct", append([]history.Op{open, transfer(2, 5), bal(1, 6, "95", "105", "100"), bal(2, 3, "100", "100", "100")}, finals("95", "105", "100")...), nil},
 		{"absent account is 0", append([]history.Op{open, bal(2, 3, "100", "", "200")}, finals("100", "100", "100")...), nil},
+		{"follower before the opening", append([]history.Op{open, bal(2, 3, "", "", "")}, finals("100", "100", "100")...), nil},
+		{"one account missing", append([]history.Op{open, bal(2, 3, "100", "", "100")}, finals("100", "100", "100")...), []ViolationKind{SumChanged}},
+		{"leader without the accounts", append([]history.Op{open, bal(1, 3, "", "", "")}, finals("100", "100", "100")...), []ViolationKind{SumChanged}},
+		{"every account gone at the end", append([]history.Op{open}, finals("", "", "")...), []ViolationKind{SumChanged, SumChanged, SumChanged}},
 		{"half a transfer seen", append([]history.Op{open, transfer(2, 5), bal(2, 3, "95", "100", "100")}, finals("95", "105", "100")...), []ViolationKind{SumChanged}},
 		{"half a transfer kept on every node", append([]history.Op{open, transfer(2, 5)}, finals("95", "100", "100")...), []ViolationKind{SumChanged, SumChanged, SumChanged}},
 		{"not a number", append([]history.Op{open, bal(1, 3, "x", "100", "100")}, finals("100", "100", "100")...), []ViolationKind{SumChanged}},

@@ -83,7 +83,8 @@ func account(i int) string { return "a:" + strconv.Itoa(i) }
 // typed chooses and performs one typed operation; roll is uniform in
 // [0, typedShare). The mix (of typedShare): 6 HSET, 4 HGET, 4 SADD,
 // 3 SMEMBERS, 4 RPUSH, 3 LRANGE, 4 transfers, 4 balance reads (half on a
-// follower), 3 LPUSH, 3 RPOP; ok is false when the part rolled is off,
+// follower), 4 LPUSH, 2 RPOP (the queue grows, so a pop finds a
+// job that is not new); ok is false when the part rolled is off,
 // and the roll goes to the registers and counters.
 func (c *client) typed(ctx context.Context, roll int, leader, follower int) (history.Op, bool) {
 	t := c.cfg.Typed
@@ -121,7 +122,7 @@ func (c *client) typed(ctx context.Context, roll int, leader, follower int) (his
 		}
 		return Do(ctx, c.conns, c.cfg, history.Op{Client: c.id, Key: AccountsKey, Kind: history.Balances, Node: node, Follower: fol}, c.rec), true
 	case roll < 38 && t.Queue:
-		if roll < 35 {
+		if roll < 36 {
 			c.seq++
 			return c.do(ctx, history.Op{Key: QueueKey, Kind: history.Enqueue, Value: fmt.Sprintf("%d.%d", c.id, c.seq), Node: leader}), true
 		}
@@ -231,6 +232,12 @@ func exec(ctx context.Context, conn Conn, cmds [][]any, into []string) error {
 		}
 	}
 	return nil
+}
+
+// Dequeue performs one RPOP of the queue on node as client and returns it
+// (not yet recorded).
+func Dequeue(ctx context.Context, conns map[int]Conn, cfg Config, node, client int, rec *history.Recorder) history.Op {
+	return Do(ctx, conns, cfg, history.Op{Client: client, Key: QueueKey, Kind: history.Dequeue, Node: node}, rec)
 }
 
 // OpenAccounts opens the accounts on the leader before the clients start
