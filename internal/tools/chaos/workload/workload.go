@@ -7,7 +7,8 @@
 //
 // Keys are registers ("r:N", SET with values unique in the whole run, GET)
 // and counters ("c:N", INCR, GET); a key is never both, and nothing is ever
-// deleted, which the checkers rely on. Writes and linearizable reads go to
+// deleted, which the checkers rely on. Config.Typed adds hashes, sets,
+// lists, transfers and a queue (typed.go). Writes and linearizable reads go to
 // the leader; follower reads go to a follower and are marked as such. The
 // rate is bounded so that each key's history stays small enough for
 // porcupine. Each client's sequence of choices (operation, key, follower)
