@@ -324,7 +324,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		ProxyConn:         proxyConn,
 	}
 	if !opts.NoTyped {
-		wcfg.Typed = workload.DefaultTyped(wcfg.Registers)
+		wcfg.Typed = workload.DefaultTyped(wcfg.Registers, opts.Rate, opts.Duration)
 	}
 	steps := nemesis.Plan(opts.Seed, kinds, topo, nemesis.DefaultTiming(opts.Duration))
 	for _, s := range steps {

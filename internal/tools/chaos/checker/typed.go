@@ -135,7 +135,22 @@ func collection(key string, kops []history.Op, add, read history.Kind, strict bo
 	var vs []Violation
 	adds := elements(kops, add)
 	reads, final := okReads(kops, read)
+	slices.SortStableFunc(reads, func(x, y history.Op) int { return cmp.Compare(x.Call, y.Call) })
+	// seen is the union of what the reads that returned before r's call
+	// returned (byReturn[:next] added); an element in it and not in r went
+	// missing. One sweep: linear in the reads' items.
+	byReturn := slices.Clone(reads)
+	slices.SortFunc(byReturn, func(x, y history.Op) int { return cmp.Compare(x.Return, y.Return) })
+	seen := map[string]history.Op{}
+	next := 0
 	for _, r := range reads {
+		for ; next < len(byReturn) && byReturn[next].Return < r.Call; next++ {
+			for _, it := range byReturn[next].Items {
+				if _, added := adds[it]; added { // an element never added is reported as such
+					seen[it] = byReturn[next]
+				}
+			}
+		}
 		if it, bad := inventedIn(r.Items, r, adds); bad {
 			vs = append(vs, Violation{Kind: NeverWritten, Key: key, Node: r.Node, At: r.Call,
 				Detail: fmt.Sprintf("read holds %q, never added by then: %s", it, r)})
@@ -156,16 +171,15 @@ func collection(key string, kops []history.Op, add, read history.Kind, strict bo
 		for _, it := range r.Items {
 			have[it] = true
 		}
-		for _, p := range reads {
-			if p.Return >= r.Call {
-				continue
+		gone := ""
+		for it := range seen {
+			if !have[it] && (gone == "" || it < gone) {
+				gone = it
 			}
-			// (An element never added is reported as such, not again here.)
-			if i := slices.IndexFunc(p.Items, func(it string) bool { _, added := adds[it]; return added && !have[it] }); i >= 0 {
-				vs = append(vs, Violation{Kind: MissingElement, Key: key, Node: r.Node, At: r.Call,
-					Detail: fmt.Sprintf("read lacks %q, which an earlier read returned (%s): %s", p.Items[i], p, r)})
-				break
-			}
+		}
+		if gone != "" {
+			vs = append(vs, Violation{Kind: MissingElement, Key: key, Node: r.Node, At: r.Call,
+				Detail: fmt.Sprintf("read lacks %q, which an earlier read returned (%s): %s", gone, seen[gone], r)})
 		}
 	}
 	if final == nil && countOK(adds) > 0 {

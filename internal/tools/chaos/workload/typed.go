@@ -62,11 +62,17 @@ func (t TypedConfig) on() bool {
 	return t.Hashes > 0 && t.Fields > 0 || t.Sets > 0 || t.Lists > 0 || t.Accounts >= 2 || t.Queue
 }
 
-// DefaultTyped sizes the typed workload for a run whose registers number
-// regs: a hash of 4 fields per 8 registers, a set and a list per 16, 8
-// accounts, the queue.
-func DefaultTyped(regs int) TypedConfig {
-	return TypedConfig{Hashes: max(1, regs/8), Fields: 4, Sets: max(1, regs/16), Lists: max(1, regs/16), Accounts: 8, Queue: true}
+// DefaultTyped sizes the typed workload for a run of d at rate operations
+// a second whose registers number regs: a hash of 4 fields per 8
+// registers, 8 accounts, the queue, and as many sets and lists as keep
+// each under about 250 elements by the end (at least one per 16
+// registers), since every read returns the whole collection: a 16-minute
+// run's history stays tens of megabytes and its check linear in it.
+func DefaultTyped(regs int, rate float64, d time.Duration) TypedConfig {
+	const perKey = 250
+	adds := rate * d.Seconds() * 4 / 100 // SADD (and RPUSH) are 4% of operations
+	colls := max(1, regs/16, int(adds/perKey)+1)
+	return TypedConfig{Hashes: max(1, regs/8), Fields: 4, Sets: colls, Lists: colls, Accounts: 8, Queue: true}
 }
 
 // hashKey splits "h:N/fM" into the hash and the field; ok is false for
