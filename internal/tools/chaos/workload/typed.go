@@ -13,7 +13,8 @@ package workload
 //   - Transfers between the accounts "a:N", opened with Balance each by
 //     one MSETNX before the clients start: MULTI, DECRBY from n, INCRBY to
 //     n, EXEC; and MULTI of a GET of every account, EXEC, on the leader or
-//     a follower. The sum is invariant (checker.Transfers).
+//     a follower, and on every node every 250 ms (the auditor). The sum
+//     is invariant (checker.Transfers).
 //   - A queue "q": producers LPUSH unique jobs, consumers RPOP (tandem has
 //     no blocking pops yet; RPOP is the non-blocking consumer). Each job
 //     is popped at most once and none is lost (checker.Queue).
@@ -264,6 +265,36 @@ func OpenAccounts(ctx context.Context, cfg Config, conns map[int]Conn, rec *hist
 			return fmt.Errorf("workload: open the accounts: %s", op.Err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// auditEvery is how often the auditor reads the balances on every node.
+const auditEvery = 250 * time.Millisecond
+
+// audit reads the balances on every node every auditEvery until ctx ends
+// (client id cfg.Clients, the final reader's, which runs only after), so
+// that the sum is checked on each replica during and right after every
+// fault, not only on the ones the clients' reads happen to reach.
+func audit(ctx context.Context, cfg Config, conns map[int]Conn, rec *history.Recorder) {
+	nodes := cfg.Nodes
+	if len(nodes) == 0 {
+		nodes = append([]int{cfg.leader()}, cfg.followers()...)
+	}
+	t := time.NewTicker(auditEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+		leader := cfg.leader()
+		for _, n := range nodes {
+			if ctx.Err() != nil {
+				return
+			}
+			rec.Add(Do(ctx, conns, cfg, history.Op{Client: cfg.Clients, Key: AccountsKey, Kind: history.Balances, Node: n, Follower: n != leader}, rec))
+		}
 	}
 }
 

@@ -157,6 +157,9 @@ func Run(ctx context.Context, cfg Config, conns map[int]Conn, rec *history.Recor
 		c := &client{id: id, cfg: cfg, conns: conns, rec: rec, r: rand.New(rand.NewPCG(cfg.Seed, uint64(id)))}
 		wg.Go(func() { c.run(ctx, &issued) })
 	}
+	if cfg.Typed.Accounts >= 2 {
+		wg.Go(func() { audit(ctx, cfg, conns, rec) })
+	}
 	for i, p := range cfg.sessionPolicies() {
 		id := cfg.SessionClient(i)
 		s := &session{id: id, policy: p, cfg: cfg, rec: rec, r: rand.New(rand.NewPCG(cfg.Seed, uint64(id))),
