@@ -96,28 +96,40 @@ func account(i int) string { return "a:" + strconv.Itoa(i) }
 func (c *client) typed(ctx context.Context, roll int, leader, follower int) (history.Op, bool) {
 	t := c.cfg.Typed
 	switch {
-	case roll < 10 && t.Hashes > 0 && t.Fields > 0:
+	case roll < 10:
+		if t.Hashes == 0 || t.Fields == 0 {
+			break
+		}
 		key := fmt.Sprintf("h:%d/f%d", c.r.IntN(t.Hashes), c.r.IntN(t.Fields))
 		if roll < 6 {
 			c.seq++
 			return c.write(ctx, leader, key, fmt.Sprintf("%d.%d", c.id, c.seq)), true
 		}
 		return Read(ctx, c.conns, leader, c.id, key, false, c.cfg.OpTimeout, c.rec), true
-	case roll < 17 && t.Sets > 0:
+	case roll < 17:
+		if t.Sets == 0 {
+			break
+		}
 		key := "s:" + strconv.Itoa(c.r.IntN(t.Sets))
 		if roll < 14 {
 			c.seq++
 			return c.do(ctx, history.Op{Key: key, Kind: history.SAdd, Value: fmt.Sprintf("%d.%d", c.id, c.seq), Node: leader}), true
 		}
 		return c.do(ctx, history.Op{Key: key, Kind: history.SRead, Node: leader}), true
-	case roll < 24 && t.Lists > 0:
+	case roll < 24:
+		if t.Lists == 0 {
+			break
+		}
 		key := "l:" + strconv.Itoa(c.r.IntN(t.Lists))
 		if roll < 21 {
 			c.seq++
 			return c.do(ctx, history.Op{Key: key, Kind: history.RPush, Value: fmt.Sprintf("%d.%d", c.id, c.seq), Node: leader}), true
 		}
 		return c.do(ctx, history.Op{Key: key, Kind: history.LRead, Node: leader}), true
-	case roll < 32 && t.Accounts >= 2:
+	case roll < 32:
+		if t.Accounts < 2 {
+			break
+		}
 		if roll < 28 {
 			from := c.r.IntN(t.Accounts)
 			to := (from + 1 + c.r.IntN(t.Accounts-1)) % t.Accounts
@@ -128,7 +140,10 @@ func (c *client) typed(ctx context.Context, roll int, leader, follower int) (his
 			node, fol = follower, true
 		}
 		return Do(ctx, c.conns, c.cfg, history.Op{Client: c.id, Key: AccountsKey, Kind: history.Balances, Node: node, Follower: fol}, c.rec), true
-	case roll < 38 && t.Queue:
+	case roll < 38:
+		if !t.Queue {
+			break
+		}
 		if roll < 36 {
 			c.seq++
 			return c.do(ctx, history.Op{Key: QueueKey, Kind: history.Enqueue, Value: fmt.Sprintf("%d.%d", c.id, c.seq), Node: leader}), true
