@@ -12,7 +12,9 @@ import (
 // Redis would use under the same thresholds, so that clients and tests
 // that look at it see Redis's answers. The thresholds are the process's
 // (one node per process), changed only by CONFIG SET, not persisted.
-var hashMaxEntries, hashMaxValue atomic.Int64
+// Sorted sets likewise report listpack or skiplist under
+// zset-max-listpack-entries and -value.
+var hashMaxEntries, hashMaxValue, zsetMaxEntries, zsetMaxValue atomic.Int64
 
 // Sets: set-max-intset-entries (512) as in every Redis 7, and Redis
 // 7.2's set-max-listpack-entries/-value. Their default entries is 0 here,
@@ -24,9 +26,20 @@ var setMaxIntsetEntries, setMaxListpackEntries, setMaxListpackValue atomic.Int64
 func init() {
 	hashMaxEntries.Store(128)
 	hashMaxValue.Store(64)
+	zsetMaxEntries.Store(128)
+	zsetMaxValue.Store(64)
 	setMaxIntsetEntries.Store(512)
 	setMaxListpackEntries.Store(0)
 	setMaxListpackValue.Store(64)
+}
+
+// ZSetEncodingLimits returns zset-max-listpack-entries and -value.
+func ZSetEncodingLimits() (entries, value int64) { return zsetMaxEntries.Load(), zsetMaxValue.Load() }
+
+// SetZSetEncodingLimits sets them (CONFIG SET).
+func SetZSetEncodingLimits(entries, value int64) {
+	zsetMaxEntries.Store(entries)
+	zsetMaxValue.Store(value)
 }
 
 // SetEncodingLimits returns set-max-intset-entries,
@@ -111,6 +124,20 @@ func encodingOf(v View, key []byte, val Value) (string, error) {
 			return "listpack", err
 		}
 		return "hashtable", err
+	case keyspace.TypeZSet:
+		entries, maxLen := ZSetEncodingLimits()
+		if int64(val.Size) > entries {
+			return "skiplist", nil
+		}
+		small := true
+		err := zmembers(v, key, val, nil, func(m []byte, _ float64) bool {
+			small = int64(len(m)) <= maxLen
+			return small
+		})
+		if small {
+			return "listpack", err
+		}
+		return "skiplist", err
 	case keyspace.TypeList:
 		return "quicklist", nil
 	case keyspace.TypeSet:
@@ -188,8 +215,12 @@ func execMemory(_ *Ctx, v View, args [][]byte) (Result, error) {
 		bytes += int64(len(key) + 13 + len(f) + len(fv))
 		return samples <= 0 || seen < samples
 	})
+	rows := int64(val.Size)
+	if val.Type == keyspace.TypeZSet {
+		rows *= 2 // a member row and an index row per member
+	}
 	if seen > 0 {
-		size += bytes * int64(val.Size) / seen
+		size += bytes * rows / seen
 	}
 	return Result{Reply: Int(size)}, err
 }

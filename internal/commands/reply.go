@@ -1,5 +1,10 @@
 package commands
 
+import (
+	"math"
+	"strconv"
+)
+
 // Reply is a RESP reply value. The concrete types below are the only ones.
 type Reply interface{ isReply() }
 
@@ -19,6 +24,9 @@ type (
 	// Pairs is a flat list of pairs, written as an array of two-element
 	// arrays in RESP3 and flat in RESP2 (HRANDFIELD ... WITHVALUES).
 	Pairs []Reply
+	// Double is a score: a bulk string in RESP2, a double in RESP3, both
+	// as FormatDouble writes it.
+	Double float64
 	// Set is a RESP3 set (~), written as an array in RESP2 (SMEMBERS).
 	Set []Reply
 )
@@ -30,6 +38,7 @@ func (Array) isReply()        {}
 func (ErrorReply) isReply()   {}
 func (Map) isReply()          {}
 func (Pairs) isReply()        {}
+func (Double) isReply()       {}
 func (Set) isReply()          {}
 
 // OK is the +OK reply.
@@ -37,3 +46,15 @@ const OK = SimpleString("OK")
 
 // Null is the null bulk reply.
 var Null = Bulk(nil)
+
+// FormatDouble renders d as Redis 7.0's addReplyDouble does: "%.17g" (1.1
+// is "1.1000000000000001"), infinities as "inf" and "-inf".
+func FormatDouble(d float64) []byte {
+	switch {
+	case math.IsInf(d, 1):
+		return []byte("inf")
+	case math.IsInf(d, -1):
+		return []byte("-inf")
+	}
+	return strconv.AppendFloat(nil, d, 'g', 17, 64)
+}

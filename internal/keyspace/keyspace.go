@@ -13,6 +13,12 @@
 //	'd' key                              -> metadata row (see below)
 //	's' keyLen(4, BE) key version(8, BE) sub -> the sub-key's value
 //
+// Within a collection's span, a sorted set keeps two families of
+// sub-keys, told apart by their first byte (zset.go): member rows
+// ('m' member -> score) and score-index rows ('i' score member -> empty,
+// with an order-preserving score encoding), so a range by score seeks in
+// the index and a score lookup reads one row.
+//
 // A string's value sits inline in its metadata row, which is the format
 // strings always had, so data dirs written before typed values read
 // unchanged:

@@ -7,7 +7,7 @@
 // # What it promises
 //
 //   - Writes, and every command that is not a plain read (a command the
-//     commands table flags read only, SCAN, HSCAN and SSCAN excepted, whose
+//     commands table flags read only, SCAN, HSCAN, SSCAN and ZSCAN excepted, whose
 //     cursor is a node's), go to the leader the topology in etcd names. While there is
 //     none (a failover), a write waits up to Config.WriteWait for one
 //     instead of failing; a node's READONLY or MASTERDOWN (the write did
@@ -342,7 +342,7 @@ var local = map[string]bool{"tandem.readpolicy": true, "tandem.token": true, "ta
 
 // nodeCursor are the reads whose cursor is a node's (its CursorTable):
 // the next page must come from the same node, so they go to the leader.
-var nodeCursor = map[string]bool{"scan": true, "hscan": true, "sscan": true}
+var nodeCursor = map[string]bool{"scan": true, "hscan": true, "sscan": true, "zscan": true}
 
 // isRead: a plain read, which may go to a follower.
 func isRead(args [][]byte) bool {

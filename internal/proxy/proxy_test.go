@@ -431,6 +431,7 @@ func TestIsRead(t *testing.T) {
 		"GET": true, "hget": true, "HGETALL": true, "HRANDFIELD": true, "DBSIZE": true,
 		"SET": false, "HSET": false, "HDEL": false, "FLUSHALL": false,
 		"SCAN": false, "HSCAN": false, "nosuchcommand": false,
+		"ZRANGE": true, "ZSCORE": true, "ZADD": false, "ZRANGESTORE": false, "ZSCAN": false,
 		"SMEMBERS": true, "SRANDMEMBER": true, "SINTERCARD": true, "SADD": false, "SPOP": false, "SSCAN": false,
 	} {
 		if got := isRead([][]byte{[]byte(cmd)}); got != want {

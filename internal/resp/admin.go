@@ -188,7 +188,12 @@ func (n *node) configParams() []configParam {
 	entries, value := commands.HashEncodingLimits()
 	listSize, listDepth := commands.ListConfig()
 	setInts, setEntries, setValue := commands.SetEncodingLimits()
+	zEntries, zValue := commands.ZSetEncodingLimits()
 	return []configParam{
+		{"zset-max-listpack-entries", strconv.FormatInt(zEntries, 10)},
+		{"zset-max-listpack-value", strconv.FormatInt(zValue, 10)},
+		{"zset-max-ziplist-entries", strconv.FormatInt(zEntries, 10)},
+		{"zset-max-ziplist-value", strconv.FormatInt(zValue, 10)},
 		{"list-max-listpack-size", strconv.FormatInt(listSize, 10)},
 		{"list-max-ziplist-size", strconv.FormatInt(listSize, 10)},
 		{"list-compress-depth", strconv.FormatInt(listDepth, 10)},
@@ -231,14 +236,16 @@ func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 			c.WriteError(errArity("config|set"))
 			return
 		}
-		// The encoding thresholds of hashes, sets and lists are the only
-		// settable parameters: they change what OBJECT ENCODING reports
-		// (commands.SetHashEncodingLimits, SetSetEncodingLimits) or are
+		// The encoding thresholds of hashes, sets, sorted sets and lists
+		// are the only settable parameters: they change what OBJECT
+		// ENCODING reports (commands.SetHashEncodingLimits,
+		// SetSetEncodingLimits, SetZSetEncodingLimits) or are
 		// kept for CONFIG GET (commands.SetListConfig). All are checked
 		// before any is set, as Redis does. `save ""` is accepted: no RDB
 		// snapshots is what tandem does anyway (Redis's tests set it).
 		entries, value := commands.HashEncodingLimits()
 		setInts, setEntries, setValue := commands.SetEncodingLimits()
+		zEntries, zValue := commands.ZSetEncodingLimits()
 		listSize, listDepth := commands.ListConfig()
 		for i := 2; i < len(args); i += 2 {
 			name := strings.ToLower(string(args[i]))
@@ -253,6 +260,10 @@ func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 				dst = &entries
 			case "hash-max-listpack-value", "hash-max-ziplist-value":
 				dst = &value
+			case "zset-max-listpack-entries", "zset-max-ziplist-entries":
+				dst = &zEntries
+			case "zset-max-listpack-value", "zset-max-ziplist-value":
+				dst = &zValue
 			case "set-max-intset-entries":
 				dst = &setInts
 			case "set-max-listpack-entries":
@@ -277,6 +288,7 @@ func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 		commands.SetHashEncodingLimits(entries, value)
 		commands.SetListConfig(listSize, listDepth)
 		commands.SetSetEncodingLimits(setInts, setEntries, setValue)
+		commands.SetZSetEncodingLimits(zEntries, zValue)
 		c.WriteString("OK")
 	case "resetstat":
 		c.WriteString("OK")

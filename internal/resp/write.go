@@ -32,6 +32,12 @@ func writeReply(w redcon.Conn, r commands.Reply, proto3 bool) {
 		for _, e := range r {
 			writeReply(w, e, proto3)
 		}
+	case commands.Double:
+		if proto3 {
+			w.WriteRaw(append(append([]byte{','}, commands.FormatDouble(float64(r))...), crlf...))
+		} else {
+			w.WriteBulk(commands.FormatDouble(float64(r)))
+		}
 	case commands.ErrorReply:
 		w.WriteError(string(r))
 	case commands.Map:

@@ -14,7 +14,8 @@
 // The work is split by job:
 //
 //	history/   what happened: operations, outcomes, faults, on one clock
-//	workload/  the clients: registers, counters, follower reads
+//	workload/  the clients: registers, counters, follower reads; hashes,
+//	           sets, lists, transfers and a queue (typed.go)
 //	nemesis/   the faults and their seeded schedule
 //	relay/     the fault-injecting TCP relay on a link
 //	checker/   the checks, pure functions of the history and the facts
@@ -105,6 +106,10 @@ type Options struct {
 	// control plane) the cluster has a tandem proxy and every other
 	// session of each policy goes through it.
 	NoProxy bool
+	// NoTyped runs registers and counters only; by default the workload
+	// also has hashes, sets, lists, transfers between accounts and a queue
+	// (workload.DefaultTyped).
+	NoTyped bool
 	// OpTimeout bounds one client operation (default 1 s).
 	OpTimeout time.Duration
 	// CheckTimeout bounds porcupine per key (default 30 s); a key it cannot
@@ -318,17 +323,21 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		SessionConns:      sconns,
 		ProxyConn:         proxyConn,
 	}
+	if !opts.NoTyped {
+		wcfg.Typed = workload.DefaultTyped(wcfg.Registers, opts.Rate, opts.Duration)
+	}
 	steps := nemesis.Plan(opts.Seed, kinds, topo, nemesis.DefaultTiming(opts.Duration))
 	for _, s := range steps {
 		log.Debug("planned fault", "step", s.String())
 	}
-	log.Info("chaos run starting", "faults", len(steps), "registers", wcfg.Registers, "counters", wcfg.Counters, "control_plane", !opts.Static)
+	log.Info("chaos run starting", "faults", len(steps), "registers", wcfg.Registers, "counters", wcfg.Counters, "typed", fmt.Sprintf("%+v", wcfg.Typed), "control_plane", !opts.Static)
 
 	rec := history.NewRecorder()
 	// The nemesis's own writes (kill-leader-after-ack) are INCRs of the
-	// first counter by a client id of their own, after the final reads'.
+	// first counter (and RPOPs of the queue) by a client id of their own,
+	// after the final reads'.
 	env := &clusterEnv{c: c, links: links, conns: conns, rec: rec,
-		key: wcfg.Keys()[wcfg.Registers], client: wcfg.Clients + 1, timeout: opts.OpTimeout}
+		key: wcfg.Keys()[wcfg.Registers], client: wcfg.Clients + 1, timeout: opts.OpTimeout, cfg: wcfg}
 	// (Sessions are client ids from wcfg.SessionClient(0) = Clients+2.)
 	runCtx, cancel := context.WithTimeout(ctx, opts.Duration)
 	defer cancel()
@@ -365,6 +374,9 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	finalCtx, cancelFinal := context.WithTimeout(ctx, 30*time.Second)
 	if err := workload.FinalReads(finalCtx, wcfg, conns, rec); err != nil {
 		log.Warn("final reads incomplete", "err", err)
+	}
+	if err := workload.FinalBalances(finalCtx, wcfg, conns, topo.Nodes, rec); err != nil {
+		log.Warn("final balances incomplete", "err", err)
 	}
 	cancelFinal()
 	h := rec.History(opts.Seed)
@@ -542,6 +554,8 @@ type clusterEnv struct {
 	key     string
 	client  int
 	timeout time.Duration
+	// cfg is the workload's (Write pops the queue when it runs).
+	cfg workload.Config
 }
 
 func (e *clusterEnv) Kill(id int) error   { return e.c.Kill(id) }
@@ -553,6 +567,12 @@ func (e *clusterEnv) WaitReady(ctx context.Context, id int) error {
 }
 func (e *clusterEnv) Link(from, to string) *relay.Relay { return e.links.get(from, to) }
 func (e *clusterEnv) Write(ctx context.Context, id int) error {
+	if e.cfg.Typed.Queue {
+		// An RPOP too: under kill-leader-after-ack, a pop acknowledged and
+		// then lost puts its job back, and the queue check sees it popped
+		// twice (or popped and still queued).
+		e.rec.Add(workload.Dequeue(ctx, e.conns, e.cfg, id, e.client, e.rec))
+	}
 	op := workload.Incr(ctx, e.conns, id, e.client, e.key, e.timeout, e.rec)
 	e.rec.Add(op)
 	if op.Outcome != history.OK {

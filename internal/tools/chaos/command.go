@@ -119,6 +119,7 @@ Fault kinds: ` + strings.Join(known, ", ") + ` ("none" for no faults).`,
 	f.StringSliceVar(&buggify, "buggify", nil, "deliberate node faults, to prove the harness catches them (ack-before-durable, follower-skip-entry, follower-ignore-token, ...)")
 	f.StringVar(&policies, "read-policies", "all", `read policies of the sessions that run beside the clients, comma-separated ("ryw,monotonic,bounded 50,linearizable,any"), "all" (all but any, bounded 50) or "none"`)
 	f.IntVar(&opts.SessionsPerPolicy, "sessions", 2, "sessions per read policy")
+	f.BoolVar(&opts.NoTyped, "no-typed", false, "run registers and counters only: no hashes, sets, lists, transfers or queue")
 	f.BoolVar(&opts.NoProxy, "no-proxy", false, "run every session on the nodes (default: every other one through a tandem proxy)")
 	f.DurationVar(&opts.FollowerLag, "follower-lag", 20*time.Millisecond, "lag injector: the last node applies each batch this late while it follows (0: none)")
 	f.DurationVar(&opts.OpTimeout, "op-timeout", time.Second, "timeout of one client operation (then its outcome is unknown)")

@@ -48,6 +48,9 @@ type Report struct {
 	// session checks counted (checker.Sessions); counts a policy promises
 	// to keep at 0 are also Violations.
 	Policies []checker.PolicyStats `json:"policies,omitempty"`
+	// Typed counts the typed workload's acknowledged operations by kind
+	// (final reads included), empty when it did not run.
+	Typed map[history.Kind]int `json:"typed,omitempty"`
 	// Digests is the last round of TANDEM.DIGEST answers.
 	Digests []checker.Digest `json:"digests"`
 	// Dir holds the kept artefacts (history.json, porcupine HTML, node
@@ -159,13 +162,22 @@ func Check(h history.History, digests []checker.Digest, facts Facts, checkTimeou
 			r.FollowerReads++
 		}
 	}
-	checked := h.Ops
+	// The register and counter checks see only register and counter
+	// operations (hash fields are registers); the typed workload's have
+	// their own checks.
+	var kv []history.Op
+	for _, o := range h.Ops {
+		if history.IsKV(o.Kind) {
+			kv = append(kv, o)
+		}
+	}
+	checked := kv
 	if facts.Async() {
-		rolled := checker.ObservedRollbacks(h.Ops, facts.RolledBack)
+		rolled := checker.ObservedRollbacks(kv, facts.RolledBack)
 		r.RolledBackKeys = len(rolled)
 		if len(rolled) > 0 {
 			checked = nil
-			for _, o := range h.Ops {
+			for _, o := range kv {
 				if !rolled[o.Key] {
 					checked = append(checked, o)
 				}
@@ -173,7 +185,20 @@ func Check(h history.History, digests []checker.Digest, facts Facts, checkTimeou
 		}
 	}
 	r.Violations = append(r.Violations, checker.Linearizable(checked, checkTimeout, dir)...)
-	dv, losses := checker.DurabilityLosses(h.Ops)
+	for _, o := range h.Ops {
+		if !history.IsKV(o.Kind) && o.Outcome == history.OK {
+			if r.Typed == nil {
+				r.Typed = map[history.Kind]int{}
+			}
+			r.Typed[o.Kind]++
+		}
+	}
+	tv := checker.Typed(h.Ops, !facts.Async())
+	for _, v := range tv {
+		r.LostWrites += v.Lost
+	}
+	r.Violations = append(r.Violations, tv...)
+	dv, losses := checker.DurabilityLosses(kv)
 	r.Violations = append(r.Violations, dv...)
 	for _, l := range losses {
 		r.LostWrites += l.N
@@ -271,6 +296,11 @@ func (r *Report) Print(w io.Writer) {
 	}
 	r.printFailovers(w)
 	r.printPolicies(w)
+	if len(r.Typed) > 0 {
+		t := r.Typed
+		fmt.Fprintf(w, "typed (acknowledged): sets %d SADD, %d SMEMBERS; lists %d RPUSH, %d LRANGE; transfers %d, balance reads %d; queue %d LPUSH, %d RPOP\n",
+			t[history.SAdd], t[history.SRead], t[history.RPush], t[history.LRead], t[history.Transfer], t[history.Balances], t[history.Enqueue], t[history.Dequeue])
+	}
 	if len(r.Digests) > 0 && checker.Converged(r.Digests) {
 		fmt.Fprintf(w, "replicas: %d converged at applied lsn %d\n", len(r.Digests), r.Digests[0].Applied)
 	}

@@ -23,6 +23,9 @@
 //     around each.
 //   - Vanished: in async mode, every lost acknowledged write is in some
 //     node's rollback file.
+//   - Typed: the typed workload's sets (grow-only), lists (append-only),
+//     transfers (the sum of the balances never changes, on any node) and
+//     queue (no job popped twice, none lost); see typed.go.
 //
 // A check reports Violations and never fails silently: a key it could not
 // decide is reported (as inconclusive or unverified), not passed.

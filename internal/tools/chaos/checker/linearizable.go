@@ -114,7 +114,8 @@ var CounterModel = porcupine.Model{
 // Operations converts one key's ops into porcupine operations and picks the
 // model. Follower reads are left out (they may be stale), except those of
 // sessions under the linearizable policy, which must not be; failed operations
-// are left out (they did not happen); reads of unknown outcome are left out
+// are left out (they did not happen), and so are the typed workload's
+// (checked by Typed); reads of unknown outcome are left out
 // (they observed nothing); writes of unknown outcome are kept with an
 // infinite return time, as porcupine expects of operations that may take
 // effect at any time after their call.
@@ -126,7 +127,7 @@ func Operations(ops []history.Op) (porcupine.Model, []porcupine.Operation, error
 	}
 	var out []porcupine.Operation
 	for i, o := range ops {
-		if (o.Follower && o.Policy != "linearizable") || o.Outcome == history.Failed {
+		if !history.IsKV(o.Kind) || (o.Follower && o.Policy != "linearizable") || o.Outcome == history.Failed {
 			continue
 		}
 		if o.Kind == history.Read && o.Outcome != history.OK {

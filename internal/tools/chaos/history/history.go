@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -38,7 +39,42 @@ const (
 	Read Kind = "read"
 	// Incr is INCR key.
 	Incr Kind = "incr"
+
+	// The typed workload's kinds (see package workload). A hash field is
+	// a register: HSET and HGET are recorded as Write and Read of the key
+	// "h:N/fM" (field fM of hash h:N).
+
+	// SAdd is SADD key Value, a member unique in the whole history.
+	SAdd Kind = "sadd"
+	// SRead is SMEMBERS key; Items are the members returned (sorted).
+	SRead Kind = "smembers"
+	// RPush is RPUSH key Value, a value unique in the whole history.
+	RPush Kind = "rpush"
+	// LRead is LRANGE key 0 -1; Items are the elements in list order.
+	LRead Kind = "lrange"
+	// Transfer is MULTI, DECRBY From N, INCRBY To N, EXEC; Value names it
+	// ("a:1->a:3"), N is the amount.
+	Transfer Kind = "transfer"
+	// Balances is MULTI, GET of every account, EXEC; Items are the
+	// balances in account order ("" for an absent account).
+	Balances Kind = "balances"
+	// Accounts is the MSET that opens every account with its balance
+	// before the workload starts; N is the total, the sum every Balances
+	// must see.
+	Accounts Kind = "accounts"
+	// Enqueue is LPUSH key Value, a job unique in the whole history.
+	Enqueue Kind = "lpush"
+	// Dequeue is RPOP key; Found and Result are the job popped.
+	Dequeue Kind = "rpop"
+	// QueueRead is LRANGE key 0 -1 of the queue (the final read): Items
+	// are the jobs still queued.
+	QueueRead Kind = "queue"
 )
+
+// IsKV reports whether k is one of the register and counter kinds (Write,
+// Read, Incr) that the linearizability, durability, follower-read and
+// session checks model.
+func IsKV(k Kind) bool { return k == Write || k == Read || k == Incr }
 
 // Outcome is how an operation ended; see the package comment.
 type Outcome string
@@ -63,9 +99,12 @@ type Op struct {
 	// existed, and its value.
 	Found  bool   `json:"found,omitempty"`
 	Result string `json:"result,omitempty"`
-	// N is the output of an OK Incr: the counter's new value.
-	N       int64   `json:"n,omitempty"`
-	Outcome Outcome `json:"outcome"`
+	// N is the output of an OK Incr: the counter's new value; a
+	// Transfer's amount; Accounts' total.
+	N int64 `json:"n,omitempty"`
+	// Items are the output of an OK SRead, LRead, Balances or QueueRead.
+	Items   []string `json:"items,omitempty"`
+	Outcome Outcome  `json:"outcome"`
 	// Err is the error text of a Failed or Unknown operation.
 	Err string `json:"err,omitempty"`
 	// Node is the id of the node the operation was sent to.
@@ -116,6 +155,32 @@ func (o Op) String() string {
 		if o.Outcome == OK {
 			s += fmt.Sprintf(" -> %d", o.N)
 		}
+	case SAdd, RPush, Enqueue:
+		s = fmt.Sprintf("%s %s %s", strings.ToUpper(string(o.Kind)), o.Key, o.Value)
+	case Dequeue:
+		s = "RPOP " + o.Key
+		if o.Outcome == OK && o.Found {
+			s += " -> " + o.Result
+		} else if o.Outcome == OK {
+			s += " -> nil"
+		}
+	case SRead, LRead, QueueRead:
+		s = strings.ToUpper(string(o.Kind)) + " " + o.Key
+		if o.Kind != SRead {
+			s = "LRANGE " + o.Key + " 0 -1"
+		}
+		if o.Outcome == OK {
+			s += " -> " + fmt.Sprint(o.Items)
+		}
+	case Transfer:
+		s = fmt.Sprintf("TRANSFER %s %d", o.Value, o.N)
+	case Balances:
+		s = "BALANCES " + o.Key
+		if o.Outcome == OK {
+			s += " -> " + fmt.Sprint(o.Items)
+		}
+	case Accounts:
+		s = fmt.Sprintf("MSET %s (total %d)", o.Key, o.N)
 	}
 	s += fmt.Sprintf(" [%s client=%d node=n%d %s..%s", o.Outcome, o.Client, o.Node,
 		time.Duration(o.Call), time.Duration(o.Return))

@@ -7,7 +7,8 @@
 //
 // Keys are registers ("r:N", SET with values unique in the whole run, GET)
 // and counters ("c:N", INCR, GET); a key is never both, and nothing is ever
-// deleted, which the checkers rely on. Writes and linearizable reads go to
+// deleted, which the checkers rely on. Config.Typed adds hashes, sets,
+// lists, transfers and a queue (typed.go). Writes and linearizable reads go to
 // the leader; follower reads go to a follower and are marked as such. The
 // rate is bounded so that each key's history stays small enough for
 // porcupine. Each client's sequence of choices (operation, key, follower)
@@ -74,6 +75,9 @@ type Config struct {
 	// ProxyConn, if set, is a client of tandem proxy: every other session
 	// of each policy runs through it instead of on the nodes.
 	ProxyConn SessionConn
+	// Typed sizes the hashes, sets, lists, transfers and queue (typed.go);
+	// the zero value runs registers and counters only.
+	Typed TypedConfig
 }
 
 // leader is the node that takes writes now.
@@ -99,7 +103,8 @@ func (c Config) followers() []int {
 	return fs
 }
 
-// Keys returns every key of the workload, registers then counters.
+// Keys returns every register-like key of the workload: registers, then
+// counters, then the hashes' fields ("h:N/fM").
 func (c Config) Keys() []string {
 	var ks []string
 	for i := range c.Registers {
@@ -107,6 +112,13 @@ func (c Config) Keys() []string {
 	}
 	for i := range c.Counters {
 		ks = append(ks, "c:"+strconv.Itoa(i))
+	}
+	if c.Typed.Fields > 0 {
+		for i := range c.Typed.Hashes {
+			for f := range c.Typed.Fields {
+				ks = append(ks, fmt.Sprintf("h:%d/f%d", i, f))
+			}
+		}
 	}
 	return ks
 }
@@ -136,11 +148,17 @@ func Run(ctx context.Context, cfg Config, conns map[int]Conn, rec *history.Recor
 	if cfg.OpTimeout <= 0 {
 		cfg.OpTimeout = time.Second
 	}
+	if err := OpenAccounts(ctx, cfg, conns, rec); err != nil {
+		return err
+	}
 	var issued atomic.Int64
 	var wg sync.WaitGroup
 	for id := range cfg.Clients {
 		c := &client{id: id, cfg: cfg, conns: conns, rec: rec, r: rand.New(rand.NewPCG(cfg.Seed, uint64(id)))}
 		wg.Go(func() { c.run(ctx, &issued) })
+	}
+	if cfg.Typed.Accounts >= 2 {
+		wg.Go(func() { audit(ctx, cfg, conns, rec) })
 	}
 	for i, p := range cfg.sessionPolicies() {
 		id := cfg.SessionClient(i)
@@ -197,7 +215,9 @@ func paced(ctx context.Context, cfg Config, issued interface{ Add(int64) int64 }
 
 // next chooses and performs one operation. The mix: 30% SET, 20% GET of a
 // register from the leader, 15% INCR, 10% GET of a counter from the leader,
-// 25% GET from a follower (registers and counters alike).
+// 25% GET from a follower (registers and counters alike); with the typed
+// workload on, those take 62% and the typed operations the rest (see
+// client.typed).
 func (c *client) next(ctx context.Context) history.Op {
 	reg := "r:" + strconv.Itoa(c.r.IntN(c.cfg.Registers))
 	ctr := "c:" + strconv.Itoa(c.r.IntN(c.cfg.Counters))
@@ -206,6 +226,17 @@ func (c *client) next(ctx context.Context) history.Op {
 	follower := 0
 	if len(fs) > 0 {
 		follower = fs[c.r.IntN(len(fs))]
+	}
+	if c.cfg.Typed.on() {
+		// The rolls typed leaves go to the mix below, spread over 100.
+		if roll < typedShare {
+			if op, ok := c.typed(ctx, roll, leader, follower); ok {
+				return op
+			}
+			roll = roll * 100 / typedShare
+		} else {
+			roll = (roll - typedShare) * 100 / (100 - typedShare)
+		}
 	}
 	switch {
 	case roll < 30:
@@ -233,7 +264,12 @@ func (c *client) write(ctx context.Context, node int, key, value string) history
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.OpTimeout)
 	defer cancel()
 	op.Call = c.rec.Now()
-	err := c.conns[node].Do(ctx, "SET", key, value).Err()
+	var err error
+	if h, f, ok := hashKey(key); ok {
+		err = c.conns[node].Do(ctx, "HSET", h, f, value).Err()
+	} else {
+		err = c.conns[node].Do(ctx, "SET", key, value).Err()
+	}
 	op.Return = c.rec.Now()
 	op.Outcome, op.Err = Classify(err)
 	return op
@@ -255,14 +291,18 @@ func Incr(ctx context.Context, conns map[int]Conn, node, client int, key string,
 	return op
 }
 
-// Read performs one GET of key on node and returns it as an operation
-// (not yet recorded).
+// Read performs one GET of key on node (HGET of a hash field "h:N/fM")
+// and returns it as an operation (not yet recorded).
 func Read(ctx context.Context, conns map[int]Conn, node, client int, key string, follower bool, timeout time.Duration, rec *history.Recorder) history.Op {
 	op := history.Op{Client: client, Key: key, Kind: history.Read, Node: node, Follower: follower}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	op.Call = rec.Now()
-	v, err := conns[node].Do(ctx, "GET", key).Text()
+	args := []any{"GET", key}
+	if h, f, ok := hashKey(key); ok {
+		args = []any{"HGET", h, f}
+	}
+	v, err := conns[node].Do(ctx, args...).Text()
 	op.Return = rec.Now()
 	if errors.Is(err, redis.Nil) {
 		op.Outcome = history.OK
@@ -300,6 +340,7 @@ func FinalReads(ctx context.Context, cfg Config, conns map[int]Conn, rec *histor
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
+	missing = append(missing, finalTyped(ctx, cfg, conns, rec)...)
 	if len(missing) > 0 {
 		return fmt.Errorf("workload: final read of %d keys failed (first %s)", len(missing), missing[0])
 	}

@@ -28,9 +28,18 @@ type store struct {
 	// the last SET of the key.
 	staleGet bool
 	prev     map[string]string
+	// lists and sets hold the typed workload's collections (a hash
+	// field "h|f" is in data); dupPop makes every other RPOP leave its
+	// job in the queue.
+	lists  map[string][]string
+	sets   map[string]map[string]bool
+	dupPop bool
+	pops   int
 }
 
-func newStore() *store { return &store{data: map[string]string{}, prev: map[string]string{}} }
+func newStore() *store {
+	return &store{data: map[string]string{}, prev: map[string]string{}, lists: map[string][]string{}, sets: map[string]map[string]bool{}}
+}
 
 // conn is one node's connection to the store.
 type conn struct {
@@ -67,6 +76,50 @@ func (c conn) Do(ctx context.Context, args ...any) *redis.Cmd {
 			break
 		}
 		cmd.SetVal(v)
+	case "HSET":
+		s.data[key+"|"+args[2].(string)] = args[3].(string)
+		cmd.SetVal(int64(1))
+	case "HGET":
+		v, ok := s.data[key+"|"+args[2].(string)]
+		if !ok {
+			cmd.SetErr(redis.Nil)
+			break
+		}
+		cmd.SetVal(v)
+	case "SADD":
+		if s.sets[key] == nil {
+			s.sets[key] = map[string]bool{}
+		}
+		s.sets[key][args[2].(string)] = true
+		cmd.SetVal(int64(1))
+	case "SMEMBERS":
+		var ms []any
+		for m := range s.sets[key] {
+			ms = append(ms, m)
+		}
+		cmd.SetVal(ms)
+	case "RPUSH":
+		s.lists[key] = append(s.lists[key], args[2].(string))
+		cmd.SetVal(int64(len(s.lists[key])))
+	case "LPUSH":
+		s.lists[key] = append([]string{args[2].(string)}, s.lists[key]...)
+		cmd.SetVal(int64(len(s.lists[key])))
+	case "RPOP":
+		l := s.lists[key]
+		if len(l) == 0 {
+			cmd.SetErr(redis.Nil)
+			break
+		}
+		cmd.SetVal(l[len(l)-1])
+		if s.pops++; !s.dupPop || s.pops%2 == 0 {
+			s.lists[key] = l[:len(l)-1]
+		}
+	case "LRANGE":
+		var es []any
+		for _, e := range s.lists[key] {
+			es = append(es, e)
+		}
+		cmd.SetVal(es)
 	default:
 		cmd.SetErr(fmt.Errorf("unexpected %v", args))
 	}
@@ -125,6 +178,76 @@ func TestWorkloadOnCorrectStorePasses(t *testing.T) {
 	vs = append(vs, dv...)
 	if len(vs) > 0 || lost > 0 {
 		t.Fatalf("violations on a correct store: %v (lost %d)", vs, lost)
+	}
+}
+
+// typedConfig runs the typed workload without transfers (the fake has no
+// transactions; the end-to-end runs have them).
+func typedConfig() Config {
+	cfg := testConfig()
+	cfg.Typed = TypedConfig{Hashes: 2, Fields: 2, Sets: 2, Lists: 2, Queue: true}
+	return cfg
+}
+
+func TestTypedWorkloadOnCorrectStorePasses(t *testing.T) {
+	cfg := typedConfig()
+	h := run(t, newStore(), cfg)
+	count := map[history.Kind]int{}
+	hashOps := 0
+	for _, o := range h.Ops {
+		count[o.Kind]++
+		if _, _, ok := hashKey(o.Key); ok {
+			hashOps++
+		}
+		if o.Outcome != history.OK {
+			t.Fatalf("op failed: %s", o)
+		}
+	}
+	t.Logf("mix: %v, %d on hash fields", count, hashOps)
+	for _, k := range []history.Kind{history.SAdd, history.SRead, history.RPush, history.LRead, history.Enqueue, history.Dequeue, history.QueueRead} {
+		if count[k] == 0 {
+			t.Fatalf("no %s operations", k)
+		}
+	}
+	// LPUSH and RPUSH are 4% each: a part that is off (the transfers)
+	// must give its share to the registers, not to the next part.
+	if count[history.Enqueue] > 2*count[history.RPush] {
+		t.Fatalf("%d LPUSH for %d RPUSH: the transfers' share went to the queue", count[history.Enqueue], count[history.RPush])
+	}
+	if hashOps == 0 || count[history.Transfer] != 0 {
+		t.Fatalf("%d hash field operations, %d transfers (no accounts)", hashOps, count[history.Transfer])
+	}
+	vs := checker.Linearizable(h.Ops, 10*time.Second, "")
+	dv, lost := checker.Durability(h.Ops)
+	vs = append(vs, dv...)
+	vs = append(vs, checker.Typed(h.Ops, true)...)
+	if len(vs) > 0 || lost > 0 {
+		t.Fatalf("violations on a correct store: %v (lost %d)", vs, lost)
+	}
+}
+
+func TestTypedWorkloadDuplicatePopIsCaught(t *testing.T) {
+	s := newStore()
+	s.dupPop = true
+	h := run(t, s, typedConfig())
+	vs := checker.Queue(h.Ops, true)
+	if len(vs) == 0 || vs[0].Kind != checker.DuplicatePop {
+		t.Fatalf("a queue that pops jobs twice passed: %v", vs)
+	}
+}
+
+func TestDefaultTypedBoundsCollections(t *testing.T) {
+	for _, d := range []time.Duration{15 * time.Second, time.Minute, 16 * time.Minute} {
+		tc := DefaultTyped(30, 200, d)
+		perKey := 200 * d.Seconds() * 4 / 100 / float64(tc.Sets)
+		if perKey > 250 || tc.Sets != tc.Lists || tc.Accounts < 2 || !tc.Queue || tc.Hashes < 1 {
+			t.Fatalf("%v: %+v, %.0f elements per set", d, tc, perKey)
+		}
+	}
+	cfg := typedConfig()
+	keys := cfg.Keys()
+	if len(keys) != cfg.Registers+cfg.Counters+4 || keys[len(keys)-1] != "h:1/f1" {
+		t.Fatalf("keys %v", keys)
 	}
 }
 
