@@ -192,3 +192,61 @@ func execBLMPop(ctx *Ctx, v View, args [][]byte) (Result, error) {
 	}
 	return lmpop(v, args[1:], blocked(ctx))
 }
+
+// Sorted sets: BZPOPMIN, BZPOPMAX, BZMPOP.
+
+func execBZPopMin(ctx *Ctx, v View, args [][]byte) (Result, error) {
+	return bzpop(v, args, false, blocked(ctx))
+}
+
+func execBZPopMax(ctx *Ctx, v View, args [][]byte) (Result, error) {
+	return bzpop(v, args, true, blocked(ctx))
+}
+
+// bzpop pops the lowest (or highest) member of the first existing sorted
+// set among the keys and answers [key, member, score].
+func bzpop(v View, args [][]byte, max, skipWrong bool) (Result, error) {
+	b, err := blockLastTimeout(args)
+	if err != nil {
+		return Result{}, err
+	}
+	for _, key := range b.Keys {
+		z, ok, err := zsetGet(v, key)
+		if skipWrong && errors.Is(err, errWrongType) {
+			continue
+		}
+		if err != nil {
+			return Result{}, err
+		}
+		if !ok {
+			continue
+		}
+		t := txn{v: v}
+		items, err := zpop(&t, key, z, max, 1)
+		if err != nil {
+			return Result{}, err
+		}
+		return t.result(Array{Bulk(key), Bulk(items[0].member), Double(items[0].score)})
+	}
+	return Result{Reply: Array(nil)}, nil
+}
+
+// blockBZMPop: BZMPOP timeout numkeys key [key ...] MIN|MAX [COUNT n].
+func blockBZMPop(args [][]byte) (BlockArgs, error) {
+	d, err := parseTimeout(args[1])
+	if err != nil {
+		return BlockArgs{}, err
+	}
+	keys, _, _, err := parseZMPop(args[1:])
+	if err != nil {
+		return BlockArgs{}, err
+	}
+	return BlockArgs{Keys: keys, Timeout: d}, nil
+}
+
+func execBZMPop(ctx *Ctx, v View, args [][]byte) (Result, error) {
+	if _, err := parseTimeout(args[1]); err != nil {
+		return Result{}, err
+	}
+	return zmpop(v, args[1:], blocked(ctx))
+}
