@@ -459,3 +459,49 @@ func TestJobQueueCatchesDroppedTurn(t *testing.T) {
 		t.Logf("caught: %v", err)
 	}
 }
+
+// TestBlockingChain: a move by a blocked BLMOVE is a push that serves the
+// next blocked client (Redis's "Linked LMOVEs"), once both replied.
+func TestBlockingChain(t *testing.T) {
+	n := testNode(t, "n1", nil)
+	ctx := context.Background()
+	c := newClient(t, n)
+	r1 := bg(t, n, "BLMOVE", "list1", "list2", "RIGHT", "LEFT", "0")
+	waitBlocked(t, n, 1)
+	r2 := bg(t, n, "BLMOVE", "list2", "list3", "LEFT", "RIGHT", "0")
+	waitBlocked(t, n, 2)
+	mustDo(t, c, "RPUSH", "list1", "foo")
+	for i, r := range []<-chan *redis.Cmd{r1, r2} {
+		if v, err := result(t, r).Text(); err != nil || v != "foo" {
+			t.Fatalf("BLMOVE %d = %q, %v", i+1, v, err)
+		}
+	}
+	for key, want := range map[string]int64{"list1": 0, "list2": 0, "list3": 1} {
+		if l := c.LLen(ctx, key).Val(); l != want {
+			t.Errorf("LLEN %s = %d, want %d", key, l, want)
+		}
+	}
+}
+
+// TestBlockingSortedSets: BZPOPMIN, BZPOPMAX and BZMPOP block and are
+// served by ZADD, in order.
+func TestBlockingSortedSets(t *testing.T) {
+	n := testNode(t, "n1", nil)
+	c := newClient(t, n)
+	r1 := bg(t, n, "BZPOPMIN", "z", "0")
+	waitBlocked(t, n, 1)
+	r2 := bg(t, n, "BZPOPMAX", "z", "0")
+	waitBlocked(t, n, 2)
+	r3 := bg(t, n, "BZMPOP", "0", "1", "z", "MIN", "COUNT", "5")
+	waitBlocked(t, n, 3)
+	mustDo(t, c, "ZADD", "z", "1", "a", "2", "b", "3", "c", "4", "d")
+	if v, err := result(t, r1).Slice(); err != nil || fmt.Sprint(v) != "[z a 1]" {
+		t.Errorf("BZPOPMIN = %v, %v", v, err)
+	}
+	if v, err := result(t, r2).Slice(); err != nil || fmt.Sprint(v) != "[z d 4]" {
+		t.Errorf("BZPOPMAX = %v, %v", v, err)
+	}
+	if v, err := result(t, r3).Slice(); err != nil || fmt.Sprint(v) != "[z [[b 2] [c 3]]]" {
+		t.Errorf("BZMPOP = %v, %v", v, err)
+	}
+}
