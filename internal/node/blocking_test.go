@@ -505,3 +505,23 @@ func TestBlockingSortedSets(t *testing.T) {
 		t.Errorf("BZMPOP = %v, %v", v, err)
 	}
 }
+
+// TestBlockingLeadershipEnds: a client blocked on a leader that steps down
+// is answered UNBLOCKED (to retry on the new leader) and leaves the queue;
+// a blocking command on a node that does not lead is refused like a write.
+func TestBlockingLeadershipEnds(t *testing.T) {
+	n := testNode(t, "n1", nil)
+	r := bg(t, n, "BLPOP", "q", "0")
+	waitBlocked(t, n, 1)
+	n.Fence("test: step down")
+	if err := result(t, r).Err(); err == nil || !strings.HasPrefix(err.Error(), "UNBLOCKED") {
+		t.Fatalf("blocked BLPOP after the leader stepped down: %v, want UNBLOCKED", err)
+	}
+	waitBlocked(t, n, 0)
+	if w := n.blocked.waiting("q"); w != 0 {
+		t.Fatalf("%d waiters left", w)
+	}
+	if err := newClient(t, n).Do(context.Background(), "BLPOP", "q", "0").Err(); err == nil {
+		t.Fatal("a fenced node served BLPOP")
+	}
+}
