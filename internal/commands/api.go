@@ -53,6 +53,11 @@ type Ctx struct {
 	Cursors *CursorTable
 	// Scripts runs EVAL and its kin (scripts.go); nil refuses them.
 	Scripts Scripter
+	// Blocked says a blocking command's pop is run again for a client
+	// that blocked: a source key of another type is passed over as if it
+	// were absent (the client stays blocked), as Redis serves a blocked
+	// client only from a key of the type it waits for.
+	Blocked bool
 }
 
 // Flags classify a command.
@@ -80,12 +85,18 @@ type Spec struct {
 	Flags Flags
 	// FirstKey, LastKey and KeyStep locate the key arguments the way
 	// COMMAND INFO reports them: positions in args (0 is the name),
-	// LastKey -1 means the last argument, all zero means no keys.
+	// LastKey -1 means the last argument (-2 the one before it, BLPOP's),
+	// all zero means no keys.
 	FirstKey, LastKey, KeyStep int
 	// Exec runs the command. args[0] is the command name. It returns an
 	// *Error (or *ArityError) for bad input; anything else is an internal
 	// error from the View.
 	Exec func(ctx *Ctx, v View, args [][]byte) (Result, error)
+	// Block is set for a blocking command (BLPOP...): it returns the keys
+	// the command waits on and its timeout, or the input error Exec would
+	// give. Exec is then the non-blocking form (what the command does
+	// inside MULTI or a script); blocking.go says how a caller waits.
+	Block func(args [][]byte) (BlockArgs, error)
 }
 
 // Error is an error caused by the client's input. The resp package replies

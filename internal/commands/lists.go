@@ -711,38 +711,50 @@ func execRPopLPush(_ *Ctx, v View, args [][]byte) (Result, error) {
 	return lmove(v, args[1], args[2], false, true)
 }
 
-// execLMPop is LMPOP numkeys key [key ...] LEFT|RIGHT [COUNT count]: pops
-// from the first non-empty list.
-func execLMPop(_ *Ctx, v View, args [][]byte) (Result, error) {
+// parseLMPop parses LMPOP's arguments after its name: numkeys key [key
+// ...] LEFT|RIGHT [COUNT count] (BLMPOP's after its timeout).
+func parseLMPop(args [][]byte) (keys [][]byte, left bool, count int64, err error) {
 	numkeys, ok := parseInt(args[1])
 	if !ok || numkeys < 1 {
-		return Result{}, errNumkeys
+		return nil, false, 0, errNumkeys
 	}
 	if numkeys > int64(len(args))-3 {
-		return Result{}, ErrSyntax
+		return nil, false, 0, ErrSyntax
 	}
-	keys := args[2 : 2+numkeys]
+	keys = args[2 : 2+numkeys]
 	rest := args[2+numkeys:]
-	left, err := parseWhere(rest[0])
+	left, err = parseWhere(rest[0])
 	if err != nil {
-		return Result{}, err
+		return nil, false, 0, err
 	}
-	count := int64(-1)
+	count = -1
 	for j := 1; j < len(rest); j++ {
 		if count == -1 && eqFold(rest[j], "count") && j+1 < len(rest) {
 			j++
 			n, ok := parseInt(rest[j])
 			if !ok || n < 1 {
-				return Result{}, errCountPositive
+				return nil, false, 0, errCountPositive
 			}
 			count = n
 			continue
 		}
-		return Result{}, ErrSyntax
+		return nil, false, 0, ErrSyntax
 	}
-	count = max(count, 1)
+	return keys, left, max(count, 1), nil
+}
+
+// execLMPop is LMPOP numkeys key [key ...] LEFT|RIGHT [COUNT count]: pops
+// from the first non-empty list.
+func execLMPop(_ *Ctx, v View, args [][]byte) (Result, error) { return lmpop(v, args, false) }
+
+// lmpop is LMPOP, and BLMPOP's pop (skipWrong: see sourceList).
+func lmpop(v View, args [][]byte, skipWrong bool) (Result, error) {
+	keys, left, count, err := parseLMPop(args)
+	if err != nil {
+		return Result{}, err
+	}
 	for _, key := range keys {
-		l, ok, err := getList(v, key)
+		l, ok, err := sourceList(v, key, skipWrong)
 		if err != nil {
 			return Result{}, err
 		}

@@ -2,6 +2,7 @@ package commands
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -985,38 +986,53 @@ func zpopCmd(v View, args [][]byte, max bool) (Result, error) {
 }
 
 // execZMPop is ZMPOP numkeys key [key ...] MIN|MAX [COUNT count].
-func execZMPop(_ *Ctx, v View, args [][]byte) (Result, error) {
+func execZMPop(_ *Ctx, v View, args [][]byte) (Result, error) { return zmpop(v, args, false) }
+
+// parseZMPop parses ZMPOP's arguments after its name (BZMPOP's after its
+// timeout).
+func parseZMPop(args [][]byte) (keys [][]byte, max bool, count int64, err error) {
 	numKeys, ok := parseInt(args[1])
 	if !ok || numKeys < 1 {
-		return Result{}, errNumKeysZero
+		return nil, false, 0, errNumKeysZero
 	}
 	where := 2 + numKeys
 	if numKeys > int64(len(args)) || where >= int64(len(args)) {
-		return Result{}, ErrSyntax
+		return nil, false, 0, ErrSyntax
 	}
-	var max bool
 	switch a := args[where]; {
 	case eqFold(a, "min"):
 	case eqFold(a, "max"):
 		max = true
 	default:
-		return Result{}, ErrSyntax
+		return nil, false, 0, ErrSyntax
 	}
-	count := int64(-1)
+	count = -1
 	for j := int(where) + 1; j < len(args); j++ {
 		if count != -1 || !eqFold(args[j], "count") || j+1 >= len(args) {
-			return Result{}, ErrSyntax
+			return nil, false, 0, ErrSyntax
 		}
 		if count, ok = parseInt(args[j+1]); !ok || count < 1 {
-			return Result{}, errCountZero
+			return nil, false, 0, errCountZero
 		}
 		j++
 	}
 	if count == -1 {
 		count = 1
 	}
-	for _, key := range args[2:where] {
+	return args[2:where], max, count, nil
+}
+
+// zmpop is ZMPOP, and BZMPOP's pop (skipWrong: see sourceList).
+func zmpop(v View, args [][]byte, skipWrong bool) (Result, error) {
+	keys, max, count, err := parseZMPop(args)
+	if err != nil {
+		return Result{}, err
+	}
+	for _, key := range keys {
 		z, ok, err := zsetGet(v, key)
+		if skipWrong && errors.Is(err, errWrongType) {
+			continue
+		}
 		if err != nil {
 			return Result{}, err
 		}

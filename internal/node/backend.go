@@ -32,14 +32,35 @@ func (b backend) Read(ctx context.Context, spec *commands.Spec, args [][]byte) (
 }
 
 func (b backend) Write(ctx context.Context, spec *commands.Spec, args [][]byte) (commands.Reply, uint64, error) {
-	return b.Submit(ctx, spec, args)()
+	if spec.Block != nil {
+		return b.block(ctx, spec, args) // blocking.go
+	}
+	return b.submit(ctx, spec, args)()
 }
 
 var _ resp.PipelineBackend = backend{}
 
 // Submit sequences a write on the leader now and returns the wait for its
-// commit, so the writes of one pipeline share a group commit.
+// commit, so the writes of one pipeline share a group commit. A blocking
+// command is not sequenced ahead: its wait blocks as Write does.
 func (b backend) Submit(ctx context.Context, spec *commands.Spec, args [][]byte) func() (commands.Reply, uint64, error) {
+	if spec.Block != nil {
+		return func() (commands.Reply, uint64, error) { return b.block(ctx, spec, args) }
+	}
+	return b.submit(ctx, spec, args)
+}
+
+// submit is Submit for any write, a blocking command's pop included (its
+// non-blocking form).
+func (b backend) submit(ctx context.Context, spec *commands.Spec, args [][]byte) func() (commands.Reply, uint64, error) {
+	return b.submitPop(ctx, spec, args, false, nil)
+}
+
+// submitPop is submit; blocked marks a blocking command's pop run again
+// for a client that blocked (commands.Ctx.Blocked), and ran, if not nil,
+// is called with what the command produced, under the leader's
+// sequencing lock, before any later write is sequenced (blocking.go).
+func (b backend) submitPop(ctx context.Context, spec *commands.Spec, args [][]byte, blocked bool, ran func(commands.Result, error)) func() (commands.Reply, uint64, error) {
 	var l *replication.Leader
 	switch r := b.n.current().(type) {
 	case *fenced:
@@ -61,7 +82,11 @@ func (b backend) Submit(ctx context.Context, spec *commands.Spec, args [][]byte)
 		return func() (commands.Reply, uint64, error) { return nil, 0, resp.ErrBusy }
 	}
 	pending, err := l.Start(ctx, func(v commands.View, nowMs int64) (commands.Result, error) {
-		return spec.Exec(&commands.Ctx{NowMs: nowMs, Cursors: b.n.cursors, Scripts: b.n.scripts}, v, args)
+		res, err := spec.Exec(&commands.Ctx{NowMs: nowMs, Cursors: b.n.cursors, Scripts: b.n.scripts, Blocked: blocked}, v, args)
+		if ran != nil {
+			ran(res, err)
+		}
+		return res, err
 	})
 	if errors.Is(err, script.ErrAborted) {
 		return func() (commands.Reply, uint64, error) { return nil, 0, resp.ErrNotLeader }
@@ -245,6 +270,9 @@ func (b backend) Info(sections []string) string {
 	}
 	if all || want["replication"] {
 		b.infoReplication(&sb)
+	}
+	if all || want["clients"] {
+		fmt.Fprintf(&sb, "# Clients\r\nconnected_clients:%d\r\nblocked_clients:%d\r\n\r\n", b.n.respSrv.Clients(), b.n.blocked.blockedClients())
 	}
 	if all || want["stats"] {
 		b.infoStats(&sb) // pubsub.go

@@ -122,6 +122,8 @@ type Node struct {
 	cursors *commands.CursorTable
 	// pubsub is the node's subscriptions (pubsub.go).
 	pubsub *pubsub.Registry
+	// blocked holds the clients blocked in BLPOP and its kin (blocking.go).
+	blocked *blockRegistry
 	// scripts runs EVAL and its kin and keeps this node's script cache
 	// (not replicated: after a failover EVALSHA answers NOSCRIPT until
 	// the script is loaded again).
@@ -244,6 +246,7 @@ func Start(cfg Config) (*Node, error) {
 		cfg: cfg, log: log, db: db, started: time.Now(),
 		cursors: commands.NewCursorTable(4096),
 		pubsub:  pubsub.New(),
+		blocked: newBlockRegistry(),
 		scripts: script.New(script.Config{BusyAfter: cfg.ScriptBusyAfter, Log: log}),
 		role:    newFenced("starting"),
 		closed:  make(chan struct{}),
@@ -445,6 +448,7 @@ func (n *Node) startLeader(epoch uint64, lease *replication.Lease) (role, error)
 		Fatal:            n.fatal,
 		Buggify:          n.cfg.Buggify,
 		DeliverLocal:     n.pubsub.Publish,
+		Sequenced:        n.blocked.sequenced,
 	}, epoch)
 	if err != nil {
 		return nil, fmt.Errorf("node: lead at epoch %d: %w", epoch, err)

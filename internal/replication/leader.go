@@ -70,6 +70,11 @@ type LeaderConfig struct {
 	// and returns how many it reached (see Publish, pubsub.go); nil: the
 	// node has none.
 	DeliverLocal func(channel, message []byte) int
+	// Sequenced, if set, is called with the ops of each entry as soon as
+	// it is sequenced (in the overlay, so the next command sequenced reads
+	// it), under the sequencing lock: it must not block or call back into
+	// the leader. The node wakes its blocked clients from it.
+	Sequenced func(ops []logrec.Op)
 	// Buggify enables deliberate faults for harness tests; never in production.
 	Buggify Buggify
 }
@@ -552,6 +557,9 @@ func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
 	l.dispatchLocked()
 	l.mu.Unlock()
 	l.overlay.add(&p.entry)
+	if l.cfg.Sequenced != nil {
+		l.cfg.Sequenced(p.entry.Ops)
+	}
 	return &Pending{l: l, reply: res.Reply, p: p}, nil
 }
 

@@ -165,8 +165,8 @@ func (n *node) start(sess *Session, args [][]byte) bool {
 		return false // queued by Queue, not run
 	}
 	spec, ok := commands.Lookup(args[0])
-	if !ok || spec.Flags&commands.FlagWrite == 0 || commands.Check(spec, args) != nil {
-		return false
+	if !ok || spec.Flags&commands.FlagWrite == 0 || spec.Block != nil || commands.Check(spec, args) != nil {
+		return false // a blocking command holds back the rest of the pipeline, as in Redis
 	}
 	ctx := sess.enter()
 	wait := n.pipe.Submit(ctx, spec, args)

@@ -1,0 +1,320 @@
+package node
+
+import (
+	"container/list"
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tandemdb/tandem/internal/commands"
+	"github.com/tandemdb/tandem/internal/logrec"
+)
+
+// Blocking commands (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP).
+//
+// Only the leader serves them. A blocked client holds no lock and nothing
+// in the leader's sequencer: it is a waiter in this node's registry, in a
+// FIFO queue per key it waits on. Its pop is an ordinary write: the
+// command's non-blocking form (Spec.Exec) sent through submit, so it is
+// sequenced, logged, committed and applied like any write, and its reply
+// is sent only once its own entry is committed.
+//
+// A key's waiters are served one at a time, in order, by a turn passed
+// along the queue at sequencing speed:
+//
+//   - The leader calls blockRegistry.sequenced for every entry it
+//     sequences (LeaderConfig.Sequenced), under its sequencing lock, after
+//     the entry is in the overlay. For each key the entry put sub-key rows
+//     under (a push), it gives the turn to the oldest waiter of the key
+//     that does not hold one (signal).
+//   - A waiter with the turn runs its pop. Being sequenced after the push,
+//     the pop reads it (from the overlay if it is not applied yet); since
+//     entries commit in LSN order, its reply, sent once its own entry
+//     commits, never acknowledges an element whose push could still be
+//     lost.
+//   - When the pop is sequenced and took something (or failed, e.g.
+//     WRONGTYPE on BLMOVE's destination), the waiter passes the turn to
+//     the next waiter of each of its keys right there, under the
+//     sequencing lock (before any later write is sequenced), so the next
+//     pop is sequenced after it: FIFO in log order, and n elements pushed
+//     at once feed n waiters without waiting n commits.
+//   - A pop that finds nothing (a non-blocking LPOP took the element)
+//     ends the turn; the waiter waits again, first in line. A waiter that
+//     leaves (timeout, disconnect) holding an unused turn passes it on.
+//
+// Consequences, all Redis's too: a transaction or script is one entry, so
+// its pushes wake anyone only once it is whole, and a LPUSH then DEL in one
+// transaction gives a turn whose pop finds nothing (the client stays
+// blocked). A blocked client whose key became another type stays blocked
+// (commands.Ctx.Blocked).
+//
+// Where it differs from Redis: Redis hands the pushed elements to the
+// blocked clients inside the push itself; here a non-blocking pop sent
+// between the push and the blocked client's pop may take the element
+// first (the blocked client then waits again, first in line). A client
+// blocked on several keys pops from the first of its keys that has data
+// when its pop runs, not necessarily the key that woke it. Two pushes to
+// one key in a row may give turns to the first two waiters at once, whose
+// pops may then be sequenced in either order.
+//
+// Leadership: a waiter watches the leader it registered under; when that
+// leadership ends it is answered "UNBLOCKED ..." (Redis's text when a
+// blocked client's instance becomes a replica) and must reconnect to the
+// new leader. A pop that was sequenced when the leadership ended is
+// answered as any such write (ErrLeadershipLost: outcome unknown), so an
+// element is never acknowledged to two consumers; it may be acknowledged
+// to none if that answer is lost, as with any write.
+type blockRegistry struct {
+	mu   sync.Mutex
+	keys map[string]*keyWaiters
+	// blocked counts the clients blocked now (INFO blocked_clients): those
+	// whose first pop found nothing, until they are answered.
+	blocked atomic.Int64
+	// changed is closed and replaced when blocked changes (under mu), for
+	// tests that wait for a client to block.
+	changed chan struct{}
+	// dropTurn is a planted bug for tests: a turn is never handed on (one
+	// waiter woken per push, the classic lost wake-up), so elements pushed
+	// together are left while clients wait for them.
+	dropTurn bool
+}
+
+// keyWaiters is one key's queue and turn.
+type keyWaiters struct {
+	q *list.List // of *waiter, oldest first
+	// holder has the key's turn: it was signaled and its pop has not been
+	// sequenced since. dirty says a push came while it held the turn, so
+	// a pop that found nothing hands the turn on instead of dropping it.
+	holder *waiter
+	dirty  bool
+}
+
+// blockedClients returns how many clients are blocked.
+func (r *blockRegistry) blockedClients() int64 { return r.blocked.Load() }
+
+// addBlocked changes the count of blocked clients by d.
+func (r *blockRegistry) addBlocked(d int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.blocked.Add(d)
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+// blockedChanged returns the count of blocked clients and a channel closed
+// at its next change.
+func (r *blockRegistry) blockedChanged() (int64, <-chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.blocked.Load(), r.changed
+}
+
+// waiter is one blocked client.
+type waiter struct {
+	keys  []string
+	elems []*list.Element // in keys' queues, parallel to keys
+	// wake holds a signal: w got a turn since its pop last began. done
+	// (under mu) says its pop took something or failed: it takes no more
+	// turns.
+	wake chan struct{}
+	done bool
+}
+
+func newBlockRegistry() *blockRegistry {
+	return &blockRegistry{keys: map[string]*keyWaiters{}, changed: make(chan struct{})}
+}
+
+// add registers a waiter on keys (a key given twice counts once), at the
+// end of each key's queue.
+func (r *blockRegistry) add(keys [][]byte) *waiter {
+	w := &waiter{wake: make(chan struct{}, 1)}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	seen := map[string]bool{}
+	for _, k := range keys {
+		ks := string(k)
+		if seen[ks] {
+			continue
+		}
+		seen[ks] = true
+		kw := r.keys[ks]
+		if kw == nil {
+			kw = &keyWaiters{q: list.New()}
+			r.keys[ks] = kw
+		}
+		w.keys = append(w.keys, ks)
+		w.elems = append(w.elems, kw.q.PushBack(w))
+	}
+	return w
+}
+
+// attempt marks the start of w's pop: a signal from now on is for a push
+// the pop may not see, and makes w try again.
+func (r *blockRegistry) attempt(w *waiter) {
+	select {
+	case <-w.wake:
+	default:
+	}
+}
+
+// ran is called, under the leader's sequencing lock, with what w's pop
+// produced; every push sequenced before it is in what it read. It ends
+// the turns w holds: one that took something or failed ends w's wait and
+// hands each turn to the next waiter, so that their pops are sequenced
+// after w's; one that found nothing keeps w waiting and hands on only a
+// turn a later push made dirty.
+func (r *blockRegistry) ran(w *waiter, res commands.Result, err error) {
+	took := err != nil || !isNullReply(res.Reply)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if took {
+		w.done = true
+	}
+	for _, k := range w.keys {
+		kw := r.keys[k]
+		if kw.holder != w {
+			continue
+		}
+		kw.holder = nil
+		if (took || kw.dirty) && !r.dropTurn {
+			kw.dirty = false
+			r.turnLocked(kw)
+		}
+	}
+}
+
+// remove takes w out of every queue; a turn it holds passes on.
+func (r *blockRegistry) remove(w *waiter) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w.done = true
+	for i, k := range w.keys {
+		kw := r.keys[k]
+		kw.q.Remove(w.elems[i])
+		if kw.holder == w {
+			kw.holder = nil
+			kw.dirty = false
+			if !r.dropTurn {
+				r.turnLocked(kw)
+			}
+		}
+		if kw.q.Len() == 0 {
+			delete(r.keys, k)
+		}
+	}
+}
+
+// sequenced gives a turn on each key ops pushed to (put an element's
+// sub-key row under: any row but a list's head row, which pops write too),
+// or marks a held turn dirty. A put that is not a push (LSET) gives a turn
+// whose pop finds what is there; that costs a write, not correctness.
+func (r *blockRegistry) sequenced(ops []logrec.Op) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.keys) == 0 {
+		return
+	}
+	for i := range ops {
+		if ops[i].Kind != logrec.OpSubPut || len(ops[i].Sub) == 0 {
+			continue // a list's head row (keyspace.ListHeadSub) moves on pops too
+		}
+		kw := r.keys[string(ops[i].Key)]
+		if kw == nil {
+			continue
+		}
+		if kw.holder != nil {
+			kw.dirty = true
+			continue
+		}
+		r.turnLocked(kw)
+	}
+}
+
+// turnLocked gives kw's turn, which no one holds, to its oldest waiter
+// that is not done.
+func (r *blockRegistry) turnLocked(kw *keyWaiters) {
+	for e := kw.q.Front(); e != nil; e = e.Next() {
+		w := e.Value.(*waiter)
+		if w.done {
+			continue
+		}
+		kw.holder = w
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
+		return
+	}
+}
+
+// waiting returns how many waiters wait on key.
+func (r *blockRegistry) waiting(key string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if kw := r.keys[key]; kw != nil {
+		return kw.q.Len()
+	}
+	return 0
+}
+
+// unblockedReply answers a blocked client whose leader stepped down, as
+// Redis answers one whose primary became a replica.
+const unblockedReply = commands.ErrorReply("UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)")
+
+// isNullReply reports whether r is a pop that found nothing.
+func isNullReply(r commands.Reply) bool {
+	switch r := r.(type) {
+	case nil:
+		return true
+	case commands.Array:
+		return r == nil
+	case commands.Bulk:
+		return r == nil
+	}
+	return false
+}
+
+// block serves a blocking command: its pop now if it can, else once a
+// push signals it, until the timeout, the client leaving or the end of
+// this leadership.
+func (b backend) block(ctx context.Context, spec *commands.Spec, args [][]byte) (commands.Reply, uint64, error) {
+	ba, err := spec.Block(args)
+	if err != nil {
+		return nil, 0, err
+	}
+	r, ok := b.n.current().(*leading)
+	if !ok {
+		return b.submit(ctx, spec, args)() // the role's own answer
+	}
+	reg := b.n.blocked
+	w := reg.add(ba.Keys)
+	defer reg.remove(w)
+	ran := func(res commands.Result, err error) { reg.ran(w, res, err) }
+	var timeout <-chan time.Time
+	if ba.Timeout > 0 {
+		t := time.NewTimer(ba.Timeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	for again := false; ; again = true {
+		reg.attempt(w)
+		reply, lsn, err := b.submitPop(ctx, spec, args, again, ran)()
+		if err != nil || !isNullReply(reply) {
+			return reply, lsn, err
+		}
+		if !again {
+			reg.addBlocked(1)
+			defer reg.addBlocked(-1)
+		}
+		select {
+		case <-w.wake:
+		case <-timeout:
+			return commands.TimeoutReply, 0, nil
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
+		case <-r.l.Done():
+			return unblockedReply, 0, nil
+		}
+	}
+}
