@@ -269,8 +269,8 @@ func execRestore(ctx *Ctx, v View, args [][]byte) (Result, error) {
 		t.put(key, val.Data, ttl)
 		return t.result(OK)
 	}
-	if val.Version = v.NewVersion(); val.Version == 0 {
-		return Result{}, errNoVersion
+	if val.Version, err = newVersion(v); err != nil {
+		return Result{}, err
 	}
 	for _, r := range rows {
 		t.record(logrec.Op{Kind: logrec.OpSubPut, Key: key, Version: val.Version, Sub: r.sub, Value: r.val})

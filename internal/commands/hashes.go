@@ -28,23 +28,9 @@ func metaOp(key []byte, h Value, expireAt int64) logrec.Op {
 	return logrec.Op{Kind: logrec.OpMeta, Key: key, Type: uint8(h.Type), ExpireAtMs: expireAt, Version: h.Version, Size: h.Size}
 }
 
-// hashForWrite reads key as a hash for a write: the live hash, or a new
-// empty one at the view's new version.
-func hashForWrite(t *txn, key []byte) (h Value, existed bool, err error) {
-	h, existed, err = getTyped(t.view(), key, keyspace.TypeHash)
-	if err != nil || existed {
-		return h, existed, err
-	}
-	ver := t.v.NewVersion()
-	if ver == 0 {
-		return Value{}, false, errNoVersion
-	}
-	return Value{Type: keyspace.TypeHash, Version: ver}, false, nil
-}
-
 // hsetFields sets field/value pairs and returns how many were new.
 func hsetFields(t *txn, key []byte, pairs [][]byte) (int, error) {
-	h, existed, err := hashForWrite(t, key)
+	h, existed, err := collectionForWrite(t, key, keyspace.TypeHash)
 	if err != nil {
 		return 0, err
 	}
@@ -235,7 +221,7 @@ func execHIncrBy(_ *Ctx, v View, args [][]byte) (Result, error) {
 		return Result{}, ErrNotInteger
 	}
 	t := txn{v: v}
-	h, _, err := hashForWrite(&t, key)
+	h, _, err := collectionForWrite(&t, key, keyspace.TypeHash)
 	if err != nil {
 		return Result{}, err
 	}
@@ -269,7 +255,7 @@ func execHIncrByFloat(_ *Ctx, v View, args [][]byte) (Result, error) {
 		return Result{}, errNaNOrInf
 	}
 	t := txn{v: v}
-	h, _, err := hashForWrite(&t, key)
+	h, _, err := collectionForWrite(&t, key, keyspace.TypeHash)
 	if err != nil {
 		return Result{}, err
 	}
@@ -429,12 +415,12 @@ func copyValue(t *txn, src, dst []byte, val Value) error {
 		t.put(dst, val.Data, val.ExpireAtMs)
 		return nil
 	}
-	ver := t.v.NewVersion()
-	if ver == 0 {
-		return errNoVersion
+	ver, err := newVersion(t.v)
+	if err != nil {
+		return err
 	}
 	var subs []logrec.Op
-	err := t.view().SubScan(src, val.Version, nil, func(f, v []byte) bool {
+	err = t.view().SubScan(src, val.Version, nil, func(f, v []byte) bool {
 		subs = append(subs, logrec.Op{Kind: logrec.OpSubPut, Key: dst, Version: ver, Sub: clone(f), Value: clone(v)})
 		return true
 	})

@@ -65,9 +65,9 @@ func listForWrite(t *txn, key []byte) (list, bool, error) {
 	if err != nil || ok {
 		return l, ok, err
 	}
-	ver := t.v.NewVersion()
-	if ver == 0 {
-		return list{}, false, errNoVersion
+	ver, err := newVersion(t.v)
+	if err != nil {
+		return list{}, false, err
 	}
 	return list{key: key, meta: Value{Type: keyspace.TypeList, Version: ver}, head: keyspace.ListStartIndex}, false, nil
 }
@@ -519,9 +519,9 @@ func execLTrim(_ *Ctx, v View, args [][]byte) (Result, error) {
 		if err != nil {
 			return Result{}, err
 		}
-		ver := v.NewVersion()
-		if ver == 0 {
-			return Result{}, errNoVersion
+		ver, err := newVersion(v)
+		if err != nil {
+			return Result{}, err
 		}
 		t.record(keyspace.DeleteOp(l.key, l.meta))
 		nl := list{key: l.key, meta: Value{Type: keyspace.TypeList, Version: ver, ExpireAtMs: l.meta.ExpireAtMs}, head: keyspace.ListStartIndex}

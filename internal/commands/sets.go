@@ -32,25 +32,11 @@ var (
 // least 64 MiB of reply).
 const maxRandomCount = 1 << 24
 
-// setForWrite reads key as a set for a write: the live set, or a new empty
-// one at the view's new version.
-func setForWrite(t *txn, key []byte) (s Value, existed bool, err error) {
-	s, existed, err = getTyped(t.view(), key, keyspace.TypeSet)
-	if err != nil || existed {
-		return s, existed, err
-	}
-	ver := t.v.NewVersion()
-	if ver == 0 {
-		return Value{}, false, errNoVersion
-	}
-	return Value{Type: keyspace.TypeSet, Version: ver}, false, nil
-}
-
 // saddMembers adds members to the set at key and returns how many were
 // new. A member already there logs nothing; the metadata row is logged
 // only when the size changes (or the set is new).
 func saddMembers(t *txn, key []byte, members [][]byte) (int, error) {
-	s, existed, err := setForWrite(t, key)
+	s, existed, err := collectionForWrite(t, key, keyspace.TypeSet)
 	if err != nil {
 		return 0, err
 	}
@@ -312,9 +298,9 @@ func spopKeeping(t *txn, key []byte, s Value, stay uint64) ([][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	ver := t.v.NewVersion()
-	if ver == 0 {
-		return nil, errNoVersion
+	ver, err := newVersion(t.v)
+	if err != nil {
+		return nil, err
 	}
 	t.del(key, s)
 	for _, m := range kept {
@@ -578,9 +564,9 @@ func setOpStore(v View, dst []byte, keys [][]byte, op setAlgebra) (Result, error
 		t.del(dst, old)
 	}
 	if len(ms) > 0 {
-		ver := v.NewVersion()
-		if ver == 0 {
-			return Result{}, errNoVersion
+		ver, err := newVersion(v)
+		if err != nil {
+			return Result{}, err
 		}
 		for _, m := range ms {
 			t.record(logrec.Op{Kind: logrec.OpSubPut, Key: dst, Version: ver, Sub: m, Value: []byte{}})

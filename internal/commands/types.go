@@ -41,3 +41,28 @@ func getTyped(v View, key []byte, t keyspace.Type) (Value, bool, error) {
 func getString(v View, key []byte) (Value, bool, error) {
 	return getTyped(v, key, keyspace.TypeString)
 }
+
+// newVersion is the version of a collection the command creates: the
+// view's NewVersion, the LSN of the entry being built (0 on a view that
+// builds none: a bug in the caller).
+func newVersion(v View) (uint64, error) {
+	ver := v.NewVersion()
+	if ver == 0 {
+		return 0, errNoVersion
+	}
+	return ver, nil
+}
+
+// collectionForWrite reads key as a collection of type typ for a write:
+// the live one, or a new empty one at the view's new version.
+func collectionForWrite(t *txn, key []byte, typ keyspace.Type) (c Value, existed bool, err error) {
+	c, existed, err = getTyped(t.view(), key, typ)
+	if err != nil || existed {
+		return c, existed, err
+	}
+	ver, err := newVersion(t.v)
+	if err != nil {
+		return Value{}, false, err
+	}
+	return Value{Type: typ, Version: ver}, false, nil
+}

@@ -65,20 +65,6 @@ func zsetGet(v View, key []byte) (Value, bool, error) {
 	return getTyped(v, key, keyspace.TypeZSet)
 }
 
-// zsetForWrite reads key as a sorted set for a write: the live one, or a
-// new empty one at the view's new version.
-func zsetForWrite(t *txn, key []byte) (z Value, existed bool, err error) {
-	z, existed, err = zsetGet(t.view(), key)
-	if err != nil || existed {
-		return z, existed, err
-	}
-	ver := t.v.NewVersion()
-	if ver == 0 {
-		return Value{}, false, errNoVersion
-	}
-	return Value{Type: keyspace.TypeZSet, Version: ver}, false, nil
-}
-
 // zscoreOf reads member's score in the sorted set z at key.
 func zscoreOf(v View, key []byte, z Value, member []byte) (float64, bool, error) {
 	row, ok, err := v.Sub(key, z.Version, keyspace.ZSetMemberSub(member))
@@ -190,9 +176,9 @@ func zstore(t *txn, dst []byte, items []zitem) error {
 	if len(items) == 0 {
 		return nil
 	}
-	ver := t.v.NewVersion()
-	if ver == 0 {
-		return errNoVersion
+	ver, err := newVersion(t.v)
+	if err != nil {
+		return err
 	}
 	z := Value{Type: keyspace.TypeZSet, Version: ver}
 	for _, it := range items {
@@ -279,7 +265,7 @@ func zadd(v View, key []byte, pairs [][]byte, f zaddFlags) (Result, error) {
 			}
 			return Result{Reply: Int(0)}, nil
 		}
-		if z, _, err = zsetForWrite(&t, key); err != nil {
+		if z, _, err = collectionForWrite(&t, key, keyspace.TypeZSet); err != nil {
 			return Result{}, err
 		}
 	}
