@@ -58,6 +58,13 @@ for u in "$@"; do
   # (grep finds nothing in a unit with no failure: not an error.)
   sed 's/\x1b\[[0-9;]*m//g' "$log" | { grep -a -E '^\[(err|exception)\]: ' || true; } |
     sed -E 's/^\[err\]: //; s/ in tests\/.*$//; s/^\[exception\]: /exception: /' | sed "s|^|$u: |"
+  # A test past --timeout ends the unit ("[TIMEOUT]", then the test in
+  # progress); the tests after it do not run, so say which one hung.
+  sed 's/\x1b\[[0-9;]*m//g' "$log" | { grep -a -E '=> \(IN PROGRESS\) ' || true; } |
+    sed -E 's/^.*=> \(IN PROGRESS\) /timeout: /' | sed "s|^|$u: |"
+  # run.sh's own limit on a unit (timeout 600) ends it without a word;
+  # the harness's end, or an exception's line, is otherwise always there.
+  if ! grep -a -q -E 'The End|^\[.*exception' "$log"; then echo "$u: did not finish (run.sh's time limit per unit?)"; fi
 done | sort -u >"$work/failed"
 grep -v '^#' test/redis-suite/expected-failures.txt | sed 's/   *# .*$//' | grep -v '^$' |
   grep -E "^($(IFS='|'; echo "$*")): " | sort -u >"$work/expected"
