@@ -1082,7 +1082,11 @@ func TestNoReadOfUncommittedWrite(t *testing.T) {
 		select {
 		case err := <-answered:
 			if err == nil || !strings.HasPrefix(err.Error(), "NOREPLICAS") {
-				t.Fatalf("write with a quorum of 2 and one follower paused: %v, want NOREPLICAS", err)
+				// Seen once in CI, not reproduced since (25 of 25 under
+				// load): keep what the leader and the paused node said.
+				ls, lerr := c.Status(ctx, leader)
+				ps, perr := c.Status(ctx, paused)
+				t.Fatalf("write with a quorum of 2 and one follower paused: %v, want NOREPLICAS\nleader status: %+v (%v)\npaused node's status (it should not answer): %+v (%v)", err, ls, lerr, ps, perr)
 			}
 			done = true
 		default:
