@@ -361,22 +361,18 @@ func execHRandField(ctx *Ctx, v View, args [][]byte) (Result, error) {
 	if err != nil || len(fields) == 0 {
 		return Result{Reply: Array{}}, err
 	}
-	var picks []int
-	if n < 0 {
-		// With repetition: -n picks, as many as max-reply-bytes lets
-		// the reply hold (each at least an element's overhead).
-		for range min(-n, ctx.replyLimit()/ElementOverhead+1) {
-			picks = append(picks, rand.IntN(len(fields)))
-		}
-	} else {
-		picks = rand.Perm(len(fields))
-		if int64(len(picks)) > n {
-			picks = picks[:n]
-		}
+	// With repetition (n < 0) -n picks, else up to n distinct ones; the
+	// picks are made as the reply grows, so that it stops at
+	// max-reply-bytes before holding more.
+	count, pick := -n, func(int64) int { return rand.IntN(len(fields)) }
+	if n > 0 {
+		perm := rand.Perm(len(fields))
+		count, pick = min(n, int64(len(perm))), func(j int64) int { return perm[j] }
 	}
-	out := make(Array, 0, min(len(picks), presizeMax)*2)
+	out := make(Array, 0, min(count, presizeMax)*2)
 	b := newBudget(ctx)
-	for _, i := range picks {
+	for j := range count {
+		i := pick(j)
 		if !b.add(len(fields[i])) || (withValues && !b.add(len(vals[i]))) {
 			break
 		}

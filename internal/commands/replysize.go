@@ -142,6 +142,21 @@ func CheckReply(ctx *Ctx, r Reply) error {
 	return nil
 }
 
+// boundReply refuses, with no ops, a reply that passed max-reply-bytes
+// once built: the bound on what the commands that count as they read do
+// not count (a script's reply, ZUNION's, GETRANGE of a large string).
+func boundReply(exec func(*Ctx, View, [][]byte) (Result, error)) func(*Ctx, View, [][]byte) (Result, error) {
+	return func(ctx *Ctx, v View, args [][]byte) (Result, error) {
+		r, err := exec(ctx, v, args)
+		if err == nil {
+			if err := CheckReply(ctx, r.Reply); err != nil {
+				return Result{}, err
+			}
+		}
+		return r, err
+	}
+}
+
 // arena copies many small values (the elements of a reply) into a few
 // large allocations instead of one each. A returned slice's capacity ends
 // at its length, so appending to it never writes over its neighbour.

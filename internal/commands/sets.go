@@ -328,7 +328,7 @@ func spopKeeping(t *txn, key []byte, s Value, stay uint64) ([][]byte, error) {
 // execSRandMember is SRANDMEMBER key [count]: a positive count gives
 // distinct members (at most the set), a negative one -count members that
 // may repeat.
-func execSRandMember(_ *Ctx, v View, args [][]byte) (Result, error) {
+func execSRandMember(ctx *Ctx, v View, args [][]byte) (Result, error) {
 	if len(args) > 3 {
 		return Result{}, ErrSyntax
 	}
@@ -363,15 +363,23 @@ func execSRandMember(_ *Ctx, v View, args [][]byte) (Result, error) {
 		}
 	}
 	var ms [][]byte
+	b := newBudget(ctx)
 	if distinct && uint64(n) >= s.Size {
-		ms, err = setMembers(v, key, s)
+		ms, err = membersWithin(v, key, s, &b)
 	} else {
+		// At most s.Size or maxRandomCount members, some repeated
+		// (one copy each): counted once picked.
 		ms, err = randomMembers(v, key, s, n, distinct, defaultRand)
+		for _, m := range ms {
+			if !b.add(len(m)) {
+				break
+			}
+		}
 	}
 	if err != nil {
 		return Result{}, err
 	}
-	return Result{Reply: bulks(ms, make(Array, 0, len(ms)))}, nil
+	return b.result(bulks(ms, make(Array, 0, len(ms))), nil)
 }
 
 // execSMove is SMOVE source destination member.
