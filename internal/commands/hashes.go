@@ -420,6 +420,7 @@ func execHScan(ctx *Ctx, v View, args [][]byte) (Result, error) {
 	items := Array{}
 	var next []byte
 	var visited int64
+	b := scanBudget(ctx) // a page ends early at max-reply-bytes
 	err = v.SubScan(key, h.Version, start, func(f, val []byte) bool {
 		if visited == count {
 			next = clone(f)
@@ -427,10 +428,17 @@ func execHScan(ctx *Ctx, v View, args [][]byte) (Result, error) {
 		}
 		visited++
 		if pat == nil || Match(pat, f) {
+			if !b.page(len(f)+len(val), 2, len(items) > 0, ctx.Cursors != nil) {
+				next = clone(f)
+				return false
+			}
 			items = append(items, Bulk(clone(f)), Bulk(clone(val)))
 		}
 		return true
 	})
+	if err == nil {
+		err = b.err()
+	}
 	if err != nil {
 		return Result{}, err
 	}

@@ -380,7 +380,7 @@ func execScan(ctx *Ctx, v View, args [][]byte) (Result, error) {
 	keys := Array{}
 	var next []byte
 	var visited int64
-	b := newBudget(ctx) // COUNT can be anything
+	b := scanBudget(ctx) // a page ends early at max-reply-bytes
 	err = v.Scan(start, func(key []byte, val Value) bool {
 		if visited == count {
 			next = clone(key)
@@ -388,7 +388,8 @@ func execScan(ctx *Ctx, v View, args [][]byte) (Result, error) {
 		}
 		visited++
 		if (typeName == nil || eqFold(typeName, val.Type.String())) && (pat == nil || Match(pat, key)) {
-			if !b.add(len(key)) {
+			if !b.page(len(key), 1, len(keys) > 0, ctx.Cursors != nil) {
+				next = clone(key)
 				return false
 			}
 			keys = append(keys, Bulk(clone(key)))

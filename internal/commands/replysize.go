@@ -71,9 +71,19 @@ func (ctx *Ctx) replyLimit() int64 {
 // reading and returns err().
 type budget struct{ left, limit int64 }
 
+// newBudget is the budget of a reply under ctx, less its own array
+// header (ReplySize counts it).
 func newBudget(ctx *Ctx) budget {
 	l := ctx.replyLimit()
-	return budget{left: l, limit: l}
+	return budget{left: l - ElementOverhead, limit: l}
+}
+
+// scanBudget is newBudget for a SCAN-family reply: less the cursor (up to
+// 20 digits) and the array of the page.
+func scanBudget(ctx *Ctx) budget {
+	b := newBudget(ctx)
+	b.left -= 2*ElementOverhead + 20
+	return b
 }
 
 // add counts one element of n payload bytes and reports whether the reply
@@ -81,6 +91,23 @@ func newBudget(ctx *Ctx) budget {
 func (b *budget) add(n int) bool {
 	b.left -= int64(n) + ElementOverhead
 	return b.left >= 0
+}
+
+// page counts elems elements of n payload bytes in all for a SCAN-family
+// page, and reports whether they fit. When they do not, a page that
+// already holds some (had) and can be continued (cursors) ends before
+// them: nothing is counted, COUNT being only a hint. Otherwise the bound
+// is passed (err).
+func (b *budget) page(n, elems int, had, cursors bool) bool {
+	c := int64(n) + int64(elems)*ElementOverhead
+	if c <= b.left {
+		b.left -= c
+		return true
+	}
+	if !had || !cursors {
+		b.left = -1
+	}
+	return false
 }
 
 // err is ErrReplyTooLarge once the bound is passed, else nil.

@@ -670,6 +670,7 @@ func execSScan(ctx *Ctx, v View, args [][]byte) (Result, error) {
 	items := Array{}
 	var next []byte
 	var visited int64
+	b := scanBudget(ctx) // a page ends early at max-reply-bytes
 	err = v.SubScan(key, s.Version, start, func(m, _ []byte) bool {
 		if visited == count {
 			next = clone(m)
@@ -677,10 +678,17 @@ func execSScan(ctx *Ctx, v View, args [][]byte) (Result, error) {
 		}
 		visited++
 		if o.pattern == nil || Match(o.pattern, m) {
+			if !b.page(len(m), 1, len(items) > 0, ctx.Cursors != nil) {
+				next = clone(m)
+				return false
+			}
 			items = append(items, Bulk(clone(m)))
 		}
 		return true
 	})
+	if err == nil {
+		err = b.err()
+	}
 	if err != nil {
 		return Result{}, err
 	}

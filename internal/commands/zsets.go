@@ -1183,6 +1183,7 @@ func execZScan(ctx *Ctx, v View, args [][]byte) (Result, error) {
 	items := Array{}
 	var next []byte
 	var visited int64
+	b := scanBudget(ctx) // a page ends early at max-reply-bytes
 	err = zmembers(v, key, z, start, func(m []byte, s float64) bool {
 		if visited == count {
 			next = keyspace.ZSetMemberSub(m)
@@ -1190,10 +1191,17 @@ func execZScan(ctx *Ctx, v View, args [][]byte) (Result, error) {
 		}
 		visited++
 		if o.pattern == nil || Match(o.pattern, m) {
+			if !b.page(len(m)+doubleCost, 2, len(items) > 0, ctx.Cursors != nil) {
+				next = keyspace.ZSetMemberSub(m)
+				return false
+			}
 			items = append(items, Bulk(clone(m)), Double(s))
 		}
 		return true
 	})
+	if err == nil {
+		err = b.err()
+	}
 	if err != nil {
 		return Result{}, err
 	}
