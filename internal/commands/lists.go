@@ -276,8 +276,9 @@ func execLLen(_ *Ctx, v View, args [][]byte) (Result, error) {
 }
 
 // execLRange is LRANGE key start stop: one seek and a scan of the rows it
-// returns. The reply is built as the rows are read, their values copied
-// into a few shared buffers, and refused once it passes max-reply-bytes.
+// returns. The reply (Bulks: no allocation per element) is built as the
+// rows are read, their values copied into a few shared buffers, and
+// refused once it passes max-reply-bytes.
 func execLRange(ctx *Ctx, v View, args [][]byte) (Result, error) {
 	start, ok1 := parseInt(args[2])
 	stop, ok2 := parseInt(args[3])
@@ -292,14 +293,14 @@ func execLRange(ctx *Ctx, v View, args [][]byte) (Result, error) {
 	if !ok {
 		return Result{Reply: Array{}}, nil
 	}
-	out := make(Array, 0, to-from)
+	out := make(Bulks, 0, to-from)
 	b := newBudget(ctx)
 	a := arena{left: int(to - from)}
 	err = eachElement(v, l.key, l.meta, l.head, from, to, func(val []byte) bool {
 		if !b.add(len(val)) {
 			return false
 		}
-		out = append(out, Bulk(a.copy(val)))
+		out = append(out, a.copy(val))
 		return true
 	})
 	if err == nil {

@@ -148,6 +148,10 @@ func ReplySize(r Reply) int64 {
 		n += replySizes(r)
 	case Set:
 		n += replySizes(r)
+	case Bulks:
+		for _, b := range r {
+			n += int64(len(b)) + ElementOverhead
+		}
 	}
 	return n
 }

@@ -57,7 +57,7 @@ func BenchmarkLRange(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if a, ok := res.Reply.(commands.Array); !ok || len(a) == 0 {
+				if a, ok := res.Reply.(commands.Bulks); !ok || len(a) == 0 {
 					b.Fatalf("reply %v", res.Reply)
 				}
 			}
