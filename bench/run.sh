@@ -506,6 +506,7 @@ for pipe in $PIPELINES; do
   done
 done
 for pipe in $PIPELINES; do
+  [ -n "${RES[tandem,set,$pipe]:-}" ] || continue # TESTS without set
   read -r trps _ _ _ tp99 _ <<<"${RES[tandem,set,$pipe]}"
   read -r rrps _ _ _ rp99 _ <<<"${RES[redis,set,$pipe]}"
   awk -v p="$pipe" -v a="$trps" -v b="$rrps" -v e="$tp99" -v f="$rp99" 'BEGIN{
@@ -515,8 +516,8 @@ done
 
 # ---------------------------------------------------- profile if slower
 for pipe in $PIPELINES; do
-  read -r trps _ <<<"${RES[tandem,set,$pipe]}"
-  read -r rrps _ <<<"${RES[redis,set,$pipe]}"
+  read -r trps _ <<<"${RES[tandem,set,$pipe]:-0}"
+  read -r rrps _ <<<"${RES[redis,set,$pipe]:-0}"
   if [ "$PROFILE" = always ] || { [ "$PROFILE" = auto ] && awk -v a="$trps" -v b="$rrps" 'BEGIN{exit !(a < b)}'; }; then
     hdr "profile (tandem SET -P $pipe)"
     profile_set "$pipe"

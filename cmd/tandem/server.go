@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tandemdb/tandem/internal/commands"
 	"github.com/tandemdb/tandem/internal/commit"
 	"github.com/tandemdb/tandem/internal/coord"
 	"github.com/tandemdb/tandem/internal/node"
@@ -113,6 +114,7 @@ func serverCmd() *cobra.Command {
 	f.StringSliceVar(&buggify, "buggify", nil, "deliberate faults for harness tests: ack-before-durable, follower-skip-entry, slow-disk (a 1 s log stall every 2 s on the leader), follower-apply-delay=DURATION (a follower waits that long before applying each batch: real replication lag), follower-ignore-token (a follower serves policy reads without waiting for the session's token), leader-forgets-user-floor (a new leader gives users it has not seen write no floor), tx-split (the leader logs a MULTI/EXEC as two entries), follower-pub-reorder (a follower delivers pub/sub messages in swapped pairs)")
 	f.DurationVar(&cfg.ReadWait, "read-wait", node.DefaultReadWait, "how long a follower waits for a session's position (its read policy) before it answers TRYAGAIN read elsewhere")
 	f.DurationVar(&cfg.ScriptBusyAfter, "busy-reply-threshold", 5*time.Second, "how long a Lua script may hold the leader's sequencer before writes are answered BUSY instead of queued behind it (SCRIPT KILL stops a script that has not written)")
+	f.Int64Var(&cfg.MaxReplyBytes, "max-reply-bytes", commands.DefaultMaxReplyBytes, "largest reply a command (or a MULTI/EXEC's commands together) may build; a bigger one is refused with an error before it is built (CONFIG SET max-reply-bytes changes it)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&etcd, "etcd", "", "etcd endpoints (comma-separated): take the role from the control plane instead of --follow-*")
 	f.StringVar(&cfg.Cluster, "cluster", "tandem", "the cluster's name (etcd key prefix /tandem/NAME/)")

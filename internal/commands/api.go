@@ -58,6 +58,10 @@ type Ctx struct {
 	// were absent (the client stays blocked), as Redis serves a blocked
 	// client only from a key of the type it waits for.
 	Blocked bool
+	// MaxReplyBytes bounds the command's reply (replysize.go); 0 means
+	// the process's max-reply-bytes (SetMaxReplyBytes). A transaction
+	// gives each command what the replies before it left.
+	MaxReplyBytes int64
 }
 
 // Flags classify a command.

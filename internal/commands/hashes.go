@@ -105,12 +105,13 @@ func execHGet(_ *Ctx, v View, args [][]byte) (Result, error) {
 	return Result{Reply: Bulk(val)}, nil
 }
 
-func execHMGet(_ *Ctx, v View, args [][]byte) (Result, error) {
+func execHMGet(ctx *Ctx, v View, args [][]byte) (Result, error) {
 	h, ok, err := getTyped(v, args[1], keyspace.TypeHash)
 	if err != nil {
 		return Result{}, err
 	}
 	out := make(Array, len(args)-2)
+	b := newBudget(ctx)
 	for i, f := range args[2:] {
 		out[i] = Null
 		if !ok {
@@ -120,11 +121,14 @@ func execHMGet(_ *Ctx, v View, args [][]byte) (Result, error) {
 		if err != nil {
 			return Result{}, err
 		}
+		if !b.add(len(val)) {
+			break // one field asked for many times may multiply a value
+		}
 		if had {
 			out[i] = Bulk(val)
 		}
 	}
-	return Result{Reply: out}, nil
+	return b.result(out, nil)
 }
 
 func execHDel(_ *Ctx, v View, args [][]byte) (Result, error) {
@@ -184,34 +188,62 @@ func execHStrlen(_ *Ctx, v View, args [][]byte) (Result, error) {
 	return Result{Reply: Int(len(val))}, err
 }
 
-// hashEach calls fn for every field of the hash at key in field order.
-func hashEach(v View, key []byte, fn func(f, val []byte)) (bool, error) {
+// hashEach calls fn for every field of the hash at key in field order
+// until fn returns false; a hash found presizes the reply for per fields.
+func hashEach(v View, key []byte, per int, out *[]Reply, fn func(f, val []byte) bool) error {
 	h, ok, err := getTyped(v, key, keyspace.TypeHash)
 	if err != nil || !ok {
-		return false, err
+		return err
 	}
-	return true, v.SubScan(key, h.Version, nil, func(f, val []byte) bool {
-		fn(f, val)
+	*out = make([]Reply, 0, min(h.Size, presizeMax)*uint64(per))
+	return v.SubScan(key, h.Version, nil, fn)
+}
+
+// presizeMax caps the elements a reply is presized for from a
+// collection's size: a larger one grows as its rows are read, so that a
+// reply refused at max-reply-bytes never held more than it read.
+const presizeMax = 1 << 16
+
+// HGETALL, HKEYS and HVALS build their reply as they read the fields, and
+// stop at max-reply-bytes.
+
+func execHGetAll(ctx *Ctx, v View, args [][]byte) (Result, error) {
+	out := []Reply{}
+	b, a := newBudget(ctx), arena{}
+	err := hashEach(v, args[1], 2, &out, func(f, val []byte) bool {
+		if !b.add(len(f)) || !b.add(len(val)) {
+			return false
+		}
+		out = append(out, Bulk(a.copy(f)), Bulk(a.copy(val)))
 		return true
 	})
+	return b.result(Map(out), err)
 }
 
-func execHGetAll(_ *Ctx, v View, args [][]byte) (Result, error) {
-	out := Map{}
-	_, err := hashEach(v, args[1], func(f, val []byte) { out = append(out, Bulk(clone(f)), Bulk(clone(val))) })
-	return Result{Reply: out}, err
+func execHKeys(ctx *Ctx, v View, args [][]byte) (Result, error) {
+	out := []Reply{}
+	b, a := newBudget(ctx), arena{}
+	err := hashEach(v, args[1], 1, &out, func(f, _ []byte) bool {
+		if !b.add(len(f)) {
+			return false
+		}
+		out = append(out, Bulk(a.copy(f)))
+		return true
+	})
+	return b.result(Array(out), err)
 }
 
-func execHKeys(_ *Ctx, v View, args [][]byte) (Result, error) {
-	out := Array{}
-	_, err := hashEach(v, args[1], func(f, _ []byte) { out = append(out, Bulk(clone(f))) })
-	return Result{Reply: out}, err
-}
-
-func execHVals(_ *Ctx, v View, args [][]byte) (Result, error) {
-	out := Array{}
-	_, err := hashEach(v, args[1], func(_, val []byte) { out = append(out, Bulk(clone(val))) })
-	return Result{Reply: out}, err
+func execHVals(ctx *Ctx, v View, args [][]byte) (Result, error) {
+	out := []Reply{}
+	b, a := newBudget(ctx), arena{}
+	err := hashEach(v, args[1], 1, &out, func(_, val []byte) bool {
+		if !b.add(len(val)) {
+			return false
+		}
+		out = append(out, Bulk(a.copy(val)))
+		return true
+	})
+	return b.result(Array(out), err)
 }
 
 func execHIncrBy(_ *Ctx, v View, args [][]byte) (Result, error) {
@@ -285,7 +317,7 @@ func execHIncrByFloat(_ *Ctx, v View, args [][]byte) (Result, error) {
 
 // execHRandField is HRANDFIELD key [count [WITHVALUES]]. It reads the
 // fields it picks from in one pass over the hash.
-func execHRandField(_ *Ctx, v View, args [][]byte) (Result, error) {
+func execHRandField(ctx *Ctx, v View, args [][]byte) (Result, error) {
 	key := args[1]
 	if len(args) == 2 {
 		h, ok, err := getTyped(v, key, keyspace.TypeHash)
@@ -329,29 +361,30 @@ func execHRandField(_ *Ctx, v View, args [][]byte) (Result, error) {
 	if err != nil || len(fields) == 0 {
 		return Result{Reply: Array{}}, err
 	}
-	var picks []int
-	if n < 0 {
-		// With repetition: -n picks.
-		for range -n {
-			picks = append(picks, rand.IntN(len(fields)))
-		}
-	} else {
-		picks = rand.Perm(len(fields))
-		if int64(len(picks)) > n {
-			picks = picks[:n]
-		}
+	// With repetition (n < 0) -n picks, else up to n distinct ones; the
+	// picks are made as the reply grows, so that it stops at
+	// max-reply-bytes before holding more.
+	count, pick := -n, func(int64) int { return rand.IntN(len(fields)) }
+	if n > 0 {
+		perm := rand.Perm(len(fields))
+		count, pick = min(n, int64(len(perm))), func(j int64) int { return perm[j] }
 	}
-	out := make(Array, 0, len(picks)*2)
-	for _, i := range picks {
+	out := make(Array, 0, min(count, presizeMax)*2)
+	b := newBudget(ctx)
+	for j := range count {
+		i := pick(j)
+		if !b.add(len(fields[i])) || (withValues && !b.add(len(vals[i]))) {
+			break
+		}
 		out = append(out, Bulk(fields[i]))
 		if withValues {
 			out = append(out, Bulk(vals[i]))
 		}
 	}
 	if withValues {
-		return Result{Reply: Pairs(out)}, nil
+		return b.result(Pairs(out), nil)
 	}
-	return Result{Reply: out}, nil
+	return b.result(out, nil)
 }
 
 // execHScan is HSCAN key cursor [MATCH pattern] [COUNT count]. A cursor
@@ -387,6 +420,7 @@ func execHScan(ctx *Ctx, v View, args [][]byte) (Result, error) {
 	items := Array{}
 	var next []byte
 	var visited int64
+	b := scanBudget(ctx) // a page ends early at max-reply-bytes
 	err = v.SubScan(key, h.Version, start, func(f, val []byte) bool {
 		if visited == count {
 			next = clone(f)
@@ -394,10 +428,17 @@ func execHScan(ctx *Ctx, v View, args [][]byte) (Result, error) {
 		}
 		visited++
 		if pat == nil || Match(pat, f) {
+			if !b.page(len(f)+len(val), 2, len(items) > 0, ctx.Cursors != nil) {
+				next = clone(f)
+				return false
+			}
 			items = append(items, Bulk(clone(f)), Bulk(clone(val)))
 		}
 		return true
 	})
+	if err == nil {
+		err = b.err()
+	}
 	if err != nil {
 		return Result{}, err
 	}

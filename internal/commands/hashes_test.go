@@ -21,7 +21,21 @@ func do(t *testing.T, v *memView, args ...string) Reply {
 		return ErrorReply("ERR " + err.Error())
 	}
 	v.apply(res.Ops)
-	return res.Reply
+	return asArray(res.Reply)
+}
+
+// asArray is r with a Bulks reply as the Array of Bulk it stands for (the
+// same bytes on the wire), so that tests compare either with Array values.
+func asArray(r Reply) Reply {
+	b, ok := r.(Bulks)
+	if !ok {
+		return r
+	}
+	out := make(Array, len(b))
+	for i, e := range b {
+		out[i] = Bulk(e)
+	}
+	return out
 }
 
 func TestHashCommands(t *testing.T) {

@@ -270,17 +270,22 @@ func execDBSize(_ *Ctx, v View, _ [][]byte) (Result, error) {
 	return Result{Reply: Int(n)}, err
 }
 
-func execKeys(_ *Ctx, v View, args [][]byte) (Result, error) {
+// execKeys is KEYS pattern, stopping at max-reply-bytes.
+func execKeys(ctx *Ctx, v View, args [][]byte) (Result, error) {
 	pat := args[1]
 	all := len(pat) == 1 && pat[0] == '*'
 	out := Array{}
+	b, a := newBudget(ctx), arena{}
 	err := v.Scan(literalPrefix(pat), func(key []byte, _ Value) bool {
 		if all || Match(pat, key) {
-			out = append(out, Bulk(clone(key)))
+			if !b.add(len(key)) {
+				return false
+			}
+			out = append(out, Bulk(a.copy(key)))
 		}
 		return prefixMayMatch(pat, key)
 	})
-	return Result{Reply: out}, err
+	return b.result(out, err)
 }
 
 // literalPrefix is the part of a glob before its first special character:
@@ -375,6 +380,7 @@ func execScan(ctx *Ctx, v View, args [][]byte) (Result, error) {
 	keys := Array{}
 	var next []byte
 	var visited int64
+	b := scanBudget(ctx) // a page ends early at max-reply-bytes
 	err = v.Scan(start, func(key []byte, val Value) bool {
 		if visited == count {
 			next = clone(key)
@@ -382,10 +388,17 @@ func execScan(ctx *Ctx, v View, args [][]byte) (Result, error) {
 		}
 		visited++
 		if (typeName == nil || eqFold(typeName, val.Type.String())) && (pat == nil || Match(pat, key)) {
+			if !b.page(len(key), 1, len(keys) > 0, ctx.Cursors != nil) {
+				next = clone(key)
+				return false
+			}
 			keys = append(keys, Bulk(clone(key)))
 		}
 		return true
 	})
+	if err == nil {
+		err = b.err()
+	}
 	if err != nil {
 		return Result{}, err
 	}

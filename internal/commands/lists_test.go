@@ -253,7 +253,7 @@ func TestListEndsAreO1(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !reflect.DeepEqual(res.Reply, tc.want) || c.subs != tc.subs || c.scans != tc.scans || c.rows != tc.rows {
+		if !reflect.DeepEqual(asArray(res.Reply), tc.want) || c.subs != tc.subs || c.scans != tc.scans || c.rows != tc.rows {
 			t.Errorf("%s = %#v reading %d points, %d scans, %d rows; want %#v reading %d, %d, %d",
 				tc.args, res.Reply, c.subs, c.scans, c.rows, tc.want, tc.subs, tc.scans, tc.rows)
 		}

@@ -128,4 +128,6 @@ func eqFold(b []byte, s string) bool {
 }
 
 // clone copies b; commands copy what they keep beyond a View callback.
-func clone(b []byte) []byte { return append([]byte(nil), b...) }
+// The copy is never nil, even of an empty b: a nil Bulk is the null
+// reply, and an empty field, member, element or key is not null.
+func clone(b []byte) []byte { return append(make([]byte, 0, len(b)), b...) }

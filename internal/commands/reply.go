@@ -29,6 +29,10 @@ type (
 	Double float64
 	// Set is a RESP3 set (~), written as an array in RESP2 (SMEMBERS).
 	Set []Reply
+	// Bulks is an array of bulk strings, none null: what Array of Bulk
+	// elements writes, without an allocation per element (a Bulk in a
+	// Reply is one), for the commands that return many (LRANGE).
+	Bulks [][]byte
 )
 
 func (SimpleString) isReply() {}
@@ -40,6 +44,7 @@ func (Map) isReply()          {}
 func (Pairs) isReply()        {}
 func (Double) isReply()       {}
 func (Set) isReply()          {}
+func (Bulks) isReply()        {}
 
 // OK is the +OK reply.
 const OK = SimpleString("OK")

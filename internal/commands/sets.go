@@ -158,20 +158,34 @@ func execSMIsMember(_ *Ctx, v View, args [][]byte) (Result, error) {
 
 // setMembers returns every member of the set s at key, in member order.
 func setMembers(v View, key []byte, s Value) ([][]byte, error) {
-	out := make([][]byte, 0, min(s.Size, 1<<16))
+	return membersWithin(v, key, s, nil)
+}
+
+// membersWithin is setMembers counting each member against b (nil: no
+// bound): it stops reading at the bound, and b.err() says so.
+func membersWithin(v View, key []byte, s Value, b *budget) ([][]byte, error) {
+	out := make([][]byte, 0, min(s.Size, presizeMax))
+	a := arena{left: int(min(s.Size, presizeMax))}
 	err := v.SubScan(key, s.Version, nil, func(m, _ []byte) bool {
-		out = append(out, clone(m))
+		if b != nil && !b.add(len(m)) {
+			return false
+		}
+		out = append(out, a.copy(m))
 		return true
 	})
 	return out, err
 }
 
-func execSMembers(_ *Ctx, v View, args [][]byte) (Result, error) {
+func execSMembers(ctx *Ctx, v View, args [][]byte) (Result, error) {
 	s, ok, err := getTyped(v, args[1], keyspace.TypeSet)
 	if err != nil || !ok {
 		return Result{Reply: Set{}}, err
 	}
-	ms, err := setMembers(v, args[1], s)
+	b := newBudget(ctx)
+	ms, err := membersWithin(v, args[1], s, &b)
+	if err == nil {
+		err = b.err()
+	}
 	if err != nil {
 		return Result{}, err
 	}
@@ -314,7 +328,7 @@ func spopKeeping(t *txn, key []byte, s Value, stay uint64) ([][]byte, error) {
 // execSRandMember is SRANDMEMBER key [count]: a positive count gives
 // distinct members (at most the set), a negative one -count members that
 // may repeat.
-func execSRandMember(_ *Ctx, v View, args [][]byte) (Result, error) {
+func execSRandMember(ctx *Ctx, v View, args [][]byte) (Result, error) {
 	if len(args) > 3 {
 		return Result{}, ErrSyntax
 	}
@@ -349,15 +363,23 @@ func execSRandMember(_ *Ctx, v View, args [][]byte) (Result, error) {
 		}
 	}
 	var ms [][]byte
+	b := newBudget(ctx)
 	if distinct && uint64(n) >= s.Size {
-		ms, err = setMembers(v, key, s)
+		ms, err = membersWithin(v, key, s, &b)
 	} else {
+		// At most s.Size or maxRandomCount members, some repeated
+		// (one copy each): counted once picked.
 		ms, err = randomMembers(v, key, s, n, distinct, defaultRand)
+		for _, m := range ms {
+			if !b.add(len(m)) {
+				break
+			}
+		}
 	}
 	if err != nil {
 		return Result{}, err
 	}
-	return Result{Reply: bulks(ms, make(Array, 0, len(ms)))}, nil
+	return b.result(bulks(ms, make(Array, 0, len(ms))), nil)
 }
 
 // execSMove is SMOVE source destination member.
@@ -418,7 +440,10 @@ const (
 // An intersection walks its smallest set and looks each member up in the
 // others (one point read each), as Redis does; a difference walks the
 // first set likewise; a union merges every set.
-func combine(v View, keys [][]byte, op setAlgebra, limit int) ([][]byte, error) {
+//
+// A non-nil b counts every member kept (the reply being built) and stops
+// the walk at its bound: b.err() then says so.
+func combine(v View, keys [][]byte, op setAlgebra, limit int, b *budget) ([][]byte, error) {
 	vals, found, err := readSets(v, keys)
 	if err != nil {
 		return nil, err
@@ -437,7 +462,7 @@ func combine(v View, keys [][]byte, op setAlgebra, limit int) ([][]byte, error) 
 		return filterMembers(v, keys, vals, small, func(i int, had bool) (bool, bool) {
 			// Keep walking while every other set has it.
 			return had, !had
-		}, limit)
+		}, limit, b)
 	case opDiff:
 		if !found[0] {
 			return nil, nil
@@ -447,7 +472,7 @@ func combine(v View, keys [][]byte, op setAlgebra, limit int) ([][]byte, error) 
 				return true, false // an empty set removes nothing
 			}
 			return !had, had
-		}, 0)
+		}, 0, b)
 	}
 	seen := map[string]struct{}{}
 	var out [][]byte
@@ -457,12 +482,15 @@ func combine(v View, keys [][]byte, op setAlgebra, limit int) ([][]byte, error) 
 		}
 		err := v.SubScan(k, vals[i].Version, nil, func(m, _ []byte) bool {
 			if _, dup := seen[string(m)]; !dup {
+				if b != nil && !b.add(len(m)) {
+					return false
+				}
 				seen[string(m)] = struct{}{}
 				out = append(out, clone(m))
 			}
 			return true
 		})
-		if err != nil {
+		if err != nil || (b != nil && b.err() != nil) {
 			return nil, err
 		}
 	}
@@ -483,7 +511,7 @@ func compareBytes(a, b []byte) int {
 // filterMembers walks the set keys[walk] and keeps each member that every
 // other set accepts: check(i, had) is called with whether set i has the
 // member and says (keep so far, stop looking at the other sets).
-func filterMembers(v View, keys [][]byte, vals []Value, walk int, check func(i int, had bool) (keep, done bool), limit int) ([][]byte, error) {
+func filterMembers(v View, keys [][]byte, vals []Value, walk int, check func(i int, had bool) (keep, done bool), limit int, b *budget) ([][]byte, error) {
 	var out [][]byte
 	var ierr error
 	err := v.SubScan(keys[walk], vals[walk].Version, nil, func(m, _ []byte) bool {
@@ -505,6 +533,9 @@ func filterMembers(v View, keys [][]byte, vals []Value, walk int, check func(i i
 			}
 		}
 		if keep {
+			if b != nil && !b.add(len(m)) {
+				return false
+			}
 			out = append(out, clone(m))
 		}
 		return limit <= 0 || len(out) < limit
@@ -515,24 +546,26 @@ func filterMembers(v View, keys [][]byte, vals []Value, walk int, check func(i i
 	return out, err
 }
 
-func execSInter(_ *Ctx, v View, args [][]byte) (Result, error) {
-	return setOpReply(v, args[1:], opInter)
+func execSInter(ctx *Ctx, v View, args [][]byte) (Result, error) {
+	return setOpReply(ctx, v, args[1:], opInter)
 }
 
-func execSUnion(_ *Ctx, v View, args [][]byte) (Result, error) {
-	return setOpReply(v, args[1:], opUnion)
+func execSUnion(ctx *Ctx, v View, args [][]byte) (Result, error) {
+	return setOpReply(ctx, v, args[1:], opUnion)
 }
 
-func execSDiff(_ *Ctx, v View, args [][]byte) (Result, error) {
-	return setOpReply(v, args[1:], opDiff)
+func execSDiff(ctx *Ctx, v View, args [][]byte) (Result, error) {
+	return setOpReply(ctx, v, args[1:], opDiff)
 }
 
-func setOpReply(v View, keys [][]byte, op setAlgebra) (Result, error) {
-	ms, err := combine(v, keys, op, 0)
+// setOpReply answers SINTER, SUNION or SDIFF, stopping at max-reply-bytes.
+func setOpReply(ctx *Ctx, v View, keys [][]byte, op setAlgebra) (Result, error) {
+	b := newBudget(ctx)
+	ms, err := combine(v, keys, op, 0, &b)
 	if err != nil {
 		return Result{}, err
 	}
-	return Result{Reply: bulks(ms, Set{})}, nil
+	return b.result(bulks(ms, make(Set, 0, len(ms))), nil)
 }
 
 func execSInterStore(_ *Ctx, v View, args [][]byte) (Result, error) {
@@ -551,7 +584,7 @@ func execSDiffStore(_ *Ctx, v View, args [][]byte) (Result, error) {
 // any type): dst's old value is dropped and the result written under a
 // new version; an empty result leaves dst deleted.
 func setOpStore(v View, dst []byte, keys [][]byte, op setAlgebra) (Result, error) {
-	ms, err := combine(v, keys, op, 0)
+	ms, err := combine(v, keys, op, 0, nil)
 	if err != nil {
 		return Result{}, err
 	}
@@ -598,7 +631,7 @@ func execSInterCard(_ *Ctx, v View, args [][]byte) (Result, error) {
 		limit = n
 		i++
 	}
-	ms, err := combine(v, keys, opInter, int(min(limit, math.MaxInt32)))
+	ms, err := combine(v, keys, opInter, int(min(limit, math.MaxInt32)), nil)
 	if err != nil {
 		return Result{}, err
 	}
@@ -637,6 +670,7 @@ func execSScan(ctx *Ctx, v View, args [][]byte) (Result, error) {
 	items := Array{}
 	var next []byte
 	var visited int64
+	b := scanBudget(ctx) // a page ends early at max-reply-bytes
 	err = v.SubScan(key, s.Version, start, func(m, _ []byte) bool {
 		if visited == count {
 			next = clone(m)
@@ -644,10 +678,17 @@ func execSScan(ctx *Ctx, v View, args [][]byte) (Result, error) {
 		}
 		visited++
 		if o.pattern == nil || Match(o.pattern, m) {
+			if !b.page(len(m), 1, len(items) > 0, ctx.Cursors != nil) {
+				next = clone(m)
+				return false
+			}
 			items = append(items, Bulk(clone(m)))
 		}
 		return true
 	})
+	if err == nil {
+		err = b.err()
+	}
 	if err != nil {
 		return Result{}, err
 	}

@@ -17,20 +17,26 @@ func execGet(_ *Ctx, v View, args [][]byte) (Result, error) {
 	return Result{Reply: Bulk(val.Data)}, nil
 }
 
-func execMGet(_ *Ctx, v View, args [][]byte) (Result, error) {
+// execMGet is MGET key...: it stops at max-reply-bytes, which a key named
+// many times can pass with one value.
+func execMGet(ctx *Ctx, v View, args [][]byte) (Result, error) {
 	out := make(Array, len(args)-1)
+	b := newBudget(ctx)
 	for i, k := range args[1:] {
 		val, ok, err := v.Get(k)
 		if err != nil {
 			return Result{}, err
 		}
 		if ok && val.IsString() { // MGET answers nil for another type
+			if !b.add(len(val.Data)) {
+				break
+			}
 			out[i] = Bulk(val.Data)
 		} else {
 			out[i] = Null
 		}
 	}
-	return Result{Reply: out}, nil
+	return b.result(out, nil)
 }
 
 func execStrlen(_ *Ctx, v View, args [][]byte) (Result, error) {

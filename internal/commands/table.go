@@ -170,7 +170,7 @@ var table = []*Spec{
 var byName = func() map[string]*Spec {
 	m := make(map[string]*Spec, len(table))
 	for _, s := range table {
-		s.Exec = wrapWrongType(s.Exec)
+		s.Exec = boundReply(wrapWrongType(s.Exec))
 		if _, dup := m[s.Name]; dup {
 			panic("commands: duplicate command " + s.Name)
 		}

@@ -568,7 +568,21 @@ type zspec struct {
 	lo, hi int64
 	score  scoreRange
 	lex    lexRange
+	// budget, if not nil, counts each member zcollect keeps (plus
+	// scoreCost with scores), and zcollect stops at its bound: the
+	// reply's max-reply-bytes.
+	budget    *budget
+	scoreCost int
 }
+
+// keep counts a member zcollect keeps against sp's budget.
+func (sp *zspec) keep(m []byte) bool {
+	return sp.budget == nil || (sp.budget.add(len(m)) && sp.budget.add(sp.scoreCost))
+}
+
+// doubleCost is what a score counts in a reply (%.17g is at most 24
+// bytes).
+const doubleCost = 24
 
 const (
 	zByRank = iota
@@ -645,6 +659,9 @@ func zcollect(v View, key []byte, z Value, sp *zspec, rev bool, offset, limit in
 				offset--
 				return true
 			}
+			if !sp.keep(m) {
+				return false
+			}
 			out = append(out, zitem{clone(m), s})
 			return limit < 0 || int64(len(out)) < limit
 		})
@@ -658,6 +675,9 @@ func zcollect(v View, key []byte, z Value, sp *zspec, rev bool, offset, limit in
 	err := zeach(v, key, z, sp, func(s float64, m []byte) bool {
 		it := zitem{clone(m), s}
 		if keep < 0 || int64(len(out)) < keep {
+			if !sp.keep(m) {
+				return false
+			}
 			out = append(out, it)
 		} else {
 			out[n%keep] = it
@@ -702,7 +722,8 @@ func rankSpan(start, end, n int64) (lo, hi int64, ok bool) {
 
 // zrangeReq is a parsed ZRANGE family command.
 type zrangeReq struct {
-	src, dst      []byte // dst for ZRANGESTORE
+	budget        *budget // the reply's, nil for ZRANGESTORE
+	src, dst      []byte  // dst for ZRANGESTORE
 	kind          int
 	rev           bool
 	withScores    bool
@@ -780,7 +801,10 @@ func parseZRange(args [][]byte, first int, store bool, kind int, rev bool) (zran
 
 // items runs the request against z.
 func (r *zrangeReq) items(v View, z Value) ([]zitem, error) {
-	sp := zspec{kind: r.kind, score: r.score, lex: r.lex}
+	sp := zspec{kind: r.kind, score: r.score, lex: r.lex, budget: r.budget}
+	if r.withScores {
+		sp.scoreCost = doubleCost
+	}
 	if r.kind != zByRank {
 		return zcollect(v, r.src, z, &sp, r.rev, r.offset, r.limit)
 	}
@@ -797,7 +821,7 @@ func (r *zrangeReq) items(v View, z Value) ([]zitem, error) {
 }
 
 func zrangeCmd(kind int, rev bool) func(*Ctx, View, [][]byte) (Result, error) {
-	return func(_ *Ctx, v View, args [][]byte) (Result, error) {
+	return func(ctx *Ctx, v View, args [][]byte) (Result, error) {
 		r, err := parseZRange(args, 1, false, kind, rev)
 		if err != nil {
 			return Result{}, err
@@ -806,11 +830,13 @@ func zrangeCmd(kind int, rev bool) func(*Ctx, View, [][]byte) (Result, error) {
 		if err != nil || !ok {
 			return Result{Reply: Array{}}, err
 		}
+		b := newBudget(ctx)
+		r.budget = &b
 		items, err := r.items(v, z)
 		if err != nil {
 			return Result{}, err
 		}
-		return Result{Reply: scoresReply(items, r.withScores)}, nil
+		return b.result(scoresReply(items, r.withScores), nil)
 	}
 }
 
@@ -1157,6 +1183,7 @@ func execZScan(ctx *Ctx, v View, args [][]byte) (Result, error) {
 	items := Array{}
 	var next []byte
 	var visited int64
+	b := scanBudget(ctx) // a page ends early at max-reply-bytes
 	err = zmembers(v, key, z, start, func(m []byte, s float64) bool {
 		if visited == count {
 			next = keyspace.ZSetMemberSub(m)
@@ -1164,10 +1191,17 @@ func execZScan(ctx *Ctx, v View, args [][]byte) (Result, error) {
 		}
 		visited++
 		if o.pattern == nil || Match(o.pattern, m) {
+			if !b.page(len(m)+doubleCost, 2, len(items) > 0, ctx.Cursors != nil) {
+				next = keyspace.ZSetMemberSub(m)
+				return false
+			}
 			items = append(items, Bulk(clone(m)), Double(s))
 		}
 		return true
 	})
+	if err == nil {
+		err = b.err()
+	}
 	if err != nil {
 		return Result{}, err
 	}

@@ -70,6 +70,10 @@ type Config struct {
 	MaxInFlight      int
 	MaxInFlightBytes int64
 	FollowerTimeout  time.Duration
+	// MaxEntryBytes bounds one log entry (replication.LeaderConfig); 0
+	// means replication.DefaultMaxEntryBytes, what a stream message
+	// (maxMessage) carries.
+	MaxEntryBytes int64
 	// Fatal is called when the process must stop because going on could
 	// break a promise (the leader failed to persist a higher epoch). nil
 	// means log at Error and exit with status 2, for a supervisor to
@@ -85,6 +89,12 @@ type Config struct {
 	// before writes are answered BUSY instead of queued behind it (Redis's
 	// busy-reply-threshold); 0 means 5 s.
 	ScriptBusyAfter time.Duration
+	// MaxReplyBytes bounds a command's reply (a transaction's replies
+	// together): a command that would answer more is refused with an
+	// error (commands.ErrReplyTooLarge) before it holds the reply. It is
+	// the process's (commands.SetMaxReplyBytes, CONFIG SET
+	// max-reply-bytes); 0 means commands.DefaultMaxReplyBytes.
+	MaxReplyBytes int64
 
 	// Control plane. With Etcd set the node takes its role from the
 	// cluster's topology in etcd (see agent.go) instead of FollowRESP and
@@ -238,9 +248,15 @@ func Start(cfg Config) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("node: data dir: %w", err)
 	}
+	if cfg.MaxReplyBytes < 0 {
+		return nil, fmt.Errorf("node: max-reply-bytes %d is negative", cfg.MaxReplyBytes)
+	}
 	db, err := storage.Open(cfg.DataDir, storage.Options{Logger: log})
 	if err != nil {
 		return nil, err
+	}
+	if cfg.MaxReplyBytes > 0 {
+		commands.SetMaxReplyBytes(cfg.MaxReplyBytes)
 	}
 	n := &Node{
 		cfg: cfg, log: log, db: db, started: time.Now(),
@@ -309,7 +325,9 @@ func (n *Node) listen() error {
 }
 
 // maxMessage bounds one gRPC message: one log entry can hold a value of the
-// maximum bulk length.
+// maximum bulk length. A leader refuses a write whose entry would not fit
+// in one (replication.DefaultMaxEntryBytes leaves room for the message's
+// other fields; TestEntryFitsMessage).
 const maxMessage = 1 << 30
 
 // Addrs returns the bound RESP, peer and HTTP addresses.
@@ -442,6 +460,7 @@ func (n *Node) startLeader(epoch uint64, lease *replication.Lease) (role, error)
 		WriteTimeout:     n.cfg.WriteTimeout,
 		MaxInFlight:      n.cfg.MaxInFlight,
 		MaxInFlightBytes: n.cfg.MaxInFlightBytes,
+		MaxEntryBytes:    n.cfg.MaxEntryBytes,
 		FollowerTimeout:  n.cfg.FollowerTimeout,
 		Lease:            lease,
 		Heartbeat:        n.streamHeartbeat(),

@@ -185,12 +185,22 @@ func (b backend) execFollower(ctx context.Context, r *following, tx resp.Tx) (re
 
 // runBatch runs cmds in batch and returns their replies; an input error
 // is its command's reply, any other error fails the whole.
+//
+// The replies share max-reply-bytes: each command may build what the
+// ones before it left (Ctx.MaxReplyBytes), so a command that would pass
+// the bound is refused (commands.ErrReplyTooLarge, its writes not made)
+// and EXEC's reply stays within it, but for those errors.
 func runBatch(batch *commands.Batch, cctx *commands.Ctx, cmds []resp.TxCommand) ([]resp.TxReply, error) {
 	replies := make([]resp.TxReply, 0, len(cmds))
+	left := commands.MaxReplyBytes()
 	for _, c := range cmds {
+		cctx.MaxReplyBytes = max(left, 1) // 0 would mean the whole bound
 		reply, err := batch.Run(cctx, c.Spec, c.Args)
 		if err != nil && !commands.IsInputError(err) {
 			return nil, fmt.Errorf("node: %s in a transaction: %w", c.Spec.Name, err)
+		}
+		if err == nil {
+			left -= commands.ReplySize(reply)
 		}
 		replies = append(replies, resp.TxReply{Reply: reply, Err: err})
 	}

@@ -82,6 +82,12 @@ var (
 	// freed up within the write timeout. The write was not sequenced, so a
 	// retry is safe.
 	ErrOverloaded = errors.New("replication: too many writes waiting for commit")
+	// ErrEntryTooLarge: a write's log entry would be larger than
+	// LeaderConfig.MaxEntryBytes, more than the stream carries in one
+	// message. The write was not sequenced (nothing logged, nothing
+	// changed) and the error is also a commands input error, answered to
+	// the client as "ERR this write's log entry would be ...".
+	ErrEntryTooLarge = errors.New("replication: log entry too large")
 )
 
 // The stream types live in package transport (so that tests of any

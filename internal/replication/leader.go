@@ -2,6 +2,7 @@ package replication
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -42,6 +43,10 @@ type LeaderConfig struct {
 	// ErrOverloaded. 0 means DefaultMaxInFlight / DefaultMaxInFlightBytes.
 	MaxInFlight      int
 	MaxInFlightBytes int64
+	// MaxEntryBytes bounds one log entry's encoding: a write whose entry
+	// would be larger is refused before it is sequenced
+	// (ErrEntryTooLarge). 0 means DefaultMaxEntryBytes.
+	MaxEntryBytes int64
 	// FollowerTimeout is how long a follower may stay unheard of before
 	// the leader forgets it: it stops pinning log retention and stops
 	// counting for WAIT, status and metrics. 0 means
@@ -84,10 +89,16 @@ const (
 	DefaultWriteTimeout     = 5 * time.Second
 	DefaultMaxInFlight      = 10000
 	DefaultMaxInFlightBytes = 64 << 20
-	DefaultFollowerTimeout  = time.Minute
-	DefaultMaxCommitDelay   = time.Millisecond
-	DefaultTickInterval     = 10 * time.Millisecond
-	DefaultRetentionEvery   = time.Second
+	// DefaultMaxEntryBytes: an entry travels to followers in one stream
+	// message, alone if need be, and a node's gRPC messages are at most
+	// 1 GiB (node's maxMessage); 1 MiB is left for the message's other
+	// fields. It is also well below a wal record's limit (wal.MaxRecord,
+	// 2 GiB).
+	DefaultMaxEntryBytes   = 1<<30 - 1<<20
+	DefaultFollowerTimeout = time.Minute
+	DefaultMaxCommitDelay  = time.Millisecond
+	DefaultTickInterval    = 10 * time.Millisecond
+	DefaultRetentionEvery  = time.Second
 )
 
 // Buggify names deliberate faults that tests switch on to prove that the
@@ -268,6 +279,9 @@ func NewLeader(cfg LeaderConfig, epoch uint64) (*Leader, error) {
 	}
 	if cfg.MaxInFlightBytes == 0 {
 		cfg.MaxInFlightBytes = DefaultMaxInFlightBytes
+	}
+	if cfg.MaxEntryBytes == 0 {
+		cfg.MaxEntryBytes = DefaultMaxEntryBytes
 	}
 	if cfg.FollowerTimeout == 0 {
 		cfg.FollowerTimeout = DefaultFollowerTimeout
@@ -532,6 +546,11 @@ func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
 	if len(res.Ops) == 0 {
 		return &Pending{l: l, reply: res.Reply, observed: lsn - 1}, nil
 	}
+	if n := entryBound(res.Ops); n > l.cfg.MaxEntryBytes {
+		// Refused before it is encoded: a bound, not the exact size, so
+		// that a huge entry is never built only to be dropped.
+		return nil, &entryTooLargeError{size: n, limit: l.cfg.MaxEntryBytes}
+	}
 	if err := l.formats.check(logrec.MinFormat(res.Ops)); err != nil {
 		return nil, err
 	}
@@ -561,6 +580,32 @@ func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
 		l.cfg.Sequenced(p.entry.Ops)
 	}
 	return &Pending{l: l, reply: res.Reply, p: p}, nil
+}
+
+// entryBound is at least the size of an entry holding ops, as
+// logrec.Append encodes it: its fixed fields, and per op its kind, every
+// byte string with its length and every number as the longest varint.
+func entryBound(ops []logrec.Op) int64 {
+	const fixed = 64 // frame, format, epoch, LSN, time, op count
+	const perOp = 1 + 5*binary.MaxVarintLen64
+	n := int64(fixed)
+	for i := range ops {
+		op := &ops[i]
+		n += perOp + int64(len(op.Key)+len(op.Sub)+len(op.Value))
+	}
+	return n
+}
+
+// entryTooLargeError is ErrEntryTooLarge and a commands input error: the
+// client is told why its write was refused.
+type entryTooLargeError struct{ size, limit int64 }
+
+func (e *entryTooLargeError) Error() string {
+	return fmt.Sprintf("this write's log entry would be about %d bytes, more than a log entry may hold (%d bytes); write less at a time", e.size, e.limit)
+}
+
+func (e *entryTooLargeError) Unwrap() []error {
+	return []error{ErrEntryTooLarge, commands.InputError(e.Error())}
 }
 
 // admit returns, holding seqMu, the LSN the next write gets once the core

@@ -42,8 +42,8 @@ func TestListReplicated(t *testing.T) {
 	}
 	waitConverged(t, l, f1)
 	want := map[string]commands.Reply{
-		"l": commands.Array{commands.Bulk("c"), commands.Bulk("y"), commands.Bulk("x"), commands.Bulk("b")},
-		"m": commands.Array{commands.Bulk("2")},
+		"l": commands.Bulks{[]byte("c"), []byte("y"), []byte("x"), []byte("b")},
+		"m": commands.Bulks{[]byte("2")},
 	}
 	for _, db := range []*storage.DB{l.db, f1.db} {
 		for key, w := range want {

@@ -211,6 +211,7 @@ func (n *node) configParams() []configParam {
 		{"timeout", "0"},
 		{"proto-max-bulk-len", strconv.FormatInt(n.srv.cfg.MaxBulkLen, 10)},
 		{"client-query-buffer-limit", strconv.FormatInt(n.srv.cfg.MaxCommandLen, 10)},
+		{"max-reply-bytes", strconv.FormatInt(commands.MaxReplyBytes(), 10)},
 	}
 }
 
@@ -237,7 +238,8 @@ func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 			return
 		}
 		// The encoding thresholds of hashes, sets, sorted sets and lists
-		// are the only settable parameters: they change what OBJECT
+		// and max-reply-bytes are the only settable parameters: the
+		// thresholds change what OBJECT
 		// ENCODING reports (commands.SetHashEncodingLimits,
 		// SetSetEncodingLimits, SetZSetEncodingLimits) or are
 		// kept for CONFIG GET (commands.SetListConfig). All are checked
@@ -247,6 +249,7 @@ func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 		setInts, setEntries, setValue := commands.SetEncodingLimits()
 		zEntries, zValue := commands.ZSetEncodingLimits()
 		listSize, listDepth := commands.ListConfig()
+		maxReply := commands.MaxReplyBytes()
 		for i := 2; i < len(args); i += 2 {
 			name := strings.ToLower(string(args[i]))
 			if name == "save" && len(args[i+1]) == 0 {
@@ -275,6 +278,10 @@ func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 				dst, lo, hi = &listSize, math.MinInt32, math.MaxInt32
 			case "list-compress-depth":
 				dst, hi = &listDepth, math.MaxInt32
+			case "max-reply-bytes":
+				// tandem's own: the largest reply a command may build
+				// (commands.SetMaxReplyBytes).
+				dst, lo = &maxReply, 1
 			default:
 				c.WriteError(errConfigSet(args[i]))
 				return
@@ -289,6 +296,7 @@ func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 		commands.SetListConfig(listSize, listDepth)
 		commands.SetSetEncodingLimits(setInts, setEntries, setValue)
 		commands.SetZSetEncodingLimits(zEntries, zValue)
+		commands.SetMaxReplyBytes(maxReply)
 		c.WriteString("OK")
 	case "resetstat":
 		c.WriteString("OK")

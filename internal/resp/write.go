@@ -32,6 +32,11 @@ func writeReply(w redcon.Conn, r commands.Reply, proto3 bool) {
 		for _, e := range r {
 			writeReply(w, e, proto3)
 		}
+	case commands.Bulks:
+		w.WriteArray(len(r))
+		for _, b := range r {
+			w.WriteBulk(b)
+		}
 	case commands.Double:
 		if proto3 {
 			w.WriteRaw(append(append([]byte{','}, commands.FormatDouble(float64(r))...), crlf...))

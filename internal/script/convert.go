@@ -39,6 +39,12 @@ func toLua(L *lua.LState, r commands.Reply, resp int) lua.LValue {
 			return lua.LFalse
 		}
 		return luaArray(L, r, resp)
+	case commands.Bulks:
+		t := L.CreateTable(len(r), 0)
+		for _, b := range r {
+			t.Append(lua.LString(b))
+		}
+		return t
 	case commands.Pairs:
 		if resp == 3 {
 			t := L.CreateTable(len(r)/2, 0)

@@ -59,6 +59,7 @@ func TestRedisToLua(t *testing.T) {
 	do(t, e, m, "SET", "s", "myval")
 	do(t, e, m, "SET", "n", "0")
 	do(t, e, m, "HSET", "h", "f", "v")
+	do(t, e, m, "RPUSH", "l", "a", "", "c")
 	for _, c := range []struct {
 		body string
 		want commands.Reply
@@ -72,6 +73,8 @@ func TestRedisToLua(t *testing.T) {
 		{"local r = redis.pcall('hset', 's', 'f', 'v'); return r['err']", commands.Bulk("WRONGTYPE Operation against a key holding the wrong kind of value")},
 		// A map is a flat array under RESP2 and {map=...} under RESP3.
 		{"return redis.call('hgetall', 'h')", commands.Array{commands.Bulk("f"), commands.Bulk("v")}},
+		// LRANGE answers commands.Bulks: a table of strings.
+		{"local r = redis.call('lrange', 'l', 0, -1); return {type(r), #r, r[1], r[2], r[3]}", commands.Array{commands.Bulk("table"), commands.Int(3), commands.Bulk("a"), commands.Bulk(""), commands.Bulk("c")}},
 		{"redis.setresp(3); return redis.call('hgetall', 'h')", commands.Map{commands.Bulk("f"), commands.Bulk("v")}},
 		{"redis.setresp(3); return redis.call('get', 'nokey') == nil", commands.Int(1)},
 		// Numbers go to commands as %.17g, not Lua's %.14g.

@@ -1,0 +1,50 @@
+package resp
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/tidwall/redcon"
+
+	"github.com/tandemdb/tandem/internal/commands"
+)
+
+// bufConn is a redcon.Conn whose replies go to a buffer.
+type bufConn struct {
+	redcon.Conn
+	w *redcon.Writer
+}
+
+func (c bufConn) WriteArray(n int)      { c.w.WriteArray(n) }
+func (c bufConn) WriteBulk(b []byte)    { c.w.WriteBulk(b) }
+func (c bufConn) WriteRaw(b []byte)     { c.w.WriteRaw(b) }
+func (c bufConn) WriteString(s string)  { c.w.WriteString(s) }
+func (c bufConn) WriteInt64(n int64)    { c.w.WriteInt64(n) }
+func (c bufConn) WriteError(msg string) { c.w.WriteError(msg) }
+func (c bufConn) WriteNull()            { c.w.WriteNull() }
+
+func encodeReply(r commands.Reply, proto3 bool) []byte {
+	var buf bytes.Buffer
+	w := redcon.NewWriter(&buf)
+	writeReply(bufConn{w: w}, r, proto3)
+	_ = w.Flush()
+	return buf.Bytes()
+}
+
+// TestBulksWireForm: commands.Bulks is written exactly as the Array of
+// Bulk it stands for, in RESP2 and RESP3, empty elements and an empty
+// array included.
+func TestBulksWireForm(t *testing.T) {
+	for _, vals := range [][]string{{}, {"a"}, {"", "bc", ""}} {
+		bulks, array := commands.Bulks{}, commands.Array{}
+		for _, v := range vals {
+			bulks = append(bulks, []byte(v))
+			array = append(array, commands.Bulk(v))
+		}
+		for _, p3 := range []bool{false, true} {
+			if got, want := encodeReply(bulks, p3), encodeReply(array, p3); !bytes.Equal(got, want) {
+				t.Errorf("%q (RESP3 %v): %q, want %q", vals, p3, got, want)
+			}
+		}
+	}
+}
