@@ -210,6 +210,9 @@ type proposal struct {
 	done     chan error // buffered; receives once; nil for a tail entry
 	deadline int64      // commit by then (Unix ns), or the writer is answered ErrWriteTimeout
 	answered bool       // the writer has been answered (core-owned)
+	// pub are the write's messages (keyspace notifications), published
+	// by the applier once the entry is applied; nil for most.
+	pub []commands.Message
 }
 
 func (p *proposal) finish(err error) {
@@ -547,7 +550,7 @@ func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
 	if err != nil {
 		return nil, fmt.Errorf("replication: re-decode lsn %d: %w", e.LSN, err)
 	}
-	p := &proposal{lsn: lsn, entry: owned, raw: raw, done: make(chan error, 1)}
+	p := &proposal{lsn: lsn, entry: owned, raw: raw, done: make(chan error, 1), pub: res.Publish}
 	l.mu.Lock()
 	if l.stopped {
 		l.mu.Unlock()
@@ -854,6 +857,15 @@ func (l *Leader) applier() {
 			return
 		}
 		last := batch[len(batch)-1].lsn
+		// A write's messages go out once it is applied here, in log
+		// order, before its writer is answered: every node's subscribers
+		// get them after the write is readable there (Publish's after_lsn
+		// is this applied LSN), and never for a write that did not commit.
+		for _, p := range batch {
+			for _, m := range p.pub {
+				l.Publish(m.Channel, m.Payload)
+			}
+		}
 		l.seqMu.Lock()
 		l.overlay.drop(batch, last)
 		l.seqMu.Unlock()

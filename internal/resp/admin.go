@@ -204,6 +204,7 @@ func (n *node) configParams() []configParam {
 		{"hash-max-listpack-value", strconv.FormatInt(value, 10)},
 		{"hash-max-ziplist-entries", strconv.FormatInt(entries, 10)},
 		{"hash-max-ziplist-value", strconv.FormatInt(value, 10)},
+		{"notify-keyspace-events", commands.NotifyKeyspaceEvents()},
 		{"save", ""},
 		{"appendonly", "no"},
 		{"databases", "1"},
@@ -237,7 +238,7 @@ func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 			return
 		}
 		// The encoding thresholds of hashes, sets, sorted sets and lists
-		// are the only settable parameters: they change what OBJECT
+		// and notify-keyspace-events are the only settable parameters: they change what OBJECT
 		// ENCODING reports (commands.SetHashEncodingLimits,
 		// SetSetEncodingLimits, SetZSetEncodingLimits) or are
 		// kept for CONFIG GET (commands.SetListConfig). All are checked
@@ -247,9 +248,18 @@ func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 		setInts, setEntries, setValue := commands.SetEncodingLimits()
 		zEntries, zValue := commands.ZSetEncodingLimits()
 		listSize, listDepth := commands.ListConfig()
+		notify := commands.NotifyKeyspaceEvents()
 		for i := 2; i < len(args); i += 2 {
 			name := strings.ToLower(string(args[i]))
 			if name == "save" && len(args[i+1]) == 0 {
+				continue
+			}
+			if name == "notify-keyspace-events" {
+				if !commands.ValidNotifyKeyspaceEvents(string(args[i+1])) {
+					c.WriteError(errConfigSetNotify)
+					return
+				}
+				notify = string(args[i+1])
 				continue
 			}
 			v, err := strconv.ParseInt(string(args[i+1]), 10, 64)
@@ -289,6 +299,7 @@ func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 		commands.SetListConfig(listSize, listDepth)
 		commands.SetSetEncodingLimits(setInts, setEntries, setValue)
 		commands.SetZSetEncodingLimits(zEntries, zValue)
+		commands.SetNotifyKeyspaceEvents(notify)
 		c.WriteString("OK")
 	case "resetstat":
 		c.WriteString("OK")
