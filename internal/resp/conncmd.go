@@ -277,6 +277,8 @@ func cmdClient(s *Server, c redcon.Conn, sess *Session, args [][]byte) {
 			sb.WriteByte('\n')
 		}
 		c.WriteBulkString(sb.String())
+	case "unblock":
+		cmdClientUnblock(s, c, args)
 	case "no-evict", "no-touch":
 		if !arity(3, true) {
 			return
@@ -289,7 +291,7 @@ func cmdClient(s *Server, c redcon.Conn, sess *Session, args [][]byte) {
 	case "help":
 		writeReply(c, commands.Array{
 			commands.SimpleString("CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"),
-			commands.SimpleString("ID, GETNAME, SETNAME <name>, SETINFO <LIB-NAME|LIB-VER> <value>, INFO, LIST, NO-EVICT, NO-TOUCH, HELP"),
+			commands.SimpleString("ID, GETNAME, SETNAME <name>, SETINFO <LIB-NAME|LIB-VER> <value>, INFO, LIST, UNBLOCK <id> [TIMEOUT|ERROR], NO-EVICT, NO-TOUCH, HELP"),
 		}, sess.proto3())
 	default:
 		c.WriteError(errUnknownSubcommand(args[1], "CLIENT"))

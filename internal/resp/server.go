@@ -344,7 +344,7 @@ func (s *Server) accept(conn redcon.Conn) bool {
 		created: time.Now(),
 		srv:     s,
 	}
-	sess.ctx, sess.cancel = context.WithCancel(s.ctx)
+	sess.ctx, sess.cancel = context.WithCancel(context.WithValue(s.ctx, sessionKey{}, sess))
 	sess.proto.Store(2)
 	if nc := conn.NetConn(); nc != nil {
 		sess.laddr = nc.LocalAddr().String()
@@ -531,6 +531,9 @@ type Session struct {
 	detached bool
 	handoff  func(backlog []redcon.Command)
 	srv      *Server
+
+	// block is the connection's blocked call (CLIENT UNBLOCK, unblock.go).
+	block blockState
 
 	mu      sync.Mutex
 	name    string
