@@ -70,6 +70,8 @@ type LeaderConfig struct {
 	// and returns how many it reached (see Publish, pubsub.go); nil: the
 	// node has none.
 	DeliverLocal func(channel, message []byte) int
+	// DeliverShard is DeliverLocal for a sharded message (SPUBLISH).
+	DeliverShard func(channel, message []byte) int
 	// Sequenced, if set, is called with the ops of each entry as soon as
 	// it is sequenced (in the overlay, so the next command sequenced reads
 	// it), under the sequencing lock: it must not block or call back into
@@ -230,10 +232,11 @@ type streamOut struct {
 	closed          chan struct{} // closed to end the stream (follower removed)
 	closeOnce       sync.Once
 	// Pub/sub messages for the stream (pubsub.go), under Leader.mu.
-	takesPub bool
-	pub      []*peerpb.PubMessage
-	pubBytes int
-	pubWake  chan struct{} // capacity 1
+	takesPub   bool
+	takesShard bool // and sharded ones (SPUBLISH)
+	pub        []*peerpb.PubMessage
+	pubBytes   int
+	pubWake    chan struct{} // capacity 1
 }
 
 func signal(ch chan struct{}) {

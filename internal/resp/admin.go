@@ -51,6 +51,9 @@ func init() {
 		{"unsubscribe", -1, cmdUnsubscribe},
 		{"punsubscribe", -1, cmdUnsubscribe},
 		{"publish", 3, cmdPublish},
+		{"ssubscribe", -2, cmdSubscribe},
+		{"sunsubscribe", -1, cmdUnsubscribe},
+		{"spublish", 3, cmdPublish},
 		{"pubsub", -2, cmdPubSub},
 	}
 	serverCmds = make(map[string]*serverCmd, len(list))
