@@ -38,8 +38,9 @@
 //     connection of its own to the leader until EXEC, DISCARD or UNWATCH
 //     (tx.go). SUBSCRIBE, PSUBSCRIBE and SSUBSCRIBE pin the client's connection to a
 //     node connection of its own for the rest of its life (subscribe.go).
-//     Other commands that hold connection state on the node (blocking
-//     pops, WAIT, TANDEM.DURABILITY, MONITOR...) are refused with a
+//     Blocking pops go to the leader on a connection of the session's
+//     own (block.go). Other commands that hold connection state on the
+//     node (WAIT, TANDEM.DURABILITY, MONITOR...) are refused with a
 //     clear error naming the leader's address (connect there directly),
 //     never run on a shared connection.
 //   - Losing etcd does not stop it: it serves on the last topology it
@@ -312,8 +313,7 @@ func (p *Proxy) snapshot() (leader *node, followers []*node, changed <-chan stru
 // it. Refused with an error naming the leader, to be used directly.
 var stateful = map[string]bool{
 	"monitor": true, "sync": true, "psync": true,
-	"blpop": true, "brpop": true, "brpoplpush": true, "blmove": true, "blmpop": true,
-	"bzpopmin": true, "bzpopmax": true, "bzmpop": true, "xread": true, "xreadgroup": true,
+	"xread": true, "xreadgroup": true,
 	"wait": true, "waitaof": true, "tandem.durability": true,
 }
 
@@ -363,6 +363,9 @@ func (p *Proxy) serve(c redcon.Conn, sess *resp.Session, args [][]byte) {
 	case lookupName(unsubscribing, args[0]):
 		cmdUnsubscribe(c, args)
 		return
+	case lookupName(blocking, args[0]):
+		p.block(c, sess, args) // block.go
+		return
 	}
 	if lookupName(stateful, args[0]) {
 		name := string(args[0])
@@ -389,7 +392,7 @@ func (p *Proxy) serve(c redcon.Conn, sess *resp.Session, args [][]byte) {
 func (p *Proxy) startOp(sess *resp.Session, args [][]byte) bool {
 	s := sess.Local.(*session)
 	if s.pin != nil || lookupName(transactional, args[0]) || lookupName(stateful, args[0]) || lookupName(local, args[0]) ||
-		lookupName(pinning, args[0]) || lookupName(unsubscribing, args[0]) {
+		lookupName(pinning, args[0]) || lookupName(unsubscribing, args[0]) || lookupName(blocking, args[0]) {
 		return false
 	}
 	for _, o := range s.owed {

@@ -294,7 +294,7 @@ func TestStatefulRefused(t *testing.T) {
 	l, _, _, v := threeFakes(t, false)
 	_, addr := startProxy(t, Config{}, v)
 	c := client(t, addr)
-	for _, cmd := range [][]any{{"BLPOP", "q", "0"}, {"WAIT", "1", "0"}, {"TANDEM.DURABILITY", "REPLICAS", "1"}} {
+	for _, cmd := range [][]any{{"MONITOR"}, {"WAIT", "1", "0"}, {"TANDEM.DURABILITY", "REPLICAS", "1"}} {
 		err := c.Do(context.Background(), cmd...).Err()
 		if err == nil || !strings.Contains(err.Error(), "tandem proxy: "+cmd[0].(string)+" holds state on its connection") || !strings.Contains(err.Error(), l.addr) {
 			t.Errorf("%v: %v", cmd, err)
