@@ -266,21 +266,22 @@ func (s *subscriber) serveOne(args [][]byte) {
 		switch name {
 		case "subscribe", "psubscribe", "unsubscribe", "punsubscribe", "ssubscribe", "sunsubscribe", "quit", "reset":
 		case "ping":
+			w := s.sess.silenced(s.dc, args)
 			if len(args) > 2 {
-				s.dc.WriteError(errArity("ping"))
+				w.WriteError(errArity("ping"))
 				return
 			}
-			s.dc.WriteArray(2)
-			s.dc.WriteBulkString("pong")
+			w.WriteArray(2)
+			w.WriteBulkString("pong")
 			if len(args) == 2 {
-				s.dc.WriteBulk(args[1])
+				w.WriteBulk(args[1])
 			} else {
-				s.dc.WriteBulkString("")
+				w.WriteBulkString("")
 			}
 			return
 		default:
 			if knownCommand(args[0]) {
-				s.dc.WriteError("ERR Can't execute '" + name + "': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context")
+				s.sess.silenced(s.dc, args).WriteError("ERR Can't execute '" + name + "': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context")
 				return
 			}
 		}
@@ -487,6 +488,7 @@ func cmdPubSub(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 // RESP2, a push in RESP3 (as Redis 7 sends them); a nil name is the reply
 // to an UNSUBSCRIBE with nothing to unsubscribe.
 func writeSubReply(c redcon.Conn, proto3 bool, kind string, name []byte, count int) {
+	c = replyConn(c) // not silenced by CLIENT REPLY
 	if proto3 {
 		c.WriteRaw([]byte(">3\r\n"))
 	} else {

@@ -210,3 +210,36 @@ func TestSubscriberClosedFreesEverything(t *testing.T) {
 		return b.reg.NumSub("a") == 0 && srv.Clients() == 0, fmt.Sprintf("NumSub %d, clients %d", b.reg.NumSub("a"), srv.Clients())
 	})
 }
+
+// TestClientReply: CLIENT REPLY OFF silences every reply after it, SKIP
+// the next one only, ON restores them, in a pipeline too; pub/sub
+// confirmations and messages are never silenced; RESET turns replies on.
+func TestClientReply(t *testing.T) {
+	b := newPSFake()
+	_, addr := startServer(t, b, Config{})
+	c := rawConn(t, addr)
+	c.write(t, string(encode("CLIENT", "REPLY", "OFF"))+string(encode("SET", "k", "v"))+string(encode("GET", "k"))+
+		string(encode("PING"))+string(encode("CLIENT", "REPLY", "ON"))+string(encode("ECHO", "on")))
+	c.expect(t, "+OK", "$2", "on")
+	c.send(t, "CLIENT", "REPLY", "SKIP")
+	c.send(t, "PING")
+	c.send(t, "ECHO", "after")
+	c.expect(t, "$5", "after")
+	c.send(t, "CLIENT", "REPLY", "MAYBE")
+	c.expect(t, "-ERR syntax error")
+
+	pub := rawConn(t, addr)
+	c.send(t, "CLIENT", "REPLY", "OFF")
+	c.send(t, "SUBSCRIBE", "ch")
+	c.expect(t, "*3", "$9", "subscribe", "$2", "ch", ":1")
+	pub.send(t, "PUBLISH", "ch", "m")
+	pub.expect(t, ":1")
+	c.expect(t, "*3", "$7", "message", "$2", "ch", "$1", "m")
+	c.send(t, "PING")
+	c.send(t, "UNSUBSCRIBE", "ch")
+	c.expect(t, "*3", "$11", "unsubscribe", "$2", "ch", ":0")
+	c.send(t, "RESET")
+	c.expect(t, "+RESET")
+	c.send(t, "PING")
+	c.expect(t, "+PONG")
+}
