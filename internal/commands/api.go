@@ -80,6 +80,10 @@ type Result struct {
 	// Ops are the row-form operations to log, in order. Empty for reads and
 	// for writes that changed nothing (SET NX on an existing key).
 	Ops []logrec.Op
+	// Publish are messages to publish once the entry of Ops is applied:
+	// the write's keyspace notifications (notify.go). Their bytes are
+	// their own (never the arguments'): the leader keeps them until then.
+	Publish []Message
 }
 
 // Spec describes one command.

@@ -29,6 +29,7 @@ type Batch struct {
 	layer   *keyspace.Layer
 	ops     []logrec.Op
 	applied int // ops[:applied] are in layer
+	pub     []Message
 }
 
 // NewBatch starts a batch on v.
@@ -73,8 +74,18 @@ func (b *Batch) Run(ctx *Ctx, spec *Spec, args [][]byte) (Reply, error) {
 		}
 		b.ops = append(b.ops, *op)
 	}
+	msgs, err := Notifications(spec, args, v, res.Ops)
+	if err != nil {
+		return nil, err
+	}
+	b.pub = append(b.pub, msgs...)
+	b.pub = append(b.pub, res.Publish...)
 	return res.Reply, nil
 }
 
 // Ops are the operations of every command run so far, in order.
 func (b *Batch) Ops() []logrec.Op { return b.ops }
+
+// Publish are the messages of every command run so far, in order: their
+// keyspace notifications (Result.Publish).
+func (b *Batch) Publish() []Message { return b.pub }

@@ -83,6 +83,12 @@ func (b backend) submitPop(ctx context.Context, spec *commands.Spec, args [][]by
 	}
 	pending, err := l.Start(ctx, func(v commands.View, nowMs int64) (commands.Result, error) {
 		res, err := spec.Exec(&commands.Ctx{NowMs: nowMs, Cursors: b.n.cursors, Scripts: b.n.scripts, Blocked: blocked}, v, args)
+		if err == nil {
+			var msgs []commands.Message
+			if msgs, err = commands.Notifications(spec, args, v, res.Ops); err == nil {
+				res.Publish = append(res.Publish, msgs...)
+			}
+		}
 		if ran != nil {
 			ran(res, err)
 		}
@@ -132,6 +138,7 @@ func expireExec(keys [][]byte) func(v commands.View, nowMs int64) (commands.Resu
 				return res, err
 			} else if ok && keyspace.Expired(val.ExpireAtMs, nowMs) {
 				res.Ops = append(res.Ops, keyspace.DeleteOp(k, val))
+				res.Publish = append(res.Publish, commands.ExpiredNotifications([][]byte{k})...)
 			}
 		}
 		res.Reply = commands.Int(len(res.Ops))

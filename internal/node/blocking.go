@@ -9,6 +9,7 @@ import (
 
 	"github.com/tandemdb/tandem/internal/commands"
 	"github.com/tandemdb/tandem/internal/logrec"
+	"github.com/tandemdb/tandem/internal/resp"
 )
 
 // Blocking commands (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP).
@@ -297,6 +298,7 @@ func (b backend) block(ctx context.Context, spec *commands.Spec, args [][]byte) 
 		defer t.Stop()
 		timeout = t.C
 	}
+	var unblocked <-chan bool // CLIENT UNBLOCK, once blocked
 	for again := false; ; again = true {
 		reg.attempt(w)
 		reply, lsn, err := b.submitPop(ctx, spec, args, again, ran)()
@@ -306,10 +308,20 @@ func (b backend) block(ctx context.Context, spec *commands.Spec, args [][]byte) 
 		if !again {
 			reg.addBlocked(1)
 			defer reg.addBlocked(-1)
+			var done func()
+			unblocked, done = resp.BlockedCall(ctx)
+			defer done()
 		}
 		select {
 		case <-w.wake:
 		case <-timeout:
+			return commands.TimeoutReply, 0, nil
+		case withError := <-unblocked:
+			// CLIENT UNBLOCK: between pops, so nothing of this client's
+			// is under way (a turn it held passes on with remove).
+			if withError {
+				return commands.ErrorReply(resp.UnblockedByClient), 0, nil
+			}
 			return commands.TimeoutReply, 0, nil
 		case <-ctx.Done():
 			return nil, 0, ctx.Err()

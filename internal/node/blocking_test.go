@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -523,5 +524,67 @@ func TestBlockingLeadershipEnds(t *testing.T) {
 	}
 	if err := newClient(t, n).Do(context.Background(), "BLPOP", "q", "0").Err(); err == nil {
 		t.Fatal("a fenced node served BLPOP")
+	}
+}
+
+// TestClientUnblock: CLIENT UNBLOCK ends a blocked pop as a timeout
+// (default, TIMEOUT) or with Redis's UNBLOCKED error (ERROR), answers 0
+// for a client that is not blocked, and the unblocked client leaves the
+// queue: the next push serves the client blocked after it.
+func TestClientUnblock(t *testing.T) {
+	n := testNode(t, "n1", nil)
+	ctx := context.Background()
+	c := newClient(t, n)
+	a := newClient(t, n).Conn()
+	defer a.Close()
+	id, err := a.ClientID(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	blpop := func() <-chan error {
+		out := make(chan error, 1)
+		go func() { out <- a.BLPop(ctx, 0, "q").Err() }()
+		return out
+	}
+	for _, tc := range []struct {
+		mode []any
+		want string
+	}{{nil, "redis: nil"}, {[]any{"TIMEOUT"}, "redis: nil"}, {[]any{"ERROR"}, "UNBLOCKED client unblocked via CLIENT UNBLOCK"}} {
+		r := blpop()
+		waitBlocked(t, n, 1)
+		if got, err := c.Do(ctx, append([]any{"CLIENT", "UNBLOCK", id}, tc.mode...)...).Int(); err != nil || got != 1 {
+			t.Fatalf("CLIENT UNBLOCK %d %v = %d, %v; want 1", id, tc.mode, got, err)
+		}
+		select {
+		case err := <-r:
+			if err == nil || err.Error() != tc.want {
+				t.Fatalf("unblocked with %v: %v, want %q", tc.mode, err, tc.want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("CLIENT UNBLOCK %v did not end the BLPOP", tc.mode)
+		}
+		waitBlocked(t, n, 0)
+	}
+	if got, err := c.Do(ctx, "CLIENT", "UNBLOCK", id).Int(); err != nil || got != 0 {
+		t.Fatalf("CLIENT UNBLOCK of a client not blocked = %d, %v; want 0", got, err)
+	}
+	for _, bad := range [][]any{{"CLIENT", "UNBLOCK", "asd"}, {"CLIENT", "UNBLOCK", id, "later"}} {
+		if err := c.Do(ctx, bad...).Err(); err == nil || !strings.HasPrefix(err.Error(), "ERR ") {
+			t.Errorf("%v: %v, want an ERR", bad, err)
+		}
+	}
+
+	// Unblocked, it leaves the queue: the push goes to the one after it.
+	r := blpop()
+	waitBlocked(t, n, 1)
+	r2 := bg(t, n, "BLPOP", "q", "0")
+	waitBlocked(t, n, 2)
+	mustDo(t, c, "CLIENT", "UNBLOCK", strconv.FormatInt(id, 10))
+	if err := <-r; err != redis.Nil {
+		t.Fatalf("unblocked: %v", err)
+	}
+	mustDo(t, c, "RPUSH", "q", "x")
+	if got, err := result(t, r2).StringSlice(); err != nil || strings.Join(got, " ") != "q x" {
+		t.Fatalf("the client blocked second got %v, %v", got, err)
 	}
 }

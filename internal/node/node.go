@@ -467,6 +467,7 @@ func (n *Node) startLeader(epoch uint64, lease *replication.Lease) (role, error)
 		Fatal:            n.fatal,
 		Buggify:          n.cfg.Buggify,
 		DeliverLocal:     n.pubsub.Publish,
+		DeliverShard:     n.pubsub.SPublish,
 		Sequenced:        n.blocked.sequenced,
 	}, epoch)
 	if err != nil {
@@ -577,6 +578,8 @@ func (n *Node) startFollower(conn *grpc.ClientConn, respAddr, peerAddr string) *
 		Logger:   n.log.With("leader", peerAddr),
 		Buggify:  n.cfg.Buggify,
 		Deliver:  func(ch, msg []byte) { n.pubsub.Publish(ch, msg) },
+		// Sharded messages (SPUBLISH) to the sharded subscribers.
+		DeliverShard: func(ch, msg []byte) { n.pubsub.SPublish(ch, msg) },
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &following{f: f, ctx: ctx, cancel: cancel, done: make(chan struct{}), conn: conn, leaderRESP: respAddr, leaderPeer: peerAddr,

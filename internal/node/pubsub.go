@@ -12,6 +12,10 @@ import (
 // Pub/sub on a node: its subscribers are in n.pubsub; messages travel
 // between nodes on the replication stream (replication/pubsub.go).
 //
+// SPUBLISH and SSUBSCRIBE (sharded pub/sub) are the same in a namespace
+// of their own: the cluster is one shard, so every node serves them (Redis
+// Cluster would send a client to the channel's shard).
+//
 // PUBLISH's reply is the number of subscriptions on the node that served
 // it that the message reaches (Redis Cluster's meaning: a node's own
 // receivers); subscribers on other nodes receive it too, but no node can
@@ -41,6 +45,21 @@ func (b backend) Publish(_ context.Context, channel, message []byte) (int, error
 		}
 	}
 	return n.pubsub.Publish(channel, message), nil
+}
+
+// PublishShard is SPUBLISH: a tandem cluster is one shard, so it takes
+// PUBLISH's path (and order) to the sharded subscribers of every node.
+func (b backend) PublishShard(_ context.Context, channel, message []byte) (int, error) {
+	n := b.n
+	switch r := n.current().(type) {
+	case *leading:
+		return r.l.PublishShard(channel, message), nil
+	case *following:
+		if r.f.PublishShard(channel, message) {
+			return n.pubsub.SReceivers(channel), nil
+		}
+	}
+	return n.pubsub.SPublish(channel, message), nil
 }
 
 // infoStats is INFO's "# Stats": Redis's pub/sub counts (this node's),

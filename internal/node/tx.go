@@ -116,7 +116,7 @@ func (b backend) execLeader(ctx context.Context, r *leading, lws []*replication.
 		if err != nil {
 			return commands.Result{}, err
 		}
-		return commands.Result{Reply: commands.OK, Ops: batch.Ops()}, nil
+		return commands.Result{Reply: commands.OK, Ops: batch.Ops(), Publish: batch.Publish()}, nil
 	})
 	if errors.Is(err, replication.ErrWatchChanged) {
 		return resp.TxResult{}, resp.ErrWatchChanged

@@ -575,7 +575,11 @@ type Hello struct {
 	LogFormat uint32 `protobuf:"varint,5,opt,name=log_format,json=logFormat,proto3" json:"log_format,omitempty"`
 	// The follower delivers pub/sub messages (LeaderMessage.publish); a
 	// node from before pub/sub leaves it false and is sent none.
-	TakesPublish  bool `protobuf:"varint,6,opt,name=takes_publish,json=takesPublish,proto3" json:"takes_publish,omitempty"`
+	TakesPublish bool `protobuf:"varint,6,opt,name=takes_publish,json=takesPublish,proto3" json:"takes_publish,omitempty"`
+	// The follower delivers sharded pub/sub messages (PubMessage.shard,
+	// SPUBLISH); a node from before them leaves it false and is sent none
+	// (it would deliver them as PUBLISHes).
+	TakesSpublish bool `protobuf:"varint,7,opt,name=takes_spublish,json=takesSpublish,proto3" json:"takes_spublish,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -648,6 +652,13 @@ func (x *Hello) GetLogFormat() uint32 {
 func (x *Hello) GetTakesPublish() bool {
 	if x != nil {
 		return x.TakesPublish
+	}
+	return false
+}
+
+func (x *Hello) GetTakesSpublish() bool {
+	if x != nil {
+		return x.TakesSpublish
 	}
 	return false
 }
@@ -910,7 +921,11 @@ type PubMessage struct {
 	Message []byte                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
 	// The leader's applied LSN when it published the message (0 in a
 	// follower's Publish: the leader sets it).
-	AfterLsn      uint64 `protobuf:"varint,3,opt,name=after_lsn,json=afterLsn,proto3" json:"after_lsn,omitempty"`
+	AfterLsn uint64 `protobuf:"varint,3,opt,name=after_lsn,json=afterLsn,proto3" json:"after_lsn,omitempty"`
+	// A sharded message (SPUBLISH): delivered to SSUBSCRIBE subscribers,
+	// never to channel or pattern ones. Sent only where the far end said it
+	// takes them (Hello.takes_spublish, Start.takes_spublish).
+	Shard         bool `protobuf:"varint,4,opt,name=shard,proto3" json:"shard,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -966,13 +981,22 @@ func (x *PubMessage) GetAfterLsn() uint64 {
 	return 0
 }
 
+func (x *PubMessage) GetShard() bool {
+	if x != nil {
+		return x.Shard
+	}
+	return false
+}
+
 // Start: the follower's position is consistent with the leader's log;
 // entries follow from from_lsn.
 type Start struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	FromLsn uint64                 `protobuf:"varint,1,opt,name=from_lsn,json=fromLsn,proto3" json:"from_lsn,omitempty"`
 	// The leader takes FollowerMessage.publish on this stream.
-	TakesPublish  bool `protobuf:"varint,2,opt,name=takes_publish,json=takesPublish,proto3" json:"takes_publish,omitempty"`
+	TakesPublish bool `protobuf:"varint,2,opt,name=takes_publish,json=takesPublish,proto3" json:"takes_publish,omitempty"`
+	// ... and sharded messages among them (PubMessage.shard).
+	TakesSpublish bool `protobuf:"varint,3,opt,name=takes_spublish,json=takesSpublish,proto3" json:"takes_spublish,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1017,6 +1041,13 @@ func (x *Start) GetFromLsn() uint64 {
 func (x *Start) GetTakesPublish() bool {
 	if x != nil {
 		return x.TakesPublish
+	}
+	return false
+}
+
+func (x *Start) GetTakesSpublish() bool {
+	if x != nil {
+		return x.TakesSpublish
 	}
 	return false
 }
@@ -1550,7 +1581,7 @@ const file_peer_proto_rawDesc = "" +
 	"\x05hello\x18\x02 \x01(\v2\x15.tandem.peer.v1.HelloH\x00R\x05hello\x126\n" +
 	"\bprogress\x18\x03 \x01(\v2\x18.tandem.peer.v1.ProgressH\x00R\bprogress\x123\n" +
 	"\apublish\x18\x04 \x01(\v2\x17.tandem.peer.v1.PublishH\x00R\apublishB\x06\n" +
-	"\x04body\"\xd2\x01\n" +
+	"\x04body\"\xf9\x01\n" +
 	"\x05Hello\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x122\n" +
 	"\adurable\x18\x02 \x01(\v2\x18.tandem.peer.v1.PositionR\adurable\x12\x1b\n" +
@@ -1558,7 +1589,8 @@ const file_peer_proto_rawDesc = "" +
 	"\thttp_addr\x18\x04 \x01(\tR\bhttpAddr\x12\x1d\n" +
 	"\n" +
 	"log_format\x18\x05 \x01(\rR\tlogFormat\x12#\n" +
-	"\rtakes_publish\x18\x06 \x01(\bR\ftakesPublish\"m\n" +
+	"\rtakes_publish\x18\x06 \x01(\bR\ftakesPublish\x12%\n" +
+	"\x0etakes_spublish\x18\a \x01(\bR\rtakesSpublish\"m\n" +
 	"\bProgress\x12\x1f\n" +
 	"\vdurable_lsn\x18\x01 \x01(\x04R\n" +
 	"durableLsn\x12\x1f\n" +
@@ -1575,15 +1607,17 @@ const file_peer_proto_rawDesc = "" +
 	"\apublish\x18\x06 \x01(\v2\x17.tandem.peer.v1.PublishH\x00R\apublishB\x06\n" +
 	"\x04body\"A\n" +
 	"\aPublish\x126\n" +
-	"\bmessages\x18\x01 \x03(\v2\x1a.tandem.peer.v1.PubMessageR\bmessages\"]\n" +
+	"\bmessages\x18\x01 \x03(\v2\x1a.tandem.peer.v1.PubMessageR\bmessages\"s\n" +
 	"\n" +
 	"PubMessage\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\fR\achannel\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\fR\amessage\x12\x1b\n" +
-	"\tafter_lsn\x18\x03 \x01(\x04R\bafterLsn\"G\n" +
+	"\tafter_lsn\x18\x03 \x01(\x04R\bafterLsn\x12\x14\n" +
+	"\x05shard\x18\x04 \x01(\bR\x05shard\"n\n" +
 	"\x05Start\x12\x19\n" +
 	"\bfrom_lsn\x18\x01 \x01(\x04R\afromLsn\x12#\n" +
-	"\rtakes_publish\x18\x02 \x01(\bR\ftakesPublish\"H\n" +
+	"\rtakes_publish\x18\x02 \x01(\bR\ftakesPublish\x12%\n" +
+	"\x0etakes_spublish\x18\x03 \x01(\bR\rtakesSpublish\"H\n" +
 	"\bTruncate\x12\x1b\n" +
 	"\tafter_lsn\x18\x01 \x01(\x04R\bafterLsn\x12\x1f\n" +
 	"\vafter_epoch\x18\x02 \x01(\x04R\n" +

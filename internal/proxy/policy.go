@@ -58,6 +58,9 @@ type session struct {
 	// pin is the session's own connection to the leader while it holds a
 	// transaction or watches (tx.go); nil otherwise.
 	pin *pinned
+	// blk is the session's own connection to the leader for blocking
+	// commands (block.go), kept between them; nil before the first.
+	blk *pinned
 }
 
 func (s *session) token() position { return maxPos(s.write, s.read) }

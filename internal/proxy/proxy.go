@@ -36,10 +36,11 @@
 //     and a client's pipeline is sent ahead and answered in order.
 //   - MULTI/EXEC and WATCH work: WATCH or MULTI pins the session to a
 //     connection of its own to the leader until EXEC, DISCARD or UNWATCH
-//     (tx.go). SUBSCRIBE and PSUBSCRIBE pin the client's connection to a
+//     (tx.go). SUBSCRIBE, PSUBSCRIBE and SSUBSCRIBE pin the client's connection to a
 //     node connection of its own for the rest of its life (subscribe.go).
-//     Other commands that hold connection state on the node (blocking
-//     pops, WAIT, TANDEM.DURABILITY, SSUBSCRIBE...) are refused with a
+//     Blocking pops go to the leader on a connection of the session's
+//     own (block.go). Other commands that hold connection state on the
+//     node (WAIT, TANDEM.DURABILITY, MONITOR...) are refused with a
 //     clear error naming the leader's address (connect there directly),
 //     never run on a shared connection.
 //   - Losing etcd does not stop it: it serves on the last topology it
@@ -311,9 +312,8 @@ func (p *Proxy) snapshot() (leader *node, followers []*node, changed <-chan stru
 // durability floor) that would leak to, or stall, every other session on
 // it. Refused with an error naming the leader, to be used directly.
 var stateful = map[string]bool{
-	"ssubscribe": true, "sunsubscribe": true, "monitor": true, "sync": true, "psync": true,
-	"blpop": true, "brpop": true, "brpoplpush": true, "blmove": true, "blmpop": true,
-	"bzpopmin": true, "bzpopmax": true, "bzmpop": true, "xread": true, "xreadgroup": true,
+	"monitor": true, "sync": true, "psync": true,
+	"xread": true, "xreadgroup": true,
 	"wait": true, "waitaof": true, "tandem.durability": true,
 }
 
@@ -363,6 +363,9 @@ func (p *Proxy) serve(c redcon.Conn, sess *resp.Session, args [][]byte) {
 	case lookupName(unsubscribing, args[0]):
 		cmdUnsubscribe(c, args)
 		return
+	case lookupName(blocking, args[0]):
+		p.block(c, sess, args) // block.go
+		return
 	}
 	if lookupName(stateful, args[0]) {
 		name := string(args[0])
@@ -389,7 +392,7 @@ func (p *Proxy) serve(c redcon.Conn, sess *resp.Session, args [][]byte) {
 func (p *Proxy) startOp(sess *resp.Session, args [][]byte) bool {
 	s := sess.Local.(*session)
 	if s.pin != nil || lookupName(transactional, args[0]) || lookupName(stateful, args[0]) || lookupName(local, args[0]) ||
-		lookupName(pinning, args[0]) || lookupName(unsubscribing, args[0]) {
+		lookupName(pinning, args[0]) || lookupName(unsubscribing, args[0]) || lookupName(blocking, args[0]) {
 		return false
 	}
 	for _, o := range s.owed {

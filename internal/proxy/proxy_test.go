@@ -294,7 +294,7 @@ func TestStatefulRefused(t *testing.T) {
 	l, _, _, v := threeFakes(t, false)
 	_, addr := startProxy(t, Config{}, v)
 	c := client(t, addr)
-	for _, cmd := range [][]any{{"BLPOP", "q", "0"}, {"SSUBSCRIBE", "ch"}, {"TANDEM.DURABILITY", "REPLICAS", "1"}} {
+	for _, cmd := range [][]any{{"MONITOR"}, {"WAIT", "1", "0"}, {"TANDEM.DURABILITY", "REPLICAS", "1"}} {
 		err := c.Do(context.Background(), cmd...).Err()
 		if err == nil || !strings.Contains(err.Error(), "tandem proxy: "+cmd[0].(string)+" holds state on its connection") || !strings.Contains(err.Error(), l.addr) {
 			t.Errorf("%v: %v", cmd, err)
@@ -588,6 +588,24 @@ func TestSubscribePinsToANode(t *testing.T) {
 	testutil.Eventually(t, "the pin to end", 5*time.Second, func() (bool, string) {
 		n := pinnedConns(t, c)
 		return n == 0, fmt.Sprint(n)
+	})
+
+	// SSUBSCRIBE pins too (the cluster is one shard); SUNSUBSCRIBE
+	// before it is the proxy's.
+	if got, err := c.Do(ctx, "SUNSUBSCRIBE", "s").Slice(); err != nil || fmt.Sprint(got) != "[sunsubscribe s 0]" {
+		t.Fatalf("SUNSUBSCRIBE before subscribing: %v, %v", got, err)
+	}
+	sconn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sconn.Close()
+	if _, err := sconn.Write([]byte("*2\r\n$10\r\nSSUBSCRIBE\r\n$2\r\nsc\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, "SSUBSCRIBE on a follower", 5*time.Second, func() (bool, string) {
+		on := slices.Contains(f1.received(), "SSUBSCRIBE sc") || slices.Contains(f2.received(), "SSUBSCRIBE sc")
+		return on && pinnedConns(t, c) == 1, fmt.Sprint(f1.received(), f2.received())
 	})
 }
 

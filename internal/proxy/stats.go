@@ -32,6 +32,7 @@ type stats struct {
 	inflightFailed  atomic.Uint64 // requests in flight on a connection that failed
 	markedDown      atomic.Uint64 // times a node was marked down
 	pinned          atomic.Uint64 // client connections pinned to a node for pub/sub now
+	blocked         atomic.Int64  // clients in a blocking command now (block.go)
 
 	mu        sync.Mutex
 	byPolicy  map[string]uint64 // reads served, by policy
@@ -133,7 +134,7 @@ func (p *Proxy) infoProxy() string {
 		snap.crossZone, p.stats.readsElsewhere.Load(), p.stats.readsRetried.Load(), p.stats.readsWaited.Load())
 	fmt.Fprintf(&b, "writes_waited_for_leader:%d\r\nwrites_no_leader:%d\r\nwrites_uncertain:%d\r\nrequests_failed_in_flight:%d\r\nnodes_marked_down:%d\r\n",
 		p.stats.writesWaited.Load(), p.stats.writesNoLeader.Load(), p.stats.writesUncertain.Load(), p.stats.inflightFailed.Load(), p.stats.markedDown.Load())
-	fmt.Fprintf(&b, "pubsub_pinned_connections:%d\r\n", p.stats.pinned.Load())
+	fmt.Fprintf(&b, "pubsub_pinned_connections:%d\r\nblocked_clients:%d\r\n", p.stats.pinned.Load(), p.stats.blocked.Load())
 	return b.String()
 }
 

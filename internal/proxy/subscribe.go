@@ -14,8 +14,8 @@ import (
 // Subscribers through the proxy
 //
 // A subscription is state on a node's connection and messages arrive on
-// it unasked, so it cannot ride the shared connections. SUBSCRIBE or
-// PSUBSCRIBE pins the client's connection to a connection of its own to
+// it unasked, so it cannot ride the shared connections. SUBSCRIBE,
+// PSUBSCRIBE or SSUBSCRIBE (a tandem cluster is one shard) pins the client's connection to a connection of its own to
 // one node (a healthy follower, the least loaded, else the leader: every
 // node delivers every message, see package replication's pubsub.go) for
 // the rest of the client connection's life: from then on the proxy
@@ -28,11 +28,11 @@ import (
 // published in between are lost for it, as on a Redis node that restarts.
 
 // pinning is what pins a connection: the commands that subscribe.
-var pinning = map[string]bool{"subscribe": true, "psubscribe": true}
+var pinning = map[string]bool{"subscribe": true, "psubscribe": true, "ssubscribe": true}
 
 // unsubscribing are answered by the proxy on a connection that never
 // subscribed, as a node would answer them.
-var unsubscribing = map[string]bool{"unsubscribe": true, "punsubscribe": true}
+var unsubscribing = map[string]bool{"unsubscribe": true, "punsubscribe": true, "sunsubscribe": true}
 
 // pickSubscriberNode: a healthy follower with the fewest requests in
 // flight, else the leader if healthy; nil if neither.

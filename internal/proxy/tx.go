@@ -47,11 +47,16 @@ type pinned struct {
 
 // do sends one command and reads its reply.
 func (pn *pinned) do(args [][]byte, timeout time.Duration) ([]byte, error) {
+	return pn.doUntil(args, time.Now().Add(timeout))
+}
+
+// doUntil is do with a deadline; the zero time is none.
+func (pn *pinned) doUntil(args [][]byte, deadline time.Time) ([]byte, error) {
 	out := redcon.AppendArray(nil, len(args))
 	for _, a := range args {
 		out = redcon.AppendBulk(out, a)
 	}
-	_ = pn.nc.SetDeadline(time.Now().Add(timeout))
+	_ = pn.nc.SetDeadline(deadline)
 	if _, err := pn.nc.Write(out); err != nil {
 		return nil, fmt.Errorf("write to %s: %w", pn.node.id, err)
 	}
@@ -80,11 +85,16 @@ func (pn *pinned) do(args [][]byte, timeout time.Duration) ([]byte, error) {
 	}
 }
 
-// unpin closes the session's pinned connection, if any.
+// unpin closes the session's pinned connection, if any. (The
+// connection of its blocking commands too: block.go.)
 func (s *session) unpin() {
 	if s.pin != nil {
 		s.pin.nc.Close()
 		s.pin = nil
+	}
+	if s.blk != nil {
+		s.blk.nc.Close()
+		s.blk = nil
 	}
 }
 

@@ -17,6 +17,10 @@
 //     and return (the RESP layer bounds that queue and cuts off a client
 //     that does not read, as Redis's pubsub output limit does).
 //
+// Sharded channels (SSUBSCRIBE, SPUBLISH) are a namespace of their own:
+// a sharded message reaches the sharded subscriptions of its channel only
+// (no patterns), and a PUBLISH never reaches them.
+//
 // The registry is node-local: how messages reach the other nodes (the
 // replication stream) is the node's and package replication's business.
 package pubsub
@@ -34,8 +38,10 @@ type Message struct {
 	// IsPattern: the subscription is the pattern Pattern.
 	IsPattern bool
 	Pattern   string
-	Channel   []byte
-	Payload   []byte
+	// Shard: a sharded message (SPUBLISH), for a sharded subscription.
+	Shard   bool
+	Channel []byte
+	Payload []byte
 }
 
 // Subscriber receives the messages of its subscriptions. Deliver is called
@@ -52,6 +58,7 @@ type Registry struct {
 	mu       sync.Mutex
 	channels map[string]map[Subscriber]struct{}
 	patterns map[string]map[Subscriber]struct{}
+	shards   map[string]map[Subscriber]struct{}
 }
 
 // New returns an empty registry.
@@ -59,6 +66,7 @@ func New() *Registry {
 	return &Registry{
 		channels: make(map[string]map[Subscriber]struct{}),
 		patterns: make(map[string]map[Subscriber]struct{}),
+		shards:   make(map[string]map[Subscriber]struct{}),
 	}
 }
 
@@ -115,6 +123,54 @@ func (r *Registry) PUnsubscribe(s Subscriber, pattern string) bool {
 	return remove(r.patterns, pattern, s)
 }
 
+// SSubscribe subscribes s to the sharded channel; false if it already was.
+func (r *Registry) SSubscribe(s Subscriber, channel string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return add(r.shards, channel, s)
+}
+
+// SUnsubscribe ends s's subscription to the sharded channel; false if it
+// had none.
+func (r *Registry) SUnsubscribe(s Subscriber, channel string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return remove(r.shards, channel, s)
+}
+
+// SPublish hands a sharded message to the sharded subscriptions of its
+// channel, in the order of the package comment, and returns how many.
+func (r *Registry) SPublish(channel, payload []byte) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for s := range r.shards[string(channel)] {
+		s.Deliver(Message{Shard: true, Channel: channel, Payload: payload})
+	}
+	return len(r.shards[string(channel)])
+}
+
+// SReceivers returns how many subscriptions a sharded message on channel
+// would be handed to now.
+func (r *Registry) SReceivers(channel []byte) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.shards[string(channel)])
+}
+
+// ShardChannels is Channels for sharded channels (PUBSUB SHARDCHANNELS).
+func (r *Registry) ShardChannels(pattern []byte, all bool) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return names(r.shards, pattern, all)
+}
+
+// ShardNumSub is NumSub for a sharded channel (PUBSUB SHARDNUMSUB).
+func (r *Registry) ShardNumSub(channel string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.shards[channel])
+}
+
 // Publish hands the message to every matching subscription, in the order
 // of the package comment, and returns how many it was handed to.
 func (r *Registry) Publish(channel, payload []byte) int {
@@ -156,8 +212,12 @@ func (r *Registry) Receivers(channel []byte) int {
 func (r *Registry) Channels(pattern []byte, all bool) []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return names(r.channels, pattern, all)
+}
+
+func names(m map[string]map[Subscriber]struct{}, pattern []byte, all bool) []string {
 	var out []string
-	for ch := range r.channels {
+	for ch := range m {
 		if all || commands.Match(pattern, []byte(ch)) {
 			out = append(out, ch)
 		}

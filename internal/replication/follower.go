@@ -47,6 +47,9 @@ type FollowerConfig struct {
 	// Deliver hands a pub/sub message from the leader to this node's
 	// subscribers (pubsub.go); nil: the follower takes none.
 	Deliver func(channel, message []byte)
+	// DeliverShard is Deliver for a sharded message (SPUBLISH); nil: the
+	// follower takes none.
+	DeliverShard func(channel, message []byte)
 }
 
 // FollowerStatus is what status and INFO show about a follower.
@@ -211,12 +214,13 @@ func (f *Follower) session(ctx context.Context) error {
 	defer stream.CloseSend()
 	durable := db.Durable()
 	err = stream.Send(&peerpb.FollowerMessage{Epoch: db.Epoch(), Body: &peerpb.FollowerMessage_Hello{Hello: &peerpb.Hello{
-		NodeId:       f.cfg.NodeID,
-		Durable:      &peerpb.Position{Epoch: durable.Epoch, Lsn: durable.LSN},
-		RespAddr:     f.cfg.RESPAddr,
-		HttpAddr:     f.cfg.HTTPAddr,
-		LogFormat:    uint32(logrec.MaxFormat),
-		TakesPublish: f.cfg.Deliver != nil,
+		NodeId:        f.cfg.NodeID,
+		Durable:       &peerpb.Position{Epoch: durable.Epoch, Lsn: durable.LSN},
+		RespAddr:      f.cfg.RESPAddr,
+		HttpAddr:      f.cfg.HTTPAddr,
+		LogFormat:     uint32(logrec.MaxFormat),
+		TakesPublish:  f.cfg.Deliver != nil,
+		TakesSpublish: f.cfg.Deliver != nil && f.cfg.DeliverShard != nil,
 	}}})
 	if err != nil {
 		return fmt.Errorf("replication: send hello: %w", err)
@@ -243,10 +247,10 @@ func (f *Follower) session(ctx context.Context) error {
 	default:
 		return fmt.Errorf("replication: unexpected handshake message %T", m.Body)
 	}
-	return f.stream(ctx, stream, m.Epoch, m.GetStart().GetTakesPublish())
+	return f.stream(ctx, stream, m.Epoch, m.GetStart().GetTakesPublish(), m.GetStart().GetTakesSpublish())
 }
 
-func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint64, takesPub bool) error {
+func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint64, takesPub, takesShard bool) error {
 	db := f.cfg.DB
 	core := &followerCore{epoch: epoch, durable: db.Durable(), applied: db.Applied()}
 	if core.applied < core.durable.LSN {
@@ -270,8 +274,10 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 	defer f.reads.clearFresh()
 	// Messages published while no stream runs are lost (pubsub.go).
 	f.pub.fwdOK.Store(takesPub)
+	f.pub.fwdShardOK.Store(takesPub && takesShard)
 	defer func() {
 		f.pub.fwdOK.Store(false)
+		f.pub.fwdShardOK.Store(false)
 		f.pub.held, f.pub.heldBytes = nil, 0
 		for len(f.pub.fwd) > 0 { // not sent: lost with the stream
 			<-f.pub.fwd

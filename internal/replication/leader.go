@@ -75,6 +75,8 @@ type LeaderConfig struct {
 	// and returns how many it reached (see Publish, pubsub.go); nil: the
 	// node has none.
 	DeliverLocal func(channel, message []byte) int
+	// DeliverShard is DeliverLocal for a sharded message (SPUBLISH).
+	DeliverShard func(channel, message []byte) int
 	// Sequenced, if set, is called with the ops of each entry as soon as
 	// it is sequenced (in the overlay, so the next command sequenced reads
 	// it), under the sequencing lock: it must not block or call back into
@@ -221,6 +223,9 @@ type proposal struct {
 	done     chan error // buffered; receives once; nil for a tail entry
 	deadline int64      // commit by then (Unix ns), or the writer is answered ErrWriteTimeout
 	answered bool       // the writer has been answered (core-owned)
+	// pub are the write's messages (keyspace notifications), published
+	// by the applier once the entry is applied; nil for most.
+	pub []commands.Message
 }
 
 func (p *proposal) finish(err error) {
@@ -238,10 +243,11 @@ type streamOut struct {
 	closed          chan struct{} // closed to end the stream (follower removed)
 	closeOnce       sync.Once
 	// Pub/sub messages for the stream (pubsub.go), under Leader.mu.
-	takesPub bool
-	pub      []*peerpb.PubMessage
-	pubBytes int
-	pubWake  chan struct{} // capacity 1
+	takesPub   bool
+	takesShard bool // and sharded ones (SPUBLISH)
+	pub        []*peerpb.PubMessage
+	pubBytes   int
+	pubWake    chan struct{} // capacity 1
 }
 
 func signal(ch chan struct{}) {
@@ -566,7 +572,7 @@ func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
 	if err != nil {
 		return nil, fmt.Errorf("replication: re-decode lsn %d: %w", e.LSN, err)
 	}
-	p := &proposal{lsn: lsn, entry: owned, raw: raw, done: make(chan error, 1)}
+	p := &proposal{lsn: lsn, entry: owned, raw: raw, done: make(chan error, 1), pub: res.Publish}
 	l.mu.Lock()
 	if l.stopped {
 		l.mu.Unlock()
@@ -899,6 +905,15 @@ func (l *Leader) applier() {
 			return
 		}
 		last := batch[len(batch)-1].lsn
+		// A write's messages go out once it is applied here, in log
+		// order, before its writer is answered: every node's subscribers
+		// get them after the write is readable there (Publish's after_lsn
+		// is this applied LSN), and never for a write that did not commit.
+		for _, p := range batch {
+			for _, m := range p.pub {
+				l.Publish(m.Channel, m.Payload)
+			}
+		}
 		l.seqMu.Lock()
 		l.overlay.drop(batch, last)
 		l.seqMu.Unlock()

@@ -117,7 +117,7 @@ func (in *streamIn) run(ctx context.Context, l *Leader, stream LeaderStream) {
 			l.progress(id, in.session, p)
 		}
 		for _, pm := range m.GetPublish().GetMessages() {
-			l.Publish(pm.Channel, pm.Message) // a PUBLISH the follower took
+			l.publish(pm.Channel, pm.Message, pm.Shard) // a PUBLISH or SPUBLISH the follower took
 		}
 	}
 }
@@ -169,7 +169,7 @@ func (l *Leader) answer(stream LeaderStream, d Decision) (streaming bool, err er
 	case ActSnapshot:
 		return false, l.sendNeedSnapshot(stream)
 	}
-	if err := stream.Send(&peerpb.LeaderMessage{Epoch: l.epoch, Body: &peerpb.LeaderMessage_Start{Start: &peerpb.Start{FromLsn: d.LSN, TakesPublish: true}}}); err != nil {
+	if err := stream.Send(&peerpb.LeaderMessage{Epoch: l.epoch, Body: &peerpb.LeaderMessage_Start{Start: &peerpb.Start{FromLsn: d.LSN, TakesPublish: true, TakesSpublish: true}}}); err != nil {
 		return false, err
 	}
 	return true, nil
@@ -178,7 +178,7 @@ func (l *Leader) answer(stream LeaderStream, d Decision) (streaming bool, err er
 // join records the follower in the core's table, durable through
 // durable, and opens the stream's mailbox; it returns the session.
 func (l *Leader) join(h *peerpb.Hello, durable uint64) (uint64, *streamOut) {
-	out := &streamOut{wake: make(chan struct{}, 1), closed: make(chan struct{}), pubWake: make(chan struct{}, 1), takesPub: h.TakesPublish}
+	out := &streamOut{wake: make(chan struct{}, 1), closed: make(chan struct{}), pubWake: make(chan struct{}, 1), takesPub: h.TakesPublish, takesShard: h.TakesSpublish}
 	info := FollowerInfo{NodeID: h.NodeId, RESPAddr: h.RespAddr, HTTPAddr: h.HttpAddr}
 	l.mu.Lock()
 	defer l.mu.Unlock()

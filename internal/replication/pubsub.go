@@ -37,6 +37,13 @@ import (
 // Streams negotiate it: a follower says Hello.takes_publish, a leader says
 // Start.takes_publish; a node from before pub/sub is sent none and sends
 // none.
+//
+// Sharded pub/sub (SPUBLISH/SSUBSCRIBE): a tandem cluster is one shard,
+// so a sharded message takes the same path and order as the others, with
+// PubMessage.shard set, and is delivered to sharded subscriptions only
+// (DeliverShard, FollowerConfig.DeliverShard). Negotiated apart
+// (takes_spublish both ways), so a node from before it, which would
+// deliver it as a PUBLISH, is sent none.
 
 // maxPubQueued bounds the message bytes queued for one follower stream,
 // and those a follower holds waiting for their after_lsn.
@@ -48,23 +55,33 @@ func pubSize(m *peerpb.PubMessage) int { return len(m.Channel) + len(m.Message) 
 // (DeliverLocal, whose count it returns: PUBLISH's reply) and to every
 // follower stream that takes messages, in one order for all (see above).
 // It never blocks on a follower.
-func (l *Leader) Publish(channel, message []byte) int {
+func (l *Leader) Publish(channel, message []byte) int { return l.publish(channel, message, false) }
+
+// PublishShard is Publish for a sharded message (SPUBLISH): delivered
+// to sharded subscriptions only (DeliverShard here), and sent only
+// to streams that take sharded messages.
+func (l *Leader) PublishShard(channel, message []byte) int { return l.publish(channel, message, true) }
+
+func (l *Leader) publish(channel, message []byte, shard bool) int {
 	m := &peerpb.PubMessage{
 		Channel:  bytes.Clone(channel),
 		Message:  bytes.Clone(message),
 		AfterLsn: l.cfg.DB.Applied(),
+		Shard:    shard,
 	}
 	size := pubSize(m)
 	l.pubMu.Lock()
 	defer l.pubMu.Unlock()
 	n := 0
-	if l.cfg.DeliverLocal != nil {
-		n = l.cfg.DeliverLocal(channel, message)
+	if deliver := l.cfg.DeliverLocal; deliver != nil && !shard {
+		n = deliver(channel, message)
+	} else if deliver := l.cfg.DeliverShard; deliver != nil && shard {
+		n = deliver(channel, message)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, out := range l.streams {
-		if !out.takesPub {
+		if !out.takesPub || (shard && !out.takesShard) {
 			continue
 		}
 		if out.pubBytes+size > maxPubQueued {
@@ -111,10 +128,11 @@ type followerPub struct {
 	heldBytes int
 	// fwd carries PUBLISHes made on this node to the stream's goroutine,
 	// which alone sends on the stream; fwdOK says a stream that takes
-	// them is up.
-	fwd     chan *peerpb.PubMessage
-	fwdOK   atomic.Bool
-	dropped atomic.Uint64
+	// them is up, fwdShardOK one that takes sharded ones too.
+	fwd        chan *peerpb.PubMessage
+	fwdOK      atomic.Bool
+	fwdShardOK atomic.Bool
+	dropped    atomic.Uint64
 }
 
 // Publish forwards a PUBLISH made on this follower to the leader, which
@@ -122,12 +140,19 @@ type followerPub struct {
 // there, in the cluster's order). false: no leader takes it now (not
 // connected, or the forward queue is full); the caller delivers it to the
 // local subscribers only.
-func (f *Follower) Publish(channel, message []byte) bool {
-	if !f.pub.fwdOK.Load() {
+func (f *Follower) Publish(channel, message []byte) bool { return f.publish(channel, message, false) }
+
+// PublishShard is Publish for a sharded message (SPUBLISH).
+func (f *Follower) PublishShard(channel, message []byte) bool {
+	return f.publish(channel, message, true)
+}
+
+func (f *Follower) publish(channel, message []byte, shard bool) bool {
+	if !f.pub.fwdOK.Load() || (shard && !f.pub.fwdShardOK.Load()) {
 		return false
 	}
 	select {
-	case f.pub.fwd <- &peerpb.PubMessage{Channel: bytes.Clone(channel), Message: bytes.Clone(message)}:
+	case f.pub.fwd <- &peerpb.PubMessage{Channel: bytes.Clone(channel), Message: bytes.Clone(message), Shard: shard}:
 		return true
 	default:
 		f.pub.dropped.Add(1)
@@ -140,6 +165,15 @@ func (f *Follower) Publish(channel, message []byte) bool {
 // the forward queue full.
 func (f *Follower) PubDropped() uint64 { return f.pub.dropped.Load() }
 
+// deliver hands m to the local subscribers of its kind.
+func (f *Follower) deliver(m *peerpb.PubMessage) {
+	if !m.Shard {
+		f.cfg.Deliver(m.Channel, m.Message)
+	} else if f.cfg.DeliverShard != nil {
+		f.cfg.DeliverShard(m.Channel, m.Message)
+	}
+}
+
 // received hands a Publish from the leader to the local subscribers in
 // order: each once applied has reached its after_lsn, and none before an
 // earlier one still held.
@@ -149,7 +183,7 @@ func (f *Follower) receivedPublish(p *peerpb.Publish, applied uint64) {
 	}
 	for _, m := range p.Messages {
 		if len(f.pub.held) == 0 && m.AfterLsn <= applied && !f.cfg.Buggify.FollowerPubReorder {
-			f.cfg.Deliver(m.Channel, m.Message)
+			f.deliver(m)
 			continue
 		}
 		if f.pub.heldBytes+pubSize(m) > maxPubQueued {
@@ -171,8 +205,8 @@ func (f *Follower) releasePublished(applied uint64) {
 		for len(f.pub.held) >= 2 {
 			a, b := f.pub.held[0], f.pub.held[1]
 			f.pub.heldBytes -= pubSize(a) + pubSize(b)
-			f.cfg.Deliver(b.Channel, b.Message)
-			f.cfg.Deliver(a.Channel, a.Message)
+			f.deliver(b)
+			f.deliver(a)
 			f.pub.held = f.pub.held[2:]
 		}
 		return
@@ -181,7 +215,7 @@ func (f *Follower) releasePublished(applied uint64) {
 	for ; i < len(f.pub.held) && f.pub.held[i].AfterLsn <= applied; i++ {
 		m := f.pub.held[i]
 		f.pub.heldBytes -= pubSize(m)
-		f.cfg.Deliver(m.Channel, m.Message)
+		f.deliver(m)
 	}
 	f.pub.held = f.pub.held[i:]
 }

@@ -1,6 +1,8 @@
 package replication
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/tandemdb/tandem/internal/commands"
 	"github.com/tandemdb/tandem/internal/commit"
 	"github.com/tandemdb/tandem/internal/storage"
 	"github.com/tandemdb/tandem/internal/testutil"
@@ -161,4 +164,65 @@ func TestPublishOrderCatchesReorder(t *testing.T) {
 		}
 	}
 	t.Fatalf("a follower delivering out of order went unnoticed: %q", problems)
+}
+
+// TestWritePublishesOnceApplied: a write's messages (Result.Publish, its
+// keyspace notifications) are published by the leader once the write is
+// applied there and before its writer is answered, so every node
+// delivers each after the write is readable on it, once, in log order;
+// a write that fails publishes nothing.
+func TestWritePublishesOnceApplied(t *testing.T) {
+	var l *testLeader
+	leaderRec := &pubRec{}
+	l = newLeader(t, 1, commit.Mode{Kind: commit.Async}, func(c *LeaderConfig) {
+		leaderRec.db = c.DB
+		c.DeliverLocal = func(ch, msg []byte) int { leaderRec.deliver(ch, msg); return 1 }
+	})
+	rec := &pubRec{}
+	f := &testFollower{id: "f1", fs: vfs.NewMem(), tweak: func(c *FollowerConfig) {
+		rec.db = c.DB
+		c.Deliver = rec.deliver
+	}}
+	f.start(t, l.dialer)
+	t.Cleanup(func() { f.stop(t) })
+	waitConnected(t, l, 1)
+	waitFor(t, "the follower to take messages", func() (bool, string) { return f.f.pub.fwdOK.Load(), "" })
+
+	const n = 100
+	var want []string
+	for i := 1; i <= n; i++ {
+		m := "w" + strconv.Itoa(i)
+		exec := func(v commands.View, now int64) (commands.Result, error) {
+			res, err := putExec("k", strconv.Itoa(i))(v, now)
+			res.Publish = []commands.Message{{Channel: []byte("ks"), Payload: []byte(m)}}
+			return res, err
+		}
+		if i%10 == 0 {
+			// Fails after building its messages: nothing is published.
+			if _, _, err := l.Propose(context.Background(), func(v commands.View, now int64) (commands.Result, error) {
+				res, _ := exec(v, now)
+				return res, errors.New("refused")
+			}); err == nil {
+				t.Fatal("a failing exec was accepted")
+			}
+		}
+		propose(t, l, exec)
+		want = append(want, "ks="+m)
+		if got, _ := leaderRec.snapshot(); len(got) != i {
+			t.Fatalf("write %d answered with %d messages delivered on the leader, want %d", i, len(got), i)
+		}
+	}
+	testutil.Until(waitTimeout, func() bool {
+		got, _ := rec.snapshot()
+		return len(got) >= n
+	})
+	for name, r := range map[string]*pubRec{"leader": leaderRec, "follower": rec} {
+		got, problems := r.snapshot()
+		if len(problems) > 0 {
+			t.Errorf("%s: %s", name, strings.Join(problems, "; "))
+		}
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("%s delivered %v, want %v", name, got, want)
+		}
+	}
 }

@@ -51,6 +51,9 @@ func init() {
 		{"unsubscribe", -1, cmdUnsubscribe},
 		{"punsubscribe", -1, cmdUnsubscribe},
 		{"publish", 3, cmdPublish},
+		{"ssubscribe", -2, cmdSubscribe},
+		{"sunsubscribe", -1, cmdUnsubscribe},
+		{"spublish", 3, cmdPublish},
 		{"pubsub", -2, cmdPubSub},
 	}
 	serverCmds = make(map[string]*serverCmd, len(list))
@@ -204,6 +207,7 @@ func (n *node) configParams() []configParam {
 		{"hash-max-listpack-value", strconv.FormatInt(value, 10)},
 		{"hash-max-ziplist-entries", strconv.FormatInt(entries, 10)},
 		{"hash-max-ziplist-value", strconv.FormatInt(value, 10)},
+		{"notify-keyspace-events", commands.NotifyKeyspaceEvents()},
 		{"save", ""},
 		{"appendonly", "no"},
 		{"databases", "1"},
@@ -238,8 +242,8 @@ func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 			return
 		}
 		// The encoding thresholds of hashes, sets, sorted sets and lists
-		// and max-reply-bytes are the only settable parameters: the
-		// thresholds change what OBJECT
+		// max-reply-bytes and notify-keyspace-events are the only settable
+		// parameters: the thresholds change what OBJECT
 		// ENCODING reports (commands.SetHashEncodingLimits,
 		// SetSetEncodingLimits, SetZSetEncodingLimits) or are
 		// kept for CONFIG GET (commands.SetListConfig). All are checked
@@ -250,9 +254,18 @@ func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 		zEntries, zValue := commands.ZSetEncodingLimits()
 		listSize, listDepth := commands.ListConfig()
 		maxReply := commands.MaxReplyBytes()
+		notify := commands.NotifyKeyspaceEvents()
 		for i := 2; i < len(args); i += 2 {
 			name := strings.ToLower(string(args[i]))
 			if name == "save" && len(args[i+1]) == 0 {
+				continue
+			}
+			if name == "notify-keyspace-events" {
+				if !commands.ValidNotifyKeyspaceEvents(string(args[i+1])) {
+					c.WriteError(errConfigSetNotify)
+					return
+				}
+				notify = string(args[i+1])
 				continue
 			}
 			v, err := strconv.ParseInt(string(args[i+1]), 10, 64)
@@ -297,6 +310,7 @@ func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 		commands.SetSetEncodingLimits(setInts, setEntries, setValue)
 		commands.SetZSetEncodingLimits(zEntries, zValue)
 		commands.SetMaxReplyBytes(maxReply)
+		commands.SetNotifyKeyspaceEvents(notify)
 		c.WriteString("OK")
 	case "resetstat":
 		c.WriteString("OK")

@@ -95,7 +95,9 @@ func cmdReset(s *Server, c redcon.Conn, sess *Session, _ [][]byte) {
 	if s.fe.Reset != nil {
 		s.fe.Reset(sess)
 	}
-	c.WriteString("RESET")
+	// RESET turns replies back on, its own included (as Redis).
+	sess.reply = replyOn
+	replyConn(c).WriteString("RESET")
 }
 
 func cmdSelect(_ *Server, c redcon.Conn, _ *Session, args [][]byte) {
@@ -277,6 +279,10 @@ func cmdClient(s *Server, c redcon.Conn, sess *Session, args [][]byte) {
 			sb.WriteByte('\n')
 		}
 		c.WriteBulkString(sb.String())
+	case "unblock":
+		cmdClientUnblock(s, c, args)
+	case "reply":
+		cmdClientReply(c, sess, args)
 	case "no-evict", "no-touch":
 		if !arity(3, true) {
 			return
@@ -289,7 +295,7 @@ func cmdClient(s *Server, c redcon.Conn, sess *Session, args [][]byte) {
 	case "help":
 		writeReply(c, commands.Array{
 			commands.SimpleString("CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"),
-			commands.SimpleString("ID, GETNAME, SETNAME <name>, SETINFO <LIB-NAME|LIB-VER> <value>, INFO, LIST, NO-EVICT, NO-TOUCH, HELP"),
+			commands.SimpleString("ID, GETNAME, SETNAME <name>, SETINFO <LIB-NAME|LIB-VER> <value>, INFO, LIST, REPLY <ON|OFF|SKIP>, UNBLOCK <id> [TIMEOUT|ERROR], NO-EVICT, NO-TOUCH, HELP"),
 		}, sess.proto3())
 	default:
 		c.WriteError(errUnknownSubcommand(args[1], "CLIENT"))

@@ -103,6 +103,13 @@ func errConfigSet(param []byte) string {
 	return "ERR Unknown option or number of arguments for CONFIG SET - '" + string(trunc(param, 128)) + "'"
 }
 
+// errUnblockReason is CLIENT UNBLOCK's reply to a reason it does not know.
+const errUnblockReason = "ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR"
+
+// errConfigSetNotify is CONFIG SET's reply to a notify-keyspace-events
+// value with a character that names no class.
+const errConfigSetNotify = "ERR CONFIG SET failed (possibly related to argument 'notify-keyspace-events') - Invalid event class character. Use 'Ag$lshzxeKEtmd'."
+
 // errConfigSetInteger is CONFIG SET's reply to a value that is not a
 // non-negative integer for an integer parameter (name, lower case).
 func errConfigSetInteger(name string) string {

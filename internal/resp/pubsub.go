@@ -24,6 +24,10 @@ type PubSubBackend interface {
 	// Publish publishes a message to the cluster's subscribers and
 	// returns PUBLISH's reply: the subscriptions on this node it reaches.
 	Publish(ctx context.Context, channel, message []byte) (int, error)
+	// PublishShard is Publish for a sharded message (SPUBLISH): a tandem
+	// cluster is one shard, so every node's sharded subscribers of the
+	// channel get it; the reply counts this node's.
+	PublishShard(ctx context.Context, channel, message []byte) (int, error)
 }
 
 // maxQueued bounds the messages a subscriber's connection may owe its
@@ -66,8 +70,8 @@ type subscriber struct {
 	done  chan struct{} // closed when the reader ends; the flusher stops
 
 	// Only the connection's goroutine touches these.
-	channels, patterns orderedSet
-	backlog            []redcon.Command // commands redcon read ahead, served first
+	channels, patterns, shards orderedSet
+	backlog                    []redcon.Command // commands redcon read ahead, served first
 }
 
 // orderedSet is a set of names kept in subscription order, so that an
@@ -103,7 +107,21 @@ func (o *orderedSet) remove(s string) bool {
 	return true
 }
 
-func (s *subscriber) count() int { return len(s.channels.names) + len(s.patterns.names) }
+// count is the subscriptions of every kind: the connection is in
+// subscribed mode while it is not 0.
+func (s *subscriber) count() int { return s.classicCount() + len(s.shards.names) }
+
+// classicCount is what (P)(UN)SUBSCRIBE's replies count: channels and
+// patterns; (UN)SSUBSCRIBE's count sharded channels only (Redis 7).
+func (s *subscriber) classicCount() int { return len(s.channels.names) + len(s.patterns.names) }
+
+// kindCount is the count a reply of kind carries.
+func (s *subscriber) kindCount(kind string) int {
+	if kind == "ssubscribe" || kind == "sunsubscribe" {
+		return len(s.shards.names)
+	}
+	return s.classicCount()
+}
 
 // Deliver queues m for the client, in the protocol the connection speaks
 // now. Called by the registry under its lock: it only appends.
@@ -248,21 +266,22 @@ func (s *subscriber) serveOne(args [][]byte) {
 		switch name {
 		case "subscribe", "psubscribe", "unsubscribe", "punsubscribe", "ssubscribe", "sunsubscribe", "quit", "reset":
 		case "ping":
+			w := s.sess.silenced(s.dc, args)
 			if len(args) > 2 {
-				s.dc.WriteError(errArity("ping"))
+				w.WriteError(errArity("ping"))
 				return
 			}
-			s.dc.WriteArray(2)
-			s.dc.WriteBulkString("pong")
+			w.WriteArray(2)
+			w.WriteBulkString("pong")
 			if len(args) == 2 {
-				s.dc.WriteBulk(args[1])
+				w.WriteBulk(args[1])
 			} else {
-				s.dc.WriteBulkString("")
+				w.WriteBulkString("")
 			}
 			return
 		default:
 			if knownCommand(args[0]) {
-				s.dc.WriteError("ERR Can't execute '" + name + "': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context")
+				s.sess.silenced(s.dc, args).WriteError("ERR Can't execute '" + name + "': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context")
 				return
 			}
 		}
@@ -290,7 +309,10 @@ func (s *subscriber) unsubscribeAll() {
 	for _, p := range s.patterns.names {
 		s.reg.PUnsubscribe(s, p)
 	}
-	s.channels, s.patterns = orderedSet{}, orderedSet{}
+	for _, ch := range s.shards.names {
+		s.reg.SUnsubscribe(s, ch)
+	}
+	s.channels, s.patterns, s.shards = orderedSet{}, orderedSet{}, orderedSet{}
 }
 
 // The pub/sub commands (server commands of the node, admin.go's table).
@@ -300,22 +322,25 @@ func cmdSubscribe(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 		c.WriteError(unknownCommand(args))
 		return
 	}
-	pattern := eqFold(args[0], "psubscribe")
+	kind := strings.ToLower(string(args[0]))
 	s := n.subscriberFor(c, sess)
-	kind := "subscribe"
-	if pattern {
-		kind = "psubscribe"
-	}
 	for _, a := range args[1:] {
 		name := string(a)
-		if pattern {
+		switch kind {
+		case "psubscribe":
 			if s.patterns.add(name) {
 				s.reg.PSubscribe(s, name)
 			}
-		} else if s.channels.add(name) {
-			s.reg.Subscribe(s, name)
+		case "ssubscribe":
+			if s.shards.add(name) {
+				s.reg.SSubscribe(s, name)
+			}
+		default:
+			if s.channels.add(name) {
+				s.reg.Subscribe(s, name)
+			}
 		}
-		writeSubReply(c, sess.proto3(), kind, a, s.count())
+		writeSubReply(c, sess.proto3(), kind, a, s.kindCount(kind))
 	}
 }
 
@@ -324,11 +349,7 @@ func cmdUnsubscribe(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 		c.WriteError(unknownCommand(args))
 		return
 	}
-	pattern := eqFold(args[0], "punsubscribe")
-	kind := "unsubscribe"
-	if pattern {
-		kind = "punsubscribe"
-	}
+	kind := strings.ToLower(string(args[0]))
 	s := sess.sub
 	if s == nil {
 		// Never subscribed: Redis still answers, per name or once.
@@ -340,14 +361,17 @@ func cmdUnsubscribe(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 		}
 		return
 	}
-	set := &s.channels
-	if pattern {
-		set = &s.patterns
+	set, unsubscribe := &s.channels, s.reg.Unsubscribe
+	switch kind {
+	case "punsubscribe":
+		set, unsubscribe = &s.patterns, s.reg.PUnsubscribe
+	case "sunsubscribe":
+		set, unsubscribe = &s.shards, s.reg.SUnsubscribe
 	}
 	names := args[1:]
 	if len(names) == 0 {
 		if len(set.names) == 0 {
-			writeSubReply(c, sess.proto3(), kind, nil, s.count())
+			writeSubReply(c, sess.proto3(), kind, nil, s.kindCount(kind))
 			return
 		}
 		// A new slice: args's backing array is redcon's.
@@ -359,16 +383,12 @@ func cmdUnsubscribe(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 	for _, a := range names {
 		name := string(a)
 		if set.remove(name) {
-			if pattern {
-				s.reg.PUnsubscribe(s, name)
-			} else {
-				s.reg.Unsubscribe(s, name)
-			}
+			unsubscribe(s, name)
 			// What was queued before the subscription ended comes
 			// before the reply that says it ended.
 			s.drainLocked()
 		}
-		writeSubReply(c, sess.proto3(), kind, a, s.count())
+		writeSubReply(c, sess.proto3(), kind, a, s.kindCount(kind))
 	}
 }
 
@@ -377,8 +397,12 @@ func cmdPublish(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 		c.WriteError(unknownCommand(args))
 		return
 	}
+	publish, name := n.ps.Publish, "publish"
+	if eqFold(args[0], "spublish") {
+		publish, name = n.ps.PublishShard, "spublish"
+	}
 	ctx := sess.enter()
-	count, err := n.ps.Publish(ctx, args[1], args[2])
+	count, err := publish(ctx, args[1], args[2])
 	sess.leave()
 	if sess.sub != nil {
 		// A subscriber publishing to itself gets the message before the
@@ -386,7 +410,7 @@ func cmdPublish(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 		sess.sub.drainLocked()
 	}
 	if err != nil {
-		c.WriteError(n.srv.errorText(err, sess, "publish"))
+		c.WriteError(n.srv.errorText(err, sess, name))
 		return
 	}
 	c.WriteInt(count)
@@ -420,12 +444,21 @@ func cmdPubSub(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 	case sub == "numpat" && len(args) == 2:
 		c.WriteInt(reg.NumPat())
 	case sub == "shardchannels" && len(args) <= 3:
-		c.WriteArray(0) // no shard channels: SSUBSCRIBE is not built
+		var chans []string
+		if len(args) == 3 {
+			chans = reg.ShardChannels(args[2], false)
+		} else {
+			chans = reg.ShardChannels(nil, true)
+		}
+		c.WriteArray(len(chans))
+		for _, ch := range chans {
+			c.WriteBulkString(ch)
+		}
 	case sub == "shardnumsub":
 		c.WriteArray(2 * (len(args) - 2))
 		for _, ch := range args[2:] {
 			c.WriteBulk(ch)
-			c.WriteInt(0)
+			c.WriteInt(reg.ShardNumSub(string(ch)))
 		}
 	case sub == "help" && len(args) == 2:
 		writeReply(c, commands.Array{
@@ -437,6 +470,10 @@ func cmdPubSub(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 			commands.SimpleString("NUMSUB [<channel> ...]"),
 			commands.SimpleString("    Return the number of subscribers for the specified channels, excluding"),
 			commands.SimpleString("    pattern subscriptions(default: no channels)."),
+			commands.SimpleString("SHARDCHANNELS [<pattern>]"),
+			commands.SimpleString("    Return the currently active shard level channels matching a <pattern> (default: '*')."),
+			commands.SimpleString("SHARDNUMSUB [<shardchannel> ...]"),
+			commands.SimpleString("    Return the number of subscribers for the specified shard level channel(s)"),
 			commands.SimpleString("HELP"),
 			commands.SimpleString("    Print this help."),
 		}, sess.proto3())
@@ -451,6 +488,7 @@ func cmdPubSub(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 // RESP2, a push in RESP3 (as Redis 7 sends them); a nil name is the reply
 // to an UNSUBSCRIBE with nothing to unsubscribe.
 func writeSubReply(c redcon.Conn, proto3 bool, kind string, name []byte, count int) {
+	c = replyConn(c) // not silenced by CLIENT REPLY
 	if proto3 {
 		c.WriteRaw([]byte(">3\r\n"))
 	} else {
@@ -480,10 +518,13 @@ func appendMessage(b []byte, m pubsub.Message, proto3 bool) []byte {
 	}
 	b = strconv.AppendInt(b, int64(n), 10)
 	b = append(b, '\r', '\n')
-	if m.IsPattern {
+	switch {
+	case m.IsPattern:
 		b = appendBulk(b, "pmessage")
 		b = appendBulk(b, m.Pattern)
-	} else {
+	case m.Shard:
+		b = appendBulk(b, "smessage")
+	default:
 		b = appendBulk(b, "message")
 	}
 	b = appendBulk(b, m.Channel)

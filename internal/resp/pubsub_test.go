@@ -25,6 +25,58 @@ func (p *psFake) PubSub() *pubsub.Registry { return p.reg }
 func (p *psFake) Publish(_ context.Context, ch, msg []byte) (int, error) {
 	return p.reg.Publish(ch, msg), nil
 }
+func (p *psFake) PublishShard(_ context.Context, ch, msg []byte) (int, error) {
+	return p.reg.SPublish(ch, msg), nil
+}
+
+// TestShardedPubSubRESP2: SSUBSCRIBE's replies count sharded channels
+// only (Redis 7), a sharded subscription alone puts the connection in
+// subscribed mode, SPUBLISH delivers "smessage" to sharded subscribers
+// and never to a channel or pattern one, and SUNSUBSCRIBE without names
+// ends them all.
+func TestShardedPubSubRESP2(t *testing.T) {
+	b := newPSFake()
+	_, addr := startServer(t, b, Config{})
+	sub := rawConn(t, addr)
+	pub := rawConn(t, addr)
+
+	sub.send(t, "SUNSUBSCRIBE")
+	sub.expect(t, "*3", "$12", "sunsubscribe", "$-1", ":0")
+	sub.send(t, "SSUBSCRIBE", "a", "b")
+	sub.expect(t, "*3", "$10", "ssubscribe", "$1", "a", ":1", "*3", "$10", "ssubscribe", "$1", "b", ":2")
+	sub.send(t, "GET", "k")
+	sub.expect(t, "-ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context")
+	sub.send(t, "SUBSCRIBE", "a")
+	sub.expect(t, "*3", "$9", "subscribe", "$1", "a", ":1")
+	sub.send(t, "PSUBSCRIBE", "*")
+	sub.expect(t, "*3", "$10", "psubscribe", "$1", "*", ":2")
+
+	pub.send(t, "SPUBLISH", "a", "s1")
+	pub.expect(t, ":1")
+	pub.send(t, "PUBLISH", "a", "p1")
+	pub.expect(t, ":2")
+	sub.expect(t, "*3", "$8", "smessage", "$1", "a", "$2", "s1",
+		"*3", "$7", "message", "$1", "a", "$2", "p1",
+		"*4", "$8", "pmessage", "$1", "*", "$1", "a", "$2", "p1")
+
+	pub.send(t, "PUBSUB", "SHARDCHANNELS")
+	pub.expect(t, "*2", "$1", "a", "$1", "b")
+	pub.send(t, "PUBSUB", "SHARDNUMSUB", "a", "c")
+	pub.expect(t, "*4", "$1", "a", ":1", "$1", "c", ":0")
+	pub.send(t, "PUBSUB", "CHANNELS")
+	pub.expect(t, "*1", "$1", "a")
+
+	sub.send(t, "SUNSUBSCRIBE")
+	sub.expect(t, "*3", "$12", "sunsubscribe", "$1", "a", ":1", "*3", "$12", "sunsubscribe", "$1", "b", ":0")
+	pub.send(t, "SPUBLISH", "a", "s2")
+	pub.expect(t, ":0")
+	sub.send(t, "UNSUBSCRIBE")
+	sub.expect(t, "*3", "$11", "unsubscribe", "$1", "a", ":1")
+	sub.send(t, "PUNSUBSCRIBE")
+	sub.expect(t, "*3", "$12", "punsubscribe", "$1", "*", ":0")
+	sub.send(t, "PING")
+	sub.expect(t, "+PONG")
+}
 
 func TestPubSubRESP2(t *testing.T) {
 	b := newPSFake()
@@ -157,4 +209,37 @@ func TestSubscriberClosedFreesEverything(t *testing.T) {
 	testutil.Eventually(t, "the subscription and the session to go", 5*time.Second, func() (bool, string) {
 		return b.reg.NumSub("a") == 0 && srv.Clients() == 0, fmt.Sprintf("NumSub %d, clients %d", b.reg.NumSub("a"), srv.Clients())
 	})
+}
+
+// TestClientReply: CLIENT REPLY OFF silences every reply after it, SKIP
+// the next one only, ON restores them, in a pipeline too; pub/sub
+// confirmations and messages are never silenced; RESET turns replies on.
+func TestClientReply(t *testing.T) {
+	b := newPSFake()
+	_, addr := startServer(t, b, Config{})
+	c := rawConn(t, addr)
+	c.write(t, string(encode("CLIENT", "REPLY", "OFF"))+string(encode("SET", "k", "v"))+string(encode("GET", "k"))+
+		string(encode("PING"))+string(encode("CLIENT", "REPLY", "ON"))+string(encode("ECHO", "on")))
+	c.expect(t, "+OK", "$2", "on")
+	c.send(t, "CLIENT", "REPLY", "SKIP")
+	c.send(t, "PING")
+	c.send(t, "ECHO", "after")
+	c.expect(t, "$5", "after")
+	c.send(t, "CLIENT", "REPLY", "MAYBE")
+	c.expect(t, "-ERR syntax error")
+
+	pub := rawConn(t, addr)
+	c.send(t, "CLIENT", "REPLY", "OFF")
+	c.send(t, "SUBSCRIBE", "ch")
+	c.expect(t, "*3", "$9", "subscribe", "$2", "ch", ":1")
+	pub.send(t, "PUBLISH", "ch", "m")
+	pub.expect(t, ":1")
+	c.expect(t, "*3", "$7", "message", "$2", "ch", "$1", "m")
+	c.send(t, "PING")
+	c.send(t, "UNSUBSCRIBE", "ch")
+	c.expect(t, "*3", "$11", "unsubscribe", "$2", "ch", ":0")
+	c.send(t, "RESET")
+	c.expect(t, "+RESET")
+	c.send(t, "PING")
+	c.expect(t, "+PONG")
 }

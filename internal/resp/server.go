@@ -344,7 +344,7 @@ func (s *Server) accept(conn redcon.Conn) bool {
 		created: time.Now(),
 		srv:     s,
 	}
-	sess.ctx, sess.cancel = context.WithCancel(s.ctx)
+	sess.ctx, sess.cancel = context.WithCancel(context.WithValue(s.ctx, sessionKey{}, sess))
 	sess.proto.Store(2)
 	if nc := conn.NetConn(); nc != nil {
 		sess.laddr = nc.LocalAddr().String()
@@ -399,7 +399,7 @@ func (s *Server) serveCommand(conn redcon.Conn, cmd redcon.Command) {
 	if sess.quit {
 		return // redcon still hands over the commands after QUIT
 	}
-	if s.fe.Start == nil || len(conn.PeekPipeline()) == 0 {
+	if s.fe.Start == nil || len(conn.PeekPipeline()) == 0 || sess.reply != replyOn {
 		s.serveOne(conn, sess, cmd.Args)
 		if h := sess.handoff; h != nil {
 			// Detached: redcon handed the rest of the read to the
@@ -466,7 +466,7 @@ func (sess *Session) Detach(conn redcon.Conn, run func(dc redcon.DetachedConn, b
 // has the owed replies written first and then serves the command, so that
 // replies keep their order and the command sees every write before it.
 func (s *Server) servePipelined(conn redcon.Conn, sess *Session, args [][]byte) {
-	if _, conncmd := lookupConnCmd(args[0]); !conncmd && s.fe.Start(sess, args) {
+	if _, conncmd := lookupConnCmd(args[0]); !conncmd && sess.reply == replyOn && s.fe.Start(sess, args) {
 		return
 	}
 	s.fe.Flush(conn, sess)
@@ -476,6 +476,7 @@ func (s *Server) servePipelined(conn redcon.Conn, sess *Session, args [][]byte) 
 // serveOne runs one command to completion and writes its reply: a
 // connection command here, anything else by the front end.
 func (s *Server) serveOne(conn redcon.Conn, sess *Session, args [][]byte) {
+	conn = sess.silenced(conn, args) // CLIENT REPLY (reply.go)
 	if s.fe.Queue != nil && s.fe.Queue(conn, sess, args) {
 		return
 	}
@@ -531,6 +532,12 @@ type Session struct {
 	detached bool
 	handoff  func(backlog []redcon.Command)
 	srv      *Server
+
+	// block is the connection's blocked call (CLIENT UNBLOCK, unblock.go).
+	block blockState
+	// reply is CLIENT REPLY's mode (reply.go); the connection's
+	// goroutine's (or its subscriber reader's) only.
+	reply int
 
 	mu      sync.Mutex
 	name    string

@@ -308,7 +308,7 @@ func (e *Engine) Eval(ctx *commands.Ctx, v commands.View, args [][]byte, readOnl
 		}
 		return commands.Result{}, ErrAborted
 	}
-	return commands.Result{Reply: reply, Ops: r.batch.Ops()}, nil
+	return commands.Result{Reply: reply, Ops: r.batch.Ops(), Publish: r.batch.Publish()}, nil
 }
 
 // getLocked takes an idle state or makes one. e.mu is held.

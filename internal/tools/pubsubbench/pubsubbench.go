@@ -55,11 +55,13 @@ type Options struct {
 	Log         *slog.Logger
 }
 
-// target is three servers: addrs[0] leads.
-type target struct {
-	name  string
-	addrs []string
-	stop  func() error
+// Target is three servers started fresh: Addrs[0] leads (tandem's n1,
+// Redis's primary); Stop stops them all.
+type Target struct {
+	Name  string
+	Addrs []string
+	PIDs  []int // the server processes, in Addrs' order
+	Stop  func() error
 }
 
 // Result is one phase on one target.
@@ -126,21 +128,12 @@ func splitComma(s string) []string {
 func Run(ctx context.Context, o Options, dir string) error {
 	var results []Result
 	for _, name := range o.Targets {
-		var t *target
-		var err error
-		switch name {
-		case "tandem":
-			t, err = startTandem(ctx, filepath.Join(dir, name), o.Log)
-		case "redis":
-			t, err = startRedis(ctx, filepath.Join(dir, name))
-		default:
-			err = fmt.Errorf("unknown target %q (tandem, redis)", name)
-		}
+		t, err := Start(ctx, name, filepath.Join(dir, name), o.Log)
 		if err != nil {
 			return err
 		}
-		rs, err := measure(ctx, t, o)
-		if serr := t.stop(); err == nil && serr != nil {
+		rs, err := Measure(ctx, t, o)
+		if serr := t.Stop(); err == nil && serr != nil {
 			err = serr
 		}
 		if err != nil {
@@ -152,7 +145,21 @@ func Run(ctx context.Context, o Options, dir string) error {
 	return nil
 }
 
-func startTandem(ctx context.Context, dir string, log *slog.Logger) (*target, error) {
+// Start starts target name ("tandem": 3 nodes, n1 leading, async commit:
+// the leader fsyncs before it acknowledges; "redis": a primary and 2
+// replicas, appendfsync always) with its data under dir, and returns once
+// every server has read a first write.
+func Start(ctx context.Context, name, dir string, log *slog.Logger) (*Target, error) {
+	switch name {
+	case "tandem":
+		return startTandem(ctx, dir, log)
+	case "redis":
+		return startRedis(ctx, dir)
+	}
+	return nil, fmt.Errorf("pubsubbench: unknown target %q (tandem, redis)", name)
+}
+
+func startTandem(ctx context.Context, dir string, log *slog.Logger) (*Target, error) {
 	exe, err := tandembin.Path()
 	if err != nil {
 		return nil, fmt.Errorf("pubsubbench: %w", err)
@@ -161,9 +168,10 @@ func startTandem(ctx context.Context, dir string, log *slog.Logger) (*target, er
 	if err != nil {
 		return nil, fmt.Errorf("pubsubbench: tandem: %w", err)
 	}
-	t := &target{name: "tandem", stop: c.Stop}
+	t := &Target{Name: "tandem", Stop: c.Stop}
 	for _, n := range c.Nodes() {
-		t.addrs = append(t.addrs, n.RESPAddr)
+		t.Addrs = append(t.Addrs, n.RESPAddr)
+		t.PIDs = append(t.PIDs, n.PID)
 	}
 	// Followers stream (and so take messages) once they have a write.
 	return t, waitReplicated(ctx, t, func(ctx context.Context, c *redis.Client) (bool, error) {
@@ -171,13 +179,13 @@ func startTandem(ctx context.Context, dir string, log *slog.Logger) (*target, er
 	})
 }
 
-func startRedis(ctx context.Context, dir string) (*target, error) {
+func startRedis(ctx context.Context, dir string) (*Target, error) {
 	ports, err := proc.FreePorts(3)
 	if err != nil {
 		return nil, fmt.Errorf("pubsubbench: redis: %w", err)
 	}
 	var servers []*proc.Process
-	t := &target{name: "redis", stop: func() error {
+	t := &Target{Name: "redis", Stop: func() error {
 		var errs []error
 		for _, p := range servers {
 			errs = append(errs, p.Stop(10*time.Second))
@@ -187,7 +195,7 @@ func startRedis(ctx context.Context, dir string) (*target, error) {
 	for i, port := range ports {
 		d := filepath.Join(dir, "r"+strconv.Itoa(i+1))
 		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.stop()
+			t.Stop()
 			return nil, err
 		}
 		args := []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--protected-mode", "no",
@@ -198,11 +206,12 @@ func startRedis(ctx context.Context, dir string) (*target, error) {
 		}
 		p, err := proc.Start(exec.Command("redis-server", args...))
 		if err != nil {
-			t.stop()
+			t.Stop()
 			return nil, fmt.Errorf("pubsubbench: redis-server (apt-get install redis-server): %w", err)
 		}
 		servers = append(servers, p)
-		t.addrs = append(t.addrs, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		t.PIDs = append(t.PIDs, p.Pid())
+		t.Addrs = append(t.Addrs, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 	}
 	return t, waitReplicated(ctx, t, func(ctx context.Context, c *redis.Client) (bool, error) {
 		return c.Get(ctx, "pubsubbench:ready").Val() == "1", nil
@@ -211,9 +220,9 @@ func startRedis(ctx context.Context, dir string) (*target, error) {
 
 // waitReplicated writes a key on the leader and waits until every other
 // server reads it.
-func waitReplicated(ctx context.Context, t *target, ok func(context.Context, *redis.Client) (bool, error)) error {
+func waitReplicated(ctx context.Context, t *Target, ok func(context.Context, *redis.Client) (bool, error)) error {
 	deadline := time.Now().Add(60 * time.Second)
-	for i, addr := range t.addrs {
+	for i, addr := range t.Addrs {
 		c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
 		for {
 			if i == 0 {
@@ -224,8 +233,8 @@ func waitReplicated(ctx context.Context, t *target, ok func(context.Context, *re
 			}
 			if time.Now().After(deadline) {
 				c.Close()
-				t.stop()
-				return fmt.Errorf("pubsubbench: %s: %s did not get the first write in 60 s", t.name, addr)
+				t.Stop()
+				return fmt.Errorf("pubsubbench: %s: %s did not get the first write in 60 s", t.Name, addr)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
@@ -234,8 +243,9 @@ func waitReplicated(ctx context.Context, t *target, ok func(context.Context, *re
 	return nil
 }
 
-// measure subscribes and runs both phases.
-func measure(ctx context.Context, t *target, o Options) ([]Result, error) {
+// Measure subscribes o.Subscribers clients spread over t's servers and
+// runs both phases (paced, flood).
+func Measure(ctx context.Context, t *Target, o Options) ([]Result, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type sub struct {
@@ -251,13 +261,13 @@ func measure(ctx context.Context, t *target, o Options) ([]Result, error) {
 		}
 	}()
 	for i := range o.Subscribers {
-		addr := t.addrs[i%len(t.addrs)]
+		addr := t.Addrs[i%len(t.Addrs)]
 		c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, PoolSize: 1})
 		ps := c.Subscribe(ctx, "bench")
 		if _, err := ps.Receive(ctx); err != nil {
 			return nil, fmt.Errorf("subscribe on %s: %w", addr, err)
 		}
-		subs = append(subs, &sub{leader: i%len(t.addrs) == 0, ps: ps, c: c})
+		subs = append(subs, &sub{leader: i%len(t.Addrs) == 0, ps: ps, c: c})
 	}
 	// Every subscriber reads on its own goroutine and records latencies
 	// into the current phase.
@@ -289,12 +299,12 @@ func measure(ctx context.Context, t *target, o Options) ([]Result, error) {
 			}
 		}()
 	}
-	pub := redis.NewClient(&redis.Options{Addr: t.addrs[0], MaxRetries: -1, PoolSize: o.Publishers + 1})
+	pub := redis.NewClient(&redis.Options{Addr: t.Addrs[0], MaxRetries: -1, PoolSize: o.Publishers + 1})
 	defer pub.Close()
 
 	var out []Result
 	for _, phase := range []string{"paced", "flood"} {
-		r := &Result{Target: t.name, Phase: phase}
+		r := &Result{Target: t.Name, Phase: phase}
 		mu.Lock()
 		cur = r
 		mu.Unlock()
@@ -355,7 +365,8 @@ func measure(ctx context.Context, t *target, o Options) ([]Result, error) {
 	return out, nil
 }
 
-func pct(ds []time.Duration, p float64) time.Duration {
+// Pct is the p-quantile (0..1) of ds (0 for none).
+func Pct(ds []time.Duration, p float64) time.Duration {
 	if len(ds) == 0 {
 		return 0
 	}
@@ -371,8 +382,8 @@ func report(w io.Writer, o Options, rs []Result) {
 	for _, r := range rs {
 		fmt.Fprintf(w, "%-7s %-6s %10.0f %12.0f %9d  %9v / %-9v  %9v / %-9v\n", r.Target, r.Phase,
 			float64(r.Published)/r.Seconds, float64(r.Delivered)/r.Seconds, r.LostOrUnreached,
-			pct(r.Leader, .5).Round(time.Microsecond), pct(r.Leader, .99).Round(time.Microsecond),
-			pct(r.Follow, .5).Round(time.Microsecond), pct(r.Follow, .99).Round(time.Microsecond))
+			Pct(r.Leader, .5).Round(time.Microsecond), Pct(r.Leader, .99).Round(time.Microsecond),
+			Pct(r.Follow, .5).Round(time.Microsecond), Pct(r.Follow, .99).Round(time.Microsecond))
 	}
 	by := map[string]Result{}
 	for _, r := range rs {
@@ -386,6 +397,6 @@ func report(w io.Writer, o Options, rs []Result) {
 		}
 		fmt.Fprintf(w, "tandem/redis %s: publish/s %.2fx, followers p99 %.2fx\n", phase,
 			(float64(t.Published)/t.Seconds)/(float64(r.Published)/r.Seconds),
-			float64(pct(t.Follow, .99))/float64(max(pct(r.Follow, .99), 1)))
+			float64(Pct(t.Follow, .99))/float64(max(Pct(r.Follow, .99), 1)))
 	}
 }

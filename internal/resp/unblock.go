@@ -1,0 +1,101 @@
+package resp
+
+import (
+	"context"
+	"strconv"
+	"sync"
+
+	"github.com/tidwall/redcon"
+)
+
+// CLIENT UNBLOCK
+//
+// A Backend's blocking command (BLPOP and its kin) marks its connection
+// blocked with BlockedCall for as long as it waits, and watches the
+// channel it gets: CLIENT UNBLOCK id [TIMEOUT|ERROR] from any connection
+// sends on it, and the command answers as if it timed out (TIMEOUT, the
+// default) or with UnblockedByClient (ERROR). The Backend decides when
+// it can still be unblocked (not once its pop is under way); the channel
+// is the only coupling between the two.
+
+// UnblockedByClient is a blocked command's reply to CLIENT UNBLOCK ...
+// ERROR, Redis's text.
+const UnblockedByClient = "UNBLOCKED client unblocked via CLIENT UNBLOCK"
+
+type sessionKey struct{}
+
+// blockState is the session's blocked call, if any.
+type blockState struct {
+	mu      sync.Mutex
+	unblock chan bool // non-nil while a call is blocked; true: ERROR
+}
+
+// BlockedCall marks the connection of ctx (the context a Backend call
+// got) blocked until done is called, and returns the channel on which
+// CLIENT UNBLOCK asks it to end: true for ERROR, false for TIMEOUT. A
+// context of no connection gets a nil channel (never ready).
+func BlockedCall(ctx context.Context) (unblocked <-chan bool, done func()) {
+	sess, _ := ctx.Value(sessionKey{}).(*Session)
+	if sess == nil {
+		return nil, func() {}
+	}
+	ch := make(chan bool, 1)
+	b := &sess.block
+	b.mu.Lock()
+	b.unblock = ch
+	b.mu.Unlock()
+	return ch, func() {
+		b.mu.Lock()
+		if b.unblock == ch {
+			b.unblock = nil
+		}
+		b.mu.Unlock()
+	}
+}
+
+// unblock asks the session's blocked call, if any, to end; false: none
+// is blocked (or one was already asked).
+func (s *Session) unblock(withError bool) bool {
+	b := &s.block
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.unblock == nil {
+		return false
+	}
+	b.unblock <- withError // buffered, and sent at most once: unblock is cleared
+	b.unblock = nil
+	return true
+}
+
+// cmdClientUnblock is CLIENT UNBLOCK id [TIMEOUT|ERROR]: 1 if the client
+// was blocked in a blocking command and is now asked to end it, else 0.
+func cmdClientUnblock(s *Server, c redcon.Conn, args [][]byte) {
+	if len(args) != 3 && len(args) != 4 {
+		c.WriteError(errArity("client|unblock"))
+		return
+	}
+	id, err := strconv.ParseUint(string(args[2]), 10, 64)
+	if err != nil {
+		c.WriteError(errNotInteger)
+		return
+	}
+	withError := false
+	if len(args) == 4 {
+		switch {
+		case eqFold(args[3], "timeout"):
+		case eqFold(args[3], "error"):
+			withError = true
+		default:
+			c.WriteError(errUnblockReason)
+			return
+		}
+	}
+	s.mu.Lock()
+	target := s.sessions[id]
+	s.mu.Unlock()
+	if target != nil && target.unblock(withError) {
+		c.WriteInt(1)
+		return
+	}
+	c.WriteInt(0)
+}
