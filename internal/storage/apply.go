@@ -49,9 +49,11 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	if err := w.b.Commit(noSyncWrite); err != nil {
 		return fmt.Errorf("storage: apply up to lsn %d: %w", applied, err)
 	}
-	// Write-through: the metadata rows just committed go to the row cache,
-	// so a key just written reads from memory (a delete caches "no such
-	// key"). A FLUSHALL empties it.
+	// Write-through: the metadata rows just committed replace the ones
+	// the row cache holds, and new keys are cached while it has room
+	// (rowcache.Put never evicts), so a key just written reads from
+	// memory without a bulk load pushing out what readers fetched (a
+	// delete caches "no such key"). A FLUSHALL empties it.
 	if w.flushed {
 		d.rows.Clear()
 	}
