@@ -62,8 +62,12 @@ type Config struct {
 	FollowRESP, FollowPeer string
 	Mode                   commit.Mode
 	RetainBytes            int64
-	MaxCommitDelay         time.Duration
-	MaxBulkLen             int64
+	// MaxMemory is the node's memory budget, split by PlanMemory among
+	// its caches; 0 means DefaultMaxMemory. The process's Go memory limit
+	// (PlanMemory's GoLimit) is the caller's to set: it is process-wide.
+	MaxMemory      int64
+	MaxCommitDelay time.Duration
+	MaxBulkLen     int64
 	// WriteTimeout, MaxInFlight, MaxInFlightBytes and FollowerTimeout go
 	// to the leader (replication.LeaderConfig); 0 means its default.
 	WriteTimeout     time.Duration
@@ -238,7 +242,9 @@ func Start(cfg Config) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("node: data dir: %w", err)
 	}
-	db, err := storage.Open(cfg.DataDir, storage.Options{Logger: log})
+	sopts := PlanMemory(cfg.MaxMemory).Storage
+	sopts.Logger = log
+	db, err := storage.Open(cfg.DataDir, sopts)
 	if err != nil {
 		return nil, err
 	}
