@@ -17,6 +17,7 @@ import (
 	"github.com/tandemdb/tandem/internal/commit"
 	"github.com/tandemdb/tandem/internal/coord"
 	"github.com/tandemdb/tandem/internal/node"
+	"github.com/tandemdb/tandem/internal/replication"
 )
 
 func serverCmd() *cobra.Command {
@@ -112,6 +113,7 @@ func serverCmd() *cobra.Command {
 	f.StringVar(&cfg.FollowPeer, "follow-peer", "", "peer address of the leader to follow (empty: lead)")
 	f.StringVar(&mode, "mode", "async", "durability mode: async or quorum K")
 	f.Int64Var(&cfg.RetainBytes, "retain-bytes", 1<<30, "cap on the retained log; followers behind it are re-seeded")
+	f.Int64Var(&cfg.RetainMinBytes, "retain-min-bytes", replication.DefaultRetainMinBytes, "log kept beyond what the known followers need (for one the leader has not heard from since it started); a follower keeps this much of its applied log")
 	f.StringVar(&maxMemory, "max-memory", "256mb", "memory budget: Pebble's block cache and memtables and the row cache get an eighth each, the Go heap the rest (its GOMEMLIMIT, unless the environment sets one); bytes, or with kb, mb, gb")
 	f.Int64Var(&cfg.MaxBulkLen, "max-bulk-len", 512<<20, "largest bulk string a client may send")
 	f.DurationVar(&cfg.WriteTimeout, "write-timeout", 5*time.Second, "how long a write may wait to be committed before it fails with NOREPLICAS (it may still commit later)")

@@ -62,6 +62,10 @@ type Config struct {
 	FollowRESP, FollowPeer string
 	Mode                   commit.Mode
 	RetainBytes            int64
+	// RetainMinBytes is the log a node keeps beyond what followers need
+	// (replication.LeaderConfig.RetainMinBytes); a node that does not
+	// lead keeps this much of its applied log. 0 means the default.
+	RetainMinBytes int64
 	// MaxMemory is the node's memory budget, split by PlanMemory among
 	// its caches; 0 means DefaultMaxMemory. The process's Go memory limit
 	// (PlanMemory's GoLimit) is the caller's to set: it is process-wide.
@@ -278,8 +282,9 @@ func Start(cfg Config) (*Node, error) {
 		n.Close()
 		return nil, err
 	}
-	n.bg.Add(1)
+	n.bg.Add(2)
 	go n.expiryLoop()
+	go n.logRetentionLoop()
 	return n, nil
 }
 
@@ -444,6 +449,7 @@ func (n *Node) startLeader(epoch uint64, lease *replication.Lease) (role, error)
 		Mode:             n.cfg.Mode,
 		Logger:           n.log,
 		RetainBytes:      n.cfg.RetainBytes,
+		RetainMinBytes:   n.cfg.RetainMinBytes,
 		MaxCommitDelay:   n.cfg.MaxCommitDelay,
 		WriteTimeout:     n.cfg.WriteTimeout,
 		MaxInFlight:      n.cfg.MaxInFlight,
