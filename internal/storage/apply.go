@@ -3,6 +3,8 @@ package storage
 import (
 	"bytes"
 	"fmt"
+	"runtime/debug"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -24,7 +26,22 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	d.mu.Lock()
 	applied, durable, counts := d.applied, d.durable.LSN, d.counts
 	d.mu.Unlock()
-	w := applyWriter{b: d.pdb.NewBatch(), rows: d.rows, d: d, counts: counts, touched: make(map[string]rowState, len(entries))}
+	size, largest := 0, 0 // the rows' bytes, about: of all, of the largest entry
+	for i := range entries {
+		n := 0
+		for j := range entries[i].Ops {
+			op := &entries[i].Ops[j]
+			n += len(op.Key) + len(op.Sub) + len(op.Value) + 32
+		}
+		size, largest = size+n, max(largest, n)
+	}
+	b := d.pdb.NewBatch()
+	if size > bigBatch {
+		// Sized up front: a batch that grows by doubling to hold a 64 MB
+		// value allocates twice that.
+		b = d.pdb.NewBatchWithSize(size + 4096)
+	}
+	w := applyWriter{b: b, rows: d.rows, d: d, counts: counts, touched: make(map[string]rowState, len(entries))}
 	defer w.b.Close()
 	for i := range entries {
 		e := &entries[i]
@@ -64,12 +81,46 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 			d.rows.Put(c.key, c.row)
 		}
 	}
+	if largest > releaseAfter {
+		releaseMemory()
+	}
 	d.mu.Lock()
 	d.applied = applied
 	d.counts = w.counts
 	d.noteExpiryLocked(w.earliest)
 	d.mu.Unlock()
 	return nil
+}
+
+const (
+	// bigBatch: an Apply of more bytes than this sizes its batch first.
+	bigBatch = 1 << 20
+	// releaseAfter: an Apply of an entry of more bytes than this returns
+	// the memory its copies held to the OS once it is done
+	// (releaseMemory). Not of many small ones: a follower catching up
+	// applies megabytes at a time.
+	releaseAfter = 16 << 20
+)
+
+// releasing is set while a releaseMemory goroutine runs.
+var releasing atomic.Bool
+
+// releaseMemory has the Go runtime collect and return freed memory to the
+// OS now, in the background, unless it is already doing so. A value of
+// 64 MB passes through several copies on its way (the client's read
+// buffer, the log entry, the rows, the batch, the stream), all garbage
+// once it is applied; the runtime would return them to the OS only
+// gradually (seconds), so a node's RSS would stay several times the
+// value's size after it. One forced collection per such Apply costs
+// milliseconds beside copying the value.
+func releaseMemory() {
+	if !releasing.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer releasing.Store(false)
+		debug.FreeOSMemory()
+	}()
 }
 
 // applyWriter turns package keyspace's row writes into one Pebble batch,
