@@ -114,7 +114,7 @@ func serverCmd() *cobra.Command {
 	f.StringVar(&mode, "mode", "async", "durability mode: async or quorum K")
 	f.Int64Var(&cfg.RetainBytes, "retain-bytes", 1<<30, "cap on the retained log; followers behind it are re-seeded")
 	f.Int64Var(&cfg.RetainMinBytes, "retain-min-bytes", replication.DefaultRetainMinBytes, "log kept beyond what the known followers need (for one the leader has not heard from since it started); a follower keeps this much of its applied log")
-	f.StringVar(&maxMemory, "max-memory", "256mb", "memory budget: Pebble's block cache and memtables and the row cache get an eighth each, the Go heap the rest (its GOMEMLIMIT, unless the environment sets one); bytes, or with kb, mb, gb")
+	f.StringVar(&maxMemory, "max-memory", "192mb", "memory budget: Pebble's block cache and memtables and the row cache get an eighth each, the Go heap the rest (its GOMEMLIMIT, unless the environment sets one); bytes, or with kb, mb, gb")
 	f.Int64Var(&cfg.MaxBulkLen, "max-bulk-len", 512<<20, "largest bulk string a client may send")
 	f.DurationVar(&cfg.WriteTimeout, "write-timeout", 5*time.Second, "how long a write may wait to be committed before it fails with NOREPLICAS (it may still commit later)")
 	f.IntVar(&cfg.MaxInFlight, "max-inflight", 10000, "writes sequenced but not yet committed, at most; past it writes wait, then fail with TRYAGAIN")

@@ -7,7 +7,7 @@ import (
 // DefaultMaxMemory is the memory budget of a node (`--max-memory`): what
 // its caches may hold and how far its Go heap may grow before the garbage
 // collector works harder to stay under it.
-const DefaultMaxMemory = 256 << 20
+const DefaultMaxMemory = 192 << 20
 
 // MemoryPlan is how a node's memory budget is spent. The data lives in
 // Pebble, on disk; memory holds caches of it, the writes on their way,

@@ -3,8 +3,6 @@ package storage
 import (
 	"bytes"
 	"fmt"
-	"runtime/debug"
-	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -26,20 +24,20 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	d.mu.Lock()
 	applied, durable, counts := d.applied, d.durable.LSN, d.counts
 	d.mu.Unlock()
-	size, largest := 0, 0 // the rows' bytes, about: of all, of the largest entry
+	size := 0 // the rows' bytes, about
 	for i := range entries {
-		n := 0
 		for j := range entries[i].Ops {
 			op := &entries[i].Ops[j]
-			n += len(op.Key) + len(op.Sub) + len(op.Value) + 32
+			size += len(op.Key) + len(op.Sub) + len(op.Value) + 32
 		}
-		size, largest = size+n, max(largest, n)
 	}
-	b := d.pdb.NewBatch()
+	var b *pebble.Batch
 	if size > bigBatch {
 		// Sized up front: a batch that grows by doubling to hold a 64 MB
-		// value allocates twice that.
+		// value allocates every power of two up to twice that.
 		b = d.pdb.NewBatchWithSize(size + 4096)
+	} else {
+		b = d.pdb.NewBatch()
 	}
 	w := applyWriter{b: b, rows: d.rows, d: d, counts: counts, touched: make(map[string]rowState, len(entries))}
 	defer w.b.Close()
@@ -81,9 +79,6 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 			d.rows.Put(c.key, c.row)
 		}
 	}
-	if largest > releaseAfter {
-		releaseMemory()
-	}
 	d.mu.Lock()
 	d.applied = applied
 	d.counts = w.counts
@@ -95,33 +90,7 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 const (
 	// bigBatch: an Apply of more bytes than this sizes its batch first.
 	bigBatch = 1 << 20
-	// releaseAfter: an Apply of an entry of more bytes than this returns
-	// the memory its copies held to the OS once it is done
-	// (releaseMemory). Not of many small ones: a follower catching up
-	// applies megabytes at a time.
-	releaseAfter = 16 << 20
 )
-
-// releasing is set while a releaseMemory goroutine runs.
-var releasing atomic.Bool
-
-// releaseMemory has the Go runtime collect and return freed memory to the
-// OS now, in the background, unless it is already doing so. A value of
-// 64 MB passes through several copies on its way (the client's read
-// buffer, the log entry, the rows, the batch, the stream), all garbage
-// once it is applied; the runtime would return them to the OS only
-// gradually (seconds), so a node's RSS would stay several times the
-// value's size after it. One forced collection per such Apply costs
-// milliseconds beside copying the value.
-func releaseMemory() {
-	if !releasing.CompareAndSwap(false, true) {
-		return
-	}
-	go func() {
-		defer releasing.Store(false)
-		debug.FreeOSMemory()
-	}()
-}
 
 // applyWriter turns package keyspace's row writes into one Pebble batch,
 // and keeps storage's own rows in step: the expiry index row of every
