@@ -571,6 +571,8 @@ if [ "$LOAD_KEYS" -gt 0 ]; then
   say "  leader   RSS $(mb "$T_LRSS") (pid $lpid), retained log $(jq -r '.log_bytes' <<<"$st" | awk '{printf "%.1f MB", $1/1048576}')"
   say "  follower RSS $(mb "$T_FRSS") (pid $fpid)"
   say "  on disk, 3 nodes: $(du -sh "$WORK/tandem-load" | cut -f1)"
+  T_DISK=$(du -sk "$WORK/tandem-load/n1" | cut -f1); T_FDISK=$(du -sk "$WORK/tandem-load/n2" | cut -f1)
+  say "  on disk per node: leader $(mb "$T_DISK"), follower $(mb "$T_FDISK") (data, Pebble's WAL and the log)"
   tandem_log_problems "$WORK/tandem-load"
   stop_tandem
 
@@ -586,6 +588,8 @@ if [ "$LOAD_KEYS" -gt 0 ]; then
   say "  primary RSS $(mb "$R_PRSS") (used_memory $(redis-cli -p "$R_PORT" info memory | tr -d '\r' | awk -F: '$1=="used_memory_human"{print $2}'))"
   say "  replica RSS $(mb "$R_RRSS")"
   say "  on disk, $((R_REPLICAS + 1)) nodes: $(du -sh "$WORK/redis-load" | cut -f1)"
+  R_DISK=$(du -sk "$WORK/redis-load/primary" | cut -f1); R_RDISK=$(du -sk "$WORK/redis-load/replica0" | cut -f1)
+  say "  on disk per node: primary $(mb "$R_DISK"), replica $(mb "$R_RDISK") (RDB + AOF)"
   stop_redis
 fi
 
@@ -599,7 +603,8 @@ for pipe in $PIPELINES; do
 done
 for l in "${LAG_SUMMARY[@]}"; do say "$l"; done
 if [ "$LOAD_KEYS" -gt 0 ]; then
-  say "RSS with $LOAD_KEYS keys: tandem leader $(mb "$T_LRSS"), follower $(mb "$T_FRSS"); redis primary $(mb "$R_PRSS"), replica $(mb "$R_RRSS")"
+  say "RSS with $LOAD_KEYS keys: tandem leader $(mb "$T_LRSS"), follower $(mb "$T_FRSS"); redis primary $(mb "$R_PRSS"), replica $(mb "$R_RRSS"): $(awk -v a="$T_LRSS" -v b="$R_PRSS" -v c="$T_FRSS" -v d="$R_RRSS" 'BEGIN{printf "%.2fx, %.2fx (target <= 1.00x)", a/b, c/d}')"
+  say "disk per node with $LOAD_KEYS keys: tandem leader $(mb "$T_DISK"), follower $(mb "$T_FDISK"); redis primary $(mb "$R_DISK"), replica $(mb "$R_RDISK"): $(awk -v a="$T_DISK" -v b="$R_DISK" -v c="$T_FDISK" -v d="$R_RDISK" 'BEGIN{printf "%.2fx, %.2fx (target <= 3.00x)", a/b, c/d}')"
 fi
 if [ -n "$LARGE_SIZES" ]; then
   say "large values (ms; RSS growth in MB):"

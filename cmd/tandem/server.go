@@ -3,8 +3,11 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -15,16 +18,18 @@ import (
 	"github.com/tandemdb/tandem/internal/commit"
 	"github.com/tandemdb/tandem/internal/coord"
 	"github.com/tandemdb/tandem/internal/node"
+	"github.com/tandemdb/tandem/internal/replication"
 )
 
 func serverCmd() *cobra.Command {
 	var (
-		cfg      node.Config
-		mode     string
-		buggify  []string
-		logLevel string
-		etcd     string
-		routes   []string
+		cfg       node.Config
+		mode      string
+		buggify   []string
+		logLevel  string
+		etcd      string
+		routes    []string
+		maxMemory string
 	)
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -80,6 +85,10 @@ func serverCmd() *cobra.Command {
 			if cfg.PeerRoutes, err = parseRoutes(routes); err != nil {
 				return err
 			}
+			if cfg.MaxMemory, err = parseBytes(maxMemory); err != nil {
+				return fmt.Errorf("--max-memory: %w", err)
+			}
+			setMemoryLimit(log, node.PlanMemory(cfg.MaxMemory).GoLimit)
 			cfg.Logger = log
 			n, err := node.Start(cfg)
 			if err != nil {
@@ -105,6 +114,8 @@ func serverCmd() *cobra.Command {
 	f.StringVar(&cfg.FollowPeer, "follow-peer", "", "peer address of the leader to follow (empty: lead)")
 	f.StringVar(&mode, "mode", "async", "durability mode: async or quorum K")
 	f.Int64Var(&cfg.RetainBytes, "retain-bytes", 1<<30, "cap on the retained log; followers behind it are re-seeded")
+	f.Int64Var(&cfg.RetainMinBytes, "retain-min-bytes", replication.DefaultRetainMinBytes, "log kept beyond what the known followers need (for one the leader has not heard from since it started); a follower keeps this much of its applied log")
+	f.StringVar(&maxMemory, "max-memory", "192mb", "memory budget: Pebble's block cache and memtables and the row cache get an eighth each, the Go heap the rest (its GOMEMLIMIT, unless the environment sets one); bytes, or with kb, mb, gb")
 	f.Int64Var(&cfg.MaxBulkLen, "max-bulk-len", 512<<20, "largest bulk string a client may send")
 	f.DurationVar(&cfg.WriteTimeout, "write-timeout", 5*time.Second, "how long a write may wait to be committed before it fails with NOREPLICAS (it may still commit later)")
 	f.IntVar(&cfg.MaxInFlight, "max-inflight", 10000, "writes sequenced but not yet committed, at most; past it writes wait, then fail with TRYAGAIN")
@@ -123,6 +134,38 @@ func serverCmd() *cobra.Command {
 	f.DurationVar(&cfg.FenceAfter, "fence-after", node.DefaultFenceAfter, "how long a leader answers after its last confirmation against etcd; a new leader waits as long before answering")
 	f.StringSliceVar(&routes, "peer-route", nil, "ID=HOST:PORT: reach member ID's peer service there instead of its registered address (for relays)")
 	return cmd
+}
+
+// setMemoryLimit sets the Go runtime's soft memory limit, unless the
+// environment's GOMEMLIMIT chose one.
+func setMemoryLimit(log *slog.Logger, limit int64) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		log.Info("GOMEMLIMIT set by the environment; --max-memory sizes the caches only", "gomemlimit", os.Getenv("GOMEMLIMIT"))
+		return
+	}
+	debug.SetMemoryLimit(limit)
+}
+
+// parseBytes parses a size as Redis's maxmemory does: a number of bytes,
+// or with a unit: k, m, g (powers of 1000) or kb, mb, gb (of 1024), in
+// any case.
+func parseBytes(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"kb", 1 << 10}, {"mb", 1 << 20}, {"gb", 1 << 30}, {"k", 1e3}, {"m", 1e6}, {"g", 1e9}, {"b", 1}}
+	num, mult := strings.ToLower(strings.TrimSpace(s)), int64(1)
+	for _, u := range units {
+		if n, ok := strings.CutSuffix(num, u.suffix); ok {
+			num, mult = n, u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("%q: want a size such as 268435456, 256mb or 1gb", s)
+	}
+	return n * mult, nil
 }
 
 // parseRoutes parses --peer-route values.

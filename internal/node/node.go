@@ -62,8 +62,16 @@ type Config struct {
 	FollowRESP, FollowPeer string
 	Mode                   commit.Mode
 	RetainBytes            int64
-	MaxCommitDelay         time.Duration
-	MaxBulkLen             int64
+	// RetainMinBytes is the log a node keeps beyond what followers need
+	// (replication.LeaderConfig.RetainMinBytes); a node that does not
+	// lead keeps this much of its applied log. 0 means the default.
+	RetainMinBytes int64
+	// MaxMemory is the node's memory budget, split by PlanMemory among
+	// its caches; 0 means DefaultMaxMemory. The process's Go memory limit
+	// (PlanMemory's GoLimit) is the caller's to set: it is process-wide.
+	MaxMemory      int64
+	MaxCommitDelay time.Duration
+	MaxBulkLen     int64
 	// WriteTimeout, MaxInFlight, MaxInFlightBytes and FollowerTimeout go
 	// to the leader (replication.LeaderConfig); 0 means its default.
 	WriteTimeout     time.Duration
@@ -251,7 +259,9 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.MaxReplyBytes < 0 {
 		return nil, fmt.Errorf("node: max-reply-bytes %d is negative", cfg.MaxReplyBytes)
 	}
-	db, err := storage.Open(cfg.DataDir, storage.Options{Logger: log})
+	sopts := PlanMemory(cfg.MaxMemory).Storage
+	sopts.Logger = log
+	db, err := storage.Open(cfg.DataDir, sopts)
 	if err != nil {
 		return nil, err
 	}
@@ -288,8 +298,9 @@ func Start(cfg Config) (*Node, error) {
 		n.Close()
 		return nil, err
 	}
-	n.bg.Add(1)
+	n.bg.Add(2)
 	go n.expiryLoop()
+	go n.logRetentionLoop()
 	return n, nil
 }
 
@@ -456,6 +467,7 @@ func (n *Node) startLeader(epoch uint64, lease *replication.Lease) (role, error)
 		Mode:             n.cfg.Mode,
 		Logger:           n.log,
 		RetainBytes:      n.cfg.RetainBytes,
+		RetainMinBytes:   n.cfg.RetainMinBytes,
 		MaxCommitDelay:   n.cfg.MaxCommitDelay,
 		WriteTimeout:     n.cfg.WriteTimeout,
 		MaxInFlight:      n.cfg.MaxInFlight,

@@ -32,6 +32,11 @@ type LeaderConfig struct {
 	MaxBatchBytes int
 	// RetainBytes caps the retained log; followers behind it are re-seeded.
 	RetainBytes int64
+	// RetainMinBytes is the log kept beyond what the known followers
+	// need: for a follower this leader has not heard from yet (after its
+	// own restart, or a new member) and the rollback of a diverged one.
+	// 0 means DefaultRetainMinBytes; at most half of RetainBytes.
+	RetainMinBytes int64
 	// ChunkBytes bounds one snapshot chunk.
 	ChunkBytes int
 	// WriteTimeout bounds how long a write waits to be committed; after it
@@ -101,6 +106,7 @@ const (
 	DefaultMaxCommitDelay  = time.Millisecond
 	DefaultTickInterval    = 10 * time.Millisecond
 	DefaultRetentionEvery  = time.Second
+	DefaultRetainMinBytes  = 16 << 20
 )
 
 // Buggify names deliberate faults that tests switch on to prove that the
@@ -277,6 +283,10 @@ func NewLeader(cfg LeaderConfig, epoch uint64) (*Leader, error) {
 	if cfg.RetainBytes == 0 {
 		cfg.RetainBytes = 1 << 30
 	}
+	if cfg.RetainMinBytes == 0 {
+		cfg.RetainMinBytes = DefaultRetainMinBytes
+	}
+	cfg.RetainMinBytes = min(cfg.RetainMinBytes, cfg.RetainBytes/2)
 	if cfg.WriteTimeout == 0 {
 		cfg.WriteTimeout = DefaultWriteTimeout
 	}
@@ -351,6 +361,7 @@ func NewLeader(cfg LeaderConfig, epoch uint64) (*Leader, error) {
 		writeTimeout:     int64(cfg.WriteTimeout),
 		followerTimeout:  int64(cfg.FollowerTimeout),
 		retainBytes:      cfg.RetainBytes,
+		retainMinBytes:   cfg.RetainMinBytes,
 		retentionEvery:   int64(cfg.RetentionEvery),
 		maxInFlight:      cfg.MaxInFlight,
 		maxInFlightBytes: cfg.MaxInFlightBytes,

@@ -62,6 +62,7 @@ type coreConfig struct {
 	writeTimeout     int64
 	followerTimeout  int64
 	retainBytes      int64
+	retainMinBytes   int64 // kept beyond what known followers need
 	retentionEvery   int64
 	maxInFlight      int
 	maxInFlightBytes int64
@@ -626,13 +627,14 @@ type logExtent struct {
 // before (0: keep everything): keep every entry a known follower or a
 // pinned snapshot still needs, and every unapplied one; since followers
 // are only known once they connect (a leader that restarted has not heard
-// from them yet), keep the newest half of the cap regardless. Past the
+// from them yet), keep the newest retainMinBytes regardless. Past the
 // cap, drop the oldest entries even if a follower needs them: that
 // follower is re-seeded from a snapshot. Sizes are estimated from the
-// average entry size.
+// average entry size. So the log is as long as the slowest follower
+// needs, not as long as the cap allows.
 func (c *leaderCore) retainFrom(log logExtent) uint64 {
 	capBytes := c.cfg.retainBytes
-	if log.count == 0 || log.bytes <= capBytes/2 {
+	if log.count == 0 || log.bytes <= c.cfg.retainMinBytes {
 		return 0
 	}
 	needed := c.applied
@@ -646,7 +648,7 @@ func (c *leaderCore) retainFrom(log logExtent) uint64 {
 	cut := func(limit int64) uint64 {
 		return uint64(log.base + log.count - log.count*limit/log.bytes)
 	}
-	keep := min(needed, cut(capBytes/2))
+	keep := min(needed, cut(c.cfg.retainMinBytes))
 	if log.bytes > capBytes {
 		keep = max(keep, min(cut(capBytes), c.applied))
 	}

@@ -115,6 +115,10 @@ func (s *coreScript) run(t *testing.T, block string) string {
 			if v, ok := args["retain"]; ok {
 				cfg.retainBytes, _ = strconv.ParseInt(v, 10, 64)
 			}
+			cfg.retainMinBytes = cfg.retainBytes / 2
+			if v, ok := args["retainmin"]; ok {
+				cfg.retainMinBytes, _ = strconv.ParseInt(v, 10, 64)
+			}
 			if v, ok := args["delay"]; ok {
 				d, err := time.ParseDuration(v)
 				if err != nil {

@@ -27,38 +27,58 @@
 // row: that is the writer not having finished, and storage reports the
 // write applied only after the Put.
 //
-// # Bounds
+// # Bounds and admission
 //
 // The cache is split into shards by key hash, each with a mutex, a map
-// and its share of the byte budget (key + row + a fixed overhead per
-// entry). When a Fill would exceed a shard's share, entries are evicted
-// in the map's iteration order, which Go randomises: random replacement,
-// as Redis's allkeys-random. Rows bigger than an eighth of a shard's
-// share are not cached.
+// and its share of the byte budget. An entry is charged what it really
+// costs in the Go heap: its one allocation (key and row together, rounded
+// up to the allocator's size class) and its map slot, with the map's
+// slack for its load factor (TestChargeIsTheHeapCost measures it). When a
+// Fill would exceed a shard's share, entries are evicted in the map's
+// iteration order, which Go randomises: random replacement, as Redis's
+// allkeys-random. Rows bigger than an eighth of a shard's share are not
+// cached.
+//
+// Readers admit rows; writers only update: a Put replaces the key's
+// cached row, and caches a row not cached before only into room the
+// shard has, never evicting for it. So a bulk load of keys nobody reads
+// fills at most the free budget and pushes out no row a reader fetched,
+// while a key written and then read soon after (while the cache has
+// room) is still read from memory.
 package rowcache
 
 import (
+	"bytes"
+	"encoding/binary"
 	"hash/maphash"
+	"math/bits"
 	"sync"
 )
 
 const (
 	shardCount = 64
-	// entryOverhead approximates a map entry's memory beside its key and
-	// row (map slot, string and slice headers).
-	entryOverhead = 64
+	// slotBytes is a map entry's cost beside its allocation: the slot (an
+	// 8-byte hash and a 24-byte slice header, and a control byte) divided
+	// by the map's load factor, which swings between 7/16 and 7/8 as it
+	// grows: ~53-88 bytes measured, 72 on average.
+	slotBytes = 72
 )
 
 // Cache is safe for concurrent use. The zero value is not usable; see New.
 type Cache struct {
 	seed       maphash.Seed
 	shardBytes int64
-	shards     [shardCount]shard
+	// hash is maphash with seed; tests replace it to make keys collide.
+	hash   func(key []byte) uint64
+	shards [shardCount]shard
 }
 
+// shard maps a key's 64-bit hash to its entry: uvarint(len(key)) | key |
+// row, one allocation. Two keys with one hash share a slot: each Get
+// compares the key, so one of them simply misses.
 type shard struct {
 	mu    sync.Mutex
-	rows  map[string][]byte
+	rows  map[uint64][]byte
 	bytes int64
 	// gen counts invalidations: a Token is the gen it was taken at.
 	gen uint64
@@ -73,22 +93,42 @@ type Token uint64
 // <= 0 gives a cache that holds nothing (every Get misses).
 func New(maxBytes int64) *Cache {
 	c := &Cache{seed: maphash.MakeSeed(), shardBytes: max(maxBytes, 0) / shardCount}
+	c.hash = func(key []byte) uint64 { return maphash.Bytes(c.seed, key) }
 	for i := range c.shards {
-		c.shards[i].rows = make(map[string][]byte)
+		c.shards[i].rows = make(map[uint64][]byte)
 	}
 	return c
 }
 
-func (c *Cache) shard(key []byte) *shard {
-	return &c.shards[maphash.Bytes(c.seed, key)%shardCount]
+func (c *Cache) locate(key []byte) (*shard, uint64) {
+	h := c.hash(key)
+	return &c.shards[h%shardCount], h
+}
+
+// lookupLocked returns key's row if the shard holds it. The caller holds
+// s.mu.
+func (s *shard) lookupLocked(h uint64, key []byte) ([]byte, bool) {
+	e, ok := s.rows[h]
+	if !ok {
+		return nil, false
+	}
+	n, w := binary.Uvarint(e)
+	if int(n) != len(key) || !bytes.Equal(e[w:w+len(key)], key) {
+		return nil, false
+	}
+	row := e[w+len(key):]
+	if len(row) == 0 {
+		return nil, true
+	}
+	return row[:len(row):len(row)], true
 }
 
 // Get returns the cached row of key, which the caller must not modify, and
 // the token to Fill with on a miss.
 func (c *Cache) Get(key []byte) (row []byte, ok bool, t Token) {
-	s := c.shard(key)
+	s, h := c.locate(key)
 	s.mu.Lock()
-	row, ok = s.rows[string(key)]
+	row, ok = s.lookupLocked(h, key)
 	if ok {
 		s.hits++
 	} else {
@@ -103,71 +143,109 @@ func (c *Cache) Get(key []byte) (row []byte, ok bool, t Token) {
 // without counting a hit or a miss: for a writer that wants the row it is
 // about to replace, not for reads.
 func (c *Cache) Peek(key []byte) (row []byte, ok bool) {
-	s := c.shard(key)
+	s, h := c.locate(key)
 	s.mu.Lock()
-	row, ok = s.rows[string(key)]
+	row, ok = s.lookupLocked(h, key)
 	s.mu.Unlock()
 	return row, ok
 }
 
 // Fill caches row for key unless the key's shard was changed since t was
-// taken. The cache keeps its own copy of key and row.
+// taken, evicting others if the shard is full. The cache keeps its own
+// copy of key and row.
 func (c *Cache) Fill(key, row []byte, t Token) {
-	size := int64(len(key) + len(row) + entryOverhead)
 	if !c.Cacheable(len(key), len(row)) {
 		return
 	}
-	s := c.shard(key)
-	owned := append([]byte(nil), row...)
+	s, h := c.locate(key)
+	e := entry(key, row)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if Token(s.gen) != t {
 		return
 	}
-	c.storeLocked(s, key, owned, size)
+	c.storeLocked(s, h, e, true)
 }
 
 // Cacheable reports whether a row of rowLen bytes under a key of keyLen
 // bytes would be cached (a caller can skip building a row that would not).
 func (c *Cache) Cacheable(keyLen, rowLen int) bool {
-	return int64(keyLen+rowLen+entryOverhead) <= c.shardBytes/8
+	return cost(entryLen(keyLen, rowLen)) <= c.shardBytes/8
 }
 
 // Put records that key's row is now row (a write committed it): it makes
-// every Token of the key's shard taken before now stale and caches the
-// row, or, when the row is too big to cache, drops the old one. The cache
-// keeps row itself (the writer built it for this): the caller must not
-// modify it afterwards.
+// every Token of the key's shard taken before now stale, and replaces the
+// key's cached row. A key not cached is cached only if the shard has room
+// for it without evicting (see "Bounds and admission"); a row too big to
+// cache drops the old one. The cache keeps its own copy of key and row.
 func (c *Cache) Put(key, row []byte) {
-	size := int64(len(key) + len(row) + entryOverhead)
 	if !c.Cacheable(len(key), len(row)) {
 		c.Invalidate(key)
 		return
 	}
-	s := c.shard(key)
+	s, h := c.locate(key)
+	e := entry(key, row)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.gen++
-	c.storeLocked(s, key, row, size)
+	c.storeLocked(s, h, e, false)
 }
 
-// storeLocked caches row (size bytes with key and overhead) for key,
-// evicting others past the shard's budget. The caller holds s.mu.
-func (c *Cache) storeLocked(s *shard, key, row []byte, size int64) {
-	if old, ok := s.rows[string(key)]; ok {
-		delete(s.rows, string(key))
-		s.bytes -= int64(len(key) + len(old) + entryOverhead)
+// entry is key and row in one allocation: uvarint(len(key)) | key | row.
+func entry(key, row []byte) []byte {
+	e := make([]byte, 0, entryLen(len(key), len(row)))
+	e = binary.AppendUvarint(e, uint64(len(key)))
+	e = append(e, key...)
+	return append(e, row...)
+}
+
+func entryLen(keyLen, rowLen int) int {
+	return varintLen(keyLen) + keyLen + rowLen
+}
+
+func varintLen(n int) int {
+	return (bits.Len64(uint64(n)|1) + 6) / 7
+}
+
+// cost is what an entry of n bytes holds in the heap: its allocation,
+// rounded up as Go's allocator does (size classes 16 bytes apart up to
+// 256, then at most 1/8 of the size apart), and its map slot.
+func cost(n int) int64 {
+	var alloc int
+	switch {
+	case n <= 8:
+		alloc = 8
+	case n <= 256:
+		alloc = (n + 15) &^ 15
+	default:
+		step := 1 << (bits.Len(uint(n-1)) - 3)
+		alloc = (n + step - 1) &^ (step - 1)
+	}
+	return int64(alloc + slotBytes)
+}
+
+// storeLocked caches entry e under hash h, replacing what the slot held.
+// A new key evicts others past the shard's budget when evict is set, and
+// is not cached when it would not fit without evicting otherwise. The
+// caller holds s.mu.
+func (c *Cache) storeLocked(s *shard, h uint64, e []byte, evict bool) {
+	size := cost(len(e))
+	if old, ok := s.rows[h]; ok {
+		delete(s.rows, h)
+		s.bytes -= cost(len(old))
+	} else if !evict && s.bytes+size > c.shardBytes {
+		return
 	}
 	if s.bytes+size > c.shardBytes {
 		for k, v := range s.rows {
 			delete(s.rows, k)
-			s.bytes -= int64(len(k) + len(v) + entryOverhead)
+			s.bytes -= cost(len(v))
 			if s.bytes+size <= c.shardBytes {
 				break
 			}
 		}
 	}
-	s.rows[string(key)] = row
+	s.rows[h] = e
 	s.bytes += size
 }
 
@@ -175,12 +253,14 @@ func (c *Cache) storeLocked(s *shard, key, row []byte, size int64) {
 // before now stale. Call it after the key's new row (or its deletion) is
 // readable in the store.
 func (c *Cache) Invalidate(key []byte) {
-	s := c.shard(key)
+	s, h := c.locate(key)
 	s.mu.Lock()
 	s.gen++
-	if old, ok := s.rows[string(key)]; ok {
-		delete(s.rows, string(key))
-		s.bytes -= int64(len(key) + len(old) + entryOverhead)
+	if old, ok := s.rows[h]; ok {
+		// Another key with the same hash may hold the slot: dropping it
+		// too costs it only a miss.
+		delete(s.rows, h)
+		s.bytes -= cost(len(old))
 	}
 	s.mu.Unlock()
 }

@@ -3,6 +3,7 @@ package rowcache
 import (
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -85,7 +86,7 @@ func TestBoundedBytes(t *testing.T) {
 	if st.Bytes > budget {
 		t.Fatalf("holds %d bytes, budget %d", st.Bytes, budget)
 	}
-	if st.Rows == 0 || st.Rows*(100+entryOverhead) > budget {
+	if st.Rows == 0 || int64(st.Rows)*cost(entryLen(len("key:00000"), 100)) > budget {
 		t.Fatalf("rows %d for budget %d", st.Rows, budget)
 	}
 	// Refilling a cached key replaces it without growing.
@@ -164,6 +165,104 @@ func TestNoStaleReadUnderRace(t *testing.T) {
 	readers.Wait()
 	if s := stale.Load(); s != nil {
 		t.Fatal(s)
+	}
+}
+
+// TestPutAdmitsOnlyIntoRoom: a write caches a key it replaces, and a new
+// key only while the shard has room; it never evicts a row readers
+// fetched. A read evicts.
+func TestPutAdmitsOnlyIntoRoom(t *testing.T) {
+	const budget = 1 << 20
+	c := New(budget)
+	row := make([]byte, 100)
+	for i := range 20000 { // far more than fits
+		c.Put(key(i), row)
+	}
+	st := c.Stats()
+	if st.Bytes > budget || st.Rows == 0 {
+		t.Fatalf("after a bulk of puts: %+v, budget %d", st, budget)
+	}
+	// The first keys are the ones kept: later puts found no room.
+	kept := 0
+	for i := range 20000 {
+		if _, ok := c.Peek(key(i)); ok {
+			kept++
+		} else if i < 100 {
+			t.Fatalf("key %d, put while there was room, is gone", i)
+		}
+	}
+	if uint64(kept) != st.Rows {
+		t.Fatalf("%d keys cached, stats say %d", kept, st.Rows)
+	}
+	// A cached key is still updated by a put.
+	c.Put(key(0), []byte("new"))
+	if got, ok := c.Peek(key(0)); !ok || string(got) != "new" {
+		t.Fatalf("put of a cached key: %q, %v", got, ok)
+	}
+	// A read's fill evicts; the puts after it leave it there.
+	_, _, tok := c.Get([]byte("read"))
+	c.Fill([]byte("read"), row, tok)
+	for i := 20000; i < 40000; i++ {
+		c.Put(key(i), row)
+	}
+	if _, ok := c.Peek([]byte("read")); !ok {
+		t.Fatal("puts of new keys evicted a row a reader filled")
+	}
+	if st := c.Stats(); st.Bytes > budget {
+		t.Fatalf("over budget: %+v", st)
+	}
+}
+
+// TestCollidingKeys: two keys with one hash share a slot; each reads its
+// own row or misses, never the other's.
+func TestCollidingKeys(t *testing.T) {
+	c := New(1 << 20)
+	c.hash = func([]byte) uint64 { return 42 }
+	c.Put([]byte("a"), []byte("row-a"))
+	if _, ok := c.Peek([]byte("b")); ok {
+		t.Fatal("b read a's row")
+	}
+	_, _, tok := c.Get([]byte("b"))
+	c.Fill([]byte("b"), []byte("row-b"), tok)
+	if got, ok := c.Peek([]byte("b")); !ok || string(got) != "row-b" {
+		t.Fatalf("b = %q, %v", got, ok)
+	}
+	if got, ok := c.Peek([]byte("a")); ok {
+		t.Fatalf("a read %q after b took the slot", got)
+	}
+	c.Put([]byte("a"), []byte("row-a2")) // replaces b in the slot
+	c.Invalidate([]byte("b"))            // drops the slot: a misses, never stale
+	if _, ok := c.Peek([]byte("a")); ok {
+		t.Fatal("a survived b's invalidation of the shared slot")
+	}
+	if st := c.Stats(); st.Rows != 0 || st.Bytes != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestChargeIsTheHeapCost: what the cache charges is what its rows hold in
+// the Go heap (map included), within a margin for the map's growth steps (its load factor
+// swings between 7/16 and 7/8).
+func TestChargeIsTheHeapCost(t *testing.T) {
+	for _, tc := range []struct{ keys, rowLen int }{{20000, 108}, {100000, 108}, {50000, 0}, {30000, 300}, {300000, 20}} {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		c := New(1 << 40)
+		row := make([]byte, tc.rowLen)
+		for i := range tc.keys {
+			_, _, tok := c.Get(key(1000000 + i))
+			c.Fill(key(1000000+i), row, tok)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		real := float64(after.HeapAlloc) - float64(before.HeapAlloc)
+		charged := float64(c.Stats().Bytes)
+		t.Logf("%d keys, %d-byte rows: charged %.0f B/row, heap %.0f B/row", tc.keys, tc.rowLen, charged/float64(tc.keys), real/float64(tc.keys))
+		if charged < 0.75*real || charged > 1.3*real {
+			t.Errorf("%d keys, %d-byte rows: charged %.0f bytes, the heap grew %.0f (want within 0.75-1.3x)", tc.keys, tc.rowLen, charged, real)
+		}
+		runtime.KeepAlive(c)
 	}
 }
 

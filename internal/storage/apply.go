@@ -24,7 +24,22 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	d.mu.Lock()
 	applied, durable, counts := d.applied, d.durable.LSN, d.counts
 	d.mu.Unlock()
-	w := applyWriter{b: d.pdb.NewBatch(), rows: d.rows, d: d, counts: counts, touched: make(map[string]rowState, len(entries))}
+	size := 0 // the rows' bytes, about
+	for i := range entries {
+		for j := range entries[i].Ops {
+			op := &entries[i].Ops[j]
+			size += len(op.Key) + len(op.Sub) + len(op.Value) + 32
+		}
+	}
+	var b *pebble.Batch
+	if size > bigBatch {
+		// Sized up front: a batch that grows by doubling to hold a 64 MB
+		// value allocates every power of two up to twice that.
+		b = d.pdb.NewBatchWithSize(size + 4096)
+	} else {
+		b = d.pdb.NewBatch()
+	}
+	w := applyWriter{b: b, rows: d.rows, d: d, counts: counts, touched: make(map[string]rowState, len(entries))}
 	defer w.b.Close()
 	for i := range entries {
 		e := &entries[i]
@@ -49,9 +64,11 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	if err := w.b.Commit(noSyncWrite); err != nil {
 		return fmt.Errorf("storage: apply up to lsn %d: %w", applied, err)
 	}
-	// Write-through: the metadata rows just committed go to the row cache,
-	// so a key just written reads from memory (a delete caches "no such
-	// key"). A FLUSHALL empties it.
+	// Write-through: the metadata rows just committed replace the ones
+	// the row cache holds, and new keys are cached while it has room
+	// (rowcache.Put never evicts), so a key just written reads from
+	// memory without a bulk load pushing out what readers fetched (a
+	// delete caches "no such key"). A FLUSHALL empties it.
 	if w.flushed {
 		d.rows.Clear()
 	}
@@ -69,6 +86,11 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	d.mu.Unlock()
 	return nil
 }
+
+const (
+	// bigBatch: an Apply of more bytes than this sizes its batch first.
+	bigBatch = 1 << 20
+)
 
 // applyWriter turns package keyspace's row writes into one Pebble batch,
 // and keeps storage's own rows in step: the expiry index row of every

@@ -259,6 +259,19 @@ func (d *DB) TruncateLogAfter(lsn uint64) error {
 	return nil
 }
 
+// TrimLogTo removes the oldest applied entries so that about keep bytes of
+// log remain (sizes estimated from the average entry; whole segments go,
+// see TruncateLogBefore): the retention of a node that does not lead.
+func (d *DB) TrimLogTo(keep int64) error {
+	d.mu.Lock()
+	base, count, size := d.logBase.LSN, d.logCount, d.logBytes
+	d.mu.Unlock()
+	if count == 0 || size <= keep {
+		return nil
+	}
+	return d.TruncateLogBefore(base + uint64(count-count*max(keep, 0)/size))
+}
+
 // TruncateLogBefore removes entries up to and including lsn (retention); the
 // entry at lsn becomes the log base. It never removes unapplied entries.
 //

@@ -159,20 +159,56 @@ var (
 	noSyncWrite = pebble.NoSync
 )
 
-// Options configure Open.
+// Options configure Open. The memory figures are what the node's
+// --max-memory budget assigns (internal/node); 0 means the default.
 type Options struct {
 	// FS is the file system, for Pebble and the log; nil means the real
 	// disk. Tests use vfs.NewMem.
 	FS vfs.FS
 	// LogSegmentSize is the nominal size of a log segment file; 0 means
-	// the wal's default (64 MiB).
+	// DefaultLogSegmentSize.
 	LogSegmentSize int64
 	// CacheBytes is Pebble's block cache size; 0 means 64 MiB.
 	CacheBytes int64
+	// MemTableBytes is the size of one of Pebble's memtables; 0 means
+	// DefaultMemTableBytes. Pebble keeps up to MemTables of them (the
+	// one being written and those waiting to flush) before writes stall;
+	// 0 means DefaultMemTables. Their memory is charged to the block
+	// cache's allocation, beside CacheBytes (MemoryBytes).
+	MemTableBytes int64
+	MemTables     int
 	// RowCacheBytes bounds the cache of data rows that point reads fill
 	// (package rowcache); 0 means 64 MiB, negative means none.
 	RowCacheBytes int64
 	Logger        *slog.Logger
+}
+
+// MemoryBytes is the most memory Pebble's cache allocation can hold under
+// these options: the block cache and every memtable. It lives outside the
+// Go heap (Pebble allocates it by hand), so a Go memory limit leaves it
+// out.
+func (o Options) MemoryBytes() int64 {
+	o = o.withDefaults()
+	return o.CacheBytes + o.MemTableBytes*int64(o.MemTables)
+}
+
+func (o Options) withDefaults() Options {
+	if o.LogSegmentSize == 0 {
+		o.LogSegmentSize = DefaultLogSegmentSize
+	}
+	if o.CacheBytes == 0 {
+		o.CacheBytes = 64 << 20
+	}
+	if o.MemTableBytes == 0 {
+		o.MemTableBytes = DefaultMemTableBytes
+	}
+	if o.MemTables == 0 {
+		o.MemTables = DefaultMemTables
+	}
+	if o.RowCacheBytes == 0 {
+		o.RowCacheBytes = 64 << 20
+	}
+	return o
 }
 
 // DB is a node's storage. Log appends, TruncateLogAfter and the ingest
@@ -226,16 +262,22 @@ type DB struct {
 	expiryScans  uint64 // scans that read the index (tests)
 }
 
-// Pebble's memtables; writes stall when memTables are full. Pebble
-// preallocates each of its WAL files to a memtable's size and keeps one
-// per unflushed memtable, so with 64 MiB ones a node held ~430 MB of WAL
-// files (75 MB written) after 1M x 100 B keys: 626 MB on disk per node.
-// 16 MiB ones give 311 MB; when the log still shared the memtable they
-// cost ~10% of write throughput, which bench/run.sh no longer shows now
-// that only data rows go through it.
+// Defaults of Options.
+//
+// Pebble's memtables: writes stall when MemTables are full. Pebble
+// preallocates each of its WAL files to 110% of a memtable's size and
+// keeps one per memtable (plus one) for reuse, so the memtable size is
+// also Pebble's disk floor: with 64 MiB ones a node held ~430 MB of WAL
+// files (75 MB written) after 1M x 100 B keys, with 16 MiB ones ~90 MB.
+// The node sets them from its memory budget.
+//
+// Log segments are preallocated too, and retention removes whole
+// segments: a 16 MiB segment bounds both the space a fresh segment
+// holds before it fills and what a trim leaves behind.
 const (
-	memTableSize = 16 << 20
-	memTables    = 4
+	DefaultMemTableBytes  = 16 << 20
+	DefaultMemTables      = 4
+	DefaultLogSegmentSize = 16 << 20
 )
 
 // Open opens (creating if needed) the database in dir and its log in
@@ -246,20 +288,17 @@ func Open(dir string, opts Options) (*DB, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	cache := opts.CacheBytes
-	if cache == 0 {
-		cache = 64 << 20
-	}
+	opts = opts.withDefaults()
 	// Pebble charges its memtables to the block cache: a cache no larger
 	// than the memtables holds no block at all, and every read decompresses
 	// its blocks again. The cache is sized for both.
-	c := pebble.NewCache(cache + memTableSize*memTables)
+	c := pebble.NewCache(opts.MemoryBytes())
 	defer c.Unref()
 	po := &pebble.Options{
 		FS:                          opts.FS,
 		Cache:                       c,
-		MemTableSize:                memTableSize,
-		MemTableStopWritesThreshold: memTables,
+		MemTableSize:                uint64(opts.MemTableBytes),
+		MemTableStopWritesThreshold: opts.MemTables,
 		Logger:                      pebbleLogger{log},
 	}
 	po.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
@@ -267,11 +306,7 @@ func Open(dir string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
 	}
-	rowBytes := opts.RowCacheBytes
-	if rowBytes == 0 {
-		rowBytes = 64 << 20
-	}
-	d := &DB{pdb: pdb, log: log, rows: rowcache.New(rowBytes)}
+	d := &DB{pdb: pdb, log: log, rows: rowcache.New(opts.RowCacheBytes)}
 	if err := d.checkFormat(dir); err != nil {
 		pdb.Close()
 		return nil, err

@@ -1144,3 +1144,34 @@ func TestLogGapIsCorruption(t *testing.T) {
 		t.Fatalf("Open with the log's first segments gone: %v, want ErrCorrupt", err)
 	}
 }
+
+// TestTrimLogTo: a node that does not lead keeps about the newest keep
+// bytes of its log, never an unapplied entry.
+func TestTrimLogTo(t *testing.T) {
+	d := open(t, vfs.NewMem())
+	defer d.Close()
+	var es []logrec.Entry
+	for lsn := uint64(1); lsn <= 100; lsn++ {
+		es = append(es, entry(1, lsn, put("k", strings.Repeat("v", 100))))
+	}
+	mustAppend(t, d, es...)
+	mustApply(t, d, es[:50]...)
+	_, size := d.LogSize()
+	per := size / 100
+	if err := d.TrimLogTo(size); err != nil || d.LogBase().LSN != 0 {
+		t.Fatalf("nothing to trim: base %v, %v", d.LogBase(), err)
+	}
+	// Keeping 10 entries' worth would cut into the unapplied ones: the
+	// trim stops at applied.
+	if err := d.TrimLogTo(10 * per); err != nil || d.LogBase().LSN != 50 {
+		t.Fatalf("trim to 10 entries with 50 applied: base %v, %v; want 50", d.LogBase(), err)
+	}
+	mustApply(t, d, es[50:]...)
+	// Sizes are estimated from the average entry: about 10 are kept.
+	if err := d.TrimLogTo(10 * per); err != nil || d.LogBase().LSN < 89 || d.LogBase().LSN > 91 {
+		t.Fatalf("trim to 10 entries, all applied: base %v, %v; want about 90", d.LogBase(), err)
+	}
+	if n, _ := d.LogSize(); n < 9 || n > 11 {
+		t.Fatalf("%d entries kept, want about 10", n)
+	}
+}
