@@ -392,11 +392,14 @@ func (p *Proxy) startOp(sess *resp.Session, args [][]byte) bool {
 		lookupName(pinning, args[0]) || lookupName(unsubscribing, args[0]) {
 		return false
 	}
-	for _, o := range s.owed {
-		if o.tok >= 0 {
-			// An owed reply raises the session's position, which this
-			// command must carry.
-			return false
+	if isRead(args) {
+		for _, o := range s.owed {
+			if o.tok >= 0 {
+				// An owed reply raises the session's position, which this
+				// read must carry. (A write carries none: it goes to the
+				// leader, which serves it whatever the session read.)
+				return false
+			}
 		}
 	}
 	s.owed = append(s.owed, p.begin(sess, args, false))
@@ -409,6 +412,7 @@ func (p *Proxy) flush(c redcon.Conn, sess *resp.Session) {
 		return
 	}
 	// Write what the pipeline queued, a write per connection.
+	p.sendBurst(sess)
 	for i, u := range s.unsent {
 		u.flush()
 		s.unsent[i] = nil
@@ -444,14 +448,76 @@ func (p *Proxy) begin(sess *resp.Session, args [][]byte, now bool) *op {
 	s := sess.Local.(*session)
 	o := &op{args: args, read: isRead(args), policy: s.policy, began: time.Now(), later: !now}
 	if o.read {
+		p.sendBurst(sess)
 		p.tryRead(sess, o)
-	} else {
-		if leader, _, _ := p.snapshot(); leader != nil && leader.healthy() {
-			p.send(sess, o, leader)
+	} else if leader, _, _ := p.snapshot(); leader != nil && leader.healthy() {
+		if !now && s.joinBurst(o, leader) {
+			o.later = false
+			return o
 		}
+		p.sendBurst(sess)
+		p.send(sess, o, leader)
+	} else {
+		p.sendBurst(sess)
 	}
 	o.later = false
 	return o
+}
+
+// maxBurst bounds the writes of one burst (one call upstream).
+const maxBurst = 128
+
+// joinBurst adds o, a write of a pipeline going to leader, to the
+// session's burst when it carries session state (a positional policy or a
+// user, on a leader that enforces positions): consecutive such writes are
+// sent as one run, [TANDEM.USER u] w1 ... wn TANDEM.TOKEN RESET, instead
+// of each with its own TANDEM.TOKEN and RESET. On the node a TANDEM.TOKEN
+// waits for every write before it to be acknowledged, so per-write tokens
+// would make each write of the pipeline wait for the previous one's
+// commit; in one run the writes are started together and share commits.
+// The run's token is the position of its last write (a session's writes
+// on one connection are sequenced in order), which is what each of them
+// raises the session's position to: no read of the session can come
+// between them, since a read after an owed positional reply is served
+// only after the owed replies. Returns false if o is not for a burst.
+func (s *session) joinBurst(o *op, leader *node) bool {
+	if leader.positions.Load() != 1 || (!positional(s.policy) && s.user == "") {
+		return false
+	}
+	if b := s.burst; b != nil && (b.node != leader || len(b.ops) >= maxBurst) {
+		return false
+	}
+	if s.burst == nil {
+		s.burst = &burst{node: leader}
+	}
+	s.burst.ops = append(s.burst.ops, o)
+	return true
+}
+
+// sendBurst queues the session's burst, if any, as one call on its
+// leader's connection (written at the flush, with the rest of the
+// pipeline).
+func (p *Proxy) sendBurst(sess *resp.Session) {
+	s := sess.Local.(*session)
+	b := s.burst
+	if b == nil {
+		return
+	}
+	s.burst = nil
+	args := make([][][]byte, len(b.ops))
+	for i, o := range b.ops {
+		args[i] = o.args
+	}
+	cmds, at, tok := s.writeCmds(args, true)
+	c := newCall(b.node, cmds...)
+	for i, o := range b.ops {
+		o.cmds, o.at, o.tok, o.call = cmds, at[i], tok, c
+	}
+	u := b.node.conn(sess.ID())
+	u.send(c, false)
+	if !slices.Contains(s.unsent, u) {
+		s.unsent = append(s.unsent, u)
+	}
 }
 
 // send starts an attempt of o on n.
@@ -461,7 +527,9 @@ func (p *Proxy) send(sess *resp.Session, o *op, n *node) {
 	if o.read {
 		o.cmds, o.at, o.tok = s.readCmds(o.args, withPos)
 	} else {
-		o.cmds, o.at, o.tok = s.writeCmds(o.args, withPos)
+		var at []int
+		o.cmds, at, o.tok = s.writeCmds([][][]byte{o.args}, withPos)
+		o.at = at[0]
 	}
 	o.call = newCall(n, o.cmds...)
 	u := n.conn(sess.ID())

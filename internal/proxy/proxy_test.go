@@ -607,3 +607,90 @@ func pinnedConns(t *testing.T, c *redis.Client) int {
 	t.Fatalf("no pubsub_pinned_connections in %q", s)
 	return 0
 }
+
+// TestRYWPipelineIsOneRun: a ryw session's pipelined writes reach the
+// leader as one run (the user once, the writes back to back, one
+// TANDEM.TOKEN and one RESET), so that the node starts them together and
+// they share commits; the session's position is the last write's, and a
+// read later in the pipeline carries it. With per-write tokens each write
+// would wait on the node for the previous one's commit.
+func TestRYWPipelineIsOneRun(t *testing.T) {
+	l, f1, f2, v := threeFakes(t, true)
+	p, addr := startProxy(t, Config{}, v)
+	testutil.Eventually(t, "nodes probed", 5*time.Second, func() (bool, string) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for _, n := range p.nodes {
+			if n.positions.Load() != 1 {
+				return false, "node " + n.id + " not probed"
+			}
+		}
+		return true, ""
+	})
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	rd := bufio.NewReader(nc)
+	line := func() string {
+		_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		s, err := rd.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSuffix(s, "\r\n")
+	}
+	fmt.Fprint(nc, "*2\r\n$11\r\nTANDEM.USER\r\n$1\r\nu\r\n")
+	if got := line(); got != "+OK" {
+		t.Fatalf("TANDEM.USER: %q", got)
+	}
+	// One write of the client: 16 SETs, a GET, and the token.
+	var b strings.Builder
+	for i := range 16 {
+		k := fmt.Sprintf("k%02d", i)
+		fmt.Fprintf(&b, "*3\r\n$3\r\nSET\r\n$3\r\n%s\r\n$1\r\n%d\r\n", k, i%10)
+	}
+	b.WriteString("*2\r\n$3\r\nGET\r\n$3\r\nk15\r\n*1\r\n$12\r\nTANDEM.TOKEN\r\n")
+	if _, err := nc.Write([]byte(b.String())); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 16 {
+		if got := line(); got != "+OK" {
+			t.Fatalf("SET %d: %q", i, got)
+		}
+	}
+	if got := line() + " " + line(); got != "$1 5" {
+		t.Fatalf("GET after the writes: %q (followers are behind: the leader serves it)", got)
+	}
+	if got := line() + " " + line(); got != "$7 t1:1:16" {
+		t.Fatalf("token after 16 writes: %q, want t1:1:16", got)
+	}
+	var sets []string
+	for i := range 16 {
+		sets = append(sets, fmt.Sprintf("SET k%02d %d", i, i%10))
+	}
+	// Undone with commands a node starts without waiting for the commits
+	// before them, not RESET.
+	want := "TANDEM.USER u | " + strings.Join(sets, " | ") + " | TANDEM.TOKEN | TANDEM.USER  | TANDEM.TOKEN RESET | "
+	rec := strings.Join(l.received(), " | ")
+	if !strings.Contains(rec, want) {
+		t.Errorf("leader received\n%s\nwant the run\n%s", rec, want)
+	}
+	if l.count("tandem.token") != 4 { // the run's and its reset, and the GET's floor and position
+		t.Errorf("leader got %d TANDEM.TOKEN, want 4 (two for the 16 writes): %s", l.count("tandem.token"), rec)
+	}
+	l.mu.Lock()
+	resets := l.resets
+	l.mu.Unlock()
+	if resets != 1 {
+		t.Errorf("leader had its session RESET %d times, want 1 (after the GET only)", resets)
+	}
+	// The GET carried the run's position to the followers, which are
+	// behind it.
+	for _, f := range []*fakeNode{f1, f2} {
+		if got := f.received(); !slices.Contains(got, "TANDEM.TOKEN t1:1:16") {
+			t.Errorf("%s got %q, want the GET with floor t1:1:16", f.id, got)
+		}
+	}
+}
