@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -117,6 +118,15 @@ func (u *upConn) send(c *call, now bool) {
 		u.wmu.Unlock() // the writer takes it with its next write
 		return
 	}
+	// Become the writer, but first let the goroutines that are ready to
+	// run (other clients whose requests arrived with this one) queue
+	// theirs: one write then carries them all, as twemproxy's event loop
+	// writes once per round. Idle, nothing else is ready and Gosched
+	// returns at once.
+	u.flushing = nc
+	u.wmu.Unlock()
+	runtime.Gosched()
+	u.wmu.Lock()
 	u.writeOut(nc)
 	u.wmu.Unlock()
 }
