@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"strconv"
+	"time"
 
 	"github.com/tandemdb/tandem/internal/resp"
 )
@@ -58,6 +59,8 @@ type session struct {
 	// unsent are the connections holding owed requests' bytes not
 	// written yet (the flush writes them).
 	unsent []*upConn
+	// timer bounds a wait for a node's reply (await), reused.
+	timer *time.Timer
 	// pin is the session's own connection to the leader while it holds a
 	// transaction or watches (tx.go); nil otherwise.
 	pin *pinned

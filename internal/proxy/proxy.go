@@ -439,6 +439,13 @@ type op struct {
 	began   time.Time
 	fellWhy string // why a read ended at the leader, if it fell back
 	later   bool   // the first attempt may leave its bytes for the flush
+
+	// Storage for the common case, so that a request costs few
+	// allocations: the first attempt's call, a lone command's list, the
+	// first nodes tried.
+	first    call
+	one      [1][][]byte
+	triedBuf [3]*node
 }
 
 // begin starts o's first attempt where it goes, if it can go anywhere
@@ -447,6 +454,7 @@ type op struct {
 func (p *Proxy) begin(sess *resp.Session, args [][]byte, now bool) *op {
 	s := sess.Local.(*session)
 	o := &op{args: args, read: isRead(args), policy: s.policy, began: time.Now(), later: !now}
+	o.tried = o.triedBuf[:0]
 	if o.read {
 		p.sendBurst(sess)
 		p.tryRead(sess, o)
@@ -509,7 +517,8 @@ func (p *Proxy) sendBurst(sess *resp.Session) {
 		args[i] = o.args
 	}
 	cmds, at, tok := s.writeCmds(args, true)
-	c := newCall(b.node, cmds...)
+	c := new(call)
+	c.init(b.node, cmds)
 	for i, o := range b.ops {
 		o.cmds, o.at, o.tok, o.call = cmds, at[i], tok, c
 	}
@@ -524,14 +533,25 @@ func (p *Proxy) sendBurst(sess *resp.Session) {
 func (p *Proxy) send(sess *resp.Session, o *op, n *node) {
 	s := sess.Local.(*session)
 	withPos := n.positions.Load() == 1
-	if o.read {
+	switch {
+	case !withPos || (!positional(s.policy) && (o.read || s.user == "")):
+		// A bare command (what readCmds and writeCmds give, without
+		// their allocations).
+		o.one[0] = o.args
+		o.cmds, o.at, o.tok = o.one[:], 0, -1
+	case o.read:
 		o.cmds, o.at, o.tok = s.readCmds(o.args, withPos)
-	} else {
+	default:
 		var at []int
 		o.cmds, at, o.tok = s.writeCmds([][][]byte{o.args}, withPos)
 		o.at = at[0]
 	}
-	o.call = newCall(n, o.cmds...)
+	if o.first.done == nil {
+		o.call = &o.first
+	} else {
+		o.call = new(call)
+	}
+	o.call.init(n, o.cmds)
 	u := n.conn(sess.ID())
 	u.send(o.call, !o.later)
 	if o.later && !slices.Contains(s.unsent, u) {
@@ -679,7 +699,7 @@ func (p *Proxy) completeWrite(ctx context.Context, sess *resp.Session, o *op) []
 			}
 			continue
 		}
-		err := p.await(ctx, o.call, p.cfg.UpstreamTimeout)
+		err := s.await(ctx, o.call, p.cfg.UpstreamTimeout)
 		switch {
 		case errors.Is(err, errNotSent):
 			o.call = nil
@@ -736,7 +756,7 @@ func (p *Proxy) completeRead(ctx context.Context, sess *resp.Session, o *op) []b
 			return fmt.Appendf(nil, replyNoNode, last)
 		}
 		n := o.call.node
-		err := p.await(ctx, o.call, p.cfg.ReadTimeout)
+		err := s.await(ctx, o.call, p.cfg.ReadTimeout)
 		if err != nil {
 			if ctx.Err() != nil {
 				return []byte("-ERR tandem proxy: client gone\r\n")
@@ -773,13 +793,20 @@ func (p *Proxy) completeRead(ctx context.Context, sess *resp.Session, o *op) []b
 
 // await waits for c; a node that does not answer within timeout has its
 // connection abandoned (and the error is errLost).
-func (p *Proxy) await(ctx context.Context, c *call, timeout time.Duration) error {
+func (s *session) await(ctx context.Context, c *call, timeout time.Duration) error {
 	select {
 	case <-c.done:
 		return c.err
 	default:
 	}
-	t := time.NewTimer(timeout)
+	// The session's own timer, reused (a stopped timer's channel holds
+	// no stale tick since Go 1.23).
+	if s.timer == nil {
+		s.timer = time.NewTimer(timeout)
+	} else {
+		s.timer.Reset(timeout)
+	}
+	t := s.timer
 	defer t.Stop()
 	select {
 	case <-c.done:

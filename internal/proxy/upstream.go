@@ -44,10 +44,20 @@ type call struct {
 	// up and nc are the connection it was written on (abandon closes it).
 	up *upConn
 	nc net.Conn
+
+	// one holds a lone command's reply (most calls are one command).
+	one [1][]byte
 }
 
 func newCall(n *node, cmds ...[][]byte) *call {
-	return &call{cmds: cmds, node: n, done: make(chan struct{})}
+	c := new(call)
+	c.init(n, cmds)
+	return c
+}
+
+// init makes c a new call of cmds to n; c must be unused.
+func (c *call) init(n *node, cmds [][][]byte) {
+	c.cmds, c.node, c.done = cmds, n, make(chan struct{})
 }
 
 func (c *call) finish(err error) {
@@ -240,7 +250,11 @@ func (u *upConn) read(nc net.Conn) {
 				u.pending = u.pending[1:]
 				u.qmu.Unlock()
 				want = len(cur.cmds)
-				cur.replies = make([][]byte, 0, want)
+				if want == 1 {
+					cur.replies = cur.one[:0]
+				} else {
+					cur.replies = make([][]byte, 0, want)
+				}
 			}
 			cur.replies = append(cur.replies, append([]byte(nil), r.Raw...))
 			off += n
