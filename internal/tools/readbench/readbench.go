@@ -68,10 +68,12 @@ type Options struct {
 	Warmup       time.Duration
 	Keys         int
 	Mode         string
-	Dir          string
-	Keep         bool
-	Out          io.Writer
-	Log          *slog.Logger
+	// ProxyArgs are extra flags for the proxy (e.g. --conns-per-node).
+	ProxyArgs []string
+	Dir       string
+	Keep      bool
+	Out       io.Writer
+	Log       *slog.Logger
 }
 
 // DefaultPolicies are the policies the targets name, in order.
@@ -111,6 +113,7 @@ func NewCommand() *cobra.Command {
 	f.DurationVar(&o.Warmup, "warmup", 2*time.Second, "load before each measurement, not counted")
 	f.IntVar(&o.Keys, "keys", 10000, "keys loaded before the runs; reads GET a random one")
 	f.StringVar(&o.Mode, "mode", "async", "commit mode of the cluster")
+	f.StringSliceVar(&o.ProxyArgs, "proxy-args", nil, "extra flags for the proxy, e.g. --proxy-args=--conns-per-node=16")
 	f.StringVar(&o.Dir, "dir", "", "directory for the clusters (default: a temp dir, removed after)")
 	f.BoolVar(&o.Keep, "keep", false, "keep the clusters' data and logs")
 	return cmd
@@ -176,7 +179,7 @@ func runLag(ctx context.Context, o Options, dir string, lag time.Duration) ([]re
 	c, err := cluster.Start(ctx, cluster.Config{
 		Binary: exe, Dir: dir, Nodes: 3, ControlPlane: true, Orchestrators: 1, Proxy: true,
 		ServerArgs: args, OrchestratorArgs: []string{"--log-level", "warn", "--mode", o.Mode},
-		ProxyArgs: []string{"--log-level", "warn"},
+		ProxyArgs: append([]string{"--log-level", "warn"}, o.ProxyArgs...),
 	}, o.Log)
 	if err != nil {
 		return nil, fmt.Errorf("bench reads: start cluster: %w", err)
