@@ -74,6 +74,19 @@ type burst struct {
 
 func (s *session) token() position { return maxPos(s.write, s.read) }
 
+// floor is the position a read of the session is sent with (the node's
+// floor for it): under ryw its writes and given tokens, as a node's own
+// ryw session has (what it read is in its token, not its floor: a read
+// served by the leader would otherwise hold every later read to a
+// position the followers reach only a lag later, and keep the session on
+// the leader); under the other policies its token.
+func (s *session) floor() position {
+	if s.policy.Kind == resp.PolicyRYW {
+		return s.write
+	}
+	return s.token()
+}
+
 var (
 	cmdReset     = []byte("RESET")
 	cmdReadPol   = []byte("TANDEM.READPOLICY")
@@ -112,7 +125,7 @@ func (s *session) readCmds(args [][]byte, withPositions bool) (cmds [][][]byte, 
 	if s.user != "" {
 		cmds = append(cmds, [][]byte{cmdUser, []byte(s.user)})
 	}
-	if t := s.token(); t != (position{}) {
+	if t := s.floor(); t != (position{}) {
 		cmds = append(cmds, [][]byte{cmdToken, []byte(resp.FormatToken(t))})
 	}
 	cmds = append(cmds, args, [][]byte{cmdToken}, [][]byte{cmdReset})

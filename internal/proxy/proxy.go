@@ -91,6 +91,8 @@ type Config struct {
 	// RESP is the client-facing connection layer's configuration.
 	RESP   resp.Config
 	Logger *slog.Logger
+
+	clock func() time.Time // the routing's clock (Proxy.now); nil: time.Now
 }
 
 // Member is a node the proxy may route to.
@@ -123,6 +125,9 @@ type Proxy struct {
 	done    chan struct{} // closed by Close
 	rr      atomic.Uint64 // read counter, spreads ties between followers
 	routes  atomic.Pointer[routes]
+	// now is the clock of the read routing's memory of follower
+	// positions (time.Now; tests set their own).
+	now func() time.Time
 }
 
 // New returns a proxy; serve clients with Serve.
@@ -147,8 +152,11 @@ func New(cfg Config) *Proxy {
 	}
 	cfg.RESP.Logger = cfg.Logger
 	p := &Proxy{cfg: cfg, log: cfg.Logger, stats: newStats(), start: time.Now(),
-		nodes: map[string]*node{}, changed: make(chan struct{}), done: make(chan struct{})}
+		nodes: map[string]*node{}, changed: make(chan struct{}), done: make(chan struct{}), now: time.Now}
 	p.routes.Store(&routes{changed: p.changed})
+	if cfg.clock != nil {
+		p.now = cfg.clock
+	}
 	t := resp.Commands{
 		"tandem.readpolicy": {Arity: -1, Run: p.cmdReadPolicy},
 		"tandem.token":      {Arity: -1, Run: p.cmdToken},
@@ -565,7 +573,20 @@ func (p *Proxy) tryRead(sess *resp.Session, o *op) {
 	s := sess.Local.(*session)
 	leader, followers, _ := p.snapshot()
 	o.call = nil
-	n, why := p.pickRead(s, o.policy, leader, followers, o.tried, sess.ID())
+	n, why := p.pickRead(s, o.policy, leader, followers, o.tried, sess.ID(), p.now())
+	if why == "followers-behind" && o.policy.Kind == resp.PolicyMonotonic {
+		// A monotonic read served by the leader raises the session's
+		// position to the leader's, which the followers reach only a lag
+		// later: the next read would go to the leader again, and so on.
+		// Wait here instead (not on a follower's shared connection) for
+		// a follower to be known at the position, up to monotonicWait.
+		deadline := time.Now().Add(monotonicWait)
+		for why == "followers-behind" && time.Now().Before(deadline) {
+			time.Sleep(2 * time.Millisecond)
+			leader, followers, _ = p.snapshot()
+			n, why = p.pickRead(s, o.policy, leader, followers, o.tried, sess.ID(), p.now())
+		}
+	}
 	if n == nil {
 		return
 	}
@@ -576,12 +597,24 @@ func (p *Proxy) tryRead(sess *resp.Session, o *op) {
 	p.send(sess, o, n)
 }
 
+// monotonicWait bounds how long a monotonic read waits in the proxy for
+// a follower to be known to have applied the session's position.
+const monotonicWait = 100 * time.Millisecond
+
 // pickRead is where a read goes next under pol, not to a node in tried:
 // a follower the policy allows (least loaded, the proxy's zone first;
 // under monotonic the session's sticky follower first, chosen among the
 // followers in the proxy's zone when it has any), else the leader,
 // with why a read the policy would let a follower serve reached it.
-func (p *Proxy) pickRead(s *session, pol Policy, leader *node, followers []*node, tried []*node, sid uint64) (*node, string) {
+//
+// A follower that would make the read wait is passed over: under ryw and
+// monotonic one known (from the reads served there) to be behind the
+// session's position, under bounded one that refused a bounded read as
+// too stale just before. The node would wait up to its --read-wait and
+// then send the read elsewhere anyway, and meanwhile every request behind
+// it on the shared connection waits too (the node serves a connection's
+// requests in order); the leader serves such a read at once.
+func (p *Proxy) pickRead(s *session, pol Policy, leader *node, followers []*node, tried []*node, sid uint64, now time.Time) (*node, string) {
 	why := ""
 	if pol.Kind != resp.PolicyLeader && len(followers) > 0 {
 		var (
@@ -590,8 +623,19 @@ func (p *Proxy) pickRead(s *session, pol Policy, leader *node, followers []*node
 			bestOther bool
 			eligible  int // healthy followers that may serve pol
 			lacking   int
+			behind    int  // eligible but known to be behind (or too stale)
 			inZone    bool // one of them, not tried yet, is in the proxy's zone
 		)
+		floor := s.floor()
+		wouldWait := func(n *node) bool {
+			switch pol.Kind {
+			case resp.PolicyRYW, resp.PolicyMonotonic:
+				return floor != (position{}) && n.knownBehind(floor, now)
+			case resp.PolicyBounded:
+				return n.recentlyStale(now)
+			}
+			return false
+		}
 		// Ties go to the first found from a rotating start, so that reads
 		// spread over equally loaded followers.
 		k := int(p.rr.Add(1) % uint64(len(followers)))
@@ -610,6 +654,10 @@ func (p *Proxy) pickRead(s *session, pol Policy, leader *node, followers []*node
 			if slices.Contains(tried, n) {
 				continue
 			}
+			if wouldWait(n) {
+				behind++
+				continue
+			}
 			load, other := n.inflight.Load(), n.zone != p.cfg.Zone
 			inZone = inZone || !other
 			if best == nil || (!other && bestOther) || (other == bestOther && load < bestLoad) {
@@ -624,7 +672,9 @@ func (p *Proxy) pickRead(s *session, pol Policy, leader *node, followers []*node
 			if s.user != "" {
 				key = hash(s.user)
 			}
-			sticky := func(n *node) bool { return n.healthy() && n.positions.Load() == 1 && (!inZone || n.zone == p.cfg.Zone) }
+			sticky := func(n *node) bool {
+				return n.healthy() && n.positions.Load() == 1 && (!inZone || n.zone == p.cfg.Zone) && !wouldWait(n)
+			}
 			var pool []*node
 			for _, n := range followers {
 				if sticky(n) {
@@ -639,6 +689,8 @@ func (p *Proxy) pickRead(s *session, pol Policy, leader *node, followers []*node
 			return best, ""
 		}
 		switch {
+		case behind > 0 && behind+len(tried) >= eligible:
+			why = "followers-behind"
 		case eligible > 0:
 			why = "read-elsewhere"
 		case lacking > 0:
@@ -775,6 +827,9 @@ func (p *Proxy) completeRead(ctx context.Context, sess *resp.Session, o *op) []b
 			}
 		}
 		if hasPrefix(r, "-TRYAGAIN tandem: read elsewhere") || hasPrefix(r, "-LOADING") || hasPrefix(r, "-MASTERDOWN") {
+			if o.policy.Kind == resp.PolicyBounded && hasPrefix(r, "-TRYAGAIN") {
+				n.refusedStale(p.now())
+			}
 			p.stats.readsElsewhere.Add(1)
 			last = "node " + n.id + ": " + strings.TrimSpace(string(trunc(r[1:], 120)))
 			p.tryRead(sess, o)
@@ -783,6 +838,7 @@ func (p *Proxy) completeRead(ctx context.Context, sess *resp.Session, o *op) []b
 		if o.tok >= 0 {
 			if t, ok := tokenOf(o.call.replies[o.tok]); ok {
 				s.read = maxPos(s.read, t)
+				n.servedAt(t, p.now())
 			}
 		}
 		p.stats.readServed(policyName(o.policy), n.id, o.fellWhy, n.zone != p.cfg.Zone)

@@ -694,3 +694,103 @@ func TestRYWPipelineIsOneRun(t *testing.T) {
 		}
 	}
 }
+
+// TestReadsAvoidFollowersBehind: a follower known (from the reads it
+// served) to be behind the session's position gets no ryw read, which it
+// would hold while waiting, and with it every request behind it on the
+// shared connection: the leader serves it at once. Once what the proxy
+// knows is older than positionTTL, a follower is tried again. Under
+// bounded, a follower that refused as too stale is left out for staleTTL.
+func TestReadsAvoidFollowersBehind(t *testing.T) {
+	l, f1, f2, v := threeFakes(t, true)
+	var mu sync.Mutex
+	now := time.Unix(1000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	p, addr := startProxy(t, Config{clock: clock}, v)
+	testutil.Eventually(t, "nodes probed", 5*time.Second, func() (bool, string) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for _, n := range p.nodes {
+			if n.positions.Load() != 1 {
+				return false, "node " + n.id + " not probed"
+			}
+		}
+		return true, ""
+	})
+	ctx := context.Background()
+	c := client(t, addr)
+	catchUp := func(lsn uint64, val string) {
+		for _, f := range []*fakeNode{f1, f2} {
+			f.mu.Lock()
+			f.lsn, f.data["k"] = lsn, val
+			f.mu.Unlock()
+		}
+	}
+	get := func(want string) {
+		t.Helper()
+		if got, err := c.Get(ctx, "k").Result(); err != nil || got != want {
+			t.Fatalf("GET = %q, %v; want %q", got, err, want)
+		}
+	}
+	if err := c.Set(ctx, "k", "v1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	catchUp(1, "v1")
+	// Both followers serve reads at t1:1:1 (ties rotate between them).
+	for i := 0; f1.count("get") == 0 || f2.count("get") == 0; i++ {
+		if i == 50 {
+			t.Fatalf("reads did not reach both followers: %d, %d", f1.count("get"), f2.count("get"))
+		}
+		get("v1")
+	}
+	if l.count("get") != 0 {
+		t.Fatalf("the leader served %d reads of caught-up followers", l.count("get"))
+	}
+	followerGets := f1.count("get") + f2.count("get")
+
+	// A write the followers have not applied: its ryw read goes to the
+	// leader without trying them.
+	if err := c.Set(ctx, "k", "v2", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	get("v2")
+	if n := f1.count("get") + f2.count("get"); n != followerGets || l.count("get") != 1 {
+		t.Errorf("after a write the followers are known not to have: followers got %d more GETs, leader %d; want 0 and 1", n-followerGets, l.count("get"))
+	}
+	info, _ := c.Info(ctx, "proxy").Result()
+	if !strings.Contains(info, "reads_fallback_leader_followers-behind:1") {
+		t.Errorf("INFO lacks the fallback:\n%s", info)
+	}
+	// What the proxy knows ages out: a follower is asked again, and
+	// serves once it has caught up.
+	catchUp(2, "v2")
+	advance(positionTTL)
+	get("v2")
+	if n := f1.count("get") + f2.count("get"); n != followerGets+1 || l.count("get") != 1 {
+		t.Errorf("after positionTTL: followers got %d more GETs, leader %d more; want 1 and 0", n-followerGets, l.count("get")-1)
+	}
+
+	// bounded: a follower's refusal keeps bounded reads off it for
+	// staleTTL. (The fakes refuse a read behind the session's floor
+	// under any policy but any.)
+	if err := c.Do(ctx, "TANDEM.READPOLICY", "bounded", "50").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set(ctx, "k", "v3", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	advance(positionTTL) // forget the positions: only refusals steer now
+	get("v3")            // both followers refuse, the leader serves
+	followerGets, leaderGets := f1.count("get")+f2.count("get"), l.count("get")
+	get("v3")
+	if n := f1.count("get") + f2.count("get"); n != followerGets || l.count("get") != leaderGets+1 {
+		t.Errorf("bounded after refusals: followers got %d more GETs, leader %d; want 0 and 1", n-followerGets, l.count("get")-leaderGets)
+	}
+	advance(staleTTL)
+	catchUp(3, "v3")
+	get("v3")
+	if n := f1.count("get") + f2.count("get"); n != followerGets+1 {
+		t.Errorf("bounded after staleTTL: followers got %d more GETs, want 1", n-followerGets)
+	}
+}

@@ -379,7 +379,59 @@ type node struct {
 	positions atomic.Int32
 	pinging   atomic.Bool // revive runs
 	isDown    atomic.Bool // down, for readers without mu
+
+	// What the node is known to have applied: the highest position a
+	// read was served at there (the token after it), and when that was
+	// learned; and when it last refused a bounded read (too stale).
+	// Routing only: the node itself checks every read.
+	pmu       sync.Mutex
+	applied   position
+	appliedAt time.Time
+	staleAt   time.Time
 }
+
+// servedAt records that a read was served at pos on the node.
+func (n *node) servedAt(pos position, now time.Time) {
+	n.pmu.Lock()
+	if less(n.applied, pos) {
+		n.applied = pos
+	}
+	n.appliedAt = now
+	n.pmu.Unlock()
+}
+
+// knownBehind: the node is known, from a read served there within
+// positionTTL, to be behind floor, so a read needing floor would wait
+// there (holding up every other request on its shared connection).
+func (n *node) knownBehind(floor position, now time.Time) bool {
+	n.pmu.Lock()
+	defer n.pmu.Unlock()
+	return less(n.applied, floor) && now.Sub(n.appliedAt) < positionTTL
+}
+
+// refusedStale records a bounded read refused as too stale.
+func (n *node) refusedStale(now time.Time) {
+	n.pmu.Lock()
+	n.staleAt = now
+	n.pmu.Unlock()
+}
+
+// recentlyStale: the node refused a bounded read as too stale within
+// the last staleTTL: it is out of bounded's rotation until then, and
+// then one read finds out whether it caught up.
+func (n *node) recentlyStale(now time.Time) bool {
+	n.pmu.Lock()
+	defer n.pmu.Unlock()
+	return !n.staleAt.IsZero() && now.Sub(n.staleAt) < staleTTL
+}
+
+// How long what a node is known to have applied, or that it was too
+// stale for bounded, steers reads away from it. Past that a read is sent
+// to find out again.
+const (
+	positionTTL = 500 * time.Millisecond
+	staleTTL    = 100 * time.Millisecond
+)
 
 func newNode(p *Proxy, id, addr, zone string) *node {
 	n := &node{p: p, id: id, addr: addr, zone: zone}
