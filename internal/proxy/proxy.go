@@ -402,10 +402,12 @@ func (p *Proxy) startOp(sess *resp.Session, args [][]byte) bool {
 	}
 	if isRead(args) {
 		for _, o := range s.owed {
-			if o.tok >= 0 {
+			if o.tok >= 0 && (!o.read || s.policy.Kind != resp.PolicyRYW) {
 				// An owed reply raises the session's position, which this
 				// read must carry. (A write carries none: it goes to the
-				// leader, which serves it whatever the session read.)
+				// leader, which serves it whatever the session read; nor
+				// does a ryw read carry what the session read, only its
+				// writes: see session.floor.)
 				return false
 			}
 		}
