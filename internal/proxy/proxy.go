@@ -488,11 +488,13 @@ const maxBurst = 128
 // joinBurst adds o, a write of a pipeline going to leader, to the
 // session's burst when it carries session state (a positional policy or a
 // user, on a leader that enforces positions): consecutive such writes are
-// sent as one run, [TANDEM.USER u] w1 ... wn TANDEM.TOKEN RESET, instead
-// of each with its own TANDEM.TOKEN and RESET. On the node a TANDEM.TOKEN
-// waits for every write before it to be acknowledged, so per-write tokens
-// would make each write of the pipeline wait for the previous one's
-// commit; in one run the writes are started together and share commits.
+// sent as one run, [TANDEM.USER u] w1 ... wn TANDEM.TOKEN and what undoes
+// the session state (writeCmds), instead of each with its own. A node
+// that does not start TANDEM.TOKEN ahead waits for every write before it
+// to be acknowledged, so per-write tokens would make each write of the
+// pipeline wait for the previous one's commit; in one run the writes are
+// started together and share commits. (Until the run is sent its ops'
+// tok is 0, not -1: a read after them waits for their replies.)
 // The run's token is the position of its last write (a session's writes
 // on one connection are sequenced in order), which is what each of them
 // raises the session's position to: no read of the session can come
