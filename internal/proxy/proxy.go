@@ -449,6 +449,7 @@ type op struct {
 	began   time.Time
 	fellWhy string // why a read ended at the leader, if it fell back
 	later   bool   // the first attempt may leave its bytes for the flush
+	sentAt  time.Time // when the current attempt was sent (Proxy.now)
 
 	// Storage for the common case, so that a request costs few
 	// allocations: the first attempt's call, a lone command's list, the
@@ -564,6 +565,9 @@ func (p *Proxy) send(sess *resp.Session, o *op, n *node) {
 		o.call = new(call)
 	}
 	o.call.init(n, o.cmds)
+	if o.read {
+		o.sentAt = p.now()
+	}
 	u := n.conn(sess.ID())
 	u.send(o.call, !o.later)
 	if o.later && !slices.Contains(s.unsent, u) {
@@ -601,6 +605,18 @@ func (p *Proxy) tryRead(sess *resp.Session, o *op) {
 	p.send(sess, o, n)
 }
 
+// waitsForLeader: under the policy a follower may have to wait to catch
+// up with the leader's commit position (linearizable) or freshness
+// (bounded) before it serves; one that refused or was slow is left out of
+// that policy's rotation for staleTTL.
+func waitsForLeader(pol Policy) bool {
+	return pol.Kind == resp.PolicyBounded || pol.Kind == resp.PolicyLinearizable
+}
+
+// slowRead: a bounded or linearizable read that took longer on a
+// follower made it wait for the leader's position.
+const slowRead = 25 * time.Millisecond
+
 // monotonicWait bounds how long a monotonic read waits in the proxy for
 // a follower to be known to have applied the session's position.
 const monotonicWait = 100 * time.Millisecond
@@ -635,7 +651,7 @@ func (p *Proxy) pickRead(s *session, pol Policy, leader *node, followers []*node
 			switch pol.Kind {
 			case resp.PolicyRYW, resp.PolicyMonotonic:
 				return floor != (position{}) && n.knownBehind(floor, now)
-			case resp.PolicyBounded:
+			case resp.PolicyBounded, resp.PolicyLinearizable:
 				return n.recentlyStale(now)
 			}
 			return false
@@ -831,7 +847,7 @@ func (p *Proxy) completeRead(ctx context.Context, sess *resp.Session, o *op) []b
 			}
 		}
 		if hasPrefix(r, "-TRYAGAIN tandem: read elsewhere") || hasPrefix(r, "-LOADING") || hasPrefix(r, "-MASTERDOWN") {
-			if o.policy.Kind == resp.PolicyBounded && hasPrefix(r, "-TRYAGAIN") {
+			if waitsForLeader(o.policy) && hasPrefix(r, "-TRYAGAIN") {
 				n.refusedStale(p.now())
 			}
 			p.stats.readsElsewhere.Add(1)
@@ -844,6 +860,11 @@ func (p *Proxy) completeRead(ctx context.Context, sess *resp.Session, o *op) []b
 				s.read = maxPos(s.read, t)
 				n.servedAt(t, p.now())
 			}
+		}
+		if leader, _, _ := p.snapshot(); waitsForLeader(o.policy) && n != leader && p.now().Sub(o.sentAt) > slowRead {
+			// The follower made the read wait for the leader's position:
+			// it lags, and each such read holds its shared connection.
+			n.refusedStale(p.now())
 		}
 		p.stats.readServed(policyName(o.policy), n.id, o.fellWhy, n.zone != p.cfg.Zone)
 		n.reads.Add(1)

@@ -409,16 +409,17 @@ func (n *node) knownBehind(floor position, now time.Time) bool {
 	return less(n.applied, floor) && now.Sub(n.appliedAt) < positionTTL
 }
 
-// refusedStale records a bounded read refused as too stale.
+// refusedStale records a bounded or linearizable read refused, or slow.
 func (n *node) refusedStale(now time.Time) {
 	n.pmu.Lock()
 	n.staleAt = now
 	n.pmu.Unlock()
 }
 
-// recentlyStale: the node refused a bounded read as too stale within
-// the last staleTTL: it is out of bounded's rotation until then, and
-// then one read finds out whether it caught up.
+// recentlyStale: the node refused a bounded or linearizable read, or was
+// slow to serve one, within the last staleTTL: it is out of those
+// policies' rotation until then, and then reads find out whether it
+// caught up.
 func (n *node) recentlyStale(now time.Time) bool {
 	n.pmu.Lock()
 	defer n.pmu.Unlock()
@@ -430,7 +431,7 @@ func (n *node) recentlyStale(now time.Time) bool {
 // to find out again.
 const (
 	positionTTL = 500 * time.Millisecond
-	staleTTL    = 100 * time.Millisecond
+	staleTTL    = time.Second
 )
 
 func newNode(p *Proxy, id, addr, zone string) *node {
