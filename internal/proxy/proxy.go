@@ -447,8 +447,8 @@ type op struct {
 	call    *call // the current attempt; nil: none started
 	tried   []*node
 	began   time.Time
-	fellWhy string // why a read ended at the leader, if it fell back
-	later   bool   // the first attempt may leave its bytes for the flush
+	fellWhy string    // why a read ended at the leader, if it fell back
+	later   bool      // the first attempt may leave its bytes for the flush
 	sentAt  time.Time // when the current attempt was sent (Proxy.now)
 
 	// Storage for the common case, so that a request costs few
