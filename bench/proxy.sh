@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # bench/proxy.sh: what a proxy costs, tandem's against twemproxy's, in one
 # run with the same redis-benchmark GET workload (-c CLIENTS, -P 1 and -P 16):
-#   tandem: GET straight at the leader  vs  GET through `tandem proxy`
-#           (policy leader: the same node serves it, so the ratio is the
-#           proxy's own cost), and through a second proxy with policy any
+#   tandem: GET straight at the leader  vs  GET through a `tandem proxy`
+#           with policy leader (the same node serves it, so the ratio is
+#           the proxy's own cost; its CPU per request is printed too), and
+#           through tandem up's proxy (policy ryw: reads on the followers,
+#           each with the session's position) and a proxy with policy any
 #           (reads spread over the followers);
 #   Redis:  GET straight at redis-server  vs  GET through twemproxy
 #           (Debian's nutcracker) in front of it.
@@ -60,9 +62,10 @@ for try in $(seq 1 100); do
   if [ $ok = 1 ]; then base=$t; break; fi
 done
 [ "$base" != 0 ] || die "no free port range"
-P_PORT=$base            # tandem up's proxy (policy ryw: the leader, on nodes without read positions)
+P_PORT=$base            # tandem up's proxy (policy ryw, the default)
 LEADER_PORT=$((base + 1))
 PANY_PORT=$((base + 60)) # a second proxy, policy any
+PLEAD_PORT=$((base + 61)) # a third, policy leader: the proxy's own cost
 R_PORT=$((base + 50))
 TW_PORT=$((base + 51))
 
@@ -83,6 +86,9 @@ LEADER_PORT=${LEADER_ADDR##*:}
 ETCD=$(sed -n 's/.*"\(http:\/\/127.0.0.1:[0-9]*\)".*/\1/p' "$WORK/t/cluster.json" | head -1)
 "$WORK/tandem" proxy --etcd "$ETCD" --port "$PANY_PORT" --policy any --log-level warn >"$WORK/proxy-any.log" 2>&1 &
 PIDS+=($!)
+"$WORK/tandem" proxy --etcd "$ETCD" --port "$PLEAD_PORT" --policy leader --log-level warn >"$WORK/proxy-leader.log" 2>&1 &
+PLEAD_PID=$!
+PIDS+=($PLEAD_PID)
 
 redis-server --port "$R_PORT" --save '' --appendonly no --dir "$WORK" --daemonize no >"$WORK/redis.log" 2>&1 &
 PIDS+=($!)
@@ -97,9 +103,11 @@ bench:
     - 127.0.0.1:$R_PORT:1
 YML
 nutcracker -c "$WORK/nutcracker.yml" -o "$WORK/nutcracker.log" -s $((base + 52)) &
-PIDS+=($!)
+twpid=$!
+PIDS+=($twpid)
 for i in $(seq 1 100); do
-  [ "$(redis-cli -p "$PANY_PORT" ping 2>/dev/null)" = PONG ] && [ "$(redis-cli -p "$TW_PORT" set x 1 2>/dev/null)" = OK ] && break
+  [ "$(redis-cli -p "$PANY_PORT" ping 2>/dev/null)" = PONG ] && [ "$(redis-cli -p "$PLEAD_PORT" ping 2>/dev/null)" = PONG ] &&
+    [ "$(redis-cli -p "$TW_PORT" set x 1 2>/dev/null)" = OK ] && break
   sleep 0.1
 done
 
@@ -113,19 +121,29 @@ rps() { # port pipeline
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 
+# CPU time (user + system) of a process in clock ticks, and per request.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+us_per() { awk -v a="$1" -v b="$2" -v n="$N" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.1f", (b - a) / hz * 1e6 / n}'; }
+
 say ""
-say "GET, -c $CLIENTS, -n $N, keyspace $KEYSPACE; requests/s (2 CPU cores shared by everything)"
-printf '%-4s %12s %12s %8s %12s %12s %12s %8s\n' "-P" "tandem-dir" "tandem-prx" "ratio" "prx-any" "redis-dir" "twemproxy" "ratio"
+say "GET, -c $CLIENTS, -n $N, keyspace $KEYSPACE; requests/s (2 CPU cores shared by everything); load average $(cut -d' ' -f1-3 /proc/loadavg)"
+printf '%-4s %11s %11s %6s %8s | %10s %10s | %11s %11s %6s %8s\n' "-P" "tandem-dir" "prx-leader" "ratio" "prx us/r" "prx-ryw" "prx-any" "redis-dir" "twemproxy" "ratio" "tw us/r"
 for pl in $PIPELINES; do
   td=$(rps "$LEADER_PORT" "$pl")
-  tp=$(rps "$P_PORT" "$pl")
+  c0=$(ticks "$PLEAD_PID")
+  tp=$(rps "$PLEAD_PORT" "$pl")
+  tpc=$(us_per "$c0" "$(ticks "$PLEAD_PID")")
+  tr=$(rps "$P_PORT" "$pl")
   ta=$(rps "$PANY_PORT" "$pl")
   rd=$(rps "$R_PORT" "$pl")
+  c0=$(ticks "$twpid")
   rt=$(rps "$TW_PORT" "$pl")
-  printf '%-4s %12s %12s %8s %12s %12s %12s %8s\n' "$pl" "$td" "$tp" "$(ratio "$tp" "$td")" "$ta" "$rd" "$rt" "$(ratio "$rt" "$rd")"
+  twc=$(us_per "$c0" "$(ticks "$twpid")")
+  printf '%-4s %11s %11s %6s %8s | %10s %10s | %11s %11s %6s %8s\n' "$pl" "$td" "$tp" "$(ratio "$tp" "$td")" "$tpc" "$tr" "$ta" "$rd" "$rt" "$(ratio "$rt" "$rd")" "$twc"
 done
 say ""
-say "ratio = proxied / direct (1.00: the proxy costs nothing). tandem-prx: tandem up's proxy on :$P_PORT"
-say "(policy ryw; on nodes without read positions it serves reads at the leader, as direct does);"
-say "prx-any: a second tandem proxy, policy any (reads on the followers)."
-redis-cli -p "$P_PORT" info proxy | grep -E '^(reads_|requests_failed)' | tr -d '\r' | sed 's/^/  proxy: /'
+say "ratio = proxied / direct (1.00: the proxy costs nothing); target: tandem's ratio >= twemproxy's."
+say "prx-leader: a tandem proxy with policy leader (the leader serves every GET, as direct); us/r: the"
+say "proxy's (twemproxy's) CPU per request. prx-ryw: tandem up's proxy on :$P_PORT, policy ryw (reads on"
+say "the followers, each carrying the session's position); prx-any: a proxy with policy any."
+redis-cli -p "$P_PORT" info proxy | grep -E '^(reads_|requests_failed)' | tr -d '\r' | sed 's/^/  ryw proxy: /'

@@ -1,9 +1,10 @@
 // Command tandem-bench holds tandem's tools, apart from the server binary:
 // `tandem-bench chaos` (the Jepsen-style harness, internal/tools/chaos),
 // `tandem-bench bench failover`, `tandem-bench bench commit`,
-// `tandem-bench bench pubsub` and `tandem-bench bench apps` (the
-// benchmarks, internal/tools/failbench, internal/tools/commitbench,
-// internal/tools/pubsubbench and internal/tools/appsbench).
+// `tandem-bench bench pubsub`, `tandem-bench bench apps` and
+// `tandem-bench bench reads` (the benchmarks, internal/tools/failbench,
+// internal/tools/commitbench, internal/tools/pubsubbench,
+// internal/tools/appsbench and internal/tools/readbench).
 // `tandem chaos` and `tandem bench` run it (found beside tandem or on
 // PATH), so users keep the one-command way in.
 //
@@ -22,6 +23,7 @@ import (
 	"github.com/tandemdb/tandem/internal/tools/commitbench"
 	"github.com/tandemdb/tandem/internal/tools/failbench"
 	"github.com/tandemdb/tandem/internal/tools/pubsubbench"
+	"github.com/tandemdb/tandem/internal/tools/readbench"
 	"github.com/tandemdb/tandem/internal/tools/tandembin"
 )
 
@@ -38,7 +40,7 @@ func main() {
 	}
 	root.PersistentFlags().StringVar(&binary, "tandem", "", "the tandem binary whose processes the tools run (default: tandem beside this binary, else on PATH)")
 	bench := &cobra.Command{Use: "bench", Short: "Benchmarks"}
-	bench.AddCommand(failbench.NewCommand(), commitbench.NewCommand(), pubsubbench.NewCommand(), appsbench.NewCommand())
+	bench.AddCommand(failbench.NewCommand(), commitbench.NewCommand(), pubsubbench.NewCommand(), appsbench.NewCommand(), readbench.NewCommand())
 	root.AddCommand(chaos.NewCommand(), bench)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "tandem-bench:", err)

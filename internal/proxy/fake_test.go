@@ -122,6 +122,11 @@ func (f *fakeNode) serve(c redcon.Conn, sess *resp.Session, args [][]byte) bool 
 			c.WriteBulkString(resp.FormatToken(maxPos(s.floor, s.at)))
 			return true
 		}
+		if strings.EqualFold(parts[1], "reset") {
+			s.floor, s.at = position{}, position{}
+			c.WriteString("OK")
+			return true
+		}
 		p, err := resp.ParseToken(parts[1])
 		if err != nil {
 			c.WriteError("ERR tandem: malformed token")

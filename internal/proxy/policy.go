@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"strconv"
+	"time"
 
 	"github.com/tandemdb/tandem/internal/resp"
 )
@@ -52,9 +53,14 @@ type session struct {
 	write, read position
 	user        string
 	owed        []*op // started ahead in a pipeline, replies owed in order
+	// burst are writes of the pipeline not queued yet, to be sent as one
+	// run (joinBurst); queued before anything else the session sends.
+	burst *burst
 	// unsent are the connections holding owed requests' bytes not
 	// written yet (the flush writes them).
 	unsent []*upConn
+	// timer bounds a wait for a node's reply (await), reused.
+	timer *time.Timer
 	// pin is the session's own connection to the leader while it holds a
 	// transaction or watches (tx.go); nil otherwise.
 	pin *pinned
@@ -63,7 +69,26 @@ type session struct {
 	blk *pinned
 }
 
+// burst is a run of a pipeline's writes for one leader.
+type burst struct {
+	node *node
+	ops  []*op
+}
+
 func (s *session) token() position { return maxPos(s.write, s.read) }
+
+// floor is the position a read of the session is sent with (the node's
+// floor for it): under ryw its writes and given tokens, as a node's own
+// ryw session has (what it read is in its token, not its floor: a read
+// served by the leader would otherwise hold every later read to a
+// position the followers reach only a lag later, and keep the session on
+// the leader); under the other policies its token.
+func (s *session) floor() position {
+	if s.policy.Kind == resp.PolicyRYW {
+		return s.write
+	}
+	return s.token()
+}
 
 var (
 	cmdReset     = []byte("RESET")
@@ -71,6 +96,7 @@ var (
 	cmdToken     = []byte("TANDEM.TOKEN")
 	cmdUser      = []byte("TANDEM.USER")
 	argBoundedMs = []byte("bounded")
+	argReset     = []byte("RESET")
 )
 
 // readCmds is the policy step for a read: the commands to send one node
@@ -102,25 +128,45 @@ func (s *session) readCmds(args [][]byte, withPositions bool) (cmds [][][]byte, 
 	if s.user != "" {
 		cmds = append(cmds, [][]byte{cmdUser, []byte(s.user)})
 	}
-	if t := s.token(); t != (position{}) {
+	if t := s.floor(); t != (position{}) {
 		cmds = append(cmds, [][]byte{cmdToken, []byte(resp.FormatToken(t))})
 	}
 	cmds = append(cmds, args, [][]byte{cmdToken}, [][]byte{cmdReset})
 	return cmds, len(cmds) - 3, len(cmds) - 2
 }
 
-// writeCmds is the policy step for a write: under a positional policy on
-// nodes that enforce it, the write is sent after the session's user (so
-// the leader records the write for the user) and followed by TANDEM.TOKEN,
-// which answers the write's own position (or a later acknowledged one, see
-// readCmds), and RESET.
-func (s *session) writeCmds(args [][]byte, withPositions bool) (cmds [][][]byte, at, tok int) {
+// writeCmds is the policy step for writes, one or a burst of a
+// pipeline's (all for the leader): under a positional policy or with a
+// user, on nodes that enforce positions, they are sent after the
+// session's user (so the leader records them for the user) and followed
+// by TANDEM.TOKEN, which answers the last one's position (or a later
+// acknowledged one, see readCmds). Then what they set on the node's
+// session is undone, as RESET would, but with TANDEM.USER "" and
+// TANDEM.TOKEN RESET: a node starts those in a pipeline without waiting
+// for the writes before them to commit (RESET would make it wait, and
+// with it every other session's commands on the shared connection). at
+// gives each write's reply index, tok the token's (-1: none).
+func (s *session) writeCmds(writes [][][]byte, withPositions bool) (cmds [][][]byte, at []int, tok int) {
+	at = make([]int, len(writes))
 	if !withPositions || (!positional(s.policy) && s.user == "") {
-		return [][][]byte{args}, 0, -1
+		for i := range at {
+			at[i] = i
+		}
+		return writes, at, -1
 	}
+	cmds = make([][][]byte, 0, len(writes)+3)
 	if s.user != "" {
 		cmds = append(cmds, [][]byte{cmdUser, []byte(s.user)})
 	}
-	cmds = append(cmds, args, [][]byte{cmdToken}, [][]byte{cmdReset})
-	return cmds, len(cmds) - 3, len(cmds) - 2
+	for i, w := range writes {
+		at[i] = len(cmds)
+		cmds = append(cmds, w)
+	}
+	tok = len(cmds)
+	cmds = append(cmds, [][]byte{cmdToken})
+	if s.user != "" {
+		cmds = append(cmds, [][]byte{cmdUser, nil})
+	}
+	cmds = append(cmds, [][]byte{cmdToken, argReset})
+	return cmds, at, tok
 }

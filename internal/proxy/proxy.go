@@ -92,6 +92,8 @@ type Config struct {
 	// RESP is the client-facing connection layer's configuration.
 	RESP   resp.Config
 	Logger *slog.Logger
+
+	clock func() time.Time // the routing's clock (Proxy.now); nil: time.Now
 }
 
 // Member is a node the proxy may route to.
@@ -124,6 +126,9 @@ type Proxy struct {
 	done    chan struct{} // closed by Close
 	rr      atomic.Uint64 // read counter, spreads ties between followers
 	routes  atomic.Pointer[routes]
+	// now is the clock of the read routing's memory of follower
+	// positions (time.Now; tests set their own).
+	now func() time.Time
 }
 
 // New returns a proxy; serve clients with Serve.
@@ -148,8 +153,11 @@ func New(cfg Config) *Proxy {
 	}
 	cfg.RESP.Logger = cfg.Logger
 	p := &Proxy{cfg: cfg, log: cfg.Logger, stats: newStats(), start: time.Now(),
-		nodes: map[string]*node{}, changed: make(chan struct{}), done: make(chan struct{})}
+		nodes: map[string]*node{}, changed: make(chan struct{}), done: make(chan struct{}), now: time.Now}
 	p.routes.Store(&routes{changed: p.changed})
+	if cfg.clock != nil {
+		p.now = cfg.clock
+	}
 	t := resp.Commands{
 		"tandem.readpolicy": {Arity: -1, Run: p.cmdReadPolicy},
 		"tandem.token":      {Arity: -1, Run: p.cmdToken},
@@ -395,11 +403,16 @@ func (p *Proxy) startOp(sess *resp.Session, args [][]byte) bool {
 		lookupName(pinning, args[0]) || lookupName(unsubscribing, args[0]) || lookupName(blocking, args[0]) {
 		return false
 	}
-	for _, o := range s.owed {
-		if o.tok >= 0 {
-			// An owed reply raises the session's position, which this
-			// command must carry.
-			return false
+	if isRead(args) {
+		for _, o := range s.owed {
+			if o.tok >= 0 && (!o.read || s.policy.Kind != resp.PolicyRYW) {
+				// An owed reply raises the session's position, which this
+				// read must carry. (A write carries none: it goes to the
+				// leader, which serves it whatever the session read; nor
+				// does a ryw read carry what the session read, only its
+				// writes: see session.floor.)
+				return false
+			}
 		}
 	}
 	s.owed = append(s.owed, p.begin(sess, args, false))
@@ -412,6 +425,7 @@ func (p *Proxy) flush(c redcon.Conn, sess *resp.Session) {
 		return
 	}
 	// Write what the pipeline queued, a write per connection.
+	p.sendBurst(sess)
 	for i, u := range s.unsent {
 		u.flush()
 		s.unsent[i] = nil
@@ -436,8 +450,16 @@ type op struct {
 	call    *call // the current attempt; nil: none started
 	tried   []*node
 	began   time.Time
-	fellWhy string // why a read ended at the leader, if it fell back
-	later   bool   // the first attempt may leave its bytes for the flush
+	fellWhy string    // why a read ended at the leader, if it fell back
+	later   bool      // the first attempt may leave its bytes for the flush
+	sentAt  time.Time // when the current attempt was sent (Proxy.now)
+
+	// Storage for the common case, so that a request costs few
+	// allocations: the first attempt's call, a lone command's list, the
+	// first nodes tried.
+	first    call
+	one      [1][][]byte
+	triedBuf [3]*node
 }
 
 // begin starts o's first attempt where it goes, if it can go anywhere
@@ -446,27 +468,109 @@ type op struct {
 func (p *Proxy) begin(sess *resp.Session, args [][]byte, now bool) *op {
 	s := sess.Local.(*session)
 	o := &op{args: args, read: isRead(args), policy: s.policy, began: time.Now(), later: !now}
+	o.tried = o.triedBuf[:0]
 	if o.read {
+		p.sendBurst(sess)
 		p.tryRead(sess, o)
-	} else {
-		if leader, _, _ := p.snapshot(); leader != nil && leader.healthy() {
-			p.send(sess, o, leader)
+	} else if leader, _, _ := p.snapshot(); leader != nil && leader.healthy() {
+		if !now && s.joinBurst(o, leader) {
+			o.later = false
+			return o
 		}
+		p.sendBurst(sess)
+		p.send(sess, o, leader)
+	} else {
+		p.sendBurst(sess)
 	}
 	o.later = false
 	return o
+}
+
+// maxBurst bounds the writes of one burst (one call upstream).
+const maxBurst = 128
+
+// joinBurst adds o, a write of a pipeline going to leader, to the
+// session's burst when it carries session state (a positional policy or a
+// user, on a leader that enforces positions): consecutive such writes are
+// sent as one run, [TANDEM.USER u] w1 ... wn TANDEM.TOKEN and what undoes
+// the session state (writeCmds), instead of each with its own. A node
+// that does not start TANDEM.TOKEN ahead waits for every write before it
+// to be acknowledged, so per-write tokens would make each write of the
+// pipeline wait for the previous one's commit; in one run the writes are
+// started together and share commits. (Until the run is sent its ops'
+// tok is 0, not -1: a read after them waits for their replies.)
+// The run's token is the position of its last write (a session's writes
+// on one connection are sequenced in order), which is what each of them
+// raises the session's position to: no read of the session can come
+// between them, since a read after an owed positional reply is served
+// only after the owed replies. Returns false if o is not for a burst.
+func (s *session) joinBurst(o *op, leader *node) bool {
+	if leader.positions.Load() != 1 || (!positional(s.policy) && s.user == "") {
+		return false
+	}
+	if b := s.burst; b != nil && (b.node != leader || len(b.ops) >= maxBurst) {
+		return false
+	}
+	if s.burst == nil {
+		s.burst = &burst{node: leader}
+	}
+	s.burst.ops = append(s.burst.ops, o)
+	return true
+}
+
+// sendBurst queues the session's burst, if any, as one call on its
+// leader's connection (written at the flush, with the rest of the
+// pipeline).
+func (p *Proxy) sendBurst(sess *resp.Session) {
+	s := sess.Local.(*session)
+	b := s.burst
+	if b == nil {
+		return
+	}
+	s.burst = nil
+	args := make([][][]byte, len(b.ops))
+	for i, o := range b.ops {
+		args[i] = o.args
+	}
+	cmds, at, tok := s.writeCmds(args, true)
+	c := new(call)
+	c.init(b.node, cmds)
+	for i, o := range b.ops {
+		o.cmds, o.at, o.tok, o.call = cmds, at[i], tok, c
+	}
+	u := b.node.conn(sess.ID())
+	u.send(c, false)
+	if !slices.Contains(s.unsent, u) {
+		s.unsent = append(s.unsent, u)
+	}
 }
 
 // send starts an attempt of o on n.
 func (p *Proxy) send(sess *resp.Session, o *op, n *node) {
 	s := sess.Local.(*session)
 	withPos := n.positions.Load() == 1
-	if o.read {
+	switch {
+	case !withPos || (!positional(s.policy) && (o.read || s.user == "")):
+		// A bare command (what readCmds and writeCmds give, without
+		// their allocations).
+		o.one[0] = o.args
+		o.cmds, o.at, o.tok = o.one[:], 0, -1
+	case o.read:
 		o.cmds, o.at, o.tok = s.readCmds(o.args, withPos)
-	} else {
-		o.cmds, o.at, o.tok = s.writeCmds(o.args, withPos)
+	default:
+		var at []int
+		o.cmds, at, o.tok = s.writeCmds([][][]byte{o.args}, withPos)
+		o.at = at[0]
 	}
-	o.call = newCall(n, o.cmds...)
+	if o.first.done == nil {
+		o.call = &o.first
+	} else {
+		o.call = new(call)
+	}
+	o.call.init(n, o.cmds)
+	if o.read {
+		o.sentAt = p.now()
+	}
 	u := n.conn(sess.ID())
 	u.send(o.call, !o.later)
 	if o.later && !slices.Contains(s.unsent, u) {
@@ -480,7 +584,20 @@ func (p *Proxy) tryRead(sess *resp.Session, o *op) {
 	s := sess.Local.(*session)
 	leader, followers, _ := p.snapshot()
 	o.call = nil
-	n, why := p.pickRead(s, o.policy, leader, followers, o.tried, sess.ID())
+	n, why := p.pickRead(s, o.policy, leader, followers, o.tried, sess.ID(), p.now())
+	if why == "followers-behind" && o.policy.Kind == resp.PolicyMonotonic {
+		// A monotonic read served by the leader raises the session's
+		// position to the leader's, which the followers reach only a lag
+		// later: the next read would go to the leader again, and so on.
+		// Wait here instead (not on a follower's shared connection) for
+		// a follower to be known at the position, up to monotonicWait.
+		deadline := time.Now().Add(monotonicWait)
+		for why == "followers-behind" && time.Now().Before(deadline) {
+			time.Sleep(2 * time.Millisecond)
+			leader, followers, _ = p.snapshot()
+			n, why = p.pickRead(s, o.policy, leader, followers, o.tried, sess.ID(), p.now())
+		}
+	}
 	if n == nil {
 		return
 	}
@@ -491,12 +608,36 @@ func (p *Proxy) tryRead(sess *resp.Session, o *op) {
 	p.send(sess, o, n)
 }
 
+// waitsForLeader: under the policy a follower may have to wait to catch
+// up with the leader's commit position (linearizable) or freshness
+// (bounded) before it serves; one that refused or was slow is left out of
+// that policy's rotation for staleTTL.
+func waitsForLeader(pol Policy) bool {
+	return pol.Kind == resp.PolicyBounded || pol.Kind == resp.PolicyLinearizable
+}
+
+// slowRead: a bounded or linearizable read that took longer on a
+// follower made it wait for the leader's position.
+const slowRead = 25 * time.Millisecond
+
+// monotonicWait bounds how long a monotonic read waits in the proxy for
+// a follower to be known to have applied the session's position.
+const monotonicWait = 100 * time.Millisecond
+
 // pickRead is where a read goes next under pol, not to a node in tried:
 // a follower the policy allows (least loaded, the proxy's zone first;
 // under monotonic the session's sticky follower first, chosen among the
 // followers in the proxy's zone when it has any), else the leader,
 // with why a read the policy would let a follower serve reached it.
-func (p *Proxy) pickRead(s *session, pol Policy, leader *node, followers []*node, tried []*node, sid uint64) (*node, string) {
+//
+// A follower that would make the read wait is passed over: under ryw and
+// monotonic one known (from the reads served there) to be behind the
+// session's position, under bounded one that refused a bounded read as
+// too stale just before. The node would wait up to its --read-wait and
+// then send the read elsewhere anyway, and meanwhile every request behind
+// it on the shared connection waits too (the node serves a connection's
+// requests in order); the leader serves such a read at once.
+func (p *Proxy) pickRead(s *session, pol Policy, leader *node, followers []*node, tried []*node, sid uint64, now time.Time) (*node, string) {
 	why := ""
 	if pol.Kind != resp.PolicyLeader && len(followers) > 0 {
 		var (
@@ -505,8 +646,19 @@ func (p *Proxy) pickRead(s *session, pol Policy, leader *node, followers []*node
 			bestOther bool
 			eligible  int // healthy followers that may serve pol
 			lacking   int
+			behind    int  // eligible but known to be behind (or too stale)
 			inZone    bool // one of them, not tried yet, is in the proxy's zone
 		)
+		floor := s.floor()
+		wouldWait := func(n *node) bool {
+			switch pol.Kind {
+			case resp.PolicyRYW, resp.PolicyMonotonic:
+				return floor != (position{}) && n.knownBehind(floor, now)
+			case resp.PolicyBounded, resp.PolicyLinearizable:
+				return n.recentlyStale(now)
+			}
+			return false
+		}
 		// Ties go to the first found from a rotating start, so that reads
 		// spread over equally loaded followers.
 		k := int(p.rr.Add(1) % uint64(len(followers)))
@@ -525,6 +677,10 @@ func (p *Proxy) pickRead(s *session, pol Policy, leader *node, followers []*node
 			if slices.Contains(tried, n) {
 				continue
 			}
+			if wouldWait(n) {
+				behind++
+				continue
+			}
 			load, other := n.inflight.Load(), n.zone != p.cfg.Zone
 			inZone = inZone || !other
 			if best == nil || (!other && bestOther) || (other == bestOther && load < bestLoad) {
@@ -539,7 +695,9 @@ func (p *Proxy) pickRead(s *session, pol Policy, leader *node, followers []*node
 			if s.user != "" {
 				key = hash(s.user)
 			}
-			sticky := func(n *node) bool { return n.healthy() && n.positions.Load() == 1 && (!inZone || n.zone == p.cfg.Zone) }
+			sticky := func(n *node) bool {
+				return n.healthy() && n.positions.Load() == 1 && (!inZone || n.zone == p.cfg.Zone) && !wouldWait(n)
+			}
 			var pool []*node
 			for _, n := range followers {
 				if sticky(n) {
@@ -554,6 +712,8 @@ func (p *Proxy) pickRead(s *session, pol Policy, leader *node, followers []*node
 			return best, ""
 		}
 		switch {
+		case behind > 0 && behind+len(tried) >= eligible:
+			why = "followers-behind"
 		case eligible > 0:
 			why = "read-elsewhere"
 		case lacking > 0:
@@ -614,7 +774,7 @@ func (p *Proxy) completeWrite(ctx context.Context, sess *resp.Session, o *op) []
 			}
 			continue
 		}
-		err := p.await(ctx, o.call, p.cfg.UpstreamTimeout)
+		err := s.await(ctx, o.call, p.cfg.UpstreamTimeout)
 		switch {
 		case errors.Is(err, errNotSent):
 			o.call = nil
@@ -671,7 +831,7 @@ func (p *Proxy) completeRead(ctx context.Context, sess *resp.Session, o *op) []b
 			return fmt.Appendf(nil, replyNoNode, last)
 		}
 		n := o.call.node
-		err := p.await(ctx, o.call, p.cfg.ReadTimeout)
+		err := s.await(ctx, o.call, p.cfg.ReadTimeout)
 		if err != nil {
 			if ctx.Err() != nil {
 				return []byte("-ERR tandem proxy: client gone\r\n")
@@ -690,6 +850,9 @@ func (p *Proxy) completeRead(ctx context.Context, sess *resp.Session, o *op) []b
 			}
 		}
 		if hasPrefix(r, "-TRYAGAIN tandem: read elsewhere") || hasPrefix(r, "-LOADING") || hasPrefix(r, "-MASTERDOWN") {
+			if waitsForLeader(o.policy) && hasPrefix(r, "-TRYAGAIN") {
+				n.refusedStale(p.now())
+			}
 			p.stats.readsElsewhere.Add(1)
 			last = "node " + n.id + ": " + strings.TrimSpace(string(trunc(r[1:], 120)))
 			p.tryRead(sess, o)
@@ -698,7 +861,13 @@ func (p *Proxy) completeRead(ctx context.Context, sess *resp.Session, o *op) []b
 		if o.tok >= 0 {
 			if t, ok := tokenOf(o.call.replies[o.tok]); ok {
 				s.read = maxPos(s.read, t)
+				n.servedAt(t, p.now())
 			}
+		}
+		if leader, _, _ := p.snapshot(); waitsForLeader(o.policy) && n != leader && p.now().Sub(o.sentAt) > slowRead {
+			// The follower made the read wait for the leader's position:
+			// it lags, and each such read holds its shared connection.
+			n.refusedStale(p.now())
 		}
 		p.stats.readServed(policyName(o.policy), n.id, o.fellWhy, n.zone != p.cfg.Zone)
 		n.reads.Add(1)
@@ -708,13 +877,20 @@ func (p *Proxy) completeRead(ctx context.Context, sess *resp.Session, o *op) []b
 
 // await waits for c; a node that does not answer within timeout has its
 // connection abandoned (and the error is errLost).
-func (p *Proxy) await(ctx context.Context, c *call, timeout time.Duration) error {
+func (s *session) await(ctx context.Context, c *call, timeout time.Duration) error {
 	select {
 	case <-c.done:
 		return c.err
 	default:
 	}
-	t := time.NewTimer(timeout)
+	// The session's own timer, reused (a stopped timer's channel holds
+	// no stale tick since Go 1.23).
+	if s.timer == nil {
+		s.timer = time.NewTimer(timeout)
+	} else {
+		s.timer.Reset(timeout)
+	}
+	t := s.timer
 	defer t.Stop()
 	select {
 	case <-c.done:

@@ -625,3 +625,190 @@ func pinnedConns(t *testing.T, c *redis.Client) int {
 	t.Fatalf("no pubsub_pinned_connections in %q", s)
 	return 0
 }
+
+// TestRYWPipelineIsOneRun: a ryw session's pipelined writes reach the
+// leader as one run (the user once, the writes back to back, one
+// TANDEM.TOKEN and one RESET), so that the node starts them together and
+// they share commits; the session's position is the last write's, and a
+// read later in the pipeline carries it. With per-write tokens each write
+// would wait on the node for the previous one's commit.
+func TestRYWPipelineIsOneRun(t *testing.T) {
+	l, f1, f2, v := threeFakes(t, true)
+	p, addr := startProxy(t, Config{}, v)
+	testutil.Eventually(t, "nodes probed", 5*time.Second, func() (bool, string) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for _, n := range p.nodes {
+			if n.positions.Load() != 1 {
+				return false, "node " + n.id + " not probed"
+			}
+		}
+		return true, ""
+	})
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	rd := bufio.NewReader(nc)
+	line := func() string {
+		_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		s, err := rd.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSuffix(s, "\r\n")
+	}
+	fmt.Fprint(nc, "*2\r\n$11\r\nTANDEM.USER\r\n$1\r\nu\r\n")
+	if got := line(); got != "+OK" {
+		t.Fatalf("TANDEM.USER: %q", got)
+	}
+	// One write of the client: 16 SETs, a GET, and the token.
+	var b strings.Builder
+	for i := range 16 {
+		k := fmt.Sprintf("k%02d", i)
+		fmt.Fprintf(&b, "*3\r\n$3\r\nSET\r\n$3\r\n%s\r\n$1\r\n%d\r\n", k, i%10)
+	}
+	b.WriteString("*2\r\n$3\r\nGET\r\n$3\r\nk15\r\n*1\r\n$12\r\nTANDEM.TOKEN\r\n")
+	if _, err := nc.Write([]byte(b.String())); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 16 {
+		if got := line(); got != "+OK" {
+			t.Fatalf("SET %d: %q", i, got)
+		}
+	}
+	if got := line() + " " + line(); got != "$1 5" {
+		t.Fatalf("GET after the writes: %q (followers are behind: the leader serves it)", got)
+	}
+	if got := line() + " " + line(); got != "$7 t1:1:16" {
+		t.Fatalf("token after 16 writes: %q, want t1:1:16", got)
+	}
+	var sets []string
+	for i := range 16 {
+		sets = append(sets, fmt.Sprintf("SET k%02d %d", i, i%10))
+	}
+	// Undone with commands a node starts without waiting for the commits
+	// before them, not RESET.
+	want := "TANDEM.USER u | " + strings.Join(sets, " | ") + " | TANDEM.TOKEN | TANDEM.USER  | TANDEM.TOKEN RESET | "
+	rec := strings.Join(l.received(), " | ")
+	if !strings.Contains(rec, want) {
+		t.Errorf("leader received\n%s\nwant the run\n%s", rec, want)
+	}
+	if l.count("tandem.token") != 4 { // the run's and its reset, and the GET's floor and position
+		t.Errorf("leader got %d TANDEM.TOKEN, want 4 (two for the 16 writes): %s", l.count("tandem.token"), rec)
+	}
+	l.mu.Lock()
+	resets := l.resets
+	l.mu.Unlock()
+	if resets != 1 {
+		t.Errorf("leader had its session RESET %d times, want 1 (after the GET only)", resets)
+	}
+	// The GET carried the run's position to the followers, which are
+	// behind it.
+	for _, f := range []*fakeNode{f1, f2} {
+		if got := f.received(); !slices.Contains(got, "TANDEM.TOKEN t1:1:16") {
+			t.Errorf("%s got %q, want the GET with floor t1:1:16", f.id, got)
+		}
+	}
+}
+
+// TestReadsAvoidFollowersBehind: a follower known (from the reads it
+// served) to be behind the session's position gets no ryw read, which it
+// would hold while waiting, and with it every request behind it on the
+// shared connection: the leader serves it at once. Once what the proxy
+// knows is older than positionTTL, a follower is tried again. Under
+// bounded, a follower that refused as too stale is left out for staleTTL.
+func TestReadsAvoidFollowersBehind(t *testing.T) {
+	l, f1, f2, v := threeFakes(t, true)
+	var mu sync.Mutex
+	now := time.Unix(1000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	p, addr := startProxy(t, Config{clock: clock}, v)
+	testutil.Eventually(t, "nodes probed", 5*time.Second, func() (bool, string) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for _, n := range p.nodes {
+			if n.positions.Load() != 1 {
+				return false, "node " + n.id + " not probed"
+			}
+		}
+		return true, ""
+	})
+	ctx := context.Background()
+	c := client(t, addr)
+	catchUp := func(lsn uint64, val string) {
+		for _, f := range []*fakeNode{f1, f2} {
+			f.mu.Lock()
+			f.lsn, f.data["k"] = lsn, val
+			f.mu.Unlock()
+		}
+	}
+	get := func(want string) {
+		t.Helper()
+		if got, err := c.Get(ctx, "k").Result(); err != nil || got != want {
+			t.Fatalf("GET = %q, %v; want %q", got, err, want)
+		}
+	}
+	if err := c.Set(ctx, "k", "v1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	catchUp(1, "v1")
+	// Both followers serve reads at t1:1:1 (ties rotate between them).
+	for i := 0; f1.count("get") == 0 || f2.count("get") == 0; i++ {
+		if i == 50 {
+			t.Fatalf("reads did not reach both followers: %d, %d", f1.count("get"), f2.count("get"))
+		}
+		get("v1")
+	}
+	if l.count("get") != 0 {
+		t.Fatalf("the leader served %d reads of caught-up followers", l.count("get"))
+	}
+	followerGets := f1.count("get") + f2.count("get")
+
+	// A write the followers have not applied: its ryw read goes to the
+	// leader without trying them.
+	if err := c.Set(ctx, "k", "v2", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	get("v2")
+	if n := f1.count("get") + f2.count("get"); n != followerGets || l.count("get") != 1 {
+		t.Errorf("after a write the followers are known not to have: followers got %d more GETs, leader %d; want 0 and 1", n-followerGets, l.count("get"))
+	}
+	info, _ := c.Info(ctx, "proxy").Result()
+	if !strings.Contains(info, "reads_fallback_leader_followers-behind:1") {
+		t.Errorf("INFO lacks the fallback:\n%s", info)
+	}
+	// What the proxy knows ages out: a follower is asked again, and
+	// serves once it has caught up.
+	catchUp(2, "v2")
+	advance(positionTTL)
+	get("v2")
+	if n := f1.count("get") + f2.count("get"); n != followerGets+1 || l.count("get") != 1 {
+		t.Errorf("after positionTTL: followers got %d more GETs, leader %d more; want 1 and 0", n-followerGets, l.count("get")-1)
+	}
+
+	// bounded: a follower's refusal keeps bounded reads off it for
+	// staleTTL. (The fakes refuse a read behind the session's floor
+	// under any policy but any.)
+	if err := c.Do(ctx, "TANDEM.READPOLICY", "bounded", "50").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set(ctx, "k", "v3", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	advance(positionTTL) // forget the positions: only refusals steer now
+	get("v3")            // both followers refuse, the leader serves
+	followerGets, leaderGets := f1.count("get")+f2.count("get"), l.count("get")
+	get("v3")
+	if n := f1.count("get") + f2.count("get"); n != followerGets || l.count("get") != leaderGets+1 {
+		t.Errorf("bounded after refusals: followers got %d more GETs, leader %d; want 0 and 1", n-followerGets, l.count("get")-leaderGets)
+	}
+	advance(staleTTL)
+	catchUp(3, "v3")
+	get("v3")
+	if n := f1.count("get") + f2.count("get"); n != followerGets+1 {
+		t.Errorf("bounded after staleTTL: followers got %d more GETs, want 1", n-followerGets)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -43,10 +44,20 @@ type call struct {
 	// up and nc are the connection it was written on (abandon closes it).
 	up *upConn
 	nc net.Conn
+
+	// one holds a lone command's reply (most calls are one command).
+	one [1][]byte
 }
 
 func newCall(n *node, cmds ...[][]byte) *call {
-	return &call{cmds: cmds, node: n, done: make(chan struct{})}
+	c := new(call)
+	c.init(n, cmds)
+	return c
+}
+
+// init makes c a new call of cmds to n; c must be unused.
+func (c *call) init(n *node, cmds [][][]byte) {
+	c.cmds, c.node, c.done = cmds, n, make(chan struct{})
 }
 
 func (c *call) finish(err error) {
@@ -117,6 +128,15 @@ func (u *upConn) send(c *call, now bool) {
 		u.wmu.Unlock() // the writer takes it with its next write
 		return
 	}
+	// Become the writer, but first let the goroutines that are ready to
+	// run (other clients whose requests arrived with this one) queue
+	// theirs: one write then carries them all, as twemproxy's event loop
+	// writes once per round. Idle, nothing else is ready and Gosched
+	// returns at once.
+	u.flushing = nc
+	u.wmu.Unlock()
+	runtime.Gosched()
+	u.wmu.Lock()
 	u.writeOut(nc)
 	u.wmu.Unlock()
 }
@@ -230,7 +250,11 @@ func (u *upConn) read(nc net.Conn) {
 				u.pending = u.pending[1:]
 				u.qmu.Unlock()
 				want = len(cur.cmds)
-				cur.replies = make([][]byte, 0, want)
+				if want == 1 {
+					cur.replies = cur.one[:0]
+				} else {
+					cur.replies = make([][]byte, 0, want)
+				}
 			}
 			cur.replies = append(cur.replies, append([]byte(nil), r.Raw...))
 			off += n
@@ -355,7 +379,60 @@ type node struct {
 	positions atomic.Int32
 	pinging   atomic.Bool // revive runs
 	isDown    atomic.Bool // down, for readers without mu
+
+	// What the node is known to have applied: the highest position a
+	// read was served at there (the token after it), and when that was
+	// learned; and when it last refused a bounded read (too stale).
+	// Routing only: the node itself checks every read.
+	pmu       sync.Mutex
+	applied   position
+	appliedAt time.Time
+	staleAt   time.Time
 }
+
+// servedAt records that a read was served at pos on the node.
+func (n *node) servedAt(pos position, now time.Time) {
+	n.pmu.Lock()
+	if less(n.applied, pos) {
+		n.applied = pos
+	}
+	n.appliedAt = now
+	n.pmu.Unlock()
+}
+
+// knownBehind: the node is known, from a read served there within
+// positionTTL, to be behind floor, so a read needing floor would wait
+// there (holding up every other request on its shared connection).
+func (n *node) knownBehind(floor position, now time.Time) bool {
+	n.pmu.Lock()
+	defer n.pmu.Unlock()
+	return less(n.applied, floor) && now.Sub(n.appliedAt) < positionTTL
+}
+
+// refusedStale records a bounded or linearizable read refused, or slow.
+func (n *node) refusedStale(now time.Time) {
+	n.pmu.Lock()
+	n.staleAt = now
+	n.pmu.Unlock()
+}
+
+// recentlyStale: the node refused a bounded or linearizable read, or was
+// slow to serve one, within the last staleTTL: it is out of those
+// policies' rotation until then, and then reads find out whether it
+// caught up.
+func (n *node) recentlyStale(now time.Time) bool {
+	n.pmu.Lock()
+	defer n.pmu.Unlock()
+	return !n.staleAt.IsZero() && now.Sub(n.staleAt) < staleTTL
+}
+
+// How long what a node is known to have applied, or that it was too
+// stale for bounded, steers reads away from it. Past that a read is sent
+// to find out again.
+const (
+	positionTTL = 500 * time.Millisecond
+	staleTTL    = time.Second
+)
 
 func newNode(p *Proxy, id, addr, zone string) *node {
 	n := &node{p: p, id: id, addr: addr, zone: zone}

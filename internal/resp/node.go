@@ -164,6 +164,17 @@ func (n *node) start(sess *Session, args [][]byte) bool {
 	if nodeState(sess).tx.active {
 		return false // queued by Queue, not run
 	}
+	if sc, ok := lookupServerCmd(args[0]); ok && (sc.name == "tandem.token" || sc.name == "tandem.user") && sc.arityOK(len(args)) {
+		// The session's position and user are read and set only when
+		// replies are written (writeResult records each write's position
+		// for the user then), so these run in order at drain time and
+		// need not wait for the writes before them to commit: a proxy's
+		// run of writes followed by TANDEM.TOKEN is started as a whole,
+		// and the next client's writes on its shared connection with it.
+		nc := nodeState(sess)
+		nc.pending = append(nc.pending, pendingWrite{state: sc, args: args})
+		return true
+	}
 	spec, ok := commands.Lookup(args[0])
 	if !ok || spec.Flags&commands.FlagWrite == 0 || spec.Block != nil || commands.Check(spec, args) != nil {
 		return false // a blocking command holds back the rest of the pipeline, as in Redis
@@ -176,10 +187,14 @@ func (n *node) start(sess *Session, args [][]byte) bool {
 	return true
 }
 
-// pendingWrite is a submitted write whose reply is not written yet.
+// pendingWrite is a submitted write whose reply is not written yet, or a
+// command on the session's read state (state, with its args) to run when
+// the replies before it are written.
 type pendingWrite struct {
-	spec *commands.Spec
-	wait func() (commands.Reply, uint64, error)
+	spec  *commands.Spec
+	wait  func() (commands.Reply, uint64, error)
+	state *serverCmd
+	args  [][]byte
 }
 
 // drain waits for the pending writes in order and writes their replies.
@@ -187,6 +202,11 @@ func (n *node) drain(conn redcon.Conn, sess *Session) {
 	nc := nodeState(sess)
 	for i := range nc.pending {
 		p := &nc.pending[i]
+		if p.state != nil {
+			p.state.fn(n, conn, sess, p.args)
+			*p = pendingWrite{}
+			continue
+		}
 		sess.enter()
 		reply, lsn, err := p.wait() // made with the session's context
 		sess.leave()

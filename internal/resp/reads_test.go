@@ -188,3 +188,45 @@ func TestReadPolicyErrors(t *testing.T) {
 		t.Errorf("token = %v", tok)
 	}
 }
+
+// posPipe is a posFake whose writes are submitted ahead as blockingPipe's.
+type posPipe struct{ *posFake }
+
+func (p posPipe) Submit(ctx context.Context, spec *commands.Spec, args [][]byte) func() (commands.Reply, uint64, error) {
+	return blockingPipe{p.fakeBackend}.Submit(ctx, spec, args)
+}
+
+// TestTokenInPipelineDoesNotWaitForCommit: TANDEM.TOKEN and TANDEM.USER
+// in a pipeline of writes (a proxy's runs: the user, writes, the token)
+// do not hold back the writes after them until the ones before commit, so
+// the whole pipeline shares commits; they still act in order: each write
+// is recorded for the user in force when it was sent, and each token
+// answers the writes before it.
+func TestTokenInPipelineDoesNotWaitForCommit(t *testing.T) {
+	b := &posFake{fakeBackend: newFake(), users: map[string]Position{}}
+	_, addr, block := blockingServer(t, b.fakeBackend, posPipe{b})
+	c := rawConn(t, addr)
+	var buf []byte
+	for _, cmd := range [][]string{
+		{"TANDEM.USER", "u"}, {"SET", "a", "1"}, {"TANDEM.TOKEN"},
+		{"TANDEM.USER", ""}, {"SET", "b", "2"}, {"TANDEM.TOKEN"},
+		{"TANDEM.TOKEN", "RESET"}, {"TANDEM.TOKEN"},
+	} {
+		buf = append(buf, encode(cmd...)...)
+	}
+	c.write(t, string(buf))
+	blockedIn(t, b.fakeBackend, "wait") // SET a's commit does not come yet
+	b.mu.Lock()
+	_, submitted := b.data["b"]
+	b.mu.Unlock()
+	if !submitted {
+		t.Fatal("SET b was not submitted while SET a waited for its commit: TANDEM.TOKEN between them made it wait")
+	}
+	close(block)
+	c.expect(t, "+OK", "+OK", "$6", "t1:3:1", "+OK", "+OK", "$6", "t1:3:2", "+OK", "$6", "t1:0:0")
+	b.pmu.Lock()
+	defer b.pmu.Unlock()
+	if got := b.users["u"]; got != (Position{Epoch: 3, LSN: 1}) {
+		t.Errorf("user u's last write recorded at %v, want 3:1 (SET b was sent after TANDEM.USER \"\")", got)
+	}
+}

@@ -281,11 +281,18 @@ func TestProxyTransactions(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	pc := redis.NewClient(&redis.Options{Addr: px.RESPAddr, MaxRetries: -1, PoolSize: 1})
-	defer pc.Close()
-	if v, err := pc.Get(ctx, "ctr").Int(); err != nil || v != clients*each {
+	// Read on the leader: this new connection has written nothing, so
+	// under ryw a follower that has not applied the last EXEC may serve it.
+	lc := redis.NewClient(&redis.Options{Addr: px.RESPAddr, MaxRetries: -1, PoolSize: 1,
+		OnConnect: func(ctx context.Context, cn *redis.Conn) error {
+			return cn.Do(ctx, "TANDEM.READPOLICY", "leader").Err()
+		}})
+	defer lc.Close()
+	if v, err := lc.Get(ctx, "ctr").Int(); err != nil || v != clients*each {
 		t.Fatalf("ctr = %d, %v after %d increments through the proxy", v, err, clients*each)
 	}
+	pc := redis.NewClient(&redis.Options{Addr: px.RESPAddr, MaxRetries: -1, PoolSize: 1})
+	defer pc.Close()
 	// Read-your-writes on a follower right after EXEC, on one connection
 	// (a proxy session is a connection; go-redis may run TxPipelined and
 	// GET on two of its pool's).

@@ -1,0 +1,76 @@
+package proxy
+
+import (
+	"bufio"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"testing"
+
+	"github.com/tidwall/redcon"
+
+	"github.com/tandemdb/tandem/internal/resp"
+)
+
+// BenchmarkProxyGet measures the proxy's own cost per request: clients
+// send GET one at a time (redis-benchmark -P 1) through a proxy with
+// policy leader to a node that answers at once (a bare redcon server), so
+// allocs/op and CPU per op are the proxy's (and the clients' and node's,
+// the same with or without changes to the proxy).
+func BenchmarkProxyGet(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := redcon.NewServer(ln.Addr().String(), func(c redcon.Conn, cmd redcon.Command) {
+		c.WriteBulkString("value")
+	}, nil, nil)
+	go srv.Serve(ln)
+	defer srv.Close()
+	p := New(Config{Policy: Policy{Kind: resp.PolicyLeader}, Logger: slog.New(slog.DiscardHandler)})
+	p.SetView(View{Epoch: 1, Leader: "n1", Members: []Member{{ID: "n1", Addr: ln.Addr().String()}}})
+	pl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go p.Serve(pl)
+	defer p.Close()
+	const clients = 50
+	conns := make([]net.Conn, clients)
+	for i := range conns {
+		if conns[i], err = net.Dial("tcp", pl.Addr().String()); err != nil {
+			b.Fatal(err)
+		}
+		defer conns[i].Close()
+	}
+	req := []byte("*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n")
+	const reply = "$5\r\nvalue\r\n"
+	work := make(chan struct{}, 1024)
+	var wg sync.WaitGroup
+	b.ReportAllocs()
+	b.ResetTimer()
+	for _, nc := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := bufio.NewReader(nc)
+			got := make([]byte, len(reply))
+			for range work {
+				if _, err := nc.Write(req); err != nil {
+					b.Error(err)
+					return
+				}
+				if _, err := io.ReadFull(r, got); err != nil || string(got) != reply {
+					b.Errorf("reply %q, %v", got, err)
+					return
+				}
+			}
+		}()
+	}
+	for range b.N {
+		work <- struct{}{}
+	}
+	close(work)
+	wg.Wait()
+}
