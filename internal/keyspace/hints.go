@@ -158,25 +158,30 @@ func (h *Hints) Set(k, _ []byte) {
 		return
 	}
 	prefix := k[:len(k)-len(sub)]
-	if f, ok := h.fwd[string(prefix)]; ok && bytes.Compare(k, f) < 0 {
-		h.fwd[string(prefix)] = k
+	h.liveFwd(prefix, k)
+	if len(sub) > 0 {
+		h.liveFwd(k[:len(prefix)+1], k)
+	}
+	if len(h.rev) == 0 {
+		return
 	}
 	_, spanHi := SubSpan(key, version)
-	h.lower(spanHi, k)
-	if len(sub) > 0 {
-		fam := k[:len(prefix)+1]
-		if f, ok := h.fwd[string(fam)]; ok && bytes.Compare(k, f) < 0 {
-			h.fwd[string(fam)] = k
-		}
-		if sub[0] < 0xff {
-			famHi := append(bytes.Clone(prefix), sub[0]+1)
-			h.lower(famHi, k)
-		}
+	h.liveRev(spanHi, k)
+	if len(sub) > 0 && sub[0] < 0xff {
+		h.liveRev(append(bytes.Clone(prefix), sub[0]+1), k)
 	}
 }
 
-// lower makes the reverse hint of span end hi, if any, leave row k live.
-func (h *Hints) lower(hi, k []byte) {
+// liveFwd makes the forward hint of span start lo, if any, leave row k
+// live.
+func (h *Hints) liveFwd(lo, k []byte) {
+	if f, ok := h.fwd[string(lo)]; ok && bytes.Compare(k, f) < 0 {
+		h.fwd[string(lo)] = k
+	}
+}
+
+// liveRev makes the reverse hint of span end hi, if any, leave row k live.
+func (h *Hints) liveRev(hi, k []byte) {
 	if g, ok := h.rev[string(hi)]; ok && bytes.Compare(k, g) >= 0 {
 		h.rev[string(hi)] = append(bytes.Clone(k), 0)
 	}
