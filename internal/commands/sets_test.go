@@ -789,3 +789,47 @@ func TestSPopMostKeepsTheRest(t *testing.T) {
 		}
 	}
 }
+
+// tombView is a view whose collections have had dels rows deleted one by
+// one (the leader's count, TombstoneCounter).
+type tombView struct {
+	*memView
+	dels uint64
+}
+
+func (v tombView) SubDeleted([]byte, uint64) uint64 { return v.dels }
+
+// TestSPopRewritesTombstonedSet: SPOP of a small set whose span holds more
+// tombstones than members logs the members that stay under a new version
+// (and a drop of the old), so that later reads do not step over them; a
+// set with few tombstones is popped with one row delete.
+func TestSPopRewritesTombstonedSet(t *testing.T) {
+	for _, tc := range []struct {
+		dels    uint64
+		rewrite bool
+	}{{0, false}, {264, false}, {265, true}} {
+		v := newMem(1000)
+		args := []string{"SADD", "s"}
+		for i := range 100 {
+			args = append(args, strconv.Itoa(i))
+		}
+		do(t, v, args...)
+		old := v.raw("s").Version
+		res, err := run(&Ctx{NowMs: v.now}, tombView{v, tc.dels}, "SPOP", "s")
+		if err != nil {
+			t.Fatal(err)
+		}
+		popped := string(res.Reply.(Bulk))
+		v.apply(res.Ops)
+		s := v.raw("s")
+		if rewritten := s.Version != old; rewritten != tc.rewrite || (tc.rewrite && len(res.Ops) != 101) || (!tc.rewrite && len(res.Ops) != 2) {
+			t.Errorf("%d tombstones: version %d -> %d, %d ops; want a rewrite: %v", tc.dels, old, s.Version, len(res.Ops), tc.rewrite)
+		}
+		if got := do(t, v, "SCARD", "s"); got != Int(99) {
+			t.Errorf("%d tombstones: SCARD = %v", tc.dels, got)
+		}
+		if got := do(t, v, "SISMEMBER", "s", popped); got != Int(0) {
+			t.Errorf("%d tombstones: popped %s is still a member", tc.dels, popped)
+		}
+	}
+}

@@ -47,6 +47,9 @@ type Hints struct {
 	fwd map[string][]byte
 	// rev: span end hi -> g, no live row in [g, hi).
 	rev map[string][]byte
+	// dels: sub-key prefix of a (key, version) -> the point deletes of
+	// its rows passed to Delete (Deleted).
+	dels map[string]uint64
 }
 
 // maxHints bounds the hints kept; each costs its two keys.
@@ -54,7 +57,7 @@ const maxHints = 4096
 
 // NewHints returns hints over base, with none yet.
 func NewHints(base Rows) *Hints {
-	return &Hints{base: base, fwd: map[string][]byte{}, rev: map[string][]byte{}}
+	return &Hints{base: base, fwd: map[string][]byte{}, rev: map[string][]byte{}, dels: map[string]uint64{}}
 }
 
 // SetBase changes the rows under the hints (the leader's rows at a new
@@ -63,7 +66,7 @@ func NewHints(base Rows) *Hints {
 func (h *Hints) SetBase(base Rows) { h.base = base }
 
 // Len is the number of hints held.
-func (h *Hints) Len() int { return len(h.fwd) + len(h.rev) }
+func (h *Hints) Len() int { return len(h.fwd) + len(h.rev) + len(h.dels) }
 
 // spanEnd reports whether k is a span start or end that hints are kept
 // for: a sub-key prefix of a (key, version), alone or with one more byte.
@@ -140,11 +143,18 @@ func (h *Hints) IterReverse(lo, hi []byte, fn func(k, v []byte) bool) error {
 }
 
 func (h *Hints) note(m map[string][]byte, k, v []byte) {
-	if _, ok := m[string(k)]; !ok && h.Len() >= maxHints {
-		clear(h.fwd)
-		clear(h.rev)
+	if _, ok := m[string(k)]; !ok {
+		h.makeRoom()
 	}
 	m[string(k)] = v
+}
+
+func (h *Hints) makeRoom() {
+	if h.Len() >= maxHints {
+		clear(h.fwd)
+		clear(h.rev)
+		clear(h.dels)
+	}
 }
 
 // Set implements Writer: row k is (or will be) written below, so no hint
@@ -187,8 +197,31 @@ func (h *Hints) liveRev(hi, k []byte) {
 	}
 }
 
-// Delete implements Writer: a delete leaves every hint true.
-func (h *Hints) Delete([]byte) {}
+// Delete implements Writer: a delete leaves every hint true. It counts
+// the point deletes of each collection's rows (Deleted).
+func (h *Hints) Delete(k []byte) {
+	if len(k) == 0 || k[0] != PrefixSub {
+		return
+	}
+	_, _, sub, err := ParseSubKey(k)
+	if err != nil {
+		return
+	}
+	prefix := k[:len(k)-len(sub)]
+	if _, ok := h.dels[string(prefix)]; !ok {
+		h.makeRoom()
+	}
+	h.dels[string(prefix)]++
+}
+
+// Deleted is about how many rows of (key, version) were deleted one by
+// one since the hints began (or were last forgotten): each left a
+// tombstone in its span that reads over the span step over until a
+// compaction drops it. A collection that has many next to few live rows
+// is worth rewriting under a new version (SPOP does).
+func (h *Hints) Deleted(key []byte, version uint64) uint64 {
+	return h.dels[string(AppendSubPrefix(nil, key, version))]
+}
 
 // DeleteRange implements Writer, as Delete.
 func (h *Hints) DeleteRange(_, _ []byte) {}

@@ -139,6 +139,12 @@ func TestHintsSkip(t *testing.T) {
 			t.Fatalf("pop %d from the back = %q, want %q", i, got, want)
 		}
 	}
+	if got := h.Deleted(k, 1); got != 100 {
+		t.Errorf("Deleted after 100 pops = %d", got)
+	}
+	if got := h.Deleted(k, 2); got != 0 {
+		t.Errorf("Deleted of another version = %d", got)
+	}
 	// The rows from the front's last hint on: the deleted row at the hint
 	// and the live one after it.
 	base.from = nil

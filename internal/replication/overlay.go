@@ -89,6 +89,15 @@ func (v overlayView) SubScanReverse(key []byte, version uint64, end []byte, fn f
 	return v.reader().SubScanReverse(key, version, end, fn)
 }
 
+// SubDeleted is the overlay hints' count of the rows of (key, version)
+// deleted one by one (commands.TombstoneCounter).
+func (v overlayView) SubDeleted(key []byte, version uint64) uint64 {
+	if v.o.h == nil {
+		return 0
+	}
+	return v.o.h.Deleted(key, version)
+}
+
 func (v overlayView) Rows() keyspace.Rows { return v.reader().R }
 func (v overlayView) Now() int64          { return v.base.NowMs }
 func (v overlayView) NewVersion() uint64  { return v.lsn }
