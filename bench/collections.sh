@@ -100,7 +100,7 @@ r0=$(rss_mb "$LEADER_PID"); rr0=$(rss_mb "$REDIS_PID")
 t0=$(now_ms); load $T HSET h hash; t1=$(now_ms); load "$R_PORT" HSET h hash; t2=$(now_ms)
 [ "$(redis-cli -p $T hlen h)" = "$SIZE" ] || die "tandem HLEN h is not $SIZE"
 sleep 2
-printf '%-8s %10s %12s %12s %10s\n' "" "load s" "RSS MB" "(+ empty)" "disk MB"
+printf '%-8s %10s %12s %12s %10s\n' "" "load s" "RSS MB" "RSS empty" "disk MB"
 printf '%-8s %10.1f %12s %12s %10s\n' tandem "$(echo "($t1 - $t0) / 1000" | bc -l)" "$(rss_mb "$LEADER_PID")" "$r0" "$(du_mb "$WORK/t/n1")"
 printf '%-8s %10.1f %12s %12s %10s\n' redis "$(echo "($t2 - $t1) / 1000" | bc -l)" "$(rss_mb "$REDIS_PID")" "$rr0" "$(du_mb "$WORK/appendonlydir" "$WORK"/*.aof)"
 say "(tandem: the leader's RSS and data dir, log included; redis: used RSS and AOF)"
