@@ -45,6 +45,15 @@ type KeyCounter interface {
 	KeyCount() int64
 }
 
+// TombstoneCounter is a View that knows about how many rows of a
+// collection were deleted one by one, each leaving a tombstone that reads
+// over the collection step over until Pebble compacts it: the leader's
+// view (its overlay's keyspace.Hints). SPOP rewrites a small set under a
+// new version when its tombstones outnumber its members.
+type TombstoneCounter interface {
+	SubDeleted(key []byte, version uint64) uint64
+}
+
 // Ctx is what a command may know besides its arguments.
 type Ctx struct {
 	NowMs int64 // the deciding node's clock, Unix milliseconds

@@ -41,6 +41,9 @@ func (m *memView) Sub(key []byte, ver uint64, sub []byte) ([]byte, bool, error) 
 func (m *memView) SubScan(key []byte, ver uint64, start []byte, fn func(sub, val []byte) bool) error {
 	return m.r().SubScan(key, ver, start, fn)
 }
+func (m *memView) SubScanReverse(key []byte, ver uint64, end []byte, fn func(sub, val []byte) bool) error {
+	return m.r().SubScanReverse(key, ver, end, fn)
+}
 func (m *memView) Rows() keyspace.Rows { return m.rows }
 func (m *memView) Now() int64          { return m.now }
 func (m *memView) NewVersion() uint64  { return m.lsn }

@@ -20,17 +20,21 @@ import (
 //     distinct members, sorted random ranks for repeats), so memory is the
 //     reply's, never the set's.
 //   - By a random walk, for a few members of a big set: the walk descends
-//     the members' byte trie from the empty prefix. At each level it finds
-//     the range [lo, hi] of next bytes the members under the prefix use
-//     (one seek for lo, a binary search of at most 8 seeks for hi) and
+//     the members' byte trie from the empty prefix. At each level it reads
+//     the first and the last member under the prefix (one seek each,
+//     forward and reverse); every member under the prefix shares their
+//     common prefix, so the walk goes down to it at once, and the next
+//     bytes there lie in [lo, hi], the two members' bytes after it. It
 //     takes one of the bytes in use uniformly (rejection: a random byte of
 //     the range, kept if a member uses it; after childTries misses, the
 //     bytes in use are listed), or stops at the prefix, as one more
 //     choice, when the prefix is a member itself; until no member extends
 //     the prefix. It lands on the first member at or after the prefix and
 //     picks uniformly among the walkWindow members from there (wrapping to
-//     the first). Cost: at most maxWalkSeeks seeks plus walkWindow rows
-//     per pick, whatever the set's size.
+//     the first). Cost: about three seeks per level of the trie where
+//     members differ (five for a million decimal ids), at most
+//     maxWalkSeeks, plus walkWindow rows per pick, whatever the set's
+//     size.
 //
 // Fairness of the walk: each level is uniform over the subtrees of the
 // trie, so the walk is uniform when members spread evenly over the bytes
@@ -69,7 +73,7 @@ const (
 	// walkWindow is how many members after a walk's landing point a pick
 	// is uniform among.
 	walkWindow = 32
-	// maxWalkSeeks bounds one walk's seeks (about 12 per byte of prefix).
+	// maxWalkSeeks bounds one walk's seeks (about 3 per level).
 	maxWalkSeeks = 256
 	// childTries is how many random bytes a walk tries at one level before
 	// it lists the bytes in use.
@@ -193,6 +197,28 @@ func (w *walker) first(start []byte) (m []byte, ok bool, err error) {
 	return m, ok, err
 }
 
+// last returns the last member with prefix p, if any: one reverse seek.
+func (w *walker) last(p []byte) (m []byte, ok bool, err error) {
+	err = w.v.SubScanReverse(w.key, w.ver, prefixEnd(p), func(sub, _ []byte) bool {
+		m, ok = clone(sub), bytes.HasPrefix(sub, p)
+		return false
+	})
+	return m, ok, err
+}
+
+// prefixEnd is the least byte string above every string with prefix p,
+// or nil when there is none (p empty or all 0xff).
+func prefixEnd(p []byte) []byte {
+	for i := len(p) - 1; i >= 0; i-- {
+		if p[i] != 0xff {
+			end := clone(p[:i+1])
+			end[i]++
+			return end
+		}
+	}
+	return nil
+}
+
 // prefix is a random walk down the members' trie: a start point for a
 // pick.
 func (w *walker) prefix() ([]byte, error) {
@@ -206,38 +232,37 @@ func (w *walker) prefix() ([]byte, error) {
 		if !ok || !bytes.HasPrefix(m, p) {
 			break
 		}
-		member := len(m) == len(p) // p itself is a member
+		last, ok, err := w.last(p)
+		seeks++
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			break
+		}
+		// Every member under p lies between m and last in order, so it
+		// shares their common prefix: the walk goes down to it at once
+		// (the levels it skips have one child each and no member, which
+		// would sort before m).
+		n := len(p)
+		for n < len(m) && n < len(last) && m[n] == last[n] {
+			n++
+		}
+		p = clone(m[:n])
+		member := len(m) == n // p itself is a member
 		if member {
+			if len(last) == n {
+				break // the only member under p: land on p
+			}
 			if m, ok, err = w.first(append(clone(p), 0)); err != nil {
 				return nil, err
 			}
 			seeks++
 			if !ok || !bytes.HasPrefix(m, p) {
-				break // no longer member under p: land on p
+				break
 			}
 		}
-		lo := m[len(p)]
-		// hi by binary search; the first probe is lo+1, so a byte all
-		// members under p share (a common prefix) costs one seek.
-		hi := lo
-		for a, b, probe := int(lo)+1, 255, 0; a <= b; probe++ {
-			mid := (a + b) / 2
-			if probe == 0 {
-				mid = a
-			}
-			m2, ok, err := w.first(append(clone(p), byte(mid)))
-			seeks++
-			if err != nil {
-				return nil, err
-			}
-			if ok && bytes.HasPrefix(m2, p) {
-				hi = m2[len(p)]
-				a = int(hi) + 1
-			} else {
-				b = mid - 1
-			}
-		}
-		b, stop, err := w.child(p, lo, hi, member, &seeks)
+		b, stop, err := w.child(p, m[n], last[n], member, &seeks)
 		if err != nil {
 			return nil, err
 		}

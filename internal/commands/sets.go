@@ -269,10 +269,15 @@ func execSPop(_ *Ctx, v View, args [][]byte) (Result, error) {
 			return Result{}, err
 		}
 		t.del(key, s)
-	} else if stay := s.Size - uint64(count); stay < uint64(count) {
+	} else if stay := s.Size - uint64(count); stay < uint64(count) || tombstoned(v, key, s) {
 		// Most members go: as Redis does, keep the few that stay, which
 		// here means logging them (under a new version, the old one
-		// dropped) rather than a delete per member that goes.
+		// dropped) rather than a delete per member that goes. Likewise
+		// for a small set whose earlier pops left more tombstones than it
+		// has members: every read of it steps over them, and a pass over
+		// it (sampleByRank) costs them all; under a new version it has
+		// none, so that draining a big set by SPOP stays O(1) rows per pop
+		// (amortized: the rewrites shrink with the set).
 		if picked, err = spopKeeping(&t, key, s, stay); err != nil {
 			return Result{}, err
 		}
@@ -288,6 +293,14 @@ func execSPop(_ *Ctx, v View, args [][]byte) (Result, error) {
 		return t.result(Bulk(picked[0]))
 	}
 	return t.result(bulks(picked, Set{}))
+}
+
+// tombstoned reports whether the set s at key is small (exactSampleMax)
+// and its span holds more than twice as many tombstones of earlier
+// deletes as members, by the leader's count (TombstoneCounter).
+func tombstoned(v View, key []byte, s Value) bool {
+	tc, ok := v.(TombstoneCounter)
+	return ok && s.Size <= exactSampleMax && tc.SubDeleted(key, s.Version) > 2*s.Size+64
 }
 
 // spopKeeping pops all but stay random members of the set s at key: it

@@ -27,6 +27,14 @@ func (c *countingView) SubScan(key []byte, ver uint64, start []byte, fn func(sub
 	})
 }
 
+func (c *countingView) SubScanReverse(key []byte, ver uint64, end []byte, fn func(sub, val []byte) bool) error {
+	c.scans++
+	return c.memView.SubScanReverse(key, ver, end, func(sub, val []byte) bool {
+		c.rows++
+		return fn(sub, val)
+	})
+}
+
 // sortedRows is rows in a sorted slice: a fast Rows for tests that seek
 // many times (a Layer sorts its keys on every Iter).
 type sortedRows struct{ keys, vals [][]byte }
@@ -42,6 +50,16 @@ func (r *sortedRows) Get(k []byte) ([]byte, bool, error) {
 func (r *sortedRows) Iter(lo, hi []byte, fn func(k, v []byte) bool) error {
 	i, _ := slices.BinarySearchFunc(r.keys, lo, bytes.Compare)
 	for ; i < len(r.keys) && bytes.Compare(r.keys[i], hi) < 0; i++ {
+		if !fn(r.keys[i], r.vals[i]) {
+			break
+		}
+	}
+	return nil
+}
+
+func (r *sortedRows) IterReverse(lo, hi []byte, fn func(k, v []byte) bool) error {
+	i, _ := slices.BinarySearchFunc(r.keys, hi, bytes.Compare)
+	for i--; i >= 0 && bytes.Compare(r.keys[i], lo) >= 0; i-- {
 		if !fn(r.keys[i], r.vals[i]) {
 			break
 		}

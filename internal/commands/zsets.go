@@ -103,6 +103,31 @@ func zindex(v View, key []byte, z Value, start []byte, fn func(score float64, me
 	return err
 }
 
+// zindexRev calls fn for the members of z in reverse index order, from
+// below index sub-key end (nil: the highest), until fn returns false: a
+// read from the high end that costs the rows it returns.
+func zindexRev(v View, key []byte, z Value, end []byte, fn func(score float64, member []byte) bool) error {
+	if end == nil {
+		end = []byte{keyspace.ZSetIndexFamily + 1}
+	}
+	var derr error
+	err := v.SubScanReverse(key, z.Version, end, func(sub, _ []byte) bool {
+		if sub[0] != keyspace.ZSetIndexFamily {
+			return false
+		}
+		s, m, err := keyspace.ParseZSetIndexSub(sub)
+		if err != nil {
+			derr = fmt.Errorf("commands: sorted set %q: %w", key, err)
+			return false
+		}
+		return fn(s, m)
+	})
+	if derr != nil {
+		return derr
+	}
+	return err
+}
+
 // zmembers calls fn for the members of z in member order, from member
 // row start (nil: the first), until fn returns false: the member rows,
 // for ZSCAN, ZRANDMEMBER and reading a whole set.
@@ -391,19 +416,25 @@ func execZRem(_ *Ctx, v View, args [][]byte) (Result, error) {
 	return t.result(Int(len(items)))
 }
 
-// zrankOf is the rank (from the lowest score) of member, whose score is
-// s, in z, reading the index rows before it: O(rank).
-func zrankOf(v View, key []byte, z Value, member []byte, s float64) (int64, bool, error) {
+// zrankOf is the rank of member, whose score is s, in z: from the lowest
+// score, or from the highest (rev), reading the index rows before it from
+// that end: O(rank).
+func zrankOf(v View, key []byte, z Value, member []byte, s float64, rev bool) (int64, bool, error) {
 	var rank int64
 	found := false
-	err := zindex(v, key, z, nil, func(s2 float64, m []byte) bool {
+	each := func(s2 float64, m []byte) bool {
 		if s2 == s && bytes.Equal(m, member) {
 			found = true
 			return false
 		}
 		rank++
 		return true
-	})
+	}
+	if rev {
+		err := zindexRev(v, key, z, nil, each)
+		return rank, found, err
+	}
+	err := zindex(v, key, z, nil, each)
 	return rank, found, err
 }
 
@@ -433,12 +464,9 @@ func zrank(v View, args [][]byte, rev bool) (Result, error) {
 	if err != nil || !ok {
 		return Result{Reply: null}, err
 	}
-	r, _, err := zrankOf(v, args[1], z, args[2], s)
+	r, _, err := zrankOf(v, args[1], z, args[2], s, rev)
 	if err != nil {
 		return Result{}, err
-	}
-	if rev {
-		r = int64(z.Size) - 1 - r
 	}
 	if withScore {
 		return Result{Reply: Array{Int(r), Double(s)}}, nil
@@ -489,6 +517,16 @@ func (r scoreRange) empty() bool {
 }
 
 func (r scoreRange) lteMax(s float64) bool { return s < r.max || (!r.maxEx && s == r.max) }
+
+func (r scoreRange) gteMin(s float64) bool { return s > r.min || (!r.minEx && s == r.min) }
+
+// end is the index sub-key a reverse scan of r starts below.
+func (r scoreRange) end() []byte {
+	if r.maxEx {
+		return keyspace.ZSetIndexFrom(r.max)
+	}
+	return keyspace.ZSetIndexAfter(r.max)
+}
 
 // start is the index sub-key a scan of r starts at.
 func (r scoreRange) start() []byte {
@@ -590,12 +628,26 @@ const (
 	zByLex
 )
 
-// zeach calls fn for the members of sp in index order until fn returns
-// false. It seeks to the range's start in the index, except for ranks.
-func zeach(v View, key []byte, z Value, sp *zspec, fn func(score float64, member []byte) bool) error {
+// zeach calls fn for the members of sp in index order, or in reverse
+// (rev), until fn returns false. It seeks to the range's start (its end,
+// in reverse) in the index, except for ranks, which it counts from the
+// end it starts at.
+func zeach(v View, key []byte, z Value, sp *zspec, rev bool, fn func(score float64, member []byte) bool) error {
 	switch sp.kind {
 	case zByRank:
 		var i int64
+		if rev {
+			// The i-th row from the top has rank n-1-i.
+			n := int64(z.Size)
+			return zindexRev(v, key, z, nil, func(s float64, m []byte) bool {
+				r := n - 1 - i
+				i++
+				if r < sp.lo {
+					return false
+				}
+				return r > sp.hi || fn(s, m)
+			})
+		}
 		return zindex(v, key, z, nil, func(s float64, m []byte) bool {
 			if i > sp.hi {
 				return false
@@ -610,12 +662,20 @@ func zeach(v View, key []byte, z Value, sp *zspec, fn func(score float64, member
 		if sp.score.empty() {
 			return nil
 		}
+		if rev {
+			return zindexRev(v, key, z, sp.score.end(), func(s float64, m []byte) bool {
+				return sp.score.gteMin(s) && fn(s, m)
+			})
+		}
 		return zindex(v, key, z, sp.score.start(), func(s float64, m []byte) bool {
 			return sp.score.lteMax(s) && fn(s, m)
 		})
 	}
 	if sp.lex.empty() {
 		return nil
+	}
+	if rev {
+		return zeachLexRev(v, key, z, sp, fn)
 	}
 	// BYLEX is meant for members of one score (Redis leaves other sets
 	// undefined): seek to the minimum within the lowest score, then read
@@ -644,59 +704,69 @@ func zeach(v View, key []byte, z Value, sp *zspec, fn func(score float64, member
 	})
 }
 
+// zeachLexRev is zeach of a lex range in reverse: seek to the maximum
+// within the highest score, then read down while members are within the
+// minimum.
+func zeachLexRev(v View, key []byte, z Value, sp *zspec, fn func(score float64, member []byte) bool) error {
+	var end []byte
+	if sp.lex.max.inf == 0 {
+		var high float64
+		found := false
+		if err := zindexRev(v, key, z, nil, func(s float64, _ []byte) bool {
+			high, found = s, true
+			return false
+		}); err != nil || !found {
+			return err
+		}
+		end = keyspace.ZSetIndexSub(high, sp.lex.max.val)
+		if !sp.lex.max.ex {
+			end = append(end, 0) // the maximum itself is in
+		}
+	}
+	started := false
+	return zindexRev(v, key, z, end, func(s float64, m []byte) bool {
+		if !started {
+			if !sp.lex.lteMax(m) {
+				return true
+			}
+			started = true
+		}
+		return sp.lex.gteMin(m) && fn(s, m)
+	})
+}
+
 // zcollect returns the members of sp in reply order, forward or reversed
 // (rev), skipping offset of them and returning at most limit (all when
-// limit < 0). Reversed, it reads the span forward and keeps only the last
-// offset+limit members.
+// limit < 0), reading the index from the end the reply starts at. A rank
+// range is read from the end nearer to it, so that the highest ranks
+// (ZRANGE key -10 -1) cost what they return, as the lowest do.
 func zcollect(v View, key []byte, z Value, sp *zspec, rev bool, offset, limit int64) ([]zitem, error) {
 	if offset < 0 || limit == 0 {
 		return nil, nil
 	}
+	read := rev
+	if sp.kind == zByRank && offset == 0 && limit < 0 {
+		read = int64(z.Size)-1-sp.hi < sp.lo
+	}
 	var out []zitem
-	if !rev {
-		err := zeach(v, key, z, sp, func(s float64, m []byte) bool {
-			if offset > 0 {
-				offset--
-				return true
-			}
-			if !sp.keep(m) {
-				return false
-			}
-			out = append(out, zitem{clone(m), s})
-			return limit < 0 || int64(len(out)) < limit
-		})
-		return out, err
-	}
-	keep := int64(-1)
-	if limit >= 0 && offset <= math.MaxInt64-limit {
-		keep = offset + limit
-	}
-	var n int64
-	err := zeach(v, key, z, sp, func(s float64, m []byte) bool {
-		it := zitem{clone(m), s}
-		if keep < 0 || int64(len(out)) < keep {
-			if !sp.keep(m) {
-				return false
-			}
-			out = append(out, it)
-		} else {
-			out[n%keep] = it
+	err := zeach(v, key, z, sp, read, func(s float64, m []byte) bool {
+		if offset > 0 {
+			offset--
+			return true
 		}
-		n++
-		return true
+		if !sp.keep(m) {
+			return false
+		}
+		out = append(out, zitem{clone(m), s})
+		return limit < 0 || int64(len(out)) < limit
 	})
 	if err != nil {
 		return nil, err
 	}
-	if keep > 0 && n > keep {
-		r := int(n % keep)
-		out = append(out[r:], out[:r]...)
+	if read != rev {
+		slices.Reverse(out)
 	}
-	slices.Reverse(out)
-	if offset >= int64(len(out)) {
-		return nil, nil
-	}
-	return out[offset:], nil
+	return out, nil
 }
 
 // rankSpan clamps ranks start and end of a set of size n as Redis does;
@@ -869,7 +939,7 @@ func zcount(v View, args [][]byte, sp zspec) (Result, error) {
 		return Result{Reply: Int(0)}, err
 	}
 	var n int64
-	err = zeach(v, args[1], z, &sp, func(float64, []byte) bool { n++; return true })
+	err = zeach(v, args[1], z, &sp, false, func(float64, []byte) bool { n++; return true })
 	return Result{Reply: Int(n)}, err
 }
 

@@ -559,9 +559,45 @@ func TestZSetModel(t *testing.T) {
 				if got := do(t, v, "ZCOUNT", k, "("+lo, hi); got != Int(len(in)) {
 					fail("ZCOUNT %s (%s %s = %v, want %d", k, lo, hi, got, len(in))
 				}
+				// Inclusive minimum, exclusive maximum, both ways.
+				var in2 []zitem
+				for _, it := range items {
+					if it.score >= flo && it.score < fhi {
+						in2 = append(in2, it)
+					}
+				}
+				if got := do(t, v, "ZRANGE", k, lo, "("+hi, "BYSCORE"); len(items) > 0 && !reflect.DeepEqual(got, scoresReply(in2, false)) {
+					fail("ZRANGE %s %s (%s BYSCORE = %v, want %v", k, lo, hi, got, scoresReply(in2, false))
+				}
+				slices.Reverse(in2)
+				if got := do(t, v, "ZRANGE", k, "("+hi, lo, "BYSCORE", "REV", "WITHSCORES"); len(items) > 0 && !reflect.DeepEqual(got, scoresReply(in2, true)) {
+					fail("ZRANGE %s (%s %s BYSCORE REV = %v, want %v", k, hi, lo, got, scoresReply(in2, true))
+				}
+				// Ranks from either end, forward and reversed.
+				n := len(items)
+				a, b := r.IntN(2*n+3)-n-1, r.IntN(2*n+3)-n-1
+				var byRank []zitem
+				if from, to, ok := rankSpan(int64(a), int64(b), int64(n)); ok {
+					byRank = slices.Clone(items[from : to+1])
+				}
+				if got := do(t, v, "ZRANGE", k, strconv.Itoa(a), strconv.Itoa(b)); n > 0 && !reflect.DeepEqual(got, scoresReply(byRank, false)) {
+					fail("ZRANGE %s %d %d = %v, want %v", k, a, b, got, scoresReply(byRank, false))
+				}
+				revItems := slices.Clone(items)
+				slices.Reverse(revItems)
+				byRank = nil
+				if from, to, ok := rankSpan(int64(a), int64(b), int64(n)); ok {
+					byRank = revItems[from : to+1]
+				}
+				if got := do(t, v, "ZRANGE", k, strconv.Itoa(a), strconv.Itoa(b), "REV", "WITHSCORES"); n > 0 && !reflect.DeepEqual(got, scoresReply(byRank, true)) {
+					fail("ZRANGE %s %d %d REV = %v, want %v", k, a, b, got, scoresReply(byRank, true))
+				}
 				for i, it := range items {
 					if got := do(t, v, "ZRANK", k, string(it.member)); got != Int(i) {
 						fail("ZRANK %s %s = %v, want %d", k, it.member, got, i)
+					}
+					if got := do(t, v, "ZREVRANK", k, string(it.member), "WITHSCORE"); !reflect.DeepEqual(got, Array{Int(n - 1 - i), Double(it.score)}) {
+						fail("ZREVRANK %s %s = %v, want %d", k, it.member, got, n-1-i)
 					}
 					if got := do(t, v, "ZREVRANGE", k, strconv.Itoa(len(items)-1-i), strconv.Itoa(len(items)-1-i)); !reflect.DeepEqual(got, Array{Bulk(it.member)}) {
 						fail("ZREVRANGE %s at %d = %v, want %s", k, len(items)-1-i, got, it.member)
@@ -611,7 +647,8 @@ func TestZSetOpsPerMember(t *testing.T) {
 
 // TestZSetRangeReadsWhatItReturns: a range by score or lex on a big set
 // seeks in the index and reads the rows it returns (and one to see the
-// end), not the set; so does ZSCORE (one row).
+// end), not the set; so does ZSCORE (one row). From either end: a reverse
+// range, the highest ranks, ZREVRANK and ZPOPMAX read from the top.
 func TestZSetRangeReadsWhatItReturns(t *testing.T) {
 	v := newMem(1000)
 	args := []string{"ZADD", "z"}
@@ -634,6 +671,19 @@ func TestZSetRangeReadsWhatItReturns(t *testing.T) {
 		{"ZRANGEBYLEX lex [m02500 (m02505", 5, 7},
 		{"ZRANGE z 0 4", 5, 6},
 		{"ZSCORE z m04000", 1, 1},
+		// From the high end: reverse reads.
+		{"ZREVRANGEBYSCORE z 2509 2500", 10, 11},
+		{"ZREVRANGEBYSCORE z (2509 2500 LIMIT 0 3", 3, 3},
+		{"ZRANGE z 2509 (2500 BYSCORE REV", 9, 10},
+		{"ZREVRANGEBYLEX lex (m02505 [m02500", 5, 7},
+		{"ZRANGE lex [m02505 [m02500 BYLEX REV LIMIT 1 2", 2, 5},
+		{"ZREVRANGE z 0 4", 5, 6},
+		{"ZRANGE z -5 -1", 5, 6},
+		{"ZRANGE z 0 4 REV", 5, 6},
+		{"ZREVRANK z m04990", 1, 11},
+		{"ZRANK z m00009", 1, 11},
+		{"ZPOPMAX z 3", 6, 4},
+		{"ZPOPMIN z 3", 6, 4},
 	} {
 		c := &countingView{memView: v}
 		res, err := run(&Ctx{NowMs: v.now}, c, strings.Fields(tc.args)...)
@@ -644,8 +694,12 @@ func TestZSetRangeReadsWhatItReturns(t *testing.T) {
 		switch r := res.Reply.(type) {
 		case Array:
 			n = len(r)
+		case Pairs:
+			n = len(r)
 		case Int:
-			n = int(r)
+			if !strings.Contains(tc.args, "RANK") {
+				n = int(r)
+			}
 		}
 		if n != tc.n || c.rows+c.subs > tc.rows {
 			t.Errorf("%s: %d items reading %d rows, want %d items reading at most %d", tc.args, n, c.rows+c.subs, tc.n, tc.rows)
@@ -711,6 +765,68 @@ func TestZSetDumpRestoreCopy(t *testing.T) {
 		}
 		if _, err := zsetRows(t, v, k); err != nil {
 			t.Errorf("rows of %s: %v", k, err)
+		}
+	}
+}
+
+// TestZSetLexModel: BYLEX ranges of a set of one score, forward and
+// reversed, with and without LIMIT, against the sorted members.
+func TestZSetLexModel(t *testing.T) {
+	members := []string{"", "a", "aa", "ab", "b", "ba", "c", "\xff"}
+	bounds := []string{"-", "+", "[", "(", "[a", "(a", "[aa", "(ab", "[b", "(ba", "[c", "(c", "[\xff", "(\xff", "[zz"}
+	for seed := range uint64(100) {
+		r := rand.New(rand.NewPCG(seed, 11))
+		v := newMem(1000)
+		var in []string
+		args := []string{"ZADD", "z"}
+		for _, m := range members {
+			if r.IntN(2) == 0 {
+				in = append(in, m)
+				args = append(args, "0", m)
+			}
+		}
+		if len(in) == 0 {
+			continue
+		}
+		do(t, v, args...)
+		slices.Sort(in)
+		for range 30 {
+			lo, hi := bounds[r.IntN(len(bounds))], bounds[r.IntN(len(bounds))]
+			rng, err := parseLexRange([]byte(lo), []byte(hi))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want []string
+			if !rng.empty() {
+				for _, m := range in {
+					if rng.gteMin([]byte(m)) && rng.lteMax([]byte(m)) {
+						want = append(want, m)
+					}
+				}
+			}
+			off, cnt := r.IntN(3), r.IntN(4)-1
+			limit := func(ms []string) Reply {
+				ms = ms[min(off, len(ms)):]
+				if cnt >= 0 {
+					ms = ms[:min(cnt, len(ms))]
+				}
+				out := Array{}
+				for _, m := range ms {
+					out = append(out, Bulk(m))
+				}
+				return out
+			}
+			if got, w := do(t, v, "ZRANGEBYLEX", "z", lo, hi, "LIMIT", strconv.Itoa(off), strconv.Itoa(cnt)), limit(want); fmt.Sprintf("%q", got) != fmt.Sprintf("%q", w) {
+				t.Fatalf("seed %d: members %q: ZRANGEBYLEX z %q %q LIMIT %d %d = %q, want %q", seed, in, lo, hi, off, cnt, got, w)
+			}
+			rev := slices.Clone(want)
+			slices.Reverse(rev)
+			if got, w := do(t, v, "ZREVRANGEBYLEX", "z", hi, lo, "LIMIT", strconv.Itoa(off), strconv.Itoa(cnt)), limit(rev); fmt.Sprintf("%q", got) != fmt.Sprintf("%q", w) {
+				t.Fatalf("seed %d: members %q: ZREVRANGEBYLEX z %q %q LIMIT %d %d = %q, want %q", seed, in, hi, lo, off, cnt, got, w)
+			}
+			if got := do(t, v, "ZLEXCOUNT", "z", lo, hi); got != Int(len(want)) {
+				t.Fatalf("seed %d: ZLEXCOUNT z %q %q = %v, want %d", seed, lo, hi, got, len(want))
+			}
 		}
 	}
 }

@@ -141,6 +141,11 @@ type View interface {
 	// ascending order until fn returns false. The slices are valid only
 	// during the call.
 	SubScan(key []byte, version uint64, start []byte, fn func(sub, val []byte) bool) error
+	// SubScanReverse calls fn for the sub-keys < end of (key, version)
+	// (all of them when end is nil) in descending order until fn returns
+	// false: a read from the high end that costs the rows it returns. The
+	// slices are valid only during the call.
+	SubScanReverse(key []byte, version uint64, end []byte, fn func(sub, val []byte) bool) error
 	// Rows is the rows under the view, for a transaction to layer its
 	// writes over (NewLayer).
 	Rows() Rows

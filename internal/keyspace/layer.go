@@ -141,6 +141,15 @@ func (l *Layer) Get(k []byte) ([]byte, bool, error) {
 // the layer's keys in the span, so it costs the layer's size; the writes it
 // serves (a transaction, the leader's in-flight entries) are small.
 func (l *Layer) Iter(lo, hi []byte, fn func(k, v []byte) bool) error {
+	return l.iter(lo, hi, false, fn)
+}
+
+// IterReverse implements Rows: Iter's merge, in descending order.
+func (l *Layer) IterReverse(lo, hi []byte, fn func(k, v []byte) bool) error {
+	return l.iter(lo, hi, true, fn)
+}
+
+func (l *Layer) iter(lo, hi []byte, rev bool, fn func(k, v []byte) bool) error {
 	var keys []string
 	for k := range l.points {
 		if k >= string(lo) && k < string(hi) {
@@ -148,6 +157,15 @@ func (l *Layer) Iter(lo, hi []byte, fn func(k, v []byte) bool) error {
 		}
 	}
 	slices.Sort(keys)
+	// before reports whether layer key a comes before base key b in the
+	// iteration's order.
+	before := func(a, b string) bool { return a < b }
+	base := l.base.Iter
+	if rev {
+		slices.Reverse(keys)
+		before = func(a, b string) bool { return a > b }
+		base = l.base.IterReverse
+	}
 	stop := false
 	// emit yields the layer's row at k if it is live; false stops.
 	emit := func(k string) bool {
@@ -157,8 +175,8 @@ func (l *Layer) Iter(lo, hi []byte, fn func(k, v []byte) bool) error {
 		}
 		return fn([]byte(k), p.val)
 	}
-	err := l.base.Iter(lo, hi, func(k, v []byte) bool {
-		for len(keys) > 0 && keys[0] < string(k) {
+	err := base(lo, hi, func(k, v []byte) bool {
+		for len(keys) > 0 && before(keys[0], string(k)) {
 			if !emit(keys[0]) {
 				stop = true
 				return false

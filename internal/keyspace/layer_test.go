@@ -41,6 +41,17 @@ func (m memRows) Iter(lo, hi []byte, fn func(k, v []byte) bool) error {
 	return nil
 }
 
+func (m memRows) IterReverse(lo, hi []byte, fn func(k, v []byte) bool) error {
+	var keys []string
+	_ = m.Iter(lo, hi, func(k, _ []byte) bool { keys = append(keys, string(k)); return true })
+	for i := len(keys) - 1; i >= 0; i-- {
+		if !fn([]byte(keys[i]), []byte(m[keys[i]])) {
+			break
+		}
+	}
+	return nil
+}
+
 // randomOp is an op on a few keys, fields and versions, of every kind.
 func randomOp(r *rand.Rand) logrec.Op {
 	key := []byte(fmt.Sprintf("k%d", r.IntN(4)))
@@ -75,6 +86,22 @@ func dumpRows(t *testing.T, r Rows) []string {
 			t.Fatal(err)
 		}
 	}
+	return out
+}
+
+// dumpRowsReverse is dumpRows read backwards, in dumpRows's order.
+func dumpRowsReverse(t *testing.T, r Rows) []string {
+	t.Helper()
+	var out []string
+	for _, span := range [][2][]byte{{SubLower, SubUpper}, {MetaLower, MetaUpper}} {
+		if err := r.IterReverse(span[0], span[1], func(k, v []byte) bool {
+			out = append(out, fmt.Sprintf("%q=%q", k, v))
+			return true
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	slices.Reverse(out)
 	return out
 }
 
@@ -122,6 +149,9 @@ func TestLayerModel(t *testing.T) {
 			got, want := dumpRows(t, l), dumpRows(t, truth)
 			if !slices.Equal(got, want) {
 				t.Fatalf("seed %d lsn %d: layer rows\n%v\nwant\n%v\nlayer:\n%s", seed, lsn, got, want, l)
+			}
+			if rev := dumpRowsReverse(t, l); !slices.Equal(rev, want) {
+				t.Fatalf("seed %d lsn %d: layer rows in reverse\n%v\nwant\n%v\nlayer:\n%s", seed, lsn, rev, want, l)
 			}
 			for k := range 4 {
 				for _, rk := range [][]byte{MetaKey([]byte(fmt.Sprintf("k%d", k))), SubKey([]byte(fmt.Sprintf("k%d", k)), 1, []byte("f1"))} {

@@ -10,6 +10,11 @@ type Rows interface {
 	// Iter calls fn for the rows in [lo, hi) in ascending key order until
 	// fn returns false. The slices are valid only during the call.
 	Iter(lo, hi []byte, fn func(k, v []byte) bool) error
+	// IterReverse calls fn for the rows in [lo, hi) in descending key
+	// order until fn returns false, reading only the rows it yields (and
+	// the deleted ones between them), so that a read from the high end
+	// costs what it returns. The slices are valid only during the call.
+	IterReverse(lo, hi []byte, fn func(k, v []byte) bool) error
 }
 
 // Reader is the keyspace over Rows at NowMs: the one lookup and the one
@@ -81,6 +86,18 @@ func (r Reader) SubScan(key []byte, version uint64, start []byte, fn func(sub, v
 	})
 }
 
+// SubScanReverse implements View.
+func (r Reader) SubScanReverse(key []byte, version uint64, end []byte, fn func(sub, val []byte) bool) error {
+	lo, hi := SubSpan(key, version)
+	n := len(lo)
+	if end != nil {
+		hi = append(lo[:n:n], end...)
+	}
+	return r.R.IterReverse(lo, hi, func(k, v []byte) bool {
+		return fn(k[n:], v)
+	})
+}
+
 // Rows implements View.
 func (r Reader) Rows() Rows { return r.R }
 
@@ -98,3 +115,6 @@ func (Empty) Get([]byte) ([]byte, bool, error) { return nil, false, nil }
 
 // Iter implements Rows.
 func (Empty) Iter(_, _ []byte, _ func(k, v []byte) bool) error { return nil }
+
+// IterReverse implements Rows.
+func (Empty) IterReverse(_, _ []byte, _ func(k, v []byte) bool) error { return nil }

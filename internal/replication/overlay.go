@@ -11,8 +11,14 @@ import (
 // keyspace.Layer: the rows are package keyspace's, written by its Apply and
 // read by its Reader, the same as the stored data. The Leader's seqMu
 // guards it. The zero value is an empty overlay.
+//
+// It also keeps the hints of where collections' live rows start and end
+// (keyspace.Hints), which every write the leader sequences passes
+// through here, so that pops do not step over the rows earlier pops
+// deleted.
 type overlay struct {
 	l *keyspace.Layer
+	h *keyspace.Hints
 }
 
 // add records e's operations as the latest uncommitted rows. The entry was
@@ -21,8 +27,10 @@ type overlay struct {
 func (o *overlay) add(e *logrec.Entry) {
 	if o.l == nil {
 		o.l = keyspace.NewLayer(nil)
+		o.h = keyspace.NewHints(nil)
 	}
 	_ = o.l.ApplyOps(e.LSN, e.Ops)
+	_ = o.h.ApplyOps(e.Ops)
 }
 
 // drop forgets the rows of applied entries through last, unless a later
@@ -54,6 +62,10 @@ func (v overlayView) reader() keyspace.Reader {
 		v.o.l.SetBase(r.R)
 		r.R = v.o.l
 	}
+	if v.o.h != nil {
+		v.o.h.SetBase(r.R)
+		r.R = v.o.h
+	}
 	return r
 }
 
@@ -71,6 +83,19 @@ func (v overlayView) Sub(key []byte, version uint64, sub []byte) ([]byte, bool, 
 
 func (v overlayView) SubScan(key []byte, version uint64, start []byte, fn func(sub, val []byte) bool) error {
 	return v.reader().SubScan(key, version, start, fn)
+}
+
+func (v overlayView) SubScanReverse(key []byte, version uint64, end []byte, fn func(sub, val []byte) bool) error {
+	return v.reader().SubScanReverse(key, version, end, fn)
+}
+
+// SubDeleted is the overlay hints' count of the rows of (key, version)
+// deleted one by one (commands.TombstoneCounter).
+func (v overlayView) SubDeleted(key []byte, version uint64) uint64 {
+	if v.o.h == nil {
+		return 0
+	}
+	return v.o.h.Deleted(key, version)
 }
 
 func (v overlayView) Rows() keyspace.Rows { return v.reader().R }

@@ -86,6 +86,9 @@ func (v fakeView) Sub([]byte, uint64, []byte) ([]byte, bool, error) { return nil
 func (v fakeView) SubScan([]byte, uint64, []byte, func(sub, val []byte) bool) error {
 	return nil
 }
+func (v fakeView) SubScanReverse([]byte, uint64, []byte, func(sub, val []byte) bool) error {
+	return nil
+}
 func (v fakeView) Now() int64         { return v.now }
 func (v fakeView) NewVersion() uint64 { return 0 }
 

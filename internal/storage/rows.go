@@ -56,6 +56,11 @@ func (r dbRows) Iter(lo, hi []byte, fn func(k, v []byte) bool) error {
 	return iterRows(r.d.pdb, lo, hi, fn)
 }
 
+// IterReverse implements keyspace.Rows.
+func (r dbRows) IterReverse(lo, hi []byte, fn func(k, v []byte) bool) error {
+	return iterRowsReverse(r.d.pdb, lo, hi, fn)
+}
+
 type iterable interface {
 	NewIter(*pebble.IterOptions) (*pebble.Iterator, error)
 }
@@ -73,6 +78,23 @@ func iterRows(src iterable, lo, hi []byte, fn func(k, v []byte) bool) error {
 	}
 	if err := it.Error(); err != nil {
 		return fmt.Errorf("storage: scan: %w", err)
+	}
+	return nil
+}
+
+func iterRowsReverse(src iterable, lo, hi []byte, fn func(k, v []byte) bool) error {
+	it, err := src.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return fmt.Errorf("storage: reverse scan: %w", err)
+	}
+	defer it.Close()
+	for ok := it.Last(); ok; ok = it.Prev() {
+		if !fn(it.Key(), it.Value()) {
+			break
+		}
+	}
+	if err := it.Error(); err != nil {
+		return fmt.Errorf("storage: reverse scan: %w", err)
 	}
 	return nil
 }
@@ -109,6 +131,11 @@ func (v View) Sub(key []byte, version uint64, sub []byte) ([]byte, bool, error) 
 // SubScan implements keyspace.View.
 func (v View) SubScan(key []byte, version uint64, start []byte, fn func(sub, val []byte) bool) error {
 	return v.reader().SubScan(key, version, start, fn)
+}
+
+// SubScanReverse implements keyspace.View.
+func (v View) SubScanReverse(key []byte, version uint64, end []byte, fn func(sub, val []byte) bool) error {
+	return v.reader().SubScanReverse(key, version, end, fn)
 }
 
 // Rows implements keyspace.View.

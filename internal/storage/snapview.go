@@ -42,6 +42,11 @@ func (r *SnapshotRows) Iter(lo, hi []byte, fn func(k, v []byte) bool) error {
 	return iterRows(r.s, lo, hi, fn)
 }
 
+// IterReverse implements keyspace.Rows.
+func (r *SnapshotRows) IterReverse(lo, hi []byte, fn func(k, v []byte) bool) error {
+	return iterRowsReverse(r.s, lo, hi, fn)
+}
+
 // Close releases the snapshot.
 func (r *SnapshotRows) Close() error { return r.s.Close() }
 

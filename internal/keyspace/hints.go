@@ -1,0 +1,237 @@
+package keyspace
+
+import (
+	"bytes"
+
+	"github.com/tandemdb/tandem/internal/logrec"
+)
+
+// Hints is Rows over base rows that remembers where the live rows at the
+// ends of a collection's span are, so that a pop does not step over the
+// rows earlier pops deleted.
+//
+// # Why
+//
+// In an LSM a deleted row leaves a tombstone until a compaction drops
+// it, and an iteration steps over every tombstone in its way. Pops take
+// a sorted set's lowest (or highest) members, so each one deletes the
+// rows at the front of the span and leaves tombstones there that the
+// next pop's seek from the span's start steps over: ZPOPMIN N times costs
+// O(N²) (the queue pattern; RocksDB's wiki, "Implement Queue Service
+// Using RocksDB", gives the cure used here: remember where the live rows
+// start and seek there).
+//
+// # What it keeps
+//
+// For an iteration forward from a span start lo (the sub-key prefix of a
+// (key, version), or that prefix and one byte: a sorted set's family) it
+// records the first row the iteration met, f: no live row lies in
+// [lo, f). The next Iter from lo seeks to f. Likewise for IterReverse up
+// to a span end hi: no live row lies in [g, hi), where g is just above
+// the last row it met. A delete only makes more rows dead, so it leaves
+// the hints true; a row written inside a dead range (Set, through Apply)
+// shrinks the range to end (or start) at it. So the hints hold as long
+// as every write to the rows below goes through Set, in order, before a
+// read can see it.
+//
+// The leader's overlay keeps one: every write the leader sequences goes
+// through it first (Apply of the entry's ops), and the committed data
+// changes only by applying those entries. Followers do not pop.
+//
+// The number of hints is bounded (maxHints); past it they are
+// forgotten, which costs the next pop of each collection one walk over
+// its tombstones. A Hints is not safe for concurrent use.
+type Hints struct {
+	base Rows
+	// fwd: span start lo -> f, no live row in [lo, f).
+	fwd map[string][]byte
+	// rev: span end hi -> g, no live row in [g, hi).
+	rev map[string][]byte
+	// dels: sub-key prefix of a (key, version) -> the point deletes of
+	// its rows passed to Delete (Deleted).
+	dels map[string]uint64
+}
+
+// maxHints bounds the hints kept; each costs its two keys.
+const maxHints = 4096
+
+// NewHints returns hints over base, with none yet.
+func NewHints(base Rows) *Hints {
+	return &Hints{base: base, fwd: map[string][]byte{}, rev: map[string][]byte{}, dels: map[string]uint64{}}
+}
+
+// SetBase changes the rows under the hints (the leader's rows at a new
+// clock). The rows must be the same data, or the data the writes already
+// given to Set have made.
+func (h *Hints) SetBase(base Rows) { h.base = base }
+
+// Len is the number of hints held.
+func (h *Hints) Len() int { return len(h.fwd) + len(h.rev) + len(h.dels) }
+
+// spanEnd reports whether k is a span start or end that hints are kept
+// for: a sub-key prefix of a (key, version), alone or with one more byte.
+func spanEnd(k []byte) bool {
+	if len(k) == 0 || k[0] != PrefixSub {
+		return false
+	}
+	_, _, sub, err := ParseSubKey(k)
+	return err == nil && len(sub) <= 1
+}
+
+// Get implements Rows.
+func (h *Hints) Get(k []byte) ([]byte, bool, error) { return h.base.Get(k) }
+
+// Iter implements Rows.
+func (h *Hints) Iter(lo, hi []byte, fn func(k, v []byte) bool) error {
+	if !spanEnd(lo) {
+		return h.base.Iter(lo, hi, fn)
+	}
+	from := lo
+	if f, ok := h.fwd[string(lo)]; ok {
+		if bytes.Compare(f, hi) >= 0 {
+			return nil // [lo, hi) is dead
+		}
+		from = f
+	}
+	var first []byte
+	seen := false
+	err := h.base.Iter(from, hi, func(k, v []byte) bool {
+		if !seen {
+			seen, first = true, bytes.Clone(k)
+		}
+		return fn(k, v)
+	})
+	if err != nil {
+		return err
+	}
+	if !seen {
+		first = bytes.Clone(hi)
+	}
+	h.note(h.fwd, lo, first)
+	return nil
+}
+
+// IterReverse implements Rows.
+func (h *Hints) IterReverse(lo, hi []byte, fn func(k, v []byte) bool) error {
+	if !spanEnd(hi) {
+		return h.base.IterReverse(lo, hi, fn)
+	}
+	to := hi
+	if g, ok := h.rev[string(hi)]; ok {
+		if bytes.Compare(g, lo) <= 0 {
+			return nil // [lo, hi) is dead
+		}
+		to = g
+	}
+	var after []byte
+	seen := false
+	err := h.base.IterReverse(lo, to, func(k, v []byte) bool {
+		if !seen {
+			// The smallest key above k: rows in [k+0, hi) are dead.
+			seen, after = true, append(bytes.Clone(k), 0)
+		}
+		return fn(k, v)
+	})
+	if err != nil {
+		return err
+	}
+	if !seen {
+		after = bytes.Clone(lo)
+	}
+	h.note(h.rev, hi, after)
+	return nil
+}
+
+func (h *Hints) note(m map[string][]byte, k, v []byte) {
+	if _, ok := m[string(k)]; !ok {
+		h.makeRoom()
+	}
+	m[string(k)] = v
+}
+
+func (h *Hints) makeRoom() {
+	if h.Len() >= maxHints {
+		clear(h.fwd)
+		clear(h.rev)
+		clear(h.dels)
+	}
+}
+
+// Set implements Writer: row k is (or will be) written below, so no hint
+// may say it is dead.
+func (h *Hints) Set(k, _ []byte) {
+	if h.Len() == 0 || len(k) == 0 || k[0] != PrefixSub {
+		return
+	}
+	key, version, sub, err := ParseSubKey(k)
+	if err != nil {
+		return
+	}
+	prefix := k[:len(k)-len(sub)]
+	h.liveFwd(prefix, k)
+	if len(sub) > 0 {
+		h.liveFwd(k[:len(prefix)+1], k)
+	}
+	if len(h.rev) == 0 {
+		return
+	}
+	_, spanHi := SubSpan(key, version)
+	h.liveRev(spanHi, k)
+	if len(sub) > 0 && sub[0] < 0xff {
+		h.liveRev(append(bytes.Clone(prefix), sub[0]+1), k)
+	}
+}
+
+// liveFwd makes the forward hint of span start lo, if any, leave row k
+// live.
+func (h *Hints) liveFwd(lo, k []byte) {
+	if f, ok := h.fwd[string(lo)]; ok && bytes.Compare(k, f) < 0 {
+		h.fwd[string(lo)] = k
+	}
+}
+
+// liveRev makes the reverse hint of span end hi, if any, leave row k live.
+func (h *Hints) liveRev(hi, k []byte) {
+	if g, ok := h.rev[string(hi)]; ok && bytes.Compare(k, g) >= 0 {
+		h.rev[string(hi)] = append(bytes.Clone(k), 0)
+	}
+}
+
+// Delete implements Writer: a delete leaves every hint true. It counts
+// the point deletes of each collection's rows (Deleted).
+func (h *Hints) Delete(k []byte) {
+	if len(k) == 0 || k[0] != PrefixSub {
+		return
+	}
+	_, _, sub, err := ParseSubKey(k)
+	if err != nil {
+		return
+	}
+	prefix := k[:len(k)-len(sub)]
+	if _, ok := h.dels[string(prefix)]; !ok {
+		h.makeRoom()
+	}
+	h.dels[string(prefix)]++
+}
+
+// Deleted is about how many rows of (key, version) were deleted one by
+// one since the hints began (or were last forgotten): each left a
+// tombstone in its span that reads over the span step over until a
+// compaction drops it. A collection that has many next to few live rows
+// is worth rewriting under a new version (SPOP does).
+func (h *Hints) Deleted(key []byte, version uint64) uint64 {
+	return h.dels[string(AppendSubPrefix(nil, key, version))]
+}
+
+// DeleteRange implements Writer, as Delete.
+func (h *Hints) DeleteRange(_, _ []byte) {}
+
+// ApplyOps passes ops' writes to Set.
+func (h *Hints) ApplyOps(ops []logrec.Op) error {
+	for i := range ops {
+		if err := Apply(h, &ops[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}

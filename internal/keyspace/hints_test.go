@@ -1,0 +1,175 @@
+package keyspace
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/tandemdb/tandem/internal/logrec"
+)
+
+// TestHintsModel: reads through Hints over a Layer over base rows (the
+// leader's overlay) give what the rows give, whatever the mix of writes,
+// pops from either end, range deletes and reads from span ends, partial
+// (stopped early) or whole, while entries move to the base. A hint that a
+// write did not lower (Set) hides a row written in front of the live
+// rows, which the pops then miss.
+func TestHintsModel(t *testing.T) {
+	subs := []string{"", "\x00", "a", "i", "i1", "i2", "i3", "m", "m1", "m2", "z", "\xff", "\xff\xff"}
+	for seed := range uint64(300) {
+		r := rand.New(rand.NewPCG(seed, 7))
+		base, truth := memRows{}, memRows{}
+		l := NewLayer(base)
+		h := NewHints(l)
+		key := func() []byte { return []byte(fmt.Sprintf("k%d", r.IntN(2))) }
+		ver := func() uint64 { return uint64(r.IntN(2) + 1) }
+		var pending [][]logrec.Op
+		for lsn := uint64(1); lsn <= 200; lsn++ {
+			var ops []logrec.Op
+			switch r.IntN(10) {
+			case 0, 1, 2:
+				ops = []logrec.Op{{Kind: logrec.OpSubPut, Key: key(), Version: ver(), Sub: []byte(subs[r.IntN(len(subs))]), Value: []byte("v")}}
+			case 3:
+				ops = []logrec.Op{{Kind: logrec.OpDrop, Key: key(), Version: ver()}}
+			default:
+				// A pop: the first or last rows of a span read through
+				// the hints, deleted.
+				k, v := key(), ver()
+				lo, hi := spanEnds(r, k, v)
+				read := h.Iter
+				if r.IntN(2) == 0 {
+					read = h.IterReverse
+				}
+				n := 1 + r.IntN(2)
+				if err := read(lo, hi, func(rk, _ []byte) bool {
+					_, _, sub, _ := ParseSubKey(rk)
+					ops = append(ops, logrec.Op{Kind: logrec.OpSubDel, Key: k, Version: v, Sub: slices.Clone(sub)})
+					return len(ops) < n
+				}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i := range ops {
+				_ = Apply(truth, &ops[i])
+			}
+			if err := l.ApplyOps(lsn, ops); err != nil {
+				t.Fatal(err)
+			}
+			if err := h.ApplyOps(ops); err != nil {
+				t.Fatal(err)
+			}
+			pending = append(pending, ops)
+			if r.IntN(4) == 0 { // the base catches up
+				for _, e := range pending {
+					for i := range e {
+						_ = Apply(base, &e[i])
+					}
+					l.Forget(e, lsn)
+				}
+				pending = nil
+			}
+			// Reads from every span end agree with the rows.
+			for _, k := range []string{"k0", "k1"} {
+				for v := uint64(1); v <= 2; v++ {
+					lo, hi := spanEnds(r, []byte(k), v)
+					var got, want, gotRev, wantRev []string
+					collect := func(out *[]string) func(k, _ []byte) bool {
+						return func(k, _ []byte) bool { *out = append(*out, string(k)); return true }
+					}
+					_ = h.Iter(lo, hi, collect(&got))
+					_ = truth.Iter(lo, hi, collect(&want))
+					_ = h.IterReverse(lo, hi, collect(&gotRev))
+					_ = truth.IterReverse(lo, hi, collect(&wantRev))
+					if !slices.Equal(got, want) || !slices.Equal(gotRev, wantRev) {
+						t.Fatalf("seed %d lsn %d: [%q, %q): hinted %q / reverse %q, want %q / %q", seed, lsn, lo, hi, got, gotRev, want, wantRev)
+					}
+				}
+			}
+		}
+	}
+}
+
+// spanEnds is a random span of (key, version) that hints are kept for: the
+// whole span or one family of it.
+func spanEnds(r *rand.Rand, key []byte, version uint64) (lo, hi []byte) {
+	lo, hi = SubSpan(key, version)
+	switch r.IntN(3) {
+	case 0:
+		return lo, hi
+	case 1:
+		return append(lo, 'i'), append(slices.Clone(lo), 'j')
+	}
+	return append(lo, 'm'), append(slices.Clone(lo), 'n')
+}
+
+// TestHintsSkip: once a pop from the front has read a span, the next read
+// from the span's start begins at the first live row: it does not read
+// the rows deleted before it.
+func TestHintsSkip(t *testing.T) {
+	base := &countRows{memRows: memRows{}}
+	h := NewHints(base)
+	k := []byte("z")
+	var ops []logrec.Op
+	for i := range 100 {
+		ops = append(ops, logrec.Op{Kind: logrec.OpSubPut, Key: k, Version: 1, Sub: fmt.Appendf(nil, "i%03d", i), Value: []byte{}})
+	}
+	apply := func(ops []logrec.Op) {
+		for i := range ops {
+			_ = Apply(base.memRows, &ops[i])
+		}
+		if err := h.ApplyOps(ops); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply(ops)
+	lo, hi := SubSpan(k, 1)
+	pop := func(read func(lo, hi []byte, fn func(k, v []byte) bool) error) string {
+		var got []byte
+		_ = read(lo, hi, func(rk, _ []byte) bool { got = slices.Clone(rk); return false })
+		_, _, sub, _ := ParseSubKey(got)
+		apply([]logrec.Op{{Kind: logrec.OpSubDel, Key: k, Version: 1, Sub: sub}})
+		return string(sub)
+	}
+	for i := range 50 {
+		if got, want := pop(h.Iter), fmt.Sprintf("i%03d", i); got != want {
+			t.Fatalf("pop %d from the front = %q, want %q", i, got, want)
+		}
+		if got, want := pop(h.IterReverse), fmt.Sprintf("i%03d", 99-i); i < 49 && got != want {
+			t.Fatalf("pop %d from the back = %q, want %q", i, got, want)
+		}
+	}
+	if got := h.Deleted(k, 1); got != 100 {
+		t.Errorf("Deleted after 100 pops = %d", got)
+	}
+	if got := h.Deleted(k, 2); got != 0 {
+		t.Errorf("Deleted of another version = %d", got)
+	}
+	// The rows from the front's last hint on: the deleted row at the hint
+	// and the live one after it.
+	base.from = nil
+	_ = h.Iter(lo, hi, func(_, _ []byte) bool { return false })
+	if want := SubKey(k, 1, []byte("i049")); string(base.from) != string(want) {
+		t.Errorf("the read after 50 pops starts at %q, want the last hint %q", base.from, want)
+	}
+	// A row written in front of the live rows is read.
+	apply([]logrec.Op{{Kind: logrec.OpSubPut, Key: k, Version: 1, Sub: []byte("a"), Value: []byte{}}})
+	if got := pop(h.Iter); got != "a" {
+		t.Errorf("after a write at the front, the pop took %q, want a", got)
+	}
+	apply([]logrec.Op{{Kind: logrec.OpSubPut, Key: k, Version: 1, Sub: []byte("z"), Value: []byte{}}})
+	if got := pop(h.IterReverse); got != "z" {
+		t.Errorf("after a write at the back, the pop took %q, want z", got)
+	}
+}
+
+// countRows records where the last iteration started.
+type countRows struct {
+	memRows
+	from []byte
+}
+
+func (c *countRows) Iter(lo, hi []byte, fn func(k, v []byte) bool) error {
+	c.from = slices.Clone(lo)
+	return c.memRows.Iter(lo, hi, fn)
+}
