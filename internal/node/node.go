@@ -470,12 +470,17 @@ func (n *Node) startLeader(epoch uint64, lease *replication.Lease) (role, error)
 
 // streamHeartbeat is how often an idle follower stream carries a heartbeat.
 func (n *Node) streamHeartbeat() time.Duration {
-	// Short: a follower proves its staleness for bounded reads
-	// anew with each message (replication.Follower.WaitFresh), so an idle
-	// follower serves a bounded read after at most this long; and under
-	// the control plane the orchestrator asks followers how long ago they
-	// heard their leader before it declares the leader dead.
-	return 30 * time.Millisecond
+	// Under the control plane the orchestrator asks followers how long ago
+	// they heard their leader before it declares the leader dead (a
+	// follower that heard it within --follower-silence, 150 ms, vetoes),
+	// and the failsafe lease is extended by echoes at most a fence delay
+	// (100 ms) old: both want a heartbeat well inside 100 ms. Freshness for
+	// bounded reads on an idle follower no longer comes from heartbeats
+	// (an idle leader's lease lapses between confirmations, and its
+	// heartbeats prove nothing then): the follower asks the leader
+	// (followerBounded). Each heartbeat costs a send and an echo on both
+	// sides, so no shorter than needed: 50 ms.
+	return 50 * time.Millisecond
 }
 
 // watchLeader fences the node when its leader stops by itself. It returns

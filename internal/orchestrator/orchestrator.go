@@ -215,9 +215,21 @@ type Orchestrator struct {
 	// last one that did); nothing is changed until it does.
 	topoErr error
 
+	// decideNow (capacity 1) wakes decideLoop at once: a probe failed,
+	// the topology changed, or this orchestrator became active.
+	decideNow chan struct{}
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+}
+
+// wakeDecide makes decideLoop evaluate the rule now.
+func (o *Orchestrator) wakeDecide() {
+	select {
+	case o.decideNow <- struct{}{}:
+	default:
+	}
 }
 
 // nodeState is what the orchestrator knows of one node: its member record
@@ -243,7 +255,7 @@ func Start(cfg Config) (*Orchestrator, error) {
 	}
 	o := &Orchestrator{
 		cfg: cfg, log: cfg.Logger.With("orchestrator", cfg.ID), store: coord.New(cli, cfg.Cluster),
-		members: map[string]coord.Member{}, nodes: map[string]*nodeState{},
+		members: map[string]coord.Member{}, nodes: map[string]*nodeState{}, decideNow: make(chan struct{}, 1),
 		started: time.Now(), noted: map[string]time.Time{},
 	}
 	o.ctx, o.cancel = context.WithCancel(context.Background())
@@ -338,6 +350,7 @@ func (o *Orchestrator) campaign() {
 		o.mu.Lock()
 		o.active = true
 		o.mu.Unlock()
+		o.wakeDecide()
 		o.log.Info("election: this orchestrator is active")
 		select {
 		case <-sess.Done():
@@ -372,6 +385,7 @@ func (o *Orchestrator) watchTopology() {
 		}
 		o.mu.Unlock()
 		o.sentinelChanged()
+		o.wakeDecide()
 		if o.cfg.Changed != nil {
 			o.cfg.Changed(old, t)
 		}

@@ -67,6 +67,7 @@ func (o *Orchestrator) probeLoop(ctx context.Context, ns *nodeState, hb heartbea
 		// was sent (a ticker's behaviour), or at once if that has passed.
 		if err != nil {
 			sent = now // a failed probe is retried from its failure
+			o.wakeDecide()
 		}
 		if !coord.Sleep(ctx, time.Until(sent.Add(next))) {
 			return
