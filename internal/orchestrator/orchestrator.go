@@ -215,6 +215,10 @@ type Orchestrator struct {
 	// last one that did); nothing is changed until it does.
 	topoErr error
 
+	// activated is closed and replaced when this orchestrator becomes
+	// active: it wakes the probers out of a standby's slow rhythm.
+	activated chan struct{}
+
 	// decideNow (capacity 1) wakes decideLoop at once: a probe failed,
 	// the topology changed, or this orchestrator became active.
 	decideNow chan struct{}
@@ -222,6 +226,38 @@ type Orchestrator struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+}
+
+// standbyProbeFactor: a standby orchestrator probes every this many
+// intervals (1 s by default), not every interval: it decides nothing, and
+// its probes were a third of every idle node's RPCs. It keeps the members'
+// connections open and its status roughly current; on becoming active it
+// probes at the interval at once (becomeActive).
+const standbyProbeFactor = 10
+
+// becomeActive marks this orchestrator active. Its detectors learnt a
+// standby's slow rhythm, so each node gets a fresh one, which counts the
+// activation as a heartbeat of every node that ever answered: a node that
+// died while this orchestrator stood by is suspected an interval's
+// detection time after it takes over, and a live one is not suspected
+// before its first probe at the interval answers. The probers are woken.
+func (o *Orchestrator) becomeActive() {
+	now := time.Now()
+	o.mu.Lock()
+	o.active = true
+	for _, ns := range o.nodes {
+		det := o.detectorFor()
+		if ns.probe.Reply != nil {
+			det.Heartbeat(now)
+		}
+		ns.probe.Det = det
+	}
+	if o.activated != nil {
+		close(o.activated)
+	}
+	o.activated = make(chan struct{})
+	o.mu.Unlock()
+	o.wakeDecide()
 }
 
 // wakeDecide makes decideLoop evaluate the rule now.
@@ -255,7 +291,7 @@ func Start(cfg Config) (*Orchestrator, error) {
 	}
 	o := &Orchestrator{
 		cfg: cfg, log: cfg.Logger.With("orchestrator", cfg.ID), store: coord.New(cli, cfg.Cluster),
-		members: map[string]coord.Member{}, nodes: map[string]*nodeState{}, decideNow: make(chan struct{}, 1),
+		members: map[string]coord.Member{}, nodes: map[string]*nodeState{}, decideNow: make(chan struct{}, 1), activated: make(chan struct{}),
 		started: time.Now(), noted: map[string]time.Time{},
 	}
 	o.ctx, o.cancel = context.WithCancel(context.Background())
@@ -347,10 +383,7 @@ func (o *Orchestrator) campaign() {
 			sess.Close()
 			continue
 		}
-		o.mu.Lock()
-		o.active = true
-		o.mu.Unlock()
-		o.wakeDecide()
+		o.becomeActive()
 		o.log.Info("election: this orchestrator is active")
 		select {
 		case <-sess.Done():
