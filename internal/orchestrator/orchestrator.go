@@ -425,10 +425,24 @@ func (o *Orchestrator) watchTopology() {
 	}
 }
 
+// membersEvery is how often the registered members (and orchestrators) are
+// read from etcd; membersEveryBootstrap before there is a topology, so
+// that the members that start together are all probed when the first
+// leader is chosen. A member's record changes only when it registers (a
+// start or restart), and each read costs etcd two range requests.
+const (
+	membersEvery          = time.Second
+	membersEveryBootstrap = 300 * time.Millisecond
+)
+
+// etcdOKWithin: status says etcd is reachable if a members read
+// succeeded this recently (two reads and a half).
+const etcdOKWithin = membersEvery * 5 / 2
+
 // watchMembers keeps a prober per registered member.
 func (o *Orchestrator) watchMembers() {
 	defer o.wg.Done()
-	t := time.NewTicker(300 * time.Millisecond)
+	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
 		ctx, cancel := context.WithTimeout(o.ctx, time.Second)
@@ -467,6 +481,13 @@ func (o *Orchestrator) watchMembers() {
 			}
 			o.mu.Unlock()
 		}
+		o.mu.Lock()
+		every := membersEvery
+		if !o.haveTopo {
+			every = membersEveryBootstrap
+		}
+		o.mu.Unlock()
+		t.Reset(every)
 		select {
 		case <-t.C:
 		case <-o.ctx.Done():
