@@ -126,8 +126,22 @@ func (a *agent) run(ctx context.Context) {
 	// no-op when the role already matches.
 	retry := time.NewTicker(250 * time.Millisecond)
 	defer retry.Stop()
+	// The sync-set policy steps every 50 ms while this node leads; a
+	// follower's agent does not wake for it.
 	syncTick := time.NewTicker(50 * time.Millisecond)
 	defer syncTick.Stop()
+	syncOn := true
+	syncWhileLeading := func() {
+		_, leading := n.current().(*leading)
+		if leading != syncOn {
+			if leading {
+				syncTick.Reset(50 * time.Millisecond)
+			} else {
+				syncTick.Stop()
+			}
+			syncOn = leading
+		}
+	}
 	topos := a.store.WatchTopologyChecked(ctx)
 	var have bool
 	for {
@@ -148,14 +162,17 @@ func (a *agent) run(ctx context.Context) {
 			a.mu.Unlock()
 			have = true
 			a.apply(ctx, t)
+			syncWhileLeading()
 		case <-retry.C:
 			if have {
 				a.apply(ctx, a.topology())
 			}
+			syncWhileLeading()
 		case <-syncTick.C:
 			if r, ok := n.current().(*leading); ok {
 				a.manageSyncSet(ctx, r)
 			}
+			syncWhileLeading()
 		case <-ctx.Done():
 			return
 		}
