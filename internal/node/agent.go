@@ -450,6 +450,11 @@ func (rn *leaseRenewer[K]) run(ctx context.Context) {
 			default:
 				c.lease.Revoke() // the watch makes the node follow
 			}
+			if c.lease != lease {
+				// It was the last leadership's: the current one's first
+				// confirmation waited for it, and is due now.
+				confirm()
+			}
 		case <-ctx.Done():
 			return
 		}

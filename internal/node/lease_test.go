@@ -188,3 +188,41 @@ func TestLeaseCutOffStopsAnswering(t *testing.T) {
 		}
 	})
 }
+
+// TestNewLeadershipConfirmedAtOnce: a leadership that begins while the
+// last one's confirmation is still out is confirmed as soon as that
+// answers, not at the next keepalive: the orchestrator waits for a new
+// leader to say it answers.
+func TestNewLeadershipConfirmedAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fence := 100 * time.Millisecond
+		e := &fakeEtcd{rtt: 30 * time.Millisecond}
+		var mu sync.Mutex
+		cur := replication.NewLease(time.Now().Add(fence))
+		wake := make(chan struct{}, 1)
+		rn := &leaseRenewer[int]{
+			fence: fence, keepalive: leaseKeepalive(fence), wake: wake, count: new(atomic.Int64),
+			current: func() (int, *replication.Lease) {
+				mu.Lock()
+				defer mu.Unlock()
+				return 1, cur
+			},
+			confirm:  e.confirm,
+			failsafe: func(int) {},
+			extended: func(bool) {},
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go rn.run(ctx)
+		time.Sleep(10 * time.Millisecond) // the first confirmation is out
+		next := replication.NewLease(time.Now().Add(fence))
+		mu.Lock()
+		cur = next
+		mu.Unlock()
+		wake <- struct{}{}
+		time.Sleep(fence + 55*time.Millisecond) // past its start and two round trips
+		if !next.Answerable(leaseKeepalive(fence) + fence) {
+			t.Fatal("a new leadership is not answerable once its lease began: not confirmed")
+		}
+	})
+}
