@@ -132,9 +132,12 @@ func (a *agent) run(ctx context.Context) {
 	defer syncTick.Stop()
 	syncOn := true
 	syncWhileLeading := func() {
-		_, leading := n.current().(*leading)
+		r, leading := n.current().(*leading)
 		if leading != syncOn {
 			if leading {
+				// The first step at once: a new leader's sync set is what
+				// makes its followers candidates in sync modes.
+				a.manageSyncSet(ctx, r)
 				syncTick.Reset(50 * time.Millisecond)
 			} else {
 				syncTick.Stop()
