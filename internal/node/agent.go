@@ -19,6 +19,12 @@ import (
 // promoted leader waits before it answers.
 const DefaultFenceAfter = 100 * time.Millisecond
 
+// leaseKeepalive is how often an idle leader confirms its lease: five fence
+// delays (500 ms by default). It bounds how long after its last
+// confirmation an idle leader cut off from etcd and its followers still
+// says it can answer (Lease.Answerable), and costs one etcd read each.
+func leaseKeepalive(fence time.Duration) time.Duration { return 5 * fence }
+
 // The agent is the node's side of the control plane. It registers the node
 // as a member, watches the topology and obeys it:
 //
@@ -29,9 +35,10 @@ const DefaultFenceAfter = 100 * time.Millisecond
 //     answering at once), persist E (so that this node refuses any stream
 //     from a lower epoch), then follow the named leader.
 //
-// While leading, it confirms every FenceAfter/5 with a linearizable read
-// that the topology still names it at its epoch, and extends the lease to
-// the moment it asked plus FenceAfter. When etcd does not answer, the
+// While leading and answering, it confirms every FenceAfter/5 with a
+// linearizable read that the topology still names it at its epoch, and
+// extends the lease to the moment it asked plus FenceAfter; while idle it
+// confirms only on demand and every keepalive (renew). When etcd does not answer, the
 // lease is extended instead to the send time of the oldest stream message
 // that every other member has echoed, plus FenceAfter (failsafe: a short
 // etcd outage does not stop a leader that all its followers hear; the
@@ -45,6 +52,11 @@ type agent struct {
 	n     *Node
 	store *coord.Store
 	fence time.Duration
+	// keepalive is how often an idle leader confirms its lease (renew).
+	keepalive time.Duration
+	wake      chan struct{} // capacity 1: apply installed a leadership
+	// confirmations counts the etcd reads renew started (tests, metrics).
+	confirmations atomic.Int64
 
 	mu    sync.Mutex
 	topo  coord.Topology // the last topology seen
@@ -70,7 +82,7 @@ func (n *Node) startAgent() error {
 	if fence <= 0 {
 		fence = DefaultFenceAfter
 	}
-	a := &agent{n: n, store: coord.New(cli, cluster), fence: fence}
+	a := &agent{n: n, store: coord.New(cli, cluster), fence: fence, keepalive: leaseKeepalive(fence), wake: make(chan struct{}, 1)}
 	n.agent = a
 	ctx, cancel := context.WithCancel(context.Background())
 	n.bg.Add(2)
@@ -114,8 +126,25 @@ func (a *agent) run(ctx context.Context) {
 	// no-op when the role already matches.
 	retry := time.NewTicker(250 * time.Millisecond)
 	defer retry.Stop()
+	// The sync-set policy steps every 50 ms while this node leads; a
+	// follower's agent does not wake for it.
 	syncTick := time.NewTicker(50 * time.Millisecond)
 	defer syncTick.Stop()
+	syncOn := true
+	syncWhileLeading := func() {
+		r, leading := n.current().(*leading)
+		if leading != syncOn {
+			if leading {
+				// The first step at once: a new leader's sync set is what
+				// makes its followers candidates in sync modes.
+				a.manageSyncSet(ctx, r)
+				syncTick.Reset(50 * time.Millisecond)
+			} else {
+				syncTick.Stop()
+			}
+			syncOn = leading
+		}
+	}
 	topos := a.store.WatchTopologyChecked(ctx)
 	var have bool
 	for {
@@ -136,14 +165,17 @@ func (a *agent) run(ctx context.Context) {
 			a.mu.Unlock()
 			have = true
 			a.apply(ctx, t)
+			syncWhileLeading()
 		case <-retry.C:
 			if have {
 				a.apply(ctx, a.topology())
 			}
+			syncWhileLeading()
 		case <-syncTick.C:
 			if r, ok := n.current().(*leading); ok {
 				a.manageSyncSet(ctx, r)
 			}
+			syncWhileLeading()
 		case <-ctx.Done():
 			return
 		}
@@ -163,6 +195,10 @@ func (a *agent) apply(ctx context.Context, t coord.Topology) {
 		if err := n.leadAt(t.Epoch, lease); err != nil {
 			n.log.Error("control plane: cannot lead the epoch the topology gives", "epoch", t.Epoch, "err", err)
 			return
+		}
+		select { // renew confirms the new leadership at once
+		case a.wake <- struct{}{}:
+		default:
 		}
 		first := n.db.Durable().LSN + 1
 		if h := n.db.EpochHistory(); len(h) > 0 && h[len(h)-1].Epoch == t.Epoch {
@@ -189,6 +225,15 @@ func (a *agent) apply(ctx context.Context, t coord.Topology) {
 	if t.Epoch > n.db.Epoch() {
 		if err := n.db.ObserveEpoch(t.Epoch); err != nil {
 			n.fatal(fmt.Errorf("node: persist epoch %d from the topology: %w", t.Epoch, err))
+			return
+		}
+	}
+	if r, ok := n.current().(*following); ok && r.leaderID == t.Leader && r.f.Status().Connected {
+		// Already following it, and its stream is up: the retry ticker
+		// costs no etcd read (a moved leader breaks the stream first).
+		select {
+		case <-r.done:
+		default:
 			return
 		}
 	}
@@ -241,7 +286,27 @@ func (a *agent) members(ctx context.Context) ([]coord.Member, error) {
 	return nil, err
 }
 
-// renew confirms the leadership against etcd and extends the lease.
+// renew confirms the leadership against etcd and extends the lease, when
+// the lease is wanted (replication.Lease, confirmation on demand):
+//
+//   - hot: while answers use the lease, it is confirmed every fence/5, so
+//     that a busy leader's lease never lapses and no answer waits;
+//   - idle: a tick that finds the lease unused since the last one stops
+//     the ticker; then only a keepalive confirms it, every keepalive, so
+//     that an idle leader costs one etcd read per keepalive instead of one
+//     per fence/5, and its heartbeat still says whether it can answer
+//     (Lease.Answerable; the orchestrator replaces a leader that cannot);
+//   - an answer that finds the lease lapsed (the first after an idle
+//     spell) signals Demand: it is confirmed at once and the loop is hot
+//     again. That answer waits one etcd round trip;
+//   - a new leadership is confirmed at once, so that it is answerable as
+//     soon as its lease begins.
+//
+// Safety is the lease's own rule and does not depend on the cadence: every
+// extension is to the moment the confirmation was asked plus the fence, so
+// after an idle spell nothing is answered before a confirmation asked
+// after it; a change of epoch in etcd while the leader idled is seen by
+// that confirmation, and the answer is refused.
 //
 // The etcd read runs beside the ticker, never in its way: while a read is
 // outstanding for longer than a tick (etcd cut off or slow) or has failed,
@@ -251,59 +316,151 @@ func (a *agent) members(ctx context.Context) ([]coord.Member, error) {
 // leader that answered nothing for seconds while it acknowledged writes.
 func (a *agent) renew(ctx context.Context) {
 	n := a.n
-	tick := a.fence / 5
-	t := time.NewTicker(tick)
-	defer t.Stop()
-	type confirmation struct {
-		r     *leading
-		asked time.Time
-		top   coord.Topology
-		have  bool
-		err   error
-	}
-	done := make(chan confirmation, 1)
-	var asked time.Time // zero: no read outstanding
-	for {
-		select {
-		case <-t.C:
-		case c := <-done:
-			asked = time.Time{}
-			switch {
-			case c.err != nil:
-				a.extendByFollowers(c.r)
-			case c.have && c.top.Epoch == c.r.l.Epoch() && c.top.Leader == n.cfg.ID:
-				c.r.lease.Extend(c.asked.Add(a.fence))
-				a.failsafe.Store(false)
-			default:
-				c.r.lease.Revoke() // the watch makes the node follow
+	rn := &leaseRenewer[*leading]{
+		fence: a.fence, keepalive: a.keepalive, wake: a.wake, count: &a.confirmations,
+		current: func() (*leading, *replication.Lease) {
+			r, ok := n.current().(*leading)
+			if !ok || r.lease == nil {
+				return nil, nil
 			}
-			continue
-		case <-ctx.Done():
-			return
-		}
-		r, ok := n.current().(*leading)
-		if !ok || r.lease == nil || r.lease.Revoked() {
-			continue
-		}
-		if !asked.IsZero() {
-			if time.Since(asked) >= tick {
-				a.extendByFollowers(r)
-			}
-			continue
-		}
-		asked = time.Now()
-		go func(asked time.Time) {
+			return r, r.lease
+		},
+		confirm: func(ctx context.Context, r *leading) (bool, error) {
 			cctx, cancel := context.WithTimeout(ctx, a.fence)
 			top, have, err := a.store.Topology(cctx)
 			cancel()
-			if err == nil && (time.Since(a.peersRead) > time.Second || a.peersLeader != r) {
+			if err != nil {
+				return false, err
+			}
+			if time.Since(a.peersRead) > time.Second || a.peersLeader != r {
 				// Before the confirmation extends the lease: a new
 				// leader's format gate knows every registered member
 				// before its first write.
 				a.refreshPeers(ctx, r)
 			}
-			done <- confirmation{r: r, asked: asked, top: top, have: have, err: err}
-		}(asked)
+			return have && top.Epoch == r.l.Epoch() && top.Leader == n.cfg.ID, nil
+		},
+		failsafe: a.extendByFollowers,
+		extended: a.failsafe.Store,
+	}
+	rn.run(ctx)
+}
+
+// leaseRenewer is agent.renew's loop, apart from etcd and the node so that
+// a test drives it under testing/synctest. K identifies a leadership.
+type leaseRenewer[K comparable] struct {
+	fence, keepalive time.Duration
+	wake             <-chan struct{} // a new leadership may have begun
+	count            *atomic.Int64   // confirmations started
+	// current is the leadership whose lease to keep (a nil lease: none).
+	current func() (K, *replication.Lease)
+	// confirm asks etcd whether leadership k still holds; at most one runs
+	// at a time, in its own goroutine.
+	confirm func(ctx context.Context, k K) (bool, error)
+	// failsafe extends k's lease by its followers' echoes, when etcd did
+	// not confirm it in time; extended says which way the lease was last
+	// extended (true: by followers).
+	failsafe func(k K)
+	extended func(byFollowers bool)
+}
+
+func (rn *leaseRenewer[K]) run(ctx context.Context) {
+	tick := rn.fence / 5
+	t := time.NewTicker(tick)
+	t.Stop()
+	defer t.Stop()
+	var tickC <-chan time.Time // nil while idle
+	keep := time.NewTicker(rn.keepalive)
+	defer keep.Stop()
+	type confirmation struct {
+		k     K
+		lease *replication.Lease
+		asked time.Time
+		ok    bool
+		err   error
+	}
+	done := make(chan confirmation, 1)
+	var (
+		asked  time.Time // zero: no read outstanding
+		zero   K
+		k      K // the leadership whose lease this loop keeps
+		lease  *replication.Lease
+		demand <-chan struct{}
+	)
+	confirm := func() {
+		if lease == nil {
+			return
+		}
+		if !asked.IsZero() {
+			if time.Since(asked) >= tick {
+				rn.failsafe(k)
+			}
+			return
+		}
+		asked = time.Now()
+		rn.count.Add(1)
+		go func(k K, lease *replication.Lease, asked time.Time) {
+			ok, err := rn.confirm(ctx, k)
+			done <- confirmation{k: k, lease: lease, asked: asked, ok: ok, err: err}
+		}(k, lease, asked)
+	}
+	heat := func() {
+		if tickC == nil {
+			t.Reset(tick)
+			tickC = t.C
+		}
+		confirm()
+	}
+	for {
+		// The leadership this loop keeps may have changed since the last
+		// round (apply signals wake when it installs one).
+		ck, cl := rn.current()
+		if cl == nil || cl.Revoked() {
+			ck, cl = zero, nil
+		}
+		if cl != lease {
+			k, lease, demand = ck, cl, nil
+			if lease != nil {
+				demand = lease.Demand()
+				heat()
+			}
+		}
+		select {
+		case <-tickC:
+			if lease != nil && lease.TakeUse() {
+				confirm()
+				continue
+			}
+			t.Stop()
+			tickC = nil
+		case <-demand:
+			if tickC == nil {
+				heat() // while hot, the next tick confirms
+			}
+		case <-keep.C:
+			if tickC == nil {
+				confirm()
+			}
+		case <-rn.wake:
+		case c := <-done:
+			asked = time.Time{}
+			switch {
+			case c.err != nil:
+				rn.failsafe(c.k)
+			case c.ok:
+				c.lease.Extend(c.asked.Add(rn.fence))
+				rn.extended(false)
+			default:
+				c.lease.Revoke() // the watch makes the node follow
+			}
+			if c.lease != lease {
+				// It was the last leadership's: the current one's first
+				// confirmation waited for it, and is due now.
+				confirm()
+			}
+		case <-ctx.Done():
+			return
+		}
 	}
 }
 
@@ -312,6 +469,9 @@ func (a *agent) renew(ctx context.Context) {
 // failsafe mode): none of them can be promoted as silent while it echoes,
 // and a promotion needs etcd anyway. Otherwise the lease runs out.
 func (a *agent) extendByFollowers(r *leading) {
+	if r == nil || r.lease == nil {
+		return
+	}
 	if at, ok := r.l.ConfirmedByFollowers(a.peerIDs()); ok {
 		r.lease.Extend(at.Add(a.fence))
 		a.failsafe.Store(true)
@@ -380,4 +540,15 @@ func (a *agent) checkReplicaOf(respAddr string) error {
 		return nil
 	}
 	return fmt.Errorf("node: the control plane decides whom this node follows (the leader of epoch %d is %s); use tandem switchover or REPLICAOF NO ONE on the node that should lead", t.Epoch, t.Leader)
+}
+
+// answerSlack is how long after its lease ran out a leader still reports
+// itself answerable in heartbeats: a keepalive and a fence delay, the
+// longest an idle leader that can still confirm goes between two
+// confirmations (agent.renew). Zero without a control plane.
+func (n *Node) answerSlack() time.Duration {
+	if n.agent == nil {
+		return 0
+	}
+	return n.agent.keepalive + n.agent.fence
 }

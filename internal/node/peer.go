@@ -63,7 +63,9 @@ func (s *peerService) Heartbeat(ctx context.Context, req *peerpb.HeartbeatReques
 	}
 	switch r := n.current().(type) {
 	case *leading:
-		rep.Role, rep.LeadingEpoch, rep.Answering = statusdoc.RoleLeader, r.l.Epoch(), r.lease.Valid()
+		// Answering: it answers now, or would after one confirmation (an
+		// idle leader lets its lease lapse between keepalives: agent.renew).
+		rep.Role, rep.LeadingEpoch, rep.Answering = statusdoc.RoleLeader, r.l.Epoch(), r.lease.Answerable(n.answerSlack())
 	case *following:
 		rep.Role, rep.Following = statusdoc.RoleFollower, r.leaderPeer
 		if r.leaderID != "" {

@@ -195,7 +195,8 @@ func (n *Node) followerGate(ctx context.Context, r *following, req resp.ReadRequ
 
 // followerBounded returns nil once the follower's staleness is within
 // bound. The stream proves it with each message under load; an idle
-// stream only with its heartbeats (every 30 ms), so when the stream has
+// stream only with heartbeats sent under the leader's lease (which an
+// idle leader lets lapse between confirmations), so when the stream has
 // not proven it the follower asks the leader its commit position instead
 // (the batched ReadIndex) and, once it has applied it, qualifies if that
 // took at most bound since it asked: everything the leader had committed

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"time"
 
@@ -150,7 +151,7 @@ func (o *Orchestrator) relead(v failover.View, leader, reason string) {
 func (o *Orchestrator) Status(ctx context.Context) statusdoc.Orchestrator {
 	v := o.snapshot()
 	o.mu.Lock()
-	st := statusdoc.Orchestrator{ID: o.cfg.ID, Active: o.active, EtcdOK: time.Since(o.etcdOK) < time.Second,
+	st := statusdoc.Orchestrator{ID: o.cfg.ID, Active: o.active, EtcdOK: time.Since(o.etcdOK) < etcdOKWithin,
 		Epoch: v.Topo.Epoch, Leader: v.Topo.Leader}
 	if v.TopoErr != nil {
 		st.TopologyError = v.TopoErr.Error()
@@ -224,6 +225,11 @@ func (o *Orchestrator) handler() http.Handler {
 	mux.HandleFunc("POST "+orchapi.PathSwitchover, op(func(r *http.Request) (orchapi.Result, error) {
 		return o.Switchover(r.Context(), r.URL.Query().Get(orchapi.ParamTo))
 	}))
+	// Profiles, as a node has them: what an orchestrator burns, idle or not.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
 }
 

@@ -215,9 +215,57 @@ type Orchestrator struct {
 	// last one that did); nothing is changed until it does.
 	topoErr error
 
+	// activated is closed and replaced when this orchestrator becomes
+	// active: it wakes the probers out of a standby's slow rhythm.
+	activated chan struct{}
+
+	// decideNow (capacity 1) wakes decideLoop at once: a probe failed,
+	// the topology changed, or this orchestrator became active.
+	decideNow chan struct{}
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+}
+
+// standbyProbeFactor: a standby orchestrator probes every this many
+// intervals (1 s by default), not every interval: it decides nothing, and
+// its probes were a third of every idle node's RPCs. It keeps the members'
+// connections open and its status roughly current; on becoming active it
+// probes at the interval at once (becomeActive).
+const standbyProbeFactor = 10
+
+// becomeActive marks this orchestrator active. Its detectors learnt a
+// standby's slow rhythm, so each node gets a fresh one, which counts the
+// activation as a heartbeat of every node that ever answered: a node that
+// died while this orchestrator stood by is suspected an interval's
+// detection time after it takes over, and a live one is not suspected
+// before its first probe at the interval answers. The probers are woken.
+func (o *Orchestrator) becomeActive() {
+	now := time.Now()
+	o.mu.Lock()
+	o.active = true
+	for _, ns := range o.nodes {
+		det := o.detectorFor()
+		if ns.probe.Reply != nil {
+			det.Heartbeat(now)
+		}
+		ns.probe.Det = det
+	}
+	if o.activated != nil {
+		close(o.activated)
+	}
+	o.activated = make(chan struct{})
+	o.mu.Unlock()
+	o.wakeDecide()
+}
+
+// wakeDecide makes decideLoop evaluate the rule now.
+func (o *Orchestrator) wakeDecide() {
+	select {
+	case o.decideNow <- struct{}{}:
+	default:
+	}
 }
 
 // nodeState is what the orchestrator knows of one node: its member record
@@ -243,7 +291,7 @@ func Start(cfg Config) (*Orchestrator, error) {
 	}
 	o := &Orchestrator{
 		cfg: cfg, log: cfg.Logger.With("orchestrator", cfg.ID), store: coord.New(cli, cfg.Cluster),
-		members: map[string]coord.Member{}, nodes: map[string]*nodeState{},
+		members: map[string]coord.Member{}, nodes: map[string]*nodeState{}, decideNow: make(chan struct{}, 1), activated: make(chan struct{}),
 		started: time.Now(), noted: map[string]time.Time{},
 	}
 	o.ctx, o.cancel = context.WithCancel(context.Background())
@@ -335,9 +383,7 @@ func (o *Orchestrator) campaign() {
 			sess.Close()
 			continue
 		}
-		o.mu.Lock()
-		o.active = true
-		o.mu.Unlock()
+		o.becomeActive()
 		o.log.Info("election: this orchestrator is active")
 		select {
 		case <-sess.Done():
@@ -372,16 +418,31 @@ func (o *Orchestrator) watchTopology() {
 		}
 		o.mu.Unlock()
 		o.sentinelChanged()
+		o.wakeDecide()
 		if o.cfg.Changed != nil {
 			o.cfg.Changed(old, t)
 		}
 	}
 }
 
+// membersEvery is how often the registered members (and orchestrators) are
+// read from etcd; membersEveryBootstrap before there is a topology, so
+// that the members that start together are all probed when the first
+// leader is chosen. A member's record changes only when it registers (a
+// start or restart), and each read costs etcd two range requests.
+const (
+	membersEvery          = time.Second
+	membersEveryBootstrap = 300 * time.Millisecond
+)
+
+// etcdOKWithin: status says etcd is reachable if a members read
+// succeeded this recently (two reads and a half).
+const etcdOKWithin = membersEvery * 5 / 2
+
 // watchMembers keeps a prober per registered member.
 func (o *Orchestrator) watchMembers() {
 	defer o.wg.Done()
-	t := time.NewTicker(300 * time.Millisecond)
+	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
 		ctx, cancel := context.WithTimeout(o.ctx, time.Second)
@@ -420,6 +481,13 @@ func (o *Orchestrator) watchMembers() {
 			}
 			o.mu.Unlock()
 		}
+		o.mu.Lock()
+		every := membersEvery
+		if !o.haveTopo {
+			every = membersEveryBootstrap
+		}
+		o.mu.Unlock()
+		t.Reset(every)
 		select {
 		case <-t.C:
 		case <-o.ctx.Done():

@@ -8,7 +8,6 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/tandemdb/tandem/internal/coord"
 	"github.com/tandemdb/tandem/internal/failover"
 	"github.com/tandemdb/tandem/internal/peerpb"
 )
@@ -42,7 +41,8 @@ func (o *Orchestrator) probe(ctx context.Context, ns *nodeState) {
 	o.probeLoop(ctx, ns, peerpb.NewPeerClient(conn))
 }
 
-// probeLoop heartbeats one node every interval until ctx ends, and hands
+// probeLoop heartbeats one node every interval (every standbyProbeFactor
+// intervals while this orchestrator stands by) until ctx ends, and hands
 // each result to the node's failover.Probe, which says when to probe next
 // (a failed probe is retried after a quarter interval). Each probe has the
 // interval as its deadline, so a stopped node costs one interval per
@@ -62,13 +62,24 @@ func (o *Orchestrator) probeLoop(ctx context.Context, ns *nodeState, hb heartbea
 		// that changed while the probe was out is the one it answers to.
 		want := failover.Expect{ShouldLead: o.haveTopo && o.topo.Leader == ns.member.ID, Epoch: o.topo.Epoch}
 		next := ns.probe.Observe(now, rep, err, ctx.Err() != nil, want, o.cfg.Interval)
+		active, activated := o.active, o.activated
 		o.mu.Unlock()
 		// Probes keep their rhythm: the next is due next after this one
 		// was sent (a ticker's behaviour), or at once if that has passed.
 		if err != nil {
 			sent = now // a failed probe is retried from its failure
+			o.wakeDecide()
 		}
-		if !coord.Sleep(ctx, time.Until(sent.Add(next))) {
+		if !active {
+			next = standbyProbeFactor * o.cfg.Interval
+		}
+		t := time.NewTimer(time.Until(sent.Add(next)))
+		select {
+		case <-t.C:
+		case <-activated: // woken from a standby's rhythm
+			t.Stop()
+		case <-ctx.Done():
+			t.Stop()
 			return
 		}
 	}

@@ -76,7 +76,7 @@ func TestProbeLoop(t *testing.T) {
 				cfg := Config{ID: "o1", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 				cfg.setDefaults()
 				o := &Orchestrator{cfg: cfg, log: cfg.Logger, nodes: map[string]*nodeState{}, noted: map[string]time.Time{},
-					topo: coord.Topology{Epoch: 3, Leader: "n1"}, haveTopo: true}
+					topo: coord.Topology{Epoch: 3, Leader: "n1"}, haveTopo: true, active: true}
 				leader := &fakeNode{state: "alive", reply: &peerpb.HeartbeatReply{Role: "leader", Epoch: 3, LeadingEpoch: 3, Answering: true,
 					Durable: &peerpb.Position{Epoch: 3, Lsn: 10}}}
 				// The follower lost the leader too: it does not veto.
@@ -117,4 +117,74 @@ func TestProbeLoop(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestStandbyProbes: a standby orchestrator probes every standbyProbeFactor
+// intervals; once active it probes at the interval at once, does not
+// suspect a live leader it last heard a standby's interval ago, and fails
+// over a leader that paused while it stood by within MinSilence of taking
+// over.
+func TestStandbyProbes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := Config{ID: "o2", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		cfg.setDefaults()
+		o := &Orchestrator{cfg: cfg, log: cfg.Logger, nodes: map[string]*nodeState{}, noted: map[string]time.Time{},
+			topo: coord.Topology{Epoch: 3, Leader: "n1"}, haveTopo: true, activated: make(chan struct{}), decideNow: make(chan struct{}, 1)}
+		leader := &fakeNode{state: "alive", reply: &peerpb.HeartbeatReply{Role: "leader", Epoch: 3, LeadingEpoch: 3, Answering: true,
+			Durable: &peerpb.Position{Epoch: 3, Lsn: 10}}}
+		follower := &fakeNode{state: "alive", reply: &peerpb.HeartbeatReply{Role: "follower", Epoch: 3, Following: "n1", LeaderHeardAgoMs: 900,
+			Durable: &peerpb.Position{Epoch: 3, Lsn: 10}}}
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		defer cancel()
+		for id, f := range map[string]*fakeNode{"n1": leader, "n2": follower} {
+			ns := &nodeState{member: coord.Member{ID: id, PeerAddr: id + ":7380", Priority: 100}, probe: failover.Probe{Det: o.detectorFor()}}
+			o.nodes[id] = ns
+			wg.Go(func() { o.probeLoop(ctx, ns, f) })
+		}
+		calls := func(f *fakeNode) int {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			return f.calls
+		}
+		decide := func() failover.Decision {
+			return failover.Decide(o.cfg.rules(), o.snapshot(), time.Now().Add(-time.Minute))
+		}
+		time.Sleep(5*time.Second + 50*time.Millisecond)
+		if n := calls(leader); n != 6 {
+			t.Fatalf("a standby probed %d times in 5.05 s, want 6 (every second)", n)
+		}
+
+		// Active 950 ms after the last probe: a live leader is probed at
+		// once and never suspected.
+		time.Sleep(900 * time.Millisecond)
+		o.becomeActive()
+		for range 19 {
+			time.Sleep(25 * time.Millisecond)
+			if d := decide(); d.Kind != failover.KindNone {
+				t.Fatalf("a live leader, just after taking over: %+v", d)
+			}
+		}
+		if n := calls(leader); n != 6+5 {
+			t.Fatalf("%d probes 475 ms after taking over, want 5 more (at once, then every 100 ms)", n-6)
+		}
+
+		// Back to standing by, the leader pauses, then this one takes over.
+		o.mu.Lock()
+		o.active = false
+		o.mu.Unlock()
+		time.Sleep(1500 * time.Millisecond)
+		leader.set("paused")
+		time.Sleep(700 * time.Millisecond)
+		o.becomeActive()
+		time.Sleep(o.cfg.MinSilence - 50*time.Millisecond)
+		if d := decide(); d.Kind != failover.KindNone {
+			t.Fatalf("a paused leader failed over %v after taking over, before MinSilence: %+v", o.cfg.MinSilence-50*time.Millisecond, d)
+		}
+		time.Sleep(100 * time.Millisecond)
+		if d := decide(); d.Kind != failover.KindFailover || d.Candidate != "n2" {
+			t.Fatalf("a leader paused before this orchestrator took over, %v after: %+v, want a failover to n2", o.cfg.MinSilence+50*time.Millisecond, d)
+		}
+	})
 }

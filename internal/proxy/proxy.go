@@ -215,23 +215,35 @@ func (p *Proxy) Close() error {
 }
 
 // healthLoop tries the nodes marked down again, each after its backoff,
-// since no request is routed to them.
+// since no request is routed to them. It ticks only while a node is down:
+// with every node up it sleeps until the next change of health or view
+// (markDown kicks), so an idle proxy does not wake 50 times a second.
 func (p *Proxy) healthLoop() {
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	for {
-		select {
-		case <-p.done:
-			return
-		case <-t.C:
-		}
 		p.mu.Lock()
+		changed := p.changed
+		down := false
 		for _, n := range p.nodes {
+			if !n.healthy() {
+				down = true
+			}
 			if n.downAndDue() {
 				go n.revive()
 			}
 		}
 		p.mu.Unlock()
+		wake := t.C
+		if !down {
+			wake = nil
+		}
+		select {
+		case <-p.done:
+			return
+		case <-wake:
+		case <-changed:
+		}
 	}
 }
 

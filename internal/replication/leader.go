@@ -725,10 +725,10 @@ const readBarrierWait = time.Second
 // and a read would go back in time. It waits up to ctx or readBarrierWait,
 // then returns ErrNotReady; after the first success it costs one atomic load.
 func (l *Leader) ReadBarrier(ctx context.Context) error {
-	if l.readable.Load() && l.cfg.Lease.Valid() {
+	if l.readable.Load() && l.cfg.Lease.Serving() {
 		return nil
 	}
-	if !l.cfg.Lease.Valid() {
+	if !l.cfg.Lease.Serving() {
 		ctx, cancel := context.WithTimeout(ctx, readBarrierWait)
 		defer cancel()
 		if err := l.cfg.Lease.await(ctx, l.ctx.Done(), readBarrierWait); err != nil {

@@ -2,6 +2,7 @@ package replication
 
 import (
 	"context"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,10 +22,23 @@ import (
 // resumes after its lease ran out answers nothing until it is confirmed
 // again. A nil *Lease is always valid (no control plane: a static
 // topology).
+//
+// Confirmation on demand. Whoever confirms the lease (the node's agent)
+// need not keep it valid while nothing is served: an idle leader lets it
+// lapse, and the first answer after that waits for one confirmation. The
+// lease tells the confirmer when it is wanted: every answer marks it used
+// (TakeUse), and an answer that finds it lapsed, or the first use after the
+// confirmer took the mark, signals Demand. Safety does not depend on any of
+// this: validity is only ever extended by a confirmation asked before the
+// new end minus the fence delay, so a lease that was not confirmed since
+// the last change of epoch answers nothing, however long it sat idle.
 type Lease struct {
 	// from and until are monotonic nanoseconds since base: valid when
 	// from <= now < until.
 	from, until atomic.Int64
+
+	used   atomic.Bool   // an answer wanted the lease since the last TakeUse
+	demand chan struct{} // capacity 1: the lease is wanted (see Demand)
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced when the lease is extended
@@ -38,9 +52,58 @@ func mono(t time.Time) int64 { return int64(t.Sub(base)) }
 // NewLease returns a lease that is not valid before notBefore and not yet
 // valid at all: Extend makes it so.
 func NewLease(notBefore time.Time) *Lease {
-	l := &Lease{changed: make(chan struct{})}
+	l := &Lease{changed: make(chan struct{}), demand: make(chan struct{}, 1)}
 	l.from.Store(mono(notBefore))
+	l.until.Store(math.MinInt64) // never extended: nothing is before it
 	return l
+}
+
+// Demand receives a value when an answer wants the lease: the first use
+// after TakeUse, or an answer that waits because the lease is not valid.
+func (l *Lease) Demand() <-chan struct{} { return l.demand }
+
+// TakeUse reports whether an answer wanted the lease since the last call,
+// and clears the mark: a confirmer that renews while the lease is used
+// and stops when it is not keeps a busy leader's lease valid without a
+// wait, and an idle one's unconfirmed.
+func (l *Lease) TakeUse() bool { return l.used.Swap(false) }
+
+// use marks the lease wanted (cheaply: one load when it already is) and
+// signals Demand on the first use after TakeUse.
+func (l *Lease) use() {
+	if !l.used.Load() && l.used.CompareAndSwap(false, true) {
+		l.want()
+	}
+}
+
+func (l *Lease) want() {
+	select {
+	case l.demand <- struct{}{}:
+	default:
+	}
+}
+
+// Serving reports whether the lease holds now, as Valid does, and marks
+// it wanted: for answers, not for observers.
+func (l *Lease) Serving() bool {
+	if l == nil {
+		return true
+	}
+	l.use()
+	return l.Valid()
+}
+
+// Answerable reports whether the leader would answer now without a change
+// of epoch: its lease has begun and was valid within the last slack (an
+// idle leader's lapses between confirmations; see Lease). A leader cut
+// off from etcd and from its followers stops being answerable slack after
+// its lease ran out.
+func (l *Lease) Answerable(slack time.Duration) bool {
+	if l == nil {
+		return true
+	}
+	now := mono(time.Now())
+	return l.from.Load() <= now && now < l.until.Load()+int64(slack)
 }
 
 // Extend makes the lease valid until until (never shortening it).
@@ -86,9 +149,10 @@ func (l *Lease) Valid() bool {
 // the lease is revoked (ErrNotLeader), ctx ends or timeout passes
 // (ErrWriteTimeout).
 func (l *Lease) await(ctx context.Context, stop <-chan struct{}, timeout time.Duration) error {
-	if l.Valid() {
+	if l.Serving() {
 		return nil
 	}
+	l.want() // lapsed (idle, or not confirmed in time): confirm it now
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	for {
@@ -119,4 +183,11 @@ func (l *Lease) await(ctx context.Context, stop <-chan struct{}, timeout time.Du
 			return ErrWriteTimeout
 		}
 	}
+}
+
+// Await blocks until the lease is valid, as an answer does: it signals
+// Demand when the lease is not, and returns ErrNotLeader once it is
+// revoked, ErrWriteTimeout after timeout, or ctx's error.
+func (l *Lease) Await(ctx context.Context, timeout time.Duration) error {
+	return l.await(ctx, nil, timeout)
 }

@@ -79,3 +79,50 @@ func TestLeaseStartsLater(t *testing.T) {
 		t.Fatalf("acknowledged %v before the lease began", start.Sub(now))
 	}
 }
+
+// TestAnswersDemandTheLease: reads and writes mark the lease used and, when
+// it has lapsed, signal Demand, which is what makes an idle leader's
+// confirmer confirm it (node's agent); observers (Valid) do not.
+func TestAnswersDemandTheLease(t *testing.T) {
+	lease := NewLease(time.Now())
+	l := newLeader(t, 1, commit.Mode{Kind: commit.Async}, func(c *LeaderConfig) {
+		c.Lease = lease
+		c.WriteTimeout = 50 * time.Millisecond
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	demanded := func() bool {
+		select {
+		case <-lease.Demand():
+			return true
+		default:
+			return false
+		}
+	}
+	lease.Valid()
+	if demanded() || lease.TakeUse() {
+		t.Fatal("Valid demanded the lease")
+	}
+	if err := l.ReadBarrier(ctx); !errors.Is(err, ErrNotReady) {
+		t.Fatalf("read on a lapsed lease: %v, want ErrNotReady", err)
+	}
+	if !demanded() || !lease.TakeUse() {
+		t.Fatal("a read on a lapsed lease did not demand it")
+	}
+	if _, _, err := l.Propose(ctx, putExec("a", "1")); !errors.Is(err, ErrWriteTimeout) {
+		t.Fatalf("write on a lapsed lease: %v, want ErrWriteTimeout", err)
+	}
+	if !demanded() || !lease.TakeUse() {
+		t.Fatal("a write on a lapsed lease did not demand it")
+	}
+	lease.Extend(time.Now().Add(time.Hour))
+	if _, _, err := l.Propose(ctx, putExec("b", "2")); err != nil {
+		t.Fatal(err)
+	}
+	if !lease.TakeUse() {
+		t.Fatal("a write under a valid lease did not mark it used")
+	}
+	if lease.TakeUse() {
+		t.Fatal("TakeUse did not clear the mark")
+	}
+}

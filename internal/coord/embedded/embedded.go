@@ -27,8 +27,11 @@ type Etcd struct {
 
 // Start runs a single-member etcd with its data under dir, serving
 // clients on clientAddr and its (unused) peer port on peerAddr (host:port).
-// Its raft tick is 50 ms with a 250 ms election timeout, so that leases as
-// short as 1 s are granted (etcd's floor is 1.5 election timeouts).
+// Its raft tick is 100 ms with a 500 ms election timeout: one member has
+// no peer to heartbeat or elect, so the tick only paces etcd's own timers
+// (an idle etcd wakes once per tick), and leases as short as 1 s, the
+// orchestrators' election sessions, are still granted (etcd's floor is 1.5
+// election timeouts, 750 ms).
 func Start(dir, clientAddr, peerAddr string) (*Etcd, error) {
 	cfg := embed.NewConfig()
 	cfg.Dir = dir
@@ -44,7 +47,7 @@ func Start(dir, clientAddr, peerAddr string) (*Etcd, error) {
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
 	cfg.InitialCluster = cfg.Name + "=" + pu.String()
-	cfg.TickMs, cfg.ElectionMs = 50, 250
+	cfg.TickMs, cfg.ElectionMs = 100, 500
 	// etcd logs harmless errors on every fresh start and stop; its real
 	// failures reach the caller through Err and its clients' errors.
 	cfg.LogLevel = "fatal"
