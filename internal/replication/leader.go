@@ -197,6 +197,13 @@ type Leader struct {
 	// make it fail).
 	persistEpoch func(uint64) error
 
+	// handoffs counts the write path's goroutine hand-offs (handoffs.go);
+	// committerParked and applierParked say whether those goroutines are
+	// blocked waiting for work, so that only a hand-off that wakes one
+	// counts.
+	handoffs                       handoffCounts
+	committerParked, applierParked atomic.Bool
+
 	ctx      context.Context // ends when the leader begins to stop
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup // every goroutine that may touch storage
@@ -204,18 +211,24 @@ type Leader struct {
 }
 
 type proposal struct {
-	lsn      uint64
-	entry    logrec.Entry
-	raw      []byte
-	done     chan error // buffered; receives once; nil for a tail entry
-	deadline int64      // commit by then (Unix ns), or the writer is answered ErrWriteTimeout
-	answered bool       // the writer has been answered (core-owned)
+	lsn   uint64
+	entry logrec.Entry
+	raw   []byte
+	done  chan error // buffered; receives once; nil for a tail entry
+	// parked is set by a writer about to block on done (Handoffs counts
+	// only the answers that wake one).
+	parked   atomic.Bool
+	deadline int64 // commit by then (Unix ns), or the writer is answered ErrWriteTimeout
+	answered bool  // the writer has been answered (core-owned)
 }
 
-func (p *proposal) finish(err error) {
+// finish answers the writer; it reports whether it did (once only).
+func (p *proposal) finish(err error) bool {
 	select {
 	case p.done <- err:
+		return true
 	default:
+		return false
 	}
 }
 
@@ -224,6 +237,7 @@ func (p *proposal) finish(err error) {
 type streamOut struct {
 	through, commit uint64
 	wake            chan struct{} // capacity 1
+	parked          atomic.Bool   // the sender waits for wake (Handoffs)
 	closed          chan struct{} // closed to end the stream (follower removed)
 	closeOnce       sync.Once
 	// Pub/sub messages for the stream (pubsub.go), under Leader.mu.
@@ -233,10 +247,21 @@ type streamOut struct {
 	pubWake  chan struct{} // capacity 1
 }
 
-func signal(ch chan struct{}) {
+// signal leaves a token in a mailbox of capacity 1, and reports whether
+// it did (false: one was there already, nothing new is handed off).
+func signal(ch chan struct{}) bool {
 	select {
 	case ch <- struct{}{}:
+		return true
 	default:
+		return false
+	}
+}
+
+// count adds one to c when a hand-off happened.
+func count(c *atomic.Uint64, handed bool) {
+	if handed {
+		c.Add(1)
 	}
 }
 
@@ -358,19 +383,19 @@ func (l *Leader) dispatchLocked() {
 func (l *Leader) dispatchReadyLocked(rd leaderReady, expired error) {
 	if len(rd.Append) > 0 {
 		l.appendQ = rd.Append
-		signal(l.appendWake)
+		count(&l.handoffs.append, signal(l.appendWake) && l.committerParked.Load())
 	}
 	if rd.AppendAt > 0 {
 		l.armAppendTimerLocked(time.Duration(rd.AppendAt - l.cfg.Now().UnixNano()))
 	}
 	if len(rd.Apply) > 0 {
 		l.applyQ = rd.Apply
-		signal(l.applyWake)
+		count(&l.handoffs.apply, signal(l.applyWake) && l.applierParked.Load())
 	}
 	for _, s := range rd.Send {
 		if out := l.streams[s.Session]; out != nil {
 			out.through, out.commit = s.Through, s.Commit
-			signal(out.wake)
+			count(&l.handoffs.stream, signal(out.wake) && out.parked.Load())
 		}
 	}
 	for _, s := range rd.Disconnect {
@@ -379,13 +404,14 @@ func (l *Leader) dispatchReadyLocked(rd leaderReady, expired error) {
 		}
 	}
 	for _, p := range rd.Acked {
-		p.finish(nil)
+		count(&l.handoffs.writer, p.finish(nil) && p.parked.Load())
 	}
 	for _, p := range rd.Expired {
-		p.finish(expired)
+		count(&l.handoffs.writer, p.finish(expired) && p.parked.Load())
 	}
 	for _, w := range rd.Waits {
 		close(w.wake)
+		l.handoffs.wait.Add(1)
 	}
 	if rd.TrimBefore > 0 {
 		l.trimQ = rd.TrimBefore
@@ -408,6 +434,7 @@ func (l *Leader) armAppendTimerLocked(d time.Duration) {
 		if l.stopped {
 			return
 		}
+		l.handoffs.timer.Add(1)
 		l.core.AppendDue(l.cfg.Now().UnixNano())
 		l.dispatchLocked()
 	})
@@ -618,13 +645,19 @@ func (pd *Pending) Wait(ctx context.Context) (commands.Reply, uint64, error) {
 	if pd.l.cfg.Buggify.AckBeforeDurable {
 		return pd.reply, pd.p.lsn, nil
 	}
+	var err error
 	select {
-	case err := <-pd.p.done:
-		if err != nil {
-			return nil, 0, err
+	case err = <-pd.p.done: // answered already (a pipeline's later writes)
+	default:
+		pd.p.parked.Store(true)
+		select {
+		case err = <-pd.p.done:
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
 		}
-	case <-ctx.Done():
-		return nil, 0, ctx.Err()
+	}
+	if err != nil {
+		return nil, 0, err
 	}
 	// Committed and applied; answer only under a valid lease. A leader
 	// that lost it may have been replaced: its writer's outcome is unknown.
@@ -778,14 +811,17 @@ func (l *Leader) RemoveFollower(id string) bool {
 	return ok
 }
 
-// take waits for wake and takes the batch in q, until the leader stops.
-func (l *Leader) take(wake chan struct{}, q *[]*proposal) ([]*proposal, bool) {
+// take waits for wake and takes the batch in q, until the leader stops;
+// parked is set while it waits.
+func (l *Leader) take(wake chan struct{}, q *[]*proposal, parked *atomic.Bool) ([]*proposal, bool) {
 	for {
+		parked.Store(true)
 		select {
 		case <-wake:
 		case <-l.ctx.Done():
 			return nil, false
 		}
+		parked.Store(false)
 		l.mu.Lock()
 		batch := *q
 		*q = nil
@@ -802,7 +838,7 @@ func (l *Leader) committer() {
 	defer l.wg.Done()
 	lastStall := time.Now()
 	for {
-		batch, ok := l.take(l.appendWake, &l.appendQ)
+		batch, ok := l.take(l.appendWake, &l.appendQ, &l.committerParked)
 		if !ok {
 			return
 		}
@@ -844,7 +880,7 @@ func (l *Leader) committer() {
 func (l *Leader) applier() {
 	defer l.wg.Done()
 	for {
-		batch, ok := l.take(l.applyWake, &l.applyQ)
+		batch, ok := l.take(l.applyWake, &l.applyQ, &l.applierParked)
 		if !ok {
 			return
 		}

@@ -203,6 +203,7 @@ func (l *Leader) leave(id string, session uint64) {
 // higher epoch, or the stream, its context or the leader ended.
 func (l *Leader) sendLoop(ctx context.Context, stream LeaderStream, in *streamIn, out *streamOut, id string, next uint64, log *slog.Logger) error {
 	for {
+		out.parked.Store(true)
 		select {
 		case <-out.wake:
 		case <-out.pubWake:
@@ -223,6 +224,7 @@ func (l *Leader) sendLoop(ctx context.Context, stream LeaderStream, in *streamIn
 		case <-l.ctx.Done():
 			return ErrNotLeader
 		}
+		out.parked.Store(false)
 		l.mu.Lock()
 		through, commitLSN := out.through, out.commit
 		l.mu.Unlock()
@@ -268,6 +270,7 @@ func (l *Leader) progress(id string, session uint64, p *peerpb.Progress) {
 	if l.stopped {
 		return
 	}
+	l.handoffs.progress.Add(1)
 	l.core.FollowerProgress(id, session, p.DurableLsn, p.AppliedLsn, p.LeaseStamp, l.cfg.Now().UnixNano())
 	l.dispatchLocked()
 }
@@ -422,6 +425,7 @@ func newSendOff[M any](l *Leader, ctx context.Context, send func(M) error) *send
 func (s *sendOff[M]) Send(m M) error {
 	select {
 	case s.in <- m:
+		s.l.handoffs.streamSend.Add(2) // there, and the result back
 	case <-s.ctx.Done():
 		return s.ctx.Err()
 	case <-s.l.ctx.Done():
