@@ -179,7 +179,10 @@ type Leader struct {
 	streams map[uint64]*streamOut
 	appendQ []*proposal // the core's Append batch, for the committer
 	applyQ  []*proposal // the core's Apply batch, for the applier
-	trimQ   uint64      // the core's TrimBefore, for the ticker
+	// applyBy is the writer given the core's Apply batch (in applyQ) to
+	// run itself (see runApply); nil when the applier has it.
+	applyBy *proposal
+	trimQ   uint64 // the core's TrimBefore, for the ticker
 	stopped bool
 	err     error // why it stopped
 
@@ -214,10 +217,15 @@ type proposal struct {
 	lsn   uint64
 	entry logrec.Entry
 	raw   []byte
-	done  chan error // buffered; receives once; nil for a tail entry
-	// parked is set by a writer about to block on done (Handoffs counts
-	// only the answers that wake one).
+	// done receives the writer's answer once, and before it at most one
+	// errApplyJob (capacity 2, so neither can crowd out the other); nil
+	// for a tail entry.
+	done chan error
+	// parked is set by a writer about to block on done: it will take what
+	// done receives (Handoffs counts only the answers that wake one, and
+	// only a parked writer is given an Apply to run).
 	parked   atomic.Bool
+	gone     bool  // the writer stopped waiting (under Leader.mu)
 	deadline int64 // commit by then (Unix ns), or the writer is answered ErrWriteTimeout
 	answered bool  // the writer has been answered (core-owned)
 }
@@ -390,7 +398,16 @@ func (l *Leader) dispatchReadyLocked(rd leaderReady, expired error) {
 	}
 	if len(rd.Apply) > 0 {
 		l.applyQ = rd.Apply
-		count(&l.handoffs.apply, signal(l.applyWake) && l.applierParked.Load())
+		if w := l.applyOwner(rd.Apply); w != nil {
+			// The writer is woken with the batch instead of for its
+			// answer: the apply costs no wake-up of its own.
+			l.applyBy = w
+			w.parked.Store(false)
+			w.done <- errApplyJob
+			l.handoffs.writer.Add(1)
+		} else {
+			count(&l.handoffs.apply, signal(l.applyWake) && l.applierParked.Load())
+		}
 	}
 	for _, s := range rd.Send {
 		if out := l.streams[s.Session]; out != nil {
@@ -418,6 +435,56 @@ func (l *Leader) dispatchReadyLocked(rd leaderReady, expired error) {
 	}
 	if rd.Readable {
 		l.readable.Store(true)
+	}
+}
+
+// errApplyJob, sent to a writer's done channel, gives it the core's Apply
+// batch to run (runApply) before its answer.
+var errApplyJob = errors.New("replication: apply job")
+
+// applyOwner picks the writer that applies batch, run to completion in
+// the manner of PostgreSQL's group commit: a writer of the batch blocked
+// waiting for its answer, which must be woken to answer anyway, applies
+// the batch, and the applier goroutine is not woken. nil when none waits
+// (then the applier does it). The caller holds mu.
+func (l *Leader) applyOwner(batch []*proposal) *proposal {
+	if l.cfg.Buggify.AckBeforeDurable {
+		return nil
+	}
+	for _, p := range batch {
+		if p.done != nil && !p.answered && !p.gone && p.parked.Load() {
+			return p
+		}
+	}
+	return nil
+}
+
+// runApply is the writer p's part in run to completion: it applies the
+// Apply batch the driver gave it, as the applier would, unless the leader
+// stopped (Fail answers everyone) or took the batch back.
+func (l *Leader) runApply(p *proposal) {
+	l.mu.Lock()
+	if l.stopped || l.applyBy != p {
+		l.mu.Unlock()
+		return
+	}
+	batch := l.applyQ
+	l.applyQ, l.applyBy = nil, nil
+	l.wg.Add(1) // it touches storage: stop waits for it
+	l.mu.Unlock()
+	defer l.wg.Done()
+	l.apply(batch)
+}
+
+// giveUp records that p's writer stopped waiting; an Apply batch it was
+// given and has not taken goes to the applier.
+func (l *Leader) giveUp(p *proposal) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	p.gone = true
+	if l.applyBy == p {
+		l.applyBy = nil
+		count(&l.handoffs.apply, signal(l.applyWake) && l.applierParked.Load())
 	}
 }
 
@@ -574,7 +641,7 @@ func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
 	if err != nil {
 		return nil, fmt.Errorf("replication: re-decode lsn %d: %w", e.LSN, err)
 	}
-	p := &proposal{lsn: lsn, entry: owned, raw: raw, done: make(chan error, 1)}
+	p := &proposal{lsn: lsn, entry: owned, raw: raw, done: make(chan error, 2)}
 	l.mu.Lock()
 	if l.stopped {
 		l.mu.Unlock()
@@ -646,15 +713,22 @@ func (pd *Pending) Wait(ctx context.Context) (commands.Reply, uint64, error) {
 		return pd.reply, pd.p.lsn, nil
 	}
 	var err error
-	select {
-	case err = <-pd.p.done: // answered already (a pipeline's later writes)
-	default:
-		pd.p.parked.Store(true)
+	for {
 		select {
-		case err = <-pd.p.done:
-		case <-ctx.Done():
-			return nil, 0, ctx.Err()
+		case err = <-pd.p.done: // answered already (a pipeline's later writes)
+		default:
+			pd.p.parked.Store(true)
+			select {
+			case err = <-pd.p.done:
+			case <-ctx.Done():
+				pd.l.giveUp(pd.p)
+				return nil, 0, ctx.Err()
+			}
 		}
+		if err != errApplyJob {
+			break
+		}
+		pd.l.runApply(pd.p) // its own answer is normally there after it
 	}
 	if err != nil {
 		return nil, 0, err
@@ -873,31 +947,54 @@ func (l *Leader) committer() {
 	}
 }
 
-// applier applies the core's Apply batches. It runs beside the committer
-// so that applying one batch to the data overlaps the fsync of the next: a
-// write's latency is one fsync plus one apply, and the group-commit cycle
-// is the longer of the two, not their sum.
+// applier applies the core's Apply batches that no writer runs (see
+// applyOwner): the tail a leadership starts with, and batches committed
+// while none of their writers waits. Applies run beside the committer, on
+// a writer or here, so that applying one batch to the data overlaps the
+// fsync of the next: a write's latency is one fsync plus one apply, and
+// the group-commit cycle is the longer of the two, not their sum.
 func (l *Leader) applier() {
 	defer l.wg.Done()
 	for {
-		batch, ok := l.take(l.applyWake, &l.applyQ, &l.applierParked)
-		if !ok {
+		l.applierParked.Store(true)
+		select {
+		case <-l.applyWake:
+		case <-l.ctx.Done():
 			return
 		}
-		if err := l.cfg.DB.Apply(entriesOf(batch)); err != nil {
-			l.log.Error("apply failed; stepping down", "err", err)
-			l.fail(fmt.Errorf("replication: apply: %w", err))
-			return
-		}
-		last := batch[len(batch)-1].lsn
-		l.seqMu.Lock()
-		l.overlay.drop(batch, last)
-		l.seqMu.Unlock()
+		l.applierParked.Store(false)
 		l.mu.Lock()
-		l.core.Applied(last)
-		l.dispatchLocked()
+		batch := l.applyQ
+		if l.applyBy != nil {
+			batch = nil // a writer runs it
+		} else {
+			l.applyQ = nil
+		}
 		l.mu.Unlock()
+		if len(batch) > 0 && !l.apply(batch) {
+			return
+		}
 	}
+}
+
+// apply writes an Apply batch to the data with its applied LSN, drops it
+// from the overlay and reports it to the core; false if it failed (the
+// leader is stopping).
+func (l *Leader) apply(batch []*proposal) bool {
+	if err := l.cfg.DB.Apply(entriesOf(batch)); err != nil {
+		l.log.Error("apply failed; stepping down", "err", err)
+		l.fail(fmt.Errorf("replication: apply: %w", err))
+		return false
+	}
+	last := batch[len(batch)-1].lsn
+	l.seqMu.Lock()
+	l.overlay.drop(batch, last)
+	l.seqMu.Unlock()
+	l.mu.Lock()
+	l.core.Applied(last)
+	l.dispatchLocked()
+	l.mu.Unlock()
+	return true
 }
 
 // ticker gives the core the time, and trims the log when it says so.
