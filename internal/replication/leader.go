@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -179,12 +180,17 @@ type Leader struct {
 	streams map[uint64]*streamOut
 	appendQ []*proposal // the core's Append batch, for the committer
 	applyQ  []*proposal // the core's Apply batch, for the applier
-	// applyBy is the writer given the core's Apply batch (in applyQ) to
-	// run itself (see runApply); nil when the applier has it.
-	applyBy *proposal
-	trimQ   uint64 // the core's TrimBefore, for the ticker
-	stopped bool
-	err     error // why it stopped
+	// appendBy and applyBy are the writers given the core's Append and
+	// Apply batches (in appendQ, applyQ) to run themselves (see runJobs);
+	// nil when the committer or the applier has it. running is the writer
+	// running one now, if any.
+	appendBy, applyBy, running *proposal
+	// lastStall is when Buggify.SlowDisk last stalled an append (used by
+	// whoever runs the one Append out).
+	lastStall time.Time
+	trimQ     uint64 // the core's TrimBefore, for the ticker
+	stopped   bool
+	err       error // why it stopped
 
 	appendWake chan struct{} // capacity 1
 	applyWake  chan struct{} // capacity 1
@@ -217,9 +223,9 @@ type proposal struct {
 	lsn   uint64
 	entry logrec.Entry
 	raw   []byte
-	// done receives the writer's answer once, and before it at most one
-	// errApplyJob (capacity 2, so neither can crowd out the other); nil
-	// for a tail entry.
+	// done receives the writer's answer once, and before it at most two
+	// errJob (its group's Append and Apply; capacity 3, so none can crowd
+	// out another); nil for a tail entry.
 	done chan error
 	// parked is set by a writer about to block on done: it will take what
 	// done receives (Handoffs counts only the answers that wake one, and
@@ -337,6 +343,7 @@ func NewLeader(cfg LeaderConfig, epoch uint64) (*Leader, error) {
 		appendWake: make(chan struct{}, 1),
 		applyWake:  make(chan struct{}, 1),
 		finished:   make(chan struct{}),
+		lastStall:  time.Now(),
 	}
 	l.persistEpoch = db.ObserveEpoch
 	l.ctx, l.cancel = context.WithCancel(context.Background())
@@ -391,20 +398,25 @@ func (l *Leader) dispatchLocked() {
 func (l *Leader) dispatchReadyLocked(rd leaderReady, expired error) {
 	if len(rd.Append) > 0 {
 		l.appendQ = rd.Append
-		count(&l.handoffs.append, signal(l.appendWake) && l.committerParked.Load())
+		if w := l.parkedWriter(rd.Append); w != nil {
+			// Woken with the batch instead of for its answer: the
+			// append costs no wake-up of its own.
+			l.appendBy = w
+			l.giveJob(w)
+		} else {
+			count(&l.handoffs.append, signal(l.appendWake) && l.committerParked.Load())
+		}
 	}
 	if rd.AppendAt > 0 {
 		l.armAppendTimerLocked(time.Duration(rd.AppendAt - l.cfg.Now().UnixNano()))
 	}
 	if len(rd.Apply) > 0 {
 		l.applyQ = rd.Apply
-		if w := l.applyOwner(rd.Apply); w != nil {
-			// The writer is woken with the batch instead of for its
-			// answer: the apply costs no wake-up of its own.
+		if r := l.running; r != nil && slices.Contains(rd.Apply, r) {
+			l.applyBy = r // it has just made its own group durable
+		} else if w := l.parkedWriter(rd.Apply); w != nil {
 			l.applyBy = w
-			w.parked.Store(false)
-			w.done <- errApplyJob
-			l.handoffs.writer.Add(1)
+			l.giveJob(w)
 		} else {
 			count(&l.handoffs.apply, signal(l.applyWake) && l.applierParked.Load())
 		}
@@ -438,16 +450,17 @@ func (l *Leader) dispatchReadyLocked(rd leaderReady, expired error) {
 	}
 }
 
-// errApplyJob, sent to a writer's done channel, gives it the core's Apply
-// batch to run (runApply) before its answer.
-var errApplyJob = errors.New("replication: apply job")
+// errJob, sent to a writer's done channel, gives it a job to run
+// (runJobs) before its answer.
+var errJob = errors.New("replication: a job for the writer")
 
-// applyOwner picks the writer that applies batch, run to completion in
-// the manner of PostgreSQL's group commit: a writer of the batch blocked
-// waiting for its answer, which must be woken to answer anyway, applies
-// the batch, and the applier goroutine is not woken. nil when none waits
-// (then the applier does it). The caller holds mu.
-func (l *Leader) applyOwner(batch []*proposal) *proposal {
+// parkedWriter picks the writer that runs batch's Append or Apply, run to
+// completion in the manner of PostgreSQL's group commit: a writer of the
+// batch blocked waiting for its answer, which must be woken to answer
+// anyway, does the work, and no committer or applier goroutine is woken.
+// nil when none waits (then the committer or the applier does it). The
+// caller holds mu.
+func (l *Leader) parkedWriter(batch []*proposal) *proposal {
 	if l.cfg.Buggify.AckBeforeDurable {
 		return nil
 	}
@@ -459,29 +472,65 @@ func (l *Leader) applyOwner(batch []*proposal) *proposal {
 	return nil
 }
 
-// runApply is the writer p's part in run to completion: it applies the
-// Apply batch the driver gave it, as the applier would, unless the leader
-// stopped (Fail answers everyone) or took the batch back.
-func (l *Leader) runApply(p *proposal) {
-	l.mu.Lock()
-	if l.stopped || l.applyBy != p {
-		l.mu.Unlock()
-		return
-	}
-	batch := l.applyQ
-	l.applyQ, l.applyBy = nil, nil
-	l.wg.Add(1) // it touches storage: stop waits for it
-	l.mu.Unlock()
-	defer l.wg.Done()
-	l.apply(batch)
+// giveJob wakes the parked writer w to run a job. The caller holds mu.
+func (l *Leader) giveJob(w *proposal) {
+	w.parked.Store(false)
+	w.done <- errJob // room: at most two jobs and one answer, ever
+	l.handoffs.writer.Add(1)
 }
 
-// giveUp records that p's writer stopped waiting; an Apply batch it was
-// given and has not taken goes to the applier.
+// runJobs is the writer p's part in run to completion: it runs the
+// Append and Apply batches the driver gave it, as the committer and the
+// applier would, until it has none (the Apply of a group it made durable
+// is its own at once), or the leader stops (Fail answers everyone).
+func (l *Leader) runJobs(p *proposal) {
+	for {
+		l.mu.Lock()
+		var batch []*proposal
+		var appending bool
+		switch {
+		case l.stopped:
+		case l.appendBy == p:
+			batch, appending = l.appendQ, true
+			l.appendQ, l.appendBy = nil, nil
+		case l.applyBy == p:
+			batch = l.applyQ
+			l.applyQ, l.applyBy = nil, nil
+		}
+		if batch == nil {
+			l.running = nil
+			l.mu.Unlock()
+			return
+		}
+		l.running = p
+		l.wg.Add(1) // it touches storage: stop waits for it
+		l.mu.Unlock()
+		var ok bool
+		if appending {
+			ok = l.appendBatch(batch)
+		} else {
+			ok = l.apply(batch)
+		}
+		l.wg.Done()
+		if !ok {
+			l.mu.Lock()
+			l.running = nil
+			l.mu.Unlock()
+			return
+		}
+	}
+}
+
+// giveUp records that p's writer stopped waiting; a batch it was given
+// and has not taken goes to the committer or the applier.
 func (l *Leader) giveUp(p *proposal) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	p.gone = true
+	if l.appendBy == p {
+		l.appendBy = nil
+		count(&l.handoffs.append, signal(l.appendWake) && l.committerParked.Load())
+	}
 	if l.applyBy == p {
 		l.applyBy = nil
 		count(&l.handoffs.apply, signal(l.applyWake) && l.applierParked.Load())
@@ -641,7 +690,7 @@ func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
 	if err != nil {
 		return nil, fmt.Errorf("replication: re-decode lsn %d: %w", e.LSN, err)
 	}
-	p := &proposal{lsn: lsn, entry: owned, raw: raw, done: make(chan error, 2)}
+	p := &proposal{lsn: lsn, entry: owned, raw: raw, done: make(chan error, 3)}
 	l.mu.Lock()
 	if l.stopped {
 		l.mu.Unlock()
@@ -725,10 +774,10 @@ func (pd *Pending) Wait(ctx context.Context) (commands.Reply, uint64, error) {
 				return nil, 0, ctx.Err()
 			}
 		}
-		if err != errApplyJob {
+		if err != errJob {
 			break
 		}
-		pd.l.runApply(pd.p) // its own answer is normally there after it
+		pd.l.runJobs(pd.p) // its own answer is normally there after it
 	}
 	if err != nil {
 		return nil, 0, err
@@ -885,70 +934,70 @@ func (l *Leader) RemoveFollower(id string) bool {
 	return ok
 }
 
-// take waits for wake and takes the batch in q, until the leader stops;
-// parked is set while it waits.
-func (l *Leader) take(wake chan struct{}, q *[]*proposal, parked *atomic.Bool) ([]*proposal, bool) {
+// committer is the group-commit loop for the Append batches no writer
+// runs (see parkedWriter): one handed out by a Propose (an idle leader, a
+// lone client: the proposer is not waiting yet), by the timer of a held
+// group, or while none of the batch's writers waits.
+func (l *Leader) committer() {
+	defer l.wg.Done()
 	for {
-		parked.Store(true)
+		l.committerParked.Store(true)
 		select {
-		case <-wake:
+		case <-l.appendWake:
 		case <-l.ctx.Done():
-			return nil, false
+			return
 		}
-		parked.Store(false)
+		l.committerParked.Store(false)
 		l.mu.Lock()
-		batch := *q
-		*q = nil
+		batch := l.appendQ
+		if l.appendBy != nil {
+			batch = nil // a writer runs it
+		} else {
+			l.appendQ = nil
+		}
 		l.mu.Unlock()
-		if len(batch) > 0 {
-			return batch, true
+		if len(batch) > 0 && !l.appendBatch(batch) {
+			return
 		}
 	}
 }
 
-// committer is the group-commit loop: it writes the core's Append batch
-// in one durable append and reports it durable.
-func (l *Leader) committer() {
-	defer l.wg.Done()
-	lastStall := time.Now()
-	for {
-		batch, ok := l.take(l.appendWake, &l.appendQ, &l.committerParked)
-		if !ok {
-			return
-		}
-		if l.cfg.Buggify.AckBeforeDurable {
-			time.Sleep(100 * time.Millisecond)
-		}
-		if l.cfg.Buggify.SlowDisk && time.Since(lastStall) > 2*time.Second {
-			time.Sleep(time.Second)
-			lastStall = time.Now()
-		}
-		raws := make([][]byte, len(batch))
-		for i, p := range batch {
-			raws[i] = p.raw
-		}
-		began := time.Now()
-		if err := l.cfg.DB.AppendLog(raws); err != nil {
-			// The log is the source of truth; without it nothing can be
-			// acknowledged safely. Stop leading rather than guess.
-			l.log.Error("log append failed; stepping down", "err", err)
-			l.fail(fmt.Errorf("replication: log append: %w", err))
-			return
-		}
-		took := time.Since(began)
-		l.mu.Lock()
-		for _, p := range batch {
-			l.tail.add(p.lsn, p.raw, p.entry.TimeNs)
-		}
-		l.core.NoteAppendCost(l.cfg.Now().UnixNano(), int64(took))
-		l.core.Appended(batch[len(batch)-1].lsn)
-		l.dispatchLocked()
-		l.mu.Unlock()
+// appendBatch writes an Append batch to the log in one durable append
+// and reports it durable; false if it failed (the leader is stopping).
+func (l *Leader) appendBatch(batch []*proposal) bool {
+	if l.cfg.Buggify.AckBeforeDurable {
+		time.Sleep(100 * time.Millisecond)
 	}
+	if l.cfg.Buggify.SlowDisk && time.Since(l.lastStall) > 2*time.Second {
+		time.Sleep(time.Second)
+		l.lastStall = time.Now()
+	}
+	raws := make([][]byte, len(batch))
+	for i, p := range batch {
+		raws[i] = p.raw
+	}
+	began := time.Now()
+	if err := l.cfg.DB.AppendLog(raws); err != nil {
+		// The log is the source of truth; without it nothing can be
+		// acknowledged safely. Stop leading rather than guess.
+		l.log.Error("log append failed; stepping down", "err", err)
+		l.fail(fmt.Errorf("replication: log append: %w", err))
+		return false
+	}
+	took := time.Since(began)
+	l.mu.Lock()
+	for _, p := range batch {
+		l.tail.add(p.lsn, p.raw, p.entry.TimeNs)
+	}
+	l.core.NoteAppendCost(l.cfg.Now().UnixNano(), int64(took))
+	l.core.Appended(batch[len(batch)-1].lsn)
+	l.dispatchLocked()
+	l.mu.Unlock()
+	return true
 }
 
 // applier applies the core's Apply batches that no writer runs (see
-// applyOwner): the tail a leadership starts with, and batches committed
+// parkedWriter): the tail a leadership starts with, and batches committed
 // while none of their writers waits. Applies run beside the committer, on
 // a writer or here, so that applying one batch to the data overlaps the
 // fsync of the next: a write's latency is one fsync plus one apply, and
