@@ -185,6 +185,9 @@ type Leader struct {
 	// nil when the committer or the applier has it. running is the writer
 	// running one now, if any.
 	appendBy, applyBy, running *proposal
+	// notify holds the answers owed to Then callbacks, run by unlock
+	// after mu is released (under mu).
+	notify []notice
 	// lastStall is when Buggify.SlowDisk last stalled an append (used by
 	// whoever runs the one Append out).
 	lastStall time.Time
@@ -230,8 +233,11 @@ type proposal struct {
 	// parked is set by a writer about to block on done: it will take what
 	// done receives (Handoffs counts only the answers that wake one, and
 	// only a parked writer is given an Apply to run).
-	parked   atomic.Bool
-	gone     bool  // the writer stopped waiting (under Leader.mu)
+	parked atomic.Bool
+	gone   bool // the writer stopped waiting (under Leader.mu)
+	// then, if set (Pending.Then, under Leader.mu), is called with the
+	// answer instead of sending it on done.
+	then     func(error)
 	deadline int64 // commit by then (Unix ns), or the writer is answered ErrWriteTimeout
 	answered bool  // the writer has been answered (core-owned)
 }
@@ -433,10 +439,10 @@ func (l *Leader) dispatchReadyLocked(rd leaderReady, expired error) {
 		}
 	}
 	for _, p := range rd.Acked {
-		count(&l.handoffs.writer, p.finish(nil) && p.parked.Load())
+		l.answerWriter(p, nil)
 	}
 	for _, p := range rd.Expired {
-		count(&l.handoffs.writer, p.finish(expired) && p.parked.Load())
+		l.answerWriter(p, expired)
 	}
 	for _, w := range rd.Waits {
 		close(w.wake)
@@ -447,6 +453,44 @@ func (l *Leader) dispatchReadyLocked(rd leaderReady, expired error) {
 	}
 	if rd.Readable {
 		l.readable.Store(true)
+	}
+}
+
+// answerWriter answers p's writer: its Then callback (after mu is released,
+// see unlock) or its done channel. The caller holds mu.
+func (l *Leader) answerWriter(p *proposal, err error) {
+	if p.then != nil {
+		l.notify = append(l.notify, notice{p.then, err})
+		p.then = nil
+		return
+	}
+	count(&l.handoffs.writer, p.finish(err) && p.parked.Load())
+}
+
+// notice is an answer owed to a Then callback.
+type notice struct {
+	then func(error)
+	err  error
+}
+
+// unlock releases mu and then runs the Then callbacks whose answers the
+// dispatch under it produced, on this goroutine: run to completion, the
+// goroutine that commits a group writes its writers' replies, as Redis's
+// one thread does, and no writer's goroutine is woken for them. A
+// callback whose write committed while the lease is not valid waits for
+// it on a goroutine of its own, as Wait would.
+func (l *Leader) unlock() {
+	owed := l.notify
+	l.notify = nil
+	l.mu.Unlock()
+	for _, n := range owed {
+		if n.err == nil && !l.cfg.Lease.Valid() {
+			go func() {
+				n.then(l.cfg.Lease.await(context.Background(), l.ctx.Done(), l.cfg.WriteTimeout))
+			}()
+			continue
+		}
+		n.then(n.err)
 	}
 }
 
@@ -606,7 +650,7 @@ func (l *Leader) stop(err error) {
 	if l.appendTimer != nil {
 		l.appendTimer.Stop()
 	}
-	l.mu.Unlock()
+	l.unlock()
 	close(l.finished)
 }
 
@@ -788,6 +832,47 @@ func (pd *Pending) Wait(ctx context.Context) (commands.Reply, uint64, error) {
 		return nil, 0, err
 	}
 	return pd.reply, pd.p.lsn, nil
+}
+
+// Then is Wait without waiting: done is called once with what Wait would
+// return, by the goroutine that answers the write, so that the writer's
+// own goroutine need not block nor be woken for it (a connection goes
+// back to reading and its reply is written for it). done runs without
+// the leader's locks but on a goroutine of the write path: it must be
+// quick and must not block (encode and write a reply). A write that
+// logged nothing is waited for here, as Wait does.
+func (pd *Pending) Then(ctx context.Context, done func(commands.Reply, uint64, error)) {
+	if pd.p == nil || pd.l.cfg.Buggify.AckBeforeDurable {
+		done(pd.Wait(ctx))
+		return
+	}
+	then := func(err error) {
+		if err != nil {
+			done(nil, 0, err)
+			return
+		}
+		done(pd.reply, pd.p.lsn, nil)
+	}
+	l := pd.l
+	l.mu.Lock()
+	if pd.p.answered {
+		// Answered before it got here (done holds the answer) or given
+		// to Then already.
+		l.mu.Unlock()
+		var err error
+		select {
+		case err = <-pd.p.done:
+		default:
+			panic("replication: Pending.Then after Then or Wait") // the caller's bug
+		}
+		if err == nil && !l.cfg.Lease.Valid() {
+			err = l.cfg.Lease.await(ctx, l.ctx.Done(), l.cfg.WriteTimeout)
+		}
+		then(err)
+		return
+	}
+	pd.p.then = then
+	l.mu.Unlock()
 }
 
 // StopWrites is a planned hand-over's first step: from now on Start
@@ -1042,7 +1127,7 @@ func (l *Leader) apply(batch []*proposal) bool {
 	l.mu.Lock()
 	l.core.Applied(last)
 	l.dispatchLocked()
-	l.mu.Unlock()
+	l.unlock() // the writers' replies, if they left callbacks
 	return true
 }
 
@@ -1064,7 +1149,8 @@ func (l *Leader) ticker() {
 		l.dispatchLocked()
 		trim := l.trimQ
 		l.trimQ = 0
-		l.mu.Unlock()
+		l.unlock() // writes that timed out, and any answer still owed
+
 		if trim > 0 {
 			if err := l.cfg.DB.TruncateLogBefore(trim); err != nil {
 				l.log.Warn("log retention failed", "err", err)

@@ -399,8 +399,13 @@ func (s *Server) serveCommand(conn redcon.Conn, cmd redcon.Command) {
 	if sess.quit {
 		return // redcon still hands over the commands after QUIT
 	}
+	sess.g.payOwed() // the reply of the write before, if owed (owed.go)
 	if s.fe.Start == nil || len(conn.PeekPipeline()) == 0 {
+		// The one command of this read: redcon's buffer is empty, and a
+		// write's reply may be written for the connection (owed.go).
+		sess.alone = true
 		s.serveOne(conn, sess, cmd.Args)
+		sess.alone = false
 		if h := sess.handoff; h != nil {
 			// Detached: redcon handed the rest of the read to the
 			// detached connection.
@@ -522,6 +527,9 @@ type Session struct {
 	g         *guardConn
 	// quit is set by QUIT to stop serving the rest of the pipeline.
 	quit bool
+	// alone is set while the connection's goroutine serves the one
+	// command of a read (owed.go).
+	alone bool
 	// sub is set once the connection is detached for pub/sub (see
 	// pubsub.go), by the connection's goroutine before the subscriber's
 	// goroutines start; never reset.
