@@ -15,12 +15,15 @@ import "sync/atomic"
 //
 // The write path's hand-offs, and who gives them to whom:
 //
-//   - Append: a proposer (or the timer of a held group, or the applier)
-//     to the committer, to write a group to the log.
-//   - Apply: the committer (or a stream's receiver, when followers'
-//     reports commit it) to the applier.
-//   - Writer: whoever finished a write's commit to the writer's goroutine
-//     (the connection), to answer it.
+//   - Append: a proposer (or the timer of a held group, or whoever made
+//     the last group durable) to the committer goroutine, to write a group
+//     to the log that no waiting writer could take.
+//   - Apply: whoever committed a group to the applier goroutine, for a
+//     group none of whose writers waits.
+//   - Writer: whoever answered a write to the writer's goroutine, to
+//     answer it, or to run its group's Append or Apply (run to
+//     completion: it was to be woken anyway). A write answered through
+//     Pending.Then wakes no one: its reply is written for it.
 //   - Stream: the core's driver to a follower stream's sender, to send
 //     what became durable or committed.
 //   - StreamSend: a stream's sender to the goroutine that does its gRPC
