@@ -185,6 +185,8 @@ type Leader struct {
 	// nil when the committer or the applier has it. running is the writer
 	// running one now, if any.
 	appendBy, applyBy, running *proposal
+	// afterAppend is set during the dispatch that follows an Appended.
+	afterAppend bool
 	// notify holds the answers owed to Then callbacks, run by unlock
 	// after mu is released (under mu).
 	notify []notice
@@ -418,8 +420,11 @@ func (l *Leader) dispatchReadyLocked(rd leaderReady, expired error) {
 	}
 	if len(rd.Apply) > 0 {
 		l.applyQ = rd.Apply
-		if r := l.running; r != nil && slices.Contains(rd.Apply, r) {
-			l.applyBy = r // it has just made its own group durable
+		if r := l.running; r != nil && (slices.Contains(rd.Apply, r) || r == committerRuns && l.afterAppend && l.appendQ == nil) {
+			// It has just made its own group durable: a writer applies
+			// it at once, and so does the committer when no next group
+			// waits for its fsync (else the applier overlaps the two).
+			l.applyBy = r
 		} else if w := l.parkedWriter(rd.Apply); w != nil {
 			l.applyBy = w
 			l.giveJob(w)
@@ -493,6 +498,10 @@ func (l *Leader) unlock() {
 		n.then(n.err)
 	}
 }
+
+// committerRuns stands for the committer goroutine in applyBy and
+// running: it applies the group it made durable itself.
+var committerRuns = &proposal{}
 
 // errJob, sent to a writer's done channel, gives it a job to run
 // (runJobs) before its answer.
@@ -1039,9 +1048,21 @@ func (l *Leader) committer() {
 			batch = nil // a writer runs it
 		} else {
 			l.appendQ = nil
+			l.running = committerRuns
 		}
 		l.mu.Unlock()
 		if len(batch) > 0 && !l.appendBatch(batch) {
+			return
+		}
+		l.mu.Lock()
+		l.running = nil
+		var apply []*proposal
+		if l.applyBy == committerRuns {
+			apply = l.applyQ
+			l.applyQ, l.applyBy = nil, nil
+		}
+		l.mu.Unlock()
+		if len(apply) > 0 && !l.apply(apply) {
 			return
 		}
 	}
@@ -1076,7 +1097,9 @@ func (l *Leader) appendBatch(batch []*proposal) bool {
 	}
 	l.core.NoteAppendCost(l.cfg.Now().UnixNano(), int64(took))
 	l.core.Appended(batch[len(batch)-1].lsn)
+	l.afterAppend = true
 	l.dispatchLocked()
+	l.afterAppend = false
 	l.mu.Unlock()
 	return true
 }
