@@ -18,7 +18,9 @@
 // Then callback (Pending.Then) is answered by the goroutine that applied
 // its group, which writes its reply; a committer and an applier
 // goroutine run only the batches no waiting writer can take (an idle
-// leader's, a held group's, the tail a leadership starts with). Applying
+// leader's, a held group's, the tail a leadership starts with), and the
+// committer applies what it made durable itself unless a next group waits
+// for its fsync. Applying
 // one batch overlaps the fsync of the next. Besides them: a ticker, and per
 // follower stream a handler, a receiver and a sender that calls gRPC's
 // Send itself. Handoffs counts the goroutine wake-ups of the write path. Propose runs a command against the
