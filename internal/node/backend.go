@@ -61,25 +61,63 @@ func (b backend) submit(ctx context.Context, spec *commands.Spec, args [][]byte)
 // is called with what the command produced, under the leader's
 // sequencing lock, before any later write is sequenced (blocking.go).
 func (b backend) submitPop(ctx context.Context, spec *commands.Spec, args [][]byte, blocked bool, ran func(commands.Result, error)) func() (commands.Reply, uint64, error) {
+	pending, err := b.start(ctx, spec, args, blocked, ran)
+	if err != nil {
+		return func() (commands.Reply, uint64, error) { return nil, 0, err }
+	}
+	return func() (commands.Reply, uint64, error) { return waitResult(pending.Wait(ctx)) }
+}
+
+var _ resp.ThenBackend = backend{}
+
+// SubmitThen sequences a write on the leader now, and has the goroutine
+// that answers it call done (replication.Pending.Then), so that the
+// connection's goroutine is not woken for it. A blocking command is not
+// handed over (resp never does).
+func (b backend) SubmitThen(ctx context.Context, spec *commands.Spec, args [][]byte, done func(commands.Reply, uint64, error)) {
+	if spec.Block != nil {
+		done(b.block(ctx, spec, args))
+		return
+	}
+	pending, err := b.start(ctx, spec, args, false, nil)
+	if err != nil {
+		done(nil, 0, err)
+		return
+	}
+	pending.Then(ctx, func(reply commands.Reply, lsn uint64, err error) { done(waitResult(reply, lsn, err)) })
+}
+
+// waitResult maps what a pending write's wait returned to the resp
+// sentinels.
+func waitResult(reply commands.Reply, lsn uint64, err error) (commands.Reply, uint64, error) {
+	if errors.Is(err, replication.ErrNotLeader) || errors.Is(err, replication.ErrStaleEpoch) {
+		// Sequenced, maybe durable, not committed: it may yet
+		// commit, so it must not read as refused.
+		return nil, 0, resp.ErrLeadershipLost
+	}
+	return reply, lsn, leaderError(err)
+}
+
+// start sequences a write on the leader (see submitPop), or returns why
+// it was refused, as a resp sentinel.
+func (b backend) start(ctx context.Context, spec *commands.Spec, args [][]byte, blocked bool, ran func(commands.Result, error)) (*replication.Pending, error) {
 	var l *replication.Leader
 	switch r := b.n.current().(type) {
 	case *fenced:
-		return func() (commands.Reply, uint64, error) { return nil, 0, resp.ErrNotLeader }
+		return nil, resp.ErrNotLeader
 	case *following:
-		return func() (commands.Reply, uint64, error) { return nil, 0, resp.ErrReadOnly }
+		return nil, resp.ErrReadOnly
 	case *leading:
 		l = r.l
 		if a := b.n.agent; a != nil && a.syncShort.Load() {
 			// Below sync-min: refused before it is sequenced.
-			return func() (commands.Reply, uint64, error) {
-				return nil, 0, fmt.Errorf("tandem: fewer sync-set members than sync-min are there: %w", resp.ErrNoReplicas)
-			}
+			return nil, fmt.Errorf("tandem: fewer sync-set members than sync-min are there: %w", resp.ErrNoReplicas)
 		}
 	}
 	if b.n.scripts.Busy() {
 		// A script holds the sequencer past the threshold: refuse rather
 		// than queue behind it, as Redis answers BUSY.
-		return func() (commands.Reply, uint64, error) { return nil, 0, resp.ErrBusy }
+		return nil, resp.ErrBusy
 	}
 	pending, err := l.Start(ctx, func(v commands.View, nowMs int64) (commands.Result, error) {
 		res, err := spec.Exec(&commands.Ctx{NowMs: nowMs, Cursors: b.n.cursors, Scripts: b.n.scripts, Blocked: blocked}, v, args)
@@ -95,20 +133,12 @@ func (b backend) submitPop(ctx context.Context, spec *commands.Spec, args [][]by
 		return res, err
 	})
 	if errors.Is(err, script.ErrAborted) {
-		return func() (commands.Reply, uint64, error) { return nil, 0, resp.ErrNotLeader }
+		return nil, resp.ErrNotLeader
 	}
 	if err != nil {
-		return func() (commands.Reply, uint64, error) { return nil, 0, leaderError(err) }
+		return nil, leaderError(err)
 	}
-	return func() (commands.Reply, uint64, error) {
-		reply, lsn, err := pending.Wait(ctx)
-		if errors.Is(err, replication.ErrNotLeader) || errors.Is(err, replication.ErrStaleEpoch) {
-			// Sequenced, maybe durable, not committed: it may yet
-			// commit, so it must not read as refused.
-			return nil, 0, resp.ErrLeadershipLost
-		}
-		return reply, lsn, leaderError(err)
-	}
+	return pending, nil
 }
 
 // leaderError maps the leader's errors to the resp sentinels.

@@ -10,10 +10,20 @@
 // writers waiting for room, whose admission deadline the core keeps), what
 // the log may be trimmed to and which streams to close. The core's
 // follower table also holds each follower's lease echo
-// (ConfirmedByFollowers). The commit rule is package commit's. The driver owns the goroutines (a committer doing group
-// commit, an applier beside it so that applying one batch overlaps the
-// fsync of the next, a ticker, and per follower stream a handler, a
-// receiver and a sender), Pebble and the streams, and decides nothing. Propose runs a command against the
+// (ConfirmedByFollowers). The commit rule is package commit's. The driver owns the goroutines and decides nothing.
+// Work runs to completion where it can, as in PostgreSQL's group commit: a
+// writer blocked waiting for its group, which must be woken anyway, is
+// given the group's Append (one durable log write) or Apply (data and
+// applied LSN in one batch) to run itself, and a writer that leaves a
+// Then callback (Pending.Then) is answered by the goroutine that applied
+// its group, which writes its reply; a committer and an applier
+// goroutine run only the batches no waiting writer can take (an idle
+// leader's, a held group's, the tail a leadership starts with), and the
+// committer applies what it made durable itself unless a next group waits
+// for its fsync. Applying
+// one batch overlaps the fsync of the next. Besides them: a ticker, and per
+// follower stream a handler, a receiver and a sender that calls gRPC's
+// Send itself. Handoffs counts the goroutine wake-ups of the write path. Propose runs a command against the
 // committed data overlaid with the uncommitted writes (overlay.go) and
 // sequences it; Leader.Serve is one follower's stream, on which the
 // leader sends entries from the follower's position with its commit LSN;

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -198,9 +199,22 @@ type Leader struct {
 	streams map[uint64]*streamOut
 	appendQ []*proposal // the core's Append batch, for the committer
 	applyQ  []*proposal // the core's Apply batch, for the applier
-	trimQ   uint64      // the core's TrimBefore, for the ticker
-	stopped bool
-	err     error // why it stopped
+	// appendBy and applyBy are the writers given the core's Append and
+	// Apply batches (in appendQ, applyQ) to run themselves (see runJobs);
+	// nil when the committer or the applier has it. running is the writer
+	// running one now, if any.
+	appendBy, applyBy, running *proposal
+	// afterAppend is set during the dispatch that follows an Appended.
+	afterAppend bool
+	// notify holds the answers owed to Then callbacks, run by unlock
+	// after mu is released (under mu).
+	notify []notice
+	// lastStall is when Buggify.SlowDisk last stalled an append (used by
+	// whoever runs the one Append out).
+	lastStall time.Time
+	trimQ     uint64 // the core's TrimBefore, for the ticker
+	stopped   bool
+	err       error // why it stopped
 
 	appendWake chan struct{} // capacity 1
 	applyWake  chan struct{} // capacity 1
@@ -216,6 +230,13 @@ type Leader struct {
 	// make it fail).
 	persistEpoch func(uint64) error
 
+	// handoffs counts the write path's goroutine hand-offs (handoffs.go);
+	// committerParked and applierParked say whether those goroutines are
+	// blocked waiting for work, so that only a hand-off that wakes one
+	// counts.
+	handoffs                       handoffCounts
+	committerParked, applierParked atomic.Bool
+
 	ctx      context.Context // ends when the leader begins to stop
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup // every goroutine that may touch storage
@@ -223,21 +244,35 @@ type Leader struct {
 }
 
 type proposal struct {
-	lsn      uint64
-	entry    logrec.Entry
-	raw      []byte
-	done     chan error // buffered; receives once; nil for a tail entry
-	deadline int64      // commit by then (Unix ns), or the writer is answered ErrWriteTimeout
-	answered bool       // the writer has been answered (core-owned)
+	lsn   uint64
+	entry logrec.Entry
+	raw   []byte
+	// done receives the writer's answer once, and before it at most two
+	// errJob (its group's Append and Apply; capacity 3, so none can crowd
+	// out another); nil for a tail entry.
+	done chan error
+	// parked is set by a writer about to block on done: it will take what
+	// done receives (Handoffs counts only the answers that wake one, and
+	// only a parked writer is given an Apply to run).
+	parked atomic.Bool
+	gone   bool // the writer stopped waiting (under Leader.mu)
+	// then, if set (Pending.Then, under Leader.mu), is called with the
+	// answer instead of sending it on done.
+	then     func(error)
+	deadline int64 // commit by then (Unix ns), or the writer is answered ErrWriteTimeout
+	answered bool  // the writer has been answered (core-owned)
 	// pub are the write's messages (keyspace notifications), published
-	// by the applier once the entry is applied; nil for most.
+	// by whoever applies it, once applied; nil for most.
 	pub []commands.Message
 }
 
-func (p *proposal) finish(err error) {
+// finish answers the writer; it reports whether it did (once only).
+func (p *proposal) finish(err error) bool {
 	select {
 	case p.done <- err:
+		return true
 	default:
+		return false
 	}
 }
 
@@ -246,6 +281,7 @@ func (p *proposal) finish(err error) {
 type streamOut struct {
 	through, commit uint64
 	wake            chan struct{} // capacity 1
+	parked          atomic.Bool   // the sender waits for wake (Handoffs)
 	closed          chan struct{} // closed to end the stream (follower removed)
 	closeOnce       sync.Once
 	// Pub/sub messages for the stream (pubsub.go), under Leader.mu.
@@ -256,10 +292,21 @@ type streamOut struct {
 	pubWake    chan struct{} // capacity 1
 }
 
-func signal(ch chan struct{}) {
+// signal leaves a token in a mailbox of capacity 1, and reports whether
+// it did (false: one was there already, nothing new is handed off).
+func signal(ch chan struct{}) bool {
 	select {
 	case ch <- struct{}{}:
+		return true
 	default:
+		return false
+	}
+}
+
+// count adds one to c when a hand-off happened.
+func count(c *atomic.Uint64, handed bool) {
+	if handed {
+		c.Add(1)
 	}
 }
 
@@ -334,6 +381,7 @@ func NewLeader(cfg LeaderConfig, epoch uint64) (*Leader, error) {
 		appendWake: make(chan struct{}, 1),
 		applyWake:  make(chan struct{}, 1),
 		finished:   make(chan struct{}),
+		lastStall:  time.Now(),
 	}
 	l.persistEpoch = db.ObserveEpoch
 	l.ctx, l.cancel = context.WithCancel(context.Background())
@@ -389,19 +437,36 @@ func (l *Leader) dispatchLocked() {
 func (l *Leader) dispatchReadyLocked(rd leaderReady, expired error) {
 	if len(rd.Append) > 0 {
 		l.appendQ = rd.Append
-		signal(l.appendWake)
+		if w := l.parkedWriter(rd.Append); w != nil {
+			// Woken with the batch instead of for its answer: the
+			// append costs no wake-up of its own.
+			l.appendBy = w
+			l.giveJob(w)
+		} else {
+			count(&l.handoffs.append, signal(l.appendWake) && l.committerParked.Load())
+		}
 	}
 	if rd.AppendAt > 0 {
 		l.armAppendTimerLocked(time.Duration(rd.AppendAt - l.cfg.Now().UnixNano()))
 	}
 	if len(rd.Apply) > 0 {
 		l.applyQ = rd.Apply
-		signal(l.applyWake)
+		if r := l.running; r != nil && (slices.Contains(rd.Apply, r) || r == committerRuns && l.afterAppend && l.appendQ == nil) {
+			// It has just made its own group durable: a writer applies
+			// it at once, and so does the committer when no next group
+			// waits for its fsync (else the applier overlaps the two).
+			l.applyBy = r
+		} else if w := l.parkedWriter(rd.Apply); w != nil {
+			l.applyBy = w
+			l.giveJob(w)
+		} else {
+			count(&l.handoffs.apply, signal(l.applyWake) && l.applierParked.Load())
+		}
 	}
 	for _, s := range rd.Send {
 		if out := l.streams[s.Session]; out != nil {
 			out.through, out.commit = s.Through, s.Commit
-			signal(out.wake)
+			count(&l.handoffs.stream, signal(out.wake) && out.parked.Load())
 		}
 	}
 	for _, s := range rd.Disconnect {
@@ -410,19 +475,149 @@ func (l *Leader) dispatchReadyLocked(rd leaderReady, expired error) {
 		}
 	}
 	for _, p := range rd.Acked {
-		p.finish(nil)
+		l.answerWriter(p, nil)
 	}
 	for _, p := range rd.Expired {
-		p.finish(expired)
+		l.answerWriter(p, expired)
 	}
 	for _, w := range rd.Waits {
 		close(w.wake)
+		l.handoffs.wait.Add(1)
 	}
 	if rd.TrimBefore > 0 {
 		l.trimQ = rd.TrimBefore
 	}
 	if rd.Readable {
 		l.readable.Store(true)
+	}
+}
+
+// answerWriter answers p's writer: its Then callback (after mu is released,
+// see unlock) or its done channel. The caller holds mu.
+func (l *Leader) answerWriter(p *proposal, err error) {
+	if p.then != nil {
+		l.notify = append(l.notify, notice{p.then, err})
+		p.then = nil
+		return
+	}
+	count(&l.handoffs.writer, p.finish(err) && p.parked.Load())
+}
+
+// notice is an answer owed to a Then callback.
+type notice struct {
+	then func(error)
+	err  error
+}
+
+// unlock releases mu and then runs the Then callbacks whose answers the
+// dispatch under it produced, on this goroutine: run to completion, the
+// goroutine that commits a group writes its writers' replies, as Redis's
+// one thread does, and no writer's goroutine is woken for them. A
+// callback whose write committed while the lease is not valid waits for
+// it on a goroutine of its own, as Wait would.
+func (l *Leader) unlock() {
+	owed := l.notify
+	l.notify = nil
+	l.mu.Unlock()
+	for _, n := range owed {
+		if n.err == nil && !l.cfg.Lease.Valid() {
+			go func() {
+				n.then(l.cfg.Lease.await(context.Background(), l.ctx.Done(), l.cfg.WriteTimeout))
+			}()
+			continue
+		}
+		n.then(n.err)
+	}
+}
+
+// committerRuns stands for the committer goroutine in applyBy and
+// running: it applies the group it made durable itself.
+var committerRuns = &proposal{}
+
+// errJob, sent to a writer's done channel, gives it a job to run
+// (runJobs) before its answer.
+var errJob = errors.New("replication: a job for the writer")
+
+// parkedWriter picks the writer that runs batch's Append or Apply, run to
+// completion in the manner of PostgreSQL's group commit: a writer of the
+// batch blocked waiting for its answer, which must be woken to answer
+// anyway, does the work, and no committer or applier goroutine is woken.
+// nil when none waits (then the committer or the applier does it). The
+// caller holds mu.
+func (l *Leader) parkedWriter(batch []*proposal) *proposal {
+	if l.cfg.Buggify.AckBeforeDurable {
+		return nil
+	}
+	for _, p := range batch {
+		if p.done != nil && !p.answered && !p.gone && p.parked.Load() {
+			return p
+		}
+	}
+	return nil
+}
+
+// giveJob wakes the parked writer w to run a job. The caller holds mu.
+func (l *Leader) giveJob(w *proposal) {
+	w.parked.Store(false)
+	w.done <- errJob // room: at most two jobs and one answer, ever
+	l.handoffs.writer.Add(1)
+}
+
+// runJobs is the writer p's part in run to completion: it runs the
+// Append and Apply batches the driver gave it, as the committer and the
+// applier would, until it has none (the Apply of a group it made durable
+// is its own at once), or the leader stops (Fail answers everyone).
+func (l *Leader) runJobs(p *proposal) {
+	for {
+		l.mu.Lock()
+		var batch []*proposal
+		var appending bool
+		switch {
+		case l.stopped:
+		case l.appendBy == p:
+			batch, appending = l.appendQ, true
+			l.appendQ, l.appendBy = nil, nil
+		case l.applyBy == p:
+			batch = l.applyQ
+			l.applyQ, l.applyBy = nil, nil
+		}
+		if batch == nil {
+			l.running = nil
+			l.mu.Unlock()
+			return
+		}
+		l.running = p
+		l.wg.Add(1) // it touches storage: stop waits for it
+		l.mu.Unlock()
+		var ok bool
+		if appending {
+			ok = l.appendBatch(batch)
+		} else {
+			ok = l.apply(batch)
+		}
+		l.wg.Done()
+		if !ok {
+			l.mu.Lock()
+			l.running = nil
+			l.mu.Unlock()
+			return
+		}
+	}
+}
+
+// giveUp records that p's writer stopped waiting; a batch it was given
+// and has not taken goes to the committer or the applier.
+func (l *Leader) giveUp(p *proposal) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	p.gone = true
+	if l.appendBy == p {
+		l.appendBy = nil
+		count(&l.handoffs.append, signal(l.appendWake) && l.committerParked.Load())
+	}
+	if l.applyBy == p {
+		l.applyBy = nil
+		count(&l.handoffs.apply, signal(l.applyWake) && l.applierParked.Load())
 	}
 }
 
@@ -439,6 +634,7 @@ func (l *Leader) armAppendTimerLocked(d time.Duration) {
 		if l.stopped {
 			return
 		}
+		l.handoffs.timer.Add(1)
 		l.core.AppendDue(l.cfg.Now().UnixNano())
 		l.dispatchLocked()
 	})
@@ -494,7 +690,7 @@ func (l *Leader) stop(err error) {
 	if l.appendTimer != nil {
 		l.appendTimer.Stop()
 	}
-	l.mu.Unlock()
+	l.unlock()
 	close(l.finished)
 }
 
@@ -583,7 +779,7 @@ func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
 	if err != nil {
 		return nil, fmt.Errorf("replication: re-decode lsn %d: %w", e.LSN, err)
 	}
-	p := &proposal{lsn: lsn, entry: owned, raw: raw, done: make(chan error, 1), pub: res.Publish}
+	p := &proposal{lsn: lsn, entry: owned, raw: raw, done: make(chan error, 3), pub: res.Publish}
 	l.mu.Lock()
 	if l.stopped {
 		l.mu.Unlock()
@@ -680,13 +876,26 @@ func (pd *Pending) Wait(ctx context.Context) (commands.Reply, uint64, error) {
 	if pd.l.cfg.Buggify.AckBeforeDurable {
 		return pd.reply, pd.p.lsn, nil
 	}
-	select {
-	case err := <-pd.p.done:
-		if err != nil {
-			return nil, 0, err
+	var err error
+	for {
+		select {
+		case err = <-pd.p.done: // answered already (a pipeline's later writes)
+		default:
+			pd.p.parked.Store(true)
+			select {
+			case err = <-pd.p.done:
+			case <-ctx.Done():
+				pd.l.giveUp(pd.p)
+				return nil, 0, ctx.Err()
+			}
 		}
-	case <-ctx.Done():
-		return nil, 0, ctx.Err()
+		if err != errJob {
+			break
+		}
+		pd.l.runJobs(pd.p) // its own answer is normally there after it
+	}
+	if err != nil {
+		return nil, 0, err
 	}
 	// Committed and applied; answer only under a valid lease. A leader
 	// that lost it may have been replaced: its writer's outcome is unknown.
@@ -694,6 +903,47 @@ func (pd *Pending) Wait(ctx context.Context) (commands.Reply, uint64, error) {
 		return nil, 0, err
 	}
 	return pd.reply, pd.p.lsn, nil
+}
+
+// Then is Wait without waiting: done is called once with what Wait would
+// return, by the goroutine that answers the write, so that the writer's
+// own goroutine need not block nor be woken for it (a connection goes
+// back to reading and its reply is written for it). done runs without
+// the leader's locks but on a goroutine of the write path: it must be
+// quick and must not block (encode and write a reply). A write that
+// logged nothing is waited for here, as Wait does.
+func (pd *Pending) Then(ctx context.Context, done func(commands.Reply, uint64, error)) {
+	if pd.p == nil || pd.l.cfg.Buggify.AckBeforeDurable {
+		done(pd.Wait(ctx))
+		return
+	}
+	then := func(err error) {
+		if err != nil {
+			done(nil, 0, err)
+			return
+		}
+		done(pd.reply, pd.p.lsn, nil)
+	}
+	l := pd.l
+	l.mu.Lock()
+	if pd.p.answered {
+		// Answered before it got here (done holds the answer) or given
+		// to Then already.
+		l.mu.Unlock()
+		var err error
+		select {
+		case err = <-pd.p.done:
+		default:
+			panic("replication: Pending.Then after Then or Wait") // the caller's bug
+		}
+		if err == nil && !l.cfg.Lease.Valid() {
+			err = l.cfg.Lease.await(ctx, l.ctx.Done(), l.cfg.WriteTimeout)
+		}
+		then(err)
+		return
+	}
+	pd.p.then = then
+	l.mu.Unlock()
 }
 
 // StopWrites is a planned hand-over's first step: from now on Start
@@ -840,99 +1090,140 @@ func (l *Leader) RemoveFollower(id string) bool {
 	return ok
 }
 
-// take waits for wake and takes the batch in q, until the leader stops.
-func (l *Leader) take(wake chan struct{}, q *[]*proposal) ([]*proposal, bool) {
-	for {
-		select {
-		case <-wake:
-		case <-l.ctx.Done():
-			return nil, false
-		}
-		l.mu.Lock()
-		batch := *q
-		*q = nil
-		l.mu.Unlock()
-		if len(batch) > 0 {
-			return batch, true
-		}
-	}
-}
-
-// committer is the group-commit loop: it writes the core's Append batch
-// in one durable append and reports it durable.
+// committer is the group-commit loop for the Append batches no writer
+// runs (see parkedWriter): one handed out by a Propose (an idle leader, a
+// lone client: the proposer is not waiting yet), by the timer of a held
+// group, or while none of the batch's writers waits.
 func (l *Leader) committer() {
 	defer l.wg.Done()
-	lastStall := time.Now()
 	for {
-		batch, ok := l.take(l.appendWake, &l.appendQ)
-		if !ok {
+		l.committerParked.Store(true)
+		select {
+		case <-l.appendWake:
+		case <-l.ctx.Done():
 			return
 		}
-		if l.cfg.Buggify.AckBeforeDurable {
-			time.Sleep(100 * time.Millisecond)
-		}
-		if l.cfg.Buggify.SlowDisk && time.Since(lastStall) > 2*time.Second {
-			time.Sleep(time.Second)
-			lastStall = time.Now()
-		}
-		raws := make([][]byte, len(batch))
-		for i, p := range batch {
-			raws[i] = p.raw
-		}
-		began := time.Now()
-		if err := l.cfg.DB.AppendLog(raws); err != nil {
-			// The log is the source of truth; without it nothing can be
-			// acknowledged safely. Stop leading rather than guess.
-			l.log.Error("log append failed; stepping down", "err", err)
-			l.fail(fmt.Errorf("replication: log append: %w", err))
-			return
-		}
-		took := time.Since(began)
+		l.committerParked.Store(false)
 		l.mu.Lock()
-		for _, p := range batch {
-			l.tail.add(p.lsn, p.raw, p.entry.TimeNs)
+		batch := l.appendQ
+		if l.appendBy != nil {
+			batch = nil // a writer runs it
+		} else {
+			l.appendQ = nil
+			l.running = committerRuns
 		}
-		l.core.NoteAppendCost(l.cfg.Now().UnixNano(), int64(took))
-		l.core.Appended(batch[len(batch)-1].lsn)
-		l.dispatchLocked()
 		l.mu.Unlock()
+		if len(batch) > 0 && !l.appendBatch(batch) {
+			return
+		}
+		l.mu.Lock()
+		l.running = nil
+		var apply []*proposal
+		if l.applyBy == committerRuns {
+			apply = l.applyQ
+			l.applyQ, l.applyBy = nil, nil
+		}
+		l.mu.Unlock()
+		if len(apply) > 0 && !l.apply(apply) {
+			return
+		}
 	}
 }
 
-// applier applies the core's Apply batches. It runs beside the committer
-// so that applying one batch to the data overlaps the fsync of the next: a
-// write's latency is one fsync plus one apply, and the group-commit cycle
-// is the longer of the two, not their sum.
+// appendBatch writes an Append batch to the log in one durable append
+// and reports it durable; false if it failed (the leader is stopping).
+func (l *Leader) appendBatch(batch []*proposal) bool {
+	if l.cfg.Buggify.AckBeforeDurable {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if l.cfg.Buggify.SlowDisk && time.Since(l.lastStall) > 2*time.Second {
+		time.Sleep(time.Second)
+		l.lastStall = time.Now()
+	}
+	raws := make([][]byte, len(batch))
+	for i, p := range batch {
+		raws[i] = p.raw
+	}
+	began := time.Now()
+	if err := l.cfg.DB.AppendLog(raws); err != nil {
+		// The log is the source of truth; without it nothing can be
+		// acknowledged safely. Stop leading rather than guess.
+		l.log.Error("log append failed; stepping down", "err", err)
+		l.fail(fmt.Errorf("replication: log append: %w", err))
+		return false
+	}
+	took := time.Since(began)
+	l.mu.Lock()
+	for _, p := range batch {
+		l.tail.add(p.lsn, p.raw, p.entry.TimeNs)
+	}
+	l.core.NoteAppendCost(l.cfg.Now().UnixNano(), int64(took))
+	l.core.Appended(batch[len(batch)-1].lsn)
+	l.afterAppend = true
+	l.dispatchLocked()
+	l.afterAppend = false
+	l.mu.Unlock()
+	return true
+}
+
+// applier applies the core's Apply batches that no writer runs (see
+// parkedWriter): the tail a leadership starts with, and batches committed
+// while none of their writers waits. Applies run beside the committer, on
+// a writer or here, so that applying one batch to the data overlaps the
+// fsync of the next: a write's latency is one fsync plus one apply, and
+// the group-commit cycle is the longer of the two, not their sum.
 func (l *Leader) applier() {
 	defer l.wg.Done()
 	for {
-		batch, ok := l.take(l.applyWake, &l.applyQ)
-		if !ok {
+		l.applierParked.Store(true)
+		select {
+		case <-l.applyWake:
+		case <-l.ctx.Done():
 			return
 		}
-		if err := l.cfg.DB.Apply(entriesOf(batch)); err != nil {
-			l.log.Error("apply failed; stepping down", "err", err)
-			l.fail(fmt.Errorf("replication: apply: %w", err))
-			return
-		}
-		last := batch[len(batch)-1].lsn
-		// A write's messages go out once it is applied here, in log
-		// order, before its writer is answered: every node's subscribers
-		// get them after the write is readable there (Publish's after_lsn
-		// is this applied LSN), and never for a write that did not commit.
-		for _, p := range batch {
-			for _, m := range p.pub {
-				l.Publish(m.Channel, m.Payload)
-			}
-		}
-		l.seqMu.Lock()
-		l.overlay.drop(batch, last)
-		l.seqMu.Unlock()
+		l.applierParked.Store(false)
 		l.mu.Lock()
-		l.core.Applied(last)
-		l.dispatchLocked()
+		batch := l.applyQ
+		if l.applyBy != nil {
+			batch = nil // a writer runs it
+		} else {
+			l.applyQ = nil
+		}
 		l.mu.Unlock()
+		if len(batch) > 0 && !l.apply(batch) {
+			return
+		}
 	}
+}
+
+// apply writes an Apply batch to the data with its applied LSN, drops it
+// from the overlay and reports it to the core; false if it failed (the
+// leader is stopping).
+func (l *Leader) apply(batch []*proposal) bool {
+	if err := l.cfg.DB.Apply(entriesOf(batch)); err != nil {
+		l.log.Error("apply failed; stepping down", "err", err)
+		l.fail(fmt.Errorf("replication: apply: %w", err))
+		return false
+	}
+	last := batch[len(batch)-1].lsn
+	// A write's messages go out once it is applied here, in log order
+	// (the core hands out one Apply batch at a time, whoever runs it),
+	// before its writer is answered: every node's subscribers get them
+	// after the write is readable there (Publish's after_lsn is this
+	// applied LSN), and never for a write that did not commit.
+	for _, p := range batch {
+		for _, m := range p.pub {
+			l.Publish(m.Channel, m.Payload)
+		}
+	}
+	l.seqMu.Lock()
+	l.overlay.drop(batch, last)
+	l.seqMu.Unlock()
+	l.mu.Lock()
+	l.core.Applied(last)
+	l.dispatchLocked()
+	l.unlock() // the writers' replies, if they left callbacks
+	return true
 }
 
 // ticker gives the core the time, and trims the log when it says so.
@@ -953,7 +1244,8 @@ func (l *Leader) ticker() {
 		l.dispatchLocked()
 		trim := l.trimQ
 		l.trimQ = 0
-		l.mu.Unlock()
+		l.unlock() // writes that timed out, and any answer still owed
+
 		if trim > 0 {
 			if err := l.cfg.DB.TruncateLogBefore(trim); err != nil {
 				l.log.Warn("log retention failed", "err", err)

@@ -20,7 +20,8 @@ import (
 // commit is what commit.LSN allows: nothing is applied, visible or
 // acknowledged before it is committed, nor committed before it is durable
 // on the leader. At most one Append and one Apply batch are out at a time,
-// so the driver's committer and applier see them in LSN order.
+// so whoever runs them (the driver's committer and applier, or a writer)
+// sees them in LSN order.
 type leaderCore struct {
 	cfg      coreConfig
 	startLSN uint64 // last durable LSN when this leadership began

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/tandemdb/tandem/internal/logrec"
@@ -18,15 +19,18 @@ import (
 const tailBytes = 16 << 20
 
 // Serve runs one follower's stream until it breaks, the follower is
-// removed, or the leader stops. Two goroutines serve it: this one
-// (handshake, then sending what the core allows) and a receiver that
-// reads the hello and then progress reports (streamIn). Only this one
-// touches storage, and the leader waits for it before it stops; the
-// receiver touches only the core, and ends once the stream does.
+// removed, or the leader stops. Three goroutines serve it: this one
+// (handshake, then watching for the stream's end), a receiver that reads
+// the hello and then progress reports (streamIn), and, once streaming, a
+// sender (sendLoop) that sends what the core allows. This one touches
+// storage (the handshake), and the leader waits for it before it stops;
+// the sender only inside a registered read (readLog), so the leader never
+// waits on its sends; the receiver touches only the core. Both end once
+// the stream does, which it does when Serve returns.
 //
 // The steps: await the hello; decide (Decide) and answer it, which ends
 // the stream unless the follower is to stream; join the core's follower
-// table; then send what the core allows until the stream ends.
+// table; then start the sender and wait for the stream to end.
 func (l *Leader) Serve(ctx context.Context, stream LeaderStream) error {
 	if !l.enter() {
 		return ErrNotLeader
@@ -34,9 +38,11 @@ func (l *Leader) Serve(ctx context.Context, stream LeaderStream) error {
 	defer l.wg.Done()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// The handshake's answer goes through a sendOff; the stream's own
+	// sends, on its sender goroutine (sendLoop).
 	sends := newSendOff(l, ctx, stream.Send)
 	defer sends.close()
-	stream = offStream{stream, sends}
+	off := offStream{stream, sends}
 
 	in := l.receive(ctx, stream)
 	h, err := l.awaitHello(ctx, in)
@@ -51,13 +57,31 @@ func (l *Leader) Serve(ctx context.Context, stream LeaderStream) error {
 	if err != nil {
 		return err
 	}
-	if streaming, err := l.answer(stream, d); !streaming || err != nil {
+	if streaming, err := l.answer(off, d); !streaming || err != nil {
 		return err
 	}
+	sends.close() // its last send has returned: from now on only sendLoop sends
 	session, out := l.join(h, d.LSN-1)
 	defer l.leave(h.NodeId, session)
 	in.start(session)
-	return l.sendLoop(ctx, stream, in, out, h.NodeId, d.LSN, log)
+	sent := make(chan error, 1)
+	go func() { sent <- l.sendLoop(ctx, stream, out, d.LSN, log) }()
+	select {
+	case err := <-sent:
+		return err
+	case <-out.closed:
+		log.Info("follower removed; closing its stream")
+		return fmt.Errorf("replication: follower %s removed", h.NodeId)
+	case e := <-in.higher:
+		l.observeEpoch(e, h.NodeId)
+		return ErrStaleEpoch
+	case err := <-in.err:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-l.ctx.Done():
+		return ErrNotLeader
+	}
 }
 
 // streamIn is the receiving half of a follower stream: a goroutine that
@@ -197,12 +221,20 @@ func (l *Leader) leave(id string, session uint64) {
 	l.dispatchLocked()
 }
 
-// sendLoop sends, from next on, what the core allows the stream each time
-// it wakes the mailbox, until the stream ends: the follower was removed,
-// fell behind the retained log (it is sent for a snapshot), reported a
-// higher epoch, or the stream, its context or the leader ended.
-func (l *Leader) sendLoop(ctx context.Context, stream LeaderStream, in *streamIn, out *streamOut, id string, next uint64, log *slog.Logger) error {
+// sendLoop is a follower stream's sender: it sends, from next on, what
+// the core allows the stream each time it wakes the mailbox, with
+// stream.Send itself (no goroutine between it and gRPC: a hand-off fewer
+// each way per message), until the stream fails, the follower fell behind
+// the retained log (it is sent for a snapshot), or the stream's context
+// or the leader ends. It runs on a goroutine of its own that Serve does
+// not wait for, so that Serve, and with it Close, can give up on a send
+// to a follower that stopped reading: once Serve returns the stream
+// breaks and the blocked send returns. It touches storage only in
+// readLog, registered with the leader (enter) for that read alone, so
+// Close never waits on a send.
+func (l *Leader) sendLoop(ctx context.Context, stream LeaderStream, out *streamOut, next uint64, log *slog.Logger) error {
 	for {
+		out.parked.Store(true)
 		select {
 		case <-out.wake:
 		case <-out.pubWake:
@@ -210,19 +242,12 @@ func (l *Leader) sendLoop(ctx context.Context, stream LeaderStream, in *streamIn
 				return err
 			}
 			continue
-		case <-out.closed:
-			log.Info("follower removed; closing its stream")
-			return fmt.Errorf("replication: follower %s removed", id)
-		case e := <-in.higher:
-			l.observeEpoch(e, id)
-			return ErrStaleEpoch
-		case err := <-in.err:
-			return err
-		case <-ctx.Done():
+		case <-ctx.Done(): // Serve returned
 			return ctx.Err()
 		case <-l.ctx.Done():
 			return ErrNotLeader
 		}
+		out.parked.Store(false)
 		l.mu.Lock()
 		through, commitLSN := out.through, out.commit
 		l.mu.Unlock()
@@ -268,6 +293,7 @@ func (l *Leader) progress(id string, session uint64, p *peerpb.Progress) {
 	if l.stopped {
 		return
 	}
+	l.handoffs.progress.Add(1)
 	l.core.FollowerProgress(id, session, p.DurableLsn, p.AppliedLsn, p.LeaseStamp, l.cfg.Now().UnixNano())
 	l.dispatchLocked()
 }
@@ -302,6 +328,10 @@ func (l *Leader) readLog(lo, hi uint64) ([][]byte, error) {
 	if ok {
 		return raws, nil
 	}
+	if !l.enter() {
+		return nil, ErrNotLeader
+	}
+	defer l.wg.Done()
 	return l.cfg.DB.ReadLog(lo, hi, l.cfg.MaxBatchBytes)
 }
 
@@ -405,6 +435,7 @@ type sendOff[M any] struct {
 	in   chan M
 	res  chan error // capacity 1: the result of the send in progress
 	send func(M) error
+	once sync.Once
 }
 
 func newSendOff[M any](l *Leader, ctx context.Context, send func(M) error) *sendOff[M] {
@@ -422,6 +453,7 @@ func newSendOff[M any](l *Leader, ctx context.Context, send func(M) error) *send
 func (s *sendOff[M]) Send(m M) error {
 	select {
 	case s.in <- m:
+		s.l.handoffs.streamSend.Add(2) // there, and the result back
 	case <-s.ctx.Done():
 		return s.ctx.Err()
 	case <-s.l.ctx.Done():
@@ -439,7 +471,7 @@ func (s *sendOff[M]) Send(m M) error {
 
 // close ends the goroutine once the send in progress, if any, returns.
 // Nothing is sent after it.
-func (s *sendOff[M]) close() { close(s.in) }
+func (s *sendOff[M]) close() { s.once.Do(func() { close(s.in) }) }
 
 // offStream is a LeaderStream whose sends go through a sendOff.
 type offStream struct {

@@ -268,6 +268,10 @@ type guardConn struct {
 	srv          *Server
 	replyTimeout time.Duration
 	closeOnce    sync.Once
+	// owed, when not nil, is closed once the reply a write path's
+	// goroutine owes the connection is written (owed.go); set and cleared
+	// by the connection's goroutine only.
+	owed chan struct{}
 }
 
 // Write bounds each write by the reply timeout, if there is one, and
@@ -275,6 +279,15 @@ type guardConn struct {
 // redcon (a subscriber), that ends the reader that would otherwise keep
 // it, and its subscriptions, alive.
 func (g *guardConn) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil // redcon flushes after every read, replies or not
+	}
+	g.payOwed() // an owed reply goes first (owed.go)
+	return g.write(p)
+}
+
+// write is Write without waiting for an owed reply.
+func (g *guardConn) write(p []byte) (int, error) {
 	if g.replyTimeout <= 0 {
 		return g.Conn.Write(p)
 	}

@@ -50,6 +50,7 @@ type node struct {
 	b      Backend
 	custom CustomBackend   // nil when b has no custom commands
 	pipe   PipelineBackend // nil when b cannot submit writes ahead
+	then   ThenBackend     // nil when b cannot answer writes for the connection
 	pos    PositionBackend // nil when b has no read policies
 	tx     TxBackend       // nil when b has no transactions
 	ps     PubSubBackend   // nil when b has no pub/sub
@@ -81,6 +82,7 @@ func NewServer(cfg Config, b Backend) *Server {
 	n := &node{b: b}
 	n.custom, _ = b.(CustomBackend)
 	n.pipe, _ = b.(PipelineBackend)
+	n.then, _ = b.(ThenBackend)
 	n.pos, _ = b.(PositionBackend)
 	n.tx, _ = b.(TxBackend)
 	n.ps, _ = b.(PubSubBackend)
@@ -220,6 +222,10 @@ func (n *node) drain(conn redcon.Conn, sess *Session) {
 func (n *node) serveData(conn redcon.Conn, sess *Session, spec *commands.Spec, args [][]byte) {
 	if err := commands.Check(spec, args); err != nil {
 		conn.WriteError(n.srv.errorText(err, sess, spec.Name))
+		return
+	}
+	if spec.Flags&commands.FlagWrite != 0 && n.canThen(sess, spec) {
+		n.serveThen(sess, spec, args) // answered by the write path (owed.go)
 		return
 	}
 	ctx := sess.enter()

@@ -399,8 +399,15 @@ func (s *Server) serveCommand(conn redcon.Conn, cmd redcon.Command) {
 	if sess.quit {
 		return // redcon still hands over the commands after QUIT
 	}
+	sess.g.payOwed() // the reply of the write before, if owed (owed.go)
 	if s.fe.Start == nil || len(conn.PeekPipeline()) == 0 || sess.reply != replyOn {
+		// The one command of this read (redcon's buffer is empty), or a
+		// connection whose replies CLIENT REPLY silences: not started
+		// ahead. A lone write's reply may be written for the connection
+		// (owed.go), never a silenced one's.
+		sess.alone = sess.reply == replyOn
 		s.serveOne(conn, sess, cmd.Args)
+		sess.alone = false
 		if h := sess.handoff; h != nil {
 			// Detached: redcon handed the rest of the read to the
 			// detached connection.
@@ -523,6 +530,9 @@ type Session struct {
 	g         *guardConn
 	// quit is set by QUIT to stop serving the rest of the pipeline.
 	quit bool
+	// alone is set while the connection's goroutine serves the one
+	// command of a read (owed.go).
+	alone bool
 	// sub is set once the connection is detached for pub/sub (see
 	// pubsub.go), by the connection's goroutine before the subscriber's
 	// goroutines start; never reset.

@@ -1,0 +1,154 @@
+package node
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tandemdb/tandem/internal/replication"
+)
+
+// BenchmarkWriteHandoffs is the write path of an in-process leader with
+// two async followers (real disk, loopback TCP, gRPC streams) under
+// `clients` connections each sending pipelines of `depth` SETs, as
+// redis-benchmark -c clients -P depth -t set does. Besides time it
+// reports the leader's goroutine hand-offs (replication.Handoffs) per
+// write and per pipeline, by kind, and the process's CPU per write (the
+// clients and both followers included: compare runs, not absolutes).
+//
+//	go test ./internal/node -run '^$' -bench WriteHandoffs -benchtime 20000x
+func BenchmarkWriteHandoffs(b *testing.B) {
+	for _, tc := range []struct{ clients, depth int }{{50, 1}, {50, 16}, {1, 1}} {
+		b.Run(fmt.Sprintf("c=%d/P=%d", tc.clients, tc.depth), func(b *testing.B) {
+			benchWriteHandoffs(b, tc.clients, tc.depth)
+		})
+	}
+}
+
+func benchWriteHandoffs(b *testing.B, clients, depth int) {
+	leader := testNode(b, "l", nil)
+	for _, id := range []string{"f1", "f2"} {
+		f := testNode(b, id, nil)
+		respAddr, peer, _ := leader.Addrs()
+		if err := f.Follow(respAddr, peer); err != nil {
+			b.Fatal(err)
+		}
+	}
+	l := leader.current().(*leading).l
+	waitStreams(b, l, 2)
+
+	conns := make([]*pipeConn, clients)
+	for i := range conns {
+		c, err := net.Dial("tcp", leader.respAddr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { c.Close() })
+		conns[i] = &pipeConn{c: c, r: bufio.NewReader(c)}
+	}
+	var seq atomic.Int64
+	run := func(pipelines int64) {
+		var left atomic.Int64
+		left.Store(pipelines)
+		var wg sync.WaitGroup
+		errs := make(chan error, len(conns))
+		for _, pc := range conns {
+			wg.Go(func() {
+				for left.Add(-1) >= 0 {
+					if err := pc.setPipeline(&seq, depth); err != nil {
+						errs <- err
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			b.Fatal(err)
+		}
+	}
+	run(int64(clients) * 20) // warm up: connections, buffers, group commit's average
+	h0, cpu0 := l.Handoffs(), cpuTime()
+	b.ResetTimer()
+	pipelines := int64(max(b.N/depth, 1))
+	run(pipelines)
+	b.StopTimer()
+	h, cpu := l.Handoffs().Sub(h0), cpuTime()-cpu0
+	writes := float64(pipelines * int64(depth))
+	b.ReportMetric(float64(h.Total())/writes, "handoffs/write")
+	b.ReportMetric(float64(h.Total())/float64(pipelines), "handoffs/pipeline")
+	for _, k := range []struct {
+		name string
+		n    uint64
+	}{{"append", h.Append}, {"apply", h.Apply}, {"writer", h.Writer}, {"stream", h.Stream},
+		{"streamsend", h.StreamSend}, {"progress", h.Progress}, {"timer", h.Timer}, {"wait", h.Wait}} {
+		b.ReportMetric(float64(k.n)/writes, k.name+"/write")
+	}
+	b.ReportMetric(float64(cpu.Microseconds())/writes, "cpu-µs/write")
+}
+
+// waitStreams waits until the leader streams to n followers.
+func waitStreams(b *testing.B, l *replication.Leader, n int) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		connected := 0
+		for _, f := range l.Status().Followers {
+			if f.Connected {
+				connected++
+			}
+		}
+		if connected >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%d of %d followers connected after 10 s", connected, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// pipeConn is a raw RESP client connection.
+type pipeConn struct {
+	c   net.Conn
+	r   *bufio.Reader
+	buf []byte
+}
+
+// setPipeline sends depth SETs of fresh keys in one write and reads
+// their replies.
+func (pc *pipeConn) setPipeline(seq *atomic.Int64, depth int) error {
+	pc.buf = pc.buf[:0]
+	for range depth {
+		k := strconv.AppendInt([]byte("key:"), seq.Add(1)%100000, 10)
+		pc.buf = fmt.Appendf(pc.buf, "*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$3\r\nxxx\r\n", len(k), k)
+	}
+	if _, err := pc.c.Write(pc.buf); err != nil {
+		return err
+	}
+	for range depth {
+		line, err := pc.r.ReadSlice('\n')
+		if err != nil {
+			return err
+		}
+		if string(line) != "+OK\r\n" {
+			return fmt.Errorf("SET: reply %q", line)
+		}
+	}
+	return nil
+}
+
+// cpuTime is the process's user + system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

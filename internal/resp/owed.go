@@ -1,0 +1,139 @@
+package resp
+
+import (
+	"context"
+	"errors"
+	"syscall"
+
+	"github.com/tidwall/redcon"
+
+	"github.com/tandemdb/tandem/internal/commands"
+)
+
+// Why a write's reply is written by the goroutine that commits it
+//
+// A connection's goroutine that waits for its write to commit must be
+// woken to answer it: on a busy machine one wake-up per write, beside the
+// read that brings the next command, where Redis writes every reply from
+// its one thread. With ThenBackend the connection hands its write over
+// and goes back to reading; the goroutine of the write path that answers
+// the write (the one that applied its group) encodes the reply and writes
+// it to the socket itself, run to completion.
+//
+// The rules that keep replies in order and the session right:
+//
+//   - Only a write that is the last command of what the connection read
+//     (no pipeline behind it), outside MULTI, with no durability floor
+//     and not blocking, is handed over; anything else waits as before.
+//   - At most one reply is owed per connection: before the connection's
+//     goroutine serves its next command, or writes any byte (redcon's
+//     flush, a protocol error), it waits until the owed reply is written
+//     (payOwed). So replies go out in command order, and the session state
+//     the reply's writer updated (the write's LSN for WAIT, the read
+//     position) is seen by the next command.
+//   - The reply is written with one non-blocking write; what the socket
+//     does not take at once (a client that stopped reading) is written by
+//     a goroutine of its own, so a slow client never holds up the writes
+//     of others.
+
+// ThenBackend is an optional Backend capability: SubmitThen sequences a
+// write like PipelineBackend.Submit and, instead of returning a wait,
+// calls done once with what Backend.Write would have returned, from the
+// goroutine that answers the write or, when it fails before it is
+// sequenced, from the caller's. done must be quick and must not block.
+type ThenBackend interface {
+	SubmitThen(ctx context.Context, spec *commands.Spec, args [][]byte, done func(commands.Reply, uint64, error))
+}
+
+// payOwed waits until the connection's owed reply, if any, is written.
+// Only the connection's goroutine calls it.
+func (g *guardConn) payOwed() {
+	if g != nil && g.owed != nil {
+		<-g.owed
+		g.owed = nil
+	}
+}
+
+// serveThen hands a write to the ThenBackend, its reply owed (see above).
+// The caller checked that the write may be handed over.
+func (n *node) serveThen(sess *Session, spec *commands.Spec, args [][]byte) {
+	g := sess.g
+	paid := make(chan struct{})
+	g.owed = paid
+	nc := nodeState(sess)
+	ctx := sess.enter()
+	n.then.SubmitThen(ctx, spec, args, func(reply commands.Reply, lsn uint64, err error) {
+		if lsn != 0 {
+			nc.lastWriteLSN = lsn
+			if n.pos != nil && err == nil {
+				nc.reads.write = maxPos(nc.reads.write, n.pos.Acknowledged(nc.reads.user, lsn))
+			}
+		}
+		var b replyBuf
+		if err != nil {
+			b.WriteError(n.srv.errorText(err, sess, spec.Name))
+		} else {
+			writeReply(&b, reply, sess.proto3())
+		}
+		g.writeOwed(b.b, paid)
+	})
+	sess.leave()
+}
+
+// canThen reports whether a write may be handed over with its reply owed.
+func (n *node) canThen(sess *Session, spec *commands.Spec) bool {
+	return n.then != nil && sess.alone && sess.g != nil && spec.Block == nil &&
+		nodeState(sess).durability.replicas == 0
+}
+
+// writeOwed writes an owed reply and then closes paid: one non-blocking
+// write, and what the socket does not take at once by a goroutine of its
+// own.
+func (g *guardConn) writeOwed(p []byte, paid chan struct{}) {
+	if sc, ok := g.Conn.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			var n int
+			var werr error
+			err = raw.Write(func(fd uintptr) bool {
+				n, werr = syscall.Write(int(fd), p)
+				return true // one attempt, never a wait for the poller
+			})
+			switch {
+			case err == nil && werr == nil && n == len(p):
+				close(paid)
+				return
+			case err == nil && (werr == nil || errors.Is(werr, syscall.EAGAIN)):
+				p = p[max(n, 0):]
+			default:
+				// The connection failed: nothing more will reach it.
+				g.Close()
+				close(paid)
+				return
+			}
+		}
+	}
+	go func() {
+		defer close(paid)
+		_, _ = g.write(p)
+	}()
+}
+
+// replyBuf is a redcon.Conn that only collects a reply's bytes, so that
+// writeReply encodes a reply owed to a connection away from its
+// goroutine, byte for byte as redcon's writer would.
+type replyBuf struct {
+	redcon.Conn // nil: only the Write methods below are used
+	b           []byte
+}
+
+func (r *replyBuf) WriteError(msg string)    { r.b = redcon.AppendError(r.b, msg) }
+func (r *replyBuf) WriteString(str string)   { r.b = redcon.AppendString(r.b, str) }
+func (r *replyBuf) WriteBulk(bulk []byte)    { r.b = redcon.AppendBulk(r.b, bulk) }
+func (r *replyBuf) WriteBulkString(s string) { r.b = redcon.AppendBulkString(r.b, s) }
+func (r *replyBuf) WriteInt(num int)         { r.b = redcon.AppendInt(r.b, int64(num)) }
+func (r *replyBuf) WriteInt64(num int64)     { r.b = redcon.AppendInt(r.b, num) }
+func (r *replyBuf) WriteUint64(num uint64)   { r.b = redcon.AppendUint(r.b, num) }
+func (r *replyBuf) WriteArray(count int)     { r.b = redcon.AppendArray(r.b, count) }
+func (r *replyBuf) WriteNull()               { r.b = redcon.AppendNull(r.b) }
+func (r *replyBuf) WriteRaw(data []byte)     { r.b = append(r.b, data...) }
+func (r *replyBuf) WriteAny(v any)           { r.b = redcon.AppendAny(r.b, v) }

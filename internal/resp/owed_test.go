@@ -1,0 +1,108 @@
+package resp
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tandemdb/tandem/internal/commands"
+)
+
+// thenFake is a fakeBackend with ThenBackend (and PipelineBackend): a
+// write handed over is ordered at once and answered, from a goroutine of
+// the fake's, when the test releases it.
+type thenFake struct {
+	*fakeBackend
+	handed  chan struct{} // one per SubmitThen
+	release chan struct{} // one per answer
+	reads   chan struct{} // one per Read
+	thens   atomic.Int64
+}
+
+func newThenFake() *thenFake {
+	return &thenFake{fakeBackend: newFake(), handed: make(chan struct{}, 16), release: make(chan struct{}, 16), reads: make(chan struct{}, 16)}
+}
+
+func (f *thenFake) SubmitThen(ctx context.Context, spec *commands.Spec, args [][]byte, done func(commands.Reply, uint64, error)) {
+	f.thens.Add(1)
+	reply, lsn, err := f.apply(spec, args) // ordered now
+	f.handed <- struct{}{}
+	go func() {
+		<-f.release
+		done(reply, lsn, err)
+	}()
+}
+
+func (f *thenFake) Submit(ctx context.Context, spec *commands.Spec, args [][]byte) func() (commands.Reply, uint64, error) {
+	reply, lsn, err := f.apply(spec, args)
+	return func() (commands.Reply, uint64, error) { return reply, lsn, err }
+}
+
+func (f *thenFake) Read(ctx context.Context, spec *commands.Spec, args [][]byte) (commands.Reply, error) {
+	f.reads <- struct{}{}
+	return f.fakeBackend.Read(ctx, spec, args)
+}
+
+// A write's reply written by the write path comes before the reply of
+// the next command, which is not even run until then.
+func TestOwedReplyKeepsOrder(t *testing.T) {
+	f := newThenFake()
+	_, addr := startServer(t, f, Config{})
+	c := rawConn(t, addr)
+	c.send(t, "SET", "k", "v")
+	<-f.handed
+	c.send(t, "GET", "k")
+	ranEarly := false
+	select {
+	case <-f.reads:
+		ranEarly = true
+	case <-time.After(50 * time.Millisecond): // a bounded look for what must not happen
+	}
+	f.release <- struct{}{}
+	if ranEarly {
+		t.Fatal("GET ran while the SET's reply was owed")
+	}
+	c.expect(t, "+OK")
+	c.expect(t, "$1", "v")
+	if n := f.thens.Load(); n != 1 {
+		t.Fatalf("%d writes handed over, want 1", n)
+	}
+}
+
+// The owed reply's writer records the write's LSN before the reply goes
+// out: a WAIT right after it waits for that write.
+func TestOwedReplySetsWaitLSN(t *testing.T) {
+	f := newThenFake()
+	_, addr := startServer(t, f, Config{})
+	c := rawConn(t, addr)
+	c.send(t, "SET", "k", "v")
+	<-f.handed
+	f.release <- struct{}{}
+	c.expect(t, "+OK")
+	c.send(t, "WAIT", "0", "0")
+	c.line(t) // the fake's replica count
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.waitLSNs) != 1 || f.waitLSNs[0] != 1 {
+		t.Fatalf("WAIT waited for %v, want [1]", f.waitLSNs)
+	}
+}
+
+// A pipeline's writes and a write under a durability floor are not
+// handed over: their replies go out from the connection's goroutine.
+func TestOwedOnlyForALoneWrite(t *testing.T) {
+	f := newThenFake()
+	_, addr := startServer(t, f, Config{})
+	c := rawConn(t, addr)
+	c.write(t, string(encode("SET", "a", "1"))+string(encode("SET", "b", "2")))
+	c.expect(t, "+OK")
+	c.expect(t, "+OK")
+	c.send(t, "TANDEM.DURABILITY", "REPLICAS", "1")
+	c.expect(t, "+OK")
+	c.send(t, "SET", "c", "3")
+	c.expect(t, "+OK")
+	if n := f.thens.Load(); n != 0 {
+		t.Fatalf("%d writes handed over, want 0", n)
+	}
+}
