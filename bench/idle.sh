@@ -81,7 +81,7 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 if [ -z "${TANDEM:-}" ]; then
-  TANDEM=$WORK/tandem
+  TANDEM=$WORK/bin/tandem # not $WORK/tandem: that is the cluster's dir
   (cd "$REPO" && go build -o "$TANDEM" ./cmd/tandem) || die "go build failed"
 fi
 pick_ports
