@@ -84,6 +84,7 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	d.counts = w.counts
 	d.noteExpiryLocked(w.earliest)
 	d.mu.Unlock()
+	d.reclaim.add(w.dropped)
 	return nil
 }
 
@@ -111,8 +112,9 @@ type applyWriter struct {
 	// such key). A row small enough to cache is kept as written; a bigger
 	// one only invalidates.
 	cached   []cachedRow
-	earliest int64 // of the index rows written, 0 if none
-	flushed  bool  // a FLUSHALL: the row cache is cleared first
+	earliest int64  // of the index rows written, 0 if none
+	flushed  bool   // a FLUSHALL: the row cache is cleared first
+	dropped  []span // range deletes, for the reclaimer once committed
 }
 
 // count moves the counts from key's old metadata row to now. The old row
@@ -168,6 +170,7 @@ func (w *applyWriter) Delete(k []byte) {
 
 func (w *applyWriter) DeleteRange(lo, hi []byte) {
 	_ = w.b.DeleteRange(lo, hi, nil)
+	w.dropped = append(w.dropped, span{lo: lo, hi: hi})
 	if bytes.Equal(lo, keyspace.MetaLower) && bytes.Equal(hi, keyspace.MetaUpper) {
 		// FLUSHALL: the expiry index goes too, and the cache is emptied
 		// before the writes after it in this batch are cached.

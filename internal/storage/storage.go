@@ -180,7 +180,11 @@ type Options struct {
 	// RowCacheBytes bounds the cache of data rows that point reads fill
 	// (package rowcache); 0 means 64 MiB, negative means none.
 	RowCacheBytes int64
-	Logger        *slog.Logger
+	// ReclaimBytes is the disk a span deleted by a DEL of a collection or
+	// a FLUSHALL must hold before it is compacted in the background to
+	// give the space back; 0 means DefaultReclaimBytes.
+	ReclaimBytes int64
+	Logger       *slog.Logger
 }
 
 // MemoryBytes is the most memory Pebble's cache allocation can hold under
@@ -195,6 +199,9 @@ func (o Options) MemoryBytes() int64 {
 func (o Options) withDefaults() Options {
 	if o.LogSegmentSize == 0 {
 		o.LogSegmentSize = DefaultLogSegmentSize
+	}
+	if o.ReclaimBytes == 0 {
+		o.ReclaimBytes = DefaultReclaimBytes
 	}
 	if o.CacheBytes == 0 {
 		o.CacheBytes = 64 << 20
@@ -223,6 +230,8 @@ type DB struct {
 	// it all) after the row is committed and before the write is reported
 	// applied. FinishIngest writes no data row, so it leaves it alone.
 	rows *rowcache.Cache
+	// reclaim compacts the spans of large drops in the background.
+	reclaim *reclaimer
 
 	// logMu serialises the changes to the log other than appends
 	// (truncations, ingest), and keeps them out of NewSnapshot while it
@@ -325,6 +334,8 @@ func Open(dir string, opts Options) (*DB, error) {
 		pdb.Close()
 		return nil, err
 	}
+	// Last: what recovery replays is left to Pebble's own compactions.
+	d.reclaim = newReclaimer(pdb, log, opts.ReclaimBytes)
 	return d, nil
 }
 
@@ -450,6 +461,7 @@ func (d *DB) recover() error {
 
 // Close closes the database and the log.
 func (d *DB) Close() error {
+	d.reclaim.close()
 	werr := d.wal.Close()
 	if err := d.pdb.Close(); err != nil {
 		return err
