@@ -85,22 +85,7 @@ func zindex(v View, key []byte, z Value, start []byte, fn func(score float64, me
 	if start == nil {
 		start = []byte{keyspace.ZSetIndexFamily}
 	}
-	var derr error
-	err := v.SubScan(key, z.Version, start, func(sub, _ []byte) bool {
-		if sub[0] != keyspace.ZSetIndexFamily {
-			return false
-		}
-		s, m, err := keyspace.ParseZSetIndexSub(sub)
-		if err != nil {
-			derr = fmt.Errorf("commands: sorted set %q: %w", key, err)
-			return false
-		}
-		return fn(s, m)
-	})
-	if derr != nil {
-		return derr
-	}
-	return err
+	return zscanIndex(v.SubScan, key, z, start, fn)
 }
 
 // zindexRev calls fn for the members of z in reverse index order, from
@@ -110,8 +95,16 @@ func zindexRev(v View, key []byte, z Value, end []byte, fn func(score float64, m
 	if end == nil {
 		end = []byte{keyspace.ZSetIndexFamily + 1}
 	}
+	return zscanIndex(v.SubScanReverse, key, z, end, fn)
+}
+
+// zscanIndex runs scan (a View's SubScan or SubScanReverse) from bound
+// over z's index rows, parsing each for fn, and stops at the first row
+// outside the index family.
+func zscanIndex(scan func(key []byte, version uint64, bound []byte, fn func(sub, val []byte) bool) error,
+	key []byte, z Value, bound []byte, fn func(score float64, member []byte) bool) error {
 	var derr error
-	err := v.SubScanReverse(key, z.Version, end, func(sub, _ []byte) bool {
+	err := scan(key, z.Version, bound, func(sub, _ []byte) bool {
 		if sub[0] != keyspace.ZSetIndexFamily {
 			return false
 		}
