@@ -121,7 +121,11 @@ func (b backend) ReadAt(ctx context.Context, spec *commands.Spec, args [][]byte,
 		}
 	}
 	now := time.Now().UnixMilli()
+	// Every batch applied whole or not at all, for the command's several
+	// row reads (storage.DB.ReadLock).
+	unlock := b.n.db.ReadLock()
 	res, err := spec.Exec(&commands.Ctx{NowMs: now, Cursors: b.n.cursors, Scripts: b.n.scripts}, storage.View{DB: b.n.db, NowMs: now}, args)
+	unlock()
 	if err != nil {
 		return nil, at, err
 	}

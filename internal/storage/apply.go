@@ -61,7 +61,9 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	}
 	_ = w.b.Set(metaApplied, be64(applied), nil)
 	_ = w.b.Set(metaKeys, w.counts.encode(), nil)
+	d.readMu.Lock() // a read command sees this batch whole or not at all
 	if err := w.b.Commit(noSyncWrite); err != nil {
+		d.readMu.Unlock()
 		return fmt.Errorf("storage: apply up to lsn %d: %w", applied, err)
 	}
 	// Write-through: the metadata rows just committed replace the ones
@@ -79,6 +81,7 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 			d.rows.Put(c.key, c.row)
 		}
 	}
+	d.readMu.Unlock()
 	d.mu.Lock()
 	d.applied = applied
 	d.counts = w.counts

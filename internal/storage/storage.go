@@ -232,6 +232,14 @@ type DB struct {
 	rows *rowcache.Cache
 	// reclaim compacts the spans of large drops in the background.
 	reclaim *reclaimer
+	// readMu makes a read command see each applied batch whole: a
+	// collection's metadata row and its element rows are separate reads,
+	// and a batch committed between them would show half an entry (a
+	// list's head row from before a move and its elements from after).
+	// Apply holds it across its commit and row cache update; a read
+	// command holds it shared (ReadLock) while it runs, as Redis runs one
+	// command at a time.
+	readMu sync.RWMutex
 
 	// logMu serialises the changes to the log other than appends
 	// (truncations, ingest), and keeps them out of NewSnapshot while it
@@ -467,6 +475,14 @@ func (d *DB) Close() error {
 		return err
 	}
 	return werr
+}
+
+// ReadLock holds off Apply's commits until the returned func is called,
+// so that a read command's several row reads see the same applied
+// batches. Not for writes: Apply itself waits for it.
+func (d *DB) ReadLock() (unlock func()) {
+	d.readMu.RLock()
+	return d.readMu.RUnlock
 }
 
 // Durable is the position of the last durable log entry.
