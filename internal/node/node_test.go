@@ -334,6 +334,12 @@ func waitConverged(t *testing.T, leader *Node, nodes []*Node) {
 			if lsn != wantLSN || sum != want {
 				return false, fmt.Sprintf("%s digest %x at %d, leader %s has %x at %d", n.cfg.ID, sum, lsn, leader.cfg.ID, want, wantLSN)
 			}
+			// A follower serves reads once it has caught up with its
+			// leader (LOADING before): the stream says so a heartbeat
+			// after the data is there.
+			if r, ok := n.current().(*following); ok && !n.readsResumed.Load() && !r.f.CaughtUp() {
+				return false, fmt.Sprintf("%s has not yet caught up (reads answer LOADING)", n.cfg.ID)
+			}
 		}
 		return true, ""
 	})
