@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tandemdb/tandem/internal/replication"
+	"github.com/tandemdb/tandem/internal/testutil"
 )
 
 // BenchmarkWriteHandoffs is the write path of an in-process leader with
@@ -96,22 +97,15 @@ func benchWriteHandoffs(b *testing.B, clients, depth int) {
 
 // waitStreams waits until the leader streams to n followers.
 func waitStreams(b *testing.B, l *replication.Leader, n int) {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testutil.Eventually(b, "the followers to stream", 10*time.Second, func() (bool, string) {
 		connected := 0
 		for _, f := range l.Status().Followers {
 			if f.Connected {
 				connected++
 			}
 		}
-		if connected >= n {
-			return
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("%d of %d followers connected after 10 s", connected, n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return connected >= n, fmt.Sprintf("%d of %d followers connected", connected, n)
+	})
 }
 
 // pipeConn is a raw RESP client connection.
