@@ -18,11 +18,11 @@ import (
 // member row holding its score and an index row ordered by score, then
 // member. So ZSCORE reads one row and a range by score or lex seeks in the
 // index and reads what it returns (plus, for REV and LIMIT, the rows it
-// skips). What the layout does not give, and costs O(rank) rows as in
-// Apache Kvrocks: ranks (ZRANK, a range by rank reads the rows before its
-// start) and the top of the order (the keyspace reads forward only, so
-// ZPOPMAX, ZREVRANGE and the REV forms read from the low end of their span;
-// they hold in memory no more than they reply). A write logs the rows it
+// skips). The index is read from either end (View.SubScanReverse), so
+// ZPOPMAX, ZREVRANGE and the REV forms cost what they return, and a range
+// by rank is read from the nearer end. What the layout does not give, and
+// costs O(rank) rows as in Apache Kvrocks: ranks far from both ends (ZRANK,
+// a range by rank reads the rows between its start and that end). A write logs the rows it
 // changes: a score update is the member row, the old index row's delete
 // and the new one's put.
 
