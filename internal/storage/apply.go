@@ -34,8 +34,11 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	var b *pebble.Batch
 	if size > bigBatch {
 		// Sized up front: a batch that grows by doubling to hold a 64 MB
-		// value allocates every power of two up to twice that.
-		b = d.pdb.NewBatchWithSize(size + 4096)
+		// value allocates every power of two up to twice that. The initial
+		// size too: Pebble rounds the buffer of a batch's first record up
+		// to a power of two of it, and would allocate a 128 MB one anew.
+		n := size + 4096
+		b = d.pdb.NewBatchWithSize(n, pebble.WithInitialSizeBytes(n))
 	} else {
 		b = d.pdb.NewBatch()
 	}
