@@ -334,6 +334,9 @@ func (n *Node) listen() error {
 		return fmt.Errorf("node: peer listener: %w", err)
 	}
 	n.grpcSrv = grpc.NewServer(grpc.MaxRecvMsgSize(maxMessage), grpc.MaxSendMsgSize(maxMessage),
+		// The leader's sends reference its log entries' bytes, one copy
+		// for every follower (peerpb.Codec).
+		grpc.ForceServerCodecV2(peerpb.Codec{}),
 		// Stop waits for handlers too, so that none runs once storage closes.
 		grpc.WaitForHandlers(true))
 	peerpb.RegisterPeerServer(n.grpcSrv, &peerService{n: n})
