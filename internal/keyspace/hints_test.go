@@ -12,9 +12,11 @@ import (
 // TestHintsModel: reads through Hints over a Layer over base rows (the
 // leader's overlay) give what the rows give, whatever the mix of writes,
 // pops from either end, range deletes and reads from span ends, partial
-// (stopped early) or whole, while entries move to the base. A hint that a
+// (stopped early) or whole, and point reads of head rows (which Hints
+// serves itself), while entries move to the base. A hint that a
 // write did not lower (Set) hides a row written in front of the live
-// rows, which the pops then miss.
+// rows, which the pops then miss; a head row a write did not update is
+// read stale.
 func TestHintsModel(t *testing.T) {
 	subs := []string{"", "\x00", "a", "i", "i1", "i2", "i3", "m", "m1", "m2", "z", "\xff", "\xff\xff"}
 	for seed := range uint64(300) {
@@ -27,11 +29,18 @@ func TestHintsModel(t *testing.T) {
 		var pending [][]logrec.Op
 		for lsn := uint64(1); lsn <= 200; lsn++ {
 			var ops []logrec.Op
-			switch r.IntN(10) {
+			switch r.IntN(11) {
 			case 0, 1, 2:
-				ops = []logrec.Op{{Kind: logrec.OpSubPut, Key: key(), Version: ver(), Sub: []byte(subs[r.IntN(len(subs))]), Value: []byte("v")}}
+				ops = []logrec.Op{{Kind: logrec.OpSubPut, Key: key(), Version: ver(), Sub: []byte(subs[r.IntN(len(subs))]), Value: fmt.Appendf(nil, "v%d", lsn)}}
 			case 3:
 				ops = []logrec.Op{{Kind: logrec.OpDrop, Key: key(), Version: ver()}}
+			case 4:
+				if r.IntN(10) == 0 {
+					ops = []logrec.Op{{Kind: logrec.OpFlushAll}}
+				} else {
+					// A head row rewritten (a list's push or pop at its head).
+					ops = []logrec.Op{{Kind: logrec.OpSubPut, Key: key(), Version: ver(), Sub: []byte{}, Value: fmt.Appendf(nil, "h%d", lsn)}}
+				}
 			default:
 				// A pop: the first or last rows of a span read through
 				// the hints, deleted.
@@ -69,9 +78,16 @@ func TestHintsModel(t *testing.T) {
 				}
 				pending = nil
 			}
-			// Reads from every span end agree with the rows.
+			// Reads from every span end agree with the rows, and so do
+			// the point reads of the head rows (the empty sub-key).
 			for _, k := range []string{"k0", "k1"} {
 				for v := uint64(1); v <= 2; v++ {
+					hk := SubKey([]byte(k), v, nil)
+					gv, gok, _ := h.Get(hk)
+					wv, wok, _ := truth.Get(hk)
+					if gok != wok || string(gv) != string(wv) {
+						t.Fatalf("seed %d lsn %d: Get(%q) = %q %v, want %q %v", seed, lsn, hk, gv, gok, wv, wok)
+					}
 					lo, hi := spanEnds(r, []byte(k), v)
 					var got, want, gotRev, wantRev []string
 					collect := func(out *[]string) func(k, _ []byte) bool {
