@@ -213,73 +213,93 @@ func (l *Layer) iter(lo, hi []byte, rev bool, fn func(k, v []byte) bool) error {
 	keys := l.sorted()
 	from := sort.Search(len(keys), func(i int) bool { return keys[i] >= string(lo) })
 	to := from + sort.Search(len(keys)-from, func(i int) bool { return keys[from+i] >= string(hi) })
-	keys = keys[from:to]
-	// next is the layer's next key in the iteration's order, and pop
-	// moves past it.
-	next := func() string {
-		if rev {
-			return keys[len(keys)-1]
-		}
-		return keys[0]
-	}
-	pop := func() {
-		if rev {
-			keys = keys[:len(keys)-1]
-		} else {
-			keys = keys[1:]
-		}
-	}
 	base := l.base.Iter
 	if rev {
 		base = l.base.IterReverse
 	}
-	stop := false
-	// emit yields the layer's row at k if it is live; false stops.
-	emit := func(k string) bool {
-		p := l.points[k]
-		if p == nil || p.deleted || l.covered(k, p.seq) {
-			return true // p == nil: Forget removed it
-		}
-		return fn([]byte(k), p.val)
+	if from == to && len(l.ranges) == 0 {
+		return base(lo, hi, fn) // nothing of the layer's in the span
 	}
-	err := base(lo, hi, func(k, v []byte) bool {
-		for len(keys) > 0 {
-			n := next()
-			// Compared without converting k, which would copy it.
-			if (!rev && n >= string(k)) || (rev && n <= string(k)) {
-				break
-			}
-			pop()
-			if !emit(n) {
-				stop = true
-				return false
-			}
-		}
-		if len(keys) > 0 && next() == string(k) {
-			pop()
-			if p := l.points[string(k)]; p != nil {
-				if !emit(string(k)) {
-					stop = true
-					return false
-				}
-				return true
-			}
-		}
-		if len(l.ranges) > 0 && l.covered(string(k), 0) {
-			return true
-		}
-		if !fn(k, v) {
-			stop = true
-			return false
-		}
-		return true
-	})
-	for !stop && err == nil && len(keys) > 0 {
-		n := next()
-		pop()
-		stop = !emit(n)
+	m := &layerMerge{l: l, keys: keys[from:to], rev: rev, fn: fn}
+	err := base(lo, hi, m.visit)
+	for !m.stop && err == nil && len(m.keys) > 0 {
+		m.stop = !m.emit(m.pop())
 	}
 	return err
+}
+
+// layerMerge merges a layer's keys in a span into an iteration of the
+// base rows, in the iteration's order.
+type layerMerge struct {
+	l    *Layer
+	keys []string // the layer's keys not yet merged, ascending
+	rev  bool
+	stop bool // fn returned false
+	fn   func(k, v []byte) bool
+}
+
+// next is the layer's next key in the iteration's order.
+func (m *layerMerge) next() string {
+	if m.rev {
+		return m.keys[len(m.keys)-1]
+	}
+	return m.keys[0]
+}
+
+// pop returns the next key and moves past it.
+func (m *layerMerge) pop() string {
+	if m.rev {
+		k := m.keys[len(m.keys)-1]
+		m.keys = m.keys[:len(m.keys)-1]
+		return k
+	}
+	k := m.keys[0]
+	m.keys = m.keys[1:]
+	return k
+}
+
+// emit yields the layer's row at k if it is live; false stops.
+func (m *layerMerge) emit(k string) bool {
+	p := m.l.points[k]
+	if p == nil || p.deleted || m.l.covered(k, p.seq) {
+		return true // p == nil: Forget removed it
+	}
+	return m.fn([]byte(k), p.val)
+}
+
+// visit is the base iteration's callback: the layer's rows before k,
+// then k's row, the layer's when it has one.
+func (m *layerMerge) visit(k, v []byte) bool {
+	for len(m.keys) > 0 {
+		n := m.next()
+		// Compared without converting k, which would copy it.
+		if (!m.rev && n >= string(k)) || (m.rev && n <= string(k)) {
+			break
+		}
+		m.pop()
+		if !m.emit(n) {
+			m.stop = true
+			return false
+		}
+	}
+	if len(m.keys) > 0 && m.next() == string(k) {
+		m.pop()
+		if m.l.points[string(k)] != nil {
+			if !m.emit(string(k)) {
+				m.stop = true
+				return false
+			}
+			return true
+		}
+	}
+	if len(m.l.ranges) > 0 && m.l.covered(string(k), 0) {
+		return true
+	}
+	if !m.fn(k, v) {
+		m.stop = true
+		return false
+	}
+	return true
 }
 
 // String lists the layer's rows, for test failures.
