@@ -252,13 +252,17 @@ func (h *Hints) liveRev(hi, k []byte) {
 	}
 }
 
-// Delete implements Writer: a delete leaves every hint true. It counts
-// the point deletes of each collection's rows (Deleted).
+// Delete implements Writer: a delete leaves every hint true, and a
+// delete of the row a hint starts at (ends after) moves the hint past it,
+// so that the next pop seeks beyond every row popped before, those not
+// yet applied below included (a pop would otherwise step over the rows
+// the pops still in the leader's overlay deleted). It counts the point
+// deletes of each collection's rows (Deleted).
 func (h *Hints) Delete(k []byte) {
 	if len(k) == 0 || k[0] != PrefixSub {
 		return
 	}
-	_, _, sub, err := ParseSubKey(k)
+	key, version, sub, err := ParseSubKey(k)
 	if err != nil {
 		return
 	}
@@ -266,10 +270,39 @@ func (h *Hints) Delete(k []byte) {
 	if len(sub) == 0 {
 		h.noteHead(k, nil, false)
 	}
+	if len(h.fwd) > 0 {
+		h.deadFwd(prefix, k)
+		if len(sub) > 0 {
+			h.deadFwd(k[:len(prefix)+1], k)
+		}
+	}
+	if len(h.rev) > 0 {
+		_, spanHi := SubSpan(key, version)
+		h.deadRev(spanHi, k)
+		if len(sub) > 0 && sub[0] < 0xff {
+			h.deadRev(append(bytes.Clone(prefix), sub[0]+1), k)
+		}
+	}
 	if _, ok := h.dels[string(prefix)]; !ok {
 		h.makeRoom()
 	}
 	h.dels[string(prefix)]++
+}
+
+// deadFwd: row k is deleted; if the forward hint of span start lo says
+// the live rows start at k, they start after it.
+func (h *Hints) deadFwd(lo, k []byte) {
+	if f, ok := h.fwd[string(lo)]; ok && bytes.Equal(f, k) {
+		h.fwd[string(lo)] = append(bytes.Clone(k), 0)
+	}
+}
+
+// deadRev: row k is deleted; if the reverse hint of span end hi says the
+// live rows end at k (g = k+0), they end before it.
+func (h *Hints) deadRev(hi, k []byte) {
+	if g, ok := h.rev[string(hi)]; ok && len(g) == len(k)+1 && g[len(k)] == 0 && bytes.Equal(g[:len(k)], k) {
+		h.rev[string(hi)] = bytes.Clone(k)
+	}
 }
 
 // Deleted is about how many rows of (key, version) were deleted one by

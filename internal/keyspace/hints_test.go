@@ -161,12 +161,19 @@ func TestHintsSkip(t *testing.T) {
 	if got := h.Deleted(k, 2); got != 0 {
 		t.Errorf("Deleted of another version = %d", got)
 	}
-	// The rows from the front's last hint on: the deleted row at the hint
-	// and the live one after it.
+	// The read after the pops starts right after the last row popped
+	// from the front: the delete moved the hint past it.
 	base.from = nil
 	_ = h.Iter(lo, hi, func(_, _ []byte) bool { return false })
-	if want := SubKey(k, 1, []byte("i049")); string(base.from) != string(want) {
-		t.Errorf("the read after 50 pops starts at %q, want the last hint %q", base.from, want)
+	if want := SubKey(k, 1, []byte("i049\x00")); string(base.from) != string(want) {
+		t.Errorf("the read after 50 pops starts at %q, want %q", base.from, want)
+	}
+	// Likewise from the back: the reverse read ends at the last row
+	// popped from there (i050, the 50th), exclusive.
+	base.to = nil
+	_ = h.IterReverse(lo, hi, func(_, _ []byte) bool { return false })
+	if want := SubKey(k, 1, []byte("i050")); string(base.to) != string(want) {
+		t.Errorf("the reverse read after 50 pops ends at %q, want %q", base.to, want)
 	}
 	// A row written in front of the live rows is read.
 	apply([]logrec.Op{{Kind: logrec.OpSubPut, Key: k, Version: 1, Sub: []byte("a"), Value: []byte{}}})
@@ -179,10 +186,16 @@ func TestHintsSkip(t *testing.T) {
 	}
 }
 
-// countRows records where the last iteration started.
+// countRows records where the last iteration started (from) and where
+// the last reverse one ended (to).
 type countRows struct {
 	memRows
-	from []byte
+	from, to []byte
+}
+
+func (c *countRows) IterReverse(lo, hi []byte, fn func(k, v []byte) bool) error {
+	c.to = slices.Clone(hi)
+	return c.memRows.IterReverse(lo, hi, fn)
 }
 
 func (c *countRows) Iter(lo, hi []byte, fn func(k, v []byte) bool) error {
