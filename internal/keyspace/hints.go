@@ -65,7 +65,8 @@ type Hints struct {
 	heads map[string][]byte
 }
 
-// maxHints bounds the hints kept; each costs its two keys.
+// maxHints bounds the span hints and tombstone counts kept, and
+// separately the head rows; each costs its key and value.
 const maxHints = 4096
 
 // NewHints returns hints over base, with none yet.
@@ -116,10 +117,12 @@ func (h *Hints) Get(k []byte) ([]byte, bool, error) {
 	return v, ok, nil
 }
 
-// noteHead records the head row at k: v, or none (!ok).
+// noteHead records the head row at k: v, or none (!ok). The head rows
+// have a bound of their own, so that writes to many lists do not make the
+// pops forget their hints.
 func (h *Hints) noteHead(k, v []byte, ok bool) {
-	if _, had := h.heads[string(k)]; !had {
-		h.makeRoom()
+	if _, had := h.heads[string(k)]; !had && len(h.heads) >= maxHints {
+		clear(h.heads)
 	}
 	if !ok {
 		v = nil
@@ -198,11 +201,10 @@ func (h *Hints) note(m map[string][]byte, k, v []byte) {
 }
 
 func (h *Hints) makeRoom() {
-	if h.Len() >= maxHints {
+	if len(h.fwd)+len(h.rev)+len(h.dels) >= maxHints {
 		clear(h.fwd)
 		clear(h.rev)
 		clear(h.dels)
-		clear(h.heads)
 	}
 }
 

@@ -202,3 +202,33 @@ func (c *countRows) Iter(lo, hi []byte, fn func(k, v []byte) bool) error {
 	c.from = slices.Clone(lo)
 	return c.memRows.Iter(lo, hi, fn)
 }
+
+// TestHintsHeadsBounded: head rows of many lists are bounded on their
+// own, and do not make a pop forget where a span's live rows start.
+func TestHintsHeadsBounded(t *testing.T) {
+	base := &countRows{memRows: memRows{}}
+	h := NewHints(base)
+	for i := range 10 {
+		k := SubKey([]byte("z"), 1, fmt.Appendf(nil, "i%d", i))
+		base.memRows[string(k)] = ""
+	}
+	lo, hi := SubSpan([]byte("z"), 1)
+	_ = h.Iter(lo, hi, func(_, _ []byte) bool { return false })
+	if err := h.ApplyOps([]logrec.Op{{Kind: logrec.OpSubDel, Key: []byte("z"), Version: 1, Sub: []byte("i0")}}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 * maxHints {
+		op := logrec.Op{Kind: logrec.OpSubPut, Key: fmt.Appendf(nil, "list%d", i), Version: 1, Sub: []byte{}, Value: []byte("h")}
+		if err := h.ApplyOps([]logrec.Op{op}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(h.heads) > maxHints {
+		t.Errorf("%d head rows kept, bound %d", len(h.heads), maxHints)
+	}
+	base.from = nil
+	_ = h.Iter(lo, hi, func(_, _ []byte) bool { return false })
+	if want := SubKey([]byte("z"), 1, []byte("i0\x00")); string(base.from) != string(want) {
+		t.Errorf("after writes to many lists the pop reads from %q, want %q (its hint)", base.from, want)
+	}
+}
