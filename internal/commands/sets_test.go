@@ -843,3 +843,41 @@ func TestSPopRewritesTombstonedSet(t *testing.T) {
 		}
 	}
 }
+
+// TestSPopCountRewritesTombstonedSet: SPOP with a count on a tombstoned
+// set pops distinct members and logs the rest under a new version.
+func TestSPopCountRewritesTombstonedSet(t *testing.T) {
+	v := newMem(1000)
+	args := []string{"SADD", "s"}
+	for i := range 2000 {
+		args = append(args, strconv.Itoa(i))
+	}
+	do(t, v, args...)
+	old := v.raw("s").Version
+	res, err := run(&Ctx{NowMs: v.now}, tombView{v, 10000}, "SPOP", "s", "3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.apply(res.Ops)
+	popped := res.Reply.(Set)
+	if len(popped) != 3 || len(res.Ops) != 1+1997+1 || v.raw("s").Version == old {
+		t.Fatalf("SPOP s 3 popped %v with %d ops, version %d -> %d", popped, len(res.Ops), old, v.raw("s").Version)
+	}
+	seen := map[string]bool{}
+	for _, p := range popped {
+		m := string(p.(Bulk))
+		if seen[m] {
+			t.Fatalf("popped %s twice", m)
+		}
+		seen[m] = true
+		if got := do(t, v, "SISMEMBER", "s", m); got != Int(0) {
+			t.Fatalf("popped %s is still a member", m)
+		}
+	}
+	if got := do(t, v, "SCARD", "s"); got != Int(1997) {
+		t.Fatalf("SCARD = %v, want 1997", got)
+	}
+	if got := len(do(t, v, "SMEMBERS", "s").(Set)); got != 1997 {
+		t.Fatalf("SMEMBERS has %d members, want 1997", got)
+	}
+}
