@@ -46,7 +46,8 @@ import (
 //
 // The number of hints is bounded (maxHints); past it they are
 // forgotten, which costs the next pop of each collection one walk over
-// its tombstones. A Hints is not safe for concurrent use.
+// its tombstones. A Hints is not safe for concurrent use, its reads
+// included (a head row read is remembered).
 type Hints struct {
 	base Rows
 	// fwd: span start lo -> f, no live row in [lo, f).

@@ -16,7 +16,8 @@ import (
 // base rows and earlier layer rows in its span, not later ones.
 //
 // Each write is tagged with the LSN set by SetLSN, so that Forget can drop
-// what the base has since applied. A Layer is not safe for concurrent use.
+// what the base has since applied. A Layer is not safe for concurrent use,
+// its reads included (an iteration sorts the keys written since the last).
 type Layer struct {
 	base   Rows
 	lsn    uint64
