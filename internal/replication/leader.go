@@ -149,6 +149,12 @@ type Buggify struct {
 	// FollowerPubReorder makes a follower deliver pub/sub messages in
 	// swapped pairs, out of the leader's order (pubsub.go).
 	FollowerPubReorder bool
+	// LeaderResumesEpoch makes a node that leads again (after a restart,
+	// or after its leadership stopped) resume the epoch it started last
+	// instead of taking a new one (BeginEpoch): a follower can then keep
+	// entries the leader sent but lost in a crash, at the (epoch, LSN) of
+	// different entries.
+	LeaderResumesEpoch bool
 }
 
 // FollowerProgress is what the leader knows about one follower.
