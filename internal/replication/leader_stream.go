@@ -233,6 +233,7 @@ func (l *Leader) leave(id string, session uint64) {
 // readLog, registered with the leader (enter) for that read alone, so
 // Close never waits on a send.
 func (l *Leader) sendLoop(ctx context.Context, stream LeaderStream, out *streamOut, next uint64, log *slog.Logger) error {
+	var taken uint64 // the last send of the core's taken (streamOut.seq)
 	for {
 		out.parked.Store(true)
 		select {
@@ -249,8 +250,14 @@ func (l *Leader) sendLoop(ctx context.Context, stream LeaderStream, out *streamO
 		}
 		out.parked.Store(false)
 		l.mu.Lock()
-		through, commitLSN := out.through, out.commit
+		through, commitLSN, seq := out.through, out.commit, out.seq
 		l.mu.Unlock()
+		if seq == taken {
+			// Woken by a token left for a send taken already (the core
+			// handed out two before this goroutine read the mailbox).
+			continue
+		}
+		taken = seq
 		var err error
 		next, err = l.sendThrough(stream, next, through, commitLSN)
 		if errors.Is(err, storage.ErrCompacted) {
@@ -319,11 +326,16 @@ func (l *Leader) sendNeedSnapshot(stream LeaderStream) error {
 	return stream.Send(&peerpb.LeaderMessage{Epoch: l.epoch, Body: &peerpb.LeaderMessage_NeedSnapshot{NeedSnapshot: &peerpb.NeedSnapshot{}}})
 }
 
-// readLog returns durable entries from lo to hi for a follower stream, from
-// the in-memory tail when it holds lo, else from the log in Pebble.
+// readLog returns entries from lo to hi for a follower stream: from the
+// in-memory tail of durable entries when it holds lo, else from the
+// proposals in flight (an entry handed out in an Append is sent before it
+// is durable: the core's entries), else from the log in Pebble.
 func (l *Leader) readLog(lo, hi uint64) ([][]byte, error) {
 	l.mu.Lock()
 	raws, ok := l.tail.read(lo, hi, l.cfg.MaxBatchBytes)
+	if !ok {
+		raws, ok = l.core.entries(lo, hi, l.cfg.MaxBatchBytes)
+	}
 	l.mu.Unlock()
 	if ok {
 		return raws, nil
