@@ -172,15 +172,47 @@ func (l *Leader) awaitHello(ctx context.Context, in *streamIn) (*peerpb.Hello, e
 }
 
 // handshake decides, from the follower's durable position in its hello,
-// what it must do (see Decide).
+// what it must do (see Decide), over the leader's log as this leadership
+// has sent it (sentLog).
 func (l *Leader) handshake(h *peerpb.Hello, log *slog.Logger) (Decision, error) {
 	pos := logrec.Position{Epoch: h.GetDurable().GetEpoch(), LSN: h.GetDurable().GetLsn()}
-	d, err := Decide(l.cfg.DB, l.cfg.DB.Applied(), pos)
+	l.mu.Lock()
+	view := sentLog{DB: l.cfg.DB, epoch: l.epoch, sent: l.core.sendable()}
+	l.mu.Unlock()
+	d, err := Decide(view, l.cfg.DB.Applied(), pos)
 	if err != nil {
 		return Decision{}, err
 	}
 	log.Info("follower connected", "durable_lsn", pos.LSN, "durable_epoch", pos.Epoch, "action", d.Action.String(), "lsn", d.LSN, "after_epoch", d.Epoch)
 	return d, nil
+}
+
+// sentLog is the leader's log for the handshake: the durable log, and after
+// it the entries this leadership has handed out in an Append and may have
+// sent (through sent), which are of its own epoch. A follower that
+// reconnects holding entries the leader sent before its own fdatasync
+// returned (send while syncing) is then streamed to from after them, not
+// told to drop them: they are the leader's entries, and the leader stops
+// if it cannot make them durable.
+type sentLog struct {
+	*storage.DB
+	epoch uint64
+	sent  uint64
+}
+
+func (v sentLog) Durable() logrec.Position {
+	d := v.DB.Durable()
+	if v.sent > d.LSN {
+		return logrec.Position{Epoch: v.epoch, LSN: v.sent}
+	}
+	return d
+}
+
+func (v sentLog) EpochAt(lsn uint64) (uint64, error) {
+	if lsn > v.DB.Durable().LSN && lsn <= v.sent {
+		return v.epoch, nil
+	}
+	return v.DB.EpochAt(lsn)
 }
 
 // answer tells the follower the decision. Truncate and NeedSnapshot end

@@ -228,3 +228,44 @@ func beginLeader(t *testing.T, db *storage.DB, mode commit.Mode, bug Buggify) *t
 	})
 	return tl
 }
+
+// TestReconnectDuringSyncKeepsSentEntries: a follower whose stream breaks
+// while it holds an entry the leader is still syncing reconnects and is
+// streamed to from after it: the handshake counts the entries this
+// leadership sent (sentLog), so the follower neither drops nor saves to a
+// rollback file an entry that was never lost.
+func TestReconnectDuringSyncKeepsSentEntries(t *testing.T) {
+	mem := vfs.NewMem()
+	gate := &syncGate{FS: mem, dir: mem.PathJoin(dbDir, "log")}
+	l := beginLeader(t, openDB(t, gate), commit.Mode{Kind: commit.Async}, Buggify{})
+	f := newFollowerNode(t, "f", vfs.NewMem(), l.dialer)
+	waitConnected(t, l, 1)
+	propose(t, l, putExec("k", "1"))
+	waitConverged(t, l, f)
+
+	gate.hold()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	res := proposeAsync(ctx, l, putExec("k", "2"))
+	waitFor(t, "the follower to hold the entry the leader is still syncing", func() (bool, string) {
+		return f.db.Durable().LSN == 2, fmt.Sprintf("follower durable %d", f.db.Durable().LSN)
+	})
+	dials := l.dialer.replicates.Load()
+	l.dialer.Cut()
+	waitFor(t, "the follower to reconnect", func() (bool, string) {
+		st := l.Status()
+		return l.dialer.replicates.Load() > dials && len(st.Followers) == 1 && st.Followers[0].Connected && st.Followers[0].DurableLSN == 2,
+			fmt.Sprintf("%d dials, %+v", l.dialer.replicates.Load(), st.Followers)
+	})
+	if st := l.Status(); st.Durable != 1 {
+		t.Fatalf("leader durable %d, want 1 while its sync hangs", st.Durable)
+	}
+	gate.release()
+	if r := <-res; r.err != nil {
+		t.Fatal(r.err)
+	}
+	waitConverged(t, l, f)
+	if n := rolledBackEntries(t, f.f.cfg.DataDir); n != 0 {
+		t.Errorf("the follower dropped %d entries it shared with the leader", n)
+	}
+}
