@@ -60,6 +60,9 @@ type agent struct {
 	wake      chan struct{} // capacity 1: apply installed a leadership
 	// confirmations counts the etcd reads renew started (tests, metrics).
 	confirmations atomic.Int64
+	// newEpochAt is when apply last moved the topology to a new epoch
+	// (newEpoch); only apply's goroutine touches it.
+	newEpochAt time.Time
 
 	mu    sync.Mutex
 	topo  coord.Topology // the last topology seen
@@ -185,6 +188,10 @@ func (a *agent) run(ctx context.Context) {
 	}
 }
 
+// newEpochEvery is the least time between two new epochs an agent asks for
+// (newEpoch).
+const newEpochEvery = time.Second
+
 // newEpoch moves the topology t, which names this node leader at an epoch
 // it has already seen, to a new epoch above every one this node has seen,
 // naming it again with the same rules and sync set, by a compare and swap
@@ -203,6 +210,12 @@ func (a *agent) newEpoch(ctx context.Context, t coord.Topology) (coord.Topology,
 		return coord.Topology{}, fmt.Errorf("node: move the topology from epoch %d to %d: %w", t.Epoch, next.Epoch, err)
 	}
 	n.log.Info("control plane: leading again at a new epoch", "old_epoch", t.Epoch, "epoch", next.Epoch)
+	// The watch delivers it too; until then a retry must not act on t.
+	a.mu.Lock()
+	if a.topo.Epoch < next.Epoch {
+		a.topo = next
+	}
+	a.mu.Unlock()
 	return next, nil
 }
 
@@ -220,7 +233,13 @@ func (a *agent) apply(ctx context.Context, t coord.Topology) {
 			// Named at an epoch this node has seen: it led it before a
 			// restart, or a leadership of it stopped. It never leads an
 			// epoch twice (replication.BeginEpoch says why): ask etcd for
-			// a new one first.
+			// a new one first. At most one a newEpochEvery: a node whose
+			// every leadership stops at once (a log that cannot be
+			// written) must not churn epochs in etcd.
+			if time.Since(a.newEpochAt) < newEpochEvery {
+				return
+			}
+			a.newEpochAt = time.Now()
 			next, err := a.newEpoch(ctx, t)
 			if err != nil {
 				n.log.Warn("control plane: cannot get a new epoch to lead again", "epoch", t.Epoch, "err", err)
