@@ -451,14 +451,18 @@ func (c *leaderCore) maybeApply() {
 // queueSends hands out a send to every connected follower that has not
 // been sent everything handed out in an Append (sendable) and the commit
 // LSN, and, when heartbeat is set, a heartbeat to those sent nothing for
-// the heartbeat interval.
+// the heartbeat interval. While an Append is held for more writes
+// (holdAppend), a commit LSN that is the only news waits for it: the held
+// batch goes out within maxAppendDelay and carries it, one message per
+// follower instead of two.
 func (c *leaderCore) queueSends(heartbeat bool) {
 	through := c.sendable()
+	held := c.appendDue != 0 && c.appending == 0
 	for _, f := range c.followers {
 		if f.session == 0 {
 			continue
 		}
-		if f.sentThrough < through || f.sentCommit < c.commit ||
+		if f.sentThrough < through || (f.sentCommit < c.commit && !held) ||
 			(heartbeat && c.now-f.lastSent >= c.cfg.heartbeat) {
 			f.sentThrough, f.sentCommit, f.lastSent = through, c.commit, c.now
 			c.ready.Send = append(c.ready.Send, leaderSend{NodeID: f.info.NodeID, Session: f.session, Through: through, Commit: c.commit})
