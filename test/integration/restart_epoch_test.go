@@ -56,6 +56,7 @@ func restartLeader(t *testing.T, serverArgs []string) string {
 	if err := c.Kill(old); err != nil {
 		t.Fatal(err)
 	}
+	defer func() { t.Logf("%v from the kill to the end of the checks", time.Since(killed).Round(time.Millisecond)) }()
 	testutil.Eventually(t, "writes acknowledged by the restarted leader", 30*time.Second, func() (bool, string) {
 		l.mu.Lock()
 		defer l.mu.Unlock()
@@ -67,6 +68,7 @@ func restartLeader(t *testing.T, serverArgs []string) string {
 		}
 		return n >= 100, fmt.Sprintf("%d acks since the kill", n)
 	})
+	t.Logf("100 writes acknowledged %v after the kill", time.Since(killed).Round(time.Millisecond))
 	acks := l.stop()
 	if lost := checkAcked(t, c, acks); lost > 0 {
 		t.Fatalf("semisync: %d acknowledged writes only in rollback files", lost)
