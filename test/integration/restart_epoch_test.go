@@ -56,7 +56,9 @@ func restartLeader(t *testing.T, serverArgs []string) string {
 	if err := c.Kill(old); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { t.Logf("%v from the kill to the end of the checks", time.Since(killed).Round(time.Millisecond)) }()
+	defer func() {
+		t.Logf("%v from the kill to the end of the checks", time.Since(killed).Round(time.Millisecond))
+	}()
 	testutil.Eventually(t, "writes acknowledged by the restarted leader", 30*time.Second, func() (bool, string) {
 		l.mu.Lock()
 		defer l.mu.Unlock()
