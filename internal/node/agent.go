@@ -28,9 +28,12 @@ func leaseKeepalive(fence time.Duration) time.Duration { return 5 * fence }
 // The agent is the node's side of the control plane. It registers the node
 // as a member, watches the topology and obeys it:
 //
-//   - named leader at epoch E: lead E (resuming E after a restart if this
-//     node started it), under a lease that begins FenceAfter after the
-//     agent saw the topology;
+//   - named leader at epoch E: lead E, under a lease that begins
+//     FenceAfter after the agent saw the topology; if this node has seen
+//     E already (it led E before a restart, or its leadership of E
+//     stopped), first move the topology to a new epoch naming it again
+//     (newEpoch, a compare and swap from E): a leadership never resumes
+//     an epoch;
 //   - another node named: revoke this node's lease first (a leader stops
 //     answering at once), persist E (so that this node refuses any stream
 //     from a lower epoch), then follow the named leader.
@@ -57,6 +60,9 @@ type agent struct {
 	wake      chan struct{} // capacity 1: apply installed a leadership
 	// confirmations counts the etcd reads renew started (tests, metrics).
 	confirmations atomic.Int64
+	// newEpochAt is when apply last moved the topology to a new epoch
+	// (newEpoch); only apply's goroutine touches it.
+	newEpochAt time.Time
 
 	mu    sync.Mutex
 	topo  coord.Topology // the last topology seen
@@ -182,6 +188,37 @@ func (a *agent) run(ctx context.Context) {
 	}
 }
 
+// newEpochEvery is the least time between two new epochs an agent asks for
+// (newEpoch).
+const newEpochEvery = time.Second
+
+// newEpoch moves the topology t, which names this node leader at an epoch
+// it has already seen, to a new epoch above every one this node has seen,
+// naming it again with the same rules and sync set, by a compare and swap
+// from t.Epoch (an orchestrator that changed the topology meanwhile wins,
+// and the watch delivers its change). It returns the topology written.
+func (a *agent) newEpoch(ctx context.Context, t coord.Topology) (coord.Topology, error) {
+	n := a.n
+	next := t
+	next.Epoch = max(t.Epoch, n.db.Epoch()) + 1
+	next.Reason = fmt.Sprintf("%s leads again at a new epoch (it had used epoch %d)", n.cfg.ID, t.Epoch)
+	next.Changed = time.Now()
+	ev := &coord.Event{Kind: "new-epoch", Reason: next.Reason, From: n.cfg.ID, To: n.cfg.ID, OldEpoch: t.Epoch, NewEpoch: next.Epoch}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := a.store.SetTopology(cctx, t.Epoch, next, ev); err != nil {
+		return coord.Topology{}, fmt.Errorf("node: move the topology from epoch %d to %d: %w", t.Epoch, next.Epoch, err)
+	}
+	n.log.Info("control plane: leading again at a new epoch", "old_epoch", t.Epoch, "epoch", next.Epoch)
+	// The watch delivers it too; until then a retry must not act on t.
+	a.mu.Lock()
+	if a.topo.Epoch < next.Epoch {
+		a.topo = next
+	}
+	a.mu.Unlock()
+	return next, nil
+}
+
 // apply makes the node's role match t.
 func (a *agent) apply(ctx context.Context, t coord.Topology) {
 	n := a.n
@@ -191,6 +228,27 @@ func (a *agent) apply(ctx context.Context, t coord.Topology) {
 		lease := replication.NewLease(seen.Add(a.fence))
 		if r, ok := n.current().(*leading); ok && r.l.Epoch() == t.Epoch {
 			return
+		}
+		if !replication.EpochFree(n.db, t.Epoch, n.cfg.Buggify) {
+			// Named at an epoch this node has seen: it led it before a
+			// restart, or a leadership of it stopped. It never leads an
+			// epoch twice (replication.BeginEpoch says why): ask etcd for
+			// a new one first. At most one a newEpochEvery: a node whose
+			// every leadership stops at once (a log that cannot be
+			// written) must not churn epochs in etcd.
+			if time.Since(a.newEpochAt) < newEpochEvery {
+				return
+			}
+			a.newEpochAt = time.Now()
+			next, err := a.newEpoch(ctx, t)
+			if err != nil {
+				n.log.Warn("control plane: cannot get a new epoch to lead again", "epoch", t.Epoch, "err", err)
+				return
+			}
+			t = next
+			// Valid from FenceAfter after the epoch changed in etcd, as
+			// for any new leader.
+			lease = replication.NewLease(time.Now().Add(a.fence))
 		}
 		if err := n.leadAt(t.Epoch, lease); err != nil {
 			n.log.Error("control plane: cannot lead the epoch the topology gives", "epoch", t.Epoch, "err", err)

@@ -437,9 +437,8 @@ func (n *Node) Lead() error {
 
 // leadAt makes the node the leader of epoch, which the control plane
 // assigned to it, answering under lease. It keeps a leadership of that
-// epoch that still runs; it resumes an epoch this node started before a
-// restart (its log's last epoch start is that epoch, so nobody else
-// appended to it).
+// epoch that still runs; it never starts one at an epoch this node has
+// seen (replication.ErrEpochUsed: the agent gets a new epoch first).
 func (n *Node) leadAt(epoch uint64, lease *replication.Lease) error {
 	n.changeMu.Lock()
 	defer n.changeMu.Unlock()
@@ -466,27 +465,16 @@ func (n *Node) startLeader(epoch uint64, lease *replication.Lease) (role, error)
 			return nil, fmt.Errorf("node: lead: %w", err)
 		}
 	}
-	// Every leadership starts a new epoch, so that (epoch, LSN) names one
-	// entry cluster-wide: a leader never appends to an epoch it did not
-	// start. Under the control plane etcd hands out epochs (a compare and
-	// swap), so no two nodes start the same one.
-	resume := false
-	switch seen := n.db.Epoch(); {
-	case epoch == 0:
-		epoch = seen + 1
-	case epoch < seen:
-		return nil, fmt.Errorf("node: lead: epoch %d is stale (this node has seen %d)", epoch, seen)
-	case epoch == seen:
-		h := n.db.EpochHistory()
-		if len(h) == 0 || h[len(h)-1].Epoch != epoch {
-			return nil, fmt.Errorf("node: lead: epoch %d was started by another node", epoch)
-		}
-		resume = true
-	}
-	if !resume {
-		if err := n.db.StartEpoch(epoch, n.db.Durable().LSN+1); err != nil {
-			return nil, fmt.Errorf("node: lead: start epoch %d: %w", epoch, err)
-		}
+	// Every leadership starts a new epoch, never used before on this node
+	// (not even by itself before a restart), so that (epoch, LSN) names
+	// one entry cluster-wide although a leader sends entries before its
+	// own append of them is durable (replication.BeginEpoch says why).
+	// Under the control plane etcd hands out epochs (a compare and swap),
+	// so no two nodes start the same one; the agent asks for a new one
+	// when the topology names this node at an epoch it has seen.
+	epoch, err := replication.BeginEpoch(n.db, epoch, n.cfg.Buggify)
+	if err != nil {
+		return nil, fmt.Errorf("node: lead: %w", err)
 	}
 	l, err := replication.NewLeader(replication.LeaderConfig{
 		DB:               n.db,

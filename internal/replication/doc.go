@@ -52,6 +52,18 @@
 //   - An entry is applied, visible to readers and acknowledged only once
 //     committed, and committed only once durable on the leader (and on as many
 //     followers as the mode requires).
+//   - Send while syncing: an entry is sent to the followers once it is handed
+//     out in an Append, while the leader's fdatasync of it runs (etcd-io/raft,
+//     the Raft thesis §10.2.1), so a follower may hold durably entries the
+//     leader loses in a crash. The commit LSN a leader sends never passes its
+//     own durable LSN, so a follower never applies such an entry.
+//   - Every leadership starts at an epoch never used before, on any node, not
+//     even by the same node before a restart (BeginEpoch: above every epoch
+//     the node has seen, its start synced before the first entry; under the
+//     control plane from etcd's compare and swap). So (epoch, LSN) names one
+//     entry cluster-wide: a restarted leader's entries at the LSNs it lost
+//     have a higher epoch than the lost ones a follower holds, and the
+//     handshake (Decide) truncates those.
 //   - A follower persists entries before it reports them durable, and applies
 //     only up to min(commit LSN, durable LSN).
 //   - Every message carries an epoch; a node never accepts a message from a

@@ -153,6 +153,12 @@ type Buggify struct {
 	// FollowerPubReorder makes a follower deliver pub/sub messages in
 	// swapped pairs, out of the leader's order (pubsub.go).
 	FollowerPubReorder bool
+	// LeaderResumesEpoch makes a node that leads again (after a restart,
+	// or after its leadership stopped) resume the epoch it started last
+	// instead of taking a new one (BeginEpoch): a follower can then keep
+	// entries the leader sent but lost in a crash, at the (epoch, LSN) of
+	// different entries.
+	LeaderResumesEpoch bool
 }
 
 // FollowerProgress is what the leader knows about one follower.
@@ -284,10 +290,13 @@ func (p *proposal) finish(err error) bool {
 // be sent. The sender goroutine takes it when woken.
 type streamOut struct {
 	through, commit uint64
-	wake            chan struct{} // capacity 1
-	parked          atomic.Bool   // the sender waits for wake (Handoffs)
-	closed          chan struct{} // closed to end the stream (follower removed)
-	closeOnce       sync.Once
+	// seq counts the sends the core handed out (under Leader.mu): a
+	// sender woken by a token left for a send it already took skips it.
+	seq       uint64
+	wake      chan struct{} // capacity 1
+	parked    atomic.Bool   // the sender waits for wake (Handoffs)
+	closed    chan struct{} // closed to end the stream (follower removed)
+	closeOnce sync.Once
 	// Pub/sub messages for the stream (pubsub.go), under Leader.mu.
 	takesPub   bool
 	takesShard bool // and sharded ones (SPUBLISH)
@@ -473,6 +482,7 @@ func (l *Leader) dispatchReadyLocked(rd leaderReady, expired error) {
 	for _, s := range rd.Send {
 		if out := l.streams[s.Session]; out != nil {
 			out.through, out.commit = s.Through, s.Commit
+			out.seq++
 			count(&l.handoffs.stream, signal(out.wake) && out.parked.Load())
 		}
 	}

@@ -22,6 +22,16 @@ import (
 // on the leader. At most one Append and one Apply batch are out at a time,
 // so whoever runs them (the driver's committer and applier, or a writer)
 // sees them in LSN order.
+//
+// Send while syncing (etcd-io/raft, the Raft thesis §10.2.1): an entry may
+// be sent to followers as soon as it is handed out in an Append, while the
+// leader's own fdatasync of it runs, so the follower's append overlaps the
+// leader's. Followers may then hold entries durably that the leader loses
+// in a crash; that is safe because commit still waits for the leader's
+// durability (sends carry commit <= durable, and followers apply only up
+// to the commit LSN), and because a leadership never resumes an epoch
+// (BeginEpoch), so a restarted leader's new entries at those LSNs have a
+// higher epoch and the handshake truncates the lost ones.
 type leaderCore struct {
 	cfg      coreConfig
 	startLSN uint64 // last durable LSN when this leadership began
@@ -134,8 +144,9 @@ type leaderWait struct {
 }
 
 // leaderSend tells the driver that the follower's stream may now carry
-// every durable entry up to Through and the commit LSN Commit. A send with
-// nothing new is a heartbeat.
+// every entry up to Through, each handed out in an Append (durable on the
+// leader or being made durable), and the commit LSN Commit (never past the
+// leader's durable LSN). A send with nothing new is a heartbeat.
 type leaderSend struct {
 	NodeID  string
 	Session uint64
@@ -147,11 +158,13 @@ type leaderSend struct {
 // handed out once; the driver must respect the order each comment gives.
 type leaderReady struct {
 	// Append lists entries to write to the log in one durable batch. They
-	// must be durable BEFORE Appended is called; nothing in them is sent,
-	// committed or acknowledged until then.
+	// must be durable BEFORE Appended is called; nothing in them is
+	// committed or acknowledged until then, but they may be sent to
+	// followers meanwhile (Send, often in the same Ready).
 	Append []*proposal
 	// Send lists, per follower stream, how far it may now be sent. Every
-	// entry it covers is already durable on the leader.
+	// entry it covers has been handed out in an Append: the sender reads
+	// those not durable yet from the proposals in flight (entries).
 	Send []leaderSend
 	// Apply lists committed entries to apply, in LSN order, in one batch
 	// with the applied LSN; Applied is called AFTER that batch is written.
@@ -259,11 +272,37 @@ func (c *leaderCore) maybeAppend() {
 	c.handOutAppend(start)
 }
 
-// handOutAppend hands out inflight[start:] as the next Append batch.
+// handOutAppend hands out inflight[start:] as the next Append batch, and
+// sends it to the followers at once: their appends overlap the leader's.
 func (c *leaderCore) handOutAppend(start int) {
 	c.appendDue = 0
 	c.ready.Append = slices.Clip(c.inflight[start:])
 	c.appending = len(c.inflight) - start
+	c.queueSends(false)
+}
+
+// sendable is the last LSN a follower may be sent: every entry handed out
+// in an Append, durable or being made durable.
+func (c *leaderCore) sendable() uint64 { return c.durable + uint64(c.appending) }
+
+// entries returns the encoded entries lo..hi from the proposals in flight
+// (sequenced and not applied: those not yet durable are only here), at
+// most maxBytes of them but at least one, for a follower stream; false
+// when lo is not in flight. The bytes are immutable.
+func (c *leaderCore) entries(lo, hi uint64, maxBytes int) ([][]byte, bool) {
+	if len(c.inflight) == 0 || lo < c.inflight[0].lsn || lo > hi || lo > c.last {
+		return nil, false
+	}
+	var out [][]byte
+	size := 0
+	for _, p := range c.inflight[lo-c.inflight[0].lsn:] {
+		if p.lsn > hi || (len(out) > 0 && size+len(p.raw) > maxBytes) {
+			break
+		}
+		out = append(out, p.raw)
+		size += len(p.raw)
+	}
+	return out, true
 }
 
 // holdAppend is adaptive group commit: it reports whether the Append of
@@ -318,8 +357,12 @@ func (c *leaderCore) Appended(lsn uint64) {
 	}
 	c.durable = lsn
 	c.appending = 0
-	c.advanceCommit()
+	// The next batch is handed out (and sent) with the new commit LSN, so
+	// its entries and the commit that lets followers apply the last batch
+	// travel in one message per follower.
+	c.raiseCommit()
 	c.maybeAppend()
+	c.advanceCommit()
 }
 
 // Applied records that the Apply batch through lsn is applied.
@@ -349,11 +392,17 @@ func (c *leaderCore) Applied(lsn uint64) {
 // advanceCommit moves the commit point by the mode's rule, then hands out
 // what it allows to apply and to send.
 func (c *leaderCore) advanceCommit() {
+	c.raiseCommit()
+	c.maybeApply()
+	c.queueSends(false)
+}
+
+// raiseCommit moves the commit point by the mode's rule; it never passes
+// the leader's durable LSN (commit.LSN).
+func (c *leaderCore) raiseCommit() {
 	if cl := commit.LSN(c.cfg.mode, c.durable, c.followerDurables(), c.syncSet); cl > c.commit {
 		c.commit = cl
 	}
-	c.maybeApply()
-	c.queueSends(false)
 }
 
 // followerDurables is every known follower's durable LSN, for commit.LSN.
@@ -400,17 +449,23 @@ func (c *leaderCore) maybeApply() {
 }
 
 // queueSends hands out a send to every connected follower that has not
-// been sent everything durable and the commit LSN, and, when heartbeat is
-// set, a heartbeat to those sent nothing for the heartbeat interval.
+// been sent everything handed out in an Append (sendable) and the commit
+// LSN, and, when heartbeat is set, a heartbeat to those sent nothing for
+// the heartbeat interval. While an Append is held for more writes
+// (holdAppend), a commit LSN that is the only news waits for it: the held
+// batch goes out within maxAppendDelay and carries it, one message per
+// follower instead of two.
 func (c *leaderCore) queueSends(heartbeat bool) {
+	through := c.sendable()
+	held := c.appendDue != 0 && c.appending == 0
 	for _, f := range c.followers {
 		if f.session == 0 {
 			continue
 		}
-		if f.sentThrough < c.durable || f.sentCommit < c.commit ||
+		if f.sentThrough < through || (f.sentCommit < c.commit && !held) ||
 			(heartbeat && c.now-f.lastSent >= c.cfg.heartbeat) {
-			f.sentThrough, f.sentCommit, f.lastSent = c.durable, c.commit, c.now
-			c.ready.Send = append(c.ready.Send, leaderSend{NodeID: f.info.NodeID, Session: f.session, Through: c.durable, Commit: c.commit})
+			f.sentThrough, f.sentCommit, f.lastSent = through, c.commit, c.now
+			c.ready.Send = append(c.ready.Send, leaderSend{NodeID: f.info.NodeID, Session: f.session, Through: through, Commit: c.commit})
 		}
 	}
 }

@@ -305,7 +305,10 @@ func testProposal(lsn uint64, writer bool) *proposal {
 
 // TestLeaderCoreRandom drives the core with random inputs, the driver's
 // part played faithfully (appends and applies complete in order, follower
-// logs only grow within a session), and checks its invariants after every
+// logs only grow within a session, and only with entries sent to them,
+// which may be past the leader's durable LSN: send while syncing), and
+// checks that no send covers an entry not handed out in an Append nor a
+// commit LSN past the leader's durable one, and its invariants after every
 // step against a naive model: applied <= commit <= durable <= last; commit
 // is what commit.LSN gives for the durable positions it was told (never
 // less, since commit never moves back); nothing is applied before it is
@@ -326,6 +329,7 @@ func TestLeaderCoreRandom(t *testing.T) {
 		answered := map[uint64]int{}
 		type fol struct {
 			session, durable uint64
+			sent             uint64 // the last entry sent on session
 		}
 		fols := map[string]*fol{}
 		maxCommit := uint64(0)
@@ -366,12 +370,12 @@ func TestLeaderCoreRandom(t *testing.T) {
 				id := fmt.Sprint("f", rng.IntN(3))
 				if f := fols[id]; f == nil || f.session == 0 {
 					d := uint64(rng.IntN(int(c.durable) + 1))
-					fols[id] = &fol{session: c.FollowerJoined(FollowerInfo{NodeID: id}, d, now), durable: d}
+					fols[id] = &fol{session: c.FollowerJoined(FollowerInfo{NodeID: id}, d, now), durable: d, sent: d}
 				}
 			case 5, 6:
 				for id, f := range fols {
-					if f.session != 0 && f.durable < c.durable {
-						f.durable += uint64(rng.IntN(int(c.durable-f.durable)) + 1)
+					if f.session != 0 && f.durable < f.sent {
+						f.durable += uint64(rng.IntN(int(f.sent-f.durable)) + 1)
 						c.FollowerProgress(id, f.session, f.durable, 0, 0, now)
 						break
 					}
@@ -393,6 +397,23 @@ func TestLeaderCoreRandom(t *testing.T) {
 					t.Fatalf("seed %d: a second Append while one is out", seed)
 				}
 				appendOut = rd.Append
+			}
+			handed := c.durable
+			if len(appendOut) > 0 {
+				handed = appendOut[len(appendOut)-1].lsn
+			}
+			for _, m := range rd.Send {
+				if m.Through > handed {
+					t.Fatalf("seed %d: sent through %d, but only %d is handed out in an Append", seed, m.Through, handed)
+				}
+				if m.Commit > c.durable {
+					t.Fatalf("seed %d: sent commit %d past the leader's durable %d", seed, m.Commit, c.durable)
+				}
+				for id, f := range fols {
+					if f.session == m.Session && id == m.NodeID {
+						f.sent = max(f.sent, m.Through)
+					}
+				}
 			}
 			if len(rd.Apply) > 0 {
 				if len(applyOut) > 0 {

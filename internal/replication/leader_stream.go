@@ -176,15 +176,47 @@ func (l *Leader) awaitHello(ctx context.Context, in *streamIn) (*peerpb.Hello, e
 }
 
 // handshake decides, from the follower's durable position in its hello,
-// what it must do (see Decide).
+// what it must do (see Decide), over the leader's log as this leadership
+// has sent it (sentLog).
 func (l *Leader) handshake(h *peerpb.Hello, log *slog.Logger) (Decision, error) {
 	pos := logrec.Position{Epoch: h.GetDurable().GetEpoch(), LSN: h.GetDurable().GetLsn()}
-	d, err := Decide(l.cfg.DB, l.cfg.DB.Applied(), pos)
+	l.mu.Lock()
+	view := sentLog{DB: l.cfg.DB, epoch: l.epoch, sent: l.core.sendable()}
+	l.mu.Unlock()
+	d, err := Decide(view, l.cfg.DB.Applied(), pos)
 	if err != nil {
 		return Decision{}, err
 	}
 	log.Info("follower connected", "durable_lsn", pos.LSN, "durable_epoch", pos.Epoch, "action", d.Action.String(), "lsn", d.LSN, "after_epoch", d.Epoch)
 	return d, nil
+}
+
+// sentLog is the leader's log for the handshake: the durable log, and after
+// it the entries this leadership has handed out in an Append and may have
+// sent (through sent), which are of its own epoch. A follower that
+// reconnects holding entries the leader sent before its own fdatasync
+// returned (send while syncing) is then streamed to from after them, not
+// told to drop them: they are the leader's entries, and the leader stops
+// if it cannot make them durable.
+type sentLog struct {
+	*storage.DB
+	epoch uint64
+	sent  uint64
+}
+
+func (v sentLog) Durable() logrec.Position {
+	d := v.DB.Durable()
+	if v.sent > d.LSN {
+		return logrec.Position{Epoch: v.epoch, LSN: v.sent}
+	}
+	return d
+}
+
+func (v sentLog) EpochAt(lsn uint64) (uint64, error) {
+	if lsn > v.DB.Durable().LSN && lsn <= v.sent {
+		return v.epoch, nil
+	}
+	return v.DB.EpochAt(lsn)
 }
 
 // answer tells the follower the decision. Truncate and NeedSnapshot end
@@ -237,6 +269,7 @@ func (l *Leader) leave(id string, session uint64) {
 // readLog, registered with the leader (enter) for that read alone, so
 // Close never waits on a send.
 func (l *Leader) sendLoop(ctx context.Context, stream LeaderStream, out *streamOut, next uint64, log *slog.Logger) error {
+	var taken uint64 // the last send of the core's taken (streamOut.seq)
 	for {
 		out.parked.Store(true)
 		select {
@@ -253,8 +286,14 @@ func (l *Leader) sendLoop(ctx context.Context, stream LeaderStream, out *streamO
 		}
 		out.parked.Store(false)
 		l.mu.Lock()
-		through, commitLSN := out.through, out.commit
+		through, commitLSN, seq := out.through, out.commit, out.seq
 		l.mu.Unlock()
+		if seq == taken {
+			// Woken by a token left for a send taken already (the core
+			// handed out two before this goroutine read the mailbox).
+			continue
+		}
+		taken = seq
 		var err error
 		next, err = l.sendThrough(stream, next, through, commitLSN)
 		if errors.Is(err, storage.ErrCompacted) {
@@ -323,11 +362,16 @@ func (l *Leader) sendNeedSnapshot(stream LeaderStream) error {
 	return stream.Send(&peerpb.LeaderMessage{Epoch: l.epoch, Body: &peerpb.LeaderMessage_NeedSnapshot{NeedSnapshot: &peerpb.NeedSnapshot{}}})
 }
 
-// readLog returns durable entries from lo to hi for a follower stream, from
-// the in-memory tail when it holds lo, else from the log in Pebble.
+// readLog returns entries from lo to hi for a follower stream: from the
+// in-memory tail of durable entries when it holds lo, else from the
+// proposals in flight (an entry handed out in an Append is sent before it
+// is durable: the core's entries), else from the log in Pebble.
 func (l *Leader) readLog(lo, hi uint64) ([][]byte, error) {
 	l.mu.Lock()
 	raws, ok := l.tail.read(lo, hi, l.cfg.MaxBatchBytes)
+	if !ok {
+		raws, ok = l.core.entries(lo, hi, l.cfg.MaxBatchBytes)
+	}
 	l.mu.Unlock()
 	if ok {
 		return raws, nil

@@ -144,14 +144,19 @@ func rawFollower(t *testing.T, l *testLeader, id string) FollowerStream {
 }
 
 // TestHeartbeats: an idle stream carries an empty append every Heartbeat;
-// a write is sent at once, not at the next heartbeat, and the heartbeats
-// go on a Heartbeat after it.
+// a write is sent at once, not at the next heartbeat (its entry while the
+// leader syncs it; then, with no next write to carry it, its commit LSN
+// in an empty append once it is durable, unless the sender woke only after
+// that and sends both at once), and the heartbeats go on a Heartbeat after
+// it.
 func TestHeartbeats(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const beat = 50 * time.Millisecond
 		l := newLeader(t, 1, commit.Mode{Kind: commit.Async}, func(c *LeaderConfig) { c.Heartbeat = beat })
 		s := rawFollower(t, l, "f")
-		recv := func(what string, entries int, after time.Duration) {
+		// recv takes the next message: an append of entries entries,
+		// after that long; it returns its commit LSN.
+		recv := func(what string, entries int, after time.Duration) uint64 {
 			t.Helper()
 			began := time.Now()
 			m, err := s.Recv()
@@ -164,14 +169,21 @@ func TestHeartbeats(t *testing.T) {
 			if d := time.Since(began); d != after {
 				t.Errorf("%s after %v, want %v", what, d, after)
 			}
+			return m.GetAppend().GetCommitLsn()
 		}
 		for i := range 3 {
 			recv(fmt.Sprint("heartbeat ", i), 0, beat)
 		}
 		synctest.Wait()
 		propose(t, l, putExec("k", "v")) // no time passes: nothing waits
-		recv("the write", 1, 0)
-		recv("the heartbeat after the write", 0, beat)
+		if recv("the write", 1, 0) == 0 {
+			if c := recv("the write's commit", 0, 0); c != 1 {
+				t.Errorf("the write's commit: commit LSN %d, want 1", c)
+			}
+		}
+		if c := recv("the heartbeat after the write", 0, beat); c != 1 {
+			t.Errorf("the heartbeat after the write: commit LSN %d, want 1", c)
+		}
 	})
 }
 

@@ -10,8 +10,9 @@ import (
 )
 
 // Leadership is one node taking the leader role at an epoch, as its log
-// says (`role: leader ... epoch=N`). A node that restarts and resumes its
-// epoch leads it again: that is the same leadership.
+// says (`role: leader ... epoch=N`). Every leadership starts a new epoch,
+// also a node's after a restart (replication.BeginEpoch): a node that
+// logs the same epoch twice resumed it, which is a violation too.
 type Leadership struct {
 	Node  int    `json:"node"`
 	Epoch uint64 `json:"epoch"`
@@ -19,8 +20,10 @@ type Leadership struct {
 	At int64 `json:"at"`
 }
 
-// OneLeaderPerEpoch checks that no two nodes led the same epoch in the
-// whole run (the fencing token would mean nothing otherwise).
+// OneLeaderPerEpoch checks that no two leaderships, of two nodes or of
+// one node twice, had the same epoch in the whole run (the fencing token
+// would mean nothing otherwise, and a leader that sent entries it then
+// lost in a crash would reuse their (epoch, LSN)).
 func OneLeaderPerEpoch(ls []Leadership) []Violation {
 	first := map[uint64]Leadership{}
 	reported := map[[2]uint64]bool{}
@@ -33,12 +36,15 @@ func OneLeaderPerEpoch(ls []Leadership) []Violation {
 			first[l.Epoch] = l
 			continue
 		}
-		if f.Node == l.Node || reported[[2]uint64{l.Epoch, uint64(l.Node)}] {
+		if reported[[2]uint64{l.Epoch, uint64(l.Node)}] {
 			continue
 		}
 		reported[[2]uint64{l.Epoch, uint64(l.Node)}] = true
-		vs = append(vs, Violation{Kind: TwoLeaders, Node: l.Node, At: l.At, Detail: fmt.Sprintf(
-			"n%d led epoch %d at %v, which n%d had led since %v", l.Node, l.Epoch, time.Duration(l.At), f.Node, time.Duration(f.At))})
+		detail := fmt.Sprintf("n%d led epoch %d at %v, which n%d had led since %v", l.Node, l.Epoch, time.Duration(l.At), f.Node, time.Duration(f.At))
+		if f.Node == l.Node {
+			detail = fmt.Sprintf("n%d led epoch %d again at %v (it had since %v): a leadership resumed an epoch", l.Node, l.Epoch, time.Duration(l.At), time.Duration(f.At))
+		}
+		vs = append(vs, Violation{Kind: TwoLeaders, Node: l.Node, At: l.At, Detail: detail})
 	}
 	return vs
 }

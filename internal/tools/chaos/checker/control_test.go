@@ -16,8 +16,9 @@ func TestOneLeaderPerEpoch(t *testing.T) {
 	}{
 		{"none", nil, nil},
 		{"one per epoch", []Leadership{{Node: 1, Epoch: 1, At: 1}, {Node: 2, Epoch: 2, At: 5}, {Node: 1, Epoch: 3, At: 9}}, nil},
-		// A leader restarted by kill -9 resumes its own epoch.
-		{"same node resumes its epoch", []Leadership{{Node: 1, Epoch: 1, At: 1}, {Node: 1, Epoch: 1, At: 7}}, nil},
+		// A leader restarted by kill -9 takes a new epoch.
+		{"same node leads again at a new epoch", []Leadership{{Node: 1, Epoch: 1, At: 1}, {Node: 1, Epoch: 2, At: 7}}, nil},
+		{"planted: same node resumes its epoch", []Leadership{{Node: 1, Epoch: 1, At: 1}, {Node: 1, Epoch: 1, At: 7}, {Node: 1, Epoch: 1, At: 9}}, []ViolationKind{TwoLeaders}},
 		{"planted: two nodes lead epoch 2", []Leadership{{Node: 1, Epoch: 1, At: 1}, {Node: 2, Epoch: 2, At: 5}, {Node: 3, Epoch: 2, At: 6}}, []ViolationKind{TwoLeaders}},
 		// Reported once per (epoch, node), whatever the log order.
 		{"planted: repeated, out of order", []Leadership{{Node: 3, Epoch: 4, At: 9}, {Node: 2, Epoch: 4, At: 5}, {Node: 3, Epoch: 4, At: 12}, {Node: 1, Epoch: 4, At: 13}}, []ViolationKind{TwoLeaders, TwoLeaders}},
