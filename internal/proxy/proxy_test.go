@@ -320,7 +320,10 @@ func TestStatefulRefused(t *testing.T) {
 // serves it.
 func TestRYWThroughFollowers(t *testing.T) {
 	l, f1, f2, v := threeFakes(t, true)
-	p, addr := startProxy(t, Config{}, v)
+	var mu sync.Mutex
+	now := time.Unix(1000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	p, addr := startProxy(t, Config{clock: clock}, v)
 	testutil.Eventually(t, "nodes probed", 5*time.Second, func() (bool, string) {
 		p.mu.Lock()
 		defer p.mu.Unlock()
@@ -347,7 +350,10 @@ func TestRYWThroughFollowers(t *testing.T) {
 	if f1.count("get")+f2.count("get") != 2 || l.count("get") != 1 {
 		t.Errorf("GETs: followers %d, leader %d; want 2 refused then the leader", f1.count("get")+f2.count("get"), l.count("get"))
 	}
-	// n2 catches up: it serves the next read.
+	// n2 catches up: once the refusals age out, it serves the next read.
+	mu.Lock()
+	now = now.Add(staleTTL)
+	mu.Unlock()
 	f1.mu.Lock()
 	f1.lsn, f1.data["k"] = 1, "v"
 	f1.mu.Unlock()
@@ -713,19 +719,9 @@ func TestRYWPipelineIsOneRun(t *testing.T) {
 	}
 }
 
-// TestReadsAvoidFollowersBehind: a follower known (from the reads it
-// served) to be behind the session's position gets no ryw read, which it
-// would hold while waiting, and with it every request behind it on the
-// shared connection: the leader serves it at once. Once what the proxy
-// knows is older than positionTTL, a follower is tried again. Under
-// bounded, a follower that refused as too stale is left out for staleTTL.
-func TestReadsAvoidFollowersBehind(t *testing.T) {
-	l, f1, f2, v := threeFakes(t, true)
-	var mu sync.Mutex
-	now := time.Unix(1000, 0)
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
-	p, addr := startProxy(t, Config{clock: clock}, v)
+// probed waits until the proxy knows every node serves read policies.
+func probed(t *testing.T, p *Proxy) {
+	t.Helper()
 	testutil.Eventually(t, "nodes probed", 5*time.Second, func() (bool, string) {
 		p.mu.Lock()
 		defer p.mu.Unlock()
@@ -736,21 +732,34 @@ func TestReadsAvoidFollowersBehind(t *testing.T) {
 		}
 		return true, ""
 	})
+}
+
+// TestReadsAvoidFollowersThatRefused: a ryw read after a write the
+// followers have not applied is tried on them (each may wait for it);
+// one that refused gets no such read for staleTTL (the leader serves it
+// at once), while reads it is known to serve at once still go to it; a
+// bounded read the same.
+func TestReadsAvoidFollowersThatRefused(t *testing.T) {
+	l, f1, f2, v := threeFakes(t, true)
+	var mu sync.Mutex
+	now := time.Unix(1000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	p, addr := startProxy(t, Config{clock: clock}, v)
+	probed(t, p)
 	ctx := context.Background()
 	c := client(t, addr)
 	catchUp := func(lsn uint64, val string) {
-		for _, f := range []*fakeNode{f1, f2} {
-			f.mu.Lock()
-			f.lsn, f.data["k"] = lsn, val
-			f.mu.Unlock()
-		}
+		f1.catchUp(lsn, "k", val)
+		f2.catchUp(lsn, "k", val)
 	}
-	get := func(want string) {
+	get := func(c *redis.Client, want string) {
 		t.Helper()
 		if got, err := c.Get(ctx, "k").Result(); err != nil || got != want {
 			t.Fatalf("GET = %q, %v; want %q", got, err, want)
 		}
 	}
+	gets := func() (followers, leader int) { return f1.count("get") + f2.count("get"), l.count("get") }
 	if err := c.Set(ctx, "k", "v1", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -760,33 +769,48 @@ func TestReadsAvoidFollowersBehind(t *testing.T) {
 		if i == 50 {
 			t.Fatalf("reads did not reach both followers: %d, %d", f1.count("get"), f2.count("get"))
 		}
-		get("v1")
+		get(c, "v1")
 	}
 	if l.count("get") != 0 {
 		t.Fatalf("the leader served %d reads of caught-up followers", l.count("get"))
 	}
-	followerGets := f1.count("get") + f2.count("get")
 
-	// A write the followers have not applied: its ryw read goes to the
-	// leader without trying them.
+	// A write the followers have not applied: its read is tried on both
+	// (the fakes refuse at once), then the leader serves it.
 	if err := c.Set(ctx, "k", "v2", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	get("v2")
-	if n := f1.count("get") + f2.count("get"); n != followerGets || l.count("get") != 1 {
-		t.Errorf("after a write the followers are known not to have: followers got %d more GETs, leader %d; want 0 and 1", n-followerGets, l.count("get"))
+	fg, lg := gets()
+	get(c, "v2")
+	if f, l := gets(); f != fg+2 || l != lg+1 {
+		t.Errorf("first read after a write: followers got %d GETs, leader %d; want 2 refused, then the leader", f-fg, l-lg)
+	}
+	// Both refused: the next read goes to the leader without trying them.
+	fg, lg = gets()
+	get(c, "v2")
+	if f, l := gets(); f != fg || l != lg+1 {
+		t.Errorf("after the refusals: followers got %d GETs, leader %d; want 0 and 1", f-fg, l-lg)
 	}
 	info, _ := c.Info(ctx, "proxy").Result()
 	if !strings.Contains(info, "reads_fallback_leader_followers-behind:1") {
 		t.Errorf("INFO lacks the fallback:\n%s", info)
 	}
-	// What the proxy knows ages out: a follower is asked again, and
-	// serves once it has caught up.
+	// A session whose floor they are known to have applied still reads
+	// there.
+	c2 := client(t, addr)
+	fg, lg = gets()
+	get(c2, "v1")
+	if f, l := gets(); f != fg+1 || l != lg {
+		t.Errorf("a read the followers serve at once: followers got %d GETs, leader %d; want 1 and 0", f-fg, l-lg)
+	}
+	// The refusals age out: a follower is asked again, and serves once
+	// it has caught up.
 	catchUp(2, "v2")
-	advance(positionTTL)
-	get("v2")
-	if n := f1.count("get") + f2.count("get"); n != followerGets+1 || l.count("get") != 1 {
-		t.Errorf("after positionTTL: followers got %d more GETs, leader %d more; want 1 and 0", n-followerGets, l.count("get")-1)
+	advance(staleTTL)
+	fg, lg = gets()
+	get(c, "v2")
+	if f, l := gets(); f != fg+1 || l != lg {
+		t.Errorf("after staleTTL: followers got %d GETs, leader %d; want 1 and 0", f-fg, l-lg)
 	}
 
 	// bounded: a follower's refusal keeps bounded reads off it for
@@ -798,17 +822,71 @@ func TestReadsAvoidFollowersBehind(t *testing.T) {
 	if err := c.Set(ctx, "k", "v3", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	advance(positionTTL) // forget the positions: only refusals steer now
-	get("v3")            // both followers refuse, the leader serves
-	followerGets, leaderGets := f1.count("get")+f2.count("get"), l.count("get")
-	get("v3")
-	if n := f1.count("get") + f2.count("get"); n != followerGets || l.count("get") != leaderGets+1 {
-		t.Errorf("bounded after refusals: followers got %d more GETs, leader %d; want 0 and 1", n-followerGets, l.count("get")-leaderGets)
+	get(c, "v3") // both followers refuse, the leader serves
+	fg, lg = gets()
+	get(c, "v3")
+	if f, l := gets(); f != fg || l != lg+1 {
+		t.Errorf("bounded after refusals: followers got %d GETs, leader %d; want 0 and 1", f-fg, l-lg)
 	}
 	advance(staleTTL)
 	catchUp(3, "v3")
-	get("v3")
-	if n := f1.count("get") + f2.count("get"); n != followerGets+1 {
-		t.Errorf("bounded after staleTTL: followers got %d more GETs, want 1", n-followerGets)
+	get(c, "v3")
+	if f, _ := gets(); f != fg+1 {
+		t.Errorf("bounded after staleTTL: followers got %d GETs, want 1", f-fg)
+	}
+}
+
+// TestWaitingReadHoldsUpNoOne: a read that waits on a follower for the
+// session's floor (the node answers a connection's requests in order)
+// goes on a connection of its own: another session's read of the same
+// follower, on the one shared connection, is served meanwhile. The
+// waiting read is served by the follower once it catches up, not sent to
+// the leader; under monotonic too (the session's sticky follower).
+func TestWaitingReadHoldsUpNoOne(t *testing.T) {
+	l := startFake(t, "n1", true, true)
+	f := startFake(t, "n2", false, true)
+	f.waitReads = true
+	v := View{Epoch: 1, Leader: "n1", Members: []Member{l.member(), f.member()}}
+	p, addr := startProxy(t, Config{ConnsPerNode: 1}, v)
+	probed(t, p)
+	ctx := context.Background()
+	writer, other := client(t, addr), client(t, addr)
+	for i, pol := range []string{"ryw", "monotonic"} {
+		if err := writer.Do(ctx, "TANDEM.READPOLICY", pol).Err(); err != nil {
+			t.Fatal(err)
+		}
+		val := "v" + strconv.Itoa(i+1)
+		if err := writer.Set(ctx, "k", val, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan string, 1)
+		go func() {
+			v, err := writer.Get(ctx, "k").Result()
+			if err != nil {
+				v = "error: " + err.Error()
+			}
+			got <- v
+		}()
+		testutil.Eventually(t, "the read waits on the follower", 5*time.Second, func() (bool, string) {
+			return f.waitingReads() == 1, fmt.Sprintf("%d waiting", f.waitingReads())
+		})
+		// Another session's read of the follower is served by it while
+		// the first still waits there (on a shared connection it would
+		// wait behind it until the proxy gave up on the connection, and
+		// then be served by the leader).
+		fg := f.count("get")
+		if err := other.Get(ctx, "other").Err(); err != redis.Nil {
+			t.Fatalf("%s: another session's read while one waits: %v; want a nil reply", pol, err)
+		}
+		if f.count("get") != fg+1 || len(got) != 0 || f.waitingReads() != 1 {
+			t.Fatalf("%s: another session's read was held up by the waiting one (follower GETs %d more, first read answered %v)", pol, f.count("get")-fg, len(got) != 0)
+		}
+		f.catchUp(uint64(i+1), "k", val)
+		if v := <-got; v != val {
+			t.Fatalf("%s: the waiting read answered %q, want %q", pol, v, val)
+		}
+		if n := l.count("get"); n != 0 {
+			t.Fatalf("%s: the leader served %d reads; the follower should have, once caught up", pol, n)
+		}
 	}
 }
