@@ -595,10 +595,12 @@ func (p *Proxy) send(sess *resp.Session, o *op, n *node) {
 			// A read that may wait goes on a connection of its own, at
 			// once (nothing of the pipeline can share its write).
 			if u := n.borrow(); u != nil {
+				p.stats.readsMayWait.Add(1)
 				o.call.lease = u
 				u.send(o.call, true)
 				return
 			}
+			p.stats.readsMayWaitSh.Add(1)
 		}
 	}
 	u := n.conn(sess.ID())

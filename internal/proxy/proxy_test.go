@@ -889,4 +889,7 @@ func TestWaitingReadHoldsUpNoOne(t *testing.T) {
 			t.Fatalf("%s: the leader served %d reads; the follower should have, once caught up", pol, n)
 		}
 	}
+	if info, _ := other.Info(ctx, "proxy").Result(); !strings.Contains(info, "reads_may_wait:2\r\n") || !strings.Contains(info, "reads_may_wait_on_shared:0\r\n") {
+		t.Errorf("INFO does not count the 2 reads that may wait:\n%s", info)
+	}
 }

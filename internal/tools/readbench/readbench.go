@@ -37,6 +37,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -229,7 +230,7 @@ func runLag(ctx context.Context, o Options, dir string, lag time.Duration) ([]re
 		if _, err := runLoad(ctx, o, px.RESPAddr, pol, o.Warmup); err != nil {
 			return out, err
 		}
-		before, err := nodeReads(ctx, admin)
+		before, err := proxyInfo(ctx, admin)
 		if err != nil {
 			return out, err
 		}
@@ -239,13 +240,17 @@ func runLag(ctx context.Context, o Options, dir string, lag time.Duration) ([]re
 			return out, err
 		}
 		cpu := (procCPU(pid) - cpu0).Seconds()
-		after, err := nodeReads(ctx, admin)
+		after, err := proxyInfo(ctx, admin)
 		if err != nil {
 			return out, err
 		}
 		var total, fromLeader uint64
-		for id, n := range after {
-			d := n - before[id]
+		for k, n := range after {
+			id, ok := strings.CutPrefix(k, "reads_node_")
+			if !ok {
+				continue
+			}
+			d := n - before[k]
 			total += d
 			if id == leaderName {
 				fromLeader += d
@@ -258,6 +263,7 @@ func runLag(ctx context.Context, o Options, dir string, lag time.Duration) ([]re
 		out = append(out, r)
 		fmt.Fprintf(o.Out, "  %-13s %9.0f reads/s  followers %5.1f%%  p50 %7.2f ms  p99 %7.2f ms  %6.0f SET/s  leader CPU %5.1f%% of a core  errors %d%s\n",
 			pol, r.readRate(), 100*r.follower, ms(r.p50), ms(r.p99), float64(r.writes)/r.secs, 100*cpu/r.secs, r.readErrs, errNote(r.firstErr))
+		fmt.Fprintf(o.Out, "  %-13s routing: %s\n", "", routing(before, after))
 	}
 	attribute(out, perWrite)
 	if id, _, err := c.Leader(ctx); err == nil && id != leader {
@@ -470,22 +476,45 @@ func load(ctx context.Context, admin *redis.Client, n int) error {
 	return nil
 }
 
-// nodeReads reads the proxy's per-node read counters (INFO proxy's
-// reads_node_<id>).
-func nodeReads(ctx context.Context, admin *redis.Client) (map[string]uint64, error) {
+// proxyInfo reads the proxy's counters (INFO proxy's numeric fields:
+// reads_node_<id>, reads_fallback_leader_<why>, reads_sent_elsewhere...).
+func proxyInfo(ctx context.Context, admin *redis.Client) (map[string]uint64, error) {
 	s, err := admin.Info(ctx, "proxy").Result()
 	if err != nil {
 		return nil, fmt.Errorf("bench reads: INFO proxy: %w", err)
 	}
 	m := map[string]uint64{}
 	for _, line := range strings.Split(s, "\n") {
-		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "reads_node_"); ok {
-			id, v, _ := strings.Cut(rest, ":")
-			n, _ := strconv.ParseUint(v, 10, 64)
-			m[id] = n
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if n, err := strconv.ParseUint(v, 10, 64); ok && err == nil {
+			m[k] = n
 		}
 	}
 	return m, nil
+}
+
+// routing is what the proxy counted between two proxyInfo: reads the
+// leader served that a follower could have, by reason, reads a node sent
+// elsewhere, and reads that may wait on their node.
+func routing(before, after map[string]uint64) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(after)) {
+		d := after[k] - before[k]
+		if d == 0 {
+			continue
+		}
+		if why, ok := strings.CutPrefix(k, "reads_fallback_leader_"); ok {
+			parts = append(parts, fmt.Sprintf("leader-because-%s %d", why, d))
+		}
+		switch k {
+		case "reads_sent_elsewhere", "reads_may_wait", "reads_may_wait_on_shared", "requests_failed_in_flight":
+			parts = append(parts, fmt.Sprintf("%s %d", strings.TrimPrefix(k, "reads_"), d))
+		}
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, ", ")
 }
 
 // procCPU is a process's user + system time (/proc/PID/stat), 0 if it
