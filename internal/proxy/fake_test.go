@@ -40,6 +40,9 @@ type fakeNode struct {
 	waitReads bool
 	changed   chan struct{}
 	waiting   int // GETs waiting now
+	// hold, if set, holds a SET of key "slow" until it is closed (a
+	// write waiting for its commit), holding up its connection.
+	hold chan struct{}
 }
 
 // catchUp sets what a follower has applied, and k's value, and wakes
@@ -162,6 +165,13 @@ func (f *fakeNode) serve(c redcon.Conn, sess *resp.Session, args [][]byte) bool 
 		if !f.leader {
 			c.WriteError("READONLY You can't write against a read only replica.")
 			return true
+		}
+		if hold := f.hold; hold != nil && parts[1] == "slow" {
+			f.waiting++
+			f.mu.Unlock()
+			<-hold
+			f.mu.Lock()
+			f.waiting--
 		}
 		f.lsn++
 		if name == "incr" {

@@ -604,10 +604,32 @@ func (p *Proxy) send(sess *resp.Session, o *op, n *node) {
 		}
 	}
 	u := n.conn(sess.ID())
+	if o.read && !s.owesWrite(n) {
+		u = n.readConn(sess.ID())
+	}
 	u.send(o.call, !o.later)
 	if o.later && !slices.Contains(s.unsent, u) {
 		s.unsent = append(s.unsent, u)
 	}
+}
+
+// owesWrite: a command of the session's pipeline started ahead on n's
+// write connection is not answered yet, so a read after it must go on
+// the same connection to see it (a node serves a connection's commands in
+// order). A write already answered is applied on the node that answered
+// it, which is all a read on another connection needs.
+func (s *session) owesWrite(n *node) bool {
+	for _, o := range s.owed {
+		if o.read || o.call == nil || o.call.node != n {
+			continue
+		}
+		select {
+		case <-o.call.done:
+		default:
+			return true
+		}
+	}
+	return false
 }
 
 // tryRead starts a read on the best node the policy allows that o has

@@ -110,8 +110,8 @@ func TestRouting(t *testing.T) {
 	}
 }
 
-// TestMultiplexing: 50 clients share ConnsPerNode connections per node,
-// and a pipeline's replies come back in order.
+// TestMultiplexing: 50 clients share ConnsPerNode connections per node
+// (and as many for reads), and a pipeline's replies come back in order.
 func TestMultiplexing(t *testing.T) {
 	l, f1, f2, v := threeFakes(t, false)
 	_, addr := startProxy(t, Config{Policy: Policy{Kind: resp.PolicyAny}, ConnsPerNode: 2}, v)
@@ -152,9 +152,10 @@ func TestMultiplexing(t *testing.T) {
 	if l.count("set") != 50*16 {
 		t.Errorf("leader got %d SETs, want %d", l.count("set"), 50*16)
 	}
+	// ConnsPerNode for writes, as many for reads.
 	for _, f := range []*fakeNode{l, f1, f2} {
-		if n := f.srv.Clients(); n > 2 {
-			t.Errorf("%s has %d connections from the proxy, want at most 2", f.id, n)
+		if n := f.srv.Clients(); n > 4 {
+			t.Errorf("%s has %d connections from the proxy, want at most 4", f.id, n)
 		}
 	}
 
@@ -891,5 +892,59 @@ func TestWaitingReadHoldsUpNoOne(t *testing.T) {
 	}
 	if info, _ := other.Info(ctx, "proxy").Result(); !strings.Contains(info, "reads_may_wait:2\r\n") || !strings.Contains(info, "reads_may_wait_on_shared:0\r\n") {
 		t.Errorf("INFO does not count the 2 reads that may wait:\n%s", info)
+	}
+}
+
+// TestLeaderReadsDoNotWaitForWrites: the leader's reads go on shared
+// connections of their own, not behind other sessions' writes (a node
+// runs a pipeline's command only once the writes before it commit); a
+// read pipelined after the session's own write still goes after it.
+func TestLeaderReadsDoNotWaitForWrites(t *testing.T) {
+	l := startFake(t, "n1", true, false)
+	l.hold = make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(l.hold) }) }
+	v := View{Epoch: 1, Leader: "n1", Members: []Member{l.member()}}
+	p, addr := startProxy(t, Config{ConnsPerNode: 1, Policy: Policy{Kind: resp.PolicyLeader}}, v)
+	t.Cleanup(release) // runs before the proxy's and the fake's
+	ctx := context.Background()
+	a, b, c := client(t, addr), client(t, addr), client(t, addr)
+	if err := b.Set(ctx, "k", "v1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	slow := make(chan error, 1)
+	go func() { slow <- a.Set(ctx, "slow", "x", 0).Err() }()
+	testutil.Eventually(t, "the slow write holds the leader's write connection", 5*time.Second, func() (bool, string) {
+		return l.waitingReads() == 1, "not yet"
+	})
+	// Another session's read is answered while the write waits.
+	if got, err := b.Get(ctx, "k").Result(); err != nil || got != "v1" {
+		t.Fatalf("GET while another session's write waits = %q, %v; want v1", got, err)
+	}
+	if len(slow) != 0 {
+		t.Fatal("the slow write was answered before it was let go")
+	}
+	// A read pipelined after the session's own write waits for it.
+	pipe := c.Pipeline()
+	pipe.Set(ctx, "k", "v2", 0)
+	get := pipe.Get(ctx, "k")
+	done := make(chan error, 1)
+	go func() { _, err := pipe.Exec(ctx); done <- err }()
+	p.mu.Lock()
+	n1 := p.nodes["n1"]
+	p.mu.Unlock()
+	testutil.Eventually(t, "the pipeline sent", 5*time.Second, func() (bool, string) {
+		// Queued behind the slow write: it, the SET and the GET.
+		return n1.inflight.Load() == 3 || l.count("get") == 2, fmt.Sprintf("%d in flight", n1.inflight.Load())
+	})
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := get.Val(); got != "v2" {
+		t.Errorf("a GET pipelined after the session's SET answered %q, want v2", got)
+	}
+	if err := <-slow; err != nil {
+		t.Fatal(err)
 	}
 }

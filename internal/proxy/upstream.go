@@ -380,7 +380,11 @@ type node struct {
 	id    string
 	addr  string
 	zone  string
-	conns []*upConn
+	// conns carry writes and whatever must stay in order with them;
+	// rconns only reads, so that a read does not wait behind other
+	// sessions' writes (a node runs a command of a pipeline only once
+	// the writes before it have committed).
+	conns, rconns []*upConn
 
 	// The connections for reads that may wait on the node (waiting-read
 	// connections, borrow):
@@ -472,8 +476,10 @@ const staleTTL = time.Second
 func newNode(p *Proxy, id, addr, zone string) *node {
 	n := &node{p: p, id: id, addr: addr, zone: zone}
 	n.conns = make([]*upConn, p.cfg.ConnsPerNode)
+	n.rconns = make([]*upConn, p.cfg.ConnsPerNode)
 	for i := range n.conns {
 		n.conns[i] = &upConn{n: n}
+		n.rconns[i] = &upConn{n: n}
 	}
 	return n
 }
@@ -481,6 +487,10 @@ func newNode(p *Proxy, id, addr, zone string) *node {
 // conn is the connection session sid uses on this node: always the same
 // one, so that one session's requests to one node keep their order.
 func (n *node) conn(sid uint64) *upConn { return n.conns[sid%uint64(len(n.conns))] }
+
+// readConn is the read-only shared connection session sid uses on this
+// node.
+func (n *node) readConn(sid uint64) *upConn { return n.rconns[sid%uint64(len(n.rconns))] }
 
 // healthy: the node is not marked down. A down node gets no reads and no
 // writes until a connection to it succeeds again.
@@ -534,7 +544,7 @@ func (n *node) answered() {
 // proxy, and brings a node marked down back when it answers.
 func (n *node) probe() {
 	c := newCall(n, [][]byte{[]byte("TANDEM.READPOLICY")})
-	n.conns[0].send(c, true)
+	n.rconns[0].send(c, true)
 	select {
 	case <-c.done:
 	case <-time.After(n.p.cfg.UpstreamTimeout):
@@ -558,7 +568,7 @@ func (n *node) revive() {
 	}
 	defer n.pinging.Store(false)
 	c := newCall(n, [][]byte{[]byte("PING")})
-	n.conns[0].send(c, true)
+	n.rconns[0].send(c, true)
 	select {
 	case <-c.done:
 	case <-time.After(n.p.cfg.ReadTimeout):
@@ -575,6 +585,9 @@ func (n *node) downAndDue() bool {
 
 func (n *node) close() {
 	for _, u := range n.conns {
+		u.closeConn()
+	}
+	for _, u := range n.rconns {
 		u.closeConn()
 	}
 	n.wmu.Lock()
