@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"fmt"
 	"log/slog"
 	"net"
 	"strconv"
@@ -38,6 +39,7 @@ type fakeNode struct {
 	// 5 s) for catchUp instead of refusing at once, as a node waits its
 	// --read-wait; changed is closed and replaced by catchUp.
 	waitReads bool
+	readWait  time.Duration // with waitReads, how long (0: 5 s)
 	changed   chan struct{}
 	waiting   int // GETs waiting now
 	// hold, if set, holds a SET of key "slow" until it is closed (a
@@ -188,7 +190,11 @@ func (f *fakeNode) serve(c redcon.Conn, sess *resp.Session, args [][]byte) bool 
 			return f.positions && !f.leader && s.policy != "any" && less(position{Epoch: f.epoch, LSN: f.lsn}, s.floor)
 		}
 		if f.waitReads && behind() {
-			timeout := time.NewTimer(5 * time.Second)
+			wait := f.readWait
+			if wait == 0 {
+				wait = 5 * time.Second
+			}
+			timeout := time.NewTimer(wait)
 			defer timeout.Stop()
 			f.waiting++
 			for behind() {
@@ -206,7 +212,9 @@ func (f *fakeNode) serve(c redcon.Conn, sess *resp.Session, args [][]byte) bool 
 			f.waiting--
 		}
 		if behind() {
-			c.WriteError("TRYAGAIN tandem: read elsewhere: applied " + resp.FormatToken(position{Epoch: f.epoch, LSN: f.lsn}) + " is behind the session's " + resp.FormatToken(s.floor))
+			// The node's words (replication's verdictErr).
+			c.WriteError(fmt.Sprintf("TRYAGAIN tandem: read elsewhere: this node has not applied the position %d:%d within the read wait (applied %d:%d)",
+				s.floor.Epoch, s.floor.LSN, f.epoch, f.lsn))
 			return true
 		}
 		if v, ok := f.data[parts[1]]; ok {

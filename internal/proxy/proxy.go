@@ -657,10 +657,30 @@ func waitsForLeader(pol Policy) bool {
 	return pol.Kind == resp.PolicyBounded || pol.Kind == resp.PolicyLinearizable
 }
 
-// slowRead: a bounded or linearizable read that took longer on a
-// follower made it wait for the leader's position: the follower lags,
-// and the leader would have served it sooner.
+// slowRead: bounded or linearizable reads that take longer on a
+// follower, several in a row (node.slow), wait there for the leader's position:
+// the follower lags, and the leader would serve them sooner.
 const slowRead = 25 * time.Millisecond
+
+// replyNotApplied begins a follower's refusal of a read whose floor it
+// did not apply within its read wait (replication's verdictErr); the
+// text ends with "(applied <epoch>:<lsn>)".
+const replyNotApplied = "-TRYAGAIN tandem: read elsewhere: this node has not applied the position "
+
+// appliedIn reads the applied position a replyNotApplied names.
+func appliedIn(r []byte) (position, bool) {
+	s := string(r)
+	i := strings.LastIndex(s, "(applied ")
+	if i < 0 {
+		return position{}, false
+	}
+	rest, _, ok := strings.Cut(s[i+len("(applied "):], ")")
+	if !ok {
+		return position{}, false
+	}
+	t, err := resp.ParseToken("t1:" + rest)
+	return t, err == nil
+}
 
 // pickRead is where a read goes next under pol, not to a node in tried,
 // and whether it may wait there: a follower the policy allows, else the
@@ -740,18 +760,19 @@ func (p *Proxy) pickRead(s *session, pol Policy, leader *node, followers []*node
 		}
 		if pol.Kind == resp.PolicyMonotonic && len(tried) == 0 && eligible > 1 {
 			// Sticky: one follower per user (or session) while it is
-			// healthy and has not refused a waiting read lately, among
-			// those in the proxy's zone if any is.
+			// healthy, among those in the proxy's zone if any is, even
+			// if it refused reads lately: a read served elsewhere (at the
+			// latest the leader) raises the session's position to where
+			// the followers are not yet, so the next read would have to
+			// go elsewhere too; waiting on the sticky follower ends
+			// that (see completeRead).
 			key := sid
 			if s.user != "" {
 				key = hash(s.user)
 			}
 			var pool []*node
 			for _, n := range followers {
-				if !n.healthy() || n.positions.Load() != 1 || (inZone && n.zone != p.cfg.Zone) {
-					continue
-				}
-				if _, skip := waits(n); !skip {
+				if n.healthy() && n.positions.Load() == 1 && (!inZone || n.zone == p.cfg.Zone) {
 					pool = append(pool, n)
 				}
 			}
@@ -902,12 +923,26 @@ func (p *Proxy) completeRead(ctx context.Context, sess *resp.Session, o *op) []b
 			}
 		}
 		if hasPrefix(r, "-TRYAGAIN tandem: read elsewhere") || hasPrefix(r, "-LOADING") || hasPrefix(r, "-MASTERDOWN") {
+			notYet := hasPrefix(r, replyNotApplied)
+			if notYet {
+				if at, ok := appliedIn(r); ok {
+					n.servedAt(at)
+				}
+			}
 			if o.wait && hasPrefix(r, "-TRYAGAIN") {
 				// It waited its read wait and did not get there: keep
 				// waiting reads off it for a while.
 				n.refusedStale(p.now())
 			}
 			p.stats.readsElsewhere.Add(1)
+			if notYet && o.policy.Kind == resp.PolicyMonotonic && n.healthy() && time.Since(o.began) < p.cfg.ReadTimeout {
+				// The session's follower is on its way to the position:
+				// wait there again (see pickRead).
+				p.stats.readsWaitedAgain.Add(1)
+				o.wait = true
+				p.send(sess, o, n)
+				continue
+			}
 			last = "node " + n.id + ": " + strings.TrimSpace(string(trunc(r[1:], 120)))
 			p.tryRead(sess, o)
 			continue
@@ -918,9 +953,9 @@ func (p *Proxy) completeRead(ctx context.Context, sess *resp.Session, o *op) []b
 				n.servedAt(t)
 			}
 		}
-		if leader, _, _ := p.snapshot(); waitsForLeader(o.policy) && n != leader && p.now().Sub(o.sentAt) > slowRead {
-			// The follower made the read wait for the leader's position:
-			// it lags, and each such read holds its shared connection.
+		if leader, _, _ := p.snapshot(); waitsForLeader(o.policy) && n != leader && n.slow(p.now().Sub(o.sentAt)) {
+			// The follower's reads wait for the leader's position: it
+			// lags, and the leader serves them at once.
 			n.refusedStale(p.now())
 		}
 		p.stats.readServed(policyName(o.policy), n.id, o.fellWhy, n.zone != p.cfg.Zone)

@@ -948,3 +948,99 @@ func TestLeaderReadsDoNotWaitForWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestMonotonicWaitsOnItsFollower: a monotonic read its sticky follower
+// refused (not applied within its read wait) is sent to wait there again,
+// not to the leader, whose position the followers would then have to
+// reach for the session's next reads; the refusal tells the proxy where
+// the follower is.
+func TestMonotonicWaitsOnItsFollower(t *testing.T) {
+	l, f1, f2, v := threeFakes(t, true)
+	for _, f := range []*fakeNode{f1, f2} {
+		f.waitReads, f.readWait = true, 20*time.Millisecond
+	}
+	p, addr := startProxy(t, Config{}, v)
+	probed(t, p)
+	ctx := context.Background()
+	c := client(t, addr)
+	if err := c.Do(ctx, "TANDEM.READPOLICY", "monotonic").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set(ctx, "k", "v1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 1)
+	go func() {
+		v, err := c.Get(ctx, "k").Result()
+		if err != nil {
+			v = "error: " + err.Error()
+		}
+		got <- v
+	}()
+	// Refused at least twice by the same follower, then it catches up.
+	var sticky, other *fakeNode
+	testutil.Eventually(t, "the read refused twice", 5*time.Second, func() (bool, string) {
+		switch {
+		case f1.count("get") >= 2:
+			sticky, other = f1, f2
+		case f2.count("get") >= 2:
+			sticky, other = f2, f1
+		}
+		return sticky != nil, fmt.Sprintf("GETs %d, %d", f1.count("get"), f2.count("get"))
+	})
+	sticky.catchUp(1, "k", "v1")
+	if v := <-got; v != "v1" {
+		t.Fatalf("monotonic GET = %q, want v1", v)
+	}
+	if n := l.count("get") + other.count("get"); n != 0 {
+		t.Errorf("the read went elsewhere (%d GETs at the leader and the other follower); it should wait on its follower", n)
+	}
+	if info, _ := c.Info(ctx, "proxy").Result(); !strings.Contains(info, "reads_waited_again:") || strings.Contains(info, "reads_waited_again:0\r\n") {
+		t.Errorf("INFO does not count the reads sent to wait again:\n%s", info)
+	}
+	p.mu.Lock()
+	n := p.nodes[sticky.id]
+	p.mu.Unlock()
+	if !n.knownApplied(position{Epoch: 1, LSN: 1}) {
+		t.Errorf("the proxy does not know the follower applied 1:1 after serving the read there")
+	}
+}
+
+func TestAppliedIn(t *testing.T) {
+	for _, tc := range []struct {
+		reply string
+		want  position
+		ok    bool
+	}{
+		{"-TRYAGAIN tandem: read elsewhere: this node has not applied the position 3:20 within the read wait (applied 3:17)\r\n", position{Epoch: 3, LSN: 17}, true},
+		{"-TRYAGAIN tandem: read elsewhere: this node has not applied the position 3:20 within the read wait (applied 0:0)\r\n", position{}, true},
+		{"-TRYAGAIN tandem: read elsewhere: this node has not applied the position 3:20 within the read wait\r\n", position{}, false},
+		{"-TRYAGAIN tandem: read elsewhere: this node has not applied the position 3:20 within the read wait (applied 3:x)\r\n", position{}, false},
+	} {
+		got, ok := appliedIn([]byte(tc.reply))
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("appliedIn(%q) = %v, %v; want %v, %v", tc.reply, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+// TestSlowInARow: a follower is found slow for bounded and linearizable
+// reads after several slow reads in a row, not on one.
+func TestSlowInARow(t *testing.T) {
+	n := &node{}
+	ms := time.Millisecond
+	for i, tc := range []struct {
+		d    time.Duration
+		slow bool
+	}{
+		{200 * ms, false}, {200 * ms, false}, {200 * ms, false}, // slow reads on a busy machine
+		{2 * ms, false}, // a fast one: not a lagging follower
+		{60 * ms, false}, {60 * ms, false}, {60 * ms, false},
+		{60 * ms, true}, // four in a row: slow, and it starts over
+		{60 * ms, false}, {60 * ms, false}, {60 * ms, false}, {60 * ms, true},
+	} {
+		if got := n.slow(tc.d); got != tc.slow {
+			t.Fatalf("read %d (%v): slow = %v, want %v", i, tc.d, got, tc.slow)
+		}
+	}
+}

@@ -376,10 +376,10 @@ func (u *upConn) closeConn() {
 
 // node is one member the proxy routes to.
 type node struct {
-	p     *Proxy
-	id    string
-	addr  string
-	zone  string
+	p    *Proxy
+	id   string
+	addr string
+	zone string
 	// conns carry writes and whatever must stay in order with them;
 	// rconns only reads, so that a read does not wait behind other
 	// sessions' writes (a node runs a command of a pipeline only once
@@ -419,6 +419,9 @@ type node struct {
 	pmu     sync.Mutex
 	applied position
 	staleAt time.Time
+	// nslow counts the last bounded and linearizable reads served there
+	// in a row that were slow (slow).
+	nslow int
 }
 
 // servedAt records that a read was served at pos on the node.
@@ -457,6 +460,28 @@ func (n *node) refusedStale(now time.Time) {
 	n.staleAt = now
 	n.pmu.Unlock()
 }
+
+// slow takes the latency of a bounded or linearizable read served by the
+// node and says whether such reads are slow there: slowSamples of them in
+// a row took over slowRead (one slow read on a busy machine is not a
+// lagging follower). Found slow, it starts over.
+func (n *node) slow(d time.Duration) bool {
+	n.pmu.Lock()
+	defer n.pmu.Unlock()
+	if d <= slowRead {
+		n.nslow = 0
+		return false
+	}
+	n.nslow++
+	if n.nslow >= slowSamples {
+		n.nslow = 0
+		return true
+	}
+	return false
+}
+
+// slowSamples is how many slow reads in a row make a node slow.
+const slowSamples = 4
 
 // recentlyStale: the node refused a read that waited there, or was slow
 // to serve a bounded or linearizable one, within the last staleTTL: no
