@@ -657,8 +657,8 @@ func waitsForLeader(pol Policy) bool {
 	return pol.Kind == resp.PolicyBounded || pol.Kind == resp.PolicyLinearizable
 }
 
-// slowRead: bounded or linearizable reads that take longer on a
-// follower, several in a row (node.slow), wait there for the leader's position:
+// slowRead: bounded or linearizable reads that all take longer on a
+// follower for a while (node.slow) wait there for the leader's position:
 // the follower lags, and the leader would serve them sooner.
 const slowRead = 25 * time.Millisecond
 
@@ -953,7 +953,7 @@ func (p *Proxy) completeRead(ctx context.Context, sess *resp.Session, o *op) []b
 				n.servedAt(t)
 			}
 		}
-		if leader, _, _ := p.snapshot(); waitsForLeader(o.policy) && n != leader && n.slow(p.now().Sub(o.sentAt)) {
+		if leader, _, _ := p.snapshot(); waitsForLeader(o.policy) && n != leader && n.slow(p.now().Sub(o.sentAt), p.now()) {
 			// The follower's reads wait for the leader's position: it
 			// lags, and the leader serves them at once.
 			n.refusedStale(p.now())

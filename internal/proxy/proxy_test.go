@@ -1024,22 +1024,28 @@ func TestAppliedIn(t *testing.T) {
 	}
 }
 
-// TestSlowInARow: a follower is found slow for bounded and linearizable
-// reads after several slow reads in a row, not on one.
-func TestSlowInARow(t *testing.T) {
+// TestSlowForAWhile: a follower is found slow for bounded and
+// linearizable reads when all of them were slow for slowWindow, not on a
+// burst of slow ones.
+func TestSlowForAWhile(t *testing.T) {
 	n := &node{}
 	ms := time.Millisecond
+	at := time.Unix(1000, 0)
 	for i, tc := range []struct {
-		d    time.Duration
-		slow bool
+		after, d time.Duration
+		slow     bool
 	}{
-		{200 * ms, false}, {200 * ms, false}, {200 * ms, false}, // slow reads on a busy machine
-		{2 * ms, false}, // a fast one: not a lagging follower
-		{60 * ms, false}, {60 * ms, false}, {60 * ms, false},
-		{60 * ms, true}, // four in a row: slow, and it starts over
-		{60 * ms, false}, {60 * ms, false}, {60 * ms, false}, {60 * ms, true},
+		{0, 200 * ms, false}, {10 * ms, 200 * ms, false}, {50 * ms, 200 * ms, false}, // a burst on a busy machine
+		{1 * ms, 2 * ms, false},    // a fast one: not a lagging follower
+		{100 * ms, 60 * ms, false}, // slow from here on
+		{50 * ms, 60 * ms, false},
+		{49 * ms, 60 * ms, false},
+		{1 * ms, 60 * ms, true}, // slowWindow of slow reads: slow, and it starts over
+		{1 * ms, 60 * ms, false},
+		{100 * ms, 60 * ms, true},
 	} {
-		if got := n.slow(tc.d); got != tc.slow {
+		at = at.Add(tc.after)
+		if got := n.slow(tc.d, at); got != tc.slow {
 			t.Fatalf("read %d (%v): slow = %v, want %v", i, tc.d, got, tc.slow)
 		}
 	}

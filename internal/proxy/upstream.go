@@ -419,9 +419,9 @@ type node struct {
 	pmu     sync.Mutex
 	applied position
 	staleAt time.Time
-	// nslow counts the last bounded and linearizable reads served there
-	// in a row that were slow (slow).
-	nslow int
+	// slowSince: every bounded and linearizable read served there since
+	// then was slow (zero: the last one was not).
+	slowSince time.Time
 }
 
 // servedAt records that a read was served at pos on the node.
@@ -462,26 +462,28 @@ func (n *node) refusedStale(now time.Time) {
 }
 
 // slow takes the latency of a bounded or linearizable read served by the
-// node and says whether such reads are slow there: slowSamples of them in
-// a row took over slowRead (one slow read on a busy machine is not a
-// lagging follower). Found slow, it starts over.
-func (n *node) slow(d time.Duration) bool {
+// node at now and says whether such reads are slow there: none served
+// there took at most slowRead for slowWindow. A lagging follower makes
+// every one of them wait about its lag; a busy machine makes some slow,
+// in bursts, not all of them for long. Found slow, it starts over.
+func (n *node) slow(d time.Duration, now time.Time) bool {
 	n.pmu.Lock()
 	defer n.pmu.Unlock()
-	if d <= slowRead {
-		n.nslow = 0
-		return false
-	}
-	n.nslow++
-	if n.nslow >= slowSamples {
-		n.nslow = 0
+	switch {
+	case d <= slowRead:
+		n.slowSince = time.Time{}
+	case n.slowSince.IsZero():
+		n.slowSince = now
+	case now.Sub(n.slowSince) >= slowWindow:
+		n.slowSince = time.Time{}
 		return true
 	}
 	return false
 }
 
-// slowSamples is how many slow reads in a row make a node slow.
-const slowSamples = 4
+// slowWindow is how long a node's bounded and linearizable reads must all
+// be slow for it to be found slow.
+const slowWindow = 100 * time.Millisecond
 
 // recentlyStale: the node refused a read that waited there, or was slow
 // to serve a bounded or linearizable one, within the last staleTTL: no
