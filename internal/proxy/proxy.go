@@ -31,9 +31,14 @@
 //     flight on it fail (a read is tried on another node, a write answers
 //     UNCERTAIN); INFO counts them.
 //   - Many client connections share Config.ConnsPerNode pipelined
-//     connections per node (as twemproxy does); one session's commands to
-//     one node always use the same connection, so they keep their order,
-//     and a client's pipeline is sent ahead and answered in order.
+//     connections per node for writes and as many for reads (as twemproxy
+//     does); one session's commands to one node keep their order (a read
+//     pipelined after its unanswered write follows it on its connection),
+//     and a client's pipeline is sent ahead and answered in order. A read
+//     that may wait on a follower for its position goes on a connection
+//     of its own (Config.WaitConnsPerNode), so that it never holds up
+//     other sessions' requests: a node answers a connection's requests in
+//     order.
 //   - MULTI/EXEC and WATCH work: WATCH or MULTI pins the session to a
 //     connection of its own to the leader until EXEC, DISCARD or UNWATCH
 //     (tx.go). SUBSCRIBE, PSUBSCRIBE and SSUBSCRIBE pin the client's connection to a
