@@ -478,6 +478,7 @@ type op struct {
 	fellWhy string    // why a read ended at the leader, if it fell back
 	later   bool      // the first attempt may leave its bytes for the flush
 	wait    bool      // the current attempt is a read that may wait on its node
+	again   int       // times a monotonic read was sent to wait again on its follower
 	sentAt  time.Time // when the current attempt was sent (Proxy.now)
 
 	// Storage for the common case, so that a request costs few
@@ -666,6 +667,11 @@ func waitsForLeader(pol Policy) bool {
 // follower for a while (node.slow) wait there for the leader's position:
 // the follower lags, and the leader would serve them sooner.
 const slowRead = 25 * time.Millisecond
+
+// maxWaitAgain bounds how often a monotonic read waits again on its
+// follower (besides the proxy's ReadTimeout): a node with a tiny
+// --read-wait is not asked in a tight loop.
+const maxWaitAgain = 20
 
 // replyNotApplied begins a follower's refusal of a read whose floor it
 // did not apply within its read wait (replication's verdictErr); the
@@ -940,7 +946,8 @@ func (p *Proxy) completeRead(ctx context.Context, sess *resp.Session, o *op) []b
 				n.refusedStale(p.now())
 			}
 			p.stats.readsElsewhere.Add(1)
-			if notYet && o.policy.Kind == resp.PolicyMonotonic && n.healthy() && time.Since(o.began) < p.cfg.ReadTimeout {
+			if notYet && o.policy.Kind == resp.PolicyMonotonic && n.healthy() && time.Since(o.began) < p.cfg.ReadTimeout && o.again < maxWaitAgain {
+				o.again++
 				// The session's follower is on its way to the position:
 				// wait there again (see pickRead).
 				p.stats.readsWaitedAgain.Add(1)
@@ -993,7 +1000,12 @@ func (s *session) await(ctx context.Context, c *call, timeout time.Duration) err
 		c.abandon()
 	case <-ctx.Done():
 		// The client left: the request may still run; the reader drops
-		// its reply. The shared connection is fine.
+		// its reply. A shared connection is fine; a connection of the
+		// request's own is closed (it holds nothing else, and a node
+		// that never answered would keep it from the next waiting read).
+		if c.lease != nil {
+			c.abandon()
+		}
 		return ctx.Err()
 	}
 	<-c.done

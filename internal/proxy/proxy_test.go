@@ -1050,3 +1050,41 @@ func TestSlowForAWhile(t *testing.T) {
 		}
 	}
 }
+
+// TestWaitingReadOfAClientThatLeft: when a client leaves while its read
+// waits on a follower, the connection of the read's own is closed (it
+// carries nothing else; kept, a node that never answered would keep it
+// from the next waiting read).
+func TestWaitingReadOfAClientThatLeft(t *testing.T) {
+	l := startFake(t, "n1", true, true)
+	f := startFake(t, "n2", false, true)
+	f.waitReads, f.readWait = true, 300*time.Millisecond
+	v := View{Epoch: 1, Leader: "n1", Members: []Member{l.member(), f.member()}}
+	p, addr := startProxy(t, Config{}, v)
+	probed(t, p)
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	fmt.Fprint(nc, "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n")
+	if line, err := bufio.NewReader(nc).ReadString('\n'); err != nil || line != "+OK\r\n" {
+		t.Fatalf("SET: %q, %v", line, err)
+	}
+	fmt.Fprint(nc, "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n")
+	testutil.Eventually(t, "the read waits on the follower", 5*time.Second, func() (bool, string) {
+		return f.waitingReads() == 1, fmt.Sprintf("%d waiting", f.waitingReads())
+	})
+	p.mu.Lock()
+	n := p.nodes["n2"]
+	p.mu.Unlock()
+	n.wmu.Lock()
+	u := n.waitAll[0]
+	n.wmu.Unlock()
+	nc.Close()
+	testutil.Eventually(t, "the read's connection closed", 5*time.Second, func() (bool, string) {
+		u.qmu.Lock()
+		defer u.qmu.Unlock()
+		return u.broken != nil && len(u.pending) == 0, "still open"
+	})
+}
