@@ -102,6 +102,7 @@ func proxyCmd() *cobra.Command {
 	f.DurationVar(&cfg.UpstreamTimeout, "upstream-timeout", 10*time.Second, "how long a request waits for its node (keep above the nodes' --write-timeout)")
 	f.DurationVar(&cfg.ReadTimeout, "read-timeout", 2*time.Second, "how long a read waits for one node before trying another")
 	f.IntVar(&cfg.ConnsPerNode, "conns-per-node", 4, "shared connections to each node")
+	f.IntVar(&cfg.WaitConnsPerNode, "wait-conns-per-node", 64, "connections to each node for reads that may wait there (one read at a time each)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }

@@ -1,12 +1,14 @@
 package proxy
 
 import (
+	"fmt"
 	"log/slog"
 	"net"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/tidwall/redcon"
 
@@ -33,6 +35,33 @@ type fakeNode struct {
 	drop      string   // a command name whose connection is closed on receipt
 	perCmd    map[string]int
 	resets    int
+	// waitReads: a follower's GET behind the session's floor waits (up to
+	// 5 s) for catchUp instead of refusing at once, as a node waits its
+	// --read-wait; changed is closed and replaced by catchUp.
+	waitReads bool
+	readWait  time.Duration // with waitReads, how long (0: 5 s)
+	changed   chan struct{}
+	waiting   int // GETs waiting now
+	// hold, if set, holds a SET of key "slow" until it is closed (a
+	// write waiting for its commit), holding up its connection.
+	hold chan struct{}
+}
+
+// catchUp sets what a follower has applied, and k's value, and wakes
+// the reads waiting for it.
+func (f *fakeNode) catchUp(lsn uint64, k, v string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lsn, f.data[k] = lsn, v
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+// waitingReads is how many GETs wait for catchUp now.
+func (f *fakeNode) waitingReads() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.waiting
 }
 
 type fakeSess struct {
@@ -44,7 +73,7 @@ type fakeSess struct {
 
 func startFake(t *testing.T, id string, leader, positions bool) *fakeNode {
 	t.Helper()
-	f := &fakeNode{t: t, id: id, leader: leader, positions: positions, epoch: 1, data: map[string]string{}, perCmd: map[string]int{}}
+	f := &fakeNode{t: t, id: id, leader: leader, positions: positions, epoch: 1, data: map[string]string{}, perCmd: map[string]int{}, changed: make(chan struct{})}
 	fe := resp.FrontEnd{
 		Role: func() string { return "master" },
 		Open: func(s *resp.Session) { s.Local = &fakeSess{policy: "ryw"} },
@@ -139,6 +168,13 @@ func (f *fakeNode) serve(c redcon.Conn, sess *resp.Session, args [][]byte) bool 
 			c.WriteError("READONLY You can't write against a read only replica.")
 			return true
 		}
+		if hold := f.hold; hold != nil && parts[1] == "slow" {
+			f.waiting++
+			f.mu.Unlock()
+			<-hold
+			f.mu.Lock()
+			f.waiting--
+		}
 		f.lsn++
 		if name == "incr" {
 			n, _ := strconv.Atoi(f.data[parts[1]])
@@ -150,8 +186,35 @@ func (f *fakeNode) serve(c redcon.Conn, sess *resp.Session, args [][]byte) bool 
 		}
 		s.at = maxPos(s.at, position{Epoch: f.epoch, LSN: f.lsn})
 	case "get":
-		if f.positions && !f.leader && s.policy != "any" && less(position{Epoch: f.epoch, LSN: f.lsn}, s.floor) {
-			c.WriteError("TRYAGAIN tandem: read elsewhere: applied " + resp.FormatToken(position{Epoch: f.epoch, LSN: f.lsn}) + " is behind the session's " + resp.FormatToken(s.floor))
+		behind := func() bool {
+			return f.positions && !f.leader && s.policy != "any" && less(position{Epoch: f.epoch, LSN: f.lsn}, s.floor)
+		}
+		if f.waitReads && behind() {
+			wait := f.readWait
+			if wait == 0 {
+				wait = 5 * time.Second
+			}
+			timeout := time.NewTimer(wait)
+			defer timeout.Stop()
+			f.waiting++
+			for behind() {
+				ch := f.changed
+				f.mu.Unlock()
+				select {
+				case <-ch:
+				case <-timeout.C:
+				}
+				f.mu.Lock()
+				if ch == f.changed {
+					break // timed out
+				}
+			}
+			f.waiting--
+		}
+		if behind() {
+			// The node's words (replication's verdictErr).
+			c.WriteError(fmt.Sprintf("TRYAGAIN tandem: read elsewhere: this node has not applied the position %d:%d within the read wait (applied %d:%d)",
+				s.floor.Epoch, s.floor.LSN, f.epoch, f.lsn))
 			return true
 		}
 		if v, ok := f.data[parts[1]]; ok {

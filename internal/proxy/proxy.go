@@ -31,9 +31,14 @@
 //     flight on it fail (a read is tried on another node, a write answers
 //     UNCERTAIN); INFO counts them.
 //   - Many client connections share Config.ConnsPerNode pipelined
-//     connections per node (as twemproxy does); one session's commands to
-//     one node always use the same connection, so they keep their order,
-//     and a client's pipeline is sent ahead and answered in order.
+//     connections per node for writes and as many for reads (as twemproxy
+//     does); one session's commands to one node keep their order (a read
+//     pipelined after its unanswered write follows it on its connection),
+//     and a client's pipeline is sent ahead and answered in order. A read
+//     that may wait on a follower for its position goes on a connection
+//     of its own (Config.WaitConnsPerNode), so that it never holds up
+//     other sessions' requests: a node answers a connection's requests in
+//     order.
 //   - MULTI/EXEC and WATCH work: WATCH or MULTI pins the session to a
 //     connection of its own to the leader until EXEC, DISCARD or UNWATCH
 //     (tx.go). SUBSCRIBE, PSUBSCRIBE and SSUBSCRIBE pin the client's connection to a
@@ -89,6 +94,11 @@ type Config struct {
 	DialTimeout time.Duration
 	// ConnsPerNode is how many shared connections each node gets; 0 means 4.
 	ConnsPerNode int
+	// WaitConnsPerNode bounds the connections each node gets for reads
+	// that may wait there (one read at a time on each, so that a waiting
+	// read holds up no other request); 0 means 64. A waiting read that
+	// finds them all busy uses a shared connection.
+	WaitConnsPerNode int
 	// RESP is the client-facing connection layer's configuration.
 	RESP   resp.Config
 	Logger *slog.Logger
@@ -147,6 +157,9 @@ func New(cfg Config) *Proxy {
 	}
 	if cfg.ConnsPerNode <= 0 {
 		cfg.ConnsPerNode = 4
+	}
+	if cfg.WaitConnsPerNode <= 0 {
+		cfg.WaitConnsPerNode = 64
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -464,6 +477,8 @@ type op struct {
 	began   time.Time
 	fellWhy string    // why a read ended at the leader, if it fell back
 	later   bool      // the first attempt may leave its bytes for the flush
+	wait    bool      // the current attempt is a read that may wait on its node
+	again   int       // times a monotonic read was sent to wait again on its follower
 	sentAt  time.Time // when the current attempt was sent (Proxy.now)
 
 	// Storage for the common case, so that a request costs few
@@ -582,12 +597,45 @@ func (p *Proxy) send(sess *resp.Session, o *op, n *node) {
 	o.call.init(n, o.cmds)
 	if o.read {
 		o.sentAt = p.now()
+		if o.wait {
+			// A read that may wait goes on a connection of its own, at
+			// once (nothing of the pipeline can share its write).
+			if u := n.borrow(); u != nil {
+				p.stats.readsMayWait.Add(1)
+				o.call.lease = u
+				u.send(o.call, true)
+				return
+			}
+			p.stats.readsMayWaitSh.Add(1)
+		}
 	}
 	u := n.conn(sess.ID())
+	if o.read && !s.owesWrite(n) {
+		u = n.readConn(sess.ID())
+	}
 	u.send(o.call, !o.later)
 	if o.later && !slices.Contains(s.unsent, u) {
 		s.unsent = append(s.unsent, u)
 	}
+}
+
+// owesWrite: a command of the session's pipeline started ahead on n's
+// write connection is not answered yet, so a read after it must go on
+// the same connection to see it (a node serves a connection's commands in
+// order). A write already answered is applied on the node that answered
+// it, which is all a read on another connection needs.
+func (s *session) owesWrite(n *node) bool {
+	for _, o := range s.owed {
+		if o.read || o.call == nil || o.call.node != n {
+			continue
+		}
+		select {
+		case <-o.call.done:
+		default:
+			return true
+		}
+	}
+	return false
 }
 
 // tryRead starts a read on the best node the policy allows that o has
@@ -596,20 +644,7 @@ func (p *Proxy) tryRead(sess *resp.Session, o *op) {
 	s := sess.Local.(*session)
 	leader, followers, _ := p.snapshot()
 	o.call = nil
-	n, why := p.pickRead(s, o.policy, leader, followers, o.tried, sess.ID(), p.now())
-	if why == "followers-behind" && o.policy.Kind == resp.PolicyMonotonic {
-		// A monotonic read served by the leader raises the session's
-		// position to the leader's, which the followers reach only a lag
-		// later: the next read would go to the leader again, and so on.
-		// Wait here instead (not on a follower's shared connection) for
-		// a follower to be known at the position, up to monotonicWait.
-		deadline := time.Now().Add(monotonicWait)
-		for why == "followers-behind" && time.Now().Before(deadline) {
-			time.Sleep(2 * time.Millisecond)
-			leader, followers, _ = p.snapshot()
-			n, why = p.pickRead(s, o.policy, leader, followers, o.tried, sess.ID(), p.now())
-		}
-	}
+	n, why, wait := p.pickRead(s, o.policy, leader, followers, o.tried, sess.ID(), p.now())
 	if n == nil {
 		return
 	}
@@ -617,59 +652,93 @@ func (p *Proxy) tryRead(sess *resp.Session, o *op) {
 		o.fellWhy = why
 	}
 	o.tried = append(o.tried, n)
+	o.wait = wait
 	p.send(sess, o, n)
 }
 
 // waitsForLeader: under the policy a follower may have to wait to catch
 // up with the leader's commit position (linearizable) or freshness
-// (bounded) before it serves; one that refused or was slow is left out of
-// that policy's rotation for staleTTL.
+// (bounded) before it serves, whatever the session's floor.
 func waitsForLeader(pol Policy) bool {
 	return pol.Kind == resp.PolicyBounded || pol.Kind == resp.PolicyLinearizable
 }
 
-// slowRead: a bounded or linearizable read that took longer on a
-// follower made it wait for the leader's position.
+// slowRead: bounded or linearizable reads that all take longer on a
+// follower for a while (node.slow) wait there for the leader's position:
+// the follower lags, and the leader would serve them sooner.
 const slowRead = 25 * time.Millisecond
 
-// monotonicWait bounds how long a monotonic read waits in the proxy for
-// a follower to be known to have applied the session's position.
-const monotonicWait = 100 * time.Millisecond
+// maxWaitAgain bounds how often a monotonic read waits again on its
+// follower (besides the proxy's ReadTimeout): a node with a tiny
+// --read-wait is not asked in a tight loop.
+const maxWaitAgain = 20
 
-// pickRead is where a read goes next under pol, not to a node in tried:
-// a follower the policy allows (least loaded, the proxy's zone first;
-// under monotonic the session's sticky follower first, chosen among the
-// followers in the proxy's zone when it has any), else the leader,
-// with why a read the policy would let a follower serve reached it.
+// replyNotApplied begins a follower's refusal of a read whose floor it
+// did not apply within its read wait (replication's verdictErr); the
+// text ends with "(applied <epoch>:<lsn>)".
+const replyNotApplied = "-TRYAGAIN tandem: read elsewhere: this node has not applied the position "
+
+// appliedIn reads the applied position a replyNotApplied names.
+func appliedIn(r []byte) (position, bool) {
+	s := string(r)
+	i := strings.LastIndex(s, "(applied ")
+	if i < 0 {
+		return position{}, false
+	}
+	rest, _, ok := strings.Cut(s[i+len("(applied "):], ")")
+	if !ok {
+		return position{}, false
+	}
+	t, err := resp.ParseToken("t1:" + rest)
+	return t, err == nil
+}
+
+// pickRead is where a read goes next under pol, not to a node in tried,
+// and whether it may wait there: a follower the policy allows, else the
+// leader, with why a read the policy would let a follower serve reached
+// it.
 //
-// A follower that would make the read wait is passed over: under ryw and
-// monotonic one known (from the reads served there) to be behind the
-// session's position, under bounded one that refused a bounded read as
-// too stale just before. The node would wait up to its --read-wait and
-// then send the read elsewhere anyway, and meanwhile every request behind
-// it on the shared connection waits too (the node serves a connection's
-// requests in order); the leader serves such a read at once.
-func (p *Proxy) pickRead(s *session, pol Policy, leader *node, followers []*node, tried []*node, sid uint64, now time.Time) (*node, string) {
+// Among followers: the proxy's zone first, then the least loaded (ties
+// rotated; not the one known to serve at once: a follower that got no
+// reads would never become known, and all would go to the other); under
+// monotonic the
+// session's sticky follower (by user or session, among the followers in
+// the proxy's zone when it has any), whatever its position, so that the
+// session's reads stay on one history and do not chase the leader's.
+//
+// A follower serves a ryw or monotonic read at once when it is known
+// (from the reads served there) to have applied the session's floor;
+// otherwise, and always under bounded and linearizable (which may ask the
+// leader), the read may wait there, up to the node's --read-wait: it is
+// sent on a connection of its own (send), never behind or ahead of other
+// sessions' requests on a shared one, and a follower that refused such a
+// read within staleTTL gets none (the leader serves it at once).
+func (p *Proxy) pickRead(s *session, pol Policy, leader *node, followers []*node, tried []*node, sid uint64, now time.Time) (*node, string, bool) {
 	why := ""
 	if pol.Kind != resp.PolicyLeader && len(followers) > 0 {
 		var (
 			best      *node
 			bestLoad  int64
 			bestOther bool
+			bestWait  bool
 			eligible  int // healthy followers that may serve pol
 			lacking   int
-			behind    int  // eligible but known to be behind (or too stale)
+			behind    int  // eligible but refused a waiting read lately
 			inZone    bool // one of them, not tried yet, is in the proxy's zone
 		)
 		floor := s.floor()
-		wouldWait := func(n *node) bool {
+		// waits: a read under pol may wait on n; skip: n refused such a
+		// read lately.
+		waits := func(n *node) (wait, skip bool) {
 			switch pol.Kind {
+			case resp.PolicyAny:
+				return false, false
 			case resp.PolicyRYW, resp.PolicyMonotonic:
-				return floor != (position{}) && n.knownBehind(floor, now)
-			case resp.PolicyBounded, resp.PolicyLinearizable:
-				return n.recentlyStale(now)
+				if floor == (position{}) || n.knownApplied(floor) {
+					return false, false
+				}
 			}
-			return false
+			return true, n.recentlyStale(now)
 		}
 		// Ties go to the first found from a rotating start, so that reads
 		// spread over equally loaded followers.
@@ -689,39 +758,42 @@ func (p *Proxy) pickRead(s *session, pol Policy, leader *node, followers []*node
 			if slices.Contains(tried, n) {
 				continue
 			}
-			if wouldWait(n) {
+			wait, skip := waits(n)
+			if skip {
 				behind++
 				continue
 			}
 			load, other := n.inflight.Load(), n.zone != p.cfg.Zone
 			inZone = inZone || !other
 			if best == nil || (!other && bestOther) || (other == bestOther && load < bestLoad) {
-				best, bestLoad, bestOther = n, load, other
+				best, bestLoad, bestOther, bestWait = n, load, other, wait
 			}
 		}
 		if pol.Kind == resp.PolicyMonotonic && len(tried) == 0 && eligible > 1 {
 			// Sticky: one follower per user (or session) while it is
-			// healthy, among those in the proxy's zone if any is; the
-			// node refuses it if it is behind the session.
+			// healthy, among those in the proxy's zone if any is, even
+			// if it refused reads lately: a read served elsewhere (at the
+			// latest the leader) raises the session's position to where
+			// the followers are not yet, so the next read would have to
+			// go elsewhere too; waiting on the sticky follower ends
+			// that (see completeRead).
 			key := sid
 			if s.user != "" {
 				key = hash(s.user)
 			}
-			sticky := func(n *node) bool {
-				return n.healthy() && n.positions.Load() == 1 && (!inZone || n.zone == p.cfg.Zone) && !wouldWait(n)
-			}
 			var pool []*node
 			for _, n := range followers {
-				if sticky(n) {
+				if n.healthy() && n.positions.Load() == 1 && (!inZone || n.zone == p.cfg.Zone) {
 					pool = append(pool, n)
 				}
 			}
 			if len(pool) > 0 {
 				best = pool[key%uint64(len(pool))]
+				bestWait, _ = waits(best)
 			}
 		}
 		if best != nil {
-			return best, ""
+			return best, "", bestWait
 		}
 		switch {
 		case behind > 0 && behind+len(tried) >= eligible:
@@ -735,9 +807,9 @@ func (p *Proxy) pickRead(s *session, pol Policy, leader *node, followers []*node
 		}
 	}
 	if leader == nil || slices.Contains(tried, leader) {
-		return nil, why
+		return nil, why, false
 	}
-	return leader, why
+	return leader, why, false
 }
 
 func hash(s string) uint64 {
@@ -862,10 +934,27 @@ func (p *Proxy) completeRead(ctx context.Context, sess *resp.Session, o *op) []b
 			}
 		}
 		if hasPrefix(r, "-TRYAGAIN tandem: read elsewhere") || hasPrefix(r, "-LOADING") || hasPrefix(r, "-MASTERDOWN") {
-			if waitsForLeader(o.policy) && hasPrefix(r, "-TRYAGAIN") {
+			notYet := hasPrefix(r, replyNotApplied)
+			if notYet {
+				if at, ok := appliedIn(r); ok {
+					n.servedAt(at)
+				}
+			}
+			if o.wait && hasPrefix(r, "-TRYAGAIN") {
+				// It waited its read wait and did not get there: keep
+				// waiting reads off it for a while.
 				n.refusedStale(p.now())
 			}
 			p.stats.readsElsewhere.Add(1)
+			if notYet && o.policy.Kind == resp.PolicyMonotonic && n.healthy() && time.Since(o.began) < p.cfg.ReadTimeout && o.again < maxWaitAgain {
+				o.again++
+				// The session's follower is on its way to the position:
+				// wait there again (see pickRead).
+				p.stats.readsWaitedAgain.Add(1)
+				o.wait = true
+				p.send(sess, o, n)
+				continue
+			}
 			last = "node " + n.id + ": " + strings.TrimSpace(string(trunc(r[1:], 120)))
 			p.tryRead(sess, o)
 			continue
@@ -873,12 +962,12 @@ func (p *Proxy) completeRead(ctx context.Context, sess *resp.Session, o *op) []b
 		if o.tok >= 0 {
 			if t, ok := tokenOf(o.call.replies[o.tok]); ok {
 				s.read = maxPos(s.read, t)
-				n.servedAt(t, p.now())
+				n.servedAt(t)
 			}
 		}
-		if leader, _, _ := p.snapshot(); waitsForLeader(o.policy) && n != leader && p.now().Sub(o.sentAt) > slowRead {
-			// The follower made the read wait for the leader's position:
-			// it lags, and each such read holds its shared connection.
+		if leader, _, _ := p.snapshot(); waitsForLeader(o.policy) && n != leader && n.slow(p.now().Sub(o.sentAt), p.now()) {
+			// The follower's reads wait for the leader's position: it
+			// lags, and the leader serves them at once.
 			n.refusedStale(p.now())
 		}
 		p.stats.readServed(policyName(o.policy), n.id, o.fellWhy, n.zone != p.cfg.Zone)
@@ -911,7 +1000,12 @@ func (s *session) await(ctx context.Context, c *call, timeout time.Duration) err
 		c.abandon()
 	case <-ctx.Done():
 		// The client left: the request may still run; the reader drops
-		// its reply. The shared connection is fine.
+		// its reply. A shared connection is fine; a connection of the
+		// request's own is closed (it holds nothing else, and a node
+		// that never answered would keep it from the next waiting read).
+		if c.lease != nil {
+			c.abandon()
+		}
 		return ctx.Err()
 	}
 	<-c.done

@@ -110,8 +110,8 @@ func TestRouting(t *testing.T) {
 	}
 }
 
-// TestMultiplexing: 50 clients share ConnsPerNode connections per node,
-// and a pipeline's replies come back in order.
+// TestMultiplexing: 50 clients share ConnsPerNode connections per node
+// (and as many for reads), and a pipeline's replies come back in order.
 func TestMultiplexing(t *testing.T) {
 	l, f1, f2, v := threeFakes(t, false)
 	_, addr := startProxy(t, Config{Policy: Policy{Kind: resp.PolicyAny}, ConnsPerNode: 2}, v)
@@ -152,9 +152,10 @@ func TestMultiplexing(t *testing.T) {
 	if l.count("set") != 50*16 {
 		t.Errorf("leader got %d SETs, want %d", l.count("set"), 50*16)
 	}
+	// ConnsPerNode for writes, as many for reads.
 	for _, f := range []*fakeNode{l, f1, f2} {
-		if n := f.srv.Clients(); n > 2 {
-			t.Errorf("%s has %d connections from the proxy, want at most 2", f.id, n)
+		if n := f.srv.Clients(); n > 4 {
+			t.Errorf("%s has %d connections from the proxy, want at most 4", f.id, n)
 		}
 	}
 
@@ -320,7 +321,10 @@ func TestStatefulRefused(t *testing.T) {
 // serves it.
 func TestRYWThroughFollowers(t *testing.T) {
 	l, f1, f2, v := threeFakes(t, true)
-	p, addr := startProxy(t, Config{}, v)
+	var mu sync.Mutex
+	now := time.Unix(1000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	p, addr := startProxy(t, Config{clock: clock}, v)
 	testutil.Eventually(t, "nodes probed", 5*time.Second, func() (bool, string) {
 		p.mu.Lock()
 		defer p.mu.Unlock()
@@ -347,7 +351,10 @@ func TestRYWThroughFollowers(t *testing.T) {
 	if f1.count("get")+f2.count("get") != 2 || l.count("get") != 1 {
 		t.Errorf("GETs: followers %d, leader %d; want 2 refused then the leader", f1.count("get")+f2.count("get"), l.count("get"))
 	}
-	// n2 catches up: it serves the next read.
+	// n2 catches up: once the refusals age out, it serves the next read.
+	mu.Lock()
+	now = now.Add(staleTTL)
+	mu.Unlock()
 	f1.mu.Lock()
 	f1.lsn, f1.data["k"] = 1, "v"
 	f1.mu.Unlock()
@@ -713,19 +720,9 @@ func TestRYWPipelineIsOneRun(t *testing.T) {
 	}
 }
 
-// TestReadsAvoidFollowersBehind: a follower known (from the reads it
-// served) to be behind the session's position gets no ryw read, which it
-// would hold while waiting, and with it every request behind it on the
-// shared connection: the leader serves it at once. Once what the proxy
-// knows is older than positionTTL, a follower is tried again. Under
-// bounded, a follower that refused as too stale is left out for staleTTL.
-func TestReadsAvoidFollowersBehind(t *testing.T) {
-	l, f1, f2, v := threeFakes(t, true)
-	var mu sync.Mutex
-	now := time.Unix(1000, 0)
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
-	p, addr := startProxy(t, Config{clock: clock}, v)
+// probed waits until the proxy knows every node serves read policies.
+func probed(t *testing.T, p *Proxy) {
+	t.Helper()
 	testutil.Eventually(t, "nodes probed", 5*time.Second, func() (bool, string) {
 		p.mu.Lock()
 		defer p.mu.Unlock()
@@ -736,21 +733,34 @@ func TestReadsAvoidFollowersBehind(t *testing.T) {
 		}
 		return true, ""
 	})
+}
+
+// TestReadsAvoidFollowersThatRefused: a ryw read after a write the
+// followers have not applied is tried on them (each may wait for it);
+// one that refused gets no such read for staleTTL (the leader serves it
+// at once), while reads it is known to serve at once still go to it; a
+// bounded read the same.
+func TestReadsAvoidFollowersThatRefused(t *testing.T) {
+	l, f1, f2, v := threeFakes(t, true)
+	var mu sync.Mutex
+	now := time.Unix(1000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	p, addr := startProxy(t, Config{clock: clock}, v)
+	probed(t, p)
 	ctx := context.Background()
 	c := client(t, addr)
 	catchUp := func(lsn uint64, val string) {
-		for _, f := range []*fakeNode{f1, f2} {
-			f.mu.Lock()
-			f.lsn, f.data["k"] = lsn, val
-			f.mu.Unlock()
-		}
+		f1.catchUp(lsn, "k", val)
+		f2.catchUp(lsn, "k", val)
 	}
-	get := func(want string) {
+	get := func(c *redis.Client, want string) {
 		t.Helper()
 		if got, err := c.Get(ctx, "k").Result(); err != nil || got != want {
 			t.Fatalf("GET = %q, %v; want %q", got, err, want)
 		}
 	}
+	gets := func() (followers, leader int) { return f1.count("get") + f2.count("get"), l.count("get") }
 	if err := c.Set(ctx, "k", "v1", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -760,33 +770,48 @@ func TestReadsAvoidFollowersBehind(t *testing.T) {
 		if i == 50 {
 			t.Fatalf("reads did not reach both followers: %d, %d", f1.count("get"), f2.count("get"))
 		}
-		get("v1")
+		get(c, "v1")
 	}
 	if l.count("get") != 0 {
 		t.Fatalf("the leader served %d reads of caught-up followers", l.count("get"))
 	}
-	followerGets := f1.count("get") + f2.count("get")
 
-	// A write the followers have not applied: its ryw read goes to the
-	// leader without trying them.
+	// A write the followers have not applied: its read is tried on both
+	// (the fakes refuse at once), then the leader serves it.
 	if err := c.Set(ctx, "k", "v2", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	get("v2")
-	if n := f1.count("get") + f2.count("get"); n != followerGets || l.count("get") != 1 {
-		t.Errorf("after a write the followers are known not to have: followers got %d more GETs, leader %d; want 0 and 1", n-followerGets, l.count("get"))
+	fg, lg := gets()
+	get(c, "v2")
+	if f, l := gets(); f != fg+2 || l != lg+1 {
+		t.Errorf("first read after a write: followers got %d GETs, leader %d; want 2 refused, then the leader", f-fg, l-lg)
+	}
+	// Both refused: the next read goes to the leader without trying them.
+	fg, lg = gets()
+	get(c, "v2")
+	if f, l := gets(); f != fg || l != lg+1 {
+		t.Errorf("after the refusals: followers got %d GETs, leader %d; want 0 and 1", f-fg, l-lg)
 	}
 	info, _ := c.Info(ctx, "proxy").Result()
 	if !strings.Contains(info, "reads_fallback_leader_followers-behind:1") {
 		t.Errorf("INFO lacks the fallback:\n%s", info)
 	}
-	// What the proxy knows ages out: a follower is asked again, and
-	// serves once it has caught up.
+	// A session whose floor they are known to have applied still reads
+	// there.
+	c2 := client(t, addr)
+	fg, lg = gets()
+	get(c2, "v1")
+	if f, l := gets(); f != fg+1 || l != lg {
+		t.Errorf("a read the followers serve at once: followers got %d GETs, leader %d; want 1 and 0", f-fg, l-lg)
+	}
+	// The refusals age out: a follower is asked again, and serves once
+	// it has caught up.
 	catchUp(2, "v2")
-	advance(positionTTL)
-	get("v2")
-	if n := f1.count("get") + f2.count("get"); n != followerGets+1 || l.count("get") != 1 {
-		t.Errorf("after positionTTL: followers got %d more GETs, leader %d more; want 1 and 0", n-followerGets, l.count("get")-1)
+	advance(staleTTL)
+	fg, lg = gets()
+	get(c, "v2")
+	if f, l := gets(); f != fg+1 || l != lg {
+		t.Errorf("after staleTTL: followers got %d GETs, leader %d; want 1 and 0", f-fg, l-lg)
 	}
 
 	// bounded: a follower's refusal keeps bounded reads off it for
@@ -798,17 +823,268 @@ func TestReadsAvoidFollowersBehind(t *testing.T) {
 	if err := c.Set(ctx, "k", "v3", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	advance(positionTTL) // forget the positions: only refusals steer now
-	get("v3")            // both followers refuse, the leader serves
-	followerGets, leaderGets := f1.count("get")+f2.count("get"), l.count("get")
-	get("v3")
-	if n := f1.count("get") + f2.count("get"); n != followerGets || l.count("get") != leaderGets+1 {
-		t.Errorf("bounded after refusals: followers got %d more GETs, leader %d; want 0 and 1", n-followerGets, l.count("get")-leaderGets)
+	get(c, "v3") // both followers refuse, the leader serves
+	fg, lg = gets()
+	get(c, "v3")
+	if f, l := gets(); f != fg || l != lg+1 {
+		t.Errorf("bounded after refusals: followers got %d GETs, leader %d; want 0 and 1", f-fg, l-lg)
 	}
 	advance(staleTTL)
 	catchUp(3, "v3")
-	get("v3")
-	if n := f1.count("get") + f2.count("get"); n != followerGets+1 {
-		t.Errorf("bounded after staleTTL: followers got %d more GETs, want 1", n-followerGets)
+	get(c, "v3")
+	if f, _ := gets(); f != fg+1 {
+		t.Errorf("bounded after staleTTL: followers got %d GETs, want 1", f-fg)
 	}
+}
+
+// TestWaitingReadHoldsUpNoOne: a read that waits on a follower for the
+// session's floor (the node answers a connection's requests in order)
+// goes on a connection of its own: another session's read of the same
+// follower, on the one shared connection, is served meanwhile. The
+// waiting read is served by the follower once it catches up, not sent to
+// the leader; under monotonic too (the session's sticky follower).
+func TestWaitingReadHoldsUpNoOne(t *testing.T) {
+	l := startFake(t, "n1", true, true)
+	f := startFake(t, "n2", false, true)
+	f.waitReads = true
+	v := View{Epoch: 1, Leader: "n1", Members: []Member{l.member(), f.member()}}
+	p, addr := startProxy(t, Config{ConnsPerNode: 1}, v)
+	probed(t, p)
+	ctx := context.Background()
+	writer, other := client(t, addr), client(t, addr)
+	for i, pol := range []string{"ryw", "monotonic"} {
+		if err := writer.Do(ctx, "TANDEM.READPOLICY", pol).Err(); err != nil {
+			t.Fatal(err)
+		}
+		val := "v" + strconv.Itoa(i+1)
+		if err := writer.Set(ctx, "k", val, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan string, 1)
+		go func() {
+			v, err := writer.Get(ctx, "k").Result()
+			if err != nil {
+				v = "error: " + err.Error()
+			}
+			got <- v
+		}()
+		testutil.Eventually(t, "the read waits on the follower", 5*time.Second, func() (bool, string) {
+			return f.waitingReads() == 1, fmt.Sprintf("%d waiting", f.waitingReads())
+		})
+		// Another session's read of the follower is served by it while
+		// the first still waits there (on a shared connection it would
+		// wait behind it until the proxy gave up on the connection, and
+		// then be served by the leader).
+		fg := f.count("get")
+		if err := other.Get(ctx, "other").Err(); err != redis.Nil {
+			t.Fatalf("%s: another session's read while one waits: %v; want a nil reply", pol, err)
+		}
+		if f.count("get") != fg+1 || len(got) != 0 || f.waitingReads() != 1 {
+			t.Fatalf("%s: another session's read was held up by the waiting one (follower GETs %d more, first read answered %v)", pol, f.count("get")-fg, len(got) != 0)
+		}
+		f.catchUp(uint64(i+1), "k", val)
+		if v := <-got; v != val {
+			t.Fatalf("%s: the waiting read answered %q, want %q", pol, v, val)
+		}
+		if n := l.count("get"); n != 0 {
+			t.Fatalf("%s: the leader served %d reads; the follower should have, once caught up", pol, n)
+		}
+	}
+	if info, _ := other.Info(ctx, "proxy").Result(); !strings.Contains(info, "reads_may_wait:2\r\n") || !strings.Contains(info, "reads_may_wait_on_shared:0\r\n") {
+		t.Errorf("INFO does not count the 2 reads that may wait:\n%s", info)
+	}
+}
+
+// TestLeaderReadsDoNotWaitForWrites: the leader's reads go on shared
+// connections of their own, not behind other sessions' writes (a node
+// runs a pipeline's command only once the writes before it commit); a
+// read pipelined after the session's own write still goes after it.
+func TestLeaderReadsDoNotWaitForWrites(t *testing.T) {
+	l := startFake(t, "n1", true, false)
+	l.hold = make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(l.hold) }) }
+	v := View{Epoch: 1, Leader: "n1", Members: []Member{l.member()}}
+	p, addr := startProxy(t, Config{ConnsPerNode: 1, Policy: Policy{Kind: resp.PolicyLeader}}, v)
+	t.Cleanup(release) // runs before the proxy's and the fake's
+	ctx := context.Background()
+	a, b, c := client(t, addr), client(t, addr), client(t, addr)
+	if err := b.Set(ctx, "k", "v1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	slow := make(chan error, 1)
+	go func() { slow <- a.Set(ctx, "slow", "x", 0).Err() }()
+	testutil.Eventually(t, "the slow write holds the leader's write connection", 5*time.Second, func() (bool, string) {
+		return l.waitingReads() == 1, "not yet"
+	})
+	// Another session's read is answered while the write waits.
+	if got, err := b.Get(ctx, "k").Result(); err != nil || got != "v1" {
+		t.Fatalf("GET while another session's write waits = %q, %v; want v1", got, err)
+	}
+	if len(slow) != 0 {
+		t.Fatal("the slow write was answered before it was let go")
+	}
+	// A read pipelined after the session's own write waits for it.
+	pipe := c.Pipeline()
+	pipe.Set(ctx, "k", "v2", 0)
+	get := pipe.Get(ctx, "k")
+	done := make(chan error, 1)
+	go func() { _, err := pipe.Exec(ctx); done <- err }()
+	p.mu.Lock()
+	n1 := p.nodes["n1"]
+	p.mu.Unlock()
+	testutil.Eventually(t, "the pipeline sent", 5*time.Second, func() (bool, string) {
+		// Queued behind the slow write: it, the SET and the GET.
+		return n1.inflight.Load() == 3 || l.count("get") == 2, fmt.Sprintf("%d in flight", n1.inflight.Load())
+	})
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := get.Val(); got != "v2" {
+		t.Errorf("a GET pipelined after the session's SET answered %q, want v2", got)
+	}
+	if err := <-slow; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestMonotonicWaitsOnItsFollower: a monotonic read its sticky follower
+// refused (not applied within its read wait) is sent to wait there again,
+// not to the leader, whose position the followers would then have to
+// reach for the session's next reads; the refusal tells the proxy where
+// the follower is.
+func TestMonotonicWaitsOnItsFollower(t *testing.T) {
+	l, f1, f2, v := threeFakes(t, true)
+	for _, f := range []*fakeNode{f1, f2} {
+		f.waitReads, f.readWait = true, 20*time.Millisecond
+	}
+	p, addr := startProxy(t, Config{}, v)
+	probed(t, p)
+	ctx := context.Background()
+	c := client(t, addr)
+	if err := c.Do(ctx, "TANDEM.READPOLICY", "monotonic").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set(ctx, "k", "v1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 1)
+	go func() {
+		v, err := c.Get(ctx, "k").Result()
+		if err != nil {
+			v = "error: " + err.Error()
+		}
+		got <- v
+	}()
+	// Refused at least twice by the same follower, then it catches up.
+	var sticky, other *fakeNode
+	testutil.Eventually(t, "the read refused twice", 5*time.Second, func() (bool, string) {
+		switch {
+		case f1.count("get") >= 2:
+			sticky, other = f1, f2
+		case f2.count("get") >= 2:
+			sticky, other = f2, f1
+		}
+		return sticky != nil, fmt.Sprintf("GETs %d, %d", f1.count("get"), f2.count("get"))
+	})
+	sticky.catchUp(1, "k", "v1")
+	if v := <-got; v != "v1" {
+		t.Fatalf("monotonic GET = %q, want v1", v)
+	}
+	if n := l.count("get") + other.count("get"); n != 0 {
+		t.Errorf("the read went elsewhere (%d GETs at the leader and the other follower); it should wait on its follower", n)
+	}
+	if info, _ := c.Info(ctx, "proxy").Result(); !strings.Contains(info, "reads_waited_again:") || strings.Contains(info, "reads_waited_again:0\r\n") {
+		t.Errorf("INFO does not count the reads sent to wait again:\n%s", info)
+	}
+	p.mu.Lock()
+	n := p.nodes[sticky.id]
+	p.mu.Unlock()
+	if !n.knownApplied(position{Epoch: 1, LSN: 1}) {
+		t.Errorf("the proxy does not know the follower applied 1:1 after serving the read there")
+	}
+}
+
+func TestAppliedIn(t *testing.T) {
+	for _, tc := range []struct {
+		reply string
+		want  position
+		ok    bool
+	}{
+		{"-TRYAGAIN tandem: read elsewhere: this node has not applied the position 3:20 within the read wait (applied 3:17)\r\n", position{Epoch: 3, LSN: 17}, true},
+		{"-TRYAGAIN tandem: read elsewhere: this node has not applied the position 3:20 within the read wait (applied 0:0)\r\n", position{}, true},
+		{"-TRYAGAIN tandem: read elsewhere: this node has not applied the position 3:20 within the read wait\r\n", position{}, false},
+		{"-TRYAGAIN tandem: read elsewhere: this node has not applied the position 3:20 within the read wait (applied 3:x)\r\n", position{}, false},
+	} {
+		got, ok := appliedIn([]byte(tc.reply))
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("appliedIn(%q) = %v, %v; want %v, %v", tc.reply, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+// TestSlowForAWhile: a follower is found slow for bounded and
+// linearizable reads when all of them were slow for slowWindow, not on a
+// burst of slow ones.
+func TestSlowForAWhile(t *testing.T) {
+	n := &node{}
+	ms := time.Millisecond
+	at := time.Unix(1000, 0)
+	for i, tc := range []struct {
+		after, d time.Duration
+		slow     bool
+	}{
+		{0, 200 * ms, false}, {10 * ms, 200 * ms, false}, {50 * ms, 200 * ms, false}, // a burst on a busy machine
+		{1 * ms, 2 * ms, false},    // a fast one: not a lagging follower
+		{100 * ms, 60 * ms, false}, // slow from here on
+		{50 * ms, 60 * ms, false},
+		{49 * ms, 60 * ms, false},
+		{1 * ms, 60 * ms, true}, // slowWindow of slow reads: slow, and it starts over
+		{1 * ms, 60 * ms, false},
+		{100 * ms, 60 * ms, true},
+	} {
+		at = at.Add(tc.after)
+		if got := n.slow(tc.d, at); got != tc.slow {
+			t.Fatalf("read %d (%v): slow = %v, want %v", i, tc.d, got, tc.slow)
+		}
+	}
+}
+
+// TestWaitingReadOfAClientThatLeft: when a client leaves while its read
+// waits on a follower, the connection of the read's own is closed (it
+// carries nothing else; kept, a node that never answered would keep it
+// from the next waiting read).
+func TestWaitingReadOfAClientThatLeft(t *testing.T) {
+	l := startFake(t, "n1", true, true)
+	f := startFake(t, "n2", false, true)
+	f.waitReads, f.readWait = true, 300*time.Millisecond
+	v := View{Epoch: 1, Leader: "n1", Members: []Member{l.member(), f.member()}}
+	p, addr := startProxy(t, Config{}, v)
+	probed(t, p)
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	fmt.Fprint(nc, "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n")
+	if line, err := bufio.NewReader(nc).ReadString('\n'); err != nil || line != "+OK\r\n" {
+		t.Fatalf("SET: %q, %v", line, err)
+	}
+	fmt.Fprint(nc, "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n")
+	testutil.Eventually(t, "the read waits on the follower", 5*time.Second, func() (bool, string) {
+		return f.waitingReads() == 1, fmt.Sprintf("%d waiting", f.waitingReads())
+	})
+	p.mu.Lock()
+	n := p.nodes["n2"]
+	p.mu.Unlock()
+	n.wmu.Lock()
+	u := n.waitAll[0]
+	n.wmu.Unlock()
+	nc.Close()
+	testutil.Eventually(t, "the read's connection closed", 5*time.Second, func() (bool, string) {
+		u.qmu.Lock()
+		defer u.qmu.Unlock()
+		return u.broken != nil && len(u.pending) == 0, "still open"
+	})
 }

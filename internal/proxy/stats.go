@@ -23,16 +23,19 @@ import (
 
 // stats are the proxy's counters, shown by INFO and /metrics alike.
 type stats struct {
-	readsRetried    atomic.Uint64 // a node failed under a read: tried on another
-	readsElsewhere  atomic.Uint64 // a node said "read elsewhere" (or LOADING, MASTERDOWN)
-	readsWaited     atomic.Uint64 // reads that waited for a node (no leader at all)
-	writesWaited    atomic.Uint64 // writes that waited for a leader
-	writesNoLeader  atomic.Uint64 // writes that found none within WriteWait
-	writesUncertain atomic.Uint64 // writes answered UNCERTAIN
-	inflightFailed  atomic.Uint64 // requests in flight on a connection that failed
-	markedDown      atomic.Uint64 // times a node was marked down
-	pinned          atomic.Uint64 // client connections pinned to a node for pub/sub now
-	blocked         atomic.Int64  // clients in a blocking command now (block.go)
+	readsRetried     atomic.Uint64 // a node failed under a read: tried on another
+	readsElsewhere   atomic.Uint64 // a node said "read elsewhere" (or LOADING, MASTERDOWN)
+	readsWaited      atomic.Uint64 // reads that waited for a node (no leader at all)
+	readsMayWait     atomic.Uint64 // reads sent on a connection of their own: they may wait on the node
+	readsMayWaitSh   atomic.Uint64 // such reads sent on a shared connection: all of the node's own were busy
+	readsWaitedAgain atomic.Uint64 // monotonic reads sent to wait again on the follower that refused them
+	writesWaited     atomic.Uint64 // writes that waited for a leader
+	writesNoLeader   atomic.Uint64 // writes that found none within WriteWait
+	writesUncertain  atomic.Uint64 // writes answered UNCERTAIN
+	inflightFailed   atomic.Uint64 // requests in flight on a connection that failed
+	markedDown       atomic.Uint64 // times a node was marked down
+	pinned           atomic.Uint64 // client connections pinned to a node for pub/sub now
+	blocked          atomic.Int64  // clients in a blocking command now (block.go)
 
 	mu        sync.Mutex
 	byPolicy  map[string]uint64 // reads served, by policy
@@ -132,6 +135,7 @@ func (p *Proxy) infoProxy() string {
 	writeMap(&b, "reads_failed_", snap.failed)
 	fmt.Fprintf(&b, "reads_cross_zone:%d\r\nreads_sent_elsewhere:%d\r\nreads_retried_after_node_failure:%d\r\nreads_waited_for_leader:%d\r\n",
 		snap.crossZone, p.stats.readsElsewhere.Load(), p.stats.readsRetried.Load(), p.stats.readsWaited.Load())
+	fmt.Fprintf(&b, "reads_may_wait:%d\r\nreads_may_wait_on_shared:%d\r\nreads_waited_again:%d\r\n", p.stats.readsMayWait.Load(), p.stats.readsMayWaitSh.Load(), p.stats.readsWaitedAgain.Load())
 	fmt.Fprintf(&b, "writes_waited_for_leader:%d\r\nwrites_no_leader:%d\r\nwrites_uncertain:%d\r\nrequests_failed_in_flight:%d\r\nnodes_marked_down:%d\r\n",
 		p.stats.writesWaited.Load(), p.stats.writesNoLeader.Load(), p.stats.writesUncertain.Load(), p.stats.inflightFailed.Load(), p.stats.markedDown.Load())
 	fmt.Fprintf(&b, "pubsub_pinned_connections:%d\r\nblocked_clients:%d\r\n", p.stats.pinned.Load(), p.stats.blocked.Load())
@@ -186,6 +190,8 @@ var (
 	descElsewhere = prometheus.NewDesc("tandem_proxy_reads_elsewhere_total", "Reads a node refused under the session's policy (sent to another).", nil, nil)
 	descRetried   = prometheus.NewDesc("tandem_proxy_reads_retried_total", "Reads sent to another node after theirs failed.", nil, nil)
 	descReadWait  = prometheus.NewDesc("tandem_proxy_reads_waited_total", "Reads that waited for a leader (none known).", nil, nil)
+	descAgain     = prometheus.NewDesc("tandem_proxy_reads_waited_again_total", "Monotonic reads sent to wait again on the follower that refused them (not applied within its read wait).", nil, nil)
+	descMayWait   = prometheus.NewDesc("tandem_proxy_reads_may_wait_total", "Reads that may wait on their node for the session's position (sent on a connection of their own, or on a shared one when all were busy).", []string{"conn"}, nil)
 	descCrossZone = prometheus.NewDesc("tandem_proxy_reads_cross_zone_total", "Reads served outside the proxy's zone.", nil, nil)
 	descWaited    = prometheus.NewDesc("tandem_proxy_writes_waited_total", "Writes that waited for a leader.", nil, nil)
 	descNoLeader  = prometheus.NewDesc("tandem_proxy_writes_no_leader_total", "Writes refused because no leader took writes within --write-wait.", nil, nil)
@@ -197,7 +203,7 @@ var (
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descReads, descNodeReads, descFallback, descReadFail, descElsewhere, descRetried,
-		descReadWait, descCrossZone, descWaited, descNoLeader, descUncertain, descInflight, descNodeUp, descEtcd} {
+		descReadWait, descMayWait, descAgain, descCrossZone, descWaited, descNoLeader, descUncertain, descInflight, descNodeUp, descEtcd} {
 		ch <- d
 	}
 }
@@ -220,6 +226,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descElsewhere, p.stats.readsElsewhere.Load())
 	counter(descRetried, p.stats.readsRetried.Load())
 	counter(descReadWait, p.stats.readsWaited.Load())
+	ch <- prometheus.MustNewConstMetric(descMayWait, prometheus.CounterValue, float64(p.stats.readsMayWait.Load()), "own")
+	ch <- prometheus.MustNewConstMetric(descMayWait, prometheus.CounterValue, float64(p.stats.readsMayWaitSh.Load()), "shared")
+	counter(descAgain, p.stats.readsWaitedAgain.Load())
 	counter(descCrossZone, snap.crossZone)
 	counter(descWaited, p.stats.writesWaited.Load())
 	counter(descNoLeader, p.stats.writesNoLeader.Load())

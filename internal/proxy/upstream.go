@@ -44,6 +44,9 @@ type call struct {
 	// up and nc are the connection it was written on (abandon closes it).
 	up *upConn
 	nc net.Conn
+	// lease is the node's waiting-read connection the call holds alone
+	// (node.borrow), given back when it is done; nil on a shared one.
+	lease *upConn
 
 	// one holds a lone command's reply (most calls are one command).
 	one [1][]byte
@@ -63,6 +66,11 @@ func (c *call) init(n *node, cmds [][][]byte) {
 func (c *call) finish(err error) {
 	c.err = err
 	c.node.inflight.Add(-1)
+	if c.lease != nil {
+		// Its reply is in (or the connection failed, which empties its
+		// queue): the connection is free for the next waiting read.
+		c.node.giveBack(c.lease)
+	}
 	close(c.done)
 }
 
@@ -83,6 +91,10 @@ type upConn struct {
 	qmu     sync.Mutex
 	pending []*call // queued (bytes in out or written), reply not read yet, in order
 	broken  net.Conn
+
+	// solo: one call at a time (a waiting-read connection): nothing else
+	// can join its write, so the sender does not yield for others first.
+	solo bool
 }
 
 // send queues c and, if now, writes its commands (with whatever else is
@@ -126,6 +138,11 @@ func (u *upConn) send(c *call, now bool) {
 	}
 	if !now || u.flushing == nc {
 		u.wmu.Unlock() // the writer takes it with its next write
+		return
+	}
+	if u.solo {
+		u.writeOut(nc)
+		u.wmu.Unlock()
 		return
 	}
 	// Become the writer, but first let the goroutines that are ready to
@@ -359,11 +376,26 @@ func (u *upConn) closeConn() {
 
 // node is one member the proxy routes to.
 type node struct {
-	p     *Proxy
-	id    string
-	addr  string
-	zone  string
-	conns []*upConn
+	p    *Proxy
+	id   string
+	addr string
+	zone string
+	// conns carry writes and whatever must stay in order with them;
+	// rconns only reads, so that a read does not wait behind other
+	// sessions' writes (a node runs a command of a pipeline only once
+	// the writes before it have committed).
+	conns, rconns []*upConn
+
+	// The connections for reads that may wait on the node (waiting-read
+	// connections, borrow):
+	// each carries one read at a time, so a read waiting there for the
+	// node to apply its floor holds up no other request, as it would on
+	// a shared connection (a node answers a connection's requests in
+	// order). Made on demand, up to Config.WaitConnsPerNode, and kept.
+	wmu      sync.Mutex
+	free     []*upConn // not in use
+	waitAll  []*upConn // every one made, for close
+	waitGone bool      // closed: no more are made
 
 	inflight atomic.Int64 // requests sent and not answered: the load
 	reads    atomic.Uint64
@@ -381,64 +413,100 @@ type node struct {
 	isDown    atomic.Bool // down, for readers without mu
 
 	// What the node is known to have applied: the highest position a
-	// read was served at there (the token after it), and when that was
-	// learned; and when it last refused a bounded read (too stale).
-	// Routing only: the node itself checks every read.
-	pmu       sync.Mutex
-	applied   position
-	appliedAt time.Time
-	staleAt   time.Time
+	// read was served at there (the token after it); and when it last
+	// refused a read that waited there (stale). Routing only: the node
+	// itself checks every read.
+	pmu     sync.Mutex
+	applied position
+	staleAt time.Time
+	// slowSince: every bounded and linearizable read served there since
+	// then was slow (zero: the last one was not).
+	slowSince time.Time
 }
 
 // servedAt records that a read was served at pos on the node.
-func (n *node) servedAt(pos position, now time.Time) {
+func (n *node) servedAt(pos position) {
 	n.pmu.Lock()
 	if less(n.applied, pos) {
 		n.applied = pos
 	}
-	n.appliedAt = now
 	n.pmu.Unlock()
 }
 
-// knownBehind: the node is known, from a read served there within
-// positionTTL, to be behind floor, so a read needing floor would wait
-// there (holding up every other request on its shared connection).
-func (n *node) knownBehind(floor position, now time.Time) bool {
+// knownApplied: the node is known, from a read served there, to have
+// applied floor, so a read needing floor is served there at once. (A
+// node's applied position only grows while it is up; a node that fails
+// is forgotten (markDown), and one whose history a failover replaced
+// refuses at once, without waiting.)
+func (n *node) knownApplied(floor position) bool {
 	n.pmu.Lock()
 	defer n.pmu.Unlock()
-	return less(n.applied, floor) && now.Sub(n.appliedAt) < positionTTL
+	return !less(n.applied, floor)
 }
 
-// refusedStale records a bounded or linearizable read refused, or slow.
+// forget drops what the node is known to have applied (it failed: it may
+// come back restarted, from an older position).
+func (n *node) forget() {
+	n.pmu.Lock()
+	n.applied = position{}
+	n.pmu.Unlock()
+}
+
+// refusedStale records a read that waited on the node and was refused
+// (it had not applied the floor, or was too stale, within the node's read
+// wait), or a bounded or linearizable read it was slow to serve.
 func (n *node) refusedStale(now time.Time) {
 	n.pmu.Lock()
 	n.staleAt = now
 	n.pmu.Unlock()
 }
 
-// recentlyStale: the node refused a bounded or linearizable read, or was
-// slow to serve one, within the last staleTTL: it is out of those
-// policies' rotation until then, and then reads find out whether it
-// caught up.
+// slow takes the latency of a bounded or linearizable read served by the
+// node at now and says whether such reads are slow there: none served
+// there took at most slowRead for slowWindow. A lagging follower makes
+// every one of them wait about its lag; a busy machine makes some slow,
+// in bursts, not all of them for long. Found slow, it starts over.
+func (n *node) slow(d time.Duration, now time.Time) bool {
+	n.pmu.Lock()
+	defer n.pmu.Unlock()
+	switch {
+	case d <= slowRead:
+		n.slowSince = time.Time{}
+	case n.slowSince.IsZero():
+		n.slowSince = now
+	case now.Sub(n.slowSince) >= slowWindow:
+		n.slowSince = time.Time{}
+		return true
+	}
+	return false
+}
+
+// slowWindow is how long a node's bounded and linearizable reads must all
+// be slow for it to be found slow.
+const slowWindow = 100 * time.Millisecond
+
+// recentlyStale: the node refused a read that waited there, or was slow
+// to serve a bounded or linearizable one, within the last staleTTL: no
+// read that would wait there is sent to it until then (reads it is known
+// to serve at once still are), and then reads find out whether it caught
+// up.
 func (n *node) recentlyStale(now time.Time) bool {
 	n.pmu.Lock()
 	defer n.pmu.Unlock()
 	return !n.staleAt.IsZero() && now.Sub(n.staleAt) < staleTTL
 }
 
-// How long what a node is known to have applied, or that it was too
-// stale for bounded, steers reads away from it. Past that a read is sent
-// to find out again.
-const (
-	positionTTL = 500 * time.Millisecond
-	staleTTL    = time.Second
-)
+// staleTTL is how long a refusal steers waiting reads away from a node.
+// Past that a read is sent to find out again.
+const staleTTL = time.Second
 
 func newNode(p *Proxy, id, addr, zone string) *node {
 	n := &node{p: p, id: id, addr: addr, zone: zone}
 	n.conns = make([]*upConn, p.cfg.ConnsPerNode)
+	n.rconns = make([]*upConn, p.cfg.ConnsPerNode)
 	for i := range n.conns {
 		n.conns[i] = &upConn{n: n}
+		n.rconns[i] = &upConn{n: n}
 	}
 	return n
 }
@@ -446,6 +514,10 @@ func newNode(p *Proxy, id, addr, zone string) *node {
 // conn is the connection session sid uses on this node: always the same
 // one, so that one session's requests to one node keep their order.
 func (n *node) conn(sid uint64) *upConn { return n.conns[sid%uint64(len(n.conns))] }
+
+// readConn is the read-only shared connection session sid uses on this
+// node.
+func (n *node) readConn(sid uint64) *upConn { return n.rconns[sid%uint64(len(n.rconns))] }
 
 // healthy: the node is not marked down. A down node gets no reads and no
 // writes until a connection to it succeeds again.
@@ -465,6 +537,7 @@ func (n *node) markDown(err error) {
 	if !n.down {
 		n.down, n.downSince, n.downErr = true, time.Now(), err
 		n.isDown.Store(true)
+		n.forget()
 		n.backoff = 0
 		n.p.stats.markedDown.Add(1)
 		n.p.log.Warn("proxy: node marked down", "node", n.id, "addr", n.addr, "err", err)
@@ -498,7 +571,7 @@ func (n *node) answered() {
 // proxy, and brings a node marked down back when it answers.
 func (n *node) probe() {
 	c := newCall(n, [][]byte{[]byte("TANDEM.READPOLICY")})
-	n.conns[0].send(c, true)
+	n.rconns[0].send(c, true)
 	select {
 	case <-c.done:
 	case <-time.After(n.p.cfg.UpstreamTimeout):
@@ -522,7 +595,7 @@ func (n *node) revive() {
 	}
 	defer n.pinging.Store(false)
 	c := newCall(n, [][]byte{[]byte("PING")})
-	n.conns[0].send(c, true)
+	n.rconns[0].send(c, true)
 	select {
 	case <-c.done:
 	case <-time.After(n.p.cfg.ReadTimeout):
@@ -541,6 +614,44 @@ func (n *node) close() {
 	for _, u := range n.conns {
 		u.closeConn()
 	}
+	for _, u := range n.rconns {
+		u.closeConn()
+	}
+	n.wmu.Lock()
+	n.waitGone = true
+	all := n.waitAll
+	n.wmu.Unlock()
+	for _, u := range all {
+		u.closeConn()
+	}
+}
+
+// borrow takes a waiting-read connection for one call, making one if
+// fewer than WaitConnsPerNode exist; nil when all are in use (the caller
+// uses a shared connection: the read may then hold up others, as before
+// there were waiting-read connections).
+func (n *node) borrow() *upConn {
+	n.wmu.Lock()
+	defer n.wmu.Unlock()
+	if k := len(n.free); k > 0 {
+		u := n.free[k-1]
+		n.free[k-1] = nil
+		n.free = n.free[:k-1]
+		return u
+	}
+	if n.waitGone || len(n.waitAll) >= n.p.cfg.WaitConnsPerNode {
+		return nil
+	}
+	u := &upConn{n: n, solo: true}
+	n.waitAll = append(n.waitAll, u)
+	return u
+}
+
+// giveBack returns a borrowed connection once its call is done.
+func (n *node) giveBack(u *upConn) {
+	n.wmu.Lock()
+	n.free = append(n.free, u)
+	n.wmu.Unlock()
 }
 
 func trunc(b []byte, n int) []byte {

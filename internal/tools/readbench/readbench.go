@@ -18,7 +18,10 @@
 // policy, keep the same writes going and read (GET of a random loaded
 // key) as fast as they can in between, for --warmup (not counted) and
 // --duration. A session's writes are what its ryw reads must see, so
-// ryw's wait for its floor is in the figures.
+// ryw's wait for its floor is in the figures; the read right after each
+// write is of the key just written, and one that does not see the write
+// is counted as stale (expected under any and bounded with lag, never
+// under leader, ryw, monotonic and linearizable).
 //
 // It prints per lag and policy: reads/s, the share of reads served by
 // followers (the proxy's per-node read counters), read p50/p99 (at the
@@ -37,6 +40,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -125,12 +129,15 @@ type result struct {
 	lag           time.Duration
 	reads, writes int64
 	readErrs      int64
-	secs          float64
-	follower      float64 // share of reads followers served
-	p50, p99      time.Duration
-	cpu           float64 // the leader's CPU seconds over the run
-	leaderCPU     float64 // µs per read, less the writes' (attribute)
-	firstErr      string
+	// ownReads are the reads right after one of the session's writes, of
+	// the key it wrote; stale those that did not see the write.
+	ownReads, stale int64
+	secs            float64
+	follower        float64 // share of reads followers served
+	p50, p99        time.Duration
+	cpu             float64 // the leader's CPU seconds over the run
+	leaderCPU       float64 // µs per read, less the writes' (attribute)
+	firstErr        string
 }
 
 func (r result) readRate() float64 { return float64(r.reads) / r.secs }
@@ -229,7 +236,7 @@ func runLag(ctx context.Context, o Options, dir string, lag time.Duration) ([]re
 		if _, err := runLoad(ctx, o, px.RESPAddr, pol, o.Warmup); err != nil {
 			return out, err
 		}
-		before, err := nodeReads(ctx, admin)
+		before, err := proxyInfo(ctx, admin)
 		if err != nil {
 			return out, err
 		}
@@ -239,13 +246,17 @@ func runLag(ctx context.Context, o Options, dir string, lag time.Duration) ([]re
 			return out, err
 		}
 		cpu := (procCPU(pid) - cpu0).Seconds()
-		after, err := nodeReads(ctx, admin)
+		after, err := proxyInfo(ctx, admin)
 		if err != nil {
 			return out, err
 		}
 		var total, fromLeader uint64
-		for id, n := range after {
-			d := n - before[id]
+		for k, n := range after {
+			id, ok := strings.CutPrefix(k, "reads_node_")
+			if !ok {
+				continue
+			}
+			d := n - before[k]
 			total += d
 			if id == leaderName {
 				fromLeader += d
@@ -258,6 +269,7 @@ func runLag(ctx context.Context, o Options, dir string, lag time.Duration) ([]re
 		out = append(out, r)
 		fmt.Fprintf(o.Out, "  %-13s %9.0f reads/s  followers %5.1f%%  p50 %7.2f ms  p99 %7.2f ms  %6.0f SET/s  leader CPU %5.1f%% of a core  errors %d%s\n",
 			pol, r.readRate(), 100*r.follower, ms(r.p50), ms(r.p99), float64(r.writes)/r.secs, 100*cpu/r.secs, r.readErrs, errNote(r.firstErr))
+		fmt.Fprintf(o.Out, "  %-13s own writes read back %d, stale %d; routing: %s\n", "", r.ownReads, r.stale, routing(before, after))
 	}
 	attribute(out, perWrite)
 	if id, _, err := c.Leader(ctx); err == nil && id != leader {
@@ -312,6 +324,7 @@ func runLoad(ctx context.Context, o Options, addr, pol string, d time.Duration) 
 	}
 	var (
 		reads, writes, errs atomic.Int64
+		ownReads, stale     atomic.Int64
 		mu                  sync.Mutex
 		lat                 []time.Duration
 		firstErr            string
@@ -357,6 +370,7 @@ func runLoad(ctx context.Context, o Options, addr, pol string, d time.Duration) 
 		next := start.Add(time.Duration(rng.Int64N(int64(max(interval, 1)))))
 		my := make([]time.Duration, 0, 4096)
 		var seq int
+		check := false // the next read is of the session's own key, just written
 		for {
 			now := time.Now()
 			if !now.Before(end) {
@@ -368,6 +382,7 @@ func runLoad(ctx context.Context, o Options, addr, pol string, d time.Duration) 
 					fail(err)
 				} else {
 					writes.Add(1)
+					check = true
 				}
 				next = next.Add(interval)
 				if next.Before(now.Add(-interval)) {
@@ -384,6 +399,24 @@ func runLoad(ctx context.Context, o Options, addr, pol string, d time.Duration) 
 				continue
 			}
 			t0 := time.Now()
+			if check {
+				// The read right after the session's write is of what it
+				// wrote: the case read-your-writes is about, measured
+				// with the others, and checked.
+				check = false
+				v, err := cl.Get(ctx, key).Result()
+				if err != nil && !errors.Is(err, redis.Nil) {
+					fail(err)
+					continue
+				}
+				my = append(my, time.Since(t0))
+				reads.Add(1)
+				ownReads.Add(1)
+				if v != strconv.Itoa(seq) {
+					stale.Add(1)
+				}
+				continue
+			}
 			err := cl.Get(ctx, "rb:k:"+strconv.Itoa(rng.IntN(o.Keys))).Err()
 			if err != nil && !errors.Is(err, redis.Nil) {
 				fail(err)
@@ -412,7 +445,7 @@ func runLoad(ctx context.Context, o Options, addr, pol string, d time.Duration) 
 	if err := <-setupErr; err != nil {
 		return result{}, err
 	}
-	r := result{policy: pol, reads: reads.Load(), writes: writes.Load(), readErrs: errs.Load(),
+	r := result{policy: pol, reads: reads.Load(), writes: writes.Load(), readErrs: errs.Load(), ownReads: ownReads.Load(), stale: stale.Load(),
 		secs: time.Since(start).Seconds(), firstErr: firstErr}
 	slices.Sort(lat)
 	r.p50, r.p99 = pct(lat, 0.50), pct(lat, 0.99)
@@ -470,22 +503,45 @@ func load(ctx context.Context, admin *redis.Client, n int) error {
 	return nil
 }
 
-// nodeReads reads the proxy's per-node read counters (INFO proxy's
-// reads_node_<id>).
-func nodeReads(ctx context.Context, admin *redis.Client) (map[string]uint64, error) {
+// proxyInfo reads the proxy's counters (INFO proxy's numeric fields:
+// reads_node_<id>, reads_fallback_leader_<why>, reads_sent_elsewhere...).
+func proxyInfo(ctx context.Context, admin *redis.Client) (map[string]uint64, error) {
 	s, err := admin.Info(ctx, "proxy").Result()
 	if err != nil {
 		return nil, fmt.Errorf("bench reads: INFO proxy: %w", err)
 	}
 	m := map[string]uint64{}
 	for _, line := range strings.Split(s, "\n") {
-		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "reads_node_"); ok {
-			id, v, _ := strings.Cut(rest, ":")
-			n, _ := strconv.ParseUint(v, 10, 64)
-			m[id] = n
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if n, err := strconv.ParseUint(v, 10, 64); ok && err == nil {
+			m[k] = n
 		}
 	}
 	return m, nil
+}
+
+// routing is what the proxy counted between two proxyInfo: reads the
+// leader served that a follower could have, by reason, reads a node sent
+// elsewhere, and reads that may wait on their node.
+func routing(before, after map[string]uint64) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(after)) {
+		d := after[k] - before[k]
+		if d == 0 {
+			continue
+		}
+		if why, ok := strings.CutPrefix(k, "reads_fallback_leader_"); ok {
+			parts = append(parts, fmt.Sprintf("leader-because-%s %d", why, d))
+		}
+		switch k {
+		case "reads_sent_elsewhere", "reads_may_wait", "reads_may_wait_on_shared", "reads_waited_again", "requests_failed_in_flight":
+			parts = append(parts, fmt.Sprintf("%s %d", strings.TrimPrefix(k, "reads_"), d))
+		}
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, ", ")
 }
 
 // procCPU is a process's user + system time (/proc/PID/stat), 0 if it
@@ -526,7 +582,7 @@ func report(w io.Writer, rs []result) {
 	if len(rs) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "\n%-6s %-13s %10s %10s %9s %9s %9s %13s %10s %10s\n", "lag", "policy", "reads/s", "followers", "p50 ms", "p99 ms", "SET/s", "leader us/rd", "cpu/leader", "rate/any")
+	fmt.Fprintf(w, "\n%-6s %-13s %10s %10s %9s %9s %9s %13s %10s %10s %11s\n", "lag", "policy", "reads/s", "followers", "p50 ms", "p99 ms", "SET/s", "leader us/rd", "cpu/leader", "rate/any", "stale/own")
 	for _, r := range rs {
 		base := find(rs, r.lag, "leader")
 		anyR := find(rs, r.lag, "any")
@@ -537,8 +593,8 @@ func report(w io.Writer, rs []result) {
 		if anyR != nil && anyR.reads > 0 {
 			rateRatio = fmt.Sprintf("%.2f", r.readRate()/anyR.readRate())
 		}
-		fmt.Fprintf(w, "%-6s %-13s %10.0f %9.1f%% %9.2f %9.2f %9.0f %13.1f %10s %10s\n", r.lag, r.policy, r.readRate(), 100*r.follower,
-			ms(r.p50), ms(r.p99), float64(r.writes)/r.secs, r.leaderCPU, cpuRatio, rateRatio)
+		fmt.Fprintf(w, "%-6s %-13s %10.0f %9.1f%% %9.2f %9.2f %9.0f %13.1f %10s %10s %11s\n", r.lag, r.policy, r.readRate(), 100*r.follower,
+			ms(r.p50), ms(r.p99), float64(r.writes)/r.secs, r.leaderCPU, cpuRatio, rateRatio, fmt.Sprintf("%d/%d", r.stale, r.ownReads))
 	}
 	fmt.Fprintln(w, "\ntargets (cpu/leader: the leader's CPU per read against policy leader's; rate/any: reads/s against any's):")
 	for _, lag := range lags(rs) {
