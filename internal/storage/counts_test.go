@@ -257,12 +257,12 @@ func TestKeyCountsAcrossFilterScans(t *testing.T) {
 			lsn++
 			var ops []logrec.Op
 			for range 1 + r.IntN(4) {
-				k := fmt.Sprintf("k%d", r.IntN(600))
-				if r.IntN(3) == 0 {
-					ops = append(ops, del(k))
-				} else {
-					ops = append(ops, putExp(k, "v", int64(r.IntN(2))))
-				}
+				// Keys come and go: new ones written, recent ones
+				// overwritten and deleted, so few are live while
+				// many were added to the filter.
+				k := fmt.Sprintf("k%d", batch*10+r.IntN(30))
+				ops = append(ops, del(fmt.Sprintf("k%d", batch*10-20+r.IntN(30))), del(fmt.Sprintf("k%d", batch*10-40+r.IntN(30))))
+				ops = append(ops, putExp(k, "v", int64(r.IntN(2))))
 			}
 			es = append(es, entry(1, lsn, ops...))
 		}
@@ -271,11 +271,13 @@ func TestKeyCountsAcrossFilterScans(t *testing.T) {
 		checkCounts(t, fmt.Sprintf("batch %d", batch), d)
 		if batch%50 == 49 {
 			scans += d.filters.scans.Load()
+			t.Logf("batch %d: %d scans, %+v", batch, scans, d.KeyCounts())
 			d.Close()
 			d = openDB()
 		}
 	}
+	// 5 at Open, the rest because a filter was full.
 	if scans += d.filters.scans.Load(); scans < 8 {
-		t.Errorf("%d filter scans, want several (the test would not test the rebuild)", scans)
+		t.Errorf("%d filter scans, want several more than the 5 at Open (the test would not test the rebuild)", scans)
 	}
 }
