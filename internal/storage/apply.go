@@ -24,8 +24,9 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	d.mu.Lock()
 	applied, durable, counts := d.applied, d.durable.LSN, d.counts
 	d.mu.Unlock()
-	size := 0 // the rows' bytes, about
+	size, ops := 0, 0 // the rows' bytes, about; the ops
 	for i := range entries {
+		ops += len(entries[i].Ops)
 		for j := range entries[i].Ops {
 			op := &entries[i].Ops[j]
 			size += len(op.Key) + len(op.Sub) + len(op.Value) + 32
@@ -39,7 +40,7 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	} else {
 		b = d.pdb.NewBatch()
 	}
-	w := applyWriter{b: b, rows: d.rows, d: d, counts: counts, filter: d.filters.cur.Load(), touched: make(map[string]rowState, len(entries))}
+	w := applyWriter{b: b, rows: d.rows, d: d, counts: counts, filter: d.filters.cur.Load(), touched: make(map[string]rowState, ops), cached: make([]cachedRow, 0, ops)}
 	defer w.b.Close()
 	for i := range entries {
 		e := &entries[i]
