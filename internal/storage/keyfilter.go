@@ -104,7 +104,8 @@ func (f *keyFilter) full() bool { return f.added.Load() > f.capacity }
 type keyFilters struct {
 	cur, next atomic.Pointer[keyFilter]
 	scanning  atomic.Bool
-	stop      chan struct{} // closed by Close
+	stop      chan struct{} // closed by Close (once)
+	stopOnce  sync.Once
 	wg        sync.WaitGroup
 	// reads counts Apply's reads of an old row for the counts, scans the
 	// scans done (tests).
@@ -190,7 +191,7 @@ func (d *DB) scanKeys(f *keyFilter) error {
 
 // closeFilters stops a scan that runs and waits for it.
 func (d *DB) closeFilters() {
-	close(d.filters.stop)
+	d.filters.stopOnce.Do(func() { close(d.filters.stop) })
 	d.filters.wg.Wait()
 }
 
