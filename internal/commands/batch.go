@@ -23,13 +23,20 @@ import (
 // hash) does not drop what it replaces — a single command leaves those
 // rows to the sweeper, since no metadata row names them. In a batch the
 // next creation would name them again, so Batch logs a drop of the
-// replaced collection before such a write.
+// replaced collection before such a write. Only a collection this batch
+// created can be named again (an older one's version is below the
+// entry's LSN), so only a write over a key the batch made a collection
+// of reads the old value; any other is left to the sweeper, as a single
+// command's is, and a batch of SETs reads nothing.
 type Batch struct {
 	v       View
 	layer   *keyspace.Layer
 	ops     []logrec.Op
 	applied int // ops[:applied] are in layer
 	pub     []Message
+	// created holds the keys of the collections the batch created (a
+	// metadata op at the view's NewVersion).
+	created map[string]struct{}
 }
 
 // NewBatch starts a batch on v.
@@ -63,7 +70,13 @@ func (b *Batch) Run(ctx *Ctx, spec *Spec, args [][]byte) (Reply, error) {
 	}
 	for i := range res.Ops {
 		op := &res.Ops[i]
-		if op.Kind == logrec.OpPut {
+		if op.Kind == logrec.OpMeta && op.Version == v.NewVersion() {
+			if b.created == nil {
+				b.created = map[string]struct{}{}
+			}
+			b.created[string(op.Key)] = struct{}{}
+		}
+		if _, made := b.created[string(op.Key)]; made && op.Kind == logrec.OpPut {
 			old, ok, err := v.Get(op.Key)
 			if err != nil {
 				return nil, err

@@ -68,6 +68,66 @@ func (b backend) submitPop(ctx context.Context, spec *commands.Spec, args [][]by
 	return func() (commands.Reply, uint64, error) { return waitResult(pending.Wait(ctx)) }
 }
 
+var _ resp.BatchBackend = backend{}
+
+// SubmitBatch sequences consecutive writes of a pipeline as one entry
+// (resp.BatchBackend): the commands run one after another in a
+// commands.Batch inside one Start, as a transaction's do, so the
+// pipeline costs one proposal, one encoding, one commit wait and one
+// wake-up instead of one each, on the leader and on every follower. The
+// waits share the one Pending: the first waits, the rest find it
+// answered. A command's input error (WRONGTYPE) is its own reply; when
+// the batch as a whole fails after running (an internal error, an entry
+// past its bound, a log format a member cannot read) nothing was
+// sequenced and each command is submitted alone, so each gets the answer
+// it would have had alone; a refusal before it ran (not the leader,
+// overloaded) is every command's answer.
+func (b backend) SubmitBatch(ctx context.Context, cmds []resp.TxCommand) []func() (commands.Reply, uint64, error) {
+	waits := make([]func() (commands.Reply, uint64, error), len(cmds))
+	replies := make([]resp.TxReply, len(cmds))
+	ran := false
+	pending, err := b.startExec(ctx, func(v commands.View, nowMs int64) (commands.Result, error) {
+		ran = true
+		batch := commands.NewBatch(v)
+		for i, c := range cmds {
+			reply, err := batch.Run(&commands.Ctx{NowMs: nowMs, Cursors: b.n.cursors, Scripts: b.n.scripts}, c.Spec, c.Args)
+			if err != nil && !commands.IsInputError(err) {
+				return commands.Result{}, fmt.Errorf("node: %s in a pipeline: %w", c.Spec.Name, err)
+			}
+			replies[i] = resp.TxReply{Reply: reply, Err: err}
+		}
+		return commands.Result{Reply: commands.OK, Ops: batch.Ops(), Publish: batch.Publish()}, nil
+	})
+	if err != nil {
+		for i, c := range cmds {
+			if ran {
+				waits[i] = b.Submit(ctx, c.Spec, c.Args)
+			} else {
+				waits[i] = func() (commands.Reply, uint64, error) { return nil, 0, err }
+			}
+		}
+		return waits
+	}
+	var (
+		waited bool
+		lsn    uint64
+		werr   error
+	)
+	for i := range cmds {
+		waits[i] = func() (commands.Reply, uint64, error) {
+			if !waited { // the connection's goroutine calls the waits in order
+				waited = true
+				_, lsn, werr = waitResult(pending.Wait(ctx))
+			}
+			if werr != nil {
+				return nil, 0, werr
+			}
+			return replies[i].Reply, lsn, replies[i].Err
+		}
+	}
+	return waits
+}
+
 var _ resp.ThenBackend = backend{}
 
 // SubmitThen sequences a write on the leader now, and has the goroutine
@@ -101,6 +161,24 @@ func waitResult(reply commands.Reply, lsn uint64, err error) (commands.Reply, ui
 // start sequences a write on the leader (see submitPop), or returns why
 // it was refused, as a resp sentinel.
 func (b backend) start(ctx context.Context, spec *commands.Spec, args [][]byte, blocked bool, ran func(commands.Result, error)) (*replication.Pending, error) {
+	return b.startExec(ctx, func(v commands.View, nowMs int64) (commands.Result, error) {
+		res, err := spec.Exec(&commands.Ctx{NowMs: nowMs, Cursors: b.n.cursors, Scripts: b.n.scripts, Blocked: blocked}, v, args)
+		if err == nil {
+			var msgs []commands.Message
+			if msgs, err = commands.Notifications(spec, args, v, res.Ops); err == nil {
+				res.Publish = append(res.Publish, msgs...)
+			}
+		}
+		if ran != nil {
+			ran(res, err)
+		}
+		return res, err
+	})
+}
+
+// startExec sequences exec on the leader, or returns why it was refused,
+// as a resp sentinel.
+func (b backend) startExec(ctx context.Context, exec replication.ExecFunc) (*replication.Pending, error) {
 	var l *replication.Leader
 	switch r := b.n.current().(type) {
 	case *fenced:
@@ -119,19 +197,7 @@ func (b backend) start(ctx context.Context, spec *commands.Spec, args [][]byte, 
 		// than queue behind it, as Redis answers BUSY.
 		return nil, resp.ErrBusy
 	}
-	pending, err := l.Start(ctx, func(v commands.View, nowMs int64) (commands.Result, error) {
-		res, err := spec.Exec(&commands.Ctx{NowMs: nowMs, Cursors: b.n.cursors, Scripts: b.n.scripts, Blocked: blocked}, v, args)
-		if err == nil {
-			var msgs []commands.Message
-			if msgs, err = commands.Notifications(spec, args, v, res.Ops); err == nil {
-				res.Publish = append(res.Publish, msgs...)
-			}
-		}
-		if ran != nil {
-			ran(res, err)
-		}
-		return res, err
-	})
+	pending, err := l.Start(ctx, exec)
 	if errors.Is(err, script.ErrAborted) {
 		return nil, resp.ErrNotLeader
 	}

@@ -2,8 +2,10 @@ package node
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -11,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandemdb/tandem/internal/peerpb"
 	"github.com/tandemdb/tandem/internal/replication"
 	"github.com/tandemdb/tandem/internal/testutil"
 )
@@ -76,11 +79,16 @@ func benchWriteHandoffs(b *testing.B, clients, depth int) {
 		}
 	}
 	run(int64(clients) * 20) // warm up: connections, buffers, group commit's average
+	_, peer, _ := leader.Addrs()
+	hb := probeHeartbeats(b, peer)
 	h0, cpu0 := l.Handoffs(), cpuTime()
 	b.ResetTimer()
 	pipelines := int64(max(b.N/depth, 1))
 	run(pipelines)
 	b.StopTimer()
+	p50, p99 := hb()
+	b.ReportMetric(p50, "hb-p50-ms")
+	b.ReportMetric(p99, "hb-p99-ms")
 	h, cpu := l.Handoffs().Sub(h0), cpuTime()-cpu0
 	writes := float64(pipelines * int64(depth))
 	b.ReportMetric(float64(h.Total())/writes, "handoffs/write")
@@ -145,4 +153,49 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// probeHeartbeats calls the node's Heartbeat RPC at peer every 20 ms, as
+// the orchestrator does, until the returned func is called, which
+// returns the calls' median and 99th percentile in milliseconds: how
+// answerable the node stays under the load (issue 19 item 8).
+func probeHeartbeats(b *testing.B, peer string) func() (p50, p99 float64) {
+	conn, err := dialPeer(peer)
+	if err != nil {
+		b.Fatal(err)
+	}
+	client := peerpb.NewPeerClient(conn)
+	stop := make(chan struct{})
+	done := make(chan []time.Duration)
+	go func() {
+		var took []time.Duration
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				done <- took
+				return
+			case <-t.C:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			began := time.Now()
+			_, err := client.Heartbeat(ctx, &peerpb.HeartbeatRequest{})
+			cancel()
+			if err == nil {
+				took = append(took, time.Since(began))
+			}
+		}
+	}()
+	return func() (float64, float64) {
+		close(stop)
+		took := <-done
+		conn.Close()
+		if len(took) == 0 {
+			return 0, 0
+		}
+		slices.Sort(took)
+		ms := func(q float64) float64 { return float64(took[int(q*float64(len(took)-1))].Microseconds()) / 1000 }
+		return ms(0.5), ms(0.99)
+	}
 }

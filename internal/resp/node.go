@@ -43,6 +43,25 @@ type PipelineBackend interface {
 	Submit(ctx context.Context, spec *commands.Spec, args [][]byte) (wait func() (commands.Reply, uint64, error))
 }
 
+// BatchBackend is an optional PipelineBackend capability: SubmitBatch is
+// Submit for consecutive writes of one pipeline at once, returning one
+// wait per command, in order. The node makes them one log entry (one
+// proposal, one commit wait and one wake-up for all), each command seeing
+// the writes before it, as a transaction's would; a command's input error
+// is its own reply and leaves the others' writes.
+type BatchBackend interface {
+	SubmitBatch(ctx context.Context, cmds []TxCommand) []func() (commands.Reply, uint64, error)
+}
+
+// A pipeline's writes are gathered into batches of at most
+// maxBatchCmds commands and about maxBatchBytes of arguments: a bigger
+// pipeline is several entries, so that one entry stays far below a log
+// entry's bound and its followers get it in pieces.
+const (
+	maxBatchCmds  = 256
+	maxBatchBytes = 1 << 20
+)
+
 // node is the data node's front end: the commands table run on a
 // Backend, the server commands (admin.go) and the Backend's own.
 type node struct {
@@ -50,6 +69,7 @@ type node struct {
 	b      Backend
 	custom CustomBackend   // nil when b has no custom commands
 	pipe   PipelineBackend // nil when b cannot submit writes ahead
+	batch  BatchBackend    // nil when b cannot submit them as one
 	then   ThenBackend     // nil when b cannot answer writes for the connection
 	pos    PositionBackend // nil when b has no read policies
 	tx     TxBackend       // nil when b has no transactions
@@ -66,8 +86,14 @@ type nodeConn struct {
 	// durability.go).
 	durability durabilityFloor
 	// pending holds the submitted writes of the pipeline being served
-	// (PipelineBackend).
-	pending []pendingWrite
+	// (PipelineBackend). With a BatchBackend, the writes started since
+	// the last batch went out are unsent (their pending entries, at
+	// unsentAt, get their waits when it goes), unsentBytes their
+	// arguments' size.
+	pending     []pendingWrite
+	unsent      []TxCommand
+	unsentAt    []int
+	unsentBytes int
 	// reads is the read policy, positions and user (reads.go).
 	reads sessionReads
 	// tx is the connection's MULTI and WATCHes (multi.go).
@@ -82,6 +108,7 @@ func NewServer(cfg Config, b Backend) *Server {
 	n := &node{b: b}
 	n.custom, _ = b.(CustomBackend)
 	n.pipe, _ = b.(PipelineBackend)
+	n.batch, _ = b.(BatchBackend)
 	n.then, _ = b.(ThenBackend)
 	n.pos, _ = b.(PositionBackend)
 	n.tx, _ = b.(TxBackend)
@@ -181,12 +208,48 @@ func (n *node) start(sess *Session, args [][]byte) bool {
 	if !ok || spec.Flags&commands.FlagWrite == 0 || spec.Block != nil || commands.Check(spec, args) != nil {
 		return false // a blocking command holds back the rest of the pipeline, as in Redis
 	}
+	nc := nodeState(sess)
+	if n.batch != nil {
+		// Gathered, and sent as one batch before anything waits for it
+		// (drain) or when the batch is full.
+		nc.unsentAt = append(nc.unsentAt, len(nc.pending))
+		nc.pending = append(nc.pending, pendingWrite{spec: spec})
+		nc.unsent = append(nc.unsent, TxCommand{Spec: spec, Args: args})
+		for _, a := range args {
+			nc.unsentBytes += len(a)
+		}
+		if len(nc.unsent) >= maxBatchCmds || nc.unsentBytes >= maxBatchBytes {
+			n.sendBatch(sess)
+		}
+		return true
+	}
 	ctx := sess.enter()
 	wait := n.pipe.Submit(ctx, spec, args)
 	sess.leave()
-	nc := nodeState(sess)
 	nc.pending = append(nc.pending, pendingWrite{spec: spec, wait: wait})
 	return true
+}
+
+// sendBatch submits the gathered writes (BatchBackend): one alone as
+// Submit does, more as one batch. Their arguments are still redcon's
+// buffer's: it is sent before serveCommand returns (drain runs at the end
+// of every pipeline and before any command not started).
+func (n *node) sendBatch(sess *Session) {
+	nc := nodeState(sess)
+	if len(nc.unsent) == 0 {
+		return
+	}
+	ctx := sess.enter()
+	if len(nc.unsent) == 1 {
+		nc.pending[nc.unsentAt[0]].wait = n.pipe.Submit(ctx, nc.unsent[0].Spec, nc.unsent[0].Args)
+	} else {
+		for i, wait := range n.batch.SubmitBatch(ctx, nc.unsent) {
+			nc.pending[nc.unsentAt[i]].wait = wait
+		}
+	}
+	sess.leave()
+	clear(nc.unsent)
+	nc.unsent, nc.unsentAt, nc.unsentBytes = nc.unsent[:0], nc.unsentAt[:0], 0
 }
 
 // pendingWrite is a submitted write whose reply is not written yet, or a
@@ -201,6 +264,7 @@ type pendingWrite struct {
 
 // drain waits for the pending writes in order and writes their replies.
 func (n *node) drain(conn redcon.Conn, sess *Session) {
+	n.sendBatch(sess)
 	nc := nodeState(sess)
 	for i := range nc.pending {
 		p := &nc.pending[i]

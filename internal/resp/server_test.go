@@ -763,3 +763,62 @@ func TestConfigSetLists(t *testing.T) {
 	c.send(t, "CONFIG", "SET", "save", "900 1")
 	c.expect(t, "-ERR Unknown option or number of arguments for CONFIG SET - 'save'")
 }
+
+// batchFake is a pipeFake with BatchBackend: it records the size of each
+// batch and writes its commands in order, as the node's one entry does.
+type batchFake struct {
+	*pipeFake
+	batches []int // under fakeBackend.mu
+}
+
+func (p *batchFake) SubmitBatch(ctx context.Context, cmds []TxCommand) []func() (commands.Reply, uint64, error) {
+	p.mu.Lock()
+	p.batches = append(p.batches, len(cmds))
+	p.mu.Unlock()
+	waits := make([]func() (commands.Reply, uint64, error), len(cmds))
+	for i, c := range cmds {
+		waits[i] = p.Submit(ctx, c.Spec, c.Args)
+	}
+	return waits
+}
+
+// TestPipelinedWritesGoAsBatches: with a BatchBackend a pipeline's
+// consecutive writes are submitted as batches (of at most maxBatchCmds),
+// cut by a command that is not started ahead (which sees the writes
+// before it), and the replies keep their order.
+func TestPipelinedWritesGoAsBatches(t *testing.T) {
+	b := &batchFake{pipeFake: &pipeFake{fakeBackend: newFake(), commitDelay: time.Millisecond}}
+	_, addr := startServer(t, b, Config{})
+	c := rawConn(t, addr)
+	var buf []byte
+	const n = maxBatchCmds + 50
+	for i := range n {
+		buf = append(buf, encode("INCR", "ctr")...)
+		if i == 9 {
+			buf = append(buf, encode("GET", "ctr")...)
+		}
+	}
+	buf = append(buf, encode("GET", "ctr")...)
+	c.write(t, string(buf))
+	for i := range n {
+		c.expect(t, ":"+strconv.Itoa(i+1))
+		if i == 9 {
+			c.expect(t, "$2", "10")
+		}
+	}
+	c.expect(t, "$3", strconv.Itoa(n))
+	// The guard hands redcon about 4 KiB at a time: each read's writes
+	// are their own batches (here [10 167 129]), never more than the bound.
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	total := 0
+	for _, k := range b.batches {
+		if k > maxBatchCmds {
+			t.Errorf("a batch of %d commands, more than %d", k, maxBatchCmds)
+		}
+		total += k
+	}
+	if total != n || len(b.batches) < 3 {
+		t.Errorf("batches %v: %d commands in %d batches, want %d in at least 3", b.batches, total, len(b.batches), n)
+	}
+}

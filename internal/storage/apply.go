@@ -25,8 +25,9 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	d.mu.Lock()
 	applied, durable, counts := d.applied, d.durable.LSN, d.counts
 	d.mu.Unlock()
-	size := 0 // the rows' bytes, about
+	size, ops := 0, 0 // the rows' bytes, about; the ops
 	for i := range entries {
+		ops += len(entries[i].Ops)
 		for j := range entries[i].Ops {
 			op := &entries[i].Ops[j]
 			size += len(op.Key) + len(op.Sub) + len(op.Value) + 32
@@ -47,7 +48,7 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	} else {
 		b = d.pdb.NewBatch()
 	}
-	w := applyWriter{b: b, rows: d.rows, d: d, counts: counts, touched: make(map[string]rowState, len(entries))}
+	w := applyWriter{b: b, rows: d.rows, d: d, counts: counts, filter: d.filters.cur.Load(), touched: make(map[string]rowState, ops), cached: make([]cachedRow, 0, ops)}
 	defer w.b.Close()
 	for i := range entries {
 		e := &entries[i]
@@ -82,11 +83,22 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	if w.flushed {
 		d.rows.Clear()
 	}
+	// The key filters get the keys given a row, loaded after the commit
+	// (keyfilter.go).
+	cur, next := d.filters.cur.Load(), d.filters.next.Load()
 	for _, c := range w.cached {
 		if c.invalidate {
 			d.rows.Invalidate(c.key)
 		} else {
 			d.rows.Put(c.key, c.row)
+		}
+		if c.invalidate || c.row != nil { // a row written, not deleted
+			if cur != nil {
+				cur.add(c.key)
+			}
+			if next != nil {
+				next.add(c.key)
+			}
 		}
 	}
 	d.readMu.Unlock()
@@ -96,6 +108,7 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	d.noteExpiryLocked(w.earliest)
 	d.mu.Unlock()
 	d.reclaim.add(w.dropped)
+	d.maybeRescan(w.counts.Keys)
 	return nil
 }
 
@@ -116,7 +129,10 @@ type applyWriter struct {
 	// counts are the key counts with the batch's writes so far. touched
 	// holds the metadata rows this batch wrote, for a later write of the
 	// same key (the batch is not readable before its commit).
-	counts  KeyCounts
+	counts KeyCounts
+	// filter: no key it does not hold has a metadata row (keyfilter.go);
+	// nil while none is ready.
+	filter  *keyFilter
 	touched map[string]rowState
 	err     error // the first failed read of an old row
 	// cached: the metadata rows for the row cache, in order (a nil row: no
@@ -130,10 +146,12 @@ type applyWriter struct {
 
 // count moves the counts from key's old metadata row to now. The old row
 // is the batch's own write of key, else none after a FLUSHALL in the
-// batch, else the stored row.
+// batch, else none when the key filter does not hold key, else the stored
+// row.
 func (w *applyWriter) count(key []byte, now rowState) {
 	old, ok := w.touched[string(key)]
-	if !ok && !w.flushed {
+	if !ok && !w.flushed && (w.filter == nil || w.filter.mayHave(key)) {
+		w.d.filters.reads.Add(1)
 		var err error
 		if old, err = w.d.metaRowState(key); err != nil {
 			if w.err == nil {

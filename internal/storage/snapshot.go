@@ -149,11 +149,14 @@ func (d *DB) IngestRows(rows []snapshot.Row) error {
 	if err := b.Commit(noSyncWrite); err != nil {
 		return fmt.Errorf("storage: ingest: %w", err)
 	}
+	var made [][]byte
 	for _, r := range rows {
 		if r.Key[0] == keyspace.PrefixMeta {
 			d.rows.Invalidate(r.Key[1:])
+			made = append(made, r.Key[1:])
 		}
 	}
+	d.filters.added(made) // after the commit (keyfilter.go)
 	d.mu.Lock()
 	d.counts = counts
 	d.noteExpiryLocked(earliest)

@@ -232,6 +232,8 @@ type DB struct {
 	rows *rowcache.Cache
 	// reclaim compacts the spans of large drops in the background.
 	reclaim *reclaimer
+	// filters tell Apply which keys have no metadata row (keyfilter.go).
+	filters keyFilters
 	// readMu makes a read command see each applied batch whole: a
 	// collection's metadata row and its element rows are separate reads,
 	// and a batch committed between them would show half an entry (a
@@ -344,6 +346,8 @@ func Open(dir string, opts Options) (*DB, error) {
 	}
 	// Last: what recovery replays is left to Pebble's own compactions.
 	d.reclaim = newReclaimer(pdb, log, opts.ReclaimBytes)
+	d.filters.stop = make(chan struct{})
+	d.startScan(d.counts.Keys, d.counts.Keys <= filterSyncKeys)
 	return d, nil
 }
 
@@ -469,6 +473,7 @@ func (d *DB) recover() error {
 
 // Close closes the database and the log.
 func (d *DB) Close() error {
+	d.closeFilters()
 	d.reclaim.close()
 	werr := d.wal.Close()
 	if err := d.pdb.Close(); err != nil {
