@@ -50,10 +50,13 @@ type View struct {
 // NodeView is one node in a View: its member record and its Probe's
 // findings at View.Now.
 type NodeView struct {
-	ID       string
-	Member   coord.Member
-	Reply    *peerpb.HeartbeatReply // nil if never answered
-	Fresh    bool                   // answered within 3 intervals
+	ID     string
+	Member coord.Member
+	Reply  *peerpb.HeartbeatReply // nil if never answered
+	// Age is how old Reply is at View.Now: what a follower reports it
+	// heard of its leader is that much older by now.
+	Age      time.Duration
+	Fresh    bool // answered within 3 intervals
 	Suspect  bool
 	Refused  int
 	Phi      float64
@@ -94,6 +97,17 @@ func (n *NodeView) Follows(leader *NodeView) bool {
 	}
 	f := n.Reply.Following
 	return f == leader.ID || f == leader.Member.PeerAddr
+}
+
+// HeardLeaderAgo is how long before View.Now the follower last heard its
+// leader's stream, as far as its last answer tells: what it reported then
+// plus the answer's Age (it may have heard the leader since, but nothing
+// says so). ok is false if it never heard it (on this stream).
+func (n *NodeView) HeardLeaderAgo() (ago time.Duration, ok bool) {
+	if n.Reply == nil || n.Reply.LeaderHeardAgoMs < 0 {
+		return 0, false
+	}
+	return time.Duration(n.Reply.LeaderHeardAgoMs)*time.Millisecond + n.Age, true
 }
 
 // Durable is the durable position a heartbeat reported (zero for none).
@@ -235,8 +249,8 @@ func Decide(r Rules, v View, activeSince time.Time) Decision {
 			if n.ID == leader.ID || !n.Fresh || !n.Follows(leader) {
 				continue
 			}
-			if ms := n.Reply.LeaderHeardAgoMs; ms >= 0 && time.Duration(ms)*time.Millisecond < r.FollowerSilence {
-				return Decision{Note: fmt.Sprintf("%s, but follower %s heard it %d ms ago: no failover", why, n.ID, ms), NoteKey: "veto " + n.ID}
+			if ago, ok := n.HeardLeaderAgo(); ok && ago < r.FollowerSilence {
+				return Decision{Note: fmt.Sprintf("%s, but follower %s heard it %d ms ago: no failover", why, n.ID, ago.Milliseconds()), NoteKey: "veto " + n.ID}
 			}
 		}
 	}

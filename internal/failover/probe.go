@@ -143,7 +143,11 @@ func (p *Probe) FailedOver(det detector.Detector) {
 // View is the node as Decide sees it at now; fresh is how long an answer
 // stays fresh (the orchestrator: 3 intervals).
 func (p *Probe) View(id string, m coord.Member, now time.Time, fresh time.Duration) NodeView {
-	return NodeView{ID: id, Member: m, Reply: p.Reply, Refused: p.Refused,
+	var age time.Duration
+	if p.Reply != nil {
+		age = now.Sub(p.Replied)
+	}
+	return NodeView{ID: id, Member: m, Reply: p.Reply, Age: age, Refused: p.Refused,
 		Suspect: p.Det.Suspect(now), Phi: p.Det.Phi(now), LastBeat: p.Det.LastHeartbeat(), NotLead: p.NotLead,
 		NotAnswering: p.NotAnswering, Fresh: p.Reply != nil && now.Sub(p.Replied) < fresh}
 }

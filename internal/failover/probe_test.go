@@ -161,3 +161,21 @@ func TestProbeToDecision(t *testing.T) {
 		t.Fatalf("refusals not in a row: %+v, want nothing", d)
 	}
 }
+
+// TestViewAgesWhatFollowersHeard: a follower's "heard my leader 10 ms ago"
+// is 10 ms plus the answer's age by the time the rule reads it, so a
+// paused leader's followers stop vouching for it FollowerSilence after it
+// stopped, not FollowerSilence after their next answer.
+func TestViewAgesWhatFollowersHeard(t *testing.T) {
+	start := time.Unix(1000, 0)
+	p := &Probe{Det: detector.NewTimeout(500 * time.Millisecond)}
+	p.Observe(start, followerReply(3, 10, 10), nil, false, Expect{Epoch: 3}, 100*time.Millisecond)
+	v := p.View("n2", member("n2"), start.Add(150*time.Millisecond), 300*time.Millisecond)
+	if ago, ok := v.HeardLeaderAgo(); !ok || ago != 160*time.Millisecond {
+		t.Fatalf("heard %v ago (%v), want 160ms", ago, ok)
+	}
+	p.Observe(start.Add(200*time.Millisecond), followerReply(3, 10, -1), nil, false, Expect{Epoch: 3}, 100*time.Millisecond)
+	if v := p.View("n2", member("n2"), start.Add(250*time.Millisecond), 300*time.Millisecond); func() bool { _, ok := v.HeardLeaderAgo(); return ok }() {
+		t.Fatal("a follower that never heard its leader on this stream vouches for it")
+	}
+}

@@ -334,6 +334,7 @@ func (n *Node) listen() error {
 		return fmt.Errorf("node: peer listener: %w", err)
 	}
 	n.grpcSrv = grpc.NewServer(grpc.MaxRecvMsgSize(maxMessage), grpc.MaxSendMsgSize(maxMessage),
+		grpc.StaticStreamWindowSize(PeerWindow), grpc.StaticConnWindowSize(PeerWindow),
 		// Stop waits for handlers too, so that none runs once storage closes.
 		grpc.WaitForHandlers(true))
 	peerpb.RegisterPeerServer(n.grpcSrv, &peerService{n: n})
@@ -364,6 +365,15 @@ func (n *Node) listen() error {
 // in one (replication.DefaultMaxEntryBytes leaves room for the message's
 // other fields; TestEntryFitsMessage).
 const maxMessage = 1 << 30
+
+// PeerWindow is the HTTP/2 flow-control window of every peer connection
+// (stream and connection), on both ends, fixed. A fixed window turns off
+// gRPC's bandwidth-delay estimator, which sent a PING (and got one back)
+// for almost every message on a connection that carries few: on an idle
+// cluster each stream heartbeat, its echo and each orchestrator probe came
+// with a ping and a window update, about half of an idle leader's system
+// calls. 16 MiB is the largest window the estimator would have grown to.
+const PeerWindow = 16 << 20
 
 // Addrs returns the bound RESP, peer and HTTP addresses.
 func (n *Node) Addrs() (respAddr, peer, httpAddr string) {

@@ -13,15 +13,23 @@ import (
 )
 
 // dial opens a peer connection that reconnects quickly (a node restarted
-// by its supervisor is back within a second).
+// by its supervisor is back within a second). Its flow-control window is
+// fixed (64 KiB, HTTP/2's default; probes and StopWrites are small): that
+// turns off gRPC's bandwidth-delay estimator, which otherwise pinged the
+// node with nearly every probe.
 func dial(addr string) (*grpc.ClientConn, error) {
 	return grpc.NewClient(addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithStaticStreamWindowSize(probeWindow), grpc.WithStaticConnWindowSize(probeWindow),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: 20 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 200 * time.Millisecond},
 			MinConnectTimeout: 200 * time.Millisecond,
 		}))
 }
+
+// probeWindow is the flow-control window of the orchestrator's peer
+// connections.
+const probeWindow = 64 << 10
 
 // heartbeater is the one RPC a prober makes (peerpb.PeerClient has it), so
 // that tests can drive the probe loop with a fake under testing/synctest.
