@@ -27,10 +27,18 @@ func (o *Orchestrator) decideLoop() {
 	calmEvery := o.cfg.Interval / 2
 	t := time.NewTimer(calmEvery)
 	defer t.Stop()
+	due := time.Now().Add(calmEvery) // when t should fire
+	reset := func(d time.Duration) {
+		t.Reset(d)
+		due = time.Now().Add(d)
+	}
 	var activeSince time.Time
+	held := false // the last round's decision was held back for a stall
 	for {
+		stalled := false
 		select {
-		case <-t.C:
+		case now := <-t.C:
+			stalled = now.Sub(due) > stallAllowance && !held
 		case <-o.decideNow:
 			t.Stop()
 		case <-o.ctx.Done():
@@ -38,7 +46,7 @@ func (o *Orchestrator) decideLoop() {
 		}
 		if !o.Active() {
 			activeSince = time.Time{}
-			t.Reset(calmEvery)
+			reset(calmEvery)
 			continue
 		}
 		if activeSince.IsZero() {
@@ -46,13 +54,25 @@ func (o *Orchestrator) decideLoop() {
 		}
 		v := o.snapshot()
 		if calm(v, o.cfg.Interval) {
-			t.Reset(calmEvery)
+			reset(calmEvery)
 		} else {
-			t.Reset(decideFast)
+			reset(decideFast)
 		}
 		d := failover.Decide(o.cfg.rules(), v, activeSince)
 		if d.Note != "" {
 			o.note(d.NoteKey, "orchestrator: "+d.Note)
+		}
+		held = false
+		if stalled && d.Kind != failover.KindNone {
+			// This loop woke late: the process was not running (starved
+			// of CPU, paused), and answers that arrived meanwhile may wait
+			// unread behind this goroutine. A silence it measured proves
+			// nothing yet: the decision is taken again, once, a round
+			// later, after the probers have run.
+			o.note("stall", "orchestrator: woke late; decision held for a round", "kind", d.Kind, "reason", d.Reason)
+			held = true
+			reset(decideFast)
+			continue
 		}
 		// The failover policy and the hooks act here (policy.go), between
 		// the rule, which knows neither, and the change.
@@ -67,6 +87,10 @@ func (o *Orchestrator) decideLoop() {
 
 // decideFast is decideLoop's period while anything is amiss.
 const decideFast = 10 * time.Millisecond
+
+// stallAllowance is how late decideLoop's timer may fire before the loop
+// counts itself stalled (see decideLoop).
+const stallAllowance = 25 * time.Millisecond
 
 // calm reports whether nothing in v could make the rule act before it
 // is evaluated again in half an interval: a topology with a leader, and

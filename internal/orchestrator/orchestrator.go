@@ -210,6 +210,7 @@ type Orchestrator struct {
 	outage    *outage // the failed leader not yet replaced (policy.go)
 	held      uint64  // failover decisions the policy held (tests)
 	hooks     *hooks.Runner
+	stats     *detectStats // nil in tests that build an Orchestrator by hand
 
 	// topoErr: the topology stored in etcd does not decode (topo is the
 	// last one that did); nothing is changed until it does.
@@ -292,7 +293,7 @@ func Start(cfg Config) (*Orchestrator, error) {
 	o := &Orchestrator{
 		cfg: cfg, log: cfg.Logger.With("orchestrator", cfg.ID), store: coord.New(cli, cfg.Cluster),
 		members: map[string]coord.Member{}, nodes: map[string]*nodeState{}, decideNow: make(chan struct{}, 1), activated: make(chan struct{}),
-		started: time.Now(), noted: map[string]time.Time{},
+		started: time.Now(), noted: map[string]time.Time{}, stats: newDetectStats(),
 	}
 	o.ctx, o.cancel = context.WithCancel(context.Background())
 	if cfg.HTTPAddr != "" {

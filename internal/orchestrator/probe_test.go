@@ -24,9 +24,10 @@ import (
 // the probe's deadline).
 type fakeNode struct {
 	mu    sync.Mutex
-	state string // "alive", "gone", "paused"
+	state string // "alive", "gone", "paused", "slow"
 	reply *peerpb.HeartbeatReply
 	calls int
+	delay time.Duration // "slow": how long an answer takes
 }
 
 func (f *fakeNode) set(state string) {
@@ -38,9 +39,16 @@ func (f *fakeNode) set(state string) {
 func (f *fakeNode) Heartbeat(ctx context.Context, _ *peerpb.HeartbeatRequest, _ ...grpc.CallOption) (*peerpb.HeartbeatReply, error) {
 	f.mu.Lock()
 	f.calls++
-	state, rep := f.state, f.reply
+	state, rep, delay := f.state, f.reply, f.delay
 	f.mu.Unlock()
 	switch state {
+	case "slow":
+		select {
+		case <-time.After(delay):
+			return rep, nil
+		case <-ctx.Done():
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
 	case "gone":
 		return nil, status.Error(codes.Unavailable, "connection refused")
 	case "paused":
@@ -185,6 +193,43 @@ func TestStandbyProbes(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 		if d := decide(); d.Kind != failover.KindFailover || d.Candidate != "n2" {
 			t.Fatalf("a leader paused before this orchestrator took over, %v after: %+v, want a failover to n2", o.cfg.MinSilence+50*time.Millisecond, d)
+		}
+	})
+}
+
+// TestSlowLeaderIsAlive: a leader saturated by clients answers each probe
+// late (180 ms here, past the 100 ms interval) while no follower vouches
+// for it. Its late answers are signs of life: it is not failed over.
+// (With probes that gave up at the interval, every one failed and the
+// leader was failed over within MinSilence.)
+func TestSlowLeaderIsAlive(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := Config{ID: "o1", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		cfg.setDefaults()
+		o := &Orchestrator{cfg: cfg, log: cfg.Logger, nodes: map[string]*nodeState{}, noted: map[string]time.Time{},
+			topo: coord.Topology{Epoch: 3, Leader: "n1"}, haveTopo: true, active: true, stats: newDetectStats()}
+		leader := &fakeNode{state: "alive", reply: &peerpb.HeartbeatReply{Role: "leader", Epoch: 3, LeadingEpoch: 3, Answering: true,
+			Durable: &peerpb.Position{Epoch: 3, Lsn: 10}}}
+		follower := &fakeNode{state: "alive", reply: &peerpb.HeartbeatReply{Role: "follower", Epoch: 3, Following: "n1", LeaderHeardAgoMs: 900,
+			Durable: &peerpb.Position{Epoch: 3, Lsn: 10}}}
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		defer cancel()
+		for id, f := range map[string]*fakeNode{"n1": leader, "n2": follower} {
+			ns := &nodeState{member: coord.Member{ID: id, PeerAddr: id + ":7380", Priority: 100}, probe: failover.Probe{Det: o.detectorFor()}}
+			o.nodes[id] = ns
+			wg.Go(func() { o.probeLoop(ctx, ns, f) })
+		}
+		time.Sleep(time.Second + 50*time.Millisecond)
+		leader.mu.Lock()
+		leader.state, leader.delay = "slow", 180*time.Millisecond
+		leader.mu.Unlock()
+		for range 300 {
+			time.Sleep(10 * time.Millisecond)
+			if d := failover.Decide(o.cfg.rules(), o.snapshot(), time.Now().Add(-time.Minute)); d.Kind != failover.KindNone {
+				t.Fatalf("a leader that answers every probe in 180 ms: %+v", d)
+			}
 		}
 	})
 }
