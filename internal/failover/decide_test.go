@@ -19,7 +19,7 @@ func followerReply(epoch, lsn uint64, heardAgoMs int64) *peerpb.HeartbeatReply {
 }
 
 // testRules are the orchestrator's defaults.
-var testRules = Rules{Bootstrap: 2 * time.Second, MinSilence: 500 * time.Millisecond, FollowerSilence: 150 * time.Millisecond,
+var testRules = Rules{Bootstrap: 2 * time.Second, MinSilence: 250 * time.Millisecond, FollowerSilence: 200 * time.Millisecond,
 	NotLeadingAfter: 2 * time.Second, NotAnsweringAfter: 2 * time.Second}
 
 func mode(s string) coord.Mode {
@@ -45,7 +45,7 @@ func TestDecide(t *testing.T) {
 	// Suspected by phi but silent for less than MinSilence: a saturated
 	// leader missing a few heartbeats.
 	stalled := suspect
-	stalled.LastBeat = now.Add(-300 * time.Millisecond)
+	stalled.LastBeat = now.Add(-200 * time.Millisecond)
 	refused := healthy
 	refused.Refused, refused.Fresh = 2, false
 	f := func(id string, lsn uint64, heard int64) NodeView {
@@ -73,6 +73,9 @@ func TestDecide(t *testing.T) {
 		{name: "suspected, a follower still hears it: veto",
 			v:    View{Now: now, Topo: topo, HaveTopo: true, Nodes: []NodeView{suspect, f("n2", 100, 20), f("n3", 100, 400)}},
 			note: "follower n2 heard it 20 ms ago"},
+		{name: "suspected, a follower heard it 190 ms ago (just within FollowerSilence): veto",
+			v:    View{Now: now, Topo: topo, HaveTopo: true, Nodes: []NodeView{suspect, f("n2", 100, 190), f("n3", 100, 400)}},
+			note: "follower n2 heard it 190 ms ago"},
 		{name: "suspected; a follower heard it 20 ms before an answer 200 ms old: silent 220 ms by now, no veto",
 			v: View{Now: now, Topo: topo, HaveTopo: true, Nodes: []NodeView{suspect,
 				func() NodeView { n := f("n2", 100, 20); n.Age = 200 * time.Millisecond; return n }(), f("n3", 99, 400)}},

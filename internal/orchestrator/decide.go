@@ -21,7 +21,11 @@ import (
 // decideCalm while standing by, only to notice activation; and at once
 // when a probe fails, the topology changes or this orchestrator becomes
 // active (wakeDecide). An idle cluster costs the orchestrator 20 wake-ups
-// a second here instead of 100.
+// a second here instead of 100. A round whose timer fired more than
+// stallAllowance late (this process was starved of CPU or stopped) does
+// not act on its decision: the answers that arrived meanwhile may still
+// wait unread, and the silence it measured is partly its own. The next
+// round, decideFast later, decides again and acts.
 func (o *Orchestrator) decideLoop() {
 	defer o.wg.Done()
 	calmEvery := o.cfg.Interval / 2

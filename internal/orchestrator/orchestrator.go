@@ -87,16 +87,26 @@ type Config struct {
 	PhiMinStdDev time.Duration // default 25 ms
 	Timeout      time.Duration // the timeout detector's limit (default 500 ms)
 	// MinSilence: a leader the detector suspects is failed over only once
-	// it has been silent this long (default 500 ms). A leader whose CPU is
-	// saturated by clients can miss heartbeats for a few hundred
-	// milliseconds (238 and 295 ms seen on 2 cores under redis-benchmark
-	// -P 16) while alive, and in async mode a failover then loses its
-	// acknowledged writes; a process that is gone is still failed over at
-	// once, on refused probes.
+	// its probes have gone unanswered this long (default 250 ms). A leader
+	// saturated by clients answers late while alive: under redis-benchmark
+	// -c 50 -P 16 SET on 2 cores (`tandem bench failover`'s saturation
+	// phase, load average ~18) its longest silence between two answers
+	// was under 200 ms, its slowest answer under 125 ms. (Before probes
+	// waited for late answers, 238 and 295 ms were seen, and this was
+	// 500 ms.) A process that is gone is failed over at once, on refused
+	// probes.
 	MinSilence time.Duration
-	// FollowerSilence: a follower that heard its leader more recently
-	// than this vouches for it (default 150 ms; leaders heartbeat idle
-	// streams every 30 ms under the control plane).
+	// FollowerSilence: a follower that heard its leader's stream more
+	// recently than this vouches for it (default 200 ms; leaders
+	// heartbeat idle streams every 50 ms). How long ago is what the
+	// follower reported plus the age of its report
+	// (failover.NodeView.HeardLeaderAgo), so a paused leader's followers
+	// stop vouching this long after it stopped. A busy leader streams all
+	// the time: in the same saturation phase, the leader's longest silence
+	// on every channel at once (its answers and its followers' reports)
+	// was under 175 ms. Both silences must pass their bound for a
+	// failover on suspicion; a paused leader is detected about
+	// max(MinSilence − interval/2, FollowerSilence) after it stopped.
 	FollowerSilence time.Duration
 	// NotLeadingAfter: a leader that answers but does not lead the
 	// topology's epoch for this long is failed over (default 2 s).
@@ -154,10 +164,10 @@ func (c *Config) setDefaults() {
 		c.Timeout = 500 * time.Millisecond
 	}
 	if c.FollowerSilence <= 0 {
-		c.FollowerSilence = 150 * time.Millisecond
+		c.FollowerSilence = 200 * time.Millisecond
 	}
 	if c.MinSilence <= 0 {
-		c.MinSilence = 500 * time.Millisecond
+		c.MinSilence = 250 * time.Millisecond
 	}
 	if c.NotLeadingAfter <= 0 {
 		c.NotLeadingAfter = 2 * time.Second

@@ -76,8 +76,8 @@ func TestProbeLoop(t *testing.T) {
 		{fault: "gone", noneAt: 60 * time.Millisecond, failover: 80 * time.Millisecond, reason: "refused 2 probes in a row"},
 		// Paused: probes time out, which says nothing of the process; the
 		// leader, silent since its last answer 50 ms before the fault, is
-		// suspected by phi at once but failed over only after MinSilence.
-		{fault: "paused", noneAt: 420 * time.Millisecond, failover: 470 * time.Millisecond, reason: "leader suspected"},
+		// failed over once silent for MinSilence (250 ms) and suspected.
+		{fault: "paused", noneAt: 190 * time.Millisecond, failover: 230 * time.Millisecond, reason: "leader suspected"},
 	} {
 		t.Run(tc.fault, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
@@ -198,7 +198,7 @@ func TestStandbyProbes(t *testing.T) {
 }
 
 // TestSlowLeaderIsAlive: a leader saturated by clients answers each probe
-// late (180 ms here, past the 100 ms interval) while no follower vouches
+// late (120 ms here, past the 100 ms interval) while no follower vouches
 // for it. Its late answers are signs of life: it is not failed over.
 // (With probes that gave up at the interval, every one failed and the
 // leader was failed over within MinSilence.)
@@ -223,12 +223,12 @@ func TestSlowLeaderIsAlive(t *testing.T) {
 		}
 		time.Sleep(time.Second + 50*time.Millisecond)
 		leader.mu.Lock()
-		leader.state, leader.delay = "slow", 180*time.Millisecond
+		leader.state, leader.delay = "slow", 120*time.Millisecond
 		leader.mu.Unlock()
 		for range 300 {
 			time.Sleep(10 * time.Millisecond)
 			if d := failover.Decide(o.cfg.rules(), o.snapshot(), time.Now().Add(-time.Minute)); d.Kind != failover.KindNone {
-				t.Fatalf("a leader that answers every probe in 180 ms: %+v", d)
+				t.Fatalf("a leader that answers every probe in 120 ms: %+v", d)
 			}
 		}
 	})

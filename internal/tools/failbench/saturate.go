@@ -65,10 +65,10 @@ func benchmarkArgs(addr string) ([]string, error) {
 	return []string{"-h", host, "-p", port, "-c", "50", "-P", "16", "-t", "set", "-n", "2000000000", "-r", "100000", "-d", "100", "-q"}, nil
 }
 
-// overallRate is the last "overall: N" rate in redis-benchmark's progress
+// overallRate is the last "rps=R (overall: N)" rate in redis-benchmark's progress
 // output (it prints one every 250 ms; a run that is stopped prints no
 // summary).
-var overallRate = regexp.MustCompile(`overall: ([0-9.]+)`)
+var overallRate = regexp.MustCompile(`rps=[0-9.]+ \(overall: ([0-9.]+)\)`)
 
 func lastRate(out []byte) float64 {
 	m := overallRate.FindAllSubmatch(out, -1)

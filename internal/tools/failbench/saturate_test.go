@@ -52,7 +52,7 @@ func TestHistogramsOverAPhase(t *testing.T) {
 
 // TestLastRate reads redis-benchmark's last progress rate.
 func TestLastRate(t *testing.T) {
-	out := []byte("SET: rps=1000.0 (overall: 900.5) avg_msec=1.0\rSET: rps=2000.0 (overall: 1500.2) avg_msec=1.0\r")
+	out := []byte("SET: rps=1000.0 (overall: 900.5) avg_msec=1.0 (overall: 2.5)\rSET: rps=2000.0 (overall: 1500.2) avg_msec=1.0 (overall: 37.5)\r")
 	if r := lastRate(out); r != 1500.2 {
 		t.Fatalf("rate %v", r)
 	}
