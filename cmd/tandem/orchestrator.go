@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -34,6 +35,13 @@ func orchestratorCmd() *cobra.Command {
 			log, err := newLogger(logLevel)
 			if err != nil {
 				return err
+			}
+			if os.Getenv("GOMAXPROCS") == "" {
+				// One P: the orchestrator's work is a few small RPCs at a
+				// time, and with two every network event also woke a
+				// second thread to look for work (717 wake-ups a second
+				// idle, 446 with one: bench/idle.sh).
+				runtime.GOMAXPROCS(1)
 			}
 			if cfg.Etcd = coord.ParseEndpoints(etcd); len(cfg.Etcd) == 0 {
 				return fmt.Errorf("--etcd is required")
