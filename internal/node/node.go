@@ -538,7 +538,8 @@ func (n *Node) startLeader(epoch uint64, lease *replication.Lease) (role, error)
 func (n *Node) streamHeartbeat() time.Duration {
 	// Under the control plane the orchestrator asks followers how long ago
 	// they heard their leader before it declares the leader dead (a
-	// follower that heard it within --follower-silence, 150 ms, vetoes),
+	// follower that heard it within --follower-silence, 200 ms counting
+	// the age of its answer, vetoes),
 	// and the failsafe lease is extended by echoes at most a fence delay
 	// (100 ms) old: both want a heartbeat well inside 100 ms. Freshness for
 	// bounded reads on an idle follower no longer comes from heartbeats
