@@ -19,7 +19,7 @@ func followerReply(epoch, lsn uint64, heardAgoMs int64) *peerpb.HeartbeatReply {
 }
 
 // testRules are the orchestrator's defaults.
-var testRules = Rules{Bootstrap: 2 * time.Second, MinSilence: 250 * time.Millisecond, FollowerSilence: 200 * time.Millisecond,
+var testRules = Rules{Bootstrap: 2 * time.Second, Interval: 100 * time.Millisecond, MinSilence: 250 * time.Millisecond, FollowerSilence: 200 * time.Millisecond,
 	NotLeadingAfter: 2 * time.Second, NotAnsweringAfter: 2 * time.Second}
 
 func mode(s string) coord.Mode {
@@ -84,6 +84,21 @@ func TestDecide(t *testing.T) {
 			v: View{Now: now, Topo: topo, HaveTopo: true, Nodes: []NodeView{suspect,
 				func() NodeView { n := f("n2", 100, 20); n.Age = 100 * time.Millisecond; return n }(), f("n3", 99, 400)}},
 			note: "follower n2 heard it 120 ms ago"},
+		{name: "suspected, silent 600 ms, but it answered 300 ms late lately (a saturated leader): waited for up to 700 ms",
+			v: View{Now: now, Topo: topo, HaveTopo: true, Nodes: []NodeView{
+				func() NodeView { n := suspect; n.Slow = 300 * time.Millisecond; return n }(), f("n2", 90, 400), f("n3", 99, 400)}}},
+		{name: "suspected, silent 600 ms, answered 200 ms late lately: waited for 500 ms, failed over",
+			v: View{Now: now, Topo: topo, HaveTopo: true, Nodes: []NodeView{
+				func() NodeView { n := suspect; n.Slow = 200 * time.Millisecond; return n }(), f("n2", 90, 400), f("n3", 99, 400)}},
+			kind: KindFailover, candidate: "n3"},
+		{name: "suspected; a follower heard it 300 ms ago, but its stream went silent 180 ms lately: veto",
+			v: View{Now: now, Topo: topo, HaveTopo: true, Nodes: []NodeView{suspect,
+				func() NodeView { n := f("n2", 100, 300); n.StreamGap = 180 * time.Millisecond; return n }(), f("n3", 99, 400)}},
+			note: "follower n2 heard it 300 ms ago"},
+		{name: "suspected; a follower heard it 300 ms ago, its stream's silences lately under 150 ms: no veto",
+			v: View{Now: now, Topo: topo, HaveTopo: true, Nodes: []NodeView{suspect,
+				func() NodeView { n := f("n2", 100, 300); n.StreamGap = 140 * time.Millisecond; return n }(), f("n3", 99, 400)}},
+			kind: KindFailover, candidate: "n2"},
 		{name: "refused twice: the process is gone",
 			v:    View{Now: now, Topo: topo, HaveTopo: true, Nodes: []NodeView{refused, f("n2", 100, 200), f("n3", 100, 200)}},
 			kind: KindFailover, candidate: "n2"},

@@ -261,7 +261,7 @@ func (o *Orchestrator) becomeActive() {
 		if ns.probe.Reply != nil {
 			det.Heartbeat(now)
 		}
-		ns.probe.Det = det
+		ns.probe.Restart(det)
 	}
 	if o.activated != nil {
 		close(o.activated)
@@ -289,7 +289,7 @@ type nodeState struct {
 
 // rules are the failover rule's timings from the configuration.
 func (c *Config) rules() failover.Rules {
-	return failover.Rules{Bootstrap: c.Bootstrap, MinSilence: c.MinSilence, FollowerSilence: c.FollowerSilence,
+	return failover.Rules{Bootstrap: c.Bootstrap, Interval: c.Interval, MinSilence: c.MinSilence, FollowerSilence: c.FollowerSilence,
 		NotLeadingAfter: c.NotLeadingAfter, NotAnsweringAfter: c.NotAnsweringAfter}
 }
 

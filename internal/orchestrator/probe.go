@@ -78,7 +78,7 @@ func (o *Orchestrator) probeLoop(ctx context.Context, ns *nodeState, hb heartbea
 		// that changed while the probe was out is the one it answers to.
 		want := failover.Expect{ShouldLead: o.haveTopo && o.topo.Leader == ns.member.ID, Epoch: o.topo.Epoch}
 		lapsed := ns.probe.NotAnswering
-		next := ns.probe.Observe(now, rep, err, ctx.Err() != nil, want, o.cfg.Interval)
+		next := ns.probe.Observe(sent, now, rep, err, ctx.Err() != nil, want, o.cfg.Interval)
 		if err == nil {
 			o.observeAnswer(ns, now, now.Sub(sent), want.ShouldLead, lapsed)
 		}

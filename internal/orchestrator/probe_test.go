@@ -87,8 +87,9 @@ func TestProbeLoop(t *testing.T) {
 					topo: coord.Topology{Epoch: 3, Leader: "n1"}, haveTopo: true, active: true}
 				leader := &fakeNode{state: "alive", reply: &peerpb.HeartbeatReply{Role: "leader", Epoch: 3, LeadingEpoch: 3, Answering: true,
 					Durable: &peerpb.Position{Epoch: 3, Lsn: 10}}}
-				// The follower lost the leader too: it does not veto.
-				follower := &fakeNode{state: "alive", reply: &peerpb.HeartbeatReply{Role: "follower", Epoch: 3, Following: "n1", LeaderHeardAgoMs: 900,
+				// The follower lost the leader too (never heard it on its stream):
+				// it does not veto.
+				follower := &fakeNode{state: "alive", reply: &peerpb.HeartbeatReply{Role: "follower", Epoch: 3, Following: "n1", LeaderHeardAgoMs: -1,
 					Durable: &peerpb.Position{Epoch: 3, Lsn: 10}}}
 				ctx, cancel := context.WithCancel(context.Background())
 				var wg sync.WaitGroup
@@ -140,7 +141,7 @@ func TestStandbyProbes(t *testing.T) {
 			topo: coord.Topology{Epoch: 3, Leader: "n1"}, haveTopo: true, activated: make(chan struct{}), decideNow: make(chan struct{}, 1)}
 		leader := &fakeNode{state: "alive", reply: &peerpb.HeartbeatReply{Role: "leader", Epoch: 3, LeadingEpoch: 3, Answering: true,
 			Durable: &peerpb.Position{Epoch: 3, Lsn: 10}}}
-		follower := &fakeNode{state: "alive", reply: &peerpb.HeartbeatReply{Role: "follower", Epoch: 3, Following: "n1", LeaderHeardAgoMs: 900,
+		follower := &fakeNode{state: "alive", reply: &peerpb.HeartbeatReply{Role: "follower", Epoch: 3, Following: "n1", LeaderHeardAgoMs: -1,
 			Durable: &peerpb.Position{Epoch: 3, Lsn: 10}}}
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
@@ -210,7 +211,7 @@ func TestSlowLeaderIsAlive(t *testing.T) {
 			topo: coord.Topology{Epoch: 3, Leader: "n1"}, haveTopo: true, active: true, stats: newDetectStats()}
 		leader := &fakeNode{state: "alive", reply: &peerpb.HeartbeatReply{Role: "leader", Epoch: 3, LeadingEpoch: 3, Answering: true,
 			Durable: &peerpb.Position{Epoch: 3, Lsn: 10}}}
-		follower := &fakeNode{state: "alive", reply: &peerpb.HeartbeatReply{Role: "follower", Epoch: 3, Following: "n1", LeaderHeardAgoMs: 900,
+		follower := &fakeNode{state: "alive", reply: &peerpb.HeartbeatReply{Role: "follower", Epoch: 3, Following: "n1", LeaderHeardAgoMs: -1,
 			Durable: &peerpb.Position{Epoch: 3, Lsn: 10}}}
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
