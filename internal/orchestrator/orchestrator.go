@@ -93,8 +93,11 @@ type Config struct {
 	// phase, load average ~18) its longest silence between two answers
 	// was under 200 ms, its slowest answer under 125 ms. (Before probes
 	// waited for late answers, 238 and 295 ms were seen, and this was
-	// 500 ms.) A process that is gone is failed over at once, on refused
-	// probes.
+	// 500 ms.) A leader that answered late lately is waited for longer:
+	// the interval plus twice its recent lateness, if that is more
+	// (failover.NodeView.Slow); under 50-stream bulk load its answers
+	// took up to 300 ms and it went 342 ms without one. A process that is
+	// gone is failed over at once, on refused probes.
 	MinSilence time.Duration
 	// FollowerSilence: a follower that heard its leader's stream more
 	// recently than this vouches for it (default 200 ms; leaders
@@ -104,7 +107,9 @@ type Config struct {
 	// stop vouching this long after it stopped. A busy leader streams all
 	// the time: in the same saturation phase, the leader's longest silence
 	// on every channel at once (its answers and its followers' reports)
-	// was under 175 ms. Both silences must pass their bound for a
+	// was under 175 ms; a follower whose stream went silent for longer
+	// lately vouches for twice that (failover.NodeView.StreamGap). Both
+	// silences must pass their bound for a
 	// failover on suspicion; a paused leader is detected about
 	// max(MinSilence − interval/2, FollowerSilence) after it stopped.
 	FollowerSilence time.Duration
