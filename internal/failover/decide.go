@@ -45,8 +45,11 @@ type Rules struct {
 // 50-stream bulk load on 2 cores a live leader went 342 ms without an
 // answer (round trips up to 300 ms), where a quiet or moderately loaded
 // one answers within a few tens of milliseconds.
-func (r Rules) minSilence(leader *NodeView) time.Duration {
-	return max(r.MinSilence, r.Interval+2*leader.Slow)
+//
+// late is the observer's own recent lateness (View.Late), counted as the
+// leader's.
+func (r Rules) minSilence(leader *NodeView, late time.Duration) time.Duration {
+	return max(r.MinSilence, r.Interval+2*max(leader.Slow, late))
 }
 
 // View is one consistent reading of what the orchestrator knows.
@@ -58,6 +61,12 @@ type View struct {
 	// the last one that did). Nothing is decided on it.
 	TopoErr error
 	Nodes   []NodeView // sorted by ID
+	// Late is how late the observer itself ran lately (its decide loop's
+	// timers; the largest in the last one to two SlowWindows). On a
+	// machine so loaded that the orchestrator runs late, the nodes beside
+	// it do too, and every silence it measures is waited for as if the
+	// leader had answered that late (see Rules.MinSilence).
+	Late time.Duration
 	// PreferredZone: among equally advanced candidates of equal priority,
 	// one whose member record names this zone is chosen ("" prefers none;
 	// see Choose for the rank).
@@ -265,7 +274,7 @@ func Decide(r Rules, v View, activeSince time.Time) Decision {
 		selfReported = true
 	case leader.Refused >= RefusedIsGone:
 		why = fmt.Sprintf("leader refused %d probes in a row (%s)", leader.Refused, "process gone")
-	case leader.Suspect && v.Now.Sub(leader.LastBeat) >= r.minSilence(leader):
+	case leader.Suspect && v.Now.Sub(leader.LastBeat) >= r.minSilence(leader, v.Late):
 		why = fmt.Sprintf("leader suspected (phi %.1f, last heartbeat %s ago)", leader.Phi, v.Now.Sub(leader.LastBeat).Round(time.Millisecond))
 	default:
 		return Decision{}
@@ -275,7 +284,7 @@ func Decide(r Rules, v View, activeSince time.Time) Decision {
 			if n.ID == leader.ID || !n.Fresh || !n.Follows(leader) {
 				continue
 			}
-			if ago, ok := n.HeardLeaderAgo(); ok && ago < max(r.FollowerSilence, 2*n.StreamGap) {
+			if ago, ok := n.HeardLeaderAgo(); ok && ago < max(r.FollowerSilence, 2*n.StreamGap, 2*v.Late) {
 				return Decision{Note: fmt.Sprintf("%s, but follower %s heard it %d ms ago: no failover", why, n.ID, ago.Milliseconds()), NoteKey: "veto " + n.ID}
 			}
 		}

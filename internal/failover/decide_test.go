@@ -87,6 +87,11 @@ func TestDecide(t *testing.T) {
 		{name: "suspected, silent 600 ms, but it answered 300 ms late lately (a saturated leader): waited for up to 700 ms",
 			v: View{Now: now, Topo: topo, HaveTopo: true, Nodes: []NodeView{
 				func() NodeView { n := suspect; n.Slow = 300 * time.Millisecond; return n }(), f("n2", 90, 400), f("n3", 99, 400)}}},
+		{name: "suspected, silent 600 ms, but the orchestrator itself ran 300 ms late lately (the machine is overloaded): waited for up to 700 ms",
+			v: View{Now: now, Topo: topo, HaveTopo: true, Late: 300 * time.Millisecond, Nodes: []NodeView{suspect, f("n2", 90, 400), f("n3", 99, 400)}}},
+		{name: "suspected; a follower heard it 400 ms ago, the orchestrator ran 250 ms late lately: veto",
+			v:    View{Now: now, Topo: topo, HaveTopo: true, Late: 250 * time.Millisecond, Nodes: []NodeView{suspect, f("n2", 90, 400), f("n3", 99, 600)}},
+			note: "follower n2 heard it 400 ms ago"},
 		{name: "suspected, silent 600 ms, answered 200 ms late lately: waited for 500 ms, failed over",
 			v: View{Now: now, Topo: topo, HaveTopo: true, Nodes: []NodeView{
 				func() NodeView { n := suspect; n.Slow = 200 * time.Millisecond; return n }(), f("n2", 90, 400), f("n3", 99, 400)}},

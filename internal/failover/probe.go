@@ -81,12 +81,12 @@ type Probe struct {
 	GraceEnds time.Time
 
 	// slow: how late its recent answers came (see NodeView.Slow).
-	slow recentMax
+	slow RecentMax
 	// gaps: the longest recent silences of its leader's stream that it
 	// reported and that ended (a follower; see NodeView.StreamGap).
 	// heardAt and heardAgo are its last report: when it last heard its
 	// leader, by this clock, and how long before that report.
-	gaps     recentMax
+	gaps     RecentMax
 	heardAt  time.Time
 	heardAgo time.Duration
 }
@@ -96,14 +96,16 @@ type Probe struct {
 // silence the rule waits for (Decide) for one to two windows.
 const SlowWindow = 2 * time.Second
 
-// recentMax is the largest duration added within the last one to two
-// SlowWindows: the current window's and the previous one's.
-type recentMax struct {
+// RecentMax is the largest duration added within the last one to two
+// SlowWindows: the current window's and the previous one's. The zero
+// value is empty.
+type RecentMax struct {
 	start     time.Time
 	cur, prev time.Duration
 }
 
-func (m *recentMax) add(now time.Time, d time.Duration) {
+// Add records d at now.
+func (m *RecentMax) Add(now time.Time, d time.Duration) {
 	switch age := now.Sub(m.start); {
 	case m.start.IsZero() || age >= 2*SlowWindow:
 		m.start, m.cur, m.prev = now, 0, 0
@@ -113,7 +115,8 @@ func (m *recentMax) add(now time.Time, d time.Duration) {
 	m.cur = max(m.cur, d)
 }
 
-func (m recentMax) at(now time.Time) time.Duration {
+// At is the largest duration added in the one to two windows before now.
+func (m RecentMax) At(now time.Time) time.Duration {
 	switch age := now.Sub(m.start); {
 	case m.start.IsZero() || age >= 2*SlowWindow:
 		return 0
@@ -152,7 +155,7 @@ func (p *Probe) Observe(sent, now time.Time, rep *peerpb.HeartbeatReply, err err
 	if !p.Replied.IsZero() {
 		late = max(late, now.Sub(p.Replied)-interval)
 	}
-	p.slow.add(now, late)
+	p.slow.Add(now, late)
 	if rep.Role == statusdoc.RoleFollower && rep.LeaderHeardAgoMs >= 0 {
 		ago := time.Duration(rep.LeaderHeardAgoMs) * time.Millisecond
 		heardAt := now.Add(-ago)
@@ -160,7 +163,7 @@ func (p *Probe) Observe(sent, now time.Time, rep *peerpb.HeartbeatReply, err err
 		// has ended. The margin keeps the jitter of when answers arrive
 		// from passing for new contact.
 		if !p.heardAt.IsZero() && heardAt.Sub(p.heardAt) > interval/2 {
-			p.gaps.add(now, p.heardAgo)
+			p.gaps.Add(now, p.heardAgo)
 		}
 		p.heardAt, p.heardAgo = heardAt, ago
 	} else {
@@ -214,7 +217,7 @@ func (p *Probe) FailedOver(det detector.Detector) {
 // what comes.
 func (p *Probe) Restart(det detector.Detector) {
 	p.Det = det
-	p.slow, p.gaps = recentMax{}, recentMax{}
+	p.slow, p.gaps = RecentMax{}, RecentMax{}
 }
 
 // View is the node as Decide sees it at now; fresh is how long an answer
@@ -225,7 +228,7 @@ func (p *Probe) View(id string, m coord.Member, now time.Time, fresh time.Durati
 		age = now.Sub(p.Replied)
 	}
 	return NodeView{ID: id, Member: m, Reply: p.Reply, Age: age, Refused: p.Refused,
-		Slow: p.slow.at(now), StreamGap: p.gaps.at(now),
+		Slow: p.slow.At(now), StreamGap: p.gaps.At(now),
 		Suspect: p.Det.Suspect(now), Phi: p.Det.Phi(now), LastBeat: p.Det.LastHeartbeat(), NotLead: p.NotLead,
 		NotAnswering: p.NotAnswering, Fresh: p.Reply != nil && now.Sub(p.Replied) < fresh}
 }

@@ -42,7 +42,11 @@ func (o *Orchestrator) decideLoop() {
 		stalled := false
 		select {
 		case now := <-t.C:
-			stalled = now.Sub(due) > stallAllowance && !held
+			late := now.Sub(due)
+			stalled = late > stallAllowance && !held
+			o.mu.Lock()
+			o.late.Add(now, late)
+			o.mu.Unlock()
 		case <-o.decideNow:
 			t.Stop()
 		case <-o.ctx.Done():

@@ -226,6 +226,8 @@ type Orchestrator struct {
 	held      uint64  // failover decisions the policy held (tests)
 	hooks     *hooks.Runner
 	stats     *detectStats // nil in tests that build an Orchestrator by hand
+	// late: how late decideLoop's timers fired lately (View.Late).
+	late failover.RecentMax
 
 	// topoErr: the topology stored in etcd does not decode (topo is the
 	// last one that did); nothing is changed until it does.
@@ -525,7 +527,7 @@ func (o *Orchestrator) snapshot() failover.View {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	now := time.Now()
-	v := failover.View{Now: now, Topo: o.topo, HaveTopo: o.haveTopo, TopoErr: o.topoErr, PreferredZone: o.cfg.PreferredZone}
+	v := failover.View{Now: now, Topo: o.topo, HaveTopo: o.haveTopo, TopoErr: o.topoErr, PreferredZone: o.cfg.PreferredZone, Late: o.late.At(now)}
 	for id, ns := range o.nodes {
 		v.Nodes = append(v.Nodes, ns.probe.View(id, ns.member, now, 3*o.cfg.Interval))
 	}
