@@ -407,6 +407,9 @@ large_value() {
     m = 1048576; printf "%10d %8d %10d %8d %10d %6s | %8.1f %8.1f %8.1f %8.1f | %8.1f %8.1f\n", s, ta, tr, ra, rr,
       (rr > 0 ? sprintf("%.2f", tr / rr) : "n/a"), tl/1024, tlh/1024, tf/1024, tfh/1024, rp/1024, rq/1024 }')
   say "$LARGE_ROW"
+  # The target (issue 19): a value costs at most 3x its size in peak RSS.
+  LARGE_PEAK="peak RSS growth / value size, $size bytes: tandem leader $(awk -v k="$tlh" -v s="$size" 'BEGIN{printf "%.1fx", k*1024/s}'), follower $(awk -v k="$tfh" -v s="$size" 'BEGIN{printf "%.1fx", k*1024/s}') (target <= 3.0x)"
+  say "  $LARGE_PEAK"
 }
 max2() { if [ "$1" -gt "$2" ]; then echo "$1"; else echo "$2"; fi; }
 
@@ -609,6 +612,7 @@ fi
 if [ -n "$LARGE_SIZES" ]; then
   say "large values (ms; RSS growth in MB):"
   say "$LARGE_TABLE"
+  say "$LARGE_PEAK"
   say "$LARGE_IDLE"
 fi
 for l in "${DIGEST_SUMMARY[@]}"; do say "replica digests $l"; done

@@ -31,9 +31,10 @@ import (
 //     choice, when the prefix is a member itself; until no member extends
 //     the prefix. It lands on the first member at or after the prefix and
 //     picks uniformly among the walkWindow members from there (wrapping to
-//     the first). Cost: about three seeks per level of the trie where
+//     the first). Cost: about two seeks per level of the trie where
 //     members differ (five for a million decimal ids), at most
-//     maxWalkSeeks, plus walkWindow rows per pick, whatever the set's
+//     maxWalkSeeks, plus walkWindow/2 rows per pick on average (the
+//     choice in the window is drawn first), whatever the set's
 //     size.
 //
 // Fairness of the walk: each level is uniform over the subtrees of the
@@ -73,7 +74,7 @@ const (
 	// walkWindow is how many members after a walk's landing point a pick
 	// is uniform among.
 	walkWindow = 32
-	// maxWalkSeeks bounds one walk's seeks (about 3 per level).
+	// maxWalkSeeks bounds one walk's seeks (about 2 per level).
 	maxWalkSeeks = 256
 	// childTries is how many random bytes a walk tries at one level before
 	// it lists the bytes in use.
@@ -173,7 +174,7 @@ func sampleByWalk(v View, key []byte, s Value, n uint64, distinct bool, rnd rand
 	err = w.from(start, s.Size, func(m []byte) bool {
 		if _, dup := taken[string(m)]; !dup {
 			taken[string(m)] = struct{}{}
-			out = append(out, m)
+			out = append(out, clone(m))
 		}
 		return uint64(len(out)) < n
 	})
@@ -221,24 +222,39 @@ func prefixEnd(p []byte) []byte {
 
 // prefix is a random walk down the members' trie: a start point for a
 // pick.
+//
+// A level's first and last members under the prefix are often known from
+// the level above (the first under its lowest byte, the last under its
+// highest, and the first under a byte the choice tested): those seeks
+// are not made again.
 func (w *walker) prefix() ([]byte, error) {
-	var p []byte
+	var p, knownFirst, knownLast []byte
 	for seeks := 0; seeks < maxWalkSeeks; {
-		m, ok, err := w.first(p)
-		seeks++
-		if err != nil {
-			return nil, err
+		m := knownFirst
+		if m == nil {
+			var ok bool
+			var err error
+			m, ok, err = w.first(p)
+			seeks++
+			if err != nil {
+				return nil, err
+			}
+			if !ok || !bytes.HasPrefix(m, p) {
+				break
+			}
 		}
-		if !ok || !bytes.HasPrefix(m, p) {
-			break
-		}
-		last, ok, err := w.last(p)
-		seeks++
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			break
+		last := knownLast
+		if last == nil {
+			var ok bool
+			var err error
+			last, ok, err = w.last(p)
+			seeks++
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				break
+			}
 		}
 		// Every member under p lies between m and last in order, so it
 		// shares their common prefix: the walk goes down to it at once
@@ -254,6 +270,8 @@ func (w *walker) prefix() ([]byte, error) {
 			if len(last) == n {
 				break // the only member under p: land on p
 			}
+			var ok bool
+			var err error
 			if m, ok, err = w.first(append(clone(p), 0)); err != nil {
 				return nil, err
 			}
@@ -262,12 +280,19 @@ func (w *walker) prefix() ([]byte, error) {
 				break
 			}
 		}
-		b, stop, err := w.child(p, m[n], last[n], member, &seeks)
+		b, firstUnder, stop, err := w.child(p, m[n], last[n], member, &seeks)
 		if err != nil {
 			return nil, err
 		}
 		if stop {
 			break
+		}
+		knownFirst, knownLast = firstUnder, nil
+		switch b {
+		case m[n]:
+			knownFirst = m
+		case last[n]:
+			knownLast = last
 		}
 		p = append(p, b)
 	}
@@ -279,41 +304,49 @@ func (w *walker) prefix() ([]byte, error) {
 // stop, as one more choice, when p is a member itself. A random byte of the
 // range is tried (one seek each, rejected when no member uses it) a few
 // times; then the used bytes are listed (one seek each) and one is taken.
-func (w *walker) child(p []byte, lo, hi byte, member bool, seeks *int) (b byte, stop bool, err error) {
+//
+// firstUnder is the first member under p+b when a seek found it (nil
+// when unknown).
+func (w *walker) child(p []byte, lo, hi byte, member bool, seeks *int) (b byte, firstUnder []byte, stop bool, err error) {
 	choices := uint64(hi-lo) + 1
 	if member {
 		choices++
 	}
-	used := func(b byte) (bool, error) {
+	used := func(b byte) ([]byte, bool, error) {
 		if b == lo || b == hi {
-			return true, nil
+			return nil, true, nil
 		}
 		q := append(clone(p), b)
 		m, ok, err := w.first(q)
 		*seeks++
-		return ok && bytes.HasPrefix(m, q), err
+		if ok && bytes.HasPrefix(m, q) {
+			return m, true, err
+		}
+		return nil, false, err
 	}
 	for range childTries {
 		c := w.rnd(choices)
 		if c == uint64(hi-lo)+1 {
-			return 0, true, nil
+			return 0, nil, true, nil
 		}
-		ok, err := used(lo + byte(c))
+		m, ok, err := used(lo + byte(c))
 		if err != nil || ok {
-			return lo + byte(c), false, err
+			return lo + byte(c), m, false, err
 		}
 	}
 	kids := []byte{lo}
+	firsts := [][]byte{nil}
 	for next := int(lo) + 1; next <= int(hi) && *seeks < maxWalkSeeks; {
 		m, ok, err := w.first(append(clone(p), byte(next)))
 		*seeks++
 		if err != nil {
-			return 0, false, err
+			return 0, nil, false, err
 		}
 		if !ok || !bytes.HasPrefix(m, p) {
 			break
 		}
 		kids = append(kids, m[len(p)])
+		firsts = append(firsts, m)
 		next = int(m[len(p)]) + 1
 	}
 	n := uint64(len(kids))
@@ -322,19 +355,20 @@ func (w *walker) child(p []byte, lo, hi byte, member bool, seeks *int) (b byte, 
 	}
 	c := w.rnd(n)
 	if c == uint64(len(kids)) {
-		return 0, true, nil
+		return 0, nil, true, nil
 	}
-	return kids[c], false, nil
+	return kids[c], firsts[c], false, nil
 }
 
 // from calls fn for up to limit members from start onward, wrapping to
-// the first member after the last, until fn returns false.
+// the first member after the last, until fn returns false. The member is
+// valid only during the call.
 func (w *walker) from(start []byte, limit uint64, fn func(m []byte) bool) error {
 	var seen uint64
 	more := true
 	visit := func(m, _ []byte) bool {
 		seen++
-		more = fn(clone(m)) && seen < limit
+		more = fn(m) && seen < limit
 		return more
 	}
 	if err := w.v.SubScan(w.key, w.ver, start, visit); err != nil || !more || len(start) == 0 {
@@ -349,22 +383,51 @@ func (w *walker) from(start []byte, limit uint64, fn func(m []byte) bool) error 
 }
 
 // pick is one member: a walk, then a uniform choice among the walkWindow
-// members from where it lands.
+// members from where it lands. The choice is drawn first, so that only
+// the members up to it are read (half the window on average); a set of
+// fewer than walkWindow members is all window, and the choice is drawn
+// again among them.
 func (w *walker) pick() ([]byte, error) {
 	start, err := w.prefix()
 	if err != nil {
 		return nil, err
 	}
-	win := make([][]byte, 0, walkWindow)
-	err = w.from(start, walkWindow, func(m []byte) bool {
-		win = append(win, m)
+	r := w.rnd(walkWindow)
+	var m []byte
+	var seen uint64
+	err = w.from(start, r+1, func(row []byte) bool {
+		if seen == r {
+			m = clone(row)
+		}
+		seen++
 		return true
 	})
 	if err != nil {
 		return nil, err
 	}
-	if len(win) == 0 {
+	switch {
+	case seen == 0:
 		return nil, errEmptySet
+	case m == nil:
+		// Fewer members than r+1, every one seen once.
+		return w.nth(start, w.rnd(seen))
 	}
-	return win[w.rnd(uint64(len(win)))], nil
+	return m, nil
+}
+
+// nth is the member n places from start (wrapping), n below the set's size.
+func (w *walker) nth(start []byte, n uint64) ([]byte, error) {
+	var m []byte
+	var seen uint64
+	err := w.from(start, n+1, func(row []byte) bool {
+		if seen == n {
+			m = clone(row)
+		}
+		seen++
+		return true
+	})
+	if err == nil && m == nil {
+		err = errEmptySet
+	}
+	return m, err
 }

@@ -1,6 +1,7 @@
 package commands
 
 import (
+	"fmt"
 	"math"
 	"slices"
 	"strconv"
@@ -269,15 +270,10 @@ func execSPop(_ *Ctx, v View, args [][]byte) (Result, error) {
 			return Result{}, err
 		}
 		t.del(key, s)
-	} else if stay := s.Size - uint64(count); stay < uint64(count) || tombstoned(v, key, s) {
+	} else if stay := s.Size - uint64(count); stay < uint64(count) {
 		// Most members go: as Redis does, keep the few that stay, which
 		// here means logging them (under a new version, the old one
-		// dropped) rather than a delete per member that goes. Likewise
-		// for a small set whose earlier pops left more tombstones than it
-		// has members: every read of it steps over them, and a pass over
-		// it (sampleByRank) costs them all; under a new version it has
-		// none, so that draining a big set by SPOP stays O(1) rows per pop
-		// (amortized: the rewrites shrink with the set).
+		// dropped) rather than a delete per member that goes.
 		if picked, err = spopKeeping(&t, key, s, stay); err != nil {
 			return Result{}, err
 		}
@@ -285,8 +281,29 @@ func execSPop(_ *Ctx, v View, args [][]byte) (Result, error) {
 		if picked, err = randomMembers(v, key, s, count, true, defaultRand); err != nil {
 			return Result{}, err
 		}
-		if _, err := sremMembers(&t, key, s, picked); err != nil {
-			return Result{}, err
+		if tombstoned(v, key, s) {
+			// Earlier pops left more tombstones than the set has
+			// members: every read of it steps over them (a walk's
+			// seeks and window, a pass by rank), so the members that
+			// stay are logged under a new version, which has none, in
+			// one pass. Draining a set by SPOP stays O(1) rows per pop
+			// (amortized: a rewrite follows twice as many pops as it
+			// logs members).
+			if err = spopRewrite(&t, key, s, picked); err != nil {
+				return Result{}, err
+			}
+		} else {
+			// The picks are distinct members just read: each is one
+			// row delete.
+			if uint64(len(picked)) >= s.Size {
+				t.del(key, s)
+			} else {
+				for _, m := range picked {
+					t.record(logrec.Op{Kind: logrec.OpSubDel, Key: key, Version: s.Version, Sub: m})
+				}
+				s.Size -= uint64(len(picked))
+				t.record(metaOp(key, s, s.ExpireAtMs))
+			}
 		}
 	}
 	if !withCount {
@@ -295,12 +312,52 @@ func execSPop(_ *Ctx, v View, args [][]byte) (Result, error) {
 	return t.result(bulks(picked, Set{}))
 }
 
-// tombstoned reports whether the set s at key is small (exactSampleMax)
-// and its span holds more than twice as many tombstones of earlier
+// rewriteMax is the largest set SPOP rewrites under a new version to
+// leave its tombstones behind: the rewrite is one pass over the set's
+// rows (tombstones included) under the sequencing lock, and one entry of
+// every member.
+const rewriteMax = 1 << 14
+
+// tombstoned reports whether the set s at key is at most rewriteMax
+// members and its span holds more than twice as many tombstones of earlier
 // deletes as members, by the leader's count (TombstoneCounter).
 func tombstoned(v View, key []byte, s Value) bool {
 	tc, ok := v.(TombstoneCounter)
-	return ok && s.Size <= exactSampleMax && tc.SubDeleted(key, s.Version) > 2*s.Size+64
+	return ok && s.Size <= rewriteMax && tc.SubDeleted(key, s.Version) > 2*s.Size+64
+}
+
+// spopRewrite pops the members picked (distinct members of the set s at
+// key, fewer than all) by logging a drop of s's version and every other
+// member under a new one.
+func spopRewrite(t *txn, key []byte, s Value, picked [][]byte) error {
+	gone := make(map[string]struct{}, len(picked))
+	for _, m := range picked {
+		gone[string(m)] = struct{}{}
+	}
+	ver, err := newVersion(t.v)
+	if err != nil {
+		return err
+	}
+	var stay []logrec.Op
+	a := arena{left: int(min(s.Size, presizeMax))}
+	err = t.v.SubScan(key, s.Version, nil, func(m, _ []byte) bool {
+		if _, ok := gone[string(m)]; !ok {
+			stay = append(stay, logrec.Op{Kind: logrec.OpSubPut, Key: key, Version: ver, Sub: a.copy(m), Value: []byte{}})
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	if uint64(len(stay)) != s.Size-uint64(len(picked)) {
+		return fmt.Errorf("commands: set %q has %d members beside the %d popped, its metadata %d: %w", key, len(stay), len(picked), s.Size, keyspace.ErrCorrupt)
+	}
+	t.del(key, s)
+	for i := range stay {
+		t.record(stay[i])
+	}
+	t.record(metaOp(key, Value{Type: keyspace.TypeSet, Version: ver, Size: uint64(len(stay))}, s.ExpireAtMs))
+	return nil
 }
 
 // spopKeeping pops all but stay random members of the set s at key: it

@@ -26,6 +26,10 @@ type txn struct {
 	applied int
 }
 
+// collectionOps is the room a transaction makes for its ops when the
+// first is a collection's (a string write logs one).
+const collectionOps = 4
+
 // linearMax is how many operations txn searches linearly before it builds
 // an index; small commands (SET, INCR, a short MSET) never allocate one.
 const linearMax = 8
@@ -88,6 +92,11 @@ func (t *txn) record(op logrec.Op) {
 	}
 	if t.find(op.Key) < 0 && t.idx != nil {
 		t.idx[string(op.Key)] = len(t.ops)
+	}
+	if t.ops == nil && !wholeKey(op.Kind) {
+		// A collection's write logs a few ops (an element, a head row, a
+		// metadata row): one allocation rather than growing 1, 2, 4.
+		t.ops = make([]logrec.Op, 0, collectionOps)
 	}
 	t.ops = append(t.ops, op)
 	if t.idx == nil && len(t.ops) > linearMax {

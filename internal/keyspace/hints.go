@@ -8,7 +8,7 @@ import (
 
 // Hints is Rows over base rows that remembers where the live rows at the
 // ends of a collection's span are, so that a pop does not step over the
-// rows earlier pops deleted.
+// rows earlier pops deleted, and what the lists' head rows hold.
 //
 // # Why
 //
@@ -34,13 +34,20 @@ import (
 // as every write to the rows below goes through Set, in order, before a
 // read can see it.
 //
+// It also keeps the rows at empty sub-keys (list head rows, which every
+// list command reads and every push or pop at the head end writes) as the
+// writes passed to Set left them, or as first read, and serves their
+// point reads itself: a list push or pop on the leader reads no head row
+// from the LSM.
+//
 // The leader's overlay keeps one: every write the leader sequences goes
 // through it first (Apply of the entry's ops), and the committed data
 // changes only by applying those entries. Followers do not pop.
 //
 // The number of hints is bounded (maxHints); past it they are
 // forgotten, which costs the next pop of each collection one walk over
-// its tombstones. A Hints is not safe for concurrent use.
+// its tombstones. A Hints is not safe for concurrent use, its reads
+// included (a head row read is remembered).
 type Hints struct {
 	base Rows
 	// fwd: span start lo -> f, no live row in [lo, f).
@@ -50,14 +57,22 @@ type Hints struct {
 	// dels: sub-key prefix of a (key, version) -> the point deletes of
 	// its rows passed to Delete (Deleted).
 	dels map[string]uint64
+	// heads: a row at an empty sub-key (a list's head row, which every
+	// push and pop at the head end writes and every list command reads)
+	// -> its value as the writes passed to Set and Delete left it, or as
+	// read from the rows below when none has been since (nil: no row).
+	// Get serves it without a read of the rows below: those rows change
+	// only by the writes passed here first.
+	heads map[string][]byte
 }
 
-// maxHints bounds the hints kept; each costs its two keys.
+// maxHints bounds the span hints and tombstone counts kept, and
+// separately the head rows; each costs its key and value.
 const maxHints = 4096
 
 // NewHints returns hints over base, with none yet.
 func NewHints(base Rows) *Hints {
-	return &Hints{base: base, fwd: map[string][]byte{}, rev: map[string][]byte{}, dels: map[string]uint64{}}
+	return &Hints{base: base, fwd: map[string][]byte{}, rev: map[string][]byte{}, dels: map[string]uint64{}, heads: map[string][]byte{}}
 }
 
 // SetBase changes the rows under the hints (the leader's rows at a new
@@ -66,7 +81,7 @@ func NewHints(base Rows) *Hints {
 func (h *Hints) SetBase(base Rows) { h.base = base }
 
 // Len is the number of hints held.
-func (h *Hints) Len() int { return len(h.fwd) + len(h.rev) + len(h.dels) }
+func (h *Hints) Len() int { return len(h.fwd) + len(h.rev) + len(h.dels) + len(h.heads) }
 
 // spanEnd reports whether k is a span start or end that hints are kept
 // for: a sub-key prefix of a (key, version), alone or with one more byte.
@@ -78,8 +93,45 @@ func spanEnd(k []byte) bool {
 	return err == nil && len(sub) <= 1
 }
 
+// headRow reports whether k is a row at an empty sub-key.
+func headRow(k []byte) bool {
+	if len(k) == 0 || k[0] != PrefixSub {
+		return false
+	}
+	_, _, sub, err := ParseSubKey(k)
+	return err == nil && len(sub) == 0
+}
+
 // Get implements Rows.
-func (h *Hints) Get(k []byte) ([]byte, bool, error) { return h.base.Get(k) }
+func (h *Hints) Get(k []byte) ([]byte, bool, error) {
+	if !headRow(k) {
+		return h.base.Get(k)
+	}
+	if v, ok := h.heads[string(k)]; ok {
+		return v, v != nil, nil
+	}
+	v, ok, err := h.base.Get(k)
+	if err != nil {
+		return nil, false, err
+	}
+	h.noteHead(k, v, ok)
+	return v, ok, nil
+}
+
+// noteHead records the head row at k: v, or none (!ok). The head rows
+// have a bound of their own, so that writes to many lists do not make the
+// pops forget their hints.
+func (h *Hints) noteHead(k, v []byte, ok bool) {
+	if _, had := h.heads[string(k)]; !had && len(h.heads) >= maxHints {
+		clear(h.heads)
+	}
+	if !ok {
+		v = nil
+	} else if v == nil {
+		v = []byte{}
+	}
+	h.heads[string(k)] = v
+}
 
 // Iter implements Rows.
 func (h *Hints) Iter(lo, hi []byte, fn func(k, v []byte) bool) error {
@@ -150,7 +202,7 @@ func (h *Hints) note(m map[string][]byte, k, v []byte) {
 }
 
 func (h *Hints) makeRoom() {
-	if h.Len() >= maxHints {
+	if len(h.fwd)+len(h.rev)+len(h.dels) >= maxHints {
 		clear(h.fwd)
 		clear(h.rev)
 		clear(h.dels)
@@ -159,12 +211,18 @@ func (h *Hints) makeRoom() {
 
 // Set implements Writer: row k is (or will be) written below, so no hint
 // may say it is dead.
-func (h *Hints) Set(k, _ []byte) {
-	if h.Len() == 0 || len(k) == 0 || k[0] != PrefixSub {
+func (h *Hints) Set(k, v []byte) {
+	if len(k) == 0 || k[0] != PrefixSub {
 		return
 	}
 	key, version, sub, err := ParseSubKey(k)
 	if err != nil {
+		return
+	}
+	if len(sub) == 0 {
+		h.noteHead(k, v, true) // see Writer: v is kept
+	}
+	if len(h.fwd) == 0 && len(h.rev) == 0 {
 		return
 	}
 	prefix := k[:len(k)-len(sub)]
@@ -197,21 +255,57 @@ func (h *Hints) liveRev(hi, k []byte) {
 	}
 }
 
-// Delete implements Writer: a delete leaves every hint true. It counts
-// the point deletes of each collection's rows (Deleted).
+// Delete implements Writer: a delete leaves every hint true, and a
+// delete of the row a hint starts at (ends after) moves the hint past it,
+// so that the next pop seeks beyond every row popped before, those not
+// yet applied below included (a pop would otherwise step over the rows
+// the pops still in the leader's overlay deleted). It counts the point
+// deletes of each collection's rows (Deleted).
 func (h *Hints) Delete(k []byte) {
 	if len(k) == 0 || k[0] != PrefixSub {
 		return
 	}
-	_, _, sub, err := ParseSubKey(k)
+	key, version, sub, err := ParseSubKey(k)
 	if err != nil {
 		return
 	}
 	prefix := k[:len(k)-len(sub)]
+	if len(sub) == 0 {
+		h.noteHead(k, nil, false)
+	}
+	if len(h.fwd) > 0 {
+		h.deadFwd(prefix, k)
+		if len(sub) > 0 {
+			h.deadFwd(k[:len(prefix)+1], k)
+		}
+	}
+	if len(h.rev) > 0 {
+		_, spanHi := SubSpan(key, version)
+		h.deadRev(spanHi, k)
+		if len(sub) > 0 && sub[0] < 0xff {
+			h.deadRev(append(bytes.Clone(prefix), sub[0]+1), k)
+		}
+	}
 	if _, ok := h.dels[string(prefix)]; !ok {
 		h.makeRoom()
 	}
 	h.dels[string(prefix)]++
+}
+
+// deadFwd: row k is deleted; if the forward hint of span start lo says
+// the live rows start at k, they start after it.
+func (h *Hints) deadFwd(lo, k []byte) {
+	if f, ok := h.fwd[string(lo)]; ok && bytes.Equal(f, k) {
+		h.fwd[string(lo)] = append(bytes.Clone(k), 0)
+	}
+}
+
+// deadRev: row k is deleted; if the reverse hint of span end hi says the
+// live rows end at k (g = k+0), they end before it.
+func (h *Hints) deadRev(hi, k []byte) {
+	if g, ok := h.rev[string(hi)]; ok && len(g) == len(k)+1 && g[len(k)] == 0 && bytes.Equal(g[:len(k)], k) {
+		h.rev[string(hi)] = bytes.Clone(k)
+	}
 }
 
 // Deleted is about how many rows of (key, version) were deleted one by
@@ -223,8 +317,22 @@ func (h *Hints) Deleted(key []byte, version uint64) uint64 {
 	return h.dels[string(AppendSubPrefix(nil, key, version))]
 }
 
-// DeleteRange implements Writer, as Delete.
-func (h *Hints) DeleteRange(_, _ []byte) {}
+// DeleteRange implements Writer: it leaves the span hints true, as
+// Delete. A head row in the range is gone: a drop's range is one
+// (key, version) span, whose head row is at its start; any other range
+// (FLUSHALL's) forgets every head row.
+func (h *Hints) DeleteRange(lo, hi []byte) {
+	if len(h.heads) == 0 {
+		return
+	}
+	if key, version, sub, err := ParseSubKey(lo); err == nil && len(sub) == 0 {
+		if _, spanHi := SubSpan(key, version); string(hi) == string(spanHi) {
+			delete(h.heads, string(lo))
+			return
+		}
+	}
+	clear(h.heads)
+}
 
 // ApplyOps passes ops' writes to Set.
 func (h *Hints) ApplyOps(ops []logrec.Op) error {

@@ -12,9 +12,11 @@ import (
 // TestHintsModel: reads through Hints over a Layer over base rows (the
 // leader's overlay) give what the rows give, whatever the mix of writes,
 // pops from either end, range deletes and reads from span ends, partial
-// (stopped early) or whole, while entries move to the base. A hint that a
+// (stopped early) or whole, and point reads of head rows (which Hints
+// serves itself), while entries move to the base. A hint that a
 // write did not lower (Set) hides a row written in front of the live
-// rows, which the pops then miss.
+// rows, which the pops then miss; a head row a write did not update is
+// read stale.
 func TestHintsModel(t *testing.T) {
 	subs := []string{"", "\x00", "a", "i", "i1", "i2", "i3", "m", "m1", "m2", "z", "\xff", "\xff\xff"}
 	for seed := range uint64(300) {
@@ -27,11 +29,18 @@ func TestHintsModel(t *testing.T) {
 		var pending [][]logrec.Op
 		for lsn := uint64(1); lsn <= 200; lsn++ {
 			var ops []logrec.Op
-			switch r.IntN(10) {
+			switch r.IntN(11) {
 			case 0, 1, 2:
-				ops = []logrec.Op{{Kind: logrec.OpSubPut, Key: key(), Version: ver(), Sub: []byte(subs[r.IntN(len(subs))]), Value: []byte("v")}}
+				ops = []logrec.Op{{Kind: logrec.OpSubPut, Key: key(), Version: ver(), Sub: []byte(subs[r.IntN(len(subs))]), Value: fmt.Appendf(nil, "v%d", lsn)}}
 			case 3:
 				ops = []logrec.Op{{Kind: logrec.OpDrop, Key: key(), Version: ver()}}
+			case 4:
+				if r.IntN(10) == 0 {
+					ops = []logrec.Op{{Kind: logrec.OpFlushAll}}
+				} else {
+					// A head row rewritten (a list's push or pop at its head).
+					ops = []logrec.Op{{Kind: logrec.OpSubPut, Key: key(), Version: ver(), Sub: []byte{}, Value: fmt.Appendf(nil, "h%d", lsn)}}
+				}
 			default:
 				// A pop: the first or last rows of a span read through
 				// the hints, deleted.
@@ -69,9 +78,16 @@ func TestHintsModel(t *testing.T) {
 				}
 				pending = nil
 			}
-			// Reads from every span end agree with the rows.
+			// Reads from every span end agree with the rows, and so do
+			// the point reads of the head rows (the empty sub-key).
 			for _, k := range []string{"k0", "k1"} {
 				for v := uint64(1); v <= 2; v++ {
+					hk := SubKey([]byte(k), v, nil)
+					gv, gok, _ := h.Get(hk)
+					wv, wok, _ := truth.Get(hk)
+					if gok != wok || string(gv) != string(wv) {
+						t.Fatalf("seed %d lsn %d: Get(%q) = %q %v, want %q %v", seed, lsn, hk, gv, gok, wv, wok)
+					}
 					lo, hi := spanEnds(r, []byte(k), v)
 					var got, want, gotRev, wantRev []string
 					collect := func(out *[]string) func(k, _ []byte) bool {
@@ -145,12 +161,19 @@ func TestHintsSkip(t *testing.T) {
 	if got := h.Deleted(k, 2); got != 0 {
 		t.Errorf("Deleted of another version = %d", got)
 	}
-	// The rows from the front's last hint on: the deleted row at the hint
-	// and the live one after it.
+	// The read after the pops starts right after the last row popped
+	// from the front: the delete moved the hint past it.
 	base.from = nil
 	_ = h.Iter(lo, hi, func(_, _ []byte) bool { return false })
-	if want := SubKey(k, 1, []byte("i049")); string(base.from) != string(want) {
-		t.Errorf("the read after 50 pops starts at %q, want the last hint %q", base.from, want)
+	if want := SubKey(k, 1, []byte("i049\x00")); string(base.from) != string(want) {
+		t.Errorf("the read after 50 pops starts at %q, want %q", base.from, want)
+	}
+	// Likewise from the back: the reverse read ends at the last row
+	// popped from there (i050, the 50th), exclusive.
+	base.to = nil
+	_ = h.IterReverse(lo, hi, func(_, _ []byte) bool { return false })
+	if want := SubKey(k, 1, []byte("i050")); string(base.to) != string(want) {
+		t.Errorf("the reverse read after 50 pops ends at %q, want %q", base.to, want)
 	}
 	// A row written in front of the live rows is read.
 	apply([]logrec.Op{{Kind: logrec.OpSubPut, Key: k, Version: 1, Sub: []byte("a"), Value: []byte{}}})
@@ -163,13 +186,53 @@ func TestHintsSkip(t *testing.T) {
 	}
 }
 
-// countRows records where the last iteration started.
+// countRows records where the last iteration started (from) and where
+// the last reverse one ended (to).
 type countRows struct {
 	memRows
-	from []byte
+	from, to []byte
+}
+
+func (c *countRows) IterReverse(lo, hi []byte, fn func(k, v []byte) bool) error {
+	c.to = slices.Clone(hi)
+	return c.memRows.IterReverse(lo, hi, fn)
 }
 
 func (c *countRows) Iter(lo, hi []byte, fn func(k, v []byte) bool) error {
 	c.from = slices.Clone(lo)
 	return c.memRows.Iter(lo, hi, fn)
+}
+
+// TestHintsHeadsBounded: head rows of many lists are bounded on their
+// own, and do not make a pop forget where a span's live rows start.
+func TestHintsHeadsBounded(t *testing.T) {
+	base := &countRows{memRows: memRows{}}
+	h := NewHints(base)
+	for i := range 10 {
+		k := SubKey([]byte("z"), 1, fmt.Appendf(nil, "i%d", i))
+		base.memRows[string(k)] = ""
+	}
+	lo, hi := SubSpan([]byte("z"), 1)
+	_ = h.Iter(lo, hi, func(_, _ []byte) bool { return false })
+	if err := h.ApplyOps([]logrec.Op{{Kind: logrec.OpSubDel, Key: []byte("z"), Version: 1, Sub: []byte("i0")}}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 * maxHints {
+		op := logrec.Op{Kind: logrec.OpSubPut, Key: fmt.Appendf(nil, "list%d", i), Version: 1, Sub: []byte{}, Value: []byte("h")}
+		if err := h.ApplyOps([]logrec.Op{op}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(h.heads) > maxHints {
+		t.Errorf("%d head rows kept, bound %d", len(h.heads), maxHints)
+	}
+	// A delete in another collection makes room for its count.
+	if err := h.ApplyOps([]logrec.Op{{Kind: logrec.OpSubDel, Key: []byte("other"), Version: 1, Sub: []byte("m")}}); err != nil {
+		t.Fatal(err)
+	}
+	base.from = nil
+	_ = h.Iter(lo, hi, func(_, _ []byte) bool { return false })
+	if want := SubKey([]byte("z"), 1, []byte("i0\x00")); string(base.from) != string(want) {
+		t.Errorf("after writes to many lists the pop reads from %q, want %q (its hint)", base.from, want)
+	}
 }

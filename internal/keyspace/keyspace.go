@@ -136,6 +136,7 @@ type View interface {
 	Scan(start []byte, fn func(key []byte, v Value) bool) error
 	// Sub returns the value of sub-key sub of (key, version). The caller
 	// must have read key's live metadata (a Get) to know the version.
+	// The caller may keep the returned value (as Rows.Get's).
 	Sub(key []byte, version uint64, sub []byte) ([]byte, bool, error)
 	// SubScan calls fn for the sub-keys >= start of (key, version) in
 	// ascending order until fn returns false. The slices are valid only

@@ -2,6 +2,7 @@ package keyspace
 
 import (
 	"slices"
+	"sort"
 	"strings"
 
 	"github.com/tandemdb/tandem/internal/logrec"
@@ -15,13 +16,26 @@ import (
 // base rows and earlier layer rows in its span, not later ones.
 //
 // Each write is tagged with the LSN set by SetLSN, so that Forget can drop
-// what the base has since applied. A Layer is not safe for concurrent use.
+// what the base has since applied. A Layer is not safe for concurrent use,
+// its reads included (an iteration sorts the keys written since the last).
 type Layer struct {
 	base   Rows
 	lsn    uint64
 	seq    uint64
 	points map[string]*layerPoint
 	ranges []layerRange
+	// order is the points' keys in ascending order as of the last
+	// iteration, added the keys put in points since (unsorted): an
+	// iteration merges them (sorted) into a new order, then finds its span
+	// by binary search, so that it costs the rows in its span, not the
+	// layer's size (the leader's overlay holds every in-flight entry's
+	// rows, and SPOP's walk iterates a dozen times per pick). A key Forget
+	// removed stays in order, skipped by iterations, until stale keys
+	// make up half of it. order is never written in place once built: an
+	// iteration holds on to the one it started with.
+	order []string
+	added []string
+	stale int
 }
 
 type layerPoint struct {
@@ -53,13 +67,59 @@ func (l *Layer) Len() int { return len(l.points) + len(l.ranges) }
 // Set implements Writer.
 func (l *Layer) Set(k, v []byte) {
 	l.seq++
-	l.points[string(k)] = &layerPoint{val: v, seq: l.seq, lsn: l.lsn} // see Writer: v is kept
+	l.put(k, layerPoint{val: v, seq: l.seq, lsn: l.lsn}) // see Writer: v is kept
 }
 
 // Delete implements Writer.
 func (l *Layer) Delete(k []byte) {
 	l.seq++
-	l.points[string(k)] = &layerPoint{deleted: true, seq: l.seq, lsn: l.lsn}
+	l.put(k, layerPoint{deleted: true, seq: l.seq, lsn: l.lsn})
+}
+
+func (l *Layer) put(k []byte, p layerPoint) {
+	if old, ok := l.points[string(k)]; ok {
+		*old = p
+		return
+	}
+	key := string(k)
+	l.points[key] = &p
+	l.added = append(l.added, key)
+}
+
+// sorted returns the points' keys in ascending order, with keys Forget
+// removed perhaps among them.
+func (l *Layer) sorted() []string {
+	if len(l.added) == 0 && l.stale <= len(l.order)/2 {
+		return l.order
+	}
+	slices.Sort(l.added)
+	compact := l.stale > len(l.order)/2
+	merged := make([]string, 0, len(l.order)+len(l.added))
+	i, j := 0, 0
+	for i < len(l.order) || j < len(l.added) {
+		var k string
+		if j == len(l.added) || (i < len(l.order) && l.order[i] <= l.added[j]) {
+			k, i = l.order[i], i+1
+		} else {
+			k, j = l.added[j], j+1
+		}
+		// A key put again after Forget removed it is in both.
+		if len(merged) > 0 && merged[len(merged)-1] == k {
+			continue
+		}
+		if compact {
+			if _, ok := l.points[k]; !ok {
+				continue
+			}
+		}
+		merged = append(merged, k)
+	}
+	clear(l.added)
+	l.order, l.added = merged, l.added[:0]
+	if compact {
+		l.stale = 0
+	}
+	return merged
 }
 
 // DeleteRange implements Writer.
@@ -109,6 +169,7 @@ func (f *forgetter) Set(k, _ []byte) { f.Delete(k) }
 func (f *forgetter) Delete(k []byte) {
 	if p, ok := f.l.points[string(k)]; ok && p.lsn <= f.applied {
 		delete(f.l.points, string(k))
+		f.l.stale++
 	}
 }
 func (f *forgetter) DeleteRange(_, _ []byte) { f.ranges = true }
@@ -150,61 +211,96 @@ func (l *Layer) IterReverse(lo, hi []byte, fn func(k, v []byte) bool) error {
 }
 
 func (l *Layer) iter(lo, hi []byte, rev bool, fn func(k, v []byte) bool) error {
-	var keys []string
-	for k := range l.points {
-		if k >= string(lo) && k < string(hi) {
-			keys = append(keys, k)
-		}
-	}
-	slices.Sort(keys)
-	// before reports whether layer key a comes before base key b in the
-	// iteration's order.
-	before := func(a, b string) bool { return a < b }
+	keys := l.sorted()
+	from := sort.Search(len(keys), func(i int) bool { return keys[i] >= string(lo) })
+	to := from + sort.Search(len(keys)-from, func(i int) bool { return keys[from+i] >= string(hi) })
 	base := l.base.Iter
 	if rev {
-		slices.Reverse(keys)
-		before = func(a, b string) bool { return a > b }
 		base = l.base.IterReverse
 	}
-	stop := false
-	// emit yields the layer's row at k if it is live; false stops.
-	emit := func(k string) bool {
-		p := l.points[k]
-		if p.deleted || l.covered(k, p.seq) {
-			return true
-		}
-		return fn([]byte(k), p.val)
+	if from == to && len(l.ranges) == 0 {
+		return base(lo, hi, fn) // nothing of the layer's in the span
 	}
-	err := base(lo, hi, func(k, v []byte) bool {
-		for len(keys) > 0 && before(keys[0], string(k)) {
-			if !emit(keys[0]) {
-				stop = true
-				return false
-			}
-			keys = keys[1:]
-		}
-		if len(keys) > 0 && keys[0] == string(k) {
-			keys = keys[1:]
-			if !emit(string(k)) {
-				stop = true
-				return false
-			}
-			return true
-		}
-		if l.covered(string(k), 0) {
-			return true
-		}
-		if !fn(k, v) {
-			stop = true
-			return false
-		}
-		return true
-	})
-	for !stop && err == nil && len(keys) > 0 {
-		stop = !emit(keys[0])
-		keys = keys[1:]
+	m := &layerMerge{l: l, keys: keys[from:to], rev: rev, fn: fn}
+	err := base(lo, hi, m.visit)
+	for !m.stop && err == nil && len(m.keys) > 0 {
+		m.stop = !m.emit(m.pop())
 	}
 	return err
+}
+
+// layerMerge merges a layer's keys in a span into an iteration of the
+// base rows, in the iteration's order.
+type layerMerge struct {
+	l    *Layer
+	keys []string // the layer's keys not yet merged, ascending
+	rev  bool
+	stop bool // fn returned false
+	fn   func(k, v []byte) bool
+}
+
+// next is the layer's next key in the iteration's order.
+func (m *layerMerge) next() string {
+	if m.rev {
+		return m.keys[len(m.keys)-1]
+	}
+	return m.keys[0]
+}
+
+// pop returns the next key and moves past it.
+func (m *layerMerge) pop() string {
+	if m.rev {
+		k := m.keys[len(m.keys)-1]
+		m.keys = m.keys[:len(m.keys)-1]
+		return k
+	}
+	k := m.keys[0]
+	m.keys = m.keys[1:]
+	return k
+}
+
+// emit yields the layer's row at k if it is live; false stops.
+func (m *layerMerge) emit(k string) bool {
+	p := m.l.points[k]
+	if p == nil || p.deleted || m.l.covered(k, p.seq) {
+		return true // p == nil: Forget removed it
+	}
+	return m.fn([]byte(k), p.val)
+}
+
+// visit is the base iteration's callback: the layer's rows before k,
+// then k's row, the layer's when it has one.
+func (m *layerMerge) visit(k, v []byte) bool {
+	for len(m.keys) > 0 {
+		n := m.next()
+		// Compared without converting k, which would copy it.
+		if (!m.rev && n >= string(k)) || (m.rev && n <= string(k)) {
+			break
+		}
+		m.pop()
+		if !m.emit(n) {
+			m.stop = true
+			return false
+		}
+	}
+	if len(m.keys) > 0 && m.next() == string(k) {
+		m.pop()
+		if m.l.points[string(k)] != nil {
+			if !m.emit(string(k)) {
+				m.stop = true
+				return false
+			}
+			return true
+		}
+	}
+	if len(m.l.ranges) > 0 && m.l.covered(string(k), 0) {
+		return true
+	}
+	if !m.fn(k, v) {
+		m.stop = true
+		return false
+	}
+	return true
 }
 
 // String lists the layer's rows, for test failures.

@@ -105,6 +105,38 @@ func dumpRowsReverse(t *testing.T, r Rows) []string {
 	return out
 }
 
+// randomBound is a row key near those randomOp writes, or between them.
+func randomBound(r *rand.Rand) []byte {
+	key := []byte(fmt.Sprintf("k%d", r.IntN(5)))
+	switch r.IntN(4) {
+	case 0:
+		return MetaKey(key)
+	case 1:
+		return AppendSubPrefix(nil, key, uint64(r.IntN(4)))
+	}
+	return SubKey(key, uint64(r.IntN(4)), []byte(fmt.Sprintf("f%d", r.IntN(5))))
+}
+
+// iterN is the first limit rows of rs in [lo, hi), in either order.
+func iterN(t *testing.T, rs Rows, lo, hi []byte, rev bool, limit int) []string {
+	t.Helper()
+	var out []string
+	fn := func(k, v []byte) bool {
+		out = append(out, fmt.Sprintf("%q=%q", k, v))
+		return len(out) < limit
+	}
+	var err error
+	if rev {
+		err = rs.IterReverse(lo, hi, fn)
+	} else {
+		err = rs.Iter(lo, hi, fn)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 // TestLayerModel: a Layer over base rows reads like one map to which
 // every op was applied, while entries move from the layer to the base
 // (Forget) in LSN order, as the leader's overlay does, and whatever the
@@ -152,6 +184,16 @@ func TestLayerModel(t *testing.T) {
 			}
 			if rev := dumpRowsReverse(t, l); !slices.Equal(rev, want) {
 				t.Fatalf("seed %d lsn %d: layer rows in reverse\n%v\nwant\n%v\nlayer:\n%s", seed, lsn, rev, want, l)
+			}
+			// Spans inside the keyspace, in both orders, stopped early.
+			for range 4 {
+				lo, hi := randomBound(r), randomBound(r)
+				limit := 1 + r.IntN(4)
+				for _, rev := range []bool{false, true} {
+					if got, want := iterN(t, l, lo, hi, rev, limit), iterN(t, truth, lo, hi, rev, limit); !slices.Equal(got, want) {
+						t.Fatalf("seed %d lsn %d: layer rows in [%q, %q) reverse %v\n%v\nwant\n%v\nlayer:\n%s", seed, lsn, lo, hi, rev, got, want, l)
+					}
+				}
 			}
 			for k := range 4 {
 				for _, rk := range [][]byte{MetaKey([]byte(fmt.Sprintf("k%d", k))), SubKey([]byte(fmt.Sprintf("k%d", k)), 1, []byte("f1"))} {

@@ -335,6 +335,9 @@ func (n *Node) listen() error {
 	}
 	n.grpcSrv = grpc.NewServer(grpc.MaxRecvMsgSize(maxMessage), grpc.MaxSendMsgSize(maxMessage),
 		grpc.StaticStreamWindowSize(PeerWindow), grpc.StaticConnWindowSize(PeerWindow),
+		// The leader's sends reference its log entries' bytes, one copy
+		// for every follower (peerpb.Codec).
+		grpc.ForceServerCodecV2(peerpb.Codec{}),
 		// Stop waits for handlers too, so that none runs once storage closes.
 		grpc.WaitForHandlers(true))
 	peerpb.RegisterPeerServer(n.grpcSrv, &peerService{n: n})

@@ -580,6 +580,9 @@ type Hello struct {
 	// SPUBLISH); a node from before them leaves it false and is sent none
 	// (it would deliver them as PUBLISHes).
 	TakesSpublish bool `protobuf:"varint,7,opt,name=takes_spublish,json=takesSpublish,proto3" json:"takes_spublish,omitempty"`
+	// The follower reassembles entries sent in parts (Append.part); a node
+	// from before parts leaves it false and is sent every entry whole.
+	TakesParts    bool `protobuf:"varint,8,opt,name=takes_parts,json=takesParts,proto3" json:"takes_parts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -659,6 +662,13 @@ func (x *Hello) GetTakesPublish() bool {
 func (x *Hello) GetTakesSpublish() bool {
 	if x != nil {
 		return x.TakesSpublish
+	}
+	return false
+}
+
+func (x *Hello) GetTakesParts() bool {
+	if x != nil {
+		return x.TakesParts
 	}
 	return false
 }
@@ -1167,7 +1177,11 @@ type Append struct {
 	// replaced): the follower proves no freshness from it (bounded-staleness
 	// reads, see replication.Follower.WaitFresh). A leader without a lease
 	// (static topology) never sets it.
-	LeaseLapsed   bool `protobuf:"varint,6,opt,name=lease_lapsed,json=leaseLapsed,proto3" json:"lease_lapsed,omitempty"`
+	LeaseLapsed bool `protobuf:"varint,6,opt,name=lease_lapsed,json=leaseLapsed,proto3" json:"lease_lapsed,omitempty"`
+	// One part of an entry larger than the leader sends in one message,
+	// only to a follower that said Hello.takes_parts. An Append with a part
+	// has no entries; the other fields mean what they mean in any Append.
+	Part          *EntryPart `protobuf:"bytes,7,opt,name=part,proto3" json:"part,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1244,6 +1258,91 @@ func (x *Append) GetLeaseLapsed() bool {
 	return false
 }
 
+func (x *Append) GetPart() *EntryPart {
+	if x != nil {
+		return x.Part
+	}
+	return nil
+}
+
+// EntryPart is a contiguous piece of one encoded log entry (package
+// logrec). An entry's parts are sent in order, back to back on one
+// stream, from offset 0 until offset + len(data) = size; the follower
+// takes the entry, whose own CRC32C it then verifies, only once every part
+// has arrived. A part out of that order is corrupt data, and a stream
+// that ends between parts loses the entry (it is sent again whole from
+// the follower's durable position on the next stream).
+type EntryPart struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The entry's LSN.
+	Lsn uint64 `protobuf:"varint,1,opt,name=lsn,proto3" json:"lsn,omitempty"`
+	// The whole entry's length in bytes.
+	Size uint64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// Where data begins in the entry.
+	Offset        uint64 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	Data          []byte `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EntryPart) Reset() {
+	*x = EntryPart{}
+	mi := &file_peer_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EntryPart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EntryPart) ProtoMessage() {}
+
+func (x *EntryPart) ProtoReflect() protoreflect.Message {
+	mi := &file_peer_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EntryPart.ProtoReflect.Descriptor instead.
+func (*EntryPart) Descriptor() ([]byte, []int) {
+	return file_peer_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *EntryPart) GetLsn() uint64 {
+	if x != nil {
+		return x.Lsn
+	}
+	return 0
+}
+
+func (x *EntryPart) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *EntryPart) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *EntryPart) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 type SnapshotRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -1258,7 +1357,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_peer_proto_msgTypes[17]
+	mi := &file_peer_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1270,7 +1369,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[17]
+	mi := &file_peer_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1283,7 +1382,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{17}
+	return file_peer_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SnapshotRequest) GetNodeId() string {
@@ -1325,7 +1424,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_peer_proto_msgTypes[18]
+	mi := &file_peer_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1337,7 +1436,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[18]
+	mi := &file_peer_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1350,7 +1449,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{18}
+	return file_peer_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SnapshotChunk) GetEpoch() uint64 {
@@ -1433,7 +1532,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_peer_proto_msgTypes[19]
+	mi := &file_peer_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1445,7 +1544,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[19]
+	mi := &file_peer_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1458,7 +1557,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{19}
+	return file_peer_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SnapshotHeader) GetPosition() *Position {
@@ -1499,7 +1598,7 @@ type SnapshotDone struct {
 
 func (x *SnapshotDone) Reset() {
 	*x = SnapshotDone{}
-	mi := &file_peer_proto_msgTypes[20]
+	mi := &file_peer_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1511,7 +1610,7 @@ func (x *SnapshotDone) String() string {
 func (*SnapshotDone) ProtoMessage() {}
 
 func (x *SnapshotDone) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[20]
+	mi := &file_peer_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1524,7 +1623,7 @@ func (x *SnapshotDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotDone.ProtoReflect.Descriptor instead.
 func (*SnapshotDone) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{20}
+	return file_peer_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SnapshotDone) GetKeys() uint64 {
@@ -1581,7 +1680,7 @@ const file_peer_proto_rawDesc = "" +
 	"\x05hello\x18\x02 \x01(\v2\x15.tandem.peer.v1.HelloH\x00R\x05hello\x126\n" +
 	"\bprogress\x18\x03 \x01(\v2\x18.tandem.peer.v1.ProgressH\x00R\bprogress\x123\n" +
 	"\apublish\x18\x04 \x01(\v2\x17.tandem.peer.v1.PublishH\x00R\apublishB\x06\n" +
-	"\x04body\"\xf9\x01\n" +
+	"\x04body\"\x9a\x02\n" +
 	"\x05Hello\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x122\n" +
 	"\adurable\x18\x02 \x01(\v2\x18.tandem.peer.v1.PositionR\adurable\x12\x1b\n" +
@@ -1590,7 +1689,9 @@ const file_peer_proto_rawDesc = "" +
 	"\n" +
 	"log_format\x18\x05 \x01(\rR\tlogFormat\x12#\n" +
 	"\rtakes_publish\x18\x06 \x01(\bR\ftakesPublish\x12%\n" +
-	"\x0etakes_spublish\x18\a \x01(\bR\rtakesSpublish\"m\n" +
+	"\x0etakes_spublish\x18\a \x01(\bR\rtakesSpublish\x12\x1f\n" +
+	"\vtakes_parts\x18\b \x01(\bR\n" +
+	"takesParts\"m\n" +
 	"\bProgress\x12\x1f\n" +
 	"\vdurable_lsn\x18\x01 \x01(\x04R\n" +
 	"durableLsn\x12\x1f\n" +
@@ -1622,7 +1723,7 @@ const file_peer_proto_rawDesc = "" +
 	"\tafter_lsn\x18\x01 \x01(\x04R\bafterLsn\x12\x1f\n" +
 	"\vafter_epoch\x18\x02 \x01(\x04R\n" +
 	"afterEpoch\"\x0e\n" +
-	"\fNeedSnapshot\"\xe0\x01\n" +
+	"\fNeedSnapshot\"\x8f\x02\n" +
 	"\x06Append\x12\x18\n" +
 	"\aentries\x18\x01 \x03(\fR\aentries\x12\x1d\n" +
 	"\n" +
@@ -1631,7 +1732,13 @@ const file_peer_proto_rawDesc = "" +
 	"\x15leader_time_unix_nano\x18\x04 \x01(\x03R\x12leaderTimeUnixNano\x12\x1f\n" +
 	"\vlease_stamp\x18\x05 \x01(\x03R\n" +
 	"leaseStamp\x12!\n" +
-	"\flease_lapsed\x18\x06 \x01(\bR\vleaseLapsed\"_\n" +
+	"\flease_lapsed\x18\x06 \x01(\bR\vleaseLapsed\x12-\n" +
+	"\x04part\x18\a \x01(\v2\x19.tandem.peer.v1.EntryPartR\x04part\"]\n" +
+	"\tEntryPart\x12\x10\n" +
+	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x04R\x06offset\x12\x12\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\"_\n" +
 	"\x0fSnapshotRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1d\n" +
@@ -1672,7 +1779,7 @@ func file_peer_proto_rawDescGZIP() []byte {
 	return file_peer_proto_rawDescData
 }
 
-var file_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_peer_proto_goTypes = []any{
 	(*ReadIndexRequest)(nil),  // 0: tandem.peer.v1.ReadIndexRequest
 	(*ReadIndexReply)(nil),    // 1: tandem.peer.v1.ReadIndexReply
@@ -1691,10 +1798,11 @@ var file_peer_proto_goTypes = []any{
 	(*Truncate)(nil),          // 14: tandem.peer.v1.Truncate
 	(*NeedSnapshot)(nil),      // 15: tandem.peer.v1.NeedSnapshot
 	(*Append)(nil),            // 16: tandem.peer.v1.Append
-	(*SnapshotRequest)(nil),   // 17: tandem.peer.v1.SnapshotRequest
-	(*SnapshotChunk)(nil),     // 18: tandem.peer.v1.SnapshotChunk
-	(*SnapshotHeader)(nil),    // 19: tandem.peer.v1.SnapshotHeader
-	(*SnapshotDone)(nil),      // 20: tandem.peer.v1.SnapshotDone
+	(*EntryPart)(nil),         // 17: tandem.peer.v1.EntryPart
+	(*SnapshotRequest)(nil),   // 18: tandem.peer.v1.SnapshotRequest
+	(*SnapshotChunk)(nil),     // 19: tandem.peer.v1.SnapshotChunk
+	(*SnapshotHeader)(nil),    // 20: tandem.peer.v1.SnapshotHeader
+	(*SnapshotDone)(nil),      // 21: tandem.peer.v1.SnapshotDone
 }
 var file_peer_proto_depIdxs = []int32{
 	6,  // 0: tandem.peer.v1.ReadIndexReply.commit:type_name -> tandem.peer.v1.Position
@@ -1711,25 +1819,26 @@ var file_peer_proto_depIdxs = []int32{
 	16, // 11: tandem.peer.v1.LeaderMessage.append:type_name -> tandem.peer.v1.Append
 	11, // 12: tandem.peer.v1.LeaderMessage.publish:type_name -> tandem.peer.v1.Publish
 	12, // 13: tandem.peer.v1.Publish.messages:type_name -> tandem.peer.v1.PubMessage
-	19, // 14: tandem.peer.v1.SnapshotChunk.header:type_name -> tandem.peer.v1.SnapshotHeader
-	20, // 15: tandem.peer.v1.SnapshotChunk.done:type_name -> tandem.peer.v1.SnapshotDone
-	6,  // 16: tandem.peer.v1.SnapshotHeader.position:type_name -> tandem.peer.v1.Position
-	6,  // 17: tandem.peer.v1.SnapshotHeader.epoch_starts:type_name -> tandem.peer.v1.Position
-	7,  // 18: tandem.peer.v1.Peer.Replicate:input_type -> tandem.peer.v1.FollowerMessage
-	17, // 19: tandem.peer.v1.Peer.Snapshot:input_type -> tandem.peer.v1.SnapshotRequest
-	4,  // 20: tandem.peer.v1.Peer.Heartbeat:input_type -> tandem.peer.v1.HeartbeatRequest
-	2,  // 21: tandem.peer.v1.Peer.StopWrites:input_type -> tandem.peer.v1.StopWritesRequest
-	0,  // 22: tandem.peer.v1.Peer.ReadIndex:input_type -> tandem.peer.v1.ReadIndexRequest
-	10, // 23: tandem.peer.v1.Peer.Replicate:output_type -> tandem.peer.v1.LeaderMessage
-	18, // 24: tandem.peer.v1.Peer.Snapshot:output_type -> tandem.peer.v1.SnapshotChunk
-	5,  // 25: tandem.peer.v1.Peer.Heartbeat:output_type -> tandem.peer.v1.HeartbeatReply
-	3,  // 26: tandem.peer.v1.Peer.StopWrites:output_type -> tandem.peer.v1.StopWritesReply
-	1,  // 27: tandem.peer.v1.Peer.ReadIndex:output_type -> tandem.peer.v1.ReadIndexReply
-	23, // [23:28] is the sub-list for method output_type
-	18, // [18:23] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	17, // 14: tandem.peer.v1.Append.part:type_name -> tandem.peer.v1.EntryPart
+	20, // 15: tandem.peer.v1.SnapshotChunk.header:type_name -> tandem.peer.v1.SnapshotHeader
+	21, // 16: tandem.peer.v1.SnapshotChunk.done:type_name -> tandem.peer.v1.SnapshotDone
+	6,  // 17: tandem.peer.v1.SnapshotHeader.position:type_name -> tandem.peer.v1.Position
+	6,  // 18: tandem.peer.v1.SnapshotHeader.epoch_starts:type_name -> tandem.peer.v1.Position
+	7,  // 19: tandem.peer.v1.Peer.Replicate:input_type -> tandem.peer.v1.FollowerMessage
+	18, // 20: tandem.peer.v1.Peer.Snapshot:input_type -> tandem.peer.v1.SnapshotRequest
+	4,  // 21: tandem.peer.v1.Peer.Heartbeat:input_type -> tandem.peer.v1.HeartbeatRequest
+	2,  // 22: tandem.peer.v1.Peer.StopWrites:input_type -> tandem.peer.v1.StopWritesRequest
+	0,  // 23: tandem.peer.v1.Peer.ReadIndex:input_type -> tandem.peer.v1.ReadIndexRequest
+	10, // 24: tandem.peer.v1.Peer.Replicate:output_type -> tandem.peer.v1.LeaderMessage
+	19, // 25: tandem.peer.v1.Peer.Snapshot:output_type -> tandem.peer.v1.SnapshotChunk
+	5,  // 26: tandem.peer.v1.Peer.Heartbeat:output_type -> tandem.peer.v1.HeartbeatReply
+	3,  // 27: tandem.peer.v1.Peer.StopWrites:output_type -> tandem.peer.v1.StopWritesReply
+	1,  // 28: tandem.peer.v1.Peer.ReadIndex:output_type -> tandem.peer.v1.ReadIndexReply
+	24, // [24:29] is the sub-list for method output_type
+	19, // [19:24] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_peer_proto_init() }
@@ -1749,7 +1858,7 @@ func file_peer_proto_init() {
 		(*LeaderMessage_Append)(nil),
 		(*LeaderMessage_Publish)(nil),
 	}
-	file_peer_proto_msgTypes[18].OneofWrappers = []any{
+	file_peer_proto_msgTypes[19].OneofWrappers = []any{
 		(*SnapshotChunk_Header)(nil),
 		(*SnapshotChunk_Data)(nil),
 		(*SnapshotChunk_Done)(nil),
@@ -1760,7 +1869,7 @@ func file_peer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_peer_proto_rawDesc), len(file_peer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,7 +27,10 @@
 // committed data overlaid with the uncommitted writes (overlay.go) and
 // sequences it; Leader.Serve is one follower's stream, on which the
 // leader sends entries from the follower's position with its commit LSN;
-// heartbeats are empty appends.
+// heartbeats are empty appends. An entry larger than PartBytes goes to a
+// follower that takes parts as several messages, which the follower puts
+// together before anything checks, persists or applies the entry
+// (parts.go), so neither side ever holds a message of more than a part.
 //
 // Writes are bounded: at most MaxInFlight writes (MaxInFlightBytes) are
 // sequenced and not applied; past that a write waits for room and then

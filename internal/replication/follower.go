@@ -221,6 +221,7 @@ func (f *Follower) session(ctx context.Context) error {
 		LogFormat:     uint32(logrec.MaxFormat),
 		TakesPublish:  f.cfg.Deliver != nil,
 		TakesSpublish: f.cfg.Deliver != nil && f.cfg.DeliverShard != nil,
+		TakesParts:    true, // receive puts them together (parts.go)
 	}}})
 	if err != nil {
 		return fmt.Errorf("replication: send hello: %w", err)
@@ -357,14 +358,23 @@ type received struct {
 // an fsync: "when did you last hear your leader" (the orchestrator's
 // holistic check) must not say "long ago" because this node's disk is
 // slow.
+//
+// An entry sent in parts is put together here: the follower sees it as an
+// Append of the whole entry once its last part has arrived, and never a
+// part of it; a part out of order ends the stream with errPart (corrupt),
+// and a stream that ends between parts takes the partial entry with it.
 func receive(ctx context.Context, stream FollowerStream, heard func()) <-chan received {
 	in := make(chan received, 16) // at most 16 leader batches (each at most MaxBatchBytes) read ahead
 	go func() {
+		var parts partAssembler
 		for {
 			m, err := stream.Recv()
 			at := mono(time.Now())
 			if err == nil {
 				heard()
+				if m, err = parts.take(m); m == nil && err == nil {
+					continue // a part of an entry not whole yet
+				}
 			}
 			select {
 			case in <- received{m, err, at}:

@@ -97,6 +97,9 @@ func (c *followerCore) Applied(rd Ready) {
 		return
 	}
 	c.applied = rd.Apply[n-1].LSN
+	// Cleared before they are sliced off: the array would otherwise keep
+	// applied entries (a 64 MB value's bytes) alive until it is reused.
+	clear(c.pending[:n])
 	c.pending = c.pending[n:]
 }
 

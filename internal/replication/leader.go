@@ -31,6 +31,10 @@ type LeaderConfig struct {
 	Heartbeat time.Duration
 	// MaxBatchBytes bounds one Append message.
 	MaxBatchBytes int
+	// PartBytes: a longer entry goes to a follower that takes parts as
+	// parts of at most this many bytes (parts.go). 0 means
+	// DefaultPartBytes.
+	PartBytes int
 	// RetainBytes caps the retained log; followers behind it are re-seeded.
 	RetainBytes int64
 	// RetainMinBytes is the log kept beyond what the known followers
@@ -326,6 +330,9 @@ func NewLeader(cfg LeaderConfig, epoch uint64) (*Leader, error) {
 	}
 	if cfg.ChunkBytes == 0 {
 		cfg.ChunkBytes = 1 << 20
+	}
+	if cfg.PartBytes == 0 {
+		cfg.PartBytes = DefaultPartBytes
 	}
 	if cfg.RetainBytes == 0 {
 		cfg.RetainBytes = 1 << 30

@@ -64,8 +64,12 @@ func (l *Leader) Serve(ctx context.Context, stream LeaderStream) error {
 	session, out := l.join(h, d.LSN-1)
 	defer l.leave(h.NodeId, session)
 	in.start(session)
+	var send LeaderStream = stream
+	if h.TakesParts {
+		send = partSender{stream, l.cfg.PartBytes} // large entries in parts (parts.go)
+	}
 	sent := make(chan error, 1)
-	go func() { sent <- l.sendLoop(ctx, stream, out, d.LSN, log) }()
+	go func() { sent <- l.sendLoop(ctx, send, out, d.LSN, log) }()
 	select {
 	case err := <-sent:
 		return err

@@ -3,6 +3,7 @@ package storage
 import (
 	"bytes"
 	"fmt"
+	"math/bits"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -34,8 +35,15 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	var b *pebble.Batch
 	if size > bigBatch {
 		// Sized up front: a batch that grows by doubling to hold a 64 MB
-		// value allocates every power of two up to twice that.
-		b = d.pdb.NewBatchWithSize(size + 4096)
+		// value allocates every power of two up to twice that. To a power
+		// of two: Pebble sizes the buffer for a batch's first record as
+		// the power of two that holds it, and allocates that anew unless
+		// the batch's buffer is as large (a 64 MB buffer was followed by a
+		// 128 MB one). The pages past what the batch writes are never
+		// touched. (pebble.WithInitialSizeBytes would do it exactly, but
+		// the option stays with the pooled batch, and every small batch
+		// after it would allocate that much.)
+		b = d.pdb.NewBatchWithSize(1 << bits.Len(uint(size+4096-1)))
 	} else {
 		b = d.pdb.NewBatch()
 	}

@@ -186,6 +186,20 @@ func (d *DB) epochOf(lsn uint64) (uint64, error) {
 	return epoch, nil
 }
 
+// epochIn returns the epoch of the entry at lsn from the epoch history
+// (every entry's epoch has its start there, written before the entry: the
+// last start at or before lsn), and false when the history has no start
+// at or before lsn. Retention learns the new log base's epoch from it
+// rather than by reading the entry, which may be a 64 MB value's.
+func epochIn(epochs []logrec.Position, lsn uint64) (uint64, bool) {
+	for i := len(epochs) - 1; i >= 0; i-- {
+		if epochs[i].LSN <= lsn {
+			return epochs[i].Epoch, true
+		}
+	}
+	return 0, false
+}
+
 // EpochAt returns the epoch of the entry at lsn (or of the log base). It
 // returns ErrCompacted for positions before the log base.
 func (d *DB) EpochAt(lsn uint64) (uint64, error) {
@@ -286,13 +300,16 @@ func (d *DB) TruncateLogBefore(lsn uint64) error {
 	d.mu.Lock()
 	lsn = min(lsn, d.applied)
 	base := d.logBase
+	epoch, known := epochIn(d.epochs, lsn)
 	d.mu.Unlock()
 	if lsn <= base.LSN {
 		return nil
 	}
-	epoch, err := d.epochOf(lsn)
-	if err != nil {
-		return fmt.Errorf("storage: retention at %d: %w", lsn, err)
+	if !known {
+		var err error
+		if epoch, err = d.epochOf(lsn); err != nil {
+			return fmt.Errorf("storage: retention at %d: %w", lsn, err)
+		}
 	}
 	nb := logrec.Position{Epoch: epoch, LSN: lsn}
 	if err := d.pdb.Set(metaLogBase, encodePosition(nb), noSyncWrite); err != nil {

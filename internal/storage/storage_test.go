@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"reflect"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -1173,5 +1174,33 @@ func TestTrimLogTo(t *testing.T) {
 	}
 	if n, _ := d.LogSize(); n < 9 || n > 11 {
 		t.Fatalf("%d entries kept, want about 10", n)
+	}
+}
+
+// TestLargeApplyLeavesSmallBatchesSmall: after an Apply of a large value,
+// a small Apply allocates a small batch (sizing the large batch must not
+// leave its size with the batches Pebble pools and hands out again, as
+// pebble.WithInitialSizeBytes does).
+func TestLargeApplyLeavesSmallBatchesSmall(t *testing.T) {
+	d := open(t, vfs.NewMem())
+	defer d.Close()
+	big := strings.Repeat("v", 8<<20)
+	es := []logrec.Entry{entry(1, 1, put("big", big))}
+	for lsn := uint64(2); lsn <= 21; lsn++ {
+		es = append(es, entry(1, lsn, put("k", "v")))
+	}
+	mustAppend(t, d, es...)
+	mustApply(t, d, es[0])
+	if err := d.pdb.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for _, e := range es[1:] {
+		mustApply(t, d, e)
+	}
+	runtime.ReadMemStats(&after)
+	if n := (after.TotalAlloc - before.TotalAlloc) / 20; n > 1<<20 {
+		t.Fatalf("a small Apply after a large one allocated %d bytes", n)
 	}
 }
