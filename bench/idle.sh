@@ -4,7 +4,9 @@
 # replicas (appendonly yes, appendfsync always), sends nothing, waits
 # SETTLE seconds, then samples every process's CPU time (user + system,
 # /proc/PID/stat) over SECS seconds and prints each one's percent of a core
-# and each side's total, with the tandem/Redis ratio. See bench/README.md.
+# and each side's total, with the tandem/Redis ratio, and each process's
+# wake-ups per second (context switches of its threads: exact, where CPU
+# time on a busy machine is noisy). See bench/README.md.
 #
 # Usage (from anywhere):  bench/idle.sh
 # Environment knobs (defaults in brackets):
@@ -46,6 +48,11 @@ pick_ports() { # the proxy on T-1, nodes T.., peer T+100.., HTTP T+200.., Redis 
 }
 
 ticks() { awk '{printf "%d", $14 + $15}' "/proc/$1/stat" 2>/dev/null || printf 0; }
+# switches pid -> context switches of all its threads so far: each is a
+# thread going to sleep or being preempted, so their rate counts the
+# process's wake-ups, exactly, where CPU time on a busy machine is noisy
+# and counted in 10 ms ticks.
+switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/_ctxt_switches/ {s += $2} END {printf "%d", s}'; }
 # children pid -> the pids whose parent is pid
 children() { local s; for s in /proc/[0-9]*/stat; do awk -v p="$1" '$4 == p {print $1}' "$s" 2>/dev/null; done; }
 label() { # pid -> what the process is, from its command line
@@ -117,7 +124,8 @@ sleep "$SETTLE"
 
 PIDS=("$UP_PID" $(children "$UP_PID") "${REDIS_PIDS[@]}")
 declare -A B
-for p in "${PIDS[@]}"; do B[$p]=$(ticks "$p"); done
+declare -A W
+for p in "${PIDS[@]}"; do B[$p]=$(ticks "$p"); W[$p]=$(switches "$p"); done
 sleep "$SECS"
 HZ=$(getconf CLK_TCK)
 {
@@ -126,14 +134,16 @@ HZ=$(getconf CLK_TCK)
     case " ${REDIS_PIDS[*]} " in *" $p "*) side=redis ;; esac
     l=$(label "$p")
     [ "$l" != "node $LEADER" ] || l="$l (leader)"
-    printf '%s\t%s\t%s\t%s\n' "$side" "$l" "$p" $(($(ticks "$p") - B[$p]))
+    printf '%s\t%s\t%s\t%s\t%s\n' "$side" "$l" "$p" $(($(ticks "$p") - B[$p])) $(($(switches "$p") - W[$p]))
   done
 } | awk -F'\t' -v hz="$HZ" -v secs="$SECS" -v load="$(cut -d' ' -f1-3 /proc/loadavg)" '
-  { pct = $4 / hz / secs * 100; tot[$1] += pct; printf "  %-6s %-28s pid %-7s %6.2f%%\n", $1, $2, $3, pct
+  { pct = $4 / hz / secs * 100; tot[$1] += pct; wk = $5 / secs; wtot[$1] += wk
+    printf "  %-6s %-28s pid %-7s %6.2f%%  %6.0f wake-ups/s\n", $1, $2, $3, pct, wk
     if ($2 ~ /\(leader\)/) leader = pct }
   END {
     printf "  total  tandem %.2f%% of a core, redis %.2f%% (tandem/redis %s)  load average %s\n",
       tot["tandem"], tot["redis"], (tot["redis"] > 0 ? sprintf("%.0fx", tot["tandem"] / tot["redis"]) : "n/a (redis under one tick)"), load
+    printf "  wake-ups tandem %.0f/s, redis %.0f/s\n", wtot["tandem"], wtot["redis"]
     ok = leader < 1 && tot["tandem"] < 3
     printf "  targets: leader %.2f%% < 1%%: %s; cluster %.2f%% < 3%%: %s\n", leader, (leader < 1 ? "yes" : "NO"), tot["tandem"], (tot["tandem"] < 3 ? "yes" : "NO")
     exit ok ? 0 : 2 }'

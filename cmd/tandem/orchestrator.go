@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -34,6 +35,13 @@ func orchestratorCmd() *cobra.Command {
 			log, err := newLogger(logLevel)
 			if err != nil {
 				return err
+			}
+			if os.Getenv("GOMAXPROCS") == "" {
+				// One P: the orchestrator's work is a few small RPCs at a
+				// time, and with two every network event also woke a
+				// second thread to look for work (717 wake-ups a second
+				// idle, 446 with one: bench/idle.sh).
+				runtime.GOMAXPROCS(1)
 			}
 			if cfg.Etcd = coord.ParseEndpoints(etcd); len(cfg.Etcd) == 0 {
 				return fmt.Errorf("--etcd is required")
@@ -77,9 +85,9 @@ func orchestratorCmd() *cobra.Command {
 	f.Float64Var(&cfg.PhiThreshold, "phi-threshold", 8, "phi at which a node is suspected")
 	f.DurationVar(&cfg.PhiMinStdDev, "phi-min-stddev", 25*time.Millisecond, "floor of the heartbeat interval's standard deviation")
 	f.DurationVar(&cfg.Timeout, "timeout", 500*time.Millisecond, "the timeout detector's limit")
-	f.DurationVar(&cfg.MinSilence, "min-silence", 500*time.Millisecond, "a leader the detector suspects is failed over only once silent this long (a saturated leader can miss heartbeats for a few hundred ms; a gone process is failed over at once on refused probes)")
+	f.DurationVar(&cfg.MinSilence, "min-silence", 250*time.Millisecond, "a leader the detector suspects is failed over only once its probes went unanswered this long (a saturated leader answers late: under 200 ms seen; a gone process is failed over at once on refused probes)")
 	f.DurationVar(&cfg.NotAnsweringAfter, "not-answering-after", 2*time.Second, "a leader whose lease stays unconfirmed this long (it answers nothing) is failed over")
-	f.DurationVar(&cfg.FollowerSilence, "follower-silence", 150*time.Millisecond, "a follower that heard the leader more recently vetoes a failover")
+	f.DurationVar(&cfg.FollowerSilence, "follower-silence", 200*time.Millisecond, "a follower that heard the leader's stream more recently (its report plus the report's age) vetoes a failover on suspicion")
 	f.StringVar(&cfg.PreferredZone, "preferred-zone", "", "among equally advanced failover candidates of equal --priority, choose one in this zone (a node's --zone); never outranks durability or priority")
 	f.DurationVar(&cfg.Grace, "grace", time.Second, "a new leader is not suspected for this long, or until it answers as leader")
 	f.StringArrayVar(&cfg.Hooks.Commands, "hook-command", nil, "run this shell command on each control-plane event (detected, pre_/post_failover, pre_/post_promote, pre_/post_switchover, leader_returned), the event as JSON on stdin and in TANDEM_* variables; repeatable")

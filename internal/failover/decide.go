@@ -18,11 +18,16 @@ type Rules struct {
 	// Bootstrap: how long to wait for every registered member to answer
 	// before choosing the first leader.
 	Bootstrap time.Duration
+	// Interval is the probe interval.
+	Interval time.Duration
 	// MinSilence: a suspected leader is failed over only once silent this
-	// long.
+	// long, or Interval plus twice its recent slowness if that is longer
+	// (NodeView.Slow).
 	MinSilence time.Duration
 	// FollowerSilence: a follower that heard its leader more recently than
-	// this vetoes a failover on the orchestrator's own evidence.
+	// this, or than twice the longest recent silence of the stream it
+	// reported (NodeView.StreamGap), vetoes a failover on the
+	// orchestrator's own evidence.
 	FollowerSilence time.Duration
 	// NotLeadingAfter: a leader that answers but does not lead the
 	// topology's epoch for this long is failed over.
@@ -30,6 +35,21 @@ type Rules struct {
 	// NotAnsweringAfter: a leader that leads without a confirmed lease for
 	// this long is failed over.
 	NotAnsweringAfter time.Duration
+}
+
+// minSilence is how long leader must be silent to be failed over on
+// suspicion: MinSilence, or more for a leader that answered late lately.
+// Between two answers of a live leader the silence is at most the
+// interval plus the later answer's round trip; twice the recent lateness
+// allows the next answer to be twice as late as any lately. Under
+// 50-stream bulk load on 2 cores a live leader went 342 ms without an
+// answer (round trips up to 300 ms), where a quiet or moderately loaded
+// one answers within a few tens of milliseconds.
+//
+// late is the observer's own recent lateness (View.Late), counted as the
+// leader's.
+func (r Rules) minSilence(leader *NodeView, late time.Duration) time.Duration {
+	return max(r.MinSilence, r.Interval+2*max(leader.Slow, late))
 }
 
 // View is one consistent reading of what the orchestrator knows.
@@ -41,6 +61,12 @@ type View struct {
 	// the last one that did). Nothing is decided on it.
 	TopoErr error
 	Nodes   []NodeView // sorted by ID
+	// Late is how late the observer itself ran lately (its decide loop's
+	// timers; the largest in the last one to two SlowWindows). On a
+	// machine so loaded that the orchestrator runs late, the nodes beside
+	// it do too, and every silence it measures is waited for as if the
+	// leader had answered that late (see Rules.MinSilence).
+	Late time.Duration
 	// PreferredZone: among equally advanced candidates of equal priority,
 	// one whose member record names this zone is chosen ("" prefers none;
 	// see Choose for the rank).
@@ -50,15 +76,27 @@ type View struct {
 // NodeView is one node in a View: its member record and its Probe's
 // findings at View.Now.
 type NodeView struct {
-	ID       string
-	Member   coord.Member
-	Reply    *peerpb.HeartbeatReply // nil if never answered
-	Fresh    bool                   // answered within 3 intervals
-	Suspect  bool
-	Refused  int
-	Phi      float64
-	LastBeat time.Time
-	NotLead  time.Time
+	ID     string
+	Member coord.Member
+	Reply  *peerpb.HeartbeatReply // nil if never answered
+	// Age is how old Reply is at View.Now: what a follower reports it
+	// heard of its leader is that much older by now.
+	Age   time.Duration
+	Fresh bool // answered within 3 intervals
+	// Slow is how late its answers came lately (round trip, or silence
+	// between answers less the interval; the largest in the last one to
+	// two SlowWindows): a node loaded enough to answer late may be as late
+	// again, and is waited for accordingly. A stopped one answers nothing,
+	// so it cannot raise its own.
+	Slow time.Duration
+	// StreamGap (a follower): the longest recent silence of its leader's
+	// stream it reported and that ended.
+	StreamGap time.Duration
+	Suspect   bool
+	Refused   int
+	Phi       float64
+	LastBeat  time.Time
+	NotLead   time.Time
 	// NotAnswering: since when it leads without a valid lease (zero: it
 	// answers, or does not lead).
 	NotAnswering time.Time
@@ -94,6 +132,17 @@ func (n *NodeView) Follows(leader *NodeView) bool {
 	}
 	f := n.Reply.Following
 	return f == leader.ID || f == leader.Member.PeerAddr
+}
+
+// HeardLeaderAgo is how long before View.Now the follower last heard its
+// leader's stream, as far as its last answer tells: what it reported then
+// plus the answer's Age (it may have heard the leader since, but nothing
+// says so). ok is false if it never heard it (on this stream).
+func (n *NodeView) HeardLeaderAgo() (ago time.Duration, ok bool) {
+	if n.Reply == nil || n.Reply.LeaderHeardAgoMs < 0 {
+		return 0, false
+	}
+	return time.Duration(n.Reply.LeaderHeardAgoMs)*time.Millisecond + n.Age, true
 }
 
 // Durable is the durable position a heartbeat reported (zero for none).
@@ -225,7 +274,7 @@ func Decide(r Rules, v View, activeSince time.Time) Decision {
 		selfReported = true
 	case leader.Refused >= RefusedIsGone:
 		why = fmt.Sprintf("leader refused %d probes in a row (%s)", leader.Refused, "process gone")
-	case leader.Suspect && v.Now.Sub(leader.LastBeat) >= r.MinSilence:
+	case leader.Suspect && v.Now.Sub(leader.LastBeat) >= r.minSilence(leader, v.Late):
 		why = fmt.Sprintf("leader suspected (phi %.1f, last heartbeat %s ago)", leader.Phi, v.Now.Sub(leader.LastBeat).Round(time.Millisecond))
 	default:
 		return Decision{}
@@ -235,8 +284,8 @@ func Decide(r Rules, v View, activeSince time.Time) Decision {
 			if n.ID == leader.ID || !n.Fresh || !n.Follows(leader) {
 				continue
 			}
-			if ms := n.Reply.LeaderHeardAgoMs; ms >= 0 && time.Duration(ms)*time.Millisecond < r.FollowerSilence {
-				return Decision{Note: fmt.Sprintf("%s, but follower %s heard it %d ms ago: no failover", why, n.ID, ms), NoteKey: "veto " + n.ID}
+			if ago, ok := n.HeardLeaderAgo(); ok && ago < max(r.FollowerSilence, 2*n.StreamGap, 2*v.Late) {
+				return Decision{Note: fmt.Sprintf("%s, but follower %s heard it %d ms ago: no failover", why, n.ID, ago.Milliseconds()), NoteKey: "veto " + n.ID}
 			}
 		}
 	}

@@ -19,7 +19,7 @@ func followerReply(epoch, lsn uint64, heardAgoMs int64) *peerpb.HeartbeatReply {
 }
 
 // testRules are the orchestrator's defaults.
-var testRules = Rules{Bootstrap: 2 * time.Second, MinSilence: 500 * time.Millisecond, FollowerSilence: 150 * time.Millisecond,
+var testRules = Rules{Bootstrap: 2 * time.Second, Interval: 100 * time.Millisecond, MinSilence: 250 * time.Millisecond, FollowerSilence: 200 * time.Millisecond,
 	NotLeadingAfter: 2 * time.Second, NotAnsweringAfter: 2 * time.Second}
 
 func mode(s string) coord.Mode {
@@ -45,7 +45,7 @@ func TestDecide(t *testing.T) {
 	// Suspected by phi but silent for less than MinSilence: a saturated
 	// leader missing a few heartbeats.
 	stalled := suspect
-	stalled.LastBeat = now.Add(-300 * time.Millisecond)
+	stalled.LastBeat = now.Add(-200 * time.Millisecond)
 	refused := healthy
 	refused.Refused, refused.Fresh = 2, false
 	f := func(id string, lsn uint64, heard int64) NodeView {
@@ -73,6 +73,37 @@ func TestDecide(t *testing.T) {
 		{name: "suspected, a follower still hears it: veto",
 			v:    View{Now: now, Topo: topo, HaveTopo: true, Nodes: []NodeView{suspect, f("n2", 100, 20), f("n3", 100, 400)}},
 			note: "follower n2 heard it 20 ms ago"},
+		{name: "suspected, a follower heard it 190 ms ago (just within FollowerSilence): veto",
+			v:    View{Now: now, Topo: topo, HaveTopo: true, Nodes: []NodeView{suspect, f("n2", 100, 190), f("n3", 100, 400)}},
+			note: "follower n2 heard it 190 ms ago"},
+		{name: "suspected; a follower heard it 20 ms before an answer 200 ms old: silent 220 ms by now, no veto",
+			v: View{Now: now, Topo: topo, HaveTopo: true, Nodes: []NodeView{suspect,
+				func() NodeView { n := f("n2", 100, 20); n.Age = 200 * time.Millisecond; return n }(), f("n3", 99, 400)}},
+			kind: KindFailover, candidate: "n2"},
+		{name: "suspected; a follower heard it 20 ms before an answer 100 ms old: heard 120 ms ago, veto",
+			v: View{Now: now, Topo: topo, HaveTopo: true, Nodes: []NodeView{suspect,
+				func() NodeView { n := f("n2", 100, 20); n.Age = 100 * time.Millisecond; return n }(), f("n3", 99, 400)}},
+			note: "follower n2 heard it 120 ms ago"},
+		{name: "suspected, silent 600 ms, but it answered 300 ms late lately (a saturated leader): waited for up to 700 ms",
+			v: View{Now: now, Topo: topo, HaveTopo: true, Nodes: []NodeView{
+				func() NodeView { n := suspect; n.Slow = 300 * time.Millisecond; return n }(), f("n2", 90, 400), f("n3", 99, 400)}}},
+		{name: "suspected, silent 600 ms, but the orchestrator itself ran 300 ms late lately (the machine is overloaded): waited for up to 700 ms",
+			v: View{Now: now, Topo: topo, HaveTopo: true, Late: 300 * time.Millisecond, Nodes: []NodeView{suspect, f("n2", 90, 400), f("n3", 99, 400)}}},
+		{name: "suspected; a follower heard it 400 ms ago, the orchestrator ran 250 ms late lately: veto",
+			v:    View{Now: now, Topo: topo, HaveTopo: true, Late: 250 * time.Millisecond, Nodes: []NodeView{suspect, f("n2", 90, 400), f("n3", 99, 600)}},
+			note: "follower n2 heard it 400 ms ago"},
+		{name: "suspected, silent 600 ms, answered 200 ms late lately: waited for 500 ms, failed over",
+			v: View{Now: now, Topo: topo, HaveTopo: true, Nodes: []NodeView{
+				func() NodeView { n := suspect; n.Slow = 200 * time.Millisecond; return n }(), f("n2", 90, 400), f("n3", 99, 400)}},
+			kind: KindFailover, candidate: "n3"},
+		{name: "suspected; a follower heard it 300 ms ago, but its stream went silent 180 ms lately: veto",
+			v: View{Now: now, Topo: topo, HaveTopo: true, Nodes: []NodeView{suspect,
+				func() NodeView { n := f("n2", 100, 300); n.StreamGap = 180 * time.Millisecond; return n }(), f("n3", 99, 400)}},
+			note: "follower n2 heard it 300 ms ago"},
+		{name: "suspected; a follower heard it 300 ms ago, its stream's silences lately under 150 ms: no veto",
+			v: View{Now: now, Topo: topo, HaveTopo: true, Nodes: []NodeView{suspect,
+				func() NodeView { n := f("n2", 100, 300); n.StreamGap = 140 * time.Millisecond; return n }(), f("n3", 99, 400)}},
+			kind: KindFailover, candidate: "n2"},
 		{name: "refused twice: the process is gone",
 			v:    View{Now: now, Topo: topo, HaveTopo: true, Nodes: []NodeView{refused, f("n2", 100, 200), f("n3", 100, 200)}},
 			kind: KindFailover, candidate: "n2"},

@@ -21,14 +21,17 @@
 //     (b) it leads but has answered nothing (its lease unconfirmed: cut
 //     off from etcd) for Rules.NotAnsweringAfter;
 //     (c) two probes in a row were refused (the process is gone);
-//     (d) its detector suspects it and it has been silent for
-//     Rules.MinSilence (a leader saturated by clients misses heartbeats
-//     for a few hundred milliseconds while alive).
+//     (d) its detector suspects it and its probes have gone unanswered
+//     for Rules.MinSilence (a leader saturated by clients answers late
+//     while alive).
 //     (a) and (b) are the leader's own word; (c) and (d) are vetoed by any
 //     reachable follower of it that heard its stream within
-//     Rules.FollowerSilence (a cut between the orchestrator and the
-//     leader alone is not a failure). A topology that does not decode is
-//     never acted on.
+//     Rules.FollowerSilence, counted from what the follower reported plus
+//     the age of its report (NodeView.HeardLeaderAgo): a cut between the
+//     orchestrator and the leader alone is not a failure, and a leader too
+//     busy to answer probes promptly still streams to its followers,
+//     where a stopped process goes silent on both channels at once. A
+//     topology that does not decode is never acted on.
 //  3. Eligibility (View.Candidates): a reachable node with a role may be
 //     chosen; in sync and semisync only a member of the published sync set
 //     (they alone hold every acknowledged write).

@@ -56,7 +56,7 @@ func runProbe(t *testing.T, start time.Time, want Expect, steps ...probeStep) (*
 	p := &Probe{Det: detector.NewTimeout(500 * time.Millisecond)}
 	now := start
 	for _, s := range steps {
-		next := p.Observe(now, s.rep, s.err, false, want, 100*time.Millisecond)
+		next := p.Observe(now, now, s.rep, s.err, false, want, 100*time.Millisecond)
 		if s.err == nil && next != 100*time.Millisecond {
 			t.Fatalf("after an answer the next probe is in %v, want the interval", next)
 		}
@@ -119,12 +119,12 @@ func TestProbeObserve(t *testing.T) {
 func TestProbeGrace(t *testing.T) {
 	start := time.Unix(1000, 0)
 	p := &Probe{Det: detector.NewTimeout(500 * time.Millisecond)}
-	p.Observe(start, followerReply(3, 10, 5), nil, false, Expect{Epoch: 3}, 100*time.Millisecond)
+	p.Observe(start, start, followerReply(3, 10, 5), nil, false, Expect{Epoch: 3}, 100*time.Millisecond)
 	p.GiveGrace(start, time.Second)
 	if p.Det.Suspect(start.Add(900 * time.Millisecond)) {
 		t.Fatal("suspected within its grace")
 	}
-	p.Observe(start.Add(100*time.Millisecond), leaderReply(4, 10), nil, false, Expect{ShouldLead: true, Epoch: 4}, 100*time.Millisecond)
+	p.Observe(start.Add(100*time.Millisecond), start.Add(100*time.Millisecond), leaderReply(4, 10), nil, false, Expect{ShouldLead: true, Epoch: 4}, 100*time.Millisecond)
 	if !p.GraceEnds.IsZero() {
 		t.Fatalf("grace not ended by an answer as leader: %v", p.GraceEnds)
 	}
@@ -159,5 +159,86 @@ func TestProbeToDecision(t *testing.T) {
 	}
 	if d := decideAfter(ok, refused, ok, refused); d.Kind != KindNone {
 		t.Fatalf("refusals not in a row: %+v, want nothing", d)
+	}
+}
+
+// TestViewAgesWhatFollowersHeard: a follower's "heard my leader 10 ms ago"
+// is 10 ms plus the answer's age by the time the rule reads it, so a
+// paused leader's followers stop vouching for it FollowerSilence after it
+// stopped, not FollowerSilence after their next answer.
+func TestViewAgesWhatFollowersHeard(t *testing.T) {
+	start := time.Unix(1000, 0)
+	p := &Probe{Det: detector.NewTimeout(500 * time.Millisecond)}
+	p.Observe(start, start, followerReply(3, 10, 10), nil, false, Expect{Epoch: 3}, 100*time.Millisecond)
+	v := p.View("n2", member("n2"), start.Add(150*time.Millisecond), 300*time.Millisecond)
+	if ago, ok := v.HeardLeaderAgo(); !ok || ago != 160*time.Millisecond {
+		t.Fatalf("heard %v ago (%v), want 160ms", ago, ok)
+	}
+	p.Observe(start.Add(200*time.Millisecond), start.Add(200*time.Millisecond), followerReply(3, 10, -1), nil, false, Expect{Epoch: 3}, 100*time.Millisecond)
+	if v := p.View("n2", member("n2"), start.Add(250*time.Millisecond), 300*time.Millisecond); func() bool { _, ok := v.HeardLeaderAgo(); return ok }() {
+		t.Fatal("a follower that never heard its leader on this stream vouches for it")
+	}
+}
+
+// TestProbeSlowness: late answers raise a node's Slow (round trip, or the
+// silence between answers less the interval) for one to two SlowWindows;
+// a node that stops answering cannot raise it, and what it showed before
+// expires.
+func TestProbeSlowness(t *testing.T) {
+	start := time.Unix(1000, 0)
+	ms := time.Millisecond
+	iv := 100 * ms
+	want := Expect{ShouldLead: true, Epoch: 3}
+	p := &Probe{Det: detector.NewTimeout(500 * ms)}
+	at := func(d time.Duration) time.Time { return start.Add(d) }
+	p.Observe(at(0), at(5*ms), leaderReply(3, 10), nil, false, want, iv)
+	p.Observe(at(100*ms), at(250*ms), leaderReply(3, 10), nil, false, want, iv) // 150 ms round trip
+	if s := p.View("n1", member("n1"), at(300*ms), 3*iv).Slow; s != 150*ms {
+		t.Fatalf("slow %v after a 150 ms answer, want 150ms", s)
+	}
+	// 400 ms between answers (a probe lost, or this orchestrator late): 300.
+	p.Observe(at(640*ms), at(650*ms), leaderReply(3, 10), nil, false, want, iv)
+	if s := p.View("n1", member("n1"), at(700*ms), 3*iv).Slow; s != 300*ms {
+		t.Fatalf("slow %v after 400 ms between answers, want 300ms", s)
+	}
+	// It stops answering: Slow stays what it was, then expires.
+	if s := p.View("n1", member("n1"), at(2500*ms), 3*iv).Slow; s != 300*ms {
+		t.Fatalf("slow %v 1.85 s later, want 300ms still", s)
+	}
+	if s := p.View("n1", member("n1"), at(4100*ms), 3*iv).Slow; s != 0 {
+		t.Fatalf("slow %v two windows later, want 0", s)
+	}
+	p.Restart(detector.NewTimeout(500 * ms))
+	if s := p.View("n1", member("n1"), at(700*ms), 3*iv).Slow; s != 0 {
+		t.Fatalf("slow %v after Restart, want 0", s)
+	}
+}
+
+// TestFollowerStreamGaps: a silence of the leader's stream a follower
+// reported counts (StreamGap) once a later report shows the stream heard
+// again; a silence still going on, as a paused leader's, never does, even
+// with answers arriving with some jitter.
+func TestFollowerStreamGaps(t *testing.T) {
+	start := time.Unix(1000, 0)
+	ms := time.Millisecond
+	iv := 100 * ms
+	at := func(d time.Duration) time.Time { return start.Add(d) }
+	obs := func(p *Probe, d time.Duration, heardAgo int64) {
+		p.Observe(at(d), at(d), followerReply(3, 10, heardAgo), nil, false, Expect{Epoch: 3}, iv)
+	}
+	p := &Probe{Det: detector.NewTimeout(500 * ms)}
+	obs(p, 0, 10)
+	obs(p, 100*ms, 170) // silent for 170 ms so far
+	obs(p, 200*ms, 20)  // heard again: that silence ended
+	if g := p.View("n2", member("n2"), at(250*ms), 3*iv).StreamGap; g != 170*ms {
+		t.Fatalf("stream gap %v, want 170ms", g)
+	}
+	paused := &Probe{Det: detector.NewTimeout(500 * ms)}
+	obs(paused, 0, 10)
+	obs(paused, 130*ms, 100) // arrived 40 ms late: heard at 30 ms looks 40 ms newer
+	obs(paused, 200*ms, 210)
+	obs(paused, 330*ms, 300)
+	if g := paused.View("n2", member("n2"), at(350*ms), 3*iv).StreamGap; g != 0 {
+		t.Fatalf("a silence still going on counted as a stream gap: %v", g)
 	}
 }

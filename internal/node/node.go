@@ -334,6 +334,7 @@ func (n *Node) listen() error {
 		return fmt.Errorf("node: peer listener: %w", err)
 	}
 	n.grpcSrv = grpc.NewServer(grpc.MaxRecvMsgSize(maxMessage), grpc.MaxSendMsgSize(maxMessage),
+		grpc.StaticStreamWindowSize(PeerWindow), grpc.StaticConnWindowSize(PeerWindow),
 		// The leader's sends reference its log entries' bytes, one copy
 		// for every follower (peerpb.Codec).
 		grpc.ForceServerCodecV2(peerpb.Codec{}),
@@ -367,6 +368,15 @@ func (n *Node) listen() error {
 // in one (replication.DefaultMaxEntryBytes leaves room for the message's
 // other fields; TestEntryFitsMessage).
 const maxMessage = 1 << 30
+
+// PeerWindow is the HTTP/2 flow-control window of every peer connection
+// (stream and connection), on both ends, fixed. A fixed window turns off
+// gRPC's bandwidth-delay estimator, which sent a PING (and got one back)
+// for almost every message on a connection that carries few: on an idle
+// cluster each stream heartbeat, its echo and each orchestrator probe came
+// with a ping and a window update, about half of an idle leader's system
+// calls. 16 MiB is the largest window the estimator would have grown to.
+const PeerWindow = 16 << 20
 
 // Addrs returns the bound RESP, peer and HTTP addresses.
 func (n *Node) Addrs() (respAddr, peer, httpAddr string) {
@@ -519,7 +529,8 @@ func (n *Node) startLeader(epoch uint64, lease *replication.Lease) (role, error)
 func (n *Node) streamHeartbeat() time.Duration {
 	// Under the control plane the orchestrator asks followers how long ago
 	// they heard their leader before it declares the leader dead (a
-	// follower that heard it within --follower-silence, 150 ms, vetoes),
+	// follower that heard it within --follower-silence, 200 ms counting
+	// the age of its answer, vetoes),
 	// and the failsafe lease is extended by echoes at most a fence delay
 	// (100 ms) old: both want a heartbeat well inside 100 ms. Freshness for
 	// bounded reads on an idle follower no longer comes from heartbeats

@@ -101,6 +101,7 @@ func dialPeer(addr string) (*grpc.ClientConn, error) {
 	conn, err := grpc.NewClient(addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessage), grpc.MaxCallSendMsgSize(maxMessage)),
+		grpc.WithStaticStreamWindowSize(PeerWindow), grpc.WithStaticConnWindowSize(PeerWindow),
 		// gRPC's default reconnect backoff starts at 1 s; a follower whose
 		// leader restarts or is not up yet should find it within ~100 ms.
 		grpc.WithConnectParams(grpc.ConnectParams{

@@ -21,16 +21,32 @@ import (
 // decideCalm while standing by, only to notice activation; and at once
 // when a probe fails, the topology changes or this orchestrator becomes
 // active (wakeDecide). An idle cluster costs the orchestrator 20 wake-ups
-// a second here instead of 100.
+// a second here instead of 100. A round whose timer fired more than
+// stallAllowance late (this process was starved of CPU or stopped) does
+// not act on its decision: the answers that arrived meanwhile may still
+// wait unread, and the silence it measured is partly its own. The next
+// round, decideFast later, decides again and acts.
 func (o *Orchestrator) decideLoop() {
 	defer o.wg.Done()
 	calmEvery := o.cfg.Interval / 2
 	t := time.NewTimer(calmEvery)
 	defer t.Stop()
+	due := time.Now().Add(calmEvery) // when t should fire
+	reset := func(d time.Duration) {
+		t.Reset(d)
+		due = time.Now().Add(d)
+	}
 	var activeSince time.Time
+	held := false // the last round's decision was held back for a stall
 	for {
+		stalled := false
 		select {
-		case <-t.C:
+		case now := <-t.C:
+			late := now.Sub(due)
+			stalled = late > stallAllowance && !held
+			o.mu.Lock()
+			o.late.Add(now, late)
+			o.mu.Unlock()
 		case <-o.decideNow:
 			t.Stop()
 		case <-o.ctx.Done():
@@ -38,7 +54,7 @@ func (o *Orchestrator) decideLoop() {
 		}
 		if !o.Active() {
 			activeSince = time.Time{}
-			t.Reset(calmEvery)
+			reset(calmEvery)
 			continue
 		}
 		if activeSince.IsZero() {
@@ -46,13 +62,25 @@ func (o *Orchestrator) decideLoop() {
 		}
 		v := o.snapshot()
 		if calm(v, o.cfg.Interval) {
-			t.Reset(calmEvery)
+			reset(calmEvery)
 		} else {
-			t.Reset(decideFast)
+			reset(decideFast)
 		}
 		d := failover.Decide(o.cfg.rules(), v, activeSince)
 		if d.Note != "" {
 			o.note(d.NoteKey, "orchestrator: "+d.Note)
+		}
+		held = false
+		if stalled && d.Kind != failover.KindNone {
+			// This loop woke late: the process was not running (starved
+			// of CPU, paused), and answers that arrived meanwhile may wait
+			// unread behind this goroutine. A silence it measured proves
+			// nothing yet: the decision is taken again, once, a round
+			// later, after the probers have run.
+			o.note("stall", "orchestrator: woke late; decision held for a round", "kind", d.Kind, "reason", d.Reason)
+			held = true
+			reset(decideFast)
+			continue
 		}
 		// The failover policy and the hooks act here (policy.go), between
 		// the rule, which knows neither, and the change.
@@ -67,6 +95,10 @@ func (o *Orchestrator) decideLoop() {
 
 // decideFast is decideLoop's period while anything is amiss.
 const decideFast = 10 * time.Millisecond
+
+// stallAllowance is how late decideLoop's timer may fire before the loop
+// counts itself stalled (see decideLoop).
+const stallAllowance = 25 * time.Millisecond
 
 // calm reports whether nothing in v could make the rule act before it
 // is evaluated again in half an interval: a topology with a leader, and

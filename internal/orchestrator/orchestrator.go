@@ -87,16 +87,31 @@ type Config struct {
 	PhiMinStdDev time.Duration // default 25 ms
 	Timeout      time.Duration // the timeout detector's limit (default 500 ms)
 	// MinSilence: a leader the detector suspects is failed over only once
-	// it has been silent this long (default 500 ms). A leader whose CPU is
-	// saturated by clients can miss heartbeats for a few hundred
-	// milliseconds (238 and 295 ms seen on 2 cores under redis-benchmark
-	// -P 16) while alive, and in async mode a failover then loses its
-	// acknowledged writes; a process that is gone is still failed over at
-	// once, on refused probes.
+	// its probes have gone unanswered this long (default 250 ms). A leader
+	// saturated by clients answers late while alive: under redis-benchmark
+	// -c 50 -P 16 SET on 2 cores (`tandem bench failover`'s saturation
+	// phase, load average ~18) its longest silence between two answers
+	// was under 200 ms, its slowest answer under 125 ms. (Before probes
+	// waited for late answers, 238 and 295 ms were seen, and this was
+	// 500 ms.) A leader that answered late lately is waited for longer:
+	// the interval plus twice its recent lateness, if that is more
+	// (failover.NodeView.Slow); under 50-stream bulk load its answers
+	// took up to 300 ms and it went 342 ms without one. A process that is
+	// gone is failed over at once, on refused probes.
 	MinSilence time.Duration
-	// FollowerSilence: a follower that heard its leader more recently
-	// than this vouches for it (default 150 ms; leaders heartbeat idle
-	// streams every 30 ms under the control plane).
+	// FollowerSilence: a follower that heard its leader's stream more
+	// recently than this vouches for it (default 200 ms; leaders
+	// heartbeat idle streams every 50 ms). How long ago is what the
+	// follower reported plus the age of its report
+	// (failover.NodeView.HeardLeaderAgo), so a paused leader's followers
+	// stop vouching this long after it stopped. A busy leader streams all
+	// the time: in the same saturation phase, the leader's longest silence
+	// on every channel at once (its answers and its followers' reports)
+	// was under 175 ms; a follower whose stream went silent for longer
+	// lately vouches for twice that (failover.NodeView.StreamGap). Both
+	// silences must pass their bound for a
+	// failover on suspicion; a paused leader is detected about
+	// max(MinSilence − interval/2, FollowerSilence) after it stopped.
 	FollowerSilence time.Duration
 	// NotLeadingAfter: a leader that answers but does not lead the
 	// topology's epoch for this long is failed over (default 2 s).
@@ -154,10 +169,10 @@ func (c *Config) setDefaults() {
 		c.Timeout = 500 * time.Millisecond
 	}
 	if c.FollowerSilence <= 0 {
-		c.FollowerSilence = 150 * time.Millisecond
+		c.FollowerSilence = 200 * time.Millisecond
 	}
 	if c.MinSilence <= 0 {
-		c.MinSilence = 500 * time.Millisecond
+		c.MinSilence = 250 * time.Millisecond
 	}
 	if c.NotLeadingAfter <= 0 {
 		c.NotLeadingAfter = 2 * time.Second
@@ -210,6 +225,9 @@ type Orchestrator struct {
 	outage    *outage // the failed leader not yet replaced (policy.go)
 	held      uint64  // failover decisions the policy held (tests)
 	hooks     *hooks.Runner
+	stats     *detectStats // nil in tests that build an Orchestrator by hand
+	// late: how late decideLoop's timers fired lately (View.Late).
+	late failover.RecentMax
 
 	// topoErr: the topology stored in etcd does not decode (topo is the
 	// last one that did); nothing is changed until it does.
@@ -250,7 +268,7 @@ func (o *Orchestrator) becomeActive() {
 		if ns.probe.Reply != nil {
 			det.Heartbeat(now)
 		}
-		ns.probe.Det = det
+		ns.probe.Restart(det)
 	}
 	if o.activated != nil {
 		close(o.activated)
@@ -278,7 +296,7 @@ type nodeState struct {
 
 // rules are the failover rule's timings from the configuration.
 func (c *Config) rules() failover.Rules {
-	return failover.Rules{Bootstrap: c.Bootstrap, MinSilence: c.MinSilence, FollowerSilence: c.FollowerSilence,
+	return failover.Rules{Bootstrap: c.Bootstrap, Interval: c.Interval, MinSilence: c.MinSilence, FollowerSilence: c.FollowerSilence,
 		NotLeadingAfter: c.NotLeadingAfter, NotAnsweringAfter: c.NotAnsweringAfter}
 }
 
@@ -292,7 +310,7 @@ func Start(cfg Config) (*Orchestrator, error) {
 	o := &Orchestrator{
 		cfg: cfg, log: cfg.Logger.With("orchestrator", cfg.ID), store: coord.New(cli, cfg.Cluster),
 		members: map[string]coord.Member{}, nodes: map[string]*nodeState{}, decideNow: make(chan struct{}, 1), activated: make(chan struct{}),
-		started: time.Now(), noted: map[string]time.Time{},
+		started: time.Now(), noted: map[string]time.Time{}, stats: newDetectStats(),
 	}
 	o.ctx, o.cancel = context.WithCancel(context.Background())
 	if cfg.HTTPAddr != "" {
@@ -509,7 +527,7 @@ func (o *Orchestrator) snapshot() failover.View {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	now := time.Now()
-	v := failover.View{Now: now, Topo: o.topo, HaveTopo: o.haveTopo, TopoErr: o.topoErr, PreferredZone: o.cfg.PreferredZone}
+	v := failover.View{Now: now, Topo: o.topo, HaveTopo: o.haveTopo, TopoErr: o.topoErr, PreferredZone: o.cfg.PreferredZone, Late: o.late.At(now)}
 	for id, ns := range o.nodes {
 		v.Nodes = append(v.Nodes, ns.probe.View(id, ns.member, now, 3*o.cfg.Interval))
 	}

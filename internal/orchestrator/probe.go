@@ -13,15 +13,31 @@ import (
 )
 
 // dial opens a peer connection that reconnects quickly (a node restarted
-// by its supervisor is back within a second).
+// by its supervisor is back within a second). Its flow-control window is
+// fixed (64 KiB, HTTP/2's default; probes and StopWrites are small): that
+// turns off gRPC's bandwidth-delay estimator, which otherwise pinged the
+// node with nearly every probe.
 func dial(addr string) (*grpc.ClientConn, error) {
 	return grpc.NewClient(addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithStaticStreamWindowSize(probeWindow), grpc.WithStaticConnWindowSize(probeWindow),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: 20 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 200 * time.Millisecond},
 			MinConnectTimeout: 200 * time.Millisecond,
 		}))
 }
+
+// probeDeadline is how many intervals a probe waits for its answer. Longer
+// than the interval: a late answer is still a sign of life. A leader
+// saturated by clients on 2 cores answered within 164 ms (p99 89 ms); a
+// probe that gave up after the 100 ms interval threw such an answer away
+// and counted a failure, and the leader looked silent for a whole retry
+// longer. Three intervals is also how long an answer stays fresh.
+const probeDeadline = 3
+
+// probeWindow is the flow-control window of the orchestrator's peer
+// connections.
+const probeWindow = 64 << 10
 
 // heartbeater is the one RPC a prober makes (peerpb.PeerClient has it), so
 // that tests can drive the probe loop with a fake under testing/synctest.
@@ -44,16 +60,16 @@ func (o *Orchestrator) probe(ctx context.Context, ns *nodeState) {
 // probeLoop heartbeats one node every interval (every standbyProbeFactor
 // intervals while this orchestrator stands by) until ctx ends, and hands
 // each result to the node's failover.Probe, which says when to probe next
-// (a failed probe is retried after a quarter interval). Each probe has the
-// interval as its deadline, so a stopped node costs one interval per
-// missed heartbeat, never a pile of probes.
+// (a failed probe is retried after a quarter interval). One probe is out at
+// a time, with probeDeadline intervals as its deadline, so a stopped node
+// costs one probe per deadline, never a pile of them.
 func (o *Orchestrator) probeLoop(ctx context.Context, ns *nodeState, hb heartbeater) {
 	for {
 		o.mu.Lock()
 		epoch := o.topo.Epoch
 		o.mu.Unlock()
 		sent := time.Now()
-		pctx, cancel := context.WithTimeout(ctx, o.cfg.Interval)
+		pctx, cancel := context.WithTimeout(ctx, probeDeadline*o.cfg.Interval)
 		rep, err := hb.Heartbeat(pctx, &peerpb.HeartbeatRequest{OrchestratorId: o.cfg.ID, Epoch: epoch})
 		cancel()
 		now := time.Now()
@@ -61,7 +77,11 @@ func (o *Orchestrator) probeLoop(ctx context.Context, ns *nodeState, hb heartbea
 		// The expectation is read now, as the reply is judged: a topology
 		// that changed while the probe was out is the one it answers to.
 		want := failover.Expect{ShouldLead: o.haveTopo && o.topo.Leader == ns.member.ID, Epoch: o.topo.Epoch}
-		next := ns.probe.Observe(now, rep, err, ctx.Err() != nil, want, o.cfg.Interval)
+		lapsed := ns.probe.NotAnswering
+		next := ns.probe.Observe(sent, now, rep, err, ctx.Err() != nil, want, o.cfg.Interval)
+		if err == nil {
+			o.observeAnswer(ns, now, now.Sub(sent), want.ShouldLead, lapsed)
+		}
 		active, activated := o.active, o.activated
 		o.mu.Unlock()
 		// Probes keep their rhythm: the next is due next after this one

@@ -24,9 +24,10 @@ import (
 // the probe's deadline).
 type fakeNode struct {
 	mu    sync.Mutex
-	state string // "alive", "gone", "paused"
+	state string // "alive", "gone", "paused", "slow"
 	reply *peerpb.HeartbeatReply
 	calls int
+	delay time.Duration // "slow": how long an answer takes
 }
 
 func (f *fakeNode) set(state string) {
@@ -38,9 +39,16 @@ func (f *fakeNode) set(state string) {
 func (f *fakeNode) Heartbeat(ctx context.Context, _ *peerpb.HeartbeatRequest, _ ...grpc.CallOption) (*peerpb.HeartbeatReply, error) {
 	f.mu.Lock()
 	f.calls++
-	state, rep := f.state, f.reply
+	state, rep, delay := f.state, f.reply, f.delay
 	f.mu.Unlock()
 	switch state {
+	case "slow":
+		select {
+		case <-time.After(delay):
+			return rep, nil
+		case <-ctx.Done():
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
 	case "gone":
 		return nil, status.Error(codes.Unavailable, "connection refused")
 	case "paused":
@@ -68,8 +76,8 @@ func TestProbeLoop(t *testing.T) {
 		{fault: "gone", noneAt: 60 * time.Millisecond, failover: 80 * time.Millisecond, reason: "refused 2 probes in a row"},
 		// Paused: probes time out, which says nothing of the process; the
 		// leader, silent since its last answer 50 ms before the fault, is
-		// suspected by phi at once but failed over only after MinSilence.
-		{fault: "paused", noneAt: 420 * time.Millisecond, failover: 470 * time.Millisecond, reason: "leader suspected"},
+		// failed over once silent for MinSilence (250 ms) and suspected.
+		{fault: "paused", noneAt: 190 * time.Millisecond, failover: 230 * time.Millisecond, reason: "leader suspected"},
 	} {
 		t.Run(tc.fault, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
@@ -79,8 +87,9 @@ func TestProbeLoop(t *testing.T) {
 					topo: coord.Topology{Epoch: 3, Leader: "n1"}, haveTopo: true, active: true}
 				leader := &fakeNode{state: "alive", reply: &peerpb.HeartbeatReply{Role: "leader", Epoch: 3, LeadingEpoch: 3, Answering: true,
 					Durable: &peerpb.Position{Epoch: 3, Lsn: 10}}}
-				// The follower lost the leader too: it does not veto.
-				follower := &fakeNode{state: "alive", reply: &peerpb.HeartbeatReply{Role: "follower", Epoch: 3, Following: "n1", LeaderHeardAgoMs: 900,
+				// The follower lost the leader too (never heard it on its stream):
+				// it does not veto.
+				follower := &fakeNode{state: "alive", reply: &peerpb.HeartbeatReply{Role: "follower", Epoch: 3, Following: "n1", LeaderHeardAgoMs: -1,
 					Durable: &peerpb.Position{Epoch: 3, Lsn: 10}}}
 				ctx, cancel := context.WithCancel(context.Background())
 				var wg sync.WaitGroup
@@ -132,7 +141,7 @@ func TestStandbyProbes(t *testing.T) {
 			topo: coord.Topology{Epoch: 3, Leader: "n1"}, haveTopo: true, activated: make(chan struct{}), decideNow: make(chan struct{}, 1)}
 		leader := &fakeNode{state: "alive", reply: &peerpb.HeartbeatReply{Role: "leader", Epoch: 3, LeadingEpoch: 3, Answering: true,
 			Durable: &peerpb.Position{Epoch: 3, Lsn: 10}}}
-		follower := &fakeNode{state: "alive", reply: &peerpb.HeartbeatReply{Role: "follower", Epoch: 3, Following: "n1", LeaderHeardAgoMs: 900,
+		follower := &fakeNode{state: "alive", reply: &peerpb.HeartbeatReply{Role: "follower", Epoch: 3, Following: "n1", LeaderHeardAgoMs: -1,
 			Durable: &peerpb.Position{Epoch: 3, Lsn: 10}}}
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
@@ -185,6 +194,43 @@ func TestStandbyProbes(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 		if d := decide(); d.Kind != failover.KindFailover || d.Candidate != "n2" {
 			t.Fatalf("a leader paused before this orchestrator took over, %v after: %+v, want a failover to n2", o.cfg.MinSilence+50*time.Millisecond, d)
+		}
+	})
+}
+
+// TestSlowLeaderIsAlive: a leader saturated by clients answers each probe
+// late (120 ms here, past the 100 ms interval) while no follower vouches
+// for it. Its late answers are signs of life: it is not failed over.
+// (With probes that gave up at the interval, every one failed and the
+// leader was failed over within MinSilence.)
+func TestSlowLeaderIsAlive(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := Config{ID: "o1", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		cfg.setDefaults()
+		o := &Orchestrator{cfg: cfg, log: cfg.Logger, nodes: map[string]*nodeState{}, noted: map[string]time.Time{},
+			topo: coord.Topology{Epoch: 3, Leader: "n1"}, haveTopo: true, active: true, stats: newDetectStats()}
+		leader := &fakeNode{state: "alive", reply: &peerpb.HeartbeatReply{Role: "leader", Epoch: 3, LeadingEpoch: 3, Answering: true,
+			Durable: &peerpb.Position{Epoch: 3, Lsn: 10}}}
+		follower := &fakeNode{state: "alive", reply: &peerpb.HeartbeatReply{Role: "follower", Epoch: 3, Following: "n1", LeaderHeardAgoMs: -1,
+			Durable: &peerpb.Position{Epoch: 3, Lsn: 10}}}
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		defer cancel()
+		for id, f := range map[string]*fakeNode{"n1": leader, "n2": follower} {
+			ns := &nodeState{member: coord.Member{ID: id, PeerAddr: id + ":7380", Priority: 100}, probe: failover.Probe{Det: o.detectorFor()}}
+			o.nodes[id] = ns
+			wg.Go(func() { o.probeLoop(ctx, ns, f) })
+		}
+		time.Sleep(time.Second + 50*time.Millisecond)
+		leader.mu.Lock()
+		leader.state, leader.delay = "slow", 120*time.Millisecond
+		leader.mu.Unlock()
+		for range 300 {
+			time.Sleep(10 * time.Millisecond)
+			if d := failover.Decide(o.cfg.rules(), o.snapshot(), time.Now().Add(-time.Minute)); d.Kind != failover.KindNone {
+				t.Fatalf("a leader that answers every probe in 120 ms: %+v", d)
+			}
 		}
 	})
 }

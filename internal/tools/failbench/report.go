@@ -37,6 +37,9 @@ type Trial struct {
 	Errors      map[ErrKind]int
 	// ErrorSamples holds the first message of each error kind.
 	ErrorSamples map[ErrKind]string
+	// FalseFailovers counts the leader changes during the load before the
+	// fault (nothing had failed).
+	FalseFailovers int
 	// Err is why the trial did not complete (the target's later trials are
 	// not run); its figures are then partial.
 	Err error
@@ -124,7 +127,22 @@ type Summary struct {
 	LostTotal, Acked int
 	// Promotions counts the promotions the target reported in all trials.
 	Promotions int
-	Errors     map[ErrKind]int
+	// FalseFailovers counts the leader changes before the faults, in all
+	// trials; Saturation is the saturation phase (nil if not run), whose
+	// failovers are false too.
+	FalseFailovers int
+	Saturation     *Saturation
+	Errors         map[ErrKind]int
+}
+
+// AllFalseFailovers is the false failovers of the trials and the
+// saturation phase.
+func (s Summary) AllFalseFailovers() int {
+	n := s.FalseFailovers
+	if s.Saturation != nil {
+		n += s.Saturation.Changes
+	}
+	return n
 }
 
 // Summarize computes a target's summary from its trials.
@@ -153,6 +171,7 @@ func Summarize(target string, trials []Trial) Summary {
 			}
 			s.Promotions += f.Promotions
 		}
+		s.FalseFailovers += t.FalseFailovers
 		s.Lost = append(s.Lost, t.Lost)
 		s.LostTotal += t.Lost
 		s.Acked += t.Acked
@@ -204,6 +223,9 @@ func PrintTrial(w io.Writer, t Trial) {
 		fmt.Fprintf(&b, " per-worker gap median %s, max %s;", secs(t.WorkerGap.Median), secs(t.WorkerGap.Max))
 	}
 	fmt.Fprintf(&b, " acked %d, lost %d; errors: %s", t.Acked, t.Lost, errorsLine(t.Errors))
+	if t.FalseFailovers > 0 {
+		fmt.Fprintf(&b, "; %d FALSE FAILOVERS before the fault", t.FalseFailovers)
+	}
 	if t.Failover != nil && t.Failover.Detail != "" {
 		fmt.Fprintf(&b, "; %s", t.Failover.Detail)
 	}
@@ -254,6 +276,11 @@ func PrintSummary(w io.Writer, sums []Summary) {
 		}
 		fmt.Fprintf(w, "%s: acknowledged writes lost per trial: %s (total %d of %d acknowledged); promotions %d; errors: %s\n",
 			s.Target, strings.Join(lost, ", "), s.LostTotal, s.Acked, s.Promotions, errorsLine(s.Errors))
+		sat := "no redis-benchmark phase"
+		if s.Saturation != nil {
+			sat = fmt.Sprintf("%d in the %s redis-benchmark phase", s.Saturation.Changes, s.Saturation.For)
+		}
+		fmt.Fprintf(w, "%s: false failovers %d (%d in the trials' load before the fault, %s)\n", s.Target, s.AllFalseFailovers(), s.FalseFailovers, sat)
 	}
 	if len(sums) < 2 {
 		return

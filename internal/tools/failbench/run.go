@@ -42,6 +42,10 @@ type Options struct {
 	// or "pause" (SIGSTOP the leader, then SIGCONT it in place of the
 	// restart: a leader that is alive but stops answering).
 	Fault string
+	// Saturate is how long each target's leader is saturated with
+	// redis-benchmark -c 50 -P 16 SET before its trials, counting the
+	// failovers meanwhile (all false); 0 skips the phase (saturate.go).
+	Saturate time.Duration
 	// FailoverTimeout bounds the wait for the new leader's first
 	// acknowledgement; HealthTimeout the wait for a healthy target.
 	FailoverTimeout, HealthTimeout time.Duration
@@ -113,9 +117,11 @@ func Run(ctx context.Context, o Options) ([][]Trial, error) {
 	var sums []Summary
 	var runErr error
 	for _, name := range o.Targets {
-		trials, err := runTarget(ctx, o, name, filepath.Join(dir, name))
+		trials, sat, err := runTarget(ctx, o, name, filepath.Join(dir, name))
 		all = append(all, trials)
-		sums = append(sums, Summarize(name, trials))
+		sum := Summarize(name, trials)
+		sum.Saturation = sat
+		sums = append(sums, sum)
 		if err != nil {
 			runErr = err
 			break
@@ -133,14 +139,14 @@ func Run(ctx context.Context, o Options) ([][]Trial, error) {
 	return all, runErr
 }
 
-func runTarget(ctx context.Context, o Options, name, dir string) (trials []Trial, err error) {
+func runTarget(ctx context.Context, o Options, name, dir string) (trials []Trial, sat *Saturation, err error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("failbench: %w", err)
+		return nil, nil, fmt.Errorf("failbench: %w", err)
 	}
 	log := o.Log.With("target", name)
 	t, err := newTarget(name, Config{Dir: dir, Log: log})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer func() {
 		if serr := t.Stop(); serr != nil {
@@ -151,12 +157,20 @@ func runTarget(ctx context.Context, o Options, name, dir string) (trials []Trial
 	err = t.Start(sctx)
 	cancel()
 	if err != nil {
-		return nil, fmt.Errorf("failbench: start %s: %w", name, err)
+		return nil, nil, fmt.Errorf("failbench: start %s: %w", name, err)
 	}
 	fmt.Fprintf(o.Out, "\n== %s\n", name)
+	if o.Saturate > 0 {
+		s := saturate(ctx, o, t)
+		sat = &s
+		PrintSaturation(o.Out, s)
+		if ctx.Err() != nil {
+			return nil, sat, ctx.Err()
+		}
+	}
 	for n := 1; n <= o.Trials; n++ {
 		if ctx.Err() != nil {
-			return trials, ctx.Err()
+			return trials, sat, ctx.Err()
 		}
 		tr := runTrial(ctx, o, t, n)
 		PrintTrial(o.Out, tr)
@@ -166,7 +180,7 @@ func runTarget(ctx context.Context, o Options, name, dir string) (trials []Trial
 			break
 		}
 	}
-	return trials, nil
+	return trials, sat, nil
 }
 
 // runTrial runs one kill; see the package comment for the steps.
@@ -213,6 +227,7 @@ func runTrial(ctx context.Context, o Options, t Target, n int) Trial {
 		}
 	}()
 	w := startWorkload(n, o.ValueSize, clients)
+	loadStart := time.Now()
 	stopped := false
 	var acks []Ack
 	finish := func() {
@@ -233,6 +248,13 @@ func runTrial(ctx context.Context, o Options, t Target, n int) Trial {
 	if !sleep(ctx, o.LoadBefore) {
 		tr.Err = ctx.Err()
 		return tr
+	}
+	// Nothing has failed yet: a failover during the load before the fault
+	// is a false one.
+	if c, err := leaderChanges(hctx, t, loadStart, leader); err != nil {
+		log.Warn("counting failovers before the fault", "err", err)
+	} else {
+		tr.FalseFailovers = c
 	}
 	tr.Killed = leader
 	tr.KilledAt = time.Now()

@@ -3,6 +3,7 @@ package failbench
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -179,6 +180,44 @@ func (t *Tandem) Failover(ctx context.Context, killed time.Time) (Failover, erro
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// LeaderChanges implements LeaderChangeCounter: the failover and fence
+// events in etcd since since.
+func (t *Tandem) LeaderChanges(ctx context.Context, since time.Time) (int, error) {
+	evs, err := t.c.Store().Events(ctx, 100)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, ev := range evs {
+		if ev.At.After(since) && (ev.Kind == "failover" || ev.Kind == "fence") {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// DetectionMetrics implements DetectionMetricser: the active
+// orchestrator's detection histograms (tandem_orchestrator_*).
+func (t *Tandem) DetectionMetrics(ctx context.Context) (Histograms, error) {
+	o, err := t.c.Store().ActiveOrchestrator(ctx)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+o.HTTPAddr+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("failbench: orchestrator %s metrics: %w", o.ID, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("failbench: orchestrator %s metrics: %s", o.ID, resp.Status)
+	}
+	return ParseHistograms(resp.Body, "tandem_orchestrator_")
 }
 
 // Stop implements Target.
