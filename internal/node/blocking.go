@@ -303,6 +303,9 @@ func (b backend) block(ctx context.Context, spec *commands.Spec, args [][]byte) 
 		reg.attempt(w)
 		reply, lsn, err := b.submitPop(ctx, spec, args, again, ran)()
 		if err != nil || !isNullReply(reply) {
+			if again && err == nil && b.n.cfg.Buggify.BlockedPopLostReply {
+				return commands.TimeoutReply, 0, nil // planted: the element is lost
+			}
 			return reply, lsn, err
 		}
 		if !again {

@@ -149,6 +149,11 @@ type Buggify struct {
 	// FollowerPubReorder makes a follower deliver pub/sub messages in
 	// swapped pairs, out of the leader's order (pubsub.go).
 	FollowerPubReorder bool
+	// BlockedPopLostReply makes the leader answer a blocked client whose
+	// pop, once woken, took an element with the timeout's nil instead
+	// (package node, blocking.go): the element is popped, committed and
+	// acknowledged to no one, a lost job the chaos queue check must see.
+	BlockedPopLostReply bool
 }
 
 // FollowerProgress is what the leader knows about one follower.
