@@ -23,14 +23,25 @@ import (
 // hash) does not drop what it replaces — a single command leaves those
 // rows to the sweeper, since no metadata row names them. In a batch the
 // next creation would name them again, so Batch logs a drop of the
-// replaced collection before such a write.
+// replaced collection before such a write. Only a collection the batch
+// itself wrote can be at the batch's version: one that was there before
+// it has an older version, which a later creation does not name, so, as
+// after a single command, the sweeper takes its rows. Batch reads the
+// key before a whole-value write only when an earlier op of the batch
+// touched it (most transactions' SETs read nothing).
 type Batch struct {
 	v       View
 	layer   *keyspace.Layer
 	ops     []logrec.Op
 	applied int // ops[:applied] are in layer
 	pub     []Message
+	// keys holds the key of every op in ops once there are more than
+	// scanOps of them (touched scans ops below that).
+	keys map[string]struct{}
 }
+
+// scanOps is how many ops touched scans before it keeps a set of keys.
+const scanOps = 32
 
 // NewBatch starts a batch on v.
 func NewBatch(v View) *Batch { return &Batch{v: v} }
@@ -63,16 +74,16 @@ func (b *Batch) Run(ctx *Ctx, spec *Spec, args [][]byte) (Reply, error) {
 	}
 	for i := range res.Ops {
 		op := &res.Ops[i]
-		if op.Kind == logrec.OpPut {
+		if op.Kind == logrec.OpPut && b.touched(op.Key) {
 			old, ok, err := v.Get(op.Key)
 			if err != nil {
 				return nil, err
 			}
 			if ok && !old.IsString() {
-				b.ops = append(b.ops, keyspace.DeleteOp(op.Key, old))
+				b.add(keyspace.DeleteOp(op.Key, old))
 			}
 		}
-		b.ops = append(b.ops, *op)
+		b.add(*op)
 	}
 	msgs, err := Notifications(spec, args, v, res.Ops)
 	if err != nil {
@@ -81,6 +92,34 @@ func (b *Batch) Run(ctx *Ctx, spec *Spec, args [][]byte) (Reply, error) {
 	b.pub = append(b.pub, msgs...)
 	b.pub = append(b.pub, res.Publish...)
 	return res.Reply, nil
+}
+
+// touched reports whether an op of the batch so far is on key.
+func (b *Batch) touched(key []byte) bool {
+	if b.keys != nil {
+		_, ok := b.keys[string(key)]
+		return ok
+	}
+	for i := range b.ops {
+		if string(b.ops[i].Key) == string(key) {
+			return true
+		}
+	}
+	return false
+}
+
+// add appends op to the batch's ops.
+func (b *Batch) add(op logrec.Op) {
+	b.ops = append(b.ops, op)
+	switch {
+	case b.keys != nil:
+		b.keys[string(op.Key)] = struct{}{}
+	case len(b.ops) > scanOps:
+		b.keys = make(map[string]struct{}, 2*len(b.ops))
+		for i := range b.ops {
+			b.keys[string(b.ops[i].Key)] = struct{}{}
+		}
+	}
 }
 
 // Ops are the operations of every command run so far, in order.

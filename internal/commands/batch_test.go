@@ -76,3 +76,35 @@ func TestBatchWrongTypeChangesNothing(t *testing.T) {
 		t.Fatalf("replies %v, want %v", got, want)
 	}
 }
+
+// TestBatchReplacesOlderCollection: a collection from before the batch,
+// replaced and created again in it, does not come back: the batch does
+// not read the key before the SET (no op of its own touched it), and the
+// new creation's version is not the old one's.
+func TestBatchReplacesOlderCollection(t *testing.T) {
+	v := newMem(now)
+	runBatch(t, v, "HSET h a 1 b 2")
+	runBatch(t, v, "SET h s", "GET h", "DEL h", "HSET h c 3")
+	if r := do(t, v, "HGETALL", "h"); !reflect.DeepEqual(r, Map{Bulk("c"), Bulk("3")}) {
+		t.Errorf("HGETALL h = %v, want only c", r)
+	}
+}
+
+// TestBatchRecreatesAtOneVersionManyOps is TestBatchRecreatesAtOneVersion
+// past scanOps ops, where the batch keeps a set of the keys it touched.
+func TestBatchRecreatesAtOneVersionManyOps(t *testing.T) {
+	v := newMem(now)
+	var lines []string
+	for i := range scanOps + 8 {
+		lines = append(lines, "SET k"+strings.Repeat("x", i)+" v")
+	}
+	lines = append(lines, "HSET h a 1 b 2")
+	for i := range 8 {
+		lines = append(lines, "SET j"+strings.Repeat("x", i)+" v")
+	}
+	lines = append(lines, "SET h s", "DEL h", "HSET h c 3")
+	runBatch(t, v, lines...)
+	if r := do(t, v, "HGETALL", "h"); !reflect.DeepEqual(r, Map{Bulk("c"), Bulk("3")}) {
+		t.Errorf("HGETALL h = %v, want only c", r)
+	}
+}
