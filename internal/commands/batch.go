@@ -94,6 +94,16 @@ func (b *Batch) Run(ctx *Ctx, spec *Spec, args [][]byte) (Reply, error) {
 	return res.Reply, nil
 }
 
+// Append adds the ops of a command run outside the batch, on the view the
+// batch was made on, as its first command: the commands run after it see
+// its writes. (The node serves blocked pops in the entry of the push that
+// feeds them this way.) Its messages are the caller's to publish first.
+func (b *Batch) Append(ops []logrec.Op) {
+	for i := range ops {
+		b.add(ops[i])
+	}
+}
+
 // touched reports whether an op of the batch so far is on key.
 func (b *Batch) touched(key []byte) bool {
 	if b.keys != nil {
