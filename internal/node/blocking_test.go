@@ -706,3 +706,82 @@ func TestRegistryServe(t *testing.T) {
 		t.Fatalf("served %d waiters while the oldest's pop was under way", len(served))
 	}
 }
+
+// TestJobQueueShortTimeouts: consumers whose BLPOPs time out every 10 ms,
+// so that pushes serve clients as they leave: every job is popped exactly
+// once (a served client that times out still answers its element).
+func TestJobQueueShortTimeouts(t *testing.T) {
+	n := testNode(t, "n1", nil)
+	ctx := context.Background()
+	const producers, consumers, perProducer = 4, 8, 150
+	var mu sync.Mutex
+	got := map[string]int{}
+	popped := make(chan struct{}, producers*perProducer)
+	stop := make(chan struct{})
+	var cwg sync.WaitGroup
+	for range consumers {
+		c := newClient(t, n)
+		cwg.Add(1)
+		go func() {
+			defer cwg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				v, err := c.Do(ctx, "BLPOP", "jobs", "0.01").StringSlice()
+				if errors.Is(err, redis.Nil) {
+					continue
+				}
+				if err != nil {
+					t.Errorf("BLPOP: %v", err)
+					return
+				}
+				mu.Lock()
+				got[v[1]]++
+				mu.Unlock()
+				select {
+				case popped <- struct{}{}:
+				default: // popped twice: the check below says so
+				}
+			}
+		}()
+	}
+	var pwg sync.WaitGroup
+	for p := range producers {
+		c := newClient(t, n)
+		pwg.Add(1)
+		go func() {
+			defer pwg.Done()
+			for i := range perProducer {
+				if err := c.LPush(ctx, "jobs", fmt.Sprintf("p%d-%d", p, i)).Err(); err != nil {
+					t.Errorf("LPUSH: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	pwg.Wait()
+	deadline := time.After(30 * time.Second)
+wait:
+	for range producers * perProducer {
+		select {
+		case <-popped:
+		case <-deadline:
+			break wait
+		}
+	}
+	close(stop)
+	cwg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != producers*perProducer {
+		t.Fatalf("%d distinct jobs popped of %d (LLEN %d)", len(got), producers*perProducer, newClient(t, n).LLen(ctx, "jobs").Val())
+	}
+	for job, k := range got {
+		if k != 1 {
+			t.Fatalf("job %s popped %d times", job, k)
+		}
+	}
+}
