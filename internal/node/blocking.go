@@ -458,13 +458,8 @@ func (b backend) block(ctx context.Context, spec *commands.Spec, args [][]byte) 
 	w := reg.add(spec, args, ba.Keys)
 	defer reg.remove(w)
 	ran := func(res commands.Result, err error) { reg.ran(w, res, err) }
-	var timeout <-chan time.Time
-	if ba.Timeout > 0 {
-		t := time.NewTimer(ba.Timeout)
-		defer t.Stop()
-		timeout = t.C
-	}
-	var unblocked <-chan bool // CLIENT UNBLOCK, once blocked
+	var timeout <-chan time.Time // once blocked: most pops of a busy queue never block
+	var unblocked <-chan bool    // CLIENT UNBLOCK, once blocked
 	// answer is the reply to a pop a push served; again says it was not
 	// logged, and w waits on.
 	answer := func(s *servedPop) popResult {
@@ -495,6 +490,11 @@ func (b backend) block(ctx context.Context, spec *commands.Spec, args [][]byte) 
 			return reply, lsn, err
 		}
 		if !again {
+			if ba.Timeout > 0 {
+				t := time.NewTimer(ba.Timeout)
+				defer t.Stop()
+				timeout = t.C
+			}
 			reg.addBlocked(1)
 			defer reg.addBlocked(-1)
 			var done func()
