@@ -70,22 +70,16 @@ func (b *Batch) Run(ctx *Ctx, spec *Spec, args [][]byte) (Reply, error) {
 	}
 	for i := range res.Ops {
 		op := &res.Ops[i]
-		if op.Kind == logrec.OpMeta && op.Version == v.NewVersion() {
-			if b.created == nil {
-				b.created = map[string]struct{}{}
-			}
-			b.created[string(op.Key)] = struct{}{}
-		}
 		if _, made := b.created[string(op.Key)]; made && op.Kind == logrec.OpPut {
 			old, ok, err := v.Get(op.Key)
 			if err != nil {
 				return nil, err
 			}
 			if ok && !old.IsString() {
-				b.ops = append(b.ops, keyspace.DeleteOp(op.Key, old))
+				b.add(keyspace.DeleteOp(op.Key, old))
 			}
 		}
-		b.ops = append(b.ops, *op)
+		b.add(*op)
 	}
 	msgs, err := Notifications(spec, args, v, res.Ops)
 	if err != nil {
@@ -94,6 +88,28 @@ func (b *Batch) Run(ctx *Ctx, spec *Spec, args [][]byte) (Reply, error) {
 	b.pub = append(b.pub, msgs...)
 	b.pub = append(b.pub, res.Publish...)
 	return res.Reply, nil
+}
+
+// Append adds the ops of a command run outside the batch, on the view the
+// batch was made on, as its first command: the commands run after it see
+// its writes. (The node serves blocked pops in the entry of the push that
+// feeds them this way.) Its messages are the caller's to publish first.
+func (b *Batch) Append(ops []logrec.Op) {
+	for i := range ops {
+		b.add(ops[i])
+	}
+}
+
+// add appends op to the batch's ops, noting a collection it creates (a
+// metadata op at the view's NewVersion).
+func (b *Batch) add(op logrec.Op) {
+	if op.Kind == logrec.OpMeta && op.Version == b.v.NewVersion() {
+		if b.created == nil {
+			b.created = map[string]struct{}{}
+		}
+		b.created[string(op.Key)] = struct{}{}
+	}
+	b.ops = append(b.ops, op)
 }
 
 // Ops are the operations of every command run so far, in order.

@@ -102,3 +102,22 @@ func TestBatchOverAnOlderCollection(t *testing.T) {
 		t.Errorf("HGETALL h = %v, want only c", r)
 	}
 }
+
+// TestBatchRecreatesAtOneVersionManyOps is TestBatchRecreatesAtOneVersion
+// in a batch of many ops (a pipeline of writes is one batch).
+func TestBatchRecreatesAtOneVersionManyOps(t *testing.T) {
+	v := newMem(now)
+	var lines []string
+	for i := range 40 {
+		lines = append(lines, "SET k"+strings.Repeat("x", i)+" v")
+	}
+	lines = append(lines, "HSET h a 1 b 2")
+	for i := range 8 {
+		lines = append(lines, "SET j"+strings.Repeat("x", i)+" v")
+	}
+	lines = append(lines, "SET h s", "DEL h", "HSET h c 3")
+	runBatch(t, v, lines...)
+	if r := do(t, v, "HGETALL", "h"); !reflect.DeepEqual(r, Map{Bulk("c"), Bulk("3")}) {
+		t.Errorf("HGETALL h = %v, want only c", r)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -160,9 +161,11 @@ func waitResult(reply commands.Reply, lsn uint64, err error) (commands.Reply, ui
 
 // start sequences a write on the leader (see submitPop), or returns why
 // it was refused, as a resp sentinel.
-func (b backend) start(ctx context.Context, spec *commands.Spec, args [][]byte, blocked bool, ran func(commands.Result, error)) (*replication.Pending, error) {
-	return b.startExec(ctx, func(v commands.View, nowMs int64) (commands.Result, error) {
-		res, err := spec.Exec(&commands.Ctx{NowMs: nowMs, Cursors: b.n.cursors, Scripts: b.n.scripts, Blocked: blocked}, v, args)
+func (b backend) start(ctx context.Context, spec *commands.Spec, args [][]byte, blocked bool, ran func(commands.Result, error)) (commitWait, error) {
+	var served []*servedPop
+	pending, err := b.startExec(ctx, func(v commands.View, nowMs int64) (commands.Result, error) {
+		cctx := &commands.Ctx{NowMs: nowMs, Cursors: b.n.cursors, Scripts: b.n.scripts, Blocked: blocked}
+		res, err := spec.Exec(cctx, v, args)
 		if err == nil {
 			var msgs []commands.Message
 			if msgs, err = commands.Notifications(spec, args, v, res.Ops); err == nil {
@@ -171,9 +174,24 @@ func (b backend) start(ctx context.Context, spec *commands.Spec, args [][]byte, 
 		}
 		if ran != nil {
 			ran(res, err)
+		} else if err == nil && len(res.Ops) > 0 {
+			// A push serves the clients blocked on its keys in its own
+			// entry (blocking.go).
+			res, served, err = b.n.blocked.serve(v, *cctx, res)
 		}
 		return res, err
 	})
+	if len(served) > 0 {
+		if err != nil {
+			b.n.blocked.unserve(served) // nothing was logged: they wait again
+		} else {
+			return fanOut(pending, served), nil
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return pending, nil
 }
 
 // startExec sequences exec on the leader, or returns why it was refused,
@@ -205,6 +223,80 @@ func (b backend) startExec(ctx context.Context, exec replication.ExecFunc) (*rep
 		return nil, leaderError(err)
 	}
 	return pending, nil
+}
+
+// commitWait is a sequenced write's wait for its commit: a
+// replication.Pending, or fanOut's share of one.
+type commitWait interface {
+	Wait(ctx context.Context) (commands.Reply, uint64, error)
+	Then(ctx context.Context, done func(commands.Reply, uint64, error))
+}
+
+// fanOut shares the commit of a push's entry between the push and the
+// blocked pops it served (blocking.go): each served client gets its own
+// reply, with the entry's LSN, once the entry is committed and applied
+// under a valid lease, or the error the push gets. It returns the push's
+// share.
+func fanOut(p *replication.Pending, served []*servedPop) commitWait {
+	push := &sharedCommit{ch: make(chan struct{})}
+	p.Then(context.Background(), func(reply commands.Reply, lsn uint64, err error) {
+		for _, s := range served {
+			res := popResult{reply: s.reply, lsn: lsn}
+			if err != nil {
+				res = popResult{}
+				res.reply, res.lsn, res.err = waitResult(nil, 0, err)
+			}
+			s.done <- res // buffered: never blocks
+		}
+		push.answer(reply, lsn, err)
+	})
+	return push
+}
+
+// sharedCommit is the push's share of a fanOut: a Pending's Wait and Then
+// for a result delivered once by another goroutine.
+type sharedCommit struct {
+	mu    sync.Mutex
+	ch    chan struct{} // closed once res is set
+	set   bool
+	reply commands.Reply
+	lsn   uint64
+	err   error
+	then  func(commands.Reply, uint64, error)
+}
+
+func (c *sharedCommit) answer(reply commands.Reply, lsn uint64, err error) {
+	c.mu.Lock()
+	c.reply, c.lsn, c.err, c.set = reply, lsn, err, true
+	then := c.then
+	close(c.ch)
+	c.mu.Unlock()
+	if then != nil {
+		then(reply, lsn, err)
+	}
+}
+
+// Wait implements commitWait; if ctx ends first the outcome is unknown.
+func (c *sharedCommit) Wait(ctx context.Context) (commands.Reply, uint64, error) {
+	select {
+	case <-c.ch:
+		return c.reply, c.lsn, c.err
+	case <-ctx.Done():
+		return nil, 0, ctx.Err()
+	}
+}
+
+// Then implements commitWait: done is called once with the result, now
+// if it is there, else by the goroutine that delivers it.
+func (c *sharedCommit) Then(_ context.Context, done func(commands.Reply, uint64, error)) {
+	c.mu.Lock()
+	if !c.set {
+		c.then = done
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	done(c.reply, c.lsn, c.err)
 }
 
 // leaderError maps the leader's errors to the resp sentinels.

@@ -3,6 +3,7 @@ package node
 import (
 	"container/list"
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +21,20 @@ import (
 // command's non-blocking form (Spec.Exec) sent through submit, so it is
 // sequenced, logged, committed and applied like any write, and its reply
 // is sent only once its own entry is committed.
+//
+// A push serves the blocked clients in its own entry, as Redis serves them
+// inside the push (serve): when a write's ops push to a key whose oldest
+// waiters are idle (their last pop found nothing and no pop of theirs is
+// under way or due), the write's exec, under the sequencing lock, runs
+// their pops after it in one commands.Batch, in queue order, while the
+// list has elements: one entry for the push and its pops, and each
+// served client is answered with its element once that entry commits
+// (fanOut shares the commit), never before, so an element is
+// acknowledged to exactly one consumer and only once its pop is
+// committed. A served client that times out, is unblocked or loses its
+// leader at that moment still answers its element (leave). Writes that
+// are not single commands (EXEC) and waiters that are not idle are served
+// by turns:
 //
 // A key's waiters are served one at a time, in order, by a turn passed
 // along the queue at sequencing speed:
@@ -51,8 +66,9 @@ import (
 // (commands.Ctx.Blocked).
 //
 // Where it differs from Redis: Redis hands the pushed elements to the
-// blocked clients inside the push itself; here a non-blocking pop sent
-// between the push and the blocked client's pop may take the element
+// blocked clients inside the push itself; here that holds for idle
+// waiters and single-command pushes, and otherwise a non-blocking pop
+// sent between the push and the blocked client's pop may take the element
 // first (the blocked client then waits again, first in line). A client
 // blocked on several keys pops from the first of its keys that has data
 // when its pop runs, not necessarily the key that woke it. Two pushes to
@@ -115,21 +131,47 @@ func (r *blockRegistry) blockedChanged() (int64, <-chan struct{}) {
 type waiter struct {
 	keys  []string
 	elems []*list.Element // in keys' queues, parallel to keys
-	// wake holds a signal: w got a turn since its pop last began. done
-	// (under mu) says its pop took something or failed: it takes no more
-	// turns.
+	// spec and args are its command, which serve runs as its pop.
+	spec *commands.Spec
+	args [][]byte
+	// wake holds a signal: w got a turn since its pop last began, or a
+	// push served it. done (under mu) says its pop took something or
+	// failed, or it is leaving: it takes no more turns and is not served.
 	wake chan struct{}
 	done bool
+	// idle (under mu): w's last pop found nothing and w holds no turn
+	// since, so no pop of its own is under way: a push may serve it.
+	idle bool
+	// served (under mu) is the pop a push ran for w in its own entry.
+	served *servedPop
+}
+
+// servedPop is a blocked client's pop run by a push in the push's entry:
+// its reply, sent once that entry commits (done).
+type servedPop struct {
+	w     *waiter
+	reply commands.Reply
+	done  chan popResult // one result: the entry's outcome
+}
+
+// popResult is what a served client answers.
+type popResult struct {
+	reply commands.Reply
+	lsn   uint64
+	err   error
+	// again: the entry was not logged (nothing was popped); the client
+	// waits again.
+	again bool
 }
 
 func newBlockRegistry() *blockRegistry {
 	return &blockRegistry{keys: map[string]*keyWaiters{}, changed: make(chan struct{})}
 }
 
-// add registers a waiter on keys (a key given twice counts once), at the
-// end of each key's queue.
-func (r *blockRegistry) add(keys [][]byte) *waiter {
-	w := &waiter{wake: make(chan struct{}, 1)}
+// add registers a waiter for the command spec args on keys (a key given
+// twice counts once), at the end of each key's queue.
+func (r *blockRegistry) add(spec *commands.Spec, args [][]byte, keys [][]byte) *waiter {
+	w := &waiter{spec: spec, args: args, wake: make(chan struct{}, 1)}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	seen := map[string]bool{}
@@ -151,12 +193,109 @@ func (r *blockRegistry) add(keys [][]byte) *waiter {
 }
 
 // attempt marks the start of w's pop: a signal from now on is for a push
-// the pop may not see, and makes w try again.
-func (r *blockRegistry) attempt(w *waiter) {
+// the pop may not see, and makes w try again. If a push served w, attempt
+// returns that pop instead, and w must not pop.
+func (r *blockRegistry) attempt(w *waiter) *servedPop {
 	select {
 	case <-w.wake:
 	default:
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w.idle = false
+	return w.served
+}
+
+// leave ends w's wait (timeout, CLIENT UNBLOCK, disconnect, end of the
+// leadership): no push serves it from now on. If one served it already,
+// leave returns that pop, whose element is w's: w must answer it.
+func (r *blockRegistry) leave(w *waiter) *servedPop {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w.done, w.idle = true, false
+	return w.served
+}
+
+// serve runs, in the entry of a write whose result is res (under the
+// leader's sequencing lock, on the write's view v), the pops of the
+// clients blocked on the keys res pushes to, as Redis serves them inside
+// the push: one entry for the push and the pops, and each client is
+// answered once that entry commits. For each key, in queue order, it
+// serves idle waiters until a pop finds nothing (the list is empty) or
+// the oldest waiter left is not idle (its own pop is under way or due:
+// the turns serve it, first, as FIFO requires). The entry's outcome goes
+// to the served waiters through their servedPop (fanOut), or, if the
+// entry is not logged after all, unserve. Served waiters are done: no
+// turn goes to them.
+func (r *blockRegistry) serve(v commands.View, cctx commands.Ctx, res commands.Result) (commands.Result, []*servedPop, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.keys) == 0 || r.dropTurn {
+		return res, nil, nil // dropTurn: the planted bug lives in the turns
+	}
+	cctx.Blocked = true
+	var batch *commands.Batch
+	var served []*servedPop
+	var visited []string
+	for i := range res.Ops {
+		op := &res.Ops[i]
+		if op.Kind != logrec.OpSubPut || len(op.Sub) == 0 {
+			continue // not a push (keyspace.ListHeadSub moves on pops too)
+		}
+		kw := r.keys[string(op.Key)]
+		if kw == nil || kw.holder != nil || slices.Contains(visited, string(op.Key)) {
+			continue
+		}
+		visited = append(visited, string(op.Key))
+		for e := kw.q.Front(); e != nil; e = e.Next() {
+			w := e.Value.(*waiter)
+			if w.done {
+				continue
+			}
+			if !w.idle {
+				break
+			}
+			if batch == nil {
+				batch = commands.NewBatch(v)
+				batch.Append(res.Ops)
+			}
+			reply, err := batch.Run(&cctx, w.spec, w.args)
+			if err != nil && !commands.IsInputError(err) {
+				return res, served, err
+			}
+			if err != nil || isNullReply(reply) {
+				break // changed nothing; the turns handle the rest
+			}
+			s := &servedPop{w: w, reply: reply, done: make(chan popResult, 1)}
+			w.done, w.idle, w.served = true, false, s
+			served = append(served, s)
+			select {
+			case w.wake <- struct{}{}:
+			default:
+			}
+		}
+	}
+	if len(served) == 0 {
+		return res, nil, nil
+	}
+	res.Ops = batch.Ops()
+	res.Publish = append(res.Publish, batch.Publish()...)
+	return res, served, nil
+}
+
+// unserve takes back pops serve ran in an entry that was not logged:
+// nothing was popped, and each client waits again.
+func (r *blockRegistry) unserve(served []*servedPop) {
+	for _, s := range served {
+		s.done <- popResult{again: true}
+	}
+}
+
+// again makes w, whose served pop was not logged, wait again.
+func (r *blockRegistry) again(w *waiter) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w.done, w.served = false, nil
 }
 
 // ran is called, under the leader's sequencing lock, with what w's pop
@@ -171,6 +310,8 @@ func (r *blockRegistry) ran(w *waiter, res commands.Result, err error) {
 	defer r.mu.Unlock()
 	if took {
 		w.done = true
+	} else {
+		w.idle = true
 	}
 	for _, k := range w.keys {
 		kw := r.keys[k]
@@ -216,12 +357,21 @@ func (r *blockRegistry) sequenced(ops []logrec.Op) {
 	if len(r.keys) == 0 {
 		return
 	}
+	var gone map[string]bool
 	for i := range ops {
 		if ops[i].Kind != logrec.OpSubPut || len(ops[i].Sub) == 0 {
 			continue // a list's head row (keyspace.ListHeadSub) moves on pops too
 		}
 		kw := r.keys[string(ops[i].Key)]
 		if kw == nil {
+			continue
+		}
+		if gone == nil {
+			gone = deletedBy(ops)
+		}
+		if gone[string(ops[i].Key)] {
+			// The entry took it all (its served pops emptied the list):
+			// a turn would pop nothing.
 			continue
 		}
 		if kw.holder != nil {
@@ -232,6 +382,22 @@ func (r *blockRegistry) sequenced(ops []logrec.Op) {
 	}
 }
 
+// deletedBy returns the keys whose last op in ops deletes them.
+func deletedBy(ops []logrec.Op) map[string]bool {
+	gone := map[string]bool{}
+	for i := range ops {
+		switch ops[i].Kind {
+		case logrec.OpDelete, logrec.OpDrop:
+			gone[string(ops[i].Key)] = true
+		case logrec.OpFlushAll:
+			clear(gone) // keys written after it are there
+		default:
+			delete(gone, string(ops[i].Key))
+		}
+	}
+	return gone
+}
+
 // turnLocked gives kw's turn, which no one holds, to its oldest waiter
 // that is not done.
 func (r *blockRegistry) turnLocked(kw *keyWaiters) {
@@ -240,7 +406,7 @@ func (r *blockRegistry) turnLocked(kw *keyWaiters) {
 		if w.done {
 			continue
 		}
-		kw.holder = w
+		kw.holder, w.idle = w, false
 		select {
 		case w.wake <- struct{}{}:
 		default:
@@ -289,44 +455,88 @@ func (b backend) block(ctx context.Context, spec *commands.Spec, args [][]byte) 
 		return b.submit(ctx, spec, args)() // the role's own answer
 	}
 	reg := b.n.blocked
-	w := reg.add(ba.Keys)
+	w := reg.add(spec, args, ba.Keys)
 	defer reg.remove(w)
 	ran := func(res commands.Result, err error) { reg.ran(w, res, err) }
-	var timeout <-chan time.Time
-	if ba.Timeout > 0 {
-		t := time.NewTimer(ba.Timeout)
-		defer t.Stop()
-		timeout = t.C
+	var timeout <-chan time.Time // once blocked: most pops of a busy queue never block
+	var unblocked <-chan bool    // CLIENT UNBLOCK, once blocked
+	// answer is the reply to a pop a push served; again says it was not
+	// logged, and w waits on.
+	answer := func(s *servedPop) popResult {
+		select {
+		case res := <-s.done:
+			if res.again {
+				reg.again(w)
+			}
+			res.reply = b.lostReply(res.reply)
+			return res
+		case <-ctx.Done():
+			// The client left: its element is acknowledged to no one,
+			// as when any reply is lost.
+			return popResult{err: ctx.Err()}
+		}
 	}
-	var unblocked <-chan bool // CLIENT UNBLOCK, once blocked
 	for again := false; ; again = true {
-		reg.attempt(w)
+		if s := reg.attempt(w); s != nil {
+			if res := answer(s); !res.again {
+				return res.reply, res.lsn, res.err
+			}
+		}
 		reply, lsn, err := b.submitPop(ctx, spec, args, again, ran)()
 		if err != nil || !isNullReply(reply) {
+			if again && err == nil {
+				reply = b.lostReply(reply)
+			}
 			return reply, lsn, err
 		}
 		if !again {
+			if ba.Timeout > 0 {
+				t := time.NewTimer(ba.Timeout)
+				defer t.Stop()
+				timeout = t.C
+			}
 			reg.addBlocked(1)
 			defer reg.addBlocked(-1)
 			var done func()
 			unblocked, done = resp.BlockedCall(ctx)
 			defer done()
 		}
+		var left commands.Reply // the answer if w leaves unserved
 		select {
 		case <-w.wake:
+			continue
 		case <-timeout:
-			return commands.TimeoutReply, 0, nil
+			left = commands.TimeoutReply
 		case withError := <-unblocked:
 			// CLIENT UNBLOCK: between pops, so nothing of this client's
 			// is under way (a turn it held passes on with remove).
+			left = commands.TimeoutReply
 			if withError {
-				return commands.ErrorReply(resp.UnblockedByClient), 0, nil
+				left = commands.ErrorReply(resp.UnblockedByClient)
 			}
-			return commands.TimeoutReply, 0, nil
 		case <-ctx.Done():
-			return nil, 0, ctx.Err()
 		case <-r.l.Done():
-			return unblockedReply, 0, nil
+			left = unblockedReply
 		}
+		if s := reg.leave(w); s != nil {
+			// A push served w as it was leaving: the element is w's.
+			if res := answer(s); !res.again {
+				return res.reply, res.lsn, res.err
+			}
+		}
+		if left == nil {
+			return nil, 0, ctx.Err()
+		}
+		return left, 0, nil
 	}
+}
+
+// lostReply is the reply to a blocked client whose pop, woken, took
+// reply: reply itself, but for the BlockedPopLostReply fault, under which
+// it is the timeout's nil (the element is lost).
+func (b backend) lostReply(reply commands.Reply) commands.Reply {
+	if b.n.cfg.Buggify.BlockedPopLostReply && !isNullReply(reply) {
+		return commands.TimeoutReply
+	}
+	return reply
 }

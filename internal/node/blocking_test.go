@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tandemdb/tandem/internal/commands"
+	"github.com/tandemdb/tandem/internal/keyspace"
 	"github.com/tandemdb/tandem/internal/logrec"
 )
 
@@ -44,9 +45,9 @@ var (
 
 func TestRegistryFIFOTurns(t *testing.T) {
 	r := newBlockRegistry()
-	a := r.add([][]byte{[]byte("k")})
-	b := r.add([][]byte{[]byte("k")})
-	c := r.add([][]byte{[]byte("k"), []byte("k")}) // a key twice counts once
+	a := r.add(nil, nil, [][]byte{[]byte("k")})
+	b := r.add(nil, nil, [][]byte{[]byte("k")})
+	c := r.add(nil, nil, [][]byte{[]byte("k"), []byte("k")}) // a key twice counts once
 	if n := r.waiting("k"); n != 3 {
 		t.Fatalf("%d waiting, want 3", n)
 	}
@@ -86,7 +87,7 @@ func TestRegistryFIFOTurns(t *testing.T) {
 		t.Fatal("a turn held by a leaving waiter was not passed on")
 	}
 	// A failed pop (WRONGTYPE on the destination) also hands on.
-	d := r.add([][]byte{[]byte("k")})
+	d := r.add(nil, nil, [][]byte{[]byte("k")})
 	r.attempt(c)
 	r.ran(c, commands.Result{}, errors.New("WRONGTYPE"))
 	if !woken(d) {
@@ -105,8 +106,8 @@ func TestRegistryFIFOTurns(t *testing.T) {
 // that then finds nothing still hands the turn on.
 func TestRegistryDirtyTurn(t *testing.T) {
 	r := newBlockRegistry()
-	a := r.add([][]byte{[]byte("k")})
-	b := r.add([][]byte{[]byte("k")})
+	a := r.add(nil, nil, [][]byte{[]byte("k")})
+	b := r.add(nil, nil, [][]byte{[]byte("k")})
 	r.sequenced(pushOps("k"))
 	woken(a)
 	r.sequenced(pushOps("k")) // dirty
@@ -122,9 +123,9 @@ func TestRegistryDirtyTurn(t *testing.T) {
 // hands both on.
 func TestRegistryMultiKey(t *testing.T) {
 	r := newBlockRegistry()
-	a := r.add([][]byte{[]byte("k1"), []byte("k2")})
-	b := r.add([][]byte{[]byte("k2")})
-	c := r.add([][]byte{[]byte("k1")})
+	a := r.add(nil, nil, [][]byte{[]byte("k1"), []byte("k2")})
+	b := r.add(nil, nil, [][]byte{[]byte("k2")})
+	c := r.add(nil, nil, [][]byte{[]byte("k1")})
 	r.sequenced(pushOps("k1", "k2")) // one entry, e.g. MULTI
 	if !woken(a) || woken(b) || woken(c) {
 		t.Fatal("turns of both keys should go to a, the oldest on each")
@@ -141,8 +142,8 @@ func TestRegistryMultiKey(t *testing.T) {
 func TestRegistryPlantedDropTurn(t *testing.T) {
 	r := newBlockRegistry()
 	r.dropTurn = true
-	a := r.add([][]byte{[]byte("k")})
-	b := r.add([][]byte{[]byte("k")})
+	a := r.add(nil, nil, [][]byte{[]byte("k")})
+	b := r.add(nil, nil, [][]byte{[]byte("k")})
 	r.sequenced(pushOps("k", "k"))
 	woken(a)
 	r.attempt(a)
@@ -586,5 +587,201 @@ func TestClientUnblock(t *testing.T) {
 	mustDo(t, c, "RPUSH", "q", "x")
 	if got, err := result(t, r2).StringSlice(); err != nil || strings.Join(got, " ") != "q x" {
 		t.Fatalf("the client blocked second got %v, %v", got, err)
+	}
+}
+
+// TestPushServesBlockedPops: a push serves the clients blocked on its key
+// in its own entry, as Redis serves them inside the push: one LPUSH of
+// four elements to three blocked BLPOPs is one log entry (not four), the
+// clients get the elements in the order they blocked, the fourth stays,
+// and the follower applied the same.
+func TestPushServesBlockedPops(t *testing.T) {
+	n1 := testNode(t, "n1", nil)
+	n2 := testNode(t, "n2", nil)
+	follow(t, n2, n1)
+	c := newClient(t, n1)
+	var rs []<-chan *redis.Cmd
+	for i := range 3 {
+		rs = append(rs, bg(t, n1, "BLPOP", "q", "0"))
+		waitBlocked(t, n1, int64(i+1))
+	}
+	before := n1.db.Applied()
+	mustDo(t, c, "LPUSH", "q", "a", "b", "c", "d")
+	for i, want := range []string{"d", "c", "b"} {
+		got, err := result(t, rs[i]).StringSlice()
+		if err != nil || len(got) != 2 || got[1] != want {
+			t.Fatalf("client %d: BLPOP = %q, %v, want [q %s]", i, got, err, want)
+		}
+	}
+	if after := n1.db.Applied(); after != before+1 {
+		t.Fatalf("the push and its pops took %d entries, want 1", after-before)
+	}
+	waitConverged(t, n1, []*Node{n2})
+	for _, n := range []*Node{n1, n2} {
+		if got := newClient(t, n).LRange(context.Background(), "q", 0, -1).Val(); len(got) != 1 || got[0] != "a" {
+			t.Errorf("%s: q = %q, want [a]", n.cfg.ID, got)
+		}
+	}
+	waitBlocked(t, n1, 0)
+}
+
+// noRows is an empty keyspace.
+type noRows struct{}
+
+func (noRows) Get([]byte) ([]byte, bool, error)                        { return nil, false, nil }
+func (noRows) Iter(_, _ []byte, _ func(k, v []byte) bool) error        { return nil }
+func (noRows) IterReverse(_, _ []byte, _ func(k, v []byte) bool) error { return nil }
+
+// serveLPush runs "LPUSH key elems..." on an empty keyspace and has r
+// serve it.
+func serveLPush(t *testing.T, r *blockRegistry, key string, elems ...string) (commands.Result, []*servedPop) {
+	t.Helper()
+	v := keyspace.Reader{R: noRows{}, NowMs: 1, LSN: 7}
+	spec, _ := commands.Lookup([]byte("LPUSH"))
+	args := [][]byte{[]byte("LPUSH"), []byte(key)}
+	for _, e := range elems {
+		args = append(args, []byte(e))
+	}
+	res, err := spec.Exec(&commands.Ctx{NowMs: 1}, v, args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, served, err := r.serve(v, commands.Ctx{NowMs: 1}, res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res, served
+}
+
+func blpop(r *blockRegistry, key string) *waiter {
+	spec, _ := commands.Lookup([]byte("BLPOP"))
+	return r.add(spec, [][]byte{[]byte("BLPOP"), []byte(key), []byte("0")}, [][]byte{[]byte(key)})
+}
+
+// TestRegistryServe: a push serves idle waiters in FIFO order while the
+// list has elements; one that leaves after it was served gets its
+// element (leave returns the pop); the entry that emptied the list gives
+// no turn; a waiter whose pop is under way (not idle) is left to the
+// turns, and so is every one behind it.
+func TestRegistryServe(t *testing.T) {
+	r := newBlockRegistry()
+	a, b, c := blpop(r, "q"), blpop(r, "q"), blpop(r, "q")
+	for _, w := range []*waiter{a, b, c} {
+		r.ran(w, nothing, nil) // its first pop found nothing: idle
+	}
+	res, served := serveLPush(t, r, "q", "x", "y")
+	if len(served) != 2 || served[0].w != a || served[1].w != b {
+		t.Fatalf("served %d waiters, want a and b", len(served))
+	}
+	for i, want := range []string{"y", "x"} {
+		if got, ok := served[i].reply.(commands.Array); !ok || len(got) != 2 || string(got[1].(commands.Bulk)) != want {
+			t.Errorf("waiter %d got %v, want [q %s]", i, served[i].reply, want)
+		}
+	}
+	if !woken(a) || !woken(b) || woken(c) {
+		t.Fatal("the served waiters were not woken, or c was")
+	}
+	if s := r.leave(a); s != served[0] {
+		t.Fatal("a, served as it timed out, lost its pop")
+	}
+	r.sequenced(res.Ops)
+	if woken(c) {
+		t.Fatal("c got a turn on a list the entry emptied")
+	}
+	if s := r.leave(c); s != nil {
+		t.Fatal("c left with a pop it was never served")
+	}
+
+	// d's pop is under way (a turn woke it): neither d nor e, behind it,
+	// is served; the turns serve d first.
+	r = newBlockRegistry()
+	d, e := blpop(r, "q"), blpop(r, "q")
+	r.ran(d, nothing, nil)
+	r.ran(e, nothing, nil)
+	r.sequenced(pushOps("q"))
+	if !woken(d) {
+		t.Fatal("d got no turn")
+	}
+	if _, served := serveLPush(t, r, "q", "x"); len(served) != 0 {
+		t.Fatalf("served %d waiters while the oldest's pop was under way", len(served))
+	}
+}
+
+// TestJobQueueShortTimeouts: consumers whose BLPOPs time out every 10 ms,
+// so that pushes serve clients as they leave: every job is popped exactly
+// once (a served client that times out still answers its element).
+func TestJobQueueShortTimeouts(t *testing.T) {
+	n := testNode(t, "n1", nil)
+	ctx := context.Background()
+	const producers, consumers, perProducer = 4, 8, 150
+	var mu sync.Mutex
+	got := map[string]int{}
+	popped := make(chan struct{}, producers*perProducer)
+	stop := make(chan struct{})
+	var cwg sync.WaitGroup
+	for range consumers {
+		c := newClient(t, n)
+		cwg.Add(1)
+		go func() {
+			defer cwg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				v, err := c.Do(ctx, "BLPOP", "jobs", "0.01").StringSlice()
+				if errors.Is(err, redis.Nil) {
+					continue
+				}
+				if err != nil {
+					t.Errorf("BLPOP: %v", err)
+					return
+				}
+				mu.Lock()
+				got[v[1]]++
+				mu.Unlock()
+				select {
+				case popped <- struct{}{}:
+				default: // popped twice: the check below says so
+				}
+			}
+		}()
+	}
+	var pwg sync.WaitGroup
+	for p := range producers {
+		c := newClient(t, n)
+		pwg.Add(1)
+		go func() {
+			defer pwg.Done()
+			for i := range perProducer {
+				if err := c.LPush(ctx, "jobs", fmt.Sprintf("p%d-%d", p, i)).Err(); err != nil {
+					t.Errorf("LPUSH: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	pwg.Wait()
+	deadline := time.After(30 * time.Second)
+wait:
+	for range producers * perProducer {
+		select {
+		case <-popped:
+		case <-deadline:
+			break wait
+		}
+	}
+	close(stop)
+	cwg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != producers*perProducer {
+		t.Fatalf("%d distinct jobs popped of %d (LLEN %d)", len(got), producers*perProducer, newClient(t, n).LLen(ctx, "jobs").Val())
+	}
+	for job, k := range got {
+		if k != 1 {
+			t.Fatalf("job %s popped %d times", job, k)
+		}
 	}
 }

@@ -159,6 +159,11 @@ type Buggify struct {
 	// entries the leader sent but lost in a crash, at the (epoch, LSN) of
 	// different entries.
 	LeaderResumesEpoch bool
+	// BlockedPopLostReply makes the leader answer a blocked client whose
+	// pop, once woken, took an element with the timeout's nil instead
+	// (package node, blocking.go): the element is popped, committed and
+	// acknowledged to no one, a lost job the chaos queue check must see.
+	BlockedPopLostReply bool
 }
 
 // FollowerProgress is what the leader knows about one follower.

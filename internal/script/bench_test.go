@@ -23,3 +23,24 @@ func BenchmarkEval(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkEvalCAS: EVALSHA of the compare-and-set script of `tandem
+// bench apps` (GET, compare, SET), which writes on every call.
+func BenchmarkEvalCAS(b *testing.B) {
+	e, m := New(Config{}), newMem()
+	ctx := &commands.Ctx{NowMs: m.now, Scripts: e}
+	body := []byte("local v = redis.call('GET', KEYS[1])\nif v == ARGV[1] or (v == false and ARGV[1] == '') then\n  redis.call('SET', KEYS[1], ARGV[2])\n  return 1\nend\nreturn 0")
+	spec, _ := commands.Lookup([]byte("evalsha"))
+	sha := []byte(SHA1(body))
+	if _, r := e.load(string(sha), body); r != nil {
+		b.Fatal(r)
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		args := [][]byte{[]byte("evalsha"), sha, []byte("1"), []byte("k"), []byte(""), []byte("v")}
+		res, err := spec.Exec(ctx, m, args)
+		if err != nil || res.Reply != commands.Int(1) {
+			b.Fatal(res, err)
+		}
+	}
+}

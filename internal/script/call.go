@@ -184,7 +184,7 @@ func statusReply(L *lua.LState) int {
 		L.Push(errTable(L, msgWrongArgsTy))
 		return 1
 	}
-	t := L.NewTable()
+	t := L.CreateTable(0, 1)
 	t.RawSetString("ok", s)
 	L.Push(t)
 	return 1

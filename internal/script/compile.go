@@ -34,6 +34,12 @@ func compile(body string) (*compiled, commands.Reply) {
 	if err != nil {
 		return nil, commands.ErrorReply("ERR Error compiling script (new function): " + oneLine(err.Error()))
 	}
+	// The chunk is a vararg function, for which gopher-lua (Lua 5.0's
+	// compatibility) builds an "arg" table on every call unless it uses
+	// "..."; only a nested function can name it (a chunk has no local
+	// "arg"), so the chunk's is never read: a table and a 32-slot map
+	// per EVAL for nothing.
+	proto.IsVarArg &^= lua.VarArgNeedsArg
 	c.proto = proto
 	return c, nil
 }

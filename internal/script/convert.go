@@ -26,7 +26,7 @@ func toLua(L *lua.LState, r commands.Reply, resp int) lua.LValue {
 		}
 		return lua.LString(r)
 	case commands.SimpleString:
-		t := L.NewTable()
+		t := L.CreateTable(0, 1) // not NewTable's 32-slot map: every SET's reply
 		t.RawSetString("ok", lua.LString(r))
 		return t
 	case commands.ErrorReply:

@@ -298,7 +298,7 @@ func raise(L *lua.LState, msg string) {
 // errTable is {err=msg}: "ERR " is added when msg has no code, as
 // Redis's luaPushError does.
 func errTable(L *lua.LState, msg string) *lua.LTable {
-	t := L.NewTable()
+	t := L.CreateTable(0, 1)
 	t.RawSetString("err", lua.LString(msg))
 	return t
 }

@@ -334,8 +334,8 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 
 	rec := history.NewRecorder()
 	// The nemesis's own writes (kill-leader-after-ack) are INCRs of the
-	// first counter (and RPOPs of the queue) by a client id of their own,
-	// after the final reads'.
+	// first counter (and pushes and BRPOPs of the queue) by a client id
+	// of their own, after the final reads'.
 	env := &clusterEnv{c: c, links: links, conns: conns, rec: rec,
 		key: wcfg.Keys()[wcfg.Registers], client: wcfg.Clients + 1, timeout: opts.OpTimeout, cfg: wcfg}
 	// (Sessions are client ids from wcfg.SessionClient(0) = Clients+2.)
@@ -554,8 +554,10 @@ type clusterEnv struct {
 	key     string
 	client  int
 	timeout time.Duration
-	// cfg is the workload's (Write pops the queue when it runs).
-	cfg workload.Config
+	// cfg is the workload's (Write pushes to and pops the queue when it
+	// runs); pushes counts Write's pushes, which make its jobs unique.
+	cfg    workload.Config
+	pushes int
 }
 
 func (e *clusterEnv) Kill(id int) error   { return e.c.Kill(id) }
@@ -568,9 +570,15 @@ func (e *clusterEnv) WaitReady(ctx context.Context, id int) error {
 func (e *clusterEnv) Link(from, to string) *relay.Relay { return e.links.get(from, to) }
 func (e *clusterEnv) Write(ctx context.Context, id int) error {
 	if e.cfg.Typed.Queue {
-		// An RPOP too: under kill-leader-after-ack, a pop acknowledged and
-		// then lost puts its job back, and the queue check sees it popped
-		// twice (or popped and still queued).
+		// A push and a pop too: under kill-leader-after-ack, a pop
+		// acknowledged and then lost puts its job back, and the queue
+		// check sees it popped twice (or popped and still queued). The
+		// push first, so that the pop (a BRPOP) finds a job even when the
+		// consumers keep the queue empty: its own, or, if a blocked
+		// consumer took that one, the next one pushed.
+		e.pushes++
+		e.rec.Add(workload.Do(ctx, e.conns, e.cfg, history.Op{Client: e.client, Key: workload.QueueKey, Kind: history.Enqueue,
+			Value: fmt.Sprintf("%d.%d", e.client, e.pushes), Node: id}, e.rec))
 		e.rec.Add(workload.Dequeue(ctx, e.conns, e.cfg, id, e.client, e.rec))
 	}
 	op := workload.Incr(ctx, e.conns, id, e.client, e.key, e.timeout, e.rec)

@@ -174,6 +174,24 @@ func TestE2ECatchesAckBeforeDurable(t *testing.T) {
 	t.Logf("caught: %v, %d acknowledged writes lost (%d in %d kills after an ack)", by, r.LostWrites, kills.LostWrites, kills.Injected)
 }
 
+// TestE2ECatchesBlockedPopLostReply: a leader that answers a woken
+// blocked pop's element with the timeout's nil loses the job (popped,
+// acknowledged to no one), and the queue check must say so. The
+// consumers pop as often as the producers push, so they block and are
+// woken many times a second; no faults, so no pop's outcome is unknown.
+func TestE2ECatchesBlockedPopLostReply(t *testing.T) {
+	opts := e2eOptions(t, 10*time.Second)
+	opts.Faults = []string{}
+	opts.ServerArgs = []string{"--buggify", "blocked-pop-lost-reply"}
+	dumpLogs(t, opts.Dir)
+	r := run(t, opts)
+	by := r.ByKind()
+	if by[checker.LostJob] == 0 {
+		t.Fatalf("blocked-pop-lost-reply not caught: %v", r.Violations)
+	}
+	t.Logf("caught: %v", by)
+}
+
 // TestE2ECatchesFollowerSkipEntry: a follower that silently skips entries
 // diverges, and the harness must say so.
 func TestE2ECatchesFollowerSkipEntry(t *testing.T) {

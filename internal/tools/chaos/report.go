@@ -298,7 +298,7 @@ func (r *Report) Print(w io.Writer) {
 	r.printPolicies(w)
 	if len(r.Typed) > 0 {
 		t := r.Typed
-		fmt.Fprintf(w, "typed (acknowledged): sets %d SADD, %d SMEMBERS; lists %d RPUSH, %d LRANGE; transfers %d, balance reads %d; queue %d LPUSH, %d RPOP\n",
+		fmt.Fprintf(w, "typed (acknowledged): sets %d SADD, %d SMEMBERS; lists %d RPUSH, %d LRANGE; transfers %d, balance reads %d; queue %d LPUSH, %d BRPOP\n",
 			t[history.SAdd], t[history.SRead], t[history.RPush], t[history.LRead], t[history.Transfer], t[history.Balances], t[history.Enqueue], t[history.Dequeue])
 	}
 	if len(r.Digests) > 0 && checker.Converged(r.Digests) {

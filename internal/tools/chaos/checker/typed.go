@@ -348,7 +348,11 @@ const workloadAccounts = "accounts"
 // (strict) no job is popped twice or popped and still queued or queued
 // twice, and every acknowledged push is popped (by an OK pop) or still
 // queued at the end, except as many as there were pops of unknown outcome
-// (each may have taken one, its reply lost). Without an OK final read,
+// (each may have taken one, its reply lost). A pop that answered nil (a
+// BRPOP's timeout) or failed took nothing: a blocked pop whose leader
+// stepped down is answered UNBLOCKED only between pops (Failed), and one
+// cut off while its pop was under way gets another error (Unknown).
+// Without an OK final read,
 // a queue with acknowledged pushes is Unverified.
 func Queue(ops []history.Op, strict bool) []Violation {
 	byKey := ofKinds(ops, history.Enqueue, history.Dequeue, history.QueueRead)

@@ -137,6 +137,7 @@ func TestQueue(t *testing.T) {
 		{"queued twice", []history.Op{lpush("a", 0, 1), queue("a", "a")}, true, []ViolationKind{DuplicatePop}},
 		{"lost", []history.Op{lpush("a", 0, 1), lpush("b", 2, 3), rpop("b", 4, 5), queue()}, true, []ViolationKind{LostJob}},
 		{"lost, or taken by a pop of unknown outcome", []history.Op{lpush("a", 0, 1), unknown(rpop("", 4, 5)), queue()}, true, nil},
+		{"lost, and the only pop that could have taken it failed (UNBLOCKED)", []history.Op{lpush("a", 0, 1), failed(rpop("", 4, 5)), queue()}, true, []ViolationKind{LostJob}},
 		{"more lost than unknown pops", []history.Op{lpush("a", 0, 1), lpush("b", 0, 1), unknown(rpop("", 4, 5)), queue()}, true, []ViolationKind{LostJob}},
 		{"popped a job never pushed", []history.Op{rpop("z", 0, 1), queue()}, true, []ViolationKind{NeverWritten}},
 		{"failed push queued", []history.Op{failed(lpush("a", 0, 1)), queue("a")}, true, []ViolationKind{NeverWritten}},

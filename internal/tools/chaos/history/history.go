@@ -64,8 +64,10 @@ const (
 	Accounts Kind = "accounts"
 	// Enqueue is LPUSH key Value, a job unique in the whole history.
 	Enqueue Kind = "lpush"
-	// Dequeue is RPOP key; Found and Result are the job popped.
-	Dequeue Kind = "rpop"
+	// Dequeue is BRPOP key T, a blocking pop with a timeout T; Found and
+	// Result are the job popped (a nil reply, the timeout, is OK and not
+	// Found).
+	Dequeue Kind = "brpop"
 	// QueueRead is LRANGE key 0 -1 of the queue (the final read): Items
 	// are the jobs still queued.
 	QueueRead Kind = "queue"
@@ -158,7 +160,7 @@ func (o Op) String() string {
 	case SAdd, RPush, Enqueue:
 		s = fmt.Sprintf("%s %s %s", strings.ToUpper(string(o.Kind)), o.Key, o.Value)
 	case Dequeue:
-		s = "RPOP " + o.Key
+		s = "BRPOP " + o.Key
 		if o.Outcome == OK && o.Found {
 			s += " -> " + o.Result
 		} else if o.Outcome == OK {

@@ -15,11 +15,17 @@ package workload
 //     n, EXEC; and MULTI of a GET of every account, EXEC, on the leader or
 //     a follower, and on every node every 250 ms (the auditor). The sum
 //     is invariant (checker.Transfers).
-//   - A queue "q": producers LPUSH unique jobs, consumers RPOP (tandem has
-//     no blocking pops yet; RPOP is the non-blocking consumer). Each job
-//     is popped at most once and none is lost (checker.Queue).
+//   - A queue "q": producers LPUSH unique jobs, consumers BRPOP them with
+//     a timeout of a quarter of the operation's (blockTimeout), as many
+//     pops as pushes, so the queue is often empty and consumers block
+//     and are woken by pushes. Each job is popped at most once and none
+//     is lost (checker.Queue). A BRPOP's outcome is what its reply says:
+//     nil (the timeout) took nothing, "UNBLOCKED" (its leader stepped
+//     down while it waited between pops) took nothing and is Failed;
+//     a lost reply or any other error may have taken a job and is
+//     Unknown, which the loss check allows for.
 //
-// Nothing is ever deleted (the queue shrinks only by RPOP), which the
+// Nothing is ever deleted (the queue shrinks only by BRPOP), which the
 // checks rely on as they do for the registers.
 
 import (
@@ -90,9 +96,10 @@ func account(i int) string { return "a:" + strconv.Itoa(i) }
 // typed chooses and performs one typed operation; roll is uniform in
 // [0, typedShare). The mix (of typedShare): 6 HSET, 4 HGET, 4 SADD,
 // 3 SMEMBERS, 4 RPUSH, 3 LRANGE, 4 transfers, 4 balance reads (half on a
-// follower), 4 LPUSH, 2 RPOP (the queue grows, so a pop finds a
-// job that is not new); ok is false when the part rolled is off,
-// and the roll goes to the registers and counters.
+// follower), 3 LPUSH, 3 BRPOP (as many pops as pushes: consumers often
+// find the queue empty and block until a push wakes them); ok is false
+// when the part rolled is off, and the roll goes to the registers and
+// counters.
 func (c *client) typed(ctx context.Context, roll int, leader, follower int) (history.Op, bool) {
 	t := c.cfg.Typed
 	switch {
@@ -144,7 +151,7 @@ func (c *client) typed(ctx context.Context, roll int, leader, follower int) (his
 		if !t.Queue {
 			break
 		}
-		if roll < 36 {
+		if roll < 35 {
 			c.seq++
 			return c.do(ctx, history.Op{Key: QueueKey, Kind: history.Enqueue, Value: fmt.Sprintf("%d.%d", c.id, c.seq), Node: leader}), true
 		}
@@ -186,8 +193,14 @@ func Do(ctx context.Context, conns map[int]Conn, cfg Config, op history.Op, rec 
 	case history.LRead, history.QueueRead:
 		op.Items, err = conn.Do(ctx, "LRANGE", op.Key, 0, -1).StringSlice()
 	case history.Dequeue:
-		op.Result, err = conn.Do(ctx, "RPOP", op.Key).Text()
-		op.Found = err == nil
+		var kv []string
+		kv, err = conn.Do(ctx, "BRPOP", op.Key, blockTimeout(cfg)).StringSlice()
+		if err == nil && len(kv) != 2 {
+			err = fmt.Errorf("workload: BRPOP answered %q, want [key job]", kv)
+		}
+		if op.Found = err == nil; op.Found {
+			op.Result = kv[1]
+		}
 	case history.Transfer:
 		from, to, _ := strings.Cut(op.Value, "->")
 		err = exec(ctx, conn, [][]any{{"DECRBY", from, op.N}, {"INCRBY", to, op.N}}, nil)
@@ -256,8 +269,21 @@ func exec(ctx context.Context, conn Conn, cmds [][]any, into []string) error {
 	return nil
 }
 
-// Dequeue performs one RPOP of the queue on node as client and returns it
-// (not yet recorded).
+// blockTimeout is a BRPOP's timeout argument (in seconds, as Redis takes
+// it): a quarter of the operation's timeout, so that the server answers
+// nil well before the client gives up and a consumer that found nothing
+// is a definite outcome, not an unknown one. Never 0, which blocks
+// forever.
+func blockTimeout(cfg Config) string {
+	t := max(cfg.OpTimeout/4, time.Millisecond)
+	if cfg.OpTimeout <= 0 {
+		t = time.Second / 4
+	}
+	return strconv.FormatFloat(t.Seconds(), 'f', 3, 64)
+}
+
+// Dequeue performs one BRPOP of the queue on node as client and returns
+// it (not yet recorded).
 func Dequeue(ctx context.Context, conns map[int]Conn, cfg Config, node, client int, rec *history.Recorder) history.Op {
 	return Do(ctx, conns, cfg, history.Op{Client: client, Key: QueueKey, Kind: history.Dequeue, Node: node}, rec)
 }

@@ -350,7 +350,11 @@ func FinalReads(ctx context.Context, cfg Config, conns map[int]Conn, rec *histor
 // notExecuted are the Redis error codes that mean the command was refused
 // before it could take effect. Any other error reply may follow a write
 // that did take effect (a commit wait that failed), so it is Unknown.
-var notExecuted = []string{"READONLY", "LOADING", "MASTERDOWN", "TRYAGAIN", "WRONGTYPE", "NOSCRIPT", "ERR wrong number", "ERR unknown command", "ERR value is not an integer", "ERR syntax"}
+// UNBLOCKED answers a blocked pop whose leader stepped down (or CLIENT
+// UNBLOCK) while it waited between pops, with no pop of its own under
+// way (package node, blocking.go); a pop cut off by the step-down is
+// answered with another error.
+var notExecuted = []string{"UNBLOCKED", "READONLY", "LOADING", "MASTERDOWN", "TRYAGAIN", "WRONGTYPE", "NOSCRIPT", "ERR wrong number", "ERR unknown command", "ERR value is not an integer", "ERR syntax"}
 
 // Classify maps an operation's error to its outcome (see package history):
 // nil is OK; a refused connection (the command was never sent) or an error

@@ -29,12 +29,14 @@ type store struct {
 	staleGet bool
 	prev     map[string]string
 	// lists and sets hold the typed workload's collections (a hash
-	// field "h|f" is in data); dupPop makes every other RPOP leave its
-	// job in the queue.
-	lists  map[string][]string
-	sets   map[string]map[string]bool
-	dupPop bool
-	pops   int
+	// field "h|f" is in data); dupPop makes every other BRPOP leave its
+	// job in the queue, lostPop makes every other BRPOP that takes a job
+	// answer nil (the timeout) all the same.
+	lists   map[string][]string
+	sets    map[string]map[string]bool
+	dupPop  bool
+	lostPop bool
+	pops    int
 }
 
 func newStore() *store {
@@ -104,14 +106,25 @@ func (c conn) Do(ctx context.Context, args ...any) *redis.Cmd {
 	case "LPUSH":
 		s.lists[key] = append([]string{args[2].(string)}, s.lists[key]...)
 		cmd.SetVal(int64(len(s.lists[key])))
-	case "RPOP":
+	case "BRPOP":
+		// The store never blocks: an empty queue answers the timeout's
+		// nil at once.
+		if _, err := strconv.ParseFloat(args[2].(string), 64); err != nil || args[2] == "0.000" {
+			cmd.SetErr(fmt.Errorf("BRPOP timeout %v: want a positive number of seconds", args[2]))
+			break
+		}
 		l := s.lists[key]
 		if len(l) == 0 {
 			cmd.SetErr(redis.Nil)
 			break
 		}
-		cmd.SetVal(l[len(l)-1])
-		if s.pops++; !s.dupPop || s.pops%2 == 0 {
+		s.pops++
+		cmd.SetVal([]any{key, l[len(l)-1]})
+		if s.lostPop && s.pops%2 == 0 {
+			cmd = redis.NewCmd(ctx, args...)
+			cmd.SetErr(redis.Nil)
+		}
+		if !s.dupPop || s.pops%2 == 0 {
 			s.lists[key] = l[:len(l)-1]
 		}
 	case "LRANGE":
@@ -209,7 +222,7 @@ func TestTypedWorkloadOnCorrectStorePasses(t *testing.T) {
 			t.Fatalf("no %s operations", k)
 		}
 	}
-	// LPUSH and RPUSH are 4% each: a part that is off (the transfers)
+	// LPUSH and RPUSH are 3% and 4%: a part that is off (the transfers)
 	// must give its share to the registers, not to the next part.
 	if count[history.Enqueue] > 2*count[history.RPush] {
 		t.Fatalf("%d LPUSH for %d RPUSH: the transfers' share went to the queue", count[history.Enqueue], count[history.RPush])
@@ -233,6 +246,30 @@ func TestTypedWorkloadDuplicatePopIsCaught(t *testing.T) {
 	vs := checker.Queue(h.Ops, true)
 	if len(vs) == 0 || vs[0].Kind != checker.DuplicatePop {
 		t.Fatalf("a queue that pops jobs twice passed: %v", vs)
+	}
+}
+
+// TestTypedWorkloadLostBlockedPopIsCaught: a BRPOP that takes a job but
+// answers the timeout's nil loses the job, and the check must see it (a
+// nil reply is a definite "took nothing", not an unknown outcome).
+func TestTypedWorkloadLostBlockedPopIsCaught(t *testing.T) {
+	s := newStore()
+	s.lostPop = true
+	h := run(t, s, typedConfig())
+	vs := checker.Queue(h.Ops, true)
+	if len(vs) == 0 || vs[0].Kind != checker.LostJob {
+		t.Fatalf("a queue whose blocked pops lose jobs passed: %v", vs)
+	}
+}
+
+func TestBlockTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		op   time.Duration
+		want string
+	}{{time.Second, "0.250"}, {0, "0.250"}, {2 * time.Millisecond, "0.001"}, {10 * time.Second, "2.500"}} {
+		if got := blockTimeout(Config{OpTimeout: tc.op}); got != tc.want {
+			t.Errorf("blockTimeout(%v) = %s, want %s", tc.op, got, tc.want)
+		}
 	}
 }
 
@@ -326,6 +363,7 @@ func TestClassify(t *testing.T) {
 		{redis.Nil, history.OK},
 		{redisErr("READONLY You can't write against a read only replica."), history.Failed},
 		{redisErr("LOADING tandem is seeding"), history.Failed},
+		{redisErr("UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)"), history.Failed},
 		{redisErr("ERR wrong number of arguments for 'set' command"), history.Failed},
 		{redisErr("ERR commit timed out"), history.Unknown},
 		{refused, history.Failed},
