@@ -125,19 +125,6 @@ func (l *list) read(v View, from, to int64) ([][]byte, error) {
 	return out, err
 }
 
-// readOne returns the value at position pos (in the list) by a point
-// read of its row; a missing row is a corrupt list.
-func (l *list) readOne(v View, pos int64) ([][]byte, error) {
-	val, ok, err := v.Sub(l.key, l.meta.Version, l.index(pos))
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return nil, fmt.Errorf("commands: list %q has no row for position %d: %w", l.key, pos, keyspace.ErrCorrupt)
-	}
-	return [][]byte{append(make([]byte, 0, len(val)), val...)}, nil // never nil: an empty element is not a null
-}
-
 // eachElement calls fn with the values at positions [from, to) of the
 // list key (metadata m, first index head) in order, until fn returns
 // false: one seek and a scan of the rows it passes to fn. Each row must be
@@ -184,16 +171,10 @@ func (l *list) pop(t *txn, left bool, n int64) ([][]byte, error) {
 	if !left {
 		from = l.size() - n
 	}
-	var vals [][]byte
-	var err error
-	if n == 1 {
-		// One element (LPOP, BLPOP, a job queue's every pop): a point
-		// read of its row, not an iterator, which would also step over
-		// the tombstones of the elements popped before it.
-		vals, err = l.readOne(t.view(), from)
-	} else {
-		vals, err = l.read(t.view(), from, from+n)
-	}
+	// A few elements (LPOP, BLPOP, a job queue's every pop) are point
+	// reads (list.read), not an iterator, which would also step over the
+	// tombstones of the elements popped before them.
+	vals, err := l.read(t.view(), from, from+n)
 	if err != nil {
 		return nil, err
 	}
