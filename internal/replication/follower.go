@@ -87,6 +87,9 @@ type Follower struct {
 	// so far, for the FollowerSkipEntry fault.
 	applyCount uint64
 	skipped    map[string]bool
+	// arrivals are when the entries through each LSN arrived, oldest
+	// first, for the FollowerApplyDelay fault (stepping goroutine only).
+	arrivals []entryArrival
 	// reads is what the read policies wait on (reads.go).
 	reads followerReads
 	// pub is pub/sub's part (pubsub.go).
@@ -271,7 +274,11 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 	f.status.Connected = true
 	f.mu.Unlock()
 	f.log.Info("streaming from leader", "epoch", epoch, "durable_lsn", core.durable.LSN, "applied_lsn", core.applied)
-	in := receive(ctx, stream, func() { f.lastRecv.Store(f.cfg.Now().UnixNano()) })
+	readAhead := 16
+	if f.cfg.Buggify.FollowerApplyDelay > 0 {
+		readAhead = 4096
+	}
+	in := receive(ctx, stream, func() { f.lastRecv.Store(f.cfg.Now().UnixNano()) }, readAhead)
 	defer f.reads.clearFresh()
 	// Messages published while no stream runs are lost (pubsub.go).
 	f.pub.fwdOK.Store(takesPub)
@@ -317,7 +324,12 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 		switch b := m.Body.(type) {
 		case *peerpb.LeaderMessage_Append:
 			var a *peerpb.Append
-			a, held = gather(in, m.Epoch, b.Append)
+			var merged func(*received)
+			if f.cfg.Buggify.FollowerApplyDelay > 0 {
+				merged = f.noteArrival
+				f.noteArrival(&r)
+			}
+			a, held = gather(in, m.Epoch, b.Append, merged)
 			if err := f.step(ctx, core, m.Epoch, a); err != nil {
 				return err
 			}
@@ -363,8 +375,14 @@ type received struct {
 // Append of the whole entry once its last part has arrived, and never a
 // part of it; a part out of order ends the stream with errPart (corrupt),
 // and a stream that ends between parts takes the partial entry with it.
-func receive(ctx context.Context, stream FollowerStream, heard func()) <-chan received {
-	in := make(chan received, 16) // at most 16 leader batches (each at most MaxBatchBytes) read ahead
+//
+// readAhead is how many messages it reads ahead: 16 leader batches (each
+// at most MaxBatchBytes) normally; under the FollowerApplyDelay fault
+// more, so that what arrives while a step waits out the delay is taken in
+// the next step (gather), and the fault is a lag, not a cap of 16
+// messages per delay on the follower's throughput.
+func receive(ctx context.Context, stream FollowerStream, heard func(), readAhead int) <-chan received {
+	in := make(chan received, readAhead)
 	go func() {
 		var parts partAssembler
 		for {
@@ -396,7 +414,7 @@ const maxGatherBytes = 4 << 20
 // arrived, so a follower that fell behind persists them with one fsync and
 // reports once, instead of once per leader batch. It returns the merged
 // append and the first message it took that cannot be merged, if any.
-func gather(in <-chan received, epoch uint64, a *peerpb.Append) (*peerpb.Append, *received) {
+func gather(in <-chan received, epoch uint64, a *peerpb.Append, merged func(*received)) (*peerpb.Append, *received) {
 	size := 0
 	for _, e := range a.Entries {
 		size += len(e)
@@ -415,6 +433,9 @@ func gather(in <-chan received, epoch uint64, a *peerpb.Append) (*peerpb.Append,
 		for _, e := range next.Entries {
 			size += len(e)
 		}
+		if merged != nil {
+			merged(&r)
+		}
 		a = &peerpb.Append{
 			Entries:            append(a.Entries, next.Entries...),
 			CommitLsn:          max(a.CommitLsn, next.CommitLsn),
@@ -427,6 +448,54 @@ func gather(in <-chan received, epoch uint64, a *peerpb.Append) (*peerpb.Append,
 	return a, nil
 }
 
+// entryArrival: the entries through lsn arrived at at (mono).
+type entryArrival struct {
+	lsn uint64
+	at  int64
+}
+
+// noteArrival records when the entries of an Append message arrived, for
+// the FollowerApplyDelay fault (the stepping goroutine's; a message whose
+// last entry does not decode is left out).
+func (f *Follower) noteArrival(r *received) {
+	es := r.m.GetAppend().GetEntries()
+	if len(es) == 0 {
+		return
+	}
+	_, lsn, err := logrec.PeekLSN(es[len(es)-1])
+	if err != nil {
+		return
+	}
+	if n := len(f.arrivals); n > 0 && f.arrivals[n-1].lsn >= lsn {
+		f.arrivals = f.arrivals[:0] // a resend or a truncated log: start over
+	}
+	f.arrivals = append(f.arrivals, entryArrival{lsn: lsn, at: r.at})
+}
+
+// applyNotBefore is when (mono) entries through lsn may be applied under
+// the FollowerApplyDelay fault: d after the newest of them arrived. The
+// lag is d from each entry's arrival, not d on top of the time the entry
+// waited for its commit LSN (sent after the leader's sync, a message
+// later) and for the step before it, so a 50 ms fault is a lag of about
+// 50 ms, not 100–150. It forgets the arrivals lsn covers.
+func (f *Follower) applyNotBefore(lsn uint64, d time.Duration) int64 {
+	i := 0
+	for i < len(f.arrivals) && f.arrivals[i].lsn < lsn {
+		i++
+	}
+	if i == len(f.arrivals) {
+		// Not recorded: from now.
+		f.arrivals = f.arrivals[:0]
+		return mono(time.Now()) + int64(d)
+	}
+	at := f.arrivals[i].at
+	if f.arrivals[i].lsn == lsn {
+		i++
+	}
+	f.arrivals = append(f.arrivals[:0], f.arrivals[i:]...)
+	return at + int64(d)
+}
+
 // step persists and applies one Append.
 func (f *Follower) step(ctx context.Context, core *followerCore, epoch uint64, a *peerpb.Append) error {
 	rd, err := core.Step(epoch, a)
@@ -437,16 +506,19 @@ func (f *Follower) step(ctx context.Context, core *followerCore, epoch uint64, a
 		return err
 	}
 	core.Persisted(rd)
+	d := f.cfg.Buggify.FollowerApplyDelay
 	if len(rd.Apply) > 0 {
-		if d := f.cfg.Buggify.FollowerApplyDelay; d > 0 {
+		if d > 0 {
 			// A slow follower: lag that tests control. A role change
 			// does not wait for it.
-			t := time.NewTimer(d)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-				return ctx.Err()
+			if wait := time.Duration(f.applyNotBefore(rd.Apply[len(rd.Apply)-1].LSN, d) - mono(time.Now())); wait > 0 {
+				t := time.NewTimer(wait)
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+					t.Stop()
+					return ctx.Err()
+				}
 			}
 		}
 		apply := rd.Apply

@@ -128,8 +128,8 @@ type Buggify struct {
 	// stalled disk would: the leader is alive and its streams' heartbeats
 	// go on, so the control plane must not fail it over.
 	SlowDisk bool
-	// FollowerApplyDelay makes a follower wait this long before applying
-	// each batch of entries: real, controllable replication lag for the
+	// FollowerApplyDelay makes a follower apply each entry no sooner than
+	// this long after it arrived: real, controllable replication lag for the
 	// read-policy tests (a follower that holds the entries durably but
 	// has not applied them yet).
 	FollowerApplyDelay time.Duration

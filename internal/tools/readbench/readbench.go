@@ -4,7 +4,7 @@
 //
 // For each lag (--lags, default 0 and 50ms: every node runs with
 // `--buggify follower-apply-delay=LAG`, which a node obeys only while it
-// follows, so the followers apply each batch that much late whoever
+// follows, so the followers apply each entry that long after it arrived, whoever
 // leads) a fresh cluster is started: 3 nodes under the control plane, one
 // orchestrator, one proxy, commit mode --mode (async by default: a
 // follower's acknowledgements then do not wait for its delayed apply, so
