@@ -325,16 +325,7 @@ func TestRYWThroughFollowers(t *testing.T) {
 	now := time.Unix(1000, 0)
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	p, addr := startProxy(t, Config{clock: clock}, v)
-	testutil.Eventually(t, "nodes probed", 5*time.Second, func() (bool, string) {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		for _, n := range p.nodes {
-			if n.positions.Load() != 1 {
-				return false, "node " + n.id + " not probed"
-			}
-		}
-		return true, ""
-	})
+	waitProbed(t, p)
 	ctx := context.Background()
 	c := client(t, addr)
 	if err := c.Set(ctx, "k", "v", 0).Err(); err != nil {
@@ -459,16 +450,7 @@ func TestZoneRouting(t *testing.T) {
 		v.Members[i].Zone = zones[v.Members[i].ID]
 	}
 	p, addr := startProxy(t, Config{Zone: "b", Policy: Policy{Kind: resp.PolicyAny}}, v)
-	testutil.Eventually(t, "nodes probed", 5*time.Second, func() (bool, string) {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		for _, n := range p.nodes {
-			if n.positions.Load() != 1 {
-				return false, "node " + n.id + " not probed"
-			}
-		}
-		return true, ""
-	})
+	waitProbed(t, p)
 	ctx := context.Background()
 	c := client(t, addr)
 	crossZone := func() string {
@@ -642,16 +624,7 @@ func pinnedConns(t *testing.T, c *redis.Client) int {
 func TestRYWPipelineIsOneRun(t *testing.T) {
 	l, f1, f2, v := threeFakes(t, true)
 	p, addr := startProxy(t, Config{}, v)
-	testutil.Eventually(t, "nodes probed", 5*time.Second, func() (bool, string) {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		for _, n := range p.nodes {
-			if n.positions.Load() != 1 {
-				return false, "node " + n.id + " not probed"
-			}
-		}
-		return true, ""
-	})
+	waitProbed(t, p)
 	nc, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -723,16 +696,7 @@ func TestRYWPipelineIsOneRun(t *testing.T) {
 // probed waits until the proxy knows every node serves read policies.
 func probed(t *testing.T, p *Proxy) {
 	t.Helper()
-	testutil.Eventually(t, "nodes probed", 5*time.Second, func() (bool, string) {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		for _, n := range p.nodes {
-			if n.positions.Load() != 1 {
-				return false, "node " + n.id + " not probed"
-			}
-		}
-		return true, ""
-	})
+	waitProbed(t, p)
 }
 
 // TestReadsAvoidFollowersThatRefused: a ryw read after a write the
@@ -1086,5 +1050,21 @@ func TestWaitingReadOfAClientThatLeft(t *testing.T) {
 		u.qmu.Lock()
 		defer u.qmu.Unlock()
 		return u.broken != nil && len(u.pending) == 0, "still open"
+	})
+}
+
+// waitProbed waits until p has asked every node whether it enforces read
+// policies and each said it does.
+func waitProbed(t *testing.T, p *Proxy) {
+	t.Helper()
+	testutil.Eventually(t, "nodes probed", 5*time.Second, func() (bool, string) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for _, n := range p.nodes {
+			if n.positions.Load() != 1 {
+				return false, "node " + n.id + " not probed"
+			}
+		}
+		return true, ""
 	})
 }
