@@ -90,6 +90,8 @@ func (b backend) SubmitBatch(ctx context.Context, cmds []resp.TxCommand) []func(
 	pending, err := b.startExec(ctx, func(v commands.View, nowMs int64) (commands.Result, error) {
 		ran = true
 		batch := commands.NewBatch(v)
+		// Not runBatch: the commands of a pipeline are separate replies,
+		// each with the whole max-reply-bytes, not an EXEC's one reply.
 		for i, c := range cmds {
 			reply, err := batch.Run(&commands.Ctx{NowMs: nowMs, Cursors: b.n.cursors, Scripts: b.n.scripts}, c.Spec, c.Args)
 			if err != nil && !commands.IsInputError(err) {
