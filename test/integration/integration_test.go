@@ -84,8 +84,19 @@ func digestOf(ctx context.Context, addr string) (digest, error) {
 	return digest{applied: v[0].(int64), sum: v[1].(string)}, nil
 }
 
+// readable reports a node's reads answering LOADING (not caught up).
+func readable(ctx context.Context, addr string) error {
+	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	defer c.Close()
+	if err := c.Exists(ctx, "tandem:converged?").Err(); err != nil && strings.HasPrefix(err.Error(), "LOADING") {
+		return err
+	}
+	return nil
+}
+
 // waitConverged waits until every running node has applied the leader's
-// last LSN and then compares the keyspace digests. Writes must have stopped.
+// last LSN and answers reads, and then compares the keyspace digests.
+// Writes must have stopped.
 func waitConverged(t *testing.T, c *cluster.Cluster) {
 	t.Helper()
 	ctx := context.Background()
@@ -98,6 +109,12 @@ func waitConverged(t *testing.T, c *cluster.Cluster) {
 				return false, err.Error()
 			}
 			ds = append(ds, d)
+			// A follower seeded by a snapshot has applied the leader's
+			// last LSN before the stream tells it it has caught up; until
+			// then its reads answer LOADING.
+			if err := readable(ctx, n.RESPAddr); err != nil {
+				return false, fmt.Sprintf("%s: %v", n.RESPAddr, err)
+			}
 		}
 		for _, d := range ds[1:] {
 			if d.applied != ds[0].applied {
