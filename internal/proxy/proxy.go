@@ -597,6 +597,9 @@ func (p *Proxy) send(sess *resp.Session, o *op, n *node) {
 	o.call.init(n, o.cmds)
 	if o.read {
 		o.sentAt = p.now()
+		if !n.healthy() {
+			p.stats.readsToDown.Add(1)
+		}
 		if o.wait {
 			// A read that may wait goes on a connection of its own, at
 			// once (nothing of the pipeline can share its write).

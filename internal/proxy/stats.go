@@ -24,6 +24,7 @@ import (
 // stats are the proxy's counters, shown by INFO and /metrics alike.
 type stats struct {
 	readsRetried     atomic.Uint64 // a node failed under a read: tried on another
+	readsToDown      atomic.Uint64 // reads sent to a node marked down (must stay 0)
 	readsElsewhere   atomic.Uint64 // a node said "read elsewhere" (or LOADING, MASTERDOWN)
 	readsWaited      atomic.Uint64 // reads that waited for a node (no leader at all)
 	readsMayWait     atomic.Uint64 // reads sent on a connection of their own: they may wait on the node
@@ -136,6 +137,7 @@ func (p *Proxy) infoProxy() string {
 	fmt.Fprintf(&b, "reads_cross_zone:%d\r\nreads_sent_elsewhere:%d\r\nreads_retried_after_node_failure:%d\r\nreads_waited_for_leader:%d\r\n",
 		snap.crossZone, p.stats.readsElsewhere.Load(), p.stats.readsRetried.Load(), p.stats.readsWaited.Load())
 	fmt.Fprintf(&b, "reads_may_wait:%d\r\nreads_may_wait_on_shared:%d\r\nreads_waited_again:%d\r\n", p.stats.readsMayWait.Load(), p.stats.readsMayWaitSh.Load(), p.stats.readsWaitedAgain.Load())
+	fmt.Fprintf(&b, "reads_sent_to_down_node:%d\r\n", p.stats.readsToDown.Load())
 	fmt.Fprintf(&b, "writes_waited_for_leader:%d\r\nwrites_no_leader:%d\r\nwrites_uncertain:%d\r\nrequests_failed_in_flight:%d\r\nnodes_marked_down:%d\r\n",
 		p.stats.writesWaited.Load(), p.stats.writesNoLeader.Load(), p.stats.writesUncertain.Load(), p.stats.inflightFailed.Load(), p.stats.markedDown.Load())
 	fmt.Fprintf(&b, "pubsub_pinned_connections:%d\r\nblocked_clients:%d\r\n", p.stats.pinned.Load(), p.stats.blocked.Load())

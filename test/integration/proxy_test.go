@@ -155,9 +155,10 @@ func TestProxy(t *testing.T) {
 	if got := infoInt(info, "reads_node_"+vn); got != atDown {
 		t.Errorf("%s served %d reads after it was marked down", vn, got-atDown)
 	}
-	// A read sent to it would fail there and be retried elsewhere.
-	if a, b := infoInt(downInfo, "reads_retried_after_node_failure"), infoInt(info, "reads_retried_after_node_failure"); b != a {
-		t.Errorf("%d reads were sent to %s after it was marked down", b-a, vn)
+	// Counted where a read is sent (a read in flight when the node died
+	// may fail a moment after it was marked down: that is not one).
+	if got := infoInt(info, "reads_sent_to_down_node"); got != 0 {
+		t.Errorf("%d reads were sent to a node marked down", got)
 	}
 	t.Logf("follower kill: %d reads, %d failed, %s in flight failed at the proxy (retried elsewhere: %s)",
 		reads.Load(), failed.Load(), info["requests_failed_in_flight"], info["reads_retried_after_node_failure"])
