@@ -498,6 +498,11 @@ type op struct {
 	wait    bool      // the current attempt is a read that may wait on its node
 	again   int       // times a monotonic read was sent to wait again on its follower
 	sentAt  time.Time // when the current attempt was sent (Proxy.now)
+	// known: the current attempt went without the session's state, to
+	// a node known to have applied floor (knownReadCmds); its token must
+	// prove it. noKnown: one such attempt did not, send the state.
+	known, noKnown bool
+	floor          position
 
 	// Storage for the common case, so that a request costs few
 	// allocations: the first attempt's call, a lone command's list, the
@@ -600,7 +605,12 @@ func (p *Proxy) send(sess *resp.Session, o *op, n *node) {
 		// their allocations).
 		o.one[0] = o.args
 		o.cmds, o.at, o.tok = o.one[:], 0, -1
+	case o.read && !o.wait && !o.noKnown && s.user == "" && (s.policy.Kind == resp.PolicyRYW || s.policy.Kind == resp.PolicyMonotonic) && n.knownAppliedIn(s.floor()):
+		o.cmds, o.at, o.tok = knownReadCmds(o.args)
+		o.known, o.floor = true, s.floor()
+		p.stats.readsFloorKnown.Add(1)
 	case o.read:
+		o.known = false
 		o.cmds, o.at, o.tok = s.readCmds(o.args, withPos)
 	default:
 		var at []int
@@ -1026,7 +1036,17 @@ func (p *Proxy) completeRead(ctx context.Context, sess *resp.Session, o *op) []b
 			continue
 		}
 		if o.tok >= 0 {
-			if t, ok := tokenOf(o.call.replies[o.tok]); ok {
+			t, ok := tokenOf(o.call.replies[o.tok])
+			if o.known && !floorProven(o.floor, t) { // t is zero if !ok
+				// Served, but not provably at the floor (the node's
+				// history changed under what the proxy knew): send it
+				// with the session's state, for the node to enforce.
+				p.stats.readsFloorUnproven.Add(1)
+				o.noKnown, o.wait = true, true
+				p.send(sess, o, n)
+				continue
+			}
+			if ok {
 				s.read = maxPos(s.read, t)
 				n.servedAt(t)
 			}

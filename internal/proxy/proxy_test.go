@@ -1139,6 +1139,63 @@ func TestRYWLeaderRatherThanWait(t *testing.T) {
 	}
 }
 
+// TestKnownFloorReads: a ryw read on a follower known to have applied the
+// session's floor goes without the session's state (TANDEM.TOKEN RESET,
+// the read, TANDEM.TOKEN), and its token must prove the floor: a
+// follower whose applied position went back under what the proxy knew
+// (a history a failover replaced) serves it below the floor, and the
+// read is sent again with the session's state, which the node enforces
+// (here: refused by both followers, served by the leader), never
+// answered stale.
+func TestKnownFloorReads(t *testing.T) {
+	l, f1, f2, v := threeFakes(t, true)
+	p, addr := startProxy(t, Config{LeaderShare: -1}, v)
+	waitProbed(t, p)
+	ctx := context.Background()
+	c := client(t, addr)
+	get := func(want string) {
+		t.Helper()
+		if got, err := c.Get(ctx, "k").Result(); err != nil || got != want {
+			t.Fatalf("GET = %q, %v; want %q", got, err, want)
+		}
+	}
+	if err := c.Set(ctx, "k", "v1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	f1.catchUp(1, "k", "v1")
+	f2.catchUp(1, "k", "v1")
+	for range 10 {
+		get("v1")
+	}
+	tail := func(f *fakeNode) string {
+		rec := f.received()
+		return strings.Join(rec[max(0, len(rec)-3):], " | ")
+	}
+	const bare = "TANDEM.TOKEN RESET | get k | TANDEM.TOKEN"
+	if tail(f1) != bare && tail(f2) != bare {
+		t.Fatalf("reads of a known floor: the followers last received %q and %q; want %q", tail(f1), tail(f2), bare)
+	}
+	if l.count("get") != 0 {
+		t.Fatalf("the leader served %d reads", l.count("get"))
+	}
+
+	// Both followers go back below the floor (same epoch, LSN 0) with
+	// the old value: the proxy still knows them at 1:1.
+	for _, f := range []*fakeNode{f1, f2} {
+		f.mu.Lock()
+		f.lsn, f.data["k"] = 0, "old"
+		f.mu.Unlock()
+	}
+	get("v1")
+	if l.count("get") != 1 {
+		t.Errorf("the leader served %d reads, want 1 (both followers refuse the state)", l.count("get"))
+	}
+	info, _ := c.Info(ctx, "proxy").Result()
+	if !strings.Contains(info, "reads_floor_unproven:1\r\n") {
+		t.Errorf("INFO does not count the unproven read:\n%s", info)
+	}
+}
+
 // waitProbed waits until p has asked every node whether it enforces read
 // policies and each said it does.
 func waitProbed(t *testing.T, p *Proxy) {

@@ -444,6 +444,15 @@ func (n *node) knownApplied(floor position) bool {
 	return !less(n.applied, floor)
 }
 
+// knownAppliedIn: knownApplied, and the highest position known applied
+// is in floor's epoch (the epoch of the entry at it), so that the read's
+// own token can prove it (floorProven) without a lineage check.
+func (n *node) knownAppliedIn(floor position) bool {
+	n.pmu.Lock()
+	defer n.pmu.Unlock()
+	return floor == (position{}) || (n.applied.Epoch == floor.Epoch && n.applied.LSN >= floor.LSN)
+}
+
 // forget drops what the node is known to have applied (it failed: it may
 // come back restarted, from an older position).
 func (n *node) forget() {
