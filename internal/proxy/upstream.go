@@ -414,8 +414,9 @@ type node struct {
 
 	// What the node is known to have applied: the highest position a
 	// read was served at there (the token after it); and when it last
-	// refused a read that waited there (stale). Routing only: the node
-	// itself checks every read.
+	// refused a read that waited there (stale). Routing, and the first
+	// half of a known floor's proof (knownReadCmds): the node itself
+	// checks every other read.
 	pmu     sync.Mutex
 	applied position
 	staleAt time.Time
