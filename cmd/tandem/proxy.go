@@ -58,6 +58,9 @@ func proxyCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("proxy: listen %s: %w", addr, err)
 			}
+			if cfg.LeaderShare == 0 {
+				cfg.LeaderShare = -1 // --leader-share 0: none (Config's 0 is the default)
+			}
 			p := proxy.New(cfg)
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
@@ -103,6 +106,7 @@ func proxyCmd() *cobra.Command {
 	f.DurationVar(&cfg.ReadTimeout, "read-timeout", 2*time.Second, "how long a read waits for one node before trying another")
 	f.IntVar(&cfg.ConnsPerNode, "conns-per-node", 4, "shared connections to each node")
 	f.IntVar(&cfg.WaitConnsPerNode, "wait-conns-per-node", 64, "connections to each node for reads that may wait there (one read at a time each)")
+	f.Float64Var(&cfg.LeaderShare, "leader-share", proxy.DefaultLeaderShare, "ryw reads the leader may serve instead of a follower that would first wait for the session's write, as a share of the reads followers serve (0: none, they wait)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }

@@ -2,7 +2,11 @@ package node
 
 import (
 	"context"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // BenchmarkFollowerRead: one client's GET on a follower under each policy,
@@ -51,4 +55,77 @@ func BenchmarkFollowerRead(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkProxyReadForms: what the node and a client spend per read in
+// each form the proxy sends a read in, one pipeline per read on a
+// follower (the proxy's shared connection): bare (policies any and
+// leader), a positional read with the session's state (READPOLICY,
+// TOKEN t, the read, TOKEN, RESET) and a read of a floor the follower is
+// known to have applied (TOKEN RESET, the read, TOKEN). CPU per read
+// (cpu-ns/op: the process's, both nodes' and the client's) is what a
+// CPU-bound machine's throughput follows, and moves far less with the
+// machine's load than ns/op.
+func BenchmarkProxyReadForms(b *testing.B) {
+	leader := testNode(b, "l", nil)
+	f := testNode(b, "f", nil)
+	respAddr, peer, _ := leader.Addrs()
+	if err := f.Follow(respAddr, peer); err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	w := newClient(b, leader)
+	if err := w.Set(ctx, "k", "v", 0).Err(); err != nil {
+		b.Fatal(err)
+	}
+	tok := w.Do(ctx, "tandem.token").Val()
+	r := newClient(b, f)
+	// The first read waits for the follower to catch up.
+	if err := r.Do(ctx, "tandem.token", tok).Err(); err != nil {
+		b.Fatal(err)
+	}
+	if err := r.Get(ctx, "k").Err(); err != nil {
+		b.Fatal(err)
+	}
+	if err := r.Do(ctx, "reset").Err(); err != nil {
+		b.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		cmds [][]any
+	}{
+		{"bare", [][]any{{"get", "k"}}},
+		{"state", [][]any{{"tandem.readpolicy", "ryw"}, {"tandem.token", tok}, {"get", "k"}, {"tandem.token"}, {"reset"}}},
+		{"known", [][]any{{"tandem.token", "reset"}, {"get", "k"}, {"tandem.token"}}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			cpu0 := processCPU(b)
+			for range b.N {
+				cmds, err := r.Pipelined(ctx, func(p redis.Pipeliner) error {
+					for _, c := range tc.cmds {
+						p.Do(ctx, c...)
+					}
+					return nil
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(cmds) != len(tc.cmds) {
+					b.Fatalf("%d replies", len(cmds))
+				}
+			}
+			// CPU, not wall time: on a shared machine the wall time is
+			// mostly waiting to be scheduled.
+			b.ReportMetric(float64(processCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
+		})
+	}
+}
+
+// processCPU is the process's user and system CPU time so far.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -135,6 +135,31 @@ func (s *session) readCmds(args [][]byte, withPositions bool) (cmds [][][]byte, 
 	return cmds, len(cmds) - 3, len(cmds) - 2
 }
 
+// knownReadCmds is the policy step for a ryw or monotonic read (of a
+// session without a user) on a node known to have applied its floor in
+// the floor's epoch (node.knownAppliedIn): the floor needs no wait there,
+// so the read goes without the session's state, as TANDEM.TOKEN RESET,
+// the read, TANDEM.TOKEN: 3 commands for the node instead of 5. The
+// token then is the position this read was served at, read after its
+// data, and the caller checks it (floorProven) before answering: in the
+// floor's epoch and at or past it, it proves the node had the floor
+// applied when the read ran (a node's applied position only grows within
+// an epoch's history; a node that fails is forgotten). Otherwise the read
+// is sent again with the session's state, for the node to enforce.
+// TANDEM.TOKEN RESET comes first so that the token is this read's alone,
+// not raised by what other sessions' bare commands left on the shared
+// connection. The node serves it under its connection's default policy
+// (ryw without a floor, what every positional step leaves it at).
+func knownReadCmds(args [][]byte) (cmds [][][]byte, at, tok int) {
+	return [][][]byte{{cmdToken, argReset}, args, {cmdToken}}, 1, 2
+}
+
+// floorProven: a read sent by knownReadCmds and served at served (its
+// token) reflects floor.
+func floorProven(floor, served position) bool {
+	return floor == (position{}) || (served.Epoch == floor.Epoch && served.LSN >= floor.LSN)
+}
+
 // writeCmds is the policy step for writes, one or a burst of a
 // pipeline's (all for the leader): under a positional policy or with a
 // user, on nodes that enforce positions, they are sent after the

@@ -99,6 +99,12 @@ type Config struct {
 	// read holds up no other request); 0 means 64. A waiting read that
 	// finds them all busy uses a shared connection.
 	WaitConnsPerNode int
+	// LeaderShare bounds the ryw reads the leader serves instead of a
+	// follower that would first have to wait for the session's floor: at
+	// most about this share of the reads followers serve (a token bucket,
+	// leaderCredit); past it such reads wait on a follower. 0 means 0.1;
+	// negative: never (every such read waits on a follower).
+	LeaderShare float64
 	// RESP is the client-facing connection layer's configuration.
 	RESP   resp.Config
 	Logger *slog.Logger
@@ -135,7 +141,12 @@ type Proxy struct {
 	closed  bool
 	done    chan struct{} // closed by Close
 	rr      atomic.Uint64 // read counter, spreads ties between followers
-	routes  atomic.Pointer[routes]
+	// leaderCredit is the token bucket of LeaderShare, in thousandths of
+	// a leader read: each read a follower serves earns creditPerRead, a
+	// ryw read sent to the leader instead of waiting costs creditUnit.
+	leaderCredit  atomic.Int64
+	creditPerRead int64
+	routes        atomic.Pointer[routes]
 	// now is the clock of the read routing's memory of follower
 	// positions (time.Now; tests set their own).
 	now func() time.Time
@@ -158,6 +169,12 @@ func New(cfg Config) *Proxy {
 	if cfg.ConnsPerNode <= 0 {
 		cfg.ConnsPerNode = 4
 	}
+	switch {
+	case cfg.LeaderShare == 0:
+		cfg.LeaderShare = DefaultLeaderShare
+	case cfg.LeaderShare < 0:
+		cfg.LeaderShare = 0
+	}
 	if cfg.WaitConnsPerNode <= 0 {
 		cfg.WaitConnsPerNode = 64
 	}
@@ -168,6 +185,7 @@ func New(cfg Config) *Proxy {
 	p := &Proxy{cfg: cfg, log: cfg.Logger, stats: newStats(), start: time.Now(),
 		nodes: map[string]*node{}, changed: make(chan struct{}), done: make(chan struct{}), now: time.Now}
 	p.routes.Store(&routes{changed: p.changed})
+	p.creditPerRead = int64(cfg.LeaderShare * creditUnit)
 	if cfg.clock != nil {
 		p.now = cfg.clock
 	}
@@ -480,6 +498,11 @@ type op struct {
 	wait    bool      // the current attempt is a read that may wait on its node
 	again   int       // times a monotonic read was sent to wait again on its follower
 	sentAt  time.Time // when the current attempt was sent (Proxy.now)
+	// known: the current attempt went without the session's state, to
+	// a node known to have applied floor (knownReadCmds); its token must
+	// prove it. noKnown: one such attempt did not, send the state.
+	known, noKnown bool
+	floor          position
 
 	// Storage for the common case, so that a request costs few
 	// allocations: the first attempt's call, a lone command's list, the
@@ -582,7 +605,12 @@ func (p *Proxy) send(sess *resp.Session, o *op, n *node) {
 		// their allocations).
 		o.one[0] = o.args
 		o.cmds, o.at, o.tok = o.one[:], 0, -1
+	case o.read && !o.wait && !o.noKnown && s.user == "" && (s.policy.Kind == resp.PolicyRYW || s.policy.Kind == resp.PolicyMonotonic) && n.knownAppliedIn(s.floor()):
+		o.cmds, o.at, o.tok = knownReadCmds(o.args)
+		o.known, o.floor = true, s.floor()
+		p.stats.readsFloorKnown.Add(1)
 	case o.read:
+		o.known = false
 		o.cmds, o.at, o.tok = s.readCmds(o.args, withPos)
 	default:
 		var at []int
@@ -772,6 +800,16 @@ func (p *Proxy) pickRead(s *session, pol Policy, leader *node, followers []*node
 				best, bestLoad, bestOther, bestWait = n, load, other, wait
 			}
 		}
+		if pol.Kind == resp.PolicyRYW && best != nil && bestWait && leader != nil && !slices.Contains(tried, leader) && p.takeLeaderRead() {
+			// The session's floor (its own last write, mostly) is not
+			// known to be applied where the read would go: the leader
+			// serves it at once, within its share (LeaderShare), rather
+			// than the read waiting out the follower's lag. Past the
+			// share it waits there, as before. (Not to another follower
+			// known to have the floor: one that got no such reads would
+			// never become known.)
+			return leader, "floor-not-applied", false
+		}
 		if pol.Kind == resp.PolicyMonotonic && len(tried) == 0 && eligible > 1 {
 			// Sticky: one follower per user (or session) while it is
 			// healthy, among those in the proxy's zone if any is, even
@@ -813,6 +851,41 @@ func (p *Proxy) pickRead(s *session, pol Policy, leader *node, followers []*node
 		return nil, why, false
 	}
 	return leader, why, false
+}
+
+// creditUnit is a leader read in leaderCredit; maxCredit bounds what
+// the bucket saves up (a burst of that many leader reads).
+const (
+	creditUnit = 1000
+	maxCredit  = 50 * creditUnit
+)
+
+// DefaultLeaderShare is Config.LeaderShare's default: the leader serves
+// at most about one ryw read for ten that followers serve in place of
+// a wait on a follower (the bound on the leader under ryw is 20%
+// of its leader-only CPU per read; a positional read costs it more than a
+// bare one).
+const DefaultLeaderShare = 0.1
+
+// earnLeaderRead credits the bucket for a read a follower served.
+func (p *Proxy) earnLeaderRead() {
+	if p.creditPerRead == 0 || p.leaderCredit.Load() >= maxCredit {
+		return
+	}
+	p.leaderCredit.Add(p.creditPerRead)
+}
+
+// takeLeaderRead takes one leader read from the bucket, if it holds one.
+func (p *Proxy) takeLeaderRead() bool {
+	for {
+		c := p.leaderCredit.Load()
+		if c < creditUnit {
+			return false
+		}
+		if p.leaderCredit.CompareAndSwap(c, c-creditUnit) {
+			return true
+		}
+	}
 }
 
 func hash(s string) uint64 {
@@ -963,18 +1036,32 @@ func (p *Proxy) completeRead(ctx context.Context, sess *resp.Session, o *op) []b
 			continue
 		}
 		if o.tok >= 0 {
-			if t, ok := tokenOf(o.call.replies[o.tok]); ok {
+			t, ok := tokenOf(o.call.replies[o.tok])
+			if o.known && !floorProven(o.floor, t) { // t is zero if !ok
+				// Served, but not provably at the floor (the node's
+				// history changed under what the proxy knew): send it
+				// with the session's state, for the node to enforce.
+				p.stats.readsFloorUnproven.Add(1)
+				o.noKnown, o.wait = true, true
+				p.send(sess, o, n)
+				continue
+			}
+			if ok {
 				s.read = maxPos(s.read, t)
 				n.servedAt(t)
 			}
 		}
-		if leader, _, _ := p.snapshot(); waitsForLeader(o.policy) && n != leader && n.slow(p.now().Sub(o.sentAt), p.now()) {
+		leader, _, _ := p.snapshot()
+		if waitsForLeader(o.policy) && n != leader && n.slow(p.now().Sub(o.sentAt), p.now()) {
 			// The follower's reads wait for the leader's position: it
 			// lags, and the leader serves them at once.
 			n.refusedStale(p.now())
 		}
 		p.stats.readServed(policyName(o.policy), n.id, o.fellWhy, n.zone != p.cfg.Zone)
 		n.reads.Add(1)
+		if n != leader {
+			p.earnLeaderRead()
+		}
 		return r
 	}
 }

@@ -324,7 +324,8 @@ func TestRYWThroughFollowers(t *testing.T) {
 	var mu sync.Mutex
 	now := time.Unix(1000, 0)
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	p, addr := startProxy(t, Config{clock: clock}, v)
+	// Reads that wait or are refused are under test: no leader share.
+	p, addr := startProxy(t, Config{clock: clock, LeaderShare: -1}, v)
 	waitProbed(t, p)
 	ctx := context.Background()
 	c := client(t, addr)
@@ -710,7 +711,8 @@ func TestReadsAvoidFollowersThatRefused(t *testing.T) {
 	now := time.Unix(1000, 0)
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
-	p, addr := startProxy(t, Config{clock: clock}, v)
+	// Reads that wait or are refused are under test: no leader share.
+	p, addr := startProxy(t, Config{clock: clock, LeaderShare: -1}, v)
 	probed(t, p)
 	ctx := context.Background()
 	c := client(t, addr)
@@ -812,7 +814,8 @@ func TestWaitingReadHoldsUpNoOne(t *testing.T) {
 	f := startFake(t, "n2", false, true)
 	f.waitReads = true
 	v := View{Epoch: 1, Leader: "n1", Members: []Member{l.member(), f.member()}}
-	p, addr := startProxy(t, Config{ConnsPerNode: 1}, v)
+	// A read that waits is under test: no leader share.
+	p, addr := startProxy(t, Config{ConnsPerNode: 1, LeaderShare: -1}, v)
 	probed(t, p)
 	ctx := context.Background()
 	writer, other := client(t, addr), client(t, addr)
@@ -1024,7 +1027,8 @@ func TestWaitingReadOfAClientThatLeft(t *testing.T) {
 	f := startFake(t, "n2", false, true)
 	f.waitReads, f.readWait = true, 300*time.Millisecond
 	v := View{Epoch: 1, Leader: "n1", Members: []Member{l.member(), f.member()}}
-	p, addr := startProxy(t, Config{}, v)
+	// A read that waits is under test: no leader share.
+	p, addr := startProxy(t, Config{LeaderShare: -1}, v)
 	probed(t, p)
 	nc, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -1051,6 +1055,145 @@ func TestWaitingReadOfAClientThatLeft(t *testing.T) {
 		defer u.qmu.Unlock()
 		return u.broken != nil && len(u.pending) == 0, "still open"
 	})
+}
+
+// TestRYWLeaderRatherThanWait: a ryw read whose floor (the session's own
+// write) no follower is known to have applied goes to the leader at once
+// instead of waiting out a follower's lag, within the leader's share
+// (LeaderShare: one leader read per ten the followers served); past the
+// share it waits on a follower, and the followers earn the share back.
+func TestRYWLeaderRatherThanWait(t *testing.T) {
+	l, f1, f2, v := threeFakes(t, true)
+	f1.waitReads, f2.waitReads = true, true
+	p, addr := startProxy(t, Config{LeaderShare: 0.1}, v)
+	waitProbed(t, p)
+	ctx := context.Background()
+	c := client(t, addr)
+	catchUp := func(lsn uint64, val string) {
+		f1.catchUp(lsn, "k", val)
+		f2.catchUp(lsn, "k", val)
+	}
+	get := func(want string) {
+		t.Helper()
+		if got, err := c.Get(ctx, "k").Result(); err != nil || got != want {
+			t.Fatalf("GET = %q, %v; want %q", got, err, want)
+		}
+	}
+	followerGets := func() int { return f1.count("get") + f2.count("get") }
+	if err := c.Set(ctx, "k", "v1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	catchUp(1, "v1")
+	// 30 reads the followers serve: the leader's share is 3 reads.
+	for range 30 {
+		get("v1")
+	}
+	if l.count("get") != 0 {
+		t.Fatalf("the leader served %d reads before any share was earned", l.count("get"))
+	}
+
+	mayWait := func() string {
+		info, _ := c.Info(ctx, "proxy").Result()
+		_, rest, _ := strings.Cut(info, "reads_may_wait:")
+		n, _, _ := strings.Cut(rest, "\r\n")
+		return n
+	}
+	waited := mayWait()
+
+	// A write the followers have not applied: its reads go to the leader
+	// at once, none waits on (or is refused by) a follower.
+	if err := c.Set(ctx, "k", "v2", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	fg := followerGets()
+	for range 3 {
+		get("v2")
+	}
+	if followerGets() != fg || l.count("get") != 3 {
+		t.Fatalf("reads after the write: followers got %d GETs, leader %d; want 0 and 3 (the share)", followerGets()-fg, l.count("get"))
+	}
+	info, _ := c.Info(ctx, "proxy").Result()
+	if !strings.Contains(info, "reads_fallback_leader_floor-not-applied:3\r\n") || mayWait() != waited {
+		t.Errorf("INFO does not count 3 leader reads for floor-not-applied and no more reads that may wait (%s before):\n%s", waited, info)
+	}
+
+	// The share is spent: the next read waits on a follower.
+	got := make(chan string, 1)
+	go func() {
+		v, err := c.Get(ctx, "k").Result()
+		if err != nil {
+			v = "error: " + err.Error()
+		}
+		got <- v
+	}()
+	testutil.Eventually(t, "the read waits on a follower", 5*time.Second, func() (bool, string) {
+		n := f1.waitingReads() + f2.waitingReads()
+		return n == 1, fmt.Sprintf("%d waiting", n)
+	})
+	catchUp(2, "v2")
+	if v := <-got; v != "v2" {
+		t.Fatalf("the waiting read answered %q, want v2", v)
+	}
+	if l.count("get") != 3 {
+		t.Errorf("the leader served %d reads, want still 3", l.count("get"))
+	}
+}
+
+// TestKnownFloorReads: a ryw read on a follower known to have applied the
+// session's floor goes without the session's state (TANDEM.TOKEN RESET,
+// the read, TANDEM.TOKEN), and its token must prove the floor: a
+// follower whose applied position went back under what the proxy knew
+// (a history a failover replaced) serves it below the floor, and the
+// read is sent again with the session's state, which the node enforces
+// (here: refused by both followers, served by the leader), never
+// answered stale.
+func TestKnownFloorReads(t *testing.T) {
+	l, f1, f2, v := threeFakes(t, true)
+	p, addr := startProxy(t, Config{LeaderShare: -1}, v)
+	waitProbed(t, p)
+	ctx := context.Background()
+	c := client(t, addr)
+	get := func(want string) {
+		t.Helper()
+		if got, err := c.Get(ctx, "k").Result(); err != nil || got != want {
+			t.Fatalf("GET = %q, %v; want %q", got, err, want)
+		}
+	}
+	if err := c.Set(ctx, "k", "v1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	f1.catchUp(1, "k", "v1")
+	f2.catchUp(1, "k", "v1")
+	for range 10 {
+		get("v1")
+	}
+	tail := func(f *fakeNode) string {
+		rec := f.received()
+		return strings.Join(rec[max(0, len(rec)-3):], " | ")
+	}
+	const bare = "TANDEM.TOKEN RESET | get k | TANDEM.TOKEN"
+	if tail(f1) != bare && tail(f2) != bare {
+		t.Fatalf("reads of a known floor: the followers last received %q and %q; want %q", tail(f1), tail(f2), bare)
+	}
+	if l.count("get") != 0 {
+		t.Fatalf("the leader served %d reads", l.count("get"))
+	}
+
+	// Both followers go back below the floor (same epoch, LSN 0) with
+	// the old value: the proxy still knows them at 1:1.
+	for _, f := range []*fakeNode{f1, f2} {
+		f.mu.Lock()
+		f.lsn, f.data["k"] = 0, "old"
+		f.mu.Unlock()
+	}
+	get("v1")
+	if l.count("get") != 1 {
+		t.Errorf("the leader served %d reads, want 1 (both followers refuse the state)", l.count("get"))
+	}
+	info, _ := c.Info(ctx, "proxy").Result()
+	if !strings.Contains(info, "reads_floor_unproven:1\r\n") {
+		t.Errorf("INFO does not count the unproven read:\n%s", info)
+	}
 }
 
 // waitProbed waits until p has asked every node whether it enforces read

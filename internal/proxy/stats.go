@@ -23,20 +23,22 @@ import (
 
 // stats are the proxy's counters, shown by INFO and /metrics alike.
 type stats struct {
-	readsRetried     atomic.Uint64 // a node failed under a read: tried on another
-	readsToDown      atomic.Uint64 // reads sent to a node marked down (must stay 0)
-	readsElsewhere   atomic.Uint64 // a node said "read elsewhere" (or LOADING, MASTERDOWN)
-	readsWaited      atomic.Uint64 // reads that waited for a node (no leader at all)
-	readsMayWait     atomic.Uint64 // reads sent on a connection of their own: they may wait on the node
-	readsMayWaitSh   atomic.Uint64 // such reads sent on a shared connection: all of the node's own were busy
-	readsWaitedAgain atomic.Uint64 // monotonic reads sent to wait again on the follower that refused them
-	writesWaited     atomic.Uint64 // writes that waited for a leader
-	writesNoLeader   atomic.Uint64 // writes that found none within WriteWait
-	writesUncertain  atomic.Uint64 // writes answered UNCERTAIN
-	inflightFailed   atomic.Uint64 // requests in flight on a connection that failed
-	markedDown       atomic.Uint64 // times a node was marked down
-	pinned           atomic.Uint64 // client connections pinned to a node for pub/sub now
-	blocked          atomic.Int64  // clients in a blocking command now (block.go)
+	readsRetried       atomic.Uint64 // a node failed under a read: tried on another
+	readsToDown        atomic.Uint64 // reads sent to a node marked down (must stay 0)
+	readsElsewhere     atomic.Uint64 // a node said "read elsewhere" (or LOADING, MASTERDOWN)
+	readsWaited        atomic.Uint64 // reads that waited for a node (no leader at all)
+	readsMayWait       atomic.Uint64 // reads sent on a connection of their own: they may wait on the node
+	readsMayWaitSh     atomic.Uint64 // such reads sent on a shared connection: all of the node's own were busy
+	readsWaitedAgain   atomic.Uint64 // monotonic reads sent to wait again on the follower that refused them
+	readsFloorKnown    atomic.Uint64 // ryw and monotonic reads sent without the session's state: the node is known to have the floor
+	readsFloorUnproven atomic.Uint64 // of those, served at a position that did not prove the floor: sent again with it
+	writesWaited       atomic.Uint64 // writes that waited for a leader
+	writesNoLeader     atomic.Uint64 // writes that found none within WriteWait
+	writesUncertain    atomic.Uint64 // writes answered UNCERTAIN
+	inflightFailed     atomic.Uint64 // requests in flight on a connection that failed
+	markedDown         atomic.Uint64 // times a node was marked down
+	pinned             atomic.Uint64 // client connections pinned to a node for pub/sub now
+	blocked            atomic.Int64  // clients in a blocking command now (block.go)
 
 	mu        sync.Mutex
 	byPolicy  map[string]uint64 // reads served, by policy
@@ -137,6 +139,7 @@ func (p *Proxy) infoProxy() string {
 	fmt.Fprintf(&b, "reads_cross_zone:%d\r\nreads_sent_elsewhere:%d\r\nreads_retried_after_node_failure:%d\r\nreads_waited_for_leader:%d\r\n",
 		snap.crossZone, p.stats.readsElsewhere.Load(), p.stats.readsRetried.Load(), p.stats.readsWaited.Load())
 	fmt.Fprintf(&b, "reads_may_wait:%d\r\nreads_may_wait_on_shared:%d\r\nreads_waited_again:%d\r\n", p.stats.readsMayWait.Load(), p.stats.readsMayWaitSh.Load(), p.stats.readsWaitedAgain.Load())
+	fmt.Fprintf(&b, "reads_floor_known:%d\r\nreads_floor_unproven:%d\r\n", p.stats.readsFloorKnown.Load(), p.stats.readsFloorUnproven.Load())
 	fmt.Fprintf(&b, "reads_sent_to_down_node:%d\r\n", p.stats.readsToDown.Load())
 	fmt.Fprintf(&b, "writes_waited_for_leader:%d\r\nwrites_no_leader:%d\r\nwrites_uncertain:%d\r\nrequests_failed_in_flight:%d\r\nnodes_marked_down:%d\r\n",
 		p.stats.writesWaited.Load(), p.stats.writesNoLeader.Load(), p.stats.writesUncertain.Load(), p.stats.inflightFailed.Load(), p.stats.markedDown.Load())
@@ -194,6 +197,7 @@ var (
 	descReadWait  = prometheus.NewDesc("tandem_proxy_reads_waited_total", "Reads that waited for a leader (none known).", nil, nil)
 	descAgain     = prometheus.NewDesc("tandem_proxy_reads_waited_again_total", "Monotonic reads sent to wait again on the follower that refused them (not applied within its read wait).", nil, nil)
 	descMayWait   = prometheus.NewDesc("tandem_proxy_reads_may_wait_total", "Reads that may wait on their node for the session's position (sent on a connection of their own, or on a shared one when all were busy).", []string{"conn"}, nil)
+	descKnown     = prometheus.NewDesc("tandem_proxy_reads_floor_known_total", "Ryw and monotonic reads sent without the session's state to a node known to have applied its floor (proven by the read's token), and those whose token did not prove it (sent again with the state).", []string{"proven"}, nil)
 	descCrossZone = prometheus.NewDesc("tandem_proxy_reads_cross_zone_total", "Reads served outside the proxy's zone.", nil, nil)
 	descWaited    = prometheus.NewDesc("tandem_proxy_writes_waited_total", "Writes that waited for a leader.", nil, nil)
 	descNoLeader  = prometheus.NewDesc("tandem_proxy_writes_no_leader_total", "Writes refused because no leader took writes within --write-wait.", nil, nil)
@@ -205,7 +209,7 @@ var (
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descReads, descNodeReads, descFallback, descReadFail, descElsewhere, descRetried,
-		descReadWait, descMayWait, descAgain, descCrossZone, descWaited, descNoLeader, descUncertain, descInflight, descNodeUp, descEtcd} {
+		descReadWait, descMayWait, descAgain, descKnown, descCrossZone, descWaited, descNoLeader, descUncertain, descInflight, descNodeUp, descEtcd} {
 		ch <- d
 	}
 }
@@ -231,6 +235,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descMayWait, prometheus.CounterValue, float64(p.stats.readsMayWait.Load()), "own")
 	ch <- prometheus.MustNewConstMetric(descMayWait, prometheus.CounterValue, float64(p.stats.readsMayWaitSh.Load()), "shared")
 	counter(descAgain, p.stats.readsWaitedAgain.Load())
+	unproven := p.stats.readsFloorUnproven.Load()
+	ch <- prometheus.MustNewConstMetric(descKnown, prometheus.CounterValue, float64(p.stats.readsFloorKnown.Load()-unproven), "yes")
+	ch <- prometheus.MustNewConstMetric(descKnown, prometheus.CounterValue, float64(unproven), "no")
 	counter(descCrossZone, snap.crossZone)
 	counter(descWaited, p.stats.writesWaited.Load())
 	counter(descNoLeader, p.stats.writesNoLeader.Load())

@@ -414,8 +414,9 @@ type node struct {
 
 	// What the node is known to have applied: the highest position a
 	// read was served at there (the token after it); and when it last
-	// refused a read that waited there (stale). Routing only: the node
-	// itself checks every read.
+	// refused a read that waited there (stale). Routing, and the first
+	// half of a known floor's proof (knownReadCmds): the node itself
+	// checks every other read.
 	pmu     sync.Mutex
 	applied position
 	staleAt time.Time
@@ -442,6 +443,15 @@ func (n *node) knownApplied(floor position) bool {
 	n.pmu.Lock()
 	defer n.pmu.Unlock()
 	return !less(n.applied, floor)
+}
+
+// knownAppliedIn: knownApplied, and the highest position known applied
+// is in floor's epoch (the epoch of the entry at it), so that the read's
+// own token can prove it (floorProven) without a lineage check.
+func (n *node) knownAppliedIn(floor position) bool {
+	n.pmu.Lock()
+	defer n.pmu.Unlock()
+	return floor == (position{}) || (n.applied.Epoch == floor.Epoch && n.applied.LSN >= floor.LSN)
 }
 
 // forget drops what the node is known to have applied (it failed: it may

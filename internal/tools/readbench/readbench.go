@@ -27,7 +27,10 @@
 // followers (the proxy's per-node read counters), read p50/p99 (at the
 // client), writes/s achieved, read errors, and the leader's CPU per read
 // (its /proc/PID/stat time over the run, less what the run's writes cost
-// it in the baseline, divided by the reads) — and the ratios the targets are about: the
+// it in the baseline, divided by the reads), the cluster's CPU per read
+// (the proxy's and every node's, less what the writes cost them in the
+// baselines: on a shared, busy machine reads/s move ±30% from run to run,
+// this far less) — and the ratios the targets are about: the
 // leader's CPU per read against leader's (any, ryw, monotonic: at most
 // 0.20), and ryw's and linearizable's throughput lost against any's
 // (at most 10% and 25%).
@@ -137,7 +140,12 @@ type result struct {
 	p50, p99        time.Duration
 	cpu             float64 // the leader's CPU seconds over the run
 	leaderCPU       float64 // µs per read, less the writes' (attribute)
-	firstErr        string
+	// allCPU is the CPU seconds of the proxy and every node over the
+	// run, sysCPU the µs per read of it, less the writes' (attribute):
+	// what a read costs the cluster, a figure the machine's load moves
+	// far less than reads/s (on a CPU-bound machine reads/s follow it).
+	allCPU, sysCPU float64
+	firstErr       string
 }
 
 func (r result) readRate() float64 { return float64(r.reads) / r.secs }
@@ -207,25 +215,32 @@ func runLag(ctx context.Context, o Options, dir string, lag time.Duration) ([]re
 	}
 	leaderName := c.Node(leader).Name
 	pid := c.Node(leader).PID
+	pids := []int{px.PID} // the proxy and every node: allCPU
+	for _, n := range c.Nodes() {
+		pids = append(pids, n.PID)
+	}
 	fmt.Fprintf(o.Out, "\nlag %v: leader %s (pid %d), proxy %s; load average %s\n", lag, leaderName, pid, px.RESPAddr, loadAvg())
 
 	// The write load alone: what a write costs the leader, bare (policies
 	// leader and any) and with the session's position asked after it (the
 	// positional policies).
 	perWrite := map[bool]float64{} // CPU seconds per write, by positional
+	allPerWrite := map[bool]float64{}
 	for _, positional := range []bool{false, true} {
 		pol := "leader"
 		if positional {
 			pol = "ryw"
 		}
-		cpu0 := procCPU(pid)
+		cpu0, all0 := procCPU(pid), procsCPU(pids)
 		base, err := runLoad(ctx, o, px.RESPAddr, pol, 0)
 		if err != nil {
 			return nil, err
 		}
 		cpu := (procCPU(pid) - cpu0).Seconds()
+		all := (procsCPU(pids) - all0).Seconds()
 		if base.writes > 0 {
 			perWrite[positional] = cpu / float64(base.writes)
+			allPerWrite[positional] = all / float64(base.writes)
 		}
 		fmt.Fprintf(o.Out, "  baseline, writes only under %-6s %5.0f SET/s, leader CPU %5.1f%% of a core, %5.1f us/SET\n",
 			pol+":", float64(base.writes)/base.secs, 100*cpu/base.secs, 1e6*perWrite[positional])
@@ -240,12 +255,13 @@ func runLag(ctx context.Context, o Options, dir string, lag time.Duration) ([]re
 		if err != nil {
 			return out, err
 		}
-		cpu0 := procCPU(pid)
+		cpu0, all0 := procCPU(pid), procsCPU(pids)
 		r, err := runLoad(ctx, o, px.RESPAddr, pol, o.Duration)
 		if err != nil {
 			return out, err
 		}
 		cpu := (procCPU(pid) - cpu0).Seconds()
+		r.allCPU = (procsCPU(pids) - all0).Seconds()
 		after, err := proxyInfo(ctx, admin)
 		if err != nil {
 			return out, err
@@ -271,7 +287,7 @@ func runLag(ctx context.Context, o Options, dir string, lag time.Duration) ([]re
 			pol, r.readRate(), 100*r.follower, ms(r.p50), ms(r.p99), float64(r.writes)/r.secs, 100*cpu/r.secs, r.readErrs, errNote(r.firstErr))
 		fmt.Fprintf(o.Out, "  %-13s own writes read back %d, stale %d; routing: %s\n", "", r.ownReads, r.stale, routing(before, after))
 	}
-	attribute(out, perWrite)
+	attribute(out, perWrite, allPerWrite)
 	if id, _, err := c.Leader(ctx); err == nil && id != leader {
 		fmt.Fprintf(o.Out, "  WARNING: the leader changed during the run (n%d -> n%d): the CPU figures are wrong\n", leader, id)
 	}
@@ -286,7 +302,11 @@ func runLag(ctx context.Context, o Options, dir string, lag time.Duration) ([]re
 // baseline overstates it), else from the baseline; a positional policy's
 // writes cost in addition what the ryw baseline spent per write over the
 // leader baseline (asking the position after each).
-func attribute(rs []result, perWrite map[bool]float64) {
+//
+// The cluster's CPU per read (sysCPU) subtracts what the writes cost the
+// proxy and the nodes in the baselines the same way (no read run can
+// stand in for it: every read costs the cluster something).
+func attribute(rs []result, perWrite, allPerWrite map[bool]float64) {
 	bare := perWrite[false]
 	for _, r := range rs {
 		if r.policy == "any" && r.follower >= 0.99 && r.writes > 0 {
@@ -294,14 +314,17 @@ func attribute(rs []result, perWrite map[bool]float64) {
 		}
 	}
 	extra := max(0, perWrite[true]-perWrite[false])
+	allExtra := max(0, allPerWrite[true]-allPerWrite[false])
 	for i := range rs {
 		r := &rs[i]
-		cost := bare
+		cost, allCost := bare, allPerWrite[false]
 		if r.policy != "leader" && r.policy != "any" {
 			cost += extra
+			allCost += allExtra
 		}
 		if r.reads > 0 {
 			r.leaderCPU = max(0, r.cpu-cost*float64(r.writes)) / float64(r.reads) * 1e6
+			r.sysCPU = max(0, r.allCPU-allCost*float64(r.writes)) / float64(r.reads) * 1e6
 		}
 	}
 }
@@ -534,7 +557,7 @@ func routing(before, after map[string]uint64) string {
 			parts = append(parts, fmt.Sprintf("leader-because-%s %d", why, d))
 		}
 		switch k {
-		case "reads_sent_elsewhere", "reads_may_wait", "reads_may_wait_on_shared", "reads_waited_again", "requests_failed_in_flight":
+		case "reads_sent_elsewhere", "reads_may_wait", "reads_may_wait_on_shared", "reads_waited_again", "reads_floor_known", "reads_floor_unproven", "requests_failed_in_flight":
 			parts = append(parts, fmt.Sprintf("%s %d", strings.TrimPrefix(k, "reads_"), d))
 		}
 	}
@@ -542,6 +565,15 @@ func routing(before, after map[string]uint64) string {
 		return "-"
 	}
 	return strings.Join(parts, ", ")
+}
+
+// procsCPU is the CPU time of the processes pids together.
+func procsCPU(pids []int) time.Duration {
+	var t time.Duration
+	for _, pid := range pids {
+		t += procCPU(pid)
+	}
+	return t
 }
 
 // procCPU is a process's user + system time (/proc/PID/stat), 0 if it
@@ -582,21 +614,25 @@ func report(w io.Writer, rs []result) {
 	if len(rs) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "\n%-6s %-13s %10s %10s %9s %9s %9s %13s %10s %10s %11s\n", "lag", "policy", "reads/s", "followers", "p50 ms", "p99 ms", "SET/s", "leader us/rd", "cpu/leader", "rate/any", "stale/own")
+	fmt.Fprintf(w, "\n%-6s %-13s %10s %10s %9s %9s %9s %13s %10s %10s %14s %8s %11s\n", "lag", "policy", "reads/s", "followers", "p50 ms", "p99 ms", "SET/s", "leader us/rd", "cpu/leader", "rate/any", "cluster us/rd", "cpu/any", "stale/own")
 	for _, r := range rs {
 		base := find(rs, r.lag, "leader")
 		anyR := find(rs, r.lag, "any")
-		cpuRatio, rateRatio := "-", "-"
+		cpuRatio, rateRatio, sysRatio := "-", "-", "-"
 		if base != nil && base.leaderCPU > 0 {
 			cpuRatio = fmt.Sprintf("%.2f", r.leaderCPU/base.leaderCPU)
 		}
 		if anyR != nil && anyR.reads > 0 {
 			rateRatio = fmt.Sprintf("%.2f", r.readRate()/anyR.readRate())
 		}
-		fmt.Fprintf(w, "%-6s %-13s %10.0f %9.1f%% %9.2f %9.2f %9.0f %13.1f %10s %10s %11s\n", r.lag, r.policy, r.readRate(), 100*r.follower,
-			ms(r.p50), ms(r.p99), float64(r.writes)/r.secs, r.leaderCPU, cpuRatio, rateRatio, fmt.Sprintf("%d/%d", r.stale, r.ownReads))
+		if anyR != nil && anyR.sysCPU > 0 {
+			sysRatio = fmt.Sprintf("%.2f", r.sysCPU/anyR.sysCPU)
+		}
+		fmt.Fprintf(w, "%-6s %-13s %10.0f %9.1f%% %9.2f %9.2f %9.0f %13.1f %10s %10s %14.1f %8s %11s\n", r.lag, r.policy, r.readRate(), 100*r.follower,
+			ms(r.p50), ms(r.p99), float64(r.writes)/r.secs, r.leaderCPU, cpuRatio, rateRatio, r.sysCPU, sysRatio, fmt.Sprintf("%d/%d", r.stale, r.ownReads))
 	}
-	fmt.Fprintln(w, "\ntargets (cpu/leader: the leader's CPU per read against policy leader's; rate/any: reads/s against any's):")
+	fmt.Fprintln(w, "\ntargets (cpu/leader: the leader's CPU per read against policy leader's; rate/any: reads/s against any's;")
+	fmt.Fprintln(w, "cluster us/rd: CPU of the proxy and all nodes per read, less the writes', and cpu/any against any's: the figure load moves least):")
 	for _, lag := range lags(rs) {
 		base, anyR := find(rs, lag, "leader"), find(rs, lag, "any")
 		for _, pol := range []string{"any", "ryw", "monotonic"} {
