@@ -325,7 +325,7 @@ func Open(dir string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
 	}
-	d := &DB{pdb: pdb, log: log, rows: rowcache.New(opts.RowCacheBytes)}
+	d := &DB{pdb: pdb, log: log, rows: rowcache.NewGrouped(opts.RowCacheBytes, subGroupLen)}
 	if err := d.checkFormat(dir); err != nil {
 		pdb.Close()
 		return nil, err
