@@ -98,7 +98,7 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 		default:
 			d.rows.Put(c.key, c.row)
 		}
-		if c.key[0] == keyspace.PrefixMeta && (c.invalidate || c.row != nil) { // a metadata row written, not deleted
+		if c.key[0] == keyspace.PrefixMeta && (c.invalidate || c.row != nil) { // a metadata row written (too big to cache: invalidated), not deleted
 			if cur != nil {
 				cur.add(c.key[1:])
 			}
@@ -203,10 +203,14 @@ func (w *applyWriter) Set(k, v []byte) {
 
 func (w *applyWriter) Delete(k []byte) {
 	_ = w.b.Delete(k, nil)
-	w.cached = append(w.cached, cachedRow{key: k})
-	if k[0] == keyspace.PrefixMeta {
-		w.count(k, rowState{})
+	if k[0] != keyspace.PrefixMeta {
+		// A popped or removed element is seldom read again: its cached
+		// row goes, and no "no such row" takes room in its place.
+		w.cached = append(w.cached, cachedRow{key: k, invalidate: true})
+		return
 	}
+	w.cached = append(w.cached, cachedRow{key: k})
+	w.count(k, rowState{})
 }
 
 func (w *applyWriter) DeleteRange(lo, hi []byte) {

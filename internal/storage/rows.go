@@ -41,7 +41,12 @@ func (r dbRows) Get(k []byte) ([]byte, bool, error) {
 	}
 	got, closer, err := r.d.pdb.Get(k)
 	if errors.Is(err, pebble.ErrNotFound) {
-		r.d.rows.Fill(k, nil, token) // no such row
+		if k[0] == keyspace.PrefixMeta {
+			// No such key. A sub-key read that finds nothing is mostly a
+			// new member or field about to be written (SADD, HSET,
+			// ZADD): caching its absence would cost more than it saves.
+			r.d.rows.Fill(k, nil, token)
+		}
 		return nil, false, nil
 	}
 	if err != nil {
