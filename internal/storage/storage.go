@@ -177,7 +177,8 @@ type Options struct {
 	// cache's allocation, beside CacheBytes (MemoryBytes).
 	MemTableBytes int64
 	MemTables     int
-	// RowCacheBytes bounds the cache of data rows that point reads fill
+	// RowCacheBytes bounds the cache of data rows (metadata and sub-key
+	// rows) that point reads fill and Apply writes through
 	// (package rowcache); 0 means 64 MiB, negative means none.
 	RowCacheBytes int64
 	// ReclaimBytes is the disk a span deleted by a DEL of a collection or
