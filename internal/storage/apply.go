@@ -79,9 +79,10 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	// under their full row keys) replace the ones the row cache holds, and
 	// new rows are cached while it has room (rowcache.Put never evicts),
 	// so a row just written reads from memory without a bulk load pushing
-	// out what readers fetched (a delete caches "no such row"). A range
-	// delete of a collection's version drops that version's cached rows
-	// (a group, InvalidateGroup); a FLUSHALL empties the cache.
+	// out what readers fetched (a metadata row's delete caches "no such
+	// key"; a sub-key row's only drops it). A range delete of a
+	// collection's version drops that version's cached rows (a group,
+	// InvalidateGroup); a FLUSHALL empties the cache.
 	if w.clearCache {
 		d.rows.Clear()
 	}

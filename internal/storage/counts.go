@@ -47,9 +47,9 @@ func (d *DB) KeyCounts() KeyCounts {
 }
 
 // metaRowState reads the stored metadata row at mk (keyspace.MetaKey):
-// from the row cache when it holds it, else from Pebble. Only Apply calls it, and Apply is
-// the only writer of metadata rows besides ingest, so the row read is the
-// one the batch replaces.
+// from the row cache when it holds it, else from Pebble. Only Apply calls
+// it, and Apply is the only writer of metadata rows besides ingest, so the
+// row read is the one the batch replaces.
 func (d *DB) metaRowState(mk []byte) (rowState, error) {
 	key := mk[1:]
 	raw, ok := d.rows.Peek(mk)
