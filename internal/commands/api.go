@@ -54,6 +54,14 @@ type TombstoneCounter interface {
 	SubDeleted(key []byte, version uint64) uint64
 }
 
+// SampleKeeper is a View that keeps a set's members drawn ahead between
+// commands: the leader's view (its overlay's keyspace.Hints), where SPOP
+// runs. SPOP draws members of a mid-sized set in one pass and hands them
+// out over the next pops (setrand.go, "Drawn ahead").
+type SampleKeeper interface {
+	SetSample(key []byte) *keyspace.Sample
+}
+
 // Ctx is what a command may know besides its arguments.
 type Ctx struct {
 	NowMs int64 // the deciding node's clock, Unix milliseconds

@@ -431,3 +431,120 @@ func (w *walker) nth(start []byte, n uint64) ([]byte, error) {
 	}
 	return m, err
 }
+
+// Drawn ahead: SPOP on the leader.
+//
+// A walk costs about a dozen seeks, each a descent through every memtable
+// and level, so SPOP of a set of tens of thousands of members cost tens
+// of microseconds a pop. A set of more than exactSampleMax and at most
+// drawMaxSize members is instead drawn ahead when the view keeps samples
+// (SampleKeeper: the leader's): one pass over its rows picks
+// size/drawRowsPerPick (at most drawMax) distinct members uniformly
+// (selection sampling), in random order, and the view keeps them for the
+// next pops; each pop hands out the next one still in the set (a point
+// read).
+//
+// Why the pops stay uniform: the drawn members are the start of a
+// uniformly random order of the set as it was at the draw. A member
+// removed since (SREM, SMOVE, another pop) is skipped, and no removal
+// depends on that order, so the first drawn member still in the set is
+// uniform over the set as it is now, as long as no member was added
+// since: Hints empties the sample whenever a row is written into the
+// set's version (keyspace.Sample), and the version names the set (a drop
+// or a rewrite gives a new one).
+//
+// Cost bound: a draw reads the set's rows (its tombstones too). Credit
+// lets a draw happen only once the pops since the last one, at walkCost
+// rows each, would have cost as much as it, so a set whose sample is
+// emptied after every pop (SADD and SPOP interleaved) falls back to walks
+// and costs at most about twice what walks alone do.
+const (
+	// drawMaxSize is the largest set drawn ahead: a draw is one pass over
+	// its rows under the leader's sequencing lock.
+	drawMaxSize = 1 << 16
+	// drawRowsPerPick: a draw picks one member per this many rows read.
+	drawRowsPerPick = 8
+	// drawMax bounds the members of one draw, drawBytesMax their bytes
+	// (a draw past it is dropped: the set is walked).
+	drawMax      = 8192
+	drawBytesMax = 256 << 10
+	// drawPopMax is the largest count a pop takes from a draw.
+	drawPopMax = 16
+)
+
+// popDrawn returns n (at most drawPopMax) distinct members of the set s
+// at key from the members drawn ahead (drawing when there are too few and
+// the credit allows), taking them from the sample, or ok false, taking
+// none, when the view keeps no samples, the set is not of a size drawn
+// ahead, or the sample and the credit do not give n: the caller walks.
+func popDrawn(v View, key []byte, s Value, n uint64, rnd randSource) (picked [][]byte, ok bool, err error) {
+	keeper, is := v.(SampleKeeper)
+	if !is || s.Size <= exactSampleMax || s.Size > drawMaxSize || n > drawPopMax {
+		return nil, false, nil
+	}
+	sm := keeper.SetSample(key)
+	if sm.Version != s.Version {
+		sm.Version, sm.Members = s.Version, nil
+	}
+	// Every pop earns the credit of the walk it spares or makes.
+	defer func() { sm.Credit = min(sm.Credit+walkCost*int64(n), 0) }()
+	drew := false
+	for uint64(len(picked)) < n {
+		if len(sm.Members) == 0 {
+			if drew || sm.Credit < 0 {
+				// Give back what was taken: the front of the sample, in
+				// its order, all still in the set.
+				sm.Members = append(picked, sm.Members...)
+				return nil, false, nil
+			}
+			drew = true
+			sm.Credit -= int64(s.Size)
+			if sm.Members, err = drawAhead(v, key, s, rnd); err != nil {
+				return nil, false, err
+			}
+			continue
+		}
+		m := sm.Members[0]
+		sm.Members = sm.Members[1:]
+		// A new draw may hold a member this pop took from the old one
+		// (its delete is not written yet).
+		if drew && slices.ContainsFunc(picked, func(p []byte) bool { return bytes.Equal(p, m) }) {
+			continue
+		}
+		if _, in, err := v.Sub(key, s.Version, m); err != nil {
+			return nil, false, err
+		} else if in {
+			picked = append(picked, m)
+		}
+	}
+	return picked, true, nil
+}
+
+// drawAhead picks size/drawRowsPerPick (at most drawMax) distinct members
+// of the set s at key uniformly, in random order, in one pass; none when
+// they would pass drawBytesMax.
+func drawAhead(v View, key []byte, s Value, rnd randSource) ([][]byte, error) {
+	need, left := min(s.Size/drawRowsPerPick, drawMax), s.Size
+	out := make([][]byte, 0, need)
+	size := 0
+	err := v.SubScan(key, s.Version, nil, func(m, _ []byte) bool {
+		if left == 0 {
+			return false
+		}
+		if rnd(left) < need {
+			if size += len(m); size > drawBytesMax {
+				out = nil
+				return false
+			}
+			out = append(out, clone(m))
+			need--
+		}
+		left--
+		return need > 0
+	})
+	if err != nil {
+		return nil, err
+	}
+	shuffle(out, rnd)
+	return out, nil
+}

@@ -278,8 +278,14 @@ func execSPop(_ *Ctx, v View, args [][]byte) (Result, error) {
 			return Result{}, err
 		}
 	} else {
-		if picked, err = randomMembers(v, key, s, count, true, defaultRand); err != nil {
+		drawn := false
+		if picked, drawn, err = popDrawn(v, key, s, uint64(count), defaultRand); err != nil {
 			return Result{}, err
+		}
+		if !drawn {
+			if picked, err = randomMembers(v, key, s, count, true, defaultRand); err != nil {
+				return Result{}, err
+			}
 		}
 		if tombstoned(v, key, s) {
 			// Earlier pops left more tombstones than the set has

@@ -64,7 +64,28 @@ type Hints struct {
 	// Get serves it without a read of the rows below: those rows change
 	// only by the writes passed here first.
 	heads map[string][]byte
+	// samples: a set's key -> members a command drew ahead (Sample).
+	samples map[string]*Sample
 }
+
+// Sample is members of a set drawn at random ahead of time by a command
+// on the leader (SPOP: package commands), kept between commands. Hints
+// keeps it for the command and keeps one promise about it: Members is
+// emptied when a row is written into the sub-keys of (the key, Version)
+// (a member added after the draw could not come up from it). The rest
+// (which members are still in the set, what Credit means) is the
+// command's.
+type Sample struct {
+	Version uint64
+	// Members are handed out from the front.
+	Members [][]byte
+	// Credit is the command's own accounting of the reads a draw costs.
+	Credit int64
+}
+
+// maxSamples bounds the sets Hints keeps samples of; past it they are
+// forgotten (each costs its members).
+const maxSamples = 64
 
 // maxHints bounds the span hints and tombstone counts kept, and
 // separately the head rows; each costs its key and value.
@@ -72,7 +93,7 @@ const maxHints = 4096
 
 // NewHints returns hints over base, with none yet.
 func NewHints(base Rows) *Hints {
-	return &Hints{base: base, fwd: map[string][]byte{}, rev: map[string][]byte{}, dels: map[string]uint64{}, heads: map[string][]byte{}}
+	return &Hints{base: base, fwd: map[string][]byte{}, rev: map[string][]byte{}, dels: map[string]uint64{}, heads: map[string][]byte{}, samples: map[string]*Sample{}}
 }
 
 // SetBase changes the rows under the hints (the leader's rows at a new
@@ -222,6 +243,11 @@ func (h *Hints) Set(k, v []byte) {
 	if len(sub) == 0 {
 		h.noteHead(k, v, true) // see Writer: v is kept
 	}
+	if len(h.samples) > 0 {
+		if sm, ok := h.samples[string(key)]; ok && sm.Version == version {
+			sm.Members = nil
+		}
+	}
 	if len(h.fwd) == 0 && len(h.rev) == 0 {
 		return
 	}
@@ -332,6 +358,20 @@ func (h *Hints) DeleteRange(lo, hi []byte) {
 		}
 	}
 	clear(h.heads)
+}
+
+// Sample is key's sample (see Sample), a new empty one if none is kept.
+// The caller may change it; it stays until a bound forgets it.
+func (h *Hints) Sample(key []byte) *Sample {
+	if sm, ok := h.samples[string(key)]; ok {
+		return sm
+	}
+	if len(h.samples) >= maxSamples {
+		clear(h.samples)
+	}
+	sm := &Sample{}
+	h.samples[string(key)] = sm
+	return sm
 }
 
 // ApplyOps passes ops' writes to Set.

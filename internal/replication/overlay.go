@@ -98,6 +98,15 @@ func (v overlayView) SubDeleted(key []byte, version uint64) uint64 {
 	return v.o.h.Deleted(key, version)
 }
 
+// SetSample is the overlay hints' sample of a set's members drawn ahead
+// (commands.SampleKeeper); a throwaway one without hints.
+func (v overlayView) SetSample(key []byte) *keyspace.Sample {
+	if v.o.h == nil {
+		return &keyspace.Sample{}
+	}
+	return v.o.h.Sample(key)
+}
+
 func (v overlayView) Rows() keyspace.Rows { return v.reader().R }
 func (v overlayView) Now() int64          { return v.base.NowMs }
 func (v overlayView) NewVersion() uint64  { return v.lsn }

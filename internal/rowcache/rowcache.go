@@ -23,7 +23,8 @@
 //
 // If the reader's store read saw the old row, the writer's Put came after
 // the Token and Fill drops it; if the Fill came first, the Put replaces
-// it. A Get between the writer's commit and its Put may return the old
+// it. The same holds for InvalidateGroup: a Token of a grouped key holds
+// its group's generation too, and Fill drops the row if it moved. A Get between the writer's commit and its Put may return the old
 // row: that is the writer not having finished, and storage reports the
 // write applied only after the Put.
 //
@@ -53,10 +54,13 @@ import (
 	"hash/maphash"
 	"math/bits"
 	"sync"
+	"sync/atomic"
 )
 
 const (
 	shardCount = 64
+	// groupSlots is the number of group generation counters (8 KiB).
+	groupSlots = 1024
 	// slotBytes is a map entry's cost beside its allocation: the slot (an
 	// 8-byte hash and a 24-byte slice header, and a control byte) divided
 	// by the map's load factor, which swings between 7/16 and 7/8 as it
@@ -71,11 +75,21 @@ type Cache struct {
 	// hash is maphash with seed; tests replace it to make keys collide.
 	hash   func(key []byte) uint64
 	shards [shardCount]shard
+	// group is the length of key's group prefix, 0 for a key in none.
+	group func(key []byte) int
+	// groups are the group generation counters (see "Groups"). A counter
+	// only grows; it is written under no shard's lock, so every check of
+	// one that must not miss a bump holds the shard lock of the key and
+	// reads the counter after taking it.
+	groups [groupSlots]atomic.Uint64
 }
 
-// shard maps a key's 64-bit hash to its entry: uvarint(len(key)) | key |
-// row, one allocation. Two keys with one hash share a slot: each Get
-// compares the key, so one of them simply misses.
+// shard maps a key's 64-bit hash to its entry, one allocation:
+//
+//	uvarint(len(key)) | key | tag (1: bit 0 set when the row exists) | gen (8, a grouped key's) | row
+//
+// Two keys with one hash share a slot: each Get compares the key, so one
+// of them simply misses.
 type shard struct {
 	mu    sync.Mutex
 	rows  map[uint64][]byte
@@ -86,13 +100,22 @@ type shard struct {
 	hits, misses uint64
 }
 
-// Token is a shard's invalidation count, taken before a store read.
-type Token uint64
+// Token is what a reader's store read is checked against: the key's
+// shard's invalidation count and, for a grouped key, its group's
+// generation, taken before the read.
+type Token struct{ shard, group uint64 }
 
 // New returns a cache holding up to maxBytes of keys and rows. maxBytes
 // <= 0 gives a cache that holds nothing (every Get misses).
 func New(maxBytes int64) *Cache {
-	c := &Cache{seed: maphash.MakeSeed(), shardBytes: max(maxBytes, 0) / shardCount}
+	return NewGrouped(maxBytes, func([]byte) int { return 0 })
+}
+
+// NewGrouped is New with groups (see "Groups"): group returns the length
+// of key's group prefix, 0 when key is in no group. It must give one key
+// the same answer every time.
+func NewGrouped(maxBytes int64, group func(key []byte) int) *Cache {
+	c := &Cache{seed: maphash.MakeSeed(), shardBytes: max(maxBytes, 0) / shardCount, group: group}
 	c.hash = func(key []byte) uint64 { return maphash.Bytes(c.seed, key) }
 	for i := range c.shards {
 		c.shards[i].rows = make(map[uint64][]byte)
@@ -105,9 +128,20 @@ func (c *Cache) locate(key []byte) (*shard, uint64) {
 	return &c.shards[h%shardCount], h
 }
 
-// lookupLocked returns key's row if the shard holds it. The caller holds
-// s.mu.
-func (s *shard) lookupLocked(h uint64, key []byte) ([]byte, bool) {
+// groupGen is the counter of key's group, nil for a key in none.
+func (c *Cache) groupGen(key []byte) *atomic.Uint64 {
+	n := c.group(key)
+	if n <= 0 {
+		return nil
+	}
+	return &c.groups[maphash.Bytes(c.seed, key[:n])%groupSlots]
+}
+
+// lookupLocked returns key's row if the shard holds it (nil: cached as
+// no such row), for a grouped key only while gen (its group's counter)
+// is what it was when the row was stored; an entry of an older
+// generation is removed. The caller holds s.mu.
+func (s *shard) lookupLocked(h uint64, key []byte, gen *atomic.Uint64) ([]byte, bool) {
 	e, ok := s.rows[h]
 	if !ok {
 		return nil, false
@@ -116,25 +150,42 @@ func (s *shard) lookupLocked(h uint64, key []byte) ([]byte, bool) {
 	if int(n) != len(key) || !bytes.Equal(e[w:w+len(key)], key) {
 		return nil, false
 	}
-	row := e[w+len(key):]
-	if len(row) == 0 {
+	at := w + len(key)
+	tag := e[at]
+	at++
+	if gen != nil {
+		if binary.BigEndian.Uint64(e[at:]) != gen.Load() {
+			delete(s.rows, h)
+			s.bytes -= cost(len(e))
+			return nil, false
+		}
+		at += 8
+	}
+	if tag&tagFound == 0 {
 		return nil, true
 	}
-	return row[:len(row):len(row)], true
+	return e[at:len(e):len(e)], true
 }
 
-// Get returns the cached row of key, which the caller must not modify, and
-// the token to Fill with on a miss.
+const tagFound = 1
+
+// Get returns the cached row of key, which the caller must not modify
+// (ok: the cache knows the key; a nil row: it has no row), and the token
+// to Fill with on a miss.
 func (c *Cache) Get(key []byte) (row []byte, ok bool, t Token) {
 	s, h := c.locate(key)
+	gen := c.groupGen(key)
 	s.mu.Lock()
-	row, ok = s.lookupLocked(h, key)
+	row, ok = s.lookupLocked(h, key, gen)
 	if ok {
 		s.hits++
 	} else {
 		s.misses++
 	}
-	t = Token(s.gen)
+	t.shard = s.gen
+	if gen != nil {
+		t.group = gen.Load()
+	}
 	s.mu.Unlock()
 	return row, ok, t
 }
@@ -144,63 +195,98 @@ func (c *Cache) Get(key []byte) (row []byte, ok bool, t Token) {
 // about to replace, not for reads.
 func (c *Cache) Peek(key []byte) (row []byte, ok bool) {
 	s, h := c.locate(key)
+	gen := c.groupGen(key)
 	s.mu.Lock()
-	row, ok = s.lookupLocked(h, key)
+	row, ok = s.lookupLocked(h, key, gen)
 	s.mu.Unlock()
 	return row, ok
 }
 
-// Fill caches row for key unless the key's shard was changed since t was
-// taken, evicting others if the shard is full. The cache keeps its own
-// copy of key and row.
+// Fill caches row for key (nil: no such row) unless the key's shard or
+// group was changed since t was taken, evicting others if the shard is
+// full. The cache keeps its own copy of key and row.
 func (c *Cache) Fill(key, row []byte, t Token) {
 	if !c.Cacheable(len(key), len(row)) {
 		return
 	}
 	s, h := c.locate(key)
-	e := entry(key, row)
+	gen := c.groupGen(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if Token(s.gen) != t {
+	if s.gen != t.shard {
 		return
 	}
-	c.storeLocked(s, h, e, true)
+	var g uint64
+	if gen != nil {
+		// Read under the shard lock, after the shard check: a bump
+		// after this is seen by the entry's next lookup.
+		if g = gen.Load(); g != t.group {
+			return
+		}
+	}
+	c.storeLocked(s, h, entry(key, row, gen != nil, g), true)
 }
 
 // Cacheable reports whether a row of rowLen bytes under a key of keyLen
 // bytes would be cached (a caller can skip building a row that would not).
 func (c *Cache) Cacheable(keyLen, rowLen int) bool {
-	return cost(entryLen(keyLen, rowLen)) <= c.shardBytes/8
+	return cost(entryLen(keyLen, rowLen, true)) <= c.shardBytes/8
 }
 
-// Put records that key's row is now row (a write committed it): it makes
-// every Token of the key's shard taken before now stale, and replaces the
-// key's cached row. A key not cached is cached only if the shard has room
-// for it without evicting (see "Bounds and admission"); a row too big to
-// cache drops the old one. The cache keeps its own copy of key and row.
+// Put records that key's row is now row (nil: a write deleted it; a
+// write committed it): it makes every Token of the key's shard taken
+// before now stale, and replaces the key's cached row. A key not cached
+// is cached only if the shard has room for it without evicting (see
+// "Bounds and admission"); a row too big to cache drops the old one. The
+// cache keeps its own copy of key and row.
 func (c *Cache) Put(key, row []byte) {
 	if !c.Cacheable(len(key), len(row)) {
 		c.Invalidate(key)
 		return
 	}
 	s, h := c.locate(key)
-	e := entry(key, row)
+	gen := c.groupGen(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.gen++
-	c.storeLocked(s, h, e, false)
+	var g uint64
+	if gen != nil {
+		g = gen.Load()
+	}
+	c.storeLocked(s, h, entry(key, row, gen != nil, g), false)
 }
 
-// entry is key and row in one allocation: uvarint(len(key)) | key | row.
-func entry(key, row []byte) []byte {
-	e := make([]byte, 0, entryLen(len(key), len(row)))
+// InvalidateGroup drops every cached row of the group whose prefix is
+// prefix (as NewGrouped's group function cuts it) and makes every Token
+// of its keys taken before now stale, in O(1). Call it after the rows'
+// deletion is readable in the store. The entries go as they are next
+// looked up or evicted.
+func (c *Cache) InvalidateGroup(prefix []byte) {
+	c.groups[maphash.Bytes(c.seed, prefix)%groupSlots].Add(1)
+}
+
+// entry is key and row in one allocation (see shard).
+func entry(key, row []byte, grouped bool, gen uint64) []byte {
+	e := make([]byte, 0, entryLen(len(key), len(row), grouped))
 	e = binary.AppendUvarint(e, uint64(len(key)))
 	e = append(e, key...)
+	var tag byte
+	if row != nil {
+		tag = tagFound
+	}
+	e = append(e, tag)
+	if grouped {
+		e = binary.BigEndian.AppendUint64(e, gen)
+	}
 	return append(e, row...)
 }
 
-func entryLen(keyLen, rowLen int) int {
-	return varintLen(keyLen) + keyLen + rowLen
+func entryLen(keyLen, rowLen int, grouped bool) int {
+	n := varintLen(keyLen) + keyLen + 1 + rowLen
+	if grouped {
+		n += 8
+	}
+	return n
 }
 
 func varintLen(n int) int {

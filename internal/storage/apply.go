@@ -75,29 +75,36 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 		d.readMu.Unlock()
 		return fmt.Errorf("storage: apply up to lsn %d: %w", applied, err)
 	}
-	// Write-through: the metadata rows just committed replace the ones
-	// the row cache holds, and new keys are cached while it has room
-	// (rowcache.Put never evicts), so a key just written reads from
-	// memory without a bulk load pushing out what readers fetched (a
-	// delete caches "no such key"). A FLUSHALL empties it.
-	if w.flushed {
+	// Write-through: the rows just committed (metadata and sub-key rows,
+	// under their full row keys) replace the ones the row cache holds, and
+	// new rows are cached while it has room (rowcache.Put never evicts),
+	// so a row just written reads from memory without a bulk load pushing
+	// out what readers fetched (a metadata row's delete caches "no such
+	// key"; a sub-key row's only drops it). A range delete of a
+	// collection's version drops that version's cached rows (a group,
+	// InvalidateGroup); a FLUSHALL empties the cache.
+	if w.clearCache {
 		d.rows.Clear()
 	}
-	// The key filters get the keys given a row, loaded after the commit
-	// (keyfilter.go).
+	// The key filters get the keys given a metadata row, loaded after the
+	// commit (keyfilter.go).
 	cur, next := d.filters.cur.Load(), d.filters.next.Load()
 	for _, c := range w.cached {
-		if c.invalidate {
+		switch {
+		case c.group:
+			d.rows.InvalidateGroup(c.key)
+			continue
+		case c.invalidate:
 			d.rows.Invalidate(c.key)
-		} else {
+		default:
 			d.rows.Put(c.key, c.row)
 		}
-		if c.invalidate || c.row != nil { // a row written, not deleted
+		if c.key[0] == keyspace.PrefixMeta && (c.invalidate || c.row != nil) { // a metadata row written (too big to cache: invalidated), not deleted
 			if cur != nil {
-				cur.add(c.key)
+				cur.add(c.key[1:])
 			}
 			if next != nil {
-				next.add(c.key)
+				next.add(c.key[1:])
 			}
 		}
 	}
@@ -135,25 +142,28 @@ type applyWriter struct {
 	filter  *keyFilter
 	touched map[string]rowState
 	err     error // the first failed read of an old row
-	// cached: the metadata rows for the row cache, in order (a nil row: no
-	// such key). A row small enough to cache is kept as written; a bigger
-	// one only invalidates.
-	cached   []cachedRow
-	earliest int64  // of the index rows written, 0 if none
-	flushed  bool   // a FLUSHALL: the row cache is cleared first
-	dropped  []span // range deletes, for the reclaimer once committed
+	// cached: the rows for the row cache, in order, under their full row
+	// keys (a nil row: no such row; a group: a sub-key prefix whose rows a
+	// range delete removed). A row small enough to cache is kept as
+	// written; a bigger one only invalidates.
+	cached     []cachedRow
+	earliest   int64  // of the index rows written, 0 if none
+	flushed    bool   // a FLUSHALL: no key has an old row
+	clearCache bool   // the row cache is cleared first
+	dropped    []span // range deletes, for the reclaimer once committed
 }
 
-// count moves the counts from key's old metadata row to now. The old row
-// is the batch's own write of key, else none after a FLUSHALL in the
-// batch, else none when the key filter does not hold key, else the stored
-// row.
-func (w *applyWriter) count(key []byte, now rowState) {
+// count moves the counts from the old metadata row at mk (a metadata row
+// key) to now. The old row is the batch's own write of it, else none
+// after a FLUSHALL in the batch, else none when the key filter does not
+// hold the key, else the stored row.
+func (w *applyWriter) count(mk []byte, now rowState) {
+	key := mk[1:]
 	old, ok := w.touched[string(key)]
 	if !ok && !w.flushed && (w.filter == nil || w.filter.mayHave(key)) {
 		w.d.filters.reads.Add(1)
 		var err error
-		if old, err = w.d.metaRowState(key); err != nil {
+		if old, err = w.d.metaRowState(mk); err != nil {
 			if w.err == nil {
 				w.err = err
 			}
@@ -165,49 +175,66 @@ func (w *applyWriter) count(key []byte, now rowState) {
 }
 
 type cachedRow struct {
-	key, row   []byte
-	invalidate bool
+	key, row          []byte
+	invalidate, group bool
 }
 
 func (w *applyWriter) Set(k, v []byte) {
 	_ = w.b.Set(k, v, nil)
+	if w.rows.Cacheable(len(k), len(v)) {
+		if v == nil {
+			v = []byte{} // a row that exists, if empty (a set member's); nil is none
+		}
+		w.cached = append(w.cached, cachedRow{key: k, row: v})
+	} else {
+		w.cached = append(w.cached, cachedRow{key: k, invalidate: true})
+	}
 	if k[0] != keyspace.PrefixMeta {
 		return
 	}
 	key := k[1:]
-	if w.rows.Cacheable(len(key), len(v)) {
-		w.cached = append(w.cached, cachedRow{key: key, row: v})
-	} else {
-		w.cached = append(w.cached, cachedRow{key: key, invalidate: true})
-	}
 	// keyspace.Apply makes every row it writes: it parses.
 	at, _ := keyspace.RowExpiry(v)
 	if at != 0 {
 		_ = w.b.Set(expiryKey(at, key), nil, nil)
 		w.earliest = minExpiry(w.earliest, at)
 	}
-	w.count(key, rowState{exists: true, expiring: at != 0})
+	w.count(k, rowState{exists: true, expiring: at != 0})
 }
 
 func (w *applyWriter) Delete(k []byte) {
 	_ = w.b.Delete(k, nil)
-	if k[0] == keyspace.PrefixMeta {
-		w.cached = append(w.cached, cachedRow{key: k[1:]})
-		w.count(k[1:], rowState{})
+	if k[0] != keyspace.PrefixMeta {
+		// A popped or removed element is seldom read again: its cached
+		// row goes, and no "no such row" takes room in its place.
+		w.cached = append(w.cached, cachedRow{key: k, invalidate: true})
+		return
 	}
+	w.cached = append(w.cached, cachedRow{key: k})
+	w.count(k, rowState{})
 }
 
 func (w *applyWriter) DeleteRange(lo, hi []byte) {
 	_ = w.b.DeleteRange(lo, hi, nil)
 	w.dropped = append(w.dropped, span{lo: lo, hi: hi})
+	if key, ver, sub, err := keyspace.ParseSubKey(lo); err == nil && len(sub) == 0 {
+		if _, end := keyspace.SubSpan(key, ver); bytes.Equal(hi, end) {
+			// A collection's version (OpDrop): its cached rows go, as
+			// one group of the row cache (subGroupLen).
+			w.cached = append(w.cached, cachedRow{key: lo, group: true})
+			return
+		}
+	}
+	// Any other range (FLUSHALL's two, or one no op deletes today): the
+	// cache is emptied once the batch commits, before the writes after
+	// the range in this batch are cached.
+	w.clearCache = true
+	w.cached = w.cached[:0]
 	if bytes.Equal(lo, keyspace.MetaLower) && bytes.Equal(hi, keyspace.MetaUpper) {
-		// FLUSHALL: the expiry index goes too, and the cache is emptied
-		// before the writes after it in this batch are cached.
+		// FLUSHALL: the expiry index goes too. Every key is gone: the
+		// counts are 0, and a later write in this batch replaces no row.
 		_ = w.b.DeleteRange(expiryLower, expiryUpper, nil)
 		w.flushed = true
-		w.cached = w.cached[:0]
-		// Every key is gone: the counts are 0, and a later write in this
-		// batch replaces no row.
 		w.counts = KeyCounts{}
 		clear(w.touched)
 	}

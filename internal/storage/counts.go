@@ -46,14 +46,15 @@ func (d *DB) KeyCounts() KeyCounts {
 	return d.counts
 }
 
-// metaRowState reads key's stored metadata row: from the row cache when
-// it holds the key, else from Pebble. Only Apply calls it, and Apply is
-// the only writer of metadata rows besides ingest, so the row read is the
-// one the batch replaces.
-func (d *DB) metaRowState(key []byte) (rowState, error) {
-	raw, ok := d.rows.Peek(key)
+// metaRowState reads the stored metadata row at mk (keyspace.MetaKey):
+// from the row cache when it holds it, else from Pebble. Only Apply calls
+// it, and Apply is the only writer of metadata rows besides ingest, so the
+// row read is the one the batch replaces.
+func (d *DB) metaRowState(mk []byte) (rowState, error) {
+	key := mk[1:]
+	raw, ok := d.rows.Peek(mk)
 	if !ok {
-		got, closer, err := d.pdb.Get(keyspace.MetaKey(key))
+		got, closer, err := d.pdb.Get(mk)
 		if errors.Is(err, pebble.ErrNotFound) {
 			return rowState{}, nil
 		}
@@ -63,7 +64,7 @@ func (d *DB) metaRowState(key []byte) (rowState, error) {
 		defer closer.Close()
 		raw = got
 	}
-	if len(raw) == 0 {
+	if raw == nil {
 		return rowState{}, nil // cached as no such key
 	}
 	at, err := keyspace.RowExpiry(raw)

@@ -94,6 +94,8 @@ type hintedView struct {
 
 func (v hintedView) SubDeleted(key []byte, version uint64) uint64 { return v.h.Deleted(key, version) }
 
+func (v hintedView) SetSample(key []byte) *keyspace.Sample { return v.h.Sample(key) }
+
 func words(s ...string) [][]byte {
 	out := make([][]byte, len(s))
 	for i := range s {

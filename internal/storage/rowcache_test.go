@@ -1,11 +1,14 @@
 package storage
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/tandemdb/tandem/internal/keyspace"
 	"github.com/tandemdb/tandem/internal/logrec"
+	"github.com/tandemdb/tandem/internal/snapshot"
 )
 
 // TestRowCacheFollowsWrites: a Get that filled the row cache never hides a
@@ -55,5 +58,146 @@ func TestRowCacheFollowsWrites(t *testing.T) {
 	}
 	if v, ok := get("k"); ok {
 		t.Fatalf("after BeginIngest: Get = %q, want none", v)
+	}
+}
+
+// TestRowCacheSubKeys: sub-key rows are cached (a second point read is a
+// hit) and never read stale: not after their version is dropped and named
+// again, nor after Sweep removes a version, a FLUSHALL, or a seed that
+// brings other rows under the same keys. Each case reuses a version, which
+// no command does (versions are LSNs), so that a stale cached row would
+// be read.
+func TestRowCacheSubKeys(t *testing.T) {
+	d := open(t, vfs.NewMem())
+	defer d.Close()
+	lsn := uint64(0)
+	apply := func(ops ...logrec.Op) {
+		t.Helper()
+		lsn++
+		e := entry(1, lsn, ops...)
+		mustAppend(t, d, e)
+		mustApply(t, d, e)
+	}
+	sub := func(k string, ver uint64, f string) string {
+		t.Helper()
+		var first string
+		for i := range 2 { // the second read is served by the cache when the first filled it
+			v, ok, err := View{DB: d, NowMs: 1}.Sub([]byte(k), ver, []byte(f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := "none"
+			if ok {
+				got = fmt.Sprintf("%q", v)
+			}
+			if i == 1 && got != first {
+				t.Fatalf("%s v%d %s read %s, then %s", k, ver, f, first, got)
+			}
+			first = got
+		}
+		return first
+	}
+	check := func(what, k string, ver uint64, f, want string) {
+		t.Helper()
+		if got := sub(k, ver, f); got != want {
+			t.Fatalf("%s: %s v%d %s = %s, want %s", what, k, ver, f, got, want)
+		}
+	}
+	drop := func(k string, ver uint64) logrec.Op {
+		return logrec.Op{Kind: logrec.OpDrop, Key: []byte(k), Version: ver}
+	}
+	member := logrec.Op{Kind: logrec.OpSubPut, Key: []byte("s"), Version: 3, Sub: []byte("m")} // an empty row
+
+	apply(hmeta("h", 1, 1), hput("h", 1, "f", "x"), logrec.Op{Kind: logrec.OpMeta, Key: []byte("s"), Type: uint8(keyspace.TypeSet), Version: 3, Size: 1}, member)
+	check("written", "h", 1, "f", `"x"`)
+	check("an empty row", "s", 3, "m", `""`)
+	check("never written", "h", 1, "g", "none")
+	hits := d.RowCacheStats().Hits
+	check("cached", "h", 1, "f", `"x"`)
+	if d.RowCacheStats().Hits == hits {
+		t.Fatal("a sub-key read twice was not served by the cache")
+	}
+	apply(hput("h", 1, "g", "y"), logrec.Op{Kind: logrec.OpSubDel, Key: []byte("h"), Version: 1, Sub: []byte("f")})
+	check("put after a cached miss", "h", 1, "g", `"y"`)
+	check("deleted", "h", 1, "f", "none")
+
+	// A drop, and the version named again.
+	apply(hput("h", 1, "f", "x2"))
+	check("put back", "h", 1, "f", `"x2"`)
+	apply(drop("h", 1))
+	apply(hmeta("h", 1, 0))
+	check("after a drop", "h", 1, "f", "none")
+	check("after a drop", "h", 1, "g", "none")
+
+	// A version replaced without a drop, removed by Sweep.
+	apply(hmeta("w", 5, 1), hput("w", 5, "f", "old"))
+	check("written", "w", 5, "f", `"old"`)
+	apply(put("w", "a string now"))
+	for done := false; !done; {
+		before := d.sweep.passes
+		if _, err := d.Sweep(int64(lsn)*sweepIntervalMs*10, 100); err != nil {
+			t.Fatal(err)
+		}
+		done = d.sweep.passes > before
+	}
+	apply(hmeta("w", 5, 0))
+	check("after a sweep", "w", 5, "f", "none")
+
+	// FLUSHALL, and the versions named again.
+	apply(hput("h", 1, "f", "x3"))
+	check("written", "h", 1, "f", `"x3"`)
+	apply(logrec.Op{Kind: logrec.OpFlushAll})
+	apply(hmeta("h", 1, 0))
+	check("after FLUSHALL", "h", 1, "f", "none")
+	check("after FLUSHALL", "s", 3, "m", "none")
+
+	// A seed: other rows under the same row keys.
+	apply(hput("h", 1, "f", "mine"))
+	check("written", "h", 1, "f", `"mine"`)
+	if err := d.BeginIngest(); err != nil {
+		t.Fatal(err)
+	}
+	check("seeding", "h", 1, "f", "none") // cached as no row
+	rows := []snapshot.Row{
+		{Key: keyspace.MetaKey([]byte("h")), Value: keyspace.AppendMetaRow(nil, keyspace.Value{Type: keyspace.TypeHash, Version: 1, Size: 1})},
+		{Key: keyspace.SubKey([]byte("h"), 1, []byte("f")), Value: []byte("theirs")},
+	}
+	if err := d.IngestRows(rows); err != nil {
+		t.Fatal(err)
+	}
+	check("after the seed", "h", 1, "f", `"theirs"`)
+}
+
+// TestRowCacheKeysNeverMeet: the cache keys rows by their full row key,
+// so a string whose name is the bytes of a list's head row key (after
+// the sub-key prefix byte) and that head row each read their own row.
+func TestRowCacheKeysNeverMeet(t *testing.T) {
+	d := open(t, vfs.NewMem())
+	defer d.Close()
+	head := keyspace.SubKey([]byte("l"), 1, keyspace.ListHeadSub)
+	twin := head[1:] // a user key whose metadata row key is 'd' + these bytes
+	for lsn, ops := range [][]logrec.Op{
+		{{Kind: logrec.OpMeta, Key: []byte("l"), Type: uint8(keyspace.TypeList), Version: 1, Size: 1},
+			{Kind: logrec.OpSubPut, Key: []byte("l"), Version: 1, Sub: keyspace.ListHeadSub, Value: keyspace.ListHeadRow(keyspace.ListStartIndex)},
+			{Kind: logrec.OpSubPut, Key: []byte("l"), Version: 1, Sub: keyspace.ListIndexSub(keyspace.ListStartIndex), Value: []byte("e")}},
+		{put(string(twin), "a string")},
+	} {
+		e := entry(1, uint64(lsn)+1, ops...)
+		mustAppend(t, d, e)
+		mustApply(t, d, e)
+	}
+	v := View{DB: d, NowMs: 1}
+	for range 2 {
+		row, ok, err := v.Sub([]byte("l"), 1, keyspace.ListHeadSub)
+		if err != nil || !ok {
+			t.Fatalf("head row: %v, %v", ok, err)
+		}
+		if h, err := keyspace.DecodeListHead(row); err != nil || h != keyspace.ListStartIndex {
+			t.Fatalf("head row %q: %d, %v", row, h, err)
+		}
+		s, ok, err := v.Get(twin)
+		if err != nil || !ok || string(s.Data) != "a string" {
+			t.Fatalf("the string: %q, %v, %v", s.Data, ok, err)
+		}
 	}
 }

@@ -1,52 +1,63 @@
 package storage
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/tandemdb/tandem/internal/keyspace"
-	"github.com/tandemdb/tandem/internal/rowcache"
 )
 
-// dbRows is the committed rows as package keyspace reads them. Metadata
-// rows go through the row cache (keyed by user key); sub-key rows are read
-// from Pebble.
+// dbRows is the committed rows as package keyspace reads them. Point
+// reads go through the row cache, keyed by the full row key (so a user
+// key never meets a sub-key row's key), metadata and sub-key rows alike;
+// a collection version's sub-key rows are one group of the cache
+// (subGroupLen), dropped whole when Apply range-deletes them.
 type dbRows struct{ d *DB }
 
 var _ keyspace.Rows = dbRows{}
 
+// subGroupLen is the length of the prefix a sub-key row key shares with
+// every row of its (key, version) (keyspace.AppendSubPrefix), the row
+// cache's group; 0 for any other key.
+func subGroupLen(k []byte) int {
+	if len(k) == 0 || k[0] != keyspace.PrefixSub {
+		return 0
+	}
+	_, _, sub, err := keyspace.ParseSubKey(k)
+	if err != nil {
+		return 0
+	}
+	return len(k) - len(sub)
+}
+
 // Get implements keyspace.Rows. The returned row is a copy (or an
 // immutable cached row).
 func (r dbRows) Get(k []byte) ([]byte, bool, error) {
-	meta := len(k) > 0 && k[0] == keyspace.PrefixMeta
-	var token rowcache.Token
-	if meta {
-		raw, ok, tok := r.d.rows.Get(k[1:])
-		if ok {
-			if len(raw) == 0 {
-				return nil, false, nil
-			}
-			return raw, true, nil
-		}
-		token = tok
+	raw, ok, token := r.d.rows.Get(k)
+	if ok {
+		return raw, raw != nil, nil
 	}
 	got, closer, err := r.d.pdb.Get(k)
 	if errors.Is(err, pebble.ErrNotFound) {
-		if meta {
-			r.d.rows.Fill(k[1:], nil, token) // an empty row: no such key
+		if k[0] == keyspace.PrefixMeta {
+			// No such key. A sub-key read that finds nothing is mostly a
+			// new member or field about to be written (SADD, HSET,
+			// ZADD): caching its absence would cost more than it saves.
+			r.d.rows.Fill(k, nil, token)
 		}
 		return nil, false, nil
 	}
 	if err != nil {
 		return nil, false, fmt.Errorf("storage: get: %w", err)
 	}
-	row := bytes.Clone(got)
+	row := append([]byte{}, got...) // never nil: an empty row exists
 	closer.Close()
-	if meta && len(row) >= 8 {
-		r.d.rows.Fill(k[1:], row, token)
+	if k[0] != keyspace.PrefixMeta || len(row) >= 8 {
+		// A metadata row too short to parse is not cached: its reader
+		// reports it, every time.
+		r.d.rows.Fill(k, row, token)
 	}
 	return row, true, nil
 }

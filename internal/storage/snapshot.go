@@ -151,8 +151,8 @@ func (d *DB) IngestRows(rows []snapshot.Row) error {
 	}
 	var made [][]byte
 	for _, r := range rows {
+		d.rows.Invalidate(r.Key)
 		if r.Key[0] == keyspace.PrefixMeta {
-			d.rows.Invalidate(r.Key[1:])
 			made = append(made, r.Key[1:])
 		}
 	}

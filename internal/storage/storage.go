@@ -177,7 +177,8 @@ type Options struct {
 	// cache's allocation, beside CacheBytes (MemoryBytes).
 	MemTableBytes int64
 	MemTables     int
-	// RowCacheBytes bounds the cache of data rows that point reads fill
+	// RowCacheBytes bounds the cache of data rows (metadata and sub-key
+	// rows) that point reads fill and Apply writes through
 	// (package rowcache); 0 means 64 MiB, negative means none.
 	RowCacheBytes int64
 	// ReclaimBytes is the disk a span deleted by a DEL of a collection or
@@ -325,7 +326,7 @@ func Open(dir string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
 	}
-	d := &DB{pdb: pdb, log: log, rows: rowcache.New(opts.RowCacheBytes)}
+	d := &DB{pdb: pdb, log: log, rows: rowcache.NewGrouped(opts.RowCacheBytes, subGroupLen)}
 	if err := d.checkFormat(dir); err != nil {
 		pdb.Close()
 		return nil, err

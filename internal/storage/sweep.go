@@ -62,10 +62,12 @@ func (d *DB) Sweep(nowMs int64, budget int) (removed int, err error) {
 	b := d.pdb.NewBatch()
 	defer b.Close()
 	visited := 0
+	var gone [][]byte // the groups removed, for the row cache
 	done, err := eachGroup(snap, st.cursor, func(key []byte, version uint64, live bool, next []byte) bool {
 		if !live {
 			lo, hi := keyspace.SubSpan(key, version)
 			_ = b.DeleteRange(lo, hi, nil)
+			gone = append(gone, lo)
 			removed++
 		}
 		visited++
@@ -81,6 +83,12 @@ func (d *DB) Sweep(nowMs int64, budget int) (removed int, err error) {
 	if b.Count() > 0 {
 		if err := b.Commit(noSyncWrite); err != nil {
 			return 0, fmt.Errorf("storage: sweep: %w", err)
+		}
+		// No metadata names these versions, so nothing reads their rows;
+		// their cached ones go all the same (the cache holds what the
+		// store holds, whatever the versions' rules).
+		for _, lo := range gone {
+			d.rows.InvalidateGroup(lo)
 		}
 	}
 	if done {
