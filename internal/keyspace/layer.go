@@ -36,7 +36,15 @@ type Layer struct {
 	order []string
 	added []string
 	stale int
+	// slab is where the next new points are made, a few at a time: one
+	// allocation per slabPoints rows rather than per row (every write
+	// the leader sequences puts its rows here). A slab stays in memory
+	// while any of its points is in points.
+	slab []layerPoint
 }
+
+// slabPoints is how many points one slab allocation holds.
+const slabPoints = 32
 
 type layerPoint struct {
 	val      []byte
@@ -82,7 +90,13 @@ func (l *Layer) put(k []byte, p layerPoint) {
 		return
 	}
 	key := string(k)
-	l.points[key] = &p
+	if len(l.slab) == 0 {
+		l.slab = make([]layerPoint, slabPoints)
+	}
+	np := &l.slab[0]
+	l.slab = l.slab[1:]
+	*np = p
+	l.points[key] = np
 	l.added = append(l.added, key)
 }
 
