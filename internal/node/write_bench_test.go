@@ -39,8 +39,10 @@ func BenchmarkWriteHandoffs(b *testing.B) {
 
 func benchWriteHandoffs(b *testing.B, clients, depth int) {
 	leader := testNode(b, "l", nil)
+	var followers []*Node
 	for _, id := range []string{"f1", "f2"} {
 		f := testNode(b, id, nil)
+		followers = append(followers, f)
 		respAddr, peer, _ := leader.Addrs()
 		if err := f.Follow(respAddr, peer); err != nil {
 			b.Fatal(err)
@@ -84,6 +86,8 @@ func benchWriteHandoffs(b *testing.B, clients, depth int) {
 	_, peer, _ := leader.Addrs()
 	hb := probeHeartbeats(b, peer)
 	h0, cpu0, a0 := l.Handoffs(), cpuTime(), heapObjects()
+	la0, _ := leader.db.AppendStats()
+	fa0, _ := followers[0].db.AppendStats()
 	b.ResetTimer()
 	pipelines := int64(max(b.N/depth, 1))
 	run(pipelines)
@@ -92,6 +96,8 @@ func benchWriteHandoffs(b *testing.B, clients, depth int) {
 	b.ReportMetric(p50, "hb-p50-ms")
 	b.ReportMetric(p99, "hb-p99-ms")
 	h, cpu, allocs := l.Handoffs().Sub(h0), cpuTime()-cpu0, heapObjects()-a0
+	la, _ := leader.db.AppendStats()
+	fa, _ := followers[0].db.AppendStats()
 	writes := float64(pipelines * int64(depth))
 	b.ReportMetric(float64(h.Total())/writes, "handoffs/write")
 	b.ReportMetric(float64(h.Total())/float64(pipelines), "handoffs/pipeline")
@@ -104,6 +110,11 @@ func benchWriteHandoffs(b *testing.B, clients, depth int) {
 	}
 	b.ReportMetric(float64(cpu.Microseconds())/writes, "cpu-µs/write")
 	b.ReportMetric(float64(allocs)/writes, "allocs/write")
+	// Log appends (one fdatasync each) per write, on the leader and on a
+	// follower: the inverse of the group size, which every per-group cost
+	// (fsync, stream message, ack, Pebble commit) is divided by.
+	b.ReportMetric(float64(la-la0)/writes, "lead-appends/write")
+	b.ReportMetric(float64(fa-fa0)/writes, "foll-appends/write")
 }
 
 // heapObjects is how many heap objects the process has allocated so far
