@@ -37,6 +37,7 @@ type Batch struct {
 	// created holds the keys of the collections the batch created (a
 	// metadata op at the view's NewVersion).
 	created map[string]struct{}
+	views   []batchRows // what View's readers read (View)
 }
 
 // NewBatch starts a batch on v.
@@ -54,7 +55,11 @@ func (b *Batch) View() View {
 	if len(b.ops) == 0 {
 		return b.v
 	}
-	return keyspace.Reader{R: batchRows{b: b, upTo: len(b.ops)}, NowMs: b.v.Now(), LSN: b.v.NewVersion()}
+	// The rows come from a slice the batch grows, not one allocation
+	// per view (a pipeline makes one per command); an element is never
+	// written again, so a view made before the slice grew stays true.
+	b.views = append(b.views, batchRows{b: b, upTo: len(b.ops)})
+	return keyspace.Reader{R: &b.views[len(b.views)-1], NowMs: b.v.Now(), LSN: b.v.NewVersion()}
 }
 
 // sync brings the batch's layer up to ops[:upTo].
@@ -79,13 +84,13 @@ type batchRows struct {
 	upTo int
 }
 
-func (r batchRows) Get(k []byte) ([]byte, bool, error) { return r.b.sync(r.upTo).Get(k) }
+func (r *batchRows) Get(k []byte) ([]byte, bool, error) { return r.b.sync(r.upTo).Get(k) }
 
-func (r batchRows) Iter(lo, hi []byte, fn func(k, v []byte) bool) error {
+func (r *batchRows) Iter(lo, hi []byte, fn func(k, v []byte) bool) error {
 	return r.b.sync(r.upTo).Iter(lo, hi, fn)
 }
 
-func (r batchRows) IterReverse(lo, hi []byte, fn func(k, v []byte) bool) error {
+func (r *batchRows) IterReverse(lo, hi []byte, fn func(k, v []byte) bool) error {
 	return r.b.sync(r.upTo).IterReverse(lo, hi, fn)
 }
 
