@@ -37,25 +37,61 @@ type Batch struct {
 	// created holds the keys of the collections the batch created (a
 	// metadata op at the view's NewVersion).
 	created map[string]struct{}
+	views   []batchRows // what View's readers read (View)
 }
 
 // NewBatch starts a batch on v.
 func NewBatch(v View) *Batch { return &Batch{v: v} }
 
 // View is the batch's view: v with the writes of the commands run so far.
+//
+// The writes reach the batch's layer only when the view is first read: a
+// pipeline of SETs, which read nothing, never builds their rows a third
+// time (the leader's overlay and storage build them too). A view sees
+// the ops run before it was made, whenever it is read, not those added
+// after (Run reads a command's view once the command's own ops are
+// added).
 func (b *Batch) View() View {
 	if len(b.ops) == 0 {
 		return b.v
 	}
+	// The rows come from a slice the batch grows, not one allocation
+	// per view (a pipeline makes one per command); an element is never
+	// written again, so a view made before the slice grew stays true.
+	b.views = append(b.views, batchRows{b: b, upTo: len(b.ops)})
+	return keyspace.Reader{R: &b.views[len(b.views)-1], NowMs: b.v.Now(), LSN: b.v.NewVersion()}
+}
+
+// sync brings the batch's layer up to ops[:upTo].
+func (b *Batch) sync(upTo int) *keyspace.Layer {
 	if b.layer == nil {
 		b.layer = keyspace.NewLayer(b.v.Rows())
 	}
-	for ; b.applied < len(b.ops); b.applied++ {
+	for ; b.applied < upTo; b.applied++ {
 		// The ops are this package's own: they apply (a failure would be
 		// a bug here, and storage's Apply of the entry would report it).
 		_ = keyspace.Apply(b.layer, &b.ops[b.applied])
 	}
-	return keyspace.Reader{R: b.layer, NowMs: b.v.Now(), LSN: b.v.NewVersion()}
+	return b.layer
+}
+
+// batchRows are the batch's rows as of its first upTo ops: the layer,
+// brought up to them when read. Views are read in the order they were
+// made (each command's before the next command's is), so the layer is
+// never past upTo when one is read.
+type batchRows struct {
+	b    *Batch
+	upTo int
+}
+
+func (r *batchRows) Get(k []byte) ([]byte, bool, error) { return r.b.sync(r.upTo).Get(k) }
+
+func (r *batchRows) Iter(lo, hi []byte, fn func(k, v []byte) bool) error {
+	return r.b.sync(r.upTo).Iter(lo, hi, fn)
+}
+
+func (r *batchRows) IterReverse(lo, hi []byte, fn func(k, v []byte) bool) error {
+	return r.b.sync(r.upTo).IterReverse(lo, hi, fn)
 }
 
 // Run runs one command of the batch (its arity already checked) and

@@ -121,3 +121,37 @@ func TestBatchRecreatesAtOneVersionManyOps(t *testing.T) {
 		t.Errorf("HGETALL h = %v, want only c", r)
 	}
 }
+
+// TestBatchViewIsLazy: blind writes (a pipeline of SETs) never build the
+// batch's layer, and a view read after later ops were added sees only
+// the ops run before it was made (what Run's check of a write over a
+// collection the batch created relies on).
+func TestBatchViewIsLazy(t *testing.T) {
+	v := newMem(now)
+	b := NewBatch(v)
+	ctx := &Ctx{NowMs: v.now}
+	run := func(line string) Reply {
+		t.Helper()
+		args := strings.Fields(line)
+		spec, _ := Lookup([]byte(args[0]))
+		r, err := b.Run(ctx, spec, bargs(args...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	for _, line := range []string{"SET a 1", "SET b 2", "SET a 3"} {
+		run(line)
+	}
+	if b.layer != nil {
+		t.Fatalf("blind SETs built the batch's layer:\n%v", b.layer)
+	}
+	old := b.View()
+	run("SET a 4")
+	if got, ok, err := old.Get([]byte("a")); err != nil || !ok || string(got.Data) != "3" {
+		t.Fatalf("a view made after 3 SETs reads a = %q, %v, %v after a 4th; want 3", got.Data, ok, err)
+	}
+	if r := run("GET a"); !reflect.DeepEqual(r, Bulk("4")) {
+		t.Fatalf("GET a in the batch = %v, want 4", r)
+	}
+}

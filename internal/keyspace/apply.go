@@ -19,18 +19,20 @@ type Writer interface {
 }
 
 // Apply is the one meaning of a log op in rows: what storage writes to
-// Pebble, the leader's overlay and a transaction hold in memory.
+// Pebble, the leader's overlay and a transaction hold in memory. Each row
+// it builds is one allocation of its final size (a SET's row is built on
+// every node, and twice on the leader: overlay and storage).
 func Apply(w Writer, op *logrec.Op) error {
 	switch op.Kind {
 	case logrec.OpPut:
-		w.Set(MetaKey(op.Key), AppendMetaRow(nil, Value{Type: TypeString, Data: op.Value, ExpireAtMs: op.ExpireAtMs}))
+		w.Set(MetaKey(op.Key), AppendMetaRow(make([]byte, 0, 8+len(op.Value)), Value{Type: TypeString, Data: op.Value, ExpireAtMs: op.ExpireAtMs}))
 	case logrec.OpDelete:
 		w.Delete(MetaKey(op.Key))
 	case logrec.OpMeta:
 		if !Type(op.Type).IsCollection() {
 			return fmt.Errorf("keyspace: meta op of type %d: %w", op.Type, logrec.ErrCorrupt)
 		}
-		w.Set(MetaKey(op.Key), AppendMetaRow(nil, Value{Type: Type(op.Type), ExpireAtMs: op.ExpireAtMs, Version: op.Version, Size: op.Size}))
+		w.Set(MetaKey(op.Key), AppendMetaRow(make([]byte, 0, typedLen), Value{Type: Type(op.Type), ExpireAtMs: op.ExpireAtMs, Version: op.Version, Size: op.Size}))
 	case logrec.OpSubPut:
 		w.Set(SubKey(op.Key, op.Version, op.Sub), op.Value)
 	case logrec.OpSubDel:

@@ -374,9 +374,17 @@ func (h *Hints) Sample(key []byte) *Sample {
 	return sm
 }
 
-// ApplyOps passes ops' writes to Set.
+// ApplyOps passes ops' writes to Set, Delete and DeleteRange. The ops
+// that write only a metadata row (a string's put or delete, a
+// collection's metadata) are skipped without building their rows: the
+// hints concern sub-key rows only (every leader write passes here, and a
+// SET's row would be built for nothing).
 func (h *Hints) ApplyOps(ops []logrec.Op) error {
 	for i := range ops {
+		switch ops[i].Kind {
+		case logrec.OpPut, logrec.OpDelete, logrec.OpMeta:
+			continue
+		}
 		if err := Apply(h, &ops[i]); err != nil {
 			return err
 		}

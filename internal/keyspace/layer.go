@@ -36,7 +36,15 @@ type Layer struct {
 	order []string
 	added []string
 	stale int
+	// slab is where the next new points are made, a few at a time: one
+	// allocation per slabPoints rows rather than per row (every write
+	// the leader sequences puts its rows here). A slab stays in memory
+	// while any of its points is in points.
+	slab []layerPoint
 }
+
+// slabPoints is how many points one slab allocation holds.
+const slabPoints = 32
 
 type layerPoint struct {
 	val      []byte
@@ -82,7 +90,13 @@ func (l *Layer) put(k []byte, p layerPoint) {
 		return
 	}
 	key := string(k)
-	l.points[key] = &p
+	if len(l.slab) == 0 {
+		l.slab = make([]layerPoint, slabPoints)
+	}
+	np := &l.slab[0]
+	l.slab = l.slab[1:]
+	*np = p
+	l.points[key] = np
 	l.added = append(l.added, key)
 }
 
@@ -142,10 +156,20 @@ func (l *Layer) ApplyOps(lsn uint64, ops []logrec.Op) error {
 // Forget drops the writes of ops (the ops of entries the base now holds)
 // tagged with an LSN at or below applied; a row written again by a later
 // entry stays. It visits only the rows ops name, not the whole layer.
+//
+// An op that writes only a metadata row is forgotten by its key alone,
+// without Apply building the row (a SET's value would be copied once
+// more only to be thrown away).
 func (l *Layer) Forget(ops []logrec.Op, applied uint64) {
 	f := forgetter{l: l, applied: applied}
 	for i := range ops {
-		_ = Apply(&f, &ops[i])
+		switch op := &ops[i]; op.Kind {
+		case logrec.OpPut, logrec.OpDelete, logrec.OpMeta:
+			f.key = AppendMetaKey(f.key[:0], op.Key)
+			f.Delete(f.key)
+		default:
+			_ = Apply(&f, op)
+		}
 	}
 	if f.ranges {
 		kept := l.ranges[:0]
@@ -163,6 +187,7 @@ type forgetter struct {
 	l       *Layer
 	applied uint64
 	ranges  bool
+	key     []byte // a metadata row key, reused
 }
 
 func (f *forgetter) Set(k, _ []byte) { f.Delete(k) }

@@ -92,8 +92,12 @@ func (b backend) SubmitBatch(ctx context.Context, cmds []resp.TxCommand) []func(
 		batch := commands.NewBatch(v)
 		// Not runBatch: the commands of a pipeline are separate replies,
 		// each with the whole max-reply-bytes, not an EXEC's one reply.
+		// One Ctx, set afresh for each command: one allocation per
+		// pipeline rather than per command.
+		cctx := new(commands.Ctx)
 		for i, c := range cmds {
-			reply, err := batch.Run(&commands.Ctx{NowMs: nowMs, Cursors: b.n.cursors, Scripts: b.n.scripts}, c.Spec, c.Args)
+			*cctx = commands.Ctx{NowMs: nowMs, Cursors: b.n.cursors, Scripts: b.n.scripts}
+			reply, err := batch.Run(cctx, c.Spec, c.Args)
 			if err != nil && !commands.IsInputError(err) {
 				return commands.Result{}, fmt.Errorf("node: %s in a pipeline: %w", c.Spec.Name, err)
 			}

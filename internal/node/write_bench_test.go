@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"runtime/metrics"
 	"slices"
 	"strconv"
 	"sync"
@@ -23,8 +24,9 @@ import (
 // `clients` connections each sending pipelines of `depth` SETs, as
 // redis-benchmark -c clients -P depth -t set does. Besides time it
 // reports the leader's goroutine hand-offs (replication.Handoffs) per
-// write and per pipeline, by kind, and the process's CPU per write (the
-// clients and both followers included: compare runs, not absolutes).
+// write and per pipeline, by kind, and the process's CPU and heap
+// allocations per write (the clients and both followers included: compare
+// runs, not absolutes).
 //
 //	go test ./internal/node -run '^$' -bench WriteHandoffs -benchtime 20000x
 func BenchmarkWriteHandoffs(b *testing.B) {
@@ -37,8 +39,10 @@ func BenchmarkWriteHandoffs(b *testing.B) {
 
 func benchWriteHandoffs(b *testing.B, clients, depth int) {
 	leader := testNode(b, "l", nil)
+	var followers []*Node
 	for _, id := range []string{"f1", "f2"} {
 		f := testNode(b, id, nil)
+		followers = append(followers, f)
 		respAddr, peer, _ := leader.Addrs()
 		if err := f.Follow(respAddr, peer); err != nil {
 			b.Fatal(err)
@@ -81,7 +85,9 @@ func benchWriteHandoffs(b *testing.B, clients, depth int) {
 	run(int64(clients) * 20) // warm up: connections, buffers, group commit's average
 	_, peer, _ := leader.Addrs()
 	hb := probeHeartbeats(b, peer)
-	h0, cpu0 := l.Handoffs(), cpuTime()
+	h0, cpu0, a0 := l.Handoffs(), cpuTime(), heapObjects()
+	la0, _ := leader.db.AppendStats()
+	fa0, _ := followers[0].db.AppendStats()
 	b.ResetTimer()
 	pipelines := int64(max(b.N/depth, 1))
 	run(pipelines)
@@ -89,7 +95,9 @@ func benchWriteHandoffs(b *testing.B, clients, depth int) {
 	p50, p99 := hb()
 	b.ReportMetric(p50, "hb-p50-ms")
 	b.ReportMetric(p99, "hb-p99-ms")
-	h, cpu := l.Handoffs().Sub(h0), cpuTime()-cpu0
+	h, cpu, allocs := l.Handoffs().Sub(h0), cpuTime()-cpu0, heapObjects()-a0
+	la, _ := leader.db.AppendStats()
+	fa, _ := followers[0].db.AppendStats()
 	writes := float64(pipelines * int64(depth))
 	b.ReportMetric(float64(h.Total())/writes, "handoffs/write")
 	b.ReportMetric(float64(h.Total())/float64(pipelines), "handoffs/pipeline")
@@ -101,6 +109,20 @@ func benchWriteHandoffs(b *testing.B, clients, depth int) {
 		b.ReportMetric(float64(k.n)/writes, k.name+"/write")
 	}
 	b.ReportMetric(float64(cpu.Microseconds())/writes, "cpu-µs/write")
+	b.ReportMetric(float64(allocs)/writes, "allocs/write")
+	// Log appends (one fdatasync each) per write, on the leader and on a
+	// follower: the inverse of the group size, which every per-group cost
+	// (fsync, stream message, ack, Pebble commit) is divided by.
+	b.ReportMetric(float64(la-la0)/writes, "lead-appends/write")
+	b.ReportMetric(float64(fa-fa0)/writes, "foll-appends/write")
+}
+
+// heapObjects is how many heap objects the process has allocated so far
+// (the clients and both followers included, as cpuTime).
+func heapObjects() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:objects"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
 }
 
 // waitStreams waits until the leader streams to n followers.
