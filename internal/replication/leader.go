@@ -241,6 +241,9 @@ type Leader struct {
 	// reset only under mu.
 	tickTimer *time.Timer
 	tickFloor int64
+	// followersChanged (capacity 1) is signalled when a follower stream
+	// opens or ends or a follower is removed (FollowersChanged).
+	followersChanged chan struct{}
 	ticks     atomic.Uint64 // the ticker's wake-ups (tests)
 
 	// pubMu makes Publish the cluster's one ordering point for pub/sub
@@ -409,6 +412,8 @@ func NewLeader(cfg LeaderConfig, epoch uint64) (*Leader, error) {
 		appendWake: make(chan struct{}, 1),
 		applyWake:  make(chan struct{}, 1),
 		finished:   make(chan struct{}),
+
+		followersChanged: make(chan struct{}, 1),
 		lastStall:  time.Now(),
 	}
 	l.persistEpoch = db.ObserveEpoch
@@ -1120,8 +1125,15 @@ func (l *Leader) RemoveFollower(id string) bool {
 	defer l.mu.Unlock()
 	ok := l.core.RemoveFollower(id)
 	l.dispatchLocked()
+	signal(l.followersChanged)
 	return ok
 }
+
+// FollowersChanged receives a value after a follower stream opened or
+// ended or a follower was removed: what changes the follower table other
+// than reports on open streams and time (the sync-set policy, settled,
+// waits for it).
+func (l *Leader) FollowersChanged() <-chan struct{} { return l.followersChanged }
 
 // committer is the group-commit loop for the Append batches no writer
 // runs (see parkedWriter): one handed out by a Propose (an idle leader, a

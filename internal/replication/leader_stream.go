@@ -245,6 +245,7 @@ func (l *Leader) join(h *peerpb.Hello, durable uint64) (uint64, *streamOut) {
 	session := l.core.FollowerJoined(info, durable, l.cfg.Now().UnixNano())
 	l.streams[session] = out
 	l.dispatchLocked()
+	signal(l.followersChanged)
 	return session, out
 }
 
@@ -255,6 +256,7 @@ func (l *Leader) leave(id string, session uint64) {
 	delete(l.streams, session)
 	l.core.FollowerLeft(id, session, l.cfg.Now().UnixNano())
 	l.dispatchLocked()
+	signal(l.followersChanged)
 }
 
 // sendLoop is a follower stream's sender: it sends, from next on, what
