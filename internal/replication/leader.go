@@ -244,7 +244,7 @@ type Leader struct {
 	// followersChanged (capacity 1) is signalled when a follower stream
 	// opens or ends or a follower is removed (FollowersChanged).
 	followersChanged chan struct{}
-	ticks     atomic.Uint64 // the ticker's wake-ups (tests)
+	ticks            atomic.Uint64 // the ticker's wake-ups (tests)
 
 	// pubMu makes Publish the cluster's one ordering point for pub/sub
 	// messages (pubsub.go); taken before mu.
@@ -414,7 +414,7 @@ func NewLeader(cfg LeaderConfig, epoch uint64) (*Leader, error) {
 		finished:   make(chan struct{}),
 
 		followersChanged: make(chan struct{}, 1),
-		lastStall:  time.Now(),
+		lastStall:        time.Now(),
 	}
 	l.persistEpoch = db.ObserveEpoch
 	l.ctx, l.cancel = context.WithCancel(context.Background())
