@@ -547,6 +547,11 @@ func (a *agent) extendByFollowers(r *leading) {
 	if r == nil || r.lease == nil {
 		return
 	}
+	// Echoes at most a fence old are needed from now on: heartbeats
+	// carry lease stamps for a while (an idle stream echoes only every
+	// few heartbeats otherwise). The first extension after an idle spell
+	// may so wait about one heartbeat for a fresh echo.
+	r.l.WantEchoes(10 * a.fence)
 	if at, ok := r.l.ConfirmedByFollowers(a.peerIDs()); ok {
 		r.lease.Extend(at.Add(a.fence))
 		a.failsafe.Store(true)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"slices"
 	"sync"
@@ -245,6 +246,9 @@ type Leader struct {
 	// opens or ends or a follower is removed (FollowersChanged).
 	followersChanged chan struct{}
 	ticks            atomic.Uint64 // the ticker's wake-ups (tests)
+	// echoUntil (lease clock, mono) is until when heartbeats carry a lease
+	// stamp, which followers echo (WantEchoes).
+	echoUntil atomic.Int64
 
 	// pubMu makes Publish the cluster's one ordering point for pub/sub
 	// messages (pubsub.go); taken before mu.
@@ -450,6 +454,7 @@ func NewLeader(cfg LeaderConfig, epoch uint64) (*Leader, error) {
 	}, durable, applied, tail, cfg.Now().UnixNano())
 	l.start = logrec.Position{Epoch: EpochAt(cfg.DB.EpochHistory(), durable), LSN: durable}
 	l.tickTimer = time.NewTimer(cfg.TickInterval) // rearmed by the first Ready's TickAt
+	l.echoUntil.Store(math.MinInt64)              // no echoes wanted (the lease clock may read negative)
 	l.wg.Add(3)
 	go l.committer()
 	go l.applier()

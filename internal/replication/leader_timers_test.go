@@ -220,6 +220,40 @@ func TestIdleLeaderTicksPerHeartbeat(t *testing.T) {
 	})
 }
 
+// TestIdleFollowerReportsRarely: a follower of an idle leader answers
+// the heartbeats it gets (one per Heartbeat) with a progress report only
+// every progressEvery; once the leader wants echoes (WantEchoes: etcd
+// does not confirm its lease) every heartbeat is stamped and echoed, and
+// its echoes reach the failsafe lease once per heartbeat.
+func TestIdleFollowerReportsRarely(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const beat = 50 * time.Millisecond
+		l := newLeader(t, 1, commit.Mode{Kind: commit.Async}, func(c *LeaderConfig) { c.Heartbeat = beat })
+		newFollowerNode(t, "f", vfs.NewMem(), l.dialer)
+		waitConnected(t, l, 1)
+		time.Sleep(time.Second)
+		synctest.Wait()
+		reports := func() uint64 { return l.Handoffs().Progress }
+		before := reports()
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if n := reports() - before; n < 4 || n > 6 {
+			t.Errorf("an idle follower reported %d times in 1s, want about %d", n, time.Second/progressEvery)
+		}
+		l.WantEchoes(2 * time.Second)
+		time.Sleep(beat) // the next heartbeat is stamped
+		synctest.Wait()
+		before = reports()
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if n := reports() - before; n < 19 || n > 21 {
+			t.Errorf("with echoes wanted, the follower reported %d times in 1s, want one per %v heartbeat", n, beat)
+		}
+		// (ConfirmedByFollowers is not read here: in the bubble the lease
+		// clock, set up outside it, reads negative, and no stamp counts.)
+	})
+}
+
 // TestFollowerTimeout: a follower whose stream is open but that reports
 // nothing for FollowerTimeout has its stream closed and is forgotten; one
 // that answers the heartbeats stays.
