@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -100,9 +101,15 @@ func serverCmd() *cobra.Command {
 			}
 			respAddr, peer, httpAddr := n.Addrs()
 			log.Info("serving", "node", cfg.ID, "resp", respAddr, "peer", peer, "http", httpAddr, "pid", os.Getpid())
+			stopProcs := make(chan struct{})
+			if os.Getenv("GOMAXPROCS") == "" {
+				// One P while idle, all as soon as there is work.
+				go node.AdaptProcs(stopProcs, runtime.GOMAXPROCS(0), log)
+			}
 			sig := make(chan os.Signal, 1)
 			signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 			<-sig
+			close(stopProcs)
 			log.Info("shutting down", "node", cfg.ID)
 			n.Close()
 			return nil

@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -35,6 +37,15 @@ func upCmd() *cobra.Command {
 			log, err := newLogger(logLevel)
 			if err != nil {
 				return err
+			}
+			if os.Getenv("GOMAXPROCS") == "" {
+				// One P, as the orchestrator: this process supervises and
+				// runs the embedded etcd, whose load is the control plane's
+				// few small requests; with two, every timer and network
+				// event also woke a second thread (bench/idle.sh: 456
+				// wake-ups a second idle, about 260 with one). The
+				// processes it starts are not affected.
+				runtime.GOMAXPROCS(1)
 			}
 			if mode == "" {
 				// semisync needs a follower and the control plane's sync set.

@@ -34,7 +34,9 @@ import (
 //
 // SyncSet is that policy as a state machine: the agent steps it every
 // 50 ms with what the leader reports (SyncInput) and carries out the
-// actions it returns, in order (SyncStep).
+// actions it returns, in order (SyncStep); once it is settled
+// (SyncStep.Until), only when a follower stream opens or closes, the
+// topology changes, or Until comes.
 
 // SyncMemberTimeout: a follower not heard from for this long is not there
 // (a paused process keeps its connection open).
@@ -115,7 +117,20 @@ func (a SyncAction) String() string {
 // earlier step than) the Publish that drops them.
 type SyncStep struct {
 	Actions []SyncAction
+	// Until, if not zero, says the policy is settled: the step had
+	// nothing to do and nothing under way (no member missing, no removal
+	// or restoration pending), so no step before Until can have anything
+	// to do either unless the followers' streams open or close or the
+	// topology changes (the driver steps at once on those). Commit and
+	// durable positions matter only while something is under way. Zero:
+	// step again at the usual cadence. So an idle leader's agent wakes
+	// for the policy about twice a second, not twenty times.
+	Until time.Time
 }
+
+// SyncSettledMax bounds Until: a settled policy is still stepped this
+// often, should an input it did not foresee have changed.
+const SyncSettledMax = time.Second
 
 // SyncSet is one leadership's sync-set policy. Its zero value is not
 // usable: NewSyncSet.
@@ -221,6 +236,9 @@ func (s *SyncSet) Step(in SyncInput) SyncStep {
 	}
 	if !in.Mode.NeedsSyncSet() {
 		s.short = false
+		if len(st.Actions) == 0 {
+			st.Until = in.Now.Add(SyncSettledMax)
+		}
 		return st
 	}
 	local := in.LocalSet
@@ -304,7 +322,38 @@ func (s *SyncSet) Step(in SyncInput) SyncStep {
 		add(SyncAction{Kind: Count, Set: next})
 		logf(slog.LevelInfo, "sync set shrinking: removing %v until lsn %d", lost, in.Commit)
 	}
+	if len(st.Actions) == 0 && len(healthy) >= want && len(s.lostSince) == 0 && !staleConnected(in, connected) {
+		// Settled: the next thing time can change is a member going
+		// unheard of for SyncMemberTimeout.
+		until := in.Now.Add(SyncSettledMax)
+		for _, f := range in.Followers {
+			if slices.Contains(healthy, f.ID) {
+				until = minTime(until, f.LastSeen.Add(SyncMemberTimeout))
+			}
+		}
+		st.Until = until
+	}
 	return st
+}
+
+// staleConnected reports whether a follower's stream is open while it
+// is not counted as there (a paused process): if it reports again it is
+// there without a stream opening, so a policy that wants it (sync) must
+// keep stepping.
+func staleConnected(in SyncInput, connected map[string]uint64) bool {
+	for _, f := range in.Followers {
+		if _, ok := connected[f.ID]; f.Connected && !ok {
+			return true
+		}
+	}
+	return false
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 func without(ids []string, id string) []string {

@@ -57,6 +57,12 @@ type syncScript struct {
 	followers map[string]*SyncFollower
 	paused    map[string]bool
 	etcdDown  bool
+	// until is the last step's SyncStep.Until; woken is set by what
+	// makes the agent step at once (a stream opens or closes, the
+	// topology changes): a tick before until, not woken, must find
+	// nothing to do.
+	until time.Time
+	woken bool
 	// The leader: what it applies.
 	localMode commit.Mode
 	localSet  []string
@@ -121,6 +127,7 @@ func (s *syncScript) run(block string) string {
 		}
 		switch f[0] {
 		case "topo":
+			s.woken = true
 			// topo mode=semisync set=n1,n2 fallback=after-1s syncmin=1
 			if v, ok := args["mode"]; ok {
 				m, err := commit.ParseMode(strings.ReplaceAll(v, "-", " "))
@@ -151,11 +158,13 @@ func (s *syncScript) run(block string) string {
 			if fl == nil {
 				fl = &SyncFollower{ID: pos[0], Connected: true, LastSeen: s.now}
 				s.followers[pos[0]] = fl
+				s.woken = true
 			}
 			if v, ok := args["durable"]; ok {
 				fl.Durable, _ = strconv.ParseUint(v, 10, 64)
 			}
 			if v, ok := args["connected"]; ok {
+				s.woken = s.woken || fl.Connected != (v == "true")
 				fl.Connected = v == "true"
 			}
 		case "pause", "resume":
@@ -199,7 +208,15 @@ func (s *syncScript) step(out *strings.Builder) {
 	for _, id := range ids {
 		in.Followers = append(in.Followers, *s.followers[id])
 	}
+	settled := !s.woken && s.now.Before(s.until)
 	st := s.s.Step(in)
+	if settled && len(st.Actions) > 0 {
+		s.t.Errorf("at %v, before the %v the last step said it was settled until, with no stream or topology change: %v", s.now, s.until, st.Actions)
+	}
+	s.until, s.woken = st.Until, false
+	if !st.Until.IsZero() && !st.Until.After(s.now) {
+		s.t.Errorf("settled until %v, not after now %v", st.Until, s.now)
+	}
 actions:
 	for _, a := range st.Actions {
 		fmt.Fprintln(out, a)

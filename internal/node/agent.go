@@ -132,23 +132,41 @@ func (a *agent) run(ctx context.Context) {
 	// no-op when the role already matches.
 	retry := time.NewTicker(250 * time.Millisecond)
 	defer retry.Stop()
-	// The sync-set policy steps every 50 ms while this node leads; a
-	// follower's agent does not wake for it.
-	syncTick := time.NewTicker(50 * time.Millisecond)
-	defer syncTick.Stop()
-	syncOn := true
+	// The sync-set policy steps while this node leads (a follower's agent
+	// does not wake for it): every syncEvery while something is under
+	// way, and once it is settled (failover.SyncStep.Until) only when a
+	// follower stream opens or closes, the topology changes, or Until
+	// comes: an idle leader's agent wakes about twice a second for it.
+	const syncEvery = 50 * time.Millisecond
+	syncTimer := time.NewTimer(syncEvery)
+	syncTimer.Stop()
+	defer syncTimer.Stop()
+	var (
+		syncLeader  *leading        // the leadership whose policy is stepped
+		syncChanged <-chan struct{} // its FollowersChanged
+	)
+	syncStep := func() {
+		r, leading := n.current().(*leading)
+		if !leading {
+			syncLeader, syncChanged = nil, nil
+			syncTimer.Stop()
+			return
+		}
+		// The first step of a leadership at once: a new leader's sync
+		// set is what makes its followers candidates in sync modes.
+		syncLeader, syncChanged = r, r.l.FollowersChanged()
+		d := syncEvery
+		if until := a.manageSyncSet(ctx, r); !until.IsZero() {
+			d = max(time.Until(until), syncEvery)
+		}
+		syncTimer.Reset(d)
+	}
+	// syncWhileLeading steps at once when the role changed since the
+	// last step.
 	syncWhileLeading := func() {
 		r, leading := n.current().(*leading)
-		if leading != syncOn {
-			if leading {
-				// The first step at once: a new leader's sync set is what
-				// makes its followers candidates in sync modes.
-				a.manageSyncSet(ctx, r)
-				syncTick.Reset(50 * time.Millisecond)
-			} else {
-				syncTick.Stop()
-			}
-			syncOn = leading
+		if (leading && r != syncLeader) || (!leading && syncLeader != nil) {
+			syncStep()
 		}
 	}
 	topos := a.store.WatchTopologyChecked(ctx)
@@ -171,17 +189,16 @@ func (a *agent) run(ctx context.Context) {
 			a.mu.Unlock()
 			have = true
 			a.apply(ctx, t)
-			syncWhileLeading()
+			syncStep() // the rules or the published set may have changed
 		case <-retry.C:
 			if have {
 				a.apply(ctx, a.topology())
 			}
 			syncWhileLeading()
-		case <-syncTick.C:
-			if r, ok := n.current().(*leading); ok {
-				a.manageSyncSet(ctx, r)
-			}
-			syncWhileLeading()
+		case <-syncTimer.C:
+			syncStep()
+		case <-syncChanged:
+			syncStep()
 		case <-ctx.Done():
 			return
 		}
@@ -530,6 +547,11 @@ func (a *agent) extendByFollowers(r *leading) {
 	if r == nil || r.lease == nil {
 		return
 	}
+	// Echoes at most a fence old are needed from now on: heartbeats
+	// carry lease stamps for a while (an idle stream echoes only every
+	// few heartbeats otherwise). The first extension after an idle spell
+	// may so wait about one heartbeat for a fresh echo.
+	r.l.WantEchoes(10 * a.fence)
 	if at, ok := r.l.ConfirmedByFollowers(a.peerIDs()); ok {
 		r.lease.Extend(at.Add(a.fence))
 		a.failsafe.Store(true)

@@ -2,9 +2,7 @@ package node
 
 import (
 	"context"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -99,7 +97,7 @@ func BenchmarkProxyReadForms(b *testing.B) {
 		{"known", [][]any{{"tandem.token", "reset"}, {"get", "k"}, {"tandem.token"}}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			cpu0 := processCPU(b)
+			cpu0 := processCPU()
 			for range b.N {
 				cmds, err := r.Pipelined(ctx, func(p redis.Pipeliner) error {
 					for _, c := range tc.cmds {
@@ -116,16 +114,7 @@ func BenchmarkProxyReadForms(b *testing.B) {
 			}
 			// CPU, not wall time: on a shared machine the wall time is
 			// mostly waiting to be scheduled.
-			b.ReportMetric(float64(processCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
 		})
 	}
-}
-
-// processCPU is the process's user and system CPU time so far.
-func processCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

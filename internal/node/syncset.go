@@ -11,10 +11,11 @@ import (
 )
 
 // The leader's sync set is kept by failover.SyncSet, a pure state machine
-// (its comment states the policy). The agent steps it every 50 ms with the
-// topology's rules and the leader's status and carries out what it returns,
-// in order: a failed publication stops the step, so nothing it published
-// for is counted.
+// (its comment states the policy). The agent steps it with the topology's
+// rules and the leader's status (every 50 ms, or once settled only on a
+// stream or topology change or at the step's Until) and carries out what
+// it returns, in order: a failed publication stops the step, so nothing it
+// published for is counted.
 
 // modeOf is the mode in force: the topology's if it names one, else the
 // node's own --mode.
@@ -22,11 +23,12 @@ func (a *agent) modeOf(t coord.Topology) commit.Mode {
 	return t.Mode.Or(a.n.cfg.Mode)
 }
 
-// manageSyncSet runs one step of the leader's sync-set policy.
-func (a *agent) manageSyncSet(ctx context.Context, r *leading) {
+// manageSyncSet runs one step of the leader's sync-set policy and returns
+// its Until (zero: step again at the usual cadence).
+func (a *agent) manageSyncSet(ctx context.Context, r *leading) time.Time {
 	t := a.topology()
 	if t.Leader != a.n.cfg.ID || t.Epoch != r.l.Epoch() || r.lease == nil || r.lease.Revoked() {
-		return
+		return time.Time{}
 	}
 	if r.sync == nil {
 		r.sync = failover.NewSyncSet(a.n.cfg.ID)
@@ -47,7 +49,7 @@ func (a *agent) manageSyncSet(ctx context.Context, r *leading) {
 			r.sync.Published(ok)
 			if !ok {
 				a.syncFlags(r.sync)
-				return
+				return time.Time{}
 			}
 		case failover.Count:
 			r.l.SetSyncSet(act.Set)
@@ -61,6 +63,7 @@ func (a *agent) manageSyncSet(ctx context.Context, r *leading) {
 	}
 	// After the step's event: status never says restored before etcd does.
 	a.syncFlags(r.sync)
+	return step.Until
 }
 
 // syncFlags shows the policy's state to writes, status and metrics.

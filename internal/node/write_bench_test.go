@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -85,7 +84,7 @@ func benchWriteHandoffs(b *testing.B, clients, depth int) {
 	run(int64(clients) * 20) // warm up: connections, buffers, group commit's average
 	_, peer, _ := leader.Addrs()
 	hb := probeHeartbeats(b, peer)
-	h0, cpu0, a0 := l.Handoffs(), cpuTime(), heapObjects()
+	h0, cpu0, a0 := l.Handoffs(), processCPU(), heapObjects()
 	la0, _ := leader.db.AppendStats()
 	fa0, _ := followers[0].db.AppendStats()
 	b.ResetTimer()
@@ -95,7 +94,7 @@ func benchWriteHandoffs(b *testing.B, clients, depth int) {
 	p50, p99 := hb()
 	b.ReportMetric(p50, "hb-p50-ms")
 	b.ReportMetric(p99, "hb-p99-ms")
-	h, cpu, allocs := l.Handoffs().Sub(h0), cpuTime()-cpu0, heapObjects()-a0
+	h, cpu, allocs := l.Handoffs().Sub(h0), processCPU()-cpu0, heapObjects()-a0
 	la, _ := leader.db.AppendStats()
 	fa, _ := followers[0].db.AppendStats()
 	writes := float64(pipelines * int64(depth))
@@ -166,15 +165,6 @@ func (pc *pipeConn) setPipeline(seq *atomic.Int64, depth int) error {
 		}
 	}
 	return nil
-}
-
-// cpuTime is the process's user + system CPU time so far.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // probeHeartbeats calls the node's Heartbeat RPC at peer every 20 ms, as

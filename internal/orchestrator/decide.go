@@ -15,23 +15,23 @@ import (
 // anything is amiss — a node's last answer is late or missing, a probe
 // was refused, a node is suspected, does not lead or answer as it should,
 // or there is no topology — so that a failure is acted on within 10 ms of
-// the rule's timings; every decideCalm (half a heartbeat interval) while
-// all is calm, since nothing the rule waits for can happen sooner than
-// "late" (1.5 intervals without an answer) makes it amiss; every
-// decideCalm while standing by, only to notice activation; and at once
-// when a probe fails, the topology changes or this orchestrator becomes
-// active (wakeDecide). An idle cluster costs the orchestrator 20 wake-ups
-// a second here instead of 100. A round whose timer fired more than
+// the rule's timings; while all is calm, when the first node's last
+// answer becomes late (1.5 intervals old: calmFor), since nothing the rule
+// waits for can happen sooner than that makes it amiss, and at least
+// every interval; not at all while standing by; and at once when a probe
+// fails, the topology changes or this orchestrator becomes active
+// (wakeDecide). An idle cluster costs the active orchestrator about 10
+// wake-ups a second here (100 at a fixed 10 ms, 20 at half an interval),
+// and the standby none. A round whose timer fired more than
 // stallAllowance late (this process was starved of CPU or stopped) does
 // not act on its decision: the answers that arrived meanwhile may still
 // wait unread, and the silence it measured is partly its own. The next
 // round, decideFast later, decides again and acts.
 func (o *Orchestrator) decideLoop() {
 	defer o.wg.Done()
-	calmEvery := o.cfg.Interval / 2
-	t := time.NewTimer(calmEvery)
+	t := time.NewTimer(o.cfg.Interval)
 	defer t.Stop()
-	due := time.Now().Add(calmEvery) // when t should fire
+	due := time.Now().Add(o.cfg.Interval) // when t should fire
 	reset := func(d time.Duration) {
 		t.Reset(d)
 		due = time.Now().Add(d)
@@ -53,16 +53,17 @@ func (o *Orchestrator) decideLoop() {
 			return
 		}
 		if !o.Active() {
+			// becomeActive wakes the loop (wakeDecide).
 			activeSince = time.Time{}
-			reset(calmEvery)
+			t.Stop()
 			continue
 		}
 		if activeSince.IsZero() {
 			activeSince = time.Now()
 		}
 		v := o.snapshot()
-		if calm(v, o.cfg.Interval) {
-			reset(calmEvery)
+		if d, ok := calmFor(v, o.cfg.Interval); ok {
+			reset(max(d, decideFast))
 		} else {
 			reset(decideFast)
 		}
@@ -100,21 +101,25 @@ const decideFast = 10 * time.Millisecond
 // counts itself stalled (see decideLoop).
 const stallAllowance = 25 * time.Millisecond
 
-// calm reports whether nothing in v could make the rule act before it
-// is evaluated again in half an interval: a topology with a leader, and
-// every node answering on time (within 1.5 intervals), unsuspected,
-// leading and answering as it should.
-func calm(v failover.View, interval time.Duration) bool {
+// calmFor reports whether all is calm in v — a topology with a leader,
+// and every node answering on time (within 1.5 intervals), unsuspected,
+// leading and answering as it should — and for how long nothing but a
+// probe's failure or a topology change (which wake the loop) can make the
+// rule act: until the oldest last answer becomes late, at most an
+// interval.
+func calmFor(v failover.View, interval time.Duration) (time.Duration, bool) {
 	if !v.HaveTopo || v.TopoErr != nil || v.Topo.Leader == "" {
-		return false
+		return 0, false
 	}
+	d := interval
 	for _, n := range v.Nodes {
-		if !n.Fresh || n.Suspect || n.Refused > 0 || !n.NotLead.IsZero() || !n.NotAnswering.IsZero() ||
-			v.Now.Sub(n.LastBeat) > interval*3/2 {
-			return false
+		left := n.LastBeat.Add(interval * 3 / 2).Sub(v.Now)
+		if !n.Fresh || n.Suspect || n.Refused > 0 || !n.NotLead.IsZero() || !n.NotAnswering.IsZero() || left < 0 {
+			return 0, false
 		}
+		d = min(d, left)
 	}
-	return true
+	return d, true
 }
 
 // change moves the topology to a new epoch led by to, from the topology in

@@ -9,9 +9,10 @@ import (
 	"github.com/tandemdb/tandem/internal/failover"
 )
 
-// TestCalm: the decide loop slows down only while nothing is amiss; every
-// sign the rule acts on (a late, refused, suspected, not leading or not
-// answering node, no topology) makes it evaluate every 10 ms again.
+// TestCalm: the decide loop slows down only while nothing is amiss, and
+// then only until the oldest last answer becomes late; every sign the
+// rule acts on (a late, refused, suspected, not leading or not answering
+// node, no topology) makes it evaluate every 10 ms again.
 func TestCalm(t *testing.T) {
 	now := time.Unix(1000, 0)
 	interval := 100 * time.Millisecond
@@ -22,8 +23,20 @@ func TestCalm(t *testing.T) {
 		}
 		return v
 	}
-	if !calm(healthy(), interval) {
-		t.Fatal("a healthy cluster is not calm")
+	if d, ok := calmFor(healthy(), interval); !ok || d != interval/2 {
+		t.Fatalf("a healthy cluster whose last answers are an interval old: calm %v for %v, want calm for half an interval", ok, d)
+	}
+	v := healthy()
+	v.Nodes[1].LastBeat = now.Add(-interval * 5 / 4)
+	if d, ok := calmFor(v, interval); !ok || d != interval/4 {
+		t.Errorf("one last answer 1.25 intervals old: calm %v for %v, want calm for a quarter interval (until it is late)", ok, d)
+	}
+	v = healthy()
+	for i := range v.Nodes {
+		v.Nodes[i].LastBeat = now
+	}
+	if d, ok := calmFor(v, interval); !ok || d != interval {
+		t.Errorf("every answer just in: calm %v for %v, want calm for an interval (the cap)", ok, d)
 	}
 	for name, spoil := range map[string]func(v *failover.View){
 		"no topology":      func(v *failover.View) { v.HaveTopo = false },
@@ -38,7 +51,7 @@ func TestCalm(t *testing.T) {
 	} {
 		v := healthy()
 		spoil(&v)
-		if calm(v, interval) {
+		if _, ok := calmFor(v, interval); ok {
 			t.Errorf("%s: calm, want amiss", name)
 		}
 	}

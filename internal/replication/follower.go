@@ -293,6 +293,13 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 		}
 	}()
 	var held *received
+	// reported is the last progress report sent: a heartbeat that moved
+	// nothing and asked for no echo (no lease stamp) is answered only
+	// once progressEvery has passed since it.
+	var reported struct {
+		durable, applied uint64
+		at               time.Time
+	}
 	for {
 		var r received
 		if held != nil {
@@ -339,8 +346,12 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 			// if it was the leader then, under a lease.
 			f.reads.stepped(a.CommitLsn, core.applied, r.at, !a.LeaseLapsed)
 			f.releasePublished(core.applied)
-			if err := stream.Send(core.Progress()); err != nil {
-				return fmt.Errorf("replication: send progress: %w", err)
+			if core.durable.LSN != reported.durable || core.applied != reported.applied || a.LeaseStamp != 0 ||
+				time.Since(reported.at) >= progressEvery {
+				if err := stream.Send(core.Progress()); err != nil {
+					return fmt.Errorf("replication: send progress: %w", err)
+				}
+				reported.durable, reported.applied, reported.at = core.durable.LSN, core.applied, time.Now()
 			}
 		case *peerpb.LeaderMessage_Publish:
 			f.receivedPublish(b.Publish, core.applied)
@@ -407,6 +418,13 @@ func receive(ctx context.Context, stream FollowerStream, heard func(), readAhead
 	return in
 }
 
+// progressEvery is the longest a follower whose stream carries heartbeats
+// goes without a progress report: the leader's view of it (LastSeen) must
+// stay well inside failover.SyncMemberTimeout (500 ms), after which a
+// sync-set member is replaced, and FollowerTimeout. Reports that carry
+// news (positions moved, an echo asked for) go at once.
+const progressEvery = 200 * time.Millisecond
+
 // maxGatherBytes bounds the entries merged into one persisted batch.
 const maxGatherBytes = 4 << 20
 
@@ -441,7 +459,7 @@ func gather(in <-chan received, epoch uint64, a *peerpb.Append, merged func(*rec
 			CommitLsn:          max(a.CommitLsn, next.CommitLsn),
 			LeaderLastLsn:      next.LeaderLastLsn,
 			LeaderTimeUnixNano: next.LeaderTimeUnixNano,
-			LeaseStamp:         next.LeaseStamp,
+			LeaseStamp:         max(a.LeaseStamp, next.LeaseStamp), // 0 on a heartbeat that wants no echo
 			LeaseLapsed:        a.LeaseLapsed || next.LeaseLapsed,
 		}
 	}

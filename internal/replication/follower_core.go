@@ -60,7 +60,9 @@ func (c *followerCore) Step(epoch uint64, a *peerpb.Append) (Ready, error) {
 	c.commit = max(c.commit, a.CommitLsn)
 	c.leaderLast = a.LeaderLastLsn
 	c.leaderTime = a.LeaderTimeUnixNano
-	c.leaseStamp = a.LeaseStamp // this stream's leader's clock: never carried over
+	if a.LeaseStamp != 0 { // 0: a heartbeat that wants no echo
+		c.leaseStamp = a.LeaseStamp // this stream's leader's clock: never carried over
+	}
 	// Apply up to min(commit, durable after this append): the pending tail
 	// plus the new entries.
 	limit := min(c.commit, next.LSN)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"slices"
 	"sync"
@@ -69,7 +70,8 @@ type LeaderConfig struct {
 	MaxCommitDelay time.Duration
 	// TickInterval is the leader's clock resolution: write timeouts, waits
 	// for room, WAIT deadlines, heartbeats and follower timeouts are
-	// checked this often. 0 means DefaultTickInterval.
+	// checked when the earliest of them is due (the core's TickAt), but
+	// never more often than this. 0 means DefaultTickInterval.
 	TickInterval time.Duration
 	// RetentionEvery is how often the retention rule trims the log. 0
 	// means DefaultRetentionEvery.
@@ -235,6 +237,18 @@ type Leader struct {
 	applyWake  chan struct{} // capacity 1
 	// appendTimer calls the core's AppendDue at a held Append's AppendAt.
 	appendTimer *time.Timer
+	// tickTimer wakes the ticker at the core's TickAt, never sooner than
+	// TickInterval after the last tick (tickFloor, on the core's clock);
+	// reset only under mu.
+	tickTimer *time.Timer
+	tickFloor int64
+	// followersChanged (capacity 1) is signalled when a follower stream
+	// opens or ends or a follower is removed (FollowersChanged).
+	followersChanged chan struct{}
+	ticks            atomic.Uint64 // the ticker's wake-ups (tests)
+	// echoUntil (lease clock, mono) is until when heartbeats carry a lease
+	// stamp, which followers echo (WantEchoes).
+	echoUntil atomic.Int64
 
 	// pubMu makes Publish the cluster's one ordering point for pub/sub
 	// messages (pubsub.go); taken before mu.
@@ -402,7 +416,9 @@ func NewLeader(cfg LeaderConfig, epoch uint64) (*Leader, error) {
 		appendWake: make(chan struct{}, 1),
 		applyWake:  make(chan struct{}, 1),
 		finished:   make(chan struct{}),
-		lastStall:  time.Now(),
+
+		followersChanged: make(chan struct{}, 1),
+		lastStall:        time.Now(),
 	}
 	l.persistEpoch = db.ObserveEpoch
 	l.ctx, l.cancel = context.WithCancel(context.Background())
@@ -437,6 +453,8 @@ func NewLeader(cfg LeaderConfig, epoch uint64) (*Leader, error) {
 		maxAppendDelay:   max(int64(cfg.MaxCommitDelay), 0),
 	}, durable, applied, tail, cfg.Now().UnixNano())
 	l.start = logrec.Position{Epoch: EpochAt(cfg.DB.EpochHistory(), durable), LSN: durable}
+	l.tickTimer = time.NewTimer(cfg.TickInterval) // rearmed by the first Ready's TickAt
+	l.echoUntil.Store(math.MinInt64)              // no echoes wanted (the lease clock may read negative)
 	l.wg.Add(3)
 	go l.committer()
 	go l.applier()
@@ -469,6 +487,9 @@ func (l *Leader) dispatchReadyLocked(rd leaderReady, expired error) {
 	}
 	if rd.AppendAt > 0 {
 		l.armAppendTimerLocked(time.Duration(rd.AppendAt - l.cfg.Now().UnixNano()))
+	}
+	if rd.TickAt > 0 {
+		l.tickTimer.Reset(time.Duration(max(rd.TickAt, l.tickFloor) - l.cfg.Now().UnixNano()))
 	}
 	if len(rd.Apply) > 0 {
 		l.applyQ = rd.Apply
@@ -1109,8 +1130,15 @@ func (l *Leader) RemoveFollower(id string) bool {
 	defer l.mu.Unlock()
 	ok := l.core.RemoveFollower(id)
 	l.dispatchLocked()
+	signal(l.followersChanged)
 	return ok
 }
+
+// FollowersChanged receives a value after a follower stream opened or
+// ended or a follower was removed: what changes the follower table other
+// than reports on open streams and time (the sync-set policy, settled,
+// waits for it).
+func (l *Leader) FollowersChanged() <-chan struct{} { return l.followersChanged }
 
 // committer is the group-commit loop for the Append batches no writer
 // runs (see parkedWriter): one handed out by a Propose (an idle leader, a
@@ -1248,21 +1276,26 @@ func (l *Leader) apply(batch []*proposal) bool {
 	return true
 }
 
-// ticker gives the core the time, and trims the log when it says so.
+// ticker gives the core the time when the core asks for it (TickAt: the
+// earliest deadline, typically the next heartbeat of an idle stream), and
+// trims the log when it says so. A fixed ticker woke an idle leader every
+// TickInterval to find nothing due nine times in ten.
 func (l *Leader) ticker() {
 	defer l.wg.Done()
-	t := time.NewTicker(l.cfg.TickInterval)
-	defer t.Stop()
+	defer l.tickTimer.Stop()
 	for {
 		select {
-		case <-t.C:
+		case <-l.tickTimer.C:
 		case <-l.ctx.Done():
 			return
 		}
 		count, size := l.cfg.DB.LogSize()
 		ext := logExtent{base: int64(l.cfg.DB.LogBase().LSN), count: count, bytes: size}
+		l.ticks.Add(1)
 		l.mu.Lock()
-		l.core.Tick(l.cfg.Now().UnixNano(), ext)
+		now := l.cfg.Now().UnixNano()
+		l.tickFloor = now + int64(l.cfg.TickInterval)
+		l.core.Tick(now, ext)
 		l.dispatchLocked()
 		trim := l.trimQ
 		l.trimQ = 0

@@ -63,6 +63,11 @@ type leaderCore struct {
 	// (NoteAppendCost); appendDue, when not 0, is when an Append held for
 	// more writes must go out (see holdAppend).
 	appendCost, appendDue int64
+	// tickAt is the latest TickAt handed out: when the driver will tick
+	// the core next. An input that makes something due earlier hands out
+	// that earlier time (tickBy), so that no deadline waits for a tick
+	// armed later than it.
+	tickAt int64
 }
 
 // coreConfig is what the core needs of LeaderConfig, with defaults filled
@@ -194,6 +199,13 @@ type leaderReady struct {
 	// Append is being held for more writes until then (or until enough
 	// arrive, whichever is first).
 	AppendAt int64
+	// TickAt, if not 0, is when the driver must next call Tick, replacing
+	// the time an earlier Ready gave: nothing Tick does (a write timeout,
+	// a wait's deadline, a heartbeat, forgetting a follower, retention)
+	// is due before it. Ticking earlier is harmless; later delays those.
+	// An idle leader is so woken once per heartbeat, not once per clock
+	// tick.
+	TickAt int64
 }
 
 // newLeaderCore starts a core, at time now, whose log is durable through
@@ -222,6 +234,7 @@ func newLeaderCore(cfg coreConfig, durable, applied uint64, tail []*proposal, no
 		c.ready.Readable = true
 	}
 	c.advanceCommit()
+	c.armTick()
 	return c
 }
 
@@ -253,6 +266,7 @@ func (c *leaderCore) Propose(p *proposal, now int64) {
 	c.last = p.lsn
 	c.now = max(c.now, now)
 	p.deadline = now + c.cfg.writeTimeout
+	c.tickBy(p.deadline)
 	c.inflight = append(c.inflight, p)
 	c.inflightBytes += int64(len(p.raw))
 	c.maybeAppend()
@@ -485,6 +499,7 @@ func (c *leaderCore) FollowerJoined(info FollowerInfo, durable uint64, now int64
 	}
 	*f = followerState{info: info, session: c.nextSession, durable: durable, applied: min(f.applied, durable), lastSeen: now,
 		sentThrough: durable, lastSent: now, leaseStamp: f.leaseStamp}
+	c.tickBy(now + min(c.cfg.heartbeat, c.cfg.followerTimeout))
 	delete(c.pins, info.NodeID)
 	c.advanceCommit()
 	c.checkWaits(0)
@@ -524,6 +539,7 @@ func (c *leaderCore) FollowerLeft(id string, session uint64, now int64) {
 	}
 	f.session = 0
 	f.lastSeen = now
+	c.tickBy(now + c.cfg.followerTimeout)
 	c.checkWaits(0)
 }
 
@@ -567,6 +583,7 @@ func (c *leaderCore) ConfirmedBy(ids []string) (int64, bool) {
 // LSN or later), and returns the pinned LSN.
 func (c *leaderCore) PinSnapshot(id string, now int64) uint64 {
 	c.pins[id] = pin{lsn: c.applied, since: now}
+	c.tickBy(now + c.cfg.followerTimeout)
 	return c.applied
 }
 
@@ -578,6 +595,9 @@ func (c *leaderCore) Wait(w *leaderWait, now int64) {
 	c.now = max(c.now, now)
 	if w.kind == waitRoom && w.deadline == 0 {
 		w.deadline = now + c.cfg.writeTimeout
+	}
+	if w.deadline != 0 {
+		c.tickBy(w.deadline)
 	}
 	c.waits = append(c.waits, w)
 	c.checkWaits(0)
@@ -670,6 +690,53 @@ func (c *leaderCore) Tick(now int64, log logExtent) {
 	if now-c.lastRetention >= c.cfg.retentionEvery {
 		c.lastRetention = now
 		c.ready.TrimBefore = c.retainFrom(log)
+	}
+	c.armTick()
+}
+
+// nextTick is the earliest time at which Tick has something to do: the
+// first writer's timeout (deadlines grow with LSN), a wait's deadline, a
+// connected follower's heartbeat, a follower's or a pin's timeout, the
+// next retention run.
+func (c *leaderCore) nextTick() int64 {
+	next := c.lastRetention + c.cfg.retentionEvery
+	for _, p := range c.inflight {
+		if p.lsn <= c.commit || p.answered || p.done == nil {
+			continue
+		}
+		next = min(next, p.deadline)
+		break
+	}
+	for _, w := range c.waits {
+		if w.deadline != 0 {
+			next = min(next, w.deadline)
+		}
+	}
+	for _, f := range c.followers {
+		if f.session != 0 {
+			next = min(next, f.lastSent+c.cfg.heartbeat)
+		}
+		next = min(next, f.lastSeen+c.cfg.followerTimeout)
+	}
+	for _, p := range c.pins {
+		next = min(next, p.since+c.cfg.followerTimeout)
+	}
+	return next
+}
+
+// armTick hands out the next tick's time (after a Tick, or at the start).
+func (c *leaderCore) armTick() {
+	c.tickAt = c.nextTick()
+	c.ready.TickAt = c.tickAt
+}
+
+// tickBy makes sure the driver ticks the core no later than t: an input
+// created a deadline, which may come before the tick armed. A deadline
+// after it costs nothing here, since that tick arms the next one.
+func (c *leaderCore) tickBy(t int64) {
+	if t < c.tickAt {
+		c.tickAt = t
+		c.ready.TickAt = t
 	}
 }
 

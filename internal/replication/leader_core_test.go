@@ -320,10 +320,19 @@ func TestLeaderCoreRandom(t *testing.T) {
 		rng := rand.New(rand.NewPCG(seed, seed))
 		modes := []commit.Mode{{Kind: commit.Async}, {Kind: commit.Quorum, K: 1}, {Kind: commit.Quorum, K: 2}, {Kind: commit.SemiSync}, {Kind: commit.Sync}}
 		mode := modes[rng.IntN(len(modes))]
-		cfg := coreConfig{mode: mode, heartbeat: 100, writeTimeout: 1000, followerTimeout: 5000,
-			retainBytes: 1 << 30, retentionEvery: 1000, maxInFlight: 20, maxInFlightBytes: 1 << 20}
+		// Timer lengths vary, so that each kind of deadline is at times
+		// the earliest (the TickAt check below).
+		cfg := coreConfig{mode: mode, heartbeat: 50 + rng.Int64N(250), writeTimeout: 50 + rng.Int64N(1500),
+			followerTimeout: 500 + rng.Int64N(4500), retainBytes: 1 << 30, retentionEvery: 200 + rng.Int64N(1800),
+			maxInFlight: 20, maxInFlightBytes: 1 << 20}
 		c := newLeaderCore(cfg, 0, 0, nil, 0)
 		var now int64
+		// tickAt is the tick the core last asked for: a Tick before it
+		// must have nothing to do (an idle leader sleeps until then).
+		tickAt := c.Ready().TickAt
+		if tickAt == 0 {
+			t.Fatalf("seed %d: a new core asks for no tick", seed)
+		}
 		var appendOut, applyOut []*proposal
 		applied := map[uint64]bool{}
 		answered := map[uint64]int{}
@@ -334,6 +343,7 @@ func TestLeaderCoreRandom(t *testing.T) {
 		fols := map[string]*fol{}
 		maxCommit := uint64(0)
 		for step := 0; step < 400; step++ {
+			early := false // a Tick before the TickAt asked for
 			switch rng.IntN(10) {
 			case 9:
 				// A new sync set: any subset of the followers there may be.
@@ -389,9 +399,16 @@ func TestLeaderCoreRandom(t *testing.T) {
 				}
 			case 8:
 				now += int64(rng.IntN(400))
-				c.Tick(now, logExtent{})
+				early = now < tickAt
+				c.Tick(now, logExtent{count: int64(c.durable), bytes: 100 * int64(c.durable)})
 			}
 			rd := c.Ready()
+			if early && (len(rd.Send) > 0 || len(rd.Expired) > 0 || len(rd.Waits) > 0 || len(rd.Disconnect) > 0 || rd.TrimBefore > 0) {
+				t.Fatalf("seed %d step %d: a tick at %d, before the TickAt %d the core asked for, had work: %+v", seed, step, now, tickAt, rd)
+			}
+			if rd.TickAt != 0 {
+				tickAt = rd.TickAt
+			}
 			if len(rd.Append) > 0 {
 				if len(appendOut) > 0 {
 					t.Fatalf("seed %d: a second Append while one is out", seed)

@@ -245,6 +245,7 @@ func (l *Leader) join(h *peerpb.Hello, durable uint64) (uint64, *streamOut) {
 	session := l.core.FollowerJoined(info, durable, l.cfg.Now().UnixNano())
 	l.streams[session] = out
 	l.dispatchLocked()
+	signal(l.followersChanged)
 	return session, out
 }
 
@@ -255,6 +256,7 @@ func (l *Leader) leave(id string, session uint64) {
 	delete(l.streams, session)
 	l.core.FollowerLeft(id, session, l.cfg.Now().UnixNano())
 	l.dispatchLocked()
+	signal(l.followersChanged)
 }
 
 // sendLoop is a follower stream's sender: it sends, from next on, what
@@ -270,6 +272,7 @@ func (l *Leader) leave(id string, session uint64) {
 // Close never waits on a send.
 func (l *Leader) sendLoop(ctx context.Context, stream LeaderStream, out *streamOut, next uint64, log *slog.Logger) error {
 	var taken uint64 // the last send of the core's taken (streamOut.seq)
+	var sentCommit uint64
 	for {
 		out.parked.Store(true)
 		select {
@@ -295,7 +298,10 @@ func (l *Leader) sendLoop(ctx context.Context, stream LeaderStream, out *streamO
 		}
 		taken = seq
 		var err error
-		next, err = l.sendThrough(stream, next, through, commitLSN)
+		// Nothing new to send: a heartbeat.
+		heartbeat := next > through && commitLSN == sentCommit
+		next, err = l.sendThrough(stream, next, through, commitLSN, heartbeat)
+		sentCommit = commitLSN
 		if errors.Is(err, storage.ErrCompacted) {
 			log.Warn("follower fell behind the retained log; it will be re-seeded", "lsn", next)
 			return l.sendNeedSnapshot(stream)
@@ -307,9 +313,10 @@ func (l *Leader) sendLoop(ctx context.Context, stream LeaderStream, out *streamO
 }
 
 // sendThrough sends the entries next..through in batches with the commit
-// LSN, or one empty append (a heartbeat) if there are none, and returns
-// the next LSN to send. storage.ErrCompacted: next has left the log.
-func (l *Leader) sendThrough(stream LeaderStream, next, through, commitLSN uint64) (uint64, error) {
+// LSN, or one empty append if there are none (a heartbeat, when it carries
+// no new commit LSN either), and returns the next LSN to send.
+// storage.ErrCompacted: next has left the log.
+func (l *Leader) sendThrough(stream LeaderStream, next, through, commitLSN uint64, heartbeat bool) (uint64, error) {
 	for sent := false; !sent || next <= through; sent = true {
 		var raws [][]byte
 		if next <= through {
@@ -318,7 +325,7 @@ func (l *Leader) sendThrough(stream LeaderStream, next, through, commitLSN uint6
 				return next, err
 			}
 		}
-		if err := l.sendAppend(stream, raws, commitLSN, through); err != nil {
+		if err := l.sendAppend(stream, raws, commitLSN, through, heartbeat && l.echoUntil.Load() <= mono(time.Now())); err != nil {
 			return next, err
 		}
 		next += uint64(len(raws))
@@ -383,15 +390,40 @@ func (l *Leader) readLog(lo, hi uint64) ([][]byte, error) {
 	return l.cfg.DB.ReadLog(lo, hi, l.cfg.MaxBatchBytes)
 }
 
-func (l *Leader) sendAppend(stream LeaderStream, raws [][]byte, commitLSN, last uint64) error {
+// sendAppend sends one Append. Every Append carries a lease stamp for the
+// follower to echo, except a heartbeat while no echoes are wanted
+// (unstamped): a follower reports after a heartbeat only when its
+// positions moved, the heartbeat is stamped, or progressEvery passed
+// (follower.go), so an idle stream costs the leader a send per heartbeat
+// and a receive per progressEvery, not a receive per heartbeat.
+func (l *Leader) sendAppend(stream LeaderStream, raws [][]byte, commitLSN, last uint64, unstamped bool) error {
+	var stamp int64
+	if !unstamped {
+		stamp = mono(time.Now())
+	}
 	return stream.Send(&peerpb.LeaderMessage{Epoch: l.epoch, Body: &peerpb.LeaderMessage_Append{Append: &peerpb.Append{
 		Entries:            raws,
 		CommitLsn:          commitLSN,
 		LeaderLastLsn:      last,
 		LeaderTimeUnixNano: l.cfg.Now().UnixNano(),
-		LeaseStamp:         mono(time.Now()),
+		LeaseStamp:         stamp,
 		LeaseLapsed:        !l.cfg.Lease.Valid(),
 	}}})
+}
+
+// WantEchoes makes heartbeats carry lease stamps for the next d (also
+// those already due), so that every follower echoes one at least once per
+// heartbeat: the failsafe lease (ConfirmedByFollowers) needs echoes at
+// most a fence delay old, and an idle stream otherwise echoes only every
+// progressEvery.
+func (l *Leader) WantEchoes(d time.Duration) {
+	until := mono(time.Now()) + int64(d)
+	for {
+		cur := l.echoUntil.Load()
+		if until <= cur || l.echoUntil.CompareAndSwap(cur, until) {
+			return
+		}
+	}
 }
 
 // ServeSnapshot streams a consistent snapshot of the data to a follower.

@@ -162,12 +162,16 @@ type Server struct {
 	nextID atomic.Uint64
 	conns  sync.WaitGroup // one per connection redcon serves, until it ends or is detached
 
-	mu       sync.Mutex
-	ln       net.Listener  // nil until Serve
-	served   chan struct{} // closed when Serve returns
-	swept    chan struct{} // closed when the sweeper (watch.go) returns
-	closed   bool
-	sessions map[uint64]*Session
+	mu     sync.Mutex
+	ln     net.Listener  // nil until Serve
+	served chan struct{} // closed when Serve returns
+	swept  chan struct{} // closed when the sweeper (watch.go) returns
+	// sweepParked is set while the sweeper waits, with no call running,
+	// for enter to signal sweepWake (capacity 1).
+	sweepParked atomic.Bool
+	sweepWake   chan struct{}
+	closed      bool
+	sessions    map[uint64]*Session
 	// open is every accepted connection not yet closed, also those a
 	// front end detached from redcon (which then no longer closes them).
 	open map[*guardConn]struct{}
@@ -249,6 +253,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.ln = gl
 	s.served = make(chan struct{})
 	s.swept = make(chan struct{})
+	s.sweepWake = make(chan struct{}, 1)
 	s.mu.Unlock()
 	defer close(s.served)
 	go s.sweep()

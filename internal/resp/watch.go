@@ -24,8 +24,10 @@ import (
 // no system call. One sweeper goroutine per server looks every watchDelay
 // for calls that were already running at its previous look, and starts
 // their watches; while no call runs it looks less often, down to every
-// watchIdlePeriod, so a call that starts on an idle server is watched
-// after at most about watchIdlePeriod + watchDelay.
+// watchIdlePeriod, and then parks until a call starts (enter wakes it:
+// one atomic load more while it is not parked), so an idle server does
+// not wake for it at all, and a call that starts on an idle server is
+// watched after at most about watchIdlePeriod + watchDelay.
 //
 // What the watch reads (commands pipelined behind the blocked one) is
 // framed and kept for redcon, in order, up to maxWatchHeld. A protocol
@@ -62,6 +64,14 @@ const (
 func (sess *Session) enter() context.Context {
 	v := sess.call.Load() // neither flag is set between calls
 	sess.call.Store(v + callStep | callActive)
+	if srv := sess.srv; srv != nil && srv.sweepParked.Load() && srv.sweepParked.CompareAndSwap(true, false) {
+		// After the store above: either the parking sweeper's last look
+		// sees this call, or this load sees it parked.
+		select {
+		case srv.sweepWake <- struct{}{}:
+		default:
+		}
+	}
 	return sess.ctx
 }
 
@@ -109,13 +119,41 @@ func (s *Server) sweep() {
 			sess.seen = v
 		}
 		s.mu.Unlock()
-		if active {
+		switch {
+		case active:
 			period = watchDelay
-		} else {
+		case period < watchIdlePeriod:
 			period = min(2*period, watchIdlePeriod)
+		default:
+			// Idle for a while: park until a call starts. The look
+			// after parking catches a call that started before enter
+			// could see the sweeper parked.
+			s.sweepParked.Store(true)
+			if !s.anyCallActive() {
+				select {
+				case <-s.ctx.Done():
+					return
+				case <-s.sweepWake:
+				}
+			} else if !s.sweepParked.CompareAndSwap(true, false) {
+				<-s.sweepWake // enter unparked it and signals
+			}
+			period = watchDelay
 		}
 		t.Reset(period)
 	}
+}
+
+// anyCallActive reports whether a Backend call is running on any session.
+func (s *Server) anyCallActive() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sess := range s.sessions {
+		if sess.call.Load()&callActive != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // startWatch starts watching the socket for the call whose state is v,

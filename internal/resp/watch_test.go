@@ -52,6 +52,41 @@ func TestWaitEndsWhenClientLeaves(t *testing.T) {
 	}
 }
 
+// TestParkedSweeperWakesForACall: an idle server's sweeper parks (it
+// wakes for nothing); a call that then blocks still gets its watch, so
+// a client that leaves during it cancels it.
+func TestParkedSweeperWakesForACall(t *testing.T) {
+	b := newFake()
+	b.waitBlocks, b.waitStarted, b.waitEnded = true, make(chan struct{}, 1), make(chan error, 1)
+	s, addr := startServer(t, b, Config{})
+	c := rawConn(t, addr)
+	c.send(t, "PING")
+	c.expect(t, "+PONG")
+	testutil.Eventually(t, "the idle sweeper parked", 5*time.Second, func() (bool, string) {
+		return s.sweepParked.Load(), "not parked"
+	})
+	c.send(t, "WAIT", "1", "0")
+	select {
+	case <-b.waitStarted:
+	case <-time.After(5 * time.Second):
+		t.Fatal("WAIT never started")
+	}
+	testutil.Eventually(t, "the blocked WAIT watched", 5*time.Second, func() (bool, string) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, sess := range s.sessions {
+			if sess.call.Load()&callWatched != 0 {
+				return true, ""
+			}
+		}
+		return false, "no watch"
+	})
+	c.Close()
+	if err := waitEnd(t, b); !errors.Is(err, context.Canceled) {
+		t.Fatalf("WAIT ended with %v, want the client's context canceled (the parked sweeper never watched it)", err)
+	}
+}
+
 // TestCommandsPipelinedBehindWait: what a client sends while WAIT blocks
 // is read by the watch and must still be served, in order, afterwards;
 // a command it left incomplete is completed by bytes sent after WAIT.
