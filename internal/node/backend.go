@@ -135,11 +135,14 @@ var _ resp.ThenBackend = backend{}
 
 // SubmitThen sequences a write on the leader now, and has the goroutine
 // that answers it call done (replication.Pending.Then), so that the
-// connection's goroutine is not woken for it. A blocking command is not
-// handed over (resp never does).
+// connection's goroutine is not woken for it. A blocking command is
+// handed over only when its first pop takes something; when it must
+// wait, it waits on the caller's goroutine (blockThen).
 func (b backend) SubmitThen(ctx context.Context, spec *commands.Spec, args [][]byte, done func(commands.Reply, uint64, error)) {
 	if spec.Block != nil {
-		done(b.block(ctx, spec, args))
+		if reply, lsn, err, owed := b.blockThen(ctx, spec, args, done); !owed {
+			done(reply, lsn, err)
+		}
 		return
 	}
 	pending, err := b.start(ctx, spec, args, false, nil)
@@ -469,7 +472,9 @@ func (b backend) Info(sections []string) string {
 		b.infoReplication(&sb)
 	}
 	if all || want["clients"] {
-		fmt.Fprintf(&sb, "# Clients\r\nconnected_clients:%d\r\nblocked_clients:%d\r\n\r\n", b.n.respSrv.Clients(), b.n.blocked.blockedClients())
+		reg := b.n.blocked
+		fmt.Fprintf(&sb, "# Clients\r\nconnected_clients:%d\r\nblocked_clients:%d\r\ntandem_blocked_pops_in_push:%d\r\ntandem_blocked_pops_by_turn:%d\r\ntandem_blocked_pops_empty:%d\r\n\r\n",
+			b.n.respSrv.Clients(), reg.blockedClients(), reg.servedInPush.Load(), reg.turnPops.Load(), reg.emptyPops.Load())
 	}
 	if all || want["stats"] {
 		b.infoStats(&sb) // pubsub.go

@@ -23,8 +23,11 @@ import (
 // The rules that keep replies in order and the session right:
 //
 //   - Only a write that is the last command of what the connection read
-//     (no pipeline behind it), outside MULTI, with no durability floor
-//     and not blocking, is handed over; anything else waits as before.
+//     (no pipeline behind it), outside MULTI, with no durability floor,
+//     is handed over; anything else waits as before. A blocking command
+//     is handed over too: the backend answers it on the caller's
+//     goroutine when it must wait, and hands over only a pop that needs
+//     none.
 //   - At most one reply is owed per connection: before the connection's
 //     goroutine serves its next command, or writes any byte (redcon's
 //     flush, a protocol error), it waits until the owed reply is written
@@ -82,8 +85,7 @@ func (n *node) serveThen(sess *Session, spec *commands.Spec, args [][]byte) {
 
 // canThen reports whether a write may be handed over with its reply owed.
 func (n *node) canThen(sess *Session, spec *commands.Spec) bool {
-	return n.then != nil && sess.alone && sess.g != nil && spec.Block == nil &&
-		nodeState(sess).durability.replicas == 0
+	return n.then != nil && sess.alone && sess.g != nil && nodeState(sess).durability.replicas == 0
 }
 
 // writeOwed writes an owed reply and then closes paid: one non-blocking
