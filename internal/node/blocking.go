@@ -99,6 +99,10 @@ type blockRegistry struct {
 	// waiter woken per push, the classic lost wake-up), so elements pushed
 	// together are left while clients wait for them.
 	dropTurn bool
+	// batchServesNoOne is a planted bug for tests: a pipeline's batch of
+	// writes serves no blocked client in its entry (they wait for turns,
+	// one more entry each).
+	batchServesNoOne bool
 }
 
 // keyWaiters is one key's queue and turn.
