@@ -315,9 +315,9 @@ type streamOut struct {
 	// takesSettings: the follower takes the leader's settings
 	// (settings.go), queued in pub.
 	takesSettings bool
-	pub        []*peerpb.PubMessage
-	pubBytes   int
-	pubWake    chan struct{} // capacity 1
+	pub           []*peerpb.PubMessage
+	pubBytes      int
+	pubWake       chan struct{} // capacity 1
 }
 
 // signal leaves a token in a mailbox of capacity 1, and reports whether
