@@ -32,8 +32,9 @@ import (
 // (fanOut shares the commit), never before, so an element is
 // acknowledged to exactly one consumer and only once its pop is
 // committed. A served client that times out, is unblocked or loses its
-// leader at that moment still answers its element (leave). Writes that
-// are not single commands (EXEC) and waiters that are not idle are served
+// leader at that moment still answers its element (leave). A pipeline's
+// batch and a transaction serve the same way, after all of their
+// commands (startServing, startTx). Waiters that are not idle are served
 // by turns:
 //
 // A key's waiters are served one at a time, in order, by a turn passed
@@ -67,7 +68,8 @@ import (
 //
 // Where it differs from Redis: Redis hands the pushed elements to the
 // blocked clients inside the push itself; here that holds for idle
-// waiters and single-command pushes, and otherwise a non-blocking pop
+// waiters (whatever pushes: a command, a pipeline, a transaction, a
+// script), and otherwise a non-blocking pop
 // sent between the push and the blocked client's pop may take the element
 // first (the blocked client then waits again, first in line). A client
 // blocked on several keys pops from the first of its keys that has data
@@ -100,8 +102,8 @@ type blockRegistry struct {
 	// together are left while clients wait for them.
 	dropTurn bool
 	// batchServesNoOne is a planted bug for tests: a pipeline's batch of
-	// writes serves no blocked client in its entry (they wait for turns,
-	// one more entry each).
+	// writes, or a transaction, serves no blocked client in its entry
+	// (they wait for turns, one more entry each).
 	batchServesNoOne bool
 }
 

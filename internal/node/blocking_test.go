@@ -844,3 +844,45 @@ func TestPipelineServesBlockedPops(t *testing.T) {
 		})
 	}
 }
+
+// TestTransactionServesBlockedPops: a transaction's pushes serve the
+// clients blocked on their keys in its one entry, once it is whole (a
+// push it pops again within itself serves no one). The planted
+// batchServesNoOne leaves them to the turns: more entries.
+func TestTransactionServesBlockedPops(t *testing.T) {
+	for _, planted := range []bool{false, true} {
+		t.Run(fmt.Sprintf("planted=%v", planted), func(t *testing.T) {
+			n1 := testNode(t, "n1", nil)
+			n1.blocked.batchServesNoOne = planted
+			c := newClient(t, n1)
+			var q []<-chan *redis.Cmd
+			for i := range 2 {
+				q = append(q, bg(t, n1, "BLPOP", "q", "0"))
+				waitBlocked(t, n1, int64(i+1))
+			}
+			before := n1.db.Applied()
+			ctx := context.Background()
+			if _, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				p.RPush(ctx, "q", "a", "b", "c")
+				p.LPop(ctx, "q") // the transaction's own: a
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			for i, want := range []string{"b", "c"} {
+				got, err := result(t, q[i]).StringSlice()
+				if err != nil || len(got) != 2 || got[1] != want {
+					t.Fatalf("client %d: BLPOP = %q, %v, want [q %s]", i, got, err, want)
+				}
+			}
+			entries := n1.db.Applied() - before
+			if !planted && entries != 1 {
+				t.Fatalf("the transaction and its pops took %d entries, want 1", entries)
+			}
+			if planted && entries == 1 {
+				t.Fatalf("planted batchServesNoOne: one entry, the test cannot see it")
+			}
+			waitBlocked(t, n1, 0)
+		})
+	}
+}

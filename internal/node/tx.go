@@ -156,8 +156,13 @@ func (b backend) execLeader(ctx context.Context, r *leading, lws []*replication.
 // startTx sequences cmds as one entry on the leader and returns its
 // pending commit and the commands' replies, or why it was refused, as a
 // resp sentinel.
-func (b backend) startTx(ctx context.Context, r *leading, lws []*replication.Watch, cmds []resp.TxCommand) (*replication.Pending, []resp.TxReply, error) {
+//
+// Its pushes serve the clients blocked on their keys in its entry, after
+// all of its commands, as a pipeline's do (startServing): a transaction
+// is whole before it wakes anyone.
+func (b backend) startTx(ctx context.Context, r *leading, lws []*replication.Watch, cmds []resp.TxCommand) (commitWait, []resp.TxReply, error) {
 	var replies []resp.TxReply
+	var served []*servedPop
 	pending, err := r.l.StartTx(ctx, lws, func(v commands.View, nowMs int64) (commands.Result, error) {
 		batch := commands.NewBatch(v)
 		var err error
@@ -165,13 +170,23 @@ func (b backend) startTx(ctx context.Context, r *leading, lws []*replication.Wat
 		if err != nil {
 			return commands.Result{}, err
 		}
-		return commands.Result{Reply: commands.OK, Ops: batch.Ops(), Publish: batch.Publish()}, nil
+		res := commands.Result{Reply: commands.OK, Ops: batch.Ops(), Publish: batch.Publish()}
+		if len(res.Ops) > 0 && !b.n.blocked.batchServesNoOne {
+			res, served, err = b.n.blocked.serve(v, commands.Ctx{NowMs: nowMs, Cursors: b.n.cursors, Scripts: b.n.scripts}, res)
+		}
+		return res, err
 	})
+	if len(served) > 0 && err != nil {
+		b.n.blocked.unserve(served) // nothing was logged: they wait again
+	}
 	if errors.Is(err, replication.ErrWatchChanged) {
 		return nil, nil, resp.ErrWatchChanged
 	}
 	if err != nil {
 		return nil, nil, leaderError(err)
+	}
+	if len(served) > 0 {
+		return fanOut(pending, served), replies, nil
 	}
 	return pending, replies, nil
 }
