@@ -23,7 +23,10 @@ import (
 // order, a data command's from the unit (an input error is that
 // command's error reply; the others still apply) and any other queued
 // command (PING, ECHO, INFO, ...) served at its place after the unit.
-// A watched key that changed makes EXEC answer a null array. EXEC,
+// A watched key that changed makes EXEC answer a null array. An EXEC
+// that ends what the connection read is answered, as a lone write is, by
+// the goroutine that commits it (TxThenBackend, owed.go), after the
+// replies before it. EXEC,
 // DISCARD, UNWATCH, RESET and closing the connection release the watches.
 
 // TxBackend is an optional Backend capability: transactions and WATCH.
@@ -299,15 +302,12 @@ func cmdExec(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 // canThenExec reports whether an EXEC may be handed over with its reply
 // owed (owed.go), as a lone write is: the last command of what the
 // connection read (its reply then follows the replies before it, which
-// the connection's goroutine flushes first: writeOwedAfterFlush), replies
+// the connection's goroutine flushes first: oweAfterFlush), replies
 // on, no durability floor, and every queued command a data command (a
 // queued PING or INFO is served by the connection's goroutine).
 func (n *node) canThenExec(sess *Session, queue []queuedCmd, tx Tx) bool {
-	if n.txThen == nil || sess.g == nil || !(sess.alone || sess.last) || sess.reply != replyOn ||
-		nodeState(sess).durability.replicas != 0 || len(tx.Cmds) != len(queue) {
-		return false
-	}
-	return true
+	return n.txThen != nil && sess.g != nil && (sess.alone || sess.last) && sess.reply == replyOn &&
+		nodeState(sess).durability.replicas == 0 && len(tx.Cmds) == len(queue)
 }
 
 // execThen hands an EXEC to the TxThenBackend, its reply owed: written,
