@@ -496,8 +496,8 @@ func (b backend) Info(sections []string) string {
 	}
 	if all || want["clients"] {
 		reg := b.n.blocked
-		fmt.Fprintf(&sb, "# Clients\r\nconnected_clients:%d\r\nblocked_clients:%d\r\ntandem_blocked_pops_in_push:%d\r\ntandem_blocked_pops_by_turn:%d\r\ntandem_blocked_pops_empty:%d\r\n\r\n",
-			b.n.respSrv.Clients(), reg.blockedClients(), reg.servedInPush.Load(), reg.turnPops.Load(), reg.emptyPops.Load())
+		fmt.Fprintf(&sb, "# Clients\r\nconnected_clients:%d\r\nblocked_clients:%d\r\ntandem_blocked_pops_in_push:%d\r\ntandem_blocked_pops_own:%d\r\ntandem_blocked_pops_empty:%d\r\ntandem_blocked_pops_woken:%d\r\n\r\n",
+			b.n.respSrv.Clients(), reg.blockedClients(), reg.servedInPush.Load(), reg.ownPops.Load(), reg.emptyPops.Load(), reg.wokenPops.Load())
 	}
 	if all || want["stats"] {
 		b.infoStats(&sb) // pubsub.go

@@ -93,10 +93,11 @@ type blockRegistry struct {
 	// changed is closed and replaced when blocked changes (under mu), for
 	// tests that wait for a client to block.
 	changed chan struct{}
-	// How the blocked clients' pops ran (INFO # Clients): run by a push
-	// in its entry (servedInPush), or on a turn, taking something
-	// (turnPops) or finding nothing (emptyPops).
-	servedInPush, turnPops, emptyPops atomic.Int64
+	// How the blocking commands' pops ran (INFO # Clients): run by a push
+	// in its entry (servedInPush), or by the client itself, taking
+	// something (ownPops) or finding nothing (emptyPops); wokenPops counts
+	// the client's own pops after a wake-up (a turn), of either kind.
+	servedInPush, ownPops, emptyPops, wokenPops atomic.Int64
 	// dropTurn is a planted bug for tests: a turn is never handed on (one
 	// waiter woken per push, the classic lost wake-up), so elements pushed
 	// together are left while clients wait for them.
@@ -318,7 +319,7 @@ func (r *blockRegistry) again(w *waiter) {
 func (r *blockRegistry) ran(w *waiter, res commands.Result, err error) {
 	took := err != nil || !isNullReply(res.Reply)
 	if took {
-		r.turnPops.Add(1)
+		r.ownPops.Add(1)
 	} else {
 		r.emptyPops.Add(1)
 	}
@@ -519,6 +520,9 @@ func (b backend) blockThen(ctx context.Context, spec *commands.Spec, args [][]by
 			if res := answer(s); !res.again {
 				return res.reply, res.lsn, res.err, false
 			}
+		}
+		if again {
+			reg.wokenPops.Add(1)
 		}
 		pending, err := b.start(ctx, spec, args, again, ran)
 		if err != nil {
