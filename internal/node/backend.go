@@ -87,7 +87,8 @@ func (b backend) SubmitBatch(ctx context.Context, cmds []resp.TxCommand) []func(
 	waits := make([]func() (commands.Reply, uint64, error), len(cmds))
 	replies := make([]resp.TxReply, len(cmds))
 	ran := false
-	pending, err := b.startExec(ctx, func(v commands.View, nowMs int64) (commands.Result, error) {
+	serve := !b.n.blocked.batchServesNoOne
+	pending, err := b.startServing(ctx, serve, func(v commands.View, nowMs int64) (commands.Result, error) {
 		ran = true
 		batch := commands.NewBatch(v)
 		// Not runBatch: the commands of a pipeline are separate replies,
@@ -139,11 +140,14 @@ var _ resp.ThenBackend = backend{}
 
 // SubmitThen sequences a write on the leader now, and has the goroutine
 // that answers it call done (replication.Pending.Then), so that the
-// connection's goroutine is not woken for it. A blocking command is not
-// handed over (resp never does).
+// connection's goroutine is not woken for it. A blocking command is
+// handed over only when its first pop takes something; when it must
+// wait, it waits on the caller's goroutine (blockThen).
 func (b backend) SubmitThen(ctx context.Context, spec *commands.Spec, args [][]byte, done func(commands.Reply, uint64, error)) {
 	if spec.Block != nil {
-		done(b.block(ctx, spec, args))
+		if reply, lsn, err, owed := b.blockThen(ctx, spec, args, done); !owed {
+			done(reply, lsn, err)
+		}
 		return
 	}
 	pending, err := b.start(ctx, spec, args, false, nil)
@@ -168,8 +172,7 @@ func waitResult(reply commands.Reply, lsn uint64, err error) (commands.Reply, ui
 // start sequences a write on the leader (see submitPop), or returns why
 // it was refused, as a resp sentinel.
 func (b backend) start(ctx context.Context, spec *commands.Spec, args [][]byte, blocked bool, ran func(commands.Result, error)) (commitWait, error) {
-	var served []*servedPop
-	pending, err := b.startExec(ctx, func(v commands.View, nowMs int64) (commands.Result, error) {
+	exec := func(v commands.View, nowMs int64) (commands.Result, error) {
 		cctx := &commands.Ctx{NowMs: nowMs, Cursors: b.n.cursors, Scripts: b.n.scripts, Blocked: blocked}
 		res, err := spec.Exec(cctx, v, args)
 		if err == nil {
@@ -180,10 +183,33 @@ func (b backend) start(ctx context.Context, spec *commands.Spec, args [][]byte, 
 		}
 		if ran != nil {
 			ran(res, err)
-		} else if err == nil && len(res.Ops) > 0 {
-			// A push serves the clients blocked on its keys in its own
-			// entry (blocking.go).
-			res, served, err = b.n.blocked.serve(v, *cctx, res)
+		}
+		return res, err
+	}
+	if ran != nil {
+		// A blocked client's own pop serves no one: it pushes nothing
+		// (BLMOVE's push to its destination is served by turns).
+		pending, err := b.startExec(ctx, exec)
+		if err != nil {
+			return nil, err
+		}
+		return pending, nil
+	}
+	return b.startServing(ctx, true, exec)
+}
+
+// startServing is startExec for a write whose pushes (if serve) serve
+// the clients blocked on their keys in its own entry (blocking.go): a
+// single command or a pipeline's batch, as Redis serves them inside the
+// push. The wait it returns is the write's share of the entry's commit
+// (fanOut) when it served someone.
+func (b backend) startServing(ctx context.Context, serve bool, exec replication.ExecFunc) (commitWait, error) {
+	var served []*servedPop
+	pending, err := b.startExec(ctx, func(v commands.View, nowMs int64) (commands.Result, error) {
+		res, err := exec(v, nowMs)
+		if err == nil && len(res.Ops) > 0 && serve {
+			cctx := commands.Ctx{NowMs: nowMs, Cursors: b.n.cursors, Scripts: b.n.scripts}
+			res, served, err = b.n.blocked.serve(v, cctx, res)
 		}
 		return res, err
 	})
@@ -473,7 +499,9 @@ func (b backend) Info(sections []string) string {
 		b.infoReplication(&sb)
 	}
 	if all || want["clients"] {
-		fmt.Fprintf(&sb, "# Clients\r\nconnected_clients:%d\r\nblocked_clients:%d\r\n\r\n", b.n.respSrv.Clients(), b.n.blocked.blockedClients())
+		reg := b.n.blocked
+		fmt.Fprintf(&sb, "# Clients\r\nconnected_clients:%d\r\nblocked_clients:%d\r\ntandem_blocked_pops_in_push:%d\r\ntandem_blocked_pops_own:%d\r\ntandem_blocked_pops_empty:%d\r\ntandem_blocked_pops_woken:%d\r\n\r\n",
+			b.n.respSrv.Clients(), reg.blockedClients(), reg.servedInPush.Load(), reg.ownPops.Load(), reg.emptyPops.Load(), reg.wokenPops.Load())
 	}
 	if all || want["stats"] {
 		b.infoStats(&sb) // pubsub.go

@@ -32,8 +32,9 @@ import (
 // (fanOut shares the commit), never before, so an element is
 // acknowledged to exactly one consumer and only once its pop is
 // committed. A served client that times out, is unblocked or loses its
-// leader at that moment still answers its element (leave). Writes that
-// are not single commands (EXEC) and waiters that are not idle are served
+// leader at that moment still answers its element (leave). A pipeline's
+// batch and a transaction serve the same way, after all of their
+// commands (startServing, startTx). Waiters that are not idle are served
 // by turns:
 //
 // A key's waiters are served one at a time, in order, by a turn passed
@@ -67,7 +68,8 @@ import (
 //
 // Where it differs from Redis: Redis hands the pushed elements to the
 // blocked clients inside the push itself; here that holds for idle
-// waiters and single-command pushes, and otherwise a non-blocking pop
+// waiters (whatever pushes: a command, a pipeline, a transaction, a
+// script), and otherwise a non-blocking pop
 // sent between the push and the blocked client's pop may take the element
 // first (the blocked client then waits again, first in line). A client
 // blocked on several keys pops from the first of its keys that has data
@@ -91,10 +93,19 @@ type blockRegistry struct {
 	// changed is closed and replaced when blocked changes (under mu), for
 	// tests that wait for a client to block.
 	changed chan struct{}
+	// How the blocking commands' pops ran (INFO # Clients): run by a push
+	// in its entry (servedInPush), or by the client itself, taking
+	// something (ownPops) or finding nothing (emptyPops); wokenPops counts
+	// the client's own pops after a wake-up (a turn), of either kind.
+	servedInPush, ownPops, emptyPops, wokenPops atomic.Int64
 	// dropTurn is a planted bug for tests: a turn is never handed on (one
 	// waiter woken per push, the classic lost wake-up), so elements pushed
 	// together are left while clients wait for them.
 	dropTurn bool
+	// batchServesNoOne is a planted bug for tests: a pipeline's batch of
+	// writes, or a transaction, serves no blocked client in its entry
+	// (they wait for turns, one more entry each).
+	batchServesNoOne bool
 }
 
 // keyWaiters is one key's queue and turn.
@@ -268,6 +279,7 @@ func (r *blockRegistry) serve(v commands.View, cctx commands.Ctx, res commands.R
 			}
 			s := &servedPop{w: w, reply: reply, done: make(chan popResult, 1)}
 			w.done, w.idle, w.served = true, false, s
+			r.servedInPush.Add(1)
 			served = append(served, s)
 			select {
 			case w.wake <- struct{}{}:
@@ -306,6 +318,11 @@ func (r *blockRegistry) again(w *waiter) {
 // turn a later push made dirty.
 func (r *blockRegistry) ran(w *waiter, res commands.Result, err error) {
 	took := err != nil || !isNullReply(res.Reply)
+	if took {
+		r.ownPops.Add(1)
+	} else {
+		r.emptyPops.Add(1)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if took {
@@ -446,18 +463,40 @@ func isNullReply(r commands.Reply) bool {
 // push signals it, until the timeout, the client leaving or the end of
 // this leadership.
 func (b backend) block(ctx context.Context, spec *commands.Spec, args [][]byte) (commands.Reply, uint64, error) {
+	reply, lsn, err, _ := b.blockThen(ctx, spec, args, nil)
+	return reply, lsn, err
+}
+
+// blockThen is block; with then, a first pop that takes something (the
+// list had elements: no wait) is handed over as a lone write is
+// (resp.ThenBackend): then is called with its outcome by the goroutine
+// that answers its entry, and blockThen returns at once with owed true.
+// Otherwise (owed false) blockThen returns the answer, as block does.
+//
+// Why: under a backlog nearly every BLPOP finds an element at once. If
+// its connection's goroutine waited for the commit, each consumer would
+// need a wake-up per job where each producer (whose LPUSH is handed
+// over) needs none; on a busy machine the consumers then fall behind,
+// the backlog grows, and LPUSH/BLPOP being a stack, its oldest jobs wait
+// until it drains (the apps bench's p99 of 150 ms).
+func (b backend) blockThen(ctx context.Context, spec *commands.Spec, args [][]byte, then func(commands.Reply, uint64, error)) (_ commands.Reply, _ uint64, _ error, owed bool) {
 	ba, err := spec.Block(args)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, err, false
 	}
 	r, ok := b.n.current().(*leading)
 	if !ok {
-		return b.submit(ctx, spec, args)() // the role's own answer
+		reply, lsn, err := b.submit(ctx, spec, args)() // the role's own answer
+		return reply, lsn, err, false
 	}
 	reg := b.n.blocked
 	w := reg.add(spec, args, ba.Keys)
 	defer reg.remove(w)
-	ran := func(res commands.Result, err error) { reg.ran(w, res, err) }
+	var took bool // the last pop took something (or failed)
+	ran := func(res commands.Result, err error) {
+		took = err != nil || !isNullReply(res.Reply)
+		reg.ran(w, res, err)
+	}
 	var timeout <-chan time.Time // once blocked: most pops of a busy queue never block
 	var unblocked <-chan bool    // CLIENT UNBLOCK, once blocked
 	// answer is the reply to a pop a push served; again says it was not
@@ -479,15 +518,28 @@ func (b backend) block(ctx context.Context, spec *commands.Spec, args [][]byte) 
 	for again := false; ; again = true {
 		if s := reg.attempt(w); s != nil {
 			if res := answer(s); !res.again {
-				return res.reply, res.lsn, res.err
+				return res.reply, res.lsn, res.err, false
 			}
 		}
-		reply, lsn, err := b.submitPop(ctx, spec, args, again, ran)()
+		if again {
+			reg.wokenPops.Add(1)
+		}
+		pending, err := b.start(ctx, spec, args, again, ran)
+		if err != nil {
+			return nil, 0, err, false
+		}
+		if then != nil && !again && took {
+			// Its first pop, not a woken one (lostReply's fault is for
+			// those): answered by the goroutine that commits it.
+			pending.Then(ctx, func(reply commands.Reply, lsn uint64, err error) { then(waitResult(reply, lsn, err)) })
+			return nil, 0, nil, true
+		}
+		reply, lsn, err := waitResult(pending.Wait(ctx))
 		if err != nil || !isNullReply(reply) {
 			if again && err == nil {
 				reply = b.lostReply(reply)
 			}
-			return reply, lsn, err
+			return reply, lsn, err, false
 		}
 		if !again {
 			if ba.Timeout > 0 {
@@ -521,13 +573,13 @@ func (b backend) block(ctx context.Context, spec *commands.Spec, args [][]byte) 
 		if s := reg.leave(w); s != nil {
 			// A push served w as it was leaving: the element is w's.
 			if res := answer(s); !res.again {
-				return res.reply, res.lsn, res.err
+				return res.reply, res.lsn, res.err, false
 			}
 		}
 		if left == nil {
-			return nil, 0, ctx.Err()
+			return nil, 0, ctx.Err(), false
 		}
-		return left, 0, nil
+		return left, 0, nil, false
 	}
 }
 

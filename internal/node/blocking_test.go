@@ -785,3 +785,104 @@ wait:
 		}
 	}
 }
+
+// TestPipelineServesBlockedPops: a pipeline's pushes serve the clients
+// blocked on their keys in the pipeline's own entry, as a lone push does
+// (one entry for the pushes and the pops), after every command of the
+// batch: a pop in the pipeline takes its element first, and a key the
+// pipeline empties again serves no one. The planted batchServesNoOne
+// (the batch leaves them to the turns) takes more entries.
+func TestPipelineServesBlockedPops(t *testing.T) {
+	for _, planted := range []bool{false, true} {
+		t.Run(fmt.Sprintf("planted=%v", planted), func(t *testing.T) {
+			n1 := testNode(t, "n1", nil)
+			n1.blocked.batchServesNoOne = planted
+			c := newClient(t, n1)
+			var q, gone []<-chan *redis.Cmd
+			for i := range 3 {
+				q = append(q, bg(t, n1, "BLPOP", "q", "0"))
+				waitBlocked(t, n1, int64(i+1))
+			}
+			gone = append(gone, bg(t, n1, "BLPOP", "gone", "1"))
+			waitBlocked(t, n1, 4)
+			before := n1.db.Applied()
+			ctx := context.Background()
+			cmds, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
+				p.RPush(ctx, "q", "a", "b")
+				p.LPop(ctx, "q") // the pipeline's own pop comes first: a
+				p.RPush(ctx, "q", "c", "d")
+				p.RPush(ctx, "gone", "x")
+				p.Del(ctx, "gone") // emptied within the batch: no one served
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cmds[1].(*redis.StringCmd).Val(); got != "a" {
+				t.Fatalf("the pipeline's LPOP = %q, want a", got)
+			}
+			for i, want := range []string{"b", "c", "d"} {
+				got, err := result(t, q[i]).StringSlice()
+				if err != nil || len(got) != 2 || got[1] != want {
+					t.Fatalf("client %d: BLPOP = %q, %v, want [q %s]", i, got, err, want)
+				}
+			}
+			entries := n1.db.Applied() - before
+			if !planted && entries != 1 {
+				t.Fatalf("the pipeline and its pops took %d entries, want 1", entries)
+			}
+			if planted && entries == 1 {
+				t.Fatalf("planted batchServesNoOne: one entry, the test cannot see it")
+			}
+			if err := result(t, gone[0]).Err(); !errors.Is(err, redis.Nil) {
+				t.Fatalf("BLPOP gone = %v, want a timeout (nil)", err)
+			}
+			if got := c.Exists(ctx, "q", "gone").Val(); got != 0 {
+				t.Fatalf("EXISTS q gone = %d, want 0", got)
+			}
+			waitBlocked(t, n1, 0)
+		})
+	}
+}
+
+// TestTransactionServesBlockedPops: a transaction's pushes serve the
+// clients blocked on their keys in its one entry, once it is whole (a
+// push it pops again within itself serves no one). The planted
+// batchServesNoOne leaves them to the turns: more entries.
+func TestTransactionServesBlockedPops(t *testing.T) {
+	for _, planted := range []bool{false, true} {
+		t.Run(fmt.Sprintf("planted=%v", planted), func(t *testing.T) {
+			n1 := testNode(t, "n1", nil)
+			n1.blocked.batchServesNoOne = planted
+			c := newClient(t, n1)
+			var q []<-chan *redis.Cmd
+			for i := range 2 {
+				q = append(q, bg(t, n1, "BLPOP", "q", "0"))
+				waitBlocked(t, n1, int64(i+1))
+			}
+			before := n1.db.Applied()
+			ctx := context.Background()
+			if _, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				p.RPush(ctx, "q", "a", "b", "c")
+				p.LPop(ctx, "q") // the transaction's own: a
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			for i, want := range []string{"b", "c"} {
+				got, err := result(t, q[i]).StringSlice()
+				if err != nil || len(got) != 2 || got[1] != want {
+					t.Fatalf("client %d: BLPOP = %q, %v, want [q %s]", i, got, err, want)
+				}
+			}
+			entries := n1.db.Applied() - before
+			if !planted && entries != 1 {
+				t.Fatalf("the transaction and its pops took %d entries, want 1", entries)
+			}
+			if planted && entries == 1 {
+				t.Fatalf("planted batchServesNoOne: one entry, the test cannot see it")
+			}
+			waitBlocked(t, n1, 0)
+		})
+	}
+}

@@ -506,6 +506,7 @@ func (n *Node) startLeader(epoch uint64, lease *replication.Lease) (role, error)
 		DeliverLocal:     n.pubsub.Publish,
 		DeliverShard:     n.pubsub.SPublish,
 		Sequenced:        n.blocked.sequenced,
+		Settings:         n.settings(),
 	}, epoch)
 	if err != nil {
 		return nil, fmt.Errorf("node: lead at epoch %d: %w", epoch, err)
@@ -625,6 +626,7 @@ func (n *Node) startFollower(conn *grpc.ClientConn, respAddr, peerAddr string) *
 		Deliver:  func(ch, msg []byte) { n.pubsub.Publish(ch, msg) },
 		// Sharded messages (SPUBLISH) to the sharded subscribers.
 		DeliverShard: func(ch, msg []byte) { n.pubsub.SPublish(ch, msg) },
+		SetSettings:  n.setSettings,
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &following{f: f, ctx: ctx, cancel: cancel, done: make(chan struct{}), conn: conn, leaderRESP: respAddr, leaderPeer: peerAddr,

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/tandemdb/tandem/internal/commands"
 	"github.com/tandemdb/tandem/internal/pubsub"
+	"github.com/tandemdb/tandem/internal/replication"
 	"github.com/tandemdb/tandem/internal/resp"
 )
 
@@ -77,4 +79,33 @@ func (b backend) infoStats(sb *strings.Builder) {
 	}
 	fmt.Fprintf(sb, "# Stats\r\npubsub_channels:%d\r\npubsub_patterns:%d\r\ntandem_pubsub_dropped:%d\r\n\r\n",
 		len(n.pubsub.Channels(nil, true)), n.pubsub.NumPat(), dropped)
+}
+
+// Cluster-wide settings (replication/settings.go): notify-keyspace-events
+// is the cluster's. The leader sends its own to every follower, first on
+// each stream and on every CONFIG SET, and a follower takes them, so a
+// failover keeps the notifications the cluster had. A CONFIG SET on a
+// follower changes that node only until the leader's settings next
+// arrive (on the next change, or its next stream).
+
+var _ resp.SettingsBackend = backend{}
+
+// SettingsChanged implements resp.SettingsBackend: on the leader, the
+// cluster's settings are this node's now.
+func (b backend) SettingsChanged() {
+	if r, ok := b.n.current().(*leading); ok {
+		r.l.PublishSettings(b.n.settings())
+	}
+}
+
+// settings returns this node's settings, the cluster's while it leads.
+func (n *Node) settings() replication.Settings {
+	return replication.Settings{NotifyKeyspaceEvents: commands.NotifyKeyspaceEvents()}
+}
+
+// setSettings takes the leader's settings as this node's.
+func (n *Node) setSettings(s replication.Settings) {
+	if !commands.SetNotifyKeyspaceEvents(s.NotifyKeyspaceEvents) {
+		n.log.Warn("node: the leader's notify-keyspace-events is not valid here; kept this node's", "value", s.NotifyKeyspaceEvents)
+	}
 }

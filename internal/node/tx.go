@@ -85,18 +85,9 @@ func (b backend) Exec(ctx context.Context, tx resp.Tx) (resp.TxResult, error) {
 		}
 		return b.execFollower(ctx, r, tx)
 	case *leading:
-		var lws []*replication.Watch
-		for _, w := range tx.Watches {
-			nw, ok := w.(*nodeWatch)
-			if !ok || nw.role != role(r) || nw.lw == nil {
-				return resp.TxResult{}, resp.ErrWatchChanged
-			}
-			lws = append(lws, nw.lw)
-		}
-		if tx.Writes {
-			if a := b.n.agent; a != nil && a.syncShort.Load() {
-				return resp.TxResult{}, fmt.Errorf("tandem: fewer sync-set members than sync-min are there: %w", resp.ErrNoReplicas)
-			}
+		lws, err := b.leaderWatches(r, tx)
+		if err != nil {
+			return resp.TxResult{}, err
 		}
 		if b.n.cfg.Buggify.TxSplit && tx.Writes && len(tx.Cmds) > 1 {
 			return b.execSplit(ctx, r, lws, tx.Cmds)
@@ -106,9 +97,72 @@ func (b backend) Exec(ctx context.Context, tx resp.Tx) (resp.TxResult, error) {
 	panic("node: unknown role")
 }
 
+var _ resp.TxThenBackend = backend{}
+
+// ExecThen implements resp.TxThenBackend: on the leader the transaction
+// is sequenced now and done is called by the goroutine that answers its
+// entry (replication.Pending.Then), as SubmitThen does for a lone write;
+// anywhere else (a follower's snapshot read, the TxSplit fault) done is
+// called with what Exec returns, before ExecThen returns.
+func (b backend) ExecThen(ctx context.Context, tx resp.Tx, done func(resp.TxResult, error)) {
+	r, ok := b.n.current().(*leading)
+	if !ok || b.n.cfg.Buggify.TxSplit && tx.Writes && len(tx.Cmds) > 1 {
+		done(b.Exec(ctx, tx))
+		return
+	}
+	lws, err := b.leaderWatches(r, tx)
+	if err != nil {
+		done(resp.TxResult{}, err)
+		return
+	}
+	pending, replies, err := b.startTx(ctx, r, lws, tx.Cmds)
+	if err != nil {
+		done(resp.TxResult{}, err)
+		return
+	}
+	pending.Then(ctx, func(_ commands.Reply, lsn uint64, err error) { done(b.txOutcome(replies, lsn, err)) })
+}
+
+// leaderWatches returns the leadership's watches of tx, or why tx may not
+// run: a watch of another role (ErrWatchChanged), a leader below
+// sync-min.
+func (b backend) leaderWatches(r *leading, tx resp.Tx) ([]*replication.Watch, error) {
+	var lws []*replication.Watch
+	for _, w := range tx.Watches {
+		nw, ok := w.(*nodeWatch)
+		if !ok || nw.role != role(r) || nw.lw == nil {
+			return nil, resp.ErrWatchChanged
+		}
+		lws = append(lws, nw.lw)
+	}
+	if tx.Writes {
+		if a := b.n.agent; a != nil && a.syncShort.Load() {
+			return nil, fmt.Errorf("tandem: fewer sync-set members than sync-min are there: %w", resp.ErrNoReplicas)
+		}
+	}
+	return lws, nil
+}
+
 // execLeader runs cmds as one entry on the leader.
 func (b backend) execLeader(ctx context.Context, r *leading, lws []*replication.Watch, cmds []resp.TxCommand) (resp.TxResult, error) {
+	pending, replies, err := b.startTx(ctx, r, lws, cmds)
+	if err != nil {
+		return resp.TxResult{}, err
+	}
+	_, lsn, err := pending.Wait(ctx)
+	return b.txOutcome(replies, lsn, err)
+}
+
+// startTx sequences cmds as one entry on the leader and returns its
+// pending commit and the commands' replies, or why it was refused, as a
+// resp sentinel.
+//
+// Its pushes serve the clients blocked on their keys in its entry, after
+// all of its commands, as a pipeline's do (startServing): a transaction
+// is whole before it wakes anyone.
+func (b backend) startTx(ctx context.Context, r *leading, lws []*replication.Watch, cmds []resp.TxCommand) (commitWait, []resp.TxReply, error) {
 	var replies []resp.TxReply
+	var served []*servedPop
 	pending, err := r.l.StartTx(ctx, lws, func(v commands.View, nowMs int64) (commands.Result, error) {
 		batch := commands.NewBatch(v)
 		var err error
@@ -116,15 +170,30 @@ func (b backend) execLeader(ctx context.Context, r *leading, lws []*replication.
 		if err != nil {
 			return commands.Result{}, err
 		}
-		return commands.Result{Reply: commands.OK, Ops: batch.Ops(), Publish: batch.Publish()}, nil
+		res := commands.Result{Reply: commands.OK, Ops: batch.Ops(), Publish: batch.Publish()}
+		if len(res.Ops) > 0 && !b.n.blocked.batchServesNoOne {
+			res, served, err = b.n.blocked.serve(v, commands.Ctx{NowMs: nowMs, Cursors: b.n.cursors, Scripts: b.n.scripts}, res)
+		}
+		return res, err
 	})
+	if len(served) > 0 && err != nil {
+		b.n.blocked.unserve(served) // nothing was logged: they wait again
+	}
 	if errors.Is(err, replication.ErrWatchChanged) {
-		return resp.TxResult{}, resp.ErrWatchChanged
+		return nil, nil, resp.ErrWatchChanged
 	}
 	if err != nil {
-		return resp.TxResult{}, leaderError(err)
+		return nil, nil, leaderError(err)
 	}
-	_, lsn, err := pending.Wait(ctx)
+	if len(served) > 0 {
+		return fanOut(pending, served), replies, nil
+	}
+	return pending, replies, nil
+}
+
+// txOutcome is the result of a transaction whose entry's wait returned
+// lsn and err.
+func (b backend) txOutcome(replies []resp.TxReply, lsn uint64, err error) (resp.TxResult, error) {
 	if errors.Is(err, replication.ErrNotLeader) || errors.Is(err, replication.ErrStaleEpoch) {
 		// Sequenced, maybe durable, not committed: it may yet commit.
 		return resp.TxResult{}, resp.ErrLeadershipLost

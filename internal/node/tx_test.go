@@ -293,3 +293,59 @@ func TestWatchesReleased(t *testing.T) {
 		c.Close()
 	}
 }
+
+// TestPipelinedExecOwed: an EXEC that ends a pipelined read is answered
+// by the goroutine that commits it (resp's owed tail), after the OK and
+// QUEUEDs buffered before it, and before the next command runs; a watched
+// key changed by another client makes it the null array, still in order.
+func TestPipelinedExecOwed(t *testing.T) {
+	n := testNode(t, "n1", nil)
+	c, err := net.Dial("tcp", n.respAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	expect := func(want ...string) {
+		t.Helper()
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for _, w := range want {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				t.Fatalf("want %q: %v", w, err)
+			}
+			if got := strings.TrimSuffix(line, "\r\n"); got != w {
+				t.Fatalf("got %q, want %q", got, w)
+			}
+		}
+	}
+	send := func(cmds ...[]string) {
+		t.Helper()
+		var b strings.Builder
+		for _, args := range cmds {
+			b.WriteString(respCmd(args...))
+		}
+		if _, err := c.Write([]byte(b.String())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l := n.current().(*leading).l
+	before := l.Handoffs()
+	for range 10 {
+		send([]string{"MULTI"}, []string{"SET", "k", "1"}, []string{"INCR", "k"}, []string{"EXEC"})
+		expect("+OK", "+QUEUED", "+QUEUED", "*2", "+OK", ":2")
+	}
+	if woke := l.Handoffs().Sub(before).Writer; woke != 0 {
+		t.Errorf("10 EXECs woke %d writers, want 0: each is answered by the goroutine that commits it", woke)
+	}
+	for range 10 {
+		send([]string{"MULTI"}, []string{"SET", "k", "1"}, []string{"INCR", "k"}, []string{"EXEC"})
+		send([]string{"GET", "k"}) // may arrive in the same read: the EXEC is then not last
+		expect("+OK", "+QUEUED", "+QUEUED", "*2", "+OK", ":2", "$1", "2")
+		send([]string{"WATCH", "k"})
+		expect("+OK")
+		mustDo(t, newClient(t, n), "SET", "k", "changed")
+		send([]string{"MULTI"}, []string{"INCR", "k"}, []string{"EXEC"}, []string{"GET", "k"})
+		expect("+OK", "+QUEUED", "*-1", "$7", "changed")
+	}
+}

@@ -582,7 +582,11 @@ type Hello struct {
 	TakesSpublish bool `protobuf:"varint,7,opt,name=takes_spublish,json=takesSpublish,proto3" json:"takes_spublish,omitempty"`
 	// The follower reassembles entries sent in parts (Append.part); a node
 	// from before parts leaves it false and is sent every entry whole.
-	TakesParts    bool `protobuf:"varint,8,opt,name=takes_parts,json=takesParts,proto3" json:"takes_parts,omitempty"`
+	TakesParts bool `protobuf:"varint,8,opt,name=takes_parts,json=takesParts,proto3" json:"takes_parts,omitempty"`
+	// The follower takes the leader's settings (PubMessage.settings, sent
+	// first on every stream and on every change); a node from before
+	// would deliver them as messages.
+	TakesSettings bool `protobuf:"varint,9,opt,name=takes_settings,json=takesSettings,proto3" json:"takes_settings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -669,6 +673,13 @@ func (x *Hello) GetTakesSpublish() bool {
 func (x *Hello) GetTakesParts() bool {
 	if x != nil {
 		return x.TakesParts
+	}
+	return false
+}
+
+func (x *Hello) GetTakesSettings() bool {
+	if x != nil {
+		return x.TakesSettings
 	}
 	return false
 }
@@ -935,7 +946,10 @@ type PubMessage struct {
 	// A sharded message (SPUBLISH): delivered to SSUBSCRIBE subscribers,
 	// never to channel or pattern ones. Sent only where the far end said it
 	// takes them (Hello.takes_spublish, Start.takes_spublish).
-	Shard         bool `protobuf:"varint,4,opt,name=shard,proto3" json:"shard,omitempty"`
+	Shard bool `protobuf:"varint,4,opt,name=shard,proto3" json:"shard,omitempty"`
+	// The leader's settings, in publish order, not a message: channel and
+	// message are empty. Sent only where Hello.takes_settings.
+	Settings      *Settings `protobuf:"bytes,5,opt,name=settings,proto3" json:"settings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -996,6 +1010,13 @@ func (x *PubMessage) GetShard() bool {
 		return x.Shard
 	}
 	return false
+}
+
+func (x *PubMessage) GetSettings() *Settings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
 }
 
 // Start: the follower's position is consistent with the leader's log;
@@ -1062,6 +1083,54 @@ func (x *Start) GetTakesSpublish() bool {
 	return false
 }
 
+// Settings are the settings a cluster shares: the leader's, carried to
+// every follower first on its stream and on every change
+// (PubMessage.settings), so whichever node leads next has them.
+type Settings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// notify-keyspace-events, as CONFIG GET shows it ("" = none).
+	NotifyKeyspaceEvents string `protobuf:"bytes,1,opt,name=notify_keyspace_events,json=notifyKeyspaceEvents,proto3" json:"notify_keyspace_events,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *Settings) Reset() {
+	*x = Settings{}
+	mi := &file_peer_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Settings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Settings) ProtoMessage() {}
+
+func (x *Settings) ProtoReflect() protoreflect.Message {
+	mi := &file_peer_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Settings.ProtoReflect.Descriptor instead.
+func (*Settings) Descriptor() ([]byte, []int) {
+	return file_peer_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Settings) GetNotifyKeyspaceEvents() string {
+	if x != nil {
+		return x.NotifyKeyspaceEvents
+	}
+	return ""
+}
+
 // Truncate: the follower's log holds entries the leader does not have. The
 // leader's entry at after_lsn has epoch after_epoch; the follower drops
 // every entry after min(after_lsn, its last entry of epoch <= after_epoch),
@@ -1078,7 +1147,7 @@ type Truncate struct {
 
 func (x *Truncate) Reset() {
 	*x = Truncate{}
-	mi := &file_peer_proto_msgTypes[14]
+	mi := &file_peer_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1090,7 +1159,7 @@ func (x *Truncate) String() string {
 func (*Truncate) ProtoMessage() {}
 
 func (x *Truncate) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[14]
+	mi := &file_peer_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1103,7 +1172,7 @@ func (x *Truncate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Truncate.ProtoReflect.Descriptor instead.
 func (*Truncate) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{14}
+	return file_peer_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Truncate) GetAfterLsn() uint64 {
@@ -1130,7 +1199,7 @@ type NeedSnapshot struct {
 
 func (x *NeedSnapshot) Reset() {
 	*x = NeedSnapshot{}
-	mi := &file_peer_proto_msgTypes[15]
+	mi := &file_peer_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1142,7 +1211,7 @@ func (x *NeedSnapshot) String() string {
 func (*NeedSnapshot) ProtoMessage() {}
 
 func (x *NeedSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[15]
+	mi := &file_peer_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1155,7 +1224,7 @@ func (x *NeedSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NeedSnapshot.ProtoReflect.Descriptor instead.
 func (*NeedSnapshot) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{15}
+	return file_peer_proto_rawDescGZIP(), []int{16}
 }
 
 // Append carries encoded log entries (package logrec, each with its own
@@ -1188,7 +1257,7 @@ type Append struct {
 
 func (x *Append) Reset() {
 	*x = Append{}
-	mi := &file_peer_proto_msgTypes[16]
+	mi := &file_peer_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1200,7 +1269,7 @@ func (x *Append) String() string {
 func (*Append) ProtoMessage() {}
 
 func (x *Append) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[16]
+	mi := &file_peer_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1213,7 +1282,7 @@ func (x *Append) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Append.ProtoReflect.Descriptor instead.
 func (*Append) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{16}
+	return file_peer_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Append) GetEntries() [][]byte {
@@ -1287,7 +1356,7 @@ type EntryPart struct {
 
 func (x *EntryPart) Reset() {
 	*x = EntryPart{}
-	mi := &file_peer_proto_msgTypes[17]
+	mi := &file_peer_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1299,7 +1368,7 @@ func (x *EntryPart) String() string {
 func (*EntryPart) ProtoMessage() {}
 
 func (x *EntryPart) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[17]
+	mi := &file_peer_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1312,7 +1381,7 @@ func (x *EntryPart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EntryPart.ProtoReflect.Descriptor instead.
 func (*EntryPart) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{17}
+	return file_peer_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *EntryPart) GetLsn() uint64 {
@@ -1357,7 +1426,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_peer_proto_msgTypes[18]
+	mi := &file_peer_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1369,7 +1438,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[18]
+	mi := &file_peer_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1382,7 +1451,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{18}
+	return file_peer_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SnapshotRequest) GetNodeId() string {
@@ -1424,7 +1493,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_peer_proto_msgTypes[19]
+	mi := &file_peer_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1436,7 +1505,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[19]
+	mi := &file_peer_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1449,7 +1518,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{19}
+	return file_peer_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SnapshotChunk) GetEpoch() uint64 {
@@ -1532,7 +1601,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_peer_proto_msgTypes[20]
+	mi := &file_peer_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1544,7 +1613,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[20]
+	mi := &file_peer_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1557,7 +1626,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{20}
+	return file_peer_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SnapshotHeader) GetPosition() *Position {
@@ -1598,7 +1667,7 @@ type SnapshotDone struct {
 
 func (x *SnapshotDone) Reset() {
 	*x = SnapshotDone{}
-	mi := &file_peer_proto_msgTypes[21]
+	mi := &file_peer_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1610,7 +1679,7 @@ func (x *SnapshotDone) String() string {
 func (*SnapshotDone) ProtoMessage() {}
 
 func (x *SnapshotDone) ProtoReflect() protoreflect.Message {
-	mi := &file_peer_proto_msgTypes[21]
+	mi := &file_peer_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1623,7 +1692,7 @@ func (x *SnapshotDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotDone.ProtoReflect.Descriptor instead.
 func (*SnapshotDone) Descriptor() ([]byte, []int) {
-	return file_peer_proto_rawDescGZIP(), []int{21}
+	return file_peer_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SnapshotDone) GetKeys() uint64 {
@@ -1680,7 +1749,7 @@ const file_peer_proto_rawDesc = "" +
 	"\x05hello\x18\x02 \x01(\v2\x15.tandem.peer.v1.HelloH\x00R\x05hello\x126\n" +
 	"\bprogress\x18\x03 \x01(\v2\x18.tandem.peer.v1.ProgressH\x00R\bprogress\x123\n" +
 	"\apublish\x18\x04 \x01(\v2\x17.tandem.peer.v1.PublishH\x00R\apublishB\x06\n" +
-	"\x04body\"\x9a\x02\n" +
+	"\x04body\"\xc1\x02\n" +
 	"\x05Hello\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x122\n" +
 	"\adurable\x18\x02 \x01(\v2\x18.tandem.peer.v1.PositionR\adurable\x12\x1b\n" +
@@ -1691,7 +1760,8 @@ const file_peer_proto_rawDesc = "" +
 	"\rtakes_publish\x18\x06 \x01(\bR\ftakesPublish\x12%\n" +
 	"\x0etakes_spublish\x18\a \x01(\bR\rtakesSpublish\x12\x1f\n" +
 	"\vtakes_parts\x18\b \x01(\bR\n" +
-	"takesParts\"m\n" +
+	"takesParts\x12%\n" +
+	"\x0etakes_settings\x18\t \x01(\bR\rtakesSettings\"m\n" +
 	"\bProgress\x12\x1f\n" +
 	"\vdurable_lsn\x18\x01 \x01(\x04R\n" +
 	"durableLsn\x12\x1f\n" +
@@ -1708,17 +1778,20 @@ const file_peer_proto_rawDesc = "" +
 	"\apublish\x18\x06 \x01(\v2\x17.tandem.peer.v1.PublishH\x00R\apublishB\x06\n" +
 	"\x04body\"A\n" +
 	"\aPublish\x126\n" +
-	"\bmessages\x18\x01 \x03(\v2\x1a.tandem.peer.v1.PubMessageR\bmessages\"s\n" +
+	"\bmessages\x18\x01 \x03(\v2\x1a.tandem.peer.v1.PubMessageR\bmessages\"\xa9\x01\n" +
 	"\n" +
 	"PubMessage\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\fR\achannel\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\fR\amessage\x12\x1b\n" +
 	"\tafter_lsn\x18\x03 \x01(\x04R\bafterLsn\x12\x14\n" +
-	"\x05shard\x18\x04 \x01(\bR\x05shard\"n\n" +
+	"\x05shard\x18\x04 \x01(\bR\x05shard\x124\n" +
+	"\bsettings\x18\x05 \x01(\v2\x18.tandem.peer.v1.SettingsR\bsettings\"n\n" +
 	"\x05Start\x12\x19\n" +
 	"\bfrom_lsn\x18\x01 \x01(\x04R\afromLsn\x12#\n" +
 	"\rtakes_publish\x18\x02 \x01(\bR\ftakesPublish\x12%\n" +
-	"\x0etakes_spublish\x18\x03 \x01(\bR\rtakesSpublish\"H\n" +
+	"\x0etakes_spublish\x18\x03 \x01(\bR\rtakesSpublish\"@\n" +
+	"\bSettings\x124\n" +
+	"\x16notify_keyspace_events\x18\x01 \x01(\tR\x14notifyKeyspaceEvents\"H\n" +
 	"\bTruncate\x12\x1b\n" +
 	"\tafter_lsn\x18\x01 \x01(\x04R\bafterLsn\x12\x1f\n" +
 	"\vafter_epoch\x18\x02 \x01(\x04R\n" +
@@ -1779,7 +1852,7 @@ func file_peer_proto_rawDescGZIP() []byte {
 	return file_peer_proto_rawDescData
 }
 
-var file_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_peer_proto_goTypes = []any{
 	(*ReadIndexRequest)(nil),  // 0: tandem.peer.v1.ReadIndexRequest
 	(*ReadIndexReply)(nil),    // 1: tandem.peer.v1.ReadIndexReply
@@ -1795,14 +1868,15 @@ var file_peer_proto_goTypes = []any{
 	(*Publish)(nil),           // 11: tandem.peer.v1.Publish
 	(*PubMessage)(nil),        // 12: tandem.peer.v1.PubMessage
 	(*Start)(nil),             // 13: tandem.peer.v1.Start
-	(*Truncate)(nil),          // 14: tandem.peer.v1.Truncate
-	(*NeedSnapshot)(nil),      // 15: tandem.peer.v1.NeedSnapshot
-	(*Append)(nil),            // 16: tandem.peer.v1.Append
-	(*EntryPart)(nil),         // 17: tandem.peer.v1.EntryPart
-	(*SnapshotRequest)(nil),   // 18: tandem.peer.v1.SnapshotRequest
-	(*SnapshotChunk)(nil),     // 19: tandem.peer.v1.SnapshotChunk
-	(*SnapshotHeader)(nil),    // 20: tandem.peer.v1.SnapshotHeader
-	(*SnapshotDone)(nil),      // 21: tandem.peer.v1.SnapshotDone
+	(*Settings)(nil),          // 14: tandem.peer.v1.Settings
+	(*Truncate)(nil),          // 15: tandem.peer.v1.Truncate
+	(*NeedSnapshot)(nil),      // 16: tandem.peer.v1.NeedSnapshot
+	(*Append)(nil),            // 17: tandem.peer.v1.Append
+	(*EntryPart)(nil),         // 18: tandem.peer.v1.EntryPart
+	(*SnapshotRequest)(nil),   // 19: tandem.peer.v1.SnapshotRequest
+	(*SnapshotChunk)(nil),     // 20: tandem.peer.v1.SnapshotChunk
+	(*SnapshotHeader)(nil),    // 21: tandem.peer.v1.SnapshotHeader
+	(*SnapshotDone)(nil),      // 22: tandem.peer.v1.SnapshotDone
 }
 var file_peer_proto_depIdxs = []int32{
 	6,  // 0: tandem.peer.v1.ReadIndexReply.commit:type_name -> tandem.peer.v1.Position
@@ -1814,31 +1888,32 @@ var file_peer_proto_depIdxs = []int32{
 	11, // 6: tandem.peer.v1.FollowerMessage.publish:type_name -> tandem.peer.v1.Publish
 	6,  // 7: tandem.peer.v1.Hello.durable:type_name -> tandem.peer.v1.Position
 	13, // 8: tandem.peer.v1.LeaderMessage.start:type_name -> tandem.peer.v1.Start
-	14, // 9: tandem.peer.v1.LeaderMessage.truncate:type_name -> tandem.peer.v1.Truncate
-	15, // 10: tandem.peer.v1.LeaderMessage.need_snapshot:type_name -> tandem.peer.v1.NeedSnapshot
-	16, // 11: tandem.peer.v1.LeaderMessage.append:type_name -> tandem.peer.v1.Append
+	15, // 9: tandem.peer.v1.LeaderMessage.truncate:type_name -> tandem.peer.v1.Truncate
+	16, // 10: tandem.peer.v1.LeaderMessage.need_snapshot:type_name -> tandem.peer.v1.NeedSnapshot
+	17, // 11: tandem.peer.v1.LeaderMessage.append:type_name -> tandem.peer.v1.Append
 	11, // 12: tandem.peer.v1.LeaderMessage.publish:type_name -> tandem.peer.v1.Publish
 	12, // 13: tandem.peer.v1.Publish.messages:type_name -> tandem.peer.v1.PubMessage
-	17, // 14: tandem.peer.v1.Append.part:type_name -> tandem.peer.v1.EntryPart
-	20, // 15: tandem.peer.v1.SnapshotChunk.header:type_name -> tandem.peer.v1.SnapshotHeader
-	21, // 16: tandem.peer.v1.SnapshotChunk.done:type_name -> tandem.peer.v1.SnapshotDone
-	6,  // 17: tandem.peer.v1.SnapshotHeader.position:type_name -> tandem.peer.v1.Position
-	6,  // 18: tandem.peer.v1.SnapshotHeader.epoch_starts:type_name -> tandem.peer.v1.Position
-	7,  // 19: tandem.peer.v1.Peer.Replicate:input_type -> tandem.peer.v1.FollowerMessage
-	18, // 20: tandem.peer.v1.Peer.Snapshot:input_type -> tandem.peer.v1.SnapshotRequest
-	4,  // 21: tandem.peer.v1.Peer.Heartbeat:input_type -> tandem.peer.v1.HeartbeatRequest
-	2,  // 22: tandem.peer.v1.Peer.StopWrites:input_type -> tandem.peer.v1.StopWritesRequest
-	0,  // 23: tandem.peer.v1.Peer.ReadIndex:input_type -> tandem.peer.v1.ReadIndexRequest
-	10, // 24: tandem.peer.v1.Peer.Replicate:output_type -> tandem.peer.v1.LeaderMessage
-	19, // 25: tandem.peer.v1.Peer.Snapshot:output_type -> tandem.peer.v1.SnapshotChunk
-	5,  // 26: tandem.peer.v1.Peer.Heartbeat:output_type -> tandem.peer.v1.HeartbeatReply
-	3,  // 27: tandem.peer.v1.Peer.StopWrites:output_type -> tandem.peer.v1.StopWritesReply
-	1,  // 28: tandem.peer.v1.Peer.ReadIndex:output_type -> tandem.peer.v1.ReadIndexReply
-	24, // [24:29] is the sub-list for method output_type
-	19, // [19:24] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	14, // 14: tandem.peer.v1.PubMessage.settings:type_name -> tandem.peer.v1.Settings
+	18, // 15: tandem.peer.v1.Append.part:type_name -> tandem.peer.v1.EntryPart
+	21, // 16: tandem.peer.v1.SnapshotChunk.header:type_name -> tandem.peer.v1.SnapshotHeader
+	22, // 17: tandem.peer.v1.SnapshotChunk.done:type_name -> tandem.peer.v1.SnapshotDone
+	6,  // 18: tandem.peer.v1.SnapshotHeader.position:type_name -> tandem.peer.v1.Position
+	6,  // 19: tandem.peer.v1.SnapshotHeader.epoch_starts:type_name -> tandem.peer.v1.Position
+	7,  // 20: tandem.peer.v1.Peer.Replicate:input_type -> tandem.peer.v1.FollowerMessage
+	19, // 21: tandem.peer.v1.Peer.Snapshot:input_type -> tandem.peer.v1.SnapshotRequest
+	4,  // 22: tandem.peer.v1.Peer.Heartbeat:input_type -> tandem.peer.v1.HeartbeatRequest
+	2,  // 23: tandem.peer.v1.Peer.StopWrites:input_type -> tandem.peer.v1.StopWritesRequest
+	0,  // 24: tandem.peer.v1.Peer.ReadIndex:input_type -> tandem.peer.v1.ReadIndexRequest
+	10, // 25: tandem.peer.v1.Peer.Replicate:output_type -> tandem.peer.v1.LeaderMessage
+	20, // 26: tandem.peer.v1.Peer.Snapshot:output_type -> tandem.peer.v1.SnapshotChunk
+	5,  // 27: tandem.peer.v1.Peer.Heartbeat:output_type -> tandem.peer.v1.HeartbeatReply
+	3,  // 28: tandem.peer.v1.Peer.StopWrites:output_type -> tandem.peer.v1.StopWritesReply
+	1,  // 29: tandem.peer.v1.Peer.ReadIndex:output_type -> tandem.peer.v1.ReadIndexReply
+	25, // [25:30] is the sub-list for method output_type
+	20, // [20:25] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_peer_proto_init() }
@@ -1858,7 +1933,7 @@ func file_peer_proto_init() {
 		(*LeaderMessage_Append)(nil),
 		(*LeaderMessage_Publish)(nil),
 	}
-	file_peer_proto_msgTypes[19].OneofWrappers = []any{
+	file_peer_proto_msgTypes[20].OneofWrappers = []any{
 		(*SnapshotChunk_Header)(nil),
 		(*SnapshotChunk_Data)(nil),
 		(*SnapshotChunk_Done)(nil),
@@ -1869,7 +1944,7 @@ func file_peer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_peer_proto_rawDesc), len(file_peer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

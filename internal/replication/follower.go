@@ -50,6 +50,10 @@ type FollowerConfig struct {
 	// DeliverShard is Deliver for a sharded message (SPUBLISH); nil: the
 	// follower takes none.
 	DeliverShard func(channel, message []byte)
+	// SetSettings takes the leader's settings as this node's (sent first
+	// on each stream and on every change, settings.go), from the stream's
+	// goroutine; nil: the follower takes none.
+	SetSettings func(Settings)
 }
 
 // FollowerStatus is what status and INFO show about a follower.
@@ -225,6 +229,7 @@ func (f *Follower) session(ctx context.Context) error {
 		TakesPublish:  f.cfg.Deliver != nil,
 		TakesSpublish: f.cfg.Deliver != nil && f.cfg.DeliverShard != nil,
 		TakesParts:    true, // receive puts them together (parts.go)
+		TakesSettings: f.cfg.SetSettings != nil,
 	}}})
 	if err != nil {
 		return fmt.Errorf("replication: send hello: %w", err)

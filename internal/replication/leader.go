@@ -89,6 +89,10 @@ type LeaderConfig struct {
 	DeliverLocal func(channel, message []byte) int
 	// DeliverShard is DeliverLocal for a sharded message (SPUBLISH).
 	DeliverShard func(channel, message []byte) int
+	// Settings are the cluster's settings this leadership starts with
+	// (settings.go): sent to every follower, and changed with
+	// PublishSettings.
+	Settings Settings
 	// Sequenced, if set, is called with the ops of each entry as soon as
 	// it is sequenced (in the overlay, so the next command sequenced reads
 	// it), under the sequencing lock: it must not block or call back into
@@ -254,6 +258,9 @@ type Leader struct {
 	// messages (pubsub.go); taken before mu.
 	pubMu      sync.Mutex
 	pubDropped atomic.Uint64
+	// settings are the cluster's settings now (under mu; changed under
+	// pubMu too, settings.go).
+	settings Settings
 
 	// persistEpoch durably records a higher epoch (DB.ObserveEpoch; tests
 	// make it fail).
@@ -319,9 +326,12 @@ type streamOut struct {
 	// Pub/sub messages for the stream (pubsub.go), under Leader.mu.
 	takesPub   bool
 	takesShard bool // and sharded ones (SPUBLISH)
-	pub        []*peerpb.PubMessage
-	pubBytes   int
-	pubWake    chan struct{} // capacity 1
+	// takesSettings: the follower takes the leader's settings
+	// (settings.go), queued in pub.
+	takesSettings bool
+	pub           []*peerpb.PubMessage
+	pubBytes      int
+	pubWake       chan struct{} // capacity 1
 }
 
 // signal leaves a token in a mailbox of capacity 1, and reports whether
@@ -410,6 +420,7 @@ func NewLeader(cfg LeaderConfig, epoch uint64) (*Leader, error) {
 		cfg:        cfg,
 		log:        log,
 		epoch:      epoch,
+		settings:   cfg.Settings,
 		overlay:    overlay{},
 		tail:       tailCache{maxBytes: tailBytes},
 		streams:    map[uint64]*streamOut{},

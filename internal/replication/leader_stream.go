@@ -238,12 +238,14 @@ func (l *Leader) answer(stream LeaderStream, d Decision) (streaming bool, err er
 // join records the follower in the core's table, durable through
 // durable, and opens the stream's mailbox; it returns the session.
 func (l *Leader) join(h *peerpb.Hello, durable uint64) (uint64, *streamOut) {
-	out := &streamOut{wake: make(chan struct{}, 1), closed: make(chan struct{}), pubWake: make(chan struct{}, 1), takesPub: h.TakesPublish, takesShard: h.TakesSpublish}
+	out := &streamOut{wake: make(chan struct{}, 1), closed: make(chan struct{}), pubWake: make(chan struct{}, 1),
+		takesPub: h.TakesPublish, takesShard: h.TakesSpublish, takesSettings: h.TakesSettings}
 	info := FollowerInfo{NodeID: h.NodeId, RESPAddr: h.RespAddr, HTTPAddr: h.HttpAddr}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	session := l.core.FollowerJoined(info, durable, l.cfg.Now().UnixNano())
 	l.streams[session] = out
+	l.queueSettingsLocked(out) // first on the stream (settings.go)
 	l.dispatchLocked()
 	signal(l.followersChanged)
 	return session, out

@@ -178,10 +178,14 @@ func (f *Follower) deliver(m *peerpb.PubMessage) {
 // order: each once applied has reached its after_lsn, and none before an
 // earlier one still held.
 func (f *Follower) receivedPublish(p *peerpb.Publish, applied uint64) {
-	if f.cfg.Deliver == nil {
-		return
-	}
 	for _, m := range p.Messages {
+		if m.Settings != nil {
+			f.takeSettings(m.Settings) // settings.go
+			continue
+		}
+		if f.cfg.Deliver == nil {
+			continue
+		}
 		if len(f.pub.held) == 0 && m.AfterLsn <= applied && !f.cfg.Buggify.FollowerPubReorder {
 			f.deliver(m)
 			continue

@@ -226,3 +226,57 @@ func TestWritePublishesOnceApplied(t *testing.T) {
 		}
 	}
 }
+
+// TestSettingsReachEveryFollower: the leader's settings are the first
+// thing on every follower stream and follow every change in publish
+// order, so a follower (the next leader after a failover) has the
+// cluster's; a follower that joins later starts with the current ones.
+func TestSettingsReachEveryFollower(t *testing.T) {
+	l := newLeader(t, 1, commit.Mode{Kind: commit.Async}, func(c *LeaderConfig) {
+		c.Settings = Settings{NotifyKeyspaceEvents: "KEA"}
+	})
+	type rec struct {
+		mu  sync.Mutex
+		got []string
+	}
+	add := func(r *rec, s string) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.got = append(r.got, s)
+	}
+	follower := func(id string, r *rec) {
+		n := &testFollower{id: id, fs: vfs.NewMem(), tweak: func(c *FollowerConfig) {
+			c.Deliver = func(ch, msg []byte) { add(r, string(ch)+"="+string(msg)) }
+			c.SetSettings = func(s Settings) { add(r, "settings="+s.NotifyKeyspaceEvents) }
+		}}
+		n.start(t, l.dialer)
+		t.Cleanup(func() { n.stop(t) })
+	}
+	wait := func(r *rec, want ...string) {
+		t.Helper()
+		ok := testutil.Until(10*time.Second, func() bool {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			return len(r.got) >= len(want)
+		})
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if !ok || strings.Join(r.got, ",") != strings.Join(want, ",") {
+			t.Fatalf("the follower got %q, want %q", r.got, want)
+		}
+	}
+	var f1, f2 rec
+	follower("f1", &f1)
+	waitConnected(t, l, 1)
+	wait(&f1, "settings=KEA")
+	l.Publish([]byte("ch"), []byte("a"))
+	l.PublishSettings(Settings{NotifyKeyspaceEvents: "Elx"})
+	l.Publish([]byte("ch"), []byte("b"))
+	wait(&f1, "settings=KEA", "ch=a", "settings=Elx", "ch=b")
+	if got := l.Settings().NotifyKeyspaceEvents; got != "Elx" {
+		t.Fatalf("the leader's settings = %q, want Elx", got)
+	}
+	follower("f2", &f2)
+	waitConnected(t, l, 2)
+	wait(&f2, "settings=Elx")
+}

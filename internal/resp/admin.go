@@ -219,6 +219,13 @@ func (n *node) configParams() []configParam {
 	}
 }
 
+// SettingsBackend is an optional Backend capability: SettingsChanged is
+// called after CONFIG SET changed a setting the cluster shares
+// (notify-keyspace-events), so the node can pass it on to the others.
+type SettingsBackend interface {
+	SettingsChanged()
+}
+
 func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 	switch sub := strings.ToLower(string(args[1])); sub {
 	case "get":
@@ -311,6 +318,9 @@ func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 		commands.SetZSetEncodingLimits(zEntries, zValue)
 		commands.SetMaxReplyBytes(maxReply)
 		commands.SetNotifyKeyspaceEvents(notify)
+		if sb, ok := n.b.(SettingsBackend); ok {
+			sb.SettingsChanged() // the cluster's: the node passes them on
+		}
 		c.WriteString("OK")
 	case "resetstat":
 		c.WriteString("OK")

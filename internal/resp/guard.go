@@ -272,6 +272,10 @@ type guardConn struct {
 	// goroutine owes the connection is written (owed.go); set and cleared
 	// by the connection's goroutine only.
 	owed chan struct{}
+	// tail, when not nil, is an owed reply that goes after the bytes of
+	// redcon's next flush (owed.go); set and cleared by the connection's
+	// goroutine only.
+	tail *owedTail
 }
 
 // Write bounds each write by the reply timeout, if there is one, and
@@ -279,6 +283,11 @@ type guardConn struct {
 // redcon (a subscriber), that ends the reader that would otherwise keep
 // it, and its subscriptions, alive.
 func (g *guardConn) Write(p []byte) (int, error) {
+	if t := g.tail; t != nil {
+		// An owed reply that follows these bytes (owed.go).
+		g.tail = nil
+		return t.flushed(p)
+	}
 	if len(p) == 0 {
 		return 0, nil // redcon flushes after every read, replies or not
 	}

@@ -23,7 +23,10 @@ import (
 // order, a data command's from the unit (an input error is that
 // command's error reply; the others still apply) and any other queued
 // command (PING, ECHO, INFO, ...) served at its place after the unit.
-// A watched key that changed makes EXEC answer a null array. EXEC,
+// A watched key that changed makes EXEC answer a null array. An EXEC
+// that ends what the connection read is answered, as a lone write is, by
+// the goroutine that commits it (TxThenBackend, owed.go), after the
+// replies before it. EXEC,
 // DISCARD, UNWATCH, RESET and closing the connection release the watches.
 
 // TxBackend is an optional Backend capability: transactions and WATCH.
@@ -39,6 +42,16 @@ type TxBackend interface {
 	// Leading reports whether the node leads now (a write queued on a
 	// node that does not is refused at once, as on a Redis replica).
 	Leading() bool
+}
+
+// TxThenBackend is an optional TxBackend capability, EXEC's ThenBackend:
+// ExecThen runs tx as Exec does and, instead of returning, calls done
+// once with what Exec would have returned, from the goroutine that
+// answers the transaction's entry or, when it is not sequenced, from the
+// caller's (before ExecThen returns). done must be quick and must not
+// block. The watches may be released once ExecThen returns.
+type TxThenBackend interface {
+	ExecThen(ctx context.Context, tx Tx, done func(TxResult, error))
 }
 
 // Watch is a connection's WATCH of some keys (TxBackend.Watch).
@@ -272,27 +285,81 @@ func cmdExec(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 			tx.Writes = tx.Writes || q.spec.Flags&commands.FlagWrite != 0
 		}
 	}
-	var res TxResult
-	if len(tx.Cmds) > 0 || len(tx.Watches) > 0 {
-		ctx := sess.enter()
-		var err error
-		res, err = n.tx.Exec(ctx, tx)
-		sess.leave()
-		if err == nil && len(res.Replies) != len(tx.Cmds) {
+	if len(tx.Cmds) == 0 && len(tx.Watches) == 0 {
+		n.writeExecArray(c, sess, queue, TxResult{}) // nothing for the backend
+		return
+	}
+	if n.canThenExec(sess, queue, tx) {
+		n.execThen(sess, queue, tx)
+		return
+	}
+	ctx := sess.enter()
+	res, err := n.tx.Exec(ctx, tx)
+	sess.leave()
+	n.writeExec(c, sess, queue, res, err)
+}
+
+// canThenExec reports whether an EXEC may be handed over with its reply
+// owed (owed.go), as a lone write is: the last command of what the
+// connection read (its reply then follows the replies before it, which
+// the connection's goroutine flushes first: oweAfterFlush), replies
+// on, no durability floor, and every queued command a data command (a
+// queued PING or INFO is served by the connection's goroutine).
+func (n *node) canThenExec(sess *Session, queue []queuedCmd, tx Tx) bool {
+	return n.txThen != nil && sess.g != nil && (sess.alone || sess.last) && sess.reply == replyOn &&
+		nodeState(sess).durability.replicas == 0 && len(tx.Cmds) == len(queue)
+}
+
+// execThen hands an EXEC to the TxThenBackend, its reply owed: written,
+// once the transaction is answered, after the replies the connection's
+// goroutine has buffered before it (MULTI's OK, the QUEUEDs of a
+// pipelined transaction) and before anything the connection serves next.
+func (n *node) execThen(sess *Session, queue []queuedCmd, tx Tx) {
+	g := sess.g
+	t := g.oweAfterFlush()
+	ctx := sess.enter()
+	n.txThen.ExecThen(ctx, tx, func(res TxResult, err error) {
+		var b replyBuf
+		n.writeExec(&b, sess, queue, res, err)
+		t.ready(b.b)
+	})
+	sess.leave()
+}
+
+// writeExec records what a transaction ran in the session and writes
+// EXEC's reply: the null array when a watched key changed, an error when
+// it failed as a whole, else each queued command's reply in order (a
+// queued command that is not a data command is served here, at its
+// place: only on the connection's goroutine).
+func (n *node) writeExec(c redcon.Conn, sess *Session, queue []queuedCmd, res TxResult, err error) {
+	if err == nil {
+		data := 0
+		for _, q := range queue {
+			if q.spec != nil {
+				data++
+			}
+		}
+		if len(res.Replies) != data {
 			err = errors.New("resp: transaction backend answered a wrong number of replies")
 		}
-		if err == nil {
-			err = n.recordTx(sess, res)
-		}
-		switch {
-		case errors.Is(err, ErrWatchChanged):
-			writeNull(c, sess.proto3(), true)
-			return
-		case err != nil:
-			c.WriteError(n.execErrorText(err, sess))
-			return
-		}
 	}
+	if err == nil {
+		err = n.recordTx(sess, res)
+	}
+	switch {
+	case errors.Is(err, ErrWatchChanged):
+		writeNull(c, sess.proto3(), true)
+		return
+	case err != nil:
+		c.WriteError(n.execErrorText(err, sess))
+		return
+	}
+	n.writeExecArray(c, sess, queue, res)
+}
+
+// writeExecArray writes EXEC's array of replies: each data command's
+// from res, each other command served at its place.
+func (n *node) writeExecArray(c redcon.Conn, sess *Session, queue []queuedCmd, res TxResult) {
 	c.WriteArray(len(queue))
 	i := 0
 	for _, q := range queue {

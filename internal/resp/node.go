@@ -73,6 +73,7 @@ type node struct {
 	then   ThenBackend     // nil when b cannot answer writes for the connection
 	pos    PositionBackend // nil when b has no read policies
 	tx     TxBackend       // nil when b has no transactions
+	txThen TxThenBackend   // nil when b cannot answer an EXEC for the connection
 	ps     PubSubBackend   // nil when b has no pub/sub
 }
 
@@ -112,6 +113,7 @@ func NewServer(cfg Config, b Backend) *Server {
 	n.then, _ = b.(ThenBackend)
 	n.pos, _ = b.(PositionBackend)
 	n.tx, _ = b.(TxBackend)
+	n.txThen, _ = b.(TxThenBackend)
 	n.ps, _ = b.(PubSubBackend)
 	fe := FrontEnd{
 		Mode:  "standalone",

@@ -3,6 +3,7 @@ package resp
 import (
 	"context"
 	"errors"
+	"sync"
 	"syscall"
 
 	"github.com/tidwall/redcon"
@@ -23,8 +24,11 @@ import (
 // The rules that keep replies in order and the session right:
 //
 //   - Only a write that is the last command of what the connection read
-//     (no pipeline behind it), outside MULTI, with no durability floor
-//     and not blocking, is handed over; anything else waits as before.
+//     (no pipeline behind it), outside MULTI, with no durability floor,
+//     is handed over; anything else waits as before. A blocking command
+//     is handed over too: the backend answers it on the caller's
+//     goroutine when it must wait, and hands over only a pop that needs
+//     none.
 //   - At most one reply is owed per connection: before the connection's
 //     goroutine serves its next command, or writes any byte (redcon's
 //     flush, a protocol error), it waits until the owed reply is written
@@ -82,8 +86,7 @@ func (n *node) serveThen(sess *Session, spec *commands.Spec, args [][]byte) {
 
 // canThen reports whether a write may be handed over with its reply owed.
 func (n *node) canThen(sess *Session, spec *commands.Spec) bool {
-	return n.then != nil && sess.alone && sess.g != nil && spec.Block == nil &&
-		nodeState(sess).durability.replicas == 0
+	return n.then != nil && sess.alone && sess.g != nil && nodeState(sess).durability.replicas == 0
 }
 
 // writeOwed writes an owed reply and then closes paid: one non-blocking
@@ -137,3 +140,56 @@ func (r *replyBuf) WriteArray(count int)     { r.b = redcon.AppendArray(r.b, cou
 func (r *replyBuf) WriteNull()               { r.b = redcon.AppendNull(r.b) }
 func (r *replyBuf) WriteRaw(data []byte)     { r.b = append(r.b, data...) }
 func (r *replyBuf) WriteAny(v any)           { r.b = redcon.AppendAny(r.b, v) }
+
+// owedTail is a reply owed after the replies the connection's goroutine
+// has buffered (redcon writes them at its flush, at the end of the read):
+// whichever comes second, the flush or the reply, writes the reply, so it
+// goes out after them without either goroutine waiting for the other.
+type owedTail struct {
+	g    *guardConn
+	paid chan struct{}
+	mu   sync.Mutex
+	done bool   // the flush came
+	b    []byte // the reply, once ready
+	set  bool
+}
+
+// oweAfterFlush owes the connection a reply that goes after redcon's next
+// flush (the end of this read); the caller hands the returned tail the
+// reply with ready. Only the connection's goroutine calls it, serving the
+// last command of a read.
+func (g *guardConn) oweAfterFlush() *owedTail {
+	t := &owedTail{g: g, paid: make(chan struct{})}
+	g.owed, g.tail = t.paid, t
+	return t
+}
+
+// ready hands over the owed reply: written now if the flush came, else by
+// the flush.
+func (t *owedTail) ready(b []byte) {
+	t.mu.Lock()
+	t.b, t.set = b, true
+	flushed := t.done
+	t.mu.Unlock()
+	if flushed {
+		t.g.writeOwed(b, t.paid)
+	}
+}
+
+// flushed is redcon's flush of p, the replies before the owed one: it
+// writes p, then the owed reply if it is ready.
+func (t *owedTail) flushed(p []byte) (int, error) {
+	var n int
+	var err error
+	if len(p) > 0 {
+		n, err = t.g.write(p)
+	}
+	t.mu.Lock()
+	t.done = true
+	b, set := t.b, t.set
+	t.mu.Unlock()
+	if set {
+		t.g.writeOwed(b, t.paid)
+	}
+	return n, err
+}

@@ -2,6 +2,8 @@ package resp
 
 import (
 	"context"
+	"log/slog"
+	"net"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -105,4 +107,64 @@ func TestOwedOnlyForALoneWrite(t *testing.T) {
 	if n := f.thens.Load(); n != 0 {
 		t.Fatalf("%d writes handed over, want 0", n)
 	}
+}
+
+// An owed tail (EXEC's reply after the MULTI and QUEUED replies buffered
+// before it) goes out after the bytes of the flush it follows, whether
+// the reply is ready before the flush or after it, and the next
+// command's payOwed waits for it.
+func TestOwedTailFollowsFlush(t *testing.T) {
+	for _, readyFirst := range []bool{true, false} {
+		cc, g := guardPair(t, 1<<20)
+		tail := g.oweAfterFlush()
+		if readyFirst {
+			tail.ready([]byte("exec\n"))
+		}
+		if _, err := g.Write([]byte("multi queued\n")); err != nil {
+			t.Fatal(err)
+		}
+		if !readyFirst {
+			tail.ready([]byte("exec\n"))
+		}
+		g.payOwed() // what the next command waits for
+		if _, err := g.Write([]byte("next\n")); err != nil {
+			t.Fatal(err)
+		}
+		_ = cc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got := make([]byte, 0, 64)
+		buf := make([]byte, 64)
+		for len(got) < len("multi queued\nexec\nnext\n") {
+			n, err := cc.Read(buf)
+			if err != nil {
+				t.Fatalf("read after %q: %v", got, err)
+			}
+			got = append(got, buf[:n]...)
+		}
+		if want := "multi queued\nexec\nnext\n"; string(got) != want {
+			t.Errorf("ready first %v: the connection got %q, want %q", readyFirst, got, want)
+		}
+	}
+}
+
+// guardPair returns the client end of a loopback TCP connection and a
+// guardConn on its server end.
+func guardPair(t *testing.T, maxCommand int64) (net.Conn, *guardConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close(); sc.Close() })
+	lim := testLimits
+	lim.maxCommand = maxCommand
+	return cc, &guardConn{Conn: sc, f: framer{lim: lim}, log: slog.New(slog.DiscardHandler)}
 }

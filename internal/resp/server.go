@@ -432,7 +432,9 @@ func (s *Server) serveCommand(conn redcon.Conn, cmd redcon.Command) {
 			h(rest[i:])
 			return
 		}
+		sess.last = i == len(rest)-1
 		s.servePipelined(conn, sess, c.Args)
+		sess.last = false
 	}
 	s.fe.Flush(conn, sess)
 	if h := sess.handoff; h != nil {
@@ -536,8 +538,10 @@ type Session struct {
 	// quit is set by QUIT to stop serving the rest of the pipeline.
 	quit bool
 	// alone is set while the connection's goroutine serves the one
-	// command of a read (owed.go).
-	alone bool
+	// command of a read (owed.go), last while it serves the last command
+	// of a pipelined read (an EXEC's reply may be owed after the replies
+	// before it are flushed: multi.go).
+	alone, last bool
 	// sub is set once the connection is detached for pub/sub (see
 	// pubsub.go), by the connection's goroutine before the subscriber's
 	// goroutines start; never reset.

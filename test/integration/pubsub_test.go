@@ -12,6 +12,7 @@ import (
 
 	"github.com/tandemdb/tandem/internal/cluster"
 	"github.com/tandemdb/tandem/internal/statusdoc"
+	"github.com/tandemdb/tandem/internal/testutil"
 )
 
 // TestPubSubAcrossNodes runs 3 nodes (n1 leads) with subscribers on every
@@ -226,4 +227,77 @@ func TestPubSubThroughProxy(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestNotificationsSurviveFailover: notify-keyspace-events set on the
+// leader is the cluster's (the leader sends its settings on every
+// follower stream): every follower reports it, the node promoted by a
+// kill -9 failover publishes the same notifications, and the killed node,
+// restarted empty-handed, takes them again from the new leader. Before,
+// each node kept its own and the failover turned them off.
+func TestNotificationsSurviveFailover(t *testing.T) {
+	c := startControlled(t, 3, nil)
+	ctx := context.Background()
+	old, _, err := c.Leader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client(t, c.Node(old).RESPAddr).ConfigSet(ctx, "notify-keyspace-events", "KEA").Err(); err != nil {
+		t.Fatal(err)
+	}
+	want := client(t, c.Node(old).RESPAddr).ConfigGet(ctx, "notify-keyspace-events").Val()["notify-keyspace-events"]
+	if want == "" {
+		t.Fatal("CONFIG GET notify-keyspace-events is empty after CONFIG SET")
+	}
+	settingOn := func(id int) string {
+		return client(t, c.Node(id).RESPAddr).ConfigGet(ctx, "notify-keyspace-events").Val()["notify-keyspace-events"]
+	}
+	for _, n := range c.Nodes() {
+		testutil.Eventually(t, n.Name+" takes the leader's notify-keyspace-events", 10*time.Second, func() (bool, string) {
+			got := settingOn(n.ID)
+			return got == want, fmt.Sprintf("%q, want %q", got, want)
+		})
+	}
+	if err := c.Kill(old); err != nil {
+		t.Fatal(err)
+	}
+	var next cluster.NodeInfo
+	testutil.Eventually(t, "a new leader", 20*time.Second, func() (bool, string) {
+		top := topologyOf(t, c)
+		for _, n := range c.Nodes() {
+			if n.Name == top.Leader && n.ID != old {
+				next = n
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%+v", top)
+	})
+	sub := redis.NewClient(&redis.Options{Addr: next.RESPAddr, Protocol: 2, MaxRetries: -1})
+	t.Cleanup(func() { sub.Close() })
+	ps := sub.Subscribe(ctx, "__keyevent@0__:set")
+	t.Cleanup(func() { ps.Close() })
+	if _, err := ps.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	nc := client(t, next.RESPAddr)
+	testutil.Eventually(t, "a write on the new leader", 20*time.Second, func() (bool, string) {
+		err := nc.Set(ctx, "after-failover", "v", 0).Err()
+		return err == nil, fmt.Sprint(err)
+	})
+	mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	m, err := ps.ReceiveMessage(mctx)
+	if err != nil {
+		t.Fatalf("no set notification from the new leader %s: %v", next.Name, err)
+	}
+	if m.Channel != "__keyevent@0__:set" || m.Payload != "after-failover" {
+		t.Fatalf("got %s %q, want __keyevent@0__:set after-failover", m.Channel, m.Payload)
+	}
+	waitStatus(t, c, old, "following the new leader", func(s statusdoc.Node) bool {
+		return s.Role == statusdoc.RoleFollower && s.State == "streaming"
+	})
+	testutil.Eventually(t, "the restarted node takes the cluster's setting", 10*time.Second, func() (bool, string) {
+		got := settingOn(old)
+		return got == want, fmt.Sprintf("%q, want %q", got, want)
+	})
 }

@@ -63,14 +63,17 @@ type Options struct {
 	Consumers   int
 	Subscribers int
 	Publishers  int
-	ValueSize   int
-	Keyspace    int
-	Warmup      time.Duration
-	Duration    time.Duration
-	Targets     []string
-	Workloads   []string
-	Out         io.Writer
-	Log         *slog.Logger
+	// QueuePush is the queue's push: "lpush" (with BLPOP a stack, as the
+	// issue names it) or "rpush" (with BLPOP a FIFO queue, as RQ's).
+	QueuePush string
+	ValueSize int
+	Keyspace  int
+	Warmup    time.Duration
+	Duration  time.Duration
+	Targets   []string
+	Workloads []string
+	Out       io.Writer
+	Log       *slog.Logger
 }
 
 // Workloads, in the order they run.
@@ -87,6 +90,13 @@ type Result struct {
 	FollowP99        time.Duration // pubsub: publish→receipt p99 on the followers (flood)
 	PacedP99         time.Duration // pubsub: the same at a paced 1000 msg/s
 	Lost, Dup        int64         // queue: jobs pushed and never popped, popped twice
+	// queue: the list's length sampled every 10 ms in the window (jobs
+	// pushed and not popped yet: a backlog makes LPUSH/BLPOP, a stack,
+	// leave old jobs waiting), and how the server ran blocked pops
+	// (tandem's INFO: in the push's entry, by turn, finding nothing).
+	BacklogMax  int64
+	BacklogMean float64
+	PopsHow     string
 }
 
 // NewCommand returns `bench apps`.
@@ -126,6 +136,7 @@ func NewCommand() *cobra.Command {
 	f.IntVar(&o.Clients, "clients", 50, "concurrent clients for set, multi and evalsha")
 	f.IntVar(&o.Producers, "producers", 50, "queue: LPUSH clients")
 	f.IntVar(&o.Consumers, "consumers", 50, "queue: BLPOP clients")
+	f.StringVar(&o.QueuePush, "queue-push", "lpush", "queue: the producers' push, lpush (with BLPOP: a stack) or rpush (a FIFO queue)")
 	f.IntVar(&o.Subscribers, "subscribers", 100, "pubsub: subscribers, spread evenly over the 3 servers")
 	f.IntVar(&o.Publishers, "publishers", 8, "pubsub: concurrent publishers in the flood phase")
 	f.IntVar(&o.ValueSize, "value-size", 100, "bytes per SET value")
@@ -325,7 +336,11 @@ func measureQueue(ctx context.Context, t *pubsubbench.Target, o Options, r Resul
 			defer pwg.Done()
 			for time.Now().Before(until) {
 				job := strconv.Itoa(p) + ":" + strconv.FormatInt(pushed[p], 10) + ":" + strconv.FormatInt(time.Now().UnixNano(), 10)
-				if err := c.LPush(ctx, list, job).Err(); err != nil {
+				push := c.LPush
+				if o.QueuePush == "rpush" {
+					push = c.RPush
+				}
+				if err := push(ctx, list, job).Err(); err != nil {
 					// Not acknowledged, so it may or may not be in the list:
 					// the check below cannot count it, so stop here.
 					pushErrs.Add(1)
@@ -380,8 +395,27 @@ func measureQueue(ctx context.Context, t *pubsubbench.Target, o Options, r Resul
 	}
 	time.Sleep(time.Until(from))
 	cpu0 := cpuOf(t.PIDs)
-	time.Sleep(time.Until(until))
+	var samples, total int64
+	for tick := time.NewTicker(10 * time.Millisecond); time.Now().Before(until); <-tick.C {
+		if n, err := c.LLen(ctx, list).Result(); err == nil {
+			samples++
+			total += n
+			r.BacklogMax = max(r.BacklogMax, n)
+		}
+	}
+	if samples > 0 {
+		r.BacklogMean = float64(total) / float64(samples)
+	}
 	r.CPU = cpuOf(t.PIDs) - cpu0
+	if info, err := c.Info(ctx, "clients").Result(); err == nil {
+		var how []string
+		for _, l := range strings.Split(info, "\r\n") {
+			if v, ok := strings.CutPrefix(l, "tandem_blocked_pops_"); ok {
+				how = append(how, v)
+			}
+		}
+		r.PopsHow = strings.Join(how, " ")
+	}
 	pwg.Wait()
 	producing.Store(false)
 	cwg.Wait()
@@ -487,7 +521,10 @@ func line(r Result) string {
 		r.rate(), pubsubbench.Pct(r.Lat, .5).Round(time.Microsecond), pubsubbench.Pct(r.Lat, .99).Round(time.Microsecond), r.cpuPerOp(), r.Errors)
 	switch r.Workload {
 	case "queue":
-		s += fmt.Sprintf("  lost %d  popped twice %d", r.Lost, r.Dup)
+		s += fmt.Sprintf("  lost %d  popped twice %d  backlog mean %.1f max %d", r.Lost, r.Dup, r.BacklogMean, r.BacklogMax)
+		if r.PopsHow != "" {
+			s += "  blocked pops " + r.PopsHow
+		}
 	case "pubsub":
 		s += fmt.Sprintf("  followers p99 %v  paced p99 %v", r.FollowP99.Round(time.Microsecond), r.PacedP99.Round(time.Microsecond))
 	}
