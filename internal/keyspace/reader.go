@@ -49,6 +49,11 @@ func (r Reader) GetAny(key []byte) (Value, bool, error) {
 	if err != nil {
 		return Value{}, false, fmt.Errorf("keyspace: key %q: %w", key, err)
 	}
+	if chunked(v) {
+		if v, err = assemble(r.R, key, v); err != nil {
+			return Value{}, false, fmt.Errorf("keyspace: key %q: %w", key, err)
+		}
+	}
 	return v, true, nil
 }
 
@@ -63,6 +68,13 @@ func (r Reader) Scan(start []byte, fn func(key []byte, v Value) bool) error {
 		}
 		if Expired(v.ExpireAtMs, r.NowMs) {
 			return true
+		}
+		if chunked(v) {
+			// Read while the iteration is open: the span is another one.
+			if v, err = assemble(r.R, k[1:], v); err != nil {
+				derr = fmt.Errorf("keyspace: key %q: %w", k[1:], err)
+				return false
+			}
 		}
 		return fn(k[1:], v)
 	})
