@@ -237,20 +237,29 @@ func (w *applyWriter) commitPart() {
 // SetString writes a long string's value in chunks (see above); it
 // implements keyspace.StringWriter, so it is the Set of the string's
 // metadata row.
+//
+// The parts before the metadata row hold only chunks, which no row names
+// yet: the row the string replaces (and its chunks, and the key counts'
+// view of it) stays as it was until the batch that writes the new one, so
+// a crash between parts leaves every key readable and counted as its
+// stored row says.
 func (w *applyWriter) SetString(key, value []byte, expireAtMs int64) {
-	old := w.count(key, rowState{exists: true, expiring: expireAtMs != 0, chunks: w.lsn})
-	w.dropChunks(key, old)
+	old := w.prior(key)
+	// Clear the span the chunks go to: an earlier chunked write of the
+	// key in this entry (whose row, committed in a part, the new one
+	// replaces) or the parts a crash kept of this one.
 	lo, hi := keyspace.SubSpan(key, w.lsn)
-	if old.chunks != w.lsn {
-		_ = w.b.DeleteRange(lo, hi, nil)
-	}
-	w.commitPart()
+	_ = w.b.DeleteRange(lo, hi, nil)
+	w.commitPart() // the entry's rows before this op go first
 	for i := uint64(0); i < keyspace.Chunks(uint64(len(value))); i++ {
 		end := min(uint64(len(value)), (i+1)*keyspace.ChunkBytes)
 		_ = w.b.Set(keyspace.SubKey(key, w.lsn, keyspace.ChunkSub(uint32(i))), value[i*keyspace.ChunkBytes:end], nil)
 		if w.b.Len() >= partBytes {
 			w.commitPart()
 		}
+	}
+	if old.chunks != w.lsn {
+		w.dropChunks(key, old)
 	}
 	row := keyspace.AppendChunkedRow(nil, expireAtMs, w.lsn, uint64(len(value)))
 	_ = w.b.Set(keyspace.MetaKey(key), row, nil)
@@ -259,6 +268,9 @@ func (w *applyWriter) SetString(key, value []byte, expireAtMs int64) {
 		_ = w.b.Set(expiryKey(expireAtMs, key), nil, nil)
 		w.earliest = minExpiry(w.earliest, expireAtMs)
 	}
+	now := rowState{exists: true, expiring: expireAtMs != 0, chunks: w.lsn}
+	w.counts = w.counts.change(old, now)
+	w.touched[string(key)] = now
 }
 
 // dropChunks drops the chunks of the row a metadata write replaces, when
@@ -277,6 +289,15 @@ func (w *applyWriter) dropChunks(key []byte, old rowState) {
 // batch, else none when the key filter does not hold key, else the stored
 // row.
 func (w *applyWriter) count(key []byte, now rowState) rowState {
+	old := w.prior(key)
+	w.counts = w.counts.change(old, now)
+	w.touched[string(key)] = now
+	return old
+}
+
+// prior is the state of the metadata row of key a write now replaces (see
+// count).
+func (w *applyWriter) prior(key []byte) rowState {
 	old, ok := w.touched[string(key)]
 	if !ok && !w.flushed && (w.filter == nil || w.filter.mayHave(key)) {
 		w.d.filters.reads.Add(1)
@@ -288,8 +309,6 @@ func (w *applyWriter) count(key []byte, now rowState) rowState {
 			return rowState{}
 		}
 	}
-	w.counts = w.counts.change(old, now)
-	w.touched[string(key)] = now
 	return old
 }
 
