@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"runtime"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -302,5 +303,30 @@ func TestChunkedStringCorrupt(t *testing.T) {
 	}
 	if _, _, err := (View{DB: d}).Get([]byte("big")); !errors.Is(err, keyspace.ErrCorrupt) {
 		t.Fatalf("missing chunk: %v", err)
+	}
+}
+
+// TestStatReadsNoChunks: Stat (STRLEN, TYPE, EXISTS, the expiry loop)
+// answers a chunked string's type, expiry and length from its metadata
+// row, reading none of its chunks.
+func TestStatReadsNoChunks(t *testing.T) {
+	d := open(t, vfs.NewMem())
+	defer d.Close()
+	es := []logrec.Entry{entry(1, 1, putExp("big", bigValue(bigLen, 8), 1<<50))}
+	mustAppend(t, d, es...)
+	mustApply(t, d, es...)
+	v := View{DB: d, NowMs: 1}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	val, ok, err := v.Stat([]byte("big"))
+	runtime.ReadMemStats(&after)
+	if err != nil || !ok || !val.IsString() || keyspace.StrLen(val) != bigLen || val.ExpireAtMs != 1<<50 {
+		t.Fatalf("Stat: %+v, %v, %v", val, ok, err)
+	}
+	if n := after.TotalAlloc - before.TotalAlloc; n > 64<<10 {
+		t.Fatalf("Stat of a %d-byte string allocated %d bytes", bigLen, n)
+	}
+	if _, ok, _ := (View{DB: d, NowMs: 1 << 50}).Stat([]byte("big")); ok {
+		t.Fatal("Stat of an expired key")
 	}
 }
