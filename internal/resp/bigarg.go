@@ -264,13 +264,34 @@ func expectCRLF(r io.ByteReader) error {
 // takeBig returns the arguments a stand-in stands for, or args when they
 // are not a stand-in. Only the connection's goroutine calls it.
 func (g *guardConn) takeBig(args [][]byte) [][]byte {
-	if g == nil || len(g.big) == 0 || len(args) != 1 || !bytes.Equal(args[0], g.bigTag) {
+	if !g.standIn(args) {
 		return args
 	}
 	a := g.big[0]
 	g.big[0] = nil
 	g.big = g.big[1:]
 	return a
+}
+
+// standIn reports whether args are a stand-in with arguments queued.
+func (g *guardConn) standIn(args [][]byte) bool {
+	return g != nil && len(g.big) > 0 && len(args) == 1 && bytes.Equal(args[0], g.bigTag)
+}
+
+// takeBigCmd is takeBig for a whole command: a stand-in's Raw becomes
+// the command's own encoding (a copy: the proxy relays a detached
+// connection's commands as they came).
+func (g *guardConn) takeBigCmd(cmd *redcon.Command) {
+	if !g.standIn(cmd.Args) {
+		return
+	}
+	args := g.takeBig(cmd.Args)
+	cmd.Args = args
+	raw := redcon.AppendArray(nil, len(args))
+	for _, a := range args {
+		raw = redcon.AppendBulk(raw, a)
+	}
+	cmd.Raw = raw
 }
 
 // bigDetached is a detached connection whose reads take stand-ins'
@@ -283,7 +304,7 @@ type bigDetached struct {
 func (d bigDetached) ReadCommand() (redcon.Command, error) {
 	cmd, err := d.DetachedConn.ReadCommand()
 	if err == nil {
-		cmd.Args = d.g.takeBig(cmd.Args)
+		d.g.takeBigCmd(&cmd)
 	}
 	return cmd, err
 }

@@ -189,3 +189,20 @@ func TestBigArgumentThroughServer(t *testing.T) {
 		t.Fatalf("GET a: %d bytes, %v", len(got), err)
 	}
 }
+
+// TestBigArgumentRawForDetached: a detached connection's command that had
+// a stand-in carries its own encoding in Raw (the proxy relays Raw).
+func TestBigArgumentRawForDetached(t *testing.T) {
+	big := strings.Repeat("r", bigArgLen+3)
+	raw := encode("SUBSCRIBE", big)
+	_, g := bigGuarded(raw, 64<<10, testLimits)
+	rd := redcon.NewReader(readerFunc(g.Read))
+	cmds, err := rd.ReadCommands()
+	if err != nil || len(cmds) != 1 {
+		t.Fatalf("%d commands, %v", len(cmds), err)
+	}
+	g.takeBigCmd(&cmds[0])
+	if !bytes.Equal(cmds[0].Raw, raw) || len(cmds[0].Args) != 2 {
+		t.Fatalf("Raw %d bytes, want the command's %d", len(cmds[0].Raw), len(raw))
+	}
+}

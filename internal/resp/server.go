@@ -427,7 +427,7 @@ func (s *Server) serveCommand(conn redcon.Conn, cmd redcon.Command) {
 		if h := sess.handoff; h != nil {
 			sess.handoff = nil
 			for j := i; j < len(rest); j++ {
-				rest[j].Args = sess.g.takeBig(rest[j].Args)
+				sess.g.takeBigCmd(&rest[j])
 			}
 			h(rest[i:])
 			return
