@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
-	"runtime"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -315,18 +314,34 @@ func TestStatReadsNoChunks(t *testing.T) {
 	es := []logrec.Entry{entry(1, 1, putExp("big", bigValue(bigLen, 8), 1<<50))}
 	mustAppend(t, d, es...)
 	mustApply(t, d, es...)
-	v := View{DB: d, NowMs: 1}
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	val, ok, err := v.Stat([]byte("big"))
-	runtime.ReadMemStats(&after)
+	val, ok, err := View{DB: d, NowMs: 1}.Stat([]byte("big"))
 	if err != nil || !ok || !val.IsString() || keyspace.StrLen(val) != bigLen || val.ExpireAtMs != 1<<50 {
 		t.Fatalf("Stat: %+v, %v, %v", val, ok, err)
 	}
-	if n := after.TotalAlloc - before.TotalAlloc; n > 64<<10 {
-		t.Fatalf("Stat of a %d-byte string allocated %d bytes", bigLen, n)
+	rows := &countingRows{Rows: dbRows{d}}
+	if _, _, err := (keyspace.Reader{R: rows, NowMs: 1}).Stat([]byte("big")); err != nil || rows.iters != 0 || rows.gets != 1 {
+		t.Fatalf("Stat read %d rows and %d spans (%v); want the metadata row only", rows.gets, rows.iters, err)
+	}
+	if _, _, err := (keyspace.Reader{R: rows, NowMs: 1}).Get([]byte("big")); err != nil || rows.iters != 1 {
+		t.Fatalf("Get read %d spans (%v); want the chunks' one", rows.iters, err)
 	}
 	if _, ok, _ := (View{DB: d, NowMs: 1 << 50}).Stat([]byte("big")); ok {
 		t.Fatal("Stat of an expired key")
 	}
+}
+
+// countingRows counts the point reads and iterations made through it.
+type countingRows struct {
+	keyspace.Rows
+	gets, iters int
+}
+
+func (c *countingRows) Get(k []byte) ([]byte, bool, error) {
+	c.gets++
+	return c.Rows.Get(k)
+}
+
+func (c *countingRows) Iter(lo, hi []byte, fn func(k, v []byte) bool) error {
+	c.iters++
+	return c.Rows.Iter(lo, hi, fn)
 }
