@@ -27,7 +27,7 @@ func execDel(_ *Ctx, v View, args [][]byte) (Result, error) {
 func execExists(_ *Ctx, v View, args [][]byte) (Result, error) {
 	n := 0
 	for _, k := range args[1:] {
-		_, found, err := v.Get(k)
+		_, found, err := stat(v, k)
 		if err != nil {
 			return Result{}, err
 		}
@@ -39,7 +39,7 @@ func execExists(_ *Ctx, v View, args [][]byte) (Result, error) {
 }
 
 func execType(_ *Ctx, v View, args [][]byte) (Result, error) {
-	val, found, err := v.Get(args[1])
+	val, found, err := stat(v, args[1])
 	if err != nil {
 		return Result{}, err
 	}

@@ -40,8 +40,14 @@ func execMGet(ctx *Ctx, v View, args [][]byte) (Result, error) {
 }
 
 func execStrlen(_ *Ctx, v View, args [][]byte) (Result, error) {
-	val, _, err := getString(v, args[1])
-	return Result{Reply: Int(len(val.Data))}, err
+	val, ok, err := stat(v, args[1]) // a long string's chunks are not read
+	if err != nil || !ok {
+		return Result{Reply: Int(0)}, err
+	}
+	if !val.IsString() {
+		return Result{}, errWrongType
+	}
+	return Result{Reply: Int(keyspace.StrLen(val))}, nil
 }
 
 func execGetRange(_ *Ctx, v View, args [][]byte) (Result, error) {

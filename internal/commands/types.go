@@ -37,6 +37,16 @@ func getTyped(v View, key []byte, t keyspace.Type) (Value, bool, error) {
 	return val, true, nil
 }
 
+// stat reads key's metadata without a long string's value when the view
+// can (keyspace.Statter), else as Get: for commands that need only a key's
+// type, expiry or length (keyspace.StrLen), never its Data.
+func stat(v View, key []byte) (Value, bool, error) {
+	if s, ok := v.(keyspace.Statter); ok {
+		return s.Stat(key)
+	}
+	return v.Get(key)
+}
+
 // getString reads key as a string (errWrongType for another type).
 func getString(v View, key []byte) (Value, bool, error) {
 	return getTyped(v, key, keyspace.TypeString)

@@ -18,6 +18,16 @@ type Writer interface {
 	DeleteRange(lo, hi []byte)
 }
 
+// StringWriter is a Writer that takes a long string's value apart from its
+// row: Apply calls SetString for a put of a string longer than
+// ChunkThreshold instead of building its metadata row (a copy of the
+// value), so that storage can write it in chunks (chunk.go) straight from
+// the op. Its meaning is the Set of that row.
+type StringWriter interface {
+	Writer
+	SetString(key, value []byte, expireAtMs int64)
+}
+
 // Apply is the one meaning of a log op in rows: what storage writes to
 // Pebble, the leader's overlay and a transaction hold in memory. Each row
 // it builds is one allocation of its final size (a SET's row is built on
@@ -25,6 +35,10 @@ type Writer interface {
 func Apply(w Writer, op *logrec.Op) error {
 	switch op.Kind {
 	case logrec.OpPut:
+		if sw, ok := w.(StringWriter); ok && len(op.Value) > ChunkThreshold {
+			sw.SetString(op.Key, op.Value, op.ExpireAtMs)
+			return nil
+		}
 		w.Set(MetaKey(op.Key), AppendMetaRow(make([]byte, 0, 8+len(op.Value)), Value{Type: TypeString, Data: op.Value, ExpireAtMs: op.ExpireAtMs}))
 	case logrec.OpDelete:
 		w.Delete(MetaKey(op.Key))
@@ -53,6 +67,8 @@ func Apply(w Writer, op *logrec.Op) error {
 // DeleteOp is the op that deletes key, whose metadata is v: a drop of its
 // version for a collection (its sub-key rows go with it), a delete for a
 // string.
+// (A chunked string reads as an ordinary string, Version 0: its chunks are
+// storage's, which clears them.)
 func DeleteOp(key []byte, v Value) logrec.Op {
 	if v.Type == TypeString {
 		return logrec.Op{Kind: logrec.OpDelete, Key: key}

@@ -230,6 +230,10 @@ func (h *Hints) makeRoom() {
 	}
 }
 
+// SetString implements StringWriter: a metadata row, which no hint is
+// about (and no copy of the value is made to say so).
+func (h *Hints) SetString(key, value []byte, expireAtMs int64) {}
+
 // Set implements Writer: row k is (or will be) written below, so no hint
 // may say it is dead.
 func (h *Hints) Set(k, v []byte) {

@@ -26,6 +26,11 @@
 //	string:     expireAtMs (8, BE, 0 = none; first byte < 0x80) | value
 //	collection: 0x80|type (1) | expireAtMs (8, BE) | version (8, BE) | size (8, BE)
 //
+// except that storage keeps a string longer than ChunkThreshold in chunk
+// rows, named by a metadata row of the collection shape with type
+// TypeString; Reader puts it back together, so nothing above storage sees
+// the difference (chunk.go).
+//
 // # Versions
 //
 // A collection's sub-key rows carry its version, and only the rows of the

@@ -50,6 +50,18 @@ type layerPoint struct {
 	val      []byte
 	deleted  bool
 	seq, lsn uint64
+	// str: val is a long string's value (SetString), expiring at exp;
+	// its metadata row is built when read.
+	str bool
+	exp int64
+}
+
+// row is the point's row.
+func (p *layerPoint) row() []byte {
+	if p.str {
+		return AppendMetaRow(nil, Value{Type: TypeString, Data: p.val, ExpireAtMs: p.exp})
+	}
+	return p.val
 }
 
 type layerRange struct {
@@ -76,6 +88,15 @@ func (l *Layer) Len() int { return len(l.points) + len(l.ranges) }
 func (l *Layer) Set(k, v []byte) {
 	l.seq++
 	l.put(k, layerPoint{val: v, seq: l.seq, lsn: l.lsn}) // see Writer: v is kept
+}
+
+// SetString implements StringWriter: the value is kept as it is (see
+// Writer), its row built only when read, so that a long string in the
+// leader's overlay costs no copy of it (a read of it while it is there
+// costs one).
+func (l *Layer) SetString(key, value []byte, expireAtMs int64) {
+	l.seq++
+	l.put(MetaKey(key), layerPoint{val: value, str: true, exp: expireAtMs, seq: l.seq, lsn: l.lsn})
 }
 
 // Delete implements Writer.
@@ -215,7 +236,7 @@ func (l *Layer) Get(k []byte) ([]byte, bool, error) {
 		if p.deleted || l.covered(string(k), p.seq) {
 			return nil, false, nil
 		}
-		return p.val, true, nil
+		return p.row(), true, nil
 	}
 	if l.covered(string(k), 0) {
 		return nil, false, nil
@@ -290,7 +311,7 @@ func (m *layerMerge) emit(k string) bool {
 	if p == nil || p.deleted || m.l.covered(k, p.seq) {
 		return true // p == nil: Forget removed it
 	}
-	return m.fn([]byte(k), p.val)
+	return m.fn([]byte(k), p.row())
 }
 
 // visit is the base iteration's callback: the layer's rows before k,

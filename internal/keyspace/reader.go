@@ -41,6 +41,32 @@ func (r Reader) Get(key []byte) (Value, bool, error) {
 // GetAny is Get without the expiry rule: the key's metadata even when it
 // has expired, for the one who deletes it.
 func (r Reader) GetAny(key []byte) (Value, bool, error) {
+	v, ok, err := r.StatAny(key)
+	if !ok || err != nil {
+		return Value{}, false, err
+	}
+	if chunked(v) {
+		if v, err = assemble(r.R, key, v); err != nil {
+			return Value{}, false, fmt.Errorf("keyspace: key %q: %w", key, err)
+		}
+	}
+	return v, true, nil
+}
+
+// Stat is Get without a chunked string's value (chunk.go): its Value has
+// Version and Size (the string's length, StrLen) and no Data. For what
+// needs a key's type, expiry or length only (STRLEN, TYPE, EXISTS, the
+// expiry loop's check), which then costs one row, as in Redis.
+func (r Reader) Stat(key []byte) (Value, bool, error) {
+	v, ok, err := r.StatAny(key)
+	if !ok || err != nil || Expired(v.ExpireAtMs, r.NowMs) {
+		return Value{}, false, err
+	}
+	return v, true, nil
+}
+
+// StatAny is Stat without the expiry rule (as GetAny).
+func (r Reader) StatAny(key []byte) (Value, bool, error) {
 	row, ok, err := r.R.Get(MetaKey(key))
 	if !ok || err != nil {
 		return Value{}, false, err
@@ -50,6 +76,21 @@ func (r Reader) GetAny(key []byte) (Value, bool, error) {
 		return Value{}, false, fmt.Errorf("keyspace: key %q: %w", key, err)
 	}
 	return v, true, nil
+}
+
+// Statter is a View that can Stat.
+type Statter interface {
+	Stat(key []byte) (Value, bool, error)
+}
+
+var _ Statter = Reader{}
+
+// StrLen is the length of the string v, as Get or Stat returned it.
+func StrLen(v Value) int64 {
+	if chunked(v) {
+		return int64(v.Size)
+	}
+	return int64(len(v.Data))
 }
 
 // Scan implements View.
@@ -63,6 +104,13 @@ func (r Reader) Scan(start []byte, fn func(key []byte, v Value) bool) error {
 		}
 		if Expired(v.ExpireAtMs, r.NowMs) {
 			return true
+		}
+		if chunked(v) {
+			// Read while the iteration is open: the span is another one.
+			if v, err = assemble(r.R, k[1:], v); err != nil {
+				derr = fmt.Errorf("keyspace: key %q: %w", k[1:], err)
+				return false
+			}
 		}
 		return fn(k[1:], v)
 	})

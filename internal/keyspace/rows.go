@@ -117,7 +117,9 @@ func MetaRowLen(v Value) int {
 // expiry: callers report it with their own context.
 var errShort = errors.New("metadata row too short")
 
-// DecodeMetaRow parses a metadata row. A string's Data aliases row.
+// DecodeMetaRow parses a metadata row. A string's Data aliases row. A
+// chunked string's row (chunk.go) decodes to a TypeString Value with its
+// Version and Size and no Data: Reader puts its value together.
 func DecodeMetaRow(row []byte) (Value, error) {
 	if len(row) < 8 {
 		return Value{}, fmt.Errorf("%w: %w: %d bytes", ErrCorrupt, errShort, len(row))
@@ -126,7 +128,7 @@ func DecodeMetaRow(row []byte) (Value, error) {
 		return Value{Type: TypeString, ExpireAtMs: int64(binary.BigEndian.Uint64(row)), Data: row[8:]}, nil
 	}
 	t := Type(row[0] &^ typedFlag)
-	if !t.IsCollection() || len(row) != typedLen {
+	if !(t.IsCollection() || t == TypeString) || len(row) != typedLen {
 		return Value{}, fmt.Errorf("%w: metadata row of type %d, %d bytes", ErrCorrupt, t, len(row))
 	}
 	return Value{

@@ -354,7 +354,7 @@ func expireExec(keys [][]byte) func(v commands.View, nowMs int64) (commands.Resu
 		var res commands.Result
 		r := keyspace.Reader{R: v.Rows(), NowMs: nowMs}
 		for _, k := range keys {
-			if val, ok, err := r.GetAny(k); err != nil {
+			if val, ok, err := r.StatAny(k); err != nil { // a long string's chunks unread
 				return res, err
 			} else if ok && keyspace.Expired(val.ExpireAtMs, nowMs) {
 				res.Ops = append(res.Ops, keyspace.DeleteOp(k, val))

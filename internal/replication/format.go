@@ -94,7 +94,7 @@ func (g *formatGate) check(f uint8) error {
 // reads only those. A typed value cannot be sent to it.
 func legacyRow(key, stored []byte) ([]byte, error) {
 	if key[0] == keyspace.PrefixMeta {
-		if v, err := keyspace.DecodeMetaRow(stored); err == nil && v.IsString() {
+		if v, err := keyspace.DecodeMetaRow(stored); err == nil && v.IsString() && !keyspace.IsChunkedRow(stored) {
 			return key[1:], nil
 		}
 	}

@@ -101,6 +101,13 @@ type framer struct {
 	// other than ' ', counting a '\r' only if not right before '\n'), and
 	// whether the previous byte was a '\r'.
 	inlineArgs, inlineCR bool
+	// bigAt, when not 0, makes feed stop with errBigBulk after the header
+	// of a bulk of at least that many bytes (bigarg.go), with hdrEnd the
+	// offset just past it; startAt is the offset in the last feed's p
+	// where the last command to start in it started (-1: none started).
+	bigAt   int64
+	hdrEnd  int
+	startAt int
 }
 
 // feed scans p. It returns the offset just past the last command that
@@ -109,11 +116,13 @@ func (f *framer) feed(p []byte) (end int, err error) {
 	// The current command's bytes so far are f.cmdLen (from earlier
 	// feeds) plus p[start:i+1].
 	start := 0
+	f.startAt = -1
 	for i := 0; i < len(p); i++ {
 		c := p[i]
 		switch f.state {
 		case fsStart:
 			f.cmdLen, start = 0, i
+			f.startAt = i
 			if c == '*' {
 				f.state = fsArrayLen
 				f.startNum()
@@ -152,6 +161,13 @@ func (f *framer) feed(p []byte) (end int, err error) {
 			f.state = fsBulkBody
 			if f.body == 0 {
 				f.state = fsBulkCR
+			}
+			if f.bigAt > 0 && f.body >= f.bigAt {
+				// The caller may take the command over (bigarg.go); if
+				// not, feeding p[hdrEnd:] goes on where this stopped.
+				f.hdrEnd = i + 1
+				f.cmdLen += int64(i + 1 - start)
+				return end, errBigBulk
 			}
 		case fsBulkBody:
 			// Skip the data in one step; only its length matters here.
@@ -241,7 +257,7 @@ func (l *guardListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	g := &guardConn{Conn: c, f: framer{lim: l.lim}, log: l.log, srv: l.srv, replyTimeout: l.srv.cfg.ReplyTimeout}
+	g := &guardConn{Conn: c, f: framer{lim: l.lim}, log: l.log, srv: l.srv, replyTimeout: l.srv.cfg.ReplyTimeout, bigTag: newBigTag()}
 	if !l.srv.track(g) {
 		c.Close()
 		return nil, net.ErrClosed // redcon's accept loop ends on it
@@ -276,6 +292,15 @@ type guardConn struct {
 	// redcon's next flush (owed.go); set and cleared by the connection's
 	// goroutine only.
 	tail *owedTail
+	// big holds the commands with a large argument the guard read itself
+	// (bigarg.go), for the connection's goroutine to take in order in
+	// place of their stand-ins; bigTag is the stand-in's one argument
+	// (nil: the guard reads no command itself).
+	big    [][][]byte
+	bigTag []byte
+	// unfed is what readBig read past its command, not yet framed: Read
+	// takes it before the socket.
+	unfed []byte
 }
 
 // Write bounds each write by the reply timeout, if there is one, and
@@ -336,6 +361,12 @@ func (g *guardConn) Read(p []byte) (int, error) {
 	if g.err != nil {
 		return 0, g.reject()
 	}
+	// cmdStart: where in p the command being read starts, if it does
+	// (held bytes start at a command), else -1: redcon has its start.
+	cmdStart := -1
+	if len(g.held) > 0 || g.f.state == fsStart {
+		cmdStart = 0
+	}
 	total := copy(p, g.held)
 	g.held = g.held[total:]
 	if len(g.held) > 0 {
@@ -348,11 +379,14 @@ func (g *guardConn) Read(p []byte) (int, error) {
 	}
 	lastEnd := 0
 	for total < len(p) {
-		n, err := g.Conn.Read(p[total:])
+		n, err := g.readConn(p[total:])
 		if n > 0 {
-			end, perr := g.f.feed(p[total : total+n])
+			end, perr := g.feedBig(p, total, n, &cmdStart)
 			if end > 0 {
 				lastEnd = total + end
+			}
+			if perr == errBigTaken {
+				return g.afterBig(p, lastEnd)
 			}
 			if perr != nil {
 				g.err = perr

@@ -405,6 +405,8 @@ func (s *Server) serveCommand(conn redcon.Conn, cmd redcon.Command) {
 		return // redcon still hands over the commands after QUIT
 	}
 	sess.g.payOwed() // the reply of the write before, if owed (owed.go)
+	// A stand-in's arguments (bigarg.go).
+	cmd.Args = sess.g.takeBig(cmd.Args)
 	if s.fe.Start == nil || len(conn.PeekPipeline()) == 0 || sess.reply != replyOn {
 		// The one command of this read (redcon's buffer is empty), or a
 		// connection whose replies CLIENT REPLY silences: not started
@@ -429,11 +431,14 @@ func (s *Server) serveCommand(conn redcon.Conn, cmd redcon.Command) {
 		}
 		if h := sess.handoff; h != nil {
 			sess.handoff = nil
+			for j := i; j < len(rest); j++ {
+				sess.g.takeBigCmd(&rest[j])
+			}
 			h(rest[i:])
 			return
 		}
 		sess.last = i == len(rest)-1
-		s.servePipelined(conn, sess, c.Args)
+		s.servePipelined(conn, sess, sess.g.takeBig(c.Args))
 		sess.last = false
 	}
 	s.fe.Flush(conn, sess)
@@ -457,7 +462,10 @@ func (sess *Session) Detach(conn redcon.Conn, run func(dc redcon.DetachedConn, b
 		panic("resp: connection detached twice")
 	}
 	sess.detached = true
-	dc := conn.Detach()
+	var dc redcon.DetachedConn = conn.Detach()
+	if sess.g != nil {
+		dc = bigDetached{dc, sess.g} // its reads take stand-ins' arguments (bigarg.go)
+	}
 	srv := sess.srv
 	// Served until it closes: Close waits for it as for a connection
 	// redcon serves (closeConn counts redcon's part done).

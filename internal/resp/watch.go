@@ -181,6 +181,14 @@ func (g *guardConn) watch(gone func()) (stop func()) {
 		gone() // the client is already gone or broken
 		return func() {}
 	}
+	if len(g.unfed) > 0 { // read before the socket's next bytes (bigarg.go)
+		unfed := g.unfed
+		g.unfed = nil
+		if !g.keep(unfed) {
+			gone()
+			return func() {}
+		}
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -23,14 +23,17 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 		return nil
 	}
 	d.mu.Lock()
-	applied, durable, counts := d.applied, d.durable.LSN, d.counts
+	applied, durable, counts, partial := d.applied, d.durable.LSN, d.counts, d.partial
 	d.mu.Unlock()
 	size, ops := 0, 0 // the rows' bytes, about; the ops
 	for i := range entries {
 		ops += len(entries[i].Ops)
 		for j := range entries[i].Ops {
 			op := &entries[i].Ops[j]
-			size += len(op.Key) + len(op.Sub) + len(op.Value) + 32
+			size += len(op.Key) + len(op.Sub) + 32
+			if !chunkedPut(op) { // a chunked value goes in batches of its own
+				size += len(op.Value)
+			}
 		}
 	}
 	var b *pebble.Batch
@@ -49,7 +52,12 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 		b = d.pdb.NewBatch()
 	}
 	w := applyWriter{b: b, rows: d.rows, d: d, counts: counts, filter: d.filters.cur.Load(), touched: make(map[string]rowState, ops), cached: make([]cachedRow, 0, ops)}
-	defer w.b.Close()
+	defer func() {
+		w.b.Close()
+		if w.locked { // a failed Apply after a part was committed
+			d.readMu.Unlock()
+		}
+	}()
 	for i := range entries {
 		e := &entries[i]
 		if e.LSN != applied+1 {
@@ -58,6 +66,7 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 		if e.LSN > durable {
 			return fmt.Errorf("%w: lsn %d, durable %d", ErrNotDurable, e.LSN, durable)
 		}
+		w.lsn = e.LSN
 		for j := range e.Ops {
 			if err := keyspace.Apply(&w, &e.Ops[j]); err != nil {
 				return fmt.Errorf("storage: apply lsn %d: %w", e.LSN, err)
@@ -70,9 +79,11 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	}
 	_ = w.b.Set(metaApplied, be64(applied), nil)
 	_ = w.b.Set(metaKeys, w.counts.encode(), nil)
-	d.readMu.Lock() // a read command sees this batch whole or not at all
+	if w.parts > 0 || partial != 0 {
+		_ = w.b.Delete(metaPartial, nil) // every part is in
+	}
+	w.lock() // a read command sees this Apply whole or not at all
 	if err := w.b.Commit(noSyncWrite); err != nil {
-		d.readMu.Unlock()
 		return fmt.Errorf("storage: apply up to lsn %d: %w", applied, err)
 	}
 	// Write-through: the rows just committed (metadata and sub-key rows,
@@ -108,9 +119,11 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 			}
 		}
 	}
+	w.locked = false
 	d.readMu.Unlock()
 	d.mu.Lock()
 	d.applied = applied
+	d.partial = 0
 	d.counts = w.counts
 	d.noteExpiryLocked(w.earliest)
 	d.mu.Unlock()
@@ -122,7 +135,18 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 const (
 	// bigBatch: an Apply of more bytes than this sizes its batch first.
 	bigBatch = 1 << 20
+	// partBytes: while it writes a chunked string, Apply commits its
+	// batch whenever it holds this much (a few chunks), so that no Pebble
+	// buffer (the batch, its WAL record, a memtable, a flush's block)
+	// holds more than that of the value. Below half a memtable, so a part
+	// is never one of Pebble's large batches, which are flushed whole.
+	partBytes = 1 << 20
 )
+
+// chunkedPut reports whether op is a put Apply writes in chunks.
+func chunkedPut(op *logrec.Op) bool {
+	return op.Kind == logrec.OpPut && len(op.Value) > keyspace.ChunkThreshold
+}
 
 // applyWriter turns package keyspace's row writes into one Pebble batch,
 // and keeps storage's own rows in step: the expiry index row of every
@@ -151,13 +175,138 @@ type applyWriter struct {
 	flushed    bool   // a FLUSHALL: no key has an old row
 	clearCache bool   // the row cache is cleared first
 	dropped    []span // range deletes, for the reclaimer once committed
+	// lsn is the entry whose ops are being written: the version of the
+	// chunks of a string it writes (SetString).
+	lsn uint64
+	// locked: the writer holds readMu, from its first committed part (a
+	// chunked string's) until Apply's last batch is committed and the row
+	// cache updated.
+	locked bool
+	parts  int // batches committed before the last (tests)
+}
+
+// Large strings (keyspace's chunk.go).
+//
+// A string longer than keyspace.ChunkThreshold is written as chunk rows of
+// (key, lsn) and a chunked string row naming them, in several batches: the
+// ops before it in the entry go in one (so the batches keep the ops'
+// order), its chunks in batches of about partBytes, and its metadata row
+// in the batch after them, with the ops after it; the applied LSN only in
+// the last. Crash order: a crash keeps a prefix of these batches (Pebble
+// recovers a prefix of its WAL), and every op is a blind write, so
+// replaying the entry from the applied LSN (the log has it: each part
+// marks the entry partly applied, metaPartial, and TruncateLogAfter will
+// not drop it, storage.go) writes every row again and leaves what one
+// batch would have; the chunks are at the
+// entry's LSN, so the replay writes the same rows, and a prefix's chunks
+// are named by no metadata row until the batch with theirs. The key
+// counts go in every batch, so they stay in step with the rows committed
+// (a replay compares its writes with the rows the prefix left). readMu is
+// held from the first part to the last, so no read command sees a part.
+// Sweep skips chunk groups of a version above the applied LSN (sweep.go):
+// a part's chunks are not yet named.
+//
+// Chunks and versions: the chunks of a key's string are dropped (one
+// range tombstone) when Apply writes its metadata row again (a SET, a DEL,
+// an expiry), so DEL of a 64 MB string is O(1) and its space comes back
+// through the reclaimer; and the span of (key, lsn) is cleared before
+// chunks are written there, so a second chunked write of the key in the
+// entry, or a collection the entry creates for the key after deleting the
+// string (it gets the same version, the entry's LSN), starts empty.
+
+// lock takes readMu unless the writer holds it.
+func (w *applyWriter) lock() {
+	if !w.locked {
+		w.d.readMu.Lock()
+		w.locked = true
+	}
+}
+
+// commitPart commits the batch so far, with the key counts of its rows
+// (not the applied LSN), and starts the next.
+func (w *applyWriter) commitPart() {
+	if w.err != nil {
+		return
+	}
+	w.lock()
+	_ = w.b.Set(metaKeys, w.counts.encode(), nil)
+	_ = w.b.Set(metaPartial, be64(w.lsn), nil)
+	if err := w.b.Commit(noSyncWrite); err != nil {
+		w.err = fmt.Errorf("commit part of lsn %d: %w", w.lsn, err)
+		return
+	}
+	w.b.Close()
+	w.b = w.d.pdb.NewBatch()
+	w.parts++
+	if h := w.d.afterPart; h != nil {
+		h(w.parts)
+	}
+}
+
+// SetString writes a long string's value in chunks (see above); it
+// implements keyspace.StringWriter, so it is the Set of the string's
+// metadata row.
+//
+// The parts before the metadata row hold only chunks, which no row names
+// yet: the row the string replaces (and its chunks, and the key counts'
+// view of it) stays as it was until the batch that writes the new one, so
+// a crash between parts leaves every key readable and counted as its
+// stored row says.
+func (w *applyWriter) SetString(key, value []byte, expireAtMs int64) {
+	old := w.prior(keyspace.MetaKey(key))
+	// Clear the span the chunks go to: an earlier chunked write of the
+	// key in this entry (whose row, committed in a part, the new one
+	// replaces) or the parts a crash kept of this one.
+	lo, hi := keyspace.SubSpan(key, w.lsn)
+	_ = w.b.DeleteRange(lo, hi, nil)
+	w.commitPart() // the entry's rows before this op go first
+	for i := uint64(0); i < keyspace.Chunks(uint64(len(value))); i++ {
+		end := min(uint64(len(value)), (i+1)*keyspace.ChunkBytes)
+		_ = w.b.Set(keyspace.SubKey(key, w.lsn, keyspace.ChunkSub(uint32(i))), value[i*keyspace.ChunkBytes:end], nil)
+		if w.b.Len() >= partBytes {
+			w.commitPart()
+		}
+	}
+	if old.chunks != w.lsn {
+		w.dropChunks(key, old)
+	}
+	row := keyspace.AppendChunkedRow(nil, expireAtMs, w.lsn, uint64(len(value)))
+	_ = w.b.Set(keyspace.MetaKey(key), row, nil)
+	w.cached = append(w.cached, cachedRow{key: keyspace.MetaKey(key), row: row})
+	if expireAtMs != 0 {
+		_ = w.b.Set(expiryKey(expireAtMs, key), nil, nil)
+		w.earliest = minExpiry(w.earliest, expireAtMs)
+	}
+	now := rowState{exists: true, expiring: expireAtMs != 0, chunks: w.lsn}
+	w.counts = w.counts.change(old, now)
+	w.touched[string(key)] = now
+}
+
+// dropChunks drops the chunks of the row a metadata write replaces, when
+// it was a chunked string's.
+func (w *applyWriter) dropChunks(key []byte, old rowState) {
+	if old.chunks == 0 {
+		return
+	}
+	lo, hi := keyspace.SubSpan(key, old.chunks)
+	_ = w.b.DeleteRange(lo, hi, nil)
+	w.dropped = append(w.dropped, span{lo: lo, hi: hi})
 }
 
 // count moves the counts from the old metadata row at mk (a metadata row
-// key) to now. The old row is the batch's own write of it, else none
-// after a FLUSHALL in the batch, else none when the key filter does not
-// hold the key, else the stored row.
-func (w *applyWriter) count(mk []byte, now rowState) {
+// key) to now, and returns the old row's state. The old row is the
+// batch's own write of it, else none after a FLUSHALL in the batch, else
+// none when the key filter does not hold the key, else the stored row.
+func (w *applyWriter) count(mk []byte, now rowState) rowState {
+	old := w.prior(mk)
+	w.counts = w.counts.change(old, now)
+	w.touched[string(mk[1:])] = now
+	return old
+}
+
+// prior is the state of the metadata row at mk a write now replaces (see
+// count).
+func (w *applyWriter) prior(mk []byte) rowState {
 	key := mk[1:]
 	old, ok := w.touched[string(key)]
 	if !ok && !w.flushed && (w.filter == nil || w.filter.mayHave(key)) {
@@ -167,11 +316,10 @@ func (w *applyWriter) count(mk []byte, now rowState) {
 			if w.err == nil {
 				w.err = err
 			}
-			return
+			return rowState{}
 		}
 	}
-	w.counts = w.counts.change(old, now)
-	w.touched[string(key)] = now
+	return old
 }
 
 type cachedRow struct {
@@ -199,7 +347,7 @@ func (w *applyWriter) Set(k, v []byte) {
 		_ = w.b.Set(expiryKey(at, key), nil, nil)
 		w.earliest = minExpiry(w.earliest, at)
 	}
-	w.count(k, rowState{exists: true, expiring: at != 0})
+	w.dropChunks(key, w.count(k, rowState{exists: true, expiring: at != 0}))
 }
 
 func (w *applyWriter) Delete(k []byte) {
@@ -211,7 +359,7 @@ func (w *applyWriter) Delete(k []byte) {
 		return
 	}
 	w.cached = append(w.cached, cachedRow{key: k})
-	w.count(k, rowState{})
+	w.dropChunks(k[1:], w.count(k, rowState{}))
 }
 
 func (w *applyWriter) DeleteRange(lo, hi []byte) {

@@ -18,8 +18,14 @@ type KeyCounts struct {
 	Keys, Expires int64
 }
 
-// rowState is what the counts need to know of a key's metadata row.
-type rowState struct{ exists, expiring bool }
+// rowState is what the counts need to know of a key's metadata row, and
+// the version of its chunks when it is a chunked string's (else 0), which
+// Apply drops when it writes the key's metadata row again (chunk.go in
+// keyspace, apply.go).
+type rowState struct {
+	exists, expiring bool
+	chunks           uint64
+}
 
 // change is c after a key's row went from old to now.
 func (c KeyCounts) change(old, now rowState) KeyCounts {
@@ -67,11 +73,15 @@ func (d *DB) metaRowState(mk []byte) (rowState, error) {
 	if raw == nil {
 		return rowState{}, nil // cached as no such key
 	}
-	at, err := keyspace.RowExpiry(raw)
+	v, err := keyspace.DecodeMetaRow(raw)
 	if err != nil {
 		return rowState{}, fmt.Errorf("stored metadata of %q: %w: %w", key, ErrCorrupt, err)
 	}
-	return rowState{exists: true, expiring: at != 0}, nil
+	st := rowState{exists: true, expiring: v.ExpireAtMs != 0}
+	if keyspace.IsChunkedRow(raw) {
+		st.chunks = v.Version
+	}
+	return st, nil
 }
 
 // recoverCounts reads the key counts, or, in a data dir from before they

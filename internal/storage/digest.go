@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
 )
 
 // Digest hashes the whole keyspace (package keyspace's live rows: every
@@ -12,7 +14,7 @@ import (
 // consistent point, with the applied LSN at that point. Two nodes at
 // the same applied LSN must have equal digests.
 func (d *DB) Digest() (applied uint64, sum [32]byte, err error) {
-	snap := d.pdb.NewSnapshot()
+	snap := d.consistentSnapshot()
 	defer snap.Close()
 	applied, err = getUint(snap, metaApplied)
 	if err != nil {
@@ -34,4 +36,12 @@ func (d *DB) Digest() (applied uint64, sum [32]byte, err error) {
 	}
 	copy(sum[:], h.Sum(nil))
 	return applied, sum, nil
+}
+
+// consistentSnapshot is a Pebble snapshot of whole Applies: taken under
+// readMu, so never between the parts of one (apply.go).
+func (d *DB) consistentSnapshot() *pebble.Snapshot {
+	d.readMu.RLock()
+	defer d.readMu.RUnlock()
+	return d.pdb.NewSnapshot()
 }

@@ -229,12 +229,12 @@ func (d *DB) TruncateLogAfter(lsn uint64) error {
 	d.logMu.Lock()
 	defer d.logMu.Unlock()
 	d.mu.Lock()
-	durable, applied, base, epochs := d.durable, d.applied, d.logBase, d.epochs
+	durable, applied, base, epochs := d.durable, max(d.applied, d.partial), d.logBase, d.epochs
 	d.mu.Unlock()
 	if lsn >= durable.LSN {
 		return nil
 	}
-	if lsn < applied {
+	if lsn < applied { // a partly applied entry counts as applied
 		return fmt.Errorf("%w: truncate after %d, applied %d", ErrBelowApplied, lsn, applied)
 	}
 	if lsn < base.LSN {

@@ -129,6 +129,13 @@ func (v View) Get(key []byte) (keyspace.Value, bool, error) {
 	return val, ok, corrupt(err)
 }
 
+// Stat implements keyspace.Statter: a chunked string's metadata without
+// its chunks.
+func (v View) Stat(key []byte) (keyspace.Value, bool, error) {
+	val, ok, err := v.reader().Stat(key)
+	return val, ok, corrupt(err)
+}
+
 // Scan implements keyspace.View.
 func (v View) Scan(start []byte, fn func(key []byte, val keyspace.Value) bool) error {
 	return corrupt(v.reader().Scan(start, fn))

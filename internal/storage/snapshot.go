@@ -28,7 +28,7 @@ func (d *DB) NewSnapshot() (*Snapshot, error) {
 	// entry stays in the log, or is the log base.
 	d.logMu.Lock()
 	defer d.logMu.Unlock()
-	snap := d.pdb.NewSnapshot()
+	snap := d.consistentSnapshot()
 	applied, err := getUint(snap, metaApplied)
 	if err != nil {
 		snap.Close()
@@ -95,6 +95,7 @@ func (d *DB) BeginIngest() error {
 	_ = b.DeleteRange(expiryLower, expiryUpper, nil)
 	_ = b.Set(metaSeeding, []byte{1}, nil)
 	_ = b.Set(metaApplied, be64(0), nil)
+	_ = b.Delete(metaPartial, nil)
 	_ = b.Set(metaKeys, KeyCounts{}.encode(), nil)
 	_ = b.Set(metaLogBase, encodePosition(logrec.Position{}), nil)
 	_ = b.Delete(metaEpochs, nil)
@@ -107,7 +108,7 @@ func (d *DB) BeginIngest() error {
 	d.rows.Clear()
 	d.mu.Lock()
 	d.seeding = true
-	d.applied = 0
+	d.applied, d.partial = 0, 0
 	d.counts = KeyCounts{}
 	d.logBase = logrec.Position{}
 	d.durable = logrec.Position{}

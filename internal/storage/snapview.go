@@ -13,7 +13,8 @@ import (
 // SnapshotRows are the committed rows frozen at one point (a Pebble
 // snapshot): every read through them sees the same applied entries, so a
 // sequence of reads (a transaction's) sees all of an entry or none of it,
-// since Apply writes an entry in one Pebble batch. Reads bypass the row
+// since Apply writes an entry in one Pebble batch, or in several under
+// readMu, which the snapshot is taken under. Reads bypass the row
 // cache, which holds the newest rows. Close releases the snapshot; reads
 // after it fail.
 type SnapshotRows struct{ s *pebble.Snapshot }
@@ -21,7 +22,7 @@ type SnapshotRows struct{ s *pebble.Snapshot }
 var _ keyspace.Rows = (*SnapshotRows)(nil)
 
 // SnapshotRows returns the rows as applied now.
-func (d *DB) SnapshotRows() *SnapshotRows { return &SnapshotRows{s: d.pdb.NewSnapshot()} }
+func (d *DB) SnapshotRows() *SnapshotRows { return &SnapshotRows{s: d.consistentSnapshot()} }
 
 // Get implements keyspace.Rows.
 func (r *SnapshotRows) Get(k []byte) ([]byte, bool, error) {

@@ -40,6 +40,12 @@
 //     Pebble batch, so after a crash data and applied LSN are in step.
 //     The batch is not synced: Pebble's own log recovers a prefix of the
 //     batches, and the node replays its log from the applied LSN it finds.
+//     An entry with a string longer than keyspace.ChunkThreshold is
+//     written in several batches, the applied LSN in the last (apply.go):
+//     a crash can keep some of them, which the replay writes again; the
+//     first marks the entry partly applied (metaPartial), so that no
+//     truncation drops it from the log before it is applied
+//     (TruncateLogAfter refuses, ErrBelowApplied, as for an applied one).
 //   - Applied never passes durable: Apply refuses entries beyond the log.
 //   - KeyCounts is exact for the data as applied: Apply and IngestRows
 //     update the counts in the batch that writes the rows, so a crash
@@ -151,6 +157,7 @@ var (
 	metaEpoch   = []byte("mepoch")
 	metaEpochs  = []byte("mepochs")
 	metaSeeding = []byte("mseeding")
+	metaPartial = []byte("mpartial")
 	expiryLower = []byte{prefixExpiry}
 	expiryUpper = []byte{prefixExpiry + 1}
 	oldLogLower = []byte{prefixOldLog}
@@ -239,10 +246,15 @@ type DB struct {
 	// collection's metadata row and its element rows are separate reads,
 	// and a batch committed between them would show half an entry (a
 	// list's head row from before a move and its elements from after).
-	// Apply holds it across its commit and row cache update; a read
-	// command holds it shared (ReadLock) while it runs, as Redis runs one
-	// command at a time.
+	// Apply holds it across its commit and row cache update (across all
+	// its batches when it writes a chunked string in parts, apply.go); a
+	// read command holds it shared (ReadLock) while it runs, as Redis runs
+	// one command at a time, and so do the Pebble snapshots of Digest,
+	// NewSnapshot and SnapshotRows when they are taken.
 	readMu sync.RWMutex
+	// afterPart, when set (tests), is called after Apply commits each
+	// part of an entry but the last.
+	afterPart func(part int)
 
 	// logMu serialises the changes to the log other than appends
 	// (truncations, ingest), and keeps them out of NewSnapshot while it
@@ -257,6 +269,11 @@ type DB struct {
 	durable logrec.Position
 	logBase logrec.Position
 	applied uint64
+	// partial is the last entry an Apply in parts (apply.go) may have
+	// written some rows of without finishing (metaPartial): found at Open
+	// after a crash mid-Apply, 0 once an Apply finishes. Those rows are
+	// applied data for truncation: the log cannot lose the entry.
+	partial uint64
 	epoch   uint64
 	epochs  []logrec.Position // (epoch, first LSN) in ascending order
 	seeding bool
@@ -368,6 +385,9 @@ func (d *DB) checkFormat(dir string) error {
 func (d *DB) recover() error {
 	var err error
 	if d.applied, err = d.getUint(metaApplied); err != nil {
+		return err
+	}
+	if d.partial, err = d.getUint(metaPartial); err != nil {
 		return err
 	}
 	if d.epoch, err = d.getUint(metaEpoch); err != nil {

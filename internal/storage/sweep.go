@@ -27,7 +27,9 @@ import (
 //
 // Why it is safe beside Apply without a lock: a group is judged in a
 // Pebble snapshot at applied LSN A. Versions are the LSNs of the entries
-// that created them, so a group's version is at most A; if the snapshot's
+// that created them, so a live group's version is at most A (a group of a
+// higher version is a chunked string's chunks committed in a part before
+// its metadata row, apply.go, and is left alone); if the snapshot's
 // metadata does not name it, no later entry can (a later collection gets a
 // version above A, and writes go only to the version its metadata names),
 // so no later write lands in the deleted span. Sweeping is local: it
@@ -59,12 +61,18 @@ func (d *DB) Sweep(nowMs int64, budget int) (removed int, err error) {
 	}
 	snap := d.pdb.NewSnapshot()
 	defer snap.Close()
+	applied, err := getUint(snap, metaApplied)
+	if err != nil {
+		return 0, fmt.Errorf("storage: sweep: %w", err)
+	}
 	b := d.pdb.NewBatch()
 	defer b.Close()
 	visited := 0
 	var gone [][]byte // the groups removed, for the row cache
 	done, err := eachGroup(snap, st.cursor, func(key []byte, version uint64, live bool, next []byte) bool {
-		if !live {
+		// A version above the applied LSN is the chunks of an Apply in
+		// parts whose metadata row is not committed yet (apply.go).
+		if !live && version <= applied {
 			lo, hi := keyspace.SubSpan(key, version)
 			_ = b.DeleteRange(lo, hi, nil)
 			gone = append(gone, lo)
@@ -128,7 +136,7 @@ func eachGroup(src *pebble.Snapshot, start []byte, fn func(key []byte, version u
 }
 
 // namesVersion reports whether key's metadata row in src names a
-// collection of that version.
+// collection or a chunked string of that version.
 func namesVersion(src *pebble.Snapshot, key []byte, version uint64) (bool, error) {
 	row, closer, err := src.Get(keyspace.MetaKey(key))
 	if errors.Is(err, pebble.ErrNotFound) {
@@ -142,7 +150,7 @@ func namesVersion(src *pebble.Snapshot, key []byte, version uint64) (bool, error
 	if err != nil {
 		return false, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
-	return !v.IsString() && v.Version == version, nil
+	return v.Version != 0 && v.Version == version, nil // a chunked string's too
 }
 
 // eachLiveRow calls fn for every live row of the keyspace in src, in key
