@@ -192,6 +192,7 @@ func (l *Layer) Forget(ops []logrec.Op, applied uint64) {
 			_ = Apply(&f, op)
 		}
 	}
+	l.trim()
 	if f.ranges {
 		kept := l.ranges[:0]
 		for _, r := range l.ranges {
@@ -203,6 +204,38 @@ func (l *Layer) Forget(ops []logrec.Op, applied uint64) {
 		l.ranges = kept
 	}
 }
+
+// trim drops the keys Forget removed from order and added once they are
+// most of the keys listed. Only an iteration (sorted) merged them away
+// before, and only range reads iterate: under plain writes (SET) the
+// leader's overlay kept every key it had ever held, a leak that grew the
+// heap to its limit and kept the GC running back to back under a long
+// write load. Amortized O(1) per forgotten key: it runs when more than
+// half of the listed keys are gone, and removes them all. order gets a new
+// slice (an iteration may hold the old one); added is the layer's own.
+func (l *Layer) trim() {
+	if n := len(l.order) + len(l.added); n <= trimFloor || n <= 2*len(l.points) {
+		return
+	}
+	order := make([]string, 0, len(l.points))
+	for _, k := range l.order {
+		if _, ok := l.points[k]; ok {
+			order = append(order, k)
+		}
+	}
+	added := l.added[:0]
+	for _, k := range l.added {
+		if _, ok := l.points[k]; ok {
+			added = append(added, k)
+		}
+	}
+	clear(l.added[len(added):])
+	l.order, l.added, l.stale = order, added, 0
+}
+
+// trimFloor is how many keys order and added may list before trim looks
+// (a variable so the model test can trim at any size).
+var trimFloor = 64
 
 type forgetter struct {
 	l       *Layer

@@ -142,6 +142,16 @@ func iterN(t *testing.T, rs Rows, lo, hi []byte, rev bool, limit int) []string {
 // (Forget) in LSN order, as the leader's overlay does, and whatever the
 // mix of point writes and range deletes.
 func TestLayerModel(t *testing.T) {
+	for _, floor := range []int{trimFloor, 0} { // 0: trim after every Forget
+		t.Run(fmt.Sprintf("trimFloor=%d", floor), func(t *testing.T) {
+			defer func(was int) { trimFloor = was }(trimFloor)
+			trimFloor = floor
+			layerModel(t)
+		})
+	}
+}
+
+func layerModel(t *testing.T) {
 	for seed := range uint64(200) {
 		r := rand.New(rand.NewPCG(seed, 1))
 		base, truth := memRows{}, memRows{}
@@ -215,6 +225,36 @@ func TestLayerModel(t *testing.T) {
 		if l.Len() != 0 {
 			t.Fatalf("seed %d: %d rows left in the layer after every entry was applied:\n%s", seed, l.Len(), l)
 		}
+	}
+}
+
+// TestLayerForgetBoundsKeys: a layer that is never iterated (plain writes,
+// as the leader's overlay under SET) does not keep the keys Forget removed:
+// the keys it lists stay within twice those it holds. Before trim, a
+// 100,000-key write load left 100,000 keys listed.
+func TestLayerForgetBoundsKeys(t *testing.T) {
+	base := memRows{}
+	l := NewLayer(base)
+	var pending [][]logrec.Op
+	for lsn := uint64(1); lsn <= 100_000; lsn++ {
+		ops := []logrec.Op{{Kind: logrec.OpPut, Key: []byte(fmt.Sprintf("key:%d", lsn)), Value: []byte("v")}}
+		if err := l.ApplyOps(lsn, ops); err != nil {
+			t.Fatal(err)
+		}
+		pending = append(pending, ops)
+		if len(pending) == 50 { // the base applies a group; 10 stay in flight
+			for _, ops := range pending[:40] {
+				_ = Apply(base, &ops[0])
+				l.Forget(ops, lsn-10)
+			}
+			pending = append(pending[:0], pending[40:]...)
+			if listed, held := len(l.order)+len(l.added), len(l.points); listed > max(trimFloor, 2*held) {
+				t.Fatalf("lsn %d: %d keys listed for %d held", lsn, listed, held)
+			}
+		}
+	}
+	if got := dumpRows(t, l); len(got) != 100_000 { // the base's and the in-flight ones
+		t.Fatalf("%d rows read through the layer, want 100000", len(got))
 	}
 }
 
