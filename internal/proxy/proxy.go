@@ -979,6 +979,15 @@ func (p *Proxy) completeRead(ctx context.Context, sess *resp.Session, o *op) []b
 			// Nowhere to go. With no leader at all (a failover), wait
 			// for one as a write does; the nodes tried are not tried again.
 			leader, _, changed := p.snapshot()
+			if leader != nil && !slices.Contains(o.tried, leader) {
+				// The view gained a leader after tryRead looked (a view
+				// change between its snapshot and this one): try it. Each
+				// pass adds a node to o.tried, so this ends.
+				p.tryRead(sess, o)
+				if o.call != nil {
+					continue
+				}
+			}
 			if leader == nil && !waited {
 				waited = true
 				p.stats.readsWaited.Add(1)
