@@ -12,18 +12,8 @@ import (
 // positions; linearizable and a session with a user add a ReadIndex round
 // trip to the leader (batched with concurrent reads).
 func BenchmarkFollowerRead(b *testing.B) {
-	leader := testNode(b, "l", nil)
-	f := testNode(b, "f", nil)
-	respAddr, peer, _ := leader.Addrs()
-	if err := f.Follow(respAddr, peer); err != nil {
-		b.Fatal(err)
-	}
 	ctx := context.Background()
-	w := newClient(b, leader)
-	if err := w.Set(ctx, "k", "v", 0).Err(); err != nil {
-		b.Fatal(err)
-	}
-	tok := w.Do(ctx, "tandem.token").Val()
+	_, f, tok := followerWithKey(b)
 	for _, tc := range []struct {
 		name  string
 		setup [][]any
@@ -65,18 +55,8 @@ func BenchmarkFollowerRead(b *testing.B) {
 // CPU-bound machine's throughput follows, and moves far less with the
 // machine's load than ns/op.
 func BenchmarkProxyReadForms(b *testing.B) {
-	leader := testNode(b, "l", nil)
-	f := testNode(b, "f", nil)
-	respAddr, peer, _ := leader.Addrs()
-	if err := f.Follow(respAddr, peer); err != nil {
-		b.Fatal(err)
-	}
 	ctx := context.Background()
-	w := newClient(b, leader)
-	if err := w.Set(ctx, "k", "v", 0).Err(); err != nil {
-		b.Fatal(err)
-	}
-	tok := w.Do(ctx, "tandem.token").Val()
+	_, f, tok := followerWithKey(b)
 	r := newClient(b, f)
 	// The first read waits for the follower to catch up.
 	if err := r.Do(ctx, "tandem.token", tok).Err(); err != nil {
@@ -117,4 +97,21 @@ func BenchmarkProxyReadForms(b *testing.B) {
 			b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
 		})
 	}
+}
+
+// followerWithKey starts a leader and a follower of it, writes k on the
+// leader, and returns the write's position token.
+func followerWithKey(b *testing.B) (leader, f *Node, tok any) {
+	leader = testNode(b, "l", nil)
+	f = testNode(b, "f", nil)
+	respAddr, peer, _ := leader.Addrs()
+	if err := f.Follow(respAddr, peer); err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	w := newClient(b, leader)
+	if err := w.Set(ctx, "k", "v", 0).Err(); err != nil {
+		b.Fatal(err)
+	}
+	return leader, f, w.Do(ctx, "tandem.token").Val()
 }
