@@ -13,7 +13,7 @@ import (
 // trip to the leader (batched with concurrent reads).
 func BenchmarkFollowerRead(b *testing.B) {
 	ctx := context.Background()
-	_, f, tok := followerWithKey(b)
+	f, tok := followerWithKey(b)
 	for _, tc := range []struct {
 		name  string
 		setup [][]any
@@ -56,7 +56,7 @@ func BenchmarkFollowerRead(b *testing.B) {
 // machine's load than ns/op.
 func BenchmarkProxyReadForms(b *testing.B) {
 	ctx := context.Background()
-	_, f, tok := followerWithKey(b)
+	f, tok := followerWithKey(b)
 	r := newClient(b, f)
 	// The first read waits for the follower to catch up.
 	if err := r.Do(ctx, "tandem.token", tok).Err(); err != nil {
@@ -100,9 +100,9 @@ func BenchmarkProxyReadForms(b *testing.B) {
 }
 
 // followerWithKey starts a leader and a follower of it, writes k on the
-// leader, and returns the write's position token.
-func followerWithKey(b *testing.B) (leader, f *Node, tok any) {
-	leader = testNode(b, "l", nil)
+// leader, and returns the follower and the write's position token.
+func followerWithKey(b *testing.B) (f *Node, tok any) {
+	leader := testNode(b, "l", nil)
 	f = testNode(b, "f", nil)
 	respAddr, peer, _ := leader.Addrs()
 	if err := f.Follow(respAddr, peer); err != nil {
@@ -113,5 +113,5 @@ func followerWithKey(b *testing.B) (leader, f *Node, tok any) {
 	if err := w.Set(ctx, "k", "v", 0).Err(); err != nil {
 		b.Fatal(err)
 	}
-	return leader, f, w.Do(ctx, "tandem.token").Val()
+	return f, w.Do(ctx, "tandem.token").Val()
 }
