@@ -609,6 +609,18 @@ func (p *Proxy) send(sess *resp.Session, o *op, n *node) {
 		o.cmds, o.at, o.tok = knownReadCmds(o.args)
 		o.known, o.floor = true, s.floor()
 		p.stats.readsFloorKnown.Add(1)
+	case o.read && o.wait && !o.noKnown && o.policy.Kind == resp.PolicyLinearizable && withPos:
+		// A linearizable follower read waits for the node's next index
+		// query and then goes in the known-floor form (readindex.go).
+		if o.first.done == nil {
+			o.call = &o.first
+		} else {
+			o.call = new(call)
+		}
+		o.call.init(n, nil)
+		o.sentAt = p.now()
+		n.index.enqueue(o, sess.ID(), s.floor())
+		return
 	case o.read:
 		o.known = false
 		o.cmds, o.at, o.tok = s.readCmds(o.args, withPos)
@@ -1050,7 +1062,11 @@ func (p *Proxy) completeRead(ctx context.Context, sess *resp.Session, o *op) []b
 				// Served, but not provably at the floor (the node's
 				// history changed under what the proxy knew): send it
 				// with the session's state, for the node to enforce.
-				p.stats.readsFloorUnproven.Add(1)
+				if o.policy.Kind == resp.PolicyLinearizable {
+					p.stats.indexUnproven.Add(1)
+				} else {
+					p.stats.readsFloorUnproven.Add(1)
+				}
 				o.noKnown, o.wait = true, true
 				p.send(sess, o, n)
 				continue

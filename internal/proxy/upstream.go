@@ -397,6 +397,9 @@ type node struct {
 	waitAll  []*upConn // every one made, for close
 	waitGone bool      // closed: no more are made
 
+	// index batches the node's linearizable reads (readindex.go).
+	index *readIndex
+
 	inflight atomic.Int64 // requests sent and not answered: the load
 	reads    atomic.Uint64
 
@@ -518,6 +521,7 @@ func newNode(p *Proxy, id, addr, zone string) *node {
 		n.conns[i] = &upConn{n: n}
 		n.rconns[i] = &upConn{n: n}
 	}
+	n.index = &readIndex{n: n, up: &upConn{n: n, solo: true}}
 	return n
 }
 
@@ -627,6 +631,7 @@ func (n *node) close() {
 	for _, u := range n.rconns {
 		u.closeConn()
 	}
+	n.index.up.closeConn()
 	n.wmu.Lock()
 	n.waitGone = true
 	all := n.waitAll
