@@ -3,7 +3,6 @@ package proxy
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 )
@@ -17,179 +16,218 @@ import (
 // its own and carry five commands (the policy, the read, the token, the
 // reset), and the leader would answer about one ReadIndex per read.
 //
-// Instead the proxy asks each follower once for all the linearizable
-// reads waiting for it (readIndex.run): an index query is a linearizable
-// probe read (DBSIZE, O(1)) on a connection of its own, whose token is
-// the position the follower served it at, P: at or past the leader's
-// commit position learned by a ReadIndex that started after the query was
-// sent. Every read waiting when the query was sent then goes on the
-// follower's shared read connections, pipelined with other sessions'
-// requests, in the known-floor form (knownReadCmds: TANDEM.TOKEN RESET,
-// the read, TANDEM.TOKEN) with floor P, and its own token must prove it
-// (floorProven: in P's epoch and at or past it), or it is sent again in
-// the full form for the node to enforce.
+// Instead the proxy sends each follower's linearizable reads in batches,
+// at most indexInFlight batches in flight per follower; reads that come
+// while that many are out wait for the next one, and all of them go in
+// it. A batch is one call (one write, replies read in order) on a
+// connection that carries only batches:
 //
-// Why it is linearizable: a read joins the queue before the query that
-// serves it is sent (a query in flight when the read arrived is never
-// used: its ReadIndex may have started before the read, and so miss a
-// write acknowledged just before the read began); that query's ReadIndex
-// started later still, so P is at or past every write acknowledged before
-// the read began, and the read's token proves it was served at or past
-// P. So under concurrency the leader answers one ReadIndex per follower
-// per query round trip, however many reads there are, and each read costs
-// the follower three commands on a shared, pipelined connection.
+//	TANDEM.READPOLICY linearizable   the probe: the node's key count read
+//	TANDEM.TOKEN RESET               under linearizable, the cheapest
+//	DBSIZE                           read; its token P is at or past the
+//	TANDEM.TOKEN                     leader's commit position of a
+//	                                 ReadIndex begun after the batch left
+//	TANDEM.READPOLICY any            the reads then need no wait of
+//	TANDEM.TOKEN RESET, read, TANDEM.TOKEN   their own, each in the
+//	...                              known-floor form (knownReadCmds)
+//
+// The node serves a connection's commands in order, so each read runs
+// after the probe; its own token must still prove P (floorProven: in P's
+// epoch and at or past it), or it is sent again in the full form for the
+// node to enforce, and if the probe failed no read of the batch is used
+// (each is tried elsewhere, as after a refusal).
+//
+// Why it is linearizable: a read joins a batch not yet sent, so the
+// batch's probe, and with it the ReadIndex behind it, begins after the
+// read did; P is at or past every write acknowledged before the read
+// began, and the read was served at or past P. (A position learned by an
+// earlier batch is never used: its ReadIndex may have begun before the
+// read and miss a write acknowledged just before the read began; the
+// planted bug reuseIndex does that, and TestLinearizableFollowerReads
+// catches it.) The leader answers at most one ReadIndex per follower per
+// round trip whatever the reads (the follower batches the probes of the
+// batches in flight, node/reads.go), and the proxy pays one write and one
+// reply read per batch instead of per read.
 
-// readIndex is one follower's queue of linearizable reads waiting for an
-// index query, and the query loop.
+// indexInFlight bounds the batches in flight per follower: with two, a
+// read waits for at most one batch to come back before its own leaves,
+// and usually less.
+const indexInFlight = 2
+
+// readIndex is one follower's batches of linearizable reads.
 type readIndex struct {
 	n *node
-	// up carries the queries, one at a time (a probe may wait on the
+	// ups carry the batches, one each at a time (a batch waits on the
 	// node: it holds up nothing else there).
-	up *upConn
+	ups []*upConn
 
-	mu      sync.Mutex
-	running bool
-	queue   []*linRead
-	// last is the position the last query learned. Only the planted bug
+	mu   sync.Mutex
+	free []*upConn
+	next *indexBatch // the batch reads join, not sent yet; nil: none
+	// last is the position the last batch learned. Only the planted bug
 	// (reuseIndex) uses it: a read must never take a position learned
 	// before it began.
 	last position
 }
 
-// linRead is a read waiting for an index query: its call is made (the
-// known-floor form) and sent once the query answers.
-type linRead struct {
-	o    *op
-	sid  uint64
-	base position // the session's own floor, also to be proven
+func newReadIndex(n *node) *readIndex {
+	x := &readIndex{n: n}
+	for range indexInFlight {
+		u := &upConn{n: n, solo: true}
+		x.ups = append(x.ups, u)
+		x.free = append(x.free, u)
+	}
+	return x
+}
+
+// indexBatch is a batch of reads: their one call, made when the first
+// read joins (each read waits on it from then on), and what its probe
+// learned, set before the call's waiters hear of it (call.then).
+type indexBatch struct {
+	c   *call
+	ops []*op
+	at  position // the probe's token: P
+	err error    // the probe failed: no read of the batch is used
 }
 
 // reuseIndex is the planted bug the linearizability test must catch: a
-// read that finds a query in flight takes the position the previous one
-// learned, before the read began, instead of waiting for the next query.
+// read that finds the batches all in flight takes the position the last
+// one learned, before the read began, instead of waiting for the next.
 var reuseIndex = false
 
-// probeCmds is an index query: a linearizable read of the node's key
-// count (the cheapest read), and the token it was served at. The
-// connection carries nothing else, and the reset first makes the token
-// this probe's alone.
+// probeCmds begin a batch (see above).
 var probeCmds = [][][]byte{
 	{cmdReadPol, []byte("linearizable")},
 	{cmdToken, argReset},
 	{[]byte("DBSIZE")},
 	{cmdToken},
+	{cmdReadPol, []byte("any")},
 }
+
+// probeTok is the probe's token among a batch's replies.
+const probeTok = 3
 
 // errIndex: the follower could not learn and apply the leader's commit
-// position (it refused, failed or did not answer); the read did not run.
+// position (it refused, failed or did not answer); the read was not used.
 var errIndex = errors.New("linearizable read index")
 
-// enqueue queues o, a linearizable read of session sid, for the next
-// index query of the node, starting the query loop if it is idle. o.call
-// is made now and finished by the loop (sent, or failed with errIndex).
-func (x *readIndex) enqueue(o *op, sid uint64, base position) {
-	p := x.n.p
-	x.n.inflight.Add(1) // waiting here is load on the node; finish takes it back
-	o.cmds, o.at, o.tok = knownReadCmds(o.args)
-	o.call.cmds = o.cmds
-	o.known = true
+// enqueue adds o, a linearizable read whose session's own floor is
+// o.floor, to the node's next batch, sending that now if fewer than
+// indexInFlight are out. o.call and o.batch are set on return.
+func (x *readIndex) enqueue(o *op, sid uint64) {
+	x.n.p.stats.readsIndexed.Add(1)
 	x.mu.Lock()
-	if reuseIndex && x.running && x.last != (position{}) {
+	if reuseIndex && len(x.free) == 0 && x.last != (position{}) {
 		last := x.last
 		x.mu.Unlock()
-		o.floor = maxPos(base, last)
-		x.sendAll([]*linRead{{o: o, sid: sid, base: base}}, last)
+		x.sendReused(o, sid, last)
 		return
 	}
-	x.queue = append(x.queue, &linRead{o: o, sid: sid, base: base})
-	if !x.running {
-		x.running = true
-		go x.run()
+	b := x.next
+	if b == nil {
+		b = &indexBatch{c: new(call)}
+		b.c.init(x.n, nil)
+		x.next = b
+	}
+	b.ops = append(b.ops, o)
+	o.known, o.batch, o.call = true, b, b.c
+	if len(x.free) == 0 {
+		x.mu.Unlock()
+		return
+	}
+	u := x.free[len(x.free)-1]
+	x.free = x.free[:len(x.free)-1]
+	x.next = nil
+	x.mu.Unlock()
+	x.send(u, b)
+}
+
+// send writes batch b on u, one of the node's batch connections.
+func (x *readIndex) send(u *upConn, b *indexBatch) {
+	cmds := make([][][]byte, 0, len(probeCmds)+3*len(b.ops))
+	cmds = append(cmds, probeCmds...)
+	for _, o := range b.ops {
+		kc, at, tok := knownReadCmds(o.args)
+		o.at, o.tok = len(cmds)+at, len(cmds)+tok
+		cmds = append(cmds, kc...)
+	}
+	b.c.cmds = cmds
+	sent := x.n.p.now()
+	b.c.then = func(c *call) { x.settle(u, b, sent) }
+	x.n.p.stats.indexQueries.Add(1)
+	u.send(b.c, true)
+}
+
+// settle reads what batch b's probe learned (before its reads hear of
+// it), and sends the batch that formed meanwhile on u, or frees u.
+func (x *readIndex) settle(u *upConn, b *indexBatch, sent time.Time) {
+	n, c := x.n, b.c
+	b.err = c.err
+	if b.err == nil {
+		for i, r := range c.replies[:len(probeCmds)] {
+			if hasPrefix(r, "-") {
+				if hasPrefix(r, "-TRYAGAIN") {
+					// It could not apply the leader's position within
+					// its read wait: keep waiting reads off it a while.
+					n.refusedStale(n.p.now())
+				}
+				b.err = fmt.Errorf("%s: %s", probeCmds[i][0], trunc(r, 120))
+				break
+			}
+		}
+	}
+	if b.err == nil {
+		var ok bool
+		if b.at, ok = tokenOf(c.replies[probeTok]); !ok {
+			b.err = fmt.Errorf("no token: %q", trunc(c.replies[probeTok], 64))
+		}
+	}
+	if b.err != nil {
+		b.err = fmt.Errorf("%w on %s: %w", errIndex, n.id, b.err)
+	} else {
+		n.servedAt(b.at)
+		if now := n.p.now(); n.slow(now.Sub(sent), now) {
+			// Its batches all wait for the leader's position: it lags,
+			// and the leader serves linearizable reads sooner. (The
+			// batch, not each read: a read's wait also counts the batch
+			// in flight when it came, which is no sign of lag.)
+			n.refusedStale(now)
+		}
+	}
+	x.mu.Lock()
+	if b.err == nil {
+		x.last = b.at
+	}
+	next := x.next
+	x.next = nil
+	if next == nil {
+		x.free = append(x.free, u)
 	}
 	x.mu.Unlock()
-	p.stats.readsIndexed.Add(1)
-}
-
-// run sends index queries while reads wait for one: each query serves
-// the reads queued before it was sent.
-func (x *readIndex) run() {
-	for {
-		x.mu.Lock()
-		batch := x.queue
-		x.queue = nil
-		if len(batch) == 0 {
-			x.running = false
-			x.mu.Unlock()
-			return
-		}
-		x.mu.Unlock()
-		at, err := x.query()
-		if err != nil {
-			for _, r := range batch {
-				r.o.call.finish(err)
-			}
-			continue
-		}
-		x.mu.Lock()
-		x.last = at
-		x.mu.Unlock()
-		x.sendAll(batch, at)
+	if next == nil {
+		return
 	}
-}
-
-// query asks the node for a position at or past the leader's commit
-// position, learned after the call.
-func (x *readIndex) query() (position, error) {
-	n := x.n
-	n.p.stats.indexQueries.Add(1)
-	c := newCall(n, probeCmds...)
-	x.up.send(c, true)
-	t := time.NewTimer(n.p.cfg.ReadTimeout)
-	defer t.Stop()
 	select {
-	case <-c.done:
-	case <-t.C:
-		c.abandon()
-		<-c.done
 	case <-n.p.done:
-		c.abandon()
-		<-c.done
+		// Closed: the reads waiting fail (tried elsewhere, and there
+		// find the proxy closed too).
+		n.inflight.Add(1) // finish takes it back
+		next.c.finish(fmt.Errorf("%w: proxy closed", errNotSent))
+		return
+	default:
 	}
-	if c.err != nil {
-		return position{}, fmt.Errorf("%w on %s: %w", errIndex, n.id, c.err)
-	}
-	for i, r := range c.replies {
-		if hasPrefix(r, "-") {
-			if hasPrefix(r, "-TRYAGAIN") {
-				// It could not apply the leader's position within its
-				// read wait: keep waiting reads off it for a while.
-				n.refusedStale(n.p.now())
-			}
-			return position{}, fmt.Errorf("%w on %s: %s: %s", errIndex, n.id, probeCmds[i][0], trunc(r, 120))
-		}
-	}
-	at, ok := tokenOf(c.replies[len(c.replies)-1])
-	if !ok {
-		return position{}, fmt.Errorf("%w on %s: no token: %q", errIndex, n.id, trunc(c.replies[len(c.replies)-1], 64))
-	}
-	n.servedAt(at)
-	return at, nil
+	// Not on this goroutine: it may be u's reader, which must not block
+	// writing to the node.
+	go x.send(u, next)
 }
 
-// sendAll sends the reads of a batch, whose query learned at, each on its
-// session's shared read connection, one write per connection.
-func (x *readIndex) sendAll(batch []*linRead, at position) {
-	var conns []*upConn
-	for _, r := range batch {
-		r.o.floor = maxPos(r.base, at)
-		u := x.n.readConn(r.sid)
-		x.n.inflight.Add(-1) // send counts it again
-		u.send(r.o.call, false)
-		if !slices.Contains(conns, u) {
-			conns = append(conns, u)
-		}
-	}
-	for _, u := range conns {
-		u.flush()
-	}
+// sendReused is the planted bug's path: o goes at once in the known-floor
+// form with the position the last batch learned.
+func (x *readIndex) sendReused(o *op, sid uint64, last position) {
+	o.floor = maxPos(o.floor, last)
+	o.known, o.batch = true, nil
+	o.cmds, o.at, o.tok = knownReadCmds(o.args)
+	o.call = new(call)
+	o.call.init(x.n, o.cmds)
+	x.n.readConn(sid).send(o.call, true)
 }

@@ -47,6 +47,9 @@ type call struct {
 	// lease is the node's waiting-read connection the call holds alone
 	// (node.borrow), given back when it is done; nil on a shared one.
 	lease *upConn
+	// then, if set, runs once the call is done, before its waiters hear
+	// of it (an index batch's settling, readindex.go).
+	then func(*call)
 
 	// one holds a lone command's reply (most calls are one command).
 	one [1][]byte
@@ -70,6 +73,9 @@ func (c *call) finish(err error) {
 		// Its reply is in (or the connection failed, which empties its
 		// queue): the connection is free for the next waiting read.
 		c.node.giveBack(c.lease)
+	}
+	if c.then != nil {
+		c.then(c)
 	}
 	close(c.done)
 }
@@ -521,7 +527,7 @@ func newNode(p *Proxy, id, addr, zone string) *node {
 		n.conns[i] = &upConn{n: n}
 		n.rconns[i] = &upConn{n: n}
 	}
-	n.index = &readIndex{n: n, up: &upConn{n: n, solo: true}}
+	n.index = newReadIndex(n)
 	return n
 }
 
@@ -631,7 +637,9 @@ func (n *node) close() {
 	for _, u := range n.rconns {
 		u.closeConn()
 	}
-	n.index.up.closeConn()
+	for _, u := range n.index.ups {
+		u.closeConn()
+	}
 	n.wmu.Lock()
 	n.waitGone = true
 	all := n.waitAll
