@@ -186,7 +186,7 @@ func (x *readIndex) settle(u *upConn, b *indexBatch, sent time.Time) {
 		b.err = fmt.Errorf("%w on %s: %w", errIndex, n.id, b.err)
 	} else {
 		n.servedAt(b.at)
-		if now := n.p.now(); n.slow(now.Sub(sent), now) {
+		if now := n.p.now(); n.slowBatch(now.Sub(sent), now) {
 			// Its batches all wait for the leader's position: it lags,
 			// and the leader serves linearizable reads sooner. (The
 			// batch, not each read: a read's wait also counts the batch

@@ -432,6 +432,9 @@ type node struct {
 	// slowSince: every bounded and linearizable read served there since
 	// then was slow (zero: the last one was not).
 	slowSince time.Time
+	// batchSlowSince: the same for its linearizable index batches
+	// (readindex.go), over a longer window (slowBatchWindow).
+	batchSlowSince time.Time
 }
 
 // servedAt records that a read was served at pos on the node.
@@ -488,17 +491,39 @@ func (n *node) refusedStale(now time.Time) {
 func (n *node) slow(d time.Duration, now time.Time) bool {
 	n.pmu.Lock()
 	defer n.pmu.Unlock()
+	return slowFor(&n.slowSince, d, slowWindow, now)
+}
+
+// slowBatch is slow for the node's linearizable index batches: none took
+// at most slowRead for slowBatchWindow.
+func (n *node) slowBatch(d time.Duration, now time.Time) bool {
+	n.pmu.Lock()
+	defer n.pmu.Unlock()
+	return slowFor(&n.batchSlowSince, d, slowBatchWindow, now)
+}
+
+// slowFor takes a latency d at now: false, and starts over, if it was at
+// most slowRead; true, and starts over, if all since *since, for window,
+// were longer.
+func slowFor(since *time.Time, d, window time.Duration, now time.Time) bool {
 	switch {
 	case d <= slowRead:
-		n.slowSince = time.Time{}
-	case n.slowSince.IsZero():
-		n.slowSince = now
-	case now.Sub(n.slowSince) >= slowWindow:
-		n.slowSince = time.Time{}
+		*since = time.Time{}
+	case since.IsZero():
+		*since = now
+	case now.Sub(*since) >= window:
+		*since = time.Time{}
 		return true
 	}
 	return false
 }
+
+// slowBatchWindow is how long a node's index batches must all be slow for
+// it to be found slow. Longer than a read's: batches go back to back, so
+// one stall of the machine makes every batch of 100 ms slow (on a loaded
+// 2-core machine at lag 0 that sent half the linearizable reads to the
+// leader), while a follower that lags makes every batch slow for good.
+const slowBatchWindow = 300 * time.Millisecond
 
 // slowWindow is how long a node's bounded and linearizable reads must all
 // be slow for it to be found slow.
