@@ -183,6 +183,7 @@ func (x *readIndex) settle(u *upConn, b *indexBatch, sent time.Time) {
 		}
 	}
 	if b.err != nil {
+		n.p.stats.indexRefused.Add(1)
 		b.err = fmt.Errorf("%w on %s: %w", errIndex, n.id, b.err)
 	} else {
 		n.servedAt(b.at)
@@ -191,6 +192,7 @@ func (x *readIndex) settle(u *upConn, b *indexBatch, sent time.Time) {
 			// and the leader serves linearizable reads sooner. (The
 			// batch, not each read: a read's wait also counts the batch
 			// in flight when it came, which is no sign of lag.)
+			n.p.stats.indexSlow.Add(1)
 			n.refusedStale(now)
 		}
 	}

@@ -35,6 +35,8 @@ type stats struct {
 	readsIndexed       atomic.Uint64 // linearizable follower reads that waited for an index query (readindex.go)
 	indexQueries       atomic.Uint64 // index queries sent: each serves every linearizable read queued for its follower before it
 	indexUnproven      atomic.Uint64 // batched linearizable reads whose token did not prove the query's position: sent again in full
+	indexRefused       atomic.Uint64 // index batches whose probe a follower refused (not applied within its read wait) or that failed
+	indexSlow          atomic.Uint64 // times a follower's index batches were all slow for slowBatchWindow: waiting reads kept off it
 	writesWaited       atomic.Uint64 // writes that waited for a leader
 	writesNoLeader     atomic.Uint64 // writes that found none within WriteWait
 	writesUncertain    atomic.Uint64 // writes answered UNCERTAIN
@@ -143,8 +145,8 @@ func (p *Proxy) infoProxy() string {
 		snap.crossZone, p.stats.readsElsewhere.Load(), p.stats.readsRetried.Load(), p.stats.readsWaited.Load())
 	fmt.Fprintf(&b, "reads_may_wait:%d\r\nreads_may_wait_on_shared:%d\r\nreads_waited_again:%d\r\n", p.stats.readsMayWait.Load(), p.stats.readsMayWaitSh.Load(), p.stats.readsWaitedAgain.Load())
 	fmt.Fprintf(&b, "reads_floor_known:%d\r\nreads_floor_unproven:%d\r\n", p.stats.readsFloorKnown.Load(), p.stats.readsFloorUnproven.Load())
-	fmt.Fprintf(&b, "reads_linearizable_batched:%d\r\nreads_linearizable_unproven:%d\r\nread_index_queries:%d\r\n",
-		p.stats.readsIndexed.Load(), p.stats.indexUnproven.Load(), p.stats.indexQueries.Load())
+	fmt.Fprintf(&b, "reads_linearizable_batched:%d\r\nreads_linearizable_unproven:%d\r\nread_index_queries:%d\r\nread_index_failed:%d\r\nread_index_slow:%d\r\n",
+		p.stats.readsIndexed.Load(), p.stats.indexUnproven.Load(), p.stats.indexQueries.Load(), p.stats.indexRefused.Load(), p.stats.indexSlow.Load())
 	fmt.Fprintf(&b, "reads_sent_to_down_node:%d\r\n", p.stats.readsToDown.Load())
 	fmt.Fprintf(&b, "writes_waited_for_leader:%d\r\nwrites_no_leader:%d\r\nwrites_uncertain:%d\r\nrequests_failed_in_flight:%d\r\nnodes_marked_down:%d\r\n",
 		p.stats.writesWaited.Load(), p.stats.writesNoLeader.Load(), p.stats.writesUncertain.Load(), p.stats.inflightFailed.Load(), p.stats.markedDown.Load())
