@@ -50,7 +50,10 @@ func BenchmarkFollowerRead(b *testing.B) {
 // follower (the proxy's shared connection): bare (policies any and
 // leader), a positional read with the session's state (READPOLICY,
 // TOKEN t, the read, TOKEN, RESET) and a read of a floor the follower is
-// known to have applied (TOKEN RESET, the read, TOKEN). CPU per read
+// known to have applied (TOKEN RESET, the read, TOKEN), and a
+// linearizable read alone and in a batch of 16 as the proxy sends them
+// (readindex.go; the leader, in the same process, answers one ReadIndex
+// per pipeline). CPU per read
 // (cpu-ns/op: the process's, both nodes' and the client's) is what a
 // CPU-bound machine's throughput follows, and moves far less with the
 // machine's load than ns/op.
@@ -68,13 +71,25 @@ func BenchmarkProxyReadForms(b *testing.B) {
 	if err := r.Do(ctx, "reset").Err(); err != nil {
 		b.Fatal(err)
 	}
+	known := [][]any{{"tandem.token", "reset"}, {"get", "k"}, {"tandem.token"}}
+	// A linearizable batch of the proxy (proxy/readindex.go): the probe,
+	// then 16 reads in the known form.
+	batch := [][]any{{"tandem.readpolicy", "linearizable"}, {"tandem.token", "reset"}, {"dbsize"}, {"tandem.token"}, {"tandem.readpolicy", "any"}}
+	for range 16 {
+		batch = append(batch, known...)
+	}
 	for _, tc := range []struct {
-		name string
-		cmds [][]any
+		name  string
+		cmds  [][]any
+		reads int // reads per pipeline: cpu-ns/op is per read
 	}{
-		{"bare", [][]any{{"get", "k"}}},
-		{"state", [][]any{{"tandem.readpolicy", "ryw"}, {"tandem.token", tok}, {"get", "k"}, {"tandem.token"}, {"reset"}}},
-		{"known", [][]any{{"tandem.token", "reset"}, {"get", "k"}, {"tandem.token"}}},
+		{"bare", [][]any{{"get", "k"}}, 1},
+		{"state", [][]any{{"tandem.readpolicy", "ryw"}, {"tandem.token", tok}, {"get", "k"}, {"tandem.token"}, {"reset"}}, 1},
+		{"known", known, 1},
+		// Linearizable: one read with its state (the proxy's form before
+		// batches; a ReadIndex of the leader per read), and a batch.
+		{"linearizable", [][]any{{"tandem.readpolicy", "linearizable"}, {"get", "k"}, {"tandem.token"}, {"reset"}}, 1},
+		{"linearizable-batch16", batch, 16},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			cpu0 := processCPU()
@@ -94,7 +109,7 @@ func BenchmarkProxyReadForms(b *testing.B) {
 			}
 			// CPU, not wall time: on a shared machine the wall time is
 			// mostly waiting to be scheduled.
-			b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N*tc.reads), "cpu-ns/op")
 		})
 	}
 }

@@ -45,6 +45,70 @@ type fakeNode struct {
 	// hold, if set, holds a SET of key "slow" until it is closed (a
 	// write waiting for its commit), holding up its connection.
 	hold chan struct{}
+
+	// Linearizable reads: a follower asks leaderOf its position (a
+	// ReadIndex round trip, counted on the leader in indexAsks, held
+	// while indexHold is open) and waits until it has applied it.
+	leaderOf  *fakeNode
+	indexAsks int
+	indexHold chan struct{}
+	log       []fakeEntry // the leader's writes, for replicate
+}
+
+// fakeEntry is one write on the leader.
+type fakeEntry struct {
+	lsn  uint64
+	k, v string
+	at   time.Time
+}
+
+// readIndex is the leader's answer to a follower's ReadIndex: its
+// position (every write it acknowledged is at or before it).
+func (f *fakeNode) readIndex() position {
+	f.mu.Lock()
+	f.indexAsks++
+	hold := f.indexHold
+	f.mu.Unlock()
+	if hold != nil {
+		<-hold
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return position{Epoch: f.epoch, LSN: f.lsn}
+}
+
+// asks is how many ReadIndex round trips the leader answered.
+func (f *fakeNode) asks() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.indexAsks
+}
+
+// replicate applies, in order, the leader's writes made at least lag
+// before now that the follower f has not applied yet.
+func (f *fakeNode) replicate(l *fakeNode, lag time.Duration, now time.Time) {
+	l.mu.Lock()
+	var todo []fakeEntry
+	f.mu.Lock()
+	applied := f.lsn
+	f.mu.Unlock()
+	for _, e := range l.log {
+		if e.lsn > applied && now.Sub(e.at) >= lag {
+			todo = append(todo, e)
+		}
+	}
+	l.mu.Unlock()
+	if len(todo) == 0 {
+		return
+	}
+	f.mu.Lock()
+	for _, e := range todo {
+		f.data[e.k] = e.v
+		f.lsn = e.lsn
+	}
+	close(f.changed)
+	f.changed = make(chan struct{})
+	f.mu.Unlock()
 }
 
 // catchUp sets what a follower has applied, and k's value, and wakes
@@ -184,12 +248,22 @@ func (f *fakeNode) serve(c redcon.Conn, sess *resp.Session, args [][]byte) bool 
 			f.data[parts[1]] = parts[2]
 			c.WriteString("OK")
 		}
+		f.log = append(f.log, fakeEntry{lsn: f.lsn, k: parts[1], v: f.data[parts[1]], at: time.Now()})
 		s.at = maxPos(s.at, position{Epoch: f.epoch, LSN: f.lsn})
-	case "get":
-		behind := func() bool {
-			return f.positions && !f.leader && s.policy != "any" && less(position{Epoch: f.epoch, LSN: f.lsn}, s.floor)
+	case "get", "dbsize":
+		floor := s.floor
+		lin := f.positions && !f.leader && s.policy == "linearizable" && f.leaderOf != nil
+		if lin {
+			// The leader's position, asked after the read began (f.mu
+			// is not held across the round trip).
+			f.mu.Unlock()
+			floor = maxPos(floor, f.leaderOf.readIndex())
+			f.mu.Lock()
 		}
-		if f.waitReads && behind() {
+		behind := func() bool {
+			return f.positions && !f.leader && s.policy != "any" && less(position{Epoch: f.epoch, LSN: f.lsn}, floor)
+		}
+		if (f.waitReads || lin) && behind() {
 			wait := f.readWait
 			if wait == 0 {
 				wait = 5 * time.Second
@@ -214,10 +288,12 @@ func (f *fakeNode) serve(c redcon.Conn, sess *resp.Session, args [][]byte) bool 
 		if behind() {
 			// The node's words (replication's verdictErr).
 			c.WriteError(fmt.Sprintf("TRYAGAIN tandem: read elsewhere: this node has not applied the position %d:%d within the read wait (applied %d:%d)",
-				s.floor.Epoch, s.floor.LSN, f.epoch, f.lsn))
+				floor.Epoch, floor.LSN, f.epoch, f.lsn))
 			return true
 		}
-		if v, ok := f.data[parts[1]]; ok {
+		if name == "dbsize" {
+			c.WriteInt(len(f.data))
+		} else if v, ok := f.data[parts[1]]; ok {
 			c.WriteBulkString(v)
 		} else {
 			c.WriteNull()

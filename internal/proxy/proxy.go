@@ -503,6 +503,9 @@ type op struct {
 	// prove it. noKnown: one such attempt did not, send the state.
 	known, noKnown bool
 	floor          position
+	// batch: the current attempt is a linearizable read in an index
+	// batch (readindex.go), whose probe must have learned a position.
+	batch *indexBatch
 
 	// Storage for the common case, so that a request costs few
 	// allocations: the first attempt's call, a lone command's list, the
@@ -599,6 +602,7 @@ func (p *Proxy) sendBurst(sess *resp.Session) {
 func (p *Proxy) send(sess *resp.Session, o *op, n *node) {
 	s := sess.Local.(*session)
 	withPos := n.positions.Load() == 1
+	o.batch = nil
 	switch {
 	case !withPos || (!positional(s.policy) && (o.read || s.user == "")):
 		// A bare command (what readCmds and writeCmds give, without
@@ -609,6 +613,12 @@ func (p *Proxy) send(sess *resp.Session, o *op, n *node) {
 		o.cmds, o.at, o.tok = knownReadCmds(o.args)
 		o.known, o.floor = true, s.floor()
 		p.stats.readsFloorKnown.Add(1)
+	case o.read && o.wait && !o.noKnown && o.policy.Kind == resp.PolicyLinearizable && withPos:
+		// A linearizable follower read waits for the node's next index
+		// query and then goes in the known-floor form (readindex.go).
+		o.sentAt, o.floor = p.now(), s.floor()
+		n.index.enqueue(o, sess.ID())
+		return
 	case o.read:
 		o.known = false
 		o.cmds, o.at, o.tok = s.readCmds(o.args, withPos)
@@ -1011,8 +1021,21 @@ func (p *Proxy) completeRead(ctx context.Context, sess *resp.Session, o *op) []b
 			p.tryRead(sess, o)
 			continue
 		}
+		if b := o.batch; b != nil && b.err != nil {
+			// The batch's probe failed: no read of it is used.
+			p.stats.readsRetried.Add(1)
+			last = strings.TrimSpace(string(trunc([]byte(b.err.Error()), 160)))
+			p.tryRead(sess, o)
+			continue
+		}
+		if o.batch != nil {
+			o.floor = maxPos(o.floor, o.batch.at)
+		}
 		r := o.call.replies[o.at]
 		for i, pre := range o.call.replies[:o.at] {
+			if o.batch != nil {
+				break // the probe's and other reads' replies
+			}
 			if hasPrefix(pre, "-") {
 				p.log.Warn("proxy: a node refused the session's read state", "node", n.id, "cmd", string(o.cmds[i][0]), "reply", string(trunc(pre, 200)))
 				return pre
@@ -1050,7 +1073,11 @@ func (p *Proxy) completeRead(ctx context.Context, sess *resp.Session, o *op) []b
 				// Served, but not provably at the floor (the node's
 				// history changed under what the proxy knew): send it
 				// with the session's state, for the node to enforce.
-				p.stats.readsFloorUnproven.Add(1)
+				if o.policy.Kind == resp.PolicyLinearizable {
+					p.stats.indexUnproven.Add(1)
+				} else {
+					p.stats.readsFloorUnproven.Add(1)
+				}
 				o.noKnown, o.wait = true, true
 				p.send(sess, o, n)
 				continue
@@ -1061,7 +1088,7 @@ func (p *Proxy) completeRead(ctx context.Context, sess *resp.Session, o *op) []b
 			}
 		}
 		leader, _, _ := p.snapshot()
-		if waitsForLeader(o.policy) && n != leader && n.slow(p.now().Sub(o.sentAt), p.now()) {
+		if waitsForLeader(o.policy) && n != leader && !(o.known && o.policy.Kind == resp.PolicyLinearizable) && n.slow(p.now().Sub(o.sentAt), p.now()) {
 			// The follower's reads wait for the leader's position: it
 			// lags, and the leader serves them at once.
 			n.refusedStale(p.now())

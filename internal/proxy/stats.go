@@ -32,6 +32,11 @@ type stats struct {
 	readsWaitedAgain   atomic.Uint64 // monotonic reads sent to wait again on the follower that refused them
 	readsFloorKnown    atomic.Uint64 // ryw and monotonic reads sent without the session's state: the node is known to have the floor
 	readsFloorUnproven atomic.Uint64 // of those, served at a position that did not prove the floor: sent again with it
+	readsIndexed       atomic.Uint64 // linearizable follower reads that waited for an index query (readindex.go)
+	indexQueries       atomic.Uint64 // index queries sent: each serves every linearizable read queued for its follower before it
+	indexUnproven      atomic.Uint64 // batched linearizable reads whose token did not prove the query's position: sent again in full
+	indexRefused       atomic.Uint64 // index batches whose probe a follower refused (not applied within its read wait) or that failed
+	indexSlow          atomic.Uint64 // times a follower's index batches were all slow for slowBatchWindow: waiting reads kept off it
 	writesWaited       atomic.Uint64 // writes that waited for a leader
 	writesNoLeader     atomic.Uint64 // writes that found none within WriteWait
 	writesUncertain    atomic.Uint64 // writes answered UNCERTAIN
@@ -140,6 +145,8 @@ func (p *Proxy) infoProxy() string {
 		snap.crossZone, p.stats.readsElsewhere.Load(), p.stats.readsRetried.Load(), p.stats.readsWaited.Load())
 	fmt.Fprintf(&b, "reads_may_wait:%d\r\nreads_may_wait_on_shared:%d\r\nreads_waited_again:%d\r\n", p.stats.readsMayWait.Load(), p.stats.readsMayWaitSh.Load(), p.stats.readsWaitedAgain.Load())
 	fmt.Fprintf(&b, "reads_floor_known:%d\r\nreads_floor_unproven:%d\r\n", p.stats.readsFloorKnown.Load(), p.stats.readsFloorUnproven.Load())
+	fmt.Fprintf(&b, "reads_linearizable_batched:%d\r\nreads_linearizable_unproven:%d\r\nread_index_queries:%d\r\nread_index_failed:%d\r\nread_index_slow:%d\r\n",
+		p.stats.readsIndexed.Load(), p.stats.indexUnproven.Load(), p.stats.indexQueries.Load(), p.stats.indexRefused.Load(), p.stats.indexSlow.Load())
 	fmt.Fprintf(&b, "reads_sent_to_down_node:%d\r\n", p.stats.readsToDown.Load())
 	fmt.Fprintf(&b, "writes_waited_for_leader:%d\r\nwrites_no_leader:%d\r\nwrites_uncertain:%d\r\nrequests_failed_in_flight:%d\r\nnodes_marked_down:%d\r\n",
 		p.stats.writesWaited.Load(), p.stats.writesNoLeader.Load(), p.stats.writesUncertain.Load(), p.stats.inflightFailed.Load(), p.stats.markedDown.Load())
@@ -198,6 +205,8 @@ var (
 	descAgain     = prometheus.NewDesc("tandem_proxy_reads_waited_again_total", "Monotonic reads sent to wait again on the follower that refused them (not applied within its read wait).", nil, nil)
 	descMayWait   = prometheus.NewDesc("tandem_proxy_reads_may_wait_total", "Reads that may wait on their node for the session's position (sent on a connection of their own, or on a shared one when all were busy).", []string{"conn"}, nil)
 	descKnown     = prometheus.NewDesc("tandem_proxy_reads_floor_known_total", "Ryw and monotonic reads sent without the session's state to a node known to have applied its floor (proven by the read's token), and those whose token did not prove it (sent again with the state).", []string{"proven"}, nil)
+	descIndexed   = prometheus.NewDesc("tandem_proxy_reads_linearizable_batched_total", "Linearizable follower reads that waited for an index query of their follower and went in the known-floor form (proven by the read's token), and those whose token did not prove it (sent again in full).", []string{"proven"}, nil)
+	descQueries   = prometheus.NewDesc("tandem_proxy_read_index_queries_total", "Index queries sent to followers, each serving every linearizable read queued for its follower before it was sent.", nil, nil)
 	descCrossZone = prometheus.NewDesc("tandem_proxy_reads_cross_zone_total", "Reads served outside the proxy's zone.", nil, nil)
 	descWaited    = prometheus.NewDesc("tandem_proxy_writes_waited_total", "Writes that waited for a leader.", nil, nil)
 	descNoLeader  = prometheus.NewDesc("tandem_proxy_writes_no_leader_total", "Writes refused because no leader took writes within --write-wait.", nil, nil)
@@ -209,7 +218,7 @@ var (
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descReads, descNodeReads, descFallback, descReadFail, descElsewhere, descRetried,
-		descReadWait, descMayWait, descAgain, descKnown, descCrossZone, descWaited, descNoLeader, descUncertain, descInflight, descNodeUp, descEtcd} {
+		descReadWait, descMayWait, descAgain, descKnown, descIndexed, descQueries, descCrossZone, descWaited, descNoLeader, descUncertain, descInflight, descNodeUp, descEtcd} {
 		ch <- d
 	}
 }
@@ -238,6 +247,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	unproven := p.stats.readsFloorUnproven.Load()
 	ch <- prometheus.MustNewConstMetric(descKnown, prometheus.CounterValue, float64(p.stats.readsFloorKnown.Load()-unproven), "yes")
 	ch <- prometheus.MustNewConstMetric(descKnown, prometheus.CounterValue, float64(unproven), "no")
+	iu := p.stats.indexUnproven.Load()
+	ch <- prometheus.MustNewConstMetric(descIndexed, prometheus.CounterValue, float64(p.stats.readsIndexed.Load()-min(iu, p.stats.readsIndexed.Load())), "yes")
+	ch <- prometheus.MustNewConstMetric(descIndexed, prometheus.CounterValue, float64(iu), "no")
+	counter(descQueries, p.stats.indexQueries.Load())
 	counter(descCrossZone, snap.crossZone)
 	counter(descWaited, p.stats.writesWaited.Load())
 	counter(descNoLeader, p.stats.writesNoLeader.Load())

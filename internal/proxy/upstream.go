@@ -47,6 +47,9 @@ type call struct {
 	// lease is the node's waiting-read connection the call holds alone
 	// (node.borrow), given back when it is done; nil on a shared one.
 	lease *upConn
+	// then, if set, runs once the call is done, before its waiters hear
+	// of it (an index batch's settling, readindex.go).
+	then func(*call)
 
 	// one holds a lone command's reply (most calls are one command).
 	one [1][]byte
@@ -70,6 +73,9 @@ func (c *call) finish(err error) {
 		// Its reply is in (or the connection failed, which empties its
 		// queue): the connection is free for the next waiting read.
 		c.node.giveBack(c.lease)
+	}
+	if c.then != nil {
+		c.then(c)
 	}
 	close(c.done)
 }
@@ -397,6 +403,9 @@ type node struct {
 	waitAll  []*upConn // every one made, for close
 	waitGone bool      // closed: no more are made
 
+	// index batches the node's linearizable reads (readindex.go).
+	index *readIndex
+
 	inflight atomic.Int64 // requests sent and not answered: the load
 	reads    atomic.Uint64
 
@@ -423,6 +432,9 @@ type node struct {
 	// slowSince: every bounded and linearizable read served there since
 	// then was slow (zero: the last one was not).
 	slowSince time.Time
+	// batchSlowSince: the same for its linearizable index batches
+	// (readindex.go), over a longer window (slowBatchWindow).
+	batchSlowSince time.Time
 }
 
 // servedAt records that a read was served at pos on the node.
@@ -479,17 +491,39 @@ func (n *node) refusedStale(now time.Time) {
 func (n *node) slow(d time.Duration, now time.Time) bool {
 	n.pmu.Lock()
 	defer n.pmu.Unlock()
+	return slowFor(&n.slowSince, d, slowWindow, now)
+}
+
+// slowBatch is slow for the node's linearizable index batches: none took
+// at most slowRead for slowBatchWindow.
+func (n *node) slowBatch(d time.Duration, now time.Time) bool {
+	n.pmu.Lock()
+	defer n.pmu.Unlock()
+	return slowFor(&n.batchSlowSince, d, slowBatchWindow, now)
+}
+
+// slowFor takes a latency d at now: false, and starts over, if it was at
+// most slowRead; true, and starts over, if all since *since, for window,
+// were longer.
+func slowFor(since *time.Time, d, window time.Duration, now time.Time) bool {
 	switch {
 	case d <= slowRead:
-		n.slowSince = time.Time{}
-	case n.slowSince.IsZero():
-		n.slowSince = now
-	case now.Sub(n.slowSince) >= slowWindow:
-		n.slowSince = time.Time{}
+		*since = time.Time{}
+	case since.IsZero():
+		*since = now
+	case now.Sub(*since) >= window:
+		*since = time.Time{}
 		return true
 	}
 	return false
 }
+
+// slowBatchWindow is how long a node's index batches must all be slow for
+// it to be found slow. Longer than a read's: batches go back to back, so
+// one stall of the machine makes every batch of 100 ms slow (on a loaded
+// 2-core machine at lag 0 that sent half the linearizable reads to the
+// leader), while a follower that lags makes every batch slow for good.
+const slowBatchWindow = 300 * time.Millisecond
 
 // slowWindow is how long a node's bounded and linearizable reads must all
 // be slow for it to be found slow.
@@ -518,6 +552,7 @@ func newNode(p *Proxy, id, addr, zone string) *node {
 		n.conns[i] = &upConn{n: n}
 		n.rconns[i] = &upConn{n: n}
 	}
+	n.index = newReadIndex(n)
 	return n
 }
 
@@ -625,6 +660,9 @@ func (n *node) close() {
 		u.closeConn()
 	}
 	for _, u := range n.rconns {
+		u.closeConn()
+	}
+	for _, u := range n.index.ups {
 		u.closeConn()
 	}
 	n.wmu.Lock()

@@ -557,7 +557,8 @@ func routing(before, after map[string]uint64) string {
 			parts = append(parts, fmt.Sprintf("leader-because-%s %d", why, d))
 		}
 		switch k {
-		case "reads_sent_elsewhere", "reads_may_wait", "reads_may_wait_on_shared", "reads_waited_again", "reads_floor_known", "reads_floor_unproven", "requests_failed_in_flight":
+		case "reads_sent_elsewhere", "reads_may_wait", "reads_may_wait_on_shared", "reads_waited_again", "reads_floor_known", "reads_floor_unproven", "requests_failed_in_flight",
+			"reads_linearizable_batched", "reads_linearizable_unproven", "read_index_queries", "read_index_failed", "read_index_slow":
 			parts = append(parts, fmt.Sprintf("%s %d", strings.TrimPrefix(k, "reads_"), d))
 		}
 	}

@@ -1,0 +1,235 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Linearizable follower reads, batched at the proxy.
+//
+// A linearizable read must reflect every write acknowledged before it
+// began. A follower learns that from the leader (its ReadIndex: the
+// leader's commit position, answered under its lease) and waits until it
+// has applied it. Sent one by one, each read would hold a connection of
+// its own and carry five commands (the policy, the read, the token, the
+// reset), and the leader would answer about one ReadIndex per read.
+//
+// Instead the proxy sends each follower's linearizable reads in batches,
+// at most indexInFlight batches in flight per follower; reads that come
+// while that many are out wait for the next one, and all of them go in
+// it. A batch is one call (one write, replies read in order) on a
+// connection that carries only batches:
+//
+//	TANDEM.READPOLICY linearizable   the probe: the node's key count read
+//	TANDEM.TOKEN RESET               under linearizable, the cheapest
+//	DBSIZE                           read; its token P is at or past the
+//	TANDEM.TOKEN                     leader's commit position of a
+//	                                 ReadIndex begun after the batch left
+//	TANDEM.READPOLICY any            the reads then need no wait of
+//	TANDEM.TOKEN RESET, read, TANDEM.TOKEN   their own, each in the
+//	...                              known-floor form (knownReadCmds)
+//
+// The node serves a connection's commands in order, so each read runs
+// after the probe; its own token must still prove P (floorProven: in P's
+// epoch and at or past it), or it is sent again in the full form for the
+// node to enforce, and if the probe failed no read of the batch is used
+// (each is tried elsewhere, as after a refusal).
+//
+// Why it is linearizable: a read joins a batch not yet sent, so the
+// batch's probe, and with it the ReadIndex behind it, begins after the
+// read did; P is at or past every write acknowledged before the read
+// began, and the read was served at or past P. (A position learned by an
+// earlier batch is never used: its ReadIndex may have begun before the
+// read and miss a write acknowledged just before the read began; the
+// planted bug reuseIndex does that, and TestLinearizableFollowerReads
+// catches it.) The leader answers at most one ReadIndex per follower per
+// round trip whatever the reads (the follower batches the probes of the
+// batches in flight, node/reads.go), and the proxy pays one write and one
+// reply read per batch instead of per read.
+
+// indexInFlight bounds the batches in flight per follower: with two, a
+// read waits for at most one batch to come back before its own leaves,
+// and usually less.
+const indexInFlight = 2
+
+// readIndex is one follower's batches of linearizable reads.
+type readIndex struct {
+	n *node
+	// ups carry the batches, one each at a time (a batch waits on the
+	// node: it holds up nothing else there).
+	ups []*upConn
+
+	mu   sync.Mutex
+	free []*upConn
+	next *indexBatch // the batch reads join, not sent yet; nil: none
+	// last is the position the last batch learned. Only the planted bug
+	// (reuseIndex) uses it: a read must never take a position learned
+	// before it began.
+	last position
+}
+
+func newReadIndex(n *node) *readIndex {
+	x := &readIndex{n: n}
+	for range indexInFlight {
+		u := &upConn{n: n, solo: true}
+		x.ups = append(x.ups, u)
+		x.free = append(x.free, u)
+	}
+	return x
+}
+
+// indexBatch is a batch of reads: their one call, made when the first
+// read joins (each read waits on it from then on), and what its probe
+// learned, set before the call's waiters hear of it (call.then).
+type indexBatch struct {
+	c   *call
+	ops []*op
+	at  position // the probe's token: P
+	err error    // the probe failed: no read of the batch is used
+}
+
+// reuseIndex is the planted bug the linearizability test must catch: a
+// read that finds the batches all in flight takes the position the last
+// one learned, before the read began, instead of waiting for the next.
+var reuseIndex = false
+
+// probeCmds begin a batch (see above).
+var probeCmds = [][][]byte{
+	{cmdReadPol, []byte("linearizable")},
+	{cmdToken, argReset},
+	{[]byte("DBSIZE")},
+	{cmdToken},
+	{cmdReadPol, []byte("any")},
+}
+
+// probeTok is the probe's token among a batch's replies.
+const probeTok = 3
+
+// errIndex: the follower could not learn and apply the leader's commit
+// position (it refused, failed or did not answer); the read was not used.
+var errIndex = errors.New("linearizable read index")
+
+// enqueue adds o, a linearizable read whose session's own floor is
+// o.floor, to the node's next batch, sending that now if fewer than
+// indexInFlight are out. o.call and o.batch are set on return.
+func (x *readIndex) enqueue(o *op, sid uint64) {
+	x.n.p.stats.readsIndexed.Add(1)
+	x.mu.Lock()
+	if reuseIndex && len(x.free) == 0 && x.last != (position{}) {
+		last := x.last
+		x.mu.Unlock()
+		x.sendReused(o, sid, last)
+		return
+	}
+	b := x.next
+	if b == nil {
+		b = &indexBatch{c: new(call)}
+		b.c.init(x.n, nil)
+		x.next = b
+	}
+	b.ops = append(b.ops, o)
+	o.known, o.batch, o.call = true, b, b.c
+	if len(x.free) == 0 {
+		x.mu.Unlock()
+		return
+	}
+	u := x.free[len(x.free)-1]
+	x.free = x.free[:len(x.free)-1]
+	x.next = nil
+	x.mu.Unlock()
+	x.send(u, b)
+}
+
+// send writes batch b on u, one of the node's batch connections.
+func (x *readIndex) send(u *upConn, b *indexBatch) {
+	cmds := make([][][]byte, 0, len(probeCmds)+3*len(b.ops))
+	cmds = append(cmds, probeCmds...)
+	for _, o := range b.ops {
+		kc, at, tok := knownReadCmds(o.args)
+		o.at, o.tok = len(cmds)+at, len(cmds)+tok
+		cmds = append(cmds, kc...)
+	}
+	b.c.cmds = cmds
+	sent := x.n.p.now()
+	b.c.then = func(c *call) { x.settle(u, b, sent) }
+	x.n.p.stats.indexQueries.Add(1)
+	u.send(b.c, true)
+}
+
+// settle reads what batch b's probe learned (before its reads hear of
+// it), and sends the batch that formed meanwhile on u, or frees u.
+func (x *readIndex) settle(u *upConn, b *indexBatch, sent time.Time) {
+	n, c := x.n, b.c
+	b.err = c.err
+	if b.err == nil {
+		for i, r := range c.replies[:len(probeCmds)] {
+			if hasPrefix(r, "-") {
+				if hasPrefix(r, "-TRYAGAIN") {
+					// It could not apply the leader's position within
+					// its read wait: keep waiting reads off it a while.
+					n.refusedStale(n.p.now())
+				}
+				b.err = fmt.Errorf("%s: %s", probeCmds[i][0], trunc(r, 120))
+				break
+			}
+		}
+	}
+	if b.err == nil {
+		var ok bool
+		if b.at, ok = tokenOf(c.replies[probeTok]); !ok {
+			b.err = fmt.Errorf("no token: %q", trunc(c.replies[probeTok], 64))
+		}
+	}
+	if b.err != nil {
+		n.p.stats.indexRefused.Add(1)
+		b.err = fmt.Errorf("%w on %s: %w", errIndex, n.id, b.err)
+	} else {
+		n.servedAt(b.at)
+		if now := n.p.now(); n.slowBatch(now.Sub(sent), now) {
+			// Its batches all wait for the leader's position: it lags,
+			// and the leader serves linearizable reads sooner. (The
+			// batch, not each read: a read's wait also counts the batch
+			// in flight when it came, which is no sign of lag.)
+			n.p.stats.indexSlow.Add(1)
+			n.refusedStale(now)
+		}
+	}
+	x.mu.Lock()
+	if b.err == nil {
+		x.last = b.at
+	}
+	next := x.next
+	x.next = nil
+	if next == nil {
+		x.free = append(x.free, u)
+	}
+	x.mu.Unlock()
+	if next == nil {
+		return
+	}
+	select {
+	case <-n.p.done:
+		// Closed: the reads waiting fail (tried elsewhere, and there
+		// find the proxy closed too).
+		n.inflight.Add(1) // finish takes it back
+		next.c.finish(fmt.Errorf("%w: proxy closed", errNotSent))
+		return
+	default:
+	}
+	// Not on this goroutine: it may be u's reader, which must not block
+	// writing to the node.
+	go x.send(u, next)
+}
+
+// sendReused is the planted bug's path: o goes at once in the known-floor
+// form with the position the last batch learned.
+func (x *readIndex) sendReused(o *op, sid uint64, last position) {
+	o.floor = maxPos(o.floor, last)
+	o.known, o.batch = true, nil
+	o.cmds, o.at, o.tok = knownReadCmds(o.args)
+	o.call = new(call)
+	o.call.init(x.n, o.cmds)
+	x.n.readConn(sid).send(o.call, true)
+}
