@@ -89,10 +89,10 @@ type Result struct {
 	CPU              time.Duration // server CPU over the window, all processes
 	// CPUs is CPU split by process, in the target's order: [0] the
 	// leader (Redis's primary), then the followers (replicas).
-	CPUs []time.Duration
-	FollowP99        time.Duration // pubsub: publish→receipt p99 on the followers (flood)
-	PacedP99         time.Duration // pubsub: the same at a paced 1000 msg/s
-	Lost, Dup        int64         // queue: jobs pushed and never popped, popped twice
+	CPUs      []time.Duration
+	FollowP99 time.Duration // pubsub: publish→receipt p99 on the followers (flood)
+	PacedP99  time.Duration // pubsub: the same at a paced 1000 msg/s
+	Lost, Dup int64         // queue: jobs pushed and never popped, popped twice
 	// queue: the list's length sampled every 10 ms in the window (jobs
 	// pushed and not popped yet: a backlog makes LPUSH/BLPOP, a stack,
 	// leave old jobs waiting), and how the server ran blocked pops
