@@ -89,7 +89,11 @@ type Result struct {
 	CPU              time.Duration // server CPU over the window, all processes
 	// CPUs is CPU split by process, in the target's order: [0] the
 	// leader (Redis's primary), then the followers (replicas).
-	CPUs      []time.Duration
+	CPUs []time.Duration
+	// Syscalls is each process's read and write system calls over the
+	// window (syscr + syscw of /proc/PID/io), in the same order: a count
+	// of socket and file I/O that load does not change.
+	Syscalls  []int64
 	FollowP99 time.Duration // pubsub: publish→receipt p99 on the followers (flood)
 	PacedP99  time.Duration // pubsub: the same at a paced 1000 msg/s
 	Lost, Dup int64         // queue: jobs pushed and never popped, popped twice
@@ -258,7 +262,7 @@ func closedLoop(ctx context.Context, t *pubsubbench.Target, o Options, workers i
 	var mu sync.Mutex
 	var firstErr error
 	var wg sync.WaitGroup
-	var cpu0 []time.Duration
+	var cpu0 []usage
 	cpuTaken := make(chan struct{})
 	go func() {
 		time.Sleep(time.Until(from))
@@ -471,27 +475,47 @@ func measurePubSub(ctx context.Context, t *pubsubbench.Target, o Options, r Resu
 	// CPU over both phases, per message published in them.
 	if published > 0 && r.Ops > 0 {
 		for i := range cpu1 {
-			cpu1[i] = cpu0[i] + (cpu1[i]-cpu0[i])*time.Duration(r.Ops)/time.Duration(published)
+			cpu1[i].cpu = cpu0[i].cpu + (cpu1[i].cpu-cpu0[i].cpu)*time.Duration(r.Ops)/time.Duration(published)
+			cpu1[i].syscalls = cpu0[i].syscalls + (cpu1[i].syscalls-cpu0[i].syscalls)*r.Ops/published
 		}
 		r.setCPU(cpu0, cpu1)
 	}
 	return r, nil
 }
 
-// setCPU records the CPU the processes used between two cpusOf samples.
-func (r *Result) setCPU(before, after []time.Duration) {
-	r.CPU, r.CPUs = 0, make([]time.Duration, len(after))
+// setCPU records the CPU and system calls the processes used between
+// two cpusOf samples.
+func (r *Result) setCPU(before, after []usage) {
+	r.CPU, r.CPUs, r.Syscalls = 0, make([]time.Duration, len(after)), make([]int64, len(after))
 	for i := range after {
-		r.CPUs[i] = after[i] - before[i]
+		r.CPUs[i] = after[i].cpu - before[i].cpu
+		r.Syscalls[i] = after[i].syscalls - before[i].syscalls
 		r.CPU += r.CPUs[i]
 	}
 }
 
-// cpusOf is the CPU time (user + system) each process has used, in
-// pids' order (0 for one that has gone).
-func cpusOf(pids []int) []time.Duration {
-	d := make([]time.Duration, len(pids))
+// usage is what a process has used so far.
+type usage struct {
+	cpu      time.Duration // user + system
+	syscalls int64         // read and write system calls (syscr + syscw)
+}
+
+// cpusOf is what each process has used, in pids' order (zero for one
+// that has gone).
+func cpusOf(pids []int) []usage {
+	d := make([]usage, len(pids))
 	for i, pid := range pids {
+		if b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/io"); err == nil {
+			for _, l := range strings.Split(string(b), "\n") {
+				if v, ok := strings.CutPrefix(l, "syscr: "); ok {
+					n, _ := strconv.ParseInt(v, 10, 64)
+					d[i].syscalls += n
+				} else if v, ok := strings.CutPrefix(l, "syscw: "); ok {
+					n, _ := strconv.ParseInt(v, 10, 64)
+					d[i].syscalls += n
+				}
+			}
+		}
 		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 		if err != nil {
 			continue
@@ -504,7 +528,7 @@ func cpusOf(pids []int) []time.Duration {
 		// f[0] is field 3 (state): utime is field 14, stime 15, in USER_HZ (100/s).
 		u, _ := strconv.ParseInt(f[11], 10, 64)
 		st, _ := strconv.ParseInt(f[12], 10, 64)
-		d[i] = time.Duration(u+st) * 10 * time.Millisecond
+		d[i].cpu = time.Duration(u+st) * 10 * time.Millisecond
 	}
 	return d
 }
@@ -545,9 +569,22 @@ func (r Result) cpuSplit() string {
 	return parts[0] + " / " + strings.Join(parts[1:], " ")
 }
 
+// syscallSplit is the read and write system calls per op of each
+// process, as cpuSplit.
+func (r Result) syscallSplit() string {
+	if r.Ops == 0 || len(r.Syscalls) == 0 {
+		return "-"
+	}
+	parts := make([]string, len(r.Syscalls))
+	for i, n := range r.Syscalls {
+		parts[i] = strconv.FormatFloat(float64(n)/float64(r.Ops), 'f', 1, 64)
+	}
+	return parts[0] + " / " + strings.Join(parts[1:], " ")
+}
+
 func line(r Result) string {
-	s := fmt.Sprintf("%9.0f ops/s  p50 %v  p99 %v  server CPU %.0f us/op (leader / followers %s)  errors %d",
-		r.rate(), pubsubbench.Pct(r.Lat, .5).Round(time.Microsecond), pubsubbench.Pct(r.Lat, .99).Round(time.Microsecond), r.cpuPerOp(), r.cpuSplit(), r.Errors)
+	s := fmt.Sprintf("%9.0f ops/s  p50 %v  p99 %v  server CPU %.0f us/op (leader / followers %s)  read+write syscalls/op %s  errors %d",
+		r.rate(), pubsubbench.Pct(r.Lat, .5).Round(time.Microsecond), pubsubbench.Pct(r.Lat, .99).Round(time.Microsecond), r.cpuPerOp(), r.cpuSplit(), r.syscallSplit(), r.Errors)
 	switch r.Workload {
 	case "queue":
 		s += fmt.Sprintf("  lost %d  popped twice %d  backlog mean %.1f max %d", r.Lost, r.Dup, r.BacklogMean, r.BacklogMax)
