@@ -31,8 +31,10 @@
 //
 // The report gives per workload ops/s, p50/p99 latency, the server
 // processes' CPU time per operation (user + system from /proc/PID/stat,
-// all three servers: the figure that survives a loaded machine), the
-// tandem/redis ratio and whether it reaches SET's ratio.
+// all three servers: the figure that survives a loaded machine) and split
+// by process, each process's read+write system calls per operation
+// (/proc/PID/io), the tandem/redis ratios of throughput and of CPU per op
+// and whether each reaches SET's.
 package appsbench
 
 import (
