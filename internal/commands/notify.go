@@ -73,6 +73,17 @@ func ValidNotifyKeyspaceEvents(s string) bool {
 	return ok
 }
 
+// CanonicalNotifyKeyspaceEvents is s as NotifyKeyspaceEvents would show
+// it once set (classes in one order, A for all of them), and whether
+// every character of s names a class.
+func CanonicalNotifyKeyspaceEvents(s string) (string, bool) {
+	f, ok := parseNotify(s)
+	if !ok {
+		return "", false
+	}
+	return notifyString(f), true
+}
+
 // SetNotifyKeyspaceEvents parses and sets notify-keyspace-events; false
 // for a character that names no class (nothing is set).
 func SetNotifyKeyspaceEvents(s string) bool {

@@ -84,9 +84,10 @@ func (b backend) infoStats(sb *strings.Builder) {
 // Cluster-wide settings (replication/settings.go): notify-keyspace-events
 // is the cluster's. The leader sends its own to every follower, first on
 // each stream and on every CONFIG SET, and a follower takes them, so a
-// failover keeps the notifications the cluster had. A CONFIG SET on a
-// follower changes that node only until the leader's settings next
-// arrive (on the next change, or its next stream).
+// failover keeps the notifications the cluster had. A CONFIG SET that
+// would change it on a node that does not lead is refused (READONLY,
+// SettingsLeader): it would last only until the leader's settings next
+// arrive, so it would seem to work and then silently be undone.
 
 var _ resp.SettingsBackend = backend{}
 
@@ -96,6 +97,13 @@ func (b backend) SettingsChanged() {
 	if r, ok := b.n.current().(*leading); ok {
 		r.l.PublishSettings(b.n.settings())
 	}
+}
+
+// SettingsLeader implements resp.SettingsBackend: only the leader's
+// settings are the cluster's.
+func (b backend) SettingsLeader() bool {
+	_, ok := b.n.current().(*leading)
+	return ok
 }
 
 // settings returns this node's settings, the cluster's while it leads.

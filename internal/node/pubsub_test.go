@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -140,5 +141,47 @@ func TestKeyspaceNotificationsOnFollower(t *testing.T) {
 		if m := receive(t, msgs, 10*time.Second); m == nil || m.Channel != "__keyevent@0__:set" || m.Payload != "foo" {
 			t.Fatalf("got %+v, want the keyevent of SET foo", m)
 		}
+	}
+}
+
+// TestConfigSetSharedOnFollower: notify-keyspace-events is the cluster's,
+// so a follower refuses to change it (READONLY: the leader's settings
+// would undo the change when they next arrive) and keeps the value it
+// has; setting the value it already has (in any spelling) is accepted, as
+// are a follower's own settings; the leader changes it.
+func TestConfigSetSharedOnFollower(t *testing.T) {
+	t.Cleanup(func() { commands.SetNotifyKeyspaceEvents("") })
+	n1 := testNode(t, "n1", nil)
+	n2 := testNode(t, "n2", nil)
+	follow(t, n2, n1)
+	ctx := context.Background()
+	c1, c2 := newClient(t, n1), newClient(t, n2)
+	mustDo(t, c1, "CONFIG", "SET", "notify-keyspace-events", "KEA")
+
+	err := c2.ConfigSet(ctx, "notify-keyspace-events", "Kx").Err()
+	if err == nil || !strings.HasPrefix(err.Error(), "READONLY ") || !strings.Contains(err.Error(), "notify-keyspace-events") {
+		t.Fatalf("CONFIG SET notify-keyspace-events on a follower: %v, want a READONLY error naming it", err)
+	}
+	// All or nothing, as Redis checks every pair before it sets any.
+	err = c2.Do(ctx, "CONFIG", "SET", "hash-max-listpack-entries", "7", "notify-keyspace-events", "").Err()
+	if err == nil || !strings.HasPrefix(err.Error(), "READONLY ") {
+		t.Fatalf("CONFIG SET of two parameters, one shared, on a follower: %v, want READONLY", err)
+	}
+	if got := c2.ConfigGet(ctx, "hash-max-listpack-entries").Val()["hash-max-listpack-entries"]; got == "7" {
+		t.Fatal("a refused CONFIG SET set its other parameter")
+	}
+	if got := c2.ConfigGet(ctx, "notify-keyspace-events").Val()["notify-keyspace-events"]; got != "AKE" {
+		t.Fatalf("after the refusal the follower's notify-keyspace-events is %q, want the leader's AKE", got)
+	}
+	// The same classes, spelled otherwise, change nothing: accepted.
+	mustDo(t, c2, "CONFIG", "SET", "notify-keyspace-events", "EKA")
+	// An invalid value is answered as Redis does, not as a refusal.
+	if err := c2.ConfigSet(ctx, "notify-keyspace-events", "Q").Err(); err == nil || !strings.Contains(err.Error(), "Invalid event class character") {
+		t.Fatalf("CONFIG SET notify-keyspace-events Q on a follower: %v, want Redis's invalid-class error", err)
+	}
+	// The leader changes it.
+	mustDo(t, c1, "CONFIG", "SET", "notify-keyspace-events", "Kx")
+	if got := c1.ConfigGet(ctx, "notify-keyspace-events").Val()["notify-keyspace-events"]; got != "xK" {
+		t.Fatalf("the leader's notify-keyspace-events is %q after CONFIG SET Kx, want xK", got)
 	}
 }

@@ -219,11 +219,17 @@ func (n *node) configParams() []configParam {
 	}
 }
 
-// SettingsBackend is an optional Backend capability: SettingsChanged is
-// called after CONFIG SET changed a setting the cluster shares
-// (notify-keyspace-events), so the node can pass it on to the others.
+// SettingsBackend is an optional Backend capability for the settings the
+// cluster shares (notify-keyspace-events): the leader's are every node's.
 type SettingsBackend interface {
+	// SettingsChanged is called after CONFIG SET changed a shared
+	// setting, so the node can pass it on to the others.
 	SettingsChanged()
+	// SettingsLeader reports whether this node's shared settings are the
+	// cluster's (it leads). Elsewhere CONFIG SET refuses to change one: a
+	// follower takes the leader's whenever they arrive, so a change made
+	// there would last only until then.
+	SettingsLeader() bool
 }
 
 func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
@@ -268,11 +274,19 @@ func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 				continue
 			}
 			if name == "notify-keyspace-events" {
-				if !commands.ValidNotifyKeyspaceEvents(string(args[i+1])) {
+				v, ok := commands.CanonicalNotifyKeyspaceEvents(string(args[i+1]))
+				if !ok {
 					c.WriteError(errConfigSetNotify)
 					return
 				}
-				notify = string(args[i+1])
+				// The cluster's: a change is the leader's to make. The
+				// value it has already is accepted anywhere (clients that
+				// set it on every connection).
+				if sb, isSB := n.b.(SettingsBackend); isSB && v != commands.NotifyKeyspaceEvents() && !sb.SettingsLeader() {
+					c.WriteError(errConfigSetShared(name))
+					return
+				}
+				notify = v
 				continue
 			}
 			v, err := strconv.ParseInt(string(args[i+1]), 10, 64)

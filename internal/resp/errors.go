@@ -106,6 +106,14 @@ func errConfigSet(param []byte) string {
 // errUnblockReason is CLIENT UNBLOCK's reply to a reason it does not know.
 const errUnblockReason = "ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR"
 
+// errConfigSetShared is CONFIG SET's reply on a node that does not lead
+// to a change of a setting the cluster shares (SettingsBackend): READONLY,
+// as a write sent to a replica is answered, so that clients that follow
+// it go to the leader.
+func errConfigSetShared(name string) string {
+	return "READONLY You can't change '" + name + "' on a replica: it is the cluster's setting, kept by the leader. CONFIG SET it on the leader."
+}
+
 // errConfigSetNotify is CONFIG SET's reply to a notify-keyspace-events
 // value with a character that names no class.
 const errConfigSetNotify = "ERR CONFIG SET failed (possibly related to argument 'notify-keyspace-events') - Invalid event class character. Use 'Ag$lshzxeKEtmd'."

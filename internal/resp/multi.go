@@ -108,6 +108,34 @@ type txState struct {
 	// watches are the connection's WATCHes, kept across MULTI until
 	// EXEC, DISCARD, UNWATCH, RESET or the connection's end.
 	watches []Watch
+	// argBytes and argSlots hold the queued commands' copied arguments,
+	// a few allocations a transaction rather than two a command. What
+	// they handed out is never written again (a full one is replaced, not
+	// reused), and they end with the transaction: its commands' ops may
+	// keep the bytes.
+	argBytes []byte
+	argSlots [][]byte
+}
+
+// copyArgs copies args into the transaction's own storage.
+func (t *txState) copyArgs(args [][]byte) [][]byte {
+	size := 0
+	for _, a := range args {
+		size += len(a)
+	}
+	if cap(t.argBytes)-len(t.argBytes) < size {
+		t.argBytes = make([]byte, 0, max(size, 2*cap(t.argBytes), 256))
+	}
+	if cap(t.argSlots)-len(t.argSlots) < len(args) {
+		t.argSlots = make([][]byte, 0, max(len(args), 2*cap(t.argSlots), 16))
+	}
+	start := len(t.argSlots)
+	for _, a := range args {
+		t.argBytes = append(t.argBytes, a...)
+		n := len(t.argBytes)
+		t.argSlots = append(t.argSlots, t.argBytes[n-len(a):n:n])
+	}
+	return t.argSlots[start:len(t.argSlots):len(t.argSlots)]
 }
 
 type queuedCmd struct {
@@ -184,15 +212,9 @@ func (n *node) queue(c redcon.Conn, sess *Session, args [][]byte) bool {
 		c.WriteError(unknownCommand(args))
 		return true
 	}
-	size := 0
-	for _, a := range args {
-		size += len(a)
-	}
-	buf := make([]byte, 0, size)
-	q.args = make([][]byte, len(args))
-	for i, a := range args {
-		buf = append(buf, a...)
-		q.args[i] = buf[len(buf)-len(a) : len(buf) : len(buf)]
+	q.args = tx.copyArgs(args)
+	if tx.queue == nil {
+		tx.queue = make([]queuedCmd, 0, 8)
 	}
 	tx.queue = append(tx.queue, q)
 	c.WriteString("QUEUED")
@@ -278,7 +300,7 @@ func cmdExec(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 		c.WriteError(replyExecAbort)
 		return
 	}
-	tx := Tx{Watches: watches, Read: nc.reads.request()}
+	tx := Tx{Watches: watches, Read: nc.reads.request(), Cmds: make([]TxCommand, 0, len(queue))}
 	for _, q := range queue {
 		if q.spec != nil {
 			tx.Cmds = append(tx.Cmds, TxCommand{Spec: q.spec, Args: q.args})

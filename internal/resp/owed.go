@@ -145,14 +145,27 @@ func (r *replyBuf) WriteAny(v any)           { r.b = redcon.AppendAny(r.b, v) }
 // has buffered (redcon writes them at its flush, at the end of the read):
 // whichever comes second, the flush or the reply, writes the reply, so it
 // goes out after them without either goroutine waiting for the other.
+//
+// The flush's bytes (MULTI's OK and the QUEUEDs of a pipelined
+// transaction) go out with the reply in one write, as Redis sends a
+// pipelined transaction's replies: a flush that comes first keeps a copy
+// of them (up to maxTailHeld bytes; more are written at once) for the
+// reply's writer, and a flush that comes second writes both. That is one
+// write system call per transaction instead of two; the client, having
+// sent EXEC, reads nothing it could act on before EXEC's reply anyway.
 type owedTail struct {
 	g    *guardConn
 	paid chan struct{}
 	mu   sync.Mutex
 	done bool   // the flush came
+	head []byte // the flush's bytes, held for the reply's writer
 	b    []byte // the reply, once ready
 	set  bool
 }
+
+// maxTailHeld bounds the flushed bytes an owedTail holds for its reply's
+// writer: past it the copy would cost more than the write it saves.
+const maxTailHeld = 16 << 10
 
 // oweAfterFlush owes the connection a reply that goes after redcon's next
 // flush (the end of this read); the caller hands the returned tail the
@@ -164,32 +177,47 @@ func (g *guardConn) oweAfterFlush() *owedTail {
 	return t
 }
 
-// ready hands over the owed reply: written now if the flush came, else by
-// the flush.
+// ready hands over the owed reply: written now, after the flush's bytes
+// it held, if the flush came, else by the flush.
 func (t *owedTail) ready(b []byte) {
 	t.mu.Lock()
 	t.b, t.set = b, true
-	flushed := t.done
+	flushed, head := t.done, t.head
+	t.head = nil
 	t.mu.Unlock()
 	if flushed {
+		if len(head) > 0 {
+			b = append(head, b...)
+		}
 		t.g.writeOwed(b, t.paid)
 	}
 }
 
 // flushed is redcon's flush of p, the replies before the owed one: it
-// writes p, then the owed reply if it is ready.
+// writes p and the owed reply together if the reply is ready, else keeps
+// a copy of p for the reply's writer (redcon reuses p); a large p is
+// written at once, before the reply can be.
 func (t *owedTail) flushed(p []byte) (int, error) {
-	var n int
-	var err error
-	if len(p) > 0 {
+	n, err := len(p), error(nil)
+	if len(p) > maxTailHeld {
+		// Written before done is set, so that the reply follows it.
 		n, err = t.g.write(p)
+		p = nil
 	}
 	t.mu.Lock()
 	t.done = true
 	b, set := t.b, t.set
-	t.mu.Unlock()
-	if set {
-		t.g.writeOwed(b, t.paid)
+	if !set {
+		if len(p) > 0 {
+			t.head = append([]byte(nil), p...)
+		}
+		t.mu.Unlock()
+		return n, err
 	}
+	t.mu.Unlock()
+	if len(p) > 0 {
+		b = append(append(make([]byte, 0, len(p)+len(b)), p...), b...)
+	}
+	t.g.writeOwed(b, t.paid)
 	return n, err
 }

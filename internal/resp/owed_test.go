@@ -146,6 +146,71 @@ func TestOwedTailFollowsFlush(t *testing.T) {
 	}
 }
 
+// countingConn counts the writes made to its connection. It hides the
+// connection's SyscallConn, so writeOwed writes through it too.
+type countingConn struct {
+	net.Conn
+	writes atomic.Int64
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
+}
+
+// A transaction's queued replies (the flush) and EXEC's owed reply go out
+// in one write, whichever comes first, as Redis sends a pipelined
+// transaction's; a flush too large to hold is written at once, the reply
+// after it.
+func TestOwedTailOneWrite(t *testing.T) {
+	large := string(make([]byte, maxTailHeld+1))
+	for _, tc := range []struct {
+		name       string
+		head       string
+		readyFirst bool
+		writes     int64
+	}{
+		{"flush first", "multi queued\n", false, 1},
+		{"reply first", "multi queued\n", true, 1},
+		{"large flush first", large, false, 2},
+		{"large flush, reply first", large, true, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cc, g := guardPair(t, 1<<20)
+			counted := &countingConn{Conn: g.Conn}
+			g.Conn = counted
+			tail := g.oweAfterFlush()
+			if tc.readyFirst {
+				tail.ready([]byte("exec\n"))
+			}
+			if _, err := g.Write([]byte(tc.head)); err != nil {
+				t.Fatal(err)
+			}
+			if !tc.readyFirst {
+				tail.ready([]byte("exec\n"))
+			}
+			g.payOwed()
+			_ = cc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			want := tc.head + "exec\n"
+			got := make([]byte, 0, len(want))
+			buf := make([]byte, 64<<10)
+			for len(got) < len(want) {
+				n, err := cc.Read(buf)
+				if err != nil {
+					t.Fatalf("read: %v", err)
+				}
+				got = append(got, buf[:n]...)
+			}
+			if string(got) != want {
+				t.Errorf("the connection got %d bytes ending %q, want %d ending %q", len(got), got[max(0, len(got)-20):], len(want), want[max(0, len(want)-20):])
+			}
+			if n := counted.writes.Load(); n != tc.writes {
+				t.Errorf("%d writes, want %d", n, tc.writes)
+			}
+		})
+	}
+}
+
 // guardPair returns the client end of a loopback TCP connection and a
 // guardConn on its server end.
 func guardPair(t *testing.T, maxCommand int64) (net.Conn, *guardConn) {

@@ -1,6 +1,7 @@
 package resp
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"strconv"
@@ -242,5 +243,40 @@ func TestWatchesComeAndGo(t *testing.T) {
 	for i := range n {
 		c.expect(t, ":"+strconv.Itoa(i+1))
 		replied <- i + 1
+	}
+}
+
+// copyArgs: a queued command's arguments are copies that neither the
+// connection's buffer (reused after the command) nor the transaction's
+// later commands (which may fill and replace its storage) change.
+func TestTxCopyArgsKeepsEachCommand(t *testing.T) {
+	var tx txState
+	var want [][]string
+	var got [][][]byte
+	for i := range 40 {
+		src := [][]byte{[]byte("SET"), []byte("key" + strconv.Itoa(i)), bytes.Repeat([]byte{byte('a' + i%26)}, i*7)}
+		w := make([]string, len(src))
+		for j, a := range src {
+			w[j] = string(a)
+		}
+		got = append(got, tx.copyArgs(src))
+		want = append(want, w)
+		for _, a := range src {
+			clear(a) // the connection reuses its buffer
+		}
+	}
+	for i := range got {
+		if len(got[i]) != len(want[i]) {
+			t.Fatalf("command %d: %d arguments, want %d", i, len(got[i]), len(want[i]))
+		}
+		for j := range got[i] {
+			if string(got[i][j]) != want[i][j] {
+				t.Fatalf("command %d argument %d: %q, want %q", i, j, got[i][j], want[i][j])
+			}
+		}
+		// Appending to one command's arguments must not reach the next's.
+		if cap(got[i]) != len(got[i]) {
+			t.Fatalf("command %d: its argument list has room past its end (cap %d, len %d)", i, cap(got[i]), len(got[i]))
+		}
 	}
 }

@@ -80,17 +80,31 @@ func (m *vm) call(L *lua.LState, raiseErr bool) int {
 	if n == 0 {
 		return fail(msgNoArgs)
 	}
+	// The arguments are copied into one buffer (a command may keep them
+	// in its ops), two allocations a call rather than one per argument.
 	args := make([][]byte, n)
+	size := 0
 	for i := 1; i <= n; i++ {
 		switch v := L.Get(i).(type) {
 		case lua.LNumber:
-			// Not Lua's %.14g, which loses precision: Redis's %.17g.
-			args[i-1] = strconv.AppendFloat(nil, float64(v), 'g', 17, 64)
+			size += 24 // %.17g of a float64 is at most 24 bytes
 		case lua.LString:
-			args[i-1] = []byte(v)
+			size += len(v)
 		default:
 			return fail(msgBadArg)
 		}
+	}
+	buf := make([]byte, 0, size)
+	for i := 1; i <= n; i++ {
+		start := len(buf)
+		switch v := L.Get(i).(type) {
+		case lua.LNumber:
+			// Not Lua's %.14g, which loses precision: Redis's %.17g.
+			buf = strconv.AppendFloat(buf, float64(v), 'g', 17, 64)
+		case lua.LString:
+			buf = append(buf, v...)
+		}
+		args[i-1] = buf[start:len(buf):len(buf)]
 	}
 	L.SetTop(0)
 	reply, msg := m.dispatch(r, args)
@@ -108,11 +122,16 @@ func (m *vm) call(L *lua.LState, raiseErr bool) int {
 // dispatch runs args in the script's batch; msg is a script-level
 // refusal (the command did not run).
 func (m *vm) dispatch(r *run, args [][]byte) (commands.Reply, string) {
-	name := strings.ToLower(string(args[0]))
+	spec, ok := commands.Lookup(args[0])
+	name := ""
+	if ok {
+		name = spec.Name // lower case, and no copy of args[0]
+	} else {
+		name = strings.ToLower(string(args[0]))
+	}
 	if notAllowed[name] {
 		return nil, msgNotAllowed
 	}
-	spec, ok := commands.Lookup(args[0])
 	if !ok {
 		switch {
 		case name == "ping" && len(args) <= 2:

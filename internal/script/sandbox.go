@@ -27,7 +27,13 @@ type vm struct {
 	// read-only proxies of the libraries and the metatable scripts see.
 	protected []*lua.LTable
 	run       *run // the current run; nil between runs
+	// fns are the functions of the scripts this state ran, reused (at
+	// most maxFns; Flush discards the state, and so them).
+	fns map[*compiled]*lua.LFunction
 }
+
+// maxFns bounds a state's reused script functions.
+const maxFns = 256
 
 const (
 	msgReadonly     = "Attempt to modify a readonly table"
@@ -52,7 +58,7 @@ func newVM(e *Engine, gen uint64) *vm {
 		L.Push(lua.LString(lib.name))
 		L.Call(1, 0)
 	}
-	m := &vm{e: e, gen: gen, L: L, base: L.G.Global}
+	m := &vm{e: e, gen: gen, L: L, base: L.G.Global, fns: map[*compiled]*lua.LFunction{}}
 	for _, name := range []string{"dofile", "loadfile", "print", "_printregs", "module", "require", "_GOPHER_LUA_VERSION", "package"} {
 		m.base.RawSetString(name, lua.LNil)
 	}
@@ -195,16 +201,15 @@ func (m *vm) setmetatable(L *lua.LState) int {
 // intact reports whether the state is as newVM left it (KEYS and ARGV
 // aside): a script that found a way around the read-only tables leaves
 // a state that must not run another script.
+//
+// It runs after every script, so it walks the tables with Next, which
+// allocates nothing (ForEach's closure did, per table).
 func (m *vm) intact() bool {
 	for _, p := range m.protected {
-		bad := false
-		p.ForEach(func(k, _ lua.LValue) {
+		for k, _ := p.Next(lua.LNil); k != lua.LNil; k, _ = p.Next(k) {
 			if p != m.env || (k != lua.LString("KEYS") && k != lua.LString("ARGV")) {
-				bad = true
+				return false
 			}
-		})
-		if bad {
-			return false
 		}
 	}
 	return true
@@ -217,7 +222,17 @@ func (m *vm) exec(ctx context.Context, sc *compiled, keys, argv [][]byte, r *run
 	defer func() { m.run = nil }()
 	m.env.RawSetString("KEYS", stringArray(L, keys))
 	m.env.RawSetString("ARGV", stringArray(L, argv))
-	fn := L.NewFunctionFromProto(sc.proto)
+	fn := m.fns[sc]
+	if fn == nil {
+		// A chunk has no upvalues: its function is made once per state
+		// and reused, its environment set again for each run (setfenv
+		// may have changed it).
+		fn = L.NewFunctionFromProto(sc.proto)
+		if len(m.fns) >= maxFns {
+			clear(m.fns)
+		}
+		m.fns[sc] = fn
+	}
 	fn.Env = m.env
 	L.SetContext(ctx)
 	defer L.RemoveContext()

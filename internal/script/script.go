@@ -136,7 +136,12 @@ type run struct {
 	resp     int  // the protocol redis.call replies are converted from
 	sha      string
 	started  time.Time
-	cancel   context.CancelFunc
+	// done is closed by cancel: the run is the context its Lua state
+	// runs under (context.Context below), which gopher-lua asks for Done
+	// at every instruction; one channel a run, where
+	// context.WithCancel costs three allocations and an atomic load.
+	done     chan struct{}
+	canceled atomic.Bool
 	wrote    atomic.Bool
 	killed   atomic.Bool
 	aborted  atomic.Bool
@@ -273,15 +278,13 @@ func (e *Engine) Eval(ctx *commands.Ctx, v commands.View, args [][]byte, readOnl
 	}
 	keys, argv := args[3:3+nk], args[3+nk:]
 
-	rctx, cancel := context.WithCancel(context.Background())
 	r := &run{
 		ctx: ctx, batch: commands.NewBatch(v), readOnly: readOnly || sc.noWrites, resp: 2,
-		sha: sha, started: time.Now(), cancel: cancel,
+		sha: sha, started: time.Now(), done: make(chan struct{}),
 	}
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
-		cancel()
 		return commands.Result{}, errClosed
 	}
 	e.runs[r] = struct{}{}
@@ -290,11 +293,10 @@ func (e *Engine) Eval(ctx *commands.Ctx, v commands.View, args [][]byte, readOnl
 	if !readOnly {
 		e.seq.Store(r)
 	}
-	reply := m.exec(rctx, sc, keys, argv, r)
+	reply := m.exec(r, sc, keys, argv, r)
 	if !readOnly {
 		e.seq.Store(nil)
 	}
-	cancel()
 	e.mu.Lock()
 	delete(e.runs, r)
 	e.putLocked(m)
@@ -309,6 +311,29 @@ func (e *Engine) Eval(ctx *commands.Ctx, v commands.View, args [][]byte, readOnl
 		return commands.Result{}, ErrAborted
 	}
 	return commands.Result{Reply: reply, Ops: r.batch.Ops(), Publish: r.batch.Publish()}, nil
+}
+
+// cancel stops the run's script (Kill, Abort, Close); it may be called
+// more than once, from any goroutine.
+func (r *run) cancel() {
+	if r.canceled.CompareAndSwap(false, true) {
+		close(r.done)
+	}
+}
+
+// A run is the context.Context of its script's Lua state: never past a
+// deadline, done once canceled.
+var _ context.Context = (*run)(nil)
+
+func (r *run) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (r *run) Done() <-chan struct{}       { return r.done }
+func (r *run) Value(any) any               { return nil }
+
+func (r *run) Err() error {
+	if r.canceled.Load() {
+		return context.Canceled
+	}
+	return nil
 }
 
 // getLocked takes an idle state or makes one. e.mu is held.

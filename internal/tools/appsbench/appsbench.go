@@ -31,8 +31,10 @@
 //
 // The report gives per workload ops/s, p50/p99 latency, the server
 // processes' CPU time per operation (user + system from /proc/PID/stat,
-// all three servers: the figure that survives a loaded machine), the
-// tandem/redis ratio and whether it reaches SET's ratio.
+// all three servers: the figure that survives a loaded machine) and split
+// by process, each process's read+write system calls per operation
+// (/proc/PID/io), the tandem/redis ratios of throughput and of CPU per op
+// and whether each reaches SET's.
 package appsbench
 
 import (
@@ -87,9 +89,16 @@ type Result struct {
 	Lat              []time.Duration
 	Errors           int64
 	CPU              time.Duration // server CPU over the window, all processes
-	FollowP99        time.Duration // pubsub: publish→receipt p99 on the followers (flood)
-	PacedP99         time.Duration // pubsub: the same at a paced 1000 msg/s
-	Lost, Dup        int64         // queue: jobs pushed and never popped, popped twice
+	// CPUs is CPU split by process, in the target's order: [0] the
+	// leader (Redis's primary), then the followers (replicas).
+	CPUs []time.Duration
+	// Syscalls is each process's read and write system calls over the
+	// window (syscr + syscw of /proc/PID/io), in the same order: a count
+	// of socket and file I/O that load does not change.
+	Syscalls  []int64
+	FollowP99 time.Duration // pubsub: publish→receipt p99 on the followers (flood)
+	PacedP99  time.Duration // pubsub: the same at a paced 1000 msg/s
+	Lost, Dup int64         // queue: jobs pushed and never popped, popped twice
 	// queue: the list's length sampled every 10 ms in the window (jobs
 	// pushed and not popped yet: a backlog makes LPUSH/BLPOP, a stack,
 	// leave old jobs waiting), and how the server ran blocked pops
@@ -255,11 +264,11 @@ func closedLoop(ctx context.Context, t *pubsubbench.Target, o Options, workers i
 	var mu sync.Mutex
 	var firstErr error
 	var wg sync.WaitGroup
-	var cpu0 time.Duration
+	var cpu0 []usage
 	cpuTaken := make(chan struct{})
 	go func() {
 		time.Sleep(time.Until(from))
-		cpu0 = cpuOf(t.PIDs)
+		cpu0 = cpusOf(t.PIDs)
 		close(cpuTaken)
 	}()
 	for w := range workers {
@@ -303,7 +312,7 @@ func closedLoop(ctx context.Context, t *pubsubbench.Target, o Options, workers i
 	}
 	<-cpuTaken
 	time.Sleep(time.Until(until))
-	r.CPU = cpuOf(t.PIDs) - cpu0
+	r.setCPU(cpu0, cpusOf(t.PIDs))
 	wg.Wait()
 	r.Seconds = o.Duration.Seconds()
 	if r.Errors > 0 && r.Errors*10 > r.Ops {
@@ -394,7 +403,7 @@ func measureQueue(ctx context.Context, t *pubsubbench.Target, o Options, r Resul
 		}()
 	}
 	time.Sleep(time.Until(from))
-	cpu0 := cpuOf(t.PIDs)
+	cpu0 := cpusOf(t.PIDs)
 	var samples, total int64
 	for tick := time.NewTicker(10 * time.Millisecond); time.Now().Before(until); <-tick.C {
 		if n, err := c.LLen(ctx, list).Result(); err == nil {
@@ -406,7 +415,7 @@ func measureQueue(ctx context.Context, t *pubsubbench.Target, o Options, r Resul
 	if samples > 0 {
 		r.BacklogMean = float64(total) / float64(samples)
 	}
-	r.CPU = cpuOf(t.PIDs) - cpu0
+	r.setCPU(cpu0, cpusOf(t.PIDs))
 	if info, err := c.Info(ctx, "clients").Result(); err == nil {
 		var how []string
 		for _, l := range strings.Split(info, "\r\n") {
@@ -444,11 +453,11 @@ func measureQueue(ctx context.Context, t *pubsubbench.Target, o Options, r Resul
 }
 
 func measurePubSub(ctx context.Context, t *pubsubbench.Target, o Options, r Result) (Result, error) {
-	cpu0 := cpuOf(t.PIDs)
+	cpu0 := cpusOf(t.PIDs)
 	rs, err := pubsubbench.Measure(ctx, t, pubsubbench.Options{
 		Subscribers: o.Subscribers, Publishers: o.Publishers, Rate: 1000, Duration: o.Duration, Log: o.Log,
 	})
-	cpu := cpuOf(t.PIDs) - cpu0
+	cpu1 := cpusOf(t.PIDs)
 	if err != nil {
 		return r, err
 	}
@@ -467,15 +476,48 @@ func measurePubSub(ctx context.Context, t *pubsubbench.Target, o Options, r Resu
 	}
 	// CPU over both phases, per message published in them.
 	if published > 0 && r.Ops > 0 {
-		r.CPU = cpu * time.Duration(r.Ops) / time.Duration(published)
+		for i := range cpu1 {
+			cpu1[i].cpu = cpu0[i].cpu + (cpu1[i].cpu-cpu0[i].cpu)*time.Duration(r.Ops)/time.Duration(published)
+			cpu1[i].syscalls = cpu0[i].syscalls + (cpu1[i].syscalls-cpu0[i].syscalls)*r.Ops/published
+		}
+		r.setCPU(cpu0, cpu1)
 	}
 	return r, nil
 }
 
-// cpuOf is the CPU time (user + system) the processes have used.
-func cpuOf(pids []int) time.Duration {
-	var d time.Duration
-	for _, pid := range pids {
+// setCPU records the CPU and system calls the processes used between
+// two cpusOf samples.
+func (r *Result) setCPU(before, after []usage) {
+	r.CPU, r.CPUs, r.Syscalls = 0, make([]time.Duration, len(after)), make([]int64, len(after))
+	for i := range after {
+		r.CPUs[i] = after[i].cpu - before[i].cpu
+		r.Syscalls[i] = after[i].syscalls - before[i].syscalls
+		r.CPU += r.CPUs[i]
+	}
+}
+
+// usage is what a process has used so far.
+type usage struct {
+	cpu      time.Duration // user + system
+	syscalls int64         // read and write system calls (syscr + syscw)
+}
+
+// cpusOf is what each process has used, in pids' order (zero for one
+// that has gone).
+func cpusOf(pids []int) []usage {
+	d := make([]usage, len(pids))
+	for i, pid := range pids {
+		if b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/io"); err == nil {
+			for _, l := range strings.Split(string(b), "\n") {
+				if v, ok := strings.CutPrefix(l, "syscr: "); ok {
+					n, _ := strconv.ParseInt(v, 10, 64)
+					d[i].syscalls += n
+				} else if v, ok := strings.CutPrefix(l, "syscw: "); ok {
+					n, _ := strconv.ParseInt(v, 10, 64)
+					d[i].syscalls += n
+				}
+			}
+		}
 		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 		if err != nil {
 			continue
@@ -488,7 +530,7 @@ func cpuOf(pids []int) time.Duration {
 		// f[0] is field 3 (state): utime is field 14, stime 15, in USER_HZ (100/s).
 		u, _ := strconv.ParseInt(f[11], 10, 64)
 		st, _ := strconv.ParseInt(f[12], 10, 64)
-		d += time.Duration(u+st) * 10 * time.Millisecond
+		d[i].cpu = time.Duration(u+st) * 10 * time.Millisecond
 	}
 	return d
 }
@@ -516,9 +558,35 @@ func (r Result) cpuPerOp() float64 {
 	return float64(r.CPU.Microseconds()) / float64(r.Ops)
 }
 
+// cpuSplit is the CPU per op of each process: "leader / follower
+// follower" in µs.
+func (r Result) cpuSplit() string {
+	if r.Ops == 0 || len(r.CPUs) == 0 {
+		return "-"
+	}
+	parts := make([]string, len(r.CPUs))
+	for i, c := range r.CPUs {
+		parts[i] = strconv.FormatFloat(float64(c.Microseconds())/float64(r.Ops), 'f', 0, 64)
+	}
+	return parts[0] + " / " + strings.Join(parts[1:], " ")
+}
+
+// syscallSplit is the read and write system calls per op of each
+// process, as cpuSplit.
+func (r Result) syscallSplit() string {
+	if r.Ops == 0 || len(r.Syscalls) == 0 {
+		return "-"
+	}
+	parts := make([]string, len(r.Syscalls))
+	for i, n := range r.Syscalls {
+		parts[i] = strconv.FormatFloat(float64(n)/float64(r.Ops), 'f', 1, 64)
+	}
+	return parts[0] + " / " + strings.Join(parts[1:], " ")
+}
+
 func line(r Result) string {
-	s := fmt.Sprintf("%9.0f ops/s  p50 %v  p99 %v  server CPU %.0f us/op  errors %d",
-		r.rate(), pubsubbench.Pct(r.Lat, .5).Round(time.Microsecond), pubsubbench.Pct(r.Lat, .99).Round(time.Microsecond), r.cpuPerOp(), r.Errors)
+	s := fmt.Sprintf("%9.0f ops/s  p50 %v  p99 %v  server CPU %.0f us/op (leader / followers %s)  read+write syscalls/op %s  errors %d",
+		r.rate(), pubsubbench.Pct(r.Lat, .5).Round(time.Microsecond), pubsubbench.Pct(r.Lat, .99).Round(time.Microsecond), r.cpuPerOp(), r.cpuSplit(), r.syscallSplit(), r.Errors)
 	switch r.Workload {
 	case "queue":
 		s += fmt.Sprintf("  lost %d  popped twice %d  backlog mean %.1f max %d", r.Lost, r.Dup, r.BacklogMean, r.BacklogMax)
@@ -546,13 +614,16 @@ func report(w io.Writer, o Options, rs []Result) {
 	}
 	fmt.Fprintf(w, "\napplications: %d clients (set, multi, evalsha), queue %d producers / %d consumers, pubsub %d subscribers over 3 servers and %d publishers; %v per workload after %v warmup\n",
 		o.Clients, o.Producers, o.Consumers, o.Subscribers, o.Publishers, o.Duration, o.Warmup)
-	fmt.Fprintf(w, "latency: per call (queue: push to pop; pubsub: publish to receipt, all subscribers); CPU: the 3 server processes' user+system per op\n")
-	fmt.Fprintf(w, "%-18s %12s %12s %6s | %9s %9s | %9s %9s | %7s\n", "workload", "tandem ops/s", "redis ops/s", "ratio",
-		"t p99", "r p99", "t us/op", "r us/op", "vs SET")
-	var setRatio float64
+	fmt.Fprintf(w, "latency: per call (queue: push to pop; pubsub: publish to receipt, all subscribers); CPU: the 3 server processes' user+system per op, t/r its tandem/redis ratio, and split by process (leader / followers, primary / replicas)\n")
+	fmt.Fprintf(w, "%-18s %12s %12s %6s | %9s %9s | %9s %9s %6s | %-14s %-14s | %7s %10s\n", "workload", "tandem ops/s", "redis ops/s", "ratio",
+		"t p99", "r p99", "t us/op", "r us/op", "t/r", "t lead/follow", "r prim/repl", "vs SET", "CPU vs SET")
+	var setRatio, setCPURatio float64
 	if t, ok := by["tandem/set"]; ok {
 		if r, ok := by["redis/set"]; ok && r.rate() > 0 {
 			setRatio = t.rate() / r.rate()
+			if r.cpuPerOp() > 0 {
+				setCPURatio = t.cpuPerOp() / r.cpuPerOp()
+			}
 		}
 	}
 	for _, wl := range o.Workloads {
@@ -572,9 +643,20 @@ func report(w io.Writer, o Options, rs []Result) {
 				verdict = "MET"
 			}
 		}
-		fmt.Fprintf(w, "%-18s %12.0f %12.0f %6.2f | %9v %9v | %9.0f %9.0f | %7s\n", labels[wl], t.rate(), r.rate(), ratio,
+		cpuRatio := 0.0
+		if r.cpuPerOp() > 0 {
+			cpuRatio = t.cpuPerOp() / r.cpuPerOp()
+		}
+		cpuVerdict := ""
+		if wl != "set" && setCPURatio > 0 {
+			cpuVerdict = "MISSED"
+			if cpuRatio <= setCPURatio {
+				cpuVerdict = "MET"
+			}
+		}
+		fmt.Fprintf(w, "%-18s %12.0f %12.0f %6.2f | %9v %9v | %9.0f %9.0f %6.1f | %-14s %-14s | %7s %10s\n", labels[wl], t.rate(), r.rate(), ratio,
 			pubsubbench.Pct(t.Lat, .99).Round(time.Microsecond), pubsubbench.Pct(r.Lat, .99).Round(time.Microsecond),
-			t.cpuPerOp(), r.cpuPerOp(), verdict)
+			t.cpuPerOp(), r.cpuPerOp(), cpuRatio, t.cpuSplit(), r.cpuSplit(), verdict, cpuVerdict)
 	}
 	if t, ok := by["tandem/pubsub"]; ok {
 		if r, ok := by["redis/pubsub"]; ok {
@@ -584,6 +666,6 @@ func report(w io.Writer, o Options, rs []Result) {
 		}
 	}
 	if setRatio > 0 {
-		fmt.Fprintf(w, "target: each workload's tandem/redis ratio at least SET's (%.2f)\n", setRatio)
+		fmt.Fprintf(w, "target: each workload's tandem/redis ratio at least SET's (%.2f); the steadier measure, its CPU per op t/r at most SET's (%.1f)\n", setRatio, setCPURatio)
 	}
 }

@@ -1,0 +1,183 @@
+package node
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/tandemdb/tandem/internal/script"
+)
+
+// BenchmarkApps is what `tandem bench apps` measures, in process: an
+// in-process leader with two async followers (real disk, loopback TCP,
+// gRPC streams) under 50 connections, each sending one call at a time of
+// a SET (the yardstick), a MULTI of 5 SETs and EXEC in one write (as
+// go-redis TxPipelined sends it), or an EVALSHA of the compare-and-set
+// script (GET, compare, SET, on a key of the connection's own). Per call
+// it reports the process's CPU, heap allocations and read/write system
+// calls (the clients and both followers included: compare the
+// sub-benchmarks with each other and across builds, not as absolutes).
+//
+//	go test ./internal/node -run '^$' -bench Apps -benchtime 20000x -count 3
+func BenchmarkApps(b *testing.B) {
+	for _, w := range []string{"set", "multi", "evalsha"} {
+		b.Run(w, func(b *testing.B) { benchApps(b, w, 50) })
+	}
+}
+
+// casScript is the compare-and-set script of `tandem bench apps`.
+const casScript = "local v = redis.call('GET', KEYS[1])\nif v == ARGV[1] then\n  redis.call('SET', KEYS[1], ARGV[2])\n  return 1\nend\nreturn 0"
+
+func benchApps(b *testing.B, workload string, clients int) {
+	leader := testNode(b, "l", nil)
+	for _, id := range []string{"f1", "f2"} {
+		f := testNode(b, id, nil)
+		respAddr, peer, _ := leader.Addrs()
+		if err := f.Follow(respAddr, peer); err != nil {
+			b.Fatal(err)
+		}
+	}
+	waitStreams(b, leader.current().(*leading).l, 2)
+	sha := script.SHA1([]byte(casScript))
+	conns := make([]*appConn, clients)
+	for i := range conns {
+		c, err := net.Dial("tcp", leader.respAddr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { c.Close() })
+		ac := &appConn{c: c, r: bufio.NewReader(c), key: "cas:" + strconv.Itoa(i)}
+		conns[i] = ac
+		if err := ac.call([]byte(respCmd("SCRIPT", "LOAD", casScript)), "$40\r\n"+sha+"\r\n"); err != nil {
+			b.Fatal(err)
+		}
+		if err := ac.call([]byte(respCmd("SET", ac.key, "1000000")), "+OK\r\n"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var keys atomic.Int64
+	// The calls are encoded by hand into the connection's buffer: the
+	// client's allocations count in the process's too.
+	appendSet := func(b []byte) []byte {
+		b = append(b, "*3\r\n$3\r\nSET\r\n$10\r\nkey:"...)
+		b = strconv.AppendInt(b, 100000+keys.Add(1)%100000, 10)
+		return append(b, "\r\n$3\r\nxxx\r\n"...)
+	}
+	multiReply := "+OK\r\n" + strings.Repeat("+QUEUED\r\n", 5) + "*5\r\n" + strings.Repeat("+OK\r\n", 5)
+	op := func(ac *appConn) error {
+		ac.cmd = ac.cmd[:0]
+		switch workload {
+		case "set":
+			ac.cmd = appendSet(ac.cmd)
+			return ac.call(ac.cmd, "+OK\r\n")
+		case "multi":
+			ac.cmd = append(ac.cmd, "*1\r\n$5\r\nMULTI\r\n"...)
+			for range 5 {
+				ac.cmd = appendSet(ac.cmd)
+			}
+			ac.cmd = append(ac.cmd, "*1\r\n$4\r\nEXEC\r\n"...)
+			return ac.call(ac.cmd, multiReply)
+		case "evalsha":
+			// Values of one width (1000000+), so the command's size is fixed.
+			ac.cmd = append(ac.cmd, "*6\r\n$7\r\nEVALSHA\r\n$40\r\n"...)
+			ac.cmd = append(ac.cmd, sha...)
+			ac.cmd = append(ac.cmd, "\r\n$1\r\n1\r\n$"...)
+			ac.cmd = strconv.AppendInt(ac.cmd, int64(len(ac.key)), 10)
+			ac.cmd = append(ac.cmd, "\r\n"...)
+			ac.cmd = append(ac.cmd, ac.key...)
+			ac.cmd = append(ac.cmd, "\r\n$7\r\n"...)
+			ac.cmd = strconv.AppendInt(ac.cmd, 1000000+ac.seq, 10)
+			ac.cmd = append(ac.cmd, "\r\n$7\r\n"...)
+			ac.cmd = strconv.AppendInt(ac.cmd, 1000000+ac.seq+1, 10)
+			ac.cmd = append(ac.cmd, "\r\n"...)
+			ac.seq++
+			return ac.call(ac.cmd, ":1\r\n")
+		}
+		return fmt.Errorf("unknown workload %q", workload)
+	}
+	run := func(calls int64) {
+		var left atomic.Int64
+		left.Store(calls)
+		var wg sync.WaitGroup
+		errs := make(chan error, len(conns))
+		for _, ac := range conns {
+			wg.Go(func() {
+				for left.Add(-1) >= 0 {
+					if err := op(ac); err != nil {
+						errs <- err
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			b.Fatal(err)
+		}
+	}
+	run(int64(clients) * 20) // warm up
+	cpu0, a0, s0 := processCPU(), heapObjects(), syscallsRW()
+	b.ResetTimer()
+	run(int64(b.N))
+	b.StopTimer()
+	calls := float64(b.N)
+	b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/calls, "cpu-µs/call")
+	b.ReportMetric(float64(heapObjects()-a0)/calls, "allocs/call")
+	b.ReportMetric(float64(syscallsRW()-s0)/calls, "rw-syscalls/call")
+}
+
+// appConn is a raw RESP client connection making one call at a time.
+type appConn struct {
+	c   net.Conn
+	r   *bufio.Reader
+	key string // its compare-and-set key
+	seq int64  // the value the key holds, less 1000000
+	cmd []byte
+	got []byte
+}
+
+// call writes cmd and reads len(want) bytes of replies, which must be want.
+func (ac *appConn) call(cmd []byte, want string) error {
+	if _, err := ac.c.Write(cmd); err != nil {
+		return err
+	}
+	ac.got = ac.got[:0]
+	for len(ac.got) < len(want) {
+		line, err := ac.r.ReadSlice('\n')
+		if err != nil {
+			return err
+		}
+		ac.got = append(ac.got, line...)
+	}
+	if !bytes.Equal(ac.got, []byte(want)) {
+		return fmt.Errorf("%q: replies %q, want %q", cmd, ac.got, want)
+	}
+	return nil
+}
+
+// syscallsRW is how many read and write system calls the process has
+// made (syscr + syscw of /proc/self/io), 0 where that is not readable.
+func syscallsRW() int64 {
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return 0
+	}
+	var n int64
+	for _, l := range strings.Split(string(b), "\n") {
+		for _, p := range []string{"syscr: ", "syscw: "} {
+			if v, ok := strings.CutPrefix(l, p); ok {
+				x, _ := strconv.ParseInt(v, 10, 64)
+				n += x
+			}
+		}
+	}
+	return n
+}
