@@ -17,7 +17,7 @@ func (d *DB) ObserveEpoch(e uint64) error {
 	if e <= d.epoch {
 		return nil
 	}
-	if err := d.pdb.Set(metaEpoch, be64(e), syncWrite); err != nil {
+	if err := d.setFlushed(metaEpoch, be64(e)); err != nil {
 		return fmt.Errorf("storage: save epoch %d: %w", e, err)
 	}
 	d.epoch = e
@@ -39,7 +39,7 @@ func (d *DB) StartEpoch(e, lsn uint64) error {
 	if e > d.epoch {
 		_ = b.Set(metaEpoch, be64(e), nil)
 	}
-	if err := b.Commit(syncWrite); err != nil {
+	if err := d.flushed(b); err != nil {
 		return fmt.Errorf("storage: start epoch %d: %w", e, err)
 	}
 	d.epochs = epochs
@@ -84,7 +84,7 @@ func (d *DB) AppendLog(entries [][]byte) error {
 	}
 	if newEpochs || next.Epoch > seen {
 		// The epoch metadata cannot share a commit with the log: it goes
-		// first, synced (once per new epoch), so that no entry is ever
+		// first, flushed (once per new epoch), so that no entry is ever
 		// durable without its epoch's start. A crash before the entries
 		// leaves starts past the log's end, which Open drops. Entries of
 		// an epoch are proof the epoch exists: the seen epoch is raised
@@ -96,7 +96,7 @@ func (d *DB) AppendLog(entries [][]byte) error {
 		if next.Epoch > seen {
 			_ = b.Set(metaEpoch, be64(next.Epoch), nil)
 		}
-		err := b.Commit(syncWrite)
+		err := d.flushed(b)
 		b.Close()
 		if err != nil {
 			return fmt.Errorf("storage: save the epoch of lsn %d..%d: %w", first, next.LSN, err)
@@ -223,7 +223,7 @@ func (d *DB) EpochAt(lsn uint64) (uint64, error) {
 // refuses to remove applied entries: those need a re-seed instead.
 //
 // The log is cut first, then the epoch history loses the starts after lsn
-// (synced). A crash between leaves starts past the log's end, which Open
+// (flushed). A crash between leaves starts past the log's end, which Open
 // drops; the other order could leave entries whose epoch start is gone.
 func (d *DB) TruncateLogAfter(lsn uint64) error {
 	d.logMu.Lock()
@@ -257,7 +257,7 @@ func (d *DB) TruncateLogAfter(lsn uint64) error {
 		}
 	}
 	if len(kept) != len(epochs) {
-		if err := d.pdb.Set(metaEpochs, encodePositions(kept), syncWrite); err != nil {
+		if err := d.setFlushed(metaEpochs, encodePositions(kept)); err != nil {
 			return fmt.Errorf("storage: truncate after %d: save the epoch history: %w", lsn, err)
 		}
 	}
@@ -287,13 +287,21 @@ func (d *DB) TrimLogTo(keep int64) error {
 }
 
 // TruncateLogBefore removes entries up to and including lsn (retention); the
-// entry at lsn becomes the log base. It never removes unapplied entries.
+// entry at lsn becomes the log base. It never removes unapplied entries,
+// and it never deletes a log segment whose entries Pebble may not hold on
+// disk.
 //
-// The new log base is written unsynced; only when the log is about to
-// delete a segment is it written again synced, first, which makes Pebble's
-// own log durable up to it, every earlier Apply included: after a crash the
-// recovered applied LSN is never below what the log still holds. (A
-// pebble.Flush would do it too, at the price of writing the memtables out.)
+// Pebble keeps no log of its own, so an Apply is on disk only once a
+// flush wrote its memtable. The new log base is written unflushed and
+// takes effect for reads at once; the segments at or below it go only
+// once a flush that began after the base was written has finished: that
+// flush holds the base and every apply through it (the base never passes
+// applied), so after a crash Open finds a log base and an applied LSN at
+// or past the first entry the log still holds. TruncateLogBefore does not
+// wait for the flush: when a whole segment waits on one, it starts it
+// (AsyncFlush) and a later call, finding it finished, deletes the
+// segments. Retention runs on the leader's tick, which must not stall
+// for a flush.
 func (d *DB) TruncateLogBefore(lsn uint64) error {
 	d.logMu.Lock()
 	defer d.logMu.Unlock()
@@ -302,35 +310,51 @@ func (d *DB) TruncateLogBefore(lsn uint64) error {
 	base := d.logBase
 	epoch, known := epochIn(d.epochs, lsn)
 	d.mu.Unlock()
-	if lsn <= base.LSN {
-		return nil
-	}
-	if !known {
-		var err error
-		if epoch, err = d.epochOf(lsn); err != nil {
+	if lsn > base.LSN {
+		if !known {
+			var err error
+			if epoch, err = d.epochOf(lsn); err != nil {
+				return fmt.Errorf("storage: retention at %d: %w", lsn, err)
+			}
+		}
+		nb := logrec.Position{Epoch: epoch, LSN: lsn}
+		if err := d.pdb.Set(metaLogBase, encodePosition(nb), noSyncWrite); err != nil {
 			return fmt.Errorf("storage: retention at %d: %w", lsn, err)
 		}
-	}
-	nb := logrec.Position{Epoch: epoch, LSN: lsn}
-	if err := d.pdb.Set(metaLogBase, encodePosition(nb), noSyncWrite); err != nil {
-		return fmt.Errorf("storage: retention at %d: %w", lsn, err)
-	}
-	durableFirst := func() error {
-		if err := d.pdb.Set(metaLogBase, encodePosition(nb), syncWrite); err != nil {
-			return fmt.Errorf("storage: retention at %d: sync the data before deleting log segments: %w", lsn, err)
+		d.mu.Lock()
+		removed := int64(lsn - d.logBase.LSN)
+		if d.logCount > 0 {
+			d.logBytes -= d.logBytes * removed / d.logCount
 		}
-		return nil
+		d.logCount -= removed
+		d.logBase = nb
+		base = nb
+		d.mu.Unlock()
 	}
-	if err := d.wal.TruncateFront(lsn, durableFirst); err != nil {
-		return fmt.Errorf("storage: retention at %d: %w", lsn, err)
+	return d.dropFlushedSegmentsLocked(base)
+}
+
+// dropFlushedSegmentsLocked deletes the log segments that the last
+// finished flush allows (TruncateLogBefore), and starts a flush when a
+// whole segment at or below base waits on one. The caller holds logMu.
+func (d *DB) dropFlushedSegmentsLocked(base logrec.Position) error {
+	if d.flushing != nil {
+		select {
+		case <-d.flushing:
+			d.flushedBase, d.flushing = d.flushTarget, nil
+		default:
+		}
 	}
-	d.mu.Lock()
-	removed := int64(lsn - d.logBase.LSN)
-	if d.logCount > 0 {
-		d.logBytes -= d.logBytes * removed / d.logCount
+	// The wal removes only segments wholly at or below the LSN it is given.
+	if err := d.wal.TruncateFront(d.flushedBase.LSN, nil); err != nil {
+		return fmt.Errorf("storage: retention at %d: %w", d.flushedBase.LSN, err)
 	}
-	d.logCount -= removed
-	d.logBase = nb
-	d.mu.Unlock()
+	if end, ok := d.wal.FirstSegmentEnd(); ok && d.flushing == nil && base.LSN >= end && d.flushedBase.LSN < end {
+		ch, err := d.pdb.AsyncFlush()
+		if err != nil {
+			return fmt.Errorf("storage: retention at %d: flush the data before deleting log segments: %w", base.LSN, err)
+		}
+		d.flushing, d.flushTarget = ch, base
+	}
 	return nil
 }

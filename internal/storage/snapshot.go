@@ -78,7 +78,7 @@ func (s *Snapshot) Close() error { return s.snap.Close() }
 // BeginIngest discards the data and the log and marks the node as seeding,
 // durably, so that a crash mid-ingest restarts the seed instead of serving a
 // partial keyspace. Pebble goes first (the mark, the emptied data, the
-// zeroed positions, synced), then the log is emptied: a crash between
+// zeroed positions, flushed), then the log is emptied: a crash between
 // leaves a seeding node, whose log Open empties.
 func (d *DB) BeginIngest() error {
 	d.logMu.Lock()
@@ -99,13 +99,15 @@ func (d *DB) BeginIngest() error {
 	_ = b.Set(metaKeys, KeyCounts{}.encode(), nil)
 	_ = b.Set(metaLogBase, encodePosition(logrec.Position{}), nil)
 	_ = b.Delete(metaEpochs, nil)
-	if err := b.Commit(syncWrite); err != nil {
+	if err := d.flushed(b); err != nil {
 		return fmt.Errorf("storage: begin ingest: %w", err)
 	}
 	if err := d.wal.Reset(0); err != nil {
 		return fmt.Errorf("storage: begin ingest: empty the log: %w", err)
 	}
 	d.rows.Clear()
+	// A retention flush under way was for the log just emptied.
+	d.flushedBase, d.flushing = logrec.Position{}, nil
 	d.mu.Lock()
 	d.seeding = true
 	d.applied, d.partial = 0, 0
@@ -167,7 +169,7 @@ func (d *DB) IngestRows(rows []snapshot.Row) error {
 
 // FinishIngest makes the ingested data durable at pos: the log restarts
 // after pos, and applied and durable are pos. The log is reset first, then
-// Pebble gets the positions and loses the seeding mark (synced, which makes
+// Pebble gets the positions and loses the seeding mark (flushed, which makes
 // every ingested row durable too): a crash between is a crash mid-seed.
 func (d *DB) FinishIngest(pos logrec.Position, epochs []logrec.Position) error {
 	d.logMu.Lock()
@@ -185,9 +187,10 @@ func (d *DB) FinishIngest(pos logrec.Position, epochs []logrec.Position) error {
 	d.mu.Unlock()
 	_ = b.Set(metaEpoch, be64(epoch), nil)
 	_ = b.Delete(metaSeeding, nil)
-	if err := b.Commit(syncWrite); err != nil {
+	if err := d.flushed(b); err != nil {
 		return fmt.Errorf("storage: finish ingest: %w", err)
 	}
+	d.flushedBase, d.flushing = pos, nil
 	d.mu.Lock()
 	d.seeding = false
 	d.applied = pos.LSN

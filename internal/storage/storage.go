@@ -162,7 +162,9 @@ var (
 	expiryUpper = []byte{prefixExpiry + 1}
 	oldLogLower = []byte{prefixOldLog}
 	oldLogUpper = []byte{prefixOldLog + 1}
-	syncWrite   = pebble.Sync
+	// noSyncWrite is the only commit Pebble takes: it keeps no log of its
+	// own (Options.DisableWAL), so a write is durable once its memtable
+	// is flushed (flushed), never by a synced commit.
 	noSyncWrite = pebble.NoSync
 )
 
@@ -258,8 +260,16 @@ type DB struct {
 
 	// logMu serialises the changes to the log other than appends
 	// (truncations, ingest), and keeps them out of NewSnapshot while it
-	// reads the epoch of its applied entry.
+	// reads the epoch of its applied entry. It guards the retention's
+	// flush state below too (TruncateLogBefore).
 	logMu sync.Mutex
+	// flushedBase is a log base that a finished Pebble flush holds, with
+	// every apply through its LSN: log segments wholly at or below it may
+	// go. flushing is the flush under way (nil: none), which makes
+	// flushTarget that. Guarded by logMu.
+	flushedBase logrec.Position
+	flushing    <-chan struct{}
+	flushTarget logrec.Position
 
 	// sweepMu serialises Sweep calls; it guards sweep.
 	sweepMu sync.Mutex
@@ -337,6 +347,10 @@ func Open(dir string, opts Options) (*DB, error) {
 		MemTableSize:                uint64(opts.MemTableBytes),
 		MemTableStopWritesThreshold: opts.MemTables,
 		Logger:                      pebbleLogger{log},
+		// The replication log is the write-ahead log of the data: Pebble's
+		// own would be a second write and copy of every Apply, on every
+		// node (see "Crash ordering" in the package comment).
+		DisableWAL: true,
 	}
 	po.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
 	pdb, err := pebble.Open(dir, po)
@@ -481,26 +495,59 @@ func (d *DB) recover() error {
 		}
 		d.log.Warn("storage: dropped epoch starts past the end of the log (a crash before their entries were durable)",
 			"durable_lsn", d.durable.LSN, "starts", fmt.Sprint(d.epochs[len(kept):]))
-		if err := d.pdb.Set(metaEpochs, encodePositions(kept), syncWrite); err != nil {
+		if err := d.setFlushed(metaEpochs, encodePositions(kept)); err != nil {
 			return fmt.Errorf("storage: save the epoch history: %w", err)
 		}
 		d.epochs = kept
 	}
+	// What Open read from Pebble is on disk (Pebble has no log to replay):
+	// the log base is durable with every apply through it.
+	d.flushedBase = d.logBase
 	if d.durable.Epoch > d.epoch {
 		d.epoch = d.durable.Epoch
 	}
 	return nil
 }
 
-// Close closes the database and the log.
+// Close closes the database and the log. It flushes Pebble's memtables
+// first, so that the next Open has nothing to replay; a crash instead
+// leaves the replay to Open's caller (the applies after Applied).
 func (d *DB) Close() error {
 	d.closeFilters()
 	d.reclaim.close()
+	ferr := d.pdb.Flush()
+	if ferr != nil {
+		ferr = fmt.Errorf("storage: flush at close: %w", ferr)
+	}
 	werr := d.wal.Close()
 	if err := d.pdb.Close(); err != nil {
 		return err
 	}
-	return werr
+	return errors.Join(ferr, werr)
+}
+
+// flushed commits b and makes it durable, with every write committed
+// before it: Pebble keeps no log (Options.DisableWAL), so only a flush of
+// the memtables writes anything to disk, and Pebble flushes its memtables
+// in order, each holding a run of commits. It blocks for the flush: for
+// the rare writes that must be durable before the next step (an epoch, an
+// epoch history cut, a seed's marks), never for Apply.
+func (d *DB) flushed(b *pebble.Batch) error {
+	if err := b.Commit(noSyncWrite); err != nil {
+		return err
+	}
+	if err := d.pdb.Flush(); err != nil {
+		return fmt.Errorf("flush: %w", err)
+	}
+	return nil
+}
+
+// setFlushed is flushed of one Set.
+func (d *DB) setFlushed(k, v []byte) error {
+	b := d.pdb.NewBatch()
+	defer b.Close()
+	_ = b.Set(k, v, nil)
+	return d.flushed(b)
 }
 
 // ReadLock holds off Apply's commits until the returned func is called,
