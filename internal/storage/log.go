@@ -53,7 +53,7 @@ func (d *DB) StartEpoch(e, lsn uint64) error {
 // Encode) or verified where it arrives (the follower's stream), so
 // AppendLog checks only their positions and format. It fsyncs
 // before returning. Any epoch entry starts not yet in the epoch history are
-// recorded first (synced, in Pebble), then the entries are written to the
+// recorded first (flushed, in Pebble), then the entries are written to the
 // log with one fdatasync.
 func (d *DB) AppendLog(entries [][]byte) error {
 	if len(entries) == 0 {

@@ -38,8 +38,12 @@
 //     counter to drift.
 //   - Apply writes an entry's operations and the new applied LSN in one
 //     Pebble batch, so after a crash data and applied LSN are in step.
-//     The batch is not synced: Pebble's own log recovers a prefix of the
-//     batches, and the node replays its log from the applied LSN it finds.
+//     Pebble keeps no log of its own (Options.DisableWAL): the
+//     replication log is the data's write-ahead log. A batch reaches the
+//     disk when Pebble flushes the memtable holding it (when it fills, or
+//     when a flush is asked for below); a crash keeps the batches of the
+//     flushed memtables, a prefix of them, and the node replays its log
+//     from the applied LSN it finds.
 //     An entry with a string longer than keyspace.ChunkThreshold is
 //     written in several batches, the applied LSN in the last (apply.go):
 //     a crash can keep some of them, which the replay writes again; the
@@ -53,7 +57,13 @@
 //     data dir without them (older than the counts) is counted once, by
 //     a scan, at Open.
 //   - The log keeps every entry that Pebble may not have made durable:
-//     before retention deletes a log segment, Pebble's log is synced.
+//     retention deletes a log segment only once a finished flush holds
+//     the applies through it (TruncateLogBefore).
+//   - The few Pebble writes that must be durable before the next step
+//     (the seen epoch, the epoch history, a seed's marks) are flushed
+//     (DB.flushed): a flush writes every memtable before it too. There
+//     is no synced Pebble commit: with no Pebble log there is nothing to
+//     sync. Close flushes, so a clean restart replays nothing.
 //   - Reads of a log entry verify its checksum; a damaged entry is an error
 //     wrapping wal.ErrCorrupt or logrec.ErrCorrupt, never skipped. Other
 //     damage (a misplaced entry, a malformed value or metadata record, a
@@ -64,32 +74,41 @@
 //
 // Pebble and the log are two files with no common commit, so every change
 // that touches both writes them in an order whose every crash point Open
-// can recover:
+// can recover. "Flushed" below means written to Pebble and made durable by
+// a flush of its memtables, which makes every earlier Pebble write durable
+// too: Pebble flushes its memtables in order, each a run of commits.
 //
 //   - AppendLog: a new epoch start (and a raised seen epoch) is written to
-//     Pebble, synced, before the entries go to the log. A crash between
+//     Pebble, flushed, before the entries go to the log. A crash between
 //     leaves a start beyond the log's end; Open drops the starts past
 //     durable+1 (and saves the history), and keeps one at durable+1, the
 //     same state StartEpoch leaves before a leader's first entry.
 //   - Apply after AppendLog: Pebble can only hold applied LSNs whose
 //     entries were synced to the log, and the log is never cut below
 //     applied, so Open finds applied ≤ durable and the entries after
-//     applied to replay.
-//   - TruncateLogBefore (retention): the new log base is written, and when
-//     a segment is to be deleted it is written synced first, which syncs
-//     Pebble's log with every earlier Apply; then the segments go. A crash
-//     before the deletion leaves entries at or below the base, which Open
-//     trims. If Open ever finds the log starting after base+1 (or after
-//     applied+1: a gap that cannot be replayed) that is corruption.
-//   - TruncateLogAfter: the log first, then the epoch history (synced). A
+//     applied to replay. A crash loses every Apply since the last flush
+//     (a kill -9 too, not only a power loss): Open's applied LSN is that
+//     flush's, and the log still holds all that follows (next point).
+//   - TruncateLogBefore (retention): the new log base is written
+//     (unflushed) after the applies through it; a segment is deleted only
+//     after a flush that began after that write has finished, so Pebble's
+//     disk holds a base and an applied LSN at or past every deleted entry.
+//     The flush is asked for without waiting (the leader's tick runs
+//     retention) and a later call deletes the segments. A crash before the
+//     deletion leaves entries at or below the base, which Open trims. If
+//     Open ever finds the log starting after base+1 (or after applied+1: a
+//     gap that cannot be replayed) that is corruption.
+//     TestCrashAtEveryStep and TestKill9AfterRetention fail when a segment
+//     goes before the flush.
+//   - TruncateLogAfter: the log first, then the epoch history (flushed). A
 //     crash between leaves starts past the log's end, handled as above.
 //     The other order could leave entries whose epoch start is gone.
 //   - BeginIngest: the seeding mark, the emptied data and the zeroed
-//     positions go to Pebble first (synced), then the log is emptied. Open
+//     positions go to Pebble first (flushed), then the log is emptied. Open
 //     of a seeding node empties the log (its entries predate the seed),
 //     and the seed starts again.
 //   - FinishIngest: the log is reset to the snapshot's position first, then
-//     Pebble gets the positions and loses the seeding mark (synced, with
+//     Pebble gets the positions and loses the seeding mark (flushed, with
 //     every ingested row). A crash between is a crash mid-seed. If a log
 //     ends at or below the log base (an empty log at an older position),
 //     Open resets it to the base.
@@ -195,6 +214,10 @@ type Options struct {
 	// give the space back; 0 means DefaultReclaimBytes.
 	ReclaimBytes int64
 	Logger       *slog.Logger
+
+	// pebbleWAL turns Pebble's own log back on: only for the benchmark
+	// that measures what it cost (BenchmarkApplyPebbleWAL).
+	pebbleWAL bool
 }
 
 // MemoryBytes is the most memory Pebble's cache allocation can hold under
@@ -311,12 +334,12 @@ type DB struct {
 
 // Defaults of Options.
 //
-// Pebble's memtables: writes stall when MemTables are full. Pebble
-// preallocates each of its WAL files to 110% of a memtable's size and
-// keeps one per memtable (plus one) for reuse, so the memtable size is
-// also Pebble's disk floor: with 64 MiB ones a node held ~430 MB of WAL
-// files (75 MB written) after 1M x 100 B keys, with 16 MiB ones ~90 MB.
-// The node sets them from its memory budget.
+// Pebble's memtables: writes stall when MemTables are full. (When Pebble
+// kept its own log it preallocated each log file to 110% of a memtable
+// and kept one per memtable for reuse: with 64 MiB memtables a node held
+// ~430 MB of them after 1M x 100 B keys, with 16 MiB ones ~90 MB. It keeps
+// none now.) The memtables hold the applies since the last flush, which a
+// crash replays from the log. The node sets them from its memory budget.
 //
 // Log segments are preallocated too, and retention removes whole
 // segments: a 16 MiB segment bounds both the space a fresh segment
@@ -350,7 +373,7 @@ func Open(dir string, opts Options) (*DB, error) {
 		// The replication log is the write-ahead log of the data: Pebble's
 		// own would be a second write and copy of every Apply, on every
 		// node (see "Crash ordering" in the package comment).
-		DisableWAL: true,
+		DisableWAL: !opts.pebbleWAL,
 	}
 	po.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
 	pdb, err := pebble.Open(dir, po)
