@@ -12,39 +12,27 @@ import (
 // ignored. A node must persist an epoch before acting on it, so that after a
 // restart it still refuses the lower ones.
 func (d *DB) ObserveEpoch(e uint64) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if e <= d.epoch {
+	if e <= d.Epoch() {
 		return nil
 	}
-	if err := d.setFlushed(metaEpoch, be64(e)); err != nil {
+	err := d.changeEpochs(func(seen uint64, history []logrec.Position) (uint64, []logrec.Position, bool, error) {
+		return max(seen, e), history, e > seen, nil
+	})
+	if err != nil {
 		return fmt.Errorf("storage: save epoch %d: %w", e, err)
 	}
-	d.epoch = e
 	return nil
 }
 
 // StartEpoch records that epoch e's entries begin at lsn (the leader calls it
 // when it takes over) and raises the seen epoch to e.
 func (d *DB) StartEpoch(e, lsn uint64) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if n := len(d.epochs); n > 0 && d.epochs[n-1].Epoch >= e {
-		return fmt.Errorf("storage: start epoch %d after epoch %d", e, d.epochs[n-1].Epoch)
-	}
-	epochs := append(append([]logrec.Position(nil), d.epochs...), logrec.Position{Epoch: e, LSN: lsn})
-	b := d.pdb.NewBatch()
-	defer b.Close()
-	_ = b.Set(metaEpochs, encodePositions(epochs), nil)
-	if e > d.epoch {
-		_ = b.Set(metaEpoch, be64(e), nil)
-	}
-	if err := d.flushed(b); err != nil {
-		return fmt.Errorf("storage: start epoch %d: %w", e, err)
-	}
-	d.epochs = epochs
-	d.epoch = max(d.epoch, e)
-	return nil
+	return d.changeEpochs(func(seen uint64, history []logrec.Position) (uint64, []logrec.Position, bool, error) {
+		if n := len(history); n > 0 && history[n-1].Epoch >= e {
+			return 0, nil, false, fmt.Errorf("storage: start epoch %d after epoch %d", e, history[n-1].Epoch)
+		}
+		return max(seen, e), append(append([]logrec.Position(nil), history...), logrec.Position{Epoch: e, LSN: lsn}), true, nil
+	})
 }
 
 // AppendLog durably appends encoded entries, which must continue the log
@@ -53,7 +41,7 @@ func (d *DB) StartEpoch(e, lsn uint64) error {
 // Encode) or verified where it arrives (the follower's stream), so
 // AppendLog checks only their positions and format. It fsyncs
 // before returning. Any epoch entry starts not yet in the epoch history are
-// recorded first (flushed, in Pebble), then the entries are written to the
+// recorded first (synced, in the epoch file), then the entries are written to the
 // log with one fdatasync.
 func (d *DB) AppendLog(entries [][]byte) error {
 	if len(entries) == 0 {
@@ -84,20 +72,17 @@ func (d *DB) AppendLog(entries [][]byte) error {
 	}
 	if newEpochs || next.Epoch > seen {
 		// The epoch metadata cannot share a commit with the log: it goes
-		// first, flushed (once per new epoch), so that no entry is ever
-		// durable without its epoch's start. A crash before the entries
-		// leaves starts past the log's end, which Open drops. Entries of
-		// an epoch are proof the epoch exists: the seen epoch is raised
-		// with them, so a restart never forgets it.
-		b := d.pdb.NewBatch()
-		if newEpochs {
-			_ = b.Set(metaEpochs, encodePositions(epochs), nil)
-		}
-		if next.Epoch > seen {
-			_ = b.Set(metaEpoch, be64(next.Epoch), nil)
-		}
-		err := d.flushed(b)
-		b.Close()
+		// first, to the epoch file (synced, once per new epoch), so that
+		// no entry is ever durable without its epoch's start. A crash
+		// before the entries leaves starts past the log's end, which Open
+		// drops. Entries of an epoch are proof the epoch exists: the seen
+		// epoch is raised with them, so a restart never forgets it. (The
+		// history changes only here, in StartEpoch, TruncateLogAfter and
+		// the ingest calls, all from the one appending goroutine: the
+		// history changeEpochs hands over is the one read above.)
+		err := d.changeEpochs(func(s uint64, _ []logrec.Position) (uint64, []logrec.Position, bool, error) {
+			return max(s, next.Epoch), epochs, true, nil
+		})
 		if err != nil {
 			return fmt.Errorf("storage: save the epoch of lsn %d..%d: %w", first, next.LSN, err)
 		}
@@ -107,8 +92,6 @@ func (d *DB) AppendLog(entries [][]byte) error {
 	}
 	d.mu.Lock()
 	d.durable = next
-	d.epochs = epochs
-	d.epoch = max(d.epoch, next.Epoch)
 	d.logBytes += added
 	d.logCount += int64(len(entries))
 	d.appends++
@@ -223,7 +206,7 @@ func (d *DB) EpochAt(lsn uint64) (uint64, error) {
 // refuses to remove applied entries: those need a re-seed instead.
 //
 // The log is cut first, then the epoch history loses the starts after lsn
-// (flushed). A crash between leaves starts past the log's end, which Open
+// (in the epoch file, synced). A crash between leaves starts past the log's end, which Open
 // drops; the other order could leave entries whose epoch start is gone.
 func (d *DB) TruncateLogAfter(lsn uint64) error {
 	d.logMu.Lock()
@@ -257,7 +240,10 @@ func (d *DB) TruncateLogAfter(lsn uint64) error {
 		}
 	}
 	if len(kept) != len(epochs) {
-		if err := d.setFlushed(metaEpochs, encodePositions(kept)); err != nil {
+		err := d.changeEpochs(func(s uint64, _ []logrec.Position) (uint64, []logrec.Position, bool, error) {
+			return s, kept, true, nil
+		})
+		if err != nil {
 			return fmt.Errorf("storage: truncate after %d: save the epoch history: %w", lsn, err)
 		}
 	}
@@ -268,7 +254,6 @@ func (d *DB) TruncateLogAfter(lsn uint64) error {
 	}
 	d.logCount -= removed
 	d.durable = logrec.Position{Epoch: epoch, LSN: lsn}
-	d.epochs = kept
 	d.mu.Unlock()
 	return nil
 }

@@ -6,6 +6,7 @@
 //	<dir>/       Pebble: the data, the expiry index and the metadata
 //	<dir>/log/   the replication log (package wal): one record per logrec
 //	             entry, the record's LSN the entry's
+//	<dir>/epochs the highest epoch seen and the epoch history (epochfile.go)
 //
 //	'd' key                         -> metadata row    package keyspace's rows: one per key
 //	's' keyLen key version sub      -> value           and one per field/member/element
@@ -24,9 +25,11 @@
 // The metadata: the applied LSN (written with every Apply), the key counts
 // (data rows, and those with an expiry: INFO's keyspace figures, written
 // with every Apply and IngestRows in the same batch as the rows they
-// count), the log base (the position before the first retained entry), the
-// highest epoch seen, the epoch history and the seeding mark. Before the log moved to segment
-// files it lived in Pebble under 'l' (lsn, 8 bytes BE -> the entry): Open
+// count), the log base (the position before the first retained entry) and
+// the seeding mark. The highest epoch seen and the epoch history are in the
+// epoch file, written synced and renamed into place (older data dirs have
+// them in Pebble, 'm' epoch and epochs, copied to the file at Open). Before
+// the log moved to segment files it lived in Pebble under 'l' (lsn, 8 bytes BE -> the entry): Open
 // refuses a data dir that still holds such rows (ErrOldFormat); it must be
 // wiped and the node re-seeded.
 //
@@ -59,8 +62,11 @@
 //   - The log keeps every entry that Pebble may not have made durable:
 //     retention deletes a log segment only once a finished flush holds
 //     the applies through it (TruncateLogBefore).
-//   - The few Pebble writes that must be durable before the next step
-//     (the seen epoch, the epoch history, a seed's marks) are flushed
+//   - The seen epoch and the epoch history, which must be durable before
+//     the step after their change, are in the epoch file (synced, one
+//     fsync and a rename): an epoch change (a failover) never waits for a
+//     Pebble flush, which took ~1 s under load. The Pebble writes that
+//     must be durable before the next step (a seed's marks) are flushed
 //     (DB.flushed): a flush writes every memtable before it too. There
 //     is no synced Pebble commit: with no Pebble log there is nothing to
 //     sync. Close flushes, so a clean restart replays nothing.
@@ -79,7 +85,7 @@
 // too: Pebble flushes its memtables in order, each a run of commits.
 //
 //   - AppendLog: a new epoch start (and a raised seen epoch) is written to
-//     Pebble, flushed, before the entries go to the log. A crash between
+//     the epoch file, synced, before the entries go to the log. A crash between
 //     leaves a start beyond the log's end; Open drops the starts past
 //     durable+1 (and saves the history), and keeps one at durable+1, the
 //     same state StartEpoch leaves before a leader's first entry.
@@ -100,15 +106,17 @@
 //     gap that cannot be replayed) that is corruption.
 //     TestCrashAtEveryStep and TestKill9AfterRetention fail when a segment
 //     goes before the flush.
-//   - TruncateLogAfter: the log first, then the epoch history (flushed). A
+//   - TruncateLogAfter: the log first, then the epoch history (synced). A
 //     crash between leaves starts past the log's end, handled as above.
 //     The other order could leave entries whose epoch start is gone.
 //   - BeginIngest: the seeding mark, the emptied data and the zeroed
-//     positions go to Pebble first (flushed), then the log is emptied. Open
+//     positions go to Pebble first (flushed), then the epoch history is
+//     emptied and the log is emptied. Open
 //     of a seeding node empties the log (its entries predate the seed),
 //     and the seed starts again.
 //   - FinishIngest: the log is reset to the snapshot's position first, then
-//     Pebble gets the positions and loses the seeding mark (flushed, with
+//     the epoch file gets the snapshot's history, then Pebble gets the
+//     positions and loses the seeding mark (flushed, with
 //     every ingested row). A crash between is a crash mid-seed. If a log
 //     ends at or below the log base (an empty log at an older position),
 //     Open resets it to the base.
@@ -258,6 +266,11 @@ type DB struct {
 	pdb *pebble.DB
 	wal *wal.WAL
 	log *slog.Logger
+	// fs and dir locate the epoch file (epochfile.go).
+	fs  vfs.FS
+	dir string
+	// epochMu serialises the changes of the epoch file (changeEpochs).
+	epochMu sync.Mutex
 	// rows caches data rows for View.Get. Every write of a data row puts
 	// it there (Apply) or invalidates it (IngestRows; BeginIngest clears
 	// it all) after the row is committed and before the write is reported
@@ -380,14 +393,14 @@ func Open(dir string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
 	}
-	d := &DB{pdb: pdb, log: log, rows: rowcache.NewGrouped(opts.RowCacheBytes, subGroupLen)}
-	if err := d.checkFormat(dir); err != nil {
-		pdb.Close()
-		return nil, err
-	}
 	fs := opts.FS
 	if fs == nil {
 		fs = vfs.Default
+	}
+	d := &DB{pdb: pdb, log: log, fs: fs, dir: dir, rows: rowcache.NewGrouped(opts.RowCacheBytes, subGroupLen)}
+	if err := d.checkFormat(dir); err != nil {
+		pdb.Close()
+		return nil, err
 	}
 	d.wal, err = wal.Open(fs.PathJoin(dir, logDir), wal.Options{FS: fs, SegmentSize: opts.LogSegmentSize, Logger: log})
 	if err != nil {
@@ -427,9 +440,6 @@ func (d *DB) recover() error {
 	if d.partial, err = d.getUint(metaPartial); err != nil {
 		return err
 	}
-	if d.epoch, err = d.getUint(metaEpoch); err != nil {
-		return err
-	}
 	if v, ok, err := d.getMeta(metaLogBase); err != nil {
 		return err
 	} else if ok {
@@ -437,11 +447,25 @@ func (d *DB) recover() error {
 			return fmt.Errorf("storage: log base: %w", err)
 		}
 	}
-	if v, ok, err := d.getMeta(metaEpochs); err != nil {
+	if seen, history, ok, err := d.loadEpochs(); err != nil {
 		return err
 	} else if ok {
-		if d.epochs, err = decodePositions(v); err != nil {
-			return fmt.Errorf("storage: epoch history: %w", err)
+		d.epoch, d.epochs = seen, history
+	} else {
+		// A new data dir, or one from before the epoch file: the
+		// epochs are in Pebble (or nowhere), and go to the file now.
+		if d.epoch, err = d.getUint(metaEpoch); err != nil {
+			return err
+		}
+		if v, ok, err := d.getMeta(metaEpochs); err != nil {
+			return err
+		} else if ok {
+			if d.epochs, err = decodePositions(v); err != nil {
+				return fmt.Errorf("storage: epoch history: %w", err)
+			}
+		}
+		if err := d.saveEpochs(d.epoch, d.epochs); err != nil {
+			return err
 		}
 	}
 	_, seeding, err := d.getMeta(metaSeeding)
@@ -518,7 +542,7 @@ func (d *DB) recover() error {
 		}
 		d.log.Warn("storage: dropped epoch starts past the end of the log (a crash before their entries were durable)",
 			"durable_lsn", d.durable.LSN, "starts", fmt.Sprint(d.epochs[len(kept):]))
-		if err := d.setFlushed(metaEpochs, encodePositions(kept)); err != nil {
+		if err := d.saveEpochs(d.epoch, kept); err != nil {
 			return fmt.Errorf("storage: save the epoch history: %w", err)
 		}
 		d.epochs = kept
@@ -563,14 +587,6 @@ func (d *DB) flushed(b *pebble.Batch) error {
 		return fmt.Errorf("flush: %w", err)
 	}
 	return nil
-}
-
-// setFlushed is flushed of one Set.
-func (d *DB) setFlushed(k, v []byte) error {
-	b := d.pdb.NewBatch()
-	defer b.Close()
-	_ = b.Set(k, v, nil)
-	return d.flushed(b)
 }
 
 // ReadLock holds off Apply's commits until the returned func is called,

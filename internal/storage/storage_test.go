@@ -411,9 +411,9 @@ func TestApplyAtomicAcrossCrash(t *testing.T) {
 	for i := 0; i < 4; i++ {
 		mustApply(t, d, es[i])
 	}
-	// A later flushed Pebble write makes the earlier Applies durable.
-	// (AppendLog writes the log, not Pebble.)
-	if err := d.ObserveEpoch(2); err != nil {
+	// A flush makes the earlier Applies durable. (AppendLog writes the
+	// log, not Pebble; ObserveEpoch the epoch file.)
+	if err := d.pdb.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	mustAppend(t, d, es[8:]...)
@@ -1199,5 +1199,41 @@ func TestLargeApplyLeavesSmallBatchesSmall(t *testing.T) {
 	runtime.ReadMemStats(&after)
 	if n := (after.TotalAlloc - before.TotalAlloc) / 20; n > 1<<20 {
 		t.Fatalf("a small Apply after a large one allocated %d bytes", n)
+	}
+}
+
+// TestEpochsFromBeforeTheEpochFile: a data dir that keeps the seen epoch
+// and the epoch history in Pebble (from before the epoch file) opens with
+// them, and writes the file, which wins from then on.
+func TestEpochsFromBeforeTheEpochFile(t *testing.T) {
+	fs := vfs.NewMem()
+	d := open(t, fs)
+	mustAppend(t, d, seq(1, 3, epoch1)...)
+	hist := []logrec.Position{{Epoch: 1, LSN: 1}, {Epoch: 4, LSN: 4}}
+	for _, kv := range [][2][]byte{{metaEpoch, be64(7)}, {metaEpochs, encodePositions(hist)}} {
+		if err := d.pdb.Set(kv[0], kv[1], pebble.NoSync); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.Remove(fs.PathJoin(dir, epochFile)); err != nil {
+		t.Fatal(err)
+	}
+	d, err := Open(dir, Options{FS: fs, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Epoch() != 7 || !slices.Equal(d.EpochHistory(), hist) {
+		t.Fatalf("epoch %d, history %v; want 7, %v from Pebble", d.Epoch(), d.EpochHistory(), hist)
+	}
+	if err := d.ObserveEpoch(9); err != nil {
+		t.Fatal(err)
+	}
+	d = reopen(t, d, fs)
+	defer d.Close()
+	if d.Epoch() != 9 || !slices.Equal(d.EpochHistory(), hist) {
+		t.Fatalf("after a reopen: epoch %d, history %v; want 9, %v from the file", d.Epoch(), d.EpochHistory(), hist)
 	}
 }
