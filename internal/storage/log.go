@@ -323,10 +323,14 @@ func (d *DB) TruncateLogBefore(lsn uint64) error {
 // finished flush allows (TruncateLogBefore), and starts a flush when a
 // whole segment at or below base waits on one. The caller holds logMu.
 func (d *DB) dropFlushedSegmentsLocked(base logrec.Position) error {
-	if d.flushing != nil {
+	if f := d.flushing; f != nil {
 		select {
-		case <-d.flushing:
-			d.flushedBase, d.flushing = d.flushTarget, nil
+		case <-f.done:
+			d.flushing = nil
+			if f.err != nil {
+				return fmt.Errorf("storage: retention: flush the data before deleting log segments: %w", f.err)
+			}
+			d.flushedBase = f.target
 		default:
 		}
 	}
@@ -334,12 +338,40 @@ func (d *DB) dropFlushedSegmentsLocked(base logrec.Position) error {
 	if err := d.wal.TruncateFront(d.flushedBase.LSN, nil); err != nil {
 		return fmt.Errorf("storage: retention at %d: %w", d.flushedBase.LSN, err)
 	}
-	if end, ok := d.wal.FirstSegmentEnd(); ok && d.flushing == nil && base.LSN >= end && d.flushedBase.LSN < end {
-		ch, err := d.pdb.AsyncFlush()
-		if err != nil {
-			return fmt.Errorf("storage: retention at %d: flush the data before deleting log segments: %w", base.LSN, err)
-		}
-		d.flushing, d.flushTarget = ch, base
+	if end, ok := d.wal.FirstSegmentEnd(); ok && d.flushing == nil && !d.closing && base.LSN >= end && d.flushedBase.LSN < end {
+		// Even asking for a flush can wait (Pebble stalls a memtable
+		// rotation while too many memtables or L0 files wait), so a
+		// goroutine asks: retention runs on the leader's tick.
+		f := &retentionFlush{done: make(chan struct{}), target: base}
+		d.flushing = f
+		go func() {
+			defer close(f.done)
+			ch, err := d.pdb.AsyncFlush()
+			if err != nil {
+				f.err = err
+				return
+			}
+			<-ch
+		}()
 	}
 	return nil
+}
+
+// forgetRetentionFlushLocked sets the flushed log base to base, that of a
+// log just replaced (ingest), after waiting for a flush retention asked for
+// (its target was in the old log). The caller holds logMu.
+func (d *DB) forgetRetentionFlushLocked(base logrec.Position) {
+	if f := d.flushing; f != nil {
+		<-f.done
+	}
+	d.flushedBase, d.flushing = base, nil
+}
+
+// retentionFlush is a flush retention asked for: once done is closed, with
+// err nil, Pebble's disk holds target as the log base and every apply
+// through it.
+type retentionFlush struct {
+	done   chan struct{}
+	err    error
+	target logrec.Position
 }

@@ -116,8 +116,7 @@ func (d *DB) BeginIngest() error {
 		return fmt.Errorf("storage: begin ingest: empty the log: %w", err)
 	}
 	d.rows.Clear()
-	// A retention flush under way was for the log just emptied.
-	d.flushedBase, d.flushing = logrec.Position{}, nil
+	d.forgetRetentionFlushLocked(logrec.Position{})
 	d.mu.Lock()
 	d.seeding = true
 	d.applied, d.partial = 0, 0
@@ -202,7 +201,7 @@ func (d *DB) FinishIngest(pos logrec.Position, epochs []logrec.Position) error {
 	if err := d.flushed(b); err != nil {
 		return fmt.Errorf("storage: finish ingest: %w", err)
 	}
-	d.flushedBase, d.flushing = pos, nil
+	d.forgetRetentionFlushLocked(pos)
 	d.mu.Lock()
 	d.seeding = false
 	d.applied = pos.LSN

@@ -301,11 +301,12 @@ type DB struct {
 	logMu sync.Mutex
 	// flushedBase is a log base that a finished Pebble flush holds, with
 	// every apply through its LSN: log segments wholly at or below it may
-	// go. flushing is the flush under way (nil: none), which makes
-	// flushTarget that. Guarded by logMu.
+	// go. flushing is the flush retention asked for and has not seen
+	// finish (nil: none); closing stops retention asking for more. Guarded
+	// by logMu.
 	flushedBase logrec.Position
-	flushing    <-chan struct{}
-	flushTarget logrec.Position
+	flushing    *retentionFlush
+	closing     bool
 
 	// sweepMu serialises Sweep calls; it guards sweep.
 	sweepMu sync.Mutex
@@ -560,6 +561,13 @@ func (d *DB) recover() error {
 // first, so that the next Open has nothing to replay; a crash instead
 // leaves the replay to Open's caller (the applies after Applied).
 func (d *DB) Close() error {
+	d.logMu.Lock()
+	d.closing = true
+	f := d.flushing
+	d.logMu.Unlock()
+	if f != nil {
+		<-f.done // its AsyncFlush must not meet a closed Pebble
+	}
 	d.closeFilters()
 	d.reclaim.close()
 	ferr := d.pdb.Flush()
