@@ -406,7 +406,6 @@ func TestApplyAtomicAcrossCrash(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer d.Close()
 	mustAppend(t, d, es[:8]...)
 	for i := 0; i < 4; i++ {
 		mustApply(t, d, es[i])
@@ -428,6 +427,10 @@ func TestApplyAtomicAcrossCrash(t *testing.T) {
 	}
 	c.Step(2)
 	c.Take()
+	// The clones are read once Pebble's background work has stopped.
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
 	seen := map[uint64]bool{}
 	for _, cl := range c.Clones {
 		name := fmt.Sprintf("step %d pct %d", cl.Step, cl.Pct)
