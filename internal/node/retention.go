@@ -13,7 +13,8 @@ const logRetentionEvery = time.Second
 // leader's retention is its replication core's rule, which knows what
 // each follower needs). A follower's log serves no one while it follows:
 // it keeps the entries Pebble may not have made durable (storage never
-// trims past the applied LSN, and syncs Pebble before a segment goes),
+// trims past the applied LSN, and deletes a segment only once a Pebble
+// flush holds its applies),
 // and the newest RetainMinBytes of applied ones, for the rollback file of
 // a diverged suffix and for the followers it would serve if promoted
 // (they follow the same leader, so they are about as far along). Without

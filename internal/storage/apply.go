@@ -14,8 +14,9 @@ import (
 
 // Apply applies decoded entries, which must continue from Applied()+1 and be
 // durable, to the data, and advances the applied LSN, in one batch. The
-// batch is not synced: the log already is, and a crash re-applies from the
-// persisted applied LSN (the log keeps what Pebble has not made durable:
+// batch is not made durable here (Pebble keeps no log: it reaches the disk
+// with a memtable flush): the log already is, and a crash re-applies from
+// the persisted applied LSN (the log keeps what Pebble has not made durable:
 // see TruncateLogBefore). The key counts go in the same batch, so they
 // stay in step with the rows across a crash.
 func (d *DB) Apply(entries []logrec.Entry) error {
@@ -193,7 +194,7 @@ type applyWriter struct {
 // order), its chunks in batches of about partBytes, and its metadata row
 // in the batch after them, with the ops after it; the applied LSN only in
 // the last. Crash order: a crash keeps a prefix of these batches (Pebble
-// recovers a prefix of its WAL), and every op is a blind write, so
+// flushes its memtables in order), and every op is a blind write, so
 // replaying the entry from the applied LSN (the log has it: each part
 // marks the entry partly applied, metaPartial, and TruncateLogAfter will
 // not drop it, storage.go) writes every row again and leaves what one

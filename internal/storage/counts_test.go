@@ -129,7 +129,7 @@ func TestKeyCountsRecountedAtOpen(t *testing.T) {
 	es := []logrec.Entry{entry(1, 1, put("a", "1"), putExp("b", "2", 9), put("c", "3"))}
 	mustAppend(t, d, es...)
 	mustApply(t, d, es...)
-	if err := d.pdb.Delete(metaKeys, syncWrite); err != nil {
+	if err := d.pdb.Delete(metaKeys, noSyncWrite); err != nil {
 		t.Fatal(err)
 	}
 	d = reopen(t, d, fs)

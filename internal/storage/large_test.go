@@ -188,7 +188,7 @@ func TestChunkedStringCrashMidApply(t *testing.T) {
 			if part != crashAt {
 				return
 			}
-			if err := d.pdb.LogData(nil, pebble.Sync); err != nil { // the parts so far reach the disk
+			if err := d.pdb.Flush(); err != nil { // the parts so far reach the disk
 				t.Fatal(err)
 			}
 			clone = fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 0})
@@ -291,13 +291,13 @@ func TestChunkedStringCorrupt(t *testing.T) {
 	mustAppend(t, d, es...)
 	mustApply(t, d, es...)
 	k := keyspace.SubKey([]byte("big"), 1, keyspace.ChunkSub(2))
-	if err := d.pdb.Set(k, bytes.Repeat([]byte("x"), 10), pebble.Sync); err != nil {
+	if err := d.pdb.Set(k, bytes.Repeat([]byte("x"), 10), pebble.NoSync); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := (View{DB: d}).Get([]byte("big")); !errors.Is(err, keyspace.ErrCorrupt) {
 		t.Fatalf("short chunk: %v", err)
 	}
-	if err := d.pdb.Delete(k, pebble.Sync); err != nil {
+	if err := d.pdb.Delete(k, pebble.NoSync); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := (View{DB: d}).Get([]byte("big")); !errors.Is(err, keyspace.ErrCorrupt) {

@@ -12,39 +12,27 @@ import (
 // ignored. A node must persist an epoch before acting on it, so that after a
 // restart it still refuses the lower ones.
 func (d *DB) ObserveEpoch(e uint64) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if e <= d.epoch {
+	if e <= d.Epoch() {
 		return nil
 	}
-	if err := d.pdb.Set(metaEpoch, be64(e), syncWrite); err != nil {
+	err := d.changeEpochs(func(seen uint64, history []logrec.Position) (uint64, []logrec.Position, bool, error) {
+		return max(seen, e), history, e > seen, nil
+	})
+	if err != nil {
 		return fmt.Errorf("storage: save epoch %d: %w", e, err)
 	}
-	d.epoch = e
 	return nil
 }
 
 // StartEpoch records that epoch e's entries begin at lsn (the leader calls it
 // when it takes over) and raises the seen epoch to e.
 func (d *DB) StartEpoch(e, lsn uint64) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if n := len(d.epochs); n > 0 && d.epochs[n-1].Epoch >= e {
-		return fmt.Errorf("storage: start epoch %d after epoch %d", e, d.epochs[n-1].Epoch)
-	}
-	epochs := append(append([]logrec.Position(nil), d.epochs...), logrec.Position{Epoch: e, LSN: lsn})
-	b := d.pdb.NewBatch()
-	defer b.Close()
-	_ = b.Set(metaEpochs, encodePositions(epochs), nil)
-	if e > d.epoch {
-		_ = b.Set(metaEpoch, be64(e), nil)
-	}
-	if err := b.Commit(syncWrite); err != nil {
-		return fmt.Errorf("storage: start epoch %d: %w", e, err)
-	}
-	d.epochs = epochs
-	d.epoch = max(d.epoch, e)
-	return nil
+	return d.changeEpochs(func(seen uint64, history []logrec.Position) (uint64, []logrec.Position, bool, error) {
+		if n := len(history); n > 0 && history[n-1].Epoch >= e {
+			return 0, nil, false, fmt.Errorf("storage: start epoch %d after epoch %d", e, history[n-1].Epoch)
+		}
+		return max(seen, e), append(append([]logrec.Position(nil), history...), logrec.Position{Epoch: e, LSN: lsn}), true, nil
+	})
 }
 
 // AppendLog durably appends encoded entries, which must continue the log
@@ -53,7 +41,7 @@ func (d *DB) StartEpoch(e, lsn uint64) error {
 // Encode) or verified where it arrives (the follower's stream), so
 // AppendLog checks only their positions and format. It fsyncs
 // before returning. Any epoch entry starts not yet in the epoch history are
-// recorded first (synced, in Pebble), then the entries are written to the
+// recorded first (synced, in the epoch file), then the entries are written to the
 // log with one fdatasync.
 func (d *DB) AppendLog(entries [][]byte) error {
 	if len(entries) == 0 {
@@ -84,20 +72,17 @@ func (d *DB) AppendLog(entries [][]byte) error {
 	}
 	if newEpochs || next.Epoch > seen {
 		// The epoch metadata cannot share a commit with the log: it goes
-		// first, synced (once per new epoch), so that no entry is ever
-		// durable without its epoch's start. A crash before the entries
-		// leaves starts past the log's end, which Open drops. Entries of
-		// an epoch are proof the epoch exists: the seen epoch is raised
-		// with them, so a restart never forgets it.
-		b := d.pdb.NewBatch()
-		if newEpochs {
-			_ = b.Set(metaEpochs, encodePositions(epochs), nil)
-		}
-		if next.Epoch > seen {
-			_ = b.Set(metaEpoch, be64(next.Epoch), nil)
-		}
-		err := b.Commit(syncWrite)
-		b.Close()
+		// first, to the epoch file (synced, once per new epoch), so that
+		// no entry is ever durable without its epoch's start. A crash
+		// before the entries leaves starts past the log's end, which Open
+		// drops. Entries of an epoch are proof the epoch exists: the seen
+		// epoch is raised with them, so a restart never forgets it. (The
+		// history changes only here, in StartEpoch, TruncateLogAfter and
+		// the ingest calls, all from the one appending goroutine: the
+		// history changeEpochs hands over is the one read above.)
+		err := d.changeEpochs(func(s uint64, _ []logrec.Position) (uint64, []logrec.Position, bool, error) {
+			return max(s, next.Epoch), epochs, true, nil
+		})
 		if err != nil {
 			return fmt.Errorf("storage: save the epoch of lsn %d..%d: %w", first, next.LSN, err)
 		}
@@ -107,8 +92,6 @@ func (d *DB) AppendLog(entries [][]byte) error {
 	}
 	d.mu.Lock()
 	d.durable = next
-	d.epochs = epochs
-	d.epoch = max(d.epoch, next.Epoch)
 	d.logBytes += added
 	d.logCount += int64(len(entries))
 	d.appends++
@@ -223,7 +206,7 @@ func (d *DB) EpochAt(lsn uint64) (uint64, error) {
 // refuses to remove applied entries: those need a re-seed instead.
 //
 // The log is cut first, then the epoch history loses the starts after lsn
-// (synced). A crash between leaves starts past the log's end, which Open
+// (in the epoch file, synced). A crash between leaves starts past the log's end, which Open
 // drops; the other order could leave entries whose epoch start is gone.
 func (d *DB) TruncateLogAfter(lsn uint64) error {
 	d.logMu.Lock()
@@ -257,7 +240,10 @@ func (d *DB) TruncateLogAfter(lsn uint64) error {
 		}
 	}
 	if len(kept) != len(epochs) {
-		if err := d.pdb.Set(metaEpochs, encodePositions(kept), syncWrite); err != nil {
+		err := d.changeEpochs(func(s uint64, _ []logrec.Position) (uint64, []logrec.Position, bool, error) {
+			return s, kept, true, nil
+		})
+		if err != nil {
 			return fmt.Errorf("storage: truncate after %d: save the epoch history: %w", lsn, err)
 		}
 	}
@@ -268,7 +254,6 @@ func (d *DB) TruncateLogAfter(lsn uint64) error {
 	}
 	d.logCount -= removed
 	d.durable = logrec.Position{Epoch: epoch, LSN: lsn}
-	d.epochs = kept
 	d.mu.Unlock()
 	return nil
 }
@@ -287,13 +272,21 @@ func (d *DB) TrimLogTo(keep int64) error {
 }
 
 // TruncateLogBefore removes entries up to and including lsn (retention); the
-// entry at lsn becomes the log base. It never removes unapplied entries.
+// entry at lsn becomes the log base. It never removes unapplied entries,
+// and it never deletes a log segment whose entries Pebble may not hold on
+// disk.
 //
-// The new log base is written unsynced; only when the log is about to
-// delete a segment is it written again synced, first, which makes Pebble's
-// own log durable up to it, every earlier Apply included: after a crash the
-// recovered applied LSN is never below what the log still holds. (A
-// pebble.Flush would do it too, at the price of writing the memtables out.)
+// Pebble keeps no log of its own, so an Apply is on disk only once a
+// flush wrote its memtable. The new log base is written unflushed and
+// takes effect for reads at once; the segments at or below it go only
+// once a flush that began after the base was written has finished: that
+// flush holds the base and every apply through it (the base never passes
+// applied), so after a crash Open finds a log base and an applied LSN at
+// or past the first entry the log still holds. TruncateLogBefore does not
+// wait for the flush: when a whole segment waits on one, it starts it
+// (AsyncFlush) and a later call, finding it finished, deletes the
+// segments. Retention runs on the leader's tick, which must not stall
+// for a flush.
 func (d *DB) TruncateLogBefore(lsn uint64) error {
 	d.logMu.Lock()
 	defer d.logMu.Unlock()
@@ -302,35 +295,83 @@ func (d *DB) TruncateLogBefore(lsn uint64) error {
 	base := d.logBase
 	epoch, known := epochIn(d.epochs, lsn)
 	d.mu.Unlock()
-	if lsn <= base.LSN {
-		return nil
-	}
-	if !known {
-		var err error
-		if epoch, err = d.epochOf(lsn); err != nil {
+	if lsn > base.LSN {
+		if !known {
+			var err error
+			if epoch, err = d.epochOf(lsn); err != nil {
+				return fmt.Errorf("storage: retention at %d: %w", lsn, err)
+			}
+		}
+		nb := logrec.Position{Epoch: epoch, LSN: lsn}
+		if err := d.pdb.Set(metaLogBase, encodePosition(nb), noSyncWrite); err != nil {
 			return fmt.Errorf("storage: retention at %d: %w", lsn, err)
 		}
-	}
-	nb := logrec.Position{Epoch: epoch, LSN: lsn}
-	if err := d.pdb.Set(metaLogBase, encodePosition(nb), noSyncWrite); err != nil {
-		return fmt.Errorf("storage: retention at %d: %w", lsn, err)
-	}
-	durableFirst := func() error {
-		if err := d.pdb.Set(metaLogBase, encodePosition(nb), syncWrite); err != nil {
-			return fmt.Errorf("storage: retention at %d: sync the data before deleting log segments: %w", lsn, err)
+		d.mu.Lock()
+		removed := int64(lsn - d.logBase.LSN)
+		if d.logCount > 0 {
+			d.logBytes -= d.logBytes * removed / d.logCount
 		}
-		return nil
+		d.logCount -= removed
+		d.logBase = nb
+		base = nb
+		d.mu.Unlock()
 	}
-	if err := d.wal.TruncateFront(lsn, durableFirst); err != nil {
-		return fmt.Errorf("storage: retention at %d: %w", lsn, err)
+	return d.dropFlushedSegmentsLocked(base)
+}
+
+// dropFlushedSegmentsLocked deletes the log segments that the last
+// finished flush allows (TruncateLogBefore), and starts a flush when a
+// whole segment at or below base waits on one. The caller holds logMu.
+func (d *DB) dropFlushedSegmentsLocked(base logrec.Position) error {
+	if f := d.flushing; f != nil {
+		select {
+		case <-f.done:
+			d.flushing = nil
+			if f.err != nil {
+				return fmt.Errorf("storage: retention: flush the data before deleting log segments: %w", f.err)
+			}
+			d.flushedBase = f.target
+		default:
+		}
 	}
-	d.mu.Lock()
-	removed := int64(lsn - d.logBase.LSN)
-	if d.logCount > 0 {
-		d.logBytes -= d.logBytes * removed / d.logCount
+	// The wal removes only segments wholly at or below the LSN it is given.
+	if err := d.wal.TruncateFront(d.flushedBase.LSN, nil); err != nil {
+		return fmt.Errorf("storage: retention at %d: %w", d.flushedBase.LSN, err)
 	}
-	d.logCount -= removed
-	d.logBase = nb
-	d.mu.Unlock()
+	if end, ok := d.wal.FirstSegmentEnd(); ok && d.flushing == nil && !d.closing && base.LSN >= end && d.flushedBase.LSN < end {
+		// Even asking for a flush can wait (Pebble stalls a memtable
+		// rotation while too many memtables or L0 files wait), so a
+		// goroutine asks: retention runs on the leader's tick.
+		f := &retentionFlush{done: make(chan struct{}), target: base}
+		d.flushing = f
+		go func() {
+			defer close(f.done)
+			ch, err := d.pdb.AsyncFlush()
+			if err != nil {
+				f.err = err
+				return
+			}
+			<-ch
+		}()
+	}
 	return nil
+}
+
+// forgetRetentionFlushLocked sets the flushed log base to base, that of a
+// log just replaced (ingest), after waiting for a flush retention asked for
+// (its target was in the old log). The caller holds logMu.
+func (d *DB) forgetRetentionFlushLocked(base logrec.Position) {
+	if f := d.flushing; f != nil {
+		<-f.done
+	}
+	d.flushedBase, d.flushing = base, nil
+}
+
+// retentionFlush is a flush retention asked for: once done is closed, with
+// err nil, Pebble's disk holds target as the log base and every apply
+// through it.
+type retentionFlush struct {
+	done   chan struct{}
+	err    error
+	target logrec.Position
 }

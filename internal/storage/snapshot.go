@@ -78,7 +78,7 @@ func (s *Snapshot) Close() error { return s.snap.Close() }
 // BeginIngest discards the data and the log and marks the node as seeding,
 // durably, so that a crash mid-ingest restarts the seed instead of serving a
 // partial keyspace. Pebble goes first (the mark, the emptied data, the
-// zeroed positions, synced), then the log is emptied: a crash between
+// zeroed positions, flushed), then the log is emptied: a crash between
 // leaves a seeding node, whose log Open empties.
 func (d *DB) BeginIngest() error {
 	d.logMu.Lock()
@@ -98,21 +98,31 @@ func (d *DB) BeginIngest() error {
 	_ = b.Delete(metaPartial, nil)
 	_ = b.Set(metaKeys, KeyCounts{}.encode(), nil)
 	_ = b.Set(metaLogBase, encodePosition(logrec.Position{}), nil)
-	_ = b.Delete(metaEpochs, nil)
-	if err := b.Commit(syncWrite); err != nil {
+	if err := d.flushed(b); err != nil {
+		return fmt.Errorf("storage: begin ingest: %w", err)
+	}
+	// The epoch history goes after the seeding mark is durable: a crash
+	// between leaves a seeding node with the old history, which the
+	// seed's FinishIngest replaces (Open drops its starts past the
+	// emptied log); the other order could leave a node with its log and
+	// data but no epoch starts.
+	err := d.changeEpochs(func(s uint64, _ []logrec.Position) (uint64, []logrec.Position, bool, error) {
+		return s, nil, true, nil
+	})
+	if err != nil {
 		return fmt.Errorf("storage: begin ingest: %w", err)
 	}
 	if err := d.wal.Reset(0); err != nil {
 		return fmt.Errorf("storage: begin ingest: empty the log: %w", err)
 	}
 	d.rows.Clear()
+	d.forgetRetentionFlushLocked(logrec.Position{})
 	d.mu.Lock()
 	d.seeding = true
 	d.applied, d.partial = 0, 0
 	d.counts = KeyCounts{}
 	d.logBase = logrec.Position{}
 	d.durable = logrec.Position{}
-	d.epochs = nil
 	d.logBytes, d.logCount = 0, 0
 	d.mu.Unlock()
 	return nil
@@ -167,7 +177,7 @@ func (d *DB) IngestRows(rows []snapshot.Row) error {
 
 // FinishIngest makes the ingested data durable at pos: the log restarts
 // after pos, and applied and durable are pos. The log is reset first, then
-// Pebble gets the positions and loses the seeding mark (synced, which makes
+// Pebble gets the positions and loses the seeding mark (flushed, which makes
 // every ingested row durable too): a crash between is a crash mid-seed.
 func (d *DB) FinishIngest(pos logrec.Position, epochs []logrec.Position) error {
 	d.logMu.Lock()
@@ -175,26 +185,28 @@ func (d *DB) FinishIngest(pos logrec.Position, epochs []logrec.Position) error {
 	if err := d.wal.Reset(pos.LSN); err != nil {
 		return fmt.Errorf("storage: finish ingest: reset the log: %w", err)
 	}
+	// The snapshot's epochs before the seeding mark goes: a crash between
+	// is a crash mid-seed, whose next seed replaces them.
+	err := d.changeEpochs(func(s uint64, _ []logrec.Position) (uint64, []logrec.Position, bool, error) {
+		return max(s, pos.Epoch), append([]logrec.Position(nil), epochs...), true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("storage: finish ingest: %w", err)
+	}
 	b := d.pdb.NewBatch()
 	defer b.Close()
 	_ = b.Set(metaApplied, be64(pos.LSN), nil)
 	_ = b.Set(metaLogBase, encodePosition(pos), nil)
-	_ = b.Set(metaEpochs, encodePositions(epochs), nil)
-	d.mu.Lock()
-	epoch := max(d.epoch, pos.Epoch)
-	d.mu.Unlock()
-	_ = b.Set(metaEpoch, be64(epoch), nil)
 	_ = b.Delete(metaSeeding, nil)
-	if err := b.Commit(syncWrite); err != nil {
+	if err := d.flushed(b); err != nil {
 		return fmt.Errorf("storage: finish ingest: %w", err)
 	}
+	d.forgetRetentionFlushLocked(pos)
 	d.mu.Lock()
 	d.seeding = false
 	d.applied = pos.LSN
 	d.logBase = pos
 	d.durable = pos
-	d.epochs = append([]logrec.Position(nil), epochs...)
-	d.epoch = epoch
 	d.mu.Unlock()
 	return nil
 }

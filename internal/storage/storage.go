@@ -6,6 +6,7 @@
 //	<dir>/       Pebble: the data, the expiry index and the metadata
 //	<dir>/log/   the replication log (package wal): one record per logrec
 //	             entry, the record's LSN the entry's
+//	<dir>/epochs the highest epoch seen and the epoch history (epochfile.go)
 //
 //	'd' key                         -> metadata row    package keyspace's rows: one per key
 //	's' keyLen key version sub      -> value           and one per field/member/element
@@ -24,9 +25,11 @@
 // The metadata: the applied LSN (written with every Apply), the key counts
 // (data rows, and those with an expiry: INFO's keyspace figures, written
 // with every Apply and IngestRows in the same batch as the rows they
-// count), the log base (the position before the first retained entry), the
-// highest epoch seen, the epoch history and the seeding mark. Before the log moved to segment
-// files it lived in Pebble under 'l' (lsn, 8 bytes BE -> the entry): Open
+// count), the log base (the position before the first retained entry) and
+// the seeding mark. The highest epoch seen and the epoch history are in the
+// epoch file, written synced and renamed into place (older data dirs have
+// them in Pebble, 'm' epoch and epochs, copied to the file at Open). Before
+// the log moved to segment files it lived in Pebble under 'l' (lsn, 8 bytes BE -> the entry): Open
 // refuses a data dir that still holds such rows (ErrOldFormat); it must be
 // wiped and the node re-seeded.
 //
@@ -38,8 +41,12 @@
 //     counter to drift.
 //   - Apply writes an entry's operations and the new applied LSN in one
 //     Pebble batch, so after a crash data and applied LSN are in step.
-//     The batch is not synced: Pebble's own log recovers a prefix of the
-//     batches, and the node replays its log from the applied LSN it finds.
+//     Pebble keeps no log of its own (Options.DisableWAL): the
+//     replication log is the data's write-ahead log. A batch reaches the
+//     disk when Pebble flushes the memtable holding it (when it fills, or
+//     when a flush is asked for below); a crash keeps the batches of the
+//     flushed memtables, a prefix of them, and the node replays its log
+//     from the applied LSN it finds.
 //     An entry with a string longer than keyspace.ChunkThreshold is
 //     written in several batches, the applied LSN in the last (apply.go):
 //     a crash can keep some of them, which the replay writes again; the
@@ -53,7 +60,16 @@
 //     data dir without them (older than the counts) is counted once, by
 //     a scan, at Open.
 //   - The log keeps every entry that Pebble may not have made durable:
-//     before retention deletes a log segment, Pebble's log is synced.
+//     retention deletes a log segment only once a finished flush holds
+//     the applies through it (TruncateLogBefore).
+//   - The seen epoch and the epoch history, which must be durable before
+//     the step after their change, are in the epoch file (synced, one
+//     fsync and a rename): an epoch change (a failover) never waits for a
+//     Pebble flush, which took ~1 s under load. The Pebble writes that
+//     must be durable before the next step (a seed's marks) are flushed
+//     (DB.flushed): a flush writes every memtable before it too. There
+//     is no synced Pebble commit: with no Pebble log there is nothing to
+//     sync. Close flushes, so a clean restart replays nothing.
 //   - Reads of a log entry verify its checksum; a damaged entry is an error
 //     wrapping wal.ErrCorrupt or logrec.ErrCorrupt, never skipped. Other
 //     damage (a misplaced entry, a malformed value or metadata record, a
@@ -64,32 +80,43 @@
 //
 // Pebble and the log are two files with no common commit, so every change
 // that touches both writes them in an order whose every crash point Open
-// can recover:
+// can recover. "Flushed" below means written to Pebble and made durable by
+// a flush of its memtables, which makes every earlier Pebble write durable
+// too: Pebble flushes its memtables in order, each a run of commits.
 //
 //   - AppendLog: a new epoch start (and a raised seen epoch) is written to
-//     Pebble, synced, before the entries go to the log. A crash between
+//     the epoch file, synced, before the entries go to the log. A crash between
 //     leaves a start beyond the log's end; Open drops the starts past
 //     durable+1 (and saves the history), and keeps one at durable+1, the
 //     same state StartEpoch leaves before a leader's first entry.
 //   - Apply after AppendLog: Pebble can only hold applied LSNs whose
 //     entries were synced to the log, and the log is never cut below
 //     applied, so Open finds applied ≤ durable and the entries after
-//     applied to replay.
-//   - TruncateLogBefore (retention): the new log base is written, and when
-//     a segment is to be deleted it is written synced first, which syncs
-//     Pebble's log with every earlier Apply; then the segments go. A crash
-//     before the deletion leaves entries at or below the base, which Open
-//     trims. If Open ever finds the log starting after base+1 (or after
-//     applied+1: a gap that cannot be replayed) that is corruption.
+//     applied to replay. A crash loses every Apply since the last flush
+//     (a kill -9 too, not only a power loss): Open's applied LSN is that
+//     flush's, and the log still holds all that follows (next point).
+//   - TruncateLogBefore (retention): the new log base is written
+//     (unflushed) after the applies through it; a segment is deleted only
+//     after a flush that began after that write has finished, so Pebble's
+//     disk holds a base and an applied LSN at or past every deleted entry.
+//     The flush is asked for without waiting (the leader's tick runs
+//     retention) and a later call deletes the segments. A crash before the
+//     deletion leaves entries at or below the base, which Open trims. If
+//     Open ever finds the log starting after base+1 (or after applied+1: a
+//     gap that cannot be replayed) that is corruption.
+//     TestCrashAtEveryStep and TestKill9AfterRetention fail when a segment
+//     goes before the flush.
 //   - TruncateLogAfter: the log first, then the epoch history (synced). A
 //     crash between leaves starts past the log's end, handled as above.
 //     The other order could leave entries whose epoch start is gone.
 //   - BeginIngest: the seeding mark, the emptied data and the zeroed
-//     positions go to Pebble first (synced), then the log is emptied. Open
+//     positions go to Pebble first (flushed), then the epoch history is
+//     emptied and the log is emptied. Open
 //     of a seeding node empties the log (its entries predate the seed),
 //     and the seed starts again.
 //   - FinishIngest: the log is reset to the snapshot's position first, then
-//     Pebble gets the positions and loses the seeding mark (synced, with
+//     the epoch file gets the snapshot's history, then Pebble gets the
+//     positions and loses the seeding mark (flushed, with
 //     every ingested row). A crash between is a crash mid-seed. If a log
 //     ends at or below the log base (an empty log at an older position),
 //     Open resets it to the base.
@@ -162,7 +189,9 @@ var (
 	expiryUpper = []byte{prefixExpiry + 1}
 	oldLogLower = []byte{prefixOldLog}
 	oldLogUpper = []byte{prefixOldLog + 1}
-	syncWrite   = pebble.Sync
+	// noSyncWrite is the only commit Pebble takes: it keeps no log of its
+	// own (Options.DisableWAL), so a write is durable once its memtable
+	// is flushed (flushed), never by a synced commit.
 	noSyncWrite = pebble.NoSync
 )
 
@@ -193,6 +222,10 @@ type Options struct {
 	// give the space back; 0 means DefaultReclaimBytes.
 	ReclaimBytes int64
 	Logger       *slog.Logger
+
+	// pebbleWAL turns Pebble's own log back on: only for the benchmark
+	// that measures what it cost (BenchmarkApplyPebbleWAL).
+	pebbleWAL bool
 }
 
 // MemoryBytes is the most memory Pebble's cache allocation can hold under
@@ -233,6 +266,11 @@ type DB struct {
 	pdb *pebble.DB
 	wal *wal.WAL
 	log *slog.Logger
+	// fs and dir locate the epoch file (epochfile.go).
+	fs  vfs.FS
+	dir string
+	// epochMu serialises the changes of the epoch file (changeEpochs).
+	epochMu sync.Mutex
 	// rows caches data rows for View.Get. Every write of a data row puts
 	// it there (Apply) or invalidates it (IngestRows; BeginIngest clears
 	// it all) after the row is committed and before the write is reported
@@ -258,8 +296,17 @@ type DB struct {
 
 	// logMu serialises the changes to the log other than appends
 	// (truncations, ingest), and keeps them out of NewSnapshot while it
-	// reads the epoch of its applied entry.
+	// reads the epoch of its applied entry. It guards the retention's
+	// flush state below too (TruncateLogBefore).
 	logMu sync.Mutex
+	// flushedBase is a log base that a finished Pebble flush holds, with
+	// every apply through its LSN: log segments wholly at or below it may
+	// go. flushing is the flush retention asked for and has not seen
+	// finish (nil: none); closing stops retention asking for more. Guarded
+	// by logMu.
+	flushedBase logrec.Position
+	flushing    *retentionFlush
+	closing     bool
 
 	// sweepMu serialises Sweep calls; it guards sweep.
 	sweepMu sync.Mutex
@@ -301,12 +348,12 @@ type DB struct {
 
 // Defaults of Options.
 //
-// Pebble's memtables: writes stall when MemTables are full. Pebble
-// preallocates each of its WAL files to 110% of a memtable's size and
-// keeps one per memtable (plus one) for reuse, so the memtable size is
-// also Pebble's disk floor: with 64 MiB ones a node held ~430 MB of WAL
-// files (75 MB written) after 1M x 100 B keys, with 16 MiB ones ~90 MB.
-// The node sets them from its memory budget.
+// Pebble's memtables: writes stall when MemTables are full. (When Pebble
+// kept its own log it preallocated each log file to 110% of a memtable
+// and kept one per memtable for reuse: with 64 MiB memtables a node held
+// ~430 MB of them after 1M x 100 B keys, with 16 MiB ones ~90 MB. It keeps
+// none now.) The memtables hold the applies since the last flush, which a
+// crash replays from the log. The node sets them from its memory budget.
 //
 // Log segments are preallocated too, and retention removes whole
 // segments: a 16 MiB segment bounds both the space a fresh segment
@@ -337,20 +384,24 @@ func Open(dir string, opts Options) (*DB, error) {
 		MemTableSize:                uint64(opts.MemTableBytes),
 		MemTableStopWritesThreshold: opts.MemTables,
 		Logger:                      pebbleLogger{log},
+		// The replication log is the write-ahead log of the data: Pebble's
+		// own would be a second write and copy of every Apply, on every
+		// node (see "Crash ordering" in the package comment).
+		DisableWAL: !opts.pebbleWAL,
 	}
 	po.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
 	pdb, err := pebble.Open(dir, po)
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
 	}
-	d := &DB{pdb: pdb, log: log, rows: rowcache.NewGrouped(opts.RowCacheBytes, subGroupLen)}
-	if err := d.checkFormat(dir); err != nil {
-		pdb.Close()
-		return nil, err
-	}
 	fs := opts.FS
 	if fs == nil {
 		fs = vfs.Default
+	}
+	d := &DB{pdb: pdb, log: log, fs: fs, dir: dir, rows: rowcache.NewGrouped(opts.RowCacheBytes, subGroupLen)}
+	if err := d.checkFormat(dir); err != nil {
+		pdb.Close()
+		return nil, err
 	}
 	d.wal, err = wal.Open(fs.PathJoin(dir, logDir), wal.Options{FS: fs, SegmentSize: opts.LogSegmentSize, Logger: log})
 	if err != nil {
@@ -390,9 +441,6 @@ func (d *DB) recover() error {
 	if d.partial, err = d.getUint(metaPartial); err != nil {
 		return err
 	}
-	if d.epoch, err = d.getUint(metaEpoch); err != nil {
-		return err
-	}
 	if v, ok, err := d.getMeta(metaLogBase); err != nil {
 		return err
 	} else if ok {
@@ -400,11 +448,25 @@ func (d *DB) recover() error {
 			return fmt.Errorf("storage: log base: %w", err)
 		}
 	}
-	if v, ok, err := d.getMeta(metaEpochs); err != nil {
+	if seen, history, ok, err := d.loadEpochs(); err != nil {
 		return err
 	} else if ok {
-		if d.epochs, err = decodePositions(v); err != nil {
-			return fmt.Errorf("storage: epoch history: %w", err)
+		d.epoch, d.epochs = seen, history
+	} else {
+		// A new data dir, or one from before the epoch file: the
+		// epochs are in Pebble (or nowhere), and go to the file now.
+		if d.epoch, err = d.getUint(metaEpoch); err != nil {
+			return err
+		}
+		if v, ok, err := d.getMeta(metaEpochs); err != nil {
+			return err
+		} else if ok {
+			if d.epochs, err = decodePositions(v); err != nil {
+				return fmt.Errorf("storage: epoch history: %w", err)
+			}
+		}
+		if err := d.saveEpochs(d.epoch, d.epochs); err != nil {
+			return err
 		}
 	}
 	_, seeding, err := d.getMeta(metaSeeding)
@@ -481,26 +543,58 @@ func (d *DB) recover() error {
 		}
 		d.log.Warn("storage: dropped epoch starts past the end of the log (a crash before their entries were durable)",
 			"durable_lsn", d.durable.LSN, "starts", fmt.Sprint(d.epochs[len(kept):]))
-		if err := d.pdb.Set(metaEpochs, encodePositions(kept), syncWrite); err != nil {
+		if err := d.saveEpochs(d.epoch, kept); err != nil {
 			return fmt.Errorf("storage: save the epoch history: %w", err)
 		}
 		d.epochs = kept
 	}
+	// What Open read from Pebble is on disk (Pebble has no log to replay):
+	// the log base is durable with every apply through it.
+	d.flushedBase = d.logBase
 	if d.durable.Epoch > d.epoch {
 		d.epoch = d.durable.Epoch
 	}
 	return nil
 }
 
-// Close closes the database and the log.
+// Close closes the database and the log. It flushes Pebble's memtables
+// first, so that the next Open has nothing to replay; a crash instead
+// leaves the replay to Open's caller (the applies after Applied).
 func (d *DB) Close() error {
+	d.logMu.Lock()
+	d.closing = true
+	f := d.flushing
+	d.logMu.Unlock()
+	if f != nil {
+		<-f.done // its AsyncFlush must not meet a closed Pebble
+	}
 	d.closeFilters()
 	d.reclaim.close()
+	ferr := d.pdb.Flush()
+	if ferr != nil {
+		ferr = fmt.Errorf("storage: flush at close: %w", ferr)
+	}
 	werr := d.wal.Close()
 	if err := d.pdb.Close(); err != nil {
 		return err
 	}
-	return werr
+	return errors.Join(ferr, werr)
+}
+
+// flushed commits b and makes it durable, with every write committed
+// before it: Pebble keeps no log (Options.DisableWAL), so only a flush of
+// the memtables writes anything to disk, and Pebble flushes its memtables
+// in order, each holding a run of commits. It blocks for the flush: for
+// the rare writes that must be durable before the next step (an epoch, an
+// epoch history cut, a seed's marks), never for Apply.
+func (d *DB) flushed(b *pebble.Batch) error {
+	if err := b.Commit(noSyncWrite); err != nil {
+		return err
+	}
+	if err := d.pdb.Flush(); err != nil {
+		return fmt.Errorf("flush: %w", err)
+	}
+	return nil
 }
 
 // ReadLock holds off Apply's commits until the returned func is called,

@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -334,7 +333,7 @@ func TestCorruptStoredEntry(t *testing.T) {
 func TestCorruptStoredValue(t *testing.T) {
 	d := open(t, vfs.NewMem())
 	defer d.Close()
-	if err := d.pdb.Set(keyspace.MetaKey([]byte("k")), []byte("short"), pebble.Sync); err != nil {
+	if err := d.pdb.Set(keyspace.MetaKey([]byte("k")), []byte("short"), pebble.NoSync); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := (View{DB: d}).Get([]byte("k")); !errors.Is(err, ErrCorrupt) || !frame.IsCorruption(err) {
@@ -383,9 +382,12 @@ func TestApplyRefusals(t *testing.T) {
 	}
 }
 
-// TestApplyAtomicAcrossCrash crashes after unsynced Applies: whatever the
-// crash keeps, the data is exactly the model's state at the recovered
-// applied LSN.
+// TestApplyAtomicAcrossCrash crashes after Applies: Pebble keeps no log
+// (Options.DisableWAL), so whatever the crash keeps of the unflushed
+// bytes, the data is exactly the model's state at the applied LSN of the
+// last flush, and the log holds every entry after it. Crashes during a
+// flush (a clone before every write the flush makes) recover that
+// flush's applied LSN or the one before, never a mix.
 func TestApplyAtomicAcrossCrash(t *testing.T) {
 	const n = 12
 	// Large multi-op entries so that one Apply batch spans several blocks.
@@ -399,75 +401,73 @@ func TestApplyAtomicAcrossCrash(t *testing.T) {
 		ops = append(ops, del(fmt.Sprintf("k%d", (lsn+5)%7)))
 		es = append(es, entry(1, lsn, ops...))
 	}
-	fs := vfs.NewCrashableMem()
-	d := open(t, fs)
-	defer d.Close()
+	c := testutil.NewCrasher(0, 30, 100)
+	d, err := Open(dir, Options{FS: c.FS(), CacheBytes: 1 << 20, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	mustAppend(t, d, es[:8]...)
 	for i := 0; i < 4; i++ {
 		mustApply(t, d, es[i])
 	}
-	// A later synced Pebble write makes the earlier unsynced Applies
-	// durable. (AppendLog writes the log, not Pebble: it syncs none.)
-	if err := d.ObserveEpoch(2); err != nil {
+	// A flush makes the earlier Applies durable. (AppendLog writes the
+	// log, not Pebble; ObserveEpoch the epoch file.)
+	if err := d.pdb.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	mustAppend(t, d, es[8:]...)
+	c.Step(0) // applies 5..12, not flushed
 	for i := 4; i < n; i++ {
 		mustApply(t, d, es[i])
 	}
-	// Pebble writes unsynced batches to its WAL file from a background
-	// goroutine, and leaves a partly filled block in memory until it fills
-	// or a sync comes: wait until the last Apply is in the file, so that a
-	// crash keeping every unsynced byte keeps all of them, and fill the
-	// block with an unsynced record replay ignores (LogData) so that it
-	// goes out; waiting alone hung under load.
-	testutil.Eventually(t, "the last unsynced Apply to reach the WAL file", 10*time.Second, func() (bool, string) {
-		if err := d.pdb.LogData(make([]byte, 32<<10), pebble.NoSync); err != nil {
-			t.Fatal(err)
-		}
-		c, err := Open(dir, Options{FS: fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 100, RNG: rand.New(rand.NewPCG(1, 1))}), CacheBytes: 1 << 20, Logger: testLogger(t)})
-		if err != nil {
-			t.Fatalf("Open crash clone: %v", err)
-		}
-		defer c.Close()
-		return c.Applied() == n, fmt.Sprintf("applied %d", c.Applied())
-	})
-	seen := map[uint64]bool{}
-	for _, pct := range []int{0, 10, 30, 50, 70, 90, 100} {
-		for seed := uint64(0); seed < 6; seed++ {
-			cfg := vfs.CrashCloneCfg{UnsyncedDataPercent: pct, RNG: rand.New(rand.NewPCG(seed, uint64(pct)))}
-			clone := fs.CrashClone(cfg)
-			c, err := Open(dir, Options{FS: clone, CacheBytes: 1 << 20, Logger: testLogger(t)})
-			if err != nil {
-				t.Fatalf("pct %d seed %d: Open crash clone: %v", pct, seed, err)
-			}
-			applied := c.Applied()
-			seen[applied] = true
-			if applied < 4 || applied > n {
-				t.Errorf("pct %d seed %d: applied %d, want 4..%d", pct, seed, applied, n)
-			}
-			if pct == 0 && applied != 4 {
-				t.Errorf("pct 0: applied %d, want exactly the synced 4", applied)
-			}
-			if pct == 100 && applied != n {
-				t.Errorf("pct 100: applied %d, want %d", applied, n)
-			}
-			if got := c.Durable(); got != (logrec.Position{Epoch: 1, LSN: n}) {
-				t.Errorf("pct %d seed %d: durable %v, want (1,%d)", pct, seed, got, n)
-			}
-			if got, want := dump(t, c), state(es[:applied]); !reflect.DeepEqual(got, want) {
-				t.Errorf("pct %d seed %d: data at applied %d differs from the model", pct, seed, applied)
-			}
-			// The log holds what is to be replayed.
-			if applied < n {
-				if got, err := c.ReadLog(applied+1, n, 1<<30); err != nil || !reflect.DeepEqual(got, encodeAll(es[applied:]...)) {
-					t.Errorf("pct %d seed %d: log after applied %d: %d entries, %v", pct, seed, applied, len(got), err)
-				}
-			}
-			c.Close()
-		}
+	c.Take()
+	c.Step(1) // the flush of 5..12
+	if err := d.pdb.Flush(); err != nil {
+		t.Fatal(err)
 	}
-	t.Logf("recovered applied LSNs: %v", seen)
+	c.Step(2)
+	c.Take()
+	// The clones are read once Pebble's background work has stopped.
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[uint64]bool{}
+	for _, cl := range c.Clones {
+		name := fmt.Sprintf("step %d pct %d", cl.Step, cl.Pct)
+		r, err := Open(dir, Options{FS: cl.FS, CacheBytes: 1 << 20, Logger: testLogger(t)})
+		if err != nil {
+			t.Fatalf("%s: Open crash clone: %v", name, err)
+		}
+		applied := r.Applied()
+		seen[applied] = true
+		want := []uint64{4}
+		switch cl.Step {
+		case 1:
+			want = []uint64{4, n}
+		case 2:
+			want = []uint64{n}
+		}
+		if !slices.Contains(want, applied) {
+			t.Errorf("%s: applied %d, want one of %v", name, applied, want)
+		}
+		if got := r.Durable(); got != (logrec.Position{Epoch: 1, LSN: n}) {
+			t.Errorf("%s: durable %v, want (1,%d)", name, got, n)
+		}
+		if got, want := dump(t, r), state(es[:applied]); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: data at applied %d differs from the model", name, applied)
+		}
+		// The log holds what is to be replayed.
+		if applied < n {
+			if got, err := r.ReadLog(applied+1, n, 1<<30); err != nil || !reflect.DeepEqual(got, encodeAll(es[applied:]...)) {
+				t.Errorf("%s: log after applied %d: %d entries, %v", name, applied, len(got), err)
+			}
+		}
+		r.Close()
+	}
+	if !seen[4] || !seen[n] {
+		t.Errorf("recovered applied LSNs %v, want both 4 and %d", seen, n)
+	}
+	t.Logf("%d crash clones, recovered applied LSNs: %v", len(c.Clones), seen)
 }
 
 func TestTruncateLogAfter(t *testing.T) {
@@ -1102,7 +1102,7 @@ func TestOldFormatRefused(t *testing.T) {
 	d := open(t, fs)
 	mustAppend(t, d, seq(1, 3, epoch1)...)
 	old := binary.BigEndian.AppendUint64([]byte{prefixOldLog}, 3)
-	if err := d.pdb.Set(old, encodeAll(entry(1, 3))[0], pebble.Sync); err != nil {
+	if err := d.pdb.Set(old, encodeAll(entry(1, 3))[0], pebble.NoSync); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.Close(); err != nil {
@@ -1202,5 +1202,41 @@ func TestLargeApplyLeavesSmallBatchesSmall(t *testing.T) {
 	runtime.ReadMemStats(&after)
 	if n := (after.TotalAlloc - before.TotalAlloc) / 20; n > 1<<20 {
 		t.Fatalf("a small Apply after a large one allocated %d bytes", n)
+	}
+}
+
+// TestEpochsFromBeforeTheEpochFile: a data dir that keeps the seen epoch
+// and the epoch history in Pebble (from before the epoch file) opens with
+// them, and writes the file, which wins from then on.
+func TestEpochsFromBeforeTheEpochFile(t *testing.T) {
+	fs := vfs.NewMem()
+	d := open(t, fs)
+	mustAppend(t, d, seq(1, 3, epoch1)...)
+	hist := []logrec.Position{{Epoch: 1, LSN: 1}, {Epoch: 4, LSN: 4}}
+	for _, kv := range [][2][]byte{{metaEpoch, be64(7)}, {metaEpochs, encodePositions(hist)}} {
+		if err := d.pdb.Set(kv[0], kv[1], pebble.NoSync); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.Remove(fs.PathJoin(dir, epochFile)); err != nil {
+		t.Fatal(err)
+	}
+	d, err := Open(dir, Options{FS: fs, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Epoch() != 7 || !slices.Equal(d.EpochHistory(), hist) {
+		t.Fatalf("epoch %d, history %v; want 7, %v from Pebble", d.Epoch(), d.EpochHistory(), hist)
+	}
+	if err := d.ObserveEpoch(9); err != nil {
+		t.Fatal(err)
+	}
+	d = reopen(t, d, fs)
+	defer d.Close()
+	if d.Epoch() != 9 || !slices.Equal(d.EpochHistory(), hist) {
+		t.Fatalf("after a reopen: epoch %d, history %v; want 9, %v from the file", d.Epoch(), d.EpochHistory(), hist)
 	}
 }

@@ -529,6 +529,19 @@ func (w *WAL) First() uint64 {
 	return w.first
 }
 
+// FirstSegmentEnd is the LSN of the last record of the first segment,
+// when a later segment exists: TruncateFront to that LSN or past it
+// removes the first segment. False when the log is one segment (the last
+// segment is never removed).
+func (w *WAL) FirstSegmentEnd() (uint64, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.segs) < 2 {
+		return 0, false
+	}
+	return w.segs[1].first - 1, true
+}
+
 // Last is the LSN of the last record; First()-1 when the log is empty.
 func (w *WAL) Last() uint64 {
 	w.mu.Lock()
