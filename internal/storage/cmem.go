@@ -28,9 +28,10 @@ import (
 //     memory to sit in (Pebble's C allocations are few and not
 //     contended);
 //   - after a flush or a compaction ends, when Pebble has just freed a
-//     memtable or a compaction's buffers, malloc_trim gives the free
-//     pages inside every arena back (at most once per trimInterval, off
-//     Pebble's goroutines).
+//     memtable or a compaction's buffers, and after reads through its
+//     block cache, malloc_trim gives the free pages inside every arena
+//     back (at most once per trimInterval, off Pebble's goroutines and
+//     the readers').
 //
 // Without cgo, or on a C library other than glibc, Pebble's manual memory
 // is the Go heap's or the allocator's own, and all of this is a no-op.
@@ -46,9 +47,18 @@ var mallocTrim = cMallocTrim
 // tuneMalloc sets the allocator's options, once per process.
 func tuneMalloc() { tuneMallocOnce.Do(func() { cTuneMalloc(2, 128<<10) }) }
 
-// trimmer trims the C allocator after Pebble frees memory.
+// trimmer trims the C allocator after Pebble frees memory: after a flush
+// or compaction, and after reads through the block cache (a row read
+// that missed the row cache, a range read, a digest, a seed's snapshot,
+// a sweep), whose blocks come and go (a TANDEM.DIGEST of 1M keys on a
+// follower left 43 MB free in the arenas: RSS 224 MB, 182 MB after a
+// trim). A busy node is trimmed about once per trimInterval, an idle one
+// not at all (no timer runs without a kick).
 type trimmer struct {
 	kicks chan struct{}
+	// dirty: a kick came since the last trim began; the trim after the
+	// current pause is due.
+	dirty atomic.Bool
 	stop  chan struct{}
 	done  chan struct{}
 	// trims counts malloc_trim calls, nanos their total CPU time,
@@ -62,8 +72,14 @@ func newTrimmer() *trimmer {
 	return t
 }
 
-// kick asks for a trim soon; it never blocks (Pebble's event listener).
+// kick asks for a trim soon. It never blocks, and costs an atomic load
+// while a trim is due already (every read that misses the row cache
+// kicks).
 func (t *trimmer) kick() {
+	if t.dirty.Load() {
+		return
+	}
+	t.dirty.Store(true)
 	select {
 	case t.kicks <- struct{}{}:
 	default:
@@ -78,18 +94,23 @@ func (t *trimmer) run() {
 			return
 		case <-t.kicks:
 		}
-		released, cpu := mallocTrim()
-		if released {
-			t.released.Add(1)
-		}
-		t.nanos.Add(int64(cpu))
-		t.trims.Add(1)
-		pause := time.NewTimer(trimInterval)
-		select {
-		case <-t.stop:
-			pause.Stop()
-			return
-		case <-pause.C:
+		// Trim while kicks keep coming, at most once per trimInterval,
+		// and once more after the last: what the last reads freed goes
+		// too.
+		for t.dirty.Swap(false) {
+			released, cpu := mallocTrim()
+			if released {
+				t.released.Add(1)
+			}
+			t.nanos.Add(int64(cpu))
+			t.trims.Add(1)
+			pause := time.NewTimer(trimInterval)
+			select {
+			case <-t.stop:
+				pause.Stop()
+				return
+			case <-pause.C:
+			}
 		}
 	}
 }
