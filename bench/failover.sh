@@ -9,6 +9,12 @@
 #   bench/failover.sh [tandem bench failover flags]
 #   bench/failover.sh --targets redis-sentinel --trials 10
 # Environment: WORKDIR  parent of the run's temp dir [$TMPDIR or /tmp]
+#              SATURATE  the saturation phase before each target's trials:
+#                        redis-benchmark -c 50 -P 16 SET over 1M keys this
+#                        long, counting the (false) failovers [90s; 0 skips;
+#                        a --saturate flag wins]. Long, because a leak that
+#                        grows with the keys written showed only after a
+#                        minute or more.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -40,4 +46,4 @@ trap 'rm -rf "$BIN"' EXIT
 # tandem bench runs the tools binary, tandem-bench, found beside tandem.
 (cd "$REPO" && go build -o "$BIN/" ./cmd/tandem ./cmd/tandem-bench)
 printf 'redis-server %s, %s cores\n' "$rv" "$(nproc)"
-TMPDIR=${WORKDIR:-${TMPDIR:-/tmp}} "$BIN/tandem" bench failover "$@"
+TMPDIR=${WORKDIR:-${TMPDIR:-/tmp}} "$BIN/tandem" bench failover --saturate "${SATURATE:-90s}" "$@"

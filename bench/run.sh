@@ -573,6 +573,12 @@ if [ "$LOAD_KEYS" -gt 0 ]; then
   T_LRSS=$(rss_kb "$lpid"); T_FRSS=$(rss_kb "$fpid")
   say "  leader   RSS $(mb "$T_LRSS") (pid $lpid), retained log $(jq -r '.log_bytes' <<<"$st" | awk '{printf "%.1f MB", $1/1048576}')"
   say "  follower RSS $(mb "$T_FRSS") (pid $fpid)"
+  say "  where the RSS is (MB; /debug/memory: Go = mapped less released, of it live at the last GC, free pages kept, goal; outside Go = Pebble's C memory and the allocator's):"
+  for i in 0 1; do
+    curl -s --max-time 5 "http://127.0.0.1:$((T_HTTP + i))/debug/memory" | jq -r --arg who "$([ "$i" = 0 ] && echo leader || echo follower)" '
+      def mb: . / 1048576 | floor;
+      "    \($who): RSS \(.RSSBytes|mb) = binary \(.FileBytes|mb) + Go \((.Go.MappedBytes - .Go.ReleasedBytes)|mb) (live \(.Go.LiveBytes|mb), free \(.Go.FreeBytes|mb), goal \(.Go.GoalBytes|mb), limit \(.Go.LimitBytes|mb)) + outside Go \(.OutsideGoBytes|mb); caches: row cache \(.Storage.RowCacheBytes|mb), key filter \(.Storage.KeyFilterBytes|mb), Pebble block cache \(.Storage.BlockCacheBytes|mb), memtables \(.Storage.MemTableBytes|mb) (+\(.Storage.MemTableZombieBytes|mb) zombie); allocator trims \(.Storage.Trims) (\(.Storage.TrimNanos / 1e6 | floor) ms CPU)"' 2>/dev/null || say "    (no /debug/memory from node $((i + 1)))"
+  done
   say "  on disk, 3 nodes: $(du -sh "$WORK/tandem-load" | cut -f1)"
   T_DISK=$(du -sk "$WORK/tandem-load/n1" | cut -f1); T_FDISK=$(du -sk "$WORK/tandem-load/n2" | cut -f1)
   say "  on disk per node: leader $(mb "$T_DISK"), follower $(mb "$T_FDISK") (data, Pebble's WAL and the log)"

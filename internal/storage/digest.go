@@ -14,6 +14,7 @@ import (
 // consistent point, with the applied LSN at that point. Two nodes at
 // the same applied LSN must have equal digests.
 func (d *DB) Digest() (applied uint64, sum [32]byte, err error) {
+	defer d.trim.kick() // a read of everything churns the block cache
 	snap := d.consistentSnapshot()
 	defer snap.Close()
 	applied, err = getUint(snap, metaApplied)

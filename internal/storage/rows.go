@@ -40,6 +40,7 @@ func (r dbRows) Get(k []byte) ([]byte, bool, error) {
 		return raw, raw != nil, nil
 	}
 	got, closer, err := r.d.pdb.Get(k)
+	r.d.trim.kick() // Pebble's block cache churns (cmem.go)
 	if errors.Is(err, pebble.ErrNotFound) {
 		if k[0] == keyspace.PrefixMeta {
 			// No such key. A sub-key read that finds nothing is mostly a
@@ -64,11 +65,13 @@ func (r dbRows) Get(k []byte) ([]byte, bool, error) {
 
 // Iter implements keyspace.Rows.
 func (r dbRows) Iter(lo, hi []byte, fn func(k, v []byte) bool) error {
+	defer r.d.trim.kick()
 	return iterRows(r.d.pdb, lo, hi, fn)
 }
 
 // IterReverse implements keyspace.Rows.
 func (r dbRows) IterReverse(lo, hi []byte, fn func(k, v []byte) bool) error {
+	defer r.d.trim.kick()
 	return iterRowsReverse(r.d.pdb, lo, hi, fn)
 }
 

@@ -14,6 +14,7 @@ import (
 // stopping writes. Position is the last entry it reflects.
 type Snapshot struct {
 	snap     *pebble.Snapshot
+	trim     *trimmer
 	Position logrec.Position
 	// EstimatedBytes approximates the data size, for progress reporting.
 	EstimatedBytes uint64
@@ -61,7 +62,7 @@ func (d *DB) NewSnapshot() (*Snapshot, error) {
 			epochs = append(epochs, s)
 		}
 	}
-	return &Snapshot{snap: snap, Position: pos, EstimatedBytes: est, Epochs: epochs}, nil
+	return &Snapshot{snap: snap, trim: d.trim, Position: pos, EstimatedBytes: est, Epochs: epochs}, nil
 }
 
 // Each calls fn for every live row of the keyspace (package keyspace's
@@ -73,7 +74,10 @@ func (s *Snapshot) Each(fn func(key, stored []byte) error) error {
 }
 
 // Close releases the snapshot.
-func (s *Snapshot) Close() error { return s.snap.Close() }
+func (s *Snapshot) Close() error {
+	defer s.trim.kick() // a seed read everything through the block cache
+	return s.snap.Close()
+}
 
 // BeginIngest discards the data and the log and marks the node as seeding,
 // durably, so that a crash mid-ingest restarts the seed instead of serving a

@@ -136,6 +136,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"unsafe"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -278,6 +279,8 @@ type DB struct {
 	rows *rowcache.Cache
 	// reclaim compacts the spans of large drops in the background.
 	reclaim *reclaimer
+	// trim gives what Pebble frees outside the Go heap back (cmem.go).
+	trim *trimmer
 	// filters tell Apply which keys have no metadata row (keyfilter.go).
 	filters keyFilters
 	// readMu makes a read command see each applied batch whole: a
@@ -378,6 +381,9 @@ func Open(dir string, opts Options) (*DB, error) {
 	// its blocks again. The cache is sized for both.
 	c := pebble.NewCache(opts.MemoryBytes())
 	defer c.Unref()
+	// What Pebble frees outside the Go heap goes back to the OS (cmem.go).
+	tuneMalloc()
+	trim := newTrimmer()
 	po := &pebble.Options{
 		FS:                          opts.FS,
 		Cache:                       c,
@@ -388,29 +394,37 @@ func Open(dir string, opts Options) (*DB, error) {
 		// own would be a second write and copy of every Apply, on every
 		// node (see "Crash ordering" in the package comment).
 		DisableWAL: !opts.pebbleWAL,
+		EventListener: &pebble.EventListener{
+			FlushEnd:      func(pebble.FlushInfo) { trim.kick() },
+			CompactionEnd: func(pebble.CompactionInfo) { trim.kick() },
+		},
 	}
 	po.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
 	pdb, err := pebble.Open(dir, po)
 	if err != nil {
+		trim.close()
 		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
 	}
 	fs := opts.FS
 	if fs == nil {
 		fs = vfs.Default
 	}
-	d := &DB{pdb: pdb, log: log, fs: fs, dir: dir, rows: rowcache.NewGrouped(opts.RowCacheBytes, subGroupLen)}
+	d := &DB{pdb: pdb, log: log, fs: fs, dir: dir, rows: rowcache.NewGrouped(opts.RowCacheBytes, subGroupLen), trim: trim}
 	if err := d.checkFormat(dir); err != nil {
 		pdb.Close()
+		trim.close()
 		return nil, err
 	}
 	d.wal, err = wal.Open(fs.PathJoin(dir, logDir), wal.Options{FS: fs, SegmentSize: opts.LogSegmentSize, Logger: log})
 	if err != nil {
 		pdb.Close()
+		trim.close()
 		return nil, fmt.Errorf("storage: open the log: %w", err)
 	}
 	if err := d.recover(); err != nil {
 		d.wal.Close()
 		pdb.Close()
+		trim.close()
 		return nil, err
 	}
 	// Last: what recovery replays is left to Pebble's own compactions.
@@ -575,8 +589,10 @@ func (d *DB) Close() error {
 		ferr = fmt.Errorf("storage: flush at close: %w", ferr)
 	}
 	werr := d.wal.Close()
-	if err := d.pdb.Close(); err != nil {
-		return err
+	perr := d.pdb.Close()
+	d.trim.close() // after Pebble's last event
+	if perr != nil {
+		return perr
 	}
 	return errors.Join(ferr, werr)
 }
@@ -671,4 +687,49 @@ func (d *DB) Metrics() *pebble.Metrics { return d.pdb.Metrics() }
 // its own log, manifests) and the replication log's segments.
 func (d *DB) DiskBytes() int64 {
 	return int64(d.pdb.Metrics().DiskSpaceUsage()) + d.wal.Bytes()
+}
+
+// MemoryStats is what the storage holds in memory, by part, for the
+// node's memory accounting (/debug/memory).
+type MemoryStats struct {
+	// BlockCacheBytes is Pebble's block cache in use; MemTableBytes its
+	// memtables (and large batches), MemTableZombieBytes those no longer
+	// written but still held (by an iterator, or kept for reuse). Pebble
+	// allocates all three outside the Go heap.
+	BlockCacheBytes     int64
+	MemTableBytes       int64
+	MemTableZombieBytes int64
+	// RowCacheBytes is the row cache (Go heap), as it charges itself.
+	RowCacheBytes int64
+	// KeyFilterBytes is the key filters' bit arrays (Go heap): the one
+	// answering and, during a scan, the one being filled.
+	KeyFilterBytes int64
+	// Trims counts the C allocator's trims after Pebble freed memory
+	// (cmem.go), TrimsReleased those that gave pages back, TrimNanos
+	// their total CPU time.
+	Trims, TrimsReleased, TrimNanos int64
+	// Pebble is Pebble's own metrics report (its manual memory by
+	// purpose among them).
+	Pebble string
+}
+
+// MemoryStats reports what the storage holds in memory.
+func (d *DB) MemoryStats() MemoryStats {
+	m := d.pdb.Metrics()
+	st := MemoryStats{
+		BlockCacheBytes:     m.BlockCache.Size,
+		MemTableBytes:       int64(m.MemTable.Size),
+		MemTableZombieBytes: int64(m.MemTable.ZombieSize),
+		RowCacheBytes:       int64(d.rows.Stats().Bytes),
+		Pebble:              m.String(),
+		Trims:               d.trim.trims.Load(),
+		TrimsReleased:       d.trim.released.Load(),
+		TrimNanos:           d.trim.nanos.Load(),
+	}
+	for _, f := range [2]*keyFilter{d.filters.cur.Load(), d.filters.next.Load()} {
+		if f != nil {
+			st.KeyFilterBytes += int64(len(f.blocks)) * int64(unsafe.Sizeof(filterBlock{}))
+		}
+	}
+	return st
 }

@@ -59,6 +59,7 @@ func (d *DB) Sweep(nowMs int64, budget int) (removed int, err error) {
 		}
 		st.cursor = keyspace.SubLower
 	}
+	defer d.trim.kick() // it read through the block cache
 	snap := d.pdb.NewSnapshot()
 	defer snap.Close()
 	applied, err := getUint(snap, metaApplied)

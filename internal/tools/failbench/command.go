@@ -85,6 +85,7 @@ Targets: ` + strings.Join(TargetNames(), ", ") + `. redis-sentinel needs redis-s
 	f.DurationVar(&o.LoadAfter, "load-after", 2*time.Second, "load after the restart, before the trial's load stops")
 	f.StringVar(&o.Fault, "fault", "kill", "kill (kill -9 the leader, then restart it) or pause (SIGSTOP it, then SIGCONT)")
 	f.DurationVar(&o.Saturate, "saturate", 15*time.Second, "before each target's trials, saturate its leader with redis-benchmark -c 50 -P 16 SET this long and count the failovers meanwhile (all false; 0 skips)")
+	f.IntVar(&o.SaturateKeys, "saturate-keys", 1_000_000, "key space of the saturation phase's SETs (redis-benchmark -r)")
 	f.DurationVar(&o.FailoverTimeout, "failover-timeout", 60*time.Second, "longest wait for a write acknowledged after the kill")
 	f.DurationVar(&o.HealthTimeout, "health-timeout", 120*time.Second, "longest wait for the target to be healthy")
 	f.StringVar(&o.Dir, "dir", "", "directory for the targets' data and logs (default: a temporary one, removed unless --keep or a failure)")

@@ -45,7 +45,12 @@ type Options struct {
 	// Saturate is how long each target's leader is saturated with
 	// redis-benchmark -c 50 -P 16 SET before its trials, counting the
 	// failovers meanwhile (all false); 0 skips the phase (saturate.go).
-	Saturate time.Duration
+	// SaturateKeys is its key space (redis-benchmark -r): a large one
+	// keeps the leader's write-path structures at a bulk load's size (a
+	// leak of the leader's overlay under writes of new keys made false
+	// failovers only after a minute or more).
+	Saturate     time.Duration
+	SaturateKeys int
 	// FailoverTimeout bounds the wait for the new leader's first
 	// acknowledgement; HealthTimeout the wait for a healthy target.
 	FailoverTimeout, HealthTimeout time.Duration
@@ -69,6 +74,9 @@ func (o *Options) defaults() {
 	}
 	if o.ValueSize == 0 {
 		o.ValueSize = 100
+	}
+	if o.SaturateKeys <= 0 {
+		o.SaturateKeys = 1_000_000
 	}
 	if o.FailoverTimeout == 0 {
 		o.FailoverTimeout = 60 * time.Second

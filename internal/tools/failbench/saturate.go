@@ -56,13 +56,14 @@ type Saturation struct {
 	Err       error
 }
 
-// benchmarkArgs is the load: the redis-benchmark -c 50 -P 16 SET.
-func benchmarkArgs(addr string) ([]string, error) {
+// benchmarkArgs is the load: the redis-benchmark -c 50 -P 16 SET
+// over keys random keys.
+func benchmarkArgs(addr string, keys int) ([]string, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("failbench: leader address %q: %w", addr, err)
 	}
-	return []string{"-h", host, "-p", port, "-c", "50", "-P", "16", "-t", "set", "-n", "2000000000", "-r", "100000", "-d", "100", "-q"}, nil
+	return []string{"-h", host, "-p", port, "-c", "50", "-P", "16", "-t", "set", "-n", "2000000000", "-r", strconv.Itoa(keys), "-d", "100", "-q"}, nil
 }
 
 // overallRate is the last "rps=R (overall: N)" rate in redis-benchmark's progress
@@ -94,7 +95,7 @@ func saturate(ctx context.Context, o Options, t Target) Saturation {
 		return s
 	}
 	s.Leader = leader
-	args, err := benchmarkArgs(leader.Addr)
+	args, err := benchmarkArgs(leader.Addr, o.SaturateKeys)
 	if err != nil {
 		s.Err = err
 		return s
