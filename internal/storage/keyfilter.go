@@ -37,6 +37,15 @@ import (
 // IngestRows load cur and next only after their commit, so every key is
 // either in the iterator's view (committed before it was opened) or added
 // to next (loaded after it was installed).
+//
+// Point reads use it too: dbRows.Get of a metadata row the row cache
+// misses answers "none" without Pebble when the filter does not hold the
+// key (INCR of a new counter, GET of a missing key). That needs the
+// promise to hold for readers as well: Apply adds a key after its commit
+// and before the row cache can show its row, while it holds readMu (which
+// every read command holds shared), and on the leader the overlay keeps
+// an entry's rows until its Apply has returned; IngestRows adds before it
+// invalidates the cached rows.
 
 // The sub-key filter: which sub-key rows may be stored
 //
