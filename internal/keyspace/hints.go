@@ -88,8 +88,12 @@ type window struct {
 	rows  []windowRow
 	upto  []byte
 	bytes int
-	// closed: a row did not fit, and upto is its key.
+	// closed: a row did not fit, or the read passed end, and upto is
+	// its key (or end).
 	closed bool
+	// end: the end of lo's family when lo is one's start (nil: the span's
+	// end); the window holds no row at or past it.
+	end []byte
 }
 
 type windowRow struct{ k, v []byte }
@@ -184,6 +188,26 @@ func spanEnd(k []byte) bool {
 	return err == nil && len(sub) <= 1
 }
 
+// familyEnd is the end of the family whose start lo is (a sub-key prefix
+// and one byte b: the prefix and b+1), nil if lo is no family's start or
+// b is 0xff (its family ends with the span).
+func familyEnd(lo []byte) []byte {
+	if _, _, sub, err := ParseSubKey(lo); err == nil && len(sub) == 1 && sub[0] < 0xff {
+		return append(bytes.Clone(lo[:len(lo)-1]), sub[0]+1)
+	}
+	return nil
+}
+
+// familyStart is the start of the family whose end hi is (a sub-key
+// prefix and one byte c: the prefix and c-1), nil if hi is no family's
+// end.
+func familyStart(hi []byte) []byte {
+	if _, _, sub, err := ParseSubKey(hi); err == nil && len(sub) == 1 && sub[0] > 0 {
+		return append(bytes.Clone(hi[:len(hi)-1]), sub[0]-1)
+	}
+	return nil
+}
+
 // headRow reports whether k is a row at an empty sub-key.
 func headRow(k []byte) bool {
 	if len(k) == 0 || k[0] != PrefixSub {
@@ -253,7 +277,10 @@ func (h *Hints) Iter(lo, hi []byte, fn func(k, v []byte) bool) error {
 	// into a window, past where fn stops.
 	var w *window
 	if hinted {
-		w = &window{}
+		// A window from a family's start ends at the family's end: a
+		// write into the span drops the windows of its own family and
+		// of the whole span only (Set).
+		w = &window{end: familyEnd(lo)}
 	}
 	var first []byte
 	seen, more := false, true
@@ -262,7 +289,11 @@ func (h *Hints) Iter(lo, hi []byte, fn func(k, v []byte) bool) error {
 			seen, first = true, bytes.Clone(k)
 		}
 		if w != nil && !w.closed {
-			w.add(k, v)
+			if w.end != nil && bytes.Compare(k, w.end) >= 0 {
+				w.upto, w.closed = w.end, true
+			} else {
+				w.add(k, v)
+			}
 		}
 		if more {
 			more = fn(k, v)
@@ -275,10 +306,18 @@ func (h *Hints) Iter(lo, hi []byte, fn func(k, v []byte) bool) error {
 	if !seen {
 		first = bytes.Clone(hi)
 	}
+	if end := familyEnd(lo); end != nil && bytes.Compare(first, end) > 0 {
+		// The hint of a family's start says nothing past the family:
+		// a write into another family does not move it (Set).
+		first = end
+	}
 	h.note(h.fwd, lo, first)
 	if w != nil {
 		if !w.closed {
 			w.upto = bytes.Clone(hi) // every live row in [from, hi)
+			if w.end != nil && bytes.Compare(w.end, hi) < 0 {
+				w.upto = w.end
+			}
 		}
 		if len(h.wins) >= maxWindows {
 			clear(h.wins)
@@ -314,6 +353,9 @@ func (h *Hints) IterReverse(lo, hi []byte, fn func(k, v []byte) bool) error {
 	}
 	if !seen {
 		after = bytes.Clone(lo)
+	}
+	if start := familyStart(hi); start != nil && bytes.Compare(after, start) < 0 {
+		after = start // as in Iter: nothing below the family
 	}
 	h.note(h.rev, hi, after)
 	return nil

@@ -272,17 +272,32 @@ func TestHintsWindowModel(t *testing.T) {
 				pending = nil
 			}
 		}
-		sub := func() []byte { return fmt.Appendf(nil, "i%03d", r.IntN(400)) }
+		// Mostly the family the pops read ('i'), sometimes the one after
+		// it ('m'), which a read from the family's start with the span's
+		// end as its bound meets once the family's rows are gone.
+		sub := func() []byte {
+			switch r.IntN(8) {
+			case 0, 1:
+				return fmt.Appendf(nil, "m%03d", r.IntN(40))
+			case 2:
+				return fmt.Appendf(nil, "a%03d", r.IntN(40))
+			}
+			return fmt.Appendf(nil, "i%03d", r.IntN(400))
+		}
 		var fill []logrec.Op
-		for i := range 300 {
+		for i := range 100 + r.IntN(200) {
 			fill = append(fill, logrec.Op{Kind: logrec.OpSubPut, Key: k, Version: 1, Sub: fmt.Appendf(nil, "i%03d", i), Value: fmt.Appendf(nil, "v%d", i)})
+		}
+		for i := range 20 {
+			fill = append(fill, logrec.Op{Kind: logrec.OpSubPut, Key: k, Version: 1, Sub: fmt.Appendf(nil, "m%03d", i), Value: fmt.Appendf(nil, "m%d", i)})
 		}
 		write(1, fill)
 		lo, hi := SubSpan(k, 1)
 		family := append(slices.Clone(lo), 'i')
+		famEnd := append(slices.Clone(lo), 'j')
 		for lsn := uint64(2); lsn <= 250; lsn++ {
 			var ops []logrec.Op
-			switch r.IntN(12) {
+			switch r.IntN(10) {
 			case 0:
 				ops = []logrec.Op{{Kind: logrec.OpSubPut, Key: k, Version: 1, Sub: sub(), Value: fmt.Appendf(nil, "w%d", lsn)}}
 			case 1:
@@ -313,6 +328,13 @@ func TestHintsWindowModel(t *testing.T) {
 						t.Fatalf("seed %d lsn %d: [%q, %q): hinted %d rows %q, want %d %q", seed, lsn, start, end, len(got), got, len(want), want)
 					}
 				}
+			}
+			// Reverse reads from the family's end over the whole span.
+			var got, want []string
+			_ = h.IterReverse(lo, famEnd, func(rk, v []byte) bool { got = append(got, string(rk)); return len(got) < 3 })
+			_ = truth.IterReverse(lo, famEnd, func(rk, v []byte) bool { want = append(want, string(rk)); return len(want) < 3 })
+			if !slices.Equal(got, want) {
+				t.Fatalf("seed %d lsn %d: reverse [%q, %q): hinted %q, want %q", seed, lsn, lo, famEnd, got, want)
 			}
 		}
 	}
