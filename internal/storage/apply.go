@@ -98,28 +98,34 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	if w.clearCache {
 		d.rows.Clear()
 	}
-	// The key filters get the keys given a metadata row, loaded after the
-	// commit (keyfilter.go).
+	// The key filters get the keys of the metadata rows written, the
+	// sub-key filters the sub-key rows written, loaded after the commit
+	// (keyfilter.go), and each before the row cache can show its row.
 	cur, next := d.filters.cur.Load(), d.filters.next.Load()
+	subCur, subNext := d.subFilters.cur.Load(), d.subFilters.next.Load()
 	for _, c := range w.cached {
+		if c.set {
+			f, n, k := cur, next, c.key[1:]
+			if c.key[0] != keyspace.PrefixMeta {
+				f, n, k = subCur, subNext, c.key
+			}
+			if f != nil {
+				f.add(k)
+			}
+			if n != nil {
+				n.add(k)
+			}
+		}
 		switch {
 		case c.group:
 			d.rows.InvalidateGroup(c.key)
-			continue
 		case c.invalidate:
 			d.rows.Invalidate(c.key)
 		default:
 			d.rows.Put(c.key, c.row)
 		}
-		if c.key[0] == keyspace.PrefixMeta && (c.invalidate || c.row != nil) { // a metadata row written (too big to cache: invalidated), not deleted
-			if cur != nil {
-				cur.add(c.key[1:])
-			}
-			if next != nil {
-				next.add(c.key[1:])
-			}
-		}
 	}
+	d.subFilters.added(w.chunks)
 	w.locked = false
 	d.readMu.Unlock()
 	d.mu.Lock()
@@ -129,7 +135,10 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	d.noteExpiryLocked(w.earliest)
 	d.mu.Unlock()
 	d.reclaim.add(w.dropped)
-	d.maybeRescan(w.counts.Keys)
+	d.maybeRescan(&d.filters, w.counts.Keys)
+	if f := d.subFilters.cur.Load(); f != nil {
+		d.maybeRescan(&d.subFilters, f.added.Load())
+	}
 	return nil
 }
 
@@ -176,6 +185,9 @@ type applyWriter struct {
 	flushed    bool   // a FLUSHALL: no key has an old row
 	clearCache bool   // the row cache is cleared first
 	dropped    []span // range deletes, for the reclaimer once committed
+	// chunks: the row keys of the chunks written, for the sub-key
+	// filters once committed.
+	chunks [][]byte
 	// lsn is the entry whose ops are being written: the version of the
 	// chunks of a string it writes (SetString).
 	lsn uint64
@@ -263,7 +275,9 @@ func (w *applyWriter) SetString(key, value []byte, expireAtMs int64) {
 	w.commitPart() // the entry's rows before this op go first
 	for i := uint64(0); i < keyspace.Chunks(uint64(len(value))); i++ {
 		end := min(uint64(len(value)), (i+1)*keyspace.ChunkBytes)
-		_ = w.b.Set(keyspace.SubKey(key, w.lsn, keyspace.ChunkSub(uint32(i))), value[i*keyspace.ChunkBytes:end], nil)
+		ck := keyspace.SubKey(key, w.lsn, keyspace.ChunkSub(uint32(i)))
+		_ = w.b.Set(ck, value[i*keyspace.ChunkBytes:end], nil)
+		w.chunks = append(w.chunks, ck)
 		if w.b.Len() >= partBytes {
 			w.commitPart()
 		}
@@ -273,7 +287,7 @@ func (w *applyWriter) SetString(key, value []byte, expireAtMs int64) {
 	}
 	row := keyspace.AppendChunkedRow(nil, expireAtMs, w.lsn, uint64(len(value)))
 	_ = w.b.Set(keyspace.MetaKey(key), row, nil)
-	w.cached = append(w.cached, cachedRow{key: keyspace.MetaKey(key), row: row})
+	w.cached = append(w.cached, cachedRow{key: keyspace.MetaKey(key), row: row, set: true})
 	if expireAtMs != 0 {
 		_ = w.b.Set(expiryKey(expireAtMs, key), nil, nil)
 		w.earliest = minExpiry(w.earliest, expireAtMs)
@@ -323,9 +337,13 @@ func (w *applyWriter) prior(mk []byte) rowState {
 	return old
 }
 
+// cachedRow is a row key Apply wrote, deleted or range-deleted (group),
+// for the row cache and the filters once the batch is committed.
 type cachedRow struct {
 	key, row          []byte
 	invalidate, group bool
+	// set: the row was written (it goes into the filters), not deleted.
+	set bool
 }
 
 func (w *applyWriter) Set(k, v []byte) {
@@ -334,9 +352,9 @@ func (w *applyWriter) Set(k, v []byte) {
 		if v == nil {
 			v = []byte{} // a row that exists, if empty (a set member's); nil is none
 		}
-		w.cached = append(w.cached, cachedRow{key: k, row: v})
+		w.cached = append(w.cached, cachedRow{key: k, row: v, set: true})
 	} else {
-		w.cached = append(w.cached, cachedRow{key: k, invalidate: true})
+		w.cached = append(w.cached, cachedRow{key: k, invalidate: true, set: true})
 	}
 	if k[0] != keyspace.PrefixMeta {
 		return

@@ -37,6 +37,36 @@ import (
 // IngestRows load cur and next only after their commit, so every key is
 // either in the iterator's view (committed before it was opened) or added
 // to next (loaded after it was installed).
+//
+// Point reads use it too: dbRows.Get of a metadata row the row cache
+// misses answers "none" without Pebble when the filter does not hold the
+// key (INCR of a new counter, GET of a missing key). That needs the
+// promise to hold for readers as well: Apply adds a key after its commit
+// and before the row cache can show its row, while it holds readMu (which
+// every read command holds shared), and on the leader the overlay keeps
+// an entry's rows until its Apply has returned; IngestRows adds before it
+// invalidates the cached rows.
+
+// The sub-key filter: which sub-key rows may be stored
+//
+// A write to a collection reads the sub-key row it changes first: SADD
+// and HSET to know whether the member or field is new (their reply and
+// the size), ZADD for the old score. For a new one the row cache has
+// nothing (a read that finds no sub-key row caches nothing), so the read
+// went to Pebble: a seek in every memtable and a look into every level,
+// about a tenth of the leader's CPU under SADD and HSET. A second filter
+// of the same kind (DB.subFilters) holds the full row key of every
+// sub-key row stored, with the same promise (every sub-key row stored was
+// added: Apply adds each it writes, chunks included, and IngestRows each
+// it ingests, after their commit and before Apply releases readMu, so a
+// read command (which holds it) never finds a committed row missing, and
+// the leader's overlay holds an entry's rows until its Apply returned),
+// and point reads of sub-key rows (dbRows.Get) answer "none" without
+// Pebble for a row it does not hold. It is scanned at Open, always in the
+// background (the rows' number is not kept: first for filterMinKeys,
+// again for twice the rows found when there were more), and again when
+// the adds pass its capacity. Its cost: 10 bits per sub-key row, and a
+// hash per sub-key row written and per point read the row cache misses.
 
 // keyFilter is a split-block Bloom filter safe for concurrent adds and
 // lookups (atomic words).
@@ -98,18 +128,52 @@ func (f *keyFilter) mayHave(key []byte) bool {
 // full reports whether the filter holds as many keys as it was sized for.
 func (f *keyFilter) full() bool { return f.added.Load() > f.capacity }
 
-// keyFilters are a DB's key filters: cur (nil until the first scan is
-// done) answers; next, while a scan fills it, also gets every key
-// committed.
+// keyFilters are a DB's filters of one kind of row (the metadata rows,
+// or the sub-key rows): cur (nil until the first scan is done) answers;
+// next, while a scan fills it, also gets every key committed.
 type keyFilters struct {
 	cur, next atomic.Pointer[keyFilter]
 	scanning  atomic.Bool
 	stop      chan struct{} // closed by Close (once)
 	stopOnce  sync.Once
 	wg        sync.WaitGroup
-	// reads counts Apply's reads of an old row for the counts, scans the
-	// scans done (tests).
-	reads, scans atomic.Int64
+	// lo and hi bound the rows a scan reads; strip is how many leading
+	// bytes of a row key are not the filter's key (the metadata rows'
+	// 'd'; a sub-key row is held under its full row key).
+	lo, hi []byte
+	strip  int
+	// reads counts Apply's reads of an old row for the counts (metadata
+	// filters), spared the point reads of sub-key rows the filter
+	// answered without Pebble (sub-key filters), scans the scans done
+	// (tests).
+	reads, spared, scans atomic.Int64
+}
+
+// init readies fs to filter the rows in [lo, hi), each under its key less
+// strip leading bytes.
+func (fs *keyFilters) init(lo, hi []byte, strip int) {
+	fs.lo, fs.hi, fs.strip = lo, hi, strip
+	fs.stop = make(chan struct{})
+}
+
+// filtersOf returns the filters of the row key k's kind, nil if none.
+func (d *DB) filtersOf(k []byte) *keyFilters {
+	switch {
+	case len(k) == 0:
+		return nil
+	case k[0] == keyspace.PrefixMeta:
+		return &d.filters
+	case k[0] == keyspace.PrefixSub:
+		return &d.subFilters
+	}
+	return nil
+}
+
+// mayHave reports whether the row key k may be stored: false only when
+// a filter is ready and does not hold it.
+func (fs *keyFilters) mayHave(k []byte) bool {
+	f := fs.cur.Load()
+	return f == nil || f.mayHave(k[fs.strip:])
 }
 
 // Filter sizing: at least filterMinKeys, else twice the keys at the scan.
@@ -132,25 +196,31 @@ func (fs *keyFilters) added(keys [][]byte) {
 	}
 }
 
-// startScan begins a scan into a new filter sized for keys, unless one
-// runs; wait makes it run before startScan returns.
-func (d *DB) startScan(keys int64, wait bool) {
-	fs := &d.filters
+// startScan begins a scan of fs's rows into a new filter sized for keys,
+// unless one runs; wait makes it run before startScan returns. A scan
+// that finds more rows than the filter was sized for (the sub-key rows,
+// whose number is not kept, are first scanned for filterMinKeys) scans
+// again into one sized for twice the rows it found.
+func (d *DB) startScan(fs *keyFilters, keys int64, wait bool) {
 	if !fs.scanning.CompareAndSwap(false, true) {
 		return
 	}
-	f := newKeyFilter(max(2*keys, filterMinKeys))
-	fs.next.Store(f) // before the iterator: see the comment at the top
 	scan := func() {
 		defer fs.scanning.Store(false)
-		if err := d.scanKeys(f); err != nil {
+		for f := newKeyFilter(max(2*keys, filterMinKeys)); ; f = newKeyFilter(2 * f.added.Load()) {
+			fs.next.Store(f) // before the iterator: see the comment at the top
+			if err := d.scanKeys(fs, f); err != nil {
+				fs.next.Store(nil)
+				d.log.Warn("storage: a key filter's scan failed; reads and the key counts go to Pebble until the next", "err", err)
+				return
+			}
+			fs.cur.Store(f)
 			fs.next.Store(nil)
-			d.log.Warn("storage: the key filter's scan failed; the key counts read each old row until the next", "err", err)
-			return
+			fs.scans.Add(1)
+			if !f.full() {
+				return
+			}
 		}
-		fs.cur.Store(f)
-		fs.next.Store(nil)
-		fs.scans.Add(1)
 	}
 	if wait {
 		scan()
@@ -168,19 +238,19 @@ type errScanStopped struct{}
 
 func (errScanStopped) Error() string { return "storage: closing" }
 
-// scanKeys adds every key with a metadata row to f.
-func (d *DB) scanKeys(f *keyFilter) error {
-	it, err := d.pdb.NewIter(&pebble.IterOptions{LowerBound: keyspace.MetaLower, UpperBound: keyspace.MetaUpper})
+// scanKeys adds the key of every row of fs's kind to f.
+func (d *DB) scanKeys(fs *keyFilters, f *keyFilter) error {
+	it, err := d.pdb.NewIter(&pebble.IterOptions{LowerBound: fs.lo, UpperBound: fs.hi})
 	if err != nil {
 		return err
 	}
 	defer it.Close()
 	n := 0
 	for ok := it.First(); ok; ok = it.Next() {
-		f.add(it.Key()[1:])
+		f.add(it.Key()[fs.strip:])
 		if n++; n%4096 == 0 {
 			select {
-			case <-d.filters.stop:
+			case <-fs.stop:
 				return errScanStopped{}
 			default:
 			}
@@ -189,16 +259,23 @@ func (d *DB) scanKeys(f *keyFilter) error {
 	return it.Error()
 }
 
-// closeFilters stops a scan that runs and waits for it.
+// closeFilters stops the scans that run and waits for them.
 func (d *DB) closeFilters() {
-	d.filters.stopOnce.Do(func() { close(d.filters.stop) })
-	d.filters.wg.Wait()
+	for _, fs := range []*keyFilters{&d.filters, &d.subFilters} {
+		if fs.stop == nil {
+			continue
+		}
+		fs.stopOnce.Do(func() { close(fs.stop) })
+		fs.wg.Wait()
+	}
 }
 
 // maybeRescan starts a scan into a fresh filter when the current one is
-// full: it was sized for fewer keys than were added since.
-func (d *DB) maybeRescan(keys int64) {
-	if f := d.filters.cur.Load(); f != nil && f.full() {
-		d.startScan(keys, false)
+// full: it was sized for fewer keys than were added since. keys is how
+// many rows fs's kind has now, about (the metadata rows' count; for the
+// sub-key rows, the adds to the full filter).
+func (d *DB) maybeRescan(fs *keyFilters, keys int64) {
+	if f := fs.cur.Load(); f != nil && f.full() {
+		d.startScan(fs, keys, false)
 	}
 }

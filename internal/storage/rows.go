@@ -39,6 +39,13 @@ func (r dbRows) Get(k []byte) ([]byte, bool, error) {
 	if ok {
 		return raw, raw != nil, nil
 	}
+	// A row the filters do not hold is not stored (keyfilter.go): a new
+	// key (INCR of a new counter), member or field (SADD, HSET, ZADD),
+	// mostly. Not cached: the filter answers as fast.
+	if fs := r.d.filtersOf(k); fs != nil && !fs.mayHave(k) {
+		fs.spared.Add(1)
+		return nil, false, nil
+	}
 	got, closer, err := r.d.pdb.Get(k)
 	r.d.trim.kick() // Pebble's block cache churns (cmem.go)
 	if errors.Is(err, pebble.ErrNotFound) {

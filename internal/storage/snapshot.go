@@ -164,14 +164,20 @@ func (d *DB) IngestRows(rows []snapshot.Row) error {
 	if err := b.Commit(noSyncWrite); err != nil {
 		return fmt.Errorf("storage: ingest: %w", err)
 	}
-	var made [][]byte
+	var made, subs [][]byte
 	for _, r := range rows {
-		d.rows.Invalidate(r.Key)
 		if r.Key[0] == keyspace.PrefixMeta {
 			made = append(made, r.Key[1:])
+		} else {
+			subs = append(subs, r.Key)
 		}
 	}
-	d.filters.added(made) // after the commit (keyfilter.go)
+	// After the commit, before the row cache can show a row (keyfilter.go).
+	d.filters.added(made)
+	d.subFilters.added(subs)
+	for _, r := range rows {
+		d.rows.Invalidate(r.Key)
+	}
 	d.mu.Lock()
 	d.counts = counts
 	d.noteExpiryLocked(earliest)

@@ -143,6 +143,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/tandemdb/tandem/internal/frame"
+	"github.com/tandemdb/tandem/internal/keyspace"
 	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/rowcache"
 	"github.com/tandemdb/tandem/internal/wal"
@@ -281,8 +282,9 @@ type DB struct {
 	reclaim *reclaimer
 	// trim gives what Pebble frees outside the Go heap back (cmem.go).
 	trim *trimmer
-	// filters tell Apply which keys have no metadata row (keyfilter.go).
-	filters keyFilters
+	// filters tell Apply which keys have no metadata row, subFilters
+	// the point reads which sub-key rows are not stored (keyfilter.go).
+	filters, subFilters keyFilters
 	// readMu makes a read command see each applied batch whole: a
 	// collection's metadata row and its element rows are separate reads,
 	// and a batch committed between them would show half an entry (a
@@ -429,8 +431,10 @@ func Open(dir string, opts Options) (*DB, error) {
 	}
 	// Last: what recovery replays is left to Pebble's own compactions.
 	d.reclaim = newReclaimer(pdb, log, opts.ReclaimBytes)
-	d.filters.stop = make(chan struct{})
-	d.startScan(d.counts.Keys, d.counts.Keys <= filterSyncKeys)
+	d.filters.init(keyspace.MetaLower, keyspace.MetaUpper, 1)
+	d.startScan(&d.filters, d.counts.Keys, d.counts.Keys <= filterSyncKeys)
+	d.subFilters.init(keyspace.SubLower, keyspace.SubUpper, 0)
+	d.startScan(&d.subFilters, 0, false)
 	return d, nil
 }
 
