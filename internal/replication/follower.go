@@ -98,6 +98,41 @@ type Follower struct {
 	reads followerReads
 	// pub is pub/sub's part (pubsub.go).
 	pub followerPub
+	// counts is what FollowerCounts reports.
+	counts followerCounts
+}
+
+// FollowerCounts counts a follower's work per replicated write: the
+// stream messages it took (an entry sent in parts counts once), the steps
+// it ran (a step takes a message and those gathered with it), its log
+// appends (one fdatasync each), its applies (one Pebble batch each) and
+// its progress reports. Each step, append, apply and report is a fixed
+// cost shared by the entries it carries, so these divided by the writes
+// say how well the follower batches (BenchmarkFollowerWrite, package
+// node, prints them per write).
+type FollowerCounts struct {
+	Messages, Steps, Appends, Applies, Reports uint64
+}
+
+// Sub is c minus an earlier count.
+func (c FollowerCounts) Sub(o FollowerCounts) FollowerCounts {
+	return FollowerCounts{
+		Messages: c.Messages - o.Messages, Steps: c.Steps - o.Steps, Appends: c.Appends - o.Appends,
+		Applies: c.Applies - o.Applies, Reports: c.Reports - o.Reports,
+	}
+}
+
+type followerCounts struct {
+	messages, steps, appends, applies, reports atomic.Uint64
+}
+
+// Counts returns the work this follower has done so far.
+func (f *Follower) Counts() FollowerCounts {
+	c := &f.counts
+	return FollowerCounts{
+		Messages: c.messages.Load(), Steps: c.steps.Load(), Appends: c.appends.Load(),
+		Applies: c.applies.Load(), Reports: c.reports.Load(),
+	}
 }
 
 // NewFollower returns a follower of the leader that cfg.Dial reaches.
@@ -298,6 +333,13 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 		}
 	}()
 	var held *received
+	// merged sees each message gather merges into the one it began with.
+	merged := func(r *received) {
+		f.counts.messages.Add(1)
+		if f.cfg.Buggify.FollowerApplyDelay > 0 {
+			f.noteArrival(r)
+		}
+	}
 	// reported is the last progress report sent: a heartbeat that moved
 	// nothing and asked for no echo (no lease stamp) is answered only
 	// once progressEvery has passed since it.
@@ -324,6 +366,7 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 		if r.err != nil {
 			return fmt.Errorf("replication: receive: %w", r.err)
 		}
+		f.counts.messages.Add(1)
 		m := r.m
 		if m.Epoch < core.epoch {
 			return fmt.Errorf("%w: message from epoch %d, seen %d", ErrStaleEpoch, m.Epoch, core.epoch)
@@ -335,12 +378,10 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 		}
 		switch b := m.Body.(type) {
 		case *peerpb.LeaderMessage_Append:
-			var a *peerpb.Append
-			var merged func(*received)
 			if f.cfg.Buggify.FollowerApplyDelay > 0 {
-				merged = f.noteArrival
 				f.noteArrival(&r)
 			}
+			var a *peerpb.Append
 			a, held = gather(in, m.Epoch, b.Append, merged)
 			if err := f.step(ctx, core, m.Epoch, a); err != nil {
 				return err
@@ -356,6 +397,7 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 				if err := stream.Send(core.Progress()); err != nil {
 					return fmt.Errorf("replication: send progress: %w", err)
 				}
+				f.counts.reports.Add(1)
 				reported.durable, reported.applied, reported.at = core.durable.LSN, core.applied, time.Now()
 			}
 		case *peerpb.LeaderMessage_Publish:
@@ -521,12 +563,16 @@ func (f *Follower) applyNotBefore(lsn uint64, d time.Duration) int64 {
 
 // step persists and applies one Append.
 func (f *Follower) step(ctx context.Context, core *followerCore, epoch uint64, a *peerpb.Append) error {
+	f.counts.steps.Add(1)
 	rd, err := core.Step(epoch, a)
 	if err != nil {
 		return err
 	}
-	if err := f.cfg.DB.AppendLog(rd.Append); err != nil {
-		return err
+	if len(rd.Append) > 0 {
+		if err := f.cfg.DB.AppendLog(rd.Append); err != nil {
+			return err
+		}
+		f.counts.appends.Add(1)
 	}
 	core.Persisted(rd)
 	d := f.cfg.Buggify.FollowerApplyDelay
@@ -551,6 +597,7 @@ func (f *Follower) step(ctx context.Context, core *followerCore, epoch uint64, a
 		if err := f.cfg.DB.Apply(apply); err != nil {
 			return err
 		}
+		f.counts.applies.Add(1)
 		core.Applied(rd)
 	}
 	lagLSN, lagSec := core.lag()
