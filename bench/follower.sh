@@ -12,7 +12,8 @@
 # Knobs: N [100000], CLIENTS [50], DATA_SIZE [100], KEYSPACE [100000],
 #        PIPELINES ["1 16"], STRACE [1], PROFILE [0] (1: a 10 s CPU profile
 #        of a follower under SET -P each pipeline, top 30 printed),
-#        REDIS [1] (0: tandem alone), KEEP [0].
+#        REDIS [1] (0: tandem alone), KEEP [0], TANDEM_BIN [built from
+#        this checkout] (another build, for an A/B on one machine state).
 set -euo pipefail
 
 N=${N:-100000}
@@ -35,9 +36,13 @@ command -v jq >/dev/null || die "needs jq"
 [ "$STRACE" = 0 ] || command -v strace >/dev/null || die "needs strace (or STRACE=0)"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tandem-follower-bench.XXXXXX")
-TANDEM=$WORK/bin/tandem
-say "building tandem..."
-(cd "$REPO" && go build -o "$TANDEM" ./cmd/tandem) || die "build failed"
+if [ -n "${TANDEM_BIN:-}" ]; then
+  TANDEM=$TANDEM_BIN
+else
+  TANDEM=$WORK/bin/tandem
+  say "building tandem..."
+  (cd "$REPO" && go build -o "$TANDEM" ./cmd/tandem) || die "build failed"
+fi
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 T_PORT=""

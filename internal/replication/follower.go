@@ -21,6 +21,9 @@ import (
 	"github.com/tandemdb/tandem/internal/storage"
 )
 
+// DefaultSyncHold is FollowerConfig.SyncHold's default.
+const DefaultSyncHold = 2 * time.Millisecond
+
 // Follower states, as status reports them.
 const (
 	StateSeeding    = "seeding"
@@ -44,6 +47,15 @@ type FollowerConfig struct {
 	Buggify Buggify
 	// Now is the follower's clock (only for status).
 	Now func() time.Time
+	// SyncHold is how long the follower may hold entries the leader sent
+	// with defer_sync (no one waits for their durable report: async mode,
+	// no WAIT) before it persists them, so that one fsync, one apply and
+	// one report take several of the leader's messages: a follower's
+	// fsync is most of its CPU per write. Their apply, and with it a read
+	// on this follower, may be that much later; a read that waits on this
+	// follower ends the hold at once. 0: DefaultSyncHold; negative: never
+	// hold.
+	SyncHold time.Duration
 	// Deliver hands a pub/sub message from the leader to this node's
 	// subscribers (pubsub.go); nil: the follower takes none.
 	Deliver func(channel, message []byte)
@@ -140,6 +152,9 @@ func NewFollower(cfg FollowerConfig) *Follower {
 	if cfg.Retry == 0 {
 		cfg.Retry = 100 * time.Millisecond
 	}
+	if cfg.SyncHold == 0 {
+		cfg.SyncHold = DefaultSyncHold
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -149,6 +164,7 @@ func NewFollower(cfg FollowerConfig) *Follower {
 	}
 	f := &Follower{cfg: cfg, log: log.With("role", "follower")}
 	f.reads.changed = make(chan struct{})
+	f.reads.waiter = make(chan struct{}, 1)
 	f.pub.fwd = make(chan *peerpb.PubMessage, 1024)
 	f.status.State = StateCatchingUp
 	if cfg.DB.Seeding() {
@@ -347,6 +363,55 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 		durable, applied uint64
 		at               time.Time
 	}
+	// run steps one (merged) Append that arrived at at, then releases
+	// what it made readable and reports progress.
+	run := func(epoch uint64, a *peerpb.Append, at int64) error {
+		if err := f.step(ctx, core, epoch, a); err != nil {
+			return err
+		}
+		// The commit LSN this message carried was the leader's when it
+		// sent it, before at: once applied, everything the leader had
+		// committed by then is here (reads.go, bounded staleness) — if it
+		// was the leader then, under a lease.
+		f.reads.stepped(a.CommitLsn, core.applied, at, !a.LeaseLapsed)
+		f.releasePublished(core.applied)
+		if core.durable.LSN != reported.durable || core.applied != reported.applied || a.LeaseStamp != 0 ||
+			time.Since(reported.at) >= progressEvery {
+			if err := stream.Send(core.Progress()); err != nil {
+				return fmt.Errorf("replication: send progress: %w", err)
+			}
+			f.counts.reports.Add(1)
+			reported.durable, reported.applied, reported.at = core.durable.LSN, core.applied, time.Now()
+		}
+		return nil
+	}
+	// deferred is what the leader sent with defer_sync and this follower
+	// holds, not yet checked, persisted, applied or reported, so that one
+	// fsync takes it and what follows (see syncHold). The hold ends at the
+	// first Append that is not deferred, once it passes maxGatherBytes,
+	// when a read waits on this follower, when the stream ends, and at the
+	// latest hold.deadline.
+	var deferred struct {
+		a     *peerpb.Append
+		epoch uint64
+		at    int64 // the first held message's arrival (mono)
+		timer *time.Timer
+		fire  <-chan time.Time // the timer's channel while a hold runs
+	}
+	flushDeferred := func() error {
+		if deferred.a == nil {
+			return nil
+		}
+		a, epoch, at := deferred.a, deferred.epoch, deferred.at
+		deferred.a, deferred.fire = nil, nil
+		deferred.timer.Stop()
+		return run(epoch, a, at)
+	}
+	defer func() {
+		if deferred.timer != nil {
+			deferred.timer.Stop()
+		}
+	}()
 	for {
 		var r received
 		if held != nil {
@@ -359,11 +424,30 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 					return fmt.Errorf("replication: send publish: %w", err)
 				}
 				continue
+			case <-deferred.fire:
+				if err := flushDeferred(); err != nil {
+					return err
+				}
+				continue
+			case <-f.reads.waiter:
+				if err := flushDeferred(); err != nil {
+					return err
+				}
+				continue
 			case <-ctx.Done():
 				return ctx.Err()
 			}
 		}
 		if r.err != nil {
+			// What is held was received whole from the leader: persisted
+			// (and applied as far as it may be) before the stream ends,
+			// unreported, as if the stream had broken after its fsync.
+			if a := deferred.a; a != nil {
+				deferred.a, deferred.fire = nil, nil
+				if err := f.step(ctx, core, deferred.epoch, a); err != nil {
+					return err
+				}
+			}
 			return fmt.Errorf("replication: receive: %w", r.err)
 		}
 		f.counts.messages.Add(1)
@@ -383,33 +467,55 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 			}
 			var a *peerpb.Append
 			a, held = gather(in, m.Epoch, b.Append, merged)
-			if err := f.step(ctx, core, m.Epoch, a); err != nil {
-				return err
-			}
-			// The commit LSN this message carried was the leader's when it
-			// sent it, before r.at: once applied, everything the leader had
-			// committed by then is here (reads.go, bounded staleness) —
-			// if it was the leader then, under a lease.
-			f.reads.stepped(a.CommitLsn, core.applied, r.at, !a.LeaseLapsed)
-			f.releasePublished(core.applied)
-			if core.durable.LSN != reported.durable || core.applied != reported.applied || a.LeaseStamp != 0 ||
-				time.Since(reported.at) >= progressEvery {
-				if err := stream.Send(core.Progress()); err != nil {
-					return fmt.Errorf("replication: send progress: %w", err)
+			at := r.at
+			if deferred.a != nil {
+				if deferred.epoch == m.Epoch {
+					a, at = mergeAppend(deferred.a, a), deferred.at
+					deferred.a, deferred.fire = nil, nil
+					deferred.timer.Stop()
+				} else if err := flushDeferred(); err != nil {
+					return err
 				}
-				f.counts.reports.Add(1)
-				reported.durable, reported.applied, reported.at = core.durable.LSN, core.applied, time.Now()
+			}
+			if f.holds(a) {
+				deferred.a, deferred.epoch, deferred.at = a, m.Epoch, at
+				wait := time.Duration(at + int64(f.cfg.SyncHold) - mono(time.Now()))
+				if deferred.timer == nil {
+					deferred.timer = time.NewTimer(wait)
+				} else {
+					deferred.timer.Reset(wait)
+				}
+				deferred.fire = deferred.timer.C
+				continue
+			}
+			if err := run(m.Epoch, a, at); err != nil {
+				return err
 			}
 		case *peerpb.LeaderMessage_Publish:
 			f.receivedPublish(b.Publish, core.applied)
 		case *peerpb.LeaderMessage_NeedSnapshot:
-			return f.seed(ctx)
+			return f.seed(ctx) // what is held goes with the data the seed replaces
 		case *peerpb.LeaderMessage_Truncate:
-			return f.truncate(ctx, b.Truncate)
+			return f.truncate(ctx, b.Truncate) // what is held came before it: dropped
 		default:
 			return fmt.Errorf("replication: unexpected message %T", m.Body)
 		}
 	}
+}
+
+// holds reports whether the follower may hold a (deferred) rather than
+// step it now: the leader said no one waits for it, it carries entries
+// (a heartbeat alone costs no fsync), it is under maxGatherBytes, no read
+// waits on this follower's progress, and holding is on (SyncHold).
+func (f *Follower) holds(a *peerpb.Append) bool {
+	if !a.DeferSync || len(a.Entries) == 0 || f.cfg.SyncHold <= 0 || f.reads.readWaits() {
+		return false
+	}
+	size := 0
+	for _, e := range a.Entries {
+		size += len(e)
+	}
+	return size < maxGatherBytes
 }
 
 // received is one result of FollowerStream.Recv.
@@ -501,16 +607,24 @@ func gather(in <-chan received, epoch uint64, a *peerpb.Append, merged func(*rec
 		if merged != nil {
 			merged(&r)
 		}
-		a = &peerpb.Append{
-			Entries:            append(a.Entries, next.Entries...),
-			CommitLsn:          max(a.CommitLsn, next.CommitLsn),
-			LeaderLastLsn:      next.LeaderLastLsn,
-			LeaderTimeUnixNano: next.LeaderTimeUnixNano,
-			LeaseStamp:         max(a.LeaseStamp, next.LeaseStamp), // 0 on a heartbeat that wants no echo
-			LeaseLapsed:        a.LeaseLapsed || next.LeaseLapsed,
-		}
+		a = mergeAppend(a, next)
 	}
 	return a, nil
+}
+
+// mergeAppend is a followed by next (of the same epoch) as one Append. It
+// may be deferred only if both were: one that was not wants its entries
+// persisted and reported at once.
+func mergeAppend(a, next *peerpb.Append) *peerpb.Append {
+	return &peerpb.Append{
+		Entries:            append(a.Entries, next.Entries...),
+		CommitLsn:          max(a.CommitLsn, next.CommitLsn),
+		LeaderLastLsn:      next.LeaderLastLsn,
+		LeaderTimeUnixNano: next.LeaderTimeUnixNano,
+		LeaseStamp:         max(a.LeaseStamp, next.LeaseStamp), // 0 on a heartbeat that wants no echo
+		LeaseLapsed:        a.LeaseLapsed || next.LeaseLapsed,
+		DeferSync:          a.DeferSync && next.DeferSync,
+	}
 }
 
 // entryArrival: the entries through lsn arrived at at (mono).
