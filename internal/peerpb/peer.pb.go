@@ -1250,7 +1250,14 @@ type Append struct {
 	// One part of an entry larger than the leader sends in one message,
 	// only to a follower that said Hello.takes_parts. An Append with a part
 	// has no entries; the other fields mean what they mean in any Append.
-	Part          *EntryPart `protobuf:"bytes,7,opt,name=part,proto3" json:"part,omitempty"`
+	Part *EntryPart `protobuf:"bytes,7,opt,name=part,proto3" json:"part,omitempty"`
+	// No one waits for this follower's durable report of these entries (the
+	// leader commits in async mode and no WAIT waits): the follower may hold
+	// them, unpersisted, unapplied and unreported, for a short bound
+	// (replication.FollowerConfig.SyncHold), to persist them with later ones
+	// in one fsync. An Append without it persists at once what is held. A
+	// follower that does not know the field persists every Append at once.
+	DeferSync     bool `protobuf:"varint,8,opt,name=defer_sync,json=deferSync,proto3" json:"defer_sync,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1332,6 +1339,13 @@ func (x *Append) GetPart() *EntryPart {
 		return x.Part
 	}
 	return nil
+}
+
+func (x *Append) GetDeferSync() bool {
+	if x != nil {
+		return x.DeferSync
+	}
+	return false
 }
 
 // EntryPart is a contiguous piece of one encoded log entry (package
@@ -1796,7 +1810,7 @@ const file_peer_proto_rawDesc = "" +
 	"\tafter_lsn\x18\x01 \x01(\x04R\bafterLsn\x12\x1f\n" +
 	"\vafter_epoch\x18\x02 \x01(\x04R\n" +
 	"afterEpoch\"\x0e\n" +
-	"\fNeedSnapshot\"\x8f\x02\n" +
+	"\fNeedSnapshot\"\xae\x02\n" +
 	"\x06Append\x12\x18\n" +
 	"\aentries\x18\x01 \x03(\fR\aentries\x12\x1d\n" +
 	"\n" +
@@ -1806,7 +1820,9 @@ const file_peer_proto_rawDesc = "" +
 	"\vlease_stamp\x18\x05 \x01(\x03R\n" +
 	"leaseStamp\x12!\n" +
 	"\flease_lapsed\x18\x06 \x01(\bR\vleaseLapsed\x12-\n" +
-	"\x04part\x18\a \x01(\v2\x19.tandem.peer.v1.EntryPartR\x04part\"]\n" +
+	"\x04part\x18\a \x01(\v2\x19.tandem.peer.v1.EntryPartR\x04part\x12\x1d\n" +
+	"\n" +
+	"defer_sync\x18\b \x01(\bR\tdeferSync\"]\n" +
 	"\tEntryPart\x12\x10\n" +
 	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x16\n" +

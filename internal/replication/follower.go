@@ -21,6 +21,9 @@ import (
 	"github.com/tandemdb/tandem/internal/storage"
 )
 
+// DefaultSyncHold is FollowerConfig.SyncHold's default.
+const DefaultSyncHold = 2 * time.Millisecond
+
 // Follower states, as status reports them.
 const (
 	StateSeeding    = "seeding"
@@ -44,6 +47,15 @@ type FollowerConfig struct {
 	Buggify Buggify
 	// Now is the follower's clock (only for status).
 	Now func() time.Time
+	// SyncHold is how long the follower may hold entries the leader sent
+	// with defer_sync (no one waits for their durable report: async mode,
+	// no WAIT) before it persists them, so that one fsync, one apply and
+	// one report take several of the leader's messages: a follower's
+	// fsync is most of its CPU per write. Their apply, and with it a read
+	// on this follower, may be that much later; a read that waits on this
+	// follower ends the hold at once. 0: DefaultSyncHold; negative: never
+	// hold.
+	SyncHold time.Duration
 	// Deliver hands a pub/sub message from the leader to this node's
 	// subscribers (pubsub.go); nil: the follower takes none.
 	Deliver func(channel, message []byte)
@@ -98,12 +110,50 @@ type Follower struct {
 	reads followerReads
 	// pub is pub/sub's part (pubsub.go).
 	pub followerPub
+	// counts is what FollowerCounts reports.
+	counts followerCounts
+}
+
+// FollowerCounts counts a follower's work per replicated write: the
+// stream messages it took (an entry sent in parts counts once), the steps
+// it ran (a step takes a message and those gathered with it), its log
+// appends (one fdatasync each), its applies (one Pebble batch each) and
+// its progress reports. Each step, append, apply and report is a fixed
+// cost shared by the entries it carries, so these divided by the writes
+// say how well the follower batches (BenchmarkFollowerWrite, package
+// node, prints them per write).
+type FollowerCounts struct {
+	Messages, Steps, Appends, Applies, Reports uint64
+}
+
+// Sub is c minus an earlier count.
+func (c FollowerCounts) Sub(o FollowerCounts) FollowerCounts {
+	return FollowerCounts{
+		Messages: c.Messages - o.Messages, Steps: c.Steps - o.Steps, Appends: c.Appends - o.Appends,
+		Applies: c.Applies - o.Applies, Reports: c.Reports - o.Reports,
+	}
+}
+
+type followerCounts struct {
+	messages, steps, appends, applies, reports atomic.Uint64
+}
+
+// Counts returns the work this follower has done so far.
+func (f *Follower) Counts() FollowerCounts {
+	c := &f.counts
+	return FollowerCounts{
+		Messages: c.messages.Load(), Steps: c.steps.Load(), Appends: c.appends.Load(),
+		Applies: c.applies.Load(), Reports: c.reports.Load(),
+	}
 }
 
 // NewFollower returns a follower of the leader that cfg.Dial reaches.
 func NewFollower(cfg FollowerConfig) *Follower {
 	if cfg.Retry == 0 {
 		cfg.Retry = 100 * time.Millisecond
+	}
+	if cfg.SyncHold == 0 {
+		cfg.SyncHold = DefaultSyncHold
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -114,6 +164,7 @@ func NewFollower(cfg FollowerConfig) *Follower {
 	}
 	f := &Follower{cfg: cfg, log: log.With("role", "follower")}
 	f.reads.changed = make(chan struct{})
+	f.reads.waiter = make(chan struct{}, 1)
 	f.pub.fwd = make(chan *peerpb.PubMessage, 1024)
 	f.status.State = StateCatchingUp
 	if cfg.DB.Seeding() {
@@ -298,6 +349,13 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 		}
 	}()
 	var held *received
+	// merged sees each message gather merges into the one it began with.
+	merged := func(r *received) {
+		f.counts.messages.Add(1)
+		if f.cfg.Buggify.FollowerApplyDelay > 0 {
+			f.noteArrival(r)
+		}
+	}
 	// reported is the last progress report sent: a heartbeat that moved
 	// nothing and asked for no echo (no lease stamp) is answered only
 	// once progressEvery has passed since it.
@@ -305,6 +363,55 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 		durable, applied uint64
 		at               time.Time
 	}
+	// run steps one (merged) Append that arrived at at, then releases
+	// what it made readable and reports progress.
+	run := func(epoch uint64, a *peerpb.Append, at int64) error {
+		if err := f.step(ctx, core, epoch, a); err != nil {
+			return err
+		}
+		// The commit LSN this message carried was the leader's when it
+		// sent it, before at: once applied, everything the leader had
+		// committed by then is here (reads.go, bounded staleness) — if it
+		// was the leader then, under a lease.
+		f.reads.stepped(a.CommitLsn, core.applied, at, !a.LeaseLapsed)
+		f.releasePublished(core.applied)
+		if core.durable.LSN != reported.durable || core.applied != reported.applied || a.LeaseStamp != 0 ||
+			time.Since(reported.at) >= progressEvery {
+			if err := stream.Send(core.Progress()); err != nil {
+				return fmt.Errorf("replication: send progress: %w", err)
+			}
+			f.counts.reports.Add(1)
+			reported.durable, reported.applied, reported.at = core.durable.LSN, core.applied, time.Now()
+		}
+		return nil
+	}
+	// deferred is what the leader sent with defer_sync and this follower
+	// holds, not yet checked, persisted, applied or reported, so that one
+	// fsync takes it and what follows (see syncHold). The hold ends at the
+	// first Append that is not deferred, once it passes maxGatherBytes,
+	// when a read waits on this follower, when the stream ends, and at the
+	// latest hold.deadline.
+	var deferred struct {
+		a     *peerpb.Append
+		epoch uint64
+		at    int64 // the first held message's arrival (mono)
+		timer *time.Timer
+		fire  <-chan time.Time // the timer's channel while a hold runs
+	}
+	flushDeferred := func() error {
+		if deferred.a == nil {
+			return nil
+		}
+		a, epoch, at := deferred.a, deferred.epoch, deferred.at
+		deferred.a, deferred.fire = nil, nil
+		deferred.timer.Stop()
+		return run(epoch, a, at)
+	}
+	defer func() {
+		if deferred.timer != nil {
+			deferred.timer.Stop()
+		}
+	}()
 	for {
 		var r received
 		if held != nil {
@@ -317,13 +424,33 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 					return fmt.Errorf("replication: send publish: %w", err)
 				}
 				continue
+			case <-deferred.fire:
+				if err := flushDeferred(); err != nil {
+					return err
+				}
+				continue
+			case <-f.reads.waiter:
+				if err := flushDeferred(); err != nil {
+					return err
+				}
+				continue
 			case <-ctx.Done():
 				return ctx.Err()
 			}
 		}
 		if r.err != nil {
+			// What is held was received whole from the leader: persisted
+			// (and applied as far as it may be) before the stream ends,
+			// unreported, as if the stream had broken after its fsync.
+			if a := deferred.a; a != nil {
+				deferred.a, deferred.fire = nil, nil
+				if err := f.step(ctx, core, deferred.epoch, a); err != nil {
+					return err
+				}
+			}
 			return fmt.Errorf("replication: receive: %w", r.err)
 		}
+		f.counts.messages.Add(1)
 		m := r.m
 		if m.Epoch < core.epoch {
 			return fmt.Errorf("%w: message from epoch %d, seen %d", ErrStaleEpoch, m.Epoch, core.epoch)
@@ -335,39 +462,60 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 		}
 		switch b := m.Body.(type) {
 		case *peerpb.LeaderMessage_Append:
-			var a *peerpb.Append
-			var merged func(*received)
 			if f.cfg.Buggify.FollowerApplyDelay > 0 {
-				merged = f.noteArrival
 				f.noteArrival(&r)
 			}
+			var a *peerpb.Append
 			a, held = gather(in, m.Epoch, b.Append, merged)
-			if err := f.step(ctx, core, m.Epoch, a); err != nil {
-				return err
-			}
-			// The commit LSN this message carried was the leader's when it
-			// sent it, before r.at: once applied, everything the leader had
-			// committed by then is here (reads.go, bounded staleness) —
-			// if it was the leader then, under a lease.
-			f.reads.stepped(a.CommitLsn, core.applied, r.at, !a.LeaseLapsed)
-			f.releasePublished(core.applied)
-			if core.durable.LSN != reported.durable || core.applied != reported.applied || a.LeaseStamp != 0 ||
-				time.Since(reported.at) >= progressEvery {
-				if err := stream.Send(core.Progress()); err != nil {
-					return fmt.Errorf("replication: send progress: %w", err)
+			at := r.at
+			if deferred.a != nil {
+				if deferred.epoch == m.Epoch {
+					a, at = mergeAppend(deferred.a, a), deferred.at
+					deferred.a, deferred.fire = nil, nil
+					deferred.timer.Stop()
+				} else if err := flushDeferred(); err != nil {
+					return err
 				}
-				reported.durable, reported.applied, reported.at = core.durable.LSN, core.applied, time.Now()
+			}
+			if f.holds(a) {
+				deferred.a, deferred.epoch, deferred.at = a, m.Epoch, at
+				wait := time.Duration(at + int64(f.cfg.SyncHold) - mono(time.Now()))
+				if deferred.timer == nil {
+					deferred.timer = time.NewTimer(wait)
+				} else {
+					deferred.timer.Reset(wait)
+				}
+				deferred.fire = deferred.timer.C
+				continue
+			}
+			if err := run(m.Epoch, a, at); err != nil {
+				return err
 			}
 		case *peerpb.LeaderMessage_Publish:
 			f.receivedPublish(b.Publish, core.applied)
 		case *peerpb.LeaderMessage_NeedSnapshot:
-			return f.seed(ctx)
+			return f.seed(ctx) // what is held goes with the data the seed replaces
 		case *peerpb.LeaderMessage_Truncate:
-			return f.truncate(ctx, b.Truncate)
+			return f.truncate(ctx, b.Truncate) // what is held came before it: dropped
 		default:
 			return fmt.Errorf("replication: unexpected message %T", m.Body)
 		}
 	}
+}
+
+// holds reports whether the follower may hold a (deferred) rather than
+// step it now: the leader said no one waits for it, it carries entries
+// (a heartbeat alone costs no fsync), it is under maxGatherBytes, no read
+// waits on this follower's progress, and holding is on (SyncHold).
+func (f *Follower) holds(a *peerpb.Append) bool {
+	if !a.DeferSync || len(a.Entries) == 0 || f.cfg.SyncHold <= 0 || f.reads.readWaits() {
+		return false
+	}
+	size := 0
+	for _, e := range a.Entries {
+		size += len(e)
+	}
+	return size < maxGatherBytes
 }
 
 // received is one result of FollowerStream.Recv.
@@ -459,16 +607,24 @@ func gather(in <-chan received, epoch uint64, a *peerpb.Append, merged func(*rec
 		if merged != nil {
 			merged(&r)
 		}
-		a = &peerpb.Append{
-			Entries:            append(a.Entries, next.Entries...),
-			CommitLsn:          max(a.CommitLsn, next.CommitLsn),
-			LeaderLastLsn:      next.LeaderLastLsn,
-			LeaderTimeUnixNano: next.LeaderTimeUnixNano,
-			LeaseStamp:         max(a.LeaseStamp, next.LeaseStamp), // 0 on a heartbeat that wants no echo
-			LeaseLapsed:        a.LeaseLapsed || next.LeaseLapsed,
-		}
+		a = mergeAppend(a, next)
 	}
 	return a, nil
+}
+
+// mergeAppend is a followed by next (of the same epoch) as one Append. It
+// may be deferred only if both were: one that was not wants its entries
+// persisted and reported at once.
+func mergeAppend(a, next *peerpb.Append) *peerpb.Append {
+	return &peerpb.Append{
+		Entries:            append(a.Entries, next.Entries...),
+		CommitLsn:          max(a.CommitLsn, next.CommitLsn),
+		LeaderLastLsn:      next.LeaderLastLsn,
+		LeaderTimeUnixNano: next.LeaderTimeUnixNano,
+		LeaseStamp:         max(a.LeaseStamp, next.LeaseStamp), // 0 on a heartbeat that wants no echo
+		LeaseLapsed:        a.LeaseLapsed || next.LeaseLapsed,
+		DeferSync:          a.DeferSync && next.DeferSync,
+	}
 }
 
 // entryArrival: the entries through lsn arrived at at (mono).
@@ -521,12 +677,16 @@ func (f *Follower) applyNotBefore(lsn uint64, d time.Duration) int64 {
 
 // step persists and applies one Append.
 func (f *Follower) step(ctx context.Context, core *followerCore, epoch uint64, a *peerpb.Append) error {
+	f.counts.steps.Add(1)
 	rd, err := core.Step(epoch, a)
 	if err != nil {
 		return err
 	}
-	if err := f.cfg.DB.AppendLog(rd.Append); err != nil {
-		return err
+	if len(rd.Append) > 0 {
+		if err := f.cfg.DB.AppendLog(rd.Append); err != nil {
+			return err
+		}
+		f.counts.appends.Add(1)
 	}
 	core.Persisted(rd)
 	d := f.cfg.Buggify.FollowerApplyDelay
@@ -551,6 +711,7 @@ func (f *Follower) step(ctx context.Context, core *followerCore, epoch uint64, a
 		if err := f.cfg.DB.Apply(apply); err != nil {
 			return err
 		}
+		f.counts.applies.Add(1)
 		core.Applied(rd)
 	}
 	lagLSN, lagSec := core.lag()

@@ -332,6 +332,9 @@ type streamOut struct {
 	pub           []*peerpb.PubMessage
 	pubBytes      int
 	pubWake       chan struct{} // capacity 1
+	// syncWake (capacity 1) asks the sender for a heartbeat that ends a
+	// follower's hold of deferred entries (a WAIT began).
+	syncWake chan struct{}
 }
 
 // signal leaves a token in a mailbox of capacity 1, and reports whether
@@ -1069,6 +1072,13 @@ func (l *Leader) wait(ctx context.Context, w *leaderWait) error {
 	}
 	l.core.Wait(w, l.cfg.Now().UnixNano())
 	l.dispatchLocked()
+	if w.kind == waitDurable && !w.done {
+		// Entries sent while no one waited (Append.defer_sync) may be
+		// held by a follower: each stream sends a heartbeat that ends the
+		// hold. The wait is the core's before that heartbeat is sent, and
+		// sends from then on do not defer (leaderCore.DeferSync).
+		l.askSync()
+	}
 	l.mu.Unlock()
 	select {
 	case <-w.wake:
@@ -1106,6 +1116,14 @@ func (l *Leader) WaitDurable(ctx context.Context, lsn uint64, n int, timeout tim
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return w.count
+}
+
+// askSync asks every stream for a heartbeat that ends a follower's hold
+// of deferred entries (under l.mu).
+func (l *Leader) askSync() {
+	for _, out := range l.streams {
+		signal(out.syncWake)
+	}
 }
 
 // SetSyncSet gives the leader the followers whose acknowledgements count

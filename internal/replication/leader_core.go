@@ -603,6 +603,23 @@ func (c *leaderCore) Wait(w *leaderWait, now int64) {
 	c.checkWaits(0)
 }
 
+// DeferSync reports whether no one waits for a follower's durable report:
+// commit needs only the leader's durability (async) and no WAIT waits.
+// The sends made while it holds say so (Append.defer_sync), and a follower
+// may hold what they carry a moment to persist it with what follows in
+// one fsync (FollowerConfig.SyncHold).
+func (c *leaderCore) DeferSync() bool {
+	if c.cfg.mode.Kind != commit.Async {
+		return false
+	}
+	for _, w := range c.waits {
+		if w.kind == waitDurable {
+			return false
+		}
+	}
+	return true
+}
+
 // CancelWait drops w (its caller gave up); a WAIT's count is how many
 // followers had made its LSN durable by then.
 func (c *leaderCore) CancelWait(w *leaderWait) {

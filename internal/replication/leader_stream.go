@@ -238,7 +238,7 @@ func (l *Leader) answer(stream LeaderStream, d Decision) (streaming bool, err er
 // join records the follower in the core's table, durable through
 // durable, and opens the stream's mailbox; it returns the session.
 func (l *Leader) join(h *peerpb.Hello, durable uint64) (uint64, *streamOut) {
-	out := &streamOut{wake: make(chan struct{}, 1), closed: make(chan struct{}), pubWake: make(chan struct{}, 1),
+	out := &streamOut{wake: make(chan struct{}, 1), closed: make(chan struct{}), pubWake: make(chan struct{}, 1), syncWake: make(chan struct{}, 1),
 		takesPub: h.TakesPublish, takesShard: h.TakesSpublish, takesSettings: h.TakesSettings}
 	info := FollowerInfo{NodeID: h.NodeId, RESPAddr: h.RespAddr, HTTPAddr: h.HttpAddr}
 	l.mu.Lock()
@@ -284,6 +284,16 @@ func (l *Leader) sendLoop(ctx context.Context, stream LeaderStream, out *streamO
 				return err
 			}
 			continue
+		case <-out.syncWake:
+			// A WAIT began: a stamped heartbeat that does not defer ends
+			// any hold, and the follower reports at once.
+			l.mu.Lock()
+			through, commitLSN := out.through, out.commit
+			l.mu.Unlock()
+			if err := l.sendAppend(stream, nil, commitLSN, through, false, false); err != nil {
+				return err
+			}
+			continue
 		case <-ctx.Done(): // Serve returned
 			return ctx.Err()
 		case <-l.ctx.Done():
@@ -292,6 +302,7 @@ func (l *Leader) sendLoop(ctx context.Context, stream LeaderStream, out *streamO
 		out.parked.Store(false)
 		l.mu.Lock()
 		through, commitLSN, seq := out.through, out.commit, out.seq
+		deferSync := l.core.DeferSync()
 		l.mu.Unlock()
 		if seq == taken {
 			// Woken by a token left for a send taken already (the core
@@ -302,7 +313,7 @@ func (l *Leader) sendLoop(ctx context.Context, stream LeaderStream, out *streamO
 		var err error
 		// Nothing new to send: a heartbeat.
 		heartbeat := next > through && commitLSN == sentCommit
-		next, err = l.sendThrough(stream, next, through, commitLSN, heartbeat)
+		next, err = l.sendThrough(stream, next, through, commitLSN, heartbeat, deferSync)
 		sentCommit = commitLSN
 		if errors.Is(err, storage.ErrCompacted) {
 			log.Warn("follower fell behind the retained log; it will be re-seeded", "lsn", next)
@@ -316,9 +327,10 @@ func (l *Leader) sendLoop(ctx context.Context, stream LeaderStream, out *streamO
 
 // sendThrough sends the entries next..through in batches with the commit
 // LSN, or one empty append if there are none (a heartbeat, when it carries
-// no new commit LSN either), and returns the next LSN to send.
+// no new commit LSN either), and returns the next LSN to send; deferSync
+// marks them as not waited for (leaderCore.DeferSync).
 // storage.ErrCompacted: next has left the log.
-func (l *Leader) sendThrough(stream LeaderStream, next, through, commitLSN uint64, heartbeat bool) (uint64, error) {
+func (l *Leader) sendThrough(stream LeaderStream, next, through, commitLSN uint64, heartbeat, deferSync bool) (uint64, error) {
 	for sent := false; !sent || next <= through; sent = true {
 		var raws [][]byte
 		if next <= through {
@@ -327,7 +339,7 @@ func (l *Leader) sendThrough(stream LeaderStream, next, through, commitLSN uint6
 				return next, err
 			}
 		}
-		if err := l.sendAppend(stream, raws, commitLSN, through, heartbeat && l.echoUntil.Load() <= mono(time.Now())); err != nil {
+		if err := l.sendAppend(stream, raws, commitLSN, through, heartbeat && l.echoUntil.Load() <= mono(time.Now()), deferSync); err != nil {
 			return next, err
 		}
 		next += uint64(len(raws))
@@ -398,7 +410,7 @@ func (l *Leader) readLog(lo, hi uint64) ([][]byte, error) {
 // positions moved, the heartbeat is stamped, or progressEvery passed
 // (follower.go), so an idle stream costs the leader a send per heartbeat
 // and a receive per progressEvery, not a receive per heartbeat.
-func (l *Leader) sendAppend(stream LeaderStream, raws [][]byte, commitLSN, last uint64, unstamped bool) error {
+func (l *Leader) sendAppend(stream LeaderStream, raws [][]byte, commitLSN, last uint64, unstamped, deferSync bool) error {
 	var stamp int64
 	if !unstamped {
 		stamp = mono(time.Now())
@@ -410,6 +422,7 @@ func (l *Leader) sendAppend(stream LeaderStream, raws [][]byte, commitLSN, last 
 		LeaderTimeUnixNano: l.cfg.Now().UnixNano(),
 		LeaseStamp:         stamp,
 		LeaseLapsed:        !l.cfg.Lease.Valid(),
+		DeferSync:          deferSync,
 	}}})
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tandemdb/tandem/internal/logrec"
@@ -32,7 +33,26 @@ type followerReads struct {
 	// waiting are arrivals whose commit LSN is not applied yet, oldest
 	// first; commit LSNs do not decrease along it.
 	waiting []arrival
+	// readers counts the reads blocked in WaitApplied or WaitFresh, and
+	// waiter (capacity 1) tells the stream that one began to wait: it
+	// stops holding deferred entries (FollowerConfig.SyncHold), whose
+	// apply the read may be waiting for.
+	readers atomic.Int32
+	waiter  chan struct{}
 }
+
+// blocked marks a read as waiting until the returned func is called.
+func (r *followerReads) blocked() (done func()) {
+	r.readers.Add(1)
+	select {
+	case r.waiter <- struct{}{}:
+	default:
+	}
+	return func() { r.readers.Add(-1) }
+}
+
+// readWaits reports whether a read waits on the follower's progress.
+func (r *followerReads) readWaits() bool { return r.readers.Load() > 0 }
 
 type arrival struct {
 	commit uint64
@@ -108,9 +128,12 @@ func (f *Follower) WaitApplied(ctx context.Context, want logrec.Position) error 
 		if v != Behind {
 			return verdictErr(v, false, want, applied)
 		}
+		done := f.reads.blocked()
 		select {
 		case <-changed:
+			done()
 		case <-ctx.Done():
+			done()
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				return verdictErr(Behind, false, want, f.AppliedPosition())
 			}
@@ -148,9 +171,12 @@ func (f *Follower) WaitFresh(ctx context.Context, bound time.Duration) error {
 		if at != 0 && time.Duration(mono(time.Now())-at) <= bound {
 			return nil
 		}
+		done := f.reads.blocked()
 		select {
 		case <-changed:
+			done()
 		case <-ctx.Done():
+			done()
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				st, ok := f.Staleness()
 				if !ok {
