@@ -296,7 +296,10 @@ type DB struct {
 	// 0: unknown, scan.
 	nextExpiry   int64
 	expiryWrites uint64
-	expiryScans  uint64 // scans that read the index (tests)
+	// expiryWritten (capacity 1; set at Open, not guarded) is signalled
+	// when a write lowered nextExpiry (ExpiryWritten).
+	expiryWritten chan struct{}
+	expiryScans   uint64 // scans that read the index (tests)
 }
 
 // Defaults of Options.
@@ -343,7 +346,7 @@ func Open(dir string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
 	}
-	d := &DB{pdb: pdb, log: log, rows: rowcache.NewGrouped(opts.RowCacheBytes, subGroupLen)}
+	d := &DB{pdb: pdb, log: log, rows: rowcache.NewGrouped(opts.RowCacheBytes, subGroupLen), expiryWritten: make(chan struct{}, 1)}
 	if err := d.checkFormat(dir); err != nil {
 		pdb.Close()
 		return nil, err
