@@ -342,6 +342,8 @@ func Open(dir string, opts Options) (*DB, error) {
 		Logger:                      pebbleLogger{log},
 	}
 	po.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
+	// Pebble's own scheduler, without its 100 ms timer while idle.
+	po.Experimental.CompactionScheduler = newCompactionScheduler()
 	pdb, err := pebble.Open(dir, po)
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
