@@ -27,7 +27,10 @@ type compactionScheduler struct {
 	running int
 	// waiting: TrySchedule refused a compaction, and no grant round has
 	// since found the DB without one waiting.
-	waiting      bool
+	waiting bool
+	// refusals counts TrySchedule's refusals: a grant round that found
+	// nothing waiting clears waiting only if none came since it began.
+	refusals     uint64
 	unregistered bool
 	// granting serialises grant rounds (Done, the granter) and lets
 	// Unregister wait for the one under way; granted wakes its waiters.
@@ -83,6 +86,7 @@ func (s *compactionScheduler) TrySchedule() (bool, pebble.CompactionGrantHandle)
 		s.running++
 		return true, s
 	}
+	s.refusals++
 	if !s.waiting {
 		s.waiting = true
 		s.wake() // the granter arms its timer
@@ -139,6 +143,7 @@ func (s *compactionScheduler) grantLockedAndUnlock() {
 		return // a waiting compaction stays waiting
 	}
 	s.granting = true
+	refusals := s.refusals
 	s.mu.Unlock()
 	// GetWaitingCompaction only when a grant can be made, so that no
 	// picked compaction is wasted (as Pebble's scheduler does).
@@ -157,7 +162,7 @@ func (s *compactionScheduler) grantLockedAndUnlock() {
 		toGrant--
 	}
 	s.mu.Lock()
-	if !stillWaiting {
+	if !stillWaiting && s.refusals == refusals {
 		s.waiting = false
 	}
 	s.granting = false
