@@ -445,7 +445,10 @@ func (rn *leaseRenewer[K]) run(ctx context.Context) {
 	t.Stop()
 	defer t.Stop()
 	var tickC <-chan time.Time // nil while idle
+	// The keepalive ticks only while there is a lease to keep: a
+	// follower's renewer sleeps until its node leads.
 	keep := time.NewTicker(rn.keepalive)
+	keep.Stop()
 	defer keep.Stop()
 	type confirmation struct {
 		k     K
@@ -495,8 +498,10 @@ func (rn *leaseRenewer[K]) run(ctx context.Context) {
 		}
 		if cl != lease {
 			k, lease, demand = ck, cl, nil
+			keep.Stop()
 			if lease != nil {
 				demand = lease.Demand()
+				keep.Reset(rn.keepalive)
 				heat()
 			}
 		}

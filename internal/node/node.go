@@ -194,8 +194,11 @@ type Node struct {
 	// then follower reads answer LOADING (ReadAt).
 	readsResumed atomic.Bool
 
-	bg        sync.WaitGroup // expiry loop and role watchers
-	closed    chan struct{}
+	bg     sync.WaitGroup // expiry loop and role watchers
+	closed chan struct{}
+	// roleSet (capacity 1) is signalled by every setRole: the expiry
+	// loop sleeps on it while a follower.
+	roleSet   chan struct{}
 	closeOnce sync.Once
 }
 
@@ -300,6 +303,7 @@ func Start(cfg Config) (*Node, error) {
 		scripts: script.New(script.Config{BusyAfter: cfg.ScriptBusyAfter, Log: log}),
 		role:    newFenced("starting"),
 		closed:  make(chan struct{}),
+		roleSet: make(chan struct{}, 1),
 	}
 	if err := n.listen(); err != nil {
 		n.Close()
@@ -394,6 +398,10 @@ func (n *Node) setRole(r role) {
 	n.mu.Lock()
 	n.role = r
 	n.mu.Unlock()
+	select {
+	case n.roleSet <- struct{}{}:
+	default:
+	}
 }
 
 func (n *Node) isClosed() bool {
@@ -500,7 +508,8 @@ func (n *Node) startLeader(epoch uint64, lease *replication.Lease) (role, error)
 		MaxEntryBytes:    n.cfg.MaxEntryBytes,
 		FollowerTimeout:  n.cfg.FollowerTimeout,
 		Lease:            lease,
-		Heartbeat:        n.streamHeartbeat(),
+		Heartbeat:        streamHeartbeat,
+		IdleHeartbeat:    idleStreamHeartbeat,
 		Fatal:            n.fatal,
 		Buggify:          n.cfg.Buggify,
 		DeliverLocal:     n.pubsub.Publish,
@@ -526,23 +535,33 @@ func (n *Node) startLeader(epoch uint64, lease *replication.Lease) (role, error)
 	return r, nil
 }
 
-// streamHeartbeat is how often an idle follower stream carries a heartbeat.
-func (n *Node) streamHeartbeat() time.Duration {
-	// Under the control plane the orchestrator asks followers how long ago
-	// they heard their leader before it declares the leader dead (a
-	// follower that heard it within --follower-silence, 200 ms counting
-	// the age of its answer, vetoes),
-	// and the failsafe lease is extended by echoes at most a fence delay
-	// (100 ms) old: both want a heartbeat well inside 100 ms. Freshness for
-	// bounded reads on an idle follower no longer comes from heartbeats
-	// (an idle leader's lease lapses between confirmations, and its
-	// heartbeats prove nothing then): the follower asks the leader
-	// (followerBounded). Each heartbeat costs a send and a receive (its
-	// echo only every few: a follower of an idle leader reports every
-	// 200 ms, and after every heartbeat only while the failsafe lease
-	// wants echoes), so no shorter than needed: 50 ms.
-	return 50 * time.Millisecond
-}
+// streamHeartbeat and idleStreamHeartbeat are how often an idle follower
+// stream carries a heartbeat: while the failsafe lease wants echoes
+// (etcd does not confirm the lease), and otherwise.
+//
+// The failsafe lease is extended by echoes at most a fence delay (100 ms)
+// old, so while it wants them a heartbeat goes well inside 100 ms: 50 ms.
+//
+// Otherwise the one reader of heartbeats is the orchestrator's followers'
+// veto: a follower that heard its leader within --follower-silence
+// (200 ms, or twice the longest silence it lately reported that ended),
+// counting the age of its answer, vouches for a leader whose probes go
+// unanswered. 100 ms keeps a live idle leader's followers vouching (what
+// they report is at most 100 ms old plus the answer's age) and a stopped
+// leader's silence ends their vouching within 200 ms of its last
+// heartbeat, as --min-silence ends the probes' (250 ms less half an
+// interval). A busy stream carries entries, not heartbeats. Freshness
+// for bounded reads on an idle follower does not come from heartbeats
+// (an idle leader's lease lapses between confirmations, and its
+// heartbeats prove nothing then): the follower asks the leader
+// (followerBounded). Each heartbeat wakes five goroutines on the two
+// nodes (the leader's ticker, the stream's sender and gRPC's writer; the
+// follower's gRPC reader and stream), so half as many heartbeats are
+// about a third of an idle leader's wake-ups (bench/idle.sh).
+const (
+	streamHeartbeat     = 50 * time.Millisecond
+	idleStreamHeartbeat = 100 * time.Millisecond
+)
 
 // watchLeader fences the node when its leader stops by itself. It returns
 // at once when the node stops the role.
@@ -709,45 +728,85 @@ func (n *Node) close() {
 	}
 }
 
+// expiryEvery is the least time between two rounds of the expiry loop
+// (Redis's active expiry runs ten times a second too), and expiryMaxSleep
+// the longest it sleeps (a wall clock step is noticed by then).
+const (
+	expiryEvery    = 100 * time.Millisecond
+	expiryMaxSleep = 10 * time.Second
+)
+
 // expiryLoop deletes expired keys on the leader, through the log, so that
-// followers delete them at the same LSN.
+// followers delete them at the same LSN, and sweeps garbage sub-key rows
+// on every node. It runs a round when one has work (expiryDue), at most
+// every expiryEvery, and sleeps otherwise: an idle node with no key due
+// wakes for its sweep passes only, not ten times a second. An applied key
+// due sooner than it slept for (storage's ExpiryWritten) and a change of
+// role wake it to sleep anew.
 func (n *Node) expiryLoop() {
 	defer n.bg.Done()
-	t := time.NewTicker(100 * time.Millisecond)
+	t := time.NewTimer(0)
 	defer t.Stop()
+	var last time.Time // the last round
 	for {
+		now := time.Now()
+		t.Reset(max(n.expiryDue(now), last.Add(expiryEvery).Sub(now)))
 		select {
 		case <-t.C:
+		case <-n.db.ExpiryWritten():
+			continue
+		case <-n.roleSet:
+			continue
 		case <-n.closed:
 			return
 		}
-		// Garbage sub-key rows are swept on every node (local, bounded:
-		// see storage.DB.Sweep).
-		if _, err := n.db.Sweep(time.Now().UnixMilli(), 1024); err != nil {
-			n.log.Warn("sweep of garbage sub-key rows", "err", err)
-		}
-		r, ok := n.current().(*leading)
-		if !ok {
-			continue
-		}
-		keys, err := n.db.ExpiredKeys(time.Now().UnixMilli(), 256)
-		if err != nil {
-			n.log.Warn("expiry scan", "err", err)
-			continue
-		}
-		if len(keys) == 0 {
-			continue
-		}
-		// The proposal ends with the role: a role change never waits for it.
-		ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
-		_, _, err = r.l.Propose(ctx, expireExec(keys))
-		cancel()
-		switch {
-		case err == nil, r.ctx.Err() != nil,
-			errors.Is(err, replication.ErrNotLeader), errors.Is(err, replication.ErrStaleEpoch):
-			// Done, or the role changed: the next leader scans again.
-		default:
-			n.log.Warn("expiry delete", "err", err, "keys", len(keys))
-		}
+		last = time.Now()
+		n.expiryRound(last)
+	}
+}
+
+// expiryDue is how long from now until a round of the expiry loop has
+// work: the next sweep pass (or at once while one is under way), and on
+// the leader the earliest expiry the index may hold (at once when it is
+// not known); at most expiryMaxSleep.
+func (n *Node) expiryDue(now time.Time) time.Duration {
+	due := n.db.SweepDue()
+	if _, ok := n.current().(*leading); ok {
+		due = min(due, n.db.NextExpiry())
+	}
+	ms := due - now.UnixMilli() // due may be math.MaxInt64: no key expires
+	return time.Duration(min(max(ms, 0), expiryMaxSleep.Milliseconds())) * time.Millisecond
+}
+
+// expiryRound sweeps (bounded) and, on the leader, deletes the keys due
+// by now through the log.
+func (n *Node) expiryRound(now time.Time) {
+	// Garbage sub-key rows are swept on every node (local, bounded:
+	// see storage.DB.Sweep).
+	if _, err := n.db.Sweep(now.UnixMilli(), 1024); err != nil {
+		n.log.Warn("sweep of garbage sub-key rows", "err", err)
+	}
+	r, ok := n.current().(*leading)
+	if !ok {
+		return
+	}
+	keys, err := n.db.ExpiredKeys(now.UnixMilli(), 256)
+	if err != nil {
+		n.log.Warn("expiry scan", "err", err)
+		return
+	}
+	if len(keys) == 0 {
+		return
+	}
+	// The proposal ends with the role: a role change never waits for it.
+	ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
+	_, _, err = r.l.Propose(ctx, expireExec(keys))
+	cancel()
+	switch {
+	case err == nil, r.ctx.Err() != nil,
+		errors.Is(err, replication.ErrNotLeader), errors.Is(err, replication.ErrStaleEpoch):
+		// Done, or the role changed: the next leader scans again.
+	default:
+		n.log.Warn("expiry delete", "err", err, "keys", len(keys))
 	}
 }

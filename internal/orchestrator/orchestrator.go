@@ -101,7 +101,8 @@ type Config struct {
 	MinSilence time.Duration
 	// FollowerSilence: a follower that heard its leader's stream more
 	// recently than this vouches for it (default 200 ms; leaders
-	// heartbeat idle streams every 50 ms). How long ago is what the
+	// heartbeat idle streams every 100 ms, every 50 ms while their
+	// failsafe lease wants echoes). How long ago is what the
 	// follower reported plus the age of its report
 	// (failover.NodeView.HeardLeaderAgo), so a paused leader's followers
 	// stop vouching this long after it stopped. A busy leader streams all

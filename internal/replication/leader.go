@@ -28,8 +28,15 @@ type LeaderConfig struct {
 	Logger *slog.Logger
 	// Now is the leader's wall clock (entry times, expiry decisions).
 	Now func() time.Time
-	// Heartbeat is how often an idle stream carries an empty append.
+	// Heartbeat is how often an idle stream carries an empty append while
+	// the leader wants lease echoes (WantEchoes), and always when
+	// IdleHeartbeat is 0.
 	Heartbeat time.Duration
+	// IdleHeartbeat, if longer than Heartbeat, is how often an idle
+	// stream carries an empty append while no echoes are wanted: each
+	// heartbeat wakes the leader's ticker, the stream's sender and gRPC's
+	// writer, and the follower's reader and stream (bench/idle.sh).
+	IdleHeartbeat time.Duration
 	// MaxBatchBytes bounds one Append message.
 	MaxBatchBytes int
 	// PartBytes: a longer entry goes to a follower that takes parts as
@@ -253,6 +260,10 @@ type Leader struct {
 	// echoUntil (lease clock, mono) is until when heartbeats carry a lease
 	// stamp, which followers echo (WantEchoes).
 	echoUntil atomic.Int64
+	// fastBeat (under mu) is set while the core heartbeats every
+	// cfg.Heartbeat because echoes are wanted, instead of every
+	// cfg.IdleHeartbeat; the ticker clears it once echoUntil has passed.
+	fastBeat bool
 
 	// pubMu makes Publish the cluster's one ordering point for pub/sub
 	// messages (pubsub.go); taken before mu.
@@ -366,6 +377,7 @@ func NewLeader(cfg LeaderConfig, epoch uint64) (*Leader, error) {
 	if cfg.Heartbeat == 0 {
 		cfg.Heartbeat = 100 * time.Millisecond
 	}
+	cfg.IdleHeartbeat = max(cfg.IdleHeartbeat, cfg.Heartbeat)
 	if cfg.MaxBatchBytes == 0 {
 		cfg.MaxBatchBytes = 1 << 20
 	}
@@ -456,7 +468,7 @@ func NewLeader(cfg LeaderConfig, epoch uint64) (*Leader, error) {
 	}
 	l.core = newLeaderCore(coreConfig{
 		mode:             cfg.Mode,
-		heartbeat:        int64(cfg.Heartbeat),
+		heartbeat:        int64(cfg.IdleHeartbeat), // no echoes wanted yet
 		writeTimeout:     int64(cfg.WriteTimeout),
 		followerTimeout:  int64(cfg.FollowerTimeout),
 		retainBytes:      cfg.RetainBytes,
@@ -1324,6 +1336,12 @@ func (l *Leader) ticker() {
 		l.mu.Lock()
 		now := l.cfg.Now().UnixNano()
 		l.tickFloor = now + int64(l.cfg.TickInterval)
+		if l.fastBeat && l.echoUntil.Load() <= mono(time.Now()) {
+			// No echoes wanted any more: back to the idle cadence
+			// (before the Tick, which arms the next tick by it).
+			l.fastBeat = false
+			l.core.SetHeartbeat(int64(l.cfg.IdleHeartbeat))
+		}
 		l.core.Tick(now, ext)
 		l.dispatchLocked()
 		trim := l.trimQ

@@ -741,6 +741,18 @@ func (c *leaderCore) nextTick() int64 {
 	return next
 }
 
+// SetHeartbeat makes d (ns) the longest an idle stream goes without a
+// message from now on. A shorter interval may make a heartbeat due before
+// the tick armed: it hands out that earlier TickAt. A longer one takes
+// effect at the next tick (a tick before it finds nothing due, harmless).
+func (c *leaderCore) SetHeartbeat(d int64) {
+	if d <= 0 || d == c.cfg.heartbeat {
+		return
+	}
+	c.cfg.heartbeat = d
+	c.tickBy(c.nextTick())
+}
+
 // armTick hands out the next tick's time (after a Tick, or at the start).
 func (c *leaderCore) armTick() {
 	c.tickAt = c.nextTick()

@@ -344,7 +344,11 @@ func TestLeaderCoreRandom(t *testing.T) {
 		maxCommit := uint64(0)
 		for step := 0; step < 400; step++ {
 			early := false // a Tick before the TickAt asked for
-			switch rng.IntN(10) {
+			switch rng.IntN(11) {
+			case 10:
+				// The driver shortens heartbeats while the failsafe lease
+				// wants echoes and lengthens them after (SetHeartbeat).
+				c.SetHeartbeat(50 + rng.Int64N(250))
 			case 9:
 				// A new sync set: any subset of the followers there may be.
 				var set []string
@@ -408,6 +412,13 @@ func TestLeaderCoreRandom(t *testing.T) {
 			}
 			if rd.TickAt != 0 {
 				tickAt = rd.TickAt
+			}
+			for _, f := range c.followers {
+				// No heartbeat is due after the tick the driver sleeps
+				// until, whatever changed the interval.
+				if f.session != 0 && tickAt > f.lastSent+c.cfg.heartbeat {
+					t.Fatalf("seed %d step %d: the tick is armed at %d, after %s's heartbeat due at %d", seed, step, tickAt, f.info.NodeID, f.lastSent+c.cfg.heartbeat)
+				}
 			}
 			if len(rd.Append) > 0 {
 				if len(appendOut) > 0 {

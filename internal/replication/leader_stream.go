@@ -430,15 +430,26 @@ func (l *Leader) sendAppend(stream LeaderStream, raws [][]byte, commitLSN, last 
 // those already due), so that every follower echoes one at least once per
 // heartbeat: the failsafe lease (ConfirmedByFollowers) needs echoes at
 // most a fence delay old, and an idle stream otherwise echoes only every
-// progressEvery.
+// progressEvery. For as long, idle streams heartbeat every
+// LeaderConfig.Heartbeat instead of every IdleHeartbeat.
 func (l *Leader) WantEchoes(d time.Duration) {
 	until := mono(time.Now()) + int64(d)
 	for {
 		cur := l.echoUntil.Load()
 		if until <= cur || l.echoUntil.CompareAndSwap(cur, until) {
-			return
+			break
 		}
 	}
+	if l.cfg.IdleHeartbeat == l.cfg.Heartbeat {
+		return
+	}
+	l.mu.Lock()
+	if !l.fastBeat {
+		l.fastBeat = true
+		l.core.SetHeartbeat(int64(l.cfg.Heartbeat))
+		l.dispatchLocked()
+	}
+	l.unlock()
 }
 
 // ServeSnapshot streams a consistent snapshot of the data to a follower.

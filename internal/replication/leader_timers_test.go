@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -216,6 +217,45 @@ func TestIdleLeaderTicksPerHeartbeat(t *testing.T) {
 		synctest.Wait()
 		if n := l.ticks.Load() - before; n < 19 || n > 22 {
 			t.Errorf("an idle leader with one follower ticked %d times in 1s, want about 20 (one per %v heartbeat, one retention)", n, beat)
+		}
+	})
+}
+
+// TestIdleHeartbeatUntilEchoesWanted: with an IdleHeartbeat, an idle
+// stream gets a heartbeat every IdleHeartbeat; while the leader wants
+// echoes (the failsafe lease) every Heartbeat, from the heartbeat then due,
+// and every IdleHeartbeat again once the echoes are no longer wanted.
+func TestIdleHeartbeatUntilEchoesWanted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const beat, idle = 50 * time.Millisecond, 100 * time.Millisecond
+		l := newLeader(t, 1, commit.Mode{Kind: commit.Async}, func(c *LeaderConfig) { c.Heartbeat, c.IdleHeartbeat = beat, idle })
+		s := rawFollower(t, l, "f")
+		var got atomic.Int64 // heartbeats received
+		go func() {
+			for {
+				if _, err := s.Recv(); err != nil {
+					return
+				}
+				got.Add(1)
+			}
+		}()
+		synctest.Wait()
+		count := func(d time.Duration) int64 {
+			before := got.Load()
+			time.Sleep(d)
+			synctest.Wait()
+			return got.Load() - before
+		}
+		if n := count(time.Second); n < 9 || n > 11 {
+			t.Errorf("idle, no echoes wanted: %d heartbeats in 1s, want about %d", n, time.Second/idle)
+		}
+		l.WantEchoes(time.Second)
+		if n := count(time.Second); n < 18 || n > 21 {
+			t.Errorf("echoes wanted: %d heartbeats in 1s, want about %d", n, time.Second/beat)
+		}
+		count(idle) // the echoes' second ends within a heartbeat
+		if n := count(time.Second); n < 9 || n > 11 {
+			t.Errorf("after the echoes: %d heartbeats in 1s, want about %d", n, time.Second/idle)
 		}
 	})
 }

@@ -414,8 +414,15 @@ func (d *DB) noteExpiryLocked(earliest int64) {
 		return
 	}
 	d.expiryWrites++
-	if d.nextExpiry != 0 {
-		d.nextExpiry = min(d.nextExpiry, earliest)
+	if d.nextExpiry != 0 && earliest < d.nextExpiry {
+		d.nextExpiry = earliest
+		// Only a key due sooner than known wakes the expiry loop: a
+		// write load of later expiries (SET EX n, n alike) wakes it not
+		// at all.
+		select {
+		case d.expiryWritten <- struct{}{}:
+		default:
+		}
 	}
 }
 

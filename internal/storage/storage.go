@@ -348,7 +348,10 @@ type DB struct {
 	// 0: unknown, scan.
 	nextExpiry   int64
 	expiryWrites uint64
-	expiryScans  uint64 // scans that read the index (tests)
+	// expiryWritten (capacity 1; set at Open, not guarded) is signalled
+	// when a write lowered nextExpiry (ExpiryWritten).
+	expiryWritten chan struct{}
+	expiryScans   uint64 // scans that read the index (tests)
 }
 
 // Defaults of Options.
@@ -402,6 +405,8 @@ func Open(dir string, opts Options) (*DB, error) {
 		},
 	}
 	po.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
+	// Pebble's own scheduler, without its 100 ms timer while idle.
+	po.Experimental.CompactionScheduler = newCompactionScheduler()
 	pdb, err := pebble.Open(dir, po)
 	if err != nil {
 		trim.close()
@@ -411,7 +416,7 @@ func Open(dir string, opts Options) (*DB, error) {
 	if fs == nil {
 		fs = vfs.Default
 	}
-	d := &DB{pdb: pdb, log: log, fs: fs, dir: dir, rows: rowcache.NewGrouped(opts.RowCacheBytes, subGroupLen), trim: trim}
+	d := &DB{pdb: pdb, log: log, fs: fs, dir: dir, rows: rowcache.NewGrouped(opts.RowCacheBytes, subGroupLen), trim: trim, expiryWritten: make(chan struct{}, 1)}
 	if err := d.checkFormat(dir); err != nil {
 		pdb.Close()
 		trim.close()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"reflect"
 	"runtime"
@@ -1060,18 +1061,43 @@ func TestExpiryScanReadsOnlyWhenDue(t *testing.T) {
 	if scans() != 1 {
 		t.Fatalf("%d scans of an empty index, want 1", scans())
 	}
+	// NextExpiry and ExpiryWritten tell the expiry loop how long it may
+	// sleep: a write signals only when it lowers NextExpiry.
+	written := func() bool {
+		select {
+		case <-d.ExpiryWritten():
+			return true
+		default:
+			return false
+		}
+	}
+	if next := d.NextExpiry(); next != math.MaxInt64 || written() {
+		t.Fatalf("empty index: NextExpiry %d (signalled %v), want none, unsignalled", next, written())
+	}
 	e1 := entry(1, 1, putExp("a", "1", 500), put("big", strings.Repeat("x", 1<<20)))
 	mustAppend(t, d, e1)
 	mustApply(t, d, e1)
+	if next, w := d.NextExpiry(), written(); next != 500 || !w {
+		t.Fatalf("a due at 500 written: NextExpiry %d, signalled %v; want 500, signalled", next, w)
+	}
+	e0 := entry(1, 2, putExp("later", "1", 900))
+	mustAppend(t, d, e0)
+	mustApply(t, d, e0)
+	if next, w := d.NextExpiry(), written(); next != 500 || w {
+		t.Fatalf("a key due after a written: NextExpiry %d, signalled %v; want 500, unsignalled", next, w)
+	}
 	// The write itself says when a is due: no scan before.
 	expired(100)
 	expired(499)
 	if scans() != 1 {
 		t.Fatalf("%d scans before a's time, want still 1", scans())
 	}
-	e2 := entry(1, 2, putExp("b", "2", 300))
+	e2 := entry(1, 3, putExp("b", "2", 300))
 	mustAppend(t, d, e2)
 	mustApply(t, d, e2)
+	if next, w := d.NextExpiry(), written(); next != 300 || !w {
+		t.Fatalf("b due at 300 written: NextExpiry %d, signalled %v; want 300, signalled", next, w)
+	}
 	if got := expired(300); !reflect.DeepEqual(got, []string{"b"}) {
 		t.Fatalf("b due at 300 written after the scan: ExpiredKeys(300) = %v, want [b]", got)
 	}
@@ -1079,7 +1105,7 @@ func TestExpiryScanReadsOnlyWhenDue(t *testing.T) {
 	if got := expired(301); !reflect.DeepEqual(got, []string{"b"}) {
 		t.Fatalf("ExpiredKeys(301) = %v, want [b] again", got)
 	}
-	e3 := entry(1, 3, del("b"))
+	e3 := entry(1, 4, del("b"))
 	mustAppend(t, d, e3)
 	mustApply(t, d, e3)
 	if got := expired(302); got != nil {

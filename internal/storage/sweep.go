@@ -45,6 +45,17 @@ type sweepState struct {
 	passes   uint64 // passes finished (tests)
 }
 
+// SweepDue is when (Unix ms) Sweep next has work: 0 while a pass is under
+// way (each call continues it), else when the next pass may start.
+func (d *DB) SweepDue() int64 {
+	d.sweepMu.Lock()
+	defer d.sweepMu.Unlock()
+	if d.sweep.cursor != nil {
+		return 0
+	}
+	return d.sweep.nextPass
+}
+
 // Sweep continues (or, when due at nowMs, starts) a pass over the sub-key
 // rows, visiting at most budget groups, and returns how many garbage
 // groups it removed. The removal is written unsynced: one lost to a crash

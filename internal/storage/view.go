@@ -14,6 +14,23 @@ import (
 // RowCacheStats reports the row cache's contents and hit counts.
 func (d *DB) RowCacheStats() rowcache.Stats { return d.rows.Stats() }
 
+// NextExpiry is the earliest time (Unix ms) at which ExpiredKeys may find
+// a key due: a lower bound on every expiry index row's time, 0 when it is
+// not known (ExpiredKeys scans and learns it), math.MaxInt64 when the
+// index was empty at the last scan and nothing was written since. With
+// ExpiryWritten it lets an expiry loop sleep until a key is due instead of
+// polling: an idle node with no key due wakes for nothing.
+func (d *DB) NextExpiry() int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.nextExpiry
+}
+
+// ExpiryWritten is signalled (a buffer of one, never closed) after an
+// apply or ingest wrote an expiry index row due before NextExpiry, which
+// it lowered.
+func (d *DB) ExpiryWritten() <-chan struct{} { return d.expiryWritten }
+
 // ExpiredKeys returns up to limit keys whose data row expired at or before
 // nowMs, removing stale index rows it passes. When no index row can be
 // due yet it returns at once without reading.
