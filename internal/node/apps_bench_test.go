@@ -5,10 +5,8 @@ import (
 	"bytes"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -102,36 +100,18 @@ func benchApps(b *testing.B, workload string, clients int) {
 		}
 		return fmt.Errorf("unknown workload %q", workload)
 	}
-	run := func(calls int64) {
-		var left atomic.Int64
-		left.Store(calls)
-		var wg sync.WaitGroup
-		errs := make(chan error, len(conns))
-		for _, ac := range conns {
-			wg.Go(func() {
-				for left.Add(-1) >= 0 {
-					if err := op(ac); err != nil {
-						errs <- err
-						return
-					}
-				}
-			})
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			b.Fatal(err)
-		}
-	}
+	run := func(calls int64) { driveConns(b, conns, calls, op) }
 	run(int64(clients) * 20) // warm up
-	cpu0, a0, s0 := processCPU(), heapObjects(), syscallsRW()
+	cpu0, a0 := processCPU(), heapObjects()
+	r0, w0, _ := procSyscalls()
 	b.ResetTimer()
 	run(int64(b.N))
 	b.StopTimer()
 	calls := float64(b.N)
 	b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/calls, "cpu-µs/call")
 	b.ReportMetric(float64(heapObjects()-a0)/calls, "allocs/call")
-	b.ReportMetric(float64(syscallsRW()-s0)/calls, "rw-syscalls/call")
+	r1, w1, _ := procSyscalls()
+	b.ReportMetric(float64(r1-r0+w1-w0)/calls, "rw-syscalls/call")
 }
 
 // appConn is a raw RESP client connection making one call at a time.
@@ -161,23 +141,4 @@ func (ac *appConn) call(cmd []byte, want string) error {
 		return fmt.Errorf("%q: replies %q, want %q", cmd, ac.got, want)
 	}
 	return nil
-}
-
-// syscallsRW is how many read and write system calls the process has
-// made (syscr + syscw of /proc/self/io), 0 where that is not readable.
-func syscallsRW() int64 {
-	b, err := os.ReadFile("/proc/self/io")
-	if err != nil {
-		return 0
-	}
-	var n int64
-	for _, l := range strings.Split(string(b), "\n") {
-		for _, p := range []string{"syscr: ", "syscw: "} {
-			if v, ok := strings.CutPrefix(l, p); ok {
-				x, _ := strconv.ParseInt(v, 10, 64)
-				n += x
-			}
-		}
-	}
-	return n
 }

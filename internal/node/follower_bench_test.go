@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"net"
-	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -54,25 +53,7 @@ func benchFollowerWrite(b *testing.B, clients, depth int) {
 	}
 	var seq atomic.Int64
 	run := func(pipelines int64) {
-		var left atomic.Int64
-		left.Store(pipelines)
-		var wg sync.WaitGroup
-		errs := make(chan error, len(conns))
-		for _, pc := range conns {
-			wg.Go(func() {
-				for left.Add(-1) >= 0 {
-					if err := pc.setPipeline(&seq, depth); err != nil {
-						errs <- err
-						return
-					}
-				}
-			})
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			b.Fatal(err)
-		}
+		driveConns(b, conns, pipelines, func(pc *pipeConn) error { return pc.setPipeline(&seq, depth) })
 	}
 	run(int64(clients) * 20) // warm up
 	f := followers[0]

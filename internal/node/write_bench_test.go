@@ -63,25 +63,7 @@ func benchWriteHandoffs(b *testing.B, clients, depth int) {
 	}
 	var seq atomic.Int64
 	run := func(pipelines int64) {
-		var left atomic.Int64
-		left.Store(pipelines)
-		var wg sync.WaitGroup
-		errs := make(chan error, len(conns))
-		for _, pc := range conns {
-			wg.Go(func() {
-				for left.Add(-1) >= 0 {
-					if err := pc.setPipeline(&seq, depth); err != nil {
-						errs <- err
-						return
-					}
-				}
-			})
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			b.Fatal(err)
-		}
+		driveConns(b, conns, pipelines, func(pc *pipeConn) error { return pc.setPipeline(&seq, depth) })
 	}
 	run(int64(clients) * 20) // warm up: connections, buffers, group commit's average
 	_, peer, _ := leader.Addrs()
@@ -153,6 +135,30 @@ func heapObjects() uint64 {
 	s := []metrics.Sample{{Name: "/gc/heap/allocs:objects"}}
 	metrics.Read(s)
 	return s[0].Value.Uint64()
+}
+
+// driveConns makes calls calls of op, spread over conns, each connection
+// making one at a time, and fails b on the first error.
+func driveConns[C any](b *testing.B, conns []C, calls int64, op func(C) error) {
+	var left atomic.Int64
+	left.Store(calls)
+	var wg sync.WaitGroup
+	errs := make(chan error, len(conns))
+	for _, c := range conns {
+		wg.Go(func() {
+			for left.Add(-1) >= 0 {
+				if err := op(c); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
 }
 
 // waitStreams waits until the leader streams to n followers.
