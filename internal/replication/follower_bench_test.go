@@ -15,6 +15,7 @@ import (
 	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/peerpb"
 	"github.com/tandemdb/tandem/internal/storage"
+	"github.com/tandemdb/tandem/internal/testutil"
 )
 
 // BenchmarkFollowerPaced is a follower alone (real disk, its own fsyncs
@@ -61,9 +62,9 @@ func benchFollowerPaced(b *testing.B, per int, every, hold time.Duration) {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = f.Run(ctx) }()
 	b.Cleanup(func() { cancel(); <-done })
-	for !f.Status().Connected { // the handshake is done
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(b, "the handshake", waitTimeout, func() (bool, string) {
+		return f.Status().Connected, "not connected"
+	})
 
 	c0, cpu0 := f.Counts(), rusageCPU()
 	b.ResetTimer()
