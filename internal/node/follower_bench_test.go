@@ -1,9 +1,7 @@
 package node
 
 import (
-	"bufio"
 	"fmt"
-	"net"
 	"sync/atomic"
 	"testing"
 
@@ -42,15 +40,7 @@ func benchFollowerWrite(b *testing.B, clients, depth int) {
 	}
 	waitStreams(b, leader.current().(*leading).l, 2)
 
-	conns := make([]*pipeConn, clients)
-	for i := range conns {
-		c, err := net.Dial("tcp", leader.respAddr)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { c.Close() })
-		conns[i] = &pipeConn{c: c, r: bufio.NewReader(c)}
-	}
+	conns := dialPipeConns(b, leader.respAddr, clients)
 	var seq atomic.Int64
 	run := func(pipelines int64) {
 		driveConns(b, conns, pipelines, func(pc *pipeConn) error { return pc.setPipeline(&seq, depth) })

@@ -52,15 +52,7 @@ func benchWriteHandoffs(b *testing.B, clients, depth int) {
 	l := leader.current().(*leading).l
 	waitStreams(b, l, 2)
 
-	conns := make([]*pipeConn, clients)
-	for i := range conns {
-		c, err := net.Dial("tcp", leader.respAddr)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { c.Close() })
-		conns[i] = &pipeConn{c: c, r: bufio.NewReader(c)}
-	}
+	conns := dialPipeConns(b, leader.respAddr, clients)
 	var seq atomic.Int64
 	run := func(pipelines int64) {
 		driveConns(b, conns, pipelines, func(pc *pipeConn) error { return pc.setPipeline(&seq, depth) })
@@ -135,6 +127,20 @@ func heapObjects() uint64 {
 	s := []metrics.Sample{{Name: "/gc/heap/allocs:objects"}}
 	metrics.Read(s)
 	return s[0].Value.Uint64()
+}
+
+// dialPipeConns opens n raw RESP connections to addr, closed when b ends.
+func dialPipeConns(b *testing.B, addr string, n int) []*pipeConn {
+	conns := make([]*pipeConn, n)
+	for i := range conns {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { c.Close() })
+		conns[i] = &pipeConn{c: c, r: bufio.NewReader(c)}
+	}
+	return conns
 }
 
 // driveConns makes calls calls of op, spread over conns, each connection
