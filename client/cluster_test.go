@@ -127,7 +127,8 @@ type writer struct {
 
 	mu         sync.Mutex
 	acked      []string // keys whose SET was acknowledged
-	ackedAfter int      // SETs acknowledged since the last mark
+	marks      int      // how many times mark was called
+	ackedAfter []string // keys whose SET began after the last mark and was acknowledged
 	incrOK     int      // INCRs acknowledged
 	incrUnsure int      // INCRs that returned an error (outcome unknown)
 	setErrs    []error
@@ -145,13 +146,21 @@ func startWriter(c *Client, prefix string) *writer {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			k := prefix + strconv.Itoa(i)
+			w.mu.Lock()
+			marks := w.marks
+			w.mu.Unlock()
 			err := c.Set(ctx, k, i, 0).Err()
 			_, ierr := c.Incr(ctx, prefix+"counter").Result()
 			cancel()
 			w.mu.Lock()
 			if err == nil {
 				w.acked = append(w.acked, k)
-				w.ackedAfter++
+				// A SET that began before the mark counts as before it,
+				// even if its reply is recorded after: the old leader may
+				// have acknowledged it just before it was stopped.
+				if marks == w.marks {
+					w.ackedAfter = append(w.ackedAfter, k)
+				}
 			} else {
 				w.setErrs = append(w.setErrs, err)
 			}
@@ -166,24 +175,26 @@ func startWriter(c *Client, prefix string) *writer {
 	return w
 }
 
-// mark starts counting acknowledgements anew.
+// mark starts counting acknowledgements anew: only SETs that begin after
+// it count.
 func (w *writer) mark() {
 	w.mu.Lock()
-	w.ackedAfter = 0
+	w.marks++
+	w.ackedAfter = nil
 	w.mu.Unlock()
 }
 
 func (w *writer) ackedSinceMark() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.ackedAfter
+	return len(w.ackedAfter)
 }
 
 // state describes the writer for a timed-out wait.
 func (w *writer) state() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	s := fmt.Sprintf("%d acknowledged since the mark, %d in all, %d SET errors", w.ackedAfter, len(w.acked), len(w.setErrs))
+	s := fmt.Sprintf("%d acknowledged since the mark, %d in all, %d SET errors", len(w.ackedAfter), len(w.acked), len(w.setErrs))
 	if len(w.setErrs) > 0 {
 		s += fmt.Sprintf(" (last: %v)", w.setErrs[len(w.setErrs)-1])
 	}
@@ -320,7 +331,7 @@ func TestLeaderDies(t *testing.T) {
 	defer cancel()
 	r := tc.direct("n2")
 	w.mu.Lock()
-	after := w.acked[len(w.acked)-w.ackedAfter:]
+	after := w.ackedAfter
 	w.mu.Unlock()
 	for _, k := range after {
 		if v, err := r.Get(ctx, k).Result(); err != nil || v != k[1:] {
