@@ -8,8 +8,6 @@ import (
 	"io"
 	"os"
 
-	"github.com/cockroachdb/pebble/v2/vfs"
-
 	"github.com/tandemdb/tandem/internal/logrec"
 )
 
@@ -41,34 +39,14 @@ func (d *DB) saveEpochs(seen uint64, history []logrec.Position) error {
 	b = append(b, encodePositions(history)...)
 	b = binary.BigEndian.AppendUint32(b, crc32.Checksum(b, epochCRC))
 	tmp, path := d.fs.PathJoin(d.dir, epochFileTmp), d.fs.PathJoin(d.dir, epochFile)
-	f, err := d.fs.Create(tmp, vfs.WriteCategoryUnspecified)
-	if err != nil {
-		return fmt.Errorf("storage: epoch file: %w", err)
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return fmt.Errorf("storage: epoch file: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("storage: epoch file: %w", err)
-	}
-	if err := f.Close(); err != nil {
+	if err := writeSynced(d.fs, tmp, b); err != nil {
 		return fmt.Errorf("storage: epoch file: %w", err)
 	}
 	if err := d.fs.Rename(tmp, path); err != nil {
 		return fmt.Errorf("storage: epoch file: %w", err)
 	}
-	dir, err := d.fs.OpenDir(d.dir)
-	if err != nil {
+	if err := syncDir(d.fs, d.dir); err != nil {
 		return fmt.Errorf("storage: epoch file: %w", err)
-	}
-	err = dir.Sync()
-	if cerr := dir.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("storage: epoch file: sync %s: %w", d.dir, err)
 	}
 	return nil
 }

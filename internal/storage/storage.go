@@ -228,6 +228,11 @@ type Options struct {
 	// pebbleWAL turns Pebble's own log back on: only for the benchmark
 	// that measures what it cost (BenchmarkApplyPebbleWAL).
 	pebbleWAL bool
+	// afterPebbleOpen, when set (tests), is called once Pebble is open,
+	// before the format gate's migration: the crash tests of a migration
+	// take their clones from there (Pebble's own Open is Pebble's to
+	// test).
+	afterPebbleOpen func()
 }
 
 // MemoryBytes is the most memory Pebble's cache allocation can hold under
@@ -407,17 +412,34 @@ func Open(dir string, opts Options) (*DB, error) {
 	po.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
 	// Pebble's own scheduler, without its 100 ms timer while idle.
 	po.Experimental.CompactionScheduler = newCompactionScheduler()
+	fs := opts.FS
+	if fs == nil {
+		fs = vfs.Default
+	}
+	// The format gate (format.go) reads the marker before Pebble or the
+	// log touch the dir: a newer format is refused untouched.
+	marked, _, err := ReadFormat(fs, dir)
+	if err == nil && marked != 0 {
+		err = checkFormatVersion(dir, marked)
+	}
+	if err != nil {
+		trim.close()
+		return nil, err
+	}
+	fresh := true
+	if desc, err := pebble.Peek(dir, fs); err == nil {
+		fresh = !desc.Exists
+	}
 	pdb, err := pebble.Open(dir, po)
 	if err != nil {
 		trim.close()
 		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
 	}
-	fs := opts.FS
-	if fs == nil {
-		fs = vfs.Default
-	}
 	d := &DB{pdb: pdb, log: log, fs: fs, dir: dir, rows: rowcache.NewGrouped(opts.RowCacheBytes, subGroupLen), trim: trim, expiryWritten: make(chan struct{}, 1)}
-	if err := d.checkFormat(dir); err != nil {
+	if opts.afterPebbleOpen != nil {
+		opts.afterPebbleOpen()
+	}
+	if err := d.openFormat(marked, fresh); err != nil {
 		pdb.Close()
 		trim.close()
 		return nil, err
@@ -443,19 +465,6 @@ func Open(dir string, opts Options) (*DB, error) {
 	return d, nil
 }
 
-// checkFormat refuses a data dir whose log is in Pebble.
-func (d *DB) checkFormat(dir string) error {
-	it, err := d.pdb.NewIter(&pebble.IterOptions{LowerBound: oldLogLower, UpperBound: oldLogUpper})
-	if err != nil {
-		return fmt.Errorf("storage: open %s: %w", dir, err)
-	}
-	defer it.Close()
-	if it.First() {
-		return fmt.Errorf("%w: %s holds the replication log in Pebble, the format before the log moved to its own files; wipe the data dir and re-seed the node", ErrOldFormat, dir)
-	}
-	return it.Error()
-}
-
 func (d *DB) recover() error {
 	var err error
 	if d.applied, err = d.getUint(metaApplied); err != nil {
@@ -471,27 +480,16 @@ func (d *DB) recover() error {
 			return fmt.Errorf("storage: log base: %w", err)
 		}
 	}
-	if seen, history, ok, err := d.loadEpochs(); err != nil {
+	// Every data dir of the current format has its epoch file (a new
+	// one and an older one got it in openFormat).
+	seen, history, ok, err := d.loadEpochs()
+	if err != nil {
 		return err
-	} else if ok {
-		d.epoch, d.epochs = seen, history
-	} else {
-		// A new data dir, or one from before the epoch file: the
-		// epochs are in Pebble (or nowhere), and go to the file now.
-		if d.epoch, err = d.getUint(metaEpoch); err != nil {
-			return err
-		}
-		if v, ok, err := d.getMeta(metaEpochs); err != nil {
-			return err
-		} else if ok {
-			if d.epochs, err = decodePositions(v); err != nil {
-				return fmt.Errorf("storage: epoch history: %w", err)
-			}
-		}
-		if err := d.saveEpochs(d.epoch, d.epochs); err != nil {
-			return err
-		}
 	}
+	if !ok {
+		return fmt.Errorf("storage: %s is data dir format %d but has no epoch file %s: %w", d.dir, DataFormat, epochFile, ErrCorrupt)
+	}
+	d.epoch, d.epochs = seen, history
 	_, seeding, err := d.getMeta(metaSeeding)
 	if err != nil {
 		return err
