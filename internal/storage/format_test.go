@@ -11,6 +11,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/tandemdb/tandem/internal/dataformat"
 	"github.com/tandemdb/tandem/internal/frame"
 	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/testutil"
@@ -19,7 +20,7 @@ import (
 // readMarker is the marker file's bytes ("" when there is none).
 func readMarker(t *testing.T, fs vfs.FS) string {
 	t.Helper()
-	f, err := fs.Open(fs.PathJoin(dir, formatFile))
+	f, err := fs.Open(fs.PathJoin(dir, dataformat.File))
 	if err != nil {
 		return ""
 	}
@@ -34,10 +35,7 @@ func readMarker(t *testing.T, fs vfs.FS) string {
 // setMarker writes the marker durably (as a build of that format would).
 func setMarker(t *testing.T, fs vfs.FS, content string) {
 	t.Helper()
-	if err := writeSynced(fs, fs.PathJoin(dir, formatFile), []byte(content)); err != nil {
-		t.Fatal(err)
-	}
-	if err := syncDir(fs, dir); err != nil {
+	if err := dataformat.WriteAtomic(fs, dir, dataformat.File, []byte(content)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -46,7 +44,7 @@ func setMarker(t *testing.T, fs vfs.FS, content string) {
 // marker; with epochFileToo the epoch file), durably.
 func unmark(t *testing.T, fs vfs.FS, epochFileToo bool) {
 	t.Helper()
-	names := []string{formatFile}
+	names := []string{dataformat.File}
 	if epochFileToo {
 		names = append(names, epochFile)
 	}
@@ -55,7 +53,11 @@ func unmark(t *testing.T, fs vfs.FS, epochFileToo bool) {
 			t.Fatal(err)
 		}
 	}
-	if err := syncDir(fs, dir); err != nil {
+	d, err := fs.OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := errors.Join(d.Sync(), d.Close()); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -88,19 +90,19 @@ func format2Dir(t *testing.T, fs vfs.FS) []logrec.Position {
 	return hist
 }
 
-// TestFormatMarkerOnNewDir: a new data dir gets the marker of DataFormat,
-// one line of text, and ReadFormat reads it back.
+// TestFormatMarkerOnNewDir: a new data dir gets the marker of dataformat.Current,
+// one line of text, and dataformat.Read reads it back.
 func TestFormatMarkerOnNewDir(t *testing.T) {
 	fs := vfs.NewMem()
 	d := open(t, fs)
 	defer d.Close()
-	if got, want := readMarker(t, fs), fmt.Sprintf("tandem data dir format %d\n", DataFormat); got != want {
+	if got, want := readMarker(t, fs), fmt.Sprintf("tandem data dir format %d\n", dataformat.Current); got != want {
 		t.Fatalf("marker %q, want %q", got, want)
 	}
-	if v, ok, err := ReadFormat(fs, dir); v != DataFormat || !ok || err != nil {
-		t.Fatalf("ReadFormat = %d, %v, %v; want %d", v, ok, err, DataFormat)
+	if v, ok, err := dataformat.Read(fs, dir); v != dataformat.Current || !ok || err != nil {
+		t.Fatalf("dataformat.Read = %d, %v, %v; want %d", v, ok, err, dataformat.Current)
 	}
-	if _, err := fs.Stat(fs.PathJoin(dir, formatFileTmp)); err == nil {
+	if _, err := fs.Stat(fs.PathJoin(dir, dataformat.File+".tmp")); err == nil {
 		t.Fatal("the marker's temporary file is left behind")
 	}
 }
@@ -122,19 +124,19 @@ func TestNewerFormatRefused(t *testing.T) {
 			} else if err := fs.MkdirAll(dir, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			newer := DataFormat + 1
+			newer := dataformat.Current + 1
 			setMarker(t, fs, fmt.Sprintf("tandem data dir format %d\n", newer))
 			before := listAll(t, fs, dir)
 			_, err := Open(dir, Options{FS: fs, Logger: testLogger(t)})
 			if !errors.Is(err, ErrNewerFormat) {
 				t.Fatalf("Open of a format %d dir: %v, want ErrNewerFormat", newer, err)
 			}
-			for _, want := range []string{fmt.Sprintf("format %d", newer), fmt.Sprintf("up to %d", DataFormat)} {
+			for _, want := range []string{fmt.Sprintf("format %d", newer), fmt.Sprintf("up to %d", dataformat.Current)} {
 				if !strings.Contains(err.Error(), want) {
 					t.Errorf("error %q does not say %q", err, want)
 				}
 			}
-			if err := CheckFormat(fs, dir); !errors.Is(err, ErrNewerFormat) {
+			if err := dataformat.Check(fs, dir); !errors.Is(err, ErrNewerFormat) {
 				t.Errorf("CheckFormat: %v, want ErrNewerFormat", err)
 			}
 			if after := listAll(t, fs, dir); !slices.Equal(before, after) {
@@ -188,11 +190,11 @@ func TestBadMarkerRefused(t *testing.T) {
 	}{
 		{"format 1", "tandem data dir format 1\n", ErrOldFormat},
 		{"empty", "", frame.ErrCorrupt},
-		{"no newline", fmt.Sprintf("tandem data dir format %d", DataFormat), frame.ErrCorrupt},
+		{"no newline", fmt.Sprintf("tandem data dir format %d", dataformat.Current), frame.ErrCorrupt},
 		{"zero", "tandem data dir format 0\n", frame.ErrCorrupt},
 		{"negative", "tandem data dir format -3\n", frame.ErrCorrupt},
-		{"flipped", fmt.Sprintf("tandem data dir formaT %d\n", DataFormat), frame.ErrCorrupt},
-		{"trailing", fmt.Sprintf("tandem data dir format %d\nx", DataFormat), frame.ErrCorrupt},
+		{"flipped", fmt.Sprintf("tandem data dir formaT %d\n", dataformat.Current), frame.ErrCorrupt},
+		{"trailing", fmt.Sprintf("tandem data dir format %d\nx", dataformat.Current), frame.ErrCorrupt},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fs := vfs.NewMem()
@@ -247,8 +249,8 @@ func TestUnmarkedDirFromBeforeTheGate(t *testing.T) {
 	if d.Epoch() != 5 || d.Durable().LSN != 3 || d.Applied() != 3 || !slices.Equal(dump(t, d), want) {
 		t.Fatalf("epoch %d, durable %v, applied %d, data %v; want 5, 3, 3, %v", d.Epoch(), d.Durable(), d.Applied(), dump(t, d), want)
 	}
-	if v, ok, err := ReadFormat(fs, dir); v != DataFormat || !ok || err != nil {
-		t.Fatalf("after Open: ReadFormat = %d, %v, %v; want %d", v, ok, err, DataFormat)
+	if v, ok, err := dataformat.Read(fs, dir); v != dataformat.Current || !ok || err != nil {
+		t.Fatalf("after Open: dataformat.Read = %d, %v, %v; want %d", v, ok, err, dataformat.Current)
 	}
 }
 
@@ -277,8 +279,8 @@ func checkMigrated(t *testing.T, name string, d *DB, fs vfs.FS, hist []logrec.Po
 	if got, want := dump(t, d), []string{"k0=v3@0", "k1=v4@0", "k2=v2@0"}; !slices.Equal(got, want) {
 		t.Fatalf("%s: data %v, want %v", name, got, want)
 	}
-	if v, ok, err := ReadFormat(fs, dir); v != DataFormat || !ok || err != nil {
-		t.Fatalf("%s: ReadFormat = %d, %v, %v; want %d", name, v, ok, err, DataFormat)
+	if v, ok, err := dataformat.Read(fs, dir); v != dataformat.Current || !ok || err != nil {
+		t.Fatalf("%s: dataformat.Read = %d, %v, %v; want %d", name, v, ok, err, dataformat.Current)
 	}
 }
 
@@ -329,7 +331,7 @@ func TestOldFormatRefusedNamesFormats(t *testing.T) {
 	}
 	unmark(t, fs, true)
 	_, err := Open(dir, Options{FS: fs, Logger: testLogger(t)})
-	if !errors.Is(err, ErrOldFormat) || !strings.Contains(err.Error(), fmt.Sprintf("format %d", FormatLogInPebble)) || !strings.Contains(err.Error(), fmt.Sprintf("formats %d to %d", FormatEpochsInPebble, DataFormat)) {
+	if !errors.Is(err, ErrOldFormat) || !strings.Contains(err.Error(), fmt.Sprintf("format %d", dataformat.LogInPebble)) || !strings.Contains(err.Error(), fmt.Sprintf("formats %d to %d", dataformat.Oldest, dataformat.Current)) {
 		t.Fatalf("Open of a format-1 dir: %v, want ErrOldFormat naming the formats", err)
 	}
 	if readMarker(t, fs) != "" {

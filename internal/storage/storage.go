@@ -7,6 +7,7 @@
 //	<dir>/log/   the replication log (package wal): one record per logrec
 //	             entry, the record's LSN the entry's
 //	<dir>/epochs the highest epoch seen and the epoch history (epochfile.go)
+//	<dir>/FORMAT the data dir's format (package dataformat; format.go)
 //
 //	'd' key                         -> metadata row    package keyspace's rows: one per key
 //	's' keyLen key version sub      -> value           and one per field/member/element
@@ -28,10 +29,22 @@
 // count), the log base (the position before the first retained entry) and
 // the seeding mark. The highest epoch seen and the epoch history are in the
 // epoch file, written synced and renamed into place (older data dirs have
-// them in Pebble, 'm' epoch and epochs, copied to the file at Open). Before
-// the log moved to segment files it lived in Pebble under 'l' (lsn, 8 bytes BE -> the entry): Open
-// refuses a data dir that still holds such rows (ErrOldFormat); it must be
-// wiped and the node re-seeded.
+// them in Pebble, 'm' epoch and epochs). Before the log moved to segment
+// files it lived in Pebble under 'l' (lsn, 8 bytes BE -> the entry).
+//
+// # The format gate
+//
+// Open runs package dataformat's gate (format.go): it reads <dir>/FORMAT
+// before Pebble or the log touch the dir and refuses a newer format
+// (ErrNewerFormat) untouched; it recognises a dir without a marker by what
+// it holds (rows under 'l': format 1, refused with ErrOldFormat: wipe it
+// and re-seed the node; an epoch file: format 3; else format 2, or a new
+// dir); it migrates format 2 by copying the epochs from Pebble to the
+// epoch file (synced), and writes the marker (synced, renamed into place)
+// last, so a crash mid-migration leaves an unmarked format-2 dir or an
+// unmarked dir with its epoch file, either of which the next Open takes
+// up (TestFormatMigrationCrash). A marked dir without its epoch file is
+// ErrCorrupt.
 //
 // # Promises
 //
@@ -142,6 +155,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/tandemdb/tandem/internal/dataformat"
 	"github.com/tandemdb/tandem/internal/frame"
 	"github.com/tandemdb/tandem/internal/keyspace"
 	"github.com/tandemdb/tandem/internal/logrec"
@@ -166,9 +180,10 @@ var (
 	// log base. A damaged entry itself is wal.ErrCorrupt (as the log reads
 	// it) or logrec.ErrCorrupt. All are frame.ErrCorrupt.
 	ErrCorrupt = frame.NewCorruption("storage: corrupt data")
-	// ErrOldFormat: the data dir holds the log in Pebble, the format from
-	// before the log moved to its own files. Wipe it and re-seed the node.
-	ErrOldFormat = errors.New("storage: data dir from an older format")
+	// ErrOldFormat: the data dir is of a format this build cannot migrate
+	// (dataformat.ErrOlder): the log in Pebble, the format from before
+	// the log moved to its own files. Wipe it and re-seed the node.
+	ErrOldFormat = dataformat.ErrOlder
 )
 
 const (
@@ -418,9 +433,9 @@ func Open(dir string, opts Options) (*DB, error) {
 	}
 	// The format gate (format.go) reads the marker before Pebble or the
 	// log touch the dir: a newer format is refused untouched.
-	marked, _, err := ReadFormat(fs, dir)
+	marked, _, err := dataformat.Read(fs, dir)
 	if err == nil && marked != 0 {
-		err = checkFormatVersion(dir, marked)
+		err = dataformat.CheckVersion(dir, marked)
 	}
 	if err != nil {
 		trim.close()
@@ -487,7 +502,7 @@ func (d *DB) recover() error {
 		return err
 	}
 	if !ok {
-		return fmt.Errorf("storage: %s is data dir format %d but has no epoch file %s: %w", d.dir, DataFormat, epochFile, ErrCorrupt)
+		return fmt.Errorf("storage: %s is data dir format %d but has no epoch file %s: %w", d.dir, dataformat.Current, epochFile, ErrCorrupt)
 	}
 	d.epoch, d.epochs = seen, history
 	_, seeding, err := d.getMeta(metaSeeding)
