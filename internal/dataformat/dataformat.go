@@ -114,7 +114,8 @@ var (
 )
 
 // Read returns the format named by dir's marker, and ok false when dir has
-// none (a new dir, or one from before the gate). It only reads.
+// none (a new dir, or one from before the gate). It only reads. A nil fs
+// is the disk.
 func Read(fs vfs.FS, dir string) (format int, ok bool, err error) {
 	if fs == nil {
 		fs = vfs.Default
@@ -167,8 +168,11 @@ func Check(fs vfs.FS, dir string) error {
 	return CheckVersion(dir, v)
 }
 
-// Write durably replaces dir's marker with format v.
+// Write durably replaces dir's marker with format v (nil fs: the disk).
 func Write(fs vfs.FS, dir string, v int) error {
+	if fs == nil {
+		fs = vfs.Default
+	}
 	if err := WriteAtomic(fs, dir, File, []byte(prefix+strconv.Itoa(v)+"\n")); err != nil {
 		return fmt.Errorf("dataformat: write the marker: %w", err)
 	}
