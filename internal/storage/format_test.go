@@ -292,7 +292,8 @@ func checkMigrated(t *testing.T, name string, d *DB, fs vfs.FS, hist []logrec.Po
 func TestFormatMigrationCrash(t *testing.T) {
 	c := testutil.NewCrasher(0, 50, 100)
 	hist := format2Dir(t, c.Mem)
-	d, err := Open(dir, Options{FS: c.FS(), CacheBytes: 1 << 20, Logger: testLogger(t), afterPebbleOpen: func() { c.Step(0) }})
+	startCrashes := func() { c.Step(0) }
+	d, err := Open(dir, Options{FS: c.FS(), CacheBytes: 1 << 20, Logger: testLogger(t), afterPebbleOpen: &startCrashes})
 	if err != nil {
 		t.Fatal(err)
 	}

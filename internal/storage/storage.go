@@ -246,8 +246,8 @@ type Options struct {
 	// afterPebbleOpen, when set (tests), is called once Pebble is open,
 	// before the format gate's migration: the crash tests of a migration
 	// take their clones from there (Pebble's own Open is Pebble's to
-	// test).
-	afterPebbleOpen func()
+	// test). A pointer, so that Options stay comparable.
+	afterPebbleOpen *func()
 }
 
 // MemoryBytes is the most memory Pebble's cache allocation can hold under
@@ -452,7 +452,7 @@ func Open(dir string, opts Options) (*DB, error) {
 	}
 	d := &DB{pdb: pdb, log: log, fs: fs, dir: dir, rows: rowcache.NewGrouped(opts.RowCacheBytes, subGroupLen), trim: trim, expiryWritten: make(chan struct{}, 1)}
 	if opts.afterPebbleOpen != nil {
-		opts.afterPebbleOpen()
+		(*opts.afterPebbleOpen)()
 	}
 	if err := d.openFormat(marked, fresh); err != nil {
 		pdb.Close()
