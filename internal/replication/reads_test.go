@@ -3,6 +3,7 @@ package replication
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/tandemdb/tandem/internal/commit"
 	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/peerpb"
+	"github.com/tandemdb/tandem/internal/testutil"
 	"github.com/tandemdb/tandem/internal/transport/inmem"
 )
 
@@ -182,5 +184,49 @@ func TestFreshnessSurvivesLateDelivery(t *testing.T) {
 	l.dialer.SetHook(leaderName, "f", nil)
 	if err := f.f.WaitFresh(ctx, bound); err != nil {
 		t.Fatalf("the follower never proved itself fresh again: %v", err)
+	}
+}
+
+// TestNewLeaderProvesNoFreshnessBelowItsStart: a promoted follower leads
+// with a durable tail it has not applied (its old leader acknowledged
+// those writes once they were durable here, and died before it said so);
+// until its commit reaches the start of its leadership those writes may
+// be acknowledged and still missing everywhere, so its messages prove no
+// follower fresh. Under semisync with a sync set that never answers, the
+// commit stays below the start: the follower must not believe itself
+// within a second of its leader. Once the commit passes the start, it does.
+func TestNewLeaderProvesNoFreshnessBelowItsStart(t *testing.T) {
+	fs := vfs.NewMem()
+	db := openDB(t, fs)
+	var raws [][]byte
+	for lsn := uint64(1); lsn <= 3; lsn++ {
+		e := logrec.Entry{Epoch: 2, LSN: lsn, TimeNs: int64(lsn), Ops: []logrec.Op{{Kind: logrec.OpPut, Key: []byte("k"), Value: []byte(fmt.Sprint("v", lsn))}}}
+		raws = append(raws, logrec.Encode(&e))
+	}
+	if err := db.AppendLog(raws); err != nil {
+		t.Fatal(err)
+	}
+	l := startLeader(t, fs, db, 3, commit.Mode{Kind: commit.SemiSync}, nil)
+	l.SetSyncSet([]string{"g"}) // never connects
+	f := newFollowerNode(t, "f", vfs.NewMem(), l.dialer)
+	waitConnected(t, l, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	testutil.Eventually(t, "the follower to hold the tail", waitTimeout, func() (bool, string) {
+		return f.db.Durable().LSN >= 3, fmt.Sprint("durable ", f.db.Durable())
+	})
+	// Heartbeats every 20 ms: 15 of them.
+	short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
+	err := f.f.WaitFresh(short, time.Second)
+	cancelShort()
+	if !errors.Is(err, ErrReadElsewhere) {
+		t.Fatalf("WaitFresh(1s) while the leader's commit (%d) is below its start (3) = %v, want ErrReadElsewhere", l.Status().Commit, err)
+	}
+	l.SetSyncSet([]string{"f"})
+	if err := f.f.WaitFresh(ctx, time.Second); err != nil {
+		t.Fatalf("WaitFresh(1s) once the commit passed the start: %v", err)
+	}
+	if v, ok := get(t, f.db, "k"); !ok || v != "v3" {
+		t.Fatalf("a fresh follower has k = %q, %v; want v3", v, ok)
 	}
 }
