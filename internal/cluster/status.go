@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/tandemdb/tandem/internal/coord"
+	"github.com/tandemdb/tandem/internal/dataformat"
 	"github.com/tandemdb/tandem/internal/orchestrator/orchapi"
 	"github.com/tandemdb/tandem/internal/statusdoc"
 )
@@ -39,7 +40,15 @@ func Collect(ctx context.Context, f File) statusdoc.Cluster {
 	for i, n := range f.Nodes {
 		wg.Go(func() {
 			nr := statusdoc.ClusterNode{ID: n.Name, Addr: n.RESPAddr, PID: n.PID, State: statusdoc.StateDown}
-			if s, err := FetchStatus(ctx, n.HTTPAddr); err == nil {
+			s, err := FetchStatus(ctx, n.HTTPAddr)
+			if err != nil && n.DataDir != "" {
+				// A node whose data dir this build refuses (a newer
+				// format, say) exits at every start: say why.
+				if ferr := dataformat.Check(nil, n.DataDir); ferr != nil {
+					nr.Reason = ferr.Error()
+				}
+			}
+			if err == nil {
 				nr.Role, nr.State, nr.Reason, nr.PID = s.Role, s.State, s.Reason, s.PID
 				nr.DurableLSN, nr.AppliedLSN, nr.LagLSN, nr.LagSeconds = s.DurableLSN, s.AppliedLSN, s.LagLSN, s.LagSeconds
 				nr.SeedPercent, nr.RollbackFiles = s.SeedPercent, s.RollbackFiles

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
+	"github.com/tandemdb/tandem/internal/dataformat"
 	"github.com/tandemdb/tandem/internal/statusdoc"
 )
 
@@ -29,7 +31,7 @@ func serveStatus(t *testing.T, doc statusdoc.Node) string {
 // TestCollect builds the cluster document from the nodes' documents: the
 // leader names the epoch, a follower's lag is measured against the leader's
 // last LSN, a fenced node keeps its reason, and a node that does not answer
-// is down.
+// is down (with the reason when its data dir's format is refused).
 func TestCollect(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -37,11 +39,17 @@ func TestCollect(t *testing.T) {
 	}
 	downAddr := ln.Addr().String()
 	ln.Close()
+	// n5 is down because its data dir is of a newer format.
+	newerDir := t.TempDir()
+	if err := dataformat.Write(nil, newerDir, dataformat.Current+1); err != nil {
+		t.Fatal(err)
+	}
 	f := File{Proxy: "127.0.0.1:6380", Nodes: []NodeInfo{
 		{Name: "n1", RESPAddr: "r1", HTTPAddr: serveStatus(t, statusdoc.Node{Role: statusdoc.RoleLeader, State: statusdoc.StateLeading, Epoch: 4, PID: 11, DurableLSN: 20, AppliedLSN: 20})},
 		{Name: "n2", RESPAddr: "r2", HTTPAddr: serveStatus(t, statusdoc.Node{Role: statusdoc.RoleFollower, State: "seeding", Epoch: 4, PID: 12, SeedPercent: 40})},
 		{Name: "n3", RESPAddr: "r3", HTTPAddr: serveStatus(t, statusdoc.Node{Role: statusdoc.RoleFenced, State: statusdoc.StateFenced, Reason: "lead failed", Epoch: 5, PID: 13})},
 		{Name: "n4", RESPAddr: "r4", HTTPAddr: downAddr, PID: 14},
+		{Name: "n5", RESPAddr: "r5", HTTPAddr: downAddr, DataDir: newerDir},
 	}}
 	got := Collect(context.Background(), f)
 	want := statusdoc.Cluster{Epoch: 4, Leader: "n1", Proxy: "127.0.0.1:6380", Nodes: []statusdoc.ClusterNode{
@@ -49,6 +57,7 @@ func TestCollect(t *testing.T) {
 		{ID: "n2", Role: statusdoc.RoleFollower, Addr: "r2", PID: 12, State: "seeding", LagLSN: 20, SeedPercent: 40},
 		{ID: "n3", Role: statusdoc.RoleFenced, Addr: "r3", PID: 13, State: statusdoc.StateFenced, Reason: "lead failed"},
 		{ID: "n4", Addr: "r4", PID: 14, State: statusdoc.StateDown},
+		{ID: "n5", Addr: "r5", State: statusdoc.StateDown, Reason: dataformat.CheckVersion(newerDir, dataformat.Current+1).Error()},
 	}}
 	gb, _ := json.Marshal(got)
 	wb, _ := json.Marshal(want)
@@ -57,7 +66,7 @@ func TestCollect(t *testing.T) {
 	}
 	var table bytes.Buffer
 	PrintTable(&table, got)
-	for _, s := range []string{"epoch 4, leader n1, proxy 127.0.0.1:6380", "seeding 40%", "fenced (lead failed)", "down"} {
+	for _, s := range []string{"epoch 4, leader n1, proxy 127.0.0.1:6380", "seeding 40%", "fenced (lead failed)", "down", fmt.Sprintf("down (dataformat: data dir from a newer format: %s is data dir format %d", newerDir, dataformat.Current+1)} {
 		if !strings.Contains(table.String(), s) {
 			t.Errorf("table has no %q:\n%s", s, table.String())
 		}

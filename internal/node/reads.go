@@ -198,13 +198,16 @@ func (n *Node) followerGate(ctx context.Context, r *following, req resp.ReadRequ
 }
 
 // followerBounded returns nil once the follower's staleness is within
-// bound. The stream proves it with each message under load; an idle
-// stream only with heartbeats sent under the leader's lease (which an
-// idle leader lets lapse between confirmations), so when the stream has
-// not proven it the follower asks the leader its commit position instead
-// (the batched ReadIndex) and, once it has applied it, qualifies if that
-// took at most bound since it asked: everything the leader had committed
-// before the question is applied.
+// bound. The stream proves it by a round trip (replication's reads.go: a
+// report's read stamp, echoed with a commit LSN the leader read after
+// it), a round trip old under load; an idle stream only as of the
+// follower's last report, a heartbeat old at best, and only with
+// messages sent under the leader's lease (which an idle leader lets
+// lapse between confirmations). So when the stream has not proven it the
+// follower asks the leader its commit position instead (the batched
+// ReadIndex) and, once it has applied it, qualifies if that took at most
+// bound since it asked: everything the leader had committed before the
+// question is applied.
 func (n *Node) followerBounded(ctx context.Context, r *following, bound time.Duration) error {
 	for !r.f.Fresh(bound) {
 		asked := time.Now()

@@ -689,7 +689,10 @@ type Progress struct {
 	DurableLsn uint64                 `protobuf:"varint,1,opt,name=durable_lsn,json=durableLsn,proto3" json:"durable_lsn,omitempty"`
 	AppliedLsn uint64                 `protobuf:"varint,2,opt,name=applied_lsn,json=appliedLsn,proto3" json:"applied_lsn,omitempty"`
 	// The latest Append.lease_stamp the follower has received.
-	LeaseStamp    int64 `protobuf:"varint,3,opt,name=lease_stamp,json=leaseStamp,proto3" json:"lease_stamp,omitempty"`
+	LeaseStamp int64 `protobuf:"varint,3,opt,name=lease_stamp,json=leaseStamp,proto3" json:"lease_stamp,omitempty"`
+	// When the follower sent this report, on its own monotonic clock: the
+	// leader echoes it in Append.read_stamp (bounded-staleness reads).
+	ReadStamp     int64 `protobuf:"varint,4,opt,name=read_stamp,json=readStamp,proto3" json:"read_stamp,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -741,6 +744,13 @@ func (x *Progress) GetAppliedLsn() uint64 {
 func (x *Progress) GetLeaseStamp() int64 {
 	if x != nil {
 		return x.LeaseStamp
+	}
+	return 0
+}
+
+func (x *Progress) GetReadStamp() int64 {
+	if x != nil {
+		return x.ReadStamp
 	}
 	return 0
 }
@@ -1257,7 +1267,14 @@ type Append struct {
 	// (replication.FollowerConfig.SyncHold), to persist them with later ones
 	// in one fsync. An Append without it persists at once what is held. A
 	// follower that does not know the field persists every Append at once.
-	DeferSync     bool `protobuf:"varint,8,opt,name=defer_sync,json=deferSync,proto3" json:"defer_sync,omitempty"`
+	DeferSync bool `protobuf:"varint,8,opt,name=defer_sync,json=deferSync,proto3" json:"defer_sync,omitempty"`
+	// A Progress.read_stamp of this follower's that the leader had received
+	// before it read commit_lsn (0: none): every write acknowledged before
+	// that instant, on the follower's clock, is at or before commit_lsn.
+	// Once it has applied commit_lsn the follower is at most (now -
+	// read_stamp) behind, whenever the message arrived (bounded-staleness
+	// reads, see replication.Follower.WaitFresh).
+	ReadStamp     int64 `protobuf:"varint,9,opt,name=read_stamp,json=readStamp,proto3" json:"read_stamp,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1346,6 +1363,13 @@ func (x *Append) GetDeferSync() bool {
 		return x.DeferSync
 	}
 	return false
+}
+
+func (x *Append) GetReadStamp() int64 {
+	if x != nil {
+		return x.ReadStamp
+	}
+	return 0
 }
 
 // EntryPart is a contiguous piece of one encoded log entry (package
@@ -1775,14 +1799,16 @@ const file_peer_proto_rawDesc = "" +
 	"\x0etakes_spublish\x18\a \x01(\bR\rtakesSpublish\x12\x1f\n" +
 	"\vtakes_parts\x18\b \x01(\bR\n" +
 	"takesParts\x12%\n" +
-	"\x0etakes_settings\x18\t \x01(\bR\rtakesSettings\"m\n" +
+	"\x0etakes_settings\x18\t \x01(\bR\rtakesSettings\"\x8c\x01\n" +
 	"\bProgress\x12\x1f\n" +
 	"\vdurable_lsn\x18\x01 \x01(\x04R\n" +
 	"durableLsn\x12\x1f\n" +
 	"\vapplied_lsn\x18\x02 \x01(\x04R\n" +
 	"appliedLsn\x12\x1f\n" +
 	"\vlease_stamp\x18\x03 \x01(\x03R\n" +
-	"leaseStamp\"\xc0\x02\n" +
+	"leaseStamp\x12\x1d\n" +
+	"\n" +
+	"read_stamp\x18\x04 \x01(\x03R\treadStamp\"\xc0\x02\n" +
 	"\rLeaderMessage\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12-\n" +
 	"\x05start\x18\x02 \x01(\v2\x15.tandem.peer.v1.StartH\x00R\x05start\x126\n" +
@@ -1810,7 +1836,7 @@ const file_peer_proto_rawDesc = "" +
 	"\tafter_lsn\x18\x01 \x01(\x04R\bafterLsn\x12\x1f\n" +
 	"\vafter_epoch\x18\x02 \x01(\x04R\n" +
 	"afterEpoch\"\x0e\n" +
-	"\fNeedSnapshot\"\xae\x02\n" +
+	"\fNeedSnapshot\"\xcd\x02\n" +
 	"\x06Append\x12\x18\n" +
 	"\aentries\x18\x01 \x03(\fR\aentries\x12\x1d\n" +
 	"\n" +
@@ -1822,7 +1848,9 @@ const file_peer_proto_rawDesc = "" +
 	"\flease_lapsed\x18\x06 \x01(\bR\vleaseLapsed\x12-\n" +
 	"\x04part\x18\a \x01(\v2\x19.tandem.peer.v1.EntryPartR\x04part\x12\x1d\n" +
 	"\n" +
-	"defer_sync\x18\b \x01(\bR\tdeferSync\"]\n" +
+	"defer_sync\x18\b \x01(\bR\tdeferSync\x12\x1d\n" +
+	"\n" +
+	"read_stamp\x18\t \x01(\x03R\treadStamp\"]\n" +
 	"\tEntryPart\x12\x10\n" +
 	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x16\n" +

@@ -358,7 +358,11 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 	}
 	// reported is the last progress report sent: a heartbeat that moved
 	// nothing and asked for no echo (no lease stamp) is answered only
-	// once progressEvery has passed since it.
+	// once progressEvery has passed since it, or while a read waits on
+	// this follower: each report's read stamp comes back with the next
+	// Append, which proves the follower's freshness as of the stamp
+	// (reads.go), so an idle stream proves it anew every heartbeat for
+	// as long as reads want it.
 	var reported struct {
 		durable, applied uint64
 		at               time.Time
@@ -369,15 +373,19 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 		if err := f.step(ctx, core, epoch, a); err != nil {
 			return err
 		}
-		// The commit LSN this message carried was the leader's when it
-		// sent it, before at: once applied, everything the leader had
-		// committed by then is here (reads.go, bounded staleness) — if it
-		// was the leader then, under a lease.
-		f.reads.stepped(a.CommitLsn, core.applied, at, !a.LeaseLapsed)
+		// The commit LSN this message carried was the leader's after it
+		// had received this follower's report stamped a.ReadStamp: once
+		// applied, everything the leader had acknowledged before that
+		// stamp is here (reads.go, bounded staleness) — if it was the
+		// leader then, under a lease. Not the message's arrival (at): it
+		// can be read long after it was sent.
+		f.reads.stepped(a.CommitLsn, core.applied, a.ReadStamp, !a.LeaseLapsed && a.ReadStamp != 0)
 		f.releasePublished(core.applied)
 		if core.durable.LSN != reported.durable || core.applied != reported.applied || a.LeaseStamp != 0 ||
-			time.Since(reported.at) >= progressEvery {
-			if err := stream.Send(core.Progress()); err != nil {
+			time.Since(reported.at) >= progressEvery || f.reads.readWaits() {
+			p := core.Progress()
+			p.GetProgress().ReadStamp = mono(time.Now()) // echoed in Append.read_stamp
+			if err := stream.Send(p); err != nil {
 				return fmt.Errorf("replication: send progress: %w", err)
 			}
 			f.counts.reports.Add(1)
@@ -624,6 +632,9 @@ func mergeAppend(a, next *peerpb.Append) *peerpb.Append {
 		LeaseStamp:         max(a.LeaseStamp, next.LeaseStamp), // 0 on a heartbeat that wants no echo
 		LeaseLapsed:        a.LeaseLapsed || next.LeaseLapsed,
 		DeferSync:          a.DeferSync && next.DeferSync,
+		// Each stamp is proved by its message's commit LSN, and so by
+		// the larger one the merged Append carries.
+		ReadStamp: max(a.ReadStamp, next.ReadStamp),
 	}
 }
 

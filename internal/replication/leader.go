@@ -327,6 +327,14 @@ func (p *proposal) finish(err error) bool {
 // be sent. The sender goroutine takes it when woken.
 type streamOut struct {
 	through, commit uint64
+	// readStamp is the latest Progress.read_stamp received on the stream;
+	// commitStamp is one received before commit was the core's commit
+	// (0: none), sent with it as Append.read_stamp. Every write
+	// acknowledged before commitStamp (the follower's clock) is at or
+	// before commit, so a follower that applied commit is at most
+	// now - commitStamp behind (bounded-staleness reads, reads.go).
+	// Under Leader.mu.
+	readStamp, commitStamp int64
 	// seq counts the sends the core handed out (under Leader.mu): a
 	// sender woken by a token left for a send it already took skips it.
 	seq       uint64
@@ -534,6 +542,16 @@ func (l *Leader) dispatchReadyLocked(rd leaderReady, expired error) {
 	for _, s := range rd.Send {
 		if out := l.streams[s.Session]; out != nil {
 			out.through, out.commit = s.Through, s.Commit
+			// A stamp pairs with the commit only while it is the core's
+			// commit now, after every stamp recorded so far arrived (a
+			// send the core made earlier may carry an older commit: it
+			// keeps the older stamp, which an older commit proved), and
+			// only once this leadership's commit has reached its start:
+			// until then writes that earlier leaders acknowledged may be
+			// past it (a promoted sync member's durable tail).
+			if s.Commit == l.core.commit && s.Commit >= l.core.startLSN {
+				out.commitStamp = out.readStamp
+			}
 			out.seq++
 			count(&l.handoffs.stream, signal(out.wake) && out.parked.Load())
 		}

@@ -288,9 +288,9 @@ func (l *Leader) sendLoop(ctx context.Context, stream LeaderStream, out *streamO
 			// A WAIT began: a stamped heartbeat that does not defer ends
 			// any hold, and the follower reports at once.
 			l.mu.Lock()
-			through, commitLSN := out.through, out.commit
+			through, commitLSN, stamp := out.through, out.commit, out.commitStamp
 			l.mu.Unlock()
-			if err := l.sendAppend(stream, nil, commitLSN, through, false, false); err != nil {
+			if err := l.sendAppend(stream, nil, commitLSN, stamp, through, false, false); err != nil {
 				return err
 			}
 			continue
@@ -301,7 +301,7 @@ func (l *Leader) sendLoop(ctx context.Context, stream LeaderStream, out *streamO
 		}
 		out.parked.Store(false)
 		l.mu.Lock()
-		through, commitLSN, seq := out.through, out.commit, out.seq
+		through, commitLSN, stamp, seq := out.through, out.commit, out.commitStamp, out.seq
 		deferSync := l.core.DeferSync()
 		l.mu.Unlock()
 		if seq == taken {
@@ -313,7 +313,7 @@ func (l *Leader) sendLoop(ctx context.Context, stream LeaderStream, out *streamO
 		var err error
 		// Nothing new to send: a heartbeat.
 		heartbeat := next > through && commitLSN == sentCommit
-		next, err = l.sendThrough(stream, next, through, commitLSN, heartbeat, deferSync)
+		next, err = l.sendThrough(stream, next, through, commitLSN, stamp, heartbeat, deferSync)
 		sentCommit = commitLSN
 		if errors.Is(err, storage.ErrCompacted) {
 			log.Warn("follower fell behind the retained log; it will be re-seeded", "lsn", next)
@@ -330,7 +330,7 @@ func (l *Leader) sendLoop(ctx context.Context, stream LeaderStream, out *streamO
 // no new commit LSN either), and returns the next LSN to send; deferSync
 // marks them as not waited for (leaderCore.DeferSync).
 // storage.ErrCompacted: next has left the log.
-func (l *Leader) sendThrough(stream LeaderStream, next, through, commitLSN uint64, heartbeat, deferSync bool) (uint64, error) {
+func (l *Leader) sendThrough(stream LeaderStream, next, through, commitLSN uint64, readStamp int64, heartbeat, deferSync bool) (uint64, error) {
 	for sent := false; !sent || next <= through; sent = true {
 		var raws [][]byte
 		if next <= through {
@@ -339,7 +339,7 @@ func (l *Leader) sendThrough(stream LeaderStream, next, through, commitLSN uint6
 				return next, err
 			}
 		}
-		if err := l.sendAppend(stream, raws, commitLSN, through, heartbeat && l.echoUntil.Load() <= mono(time.Now()), deferSync); err != nil {
+		if err := l.sendAppend(stream, raws, commitLSN, readStamp, through, heartbeat && l.echoUntil.Load() <= mono(time.Now()), deferSync); err != nil {
 			return next, err
 		}
 		next += uint64(len(raws))
@@ -358,6 +358,9 @@ func (l *Leader) progress(id string, session uint64, p *peerpb.Progress) {
 		return
 	}
 	l.handoffs.progress.Add(1)
+	if out := l.streams[session]; out != nil {
+		out.readStamp = max(out.readStamp, p.ReadStamp)
+	}
 	l.core.FollowerProgress(id, session, p.DurableLsn, p.AppliedLsn, p.LeaseStamp, l.cfg.Now().UnixNano())
 	l.dispatchLocked()
 }
@@ -410,7 +413,8 @@ func (l *Leader) readLog(lo, hi uint64) ([][]byte, error) {
 // positions moved, the heartbeat is stamped, or progressEvery passed
 // (follower.go), so an idle stream costs the leader a send per heartbeat
 // and a receive per progressEvery, not a receive per heartbeat.
-func (l *Leader) sendAppend(stream LeaderStream, raws [][]byte, commitLSN, last uint64, unstamped, deferSync bool) error {
+// readStamp is the follower's stamp that commitLSN proves (streamOut).
+func (l *Leader) sendAppend(stream LeaderStream, raws [][]byte, commitLSN uint64, readStamp int64, last uint64, unstamped, deferSync bool) error {
 	var stamp int64
 	if !unstamped {
 		stamp = mono(time.Now())
@@ -423,6 +427,7 @@ func (l *Leader) sendAppend(stream LeaderStream, raws [][]byte, commitLSN, last 
 		LeaseStamp:         stamp,
 		LeaseLapsed:        !l.cfg.Lease.Valid(),
 		DeferSync:          deferSync,
+		ReadStamp:          readStamp,
 	}}})
 }
 

@@ -60,6 +60,7 @@ func (s partSender) Send(m *peerpb.LeaderMessage) error {
 			LeaderTimeUnixNano: a.LeaderTimeUnixNano,
 			LeaseStamp:         a.LeaseStamp,
 			LeaseLapsed:        a.LeaseLapsed,
+			ReadStamp:          a.ReadStamp,
 		}}}
 	}
 	entries := a.Entries
@@ -150,5 +151,6 @@ func (p *partAssembler) take(m *peerpb.LeaderMessage) (*peerpb.LeaderMessage, er
 		LeaderTimeUnixNano: a.LeaderTimeUnixNano,
 		LeaseStamp:         a.LeaseStamp,
 		LeaseLapsed:        a.LeaseLapsed,
+		ReadStamp:          a.ReadStamp,
 	}}}, nil
 }

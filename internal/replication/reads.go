@@ -15,17 +15,28 @@ import (
 // applied step, and the freshness the stream proves for bounded-staleness
 // reads.
 //
-// Freshness. Each Append carries the leader's commit LSN as of when the
-// leader sent it. Once the follower has applied through that commit LSN,
-// everything the leader had committed before the message arrived here is
-// applied: the follower is at most (now − arrival + the message's one-way
-// transit) behind, measured on the leader's clock. freshAt is the latest
-// arrival (monotonic clock) for which that holds. The transit is not
-// measured (a follower cannot, from one direction); on one host or in one
-// zone it is well under a millisecond, and the figure excludes it. Only
+// Freshness is proved by a round trip, never by a message's arrival. Each
+// progress report carries a read stamp, the follower's monotonic clock
+// when it sent the report; each Append carries a stamp the leader had
+// received before it read the Append's commit LSN (0: none). Once the
+// follower has applied through that commit LSN, everything the leader had
+// acknowledged before the stamp is applied: the follower is at most
+// (now − stamp) behind, the round trip included. freshAt is the latest
+// stamp for which that holds. The arrival proves nothing: a message's
+// commit LSN is the leader's when it sent it, and a slow link or a
+// follower whose stream reader was starved of CPU hands it over long
+// after later writes were acknowledged (a bounded-50 read missed a write
+// acknowledged 69 ms before it began that way;
+// TestFreshnessSurvivesLateDelivery). The leader pairs a stamp with a
+// commit LSN only while that is its commit, and only once its commit has
+// reached the start of its leadership (until then a promoted follower's
+// durable tail may hold writes an earlier leader acknowledged). Only
 // messages the leader sent under its lease count: a deposed leader cut
 // off with this follower goes on sending heartbeats, but no newer leader
-// acknowledges a write before that lease has lapsed.
+// acknowledges a write before that lease has lapsed. Under load every
+// message moves the follower's positions, so it reports after each and
+// the stamps stay a round trip old; an idle stream reports every
+// progressEvery, and every heartbeat while a read waits on it.
 type followerReads struct {
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced after every applied step

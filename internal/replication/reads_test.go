@@ -3,6 +3,8 @@ package replication
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -10,13 +12,16 @@ import (
 
 	"github.com/tandemdb/tandem/internal/commit"
 	"github.com/tandemdb/tandem/internal/logrec"
+	"github.com/tandemdb/tandem/internal/peerpb"
+	"github.com/tandemdb/tandem/internal/testutil"
+	"github.com/tandemdb/tandem/internal/transport/inmem"
 )
 
 // TestFollowerReadWaits runs a follower that applies every batch 200 ms
 // late (Buggify.FollowerApplyDelay) and checks the waits the read policies
 // use: WaitApplied gives up at its deadline with ErrReadElsewhere and
 // returns once the entry is applied; WaitFresh refuses while the follower
-// is held and is satisfied, to 10 ms, once it caught up; the leader's
+// is held and is satisfied, to 50 ms, once it caught up; the leader's
 // ReadIndex is at or after every acknowledged write.
 func TestFollowerReadWaits(t *testing.T) {
 	l := newLeader(t, 3, commit.Mode{Kind: commit.Async}, nil)
@@ -67,11 +72,14 @@ func TestFollowerReadWaits(t *testing.T) {
 	if v, ok := get(t, db, "k"); !ok || v != "v1" {
 		t.Fatalf("after WaitApplied the follower has k = %q, %v", v, ok)
 	}
-	if err := f.WaitFresh(long, 10*time.Millisecond); err != nil {
-		t.Fatalf("WaitFresh(10ms) once caught up: %v", err)
+	// An idle stream proves freshness as of the follower's last report,
+	// which comes back with the next heartbeat (every 20 ms here): to a
+	// heartbeat and a round trip.
+	if err := f.WaitFresh(long, 50*time.Millisecond); err != nil {
+		t.Fatalf("WaitFresh(50ms) once caught up: %v", err)
 	}
-	if st, ok := f.Staleness(); !ok || st > 10*time.Millisecond {
-		t.Fatalf("Staleness = %v, %v right after WaitFresh(10ms)", st, ok)
+	if st, ok := f.Staleness(); !ok || st > 50*time.Millisecond {
+		t.Fatalf("Staleness = %v, %v right after WaitFresh(50ms)", st, ok)
 	}
 	// A position this history replaced: a follower only says "elsewhere".
 	err = f.WaitApplied(long, logrec.Position{Epoch: 2, LSN: lsn})
@@ -83,8 +91,10 @@ func TestFollowerReadWaits(t *testing.T) {
 	}
 }
 
-// TestFreshness: a message proves freshness at its arrival once its commit
-// LSN is applied, and only if the leader sent it under its lease.
+// TestFreshness: a message proves freshness as of its read stamp (the
+// follower's report the leader had received before it read the commit
+// LSN) once its commit LSN is applied, and only if the leader sent it
+// under its lease.
 func TestFreshness(t *testing.T) {
 	r := followerReads{changed: make(chan struct{})}
 	for _, s := range []struct {
@@ -108,5 +118,115 @@ func TestFreshness(t *testing.T) {
 	r.clearFresh()
 	if at, _ := r.state(); at != 0 {
 		t.Fatalf("after the stream ended freshAt = %d", at)
+	}
+}
+
+// TestFreshnessSurvivesLateDelivery: a message that reaches the follower
+// late proves nothing as of when it was read: its commit LSN is the
+// leader's when the leader sent it, and a slow link, or a follower whose
+// stream reader was starved of CPU under load (the message waiting in
+// the socket), can hand it over long after a later write was
+// acknowledged. The link holds the leader's messages back 150 ms, and
+// those committing the write 400 ms: while the write (acknowledged at
+// once, async) is not applied on the follower, the follower must not
+// believe itself within 50 ms of the leader once the write is more than
+// 50 ms old. Freshness taken from each message's arrival did (the read
+// under bounded 50 that TestE2ESemisyncKillAfterAck saw once missed a
+// write acknowledged 69 ms before it began).
+func TestFreshnessSurvivesLateDelivery(t *testing.T) {
+	l := newLeader(t, 3, commit.Mode{Kind: commit.Async}, nil)
+	f := newFollowerNode(t, "f", vfs.NewMem(), l.dialer)
+	waitConnected(t, l, 1)
+	first := propose(t, l, putExec("k", "v1"))
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := f.f.WaitApplied(ctx, logrec.Position{Epoch: 3, LSN: first}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.f.WaitFresh(ctx, 50*time.Millisecond); err != nil {
+		t.Fatalf("a caught-up follower is not fresh: %v", err)
+	}
+	l.dialer.SetHook(leaderName, "f", func(m inmem.Message, _ *rand.Rand) inmem.Action {
+		if lm, ok := m.Msg.(*peerpb.LeaderMessage); ok && lm.GetAppend().GetCommitLsn() > first {
+			return inmem.Action{Delay: 400 * time.Millisecond}
+		}
+		return inmem.Action{Delay: 150 * time.Millisecond}
+	})
+	lsn := propose(t, l, putExec("k", "v2"))
+	acked := time.Now()
+	const bound = 50 * time.Millisecond
+	// Checked after every step the follower makes (stepped, which alone
+	// moves its freshness), until the write is applied.
+	polls, believed := 0, 0
+	for {
+		_, changed := f.f.reads.state()
+		if f.db.Applied() >= lsn {
+			break
+		}
+		// Fresh first: the write must still be missing after it.
+		fresh := f.f.Fresh(bound)
+		age := time.Since(acked)
+		if fresh && f.db.Applied() < lsn && age > bound+5*time.Millisecond {
+			st, _ := f.f.Staleness()
+			t.Fatalf("the follower believes it is %v behind its leader (bound %v) but misses lsn %d, acknowledged %v ago (applied %d)", st, bound, lsn, age.Round(time.Millisecond), f.db.Applied())
+		}
+		if fresh {
+			believed++
+		}
+		polls++
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			t.Fatalf("the write at lsn %d never applied on the follower", lsn)
+		}
+	}
+	t.Logf("%d steps while the write was missing, %d of them fresh within %v", polls, believed, bound)
+	l.dialer.SetHook(leaderName, "f", nil)
+	if err := f.f.WaitFresh(ctx, bound); err != nil {
+		t.Fatalf("the follower never proved itself fresh again: %v", err)
+	}
+}
+
+// TestNewLeaderProvesNoFreshnessBelowItsStart: a promoted follower leads
+// with a durable tail it has not applied (its old leader acknowledged
+// those writes once they were durable here, and died before it said so);
+// until its commit reaches the start of its leadership those writes may
+// be acknowledged and still missing everywhere, so its messages prove no
+// follower fresh. Under semisync with a sync set that never answers, the
+// commit stays below the start: the follower must not believe itself
+// within a second of its leader. Once the commit passes the start, it does.
+func TestNewLeaderProvesNoFreshnessBelowItsStart(t *testing.T) {
+	fs := vfs.NewMem()
+	db := openDB(t, fs)
+	var raws [][]byte
+	for lsn := uint64(1); lsn <= 3; lsn++ {
+		e := logrec.Entry{Epoch: 2, LSN: lsn, TimeNs: int64(lsn), Ops: []logrec.Op{{Kind: logrec.OpPut, Key: []byte("k"), Value: []byte(fmt.Sprint("v", lsn))}}}
+		raws = append(raws, logrec.Encode(&e))
+	}
+	if err := db.AppendLog(raws); err != nil {
+		t.Fatal(err)
+	}
+	l := startLeader(t, fs, db, 3, commit.Mode{Kind: commit.SemiSync}, nil)
+	l.SetSyncSet([]string{"g"}) // never connects
+	f := newFollowerNode(t, "f", vfs.NewMem(), l.dialer)
+	waitConnected(t, l, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	testutil.Eventually(t, "the follower to hold the tail", waitTimeout, func() (bool, string) {
+		return f.db.Durable().LSN >= 3, fmt.Sprint("durable ", f.db.Durable())
+	})
+	// Heartbeats every 20 ms: 15 of them.
+	short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
+	err := f.f.WaitFresh(short, time.Second)
+	cancelShort()
+	if !errors.Is(err, ErrReadElsewhere) {
+		t.Fatalf("WaitFresh(1s) while the leader's commit (%d) is below its start (3) = %v, want ErrReadElsewhere", l.Status().Commit, err)
+	}
+	l.SetSyncSet([]string{"f"})
+	if err := f.f.WaitFresh(ctx, time.Second); err != nil {
+		t.Fatalf("WaitFresh(1s) once the commit passed the start: %v", err)
+	}
+	if v, ok := get(t, f.db, "k"); !ok || v != "v3" {
+		t.Fatalf("a fresh follower has k = %q, %v; want v3", v, ok)
 	}
 }

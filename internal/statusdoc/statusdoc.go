@@ -209,7 +209,8 @@ type ClusterNode struct {
 	Zone string `json:"zone,omitempty"`
 	// State is the node's Node.State, or StateDown.
 	State string `json:"state"`
-	// Reason says why a fenced node has no role (fenced only).
+	// Reason says why a fenced node has no role, or why a down node
+	// cannot start (its data dir's format refused).
 	Reason      string  `json:"reason,omitempty"`
 	DurableLSN  uint64  `json:"durable_lsn"`
 	AppliedLSN  uint64  `json:"applied_lsn"`

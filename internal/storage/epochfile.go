@@ -8,8 +8,7 @@ import (
 	"io"
 	"os"
 
-	"github.com/cockroachdb/pebble/v2/vfs"
-
+	"github.com/tandemdb/tandem/internal/dataformat"
 	"github.com/tandemdb/tandem/internal/logrec"
 )
 
@@ -27,10 +26,7 @@ import (
 // A data dir from before the file keeps these in Pebble (metaEpoch,
 // metaEpochs): Open reads them from there once and writes the file, which
 // wins from then on.
-const (
-	epochFile    = "epochs"
-	epochFileTmp = "epochs.tmp"
-)
+const epochFile = "epochs" // written as epochs.tmp, renamed over it
 
 var epochCRC = crc32.MakeTable(crc32.Castagnoli)
 
@@ -40,35 +36,8 @@ func (d *DB) saveEpochs(seen uint64, history []logrec.Position) error {
 	b := binary.BigEndian.AppendUint64(nil, seen)
 	b = append(b, encodePositions(history)...)
 	b = binary.BigEndian.AppendUint32(b, crc32.Checksum(b, epochCRC))
-	tmp, path := d.fs.PathJoin(d.dir, epochFileTmp), d.fs.PathJoin(d.dir, epochFile)
-	f, err := d.fs.Create(tmp, vfs.WriteCategoryUnspecified)
-	if err != nil {
+	if err := dataformat.WriteAtomic(d.fs, d.dir, epochFile, b); err != nil {
 		return fmt.Errorf("storage: epoch file: %w", err)
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return fmt.Errorf("storage: epoch file: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("storage: epoch file: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("storage: epoch file: %w", err)
-	}
-	if err := d.fs.Rename(tmp, path); err != nil {
-		return fmt.Errorf("storage: epoch file: %w", err)
-	}
-	dir, err := d.fs.OpenDir(d.dir)
-	if err != nil {
-		return fmt.Errorf("storage: epoch file: %w", err)
-	}
-	err = dir.Sync()
-	if cerr := dir.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("storage: epoch file: sync %s: %w", d.dir, err)
 	}
 	return nil
 }

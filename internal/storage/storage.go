@@ -7,6 +7,7 @@
 //	<dir>/log/   the replication log (package wal): one record per logrec
 //	             entry, the record's LSN the entry's
 //	<dir>/epochs the highest epoch seen and the epoch history (epochfile.go)
+//	<dir>/FORMAT the data dir's format (package dataformat; format.go)
 //
 //	'd' key                         -> metadata row    package keyspace's rows: one per key
 //	's' keyLen key version sub      -> value           and one per field/member/element
@@ -28,10 +29,22 @@
 // count), the log base (the position before the first retained entry) and
 // the seeding mark. The highest epoch seen and the epoch history are in the
 // epoch file, written synced and renamed into place (older data dirs have
-// them in Pebble, 'm' epoch and epochs, copied to the file at Open). Before
-// the log moved to segment files it lived in Pebble under 'l' (lsn, 8 bytes BE -> the entry): Open
-// refuses a data dir that still holds such rows (ErrOldFormat); it must be
-// wiped and the node re-seeded.
+// them in Pebble, 'm' epoch and epochs). Before the log moved to segment
+// files it lived in Pebble under 'l' (lsn, 8 bytes BE -> the entry).
+//
+// # The format gate
+//
+// Open runs package dataformat's gate (format.go): it reads <dir>/FORMAT
+// before Pebble or the log touch the dir and refuses a newer format
+// (ErrNewerFormat) untouched; it recognises a dir without a marker by what
+// it holds (rows under 'l': format 1, refused with ErrOldFormat: wipe it
+// and re-seed the node; an epoch file: format 3; else format 2, or a new
+// dir); it migrates format 2 by copying the epochs from Pebble to the
+// epoch file (synced), and writes the marker (synced, renamed into place)
+// last, so a crash mid-migration leaves an unmarked format-2 dir or an
+// unmarked dir with its epoch file, either of which the next Open takes
+// up (TestFormatMigrationCrash). A marked dir without its epoch file is
+// ErrCorrupt.
 //
 // # Promises
 //
@@ -142,6 +155,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/tandemdb/tandem/internal/dataformat"
 	"github.com/tandemdb/tandem/internal/frame"
 	"github.com/tandemdb/tandem/internal/keyspace"
 	"github.com/tandemdb/tandem/internal/logrec"
@@ -166,9 +180,10 @@ var (
 	// log base. A damaged entry itself is wal.ErrCorrupt (as the log reads
 	// it) or logrec.ErrCorrupt. All are frame.ErrCorrupt.
 	ErrCorrupt = frame.NewCorruption("storage: corrupt data")
-	// ErrOldFormat: the data dir holds the log in Pebble, the format from
-	// before the log moved to its own files. Wipe it and re-seed the node.
-	ErrOldFormat = errors.New("storage: data dir from an older format")
+	// ErrOldFormat: the data dir is of a format this build cannot migrate
+	// (dataformat.ErrOlder): the log in Pebble, the format from before
+	// the log moved to its own files. Wipe it and re-seed the node.
+	ErrOldFormat = dataformat.ErrOlder
 )
 
 const (
@@ -228,6 +243,11 @@ type Options struct {
 	// pebbleWAL turns Pebble's own log back on: only for the benchmark
 	// that measures what it cost (BenchmarkApplyPebbleWAL).
 	pebbleWAL bool
+	// afterPebbleOpen, when set (tests), is called once Pebble is open,
+	// before the format gate's migration: the crash tests of a migration
+	// take their clones from there (Pebble's own Open is Pebble's to
+	// test). A pointer, so that Options stay comparable.
+	afterPebbleOpen *func()
 }
 
 // MemoryBytes is the most memory Pebble's cache allocation can hold under
@@ -407,17 +427,34 @@ func Open(dir string, opts Options) (*DB, error) {
 	po.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
 	// Pebble's own scheduler, without its 100 ms timer while idle.
 	po.Experimental.CompactionScheduler = newCompactionScheduler()
+	fs := opts.FS
+	if fs == nil {
+		fs = vfs.Default
+	}
+	// The format gate (format.go) reads the marker before Pebble or the
+	// log touch the dir: a newer format is refused untouched.
+	marked, _, err := dataformat.Read(fs, dir)
+	if err == nil && marked != 0 {
+		err = dataformat.CheckVersion(dir, marked)
+	}
+	if err != nil {
+		trim.close()
+		return nil, err
+	}
+	fresh := true
+	if desc, err := pebble.Peek(dir, fs); err == nil {
+		fresh = !desc.Exists
+	}
 	pdb, err := pebble.Open(dir, po)
 	if err != nil {
 		trim.close()
 		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
 	}
-	fs := opts.FS
-	if fs == nil {
-		fs = vfs.Default
-	}
 	d := &DB{pdb: pdb, log: log, fs: fs, dir: dir, rows: rowcache.NewGrouped(opts.RowCacheBytes, subGroupLen), trim: trim, expiryWritten: make(chan struct{}, 1)}
-	if err := d.checkFormat(dir); err != nil {
+	if opts.afterPebbleOpen != nil {
+		(*opts.afterPebbleOpen)()
+	}
+	if err := d.openFormat(marked, fresh); err != nil {
 		pdb.Close()
 		trim.close()
 		return nil, err
@@ -443,19 +480,6 @@ func Open(dir string, opts Options) (*DB, error) {
 	return d, nil
 }
 
-// checkFormat refuses a data dir whose log is in Pebble.
-func (d *DB) checkFormat(dir string) error {
-	it, err := d.pdb.NewIter(&pebble.IterOptions{LowerBound: oldLogLower, UpperBound: oldLogUpper})
-	if err != nil {
-		return fmt.Errorf("storage: open %s: %w", dir, err)
-	}
-	defer it.Close()
-	if it.First() {
-		return fmt.Errorf("%w: %s holds the replication log in Pebble, the format before the log moved to its own files; wipe the data dir and re-seed the node", ErrOldFormat, dir)
-	}
-	return it.Error()
-}
-
 func (d *DB) recover() error {
 	var err error
 	if d.applied, err = d.getUint(metaApplied); err != nil {
@@ -471,27 +495,16 @@ func (d *DB) recover() error {
 			return fmt.Errorf("storage: log base: %w", err)
 		}
 	}
-	if seen, history, ok, err := d.loadEpochs(); err != nil {
+	// Every data dir of the current format has its epoch file (a new
+	// one and an older one got it in openFormat).
+	seen, history, ok, err := d.loadEpochs()
+	if err != nil {
 		return err
-	} else if ok {
-		d.epoch, d.epochs = seen, history
-	} else {
-		// A new data dir, or one from before the epoch file: the
-		// epochs are in Pebble (or nowhere), and go to the file now.
-		if d.epoch, err = d.getUint(metaEpoch); err != nil {
-			return err
-		}
-		if v, ok, err := d.getMeta(metaEpochs); err != nil {
-			return err
-		} else if ok {
-			if d.epochs, err = decodePositions(v); err != nil {
-				return fmt.Errorf("storage: epoch history: %w", err)
-			}
-		}
-		if err := d.saveEpochs(d.epoch, d.epochs); err != nil {
-			return err
-		}
 	}
+	if !ok {
+		return fmt.Errorf("storage: %s is data dir format %d but has no epoch file %s: %w", d.dir, dataformat.Current, epochFile, ErrCorrupt)
+	}
+	d.epoch, d.epochs = seen, history
 	_, seeding, err := d.getMeta(metaSeeding)
 	if err != nil {
 		return err

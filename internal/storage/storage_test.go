@@ -1135,6 +1135,7 @@ func TestOldFormatRefused(t *testing.T) {
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
+	unmark(t, fs, true) // as a build of that format left it
 	_, err := Open(dir, Options{FS: fs, Logger: testLogger(t)})
 	if !errors.Is(err, ErrOldFormat) || !strings.Contains(err.Error(), "re-seed") {
 		t.Fatalf("Open of an old-format dir: %v, want ErrOldFormat saying to re-seed", err)
@@ -1248,9 +1249,7 @@ func TestEpochsFromBeforeTheEpochFile(t *testing.T) {
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := fs.Remove(fs.PathJoin(dir, epochFile)); err != nil {
-		t.Fatal(err)
-	}
+	unmark(t, fs, true) // a dir of data dir format 2
 	d, err := Open(dir, Options{FS: fs, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
