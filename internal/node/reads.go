@@ -182,6 +182,7 @@ func (n *Node) followerGate(ctx context.Context, r *following, req resp.ReadRequ
 		floor = logrec.Position{} // planted bug: the session's token is ignored
 	}
 	if req.Policy.Kind == resp.PolicyLinearizable || req.User != "" {
+		defer r.f.Awaiting()()
 		commit, user, err := r.index.ask(ctx, req.User)
 		if err != nil {
 			if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {

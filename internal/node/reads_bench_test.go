@@ -51,9 +51,10 @@ func BenchmarkFollowerRead(b *testing.B) {
 // leader), a positional read with the session's state (READPOLICY,
 // TOKEN t, the read, TOKEN, RESET) and a read of a floor the follower is
 // known to have applied (TOKEN RESET, the read, TOKEN), and a
-// linearizable read alone and in a batch of 16 as the proxy sends them
-// (readindex.go; the leader, in the same process, answers one ReadIndex
-// per pipeline). CPU per read
+// linearizable read alone and in batches of 4 and 16 as the proxy sends
+// them (readindex.go: probe, bare reads, proof; "-known": each read in the
+// known form, as before; the leader, in the same process, answers one
+// ReadIndex per pipeline). CPU per read
 // (cpu-ns/op: the process's, both nodes' and the client's) is what a
 // CPU-bound machine's throughput follows, and moves far less with the
 // machine's load than ns/op.
@@ -73,11 +74,18 @@ func BenchmarkProxyReadForms(b *testing.B) {
 	}
 	known := [][]any{{"tandem.token", "reset"}, {"get", "k"}, {"tandem.token"}}
 	// A linearizable batch of the proxy (proxy/readindex.go): the probe,
-	// then 16 reads in the known form.
-	batch := [][]any{{"tandem.readpolicy", "linearizable"}, {"tandem.token", "reset"}, {"dbsize"}, {"tandem.token"}, {"tandem.readpolicy", "any"}}
-	for range 16 {
-		batch = append(batch, known...)
+	// then n reads, bare, then the proof; and as the proxy sent them
+	// before, each read in the known form and no proof (kept to compare).
+	probe := [][]any{{"tandem.readpolicy", "linearizable"}, {"tandem.token", "reset"}, {"dbsize"}, {"tandem.token"}, {"tandem.readpolicy", "any"}}
+	batch := func(n int, each [][]any, end ...[]any) [][]any {
+		cmds := append([][]any(nil), probe...)
+		for range n {
+			cmds = append(cmds, each...)
+		}
+		return append(cmds, end...)
 	}
+	proof := [][]any{{"tandem.token", "reset"}, {"dbsize"}, {"tandem.token"}}
+	bare := [][]any{{"get", "k"}}
 	for _, tc := range []struct {
 		name  string
 		cmds  [][]any
@@ -89,7 +97,10 @@ func BenchmarkProxyReadForms(b *testing.B) {
 		// Linearizable: one read with its state (the proxy's form before
 		// batches; a ReadIndex of the leader per read), and a batch.
 		{"linearizable", [][]any{{"tandem.readpolicy", "linearizable"}, {"get", "k"}, {"tandem.token"}, {"reset"}}, 1},
-		{"linearizable-batch16", batch, 16},
+		{"linearizable-batch4", batch(4, bare, proof...), 4},
+		{"linearizable-batch4-known", batch(4, known), 4},
+		{"linearizable-batch16", batch(16, bare, proof...), 16},
+		{"linearizable-batch16-known", batch(16, known), 16},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			cpu0 := processCPU()

@@ -53,6 +53,10 @@ type fakeNode struct {
 	indexAsks int
 	indexHold chan struct{}
 	log       []fakeEntry // the leader's writes, for replicate
+	// regress, if set, is a key whose next GET on a follower finds it
+	// gone back to LSN 0 with k "old" first (a failover's truncation
+	// under the read), once.
+	regress string
 }
 
 // fakeEntry is one write on the leader.
@@ -251,6 +255,9 @@ func (f *fakeNode) serve(c redcon.Conn, sess *resp.Session, args [][]byte) bool 
 		f.log = append(f.log, fakeEntry{lsn: f.lsn, k: parts[1], v: f.data[parts[1]], at: time.Now()})
 		s.at = maxPos(s.at, position{Epoch: f.epoch, LSN: f.lsn})
 	case "get", "dbsize":
+		if name == "get" && !f.leader && f.regress != "" && parts[1] == f.regress {
+			f.regress, f.lsn, f.data[parts[1]] = "", 0, "old"
+		}
 		floor := s.floor
 		lin := f.positions && !f.leader && s.policy == "linearizable" && f.leaderOf != nil
 		if lin {

@@ -28,14 +28,24 @@ import (
 //	TANDEM.TOKEN                     leader's commit position of a
 //	                                 ReadIndex begun after the batch left
 //	TANDEM.READPOLICY any            the reads then need no wait of
-//	TANDEM.TOKEN RESET, read, TANDEM.TOKEN   their own, each in the
-//	...                              known-floor form (knownReadCmds)
+//	read                             their own, each bare
+//	...
+//	TANDEM.TOKEN RESET               the proof: the node's applied
+//	DBSIZE                           position after the last read
+//	TANDEM.TOKEN
 //
 // The node serves a connection's commands in order, so each read runs
-// after the probe; its own token must still prove P (floorProven: in P's
-// epoch and at or past it), or it is sent again in the full form for the
-// node to enforce, and if the probe failed no read of the batch is used
-// (each is tried elsewhere, as after a refusal).
+// after the probe and before the proof. The proof's token must prove P
+// (floorProven: in P's epoch and at or past it) for each read of the
+// batch, or the read is sent again in the full form for the node to
+// enforce; and if the probe failed no read of the batch is used (each is
+// tried elsewhere, as after a refusal). A node's applied position goes
+// back only by a failover's truncation, and one below P leaves it never
+// again in P's epoch past P (the entries past the truncation point are
+// of a later epoch, by log matching): so a proof in P's epoch at or past
+// P shows that every read between the probe and the proof ran on data at
+// or past P. One proof per batch, not a token before and after each read
+// (knownReadCmds): a read costs the node one command, as under any.
 //
 // Why it is linearizable: a read joins a batch not yet sent, so the
 // batch's probe, and with it the ReadIndex behind it, begins after the
@@ -104,6 +114,13 @@ var probeCmds = [][][]byte{
 	{cmdReadPol, []byte("any")},
 }
 
+// proofCmds end a batch (see above); the last one's reply is the token.
+var proofCmds = [][][]byte{
+	{cmdToken, argReset},
+	{[]byte("DBSIZE")},
+	{cmdToken},
+}
+
 // probeTok is the probe's token among a batch's replies.
 const probeTok = 3
 
@@ -144,13 +161,14 @@ func (x *readIndex) enqueue(o *op, sid uint64) {
 
 // send writes batch b on u, one of the node's batch connections.
 func (x *readIndex) send(u *upConn, b *indexBatch) {
-	cmds := make([][][]byte, 0, len(probeCmds)+3*len(b.ops))
+	cmds := make([][][]byte, 0, len(probeCmds)+len(b.ops)+len(proofCmds))
 	cmds = append(cmds, probeCmds...)
+	proof := len(probeCmds) + len(b.ops) + len(proofCmds) - 1
 	for _, o := range b.ops {
-		kc, at, tok := knownReadCmds(o.args)
-		o.at, o.tok = len(cmds)+at, len(cmds)+tok
-		cmds = append(cmds, kc...)
+		o.at, o.tok = len(cmds), proof
+		cmds = append(cmds, o.args)
 	}
+	cmds = append(cmds, proofCmds...)
 	b.c.cmds = cmds
 	sent := x.n.p.now()
 	b.c.then = func(c *call) { x.settle(u, b, sent) }

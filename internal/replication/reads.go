@@ -88,6 +88,20 @@ func (r *followerReads) stepped(commit, applied uint64, at int64, leased bool) {
 		}
 		r.waiting = append(r.waiting, arrival{commit, at})
 	}
+	r.advancedLocked(applied)
+	r.mu.Unlock()
+}
+
+// advanced wakes the reads waiting for the applied LSN after an apply
+// within a step (Follower.applyEarly), and proves the freshness of the
+// arrivals it covers; stepped records the step's own message after.
+func (r *followerReads) advanced(applied uint64) {
+	r.mu.Lock()
+	r.advancedLocked(applied)
+	r.mu.Unlock()
+}
+
+func (r *followerReads) advancedLocked(applied uint64) {
 	i := 0
 	for ; i < len(r.waiting) && r.waiting[i].commit <= applied; i++ {
 		r.freshAt = max(r.freshAt, r.waiting[i].at)
@@ -95,7 +109,6 @@ func (r *followerReads) stepped(commit, applied uint64, at int64, leased bool) {
 	r.waiting = r.waiting[i:]
 	close(r.changed)
 	r.changed = make(chan struct{})
-	r.mu.Unlock()
 }
 
 // clearFresh forgets the freshness when a stream ends: a follower cut off
@@ -152,6 +165,14 @@ func (f *Follower) WaitApplied(ctx context.Context, want logrec.Position) error 
 		}
 	}
 }
+
+// Awaiting marks a read as about to wait for this follower's progress
+// until done is called: a read that first asks the leader for the
+// position to wait for (ReadIndex) calls it before it asks, so that the
+// stream stops holding deferred entries (FollowerConfig.SyncHold) and
+// applies committed ones ahead of the next fsync (applyEarly) while the
+// question is out, not only once the answer is in.
+func (f *Follower) Awaiting() (done func()) { return f.reads.blocked() }
 
 // Staleness returns how far behind the leader the follower's applied data
 // is at most, on the leader's clock (see followerReads; the stream's
