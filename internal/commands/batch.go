@@ -37,7 +37,15 @@ type Batch struct {
 	// created holds the keys of the collections the batch created (a
 	// metadata op at the view's NewVersion).
 	created map[string]struct{}
-	views   []batchRows // what View's readers read (View)
+	views   []batchView // what View handed out
+}
+
+// batchView is one view of the batch (View): a reader of its rows as of
+// some ops. View hands out a pointer to it, so a command's view costs no
+// allocation of its own (the Reader boxed in an interface would).
+type batchView struct {
+	rows batchRows
+	r    keyspace.Reader // r.R is &rows
 }
 
 // NewBatch starts a batch on v.
@@ -55,11 +63,23 @@ func (b *Batch) View() View {
 	if len(b.ops) == 0 {
 		return b.v
 	}
-	// The rows come from a slice the batch grows, not one allocation
+	// The views come from a slice the batch grows, not one allocation
 	// per view (a pipeline makes one per command); an element is never
-	// written again, so a view made before the slice grew stays true.
-	b.views = append(b.views, batchRows{b: b, upTo: len(b.ops)})
-	return keyspace.Reader{R: &b.views[len(b.views)-1], NowMs: b.v.Now(), LSN: b.v.NewVersion()}
+	// written again, so a view made before the slice grew stays true
+	// (and a copy's reader still reads the rows it was made with, the
+	// same values).
+	b.views = append(b.views, batchView{rows: batchRows{b: b, upTo: len(b.ops)}})
+	bv := &b.views[len(b.views)-1]
+	bv.r = keyspace.Reader{R: &bv.rows, NowMs: b.v.Now(), LSN: b.v.NewVersion()}
+	return &bv.r
+}
+
+// Reserve makes room for the views of n more commands (a transaction's,
+// a pipeline's), so that View does not grow its slice command by command.
+func (b *Batch) Reserve(n int) {
+	if cap(b.views)-len(b.views) < n {
+		b.views = append(make([]batchView, 0, len(b.views)+n), b.views...)
+	}
 }
 
 // sync brings the batch's layer up to ops[:upTo].

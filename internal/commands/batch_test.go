@@ -2,6 +2,7 @@ package commands
 
 import (
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -153,5 +154,35 @@ func TestBatchViewIsLazy(t *testing.T) {
 	}
 	if r := run("GET a"); !reflect.DeepEqual(r, Bulk("4")) {
 		t.Fatalf("GET a in the batch = %v, want 4", r)
+	}
+}
+
+// TestBatchViewsAllocateNothing: with room reserved, a command's view
+// allocates nothing (a Reader boxed as a View did, one per command), and
+// a view made before the views' slice was moved (Reserve, growth) still
+// reads the ops run before it.
+func TestBatchViewsAllocateNothing(t *testing.T) {
+	v := newMem(now)
+	b := NewBatch(v)
+	ctx := &Ctx{NowMs: v.now}
+	set, _ := Lookup([]byte("set"))
+	if _, err := b.Run(ctx, set, bargs("SET", "a", "1")); err != nil {
+		t.Fatal(err)
+	}
+	first := b.View()
+	b.Reserve(100)
+	if n := testing.AllocsPerRun(50, func() { _ = b.View() }); n != 0 {
+		t.Fatalf("View with room reserved: %v allocations, want 0", n)
+	}
+	for i := range 200 { // past the reserved room: the slice grows
+		if _, err := b.Run(ctx, set, bargs("SET", "a", strconv.Itoa(i+2))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, ok, err := first.Get([]byte("a")); err != nil || !ok || string(got.Data) != "1" {
+		t.Fatalf("the first view reads a = %q, %v, %v; want 1", got.Data, ok, err)
+	}
+	if got, ok, err := b.View().Get([]byte("a")); err != nil || !ok || string(got.Data) != "201" {
+		t.Fatalf("the last view reads a = %q, %v, %v; want 201", got.Data, ok, err)
 	}
 }

@@ -261,6 +261,7 @@ func (b backend) execFollower(ctx context.Context, r *following, tx resp.Tx) (re
 // and EXEC's reply stays within it, but for those errors.
 func runBatch(batch *commands.Batch, cctx *commands.Ctx, cmds []resp.TxCommand) ([]resp.TxReply, error) {
 	replies := make([]resp.TxReply, 0, len(cmds))
+	batch.Reserve(len(cmds))
 	left := commands.MaxReplyBytes()
 	for _, c := range cmds {
 		cctx.MaxReplyBytes = max(left, 1) // 0 would mean the whole bound

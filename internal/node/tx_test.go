@@ -349,3 +349,40 @@ func TestPipelinedExecOwed(t *testing.T) {
 		expect("+OK", "+QUEUED", "*-1", "$7", "changed")
 	}
 }
+
+// TestTxCommandNamesAnyCase: inside MULTI the transaction's own commands
+// are known in any letter case (EXEC, DISCARD, MULTI, WATCH are not
+// queued), and a name longer than any of them is queued or refused as
+// any other command is.
+func TestTxCommandNamesAnyCase(t *testing.T) {
+	n := testNode(t, "n1", nil)
+	conn, err := net.Dial("tcp", n.respAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// A reply shorter than wanted would leave call reading for ever.
+	if err := conn.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	ac := &appConn{c: conn, r: bufio.NewReader(conn)}
+	for _, step := range []struct{ cmd, want string }{
+		{respCmd("mUlTi"), "+OK\r\n"},
+		{respCmd("MuLtI"), "-ERR MULTI calls can not be nested\r\n"},
+		{respCmd("wAtCh", "k"), "-ERR WATCH inside MULTI is not allowed\r\n"},
+		{respCmd("sEt", "k", "1"), "+QUEUED\r\n"},
+		{respCmd("incrBYfloat", "k", "1.5"), "+QUEUED\r\n"},
+		{respCmd("ExEc"), "*2\r\n+OK\r\n$3\r\n2.5\r\n"},
+		{respCmd("MULTI"), "+OK\r\n"},
+		{respCmd("SET", "k", "2"), "+QUEUED\r\n"},
+		{respCmd("dIsCaRd"), "+OK\r\n"},
+		{respCmd("GET", "k"), "$3\r\n2.5\r\n"},
+		{respCmd("multi"), "+OK\r\n"},
+		{respCmd("execexecx"), "-ERR unknown command 'execexecx', with args beginning with: \r\n"},
+		{respCmd("exec"), "-EXECABORT Transaction discarded because of previous errors.\r\n"},
+	} {
+		if err := ac.call([]byte(step.cmd), step.want); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

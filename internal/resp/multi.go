@@ -170,8 +170,20 @@ func (n *node) queue(c redcon.Conn, sess *Session, args [][]byte) bool {
 	if !tx.active {
 		return false
 	}
-	name := lowerName(args[0])
-	switch name {
+	// The name lower-cased on the stack: every queued command passes
+	// here, and lowerName's string would be an allocation each. The
+	// names below are at most 8 bytes; a longer one matches none.
+	var lb [8]byte
+	name := lb[:0]
+	if len(args[0]) <= len(lb) {
+		for _, c := range args[0] {
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			name = append(name, c)
+		}
+	}
+	switch string(name) {
 	case "exec", "discard", "multi", "watch", "quit", "reset":
 		return false
 	case "save", "shutdown":

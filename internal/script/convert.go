@@ -8,6 +8,10 @@ import (
 	"github.com/tandemdb/tandem/internal/commands"
 )
 
+// luaOK is the string OK as a Lua value, boxed once: the status of most
+// writes a script makes.
+var luaOK lua.LValue = lua.LString("OK")
+
 // toLua converts a command's reply for the script, by Redis's rules
 // (RESP2, the default): integer → number, bulk → string, nil bulk or nil
 // array → false, array → table, status → {ok=...}, error → {err=...};
@@ -27,7 +31,11 @@ func toLua(L *lua.LState, r commands.Reply, resp int) lua.LValue {
 		return lua.LString(r)
 	case commands.SimpleString:
 		t := L.CreateTable(0, 1) // not NewTable's 32-slot map: every SET's reply
-		t.RawSetString("ok", lua.LString(r))
+		var v lua.LValue = luaOK
+		if r != "OK" {
+			v = lua.LString(r)
+		}
+		t.RawSetString("ok", v)
 		return t
 	case commands.ErrorReply:
 		return errTable(L, string(r))

@@ -30,6 +30,9 @@ type vm struct {
 	// fns are the functions of the scripts this state ran, reused (at
 	// most maxFns; Flush discards the state, and so them).
 	fns map[*compiled]*lua.LFunction
+	// keys and argv are the KEYS and ARGV tables of the last run, filled
+	// again for the next (fill).
+	keys, argv *lua.LTable
 }
 
 // maxFns bounds a state's reused script functions.
@@ -116,9 +119,16 @@ func newVM(e *Engine, gen uint64) *vm {
 		m.base.RawSetString(name, m.readonly(m.base.RawGetString(name).(*lua.LTable), shown))
 	}
 
+	// A global is looked up in env (KEYS, ARGV), then in base through
+	// env's __index, a table, so that reading one (redis, twice in most
+	// scripts) calls no Go function and boxes no key; only a miss in base
+	// calls its __index, which raises. Go code reads base raw.
+	baseMeta := L.NewTable()
+	baseMeta.RawSetString("__index", L.NewFunction(noSuchGlobal))
+	L.SetMetatable(m.base, baseMeta)
 	m.env = L.NewTable()
 	envMeta := L.NewTable()
-	envMeta.RawSetString("__index", L.NewFunction(m.global))
+	envMeta.RawSetString("__index", m.base)
 	envMeta.RawSetString("__newindex", L.NewFunction(refuseWrite))
 	envMeta.RawSetString("__metatable", shown)
 	L.SetMetatable(m.env, envMeta)
@@ -146,15 +156,11 @@ func refuseWrite(L *lua.LState) int {
 	return 0
 }
 
-// global is env's __index: a global that does not exist is an error.
-func (m *vm) global(L *lua.LState) int {
-	k := L.Get(2)
-	v := m.base.RawGet(k)
-	if v == lua.LNil {
-		L.RaiseError(msgNoSuchGlobal, lua.LVAsString(k))
-	}
-	L.Push(v)
-	return 1
+// noSuchGlobal is base's __index: a global that does not exist is an
+// error.
+func noSuchGlobal(L *lua.LState) int {
+	L.RaiseError(msgNoSuchGlobal, lua.LVAsString(L.Get(2)))
+	return 0
 }
 
 func (m *vm) isProtected(t *lua.LTable) bool {
@@ -220,8 +226,11 @@ func (m *vm) exec(ctx context.Context, sc *compiled, keys, argv [][]byte, r *run
 	L := m.L
 	m.run = r
 	defer func() { m.run = nil }()
-	m.env.RawSetString("KEYS", stringArray(L, keys))
-	m.env.RawSetString("ARGV", stringArray(L, argv))
+	// One string holds every key and argument; each element is a
+	// substring of it (one allocation, not one per element).
+	all := joined(keys, argv)
+	m.keys = m.fill(m.keys, "KEYS", keys, all)
+	m.argv = m.fill(m.argv, "ARGV", argv, all[joinedLen(keys):])
 	fn := m.fns[sc]
 	if fn == nil {
 		// A chunk has no upvalues: its function is made once per state
@@ -247,12 +256,66 @@ func (m *vm) exec(ctx context.Context, sc *compiled, keys, argv [][]byte, r *run
 	return toReply(L, ret, r.resp, 0)
 }
 
-func stringArray(L *lua.LState, a [][]byte) *lua.LTable {
-	t := L.CreateTable(len(a), 0)
-	for _, s := range a {
-		t.Append(lua.LString(s))
+// fill makes t the array of a's strings, taken in order from all (a's
+// elements concatenated, and maybe more after them), and env's global
+// name. It reuses t, the table of the last run, when that run left it a
+// plain array (plainArray): no script sees a table of another, since a
+// script has nowhere to keep one past its run (every table that outlives
+// it is read-only), so the reuse is invisible and spares a table, its
+// array and env's key per run. Else it makes a new one.
+func (m *vm) fill(t *lua.LTable, name string, a [][]byte, all string) *lua.LTable {
+	if t == nil || !plainArray(t) {
+		t = m.L.CreateTable(len(a), 0)
+	}
+	old := t.Len()
+	off := 0
+	for i, s := range a {
+		t.RawSetInt(i+1, lua.LString(all[off:off+len(s)]))
+		off += len(s)
+	}
+	for i := len(a) + 1; i <= old; i++ {
+		t.RawSetInt(i, lua.LNil)
+	}
+	if m.env.RawGetString(name) != lua.LValue(t) {
+		m.env.RawSetString(name, t)
 	}
 	return t
+}
+
+// plainArray reports whether t has no metatable and no entry after its
+// last array element (t.Len()): no hash key, no element past a nil. Such
+// a table is emptied by setting its elements 1..Len() to nil.
+func plainArray(t *lua.LTable) bool {
+	if t.Metatable != lua.LNil {
+		return false
+	}
+	var k lua.LValue = lua.LNil
+	if n := t.Len(); n > 0 {
+		k = lua.LNumber(n)
+	}
+	k, _ = t.Next(k)
+	return k == lua.LNil
+}
+
+// joined is the strings of keys and argv concatenated, in one allocation.
+func joined(keys, argv [][]byte) string {
+	var sb strings.Builder
+	sb.Grow(joinedLen(keys) + joinedLen(argv))
+	for _, s := range keys {
+		sb.Write(s)
+	}
+	for _, s := range argv {
+		sb.Write(s)
+	}
+	return sb.String()
+}
+
+func joinedLen(a [][]byte) int {
+	n := 0
+	for _, s := range a {
+		n += len(s)
+	}
+	return n
 }
 
 // lineOf finds the line in a Lua error message "user_script:LINE: ...".

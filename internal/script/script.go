@@ -123,6 +123,7 @@ var _ commands.Scripter = (*Engine)(nil)
 // compiled is a cached script: its body and compiled chunk (shareable by
 // every state) and its shebang flags.
 type compiled struct {
+	sha      string // its cache key: the lower-case hex SHA1 of body
 	body     string
 	proto    *lua.FunctionProto
 	noWrites bool
@@ -177,6 +178,7 @@ func (e *Engine) load(sha string, body []byte) (*compiled, commands.Reply) {
 	if r != nil {
 		return nil, r
 	}
+	c.sha = sha
 	e.mu.Lock()
 	e.cache[sha] = c
 	e.mu.Unlock()
@@ -262,13 +264,18 @@ func (e *Engine) Eval(ctx *commands.Ctx, v commands.View, args [][]byte, readOnl
 	var sc *compiled
 	var sha string
 	if byDigest {
-		sha = strings.ToLower(string(args[1]))
 		e.mu.Lock()
-		sc = e.cache[sha]
+		// Clients send the SHA1 as SCRIPT LOAD answered it, lower case:
+		// looked up as it is, it costs no copy.
+		sc = e.cache[string(args[1])]
+		if sc == nil {
+			sc = e.cache[strings.ToLower(string(args[1]))]
+		}
 		e.mu.Unlock()
 		if sc == nil {
 			return commands.Result{Reply: ReplyNoScript}, nil
 		}
+		sha = sc.sha
 	} else {
 		sha = SHA1(args[1])
 		var r commands.Reply

@@ -116,6 +116,30 @@ func TestKeysArgv(t *testing.T) {
 	}
 }
 
+// TestKeysArgvReused: a state fills the KEYS and ARGV tables of its last
+// run again; whatever a script did to them is gone in the next run, which
+// sees exactly its own keys and arguments.
+func TestKeysArgvReused(t *testing.T) {
+	e, m := newEngine(t), newMem()
+	check := "return {#KEYS, #ARGV, KEYS[1], ARGV[1], tostring(KEYS[2]), tostring(ARGV[2]), tostring(KEYS[9]), tostring(ARGV.x), tostring(getmetatable(ARGV)), tostring(rawget(KEYS, 'y'))}"
+	want := commands.Array{commands.Int(1), commands.Int(1), commands.Bulk("k"), commands.Bulk("a"),
+		commands.Bulk("nil"), commands.Bulk("nil"), commands.Bulk("nil"), commands.Bulk("nil"), commands.Bulk("nil"), commands.Bulk("nil")}
+	for _, dirty := range []string{
+		"return 1", // three keys and arguments, untouched
+		"KEYS[9] = 'z'; ARGV[2] = nil; return 1",
+		"ARGV.x = 'leak'; return 1",
+		"KEYS.y = 1; KEYS.y = nil; KEYS[2] = nil; return 1",
+		"setmetatable(ARGV, {__index = function() return 'leak' end}); return 1",
+		"KEYS[1] = nil; ARGV[3] = nil; return 1",
+		"local k = KEYS; for i = 1, 100 do k[i] = i end; return 1",
+	} {
+		eval(t, e, m, dirty, "3", "k1", "k2", "k3", "a1", "a2", "a3")
+		if got := eval(t, e, m, check, "1", "k", "a"); !reflect.DeepEqual(got, want) {
+			t.Errorf("after %q: got %v, want %v", dirty, got, want)
+		}
+	}
+}
+
 // TestErrors: what a failing script answers, Redis 7's texts.
 func TestErrors(t *testing.T) {
 	e, m := newEngine(t), newMem()
