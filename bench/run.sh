@@ -13,6 +13,8 @@
 #   PIPELINES  pipeline depths to run                         ["1 16"]
 #   LOAD_KEYS  keys loaded for the memory figure (0 = skip)   [1000000]
 #   LOAD_STREAMS  concurrent redis-cli --pipe loaders          [50]
+#   LOAD_PROFILE  1 = CPU profiles of the tandem leader and a follower
+#                 during the load (8 s), top functions printed [0]
 #   LARGE_SIZES   value sizes for the large-value test (bytes, "" = skip)
 #                 ["1024 1048576 16777216 67108864"]
 #   TESTS      redis-benchmark -t tests, or "suite" (set get incr lpush
@@ -32,6 +34,7 @@ KEYSPACE=${KEYSPACE:-100000}
 PIPELINES=${PIPELINES:-"1 16"}
 LOAD_KEYS=${LOAD_KEYS:-1000000}
 LOAD_STREAMS=${LOAD_STREAMS:-50}
+LOAD_PROFILE=${LOAD_PROFILE:-0}
 LARGE_SIZES=${LARGE_SIZES-"1024 1048576 16777216 67108864"}
 # redis-benchmark tests; "suite" is issue 17's list of every type's commands.
 TESTS=${TESTS:-"set get"}
@@ -341,11 +344,19 @@ gen_resp() { # n part parts: RESP SET key:I <DATA_SIZE-byte value> for I = part,
   }'
 }
 
-# load_keys PORT: LOAD_STREAMS concurrent `redis-cli --pipe` connections, each
-# sending its share of key:0..key:LOAD_KEYS-1 (one pipe alone would leave one
-# write per group commit); the same for tandem and Redis.
+# load_keys PORT HTTP PID...: LOAD_STREAMS concurrent `redis-cli --pipe`
+# connections, each sending its share of key:0..key:LOAD_KEYS-1 (one pipe
+# alone would leave one write per group commit); the same for tandem and
+# Redis. Prints keys/s and each server's CPU per key (user + system, from
+# /proc, from the start of the load until every server has applied it:
+# the followers' catch-up after the last reply is theirs too). HTTP is the
+# tandem leader's HTTP port (0 for Redis): with LOAD_PROFILE=1 it takes a
+# CPU profile of the leader and of a follower over the load's first 8 s
+# and prints their top functions.
 load_keys() {
-  local port=$1 t0 t1 j pids=()
+  local port=$1 http=$2 t0 t1 j c0 pids=() profs=()
+  shift 2
+  c0=$(cpu_ticks "$@")
   t0=$(date +%s.%N)
   for ((j = 0; j < LOAD_STREAMS; j++)); do
     { gen_resp "$LOAD_KEYS" "$j" "$LOAD_STREAMS" |
@@ -353,12 +364,36 @@ load_keys() {
     pids+=($!)
   done
   AUX_PIDS+=("${pids[@]}")
+  if [ "$LOAD_PROFILE" = 1 ] && [ "$http" != 0 ]; then
+    for j in 0 1; do
+      curl -s --max-time 30 -o "$WORK/load-n$((j + 1)).pprof" "http://127.0.0.1:$((http + j))/debug/pprof/profile?seconds=8" &
+      profs+=($!)
+    done
+  fi
   wait "${pids[@]}" 2>/dev/null || true
   t1=$(date +%s.%N)
   LOAD_SECS=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')
   LOAD_RESULT=$(cat "$WORK"/load.* | awk '/errors:/{gsub(",",""); e+=$2; r+=$4} END{printf "errors: %d, replies: %d", e, r}')
   rm -f "$WORK"/load.*
-  say "  load ($LOAD_STREAMS pipes): $LOAD_RESULT in $LOAD_SECS s ($(awk -v n="$LOAD_KEYS" -v s="$LOAD_SECS" 'BEGIN{printf "%.0f", n/s}') keys/s)"
+  LOAD_RATE=$(awk -v n="$LOAD_KEYS" -v s="$LOAD_SECS" 'BEGIN{printf "%.0f", n/s}')
+  say "  load ($LOAD_STREAMS pipes): $LOAD_RESULT in $LOAD_SECS s ($LOAD_RATE keys/s)"
+  [ ${#profs[@]} = 0 ] || wait "${profs[@]}" 2>/dev/null || true
+  if [ "$http" != 0 ]; then # the followers' catch-up
+    for ((j = 0; j < 300; j++)); do
+      [ "$(curl -s --max-time 1 "http://127.0.0.1:$http/status" | jq '[.followers[]? | .applied_lsn] | min' 2>/dev/null)" \
+        = "$(curl -s --max-time 1 "http://127.0.0.1:$http/status" | jq '.applied_lsn' 2>/dev/null)" ] && break
+      sleep 0.1
+    done
+  else
+    sleep 1 # Redis's replicas are a socket write behind
+  fi
+  LOAD_CPU=$(cpu_per_op "$c0" "$(cpu_ticks "$@")" "$LOAD_KEYS")
+  say "  server CPU us per key (user+system, first / the others): $LOAD_CPU"
+  for j in 1 2; do
+    [ "$http" != 0 ] && [ -s "$WORK/load-n$j.pprof" ] || continue
+    say "  CPU profile of node $j, the load's first 8 s ($WORK/load-n$j.pprof), top 25 cumulative:"
+    go tool pprof -top -cum -nodecount=25 "$TANDEM" "$WORK/load-n$j.pprof" 2>/dev/null | tail -n +6 | sed 's/^/    /' || true
+  done
 }
 
 hwm_kb() { awk '/^VmHWM:/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
@@ -558,7 +593,8 @@ if [ "$LOAD_KEYS" -gt 0 ]; then
   hdr "memory: $LOAD_KEYS keys (key:0..key:$((LOAD_KEYS - 1))), $DATA_SIZE-byte values, via $LOAD_STREAMS x redis-cli --pipe"
   say "tandem (fresh cluster):"
   start_tandem "$WORK/tandem-load"
-  load_keys "$T_PORT"
+  load_keys "$T_PORT" "$T_HTTP" "${TANDEM_NODE_PIDS[@]}"
+  T_LOAD_RATE=$LOAD_RATE T_LOAD_CPU=$LOAD_CPU
   dbs=$(redis-cli -p "$T_PORT" dbsize)
   say "  leader DBSIZE $dbs ($([ "$dbs" = "$LOAD_KEYS" ] && echo OK || echo "MISMATCH, expected $LOAD_KEYS"))"
   [ "$dbs" = "$LOAD_KEYS" ] || FAILED=1
@@ -587,7 +623,8 @@ if [ "$LOAD_KEYS" -gt 0 ]; then
 
   say "redis (fresh primary + $R_REPLICAS replicas):"
   start_redis "$WORK/redis-load"
-  load_keys "$R_PORT"
+  load_keys "$R_PORT" 0 "${REDIS_PIDS[@]}"
+  R_LOAD_RATE=$LOAD_RATE R_LOAD_CPU=$LOAD_CPU
   rdbs=$(redis-cli -p "$R_PORT" dbsize)
   say "  primary DBSIZE $rdbs"
   for ((r = 0; r < R_REPLICAS; r++)); do
@@ -612,6 +649,7 @@ for pipe in $PIPELINES; do
 done
 for l in "${LAG_SUMMARY[@]}"; do say "$l"; done
 if [ "$LOAD_KEYS" -gt 0 ]; then
+  say "bulk load of $LOAD_KEYS keys: tandem $T_LOAD_RATE keys/s vs redis $R_LOAD_RATE: $(awk -v a="$T_LOAD_RATE" -v b="$R_LOAD_RATE" 'BEGIN{printf "%.2fx", a/b}') (target >= 1.00x); server CPU us per key: tandem $T_LOAD_CPU (leader / followers), redis $R_LOAD_CPU (primary / replicas)"
   say "RSS with $LOAD_KEYS keys: tandem leader $(mb "$T_LRSS"), follower $(mb "$T_FRSS"); redis primary $(mb "$R_PRSS"), replica $(mb "$R_RRSS"): $(awk -v a="$T_LRSS" -v b="$R_PRSS" -v c="$T_FRSS" -v d="$R_RRSS" 'BEGIN{printf "%.2fx, %.2fx (target <= 1.00x)", a/b, c/d}')"
   say "disk per node with $LOAD_KEYS keys: tandem leader $(mb "$T_DISK"), follower $(mb "$T_FDISK"); redis primary $(mb "$R_DISK"), replica $(mb "$R_RDISK"): $(awk -v a="$T_DISK" -v b="$R_DISK" -v c="$T_FDISK" -v d="$R_RDISK" 'BEGIN{printf "%.2fx, %.2fx (target <= 3.00x)", a/b, c/d}')"
 fi

@@ -44,6 +44,9 @@ func (c *followerCore) Step(epoch uint64, a *peerpb.Append) (Ready, error) {
 	}
 	c.epoch = epoch
 	next := c.durable
+	if len(a.Entries) > 0 {
+		rd.decoded = make([]logrec.Entry, 0, len(a.Entries))
+	}
 	for _, raw := range a.Entries {
 		e, err := logrec.Decode(raw)
 		if err != nil {
@@ -66,6 +69,16 @@ func (c *followerCore) Step(epoch uint64, a *peerpb.Append) (Ready, error) {
 	// Apply up to min(commit, durable after this append): the pending tail
 	// plus the new entries.
 	limit := min(c.commit, next.LSN)
+	n := 0 // of the new entries, those to apply
+	for n < len(rd.decoded) && rd.decoded[n].LSN <= limit {
+		n++
+	}
+	if len(c.pending) == 0 {
+		// The common case, a follower that keeps up: what it applies is
+		// a prefix of what it just decoded, without a copy.
+		rd.Apply = rd.decoded[:n:n]
+		return rd, nil
+	}
 	for _, e := range c.pending {
 		if e.LSN > limit {
 			break
@@ -73,12 +86,7 @@ func (c *followerCore) Step(epoch uint64, a *peerpb.Append) (Ready, error) {
 		rd.Apply = append(rd.Apply, e)
 	}
 	if len(rd.Apply) == len(c.pending) {
-		for _, e := range rd.decoded {
-			if e.LSN > limit {
-				break
-			}
-			rd.Apply = append(rd.Apply, e)
-		}
+		rd.Apply = append(rd.Apply, rd.decoded[:n]...)
 	}
 	return rd, nil
 }
@@ -89,16 +97,28 @@ func (c *followerCore) Persisted(rd Ready) {
 		return
 	}
 	c.durable = rd.appendPos
+	if len(c.pending) == 0 {
+		// Taken over, not copied: rd.Apply may share its array (Applied
+		// clears what is applied only after it was applied).
+		c.pending = rd.decoded
+		return
+	}
 	c.pending = append(c.pending, rd.decoded...)
 }
 
-// Applied records that rd.Apply is applied.
+// Applied records that rd.Apply is applied. rd.Apply may share its array
+// with the pending entries (Step), so it must not be read after this: its
+// entries may be cleared.
 func (c *followerCore) Applied(rd Ready) {
 	n := len(rd.Apply)
 	if n == 0 {
 		return
 	}
 	c.applied = rd.Apply[n-1].LSN
+	if n == len(c.pending) {
+		c.pending = nil // the array goes, with the applied entries
+		return
+	}
 	// Cleared before they are sliced off: the array would otherwise keep
 	// applied entries (a 64 MB value's bytes) alive until it is reused.
 	clear(c.pending[:n])

@@ -167,8 +167,8 @@ func TestFollowerCoreSequence(t *testing.T) {
 			t.Fatalf("step %d: %v", i, err)
 		}
 		c.Persisted(rd)
+		appliedLSNs = append(appliedLSNs, lsns(rd.Apply)...) // read before Applied, which may clear them
 		c.Applied(rd)
-		appliedLSNs = append(appliedLSNs, lsns(rd.Apply)...)
 		if want := min(c.commit, c.durable.LSN); c.applied != want {
 			t.Errorf("step %d: applied %d, want min(commit %d, durable %d)", i, c.applied, c.commit, c.durable.LSN)
 		}
@@ -216,4 +216,40 @@ func TestFollowerCoreLag(t *testing.T) {
 	if lsnLag, sec := c.lag(); lsnLag != 1 || sec != 0 {
 		t.Errorf("after idle: lag = %d LSNs, %v s; want 1, 0", lsnLag, sec)
 	}
+}
+
+// BenchmarkFollowerCoreStep is the follower core's work per message of
+// 10 entries that commits the message before it (as an async leader
+// sends them): Step (verify, decode), Persisted, Applied. Per entry: ns
+// and allocations.
+//
+//	go test ./internal/replication -run '^$' -bench FollowerCoreStep -benchmem
+func BenchmarkFollowerCoreStep(b *testing.B) {
+	const per = 10
+	msgs := make([]*peerpb.Append, 1000)
+	for i := range msgs {
+		a := &peerpb.Append{CommitLsn: uint64(i * per), LeaderLastLsn: uint64((i + 1) * per)}
+		for j := 1; j <= per; j++ {
+			a.Entries = append(a.Entries, raw(1, uint64(i*per+j)))
+		}
+		msgs[i] = a
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for n := 0; n < b.N; {
+		c := &followerCore{epoch: 1}
+		for _, a := range msgs {
+			if n == b.N {
+				break
+			}
+			rd, err := c.Step(1, a)
+			if err != nil {
+				b.Fatal(err)
+			}
+			c.Persisted(rd)
+			c.Applied(rd)
+			n++
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*per), "ns/entry")
 }

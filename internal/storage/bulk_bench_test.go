@@ -1,0 +1,90 @@
+package storage
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/tandemdb/tandem/internal/logrec"
+)
+
+// BenchmarkBulkApply is a follower's share of bench/run.sh's bulk load:
+// 1M new keys key:0..key:999999 of 100-byte values (in the order the load's
+// 50 pipes send them), entries of 16 SETs (a pipe's read), appended and
+// applied 8 entries at a time, on the real disk with the node's default
+// memtables (192 MiB budget: 4 x 6 MiB). It reports the process's CPU per
+// key, Pebble's compactions included (those still running at the end are
+// waited for, so a setting that only defers the work shows it).
+//
+//	go test ./internal/storage -run '^$' -bench BulkApply -benchtime 1x -count 2
+func BenchmarkBulkApply(b *testing.B) {
+	for _, l0 := range []int{0, 4, 8, 16} {
+		b.Run(fmt.Sprintf("l0=%d", l0), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				benchBulkApply(b, l0)
+			}
+		})
+	}
+}
+
+func benchBulkApply(b *testing.B, l0 int) {
+	const keys, perEntry, perApply = 1000000, 16, 8
+	d, err := Open(b.TempDir(), Options{FS: vfs.Default, CacheBytes: 24 << 20, MemTableBytes: 6 << 20, MemTables: 4,
+		RowCacheBytes: 24 << 20, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), l0Compaction: l0})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.Close()
+	value := make([]byte, 100)
+	for i := range value {
+		value[i] = 'v'
+	}
+	var cpu0 = rusage()
+	start := time.Now()
+	lsn := uint64(0)
+	var raws [][]byte
+	var entries []logrec.Entry
+	for k := 0; k < keys; k += perEntry {
+		e := logrec.Entry{Epoch: 1, LSN: lsn + 1, TimeNs: 1}
+		for j := k; j < k+perEntry && j < keys; j++ {
+			e.Ops = append(e.Ops, logrec.Op{Kind: logrec.OpPut, Key: strconv.AppendInt([]byte("key:"), int64(j), 10), Value: value})
+		}
+		lsn++
+		raws = append(raws, logrec.Encode(&e))
+		entries = append(entries, e)
+		if len(entries) == perApply {
+			if err := d.AppendLog(raws); err != nil {
+				b.Fatal(err)
+			}
+			if err := d.Apply(entries); err != nil {
+				b.Fatal(err)
+			}
+			raws, entries = raws[:0], entries[:0]
+		}
+	}
+	load := time.Since(start)
+	cpuLoad := rusage() - cpu0
+	for d.pdb.Metrics().Compact.NumInProgress > 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cpuAll := rusage() - cpu0
+	m := d.pdb.Metrics()
+	b.ReportMetric(float64(cpuLoad.Microseconds())/keys, "cpu-µs/key")
+	b.ReportMetric(float64(cpuAll.Microseconds())/keys, "cpu-µs/key+settle")
+	b.ReportMetric(float64(keys)/load.Seconds(), "keys/s")
+	b.ReportMetric(float64(m.Levels[0].TablesCount), "L0-files")
+	total := m.Total()
+	b.ReportMetric(total.WriteAmp(), "write-amp")
+}
+
+func rusage() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
