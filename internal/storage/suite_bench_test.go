@@ -34,7 +34,9 @@ type suiteDB struct {
 	// exec and apply are this thread's CPU time running commands and
 	// applying entries; allocs the heap objects the commands allocated.
 	exec, apply time.Duration
-	allocs      uint64
+	// applyAllocs the heap objects Apply allocated (not the test's
+	// encoding of the entries).
+	allocs, applyAllocs uint64
 	sample      []metrics.Sample
 }
 
@@ -119,9 +121,11 @@ func (s *suiteDB) flush() {
 	if err := s.d.AppendLog(raws); err != nil {
 		s.tb.Fatal(err)
 	}
+	a0 := s.heapObjects()
 	if err := s.d.Apply(s.pending); err != nil {
 		s.tb.Fatal(err)
 	}
+	s.applyAllocs += s.heapObjects() - a0
 	for i := range s.pending {
 		s.layer.Forget(s.pending[i].Ops, s.lsn)
 	}
@@ -135,7 +139,8 @@ func (s *suiteDB) flush() {
 // order on one store, SUITE_N (20000) of each, and reports per command
 // the CPU time and heap allocations of running it as the leader does
 // (exec-µs/op, exec-allocs/op: the work under the sequencing lock, or a read's)
-// and of applying its entries (apply-µs/op, groups of 32). CPU time, so
+// and of applying its entries (apply-µs/op, apply-allocs/op: storage's
+// Apply alone, groups of 32). CPU time, so
 // that a loaded machine inflates it less than wall time. Run it with
 // -benchtime=1x (each command's state follows from the ones before):
 //
@@ -188,7 +193,7 @@ func BenchmarkSuite(b *testing.B) {
 				s.flush()
 			}
 			for range b.N {
-				exec, apply, allocs := s.exec, s.apply, s.allocs
+				exec, apply, allocs, applyAllocs := s.exec, s.apply, s.allocs, s.applyAllocs
 				for range n {
 					s.do(gen[name]())
 				}
@@ -196,6 +201,7 @@ func BenchmarkSuite(b *testing.B) {
 				b.ReportMetric(float64((s.exec-exec).Nanoseconds())/1e3/float64(n), "exec-µs/op")
 				b.ReportMetric(float64((s.apply-apply).Nanoseconds())/1e3/float64(n), "apply-µs/op")
 				b.ReportMetric(float64(s.allocs-allocs)/float64(n), "exec-allocs/op")
+				b.ReportMetric(float64(s.applyAllocs-applyAllocs)/float64(n), "apply-allocs/op")
 			}
 		})
 	}
