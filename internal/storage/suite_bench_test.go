@@ -37,7 +37,7 @@ type suiteDB struct {
 	// applyAllocs the heap objects Apply allocated (not the test's
 	// encoding of the entries).
 	allocs, applyAllocs uint64
-	sample      []metrics.Sample
+	sample              []metrics.Sample
 }
 
 // inFlight is about how many entries a leader has sequenced and not yet
