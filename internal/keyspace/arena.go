@@ -1,5 +1,7 @@
 package keyspace
 
+import "github.com/tandemdb/tandem/internal/logrec"
+
 // Arena hands out the row keys and rows ApplyIn builds, carved from a few
 // large buffers instead of one allocation each: a Writer that keeps them
 // only for a short while (storage's Apply, until its batch is committed
@@ -25,10 +27,32 @@ const (
 	arenaMax = 64 << 10
 )
 
-// NewArena returns an arena whose first buffer holds about size bytes
-// (clamped to [4 KiB, 64 KiB]): what the caller expects to build.
+// NewArena returns an arena whose first buffer holds size bytes (at most
+// 64 KiB): what the caller will build, RowBytes summed over its ops, so
+// that an arena that lives as long as its rows (the overlay's, one per
+// entry) holds no more than they need.
 func NewArena(size int) *Arena {
-	return &Arena{next: min(max(size, arenaMin), arenaMax)}
+	return &Arena{buf: make([]byte, 0, min(max(size, 0), arenaMax)), next: arenaMin}
+}
+
+// RowBytes is how many bytes of row keys and rows ApplyIn builds for op in
+// an arena (the rows a Writer takes apart, a long string's value, a
+// drop's span, are not built there).
+func RowBytes(op *logrec.Op) int {
+	switch op.Kind {
+	case logrec.OpPut:
+		if len(op.Value) > ChunkThreshold {
+			return 1 + len(op.Key) // a StringWriter's; else the row is its own
+		}
+		return 1 + len(op.Key) + 8 + len(op.Value)
+	case logrec.OpDelete, logrec.OpDrop:
+		return 1 + len(op.Key)
+	case logrec.OpMeta:
+		return 1 + len(op.Key) + typedLen
+	case logrec.OpSubPut, logrec.OpSubDel:
+		return 13 + len(op.Key) + len(op.Sub)
+	}
+	return 0
 }
 
 // take returns an empty slice with room for exactly n bytes: appending up

@@ -27,12 +27,13 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	d.mu.Lock()
 	applied, durable, counts, partial := d.applied, d.durable.LSN, d.counts, d.partial
 	d.mu.Unlock()
-	size, ops := 0, 0 // the rows' bytes, about; the ops
+	size, ops, built := 0, 0, 0 // the rows' bytes, about; the ops; the arena's bytes
 	for i := range entries {
 		ops += len(entries[i].Ops)
 		for j := range entries[i].Ops {
 			op := &entries[i].Ops[j]
 			size += len(op.Key) + len(op.Sub) + 32
+			built += keyspace.RowBytes(op)
 			if !chunkedPut(op) { // a chunked value goes in batches of its own
 				size += len(op.Value)
 			}
@@ -54,7 +55,7 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 		b = d.pdb.NewBatch()
 	}
 	w := applyWriter{b: b, rows: d.rows, d: d, counts: counts, filter: d.filters.cur.Load(), touched: make(map[string]rowState, ops), cached: make([]cachedRow, 0, ops),
-		arena: keyspace.NewArena(min(size, bigBatch))}
+		arena: keyspace.NewArena(built)}
 	defer func() {
 		w.b.Close()
 		if w.locked { // a failed Apply after a part was committed
