@@ -7,9 +7,10 @@ import (
 	"github.com/tandemdb/tandem/internal/logrec"
 )
 
-// BenchmarkLayerOps is the leader's overlay taking one entry's ops and,
-// 32 entries later, forgetting them once applied, for the op shapes of
-// redis-benchmark's writes: the allocations per entry are the point.
+// BenchmarkLayerOps is the leader's overlay and its hints taking one
+// entry's ops and, 32 entries later, the overlay forgetting them once
+// applied, for the op shapes of redis-benchmark's writes: the allocations
+// per entry are the point.
 func BenchmarkLayerOps(b *testing.B) {
 	val := make([]byte, 100)
 	shapes := map[string]func(i int) []logrec.Op{
@@ -39,11 +40,15 @@ func BenchmarkLayerOps(b *testing.B) {
 				entries[i] = shapes[name](i)
 			}
 			l := NewLayer(Empty{})
+			h := NewHints(l)
 			b.ReportAllocs()
 			lsn := uint64(0)
 			for b.Loop() {
 				lsn++
 				if err := l.ApplyOps(lsn, entries[lsn%n]); err != nil {
+					b.Fatal(err)
+				}
+				if err := h.ApplyOps(entries[lsn%n]); err != nil {
 					b.Fatal(err)
 				}
 				if lsn > inFlight {
