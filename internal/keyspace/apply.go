@@ -31,28 +31,33 @@ type StringWriter interface {
 // Apply is the one meaning of a log op in rows: what storage writes to
 // Pebble, the leader's overlay and a transaction hold in memory. Each row
 // it builds is one allocation of its final size (a SET's row is built on
-// every node, and twice on the leader: overlay and storage).
-func Apply(w Writer, op *logrec.Op) error {
+// every node, and twice on the leader: overlay and storage). It is ApplyIn
+// without an arena.
+func Apply(w Writer, op *logrec.Op) error { return ApplyIn(w, op, nil) }
+
+// ApplyIn is Apply building the row keys and rows in a (nil: one
+// allocation each; see Arena for when a Writer may use one).
+func ApplyIn(w Writer, op *logrec.Op, a *Arena) error {
 	switch op.Kind {
 	case logrec.OpPut:
 		if sw, ok := w.(StringWriter); ok && len(op.Value) > ChunkThreshold {
 			sw.SetString(op.Key, op.Value, op.ExpireAtMs)
 			return nil
 		}
-		w.Set(MetaKey(op.Key), AppendMetaRow(make([]byte, 0, 8+len(op.Value)), Value{Type: TypeString, Data: op.Value, ExpireAtMs: op.ExpireAtMs}))
+		w.Set(a.MetaKey(op.Key), AppendMetaRow(a.take(8+len(op.Value)), Value{Type: TypeString, Data: op.Value, ExpireAtMs: op.ExpireAtMs}))
 	case logrec.OpDelete:
-		w.Delete(MetaKey(op.Key))
+		w.Delete(a.MetaKey(op.Key))
 	case logrec.OpMeta:
 		if !Type(op.Type).IsCollection() {
 			return fmt.Errorf("keyspace: meta op of type %d: %w", op.Type, logrec.ErrCorrupt)
 		}
-		w.Set(MetaKey(op.Key), AppendMetaRow(make([]byte, 0, typedLen), Value{Type: Type(op.Type), ExpireAtMs: op.ExpireAtMs, Version: op.Version, Size: op.Size}))
+		w.Set(a.MetaKey(op.Key), AppendMetaRow(a.take(typedLen), Value{Type: Type(op.Type), ExpireAtMs: op.ExpireAtMs, Version: op.Version, Size: op.Size}))
 	case logrec.OpSubPut:
-		w.Set(SubKey(op.Key, op.Version, op.Sub), op.Value)
+		w.Set(a.SubKey(op.Key, op.Version, op.Sub), op.Value)
 	case logrec.OpSubDel:
-		w.Delete(SubKey(op.Key, op.Version, op.Sub))
+		w.Delete(a.SubKey(op.Key, op.Version, op.Sub))
 	case logrec.OpDrop:
-		w.Delete(MetaKey(op.Key))
+		w.Delete(a.MetaKey(op.Key))
 		lo, hi := SubSpan(op.Key, op.Version)
 		w.DeleteRange(lo, hi)
 	case logrec.OpFlushAll:

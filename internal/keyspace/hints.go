@@ -548,14 +548,28 @@ func (h *Hints) Sample(key []byte) *Sample {
 // hints concern sub-key rows only (every leader write passes here, and a
 // SET's row would be built for nothing).
 func (h *Hints) ApplyOps(ops []logrec.Op) error {
+	// The row keys of the ops passed in one exact-size arena: a hint may
+	// keep one (liveFwd), and with it the arena, as it would its own.
+	size := 0
 	for i := range ops {
-		switch ops[i].Kind {
-		case logrec.OpPut, logrec.OpDelete, logrec.OpMeta:
+		if !metaOnly(ops[i].Kind) {
+			size += RowBytes(&ops[i])
+		}
+	}
+	a := NewArena(size) // FLUSHALL's ops build nothing: size 0, no buffer
+	for i := range ops {
+		if metaOnly(ops[i].Kind) {
 			continue
 		}
-		if err := Apply(h, &ops[i]); err != nil {
+		if err := ApplyIn(h, &ops[i], a); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// metaOnly reports whether ops of kind k write only a metadata row, which
+// Hints.ApplyOps passes over.
+func metaOnly(k logrec.OpKind) bool {
+	return k == logrec.OpPut || k == logrec.OpDelete || k == logrec.OpMeta
 }

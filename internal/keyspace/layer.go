@@ -41,6 +41,8 @@ type Layer struct {
 	// the leader sequences puts its rows here). A slab stays in memory
 	// while any of its points is in points.
 	slab []layerPoint
+	// forgetKey is Forget's row key buffer, reused from call to call.
+	forgetKey []byte
 }
 
 // slabPoints is how many points one slab allocation holds.
@@ -164,10 +166,19 @@ func (l *Layer) DeleteRange(lo, hi []byte) {
 }
 
 // ApplyOps applies ops to the layer, tagged with lsn.
+//
+// The rows of one call are built in one arena (one allocation instead of a
+// key and a row per op on every write the leader sequences): the layer
+// keeps the rows until Forget, the arena lives as long as any of them.
 func (l *Layer) ApplyOps(lsn uint64, ops []logrec.Op) error {
 	l.lsn = lsn
+	size := 0
 	for i := range ops {
-		if err := Apply(l, &ops[i]); err != nil {
+		size += RowBytes(&ops[i])
+	}
+	a := NewArena(size)
+	for i := range ops {
+		if err := ApplyIn(l, &ops[i], a); err != nil {
 			return err
 		}
 	}
@@ -178,15 +189,21 @@ func (l *Layer) ApplyOps(lsn uint64, ops []logrec.Op) error {
 // tagged with an LSN at or below applied; a row written again by a later
 // entry stays. It visits only the rows ops name, not the whole layer.
 //
-// An op that writes only a metadata row is forgotten by its key alone,
-// without Apply building the row (a SET's value would be copied once
-// more only to be thrown away).
+// An op that writes only a metadata row, or one sub-key row, is forgotten
+// by its key alone, built in a reused buffer, without Apply building the
+// row (a SET's value would be copied once more only to be thrown away).
 func (l *Layer) Forget(ops []logrec.Op, applied uint64) {
-	f := forgetter{l: l, applied: applied}
+	f := forgetter{l: l, applied: applied, key: l.forgetKey}
+	defer func() { l.forgetKey = f.key }()
 	for i := range ops {
 		switch op := &ops[i]; op.Kind {
 		case logrec.OpPut, logrec.OpDelete, logrec.OpMeta:
 			f.key = AppendMetaKey(f.key[:0], op.Key)
+			f.Delete(f.key)
+		case logrec.OpSubPut, logrec.OpSubDel:
+			// The row key in the same reused buffer: Apply would build
+			// one of its own per element only to look it up.
+			f.key = append(AppendSubPrefix(f.key[:0], op.Key, op.Version), op.Sub...)
 			f.Delete(f.key)
 		default:
 			_ = Apply(&f, op)

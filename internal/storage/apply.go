@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math/bits"
+	"unsafe"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -26,12 +27,13 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	d.mu.Lock()
 	applied, durable, counts, partial := d.applied, d.durable.LSN, d.counts, d.partial
 	d.mu.Unlock()
-	size, ops := 0, 0 // the rows' bytes, about; the ops
+	size, ops, built := 0, 0, 0 // the rows' bytes, about; the ops; the arena's bytes
 	for i := range entries {
 		ops += len(entries[i].Ops)
 		for j := range entries[i].Ops {
 			op := &entries[i].Ops[j]
 			size += len(op.Key) + len(op.Sub) + 32
+			built += keyspace.RowBytes(op)
 			if !chunkedPut(op) { // a chunked value goes in batches of its own
 				size += len(op.Value)
 			}
@@ -52,7 +54,8 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	} else {
 		b = d.pdb.NewBatch()
 	}
-	w := applyWriter{b: b, rows: d.rows, d: d, counts: counts, filter: d.filters.cur.Load(), touched: make(map[string]rowState, ops), cached: make([]cachedRow, 0, ops)}
+	w := applyWriter{b: b, rows: d.rows, d: d, counts: counts, filter: d.filters.cur.Load(), touched: make(map[string]rowState, ops), cached: make([]cachedRow, 0, ops),
+		arena: keyspace.NewArena(built)}
 	defer func() {
 		w.b.Close()
 		if w.locked { // a failed Apply after a part was committed
@@ -69,7 +72,7 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 		}
 		w.lsn = e.LSN
 		for j := range e.Ops {
-			if err := keyspace.Apply(&w, &e.Ops[j]); err != nil {
+			if err := keyspace.ApplyIn(&w, &e.Ops[j], w.arena); err != nil {
 				return fmt.Errorf("storage: apply lsn %d: %w", e.LSN, err)
 			}
 			if w.err != nil {
@@ -176,6 +179,12 @@ type applyWriter struct {
 	filter  *keyFilter
 	touched map[string]rowState
 	err     error // the first failed read of an old row
+	// arena holds the row keys and rows keyspace.ApplyIn builds for this
+	// batch: Pebble copies them into the batch, the row cache copies what
+	// it keeps, the filters hash them, and nothing holds them after Apply
+	// returns. Its slices are never written again (keyspace.Arena), so
+	// touched may key on them without a copy (count).
+	arena *keyspace.Arena
 	// cached: the rows for the row cache, in order, under their full row
 	// keys (a nil row: no such row; a group: a sub-key prefix whose rows a
 	// range delete removed). A row small enough to cache is kept as
@@ -312,10 +321,16 @@ func (w *applyWriter) dropChunks(key []byte, old rowState) {
 // key) to now, and returns the old row's state. The old row is the
 // batch's own write of it, else none after a FLUSHALL in the batch, else
 // none when the key filter does not hold the key, else the stored row.
+//
+// mk is a row key ApplyIn built, in the arena or an allocation of its own,
+// which no one writes again: touched keys on its bytes without copying
+// them (a string per metadata row written was most of the allocations of
+// a SET's or a collection write's apply after the row cache's).
 func (w *applyWriter) count(mk []byte, now rowState) rowState {
 	old := w.prior(mk)
 	w.counts = w.counts.change(old, now)
-	w.touched[string(mk[1:])] = now
+	key := mk[1:]
+	w.touched[unsafe.String(unsafe.SliceData(key), len(key))] = now
 	return old
 }
 

@@ -34,8 +34,11 @@ type suiteDB struct {
 	// exec and apply are this thread's CPU time running commands and
 	// applying entries; allocs the heap objects the commands allocated.
 	exec, apply time.Duration
-	allocs      uint64
-	sample      []metrics.Sample
+	// applyAllocs the heap objects Apply allocated (not the test's
+	// encoding of the entries); overlayAllocs those the leader's overlay
+	// and hints allocated taking each entry's ops and forgetting them.
+	allocs, applyAllocs, overlayAllocs uint64
+	sample                             []metrics.Sample
 }
 
 // inFlight is about how many entries a leader has sequenced and not yet
@@ -93,12 +96,14 @@ func (s *suiteDB) do(args [][]byte) commands.Reply {
 		return res.Reply
 	}
 	s.lsn++
+	a0 = s.heapObjects()
 	if err := s.layer.ApplyOps(s.lsn, res.Ops); err != nil {
 		s.tb.Fatal(err)
 	}
 	if err := s.hints.ApplyOps(res.Ops); err != nil {
 		s.tb.Fatal(err)
 	}
+	s.overlayAllocs += s.heapObjects() - a0
 	s.pending = append(s.pending, logrec.Entry{Epoch: 1, LSN: s.lsn, Ops: res.Ops})
 	if len(s.pending) >= inFlight {
 		s.flush()
@@ -119,12 +124,16 @@ func (s *suiteDB) flush() {
 	if err := s.d.AppendLog(raws); err != nil {
 		s.tb.Fatal(err)
 	}
+	a0 := s.heapObjects()
 	if err := s.d.Apply(s.pending); err != nil {
 		s.tb.Fatal(err)
 	}
+	s.applyAllocs += s.heapObjects() - a0
+	a0 = s.heapObjects()
 	for i := range s.pending {
 		s.layer.Forget(s.pending[i].Ops, s.lsn)
 	}
+	s.overlayAllocs += s.heapObjects() - a0
 	s.apply += threadCPU(s.tb) - start
 	s.pending = s.pending[:0]
 }
@@ -135,7 +144,9 @@ func (s *suiteDB) flush() {
 // order on one store, SUITE_N (20000) of each, and reports per command
 // the CPU time and heap allocations of running it as the leader does
 // (exec-µs/op, exec-allocs/op: the work under the sequencing lock, or a read's)
-// and of applying its entries (apply-µs/op, groups of 32). CPU time, so
+// and of applying its entries (apply-µs/op, apply-allocs/op: storage's
+// Apply alone, groups of 32), and the heap objects the leader's overlay
+// and hints allocate taking and forgetting its ops (overlay-allocs/op). CPU time, so
 // that a loaded machine inflates it less than wall time. Run it with
 // -benchtime=1x (each command's state follows from the ones before):
 //
@@ -188,7 +199,7 @@ func BenchmarkSuite(b *testing.B) {
 				s.flush()
 			}
 			for range b.N {
-				exec, apply, allocs := s.exec, s.apply, s.allocs
+				exec, apply, allocs, applyAllocs, overlayAllocs := s.exec, s.apply, s.allocs, s.applyAllocs, s.overlayAllocs
 				for range n {
 					s.do(gen[name]())
 				}
@@ -196,6 +207,8 @@ func BenchmarkSuite(b *testing.B) {
 				b.ReportMetric(float64((s.exec-exec).Nanoseconds())/1e3/float64(n), "exec-µs/op")
 				b.ReportMetric(float64((s.apply-apply).Nanoseconds())/1e3/float64(n), "apply-µs/op")
 				b.ReportMetric(float64(s.allocs-allocs)/float64(n), "exec-allocs/op")
+				b.ReportMetric(float64(s.applyAllocs-applyAllocs)/float64(n), "apply-allocs/op")
+				b.ReportMetric(float64(s.overlayAllocs-overlayAllocs)/float64(n), "overlay-allocs/op")
 			}
 		})
 	}
