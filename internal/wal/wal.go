@@ -8,7 +8,6 @@
 //
 //	<dir>/<LSN, 20 digits>.seg      a segment: records, then zeros or the end of the file
 //	<dir>/<LSN, 20 digits>.seg.tmp  a segment being rewritten (TruncateBack); removed on Open
-//	<dir>/spare.seg.tmp             the next segment, made ahead of need (below); removed on Open
 //
 // A segment is named by the LSN of its first record, zero-padded so that
 // names sort in LSN order; its records have consecutive LSNs from there,
@@ -20,32 +19,6 @@
 // current one past the nominal size (Options.SegmentSize, 64 MiB), so a
 // batch larger than that, such as a single 512 MB value, gets a segment to
 // itself. New segments are preallocated (vfs.File.Preallocate).
-//
-// # Spare segments
-//
-// An fdatasync after writing into space that fallocate reserved, or past
-// the end of the file, must commit file-system metadata too (ext4: the
-// extents written turn from unwritten to written, and the file's size
-// grows), a journal commit on every Append; after writing over blocks
-// that already hold data it flushes the data alone. On the dev VM (ext4
-// on virtio) a 6 KB append and its fdatasync cost 125–165 µs of CPU and
-// 260–590 µs of wall time in a preallocated file and 73–81 µs and
-// 150–175 µs in a zero-filled one (PostgreSQL zero-fills its WAL segments
-// for this reason, and Pebble recycles its WAL files). So once a log has
-// taken SegmentSize/16 bytes since Open, a goroutine makes the next
-// segment ahead of need: spare.seg.tmp, SegmentSize zero bytes, fsynced.
-// Append then starts a segment by renaming the spare to the segment's
-// name (and syncing the directory, as for any new segment) at the
-// nominal size, as before, and once early: the first Append after the
-// log has taken SegmentSize/8 bytes since Open starts a segment if the
-// tail's file would have to grow (a new log's first segment, one
-// TruncateBack rewrote, one from an older build), waiting for the spare
-// if it is being made, so that the log leaves the slow kind of file
-// behind, at a point that does not depend on timing. Without a spare
-// ready, Append creates a preallocated segment at the nominal size as
-// before, and makes no early start. The spare is zeros:
-// as a segment it is empty, which is what Open reads in it, under either
-// name, after any crash; under its own name Open removes it.
 //
 // # Record layout (frozen: changing it breaks existing logs)
 //
@@ -141,7 +114,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
@@ -169,7 +141,6 @@ const (
 	minPayload = frame.HeaderLen + 1
 	segSuffix  = ".seg"
 	tmpSuffix  = ".tmp"
-	spareName  = "spare" + segSuffix + tmpSuffix
 	nameDigits = 20
 )
 
@@ -191,10 +162,6 @@ type Options struct {
 	// SegmentSize is the nominal size of a segment; 0 means 64 MiB.
 	SegmentSize int64
 	Logger      *slog.Logger
-	// NoSpare turns the spare segments off (see the package comment):
-	// every new segment is preallocated when it is needed. For the
-	// benchmark that measures what spares save.
-	NoSpare bool
 }
 
 // WAL is an open log. See the package comment.
@@ -213,19 +180,6 @@ type WAL struct {
 	buf  []byte   // Append's scratch, under wmu
 	err  error    // a failed write or sync: the log's state on disk is unknown
 
-	// The spare segment (see the package comment). appended counts the
-	// bytes Appended since Open (under wmu). Under mu: spareOff (NoSpare,
-	// or a spare failed), spareBusy (a goroutine is making the spare) and
-	// spare (the one made, ready to be renamed). spareStop tells the
-	// goroutine to give up; Close sets it and waits for it (spareWG).
-	appended  int64
-	leftEarly bool // the tail's early start was made (under wmu)
-	spareOff  bool
-	spareBusy bool
-	spareStop atomic.Bool
-	spareWG   sync.WaitGroup
-	spare     vfs.File
-
 	mu     sync.Mutex // guards the fields below and every segment's offs, end, refs, dead
 	segs   []*segment // in LSN order, never empty while open
 	first  uint64     // the first LSN that may be read
@@ -239,13 +193,8 @@ type segment struct {
 	f     vfs.File
 	offs  []int64 // offset of each record
 	end   int64   // offset after the last record
-	// filled is how much of the file exists (written, zeros included):
-	// an Append that ends within it writes over allocated blocks, and
-	// its fdatasync writes no metadata (see "Spare segments"). Changed
-	// under wmu.
-	filled int64
-	refs   int  // Reads holding f
-	dead   bool // no longer in the log: close f once refs is 0
+	refs  int     // Reads holding f
+	dead  bool    // no longer in the log: close f once refs is 0
 }
 
 func (s *segment) count() int { return len(s.offs) }
@@ -292,7 +241,7 @@ func putHeader(dst []byte, n int, start bool, offset int64) {
 // there is none, verifies every record, truncates a torn tail and fails on
 // corruption (see the package comment).
 func Open(dir string, opts Options) (*WAL, error) {
-	w := &WAL{fs: opts.FS, dir: dir, segSize: opts.SegmentSize, log: opts.Logger, spareOff: opts.NoSpare}
+	w := &WAL{fs: opts.FS, dir: dir, segSize: opts.SegmentSize, log: opts.Logger}
 	if w.fs == nil {
 		w.fs = vfs.Default
 	}
@@ -385,7 +334,7 @@ func (w *WAL) openSegment(first uint64, last bool) (*segment, error) {
 	if err != nil {
 		return s, fmt.Errorf("wal: read %s: %w", path, err)
 	}
-	s.offs, s.end, s.filled = offs, end, size
+	s.offs, s.end = offs, end
 	if reason == "" {
 		return s, nil
 	}
@@ -645,29 +594,12 @@ func (w *WAL) Append(first uint64, records [][]byte) error {
 		size += headerLen + int64(len(r))
 	}
 	t, created := w.tail, false
-	if t.count() > 0 {
-		full := t.end+size > w.segSize
-		// The one early start of a segment (see "Spare segments") is
-		// made at a point fixed by the bytes appended, so that where
-		// segments start never depends on when a goroutine finished.
-		// A new segment waits for a spare being made: it was begun a
-		// segment's appends ago (or SegmentSize/16 bytes before an early
-		// start), so this rarely waits, and then for less than a
-		// preallocation and a directory sync would take.
-		early := !full && !w.leftEarly && w.appended >= w.segSize/8 && t.end+size > t.filled
-		if early {
-			w.leftEarly = true
+	if t.count() > 0 && t.end+size > w.segSize {
+		var err error
+		if t, err = w.createSegment(first, size); err != nil {
+			return err
 		}
-		if full || early {
-			w.spareWG.Wait() // only Appends start spares: none starts meanwhile
-		}
-		if full || early && w.spareReady(size) {
-			var err error
-			if t, err = w.newSegment(first, size); err != nil {
-				return err
-			}
-			created = true
-		}
+		created = true
 	}
 	offs, err := w.write(t, records)
 	if err == nil {
@@ -686,122 +618,10 @@ func (w *WAL) Append(first uint64, records [][]byte) error {
 		w.tail = t
 	}
 	t.offs = append(t.offs, offs...)
-	t.filled = max(t.filled, t.end+size)
 	t.end += size
 	w.last += uint64(len(records))
 	w.mu.Unlock()
-	w.appended += size
-	w.startSpare()
 	return nil
-}
-
-// spareReady reports whether a spare segment is ready that takes an
-// Append of size bytes.
-func (w *WAL) spareReady(size int64) bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.spare != nil && size <= w.segSize
-}
-
-// newSegment starts the segment named first for an Append of size bytes:
-// the spare renamed, if one is ready and large enough, else a new
-// preallocated file. Either way the directory is synced before it
-// returns. The caller holds wmu.
-func (w *WAL) newSegment(first uint64, size int64) (*segment, error) {
-	w.mu.Lock()
-	f := w.spare
-	if size > w.segSize {
-		f = nil // a batch larger than a spare gets a segment of its own
-	}
-	if f != nil {
-		w.spare = nil
-	}
-	w.mu.Unlock()
-	if f == nil {
-		return w.createSegment(first, size)
-	}
-	path := w.fs.PathJoin(w.dir, segName(first))
-	if err := w.fs.Rename(w.fs.PathJoin(w.dir, spareName), path); err != nil {
-		// Renamed or not, the name is free for createSegment, which
-		// truncates what it finds there.
-		f.Close()
-		w.log.Warn("wal: could not use the spare segment; preallocating one", "segment", path, "err", err)
-		return w.createSegment(first, size)
-	}
-	if err := w.syncDir(); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return &segment{first: first, path: path, f: f, filled: w.segSize}, nil
-}
-
-// startSpare starts making the spare segment, if the log has taken
-// SegmentSize/16 bytes since Open (a log that is hardly written never
-// pays for one), none is ready or being made, and spares are on. The
-// caller holds wmu.
-func (w *WAL) startSpare() {
-	if w.appended < w.segSize/16 {
-		return
-	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.spareOff || w.spareBusy || w.spare != nil || w.closed {
-		return
-	}
-	w.spareBusy = true
-	w.spareWG.Add(1)
-	go w.makeSpare()
-}
-
-// makeSpare writes spare.seg.tmp: SegmentSize zero bytes, fsynced, so
-// that Appends into it once it is a segment only overwrite allocated
-// blocks. A failure turns spares off until the log is opened again (a
-// full disk would fail every try); Appends preallocate their segments
-// as before.
-func (w *WAL) makeSpare() {
-	defer w.spareWG.Done()
-	path := w.fs.PathJoin(w.dir, spareName)
-	f, err := w.zeroFile(path, w.segSize)
-	w.mu.Lock()
-	w.spareBusy = false
-	if err == nil && !w.closed && !w.spareStop.Load() {
-		w.spare = f
-		w.mu.Unlock()
-		return
-	}
-	if err != nil {
-		w.spareOff = true
-	}
-	w.mu.Unlock()
-	if err != nil && !errors.Is(err, ErrClosed) {
-		w.log.Warn("wal: could not make a spare segment; new segments are preallocated until the log is opened again", "err", err)
-	}
-	if f != nil {
-		f.Close()
-	}
-	_ = w.fs.Remove(path) // Open removes it too
-}
-
-// zeroFile creates path with size zero bytes and fsyncs it (its data and
-// its size).
-func (w *WAL) zeroFile(path string, size int64) (vfs.File, error) {
-	f, err := w.fs.Create(path, vfs.WriteCategoryUnspecified)
-	if err != nil {
-		return nil, fmt.Errorf("create %s: %w", path, err)
-	}
-	zeros := make([]byte, min(size, copyChunk))
-	for off := int64(0); off < size; off += int64(len(zeros)) {
-		if w.spareStop.Load() {
-			return f, ErrClosed
-		}
-		if _, err := f.WriteAt(zeros[:min(int64(len(zeros)), size-off)], off); err != nil {
-			return f, fmt.Errorf("write %s: %w", path, err)
-		}
-	}
-	if err := f.Sync(); err != nil {
-		return f, fmt.Errorf("sync %s: %w", path, err)
-	}
-	return f, nil
 }
 
 // write writes records at t's end, as few writes as the buffer allows,
@@ -1127,7 +947,7 @@ func (w *WAL) rewrite(s *segment, keep int) (*segment, error) {
 		return nil, err
 	}
 	ok = true
-	return &segment{first: s.first, path: s.path, f: f, offs: slices.Clone(s.offs[:keep]), end: size, filled: size}, nil
+	return &segment{first: s.first, path: s.path, f: f, offs: slices.Clone(s.offs[:keep]), end: size}, nil
 }
 
 // Reset empties the log: every segment is removed (newest first, each
@@ -1176,13 +996,9 @@ func (w *WAL) Reset(base uint64) error {
 }
 
 // Close closes the log. Reads still running finish on the files they hold.
-// A spare segment being made is given up, and one made is removed.
 func (w *WAL) Close() error {
 	w.wmu.Lock()
 	defer w.wmu.Unlock()
-	// Appends start spares under wmu, so none starts after this.
-	w.spareStop.Store(true)
-	w.spareWG.Wait()
 	w.fmu.Lock()
 	defer w.fmu.Unlock()
 	w.mu.Lock()
@@ -1194,11 +1010,6 @@ func (w *WAL) Close() error {
 	for _, s := range w.segs {
 		s.dead = true
 		s.release()
-	}
-	if w.spare != nil {
-		w.spare.Close()
-		w.spare = nil
-		_ = w.fs.Remove(w.fs.PathJoin(w.dir, spareName)) // Open removes it too
 	}
 	return nil
 }

@@ -49,18 +49,6 @@ func openW(t *testing.T, fs vfs.FS, segSize int64) *WAL {
 	return w
 }
 
-// openNoSpare is openW with spare segments off, for tests that place
-// damage by where segment files end (a spare-made segment is zeros to
-// its nominal size).
-func openNoSpare(t *testing.T, fs vfs.FS, segSize int64) *WAL {
-	t.Helper()
-	w, err := Open(dir, Options{FS: fs, SegmentSize: segSize, Logger: testLogger(t), NoSpare: true})
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	return w
-}
-
 func reopenW(t *testing.T, w *WAL, fs vfs.FS, segSize int64) *WAL {
 	t.Helper()
 	if err := w.Close(); err != nil {
@@ -113,14 +101,8 @@ func segments(t *testing.T, fs vfs.FS) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var segs []string // the spare is not a segment
-	for _, name := range names {
-		if _, ok := parseSegName(name); ok {
-			segs = append(segs, name)
-		}
-	}
-	slices.Sort(segs)
-	return segs
+	slices.Sort(names)
+	return names
 }
 
 func fileBytes(t *testing.T, fs vfs.FS, name string) []byte {
@@ -177,11 +159,9 @@ func TestAppendReadReopen(t *testing.T) {
 		var onDisk int64
 		for _, s := range w.segs {
 			b := fileBytes(t, fs, segName(s.first))
-			onDisk += s.end
-			// The records, then zeros (a segment made from a spare) or
-			// the end of the file.
-			if int64(len(b)) < s.end || !allZero(b[s.end:]) {
-				t.Errorf("round %d: %s holds %d bytes, its records %d, not zeros after them", round, segName(s.first), len(b), s.end)
+			onDisk += int64(len(b))
+			if int64(len(b)) != s.end {
+				t.Errorf("round %d: %s holds %d bytes, its records %d", round, segName(s.first), len(b), s.end)
 			}
 			starts := 0
 			for _, off := range s.offs {
@@ -374,11 +354,11 @@ func TestCorruption(t *testing.T) {
 	const segSize = 512
 	build := func() (*vfs.MemFS, []string) {
 		fs := vfs.NewMem()
-		w := openNoSpare(t, fs, segSize)
+		w := openW(t, fs, segSize)
 		appendRange(t, w, 1, 30, 0, 2)
 		w.Close()
 		// Larger segments from here: the last one gets several appends.
-		w = openNoSpare(t, fs, 1<<20)
+		w = openW(t, fs, 1<<20)
 		appendRange(t, w, 31, 40, 0, 2)
 		w.Close()
 		return fs, segments(t, fs)
