@@ -467,11 +467,7 @@ func Open(dir string, opts Options) (*DB, error) {
 		trim.close()
 		return nil, err
 	}
-	// Spare log segments (wal's package comment) spare the real disk's
-	// fdatasync a journal commit; an in-memory FS (tests) gets none: its
-	// syncs cost nothing, and a spare is a segment's size of memory
-	// allocated in the background under whatever the test measures.
-	d.wal, err = wal.Open(fs.PathJoin(dir, logDir), wal.Options{FS: fs, SegmentSize: opts.LogSegmentSize, Logger: log, NoSpare: fs != vfs.Default})
+	d.wal, err = wal.Open(fs.PathJoin(dir, logDir), wal.Options{FS: fs, SegmentSize: opts.LogSegmentSize, Logger: log})
 	if err != nil {
 		pdb.Close()
 		trim.close()
