@@ -107,6 +107,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"log/slog"
 	"slices"
@@ -220,13 +221,25 @@ func parseSegName(name string) (uint64, bool) {
 	return n, err == nil
 }
 
-// headerCheck is the check field of a record header with word at offset.
+// headerCheck is the check field of a record header with word at offset:
+// the CRC32C (frame.Checksum) of word and offset, little-endian, 12 bytes.
+// Computed bytewise from the table here, not through a [12]byte and
+// frame.Checksum: hash/crc32 calls its fast path through a function
+// variable, so the array escaped and every record cost an allocation on
+// every node (TestHeaderCheckIsFrameChecksum holds the two equal).
 func headerCheck(word uint32, offset int64) uint32 {
-	var b [12]byte
-	binary.LittleEndian.PutUint32(b[:4], word)
-	binary.LittleEndian.PutUint64(b[4:], uint64(offset))
-	return frame.Checksum(b[:])
+	crc := ^uint32(0)
+	for i := range 4 {
+		crc = castagnoli[byte(crc)^byte(word>>(8*i))] ^ crc>>8
+	}
+	for i := range 8 {
+		crc = castagnoli[byte(crc)^byte(uint64(offset)>>(8*i))] ^ crc>>8
+	}
+	return ^crc
 }
+
+// castagnoli is CRC32C's table, frame.Checksum's polynomial.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 func putHeader(dst []byte, n int, start bool, offset int64) {
 	word := uint32(n)

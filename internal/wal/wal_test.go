@@ -2,6 +2,7 @@ package wal
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -671,5 +672,27 @@ func TestConcurrentReads(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// TestHeaderCheckIsFrameChecksum holds headerCheck to what the record
+// format says it is, the CRC32C of the word and the offset little-endian
+// (frame.Checksum over 12 bytes), and to costing no allocation.
+func TestHeaderCheckIsFrameChecksum(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range 10000 {
+		word, offset := rng.Uint32(), int64(rng.Uint64())
+		if i < 4 {
+			word, offset = []uint32{0, ^uint32(0), 1, startBit | 7}[i], []int64{0, -1, 1 << 40, 8}[i]
+		}
+		var b [12]byte
+		binary.LittleEndian.PutUint32(b[:4], word)
+		binary.LittleEndian.PutUint64(b[4:], uint64(offset))
+		if got, want := headerCheck(word, offset), frame.Checksum(b[:]); got != want {
+			t.Fatalf("headerCheck(%#x, %d) = %#x, frame.Checksum = %#x", word, offset, got, want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = headerCheck(5, 77) }); n != 0 {
+		t.Fatalf("headerCheck allocates %v times", n)
 	}
 }
