@@ -732,8 +732,9 @@ func (w *WAL) filler() {
 	}
 }
 
-// fillOnce writes one chunk of zeros at the tail's end or past it and
-// syncs it; more says whether the tail wants more. The write is under wmu,
+// fillOnce writes one chunk of zeros at the tail's end or past it, and
+// syncs when it has written all the tail wants; more says whether it
+// wants more. The write is under wmu,
 // so no Append writes beside it; the sync is not.
 func (w *WAL) fillOnce(zeros []byte) (more bool, err error) {
 	w.wmu.Lock()
@@ -757,6 +758,12 @@ func (w *WAL) fillOnce(zeros []byte) (more bool, err error) {
 		return false, fmt.Errorf("write zeros to %s at %d: %w", t.path, from, err)
 	}
 	t.zeroed = from + n
+	if from+n < to {
+		// One sync per burst, not per chunk: each is a journal commit
+		// the Appends beside it wait for.
+		w.wmu.Unlock()
+		return true, nil
+	}
 	w.mu.Lock()
 	t.refs++ // a truncation or Close may drop t meanwhile: f stays open
 	f := t.f
@@ -771,7 +778,7 @@ func (w *WAL) fillOnce(zeros []byte) (more bool, err error) {
 	if err != nil && !dead {
 		return false, fmt.Errorf("sync zeros of %s: %w", t.path, err)
 	}
-	return from+n < to, nil
+	return false, nil
 }
 
 // write writes records at t's end, as few writes as the buffer allows,
