@@ -304,13 +304,24 @@ type proposal struct {
 	parked atomic.Bool
 	gone   bool // the writer stopped waiting (under Leader.mu)
 	// then, if set (Pending.Then, under Leader.mu), is called with the
-	// answer instead of sending it on done.
-	then     func(error)
+	// answer (thenAnswer) instead of sending it on done.
+	then     func(commands.Reply, uint64, error)
 	deadline int64 // commit by then (Unix ns), or the writer is answered ErrWriteTimeout
 	answered bool  // the writer has been answered (core-owned)
 	// pub are the write's messages (keyspace notifications), published
 	// by whoever applies it, once applied; nil for most.
 	pub []commands.Message
+	// pending is what Start returns for it, in the same allocation.
+	pending Pending
+}
+
+// thenAnswer gives a Then callback what Wait would return for err.
+func (p *proposal) thenAnswer(then func(commands.Reply, uint64, error), err error) {
+	if err != nil {
+		then(nil, 0, err)
+		return
+	}
+	then(p.pending.reply, p.lsn, nil)
 }
 
 // finish answers the writer; it reports whether it did (once only).
@@ -583,16 +594,17 @@ func (l *Leader) dispatchReadyLocked(rd leaderReady, expired error) {
 // see unlock) or its done channel. The caller holds mu.
 func (l *Leader) answerWriter(p *proposal, err error) {
 	if p.then != nil {
-		l.notify = append(l.notify, notice{p.then, err})
+		l.notify = append(l.notify, notice{p, p.then, err})
 		p.then = nil
 		return
 	}
 	count(&l.handoffs.writer, p.finish(err) && p.parked.Load())
 }
 
-// notice is an answer owed to a Then callback.
+// notice is an answer owed to p's Then callback.
 type notice struct {
-	then func(error)
+	p    *proposal
+	then func(commands.Reply, uint64, error)
 	err  error
 }
 
@@ -609,11 +621,11 @@ func (l *Leader) unlock() {
 	for _, n := range owed {
 		if n.err == nil && !l.cfg.Lease.Valid() {
 			go func() {
-				n.then(l.cfg.Lease.await(context.Background(), l.ctx.Done(), l.cfg.WriteTimeout))
+				n.p.thenAnswer(n.then, l.cfg.Lease.await(context.Background(), l.ctx.Done(), l.cfg.WriteTimeout))
 			}()
 			continue
 		}
-		n.then(n.err)
+		n.p.thenAnswer(n.then, n.err)
 	}
 }
 
@@ -838,7 +850,8 @@ func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
 	}
 	defer l.seqMu.Unlock()
 	now := l.cfg.Now()
-	view := overlayView{o: l.overlay, base: storage.View{DB: l.cfg.DB, NowMs: now.UnixMilli()}, lsn: lsn}
+	// One interface value for both uses (each conversion allocates).
+	var view commands.View = overlayView{o: l.overlay, base: storage.View{DB: l.cfg.DB, NowMs: now.UnixMilli()}, lsn: lsn}
 	res, err := exec(view, now.UnixMilli())
 	if err != nil {
 		return nil, err
@@ -867,6 +880,7 @@ func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
 		return nil, fmt.Errorf("replication: re-decode lsn %d: %w", e.LSN, err)
 	}
 	p := &proposal{lsn: lsn, entry: owned, raw: raw, done: make(chan error, 3), pub: res.Publish}
+	p.pending = Pending{l: l, reply: res.Reply, p: p}
 	l.mu.Lock()
 	if l.stopped {
 		l.mu.Unlock()
@@ -879,7 +893,7 @@ func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
 	if l.cfg.Sequenced != nil {
 		l.cfg.Sequenced(p.entry.Ops)
 	}
-	return &Pending{l: l, reply: res.Reply, p: p}, nil
+	return &p.pending, nil
 }
 
 // entryBound is at least the size of an entry holding ops, as
@@ -1004,13 +1018,6 @@ func (pd *Pending) Then(ctx context.Context, done func(commands.Reply, uint64, e
 		done(pd.Wait(ctx))
 		return
 	}
-	then := func(err error) {
-		if err != nil {
-			done(nil, 0, err)
-			return
-		}
-		done(pd.reply, pd.p.lsn, nil)
-	}
 	l := pd.l
 	l.mu.Lock()
 	if pd.p.answered {
@@ -1026,10 +1033,10 @@ func (pd *Pending) Then(ctx context.Context, done func(commands.Reply, uint64, e
 		if err == nil && !l.cfg.Lease.Valid() {
 			err = l.cfg.Lease.await(ctx, l.ctx.Done(), l.cfg.WriteTimeout)
 		}
-		then(err)
+		pd.p.thenAnswer(done, err)
 		return
 	}
-	pd.p.then = then
+	pd.p.then = done
 	l.mu.Unlock()
 }
 

@@ -292,6 +292,10 @@ type guardConn struct {
 	// redcon's next flush (owed.go); set and cleared by the connection's
 	// goroutine only.
 	tail *owedTail
+	// owedW and owedBuf are the write and the buffer of the one owed
+	// reply (owed.go), used by whichever goroutine writes it.
+	owedW   owedWrite
+	owedBuf replyBuf
 	// big holds the commands with a large argument the guard read itself
 	// (bigarg.go), for the connection's goroutine to take in order in
 	// place of their stand-ins; bigTag is the stand-in's one argument

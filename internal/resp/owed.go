@@ -3,6 +3,7 @@ package resp
 import (
 	"context"
 	"errors"
+	"net"
 	"sync"
 	"syscall"
 
@@ -73,11 +74,14 @@ func (n *node) serveThen(sess *Session, spec *commands.Spec, args [][]byte) {
 				nc.reads.write = maxPos(nc.reads.write, n.pos.Acknowledged(nc.reads.user, lsn))
 			}
 		}
-		var b replyBuf
+		// The connection's one reply buffer: free, since the reply it
+		// held before was paid before this write was handed over.
+		b := &g.owedBuf
+		b.b = b.b[:0]
 		if err != nil {
 			b.WriteError(n.srv.errorText(err, sess, spec.Name))
 		} else {
-			writeReply(&b, reply, sess.proto3())
+			writeReply(b, reply, sess.proto3())
 		}
 		g.writeOwed(b.b, paid)
 	})
@@ -91,34 +95,69 @@ func (n *node) canThen(sess *Session, spec *commands.Spec) bool {
 
 // writeOwed writes an owed reply and then closes paid: one non-blocking
 // write, and what the socket does not take at once by a goroutine of its
-// own.
+// own. At most one reply is owed at a time, so the connection's owedWrite
+// and its cached RawConn are this call's alone (no allocation per reply:
+// a closure and a RawConn per call were four of a SET's).
 func (g *guardConn) writeOwed(p []byte, paid chan struct{}) {
-	if sc, ok := g.Conn.(syscall.Conn); ok {
-		if raw, err := sc.SyscallConn(); err == nil {
-			var n int
-			var werr error
-			err = raw.Write(func(fd uintptr) bool {
-				n, werr = syscall.Write(int(fd), p)
-				return true // one attempt, never a wait for the poller
-			})
-			switch {
-			case err == nil && werr == nil && n == len(p):
-				close(paid)
-				return
-			case err == nil && (werr == nil || errors.Is(werr, syscall.EAGAIN)):
-				p = p[max(n, 0):]
-			default:
-				// The connection failed: nothing more will reach it.
-				g.Close()
-				close(paid)
-				return
-			}
+	if w := &g.owedW; w.ok || w.init(g.Conn) {
+		w.p = p
+		err := w.raw.Write(w.fn)
+		n, werr := w.n, w.err
+		w.p, w.err = nil, nil
+		switch {
+		case err == nil && werr == nil && n == len(p):
+			close(paid)
+			return
+		case err == nil && (werr == nil || errors.Is(werr, syscall.EAGAIN)):
+			p = p[max(n, 0):]
+		default:
+			// The connection failed: nothing more will reach it.
+			g.Close()
+			close(paid)
+			return
 		}
 	}
 	go func() {
 		defer close(paid)
 		_, _ = g.write(p)
 	}()
+}
+
+// owedWrite is a connection's one non-blocking write of an owed reply,
+// made once: its RawConn and the function RawConn.Write calls, which
+// reads p and leaves its results in n and err. Used by writeOwed only,
+// one reply at a time.
+type owedWrite struct {
+	ok, tried bool
+	raw       syscall.RawConn
+	fn        func(fd uintptr) bool
+	p         []byte
+	n         int
+	err       error
+}
+
+// init makes w for c; false if c has no file descriptor to write to (a
+// pipe in tests), and then writeOwed writes from a goroutine.
+func (w *owedWrite) init(c net.Conn) bool {
+	if w.tried {
+		return false
+	}
+	w.tried = true
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	w.raw = raw
+	w.fn = func(fd uintptr) bool {
+		w.n, w.err = syscall.Write(int(fd), w.p)
+		return true // one attempt, never a wait for the poller
+	}
+	w.ok = true
+	return true
 }
 
 // replyBuf is a redcon.Conn that only collects a reply's bytes, so that
