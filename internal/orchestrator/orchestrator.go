@@ -242,6 +242,13 @@ type Orchestrator struct {
 	// the topology changed, or this orchestrator became active.
 	decideNow chan struct{}
 
+	// Quiet cadence (quietProbeFactor): hurried is closed and replaced
+	// when the followers' probers must leave the quiet cadence at once;
+	// stirred is the last time anything was amiss or the leader's log
+	// moved (zero: never quiet yet, see quiet).
+	hurried chan struct{}
+	stirred time.Time
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -264,6 +271,7 @@ func (o *Orchestrator) becomeActive() {
 	now := time.Now()
 	o.mu.Lock()
 	o.active = true
+	o.stir(now) // quiet again only after quietAfter of calm
 	for _, ns := range o.nodes {
 		det := o.detectorFor()
 		if ns.probe.Reply != nil {
@@ -293,6 +301,15 @@ type nodeState struct {
 	member   coord.Member
 	probe    failover.Probe
 	probeCtl context.CancelFunc
+	// every is the period its prober keeps now (zero: the interval):
+	// quietProbeFactor intervals for a follower while the cluster is
+	// quiet. An answer stays fresh for three periods.
+	every time.Duration
+}
+
+// period is the node's probe period (see nodeState.every).
+func (ns *nodeState) period(interval time.Duration) time.Duration {
+	return max(ns.every, interval)
 }
 
 // rules are the failover rule's timings from the configuration.
@@ -311,6 +328,7 @@ func Start(cfg Config) (*Orchestrator, error) {
 	o := &Orchestrator{
 		cfg: cfg, log: cfg.Logger.With("orchestrator", cfg.ID), store: coord.New(cli, cfg.Cluster),
 		members: map[string]coord.Member{}, nodes: map[string]*nodeState{}, decideNow: make(chan struct{}, 1), activated: make(chan struct{}),
+		hurried: make(chan struct{}),
 		started: time.Now(), noted: map[string]time.Time{}, stats: newDetectStats(),
 	}
 	o.ctx, o.cancel = context.WithCancel(context.Background())
@@ -375,10 +393,16 @@ func (o *Orchestrator) Close() {
 }
 
 func (o *Orchestrator) detectorFor() detector.Detector {
+	return o.detectorEvery(o.cfg.Interval)
+}
+
+// detectorEvery is a fresh detector for a node probed every period (the
+// timeout detector's limit grows with it).
+func (o *Orchestrator) detectorEvery(period time.Duration) detector.Detector {
 	if o.cfg.Detector == "timeout" {
-		return detector.NewTimeout(o.cfg.Timeout)
+		return detector.NewTimeout(o.cfg.Timeout + period - o.cfg.Interval)
 	}
-	return detector.NewPhi(detector.PhiConfig{Threshold: o.cfg.PhiThreshold, MinStdDev: o.cfg.PhiMinStdDev, FirstInterval: o.cfg.Interval})
+	return detector.NewPhi(detector.PhiConfig{Threshold: o.cfg.PhiThreshold, MinStdDev: o.cfg.PhiMinStdDev, FirstInterval: period})
 }
 
 // campaign holds the election for as long as this process lives; a lost
@@ -430,6 +454,7 @@ func (o *Orchestrator) watchTopology() {
 		o.mu.Lock()
 		old, had := o.topo, o.haveTopo
 		o.topo, o.haveTopo, o.topoErr = t, true, nil
+		o.stir(time.Now()) // every member's answer matters now
 		if had && old.Leader != t.Leader {
 			if ns := o.nodes[t.Leader]; ns != nil {
 				ns.probe.GiveGrace(time.Now(), o.cfg.Grace)
@@ -525,15 +550,26 @@ func (o *Orchestrator) peerAddr(m coord.Member) string {
 
 // snapshot is one consistent reading of what the orchestrator knows.
 func (o *Orchestrator) snapshot() failover.View {
+	v, _ := o.snapshotPeriods()
+	return v
+}
+
+// snapshotPeriods is snapshot with each node's probe period in the same
+// reading.
+func (o *Orchestrator) snapshotPeriods() (failover.View, map[string]time.Duration) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	periods := make(map[string]time.Duration, len(o.nodes))
+	for id, ns := range o.nodes {
+		periods[id] = ns.period(o.cfg.Interval)
+	}
 	now := time.Now()
 	v := failover.View{Now: now, Topo: o.topo, HaveTopo: o.haveTopo, TopoErr: o.topoErr, PreferredZone: o.cfg.PreferredZone, Late: o.late.At(now)}
 	for id, ns := range o.nodes {
-		v.Nodes = append(v.Nodes, ns.probe.View(id, ns.member, now, 3*o.cfg.Interval))
+		v.Nodes = append(v.Nodes, ns.probe.View(id, ns.member, now, 3*ns.period(o.cfg.Interval)))
 	}
 	sort.Slice(v.Nodes, func(i, j int) bool { return v.Nodes[i].ID < v.Nodes[j].ID })
-	return v
+	return v, periods
 }
 
 // note logs msg at most once a second per key.
