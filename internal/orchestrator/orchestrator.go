@@ -248,6 +248,7 @@ type Orchestrator struct {
 	// moved (zero: never quiet yet, see quiet).
 	hurried chan struct{}
 	stirred time.Time
+	stirs   int64 // quiet spells ended (metrics)
 
 	ctx    context.Context
 	cancel context.CancelFunc

@@ -43,6 +43,9 @@ func (o *Orchestrator) quiet(now time.Time) bool {
 // again, and those waiting out a quiet period probe at once. Call with
 // o.mu held.
 func (o *Orchestrator) stir(now time.Time) {
+	if o.quiet(now) {
+		o.stirs++
+	}
 	o.stirred = now
 	slow := false
 	for _, ns := range o.nodes {
