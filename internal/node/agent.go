@@ -128,10 +128,27 @@ func (a *agent) run(ctx context.Context) {
 	}
 	n.log.Info("control plane: registered", "etcd", n.cfg.Etcd)
 	// A topology the node could not obey (its leader not registered yet,
-	// not reachable, etcd slow) is tried again until it can: apply is a
-	// no-op when the role already matches.
-	retry := time.NewTicker(250 * time.Millisecond)
+	// not reachable, etcd slow) is tried again every retryEvery until it
+	// can: apply is a no-op when the role already matches. Once it matches
+	// (settled), only every settledEvery: the retry woke every node four
+	// times a second for nothing. A role that ends by itself (a stream or
+	// leadership that stops) wakes the loop at once (agentRoleSet), and a
+	// stream that is down keeps the retry at retryEvery (its leader may
+	// have moved).
+	const (
+		retryEvery   = 250 * time.Millisecond
+		settledEvery = 2 * time.Second
+	)
+	retry := time.NewTimer(retryEvery)
 	defer retry.Stop()
+	applyTopology := func(t coord.Topology) {
+		a.apply(ctx, t)
+		if a.settled(t) {
+			retry.Reset(settledEvery)
+		} else {
+			retry.Reset(retryEvery)
+		}
+	}
 	// The sync-set policy steps while this node leads (a follower's agent
 	// does not wake for it): every syncEvery while something is under
 	// way, and once it is settled (failover.SyncStep.Until) only when a
@@ -188,11 +205,18 @@ func (a *agent) run(ctx context.Context) {
 			a.topo = t
 			a.mu.Unlock()
 			have = true
-			a.apply(ctx, t)
+			applyTopology(t)
 			syncStep() // the rules or the published set may have changed
 		case <-retry.C:
 			if have {
-				a.apply(ctx, a.topology())
+				applyTopology(a.topology())
+			} else {
+				retry.Reset(retryEvery)
+			}
+			syncWhileLeading()
+		case <-n.agentRoleSet:
+			if have {
+				applyTopology(a.topology())
 			}
 			syncWhileLeading()
 		case <-syncTimer.C:
@@ -342,6 +366,21 @@ func (a *agent) apply(ctx context.Context, t coord.Topology) {
 	if err := n.follow(leader.ID, leader.RESPAddr, leader.PeerAddr); err != nil {
 		n.Fence(fmt.Sprintf("cannot follow %s: %v", leader.ID, err))
 	}
+}
+
+// settled reports whether the node's role is what t asks and working:
+// leading t's epoch, following t's leader with its stream up, or fenced
+// under an epoch with no leader.
+func (a *agent) settled(t coord.Topology) bool {
+	switch r := a.n.current().(type) {
+	case *leading:
+		return t.Leader == a.n.cfg.ID && r.l.Epoch() == t.Epoch
+	case *following:
+		return t.Leader != "" && r.leaderID == t.Leader && r.f.Status().Connected
+	case *fenced:
+		return t.Leader == ""
+	}
+	return false
 }
 
 func (a *agent) members(ctx context.Context) ([]coord.Member, error) {
