@@ -198,11 +198,11 @@ type Node struct {
 	closed chan struct{}
 	// roleSet (capacity 1) is signalled by every setRole: the expiry
 	// loop sleeps on it while a follower.
-	roleSet   chan struct{}
+	roleSet chan struct{}
 	// agentRoleSet (capacity 1) is signalled by every setRole too: the
 	// agent's retry sleeps while the role matches the topology.
 	agentRoleSet chan struct{}
-	closeOnce sync.Once
+	closeOnce    sync.Once
 }
 
 // role is what the node does now: *leading, *following or *fenced.
