@@ -134,3 +134,39 @@ func TestElection(t *testing.T) {
 		t.Fatalf("after o1 left: %+v, %v", o, err)
 	}
 }
+
+// TestTopologyAndMembers: one read gives what Topology and Members give
+// apart; a member record that does not decode fails only the members.
+func TestTopologyAndMembers(t *testing.T) {
+	s := newStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if rd, err := s.TopologyAndMembers(ctx); err != nil || rd.OK || len(rd.Members) != 0 || rd.MembersErr != nil {
+		t.Fatalf("empty cluster: %+v, %v", rd, err)
+	}
+	for _, id := range []string{"n2", "n1"} {
+		if err := s.PutMember(ctx, Member{ID: id, PeerAddr: id + ":7380"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.SetTopology(ctx, 0, Topology{Epoch: 1, Leader: "n1"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	rd, err := s.TopologyAndMembers(ctx)
+	if err != nil || !rd.OK || rd.Topology.Epoch != 1 || rd.Topology.Leader != "n1" || rd.MembersErr != nil {
+		t.Fatalf("read: %+v, %v", rd, err)
+	}
+	ms, err := s.Members(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(rd.Members) != fmt.Sprint(ms) || len(ms) != 2 || ms[0].ID != "n1" {
+		t.Fatalf("members %v, Members gives %v (want n1, n2)", rd.Members, ms)
+	}
+	if _, err := s.cli.Put(ctx, s.Key("members/bad"), "{"); err != nil {
+		t.Fatal(err)
+	}
+	if rd, err = s.TopologyAndMembers(ctx); err != nil || !rd.OK || rd.Topology.Leader != "n1" || rd.MembersErr == nil {
+		t.Fatalf("with a garbled member: %+v, %v; want the topology and a members error", rd, err)
+	}
+}

@@ -441,16 +441,30 @@ func (a *agent) renew(ctx context.Context) {
 		},
 		confirm: func(ctx context.Context, r *leading) (bool, error) {
 			cctx, cancel := context.WithTimeout(ctx, a.fence)
-			top, have, err := a.store.Topology(cctx)
-			cancel()
-			if err != nil {
-				return false, err
-			}
+			defer cancel()
+			var (
+				top  coord.Topology
+				have bool
+			)
 			if time.Since(a.peersRead) > time.Second || a.peersLeader != r {
-				// Before the confirmation extends the lease: a new
+				// The members with the topology, in the same read,
+				// before the confirmation extends the lease: a new
 				// leader's format gate knows every registered member
-				// before its first write.
-				a.refreshPeers(ctx, r)
+				// before its first write. (A second read for them cost
+				// an idle leader one more etcd round trip a second.)
+				rd, err := a.store.TopologyAndMembers(cctx)
+				if err != nil {
+					return false, err
+				}
+				if rd.MembersErr == nil {
+					a.setPeers(r, rd.Members)
+				}
+				top, have = rd.Topology, rd.OK
+			} else {
+				var err error
+				if top, have, err = a.store.Topology(cctx); err != nil {
+					return false, err
+				}
 			}
 			return have && top.Epoch == r.l.Epoch() && top.Leader == n.cfg.ID, nil
 		},
@@ -609,13 +623,9 @@ func (a *agent) peerIDs() []string {
 	return a.peers
 }
 
-func (a *agent) refreshPeers(ctx context.Context, r *leading) {
-	cctx, cancel := context.WithTimeout(ctx, a.fence)
-	ms, err := a.store.Members(cctx)
-	cancel()
-	if err != nil {
-		return
-	}
+// setPeers records the registered members ms (read from etcd) as r's
+// peers and feeds r's format gate.
+func (a *agent) setPeers(r *leading, ms []coord.Member) {
 	var ids []string
 	for _, m := range ms {
 		if m.ID != a.n.cfg.ID {
