@@ -370,6 +370,42 @@ func (s *Store) WatchTopologyChecked(ctx context.Context) <-chan Watched {
 	return out
 }
 
+// WatchPrefixes signals on the returned channel (capacity 1, a signal not
+// yet taken absorbs the next) once every watch of the keys under the given
+// names' prefixes is established, and after every change under any of them
+// from then on; a broken watch is established again and signals again
+// (changes may have been missed meanwhile). A reader that reads the keys
+// after each signal never misses a change: one made after its read
+// signals again. For what changes rarely (members, orchestrators), where
+// a poll cost etcd a read a second for nothing.
+func (s *Store) WatchPrefixes(ctx context.Context, names ...string) <-chan struct{} {
+	out := make(chan struct{}, 1)
+	signal := func() {
+		select {
+		case out <- struct{}{}:
+		default:
+		}
+	}
+	for _, name := range names {
+		go func() {
+			for ctx.Err() == nil {
+				wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+				for wr := range s.cli.Watch(wctx, s.Key(name), clientv3.WithPrefix(), clientv3.WithCreatedNotify()) {
+					if wr.Err() != nil || wr.Canceled {
+						break
+					}
+					signal() // established (Created), or a change
+				}
+				cancel()
+				if !Sleep(ctx, 100*time.Millisecond) {
+					return
+				}
+			}
+		}()
+	}
+	return out
+}
+
 // send delivers t, replacing an undelivered older value: a watcher only
 // ever needs the latest (topology, failover policy).
 func send[T any](ctx context.Context, out chan T, t T) bool {

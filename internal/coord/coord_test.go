@@ -170,3 +170,48 @@ func TestTopologyAndMembers(t *testing.T) {
 		t.Fatalf("with a garbled member: %+v, %v; want the topology and a members error", rd, err)
 	}
 }
+
+// TestWatchPrefixes: a signal once the watches stand, then one for each
+// change under a watched prefix (a new member, an orchestrator's record),
+// and a read after each signal sees the change.
+func TestWatchPrefixes(t *testing.T) {
+	s := newStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	changed := s.WatchPrefixes(ctx, "members/", "orchestrators/")
+	wait := func(what string) {
+		t.Helper()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			t.Fatalf("no signal: %s", what)
+		}
+	}
+	wait("the watches established")
+	for _, id := range []string{"n1", "n2"} {
+		if err := s.PutMember(ctx, Member{ID: id}); err != nil {
+			t.Fatal(err)
+		}
+		// Signals left from the start (one per prefix) may come first:
+		// read after each until the change shows, as watchMembers does.
+		for {
+			wait("member " + id + " registered")
+			if ms, err := s.Members(ctx); err != nil {
+				t.Fatal(err)
+			} else if ms[len(ms)-1].ID == id {
+				break
+			}
+		}
+	}
+	if _, err := s.cli.Put(ctx, s.Key("orchestrators/o1"), "{}"); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		wait("an orchestrator registered")
+		if os, err := s.Orchestrators(ctx); err != nil {
+			t.Fatal(err)
+		} else if len(os) == 1 {
+			break
+		}
+	}
+}

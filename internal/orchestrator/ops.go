@@ -153,7 +153,7 @@ func (o *Orchestrator) relead(v failover.View, leader, reason string) {
 func (o *Orchestrator) Status(ctx context.Context) statusdoc.Orchestrator {
 	v := o.snapshot()
 	o.mu.Lock()
-	st := statusdoc.Orchestrator{ID: o.cfg.ID, Active: o.active, EtcdOK: time.Since(o.etcdOK) < etcdOKWithin,
+	st := statusdoc.Orchestrator{ID: o.cfg.ID, Active: o.active, EtcdOK: o.etcdReachable(),
 		Epoch: v.Topo.Epoch, Leader: v.Topo.Leader}
 	if v.TopoErr != nil {
 		st.TopologyError = v.TopoErr.Error()

@@ -216,8 +216,11 @@ type Orchestrator struct {
 	last     *coord.Event // the last change this orchestrator made; its fields change under mu
 	evMu     sync.Mutex   // orders amendEvent's records of one event
 	etcdOK   time.Time    // the last successful etcd read
-	started  time.Time
-	noted    map[string]time.Time // rate limit for repeated log lines
+	// session is the election session's Done (nil before the first):
+	// while open, etcd answers its keepalives (etcdReachable).
+	session <-chan struct{}
+	started time.Time
+	noted   map[string]time.Time // rate limit for repeated log lines
 	// policy is the cluster's failover policy as last watched ("" before
 	// the first read); policyErr says why the stored one does not parse.
 	// Either way only FailoverAutomatic lets gate carry out a failover.
@@ -417,6 +420,9 @@ func (o *Orchestrator) campaign() {
 			coord.Sleep(o.ctx, 200*time.Millisecond)
 			continue
 		}
+		o.mu.Lock()
+		o.session = sess.Done()
+		o.mu.Unlock()
 		me := coord.Orchestrator{ID: o.cfg.ID, HTTPAddr: o.HTTPAddr(), SentinelAddr: o.SentinelAddr()}
 		rctx, rcancel := context.WithTimeout(o.ctx, 2*time.Second)
 		if err := o.store.RegisterOrchestrator(rctx, sess, me); err != nil {
@@ -470,23 +476,44 @@ func (o *Orchestrator) watchTopology() {
 	}
 }
 
-// membersEvery is how often the registered members (and orchestrators) are
-// read from etcd; membersEveryBootstrap before there is a topology, so
-// that the members that start together are all probed when the first
+// The registered members (and orchestrators) are read from etcd when a
+// watch says they changed (coord.WatchPrefixes), and at least every
+// membersEvery; every membersEveryBootstrap before there is a topology,
+// so that the members that start together are all probed when the first
 // leader is chosen. A member's record changes only when it registers (a
-// start or restart), and each read costs etcd two range requests.
+// start or restart): a read every second cost etcd two range requests a
+// second per orchestrator for nothing.
 const (
-	membersEvery          = time.Second
+	membersEvery          = 10 * time.Second
 	membersEveryBootstrap = 300 * time.Millisecond
 )
 
-// etcdOKWithin: status says etcd is reachable if a members read
-// succeeded this recently (two reads and a half).
-const etcdOKWithin = membersEvery * 5 / 2
+// etcdOKWithin: status says etcd is reachable if a read succeeded this
+// recently, or the election session is alive (its keepalives are answered
+// three times a second).
+const etcdOKWithin = 2500 * time.Millisecond
+
+// etcdReachable says whether etcd answered lately (Status). Call with
+// o.mu held.
+func (o *Orchestrator) etcdReachable() bool {
+	if time.Since(o.etcdOK) < etcdOKWithin {
+		return true
+	}
+	if o.session == nil {
+		return false
+	}
+	select {
+	case <-o.session:
+		return false
+	default:
+		return true
+	}
+}
 
 // watchMembers keeps a prober per registered member.
 func (o *Orchestrator) watchMembers() {
 	defer o.wg.Done()
+	changed := o.store.WatchPrefixes(o.ctx, "members/", "orchestrators/")
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -535,6 +562,8 @@ func (o *Orchestrator) watchMembers() {
 		t.Reset(every)
 		select {
 		case <-t.C:
+		case <-changed:
+			t.Stop()
 		case <-o.ctx.Done():
 			return
 		}
