@@ -113,6 +113,15 @@ func TestElection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A standby takes over a lost orchestrator's election within this
+	// TTL: the embedded etcd's tick must keep its floor at 1 s.
+	if ttl, err := s.cli.TimeToLive(ctx, sess.Lease()); err != nil || ttl.GrantedTTL != 1 {
+		var granted int64
+		if ttl != nil {
+			granted = ttl.GrantedTTL
+		}
+		t.Fatalf("a session of TTL 1 s granted %d s (err %v), want 1", granted, err)
+	}
 	if err := Campaign(ctx, s.Election(sess), Orchestrator{ID: "o1", HTTPAddr: "x"}); err != nil {
 		t.Fatal(err)
 	}
