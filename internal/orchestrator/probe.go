@@ -66,6 +66,10 @@ func (o *Orchestrator) probe(ctx context.Context, ns *nodeState) {
 // a time, with probeDeadline intervals as its deadline, so a stopped node
 // costs one probe per deadline, never a pile of them.
 func (o *Orchestrator) probeLoop(ctx context.Context, ns *nodeState, hb heartbeater) {
+	var (
+		prevSent time.Time // when the last probe was sent
+		prevOK   bool      // and it was answered
+	)
 	for {
 		o.mu.Lock()
 		epoch := o.topo.Epoch
@@ -81,8 +85,19 @@ func (o *Orchestrator) probeLoop(ctx context.Context, ns *nodeState, hb heartbea
 		want := failover.Expect{ShouldLead: o.haveTopo && o.topo.Leader == ns.member.ID, Epoch: o.topo.Epoch}
 		lapsed := ns.probe.NotAnswering
 		before := ns.probe.Reply
-		// Observe measures lateness against the period this probe kept.
-		ns.probe.Observe(sent, now, rep, err, ctx.Err() != nil, want, ns.period(o.cfg.Interval))
+		// Observe measures lateness against the period this probe kept:
+		// after an answered probe, the time between the two sends (the
+		// grid may stretch one period by half an interval, and a probe
+		// woken early from the quiet cadence follows a long quiet one:
+		// that silence is the schedule's, not the node's, and a follower
+		// promoted next must not look slow for it); after a failed one
+		// the period, so the silence of the failure counts.
+		kept := ns.period(o.cfg.Interval)
+		if prevOK {
+			kept = max(kept, sent.Sub(prevSent))
+		}
+		ns.probe.Observe(sent, now, rep, err, ctx.Err() != nil, want, kept)
+		prevSent, prevOK = sent, err == nil
 		next := o.cfg.Interval / 4 // a failed probe is retried soon
 		every := time.Duration(0)
 		if err == nil {

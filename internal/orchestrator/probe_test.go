@@ -350,6 +350,13 @@ func TestQuietCadence(t *testing.T) {
 					if m := calls(follower) - f0; m < 9 {
 						t.Fatalf("a paused leader: the follower probed %d times in the next second, want it on the interval", m)
 					}
+					// The quiet spell before its early probe was the
+					// cadence's: were it counted as the follower's
+					// lateness, a follower promoted now would be waited
+					// for longer should it fail too (Rules.minSilence).
+					if slow := o.snapshot().Node("n2").Slow; slow > 10*time.Millisecond {
+						t.Fatalf("the follower, woken from the quiet cadence, looks slow: %v", slow)
+					}
 					return
 				}
 				// As TestProbeLoop's paused leader on a busy cluster: silent
