@@ -66,10 +66,8 @@ func (o *Orchestrator) probe(ctx context.Context, ns *nodeState) {
 // a time, with probeDeadline intervals as its deadline, so a stopped node
 // costs one probe per deadline, never a pile of them.
 func (o *Orchestrator) probeLoop(ctx context.Context, ns *nodeState, hb heartbeater) {
-	var (
-		prevSent time.Time // when the last probe was sent
-		prevOK   bool      // and it was answered
-	)
+	// planned: the gap planned after the last probe, if it was answered.
+	var planned time.Duration
 	for {
 		o.mu.Lock()
 		epoch := o.topo.Epoch
@@ -86,18 +84,14 @@ func (o *Orchestrator) probeLoop(ctx context.Context, ns *nodeState, hb heartbea
 		lapsed := ns.probe.NotAnswering
 		before := ns.probe.Reply
 		// Observe measures lateness against the period this probe kept:
-		// after an answered probe, the time between the two sends (the
-		// grid may stretch one period by half an interval, and a probe
-		// woken early from the quiet cadence follows a long quiet one:
-		// that silence is the schedule's, not the node's, and a follower
-		// promoted next must not look slow for it); after a failed one
-		// the period, so the silence of the failure counts.
-		kept := ns.period(o.cfg.Interval)
-		if prevOK {
-			kept = max(kept, sent.Sub(prevSent))
-		}
-		ns.probe.Observe(sent, now, rep, err, ctx.Err() != nil, want, kept)
-		prevSent, prevOK = sent, err == nil
+		// the gap planned after the last answered probe. The grid may
+		// stretch it by half an interval, and a quiet period (perhaps cut
+		// short by a stir) plans a long one: that silence is the
+		// schedule's, not the node's, and a follower promoted next must
+		// not look slow for it. A silence longer than planned still
+		// counts, the orchestrator's own lateness in sending included (a
+		// starved orchestrator waits longer for the leader).
+		ns.probe.Observe(sent, now, rep, err, ctx.Err() != nil, want, max(ns.period(o.cfg.Interval), planned))
 		next := o.cfg.Interval / 4 // a failed probe is retried soon
 		every := time.Duration(0)
 		if err == nil {
@@ -125,8 +119,10 @@ func (o *Orchestrator) probeLoop(ctx context.Context, ns *nodeState, hb heartbea
 			next = standbyProbeFactor * o.cfg.Interval
 		}
 		due := base.Add(next)
+		planned = 0
 		if err == nil {
 			due = onGrid(due, o.cfg.Interval)
+			planned = due.Sub(sent)
 		}
 		t := time.NewTimer(time.Until(due))
 		select {
