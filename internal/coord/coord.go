@@ -38,6 +38,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -192,6 +193,42 @@ func (s *Store) Topology(ctx context.Context) (t Topology, ok bool, err error) {
 	return t, true, nil
 }
 
+// TopologyAndMembers is Topology and Members read in one linearizable
+// request (one etcd round trip, one revision): a leader's lease
+// confirmation that also refreshes its list of members costs no second
+// read. A member record that does not decode fails only the members
+// (MembersErr), not the topology.
+func (s *Store) TopologyAndMembers(ctx context.Context) (TopologyRead, error) {
+	resp, err := s.cli.Txn(ctx).Then(
+		clientv3.OpGet(s.Key("topology")),
+		clientv3.OpGet(s.Key("members/"), clientv3.WithPrefix()),
+	).Commit()
+	if err != nil {
+		return TopologyRead{}, fmt.Errorf("coord: read topology and members: %w", err)
+	}
+	if len(resp.Responses) != 2 {
+		return TopologyRead{}, fmt.Errorf("coord: read topology and members: %d answers to 2 reads", len(resp.Responses))
+	}
+	var r TopologyRead
+	if kvs := resp.Responses[0].GetResponseRange().GetKvs(); len(kvs) > 0 {
+		if r.Topology, err = DecodeTopology(kvs[0].Value); err != nil {
+			return TopologyRead{}, err
+		}
+		r.OK = true
+	}
+	r.Members, r.MembersErr = decodeMembers(resp.Responses[1].GetResponseRange().GetKvs())
+	return r, nil
+}
+
+// TopologyRead is what TopologyAndMembers read: OK is false when the
+// cluster has no topology yet.
+type TopologyRead struct {
+	Topology   Topology
+	OK         bool
+	Members    []Member
+	MembersErr error
+}
+
 // DecodeTopology decodes a stored topology. Its rules are parsed here,
 // once: a mode, sync-fallback or sync-min that does not parse is an error
 // naming the value, never a default in its place.
@@ -333,6 +370,42 @@ func (s *Store) WatchTopologyChecked(ctx context.Context) <-chan Watched {
 	return out
 }
 
+// WatchPrefixes signals on the returned channel (capacity 1, a signal not
+// yet taken absorbs the next) once every watch of the keys under the given
+// names' prefixes is established, and after every change under any of them
+// from then on; a broken watch is established again and signals again
+// (changes may have been missed meanwhile). A reader that reads the keys
+// after each signal never misses a change: one made after its read
+// signals again. For what changes rarely (members, orchestrators), where
+// a poll cost etcd a read a second for nothing.
+func (s *Store) WatchPrefixes(ctx context.Context, names ...string) <-chan struct{} {
+	out := make(chan struct{}, 1)
+	signal := func() {
+		select {
+		case out <- struct{}{}:
+		default:
+		}
+	}
+	for _, name := range names {
+		go func() {
+			for ctx.Err() == nil {
+				wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+				for wr := range s.cli.Watch(wctx, s.Key(name), clientv3.WithPrefix(), clientv3.WithCreatedNotify()) {
+					if wr.Err() != nil || wr.Canceled {
+						break
+					}
+					signal() // established (Created), or a change
+				}
+				cancel()
+				if !Sleep(ctx, 100*time.Millisecond) {
+					return
+				}
+			}
+		}()
+	}
+	return out
+}
+
 // send delivers t, replacing an undelivered older value: a watcher only
 // ever needs the latest (topology, failover policy).
 func send[T any](ctx context.Context, out chan T, t T) bool {
@@ -380,8 +453,13 @@ func (s *Store) Members(ctx context.Context) ([]Member, error) {
 	if err != nil {
 		return nil, fmt.Errorf("coord: read members: %w", err)
 	}
-	out := make([]Member, 0, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
+	return decodeMembers(resp.Kvs)
+}
+
+// decodeMembers decodes member records, sorted by id.
+func decodeMembers(kvs []*mvccpb.KeyValue) ([]Member, error) {
+	out := make([]Member, 0, len(kvs))
+	for _, kv := range kvs {
 		var m Member
 		if err := json.Unmarshal(kv.Value, &m); err != nil {
 			return nil, fmt.Errorf("coord: member %s: %w", kv.Key, err)

@@ -113,6 +113,15 @@ func TestElection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A standby takes over a lost orchestrator's election within this
+	// TTL: the embedded etcd's tick must keep its floor at 1 s.
+	if ttl, err := s.cli.TimeToLive(ctx, sess.Lease()); err != nil || ttl.GrantedTTL != 1 {
+		var granted int64
+		if ttl != nil {
+			granted = ttl.GrantedTTL
+		}
+		t.Fatalf("a session of TTL 1 s granted %d s (err %v), want 1", granted, err)
+	}
 	if err := Campaign(ctx, s.Election(sess), Orchestrator{ID: "o1", HTTPAddr: "x"}); err != nil {
 		t.Fatal(err)
 	}
@@ -132,5 +141,86 @@ func TestElection(t *testing.T) {
 	}
 	if o, err := s.ActiveOrchestrator(ctx); err != nil || o.ID != "o2" {
 		t.Fatalf("after o1 left: %+v, %v", o, err)
+	}
+}
+
+// TestTopologyAndMembers: one read gives what Topology and Members give
+// apart; a member record that does not decode fails only the members.
+func TestTopologyAndMembers(t *testing.T) {
+	s := newStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if rd, err := s.TopologyAndMembers(ctx); err != nil || rd.OK || len(rd.Members) != 0 || rd.MembersErr != nil {
+		t.Fatalf("empty cluster: %+v, %v", rd, err)
+	}
+	for _, id := range []string{"n2", "n1"} {
+		if err := s.PutMember(ctx, Member{ID: id, PeerAddr: id + ":7380"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.SetTopology(ctx, 0, Topology{Epoch: 1, Leader: "n1"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	rd, err := s.TopologyAndMembers(ctx)
+	if err != nil || !rd.OK || rd.Topology.Epoch != 1 || rd.Topology.Leader != "n1" || rd.MembersErr != nil {
+		t.Fatalf("read: %+v, %v", rd, err)
+	}
+	ms, err := s.Members(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(rd.Members) != fmt.Sprint(ms) || len(ms) != 2 || ms[0].ID != "n1" {
+		t.Fatalf("members %v, Members gives %v (want n1, n2)", rd.Members, ms)
+	}
+	if _, err := s.cli.Put(ctx, s.Key("members/bad"), "{"); err != nil {
+		t.Fatal(err)
+	}
+	if rd, err = s.TopologyAndMembers(ctx); err != nil || !rd.OK || rd.Topology.Leader != "n1" || rd.MembersErr == nil {
+		t.Fatalf("with a garbled member: %+v, %v; want the topology and a members error", rd, err)
+	}
+}
+
+// TestWatchPrefixes: a signal once the watches stand, then one for each
+// change under a watched prefix (a new member, an orchestrator's record),
+// and a read after each signal sees the change.
+func TestWatchPrefixes(t *testing.T) {
+	s := newStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	changed := s.WatchPrefixes(ctx, "members/", "orchestrators/")
+	wait := func(what string) {
+		t.Helper()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			t.Fatalf("no signal: %s", what)
+		}
+	}
+	wait("the watches established")
+	for _, id := range []string{"n1", "n2"} {
+		if err := s.PutMember(ctx, Member{ID: id}); err != nil {
+			t.Fatal(err)
+		}
+		// Signals left from the start (one per prefix) may come first:
+		// read after each until the change shows, as watchMembers does.
+		for {
+			wait("member " + id + " registered")
+			if ms, err := s.Members(ctx); err != nil {
+				t.Fatal(err)
+			} else if ms[len(ms)-1].ID == id {
+				break
+			}
+		}
+	}
+	if _, err := s.cli.Put(ctx, s.Key("orchestrators/o1"), "{}"); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		wait("an orchestrator registered")
+		if os, err := s.Orchestrators(ctx); err != nil {
+			t.Fatal(err)
+		} else if len(os) == 1 {
+			break
+		}
 	}
 }

@@ -128,10 +128,27 @@ func (a *agent) run(ctx context.Context) {
 	}
 	n.log.Info("control plane: registered", "etcd", n.cfg.Etcd)
 	// A topology the node could not obey (its leader not registered yet,
-	// not reachable, etcd slow) is tried again until it can: apply is a
-	// no-op when the role already matches.
-	retry := time.NewTicker(250 * time.Millisecond)
+	// not reachable, etcd slow) is tried again every retryEvery until it
+	// can: apply is a no-op when the role already matches. Once it matches
+	// (settled), only every settledEvery: the retry woke every node four
+	// times a second for nothing. A role that ends by itself (a stream or
+	// leadership that stops) wakes the loop at once (agentRoleSet), and a
+	// stream that is down keeps the retry at retryEvery (its leader may
+	// have moved).
+	const (
+		retryEvery   = 250 * time.Millisecond
+		settledEvery = 2 * time.Second
+	)
+	retry := time.NewTimer(retryEvery)
 	defer retry.Stop()
+	applyTopology := func(t coord.Topology) {
+		a.apply(ctx, t)
+		if a.settled(t) {
+			retry.Reset(settledEvery)
+		} else {
+			retry.Reset(retryEvery)
+		}
+	}
 	// The sync-set policy steps while this node leads (a follower's agent
 	// does not wake for it): every syncEvery while something is under
 	// way, and once it is settled (failover.SyncStep.Until) only when a
@@ -188,11 +205,18 @@ func (a *agent) run(ctx context.Context) {
 			a.topo = t
 			a.mu.Unlock()
 			have = true
-			a.apply(ctx, t)
+			applyTopology(t)
 			syncStep() // the rules or the published set may have changed
 		case <-retry.C:
 			if have {
-				a.apply(ctx, a.topology())
+				applyTopology(a.topology())
+			} else {
+				retry.Reset(retryEvery)
+			}
+			syncWhileLeading()
+		case <-n.agentRoleSet:
+			if have {
+				applyTopology(a.topology())
 			}
 			syncWhileLeading()
 		case <-syncTimer.C:
@@ -344,6 +368,21 @@ func (a *agent) apply(ctx context.Context, t coord.Topology) {
 	}
 }
 
+// settled reports whether the node's role is what t asks and working:
+// leading t's epoch, following t's leader with its stream up, or fenced
+// under an epoch with no leader.
+func (a *agent) settled(t coord.Topology) bool {
+	switch r := a.n.current().(type) {
+	case *leading:
+		return t.Leader == a.n.cfg.ID && r.l.Epoch() == t.Epoch
+	case *following:
+		return t.Leader != "" && r.leaderID == t.Leader && r.f.Status().Connected
+	case *fenced:
+		return t.Leader == ""
+	}
+	return false
+}
+
 func (a *agent) members(ctx context.Context) ([]coord.Member, error) {
 	var err error
 	for range 10 {
@@ -402,16 +441,30 @@ func (a *agent) renew(ctx context.Context) {
 		},
 		confirm: func(ctx context.Context, r *leading) (bool, error) {
 			cctx, cancel := context.WithTimeout(ctx, a.fence)
-			top, have, err := a.store.Topology(cctx)
-			cancel()
-			if err != nil {
-				return false, err
-			}
+			defer cancel()
+			var (
+				top  coord.Topology
+				have bool
+			)
 			if time.Since(a.peersRead) > time.Second || a.peersLeader != r {
-				// Before the confirmation extends the lease: a new
+				// The members with the topology, in the same read,
+				// before the confirmation extends the lease: a new
 				// leader's format gate knows every registered member
-				// before its first write.
-				a.refreshPeers(ctx, r)
+				// before its first write. (A second read for them cost
+				// an idle leader one more etcd round trip a second.)
+				rd, err := a.store.TopologyAndMembers(cctx)
+				if err != nil {
+					return false, err
+				}
+				if rd.MembersErr == nil {
+					a.setPeers(r, rd.Members)
+				}
+				top, have = rd.Topology, rd.OK
+			} else {
+				var err error
+				if top, have, err = a.store.Topology(cctx); err != nil {
+					return false, err
+				}
 			}
 			return have && top.Epoch == r.l.Epoch() && top.Leader == n.cfg.ID, nil
 		},
@@ -570,13 +623,9 @@ func (a *agent) peerIDs() []string {
 	return a.peers
 }
 
-func (a *agent) refreshPeers(ctx context.Context, r *leading) {
-	cctx, cancel := context.WithTimeout(ctx, a.fence)
-	ms, err := a.store.Members(cctx)
-	cancel()
-	if err != nil {
-		return
-	}
+// setPeers records the registered members ms (read from etcd) as r's
+// peers and feeds r's format gate.
+func (a *agent) setPeers(r *leading, ms []coord.Member) {
 	var ids []string
 	for _, m := range ms {
 		if m.ID != a.n.cfg.ID {

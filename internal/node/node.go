@@ -198,8 +198,11 @@ type Node struct {
 	closed chan struct{}
 	// roleSet (capacity 1) is signalled by every setRole: the expiry
 	// loop sleeps on it while a follower.
-	roleSet   chan struct{}
-	closeOnce sync.Once
+	roleSet chan struct{}
+	// agentRoleSet (capacity 1) is signalled by every setRole too: the
+	// agent's retry sleeps while the role matches the topology.
+	agentRoleSet chan struct{}
+	closeOnce    sync.Once
 }
 
 // role is what the node does now: *leading, *following or *fenced.
@@ -303,7 +306,7 @@ func Start(cfg Config) (*Node, error) {
 		scripts: script.New(script.Config{BusyAfter: cfg.ScriptBusyAfter, Log: log}),
 		role:    newFenced("starting"),
 		closed:  make(chan struct{}),
-		roleSet: make(chan struct{}, 1),
+		roleSet: make(chan struct{}, 1), agentRoleSet: make(chan struct{}, 1),
 	}
 	if err := n.listen(); err != nil {
 		n.Close()
@@ -400,6 +403,10 @@ func (n *Node) setRole(r role) {
 	n.mu.Unlock()
 	select {
 	case n.roleSet <- struct{}{}:
+	default:
+	}
+	select {
+	case n.agentRoleSet <- struct{}{}:
 	default:
 	}
 }

@@ -49,6 +49,7 @@ func (s *peerService) Snapshot(req *peerpb.SnapshotRequest, stream grpc.ServerSt
 // positions.
 func (s *peerService) Heartbeat(ctx context.Context, req *peerpb.HeartbeatRequest) (*peerpb.HeartbeatReply, error) {
 	n := s.n
+	PokeProcs() // a wake-up the process has anyway (procs.go)
 	// The epoch before the position: a node that reports an epoch has
 	// stopped taking entries of older ones (agent.apply), so the position
 	// read after it is final for them, which a quorum election relies on.

@@ -3,6 +3,7 @@ package node
 import (
 	"log/slog"
 	"runtime"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -20,13 +21,25 @@ import (
 // core used; on one P, check every procsFastEvery and go back to all at
 // once when a check finds over procsBusyCPU. So a load that starts on an
 // idle server runs on one P for at most about procsFastEvery (plus one
-// stop-the-world to change it), and an idle server pays ten getrusage
-// calls a second for the hundreds of wake-ups it saves.
+// stop-the-world to change it).
+//
+// A check is a timer, and on an idle server each timer is a wake-up of
+// the process (and of the runtime's sysmon with it): ten a second were
+// the largest timer of an idle follower. So on one P a check that finds
+// the process quiet (under procsQuietCPU: an idle server's heartbeats,
+// probes and keepalives) waits procsQuietEvery for the next, and the
+// checks also ride on wake-ups the process has anyway: PokeProcs (the
+// orchestrator's probes, every 100 ms on the leader) runs a check when
+// procsFastEvery has passed since the last, without a timer. A load that
+// starts on a quiet leader is still seen within about procsFastEvery (it
+// is probed at that rate), on a quiet follower within procsQuietEvery.
 
 const (
 	procsSlowEvery  = 500 * time.Millisecond // the check's period on all Ps
 	procsFastEvery  = 100 * time.Millisecond // the check's period on one P
+	procsQuietEvery = 500 * time.Millisecond // on one P, after a quiet check
 	procsIdleCPU    = 0.05                   // of a core: idle below this
+	procsQuietCPU   = 0.02                   // of a core: quiet below this
 	procsBusyCPU    = 0.15                   // of a core: busy above this
 	procsIdleChecks = 4                      // idle checks in a row before one P
 )
@@ -52,10 +65,36 @@ func (p *procsPolicy) step(cpu float64) (procs int, next time.Duration) {
 	case !p.one:
 		p.idle = 0
 	}
-	if p.one {
+	switch {
+	case p.one && cpu < procsQuietCPU:
+		return 1, procsQuietEvery
+	case p.one:
 		return 1, procsFastEvery
 	}
 	return p.max, procsSlowEvery
+}
+
+// procsPokes wakes the running AdaptProcs for a check (PokeProcs);
+// procsChecked is when it last checked (unix nanoseconds), procsOne
+// whether it runs the process on one P. Process-wide, as GOMAXPROCS is.
+var (
+	procsPokes   = make(chan struct{}, 1)
+	procsChecked atomic.Int64
+	procsOne     atomic.Bool
+)
+
+// PokeProcs asks AdaptProcs for a check now if the process runs on one P
+// and the last check is procsFastEvery old: a caller that the process
+// wakes for anyway (a probe) lends it that wake-up. Cheap when not due:
+// two atomic loads.
+func PokeProcs() {
+	if !procsOne.Load() || time.Now().UnixNano()-procsChecked.Load() < int64(procsFastEvery) {
+		return
+	}
+	select {
+	case procsPokes <- struct{}{}:
+	default:
+	}
 }
 
 // AdaptProcs runs the process on one P while it is idle and on maxProcs
@@ -68,8 +107,12 @@ func AdaptProcs(stop <-chan struct{}, maxProcs int, log *slog.Logger) {
 	}
 	p := procsPolicy{max: maxProcs}
 	procs := runtime.GOMAXPROCS(0)
-	defer runtime.GOMAXPROCS(maxProcs)
+	defer func() {
+		procsOne.Store(false)
+		runtime.GOMAXPROCS(maxProcs)
+	}()
 	last, at := processCPU(), time.Now()
+	procsChecked.Store(at.UnixNano())
 	t := time.NewTimer(procsSlowEvery)
 	defer t.Stop()
 	for {
@@ -77,16 +120,23 @@ func AdaptProcs(stop <-chan struct{}, maxProcs int, log *slog.Logger) {
 		case <-stop:
 			return
 		case <-t.C:
+		case <-procsPokes:
+			if time.Since(at) < procsFastEvery {
+				continue // a poke raced a timer's check
+			}
+			t.Stop()
 		}
 		now, used := time.Now(), processCPU()
 		frac := float64(used-last) / float64(now.Sub(at))
 		last, at = used, now
+		procsChecked.Store(now.UnixNano())
 		want, next := p.step(frac)
 		if want != procs {
 			runtime.GOMAXPROCS(want)
 			procs = want
 			log.Debug("processors", "gomaxprocs", want, "cpu", frac)
 		}
+		procsOne.Store(procs == 1)
 		t.Reset(next)
 	}
 }

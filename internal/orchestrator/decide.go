@@ -22,7 +22,8 @@ import (
 // fails, the topology changes or this orchestrator becomes active
 // (wakeDecide). An idle cluster costs the active orchestrator about 10
 // wake-ups a second here (100 at a fixed 10 ms, 20 at half an interval),
-// and the standby none. A round whose timer fired more than
+// and the standby none. A round that finds anything amiss also ends the
+// followers' quiet cadence (stir, quiet.go). A round whose timer fired more than
 // stallAllowance late (this process was starved of CPU or stopped) does
 // not act on its decision: the answers that arrived meanwhile may still
 // wait unread, and the silence it measured is partly its own. The next
@@ -61,11 +62,14 @@ func (o *Orchestrator) decideLoop() {
 		if activeSince.IsZero() {
 			activeSince = time.Now()
 		}
-		v := o.snapshot()
-		if d, ok := calmFor(v, o.cfg.Interval); ok {
+		v, periods := o.snapshotPeriods()
+		if d, ok := calmFor(v, o.cfg.Interval, periods); ok {
 			reset(max(d, decideFast))
 		} else {
 			reset(decideFast)
+			o.mu.Lock()
+			o.stir(time.Now()) // followers back on the interval (quiet.go)
+			o.mu.Unlock()
 		}
 		d := failover.Decide(o.cfg.rules(), v, activeSince)
 		if d.Note != "" {
@@ -102,18 +106,19 @@ const decideFast = 10 * time.Millisecond
 const stallAllowance = 25 * time.Millisecond
 
 // calmFor reports whether all is calm in v — a topology with a leader,
-// and every node answering on time (within 1.5 intervals), unsuspected,
-// leading and answering as it should — and for how long nothing but a
-// probe's failure or a topology change (which wake the loop) can make the
-// rule act: until the oldest last answer becomes late, at most an
-// interval.
-func calmFor(v failover.View, interval time.Duration) (time.Duration, bool) {
+// and every node answering on time (within 1.5 of its probe periods:
+// periods, the interval for a node not in it), unsuspected, leading and
+// answering as it should — and for how long nothing but a probe's failure
+// or a topology change (which wake the loop) can make the rule act: until
+// the oldest last answer becomes late, at most an interval.
+func calmFor(v failover.View, interval time.Duration, periods map[string]time.Duration) (time.Duration, bool) {
 	if !v.HaveTopo || v.TopoErr != nil || v.Topo.Leader == "" {
 		return 0, false
 	}
 	d := interval
 	for _, n := range v.Nodes {
-		left := n.LastBeat.Add(interval * 3 / 2).Sub(v.Now)
+		p := max(periods[n.ID], interval)
+		left := n.LastBeat.Add(p * 3 / 2).Sub(v.Now)
 		if !n.Fresh || n.Suspect || n.Refused > 0 || !n.NotLead.IsZero() || !n.NotAnswering.IsZero() || left < 0 {
 			return 0, false
 		}

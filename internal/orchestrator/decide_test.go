@@ -23,19 +23,19 @@ func TestCalm(t *testing.T) {
 		}
 		return v
 	}
-	if d, ok := calmFor(healthy(), interval); !ok || d != interval/2 {
+	if d, ok := calmFor(healthy(), interval, nil); !ok || d != interval/2 {
 		t.Fatalf("a healthy cluster whose last answers are an interval old: calm %v for %v, want calm for half an interval", ok, d)
 	}
 	v := healthy()
 	v.Nodes[1].LastBeat = now.Add(-interval * 5 / 4)
-	if d, ok := calmFor(v, interval); !ok || d != interval/4 {
+	if d, ok := calmFor(v, interval, nil); !ok || d != interval/4 {
 		t.Errorf("one last answer 1.25 intervals old: calm %v for %v, want calm for a quarter interval (until it is late)", ok, d)
 	}
 	v = healthy()
 	for i := range v.Nodes {
 		v.Nodes[i].LastBeat = now
 	}
-	if d, ok := calmFor(v, interval); !ok || d != interval {
+	if d, ok := calmFor(v, interval, nil); !ok || d != interval {
 		t.Errorf("every answer just in: calm %v for %v, want calm for an interval (the cap)", ok, d)
 	}
 	for name, spoil := range map[string]func(v *failover.View){
@@ -51,7 +51,7 @@ func TestCalm(t *testing.T) {
 	} {
 		v := healthy()
 		spoil(&v)
-		if _, ok := calmFor(v, interval); ok {
+		if _, ok := calmFor(v, interval, nil); ok {
 			t.Errorf("%s: calm, want amiss", name)
 		}
 	}

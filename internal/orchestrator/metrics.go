@@ -20,6 +20,8 @@ var (
 	descWaiting = prometheus.NewDesc("tandem_orchestrator_waiting_for_operator", "1 while a failed leader waits for an operator (failover policy manual): tandem promote NODE.", nil, nil)
 	descDownFor = prometheus.NewDesc("tandem_orchestrator_leader_down_seconds", "Seconds since the failed leader's last sign of life (0 when none is down).", nil, nil)
 	descHookErr = prometheus.NewDesc("tandem_orchestrator_hook_failures_total", "Hook runs that failed, timed out or were dropped.", nil, nil)
+	descQuiet   = prometheus.NewDesc("tandem_orchestrator_quiet", "1 while the active orchestrator probes followers at the quiet cadence (the cluster quiet for 2 s).", nil, nil)
+	descStirs   = prometheus.NewDesc("tandem_orchestrator_stirs_total", "Times the quiet cadence ended: something amiss, a write, a topology change or an operation.", nil, nil)
 )
 
 // metrics serves /metrics: the failover policy and any outage, read at
@@ -36,7 +38,7 @@ func (o *Orchestrator) metrics() http.Handler {
 type collector struct{ o *Orchestrator }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descActive, descManual, descDown, descWaiting, descDownFor, descHookErr} {
+	for _, d := range []*prometheus.Desc{descActive, descManual, descDown, descWaiting, descDownFor, descHookErr, descQuiet, descStirs} {
 		ch <- d
 	}
 }
@@ -49,6 +51,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	if out := o.outage; out != nil && o.active {
 		down, waiting, downFor = true, out.waiting, time.Since(out.since).Seconds()
 	}
+	quiet, stirs := o.active && o.quiet(time.Now()), o.stirs
 	o.mu.Unlock()
 	gauge := func(d *prometheus.Desc, v float64) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v)
@@ -59,6 +62,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descWaiting, b2f(waiting))
 	gauge(descDownFor, downFor)
 	ch <- prometheus.MustNewConstMetric(descHookErr, prometheus.CounterValue, float64(o.hooks.Failures()))
+	gauge(descQuiet, b2f(quiet))
+	ch <- prometheus.MustNewConstMetric(descStirs, prometheus.CounterValue, float64(stirs))
 }
 
 func b2f(b bool) float64 {

@@ -30,6 +30,7 @@ var ErrRefused = orchapi.ErrRefused
 func (o *Orchestrator) Promote(ctx context.Context, node string, acceptDataLoss bool) (orchapi.Result, error) {
 	o.opMu.Lock()
 	defer o.opMu.Unlock()
+	o.freshen(ctx)
 	v := o.snapshot()
 	if v.TopoErr != nil {
 		return orchapi.Result{}, fmt.Errorf("%w: the topology in etcd does not decode (%v); fix it first", ErrRefused, v.TopoErr)
@@ -60,6 +61,7 @@ func (o *Orchestrator) Promote(ctx context.Context, node string, acceptDataLoss 
 func (o *Orchestrator) Switchover(ctx context.Context, to string) (orchapi.Result, error) {
 	o.opMu.Lock()
 	defer o.opMu.Unlock()
+	o.freshen(ctx)
 	v := o.snapshot()
 	leader, target, err := failover.SwitchoverTarget(v, to)
 	if err != nil {
@@ -151,7 +153,7 @@ func (o *Orchestrator) relead(v failover.View, leader, reason string) {
 func (o *Orchestrator) Status(ctx context.Context) statusdoc.Orchestrator {
 	v := o.snapshot()
 	o.mu.Lock()
-	st := statusdoc.Orchestrator{ID: o.cfg.ID, Active: o.active, EtcdOK: time.Since(o.etcdOK) < etcdOKWithin,
+	st := statusdoc.Orchestrator{ID: o.cfg.ID, Active: o.active, EtcdOK: o.etcdReachable(),
 		Epoch: v.Topo.Epoch, Leader: v.Topo.Leader}
 	if v.TopoErr != nil {
 		st.TopologyError = v.TopoErr.Error()

@@ -6,7 +6,10 @@
 // Every orchestrator probes every registered member with the Heartbeat RPC
 // (Config.Interval, default 100 ms) and feeds a failure detector per node
 // (phi accrual by default, a plain timeout optionally), so that a standby
-// that takes over already knows the cluster.
+// that takes over already knows the cluster. A standby probes ten times
+// less often, and so does the active one a follower of a quiet cluster
+// (five times less: quiet.go says when, and why the leader's detection
+// and the followers' veto are unchanged).
 //
 // The active orchestrator applies the failover rule of package failover
 // (its package comment states it whole): the probe's reading of each
@@ -216,8 +219,11 @@ type Orchestrator struct {
 	last     *coord.Event // the last change this orchestrator made; its fields change under mu
 	evMu     sync.Mutex   // orders amendEvent's records of one event
 	etcdOK   time.Time    // the last successful etcd read
-	started  time.Time
-	noted    map[string]time.Time // rate limit for repeated log lines
+	// session is the election session's Done (nil before the first):
+	// while open, etcd answers its keepalives (etcdReachable).
+	session <-chan struct{}
+	started time.Time
+	noted   map[string]time.Time // rate limit for repeated log lines
 	// policy is the cluster's failover policy as last watched ("" before
 	// the first read); policyErr says why the stored one does not parse.
 	// Either way only FailoverAutomatic lets gate carry out a failover.
@@ -242,6 +248,14 @@ type Orchestrator struct {
 	// the topology changed, or this orchestrator became active.
 	decideNow chan struct{}
 
+	// Quiet cadence (quietProbeFactor): hurried is closed and replaced
+	// when the followers' probers must leave the quiet cadence at once;
+	// stirred is the last time anything was amiss or the leader's log
+	// moved (zero: never quiet yet, see quiet).
+	hurried chan struct{}
+	stirred time.Time
+	stirs   int64 // quiet spells ended (metrics)
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -264,6 +278,7 @@ func (o *Orchestrator) becomeActive() {
 	now := time.Now()
 	o.mu.Lock()
 	o.active = true
+	o.stir(now) // quiet again only after quietAfter of calm
 	for _, ns := range o.nodes {
 		det := o.detectorFor()
 		if ns.probe.Reply != nil {
@@ -293,6 +308,15 @@ type nodeState struct {
 	member   coord.Member
 	probe    failover.Probe
 	probeCtl context.CancelFunc
+	// every is the period its prober keeps now (zero: the interval):
+	// quietProbeFactor intervals for a follower while the cluster is
+	// quiet. An answer stays fresh for three periods.
+	every time.Duration
+}
+
+// period is the node's probe period (see nodeState.every).
+func (ns *nodeState) period(interval time.Duration) time.Duration {
+	return max(ns.every, interval)
 }
 
 // rules are the failover rule's timings from the configuration.
@@ -311,6 +335,7 @@ func Start(cfg Config) (*Orchestrator, error) {
 	o := &Orchestrator{
 		cfg: cfg, log: cfg.Logger.With("orchestrator", cfg.ID), store: coord.New(cli, cfg.Cluster),
 		members: map[string]coord.Member{}, nodes: map[string]*nodeState{}, decideNow: make(chan struct{}, 1), activated: make(chan struct{}),
+		hurried: make(chan struct{}),
 		started: time.Now(), noted: map[string]time.Time{}, stats: newDetectStats(),
 	}
 	o.ctx, o.cancel = context.WithCancel(context.Background())
@@ -375,10 +400,16 @@ func (o *Orchestrator) Close() {
 }
 
 func (o *Orchestrator) detectorFor() detector.Detector {
+	return o.detectorEvery(o.cfg.Interval)
+}
+
+// detectorEvery is a fresh detector for a node probed every period (the
+// timeout detector's limit grows with it).
+func (o *Orchestrator) detectorEvery(period time.Duration) detector.Detector {
 	if o.cfg.Detector == "timeout" {
-		return detector.NewTimeout(o.cfg.Timeout)
+		return detector.NewTimeout(o.cfg.Timeout + period - o.cfg.Interval)
 	}
-	return detector.NewPhi(detector.PhiConfig{Threshold: o.cfg.PhiThreshold, MinStdDev: o.cfg.PhiMinStdDev, FirstInterval: o.cfg.Interval})
+	return detector.NewPhi(detector.PhiConfig{Threshold: o.cfg.PhiThreshold, MinStdDev: o.cfg.PhiMinStdDev, FirstInterval: period})
 }
 
 // campaign holds the election for as long as this process lives; a lost
@@ -392,6 +423,9 @@ func (o *Orchestrator) campaign() {
 			coord.Sleep(o.ctx, 200*time.Millisecond)
 			continue
 		}
+		o.mu.Lock()
+		o.session = sess.Done()
+		o.mu.Unlock()
 		me := coord.Orchestrator{ID: o.cfg.ID, HTTPAddr: o.HTTPAddr(), SentinelAddr: o.SentinelAddr()}
 		rctx, rcancel := context.WithTimeout(o.ctx, 2*time.Second)
 		if err := o.store.RegisterOrchestrator(rctx, sess, me); err != nil {
@@ -430,6 +464,7 @@ func (o *Orchestrator) watchTopology() {
 		o.mu.Lock()
 		old, had := o.topo, o.haveTopo
 		o.topo, o.haveTopo, o.topoErr = t, true, nil
+		o.stir(time.Now()) // every member's answer matters now
 		if had && old.Leader != t.Leader {
 			if ns := o.nodes[t.Leader]; ns != nil {
 				ns.probe.GiveGrace(time.Now(), o.cfg.Grace)
@@ -444,23 +479,44 @@ func (o *Orchestrator) watchTopology() {
 	}
 }
 
-// membersEvery is how often the registered members (and orchestrators) are
-// read from etcd; membersEveryBootstrap before there is a topology, so
-// that the members that start together are all probed when the first
+// The registered members (and orchestrators) are read from etcd when a
+// watch says they changed (coord.WatchPrefixes), and at least every
+// membersEvery; every membersEveryBootstrap before there is a topology,
+// so that the members that start together are all probed when the first
 // leader is chosen. A member's record changes only when it registers (a
-// start or restart), and each read costs etcd two range requests.
+// start or restart): a read every second cost etcd two range requests a
+// second per orchestrator for nothing.
 const (
-	membersEvery          = time.Second
+	membersEvery          = 10 * time.Second
 	membersEveryBootstrap = 300 * time.Millisecond
 )
 
-// etcdOKWithin: status says etcd is reachable if a members read
-// succeeded this recently (two reads and a half).
-const etcdOKWithin = membersEvery * 5 / 2
+// etcdOKWithin: status says etcd is reachable if a read succeeded this
+// recently, or the election session is alive (its keepalives are answered
+// three times a second).
+const etcdOKWithin = 2500 * time.Millisecond
+
+// etcdReachable says whether etcd answered lately (Status). Call with
+// o.mu held.
+func (o *Orchestrator) etcdReachable() bool {
+	if time.Since(o.etcdOK) < etcdOKWithin {
+		return true
+	}
+	if o.session == nil {
+		return false
+	}
+	select {
+	case <-o.session:
+		return false
+	default:
+		return true
+	}
+}
 
 // watchMembers keeps a prober per registered member.
 func (o *Orchestrator) watchMembers() {
 	defer o.wg.Done()
+	changed := o.store.WatchPrefixes(o.ctx, "members/", "orchestrators/")
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -509,6 +565,8 @@ func (o *Orchestrator) watchMembers() {
 		t.Reset(every)
 		select {
 		case <-t.C:
+		case <-changed:
+			t.Stop()
 		case <-o.ctx.Done():
 			return
 		}
@@ -525,15 +583,26 @@ func (o *Orchestrator) peerAddr(m coord.Member) string {
 
 // snapshot is one consistent reading of what the orchestrator knows.
 func (o *Orchestrator) snapshot() failover.View {
+	v, _ := o.snapshotPeriods()
+	return v
+}
+
+// snapshotPeriods is snapshot with each node's probe period in the same
+// reading.
+func (o *Orchestrator) snapshotPeriods() (failover.View, map[string]time.Duration) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	periods := make(map[string]time.Duration, len(o.nodes))
+	for id, ns := range o.nodes {
+		periods[id] = ns.period(o.cfg.Interval)
+	}
 	now := time.Now()
 	v := failover.View{Now: now, Topo: o.topo, HaveTopo: o.haveTopo, TopoErr: o.topoErr, PreferredZone: o.cfg.PreferredZone, Late: o.late.At(now)}
 	for id, ns := range o.nodes {
-		v.Nodes = append(v.Nodes, ns.probe.View(id, ns.member, now, 3*o.cfg.Interval))
+		v.Nodes = append(v.Nodes, ns.probe.View(id, ns.member, now, 3*ns.period(o.cfg.Interval)))
 	}
 	sort.Slice(v.Nodes, func(i, j int) bool { return v.Nodes[i].ID < v.Nodes[j].ID })
-	return v
+	return v, periods
 }
 
 // note logs msg at most once a second per key.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tandemdb/tandem/internal/failover"
 	"github.com/tandemdb/tandem/internal/peerpb"
+	"github.com/tandemdb/tandem/internal/statusdoc"
 )
 
 // dial opens a peer connection that reconnects quickly (a node restarted
@@ -58,12 +59,15 @@ func (o *Orchestrator) probe(ctx context.Context, ns *nodeState) {
 }
 
 // probeLoop heartbeats one node every interval (every standbyProbeFactor
-// intervals while this orchestrator stands by) until ctx ends, and hands
+// intervals while this orchestrator stands by, every quietProbeFactor for
+// a follower of a quiet cluster: quiet.go) until ctx ends, and hands
 // each result to the node's failover.Probe, which says when to probe next
 // (a failed probe is retried after a quarter interval). One probe is out at
 // a time, with probeDeadline intervals as its deadline, so a stopped node
 // costs one probe per deadline, never a pile of them.
 func (o *Orchestrator) probeLoop(ctx context.Context, ns *nodeState, hb heartbeater) {
+	// planned: the gap planned after the last probe, if it was answered.
+	var planned time.Duration
 	for {
 		o.mu.Lock()
 		epoch := o.topo.Epoch
@@ -78,25 +82,54 @@ func (o *Orchestrator) probeLoop(ctx context.Context, ns *nodeState, hb heartbea
 		// that changed while the probe was out is the one it answers to.
 		want := failover.Expect{ShouldLead: o.haveTopo && o.topo.Leader == ns.member.ID, Epoch: o.topo.Epoch}
 		lapsed := ns.probe.NotAnswering
-		next := ns.probe.Observe(sent, now, rep, err, ctx.Err() != nil, want, o.cfg.Interval)
+		before := ns.probe.Reply
+		// Observe measures lateness against the period this probe kept:
+		// the gap planned after the last answered probe. The grid may
+		// stretch it by half an interval, and a quiet period (perhaps cut
+		// short by a stir) plans a long one: that silence is the
+		// schedule's, not the node's, and a follower promoted next must
+		// not look slow for it. A silence longer than planned still
+		// counts, the orchestrator's own lateness in sending included (a
+		// starved orchestrator waits longer for the leader).
+		ns.probe.Observe(sent, now, rep, err, ctx.Err() != nil, want, max(ns.period(o.cfg.Interval), planned))
+		next := o.cfg.Interval / 4 // a failed probe is retried soon
+		every := time.Duration(0)
 		if err == nil {
 			o.observeAnswer(ns, now, now.Sub(sent), want.ShouldLead, lapsed)
+			if want.ShouldLead && before != nil && failover.Durable(before) != failover.Durable(rep) {
+				o.stir(now) // writes: no quiet cadence (quiet.go)
+			}
+			if !want.ShouldLead && rep.Role == statusdoc.RoleFollower && o.quiet(now) {
+				every = quietProbeFactor * o.cfg.Interval
+			}
+			next = max(every, o.cfg.Interval)
 		}
-		active, activated := o.active, o.activated
+		o.setPeriod(ns, every, now)
+		active, activated, hurried := o.active, o.activated, o.hurried
 		o.mu.Unlock()
 		// Probes keep their rhythm: the next is due next after this one
-		// was sent (a ticker's behaviour), or at once if that has passed.
+		// was sent (a ticker's behaviour), on the interval's grid, or at
+		// once if that has passed.
+		base := sent
 		if err != nil {
-			sent = now // a failed probe is retried from its failure
+			base = now // a failed probe is retried from its failure
 			o.wakeDecide()
 		}
 		if !active {
 			next = standbyProbeFactor * o.cfg.Interval
 		}
-		t := time.NewTimer(time.Until(sent.Add(next)))
+		due := base.Add(next)
+		planned = 0
+		if err == nil {
+			due = onGrid(due, o.cfg.Interval)
+			planned = due.Sub(sent)
+		}
+		t := time.NewTimer(time.Until(due))
 		select {
 		case <-t.C:
 		case <-activated: // woken from a standby's rhythm
+			t.Stop()
+		case <-hurried: // woken from the quiet cadence (stir)
 			t.Stop()
 		case <-ctx.Done():
 			t.Stop()

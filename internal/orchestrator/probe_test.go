@@ -175,8 +175,8 @@ func TestStandbyProbes(t *testing.T) {
 				t.Fatalf("a live leader, just after taking over: %+v", d)
 			}
 		}
-		if n := calls(leader); n != 6+5 {
-			t.Fatalf("%d probes 475 ms after taking over, want 5 more (at once, then every 100 ms)", n-6)
+		if n := calls(leader); n != 6+6 {
+			t.Fatalf("%d probes 475 ms after taking over, want 6 more (at once, 50 ms later on the interval's grid, then every 100 ms)", n-6)
 		}
 
 		// Back to standing by, the leader pauses, then this one takes over.
@@ -233,4 +233,139 @@ func TestSlowLeaderIsAlive(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestQuietCadence: on a quiet cluster the active orchestrator probes a
+// follower every quietProbeFactor intervals and the leader at the
+// interval; a write (the leader's durable position moves) or anything
+// amiss (here a paused leader, seen as decideLoop sees it) brings the
+// followers back to the interval at once, so that a follower that still
+// hears the leader vouches for it in time (no failover while it does)
+// and a paused leader whose followers lost it too is failed over as
+// fast as on a busy cluster.
+func TestQuietCadence(t *testing.T) {
+	for _, vouch := range []bool{true, false} {
+		name := "follower-lost-leader"
+		if vouch {
+			name = "follower-vouches"
+		}
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				cfg := Config{ID: "o1", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+				cfg.setDefaults()
+				o := &Orchestrator{cfg: cfg, log: cfg.Logger, nodes: map[string]*nodeState{}, noted: map[string]time.Time{},
+					topo: coord.Topology{Epoch: 3, Leader: "n1"}, haveTopo: true, activated: make(chan struct{}), hurried: make(chan struct{}),
+					decideNow: make(chan struct{}, 1)}
+				leader := &fakeNode{state: "alive", reply: &peerpb.HeartbeatReply{Role: "leader", Epoch: 3, LeadingEpoch: 3, Answering: true,
+					Durable: &peerpb.Position{Epoch: 3, Lsn: 10}}}
+				heard := int64(-1)
+				if vouch {
+					heard = 0 // its stream from the leader keeps going (a partition between orchestrator and leader)
+				}
+				follower := &fakeNode{state: "alive", reply: &peerpb.HeartbeatReply{Role: "follower", Epoch: 3, Following: "n1", LeaderHeardAgoMs: heard,
+					Durable: &peerpb.Position{Epoch: 3, Lsn: 10}}}
+				ctx, cancel := context.WithCancel(context.Background())
+				var wg sync.WaitGroup
+				defer wg.Wait()
+				defer cancel()
+				o.becomeActive()
+				for id, f := range map[string]*fakeNode{"n1": leader, "n2": follower} {
+					ns := &nodeState{member: coord.Member{ID: id, PeerAddr: id + ":7380", Priority: 100}, probe: failover.Probe{Det: o.detectorFor()}}
+					o.nodes[id] = ns
+					wg.Go(func() { o.probeLoop(ctx, ns, f) })
+				}
+				calls := func(f *fakeNode) int {
+					f.mu.Lock()
+					defer f.mu.Unlock()
+					return f.calls
+				}
+				// decideLoop's part, every 10 ms: stir when not calm.
+				stirred := 0
+				round := func() failover.Decision {
+					v, periods := o.snapshotPeriods()
+					if _, ok := calmFor(v, o.cfg.Interval, periods); !ok {
+						o.mu.Lock()
+						o.stir(time.Now())
+						o.mu.Unlock()
+						stirred++
+					}
+					return failover.Decide(o.cfg.rules(), v, time.Now().Add(-time.Minute))
+				}
+				run := func(d time.Duration) failover.Decision {
+					var last failover.Decision
+					for range d / (10 * time.Millisecond) {
+						time.Sleep(10 * time.Millisecond)
+						if last = round(); last.Kind != failover.KindNone {
+							return last
+						}
+					}
+					return last
+				}
+				// Quiet from quietAfter on: the follower every 500 ms.
+				time.Sleep(5 * time.Millisecond)
+				if d := run(quietAfter + 500*time.Millisecond); d.Kind != failover.KindNone {
+					t.Fatalf("a quiet healthy cluster: %+v", d)
+				}
+				l0, f0 := calls(leader), calls(follower)
+				if d := run(5 * time.Second); d.Kind != failover.KindNone {
+					t.Fatalf("a quiet healthy cluster: %+v", d)
+				}
+				if n, m := calls(leader)-l0, calls(follower)-f0; n != 50 || m != 10 {
+					t.Fatalf("quiet for 5 s: %d probes of the leader, %d of the follower; want 50 and 10", n, m)
+				}
+				if stirred != 0 {
+					t.Fatalf("the quiet cadence made the cluster look amiss %d times", stirred)
+				}
+
+				// A write: the follower is probed at the interval again.
+				leader.mu.Lock()
+				leader.reply = &peerpb.HeartbeatReply{Role: "leader", Epoch: 3, LeadingEpoch: 3, Answering: true, Durable: &peerpb.Position{Epoch: 3, Lsn: 11}}
+				leader.mu.Unlock()
+				time.Sleep(105 * time.Millisecond) // the leader's next probe sees it
+				f0 = calls(follower)
+				run(time.Second)
+				if m := calls(follower) - f0; m < 9 {
+					t.Fatalf("after a write: %d probes of the follower in 1 s, want 10", m)
+				}
+				// Quiet again after quietAfter without writes or trouble.
+				run(quietAfter + time.Second)
+				f0 = calls(follower)
+				run(time.Second)
+				if m := calls(follower) - f0; m > 2 {
+					t.Fatalf("quiet again: %d probes of the follower in 1 s, want 2", m)
+				}
+
+				// The leader pauses mid-interval, the follower on its quiet
+				// cadence.
+				time.Sleep(50 * time.Millisecond)
+				leader.set("paused")
+				f0 = calls(follower)
+				start := time.Now()
+				d := run(time.Second)
+				took := time.Since(start)
+				if vouch {
+					if d.Kind != failover.KindNone {
+						t.Fatalf("a follower that hears the leader vouches for it: %+v", d)
+					}
+					if m := calls(follower) - f0; m < 9 {
+						t.Fatalf("a paused leader: the follower probed %d times in the next second, want it on the interval", m)
+					}
+					// The quiet spell before its early probe was the
+					// cadence's: were it counted as the follower's
+					// lateness, a follower promoted now would be waited
+					// for longer should it fail too (Rules.minSilence).
+					if slow := o.snapshot().Node("n2").Slow; slow > 10*time.Millisecond {
+						t.Fatalf("the follower, woken from the quiet cadence, looks slow: %v", slow)
+					}
+					return
+				}
+				// As TestProbeLoop's paused leader on a busy cluster: silent
+				// since its last answer 50 ms before the pause, failed over
+				// once silent for MinSilence and suspected.
+				if d.Kind != failover.KindFailover || d.Candidate != "n2" || took > 230*time.Millisecond || took < 190*time.Millisecond {
+					t.Fatalf("a paused leader nobody hears: %+v %v after the pause, want a failover to n2 in 190-230 ms", d, took)
+				}
+			})
+		})
+	}
 }
