@@ -12,6 +12,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/tandemdb/tandem/internal/logrec"
+	"github.com/tandemdb/tandem/internal/testutil"
 )
 
 // BenchmarkBulkApply is a follower's share of bench/run.sh's bulk load:
@@ -70,9 +71,10 @@ func benchBulkApply(b *testing.B, l0 int) {
 	}
 	load := time.Since(start)
 	cpuLoad := rusage() - cpu0
-	for d.pdb.Metrics().Compact.NumInProgress > 0 {
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Eventually(b, "the load's compactions to finish", 5*time.Minute, func() (bool, string) {
+		n := d.pdb.Metrics().Compact.NumInProgress
+		return n == 0, fmt.Sprint(n, " compactions in progress")
+	})
 	cpuAll := rusage() - cpu0
 	m := d.pdb.Metrics()
 	b.ReportMetric(float64(cpuLoad.Microseconds())/keys, "cpu-µs/key")
