@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/tandemdb/tandem/internal/script"
+	"github.com/tandemdb/tandem/internal/testutil"
 )
 
 // BenchmarkApps is what `tandem bench apps` measures, in process: an
@@ -103,14 +104,14 @@ func benchApps(b *testing.B, workload string, clients int) {
 	run := func(calls int64) { driveConns(b, conns, calls, op) }
 	run(int64(clients) * 20) // warm up
 	cpu0, a0 := processCPU(), heapObjects()
-	r0, w0, _ := procSyscalls()
+	r0, w0, _ := testutil.ProcSyscalls()
 	b.ResetTimer()
 	run(int64(b.N))
 	b.StopTimer()
 	calls := float64(b.N)
 	b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/calls, "cpu-µs/call")
 	b.ReportMetric(float64(heapObjects()-a0)/calls, "allocs/call")
-	r1, w1, _ := procSyscalls()
+	r1, w1, _ := testutil.ProcSyscalls()
 	b.ReportMetric(float64(r1-r0+w1-w0)/calls, "rw-syscalls/call")
 }
 

@@ -5,11 +5,9 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"runtime/metrics"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -61,7 +59,7 @@ func benchWriteHandoffs(b *testing.B, clients, depth int) {
 	_, peer, _ := leader.Addrs()
 	hb := probeHeartbeats(b, peer)
 	h0, cpu0, a0 := l.Handoffs(), processCPU(), heapObjects()
-	r0, w0, sysOK := procSyscalls()
+	r0, w0, sysOK := testutil.ProcSyscalls()
 	la0, _ := leader.db.AppendStats()
 	fa0, _ := followers[0].db.AppendStats()
 	b.ResetTimer()
@@ -72,7 +70,7 @@ func benchWriteHandoffs(b *testing.B, clients, depth int) {
 	b.ReportMetric(p50, "hb-p50-ms")
 	b.ReportMetric(p99, "hb-p99-ms")
 	h, cpu, allocs := l.Handoffs().Sub(h0), processCPU()-cpu0, heapObjects()-a0
-	r1, w1, _ := procSyscalls()
+	r1, w1, _ := testutil.ProcSyscalls()
 	la, _ := leader.db.AppendStats()
 	fa, _ := followers[0].db.AppendStats()
 	writes := float64(pipelines * int64(depth))
@@ -99,26 +97,6 @@ func benchWriteHandoffs(b *testing.B, clients, depth int) {
 	// (fsync, stream message, ack, Pebble commit) is divided by.
 	b.ReportMetric(float64(la-la0)/writes, "lead-appends/write")
 	b.ReportMetric(float64(fa-fa0)/writes, "foll-appends/write")
-}
-
-// procSyscalls is the process's read and write system calls so far
-// (/proc/self/io: syscr, syscw); false where there is no such file.
-func procSyscalls() (r, w uint64, ok bool) {
-	raw, err := os.ReadFile("/proc/self/io")
-	if err != nil {
-		return 0, 0, false
-	}
-	for line := range strings.SplitSeq(string(raw), "\n") {
-		name, v, _ := strings.Cut(line, ": ")
-		n, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
-		switch name {
-		case "syscr":
-			r = n
-		case "syscw":
-			w = n
-		}
-	}
-	return r, w, true
 }
 
 // heapObjects is how many heap objects the process has allocated so far

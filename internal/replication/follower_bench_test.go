@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -66,7 +65,7 @@ func benchFollowerPaced(b *testing.B, per int, every, hold time.Duration) {
 		return f.Status().Connected, "not connected"
 	})
 
-	c0, cpu0 := f.Counts(), rusageCPU()
+	c0, cpu0 := f.Counts(), testutil.ProcessCPU()
 	b.ResetTimer()
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -87,18 +86,11 @@ func benchFollowerPaced(b *testing.B, per int, every, hold time.Duration) {
 		<-t.C
 	}
 	b.StopTimer()
-	c, cpu := f.Counts().Sub(c0), rusageCPU()-cpu0
+	c, cpu := f.Counts().Sub(c0), testutil.ProcessCPU()-cpu0
 	writes := float64(n)
 	b.ReportMetric(float64(cpu.Microseconds())/writes, "cpu-µs/write")
 	b.ReportMetric(float64(c.Appends)/writes, "appends/write")
 	b.ReportMetric(float64(c.Applies)/writes, "applies/write")
 	b.ReportMetric(float64(c.Reports)/writes, "reports/write")
 	b.ReportMetric(float64(s.reports.Load()), "reports")
-}
-
-// rusageCPU is the process's user and system CPU time so far.
-func rusageCPU() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

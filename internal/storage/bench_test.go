@@ -5,11 +5,10 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/tandemdb/tandem/internal/logrec"
+	"github.com/tandemdb/tandem/internal/testutil"
 )
 
 // BenchmarkGet is a point read of a random key of 100k, each written
@@ -100,7 +99,7 @@ func BenchmarkAppendLog(b *testing.B) {
 					batches[i][j] = logrec.Encode(&e)
 				}
 			}
-			cpu0 := cpuTime()
+			cpu0 := testutil.ProcessCPU()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				if err := d.AppendLog(batches[i]); err != nil {
@@ -108,21 +107,12 @@ func BenchmarkAppendLog(b *testing.B) {
 				}
 			}
 			b.StopTimer()
-			cpu := cpuTime() - cpu0
+			cpu := testutil.ProcessCPU() - cpu0
 			entries := float64(b.N * n)
 			b.ReportMetric(entries/b.Elapsed().Seconds(), "entries/s")
 			b.ReportMetric(float64(cpu.Microseconds())/entries, "cpu-µs/entry")
 		})
 	}
-}
-
-// cpuTime is the process's user + system CPU time so far.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkApply applies batches of 32 entries, each a SET of a random
@@ -182,7 +172,7 @@ func BenchmarkApply(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			cpu0 := cpuTime()
+			cpu0 := testutil.ProcessCPU()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				if err := d.Apply(batches[i]); err != nil {
@@ -190,7 +180,7 @@ func BenchmarkApply(b *testing.B) {
 				}
 			}
 			b.StopTimer()
-			cpu := cpuTime() - cpu0
+			cpu := testutil.ProcessCPU() - cpu0
 			entries := float64(b.N * batch)
 			b.ReportMetric(float64(cpu.Microseconds())/entries, "cpu-µs/entry")
 		})

@@ -5,7 +5,6 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -46,7 +45,7 @@ func benchBulkApply(b *testing.B, l0 int) {
 	for i := range value {
 		value[i] = 'v'
 	}
-	var cpu0 = rusage()
+	var cpu0 = testutil.ProcessCPU()
 	start := time.Now()
 	lsn := uint64(0)
 	var raws [][]byte
@@ -70,12 +69,12 @@ func benchBulkApply(b *testing.B, l0 int) {
 		}
 	}
 	load := time.Since(start)
-	cpuLoad := rusage() - cpu0
+	cpuLoad := testutil.ProcessCPU() - cpu0
 	testutil.Eventually(b, "the load's compactions to finish", 5*time.Minute, func() (bool, string) {
 		n := d.pdb.Metrics().Compact.NumInProgress
 		return n == 0, fmt.Sprint(n, " compactions in progress")
 	})
-	cpuAll := rusage() - cpu0
+	cpuAll := testutil.ProcessCPU() - cpu0
 	m := d.pdb.Metrics()
 	b.ReportMetric(float64(cpuLoad.Microseconds())/keys, "cpu-µs/key")
 	b.ReportMetric(float64(cpuAll.Microseconds())/keys, "cpu-µs/key+settle")
@@ -83,10 +82,4 @@ func benchBulkApply(b *testing.B, l0 int) {
 	b.ReportMetric(float64(m.Levels[0].TablesCount), "L0-files")
 	total := m.Total()
 	b.ReportMetric(total.WriteAmp(), "write-amp")
-}
-
-func rusage() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

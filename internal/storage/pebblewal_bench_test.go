@@ -1,12 +1,12 @@
 package storage
 
 import (
-	"os"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/tandemdb/tandem/internal/logrec"
+	"github.com/tandemdb/tandem/internal/testutil"
 )
 
 // BenchmarkApplyPebbleWAL is Apply's cost with Pebble's own log ("wal",
@@ -50,8 +50,8 @@ func BenchmarkApplyPebbleWAL(b *testing.B) {
 					raws = raws[:0]
 				}
 			}
-			_, w0, _ := procIO()
-			cpu0 := cpuTime()
+			_, w0, _ := testutil.ProcSyscalls()
+			cpu0 := testutil.ProcessCPU()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				if err := d.Apply(groups[i]); err != nil {
@@ -59,32 +59,12 @@ func BenchmarkApplyPebbleWAL(b *testing.B) {
 				}
 			}
 			b.StopTimer()
-			cpu := cpuTime() - cpu0
-			_, w1, _ := procIO()
+			cpu := testutil.ProcessCPU() - cpu0
+			_, w1, _ := testutil.ProcSyscalls()
 			n := float64(b.N * group)
 			b.ReportMetric(float64(cpu.Nanoseconds())/n, "cpu-ns/entry")
 			b.ReportMetric(float64(w1-w0)/n, "syscw/entry")
 			b.ReportMetric(float64(d.DiskBytes())/1e6, "disk-MB")
 		})
 	}
-}
-
-// procIO is the process's read and write system calls so far
-// (/proc/self/io: syscr, syscw); false where there is no such file.
-func procIO() (r, w uint64, ok bool) {
-	raw, err := os.ReadFile("/proc/self/io")
-	if err != nil {
-		return 0, 0, false
-	}
-	for line := range strings.SplitSeq(string(raw), "\n") {
-		name, v, _ := strings.Cut(line, ": ")
-		x, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
-		switch name {
-		case "syscr":
-			r = x
-		case "syscw":
-			w = x
-		}
-	}
-	return r, w, true
 }

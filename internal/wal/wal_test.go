@@ -11,13 +11,12 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/tandemdb/tandem/internal/frame"
+	"github.com/tandemdb/tandem/internal/testutil"
 )
 
 const dir = "/log"
@@ -816,7 +815,7 @@ func BenchmarkAppendZeroAhead(b *testing.B) {
 			}
 			defer w.Close()
 			r := recSized(1, 0, 4096)
-			cpu0 := processCPU(b)
+			cpu0 := testutil.ProcessCPU()
 			b.ResetTimer()
 			for i := range b.N {
 				if err := w.Append(uint64(i+1), [][]byte{r}); err != nil {
@@ -824,16 +823,7 @@ func BenchmarkAppendZeroAhead(b *testing.B) {
 				}
 			}
 			b.StopTimer()
-			b.ReportMetric(float64((processCPU(b)-cpu0).Microseconds())/float64(b.N), "cpu-µs/append")
+			b.ReportMetric(float64((testutil.ProcessCPU()-cpu0).Microseconds())/float64(b.N), "cpu-µs/append")
 		})
 	}
-}
-
-// processCPU is the process's user and system CPU time so far.
-func processCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
