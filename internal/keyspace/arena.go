@@ -7,7 +7,9 @@ import "github.com/tandemdb/tandem/internal/logrec"
 // only for a short while (storage's Apply, until its batch is committed
 // and the row cache has copied what it keeps) saves an allocation or two
 // per op, on every node. A Writer that keeps rows long (the leader's
-// overlay) uses Apply: an arena's buffer lives as long as any row in it.
+// overlay and hints) gives each entry an arena of its own, sized exactly
+// (NewArena(RowBytes summed)): an arena's buffer lives as long as any row
+// in it, so a shared one would pin every entry's rows to the last.
 //
 // Invariant: a slice handed out is never written again by the arena (each
 // has its capacity capped at its length, and a new buffer is started
