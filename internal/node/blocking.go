@@ -547,11 +547,16 @@ func (b backend) blockThen(ctx context.Context, spec *commands.Spec, args [][]by
 				defer t.Stop()
 				timeout = t.C
 			}
-			reg.addBlocked(1)
-			defer reg.addBlocked(-1)
+			// Unblockable before counted: a client that INFO shows as
+			// blocked must already take CLIENT UNBLOCK, or an UNBLOCK sent
+			// on seeing the count finds no call, answers 0, and a pop
+			// without a timeout waits for ever (Redis's "client unblock
+			// tests" hung once in CI on that window).
 			var done func()
 			unblocked, done = resp.BlockedCall(ctx)
 			defer done()
+			reg.addBlocked(1)
+			defer reg.addBlocked(-1)
 		}
 		var left commands.Reply // the answer if w leaves unserved
 		select {
