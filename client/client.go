@@ -179,17 +179,24 @@ func (c *Client) Leader() (id, addr string, epoch uint64) {
 
 // WaitForLeader returns once a leader is known, or ctx's error.
 func (c *Client) WaitForLeader(ctx context.Context) error {
-	for {
+	for n := 0; ; n++ {
 		l, changed := c.view.get()
 		if l.addr != "" {
 			return nil
 		}
+		// A lookup that finds no leader changes nothing, so changed alone
+		// would wait for ever once the request below was used up (with
+		// Addrs, nothing else looks again): ask again after a backoff.
 		c.lookAgain()
+		t := time.NewTimer(backoff(n))
 		select {
 		case <-changed:
+		case <-t.C:
 		case <-ctx.Done():
+			t.Stop()
 			return ctx.Err()
 		}
+		t.Stop()
 	}
 }
 

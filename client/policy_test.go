@@ -21,6 +21,9 @@ type scripted struct {
 	mu   sync.Mutex
 	errs map[string][]string
 	got  map[string]int
+	// notYet is how many more ROLE probes it answers as a replica that
+	// knows no leader, as a node does before it leads.
+	notYet int
 }
 
 func startScripted(t *testing.T) *scripted {
@@ -51,6 +54,19 @@ func (s *scripted) handle(c redcon.Conn, cmd redcon.Command) {
 	name := strings.ToLower(string(cmd.Args[0]))
 	switch name {
 	case "role":
+		s.mu.Lock()
+		replica := s.notYet > 0
+		s.notYet--
+		s.mu.Unlock()
+		if replica {
+			c.WriteArray(5)
+			c.WriteBulkString("slave")
+			c.WriteBulkString("")
+			c.WriteInt(0)
+			c.WriteBulkString("connect")
+			c.WriteInt(-1)
+			return
+		}
 		c.WriteArray(3)
 		c.WriteBulkString("master")
 		c.WriteInt(0)
@@ -220,5 +236,27 @@ func TestNoLeader(t *testing.T) {
 	}
 	if id, addr, _ := c.Leader(); id != "" || addr != "" {
 		t.Errorf("Leader() = %q %q without one", id, addr)
+	}
+}
+
+// TestWaitForLeaderLooksAgain: a node that leads only from its fourth
+// probe on is found, although each lookup before that finds no leader and
+// so changes nothing a waiter could be woken by (WaitForLeader once waited
+// for such a change for ever: CI failed TestFollowsLeaderByRole at f5139b4).
+func TestWaitForLeaderLooksAgain(t *testing.T) {
+	s := startScripted(t)
+	s.notYet = 3
+	c, err := New(Options{Addrs: []string{s.addr}, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.WaitForLeader(ctx); err != nil {
+		t.Fatalf("WaitForLeader: %v", err)
+	}
+	if id, addr, epoch := c.Leader(); id != "fake" || addr != s.addr || epoch != 7 {
+		t.Errorf("Leader() = %s %s %d, want fake %s 7", id, addr, epoch, s.addr)
 	}
 }
