@@ -103,7 +103,7 @@ func serverCmd() *cobra.Command {
 			log.Info("serving", "node", cfg.ID, "resp", respAddr, "peer", peer, "http", httpAddr, "pid", os.Getpid())
 			stopProcs := make(chan struct{})
 			if os.Getenv("GOMAXPROCS") == "" {
-				// One P while one is enough, all once it is not (node.AdaptProcs).
+				// One P while idle, all as soon as there is work.
 				go node.AdaptProcs(stopProcs, runtime.GOMAXPROCS(0), log)
 			}
 			sig := make(chan os.Signal, 1)

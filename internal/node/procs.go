@@ -8,32 +8,20 @@ import (
 	"time"
 )
 
-// Processors. A server runs on one P until one P is not enough, and then
-// on all of them (AdaptProcs).
+// Idle processors. With two Ps, each timer or network event of an idle
+// server (a stream heartbeat, a probe, an etcd keepalive) also wakes a
+// second thread to look for work that is not there: bench/idle.sh counted
+// about 800 context switches a second on an idle leader with two Ps and
+// 470 with one. AdaptProcs runs the process on one P while it is idle and
+// on all of them as soon as it is not; the orchestrator and tandem up run
+// on one P always (their load is small), a server cannot.
 //
-// Why one P: with two, every goroutine made ready (a connection's request,
-// a committed group's wake-up, a stream message, a timer) while the other
-// P idles also wakes a thread to run it there, which then spins looking
-// for more work and sleeps again. On an idle server that was about 800
-// context switches a second against 470 on one P (bench/idle.sh). Under
-// load on a machine whose cores the server shares (the benchmark's 2
-// cores run the client, the leader and two followers), those wake-ups
-// are most of what the second P adds: SET -c 50 on a 3-node cluster cost
-// the leader 102–107 µs of CPU per write on two Ps and 67–86 on one, each
-// follower 52–54 and 28–37, and it ran 3.7k/s against 4.5–5.0k/s (four
-// runs, A/B interleaved, load 17–25). The leader used under half a core
-// at either setting: a P it cannot fill buys it nothing but wake-ups. A
-// blocking system call (the log's fdatasync) does not hold the one P for
-// longer than the runtime's sysmon takes to hand it to another thread.
-//
-// The rule (procsPolicy, pure): on one P, go to all Ps at the first check
-// that finds the process using over procsFullCPU of a core (the one P is
-// near its limit; CPU time counts system calls too, so this errs towards
-// all Ps); on all Ps, drop back to one after procsOneChecks checks in a
-// row each finding under procsOneCPU (a dead band between the two keeps a
-// load near the limit from flapping, and each change is a stop-the-world).
-// On one P the check runs every procsFastEvery, so a load that outgrows
-// one P gets all of them within about that.
+// The rule (procsPolicy, pure): on all Ps, drop to one after
+// procsIdleChecks checks in a row each finding under procsIdleCPU of a
+// core used; on one P, check every procsFastEvery and go back to all at
+// once when a check finds over procsBusyCPU. So a load that starts on an
+// idle server runs on one P for at most about procsFastEvery (plus one
+// stop-the-world to change it).
 //
 // A check is a timer, and on an idle server each timer is a wake-up of
 // the process (and of the runtime's sysmon with it): ten a second were
@@ -50,32 +38,32 @@ const (
 	procsSlowEvery  = 500 * time.Millisecond // the check's period on all Ps
 	procsFastEvery  = 100 * time.Millisecond // the check's period on one P
 	procsQuietEvery = 500 * time.Millisecond // on one P, after a quiet check
-	procsFullCPU    = 0.8                    // of a core: one P is near full above this
-	procsOneCPU     = 0.5                    // of a core: one P would do below this
+	procsIdleCPU    = 0.05                   // of a core: idle below this
 	procsQuietCPU   = 0.02                   // of a core: quiet below this
-	procsOneChecks  = 4                      // checks in a row under procsOneCPU before one P
+	procsBusyCPU    = 0.15                   // of a core: busy above this
+	procsIdleChecks = 4                      // idle checks in a row before one P
 )
 
 // procsPolicy is AdaptProcs's rule without the clock or the runtime.
 type procsPolicy struct {
-	max   int // all Ps
-	one   bool
-	under int // checks in a row under procsOneCPU, on all Ps
+	max  int // all Ps
+	one  bool
+	idle int // idle checks in a row, on all Ps
 }
 
 // step takes the CPU used since the last check, as a fraction of one
 // core, and returns the Ps to run on and the time to the next check.
 func (p *procsPolicy) step(cpu float64) (procs int, next time.Duration) {
 	switch {
-	case p.one && cpu > procsFullCPU:
-		p.one, p.under = false, 0
-	case !p.one && cpu < procsOneCPU:
-		p.under++
-		if p.under >= procsOneChecks {
+	case p.one && cpu > procsBusyCPU:
+		p.one, p.idle = false, 0
+	case !p.one && cpu < procsIdleCPU:
+		p.idle++
+		if p.idle >= procsIdleChecks {
 			p.one = true
 		}
 	case !p.one:
-		p.under = 0
+		p.idle = 0
 	}
 	switch {
 	case p.one && cpu < procsQuietCPU:
@@ -109,8 +97,8 @@ func PokeProcs() {
 	}
 }
 
-// AdaptProcs runs the process on one P while one P is enough and on
-// maxProcs otherwise (see above), until stop is closed, then leaves it on
+// AdaptProcs runs the process on one P while it is idle and on maxProcs
+// otherwise (see above), until stop is closed, then leaves it on
 // maxProcs. Call it only for a process that owns its GOMAXPROCS (not when
 // the environment sets it, nor from tests that share a process).
 func AdaptProcs(stop <-chan struct{}, maxProcs int, log *slog.Logger) {

@@ -5,11 +5,11 @@ import (
 	"time"
 )
 
-// TestProcsPolicy: a server drops to one P only after procsOneChecks
-// checks in a row under procsOneCPU (one over it in between starts the
-// count again), checks often while on one P unless the last check found
-// it quiet, and goes back to all Ps at the first check over procsFullCPU;
-// load between the two thresholds changes nothing.
+// TestProcsPolicy: a server drops to one P only after procsIdleChecks
+// idle checks in a row (a busy check in between starts the count again),
+// checks often while on one P unless the last check found it quiet, and
+// goes back to all of them at the first busy check; load between the two
+// thresholds changes nothing.
 func TestProcsPolicy(t *testing.T) {
 	p := procsPolicy{max: 4}
 	type want struct {
@@ -21,23 +21,19 @@ func TestProcsPolicy(t *testing.T) {
 		want want
 	}{
 		{0.01, want{4, procsSlowEvery}},
-		{0.40, want{4, procsSlowEvery}},
 		{0.01, want{4, procsSlowEvery}},
-		{0.60, want{4, procsSlowEvery}}, // over procsOneCPU: the count starts again
 		{0.01, want{4, procsSlowEvery}},
-		{0.45, want{4, procsSlowEvery}},
+		{0.50, want{4, procsSlowEvery}}, // busy: the count starts again
 		{0.01, want{4, procsSlowEvery}},
-		{0.49, want{1, procsFastEvery}},  // the fourth check in a row under it
-		{0.70, want{1, procsFastEvery}},  // between the thresholds: stays
-		{0.20, want{1, procsFastEvery}},  // busy but one P will do
+		{0.01, want{4, procsSlowEvery}},
+		{0.01, want{4, procsSlowEvery}},
+		{0.03, want{1, procsFastEvery}},  // the fourth idle check in a row
+		{0.10, want{1, procsFastEvery}},  // between the thresholds: stays
 		{0.01, want{1, procsQuietEvery}}, // quiet: the next check later
 		{0.03, want{1, procsFastEvery}},  // idle but not quiet: often
-		{0.85, want{4, procsSlowEvery}},  // one P near full: all Ps at once
-		{0.70, want{4, procsSlowEvery}},  // between: stays
-		{0.30, want{4, procsSlowEvery}},
-		{0.30, want{4, procsSlowEvery}},
-		{0.30, want{4, procsSlowEvery}},
-		{0.30, want{1, procsFastEvery}},
+		{0.20, want{4, procsSlowEvery}},  // busy: all Ps at once
+		{0.10, want{4, procsSlowEvery}},  // between: not idle
+		{0.01, want{4, procsSlowEvery}},
 	}
 	for i, s := range steps {
 		procs, next := p.step(s.cpu)
