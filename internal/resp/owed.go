@@ -59,12 +59,26 @@ func (g *guardConn) payOwed() {
 	}
 }
 
+// owe marks a reply owed and returns the channel its writer signals once
+// it is written (paid): the connection's one channel, made once, not one
+// per write (it was one of a SET's allocations). Its buffer of one holds
+// the signal until payOwed takes it, and payOwed takes every signal
+// before the next reply is owed (at most one is owed at a time), so the
+// buffer is empty here and the writer's send never blocks. Only the
+// connection's goroutine calls it.
+func (g *guardConn) owe() chan struct{} {
+	if g.paid == nil {
+		g.paid = make(chan struct{}, 1)
+	}
+	g.owed = g.paid
+	return g.paid
+}
+
 // serveThen hands a write to the ThenBackend, its reply owed (see above).
 // The caller checked that the write may be handed over.
 func (n *node) serveThen(sess *Session, spec *commands.Spec, args [][]byte) {
 	g := sess.g
-	paid := make(chan struct{})
-	g.owed = paid
+	paid := g.owe()
 	nc := nodeState(sess)
 	ctx := sess.enter()
 	n.then.SubmitThen(ctx, spec, args, func(reply commands.Reply, lsn uint64, err error) {
@@ -93,7 +107,7 @@ func (n *node) canThen(sess *Session, spec *commands.Spec) bool {
 	return n.then != nil && sess.alone && sess.g != nil && nodeState(sess).durability.replicas == 0
 }
 
-// writeOwed writes an owed reply and then closes paid: one non-blocking
+// writeOwed writes an owed reply and then signals paid: one non-blocking
 // write, and what the socket does not take at once by a goroutine of its
 // own. At most one reply is owed at a time, so the connection's owedWrite
 // and its cached RawConn are this call's alone (no allocation per reply:
@@ -106,20 +120,20 @@ func (g *guardConn) writeOwed(p []byte, paid chan struct{}) {
 		w.p, w.err = nil, nil
 		switch {
 		case err == nil && werr == nil && n == len(p):
-			close(paid)
+			paid <- struct{}{}
 			return
 		case err == nil && (werr == nil || errors.Is(werr, syscall.EAGAIN)):
 			p = p[max(n, 0):]
 		default:
 			// The connection failed: nothing more will reach it.
 			g.Close()
-			close(paid)
+			paid <- struct{}{}
 			return
 		}
 	}
 	go func() {
-		defer close(paid)
 		_, _ = g.write(p)
+		paid <- struct{}{}
 	}()
 }
 
@@ -211,8 +225,9 @@ const maxTailHeld = 16 << 10
 // reply with ready. Only the connection's goroutine calls it, serving the
 // last command of a read.
 func (g *guardConn) oweAfterFlush() *owedTail {
-	t := &owedTail{g: g, paid: make(chan struct{})}
-	g.owed, g.tail = t.paid, t
+	t := &owedTail{g: g}
+	t.paid = g.owe()
+	g.tail = t
 	return t
 }
 
