@@ -75,13 +75,25 @@ func (g *guardConn) owe() chan struct{} {
 }
 
 // serveThen hands a write to the ThenBackend, its reply owed (see above).
-// The caller checked that the write may be handed over.
 func (n *node) serveThen(sess *Session, spec *commands.Spec, args [][]byte) {
-	g := sess.g
-	paid := g.owe()
+	sess.g.owe()
 	nc := nodeState(sess)
+	if nc.owedDone == nil {
+		nc.owedDone = n.answerOwed(sess)
+	}
+	nc.owedSpec = spec
 	ctx := sess.enter()
-	n.then.SubmitThen(ctx, spec, args, func(reply commands.Reply, lsn uint64, err error) {
+	n.then.SubmitThen(ctx, spec, args, nc.owedDone)
+	sess.leave()
+}
+
+// answerOwed returns the function that answers sess's owed writes: one
+// per connection, not a closure per write (one of a SET's allocations).
+// It reads the write's command from owedSpec, which the connection's
+// goroutine sets only after payOwed, so never while a reply is owed.
+func (n *node) answerOwed(sess *Session) func(commands.Reply, uint64, error) {
+	g, nc := sess.g, nodeState(sess)
+	return func(reply commands.Reply, lsn uint64, err error) {
 		if lsn != 0 {
 			nc.lastWriteLSN = lsn
 			if n.pos != nil && err == nil {
@@ -93,13 +105,12 @@ func (n *node) serveThen(sess *Session, spec *commands.Spec, args [][]byte) {
 		b := &g.owedBuf
 		b.b = b.b[:0]
 		if err != nil {
-			b.WriteError(n.srv.errorText(err, sess, spec.Name))
+			b.WriteError(n.srv.errorText(err, sess, nc.owedSpec.Name))
 		} else {
 			writeReply(b, reply, sess.proto3())
 		}
-		g.writeOwed(b.b, paid)
-	})
-	sess.leave()
+		g.writeOwed(b.b, g.paid)
+	}
 }
 
 // canThen reports whether a write may be handed over with its reply owed.
