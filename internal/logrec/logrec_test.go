@@ -36,6 +36,9 @@ func TestRoundTrip(t *testing.T) {
 	}
 	for _, tt := range tests {
 		raw := Encode(&tt.e)
+		if n := Size(&tt.e); n != len(raw) {
+			t.Errorf("%s: Size = %d, encoding is %d bytes", tt.name, n, len(raw))
+		}
 		got, err := Decode(raw)
 		if err != nil {
 			t.Errorf("%s: Decode: %v", tt.name, err)
@@ -316,6 +319,9 @@ func FuzzRoundTrip(f *testing.F) {
 			in.Ops = append(in.Ops, op)
 		}
 		raw := Encode(&in)
+		if n := Size(&in); n != len(raw) {
+			t.Fatalf("Size = %d, encoding is %d bytes", n, len(raw))
+		}
 		out, err := Decode(raw)
 		if err != nil {
 			t.Fatalf("Decode(Encode(%+v)): %v", in, err)

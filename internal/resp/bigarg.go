@@ -151,6 +151,20 @@ func (g *guardConn) readBig(head, after []byte) {
 
 // readConn reads what readBig read past its command first, then the
 // socket.
+//
+// The socket's read is Go's: a read(2), and when it finds nothing
+// (EAGAIN, about one per request of a client that waits for each reply)
+// a park on the poller and a second read(2). Skipping the first read
+// after a short one (the client's bytes all taken) would save that
+// system call, but the poller cannot be asked to park without it:
+// RawConn.Read clears the connection's readiness before it calls its
+// function, so bytes that arrived between the short read and the park
+// (a pipelining client's next command) leave it parked with them unread,
+// until the client sends more, which a client waiting for that reply
+// never does (tried: a 6-byte command sent before the park was still
+// unread when a 2 s deadline ended it). Only a loop that serves the
+// commands inside that function, holding the readiness it saw, could
+// skip it; redcon's loop calls Read, so it would mean our own loop.
 func (g *guardConn) readConn(p []byte) (int, error) {
 	if len(g.unfed) > 0 {
 		n := copy(p, g.unfed)

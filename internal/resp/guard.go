@@ -284,10 +284,12 @@ type guardConn struct {
 	srv          *Server
 	replyTimeout time.Duration
 	closeOnce    sync.Once
-	// owed, when not nil, is closed once the reply a write path's
+	// owed, when not nil, is signalled once the reply a write path's
 	// goroutine owes the connection is written (owed.go); set and cleared
 	// by the connection's goroutine only.
 	owed chan struct{}
+	// paid is the channel owe hands out for every owed reply (owed.go).
+	paid chan struct{}
 	// tail, when not nil, is an owed reply that goes after the bytes of
 	// redcon's next flush (owed.go); set and cleared by the connection's
 	// goroutine only.

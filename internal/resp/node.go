@@ -99,6 +99,12 @@ type nodeConn struct {
 	reads sessionReads
 	// tx is the connection's MULTI and WATCHes (multi.go).
 	tx txState
+	// owedDone answers the connection's owed write (serveThen), made
+	// once per connection; owedSpec is that write's command, set by the
+	// connection's goroutine before it hands the write over and read by
+	// the reply's writer (at most one reply is owed: owed.go).
+	owedDone func(commands.Reply, uint64, error)
+	owedSpec *commands.Spec
 }
 
 func nodeState(sess *Session) *nodeConn { return sess.Local.(*nodeConn) }

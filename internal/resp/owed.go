@@ -59,15 +59,41 @@ func (g *guardConn) payOwed() {
 	}
 }
 
+// owe marks a reply owed and returns the channel its writer signals once
+// it is written (paid): the connection's one channel, made once, not one
+// per write (it was one of a SET's allocations). Its buffer of one holds
+// the signal until payOwed takes it, and payOwed takes every signal
+// before the next reply is owed (at most one is owed at a time), so the
+// buffer is empty here and the writer's send never blocks. Only the
+// connection's goroutine calls it.
+func (g *guardConn) owe() chan struct{} {
+	if g.paid == nil {
+		g.paid = make(chan struct{}, 1)
+	}
+	g.owed = g.paid
+	return g.paid
+}
+
 // serveThen hands a write to the ThenBackend, its reply owed (see above).
-// The caller checked that the write may be handed over.
 func (n *node) serveThen(sess *Session, spec *commands.Spec, args [][]byte) {
-	g := sess.g
-	paid := make(chan struct{})
-	g.owed = paid
+	sess.g.owe()
 	nc := nodeState(sess)
+	if nc.owedDone == nil {
+		nc.owedDone = n.answerOwed(sess)
+	}
+	nc.owedSpec = spec
 	ctx := sess.enter()
-	n.then.SubmitThen(ctx, spec, args, func(reply commands.Reply, lsn uint64, err error) {
+	n.then.SubmitThen(ctx, spec, args, nc.owedDone)
+	sess.leave()
+}
+
+// answerOwed returns the function that answers sess's owed writes: one
+// per connection, not a closure per write (one of a SET's allocations).
+// It reads the write's command from owedSpec, which the connection's
+// goroutine sets only after payOwed, so never while a reply is owed.
+func (n *node) answerOwed(sess *Session) func(commands.Reply, uint64, error) {
+	g, nc := sess.g, nodeState(sess)
+	return func(reply commands.Reply, lsn uint64, err error) {
 		if lsn != 0 {
 			nc.lastWriteLSN = lsn
 			if n.pos != nil && err == nil {
@@ -79,13 +105,12 @@ func (n *node) serveThen(sess *Session, spec *commands.Spec, args [][]byte) {
 		b := &g.owedBuf
 		b.b = b.b[:0]
 		if err != nil {
-			b.WriteError(n.srv.errorText(err, sess, spec.Name))
+			b.WriteError(n.srv.errorText(err, sess, nc.owedSpec.Name))
 		} else {
 			writeReply(b, reply, sess.proto3())
 		}
-		g.writeOwed(b.b, paid)
-	})
-	sess.leave()
+		g.writeOwed(b.b, g.paid)
+	}
 }
 
 // canThen reports whether a write may be handed over with its reply owed.
@@ -93,7 +118,7 @@ func (n *node) canThen(sess *Session, spec *commands.Spec) bool {
 	return n.then != nil && sess.alone && sess.g != nil && nodeState(sess).durability.replicas == 0
 }
 
-// writeOwed writes an owed reply and then closes paid: one non-blocking
+// writeOwed writes an owed reply and then signals paid: one non-blocking
 // write, and what the socket does not take at once by a goroutine of its
 // own. At most one reply is owed at a time, so the connection's owedWrite
 // and its cached RawConn are this call's alone (no allocation per reply:
@@ -106,20 +131,20 @@ func (g *guardConn) writeOwed(p []byte, paid chan struct{}) {
 		w.p, w.err = nil, nil
 		switch {
 		case err == nil && werr == nil && n == len(p):
-			close(paid)
+			paid <- struct{}{}
 			return
 		case err == nil && (werr == nil || errors.Is(werr, syscall.EAGAIN)):
 			p = p[max(n, 0):]
 		default:
 			// The connection failed: nothing more will reach it.
 			g.Close()
-			close(paid)
+			paid <- struct{}{}
 			return
 		}
 	}
 	go func() {
-		defer close(paid)
 		_, _ = g.write(p)
+		paid <- struct{}{}
 	}()
 }
 
@@ -211,8 +236,9 @@ const maxTailHeld = 16 << 10
 // reply with ready. Only the connection's goroutine calls it, serving the
 // last command of a read.
 func (g *guardConn) oweAfterFlush() *owedTail {
-	t := &owedTail{g: g, paid: make(chan struct{})}
-	g.owed, g.tail = t.paid, t
+	t := &owedTail{g: g}
+	t.paid = g.owe()
+	g.tail = t
 	return t
 }
 

@@ -72,6 +72,36 @@ func TestOwedReplyKeepsOrder(t *testing.T) {
 	}
 }
 
+// Every owed reply of a connection is signalled on the same channel
+// (owe): the second write's reply is waited for as the first's was, not
+// taken as paid by what the first left behind.
+func TestOwedRepliesInARowKeepOrder(t *testing.T) {
+	f := newThenFake()
+	_, addr := startServer(t, f, Config{})
+	c := rawConn(t, addr)
+	for i, v := range []string{"v1", "v2", "v3"} {
+		c.send(t, "SET", "k", v)
+		<-f.handed
+		if i < 2 {
+			f.release <- struct{}{}
+			c.expect(t, "+OK")
+		}
+	}
+	c.send(t, "GET", "k")
+	ranEarly := false
+	select {
+	case <-f.reads:
+		ranEarly = true
+	case <-time.After(50 * time.Millisecond): // a bounded look for what must not happen
+	}
+	f.release <- struct{}{}
+	if ranEarly {
+		t.Fatal("GET ran while the third SET's reply was owed")
+	}
+	c.expect(t, "+OK")
+	c.expect(t, "$2", "v3")
+}
+
 // The owed reply's writer records the write's LSN before the reply goes
 // out: a WAIT right after it waits for that write.
 func TestOwedReplySetsWaitLSN(t *testing.T) {
