@@ -301,6 +301,23 @@ func (h Histograms) Sub(before Histograms) Histograms {
 	return out
 }
 
+// Add is h + o, series by series and bound by bound: the observations of
+// both.
+func (h Histograms) Add(o Histograms) Histograms {
+	out := Histograms{}
+	for _, src := range []Histograms{h, o} {
+		for s, b := range src {
+			if out[s] == nil {
+				out[s] = Histogram{}
+			}
+			for le, n := range b {
+				out[s][le] += n
+			}
+		}
+	}
+	return out
+}
+
 // Names are the series in order.
 func (h Histograms) Names() []string {
 	names := make([]string, 0, len(h))
