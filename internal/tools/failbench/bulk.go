@@ -66,18 +66,17 @@ func bulkLoad(ctx context.Context, addr string, streams, keys int, d time.Durati
 		}()
 		go func() {
 			defer wg.Done()
-			if err := writeBulk(conn, j, streams, keys); err != nil {
-				fail(fmt.Errorf("saturation: bulk stream %d: %w", j, err))
-			}
+			// It returns only on an error: the load's end, or a
+			// failure before it (fail keeps only those).
+			err := writeBulk(conn, j, streams, keys)
+			fail(fmt.Errorf("saturation: bulk stream %d: %w", j, err))
 		}()
 		go func() {
 			defer wg.Done()
 			n, e, err := countReplies(conn)
 			replies.Add(int64(n))
 			errs.Add(int64(e))
-			if err != nil {
-				fail(fmt.Errorf("saturation: bulk stream %d: %w", j, err))
-			}
+			fail(fmt.Errorf("saturation: bulk stream %d: %w", j, err))
 		}()
 	}
 	<-ctx.Done()
@@ -86,8 +85,9 @@ func bulkLoad(ctx context.Context, addr string, streams, keys int, d time.Durati
 	return st, firstErr
 }
 
-// writeBulk writes stream j's SETs to w until a write fails (the load's
-// end closes the connection; bulkLoad ignores the errors after it).
+// writeBulk writes stream j's SETs to w until a write fails, and returns
+// that error (the load's end closes the connection; bulkLoad ignores the
+// errors after it).
 func writeBulk(w io.Writer, j, streams, keys int) error {
 	bw := bufio.NewWriterSize(w, 64<<10)
 	value := bytes.Repeat([]byte{'v'}, bulkValueSize)
@@ -107,7 +107,8 @@ func writeBulk(w io.Writer, j, streams, keys int) error {
 }
 
 // countReplies reads simple replies (+OK, -ERR ...) from r until a read
-// fails, and returns how many it read and how many were errors.
+// fails, and returns how many it read, how many were errors, and the
+// read's error.
 func countReplies(r io.Reader) (n, errs int, err error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	for {
