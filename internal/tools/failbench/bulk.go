@@ -28,7 +28,8 @@ const bulkValueSize = 100
 // streams) for d: streams connections to addr, each writing SET
 // bulk:<n> <100 bytes> as fast as the server reads them, never waiting for
 // a reply (a reader beside counts them), n running over the stream's share
-// of keys keys and round again. redis-cli --pipe does exactly this with a
+// of keys keys and round again; a stream flushes at 60 KiB and at the end
+// of each round (so a small key space is written whole at once). redis-cli --pipe does exactly this with a
 // file; here the commands are made on the fly, so the phase is bounded in
 // time and not in keys. It returns the replies read and how many were
 // errors; an error if a stream could not dial or its connection failed
@@ -98,7 +99,7 @@ func writeBulk(w io.Writer, j, streams, keys int) error {
 		}
 		key = strconv.AppendInt(append(key[:0], "bulk:"...), int64(n), 10)
 		fmt.Fprintf(bw, "*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n", len(key), key, len(value), value)
-		if bw.Buffered() > 60<<10 {
+		if bw.Buffered() > 60<<10 || n+streams >= keys { // full, or a round of the keys done
 			if err := bw.Flush(); err != nil {
 				return err
 			}
