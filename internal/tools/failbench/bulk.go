@@ -29,9 +29,9 @@ const bulkValueSize = 100
 // bulk:<n> <100 bytes> as fast as the server reads them, never waiting for
 // a reply (a reader beside counts them), n running over the stream's share
 // of keys keys and round again; a stream flushes at 60 KiB and at the end
-// of each round (so a small key space is written whole at once). redis-cli --pipe does exactly this with a
-// file; here the commands are made on the fly, so the phase is bounded in
-// time and not in keys. It returns the replies read and how many were
+// of each round (so a small key space is written whole at once).
+// redis-cli --pipe does exactly this with a file; here the commands are
+// made on the fly, so the phase is bounded in time and not in keys. It returns the replies read and how many were
 // errors; an error if a stream could not dial or its connection failed
 // before d ended.
 func bulkLoad(ctx context.Context, addr string, streams, keys int, d time.Duration) (bulkStats, error) {
