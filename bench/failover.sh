@@ -6,16 +6,25 @@
 # target. See bench/README.md and `tandem bench failover --help`.
 #
 # Usage (as root on Debian, from anywhere):
-#   bench/failover.sh [tandem bench failover flags]
+#   bench/failover.sh [--long] [tandem bench failover flags]
 #   bench/failover.sh --targets redis-sentinel --trials 10
+# Before each target's trials its leader is saturated, counting the (false)
+# failovers: redis-benchmark -c 50 -P 16 SET over 1M keys, then 50
+# bulk-load streams (redis-cli --pipe's load: SETs sent without waiting for
+# replies, over the same 1M keys). The default run (45 s + 30 s) takes
+# about 3 minutes for tandem; --long (first argument) runs 90 s of each: a
+# leak that grows with the keys written showed only after a minute or more.
 # Environment: WORKDIR  parent of the run's temp dir [$TMPDIR or /tmp]
-#              SATURATE  the saturation phase before each target's trials:
-#                        redis-benchmark -c 50 -P 16 SET over 1M keys this
-#                        long, counting the (false) failovers [90s; 0 skips;
-#                        a --saturate flag wins]. Long, because a leak that
-#                        grows with the keys written showed only after a
-#                        minute or more.
+#              SATURATE, SATURATE_BULK  the two phases' lengths [45s, 30s;
+#                        --long 90s, 90s; 0 skips; --saturate and
+#                        --saturate-bulk flags win]
 set -euo pipefail
+
+sat=45s bulk=30s
+if [ "${1:-}" = --long ]; then
+  shift
+  sat=90s bulk=90s
+fi
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export PATH=$PATH:/usr/local/go/bin
@@ -46,4 +55,4 @@ trap 'rm -rf "$BIN"' EXIT
 # tandem bench runs the tools binary, tandem-bench, found beside tandem.
 (cd "$REPO" && go build -o "$BIN/" ./cmd/tandem ./cmd/tandem-bench)
 printf 'redis-server %s, %s cores\n' "$rv" "$(nproc)"
-TMPDIR=${WORKDIR:-${TMPDIR:-/tmp}} "$BIN/tandem" bench failover --saturate "${SATURATE:-90s}" "$@"
+TMPDIR=${WORKDIR:-${TMPDIR:-/tmp}} "$BIN/tandem" bench failover --saturate "${SATURATE:-$sat}" --saturate-bulk "${SATURATE_BULK:-$bulk}" "$@"

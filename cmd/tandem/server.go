@@ -106,10 +106,22 @@ func serverCmd() *cobra.Command {
 				// One P while idle, all as soon as there is work.
 				go node.AdaptProcs(stopProcs, runtime.GOMAXPROCS(0), log)
 			}
+			governed := make(chan struct{})
+			if os.Getenv("GOMEMLIMIT") == "" {
+				// The Go limit follows what Pebble holds (the GC's
+				// headroom); it reads the storage, so it ends before Close.
+				go func() {
+					defer close(governed)
+					node.GovernMemoryLimit(stopProcs, cfg.MaxMemory, n.OffHeapBytes, log)
+				}()
+			} else {
+				close(governed)
+			}
 			sig := make(chan os.Signal, 1)
 			signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 			<-sig
 			close(stopProcs)
+			<-governed
 			log.Info("shutting down", "node", cfg.ID)
 			n.Close()
 			return nil

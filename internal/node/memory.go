@@ -1,6 +1,10 @@
 package node
 
 import (
+	"log/slog"
+	"runtime/debug"
+	"time"
+
 	"github.com/tandemdb/tandem/internal/storage"
 )
 
@@ -18,11 +22,13 @@ type MemoryPlan struct {
 	// Storage carries Pebble's block cache and memtables and the row
 	// cache (package rowcache, charged its real heap cost).
 	Storage storage.Options
-	// GoLimit is the Go runtime's soft memory limit (GOMEMLIMIT): the
-	// budget less what Pebble allocates outside the Go heap (its block
-	// cache and memtables). Over it the collector runs more often and
+	// GoLimit is the Go runtime's soft memory limit (GOMEMLIMIT) when
+	// Pebble holds its whole share: the budget less Pebble's block cache
+	// and memtables, all full. Over it the collector runs more often and
 	// returns freed memory to the OS at once, so a burst (a 64 MB value
-	// copied on its way through) does not stay in the RSS.
+	// copied on its way through) does not stay in the RSS. The limit a
+	// running node has follows what Pebble holds (GoLimitNow,
+	// GovernMemoryLimit) and is never below this.
 	GoLimit int64
 }
 
@@ -46,4 +52,77 @@ func PlanMemory(budget int64) MemoryPlan {
 		MemTables:     memTables,
 	}
 	return MemoryPlan{Storage: st, GoLimit: max(budget-st.MemoryBytes(), budget/2)}
+}
+
+// The Go limit follows Pebble. PlanMemory's GoLimit assumes Pebble holds
+// its whole share, every block cached and every memtable allocated. Under
+// a write-only load it holds a fraction of it (50 bulk-load streams on a
+// leader with the default 192 MiB budget: block cache 8 KB of 24 MiB,
+// memtables 12 of 24 MiB), while the Go heap holds the most it ever does:
+// the row cache, the leader's tail of recent entries, the connections'
+// read buffers, 72–90 MB live. The static limit capped the heap goal at
+// about 125 MB, 1.4–1.6 times the live heap where GOGC=100 asks for 2:
+// the collector ran every 0.2–0.7 s and marked for 100–1200 ms of wall
+// clock each time at load 20 (GODEBUG=gctrace=1), most of the time, and
+// its stop-the-world phases took up to 118 ms waiting for threads the
+// OS had descheduled. Each of those is a silence the failure detector
+// sees (bench/failover.sh's bulk-load phase).
+//
+// So a running node's limit is the budget less what Pebble holds now,
+// less one memtable of room for Pebble to grow before the next look
+// (GoLimitNow), and never below the plan's static limit. Go and Pebble
+// together stay within the budget as before; the memory Pebble does not
+// use is the collector's headroom instead of nobody's. Pebble grows
+// between two looks by at most what a write or read load adds in
+// memoryEvery (a memtable, blocks read into the cache), which the limit
+// follows at the next look: the budget is soft by that much for that
+// long, as GOMEMLIMIT is soft anyway.
+
+const (
+	memoryEvery     = 500 * time.Millisecond // between looks while the process is busy
+	memoryIdleEvery = 5 * time.Second        // while it runs on one P (procs.go)
+	memoryStep      = 1 << 20                // smaller changes are not made
+)
+
+// GoLimitNow is the Go memory limit for budget (0: DefaultMaxMemory) when
+// Pebble holds offHeap bytes outside the Go heap: the budget less that and
+// less one memtable, never below PlanMemory(budget).GoLimit.
+func GoLimitNow(budget, offHeap int64) int64 {
+	if budget <= 0 {
+		budget = DefaultMaxMemory
+	}
+	p := PlanMemory(budget)
+	return max(budget-max(offHeap, 0)-p.Storage.MemTableBytes, p.GoLimit)
+}
+
+// GovernMemoryLimit keeps the process's Go memory limit at
+// GoLimitNow(budget, offHeap()) until stop is closed, looking every
+// memoryEvery (every memoryIdleEvery while AdaptProcs runs the process on
+// one P: an idle node's Pebble does not grow), and then leaves the
+// plan's static limit. Call it only for a process that owns its memory
+// limit (not when the environment sets GOMEMLIMIT, nor from tests that
+// share a process).
+func GovernMemoryLimit(stop <-chan struct{}, budget int64, offHeap func() int64, log *slog.Logger) {
+	static := PlanMemory(budget).GoLimit
+	defer debug.SetMemoryLimit(static)
+	cur := debug.SetMemoryLimit(-1)
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		if want := GoLimitNow(budget, offHeap()); want-cur >= memoryStep || cur-want >= memoryStep {
+			debug.SetMemoryLimit(want)
+			log.Debug("memory limit", "go_limit", want, "was", cur)
+			cur = want
+		}
+		if procsOne.Load() {
+			t.Reset(memoryIdleEvery)
+		} else {
+			t.Reset(memoryEvery)
+		}
+	}
 }

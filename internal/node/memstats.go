@@ -133,3 +133,7 @@ func (n *Node) serveMemory(w http.ResponseWriter, _ *http.Request) {
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(n.MemoryReport())
 }
+
+// OffHeapBytes is what the node's Pebble holds outside the Go heap now
+// (storage.DB.OffHeapBytes), for GovernMemoryLimit.
+func (n *Node) OffHeapBytes() int64 { return n.db.OffHeapBytes() }

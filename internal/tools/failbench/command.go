@@ -34,8 +34,11 @@ trial). With two targets it prints the second's figures as ratios of the
 first's.
 
 Before its trials, each target's leader is saturated for --saturate (15 s)
-with redis-benchmark -c 50 -P 16 SET, and the failovers meanwhile are
-counted; so are those during each trial's load before the fault. Nothing
+with redis-benchmark -c 50 -P 16 SET, then for --saturate-bulk (15 s) with
+--bulk-streams (50) bulk-load streams (bench/run.sh's redis-cli --pipe
+load: SETs sent without waiting for their replies), and the failovers
+meanwhile are counted; so are those during each trial's load before the
+fault. Nothing
 has failed then: every one is a false failover. For tandem the phase also
 prints the active orchestrator's detection histograms over it (probe
 round trips, the leader's silences as its probes and as any channel saw
@@ -85,7 +88,9 @@ Targets: ` + strings.Join(TargetNames(), ", ") + `. redis-sentinel needs redis-s
 	f.DurationVar(&o.LoadAfter, "load-after", 2*time.Second, "load after the restart, before the trial's load stops")
 	f.StringVar(&o.Fault, "fault", "kill", "kill (kill -9 the leader, then restart it) or pause (SIGSTOP it, then SIGCONT)")
 	f.DurationVar(&o.Saturate, "saturate", 15*time.Second, "before each target's trials, saturate its leader with redis-benchmark -c 50 -P 16 SET this long and count the failovers meanwhile (all false; 0 skips)")
-	f.IntVar(&o.SaturateKeys, "saturate-keys", 1_000_000, "key space of the saturation phase's SETs (redis-benchmark -r)")
+	f.IntVar(&o.SaturateKeys, "saturate-keys", 1_000_000, "key space of the saturation phases' SETs (redis-benchmark -r; the bulk streams' keys)")
+	f.DurationVar(&o.SaturateBulk, "saturate-bulk", 15*time.Second, "then load the leader with --bulk-streams bulk-load streams (redis-cli --pipe's load: SETs sent without waiting for replies) this long and count the failovers meanwhile (0 skips)")
+	f.IntVar(&o.BulkStreams, "bulk-streams", 50, "connections of the bulk-load phase")
 	f.DurationVar(&o.FailoverTimeout, "failover-timeout", 60*time.Second, "longest wait for a write acknowledged after the kill")
 	f.DurationVar(&o.HealthTimeout, "health-timeout", 120*time.Second, "longest wait for the target to be healthy")
 	f.StringVar(&o.Dir, "dir", "", "directory for the targets' data and logs (default: a temporary one, removed unless --keep or a failure)")

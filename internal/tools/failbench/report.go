@@ -128,19 +128,19 @@ type Summary struct {
 	// Promotions counts the promotions the target reported in all trials.
 	Promotions int
 	// FalseFailovers counts the leader changes before the faults, in all
-	// trials; Saturation is the saturation phase (nil if not run), whose
-	// failovers are false too.
+	// trials; Saturation is the saturation phases run, whose failovers
+	// are false too.
 	FalseFailovers int
-	Saturation     *Saturation
+	Saturation     []Saturation
 	Errors         map[ErrKind]int
 }
 
 // AllFalseFailovers is the false failovers of the trials and the
-// saturation phase.
+// saturation phases.
 func (s Summary) AllFalseFailovers() int {
 	n := s.FalseFailovers
-	if s.Saturation != nil {
-		n += s.Saturation.Changes
+	for _, sat := range s.Saturation {
+		n += sat.Changes
 	}
 	return n
 }
@@ -276,9 +276,13 @@ func PrintSummary(w io.Writer, sums []Summary) {
 		}
 		fmt.Fprintf(w, "%s: acknowledged writes lost per trial: %s (total %d of %d acknowledged); promotions %d; errors: %s\n",
 			s.Target, strings.Join(lost, ", "), s.LostTotal, s.Acked, s.Promotions, errorsLine(s.Errors))
-		sat := "no redis-benchmark phase"
-		if s.Saturation != nil {
-			sat = fmt.Sprintf("%d in the %s redis-benchmark phase", s.Saturation.Changes, s.Saturation.For)
+		sat := "no saturation phase"
+		if len(s.Saturation) > 0 {
+			var phases []string
+			for _, p := range s.Saturation {
+				phases = append(phases, fmt.Sprintf("%d in the %s %s phase", p.Changes, p.For, p.Load))
+			}
+			sat = strings.Join(phases, ", ")
 		}
 		fmt.Fprintf(w, "%s: false failovers %d (%d in the trials' load before the fault, %s)\n", s.Target, s.AllFalseFailovers(), s.FalseFailovers, sat)
 	}

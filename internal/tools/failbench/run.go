@@ -51,6 +51,12 @@ type Options struct {
 	// failovers only after a minute or more).
 	Saturate     time.Duration
 	SaturateKeys int
+	// SaturateBulk is how long each target's leader is then loaded by
+	// BulkStreams bulk-load streams (bench/run.sh's 50 `redis-cli --pipe`
+	// streams, over SaturateKeys keys: bulk.go), counting the failovers
+	// meanwhile; 0 skips that phase.
+	SaturateBulk time.Duration
+	BulkStreams  int
 	// FailoverTimeout bounds the wait for the new leader's first
 	// acknowledgement; HealthTimeout the wait for a healthy target.
 	FailoverTimeout, HealthTimeout time.Duration
@@ -77,6 +83,9 @@ func (o *Options) defaults() {
 	}
 	if o.SaturateKeys <= 0 {
 		o.SaturateKeys = 1_000_000
+	}
+	if o.BulkStreams <= 0 {
+		o.BulkStreams = 50
 	}
 	if o.FailoverTimeout == 0 {
 		o.FailoverTimeout = 60 * time.Second
@@ -125,10 +134,10 @@ func Run(ctx context.Context, o Options) ([][]Trial, error) {
 	var sums []Summary
 	var runErr error
 	for _, name := range o.Targets {
-		trials, sat, err := runTarget(ctx, o, name, filepath.Join(dir, name))
+		trials, sats, err := runTarget(ctx, o, name, filepath.Join(dir, name))
 		all = append(all, trials)
 		sum := Summarize(name, trials)
-		sum.Saturation = sat
+		sum.Saturation = sats
 		sums = append(sums, sum)
 		if err != nil {
 			runErr = err
@@ -147,7 +156,7 @@ func Run(ctx context.Context, o Options) ([][]Trial, error) {
 	return all, runErr
 }
 
-func runTarget(ctx context.Context, o Options, name, dir string) (trials []Trial, sat *Saturation, err error) {
+func runTarget(ctx context.Context, o Options, name, dir string) (trials []Trial, sats []Saturation, err error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, nil, fmt.Errorf("failbench: %w", err)
 	}
@@ -168,17 +177,23 @@ func runTarget(ctx context.Context, o Options, name, dir string) (trials []Trial
 		return nil, nil, fmt.Errorf("failbench: start %s: %w", name, err)
 	}
 	fmt.Fprintf(o.Out, "\n== %s\n", name)
-	if o.Saturate > 0 {
-		s := saturate(ctx, o, t)
-		sat = &s
+	for _, ph := range []struct {
+		load string
+		d    time.Duration
+	}{{loadBenchmark, o.Saturate}, {loadBulk, o.SaturateBulk}} {
+		if ph.d <= 0 {
+			continue
+		}
+		s := saturate(ctx, o, t, ph.load, ph.d)
+		sats = append(sats, s)
 		PrintSaturation(o.Out, s)
 		if ctx.Err() != nil {
-			return nil, sat, ctx.Err()
+			return nil, sats, ctx.Err()
 		}
 	}
 	for n := 1; n <= o.Trials; n++ {
 		if ctx.Err() != nil {
-			return trials, sat, ctx.Err()
+			return trials, sats, ctx.Err()
 		}
 		tr := runTrial(ctx, o, t, n)
 		PrintTrial(o.Out, tr)
@@ -188,7 +203,7 @@ func runTarget(ctx context.Context, o Options, name, dir string) (trials []Trial
 			break
 		}
 	}
-	return trials, sat, nil
+	return trials, sats, nil
 }
 
 // runTrial runs one kill; see the package comment for the steps.

@@ -18,12 +18,18 @@ import (
 	"time"
 )
 
-// The saturation phase (Options.Saturate): before its trials, each target's
-// leader is loaded with redis-benchmark -c 50 -P 16 SET for a while, as
-// hard as the machine allows, and the failovers the target makes meanwhile
-// are counted. Every one is false: nothing failed. A leader saturated by
-// clients answers the failure detector late, and a detector tuned for
-// quick detection must still not take that for a failure.
+// The saturation phases (Options.Saturate, Options.SaturateBulk): before
+// its trials, each target's leader is loaded as hard as the machine allows,
+// first with redis-benchmark -c 50 -P 16 SET, then with bulk-load streams
+// (bulkLoad: redis-cli --pipe's load, every stream writing SETs as fast as
+// the server reads them, its replies read beside), and the failovers the
+// target makes meanwhile are counted. Every one is false: nothing failed.
+// A leader saturated by clients answers the failure detector late, and a
+// detector tuned for quick detection must still not take that for a
+// failure. The bulk load is the harsher of the two: redis-benchmark waits
+// for each pipeline's 16 replies before it sends the next, a bulk stream
+// never waits, so the leader holds far more writes in flight (its heap
+// near the memory budget, the collector busiest).
 
 // LeaderChangeCounter is implemented by a target that can count the
 // leader changes it made (failovers, and a quorum failover's fence step)
@@ -44,10 +50,16 @@ type DetectionMetricser interface {
 // Saturation is the outcome of one target's saturation phase.
 type Saturation struct {
 	Target string
+	// Load says what loaded the leader (loadBenchmark, loadBulk).
+	Load   string
 	Leader Node
 	For    time.Duration
-	// Rate is redis-benchmark's overall SET rate (0 if it printed none).
+	// Rate is the phase's SET rate: redis-benchmark's overall rate, or
+	// the bulk streams' replies per second (0 if none was measured).
 	Rate float64
+	// Errors counts the error replies of a bulk load (the leader refusing
+	// writes: overloaded, out of memory).
+	Errors int
 	// Changes counts the leader changes during the phase (all false).
 	Changes int
 	// Detection is the target's detector histograms over the phase (nil
@@ -80,9 +92,19 @@ func lastRate(out []byte) float64 {
 	return r
 }
 
-// saturate runs the saturation phase on t for d.
-func saturate(ctx context.Context, o Options, t Target) Saturation {
-	s := Saturation{Target: t.Name(), For: o.Saturate}
+// The saturation phases' loads, as PrintSaturation names them.
+const (
+	loadBenchmark = "redis-benchmark -c 50 -P 16 SET"
+	loadBulk      = "bulk-load streams"
+)
+
+// saturate runs the saturation phase on t: load (loadBenchmark or
+// loadBulk) for d.
+func saturate(ctx context.Context, o Options, t Target, load string, d time.Duration) Saturation {
+	s := Saturation{Target: t.Name(), Load: load, For: d}
+	if load == loadBulk {
+		s.Load = fmt.Sprintf("%d %s", o.BulkStreams, loadBulk)
+	}
 	hctx, cancel := context.WithTimeout(ctx, o.HealthTimeout)
 	defer cancel()
 	if err := t.WaitHealthy(hctx); err != nil {
@@ -95,11 +117,6 @@ func saturate(ctx context.Context, o Options, t Target) Saturation {
 		return s
 	}
 	s.Leader = leader
-	args, err := benchmarkArgs(leader.Addr, o.SaturateKeys)
-	if err != nil {
-		s.Err = err
-		return s
-	}
 	dm, _ := t.(DetectionMetricser)
 	var before Histograms
 	if dm != nil {
@@ -109,30 +126,16 @@ func saturate(ctx context.Context, o Options, t Target) Saturation {
 		}
 	}
 	start := time.Now()
-	cmd := exec.Command("redis-benchmark", args...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		s.Err = fmt.Errorf("saturation: redis-benchmark (bench/failover.sh installs it with redis-tools): %w", err)
-		return s
+	if load == loadBulk {
+		var st bulkStats
+		st, s.Err = bulkLoad(ctx, leader.Addr, o.BulkStreams, o.SaturateKeys, d)
+		s.Errors = st.errors
+		if secs := st.elapsed.Seconds(); secs > 0 {
+			s.Rate = float64(st.replies) / secs
+		}
+	} else {
+		s.Rate, s.Err = runBenchmark(ctx, leader.Addr, o.SaturateKeys, d)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	exited := false
-	select {
-	case err := <-done:
-		exited = true
-		s.Err = fmt.Errorf("saturation: redis-benchmark ended after %s: %v: %s", time.Since(start).Round(time.Millisecond), err, tail(out.Bytes()))
-	case <-time.After(s.For):
-	case <-ctx.Done():
-		s.Err = ctx.Err()
-	}
-	if !exited {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // its process group
-		<-done
-	}
-	s.Rate = lastRate(out.Bytes())
 	cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
 	defer ccancel()
 	s.Changes, err = leaderChanges(cctx, t, start, leader)
@@ -147,6 +150,39 @@ func saturate(ctx context.Context, o Options, t Target) Saturation {
 		}
 	}
 	return s
+}
+
+// runBenchmark runs redis-benchmark -c 50 -P 16 SET on addr over keys
+// keys for d and returns its overall rate.
+func runBenchmark(ctx context.Context, addr string, keys int, d time.Duration) (float64, error) {
+	args, err := benchmarkArgs(addr, keys)
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	cmd := exec.Command("redis-benchmark", args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return 0, fmt.Errorf("saturation: redis-benchmark (bench/failover.sh installs it with redis-tools): %w", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	exited := false
+	select {
+	case werr := <-done:
+		exited = true
+		err = fmt.Errorf("saturation: redis-benchmark ended after %s: %v: %s", time.Since(start).Round(time.Millisecond), werr, tail(out.Bytes()))
+	case <-time.After(d):
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if !exited {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // its process group
+		<-done
+	}
+	return lastRate(out.Bytes()), err
 }
 
 // tail is the last line of a command's output, for an error.
@@ -182,8 +218,11 @@ func PrintSaturation(w io.Writer, s Saturation) {
 	if s.Rate > 0 {
 		rate = fmt.Sprintf("%.0f SET/s", s.Rate)
 	}
-	fmt.Fprintf(w, "%s saturation: redis-benchmark -c 50 -P 16 SET on leader %s for %s (%s): %d false failovers\n",
-		s.Target, s.Leader, s.For, rate, s.Changes)
+	if s.Errors > 0 {
+		rate += fmt.Sprintf(", %d error replies", s.Errors)
+	}
+	fmt.Fprintf(w, "%s saturation: %s on leader %s for %s (%s): %d false failovers\n",
+		s.Target, s.Load, s.Leader, s.For, rate, s.Changes)
 	for _, name := range s.Detection.Names() {
 		fmt.Fprintf(w, "    %s\n", s.Detection.Line(name))
 	}
@@ -258,6 +297,23 @@ func (h Histograms) Sub(before Histograms) Histograms {
 			d[le] = n - before[s][le]
 		}
 		out[s] = d
+	}
+	return out
+}
+
+// Add is h + o, series by series and bound by bound: the observations of
+// both.
+func (h Histograms) Add(o Histograms) Histograms {
+	out := Histograms{}
+	for _, src := range []Histograms{h, o} {
+		for s, b := range src {
+			if out[s] == nil {
+				out[s] = Histogram{}
+			}
+			for le, n := range b {
+				out[s][le] += n
+			}
+		}
 	}
 	return out
 }

@@ -1,6 +1,7 @@
 package failbench
 
 import (
+	"math"
 	"strings"
 	"testing"
 )
@@ -47,6 +48,31 @@ func TestHistogramsOverAPhase(t *testing.T) {
 	}
 	if line := d.Line("tandem_orchestrator_leader_lease_lapse_seconds"); !strings.Contains(line, ": 0 observed") {
 		t.Fatalf("empty series: %s", line)
+	}
+}
+
+// TestHistogramsAcrossOrchestrators: a phase's observations are the
+// difference of the sums over every orchestrator, also when the active one
+// changed in between (each observes only while active).
+func TestHistogramsAcrossOrchestrators(t *testing.T) {
+	parse := func(s string) Histograms {
+		h, err := ParseHistograms(strings.NewReader(s), "tandem_orchestrator_")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	empty := `tandem_orchestrator_leader_silence_seconds_bucket{seen_by="any",le="0.1"} 0
+tandem_orchestrator_leader_silence_seconds_bucket{seen_by="any",le="+Inf"} 0
+`
+	o1Before, o2Before := parse(metricsBefore), parse(empty)      // o1 active
+	o1After, o2After := parse(metricsBefore), parse(metricsAfter) // then o2
+	d := o1After.Add(o2After).Sub(o1Before.Add(o2Before))
+	if got := d[`tandem_orchestrator_leader_silence_seconds{seen_by="any"}`][math.Inf(1)]; got != 110 {
+		t.Fatalf("%v observed over the phase, want o2's 110", got)
+	}
+	if got := o2After.Sub(o1Before)[`tandem_orchestrator_leader_silence_seconds{seen_by="any"}`][math.Inf(1)]; got != 100 {
+		t.Fatalf("the active one's alone: %v", got) // what the old reading did: o2's 110 less o1's 10
 	}
 }
 

@@ -198,24 +198,39 @@ func (t *Tandem) LeaderChanges(ctx context.Context, since time.Time) (int, error
 	return n, nil
 }
 
-// DetectionMetrics implements DetectionMetricser: the active
-// orchestrator's detection histograms (tandem_orchestrator_*).
+// DetectionMetrics implements DetectionMetricser: the detection
+// histograms (tandem_orchestrator_*) summed over every orchestrator. Each
+// observes only while it is active, so the sum is what the active ones
+// saw, and the difference of two reads stays right when the active one
+// changed in between (a saturated machine starves etcd's sessions too:
+// the active orchestrator changed several times in one phase, and the
+// active one's histograms alone, read before and after, gave negative
+// counts).
 func (t *Tandem) DetectionMetrics(ctx context.Context) (Histograms, error) {
-	o, err := t.c.Store().ActiveOrchestrator(ctx)
-	if err != nil {
-		return nil, err
+	sum := Histograms{}
+	for _, o := range t.c.Orchestrators() {
+		h, err := orchestratorHistograms(ctx, o)
+		if err != nil {
+			return nil, err
+		}
+		sum = sum.Add(h)
 	}
+	return sum, nil
+}
+
+// orchestratorHistograms reads one orchestrator's detection histograms.
+func orchestratorHistograms(ctx context.Context, o cluster.NodeInfo) (Histograms, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+o.HTTPAddr+"/metrics", nil)
 	if err != nil {
 		return nil, err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("failbench: orchestrator %s metrics: %w", o.ID, err)
+		return nil, fmt.Errorf("failbench: orchestrator %s metrics: %w", o.Name, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("failbench: orchestrator %s metrics: %s", o.ID, resp.Status)
+		return nil, fmt.Errorf("failbench: orchestrator %s metrics: %s", o.Name, resp.Status)
 	}
 	return ParseHistograms(resp.Body, "tandem_orchestrator_")
 }
