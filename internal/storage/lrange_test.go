@@ -141,3 +141,29 @@ func lrangeModel(l []string, start, stop int) []string {
 	}
 	return l[start : stop+1]
 }
+
+// TestOnlyCommittedRowsAnswerFromMemory: keyspace.CachedRows lets a read
+// take rows from the row cache, which holds the latest applied rows. A
+// transaction's Pebble snapshot (SnapshotRows) and a layer of writes not
+// applied (keyspace.Layer, keyspace.Hints: the leader's overlay, a
+// transaction's own writes) must not offer it, or a read through them
+// would see rows newer than the snapshot, or miss the layer's writes.
+func TestOnlyCommittedRowsAnswerFromMemory(t *testing.T) {
+	d := open(t, vfs.NewMem())
+	defer d.Close()
+	if _, ok := (View{DB: d}).Rows().(keyspace.CachedRows); !ok {
+		t.Fatal("the committed rows do not answer from the row cache")
+	}
+	snap := d.SnapshotRows()
+	defer snap.Close()
+	layer := keyspace.NewLayer(dbRows{d})
+	for name, r := range map[string]keyspace.Rows{
+		"SnapshotRows": snap,
+		"Layer":        layer,
+		"Hints":        keyspace.NewHints(layer),
+	} {
+		if _, ok := r.(keyspace.CachedRows); ok {
+			t.Errorf("%s answers from the row cache", name)
+		}
+	}
+}
