@@ -17,6 +17,18 @@ type Rows interface {
 	IterReverse(lo, hi []byte, fn func(k, v []byte) bool) error
 }
 
+// CachedRows is Rows that can answer a point read from memory alone.
+// Cached returns the row at k, the one Get would return, when it is held
+// in memory; ok is false when it is not (or is known absent): the caller
+// then reads the store (Get, Iter). The caller may keep the row; it is
+// never modified. It is for reads of many rows whose keys the caller
+// knows (a list's elements, by index), which would otherwise pay an
+// iterator's seek in every level of the store and a copy of each row.
+type CachedRows interface {
+	Rows
+	Cached(k []byte) (row []byte, ok bool)
+}
+
 // Reader is the keyspace over Rows at NowMs: the one lookup and the one
 // expiry rule, for storage, the leader's overlay and transactions alike.
 type Reader struct {

@@ -70,6 +70,15 @@ func (r dbRows) Get(k []byte) ([]byte, bool, error) {
 	return row, true, nil
 }
 
+var _ keyspace.CachedRows = dbRows{}
+
+// Cached implements keyspace.CachedRows: a row the row cache holds (a
+// hit; a key it knows absent is not ok), never a Pebble read.
+func (r dbRows) Cached(k []byte) ([]byte, bool) {
+	raw, ok, _ := r.d.rows.Get(k)
+	return raw, ok && raw != nil
+}
+
 // Iter implements keyspace.Rows.
 func (r dbRows) Iter(lo, hi []byte, fn func(k, v []byte) bool) error {
 	defer r.d.trim.kick()
