@@ -67,7 +67,10 @@ func PlanMemory(budget int64) MemoryPlan {
 // collection and a scavenge (debug.FreeOSMemory), a few milliseconds of
 // CPU for a heap of ~40-60 MB live. Only when the heap holds at least
 // releaseMinBytes more than is live, and at most once per releaseEvery,
-// so a node with a burst every second does not collect every second.
+// so a node with a burst every second does not collect every second; a
+// burst that settles sooner than that after a release is released
+// releaseEvery after it (one timer, armed only then: a load is often
+// followed at once by the reads that check it).
 // The peak RSS during a burst is unchanged; the budget (--max-memory) and
 // GOMEMLIMIT still bound it.
 const (
@@ -85,11 +88,16 @@ type heapRelease struct {
 	// yet returned, and dead objects not yet collected.
 	slack   func() uint64
 	release func()
-	count   int
+	// after runs f after d (time.AfterFunc; tests run it at once).
+	after func(d time.Duration, f func())
+	count int
+	// armed: a release waits for releaseEvery to pass.
+	armed bool
 }
 
 func newHeapRelease() *heapRelease {
-	return &heapRelease{now: time.Now, slack: heapSlack, release: debug.FreeOSMemory}
+	return &heapRelease{now: time.Now, slack: heapSlack, release: debug.FreeOSMemory,
+		after: func(d time.Duration, f func()) { time.AfterFunc(d, f) }}
 }
 
 // settled is storage's OnSettled: release if enough is held and the last
@@ -99,6 +107,15 @@ func (h *heapRelease) settled() {
 	defer h.mu.Unlock()
 	now := h.now()
 	if !h.last.IsZero() && now.Sub(h.last) < releaseEvery {
+		if !h.armed {
+			h.armed = true
+			h.after(releaseEvery-now.Sub(h.last), func() {
+				h.mu.Lock()
+				h.armed = false
+				h.mu.Unlock()
+				h.settled()
+			})
+		}
 		return
 	}
 	if h.slack() < releaseMinBytes {

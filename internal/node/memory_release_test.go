@@ -9,11 +9,14 @@ import (
 
 // TestHeapReleaseAfterBurst: a settled burst returns the heap when it holds
 // at least releaseMinBytes beyond what is live, not when it holds less, and
-// not again within releaseEvery. Fails with either condition left out.
+// not again within releaseEvery, but at its end. Fails with either
+// condition left out, or with the release in the window dropped.
 func TestHeapReleaseAfterBurst(t *testing.T) {
 	now := time.Unix(1000, 0)
 	slack := uint64(releaseMinBytes)
-	h := &heapRelease{now: func() time.Time { return now }, slack: func() uint64 { return slack }}
+	var later []func()
+	h := &heapRelease{now: func() time.Time { return now }, slack: func() uint64 { return slack },
+		after: func(d time.Duration, f func()) { later = append(later, f) }}
 	h.release = func() { slack = 0 }
 	h.settled()
 	if h.count != 1 || slack != 0 {
@@ -34,8 +37,18 @@ func TestHeapReleaseAfterBurst(t *testing.T) {
 	slack = 64 << 20
 	now = now.Add(releaseEvery - time.Millisecond)
 	h.settled()
+	h.settled() // a second burst in the same window arms no second timer
 	if h.count != 2 {
 		t.Fatal("released twice within releaseEvery")
+	}
+	// The release skipped for the rate waits for the window's end.
+	if len(later) != 1 {
+		t.Fatalf("%d releases waiting, want 1", len(later))
+	}
+	now = now.Add(time.Millisecond)
+	later[0]()
+	if h.count != 3 || slack != 0 {
+		t.Fatalf("%d releases after the window, want 3", h.count)
 	}
 }
 

@@ -100,7 +100,12 @@ func (t *trimmer) run() {
 		// Trim while kicks keep coming, at most once per trimInterval,
 		// and once more after the last: what the last reads freed goes
 		// too. Then the burst has settled.
+		// (A kick's token can outlive its trim: a kick during a pause
+		// leaves one for a round that finds nothing due, and settles
+		// nothing.)
+		trimmed := false
 		for t.dirty.Swap(false) {
+			trimmed = true
 			released, cpu := mallocTrim()
 			if released {
 				t.released.Add(1)
@@ -115,7 +120,7 @@ func (t *trimmer) run() {
 			case <-pause.C:
 			}
 		}
-		if f := t.settled.Load(); f != nil {
+		if f := t.settled.Load(); f != nil && trimmed {
 			(*f)()
 		}
 	}
