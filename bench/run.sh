@@ -15,6 +15,8 @@
 #   LOAD_STREAMS  concurrent redis-cli --pipe loaders          [50]
 #   LOAD_PROFILE  1 = CPU profiles of the tandem leader and a follower
 #                 during the load (8 s), top functions printed [0]
+#   RSS_SETTLE    seconds after the load (and the digests) before the RSS
+#                 is read, on both systems: the RSS at rest          [4]
 #   LARGE_SIZES   value sizes for the large-value test (bytes, "" = skip)
 #                 ["1024 1048576 16777216 67108864"]
 #   TESTS      redis-benchmark -t tests, or "suite" (set get incr lpush
@@ -35,6 +37,7 @@ PIPELINES=${PIPELINES:-"1 16"}
 LOAD_KEYS=${LOAD_KEYS:-1000000}
 LOAD_STREAMS=${LOAD_STREAMS:-50}
 LOAD_PROFILE=${LOAD_PROFILE:-0}
+RSS_SETTLE=${RSS_SETTLE:-4}
 LARGE_SIZES=${LARGE_SIZES-"1024 1048576 16777216 67108864"}
 # redis-benchmark tests; "suite" is issue 17's list of every type's commands.
 TESTS=${TESTS:-"set get"}
@@ -603,6 +606,10 @@ if [ "$LOAD_KEYS" -gt 0 ]; then
     fd=$(redis-cli -p "$((T_PORT + i))" dbsize 2>/dev/null)
     say "  follower n$((i + 1)) DBSIZE $fd"
   done
+  # RSS at rest: a node returns its Go heap's garbage once a burst has
+  # settled (internal/node/memory.go, about 2 s after the last flush,
+  # compaction or read); Redis is measured as long after its load.
+  sleep "$RSS_SETTLE"
   st=$(curl -s "http://127.0.0.1:$T_HTTP/status")
   lpid=$(jq -r .pid <<<"$st")
   fpid=$(curl -s "http://127.0.0.1:$((T_HTTP + 1))/status" | jq -r .pid)
@@ -630,6 +637,7 @@ if [ "$LOAD_KEYS" -gt 0 ]; then
   for ((r = 0; r < R_REPLICAS; r++)); do
     wait_dbsize "$((R_REPL_PORT + r))" "$rdbs" || say "  replica $r did not reach DBSIZE $rdbs"
   done
+  sleep "$RSS_SETTLE"
   R_PRSS=$(rss_kb "${REDIS_PIDS[0]}"); R_RRSS=$(rss_kb "${REDIS_PIDS[1]}")
   say "  primary RSS $(mb "$R_PRSS") (used_memory $(redis-cli -p "$R_PORT" info memory | tr -d '\r' | awk -F: '$1=="used_memory_human"{print $2}'))"
   say "  replica RSS $(mb "$R_RRSS")"

@@ -58,7 +58,7 @@ func benchFollowerWrite(b *testing.B, clients, depth int) {
 	for _, k := range []struct {
 		name string
 		n    uint64
-	}{{"msgs", c.Messages}, {"steps", c.Steps}, {"appends", c.Appends}, {"applies", c.Applies}, {"reports", c.Reports}} {
+	}{{"msgs", c.Messages}, {"steps", c.Steps}, {"appends", c.Appends}, {"applies", c.Applies}, {"reports", c.Reports}, {"wakes", c.Wakes}} {
 		b.ReportMetric(float64(k.n)/writes, k.name+"/write")
 	}
 }

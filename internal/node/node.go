@@ -295,6 +295,7 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	db.OnSettled(newHeapRelease().settled) // memory.go
 	if cfg.MaxReplyBytes > 0 {
 		commands.SetMaxReplyBytes(cfg.MaxReplyBytes)
 	}

@@ -121,21 +121,24 @@ type Follower struct {
 // its progress reports. Each step, append, apply and report is a fixed
 // cost shared by the entries it carries, so these divided by the writes
 // say how well the follower batches (BenchmarkFollowerWrite, package
-// node, prints them per write).
+// node, prints them per write). Wakes counts the times the stepping
+// goroutine woke to take a message from the receiver: each is a
+// goroutine hand-off, and during a sync hold the messages it may merge
+// wait for the hold's end without one (see receive).
 type FollowerCounts struct {
-	Messages, Steps, Appends, Applies, Reports uint64
+	Messages, Steps, Appends, Applies, Reports, Wakes uint64
 }
 
 // Sub is c minus an earlier count.
 func (c FollowerCounts) Sub(o FollowerCounts) FollowerCounts {
 	return FollowerCounts{
 		Messages: c.Messages - o.Messages, Steps: c.Steps - o.Steps, Appends: c.Appends - o.Appends,
-		Applies: c.Applies - o.Applies, Reports: c.Reports - o.Reports,
+		Applies: c.Applies - o.Applies, Reports: c.Reports - o.Reports, Wakes: c.Wakes - o.Wakes,
 	}
 }
 
 type followerCounts struct {
-	messages, steps, appends, applies, reports atomic.Uint64
+	messages, steps, appends, applies, reports, wakes atomic.Uint64
 }
 
 // Counts returns the work this follower has done so far.
@@ -143,7 +146,7 @@ func (f *Follower) Counts() FollowerCounts {
 	c := &f.counts
 	return FollowerCounts{
 		Messages: c.messages.Load(), Steps: c.steps.Load(), Appends: c.appends.Load(),
-		Applies: c.applies.Load(), Reports: c.reports.Load(),
+		Applies: c.applies.Load(), Reports: c.reports.Load(), Wakes: c.wakes.Load(),
 	}
 }
 
@@ -334,7 +337,7 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 	if f.cfg.Buggify.FollowerApplyDelay > 0 {
 		readAhead = 4096
 	}
-	in := receive(ctx, stream, func() { f.lastRecv.Store(f.cfg.Now().UnixNano()) }, readAhead)
+	in, urgent := receive(ctx, stream, func() { f.lastRecv.Store(f.cfg.Now().UnixNano()) }, readAhead)
 	defer f.reads.clearFresh()
 	// Messages published while no stream runs are lost (pubsub.go).
 	f.pub.fwdOK.Store(takesPub)
@@ -420,26 +423,53 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 			deferred.timer.Stop()
 		}
 	}()
+	// takeWaiting merges into what is held the messages that waited in
+	// in while the hold ran, as they would have been merged had they woken
+	// this goroutine on arrival; the first that cannot be merged is taken
+	// next (held).
+	takeWaiting := func() {
+		if deferred.a != nil && held == nil {
+			deferred.a, held = gather(in, deferred.epoch, deferred.a, merged)
+		}
+	}
+	// drain: take messages from in even while a hold runs (an urgent
+	// note came, until in is empty again).
+	drain := false
 	for {
 		var r received
 		if held != nil {
 			r, held = *held, nil
 		} else {
+			// While a hold runs, messages the receiver marks mergeable
+			// (deferred Appends with entries, heartbeats and commit LSNs
+			// that defer) wait in in until the hold ends (gather takes
+			// them then, as one), rather than wake this goroutine one by
+			// one to be merged: anything else, or in filling up, comes
+			// with an urgent note.
+			from := in
+			if deferred.a != nil && !drain {
+				from = nil
+			}
 			select {
-			case r = <-in:
+			case r = <-from:
+				f.counts.wakes.Add(1)
+				drain = drain && len(in) > 0
+			case <-urgent:
+				drain = true
+				continue
 			case m := <-f.pub.fwd:
 				if err := stream.Send(&peerpb.FollowerMessage{Epoch: core.epoch, Body: &peerpb.FollowerMessage_Publish{Publish: &peerpb.Publish{Messages: []*peerpb.PubMessage{m}}}}); err != nil {
 					return fmt.Errorf("replication: send publish: %w", err)
 				}
 				continue
 			case <-deferred.fire:
+				takeWaiting()
 				if err := flushDeferred(); err != nil {
 					return err
 				}
 				continue
 			case <-f.reads.waiter:
-				if deferred.a != nil {
-				}
+				takeWaiting()
 				if err := flushDeferred(); err != nil {
 					return err
 				}
@@ -555,8 +585,16 @@ type received struct {
 // more, so that what arrives while a step waits out the delay is taken in
 // the next step (gather), and the fault is a lag, not a cap of 16
 // messages per delay on the follower's throughput.
-func receive(ctx context.Context, stream FollowerStream, heard func(), readAhead int) <-chan received {
+//
+// It also returns urgent, a note (never blocking, at most one pending)
+// sent after each message that a sync hold may not just merge (anything
+// but an Append marked defer_sync, an error) and whenever in is full: while
+// a hold runs the stepping goroutine waits for the note, the hold's end or
+// a read rather than for in, so the leader's messages during a hold (a
+// busy async leader sends one per group commit) cost no wake-up each.
+func receive(ctx context.Context, stream FollowerStream, heard func(), readAhead int) (<-chan received, <-chan struct{}) {
 	in := make(chan received, readAhead)
+	urgent := make(chan struct{}, 1)
 	go func() {
 		var parts partAssembler
 		for {
@@ -573,12 +611,18 @@ func receive(ctx context.Context, stream FollowerStream, heard func(), readAhead
 			case <-ctx.Done():
 				return
 			}
+			if err != nil || !m.GetAppend().GetDeferSync() || len(in) == cap(in) {
+				select {
+				case urgent <- struct{}{}:
+				default:
+				}
+			}
 			if err != nil {
 				return
 			}
 		}
 	}()
-	return in
+	return in, urgent
 }
 
 // progressEvery is the longest a follower whose stream carries heartbeats

@@ -92,5 +92,6 @@ func benchFollowerPaced(b *testing.B, per int, every, hold time.Duration) {
 	b.ReportMetric(float64(c.Appends)/writes, "appends/write")
 	b.ReportMetric(float64(c.Applies)/writes, "applies/write")
 	b.ReportMetric(float64(c.Reports)/writes, "reports/write")
+	b.ReportMetric(float64(c.Wakes)/writes, "wakes/write")
 	b.ReportMetric(float64(s.reports.Load()), "reports")
 }

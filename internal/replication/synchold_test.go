@@ -92,25 +92,50 @@ func taken(t *testing.T, f *Follower, n uint64) {
 	})
 }
 
-// TestFollowerHoldsDeferredAppends: appends sent with defer_sync are held,
-// each taken before the next is sent (so gather could not merge them),
+// TestFollowerHoldsDeferredAppends: appends sent with defer_sync are held
 // and persisted, applied and reported together when one that does not
 // defer arrives: one fsync, one apply, and no report of what is held.
+// The ones that arrive while the hold runs do not wake the stepping
+// goroutine: they wait for the hold's end and are merged then.
 func TestFollowerHoldsDeferredAppends(t *testing.T) {
 	f, s := startHoldingFollower(t, time.Hour)
-	for i, m := range []*peerpb.LeaderMessage{appendOf(1, 2, 0, true), appendOf(3, 4, 2, true), appendOf(5, 6, 4, true)} {
-		s.in <- m
-		taken(t, f, uint64(i+1))
-	}
+	w0 := f.Counts().Wakes
+	s.in <- appendOf(1, 2, 0, true)
+	taken(t, f, 1) // the hold begins
+	s.in <- appendOf(3, 4, 2, true)
+	s.in <- appendOf(5, 6, 4, true)
+	waitFor(t, "the receiver to read the messages", func() (bool, string) {
+		return len(s.in) == 0, fmt.Sprintf("%d not read", len(s.in))
+	})
 	if c := f.Counts(); c.Appends != 0 || c.Reports != 0 || s.durable.Load() != 0 {
 		t.Fatalf("while held: %+v, durable reported %d; want nothing persisted or reported", c, s.durable.Load())
+	}
+	if c := f.Counts(); c.Wakes-w0 != 1 || c.Messages != 1 {
+		t.Fatalf("while held: %d wake-ups, %d messages taken; want 1 (the first message), the others waiting", c.Wakes-w0, c.Messages)
 	}
 	s.in <- appendOf(7, 6, 6, false) // a heartbeat that does not defer
 	waitFor(t, "the held entries reported", func() (bool, string) {
 		return s.durable.Load() == 6 && s.applied.Load() == 6, fmt.Sprintf("durable %d applied %d reported", s.durable.Load(), s.applied.Load())
 	})
-	if c := f.Counts(); c.Appends != 1 || c.Applies != 1 || c.Reports != 1 {
-		t.Fatalf("counts %+v: want the three appends persisted, applied and reported once", c)
+	if c := f.Counts(); c.Appends != 1 || c.Applies != 1 || c.Reports != 1 || c.Messages != 4 {
+		t.Fatalf("counts %+v: want the four messages taken, the three appends persisted, applied and reported once", c)
+	}
+}
+
+// TestFollowerHoldTakesWhatWaited: at a hold's end (its timer), the
+// messages that arrived while it ran and waited are persisted with it, in
+// one fsync, not held anew.
+func TestFollowerHoldTakesWhatWaited(t *testing.T) {
+	f, s := startHoldingFollower(t, 300*time.Millisecond)
+	s.in <- appendOf(1, 2, 0, true)
+	taken(t, f, 1)
+	s.in <- appendOf(3, 4, 2, true)
+	s.in <- appendOf(5, 6, 4, true)
+	waitFor(t, "the held entries reported", func() (bool, string) {
+		return s.durable.Load() == 6, fmt.Sprintf("durable %d reported", s.durable.Load())
+	})
+	if c := f.Counts(); c.Appends != 1 || c.Messages != 3 {
+		t.Fatalf("counts %+v: want the three messages taken and persisted with one fsync", c)
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/tandemdb/tandem/internal/testutil"
 )
 
 func TestFillGetInvalidate(t *testing.T) {
@@ -211,6 +213,34 @@ func TestPutAdmitsOnlyIntoRoom(t *testing.T) {
 	if st := c.Stats(); st.Bytes > budget {
 		t.Fatalf("over budget: %+v", st)
 	}
+	// A cached row that grows stays cached, and the shard within its
+	// share: others make room for it. Stats' bytes are the sum of what
+	// each entry is charged, checked against the rows themselves.
+	big := make([]byte, 1500) // under an eighth of a shard: cacheable
+	for i := range 100 {
+		if _, ok := c.Peek(key(i)); !ok {
+			continue
+		}
+		c.Put(key(i), big)
+		if got, ok := c.Peek(key(i)); !ok || len(got) != len(big) {
+			t.Fatalf("key %d grew and is gone (%v)", i, ok)
+		}
+	}
+	var charged int64
+	for i := range c.shards {
+		sh := &c.shards[i]
+		var sum int64
+		for _, e := range sh.rows {
+			sum += cost(len(e))
+		}
+		if sum != sh.bytes || sh.bytes > c.shardBytes {
+			t.Fatalf("shard %d: charged %d, its rows cost %d, share %d", i, sh.bytes, sum, c.shardBytes)
+		}
+		charged += sh.bytes
+	}
+	if charged > budget {
+		t.Fatalf("over budget after rows grew: %d", charged)
+	}
 }
 
 // TestCollidingKeys: two keys with one hash share a slot; each reads its
@@ -350,4 +380,49 @@ func TestInvalidateGroup(t *testing.T) {
 	if st := c.Stats(); st.Rows != 3 {
 		t.Fatalf("stats %+v, want 3 rows", st)
 	}
+}
+
+// BenchmarkPut is a writer's write-through of rows already cached (a
+// follower's SETs over a key space that fits), after the Peek its key
+// counts take: the two lookups Apply makes per metadata row.
+func BenchmarkPut(b *testing.B) {
+	c := New(64 << 20)
+	row := make([]byte, 108)
+	ks := make([][]byte, 100000)
+	for i := range ks {
+		ks[i] = []byte("key:" + strconv.Itoa(i))
+		c.Put(ks[i], row)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := testutil.ProcessCPU()
+	for i := range b.N {
+		k := ks[(i*7919)%len(ks)]
+		if _, ok := c.Peek(k); !ok {
+			b.Fatal("miss")
+		}
+		c.Put(k, row)
+	}
+	b.ReportMetric(float64((testutil.ProcessCPU()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+}
+
+// BenchmarkPutNoRoom is a bulk load's write-through once the cache is
+// full: puts of keys not cached, which find no room.
+func BenchmarkPutNoRoom(b *testing.B) {
+	c := New(1 << 20)
+	row := make([]byte, 108)
+	for i := range 20000 {
+		c.Put(key(i), row)
+	}
+	ks := make([][]byte, 100000)
+	for i := range ks {
+		ks[i] = key(100000 + i)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := testutil.ProcessCPU()
+	for i := range b.N {
+		c.Put(ks[i%len(ks)], row)
+	}
+	b.ReportMetric(float64((testutil.ProcessCPU()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
 }

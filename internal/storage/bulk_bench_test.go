@@ -4,12 +4,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/tandemdb/tandem/internal/keyspace"
 	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/testutil"
 )
@@ -80,6 +82,46 @@ func benchBulkApply(b *testing.B, l0 int) {
 	b.ReportMetric(float64(cpuAll.Microseconds())/keys, "cpu-µs/key+settle")
 	b.ReportMetric(float64(keys)/load.Seconds(), "keys/s")
 	b.ReportMetric(float64(m.Levels[0].TablesCount), "L0-files")
+	b.ReportMetric(float64(m.Levels[0].Sublevels), "L0-sublevels")
 	total := m.Total()
 	b.ReportMetric(total.WriteAmp(), "write-amp")
+	benchBulkReads(b, d, keys-perEntry*perApply) // the last few entries may not be applied
+}
+
+// benchBulkReads is what the load's shape of the LSM costs readers after
+// it settled: a point read in Pebble (the row cache and the key filter
+// bypassed: what a read that misses both pays) and a short scan (a seek and
+// 10 steps: SCAN, a collection's range), per read, in CPU. More L0
+// sublevels save compactions but cost every read that reaches Pebble,
+// until a later compaction: these say how much.
+func benchBulkReads(b *testing.B, d *DB, keys int) { // key:0..key:keys-1 are there
+	const gets, scans = 200000, 50000
+	rng := rand.New(rand.NewPCG(1, 2))
+	key := func() []byte {
+		return keyspace.MetaKey(strconv.AppendInt([]byte("key:"), int64(rng.IntN(keys)), 10))
+	}
+	cpu0 := testutil.ProcessCPU()
+	for range gets {
+		v, closer, err := d.pdb.Get(key())
+		if err != nil || len(v) == 0 {
+			b.Fatalf("get: %v", err)
+		}
+		closer.Close()
+	}
+	b.ReportMetric(float64((testutil.ProcessCPU()-cpu0).Nanoseconds())/gets, "cpu-ns/get")
+	cpu0 = testutil.ProcessCPU()
+	for range scans {
+		it, err := d.pdb.NewIter(nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n := 0
+		for ok := it.SeekGE(key()); ok && n < 10; ok = it.Next() {
+			n++
+		}
+		if err := it.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64((testutil.ProcessCPU()-cpu0).Nanoseconds())/scans, "cpu-ns/scan")
 }

@@ -64,6 +64,9 @@ type trimmer struct {
 	// trims counts malloc_trim calls, nanos their total CPU time,
 	// released those that released something.
 	trims, nanos, released atomic.Int64
+	// settled, when set (DB.OnSettled), is called after the last trim of
+	// a burst: a trimInterval passed after it with no kick.
+	settled atomic.Pointer[func()]
 }
 
 func newTrimmer() *trimmer {
@@ -96,8 +99,13 @@ func (t *trimmer) run() {
 		}
 		// Trim while kicks keep coming, at most once per trimInterval,
 		// and once more after the last: what the last reads freed goes
-		// too.
+		// too. Then the burst has settled.
+		// (A kick's token can outlive its trim: a kick during a pause
+		// leaves one for a round that finds nothing due, and settles
+		// nothing.)
+		trimmed := false
 		for t.dirty.Swap(false) {
+			trimmed = true
 			released, cpu := mallocTrim()
 			if released {
 				t.released.Add(1)
@@ -112,8 +120,20 @@ func (t *trimmer) run() {
 			case <-pause.C:
 			}
 		}
+		if f := t.settled.Load(); f != nil && trimmed {
+			(*f)()
+		}
 	}
 }
+
+// OnSettled has f called, on the trimmer's goroutine, each time a burst
+// of Pebble's memory churn (flushes, compactions, reads through its block
+// cache) has settled: the allocator was trimmed after the last of them
+// and trimInterval passed with no other. An idle node never calls it. The
+// node returns its Go heap's free memory there (node.ReleaseAfterBurst):
+// a burst's garbage otherwise stays in the RSS until the heap grows into
+// it again.
+func (d *DB) OnSettled(f func()) { d.trim.settled.Store(&f) }
 
 func (t *trimmer) close() {
 	close(t.stop)

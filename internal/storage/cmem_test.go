@@ -87,3 +87,43 @@ func TestReadsTrimTheAllocator(t *testing.T) {
 	d.trim.kick() // during the pause
 	wait("a kick during the pause after a trim")
 }
+
+// TestSettledAfterTheLastTrim: once a burst's last trim is a trimInterval
+// old with no kick since, OnSettled's function is called, once; kicks
+// during the burst do not call it. Fails with the call made after every
+// trim, or never.
+func TestSettledAfterTheLastTrim(t *testing.T) {
+	trimmed := make(chan struct{}, 16)
+	mallocTrim = func() (bool, time.Duration) {
+		trimmed <- struct{}{}
+		return false, 0
+	}
+	defer func() { mallocTrim = cMallocTrim }()
+	// A trimmer of its own: a DB's gets kicks from Pebble's own work.
+	d := &DB{trim: newTrimmer()}
+	defer d.trim.close()
+	settled := make(chan struct{}, 16)
+	d.OnSettled(func() { settled <- struct{}{} })
+	d.trim.kick()
+	<-trimmed
+	d.trim.kick() // during the pause: the burst goes on
+	select {
+	case <-trimmed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no second trim")
+	}
+	if len(settled) != 0 {
+		t.Fatal("settled while the burst went on")
+	}
+	select {
+	case <-settled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("not settled within 10 s of the last trim")
+	}
+	if n := d.trim.trims.Load(); n != 2 {
+		t.Fatalf("%d trims, want 2", n)
+	}
+	if len(settled) != 0 {
+		t.Fatal("settled twice for one burst")
+	}
+}
