@@ -249,7 +249,10 @@ func (r *blockRegistry) serve(v commands.View, cctx commands.Ctx, res commands.R
 	if len(r.keys) == 0 || r.dropTurn {
 		return res, nil, nil // dropTurn: the planted bug lives in the turns
 	}
-	cctx.Blocked = true
+	// A copy made only here, when a pop may run: cctx itself, whose
+	// address a pop would take, would be moved to the heap on entry, an
+	// allocation for every write the leader sequences.
+	var pctx *commands.Ctx
 	var batch *commands.Batch
 	var served []*servedPop
 	var visited []string
@@ -274,8 +277,11 @@ func (r *blockRegistry) serve(v commands.View, cctx commands.Ctx, res commands.R
 			if batch == nil {
 				batch = commands.NewBatch(v)
 				batch.Append(res.Ops)
+				pctx = new(commands.Ctx)
+				*pctx = cctx
+				pctx.Blocked = true
 			}
-			reply, err := batch.Run(&cctx, w.spec, w.args)
+			reply, err := batch.Run(pctx, w.spec, w.args)
 			if err != nil && !commands.IsInputError(err) {
 				return res, served, err
 			}
