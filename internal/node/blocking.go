@@ -20,7 +20,11 @@ import (
 // FIFO queue per key it waits on. Its pop is an ordinary write: the
 // command's non-blocking form (Spec.Exec) sent through submit, so it is
 // sequenced, logged, committed and applied like any write, and its reply
-// is sent only once its own entry is committed.
+// is sent only once its own entry is committed. A client becomes a waiter
+// only when a pop of its finds nothing, registered by that pop's exec
+// under the sequencing lock, so no push is sequenced between the pop and
+// the registration (blockThen); a pop that takes an element at once, as
+// nearly every one does under a backlog, never enters the registry.
 //
 // A push serves the blocked clients in its own entry, as Redis serves them
 // inside the push (serve): when a write's ops push to a key whose oldest
