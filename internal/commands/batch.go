@@ -51,6 +51,10 @@ type batchView struct {
 // NewBatch starts a batch on v.
 func NewBatch(v View) *Batch { return &Batch{v: v} }
 
+// Init starts b, a Batch held inside something of the caller's (a
+// script's run), as a new batch on v: no allocation of its own.
+func (b *Batch) Init(v View) { *b = Batch{v: v} }
+
 // View is the batch's view: v with the writes of the commands run so far.
 //
 // The writes reach the batch's layer only when the view is first read: a

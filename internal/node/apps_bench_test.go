@@ -7,6 +7,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -19,14 +20,15 @@ import (
 // gRPC streams) under 50 connections, each sending one call at a time of
 // a SET (the yardstick), a MULTI of 5 SETs and EXEC in one write (as
 // go-redis TxPipelined sends it), or an EVALSHA of the compare-and-set
-// script (GET, compare, SET, on a key of the connection's own). Per call
-// it reports the process's CPU, heap allocations and read/write system
+// script (GET, compare, SET, on a key of the connection's own), or, for
+// the queue, half the connections LPUSH jobs and half BLPOP them from one
+// list (a call is one job: its push and its pop). Per call it reports the process's CPU, heap allocations and read/write system
 // calls (the clients and both followers included: compare the
 // sub-benchmarks with each other and across builds, not as absolutes).
 //
 //	go test ./internal/node -run '^$' -bench Apps -benchtime 20000x -count 3
 func BenchmarkApps(b *testing.B) {
-	for _, w := range []string{"set", "multi", "evalsha"} {
+	for _, w := range []string{"set", "multi", "evalsha", "queue"} {
 		b.Run(w, func(b *testing.B) { benchApps(b, w, 50) })
 	}
 }
@@ -102,7 +104,11 @@ func benchApps(b *testing.B, workload string, clients int) {
 		return fmt.Errorf("unknown workload %q", workload)
 	}
 	run := func(calls int64) { driveConns(b, conns, calls, op) }
+	if workload == "queue" {
+		run = func(jobs int64) { driveQueue(b, conns, jobs) }
+	}
 	run(int64(clients) * 20) // warm up
+	served0, own0, empty0 := leader.blocked.servedInPush.Load(), leader.blocked.ownPops.Load(), leader.blocked.emptyPops.Load()
 	cpu0, a0 := processCPU(), heapObjects()
 	r0, w0, _ := testutil.ProcSyscalls()
 	b.ResetTimer()
@@ -113,6 +119,69 @@ func benchApps(b *testing.B, workload string, clients int) {
 	b.ReportMetric(float64(heapObjects()-a0)/calls, "allocs/call")
 	r1, w1, _ := testutil.ProcSyscalls()
 	b.ReportMetric(float64(r1-r0+w1-w0)/calls, "rw-syscalls/call")
+	if workload == "queue" {
+		// How the pops ran (INFO's blocked_pops_*), per job: in the push's
+		// entry, by the client taking a job at once, finding none.
+		reg := leader.blocked
+		b.ReportMetric(float64(reg.servedInPush.Load()-served0)/calls, "served-in-push/call")
+		b.ReportMetric(float64(reg.ownPops.Load()-own0)/calls, "own-pops/call")
+		b.ReportMetric(float64(reg.emptyPops.Load()-empty0)/calls, "empty-pops/call")
+	}
+}
+
+// driveQueue has the first half of conns LPUSH jobs onto one list and the
+// rest BLPOP them, jobs in all, each connection its share, one call at a
+// time; every pop must take a job (none waits past its 10 s timeout).
+func driveQueue(b *testing.B, conns []*appConn, jobs int64) {
+	producers, consumers := conns[:len(conns)/2], conns[len(conns)/2:]
+	const push = "*3\r\n$5\r\nLPUSH\r\n$5\r\nqueue\r\n$3\r\njob\r\n"
+	const pop = "*3\r\n$5\r\nBLPOP\r\n$5\r\nqueue\r\n$2\r\n10\r\n"
+	const popped = "*2\r\n$5\r\nqueue\r\n$3\r\njob\r\n"
+	var wg sync.WaitGroup
+	errs := make(chan error, len(conns))
+	share := func(group []*appConn, cmd, want string) {
+		for i, ac := range group {
+			n := jobs / int64(len(group))
+			if int64(i) < jobs%int64(len(group)) {
+				n++
+			}
+			wg.Go(func() {
+				for range n {
+					// The reply's length only: LPUSH answers the list's length.
+					if err := ac.callReply([]byte(cmd), want); err != nil {
+						errs <- err
+						return
+					}
+				}
+			})
+		}
+	}
+	share(producers, push, "")
+	share(consumers, pop, popped)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+}
+
+// callReply writes cmd and reads one reply: an integer if want is empty,
+// else exactly want.
+func (ac *appConn) callReply(cmd []byte, want string) error {
+	if want != "" {
+		return ac.call(cmd, want)
+	}
+	if _, err := ac.c.Write(cmd); err != nil {
+		return err
+	}
+	line, err := ac.r.ReadSlice('\n')
+	if err != nil {
+		return err
+	}
+	if len(line) == 0 || line[0] != ':' {
+		return fmt.Errorf("%q: reply %q, want an integer", cmd, line)
+	}
+	return nil
 }
 
 // appConn is a raw RESP client connection making one call at a time.

@@ -20,7 +20,11 @@ import (
 // FIFO queue per key it waits on. Its pop is an ordinary write: the
 // command's non-blocking form (Spec.Exec) sent through submit, so it is
 // sequenced, logged, committed and applied like any write, and its reply
-// is sent only once its own entry is committed.
+// is sent only once its own entry is committed. A client becomes a waiter
+// only when a pop of its finds nothing, registered by that pop's exec
+// under the sequencing lock, so no push is sequenced between the pop and
+// the registration (blockThen); a pop that takes an element at once, as
+// nearly every one does under a backlog, never enters the registry.
 //
 // A push serves the blocked clients in its own entry, as Redis serves them
 // inside the push (serve): when a write's ops push to a key whose oldest
@@ -182,16 +186,21 @@ func newBlockRegistry() *blockRegistry {
 // add registers a waiter for the command spec args on keys (a key given
 // twice counts once), at the end of each key's queue.
 func (r *blockRegistry) add(spec *commands.Spec, args [][]byte, keys [][]byte) *waiter {
-	w := &waiter{spec: spec, args: args, wake: make(chan struct{}, 1)}
+	return r.addWaiter(spec, args, keys, false)
+}
+
+// addWaiter is add; idle marks the waiter idle at once (its pop just
+// found nothing, under the sequencing lock: blockThen's first pop).
+func (r *blockRegistry) addWaiter(spec *commands.Spec, args [][]byte, keys [][]byte, idle bool) *waiter {
+	w := &waiter{spec: spec, args: args, wake: make(chan struct{}, 1), idle: idle,
+		keys: make([]string, 0, len(keys)), elems: make([]*list.Element, 0, len(keys))}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	seen := map[string]bool{}
 	for _, k := range keys {
-		ks := string(k)
-		if seen[ks] {
+		if slices.Contains(w.keys, string(k)) {
 			continue
 		}
-		seen[ks] = true
+		ks := string(k)
 		kw := r.keys[ks]
 		if kw == nil {
 			kw = &keyWaiters{q: list.New()}
@@ -244,7 +253,10 @@ func (r *blockRegistry) serve(v commands.View, cctx commands.Ctx, res commands.R
 	if len(r.keys) == 0 || r.dropTurn {
 		return res, nil, nil // dropTurn: the planted bug lives in the turns
 	}
-	cctx.Blocked = true
+	// A copy made only here, when a pop may run: cctx itself, whose
+	// address a pop would take, would be moved to the heap on entry, an
+	// allocation for every write the leader sequences.
+	var pctx *commands.Ctx
 	var batch *commands.Batch
 	var served []*servedPop
 	var visited []string
@@ -269,8 +281,11 @@ func (r *blockRegistry) serve(v commands.View, cctx commands.Ctx, res commands.R
 			if batch == nil {
 				batch = commands.NewBatch(v)
 				batch.Append(res.Ops)
+				pctx = new(commands.Ctx)
+				*pctx = cctx
+				pctx.Blocked = true
 			}
-			reply, err := batch.Run(&cctx, w.spec, w.args)
+			reply, err := batch.Run(pctx, w.spec, w.args)
 			if err != nil && !commands.IsInputError(err) {
 				return res, served, err
 			}
@@ -490,12 +505,31 @@ func (b backend) blockThen(ctx context.Context, spec *commands.Spec, args [][]by
 		return reply, lsn, err, false
 	}
 	reg := b.n.blocked
-	w := reg.add(spec, args, ba.Keys)
-	defer reg.remove(w)
+	// w is registered only once a pop of this call finds nothing: under
+	// a backlog nearly every first pop takes a job, and registering and
+	// removing a waiter for it cost a dozen allocations and four registry
+	// locks for nothing. ran registers it under the sequencing lock, in
+	// the exec of the pop that found nothing, so every push sequenced
+	// after that pop finds w in line (idle: a push may serve it): no push
+	// falls between the pop and the registration.
+	var w *waiter
+	defer func() {
+		if w != nil {
+			reg.remove(w)
+		}
+	}()
 	var took bool // the last pop took something (or failed)
 	ran := func(res commands.Result, err error) {
 		took = err != nil || !isNullReply(res.Reply)
-		reg.ran(w, res, err)
+		switch {
+		case w != nil:
+			reg.ran(w, res, err)
+		case took:
+			reg.ownPops.Add(1)
+		default:
+			reg.emptyPops.Add(1)
+			w = reg.addWaiter(spec, args, ba.Keys, true)
+		}
 	}
 	var timeout <-chan time.Time // once blocked: most pops of a busy queue never block
 	var unblocked <-chan bool    // CLIENT UNBLOCK, once blocked
@@ -516,12 +550,12 @@ func (b backend) blockThen(ctx context.Context, spec *commands.Spec, args [][]by
 		}
 	}
 	for again := false; ; again = true {
-		if s := reg.attempt(w); s != nil {
-			if res := answer(s); !res.again {
-				return res.reply, res.lsn, res.err, false
+		if again { // w is registered: the pop before found nothing
+			if s := reg.attempt(w); s != nil {
+				if res := answer(s); !res.again {
+					return res.reply, res.lsn, res.err, false
+				}
 			}
-		}
-		if again {
 			reg.wokenPops.Add(1)
 		}
 		pending, err := b.start(ctx, spec, args, again, ran)

@@ -81,8 +81,13 @@ func (m *vm) call(L *lua.LState, raiseErr bool) int {
 		return fail(msgNoArgs)
 	}
 	// The arguments are copied into one buffer (a command may keep them
-	// in its ops), two allocations a call rather than one per argument.
-	args := make([][]byte, n)
+	// in its ops), one allocation a call rather than one per argument;
+	// the slice of them is the state's (m.args).
+	if cap(m.args) < n {
+		m.args = make([][]byte, n)
+	}
+	args := m.args[:n]
+	defer clear(args) // drop the buffer: the ops hold it, not the state
 	size := 0
 	for i := 1; i <= n; i++ {
 		switch v := L.Get(i).(type) {
@@ -115,7 +120,11 @@ func (m *vm) call(L *lua.LState, raiseErr bool) int {
 		raise(L, string(e))
 		return 0
 	}
-	L.Push(toLua(L, reply, r.resp))
+	if st, ok := reply.(commands.SimpleString); ok {
+		L.Push(m.statusTable(st))
+	} else {
+		L.Push(toLua(L, reply, r.resp))
+	}
 	return 1
 }
 

@@ -33,6 +33,72 @@ type vm struct {
 	// keys and argv are the KEYS and ARGV tables of the last run, filled
 	// again for the next (fill).
 	keys, argv *lua.LTable
+	// status are {ok=...} tables, redis.call's replies to commands that
+	// answer a status (SET's OK): status[:statusUsed] were handed out in
+	// this run, each once; after the run those still exactly {ok=<a
+	// string>} are handed out again (keepStatus). A fresh one costs a
+	// table, two Go maps, a key slice and a boxed key (six allocations).
+	// No script sees another's table: a table that outlives its run is
+	// reachable only from the read-only tables (intact), so a script has
+	// nowhere to keep one (the argument that lets KEYS and ARGV be
+	// reused).
+	status     []*lua.LTable
+	statusUsed int
+	// args is redis.call's argument slice, reused from call to call: a
+	// command keeps its arguments' bytes (in its ops), never the slice,
+	// and its reply is converted to Lua before the next call.
+	args [][]byte
+}
+
+// maxStatus bounds the status tables a state keeps.
+const maxStatus = 64
+
+// statusTable is {ok=s}: a kept table if one is left, else a new one.
+func (m *vm) statusTable(s commands.SimpleString) *lua.LTable {
+	var v lua.LValue = luaOK
+	if s != "OK" {
+		v = lua.LString(s)
+	}
+	if m.statusUsed < len(m.status) {
+		t := m.status[m.statusUsed]
+		m.statusUsed++
+		t.RawSetString("ok", v) // its one key: no allocation
+		return t
+	}
+	t := m.L.CreateTable(0, 1) // not NewTable's 32-slot map
+	t.RawSetString("ok", v)
+	if len(m.status) < maxStatus {
+		m.status = append(m.status, t)
+		m.statusUsed++
+	}
+	return t
+}
+
+// keepStatus, after a run, keeps the status tables the script left as
+// they were made: no metatable and exactly one entry, ok, a string.
+func (m *vm) keepStatus() {
+	kept := m.status[:0]
+	for _, t := range m.status[:m.statusUsed] {
+		if plainStatus(t) {
+			kept = append(kept, t)
+		}
+	}
+	kept = append(kept, m.status[m.statusUsed:]...) // not handed out
+	clear(m.status[len(kept):])
+	m.status, m.statusUsed = kept, 0
+}
+
+// plainStatus reports whether t is {ok=<a string>} and nothing else.
+func plainStatus(t *lua.LTable) bool {
+	if t.Metatable != lua.LNil {
+		return false
+	}
+	k, v := t.Next(lua.LNil)
+	if k != lua.LString("ok") || v.Type() != lua.LTString {
+		return false
+	}
+	k, _ = t.Next(k)
+	return k == lua.LNil
 }
 
 // maxFns bounds a state's reused script functions.
@@ -225,7 +291,10 @@ func (m *vm) intact() bool {
 func (m *vm) exec(ctx context.Context, sc *compiled, keys, argv [][]byte, r *run) commands.Reply {
 	L := m.L
 	m.run = r
-	defer func() { m.run = nil }()
+	defer func() {
+		m.run = nil
+		m.keepStatus() // after the reply is read from them
+	}()
 	// One string holds every key and argument; each element is a
 	// substring of it (one allocation, not one per element).
 	all := joined(keys, argv)

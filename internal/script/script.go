@@ -132,9 +132,10 @@ type compiled struct {
 // run is one execution of a script.
 type run struct {
 	ctx      *commands.Ctx
-	batch    *commands.Batch
-	readOnly bool // write commands refused
-	resp     int  // the protocol redis.call replies are converted from
+	batch    *commands.Batch // &batchMem, for Eval's runs
+	batchMem commands.Batch  // one allocation with the run
+	readOnly bool            // write commands refused
+	resp     int             // the protocol redis.call replies are converted from
 	sha      string
 	started  time.Time
 	// done is closed by cancel: the run is the context its Lua state
@@ -286,9 +287,11 @@ func (e *Engine) Eval(ctx *commands.Ctx, v commands.View, args [][]byte, readOnl
 	keys, argv := args[3:3+nk], args[3+nk:]
 
 	r := &run{
-		ctx: ctx, batch: commands.NewBatch(v), readOnly: readOnly || sc.noWrites, resp: 2,
+		ctx: ctx, readOnly: readOnly || sc.noWrites, resp: 2,
 		sha: sha, started: time.Now(), done: make(chan struct{}),
 	}
+	r.batch = &r.batchMem
+	r.batch.Init(v)
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"log/slog"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -137,6 +138,50 @@ func TestKeysArgvReused(t *testing.T) {
 		if got := eval(t, e, m, check, "1", "k", "a"); !reflect.DeepEqual(got, want) {
 			t.Errorf("after %q: got %v, want %v", dirty, got, want)
 		}
+	}
+}
+
+// TestStatusTablesReused: a state hands out the {ok=...} tables of its
+// last run again; whatever a script did to one is never seen by the next
+// run, and one run never gets one table twice.
+func TestStatusTablesReused(t *testing.T) {
+	e, m := newEngine(t), newMem()
+	// Two status replies in one run are two tables, each as made.
+	check := "local a = redis.call('SET', 'x', '1'); local b = redis.call('SET', 'y', '2'); local c = redis.call('PING')\n" +
+		"local n = 0; for k, v in pairs(a) do n = n + 1 end; for k, v in pairs(b) do n = n + 1 end\n" +
+		"return {tostring(rawequal(a, b)), a.ok, b.ok, c.ok, n, tostring(getmetatable(a)), tostring(rawget(b, 1)), tostring(a.x)}"
+	want := commands.Array{commands.Bulk("false"), commands.Bulk("OK"), commands.Bulk("OK"), commands.Bulk("PONG"), commands.Int(2),
+		commands.Bulk("nil"), commands.Bulk("nil"), commands.Bulk("nil")}
+	for _, dirty := range []string{
+		"redis.call('SET', 'x', '1'); return 1", // untouched
+		"local t = redis.call('SET', 'x', '1'); t.ok = 'changed'; return 1",
+		"local t = redis.call('SET', 'x', '1'); t.x = 'leak'; return 1",
+		"local t = redis.call('SET', 'x', '1'); t[1] = 'leak'; return 1",
+		"local t = redis.call('SET', 'x', '1'); t.ok = nil; return 1",
+		"local t = redis.call('SET', 'x', '1'); setmetatable(t, {__index = function() return 'leak' end}); return 1",
+		"local t = redis.call('PING'); local u = redis.call('SET', 'x', '1'); u.x = 1; u.x = nil; t.ok = {}; return 1",
+		"for i = 1, 100 do redis.call('SET', 'x', i).x = i end; return 1",
+	} {
+		eval(t, e, m, dirty, "0")
+		for range 2 {
+			if got := eval(t, e, m, check, "0"); !reflect.DeepEqual(got, want) {
+				t.Errorf("after %q: got %v, want %v", dirty, got, want)
+			}
+		}
+	}
+	// A state does reuse them: a run of one SET allocates no table.
+	vm := e.getLocked()
+	defer e.putLocked(vm)
+	r := &run{ctx: &commands.Ctx{NowMs: m.now}, batch: commands.NewBatch(m), resp: 2, done: make(chan struct{})}
+	sc, reply := compile("return redis.call('SET', 'x', '1')")
+	if reply != nil {
+		t.Fatal(reply)
+	}
+	vm.exec(r, sc, nil, nil, r)
+	first := slices.Clone(vm.status)
+	vm.exec(r, sc, nil, nil, r)
+	if len(first) == 0 || !slices.Equal(vm.status, first) {
+		t.Errorf("the second run made another status table: kept %p, then %p", first, vm.status)
 	}
 }
 
