@@ -307,6 +307,7 @@ func (f *Follower) session(ctx context.Context) error {
 	default:
 		return fmt.Errorf("replication: unexpected handshake message %T", m.Body)
 	}
+	f.reads.answers.Store(m.GetStart().GetAnswersReads())
 	return f.stream(ctx, stream, m.Epoch, m.GetStart().GetTakesPublish(), m.GetStart().GetTakesSpublish())
 }
 
@@ -366,6 +367,23 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 	var reported struct {
 		durable, applied uint64
 		at               time.Time
+		stamp            int64 // its read stamp
+	}
+	// report sends a progress report stamped now, marked read_waits when
+	// a read waits for a round trip begun after the last report's stamp
+	// (Follower.WaitRoundTrip): the leader answers it at once.
+	report := func() error {
+		p := core.Progress()
+		pr := p.GetProgress()
+		want := f.reads.want.Load()
+		pr.ReadStamp = mono(time.Now()) // echoed in Append.read_stamp
+		pr.ReadWaits = want != 0 && want >= reported.stamp
+		if err := stream.Send(p); err != nil {
+			return fmt.Errorf("replication: send progress: %w", err)
+		}
+		f.counts.reports.Add(1)
+		reported.durable, reported.applied, reported.at, reported.stamp = core.durable.LSN, core.applied, time.Now(), pr.ReadStamp
+		return nil
 	}
 	// run steps one (merged) Append that arrived at at, then releases
 	// what it made readable and reports progress.
@@ -383,13 +401,7 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 		f.releasePublished(core.applied)
 		if core.durable.LSN != reported.durable || core.applied != reported.applied || a.LeaseStamp != 0 ||
 			time.Since(reported.at) >= progressEvery || f.reads.readWaits() {
-			p := core.Progress()
-			p.GetProgress().ReadStamp = mono(time.Now()) // echoed in Append.read_stamp
-			if err := stream.Send(p); err != nil {
-				return fmt.Errorf("replication: send progress: %w", err)
-			}
-			f.counts.reports.Add(1)
-			reported.durable, reported.applied, reported.at = core.durable.LSN, core.applied, time.Now()
+			return report()
 		}
 		return nil
 	}
@@ -438,10 +450,16 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 				}
 				continue
 			case <-f.reads.waiter:
-				if deferred.a != nil {
-				}
 				if err := flushDeferred(); err != nil {
 					return err
+				}
+				if want := f.reads.want.Load(); want != 0 && want >= reported.stamp {
+					// A read waits for a round trip no report in
+					// flight began after: ask now, not at the next
+					// message (an idle stream's is a heartbeat away).
+					if err := report(); err != nil {
+						return err
+					}
 				}
 				continue
 			case <-ctx.Done():

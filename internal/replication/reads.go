@@ -50,6 +50,13 @@ type followerReads struct {
 	// apply the read may be waiting for.
 	readers atomic.Int32
 	waiter  chan struct{}
+	// want is the latest start (mono ns) of a read that waits for a round
+	// trip begun after it (WaitRoundTrip): the stream sends a report
+	// marked read_waits once it has sent none stamped after want.
+	// answers says the current stream's leader answers such reports at
+	// once (Start.answers_reads); cleared with the stream.
+	want    atomic.Int64
+	answers atomic.Bool
 }
 
 // blocked marks a read as waiting until the returned func is called.
@@ -115,6 +122,7 @@ func (r *followerReads) advancedLocked(applied uint64) {
 // from its leader proves nothing new, and the next stream may be another
 // leader's.
 func (r *followerReads) clearFresh() {
+	r.answers.Store(false)
 	r.mu.Lock()
 	r.freshAt, r.waiting = 0, nil
 	close(r.changed)
@@ -215,6 +223,56 @@ func (f *Follower) WaitFresh(ctx context.Context, bound time.Duration) error {
 					return fmt.Errorf("%w: this node has not heard its leader on the current stream; staleness unknown, bound %v", ErrReadElsewhere, bound)
 				}
 				return fmt.Errorf("%w: this node is %v behind its leader, above the bound %v", ErrReadElsewhere, st.Round(time.Millisecond), bound)
+			}
+			return ctx.Err()
+		}
+	}
+}
+
+// AnswersReads reports whether the current stream's leader answers a
+// waiting read's report at once (Start.answers_reads), so that
+// WaitRoundTrip costs about a round trip; false with no stream.
+func (f *Follower) AnswersReads() bool { return f.reads.answers.Load() }
+
+// plantFreshFromBefore is a planted bug for tests: WaitRoundTrip takes a
+// freshness proved by a report sent before the read began
+// (TestRoundTripRead must catch it).
+var plantFreshFromBefore = false
+
+// WaitRoundTrip returns nil once the follower has applied everything the
+// leader acknowledged before the call began: the ReadIndex of a
+// linearizable read, proved on the stream instead of by an RPC. The call
+// marks a round trip wanted; the stream sends a report stamped after the
+// call began, marked read_waits, at once, and the leader answers it with
+// its commit LSN under its lease (leader.answerRead). Once that commit is
+// applied, the freshness the stream proves (freshAt, the echoed stamp) is
+// past the call's start, and every write acknowledged before the start
+// was acknowledged before the leader received the stamp: at or before
+// the commit. A freshness proved from a stamp sent before the call began
+// never serves it (it may predate a write acknowledged just before the
+// read). It returns an ErrReadElsewhere error when ctx's deadline passes
+// first, ctx.Err() when ctx is canceled.
+func (f *Follower) WaitRoundTrip(ctx context.Context) error {
+	since := mono(time.Now())
+	for {
+		cur := f.reads.want.Load()
+		if since <= cur || f.reads.want.CompareAndSwap(cur, since) {
+			break
+		}
+	}
+	for {
+		at, changed := f.reads.state()
+		if at > since || (plantFreshFromBefore && at != 0) {
+			return nil
+		}
+		done := f.reads.blocked()
+		select {
+		case <-changed:
+			done()
+		case <-ctx.Done():
+			done()
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return fmt.Errorf("%w: this node has not applied what its leader committed when the read began", ErrReadElsewhere)
 			}
 			return ctx.Err()
 		}
