@@ -181,6 +181,14 @@ func (n *Node) followerGate(ctx context.Context, r *following, req resp.ReadRequ
 	if n.cfg.Buggify.FollowerIgnoreToken {
 		floor = logrec.Position{} // planted bug: the session's token is ignored
 	}
+	if req.Policy.Kind == resp.PolicyLinearizable && req.User == "" && r.f.AnswersReads() {
+		// The leader's commit position by a round trip on the stream
+		// (replication.Follower.WaitRoundTrip), then the session's own.
+		if err := r.f.WaitRoundTrip(ctx); err != nil {
+			return readError(err)
+		}
+		return readError(r.f.WaitApplied(ctx, floor))
+	}
 	if req.Policy.Kind == resp.PolicyLinearizable || req.User != "" {
 		defer r.f.Awaiting()()
 		commit, user, err := r.index.ask(ctx, req.User)
@@ -212,6 +220,21 @@ func (n *Node) followerGate(ctx context.Context, r *following, req resp.ReadRequ
 func (n *Node) followerBounded(ctx context.Context, r *following, bound time.Duration) error {
 	for !r.f.Fresh(bound) {
 		asked := time.Now()
+		if r.f.AnswersReads() {
+			// The leader answers a waiting read's report at once: a
+			// round trip on the stream proves it, not the next
+			// heartbeat or an RPC.
+			if err := r.f.WaitRoundTrip(ctx); err != nil {
+				if errors.Is(err, replication.ErrReadElsewhere) {
+					return fmt.Errorf("this node is more than %v behind its leader: %w", bound, resp.ErrReadElsewhere)
+				}
+				return err
+			}
+			if time.Since(asked) <= bound {
+				return nil
+			}
+			continue
+		}
 		commit, _, err := r.index.ask(ctx, "")
 		if err != nil {
 			if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {

@@ -165,6 +165,7 @@ func NewFollower(cfg FollowerConfig) *Follower {
 	f := &Follower{cfg: cfg, log: log.With("role", "follower")}
 	f.reads.changed = make(chan struct{})
 	f.reads.waiter = make(chan struct{}, 1)
+	f.reads.ask = make(chan struct{}, 1)
 	f.pub.fwd = make(chan *peerpb.PubMessage, 1024)
 	f.status.State = StateCatchingUp
 	if cfg.DB.Seeding() {
@@ -335,8 +336,50 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 	if f.cfg.Buggify.FollowerApplyDelay > 0 {
 		readAhead = 4096
 	}
-	in := receive(ctx, stream, func() { f.lastRecv.Store(f.cfg.Now().UnixNano()) }, readAhead)
+	// Freshness is recorded as each message arrives (reads.go, arrived),
+	// not once the loop below has stepped it: a waiting read's answer
+	// does not queue behind the fsyncs of the messages before it, and
+	// counts once the loop has applied its commit LSN.
+	gen := f.reads.generation()
+	in := receive(ctx, stream, func() { f.lastRecv.Store(f.cfg.Now().UnixNano()) }, readAhead, func(m *peerpb.LeaderMessage) {
+		if a := m.GetAppend(); a != nil && m.Epoch == epoch && a.ReadStamp != 0 && !a.LeaseLapsed {
+			f.reads.arrived(gen, a.CommitLsn, a.ReadStamp, f.cfg.DB.Applied)
+		}
+	})
 	defer f.reads.clearFresh()
+	// sendMu orders this stream's sends: the loop's and the asker's.
+	var sendMu sync.Mutex
+	send := func(m *peerpb.FollowerMessage) error {
+		sendMu.Lock()
+		defer sendMu.Unlock()
+		return stream.Send(m)
+	}
+	// The asker sends a waiting read's question (WaitRoundTrip) at once,
+	// not when the loop is done with the message it steps (an fsync
+	// under load): a report with the read stamp alone (no positions,
+	// which the leader takes as the highest it has seen).
+	askDone := make(chan struct{})
+	defer close(askDone)
+	go func() {
+		for {
+			select {
+			case <-f.reads.ask:
+			case <-askDone:
+				return
+			case <-ctx.Done():
+				return
+			}
+			if want := f.reads.want.Load(); want == 0 || want < f.reads.asked.Load() {
+				continue // a report stamped after it is out
+			}
+			stamp := mono(time.Now())
+			f.reads.asked.Store(stamp)
+			if send(&peerpb.FollowerMessage{Epoch: epoch, Body: &peerpb.FollowerMessage_Progress{Progress: &peerpb.Progress{ReadStamp: stamp, ReadWaits: true}}}) != nil {
+				return // the loop sees the stream fail
+			}
+			f.counts.reports.Add(1)
+		}
+	}()
 	// Messages published while no stream runs are lost (pubsub.go).
 	f.pub.fwdOK.Store(takesPub)
 	f.pub.fwdShardOK.Store(takesPub && takesShard)
@@ -367,22 +410,23 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 	var reported struct {
 		durable, applied uint64
 		at               time.Time
-		stamp            int64 // its read stamp
 	}
-	// report sends a progress report stamped now, marked read_waits when
-	// a read waits for a round trip begun after the last report's stamp
-	// (Follower.WaitRoundTrip): the leader answers it at once.
+	// report sends a progress report stamped now (echoed in
+	// Append.read_stamp), marked read_waits when a read waits for a
+	// round trip begun after the last stamp sent (the asker's race with
+	// this report).
 	report := func() error {
 		p := core.Progress()
 		pr := p.GetProgress()
 		want := f.reads.want.Load()
-		pr.ReadStamp = mono(time.Now()) // echoed in Append.read_stamp
-		pr.ReadWaits = want != 0 && want >= reported.stamp
-		if err := stream.Send(p); err != nil {
+		pr.ReadStamp = mono(time.Now())
+		pr.ReadWaits = want != 0 && want >= f.reads.asked.Load()
+		f.reads.asked.Store(max(f.reads.asked.Load(), pr.ReadStamp))
+		if err := send(p); err != nil {
 			return fmt.Errorf("replication: send progress: %w", err)
 		}
 		f.counts.reports.Add(1)
-		reported.durable, reported.applied, reported.at, reported.stamp = core.durable.LSN, core.applied, time.Now(), pr.ReadStamp
+		reported.durable, reported.applied, reported.at = core.durable.LSN, core.applied, time.Now()
 		return nil
 	}
 	// run steps one (merged) Append that arrived at at, then releases
@@ -391,13 +435,10 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 		if err := f.step(ctx, core, epoch, a); err != nil {
 			return err
 		}
-		// The commit LSN this message carried was the leader's after it
-		// had received this follower's report stamped a.ReadStamp: once
-		// applied, everything the leader had acknowledged before that
-		// stamp is here (reads.go, bounded staleness) — if it was the
-		// leader then, under a lease. Not the message's arrival (at): it
-		// can be read long after it was sent.
-		f.reads.stepped(a.CommitLsn, core.applied, a.ReadStamp, !a.LeaseLapsed && a.ReadStamp != 0)
+		// The message's commit LSN and read stamp were recorded as it
+		// arrived (receive, followerReads.arrived); what it applied
+		// proves them now.
+		f.reads.advanced(core.applied)
 		f.releasePublished(core.applied)
 		if core.durable.LSN != reported.durable || core.applied != reported.applied || a.LeaseStamp != 0 ||
 			time.Since(reported.at) >= progressEvery || f.reads.readWaits() {
@@ -440,7 +481,7 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 			select {
 			case r = <-in:
 			case m := <-f.pub.fwd:
-				if err := stream.Send(&peerpb.FollowerMessage{Epoch: core.epoch, Body: &peerpb.FollowerMessage_Publish{Publish: &peerpb.Publish{Messages: []*peerpb.PubMessage{m}}}}); err != nil {
+				if err := send(&peerpb.FollowerMessage{Epoch: core.epoch, Body: &peerpb.FollowerMessage_Publish{Publish: &peerpb.Publish{Messages: []*peerpb.PubMessage{m}}}}); err != nil {
 					return fmt.Errorf("replication: send publish: %w", err)
 				}
 				continue
@@ -452,14 +493,6 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 			case <-f.reads.waiter:
 				if err := flushDeferred(); err != nil {
 					return err
-				}
-				if want := f.reads.want.Load(); want != 0 && want >= reported.stamp {
-					// A read waits for a round trip no report in
-					// flight began after: ask now, not at the next
-					// message (an idle stream's is a heartbeat away).
-					if err := report(); err != nil {
-						return err
-					}
 				}
 				continue
 			case <-ctx.Done():
@@ -573,7 +606,7 @@ type received struct {
 // more, so that what arrives while a step waits out the delay is taken in
 // the next step (gather), and the fault is a lag, not a cap of 16
 // messages per delay on the follower's throughput.
-func receive(ctx context.Context, stream FollowerStream, heard func(), readAhead int) <-chan received {
+func receive(ctx context.Context, stream FollowerStream, heard func(), readAhead int, arrived func(*peerpb.LeaderMessage)) <-chan received {
 	in := make(chan received, readAhead)
 	go func() {
 		var parts partAssembler
@@ -584,6 +617,9 @@ func receive(ctx context.Context, stream FollowerStream, heard func(), readAhead
 				heard()
 				if m, err = parts.take(m); m == nil && err == nil {
 					continue // a part of an entry not whole yet
+				}
+				if err == nil {
+					arrived(m)
 				}
 			}
 			select {

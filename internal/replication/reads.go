@@ -27,7 +27,12 @@ import (
 // follower whose stream reader was starved of CPU hands it over long
 // after later writes were acknowledged (a bounded-50 read missed a write
 // acknowledged 69 ms before it began that way;
-// TestFreshnessSurvivesLateDelivery). The leader pairs a stamp with a
+// TestFreshnessSurvivesLateDelivery). An arrival is recorded as the
+// stream's reader takes the message (arrived), not once the follower has
+// stepped it: what it proves does not depend on when the follower reads
+// it, only on the follower's applying its commit LSN, and a waiting
+// read's answer then does not queue behind the fsyncs of the messages
+// before it. The leader pairs a stamp with a
 // commit LSN only while that is its commit, and only once its commit has
 // reached the start of its leadership (until then a promoted follower's
 // durable tail may hold writes an earlier leader acknowledged). Only
@@ -57,6 +62,38 @@ type followerReads struct {
 	// once (Start.answers_reads); cleared with the stream.
 	want    atomic.Int64
 	answers atomic.Bool
+	// ask (capacity 1) wakes the stream's asker for a want; asked is
+	// the latest read stamp the stream sent.
+	ask   chan struct{}
+	asked atomic.Int64
+	// gen counts the streams' ends (clearFresh): a stream's reader that
+	// outlives its stream records nothing in the next one's.
+	gen uint64
+}
+
+// generation returns the current stream's generation, for arrived.
+func (r *followerReads) generation() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.gen
+}
+
+// arrived records a message of stream gen as it arrives: commit was its
+// commit LSN, stamp its read stamp, sent under the leader's lease. The
+// applied LSN is read under mu, after any advanced before it (the storage
+// applies before the stream reports it), so an arrival already applied
+// proves its freshness at once.
+func (r *followerReads) arrived(gen, commit uint64, stamp int64, applied func() uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if gen != r.gen {
+		return
+	}
+	if len(r.waiting) == maxArrivals {
+		r.waiting = r.waiting[1:]
+	}
+	r.waiting = append(r.waiting, arrival{commit, stamp})
+	r.advancedLocked(applied())
 }
 
 // blocked marks a read as waiting until the returned func is called.
@@ -124,6 +161,7 @@ func (r *followerReads) advancedLocked(applied uint64) {
 func (r *followerReads) clearFresh() {
 	r.answers.Store(false)
 	r.mu.Lock()
+	r.gen++
 	r.freshAt, r.waiting = 0, nil
 	close(r.changed)
 	r.changed = make(chan struct{})
@@ -259,6 +297,10 @@ func (f *Follower) WaitRoundTrip(ctx context.Context) error {
 		if since <= cur || f.reads.want.CompareAndSwap(cur, since) {
 			break
 		}
+	}
+	select { // the stream's asker sends the question at once
+	case f.reads.ask <- struct{}{}:
+	default:
 	}
 	for {
 		at, changed := f.reads.state()
