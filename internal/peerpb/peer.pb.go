@@ -695,7 +695,9 @@ type Progress struct {
 	ReadStamp int64 `protobuf:"varint,4,opt,name=read_stamp,json=readStamp,proto3" json:"read_stamp,omitempty"`
 	// A read on the follower began after the previous report's read_stamp
 	// and waits for a round trip: the leader should answer this report at
-	// once, not with its next Append (Start.answers_reads).
+	// once, not with its next Append (Start.answers_reads). Such a report
+	// may carry the stamp alone, its positions zero (the leader keeps the
+	// highest it has seen).
 	ReadWaits     bool `protobuf:"varint,5,opt,name=read_waits,json=readWaits,proto3" json:"read_waits,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

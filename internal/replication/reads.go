@@ -119,26 +119,9 @@ type arrival struct {
 // a later freshness once applied.
 const maxArrivals = 1024
 
-// stepped records one processed message: commit was its commit LSN, at its
-// arrival, applied the follower's applied LSN after it; leased says the
-// leader's lease held when it sent it. A message from a leader whose
-// lease had lapsed proves nothing: another leader may have acknowledged
-// writes since.
-func (r *followerReads) stepped(commit, applied uint64, at int64, leased bool) {
-	r.mu.Lock()
-	if leased {
-		if len(r.waiting) == maxArrivals {
-			r.waiting = r.waiting[1:]
-		}
-		r.waiting = append(r.waiting, arrival{commit, at})
-	}
-	r.advancedLocked(applied)
-	r.mu.Unlock()
-}
-
 // advanced wakes the reads waiting for the applied LSN after an apply
-// within a step (Follower.applyEarly), and proves the freshness of the
-// arrivals it covers; stepped records the step's own message after.
+// (a step, or an early apply within one: Follower.applyEarly), and proves
+// the freshness of the arrivals it covers.
 func (r *followerReads) advanced(applied uint64) {
 	r.mu.Lock()
 	r.advancedLocked(applied)
