@@ -89,6 +89,12 @@ func (r *followerReads) arrived(gen, commit uint64, stamp int64, applied func() 
 	if gen != r.gen {
 		return
 	}
+	if stamp <= r.freshAt || (len(r.waiting) > 0 && r.waiting[len(r.waiting)-1].at >= stamp) {
+		// Proven already, or by an arrival before it (its commit LSN
+		// no higher) as soon as this one could be: most Appends of a
+		// busy stream carry the stamp the one before carried.
+		return
+	}
 	if len(r.waiting) == maxArrivals {
 		r.waiting = r.waiting[1:]
 	}
