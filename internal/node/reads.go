@@ -30,11 +30,14 @@ import (
 // ErrPositionLost, one from a later epoch means a newer leader exists.
 //
 // A follower serves a read once it has applied the floor (ryw, monotonic),
-// the leader's commit position asked under the leader's lease
-// (linearizable), the user's last write as the leader knows it (a session
-// with TANDEM.USER), or once its staleness is within the bound (bounded;
-// see followerBounded). It waits at most ReadWait, then answers
-// ErrReadElsewhere, as it does at once for the leader policy.
+// the leader's commit position learned under the leader's lease after the
+// read began (linearizable: by a round trip on the replication stream,
+// replication.Follower.WaitRoundTrip, when the leader answers those, else
+// the ReadIndex RPC), the user's last write as the leader knows it (a
+// session with TANDEM.USER: the ReadIndex RPC), or once its staleness is
+// within the bound (bounded; see followerBounded). It waits at most
+// ReadWait, then answers ErrReadElsewhere, as it does at once for the
+// leader policy.
 //
 // Cross-device read-your-writes: the last-write position of each user
 // lives in the leader's memory (userPositions), recorded as the leader
@@ -181,6 +184,14 @@ func (n *Node) followerGate(ctx context.Context, r *following, req resp.ReadRequ
 	if n.cfg.Buggify.FollowerIgnoreToken {
 		floor = logrec.Position{} // planted bug: the session's token is ignored
 	}
+	if req.Policy.Kind == resp.PolicyLinearizable && req.User == "" && r.f.AnswersReads() {
+		// The leader's commit position by a round trip on the stream
+		// (replication.Follower.WaitRoundTrip), then the session's own.
+		if err := r.f.WaitRoundTrip(ctx); err != nil {
+			return readError(err)
+		}
+		return readError(r.f.WaitApplied(ctx, floor))
+	}
 	if req.Policy.Kind == resp.PolicyLinearizable || req.User != "" {
 		defer r.f.Awaiting()()
 		commit, user, err := r.index.ask(ctx, req.User)
@@ -205,13 +216,29 @@ func (n *Node) followerGate(ctx context.Context, r *following, req resp.ReadRequ
 // follower's last report, a heartbeat old at best, and only with
 // messages sent under the leader's lease (which an idle leader lets
 // lapse between confirmations). So when the stream has not proven it the
-// follower asks the leader its commit position instead (the batched
-// ReadIndex) and, once it has applied it, qualifies if that took at most
-// bound since it asked: everything the leader had committed before the
-// question is applied.
+// follower asks for a round trip at once (WaitRoundTrip: the leader
+// answers it under its lease; a leader that does not, with the batched
+// ReadIndex RPC) and, once it has applied the answer, qualifies if that
+// took at most bound since it asked: everything the leader had committed
+// before the question is applied.
 func (n *Node) followerBounded(ctx context.Context, r *following, bound time.Duration) error {
 	for !r.f.Fresh(bound) {
 		asked := time.Now()
+		if r.f.AnswersReads() {
+			// The leader answers a waiting read's report at once: a
+			// round trip on the stream proves it, not the next
+			// heartbeat or an RPC.
+			if err := r.f.WaitRoundTrip(ctx); err != nil {
+				if errors.Is(err, replication.ErrReadElsewhere) {
+					return fmt.Errorf("this node is more than %v behind its leader: %w", bound, resp.ErrReadElsewhere)
+				}
+				return err
+			}
+			if time.Since(asked) <= bound {
+				return nil
+			}
+			continue
+		}
 		commit, _, err := r.index.ask(ctx, "")
 		if err != nil {
 			if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {

@@ -692,7 +692,13 @@ type Progress struct {
 	LeaseStamp int64 `protobuf:"varint,3,opt,name=lease_stamp,json=leaseStamp,proto3" json:"lease_stamp,omitempty"`
 	// When the follower sent this report, on its own monotonic clock: the
 	// leader echoes it in Append.read_stamp (bounded-staleness reads).
-	ReadStamp     int64 `protobuf:"varint,4,opt,name=read_stamp,json=readStamp,proto3" json:"read_stamp,omitempty"`
+	ReadStamp int64 `protobuf:"varint,4,opt,name=read_stamp,json=readStamp,proto3" json:"read_stamp,omitempty"`
+	// A read on the follower began after the previous report's read_stamp
+	// and waits for a round trip: the leader should answer this report at
+	// once, not with its next Append (Start.answers_reads). Such a report
+	// may carry the stamp alone, its positions zero (the leader keeps the
+	// highest it has seen).
+	ReadWaits     bool `protobuf:"varint,5,opt,name=read_waits,json=readWaits,proto3" json:"read_waits,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -753,6 +759,13 @@ func (x *Progress) GetReadStamp() int64 {
 		return x.ReadStamp
 	}
 	return 0
+}
+
+func (x *Progress) GetReadWaits() bool {
+	if x != nil {
+		return x.ReadWaits
+	}
+	return false
 }
 
 type LeaderMessage struct {
@@ -1038,6 +1051,11 @@ type Start struct {
 	TakesPublish bool `protobuf:"varint,2,opt,name=takes_publish,json=takesPublish,proto3" json:"takes_publish,omitempty"`
 	// ... and sharded messages among them (PubMessage.shard).
 	TakesSpublish bool `protobuf:"varint,3,opt,name=takes_spublish,json=takesSpublish,proto3" json:"takes_spublish,omitempty"`
+	// The leader answers a Progress with read_waits at once (a heartbeat
+	// whose read_stamp is that report's or later), under its lease: the
+	// follower may serve linearizable reads by that round trip instead of
+	// a ReadIndex RPC. A leader from before leaves it false.
+	AnswersReads  bool `protobuf:"varint,4,opt,name=answers_reads,json=answersReads,proto3" json:"answers_reads,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1089,6 +1107,13 @@ func (x *Start) GetTakesPublish() bool {
 func (x *Start) GetTakesSpublish() bool {
 	if x != nil {
 		return x.TakesSpublish
+	}
+	return false
+}
+
+func (x *Start) GetAnswersReads() bool {
+	if x != nil {
+		return x.AnswersReads
 	}
 	return false
 }
@@ -1799,7 +1824,7 @@ const file_peer_proto_rawDesc = "" +
 	"\x0etakes_spublish\x18\a \x01(\bR\rtakesSpublish\x12\x1f\n" +
 	"\vtakes_parts\x18\b \x01(\bR\n" +
 	"takesParts\x12%\n" +
-	"\x0etakes_settings\x18\t \x01(\bR\rtakesSettings\"\x8c\x01\n" +
+	"\x0etakes_settings\x18\t \x01(\bR\rtakesSettings\"\xab\x01\n" +
 	"\bProgress\x12\x1f\n" +
 	"\vdurable_lsn\x18\x01 \x01(\x04R\n" +
 	"durableLsn\x12\x1f\n" +
@@ -1808,7 +1833,9 @@ const file_peer_proto_rawDesc = "" +
 	"\vlease_stamp\x18\x03 \x01(\x03R\n" +
 	"leaseStamp\x12\x1d\n" +
 	"\n" +
-	"read_stamp\x18\x04 \x01(\x03R\treadStamp\"\xc0\x02\n" +
+	"read_stamp\x18\x04 \x01(\x03R\treadStamp\x12\x1d\n" +
+	"\n" +
+	"read_waits\x18\x05 \x01(\bR\treadWaits\"\xc0\x02\n" +
 	"\rLeaderMessage\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12-\n" +
 	"\x05start\x18\x02 \x01(\v2\x15.tandem.peer.v1.StartH\x00R\x05start\x126\n" +
@@ -1825,11 +1852,12 @@ const file_peer_proto_rawDesc = "" +
 	"\amessage\x18\x02 \x01(\fR\amessage\x12\x1b\n" +
 	"\tafter_lsn\x18\x03 \x01(\x04R\bafterLsn\x12\x14\n" +
 	"\x05shard\x18\x04 \x01(\bR\x05shard\x124\n" +
-	"\bsettings\x18\x05 \x01(\v2\x18.tandem.peer.v1.SettingsR\bsettings\"n\n" +
+	"\bsettings\x18\x05 \x01(\v2\x18.tandem.peer.v1.SettingsR\bsettings\"\x93\x01\n" +
 	"\x05Start\x12\x19\n" +
 	"\bfrom_lsn\x18\x01 \x01(\x04R\afromLsn\x12#\n" +
 	"\rtakes_publish\x18\x02 \x01(\bR\ftakesPublish\x12%\n" +
-	"\x0etakes_spublish\x18\x03 \x01(\bR\rtakesSpublish\"@\n" +
+	"\x0etakes_spublish\x18\x03 \x01(\bR\rtakesSpublish\x12#\n" +
+	"\ranswers_reads\x18\x04 \x01(\bR\fanswersReads\"@\n" +
 	"\bSettings\x124\n" +
 	"\x16notify_keyspace_events\x18\x01 \x01(\tR\x14notifyKeyspaceEvents\"H\n" +
 	"\bTruncate\x12\x1b\n" +

@@ -54,10 +54,12 @@ import (
 // earlier batch is never used: its ReadIndex may have begun before the
 // read and miss a write acknowledged just before the read began; the
 // planted bug reuseIndex does that, and TestLinearizableFollowerReads
-// catches it.) The leader answers at most one ReadIndex per follower per
-// round trip whatever the reads (the follower batches the probes of the
-// batches in flight, node/reads.go), and the proxy pays one write and one
-// reply read per batch instead of per read.
+// catches it.) The follower learns P by a round trip on its replication
+// stream begun after the probe arrived (replication's
+// Follower.WaitRoundTrip; one question covers every probe that began
+// before it left), or from a leader that does not answer those by a
+// batched ReadIndex RPC (node/reads.go), and the proxy pays one write and
+// one reply read per batch instead of per read.
 
 // indexInFlight bounds the batches in flight per follower: with two, a
 // read waits for at most one batch to come back before its own leaves,

@@ -168,6 +168,7 @@ func NewFollower(cfg FollowerConfig) *Follower {
 	f := &Follower{cfg: cfg, log: log.With("role", "follower")}
 	f.reads.changed = make(chan struct{})
 	f.reads.waiter = make(chan struct{}, 1)
+	f.reads.ask = make(chan struct{}, 1)
 	f.pub.fwd = make(chan *peerpb.PubMessage, 1024)
 	f.status.State = StateCatchingUp
 	if cfg.DB.Seeding() {
@@ -310,6 +311,7 @@ func (f *Follower) session(ctx context.Context) error {
 	default:
 		return fmt.Errorf("replication: unexpected handshake message %T", m.Body)
 	}
+	f.reads.answers.Store(m.GetStart().GetAnswersReads())
 	return f.stream(ctx, stream, m.Epoch, m.GetStart().GetTakesPublish(), m.GetStart().GetTakesSpublish())
 }
 
@@ -337,8 +339,52 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 	if f.cfg.Buggify.FollowerApplyDelay > 0 {
 		readAhead = 4096
 	}
-	in, urgent := receive(ctx, stream, func() { f.lastRecv.Store(f.cfg.Now().UnixNano()) }, readAhead)
+	// Freshness is recorded as each message arrives (reads.go, arrived),
+	// not once the loop below has stepped it: a waiting read's answer
+	// does not queue behind the fsyncs of the messages before it, and
+	// counts once the loop has applied its commit LSN.
+	gen := f.reads.generation()
+	in, urgent := receive(ctx, stream, func() { f.lastRecv.Store(f.cfg.Now().UnixNano()) }, readAhead, func(m *peerpb.LeaderMessage) bool {
+		if a := m.GetAppend(); a != nil && m.Epoch == epoch && a.ReadStamp != 0 && !a.LeaseLapsed {
+			f.reads.arrived(gen, a.CommitLsn, a.ReadStamp, f.cfg.DB.Applied)
+			return f.reads.readWaits()
+		}
+		return false
+	})
 	defer f.reads.clearFresh()
+	// sendMu orders this stream's sends: the loop's and the asker's.
+	var sendMu sync.Mutex
+	send := func(m *peerpb.FollowerMessage) error {
+		sendMu.Lock()
+		defer sendMu.Unlock()
+		return stream.Send(m)
+	}
+	// The asker sends a waiting read's question (WaitRoundTrip) at once,
+	// not when the loop is done with the message it steps (an fsync
+	// under load): a report with the read stamp alone (no positions,
+	// which the leader takes as the highest it has seen).
+	askDone := make(chan struct{})
+	defer close(askDone)
+	go func() {
+		for {
+			select {
+			case <-f.reads.ask:
+			case <-askDone:
+				return
+			case <-ctx.Done():
+				return
+			}
+			if want := f.reads.want.Load(); want == 0 || want < f.reads.asked.Load() {
+				continue // a report stamped after it is out
+			}
+			stamp := mono(time.Now())
+			f.reads.asked.Store(stamp)
+			if send(&peerpb.FollowerMessage{Epoch: epoch, Body: &peerpb.FollowerMessage_Progress{Progress: &peerpb.Progress{ReadStamp: stamp, ReadWaits: true}}}) != nil {
+				return // the loop sees the stream fail
+			}
+			f.counts.reports.Add(1)
+		}
+	}()
 	// Messages published while no stream runs are lost (pubsub.go).
 	f.pub.fwdOK.Store(takesPub)
 	f.pub.fwdShardOK.Store(takesPub && takesShard)
@@ -370,29 +416,38 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 		durable, applied uint64
 		at               time.Time
 	}
+	// report sends a progress report stamped now (echoed in
+	// Append.read_stamp), marked read_waits when a read waits for a
+	// round trip begun after the last stamp sent (the asker's race with
+	// this report).
+	report := func() error {
+		p := core.Progress()
+		pr := p.GetProgress()
+		want := f.reads.want.Load()
+		pr.ReadStamp = mono(time.Now())
+		pr.ReadWaits = want != 0 && want >= f.reads.asked.Load()
+		f.reads.asked.Store(max(f.reads.asked.Load(), pr.ReadStamp))
+		if err := send(p); err != nil {
+			return fmt.Errorf("replication: send progress: %w", err)
+		}
+		f.counts.reports.Add(1)
+		reported.durable, reported.applied, reported.at = core.durable.LSN, core.applied, time.Now()
+		return nil
+	}
 	// run steps one (merged) Append that arrived at at, then releases
 	// what it made readable and reports progress.
 	run := func(epoch uint64, a *peerpb.Append, at int64) error {
 		if err := f.step(ctx, core, epoch, a); err != nil {
 			return err
 		}
-		// The commit LSN this message carried was the leader's after it
-		// had received this follower's report stamped a.ReadStamp: once
-		// applied, everything the leader had acknowledged before that
-		// stamp is here (reads.go, bounded staleness) — if it was the
-		// leader then, under a lease. Not the message's arrival (at): it
-		// can be read long after it was sent.
-		f.reads.stepped(a.CommitLsn, core.applied, a.ReadStamp, !a.LeaseLapsed && a.ReadStamp != 0)
+		// The message's commit LSN and read stamp were recorded as it
+		// arrived (receive, followerReads.arrived); what it applied
+		// proves them now.
+		f.reads.advanced(core.applied)
 		f.releasePublished(core.applied)
 		if core.durable.LSN != reported.durable || core.applied != reported.applied || a.LeaseStamp != 0 ||
 			time.Since(reported.at) >= progressEvery || f.reads.readWaits() {
-			p := core.Progress()
-			p.GetProgress().ReadStamp = mono(time.Now()) // echoed in Append.read_stamp
-			if err := stream.Send(p); err != nil {
-				return fmt.Errorf("replication: send progress: %w", err)
-			}
-			f.counts.reports.Add(1)
-			reported.durable, reported.applied, reported.at = core.durable.LSN, core.applied, time.Now()
+			return report()
 		}
 		return nil
 	}
@@ -458,7 +513,7 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 				drain = true
 				continue
 			case m := <-f.pub.fwd:
-				if err := stream.Send(&peerpb.FollowerMessage{Epoch: core.epoch, Body: &peerpb.FollowerMessage_Publish{Publish: &peerpb.Publish{Messages: []*peerpb.PubMessage{m}}}}); err != nil {
+				if err := send(&peerpb.FollowerMessage{Epoch: core.epoch, Body: &peerpb.FollowerMessage_Publish{Publish: &peerpb.Publish{Messages: []*peerpb.PubMessage{m}}}}); err != nil {
 					return fmt.Errorf("replication: send publish: %w", err)
 				}
 				continue
@@ -592,7 +647,10 @@ type received struct {
 // a hold runs the stepping goroutine waits for the note, the hold's end or
 // a read rather than for in, so the leader's messages during a hold (a
 // busy async leader sends one per group commit) cost no wake-up each.
-func receive(ctx context.Context, stream FollowerStream, heard func(), readAhead int) (<-chan received, <-chan struct{}) {
+// arrived sees each whole message as it arrives and reports whether a
+// read waits on it (its proof of freshness): such a message is urgent, so
+// the read does not wait out a hold for the entries its proof names.
+func receive(ctx context.Context, stream FollowerStream, heard func(), readAhead int, arrived func(*peerpb.LeaderMessage) bool) (<-chan received, <-chan struct{}) {
 	in := make(chan received, readAhead)
 	urgent := make(chan struct{}, 1)
 	go func() {
@@ -600,10 +658,14 @@ func receive(ctx context.Context, stream FollowerStream, heard func(), readAhead
 		for {
 			m, err := stream.Recv()
 			at := mono(time.Now())
+			readWaits := false
 			if err == nil {
 				heard()
 				if m, err = parts.take(m); m == nil && err == nil {
 					continue // a part of an entry not whole yet
+				}
+				if err == nil {
+					readWaits = arrived(m)
 				}
 			}
 			select {
@@ -611,7 +673,7 @@ func receive(ctx context.Context, stream FollowerStream, heard func(), readAhead
 			case <-ctx.Done():
 				return
 			}
-			if err != nil || !m.GetAppend().GetDeferSync() || len(in) == cap(in) {
+			if err != nil || readWaits || !m.GetAppend().GetDeferSync() || len(in) == cap(in) {
 				select {
 				case urgent <- struct{}{}:
 				default:

@@ -365,6 +365,9 @@ type streamOut struct {
 	// syncWake (capacity 1) asks the sender for a heartbeat that ends a
 	// follower's hold of deferred entries (a WAIT began).
 	syncWake chan struct{}
+	// leaseWait: a goroutine waits for the lease to answer a waiting
+	// read (answerReadLocked). Under Leader.mu.
+	leaseWait bool
 }
 
 // signal leaves a token in a mailbox of capacity 1, and reports whether

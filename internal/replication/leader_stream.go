@@ -229,7 +229,7 @@ func (l *Leader) answer(stream LeaderStream, d Decision) (streaming bool, err er
 	case ActSnapshot:
 		return false, l.sendNeedSnapshot(stream)
 	}
-	if err := stream.Send(&peerpb.LeaderMessage{Epoch: l.epoch, Body: &peerpb.LeaderMessage_Start{Start: &peerpb.Start{FromLsn: d.LSN, TakesPublish: true, TakesSpublish: true}}}); err != nil {
+	if err := stream.Send(&peerpb.LeaderMessage{Epoch: l.epoch, Body: &peerpb.LeaderMessage_Start{Start: &peerpb.Start{FromLsn: d.LSN, TakesPublish: true, TakesSpublish: true, AnswersReads: true}}}); err != nil {
 		return false, err
 	}
 	return true, nil
@@ -358,11 +358,67 @@ func (l *Leader) progress(id string, session uint64, p *peerpb.Progress) {
 		return
 	}
 	l.handoffs.progress.Add(1)
-	if out := l.streams[session]; out != nil {
+	out := l.streams[session]
+	var seq uint64
+	if out != nil {
 		out.readStamp = max(out.readStamp, p.ReadStamp)
+		seq = out.seq
 	}
 	l.core.FollowerProgress(id, session, p.DurableLsn, p.AppliedLsn, p.LeaseStamp, l.cfg.Now().UnixNano())
 	l.dispatchLocked()
+	if out != nil && p.ReadWaits && p.ReadStamp != 0 && out.seq == seq {
+		// No send took the stamp (dispatchReadyLocked pairs it with a
+		// send's commit): answer on its own.
+		l.answerReadLocked(out)
+	}
+}
+
+// answerReadLocked answers a follower's report that a read waits for a
+// round trip (Progress.read_waits, Follower.WaitRoundTrip): a heartbeat
+// at once whose read_stamp is the report's, paired with the commit LSN,
+// as dispatchReadyLocked pairs them (the commit is the core's now, after
+// the stamp arrived, and at or past this leadership's start), so the
+// follower need not wait for the next Append. It is a linearizable read's
+// ReadIndex, so it is answered under the lease as ReadIndex is: it marks
+// the lease wanted (an idle leader lets it lapse, and a heartbeat sent
+// while it has lapsed proves nothing), and when the lease is not valid it
+// waits for a confirmation on a goroutine of its own (one per stream at a
+// time) and answers after. Under Leader.mu.
+func (l *Leader) answerReadLocked(out *streamOut) {
+	if !l.cfg.Lease.Serving() {
+		if out.leaseWait {
+			return
+		}
+		out.leaseWait = true
+		go func() {
+			err := l.cfg.Lease.await(l.ctx, l.ctx.Done(), readBarrierWait)
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			out.leaseWait = false
+			if err == nil && !l.stopped {
+				l.pairReadLocked(out)
+			}
+		}()
+		return
+	}
+	l.pairReadLocked(out)
+}
+
+// plantAnswerBelowStart is a planted bug for tests: the leader answers a
+// waiting read before its commit has reached its start, with a commit
+// that may miss writes an earlier leader acknowledged
+// (TestRoundTripReadBelowStart must catch it).
+var plantAnswerBelowStart = false
+
+func (l *Leader) pairReadLocked(out *streamOut) {
+	commit := out.commit
+	if commit != l.core.commit || (commit < l.core.startLSN && !plantAnswerBelowStart) {
+		// A send with the core's commit is due, or this leadership
+		// is not readable yet: the next send pairs the stamp.
+		return
+	}
+	out.commitStamp = out.readStamp
+	signal(out.syncWake)
 }
 
 // ConfirmedByFollowers returns the earliest send time, over the followers

@@ -27,7 +27,12 @@ import (
 // follower whose stream reader was starved of CPU hands it over long
 // after later writes were acknowledged (a bounded-50 read missed a write
 // acknowledged 69 ms before it began that way;
-// TestFreshnessSurvivesLateDelivery). The leader pairs a stamp with a
+// TestFreshnessSurvivesLateDelivery). An arrival is recorded as the
+// stream's reader takes the message (arrived), not once the follower has
+// stepped it: what it proves does not depend on when the follower reads
+// it, only on the follower's applying its commit LSN, and a waiting
+// read's answer then does not queue behind the fsyncs of the messages
+// before it. The leader pairs a stamp with a
 // commit LSN only while that is its commit, and only once its commit has
 // reached the start of its leadership (until then a promoted follower's
 // durable tail may hold writes an earlier leader acknowledged). Only
@@ -50,6 +55,51 @@ type followerReads struct {
 	// apply the read may be waiting for.
 	readers atomic.Int32
 	waiter  chan struct{}
+	// want is the latest start (mono ns) of a read that waits for a round
+	// trip begun after it (WaitRoundTrip): the stream sends a report
+	// marked read_waits once it has sent none stamped after want.
+	// answers says the current stream's leader answers such reports at
+	// once (Start.answers_reads); cleared with the stream.
+	want    atomic.Int64
+	answers atomic.Bool
+	// ask (capacity 1) wakes the stream's asker for a want; asked is
+	// the latest read stamp the stream sent.
+	ask   chan struct{}
+	asked atomic.Int64
+	// gen counts the streams' ends (clearFresh): a stream's reader that
+	// outlives its stream records nothing in the next one's.
+	gen uint64
+}
+
+// generation returns the current stream's generation, for arrived.
+func (r *followerReads) generation() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.gen
+}
+
+// arrived records a message of stream gen as it arrives: commit was its
+// commit LSN, stamp its read stamp, sent under the leader's lease. The
+// applied LSN is read under mu, after any advanced before it (the storage
+// applies before the stream reports it), so an arrival already applied
+// proves its freshness at once.
+func (r *followerReads) arrived(gen, commit uint64, stamp int64, applied func() uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if gen != r.gen {
+		return
+	}
+	if stamp <= r.freshAt || (len(r.waiting) > 0 && r.waiting[len(r.waiting)-1].at >= stamp) {
+		// Proven already, or by an arrival before it (its commit LSN
+		// no higher) as soon as this one could be: most Appends of a
+		// busy stream carry the stamp the one before carried.
+		return
+	}
+	if len(r.waiting) == maxArrivals {
+		r.waiting = r.waiting[1:]
+	}
+	r.waiting = append(r.waiting, arrival{commit, stamp})
+	r.advancedLocked(applied())
 }
 
 // blocked marks a read as waiting until the returned func is called.
@@ -75,26 +125,9 @@ type arrival struct {
 // a later freshness once applied.
 const maxArrivals = 1024
 
-// stepped records one processed message: commit was its commit LSN, at its
-// arrival, applied the follower's applied LSN after it; leased says the
-// leader's lease held when it sent it. A message from a leader whose
-// lease had lapsed proves nothing: another leader may have acknowledged
-// writes since.
-func (r *followerReads) stepped(commit, applied uint64, at int64, leased bool) {
-	r.mu.Lock()
-	if leased {
-		if len(r.waiting) == maxArrivals {
-			r.waiting = r.waiting[1:]
-		}
-		r.waiting = append(r.waiting, arrival{commit, at})
-	}
-	r.advancedLocked(applied)
-	r.mu.Unlock()
-}
-
 // advanced wakes the reads waiting for the applied LSN after an apply
-// within a step (Follower.applyEarly), and proves the freshness of the
-// arrivals it covers; stepped records the step's own message after.
+// (a step, or an early apply within one: Follower.applyEarly), and proves
+// the freshness of the arrivals it covers.
 func (r *followerReads) advanced(applied uint64) {
 	r.mu.Lock()
 	r.advancedLocked(applied)
@@ -115,7 +148,9 @@ func (r *followerReads) advancedLocked(applied uint64) {
 // from its leader proves nothing new, and the next stream may be another
 // leader's.
 func (r *followerReads) clearFresh() {
+	r.answers.Store(false)
 	r.mu.Lock()
+	r.gen++
 	r.freshAt, r.waiting = 0, nil
 	close(r.changed)
 	r.changed = make(chan struct{})
@@ -215,6 +250,60 @@ func (f *Follower) WaitFresh(ctx context.Context, bound time.Duration) error {
 					return fmt.Errorf("%w: this node has not heard its leader on the current stream; staleness unknown, bound %v", ErrReadElsewhere, bound)
 				}
 				return fmt.Errorf("%w: this node is %v behind its leader, above the bound %v", ErrReadElsewhere, st.Round(time.Millisecond), bound)
+			}
+			return ctx.Err()
+		}
+	}
+}
+
+// AnswersReads reports whether the current stream's leader answers a
+// waiting read's report at once (Start.answers_reads), so that
+// WaitRoundTrip costs about a round trip; false with no stream.
+func (f *Follower) AnswersReads() bool { return f.reads.answers.Load() }
+
+// plantFreshFromBefore is a planted bug for tests: WaitRoundTrip takes a
+// freshness proved by a report sent before the read began
+// (TestRoundTripRead must catch it).
+var plantFreshFromBefore = false
+
+// WaitRoundTrip returns nil once the follower has applied everything the
+// leader acknowledged before the call began: the ReadIndex of a
+// linearizable read, proved on the stream instead of by an RPC. The call
+// marks a round trip wanted; the stream sends a report stamped after the
+// call began, marked read_waits, at once, and the leader answers it with
+// its commit LSN under its lease (leader.answerRead). Once that commit is
+// applied, the freshness the stream proves (freshAt, the echoed stamp) is
+// past the call's start, and every write acknowledged before the start
+// was acknowledged before the leader received the stamp: at or before
+// the commit. A freshness proved from a stamp sent before the call began
+// never serves it (it may predate a write acknowledged just before the
+// read). It returns an ErrReadElsewhere error when ctx's deadline passes
+// first, ctx.Err() when ctx is canceled.
+func (f *Follower) WaitRoundTrip(ctx context.Context) error {
+	since := mono(time.Now())
+	for {
+		cur := f.reads.want.Load()
+		if since <= cur || f.reads.want.CompareAndSwap(cur, since) {
+			break
+		}
+	}
+	select { // the stream's asker sends the question at once
+	case f.reads.ask <- struct{}{}:
+	default:
+	}
+	for {
+		at, changed := f.reads.state()
+		if at > since || (plantFreshFromBefore && at != 0) {
+			return nil
+		}
+		done := f.reads.blocked()
+		select {
+		case <-changed:
+			done()
+		case <-ctx.Done():
+			done()
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return fmt.Errorf("%w: this node has not applied what its leader committed when the read began", ErrReadElsewhere)
 			}
 			return ctx.Err()
 		}

@@ -110,14 +110,25 @@ func TestFreshness(t *testing.T) {
 		{9, 9, 400, true, 400}, // now both: the later arrival counts
 		{12, 12, 500, false, 400},
 	} {
-		r.stepped(s.commit, s.applied, s.at, s.leased)
+		if s.leased { // the stream's reader records only leased messages
+			r.arrived(r.generation(), s.commit, s.at, func() uint64 { return s.applied })
+		} else {
+			r.advanced(s.applied)
+		}
 		if at, _ := r.state(); at != s.fresh {
 			t.Fatalf("after %+v freshAt = %d, want %d", s, at, s.fresh)
 		}
 	}
+	gen := r.generation()
 	r.clearFresh()
 	if at, _ := r.state(); at != 0 {
 		t.Fatalf("after the stream ended freshAt = %d", at)
+	}
+	// A message the ended stream's reader takes late proves nothing in
+	// the next stream.
+	r.arrived(gen, 1, 600, func() uint64 { return 12 })
+	if at, _ := r.state(); at != 0 {
+		t.Fatalf("an arrival of an ended stream set freshAt = %d", at)
 	}
 }
 
@@ -155,8 +166,8 @@ func TestFreshnessSurvivesLateDelivery(t *testing.T) {
 	lsn := propose(t, l, putExec("k", "v2"))
 	acked := time.Now()
 	const bound = 50 * time.Millisecond
-	// Checked after every step the follower makes (stepped, which alone
-	// moves its freshness), until the write is applied.
+	// Checked after every change of the follower's freshness (an
+	// arrival or an apply), until the write is applied.
 	polls, believed := 0, 0
 	for {
 		_, changed := f.f.reads.state()

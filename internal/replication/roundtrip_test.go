@@ -1,0 +1,128 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/tandemdb/tandem/internal/commit"
+	"github.com/tandemdb/tandem/internal/logrec"
+	"github.com/tandemdb/tandem/internal/peerpb"
+	"github.com/tandemdb/tandem/internal/testutil"
+	"github.com/tandemdb/tandem/internal/transport/inmem"
+)
+
+// TestRoundTripRead: WaitRoundTrip (a linearizable read's ReadIndex on
+// the stream) returns only once the follower has applied a write the
+// leader acknowledged before the call began, however fresh the follower
+// proved itself just before: the leader's messages take 200 ms to arrive
+// and the write is acknowledged at once (async). A freshness proved by a
+// report sent before the read began would serve it without the write
+// (plantFreshFromBefore).
+func TestRoundTripRead(t *testing.T) {
+	l := newLeader(t, 3, commit.Mode{Kind: commit.Async}, nil)
+	f := newFollowerNode(t, "f", vfs.NewMem(), l.dialer)
+	waitConnected(t, l, 1)
+	first := propose(t, l, putExec("k", "v1"))
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := f.f.WaitApplied(ctx, logrec.Position{Epoch: 3, LSN: first}); err != nil {
+		t.Fatal(err)
+	}
+	if !f.f.AnswersReads() {
+		t.Fatal("the leader's Start does not say it answers waiting reads")
+	}
+	if err := f.f.WaitRoundTrip(ctx); err != nil {
+		t.Fatalf("WaitRoundTrip on a caught-up follower: %v", err)
+	}
+	l.dialer.SetHook(leaderName, "f", func(m inmem.Message, _ *rand.Rand) inmem.Action {
+		if _, ok := m.Msg.(*peerpb.LeaderMessage); ok {
+			return inmem.Action{Delay: 200 * time.Millisecond}
+		}
+		return inmem.Action{}
+	})
+	for i := range 3 {
+		lsn := propose(t, l, putExec("k", fmt.Sprint("v", i+2)))
+		if err := f.f.WaitRoundTrip(ctx); err != nil {
+			t.Fatalf("WaitRoundTrip after write %d: %v", i, err)
+		}
+		if applied := f.db.Applied(); applied < lsn {
+			t.Fatalf("WaitRoundTrip returned with lsn %d applied; the write at lsn %d was acknowledged before the read began", applied, lsn)
+		}
+		if v, _ := get(t, f.db, "k"); v != fmt.Sprint("v", i+2) {
+			t.Fatalf("after WaitRoundTrip k = %q, want v%d", v, i+2)
+		}
+	}
+}
+
+// TestRoundTripReadBelowStart: a promoted follower whose commit is below
+// the start of its leadership answers no waiting read (writes its old
+// leader acknowledged may be past its commit), as it proves no freshness
+// (TestNewLeaderProvesNoFreshnessBelowItsStart); once the commit passes
+// the start it does. plantAnswerBelowStart answers at once and fails.
+func TestRoundTripReadBelowStart(t *testing.T) {
+	fs := vfs.NewMem()
+	db := openDB(t, fs)
+	var raws [][]byte
+	for lsn := uint64(1); lsn <= 3; lsn++ {
+		e := logrec.Entry{Epoch: 2, LSN: lsn, TimeNs: int64(lsn), Ops: []logrec.Op{{Kind: logrec.OpPut, Key: []byte("k"), Value: []byte(fmt.Sprint("v", lsn))}}}
+		raws = append(raws, logrec.Encode(&e))
+	}
+	if err := db.AppendLog(raws); err != nil {
+		t.Fatal(err)
+	}
+	l := startLeader(t, fs, db, 3, commit.Mode{Kind: commit.SemiSync}, nil)
+	l.SetSyncSet([]string{"g"}) // never connects
+	f := newFollowerNode(t, "f", vfs.NewMem(), l.dialer)
+	waitConnected(t, l, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	testutil.Eventually(t, "the follower to hold the tail", waitTimeout, func() (bool, string) {
+		return f.db.Durable().LSN >= 3, fmt.Sprint("durable ", f.db.Durable())
+	})
+	short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
+	err := f.f.WaitRoundTrip(short)
+	cancelShort()
+	if !errors.Is(err, ErrReadElsewhere) {
+		v, _ := get(t, f.db, "k")
+		t.Fatalf("WaitRoundTrip while the leader's commit (%d) is below its start (3) = %v (k = %q), want ErrReadElsewhere", l.Status().Commit, err, v)
+	}
+	l.SetSyncSet([]string{"f"})
+	if err := f.f.WaitRoundTrip(ctx); err != nil {
+		t.Fatalf("WaitRoundTrip once the commit passed the start: %v", err)
+	}
+	if v, ok := get(t, f.db, "k"); !ok || v != "v3" {
+		t.Fatalf("after WaitRoundTrip k = %q, %v; want v3", v, ok)
+	}
+}
+
+// TestRoundTripReadIsPrompt: on an idle stream whose heartbeats come a
+// second apart, a waiting read's report is answered at once, not with
+// the next heartbeat.
+func TestRoundTripReadIsPrompt(t *testing.T) {
+	l := newLeader(t, 3, commit.Mode{Kind: commit.Async}, func(c *LeaderConfig) {
+		c.Heartbeat, c.IdleHeartbeat = time.Second, time.Second
+	})
+	f := newFollowerNode(t, "f", vfs.NewMem(), l.dialer)
+	waitConnected(t, l, 1)
+	lsn := propose(t, l, putExec("k", "v1"))
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := f.f.WaitApplied(ctx, logrec.Position{Epoch: 3, LSN: lsn}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		start := time.Now()
+		short, cancelShort := context.WithTimeout(ctx, 500*time.Millisecond)
+		err := f.f.WaitRoundTrip(short)
+		cancelShort()
+		if err != nil {
+			t.Fatalf("read %d: WaitRoundTrip on an idle stream with 1 s heartbeats: %v after %v", i, err, time.Since(start))
+		}
+	}
+}
