@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -217,6 +219,77 @@ func TestIdleLeaderTicksPerHeartbeat(t *testing.T) {
 		synctest.Wait()
 		if n := l.ticks.Load() - before; n < 19 || n > 22 {
 			t.Errorf("an idle leader with one follower ticked %d times in 1s, want about 20 (one per %v heartbeat, one retention)", n, beat)
+		}
+	})
+}
+
+// TestBeatLendsProbesWakeups: while something wakes an idle leader every
+// heartbeat interval anyway (an orchestrator's probe calls Beat), its
+// streams' heartbeats ride on those wake-ups and its ticker does not wake
+// for them; when the probes stop, the ticker sends them again, the first
+// at most a quarter interval late.
+func TestBeatLendsProbesWakeups(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const beat = 100 * time.Millisecond
+		l := newLeader(t, 1, commit.Mode{Kind: commit.Async}, func(c *LeaderConfig) { c.Heartbeat = beat })
+		s := rawFollower(t, l, "f")
+		var mu sync.Mutex
+		var got []time.Time // when each heartbeat arrived
+		go func() {
+			for {
+				if _, err := s.Recv(); err != nil {
+					return
+				}
+				mu.Lock()
+				got = append(got, time.Now())
+				mu.Unlock()
+			}
+		}()
+		arrived := func() []time.Time {
+			mu.Lock()
+			defer mu.Unlock()
+			return slices.Clone(got)
+		}
+		synctest.Wait()
+		time.Sleep(30 * time.Millisecond) // the probes' phase is not the ticker's
+		stop := make(chan struct{})
+		probed := make(chan struct{})
+		go func() {
+			defer close(probed)
+			t := time.NewTicker(beat)
+			defer t.Stop()
+			for {
+				select {
+				case <-t.C:
+					l.Beat()
+				case <-stop:
+					return
+				}
+			}
+		}()
+		time.Sleep(3 * beat) // the first probe's beat takes over
+		synctest.Wait()
+		ticks, n := l.ticks.Load(), len(arrived())
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if k := l.ticks.Load() - ticks; k > 1 {
+			t.Errorf("probed every heartbeat interval, the idle leader's ticker woke %d times in 1s, want at most 1 (retention)", k)
+		}
+		if k := len(arrived()) - n; k < 9 || k > 11 {
+			t.Errorf("probed every heartbeat interval: %d heartbeats in 1s, want about 10", k)
+		}
+		close(stop)
+		<-probed
+		last := arrived()[len(arrived())-1]
+		time.Sleep(time.Second)
+		synctest.Wait()
+		after := arrived()
+		later := after[slices.Index(after, last)+1:]
+		if len(later) == 0 || later[0].Sub(last) > beat*5/4+DefaultTickInterval {
+			t.Errorf("the probes stopped: heartbeats after the last lent one at %v, want the first within 1.25 intervals", later)
+		}
+		if k := len(later); k < 9 {
+			t.Errorf("the probes stopped: %d heartbeats in the next 1s, want about 10 from the ticker", k)
 		}
 	})
 }
