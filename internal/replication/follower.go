@@ -366,6 +366,7 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 	var reported struct {
 		durable, applied uint64
 		at               time.Time
+		window           int64 // reportWindow of the leader's time it answered
 	}
 	// run steps one (merged) Append that arrived at at, then releases
 	// what it made readable and reports progress.
@@ -381,15 +382,16 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 		// can be read long after it was sent.
 		f.reads.stepped(a.CommitLsn, core.applied, a.ReadStamp, !a.LeaseLapsed && a.ReadStamp != 0)
 		f.releasePublished(core.applied)
+		window := reportWindow(a.LeaderTimeUnixNano)
 		if core.durable.LSN != reported.durable || core.applied != reported.applied || a.LeaseStamp != 0 ||
-			time.Since(reported.at) >= progressEvery || f.reads.readWaits() {
+			window != reported.window || time.Since(reported.at) >= progressEvery*3/2 || f.reads.readWaits() {
 			p := core.Progress()
 			p.GetProgress().ReadStamp = mono(time.Now()) // echoed in Append.read_stamp
 			if err := stream.Send(p); err != nil {
 				return fmt.Errorf("replication: send progress: %w", err)
 			}
 			f.counts.reports.Add(1)
-			reported.durable, reported.applied, reported.at = core.durable.LSN, core.applied, time.Now()
+			reported.durable, reported.applied, reported.at, reported.window = core.durable.LSN, core.applied, time.Now(), window
 		}
 		return nil
 	}
@@ -581,12 +583,26 @@ func receive(ctx context.Context, stream FollowerStream, heard func(), readAhead
 	return in
 }
 
-// progressEvery is the longest a follower whose stream carries heartbeats
-// goes without a progress report: the leader's view of it (LastSeen) must
+// progressEvery is how often a follower whose stream carries only
+// heartbeats reports its progress: the leader's view of it (LastSeen) must
 // stay well inside failover.SyncMemberTimeout (500 ms), after which a
 // sync-set member is replaced, and FollowerTimeout. Reports that carry
 // news (positions moved, an echo asked for) go at once.
+//
+// The idle reports answer the first heartbeat sent in each progressEvery
+// window of the leader's clock (reportWindow), not progressEvery after
+// the follower's last report: every follower then answers the same
+// heartbeat, and their reports reach the leader together, one wake-up of
+// an idle leader where each follower's own phase cost one each
+// (bench/idle.sh). The windows hold a heartbeat each (heartbeats are at
+// most 1.25 intervals apart, leaderCore.Beat), so a report goes at least
+// every two windows; 1.5 progressEvery on the follower's own clock bounds
+// the gap whatever the leader's clock does.
 const progressEvery = 200 * time.Millisecond
+
+// reportWindow numbers the progressEvery window of the leader's clock that
+// t (Unix ns) falls in.
+func reportWindow(t int64) int64 { return t / int64(progressEvery) }
 
 // maxGatherBytes bounds the entries merged into one persisted batch.
 const maxGatherBytes = 4 << 20

@@ -367,6 +367,54 @@ func TestIdleFollowerReportsRarely(t *testing.T) {
 	})
 }
 
+// TestIdleFollowersReportTogether: the idle reports of followers that
+// joined at different moments answer the same heartbeats (the first of
+// each progressEvery window of the leader's clock; probes send every
+// stream's heartbeat at once), so an idle leader hears them at
+// progressEvery's rate, not at each follower's own phase.
+func TestIdleFollowersReportTogether(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const beat = 100 * time.Millisecond
+		l := newLeader(t, 1, commit.Mode{Kind: commit.Async}, func(c *LeaderConfig) { c.Heartbeat = beat })
+		newFollowerNode(t, "f1", vfs.NewMem(), l.dialer)
+		waitConnected(t, l, 1)
+		time.Sleep(beat + 30*time.Millisecond) // the second joins out of step
+		newFollowerNode(t, "f2", vfs.NewMem(), l.dialer)
+		waitConnected(t, l, 2)
+		// An orchestrator's probes, which send both streams' heartbeats
+		// together (Beat).
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			probes := time.NewTicker(beat)
+			defer probes.Stop()
+			for {
+				select {
+				case <-probes.C:
+					l.Beat()
+				case <-stop:
+					return
+				}
+			}
+		}()
+		time.Sleep(time.Second)
+		synctest.Wait()
+		instants := map[time.Time]int{} // when the leader heard each report
+		for range 200 {
+			time.Sleep(10 * time.Millisecond)
+			synctest.Wait()
+			for _, f := range l.Status().Followers {
+				instants[f.LastSeen]++
+			}
+		}
+		// 2 s: 10 windows. Each instant is seen once per follower per
+		// 10 ms step until the next report.
+		if n := len(instants); n < 9 || n > 12 {
+			t.Errorf("two idle followers: reports heard at %d distinct instants in 2s, want about 10 (both answer the same heartbeats)", n)
+		}
+	})
+}
+
 // TestFollowerTimeout: a follower whose stream is open but that reports
 // nothing for FollowerTimeout has its stream closed and is forgotten; one
 // that answers the heartbeats stays.
