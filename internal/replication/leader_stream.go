@@ -436,8 +436,16 @@ func (l *Leader) sendAppend(stream LeaderStream, raws [][]byte, commitLSN uint64
 // idle streams due a heartbeat within half an interval get it now, and
 // the ticker sleeps past their usual deadline (leaderCore.Beat). It
 // changes nothing for a stream that carries entries.
+//
+// It never waits for mu: the probe's answer must not wait behind writes
+// (a probe answered late makes the leader look slow or silent to the
+// orchestrator; with a blocking lock here `bench/failover.sh` saw a false
+// failover and later detections). A leader whose mu is held is busy, and
+// its ticker still sends what is due.
 func (l *Leader) Beat() {
-	l.mu.Lock()
+	if !l.mu.TryLock() {
+		return
+	}
 	l.core.Beat(l.cfg.Now().UnixNano())
 	l.dispatchLocked()
 	l.unlock()
