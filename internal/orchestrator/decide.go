@@ -18,12 +18,11 @@ import (
 // the rule's timings; while all is calm, when the first node's last
 // answer becomes late (1.5 intervals old: calmFor), since nothing the rule
 // waits for can happen sooner than that makes it amiss, and at least
-// every interval, moved to the probers' grid (calmWake); not at all while
-// standing by; and at once when a probe fails, the topology changes or
-// this orchestrator becomes active (wakeDecide). An idle cluster costs
-// the active orchestrator no wake-up of its own here (100 a second at a
-// fixed 10 ms, 20 at half an interval, 10 before calmWake), and the
-// standby none. A round that finds anything amiss also ends the
+// every interval; not at all while standing by; and at once when a probe
+// fails, the topology changes or this orchestrator becomes active
+// (wakeDecide). An idle cluster costs the active orchestrator about 10
+// wake-ups a second here (100 at a fixed 10 ms, 20 at half an interval),
+// and the standby none. A round that finds anything amiss also ends the
 // followers' quiet cadence (stir, quiet.go). A round whose timer fired more than
 // stallAllowance late (this process was starved of CPU or stopped) does
 // not act on its decision: the answers that arrived meanwhile may still
@@ -63,13 +62,9 @@ func (o *Orchestrator) decideLoop() {
 		if activeSince.IsZero() {
 			activeSince = time.Now()
 		}
-		o.rounds.Add(1)
 		v, periods := o.snapshotPeriods()
 		if d, ok := calmFor(v, o.cfg.Interval, periods); ok {
-			now := time.Now()
-			at := calmWake(now, max(d, decideFast), o.cfg.Interval, o.cfg.MinSilence)
-			t.Reset(at.Sub(now))
-			due = at
+			reset(max(d, decideFast))
 		} else {
 			reset(decideFast)
 			o.mu.Lock()
@@ -101,32 +96,6 @@ func (o *Orchestrator) decideLoop() {
 			o.note("change:"+err.Error(), "orchestrator: topology change failed", "err", err)
 		}
 	}
-}
-
-// calmWake is when a calm round (calmFor said nothing can go amiss for d)
-// wakes decideLoop next: at an instant of the probers' grid (onGrid), so
-// that the round shares the wake-up of the probes sent then instead of
-// waking the process on its own. On an idle cluster the calm rounds came
-// at their own phase, half an interval after each probe of the leader:
-// ten of the active orchestrator's wake-ups a second (bench/idle.sh).
-//
-// The last grid instant before now+d, if there is one after now: earlier
-// than needed, never late. Else the first after now+d, which may make a
-// late answer seen later (the leader's, about half an interval later): so
-// only while that stays within half of what lies between an answer
-// becoming late (1.5 intervals) and the earliest moment the rule may act
-// on the silence (minSilence); otherwise now+d, as before. With the
-// defaults (100 ms, 250 ms) half an interval is allowed.
-func calmWake(now time.Time, d, interval, minSilence time.Duration) time.Time {
-	at := now.Add(d)
-	off := at.Sub(at.Truncate(interval)) // wall clock only; at keeps its monotonic reading
-	if down := at.Add(-off); down.After(now) {
-		return down
-	}
-	if interval-off <= (minSilence-interval*3/2)/2 {
-		return at.Add(interval - off)
-	}
-	return at
 }
 
 // decideFast is decideLoop's period while anything is amiss.

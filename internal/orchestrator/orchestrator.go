@@ -55,7 +55,6 @@ import (
 	"net/http"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/tandemdb/tandem/internal/coord"
@@ -236,8 +235,6 @@ type Orchestrator struct {
 	stats     *detectStats // nil in tests that build an Orchestrator by hand
 	// late: how late decideLoop's timers fired lately (View.Late).
 	late failover.RecentMax
-	// rounds counts decideLoop's rounds while active (tests).
-	rounds atomic.Int64
 
 	// topoErr: the topology stored in etcd does not decode (topo is the
 	// last one that did); nothing is changed until it does.
