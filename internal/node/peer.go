@@ -67,6 +67,7 @@ func (s *peerService) Heartbeat(ctx context.Context, req *peerpb.HeartbeatReques
 		// Answering: it answers now, or would after one confirmation (an
 		// idle leader lets its lease lapse between keepalives: agent.renew).
 		rep.Role, rep.LeadingEpoch, rep.Answering = statusdoc.RoleLeader, r.l.Epoch(), r.lease.Answerable(n.answerSlack())
+		r.l.Beat() // the streams' heartbeats ride on this wake-up (idle.sh)
 	case *following:
 		rep.Role, rep.Following = statusdoc.RoleFollower, r.leaderPeer
 		if r.leaderID != "" {

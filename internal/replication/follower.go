@@ -415,6 +415,7 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 	var reported struct {
 		durable, applied uint64
 		at               time.Time
+		window           int64 // reportWindow of the leader's time it answered
 	}
 	// report sends a progress report stamped now (echoed in
 	// Append.read_stamp), marked read_waits when a read waits for a
@@ -445,9 +446,13 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 		// proves them now.
 		f.reads.advanced(core.applied)
 		f.releasePublished(core.applied)
+		window := reportWindow(a.LeaderTimeUnixNano)
 		if core.durable.LSN != reported.durable || core.applied != reported.applied || a.LeaseStamp != 0 ||
-			time.Since(reported.at) >= progressEvery || f.reads.readWaits() {
-			return report()
+			window != reported.window || time.Since(reported.at) >= progressEvery*3/2 || f.reads.readWaits() {
+			if err := report(); err != nil {
+				return err
+			}
+			reported.window = window
 		}
 		return nil
 	}
@@ -687,12 +692,26 @@ func receive(ctx context.Context, stream FollowerStream, heard func(), readAhead
 	return in, urgent
 }
 
-// progressEvery is the longest a follower whose stream carries heartbeats
-// goes without a progress report: the leader's view of it (LastSeen) must
+// progressEvery is how often a follower whose stream carries only
+// heartbeats reports its progress: the leader's view of it (LastSeen) must
 // stay well inside failover.SyncMemberTimeout (500 ms), after which a
 // sync-set member is replaced, and FollowerTimeout. Reports that carry
 // news (positions moved, an echo asked for) go at once.
+//
+// The idle reports answer the first heartbeat sent in each progressEvery
+// window of the leader's clock (reportWindow), not progressEvery after
+// the follower's last report: every follower then answers the same
+// heartbeat, and their reports reach the leader together, one wake-up of
+// an idle leader where each follower's own phase cost one each
+// (bench/idle.sh). The windows hold a heartbeat each (heartbeats are at
+// most 1.25 intervals apart, leaderCore.Beat), so a report goes at least
+// every two windows; 1.5 progressEvery on the follower's own clock bounds
+// the gap whatever the leader's clock does.
 const progressEvery = 200 * time.Millisecond
+
+// reportWindow numbers the progressEvery window of the leader's clock that
+// t (Unix ns) falls in.
+func reportWindow(t int64) int64 { return t / int64(progressEvery) }
 
 // maxGatherBytes bounds the entries merged into one persisted batch.
 const maxGatherBytes = 4 << 20

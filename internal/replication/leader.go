@@ -252,6 +252,11 @@ type Leader struct {
 	// TickInterval after the last tick (tickFloor, on the core's clock);
 	// reset only under mu.
 	tickTimer *time.Timer
+	// tickDue is when tickTimer fires (mono ns, 0: fired or not armed
+	// yet); tickSwap (capacity 1) tells the ticker that tickTimer was
+	// replaced by a new one (armTickLocked). Both under mu.
+	tickDue   int64
+	tickSwap  chan struct{}
 	tickFloor int64
 	// followersChanged (capacity 1) is signalled when a follower stream
 	// opens or ends or a follower is removed (FollowersChanged).
@@ -502,7 +507,8 @@ func NewLeader(cfg LeaderConfig, epoch uint64) (*Leader, error) {
 	}, durable, applied, tail, cfg.Now().UnixNano())
 	l.start = logrec.Position{Epoch: EpochAt(cfg.DB.EpochHistory(), durable), LSN: durable}
 	l.tickTimer = time.NewTimer(cfg.TickInterval) // rearmed by the first Ready's TickAt
-	l.echoUntil.Store(math.MinInt64)              // no echoes wanted (the lease clock may read negative)
+	l.tickSwap = make(chan struct{}, 1)
+	l.echoUntil.Store(math.MinInt64) // no echoes wanted (the lease clock may read negative)
 	l.wg.Add(3)
 	go l.committer()
 	go l.applier()
@@ -537,7 +543,7 @@ func (l *Leader) dispatchReadyLocked(rd leaderReady, expired error) {
 		l.armAppendTimerLocked(time.Duration(rd.AppendAt - l.cfg.Now().UnixNano()))
 	}
 	if rd.TickAt > 0 {
-		l.tickTimer.Reset(time.Duration(max(rd.TickAt, l.tickFloor) - l.cfg.Now().UnixNano()))
+		l.armTickLocked(time.Duration(max(rd.TickAt, l.tickFloor) - l.cfg.Now().UnixNano()))
 	}
 	if len(rd.Apply) > 0 {
 		l.applyQ = rd.Apply
@@ -1345,16 +1351,46 @@ func (l *Leader) apply(batch []*proposal) bool {
 	return true
 }
 
+// armTickLocked makes the ticker wake d from now. Go's runtime keeps a
+// timer moved later in its heap at the old deadline until the heap is
+// next cleaned (when a timer is added), and wakes the process there for
+// nothing: with Beat moving the tick an interval later on every probe, an
+// idle leader woke 25 ms after each probe (strace). So a pending deadline
+// moved later gets a new timer instead, and the ticker, told through
+// tickSwap, waits on its channel, which adds it to the heap and drops the
+// stopped one. The caller holds mu.
+func (l *Leader) armTickLocked(d time.Duration) {
+	now := mono(time.Now())
+	due := now + int64(d)
+	if l.tickDue > now && due > l.tickDue {
+		l.tickTimer.Stop()
+		l.tickTimer = time.NewTimer(d)
+		signal(l.tickSwap)
+	} else {
+		l.tickTimer.Reset(d)
+	}
+	l.tickDue = due
+}
+
 // ticker gives the core the time when the core asks for it (TickAt: the
 // earliest deadline, typically the next heartbeat of an idle stream), and
 // trims the log when it says so. A fixed ticker woke an idle leader every
 // TickInterval to find nothing due nine times in ten.
 func (l *Leader) ticker() {
 	defer l.wg.Done()
-	defer l.tickTimer.Stop()
+	defer func() {
+		l.mu.Lock()
+		l.tickTimer.Stop()
+		l.mu.Unlock()
+	}()
 	for {
+		l.mu.Lock()
+		timer := l.tickTimer.C
+		l.mu.Unlock()
 		select {
-		case <-l.tickTimer.C:
+		case <-timer:
+		case <-l.tickSwap:
+			continue // wait on the new timer
 		case <-l.ctx.Done():
 			return
 		}

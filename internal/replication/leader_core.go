@@ -99,6 +99,9 @@ type followerState struct {
 	// out for its stream; lastSent is when.
 	sentThrough, sentCommit uint64
 	lastSent                int64
+	// lent: the last message was a heartbeat sent early on a wake-up the
+	// driver had anyway (Beat), so the next is due beatSlack later.
+	lent bool
 	// leaseStamp is the latest lease stamp it echoed back (see
 	// ConfirmedBy): the send time, on the lease's clock, of a message of
 	// this leadership it received. 0: it has echoed nothing. It survives
@@ -476,9 +479,13 @@ func (c *leaderCore) queueSends(heartbeat bool) {
 		if f.session == 0 {
 			continue
 		}
-		if f.sentThrough < through || (f.sentCommit < c.commit && !held) ||
-			(heartbeat && c.now-f.lastSent >= c.cfg.heartbeat) {
+		// A heartbeat on the timer clears a lent one's slack (Beat); news
+		// keeps it, so that no send moves a stream's due heartbeat
+		// earlier than the tick armed for it.
+		beat := heartbeat && c.now >= c.beatDue(f)
+		if f.sentThrough < through || (f.sentCommit < c.commit && !held) || beat {
 			f.sentThrough, f.sentCommit, f.lastSent = through, c.commit, c.now
+			f.lent = f.lent && !beat
 			c.ready.Send = append(c.ready.Send, leaderSend{NodeID: f.info.NodeID, Session: f.session, Through: through, Commit: c.commit})
 		}
 	}
@@ -731,7 +738,7 @@ func (c *leaderCore) nextTick() int64 {
 	}
 	for _, f := range c.followers {
 		if f.session != 0 {
-			next = min(next, f.lastSent+c.cfg.heartbeat)
+			next = min(next, c.beatDue(f))
 		}
 		next = min(next, f.lastSeen+c.cfg.followerTimeout)
 	}
@@ -739,6 +746,58 @@ func (c *leaderCore) nextTick() int64 {
 		next = min(next, p.since+c.cfg.followerTimeout)
 	}
 	return next
+}
+
+// beatDue is when f's stream is due a heartbeat: a heartbeat interval
+// after its last message, plus beatSlack after one that Beat lent.
+func (c *leaderCore) beatDue(f *followerState) int64 {
+	if f.lent {
+		return f.lastSent + c.cfg.heartbeat + c.cfg.heartbeat/beatSlack
+	}
+	return f.lastSent + c.cfg.heartbeat
+}
+
+// beatEarly and beatSlack shape Beat, as fractions of the heartbeat
+// interval: a stream sent nothing for at least 1/beatEarly of it gets its
+// heartbeat early, and is next due 1/beatSlack of it later than usual.
+const (
+	beatEarly = 2
+	beatSlack = 4
+)
+
+// Beat, at time now, sends the heartbeat of every connected stream that
+// has gone at least half a heartbeat interval without a message, early:
+// the driver is awake anyway (an orchestrator's probe, every interval on
+// the leader), and lends that wake-up, so that an idle leader's heartbeats
+// cost no wake-up of their own (bench/idle.sh). A stream so served is due
+// its next heartbeat a quarter interval later than usual, so that the
+// next probe, about an interval later, comes before its timer. So is a
+// stream that had a message less than half an interval ago (its timer
+// went just before this probe): without that, timer and probe would keep
+// that order for ever, each probe finding a heartbeat just sent; with it,
+// the next probe sends it, or the one after. A stream is so never silent
+// for more than 1.25 intervals; a heartbeat on the timer (no probe came)
+// clears the slack. It hands out the TickAt that the later deadlines make.
+func (c *leaderCore) Beat(now int64) {
+	c.now = max(c.now, now)
+	moved := false
+	for _, f := range c.followers {
+		if f.session == 0 {
+			continue
+		}
+		if c.now-f.lastSent < c.cfg.heartbeat/beatEarly {
+			moved = moved || !f.lent
+			f.lent = true
+			continue
+		}
+		f.sentThrough, f.sentCommit = c.sendable(), c.commit
+		f.lastSent, f.lent = c.now, true
+		c.ready.Send = append(c.ready.Send, leaderSend{NodeID: f.info.NodeID, Session: f.session, Through: f.sentThrough, Commit: f.sentCommit})
+		moved = true
+	}
+	if moved {
+		c.armTick()
+	}
 }
 
 // SetHeartbeat makes d (ns) the longest an idle stream goes without a

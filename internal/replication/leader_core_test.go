@@ -344,7 +344,11 @@ func TestLeaderCoreRandom(t *testing.T) {
 		maxCommit := uint64(0)
 		for step := 0; step < 400; step++ {
 			early := false // a Tick before the TickAt asked for
-			switch rng.IntN(11) {
+			switch rng.IntN(12) {
+			case 11:
+				// A probe lends its wake-up to the heartbeats (Beat).
+				now += int64(rng.IntN(400))
+				c.Beat(now)
 			case 10:
 				// The driver shortens heartbeats while the failsafe lease
 				// wants echoes and lengthens them after (SetHeartbeat).
@@ -416,8 +420,11 @@ func TestLeaderCoreRandom(t *testing.T) {
 			for _, f := range c.followers {
 				// No heartbeat is due after the tick the driver sleeps
 				// until, whatever changed the interval.
-				if f.session != 0 && tickAt > f.lastSent+c.cfg.heartbeat {
-					t.Fatalf("seed %d step %d: the tick is armed at %d, after %s's heartbeat due at %d", seed, step, tickAt, f.info.NodeID, f.lastSent+c.cfg.heartbeat)
+				if f.session != 0 && tickAt > c.beatDue(f) {
+					t.Fatalf("seed %d step %d: the tick is armed at %d, after %s's heartbeat due at %d", seed, step, tickAt, f.info.NodeID, c.beatDue(f))
+				}
+				if f.session != 0 && c.beatDue(f) > f.lastSent+c.cfg.heartbeat*5/4 {
+					t.Fatalf("seed %d step %d: %s's heartbeat is due %d after its last message, more than 1.25 intervals (%d)", seed, step, f.info.NodeID, c.beatDue(f)-f.lastSent, c.cfg.heartbeat)
 				}
 			}
 			if len(rd.Append) > 0 {
@@ -486,5 +493,61 @@ func TestLeaderCoreRandom(t *testing.T) {
 				t.Fatalf("seed %d step %d: commit %d, the rule gives %d (highest so far %d)", seed, step, c.commit, model, maxCommit)
 			}
 		}
+	}
+}
+
+// TestLeaderCoreBeat: a wake-up lent by a probe (Beat) sends the heartbeat
+// of every stream silent for half an interval, and arms the next tick a
+// quarter interval later than usual, so that a timer tick in between finds
+// nothing to send; a fresher stream gets no heartbeat but the same slack
+// (the next probe sends it); the timer's own heartbeat, once no probe
+// came, clears that slack again.
+func TestLeaderCoreBeat(t *testing.T) {
+	cfg := coreConfig{mode: commit.Mode{Kind: commit.Async}, heartbeat: 100, writeTimeout: 1000, followerTimeout: 100000,
+		retainBytes: 1 << 30, retentionEvery: 100000, maxInFlight: 10, maxInFlightBytes: 1 << 20}
+	c := newLeaderCore(cfg, 0, 0, nil, 0)
+	c.FollowerJoined(FollowerInfo{NodeID: "f1"}, 0, 0)
+	c.FollowerJoined(FollowerInfo{NodeID: "f2"}, 0, 0)
+	c.Ready()
+	ext := logExtent{}
+	sends := func(rd leaderReady) int { return len(rd.Send) }
+
+	c.Beat(40)
+	if rd := c.Ready(); sends(rd) != 0 || rd.TickAt != 125 {
+		t.Fatalf("a beat 40 after the last message (interval 100): %d heartbeats, tick at %d; want none before half an interval, and the next heartbeat a quarter interval later (125) for the next probe to send", sends(rd), rd.TickAt)
+	}
+	c.Tick(100, ext)
+	if rd := c.Ready(); sends(rd) != 0 {
+		t.Fatalf("a tick at 100 after that beat: %d heartbeats, want none until 125", sends(rd))
+	}
+	c.Beat(100)
+	rd := c.Ready()
+	if sends(rd) != 2 {
+		t.Fatalf("a beat 100 after the last message: %d heartbeats, want one per stream", sends(rd))
+	}
+	c = newLeaderCore(cfg, 0, 0, nil, 0)
+	c.FollowerJoined(FollowerInfo{NodeID: "f1"}, 0, 0)
+	c.FollowerJoined(FollowerInfo{NodeID: "f2"}, 0, 0)
+	c.Ready()
+	c.Beat(60)
+	rd = c.Ready()
+	if sends(rd) != 2 {
+		t.Fatalf("a beat 60 after the last message: %d heartbeats, want one per stream", sends(rd))
+	}
+	if rd.TickAt != 60+125 {
+		t.Fatalf("after a lent heartbeat at 60 the tick is armed at %d, want %d (an interval and a quarter later)", rd.TickAt, 60+125)
+	}
+	c.Tick(170, ext)
+	if rd := c.Ready(); sends(rd) != 0 {
+		t.Fatalf("a tick at 170, before the lent heartbeats' slack ran out: %d heartbeats, want none", sends(rd))
+	}
+	c.Beat(180)
+	if rd := c.Ready(); sends(rd) != 2 || rd.TickAt != 180+125 {
+		t.Fatalf("the next probe's beat at 180: %d heartbeats, tick at %d; want 2 and %d", sends(rd), rd.TickAt, 180+125)
+	}
+	// No probe comes: the timer sends at 305 and the slack is gone.
+	c.Tick(305, ext)
+	if rd := c.Ready(); sends(rd) != 2 || rd.TickAt != 405 {
+		t.Fatalf("the timer's tick at 305: %d heartbeats, next tick at %d; want 2 and 405", sends(rd), rd.TickAt)
 	}
 }

@@ -487,6 +487,26 @@ func (l *Leader) sendAppend(stream LeaderStream, raws [][]byte, commitLSN uint64
 	}}})
 }
 
+// Beat lends the follower streams a wake-up the process has anyway (the
+// node calls it on each orchestrator probe, every interval on a leader):
+// idle streams due a heartbeat within half an interval get it now, and
+// the ticker sleeps past their usual deadline (leaderCore.Beat). It
+// changes nothing for a stream that carries entries.
+//
+// It never waits for mu: the probe's answer must not wait behind writes
+// (a probe answered late makes the leader look slow or silent to the
+// orchestrator; with a blocking lock here `bench/failover.sh` saw a false
+// failover and later detections). A leader whose mu is held is busy, and
+// its ticker still sends what is due.
+func (l *Leader) Beat() {
+	if !l.mu.TryLock() {
+		return
+	}
+	l.core.Beat(l.cfg.Now().UnixNano())
+	l.dispatchLocked()
+	l.unlock()
+}
+
 // WantEchoes makes heartbeats carry lease stamps for the next d (also
 // those already due), so that every follower echoes one at least once per
 // heartbeat: the failsafe lease (ConfirmedByFollowers) needs echoes at

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -221,6 +223,77 @@ func TestIdleLeaderTicksPerHeartbeat(t *testing.T) {
 	})
 }
 
+// TestBeatLendsProbesWakeups: while something wakes an idle leader every
+// heartbeat interval anyway (an orchestrator's probe calls Beat), its
+// streams' heartbeats ride on those wake-ups and its ticker does not wake
+// for them; when the probes stop, the ticker sends them again, the first
+// at most a quarter interval late.
+func TestBeatLendsProbesWakeups(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const beat = 100 * time.Millisecond
+		l := newLeader(t, 1, commit.Mode{Kind: commit.Async}, func(c *LeaderConfig) { c.Heartbeat = beat })
+		s := rawFollower(t, l, "f")
+		var mu sync.Mutex
+		var got []time.Time // when each heartbeat arrived
+		go func() {
+			for {
+				if _, err := s.Recv(); err != nil {
+					return
+				}
+				mu.Lock()
+				got = append(got, time.Now())
+				mu.Unlock()
+			}
+		}()
+		arrived := func() []time.Time {
+			mu.Lock()
+			defer mu.Unlock()
+			return slices.Clone(got)
+		}
+		synctest.Wait()
+		time.Sleep(30 * time.Millisecond) // the probes' phase is not the ticker's
+		stop := make(chan struct{})
+		probed := make(chan struct{})
+		go func() {
+			defer close(probed)
+			t := time.NewTicker(beat)
+			defer t.Stop()
+			for {
+				select {
+				case <-t.C:
+					l.Beat()
+				case <-stop:
+					return
+				}
+			}
+		}()
+		time.Sleep(3 * beat) // the first probe's beat takes over
+		synctest.Wait()
+		ticks, n := l.ticks.Load(), len(arrived())
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if k := l.ticks.Load() - ticks; k > 1 {
+			t.Errorf("probed every heartbeat interval, the idle leader's ticker woke %d times in 1s, want at most 1 (retention)", k)
+		}
+		if k := len(arrived()) - n; k < 9 || k > 11 {
+			t.Errorf("probed every heartbeat interval: %d heartbeats in 1s, want about 10", k)
+		}
+		close(stop)
+		<-probed
+		last := arrived()[len(arrived())-1]
+		time.Sleep(time.Second)
+		synctest.Wait()
+		after := arrived()
+		later := after[slices.Index(after, last)+1:]
+		if len(later) == 0 || later[0].Sub(last) > beat*5/4+DefaultTickInterval {
+			t.Errorf("the probes stopped: heartbeats after the last lent one at %v, want the first within 1.25 intervals", later)
+		}
+		if k := len(later); k < 9 {
+			t.Errorf("the probes stopped: %d heartbeats in the next 1s, want about 10 from the ticker", k)
+		}
+	})
+}
+
 // TestIdleHeartbeatUntilEchoesWanted: with an IdleHeartbeat, an idle
 // stream gets a heartbeat every IdleHeartbeat; while the leader wants
 // echoes (the failsafe lease) every Heartbeat, from the heartbeat then due,
@@ -291,6 +364,54 @@ func TestIdleFollowerReportsRarely(t *testing.T) {
 		}
 		// (ConfirmedByFollowers is not read here: in the bubble the lease
 		// clock, set up outside it, reads negative, and no stamp counts.)
+	})
+}
+
+// TestIdleFollowersReportTogether: the idle reports of followers that
+// joined at different moments answer the same heartbeats (the first of
+// each progressEvery window of the leader's clock; probes send every
+// stream's heartbeat at once), so an idle leader hears them at
+// progressEvery's rate, not at each follower's own phase.
+func TestIdleFollowersReportTogether(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const beat = 100 * time.Millisecond
+		l := newLeader(t, 1, commit.Mode{Kind: commit.Async}, func(c *LeaderConfig) { c.Heartbeat = beat })
+		newFollowerNode(t, "f1", vfs.NewMem(), l.dialer)
+		waitConnected(t, l, 1)
+		time.Sleep(beat + 30*time.Millisecond) // the second joins out of step
+		newFollowerNode(t, "f2", vfs.NewMem(), l.dialer)
+		waitConnected(t, l, 2)
+		// An orchestrator's probes, which send both streams' heartbeats
+		// together (Beat).
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			probes := time.NewTicker(beat)
+			defer probes.Stop()
+			for {
+				select {
+				case <-probes.C:
+					l.Beat()
+				case <-stop:
+					return
+				}
+			}
+		}()
+		time.Sleep(time.Second)
+		synctest.Wait()
+		instants := map[time.Time]int{} // when the leader heard each report
+		for range 200 {
+			time.Sleep(10 * time.Millisecond)
+			synctest.Wait()
+			for _, f := range l.Status().Followers {
+				instants[f.LastSeen]++
+			}
+		}
+		// 2 s: 10 windows. Each instant is seen once per follower per
+		// 10 ms step until the next report.
+		if n := len(instants); n < 9 || n > 12 {
+			t.Errorf("two idle followers: reports heard at %d distinct instants in 2s, want about 10 (both answer the same heartbeats)", n)
+		}
 	})
 }
 
