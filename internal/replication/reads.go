@@ -233,23 +233,35 @@ func (f *Follower) Fresh(bound time.Duration) bool {
 // heartbeat interval. It returns an ErrReadElsewhere error when ctx's
 // deadline passes first, ctx.Err() when ctx is canceled.
 func (f *Follower) WaitFresh(ctx context.Context, bound time.Duration) error {
+	return f.reads.waitFor(ctx, func(at int64) bool {
+		return at != 0 && time.Duration(mono(time.Now())-at) <= bound
+	}, func() error {
+		st, ok := f.Staleness()
+		if !ok {
+			return fmt.Errorf("%w: this node has not heard its leader on the current stream; staleness unknown, bound %v", ErrReadElsewhere, bound)
+		}
+		return fmt.Errorf("%w: this node is %v behind its leader, above the bound %v", ErrReadElsewhere, st.Round(time.Millisecond), bound)
+	})
+}
+
+// waitFor returns nil once ok holds for the freshness the stream proved
+// (freshAt), checked again at each change; at ctx's deadline it returns
+// late(), when ctx is canceled ctx.Err(). The call counts as a blocked
+// read (blocked) while it waits.
+func (r *followerReads) waitFor(ctx context.Context, ok func(freshAt int64) bool, late func() error) error {
 	for {
-		at, changed := f.reads.state()
-		if at != 0 && time.Duration(mono(time.Now())-at) <= bound {
+		at, changed := r.state()
+		if ok(at) {
 			return nil
 		}
-		done := f.reads.blocked()
+		done := r.blocked()
 		select {
 		case <-changed:
 			done()
 		case <-ctx.Done():
 			done()
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				st, ok := f.Staleness()
-				if !ok {
-					return fmt.Errorf("%w: this node has not heard its leader on the current stream; staleness unknown, bound %v", ErrReadElsewhere, bound)
-				}
-				return fmt.Errorf("%w: this node is %v behind its leader, above the bound %v", ErrReadElsewhere, st.Round(time.Millisecond), bound)
+				return late()
 			}
 			return ctx.Err()
 		}
@@ -291,23 +303,11 @@ func (f *Follower) WaitRoundTrip(ctx context.Context) error {
 	case f.reads.ask <- struct{}{}:
 	default:
 	}
-	for {
-		at, changed := f.reads.state()
-		if at > since || (plantFreshFromBefore && at != 0) {
-			return nil
-		}
-		done := f.reads.blocked()
-		select {
-		case <-changed:
-			done()
-		case <-ctx.Done():
-			done()
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return fmt.Errorf("%w: this node has not applied what its leader committed when the read began", ErrReadElsewhere)
-			}
-			return ctx.Err()
-		}
-	}
+	return f.reads.waitFor(ctx, func(at int64) bool {
+		return at > since || (plantFreshFromBefore && at != 0)
+	}, func() error {
+		return fmt.Errorf("%w: this node has not applied what its leader committed when the read began", ErrReadElsewhere)
+	})
 }
 
 // ReadIndex returns the leader's commit position, learned under its lease
