@@ -263,7 +263,7 @@ func Decide(r Rules, v View, activeSince time.Time) Decision {
 	// no follower's vouching overrides it. A silent or refusing leader is
 	// failed over only if no follower still hears it (the holistic check).
 	var why string
-	selfReported := false
+	selfReported, suspected := false, false
 	switch {
 	case leader.Fresh && !leader.NotLead.IsZero() && v.Now.Sub(leader.NotLead) >= r.NotLeadingAfter:
 		role := leader.Reply.Role + " " + leader.Reply.Reason
@@ -276,8 +276,20 @@ func Decide(r Rules, v View, activeSince time.Time) Decision {
 		why = fmt.Sprintf("leader refused %d probes in a row (%s)", leader.Refused, "process gone")
 	case leader.Suspect && v.Now.Sub(leader.LastBeat) >= r.minSilence(leader, v.Late):
 		why = fmt.Sprintf("leader suspected (phi %.1f, last heartbeat %s ago)", leader.Phi, v.Now.Sub(leader.LastBeat).Round(time.Millisecond))
+		suspected = true
 	default:
 		return Decision{}
+	}
+	if suspected && !heardSince(v, leader, activeSince) {
+		// The holistic check below is the rule's guard against a leader
+		// that is slow, not gone, and it is only as good as the followers'
+		// answers: a standby's were taken at its slow rhythm, before the
+		// load that may have cost it its election. An orchestrator that
+		// just became active waits for one answer to a probe of its own
+		// before it acts on a suspicion alone (one probe round trip;
+		// saturated machines showed false failovers within 2 s of a
+		// takeover, none vetoed).
+		return Decision{Note: why + ", but no other member has answered since this orchestrator became active: no failover yet", NoteKey: "new-active"}
 	}
 	if !selfReported {
 		for _, n := range v.Nodes {
@@ -313,6 +325,24 @@ func Decide(r Rules, v View, activeSince time.Time) Decision {
 		}
 	}
 	return d
+}
+
+// heardSince reports whether a member other than leader answered a probe
+// after since (its answer, Age old at v.Now, is younger than since), or
+// none answered lately at all (then no follower could vouch for the
+// leader anyway, and the rule goes on to say nothing can be promoted).
+func heardSince(v View, leader *NodeView, since time.Time) bool {
+	fresh := false
+	for _, n := range v.Nodes {
+		if n.ID == leader.ID || !n.Fresh || n.Reply == nil {
+			continue
+		}
+		if v.Now.Sub(since) > n.Age {
+			return true
+		}
+		fresh = true
+	}
+	return !fresh
 }
 
 // Elect is a quorum-K failover's second step. The topology's epoch has

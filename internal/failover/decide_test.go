@@ -52,6 +52,7 @@ func TestDecide(t *testing.T) {
 		return NodeView{ID: id, Member: member(id), Reply: followerReply(3, lsn, heard), Fresh: true}
 	}
 	inZone := func(n NodeView, zone string) NodeView { n.Member.Zone = zone; return n }
+	aged := func(n NodeView, age time.Duration) NodeView { n.Age = age; return n }
 	// A quorum failover's second step: epoch 4 has no leader and ended n1's.
 	fencing := coord.Topology{Epoch: 4, Fenced: "n1", Mode: mode("quorum 2"), Reason: "leader suspected"}
 	ended := func(id string, lsn uint64) NodeView {
@@ -185,6 +186,15 @@ func TestDecide(t *testing.T) {
 		{name: "semisync, preferred zone: the sync set's member, not the preferred node outside it",
 			v: View{Now: now, Topo: coord.Topology{Epoch: 3, Leader: "n1", Mode: mode("semisync"), SyncSet: []string{"n2"}}, HaveTopo: true, PreferredZone: "b",
 				Nodes: []NodeView{refused, inZone(f("n2", 100, 200), "a"), inZone(f("n3", 100, 200), "b")}},
+			kind: KindFailover, candidate: "n2"},
+		{name: "suspected, followers lost it too, but neither answered since this orchestrator became active (1 s ago): no failover yet",
+			v:    View{Now: now, Topo: topo, HaveTopo: true, Nodes: []NodeView{suspect, aged(f("n2", 90, 400), 1100*time.Millisecond), aged(f("n3", 99, 400), 1200*time.Millisecond)}},
+			note: "no other member has answered since this orchestrator became active"},
+		{name: "suspected, followers lost it too, one answered since this orchestrator became active: failover",
+			v:    View{Now: now, Topo: topo, HaveTopo: true, Nodes: []NodeView{suspect, aged(f("n2", 90, 400), 1100*time.Millisecond), aged(f("n3", 99, 400), 900*time.Millisecond)}},
+			kind: KindFailover, candidate: "n3"},
+		{name: "refused since before this orchestrator became active: failover (refusals are the process gone, not a suspicion)",
+			v:    View{Now: now, Topo: topo, HaveTopo: true, Nodes: []NodeView{refused, aged(f("n2", 100, 200), 1100*time.Millisecond), aged(f("n3", 99, 200), 1200*time.Millisecond)}},
 			kind: KindFailover, candidate: "n2"},
 		{name: "no topology, one silent: wait out the bootstrap period",
 			v: View{Now: now, Nodes: []NodeView{f("n1", 5, -1), {ID: "n2", Member: member("n2")}}}},

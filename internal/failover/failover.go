@@ -30,7 +30,11 @@
 //     the age of its report (NodeView.HeardLeaderAgo): a cut between the
 //     orchestrator and the leader alone is not a failure, and a leader too
 //     busy to answer probes promptly still streams to its followers,
-//     where a stopped process goes silent on both channels at once. A
+//     where a stopped process goes silent on both channels at once. An
+//     orchestrator that has just become active acts on (d) only once a
+//     member other than the leader has answered a probe sent since (or
+//     none answers at all): the veto is only as current as the
+//     followers' answers, and a standby's are up to a second old. A
 //     topology that does not decode is never acted on.
 //  3. Eligibility (View.Candidates): a reachable node with a role may be
 //     chosen; in sync and semisync only a member of the published sync set
