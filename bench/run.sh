@@ -377,6 +377,10 @@ load_keys() {
   t1=$(date +%s.%N)
   LOAD_SECS=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')
   LOAD_RESULT=$(cat "$WORK"/load.* | awk '/errors:/{gsub(",",""); e+=$2; r+=$4} END{printf "errors: %d, replies: %d", e, r}')
+  # redis-cli --pipe prints each error reply (the last after its count):
+  # say which, so a refused load is explained, not only counted.
+  sed 's/^errors: [0-9]*, replies: [0-9]*//' "$WORK"/load.* | grep -v '^All data transferred\|^Last reply received\|^$' |
+    cut -c1-160 | sort | uniq -c | sort -rn | head -5 | sed 's/^/  error reply: /' | while IFS= read -r l; do say "$l"; done || true
   rm -f "$WORK"/load.*
   LOAD_RATE=$(awk -v n="$LOAD_KEYS" -v s="$LOAD_SECS" 'BEGIN{printf "%.0f", n/s}')
   say "  load ($LOAD_STREAMS pipes): $LOAD_RESULT in $LOAD_SECS s ($LOAD_RATE keys/s)"
