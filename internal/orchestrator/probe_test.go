@@ -95,11 +95,7 @@ func TestProbeLoop(t *testing.T) {
 				var wg sync.WaitGroup
 				defer wg.Wait()
 				defer cancel()
-				for id, f := range map[string]*fakeNode{"n1": leader, "n2": follower} {
-					ns := &nodeState{member: coord.Member{ID: id, PeerAddr: id + ":7380", Priority: 100}, probe: failover.Probe{Det: o.detectorFor()}}
-					o.nodes[id] = ns
-					wg.Go(func() { o.probeLoop(ctx, ns, f) })
-				}
+				startProbers(ctx, o, &wg, map[string]*fakeNode{"n1": leader, "n2": follower})
 				decide := func() failover.Decision {
 					return failover.Decide(o.cfg.rules(), o.snapshot(), time.Now().Add(-time.Minute))
 				}
@@ -147,11 +143,7 @@ func TestStandbyProbes(t *testing.T) {
 		var wg sync.WaitGroup
 		defer wg.Wait()
 		defer cancel()
-		for id, f := range map[string]*fakeNode{"n1": leader, "n2": follower} {
-			ns := &nodeState{member: coord.Member{ID: id, PeerAddr: id + ":7380", Priority: 100}, probe: failover.Probe{Det: o.detectorFor()}}
-			o.nodes[id] = ns
-			wg.Go(func() { o.probeLoop(ctx, ns, f) })
-		}
+		startProbers(ctx, o, &wg, map[string]*fakeNode{"n1": leader, "n2": follower})
 		calls := func(f *fakeNode) int {
 			f.mu.Lock()
 			defer f.mu.Unlock()
@@ -217,11 +209,7 @@ func TestSlowLeaderIsAlive(t *testing.T) {
 		var wg sync.WaitGroup
 		defer wg.Wait()
 		defer cancel()
-		for id, f := range map[string]*fakeNode{"n1": leader, "n2": follower} {
-			ns := &nodeState{member: coord.Member{ID: id, PeerAddr: id + ":7380", Priority: 100}, probe: failover.Probe{Det: o.detectorFor()}}
-			o.nodes[id] = ns
-			wg.Go(func() { o.probeLoop(ctx, ns, f) })
-		}
+		startProbers(ctx, o, &wg, map[string]*fakeNode{"n1": leader, "n2": follower})
 		time.Sleep(time.Second + 50*time.Millisecond)
 		leader.mu.Lock()
 		leader.state, leader.delay = "slow", 120*time.Millisecond
@@ -269,11 +257,7 @@ func TestQuietCadence(t *testing.T) {
 				defer wg.Wait()
 				defer cancel()
 				o.becomeActive()
-				for id, f := range map[string]*fakeNode{"n1": leader, "n2": follower} {
-					ns := &nodeState{member: coord.Member{ID: id, PeerAddr: id + ":7380", Priority: 100}, probe: failover.Probe{Det: o.detectorFor()}}
-					o.nodes[id] = ns
-					wg.Go(func() { o.probeLoop(ctx, ns, f) })
-				}
+				startProbers(ctx, o, &wg, map[string]*fakeNode{"n1": leader, "n2": follower})
 				calls := func(f *fakeNode) int {
 					f.mu.Lock()
 					defer f.mu.Unlock()
@@ -367,5 +351,20 @@ func TestQuietCadence(t *testing.T) {
 				}
 			})
 		})
+	}
+}
+
+// startProbers runs a prober per fake node, each in wg. Every node is in
+// o.nodes before any prober runs: a prober reads the map under o.mu
+// (observeAnswer reads the leader's state), which the tests' setup does
+// not hold (the race detector caught TestSlowLeaderIsAlive so in CI at
+// 4e96be1).
+func startProbers(ctx context.Context, o *Orchestrator, wg *sync.WaitGroup, fakes map[string]*fakeNode) {
+	for id := range fakes {
+		o.nodes[id] = &nodeState{member: coord.Member{ID: id, PeerAddr: id + ":7380", Priority: 100}, probe: failover.Probe{Det: o.detectorFor()}}
+	}
+	for id, f := range fakes {
+		ns := o.nodes[id]
+		wg.Go(func() { o.probeLoop(ctx, ns, f) })
 	}
 }
