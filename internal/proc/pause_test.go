@@ -38,17 +38,9 @@ func pausedChild() {
 	select {}
 }
 
-// Scheduling of the calling thread (sched_setscheduler(2),
-// sched_setaffinity(2)); a child forked from it inherits both.
-const schedIdle = 5 // SCHED_IDLE
-
-func schedSetIdle() error {
-	param := struct{ priority int32 }{0}
-	if _, _, e := syscall.RawSyscall(syscall.SYS_SCHED_SETSCHEDULER, 0, schedIdle, uintptr(unsafe.Pointer(&param))); e != 0 {
-		return fmt.Errorf("sched_setscheduler SCHED_IDLE: %w", e)
-	}
-	return nil
-}
+// Scheduling of the calling thread (setpriority(2) and
+// sched_setaffinity(2) act on a thread on Linux); a child forked from it
+// inherits both.
 
 // pinToFirstCPU pins the calling thread to the first CPU it may run on
 // (CPU 0 may be outside a container's cpuset).
@@ -76,7 +68,7 @@ func pinToFirstCPU() error {
 
 // TestPauseReturnsStopped: Pause returns only once every thread of the
 // process is stopped. kill(2) returns as soon as SIGSTOP is queued; here
-// the child runs at SCHED_IDLE on one CPU while a thread of this test spins
+// the child runs at nice 19 on one CPU while a thread of this test spins
 // there, so it gets to the signal late, as a process on a loaded machine
 // does: a Pause that returned once the signal was sent (as it did) finds
 // the child's threads still sleeping or runnable, every time.
@@ -104,7 +96,7 @@ func TestPauseReturnsStopped(t *testing.T) {
 	started := make(chan *Process)
 	var out *bufio.Reader
 	go func() {
-		// Fork the child from a thread at SCHED_IDLE on that CPU; the
+		// Fork the child from a thread at nice 19 on that CPU; the
 		// thread ends with the goroutine.
 		runtime.LockOSThread()
 		if err := pinToFirstCPU(); err != nil {
@@ -112,7 +104,7 @@ func TestPauseReturnsStopped(t *testing.T) {
 			started <- nil
 			return
 		}
-		if err := schedSetIdle(); err != nil {
+		if err := syscall.Setpriority(syscall.PRIO_PROCESS, 0, 19); err != nil {
 			t.Error(err)
 			started <- nil
 			return
