@@ -185,7 +185,7 @@ stop_tandem() {
   TANDEM_NODE_PIDS=()
 }
 
-tandem_log_problems() { # dir: print errors/panics the nodes logged
+tandem_log_problems() { # dir: print errors/panics the nodes logged, and every failover
   local n
   n=$(cat "$1"/*.log "$1.up.log" 2>/dev/null | grep -ciE 'panic|fatal|level=error|"level":"error"|data race' || true)
   if [ "$n" -gt 0 ]; then
@@ -193,6 +193,15 @@ tandem_log_problems() { # dir: print errors/panics the nodes logged
     cat "$1"/*.log "$1.up.log" 2>/dev/null | grep -iE 'panic|fatal|level=error|"level":"error"|data race' | head -5 | cut -c1-300 | sed 's/^/    /'
   else
     say "tandem node logs: no errors or panics"
+  fi
+  # A failover moves the leader away from the port the benchmarks write
+  # to: every later write there is refused (READONLY). The orchestrator's
+  # line says why it acted and what each node showed (its evidence).
+  n=$(cat "$1"/o*.log 2>/dev/null | grep -c 'msg="leader failed"' || true)
+  if [ "$n" -gt 0 ]; then
+    say "tandem's orchestrator found the leader failed $n times (a failover, unless held by the failover policy):"
+    cat "$1"/o*.log | grep 'msg="leader failed"' | head -3 | sed 's/^time=\([^ ]*\).*leader=\([^ ]*\).*reason=\("[^"]*"\).*evidence=/\1 \2 \3 evidence: /' | cut -c1-600 | sed 's/^/    /'
+    FAILED=1
   fi
 }
 
@@ -357,8 +366,9 @@ gen_resp() { # n part parts: RESP SET key:I <DATA_SIZE-byte value> for I = part,
 # CPU profile of the leader and of a follower over the load's first 8 s
 # and prints their top functions.
 load_keys() {
-  local port=$1 http=$2 t0 t1 j c0 pids=() profs=()
+  local port=$1 http=$2 t0 t1 j c0 pids=() profs=() epoch0=""
   shift 2
+  [ "$http" = 0 ] || epoch0=$(curl -s --max-time 5 "http://127.0.0.1:$http/status" | jq -r .epoch 2>/dev/null || true)
   c0=$(cpu_ticks "$@")
   t0=$(date +%s.%N)
   for ((j = 0; j < LOAD_STREAMS; j++)); do
@@ -384,6 +394,20 @@ load_keys() {
   rm -f "$WORK"/load.*
   LOAD_RATE=$(awk -v n="$LOAD_KEYS" -v s="$LOAD_SECS" 'BEGIN{printf "%.0f", n/s}')
   say "  load ($LOAD_STREAMS pipes): $LOAD_RESULT in $LOAD_SECS s ($LOAD_RATE keys/s)"
+  if [ "$http" != 0 ]; then
+    # The load goes to the leader's port directly (redis-cli --pipe follows
+    # no leader; the proxy would): a failover during it leaves the rest of
+    # the load refused by a follower, in a few seconds, and the figures void.
+    local st role epoch1
+    st=$(curl -s --max-time 5 "http://127.0.0.1:$http/status" || true)
+    role=$(jq -r .role <<<"$st" 2>/dev/null || true)
+    epoch1=$(jq -r .epoch <<<"$st" 2>/dev/null || true)
+    if [ "$role" != leader ] || [ "$epoch1" != "$epoch0" ]; then
+      say "  LEADER CHANGED during the load (epoch $epoch0 -> $epoch1, the node loaded is now ${role:-unknown}): writes after it were refused; the load's figures are void"
+      "$TANDEM" status --dir "$TANDEM_DIR" 2>&1 | grep '^last change' | sed 's/^/    /' || true
+      FAILED=1
+    fi
+  fi
   [ ${#profs[@]} = 0 ] || wait "${profs[@]}" 2>/dev/null || true
   if [ "$http" != 0 ]; then # the followers' catch-up
     for ((j = 0; j < 300; j++)); do

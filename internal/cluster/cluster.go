@@ -337,8 +337,19 @@ func (c *Cluster) signal(m *member, sig syscall.Signal) error {
 // node restarts after RestartDelay if that is set.
 func (c *Cluster) Kill(id int) error { return c.kill(c.nodes[id-1]) }
 
-// Pause stops node id with SIGSTOP.
-func (c *Cluster) Pause(id int) error { return c.signal(c.nodes[id-1], syscall.SIGSTOP) }
+// Pause stops node id with SIGSTOP and returns once every thread of it is
+// stopped (proc.Process.Pause: on a loaded machine a process runs on for
+// a while after the kill returns).
+func (c *Cluster) Pause(id int) error {
+	p, err := c.running(c.nodes[id-1])
+	if err != nil {
+		return err
+	}
+	return p.Pause(pauseWithin)
+}
+
+// pauseWithin bounds how long Pause waits for the process to stop.
+const pauseWithin = 10 * time.Second
 
 // Resume continues node id with SIGCONT.
 func (c *Cluster) Resume(id int) error { return c.signal(c.nodes[id-1], syscall.SIGCONT) }

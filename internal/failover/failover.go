@@ -23,7 +23,8 @@
 //     (c) two probes in a row were refused (the process is gone);
 //     (d) its detector suspects it and its probes have gone unanswered
 //     for Rules.MinSilence (a leader saturated by clients answers late
-//     while alive).
+//     while alive; longer when it, the orchestrator, or every follower
+//     answered late lately: an overloaded machine).
 //     (a) and (b) are the leader's own word; (c) and (d) are vetoed by any
 //     reachable follower of it that heard its stream within
 //     Rules.FollowerSilence, counted from what the follower reported plus

@@ -28,7 +28,8 @@ func leaseKeepalive(fence time.Duration) time.Duration { return 5 * fence }
 // The agent is the node's side of the control plane. It registers the node
 // as a member, watches the topology and obeys it:
 //
-//   - named leader at epoch E: lead E, under a lease that begins
+//   - named leader at epoch E: lead E, committing by the topology's mode
+//     (modeOf) from the first write, under a lease that begins
 //     FenceAfter after the agent saw the topology; if this node has seen
 //     E already (it led E before a restart, or its leadership of E
 //     stopped), first move the topology to a new epoch naming it again
@@ -291,7 +292,7 @@ func (a *agent) apply(ctx context.Context, t coord.Topology) {
 			// for any new leader.
 			lease = replication.NewLease(time.Now().Add(a.fence))
 		}
-		if err := n.leadAt(t.Epoch, lease); err != nil {
+		if err := n.leadAt(t.Epoch, lease, a.modeOf(t)); err != nil {
 			n.log.Error("control plane: cannot lead the epoch the topology gives", "epoch", t.Epoch, "err", err)
 			return
 		}

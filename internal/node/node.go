@@ -458,14 +458,15 @@ func (n *Node) Lead() error {
 			return nil
 		}
 	}
-	return n.changeLocked("changing role to leader", func() (role, error) { return n.startLeader(0, nil) })
+	return n.changeLocked("changing role to leader", func() (role, error) { return n.startLeader(0, nil, n.cfg.Mode) })
 }
 
 // leadAt makes the node the leader of epoch, which the control plane
-// assigned to it, answering under lease. It keeps a leadership of that
+// assigned to it, answering under lease and committing by mode (the
+// topology's mode in force: agent.modeOf). It keeps a leadership of that
 // epoch that still runs; it never starts one at an epoch this node has
 // seen (replication.ErrEpochUsed: the agent gets a new epoch first).
-func (n *Node) leadAt(epoch uint64, lease *replication.Lease) error {
+func (n *Node) leadAt(epoch uint64, lease *replication.Lease, mode commit.Mode) error {
 	n.changeMu.Lock()
 	defer n.changeMu.Unlock()
 	if n.isClosed() {
@@ -479,13 +480,21 @@ func (n *Node) leadAt(epoch uint64, lease *replication.Lease) error {
 		}
 	}
 	return n.changeLocked(fmt.Sprintf("changing role to leader of epoch %d", epoch), func() (role, error) {
-		return n.startLeader(epoch, lease)
+		return n.startLeader(epoch, lease, mode)
 	})
 }
 
 // startLeader starts a leadership of epoch (0: the next epoch after every
-// one this node has seen, for a static topology).
-func (n *Node) startLeader(epoch uint64, lease *replication.Lease) (role, error) {
+// one this node has seen, for a static topology) that commits by mode from
+// its first write. Under the control plane that is the topology's mode, not
+// the node's --mode: the agent's sync-set step sets the topology's too, but
+// only after apply returns (an etcd write later), and the lease may begin
+// before that: a node started with the default --mode async, named leader
+// of a semisync or quorum cluster, acknowledged writes on its own fsync
+// alone until then, writes a failover could lose. In sync and semisync a
+// leadership starts with no sync set, so it commits nothing until the
+// step gives it the published one.
+func (n *Node) startLeader(epoch uint64, lease *replication.Lease, mode commit.Mode) (role, error) {
 	if n.cfg.leadHook != nil {
 		if err := n.cfg.leadHook(); err != nil {
 			return nil, fmt.Errorf("node: lead: %w", err)
@@ -505,7 +514,7 @@ func (n *Node) startLeader(epoch uint64, lease *replication.Lease) (role, error)
 	l, err := replication.NewLeader(replication.LeaderConfig{
 		DB:               n.db,
 		NodeID:           n.cfg.ID,
-		Mode:             n.cfg.Mode,
+		Mode:             mode,
 		Logger:           n.log,
 		RetainBytes:      n.cfg.RetainBytes,
 		RetainMinBytes:   n.cfg.RetainMinBytes,

@@ -3,6 +3,7 @@ package orchestrator
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/tandemdb/tandem/internal/coord"
@@ -102,7 +103,7 @@ func (o *Orchestrator) gate(v failover.View, d failover.Decision) bool {
 		return d.Kind != failover.KindNone
 	}
 	if cur != prev {
-		o.log.Warn("leader failed", "leader", cur.leader, "epoch", cur.epoch, "reason", cur.reason, "policy", policy)
+		o.log.Warn("leader failed", "leader", cur.leader, "epoch", cur.epoch, "reason", cur.reason, "policy", policy, "evidence", evidence(v))
 		o.fire(hooks.Event{Kind: hooks.Detected, OldLeader: cur.leader, Epoch: v.Topo.Epoch, Time: now, Reason: d.Reason})
 		if hold {
 			o.recordEvent(coord.Event{At: now, Kind: "detected", Reason: d.Reason, From: cur.leader, OldEpoch: v.Topo.Epoch, NewEpoch: v.Topo.Epoch})
@@ -173,4 +174,29 @@ func (o *Orchestrator) policyStatus(st *statusdoc.Orchestrator) {
 		st.LeaderDown = &statusdoc.LeaderDown{Leader: out.leader, Epoch: out.epoch, Since: out.since.UTC().Format(time.RFC3339Nano),
 			Detected: out.detected.UTC().Format(time.RFC3339Nano), Reason: out.reason, WaitingForOperator: out.waiting}
 	}
+}
+
+// evidence is what the rule saw of every node when it found the leader
+// failed, for the log: a failover on suspicion that no follower vetoed is
+// explained by each follower's answer (its age, and how long before it the
+// follower had heard its leader), and a false one by what was late.
+func evidence(v failover.View) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "orchestrator late %s", v.Late.Round(time.Millisecond))
+	for _, n := range v.Nodes {
+		fmt.Fprintf(&b, "; %s: ", n.ID)
+		if n.Reply == nil {
+			b.WriteString("never answered")
+			continue
+		}
+		fmt.Fprintf(&b, "%s, answer %s old, beat %s ago, slow %s", n.Role(), n.Age.Round(time.Millisecond),
+			v.Now.Sub(n.LastBeat).Round(time.Millisecond), n.Slow.Round(time.Millisecond))
+		if !n.Fresh {
+			b.WriteString(", not fresh")
+		}
+		if ago, ok := n.HeardLeaderAgo(); ok {
+			fmt.Fprintf(&b, ", heard %s %s ago (stream gap %s)", n.Reply.Following, ago.Round(time.Millisecond), n.StreamGap.Round(time.Millisecond))
+		}
+	}
+	return b.String()
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/tandemdb/tandem/internal/failover"
 	"github.com/tandemdb/tandem/internal/hooks"
 	"github.com/tandemdb/tandem/internal/orchestrator/orchapi"
+	"github.com/tandemdb/tandem/internal/peerpb"
 	"github.com/tandemdb/tandem/internal/statusdoc"
 	"github.com/tandemdb/tandem/internal/testutil"
 )
@@ -266,5 +267,36 @@ func TestFailoverHooksDoNotDelay(t *testing.T) {
 		old, top.Epoch, old, top2.Leader, top.Epoch, old, top2.Leader, top.Epoch, top2.Epoch)
 	if got := brief(readHookFile(t, path)); got != want {
 		t.Fatalf("hook events:\n got %s\nwant %s", got, want)
+	}
+}
+
+// TestEvidence: the "leader failed" line says what each node showed, so a
+// failover on suspicion that no follower vetoed can be explained from the
+// log (one of bench/run.sh's, at load 44: every node late, the followers'
+// answers old).
+func TestEvidence(t *testing.T) {
+	now := time.Unix(1000, 0)
+	fol := func(id string, age, heard, slow time.Duration, fresh bool) failover.NodeView {
+		return failover.NodeView{ID: id, Fresh: fresh, Age: age, LastBeat: now.Add(-age), Slow: slow,
+			Reply: &peerpb.HeartbeatReply{Role: "follower", Following: "n1", LeaderHeardAgoMs: heard.Milliseconds()}}
+	}
+	v := failover.View{Now: now, Nodes: []failover.NodeView{
+		{ID: "n1", Age: 1122 * time.Millisecond, LastBeat: now.Add(-1122 * time.Millisecond), Slow: 232 * time.Millisecond,
+			Reply: &peerpb.HeartbeatReply{Role: "leader", LeaderHeardAgoMs: -1}},
+		fol("n2", 162*time.Millisecond, 646*time.Millisecond, 568*time.Millisecond, true),
+		fol("n3", 396*time.Millisecond, 55*time.Millisecond, 627*time.Millisecond, false),
+		{ID: "n4"},
+	}}
+	got := evidence(v)
+	for _, want := range []string{
+		"orchestrator late 0s",
+		"n1: leader, answer 1.122s old, beat 1.122s ago, slow 232ms, not fresh;",
+		"n2: follower, answer 162ms old, beat 162ms ago, slow 568ms, heard n1 808ms ago",
+		"n3: follower, answer 396ms old, beat 396ms ago, slow 627ms, not fresh, heard n1 451ms ago",
+		"n4: never answered",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("evidence lacks %q:\n%s", want, got)
+		}
 	}
 }
