@@ -529,6 +529,11 @@ func (l *Leader) dispatchLocked() {
 
 func (l *Leader) dispatchReadyLocked(rd leaderReady, expired error) {
 	if len(rd.Append) > 0 {
+		if l.appendTimer != nil && rd.AppendAt == 0 {
+			// A hold, if one ran, ended with this batch: its timer
+			// would only wake the process for nothing.
+			l.appendTimer.Stop()
+		}
 		l.appendQ = rd.Append
 		if w := l.parkedWriter(rd.Append); w != nil {
 			// Woken with the batch instead of for its answer: the
