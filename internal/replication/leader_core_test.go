@@ -299,7 +299,7 @@ func testProposal(lsn uint64, writer bool) *proposal {
 	e := logrec.Entry{Epoch: 1, LSN: lsn, Ops: []logrec.Op{{Kind: logrec.OpPut, Key: []byte("k"), Value: []byte("v")}}}
 	p := &proposal{lsn: lsn, entry: e, raw: logrec.Encode(&e)}
 	if writer {
-		p.done = make(chan error, 1)
+		p.done = make(chan doneSignal, 1)
 	}
 	return p
 }
