@@ -672,8 +672,8 @@ func (l *Leader) unlock() {
 // running: it applies the group it made durable itself.
 var committerRuns = &proposal{}
 
-// errJob, sent to a writer's done channel, gives it a job to run
-// (runJobs) before its answer.
+// errJob is what a writer takes (proposal.take) for a doneJob on its done
+// channel: a job to run (runJobs) before its answer.
 var errJob = errors.New("replication: a job for the writer")
 
 // parkedWriter picks the writer that runs batch's Append or Apply, run to
