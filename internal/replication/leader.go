@@ -299,10 +299,13 @@ type proposal struct {
 	lsn   uint64
 	entry logrec.Entry
 	raw   []byte
-	// done receives the writer's answer once, and before it at most two
-	// errJob (its group's Append and Apply; capacity 3, so none can crowd
-	// out another); nil for a tail entry.
-	done chan error
+	// done receives the writer's answer once (doneAnswer: the error is
+	// err, written before the send), and before it at most two doneJob
+	// (its group's Append and Apply; capacity 3, so none can crowd out
+	// another); nil for a tail entry. A channel of a pointer-free type is
+	// one allocation; a chan error was two (its buffer holds pointers).
+	done chan doneSignal
+	err  error
 	// parked is set by a writer about to block on done: it will take what
 	// done receives (Handoffs counts only the answers that wake one, and
 	// only a parked writer is given an Apply to run).
@@ -318,6 +321,9 @@ type proposal struct {
 	pub []commands.Message
 	// pending is what Start returns for it, in the same allocation.
 	pending Pending
+	// view is what the command was run against (Start), in the same
+	// allocation.
+	view overlayView
 }
 
 // thenAnswer gives a Then callback what Wait would return for err.
@@ -329,14 +335,33 @@ func (p *proposal) thenAnswer(then func(commands.Reply, uint64, error), err erro
 	then(p.pending.reply, p.lsn, nil)
 }
 
-// finish answers the writer; it reports whether it did (once only).
+// doneSignal is what a writer's done channel carries.
+type doneSignal uint8
+
+const (
+	doneAnswer doneSignal = iota // the answer is in proposal.err
+	doneJob                      // a job to run first (errJob)
+)
+
+// finish answers the writer; it reports whether it did (once only). The
+// caller holds Leader.mu, as every sender on done does, so the room
+// checked is still there at the send.
 func (p *proposal) finish(err error) bool {
-	select {
-	case p.done <- err:
-		return true
-	default:
+	if len(p.done) == cap(p.done) {
 		return false
 	}
+	p.err = err
+	p.done <- doneAnswer
+	return true
+}
+
+// take is what the writer received on done: errJob for a job, else its
+// answer.
+func (p *proposal) take(s doneSignal) error {
+	if s == doneJob {
+		return errJob
+	}
+	return p.err
 }
 
 // streamOut is one follower stream's mailbox: how far the core said it may
@@ -529,6 +554,11 @@ func (l *Leader) dispatchLocked() {
 
 func (l *Leader) dispatchReadyLocked(rd leaderReady, expired error) {
 	if len(rd.Append) > 0 {
+		if l.appendTimer != nil && rd.AppendAt == 0 {
+			// A hold, if one ran, ended with this batch: its timer
+			// would only wake the process for nothing.
+			l.appendTimer.Stop()
+		}
 		l.appendQ = rd.Append
 		if w := l.parkedWriter(rd.Append); w != nil {
 			// Woken with the batch instead of for its answer: the
@@ -642,8 +672,8 @@ func (l *Leader) unlock() {
 // running: it applies the group it made durable itself.
 var committerRuns = &proposal{}
 
-// errJob, sent to a writer's done channel, gives it a job to run
-// (runJobs) before its answer.
+// errJob is what a writer takes (proposal.take) for a doneJob on its done
+// channel: a job to run (runJobs) before its answer.
 var errJob = errors.New("replication: a job for the writer")
 
 // parkedWriter picks the writer that runs batch's Append or Apply, run to
@@ -667,7 +697,7 @@ func (l *Leader) parkedWriter(batch []*proposal) *proposal {
 // giveJob wakes the parked writer w to run a job. The caller holds mu.
 func (l *Leader) giveJob(w *proposal) {
 	w.parked.Store(false)
-	w.done <- errJob // room: at most two jobs and one answer, ever
+	w.done <- doneJob // room: at most two jobs and one answer, ever
 	l.handoffs.writer.Add(1)
 }
 
@@ -859,14 +889,18 @@ func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
 	}
 	defer l.seqMu.Unlock()
 	now := l.cfg.Now()
-	// One interface value for both uses (each conversion allocates).
-	var view commands.View = overlayView{o: l.overlay, base: storage.View{DB: l.cfg.DB, NowMs: now.UnixMilli()}, lsn: lsn}
-	res, err := exec(view, now.UnixMilli())
+	// The proposal is allocated first and holds the view, so that the
+	// view costs no allocation of its own (a value converted to the
+	// interface would be boxed); a write that logs nothing then uses it
+	// for its Pending.
+	p := &proposal{view: overlayView{o: l.overlay, base: storage.View{DB: l.cfg.DB, NowMs: now.UnixMilli()}, lsn: lsn}}
+	res, err := exec(&p.view, now.UnixMilli())
 	if err != nil {
 		return nil, err
 	}
 	if len(res.Ops) == 0 {
-		return &Pending{l: l, reply: res.Reply, observed: lsn - 1}, nil
+		p.pending = Pending{l: l, reply: res.Reply, observed: lsn - 1}
+		return &p.pending, nil
 	}
 	if n := entryBound(res.Ops); n > l.cfg.MaxEntryBytes {
 		// Refused before it is encoded: a bound, not the exact size, so
@@ -876,7 +910,7 @@ func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
 	if err := l.formats.check(logrec.MinFormat(res.Ops)); err != nil {
 		return nil, err
 	}
-	if err := l.touchWatchedLocked(lsn, res.Ops, view); err != nil {
+	if err := l.touchWatchedLocked(lsn, res.Ops, &p.view); err != nil {
 		return nil, err
 	}
 	e := logrec.Entry{Epoch: l.epoch, LSN: lsn, TimeNs: now.UnixNano(), Ops: res.Ops}
@@ -888,7 +922,7 @@ func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
 	if err != nil {
 		return nil, fmt.Errorf("replication: re-decode lsn %d: %w", e.LSN, err)
 	}
-	p := &proposal{lsn: lsn, entry: owned, raw: raw, done: make(chan error, 3), pub: res.Publish}
+	p.lsn, p.entry, p.raw, p.done, p.pub = lsn, owned, raw, make(chan doneSignal, 3), res.Publish
 	p.pending = Pending{l: l, reply: res.Reply, p: p}
 	l.mu.Lock()
 	if l.stopped {
@@ -989,11 +1023,13 @@ func (pd *Pending) Wait(ctx context.Context) (commands.Reply, uint64, error) {
 	var err error
 	for {
 		select {
-		case err = <-pd.p.done: // answered already (a pipeline's later writes)
+		case s := <-pd.p.done: // answered already (a pipeline's later writes)
+			err = pd.p.take(s)
 		default:
 			pd.p.parked.Store(true)
 			select {
-			case err = <-pd.p.done:
+			case s := <-pd.p.done:
+				err = pd.p.take(s)
 			case <-ctx.Done():
 				pd.l.giveUp(pd.p)
 				return nil, 0, ctx.Err()
@@ -1035,7 +1071,8 @@ func (pd *Pending) Then(ctx context.Context, done func(commands.Reply, uint64, e
 		l.mu.Unlock()
 		var err error
 		select {
-		case err = <-pd.p.done:
+		case s := <-pd.p.done:
+			err = pd.p.take(s)
 		default:
 			panic("replication: Pending.Then after Then or Wait") // the caller's bug
 		}

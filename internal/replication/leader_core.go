@@ -63,6 +63,11 @@ type leaderCore struct {
 	// (NoteAppendCost); appendDue, when not 0, is when an Append held for
 	// more writes must go out (see holdAppend).
 	appendCost, appendDue int64
+	// returning counts writers answered (acknowledged) whose next write
+	// has not arrived yet: in a closed loop each sends another once
+	// answered. A proposal takes one off; a hold that runs out (AppendDue)
+	// clears it, so writers that never return stop being waited for.
+	returning int
 	// tickAt is the latest TickAt handed out: when the driver will tick
 	// the core next. An input that makes something due earlier hands out
 	// that earlier time (tickBy), so that no deadline waits for a tick
@@ -272,6 +277,9 @@ func (c *leaderCore) Propose(p *proposal, now int64) {
 	c.tickBy(p.deadline)
 	c.inflight = append(c.inflight, p)
 	c.inflightBytes += int64(len(p.raw))
+	if c.returning > 0 {
+		c.returning--
+	}
 	c.maybeAppend()
 }
 
@@ -283,7 +291,7 @@ func (c *leaderCore) maybeAppend() {
 		return
 	}
 	start := len(c.inflight) - int(c.last-c.durable)
-	if start == len(c.inflight) || c.holdAppend(start, len(c.inflight)-start) {
+	if c.holdAppend(start) || start == len(c.inflight) {
 		return
 	}
 	c.handOutAppend(start)
@@ -323,15 +331,26 @@ func (c *leaderCore) entries(lo, hi uint64, maxBytes int) ([][]byte, bool) {
 }
 
 // holdAppend is adaptive group commit: it reports whether the Append of
-// the n entries waiting should wait for more writes. It waits only while
-// fewer are waiting than the returning writers (durable entries whose
-// writers have not been answered yet: in a closed loop each of them sends
-// its next write once answered) and for at most half an append's cost,
-// capped by maxAppendDelay; so an idle system, a lone client or a batch
-// that is already as big as the load makes it never waits. A batch held
-// is handed out by the Propose that makes it big enough or by AppendDue.
-func (c *leaderCore) holdAppend(returning, n int) bool {
-	if c.cfg.maxAppendDelay <= 0 || c.appendCost == 0 || n >= returning {
+// the entries waiting, if any, should wait for more writes. It waits while
+// writers are expected back — those answered that have not written again
+// (returning) and those whose entries are durable but not yet answered
+// (unanswered): in a closed loop each sends its next write once answered —
+// and for at most half an append's cost, capped by maxAppendDelay; so an
+// idle system, a lone client or a batch that every expected writer has
+// joined never waits. A hold that runs out (AppendDue) forgets the writers
+// that did not come back. A batch held is handed out by the Propose of the
+// last writer expected or by AppendDue.
+//
+// Counting the answered writers matters: counting only the unanswered
+// ones, the first writer back after a group was applied went out alone
+// and the rest formed the next group, so a closed loop of C writers made
+// groups of about C/2 (TestGroupCommitClosedLoop).
+//
+// It is called with nothing waiting too (from Appended): then the hold
+// keeps a commit LSN that is the streams' only news for the next batch
+// (queueSends), one message per follower per group instead of two.
+func (c *leaderCore) holdAppend(unanswered int) bool {
+	if c.cfg.maxAppendDelay <= 0 || c.appendCost == 0 || c.returning+unanswered == 0 {
 		return false
 	}
 	if c.appendDue == 0 {
@@ -360,10 +379,12 @@ func (c *leaderCore) AppendDue(now int64) {
 	if c.appending > 0 || c.appendDue == 0 {
 		return
 	}
+	c.returning = 0
 	if start := len(c.inflight) - int(c.last-c.durable); start < len(c.inflight) {
 		c.handOutAppend(start)
 	} else {
 		c.appendDue = 0
+		c.queueSends(false)
 	}
 }
 
@@ -393,6 +414,7 @@ func (c *leaderCore) Applied(lsn uint64) {
 		if p.done != nil && !p.answered {
 			p.answered = true
 			c.ready.Acked = append(c.ready.Acked, p)
+			c.returning++
 		}
 	}
 	c.inflight = c.inflight[c.applying:]
@@ -468,10 +490,11 @@ func (c *leaderCore) maybeApply() {
 // queueSends hands out a send to every connected follower that has not
 // been sent everything handed out in an Append (sendable) and the commit
 // LSN, and, when heartbeat is set, a heartbeat to those sent nothing for
-// the heartbeat interval. While an Append is held for more writes
-// (holdAppend), a commit LSN that is the only news waits for it: the held
-// batch goes out within maxAppendDelay and carries it, one message per
-// follower instead of two.
+// the heartbeat interval. While a hold runs (holdAppend: an Append held
+// for more writes, or none yet while writers are expected back), a commit
+// LSN that is the only news waits for the next batch, which goes out
+// within the hold and carries it, one message per follower instead of
+// two; AppendDue sends it alone if no batch came.
 func (c *leaderCore) queueSends(heartbeat bool) {
 	through := c.sendable()
 	held := c.appendDue != 0 && c.appending == 0

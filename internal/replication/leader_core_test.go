@@ -132,6 +132,7 @@ func (s *coreScript) run(t *testing.T, block string) string {
 				tail = append(tail, testProposal(lsn, false))
 			}
 			s.c = newLeaderCore(cfg, durable, applied, tail, s.now)
+			clear(s.answers) // a new core: its LSNs start over
 		case "propose":
 			n := uint64(1)
 			if len(pos) > 0 {
@@ -298,7 +299,7 @@ func testProposal(lsn uint64, writer bool) *proposal {
 	e := logrec.Entry{Epoch: 1, LSN: lsn, Ops: []logrec.Op{{Kind: logrec.OpPut, Key: []byte("k"), Value: []byte("v")}}}
 	p := &proposal{lsn: lsn, entry: e, raw: logrec.Encode(&e)}
 	if writer {
-		p.done = make(chan error, 1)
+		p.done = make(chan doneSignal, 1)
 	}
 	return p
 }
@@ -325,6 +326,11 @@ func TestLeaderCoreRandom(t *testing.T) {
 		cfg := coreConfig{mode: mode, heartbeat: 50 + rng.Int64N(250), writeTimeout: 50 + rng.Int64N(1500),
 			followerTimeout: 500 + rng.Int64N(4500), retainBytes: 1 << 30, retentionEvery: 200 + rng.Int64N(1800),
 			maxInFlight: 20, maxInFlightBytes: 1 << 20}
+		if seed%2 == 0 {
+			// Adaptive group commit holds Appends, and with them commit
+			// LSNs that are a stream's only news (holdAppend).
+			cfg.maxAppendDelay = 1 + rng.Int64N(300)
+		}
 		c := newLeaderCore(cfg, 0, 0, nil, 0)
 		var now int64
 		// tickAt is the tick the core last asked for: a Tick before it
@@ -334,6 +340,7 @@ func TestLeaderCoreRandom(t *testing.T) {
 			t.Fatalf("seed %d: a new core asks for no tick", seed)
 		}
 		var appendOut, applyOut []*proposal
+		var appendAt int64 // the driver's timer for AppendDue (0: none)
 		applied := map[uint64]bool{}
 		answered := map[uint64]int{}
 		type fol struct {
@@ -344,7 +351,14 @@ func TestLeaderCoreRandom(t *testing.T) {
 		maxCommit := uint64(0)
 		for step := 0; step < 400; step++ {
 			early := false // a Tick before the TickAt asked for
-			switch rng.IntN(12) {
+			switch rng.IntN(13) {
+			case 12:
+				// The group-commit timer fires at the AppendAt asked for.
+				now += int64(rng.IntN(400))
+				if appendAt != 0 && now >= appendAt {
+					appendAt = 0
+					c.AppendDue(now)
+				}
 			case 11:
 				// A probe lends its wake-up to the heartbeats (Beat).
 				now += int64(rng.IntN(400))
@@ -370,6 +384,7 @@ func TestLeaderCoreRandom(t *testing.T) {
 				}
 			case 2:
 				if len(appendOut) > 0 {
+					c.NoteAppendCost(now, 1+rng.Int64N(800))
 					c.Appended(appendOut[len(appendOut)-1].lsn)
 					appendOut = nil
 				}
@@ -416,6 +431,20 @@ func TestLeaderCoreRandom(t *testing.T) {
 			}
 			if rd.TickAt != 0 {
 				tickAt = rd.TickAt
+			}
+			if rd.AppendAt != 0 {
+				if rd.AppendAt-now > cfg.maxAppendDelay {
+					t.Fatalf("seed %d step %d: an Append held until %d, more than the delay %d after %d", seed, step, rd.AppendAt, cfg.maxAppendDelay, now)
+				}
+				appendAt = rd.AppendAt
+			}
+			for _, f := range c.followers {
+				// Nothing handed out is kept from a stream but the commit
+				// LSN, and that only while a hold runs, which its timer
+				// ends: no commit is stranded.
+				if f.session != 0 && (f.sentThrough != c.sendable() || f.sentCommit != c.commit && (c.appendDue == 0 || appendAt == 0)) {
+					t.Fatalf("seed %d step %d: %s was sent through %d with commit %d; handed out %d, commit %d (hold until %d, timer %d)", seed, step, f.info.NodeID, f.sentThrough, f.sentCommit, c.sendable(), c.commit, c.appendDue, appendAt)
+				}
 			}
 			for _, f := range c.followers {
 				// No heartbeat is due after the tick the driver sleeps
