@@ -81,12 +81,12 @@ func TestLinearizableReadsShareIndexQueries(t *testing.T) {
 		t.Errorf("followers served %d reads, want %d", got, n)
 	}
 	// Policy commands: the probe of each node (TANDEM.READPOLICY) and
-	// two per batch; none with each read.
-	if pc := f1.count("tandem.readpolicy") + f2.count("tandem.readpolicy"); pc > 2+2*int(queries) {
+	// one per batch; none with each read.
+	if pc := f1.count("tandem.readpolicy") + f2.count("tandem.readpolicy"); pc > 2+int(queries) {
 		t.Errorf("%d policy commands for %d index queries: the reads carry the session's state", pc, queries)
 	}
 	for _, f := range []*fakeNode{f1, f2} {
-		if f.count("get") > 0 && f.count("dbsize") == 0 {
+		if f.count("get") > 0 && f.count("tandem.applied") == 0 {
 			t.Errorf("%s served reads without an index query", f.id)
 		}
 	}
@@ -119,8 +119,8 @@ func TestLinearizableBatchProof(t *testing.T) {
 	if n := p.stats.indexUnproven.Load(); n == 0 {
 		t.Errorf("reads_linearizable_unproven = 0: the proof did not catch the follower that went back")
 	}
-	if got := f1.count("dbsize") + f2.count("dbsize"); got < 2 {
-		t.Errorf("%d DBSIZE on the followers: want a probe and a proof", got)
+	if got := f1.count("tandem.applied") + f2.count("tandem.applied"); got < 2 {
+		t.Errorf("%d TANDEM.APPLIED on the followers: want a probe and a proof", got)
 	}
 }
 
