@@ -212,7 +212,7 @@ func (x *readIndex) settle(u *upConn, b *indexBatch, sent time.Time) {
 			// batch, not each read: a read's wait also counts the batch
 			// in flight when it came, which is no sign of lag.)
 			n.p.stats.indexSlow.Add(1)
-			n.refusedStale(now)
+			n.foundSlow(now)
 		}
 	}
 	x.mu.Lock()

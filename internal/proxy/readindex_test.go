@@ -279,3 +279,84 @@ func TestLinearizableFollowerReads(t *testing.T) {
 		t.Fatal("with reads taking a position learned before they began, the history still passed 5 times")
 	})
 }
+
+// TestSlowFollowersLinearizable: followers 40 ms behind make every
+// linearizable batch wait about 40 ms. Past Config.SlowRead (25 ms by
+// default) for slowBatchWindow the proxy sends the reads to the leader,
+// deliberately and counted as fallback followers-slow; with SlowRead
+// negative they stay on the followers and wait the lag out.
+func TestSlowFollowersLinearizable(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		slow       time.Duration
+		wantLeader bool
+	}{
+		{"default", 0, true},
+		{"never", -1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, f1, f2, v := linearizableFakes(t)
+			p, addr := startProxy(t, Config{Policy: Policy{Kind: resp.PolicyLinearizable}, SlowRead: tc.slow}, v)
+			waitProbed(t, p)
+			stop := make(chan struct{})
+			var bg sync.WaitGroup
+			bg.Add(2)
+			go func() { // the followers apply each write 40 ms after it
+				defer bg.Done()
+				tick := time.NewTicker(time.Millisecond)
+				defer tick.Stop()
+				for {
+					select {
+					case <-stop:
+						return
+					case now := <-tick.C:
+						f1.replicate(l, 40*time.Millisecond, now)
+						f2.replicate(l, 40*time.Millisecond, now)
+					}
+				}
+			}()
+			go func() { // writes keep the leader's position ahead of theirs
+				defer bg.Done()
+				w := client(t, addr)
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if err := w.Set(context.Background(), "w", i, 0).Err(); err != nil {
+						t.Errorf("SET: %v", err)
+						return
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}()
+			defer func() { close(stop); bg.Wait() }()
+			ctx := context.Background()
+			var rg sync.WaitGroup
+			for range 4 {
+				rg.Add(1)
+				go func() {
+					defer rg.Done()
+					c := client(t, addr)
+					for end := time.Now().Add(time.Second); time.Now().Before(end); {
+						if got, err := c.Get(ctx, "k").Result(); err != nil || got != "v" {
+							t.Errorf("GET = %q, %v; want v", got, err)
+							return
+						}
+					}
+				}()
+			}
+			rg.Wait()
+			info, _ := client(t, addr).Info(ctx, "proxy").Result()
+			fell := strings.Contains(info, "reads_fallback_leader_followers-slow:")
+			if fell != tc.wantLeader || (l.count("get") > 0) != tc.wantLeader {
+				t.Errorf("SlowRead %v, followers 40 ms behind: leader served %d reads, fallback followers-slow counted %v; want the leader to serve them: %v\n%s",
+					tc.slow, l.count("get"), fell, tc.wantLeader, info)
+			}
+			if got := f1.count("get") + f2.count("get"); got == 0 {
+				t.Errorf("the followers served no read (before they were found slow, they serve them)")
+			}
+		})
+	}
+}
