@@ -111,6 +111,7 @@ func proxyCmd() *cobra.Command {
 	f.IntVar(&cfg.WaitConnsPerNode, "wait-conns-per-node", 64, "connections to each node for reads that may wait there (one read at a time each)")
 	f.Float64Var(&cfg.LeaderShare, "leader-share", proxy.DefaultLeaderShare, "ryw reads the leader may serve instead of a follower that would first wait for the session's write, as a share of the reads followers serve (0: none, they wait)")
 	f.DurationVar(&cfg.SlowRead, "slow-read", proxy.DefaultSlowRead, "a follower whose bounded and linearizable reads all take longer than this for a while gets none for a second: the leader serves them (fallback followers-slow; 0: never, they wait on the followers)")
+	f.IntVar(&cfg.IndexBatches, "index-batches", 2, "linearizable read batches in flight per follower (each a round trip to the leader shared by the reads in it)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }

@@ -116,6 +116,9 @@ type Config struct {
 	// 0 means DefaultSlowRead; negative: never (they always wait on the
 	// followers, up to the node's --read-wait).
 	SlowRead time.Duration
+	// IndexBatches bounds the linearizable batches in flight per
+	// follower (readindex.go); 0 means 2.
+	IndexBatches int
 	// RESP is the client-facing connection layer's configuration.
 	RESP   resp.Config
 	Logger *slog.Logger
@@ -188,6 +191,9 @@ func New(cfg Config) *Proxy {
 	}
 	if cfg.WaitConnsPerNode <= 0 {
 		cfg.WaitConnsPerNode = 64
+	}
+	if cfg.IndexBatches <= 0 {
+		cfg.IndexBatches = indexInFlight
 	}
 	if cfg.SlowRead == 0 {
 		cfg.SlowRead = DefaultSlowRead

@@ -65,9 +65,9 @@ import (
 // batched ReadIndex RPC (node/reads.go), and the proxy pays one write and
 // one reply read per batch instead of per read.
 
-// indexInFlight bounds the batches in flight per follower: with two, a
-// read waits for at most one batch to come back before its own leaves,
-// and usually less.
+// indexInFlight is Config.IndexBatches' default, the batches in flight
+// per follower: with two, a read waits for at most one batch to come back
+// before its own leaves, and usually less.
 const indexInFlight = 2
 
 // readIndex is one follower's batches of linearizable reads.
@@ -88,7 +88,7 @@ type readIndex struct {
 
 func newReadIndex(n *node) *readIndex {
 	x := &readIndex{n: n}
-	for range indexInFlight {
+	for range n.p.cfg.IndexBatches {
 		u := &upConn{n: n, solo: true}
 		x.ups = append(x.ups, u)
 		x.free = append(x.free, u)
