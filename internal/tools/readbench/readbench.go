@@ -159,6 +159,10 @@ type result struct {
 	// what a read costs the cluster, a figure the machine's load moves
 	// far less than reads/s (on a CPU-bound machine reads/s follow it).
 	allCPU, sysCPU float64
+	// proxyCPU and followerCPU are the CPU seconds of the proxy and of
+	// the followers together over the run (cpu is the leader's), not
+	// less the writes': where a policy's cost per read goes.
+	proxyCPU, followerCPU float64
 	firstErr       string
 	// lat are the reads' latencies at the client, sorted (merged over
 	// the rounds for p50 and p99).
@@ -311,6 +315,10 @@ func runLag(ctx context.Context, o Options, dir string, lag time.Duration) ([]re
 		fmt.Fprintf(o.Out, "  %-13s %9.0f reads/s  followers %5.1f%%  p50 %7.2f ms  p99 %7.2f ms  %6.0f SET/s  leader CPU %5.1f%% of a core  errors %d%s\n",
 			r.policy, r.readRate(), 100*r.follower, ms(r.p50), ms(r.p99), float64(r.writes)/r.secs, 100*r.cpu/r.secs, r.readErrs, errNote(r.firstErr))
 		fmt.Fprintf(o.Out, "  %-13s own writes read back %d, stale %d; routing: %s\n", "", r.ownReads, r.stale, routing(map[string]uint64{}, routed[r.policy]))
+		if r.reads > 0 {
+			per := func(sec float64) float64 { return sec / float64(r.reads) * 1e6 }
+			fmt.Fprintf(o.Out, "  %-13s CPU per read, writes' included: proxy %.1f us, leader %.1f us, followers %.1f us\n", "", per(r.proxyCPU), per(r.cpu), per(r.followerCPU))
+		}
 	}
 	attribute(out, perWrite, allPerWrite)
 	if id, _, err := c.Leader(ctx); err == nil && id != leader {
@@ -331,13 +339,15 @@ func measure(ctx context.Context, o Options, addr string, admin *redis.Client, p
 	if err != nil {
 		return result{}, nil, err
 	}
-	cpu0, all0 := procCPU(pid), procsCPU(pids)
+	cpu0, all0, px0 := procCPU(pid), procsCPU(pids), procCPU(pids[0])
 	r, err := runLoad(ctx, o, addr, pol, d)
 	if err != nil {
 		return result{}, nil, err
 	}
 	r.cpu = (procCPU(pid) - cpu0).Seconds()
 	r.allCPU = (procsCPU(pids) - all0).Seconds()
+	r.proxyCPU = (procCPU(pids[0]) - px0).Seconds()
+	r.followerCPU = r.allCPU - r.proxyCPU - r.cpu
 	after, err := proxyInfo(ctx, admin)
 	if err != nil {
 		return result{}, nil, err
@@ -368,6 +378,8 @@ func (r *result) add(q result) {
 	r.secs += q.secs
 	r.cpu += q.cpu
 	r.allCPU += q.allCPU
+	r.proxyCPU += q.proxyCPU
+	r.followerCPU += q.followerCPU
 	r.fromAll += q.fromAll
 	r.fromLeader += q.fromLeader
 	r.lat = append(r.lat, q.lat...)
