@@ -18,7 +18,7 @@
 // policy, keep the same writes going and read (GET of a random loaded
 // key) as fast as they can in between, for --warmup (not counted) and
 // --duration, in --rounds rounds: each round runs every policy for
-// duration/rounds (after a warm-up of at most 500ms past the first), in
+// duration/rounds (after a warm-up of at most 1s past the first), in
 // an order rotated each round. A session's writes are what its ryw reads must see, so
 // ryw's wait for its floor is in the figures; the read right after each
 // write is of the key just written, and one that does not see the write
@@ -127,7 +127,7 @@ func NewCommand() *cobra.Command {
 	f.IntVar(&o.WriteRate, "write-rate", 5000, "SET/s of the writers together (rate-limited)")
 	f.DurationVar(&o.SessionWrite, "session-write", time.Second, "each reading session also writes its own key this often, under its policy (0: never)")
 	f.DurationVar(&o.Duration, "duration", 10*time.Second, "measured time per policy (and for the write-only baseline)")
-	f.DurationVar(&o.Warmup, "warmup", 2*time.Second, "load before each policy's first round, not counted (later rounds: at most 500ms)")
+	f.DurationVar(&o.Warmup, "warmup", 2*time.Second, "load before each policy's first round, not counted (later rounds: at most 1s)")
 	f.IntVar(&o.Rounds, "rounds", 5, "rounds per lag: each policy runs --duration/rounds per round, the policies interleaved; ratios against any are the median of the rounds'")
 	f.IntVar(&o.Keys, "keys", 10000, "keys loaded before the runs; reads GET a random one")
 	f.StringVar(&o.Mode, "mode", "async", "commit mode of the cluster")
@@ -282,9 +282,13 @@ func runLag(ctx context.Context, o Options, dir string, lag time.Duration) ([]re
 		var line []string
 		for j := range o.Policies {
 			pol := o.Policies[(round+j)%len(o.Policies)]
+			// Later rounds warm up for at most a second: as long as the
+			// proxy remembers a follower that refused a read or was slow
+			// (staleTTL), so that what the policy before left does not
+			// route this one's reads.
 			warm := o.Warmup
 			if round > 0 {
-				warm = min(warm, 500*time.Millisecond)
+				warm = min(warm, time.Second)
 			}
 			r, delta, err := measure(ctx, o, px.RESPAddr, admin, pol, warm, per, pid, pids, leaderName)
 			if err != nil {
