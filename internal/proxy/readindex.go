@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"time"
 )
@@ -80,6 +81,9 @@ type readIndex struct {
 	mu   sync.Mutex
 	free []*upConn
 	next *indexBatch // the batch reads join, not sent yet; nil: none
+	// lingering: a read that found a slot free yields before sending
+	// next (enqueue); reads that join meanwhile do not send it.
+	lingering bool
 	// last is the position the last batch learned. Only the planted bug
 	// (reuseIndex) uses it: a read must never take a position learned
 	// before it began.
@@ -149,7 +153,26 @@ func (x *readIndex) enqueue(o *op, sid uint64) {
 	}
 	b.ops = append(b.ops, o)
 	o.known, o.batch, o.call = true, b, b.c
-	if len(x.free) == 0 {
+	if len(x.free) == 0 || x.lingering {
+		x.mu.Unlock()
+		return
+	}
+	// A slot is free and the batch could leave now; but first the
+	// goroutines that are ready to run (clients whose reads arrived with
+	// this one, often the readers of the batch that just came back) join
+	// it, as upConn.send lets them share a write: one probe then serves
+	// them all, where leaving at once made a batch of one and another of
+	// the rest. Meanwhile no other read sends (lingering), and settle
+	// may send the batch on a slot it frees.
+	x.lingering = true
+	x.mu.Unlock()
+	runtime.Gosched()
+	x.mu.Lock()
+	x.lingering = false
+	next := x.next
+	if next == nil || len(x.free) == 0 {
+		// settle sent it; and what formed since goes when a batch
+		// comes back.
 		x.mu.Unlock()
 		return
 	}
@@ -157,7 +180,7 @@ func (x *readIndex) enqueue(o *op, sid uint64) {
 	x.free = x.free[:len(x.free)-1]
 	x.next = nil
 	x.mu.Unlock()
-	x.send(u, b)
+	x.send(u, next)
 }
 
 // send writes batch b on u, one of the node's batch connections.

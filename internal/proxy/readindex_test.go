@@ -124,6 +124,30 @@ func TestLinearizableBatchProof(t *testing.T) {
 	}
 }
 
+// replicating makes the followers apply the leader l's writes lag after
+// them, looking every tick, until the returned func is called.
+func replicating(l *fakeNode, lag, tick time.Duration, followers ...*fakeNode) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(tick)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-t.C:
+				for _, f := range followers {
+					f.replicate(l, lag, now)
+				}
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
 // regIn and regOut are a register's operations for porcupine.
 type regIn struct {
 	key   string
@@ -172,24 +196,7 @@ func linearizableRun(t *testing.T) (ok bool, reads, batched int) {
 	l, f1, f2, v := linearizableFakes(t)
 	p, addr := startProxy(t, Config{Policy: Policy{Kind: resp.PolicyLinearizable}}, v)
 	waitProbed(t, p)
-	stop := make(chan struct{})
-	var repl sync.WaitGroup
-	repl.Add(1)
-	go func() { // the replication stream, 3 ms behind
-		defer repl.Done()
-		tick := time.NewTicker(200 * time.Microsecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case now := <-tick.C:
-				f1.replicate(l, 3*time.Millisecond, now)
-				f2.replicate(l, 3*time.Millisecond, now)
-			}
-		}
-	}()
-	defer func() { close(stop); repl.Wait() }()
+	defer replicating(l, 3*time.Millisecond, 200*time.Microsecond, f1, f2)() // the replication stream, 3 ms behind
 
 	ctx := context.Background()
 	start := time.Now()
@@ -298,23 +305,11 @@ func TestSlowFollowersLinearizable(t *testing.T) {
 			l, f1, f2, v := linearizableFakes(t)
 			p, addr := startProxy(t, Config{Policy: Policy{Kind: resp.PolicyLinearizable}, SlowRead: tc.slow}, v)
 			waitProbed(t, p)
+			// The followers apply each write 40 ms after it.
+			defer replicating(l, 40*time.Millisecond, time.Millisecond, f1, f2)()
 			stop := make(chan struct{})
 			var bg sync.WaitGroup
-			bg.Add(2)
-			go func() { // the followers apply each write 40 ms after it
-				defer bg.Done()
-				tick := time.NewTicker(time.Millisecond)
-				defer tick.Stop()
-				for {
-					select {
-					case <-stop:
-						return
-					case now := <-tick.C:
-						f1.replicate(l, 40*time.Millisecond, now)
-						f2.replicate(l, 40*time.Millisecond, now)
-					}
-				}
-			}()
+			bg.Add(1)
 			go func() { // writes keep the leader's position ahead of theirs
 				defer bg.Done()
 				w := client(t, addr)
