@@ -163,7 +163,7 @@ type result struct {
 	// the followers together over the run (cpu is the leader's), not
 	// less the writes': where a policy's cost per read goes.
 	proxyCPU, followerCPU float64
-	firstErr       string
+	firstErr              string
 	// lat are the reads' latencies at the client, sorted (merged over
 	// the rounds for p50 and p99).
 	lat []time.Duration
