@@ -58,6 +58,9 @@ func proxyCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("proxy: listen %s: %w", addr, err)
 			}
+			if cfg.SlowRead == 0 {
+				cfg.SlowRead = -1 // --slow-read 0: never (Config's 0 is the default)
+			}
 			if cfg.LeaderShare == 0 {
 				cfg.LeaderShare = -1 // --leader-share 0: none (Config's 0 is the default)
 			}
@@ -107,6 +110,8 @@ func proxyCmd() *cobra.Command {
 	f.IntVar(&cfg.ConnsPerNode, "conns-per-node", 4, "shared connections to each node")
 	f.IntVar(&cfg.WaitConnsPerNode, "wait-conns-per-node", 64, "connections to each node for reads that may wait there (one read at a time each)")
 	f.Float64Var(&cfg.LeaderShare, "leader-share", proxy.DefaultLeaderShare, "ryw reads the leader may serve instead of a follower that would first wait for the session's write, as a share of the reads followers serve (0: none, they wait)")
+	f.DurationVar(&cfg.SlowRead, "slow-read", proxy.DefaultSlowRead, "a follower whose bounded and linearizable reads all take longer than this for a while gets none for a second: the leader serves them (fallback followers-slow; 0: never, they wait on the followers)")
+	f.IntVar(&cfg.IndexBatches, "index-batches", 2, "linearizable read batches in flight per follower (each a round trip to the leader shared by the reads in it)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }

@@ -74,17 +74,22 @@ func BenchmarkProxyReadForms(b *testing.B) {
 	}
 	known := [][]any{{"tandem.token", "reset"}, {"get", "k"}, {"tandem.token"}}
 	// A linearizable batch of the proxy (proxy/readindex.go): the probe,
-	// then n reads, bare, then the proof; and as the proxy sent them
-	// before, each read in the known form and no proof (kept to compare).
-	probe := [][]any{{"tandem.readpolicy", "linearizable"}, {"tandem.token", "reset"}, {"dbsize"}, {"tandem.token"}, {"tandem.readpolicy", "any"}}
-	batch := func(n int, each [][]any, end ...[]any) [][]any {
-		cmds := append([][]any(nil), probe...)
+	// then n reads, bare, then the proof; as the proxy sent them before
+	// TANDEM.APPLIED ("-session": the probe and proof in session
+	// commands, 8 in all), and before that ("-known": each read in the
+	// known form and no proof); kept to compare.
+	probe := [][]any{{"tandem.readpolicy", "any"}, {"tandem.applied", "linearizable"}}
+	proof := [][]any{{"tandem.applied"}}
+	sessProbe := [][]any{{"tandem.readpolicy", "linearizable"}, {"tandem.token", "reset"}, {"dbsize"}, {"tandem.token"}, {"tandem.readpolicy", "any"}}
+	sessProof := [][]any{{"tandem.token", "reset"}, {"dbsize"}, {"tandem.token"}}
+	batchOf := func(begin [][]any, n int, each [][]any, end ...[]any) [][]any {
+		cmds := append([][]any(nil), begin...)
 		for range n {
 			cmds = append(cmds, each...)
 		}
 		return append(cmds, end...)
 	}
-	proof := [][]any{{"tandem.token", "reset"}, {"dbsize"}, {"tandem.token"}}
+	batch := func(n int, each [][]any, end ...[]any) [][]any { return batchOf(sessProbe, n, each, end...) }
 	bare := [][]any{{"get", "k"}}
 	for _, tc := range []struct {
 		name  string
@@ -97,9 +102,13 @@ func BenchmarkProxyReadForms(b *testing.B) {
 		// Linearizable: one read with its state (the proxy's form before
 		// batches; a ReadIndex of the leader per read), and a batch.
 		{"linearizable", [][]any{{"tandem.readpolicy", "linearizable"}, {"get", "k"}, {"tandem.token"}, {"reset"}}, 1},
-		{"linearizable-batch4", batch(4, bare, proof...), 4},
+		{"linearizable-batch4", batchOf(probe, 4, bare, proof...), 4},
+		{"linearizable-batch4-session", batch(4, bare, sessProof...), 4},
 		{"linearizable-batch4-known", batch(4, known), 4},
-		{"linearizable-batch16", batch(16, bare, proof...), 16},
+		{"linearizable-batch6", batchOf(probe, 6, bare, proof...), 6},
+		{"linearizable-batch6-session", batch(6, bare, sessProof...), 6},
+		{"linearizable-batch16", batchOf(probe, 16, bare, proof...), 16},
+		{"linearizable-batch16-session", batch(16, bare, sessProof...), 16},
 		{"linearizable-batch16-known", batch(16, known), 16},
 	} {
 		b.Run(tc.name, func(b *testing.B) {

@@ -254,7 +254,16 @@ func (f *fakeNode) serve(c redcon.Conn, sess *resp.Session, args [][]byte) bool 
 		}
 		f.log = append(f.log, fakeEntry{lsn: f.lsn, k: parts[1], v: f.data[parts[1]], at: time.Now()})
 		s.at = maxPos(s.at, position{Epoch: f.epoch, LSN: f.lsn})
-	case "get", "dbsize":
+	case "get", "dbsize", "tandem.applied":
+		if name == "tandem.applied" {
+			// The position a read under the policy named would be
+			// served at; the session as it was (a node's cmdApplied).
+			pol := "any"
+			if len(args) == 2 {
+				pol = "linearizable"
+			}
+			s = &fakeSess{policy: pol}
+		}
 		if name == "get" && !f.leader && f.regress != "" && parts[1] == f.regress {
 			f.regress, f.lsn, f.data[parts[1]] = "", 0, "old"
 		}
@@ -296,6 +305,10 @@ func (f *fakeNode) serve(c redcon.Conn, sess *resp.Session, args [][]byte) bool 
 			// The node's words (replication's verdictErr).
 			c.WriteError(fmt.Sprintf("TRYAGAIN tandem: read elsewhere: this node has not applied the position %d:%d within the read wait (applied %d:%d)",
 				floor.Epoch, floor.LSN, f.epoch, f.lsn))
+			return true
+		}
+		if name == "tandem.applied" {
+			c.WriteBulkString(resp.FormatToken(position{Epoch: f.epoch, LSN: f.lsn}))
 			return true
 		}
 		if name == "dbsize" {

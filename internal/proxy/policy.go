@@ -94,6 +94,7 @@ var (
 	cmdReset     = []byte("RESET")
 	cmdReadPol   = []byte("TANDEM.READPOLICY")
 	cmdToken     = []byte("TANDEM.TOKEN")
+	cmdApplied   = []byte("TANDEM.APPLIED")
 	cmdUser      = []byte("TANDEM.USER")
 	argBoundedMs = []byte("bounded")
 	argReset     = []byte("RESET")

@@ -105,6 +105,20 @@ type Config struct {
 	// leaderCredit); past it such reads wait on a follower. 0 means 0.1;
 	// negative: never (every such read waits on a follower).
 	LeaderShare float64
+	// SlowRead is when a follower is too slow for bounded and
+	// linearizable reads: when all of them (linearizable: all its index
+	// batches) took longer than this for a while (slowWindow; batches
+	// slowBatchWindow), it gets none for staleTTL and the leader serves
+	// them (fallback followers-slow). A follower that lags L makes every
+	// linearizable read wait at least L, the leader about a round trip:
+	// the default, 25 ms, sends them to the leader once the lag passes
+	// it; above the lag, they stay on the followers and wait it out.
+	// 0 means DefaultSlowRead; negative: never (they always wait on the
+	// followers, up to the node's --read-wait).
+	SlowRead time.Duration
+	// IndexBatches bounds the linearizable batches in flight per
+	// follower (readindex.go); 0 means 2.
+	IndexBatches int
 	// RESP is the client-facing connection layer's configuration.
 	RESP   resp.Config
 	Logger *slog.Logger
@@ -177,6 +191,12 @@ func New(cfg Config) *Proxy {
 	}
 	if cfg.WaitConnsPerNode <= 0 {
 		cfg.WaitConnsPerNode = 64
+	}
+	if cfg.IndexBatches <= 0 {
+		cfg.IndexBatches = indexInFlight
+	}
+	if cfg.SlowRead == 0 {
+		cfg.SlowRead = DefaultSlowRead
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -704,10 +724,11 @@ func waitsForLeader(pol Policy) bool {
 	return pol.Kind == resp.PolicyBounded || pol.Kind == resp.PolicyLinearizable
 }
 
-// slowRead: bounded or linearizable reads that all take longer on a
-// follower for a while (node.slow) wait there for the leader's position:
-// the follower lags, and the leader would serve them sooner.
-const slowRead = 25 * time.Millisecond
+// DefaultSlowRead is Config.SlowRead's default: bounded or linearizable
+// reads that all take longer on a follower for a while (node.slow) wait
+// there for the leader's position: the follower lags, and the leader
+// would serve them sooner.
+const DefaultSlowRead = 25 * time.Millisecond
 
 // maxWaitAgain bounds how often a monotonic read waits again on its
 // follower (besides the proxy's ReadTimeout): a node with a tiny
@@ -765,6 +786,7 @@ func (p *Proxy) pickRead(s *session, pol Policy, leader *node, followers []*node
 			eligible  int // healthy followers that may serve pol
 			lacking   int
 			behind    int  // eligible but refused a waiting read lately
+			slow      int  // of those, found too slow (Config.SlowRead)
 			inZone    bool // one of them, not tried yet, is in the proxy's zone
 		)
 		floor := s.floor()
@@ -802,6 +824,9 @@ func (p *Proxy) pickRead(s *session, pol Policy, leader *node, followers []*node
 			wait, skip := waits(n)
 			if skip {
 				behind++
+				if n.recentlySlow(now) {
+					slow++
+				}
 				continue
 			}
 			load, other := n.inflight.Load(), n.zone != p.cfg.Zone
@@ -847,6 +872,10 @@ func (p *Proxy) pickRead(s *session, pol Policy, leader *node, followers []*node
 			return best, "", bestWait
 		}
 		switch {
+		case slow > 0 && slow == behind && behind+len(tried) >= eligible:
+			// Deliberately: they serve these reads, later than the
+			// leader would (Config.SlowRead).
+			why = "followers-slow"
 		case behind > 0 && behind+len(tried) >= eligible:
 			why = "followers-behind"
 		case eligible > 0:
@@ -1091,7 +1120,7 @@ func (p *Proxy) completeRead(ctx context.Context, sess *resp.Session, o *op) []b
 		if waitsForLeader(o.policy) && n != leader && !(o.known && o.policy.Kind == resp.PolicyLinearizable) && n.slow(p.now().Sub(o.sentAt), p.now()) {
 			// The follower's reads wait for the leader's position: it
 			// lags, and the leader serves them at once.
-			n.refusedStale(p.now())
+			n.foundSlow(p.now())
 		}
 		p.stats.readServed(policyName(o.policy), n.id, o.fellWhy, n.zone != p.cfg.Zone)
 		n.reads.Add(1)

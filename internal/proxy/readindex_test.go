@@ -81,12 +81,12 @@ func TestLinearizableReadsShareIndexQueries(t *testing.T) {
 		t.Errorf("followers served %d reads, want %d", got, n)
 	}
 	// Policy commands: the probe of each node (TANDEM.READPOLICY) and
-	// two per batch; none with each read.
-	if pc := f1.count("tandem.readpolicy") + f2.count("tandem.readpolicy"); pc > 2+2*int(queries) {
+	// one per batch; none with each read.
+	if pc := f1.count("tandem.readpolicy") + f2.count("tandem.readpolicy"); pc > 2+int(queries) {
 		t.Errorf("%d policy commands for %d index queries: the reads carry the session's state", pc, queries)
 	}
 	for _, f := range []*fakeNode{f1, f2} {
-		if f.count("get") > 0 && f.count("dbsize") == 0 {
+		if f.count("get") > 0 && f.count("tandem.applied") == 0 {
 			t.Errorf("%s served reads without an index query", f.id)
 		}
 	}
@@ -119,9 +119,33 @@ func TestLinearizableBatchProof(t *testing.T) {
 	if n := p.stats.indexUnproven.Load(); n == 0 {
 		t.Errorf("reads_linearizable_unproven = 0: the proof did not catch the follower that went back")
 	}
-	if got := f1.count("dbsize") + f2.count("dbsize"); got < 2 {
-		t.Errorf("%d DBSIZE on the followers: want a probe and a proof", got)
+	if got := f1.count("tandem.applied") + f2.count("tandem.applied"); got < 2 {
+		t.Errorf("%d TANDEM.APPLIED on the followers: want a probe and a proof", got)
 	}
+}
+
+// replicating makes the followers apply the leader l's writes lag after
+// them, looking every tick, until the returned func is called.
+func replicating(l *fakeNode, lag, tick time.Duration, followers ...*fakeNode) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(tick)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-t.C:
+				for _, f := range followers {
+					f.replicate(l, lag, now)
+				}
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
 }
 
 // regIn and regOut are a register's operations for porcupine.
@@ -172,24 +196,7 @@ func linearizableRun(t *testing.T) (ok bool, reads, batched int) {
 	l, f1, f2, v := linearizableFakes(t)
 	p, addr := startProxy(t, Config{Policy: Policy{Kind: resp.PolicyLinearizable}}, v)
 	waitProbed(t, p)
-	stop := make(chan struct{})
-	var repl sync.WaitGroup
-	repl.Add(1)
-	go func() { // the replication stream, 3 ms behind
-		defer repl.Done()
-		tick := time.NewTicker(200 * time.Microsecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case now := <-tick.C:
-				f1.replicate(l, 3*time.Millisecond, now)
-				f2.replicate(l, 3*time.Millisecond, now)
-			}
-		}
-	}()
-	defer func() { close(stop); repl.Wait() }()
+	defer replicating(l, 3*time.Millisecond, 200*time.Microsecond, f1, f2)() // the replication stream, 3 ms behind
 
 	ctx := context.Background()
 	start := time.Now()
@@ -278,4 +285,73 @@ func TestLinearizableFollowerReads(t *testing.T) {
 		}
 		t.Fatal("with reads taking a position learned before they began, the history still passed 5 times")
 	})
+}
+
+// TestSlowFollowersLinearizable: followers 40 ms behind make every
+// linearizable batch wait about 40 ms. Past Config.SlowRead (25 ms by
+// default) for slowBatchWindow the proxy sends the reads to the leader,
+// deliberately and counted as fallback followers-slow; with SlowRead
+// negative they stay on the followers and wait the lag out.
+func TestSlowFollowersLinearizable(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		slow       time.Duration
+		wantLeader bool
+	}{
+		{"default", 0, true},
+		{"never", -1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, f1, f2, v := linearizableFakes(t)
+			p, addr := startProxy(t, Config{Policy: Policy{Kind: resp.PolicyLinearizable}, SlowRead: tc.slow}, v)
+			waitProbed(t, p)
+			// The followers apply each write 40 ms after it.
+			defer replicating(l, 40*time.Millisecond, time.Millisecond, f1, f2)()
+			stop := make(chan struct{})
+			var bg sync.WaitGroup
+			bg.Add(1)
+			go func() { // writes keep the leader's position ahead of theirs
+				defer bg.Done()
+				w := client(t, addr)
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if err := w.Set(context.Background(), "w", i, 0).Err(); err != nil {
+						t.Errorf("SET: %v", err)
+						return
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}()
+			defer func() { close(stop); bg.Wait() }()
+			ctx := context.Background()
+			var rg sync.WaitGroup
+			for range 4 {
+				rg.Add(1)
+				go func() {
+					defer rg.Done()
+					c := client(t, addr)
+					for end := time.Now().Add(time.Second); time.Now().Before(end); {
+						if got, err := c.Get(ctx, "k").Result(); err != nil || got != "v" {
+							t.Errorf("GET = %q, %v; want v", got, err)
+							return
+						}
+					}
+				}()
+			}
+			rg.Wait()
+			info, _ := client(t, addr).Info(ctx, "proxy").Result()
+			fell := strings.Contains(info, "reads_fallback_leader_followers-slow:")
+			if fell != tc.wantLeader || (l.count("get") > 0) != tc.wantLeader {
+				t.Errorf("SlowRead %v, followers 40 ms behind: leader served %d reads, fallback followers-slow counted %v; want the leader to serve them: %v\n%s",
+					tc.slow, l.count("get"), fell, tc.wantLeader, info)
+			}
+			if got := f1.count("get") + f2.count("get"); got == 0 {
+				t.Errorf("the followers served no read (before they were found slow, they serve them)")
+			}
+		})
+	}
 }

@@ -429,6 +429,10 @@ type node struct {
 	pmu     sync.Mutex
 	applied position
 	staleAt time.Time
+	// slowAt is staleAt when found slow (foundSlow), not refusing.
+	slowAt time.Time
+	// slowRead is Config.SlowRead (0: DefaultSlowRead; negative: never).
+	slowRead time.Duration
 	// slowSince: every bounded and linearizable read served there since
 	// then was slow (zero: the last one was not).
 	slowSince time.Time
@@ -483,31 +487,57 @@ func (n *node) refusedStale(now time.Time) {
 	n.pmu.Unlock()
 }
 
+// foundSlow records that the node's bounded or linearizable reads (or
+// index batches) were all slower than Config.SlowRead for a while: no
+// waiting read goes there for staleTTL, as after a refusal, and the
+// leader's serving them is counted as fallback followers-slow.
+func (n *node) foundSlow(now time.Time) {
+	n.pmu.Lock()
+	n.staleAt, n.slowAt = now, now
+	n.pmu.Unlock()
+}
+
+// recentlySlow: recentlyStale, for being slow (foundSlow) and not since
+// refused.
+func (n *node) recentlySlow(now time.Time) bool {
+	n.pmu.Lock()
+	defer n.pmu.Unlock()
+	return !n.slowAt.IsZero() && n.slowAt.Equal(n.staleAt) && now.Sub(n.slowAt) < staleTTL
+}
+
+// slowLimit is Config.SlowRead; 0 (a node made in a test): the default.
+func (n *node) slowLimit() time.Duration {
+	if n.slowRead == 0 {
+		return DefaultSlowRead
+	}
+	return n.slowRead
+}
+
 // slow takes the latency of a bounded or linearizable read served by the
 // node at now and says whether such reads are slow there: none served
-// there took at most slowRead for slowWindow. A lagging follower makes
+// there took at most Config.SlowRead for slowWindow. A lagging follower makes
 // every one of them wait about its lag; a busy machine makes some slow,
 // in bursts, not all of them for long. Found slow, it starts over.
 func (n *node) slow(d time.Duration, now time.Time) bool {
 	n.pmu.Lock()
 	defer n.pmu.Unlock()
-	return slowFor(&n.slowSince, d, slowWindow, now)
+	return slowFor(&n.slowSince, d, n.slowLimit(), slowWindow, now)
 }
 
 // slowBatch is slow for the node's linearizable index batches: none took
-// at most slowRead for slowBatchWindow.
+// at most Config.SlowRead for slowBatchWindow.
 func (n *node) slowBatch(d time.Duration, now time.Time) bool {
 	n.pmu.Lock()
 	defer n.pmu.Unlock()
-	return slowFor(&n.batchSlowSince, d, slowBatchWindow, now)
+	return slowFor(&n.batchSlowSince, d, n.slowLimit(), slowBatchWindow, now)
 }
 
 // slowFor takes a latency d at now: false, and starts over, if it was at
-// most slowRead; true, and starts over, if all since *since, for window,
-// were longer.
-func slowFor(since *time.Time, d, window time.Duration, now time.Time) bool {
+// most limit (never slow if limit is negative); true, and starts over, if
+// all since *since, for window, were longer.
+func slowFor(since *time.Time, d, limit, window time.Duration, now time.Time) bool {
 	switch {
-	case d <= slowRead:
+	case limit < 0 || d <= limit:
 		*since = time.Time{}
 	case since.IsZero():
 		*since = now
@@ -545,7 +575,7 @@ func (n *node) recentlyStale(now time.Time) bool {
 const staleTTL = time.Second
 
 func newNode(p *Proxy, id, addr, zone string) *node {
-	n := &node{p: p, id: id, addr: addr, zone: zone}
+	n := &node{p: p, id: id, addr: addr, zone: zone, slowRead: p.cfg.SlowRead}
 	n.conns = make([]*upConn, p.cfg.ConnsPerNode)
 	n.rconns = make([]*upConn, p.cfg.ConnsPerNode)
 	for i := range n.conns {

@@ -41,6 +41,7 @@ func init() {
 		{"tandem.readpolicy", -1, cmdReadPolicy},
 		{"tandem.token", -1, cmdToken},
 		{"tandem.user", -1, cmdUser},
+		{"tandem.applied", -1, cmdApplied},
 		{"multi", 1, cmdMulti},
 		{"exec", 1, cmdExec},
 		{"discard", 1, cmdDiscard},

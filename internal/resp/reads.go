@@ -24,6 +24,11 @@ import (
 //	TANDEM.TOKEN RESET                    drop the session's positions
 //	TANDEM.USER                           the session's user (nil if none)
 //	TANDEM.USER <id>                      name the session's user ("" for none)
+//	TANDEM.APPLIED                        the node's applied position, as a token
+//	TANDEM.APPLIED LINEARIZABLE           the same once the node has applied
+//	                                      the leader's commit position learned
+//	                                      after the command began (as a
+//	                                      linearizable read waits)
 //
 // A position names a log entry by epoch and LSN. The session keeps two:
 // the highest of its acknowledged writes and of the tokens it was given
@@ -46,7 +51,11 @@ import (
 // With TANDEM.USER set, ryw, monotonic and linearizable reads also wait
 // for the user's last write as the leader knows it (cross-device
 // read-your-writes), and every acknowledged write is recorded for the user.
-// A read a node cannot serve under the policy is answered
+// TANDEM.APPLIED reads and changes none of the session's state: it is
+// what a proxy's batch of linearizable reads begins and ends with (its
+// package proxy, readindex.go), one command each, where the session
+// commands took four and three. A read a node cannot serve under the
+// policy is answered
 // "TRYAGAIN tandem: read elsewhere: <why>", which a proxy or client takes
 // as "go to another node, at the latest the leader"; the leader serves
 // every legitimate position at once.
@@ -240,6 +249,48 @@ func cmdToken(_ *node, c redcon.Conn, sess *Session, args [][]byte) {
 	}
 	r.write = maxPos(r.write, p)
 	c.WriteString("OK")
+}
+
+// dbsize is the read TANDEM.APPLIED runs for its position: the cheapest
+// (a counter).
+var dbsize = func() *commands.Spec {
+	s, ok := commands.Lookup([]byte("dbsize"))
+	if !ok {
+		panic("resp: no DBSIZE in the commands table")
+	}
+	return s
+}()
+
+var dbsizeArgs = [][]byte{[]byte("DBSIZE")}
+
+// cmdApplied answers the position a read served now would be served at:
+// under policy any (no argument) or linearizable (LINEARIZABLE, with no
+// floor and no user), whatever the session's; it changes none of the
+// session's state. Without read policies it answers the zero token.
+func cmdApplied(n *node, c redcon.Conn, sess *Session, args [][]byte) {
+	req := ReadRequest{Policy: Policy{Kind: PolicyAny}}
+	switch {
+	case len(args) > 2:
+		c.WriteError(errArity("tandem.applied"))
+		return
+	case len(args) == 2 && !strings.EqualFold(string(args[1]), "linearizable"):
+		c.WriteError("ERR tandem: TANDEM.APPLIED takes no argument or LINEARIZABLE")
+		return
+	case len(args) == 2:
+		req.Policy.Kind = PolicyLinearizable
+	}
+	if n.pos == nil {
+		c.WriteBulkString(FormatToken(Position{}))
+		return
+	}
+	ctx := sess.enter()
+	_, at, err := n.pos.ReadAt(ctx, dbsize, dbsizeArgs, req)
+	sess.leave()
+	if err != nil {
+		c.WriteError(n.srv.errorText(err, sess, "tandem.applied"))
+		return
+	}
+	c.WriteBulkString(FormatToken(at))
 }
 
 func cmdUser(_ *node, c redcon.Conn, sess *Session, args [][]byte) {

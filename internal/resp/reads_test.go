@@ -230,3 +230,59 @@ func TestTokenInPipelineDoesNotWaitForCommit(t *testing.T) {
 		t.Errorf("user u's last write recorded at %v, want 3:1 (SET b was sent after TANDEM.USER \"\")", got)
 	}
 }
+
+// TestApplied: TANDEM.APPLIED answers the position a read would be
+// served at, under policy any or, with LINEARIZABLE, linearizable with no
+// floor and no user whatever the session's, and changes none of the
+// session's state (a proxy's linearizable batches rest on both).
+func TestApplied(t *testing.T) {
+	b := &posFake{fakeBackend: newFake(), users: map[string]Position{}}
+	_, addr := startServer(t, b, Config{})
+	c := newClient(t, addr, 2)
+	ctx := context.Background()
+	for _, args := range [][]any{{"tandem.readpolicy", "monotonic"}, {"tandem.user", "u1"}, {"set", "a", "1"}} {
+		if err := c.Do(ctx, args...).Err(); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+	}
+	b.pmu.Lock()
+	b.at = Position{Epoch: 3, LSN: 7}
+	b.pmu.Unlock()
+	for _, tc := range []struct {
+		args   []any
+		policy string
+	}{
+		{[]any{"tandem.applied"}, "any"},
+		{[]any{"TANDEM.APPLIED", "linearizable"}, "linearizable"},
+	} {
+		if got, err := c.Do(ctx, tc.args...).Result(); err != nil || got != "t1:3:7" {
+			t.Errorf("%v = %v, %v; want t1:3:7", tc.args, got, err)
+		}
+		if req := b.lastReq(); req.Policy.String() != tc.policy || req.Floor != (Position{}) || req.User != "" {
+			t.Errorf("%v: request %+v, want policy %s, no floor, no user", tc.args, req, tc.policy)
+		}
+	}
+	for q, want := range map[string]string{"tandem.readpolicy": "monotonic", "tandem.token": "t1:3:1", "tandem.user": "u1"} {
+		if got := c.Do(ctx, q).Val(); got != want {
+			t.Errorf("after TANDEM.APPLIED %s = %v, want %s", q, got, want)
+		}
+	}
+	for _, tc := range []struct {
+		args []any
+		want string
+	}{
+		{[]any{"tandem.applied", "any"}, "ERR tandem: TANDEM.APPLIED takes no argument or LINEARIZABLE"},
+		{[]any{"tandem.applied", "linearizable", "x"}, "ERR wrong number of arguments for 'tandem.applied' command"},
+	} {
+		if err := c.Do(ctx, tc.args...).Err(); err == nil || err.Error() != tc.want {
+			t.Errorf("%v: %v, want %q", tc.args, err, tc.want)
+		}
+	}
+	// A read the node cannot serve: its error, as a read's.
+	b.pmu.Lock()
+	b.err = fmt.Errorf("not applied: %w", ErrReadElsewhere)
+	b.pmu.Unlock()
+	if err := c.Do(ctx, "tandem.applied", "linearizable").Err(); err == nil || !strings.HasPrefix(err.Error(), "TRYAGAIN tandem: read elsewhere") {
+		t.Errorf("refused: %v, want TRYAGAIN", err)
+	}
+}

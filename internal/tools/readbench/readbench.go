@@ -17,7 +17,9 @@
 // sessions, each on its own proxy connection under TANDEM.READPOLICY
 // policy, keep the same writes going and read (GET of a random loaded
 // key) as fast as they can in between, for --warmup (not counted) and
-// --duration. A session's writes are what its ryw reads must see, so
+// --duration, in --rounds rounds: each round runs every policy for
+// duration/rounds (after a warm-up of at most 1s past the first), in
+// an order rotated each round. A session's writes are what its ryw reads must see, so
 // ryw's wait for its floor is in the figures; the read right after each
 // write is of the key just written, and one that does not see the write
 // is counted as stale (expected under any and bounded with lag, never
@@ -33,7 +35,10 @@
 // this far less) — and the ratios the targets are about: the
 // leader's CPU per read against leader's (any, ryw, monotonic: at most
 // 0.20), and ryw's and linearizable's throughput lost against any's
-// (at most 10% and 25%).
+// (at most 10% and 25%). The throughput ratios are the median over the
+// rounds of a round's reads/s against any's in the same round, with
+// their range: policies seconds apart see the same machine, while runs
+// minutes apart swung ±0.15 on an idle one.
 package readbench
 
 import (
@@ -73,8 +78,13 @@ type Options struct {
 	SessionWrite time.Duration
 	Duration     time.Duration
 	Warmup       time.Duration
-	Keys         int
-	Mode         string
+	// Rounds splits each policy's Duration into this many rounds, the
+	// policies interleaved (every policy once per round, in an order
+	// rotated each round), so that the ratios against any are taken
+	// between runs seconds apart, not minutes (see report).
+	Rounds int
+	Keys   int
+	Mode   string
 	// ProxyArgs are extra flags for the proxy (e.g. --conns-per-node).
 	ProxyArgs []string
 	Dir       string
@@ -117,7 +127,8 @@ func NewCommand() *cobra.Command {
 	f.IntVar(&o.WriteRate, "write-rate", 5000, "SET/s of the writers together (rate-limited)")
 	f.DurationVar(&o.SessionWrite, "session-write", time.Second, "each reading session also writes its own key this often, under its policy (0: never)")
 	f.DurationVar(&o.Duration, "duration", 10*time.Second, "measured time per policy (and for the write-only baseline)")
-	f.DurationVar(&o.Warmup, "warmup", 2*time.Second, "load before each measurement, not counted")
+	f.DurationVar(&o.Warmup, "warmup", 2*time.Second, "load before each policy's first round, not counted (later rounds: at most 1s)")
+	f.IntVar(&o.Rounds, "rounds", 5, "rounds per lag: each policy runs --duration/rounds per round, the policies interleaved; ratios against any are the median of the rounds'")
 	f.IntVar(&o.Keys, "keys", 10000, "keys loaded before the runs; reads GET a random one")
 	f.StringVar(&o.Mode, "mode", "async", "commit mode of the cluster")
 	f.StringSliceVar(&o.ProxyArgs, "proxy-args", nil, "extra flags for the proxy, e.g. --proxy-args=--conns-per-node=16")
@@ -137,23 +148,39 @@ type result struct {
 	ownReads, stale int64
 	secs            float64
 	follower        float64 // share of reads followers served
-	p50, p99        time.Duration
-	cpu             float64 // the leader's CPU seconds over the run
-	leaderCPU       float64 // µs per read, less the writes' (attribute)
+	// fromAll and fromLeader are the reads the proxy counted per node,
+	// in all and by the leader.
+	fromAll, fromLeader uint64
+	p50, p99            time.Duration
+	cpu                 float64 // the leader's CPU seconds over the run
+	leaderCPU           float64 // µs per read, less the writes' (attribute)
 	// allCPU is the CPU seconds of the proxy and every node over the
 	// run, sysCPU the µs per read of it, less the writes' (attribute):
 	// what a read costs the cluster, a figure the machine's load moves
 	// far less than reads/s (on a CPU-bound machine reads/s follow it).
 	allCPU, sysCPU float64
-	firstErr       string
+	// proxyCPU and followerCPU are the CPU seconds of the proxy and of
+	// the followers together over the run (cpu is the leader's), not
+	// less the writes': where a policy's cost per read goes.
+	proxyCPU, followerCPU float64
+	firstErr              string
+	// lat are the reads' latencies at the client, sorted (merged over
+	// the rounds for p50 and p99).
+	lat []time.Duration
+	// rounds are the reads/s of each round, in order (report: ratios
+	// against any's in the same round).
+	rounds []float64
 }
 
 func (r result) readRate() float64 { return float64(r.reads) / r.secs }
 
 // Run runs every lag and policy and prints the tables.
 func Run(ctx context.Context, o Options) error {
-	if o.Clients <= 0 || o.WriteRate < 0 || o.Writers < 0 || o.SessionWrite < 0 || o.Duration <= 0 || o.Keys <= 0 || len(o.Policies) == 0 {
-		return errors.New("bench reads: --clients, --duration, --keys and --policies must be positive, --writers, --write-rate and --session-write not negative")
+	if o.Rounds == 0 {
+		o.Rounds = 1
+	}
+	if o.Clients <= 0 || o.WriteRate < 0 || o.Writers < 0 || o.SessionWrite < 0 || o.Duration <= 0 || o.Keys <= 0 || len(o.Policies) == 0 || o.Rounds < 0 {
+		return errors.New("bench reads: --clients, --duration, --keys, --rounds and --policies must be positive, --writers, --write-rate and --session-write not negative")
 	}
 	dir := o.Dir
 	if dir == "" {
@@ -166,8 +193,8 @@ func Run(ctx context.Context, o Options) error {
 	if !o.Keep && o.Dir == "" {
 		defer os.RemoveAll(dir)
 	}
-	fmt.Fprintf(o.Out, "tandem bench reads: through tandem proxy, %d writers at %d SET/s in all (rate-limited); %d sessions reading (GET of %d keys) as fast as they go, each writing its own key every %v under its policy; %v per policy after %v warm-up; mode %s; load average %s\n",
-		o.Writers, o.WriteRate, o.Clients, o.Keys, o.SessionWrite, o.Duration, o.Warmup, o.Mode, loadAvg())
+	fmt.Fprintf(o.Out, "tandem bench reads: through tandem proxy, %d writers at %d SET/s in all (rate-limited); %d sessions reading (GET of %d keys) as fast as they go, each writing its own key every %v under its policy; %v per policy in %d interleaved rounds after %v warm-up; mode %s; load average %s\n",
+		o.Writers, o.WriteRate, o.Clients, o.Keys, o.SessionWrite, o.Duration, o.Rounds, o.Warmup, o.Mode, loadAvg())
 	var all []result
 	for _, lag := range o.Lags {
 		rs, err := runLag(ctx, o, filepath.Join(dir, "lag-"+lag.String()), lag)
@@ -246,52 +273,135 @@ func runLag(ctx context.Context, o Options, dir string, lag time.Duration) ([]re
 			pol+":", float64(base.writes)/base.secs, 100*cpu/base.secs, 1e6*perWrite[positional])
 	}
 
-	var out []result
-	for _, pol := range o.Policies {
-		if _, err := runLoad(ctx, o, px.RESPAddr, pol, o.Warmup); err != nil {
-			return out, err
-		}
-		before, err := proxyInfo(ctx, admin)
-		if err != nil {
-			return out, err
-		}
-		cpu0, all0 := procCPU(pid), procsCPU(pids)
-		r, err := runLoad(ctx, o, px.RESPAddr, pol, o.Duration)
-		if err != nil {
-			return out, err
-		}
-		cpu := (procCPU(pid) - cpu0).Seconds()
-		r.allCPU = (procsCPU(pids) - all0).Seconds()
-		after, err := proxyInfo(ctx, admin)
-		if err != nil {
-			return out, err
-		}
-		var total, fromLeader uint64
-		for k, n := range after {
-			id, ok := strings.CutPrefix(k, "reads_node_")
-			if !ok {
-				continue
+	// The policies' rounds, interleaved: round i runs every policy once,
+	// the order rotated by i so that none always follows the same one.
+	per := max(time.Second, o.Duration/time.Duration(o.Rounds))
+	acc := make(map[string]*result, len(o.Policies))
+	routed := make(map[string]map[string]uint64, len(o.Policies))
+	for round := range o.Rounds {
+		var line []string
+		for j := range o.Policies {
+			pol := o.Policies[(round+j)%len(o.Policies)]
+			// Later rounds warm up for at most a second: as long as the
+			// proxy remembers a follower that refused a read or was slow
+			// (staleTTL), so that what the policy before left does not
+			// route this one's reads.
+			warm := o.Warmup
+			if round > 0 {
+				warm = min(warm, time.Second)
 			}
-			d := n - before[k]
-			total += d
-			if id == leaderName {
-				fromLeader += d
+			r, delta, err := measure(ctx, o, px.RESPAddr, admin, pol, warm, per, pid, pids, leaderName)
+			if err != nil {
+				return collect(o.Policies, acc), err
+			}
+			r.lag = lag
+			line = append(line, fmt.Sprintf("%s %.0f", pol, r.readRate()))
+			a := acc[pol]
+			if a == nil {
+				a, routed[pol] = &result{policy: pol, lag: lag}, map[string]uint64{}
+				acc[pol] = a
+			}
+			a.add(r)
+			for k, v := range delta {
+				routed[pol][k] += v
 			}
 		}
-		if total > 0 {
-			r.follower = 1 - float64(fromLeader)/float64(total)
+		fmt.Fprintf(o.Out, "  round %d/%d (reads/s): %s\n", round+1, o.Rounds, strings.Join(line, ", "))
+	}
+	out := collect(o.Policies, acc)
+	for i := range out {
+		r := &out[i]
+		slices.Sort(r.lat)
+		r.p50, r.p99 = pct(r.lat, 0.50), pct(r.lat, 0.99)
+		if r.fromAll > 0 {
+			r.follower = 1 - float64(r.fromLeader)/float64(r.fromAll)
 		}
-		r.lag, r.cpu = lag, cpu
-		out = append(out, r)
 		fmt.Fprintf(o.Out, "  %-13s %9.0f reads/s  followers %5.1f%%  p50 %7.2f ms  p99 %7.2f ms  %6.0f SET/s  leader CPU %5.1f%% of a core  errors %d%s\n",
-			pol, r.readRate(), 100*r.follower, ms(r.p50), ms(r.p99), float64(r.writes)/r.secs, 100*cpu/r.secs, r.readErrs, errNote(r.firstErr))
-		fmt.Fprintf(o.Out, "  %-13s own writes read back %d, stale %d; routing: %s\n", "", r.ownReads, r.stale, routing(before, after))
+			r.policy, r.readRate(), 100*r.follower, ms(r.p50), ms(r.p99), float64(r.writes)/r.secs, 100*r.cpu/r.secs, r.readErrs, errNote(r.firstErr))
+		fmt.Fprintf(o.Out, "  %-13s own writes read back %d, stale %d; routing: %s\n", "", r.ownReads, r.stale, routing(map[string]uint64{}, routed[r.policy]))
+		if r.reads > 0 {
+			per := func(sec float64) float64 { return sec / float64(r.reads) * 1e6 }
+			fmt.Fprintf(o.Out, "  %-13s CPU per read, writes' included: proxy %.1f us, leader %.1f us, followers %.1f us\n", "", per(r.proxyCPU), per(r.cpu), per(r.followerCPU))
+		}
 	}
 	attribute(out, perWrite, allPerWrite)
 	if id, _, err := c.Leader(ctx); err == nil && id != leader {
 		fmt.Fprintf(o.Out, "  WARNING: the leader changed during the run (n%d -> n%d): the CPU figures are wrong\n", leader, id)
 	}
 	return out, nil
+}
+
+// measure runs policy pol once: warm (not counted), then d measured. It
+// returns the run and what the proxy's counters moved by over it.
+func measure(ctx context.Context, o Options, addr string, admin *redis.Client, pol string, warm, d time.Duration, pid int, pids []int, leaderName string) (result, map[string]uint64, error) {
+	if warm > 0 { // (runLoad with 0 is the writes-only baseline)
+		if _, err := runLoad(ctx, o, addr, pol, warm); err != nil {
+			return result{}, nil, err
+		}
+	}
+	before, err := proxyInfo(ctx, admin)
+	if err != nil {
+		return result{}, nil, err
+	}
+	cpu0, all0, px0 := procCPU(pid), procsCPU(pids), procCPU(pids[0])
+	r, err := runLoad(ctx, o, addr, pol, d)
+	if err != nil {
+		return result{}, nil, err
+	}
+	r.cpu = (procCPU(pid) - cpu0).Seconds()
+	r.allCPU = (procsCPU(pids) - all0).Seconds()
+	r.proxyCPU = (procCPU(pids[0]) - px0).Seconds()
+	r.followerCPU = r.allCPU - r.proxyCPU - r.cpu
+	after, err := proxyInfo(ctx, admin)
+	if err != nil {
+		return result{}, nil, err
+	}
+	delta := make(map[string]uint64, len(after))
+	for k, n := range after {
+		delta[k] = n - before[k]
+		id, ok := strings.CutPrefix(k, "reads_node_")
+		if !ok {
+			continue
+		}
+		r.fromAll += delta[k]
+		if id == leaderName {
+			r.fromLeader += delta[k]
+		}
+	}
+	return r, delta, nil
+}
+
+// add adds round q's counts to r (p50, p99 and follower are computed
+// from the sums after the last round).
+func (r *result) add(q result) {
+	r.reads += q.reads
+	r.writes += q.writes
+	r.readErrs += q.readErrs
+	r.ownReads += q.ownReads
+	r.stale += q.stale
+	r.secs += q.secs
+	r.cpu += q.cpu
+	r.allCPU += q.allCPU
+	r.proxyCPU += q.proxyCPU
+	r.followerCPU += q.followerCPU
+	r.fromAll += q.fromAll
+	r.fromLeader += q.fromLeader
+	r.lat = append(r.lat, q.lat...)
+	r.rounds = append(r.rounds, q.readRate())
+	if r.firstErr == "" {
+		r.firstErr = q.firstErr
+	}
+}
+
+// collect returns the policies' results in the order given.
+func collect(policies []string, acc map[string]*result) []result {
+	var out []result
+	for _, pol := range policies {
+		if r := acc[pol]; r != nil {
+			out = append(out, *r)
+		}
+	}
+	return out
 }
 
 // attribute sets each run's leader CPU per read: its leader CPU less what
@@ -472,6 +582,7 @@ func runLoad(ctx context.Context, o Options, addr, pol string, d time.Duration) 
 		secs: time.Since(start).Seconds(), firstErr: firstErr}
 	slices.Sort(lat)
 	r.p50, r.p99 = pct(lat, 0.50), pct(lat, 0.99)
+	r.lat = lat
 	return r, nil
 }
 
@@ -615,7 +726,7 @@ func report(w io.Writer, rs []result) {
 	if len(rs) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "\n%-6s %-13s %10s %10s %9s %9s %9s %13s %10s %10s %14s %8s %11s\n", "lag", "policy", "reads/s", "followers", "p50 ms", "p99 ms", "SET/s", "leader us/rd", "cpu/leader", "rate/any", "cluster us/rd", "cpu/any", "stale/own")
+	fmt.Fprintf(w, "\n%-6s %-13s %10s %10s %9s %9s %9s %13s %10s %10s %14s %8s %11s %12s\n", "lag", "policy", "reads/s", "followers", "p50 ms", "p99 ms", "SET/s", "leader us/rd", "cpu/leader", "rate/any", "cluster us/rd", "cpu/any", "stale/own", "rounds/any")
 	for _, r := range rs {
 		base := find(rs, r.lag, "leader")
 		anyR := find(rs, r.lag, "any")
@@ -623,16 +734,18 @@ func report(w io.Writer, rs []result) {
 		if base != nil && base.leaderCPU > 0 {
 			cpuRatio = fmt.Sprintf("%.2f", r.leaderCPU/base.leaderCPU)
 		}
-		if anyR != nil && anyR.reads > 0 {
-			rateRatio = fmt.Sprintf("%.2f", r.readRate()/anyR.readRate())
+		spread := "-"
+		if med, lo, hi, ok := roundRatio(&r, anyR); ok {
+			rateRatio, spread = fmt.Sprintf("%.2f", med), fmt.Sprintf("%.2f-%.2f", lo, hi)
 		}
 		if anyR != nil && anyR.sysCPU > 0 {
 			sysRatio = fmt.Sprintf("%.2f", r.sysCPU/anyR.sysCPU)
 		}
-		fmt.Fprintf(w, "%-6s %-13s %10.0f %9.1f%% %9.2f %9.2f %9.0f %13.1f %10s %10s %14.1f %8s %11s\n", r.lag, r.policy, r.readRate(), 100*r.follower,
-			ms(r.p50), ms(r.p99), float64(r.writes)/r.secs, r.leaderCPU, cpuRatio, rateRatio, r.sysCPU, sysRatio, fmt.Sprintf("%d/%d", r.stale, r.ownReads))
+		fmt.Fprintf(w, "%-6s %-13s %10.0f %9.1f%% %9.2f %9.2f %9.0f %13.1f %10s %10s %14.1f %8s %11s %12s\n", r.lag, r.policy, r.readRate(), 100*r.follower,
+			ms(r.p50), ms(r.p99), float64(r.writes)/r.secs, r.leaderCPU, cpuRatio, rateRatio, r.sysCPU, sysRatio, fmt.Sprintf("%d/%d", r.stale, r.ownReads), spread)
 	}
 	fmt.Fprintln(w, "\ntargets (cpu/leader: the leader's CPU per read against policy leader's; rate/any: reads/s against any's;")
+	fmt.Fprintln(w, "the median over the rounds of the round's reads/s against any's in the same round, rounds/any their range;")
 	fmt.Fprintln(w, "cluster us/rd: CPU of the proxy and all nodes per read, less the writes', and cpu/any against any's: the figure load moves least):")
 	for _, lag := range lags(rs) {
 		base, anyR := find(rs, lag, "leader"), find(rs, lag, "any")
@@ -649,13 +762,40 @@ func report(w io.Writer, rs []result) {
 			cost float64
 		}{{"ryw", 0.10}, {"linearizable", 0.25}} {
 			r := find(rs, lag, t.pol)
-			if r == nil || anyR == nil || anyR.reads == 0 {
+			med, lo, hi, ok := roundRatio(r, anyR)
+			if !ok {
 				continue
 			}
-			cost := 1 - r.readRate()/anyR.readRate()
-			fmt.Fprintf(w, "  lag %-6s %-12s costs %.0f%% of any's throughput, target <= %.0f%%: %s\n", lag, t.pol, 100*cost, 100*t.cost, verdict(cost <= t.cost))
+			cost := 1 - med
+			fmt.Fprintf(w, "  lag %-6s %-12s costs %.0f%% of any's throughput (median of %d rounds; rounds %.0f%% to %.0f%%), target <= %.0f%%: %s\n",
+				lag, t.pol, 100*cost, len(r.rounds), 100*(1-hi), 100*(1-lo), 100*t.cost, verdict(cost <= t.cost))
 		}
 	}
+}
+
+// roundRatio is the median, lowest and highest over the rounds of r's
+// reads/s against anyR's in the same round: the policies of a round run
+// seconds apart, so the machine's load, which moves reads/s by ±30%
+// over minutes, moves both alike. Without rounds of both (or with any
+// at 0 in one) it is false.
+func roundRatio(r, anyR *result) (med, lo, hi float64, ok bool) {
+	if r == nil || anyR == nil || len(r.rounds) == 0 || len(r.rounds) != len(anyR.rounds) {
+		return 0, 0, 0, false
+	}
+	rs := make([]float64, len(r.rounds))
+	for i, v := range r.rounds {
+		if anyR.rounds[i] <= 0 {
+			return 0, 0, 0, false
+		}
+		rs[i] = v / anyR.rounds[i]
+	}
+	slices.Sort(rs)
+	if n := len(rs); n%2 == 1 {
+		med = rs[n/2]
+	} else {
+		med = (rs[n/2-1] + rs[n/2]) / 2
+	}
+	return med, rs[0], rs[len(rs)-1], true
 }
 
 func verdict(ok bool) string {
