@@ -148,10 +148,16 @@ func (l *list) read(v View, from, to int64) ([][]byte, error) {
 // at the head rewrites that row, and until a compaction drops the old
 // versions an iterator steps over each of them (60,000 LPUSHes made
 // LRANGE 0 99 ten times slower), while a point read takes the newest.
+// cacheScanned is the most rows eachElement keeps in memory from a scan
+// (keyspace.CachedRows.IterCaching): LRANGE_300's, and a bound on what
+// one long LRANGE can push out of the row cache.
+const cacheScanned = 512
+
 func eachElement(v View, key []byte, m Value, head uint64, from, to int64, fn func(val []byte, keep bool) bool) error {
 	if from >= to {
 		return nil
 	}
+	scan := v.SubScan
 	if c, ok := v.Rows().(keyspace.CachedRows); ok {
 		k := keyspace.AppendSubPrefix(make([]byte, 0, 13+len(key)+8), key, m.Version)
 		n := len(k)
@@ -168,11 +174,22 @@ func eachElement(v View, key []byte, m Value, head uint64, from, to int64, fn fu
 		if from == to {
 			return nil
 		}
+		// The rest is scanned, and the scan keeps what it read in
+		// memory (up to cacheScanned rows), so the next read of these
+		// positions answers from there: once the row cache is full, a
+		// push's row is not admitted (rowcache: writers never evict), and
+		// every LRANGE of a list's new head paid the scan.
+		scan = func(key []byte, version uint64, start []byte, fn func(sub, val []byte) bool) error {
+			lo, hi := keyspace.SubSpan(key, version)
+			return c.IterCaching(append(lo, start...), hi, cacheScanned, func(k, v []byte) bool {
+				return fn(k[len(lo):], v)
+			})
+		}
 	}
 	var n int64 // rows passed to fn
 	var derr error
 	stopped := false
-	err := v.SubScan(key, m.Version, keyspace.ListIndexSub(head+uint64(from)), func(sub, val []byte) bool {
+	err := scan(key, m.Version, keyspace.ListIndexSub(head+uint64(from)), func(sub, val []byte) bool {
 		if len(sub) != 8 || binary.BigEndian.Uint64(sub) != head+uint64(from+n) {
 			derr = fmt.Errorf("commands: list %q has a row at sub-key %x for position %d: %w", key, sub, from+n, keyspace.ErrCorrupt)
 			return false
