@@ -39,6 +39,20 @@ func (l *list) index(pos int64) []byte { return keyspace.ListIndexSub(l.head + u
 
 func (l *list) size() int64 { return int64(l.meta.Size) }
 
+// indexes is the sub-keys of the n positions from from, 8 bytes each, in
+// one allocation (subAt cuts them).
+func (l *list) indexes(from, n int64) []byte {
+	b := make([]byte, 0, 8*n)
+	for i := range n {
+		b = binary.BigEndian.AppendUint64(b, l.head+uint64(from+i))
+	}
+	return b
+}
+
+// subAt is the i-th sub-key of indexes' buffer, capped so an append to it
+// never writes over the next.
+func subAt(subs []byte, i int64) []byte { return subs[8*i : 8*i+8 : 8*i+8] }
+
 // getList reads key as a list (errWrongType for another type).
 func getList(v View, key []byte) (list, bool, error) {
 	m, ok, err := getTyped(v, key, keyspace.TypeList)
@@ -102,10 +116,23 @@ const pointReads = 4
 // read returns the values at positions [from, to) in order: a point read
 // each for a few, else one seek and a scan.
 func (l *list) read(v View, from, to int64) ([][]byte, error) {
+	return l.readAt(v, from, to, nil)
+}
+
+// readAt is read with the sub-keys of positions [from, to) given (subs,
+// 8 bytes each, as indexes builds them) for the point reads, or built
+// when subs is nil.
+func (l *list) readAt(v View, from, to int64, subs []byte) ([][]byte, error) {
 	out := make([][]byte, 0, to-from)
 	if to-from <= pointReads {
 		for p := from; p < to; p++ {
-			val, ok, err := v.Sub(l.key, l.meta.Version, l.index(p))
+			var sub []byte
+			if subs != nil {
+				sub = subAt(subs, p-from)
+			} else {
+				sub = l.index(p)
+			}
+			val, ok, err := v.Sub(l.key, l.meta.Version, sub)
 			if err != nil {
 				return nil, err
 			}
@@ -220,8 +247,10 @@ func (l *list) pop(t *txn, left bool, n int64) ([][]byte, error) {
 	}
 	// A few elements (LPOP, BLPOP, a job queue's every pop) are point
 	// reads (list.read), not an iterator, which would also step over the
-	// tombstones of the elements popped before them.
-	vals, err := l.read(t.view(), from, from+n)
+	// tombstones of the elements popped before them. The reads and the
+	// deletes share the elements' sub-keys, made in one allocation.
+	subs := l.indexes(from, n)
+	vals, err := l.readAt(t.view(), from, from+n, subs)
 	if err != nil {
 		return nil, err
 	}
@@ -235,8 +264,8 @@ func (l *list) pop(t *txn, left bool, n int64) ([][]byte, error) {
 		l.meta.Size = 0
 		return vals, nil
 	}
-	for p := from; p < from+n; p++ {
-		t.record(logrec.Op{Kind: logrec.OpSubDel, Key: l.key, Version: l.meta.Version, Sub: l.index(p)})
+	for i := range n {
+		t.record(logrec.Op{Kind: logrec.OpSubDel, Key: l.key, Version: l.meta.Version, Sub: subAt(subs, i)})
 	}
 	if left {
 		l.head += uint64(n)
