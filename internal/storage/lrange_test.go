@@ -27,32 +27,10 @@ func TestLRangeFromRowCache(t *testing.T) {
 	}
 	defer d.Close()
 	rng := rand.New(rand.NewPCG(17, 1))
-	var lsn uint64
-	run := func(args ...string) commands.Reply {
-		t.Helper()
-		bs := make([][]byte, len(args))
-		for i, a := range args {
-			bs[i] = []byte(a)
-		}
-		spec, ok := commands.Lookup(bs[0])
-		if !ok {
-			t.Fatalf("no command %s", args[0])
-		}
-		res, err := spec.Exec(&commands.Ctx{NowMs: 1}, keyspace.Reader{R: dbRows{d}, NowMs: 1, LSN: lsn + 1}, bs)
-		if err != nil {
-			t.Fatalf("%v: %v", args, err)
-		}
-		if len(res.Ops) > 0 {
-			lsn++
-			e := logrec.Entry{Epoch: 1, LSN: lsn, Ops: res.Ops}
-			mustAppend(t, d, e)
-			mustApply(t, d, e)
-		}
-		return res.Reply
-	}
+	run, lsn := cmdRunner(t, d)
 	var model []string
 	value := func() string {
-		return fmt.Sprintf("%d-%s", lsn, make([]byte, rng.IntN(120)))
+		return fmt.Sprintf("%d-%s", *lsn, make([]byte, rng.IntN(120)))
 	}
 	check := func() {
 		t.Helper()
@@ -179,35 +157,20 @@ func TestLRangeKeepsScannedRows(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	var lsn uint64
-	run := func(args ...[]byte) commands.Reply {
-		t.Helper()
-		spec, _ := commands.Lookup(args[0])
-		res, err := spec.Exec(&commands.Ctx{NowMs: 1}, keyspace.Reader{R: dbRows{d}, NowMs: 1, LSN: lsn + 1}, args)
-		if err != nil {
-			t.Fatalf("%q: %v", args, err)
-		}
-		if len(res.Ops) > 0 {
-			lsn++
-			e := logrec.Entry{Epoch: 1, LSN: lsn, Ops: res.Ops}
-			mustAppend(t, d, e)
-			mustApply(t, d, e)
-		}
-		return res.Reply
-	}
+	run, _ := cmdRunner(t, d)
 	b := func(s string) []byte { return []byte(s) }
 	// Fill the cache with rows readers fetched: 10,000 keys written, and
-	// read back after a flush (point reads admit, evicting at random).
+	// read back (point reads admit, evicting at random).
 	for i := range 10000 {
-		run(b("SET"), b("k:"+strconv.Itoa(i)), make([]byte, 100))
+		run("SET", "k:"+strconv.Itoa(i), string(make([]byte, 100)))
 	}
 	for i := range 10000 {
-		run(b("GET"), b("k:"+strconv.Itoa(i)))
+		run("GET", "k:"+strconv.Itoa(i))
 	}
 	var model []string
 	for i := range 300 {
 		v := fmt.Sprintf("%03d-%s", i, make([]byte, 100))
-		run(b("LPUSH"), b("l"), b(v))
+		run("LPUSH", "l", v)
 		model = append([]string{v}, model...)
 	}
 	m, ok, err := storageViewGet(d, "l")
@@ -228,7 +191,7 @@ func TestLRangeKeepsScannedRows(t *testing.T) {
 		t.Fatalf("%d of the list's first 100 rows cached before any read: the cache was not full, the test shows nothing", n)
 	}
 	for round := range 2 {
-		got, _ := run(b("LRANGE"), b("l"), b("0"), b("99")).(commands.Bulks)
+		got, _ := run("LRANGE", "l", "0", "99").(commands.Bulks)
 		if len(got) != 100 {
 			t.Fatalf("round %d: LRANGE 0 99 = %d elements", round, len(got))
 		}
@@ -242,6 +205,34 @@ func TestLRangeKeepsScannedRows(t *testing.T) {
 			t.Fatalf("round %d: %d of the 100 rows LRANGE read are cached", round, n)
 		}
 	}
+}
+
+// cmdRunner returns a func that runs a command on d's committed rows and,
+// when it writes, appends and applies its entry, and the LSN of the last.
+func cmdRunner(t *testing.T, d *DB) (func(args ...string) commands.Reply, *uint64) {
+	lsn := new(uint64)
+	return func(args ...string) commands.Reply {
+		t.Helper()
+		bs := make([][]byte, len(args))
+		for i, a := range args {
+			bs[i] = []byte(a)
+		}
+		spec, ok := commands.Lookup(bs[0])
+		if !ok {
+			t.Fatalf("no command %s", args[0])
+		}
+		res, err := spec.Exec(&commands.Ctx{NowMs: 1}, keyspace.Reader{R: dbRows{d}, NowMs: 1, LSN: *lsn + 1}, bs)
+		if err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		if len(res.Ops) > 0 {
+			*lsn++
+			e := logrec.Entry{Epoch: 1, LSN: *lsn, Ops: res.Ops}
+			mustAppend(t, d, e)
+			mustApply(t, d, e)
+		}
+		return res.Reply
+	}, lsn
 }
 
 // storageViewGet reads key's live metadata from the committed rows.
