@@ -39,6 +39,20 @@ func (l *list) index(pos int64) []byte { return keyspace.ListIndexSub(l.head + u
 
 func (l *list) size() int64 { return int64(l.meta.Size) }
 
+// indexes is the sub-keys of the n positions from from, 8 bytes each, in
+// one allocation (subAt cuts them).
+func (l *list) indexes(from, n int64) []byte {
+	b := make([]byte, 0, 8*n)
+	for i := range n {
+		b = binary.BigEndian.AppendUint64(b, l.head+uint64(from+i))
+	}
+	return b
+}
+
+// subAt is the i-th sub-key of indexes' buffer, capped so an append to it
+// never writes over the next.
+func subAt(subs []byte, i int64) []byte { return subs[8*i : 8*i+8 : 8*i+8] }
+
 // getList reads key as a list (errWrongType for another type).
 func getList(v View, key []byte) (list, bool, error) {
 	m, ok, err := getTyped(v, key, keyspace.TypeList)
@@ -102,10 +116,23 @@ const pointReads = 4
 // read returns the values at positions [from, to) in order: a point read
 // each for a few, else one seek and a scan.
 func (l *list) read(v View, from, to int64) ([][]byte, error) {
+	return l.readAt(v, from, to, nil)
+}
+
+// readAt is read with the sub-keys of positions [from, to) given (subs,
+// 8 bytes each, as indexes builds them) for the point reads, or built
+// when subs is nil.
+func (l *list) readAt(v View, from, to int64, subs []byte) ([][]byte, error) {
 	out := make([][]byte, 0, to-from)
 	if to-from <= pointReads {
 		for p := from; p < to; p++ {
-			val, ok, err := v.Sub(l.key, l.meta.Version, l.index(p))
+			var sub []byte
+			if subs != nil {
+				sub = subAt(subs, p-from)
+			} else {
+				sub = l.index(p)
+			}
+			val, ok, err := v.Sub(l.key, l.meta.Version, sub)
 			if err != nil {
 				return nil, err
 			}
@@ -148,10 +175,16 @@ func (l *list) read(v View, from, to int64) ([][]byte, error) {
 // at the head rewrites that row, and until a compaction drops the old
 // versions an iterator steps over each of them (60,000 LPUSHes made
 // LRANGE 0 99 ten times slower), while a point read takes the newest.
+// cacheScanned is the most rows eachElement keeps in memory from a scan
+// (keyspace.CachedRows.IterCaching): LRANGE_300's, and a bound on what
+// one long LRANGE can push out of the row cache.
+const cacheScanned = 512
+
 func eachElement(v View, key []byte, m Value, head uint64, from, to int64, fn func(val []byte, keep bool) bool) error {
 	if from >= to {
 		return nil
 	}
+	scan := v.SubScan
 	if c, ok := v.Rows().(keyspace.CachedRows); ok {
 		k := keyspace.AppendSubPrefix(make([]byte, 0, 13+len(key)+8), key, m.Version)
 		n := len(k)
@@ -168,11 +201,22 @@ func eachElement(v View, key []byte, m Value, head uint64, from, to int64, fn fu
 		if from == to {
 			return nil
 		}
+		// The rest is scanned, and the scan keeps what it read in
+		// memory (up to cacheScanned rows), so the next read of these
+		// positions answers from there: once the row cache is full, a
+		// push's row is not admitted (rowcache: writers never evict), and
+		// every LRANGE of a list's new head paid the scan.
+		scan = func(key []byte, version uint64, start []byte, fn func(sub, val []byte) bool) error {
+			lo, hi := keyspace.SubSpan(key, version)
+			return c.IterCaching(append(lo, start...), hi, cacheScanned, func(k, v []byte) bool {
+				return fn(k[len(lo):], v)
+			})
+		}
 	}
 	var n int64 // rows passed to fn
 	var derr error
 	stopped := false
-	err := v.SubScan(key, m.Version, keyspace.ListIndexSub(head+uint64(from)), func(sub, val []byte) bool {
+	err := scan(key, m.Version, keyspace.ListIndexSub(head+uint64(from)), func(sub, val []byte) bool {
 		if len(sub) != 8 || binary.BigEndian.Uint64(sub) != head+uint64(from+n) {
 			derr = fmt.Errorf("commands: list %q has a row at sub-key %x for position %d: %w", key, sub, from+n, keyspace.ErrCorrupt)
 			return false
@@ -203,8 +247,10 @@ func (l *list) pop(t *txn, left bool, n int64) ([][]byte, error) {
 	}
 	// A few elements (LPOP, BLPOP, a job queue's every pop) are point
 	// reads (list.read), not an iterator, which would also step over the
-	// tombstones of the elements popped before them.
-	vals, err := l.read(t.view(), from, from+n)
+	// tombstones of the elements popped before them. The reads and the
+	// deletes share the elements' sub-keys, made in one allocation.
+	subs := l.indexes(from, n)
+	vals, err := l.readAt(t.view(), from, from+n, subs)
 	if err != nil {
 		return nil, err
 	}
@@ -218,8 +264,8 @@ func (l *list) pop(t *txn, left bool, n int64) ([][]byte, error) {
 		l.meta.Size = 0
 		return vals, nil
 	}
-	for p := from; p < from+n; p++ {
-		t.record(logrec.Op{Kind: logrec.OpSubDel, Key: l.key, Version: l.meta.Version, Sub: l.index(p)})
+	for i := range n {
+		t.record(logrec.Op{Kind: logrec.OpSubDel, Key: l.key, Version: l.meta.Version, Sub: subAt(subs, i)})
 	}
 	if left {
 		l.head += uint64(n)

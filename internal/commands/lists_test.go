@@ -608,3 +608,28 @@ func bulkArray(l []string) Array {
 	}
 	return out
 }
+
+// BenchmarkPop is LPOP and RPOP of one element, the command alone (its
+// ops not applied, so every call pops the same element) over a list in
+// memory: what the command itself allocates per pop.
+func BenchmarkPop(b *testing.B) {
+	for _, cmd := range []string{"LPOP", "RPOP"} {
+		b.Run(cmd, func(b *testing.B) {
+			v := newMem(now)
+			res, err := run(&Ctx{NowMs: now}, v, "RPUSH", "l", "a", "b", "c")
+			if err != nil {
+				b.Fatal(err)
+			}
+			v.apply(res.Ops)
+			ctx := &Ctx{NowMs: now}
+			args := bargs(cmd, "l")
+			spec, _ := Lookup(args[0])
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := spec.Exec(ctx, v, args); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

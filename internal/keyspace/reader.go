@@ -24,9 +24,17 @@ type Rows interface {
 // never modified. It is for reads of many rows whose keys the caller
 // knows (a list's elements, by index), which would otherwise pay an
 // iterator's seek in every level of the store and a copy of each row.
+//
+// IterCaching is Iter over rows of one collection version (lo and hi
+// within its sub-key span) that also keeps in that memory up to max of
+// the rows it passes to fn, the first ones, as a point read keeps what
+// it fetched: so the rows a read scanned because they were not held
+// (the head of a list pushed while the memory was full) are held for the
+// next read of them.
 type CachedRows interface {
 	Rows
 	Cached(k []byte) (row []byte, ok bool)
+	IterCaching(lo, hi []byte, max int, fn func(k, v []byte) bool) error
 }
 
 // Reader is the keyspace over Rows at NowMs: the one lookup and the one

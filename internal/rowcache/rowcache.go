@@ -227,6 +227,61 @@ func (c *Cache) Fill(key, row []byte, t Token) {
 	c.storeLocked(s, h, entry(key, row, gen != nil, g))
 }
 
+// GroupToken is a Token for every key of one group at once, for a reader
+// that scans a group's rows from the store and so does not know their
+// keys before it reads them (LRANGE of a list's elements): each shard's
+// invalidation count and the group's generation, taken before the scan.
+// FillGroup holds a row to the count of its key's shard, so a Put,
+// Invalidate or Clear of any key of that shard since the token drops the
+// row, as it would drop a Fill with that key's own Token.
+type GroupToken struct {
+	shards [shardCount]uint64
+	slot   int // the group's counter
+	group  uint64
+}
+
+// GroupToken returns the token of the group whose prefix is prefix (as
+// NewGrouped's group function cuts it), to take before reading the
+// group's rows from the store. It takes every shard's lock in turn.
+func (c *Cache) GroupToken(prefix []byte) *GroupToken {
+	t := &GroupToken{slot: int(maphash.Bytes(c.seed, prefix) % groupSlots)}
+	// The group's counter first: a bump after it is seen by FillGroup,
+	// and a shard count read after it is at least as new.
+	t.group = c.groups[t.slot].Load()
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		t.shards[i] = s.gen
+		s.mu.Unlock()
+	}
+	return t
+}
+
+// FillGroup is Fill for a row read under a GroupToken: it caches row for
+// key unless key is in another group than t's, or key's shard or group
+// changed since t was taken.
+func (c *Cache) FillGroup(key, row []byte, t *GroupToken) {
+	if !c.Cacheable(len(key), len(row)) {
+		return
+	}
+	n := c.group(key)
+	if n <= 0 || int(maphash.Bytes(c.seed, key[:n])%groupSlots) != t.slot {
+		return
+	}
+	s, h := c.locate(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gen != t.shards[h%shardCount] {
+		return
+	}
+	// Read under the shard lock, after the shard check, as Fill does.
+	g := c.groups[t.slot].Load()
+	if g != t.group {
+		return
+	}
+	c.storeLocked(s, h, entry(key, row, true, g))
+}
+
 // Cacheable reports whether a row of rowLen bytes under a key of keyLen
 // bytes would be cached (a caller can skip building a row that would not).
 func (c *Cache) Cacheable(keyLen, rowLen int) bool {

@@ -426,3 +426,64 @@ func BenchmarkPutNoRoom(b *testing.B) {
 	}
 	b.ReportMetric(float64((testutil.ProcessCPU()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
 }
+
+// TestGroupToken: rows a reader scanned under a group's token are cached
+// unless, since the token, their key's shard saw a Put, Invalidate or
+// Clear, or their group an invalidation; a key of no group is never
+// cached through it. Each case fails if FillGroup skips that check.
+func TestGroupToken(t *testing.T) {
+	c := NewGrouped(1<<20, groupOf)
+	k1, k2 := []byte("ga/1"), []byte("ga/2")
+	tok := c.GroupToken([]byte("ga/"))
+	c.FillGroup(k1, []byte("a1"), tok)
+	c.FillGroup(k2, []byte("a2"), tok)
+	c.FillGroup([]byte("plain"), []byte("p"), tok)
+	for k, want := range map[string]string{"ga/1": "a1", "ga/2": "a2"} {
+		if got, ok := c.Peek([]byte(k)); !ok || string(got) != want {
+			t.Fatalf("%s = %q, %v after a fill under a fresh token", k, got, ok)
+		}
+	}
+	if _, ok := c.Peek([]byte("plain")); ok {
+		t.Fatal("a key of no group was cached under a group's token")
+	}
+
+	// A writer replaced k1 after the token: the scanned row may be the
+	// old one.
+	c.Invalidate(k1)
+	tok = c.GroupToken([]byte("ga/"))
+	c.Put(k1, []byte("a1-new"))
+	c.Invalidate(k1)
+	c.FillGroup(k1, []byte("a1-old"), tok)
+	if got, ok := c.Peek(k1); ok {
+		t.Fatalf("stale fill kept after a put: %q", got)
+	}
+	// A Put to another key of k1's shard drops it too (the token holds
+	// per shard, not per key).
+	var other []byte
+	for i := 0; other == nil; i++ {
+		k := []byte("ga/x" + strconv.Itoa(i))
+		if s, _ := c.locate(k); s == func() *shard { s, _ := c.locate(k1); return s }() {
+			other = k
+		}
+	}
+	tok = c.GroupToken([]byte("ga/"))
+	c.Put(other, []byte("o"))
+	c.FillGroup(k1, []byte("a1-old"), tok)
+	if got, ok := c.Peek(k1); ok {
+		t.Fatalf("fill kept after a put to its shard: %q", got)
+	}
+	// The group was dropped after the token.
+	tok = c.GroupToken([]byte("ga/"))
+	c.InvalidateGroup([]byte("ga/"))
+	c.FillGroup(k1, []byte("a1-old"), tok)
+	if got, ok := c.Peek(k1); ok {
+		t.Fatalf("fill kept across its group's invalidation: %q", got)
+	}
+	// Clear after the token.
+	tok = c.GroupToken([]byte("ga/"))
+	c.Clear()
+	c.FillGroup(k1, []byte("a1-old"), tok)
+	if got, ok := c.Peek(k1); ok {
+		t.Fatalf("fill kept across Clear: %q", got)
+	}
+}

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 
@@ -77,6 +78,29 @@ var _ keyspace.CachedRows = dbRows{}
 func (r dbRows) Cached(k []byte) ([]byte, bool) {
 	raw, ok, _ := r.d.rows.Get(k)
 	return raw, ok && raw != nil
+}
+
+// IterCaching implements keyspace.CachedRows: Iter that fills the row
+// cache with the first max rows it passes to fn, as a reader's point read
+// fills it (admitting them, evicting others at random when the cache is
+// full), under a token of their group taken before the scan, so a row a
+// write replaced meanwhile is not kept (rowcache.GroupToken). lo must be
+// inside one group's span (a collection version's sub-key rows); rows
+// outside it are not kept.
+func (r dbRows) IterCaching(lo, hi []byte, max int, fn func(k, v []byte) bool) error {
+	n := subGroupLen(lo)
+	if n == 0 || max <= 0 {
+		return r.Iter(lo, hi, fn)
+	}
+	t := r.d.rows.GroupToken(lo[:n])
+	kept := 0
+	return r.Iter(lo, hi, func(k, v []byte) bool {
+		if kept < max && bytes.HasPrefix(k, lo[:n]) {
+			r.d.rows.FillGroup(k, v, t)
+			kept++
+		}
+		return fn(k, v)
+	})
 }
 
 // Iter implements keyspace.Rows.
