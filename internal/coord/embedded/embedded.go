@@ -13,9 +13,15 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	"github.com/tandemdb/tandem/internal/proc"
 )
+
+// window is the fixed HTTP/2 flow-control window of the embedded etcd's
+// gRPC server (coord.EtcdWindow, which this package cannot import: coord's
+// tests start an embedded etcd).
+const window = 1 << 20
 
 // Etcd is a single-member etcd run inside this process: the default for
 // `tandem up` and tests. Production points --etcd at a real cluster.
@@ -58,6 +64,13 @@ func Start(dir, clientAddr, peerAddr string) (*Etcd, error) {
 	// etcd logs harmless errors on every fresh start and stop; its real
 	// failures reach the caller through Err and its clients' errors.
 	cfg.LogLevel = "fatal"
+	// Fixed flow-control windows (as coord.Dial's clients have):
+	// gRPC's bandwidth-delay estimator sent a PING (and a window update)
+	// after nearly every request it received, each acknowledged by the
+	// client: a wake-up more per request on both sides for the control
+	// plane's few small messages.
+	cfg.GRPCAdditionalServerOptions = []grpc.ServerOption{
+		grpc.StaticStreamWindowSize(window), grpc.StaticConnWindowSize(window)}
 	cfg.AutoCompactionMode, cfg.AutoCompactionRetention = "revision", "10000"
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
