@@ -417,6 +417,30 @@ func (s *Store) WatchPrefixes(ctx context.Context, names ...string) <-chan struc
 	return out
 }
 
+// WatchConn signals on the returned channel (capacity 1, as WatchPrefixes)
+// whenever the client's connection to etcd changes state — lost,
+// connecting, failing, ready again — until ctx ends: a reader that keeps
+// etcd's reachability current reads when it signals instead of polling.
+// A connection that dies without a word is seen when the client's
+// keepalive gives up on it (Dial: about two seconds).
+func (s *Store) WatchConn(ctx context.Context) <-chan struct{} {
+	out := make(chan struct{}, 1)
+	conn := s.cli.ActiveConnection()
+	go func() {
+		for {
+			st := conn.GetState()
+			if !conn.WaitForStateChange(ctx, st) {
+				return // ctx ended
+			}
+			select {
+			case out <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return out
+}
+
 // send delivers t, replacing an undelivered older value: a watcher only
 // ever needs the latest (topology, failover policy).
 func send[T any](ctx context.Context, out chan T, t T) bool {
