@@ -55,6 +55,7 @@ import (
 	"net/http"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tandemdb/tandem/internal/coord"
@@ -235,6 +236,10 @@ type Orchestrator struct {
 	stats     *detectStats // nil in tests that build an Orchestrator by hand
 	// late: how late decideLoop's timers fired lately (View.Late).
 	late failover.RecentMax
+	// rounds counts decideLoop's rounds while active, timerRounds those
+	// its own timer started (the rest came in another wake-up: an
+	// answer, a failed probe, a topology change). Tests read them.
+	rounds, timerRounds atomic.Int64
 
 	// topoErr: the topology stored in etcd does not decode (topo is the
 	// last one that did); nothing is changed until it does.
