@@ -113,18 +113,19 @@ func TestElection(t *testing.T) {
 	if _, err := s.ActiveOrchestrator(ctx); !errors.Is(err, ErrNoOrchestrator) {
 		t.Fatalf("no campaign yet: %v", err)
 	}
-	sess, err := s.Session(1)
+	sess, err := s.Session(2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A standby takes over a lost orchestrator's election within this
-	// TTL: the embedded etcd's tick must keep its floor at 1 s.
-	if ttl, err := s.cli.TimeToLive(ctx, sess.Lease()); err != nil || ttl.GrantedTTL != 1 {
+	// TTL (the orchestrators' sessionTTL): the embedded etcd's tick must
+	// keep its floor at 2 s.
+	if ttl, err := s.cli.TimeToLive(ctx, sess.Lease()); err != nil || ttl.GrantedTTL != 2 {
 		var granted int64
 		if ttl != nil {
 			granted = ttl.GrantedTTL
 		}
-		t.Fatalf("a session of TTL 1 s granted %d s (err %v), want 1", granted, err)
+		t.Fatalf("a session of TTL 2 s granted %d s (err %v), want 2", granted, err)
 	}
 	if err := Campaign(ctx, s.Election(sess), Orchestrator{ID: "o1", HTTPAddr: "x"}); err != nil {
 		t.Fatal(err)
@@ -133,7 +134,7 @@ func TestElection(t *testing.T) {
 	if err != nil || o.ID != "o1" {
 		t.Fatalf("active %+v, %v", o, err)
 	}
-	sess2, err := s.Session(1)
+	sess2, err := s.Session(2)
 	if err != nil {
 		t.Fatal(err)
 	}
