@@ -155,7 +155,14 @@ func Dial(endpoints []string) (*clientv3.Client, error) {
 		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 300 * time.Millisecond},
 			MinConnectTimeout: time.Second,
-		})},
+		}),
+			// Fixed flow-control windows turn off gRPC's bandwidth-delay
+			// estimator, which answered nearly every etcd reply with a
+			// PING the server had to acknowledge: a round trip more per
+			// request, a wake-up more on both sides (bench/idle.sh). The
+			// control plane's messages are small; 1 MiB in flight is more
+			// than any of its replies.
+			grpc.WithStaticStreamWindowSize(EtcdWindow), grpc.WithStaticConnWindowSize(EtcdWindow)},
 		Logger: quietZap(),
 	})
 	if err != nil {
@@ -163,6 +170,10 @@ func Dial(endpoints []string) (*clientv3.Client, error) {
 	}
 	return cli, nil
 }
+
+// EtcdWindow is the fixed HTTP/2 flow-control window of the control
+// plane's etcd connections, the clients' (Dial) and the embedded server's.
+const EtcdWindow = 1 << 20
 
 // New is a Store for cluster over cli.
 func New(cli *clientv3.Client, cluster string) *Store {
@@ -403,6 +414,30 @@ func (s *Store) WatchPrefixes(ctx context.Context, names ...string) <-chan struc
 			}
 		}()
 	}
+	return out
+}
+
+// WatchConn signals on the returned channel (capacity 1, as WatchPrefixes)
+// whenever the client's connection to etcd changes state — lost,
+// connecting, failing, ready again — until ctx ends: a reader that keeps
+// etcd's reachability current reads when it signals instead of polling.
+// A connection that dies without a word is seen when the client's
+// keepalive gives up on it (Dial: about two seconds).
+func (s *Store) WatchConn(ctx context.Context) <-chan struct{} {
+	out := make(chan struct{}, 1)
+	conn := s.cli.ActiveConnection()
+	go func() {
+		for {
+			st := conn.GetState()
+			if !conn.WaitForStateChange(ctx, st) {
+				return // ctx ended
+			}
+			select {
+			case out <- struct{}{}:
+			default:
+			}
+		}
+	}()
 	return out
 }
 

@@ -4,7 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -109,18 +113,19 @@ func TestElection(t *testing.T) {
 	if _, err := s.ActiveOrchestrator(ctx); !errors.Is(err, ErrNoOrchestrator) {
 		t.Fatalf("no campaign yet: %v", err)
 	}
-	sess, err := s.Session(1)
+	sess, err := s.Session(2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A standby takes over a lost orchestrator's election within this
-	// TTL: the embedded etcd's tick must keep its floor at 1 s.
-	if ttl, err := s.cli.TimeToLive(ctx, sess.Lease()); err != nil || ttl.GrantedTTL != 1 {
+	// TTL (the orchestrators' sessionTTL): the embedded etcd's tick must
+	// keep its floor at 2 s.
+	if ttl, err := s.cli.TimeToLive(ctx, sess.Lease()); err != nil || ttl.GrantedTTL != 2 {
 		var granted int64
 		if ttl != nil {
 			granted = ttl.GrantedTTL
 		}
-		t.Fatalf("a session of TTL 1 s granted %d s (err %v), want 1", granted, err)
+		t.Fatalf("a session of TTL 2 s granted %d s (err %v), want 2", granted, err)
 	}
 	if err := Campaign(ctx, s.Election(sess), Orchestrator{ID: "o1", HTTPAddr: "x"}); err != nil {
 		t.Fatal(err)
@@ -129,7 +134,7 @@ func TestElection(t *testing.T) {
 	if err != nil || o.ID != "o1" {
 		t.Fatalf("active %+v, %v", o, err)
 	}
-	sess2, err := s.Session(1)
+	sess2, err := s.Session(2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,4 +228,87 @@ func TestWatchPrefixes(t *testing.T) {
 			break
 		}
 	}
+}
+
+// TestNoFlowControlPings: neither the control plane's etcd clients (Dial)
+// nor the embedded etcd answer a request or a reply with an HTTP/2 PING of
+// gRPC's bandwidth-delay estimator (fixed windows on both sides). Before,
+// nearly every request and every reply drew one, and its acknowledgement
+// woke the other side. Counted on the wire, through a relay, over 30 reads.
+func TestNoFlowControlPings(t *testing.T) {
+	e, _ := embedded.ForTest(t)
+	target := strings.TrimPrefix(e.Endpoint, "http://")
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	var toServer, toClient atomic.Int64 // PINGs that are not acknowledgements
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				return
+			}
+			go relayFrames(s, c, len(http2Preface), &toServer)
+			go relayFrames(c, s, 0, &toClient)
+		}
+	}()
+	cli, err := Dial([]string{lis.Addr().String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	st := New(cli, "test")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := range 30 {
+		if err := st.PutMember(ctx, Member{ID: fmt.Sprintf("n%d", i%3), PeerAddr: "x"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Members(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// At most a keepalive ping or two, on a machine so loaded that the
+	// client idled a second between requests.
+	if s, c := toServer.Load(), toClient.Load(); s > 2 || c > 2 {
+		t.Fatalf("60 requests drew %d PINGs to etcd and %d to the client, want none (fixed flow-control windows)", s, c)
+	}
+}
+
+const http2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+// relayFrames copies src to dst and counts the HTTP/2 PING frames that
+// are not acknowledgements (after skip bytes of connection preface).
+func relayFrames(dst, src net.Conn, skip int, pings *atomic.Int64) {
+	defer dst.Close()
+	defer src.Close()
+	pr, pw := io.Pipe()
+	go func() {
+		defer pr.Close()
+		if _, err := io.CopyN(io.Discard, pr, int64(skip)); err != nil {
+			return
+		}
+		var h [9]byte
+		for {
+			if _, err := io.ReadFull(pr, h[:]); err != nil {
+				return
+			}
+			n := int64(h[0])<<16 | int64(h[1])<<8 | int64(h[2])
+			if h[3] == 0x6 && h[4]&0x1 == 0 { // PING, not ACK
+				pings.Add(1)
+			}
+			if _, err := io.CopyN(io.Discard, pr, n); err != nil {
+				return
+			}
+		}
+	}()
+	_, _ = io.Copy(io.MultiWriter(dst, pw), src)
+	pw.Close()
 }

@@ -18,12 +18,23 @@ import (
 // the rule's timings; while all is calm, when the first node's last
 // answer becomes late (1.5 intervals old: calmFor), since nothing the rule
 // waits for can happen sooner than that makes it amiss, and at least
-// every interval; not at all while standing by; and at once when a probe
-// fails, the topology changes or this orchestrator becomes active
-// (wakeDecide). An idle cluster costs the active orchestrator about 10
-// wake-ups a second here (100 at a fixed 10 ms, 20 at half an interval),
-// and the standby none. A round that finds anything amiss also ends the
-// followers' quiet cadence (stir, quiet.go). A round whose timer fired more than
+// every 1.5 intervals; not at all while standing by; and at once when a
+// probe is answered or fails, the topology changes or this orchestrator
+// becomes active (wakeDecide).
+//
+// A round after every answer puts the calm rounds into the wake-up that
+// brought the answer: each answer moves the deadline on, so while every
+// node answers in time the loop's own timer never fires, and an idle
+// cluster costs the active orchestrator no wake-up of its own here (100
+// a second at a fixed 10 ms, 20 at half an interval, 10 at the calm
+// deadline before), and the standby none. A silent leader is seen at the
+// same moment as before: its last answer's round set the timer for the
+// moment that answer becomes late. (Rounds moved onto the probers' timer
+// instead were reverted, aa4dc2c: a round at the grid instant after the
+// deadline sees a late answer up to half an interval later.)
+//
+// A round that finds anything amiss also ends the followers' quiet
+// cadence (stir, quiet.go). A round whose timer fired more than
 // stallAllowance late (this process was starved of CPU or stopped) does
 // not act on its decision: the answers that arrived meanwhile may still
 // wait unread, and the silence it measured is partly its own. The next
@@ -43,6 +54,7 @@ func (o *Orchestrator) decideLoop() {
 		stalled := false
 		select {
 		case now := <-t.C:
+			o.timerRounds.Add(1)
 			late := now.Sub(due)
 			stalled = late > stallAllowance && !held
 			o.mu.Lock()
@@ -62,6 +74,7 @@ func (o *Orchestrator) decideLoop() {
 		if activeSince.IsZero() {
 			activeSince = time.Now()
 		}
+		o.rounds.Add(1)
 		v, periods := o.snapshotPeriods()
 		if d, ok := calmFor(v, o.cfg.Interval, periods); ok {
 			reset(max(d, decideFast))
@@ -108,18 +121,21 @@ const stallAllowance = 25 * time.Millisecond
 // calmFor reports whether all is calm in v — a topology with a leader,
 // and every node answering on time (within 1.5 of its probe periods:
 // periods, the interval for a node not in it), unsuspected, leading and
-// answering as it should — and for how long nothing but a probe's failure
-// or a topology change (which wake the loop) can make the rule act: until
-// the oldest last answer becomes late, at most an interval.
+// answering as it should — and for how long nothing but a probe's answer
+// or failure or a topology change (which wake the loop) can make the rule
+// act: until the oldest last answer becomes late, at most 1.5 intervals.
+// (Not capped at one interval: a round after a leader's answer would then
+// wake the process just before its next answer comes.) An answer exactly
+// that old is late: the round its timer starts then sees it.
 func calmFor(v failover.View, interval time.Duration, periods map[string]time.Duration) (time.Duration, bool) {
 	if !v.HaveTopo || v.TopoErr != nil || v.Topo.Leader == "" {
 		return 0, false
 	}
-	d := interval
+	d := interval * 3 / 2
 	for _, n := range v.Nodes {
 		p := max(periods[n.ID], interval)
 		left := n.LastBeat.Add(p * 3 / 2).Sub(v.Now)
-		if !n.Fresh || n.Suspect || n.Refused > 0 || !n.NotLead.IsZero() || !n.NotAnswering.IsZero() || left < 0 {
+		if !n.Fresh || n.Suspect || n.Refused > 0 || !n.NotLead.IsZero() || !n.NotAnswering.IsZero() || left <= 0 {
 			return 0, false
 		}
 		d = min(d, left)

@@ -55,6 +55,7 @@ import (
 	"net/http"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tandemdb/tandem/internal/coord"
@@ -235,6 +236,10 @@ type Orchestrator struct {
 	stats     *detectStats // nil in tests that build an Orchestrator by hand
 	// late: how late decideLoop's timers fired lately (View.Late).
 	late failover.RecentMax
+	// rounds counts decideLoop's rounds while active, timerRounds those
+	// its own timer started (the rest came in another wake-up: an
+	// answer, a failed probe, a topology change). Tests read them.
+	rounds, timerRounds atomic.Int64
 
 	// topoErr: the topology stored in etcd does not decode (topo is the
 	// last one that did); nothing is changed until it does.
@@ -412,12 +417,22 @@ func (o *Orchestrator) detectorEvery(period time.Duration) detector.Detector {
 	return detector.NewPhi(detector.PhiConfig{Threshold: o.cfg.PhiThreshold, MinStdDev: o.cfg.PhiMinStdDev, FirstInterval: period})
 }
 
+// sessionTTL is the election session's lease, in seconds: a standby takes
+// over an active orchestrator that died (or was cut off from etcd) this
+// long after its last keepalive, plus up to half a second of etcd's lease
+// expiry; one that stops cleanly resigns at once. Its keepalives go out
+// every TTL/3, on etcd's client's half-second rhythm: one a second at
+// 2 s, two at 1 s (an idle etcd's largest source of requests). 2 s is
+// also the least an external etcd with default settings grants, and the
+// embedded one's (package embedded).
+const sessionTTL = 2
+
 // campaign holds the election for as long as this process lives; a lost
 // session (etcd unreachable longer than its TTL) campaigns again.
 func (o *Orchestrator) campaign() {
 	defer o.wg.Done()
 	for o.ctx.Err() == nil {
-		sess, err := o.store.Session(1)
+		sess, err := o.store.Session(sessionTTL)
 		if err != nil {
 			o.log.Warn("election: no etcd session; retrying", "err", err)
 			coord.Sleep(o.ctx, 200*time.Millisecond)
@@ -493,7 +508,7 @@ const (
 
 // etcdOKWithin: status says etcd is reachable if a read succeeded this
 // recently, or the election session is alive (its keepalives are answered
-// three times a second).
+// every second).
 const etcdOKWithin = 2500 * time.Millisecond
 
 // etcdReachable says whether etcd answered lately (Status). Call with

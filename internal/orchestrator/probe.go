@@ -113,6 +113,10 @@ func (o *Orchestrator) probeLoop(ctx context.Context, ns *nodeState, hb heartbea
 		base := sent
 		if err != nil {
 			base = now // a failed probe is retried from its failure
+		}
+		if active {
+			// A failed probe may be the rule's sign; an answer moves the
+			// calm deadline on, in the wake-up that brought it (decideLoop).
 			o.wakeDecide()
 		}
 		if !active {

@@ -9,11 +9,16 @@ import (
 
 // FollowEtcd keeps the proxy's view on the cluster's topology in etcd
 // until ctx ends: the watch gives the leader, the members their
-// addresses. Members are read again every second; while that fails, the
-// proxy serves on the last view it had and says so (INFO, /metrics, log).
+// addresses. Members are read again when a watch says they changed, when
+// the connection to etcd changes state (lost, back), and at least every
+// membersEvery; while a read fails, the proxy serves on the last view it
+// had and says so (INFO, /metrics, log). (A read every second cost the
+// idle proxy and etcd a linearizable read a second for nothing.)
 func (p *Proxy) FollowEtcd(ctx context.Context, store *coord.Store) {
 	topo := store.WatchTopology(ctx)
-	tick := time.NewTicker(time.Second)
+	changed := store.WatchPrefixes(ctx, "members/")
+	conn := store.WatchConn(ctx)
+	tick := time.NewTicker(membersEvery)
 	defer tick.Stop()
 	var (
 		last    coord.Topology
@@ -21,6 +26,7 @@ func (p *Proxy) FollowEtcd(ctx context.Context, store *coord.Store) {
 		members []coord.Member
 	)
 	refresh := func() bool {
+		p.etcdReads.Add(1)
 		c, cancel := context.WithTimeout(ctx, time.Second)
 		ms, err := store.Members(c)
 		cancel()
@@ -38,6 +44,11 @@ func (p *Proxy) FollowEtcd(ctx context.Context, store *coord.Store) {
 		}
 		p.SetView(v)
 	}
+	reread := func() {
+		if refresh() && have {
+			install()
+		}
+	}
 	for {
 		select {
 		case t, ok := <-topo:
@@ -51,14 +62,22 @@ func (p *Proxy) FollowEtcd(ctx context.Context, store *coord.Store) {
 			refresh()
 			install()
 		case <-tick.C:
-			if refresh() && have {
-				install()
-			}
+			reread()
+		case <-changed:
+			reread()
+		case <-conn:
+			reread()
 		case <-ctx.Done():
 			return
 		}
 	}
 }
+
+// membersEvery: FollowEtcd reads the members at least this often, besides
+// when a watch or the connection's state says to; it also bounds how
+// long a failure of etcd that the connection does not show (a member
+// without a leader) goes unreported.
+const membersEvery = 10 * time.Second
 
 func (p *Proxy) setEtcdErr(err error) {
 	p.mu.Lock()

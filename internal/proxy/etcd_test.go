@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"github.com/tandemdb/tandem/internal/testutil"
 	"net"
 	"strings"
@@ -42,7 +43,7 @@ func TestFollowEtcd(t *testing.T) {
 	}
 	defer cli.Close()
 	store := coord.New(cli, "tandem")
-	l, f1, _, _ := threeFakes(t, false)
+	l, f1, f2, _ := threeFakes(t, false)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, f := range []*fakeNode{l, f1} {
@@ -75,6 +76,26 @@ func TestFollowEtcd(t *testing.T) {
 	if err := c.Set(ctx, "k", "2", 0).Err(); err != nil || f1.count("set") != 1 {
 		t.Fatalf("SET after the failover: %v; n2 got %d", err, f1.count("set"))
 	}
+
+	// Idle: no read of the members without a reason (a poll read them
+	// every second); a member that registers is learnt from the watch.
+	reads := p.etcdReads.Load()
+	time.Sleep(2500 * time.Millisecond)
+	if n := p.etcdReads.Load() - reads; n != 0 {
+		t.Errorf("%d reads of the members in 2.5 s with nothing changed, want 0", n)
+	}
+	if err := store.PutMember(ctx, coord.Member{ID: f2.id, RESPAddr: f2.addr, Priority: 1}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, "the member that registered", 5*time.Second, func() (bool, string) {
+		_, fs, _ := p.snapshot()
+		for _, f := range fs {
+			if f.id == f2.id {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%d followers", len(fs))
+	})
 
 	// etcd goes away: the proxy serves on, and says so.
 	e.Close()

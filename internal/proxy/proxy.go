@@ -146,15 +146,16 @@ type Proxy struct {
 	stats *stats
 	start time.Time
 
-	mu      sync.Mutex
-	view    View
-	nodes   map[string]*node
-	changed chan struct{} // closed and replaced on every change of view or node health
-	etcdErr error         // why etcd is unreachable; nil when it is fine
-	etcdAt  time.Time     // since when
-	closed  bool
-	done    chan struct{} // closed by Close
-	rr      atomic.Uint64 // read counter, spreads ties between followers
+	mu        sync.Mutex
+	view      View
+	nodes     map[string]*node
+	changed   chan struct{} // closed and replaced on every change of view or node health
+	etcdReads atomic.Int64  // FollowEtcd's reads of the members (tests)
+	etcdErr   error         // why etcd is unreachable; nil when it is fine
+	etcdAt    time.Time     // since when
+	closed    bool
+	done      chan struct{} // closed by Close
+	rr        atomic.Uint64 // read counter, spreads ties between followers
 	// leaderCredit is the token bucket of LeaderShare, in thousandths of
 	// a leader read: each read a follower serves earns creditPerRead, a
 	// ryw read sent to the leader instead of waiting costs creditUnit.

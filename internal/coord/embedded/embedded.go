@@ -13,9 +13,15 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	"github.com/tandemdb/tandem/internal/proc"
 )
+
+// window is the fixed HTTP/2 flow-control window of the embedded etcd's
+// gRPC server (coord.EtcdWindow, which this package cannot import: coord's
+// tests start an embedded etcd).
+const window = 1 << 20
 
 // Etcd is a single-member etcd run inside this process: the default for
 // `tandem up` and tests. Production points --etcd at a real cluster.
@@ -27,13 +33,16 @@ type Etcd struct {
 
 // Start runs a single-member etcd with its data under dir, serving
 // clients on clientAddr and its (unused) peer port on peerAddr (host:port).
-// Its raft tick is 140 ms with a 700 ms election timeout (etcd's least,
+// Its raft tick is 280 ms with a 1.4 s election timeout (etcd's least,
 // five ticks): one member has no peer to heartbeat or elect, so the tick
-// only paces etcd's own timers (an idle etcd wakes once per tick: 7 times
-// a second, not 10 at 100 ms), and leases as short as 1 s, the
-// orchestrators' election sessions, are still granted: etcd's floor is 7
-// ticks (1.5 election timeouts, rounded down), 980 ms, rounded up to
-// whole seconds. A longer tick would make it 2 s (TestElection checks).
+// only paces etcd's own timers (an idle etcd wakes its raft loop once per
+// tick: 3.6 times a second, 10 at etcd's default 100 ms). What it bounds
+// is the shortest lease etcd grants: 1.5 election timeouts, 1.96 s,
+// rounded up to whole seconds, so 2 s — the orchestrators' election
+// sessions (orchestrator.sessionTTL, TestElection), and what an external
+// etcd with default settings (100 ms, 1 s: 1.5 s, so 2 s) grants as well.
+// A longer tick would make it 3 s, and a standby's takeover that much
+// later.
 func Start(dir, clientAddr, peerAddr string) (*Etcd, error) {
 	cfg := embed.NewConfig()
 	cfg.Dir = dir
@@ -49,7 +58,7 @@ func Start(dir, clientAddr, peerAddr string) (*Etcd, error) {
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
 	cfg.InitialCluster = cfg.Name + "=" + pu.String()
-	cfg.TickMs, cfg.ElectionMs = 140, 700
+	cfg.TickMs, cfg.ElectionMs = 280, 1400
 	// The backend (bbolt) commits its batch every second instead of every
 	// 100 ms: an idle etcd woke ten times a second for it (bench/idle.sh).
 	// Durability is the WAL's, fsynced before etcd answers; a batch lost
@@ -58,6 +67,13 @@ func Start(dir, clientAddr, peerAddr string) (*Etcd, error) {
 	// etcd logs harmless errors on every fresh start and stop; its real
 	// failures reach the caller through Err and its clients' errors.
 	cfg.LogLevel = "fatal"
+	// Fixed flow-control windows (as coord.Dial's clients have):
+	// gRPC's bandwidth-delay estimator sent a PING (and a window update)
+	// after nearly every request it received, each acknowledged by the
+	// client: a wake-up more per request on both sides for the control
+	// plane's few small messages.
+	cfg.GRPCAdditionalServerOptions = []grpc.ServerOption{
+		grpc.StaticStreamWindowSize(window), grpc.StaticConnWindowSize(window)}
 	cfg.AutoCompactionMode, cfg.AutoCompactionRetention = "revision", "10000"
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
