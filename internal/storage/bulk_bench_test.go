@@ -61,6 +61,11 @@ func BenchmarkBulkShape(b *testing.B) {
 		{"files=2MiB", nil, func(o *pebble.Options) { sameFiles(o, 2<<20) }},
 		{"files=4MiB", nil, func(o *pebble.Options) { sameFiles(o, 4<<20) }},
 		{"files=8MiB", nil, func(o *pebble.Options) { sameFiles(o, 8<<20) }},
+		{"blocks=16KiB", nil, func(o *pebble.Options) {
+			for i := range o.Levels {
+				o.Levels[i].BlockSize = 16 << 10
+			}
+		}},
 		{"memtables=2x12MiB", func(o *Options) { o.MemTableBytes, o.MemTables = 12<<20, 2 }, nil},
 	} {
 		for _, space := range []int{0, 100000} {
