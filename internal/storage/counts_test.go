@@ -236,8 +236,12 @@ func TestKeyFilterHoldsIngestedKeys(t *testing.T) {
 // overwrites and deletes are applied, and each reopen scans in the
 // background too (the counts read every old row until it is done).
 func TestKeyCountsAcrossFilterScans(t *testing.T) {
-	defer func(minKeys, syncKeys int64) { filterMinKeys, filterSyncKeys = minKeys, syncKeys }(filterMinKeys, filterSyncKeys)
-	filterMinKeys, filterSyncKeys = 32, 0
+	defer func(minKeys, syncKeys, growth int64) {
+		filterMinKeys, filterSyncKeys, filterGrowth = minKeys, syncKeys, growth
+	}(filterMinKeys, filterSyncKeys, filterGrowth)
+	// Small filters that fill often, and rebuilt at each doubling: many
+	// rescans under the writes.
+	filterMinKeys, filterSyncKeys, filterGrowth = 32, 0, 2
 	fs := vfs.NewMem()
 	openDB := func() *DB {
 		d, err := Open(dir, Options{FS: fs, CacheBytes: 1 << 20, RowCacheBytes: -1, Logger: testLogger(t)})

@@ -192,7 +192,7 @@ var (
 // keys were a fifth of a follower's CPU during the load's first 10 s;
 // the filter costs 10 to 40 bits per key where it was 10 to 20 (at most
 // 5 MB at 1M keys).
-const filterGrowth = 4
+var filterGrowth int64 = 4 // tests of the rebuild set 2: more rescans
 
 // added records keys just committed as metadata rows. Call it only after
 // their commit.
