@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -9,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/sstable"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/tandemdb/tandem/internal/keyspace"
@@ -35,10 +38,79 @@ func BenchmarkBulkApply(b *testing.B) {
 	}
 }
 
-func benchBulkApply(b *testing.B, l0 int) {
+// BenchmarkBulkShape is BenchmarkBulkApply under other Pebble options
+// of the same memory: what each saves the load and costs the reads.
+//
+//	go test ./internal/storage -run '^$' -bench BulkShape -benchtime 1x -count 2
+func BenchmarkBulkShape(b *testing.B) {
+	noComp := func() *sstable.CompressionProfile { return sstable.NoCompression }
+	for _, tc := range []struct {
+		name string
+		opts func(*Options)
+		tune func(*pebble.Options)
+	}{
+		{"default", nil, nil},
+		{"uncompressed-above-L6", nil, func(o *pebble.Options) {
+			for i := 0; i < len(o.Levels)-1; i++ {
+				o.Levels[i].Compression = noComp
+			}
+		}},
+		{"filter-L6", nil, func(o *pebble.Options) { o.Levels[len(o.Levels)-1].FilterPolicy = o.Levels[0].FilterPolicy }},
+		{"lbase=256MiB", nil, func(o *pebble.Options) { o.LBaseMaxBytes = 256 << 20 }},
+		{"L0-files=8MiB", nil, func(o *pebble.Options) { o.TargetFileSizes[0] = 8 << 20 }},
+		{"files=2MiB", nil, func(o *pebble.Options) { sameFiles(o, 2<<20) }},
+		{"files=4MiB", nil, func(o *pebble.Options) { sameFiles(o, 4<<20) }},
+		{"files=8MiB", nil, func(o *pebble.Options) { sameFiles(o, 8<<20) }},
+		{"blocks=16KiB", nil, func(o *pebble.Options) {
+			for i := range o.Levels {
+				o.Levels[i].BlockSize = 16 << 10
+			}
+		}},
+		{"memtables=2x12MiB", func(o *Options) { o.MemTableBytes, o.MemTables = 12<<20, 2 }, nil},
+	} {
+		for _, space := range []int{0, 100000} {
+			name := tc.name + "/new"
+			if space > 0 {
+				name = fmt.Sprintf("%s/over=%d", tc.name, space)
+			}
+			b.Run(name, func(b *testing.B) {
+				for i := 0; i < b.N; i++ {
+					opts := bulkOptions(0)
+					if tc.opts != nil {
+						tc.opts(&opts)
+					}
+					if tc.tune != nil {
+						opts.tune = &tc.tune
+					}
+					benchBulk(b, opts, space)
+				}
+			})
+		}
+	}
+}
+
+func sameFiles(o *pebble.Options, size int64) {
+	for i := range o.TargetFileSizes {
+		o.TargetFileSizes[i] = size
+	}
+}
+
+// bulkOptions are the node's storage options under its default memory
+// budget (192 MiB: internal/node's PlanMemory), on the real disk.
+func bulkOptions(l0 int) Options {
+	return Options{FS: vfs.Default, CacheBytes: 24 << 20, MemTableBytes: 6 << 20, MemTables: 4,
+		RowCacheBytes: 24 << 20, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), l0Compaction: l0}
+}
+
+func benchBulkApply(b *testing.B, l0 int) { benchBulk(b, bulkOptions(l0), 0) }
+
+// benchBulk writes 1M SETs: of keys key:0..key:999999 in order, or with
+// space > 0 of random keys of key:0..key:space-1 (bench/follower.sh's
+// redis-benchmark -r: overwrites).
+func benchBulk(b *testing.B, opts Options, space int) {
 	const keys, perEntry, perApply = 1000000, 16, 8
-	d, err := Open(b.TempDir(), Options{FS: vfs.Default, CacheBytes: 24 << 20, MemTableBytes: 6 << 20, MemTables: 4,
-		RowCacheBytes: 24 << 20, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), l0Compaction: l0})
+	rng := rand.New(rand.NewPCG(3, 4))
+	d, err := Open(b.TempDir(), opts)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -55,7 +127,11 @@ func benchBulkApply(b *testing.B, l0 int) {
 	for k := 0; k < keys; k += perEntry {
 		e := logrec.Entry{Epoch: 1, LSN: lsn + 1, TimeNs: 1}
 		for j := k; j < k+perEntry && j < keys; j++ {
-			e.Ops = append(e.Ops, logrec.Op{Kind: logrec.OpPut, Key: strconv.AppendInt([]byte("key:"), int64(j), 10), Value: value})
+			n := j
+			if space > 0 {
+				n = rng.IntN(space)
+			}
+			e.Ops = append(e.Ops, logrec.Op{Kind: logrec.OpPut, Key: strconv.AppendInt([]byte("key:"), int64(n), 10), Value: value})
 		}
 		lsn++
 		raws = append(raws, logrec.Encode(&e))
@@ -85,7 +161,12 @@ func benchBulkApply(b *testing.B, l0 int) {
 	b.ReportMetric(float64(m.Levels[0].Sublevels), "L0-sublevels")
 	total := m.Total()
 	b.ReportMetric(total.WriteAmp(), "write-amp")
-	benchBulkReads(b, d, keys-perEntry*perApply) // the last few entries may not be applied
+	b.ReportMetric(float64(m.DiskSpaceUsage())/(1<<20), "disk-MiB")
+	if space > 0 {
+		benchBulkReads(b, d, space) // about 5 of them never written
+	} else {
+		benchBulkReads(b, d, keys-perEntry*perApply) // the last few entries may not be applied
+	}
 }
 
 // benchBulkReads is what the load's shape of the LSM costs readers after
@@ -103,6 +184,9 @@ func benchBulkReads(b *testing.B, d *DB, keys int) { // key:0..key:keys-1 are th
 	cpu0 := testutil.ProcessCPU()
 	for range gets {
 		v, closer, err := d.pdb.Get(key())
+		if errors.Is(err, pebble.ErrNotFound) {
+			continue // a key the random writes missed
+		}
 		if err != nil || len(v) == 0 {
 			b.Fatalf("get: %v", err)
 		}

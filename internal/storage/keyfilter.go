@@ -32,7 +32,7 @@ import (
 // Open returns when the data is small, else in the background, Apply
 // reading every old row until it is done), and again whenever the keys
 // added to the current filter pass its capacity (many new keys, or keys
-// come and gone), sized for twice the keys then. A scan's filter is
+// come and gone), sized for filterGrowth times the keys then. A scan's filter is
 // installed as next before its Pebble iterator is opened, and Apply and
 // IngestRows load cur and next only after their commit, so every key is
 // either in the iterator's view (committed before it was opened) or added
@@ -64,8 +64,8 @@ import (
 // and point reads of sub-key rows (dbRows.Get) answer "none" without
 // Pebble for a row it does not hold. It is scanned at Open, always in the
 // background (the rows' number is not kept: first for filterMinKeys,
-// again for twice the rows found when there were more), and again when
-// the adds pass its capacity. Its cost: 10 bits per sub-key row, and a
+// again for filterGrowth times the rows found when there were more), and again when
+// the adds pass its capacity. Its cost: 10 to 40 bits per sub-key row (filterGrowth), and a
 // hash per sub-key row written and per point read the row cache misses.
 
 // keyFilter is a split-block Bloom filter safe for concurrent adds and
@@ -144,9 +144,9 @@ type keyFilters struct {
 	strip  int
 	// reads counts Apply's reads of an old row for the counts (metadata
 	// filters), spared the point reads of sub-key rows the filter
-	// answered without Pebble (sub-key filters), scans the scans done
-	// (tests).
-	reads, spared, scans atomic.Int64
+	// answered without Pebble (sub-key filters), scans the scans done and
+	// scanned the rows they read (tests).
+	reads, spared, scans, scanned atomic.Int64
 }
 
 // init readies fs to filter the rows in [lo, hi), each under its key less
@@ -176,12 +176,23 @@ func (fs *keyFilters) mayHave(k []byte) bool {
 	return f == nil || f.mayHave(k[fs.strip:])
 }
 
-// Filter sizing: at least filterMinKeys, else twice the keys at the scan.
-// A data dir of at most filterSyncKeys keys is scanned before Open returns.
+// Filter sizing: at least filterMinKeys, else filterGrowth times the keys
+// at the scan. A data dir of at most filterSyncKeys keys is scanned before
+// Open returns.
 var (
 	filterMinKeys  int64 = 1 << 16
 	filterSyncKeys int64 = 1 << 17
 )
+
+// filterGrowth: a scan sizes its filter for this many times the keys
+// there are, so a keyspace that grows from nothing to N keys is scanned
+// about N/(filterGrowth-1) to N·filterGrowth/(filterGrowth-1) rows in
+// all, depending on where N falls (TestKeyFilterGrowthScansFew, 20k keys:
+// 37,850 rows at 2, 9,850 at 4). At 2 the scans of a bulk load of 1M new
+// keys were a fifth of a follower's CPU during the load's first 10 s;
+// the filter costs 10 to 40 bits per key where it was 10 to 20 (at most
+// 5 MB at 1M keys).
+var filterGrowth int64 = 4 // tests of the rebuild set 2: more rescans
 
 // added records keys just committed as metadata rows. Call it only after
 // their commit.
@@ -196,18 +207,19 @@ func (fs *keyFilters) added(keys [][]byte) {
 	}
 }
 
-// startScan begins a scan of fs's rows into a new filter sized for keys,
-// unless one runs; wait makes it run before startScan returns. A scan
-// that finds more rows than the filter was sized for (the sub-key rows,
-// whose number is not kept, are first scanned for filterMinKeys) scans
-// again into one sized for twice the rows it found.
+// startScan begins a scan of fs's rows into a new filter sized for keys
+// (filterGrowth times), unless one runs; wait makes it run before
+// startScan returns. A scan that finds more rows than the filter was
+// sized for (the sub-key rows, whose number is not kept, are first
+// scanned for filterMinKeys) scans again into one sized for filterGrowth
+// times the rows it found.
 func (d *DB) startScan(fs *keyFilters, keys int64, wait bool) {
 	if !fs.scanning.CompareAndSwap(false, true) {
 		return
 	}
 	scan := func() {
 		defer fs.scanning.Store(false)
-		for f := newKeyFilter(max(2*keys, filterMinKeys)); ; f = newKeyFilter(2 * f.added.Load()) {
+		for f := newKeyFilter(max(filterGrowth*keys, filterMinKeys)); ; f = newKeyFilter(filterGrowth * f.added.Load()) {
 			fs.next.Store(f) // before the iterator: see the comment at the top
 			if err := d.scanKeys(fs, f); err != nil {
 				fs.next.Store(nil)
@@ -246,6 +258,7 @@ func (d *DB) scanKeys(fs *keyFilters, f *keyFilter) error {
 	}
 	defer it.Close()
 	n := 0
+	defer func() { fs.scanned.Add(int64(n)) }()
 	for ok := it.First(); ok; ok = it.Next() {
 		f.add(it.Key()[fs.strip:])
 		if n++; n%4096 == 0 {

@@ -49,8 +49,12 @@ func checkPointReads(t *testing.T, what string, d *DB, keys [][]byte) {
 // reopens (each scans in the background). And the filters do their job:
 // most reads of rows never written do not reach Pebble.
 func TestFiltersNeverHideARow(t *testing.T) {
-	defer func(minKeys, syncKeys int64) { filterMinKeys, filterSyncKeys = minKeys, syncKeys }(filterMinKeys, filterSyncKeys)
-	filterMinKeys, filterSyncKeys = 32, 0
+	defer func(minKeys, syncKeys, growth int64) {
+		filterMinKeys, filterSyncKeys, filterGrowth = minKeys, syncKeys, growth
+	}(filterMinKeys, filterSyncKeys, filterGrowth)
+	// Small filters that fill often, and rebuilt at each doubling: many
+	// rescans under the writes.
+	filterMinKeys, filterSyncKeys, filterGrowth = 32, 0, 2
 	fs := vfs.NewMem()
 	openDB := func() *DB {
 		d, err := Open(dir, Options{FS: fs, CacheBytes: 1 << 20, RowCacheBytes: -1, Logger: testLogger(t)})
