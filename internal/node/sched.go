@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"runtime/metrics"
+	"slices"
 )
 
 // SchedLatencies is the Go scheduler's latency histogram since the process
@@ -38,4 +39,33 @@ func serveSched(w http.ResponseWriter, _ *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(h)
+}
+
+// sub returns the waits counted in h since before (the same buckets).
+func (h SchedLatencies) sub(before SchedLatencies) SchedLatencies {
+	d := SchedLatencies{Buckets: h.Buckets, Counts: slices.Clone(h.Counts)}
+	for i := range min(len(d.Counts), len(before.Counts)) {
+		d.Counts[i] -= before.Counts[i]
+	}
+	return d
+}
+
+// quantile returns the upper bound of the bucket that holds the q-th
+// quantile of the waits, in seconds (0 when none was counted).
+func (h SchedLatencies) quantile(q float64) float64 {
+	var total uint64
+	for _, c := range h.Counts {
+		total += c
+	}
+	if total == 0 {
+		return 0
+	}
+	var acc uint64
+	for i, c := range h.Counts {
+		acc += c
+		if float64(acc) >= q*float64(total) {
+			return h.Buckets[i+1]
+		}
+	}
+	return h.Buckets[len(h.Buckets)-1]
 }
