@@ -54,7 +54,12 @@ type ThenBackend interface {
 // Only the connection's goroutine calls it.
 func (g *guardConn) payOwed() {
 	if g != nil && g.owed != nil {
-		<-g.owed
+		select {
+		case <-g.owed:
+		default:
+			g.unadmit() // it waits for the write path (admit.go)
+			<-g.owed
+		}
 		g.owed = nil
 	}
 }
@@ -82,7 +87,12 @@ func (n *node) serveThen(sess *Session, spec *commands.Spec, args [][]byte) {
 		nc.owedDone = n.answerOwed(sess)
 	}
 	nc.owedSpec = spec
-	ctx := sess.enter()
+	var ctx context.Context
+	if spec.Block != nil {
+		ctx = sess.enterWait() // answered on this goroutine when it must wait
+	} else {
+		ctx = sess.enter()
+	}
 	n.then.SubmitThen(ctx, spec, args, nc.owedDone)
 	sess.leave()
 }
