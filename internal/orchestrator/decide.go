@@ -53,9 +53,9 @@ func (o *Orchestrator) decideLoop() {
 	for {
 		stalled := false
 		select {
-		case now := <-t.C:
+		case <-t.C:
 			o.timerRounds.Add(1)
-			late := now.Sub(due)
+			now, late := wokeLate(due)
 			stalled = late > stallAllowance && !held
 			o.mu.Lock()
 			o.late.Add(now, late)
@@ -109,6 +109,18 @@ func (o *Orchestrator) decideLoop() {
 			o.note("change:"+err.Error(), "orchestrator: topology change failed", "err", err)
 		}
 	}
+}
+
+// wokeLate reports the time now and how long after due it is. The
+// lateness of a timer's round must be read from the clock when the
+// goroutine runs, never from the time the timer's channel delivers:
+// since Go 1.23 that is the time the timer was due, however late the
+// receiver ran (runtime sendTime), so a round of a process that was
+// stopped or starved for a second measured itself 0 late and the stall
+// rule never held a decision (TestWokeLateSeesTheStall).
+func wokeLate(due time.Time) (now time.Time, late time.Duration) {
+	now = time.Now()
+	return now, now.Sub(due)
 }
 
 // decideFast is decideLoop's period while anything is amiss.
