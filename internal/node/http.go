@@ -6,7 +6,6 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
-	"regexp"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -84,15 +83,9 @@ func (n *Node) httpHandler() http.Handler {
 		_ = json.NewEncoder(w).Encode(n.Status())
 	})
 	reg := prometheus.NewRegistry()
-	// The scheduler's latency (go_sched_latencies_seconds): how long
-	// goroutines wait to run, what a saturated node's heartbeats and lease
-	// suffer from (resp's admission, admit.go).
-	goc := collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
-		collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/sched/latencies:seconds$`)}))
-	reg.MustRegister(goc, collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), statusCollector{n})
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), statusCollector{n})
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/debug/memory", n.serveMemory)
-	mux.HandleFunc("/debug/sched", serveSched)
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
@@ -114,8 +107,6 @@ var (
 	descRowB   = prometheus.NewDesc("tandem_rowcache_bytes", "Bytes the row cache holds (keys, rows and per-entry overhead).", nil, nil)
 	descDegrad = prometheus.NewDesc("tandem_sync_degraded", "1 while sync-fallback has this sync or semisync leader acknowledging in async mode.", nil, nil)
 	descReads  = prometheus.NewDesc("tandem_reads_total", "Reads by read policy and outcome: served, elsewhere (answered TRYAGAIN read elsewhere: not applied within --read-wait, too stale, or the policy wants the leader), lost (the session's position is not in this history).", []string{"policy", "outcome"}, nil)
-	descAdmitW = prometheus.NewDesc("tandem_resp_admission_waits_total", "Client commands that waited for a slot to run (--max-active-conns) since start.", nil, nil)
-	descAdmitN = prometheus.NewDesc("tandem_resp_admission_waiting", "Client connections waiting for a slot to run now.", nil, nil)
 	descStale  = prometheus.NewDesc("tandem_read_staleness_seconds", "A follower's staleness as bounded reads measure it: at most this far behind its leader, on the leader's clock (absent when the stream has proven nothing).", nil, nil)
 )
 
@@ -123,7 +114,7 @@ var (
 type statusCollector struct{ n *Node }
 
 func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLSN, descEpoch, descLeader, descLag, descLagSec, descLog, descSyncs, descAppend, descRowHit, descRowMis, descRowB, descDegrad, descReads, descStale, descAdmitW, descAdmitN} {
+	for _, d := range []*prometheus.Desc{descLSN, descEpoch, descLeader, descLag, descLagSec, descLog, descSyncs, descAppend, descRowHit, descRowMis, descRowB, descDegrad, descReads, descStale} {
 		ch <- d
 	}
 }
@@ -167,11 +158,6 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 			ch <- prometheus.MustNewConstMetric(descReads, prometheus.CounterValue, float64(c.n.reads[p][o].Load()), policy, readOutcomeNames[o])
 		}
-	}
-	if c.n.respSrv != nil {
-		a := c.n.respSrv.Admission()
-		ch <- prometheus.MustNewConstMetric(descAdmitW, prometheus.CounterValue, float64(a.Waits))
-		gauge(descAdmitN, float64(a.Waiting))
 	}
 	if r, ok := c.n.current().(*following); ok {
 		if st, ok := r.f.Staleness(); ok {

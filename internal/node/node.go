@@ -56,7 +56,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -128,12 +127,6 @@ type Config struct {
 	// the process's (commands.SetMaxReplyBytes, CONFIG SET
 	// max-reply-bytes); 0 means commands.DefaultMaxReplyBytes.
 	MaxReplyBytes int64
-	// MaxActiveConns is how many client connections may parse and run
-	// commands at once (resp.Config.MaxActive): the rest wait outside the
-	// scheduler's run queue, so a saturated node still runs its
-	// heartbeats, lease and streams promptly. 0 means GOMAXPROCS at
-	// Start; below 0, no limit.
-	MaxActiveConns int
 
 	// Control plane. With Etcd set the node takes its role from the
 	// cluster's topology in etcd (see agent.go) instead of FollowRESP and
@@ -369,11 +362,7 @@ func (n *Node) listen() error {
 		return fmt.Errorf("node: resp listener: %w", err)
 	}
 	n.respAddr = respLis.Addr().String()
-	active := n.cfg.MaxActiveConns
-	if active == 0 {
-		active = runtime.GOMAXPROCS(0)
-	}
-	n.respSrv = resp.NewServer(resp.Config{MaxBulkLen: n.cfg.MaxBulkLen, WriteTimeout: n.cfg.WriteTimeout, MaxActive: active, Logger: n.log}, backend{n})
+	n.respSrv = resp.NewServer(resp.Config{MaxBulkLen: n.cfg.MaxBulkLen, WriteTimeout: n.cfg.WriteTimeout, Logger: n.log}, backend{n})
 	go func() {
 		if err := n.respSrv.Serve(respLis); err != nil && !errors.Is(err, net.ErrClosed) {
 			n.log.Error("resp server stopped", "err", err)

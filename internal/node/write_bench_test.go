@@ -27,27 +27,17 @@ import (
 // allocations per write (the clients and both followers included: compare
 // runs, not absolutes).
 //
-// admit=off runs the leader without admission (--max-active-conns -1),
-// admit=on with its default (GOMAXPROCS slots); sched-p99-ms is the 99th
-// percentile of the process's scheduler latency over the run.
-//
 //	go test ./internal/node -run '^$' -bench WriteHandoffs -benchtime 20000x
 func BenchmarkWriteHandoffs(b *testing.B) {
 	for _, tc := range []struct{ clients, depth int }{{50, 1}, {50, 16}, {1, 1}} {
-		for _, admit := range []string{"off", "on"} {
-			b.Run(fmt.Sprintf("c=%d/P=%d/admit=%s", tc.clients, tc.depth, admit), func(b *testing.B) {
-				active := 0
-				if admit == "off" {
-					active = -1
-				}
-				benchWriteHandoffs(b, tc.clients, tc.depth, active)
-			})
-		}
+		b.Run(fmt.Sprintf("c=%d/P=%d", tc.clients, tc.depth), func(b *testing.B) {
+			benchWriteHandoffs(b, tc.clients, tc.depth)
+		})
 	}
 }
 
-func benchWriteHandoffs(b *testing.B, clients, depth, maxActive int) {
-	leader := testNode(b, "l", func(c *Config) { c.MaxActiveConns = maxActive })
+func benchWriteHandoffs(b *testing.B, clients, depth int) {
+	leader := testNode(b, "l", nil)
 	var followers []*Node
 	for _, id := range []string{"f1", "f2"} {
 		f := testNode(b, id, nil)
@@ -68,7 +58,7 @@ func benchWriteHandoffs(b *testing.B, clients, depth, maxActive int) {
 	run(int64(clients) * 20) // warm up: connections, buffers, group commit's average
 	_, peer, _ := leader.Addrs()
 	hb := probeHeartbeats(b, peer)
-	h0, cpu0, a0, s0 := l.Handoffs(), processCPU(), heapObjects(), readSchedLatencies()
+	h0, cpu0, a0 := l.Handoffs(), processCPU(), heapObjects()
 	r0, w0, sysOK := testutil.ProcSyscalls()
 	la0, _ := leader.db.AppendStats()
 	fa0, _ := followers[0].db.AppendStats()
@@ -79,7 +69,6 @@ func benchWriteHandoffs(b *testing.B, clients, depth, maxActive int) {
 	p50, p99 := hb()
 	b.ReportMetric(p50, "hb-p50-ms")
 	b.ReportMetric(p99, "hb-p99-ms")
-	b.ReportMetric(readSchedLatencies().sub(s0).quantile(0.99)*1e3, "sched-p99-ms")
 	h, cpu, allocs := l.Handoffs().Sub(h0), processCPU()-cpu0, heapObjects()-a0
 	r1, w1, _ := testutil.ProcSyscalls()
 	la, _ := leader.db.AppendStats()

@@ -380,7 +380,7 @@ func cmdWait(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 	timeout := time.Duration(min(ms, math.MaxInt64/int64(time.Millisecond))) * time.Millisecond
 	// WAIT 0 blocks until enough replicas catch up, maybe forever; a
 	// client that leaves ends it (see watch.go).
-	ctx := sess.enterWait()
+	ctx := sess.enter()
 	count := n.b.Wait(ctx, nodeState(sess).lastWriteLSN, int(want), timeout)
 	sess.leave()
 	c.WriteInt(count)

@@ -105,7 +105,7 @@ func (n *node) awaitFloor(sess *Session, lsn uint64) error {
 	if timeout == 0 {
 		timeout = n.srv.cfg.WriteTimeout
 	}
-	ctx := sess.enterWait()
+	ctx := sess.enter()
 	got := n.b.Wait(ctx, lsn, d.replicas, timeout)
 	sess.leave()
 	if got >= d.replicas {

@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -308,9 +307,6 @@ type guardConn struct {
 	// unfed is what readBig read past its command, not yet framed: Read
 	// takes it before the socket.
 	unfed []byte
-	// admitted: the connection holds one of the server's slots
-	// (admit.go).
-	admitted atomic.Bool
 }
 
 // Write bounds each write by the reply timeout, if there is one, and
@@ -326,8 +322,6 @@ func (g *guardConn) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil // redcon flushes after every read, replies or not
 	}
-	// A client that does not read blocks the write: not with a slot.
-	g.unadmit()
 	g.payOwed() // an owed reply goes first (owed.go)
 	return g.write(p)
 }
@@ -351,7 +345,6 @@ func (g *guardConn) write(p []byte) (int, error) {
 // Close closes the connection and stops tracking it.
 func (g *guardConn) Close() error {
 	err := g.Conn.Close()
-	g.unadmit()
 	g.closeOnce.Do(func() {
 		if g.srv != nil {
 			g.srv.untrack(g)
@@ -363,18 +356,7 @@ func (g *guardConn) Close() error {
 // errClientClosed is returned to redcon after a protocol error reply.
 var errClientClosed = errors.New("resp: connection closed after protocol error")
 
-// Read gives the connection's slot back (admit.go) while it reads, and
-// takes one again once it has bytes for redcon to serve.
 func (g *guardConn) Read(p []byte) (int, error) {
-	g.unadmit()
-	n, err := g.read(p)
-	if n > 0 {
-		g.admit()
-	}
-	return n, err
-}
-
-func (g *guardConn) read(p []byte) (int, error) {
 	// Held bytes come first: whole commands at once, then a partial one
 	// that the socket's next bytes continue.
 	if g.heldEnd > 0 {

@@ -327,7 +327,7 @@ func cmdExec(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 		n.execThen(sess, queue, tx)
 		return
 	}
-	ctx := sess.enterWait()
+	ctx := sess.enter()
 	res, err := n.tx.Exec(ctx, tx)
 	sess.leave()
 	n.writeExec(c, sess, queue, res, err)

@@ -281,7 +281,7 @@ func (n *node) drain(conn redcon.Conn, sess *Session) {
 			*p = pendingWrite{}
 			continue
 		}
-		sess.enterWait()
+		sess.enter()
 		reply, lsn, err := p.wait() // made with the session's context
 		sess.leave()
 		n.writeResult(conn, sess, p.spec, reply, lsn, err)
@@ -300,12 +300,7 @@ func (n *node) serveData(conn redcon.Conn, sess *Session, spec *commands.Spec, a
 		n.serveThen(sess, spec, args) // answered by the write path (owed.go)
 		return
 	}
-	var ctx context.Context
-	if spec.Flags&commands.FlagWrite != 0 || spec.Block != nil {
-		ctx = sess.enterWait() // a commit, or a blocking command's wait
-	} else {
-		ctx = sess.enter()
-	}
+	ctx := sess.enter()
 	if spec.Flags&commands.FlagWrite != 0 {
 		reply, lsn, err := n.b.Write(ctx, spec, args)
 		sess.leave()

@@ -54,12 +54,7 @@ type ThenBackend interface {
 // Only the connection's goroutine calls it.
 func (g *guardConn) payOwed() {
 	if g != nil && g.owed != nil {
-		select {
-		case <-g.owed:
-		default:
-			g.unadmit() // it waits for the write path (admit.go)
-			<-g.owed
-		}
+		<-g.owed
 		g.owed = nil
 	}
 }
@@ -87,12 +82,7 @@ func (n *node) serveThen(sess *Session, spec *commands.Spec, args [][]byte) {
 		nc.owedDone = n.answerOwed(sess)
 	}
 	nc.owedSpec = spec
-	var ctx context.Context
-	if spec.Block != nil {
-		ctx = sess.enterWait() // answered on this goroutine when it must wait
-	} else {
-		ctx = sess.enter()
-	}
+	ctx := sess.enter()
 	n.then.SubmitThen(ctx, spec, args, nc.owedDone)
 	sess.leave()
 }

@@ -93,10 +93,6 @@ type Config struct {
 	// is closed. 0 means no bound: TCP flow control holds the connection's
 	// goroutine, and only that one, as in Redis.
 	ReplyTimeout time.Duration
-	// MaxActive, if above 0, is how many connections may parse and run
-	// commands at once; the others wait outside the scheduler's run queue
-	// (admit.go). About GOMAXPROCS; 0 means no limit.
-	MaxActive int
 	// WriteTimeout is the node's: how long a write's reply waits for its
 	// connection's durability floor (TANDEM.DURABILITY) when the floor
 	// names no timeout; 0 means 5 s. The Backend's writes have their own.
@@ -163,7 +159,6 @@ type Server struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	admit  *admission // nil: no limit (Config.MaxActive)
 	nextID atomic.Uint64
 	conns  sync.WaitGroup // one per connection redcon serves, until it ends or is detached
 
@@ -222,7 +217,6 @@ func NewEndpoint(cfg Config, fe FrontEnd) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
 		cfg:      cfg,
-		admit:    newAdmission(cfg.MaxActive),
 		lim:      limits{maxBulk: cfg.MaxBulkLen, maxArgs: cfg.MaxArgs, maxCommand: cfg.MaxCommandLen},
 		fe:       fe,
 		log:      log,
@@ -390,7 +384,6 @@ func (s *Server) closeConn(conn redcon.Conn, err error) {
 	s.mu.Lock()
 	delete(s.sessions, sess.id)
 	s.mu.Unlock()
-	sess.g.unadmit()
 	sess.cancel()
 	if s.fe.Close != nil {
 		s.fe.Close(sess)

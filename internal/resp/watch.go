@@ -113,8 +113,6 @@ func (s *Server) sweep() {
 			if v&callActive != 0 {
 				active = true
 				if v&callWatched == 0 && v == sess.seen {
-					// A long call gives its slot back (admit.go).
-					sess.g.unadmit()
 					sess.startWatch(v)
 				}
 			}
