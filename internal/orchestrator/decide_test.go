@@ -108,9 +108,9 @@ func TestCalmRoundsRideAnswers(t *testing.T) {
 		// The leader stops mid-interval: its last answer came at the last
 		// grid instant, and is late 1.5 intervals after it.
 		last := time.Now().Truncate(cfg.Interval)
-		time.Sleep(last.Add(cfg.Interval / 2).Sub(time.Now()))
+		time.Sleep(time.Until(last.Add(cfg.Interval / 2)))
 		leader.set("paused")
-		time.Sleep(last.Add(cfg.Interval*3/2 - time.Millisecond).Sub(time.Now()))
+		time.Sleep(time.Until(last.Add(cfg.Interval*3/2 - time.Millisecond)))
 		synctest.Wait()
 		own = o.timerRounds.Load()
 		quiet := func() bool {
