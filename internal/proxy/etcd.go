@@ -18,7 +18,11 @@ func (p *Proxy) FollowEtcd(ctx context.Context, store *coord.Store) {
 	topo := store.WatchTopology(ctx)
 	changed := store.WatchPrefixes(ctx, "members/")
 	conn := store.WatchConn(ctx)
-	tick := time.NewTicker(membersEvery)
+	every := p.membersEvery
+	if every <= 0 {
+		every = membersEvery
+	}
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	var (
 		last    coord.Topology

@@ -151,11 +151,15 @@ type Proxy struct {
 	nodes     map[string]*node
 	changed   chan struct{} // closed and replaced on every change of view or node health
 	etcdReads atomic.Int64  // FollowEtcd's reads of the members (tests)
-	etcdErr   error         // why etcd is unreachable; nil when it is fine
-	etcdAt    time.Time     // since when
-	closed    bool
-	done      chan struct{} // closed by Close
-	rr        atomic.Uint64 // read counter, spreads ties between followers
+	// membersEvery is FollowEtcd's period between reads of the members
+	// when nothing says to read them (0: the constant membersEvery; a test
+	// that counts reads over a window makes it longer than the window).
+	membersEvery time.Duration
+	etcdErr      error     // why etcd is unreachable; nil when it is fine
+	etcdAt       time.Time // since when
+	closed       bool
+	done         chan struct{} // closed by Close
+	rr           atomic.Uint64 // read counter, spreads ties between followers
 	// leaderCredit is the token bucket of LeaderShare, in thousandths of
 	// a leader read: each read a follower serves earns creditPerRead, a
 	// ryw read sent to the leader instead of waiting costs creditUnit.
