@@ -55,16 +55,7 @@ func TestOwedReplyKeepsOrder(t *testing.T) {
 	c.send(t, "SET", "k", "v")
 	<-f.handed
 	c.send(t, "GET", "k")
-	ranEarly := false
-	select {
-	case <-f.reads:
-		ranEarly = true
-	case <-time.After(50 * time.Millisecond): // a bounded look for what must not happen
-	}
-	f.release <- struct{}{}
-	if ranEarly {
-		t.Fatal("GET ran while the SET's reply was owed")
-	}
+	releaseAfterNoRead(t, f, "the SET's")
 	c.expect(t, "+OK")
 	c.expect(t, "$1", "v")
 	if n := f.thens.Load(); n != 1 {
@@ -88,16 +79,7 @@ func TestOwedRepliesInARowKeepOrder(t *testing.T) {
 		}
 	}
 	c.send(t, "GET", "k")
-	ranEarly := false
-	select {
-	case <-f.reads:
-		ranEarly = true
-	case <-time.After(50 * time.Millisecond): // a bounded look for what must not happen
-	}
-	f.release <- struct{}{}
-	if ranEarly {
-		t.Fatal("GET ran while the third SET's reply was owed")
-	}
+	releaseAfterNoRead(t, f, "the third SET's")
 	c.expect(t, "+OK")
 	c.expect(t, "$2", "v3")
 }
@@ -262,4 +244,21 @@ func guardPair(t *testing.T, maxCommand int64) (net.Conn, *guardConn) {
 	lim := testLimits
 	lim.maxCommand = maxCommand
 	return cc, &guardConn{Conn: sc, f: framer{lim: lim}, log: slog.New(slog.DiscardHandler)}
+}
+
+// releaseAfterNoRead looks, for a bounded time, for a read the fake must
+// not have run while a write's reply (whose) is owed, then releases that
+// write, and fails if the read ran.
+func releaseAfterNoRead(t *testing.T, f *thenFake, whose string) {
+	t.Helper()
+	ranEarly := false
+	select {
+	case <-f.reads:
+		ranEarly = true
+	case <-time.After(50 * time.Millisecond): // a bounded look for what must not happen
+	}
+	f.release <- struct{}{}
+	if ranEarly {
+		t.Fatalf("GET ran while %s reply was owed", whose)
+	}
 }
