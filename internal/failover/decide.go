@@ -120,11 +120,15 @@ type NodeView struct {
 	// StreamGap (a follower): the longest recent silence of its leader's
 	// stream it reported and that ended.
 	StreamGap time.Duration
-	Suspect   bool
-	Refused   int
-	Phi       float64
-	LastBeat  time.Time
-	NotLead   time.Time
+	// Period is how often the node is probed (0: Rules.Interval). Its
+	// next answer is late once its last is 1.5 periods old, as the
+	// orchestrator counts lateness for its calm rounds.
+	Period   time.Duration
+	Suspect  bool
+	Refused  int
+	Phi      float64
+	LastBeat time.Time
+	NotLead  time.Time
 	// NotAnswering: since when it leads without a valid lease (zero: it
 	// answers, or does not lead).
 	NotAnswering time.Time
@@ -171,6 +175,26 @@ func (n *NodeView) HeardLeaderAgo() (ago time.Duration, ok bool) {
 		return 0, false
 	}
 	return time.Duration(n.Reply.LeaderHeardAgoMs)*time.Millisecond + n.Age, true
+}
+
+// AnswerLate reports whether the node's next answer is overdue: its last
+// is 1.5 of its probe periods old (NodeView.Period, else interval) or
+// more. A late answer's age is the node's own lateness, not news of its
+// leader.
+func (n *NodeView) AnswerLate(interval time.Duration) bool {
+	p := n.Period
+	if p <= 0 {
+		p = interval
+	}
+	return n.Reply != nil && n.Age >= p*3/2
+}
+
+// vouchesWithin is how recently a follower must have heard its leader
+// to vouch for it: Rules.FollowerSilence, or twice the longest recent
+// silence of the stream it reported, or twice the observer's own recent
+// lateness, whichever is longest.
+func (r Rules) vouchesWithin(v View, n *NodeView) time.Duration {
+	return max(r.FollowerSilence, 2*n.StreamGap, 2*v.Late)
 }
 
 // Durable is the durable position a heartbeat reported (zero for none).
@@ -324,8 +348,29 @@ func Decide(r Rules, v View, activeSince time.Time) Decision {
 			if n.ID == leader.ID || !n.Fresh || !n.Follows(leader) {
 				continue
 			}
-			if ago, ok := n.HeardLeaderAgo(); ok && ago < max(r.FollowerSilence, 2*n.StreamGap, 2*v.Late) {
+			if ago, ok := n.HeardLeaderAgo(); ok && ago < r.vouchesWithin(v, &n) {
 				return Decision{Note: fmt.Sprintf("%s, but follower %s heard it %d ms ago: no failover", why, n.ID, ago.Milliseconds()), NoteKey: "veto " + n.ID}
+			}
+		}
+	}
+	if suspected {
+		// A follower whose answer is late is itself late (starved,
+		// paused): the age of its last answer is its silence, not the
+		// leader's. If that answer still vouched for the leader, the
+		// follower is waited for: its next answer, or its answer growing
+		// stale (3 periods), decides. Counting the age as the leader's
+		// silence failed over live leaders on loaded machines, where the
+		// leader and its followers answer late together (bench chaos at
+		// load 27: every answer 255-259 ms old, the followers had heard
+		// the leader 94 and 124 ms before theirs). A refusing leader is
+		// not waited for: its process is gone.
+		for _, n := range v.Nodes {
+			if n.ID == leader.ID || !n.Fresh || !n.Follows(leader) || !n.AnswerLate(r.Interval) || n.Reply.LeaderHeardAgoMs < 0 {
+				continue
+			}
+			if heard := time.Duration(n.Reply.LeaderHeardAgoMs) * time.Millisecond; heard < r.vouchesWithin(v, &n) {
+				return Decision{Note: fmt.Sprintf("%s, but follower %s had heard it %d ms before its answer, which is %d ms old (late): waiting for its next answer",
+					why, n.ID, heard.Milliseconds(), n.Age.Milliseconds()), NoteKey: "late " + n.ID}
 			}
 		}
 	}

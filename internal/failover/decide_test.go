@@ -77,8 +77,36 @@ func TestDecide(t *testing.T) {
 		{name: "suspected, a follower heard it 190 ms ago (just within FollowerSilence): veto",
 			v:    View{Now: now, Topo: topo, HaveTopo: true, Nodes: []NodeView{suspect, f("n2", 100, 190), f("n3", 100, 400)}},
 			note: "follower n2 heard it 190 ms ago"},
-		{name: "suspected; a follower heard it 20 ms before an answer 200 ms old: silent 220 ms by now, no veto",
+		{name: "suspected; a follower heard it 20 ms before an answer 200 ms old (late: 1.5 intervals): its next answer is waited for",
 			v: View{Now: now, Topo: topo, HaveTopo: true, Nodes: []NodeView{suspect,
+				func() NodeView { n := f("n2", 100, 20); n.Age = 200 * time.Millisecond; return n }(), f("n3", 99, 400)}},
+			note: "follower n2 had heard it 20 ms before its answer, which is 200 ms old (late): waiting for its next answer"},
+		{name: "suspected; a follower heard it 80 ms before an answer 140 ms old (on time): silent 220 ms by now, no veto",
+			v: View{Now: now, Topo: topo, HaveTopo: true, Nodes: []NodeView{suspect,
+				func() NodeView { n := f("n2", 100, 80); n.Age = 140 * time.Millisecond; return n }(), f("n3", 99, 400)}},
+			kind: KindFailover, candidate: "n2"},
+		{name: "suspected; a follower probed every 500 ms (quiet cadence) heard it 20 ms before an answer 400 ms old (on time for its period): no veto",
+			v: View{Now: now, Topo: topo, HaveTopo: true, Nodes: []NodeView{suspect,
+				func() NodeView {
+					n := f("n2", 100, 20)
+					n.Age, n.Period = 400*time.Millisecond, 500*time.Millisecond
+					return n
+				}(), f("n3", 99, 400)}},
+			kind: KindFailover, candidate: "n2"},
+		{name: "suspected; a follower's answer is 200 ms old (late), but it had not heard the leader for 250 ms then: failed over",
+			v: View{Now: now, Topo: topo, HaveTopo: true, Nodes: []NodeView{suspect,
+				func() NodeView { n := f("n2", 100, 250); n.Age = 200 * time.Millisecond; return n }(), f("n3", 99, 400)}},
+			kind: KindFailover, candidate: "n2"},
+		{name: "suspected; a late follower that had heard it within twice its stream's gap is waited for",
+			v: View{Now: now, Topo: topo, HaveTopo: true, Nodes: []NodeView{suspect,
+				func() NodeView {
+					n := f("n2", 100, 250)
+					n.Age, n.StreamGap = 200*time.Millisecond, 150*time.Millisecond
+					return n
+				}(), f("n3", 99, 400)}},
+			note: "waiting for its next answer"},
+		{name: "refused twice; a late follower had heard it 20 ms before its answer: the process is gone, not waited for",
+			v: View{Now: now, Topo: topo, HaveTopo: true, Nodes: []NodeView{refused,
 				func() NodeView { n := f("n2", 100, 20); n.Age = 200 * time.Millisecond; return n }(), f("n3", 99, 400)}},
 			kind: KindFailover, candidate: "n2"},
 		{name: "suspected; a follower heard it 20 ms before an answer 100 ms old: heard 120 ms ago, veto",

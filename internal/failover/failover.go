@@ -31,7 +31,12 @@
 //     the age of its report (NodeView.HeardLeaderAgo): a cut between the
 //     orchestrator and the leader alone is not a failure, and a leader too
 //     busy to answer probes promptly still streams to its followers,
-//     where a stopped process goes silent on both channels at once. An
+//     where a stopped process goes silent on both channels at once. A
+//     follower's late answer (1.5 of its probe periods old or more,
+//     NodeView.AnswerLate) that still vouched when it was given holds
+//     (d) until its next answer or until it is no longer fresh: the
+//     answer's age is then the follower's own lateness, not the leader's
+//     silence (on a loaded machine all answer late together). An
 //     orchestrator that has just become active acts on (d) only once a
 //     member other than the leader has answered a probe sent since (or
 //     none answers at all): the veto is only as current as the

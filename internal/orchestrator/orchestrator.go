@@ -117,6 +117,10 @@ type Config struct {
 	// silences must pass their bound for a
 	// failover on suspicion; a paused leader is detected about
 	// max(MinSilence − interval/2, FollowerSilence) after it stopped.
+	// A follower whose answer is late (1.5 probe periods old) and
+	// vouched when given is waited for until its next answer: the age
+	// of a late answer is the follower's lateness, not the leader's
+	// silence (failover.Decide).
 	FollowerSilence time.Duration
 	// NotLeadingAfter: a leader that answers but does not lead the
 	// topology's epoch for this long is failed over (default 2 s).
@@ -614,7 +618,10 @@ func (o *Orchestrator) snapshotPeriods() (failover.View, map[string]time.Duratio
 	now := time.Now()
 	v := failover.View{Now: now, Topo: o.topo, HaveTopo: o.haveTopo, TopoErr: o.topoErr, PreferredZone: o.cfg.PreferredZone, Late: o.late.At(now)}
 	for id, ns := range o.nodes {
-		v.Nodes = append(v.Nodes, ns.probe.View(id, ns.member, now, 3*ns.period(o.cfg.Interval)))
+		p := ns.period(o.cfg.Interval)
+		nv := ns.probe.View(id, ns.member, now, 3*p)
+		nv.Period = p // its answers are late after 1.5 of these (failover.NodeView.AnswerLate)
+		v.Nodes = append(v.Nodes, nv)
 	}
 	sort.Slice(v.Nodes, func(i, j int) bool { return v.Nodes[i].ID < v.Nodes[j].ID })
 	return v, periods

@@ -20,6 +20,9 @@ type outage struct {
 	since    time.Time // the leader's last sign of life (detection time if none)
 	detected time.Time
 	reason   string
+	// answered: when the leader's last answer to a probe had come, at
+	// detection (zero: none). Only a later answer is a return.
+	answered time.Time
 	// waiting: held by the manual policy for an operator.
 	waiting bool
 	// pre: the pre_failover hooks were fired for it.
@@ -49,8 +52,15 @@ func (o *Orchestrator) watchPolicy() {
 // have failed is a detection, announced once (the detected hooks; under
 // the manual policy also an event in etcd); the outage ends when the
 // topology names another leader (a failover, `tandem promote`, another
-// orchestrator) or the leader answers again (the rule no longer asks for a
-// failover while the topology still names it).
+// orchestrator) or the leader answers again: it answered a probe since it
+// was detected, as the leader of the topology's epoch with its lease, and
+// the rule no longer asks for a failover while the topology still names
+// it. A round in which the rule does not ask for one
+// but the leader has not answered (no node can be promoted, a follower's
+// veto or its late answer waited for, the detector between two readings
+// of a loaded machine) leaves the outage as it is: a lull in the rule's
+// asking is not the leader's return, and was announced as one (a
+// leader_returned, then a second detected) when it was taken for it.
 //
 // Under the manual policy, or while the policy is unknown or unreadable,
 // no failover or fence is carried out, however long the leader is down:
@@ -68,7 +78,7 @@ func (o *Orchestrator) gate(v failover.View, d failover.Decision) bool {
 		switch {
 		case v.Topo.Leader != "" && v.Topo.Leader != out.leader:
 			o.outage = nil // replaced
-		case !failing && v.Topo.Leader == out.leader:
+		case !failing && v.Topo.Leader == out.leader && backAfter(v, out.leader, out.answered):
 			o.outage, returned = nil, out
 		}
 	}
@@ -78,7 +88,7 @@ func (o *Orchestrator) gate(v failover.View, d failover.Decision) bool {
 		if since.IsZero() {
 			since = now
 		}
-		o.outage = &outage{leader: d.From, epoch: v.Topo.Epoch, since: since, detected: now, reason: d.Reason}
+		o.outage = &outage{leader: d.From, epoch: v.Topo.Epoch, since: since, detected: now, reason: d.Reason, answered: lastAnswer(v, d.From)}
 	}
 	cur := o.outage
 	hold := failing && (policy != coord.FailoverAutomatic || perr != nil)
@@ -124,6 +134,26 @@ func (o *Orchestrator) gate(v failover.View, d failover.Decision) bool {
 		o.fire(hooks.Event{Kind: hooks.PreFailover, OldLeader: cur.leader, NewLeader: d.Candidate, Epoch: v.Topo.Epoch, Time: now, Reason: d.Reason})
 	}
 	return true
+}
+
+// lastAnswer is when node's last answer to a probe came, as v has it
+// (zero if it never answered).
+func lastAnswer(v failover.View, node string) time.Time {
+	n := v.Node(node)
+	if n == nil || n.Reply == nil {
+		return time.Time{}
+	}
+	return v.Now.Add(-n.Age)
+}
+
+// backAfter reports whether node answered a probe after t as the leader
+// of the topology's epoch that answers clients: a node that answers
+// without leading, or leads without its lease (the rule's own triggers),
+// has not come back.
+func backAfter(v failover.View, node string, t time.Time) bool {
+	n := v.Node(node)
+	a := lastAnswer(v, node)
+	return !a.IsZero() && a.After(t) && n.Leads(v.Topo.Epoch) && n.Reply.Answering
 }
 
 // changed follows a change the rule made: a failover's post_failover

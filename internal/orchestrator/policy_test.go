@@ -103,8 +103,38 @@ func TestGate(t *testing.T) {
 	if d := status(); d == nil || d.Leader != "n1" || !d.WaitingForOperator || d.Epoch != 4 || d.Since != t0.UTC().Format(time.RFC3339Nano) || d.Reason != fail.Reason {
 		t.Fatalf("status %+v", d)
 	}
-	// The leader answers again: the wait ends.
-	if o.gate(v1, failover.Decision{}) || status() != nil {
+	// The rule stops asking while the leader has not answered (no node
+	// can be promoted, a follower's veto, a detector between readings):
+	// a lull, not a return. The outage and its wait go on, announced once.
+	lulls := []failover.Decision{
+		{Note: fail.Reason + ": failover: no node can be promoted", NoteKey: "no-candidate"},
+		{Note: "leader suspected, but follower n2 heard it 20 ms ago: no failover", NoteKey: "veto n2"},
+		{},
+	}
+	// It answers, but not as the leader of the epoch with its lease (a
+	// restart in place, cut from etcd): not back either.
+	fenced := v1
+	fenced.Now = t0.Add(time.Second)
+	fenced.Nodes = []failover.NodeView{{ID: "n1", Reply: &peerpb.HeartbeatReply{Role: "follower"}, Age: 10 * time.Millisecond, Fresh: true}}
+	noLease := fenced
+	noLease.Nodes = []failover.NodeView{{ID: "n1", Reply: &peerpb.HeartbeatReply{Role: "leader", LeadingEpoch: 4}, Age: 10 * time.Millisecond, Fresh: true}}
+	for i, v := range []failover.View{v1, fenced, noLease} {
+		for _, d := range lulls {
+			if o.gate(v, d) {
+				t.Fatalf("view %d, %+v: acted on a lull", i, d)
+			}
+			if d := status(); d == nil || d.Leader != "n1" || !d.WaitingForOperator {
+				t.Fatalf("view %d: a lull ended the outage: status %+v", i, d)
+			}
+		}
+	}
+	if o.gate(v1, fail) || o.held != 1001 {
+		t.Fatalf("held %d, want 1001", o.held)
+	}
+	// The leader answers again, leading with its lease: the wait ends.
+	back := fenced
+	back.Nodes = []failover.NodeView{{ID: "n1", Reply: &peerpb.HeartbeatReply{Role: "leader", LeadingEpoch: 4, Answering: true}, Age: 10 * time.Millisecond, Fresh: true}}
+	if o.gate(back, failover.Decision{}) || status() != nil {
 		t.Fatalf("after the leader's return: status %+v", status())
 	}
 	// It fails again, and again under manual: a second detection.

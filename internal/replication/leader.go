@@ -127,11 +127,20 @@ const (
 	DefaultRetainMinBytes  = 16 << 20
 )
 
+// ackBeforeDurableDelay is how long Buggify.AckBeforeDurable holds each
+// log write: far longer than a loaded test process takes from an
+// acknowledgement to its kill -9 (kill-leader-after-ack), so that the
+// acknowledged write is always lost.
+const ackBeforeDurableDelay = 300 * time.Millisecond
+
 // Buggify names deliberate faults that tests switch on to prove that the
 // chaos harness catches them.
 type Buggify struct {
 	// AckBeforeDurable acknowledges writes before their entry is in the log
-	// and delays the log write: a kill -9 loses acknowledged writes.
+	// and delays the log write (ackBeforeDurableDelay); followers are sent
+	// only what the leader has logged. So an acknowledged write is
+	// durable nowhere for at least that delay, and a kill -9 within it
+	// loses it whatever the timing of the followers.
 	AckBeforeDurable bool
 	// FollowerSkipEntry makes a follower drop the operations of every 50th
 	// entry it applies, and from then on every operation on the keys those
@@ -592,6 +601,12 @@ func (l *Leader) dispatchReadyLocked(rd leaderReady, expired error) {
 	for _, s := range rd.Send {
 		if out := l.streams[s.Session]; out != nil {
 			out.through, out.commit = s.Through, s.Commit
+			if l.cfg.Buggify.AckBeforeDurable {
+				// The planted bug's writes are acknowledged before any
+				// copy is durable: none goes to a follower before the
+				// leader's own (delayed) log write.
+				out.through = min(out.through, l.core.durable)
+			}
 			// A stamp pairs with the commit only while it is the core's
 			// commit now, after every stamp recorded so far arrived (a
 			// send the core made earlier may carry an older commit: it
@@ -1296,7 +1311,7 @@ func (l *Leader) committer() {
 // and reports it durable; false if it failed (the leader is stopping).
 func (l *Leader) appendBatch(batch []*proposal) bool {
 	if l.cfg.Buggify.AckBeforeDurable {
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(ackBeforeDurableDelay)
 	}
 	if l.cfg.Buggify.SlowDisk && time.Since(l.lastStall) > 2*time.Second {
 		time.Sleep(time.Second)

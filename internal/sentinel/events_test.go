@@ -2,11 +2,14 @@ package sentinel
 
 import (
 	"bufio"
+	"fmt"
 	"net"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tandemdb/tandem/internal/testutil"
 )
 
 func TestEvents(t *testing.T) {
@@ -164,8 +167,16 @@ func TestCloseEndsSubscribers(t *testing.T) {
 
 // TestStuckSubscriber: a subscriber that stops reading is cut off after
 // WriteTimeout, and the others still get every event.
+//
+// The live subscriber reads from the first event on, on a goroutine of its
+// own, and the timeout is a second. The publisher writes each event to
+// each subscriber in turn, every write bounded by the timeout; with 50 ms,
+// and the live one read only after all 400 changes, its socket was full
+// by then, and a loaded machine (load 40-67) that kept its reader off the
+// CPU for 50 ms had it rightly cut too (2 of 16 runs: "read reply:
+// unexpected EOF"; 4 of 5 runs with the old test's reader delayed 500 ms).
 func TestStuckSubscriber(t *testing.T) {
-	f := start(t, testState(), Config{WriteTimeout: 50 * time.Millisecond})
+	f := start(t, testState(), Config{WriteTimeout: time.Second})
 	stuck := dialRaw(t, f.addr)
 	if tc, ok := stuck.c.(*net.TCPConn); ok {
 		tc.SetReadBuffer(4096) // fill up sooner
@@ -174,16 +185,34 @@ func TestStuckSubscriber(t *testing.T) {
 	live := dialRaw(t, f.addr)
 	live.do("SUBSCRIBE", "+switch-master")
 	live.rd = bufio.NewReaderSize(live.c, 1<<20)
+	if n := f.srv.rs.Clients(); n != 2 {
+		t.Fatalf("%d clients, want the 2 subscribers", n)
+	}
 
 	// Big enough names that the kernel's buffers fill within a few hundred events.
 	long := make([]byte, 16<<10)
 	for i := range long {
 		long[i] = 'x'
 	}
+	const rounds = 400
+	read := make(chan error, 1)
+	go func() {
+		for i := range rounds {
+			live.c.SetReadDeadline(time.Now().Add(ioTimeout))
+			got, err := readReply(live.rd)
+			if err == nil && len(got) < len(long) {
+				err = fmt.Errorf("event %d: %.80s", i, got)
+			}
+			if err != nil {
+				read <- fmt.Errorf("event %d: %w", i, err)
+				return
+			}
+		}
+		read <- nil
+	}()
 	a, b := testState(), testState()
 	a.Leader = &Node{ID: "a", Addr: string(long) + "-a:1"}
 	b.Leader = &Node{ID: "b", Addr: string(long) + "-b:2"}
-	const rounds = 400
 	for i := range rounds {
 		if i%2 == 0 {
 			f.change(a)
@@ -191,12 +220,14 @@ func TestStuckSubscriber(t *testing.T) {
 			f.change(b)
 		}
 	}
-	for i := range rounds {
-		got := live.read()
-		if len(got) < len(long) {
-			t.Fatalf("event %d: %.80s", i, got)
-		}
+	if err := <-read; err != nil {
+		t.Fatalf("live subscriber: %v", err)
 	}
+	// The stuck one, holding far more than its socket takes, is cut.
+	testutil.Eventually(t, "the stuck subscriber cut off", ioTimeout, func() (bool, string) {
+		n := f.srv.rs.Clients()
+		return n == 1, fmt.Sprintf("%d clients", n)
+	})
 }
 
 // TestCloseRaces: Close before Serve, and Changed racing Close, neither

@@ -130,7 +130,7 @@ func expectClean(t *testing.T, opts Options) *Report {
 //
 // A kill at a random moment catches the bug only if it lands while an
 // acknowledged write is still on its way to the log (the buggified leader
-// delays the log write by 100 ms, so at a high enough rate it usually
+// delays the log write by 300 ms, so at a high enough rate it usually
 // does), and only if that write's loss stays visible: a lost register write
 // is hidden by any later write of the key, a lost INCR by an INCR of
 // unknown outcome that did apply. So the schedule here is
@@ -139,8 +139,17 @@ func expectClean(t *testing.T, opts Options) *Report {
 // lost INCR always shows in the counter's final value. The test requires
 // lost acknowledged writes, the bug's own symptom, inside those faults,
 // and the queue's: a job popped twice.
+//
+// What made it miss (twice, at load): a follower that got the INCR's
+// entry before the kill kept it (the buggified leader sent entries while
+// it slept on their log write), and a kill whose INCR found no leader (a
+// false failover just before it) has nothing to lose. So the planted bug
+// sends followers only what the leader logged, holding each log write
+// 300 ms (replication.Buggify), and the seed's schedule has three kills,
+// not two.
 func TestE2ECatchesAckBeforeDurable(t *testing.T) {
 	opts := e2eOptions(t, 15*time.Second, "kill-leader-after-ack")
+	opts.Seed = 20260102 // kills at 1.5 s, 4.2 s and 6.9 s
 	opts.ServerArgs = []string{"--buggify", "ack-before-durable"}
 	dumpLogs(t, opts.Dir)
 	r := run(t, opts)
