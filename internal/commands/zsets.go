@@ -19,7 +19,8 @@ import (
 // member. So ZSCORE reads one row and a range by score or lex seeks in the
 // index and reads what it returns (plus, for REV and LIMIT, the rows it
 // skips). The index is read from either end (View.SubScanReverse), so
-// ZPOPMAX, ZREVRANGE and the REV forms cost what they return, and a range
+// ZPOPMIN, ZPOPMAX, ZREVRANGE and the REV forms cost what they return (a
+// pop of n reads n rows), and a range
 // by rank is read from the nearer end. What the layout does not give, and
 // costs O(rank) rows as in Apache Kvrocks: ranks far from both ends (ZRANK,
 // a range by rank reads the rows between its start and that end). A write logs the rows it
