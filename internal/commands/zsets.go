@@ -19,7 +19,8 @@ import (
 // member. So ZSCORE reads one row and a range by score or lex seeks in the
 // index and reads what it returns (plus, for REV and LIMIT, the rows it
 // skips). The index is read from either end (View.SubScanReverse), so
-// ZPOPMAX, ZREVRANGE and the REV forms cost what they return, and a range
+// ZPOPMIN, ZPOPMAX, ZREVRANGE and the REV forms cost what they return (a
+// pop of n reads n rows), and a range
 // by rank is read from the nearer end. What the layout does not give, and
 // costs O(rank) rows as in Apache Kvrocks: ranks far from both ends (ZRANK,
 // a range by rank reads the rows between its start and that end). A write logs the rows it
@@ -1009,17 +1010,29 @@ func execZRemRangeByLex(_ *Ctx, v View, args [][]byte) (Result, error) {
 // Pops.
 
 // zpop removes and returns the count lowest (or highest, max) members of
-// the sorted set z at key.
+// the sorted set z at key. It reads the index from that end and stops at
+// the last member it takes: a pop of n reads n rows (a rank range's
+// reader, zcollect, reads one more to find the range's end, and its
+// layers of callbacks cost ZPOPMIN a third of its allocations).
 func zpop(t *txn, key []byte, z Value, max bool, count int64) ([]zitem, error) {
 	n := int64(z.Size)
 	if count < n {
 		n = count
 	}
-	sp := zspec{kind: zByRank, lo: 0, hi: n - 1}
-	if max {
-		sp.lo, sp.hi = int64(z.Size)-n, int64(z.Size)-1
+	if n <= 0 {
+		return nil, nil
 	}
-	items, err := zcollect(t.view(), key, z, &sp, max, 0, -1)
+	items := make([]zitem, 0, n)
+	take := func(s float64, m []byte) bool {
+		items = append(items, zitem{clone(m), s})
+		return int64(len(items)) < n
+	}
+	var err error
+	if max {
+		err = zindexRev(t.view(), key, z, nil, take)
+	} else {
+		err = zindex(t.view(), key, z, nil, take)
+	}
 	if err != nil {
 		return nil, err
 	}

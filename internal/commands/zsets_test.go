@@ -682,8 +682,9 @@ func TestZSetRangeReadsWhatItReturns(t *testing.T) {
 		{"ZRANGE z 0 4 REV", 5, 6},
 		{"ZREVRANK z m04990", 1, 11},
 		{"ZRANK z m00009", 1, 11},
-		{"ZPOPMAX z 3", 6, 4},
-		{"ZPOPMIN z 3", 6, 4},
+		{"ZPOPMAX z 3", 6, 3},
+		{"ZPOPMIN z 3", 6, 3},
+		{"ZPOPMIN z", 2, 1},
 	} {
 		c := &countingView{memView: v}
 		res, err := run(&Ctx{NowMs: v.now}, c, strings.Fields(tc.args)...)

@@ -147,7 +147,7 @@ func (r Reader) Sub(key []byte, version uint64, sub []byte) ([]byte, bool, error
 
 // SubScan implements View.
 func (r Reader) SubScan(key []byte, version uint64, start []byte, fn func(sub, val []byte) bool) error {
-	lo, hi := SubSpan(key, version)
+	lo, hi := subSpan(key, version, len(start))
 	n := len(lo)
 	return r.R.Iter(append(lo, start...), hi, func(k, v []byte) bool {
 		return fn(k[n:], v)
@@ -156,10 +156,11 @@ func (r Reader) SubScan(key []byte, version uint64, start []byte, fn func(sub, v
 
 // SubScanReverse implements View.
 func (r Reader) SubScanReverse(key []byte, version uint64, end []byte, fn func(sub, val []byte) bool) error {
-	lo, hi := SubSpan(key, version)
+	lo, hi := subSpan(key, version, len(end))
 	n := len(lo)
 	if end != nil {
-		hi = append(lo[:n:n], end...)
+		// Into lo's room: hi, not used, keeps its own.
+		hi = append(lo[:n:n+len(end)], end...)
 	}
 	return r.R.IterReverse(lo, hi, func(k, v []byte) bool {
 		return fn(k[n:], v)

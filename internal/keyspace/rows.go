@@ -62,16 +62,29 @@ func SubKey(key []byte, version uint64, sub []byte) []byte {
 }
 
 // SubSpan is the span [lo, hi) of every sub-key row of (key, version).
+// Both bounds share one allocation, each capped at its length, so that
+// an append to either copies it and never writes over the other.
 func SubSpan(key []byte, version uint64) (lo, hi []byte) {
-	lo = AppendSubPrefix(nil, key, version)
+	return subSpan(key, version, 0)
+}
+
+// subSpan is SubSpan with room for extra more bytes after lo (a start
+// sub-key): lo's capacity is its length plus extra, hi's its length.
+func subSpan(key []byte, version uint64, extra int) (lo, hi []byte) {
+	n := subPrefixLen(key)
+	buf := make([]byte, 0, 2*n+extra)
+	lo = AppendSubPrefix(buf, key, version)
+	lo = lo[: n : n+extra]
+	hi = buf[n+extra : n+extra : 2*n+extra]
 	if version == ^uint64(0) {
 		// The prefix with version+1 would wrap: the next key length's.
-		hi = AppendSubPrefix(nil, key, 0)
-		hi = binary.BigEndian.AppendUint32(hi[:1], uint32(len(key))+1)
-		return lo, hi
+		return lo, binary.BigEndian.AppendUint32(append(hi, PrefixSub), uint32(len(key))+1)
 	}
-	return lo, AppendSubPrefix(nil, key, version+1)
+	return lo, AppendSubPrefix(hi, key, version+1)
 }
+
+// subPrefixLen is the length of (key, version)'s sub-key prefix.
+func subPrefixLen(key []byte) int { return 1 + 4 + len(key) + 8 }
 
 // ParseSubKey splits a sub-key row key.
 func ParseSubKey(k []byte) (key []byte, version uint64, sub []byte, err error) {

@@ -110,3 +110,32 @@ func FuzzRows(f *testing.F) {
 		_ = ValidRow(b, b)
 	})
 }
+
+// TestSubSpanOneAllocation: SubSpan's bounds are one allocation (a pop
+// or a scan builds one per read: it was six), and an append to either
+// bound leaves the other as it was (they share it).
+func TestSubSpanOneAllocation(t *testing.T) {
+	key := []byte("mylist")
+	if n := testing.AllocsPerRun(100, func() { SubSpan(key, 7) }); n != 1 {
+		t.Errorf("SubSpan: %v allocations, want 1", n)
+	}
+	for _, ver := range []uint64{7, math.MaxUint64} {
+		lo, hi := SubSpan(key, ver)
+		wantLo, wantHi := bytes.Clone(lo), bytes.Clone(hi)
+		_ = append(lo, 0xff, 0xff, 0xff)
+		_ = append(hi, 0xff, 0xff, 0xff)
+		if !bytes.Equal(lo, wantLo) || !bytes.Equal(hi, wantHi) {
+			t.Errorf("version %d: an append to one bound changed the other", ver)
+		}
+	}
+	r := Reader{R: Empty{}}
+	fn := func(_, _ []byte) bool { return true }
+	start := []byte{'i', 1, 2, 3}
+	// The bounds and the callback handed to Rows (it was 7 and 8).
+	if n := testing.AllocsPerRun(100, func() { _ = r.SubScan(key, 7, start, fn) }); n != 2 {
+		t.Errorf("SubScan: %v allocations, want 2", n)
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = r.SubScanReverse(key, 7, start, fn) }); n != 2 {
+		t.Errorf("SubScanReverse: %v allocations, want 2", n)
+	}
+}
