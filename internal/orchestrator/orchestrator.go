@@ -8,8 +8,8 @@
 // (phi accrual by default, a plain timeout optionally), so that a standby
 // that takes over already knows the cluster. A standby probes ten times
 // less often, and so does the active one a follower of a quiet cluster
-// (five times less: quiet.go says when, and why the leader's detection
-// and the followers' veto are unchanged).
+// (also ten times less: quiet.go says when, and why the leader's
+// detection and the followers' veto are unchanged).
 //
 // The active orchestrator applies the failover rule of package failover
 // (its package comment states it whole): the probe's reading of each
