@@ -125,7 +125,7 @@ func TestProbeLoop(t *testing.T) {
 }
 
 // TestStandbyProbes: a standby orchestrator probes every standbyProbeFactor
-// intervals; once active it probes at the interval at once, does not
+// intervals and sees its live nodes live between those probes; once active it probes at the interval at once, does not
 // suspect a live leader it last heard a standby's interval ago, and fails
 // over a leader that paused while it stood by within MinSilence of taking
 // over.
@@ -152,7 +152,22 @@ func TestStandbyProbes(t *testing.T) {
 		decide := func() failover.Decision {
 			return failover.Decide(o.cfg.rules(), o.snapshot(), time.Now().Add(-time.Minute))
 		}
-		time.Sleep(5*time.Second + 50*time.Millisecond)
+		// Standing by, it sees the live nodes as live between its probes
+		// (its /status and Sentinel endpoint say so).
+		synctest.Wait() // the first answers
+		down := 0
+		for range 101 {
+			v := o.snapshot()
+			for _, n := range v.Nodes {
+				if !n.Fresh || n.Suspect {
+					down++
+				}
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if down > 0 {
+			t.Errorf("a standby saw its live nodes unreachable or suspected in %d of 202 looks over 5 s", down)
+		}
 		if n := calls(leader); n != 6 {
 			t.Fatalf("a standby probed %d times in 5.05 s, want 6 (every second)", n)
 		}
