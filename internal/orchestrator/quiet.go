@@ -32,7 +32,11 @@ import (
 // a quiet follower's answer before the stir has fetched a fresh one. At
 // five intervals, each quiet follower still cost the active orchestrator
 // two probes a second of its 14; at ten, one of its 12
-// (TestIdleProbeRate). What a longer period costs is how late the
+// (TestIdleProbeRate). Its wake-ups did not move measurably with that
+// (bench/idle.sh, four A/B pairs): a follower's probe goes out in the
+// wake-up of the leader's (the grid) and its answer mostly comes in the
+// wake-up of the leader's answer. An idle process's cost follows its
+// wake-ups, not its RPCs, and the leader's probe round is most of them. What a longer period costs is how late the
 // orchestrator's status sees a follower that failed while all was quiet
 // (at most a period, and its refused probe stirs the cluster); the leader
 // keeps its own sync set from its streams, not from these answers.
