@@ -6,10 +6,10 @@
 // Every orchestrator probes every registered member with the Heartbeat RPC
 // (Config.Interval, default 100 ms) and feeds a failure detector per node
 // (phi accrual by default, a plain timeout optionally), so that a standby
-// that takes over already knows the cluster. A standby probes ten times
-// less often, and so does the active one a follower of a quiet cluster
-// (five times less: quiet.go says when, and why the leader's detection
-// and the followers' veto are unchanged).
+// that takes over already knows the cluster. A standby probes thirty
+// times less often (standbyProbeFactor), and the active one a follower of
+// a quiet cluster ten times less (quiet.go says when, and why the
+// leader's detection and the followers' veto are unchanged).
 //
 // The active orchestrator applies the failover rule of package failover
 // (its package comment states it whole): the probe's reading of each
@@ -271,11 +271,15 @@ type Orchestrator struct {
 }
 
 // standbyProbeFactor: a standby orchestrator probes every this many
-// intervals (1 s by default), not every interval: it decides nothing, and
-// its probes were a third of every idle node's RPCs. It keeps the members'
-// connections open and its status roughly current; on becoming active it
-// probes at the interval at once (becomeActive).
-const standbyProbeFactor = 10
+// intervals (3 s by default), not every interval: it decides nothing, and
+// its probes were a third of every idle node's RPCs at the interval, and
+// at 1 s still 3 of the idle cluster's 15 a second (TestIdleProbeRate).
+// It keeps the members' connections open and its status and Sentinel
+// endpoint current within a few seconds (the topology, which names the
+// leader, it watches); on becoming active it probes at the interval at
+// once with fresh detectors (becomeActive), so nothing the rule uses
+// comes from this rhythm.
+const standbyProbeFactor = 30
 
 // becomeActive marks this orchestrator active. Its detectors learnt a
 // standby's slow rhythm, so each node gets a fresh one, which counts the

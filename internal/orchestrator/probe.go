@@ -94,6 +94,7 @@ func (o *Orchestrator) probeLoop(ctx context.Context, ns *nodeState, hb heartbea
 		ns.probe.Observe(sent, now, rep, err, ctx.Err() != nil, want, max(ns.period(o.cfg.Interval), planned))
 		next := o.cfg.Interval / 4 // a failed probe is retried soon
 		every := time.Duration(0)
+		active := o.active
 		if err == nil {
 			o.observeAnswer(ns, now, now.Sub(sent), want.ShouldLead, lapsed)
 			if want.ShouldLead && before != nil && failover.Durable(before) != failover.Durable(rep) {
@@ -104,8 +105,19 @@ func (o *Orchestrator) probeLoop(ctx context.Context, ns *nodeState, hb heartbea
 			}
 			next = max(every, o.cfg.Interval)
 		}
+		if !active {
+			// A standby's period is its node's too: its answers stay
+			// fresh for three of them, and its detector learns that
+			// rhythm. Judged by the interval, a live leader was
+			// unreachable in a standby's /status, and down (s_down,
+			// o_down) on its Sentinel endpoint, 70% of the time
+			// (TestStandbyProbes). becomeActive's stir puts every node
+			// back on the interval.
+			every = standbyProbeFactor * o.cfg.Interval
+			next = every
+		}
 		o.setPeriod(ns, every, now)
-		active, activated, hurried := o.active, o.activated, o.hurried
+		activated, hurried := o.activated, o.hurried
 		o.mu.Unlock()
 		// Probes keep their rhythm: the next is due next after this one
 		// was sent (a ticker's behaviour), on the interval's grid, or at
@@ -118,9 +130,6 @@ func (o *Orchestrator) probeLoop(ctx context.Context, ns *nodeState, hb heartbea
 			// A failed probe may be the rule's sign; an answer moves the
 			// calm deadline on, in the wake-up that brought it (decideLoop).
 			o.wakeDecide()
-		}
-		if !active {
-			next = standbyProbeFactor * o.cfg.Interval
 		}
 		due := base.Add(next)
 		planned = 0

@@ -16,8 +16,8 @@ import (
 //
 // So while the cluster is quiet — for quietAfter nothing was amiss
 // (decideLoop's calmFor) and the leader's durable position did not move —
-// a follower is probed every quietProbeFactor intervals, and its answers
-// stay fresh for three of those periods. The leader is always probed at
+// a follower is probed every quietProbeFactor intervals (a second by
+// default), and its answers stay fresh for three of those periods. The leader is always probed at
 // the interval, so detection is unchanged. Anything that stirs the cluster
 // (a late or missing answer of any node, a suspected, refused, not
 // leading or not answering node, a moved log position, a topology change,
@@ -27,8 +27,21 @@ import (
 // late after 1.5 intervals, the rule waits at least MinSilence, 2.5).
 // Writes stir it too: a saturating write load starts on a stirred cluster,
 // so a leader busy with clients still has followers that vouch for it.
+//
+// How long the quiet period is does not enter the rule: no decision uses
+// a quiet follower's answer before the stir has fetched a fresh one. At
+// five intervals, each quiet follower still cost the active orchestrator
+// two probes a second of its 14; at ten, one of its 12
+// (TestIdleProbeRate). Its wake-ups did not move measurably with that
+// (bench/idle.sh, four A/B pairs): a follower's probe goes out in the
+// wake-up of the leader's (the grid) and its answer mostly comes in the
+// wake-up of the leader's answer. An idle process's cost follows its
+// wake-ups, not its RPCs, and the leader's probe round is most of them. What a longer period costs is how late the
+// orchestrator's status sees a follower that failed while all was quiet
+// (at most a period, and its refused probe stirs the cluster); the leader
+// keeps its own sync set from its streams, not from these answers.
 const (
-	quietProbeFactor = 5
+	quietProbeFactor = 10
 	quietAfter       = 2 * time.Second
 )
 
