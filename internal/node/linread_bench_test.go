@@ -136,6 +136,10 @@ func BenchmarkLinearizableUnderWrites(b *testing.B) {
 			b.ReportMetric(float64(c.Appends)/n, "fsyncs/batch")
 			b.ReportMetric(float64(c.Wakes)/n, "wakes/batch")
 			b.ReportMetric(float64(h.Progress)/n, "progress/batch")
+			if w := float64(writes.Load() - w0); w > 0 {
+				b.ReportMetric(float64(c.Reports)/w, "reports/write")
+				b.ReportMetric(float64(c.Appends)/w, "fsyncs/write")
+			}
 			b.ReportMetric(float64(writes.Load()-w0)/secs, "writes/s")
 			b.ReportMetric(float64(refused.Load())/n, "refused/batch")
 		})
