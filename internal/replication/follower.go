@@ -377,13 +377,6 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 			if want := f.reads.want.Load(); want == 0 || want < f.reads.asked.Load() {
 				continue // a report stamped after it is out
 			}
-			if f.reads.stepping.Load() {
-				// The loop is stepping an Append and reports when done
-				// (wantsReports): the question rides that report, one
-				// message fewer per round trip on a busy stream; the
-				// loop asks again if it reported before the want.
-				continue
-			}
 			stamp := mono(time.Now())
 			f.reads.asked.Store(stamp)
 			if send(&peerpb.FollowerMessage{Epoch: epoch, Body: &peerpb.FollowerMessage_Progress{Progress: &peerpb.Progress{ReadStamp: stamp, ReadWaits: true}}}) != nil {
@@ -446,8 +439,6 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 	// run steps one (merged) Append that arrived at at, then releases
 	// what it made readable and reports progress.
 	run := func(epoch uint64, a *peerpb.Append, at int64) error {
-		f.reads.stepping.Store(true)
-		defer f.reads.doneStepping()
 		if err := f.step(ctx, core, epoch, a); err != nil {
 			return err
 		}

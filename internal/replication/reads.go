@@ -41,10 +41,7 @@ import (
 // acknowledges a write before that lease has lapsed. Under load every
 // message moves the follower's positions, so it reports after each and
 // the stamps stay a round trip old; an idle stream reports every
-// progressEvery, and every heartbeat while a read waits on it if the
-// leader does not answer waiting reads (wantsReports). A read that wants a
-// round trip (WaitRoundTrip) asks with a report of its own (the asker), or
-// rides the report of the Append the stream is stepping (stepping).
+// progressEvery, and every heartbeat while a read waits on it.
 type followerReads struct {
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced after every applied step
@@ -69,11 +66,6 @@ type followerReads struct {
 	// the latest read stamp the stream sent.
 	ask   chan struct{}
 	asked atomic.Int64
-	// stepping: the stream's loop is stepping an Append (run) and will
-	// report once done if a round trip is wanted then (wantsReports), so
-	// the asker leaves the question to that report; doneStepping wakes
-	// the asker for a want that came after the loop's last look.
-	stepping atomic.Bool
 	// gen counts the streams' ends (clearFresh): a stream's reader that
 	// outlives its stream records nothing in the next one's.
 	gen uint64
@@ -122,29 +114,6 @@ func (r *followerReads) blocked() (done func()) {
 
 // readWaits reports whether a read waits on the follower's progress.
 func (r *followerReads) readWaits() bool { return r.readers.Load() > 0 }
-
-// doneStepping ends stepping. A want stored before the asker saw
-// stepping set is seen here (the asker loads stepping after the want, the
-// loop loads the want after clearing stepping): the asker is woken to
-// send it, unless a report stamped after it went already.
-func (r *followerReads) doneStepping() {
-	r.stepping.Store(false)
-	if plantAskerSkipsLate {
-		return
-	}
-	if want := r.want.Load(); want != 0 && want >= r.asked.Load() {
-		select {
-		case r.ask <- struct{}{}:
-		default:
-		}
-	}
-}
-
-// plantAskerSkipsLate is a planted bug for tests: the asker leaves a
-// question to the stepping loop's report and the loop never asks again
-// for a want that came after its report (doneStepping's wake-up lost), so
-// a read that began at the end of a step waits for the next message.
-var plantAskerSkipsLate = false
 
 // wantsReports reports whether a waiting read needs the stream's next
 // progress report, beyond the reports positions and the lease call for:

@@ -172,31 +172,3 @@ func TestRoundTripReadCostsTwoMessages(t *testing.T) {
 	}
 	t.Logf("%d round trips: %d reports, %d leader messages", reads, c.Reports, c.Messages)
 }
-
-// TestAskAfterStep: the asker leaves a waiting read's question to the
-// report of the Append the loop is stepping (stepping); a want that came
-// after the loop's last look at it must wake the asker when the step
-// ends, or the read waits for the next message (up to its read wait on
-// an idle stream). plantAskerSkipsLate loses that wake-up.
-func TestAskAfterStep(t *testing.T) {
-	r := &followerReads{ask: make(chan struct{}, 1)}
-	r.stepping.Store(true)
-	r.want.Store(5) // asked 0: no report answers it
-	r.doneStepping()
-	select {
-	case <-r.ask:
-	default:
-		t.Fatal("a want no report answers, left to a step that had reported: the asker is not woken when the step ends")
-	}
-	if r.stepping.Load() {
-		t.Fatal("doneStepping left stepping set")
-	}
-	r.asked.Store(6) // a report stamped after the want went
-	r.stepping.Store(true)
-	r.doneStepping()
-	select {
-	case <-r.ask:
-		t.Fatal("the asker woken for a want a sent report answers")
-	default:
-	}
-}
