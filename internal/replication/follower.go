@@ -407,11 +407,12 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 	}
 	// reported is the last progress report sent: a heartbeat that moved
 	// nothing and asked for no echo (no lease stamp) is answered only
-	// once progressEvery has passed since it, or while a read waits on
-	// this follower: each report's read stamp comes back with the next
-	// Append, which proves the follower's freshness as of the stamp
-	// (reads.go), so an idle stream proves it anew every heartbeat for
-	// as long as reads want it.
+	// once progressEvery has passed since it, or while a waiting read
+	// wants reports (followerReads.wantsReports): each report's read
+	// stamp comes back with the next Append, which proves the follower's
+	// freshness as of the stamp (reads.go), so an idle stream of a
+	// leader that does not answer round trips proves it anew every
+	// heartbeat for as long as reads want it.
 	var reported struct {
 		durable, applied uint64
 		at               time.Time
@@ -448,7 +449,7 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 		f.releasePublished(core.applied)
 		window := reportWindow(a.LeaderTimeUnixNano)
 		if core.durable.LSN != reported.durable || core.applied != reported.applied || a.LeaseStamp != 0 ||
-			window != reported.window || time.Since(reported.at) >= progressEvery*3/2 || f.reads.readWaits() {
+			window != reported.window || time.Since(reported.at) >= progressEvery*3/2 || f.reads.wantsReports() {
 			if err := report(); err != nil {
 				return err
 			}

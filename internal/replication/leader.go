@@ -404,6 +404,9 @@ type streamOut struct {
 	// syncWake (capacity 1) asks the sender for a heartbeat that ends a
 	// follower's hold of deferred entries (a WAIT began).
 	syncWake chan struct{}
+	// readWake (capacity 1) asks the sender for a heartbeat that answers
+	// a waiting read (pairReadLocked).
+	readWake chan struct{}
 	// leaseWait: a goroutine waits for the lease to answer a waiting
 	// read (answerReadLocked). Under Leader.mu.
 	leaseWait bool

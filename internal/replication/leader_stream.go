@@ -238,7 +238,7 @@ func (l *Leader) answer(stream LeaderStream, d Decision) (streaming bool, err er
 // join records the follower in the core's table, durable through
 // durable, and opens the stream's mailbox; it returns the session.
 func (l *Leader) join(h *peerpb.Hello, durable uint64) (uint64, *streamOut) {
-	out := &streamOut{wake: make(chan struct{}, 1), closed: make(chan struct{}), pubWake: make(chan struct{}, 1), syncWake: make(chan struct{}, 1),
+	out := &streamOut{wake: make(chan struct{}, 1), closed: make(chan struct{}), pubWake: make(chan struct{}, 1), syncWake: make(chan struct{}, 1), readWake: make(chan struct{}, 1),
 		takesPub: h.TakesPublish, takesShard: h.TakesSpublish, takesSettings: h.TakesSettings}
 	info := FollowerInfo{NodeID: h.NodeId, RESPAddr: h.RespAddr, HTTPAddr: h.HttpAddr}
 	l.mu.Lock()
@@ -291,6 +291,22 @@ func (l *Leader) sendLoop(ctx context.Context, stream LeaderStream, out *streamO
 			through, commitLSN, stamp := out.through, out.commit, out.commitStamp
 			l.mu.Unlock()
 			if err := l.sendAppend(stream, nil, commitLSN, stamp, through, false, false); err != nil {
+				return err
+			}
+			continue
+		case <-out.readWake:
+			// A waiting read's answer (pairReadLocked): a heartbeat
+			// that does not defer, stamped for an echo only while the
+			// lease wants echoes, as any heartbeat (sendThrough). A
+			// stamp the follower must echo costs a third message per
+			// round trip, the follower's report after the answer,
+			// which the read does not need: the answer's commit LSN
+			// and read stamp prove it once applied.
+			l.mu.Lock()
+			through, commitLSN, stamp := out.through, out.commit, out.commitStamp
+			l.mu.Unlock()
+			unstamped := l.echoUntil.Load() <= mono(time.Now())
+			if err := l.sendAppend(stream, nil, commitLSN, stamp, through, unstamped, false); err != nil {
 				return err
 			}
 			continue
@@ -418,7 +434,7 @@ func (l *Leader) pairReadLocked(out *streamOut) {
 		return
 	}
 	out.commitStamp = out.readStamp
-	signal(out.syncWake)
+	signal(out.readWake)
 }
 
 // ConfirmedByFollowers returns the earliest send time, over the followers

@@ -115,6 +115,25 @@ func (r *followerReads) blocked() (done func()) {
 // readWaits reports whether a read waits on the follower's progress.
 func (r *followerReads) readWaits() bool { return r.readers.Load() > 0 }
 
+// wantsReports reports whether a waiting read needs the stream's next
+// progress report, beyond the reports positions and the lease call for:
+// a round trip wanted that no report sent so far answers (want past
+// asked: WaitRoundTrip, whose asker sends one at once too), or, while
+// the leader does not answer such reports (answers), any waiting read,
+// since a bounded read (WaitFresh) is then proved only by the echo of
+// the stamps the follower sends. Other waits need none: a read waiting
+// for an applied position (WaitApplied) waits for this follower's own
+// progress, and a round trip once answered is proved by the answer's
+// apply, not by the reports after it. (Every step's report while any
+// read waited sent a third message per round trip, the report after
+// stepping the leader's answer: BenchmarkLinearizableUnderWrites.)
+func (r *followerReads) wantsReports() bool {
+	if want := r.want.Load(); want != 0 && want >= r.asked.Load() {
+		return true
+	}
+	return !r.answers.Load() && r.readWaits()
+}
+
 type arrival struct {
 	commit uint64
 	at     int64

@@ -126,3 +126,49 @@ func TestRoundTripReadIsPrompt(t *testing.T) {
 		}
 	}
 }
+
+// TestRoundTripReadCostsTwoMessages: a waiting read's round trip on an
+// idle stream is one report (the asker's question) and one heartbeat (the
+// leader's answer), not a third message: the answer carries no lease
+// stamp while the lease wants no echoes, and a follower whose only
+// waiting reads have their answer does not report after stepping it
+// (followerReads.wantsReports). Under `tandem bench reads` every
+// linearizable batch pays its round trip on each side.
+func TestRoundTripReadCostsTwoMessages(t *testing.T) {
+	l := newLeader(t, 3, commit.Mode{Kind: commit.Async}, func(c *LeaderConfig) {
+		c.Heartbeat, c.IdleHeartbeat = time.Second, time.Second
+	})
+	f := newFollowerNode(t, "f", vfs.NewMem(), l.dialer)
+	waitConnected(t, l, 1)
+	lsn := propose(t, l, putExec("k", "v1"))
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := f.f.WaitApplied(ctx, logrec.Position{Epoch: 3, LSN: lsn}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.f.WaitRoundTrip(ctx); err != nil {
+		t.Fatal(err)
+	}
+	const reads = 20
+	c0, p0 := f.f.Counts(), l.Handoffs().Progress
+	for i := range reads {
+		if err := f.f.WaitRoundTrip(ctx); err != nil {
+			t.Fatalf("read %d: %v", i, err)
+		}
+	}
+	// The follower's stream has taken every answer (the last one's
+	// report, if it sends one, may be a moment later: counted or not,
+	// a third message per round trip is far past the bound).
+	testutil.Eventually(t, "the follower to take the answers", waitTimeout, func() (bool, string) {
+		got := f.f.Counts().Sub(c0).Messages
+		return got >= reads, fmt.Sprintf("%d messages taken", got)
+	})
+	c := f.f.Counts().Sub(c0)
+	progress := l.Handoffs().Progress - p0
+	// Slack of 2 each way: an idle report (progressEvery) or heartbeat
+	// (1 s) may fall inside the reads.
+	if c.Reports > reads+2 || progress > reads+2 || c.Messages > reads+2 {
+		t.Fatalf("%d round trips cost %d reports (leader took %d) and %d leader messages; want at most %d each", reads, c.Reports, progress, c.Messages, reads+2)
+	}
+	t.Logf("%d round trips: %d reports, %d leader messages", reads, c.Reports, c.Messages)
+}
