@@ -170,7 +170,7 @@ func TestBatchViewsAllocateNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := b.View()
-	b.Reserve(100)
+	b.Reserve(100, 0)
 	if n := testing.AllocsPerRun(50, func() { _ = b.View() }); n != 0 {
 		t.Fatalf("View with room reserved: %v allocations, want 0", n)
 	}
@@ -184,5 +184,35 @@ func TestBatchViewsAllocateNothing(t *testing.T) {
 	}
 	if got, ok, err := b.View().Get([]byte("a")); err != nil || !ok || string(got.Data) != "201" {
 		t.Fatalf("the last view reads a = %q, %v, %v; want 201", got.Data, ok, err)
+	}
+}
+
+// TestBatchReservedOps: a batch with room reserved for its commands' ops
+// (a MULTI of 5 SETs) allocates only what the commands themselves do
+// (each SET's op, the view and op slices once), never growing its ops
+// slice command by command (1, 2, 4, 8: four more allocations).
+func TestBatchReservedOps(t *testing.T) {
+	v := newMem(now)
+	ctx := &Ctx{NowMs: v.now}
+	set, _ := Lookup([]byte("set"))
+	var cmds [5][][]byte
+	for i := range cmds {
+		cmds[i] = bargs("SET", "k"+strconv.Itoa(i), "v")
+	}
+	allocs := testing.AllocsPerRun(50, func() {
+		b := NewBatch(v)
+		b.Reserve(len(cmds), len(cmds))
+		for _, args := range cmds {
+			if _, err := b.Run(ctx, set, args); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if len(b.Ops()) != len(cmds) {
+			t.Fatalf("%d ops, want %d", len(b.Ops()), len(cmds))
+		}
+	})
+	// The batch, its views and ops slices, and one op slice per SET.
+	if want := float64(3 + len(cmds)); allocs > want {
+		t.Fatalf("a batch of %d SETs with room reserved: %v allocations, want at most %v", len(cmds), allocs, want)
 	}
 }

@@ -24,7 +24,8 @@ import (
 // the queue, half the connections LPUSH jobs and half BLPOP them from one
 // list (a call is one job: its push and its pop). Per call it reports the process's CPU, heap allocations and read/write system
 // calls (the clients and both followers included: compare the
-// sub-benchmarks with each other and across builds, not as absolutes).
+// sub-benchmarks with each other and across builds, not as absolutes)
+// and the log entries the leader made; for the queue, how its pops ran.
 //
 //	go test ./internal/node -run '^$' -bench Apps -benchtime 20000x -count 3
 func BenchmarkApps(b *testing.B) {
@@ -109,6 +110,7 @@ func benchApps(b *testing.B, workload string, clients int) {
 	}
 	run(int64(clients) * 20) // warm up
 	served0, own0, empty0 := leader.blocked.servedInPush.Load(), leader.blocked.ownPops.Load(), leader.blocked.emptyPops.Load()
+	woken0, lsn0 := leader.blocked.wokenPops.Load(), leader.db.Durable().LSN
 	cpu0, a0 := processCPU(), heapObjects()
 	r0, w0, _ := testutil.ProcSyscalls()
 	b.ResetTimer()
@@ -119,6 +121,9 @@ func benchApps(b *testing.B, workload string, clients int) {
 	b.ReportMetric(float64(heapObjects()-a0)/calls, "allocs/call")
 	r1, w1, _ := testutil.ProcSyscalls()
 	b.ReportMetric(float64(r1-r0+w1-w0)/calls, "rw-syscalls/call")
+	// Log entries per call (each is a proposal, an encoding, an append
+	// and an apply on every node): a count that load does not move.
+	b.ReportMetric(float64(leader.db.Durable().LSN-lsn0)/calls, "entries/call")
 	if workload == "queue" {
 		// How the pops ran (INFO's blocked_pops_*), per job: in the push's
 		// entry, by the client taking a job at once, finding none.
@@ -126,6 +131,9 @@ func benchApps(b *testing.B, workload string, clients int) {
 		b.ReportMetric(float64(reg.servedInPush.Load()-served0)/calls, "served-in-push/call")
 		b.ReportMetric(float64(reg.ownPops.Load()-own0)/calls, "own-pops/call")
 		b.ReportMetric(float64(reg.emptyPops.Load()-empty0)/calls, "empty-pops/call")
+		// Pops run after a wake-up (the client had blocked and its key's
+		// turn came): each is a wake-up of the client's goroutine.
+		b.ReportMetric(float64(reg.wokenPops.Load()-woken0)/calls, "woken-pops/call")
 	}
 }
 

@@ -91,7 +91,7 @@ func (b backend) SubmitBatch(ctx context.Context, cmds []resp.TxCommand) []func(
 	pending, err := b.startServing(ctx, serve, func(v commands.View, nowMs int64) (commands.Result, error) {
 		ran = true
 		batch := commands.NewBatch(v)
-		// Not runBatch: the commands of a pipeline are separate replies,
+		// Not txRun.run: the commands of a pipeline are separate replies,
 		// each with the whole max-reply-bytes, not an EXEC's one reply.
 		// One Ctx, set afresh for each command: one allocation per
 		// pipeline rather than per command.

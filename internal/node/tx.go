@@ -163,19 +163,25 @@ func (b backend) execLeader(ctx context.Context, r *leading, lws []*replication.
 func (b backend) startTx(ctx context.Context, r *leading, lws []*replication.Watch, cmds []resp.TxCommand) (commitWait, []resp.TxReply, error) {
 	var replies []resp.TxReply
 	var served []*servedPop
+	var run *txRun
 	pending, err := r.l.StartTx(ctx, lws, func(v commands.View, nowMs int64) (commands.Result, error) {
-		batch := commands.NewBatch(v)
+		run = b.newTxRun(v, nowMs)
 		var err error
-		replies, err = runBatch(batch, &commands.Ctx{NowMs: nowMs, Cursors: b.n.cursors, Scripts: b.n.scripts}, cmds)
+		replies, err = run.run(cmds)
 		if err != nil {
 			return commands.Result{}, err
 		}
-		res := commands.Result{Reply: commands.OK, Ops: batch.Ops(), Publish: batch.Publish()}
+		res := commands.Result{Reply: commands.OK, Ops: run.batch.Ops(), Publish: run.batch.Publish()}
 		if len(res.Ops) > 0 && !b.n.blocked.batchServesNoOne {
 			res, served, err = b.n.blocked.serve(v, commands.Ctx{NowMs: nowMs, Cursors: b.n.cursors, Scripts: b.n.scripts}, res)
 		}
 		return res, err
 	})
+	if run != nil {
+		// The replies keep the run until the transaction is answered; its
+		// batch (the ops, now the entry's, and the rows it read) need not.
+		run.batch = commands.Batch{}
+	}
 	if len(served) > 0 && err != nil {
 		b.n.blocked.unserve(served) // nothing was logged: they wait again
 	}
@@ -201,7 +207,14 @@ func (b backend) txOutcome(replies []resp.TxReply, lsn uint64, err error) (resp.
 	if err != nil {
 		return resp.TxResult{}, leaderError(err)
 	}
-	return resp.TxResult{Replies: replies, LSN: lsn, At: b.n.appliedPosition()}, nil
+	res := resp.TxResult{Replies: replies, LSN: lsn}
+	if lsn == 0 {
+		// Only a transaction that logged nothing is recorded at a read
+		// position (resp's recordTx; a write's is its LSN's): the epoch
+		// history is not copied for every write.
+		res.At = b.n.appliedPosition()
+	}
+	return res, nil
 }
 
 // execSplit is the TxSplit fault: the first command as one entry, then
@@ -240,8 +253,7 @@ func (b backend) execFollower(ctx context.Context, r *following, tx resp.Tx) (re
 		}
 	}
 	nowMs := time.Now().UnixMilli()
-	v := keyspace.Reader{R: snap, NowMs: nowMs}
-	replies, err := runBatch(commands.NewBatch(v), &commands.Ctx{NowMs: nowMs, Cursors: b.n.cursors, Scripts: b.n.scripts}, tx.Cmds)
+	replies, err := b.newTxRun(keyspace.Reader{R: snap, NowMs: nowMs}, nowMs).run(tx.Cmds)
 	if err != nil {
 		return resp.TxResult{}, err
 	}
@@ -252,20 +264,51 @@ func (b backend) execFollower(ctx context.Context, r *following, tx resp.Tx) (re
 	return resp.TxResult{Replies: replies, At: at}, nil
 }
 
-// runBatch runs cmds in batch and returns their replies; an input error
-// is its command's reply, any other error fails the whole.
+// txRun is one transaction's run: its batch, its commands' Ctx and room
+// for the replies of a short one, in one allocation rather than one each
+// (the replies are the caller's until the transaction is answered, and
+// keep it).
+type txRun struct {
+	batch   commands.Batch
+	cctx    commands.Ctx
+	replies [txInlineReplies]resp.TxReply
+}
+
+// txInlineReplies is the most commands whose replies a txRun holds itself.
+const txInlineReplies = 8
+
+// newTxRun starts a transaction's run on v.
+func (b backend) newTxRun(v commands.View, nowMs int64) *txRun {
+	t := &txRun{cctx: commands.Ctx{NowMs: nowMs, Cursors: b.n.cursors, Scripts: b.n.scripts}}
+	t.batch.Init(v)
+	return t
+}
+
+// run runs cmds in the run's batch and returns their replies; an input
+// error is its command's reply, any other error fails the whole.
 //
 // The replies share max-reply-bytes: each command may build what the
 // ones before it left (Ctx.MaxReplyBytes), so a command that would pass
 // the bound is refused (commands.ErrReplyTooLarge, its writes not made)
 // and EXEC's reply stays within it, but for those errors.
-func runBatch(batch *commands.Batch, cctx *commands.Ctx, cmds []resp.TxCommand) ([]resp.TxReply, error) {
-	replies := make([]resp.TxReply, 0, len(cmds))
-	batch.Reserve(len(cmds))
+func (t *txRun) run(cmds []resp.TxCommand) ([]resp.TxReply, error) {
+	replies := t.replies[:0]
+	if len(cmds) > len(t.replies) {
+		replies = make([]resp.TxReply, 0, len(cmds))
+	}
+	writes := 0
+	for _, c := range cmds {
+		if c.Spec.Flags&commands.FlagWrite != 0 {
+			writes++
+		}
+	}
+	// Room for every command's view and a write's op each (a SET's):
+	// more ops (a collection's) grow the slice.
+	t.batch.Reserve(len(cmds), writes)
 	left := commands.MaxReplyBytes()
 	for _, c := range cmds {
-		cctx.MaxReplyBytes = max(left, 1) // 0 would mean the whole bound
-		reply, err := batch.Run(cctx, c.Spec, c.Args)
+		t.cctx.MaxReplyBytes = max(left, 1) // 0 would mean the whole bound
+		reply, err := t.batch.Run(&t.cctx, c.Spec, c.Args)
 		if err != nil && !commands.IsInputError(err) {
 			return nil, fmt.Errorf("node: %s in a transaction: %w", c.Spec.Name, err)
 		}

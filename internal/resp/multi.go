@@ -138,10 +138,11 @@ func (t *txState) copyArgs(args [][]byte) [][]byte {
 	return t.argSlots[start:len(t.argSlots):len(t.argSlots)]
 }
 
-type queuedCmd struct {
-	spec *commands.Spec // nil for a command not in the commands table
-	args [][]byte       // owned copies
-}
+// queuedCmd is a queued command: Spec is nil for one not in the commands
+// table (a connection or server command, served at its place in EXEC's
+// reply), Args are owned copies. A queue of data commands alone is the
+// transaction's Tx.Cmds as it is, not copied.
+type queuedCmd = TxCommand
 
 const (
 	replyExecAbort      = "EXECABORT Transaction discarded because of previous errors."
@@ -204,7 +205,7 @@ func (n *node) queue(c redcon.Conn, sess *Session, args [][]byte) bool {
 			c.WriteError(n.srv.errorText(ErrReadOnly, sess, spec.Name))
 			return true
 		}
-		q.spec = spec
+		q.Spec = spec
 	} else if cc, ok := lookupConnCmd(args[0]); ok {
 		if !cc.arityOK(len(args)) {
 			tx.dirty = true
@@ -224,7 +225,7 @@ func (n *node) queue(c redcon.Conn, sess *Session, args [][]byte) bool {
 		c.WriteError(unknownCommand(args))
 		return true
 	}
-	q.args = tx.copyArgs(args)
+	q.Args = tx.copyArgs(args)
 	if tx.queue == nil {
 		tx.queue = make([]queuedCmd, 0, 8)
 	}
@@ -312,11 +313,22 @@ func cmdExec(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 		c.WriteError(replyExecAbort)
 		return
 	}
-	tx := Tx{Watches: watches, Read: nc.reads.request(), Cmds: make([]TxCommand, 0, len(queue))}
+	tx := Tx{Watches: watches, Read: nc.reads.request()}
+	data := 0
 	for _, q := range queue {
-		if q.spec != nil {
-			tx.Cmds = append(tx.Cmds, TxCommand{Spec: q.spec, Args: q.args})
-			tx.Writes = tx.Writes || q.spec.Flags&commands.FlagWrite != 0
+		if q.Spec != nil {
+			data++
+			tx.Writes = tx.Writes || q.Spec.Flags&commands.FlagWrite != 0
+		}
+	}
+	if data == len(queue) {
+		tx.Cmds = queue // read, never written, by the backend and writeExec
+	} else {
+		tx.Cmds = make([]TxCommand, 0, data)
+		for _, q := range queue {
+			if q.Spec != nil {
+				tx.Cmds = append(tx.Cmds, q)
+			}
 		}
 	}
 	if len(tx.Cmds) == 0 && len(tx.Watches) == 0 {
@@ -369,7 +381,7 @@ func (n *node) writeExec(c redcon.Conn, sess *Session, queue []queuedCmd, res Tx
 	if err == nil {
 		data := 0
 		for _, q := range queue {
-			if q.spec != nil {
+			if q.Spec != nil {
 				data++
 			}
 		}
@@ -397,14 +409,14 @@ func (n *node) writeExecArray(c redcon.Conn, sess *Session, queue []queuedCmd, r
 	c.WriteArray(len(queue))
 	i := 0
 	for _, q := range queue {
-		if q.spec == nil {
-			n.srv.serveOne(c, sess, q.args)
+		if q.Spec == nil {
+			n.srv.serveOne(c, sess, q.Args)
 			continue
 		}
 		r := res.Replies[i]
 		i++
 		if r.Err != nil {
-			c.WriteError(n.srv.errorText(r.Err, sess, q.spec.Name))
+			c.WriteError(n.srv.errorText(r.Err, sess, q.Spec.Name))
 			continue
 		}
 		writeReply(c, r.Reply, sess.proto3())
