@@ -71,8 +71,20 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 			return fmt.Errorf("%w: lsn %d, durable %d", ErrNotDurable, e.LSN, durable)
 		}
 		w.lsn = e.LSN
+		// A put's Prior is the row before the op with the entry's earlier
+		// ops applied, and Apply writes rows exactly so, except for an
+		// entry with a chunked string: it is written in parts, and a
+		// replay after a crash between them finds the rows of the ops
+		// before it already written. Such an entry reads (the leader
+		// sets no Prior in one either).
+		hints := !hasChunkedPut(e.Ops)
 		for j := range e.Ops {
-			if err := keyspace.ApplyIn(&w, &e.Ops[j], w.arena); err != nil {
+			if op := &e.Ops[j]; hints && op.Kind == logrec.OpPut {
+				w.hint = op.Prior
+			}
+			err := keyspace.ApplyIn(&w, &e.Ops[j], w.arena)
+			w.hint = logrec.PriorUnknown
+			if err != nil {
 				return fmt.Errorf("storage: apply lsn %d: %w", e.LSN, err)
 			}
 			if w.err != nil {
@@ -161,6 +173,16 @@ func chunkedPut(op *logrec.Op) bool {
 	return op.Kind == logrec.OpPut && len(op.Value) > keyspace.ChunkThreshold
 }
 
+// hasChunkedPut reports whether any of ops is a chunked put.
+func hasChunkedPut(ops []logrec.Op) bool {
+	for i := range ops {
+		if chunkedPut(&ops[i]) {
+			return true
+		}
+	}
+	return false
+}
+
 // applyWriter turns package keyspace's row writes into one Pebble batch,
 // and keeps storage's own rows in step: the expiry index row of every
 // metadata row with an expiry, and what the row cache gets once the batch
@@ -200,6 +222,9 @@ type applyWriter struct {
 	// lsn is the entry whose ops are being written: the version of the
 	// chunks of a string it writes (SetString).
 	lsn uint64
+	// hint is the Prior of the put being written, for its metadata row's
+	// write (prior takes it), PriorUnknown for any other op.
+	hint logrec.Prior
 	// locked: the writer holds readMu, from its first committed part (a
 	// chunked string's) until Apply's last batch is committed and the row
 	// cache updated.
@@ -335,10 +360,20 @@ func (w *applyWriter) count(mk []byte, now rowState) rowState {
 }
 
 // prior is the state of the metadata row at mk a write now replaces (see
-// count).
+// count). A put's Prior, when it has one and the batch has not written
+// the key, saves the read: the leader said what the row is.
 func (w *applyWriter) prior(mk []byte) rowState {
 	key := mk[1:]
+	hint := w.hint
+	w.hint = logrec.PriorUnknown // the put's one metadata row write has it
 	old, ok := w.touched[string(key)]
+	if !ok && !w.flushed && hint != logrec.PriorUnknown {
+		old = rowState{exists: hint != logrec.PriorNone, expiring: hint == logrec.PriorExpiring}
+		if w.d.checkPriors {
+			w.checkPrior(mk, hint, old)
+		}
+		return old
+	}
 	if !ok && !w.flushed && (w.filter == nil || w.filter.mayHave(key)) {
 		w.d.filters.reads.Add(1)
 		var err error
@@ -350,6 +385,18 @@ func (w *applyWriter) prior(mk []byte) rowState {
 		}
 	}
 	return old
+}
+
+// checkPrior (Options.CheckPriors) reads the row a put's Prior said was
+// st, and fails the Apply when it is not.
+func (w *applyWriter) checkPrior(mk []byte, hint logrec.Prior, st rowState) {
+	got, err := w.d.metaRowState(mk)
+	if err == nil && got != st {
+		err = fmt.Errorf("put of %q at lsn %d says its prior row is %d (%+v), the stored row is %+v", mk[1:], w.lsn, hint, st, got)
+	}
+	if err != nil && w.err == nil {
+		w.err = err
+	}
 }
 
 // cachedRow is a row key Apply wrote, deleted or range-deleted (group),
