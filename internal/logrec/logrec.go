@@ -206,7 +206,7 @@ type Op struct {
 	Version    uint64
 	Size       uint64 // meta: the number of sub-keys
 	Sub        []byte // sub-key ops: the field, member or element key
-	Prior      Prior  // put: the key's metadata row before it, if known
+	Prior      Prior  `json:",omitempty"` // put: the key's metadata row before it, if known
 }
 
 // Position names a log entry: its epoch and LSN. It is defined here, below

@@ -44,6 +44,63 @@ func (o *overlay) drop(applied []*proposal, last uint64) {
 	}
 }
 
+// setPriors sets the Prior of each put in ops (logrec.Op.Prior) that the
+// leader knows from memory: from the overlay, the rows of its unapplied
+// writes, or else from the committed data's row cache and key filter
+// (storage.DB.PriorFromMemory), never a read of the store: a plain SET
+// reads nothing to be sequenced, and every node then applies it without
+// reading the row it replaces. The caller holds seqMu and has not yet
+// added ops to the overlay, so the overlay over the committed rows is the
+// data as of the entry before ops'. A put of a key an earlier op in ops
+// wrote gets none (the applier knows that row from its own batch), nor
+// does any put of an entry with a chunked string (storage applies those
+// in parts, and reads). key is a reused buffer for the metadata row keys;
+// setPriors returns it.
+func (o *overlay) setPriors(ops []logrec.Op, db *storage.DB, key []byte) []byte {
+	for i := range ops {
+		if op := &ops[i]; op.Kind == logrec.OpPut && len(op.Value) > keyspace.ChunkThreshold {
+			return key
+		}
+	}
+	// wrote: the keys whose metadata row an earlier op of ops wrote (only
+	// for entries of several ops); flushed: an earlier op was a FLUSHALL.
+	var wrote map[string]struct{}
+	flushed := false
+	for i := range ops {
+		op := &ops[i]
+		switch op.Kind {
+		case logrec.OpFlushAll:
+			flushed = true
+			continue
+		case logrec.OpSubPut, logrec.OpSubDel:
+			continue
+		}
+		if _, ok := wrote[string(op.Key)]; ok || flushed {
+			continue
+		}
+		if len(ops) > 1 {
+			if wrote == nil {
+				wrote = make(map[string]struct{}, len(ops))
+			}
+			wrote[string(op.Key)] = struct{}{}
+		}
+		if op.Kind != logrec.OpPut {
+			continue // a delete, meta or drop: its metadata row only
+		}
+		key = keyspace.AppendMetaKey(key[:0], op.Key)
+		if o.l != nil {
+			if row, long, held := o.l.Own(key); held {
+				if !long {
+					op.Prior = storage.PriorOfRow(row)
+				}
+				continue
+			}
+		}
+		op.Prior = db.PriorFromMemory(key)
+	}
+	return key
+}
+
 // overlayView reads uncommitted writes first, then the committed data: a
 // keyspace.Reader over the overlay's layer on the committed rows. lsn is
 // the LSN the command being sequenced will get, the version of any

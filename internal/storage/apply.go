@@ -366,15 +366,27 @@ func (w *applyWriter) prior(mk []byte) rowState {
 	key := mk[1:]
 	hint := w.hint
 	w.hint = logrec.PriorUnknown // the put's one metadata row write has it
+	said := rowState{exists: hint != logrec.PriorNone, expiring: hint == logrec.PriorExpiring}
+	// The batch's own write of the key, or a FLUSHALL before it, is the
+	// old row (none after a FLUSHALL: the zero state).
 	old, ok := w.touched[string(key)]
-	if !ok && !w.flushed && hint != logrec.PriorUnknown {
-		old = rowState{exists: hint != logrec.PriorNone, expiring: hint == logrec.PriorExpiring}
-		if w.d.checkPriors {
-			w.checkPrior(mk, hint, old)
+	if ok || w.flushed {
+		if hint != logrec.PriorUnknown && w.d.checkPriors && old != said {
+			w.failPrior(mk, hint, said, old, "this batch's write")
 		}
 		return old
 	}
-	if !ok && !w.flushed && (w.filter == nil || w.filter.mayHave(key)) {
+	if hint != logrec.PriorUnknown {
+		if w.d.checkPriors {
+			if got, err := w.d.metaRowState(mk); err != nil {
+				w.failPrior(mk, hint, said, got, err.Error())
+			} else if got != said {
+				w.failPrior(mk, hint, said, got, "the stored row")
+			}
+		}
+		return said
+	}
+	if w.filter == nil || w.filter.mayHave(key) {
 		w.d.filters.reads.Add(1)
 		var err error
 		if old, err = w.d.metaRowState(mk); err != nil {
@@ -387,15 +399,11 @@ func (w *applyWriter) prior(mk []byte) rowState {
 	return old
 }
 
-// checkPrior (Options.CheckPriors) reads the row a put's Prior said was
-// st, and fails the Apply when it is not.
-func (w *applyWriter) checkPrior(mk []byte, hint logrec.Prior, st rowState) {
-	got, err := w.d.metaRowState(mk)
-	if err == nil && got != st {
-		err = fmt.Errorf("put of %q at lsn %d says its prior row is %d (%+v), the stored row is %+v", mk[1:], w.lsn, hint, st, got)
-	}
-	if err != nil && w.err == nil {
-		w.err = err
+// failPrior (Options.CheckPriors) fails the Apply: a put's Prior said the
+// row was said, and what knows (the stored row, the batch) says got.
+func (w *applyWriter) failPrior(mk []byte, hint logrec.Prior, said, got rowState, knows string) {
+	if w.err == nil {
+		w.err = fmt.Errorf("put of %q at lsn %d says its prior row is %d (%+v); %s is %+v", mk[1:], w.lsn, hint, said, knows, got)
 	}
 }
 

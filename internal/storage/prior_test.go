@@ -69,10 +69,8 @@ func TestPriorSparesTheRead(t *testing.T) {
 }
 
 // Within one batch a key's row written by an earlier op is what the next
-// put replaces, whatever that put says (the leader's Prior for the second
-// write of a key in an entry is the row the first wrote; one that said
-// otherwise would be wrong, but the batch knows better). And a FLUSHALL
-// earlier in the batch leaves no row.
+// put replaces, and its Prior says so (CheckPriors compares them); a
+// FLUSHALL earlier in the batch leaves no row.
 func TestPriorAfterTheBatchsOwnWrites(t *testing.T) {
 	d, err := Open(dir, Options{FS: vfs.NewMem(), RowCacheBytes: -1, Logger: testLogger(t), CheckPriors: true})
 	if err != nil {
@@ -94,19 +92,26 @@ func TestPriorAfterTheBatchsOwnWrites(t *testing.T) {
 	}
 }
 
-// CheckPriors catches a put whose Prior is not the stored row: a new key
-// said to exist, an existing one said new, an expiry said absent. Without
-// it such a put is counted as it says, and the counts leave the rows.
+// CheckPriors catches a put whose Prior is not the row it replaces: a new
+// key said to exist, an existing one said new, an expiry said absent, and
+// the same against the batch's own write. Without it such a put is
+// counted as it says, and the counts leave the rows (unless the batch
+// wrote the key: it knows better).
 func TestCheckPriorsCatchesAWrongPrior(t *testing.T) {
 	for _, tt := range []struct {
 		name  string
 		setup []logrec.Op
 		put   logrec.Op
+		// together: one Apply of both entries, so the batch's own write
+		// is the row the put replaces.
+		together bool
 	}{
-		{"new key said to exist", nil, withPrior(put("k", "v"), logrec.PriorPlain)},
-		{"existing key said new", []logrec.Op{put("k", "v")}, withPrior(put("k", "w"), logrec.PriorNone)},
-		{"expiry said absent", []logrec.Op{putExp("k", "v", 99)}, withPrior(put("k", "w"), logrec.PriorPlain)},
-		{"no expiry said present", []logrec.Op{put("k", "v")}, withPrior(put("k", "w"), logrec.PriorExpiring)},
+		{"new key said to exist", nil, withPrior(put("k", "v"), logrec.PriorPlain), false},
+		{"existing key said new", []logrec.Op{put("k", "v")}, withPrior(put("k", "w"), logrec.PriorNone), false},
+		{"expiry said absent", []logrec.Op{putExp("k", "v", 99)}, withPrior(put("k", "w"), logrec.PriorPlain), false},
+		{"no expiry said present", []logrec.Op{put("k", "v")}, withPrior(put("k", "w"), logrec.PriorExpiring), false},
+		{"the batch's own write said absent", []logrec.Op{putExp("k", "v", 99)}, withPrior(put("k", "w"), logrec.PriorNone), true},
+		{"a FLUSHALL in the batch said to leave a row", []logrec.Op{put("k", "v"), {Kind: logrec.OpFlushAll}}, withPrior(put("k", "w"), logrec.PriorPlain), true},
 	} {
 		for _, check := range []bool{true, false} {
 			d, err := Open(dir, Options{FS: vfs.NewMem(), Logger: testLogger(t), CheckPriors: check})
@@ -115,12 +120,22 @@ func TestCheckPriorsCatchesAWrongPrior(t *testing.T) {
 			}
 			es := []logrec.Entry{entry(1, 1, tt.setup...), entry(1, 2, tt.put)}
 			mustAppend(t, d, es...)
-			mustApply(t, d, es[0])
-			err = d.Apply(es[1:])
+			if tt.together {
+				err = d.Apply(es)
+			} else {
+				mustApply(t, d, es[0])
+				err = d.Apply(es[1:])
+			}
 			if check {
 				if err == nil || !strings.Contains(err.Error(), "prior row") {
 					t.Errorf("%s: Apply with CheckPriors = %v, want the wrong prior reported", tt.name, err)
 				}
+			} else if tt.together {
+				// The batch knows better than the put: the counts hold.
+				if err != nil {
+					t.Errorf("%s: Apply without CheckPriors: %v", tt.name, err)
+				}
+				checkCounts(t, tt.name, d)
 			} else {
 				want, cerr := d.countRows()
 				if err != nil || cerr != nil || d.KeyCounts() == want {
