@@ -345,7 +345,8 @@ func (w *applyWriter) dropChunks(key []byte, old rowState) {
 // count moves the counts from the old metadata row at mk (a metadata row
 // key) to now, and returns the old row's state. The old row is the
 // batch's own write of it, else none after a FLUSHALL in the batch, else
-// none when the key filter does not hold the key, else the stored row.
+// what the put's Prior says (logrec.Op.Prior), else none when the key
+// filter does not hold the key, else the stored row.
 //
 // mk is a row key ApplyIn built, in the arena or an allocation of its own,
 // which no one writes again: touched keys on its bytes without copying
