@@ -1,6 +1,8 @@
 package replication
 
 import (
+	"bytes"
+
 	"github.com/tandemdb/tandem/internal/keyspace"
 	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/storage"
@@ -62,8 +64,10 @@ func (o *overlay) setPriors(ops []logrec.Op, db *storage.DB, key []byte) []byte 
 			return key
 		}
 	}
-	// wrote: the keys whose metadata row an earlier op of ops wrote (only
-	// for entries of several ops); flushed: an earlier op was a FLUSHALL.
+	// wrote: the keys whose metadata row an earlier op of ops wrote, for
+	// entries of more than linearOps ops (a smaller one, a pipeline's,
+	// looks back through its ops: no allocation); flushed: an earlier op
+	// was a FLUSHALL.
 	var wrote map[string]struct{}
 	flushed := false
 	for i := range ops {
@@ -75,10 +79,10 @@ func (o *overlay) setPriors(ops []logrec.Op, db *storage.DB, key []byte) []byte 
 		case logrec.OpSubPut, logrec.OpSubDel:
 			continue
 		}
-		if _, ok := wrote[string(op.Key)]; ok || flushed {
+		if flushed || wroteBefore(ops, i, wrote) {
 			continue
 		}
-		if len(ops) > 1 {
+		if len(ops) > linearOps {
 			if wrote == nil {
 				wrote = make(map[string]struct{}, len(ops))
 			}
@@ -99,6 +103,28 @@ func (o *overlay) setPriors(ops []logrec.Op, db *storage.DB, key []byte) []byte 
 		op.Prior = db.PriorFromMemory(key)
 	}
 	return key
+}
+
+// linearOps: setPriors looks for a key among the earlier ops of an entry
+// of at most this many ops, and keeps a set of them beyond.
+const linearOps = 32
+
+// wroteBefore reports whether an op of ops before i wrote the metadata row
+// of ops[i]'s key: in wrote when there are more than linearOps ops.
+func wroteBefore(ops []logrec.Op, i int, wrote map[string]struct{}) bool {
+	if len(ops) > linearOps {
+		_, ok := wrote[string(ops[i].Key)]
+		return ok
+	}
+	for j := range ops[:i] {
+		switch ops[j].Kind {
+		case logrec.OpPut, logrec.OpDelete, logrec.OpMeta, logrec.OpDrop:
+			if bytes.Equal(ops[j].Key, ops[i].Key) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // overlayView reads uncommitted writes first, then the committed data: a
