@@ -294,6 +294,26 @@ func (l *Layer) Get(k []byte) ([]byte, bool, error) {
 	return l.base.Get(k)
 }
 
+// Own is the layer's own write of the row at k, without reading the base:
+// held is false when the layer has neither written k nor range-deleted it.
+// A deleted row is (nil, false, true); a long string's (SetString) is
+// long, its row not built.
+func (l *Layer) Own(k []byte) (row []byte, long, held bool) {
+	if p, ok := l.points[string(k)]; ok {
+		if p.deleted || l.covered(string(k), p.seq) {
+			return nil, false, true
+		}
+		if p.str {
+			return nil, true, true
+		}
+		return p.val, false, true
+	}
+	if l.covered(string(k), 0) {
+		return nil, false, true
+	}
+	return nil, false, false
+}
+
 // Iter implements Rows: the layer's rows merged into the base's. It sorts
 // the layer's keys in the span, so it costs the layer's size; the writes it
 // serves (a transaction, the leader's in-flight entries) are small.

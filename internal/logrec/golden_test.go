@@ -31,6 +31,8 @@ func TestGolden(t *testing.T) {
 			{Kind: OpMeta, Key: []byte{0xff}, Type: 255, ExpireAtMs: math.MaxInt64, Version: math.MaxUint64, Size: 1 << 32},
 			{Kind: OpSubPut, Key: []byte{}, Version: 0, Sub: []byte{}, Value: []byte{}},
 		}}, "39ea477d020980808080800102020301fffffeffffffffffffffff01ffffffffffffffffff0180808080100400000000"},
+		// Format v3 (a put's prior row): pinned when v3 was introduced.
+		{v3Entry(), "12af521603064ec8010608016e01000176080170021401770801650300000101750001780201640501684d0167"},
 	}
 	for i, tt := range tests {
 		want, _ := hex.DecodeString(tt.hex)

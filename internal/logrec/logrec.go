@@ -13,7 +13,7 @@
 // existing logs and peers)
 //
 //	crc32c  uint32  little endian, Castagnoli, over every byte after it
-//	version uint8   1 or 2 (the lowest version that can carry the ops)
+//	version uint8   1, 2 or 3 (the lowest version that can carry the ops)
 //	epoch   uvarint
 //	lsn     uvarint
 //	timeNs  varint  leader wall clock, Unix nanoseconds
@@ -28,6 +28,9 @@
 //	  6 drop     (v2)     key, version uvarint: the metadata row and every sub-key row
 //	                      of that version go (DEL of a collection: O(1) rows)
 //	  7 flushall (v2)     nothing: every key goes
+//	  8 put+prior (v3)    key, prior uint8 (1-3), expireAtMs varint, value: a put (1)
+//	                      that says what the key's metadata row was before it (Prior);
+//	                      decoded as an OpPut with Prior set
 //
 // key, sub and value are a uvarint length and the bytes. An entry is a frame
 // (package frame): the checksum, then a body that is everything from
@@ -35,10 +38,27 @@
 // rejects trailing bytes, so a flipped bit is always an error, never a
 // wrong entry.
 //
+// # A put's prior row (format 3)
+//
+// Every node keeps the key counts (DBSIZE, INFO keyspace) and drops a
+// chunked string's chunks when its key is written again, so applying a put
+// needs the state of the metadata row it replaces. A put may carry it
+// (Op.Prior): the leader sets it when it knows it from memory when it
+// sequences the write (its overlay of unapplied writes, its row cache, its
+// key filter), so that no node reads the row to apply the put. Prior is a
+// hint with one meaning, the row as of the entry before this one, with the
+// entry's earlier ops applied: an applier that knows better (its own
+// batch wrote the key) uses what it knows; one that has no Prior reads.
+// A chunked string's row is never described (its chunks' version is not
+// carried): the applier reads it.
+//
 // # The version gate (the base of rolling upgrades)
 //
 // Append writes the lowest version that can carry an entry's ops (MinFormat):
 // an entry of puts and deletes is still a v1 entry, readable by every node.
+// Format 3 is optional to its writer: a put without Prior is a v1 op, so a
+// leader that cannot write format 3 (a member reads only 2) leaves Prior
+// unset and loses nothing but the saved reads.
 // A node reads every version up to MaxFormat and refuses a higher version, or
 // an op kind its version does not define, with an *UnsupportedError
 // (errors.Is ErrUnsupported, not ErrCorrupt: the bytes are intact, this build
@@ -97,8 +117,10 @@ const (
 	// FormatV2: v1 plus typed values in row form per element (meta,
 	// subput, subdel, drop, flushall).
 	FormatV2 uint8 = 2
+	// FormatV3: v2 plus a put's prior row (Op.Prior).
+	FormatV3 uint8 = 3
 	// MaxFormat is the highest format this build reads and writes.
-	MaxFormat = FormatV2
+	MaxFormat = FormatV3
 )
 
 // OpKind says what an operation does to its key.
@@ -113,6 +135,21 @@ const (
 	OpSubDel   OpKind = 5 // v2: one sub-key row of (Key, Version) goes
 	OpDrop     OpKind = 6 // v2: the metadata row and every sub-key row of (Key, Version) go
 	OpFlushAll OpKind = 7 // v2: every key goes
+	// kindPutPrior (v3) is the wire kind of an OpPut with Prior set: it
+	// is never an Op's Kind in memory.
+	kindPutPrior OpKind = 8
+)
+
+// Prior is the state of a key's metadata row before a put (see the
+// package comment). Its values are part of the wire format.
+type Prior uint8
+
+const (
+	PriorUnknown  Prior = 0 // not said: the applier reads the row
+	PriorNone     Prior = 1 // no metadata row
+	PriorPlain    Prior = 2 // a metadata row without an expiry, not a chunked string's
+	PriorExpiring Prior = 3 // a metadata row with an expiry, not a chunked string's
+	priorMax            = PriorExpiring
 )
 
 // kindFormat is the format that defines each kind.
@@ -122,8 +159,18 @@ func kindFormat(k OpKind) uint8 {
 		return FormatV1
 	case OpMeta, OpSubPut, OpSubDel, OpDrop, OpFlushAll:
 		return FormatV2
+	case kindPutPrior:
+		return FormatV3
 	}
 	return 0
+}
+
+// wireKind is the kind byte op is encoded with.
+func wireKind(op *Op) OpKind {
+	if op.Kind == OpPut && op.Prior != PriorUnknown {
+		return kindPutPrior
+	}
+	return op.Kind
 }
 
 func (k OpKind) String() string {
@@ -147,8 +194,9 @@ func (k OpKind) String() string {
 }
 
 // Op is one row-form change. Which fields count depends on Kind (see the
-// package comment): Key and Value/ExpireAtMs for a put; Type, ExpireAtMs,
-// Version and Size for meta; Version, Sub and Value for sub-key ops.
+// package comment): Key and Value/ExpireAtMs, and Prior, for a put; Type,
+// ExpireAtMs, Version and Size for meta; Version, Sub and Value for
+// sub-key ops. Prior on any other kind is not encoded.
 type Op struct {
 	Kind       OpKind
 	Key        []byte
@@ -158,6 +206,7 @@ type Op struct {
 	Version    uint64
 	Size       uint64 // meta: the number of sub-keys
 	Sub        []byte // sub-key ops: the field, member or element key
+	Prior      Prior  `json:",omitempty"` // put: the key's metadata row before it, if known
 }
 
 // Position names a log entry: its epoch and LSN. It is defined here, below
@@ -177,12 +226,12 @@ type Entry struct {
 }
 
 // MinFormat is the lowest format version that can carry ops: FormatV1 when
-// they are all puts and deletes. Kinds this build does not know count as
-// MaxFormat+1, so that no gate passes them.
+// they are all puts (without Prior) and deletes. Kinds this build does not
+// know count as MaxFormat+1, so that no gate passes them.
 func MinFormat(ops []Op) uint8 {
 	f := FormatV1
 	for i := range ops {
-		k := kindFormat(ops[i].Kind)
+		k := kindFormat(wireKind(&ops[i]))
 		if k == 0 {
 			return MaxFormat + 1
 		}
@@ -201,12 +250,17 @@ func Append(dst []byte, e *Entry) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(e.Ops)))
 	for i := range e.Ops {
 		op := &e.Ops[i]
-		dst = append(dst, byte(op.Kind))
+		kind := wireKind(op)
+		dst = append(dst, byte(kind))
 		if op.Kind == OpFlushAll {
 			continue
 		}
 		dst = appendBytes(dst, op.Key)
-		switch op.Kind {
+		switch kind {
+		case kindPutPrior:
+			dst = append(dst, byte(op.Prior))
+			dst = binary.AppendVarint(dst, op.ExpireAtMs)
+			dst = appendBytes(dst, op.Value)
 		case OpPut:
 			dst = binary.AppendVarint(dst, op.ExpireAtMs)
 			dst = appendBytes(dst, op.Value)
@@ -249,7 +303,9 @@ func Size(e *Entry) int {
 			continue
 		}
 		n += bytesLen(op.Key)
-		switch op.Kind {
+		switch wireKind(op) {
+		case kindPutPrior:
+			n += 1 + varintLen(op.ExpireAtMs) + bytesLen(op.Value)
 		case OpPut:
 			n += varintLen(op.ExpireAtMs) + bytesLen(op.Value)
 		case OpMeta:
@@ -336,6 +392,16 @@ func decodeBody(body []byte) (Entry, error) {
 			op.Key = d.bytes()
 		}
 		switch op.Kind {
+		case kindPutPrior:
+			op.Kind = OpPut
+			op.Prior = Prior(d.byte())
+			if d.err == nil && (op.Prior == PriorUnknown || op.Prior > priorMax) {
+				// v3 defines these three: any other is damage (an
+				// unknown prior would have been written as a plain put).
+				d.fail("put with prior %d", op.Prior)
+			}
+			op.ExpireAtMs = d.varint()
+			op.Value = d.bytes()
 		case OpPut:
 			op.ExpireAtMs = d.varint()
 			op.Value = d.bytes()

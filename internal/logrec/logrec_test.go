@@ -30,6 +30,7 @@ func TestRoundTrip(t *testing.T) {
 		}}},
 		{"big value", Entry{Epoch: 1, LSN: 4, Ops: []Op{{Kind: OpPut, Key: []byte("big"), Value: big}}}},
 		{"every v2 kind", v2Entry()},
+		{"puts with every prior", v3Entry()},
 		{"extreme numbers", Entry{Epoch: math.MaxUint64, LSN: math.MaxUint64, TimeNs: math.MinInt64, Ops: []Op{
 			{Kind: OpPut, Key: []byte{0, 0xff}, Value: []byte{0}, ExpireAtMs: math.MaxInt64},
 		}}},
@@ -71,7 +72,7 @@ func entriesEqual(a, b Entry) bool {
 	for i := range a.Ops {
 		x, y := a.Ops[i], b.Ops[i]
 		if x.Kind != y.Kind || !bytes.Equal(x.Key, y.Key) || !bytes.Equal(x.Value, y.Value) || x.ExpireAtMs != y.ExpireAtMs ||
-			x.Type != y.Type || x.Version != y.Version || x.Size != y.Size || !bytes.Equal(x.Sub, y.Sub) {
+			x.Type != y.Type || x.Version != y.Version || x.Size != y.Size || !bytes.Equal(x.Sub, y.Sub) || x.Prior != y.Prior {
 			return false
 		}
 	}
@@ -88,6 +89,18 @@ func v2Entry() Entry {
 		{Kind: OpSubDel, Key: []byte("h"), Version: 77, Sub: []byte("g")},
 		{Kind: OpDrop, Key: []byte("old"), Version: 12},
 		{Kind: OpFlushAll},
+	}}
+}
+
+// v3Entry has puts with every Prior, and one without, among v1 and v2 ops.
+func v3Entry() Entry {
+	return Entry{Epoch: 6, LSN: 78, TimeNs: 100, Ops: []Op{
+		{Kind: OpPut, Key: []byte("n"), Value: []byte("v"), Prior: PriorNone},
+		{Kind: OpPut, Key: []byte("p"), Value: []byte("w"), ExpireAtMs: 10, Prior: PriorPlain},
+		{Kind: OpPut, Key: []byte("e"), Value: []byte{}, Prior: PriorExpiring},
+		{Kind: OpPut, Key: []byte("u"), Value: []byte("x")},
+		{Kind: OpDelete, Key: []byte("d")},
+		{Kind: OpSubDel, Key: []byte("h"), Version: 77, Sub: []byte("g")},
 	}}
 }
 
@@ -159,6 +172,10 @@ func TestMalformedWithValidChecksum(t *testing.T) {
 		{"v2 kind in a v1 entry", body([]byte{1}, uv(1), uv(1), []byte{0}, uv(1), []byte{6}, uv(1), []byte("k"), uv(1))},
 		{"v2 op kind 0", body([]byte{2}, uv(1), uv(1), []byte{0}, uv(1), []byte{0})},
 		{"v2 sub beyond body", body([]byte{2}, uv(1), uv(1), []byte{0}, uv(1), []byte{5}, uv(1), []byte("k"), uv(1), uv(9))},
+		{"version 3 with only v2 ops", body([]byte{3}, uv(1), uv(1), []byte{0}, uv(1), []byte{7})},
+		{"v3 put with prior 0", body([]byte{3}, uv(1), uv(1), []byte{0}, uv(1), []byte{8}, uv(1), []byte("k"), []byte{0}, []byte{0}, uv(0))},
+		{"v3 put with prior 4", body([]byte{3}, uv(1), uv(1), []byte{0}, uv(1), []byte{8}, uv(1), []byte("k"), []byte{4}, []byte{0}, uv(0))},
+		{"v3 put truncated at its prior", body([]byte{3}, uv(1), uv(1), []byte{0}, uv(1), []byte{8}, uv(1), []byte("k"))},
 		{"missing op count", body([]byte{1}, uv(1), uv(1), []byte{0})},
 		{"op count beyond body", body([]byte{1}, uv(1), uv(1), []byte{0}, uv(5), []byte{2, 0})},
 		{"huge op count", body([]byte{1}, uv(1), uv(1), []byte{0}, uv(math.MaxUint64))},
@@ -203,10 +220,11 @@ func TestUnsupported(t *testing.T) {
 		version, kind uint8
 		peekFails     bool
 	}{
-		{"version 3", body([]byte{3}, uv(1), uv(1), []byte{0}, uv(0)), 3, 0, true},
+		{"version 4", body([]byte{4}, uv(1), uv(1), []byte{0}, uv(0)), 4, 0, true},
 		{"version 255", body([]byte{255}, []byte("anything at all")), 255, 0, true},
 		{"v2 kind 8", body([]byte{2}, uv(1), uv(1), []byte{0}, uv(1), []byte{8}, uv(1), []byte("k")), 2, 8, false},
 		{"v2 kind 200 after a good op", body([]byte{2}, uv(1), uv(1), []byte{0}, uv(2), []byte{7}, []byte{200}), 2, 200, false},
+		{"v3 kind 9", body([]byte{3}, uv(1), uv(1), []byte{0}, uv(1), []byte{9}, uv(1), []byte("k")), 3, 9, false},
 	}
 	for _, tt := range tests {
 		for name, dec := range map[string]func([]byte) (Entry, error){"Decode": Decode, "DecodeVerified": DecodeVerified} {
@@ -236,6 +254,9 @@ func TestMinFormat(t *testing.T) {
 		{[]Op{{Kind: OpPut}, {Kind: OpDelete}}, 1},
 		{[]Op{{Kind: OpPut}, {Kind: OpSubPut}}, 2},
 		{[]Op{{Kind: OpFlushAll}}, 2},
+		{[]Op{{Kind: OpPut, Prior: PriorNone}}, 3},
+		{[]Op{{Kind: OpSubPut}, {Kind: OpPut, Prior: PriorExpiring}}, 3},
+		{[]Op{{Kind: OpDelete, Prior: PriorPlain}}, 1},
 		{[]Op{{Kind: 99}}, MaxFormat + 1},
 	} {
 		if got := MinFormat(tt.ops); got != tt.want {
@@ -271,6 +292,8 @@ func FuzzDecodeEntry(f *testing.F) {
 	f.Add([]byte{1, 2, 3, 4, 1})
 	v2 := v2Entry()
 	f.Add(Encode(&v2))
+	v3 := v3Entry()
+	f.Add(Encode(&v3))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for _, b := range [][]byte{data, withCRC(bytes.Clone(data))} {
 			e, err := Decode(b)
@@ -300,7 +323,7 @@ func FuzzRoundTrip(f *testing.F) {
 		in := Entry{Epoch: epoch, LSN: lsn, TimeNs: timeNs}
 		for i := 0; i < int(nops%16); i++ {
 			var op Op
-			switch i % 7 {
+			switch i % 8 {
 			case 0:
 				op = Op{Kind: OpPut, Key: key, Value: value, ExpireAtMs: expire}
 			case 1:
@@ -315,6 +338,8 @@ func FuzzRoundTrip(f *testing.F) {
 				op = Op{Kind: OpDrop, Key: key, Version: lsn}
 			case 6:
 				op = Op{Kind: OpFlushAll}
+			case 7:
+				op = Op{Kind: OpPut, Key: value, Value: key, ExpireAtMs: expire, Prior: Prior(1 + int(nops>>4)%3)}
 			}
 			in.Ops = append(in.Ops, op)
 		}

@@ -37,7 +37,7 @@ func testLogger(t *testing.T, node string) *slog.Logger {
 
 func openDB(t *testing.T, fs vfs.FS) *storage.DB {
 	t.Helper()
-	db, err := storage.Open(dbDir, storage.Options{FS: fs, CacheBytes: 1 << 20, Logger: testLogger(t, "db")})
+	db, err := storage.Open(dbDir, storage.Options{FS: fs, CacheBytes: 1 << 20, Logger: testLogger(t, "db"), CheckPriors: true})
 	if err != nil {
 		t.Fatalf("open db: %v", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/tandemdb/tandem/internal/commands"
 	"github.com/tandemdb/tandem/internal/keyspace"
@@ -52,6 +53,11 @@ func (l *Leader) MemberFormat(id string, format uint8) {
 type formatGate struct {
 	mu      sync.Mutex
 	members map[string]uint8
+	// below is the lowest format a known member reads, less than
+	// MaxFormat (0: every known member reads MaxFormat, or none is
+	// known): one atomic load for every write that may use an optional
+	// format (reads).
+	below atomic.Uint32
 }
 
 // saw records the format node reads.
@@ -62,6 +68,21 @@ func (g *formatGate) saw(node string, format uint8) {
 		g.members = map[string]uint8{}
 	}
 	g.members[node] = format
+	low := uint32(0)
+	for _, f := range g.members {
+		if f < logrec.MaxFormat && (low == 0 || uint32(f) < low) {
+			low = uint32(f)
+		}
+	}
+	g.below.Store(low)
+}
+
+// reads reports whether every known member reads format f (at most
+// MaxFormat), as check would pass it, without a lock: for what a write may
+// leave out (a put's Prior) rather than refuse.
+func (g *formatGate) reads(f uint8) bool {
+	low := g.below.Load()
+	return low == 0 || uint32(f) <= low
 }
 
 // check refuses an entry of format f unless every known member reads it,

@@ -225,6 +225,8 @@ type Leader struct {
 	overlay overlay
 	// formats is the log format gate: what each member reads.
 	formats formatGate
+	// priorKey (under seqMu) is setPriors' metadata row key buffer.
+	priorKey []byte
 	// writesStopped (under seqMu): StopWrites was called; Start refuses.
 	writesStopped bool
 	// watches (under seqMu) holds the keys some Watch names (watch.go).
@@ -930,6 +932,9 @@ func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
 	}
 	if err := l.touchWatchedLocked(lsn, res.Ops, &p.view); err != nil {
 		return nil, err
+	}
+	if l.formats.reads(logrec.FormatV3) {
+		l.priorKey = l.overlay.setPriors(res.Ops, l.cfg.DB, l.priorKey)
 	}
 	e := logrec.Entry{Epoch: l.epoch, LSN: lsn, TimeNs: now.UnixNano(), Ops: res.Ops}
 	raw := logrec.Encode(&e)

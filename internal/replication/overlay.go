@@ -1,6 +1,8 @@
 package replication
 
 import (
+	"bytes"
+
 	"github.com/tandemdb/tandem/internal/keyspace"
 	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/storage"
@@ -42,6 +44,87 @@ func (o *overlay) drop(applied []*proposal, last uint64) {
 	for _, p := range applied {
 		o.l.Forget(p.entry.Ops, last)
 	}
+}
+
+// setPriors sets the Prior of each put in ops (logrec.Op.Prior) that the
+// leader knows from memory: from the overlay, the rows of its unapplied
+// writes, or else from the committed data's row cache and key filter
+// (storage.DB.PriorFromMemory), never a read of the store: a plain SET
+// reads nothing to be sequenced, and every node then applies it without
+// reading the row it replaces. The caller holds seqMu and has not yet
+// added ops to the overlay, so the overlay over the committed rows is the
+// data as of the entry before ops'. A put of a key an earlier op in ops
+// wrote gets none (the applier knows that row from its own batch), nor
+// does any put of an entry with a chunked string (storage applies those
+// in parts, and reads). key is a reused buffer for the metadata row keys;
+// setPriors returns it.
+func (o *overlay) setPriors(ops []logrec.Op, db *storage.DB, key []byte) []byte {
+	for i := range ops {
+		if op := &ops[i]; op.Kind == logrec.OpPut && len(op.Value) > keyspace.ChunkThreshold {
+			return key
+		}
+	}
+	// wrote: the keys whose metadata row an earlier op of ops wrote, for
+	// entries of more than linearOps ops (a smaller one, a pipeline's,
+	// looks back through its ops: no allocation); flushed: an earlier op
+	// was a FLUSHALL.
+	var wrote map[string]struct{}
+	flushed := false
+	for i := range ops {
+		op := &ops[i]
+		switch op.Kind {
+		case logrec.OpFlushAll:
+			flushed = true
+			continue
+		case logrec.OpSubPut, logrec.OpSubDel:
+			continue
+		}
+		if flushed || wroteBefore(ops, i, wrote) {
+			continue
+		}
+		if len(ops) > linearOps {
+			if wrote == nil {
+				wrote = make(map[string]struct{}, len(ops))
+			}
+			wrote[string(op.Key)] = struct{}{}
+		}
+		if op.Kind != logrec.OpPut {
+			continue // a delete, meta or drop: its metadata row only
+		}
+		key = keyspace.AppendMetaKey(key[:0], op.Key)
+		if o.l != nil {
+			if row, long, held := o.l.Own(key); held {
+				if !long {
+					op.Prior = storage.PriorOfRow(row)
+				}
+				continue
+			}
+		}
+		op.Prior = db.PriorFromMemory(key)
+	}
+	return key
+}
+
+// linearOps: setPriors looks for a key among the earlier ops of an entry
+// of at most this many ops, and keeps a set of them beyond.
+const linearOps = 32
+
+// wroteBefore reports whether an op of ops before i wrote the metadata row
+// of ops[i]'s key: in wrote when there are more than linearOps ops.
+func wroteBefore(ops []logrec.Op, i int, wrote map[string]struct{}) bool {
+	if len(ops) > linearOps {
+		_, ok := wrote[string(ops[i].Key)]
+		return ok
+	}
+	for j := range ops[:i] {
+		switch ops[j].Kind {
+		case logrec.OpPut, logrec.OpDelete, logrec.OpMeta, logrec.OpDrop:
+			if bytes.Equal(ops[j].Key, ops[i].Key) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // overlayView reads uncommitted writes first, then the committed data: a

@@ -71,8 +71,20 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 			return fmt.Errorf("%w: lsn %d, durable %d", ErrNotDurable, e.LSN, durable)
 		}
 		w.lsn = e.LSN
+		// A put's Prior is the row before the op with the entry's earlier
+		// ops applied, and Apply writes rows exactly so, except for an
+		// entry with a chunked string: it is written in parts, and a
+		// replay after a crash between them finds the rows of the ops
+		// before it already written. Such an entry reads (the leader
+		// sets no Prior in one either).
+		hints := !hasChunkedPut(e.Ops)
 		for j := range e.Ops {
-			if err := keyspace.ApplyIn(&w, &e.Ops[j], w.arena); err != nil {
+			if op := &e.Ops[j]; hints && op.Kind == logrec.OpPut {
+				w.hint = op.Prior
+			}
+			err := keyspace.ApplyIn(&w, &e.Ops[j], w.arena)
+			w.hint = logrec.PriorUnknown
+			if err != nil {
 				return fmt.Errorf("storage: apply lsn %d: %w", e.LSN, err)
 			}
 			if w.err != nil {
@@ -161,6 +173,16 @@ func chunkedPut(op *logrec.Op) bool {
 	return op.Kind == logrec.OpPut && len(op.Value) > keyspace.ChunkThreshold
 }
 
+// hasChunkedPut reports whether any of ops is a chunked put.
+func hasChunkedPut(ops []logrec.Op) bool {
+	for i := range ops {
+		if chunkedPut(&ops[i]) {
+			return true
+		}
+	}
+	return false
+}
+
 // applyWriter turns package keyspace's row writes into one Pebble batch,
 // and keeps storage's own rows in step: the expiry index row of every
 // metadata row with an expiry, and what the row cache gets once the batch
@@ -200,6 +222,9 @@ type applyWriter struct {
 	// lsn is the entry whose ops are being written: the version of the
 	// chunks of a string it writes (SetString).
 	lsn uint64
+	// hint is the Prior of the put being written, for its metadata row's
+	// write (prior takes it), PriorUnknown for any other op.
+	hint logrec.Prior
 	// locked: the writer holds readMu, from its first committed part (a
 	// chunked string's) until Apply's last batch is committed and the row
 	// cache updated.
@@ -320,7 +345,8 @@ func (w *applyWriter) dropChunks(key []byte, old rowState) {
 // count moves the counts from the old metadata row at mk (a metadata row
 // key) to now, and returns the old row's state. The old row is the
 // batch's own write of it, else none after a FLUSHALL in the batch, else
-// none when the key filter does not hold the key, else the stored row.
+// what the put's Prior says (logrec.Op.Prior), else none when the key
+// filter does not hold the key, else the stored row.
 //
 // mk is a row key ApplyIn built, in the arena or an allocation of its own,
 // which no one writes again: touched keys on its bytes without copying
@@ -335,11 +361,33 @@ func (w *applyWriter) count(mk []byte, now rowState) rowState {
 }
 
 // prior is the state of the metadata row at mk a write now replaces (see
-// count).
+// count). A put's Prior, when it has one and the batch has not written
+// the key, saves the read: the leader said what the row is.
 func (w *applyWriter) prior(mk []byte) rowState {
 	key := mk[1:]
+	hint := w.hint
+	w.hint = logrec.PriorUnknown // the put's one metadata row write has it
+	said := rowState{exists: hint != logrec.PriorNone, expiring: hint == logrec.PriorExpiring}
+	// The batch's own write of the key, or a FLUSHALL before it, is the
+	// old row (none after a FLUSHALL: the zero state).
 	old, ok := w.touched[string(key)]
-	if !ok && !w.flushed && (w.filter == nil || w.filter.mayHave(key)) {
+	if ok || w.flushed {
+		if hint != logrec.PriorUnknown && w.d.checkPriors && old != said {
+			w.failPrior(mk, hint, said, old, "this batch's write")
+		}
+		return old
+	}
+	if hint != logrec.PriorUnknown {
+		if w.d.checkPriors {
+			if got, err := w.d.metaRowState(mk); err != nil {
+				w.failPrior(mk, hint, said, got, err.Error())
+			} else if got != said {
+				w.failPrior(mk, hint, said, got, "the stored row")
+			}
+		}
+		return said
+	}
+	if w.filter == nil || w.filter.mayHave(key) {
 		w.d.filters.reads.Add(1)
 		var err error
 		if old, err = w.d.metaRowState(mk); err != nil {
@@ -350,6 +398,14 @@ func (w *applyWriter) prior(mk []byte) rowState {
 		}
 	}
 	return old
+}
+
+// failPrior (Options.CheckPriors) fails the Apply: a put's Prior said the
+// row was said, and what knows (the stored row, the batch) says got.
+func (w *applyWriter) failPrior(mk []byte, hint logrec.Prior, said, got rowState, knows string) {
+	if w.err == nil {
+		w.err = fmt.Errorf("put of %q at lsn %d says its prior row is %d (%+v); %s is %+v", mk[1:], w.lsn, hint, said, knows, got)
+	}
 }
 
 // cachedRow is a row key Apply wrote, deleted or range-deleted (group),

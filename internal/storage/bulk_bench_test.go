@@ -104,10 +104,33 @@ func bulkOptions(l0 int) Options {
 
 func benchBulkApply(b *testing.B, l0 int) { benchBulk(b, bulkOptions(l0), 0) }
 
+// BenchmarkBulkPriors is BenchmarkBulkApply's load, new keys and 1M SETs
+// over 100k keys, with puts that say their prior row (logrec.Op.Prior, as
+// a leader of format 3 sets it) and without: what the reads of the old
+// rows for the key counts cost a follower. The priors come from a map of
+// the keys written, which the loop pays for.
+//
+//	go test ./internal/storage -run '^$' -bench BulkPriors -benchtime 1x -count 2
+func BenchmarkBulkPriors(b *testing.B) {
+	for _, space := range []int{0, 100000} {
+		for _, priors := range []bool{false, true} {
+			b.Run(fmt.Sprintf("space=%d/priors=%v", space, priors), func(b *testing.B) {
+				for i := 0; i < b.N; i++ {
+					benchBulkPriors(b, bulkOptions(0), space, priors)
+				}
+			})
+		}
+	}
+}
+
 // benchBulk writes 1M SETs: of keys key:0..key:999999 in order, or with
 // space > 0 of random keys of key:0..key:space-1 (bench/follower.sh's
 // redis-benchmark -r: overwrites).
-func benchBulk(b *testing.B, opts Options, space int) {
+func benchBulk(b *testing.B, opts Options, space int) { benchBulkPriors(b, opts, space, false) }
+
+// benchBulkPriors is benchBulk, with puts that say their prior rows when
+// priors.
+func benchBulkPriors(b *testing.B, opts Options, space int, priors bool) {
 	const keys, perEntry, perApply = 1000000, 16, 8
 	rng := rand.New(rand.NewPCG(3, 4))
 	d, err := Open(b.TempDir(), opts)
@@ -119,6 +142,11 @@ func benchBulk(b *testing.B, opts Options, space int) {
 	for i := range value {
 		value[i] = 'v'
 	}
+	var written map[string]bool // priors: the keys written so far
+	if priors {
+		written = make(map[string]bool, keys)
+	}
+	reads0 := d.PriorReads()
 	var cpu0 = testutil.ProcessCPU()
 	start := time.Now()
 	lsn := uint64(0)
@@ -131,7 +159,15 @@ func benchBulk(b *testing.B, opts Options, space int) {
 			if space > 0 {
 				n = rng.IntN(space)
 			}
-			e.Ops = append(e.Ops, logrec.Op{Kind: logrec.OpPut, Key: strconv.AppendInt([]byte("key:"), int64(n), 10), Value: value})
+			op := logrec.Op{Kind: logrec.OpPut, Key: strconv.AppendInt([]byte("key:"), int64(n), 10), Value: value}
+			if written != nil {
+				op.Prior = logrec.PriorNone
+				if written[string(op.Key)] {
+					op.Prior = logrec.PriorPlain
+				}
+				written[string(op.Key)] = true
+			}
+			e.Ops = append(e.Ops, op)
 		}
 		lsn++
 		raws = append(raws, logrec.Encode(&e))
@@ -157,6 +193,7 @@ func benchBulk(b *testing.B, opts Options, space int) {
 	b.ReportMetric(float64(cpuLoad.Microseconds())/keys, "cpu-µs/key")
 	b.ReportMetric(float64(cpuAll.Microseconds())/keys, "cpu-µs/key+settle")
 	b.ReportMetric(float64(keys)/load.Seconds(), "keys/s")
+	b.ReportMetric(float64(d.PriorReads()-reads0)/keys, "prior-reads/key")
 	b.ReportMetric(float64(m.Levels[0].TablesCount), "L0-files")
 	b.ReportMetric(float64(m.Levels[0].Sublevels), "L0-sublevels")
 	total := m.Total()

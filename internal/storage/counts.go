@@ -8,6 +8,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/tandemdb/tandem/internal/keyspace"
+	"github.com/tandemdb/tandem/internal/logrec"
 )
 
 // KeyCounts are INFO's keyspace figures: the keys (metadata rows, of any
@@ -82,6 +83,53 @@ func (d *DB) metaRowState(mk []byte) (rowState, error) {
 		st.chunks = v.Version
 	}
 	return st, nil
+}
+
+// CountKeys counts the keys by a scan of the metadata rows: what
+// KeyCounts must equal (tests; a check of the counts).
+func (d *DB) CountKeys() (KeyCounts, error) { return d.countRows() }
+
+// PriorReads is how many reads of a key's old metadata row Apply made for
+// the key counts since Open: the puts without a Prior (logrec.Op.Prior),
+// the deletes and collection writes, less those the key filter spared.
+func (d *DB) PriorReads() int64 { return d.filters.reads.Load() }
+
+// PriorFromMemory is the state of the metadata row at mk (keyspace.MetaKey)
+// as a put's logrec.Prior, when memory alone tells it: the row cache holds
+// the row (or knows it absent), or the key filter does not hold the key.
+// Otherwise, and for a chunked string's row, it is PriorUnknown: it never
+// reads Pebble. The leader's sequencer calls it for the rows no unapplied
+// write of its own has touched (the committed rows are then the rows as
+// of its next LSN).
+func (d *DB) PriorFromMemory(mk []byte) logrec.Prior {
+	raw, ok := d.rows.Peek(mk)
+	if !ok {
+		if f := d.filters.cur.Load(); f != nil && !f.mayHave(mk[1:]) {
+			return logrec.PriorNone
+		}
+		return logrec.PriorUnknown
+	}
+	return PriorOfRow(raw)
+}
+
+// PriorOfRow is a metadata row's logrec.Prior: PriorNone for nil (no
+// row), PriorUnknown for a chunked string's row or one that does not
+// parse (the applier reads it and reports it).
+func PriorOfRow(raw []byte) logrec.Prior {
+	if raw == nil {
+		return logrec.PriorNone
+	}
+	if keyspace.IsChunkedRow(raw) {
+		return logrec.PriorUnknown
+	}
+	at, err := keyspace.RowExpiry(raw)
+	switch {
+	case err != nil:
+		return logrec.PriorUnknown
+	case at != 0:
+		return logrec.PriorExpiring
+	}
+	return logrec.PriorPlain
 }
 
 // recoverCounts reads the key counts, or, in a data dir from before they

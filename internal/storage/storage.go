@@ -239,6 +239,11 @@ type Options struct {
 	// give the space back; 0 means DefaultReclaimBytes.
 	ReclaimBytes int64
 	Logger       *slog.Logger
+	// CheckPriors (tests) makes Apply read the row every put's Prior
+	// describes, as it would without it, and fail on a mismatch: a
+	// leader that says a wrong prior is caught where it happens, not
+	// in a key count that drifts later.
+	CheckPriors bool
 
 	// pebbleWAL turns Pebble's own log back on: only for the benchmark
 	// that measures what it cost (BenchmarkApplyPebbleWAL).
@@ -294,8 +299,10 @@ func (o Options) withDefaults() Options {
 // TruncateLogBefore may run beside AppendLog; reads are safe concurrently.
 type DB struct {
 	pdb *pebble.DB
-	wal *wal.WAL
-	log *slog.Logger
+	// checkPriors: Options.CheckPriors.
+	checkPriors bool
+	wal         *wal.WAL
+	log         *slog.Logger
 	// fs and dir locate the epoch file (epochfile.go).
 	fs  vfs.FS
 	dir string
@@ -477,7 +484,8 @@ func Open(dir string, opts Options) (*DB, error) {
 		trim.close()
 		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
 	}
-	d := &DB{pdb: pdb, log: log, fs: fs, dir: dir, rows: rowcache.NewGrouped(opts.RowCacheBytes, subGroupLen), trim: trim, expiryWritten: make(chan struct{}, 1)}
+	d := &DB{pdb: pdb, log: log, fs: fs, dir: dir, rows: rowcache.NewGrouped(opts.RowCacheBytes, subGroupLen), trim: trim, expiryWritten: make(chan struct{}, 1),
+		checkPriors: opts.CheckPriors}
 	if opts.afterPebbleOpen != nil {
 		(*opts.afterPebbleOpen)()
 	}
