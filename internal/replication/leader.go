@@ -1382,7 +1382,7 @@ func (l *Leader) apply(batch []*proposal) bool {
 	l.overlay.drop(batch, last)
 	l.seqMu.Unlock()
 	l.mu.Lock()
-	l.core.Applied(last)
+	l.core.Applied(last, l.cfg.Now().UnixNano())
 	l.dispatchLocked()
 	l.unlock() // the writers' replies, if they left callbacks
 	return true
