@@ -72,8 +72,10 @@ type LeaderConfig struct {
 	FollowerTimeout time.Duration
 	// MaxCommitDelay caps how long a group commit may wait for more
 	// writes while writes arrive faster than appends complete (adaptive
-	// group commit; at most half an append's time, never when idle). 0
-	// means DefaultMaxCommitDelay; negative never waits.
+	// group commit; at most half an append's time, counted from the
+	// hold's start and again from the last answers given while it runs,
+	// since the writers answered come back only after them; never when
+	// idle). 0 means DefaultMaxCommitDelay; negative never waits.
 	MaxCommitDelay time.Duration
 	// TickInterval is the leader's clock resolution: write timeouts, waits
 	// for room, WAIT deadlines, heartbeats and follower timeouts are
@@ -1405,7 +1407,7 @@ func (l *Leader) apply(batch []*proposal) bool {
 	l.overlay.drop(batch, last)
 	l.seqMu.Unlock()
 	l.mu.Lock()
-	l.core.Applied(last)
+	l.core.Applied(last, l.cfg.Now().UnixNano())
 	l.dispatchLocked()
 	l.unlock() // the writers' replies, if they left callbacks
 	return true

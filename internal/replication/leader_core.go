@@ -338,7 +338,8 @@ func (c *leaderCore) entries(lo, hi uint64, maxBytes int) ([][]byte, bool) {
 // and for at most half an append's cost, capped by maxAppendDelay; so an
 // idle system, a lone client or a batch that every expected writer has
 // joined never waits. A hold that runs out (AppendDue) forgets the writers
-// that did not come back. A batch held is handed out by the Propose of the
+// that did not come back. The hold is counted from when it began, and
+// again from when writers are answered while it runs (extendHold). A batch held is handed out by the Propose of the
 // last writer expected or by AppendDue.
 //
 // Counting the answered writers matters: counting only the unanswered
@@ -358,6 +359,25 @@ func (c *leaderCore) holdAppend(unanswered int) bool {
 		c.ready.AppendAt = c.appendDue
 	}
 	return c.now < c.appendDue
+}
+
+// extendHold restarts a running hold (holdAppend) from now when writers
+// were just answered: they can only come back from now on, and a hold
+// counted from the Appended that made their entries durable had spent
+// the apply and the replies before they could (under load, most of it:
+// the hold ran out as they came, and the writers of one group formed
+// the next group but one, two groups per round of writers where one
+// would do, each with its fsync and a message per follower:
+// TestGroupCommitSlowAnswers). It never holds longer than holdAppend
+// would from now.
+func (c *leaderCore) extendHold() {
+	if c.returning == 0 || c.appendDue == 0 || c.appending > 0 {
+		return
+	}
+	if due := c.now + min(c.appendCost/2, c.cfg.maxAppendDelay); due > c.appendDue {
+		c.appendDue = due
+		c.ready.AppendAt = due
+	}
 }
 
 // NoteAppendCost records, at time now, that a durable append took took
@@ -403,11 +423,13 @@ func (c *leaderCore) Appended(lsn uint64) {
 	c.advanceCommit()
 }
 
-// Applied records that the Apply batch through lsn is applied.
-func (c *leaderCore) Applied(lsn uint64) {
+// Applied records that the Apply batch through lsn is applied, at time
+// now.
+func (c *leaderCore) Applied(lsn uint64, now int64) {
 	if c.applying == 0 || c.inflight[c.applying-1].lsn != lsn {
 		panic("replication: Applied without a matching Apply")
 	}
+	c.now = max(c.now, now)
 	batch := c.inflight[:c.applying]
 	for _, p := range batch {
 		c.inflightBytes -= int64(len(p.raw))
@@ -420,6 +442,7 @@ func (c *leaderCore) Applied(lsn uint64) {
 	c.inflight = c.inflight[c.applying:]
 	c.applying = 0
 	c.applied = lsn
+	c.extendHold()
 	if !c.readable && c.applied >= c.startLSN {
 		c.readable = true
 		c.ready.Readable = true

@@ -157,7 +157,7 @@ func (s *coreScript) run(t *testing.T, block string) string {
 		case "appenddue":
 			s.c.AppendDue(s.now)
 		case "applied":
-			s.c.Applied(num("lsn"))
+			s.c.Applied(num("lsn"), s.now)
 		case "join":
 			sess := s.c.FollowerJoined(FollowerInfo{NodeID: pos[0]}, num("durable"), s.now)
 			fmt.Fprintf(&out, "session %s#%d\n", pos[0], sess)
@@ -396,7 +396,7 @@ func TestLeaderCoreRandom(t *testing.T) {
 						}
 						applied[p.lsn] = true
 					}
-					c.Applied(applyOut[len(applyOut)-1].lsn)
+					c.Applied(applyOut[len(applyOut)-1].lsn, now)
 					applyOut = nil
 				}
 			case 4:
