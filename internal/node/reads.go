@@ -114,7 +114,10 @@ func (b backend) ReadAt(ctx context.Context, spec *commands.Spec, args [][]byte,
 			return nil, at, leaderError(err)
 		}
 		b.n.readsResumed.Store(true) // the barrier: everything durable at its start is applied
-		if req.Floor != (resp.Position{}) && req.Policy.Kind != resp.PolicyAny && req.Policy.Kind != resp.PolicyBounded {
+		if req.Floor != (resp.Position{}) && req.Policy.Kind != resp.PolicyAny && req.Policy.Kind != resp.PolicyBounded &&
+			!r.l.HoldsApplied(logrec.Position(req.Floor)) {
+			// (A floor this leadership applied, the common case, needs
+			// no wait: no context, timer or history copy per read.)
 			wctx, cancel := context.WithTimeout(ctx, b.n.readWait())
 			err := r.l.WaitApplied(wctx, logrec.Position(req.Floor))
 			cancel()
@@ -291,8 +294,7 @@ func maxPosition(a, b logrec.Position) logrec.Position {
 
 // appliedPosition is the position of the node's last applied entry.
 func (n *Node) appliedPosition() resp.Position {
-	applied := n.db.Applied()
-	return resp.Position{Epoch: replication.EpochAt(n.db.EpochHistory(), applied), LSN: applied}
+	return resp.Position(n.db.AppliedPosition())
 }
 
 // Acknowledged returns the position of a write this node acknowledged at
