@@ -16,11 +16,12 @@ import (
 // keys were written (so the row cache holds them, write-through), then
 // read on fresh connections (redis-benchmark opens new ones per test);
 // "/ryw" reads on the connections that wrote, so each GET carries the
-// session's read-your-writes floor. Besides time it reports, per GET, the process's CPU and heap
-// allocations and its read/write system calls (the raw clients included,
-// which allocate nothing and make one write and about one read per
-// pipeline), and the C allocator's trims during the run (cmem.go): a GET
-// the row cache answers frees nothing of Pebble's and must cause none.
+// session's read-your-writes floor. Besides time it reports, per GET, the
+// process's CPU and heap allocations (count and bytes) and its read/write
+// system calls (the raw clients included, which allocate nothing and make
+// one write and two reads, one finding nothing, per pipeline), and the C
+// allocator's trims during the run (cmem.go): a GET the row cache answers
+// frees nothing of Pebble's and must cause none.
 //
 //	go test ./internal/node -run '^$' -bench Gets -benchtime 100000x
 func BenchmarkGets(b *testing.B) {
@@ -57,18 +58,21 @@ func benchGets(b *testing.B, clients, depth int, ryw bool) {
 	}
 	run(int64(clients) * 20) // warm up: connections, buffers
 	st0 := leader.db.MemoryStats()
-	cpu0, a0 := processCPU(), heapObjects()
+	cpu0, a0, by0 := processCPU(), heapObjects(), heapAllocated()
 	r0, w0, sysOK := testutil.ProcSyscalls()
 	b.ResetTimer()
 	pipelines := int64(max(b.N/depth, 1))
 	run(pipelines)
 	b.StopTimer()
-	cpu, allocs := processCPU()-cpu0, heapObjects()-a0
+	cpu, allocs, bytes := processCPU()-cpu0, heapObjects()-a0, heapAllocated()-by0
 	r1, w1, _ := testutil.ProcSyscalls()
 	st := leader.db.MemoryStats()
 	gets := float64(pipelines * int64(depth))
 	b.ReportMetric(float64(cpu.Nanoseconds())/1e3/gets, "cpu-µs/get")
 	b.ReportMetric(float64(allocs)/gets, "allocs/get")
+	// Bytes allocated set how often the collector runs under a read
+	// load, and each cycle slows the replies it overlaps.
+	b.ReportMetric(float64(bytes)/gets, "B/get")
 	if sysOK {
 		b.ReportMetric(float64(r1-r0)/gets, "syscr/get")
 		b.ReportMetric(float64(w1-w0)/gets, "syscw/get")
