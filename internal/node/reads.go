@@ -127,16 +127,25 @@ func (b backend) ReadAt(ctx context.Context, spec *commands.Spec, args [][]byte,
 		}
 	}
 	now := time.Now().UnixMilli()
+	// The command's Ctx and view in one allocation, not one each (both
+	// escape through Exec; a *storage.View is a keyspace.View).
+	run := &readRun{ctx: commands.Ctx{NowMs: now, Cursors: b.n.cursors, Scripts: b.n.scripts}, view: storage.View{DB: b.n.db, NowMs: now}}
 	// Every batch applied whole or not at all, for the command's several
 	// row reads (storage.DB.ReadLock).
 	unlock := b.n.db.ReadLock()
-	res, err := spec.Exec(&commands.Ctx{NowMs: now, Cursors: b.n.cursors, Scripts: b.n.scripts}, storage.View{DB: b.n.db, NowMs: now}, args)
+	res, err := spec.Exec(&run.ctx, &run.view, args)
 	unlock()
 	if err != nil {
 		return nil, at, err
 	}
 	// Read after the data: the position is at or after all the read saw.
 	return res.Reply, b.n.appliedPosition(), nil
+}
+
+// readRun is a read command's Ctx and view.
+type readRun struct {
+	ctx  commands.Ctx
+	view storage.View
 }
 
 // followerRead readies a read on a follower under req; check, called
