@@ -102,6 +102,8 @@ var (
 	descLog    = prometheus.NewDesc("tandem_log_bytes", "Bytes of retained log.", nil, nil)
 	descSyncs  = prometheus.NewDesc("tandem_log_appends_total", "Durable log appends (one fsync each) since start; entries_appended / appends is the group-commit size.", nil, nil)
 	descAppend = prometheus.NewDesc("tandem_log_entries_appended_total", "Log entries made durable since start.", nil, nil)
+	descLeaseW = prometheus.NewDesc("tandem_lease_waits_total", "Answers (reads, write acknowledgements) that found the leader's lease not valid and waited for a confirmation: after an idle spell, or a confirmation that came late under load.", nil, nil)
+	descLeaseS = prometheus.NewDesc("tandem_lease_wait_seconds_total", "Time the answers counted by tandem_lease_waits_total waited, in all.", nil, nil)
 	descRowHit = prometheus.NewDesc("tandem_rowcache_hits_total", "Point reads served by the row cache.", nil, nil)
 	descRowMis = prometheus.NewDesc("tandem_rowcache_misses_total", "Point reads the row cache did not hold (read from Pebble).", nil, nil)
 	descRowB   = prometheus.NewDesc("tandem_rowcache_bytes", "Bytes the row cache holds (keys, rows and per-entry overhead).", nil, nil)
@@ -114,7 +116,7 @@ var (
 type statusCollector struct{ n *Node }
 
 func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLSN, descEpoch, descLeader, descLag, descLagSec, descLog, descSyncs, descAppend, descRowHit, descRowMis, descRowB, descDegrad, descReads, descStale} {
+	for _, d := range []*prometheus.Desc{descLSN, descEpoch, descLeader, descLag, descLagSec, descLog, descSyncs, descAppend, descRowHit, descRowMis, descRowB, descLeaseW, descLeaseS, descDegrad, descReads, descStale} {
 		ch <- d
 	}
 }
@@ -144,6 +146,9 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descAppend, prometheus.CounterValue, float64(entries))
 	rc := c.n.db.RowCacheStats()
 	ch <- prometheus.MustNewConstMetric(descRowHit, prometheus.CounterValue, float64(rc.Hits))
+	lw, lwTime := replication.LeaseWaits()
+	ch <- prometheus.MustNewConstMetric(descLeaseW, prometheus.CounterValue, float64(lw))
+	ch <- prometheus.MustNewConstMetric(descLeaseS, prometheus.CounterValue, lwTime.Seconds())
 	ch <- prometheus.MustNewConstMetric(descRowMis, prometheus.CounterValue, float64(rc.Misses))
 	gauge(descRowB, float64(rc.Bytes))
 	for _, f := range s.Followers {

@@ -139,19 +139,37 @@ func GovernMemoryLimit(stop <-chan struct{}, budget int64, offHeap func() int64,
 // used, the size of its live heap again, until the next burst reused it.
 // When the storage reports a burst settled (storage.DB.OnSettled: its
 // allocator trimmed after the last flush, compaction or read, and a
-// second without another), the node returns that memory at once: one
-// collection and a scavenge (debug.FreeOSMemory), a few milliseconds of
-// CPU for a heap of ~40-60 MB live. Only when the heap holds at least
+// second without another), the node returns that memory: one collection
+// and a scavenge (debug.FreeOSMemory), a few milliseconds of CPU for a
+// heap of ~40-60 MB live. Only when the heap holds at least
 // releaseMinBytes more than is live, and at most once per releaseEvery,
 // so a node with a burst every second does not collect every second; a
 // burst that settles sooner than that after a release is released
 // releaseEvery after it (one timer, armed only then: a load is often
 // followed at once by the reads that check it).
+//
+// And only once the node is quiet, not merely its storage: GETs the row
+// cache answers touch no Pebble memory, so under a read load right after
+// a write burst the storage settles while the node allocates as fast as
+// ever. A release then is a forced collection (its stop-the-world phases
+// and sweep on a busy process) and a scavenge whose pages the heap faults
+// back in at once: bench/run.sh's GET phase, which follows its SET phase,
+// had a forced collection every releaseEvery, each with a 6 ms
+// stop-the-world phase and a window of 100-300 ms replies. So the release
+// looks at the heap's allocation over quietLook first and, while the node
+// allocates at busyRate or more (it would have the released bytes back
+// within releaseEvery), looks again a quietLook later instead.
+//
 // The peak RSS during a burst is unchanged; the budget (--max-memory) and
 // GOMEMLIMIT still bound it.
 const (
 	releaseMinBytes = 16 << 20
 	releaseEvery    = 10 * time.Second
+	quietLook       = time.Second
+	// busyRate is releaseMinBytes per releaseEvery (1.6 MiB/s): an idle
+	// node allocates a few hundred KiB a second (heartbeats, lease
+	// confirmations), one serving 10k GETs a second several MiB.
+	busyRate = float64(releaseMinBytes) / float64(releaseEvery/time.Second)
 )
 
 // heapRelease decides and counts the releases; its fields are the
@@ -162,36 +180,58 @@ type heapRelease struct {
 	now  func() time.Time
 	// slack is what the heap holds beyond its live bytes: free pages not
 	// yet returned, and dead objects not yet collected.
-	slack   func() uint64
-	release func()
-	// after runs f after d (time.AfterFunc; tests run it at once).
+	slack func() uint64
+	// allocated is the bytes the heap has allocated so far.
+	allocated func() uint64
+	release   func()
+	// after runs f after d (time.AfterFunc; tests run it when they will).
 	after func(d time.Duration, f func())
 	count int
-	// armed: a release waits for releaseEvery to pass.
-	armed bool
+	// deferred counts the looks that found the node busy.
+	deferred int
+	// armed: a look is due (one timer); lookFrom and allocFrom are when
+	// it was armed and the allocated bytes then.
+	armed     bool
+	lookFrom  time.Time
+	allocFrom uint64
 }
 
 func newHeapRelease() *heapRelease {
-	return &heapRelease{now: time.Now, slack: heapSlack, release: debug.FreeOSMemory,
+	return &heapRelease{now: time.Now, slack: heapSlack, allocated: heapAllocated, release: debug.FreeOSMemory,
 		after: func(d time.Duration, f func()) { time.AfterFunc(d, f) }}
 }
 
-// settled is storage's OnSettled: release if enough is held and the last
-// release is old enough.
+// settled is storage's OnSettled: arm a look, quietLook from now or at
+// the end of releaseEvery after the last release, whichever is later.
 func (h *heapRelease) settled() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.armed {
+		return
+	}
 	now := h.now()
-	if !h.last.IsZero() && now.Sub(h.last) < releaseEvery {
-		if !h.armed {
-			h.armed = true
-			h.after(releaseEvery-now.Sub(h.last), func() {
-				h.mu.Lock()
-				h.armed = false
-				h.mu.Unlock()
-				h.settled()
-			})
-		}
+	d := quietLook
+	if !h.last.IsZero() {
+		d = max(d, releaseEvery-now.Sub(h.last))
+	}
+	h.armLocked(now, d)
+}
+
+func (h *heapRelease) armLocked(now time.Time, d time.Duration) {
+	h.armed, h.lookFrom, h.allocFrom = true, now, h.allocated()
+	h.after(d, h.look)
+}
+
+// look releases if the node was quiet since the look was armed and the
+// heap holds enough to give back; a busy node is looked at again later.
+func (h *heapRelease) look() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.armed = false
+	now := h.now()
+	if secs := now.Sub(h.lookFrom).Seconds(); float64(h.allocated()-h.allocFrom) >= busyRate*secs {
+		h.deferred++
+		h.armLocked(now, quietLook)
 		return
 	}
 	if h.slack() < releaseMinBytes {
@@ -200,6 +240,17 @@ func (h *heapRelease) settled() {
 	h.last = now
 	h.count++
 	h.release()
+}
+
+// heapAllocated is the bytes the Go heap has allocated since the
+// process started.
+func heapAllocated() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64()
 }
 
 // heapSlack is the Go heap's free pages not returned to the OS plus its

@@ -114,7 +114,10 @@ func (b backend) ReadAt(ctx context.Context, spec *commands.Spec, args [][]byte,
 			return nil, at, leaderError(err)
 		}
 		b.n.readsResumed.Store(true) // the barrier: everything durable at its start is applied
-		if req.Floor != (resp.Position{}) && req.Policy.Kind != resp.PolicyAny && req.Policy.Kind != resp.PolicyBounded {
+		if req.Floor != (resp.Position{}) && req.Policy.Kind != resp.PolicyAny && req.Policy.Kind != resp.PolicyBounded &&
+			!r.l.HoldsApplied(logrec.Position(req.Floor)) {
+			// (A floor this leadership applied, the common case, needs
+			// no wait: no context, timer or history copy per read.)
 			wctx, cancel := context.WithTimeout(ctx, b.n.readWait())
 			err := r.l.WaitApplied(wctx, logrec.Position(req.Floor))
 			cancel()
@@ -124,16 +127,25 @@ func (b backend) ReadAt(ctx context.Context, spec *commands.Spec, args [][]byte,
 		}
 	}
 	now := time.Now().UnixMilli()
+	// The command's Ctx and view in one allocation, not one each (both
+	// escape through Exec; a *storage.View is a keyspace.View).
+	run := &readRun{ctx: commands.Ctx{NowMs: now, Cursors: b.n.cursors, Scripts: b.n.scripts}, view: storage.View{DB: b.n.db, NowMs: now}}
 	// Every batch applied whole or not at all, for the command's several
 	// row reads (storage.DB.ReadLock).
 	unlock := b.n.db.ReadLock()
-	res, err := spec.Exec(&commands.Ctx{NowMs: now, Cursors: b.n.cursors, Scripts: b.n.scripts}, storage.View{DB: b.n.db, NowMs: now}, args)
+	res, err := spec.Exec(&run.ctx, &run.view, args)
 	unlock()
 	if err != nil {
 		return nil, at, err
 	}
 	// Read after the data: the position is at or after all the read saw.
 	return res.Reply, b.n.appliedPosition(), nil
+}
+
+// readRun is a read command's Ctx and view.
+type readRun struct {
+	ctx  commands.Ctx
+	view storage.View
 }
 
 // followerRead readies a read on a follower under req; check, called
@@ -291,8 +303,7 @@ func maxPosition(a, b logrec.Position) logrec.Position {
 
 // appliedPosition is the position of the node's last applied entry.
 func (n *Node) appliedPosition() resp.Position {
-	applied := n.db.Applied()
-	return resp.Position{Epoch: replication.EpochAt(n.db.EpochHistory(), applied), LSN: applied}
+	return resp.Position(n.db.AppliedPosition())
 }
 
 // Acknowledged returns the position of a write this node acknowledged at

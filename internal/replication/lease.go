@@ -44,6 +44,19 @@ type Lease struct {
 	changed chan struct{} // closed and replaced when the lease is extended
 }
 
+// leaseWaits counts the answers (reads, writes' acknowledgements) of this
+// process that found their lease not valid and waited, leaseWaitNanos the
+// time they waited: on a busy leader, a confirmation that comes late
+// (etcd or the confirmer starved of CPU) holds every answer in flight
+// until the next one, the tail of a read's latency (LeaseWaits).
+var leaseWaits, leaseWaitNanos atomic.Int64
+
+// LeaseWaits returns how many answers of this process waited for their
+// lease to be valid, and how long they waited in all.
+func LeaseWaits() (n int64, waited time.Duration) {
+	return leaseWaits.Load(), time.Duration(leaseWaitNanos.Load())
+}
+
 // base is the origin of the lease's monotonic clock.
 var base = time.Now()
 
@@ -153,6 +166,8 @@ func (l *Lease) await(ctx context.Context, stop <-chan struct{}, timeout time.Du
 		return nil
 	}
 	l.want() // lapsed (idle, or not confirmed in time): confirm it now
+	leaseWaits.Add(1)
+	defer func(t0 time.Time) { leaseWaitNanos.Add(int64(time.Since(t0))) }(time.Now())
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	for {

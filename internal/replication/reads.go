@@ -355,8 +355,18 @@ func (l *Leader) StartPosition() logrec.Position {
 // as its data shows it (the storage's applied LSN, which the core's
 // follows): not the leader's hot lock, which every write takes.
 func (l *Leader) AppliedPosition() logrec.Position {
-	applied := l.cfg.DB.Applied()
-	return logrec.Position{Epoch: EpochAt(l.cfg.DB.EpochHistory(), applied), LSN: applied}
+	return l.cfg.DB.AppliedPosition()
+}
+
+// HoldsApplied reports whether want is an entry of this leadership that
+// the leader has applied, which WaitApplied then answers at once: every
+// entry of the log past the leadership's start is of its epoch, so no
+// history is consulted. The common floor of a read on the leader (the
+// session's last write or read there), checked without a context, a
+// timer or a copy of the history; false says nothing (ask WaitApplied).
+func (l *Leader) HoldsApplied(want logrec.Position) bool {
+	// startLSN never changes after NewLeader: no lock needed.
+	return want.Epoch == l.epoch && want.LSN > l.core.startLSN && want.LSN <= l.cfg.DB.Applied()
 }
 
 // WaitApplied returns nil once the leader has applied the entry want names
@@ -369,6 +379,9 @@ func (l *Leader) AppliedPosition() logrec.Position {
 // writes only once applied, and followers apply only what it committed)
 // and then answers ErrReadElsewhere.
 func (l *Leader) WaitApplied(ctx context.Context, want logrec.Position) error {
+	if l.HoldsApplied(want) {
+		return nil
+	}
 	applied := l.AppliedPosition()
 	switch v := Lineage(l.cfg.DB.EpochHistory(), applied, want); {
 	case v == Reached:

@@ -62,6 +62,11 @@ func init() {
 		if _, ok := connCmds[sc.name]; ok {
 			panic("resp: server command " + sc.name + " is a connection command")
 		}
+		// serve looks data commands up first, and start only looks for a
+		// server command when the name is no data command.
+		if _, ok := commands.Lookup([]byte(sc.name)); ok {
+			panic("resp: server command " + sc.name + " is a data command")
+		}
 		serverCmds[sc.name] = sc
 	}
 }

@@ -201,19 +201,25 @@ func (n *node) start(sess *Session, args [][]byte) bool {
 	if nodeState(sess).tx.active {
 		return false // queued by Queue, not run
 	}
-	if sc, ok := lookupServerCmd(args[0]); ok && (sc.name == "tandem.token" || sc.name == "tandem.user") && sc.arityOK(len(args)) {
-		// The session's position and user are read and set only when
-		// replies are written (writeResult records each write's position
-		// for the user then), so these run in order at drain time and
-		// need not wait for the writes before them to commit: a proxy's
-		// run of writes followed by TANDEM.TOKEN is started as a whole,
-		// and the next client's writes on its shared connection with it.
-		nc := nodeState(sess)
-		nc.pending = append(nc.pending, pendingWrite{state: sc, args: args})
-		return true
-	}
 	spec, ok := commands.Lookup(args[0])
-	if !ok || spec.Flags&commands.FlagWrite == 0 || spec.Block != nil || commands.Check(spec, args) != nil {
+	if !ok {
+		// Not a data command (a data command, every GET of a pipeline,
+		// costs no second lookup): TANDEM.TOKEN and TANDEM.USER are
+		// started too. The session's position and user are read and set
+		// only when replies are written (writeResult records each write's
+		// position for the user then), so these run in order at drain
+		// time and need not wait for the writes before them to commit: a
+		// proxy's run of writes followed by TANDEM.TOKEN is started as a
+		// whole, and the next client's writes on its shared connection
+		// with it.
+		if sc, ok := lookupServerCmd(args[0]); ok && (sc.name == "tandem.token" || sc.name == "tandem.user") && sc.arityOK(len(args)) {
+			nc := nodeState(sess)
+			nc.pending = append(nc.pending, pendingWrite{state: sc, args: args})
+			return true
+		}
+		return false
+	}
+	if spec.Flags&commands.FlagWrite == 0 || spec.Block != nil || commands.Check(spec, args) != nil {
 		return false // a blocking command holds back the rest of the pipeline, as in Redis
 	}
 	nc := nodeState(sess)

@@ -330,6 +330,9 @@ type DB struct {
 	// one command at a time, and so do the Pebble snapshots of Digest,
 	// NewSnapshot and SnapshotRows when they are taken.
 	readMu sync.RWMutex
+	// readUnlock is readMu.RUnlock, made once: ReadLock returns it, and
+	// a method value made per call is an allocation per read.
+	readUnlock func()
 	// afterPart, when set (tests), is called after Apply commits each
 	// part of an entry but the last.
 	afterPart func(part int)
@@ -486,6 +489,7 @@ func Open(dir string, opts Options) (*DB, error) {
 	}
 	d := &DB{pdb: pdb, log: log, fs: fs, dir: dir, rows: rowcache.NewGrouped(opts.RowCacheBytes, subGroupLen), trim: trim, expiryWritten: make(chan struct{}, 1),
 		checkPriors: opts.CheckPriors}
+	d.readUnlock = d.readMu.RUnlock
 	if opts.afterPebbleOpen != nil {
 		(*opts.afterPebbleOpen)()
 	}
@@ -678,7 +682,7 @@ func (d *DB) flushed(b *pebble.Batch) error {
 // batches. Not for writes: Apply itself waits for it.
 func (d *DB) ReadLock() (unlock func()) {
 	d.readMu.RLock()
-	return d.readMu.RUnlock
+	return d.readUnlock
 }
 
 // Durable is the position of the last durable log entry.
@@ -738,6 +742,23 @@ func (d *DB) EpochHistory() []logrec.Position {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return append([]logrec.Position(nil), d.epochs...)
+}
+
+// AppliedPosition is the position of the last entry applied to the data:
+// its epoch from the history (0 before any start), as
+// replication.EpochAt(EpochHistory(), Applied()) computes it, without
+// copying the history: every read asks it.
+func (d *DB) AppliedPosition() logrec.Position {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var e uint64
+	for _, s := range d.epochs {
+		if s.LSN > d.applied {
+			break
+		}
+		e = s.Epoch
+	}
+	return logrec.Position{Epoch: e, LSN: d.applied}
 }
 
 // Metrics exposes Pebble's metrics for /metrics.
