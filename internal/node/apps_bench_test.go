@@ -34,6 +34,21 @@ func BenchmarkApps(b *testing.B) {
 	}
 }
 
+// BenchmarkAppsBaselines are the plain commands the apps' calls are made
+// of, to hold each against: setown is a SET of the connection's own
+// compare-and-set key (the write EVALSHA's script makes, to an existing
+// key, where SET's yardstick writes mostly new keys), and lpopqueue is the
+// job queue with LPOP for BLPOP (a consumer that finds the list empty
+// calls again; each of its calls that pops a job counts), so that what
+// BLPOP costs beyond a pop shows.
+//
+//	go test ./internal/node -run '^$' -bench AppsBaselines -benchtime 20000x -count 3
+func BenchmarkAppsBaselines(b *testing.B) {
+	for _, w := range []string{"setown", "lpopqueue"} {
+		b.Run(w, func(b *testing.B) { benchApps(b, w, 50) })
+	}
+}
+
 // casScript is the compare-and-set script of `tandem bench apps`.
 const casScript = "local v = redis.call('GET', KEYS[1])\nif v == ARGV[1] then\n  redis.call('SET', KEYS[1], ARGV[2])\n  return 1\nend\nreturn 0"
 
@@ -79,6 +94,16 @@ func benchApps(b *testing.B, workload string, clients int) {
 		case "set":
 			ac.cmd = appendSet(ac.cmd)
 			return ac.call(ac.cmd, "+OK\r\n")
+		case "setown":
+			ac.cmd = append(ac.cmd, "*3\r\n$3\r\nSET\r\n$"...)
+			ac.cmd = strconv.AppendInt(ac.cmd, int64(len(ac.key)), 10)
+			ac.cmd = append(ac.cmd, "\r\n"...)
+			ac.cmd = append(ac.cmd, ac.key...)
+			ac.cmd = append(ac.cmd, "\r\n$7\r\n"...)
+			ac.cmd = strconv.AppendInt(ac.cmd, 1000000+ac.seq, 10)
+			ac.cmd = append(ac.cmd, "\r\n"...)
+			ac.seq++
+			return ac.call(ac.cmd, "+OK\r\n")
 		case "multi":
 			ac.cmd = append(ac.cmd, "*1\r\n$5\r\nMULTI\r\n"...)
 			for range 5 {
@@ -105,12 +130,16 @@ func benchApps(b *testing.B, workload string, clients int) {
 		return fmt.Errorf("unknown workload %q", workload)
 	}
 	run := func(calls int64) { driveConns(b, conns, calls, op) }
-	if workload == "queue" {
-		run = func(jobs int64) { driveQueue(b, conns, jobs) }
+	switch workload {
+	case "queue":
+		run = func(jobs int64) { driveQueue(b, conns, jobs, false) }
+	case "lpopqueue":
+		run = func(jobs int64) { driveQueue(b, conns, jobs, true) }
 	}
 	run(int64(clients) * 20) // warm up
 	served0, own0, empty0 := leader.blocked.servedInPush.Load(), leader.blocked.ownPops.Load(), leader.blocked.emptyPops.Load()
 	woken0, lsn0 := leader.blocked.wokenPops.Load(), leader.db.Durable().LSN
+	appends0, _ := leader.db.AppendStats()
 	cpu0, a0 := processCPU(), heapObjects()
 	r0, w0, _ := testutil.ProcSyscalls()
 	b.ResetTimer()
@@ -124,7 +153,12 @@ func benchApps(b *testing.B, workload string, clients int) {
 	// Log entries per call (each is a proposal, an encoding, an append
 	// and an apply on every node): a count that load does not move.
 	b.ReportMetric(float64(leader.db.Durable().LSN-lsn0)/calls, "entries/call")
-	if workload == "queue" {
+	// The leader's log appends (one fdatasync each) per call: entries/call
+	// over this is the group commit's size, which the entry's fixed costs
+	// (the fsync, a message to each follower, their appends) are shared by.
+	appends1, _ := leader.db.AppendStats()
+	b.ReportMetric(float64(appends1-appends0)/calls, "appends/call")
+	if workload == "queue" || workload == "lpopqueue" {
 		// How the pops ran (INFO's blocked_pops_*), per job: in the push's
 		// entry, by the client taking a job at once, finding none.
 		reg := leader.blocked
@@ -140,11 +174,15 @@ func benchApps(b *testing.B, workload string, clients int) {
 // driveQueue has the first half of conns LPUSH jobs onto one list and the
 // rest BLPOP them, jobs in all, each connection its share, one call at a
 // time; every pop must take a job (none waits past its 10 s timeout).
-func driveQueue(b *testing.B, conns []*appConn, jobs int64) {
+// With lpop the consumers LPOP instead, calling again when the list is
+// empty, until they have taken their share.
+func driveQueue(b *testing.B, conns []*appConn, jobs int64, lpop bool) {
 	producers, consumers := conns[:len(conns)/2], conns[len(conns)/2:]
 	const push = "*3\r\n$5\r\nLPUSH\r\n$5\r\nqueue\r\n$3\r\njob\r\n"
-	const pop = "*3\r\n$5\r\nBLPOP\r\n$5\r\nqueue\r\n$2\r\n10\r\n"
-	const popped = "*2\r\n$5\r\nqueue\r\n$3\r\njob\r\n"
+	pop, popped := "*3\r\n$5\r\nBLPOP\r\n$5\r\nqueue\r\n$2\r\n10\r\n", "*2\r\n$5\r\nqueue\r\n$3\r\njob\r\n"
+	if lpop {
+		pop, popped = "*2\r\n$4\r\nLPOP\r\n$5\r\nqueue\r\n", "$3\r\njob\r\n"
+	}
 	var wg sync.WaitGroup
 	errs := make(chan error, len(conns))
 	share := func(group []*appConn, cmd, want string) {
@@ -154,11 +192,15 @@ func driveQueue(b *testing.B, conns []*appConn, jobs int64) {
 				n++
 			}
 			wg.Go(func() {
-				for range n {
+				for i := int64(0); i < n; {
 					// The reply's length only: LPUSH answers the list's length.
-					if err := ac.callReply([]byte(cmd), want); err != nil {
+					took, err := ac.callReply([]byte(cmd), want)
+					if err != nil {
 						errs <- err
 						return
+					}
+					if took {
+						i++
 					}
 				}
 			})
@@ -174,22 +216,36 @@ func driveQueue(b *testing.B, conns []*appConn, jobs int64) {
 }
 
 // callReply writes cmd and reads one reply: an integer if want is empty,
-// else exactly want.
-func (ac *appConn) callReply(cmd []byte, want string) error {
-	if want != "" {
-		return ac.call(cmd, want)
-	}
+// else exactly want or, reported as not took, a null bulk string (LPOP of
+// an empty list).
+func (ac *appConn) callReply(cmd []byte, want string) (took bool, err error) {
 	if _, err := ac.c.Write(cmd); err != nil {
-		return err
+		return false, err
 	}
 	line, err := ac.r.ReadSlice('\n')
 	if err != nil {
-		return err
+		return false, err
 	}
-	if len(line) == 0 || line[0] != ':' {
-		return fmt.Errorf("%q: reply %q, want an integer", cmd, line)
+	if want == "" {
+		if len(line) == 0 || line[0] != ':' {
+			return false, fmt.Errorf("%q: reply %q, want an integer", cmd, line)
+		}
+		return true, nil
 	}
-	return nil
+	if string(line) == "$-1\r\n" {
+		return false, nil
+	}
+	ac.got = append(ac.got[:0], line...)
+	for len(ac.got) < len(want) {
+		if line, err = ac.r.ReadSlice('\n'); err != nil {
+			return false, err
+		}
+		ac.got = append(ac.got, line...)
+	}
+	if string(ac.got) != want {
+		return false, fmt.Errorf("%q: replies %q, want %q", cmd, ac.got, want)
+	}
+	return true, nil
 }
 
 // appConn is a raw RESP client connection making one call at a time.
