@@ -43,10 +43,14 @@ func BenchmarkApps(b *testing.B) {
 // BLPOP costs beyond a pop shows. queuefull is the job queue on a leader
 // whose row cache other keys have filled first, as `tandem bench apps`
 // runs it after SET and MULTI have written their 100,000 keys.
+// queueblocked is the job queue with 10 producers and 40 consumers, so
+// that the list is mostly empty and a job's consumer is mostly blocked
+// when it is pushed: what a pop served in the push's entry and its
+// wake-up cost.
 //
 //	go test ./internal/node -run '^$' -bench AppsBaselines -benchtime 20000x -count 3
 func BenchmarkAppsBaselines(b *testing.B) {
-	for _, w := range []string{"setown", "lpopqueue", "queuefull"} {
+	for _, w := range []string{"setown", "lpopqueue", "queuefull", "queueblocked"} {
 		b.Run(w, func(b *testing.B) { benchApps(b, w, 50) })
 	}
 }
@@ -138,9 +142,11 @@ func benchApps(b *testing.B, workload string, clients int) {
 	run := func(calls int64) { driveConns(b, conns, calls, op) }
 	switch workload {
 	case "queue":
-		run = func(jobs int64) { driveQueue(b, conns, jobs, false) }
+		run = func(jobs int64) { driveQueue(b, conns, len(conns)/2, jobs, false) }
+	case "queueblocked":
+		run = func(jobs int64) { driveQueue(b, conns, len(conns)/5, jobs, false) }
 	case "lpopqueue":
-		run = func(jobs int64) { driveQueue(b, conns, jobs, true) }
+		run = func(jobs int64) { driveQueue(b, conns, len(conns)/2, jobs, true) }
 	}
 	run(int64(clients) * 20) // warm up
 	served0, own0, empty0 := leader.blocked.servedInPush.Load(), leader.blocked.ownPops.Load(), leader.blocked.emptyPops.Load()
@@ -168,7 +174,7 @@ func benchApps(b *testing.B, workload string, clients int) {
 	// The leader's point reads the row cache missed (each a Pebble
 	// lookup) per call.
 	b.ReportMetric(float64(leader.db.RowCacheStats().Misses-rc0.Misses)/calls, "rowcache-misses/call")
-	if workload == "queue" || workload == "lpopqueue" {
+	if strings.Contains(workload, "queue") {
 		// How the pops ran (INFO's blocked_pops_*), per job: in the push's
 		// entry, by the client taking a job at once, finding none.
 		reg := leader.blocked
@@ -181,13 +187,13 @@ func benchApps(b *testing.B, workload string, clients int) {
 	}
 }
 
-// driveQueue has the first half of conns LPUSH jobs onto one list and the
+// driveQueue has the first np of conns LPUSH jobs onto one list and the
 // rest BLPOP them, jobs in all, each connection its share, one call at a
 // time; every pop must take a job (none waits past its 10 s timeout).
 // With lpop the consumers LPOP instead, calling again when the list is
 // empty, until they have taken their share.
-func driveQueue(b *testing.B, conns []*appConn, jobs int64, lpop bool) {
-	producers, consumers := conns[:len(conns)/2], conns[len(conns)/2:]
+func driveQueue(b *testing.B, conns []*appConn, np int, jobs int64, lpop bool) {
+	producers, consumers := conns[:np], conns[np:]
 	const push = "*3\r\n$5\r\nLPUSH\r\n$5\r\nqueue\r\n$3\r\njob\r\n"
 	pop, popped := "*3\r\n$5\r\nBLPOP\r\n$5\r\nqueue\r\n$2\r\n10\r\n", "*2\r\n$5\r\nqueue\r\n$3\r\njob\r\n"
 	if lpop {

@@ -305,10 +305,46 @@ func (r *blockRegistry) serve(v commands.View, cctx commands.Ctx, res commands.R
 	if len(served) == 0 {
 		return res, nil, nil
 	}
-	res.Ops = batch.Ops()
+	res.Ops = foldNewDrops(batch.Ops(), v.NewVersion())
 	res.Publish = append(res.Publish, batch.Publish()...)
 	return res, served, nil
 }
+
+// foldNewDrops rewrites, in place, the ops of an entry at version nv (the
+// LSN it gets: every collection the entry makes has it) so that the
+// sub-key rows of a collection the entry makes and then drops are never
+// written: they are left out, and the drop becomes a deletion of the
+// key's metadata row, which leaves the key absent as the drop did. Its
+// metadata writes stay, so the entry still changes the key (a WATCH of it
+// fails, as the push fails it in Redis). A job pushed to an empty list
+// and popped at once by the client blocked on it (serve) is such a
+// collection: an element row, the head row, the metadata row and a range
+// deletion of the version's rows (which Pebble fragments) on every node
+// become two point writes of the metadata row. Rows of nv exist only in
+// this entry, so leaving them out changes nothing a later read sees. The
+// ops of a collection made again after its drop (same key, same version)
+// stay.
+func foldNewDrops(ops []logrec.Op, nv uint64) []logrec.Op {
+	for i := range ops {
+		if ops[i].Kind != logrec.OpDrop || ops[i].Version != nv {
+			continue
+		}
+		key := ops[i].Key
+		ops[i] = logrec.Op{Kind: logrec.OpDelete, Key: key}
+		// Mark the version's earlier sub-key rows of the key.
+		for j := range i {
+			op := &ops[j]
+			if (op.Kind == logrec.OpSubPut || op.Kind == logrec.OpSubDel) && op.Version == nv && string(op.Key) == string(key) {
+				op.Kind = opFolded
+			}
+		}
+	}
+	return slices.DeleteFunc(ops, func(op logrec.Op) bool { return op.Kind == opFolded })
+}
+
+// opFolded marks, inside foldNewDrops only, an op it leaves out: no op
+// kind has it.
+const opFolded logrec.OpKind = 255
 
 // unserve takes back pops serve ran in an entry that was not logged:
 // nothing was popped, and each client waits again.
