@@ -94,8 +94,9 @@ type blockRegistry struct {
 	// blocked counts the clients blocked now (INFO blocked_clients): those
 	// whose first pop found nothing, until they are answered.
 	blocked atomic.Int64
-	// changed is closed and replaced when blocked changes (under mu), for
-	// tests that wait for a client to block.
+	// changed (under mu) is closed when blocked changes, for tests that
+	// wait for a client to block; nil until one asks (blockedChanged), so
+	// that blocking and unblocking make no channel otherwise.
 	changed chan struct{}
 	// How the blocking commands' pops ran (INFO # Clients): run by a push
 	// in its entry (servedInPush), or by the client itself, taking
@@ -130,8 +131,10 @@ func (r *blockRegistry) addBlocked(d int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.blocked.Add(d)
-	close(r.changed)
-	r.changed = make(chan struct{})
+	if r.changed != nil {
+		close(r.changed)
+		r.changed = nil
+	}
 }
 
 // blockedChanged returns the count of blocked clients and a channel closed
@@ -139,6 +142,9 @@ func (r *blockRegistry) addBlocked(d int64) {
 func (r *blockRegistry) blockedChanged() (int64, <-chan struct{}) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.changed == nil {
+		r.changed = make(chan struct{})
+	}
 	return r.blocked.Load(), r.changed
 }
 
@@ -180,7 +186,7 @@ type popResult struct {
 }
 
 func newBlockRegistry() *blockRegistry {
-	return &blockRegistry{keys: map[string]*keyWaiters{}, changed: make(chan struct{})}
+	return &blockRegistry{keys: map[string]*keyWaiters{}}
 }
 
 // add registers a waiter for the command spec args on keys (a key given
@@ -425,7 +431,6 @@ func (r *blockRegistry) sequenced(ops []logrec.Op) {
 	if len(r.keys) == 0 {
 		return
 	}
-	var gone map[string]bool
 	for i := range ops {
 		if ops[i].Kind != logrec.OpSubPut || len(ops[i].Sub) == 0 {
 			continue // a list's head row (keyspace.ListHeadSub) moves on pops too
@@ -434,10 +439,7 @@ func (r *blockRegistry) sequenced(ops []logrec.Op) {
 		if kw == nil {
 			continue
 		}
-		if gone == nil {
-			gone = deletedBy(ops)
-		}
-		if gone[string(ops[i].Key)] {
+		if deletedLast(ops[i+1:], ops[i].Key) {
 			// The entry took it all (its served pops emptied the list):
 			// a turn would pop nothing.
 			continue
@@ -450,20 +452,21 @@ func (r *blockRegistry) sequenced(ops []logrec.Op) {
 	}
 }
 
-// deletedBy returns the keys whose last op in ops deletes them.
-func deletedBy(ops []logrec.Op) map[string]bool {
-	gone := map[string]bool{}
-	for i := range ops {
-		switch ops[i].Kind {
-		case logrec.OpDelete, logrec.OpDrop:
-			gone[string(ops[i].Key)] = true
-		case logrec.OpFlushAll:
-			clear(gone) // keys written after it are there
-		default:
-			delete(gone, string(ops[i].Key))
+// deletedLast reports whether the last op of key in ops deletes it (a
+// FLUSHALL after the key's last op is not counted: the answer only spares
+// a turn, so "no" is always safe). It scans from the end, allocating
+// nothing: a map of the entry's deleted keys cost two allocations on
+// every entry that pushed to a key someone waits on.
+func deletedLast(ops []logrec.Op, key []byte) bool {
+	for i := len(ops) - 1; i >= 0; i-- {
+		switch op := &ops[i]; {
+		case op.Kind == logrec.OpFlushAll:
+			return false
+		case string(op.Key) == string(key):
+			return op.Kind == logrec.OpDelete || op.Kind == logrec.OpDrop
 		}
 	}
-	return gone
+	return false
 }
 
 // turnLocked gives kw's turn, which no one holds, to its oldest waiter

@@ -991,3 +991,26 @@ func TestTransactionServesBlockedPops(t *testing.T) {
 		})
 	}
 }
+
+// TestDeletedLast: a push gives no turn when the entry's last op of its
+// key deletes it, and only then.
+func TestDeletedLast(t *testing.T) {
+	op := func(kind logrec.OpKind, key string) logrec.Op { return logrec.Op{Kind: kind, Key: []byte(key)} }
+	for _, c := range []struct {
+		name string
+		ops  []logrec.Op
+		want bool
+	}{
+		{"nothing after", nil, false},
+		{"dropped", []logrec.Op{op(logrec.OpMeta, "q"), op(logrec.OpDrop, "q")}, true},
+		{"deleted", []logrec.Op{op(logrec.OpDelete, "q")}, true},
+		{"dropped and made again", []logrec.Op{op(logrec.OpDrop, "q"), op(logrec.OpSubPut, "q"), op(logrec.OpMeta, "q")}, false},
+		{"another key dropped", []logrec.Op{op(logrec.OpDrop, "o"), op(logrec.OpMeta, "o")}, false},
+		{"dropped, then another key", []logrec.Op{op(logrec.OpDrop, "q"), op(logrec.OpMeta, "o")}, true},
+		{"flushed after", []logrec.Op{op(logrec.OpDrop, "q"), op(logrec.OpFlushAll, "")}, false},
+	} {
+		if got := deletedLast(c.ops, []byte("q")); got != c.want {
+			t.Errorf("%s: deletedLast = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
