@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"container/list"
 	"context"
 	"slices"
@@ -152,6 +153,9 @@ func (r *blockRegistry) blockedChanged() (int64, <-chan struct{}) {
 type waiter struct {
 	keys  []string
 	elems []*list.Element // in keys' queues, parallel to keys
+	// key1 and elem1 hold keys and elems while there is one key.
+	key1  [1]string
+	elem1 [1]*list.Element
 	// spec and args are its command, which serve runs as its pop.
 	spec *commands.Spec
 	args [][]byte
@@ -198,8 +202,9 @@ func (r *blockRegistry) add(spec *commands.Spec, args [][]byte, keys [][]byte) *
 // addWaiter is add; idle marks the waiter idle at once (its pop just
 // found nothing, under the sequencing lock: blockThen's first pop).
 func (r *blockRegistry) addWaiter(spec *commands.Spec, args [][]byte, keys [][]byte, idle bool) *waiter {
-	w := &waiter{spec: spec, args: args, wake: make(chan struct{}, 1), idle: idle,
-		keys: make([]string, 0, len(keys)), elems: make([]*list.Element, 0, len(keys))}
+	w := &waiter{spec: spec, args: args, wake: make(chan struct{}, 1), idle: idle}
+	// One key (a job queue's BLPOP) fits in the waiter's own arrays.
+	w.keys, w.elems = w.key1[:0], w.elem1[:0]
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, k := range keys {
@@ -265,17 +270,20 @@ func (r *blockRegistry) serve(v commands.View, cctx commands.Ctx, res commands.R
 	var pctx *commands.Ctx
 	var batch *commands.Batch
 	var served []*servedPop
-	var visited []string
+	// The keys served so far: the ops' own bytes, a few in an array on
+	// the stack (a string of each was an allocation per push).
+	var visitedArr [4][]byte
+	visited := visitedArr[:0]
 	for i := range res.Ops {
 		op := &res.Ops[i]
 		if op.Kind != logrec.OpSubPut || len(op.Sub) == 0 {
 			continue // not a push (keyspace.ListHeadSub moves on pops too)
 		}
 		kw := r.keys[string(op.Key)]
-		if kw == nil || kw.holder != nil || slices.Contains(visited, string(op.Key)) {
+		if kw == nil || kw.holder != nil || slices.ContainsFunc(visited, func(k []byte) bool { return bytes.Equal(k, op.Key) }) {
 			continue
 		}
-		visited = append(visited, string(op.Key))
+		visited = append(visited, op.Key)
 		for e := kw.q.Front(); e != nil; e = e.Next() {
 			w := e.Value.(*waiter)
 			if w.done {
@@ -552,7 +560,24 @@ func (b backend) blockThen(ctx context.Context, spec *commands.Spec, args [][]by
 	// after that pop finds w in line (idle: a push may serve it): no push
 	// falls between the pop and the registration.
 	var w *waiter
+	// What the first wait set up, undone once at the end: a defer inside
+	// the loop below would be a heap allocation each (three a blocked
+	// call).
+	var (
+		timer     *time.Timer
+		unblockOK func()
+		counted   bool
+	)
 	defer func() {
+		if counted {
+			reg.addBlocked(-1)
+		}
+		if unblockOK != nil {
+			unblockOK()
+		}
+		if timer != nil {
+			timer.Stop()
+		}
 		if w != nil {
 			reg.remove(w)
 		}
@@ -616,20 +641,17 @@ func (b backend) blockThen(ctx context.Context, spec *commands.Spec, args [][]by
 		}
 		if !again {
 			if ba.Timeout > 0 {
-				t := time.NewTimer(ba.Timeout)
-				defer t.Stop()
-				timeout = t.C
+				timer = time.NewTimer(ba.Timeout)
+				timeout = timer.C
 			}
 			// Unblockable before counted: a client that INFO shows as
 			// blocked must already take CLIENT UNBLOCK, or an UNBLOCK sent
 			// on seeing the count finds no call, answers 0, and a pop
 			// without a timeout waits for ever (Redis's "client unblock
 			// tests" hung once in CI on that window).
-			var done func()
-			unblocked, done = resp.BlockedCall(ctx)
-			defer done()
+			unblocked, unblockOK = resp.BlockedCall(ctx)
 			reg.addBlocked(1)
-			defer reg.addBlocked(-1)
+			counted = true
 		}
 		var left commands.Reply // the answer if w leaves unserved
 		select {
