@@ -37,9 +37,12 @@ import (
 // (fanOut shares the commit), never before, so an element is
 // acknowledged to exactly one consumer and only once its pop is
 // committed. A served client that times out, is unblocked or loses its
-// leader at that moment still answers its element (leave). A pipeline's
-// batch and a transaction serve the same way, after all of their
-// commands (startServing, startTx). Waiters that are not idle are served
+// leader at that moment still answers its element (leave). A list the
+// entry made and its served pops emptied again (a job pushed to an idle
+// consumer) has none of its rows written, only its metadata row written
+// and deleted (foldNewDrops). A pipeline's batch and a transaction serve
+// the same way, after all of their commands (startServing, startTx).
+// Waiters that are not idle are served
 // by turns:
 //
 // A key's waiters are served one at a time, in order, by a turn passed
