@@ -42,8 +42,7 @@ import (
 // consumer) has none of its rows written, only its metadata row written
 // and deleted (foldNewDrops). A pipeline's batch and a transaction serve
 // the same way, after all of their commands (startServing, startTx).
-// Waiters that are not idle are served
-// by turns:
+// Waiters that are not idle are served by turns:
 //
 // A key's waiters are served one at a time, in order, by a turn passed
 // along the queue at sequencing speed:
