@@ -34,6 +34,27 @@ func BenchmarkApps(b *testing.B) {
 	}
 }
 
+// BenchmarkAppsBaselines are the plain commands the apps' calls are made
+// of, to hold each against: setown is a SET of the connection's own
+// compare-and-set key (the write EVALSHA's script makes, to an existing
+// key, where SET's yardstick writes mostly new keys), and lpopqueue is the
+// job queue with LPOP for BLPOP (a consumer that finds the list empty
+// calls again; each of its calls that pops a job counts), so that what
+// BLPOP costs beyond a pop shows. queuefull is the job queue on a leader
+// whose row cache other keys have filled first, as `tandem bench apps`
+// runs it after SET and MULTI have written their 100,000 keys.
+// queueblocked is the job queue with 10 producers and 40 consumers, so
+// that the list is mostly empty and a job's consumer is mostly blocked
+// when it is pushed: what a pop served in the push's entry and its
+// wake-up cost.
+//
+//	go test ./internal/node -run '^$' -bench AppsBaselines -benchtime 20000x -count 3
+func BenchmarkAppsBaselines(b *testing.B) {
+	for _, w := range []string{"setown", "lpopqueue", "queuefull", "queueblocked"} {
+		b.Run(w, func(b *testing.B) { benchApps(b, w, 50) })
+	}
+}
+
 // casScript is the compare-and-set script of `tandem bench apps`.
 const casScript = "local v = redis.call('GET', KEYS[1])\nif v == ARGV[1] then\n  redis.call('SET', KEYS[1], ARGV[2])\n  return 1\nend\nreturn 0"
 
@@ -79,6 +100,16 @@ func benchApps(b *testing.B, workload string, clients int) {
 		case "set":
 			ac.cmd = appendSet(ac.cmd)
 			return ac.call(ac.cmd, "+OK\r\n")
+		case "setown":
+			ac.cmd = append(ac.cmd, "*3\r\n$3\r\nSET\r\n$"...)
+			ac.cmd = strconv.AppendInt(ac.cmd, int64(len(ac.key)), 10)
+			ac.cmd = append(ac.cmd, "\r\n"...)
+			ac.cmd = append(ac.cmd, ac.key...)
+			ac.cmd = append(ac.cmd, "\r\n$7\r\n"...)
+			ac.cmd = strconv.AppendInt(ac.cmd, 1000000+ac.seq, 10)
+			ac.cmd = append(ac.cmd, "\r\n"...)
+			ac.seq++
+			return ac.call(ac.cmd, "+OK\r\n")
 		case "multi":
 			ac.cmd = append(ac.cmd, "*1\r\n$5\r\nMULTI\r\n"...)
 			for range 5 {
@@ -104,13 +135,24 @@ func benchApps(b *testing.B, workload string, clients int) {
 		}
 		return fmt.Errorf("unknown workload %q", workload)
 	}
+	if workload == "queuefull" {
+		fillRowCache(b, leader)
+		workload = "queue"
+	}
 	run := func(calls int64) { driveConns(b, conns, calls, op) }
-	if workload == "queue" {
-		run = func(jobs int64) { driveQueue(b, conns, jobs) }
+	switch workload {
+	case "queue":
+		run = func(jobs int64) { driveQueue(b, conns, len(conns)/2, jobs, false) }
+	case "queueblocked":
+		run = func(jobs int64) { driveQueue(b, conns, len(conns)/5, jobs, false) }
+	case "lpopqueue":
+		run = func(jobs int64) { driveQueue(b, conns, len(conns)/2, jobs, true) }
 	}
 	run(int64(clients) * 20) // warm up
 	served0, own0, empty0 := leader.blocked.servedInPush.Load(), leader.blocked.ownPops.Load(), leader.blocked.emptyPops.Load()
 	woken0, lsn0 := leader.blocked.wokenPops.Load(), leader.db.Durable().LSN
+	appends0, _ := leader.db.AppendStats()
+	rc0 := leader.db.RowCacheStats()
 	cpu0, a0 := processCPU(), heapObjects()
 	r0, w0, _ := testutil.ProcSyscalls()
 	b.ResetTimer()
@@ -124,7 +166,15 @@ func benchApps(b *testing.B, workload string, clients int) {
 	// Log entries per call (each is a proposal, an encoding, an append
 	// and an apply on every node): a count that load does not move.
 	b.ReportMetric(float64(leader.db.Durable().LSN-lsn0)/calls, "entries/call")
-	if workload == "queue" {
+	// The leader's log appends (one fdatasync each) per call: entries/call
+	// over this is the group commit's size, which the entry's fixed costs
+	// (the fsync, a message to each follower, their appends) are shared by.
+	appends1, _ := leader.db.AppendStats()
+	b.ReportMetric(float64(appends1-appends0)/calls, "appends/call")
+	// The leader's point reads the row cache missed (each a Pebble
+	// lookup) per call.
+	b.ReportMetric(float64(leader.db.RowCacheStats().Misses-rc0.Misses)/calls, "rowcache-misses/call")
+	if strings.Contains(workload, "queue") {
 		// How the pops ran (INFO's blocked_pops_*), per job: in the push's
 		// entry, by the client taking a job at once, finding none.
 		reg := leader.blocked
@@ -137,14 +187,18 @@ func benchApps(b *testing.B, workload string, clients int) {
 	}
 }
 
-// driveQueue has the first half of conns LPUSH jobs onto one list and the
+// driveQueue has the first np of conns LPUSH jobs onto one list and the
 // rest BLPOP them, jobs in all, each connection its share, one call at a
 // time; every pop must take a job (none waits past its 10 s timeout).
-func driveQueue(b *testing.B, conns []*appConn, jobs int64) {
-	producers, consumers := conns[:len(conns)/2], conns[len(conns)/2:]
+// With lpop the consumers LPOP instead, calling again when the list is
+// empty, until they have taken their share.
+func driveQueue(b *testing.B, conns []*appConn, np int, jobs int64, lpop bool) {
+	producers, consumers := conns[:np], conns[np:]
 	const push = "*3\r\n$5\r\nLPUSH\r\n$5\r\nqueue\r\n$3\r\njob\r\n"
-	const pop = "*3\r\n$5\r\nBLPOP\r\n$5\r\nqueue\r\n$2\r\n10\r\n"
-	const popped = "*2\r\n$5\r\nqueue\r\n$3\r\njob\r\n"
+	pop, popped := "*3\r\n$5\r\nBLPOP\r\n$5\r\nqueue\r\n$2\r\n10\r\n", "*2\r\n$5\r\nqueue\r\n$3\r\njob\r\n"
+	if lpop {
+		pop, popped = "*2\r\n$4\r\nLPOP\r\n$5\r\nqueue\r\n", "$3\r\njob\r\n"
+	}
 	var wg sync.WaitGroup
 	errs := make(chan error, len(conns))
 	share := func(group []*appConn, cmd, want string) {
@@ -154,11 +208,15 @@ func driveQueue(b *testing.B, conns []*appConn, jobs int64) {
 				n++
 			}
 			wg.Go(func() {
-				for range n {
+				for i := int64(0); i < n; {
 					// The reply's length only: LPUSH answers the list's length.
-					if err := ac.callReply([]byte(cmd), want); err != nil {
+					took, err := ac.callReply([]byte(cmd), want)
+					if err != nil {
 						errs <- err
 						return
+					}
+					if took {
+						i++
 					}
 				}
 			})
@@ -174,22 +232,36 @@ func driveQueue(b *testing.B, conns []*appConn, jobs int64) {
 }
 
 // callReply writes cmd and reads one reply: an integer if want is empty,
-// else exactly want.
-func (ac *appConn) callReply(cmd []byte, want string) error {
-	if want != "" {
-		return ac.call(cmd, want)
-	}
+// else exactly want or, reported as not took, a null bulk string (LPOP of
+// an empty list).
+func (ac *appConn) callReply(cmd []byte, want string) (took bool, err error) {
 	if _, err := ac.c.Write(cmd); err != nil {
-		return err
+		return false, err
 	}
 	line, err := ac.r.ReadSlice('\n')
 	if err != nil {
-		return err
+		return false, err
 	}
-	if len(line) == 0 || line[0] != ':' {
-		return fmt.Errorf("%q: reply %q, want an integer", cmd, line)
+	if want == "" {
+		if len(line) == 0 || line[0] != ':' {
+			return false, fmt.Errorf("%q: reply %q, want an integer", cmd, line)
+		}
+		return true, nil
 	}
-	return nil
+	if string(line) == "$-1\r\n" {
+		return false, nil
+	}
+	ac.got = append(ac.got[:0], line...)
+	for len(ac.got) < len(want) {
+		if line, err = ac.r.ReadSlice('\n'); err != nil {
+			return false, err
+		}
+		ac.got = append(ac.got, line...)
+	}
+	if string(ac.got) != want {
+		return false, fmt.Errorf("%q: replies %q, want %q", cmd, ac.got, want)
+	}
+	return true, nil
 }
 
 // appConn is a raw RESP client connection making one call at a time.
@@ -219,4 +291,48 @@ func (ac *appConn) call(cmd []byte, want string) error {
 		return fmt.Errorf("%q: replies %q, want %q", cmd, ac.got, want)
 	}
 	return nil
+}
+
+// fillRowCache writes keys of 100-byte values to n, 16 SETs a round trip,
+// until its row cache is full: no room left in nearly every shard, so a
+// written row not cached before is not cached now (rowcache: a writer
+// never evicts), as on a node that has served other keys for a while.
+func fillRowCache(b *testing.B, n *Node) {
+	c, err := net.Dial("tcp", n.respAddr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	value := strings.Repeat("v", 100)
+	var buf []byte
+	var rows uint64
+	for i := 0; ; i++ {
+		if i%64 == 0 {
+			// Puts stop being admitted shard by shard: stop once the
+			// cached rows stop growing over 1024 SETs.
+			st := n.db.RowCacheStats()
+			if i > 0 && st.Rows == rows {
+				return
+			}
+			rows = st.Rows
+		}
+		buf = buf[:0]
+		for j := range 16 {
+			k := "fill:" + strconv.Itoa(16*i+j)
+			buf = fmt.Appendf(buf, "*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n", len(k), k, len(value), value)
+		}
+		if _, err := c.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+		for range 16 {
+			line, err := r.ReadSlice('\n')
+			if err != nil {
+				b.Fatal(err)
+			}
+			if string(line) != "+OK\r\n" {
+				b.Fatalf("SET: reply %q", line)
+			}
+		}
+	}
 }

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"container/list"
 	"context"
 	"slices"
@@ -36,10 +37,12 @@ import (
 // (fanOut shares the commit), never before, so an element is
 // acknowledged to exactly one consumer and only once its pop is
 // committed. A served client that times out, is unblocked or loses its
-// leader at that moment still answers its element (leave). A pipeline's
-// batch and a transaction serve the same way, after all of their
-// commands (startServing, startTx). Waiters that are not idle are served
-// by turns:
+// leader at that moment still answers its element (leave). A list the
+// entry made and its served pops emptied again (a job pushed to an idle
+// consumer) has none of its rows written, only its metadata row written
+// and deleted (foldNewDrops). A pipeline's batch and a transaction serve
+// the same way, after all of their commands (startServing, startTx).
+// Waiters that are not idle are served by turns:
 //
 // A key's waiters are served one at a time, in order, by a turn passed
 // along the queue at sequencing speed:
@@ -94,8 +97,9 @@ type blockRegistry struct {
 	// blocked counts the clients blocked now (INFO blocked_clients): those
 	// whose first pop found nothing, until they are answered.
 	blocked atomic.Int64
-	// changed is closed and replaced when blocked changes (under mu), for
-	// tests that wait for a client to block.
+	// changed (under mu) is closed when blocked changes, for tests that
+	// wait for a client to block; nil until one asks (blockedChanged), so
+	// that blocking and unblocking make no channel otherwise.
 	changed chan struct{}
 	// How the blocking commands' pops ran (INFO # Clients): run by a push
 	// in its entry (servedInPush), or by the client itself, taking
@@ -130,8 +134,10 @@ func (r *blockRegistry) addBlocked(d int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.blocked.Add(d)
-	close(r.changed)
-	r.changed = make(chan struct{})
+	if r.changed != nil {
+		close(r.changed)
+		r.changed = nil
+	}
 }
 
 // blockedChanged returns the count of blocked clients and a channel closed
@@ -139,6 +145,9 @@ func (r *blockRegistry) addBlocked(d int64) {
 func (r *blockRegistry) blockedChanged() (int64, <-chan struct{}) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.changed == nil {
+		r.changed = make(chan struct{})
+	}
 	return r.blocked.Load(), r.changed
 }
 
@@ -146,6 +155,9 @@ func (r *blockRegistry) blockedChanged() (int64, <-chan struct{}) {
 type waiter struct {
 	keys  []string
 	elems []*list.Element // in keys' queues, parallel to keys
+	// key1 and elem1 hold keys and elems while there is one key.
+	key1  [1]string
+	elem1 [1]*list.Element
 	// spec and args are its command, which serve runs as its pop.
 	spec *commands.Spec
 	args [][]byte
@@ -180,7 +192,7 @@ type popResult struct {
 }
 
 func newBlockRegistry() *blockRegistry {
-	return &blockRegistry{keys: map[string]*keyWaiters{}, changed: make(chan struct{})}
+	return &blockRegistry{keys: map[string]*keyWaiters{}}
 }
 
 // add registers a waiter for the command spec args on keys (a key given
@@ -192,8 +204,9 @@ func (r *blockRegistry) add(spec *commands.Spec, args [][]byte, keys [][]byte) *
 // addWaiter is add; idle marks the waiter idle at once (its pop just
 // found nothing, under the sequencing lock: blockThen's first pop).
 func (r *blockRegistry) addWaiter(spec *commands.Spec, args [][]byte, keys [][]byte, idle bool) *waiter {
-	w := &waiter{spec: spec, args: args, wake: make(chan struct{}, 1), idle: idle,
-		keys: make([]string, 0, len(keys)), elems: make([]*list.Element, 0, len(keys))}
+	w := &waiter{spec: spec, args: args, wake: make(chan struct{}, 1), idle: idle}
+	// One key (a job queue's BLPOP) fits in the waiter's own arrays.
+	w.keys, w.elems = w.key1[:0], w.elem1[:0]
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, k := range keys {
@@ -259,17 +272,20 @@ func (r *blockRegistry) serve(v commands.View, cctx commands.Ctx, res commands.R
 	var pctx *commands.Ctx
 	var batch *commands.Batch
 	var served []*servedPop
-	var visited []string
+	// The keys served so far: the ops' own bytes, a few in an array on
+	// the stack (a string of each was an allocation per push).
+	var visitedArr [4][]byte
+	visited := visitedArr[:0]
 	for i := range res.Ops {
 		op := &res.Ops[i]
 		if op.Kind != logrec.OpSubPut || len(op.Sub) == 0 {
 			continue // not a push (keyspace.ListHeadSub moves on pops too)
 		}
 		kw := r.keys[string(op.Key)]
-		if kw == nil || kw.holder != nil || slices.Contains(visited, string(op.Key)) {
+		if kw == nil || kw.holder != nil || slices.ContainsFunc(visited, func(k []byte) bool { return bytes.Equal(k, op.Key) }) {
 			continue
 		}
-		visited = append(visited, string(op.Key))
+		visited = append(visited, op.Key)
 		for e := kw.q.Front(); e != nil; e = e.Next() {
 			w := e.Value.(*waiter)
 			if w.done {
@@ -305,10 +321,46 @@ func (r *blockRegistry) serve(v commands.View, cctx commands.Ctx, res commands.R
 	if len(served) == 0 {
 		return res, nil, nil
 	}
-	res.Ops = batch.Ops()
+	res.Ops = foldNewDrops(batch.Ops(), v.NewVersion())
 	res.Publish = append(res.Publish, batch.Publish()...)
 	return res, served, nil
 }
+
+// foldNewDrops rewrites, in place, the ops of an entry at version nv (the
+// LSN it gets: every collection the entry makes has it) so that the
+// sub-key rows of a collection the entry makes and then drops are never
+// written: they are left out, and the drop becomes a deletion of the
+// key's metadata row, which leaves the key absent as the drop did. Its
+// metadata writes stay, so the entry still changes the key (a WATCH of it
+// fails, as the push fails it in Redis). A job pushed to an empty list
+// and popped at once by the client blocked on it (serve) is such a
+// collection: an element row, the head row, the metadata row and a range
+// deletion of the version's rows (which Pebble fragments) on every node
+// become two point writes of the metadata row. Rows of nv exist only in
+// this entry, so leaving them out changes nothing a later read sees. The
+// ops of a collection made again after its drop (same key, same version)
+// stay.
+func foldNewDrops(ops []logrec.Op, nv uint64) []logrec.Op {
+	for i := range ops {
+		if ops[i].Kind != logrec.OpDrop || ops[i].Version != nv {
+			continue
+		}
+		key := ops[i].Key
+		ops[i] = logrec.Op{Kind: logrec.OpDelete, Key: key}
+		// Mark the version's earlier sub-key rows of the key.
+		for j := range i {
+			op := &ops[j]
+			if (op.Kind == logrec.OpSubPut || op.Kind == logrec.OpSubDel) && op.Version == nv && string(op.Key) == string(key) {
+				op.Kind = opFolded
+			}
+		}
+	}
+	return slices.DeleteFunc(ops, func(op logrec.Op) bool { return op.Kind == opFolded })
+}
+
+// opFolded marks, inside foldNewDrops only, an op it leaves out: no op
+// kind has it.
+const opFolded logrec.OpKind = 255
 
 // unserve takes back pops serve ran in an entry that was not logged:
 // nothing was popped, and each client waits again.
@@ -389,7 +441,6 @@ func (r *blockRegistry) sequenced(ops []logrec.Op) {
 	if len(r.keys) == 0 {
 		return
 	}
-	var gone map[string]bool
 	for i := range ops {
 		if ops[i].Kind != logrec.OpSubPut || len(ops[i].Sub) == 0 {
 			continue // a list's head row (keyspace.ListHeadSub) moves on pops too
@@ -398,10 +449,7 @@ func (r *blockRegistry) sequenced(ops []logrec.Op) {
 		if kw == nil {
 			continue
 		}
-		if gone == nil {
-			gone = deletedBy(ops)
-		}
-		if gone[string(ops[i].Key)] {
+		if deletedLast(ops[i+1:], ops[i].Key) {
 			// The entry took it all (its served pops emptied the list):
 			// a turn would pop nothing.
 			continue
@@ -414,20 +462,21 @@ func (r *blockRegistry) sequenced(ops []logrec.Op) {
 	}
 }
 
-// deletedBy returns the keys whose last op in ops deletes them.
-func deletedBy(ops []logrec.Op) map[string]bool {
-	gone := map[string]bool{}
-	for i := range ops {
-		switch ops[i].Kind {
-		case logrec.OpDelete, logrec.OpDrop:
-			gone[string(ops[i].Key)] = true
-		case logrec.OpFlushAll:
-			clear(gone) // keys written after it are there
-		default:
-			delete(gone, string(ops[i].Key))
+// deletedLast reports whether the last op of key in ops deletes it (a
+// FLUSHALL after the key's last op is not counted: the answer only spares
+// a turn, so "no" is always safe). It scans from the end, allocating
+// nothing: a map of the entry's deleted keys cost two allocations on
+// every entry that pushed to a key someone waits on.
+func deletedLast(ops []logrec.Op, key []byte) bool {
+	for i := len(ops) - 1; i >= 0; i-- {
+		switch op := &ops[i]; {
+		case op.Kind == logrec.OpFlushAll:
+			return false
+		case string(op.Key) == string(key):
+			return op.Kind == logrec.OpDelete || op.Kind == logrec.OpDrop
 		}
 	}
-	return gone
+	return false
 }
 
 // turnLocked gives kw's turn, which no one holds, to its oldest waiter
@@ -513,7 +562,24 @@ func (b backend) blockThen(ctx context.Context, spec *commands.Spec, args [][]by
 	// after that pop finds w in line (idle: a push may serve it): no push
 	// falls between the pop and the registration.
 	var w *waiter
+	// What the first wait set up, undone once at the end: a defer inside
+	// the loop below would be a heap allocation each (three a blocked
+	// call).
+	var (
+		timer     *time.Timer
+		unblockOK func()
+		counted   bool
+	)
 	defer func() {
+		if counted {
+			reg.addBlocked(-1)
+		}
+		if unblockOK != nil {
+			unblockOK()
+		}
+		if timer != nil {
+			timer.Stop()
+		}
 		if w != nil {
 			reg.remove(w)
 		}
@@ -577,20 +643,17 @@ func (b backend) blockThen(ctx context.Context, spec *commands.Spec, args [][]by
 		}
 		if !again {
 			if ba.Timeout > 0 {
-				t := time.NewTimer(ba.Timeout)
-				defer t.Stop()
-				timeout = t.C
+				timer = time.NewTimer(ba.Timeout)
+				timeout = timer.C
 			}
 			// Unblockable before counted: a client that INFO shows as
 			// blocked must already take CLIENT UNBLOCK, or an UNBLOCK sent
 			// on seeing the count finds no call, answers 0, and a pop
 			// without a timeout waits for ever (Redis's "client unblock
 			// tests" hung once in CI on that window).
-			var done func()
-			unblocked, done = resp.BlockedCall(ctx)
-			defer done()
+			unblocked, unblockOK = resp.BlockedCall(ctx)
 			reg.addBlocked(1)
-			defer reg.addBlocked(-1)
+			counted = true
 		}
 		var left commands.Reply // the answer if w leaves unserved
 		select {

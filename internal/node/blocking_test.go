@@ -625,6 +625,111 @@ func TestPushServesBlockedPops(t *testing.T) {
 	waitBlocked(t, n1, 0)
 }
 
+// TestServedJobLeavesNoList: a job pushed to an empty list and served at
+// once to the client blocked on it makes no list rows on any node: its
+// entry is the key's metadata row written and deleted (foldNewDrops), not
+// also the element and head rows and a range deletion of them; the key
+// stays absent and counted so on both nodes, a WATCH of it still sees the
+// push, and the next push makes the list as usual.
+func TestServedJobLeavesNoList(t *testing.T) {
+	n1 := testNode(t, "n1", nil)
+	n2 := testNode(t, "n2", nil)
+	follow(t, n2, n1)
+	ctx := context.Background()
+	c, w := newClient(t, n1), newClient(t, n1)
+	// A transaction WATCHing q, on a connection of its own.
+	if err := w.Watch(ctx, func(tx *redis.Tx) error {
+		r := bg(t, n1, "BLPOP", "q", "0")
+		waitBlocked(t, n1, 1)
+		before := n1.db.Applied()
+		mustDo(t, c, "LPUSH", "q", "job")
+		if got, err := result(t, r).StringSlice(); err != nil || strings.Join(got, " ") != "q job" {
+			t.Fatalf("BLPOP = %q, %v", got, err)
+		}
+		after := n1.db.Applied()
+		if after != before+1 {
+			t.Fatalf("the push and its pop took %d entries, want 1", after-before)
+		}
+		raws, err := n1.db.ReadLog(after, after, 1<<20)
+		if err != nil || len(raws) != 1 {
+			t.Fatalf("ReadLog(%d) = %d entries, %v", after, len(raws), err)
+		}
+		e, err := logrec.Decode(raws[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(e.Ops) != 2 || e.Ops[0].Kind != logrec.OpMeta || e.Ops[1].Kind != logrec.OpDelete || string(e.Ops[1].Key) != "q" {
+			t.Fatalf("the served job's entry has ops %+v, want q's metadata row written and deleted", e.Ops)
+		}
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.Set(ctx, "x", "1", 0)
+			return nil
+		})
+		if !errors.Is(err, redis.TxFailedErr) {
+			t.Fatalf("EXEC after the served push to the WATCHed key: %v, want it to fail", err)
+		}
+		return nil
+	}, "q"); err != nil {
+		t.Fatal(err)
+	}
+	waitConverged(t, n1, []*Node{n2})
+	for _, n := range []*Node{n1, n2} {
+		nc := newClient(t, n)
+		if got := nc.Exists(ctx, "q").Val(); got != 0 {
+			t.Errorf("%s: EXISTS q = %d after the job was taken", n.cfg.ID, got)
+		}
+		if got := nc.DBSize(ctx).Val(); got != 0 {
+			t.Errorf("%s: DBSIZE = %d, want 0", n.cfg.ID, got)
+		}
+	}
+	mustDo(t, c, "RPUSH", "q", "a", "b")
+	waitConverged(t, n1, []*Node{n2})
+	for _, n := range []*Node{n1, n2} {
+		if got := newClient(t, n).LRange(ctx, "q", 0, -1).Val(); strings.Join(got, " ") != "a b" {
+			t.Errorf("%s: q = %q, want [a b]", n.cfg.ID, got)
+		}
+	}
+}
+
+// TestFoldNewDrops: the sub-key rows of a collection the entry makes and
+// drops go, its drop becomes a deletion; its metadata writes, other keys,
+// older versions and the collection made again after the drop stay.
+func TestFoldNewDrops(t *testing.T) {
+	const nv = 9
+	op := func(kind logrec.OpKind, key string, version uint64, sub string) logrec.Op {
+		return logrec.Op{Kind: kind, Key: []byte(key), Version: version, Sub: []byte(sub)}
+	}
+	ops := []logrec.Op{
+		op(logrec.OpDrop, "q", 3, ""),     // an older list of q, dropped
+		op(logrec.OpSubPut, "q", nv, "e"), // q made again
+		op(logrec.OpSubPut, "o", nv, "e"), // another key's rows
+		op(logrec.OpMeta, "q", nv, ""),
+		op(logrec.OpSubDel, "q", nv, "e"),
+		op(logrec.OpDrop, "q", nv, ""),    // and dropped: folded
+		op(logrec.OpSubPut, "q", nv, "f"), // made a third time: stays
+		op(logrec.OpMeta, "q", nv, ""),
+		op(logrec.OpMeta, "o", nv, ""),
+	}
+	got := foldNewDrops(ops, nv)
+	want := []logrec.Op{
+		op(logrec.OpDrop, "q", 3, ""),
+		op(logrec.OpSubPut, "o", nv, "e"),
+		op(logrec.OpMeta, "q", nv, ""),
+		{Kind: logrec.OpDelete, Key: []byte("q")},
+		op(logrec.OpSubPut, "q", nv, "f"),
+		op(logrec.OpMeta, "q", nv, ""),
+		op(logrec.OpMeta, "o", nv, ""),
+	}
+	if len(got) != len(want) {
+		t.Fatalf("folded to %d ops %+v, want %+v", len(got), got, want)
+	}
+	for i := range want {
+		if got[i].Kind != want[i].Kind || string(got[i].Key) != string(want[i].Key) || got[i].Version != want[i].Version || string(got[i].Sub) != string(want[i].Sub) {
+			t.Errorf("op %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+}
+
 // noRows is an empty keyspace.
 type noRows struct{}
 
@@ -884,5 +989,28 @@ func TestTransactionServesBlockedPops(t *testing.T) {
 			}
 			waitBlocked(t, n1, 0)
 		})
+	}
+}
+
+// TestDeletedLast: a push gives no turn when the entry's last op of its
+// key deletes it, and only then.
+func TestDeletedLast(t *testing.T) {
+	op := func(kind logrec.OpKind, key string) logrec.Op { return logrec.Op{Kind: kind, Key: []byte(key)} }
+	for _, c := range []struct {
+		name string
+		ops  []logrec.Op
+		want bool
+	}{
+		{"nothing after", nil, false},
+		{"dropped", []logrec.Op{op(logrec.OpMeta, "q"), op(logrec.OpDrop, "q")}, true},
+		{"deleted", []logrec.Op{op(logrec.OpDelete, "q")}, true},
+		{"dropped and made again", []logrec.Op{op(logrec.OpDrop, "q"), op(logrec.OpSubPut, "q"), op(logrec.OpMeta, "q")}, false},
+		{"another key dropped", []logrec.Op{op(logrec.OpDrop, "o"), op(logrec.OpMeta, "o")}, false},
+		{"dropped, then another key", []logrec.Op{op(logrec.OpDrop, "q"), op(logrec.OpMeta, "o")}, true},
+		{"flushed after", []logrec.Op{op(logrec.OpDrop, "q"), op(logrec.OpFlushAll, "")}, false},
+	} {
+		if got := deletedLast(c.ops, []byte("q")); got != c.want {
+			t.Errorf("%s: deletedLast = %v, want %v", c.name, got, c.want)
+		}
 	}
 }

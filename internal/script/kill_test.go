@@ -3,6 +3,7 @@ package script
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"reflect"
 	"strings"
@@ -120,6 +121,51 @@ func TestClose(t *testing.T) {
 		_, err := e.Eval(&commands.Ctx{NowMs: m.now}, m, [][]byte{[]byte("EVAL"), []byte("return 1"), []byte("0")}, false, false)
 		if !errors.Is(err, ErrAborted) || !errors.Is(err, context.Canceled) {
 			t.Fatalf("Eval after Close: %v", err)
+		}
+	}
+}
+
+// TestRunsReusedConcurrently: a state's run is reused by the next script
+// the state runs, at once on another goroutine; each Eval still answers
+// its own reply and ops (Eval takes them before the state goes back to
+// the pool), and a state whose last run was killed runs the next to its
+// end (a fresh done channel). Run it with -race too.
+func TestRunsReusedConcurrently(t *testing.T) {
+	e := New(Config{})
+	body := []byte("redis.call('set', KEYS[1], ARGV[1]); if ARGV[2] == 'loop' then while true do end end; return ARGV[1]")
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			m := newMem()
+			for i := range 300 {
+				key, val := fmt.Sprintf("k%d", g), fmt.Sprintf("v%d.%d", g, i)
+				res, err := e.Eval(&commands.Ctx{NowMs: m.now}, m, [][]byte{[]byte("EVAL"), body, []byte("1"), []byte(key), []byte(val), []byte("no")}, false, false)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if b, ok := res.Reply.(commands.Bulk); !ok || string(b) != val {
+					t.Errorf("call %d of %d answered %v, want %s", i, g, res.Reply, val)
+					return
+				}
+				if len(res.Ops) != 1 || string(res.Ops[0].Key) != key || string(res.Ops[0].Value) != val {
+					t.Errorf("call %d of %d: ops %v, want SET %s %s", i, g, res.Ops, key, val)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	// A killed run (read-only: killable) leaves its state to the next.
+	ro, out := runAsync(t, "redis.log(redis.LOG_NOTICE, 'go'); while true do end", true)
+	if got := ro.Kill(); got != commands.OK {
+		t.Fatalf("Kill: %v", got)
+	}
+	<-out
+	m := newMem()
+	for range 3 {
+		if got := eval(t, ro, m, "local n = 0; for i = 1, 1000 do n = n + i end; return n", "0"); !reflect.DeepEqual(got, commands.Int(500500)) {
+			t.Fatalf("after a kill: %v", got)
 		}
 	}
 }

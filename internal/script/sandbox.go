@@ -27,6 +27,11 @@ type vm struct {
 	// read-only proxies of the libraries and the metatable scripts see.
 	protected []*lua.LTable
 	run       *run // the current run; nil between runs
+	// runMem is the run of every script this state runs (newRun), one at
+	// a time: a run and its done channel were two allocations a call.
+	// Nothing holds a run past Eval: Eval takes its reply and ops before
+	// the state goes back to the pool, and Engine.runs and seq drop it.
+	runMem run
 	// fns are the functions of the scripts this state ran, reused (at
 	// most maxFns; Flush discards the state, and so them).
 	fns map[*compiled]*lua.LFunction

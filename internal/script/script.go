@@ -137,7 +137,10 @@ type run struct {
 	readOnly bool            // write commands refused
 	resp     int             // the protocol redis.call replies are converted from
 	sha      string
-	started  time.Time
+	// started is when the run began, in nanoseconds since clockBase:
+	// atomic, since Busy reads it while the run's state may be taken for
+	// the next script.
+	started atomic.Int64
 	// done is closed by cancel: the run is the context its Lua state
 	// runs under (context.Context below), which gopher-lua asks for Done
 	// at every instruction; one channel a run, where
@@ -223,7 +226,7 @@ func (e *Engine) Cached() int {
 // BUSY instead.
 func (e *Engine) Busy() bool {
 	r := e.seq.Load()
-	return r != nil && time.Since(r.started) > e.cfg.BusyAfter
+	return r != nil && time.Since(clockBase)-time.Duration(r.started.Load()) > e.cfg.BusyAfter
 }
 
 // Kill stops the running scripts (SCRIPT KILL): NOTBUSY when none runs,
@@ -286,19 +289,16 @@ func (e *Engine) Eval(ctx *commands.Ctx, v commands.View, args [][]byte, readOnl
 	}
 	keys, argv := args[3:3+nk], args[3+nk:]
 
-	r := &run{
-		ctx: ctx, readOnly: readOnly || sc.noWrites, resp: 2,
-		sha: sha, started: time.Now(), done: make(chan struct{}),
-	}
-	r.batch = &r.batchMem
-	r.batch.Init(v)
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
 		return commands.Result{}, errClosed
 	}
-	e.runs[r] = struct{}{}
 	m := e.getLocked()
+	// The run is the state's (see vm.runMem), made ready under e.mu:
+	// Kill and Abort, which cancel runs, hold it too.
+	r := m.newRun(ctx, v, readOnly || sc.noWrites, sha)
+	e.runs[r] = struct{}{}
 	e.mu.Unlock()
 	if !readOnly {
 		e.seq.Store(r)
@@ -307,21 +307,55 @@ func (e *Engine) Eval(ctx *commands.Ctx, v commands.View, args [][]byte, readOnl
 	if !readOnly {
 		e.seq.Store(nil)
 	}
+	// What the run made is read before the state (and with it the run)
+	// goes back to the pool, where another Eval may take it at once.
+	var res commands.Result
+	err = nil
+	switch {
+	case r.internal != nil:
+		err = r.internal
+	case r.aborted.Load():
+		err = ErrAborted
+	default:
+		res = commands.Result{Reply: reply, Ops: r.batch.Ops(), Publish: r.batch.Publish()}
+	}
 	e.mu.Lock()
 	delete(e.runs, r)
+	r.ctx, r.internal = nil, nil
+	r.batch.Init(nil) // holds no view or ops of this run in the pool
 	e.putLocked(m)
+	closed := e.closed
 	e.mu.Unlock()
-	if r.internal != nil {
-		return commands.Result{}, r.internal
+	if err == ErrAborted && closed {
+		err = errClosed
 	}
-	if r.aborted.Load() {
-		if e.isClosed() {
-			return commands.Result{}, errClosed
-		}
-		return commands.Result{}, ErrAborted
-	}
-	return commands.Result{Reply: reply, Ops: r.batch.Ops(), Publish: r.batch.Publish()}, nil
+	return res, err
 }
+
+// newRun readies the state's run (runMem) for a script: a run is one
+// per state, since a state runs one script at a time, so it costs no
+// allocation, nor does its done channel unless the last run was
+// canceled (closed it). The caller holds e.mu, as every canceller does
+// (Kill, Abort, Close), so none cancels the run it is being reset.
+func (m *vm) newRun(ctx *commands.Ctx, v commands.View, readOnly bool, sha string) *run {
+	r := &m.runMem
+	if r.done == nil || r.canceled.Load() {
+		r.done = make(chan struct{})
+	}
+	r.ctx, r.readOnly, r.resp, r.sha = ctx, readOnly, 2, sha
+	r.started.Store(int64(time.Since(clockBase)))
+	r.canceled.Store(false)
+	r.wrote.Store(false)
+	r.killed.Store(false)
+	r.aborted.Store(false)
+	r.internal = nil
+	r.batch = &r.batchMem
+	r.batch.Init(v)
+	return r
+}
+
+// clockBase is what run.started counts from (monotonic time).
+var clockBase = time.Now()
 
 // cancel stops the run's script (Kill, Abort, Close); it may be called
 // more than once, from any goroutine.
@@ -375,6 +409,11 @@ var ErrAborted = errors.New("script: aborted: the leadership ended while the scr
 // ends), so stopping it discards them all. The node calls it when it
 // stops leading, whose shutdown waits for the sequencer.
 func (e *Engine) Abort() {
+	// Under e.mu, as newRun resets a run: a run read from seq here is
+	// still running (Eval clears seq before it returns the run's state to
+	// the pool, and that takes e.mu), never the next script of its state.
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	if r := e.seq.Load(); r != nil {
 		r.aborted.Store(true)
 		r.cancel()
@@ -396,12 +435,6 @@ func (e *Engine) Close() {
 		r.aborted.Store(true)
 		r.cancel()
 	}
-}
-
-func (e *Engine) isClosed() bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.closed
 }
 
 // errInternal marks a Lua error raised to unwind a script after a view
