@@ -111,7 +111,7 @@ func TestFreshness(t *testing.T) {
 		{12, 12, 500, false, 400},
 	} {
 		if s.leased { // the stream's reader records only leased messages
-			r.arrived(r.generation(), s.commit, s.at, func() uint64 { return s.applied })
+			r.arrived(r.generation(), s.commit, s.at, func() uint64 { return s.applied }, 0, false)
 		} else {
 			r.advanced(s.applied)
 		}
@@ -126,7 +126,7 @@ func TestFreshness(t *testing.T) {
 	}
 	// A message the ended stream's reader takes late proves nothing in
 	// the next stream.
-	r.arrived(gen, 1, 600, func() uint64 { return 12 })
+	r.arrived(gen, 1, 600, func() uint64 { return 12 }, 0, false)
 	if at, _ := r.state(); at != 0 {
 		t.Fatalf("an arrival of an ended stream set freshAt = %d", at)
 	}
