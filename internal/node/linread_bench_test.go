@@ -28,7 +28,8 @@ import (
 // the leader's sends as the follower counts the messages it took) and
 // the follower's steps: counts the machine's load does not move. And
 // where a linearizable batch's probe waited (replication.RoundTripTimes),
-// in µs per batch: for the leader's answer (answer-µs), from its arrival
+// in µs per batch: for the question to go (ask-µs), for the leader's
+// answer to it (answer-µs), from its arrival
 // to the apply of its commit LSN (apply-µs), from that apply to the read's
 // return (wake-µs); the share of answers whose commit LSN was past the
 // follower's durable log as they arrived (needlog/batch: the apply waited
@@ -139,6 +140,7 @@ func BenchmarkLinearizableUnderWrites(b *testing.B) {
 			n := float64(batches)
 			if rt.Reads > 0 {
 				perRead := func(d time.Duration) float64 { return d.Seconds() * 1e6 / float64(rt.Reads) }
+				b.ReportMetric(perRead(rt.Ask), "ask-µs")
 				b.ReportMetric(perRead(rt.Answer), "answer-µs")
 				b.ReportMetric(perRead(rt.Apply), "apply-µs")
 				b.ReportMetric(perRead(rt.Wake), "wake-µs")

@@ -55,6 +55,9 @@ type followerReads struct {
 	// apply the read may be waiting for.
 	readers atomic.Int32
 	waiter  chan struct{}
+	// waited is when (mono) a read last began to wait (blocked); 0:
+	// never.
+	waited atomic.Int64
 	// want is the latest start (mono ns) of a read that waits for a round
 	// trip begun after it (WaitRoundTrip): the stream sends a report
 	// marked read_waits once it has sent none stamped after want.
@@ -89,16 +92,19 @@ type proof struct {
 }
 
 type roundTripTimes struct {
-	reads, needLog, inAppend  atomic.Uint64
-	answerNs, applyNs, wakeNs atomic.Int64
-	appends                   atomic.Uint64
-	appendNs                  atomic.Int64
+	reads, needLog, inAppend         atomic.Uint64
+	askNs, answerNs, applyNs, wakeNs atomic.Int64
+	appends                          atomic.Uint64
+	appendNs                         atomic.Int64
 }
 
 // RoundTripTimes is where a follower's round-trip reads (WaitRoundTrip:
 // linearizable, a bounded read the stream had not proven) spent their
-// wait, summed over the reads served: Answer from the read's start to the
-// arrival of the leader's answer that proved it, Apply from that arrival
+// wait, summed over the reads served: Ask from the read's start to the
+// question the leader answered (the stamp of the report it echoed: the
+// asker's wake-up, or 0 when a report sent anyway took the question),
+// Answer from that question to the arrival of the leader's answer (the
+// round trip: the leader's handling and both hops), Apply from that arrival
 // to the apply of its commit LSN, Wake from that apply to the read's
 // return. NeedLog counts the reads whose answer named a commit LSN past
 // this follower's durable log when it arrived (the apply waited for this
@@ -107,7 +113,7 @@ type roundTripTimes struct {
 // AppendTime are the follower's log appends and their time, reads or not.
 type RoundTripTimes struct {
 	Reads, NeedLog, InAppend uint64
-	Answer, Apply, Wake      time.Duration
+	Ask, Answer, Apply, Wake time.Duration
 	Appends                  uint64
 	AppendTime               time.Duration
 }
@@ -116,7 +122,7 @@ type RoundTripTimes struct {
 func (t RoundTripTimes) Sub(o RoundTripTimes) RoundTripTimes {
 	return RoundTripTimes{
 		Reads: t.Reads - o.Reads, NeedLog: t.NeedLog - o.NeedLog, InAppend: t.InAppend - o.InAppend,
-		Answer: t.Answer - o.Answer, Apply: t.Apply - o.Apply, Wake: t.Wake - o.Wake,
+		Ask: t.Ask - o.Ask, Answer: t.Answer - o.Answer, Apply: t.Apply - o.Apply, Wake: t.Wake - o.Wake,
 		Appends: t.Appends - o.Appends, AppendTime: t.AppendTime - o.AppendTime,
 	}
 }
@@ -127,7 +133,7 @@ func (f *Follower) RoundTripTimes() RoundTripTimes {
 	t := &f.reads.times
 	return RoundTripTimes{
 		Reads: t.reads.Load(), NeedLog: t.needLog.Load(), InAppend: t.inAppend.Load(),
-		Answer: time.Duration(t.answerNs.Load()), Apply: time.Duration(t.applyNs.Load()), Wake: time.Duration(t.wakeNs.Load()),
+		Ask: time.Duration(t.askNs.Load()), Answer: time.Duration(t.answerNs.Load()), Apply: time.Duration(t.applyNs.Load()), Wake: time.Duration(t.wakeNs.Load()),
 		Appends: t.appends.Load(), AppendTime: time.Duration(t.appendNs.Load()),
 	}
 }
@@ -138,7 +144,8 @@ func (r *followerReads) served(since int64, p proof) {
 	now := mono(time.Now())
 	t := &r.times
 	t.reads.Add(1)
-	t.answerNs.Add(max(p.arrived-since, 0))
+	t.askNs.Add(max(p.at-since, 0))
+	t.answerNs.Add(max(p.arrived-max(p.at, since), 0))
 	t.applyNs.Add(max(p.proved-p.arrived, 0))
 	t.wakeNs.Add(max(now-p.proved, 0))
 	if p.needLog {
@@ -184,6 +191,7 @@ func (r *followerReads) arrived(gen, commit uint64, stamp int64, applied func() 
 // blocked marks a read as waiting until the returned func is called.
 func (r *followerReads) blocked() (done func()) {
 	r.readers.Add(1)
+	r.waited.Store(mono(time.Now()))
 	select {
 	case r.waiter <- struct{}{}:
 	default:
@@ -193,6 +201,13 @@ func (r *followerReads) blocked() (done func()) {
 
 // readWaits reports whether a read waits on the follower's progress.
 func (r *followerReads) readWaits() bool { return r.readers.Load() > 0 }
+
+// waitedSince reports whether a read waits on the follower's progress or
+// began to wait at or after t (mono).
+func (r *followerReads) waitedSince(t int64) bool {
+	w := r.waited.Load()
+	return r.readers.Load() > 0 || (w != 0 && w >= t)
+}
 
 // wantsReports reports whether a waiting read needs the stream's next
 // progress report, beyond the reports positions and the lease call for:
