@@ -33,7 +33,8 @@ import (
 // to the apply of its commit LSN (apply-µs), from that apply to the read's
 // return (wake-µs); the share of answers whose commit LSN was past the
 // follower's durable log as they arrived (needlog/batch: the apply waited
-// for the follower's own log append) or that arrived while the follower
+// for the follower's own log append; apply-durable-µs is the apply wait
+// of the others) or that arrived while the follower
 // was in a log append (inappend/batch); and the follower's log append
 // time (fsync-µs, per append).
 //
@@ -145,6 +146,9 @@ func BenchmarkLinearizableUnderWrites(b *testing.B) {
 				b.ReportMetric(perRead(rt.Apply), "apply-µs")
 				b.ReportMetric(perRead(rt.Wake), "wake-µs")
 				b.ReportMetric(float64(rt.NeedLog)/float64(rt.Reads), "needlog/batch")
+				if rest := rt.Reads - rt.NeedLog; rest > 0 {
+					b.ReportMetric((rt.Apply-rt.ApplyNeedLog).Seconds()*1e6/float64(rest), "apply-durable-µs")
+				}
 				b.ReportMetric(float64(rt.InAppend)/float64(rt.Reads), "inappend/batch")
 			}
 			if rt.Appends > 0 {

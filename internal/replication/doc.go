@@ -45,13 +45,7 @@
 // snapshot; on truncate, TruncatePoint (pure too) says where the follower
 // cuts its log so that it keeps exactly what it shares with the leader, over
 // as many handshakes as it takes. followerCore, a pure state machine, checks what arrives and says
-// what to persist and what to apply; the driver does the I/O. While reads
-// wait on the follower (and for asyncWindow after), a step's log append
-// runs on the stream's syncer goroutine and the loop goes on stepping the
-// commit LSNs of the messages that arrive meanwhile, applying the durable
-// entries they commit at once; their entries wait for that append and go
-// in the next, one append at a time (so the log's torn tail is still at
-// most its last append).
+// what to persist and what to apply; the driver does the I/O.
 //
 // # Invariants
 //

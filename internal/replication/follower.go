@@ -438,123 +438,9 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 		reported.durable, reported.applied, reported.at = core.durable.LSN, core.applied, time.Now()
 		return nil
 	}
-	// maybeReport sends a progress report when there is news: positions
-	// moved (with an append on the syncer, only its end moves durable:
-	// a report of applied alone would be a message per commit LSN), an
-	// echo asked for (leaseStamp), a new window of the leader's clock,
-	// progressEvery passed, or a waiting read wants one.
-	maybeReport := func(leaseStamp, leaderTime int64, syncing bool) error {
-		window := reportWindow(leaderTime)
-		if core.durable.LSN != reported.durable || (core.applied != reported.applied && !syncing) || leaseStamp != 0 ||
-			window != reported.window || time.Since(reported.at) >= progressEvery*3/2 || f.reads.wantsReports() {
-			if err := report(); err != nil {
-				return err
-			}
-			reported.window = window
-		}
-		return nil
-	}
-	// The syncer runs a step's log append (one fsync) on its own while a
-	// read waits on this follower, so that the loop goes on taking the
-	// leader's messages meanwhile: a message's commit LSN (a waiting
-	// read's answer is one) is stepped and the durable entries it
-	// commits are applied at once, not after the fsync of later entries
-	// the read does not need (under a write load the loop was in an
-	// fsync when most answers arrived: RoundTripTimes). The entries that
-	// arrive meanwhile wait (queued) for the append to end, and then go
-	// in one. One append at a time, in LSN order, so the log's torn
-	// tail is still at most the last append. Only while reads wait on
-	// this follower, or did within asyncWindow: a hand-off costs two
-	// goroutine wake-ups, and a read that begins while the loop is in an
-	// fsync waits for it (with the syncer only while a read waited, the
-	// loop appended itself between a batch's reads, and the next batch's
-	// answer waited for that fsync: `tandem bench reads` linearizable
-	// 0.46–0.65× any, apply 430–900 µs per read; always on the syncer
-	// 0.74×, 320–360 µs).
-	jobs := make(chan [][]byte)
-	synced := make(chan error, 1)
-	go func() {
-		for raws := range jobs {
-			synced <- f.appendLog(raws)
-		}
-	}()
-	var async struct {
-		rd     *Ready       // the append on the syncer; nil: none
-		done   <-chan error // synced while rd is set, else nil
-		queued *peerpb.Append
-		epoch  uint64 // queued's
-		at     int64
-	}
-	// stopSyncer waits out the append on the syncer, if any, and drops
-	// what is queued: the log is the caller's once the stream returns.
-	stopSyncer := func() {
-		if async.rd != nil {
-			<-synced
-			async.rd, async.done = nil, nil
-		}
-		async.queued = nil
-	}
-	defer func() {
-		stopSyncer()
-		close(jobs)
-	}()
 	// run steps one (merged) Append that arrived at at, then releases
 	// what it made readable and reports progress.
-	var run func(epoch uint64, a *peerpb.Append, at int64) error
-	// finish takes the end of the syncer's append.
-	finish := func(err error) error {
-		rd := async.rd
-		async.rd, async.done = nil, nil
-		if err != nil {
-			return err
-		}
-		if err := f.finishAsync(core, *rd); err != nil {
-			return err
-		}
-		f.reads.advanced(core.applied)
-		f.releasePublished(core.applied)
-		if err := maybeReport(0, core.leaderTime, false); err != nil {
-			return err
-		}
-		if q := async.queued; q != nil {
-			async.queued = nil
-			return run(async.epoch, q, async.at)
-		}
-		return nil
-	}
-	run = func(epoch uint64, a *peerpb.Append, at int64) error {
-		if async.rd != nil {
-			if len(a.Entries) > 0 && async.queued != nil && async.epoch != epoch {
-				if err := finish(<-synced); err != nil {
-					return err
-				}
-				return run(epoch, a, at)
-			}
-			if err := f.stepCommit(core, epoch, a); err != nil {
-				return err
-			}
-			f.reads.advanced(core.applied)
-			f.releasePublished(core.applied)
-			if len(a.Entries) > 0 {
-				if async.queued == nil {
-					async.queued, async.epoch, async.at = a, epoch, at
-				} else {
-					async.queued = mergeAppend(async.queued, a)
-				}
-			}
-			return maybeReport(a.LeaseStamp, a.LeaderTimeUnixNano, true)
-		}
-		if len(a.Entries) > 0 && f.reads.waitedSince(at-int64(asyncWindow)) && f.cfg.Buggify.FollowerApplyDelay == 0 {
-			rd, err := f.stepAsync(core, epoch, a)
-			if err != nil {
-				return err
-			}
-			async.rd, async.done = &rd, synced
-			jobs <- rd.Append
-			f.reads.advanced(core.applied)
-			f.releasePublished(core.applied)
-			return maybeReport(a.LeaseStamp, a.LeaderTimeUnixNano, true)
-		}
+	run := func(epoch uint64, a *peerpb.Append, at int64) error {
 		if err := f.step(ctx, core, epoch, a); err != nil {
 			return err
 		}
@@ -563,7 +449,15 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 		// proves them now.
 		f.reads.advanced(core.applied)
 		f.releasePublished(core.applied)
-		return maybeReport(a.LeaseStamp, a.LeaderTimeUnixNano, false)
+		window := reportWindow(a.LeaderTimeUnixNano)
+		if core.durable.LSN != reported.durable || core.applied != reported.applied || a.LeaseStamp != 0 ||
+			window != reported.window || time.Since(reported.at) >= progressEvery*3/2 || f.reads.wantsReports() {
+			if err := report(); err != nil {
+				return err
+			}
+			reported.window = window
+		}
+		return nil
 	}
 	// deferred is what the leader sent with defer_sync and this follower
 	// holds, not yet checked, persisted, applied or reported, so that one
@@ -643,24 +537,14 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 					return err
 				}
 				continue
-			case err := <-async.done:
-				if err := finish(err); err != nil {
-					return err
-				}
-				continue
 			case <-ctx.Done():
 				return ctx.Err()
 			}
 		}
 		if r.err != nil {
-			// What is held or queued was received whole from the leader:
-			// persisted (and applied as far as it may be) before the
-			// stream ends, as if the stream had broken after its fsync.
-			for async.rd != nil {
-				if err := finish(<-synced); err != nil {
-					return err
-				}
-			}
+			// What is held was received whole from the leader: persisted
+			// (and applied as far as it may be) before the stream ends,
+			// unreported, as if the stream had broken after its fsync.
 			if a := deferred.a; a != nil {
 				deferred.a, deferred.fire = nil, nil
 				if err := f.step(ctx, core, deferred.epoch, a); err != nil {
@@ -713,10 +597,8 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 		case *peerpb.LeaderMessage_Publish:
 			f.receivedPublish(b.Publish, core.applied)
 		case *peerpb.LeaderMessage_NeedSnapshot:
-			stopSyncer()
 			return f.seed(ctx) // what is held goes with the data the seed replaces
 		case *peerpb.LeaderMessage_Truncate:
-			stopSyncer()
 			return f.truncate(ctx, b.Truncate) // what is held came before it: dropped
 		default:
 			return fmt.Errorf("replication: unexpected message %T", m.Body)
@@ -812,10 +694,6 @@ func receive(ctx context.Context, stream FollowerStream, heard func(), readAhead
 	}()
 	return in, urgent
 }
-
-// asyncWindow is how long after a read last waited on this follower its
-// log appends still run on the stream's syncer (stream).
-const asyncWindow = 100 * time.Millisecond
 
 // progressEvery is how often a follower whose stream carries only
 // heartbeats reports its progress: the leader's view of it (LastSeen) must
@@ -949,121 +827,43 @@ func (f *Follower) step(ctx context.Context, core *followerCore, epoch uint64, a
 		if err := f.applyEarly(core, &rd); err != nil {
 			return err
 		}
-		if err := f.appendLog(rd.Append); err != nil {
+		f.appending.Store(true)
+		t0 := time.Now()
+		err := f.cfg.DB.AppendLog(rd.Append)
+		f.reads.times.appendNs.Add(int64(time.Since(t0)))
+		f.reads.times.appends.Add(1)
+		f.appending.Store(false)
+		if err != nil {
 			return err
 		}
+		f.counts.appends.Add(1)
 	}
 	core.Persisted(rd)
 	d := f.cfg.Buggify.FollowerApplyDelay
-	if len(rd.Apply) > 0 && d > 0 {
-		// A slow follower: lag that tests control. A role change
-		// does not wait for it.
-		if wait := time.Duration(f.applyNotBefore(rd.Apply[len(rd.Apply)-1].LSN, d) - mono(time.Now())); wait > 0 {
-			t := time.NewTimer(wait)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-				return ctx.Err()
+	if len(rd.Apply) > 0 {
+		if d > 0 {
+			// A slow follower: lag that tests control. A role change
+			// does not wait for it.
+			if wait := time.Duration(f.applyNotBefore(rd.Apply[len(rd.Apply)-1].LSN, d) - mono(time.Now())); wait > 0 {
+				t := time.NewTimer(wait)
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+					t.Stop()
+					return ctx.Err()
+				}
 			}
 		}
+		apply := rd.Apply
+		if f.cfg.Buggify.FollowerSkipEntry {
+			apply = f.skipSome(apply)
+		}
+		if err := f.cfg.DB.Apply(apply); err != nil {
+			return err
+		}
+		f.counts.applies.Add(1)
+		core.Applied(rd)
 	}
-	if err := f.applyReady(core, rd); err != nil {
-		return err
-	}
-	f.noteStatus(core)
-	return nil
-}
-
-// appendLog makes raws durable in the log (one fsync): from the stepping
-// loop, or from the stream's syncer while the loop steps on (stream).
-func (f *Follower) appendLog(raws [][]byte) error {
-	f.appending.Store(true)
-	t0 := time.Now()
-	err := f.cfg.DB.AppendLog(raws)
-	f.reads.times.appendNs.Add(int64(time.Since(t0)))
-	f.reads.times.appends.Add(1)
-	f.appending.Store(false)
-	if err != nil {
-		return err
-	}
-	f.counts.appends.Add(1)
-	return nil
-}
-
-// applyReady applies rd.Apply (durable entries, a prefix of the pending
-// ones) and records it in core.
-func (f *Follower) applyReady(core *followerCore, rd Ready) error {
-	if len(rd.Apply) == 0 {
-		return nil
-	}
-	apply := rd.Apply
-	if f.cfg.Buggify.FollowerSkipEntry {
-		apply = f.skipSome(apply)
-	}
-	if err := f.cfg.DB.Apply(apply); err != nil {
-		return err
-	}
-	f.counts.applies.Add(1)
-	core.Applied(rd)
-	return nil
-}
-
-// stepAsync is step with the log append left to the caller, who runs it
-// on the stream's syncer (stream) and calls finishAsync with the Ready
-// once it returns: it checks a and applies at once the durable entries a
-// commits; a's own entries are applied by finishAsync, as far as the
-// commit LSN then covers them.
-func (f *Follower) stepAsync(core *followerCore, epoch uint64, a *peerpb.Append) (Ready, error) {
-	f.counts.steps.Add(1)
-	rd, err := core.Step(epoch, a)
-	if err != nil {
-		return rd, err
-	}
-	n := 0
-	for n < len(rd.Apply) && rd.Apply[n].LSN <= core.durable.LSN {
-		n++
-	}
-	if err := f.applyReady(core, Ready{Apply: rd.Apply[:n]}); err != nil {
-		return rd, err
-	}
-	rd.Apply = nil
-	f.noteStatus(core)
-	return rd, nil
-}
-
-// finishAsync records that the append of a stepAsync's Ready is durable
-// and applies what the commit LSN covers now.
-func (f *Follower) finishAsync(core *followerCore, rd Ready) error {
-	core.Persisted(rd)
-	if err := f.applyReady(core, Ready{Apply: core.Committed()}); err != nil {
-		return err
-	}
-	f.noteStatus(core)
-	return nil
-}
-
-// stepCommit steps what a carries but its entries (its commit LSN, the
-// leader's position, time and lease stamp) and applies the durable
-// entries the commit LSN covers: while the syncer appends earlier
-// entries, a's own wait for it (stream) and its commit does not.
-func (f *Follower) stepCommit(core *followerCore, epoch uint64, a *peerpb.Append) error {
-	f.counts.steps.Add(1)
-	rd, err := core.Step(epoch, &peerpb.Append{
-		CommitLsn: a.CommitLsn, LeaderLastLsn: a.LeaderLastLsn, LeaderTimeUnixNano: a.LeaderTimeUnixNano, LeaseStamp: a.LeaseStamp,
-	})
-	if err != nil {
-		return err
-	}
-	if err := f.applyReady(core, rd); err != nil {
-		return err
-	}
-	f.noteStatus(core)
-	return nil
-}
-
-// noteStatus publishes core's positions as the follower's status.
-func (f *Follower) noteStatus(core *followerCore) {
 	lagLSN, lagSec := core.lag()
 	f.mu.Lock()
 	st := &f.status
@@ -1075,6 +875,7 @@ func (f *Follower) noteStatus(core *followerCore) {
 		st.State = StateStreaming
 	}
 	f.mu.Unlock()
+	return nil
 }
 
 // applyEarly applies, before rd.Append is persisted, the entries of
@@ -1100,9 +901,16 @@ func (f *Follower) applyEarly(core *followerCore, rd *Ready) error {
 	if n == 0 || f.cfg.Buggify.FollowerApplyDelay > 0 || (n < len(rd.Apply) && !f.reads.readWaits()) {
 		return nil
 	}
-	if err := f.applyReady(core, Ready{Apply: rd.Apply[:n]}); err != nil {
+	early := Ready{Apply: rd.Apply[:n]}
+	apply := early.Apply
+	if f.cfg.Buggify.FollowerSkipEntry {
+		apply = f.skipSome(apply)
+	}
+	if err := f.cfg.DB.Apply(apply); err != nil {
 		return err
 	}
+	f.counts.applies.Add(1)
+	core.Applied(early)
 	rd.Apply = rd.Apply[n:]
 	f.reads.advanced(core.applied)
 	return nil

@@ -106,20 +106,6 @@ func (c *followerCore) Persisted(rd Ready) {
 	c.pending = append(c.pending, rd.decoded...)
 }
 
-// Committed returns the entries to apply now: the durable ones the
-// commit LSN covers, a prefix of the pending entries (for Applied, as a
-// Ready's Apply). After Persisted it takes the entries Step left out of
-// Ready.Apply because their append ran on its own (the follower's
-// syncer) while later messages were stepped.
-func (c *followerCore) Committed() []logrec.Entry {
-	limit := min(c.commit, c.durable.LSN)
-	n := 0
-	for n < len(c.pending) && c.pending[n].LSN <= limit {
-		n++
-	}
-	return c.pending[:n:n]
-}
-
 // Applied records that rd.Apply is applied. rd.Apply may share its array
 // with the pending entries (Step), so it must not be read after this: its
 // entries may be cleared.

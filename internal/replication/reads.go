@@ -55,9 +55,6 @@ type followerReads struct {
 	// apply the read may be waiting for.
 	readers atomic.Int32
 	waiter  chan struct{}
-	// waited is when (mono) a read last began to wait (blocked); 0:
-	// never.
-	waited atomic.Int64
 	// want is the latest start (mono ns) of a read that waits for a round
 	// trip begun after it (WaitRoundTrip): the stream sends a report
 	// marked read_waits once it has sent none stamped after want.
@@ -94,6 +91,7 @@ type proof struct {
 type roundTripTimes struct {
 	reads, needLog, inAppend         atomic.Uint64
 	askNs, answerNs, applyNs, wakeNs atomic.Int64
+	applyNeedLogNs                   atomic.Int64
 	appends                          atomic.Uint64
 	appendNs                         atomic.Int64
 }
@@ -114,15 +112,17 @@ type roundTripTimes struct {
 type RoundTripTimes struct {
 	Reads, NeedLog, InAppend uint64
 	Ask, Answer, Apply, Wake time.Duration
-	Appends                  uint64
-	AppendTime               time.Duration
+	// ApplyNeedLog is the part of Apply spent by the NeedLog reads.
+	ApplyNeedLog time.Duration
+	Appends      uint64
+	AppendTime   time.Duration
 }
 
 // Sub is t minus an earlier t.
 func (t RoundTripTimes) Sub(o RoundTripTimes) RoundTripTimes {
 	return RoundTripTimes{
 		Reads: t.Reads - o.Reads, NeedLog: t.NeedLog - o.NeedLog, InAppend: t.InAppend - o.InAppend,
-		Ask: t.Ask - o.Ask, Answer: t.Answer - o.Answer, Apply: t.Apply - o.Apply, Wake: t.Wake - o.Wake,
+		Ask: t.Ask - o.Ask, Answer: t.Answer - o.Answer, Apply: t.Apply - o.Apply, ApplyNeedLog: t.ApplyNeedLog - o.ApplyNeedLog, Wake: t.Wake - o.Wake,
 		Appends: t.Appends - o.Appends, AppendTime: t.AppendTime - o.AppendTime,
 	}
 }
@@ -133,7 +133,7 @@ func (f *Follower) RoundTripTimes() RoundTripTimes {
 	t := &f.reads.times
 	return RoundTripTimes{
 		Reads: t.reads.Load(), NeedLog: t.needLog.Load(), InAppend: t.inAppend.Load(),
-		Ask: time.Duration(t.askNs.Load()), Answer: time.Duration(t.answerNs.Load()), Apply: time.Duration(t.applyNs.Load()), Wake: time.Duration(t.wakeNs.Load()),
+		Ask: time.Duration(t.askNs.Load()), Answer: time.Duration(t.answerNs.Load()), Apply: time.Duration(t.applyNs.Load()), ApplyNeedLog: time.Duration(t.applyNeedLogNs.Load()), Wake: time.Duration(t.wakeNs.Load()),
 		Appends: t.appends.Load(), AppendTime: time.Duration(t.appendNs.Load()),
 	}
 }
@@ -150,6 +150,7 @@ func (r *followerReads) served(since int64, p proof) {
 	t.wakeNs.Add(max(now-p.proved, 0))
 	if p.needLog {
 		t.needLog.Add(1)
+		t.applyNeedLogNs.Add(max(p.proved-p.arrived, 0))
 	}
 	if p.inAppend {
 		t.inAppend.Add(1)
@@ -191,7 +192,6 @@ func (r *followerReads) arrived(gen, commit uint64, stamp int64, applied func() 
 // blocked marks a read as waiting until the returned func is called.
 func (r *followerReads) blocked() (done func()) {
 	r.readers.Add(1)
-	r.waited.Store(mono(time.Now()))
 	select {
 	case r.waiter <- struct{}{}:
 	default:
@@ -201,13 +201,6 @@ func (r *followerReads) blocked() (done func()) {
 
 // readWaits reports whether a read waits on the follower's progress.
 func (r *followerReads) readWaits() bool { return r.readers.Load() > 0 }
-
-// waitedSince reports whether a read waits on the follower's progress or
-// began to wait at or after t (mono).
-func (r *followerReads) waitedSince(t int64) bool {
-	w := r.waited.Load()
-	return r.readers.Load() > 0 || (w != 0 && w >= t)
-}
 
 // wantsReports reports whether a waiting read needs the stream's next
 // progress report, beyond the reports positions and the lease call for:
