@@ -109,6 +109,9 @@ var (
 	descRowB   = prometheus.NewDesc("tandem_rowcache_bytes", "Bytes the row cache holds (keys, rows and per-entry overhead).", nil, nil)
 	descDegrad = prometheus.NewDesc("tandem_sync_degraded", "1 while sync-fallback has this sync or semisync leader acknowledging in async mode.", nil, nil)
 	descReads  = prometheus.NewDesc("tandem_reads_total", "Reads by read policy and outcome: served, elsewhere (answered TRYAGAIN read elsewhere: not applied within --read-wait, too stale, or the policy wants the leader), lost (the session's position is not in this history).", []string{"policy", "outcome"}, nil)
+	descRTRead = prometheus.NewDesc("tandem_read_round_trips_total", "A follower's reads that waited for a round trip to its leader on the stream (linearizable, a bounded read the stream had not proven), served: all; need_log: the leader's answer named a commit LSN past this follower's durable log as it arrived; in_append: the answer arrived while the follower was in a log append.", []string{"kind"}, nil)
+	descRTTime = prometheus.NewDesc("tandem_read_round_trip_seconds_total", "Where a follower's round-trip reads waited, summed: ask (the read's start to the question the leader answered), answer (that question to the arrival of the leader's answer), apply (that arrival to the apply of its commit LSN; apply_need_log: the part of it of the need_log reads), wake (that apply to the read's return).", []string{"phase"}, nil)
+	descFAppT  = prometheus.NewDesc("tandem_follower_log_append_seconds_total", "Time a follower spent in its log appends (each one fsync) since it began following.", nil, nil)
 	descStale  = prometheus.NewDesc("tandem_read_staleness_seconds", "A follower's staleness as bounded reads measure it: at most this far behind its leader, on the leader's clock (absent when the stream has proven nothing).", nil, nil)
 )
 
@@ -116,7 +119,7 @@ var (
 type statusCollector struct{ n *Node }
 
 func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLSN, descEpoch, descLeader, descLag, descLagSec, descLog, descSyncs, descAppend, descRowHit, descRowMis, descRowB, descLeaseW, descLeaseS, descDegrad, descReads, descStale} {
+	for _, d := range []*prometheus.Desc{descLSN, descEpoch, descLeader, descLag, descLagSec, descLog, descSyncs, descAppend, descRowHit, descRowMis, descRowB, descLeaseW, descLeaseS, descDegrad, descReads, descRTRead, descRTTime, descFAppT, descStale} {
 		ch <- d
 	}
 }
@@ -168,5 +171,18 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 		if st, ok := r.f.Staleness(); ok {
 			gauge(descStale, st.Seconds())
 		}
+		rt := r.f.RoundTripTimes()
+		counter := func(d *prometheus.Desc, v float64, labels ...string) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+		}
+		counter(descRTRead, float64(rt.Reads), "all")
+		counter(descRTRead, float64(rt.NeedLog), "need_log")
+		counter(descRTRead, float64(rt.InAppend), "in_append")
+		counter(descRTTime, rt.Ask.Seconds(), "ask")
+		counter(descRTTime, rt.Answer.Seconds(), "answer")
+		counter(descRTTime, rt.Apply.Seconds(), "apply")
+		counter(descRTTime, rt.ApplyNeedLog.Seconds(), "apply_need_log")
+		counter(descRTTime, rt.Wake.Seconds(), "wake")
+		counter(descFAppT, rt.AppendTime.Seconds())
 	}
 }

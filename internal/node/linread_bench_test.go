@@ -26,7 +26,17 @@ import (
 // reads slow down: compare runs, not absolutes) it reports per batch the
 // messages each way on the replication stream (the follower's reports,
 // the leader's sends as the follower counts the messages it took) and
-// the follower's steps: counts the machine's load does not move.
+// the follower's steps: counts the machine's load does not move. And
+// where a linearizable batch's probe waited (replication.RoundTripTimes),
+// in µs per batch: for the question to go (ask-µs), for the leader's
+// answer to it (answer-µs), from its arrival
+// to the apply of its commit LSN (apply-µs), from that apply to the read's
+// return (wake-µs); the share of answers whose commit LSN was past the
+// follower's durable log as they arrived (needlog/batch: the apply waited
+// for the follower's own log append; apply-durable-µs is the apply wait
+// of the others) or that arrived while the follower
+// was in a log append (inappend/batch); and the follower's log append
+// time (fsync-µs, per append).
 //
 //	go test ./internal/node -run '^$' -bench LinearizableUnderWrites -benchtime 4000x -count 3
 func BenchmarkLinearizableUnderWrites(b *testing.B) {
@@ -106,7 +116,7 @@ func BenchmarkLinearizableUnderWrites(b *testing.B) {
 			time.Sleep(200 * time.Millisecond) // the write load settles
 			batches := int64(max(b.N/reads, 1))
 			var next, refused atomic.Int64
-			c0, h0, cpu0, w0 := f.Counts(), l.Handoffs(), processCPU(), writes.Load()
+			c0, h0, cpu0, w0, rt0 := f.Counts(), l.Handoffs(), processCPU(), writes.Load(), f.RoundTripTimes()
 			t0 := time.Now()
 			b.ResetTimer()
 			var rwg sync.WaitGroup
@@ -127,8 +137,23 @@ func BenchmarkLinearizableUnderWrites(b *testing.B) {
 			rwg.Wait()
 			b.StopTimer()
 			secs := time.Since(t0).Seconds()
-			c, h, cpu := f.Counts().Sub(c0), l.Handoffs().Sub(h0), processCPU()-cpu0
+			c, h, cpu, rt := f.Counts().Sub(c0), l.Handoffs().Sub(h0), processCPU()-cpu0, f.RoundTripTimes().Sub(rt0)
 			n := float64(batches)
+			if rt.Reads > 0 {
+				perRead := func(d time.Duration) float64 { return d.Seconds() * 1e6 / float64(rt.Reads) }
+				b.ReportMetric(perRead(rt.Ask), "ask-µs")
+				b.ReportMetric(perRead(rt.Answer), "answer-µs")
+				b.ReportMetric(perRead(rt.Apply), "apply-µs")
+				b.ReportMetric(perRead(rt.Wake), "wake-µs")
+				b.ReportMetric(float64(rt.NeedLog)/float64(rt.Reads), "needlog/batch")
+				if rest := rt.Reads - rt.NeedLog; rest > 0 {
+					b.ReportMetric((rt.Apply-rt.ApplyNeedLog).Seconds()*1e6/float64(rest), "apply-durable-µs")
+				}
+				b.ReportMetric(float64(rt.InAppend)/float64(rt.Reads), "inappend/batch")
+			}
+			if rt.Appends > 0 {
+				b.ReportMetric(rt.AppendTime.Seconds()*1e6/float64(rt.Appends), "fsync-µs")
+			}
 			b.ReportMetric(float64(cpu)/(n*reads), "cpu-ns/read")
 			b.ReportMetric(float64(c.Reports)/n, "reports/batch")
 			b.ReportMetric(float64(c.Messages)/n, "msgs-in/batch")

@@ -112,6 +112,8 @@ type Follower struct {
 	pub followerPub
 	// counts is what FollowerCounts reports.
 	counts followerCounts
+	// appending: the stepping loop is in a log append (RoundTripTimes).
+	appending atomic.Bool
 }
 
 // FollowerCounts counts a follower's work per replicated write: the
@@ -346,7 +348,7 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 	gen := f.reads.generation()
 	in, urgent := receive(ctx, stream, func() { f.lastRecv.Store(f.cfg.Now().UnixNano()) }, readAhead, func(m *peerpb.LeaderMessage) bool {
 		if a := m.GetAppend(); a != nil && m.Epoch == epoch && a.ReadStamp != 0 && !a.LeaseLapsed {
-			f.reads.arrived(gen, a.CommitLsn, a.ReadStamp, f.cfg.DB.Applied)
+			f.reads.arrived(gen, a.CommitLsn, a.ReadStamp, f.cfg.DB.Applied, f.cfg.DB.Durable().LSN, f.appending.Load())
 			return f.reads.readWaits()
 		}
 		return false
@@ -825,7 +827,13 @@ func (f *Follower) step(ctx context.Context, core *followerCore, epoch uint64, a
 		if err := f.applyEarly(core, &rd); err != nil {
 			return err
 		}
-		if err := f.cfg.DB.AppendLog(rd.Append); err != nil {
+		f.appending.Store(true)
+		t0 := time.Now()
+		err := f.cfg.DB.AppendLog(rd.Append)
+		f.reads.times.appendNs.Add(int64(time.Since(t0)))
+		f.reads.times.appends.Add(1)
+		f.appending.Store(false)
+		if err != nil {
 			return err
 		}
 		f.counts.appends.Add(1)

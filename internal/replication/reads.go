@@ -69,6 +69,92 @@ type followerReads struct {
 	// gen counts the streams' ends (clearFresh): a stream's reader that
 	// outlives its stream records nothing in the next one's.
 	gen uint64
+	// proof is how freshAt came about (RoundTripTimes).
+	proof proof
+	// times sums where round-trip reads waited (RoundTripTimes).
+	times roundTripTimes
+}
+
+// proof is the freshness the stream proved last (freshAt) and how it
+// came about, for RoundTripTimes: when the message that proved it
+// arrived and when its commit LSN was applied, and what the follower was
+// doing at its arrival.
+type proof struct {
+	at      int64 // freshAt
+	arrived int64 // mono: the proving message's arrival
+	proved  int64 // mono: its commit LSN applied
+	// needLog: at arrival its commit LSN was past this follower's
+	// durable log; inAppend: the stepping loop was in a log append.
+	needLog, inAppend bool
+}
+
+type roundTripTimes struct {
+	reads, needLog, inAppend         atomic.Uint64
+	askNs, answerNs, applyNs, wakeNs atomic.Int64
+	applyNeedLogNs                   atomic.Int64
+	appends                          atomic.Uint64
+	appendNs                         atomic.Int64
+}
+
+// RoundTripTimes is where a follower's round-trip reads (WaitRoundTrip:
+// linearizable, a bounded read the stream had not proven) spent their
+// wait, summed over the reads served: Ask from the read's start to the
+// question the leader answered (the stamp of the report it echoed: the
+// asker's wake-up, or 0 when a report sent anyway took the question),
+// Answer from that question to the arrival of the leader's answer (the
+// round trip: the leader's handling and both hops), Apply from that arrival
+// to the apply of its commit LSN, Wake from that apply to the read's
+// return. NeedLog counts the reads whose answer named a commit LSN past
+// this follower's durable log when it arrived (the apply waited for this
+// follower's own log append), InAppend those whose answer arrived while
+// the stepping loop was in a log append (an fsync). Appends and
+// AppendTime are the follower's log appends and their time, reads or not.
+type RoundTripTimes struct {
+	Reads, NeedLog, InAppend uint64
+	Ask, Answer, Apply, Wake time.Duration
+	// ApplyNeedLog is the part of Apply spent by the NeedLog reads.
+	ApplyNeedLog time.Duration
+	Appends      uint64
+	AppendTime   time.Duration
+}
+
+// Sub is t minus an earlier t.
+func (t RoundTripTimes) Sub(o RoundTripTimes) RoundTripTimes {
+	return RoundTripTimes{
+		Reads: t.Reads - o.Reads, NeedLog: t.NeedLog - o.NeedLog, InAppend: t.InAppend - o.InAppend,
+		Ask: t.Ask - o.Ask, Answer: t.Answer - o.Answer, Apply: t.Apply - o.Apply, ApplyNeedLog: t.ApplyNeedLog - o.ApplyNeedLog, Wake: t.Wake - o.Wake,
+		Appends: t.Appends - o.Appends, AppendTime: t.AppendTime - o.AppendTime,
+	}
+}
+
+// RoundTripTimes returns where the follower's round-trip reads waited so
+// far.
+func (f *Follower) RoundTripTimes() RoundTripTimes {
+	t := &f.reads.times
+	return RoundTripTimes{
+		Reads: t.reads.Load(), NeedLog: t.needLog.Load(), InAppend: t.inAppend.Load(),
+		Ask: time.Duration(t.askNs.Load()), Answer: time.Duration(t.answerNs.Load()), Apply: time.Duration(t.applyNs.Load()), ApplyNeedLog: time.Duration(t.applyNeedLogNs.Load()), Wake: time.Duration(t.wakeNs.Load()),
+		Appends: t.appends.Load(), AppendTime: time.Duration(t.appendNs.Load()),
+	}
+}
+
+// served records a round-trip read that began at since (mono) and was
+// served by p.
+func (r *followerReads) served(since int64, p proof) {
+	now := mono(time.Now())
+	t := &r.times
+	t.reads.Add(1)
+	t.askNs.Add(max(p.at-since, 0))
+	t.answerNs.Add(max(p.arrived-max(p.at, since), 0))
+	t.applyNs.Add(max(p.proved-p.arrived, 0))
+	t.wakeNs.Add(max(now-p.proved, 0))
+	if p.needLog {
+		t.needLog.Add(1)
+		t.applyNeedLogNs.Add(max(p.proved-p.arrived, 0))
+	}
+	if p.inAppend {
+		t.inAppend.Add(1)
+	}
 }
 
 // generation returns the current stream's generation, for arrived.
@@ -82,8 +168,9 @@ func (r *followerReads) generation() uint64 {
 // commit LSN, stamp its read stamp, sent under the leader's lease. The
 // applied LSN is read under mu, after any advanced before it (the storage
 // applies before the stream reports it), so an arrival already applied
-// proves its freshness at once.
-func (r *followerReads) arrived(gen, commit uint64, stamp int64, applied func() uint64) {
+// proves its freshness at once. durable is the follower's durable log end
+// now and inAppend whether its loop is in a log append (RoundTripTimes).
+func (r *followerReads) arrived(gen, commit uint64, stamp int64, applied func() uint64, durable uint64, inAppend bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if gen != r.gen {
@@ -98,7 +185,7 @@ func (r *followerReads) arrived(gen, commit uint64, stamp int64, applied func() 
 	if len(r.waiting) == maxArrivals {
 		r.waiting = r.waiting[1:]
 	}
-	r.waiting = append(r.waiting, arrival{commit, stamp})
+	r.waiting = append(r.waiting, arrival{commit: commit, at: stamp, arrived: mono(time.Now()), needLog: commit > durable, inAppend: inAppend})
 	r.advancedLocked(applied())
 }
 
@@ -135,8 +222,10 @@ func (r *followerReads) wantsReports() bool {
 }
 
 type arrival struct {
-	commit uint64
-	at     int64
+	commit            uint64
+	at                int64
+	arrived           int64 // mono, and the rest as proof's
+	needLog, inAppend bool
 }
 
 // maxArrivals bounds followerReads.waiting. Dropping the oldest loses
@@ -156,7 +245,13 @@ func (r *followerReads) advanced(applied uint64) {
 func (r *followerReads) advancedLocked(applied uint64) {
 	i := 0
 	for ; i < len(r.waiting) && r.waiting[i].commit <= applied; i++ {
-		r.freshAt = max(r.freshAt, r.waiting[i].at)
+		if a := r.waiting[i]; a.at > r.freshAt {
+			r.freshAt = a.at
+			r.proof = proof{at: a.at, arrived: a.arrived, needLog: a.needLog, inAppend: a.inAppend}
+		}
+	}
+	if i > 0 && r.proof.proved == 0 {
+		r.proof.proved = mono(time.Now())
 	}
 	r.waiting = r.waiting[i:]
 	close(r.changed)
@@ -170,7 +265,7 @@ func (r *followerReads) clearFresh() {
 	r.answers.Store(false)
 	r.mu.Lock()
 	r.gen++
-	r.freshAt, r.waiting = 0, nil
+	r.freshAt, r.waiting, r.proof = 0, nil, proof{}
 	close(r.changed)
 	r.changed = make(chan struct{})
 	r.mu.Unlock()
@@ -180,6 +275,15 @@ func (r *followerReads) state() (freshAt int64, changed <-chan struct{}) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.freshAt, r.changed
+}
+
+// proven is state with the proof of freshAt.
+func (r *followerReads) proven() (proof, <-chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := r.proof
+	p.at = r.freshAt
+	return p, r.changed
 }
 
 // AppliedPosition returns the position of the follower's last applied
@@ -252,7 +356,7 @@ func (f *Follower) Fresh(bound time.Duration) bool {
 // heartbeat interval. It returns an ErrReadElsewhere error when ctx's
 // deadline passes first, ctx.Err() when ctx is canceled.
 func (f *Follower) WaitFresh(ctx context.Context, bound time.Duration) error {
-	return f.reads.waitFor(ctx, func(at int64) bool {
+	_, err := f.reads.waitFor(ctx, func(at int64) bool {
 		return at != 0 && time.Duration(mono(time.Now())-at) <= bound
 	}, func() error {
 		st, ok := f.Staleness()
@@ -261,17 +365,18 @@ func (f *Follower) WaitFresh(ctx context.Context, bound time.Duration) error {
 		}
 		return fmt.Errorf("%w: this node is %v behind its leader, above the bound %v", ErrReadElsewhere, st.Round(time.Millisecond), bound)
 	})
+	return err
 }
 
 // waitFor returns nil once ok holds for the freshness the stream proved
 // (freshAt), checked again at each change; at ctx's deadline it returns
 // late(), when ctx is canceled ctx.Err(). The call counts as a blocked
 // read (blocked) while it waits.
-func (r *followerReads) waitFor(ctx context.Context, ok func(freshAt int64) bool, late func() error) error {
+func (r *followerReads) waitFor(ctx context.Context, ok func(freshAt int64) bool, late func() error) (proof, error) {
 	for {
-		at, changed := r.state()
-		if ok(at) {
-			return nil
+		p, changed := r.proven()
+		if ok(p.at) {
+			return p, nil
 		}
 		done := r.blocked()
 		select {
@@ -280,9 +385,9 @@ func (r *followerReads) waitFor(ctx context.Context, ok func(freshAt int64) bool
 		case <-ctx.Done():
 			done()
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return late()
+				return proof{}, late()
 			}
-			return ctx.Err()
+			return proof{}, ctx.Err()
 		}
 	}
 }
@@ -322,11 +427,15 @@ func (f *Follower) WaitRoundTrip(ctx context.Context) error {
 	case f.reads.ask <- struct{}{}:
 	default:
 	}
-	return f.reads.waitFor(ctx, func(at int64) bool {
+	p, err := f.reads.waitFor(ctx, func(at int64) bool {
 		return at > since || (plantFreshFromBefore && at != 0)
 	}, func() error {
 		return fmt.Errorf("%w: this node has not applied what its leader committed when the read began", ErrReadElsewhere)
 	})
+	if err == nil {
+		f.reads.served(since, p)
+	}
+	return err
 }
 
 // ReadIndex returns the leader's commit position, learned under its lease

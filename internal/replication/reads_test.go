@@ -111,7 +111,7 @@ func TestFreshness(t *testing.T) {
 		{12, 12, 500, false, 400},
 	} {
 		if s.leased { // the stream's reader records only leased messages
-			r.arrived(r.generation(), s.commit, s.at, func() uint64 { return s.applied })
+			r.arrived(r.generation(), s.commit, s.at, func() uint64 { return s.applied }, 0, false)
 		} else {
 			r.advanced(s.applied)
 		}
@@ -126,7 +126,7 @@ func TestFreshness(t *testing.T) {
 	}
 	// A message the ended stream's reader takes late proves nothing in
 	// the next stream.
-	r.arrived(gen, 1, 600, func() uint64 { return 12 })
+	r.arrived(gen, 1, 600, func() uint64 { return 12 }, 0, false)
 	if at, _ := r.state(); at != 0 {
 		t.Fatalf("an arrival of an ended stream set freshAt = %d", at)
 	}
@@ -239,5 +239,40 @@ func TestNewLeaderProvesNoFreshnessBelowItsStart(t *testing.T) {
 	}
 	if v, ok := get(t, f.db, "k"); !ok || v != "v3" {
 		t.Fatalf("a fresh follower has k = %q, %v; want v3", v, ok)
+	}
+}
+
+// TestRoundTripTimesClassify: a served round trip is counted with the
+// proof that served it: an answer whose commit LSN was past the durable
+// log when it arrived is NeedLog (its apply waited for the follower's own
+// fsync) and its apply wait is ApplyNeedLog; one already applied on
+// arrival is neither, and its apply wait is none.
+func TestRoundTripTimesClassify(t *testing.T) {
+	f := &Follower{}
+	r := &f.reads
+	r.changed = make(chan struct{})
+	gen := r.generation()
+	r.arrived(gen, 5, 100, func() uint64 { return 3 }, 4, true) // commit 5, durable 4, applied 3
+	if p, _ := r.proven(); p.at != 0 {
+		t.Fatalf("proven %+v before lsn 5 is applied", p)
+	}
+	r.advanced(5)
+	p, _ := r.proven()
+	if p.at != 100 || !p.needLog || !p.inAppend || p.proved < p.arrived {
+		t.Fatalf("proof %+v: want stamp 100, need_log, in_append, proved after arrival", p)
+	}
+	r.served(50, p)
+	r.arrived(gen, 6, 200, func() uint64 { return 6 }, 6, false) // durable and applied already
+	p, _ = r.proven()
+	if p.at != 200 || p.needLog || p.inAppend {
+		t.Fatalf("proof %+v: want stamp 200, proven on arrival, neither", p)
+	}
+	r.served(150, p)
+	rt := f.RoundTripTimes()
+	if rt.Reads != 2 || rt.NeedLog != 1 || rt.InAppend != 1 || rt.Ask != 100 {
+		t.Fatalf("times %+v: want 2 reads, 1 need_log, 1 in_append, ask 50+50 ns", rt)
+	}
+	if rt.ApplyNeedLog != rt.Apply-time.Duration(p.proved-p.arrived) {
+		t.Fatalf("times %+v: the need_log read's apply is not ApplyNeedLog", rt)
 	}
 }
