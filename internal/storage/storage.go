@@ -149,6 +149,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -313,6 +314,9 @@ type DB struct {
 	// it all) after the row is committed and before the write is reported
 	// applied. FinishIngest writes no data row, so it leaves it alone.
 	rows *rowcache.Cache
+	// writesFillNot: Apply only updates the rows the cache holds and
+	// caches none it did not (SetWritesFill).
+	writesFillNot atomic.Bool
 	// reclaim compacts the spans of large drops in the background.
 	reclaim *reclaimer
 	// trim gives what Pebble frees outside the Go heap back (cmem.go).
