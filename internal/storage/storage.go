@@ -310,7 +310,8 @@ type DB struct {
 	// epochMu serialises the changes of the epoch file (changeEpochs).
 	epochMu sync.Mutex
 	// rows caches data rows for View.Get. Every write of a data row puts
-	// it there (Apply) or invalidates it (IngestRows; BeginIngest clears
+	// it there (Apply; on a follower only over a cached row, see
+	// SetWritesFill) or invalidates it (IngestRows; BeginIngest clears
 	// it all) after the row is committed and before the write is reported
 	// applied. FinishIngest writes no data row, so it leaves it alone.
 	rows *rowcache.Cache
