@@ -335,7 +335,42 @@ func Decode(b []byte) (Entry, error) {
 	if err != nil {
 		return Entry{}, err
 	}
-	return decodeBody(body)
+	return decodeBody(body, nil, 0)
+}
+
+// OpArena holds the ops of many decoded entries in a few arrays, where
+// Decode makes one per entry (a follower decodes every entry the leader
+// sends it). An entry's Ops is a slice of the arena, capacity capped at its
+// length, and keeps the array it is in alive. The zero value is ready.
+type OpArena struct{ buf []Op }
+
+// take returns an empty slice of capacity n from a's array, after a new
+// array when a's has no room: one for n ops times the entries still to
+// decode (left, counting this one), which are taken to be like this one,
+// up to arenaOps (a guess too large for the entries that follow costs at
+// most that much).
+func (a *OpArena) take(n, left int) []Op {
+	if cap(a.buf)-len(a.buf) < n {
+		a.buf = make([]Op, 0, max(n, min(n*max(left, 1), arenaOps)))
+	}
+	at := len(a.buf)
+	a.buf = a.buf[:at+n]
+	return a.buf[at : at : at+n]
+}
+
+// arenaOps bounds the array OpArena makes for the entries to come (128
+// bytes each: 128 KiB).
+const arenaOps = 1024
+
+// DecodeIn is Decode with the entry's ops in arena; left is how many
+// entries the caller still has to decode, this one included (a hint for
+// the arena's size).
+func DecodeIn(b []byte, arena *OpArena, left int) (Entry, error) {
+	body, err := frame.Open(b, ErrCorrupt)
+	if err != nil {
+		return Entry{}, err
+	}
+	return decodeBody(body, arena, left)
 }
 
 // DecodeVerified is Decode without the checksum, for bytes whose checksum
@@ -346,7 +381,7 @@ func DecodeVerified(b []byte) (Entry, error) {
 	if len(b) < frame.HeaderLen+1 {
 		return Entry{}, fmt.Errorf("%w: %d bytes is too short", ErrCorrupt, len(b))
 	}
-	return decodeBody(b[frame.HeaderLen:])
+	return decodeBody(b[frame.HeaderLen:], nil, 0)
 }
 
 // PeekLSNVerified is PeekLSN without the checksum (see DecodeVerified).
@@ -357,7 +392,7 @@ func PeekLSNVerified(b []byte) (epoch, lsn uint64, err error) {
 	return peekBody(b[frame.HeaderLen:])
 }
 
-func decodeBody(body []byte) (Entry, error) {
+func decodeBody(body []byte, arena *OpArena, left int) (Entry, error) {
 	var e Entry
 	d := decoder{buf: body}
 	version := d.byte()
@@ -372,7 +407,11 @@ func decodeBody(body []byte) (Entry, error) {
 		d.fail("op count %d exceeds remaining %d bytes", n, len(d.buf))
 	}
 	if d.err == nil && n > 0 {
-		e.Ops = make([]Op, 0, n)
+		if arena != nil {
+			e.Ops = arena.take(int(n), left)
+		} else {
+			e.Ops = make([]Op, 0, n)
+		}
 	}
 	for i := uint64(0); i < n && d.err == nil; i++ {
 		var op Op

@@ -397,3 +397,57 @@ func TestDecodeVerified(t *testing.T) {
 		t.Errorf("PeekLSNVerified of a header alone = %v, want ErrCorrupt", err)
 	}
 }
+
+// TestDecodeIn: entries decoded one after another into one OpArena are
+// the entries Decode gives, each entry's ops stay its own (an append to
+// one entry's ops leaves the next one's alone), a damaged entry is an
+// error as with Decode, and entries of one op each share an array: 32 of
+// them decode in one allocation, not 32.
+func TestDecodeIn(t *testing.T) {
+	es := []Entry{
+		{Epoch: 1, LSN: 1, Ops: []Op{{Kind: OpPut, Key: []byte("a"), Value: []byte("1")}}},
+		{Epoch: 1, LSN: 2},
+		v2Entry(), v3Entry(),
+		{Epoch: 1, LSN: 5, Ops: []Op{{Kind: OpDelete, Key: []byte("b")}, {Kind: OpPut, Key: []byte("c"), Value: []byte("3"), ExpireAtMs: 9}}},
+		{Epoch: 1, LSN: 6, Ops: []Op{{Kind: OpPut, Key: []byte("d")}}},
+	}
+	var arena OpArena
+	got := make([]Entry, len(es))
+	for i := range es {
+		var err error
+		if got[i], err = DecodeIn(Encode(&es[i]), &arena, len(es)-i); err != nil {
+			t.Fatalf("entry %d: %v", i, err)
+		}
+		if want, _ := Decode(Encode(&es[i])); !entriesEqual(got[i], want) {
+			t.Fatalf("entry %d: DecodeIn = %+v, Decode = %+v", i, got[i], want)
+		}
+	}
+	for i := range got {
+		_ = append(got[i].Ops, Op{Kind: OpDelete, Key: []byte("appended")})
+	}
+	for i := range got {
+		if !entriesEqual(got[i], es[i]) {
+			t.Fatalf("entry %d changed after appends to the others' ops: %+v", i, got[i])
+		}
+	}
+	raw := Encode(&es[0])
+	raw[len(raw)-1] ^= 1
+	if _, err := DecodeIn(raw, &arena, 1); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("a damaged entry: %v", err)
+	}
+	raws := make([][]byte, 32)
+	for i := range raws {
+		raws[i] = Encode(&Entry{Epoch: 1, LSN: uint64(i + 1), Ops: []Op{{Kind: OpPut, Key: []byte("k"), Value: []byte("v")}}})
+	}
+	allocs := testing.AllocsPerRun(50, func() {
+		var a OpArena
+		for i, r := range raws {
+			if _, err := DecodeIn(r, &a, len(raws)-i); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	if allocs > 1 {
+		t.Fatalf("32 entries of one op each decoded in %.0f allocations", allocs)
+	}
+}

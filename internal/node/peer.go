@@ -102,7 +102,9 @@ func (s *peerService) StopWrites(ctx context.Context, req *peerpb.StopWritesRequ
 func dialPeer(addr string) (*grpc.ClientConn, error) {
 	conn, err := grpc.NewClient(addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessage), grpc.MaxCallSendMsgSize(maxMessage)),
+		// peerpb.Codec decodes a leader's Appends with their entries as
+		// slices of one copy of the message, not a copy each.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessage), grpc.MaxCallSendMsgSize(maxMessage), grpc.ForceCodecV2(peerpb.Codec{})),
 		grpc.WithStaticStreamWindowSize(PeerWindow), grpc.WithStaticConnWindowSize(PeerWindow),
 		// gRPC's default reconnect backoff starts at 1 s; a follower whose
 		// leader restarts or is not up yet should find it within ~100 ms.

@@ -21,8 +21,10 @@ import (
 // bytes it holds (its tail cache's) to every one of them, where gRPC's
 // codec would marshal a copy of the entry per follower per send. The
 // caller must not change those slices until the send has returned (log
-// entries never change). Everything else, and every Unmarshal, is gRPC's
-// codec.
+// entries never change). On the receiving side (a follower's client
+// connection, grpc.ForceCodecV2) an Append's entries are decoded as slices
+// of one copy of the message rather than a copy each (Unmarshal).
+// Everything else is gRPC's codec.
 type Codec struct{}
 
 var _ encoding.CodecV2 = Codec{}
@@ -46,9 +48,124 @@ func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 	return protoCodec().Marshal(v)
 }
 
-// Unmarshal decodes data with gRPC's protobuf codec.
+// Unmarshal decodes data: a LeaderMessage carrying an Append of entries
+// into one copy of the message, whose entries are slices of it
+// (unmarshalAppend), anything else with gRPC's protobuf codec.
 func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
+	if m, ok := v.(*LeaderMessage); ok {
+		// gRPC frees data's buffers once this returns: the message's
+		// bytes are copied once, here, and what m keeps points into
+		// that copy.
+		b := data.Materialize()
+		if unmarshalAppend(b, m) {
+			return nil
+		}
+		if err := proto.Unmarshal(b, m); err != nil {
+			return fmt.Errorf("peerpb: unmarshal leader message: %w", err)
+		}
+		return nil
+	}
 	return protoCodec().Unmarshal(data, v)
+}
+
+// unmarshalAppend decodes b into m if it is an Append of entries (the
+// stream's bulk: a follower's every message under writes) and reports
+// whether it did. Each entry is a slice of b, capacity capped at its
+// length, where protobuf's decoder makes a copy of each: one allocation
+// per message, not one per entry. Anything else it leaves to protobuf (it
+// returns false having set nothing): another body, an entry part (one per
+// large entry), a field it does not know (a newer leader's) or one seen
+// twice, and malformed bytes (protobuf reports them).
+func unmarshalAppend(b []byte, m *LeaderMessage) bool {
+	var epoch uint64
+	var body []byte
+	for seen := 0; len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return false
+		}
+		b = b[n:]
+		switch {
+		case num == leaderEpoch && typ == protowire.VarintType && seen&1 == 0:
+			epoch, n = protowire.ConsumeVarint(b)
+			seen |= 1
+		case num == leaderAppendField && typ == protowire.BytesType && seen&2 == 0:
+			body, n = protowire.ConsumeBytes(b)
+			seen |= 2
+		default:
+			return false
+		}
+		if n < 0 {
+			return false
+		}
+		b = b[n:]
+	}
+	if body == nil {
+		return false
+	}
+	a := &Append{}
+	entries := 0
+	for pass := 0; pass < 2; pass++ {
+		if pass == 1 && entries > 0 {
+			a.Entries = make([][]byte, 0, entries)
+		}
+		var seen uint32
+		for rest := body; len(rest) > 0; {
+			num, typ, n := protowire.ConsumeTag(rest)
+			if n < 0 || num > 31 {
+				return false
+			}
+			rest = rest[n:]
+			if num != appendEntries {
+				if seen&(1<<num) != 0 {
+					return false
+				}
+				seen |= 1 << num
+			}
+			var v uint64
+			switch {
+			case num == appendEntries && typ == protowire.BytesType:
+				var e []byte
+				if e, n = protowire.ConsumeBytes(rest); n >= 0 {
+					if pass == 0 {
+						entries++
+					} else {
+						a.Entries = append(a.Entries, e[:len(e):len(e)])
+					}
+				}
+			case typ == protowire.VarintType && num >= appendCommitLSN && num <= appendReadStamp && num != appendPart:
+				v, n = protowire.ConsumeVarint(rest)
+			default:
+				return false
+			}
+			if n < 0 {
+				return false
+			}
+			rest = rest[n:]
+			if pass == 0 {
+				continue
+			}
+			switch num {
+			case appendCommitLSN:
+				a.CommitLsn = v
+			case appendLeaderLast:
+				a.LeaderLastLsn = v
+			case appendLeaderTime:
+				a.LeaderTimeUnixNano = int64(v)
+			case appendLeaseStamp:
+				a.LeaseStamp = int64(v)
+			case appendLeaseLapsed:
+				a.LeaseLapsed = protowire.DecodeBool(v)
+			case appendDeferSync:
+				a.DeferSync = protowire.DecodeBool(v)
+			case appendReadStamp:
+				a.ReadStamp = int64(v)
+			}
+		}
+	}
+	m.Epoch = epoch
+	m.Body = &LeaderMessage_Append{Append: a}
+	return true
 }
 
 func protoCodec() encoding.CodecV2 { return encoding.GetCodecV2(grpcproto.Name) }
@@ -65,11 +182,21 @@ func hasLarge(a *Append) bool {
 	return false
 }
 
-// Field numbers the by-reference encoding writes itself.
+// Field numbers the by-reference encoding writes itself, and those
+// unmarshalAppend reads itself (TestUnmarshalAppendKnowsEveryField holds
+// them to the generated code's).
 const (
+	leaderEpoch       = 1 // LeaderMessage.epoch
 	leaderAppendField = 5 // LeaderMessage.append
 	appendEntries     = 1 // Append.entries
+	appendCommitLSN   = 2 // Append.commit_lsn
+	appendLeaderLast  = 3 // Append.leader_last_lsn
+	appendLeaderTime  = 4 // Append.leader_time_unix_nano
+	appendLeaseStamp  = 5 // Append.lease_stamp
+	appendLeaseLapsed = 6 // Append.lease_lapsed
 	appendPart        = 7 // Append.part
+	appendDeferSync   = 8 // Append.defer_sync
+	appendReadStamp   = 9 // Append.read_stamp
 	partData          = 4 // EntryPart.data
 )
 

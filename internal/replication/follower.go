@@ -168,6 +168,11 @@ func NewFollower(cfg FollowerConfig) *Follower {
 		log = slog.Default()
 	}
 	f := &Follower{cfg: cfg, log: log.With("role", "follower")}
+	// A follower's writes are seldom read back soon: its applies update
+	// the rows its readers cached and cache no others (an empty cache on
+	// a follower that serves no reads; storage.DB.SetWritesFill). A
+	// leader on this data turns filling back on (NewLeader).
+	cfg.DB.SetWritesFill(false)
 	f.reads.changed = make(chan struct{})
 	f.reads.waiter = make(chan struct{}, 1)
 	f.reads.ask = make(chan struct{}, 1)

@@ -439,6 +439,10 @@ func count(c *atomic.Uint64, handed bool) {
 // applied (the tail left by a crash or by following) are committed under the
 // mode's rule as followers report them; under async they commit at once.
 func NewLeader(cfg LeaderConfig, epoch uint64) (*Leader, error) {
+	// The leader's applies cache the rows they write (while the cache has
+	// room): its reads, and its puts' priors (storage.PriorFromMemory),
+	// want them; a follower on this data had turned that off.
+	cfg.DB.SetWritesFill(true)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}

@@ -45,7 +45,9 @@
 // shard has, never evicting for it. So a bulk load of keys nobody reads
 // fills at most the free budget and pushes out no row a reader fetched,
 // while a key written and then read soon after (while the cache has
-// room) is still read from memory.
+// room) is still read from memory. A writer whose rows are seldom read
+// soon after (a follower) calls Update instead, which admits nothing: it
+// only replaces a row a reader cached.
 package rowcache
 
 import (
@@ -329,6 +331,45 @@ func (c *Cache) Put(key, row []byte) {
 				break
 			}
 		}
+	}
+	var g uint64
+	if gen != nil {
+		g = gen.Load()
+	}
+	s.rows[h] = entry(key, row, gen != nil, g)
+	s.bytes += size
+}
+
+// Update is Put for a writer whose rows nobody may read soon (a follower's
+// apply): it replaces key's cached row, and makes every Token of the key's
+// shard taken before now stale, as Put does, but never caches a key that
+// was not cached. A cache that only readers fill then holds only what they
+// fetched: a follower that serves no reads keeps it empty, and each of its
+// writes costs a probe of an empty table, not a row's allocation and a
+// probe that misses the CPU's caches.
+func (c *Cache) Update(key, row []byte) {
+	if !c.Cacheable(len(key), len(row)) {
+		c.Invalidate(key)
+		return
+	}
+	s, h := c.locate(key)
+	gen := c.groupGen(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gen++
+	// An entry of a dropped group generation is no cached row: the
+	// lookup removes it. The slot may hold another key with the same
+	// hash: it is left alone.
+	if _, cached := s.lookupLocked(h, key, gen); !cached {
+		return
+	}
+	size := cost(entryLen(len(key), len(row), gen != nil))
+	s.bytes -= cost(len(s.rows[h]))
+	if s.bytes+size > c.shardBytes {
+		// The row grew past what the shard has: it goes rather than
+		// evict what readers fetched.
+		delete(s.rows, h)
+		return
 	}
 	var g uint64
 	if gen != nil {

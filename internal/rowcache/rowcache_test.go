@@ -487,3 +487,54 @@ func TestGroupToken(t *testing.T) {
 		t.Fatalf("fill kept across Clear: %q", got)
 	}
 }
+
+// TestUpdateAdmitsNothing: Update replaces a cached row (a reader's fill
+// or an earlier Put), never caches a key that was not cached, and makes a
+// reader's earlier token stale either way, so a fill of the row it
+// replaced is dropped.
+func TestUpdateAdmitsNothing(t *testing.T) {
+	c := New(1 << 20)
+	for i := range 1000 {
+		c.Update(key(i), []byte("v"))
+	}
+	if st := c.Stats(); st.Rows != 0 || st.Bytes != 0 {
+		t.Fatalf("updates of keys not cached cached something: %+v", st)
+	}
+	// A reader's fill, then an update: the new row is read.
+	_, _, tok := c.Get(key(1))
+	c.Fill(key(1), []byte("old"), tok)
+	c.Update(key(1), []byte("new"))
+	if got, ok := c.Peek(key(1)); !ok || string(got) != "new" {
+		t.Fatalf("after Update of a cached key: %q, %v; want new", got, ok)
+	}
+	// A delete is cached as no row, as Put caches it.
+	c.Update(key(1), nil)
+	if got, ok := c.Peek(key(1)); !ok || got != nil {
+		t.Fatalf("after Update to no row: %q, %v", got, ok)
+	}
+	// A reader that missed before an update of a key not cached must not
+	// fill the row it read from the store: it may be the replaced one.
+	_, _, tok = c.Get(key(2))
+	c.Update(key(2), []byte("new"))
+	c.Fill(key(2), []byte("old"), tok)
+	if got, ok := c.Peek(key(2)); ok {
+		t.Fatalf("a fill from before an Update was kept: %q", got)
+	}
+	// A row too big to cache drops the cached one.
+	c.Update(key(1), make([]byte, 1<<20))
+	if _, ok := c.Peek(key(1)); ok {
+		t.Fatal("an oversize Update left the old row")
+	}
+	// Grouped keys: an update carries the group's current generation.
+	g := NewGrouped(1<<20, func(k []byte) int { return 1 })
+	_, _, tok = g.Get([]byte("ak"))
+	g.Fill([]byte("ak"), []byte("v1"), tok)
+	g.InvalidateGroup([]byte("a"))
+	g.Update([]byte("ak"), []byte("v2")) // the entry went with its group
+	if _, ok := g.Peek([]byte("ak")); ok {
+		t.Fatal("Update cached a row whose cached entry was of a dropped group")
+	}
+	if st := c.Stats(); st.Bytes != 0 || st.Rows != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}

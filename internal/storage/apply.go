@@ -107,15 +107,20 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	// new rows are cached while it has room (rowcache.Put never evicts),
 	// so a row just written reads from memory without a bulk load pushing
 	// out what readers fetched (a metadata row's delete caches "no such
-	// key"; a sub-key row's only drops it). A range delete of a
-	// collection's version drops that version's cached rows (a group,
-	// InvalidateGroup); a FLUSHALL empties the cache.
+	// key"; a sub-key row's only drops it); with SetWritesFill(false)
+	// only the cached rows are replaced (rowcache.Update). A range delete
+	// of a collection's version drops that version's cached rows (a
+	// group, InvalidateGroup); a FLUSHALL empties the cache.
 	if w.clearCache {
 		d.rows.Clear()
 	}
 	// The key filters get the keys of the metadata rows written, the
 	// sub-key filters the sub-key rows written, loaded after the commit
 	// (keyfilter.go), and each before the row cache can show its row.
+	put := d.rows.Put
+	if d.writesFillNot.Load() {
+		put = d.rows.Update
+	}
 	cur, next := d.filters.cur.Load(), d.filters.next.Load()
 	subCur, subNext := d.subFilters.cur.Load(), d.subFilters.next.Load()
 	for _, c := range w.cached {
@@ -137,7 +142,7 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 		case c.invalidate:
 			d.rows.Invalidate(c.key)
 		default:
-			d.rows.Put(c.key, c.row)
+			put(c.key, c.row)
 		}
 	}
 	d.subFilters.added(w.chunks)
@@ -156,6 +161,18 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	}
 	return nil
 }
+
+// SetWritesFill says whether Apply caches the rows it writes that the row
+// cache does not hold yet (while the cache has room): on, the default, for
+// a leader, whose reads and whose puts' priors (PriorFromMemory) want
+// what it just wrote in memory; off for a follower, whose writes are
+// seldom read back soon: Apply then only replaces the rows its readers
+// cached (rowcache.Update), and a follower that serves no reads keeps an
+// empty cache instead of a copy of every row it writes (the write-through
+// was a seventh of a follower's CPU under SET -P16, and most of its
+// allocations). A row a follower's reader wants is cached by its first
+// read. Either way no cached row is ever stale.
+func (d *DB) SetWritesFill(on bool) { d.writesFillNot.Store(!on) }
 
 const (
 	// bigBatch: an Apply of more bytes than this sizes its batch first.

@@ -76,6 +76,60 @@ func BenchmarkGet(b *testing.B) {
 	}
 }
 
+// BenchmarkReadAfterWrite is what a follower's reader pays for the rows its
+// applies do not cache (SetWritesFill(false)): 100k keys written (100-byte
+// values, in the memtable), then each read once, in random order, as the
+// first read after its write: "fill" finds it in the row cache (a leader,
+// while the cache has room), "nofill" reads Pebble and fills the cache.
+//
+//	go test ./internal/storage -run '^$' -bench ReadAfterWrite -benchtime 100000x -count 3
+func BenchmarkReadAfterWrite(b *testing.B) {
+	const keys = 100000
+	for _, fill := range []bool{true, false} {
+		name := "fill"
+		if !fill {
+			name = "nofill"
+		}
+		b.Run(name, func(b *testing.B) {
+			d, err := Open(b.TempDir(), Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer d.Close()
+			d.SetWritesFill(fill)
+			val := strings.Repeat("v", 100)
+			var lsn uint64
+			for lo := 0; lo < keys; lo += 100 {
+				es := make([]logrec.Entry, 100)
+				for j := range es {
+					lsn++
+					es[j] = logrec.Entry{Epoch: 1, LSN: lsn, Ops: []logrec.Op{put("key:"+strconv.Itoa(lo+j), val)}}
+				}
+				if err := d.AppendLog(encodeAll(es...)); err != nil {
+					b.Fatal(err)
+				}
+				if err := d.Apply(es); err != nil {
+					b.Fatal(err)
+				}
+			}
+			names := make([][]byte, keys)
+			for i, k := range rand.New(rand.NewPCG(1, 2)).Perm(keys) {
+				names[i] = []byte("key:" + strconv.Itoa(k))
+			}
+			v := View{DB: d}
+			cpu0 := testutil.ProcessCPU()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, ok, err := v.Get(names[i%keys]); err != nil || !ok {
+					b.Fatal(ok, err)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64((testutil.ProcessCPU()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/read")
+		})
+	}
+}
+
 // BenchmarkAppendLog is the log's group commit on a real disk: one
 // AppendLog call (one fsync) of 1, 16 or 128 entries of ~130 encoded bytes
 // per op. It reports entries per second and the process's CPU time (user +
@@ -121,20 +175,29 @@ func BenchmarkAppendLog(b *testing.B) {
 // included ("rowcache": the rows are cached, as on a leader whose recent
 // writes put them there; "pebble": no row cache, each old row read from
 // Pebble, as on a follower whose cache is cold; "new": keys never
-// written, which the key filter knows need no read).
+// written, which the key filter knows need no read; "prior/fill" and
+// "prior/nofill": the puts say their prior row, as a leader sends them, and
+// Apply caches what it writes (a leader) or only updates what is cached
+// (a follower, SetWritesFill(false)): the write-through's own cost).
 func BenchmarkApply(b *testing.B) {
 	const keys, batch = 100000, 32
 	for _, rc := range []struct {
 		name  string
 		bytes int64
 		fresh bool
-	}{{"rowcache", 0, false}, {"pebble", -1, false}, {"new", 0, true}} {
+		// prior: the puts carry their prior (log format 3), as a
+		// leader that has the rows in memory sends them; nofill: Apply
+		// caches no row it writes (a follower, SetWritesFill(false)).
+		prior, nofill bool
+	}{{"rowcache", 0, false, false, false}, {"pebble", -1, false, false, false}, {"new", 0, true, false, false},
+		{"prior/fill", 0, false, true, false}, {"prior/nofill", 0, false, true, true}} {
 		b.Run(rc.name, func(b *testing.B) {
 			d, err := Open(b.TempDir(), Options{RowCacheBytes: rc.bytes})
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer d.Close()
+			d.SetWritesFill(!rc.nofill)
 			val := strings.Repeat("v", 100)
 			var lsn uint64
 			next := func(n int, key func(i int) int) []logrec.Entry {
@@ -164,6 +227,11 @@ func BenchmarkApply(b *testing.B) {
 				} else {
 					batches[i] = next(batch, func(int) int { return r.IntN(keys) })
 				}
+				for j := range batches[i] {
+					if rc.prior {
+						batches[i][j].Ops[0].Prior = logrec.PriorPlain // every key exists
+					}
+				}
 			}
 			raws := make([][][]byte, b.N)
 			for i, es := range batches {
@@ -183,6 +251,7 @@ func BenchmarkApply(b *testing.B) {
 			cpu := testutil.ProcessCPU() - cpu0
 			entries := float64(b.N * batch)
 			b.ReportMetric(float64(cpu.Microseconds())/entries, "cpu-µs/entry")
+			b.ReportMetric(float64(d.RowCacheStats().Bytes)/(1<<20), "rowcache-MiB")
 		})
 	}
 }

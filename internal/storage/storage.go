@@ -149,6 +149,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -309,10 +310,14 @@ type DB struct {
 	// epochMu serialises the changes of the epoch file (changeEpochs).
 	epochMu sync.Mutex
 	// rows caches data rows for View.Get. Every write of a data row puts
-	// it there (Apply) or invalidates it (IngestRows; BeginIngest clears
+	// it there (Apply; on a follower only over a cached row, see
+	// SetWritesFill) or invalidates it (IngestRows; BeginIngest clears
 	// it all) after the row is committed and before the write is reported
 	// applied. FinishIngest writes no data row, so it leaves it alone.
 	rows *rowcache.Cache
+	// writesFillNot: Apply only updates the rows the cache holds and
+	// caches none it did not (SetWritesFill).
+	writesFillNot atomic.Bool
 	// reclaim compacts the spans of large drops in the background.
 	reclaim *reclaimer
 	// trim gives what Pebble frees outside the Go heap back (cmem.go).
