@@ -57,6 +57,9 @@ func BenchmarkBulkShape(b *testing.B) {
 			for i := 0; i < len(o.Levels)-1; i++ {
 				o.Levels[i].Compression = noComp
 			}
+			// A level without its own inherits the level above's: this case
+			// left every level uncompressed until it said so.
+			o.Levels[len(o.Levels)-1].Compression = func() *sstable.CompressionProfile { return sstable.SnappyCompression }
 		}},
 		{"filter-L6", nil, func(o *pebble.Options) { o.Levels[len(o.Levels)-1].FilterPolicy = o.Levels[0].FilterPolicy }},
 		{"lbase=256MiB", nil, func(o *pebble.Options) { o.LBaseMaxBytes = 256 << 20 }},
