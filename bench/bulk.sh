@@ -76,7 +76,8 @@ if [ -n "$PROFILE" ]; then
   curl -s --max-time 30 -o "$PROFILE" "http://127.0.0.1:$((P + 200))/debug/pprof/profile?seconds=8" &
   prof=$!
 fi
-wait "${pids[@]}"
+# A pipe that got error replies exits non-zero: they are counted below.
+wait "${pids[@]}" || true
 t1=$(date +%s.%N)
 for _ in $(seq 600); do
   st=$(status)
@@ -86,6 +87,7 @@ done
 [ -z "$prof" ] || wait "$prof" || true
 lc=$(($(cpu "$L") - lc)) f1c=$(($(cpu "$F1") - f1c)) f2c=$(($(cpu "$F2") - f2c))
 errors=$(cat "$D"/out.* | awk '/errors:/{gsub(",",""); e+=$2} END{print e+0}')
+grep -hv '^errors:\|^All data transferred\|^Last reply received\|^$' "$D"/out.* | sort | uniq -c | sort -rn | head -3 | sed 's/^/  error reply: /' || true
 n=$(redis-cli -p $((P + 1)) dbsize)
 sleep "$SETTLE"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -94,3 +96,10 @@ awk -v k="$KEYS" -v s="$STREAMS" -v t0="$t0" -v t1="$t1" -v e="$errors" -v n="$n
   printf "  CPU us per key (until the followers applied it): leader %.2f, followers %.2f %.2f\n", lc*1e4/k, f1c*1e4/k, f2c*1e4/k }'
 echo "  RSS at rest (MB): leader $(($(rss "$L") / 1024)), followers $(($(rss "$F1") / 1024)) $(($(rss "$F2") / 1024))"
 echo "  disk (MB): $(for n in "$D"/data/*/; do du -sm "$n" | cut -f1; done | paste -sd' ')"
+# Pebble's own count of what the load cost each node's LSM (/debug/memory):
+# bytes flushed and compacted over bytes in, and its compactions.
+for i in 0 1 2; do
+  curl -s --max-time 10 "http://127.0.0.1:$((P + 200 + i))/debug/memory" | jq -r .Storage.Pebble |
+    awk -v n=$((i + 1)) '$1 == "total" {for (f = NF; f > 0; f--) if ($f ~ /^[0-9.]+$/) {w = $f; break}} /^Compactions:/ {c = $2}
+      END {printf "  node %d: Pebble write-amp %s, %s compactions\n", n, w, c}'
+done
