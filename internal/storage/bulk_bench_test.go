@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -39,7 +40,9 @@ func BenchmarkBulkApply(b *testing.B) {
 }
 
 // BenchmarkBulkShape is BenchmarkBulkApply under other Pebble options
-// of the same memory: what each saves the load and costs the reads.
+// (of the same memory but for the memtables=... cases, which report the
+// memtables' peak): what each saves the load and costs the reads. With
+// BULK_LSM=1 each run logs Pebble's LSM at the end (-test.v).
 //
 //	go test ./internal/storage -run '^$' -bench BulkShape -benchtime 1x -count 2
 func BenchmarkBulkShape(b *testing.B) {
@@ -54,6 +57,9 @@ func BenchmarkBulkShape(b *testing.B) {
 			for i := 0; i < len(o.Levels)-1; i++ {
 				o.Levels[i].Compression = noComp
 			}
+			// A level without its own inherits the level above's: this case
+			// left every level uncompressed until it said so.
+			o.Levels[len(o.Levels)-1].Compression = func() *sstable.CompressionProfile { return sstable.SnappyCompression }
 		}},
 		{"filter-L6", nil, func(o *pebble.Options) { o.Levels[len(o.Levels)-1].FilterPolicy = o.Levels[0].FilterPolicy }},
 		{"lbase=256MiB", nil, func(o *pebble.Options) { o.LBaseMaxBytes = 256 << 20 }},
@@ -67,6 +73,14 @@ func BenchmarkBulkShape(b *testing.B) {
 			}
 		}},
 		{"memtables=2x12MiB", func(o *Options) { o.MemTableBytes, o.MemTables = 12<<20, 2 }, nil},
+		{"memtables=4x12MiB", func(o *Options) { o.MemTableBytes = 12 << 20 }, nil},
+		{"memtables=4x24MiB", func(o *Options) { o.MemTableBytes = 24 << 20 }, nil},
+		{"files=512KiB", nil, func(o *pebble.Options) { sameFiles(o, 512<<10) }},
+		{"no-split", nil, func(o *pebble.Options) { o.Experimental.SpanPolicyFunc = nil }},
+		{"l0=8", func(o *Options) { o.l0Compaction = 8 }, nil},
+		{"lbase=8MiB", nil, func(o *pebble.Options) { o.LBaseMaxBytes = 8 << 20 }},
+		{"columnar", nil, func(o *pebble.Options) { o.FormatMajorVersion = pebble.FormatNewest }},
+		{"concurrency=2", nil, func(o *pebble.Options) { o.CompactionConcurrencyRange = func() (int, int) { return 1, 2 } }},
 	} {
 		for _, space := range []int{0, 100000} {
 			name := tc.name + "/new"
@@ -152,6 +166,7 @@ func benchBulkPriors(b *testing.B, opts Options, space int, priors bool) {
 	lsn := uint64(0)
 	var raws [][]byte
 	var entries []logrec.Entry
+	var peakMem uint64 // memtables allocated, zombies included, sampled
 	for k := 0; k < keys; k += perEntry {
 		e := logrec.Entry{Epoch: 1, LSN: lsn + 1, TimeNs: 1}
 		for j := k; j < k+perEntry && j < keys; j++ {
@@ -180,6 +195,10 @@ func benchBulkPriors(b *testing.B, opts Options, space int, priors bool) {
 				b.Fatal(err)
 			}
 			raws, entries = raws[:0], entries[:0]
+			if lsn%(64*perApply) == 0 {
+				mm := d.pdb.Metrics()
+				peakMem = max(peakMem, mm.MemTable.Size+mm.MemTable.ZombieSize)
+			}
 		}
 	}
 	load := time.Since(start)
@@ -196,9 +215,14 @@ func benchBulkPriors(b *testing.B, opts Options, space int, priors bool) {
 	b.ReportMetric(float64(d.PriorReads()-reads0)/keys, "prior-reads/key")
 	b.ReportMetric(float64(m.Levels[0].TablesCount), "L0-files")
 	b.ReportMetric(float64(m.Levels[0].Sublevels), "L0-sublevels")
+	if os.Getenv("BULK_LSM") != "" {
+		b.Logf("LSM:\n%s", m)
+	}
 	total := m.Total()
 	b.ReportMetric(total.WriteAmp(), "write-amp")
 	b.ReportMetric(float64(m.DiskSpaceUsage())/(1<<20), "disk-MiB")
+	b.ReportMetric(float64(peakMem)/(1<<20), "memtable-peak-MiB")
+	b.ReportMetric(float64(m.MemTable.Size+m.MemTable.ZombieSize)/(1<<20), "memtable-end-MiB")
 	if space > 0 {
 		benchBulkReads(b, d, space) // about 5 of them never written
 	} else {

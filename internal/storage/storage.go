@@ -466,6 +466,8 @@ func Open(dir string, opts Options) (*DB, error) {
 	}
 	// Pebble's own scheduler, without its 100 ms timer while idle.
 	po.Experimental.CompactionScheduler = newCompactionScheduler()
+	// No table holds rows of two kinds (lsmshape.go).
+	po.Experimental.SpanPolicyFunc = splitAtPrefixes
 	if opts.tune != nil {
 		(*opts.tune)(po)
 	}
