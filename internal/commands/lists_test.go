@@ -633,3 +633,98 @@ func BenchmarkPop(b *testing.B) {
 		})
 	}
 }
+
+// readsRows counts the point reads and iterations of the rows under it.
+type readsRows struct {
+	keyspace.Rows
+	gets, iters int
+}
+
+func (r *readsRows) Get(k []byte) ([]byte, bool, error) { r.gets++; return r.Rows.Get(k) }
+func (r *readsRows) Iter(lo, hi []byte, fn func(k, v []byte) bool) error {
+	r.iters++
+	return r.Rows.Iter(lo, hi, fn)
+}
+func (r *readsRows) IterReverse(lo, hi []byte, fn func(k, v []byte) bool) error {
+	r.iters++
+	return r.Rows.IterReverse(lo, hi, fn)
+}
+
+// hintedView is the leader's view for a write: a keyspace.Reader over its
+// overlay's Hints, which reads list pops ahead (AheadReader).
+type hintedView struct {
+	keyspace.Reader
+	h *keyspace.Hints
+}
+
+func (v hintedView) SubAhead(key []byte, version uint64, sub, next []byte, reverse bool) ([]byte, bool, error) {
+	return v.h.ReadAhead(keyspace.SubKey(key, version, sub), next, reverse)
+}
+
+// TestListPopsReadAhead: a run of LPOPs or RPOPs on the leader's view
+// reads the stored elements ahead, an iteration per dozens of pops, not a
+// point read each (an element pushed long ago is not in the row cache: a
+// point read is an LSM lookup), and pops what the list holds, pushes and
+// single pops from the other end between them.
+func TestListPopsReadAhead(t *testing.T) {
+	const n = 1000
+	base := &sortedRows{}
+	add := func(k, v []byte) { base.keys, base.vals = append(base.keys, k), append(base.vals, v) }
+	add(keyspace.MetaKey([]byte("l")), keyspace.AppendMetaRow(nil, Value{Type: keyspace.TypeList, Version: 1, Size: n}))
+	add(keyspace.SubKey([]byte("l"), 1, keyspace.ListHeadSub), keyspace.ListHeadRow(keyspace.ListStartIndex))
+	model := make([]string, n)
+	for i := range n {
+		model[i] = strconv.Itoa(i)
+		add(keyspace.SubKey([]byte("l"), 1, keyspace.ListIndexSub(keyspace.ListStartIndex+uint64(i))), []byte(model[i]))
+	}
+	counted := &readsRows{Rows: base}
+	layer := keyspace.NewLayer(counted)
+	h := keyspace.NewHints(layer)
+	lsn := uint64(2)
+	r := rand.New(rand.NewPCG(3, 4))
+	pops := 0
+	for len(model) > 0 {
+		var args []string
+		var want Reply
+		switch c := r.IntN(50); {
+		case c == 0:
+			args = []string{"LPUSH", "l", fmt.Sprint("p", lsn)}
+			model = append([]string{args[2]}, model...)
+			want = Int(len(model))
+		case c == 1:
+			args = []string{"RPUSH", "l", fmt.Sprint("p", lsn)}
+			model = append(model, args[2])
+			want = Int(len(model))
+		case c < 25:
+			args, want = []string{"LPOP", "l"}, Bulk(model[0])
+			model = model[1:]
+			pops++
+		default:
+			args, want = []string{"RPOP", "l"}, Bulk(model[len(model)-1])
+			model = model[:len(model)-1]
+			pops++
+		}
+		v := hintedView{keyspace.Reader{R: h, NowMs: 1000, LSN: lsn}, h}
+		res, err := run(&Ctx{NowMs: 1000}, v, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(res.Reply, want) {
+			t.Fatalf("%v = %#v, want %#v", args, res.Reply, want)
+		}
+		if err := layer.ApplyOps(lsn, res.Ops); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.ApplyOps(res.Ops); err != nil {
+			t.Fatal(err)
+		}
+		lsn++
+	}
+	// Point reads: the metadata row per command (the head row is the
+	// hints'), and a first pop's element at each end now and then; runs of
+	// 64 elements.
+	if counted.gets > pops/2 || counted.iters > pops/16 {
+		t.Errorf("%d pops read %d rows by point and %d iterations, want at most %d and %d", pops, counted.gets, counted.iters, pops/2, pops/16)
+	}
+	t.Logf("%d pops: %d point reads, %d iterations", pops, counted.gets, counted.iters)
+}

@@ -339,3 +339,136 @@ func TestHintsWindowModel(t *testing.T) {
 		}
 	}
 }
+
+// TestHintsReadAheadModel: list pops through Hints.ReadAhead (over a
+// Layer over base rows, as the leader's overlay) read what the rows hold,
+// whatever the mix of pops from either end (runs read ahead up and down),
+// pushes at either end, overwrites and deletes inside a run's range,
+// elements too big for a run, drops of the list and reads elsewhere,
+// while entries move to the base. A run that a write into its range did
+// not drop serves a row stale or misses it; one a delete did not shrink
+// serves a popped element again; one a drop did not clear serves the old
+// version's rows.
+func TestHintsReadAheadModel(t *testing.T) {
+	k := []byte("list")
+	idx := func(i uint64) []byte { return ListIndexSub(i) }
+	for seed := range uint64(20) {
+		r := rand.New(rand.NewPCG(seed, 17))
+		base, truth := memRows{}, memRows{}
+		l := NewLayer(base)
+		h := NewHints(l)
+		var pending [][]logrec.Op
+		write := func(lsn uint64, ops []logrec.Op) {
+			for i := range ops {
+				_ = Apply(truth, &ops[i])
+			}
+			if err := l.ApplyOps(lsn, ops); err != nil {
+				t.Fatal(err)
+			}
+			if err := h.ApplyOps(ops); err != nil {
+				t.Fatal(err)
+			}
+			pending = append(pending, ops)
+			if r.IntN(3) == 0 {
+				for _, e := range pending {
+					for i := range e {
+						_ = Apply(base, &e[i])
+					}
+					l.Forget(e, lsn)
+				}
+				pending = nil
+			}
+		}
+		value := func(lsn uint64) []byte {
+			if r.IntN(20) == 0 {
+				return fmt.Appendf(make([]byte, 0, 4100), "%04100d", lsn) // a run holds few of these
+			}
+			return fmt.Appendf(nil, "v%d", lsn)
+		}
+		ver := uint64(1)
+		head, size := ListStartIndex, uint64(0)
+		fill := func(lsn uint64) {
+			var ops []logrec.Op
+			for range 50 + r.IntN(150) {
+				ops = append(ops, logrec.Op{Kind: logrec.OpSubPut, Key: k, Version: ver, Sub: idx(head + size), Value: value(lsn)})
+				size++
+			}
+			write(lsn, ops)
+		}
+		fill(1)
+		check := func(lsn uint64, sub, got []byte, ok bool) {
+			t.Helper()
+			want, wok := truth[string(SubKey(k, ver, sub))]
+			if ok != wok || string(got) != want {
+				t.Fatalf("seed %d lsn %d: read ahead of %x: %.40q %v, want %.40q %v", seed, lsn, sub, got, ok, want, wok)
+			}
+		}
+		for lsn := uint64(2); lsn <= 1500; lsn++ {
+			var ops []logrec.Op
+			switch c := r.IntN(40); {
+			case size == 0 || c == 0:
+				if size > 0 {
+					// DEL: a drop, the span's range delete.
+					write(lsn, []logrec.Op{DeleteOp(k, Value{Type: TypeList, Version: ver, Size: size})})
+					lsn++
+				}
+				ver = lsn
+				head, size = ListStartIndex, 0
+				fill(lsn)
+				continue
+			case c <= 2:
+				// A push at either end.
+				if r.IntN(2) == 0 {
+					head--
+					ops = append(ops, logrec.Op{Kind: logrec.OpSubPut, Key: k, Version: ver, Sub: idx(head), Value: value(lsn)})
+				} else {
+					ops = append(ops, logrec.Op{Kind: logrec.OpSubPut, Key: k, Version: ver, Sub: idx(head + size), Value: value(lsn)})
+				}
+				size++
+			case c == 3:
+				// An overwrite (LSET) or a read elsewhere.
+				i := head + r.Uint64N(size)
+				got, ok, err := h.ReadAhead(SubKey(k, ver, idx(i)), idx(i+1), r.IntN(2) == 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				check(lsn, idx(i), got, ok)
+				ops = append(ops, logrec.Op{Kind: logrec.OpSubPut, Key: k, Version: ver, Sub: idx(i), Value: value(lsn)})
+			case c == 4:
+				// A delete inside (LREM's rewrite leaves none, but the
+				// hints must not care): the index is then a hole.
+				i := head + r.Uint64N(size)
+				ops = append(ops, logrec.Op{Kind: logrec.OpSubDel, Key: k, Version: ver, Sub: idx(i)})
+			default:
+				// Pops of 1..3 from one end, each read ahead.
+				left := r.IntN(2) == 0
+				for n := 1 + r.IntN(3); n > 0 && size > 0; n-- {
+					at, next := head, head+1
+					if !left {
+						at, next = head+size-1, head+size-2
+					}
+					got, ok, err := h.ReadAhead(SubKey(k, ver, idx(at)), idx(next), !left)
+					if err != nil {
+						t.Fatal(err)
+					}
+					check(lsn, idx(at), got, ok)
+					ops = append(ops, logrec.Op{Kind: logrec.OpSubDel, Key: k, Version: ver, Sub: idx(at)})
+					if left {
+						head++
+					}
+					size--
+					// The pops of one command see their own deletes.
+					write(lsn, ops)
+					ops = nil
+					lsn++
+				}
+				if left {
+					ops = append(ops, logrec.Op{Kind: logrec.OpSubPut, Key: k, Version: ver, Sub: ListHeadSub, Value: ListHeadRow(head)})
+				}
+			}
+			if len(ops) > 0 {
+				write(lsn, ops)
+			}
+		}
+	}
+}
