@@ -938,16 +938,14 @@ func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
 	if l.formats.reads(logrec.FormatV3) {
 		l.priorKey = l.overlay.setPriors(res.Ops, l.cfg.DB, l.priorKey)
 	}
-	e := logrec.Entry{Epoch: l.epoch, LSN: lsn, TimeNs: now.UnixNano(), Ops: res.Ops}
-	raw := logrec.Encode(&e)
-	// Decode so that the entry owns its bytes: the command's arguments
-	// belong to the connection's buffer and the caller may give up waiting.
-	// The checksum was computed just now: not verified again.
-	owned, err := logrec.DecodeVerified(raw)
-	if err != nil {
-		return nil, fmt.Errorf("replication: re-decode lsn %d: %w", e.LSN, err)
-	}
-	p.lsn, p.entry, p.raw, p.done, p.pub = lsn, owned, raw, make(chan doneSignal, 3), res.Publish
+	// Encoded once, and the ops (the command's own, rewritten in place)
+	// then point into the encoding, as a decode of it would: the entry
+	// owns its bytes, for the command's arguments belong to the
+	// connection's buffer and the caller may give up waiting. No decode
+	// pass, no second ops slice.
+	p.entry = logrec.Entry{Epoch: l.epoch, LSN: lsn, TimeNs: now.UnixNano(), Ops: res.Ops}
+	raw := logrec.EncodeOwned(&p.entry)
+	p.lsn, p.raw, p.done, p.pub = lsn, raw, make(chan doneSignal, 3), res.Publish
 	p.pending = Pending{l: l, reply: res.Reply, p: p}
 	l.mu.Lock()
 	if l.stopped {

@@ -11,7 +11,9 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/tandemdb/tandem/internal/commands"
 	"github.com/tandemdb/tandem/internal/commit"
+	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/peerpb"
 )
 
@@ -265,5 +267,42 @@ func TestConfirmedByFollowers(t *testing.T) {
 	l.RemoveFollower("f")
 	if _, ok := l.ConfirmedByFollowers([]string{"f"}); ok {
 		t.Error("confirmed by a follower just removed")
+	}
+}
+
+// TestStartOwnsTheCommandsBytes: a write's ops point at the command's
+// arguments, which belong to the connection's buffer and are written over
+// by its next command as soon as Start returns. The sequenced entry must
+// not: the overlay (what the next command reads before the write is
+// committed) and the entry applied later keep the values as they were
+// when the command ran. In quorum 1 without a follower nothing commits,
+// so the overlay is what the read sees, whatever the timing.
+func TestStartOwnsTheCommandsBytes(t *testing.T) {
+	fs := vfs.NewMem()
+	var sequenced []logrec.Op
+	l := startLeader(t, fs, openDB(t, fs), 1, commit.Mode{Kind: commit.Quorum, K: 1}, func(c *LeaderConfig) {
+		c.Sequenced = func(ops []logrec.Op) { sequenced = ops }
+	})
+	args := []byte("keyvalue")
+	if _, err := l.Start(context.Background(), func(commands.View, int64) (commands.Result, error) {
+		return commands.Result{Reply: commands.OK, Ops: []logrec.Op{{Kind: logrec.OpPut, Key: args[:3], Value: args[3:]}}}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	copy(args, "KEYVALUE") // the connection reads its next command
+	var got string
+	var found bool
+	if _, err := l.Start(context.Background(), func(v commands.View, _ int64) (commands.Result, error) {
+		val, ok, err := v.Get([]byte("key"))
+		got, found = string(val.Data), ok
+		return commands.Result{Reply: commands.OK}, err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !found || got != "value" {
+		t.Errorf("the next command reads key = %q (found %v), want %q", got, found, "value")
+	}
+	if len(sequenced) != 1 || string(sequenced[0].Key) != "key" || string(sequenced[0].Value) != "value" {
+		t.Errorf("the sequenced ops are %+v, want key = value", sequenced)
 	}
 }
