@@ -312,13 +312,23 @@ type proposal struct {
 	lsn   uint64
 	entry logrec.Entry
 	raw   []byte
+	// writer: the proposal has a writer to answer (false for a tail
+	// entry, which the leader found in its log).
+	writer bool
 	// done receives the writer's answer once (doneAnswer: the error is
 	// err, written before the send), and before it at most two doneJob
 	// (its group's Append and Apply; capacity 3, so none can crowd out
-	// another); nil for a tail entry. A channel of a pointer-free type is
-	// one allocation; a chan error was two (its buffer holds pointers).
+	// another). A channel of a pointer-free type is one allocation; a
+	// chan error was two (its buffer holds pointers). It is made only by
+	// a writer that waits (Wait, under Leader.mu, before it parks): one
+	// answered through Then, a lone write, never needs one, an
+	// allocation fewer per write. An answer that comes while there is
+	// none is kept in early (finish).
 	done chan doneSignal
-	err  error
+	// early: answered before done was made; the answer is err. Under
+	// Leader.mu.
+	early bool
+	err   error
 	// parked is set by a writer about to block on done: it will take what
 	// done receives (Handoffs counts only the answers that wake one, and
 	// only a parked writer is given an Apply to run).
@@ -357,15 +367,37 @@ const (
 )
 
 // finish answers the writer; it reports whether it did (once only). The
-// caller holds Leader.mu, as every sender on done does, so the room
-// checked is still there at the send.
+// caller holds Leader.mu, as every sender on done does (and as Wait holds
+// it to make done), so the room checked is still there at the send. A
+// writer without done yet finds the answer in early.
 func (p *proposal) finish(err error) bool {
+	if p.done == nil {
+		if p.early {
+			return false
+		}
+		p.err, p.early = err, true
+		return true
+	}
 	if len(p.done) == cap(p.done) {
 		return false
 	}
 	p.err = err
 	p.done <- doneAnswer
 	return true
+}
+
+// waitChan returns p's done channel, made now if the writer has none, or
+// false with the answer when it came before (early, consumed: a second
+// Wait or Then finds neither). The caller holds Leader.mu.
+func (p *proposal) waitChan() (done chan doneSignal, answered bool, err error) {
+	if p.done == nil {
+		if p.early {
+			p.early = false
+			return nil, true, p.err
+		}
+		p.done = make(chan doneSignal, 3)
+	}
+	return p.done, false, nil
 }
 
 // take is what the writer received on done: errJob for a job, else its
@@ -945,7 +977,7 @@ func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
 	// pass, no second ops slice.
 	p.entry = logrec.Entry{Epoch: l.epoch, LSN: lsn, TimeNs: now.UnixNano(), Ops: res.Ops}
 	raw := logrec.EncodeOwned(&p.entry)
-	p.lsn, p.raw, p.done, p.pub = lsn, raw, make(chan doneSignal, 3), res.Publish
+	p.lsn, p.raw, p.writer, p.pub = lsn, raw, true, res.Publish
 	p.pending = Pending{l: l, reply: res.Reply, p: p}
 	l.mu.Lock()
 	if l.stopped {
@@ -1043,15 +1075,17 @@ func (pd *Pending) Wait(ctx context.Context) (commands.Reply, uint64, error) {
 	if pd.l.cfg.Buggify.AckBeforeDurable {
 		return pd.reply, pd.p.lsn, nil
 	}
-	var err error
-	for {
+	pd.l.mu.Lock()
+	done, answered, err := pd.p.waitChan()
+	pd.l.mu.Unlock()
+	for !answered {
 		select {
-		case s := <-pd.p.done: // answered already (a pipeline's later writes)
+		case s := <-done: // answered already (a pipeline's later writes)
 			err = pd.p.take(s)
 		default:
 			pd.p.parked.Store(true)
 			select {
-			case s := <-pd.p.done:
+			case s := <-done:
 				err = pd.p.take(s)
 			case <-ctx.Done():
 				pd.l.giveUp(pd.p)
@@ -1089,16 +1123,15 @@ func (pd *Pending) Then(ctx context.Context, done func(commands.Reply, uint64, e
 	l := pd.l
 	l.mu.Lock()
 	if pd.p.answered {
-		// Answered before it got here (done holds the answer) or given
+		// Answered before it got here (early holds the answer) or given
 		// to Then already.
-		l.mu.Unlock()
-		var err error
-		select {
-		case s := <-pd.p.done:
-			err = pd.p.take(s)
-		default:
+		if pd.p.done != nil || !pd.p.early {
+			l.mu.Unlock()
 			panic("replication: Pending.Then after Then or Wait") // the caller's bug
 		}
+		pd.p.early = false
+		err := pd.p.err
+		l.mu.Unlock()
 		if err == nil && !l.cfg.Lease.Valid() {
 			err = l.cfg.Lease.await(ctx, l.ctx.Done(), l.cfg.WriteTimeout)
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/tandemdb/tandem/internal/commit"
 	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/peerpb"
+	"github.com/tandemdb/tandem/internal/testutil"
 )
 
 // Tests of the Leader driver: what the core decides is tested in
@@ -304,5 +305,70 @@ func TestStartOwnsTheCommandsBytes(t *testing.T) {
 	}
 	if len(sequenced) != 1 || string(sequenced[0].Key) != "key" || string(sequenced[0].Value) != "value" {
 		t.Errorf("the sequenced ops are %+v, want key = value", sequenced)
+	}
+}
+
+// TestThenNeedsNoChannel: a writer answered through Then, the common lone
+// write, never gets a done channel (an allocation per write): one whose
+// answer comes after Then is answered by the callback, one answered
+// before (early) gets it from Then at once; a writer that Waits makes its
+// channel then, also after an early answer. A second Then panics, as
+// before.
+func TestThenNeedsNoChannel(t *testing.T) {
+	fs := vfs.NewMem()
+	l := startLeader(t, fs, openDB(t, fs), 1, commit.Mode{Kind: commit.Async}, nil)
+	ctx := context.Background()
+	answered := func(p *Pending) bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return p.p.answered
+	}
+	// Then before the answer, and Then after it.
+	for _, early := range []bool{false, true} {
+		p, err := l.Start(ctx, putExec("k", "v"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if early {
+			testutil.Eventually(t, "the write answered", waitTimeout, func() (bool, string) { return answered(p), "not yet" })
+		}
+		got := make(chan error, 1)
+		p.Then(ctx, func(_ commands.Reply, lsn uint64, err error) {
+			if err == nil && lsn != p.p.lsn {
+				err = fmt.Errorf("answered lsn %d, want %d", lsn, p.p.lsn)
+			}
+			got <- err
+		})
+		select {
+		case err := <-got:
+			if err != nil {
+				t.Fatalf("early %v: %v", early, err)
+			}
+		case <-time.After(waitTimeout):
+			t.Fatalf("early %v: no answer", early)
+		}
+		l.mu.Lock()
+		made := p.p.done != nil
+		l.mu.Unlock()
+		if made {
+			t.Errorf("early %v: a Then writer got a done channel", early)
+		}
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("early %v: a second Then did not panic", early)
+				}
+			}()
+			p.Then(ctx, func(commands.Reply, uint64, error) {})
+		}()
+	}
+	// Wait after an early answer.
+	p, err := l.Start(ctx, putExec("k", "w"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, "the write answered", waitTimeout, func() (bool, string) { return answered(p), "not yet" })
+	if _, lsn, err := p.Wait(ctx); err != nil || lsn != p.p.lsn {
+		t.Fatalf("Wait after the answer: lsn %d, %v; want %d", lsn, err, p.p.lsn)
 	}
 }
