@@ -151,18 +151,30 @@ func (b backend) SubmitThen(ctx context.Context, spec *commands.Spec, args [][]b
 		done(nil, 0, err)
 		return
 	}
+	if p, ok := pending.(*replication.Pending); ok {
+		p.ThenMap(ctx, done, waitError) // no closure around done: an allocation per write
+		return
+	}
 	pending.Then(ctx, func(reply commands.Reply, lsn uint64, err error) { done(waitResult(reply, lsn, err)) })
 }
 
 // waitResult maps what a pending write's wait returned to the resp
 // sentinels.
 func waitResult(reply commands.Reply, lsn uint64, err error) (commands.Reply, uint64, error) {
+	if err != nil {
+		return nil, 0, waitError(err)
+	}
+	return reply, lsn, nil
+}
+
+// waitError is waitResult's mapping of a pending write's error.
+func waitError(err error) error {
 	if errors.Is(err, replication.ErrNotLeader) || errors.Is(err, replication.ErrStaleEpoch) {
 		// Sequenced, maybe durable, not committed: it may yet
 		// commit, so it must not read as refused.
-		return nil, 0, resp.ErrLeadershipLost
+		return resp.ErrLeadershipLost
 	}
-	return reply, lsn, leaderError(err)
+	return leaderError(err)
 }
 
 // start sequences a write on the leader (see submitPop), or returns why

@@ -152,3 +152,33 @@ func TestPipelineBatchAllocsPerCommand(t *testing.T) {
 		t.Errorf("%.2f allocations per pipelined SET beyond its batch's share, want at most 3.8", perCmd)
 	}
 }
+
+// TestLoneWriteAllocs: a lone write answered through the write path
+// (resp.ThenBackend, the c=50 SET's path) on a lone async leader, one at
+// a time (a group of one each): its allocations per write, every one of
+// the path's counted (the command's, the sequencing's, the log's, the
+// apply's, the answer's). SubmitThen hands replication its error mapping
+// (Pending.ThenMap) rather than a closure around the caller's callback,
+// and a writer answered so makes no done channel: each was one more.
+func TestLoneWriteAllocs(t *testing.T) {
+	n := testNode(t, "l", nil)
+	b := backend{n}
+	set, _ := commands.Lookup([]byte("SET"))
+	args := [][]byte{[]byte("SET"), []byte("key"), []byte("xxx")}
+	answered := make(chan error, 1)
+	done := func(_ commands.Reply, _ uint64, err error) { answered <- err }
+	write := func() {
+		b.SubmitThen(context.Background(), set, args, done)
+		if err := <-answered; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 100 {
+		write()
+	}
+	perWrite := testing.AllocsPerRun(500, write)
+	t.Logf("%.2f allocations per lone SET", perWrite)
+	if perWrite > 18.5 {
+		t.Errorf("%.2f allocations per lone SET, want at most 18.5", perWrite)
+	}
+}

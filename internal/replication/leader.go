@@ -337,8 +337,9 @@ type proposal struct {
 	// then, if set (Pending.Then, under Leader.mu), is called with the
 	// answer (thenAnswer) instead of sending it on done.
 	then     func(commands.Reply, uint64, error)
-	deadline int64 // commit by then (Unix ns), or the writer is answered ErrWriteTimeout
-	answered bool  // the writer has been answered (core-owned)
+	thenMap  func(error) error // maps the error then is given (ThenMap); nil: as it is
+	deadline int64             // commit by then (Unix ns), or the writer is answered ErrWriteTimeout
+	answered bool              // the writer has been answered (core-owned)
 	// pub are the write's messages (keyspace notifications), published
 	// by whoever applies it, once applied; nil for most.
 	pub []commands.Message
@@ -349,9 +350,13 @@ type proposal struct {
 	view overlayView
 }
 
-// thenAnswer gives a Then callback what Wait would return for err.
+// thenAnswer gives a Then callback what Wait would return for err, the
+// error mapped by the ThenMap mapping.
 func (p *proposal) thenAnswer(then func(commands.Reply, uint64, error), err error) {
 	if err != nil {
+		if p.thenMap != nil {
+			err = p.thenMap(err)
+		}
 		then(nil, 0, err)
 		return
 	}
@@ -1116,12 +1121,25 @@ func (pd *Pending) Wait(ctx context.Context) (commands.Reply, uint64, error) {
 // quick and must not block (encode and write a reply). A write that
 // logged nothing is waited for here, as Wait does.
 func (pd *Pending) Then(ctx context.Context, done func(commands.Reply, uint64, error)) {
+	pd.ThenMap(ctx, done, nil)
+}
+
+// ThenMap is Then with each error mapped by mapErr before done gets it
+// (nil: as it is), for a caller that translates the errors of this
+// package into its own: with a mapping function that is not a closure,
+// it needs no closure around done for each write (an allocation each).
+func (pd *Pending) ThenMap(ctx context.Context, done func(commands.Reply, uint64, error), mapErr func(error) error) {
 	if pd.p == nil || pd.l.cfg.Buggify.AckBeforeDurable {
-		done(pd.Wait(ctx))
+		reply, lsn, err := pd.Wait(ctx)
+		if err != nil && mapErr != nil {
+			err = mapErr(err)
+		}
+		done(reply, lsn, err)
 		return
 	}
 	l := pd.l
 	l.mu.Lock()
+	pd.p.thenMap = mapErr
 	if pd.p.answered {
 		// Answered before it got here (early holds the answer) or given
 		// to Then already.

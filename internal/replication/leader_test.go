@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -370,5 +371,41 @@ func TestThenNeedsNoChannel(t *testing.T) {
 	testutil.Eventually(t, "the write answered", waitTimeout, func() (bool, string) { return answered(p), "not yet" })
 	if _, lsn, err := p.Wait(ctx); err != nil || lsn != p.p.lsn {
 		t.Fatalf("Wait after the answer: lsn %d, %v; want %d", lsn, err, p.p.lsn)
+	}
+}
+
+// TestThenMapMapsErrors: ThenMap hands done its errors mapped, whether
+// the answer comes after it (the callback, here at Close) or came before
+// it (early); a success is not mapped.
+func TestThenMapMapsErrors(t *testing.T) {
+	fs := vfs.NewMem()
+	l := startLeader(t, fs, openDB(t, fs), 1, commit.Mode{Kind: commit.Quorum, K: 1}, nil)
+	ctx := context.Background()
+	var maps atomic.Int32
+	mapErr := func(err error) error { maps.Add(1); return fmt.Errorf("mapped: %w", err) }
+	after, err := l.Start(ctx, putExec("a", "1")) // answered after ThenMap
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 2)
+	after.ThenMap(ctx, func(_ commands.Reply, _ uint64, err error) { got <- err }, mapErr)
+	before, err := l.Start(ctx, putExec("b", "2")) // answered before ThenMap
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close() // nothing committed (no follower): both are answered ErrNotLeader
+	before.ThenMap(ctx, func(_ commands.Reply, _ uint64, err error) { got <- err }, mapErr)
+	for range 2 {
+		select {
+		case err := <-got:
+			if !errors.Is(err, ErrNotLeader) || !strings.HasPrefix(err.Error(), "mapped: ") {
+				t.Errorf("answered %v, want ErrNotLeader mapped", err)
+			}
+		case <-time.After(waitTimeout):
+			t.Fatal("no answer")
+		}
+	}
+	if n := maps.Load(); n != 2 {
+		t.Errorf("%d errors mapped, want 2", n)
 	}
 }
