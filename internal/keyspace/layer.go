@@ -206,7 +206,12 @@ func (l *Layer) Forget(ops []logrec.Op, applied uint64) {
 			f.key = append(AppendSubPrefix(f.key[:0], op.Key, op.Version), op.Sub...)
 			f.Delete(f.key)
 		default:
-			_ = Apply(&f, op)
+			// A drop's or a FLUSHALL's rows, through Apply: a copy
+			// of f, for what Apply is handed escapes to the heap, and
+			// f itself then would for every call, the common ones too.
+			g := f
+			_ = Apply(&g, op)
+			f = g
 		}
 	}
 	l.trim()

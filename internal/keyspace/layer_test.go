@@ -258,6 +258,40 @@ func TestLayerForgetBoundsKeys(t *testing.T) {
 	}
 }
 
+// TestLayerForgetAllocatesNothing: forgetting a write's rows (the
+// leader's overlay, once per applied entry: a SET's put, an element's
+// sub-key op) allocates nothing once the layer's key buffer has grown;
+// only a drop or a FLUSHALL, forgotten through Apply, may. The forgetter
+// was one allocation per call, for every call, when Apply's rare use of
+// it made it escape.
+func TestLayerForgetAllocatesNothing(t *testing.T) {
+	l := NewLayer(memRows{})
+	ops := []logrec.Op{
+		{Kind: logrec.OpPut, Key: []byte("key:1"), Value: []byte("v")},
+		{Kind: logrec.OpSubPut, Key: []byte("h"), Version: 3, Sub: []byte("f"), Value: []byte("x")},
+	}
+	lsn := uint64(0)
+	apply := func() {
+		lsn++
+		if err := l.ApplyOps(lsn, ops); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply()
+	l.Forget(ops, lsn) // the key buffer grows once
+	if n := testing.AllocsPerRun(100, func() { l.Forget(ops, lsn) }); n != 0 {
+		t.Errorf("Forget of a put and a sub-key put: %v allocations, want 0", n)
+	}
+	drop := []logrec.Op{{Kind: logrec.OpDrop, Key: []byte("h"), Version: 3}}
+	if err := l.ApplyOps(lsn+1, drop); err != nil {
+		t.Fatal(err)
+	}
+	l.Forget(drop, lsn+1)
+	if _, _, held := l.Own(AppendMetaKey(nil, []byte("h"))); held {
+		t.Errorf("a dropped collection's metadata row is still held after Forget")
+	}
+}
+
 // TestReaderExpiry: the one expiry rule, for strings and collections.
 func TestReaderExpiry(t *testing.T) {
 	rows := memRows{}

@@ -241,7 +241,25 @@ func MinFormat(ops []Op) uint8 {
 }
 
 // Append encodes e and appends it to dst.
-func Append(dst []byte, e *Entry) []byte {
+func Append(dst []byte, e *Entry) []byte { return appendEntry(dst, e, false) }
+
+// EncodeOwned is Encode that also makes e own its bytes: each op of e.Ops
+// is rewritten in place to what DecodeVerified returns for the encoding
+// (its Key, Sub and Value slices of the returned buffer, capped at their
+// length; the fields its kind does not encode zeroed; a put that carries
+// no Prior without one), so that e no longer aliases the slices it was
+// built from (a command's arguments, in a connection's buffer). It is one
+// pass over the ops, where Encode and then DecodeVerified are two and a
+// new ops slice. Only slice headers change: no byte any slice points at
+// is written.
+func EncodeOwned(e *Entry) []byte { return appendEntry(make([]byte, 0, Size(e)), e, true) }
+
+// appendEntry is Append; with own it is EncodeOwned's rewrite too, and
+// dst must have room for the encoding (Size), so that the slices it
+// hands out are of the buffer it returns.
+func appendEntry(dst []byte, e *Entry, own bool) []byte {
+	// tail is the last n bytes appended, as the owned slice of a field.
+	tail := func(n int) []byte { return dst[len(dst)-n : len(dst) : len(dst)] }
 	start := len(dst)
 	dst = append(frame.Begin(dst), MinFormat(e.Ops))
 	dst = binary.AppendUvarint(dst, e.Epoch)
@@ -253,31 +271,47 @@ func Append(dst []byte, e *Entry) []byte {
 		kind := wireKind(op)
 		dst = append(dst, byte(kind))
 		if op.Kind == OpFlushAll {
+			if own {
+				*op = Op{Kind: OpFlushAll}
+			}
 			continue
 		}
+		// o is what a decoder makes of the op: only what is encoded.
+		o := Op{Kind: op.Kind}
 		dst = appendBytes(dst, op.Key)
+		o.Key = tail(len(op.Key))
 		switch kind {
 		case kindPutPrior:
 			dst = append(dst, byte(op.Prior))
 			dst = binary.AppendVarint(dst, op.ExpireAtMs)
 			dst = appendBytes(dst, op.Value)
+			o.Prior, o.ExpireAtMs, o.Value = op.Prior, op.ExpireAtMs, tail(len(op.Value))
 		case OpPut:
 			dst = binary.AppendVarint(dst, op.ExpireAtMs)
 			dst = appendBytes(dst, op.Value)
+			o.ExpireAtMs, o.Value = op.ExpireAtMs, tail(len(op.Value))
 		case OpMeta:
 			dst = append(dst, op.Type)
 			dst = binary.AppendVarint(dst, op.ExpireAtMs)
 			dst = binary.AppendUvarint(dst, op.Version)
 			dst = binary.AppendUvarint(dst, op.Size)
+			o.Type, o.ExpireAtMs, o.Version, o.Size = op.Type, op.ExpireAtMs, op.Version, op.Size
 		case OpSubPut:
 			dst = binary.AppendUvarint(dst, op.Version)
 			dst = appendBytes(dst, op.Sub)
+			o.Sub = tail(len(op.Sub))
 			dst = appendBytes(dst, op.Value)
+			o.Version, o.Value = op.Version, tail(len(op.Value))
 		case OpSubDel:
 			dst = binary.AppendUvarint(dst, op.Version)
 			dst = appendBytes(dst, op.Sub)
+			o.Version, o.Sub = op.Version, tail(len(op.Sub))
 		case OpDrop:
 			dst = binary.AppendUvarint(dst, op.Version)
+			o.Version = op.Version
+		}
+		if own {
+			*op = o
 		}
 	}
 	frame.Seal(dst[start:])

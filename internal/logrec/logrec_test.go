@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"math"
 	"reflect"
@@ -61,7 +62,70 @@ func TestRoundTrip(t *testing.T) {
 		if err != nil || epoch != tt.e.Epoch || lsn != tt.e.LSN {
 			t.Errorf("%s: PeekLSN = %d, %d, %v; want %d, %d", tt.name, epoch, lsn, err, tt.e.Epoch, tt.e.LSN)
 		}
+		if err := checkEncodeOwned(tt.e); err != nil {
+			t.Errorf("%s: %v", tt.name, err)
+		}
 	}
+}
+
+// EncodeOwned leaves of each op only what its kind encodes, as a decoder
+// would: a field set on an op whose kind does not carry it (a Sub on a
+// put, a Value on a drop) must not survive, nor keep pointing at the
+// caller's bytes.
+func TestEncodeOwnedDropsWhatIsNotEncoded(t *testing.T) {
+	junk := func(k OpKind, p Prior) Op {
+		return Op{Kind: k, Key: []byte("k"), Value: []byte("v"), ExpireAtMs: 5, Type: 2, Version: 7, Size: 9, Sub: []byte("s"), Prior: p}
+	}
+	e := Entry{Epoch: 1, LSN: 2, Ops: []Op{
+		junk(OpPut, PriorUnknown), junk(OpPut, PriorPlain), junk(OpDelete, PriorPlain), junk(OpMeta, PriorPlain),
+		junk(OpSubPut, PriorPlain), junk(OpSubDel, PriorPlain), junk(OpDrop, PriorPlain), junk(OpFlushAll, PriorPlain),
+	}}
+	if err := checkEncodeOwned(e); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkEncodeOwned runs EncodeOwned on a deep copy of e: its bytes must
+// be Encode's, its ops DecodeVerified's exactly (reflect.DeepEqual:
+// empty slices as a decoder makes them, unencoded fields zero), and none
+// of its ops may still point at the copy's byte slices, which it then
+// scribbles over.
+func checkEncodeOwned(e Entry) error {
+	in := e
+	in.Ops = make([]Op, len(e.Ops))
+	var scribble [][]byte
+	clone := func(b []byte) []byte {
+		if b == nil {
+			return nil
+		}
+		c := bytes.Clone(b)
+		scribble = append(scribble, c)
+		return c
+	}
+	for i, op := range e.Ops {
+		op.Key, op.Value, op.Sub = clone(op.Key), clone(op.Value), clone(op.Sub)
+		in.Ops[i] = op
+	}
+	raw := EncodeOwned(&in)
+	if want := Encode(&e); !bytes.Equal(raw, want) {
+		return fmt.Errorf("EncodeOwned's bytes differ from Encode's")
+	}
+	want, err := DecodeVerified(raw)
+	if err != nil {
+		return fmt.Errorf("DecodeVerified(EncodeOwned): %w", err)
+	}
+	for _, b := range scribble {
+		for i := range b {
+			b[i] ^= 0x5a
+		}
+	}
+	if len(in.Ops) == 0 && len(want.Ops) == 0 {
+		in.Ops, want.Ops = nil, nil
+	}
+	if !reflect.DeepEqual(in, want) {
+		return fmt.Errorf("EncodeOwned left %+v, DecodeVerified makes %+v", in, want)
+	}
+	return nil
 }
 
 // entriesEqual compares entries treating nil and empty slices as equal.
@@ -356,6 +420,9 @@ func FuzzRoundTrip(f *testing.F) {
 		}
 		if !reflect.DeepEqual(Encode(&out), raw) {
 			t.Fatal("re-encoding differs")
+		}
+		if err := checkEncodeOwned(in); err != nil {
+			t.Fatal(err)
 		}
 		b := bytes.Clone(raw)
 		b[int(flip)%len(b)] ^= byte(flip>>8) | 1

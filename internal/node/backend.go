@@ -76,15 +76,14 @@ var _ resp.BatchBackend = backend{}
 // commands.Batch inside one Start, as a transaction's do, so the
 // pipeline costs one proposal, one encoding, one commit wait and one
 // wake-up instead of one each, on the leader and on every follower. The
-// waits share the one Pending: the first waits, the rest find it
+// wait is the one Pending's: its first call waits, the rest find it
 // answered. A command's input error (WRONGTYPE) is its own reply; when
 // the batch as a whole fails after running (an internal error, an entry
 // past its bound, a log format a member cannot read) nothing was
 // sequenced and each command is submitted alone, so each gets the answer
 // it would have had alone; a refusal before it ran (not the leader,
 // overloaded) is every command's answer.
-func (b backend) SubmitBatch(ctx context.Context, cmds []resp.TxCommand) []func() (commands.Reply, uint64, error) {
-	waits := make([]func() (commands.Reply, uint64, error), len(cmds))
+func (b backend) SubmitBatch(ctx context.Context, cmds []resp.TxCommand) func(int) (commands.Reply, uint64, error) {
 	replies := make([]resp.TxReply, len(cmds))
 	ran := false
 	serve := !b.n.blocked.batchServesNoOne
@@ -107,33 +106,30 @@ func (b backend) SubmitBatch(ctx context.Context, cmds []resp.TxCommand) []func(
 		return commands.Result{Reply: commands.OK, Ops: batch.Ops(), Publish: batch.Publish()}, nil
 	})
 	if err != nil {
-		for i, c := range cmds {
-			if ran {
-				waits[i] = b.Submit(ctx, c.Spec, c.Args)
-			} else {
-				waits[i] = func() (commands.Reply, uint64, error) { return nil, 0, err }
-			}
+		if !ran {
+			return func(int) (commands.Reply, uint64, error) { return nil, 0, err }
 		}
-		return waits
+		waits := make([]func() (commands.Reply, uint64, error), len(cmds))
+		for i, c := range cmds {
+			waits[i] = b.Submit(ctx, c.Spec, c.Args)
+		}
+		return func(i int) (commands.Reply, uint64, error) { return waits[i]() }
 	}
 	var (
 		waited bool
 		lsn    uint64
 		werr   error
 	)
-	for i := range cmds {
-		waits[i] = func() (commands.Reply, uint64, error) {
-			if !waited { // the connection's goroutine calls the waits in order
-				waited = true
-				_, lsn, werr = waitResult(pending.Wait(ctx))
-			}
-			if werr != nil {
-				return nil, 0, werr
-			}
-			return replies[i].Reply, lsn, replies[i].Err
+	return func(i int) (commands.Reply, uint64, error) {
+		if !waited { // the connection's goroutine calls the wait in order
+			waited = true
+			_, lsn, werr = waitResult(pending.Wait(ctx))
 		}
+		if werr != nil {
+			return nil, 0, werr
+		}
+		return replies[i].Reply, lsn, replies[i].Err
 	}
-	return waits
 }
 
 var _ resp.ThenBackend = backend{}
@@ -155,18 +151,30 @@ func (b backend) SubmitThen(ctx context.Context, spec *commands.Spec, args [][]b
 		done(nil, 0, err)
 		return
 	}
+	if p, ok := pending.(*replication.Pending); ok {
+		p.ThenMap(ctx, done, waitError) // no closure around done: an allocation per write
+		return
+	}
 	pending.Then(ctx, func(reply commands.Reply, lsn uint64, err error) { done(waitResult(reply, lsn, err)) })
 }
 
 // waitResult maps what a pending write's wait returned to the resp
 // sentinels.
 func waitResult(reply commands.Reply, lsn uint64, err error) (commands.Reply, uint64, error) {
+	if err != nil {
+		return nil, 0, waitError(err)
+	}
+	return reply, lsn, nil
+}
+
+// waitError is waitResult's mapping of a pending write's error.
+func waitError(err error) error {
 	if errors.Is(err, replication.ErrNotLeader) || errors.Is(err, replication.ErrStaleEpoch) {
 		// Sequenced, maybe durable, not committed: it may yet
 		// commit, so it must not read as refused.
-		return nil, 0, resp.ErrLeadershipLost
+		return resp.ErrLeadershipLost
 	}
-	return reply, lsn, leaderError(err)
+	return leaderError(err)
 }
 
 // start sequences a write on the leader (see submitPop), or returns why

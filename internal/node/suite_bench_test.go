@@ -105,14 +105,7 @@ var suiteValue = strings.Repeat("x", 100)
 var suiteFill = map[string]string{"lpop": "lpush", "rpop": "rpush", "spop": "sadd", "zpopmin": "zadd"}
 
 func benchSuiteWrite(b *testing.B, cmd string, clients int) {
-	leader := testNode(b, "l", nil)
-	for _, id := range []string{"f1", "f2"} {
-		f := testNode(b, id, nil)
-		respAddr, peer, _ := leader.Addrs()
-		if err := f.Follow(respAddr, peer); err != nil {
-			b.Fatal(err)
-		}
-	}
+	leader, _ := benchCluster(b)
 	waitStreams(b, leader.current().(*leading).l, 2)
 	conns := make([]*suiteConn, clients)
 	for i := range conns {

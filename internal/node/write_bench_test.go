@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"runtime/metrics"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"sync"
@@ -37,16 +38,7 @@ func BenchmarkWriteHandoffs(b *testing.B) {
 }
 
 func benchWriteHandoffs(b *testing.B, clients, depth int) {
-	leader := testNode(b, "l", nil)
-	var followers []*Node
-	for _, id := range []string{"f1", "f2"} {
-		f := testNode(b, id, nil)
-		followers = append(followers, f)
-		respAddr, peer, _ := leader.Addrs()
-		if err := f.Follow(respAddr, peer); err != nil {
-			b.Fatal(err)
-		}
-	}
+	leader, followers := benchCluster(b)
 	l := leader.current().(*leading).l
 	waitStreams(b, l, 2)
 
@@ -97,6 +89,30 @@ func benchWriteHandoffs(b *testing.B, clients, depth int) {
 	// (fsync, stream message, ack, Pebble commit) is divided by.
 	b.ReportMetric(float64(la-la0)/writes, "lead-appends/write")
 	b.ReportMetric(float64(fa-fa0)/writes, "foll-appends/write")
+}
+
+// benchCluster starts an in-process leader ("l") and two followers ("f1",
+// "f2") streaming from it. Each node is started under a pprof label
+// node=ID, which every goroutine it starts inherits (its gRPC and RESP
+// servers', the streams', the committer's), so that a CPU profile of a
+// benchmark splits by node: `go tool pprof -tagfocus node=l` is the
+// leader's part alone (the clients' goroutines carry no label).
+func benchCluster(b *testing.B) (leader *Node, followers []*Node) {
+	labeled := func(id string, f func()) {
+		pprof.Do(context.Background(), pprof.Labels("node", id), func(context.Context) { f() })
+	}
+	labeled("l", func() { leader = testNode(b, "l", nil) })
+	for _, id := range []string{"f1", "f2"} {
+		labeled(id, func() {
+			f := testNode(b, id, nil)
+			followers = append(followers, f)
+			respAddr, peer, _ := leader.Addrs()
+			if err := f.Follow(respAddr, peer); err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+	return leader, followers
 }
 
 // heapObjects is how many heap objects the process has allocated so far

@@ -312,13 +312,23 @@ type proposal struct {
 	lsn   uint64
 	entry logrec.Entry
 	raw   []byte
+	// writer: the proposal has a writer to answer (false for a tail
+	// entry, which the leader found in its log).
+	writer bool
 	// done receives the writer's answer once (doneAnswer: the error is
 	// err, written before the send), and before it at most two doneJob
 	// (its group's Append and Apply; capacity 3, so none can crowd out
-	// another); nil for a tail entry. A channel of a pointer-free type is
-	// one allocation; a chan error was two (its buffer holds pointers).
+	// another). A channel of a pointer-free type is one allocation; a
+	// chan error was two (its buffer holds pointers). It is made only by
+	// a writer that waits (Wait, under Leader.mu, before it parks): one
+	// answered through Then, a lone write, never needs one, an
+	// allocation fewer per write. An answer that comes while there is
+	// none is kept in early (finish).
 	done chan doneSignal
-	err  error
+	// early: answered before done was made; the answer is err. Under
+	// Leader.mu.
+	early bool
+	err   error
 	// parked is set by a writer about to block on done: it will take what
 	// done receives (Handoffs counts only the answers that wake one, and
 	// only a parked writer is given an Apply to run).
@@ -327,8 +337,9 @@ type proposal struct {
 	// then, if set (Pending.Then, under Leader.mu), is called with the
 	// answer (thenAnswer) instead of sending it on done.
 	then     func(commands.Reply, uint64, error)
-	deadline int64 // commit by then (Unix ns), or the writer is answered ErrWriteTimeout
-	answered bool  // the writer has been answered (core-owned)
+	thenMap  func(error) error // maps the error then is given (ThenMap); nil: as it is
+	deadline int64             // commit by then (Unix ns), or the writer is answered ErrWriteTimeout
+	answered bool              // the writer has been answered (core-owned)
 	// pub are the write's messages (keyspace notifications), published
 	// by whoever applies it, once applied; nil for most.
 	pub []commands.Message
@@ -339,9 +350,13 @@ type proposal struct {
 	view overlayView
 }
 
-// thenAnswer gives a Then callback what Wait would return for err.
+// thenAnswer gives a Then callback what Wait would return for err, the
+// error mapped by the ThenMap mapping.
 func (p *proposal) thenAnswer(then func(commands.Reply, uint64, error), err error) {
 	if err != nil {
+		if p.thenMap != nil {
+			err = p.thenMap(err)
+		}
 		then(nil, 0, err)
 		return
 	}
@@ -357,15 +372,37 @@ const (
 )
 
 // finish answers the writer; it reports whether it did (once only). The
-// caller holds Leader.mu, as every sender on done does, so the room
-// checked is still there at the send.
+// caller holds Leader.mu, as every sender on done does (and as Wait holds
+// it to make done), so the room checked is still there at the send. A
+// writer without done yet finds the answer in early.
 func (p *proposal) finish(err error) bool {
+	if p.done == nil {
+		if p.early {
+			return false
+		}
+		p.err, p.early = err, true
+		return true
+	}
 	if len(p.done) == cap(p.done) {
 		return false
 	}
 	p.err = err
 	p.done <- doneAnswer
 	return true
+}
+
+// waitChan returns p's done channel, made now if the writer has none, or
+// false with the answer when it came before (early, consumed: a second
+// Wait or Then finds neither). The caller holds Leader.mu.
+func (p *proposal) waitChan() (done chan doneSignal, answered bool, err error) {
+	if p.done == nil {
+		if p.early {
+			p.early = false
+			return nil, true, p.err
+		}
+		p.done = make(chan doneSignal, 3)
+	}
+	return p.done, false, nil
 }
 
 // take is what the writer received on done: errJob for a job, else its
@@ -942,16 +979,14 @@ func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
 	if l.formats.reads(logrec.FormatV3) {
 		l.priorKey = l.overlay.setPriors(res.Ops, l.cfg.DB, l.priorKey)
 	}
-	e := logrec.Entry{Epoch: l.epoch, LSN: lsn, TimeNs: now.UnixNano(), Ops: res.Ops}
-	raw := logrec.Encode(&e)
-	// Decode so that the entry owns its bytes: the command's arguments
-	// belong to the connection's buffer and the caller may give up waiting.
-	// The checksum was computed just now: not verified again.
-	owned, err := logrec.DecodeVerified(raw)
-	if err != nil {
-		return nil, fmt.Errorf("replication: re-decode lsn %d: %w", e.LSN, err)
-	}
-	p.lsn, p.entry, p.raw, p.done, p.pub = lsn, owned, raw, make(chan doneSignal, 3), res.Publish
+	// Encoded once, and the ops (the command's own, rewritten in place)
+	// then point into the encoding, as a decode of it would: the entry
+	// owns its bytes, for the command's arguments belong to the
+	// connection's buffer and the caller may give up waiting. No decode
+	// pass, no second ops slice.
+	p.entry = logrec.Entry{Epoch: l.epoch, LSN: lsn, TimeNs: now.UnixNano(), Ops: res.Ops}
+	raw := logrec.EncodeOwned(&p.entry)
+	p.lsn, p.raw, p.writer, p.pub = lsn, raw, true, res.Publish
 	p.pending = Pending{l: l, reply: res.Reply, p: p}
 	l.mu.Lock()
 	if l.stopped {
@@ -1049,15 +1084,17 @@ func (pd *Pending) Wait(ctx context.Context) (commands.Reply, uint64, error) {
 	if pd.l.cfg.Buggify.AckBeforeDurable {
 		return pd.reply, pd.p.lsn, nil
 	}
-	var err error
-	for {
+	pd.l.mu.Lock()
+	done, answered, err := pd.p.waitChan()
+	pd.l.mu.Unlock()
+	for !answered {
 		select {
-		case s := <-pd.p.done: // answered already (a pipeline's later writes)
+		case s := <-done: // answered already (a pipeline's later writes)
 			err = pd.p.take(s)
 		default:
 			pd.p.parked.Store(true)
 			select {
-			case s := <-pd.p.done:
+			case s := <-done:
 				err = pd.p.take(s)
 			case <-ctx.Done():
 				pd.l.giveUp(pd.p)
@@ -1088,23 +1125,35 @@ func (pd *Pending) Wait(ctx context.Context) (commands.Reply, uint64, error) {
 // quick and must not block (encode and write a reply). A write that
 // logged nothing is waited for here, as Wait does.
 func (pd *Pending) Then(ctx context.Context, done func(commands.Reply, uint64, error)) {
+	pd.ThenMap(ctx, done, nil)
+}
+
+// ThenMap is Then with each error mapped by mapErr before done gets it
+// (nil: as it is), for a caller that translates the errors of this
+// package into its own: with a mapping function that is not a closure,
+// it needs no closure around done for each write (an allocation each).
+func (pd *Pending) ThenMap(ctx context.Context, done func(commands.Reply, uint64, error), mapErr func(error) error) {
 	if pd.p == nil || pd.l.cfg.Buggify.AckBeforeDurable {
-		done(pd.Wait(ctx))
+		reply, lsn, err := pd.Wait(ctx)
+		if err != nil && mapErr != nil {
+			err = mapErr(err)
+		}
+		done(reply, lsn, err)
 		return
 	}
 	l := pd.l
 	l.mu.Lock()
+	pd.p.thenMap = mapErr
 	if pd.p.answered {
-		// Answered before it got here (done holds the answer) or given
+		// Answered before it got here (early holds the answer) or given
 		// to Then already.
-		l.mu.Unlock()
-		var err error
-		select {
-		case s := <-pd.p.done:
-			err = pd.p.take(s)
-		default:
+		if pd.p.done != nil || !pd.p.early {
+			l.mu.Unlock()
 			panic("replication: Pending.Then after Then or Wait") // the caller's bug
 		}
+		pd.p.early = false
+		err := pd.p.err
+		l.mu.Unlock()
 		if err == nil && !l.cfg.Lease.Valid() {
 			err = l.cfg.Lease.await(ctx, l.ctx.Done(), l.cfg.WriteTimeout)
 		}

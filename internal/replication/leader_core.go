@@ -433,7 +433,7 @@ func (c *leaderCore) Applied(lsn uint64, now int64) {
 	batch := c.inflight[:c.applying]
 	for _, p := range batch {
 		c.inflightBytes -= int64(len(p.raw))
-		if p.done != nil && !p.answered {
+		if p.writer && !p.answered {
 			p.answered = true
 			c.ready.Acked = append(c.ready.Acked, p)
 			c.returning++
@@ -729,7 +729,7 @@ func (c *leaderCore) Tick(now int64, log logExtent) {
 	c.now = max(c.now, now)
 	// Committed entries are a prefix of inflight; deadlines grow with LSN.
 	for _, p := range c.inflight {
-		if p.lsn <= c.commit || p.answered || p.done == nil {
+		if p.lsn <= c.commit || p.answered || !p.writer {
 			continue
 		}
 		if now < p.deadline {
@@ -771,7 +771,7 @@ func (c *leaderCore) Tick(now int64, log logExtent) {
 func (c *leaderCore) nextTick() int64 {
 	next := c.lastRetention + c.cfg.retentionEvery
 	for _, p := range c.inflight {
-		if p.lsn <= c.commit || p.answered || p.done == nil {
+		if p.lsn <= c.commit || p.answered || !p.writer {
 			continue
 		}
 		next = min(next, p.deadline)
@@ -928,7 +928,7 @@ func (c *leaderCore) Fail() leaderReady {
 	rd := c.Ready()
 	rd.Append, rd.Apply, rd.Send, rd.Acked = nil, nil, nil, nil
 	for _, p := range c.inflight {
-		if p.done != nil && !p.answered {
+		if p.writer && !p.answered {
 			p.answered = true
 			rd.Expired = append(rd.Expired, p)
 		}

@@ -298,9 +298,7 @@ func (s *coreScript) print(out *strings.Builder, rd leaderReady) {
 func testProposal(lsn uint64, writer bool) *proposal {
 	e := logrec.Entry{Epoch: 1, LSN: lsn, Ops: []logrec.Op{{Kind: logrec.OpPut, Key: []byte("k"), Value: []byte("v")}}}
 	p := &proposal{lsn: lsn, entry: e, raw: logrec.Encode(&e)}
-	if writer {
-		p.done = make(chan doneSignal, 1)
-	}
+	p.writer = writer
 	return p
 }
 

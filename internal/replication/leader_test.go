@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,8 +12,11 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/tandemdb/tandem/internal/commands"
 	"github.com/tandemdb/tandem/internal/commit"
+	"github.com/tandemdb/tandem/internal/logrec"
 	"github.com/tandemdb/tandem/internal/peerpb"
+	"github.com/tandemdb/tandem/internal/testutil"
 )
 
 // Tests of the Leader driver: what the core decides is tested in
@@ -265,5 +269,143 @@ func TestConfirmedByFollowers(t *testing.T) {
 	l.RemoveFollower("f")
 	if _, ok := l.ConfirmedByFollowers([]string{"f"}); ok {
 		t.Error("confirmed by a follower just removed")
+	}
+}
+
+// TestStartOwnsTheCommandsBytes: a write's ops point at the command's
+// arguments, which belong to the connection's buffer and are written over
+// by its next command as soon as Start returns. The sequenced entry must
+// not: the overlay (what the next command reads before the write is
+// committed) and the entry applied later keep the values as they were
+// when the command ran. In quorum 1 without a follower nothing commits,
+// so the overlay is what the read sees, whatever the timing.
+func TestStartOwnsTheCommandsBytes(t *testing.T) {
+	fs := vfs.NewMem()
+	var sequenced []logrec.Op
+	l := startLeader(t, fs, openDB(t, fs), 1, commit.Mode{Kind: commit.Quorum, K: 1}, func(c *LeaderConfig) {
+		c.Sequenced = func(ops []logrec.Op) { sequenced = ops }
+	})
+	args := []byte("keyvalue")
+	if _, err := l.Start(context.Background(), func(commands.View, int64) (commands.Result, error) {
+		return commands.Result{Reply: commands.OK, Ops: []logrec.Op{{Kind: logrec.OpPut, Key: args[:3], Value: args[3:]}}}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	copy(args, "KEYVALUE") // the connection reads its next command
+	var got string
+	var found bool
+	if _, err := l.Start(context.Background(), func(v commands.View, _ int64) (commands.Result, error) {
+		val, ok, err := v.Get([]byte("key"))
+		got, found = string(val.Data), ok
+		return commands.Result{Reply: commands.OK}, err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !found || got != "value" {
+		t.Errorf("the next command reads key = %q (found %v), want %q", got, found, "value")
+	}
+	if len(sequenced) != 1 || string(sequenced[0].Key) != "key" || string(sequenced[0].Value) != "value" {
+		t.Errorf("the sequenced ops are %+v, want key = value", sequenced)
+	}
+}
+
+// TestThenNeedsNoChannel: a writer answered through Then, the common lone
+// write, never gets a done channel (an allocation per write): one whose
+// answer comes after Then is answered by the callback, one answered
+// before (early) gets it from Then at once; a writer that Waits makes its
+// channel then, also after an early answer. A second Then panics, as
+// before.
+func TestThenNeedsNoChannel(t *testing.T) {
+	fs := vfs.NewMem()
+	l := startLeader(t, fs, openDB(t, fs), 1, commit.Mode{Kind: commit.Async}, nil)
+	ctx := context.Background()
+	answered := func(p *Pending) bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return p.p.answered
+	}
+	// Then before the answer, and Then after it.
+	for _, early := range []bool{false, true} {
+		p, err := l.Start(ctx, putExec("k", "v"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if early {
+			testutil.Eventually(t, "the write answered", waitTimeout, func() (bool, string) { return answered(p), "not yet" })
+		}
+		got := make(chan error, 1)
+		p.Then(ctx, func(_ commands.Reply, lsn uint64, err error) {
+			if err == nil && lsn != p.p.lsn {
+				err = fmt.Errorf("answered lsn %d, want %d", lsn, p.p.lsn)
+			}
+			got <- err
+		})
+		select {
+		case err := <-got:
+			if err != nil {
+				t.Fatalf("early %v: %v", early, err)
+			}
+		case <-time.After(waitTimeout):
+			t.Fatalf("early %v: no answer", early)
+		}
+		l.mu.Lock()
+		made := p.p.done != nil
+		l.mu.Unlock()
+		if made {
+			t.Errorf("early %v: a Then writer got a done channel", early)
+		}
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("early %v: a second Then did not panic", early)
+				}
+			}()
+			p.Then(ctx, func(commands.Reply, uint64, error) {})
+		}()
+	}
+	// Wait after an early answer.
+	p, err := l.Start(ctx, putExec("k", "w"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, "the write answered", waitTimeout, func() (bool, string) { return answered(p), "not yet" })
+	if _, lsn, err := p.Wait(ctx); err != nil || lsn != p.p.lsn {
+		t.Fatalf("Wait after the answer: lsn %d, %v; want %d", lsn, err, p.p.lsn)
+	}
+}
+
+// TestThenMapMapsErrors: ThenMap hands done its errors mapped, whether
+// the answer comes after it (the callback, here at Close) or came before
+// it (early); a success is not mapped.
+func TestThenMapMapsErrors(t *testing.T) {
+	fs := vfs.NewMem()
+	l := startLeader(t, fs, openDB(t, fs), 1, commit.Mode{Kind: commit.Quorum, K: 1}, nil)
+	ctx := context.Background()
+	var maps atomic.Int32
+	mapErr := func(err error) error { maps.Add(1); return fmt.Errorf("mapped: %w", err) }
+	after, err := l.Start(ctx, putExec("a", "1")) // answered after ThenMap
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 2)
+	after.ThenMap(ctx, func(_ commands.Reply, _ uint64, err error) { got <- err }, mapErr)
+	before, err := l.Start(ctx, putExec("b", "2")) // answered before ThenMap
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close() // nothing committed (no follower): both are answered ErrNotLeader
+	before.ThenMap(ctx, func(_ commands.Reply, _ uint64, err error) { got <- err }, mapErr)
+	for range 2 {
+		select {
+		case err := <-got:
+			if !errors.Is(err, ErrNotLeader) || !strings.HasPrefix(err.Error(), "mapped: ") {
+				t.Errorf("answered %v, want ErrNotLeader mapped", err)
+			}
+		case <-time.After(waitTimeout):
+			t.Fatal("no answer")
+		}
+	}
+	if n := maps.Load(); n != 2 {
+		t.Errorf("%d errors mapped, want 2", n)
 	}
 }

@@ -45,12 +45,15 @@ type PipelineBackend interface {
 
 // BatchBackend is an optional PipelineBackend capability: SubmitBatch is
 // Submit for consecutive writes of one pipeline at once, returning one
-// wait per command, in order. The node makes them one log entry (one
-// proposal, one commit wait and one wake-up for all), each command seeing
-// the writes before it, as a transaction's would; a command's input error
-// is its own reply and leaves the others' writes.
+// wait for them all: wait(i) is command i's answer, called once per
+// command, in order (one function for the batch, not one per command: a
+// closure each was an allocation per pipelined write). The node makes
+// them one log entry (one proposal, one commit wait and one wake-up for
+// all), each command seeing the writes before it, as a transaction's
+// would; a command's input error is its own reply and leaves the others'
+// writes.
 type BatchBackend interface {
-	SubmitBatch(ctx context.Context, cmds []TxCommand) []func() (commands.Reply, uint64, error)
+	SubmitBatch(ctx context.Context, cmds []TxCommand) (wait func(i int) (commands.Reply, uint64, error))
 }
 
 // A pipeline's writes are gathered into batches of at most
@@ -257,8 +260,9 @@ func (n *node) sendBatch(sess *Session) {
 	if len(nc.unsent) == 1 {
 		nc.pending[nc.unsentAt[0]].wait = n.pipe.Submit(ctx, nc.unsent[0].Spec, nc.unsent[0].Args)
 	} else {
-		for i, wait := range n.batch.SubmitBatch(ctx, nc.unsent) {
-			nc.pending[nc.unsentAt[i]].wait = wait
+		wait := n.batch.SubmitBatch(ctx, nc.unsent)
+		for i, at := range nc.unsentAt {
+			nc.pending[at].batchWait, nc.pending[at].batchAt = wait, i
 		}
 	}
 	sess.leave()
@@ -270,10 +274,14 @@ func (n *node) sendBatch(sess *Session) {
 // command on the session's read state (state, with its args) to run when
 // the replies before it are written.
 type pendingWrite struct {
-	spec  *commands.Spec
-	wait  func() (commands.Reply, uint64, error)
-	state *serverCmd
-	args  [][]byte
+	spec *commands.Spec
+	wait func() (commands.Reply, uint64, error)
+	// batchWait, when set instead of wait, is the wait of the batch the
+	// write went in (BatchBackend), and batchAt its place there.
+	batchWait func(int) (commands.Reply, uint64, error)
+	batchAt   int
+	state     *serverCmd
+	args      [][]byte
 }
 
 // drain waits for the pending writes in order and writes their replies.
@@ -288,7 +296,14 @@ func (n *node) drain(conn redcon.Conn, sess *Session) {
 			continue
 		}
 		sess.enter()
-		reply, lsn, err := p.wait() // made with the session's context
+		var reply commands.Reply
+		var lsn uint64
+		var err error
+		if p.batchWait != nil {
+			reply, lsn, err = p.batchWait(p.batchAt) // made with the session's context
+		} else {
+			reply, lsn, err = p.wait()
+		}
 		sess.leave()
 		n.writeResult(conn, sess, p.spec, reply, lsn, err)
 		*p = pendingWrite{}

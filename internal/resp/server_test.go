@@ -771,7 +771,7 @@ type batchFake struct {
 	batches []int // under fakeBackend.mu
 }
 
-func (p *batchFake) SubmitBatch(ctx context.Context, cmds []TxCommand) []func() (commands.Reply, uint64, error) {
+func (p *batchFake) SubmitBatch(ctx context.Context, cmds []TxCommand) func(int) (commands.Reply, uint64, error) {
 	p.mu.Lock()
 	p.batches = append(p.batches, len(cmds))
 	p.mu.Unlock()
@@ -779,7 +779,7 @@ func (p *batchFake) SubmitBatch(ctx context.Context, cmds []TxCommand) []func() 
 	for i, c := range cmds {
 		waits[i] = p.Submit(ctx, c.Spec, c.Args)
 	}
-	return waits
+	return func(i int) (commands.Reply, uint64, error) { return waits[i]() }
 }
 
 // TestPipelinedWritesGoAsBatches: with a BatchBackend a pipeline's
