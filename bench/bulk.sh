@@ -27,31 +27,9 @@ DATA_SIZE=${DATA_SIZE:-100}
 SETTLE=${SETTLE:-4}
 P=${PORT:-31800}
 PROFILE=${PROFILE:-}
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-D=$(mktemp -d)
-UP=
-cleanup() {
-  if [ -n "$UP" ]; then kill -TERM -- "-$UP" 2>/dev/null || true; wait "$UP" 2>/dev/null || true; fi
-  rm -rf "$D"
-}
-trap cleanup EXIT
-BIN=${TANDEM:-}
-if [ -z "$BIN" ]; then
-  BIN=$D/tandem
-  (cd "$REPO" && PATH=$PATH:/usr/local/go/bin go build -o "$BIN" ./cmd/tandem)
-fi
-setsid "$BIN" up --static --nodes 3 --port "$P" --mode async --dir "$D/data" --sentinel-port 0 >"$D/up.log" 2>&1 &
-UP=$!
-for _ in $(seq 300); do
-  [ "$(redis-cli -p "$P" ping 2>/dev/null)" = PONG ] && [ "$(redis-cli -p $((P + 2)) ping 2>/dev/null)" = PONG ] && break
-  sleep 0.1
-done
-sleep 2 # the followers connect
-pid() { pgrep -f -- "--resp-addr 127.0.0.1:$1 " | head -1; }
-rss() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
-cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-L=$(pid "$P") F1=$(pid $((P + 1))) F2=$(pid $((P + 2)))
-[ -n "$L" ] && [ -n "$F1" ] && [ -n "$F2" ] || { echo "bulk: the cluster did not start (see $D/up.log)" >&2; exit 1; }
+NAME=bulk
+# shellcheck source=static.sh
+source "$(dirname "${BASH_SOURCE[0]}")/static.sh"
 gen_resp() { # n part parts: as bench/run.sh's
   awk -v n="$1" -v part="$2" -v parts="$3" -v size="$DATA_SIZE" 'BEGIN{
     pad = sprintf("%0" size "d", 0)

@@ -16,32 +16,9 @@
 set -euo pipefail
 SIZE=${SIZE:-67108864}
 P=${PORT:-31700}
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-D=$(mktemp -d)
-UP=
-cleanup() {
-  if [ -n "$UP" ]; then kill -TERM -- "-$UP" 2>/dev/null || true; wait "$UP" 2>/dev/null || true; fi
-  rm -rf "$D"
-}
-trap cleanup EXIT
-BIN=${TANDEM:-}
-if [ -z "$BIN" ]; then
-  BIN=$D/tandem
-  (cd "$REPO" && PATH=$PATH:/usr/local/go/bin go build -o "$BIN" ./cmd/tandem)
-fi
-setsid "$BIN" up --static --nodes 3 --port "$P" --mode async --dir "$D/data" --sentinel-port 0 >"$D/up.log" 2>&1 &
-UP=$!
-for _ in $(seq 300); do
-  [ "$(redis-cli -p "$P" ping 2>/dev/null)" = PONG ] && [ "$(redis-cli -p $((P + 2)) ping 2>/dev/null)" = PONG ] && break
-  sleep 0.1
-done
-sleep 2 # the followers connect
-pid() { pgrep -f -- "--resp-addr 127.0.0.1:$1 " | head -1; }
-hwm() { awk '/VmHWM/{print $2}' "/proc/$1/status"; }
-rss() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
-cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-L=$(pid "$P") F1=$(pid $((P + 1))) F2=$(pid $((P + 2)))
-[ -n "$L" ] && [ -n "$F1" ] && [ -n "$F2" ] || { echo "large: the cluster did not start (see $D/up.log)" >&2; exit 1; }
+NAME=large
+# shellcheck source=static.sh
+source "$(dirname "${BASH_SOURCE[0]}")/static.sh"
 { head -c "$SIZE" /dev/urandom | base64 -w0 | head -c "$SIZE" >"$D/v"; } || true
 lh=$(hwm "$L") f1h=$(hwm "$F1") f2h=$(hwm "$F2") lr=$(rss "$L") fr=$(rss "$F1") lc=$(cpu "$L") fc=$(cpu "$F1")
 t0=$(date +%s%N)
