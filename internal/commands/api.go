@@ -54,15 +54,6 @@ type TombstoneCounter interface {
 	SubDeleted(key []byte, version uint64) uint64
 }
 
-// AheadReader is a View that can read a collection's rows ahead of the
-// reads one by one from one end (the leader's view, its overlay's
-// keyspace.Hints.ReadAhead): SubAhead is Sub of sub, saying that the next
-// read from that end (upward, or downward when reverse) will be of next,
-// so that a run of them is read in one iteration. List pops use it.
-type AheadReader interface {
-	SubAhead(key []byte, version uint64, sub, next []byte, reverse bool) ([]byte, bool, error)
-}
-
 // SampleKeeper is a View that keeps a set's members drawn ahead between
 // commands: the leader's view (its overlay's keyspace.Hints), where SPOP
 // runs. SPOP draws members of a mid-sized set in one pass and hands them

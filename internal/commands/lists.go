@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
-	"slices"
 
 	"github.com/tandemdb/tandem/internal/keyspace"
 	"github.com/tandemdb/tandem/internal/logrec"
@@ -249,23 +248,15 @@ func (l *list) pop(t *txn, left bool, n int64) ([][]byte, error) {
 	// A few elements (LPOP, BLPOP, a job queue's every pop) are point
 	// reads (list.read), not an iterator, which would also step over the
 	// tombstones of the elements popped before them. The reads and the
-	// deletes share the elements' sub-keys, made in one allocation, with
-	// the one a next pop from the same end would read (see popRead).
-	var vals [][]byte
-	var dels []byte
-	if ar, ok := t.view().(AheadReader); ok && n <= pointReads {
-		var err error
-		if vals, dels, err = l.popRead(ar, left, from, n); err != nil {
-			return nil, err
-		}
-	} else {
-		dels = l.indexes(from, n)
-		var err error
-		if vals, err = l.readAt(t.view(), from, from+n, dels); err != nil {
-			return nil, err
-		}
-		if !left {
-			slices.Reverse(vals)
+	// deletes share the elements' sub-keys, made in one allocation.
+	subs := l.indexes(from, n)
+	vals, err := l.readAt(t.view(), from, from+n, subs)
+	if err != nil {
+		return nil, err
+	}
+	if !left {
+		for i, j := 0, len(vals)-1; i < j; i, j = i+1, j-1 {
+			vals[i], vals[j] = vals[j], vals[i]
 		}
 	}
 	if n == l.size() {
@@ -274,44 +265,13 @@ func (l *list) pop(t *txn, left bool, n int64) ([][]byte, error) {
 		return vals, nil
 	}
 	for i := range n {
-		t.record(logrec.Op{Kind: logrec.OpSubDel, Key: l.key, Version: l.meta.Version, Sub: subAt(dels, i)})
+		t.record(logrec.Op{Kind: logrec.OpSubDel, Key: l.key, Version: l.meta.Version, Sub: subAt(subs, i)})
 	}
 	if left {
 		l.head += uint64(n)
 	}
 	l.meta.Size -= uint64(n)
 	return vals, nil
-}
-
-// popRead reads the n elements a pop from one end takes (positions
-// [from, from+n)), in the order they are popped, through the leader's
-// read ahead (AheadReader): each read names the sub-key the next pop
-// from that end reads, so that a run of pops reads the elements ahead in
-// one iteration instead of a point read each (an element pushed long ago
-// is no longer in the row cache: RPOP paid an LSM point read per pop).
-// dels is the sub-keys of positions [from, from+n) (8 bytes each), cut
-// from the one allocation of those of [from-1, from+n] the reads name.
-func (l *list) popRead(ar AheadReader, left bool, from, n int64) (vals [][]byte, dels []byte, err error) {
-	subs := l.indexes(from-1, n+2)
-	dels = subs[8 : 8+8*n]
-	vals = make([][]byte, 0, n)
-	for i := range n {
-		// The i-th element popped is at subs index at, the next pop's
-		// (from the same end, once this one is done) next to it.
-		at, next := 1+i, 2+i
-		if !left {
-			at, next = n-i, n-i-1
-		}
-		val, ok, err := ar.SubAhead(l.key, l.meta.Version, subAt(subs, at), subAt(subs, next), !left)
-		if err != nil {
-			return nil, nil, err
-		}
-		if !ok {
-			return nil, nil, fmt.Errorf("commands: list %q has no row at position %d of %d: %w", l.key, from+at-1, l.size(), keyspace.ErrCorrupt)
-		}
-		vals = append(vals, val)
-	}
-	return vals, dels, nil
 }
 
 // save records the list's metadata row and, when the head moved or the

@@ -51,13 +51,6 @@ import (
 // takes its row out, any row written into the span (Set) or range
 // deleted drops it, so it holds by the same rule as the hints.
 //
-// And for a list's pops, runs (ReadAhead): the pops from one end name
-// the element the next pop reads, and the second pop in a row reads
-// ahead from there, up or down, the rows it meets (at most windowRows,
-// windowBytes), every live row of a range, from which the pops that
-// follow take theirs, by the windows' rule (a delete takes its row out,
-// a row written into the range or a range delete drops the run).
-//
 // The leader's overlay keeps one: every write the leader sequences goes
 // through it first (Apply of the entry's ops), and the committed data
 // changes only by applying those entries. Followers do not pop.
@@ -87,45 +80,6 @@ type Hints struct {
 	// wins: span start lo -> the live rows from its forward hint on,
 	// read ahead (window).
 	wins map[string]*window
-	// runs: a sub-key prefix and a direction (runKey) -> the rows read
-	// ahead from a point read (ReadAhead).
-	runs map[string]*run
-	// expect: the same -> the row key the next ReadAhead in that
-	// direction reads if it continues where the last one stopped.
-	expect map[string][]byte
-	// scratch builds runKeys for lookups.
-	scratch []byte
-}
-
-// run is rows of one collection read ahead from a point read, in one
-// direction (ReadAhead): every live row in [lo, hi) is in rows, in key
-// order, copied into one buffer of the run's.
-type run struct {
-	lo, hi []byte
-	rows   []windowRow
-}
-
-// covers reports whether row key k is in the run's range.
-func (r *run) covers(k []byte) bool {
-	return bytes.Compare(r.lo, k) <= 0 && bytes.Compare(k, r.hi) < 0
-}
-
-// find is the index of row k in r.rows and whether it is there.
-func (r *run) find(k []byte) (int, bool) {
-	return slices.BinarySearchFunc(r.rows, k, func(w windowRow, k []byte) int { return bytes.Compare(w.k, k) })
-}
-
-// drop takes row k out of r, if it holds it.
-func (r *run) drop(k []byte) {
-	switch i, ok := r.find(k); {
-	case !ok:
-	case i == 0:
-		r.rows = r.rows[1:] // a pop from the low end
-	case i == len(r.rows)-1:
-		r.rows = r.rows[:i] // a pop from the high end
-	default:
-		r.rows = slices.Delete(r.rows, i, i+1)
-	}
 }
 
 // window is the live rows of a span from where a read began (the forward
@@ -213,7 +167,7 @@ const maxHints = 4096
 
 // NewHints returns hints over base, with none yet.
 func NewHints(base Rows) *Hints {
-	return &Hints{base: base, fwd: map[string][]byte{}, rev: map[string][]byte{}, dels: map[string]uint64{}, heads: map[string][]byte{}, samples: map[string]*Sample{}, wins: map[string]*window{}, runs: map[string]*run{}, expect: map[string][]byte{}}
+	return &Hints{base: base, fwd: map[string][]byte{}, rev: map[string][]byte{}, dels: map[string]uint64{}, heads: map[string][]byte{}, samples: map[string]*Sample{}, wins: map[string]*window{}}
 }
 
 // SetBase changes the rows under the hints (the leader's rows at a new
@@ -222,9 +176,7 @@ func NewHints(base Rows) *Hints {
 func (h *Hints) SetBase(base Rows) { h.base = base }
 
 // Len is the number of hints held.
-func (h *Hints) Len() int {
-	return len(h.fwd) + len(h.rev) + len(h.dels) + len(h.heads) + len(h.wins) + len(h.runs) + len(h.expect)
-}
+func (h *Hints) Len() int { return len(h.fwd) + len(h.rev) + len(h.dels) + len(h.heads) + len(h.wins) }
 
 // spanEnd reports whether k is a span start or end that hints are kept
 // for: a sub-key prefix of a (key, version), alone or with one more byte.
@@ -279,137 +231,6 @@ func (h *Hints) Get(k []byte) ([]byte, bool, error) {
 	}
 	h.noteHead(k, v, ok)
 	return v, ok, nil
-}
-
-// ReadAhead is Get of the sub-key row k for a caller that reads a
-// collection's rows one by one from one end (a list's pops: LPOP reads
-// its elements upward, RPOP downward, reverse), and says which row key's
-// sub-key its next read in that direction will be (next) if nothing
-// moves it. When k is the one the last ReadAhead of k's collection in
-// that direction named, it reads ahead: one iteration from k on (down
-// from k, reverse) keeps the rows it meets (at most windowRows,
-// windowBytes) in a run, from which the reads that follow are served
-// while they stay in its range. A pop of an element pushed long ago,
-// which the row cache no longer holds, costs an LSM point read (several
-// microseconds: the levels' index, filter and data blocks); a run costs
-// one seek for windowRows of them. A first read, or one elsewhere, is a
-// point read (Get), so a push and a pop at the same end (a stack) read
-// the pushed row from memory as before.
-//
-// The run holds by the rule of the windows: every live row in its range
-// is in it, the rows below change only by the writes passed to Set,
-// Delete and DeleteRange first, a delete takes its row out, and a row
-// written into its range or a range delete drops it. Its range never
-// holds the collection's empty sub-key (the list head row, which every
-// pop at the head end writes).
-func (h *Hints) ReadAhead(k, next []byte, reverse bool) ([]byte, bool, error) {
-	key, version, sub, err := ParseSubKey(k)
-	if err != nil || len(sub) == 0 {
-		return h.Get(k)
-	}
-	prefix := k[:len(k)-len(sub)]
-	rk := h.runKey(prefix, reverse)
-	r, ok := h.runs[string(rk)]
-	if ok && r.covers(k) {
-		h.noteExpect(rk, prefix, next)
-		if i, ok := r.find(k); ok {
-			return r.rows[i].v, true, nil
-		}
-		return nil, false, nil
-	}
-	e, expected := h.expect[string(rk)]
-	if !expected || !bytes.Equal(e, k) {
-		h.noteExpect(rk, prefix, next)
-		return h.Get(k)
-	}
-	_, spanHi := SubSpan(key, version)
-	v, found, r, err := h.readRun(k, prefix, spanHi, reverse)
-	if err != nil {
-		return nil, false, err
-	}
-	if len(h.runs) >= maxWindows {
-		clear(h.runs)
-	}
-	h.runs[string(rk)] = r
-	h.noteExpect(rk, prefix, next)
-	return v, found, nil
-}
-
-// runKey is the key of runs and expect for the collection at sub-key
-// prefix in one direction, built in h.scratch (valid until the next call).
-func (h *Hints) runKey(prefix []byte, reverse bool) []byte {
-	d := byte('f')
-	if reverse {
-		d = 'r'
-	}
-	h.scratch = append(append(h.scratch[:0], prefix...), d)
-	return h.scratch
-}
-
-// noteExpect records that the next ReadAhead at runKey rk (of the
-// collection at sub-key prefix) continuing in its direction reads the
-// row at sub-key next.
-func (h *Hints) noteExpect(rk, prefix, next []byte) {
-	e, ok := h.expect[string(rk)]
-	if !ok && len(h.expect) >= maxHints {
-		clear(h.expect)
-	}
-	// The old key's buffer is reused: nothing else holds it.
-	h.expect[string(rk)] = append(append(e[:0], prefix...), next...)
-}
-
-// readRun reads ahead from row k of the collection at sub-key prefix
-// (up from k to the span's end spanHi, or down from it when reverse):
-// the row at k, if any, and the run of the rows met.
-func (h *Hints) readRun(k, prefix, spanHi []byte, reverse bool) (v []byte, found bool, r *run, err error) {
-	buf := make([]byte, 0, windowBytes)
-	r = &run{}
-	full := false
-	keep := func(rk, rv []byte) bool {
-		first := !found && bytes.Equal(rk, k)
-		if len(r.rows) >= windowRows || len(buf)+len(rk)+len(rv) > cap(buf) {
-			if first {
-				v, found = bytes.Clone(rv), true
-			}
-			// The range ends at the row that did not fit.
-			if reverse {
-				r.lo = append(bytes.Clone(rk), 0)
-			} else {
-				r.hi = bytes.Clone(rk)
-			}
-			full = true
-			return false
-		}
-		n := len(buf)
-		buf = append(buf, rk...)
-		buf = append(buf, rv...)
-		r.rows = append(r.rows, windowRow{buf[n : n+len(rk) : n+len(rk)], buf[n+len(rk) : len(buf) : len(buf)]})
-		if first {
-			v, found = r.rows[len(r.rows)-1].v, true
-		}
-		return true
-	}
-	// Never the empty sub-key: its row is below every other in the span.
-	lo := append(bytes.Clone(prefix), 0)
-	if reverse {
-		r.hi = append(bytes.Clone(k), 0)
-		err = h.base.IterReverse(lo, r.hi, keep)
-		if !full {
-			r.lo = lo
-		}
-		// Ascending, as covers and find want them.
-		slices.Reverse(r.rows)
-	} else {
-		r.lo = bytes.Clone(k)
-		err = h.base.Iter(r.lo, spanHi, keep)
-		if !full {
-			r.hi = spanHi
-		}
-	}
-	if err != nil {
-		return nil, false, nil, err
-	}
-	return v, found, r, nil
 }
 
 // noteHead records the head row at k: v, or none (!ok). The head rows
@@ -578,15 +399,6 @@ func (h *Hints) Set(k, v []byte) {
 		}
 	}
 	prefix := k[:len(k)-len(sub)]
-	if len(h.runs) > 0 {
-		// A row written into a run's range may be one it lacks.
-		for _, reverse := range [2]bool{false, true} {
-			rk := h.runKey(prefix, reverse)
-			if r, ok := h.runs[string(rk)]; ok && r.covers(k) {
-				delete(h.runs, string(rk))
-			}
-		}
-	}
 	if len(h.wins) > 0 {
 		// A row written into a window's span may be one it lacks.
 		delete(h.wins, string(prefix))
@@ -643,13 +455,6 @@ func (h *Hints) Delete(k []byte) {
 	prefix := k[:len(k)-len(sub)]
 	if len(sub) == 0 {
 		h.noteHead(k, nil, false)
-	}
-	if len(h.runs) > 0 {
-		for _, reverse := range [2]bool{false, true} {
-			if r, ok := h.runs[string(h.runKey(prefix, reverse))]; ok {
-				r.drop(k)
-			}
-		}
 	}
 	if len(h.wins) > 0 {
 		if w, ok := h.wins[string(prefix)]; ok {
@@ -711,7 +516,6 @@ func (h *Hints) Deleted(key []byte, version uint64) uint64 {
 // (FLUSHALL's) forgets every head row.
 func (h *Hints) DeleteRange(lo, hi []byte) {
 	clear(h.wins) // seldom: a drop or FLUSHALL
-	clear(h.runs)
 	if len(h.heads) == 0 {
 		return
 	}

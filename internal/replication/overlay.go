@@ -181,16 +181,6 @@ func (v overlayView) SubDeleted(key []byte, version uint64) uint64 {
 	return v.o.h.Deleted(key, version)
 }
 
-// SubAhead reads sub through the overlay hints' read ahead
-// (commands.AheadReader); a point read without hints.
-func (v overlayView) SubAhead(key []byte, version uint64, sub, next []byte, reverse bool) ([]byte, bool, error) {
-	if v.o.h == nil {
-		return v.Sub(key, version, sub)
-	}
-	v.reader() // the hints' base, at this command's clock
-	return v.o.h.ReadAhead(keyspace.SubKey(key, version, sub), next, reverse)
-}
-
 // SetSample is the overlay hints' sample of a set's members drawn ahead
 // (commands.SampleKeeper); a throwaway one without hints.
 func (v overlayView) SetSample(key []byte) *keyspace.Sample {

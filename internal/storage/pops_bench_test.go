@@ -96,10 +96,6 @@ func (v hintedView) SubDeleted(key []byte, version uint64) uint64 { return v.h.D
 
 func (v hintedView) SetSample(key []byte) *keyspace.Sample { return v.h.Sample(key) }
 
-func (v hintedView) SubAhead(key []byte, version uint64, sub, next []byte, reverse bool) ([]byte, bool, error) {
-	return v.h.ReadAhead(keyspace.SubKey(key, version, sub), next, reverse)
-}
-
 func words(s ...string) [][]byte {
 	out := make([][]byte, len(s))
 	for i := range s {
