@@ -109,10 +109,12 @@ func serverCmd() *cobra.Command {
 			governed := make(chan struct{})
 			if os.Getenv("GOMEMLIMIT") == "" {
 				// The Go limit follows what Pebble holds (the GC's
-				// headroom); it reads the storage, so it ends before Close.
+				// headroom), and the GC percent the spare memory under
+				// it unless the environment sets GOGC; it reads the
+				// storage, so it ends before Close.
 				go func() {
 					defer close(governed)
-					node.GovernMemoryLimit(stopProcs, cfg.MaxMemory, n.OffHeapBytes, log)
+					node.GovernMemoryLimit(stopProcs, cfg.MaxMemory, n.OffHeapBytes, os.Getenv("GOGC") == "", log)
 				}()
 			} else {
 				close(governed)

@@ -6,6 +6,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"regexp"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -83,7 +84,7 @@ func (n *Node) httpHandler() http.Handler {
 		_ = json.NewEncoder(w).Encode(n.Status())
 	})
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), statusCollector{n})
+	reg.MustRegister(collectors.NewGoCollector(goRuntimeMetrics), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), statusCollector{n})
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/debug/memory", n.serveMemory)
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -92,6 +93,17 @@ func (n *Node) httpHandler() http.Handler {
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
 }
+
+// goRuntimeMetrics adds to the Go collector's defaults the runtime's
+// CPU by class (/cpu/classes: the collector's mark and pauses, the
+// scavenger, user code, idle) and the scheduler's latencies (/sched):
+// the fixed cost of a write includes the GC's and the scheduler's share,
+// which nothing else measures in a running node.
+var goRuntimeMetrics = collectors.WithGoCollectorRuntimeMetrics(
+	collectors.MetricsGC,
+	collectors.MetricsScheduler,
+	collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/cpu/classes/.*`)},
+)
 
 var (
 	descLSN    = prometheus.NewDesc("tandem_lsn", "Log positions of this node.", []string{"kind"}, nil)

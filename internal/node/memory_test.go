@@ -84,7 +84,7 @@ func TestGovernMemoryLimit(t *testing.T) {
 		stop, done := make(chan struct{}), make(chan struct{})
 		go func() {
 			defer close(done)
-			GovernMemoryLimit(stop, budget, off.Load, slog.New(slog.DiscardHandler))
+			GovernMemoryLimit(stop, budget, off.Load, false, slog.New(slog.DiscardHandler))
 		}()
 		want := func(step string, limit int64) {
 			t.Helper()
@@ -113,4 +113,60 @@ func TestGovernMemoryLimit(t *testing.T) {
 		<-done
 		want("stopped", PlanMemory(budget).GoLimit)
 	})
+}
+
+// TestGCPercentFor: while busy, the heap goal lies three quarters of the
+// way from the live heap to the limit, within [100, 800]; while idle, or
+// when the live heap nears the limit, Go's default 100. Figures from a
+// node under redis-benchmark SET with the default budget (limit 174 MB).
+func TestGCPercentFor(t *testing.T) {
+	const mb = 1 << 20
+	limit := int64(174 * mb)
+	for _, c := range []struct {
+		name        string
+		limit, live int64
+		busy        bool
+		want        int
+	}{
+		{"follower, busy: the cap", limit, 6 * mb, true, gcPercentMax},
+		{"leader, busy", limit, 44 * mb, true, 221},
+		{"bulk load's live heap, busy", limit, 90 * mb, true, 100},
+		{"follower, idle", limit, 6 * mb, false, 100},
+		{"leader, idle", limit, 44 * mb, false, 100},
+		{"no collection yet", limit, 0, true, 100},
+		{"live over the limit", 64 * mb, 70 * mb, true, 100},
+	} {
+		got := gcPercentFor(c.limit, c.live, c.busy)
+		if got != c.want {
+			t.Errorf("%s: limit %d MiB, live %d MiB: percent %d, want %d", c.name, c.limit/mb, c.live/mb, got, c.want)
+		}
+		// The goal stays within the limit.
+		if goal := c.live + c.live*int64(got)/100; got > gcPercentIdle && goal > c.limit {
+			t.Errorf("%s: goal %d MiB over the limit %d MiB", c.name, goal/mb, c.limit/mb)
+		}
+	}
+}
+
+// TestGCPolicyFollowsAllocation: the governor's looks raise the percent
+// while the heap allocates busyRate or more between two looks and put it
+// back to 100 at the first look that finds it allocating less.
+func TestGCPolicyFollowsAllocation(t *testing.T) {
+	const mb = 1 << 20
+	const limit, live = 174 * mb, 6 * mb
+	var g gcPolicy
+	at, alloc := time.Unix(1000, 0), uint64(500*mb)
+	step := func(name string, d time.Duration, bytes uint64, want int) {
+		t.Helper()
+		at, alloc = at.Add(d), alloc+bytes
+		if got := g.look(at, alloc, limit, live); got != want {
+			t.Fatalf("%s: percent %d, want %d", name, got, want)
+		}
+	}
+	busy := uint64(busyRate*memoryEvery.Seconds()) + 1
+	step("first look: no rate yet", 0, 0, 100)
+	step("busy", memoryEvery, busy, gcPercentMax)
+	step("still busy", memoryEvery, 2*busy, gcPercentMax)
+	step("quiet", memoryEvery, busy/2, 100)
+	step("idle cadence, quiet", memoryIdleEvery, busy, 100)
+	step("idle cadence, busy", memoryIdleEvery, busy*uint64(memoryIdleEvery/memoryEvery), gcPercentMax)
 }

@@ -2,7 +2,9 @@ package node
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
+	"regexp"
 	"runtime"
 	"testing"
 )
@@ -39,6 +41,38 @@ func TestMemoryReport(t *testing.T) {
 		}
 		if r.OutsideGoBytes != r.AnonBytes-(g.MappedBytes-g.ReleasedBytes) {
 			t.Errorf("outside Go %d, want anon %d less Go's %d", r.OutsideGoBytes, r.AnonBytes, g.MappedBytes-g.ReleasedBytes)
+		}
+	}
+}
+
+// TestMetricsRuntimeCPU: /metrics exports the runtime's CPU by class and
+// its GC and scheduler figures, which measure the collector's share of a
+// node's CPU (memory.go's GC percent) and its collections.
+func TestMetricsRuntimeCPU(t *testing.T) {
+	n := testNode(t, "n1", nil)
+	_, _, httpAddr := n.Addrs()
+	runtime.GC() // at least one collection, so the GC's CPU is counted
+	res, err := http.Get("http://" + httpAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{
+		"go_cpu_classes_gc_total_cpu_seconds_total",
+		"go_cpu_classes_gc_mark_assist_cpu_seconds_total",
+		"go_cpu_classes_scavenge_total_cpu_seconds_total",
+		"go_cpu_classes_total_cpu_seconds_total",
+		"go_gc_gogc_percent",
+		"go_gc_heap_live_bytes",
+		"go_gc_cycles_total_gc_cycles_total",
+		"go_sched_latencies_seconds_bucket",
+	} {
+		if !regexp.MustCompile(`(?m)^` + name + `(\{[^}]*\})? [0-9.e+-]+$`).Match(body) {
+			t.Errorf("/metrics has no %s", name)
 		}
 	}
 }
