@@ -29,9 +29,13 @@ func TestPairedRatio(t *testing.T) {
 	if _, ok := pairedRatio(72, 0, 0); ok {
 		t.Fatal("pairedRatio with any at 0: ok")
 	}
-	med, lo, hi, ok := median([]float64{0.8, 0.3, 0.7, 0.6, 0.8})
-	if !ok || !near(med, 0.7) || !near(lo, 0.3) || !near(hi, 0.8) {
-		t.Fatalf("median = %v %v %v %v, want 0.7 0.3 0.8", med, lo, hi, ok)
+	med, q1, q3, lo, hi, ok := spread([]float64{0.8, 0.3, 0.7, 0.6, 0.8})
+	if !ok || !near(med, 0.7) || !near(q1, 0.6) || !near(q3, 0.8) || !near(lo, 0.3) || !near(hi, 0.8) {
+		t.Fatalf("spread = %v %v %v %v %v %v, want 0.7 0.6 0.8 0.3 0.8", med, q1, q3, lo, hi, ok)
+	}
+	// Nine values: the quartiles are the 3rd and 7th.
+	if _, q1, q3, ok := median([]float64{9, 1, 8, 2, 7, 3, 6, 4, 5}); !ok || q1 != 3 || q3 != 7 {
+		t.Fatalf("quartiles of 1..9 = %v %v, want 3 7", q1, q3)
 	}
 	if med, _, _, _ := median([]float64{0.8, 0.6, 0.7, 0.9}); !near(med, 0.75) {
 		t.Fatalf("median of 4 = %v, want 0.75", med)
