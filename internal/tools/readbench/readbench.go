@@ -64,6 +64,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -259,8 +260,12 @@ func report(w io.Writer, rs []result) {
 				continue
 			}
 			cost := 1 - med
-			fmt.Fprintf(w, "  lag %-6s %-12s costs %.0f%% of any's throughput (median of %d windows each between two of any's; middle half %.0f%% to %.0f%%, all %.0f%% to %.0f%%), target <= %.0f%%: %s\n",
-				lag, t.pol, 100*cost, len(r.ratios), 100*(1-q3), 100*(1-q1), 100*(1-hi), 100*(1-lo), 100*t.cost, verdict(cost <= t.cost))
+			v, ci := verdict(cost <= t.cost)+" (fewer than 6 windows: no interval)", ""
+			if cl, ch, ok := medianCI(r.ratios); ok {
+				v, ci = costVerdict(cl, ch, t.cost), fmt.Sprintf("95%% interval of the median %.0f%% to %.0f%%; ", 100*(1-ch), 100*(1-cl))
+			}
+			fmt.Fprintf(w, "  lag %-6s %-12s costs %.0f%% of any's throughput (median of %d windows each between two of any's; %smiddle half %.0f%% to %.0f%%, all %.0f%% to %.0f%%), target <= %.0f%%: %s\n",
+				lag, t.pol, 100*cost, len(r.ratios), ci, 100*(1-q3), 100*(1-q1), 100*(1-hi), 100*(1-lo), 100*t.cost, v)
 		}
 	}
 }
@@ -895,6 +900,36 @@ func spread(s []float64) (med, q1, q3, lo, hi float64, ok bool) {
 	}
 	q := (n - 1) / 4
 	return med, s[q], s[n-1-q], s[0], s[n-1], true
+}
+
+// medianCI is a 95% confidence interval of the median of the
+// distribution s was drawn from, free of its shape: the k-th lowest and
+// k-th highest values, k = (n - 1.96·√n) / 2 rounded down (the sign
+// test's bound). ok is false for fewer than 6 values (k would be 0).
+func medianCI(s []float64) (lo, hi float64, ok bool) {
+	n := len(s)
+	k := int((float64(n) - 1.96*math.Sqrt(float64(n))) / 2)
+	if k < 1 {
+		return 0, 0, false
+	}
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return s[k-1], s[n-k], true
+}
+
+// costVerdict says whether a policy whose throughput against any's has
+// the 95% interval lo..hi (from medianCI) costs at most limit: MET or
+// MISSED when the whole interval is on one side, else not resolved by
+// this run (more --rounds narrow the interval).
+func costVerdict(lo, hi, limit float64) string {
+	switch {
+	case 1-lo <= limit:
+		return "MET"
+	case 1-hi > limit:
+		return "MISSED"
+	default:
+		return "NOT RESOLVED (the interval spans the target)"
+	}
 }
 
 // summarize sums a lag's counted windows by policy (in the order of

@@ -45,6 +45,35 @@ func TestPairedRatio(t *testing.T) {
 	}
 }
 
+// TestMedianCI: the interval of the median is the sign test's: of 30
+// values the 9th lowest and the 9th highest; too few values give none;
+// the verdict is MET or MISSED only when the whole interval is on one
+// side of the target.
+func TestMedianCI(t *testing.T) {
+	var s []float64
+	for i := 30; i >= 1; i-- {
+		s = append(s, float64(i))
+	}
+	if lo, hi, ok := medianCI(s); !ok || lo != 9 || hi != 22 {
+		t.Fatalf("medianCI(1..30) = %v %v %v, want 9 22", lo, hi, ok)
+	}
+	if _, _, ok := medianCI(s[:5]); ok {
+		t.Fatal("medianCI of 5 values: ok")
+	}
+	for _, c := range []struct {
+		lo, hi float64
+		want   string
+	}{
+		{0.92, 1.05, "MET"},    // costs -5% to 8%
+		{0.80, 0.89, "MISSED"}, // 11% to 20%
+		{0.85, 0.95, "NOT RESOLVED (the interval spans the target)"},
+	} {
+		if got := costVerdict(c.lo, c.hi, 0.10); got != c.want {
+			t.Errorf("costVerdict(%v, %v, 0.10) = %q, want %q", c.lo, c.hi, got, c.want)
+		}
+	}
+}
+
 // TestReadCPU: the CPU per read is the window's CPU over its reads,
 // writes' included, and never given as 0 or negative.
 func TestReadCPU(t *testing.T) {
