@@ -34,9 +34,11 @@
 // window of P costs against any is its reads/s against the mean of its two
 // neighbours' (which cancels a load that rises or falls steadily across
 // the three), and the figure reported is the median over the rounds with
-// its range: on a shared 2-core machine the machine's load moves reads/s
-// ±50% within a minute (the client, the proxy and three nodes all compete
-// for the CPU), so only windows seconds apart compare.
+// its quartiles, judged against a target by a 95% interval of the median
+// (medianCI): on a shared 2-core machine at load 20-30 a window's reads/s
+// moved up to 10x within seconds (the client, the proxy and three nodes
+// compete for the CPU with everything else), so only windows a fraction
+// of a second apart compare, and only many of them.
 //
 // CPU per read is from /proc/PID/stat of each process over each window.
 // The cluster's (the proxy and every node) is the window's CPU over its
