@@ -1020,6 +1020,14 @@ func summarize(policies []string, lag time.Duration, leaderName string, wins []*
 		win.mu.Lock()
 		r.lat = append(r.lat, win.lat...)
 		win.mu.Unlock()
+		ws, paired := near(k)
+		paired = paired && win.pol != anyIdx
+		if paired {
+			// A window without reads (every session stuck) counts: 0.
+			if v, ok := pairedRatio(win.rate(), ws[0].rate(), ws[2].rate()); ok {
+				r.ratios = append(r.ratios, v)
+			}
+		}
 		sys, ok := readCPU(win.cpu.cluster(), reads)
 		if !ok {
 			r.dropped++
@@ -1033,10 +1041,7 @@ func summarize(policies []string, lag time.Duration, leaderName string, wins []*
 			// The leader may do nothing for reads (any): 0.
 			r.leader = append(r.leader, max(0, win.cpu.leader-pw*float64(writes))/float64(reads)*1e6)
 		}
-		if ws, ok := near(k); ok && win.pol != anyIdx {
-			if v, ok := pairedRatio(win.rate(), ws[0].rate(), ws[2].rate()); ok {
-				r.ratios = append(r.ratios, v)
-			}
+		if paired {
 			a0, ok0 := readCPU(ws[0].cpu.cluster(), ws[0].reads.Load())
 			a2, ok2 := readCPU(ws[2].cpu.cluster(), ws[2].reads.Load())
 			if v, ok := pairedRatio(sys, a0, a2); ok && ok0 && ok2 {

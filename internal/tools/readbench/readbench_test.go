@@ -109,14 +109,19 @@ func TestSummarize(t *testing.T) {
 		win(0, 1, 8000, 5000, 0.80, 0.25, 0),   // 100 µs
 		win(1, 1, 7200, 4000, 0.72, 0.40, 720), // against 8,000 and 10,000: 0.8; 100 µs against 100 and 50: 1.33
 		win(0, 1, 10000, 5000, 0.50, 0.20, 0),  // 50 µs
+		win(1, 1, 0, 5000, 0.40, 0.20, 0),      // every session stuck: ratio 0, no CPU per read
+		win(0, 1, 10000, 5000, 0.50, 0.20, 0),
 	}
 	out := summarize(policies, 0, "n1", wins)
 	if len(out) != 2 || out[0].policy != "any" || out[1].policy != "ryw" {
 		t.Fatalf("summarize: %+v", out)
 	}
 	ryw := out[1]
-	if len(ryw.ratios) != 2 || !near(ryw.ratios[0], 1.0) || !near(ryw.ratios[1], 0.8) {
-		t.Errorf("ryw ratios %v, want [1 0.8]", ryw.ratios)
+	if len(ryw.ratios) != 3 || !near(ryw.ratios[0], 1.0) || !near(ryw.ratios[1], 0.8) || ryw.ratios[2] != 0 {
+		t.Errorf("ryw ratios %v, want [1 0.8 0]", ryw.ratios)
+	}
+	if ryw.dropped != 1 {
+		t.Errorf("ryw: %d windows without a CPU per read, want 1", ryw.dropped)
 	}
 	if len(ryw.cluster) != 2 || !near(ryw.cluster[0], 100) || !near(ryw.cluster[1], 100) {
 		t.Errorf("ryw cluster us/rd %v, want [100 100]", ryw.cluster)
@@ -131,11 +136,11 @@ func TestSummarize(t *testing.T) {
 	if len(ryw.leader) != 2 || !near(ryw.leader[0], 0.05/9000*1e6) || !near(ryw.leader[1], 0.22/7200*1e6) {
 		t.Errorf("ryw leader us/rd %v", ryw.leader)
 	}
-	if ryw.reads != 16200 || ryw.writes != 9000 || !near(ryw.follower, 0.9) {
-		t.Errorf("ryw reads %d writes %d follower %v, want 16200 9000 0.9", ryw.reads, ryw.writes, ryw.follower)
+	if ryw.reads != 16200 || ryw.writes != 14000 || !near(ryw.follower, 0.9) {
+		t.Errorf("ryw reads %d writes %d follower %v, want 16200 14000 0.9", ryw.reads, ryw.writes, ryw.follower)
 	}
 	anyR := out[0]
-	if len(anyR.cluster) != 3 || !near(anyR.cluster[0], 80) || anyR.leader[0] != 0 || len(anyR.ratios) != 0 {
+	if len(anyR.cluster) != 4 || !near(anyR.cluster[0], 80) || anyR.leader[0] != 0 || len(anyR.ratios) != 0 {
 		t.Errorf("any: cluster %v leader %v ratios %v", anyR.cluster, anyR.leader, anyR.ratios)
 	}
 	if !near(anyR.client[0], 50) {
