@@ -518,11 +518,14 @@ type op struct {
 	call    *call // the current attempt; nil: none started
 	tried   []*node
 	began   time.Time
-	fellWhy string    // why a read ended at the leader, if it fell back
-	later   bool      // the first attempt may leave its bytes for the flush
-	wait    bool      // the current attempt is a read that may wait on its node
-	again   int       // times a monotonic read was sent to wait again on its follower
-	sentAt  time.Time // when the current attempt was sent (Proxy.now)
+	fellWhy string // why a read ended at the leader, if it fell back
+	later   bool   // the first attempt may leave its bytes for the flush
+	wait    bool   // the current attempt is a read that may wait on its node
+	// toLeader: the current attempt is a read on the node that was the
+	// leader when it was picked.
+	toLeader bool
+	again    int       // times a monotonic read was sent to wait again on its follower
+	sentAt   time.Time // when the current attempt was sent (Proxy.now)
 	// known: the current attempt went without the session's state, to
 	// a node known to have applied floor (knownReadCmds); its token must
 	// prove it. noKnown: one such attempt did not, send the state.
@@ -638,9 +641,12 @@ func (p *Proxy) send(sess *resp.Session, o *op, n *node) {
 		o.cmds, o.at, o.tok = knownReadCmds(o.args)
 		o.known, o.floor = true, s.floor()
 		p.stats.readsFloorKnown.Add(1)
-	case o.read && o.wait && !o.noKnown && o.policy.Kind == resp.PolicyLinearizable && withPos:
-		// A linearizable follower read waits for the node's next index
-		// query and then goes in the known-floor form (readindex.go).
+	case o.read && (o.wait || o.toLeader) && !o.noKnown && o.policy.Kind == resp.PolicyLinearizable && withPos:
+		// A linearizable read goes in the node's next index batch
+		// (readindex.go): a follower's, and the leader's too when it
+		// serves them (followers behind or slow, none): its probe is
+		// one ReadBarrier for the batch, where each read in the full
+		// form was four commands more and a barrier of its own.
 		o.sentAt, o.floor = p.now(), s.floor()
 		n.index.enqueue(o, sess.ID())
 		return
@@ -718,7 +724,7 @@ func (p *Proxy) tryRead(sess *resp.Session, o *op) {
 		o.fellWhy = why
 	}
 	o.tried = append(o.tried, n)
-	o.wait = wait
+	o.wait, o.toLeader = wait, n == leader
 	p.send(sess, o, n)
 }
 

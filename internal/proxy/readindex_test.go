@@ -355,3 +355,48 @@ func TestSlowFollowersLinearizable(t *testing.T) {
 		})
 	}
 }
+
+// TestLinearizableOnTheLeaderBatched: linearizable reads the leader
+// serves (here: no follower) go in its index batches, as a follower's do
+// (a probe, the reads bare, a proof): not each in the full form with a
+// ReadBarrier and four commands of its own.
+func TestLinearizableOnTheLeaderBatched(t *testing.T) {
+	l, _, _, _ := linearizableFakes(t)
+	v := View{Epoch: 1, Leader: "n1", Members: []Member{l.member()}}
+	p, addr := startProxy(t, Config{Policy: Policy{Kind: resp.PolicyLinearizable}}, v)
+	waitProbed(t, p)
+	const n, each = 8, 20
+	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, PoolSize: n})
+	t.Cleanup(func() { c.Close() })
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				if got, err := c.Get(ctx, "k").Result(); err != nil || got != "v" {
+					t.Errorf("GET = %q, %v; want v", got, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	full := 0
+	for _, cmd := range l.got {
+		if strings.EqualFold(cmd, "tandem.readpolicy linearizable") {
+			full++
+		}
+	}
+	if gets := l.perCmd["get"]; gets != n*each || full != 0 || l.perCmd["tandem.applied"] < 2 {
+		t.Errorf("leader: %d GETs (want %d), %d in the full form (want 0), %d TANDEM.APPLIED (want a probe and a proof per batch)",
+			gets, n*each, full, l.perCmd["tandem.applied"])
+	}
+	info, _ := client(t, addr).Info(ctx, "proxy").Result()
+	if !strings.Contains(info, "reads_linearizable_batched:") {
+		t.Errorf("INFO counts no batched linearizable read:\n%s", info)
+	}
+}
