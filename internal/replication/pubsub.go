@@ -133,6 +133,17 @@ type followerPub struct {
 	fwdOK      atomic.Bool
 	fwdShardOK atomic.Bool
 	dropped    atomic.Uint64
+	// undelivered: deliver handed messages over since the last
+	// delivered (the stream's goroutine only).
+	undelivered bool
+}
+
+// delivered ends a run of deliver calls (FollowerConfig.Delivered).
+func (f *Follower) delivered() {
+	if f.pub.undelivered && f.cfg.Delivered != nil {
+		f.cfg.Delivered()
+	}
+	f.pub.undelivered = false
 }
 
 // Publish forwards a PUBLISH made on this follower to the leader, which
@@ -165,8 +176,10 @@ func (f *Follower) publish(channel, message []byte, shard bool) bool {
 // the forward queue full.
 func (f *Follower) PubDropped() uint64 { return f.pub.dropped.Load() }
 
-// deliver hands m to the local subscribers of its kind.
+// deliver hands m to the local subscribers of its kind; the caller calls
+// delivered once it has delivered what it had.
 func (f *Follower) deliver(m *peerpb.PubMessage) {
+	f.pub.undelivered = true
 	if !m.Shard {
 		f.cfg.Deliver(m.Channel, m.Message)
 	} else if f.cfg.DeliverShard != nil {
@@ -203,6 +216,7 @@ func (f *Follower) receivedPublish(p *peerpb.Publish, applied uint64) {
 // releasePublished delivers the held messages whose after_lsn is applied,
 // in order, stopping at the first that is not.
 func (f *Follower) releasePublished(applied uint64) {
+	defer f.delivered()
 	if f.cfg.Buggify.FollowerPubReorder {
 		// The planted fault: deliver held messages in swapped pairs, out
 		// of the leader's order (regardless of after_lsn).

@@ -124,13 +124,18 @@ func (s *subscriber) kindCount(kind string) int {
 }
 
 // Deliver queues m for the client, in the protocol the connection speaks
-// now. Called by the registry under its lock: it only appends.
-func (s *subscriber) Deliver(m pubsub.Message) {
+// now. Called by the registry under its lock: it only appends. It asks
+// for a wake-up (true) only when the queue was empty: every drain takes
+// the whole queue, and a queue that holds something has a signal due or
+// pending whose drain takes m too (the flusher drains after every signal
+// it takes).
+func (s *subscriber) Deliver(m pubsub.Message) bool {
 	s.qmu.Lock()
 	if s.cut {
 		s.qmu.Unlock()
-		return
+		return false
 	}
+	first := len(s.queue) == 0
 	s.queue = appendMessage(s.queue, m, s.sess.proto3())
 	over := len(s.queue) > maxQueued
 	if over {
@@ -143,10 +148,13 @@ func (s *subscriber) Deliver(m pubsub.Message) {
 		if s.sess.g != nil {
 			s.sess.g.Close()
 		}
-		return
+		return false
 	}
-	signal(s.wake)
+	return first
 }
+
+// Wake has the flusher write what is queued.
+func (s *subscriber) Wake() { signal(s.wake) }
 
 func signal(ch chan struct{}) {
 	select {
