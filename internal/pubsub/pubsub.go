@@ -49,6 +49,13 @@ type Message struct {
 	Shard   bool
 	Channel []byte
 	Payload []byte
+	// Encoded is for the subscribers to share one encoding of the
+	// delivery per protocol (index 0 RESP2, 1 RESP3): empty until the
+	// first that needs it writes it (appending to it), lent for the
+	// call as Channel and Payload are. The registry keeps its buffers
+	// from one delivery to the next, so that a message to n subscribers
+	// is encoded once, not n times, and costs no allocation.
+	Encoded [2][]byte
 }
 
 // Subscriber receives the messages of its subscriptions. Deliver and Wake
@@ -57,10 +64,11 @@ type Message struct {
 // call unless it owns them (Publish's caller lends them for the call
 // only).
 type Subscriber interface {
-	// Deliver queues m. It returns true when the subscriber must be woken
+	// Deliver queues m (the registry's, reused: lent for the call). It
+	// returns true when the subscriber must be woken
 	// (Wake) to send it: when nothing was queued before m. A queue that
 	// held something has a wake-up due already, and m goes with it.
-	Deliver(m Message) bool
+	Deliver(m *Message) bool
 	// Wake makes the subscriber send what it has queued (without
 	// blocking: a signal).
 	Wake()
@@ -76,7 +84,34 @@ type Registry struct {
 	// held are the subscribers PublishHeld and SPublishHeld queued a
 	// first message for, to be woken by WakeHeld.
 	held []Subscriber
+	// msg is the delivery being handed out (one a publish, and one for
+	// each pattern that matches): the registry's, so that passing it to
+	// Deliver allocates nothing; enc keeps its encodings' buffers.
+	msg Message
+	enc [2][]byte
 }
+
+// delivery readies r.msg, with its encodings empty, for m.
+func (r *Registry) delivery(m Message) *Message {
+	r.msg = m
+	r.msg.Encoded = [2][]byte{r.enc[0][:0], r.enc[1][:0]}
+	return &r.msg
+}
+
+// delivered keeps the delivery's buffers for the next one and drops its
+// slices of the caller's bytes.
+func (r *Registry) delivered() {
+	r.enc = r.msg.Encoded
+	for i, b := range r.enc {
+		if cap(b) > maxKeptEncoding {
+			r.enc[i] = nil // one huge message does not hold its size for ever
+		}
+	}
+	r.msg = Message{}
+}
+
+// maxKeptEncoding bounds an encoding buffer the registry keeps.
+const maxKeptEncoding = 64 << 10
 
 // New returns an empty registry.
 func New() *Registry {
@@ -172,15 +207,21 @@ func (r *Registry) SPublishHeld(channel, payload []byte) int {
 }
 
 func (r *Registry) spublishLocked(channel, payload []byte, hold bool) int {
-	for s := range r.shards[string(channel)] {
-		r.deliverLocked(s, Message{Shard: true, Channel: channel, Payload: payload}, hold)
+	subs := r.shards[string(channel)]
+	if len(subs) == 0 {
+		return 0
 	}
-	return len(r.shards[string(channel)])
+	m := r.delivery(Message{Shard: true, Channel: channel, Payload: payload})
+	for s := range subs {
+		r.deliverLocked(s, m, hold)
+	}
+	r.delivered()
+	return len(subs)
 }
 
 // deliverLocked hands m to s, and wakes s now or, if hold, at WakeHeld,
 // when s asks for it.
-func (r *Registry) deliverLocked(s Subscriber, m Message, hold bool) {
+func (r *Registry) deliverLocked(s Subscriber, m *Message, hold bool) {
 	if !s.Deliver(m) {
 		return
 	}
@@ -245,18 +286,24 @@ func (r *Registry) PublishHeld(channel, payload []byte) int {
 
 func (r *Registry) publishLocked(channel, payload []byte, hold bool) int {
 	n := 0
-	for s := range r.channels[string(channel)] {
-		r.deliverLocked(s, Message{Channel: channel, Payload: payload}, hold)
-		n++
+	if subs := r.channels[string(channel)]; len(subs) > 0 {
+		m := r.delivery(Message{Channel: channel, Payload: payload})
+		for s := range subs {
+			r.deliverLocked(s, m, hold)
+			n++
+		}
+		r.delivered()
 	}
 	for pat, subs := range r.patterns {
 		if !commands.Match([]byte(pat), channel) {
 			continue
 		}
+		m := r.delivery(Message{IsPattern: true, Pattern: pat, Channel: channel, Payload: payload})
 		for s := range subs {
-			r.deliverLocked(s, Message{IsPattern: true, Pattern: pat, Channel: channel, Payload: payload}, hold)
+			r.deliverLocked(s, m, hold)
 			n++
 		}
+		r.delivered()
 	}
 	return n
 }

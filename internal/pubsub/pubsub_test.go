@@ -19,7 +19,7 @@ type rec struct {
 	wakes  int
 }
 
-func (r *rec) Deliver(m Message) bool {
+func (r *rec) Deliver(m *Message) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := fmt.Sprintf("message %s %s", m.Channel, m.Payload)
