@@ -1,7 +1,6 @@
 package replication
 
 import (
-	"bytes"
 	"sync/atomic"
 
 	"github.com/tandemdb/tandem/internal/peerpb"
@@ -63,9 +62,10 @@ func (l *Leader) Publish(channel, message []byte) int { return l.publish(channel
 func (l *Leader) PublishShard(channel, message []byte) int { return l.publish(channel, message, true) }
 
 func (l *Leader) publish(channel, message []byte, shard bool) int {
+	ch, msg := cloneBoth(channel, message)
 	m := &peerpb.PubMessage{
-		Channel:  bytes.Clone(channel),
-		Message:  bytes.Clone(message),
+		Channel:  ch,
+		Message:  msg,
 		AfterLsn: l.cfg.DB.Applied(),
 		Shard:    shard,
 	}
@@ -93,6 +93,22 @@ func (l *Leader) publish(channel, message []byte, shard bool) int {
 		signal(out.pubWake)
 	}
 	return n
+}
+
+// cloneBoth copies channel and message into one allocation, not two:
+// the queued message owns them (the caller's are lent for the call). Each
+// is capped at its length, so that neither can grow into the other.
+func cloneBoth(channel, message []byte) (ch, msg []byte) {
+	buf := make([]byte, len(channel)+len(message))
+	n := copy(buf, channel)
+	copy(buf[n:], message)
+	return buf[:n:n], buf[n:]
+}
+
+// pubMessage is a follower's PUBLISH to forward, owning its bytes.
+func pubMessage(channel, message []byte, shard bool) *peerpb.PubMessage {
+	ch, msg := cloneBoth(channel, message)
+	return &peerpb.PubMessage{Channel: ch, Message: msg, Shard: shard}
 }
 
 // PubDropped counts the messages dropped for streams that could not keep
@@ -163,7 +179,7 @@ func (f *Follower) publish(channel, message []byte, shard bool) bool {
 		return false
 	}
 	select {
-	case f.pub.fwd <- &peerpb.PubMessage{Channel: bytes.Clone(channel), Message: bytes.Clone(message), Shard: shard}:
+	case f.pub.fwd <- pubMessage(channel, message, shard):
 		return true
 	default:
 		f.pub.dropped.Add(1)

@@ -297,3 +297,21 @@ func TestSettingsReachEveryFollower(t *testing.T) {
 	waitConnected(t, l, 2)
 	wait(&f2, "settings=Elx")
 }
+
+// TestCloneBoth: a queued message owns its channel and payload, in one
+// allocation, neither growing into the other.
+func TestCloneBoth(t *testing.T) {
+	channel, message := []byte("news"), []byte("hello")
+	var ch, msg []byte
+	if n := testing.AllocsPerRun(10, func() { ch, msg = cloneBoth(channel, message) }); n != 1 {
+		t.Errorf("cloneBoth: %v allocations, want 1", n)
+	}
+	channel[0], message[0] = 'X', 'X'
+	if string(ch) != "news" || string(msg) != "hello" {
+		t.Fatalf("cloneBoth = %q, %q: aliases its arguments", ch, msg)
+	}
+	_ = append(ch, '!')
+	if string(msg) != "hello" {
+		t.Fatalf("appending to the channel changed the message to %q", msg)
+	}
+}
