@@ -33,6 +33,11 @@ import (
 //     counted in PubDropped and logged, rather than hold up the
 //     publisher or the appends.
 //
+// A follower hands the messages of each Publish from the leader, and
+// those each apply releases, to the node as one run (Deliver calls ended
+// by FollowerConfig.Delivered), so that the node wakes each subscriber
+// once per run rather than once per message.
+//
 // Streams negotiate it: a follower says Hello.takes_publish, a leader says
 // Start.takes_publish; a node from before pub/sub is sent none and sends
 // none.
