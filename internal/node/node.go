@@ -659,10 +659,12 @@ func (n *Node) startFollower(conn *grpc.ClientConn, respAddr, peerAddr string) *
 		Dial:     grpcDialer{peerpb.NewPeerClient(conn)},
 		Logger:   n.log.With("leader", peerAddr),
 		Buggify:  n.cfg.Buggify,
-		Deliver:  func(ch, msg []byte) { n.pubsub.Publish(ch, msg) },
+		Deliver:  func(ch, msg []byte) { n.pubsub.PublishHeld(ch, msg) },
 		// Sharded messages (SPUBLISH) to the sharded subscribers.
-		DeliverShard: func(ch, msg []byte) { n.pubsub.SPublish(ch, msg) },
-		SetSettings:  n.setSettings,
+		DeliverShard: func(ch, msg []byte) { n.pubsub.SPublishHeld(ch, msg) },
+		// A batch of the leader's messages wakes each subscriber once.
+		Delivered:   n.pubsub.WakeHeld,
+		SetSettings: n.setSettings,
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &following{f: f, ctx: ctx, cancel: cancel, done: make(chan struct{}), conn: conn, leaderRESP: respAddr, leaderPeer: peerAddr,

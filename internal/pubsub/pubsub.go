@@ -16,6 +16,13 @@
 //   - Nothing here blocks on a subscriber: Subscriber.Deliver must queue
 //     and return (the RESP layer bounds that queue and cuts off a client
 //     that does not read, as Redis's pubsub output limit does).
+//   - Woken once per run of messages: a subscriber is woken (Wake) to
+//     send what Deliver queued only when Deliver says its queue was
+//     empty, and a caller that publishes several messages at once (a
+//     follower taking a batch of the leader's) uses PublishHeld and
+//     SPublishHeld, whose wake-ups wait for its WakeHeld: each subscriber
+//     is then woken once per batch, and sends the batch in one write,
+//     not one a message.
 //
 // Sharded channels (SSUBSCRIBE, SPUBLISH) are a namespace of their own:
 // a sharded message reaches the sharded subscriptions of its channel only
@@ -42,14 +49,29 @@ type Message struct {
 	Shard   bool
 	Channel []byte
 	Payload []byte
+	// Encoded is for the subscribers to share one encoding of the
+	// delivery per protocol (index 0 RESP2, 1 RESP3): empty until the
+	// first that needs it writes it (appending to it), lent for the
+	// call as Channel and Payload are. The registry keeps its buffers
+	// from one delivery to the next, so that a message to n subscribers
+	// is encoded once, not n times, and costs no allocation.
+	Encoded [2][]byte
 }
 
-// Subscriber receives the messages of its subscriptions. Deliver is called
-// with the registry's lock held: it must not block nor call back into the
-// registry, and must not keep m's slices past the call unless it owns
-// them (Publish's caller lends them for the call only).
+// Subscriber receives the messages of its subscriptions. Deliver and Wake
+// are called with the registry's lock held: they must not block nor call
+// back into the registry, and Deliver must not keep m's slices past the
+// call unless it owns them (Publish's caller lends them for the call
+// only).
 type Subscriber interface {
-	Deliver(m Message)
+	// Deliver queues m (the registry's, reused: lent for the call). It
+	// returns true when the subscriber must be woken
+	// (Wake) to send it: when nothing was queued before m. A queue that
+	// held something has a wake-up due already, and m goes with it.
+	Deliver(m *Message) bool
+	// Wake makes the subscriber send what it has queued (without
+	// blocking: a signal).
+	Wake()
 }
 
 // Registry is a node's subscriptions. The zero value is not usable; call
@@ -59,7 +81,37 @@ type Registry struct {
 	channels map[string]map[Subscriber]struct{}
 	patterns map[string]map[Subscriber]struct{}
 	shards   map[string]map[Subscriber]struct{}
+	// held are the subscribers PublishHeld and SPublishHeld queued a
+	// first message for, to be woken by WakeHeld.
+	held []Subscriber
+	// msg is the delivery being handed out (one a publish, and one for
+	// each pattern that matches): the registry's, so that passing it to
+	// Deliver allocates nothing; enc keeps its encodings' buffers.
+	msg Message
+	enc [2][]byte
 }
+
+// delivery readies r.msg, with its encodings empty, for m.
+func (r *Registry) delivery(m Message) *Message {
+	r.msg = m
+	r.msg.Encoded = [2][]byte{r.enc[0][:0], r.enc[1][:0]}
+	return &r.msg
+}
+
+// delivered keeps the delivery's buffers for the next one and drops its
+// slices of the caller's bytes.
+func (r *Registry) delivered() {
+	r.enc = r.msg.Encoded
+	for i, b := range r.enc {
+		if cap(b) > maxKeptEncoding {
+			r.enc[i] = nil // one huge message does not hold its size for ever
+		}
+	}
+	r.msg = Message{}
+}
+
+// maxKeptEncoding bounds an encoding buffer the registry keeps.
+const maxKeptEncoding = 64 << 10
 
 // New returns an empty registry.
 func New() *Registry {
@@ -143,10 +195,55 @@ func (r *Registry) SUnsubscribe(s Subscriber, channel string) bool {
 func (r *Registry) SPublish(channel, payload []byte) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for s := range r.shards[string(channel)] {
-		s.Deliver(Message{Shard: true, Channel: channel, Payload: payload})
+	return r.spublishLocked(channel, payload, false)
+}
+
+// SPublishHeld is SPublish, but the subscribers it queues a first message
+// for are woken only by the next WakeHeld.
+func (r *Registry) SPublishHeld(channel, payload []byte) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.spublishLocked(channel, payload, true)
+}
+
+func (r *Registry) spublishLocked(channel, payload []byte, hold bool) int {
+	subs := r.shards[string(channel)]
+	if len(subs) == 0 {
+		return 0
 	}
-	return len(r.shards[string(channel)])
+	m := r.delivery(Message{Shard: true, Channel: channel, Payload: payload})
+	for s := range subs {
+		r.deliverLocked(s, m, hold)
+	}
+	r.delivered()
+	return len(subs)
+}
+
+// deliverLocked hands m to s, and wakes s now or, if hold, at WakeHeld,
+// when s asks for it.
+func (r *Registry) deliverLocked(s Subscriber, m *Message, hold bool) {
+	if !s.Deliver(m) {
+		return
+	}
+	if hold {
+		r.held = append(r.held, s)
+	} else {
+		s.Wake()
+	}
+}
+
+// WakeHeld wakes the subscribers PublishHeld and SPublishHeld queued
+// messages for since the last WakeHeld. A caller of those calls it once
+// it has published what it had (before it waits for anything): until
+// then the messages are not sent.
+func (r *Registry) WakeHeld() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, s := range r.held {
+		s.Wake()
+		r.held[i] = nil
+	}
+	r.held = r.held[:0]
 }
 
 // SReceivers returns how many subscriptions a sharded message on channel
@@ -176,19 +273,37 @@ func (r *Registry) ShardNumSub(channel string) int {
 func (r *Registry) Publish(channel, payload []byte) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.publishLocked(channel, payload, false)
+}
+
+// PublishHeld is Publish, but the subscribers it queues a first message
+// for are woken only by the next WakeHeld.
+func (r *Registry) PublishHeld(channel, payload []byte) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.publishLocked(channel, payload, true)
+}
+
+func (r *Registry) publishLocked(channel, payload []byte, hold bool) int {
 	n := 0
-	for s := range r.channels[string(channel)] {
-		s.Deliver(Message{Channel: channel, Payload: payload})
-		n++
+	if subs := r.channels[string(channel)]; len(subs) > 0 {
+		m := r.delivery(Message{Channel: channel, Payload: payload})
+		for s := range subs {
+			r.deliverLocked(s, m, hold)
+			n++
+		}
+		r.delivered()
 	}
 	for pat, subs := range r.patterns {
 		if !commands.Match([]byte(pat), channel) {
 			continue
 		}
+		m := r.delivery(Message{IsPattern: true, Pattern: pat, Channel: channel, Payload: payload})
 		for s := range subs {
-			s.Deliver(Message{IsPattern: true, Pattern: pat, Channel: channel, Payload: payload})
+			r.deliverLocked(s, m, hold)
 			n++
 		}
+		r.delivered()
 	}
 	return n
 }

@@ -10,20 +10,32 @@ import (
 	"testing"
 )
 
-// rec is a Subscriber that records what it was handed, as strings.
+// rec is a Subscriber that records what it was handed, as strings: in
+// queued until it is woken, then in got (what its client was sent).
 type rec struct {
-	mu  sync.Mutex
-	got []string
+	mu     sync.Mutex
+	queued []string
+	got    []string
+	wakes  int
 }
 
-func (r *rec) Deliver(m Message) {
+func (r *rec) Deliver(m *Message) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	s := fmt.Sprintf("message %s %s", m.Channel, m.Payload)
 	if m.IsPattern {
-		r.got = append(r.got, fmt.Sprintf("pmessage %s %s %s", m.Pattern, m.Channel, m.Payload))
-		return
+		s = fmt.Sprintf("pmessage %s %s %s", m.Pattern, m.Channel, m.Payload)
 	}
-	r.got = append(r.got, fmt.Sprintf("message %s %s", m.Channel, m.Payload))
+	r.queued = append(r.queued, s)
+	return len(r.queued) == 1
+}
+
+func (r *rec) Wake() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.wakes++
+	r.got = append(r.got, r.queued...)
+	r.queued = nil
 }
 
 func TestPublishOncePerSubscription(t *testing.T) {
@@ -237,4 +249,51 @@ func naiveMatch(pat, s string) bool {
 		}
 	}
 	return s != "" && s[0] == pat[0] && naiveMatch(pat[1:], s[1:])
+}
+
+// TestPublishHeldWakesOncePerBatch: messages published held reach no
+// client until WakeHeld, which wakes each subscriber they were queued for
+// once, all of them in order; Publish wakes at once.
+func TestPublishHeldWakesOncePerBatch(t *testing.T) {
+	r := New()
+	a, b, c, idle := &rec{}, &rec{}, &rec{}, &rec{}
+	r.Subscribe(a, "ch")
+	r.PSubscribe(b, "c*")
+	r.SSubscribe(c, "ch")
+	r.Subscribe(idle, "other")
+	for i := range 3 {
+		if n := r.PublishHeld([]byte("ch"), []byte(strconv.Itoa(i))); n != 2 {
+			t.Fatalf("PublishHeld: %d receivers, want 2", n)
+		}
+		if n := r.SPublishHeld([]byte("ch"), []byte(strconv.Itoa(i))); n != 1 {
+			t.Fatalf("SPublishHeld: %d receivers, want 1", n)
+		}
+	}
+	for _, s := range []*rec{a, b, c} {
+		if len(s.got) != 0 || s.wakes != 0 {
+			t.Fatalf("before WakeHeld: sent %q after %d wake-ups, want none", s.got, s.wakes)
+		}
+	}
+	r.WakeHeld()
+	want := map[*rec][]string{
+		a: {"message ch 0", "message ch 1", "message ch 2"},
+		b: {"pmessage c* ch 0", "pmessage c* ch 1", "pmessage c* ch 2"},
+		c: {"message ch 0", "message ch 1", "message ch 2"},
+	}
+	for s, w := range want {
+		if !reflect.DeepEqual(s.got, w) || s.wakes != 1 {
+			t.Errorf("after WakeHeld: sent %q after %d wake-ups, want %q after 1", s.got, s.wakes, w)
+		}
+	}
+	if idle.wakes != 0 {
+		t.Errorf("a subscriber of another channel was woken %d times", idle.wakes)
+	}
+	r.WakeHeld() // nothing held: no wake-up
+	if a.wakes != 1 {
+		t.Errorf("WakeHeld with nothing held woke a again (%d wake-ups)", a.wakes)
+	}
+	r.Publish([]byte("ch"), []byte("now"))
+	if a.wakes != 2 || a.got[len(a.got)-1] != "message ch now" {
+		t.Errorf("Publish: sent %q after %d wake-ups, want it sent at once", a.got, a.wakes)
+	}
 }

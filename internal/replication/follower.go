@@ -62,6 +62,12 @@ type FollowerConfig struct {
 	// DeliverShard is Deliver for a sharded message (SPUBLISH); nil: the
 	// follower takes none.
 	DeliverShard func(channel, message []byte)
+	// Delivered, if set, is called after a run of Deliver and
+	// DeliverShard calls (the messages of one Publish from the leader,
+	// or those an apply released), before the follower waits for
+	// anything: the node may hold its subscribers' wake-ups until then,
+	// so that each sends the run in one write (pubsub.PublishHeld).
+	Delivered func()
 	// SetSettings takes the leader's settings as this node's (sent first
 	// on each stream and on every change, settings.go), from the stream's
 	// goroutine; nil: the follower takes none.

@@ -1,7 +1,6 @@
 package replication
 
 import (
-	"bytes"
 	"sync/atomic"
 
 	"github.com/tandemdb/tandem/internal/peerpb"
@@ -34,6 +33,11 @@ import (
 //     counted in PubDropped and logged, rather than hold up the
 //     publisher or the appends.
 //
+// A follower hands the messages of each Publish from the leader, and
+// those each apply releases, to the node as one run (Deliver calls ended
+// by FollowerConfig.Delivered), so that the node wakes each subscriber
+// once per run rather than once per message.
+//
 // Streams negotiate it: a follower says Hello.takes_publish, a leader says
 // Start.takes_publish; a node from before pub/sub is sent none and sends
 // none.
@@ -63,9 +67,10 @@ func (l *Leader) Publish(channel, message []byte) int { return l.publish(channel
 func (l *Leader) PublishShard(channel, message []byte) int { return l.publish(channel, message, true) }
 
 func (l *Leader) publish(channel, message []byte, shard bool) int {
+	ch, msg := cloneBoth(channel, message)
 	m := &peerpb.PubMessage{
-		Channel:  bytes.Clone(channel),
-		Message:  bytes.Clone(message),
+		Channel:  ch,
+		Message:  msg,
 		AfterLsn: l.cfg.DB.Applied(),
 		Shard:    shard,
 	}
@@ -93,6 +98,22 @@ func (l *Leader) publish(channel, message []byte, shard bool) int {
 		signal(out.pubWake)
 	}
 	return n
+}
+
+// cloneBoth copies channel and message into one allocation, not two:
+// the queued message owns them (the caller's are lent for the call). Each
+// is capped at its length, so that neither can grow into the other.
+func cloneBoth(channel, message []byte) (ch, msg []byte) {
+	buf := make([]byte, len(channel)+len(message))
+	n := copy(buf, channel)
+	copy(buf[n:], message)
+	return buf[:n:n], buf[n:]
+}
+
+// pubMessage is a follower's PUBLISH to forward, owning its bytes.
+func pubMessage(channel, message []byte, shard bool) *peerpb.PubMessage {
+	ch, msg := cloneBoth(channel, message)
+	return &peerpb.PubMessage{Channel: ch, Message: msg, Shard: shard}
 }
 
 // PubDropped counts the messages dropped for streams that could not keep
@@ -133,6 +154,17 @@ type followerPub struct {
 	fwdOK      atomic.Bool
 	fwdShardOK atomic.Bool
 	dropped    atomic.Uint64
+	// undelivered: deliver handed messages over since the last
+	// delivered (the stream's goroutine only).
+	undelivered bool
+}
+
+// delivered ends a run of deliver calls (FollowerConfig.Delivered).
+func (f *Follower) delivered() {
+	if f.pub.undelivered && f.cfg.Delivered != nil {
+		f.cfg.Delivered()
+	}
+	f.pub.undelivered = false
 }
 
 // Publish forwards a PUBLISH made on this follower to the leader, which
@@ -152,7 +184,7 @@ func (f *Follower) publish(channel, message []byte, shard bool) bool {
 		return false
 	}
 	select {
-	case f.pub.fwd <- &peerpb.PubMessage{Channel: bytes.Clone(channel), Message: bytes.Clone(message), Shard: shard}:
+	case f.pub.fwd <- pubMessage(channel, message, shard):
 		return true
 	default:
 		f.pub.dropped.Add(1)
@@ -165,8 +197,10 @@ func (f *Follower) publish(channel, message []byte, shard bool) bool {
 // the forward queue full.
 func (f *Follower) PubDropped() uint64 { return f.pub.dropped.Load() }
 
-// deliver hands m to the local subscribers of its kind.
+// deliver hands m to the local subscribers of its kind; the caller calls
+// delivered once it has delivered what it had.
 func (f *Follower) deliver(m *peerpb.PubMessage) {
+	f.pub.undelivered = true
 	if !m.Shard {
 		f.cfg.Deliver(m.Channel, m.Message)
 	} else if f.cfg.DeliverShard != nil {
@@ -203,6 +237,7 @@ func (f *Follower) receivedPublish(p *peerpb.Publish, applied uint64) {
 // releasePublished delivers the held messages whose after_lsn is applied,
 // in order, stopping at the first that is not.
 func (f *Follower) releasePublished(applied uint64) {
+	defer f.delivered()
 	if f.cfg.Buggify.FollowerPubReorder {
 		// The planted fault: deliver held messages in swapped pairs, out
 		// of the leader's order (regardless of after_lsn).

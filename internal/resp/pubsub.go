@@ -124,14 +124,29 @@ func (s *subscriber) kindCount(kind string) int {
 }
 
 // Deliver queues m for the client, in the protocol the connection speaks
-// now. Called by the registry under its lock: it only appends.
-func (s *subscriber) Deliver(m pubsub.Message) {
+// now. Called by the registry under its lock: it only appends. It asks
+// for a wake-up (true) only when the queue was empty: every drain takes
+// the whole queue, and a queue that holds something has a signal due or
+// pending whose drain takes m too (the flusher drains after every signal
+// it takes).
+func (s *subscriber) Deliver(m *pubsub.Message) bool {
+	// The delivery is encoded once per protocol, by the first subscriber
+	// that speaks it, and copied by the others.
+	proto3 := s.sess.proto3()
+	enc := &m.Encoded[0]
+	if proto3 {
+		enc = &m.Encoded[1]
+	}
+	if len(*enc) == 0 {
+		*enc = appendMessage(*enc, m, proto3)
+	}
 	s.qmu.Lock()
 	if s.cut {
 		s.qmu.Unlock()
-		return
+		return false
 	}
-	s.queue = appendMessage(s.queue, m, s.sess.proto3())
+	first := len(s.queue) == 0
+	s.queue = append(s.queue, *enc...)
 	over := len(s.queue) > maxQueued
 	if over {
 		s.cut = true
@@ -143,10 +158,13 @@ func (s *subscriber) Deliver(m pubsub.Message) {
 		if s.sess.g != nil {
 			s.sess.g.Close()
 		}
-		return
+		return false
 	}
-	signal(s.wake)
+	return first
 }
+
+// Wake has the flusher write what is queued.
+func (s *subscriber) Wake() { signal(s.wake) }
 
 func signal(ch chan struct{}) {
 	select {
@@ -506,7 +524,7 @@ func writeSubReply(c redcon.Conn, proto3 bool, kind string, name []byte, count i
 // appendMessage encodes a delivery: ["message", channel, payload] or
 // ["pmessage", pattern, channel, payload], an array in RESP2, a push in
 // RESP3.
-func appendMessage(b []byte, m pubsub.Message, proto3 bool) []byte {
+func appendMessage(b []byte, m *pubsub.Message, proto3 bool) []byte {
 	n := 3
 	if m.IsPattern {
 		n = 4

@@ -160,6 +160,45 @@ func TestPubSubRESP3(t *testing.T) {
 	sub.expect(t, ">3", "$11", "unsubscribe", "$1", "a", ":0", ">3", "$11", "unsubscribe", "$1", "b", ":0")
 }
 
+// TestPubSubMixedProtocols: subscribers of one channel and a pattern
+// that speak RESP2 and RESP3 each get every message in their own
+// protocol, though the registry shares one encoding per protocol among a
+// message's subscribers: no subscriber gets another protocol's encoding
+// nor an earlier message's.
+func TestPubSubMixedProtocols(t *testing.T) {
+	b := newPSFake()
+	_, addr := startServer(t, b, Config{})
+	var two, three []*rawClient
+	for range 2 {
+		c := rawConn(t, addr)
+		c.send(t, "SUBSCRIBE", "a")
+		c.expect(t, "*3", "$9", "subscribe", "$1", "a", ":1")
+		two = append(two, c)
+		c = rawConn(t, addr)
+		c.send(t, "HELLO", "3")
+		for c.line(t) != "*0" { // the HELLO map ends with "modules", an empty array
+		}
+		c.send(t, "SUBSCRIBE", "a")
+		c.expect(t, ">3", "$9", "subscribe", "$1", "a", ":1")
+		c.send(t, "PSUBSCRIBE", "a*")
+		c.expect(t, ">3", "$10", "psubscribe", "$2", "a*", ":2")
+		three = append(three, c)
+	}
+	pub := rawConn(t, addr)
+	for _, m := range []string{"first message", "m2"} {
+		pub.send(t, "PUBLISH", "a", m)
+		pub.expect(t, ":6")
+		size := fmt.Sprintf("$%d", len(m))
+		for _, c := range two {
+			c.expect(t, "*3", "$7", "message", "$1", "a", size, m)
+		}
+		for _, c := range three {
+			c.expect(t, ">3", "$7", "message", "$1", "a", size, m,
+				">4", "$8", "pmessage", "$2", "a*", "$1", "a", size, m)
+		}
+	}
+}
+
 // TestPubSubGoRedis: go-redis's Subscribe and its PubSub type work
 // unchanged, in both protocols, and a subscriber gets messages in the
 // order they were published.
