@@ -295,15 +295,28 @@ func (l *Layer) covered(k string, seq uint64) bool {
 	return false
 }
 
+// coveredBytes is covered of a row key given as bytes, compared without
+// converting it (string(k) handed to covered is a copy on the heap for a
+// key over 32 bytes: every read of a field, member or element row through
+// the leader's overlay allocated one).
+func (l *Layer) coveredBytes(k []byte, seq uint64) bool {
+	for _, r := range l.ranges {
+		if r.seq > seq && string(k) >= r.lo && string(k) < r.hi {
+			return true
+		}
+	}
+	return false
+}
+
 // Get implements Rows.
 func (l *Layer) Get(k []byte) ([]byte, bool, error) {
 	if p, ok := l.points[string(k)]; ok {
-		if p.deleted || l.covered(string(k), p.seq) {
+		if p.deleted || l.coveredBytes(k, p.seq) {
 			return nil, false, nil
 		}
 		return p.row(), true, nil
 	}
-	if l.covered(string(k), 0) {
+	if l.coveredBytes(k, 0) {
 		return nil, false, nil
 	}
 	return l.base.Get(k)
@@ -315,7 +328,7 @@ func (l *Layer) Get(k []byte) ([]byte, bool, error) {
 // long, its row not built.
 func (l *Layer) Own(k []byte) (row []byte, long, held bool) {
 	if p, ok := l.points[string(k)]; ok {
-		if p.deleted || l.covered(string(k), p.seq) {
+		if p.deleted || l.coveredBytes(k, p.seq) {
 			return nil, false, true
 		}
 		if p.str {
@@ -323,7 +336,7 @@ func (l *Layer) Own(k []byte) (row []byte, long, held bool) {
 		}
 		return p.val, false, true
 	}
-	if l.covered(string(k), 0) {
+	if l.coveredBytes(k, 0) {
 		return nil, false, true
 	}
 	return nil, false, false
@@ -424,7 +437,7 @@ func (m *layerMerge) visit(k, v []byte) bool {
 			return true
 		}
 	}
-	if len(m.l.ranges) > 0 && m.l.covered(string(k), 0) {
+	if len(m.l.ranges) > 0 && m.l.coveredBytes(k, 0) {
 		return true
 	}
 	if !m.fn(k, v) {
