@@ -93,15 +93,18 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 		}
 		applied = e.LSN
 	}
+	w.flushMeta()
 	_ = w.b.Set(metaApplied, be64(applied), nil)
 	_ = w.b.Set(metaKeys, w.counts.encode(), nil)
 	if w.parts > 0 || partial != 0 {
 		_ = w.b.Delete(metaPartial, nil) // every part is in
 	}
 	w.lock() // a read command sees this Apply whole or not at all
+	records := uint64(w.b.Count())
 	if err := w.b.Commit(noSyncWrite); err != nil {
 		return fmt.Errorf("storage: apply up to lsn %d: %w", applied, err)
 	}
+	d.applyRecords.Add(records + w.partRecords)
 	// Write-through: the rows just committed (metadata and sub-key rows,
 	// under their full row keys) replace the ones the row cache holds, and
 	// new rows are cached while it has room (rowcache.Put never evicts),
@@ -161,6 +164,12 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	}
 	return nil
 }
+
+// ApplyRecords is how many records Apply has put in its Pebble batches
+// since Open: every row written or deleted, every range delete, and the
+// applied LSN and key counts of each batch. A figure of what each node
+// writes per entry (BenchmarkSuite's rows/op).
+func (d *DB) ApplyRecords() uint64 { return d.applyRecords.Load() }
 
 // SetWritesFill says whether Apply caches the rows it writes that the row
 // cache does not hold yet (while the cache has room): on, the default, for
@@ -247,6 +256,59 @@ type applyWriter struct {
 	// cache updated.
 	locked bool
 	parts  int // batches committed before the last (tests)
+	// metas: the metadata row writes (puts and deletes) not yet in the
+	// batch, in order, and metaAt the index of each key's latest (keyed
+	// on the row key's bytes, which ApplyIn built and no one writes
+	// again). A key's earlier write is dead once a later one is made:
+	// the batch is not readable before its commit, so only the last write
+	// of a row in a batch can be seen, and it is the only one written
+	// (flushMeta). A collection written by every entry of a group (a
+	// list, hash or set under LPUSH, HSET or SADD from many clients)
+	// puts one metadata row in the batch per Apply, not one per entry,
+	// on every node. flushMeta runs before anything that must come after
+	// them in the batch: a range delete (FLUSHALL's covers metadata
+	// rows), a part's commit, the applied LSN.
+	metas       []pendingMeta
+	metaAt      map[string]int
+	partRecords uint64 // records of the parts committed (applyRecords)
+}
+
+// pendingMeta is a metadata row write not yet in the batch.
+type pendingMeta struct {
+	key, row  []byte
+	del, dead bool
+}
+
+// putMeta takes the write of the metadata row at k (row, or a delete),
+// superseding the batch's earlier write of it, if any.
+func (w *applyWriter) putMeta(k, row []byte, del bool) {
+	if w.metaAt == nil {
+		w.metaAt = make(map[string]int)
+	}
+	key := unsafe.String(unsafe.SliceData(k), len(k))
+	if i, ok := w.metaAt[key]; ok {
+		w.metas[i].dead = true
+	}
+	w.metaAt[key] = len(w.metas)
+	w.metas = append(w.metas, pendingMeta{key: k, row: row, del: del})
+}
+
+// flushMeta writes the live pending metadata row writes into the batch,
+// in order.
+func (w *applyWriter) flushMeta() {
+	for i := range w.metas {
+		m := &w.metas[i]
+		switch {
+		case m.dead:
+		case m.del:
+			_ = w.b.Delete(m.key, nil)
+		default:
+			_ = w.b.Set(m.key, m.row, nil)
+		}
+	}
+	clear(w.metas)
+	w.metas = w.metas[:0]
+	clear(w.metaAt)
 }
 
 // Large strings (keyspace's chunk.go).
@@ -293,8 +355,10 @@ func (w *applyWriter) commitPart() {
 		return
 	}
 	w.lock()
+	w.flushMeta()
 	_ = w.b.Set(metaKeys, w.counts.encode(), nil)
 	_ = w.b.Set(metaPartial, be64(w.lsn), nil)
+	w.partRecords += uint64(w.b.Count())
 	if err := w.b.Commit(noSyncWrite); err != nil {
 		w.err = fmt.Errorf("commit part of lsn %d: %w", w.lsn, err)
 		return
@@ -435,7 +499,11 @@ type cachedRow struct {
 }
 
 func (w *applyWriter) Set(k, v []byte) {
-	_ = w.b.Set(k, v, nil)
+	if k[0] == keyspace.PrefixMeta {
+		w.putMeta(k, v, false)
+	} else {
+		_ = w.b.Set(k, v, nil)
+	}
 	if w.rows.Cacheable(len(k), len(v)) {
 		if v == nil {
 			v = []byte{} // a row that exists, if empty (a set member's); nil is none
@@ -458,7 +526,11 @@ func (w *applyWriter) Set(k, v []byte) {
 }
 
 func (w *applyWriter) Delete(k []byte) {
-	_ = w.b.Delete(k, nil)
+	if k[0] == keyspace.PrefixMeta {
+		w.putMeta(k, nil, true)
+	} else {
+		_ = w.b.Delete(k, nil)
+	}
 	if k[0] != keyspace.PrefixMeta {
 		// A popped or removed element is seldom read again: its cached
 		// row goes, and no "no such row" takes room in its place.
@@ -470,6 +542,7 @@ func (w *applyWriter) Delete(k []byte) {
 }
 
 func (w *applyWriter) DeleteRange(lo, hi []byte) {
+	w.flushMeta() // the range comes after them (FLUSHALL's covers them)
 	_ = w.b.DeleteRange(lo, hi, nil)
 	w.dropped = append(w.dropped, span{lo: lo, hi: hi})
 	if key, ver, sub, err := keyspace.ParseSubKey(lo); err == nil && len(sub) == 0 {
