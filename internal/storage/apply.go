@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math/bits"
+	"sync"
 	"unsafe"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -56,7 +57,13 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	}
 	w := applyWriter{b: b, rows: d.rows, d: d, counts: counts, filter: d.filters.cur.Load(), touched: make(map[string]rowState, ops), cached: make([]cachedRow, 0, ops),
 		arena: keyspace.NewArena(built)}
+	sc := metaScratch.Get().(*pendingMetas)
+	w.metas, w.metaAt = sc.metas[:0], sc.at
 	defer func() {
+		clear(w.metas[:cap(w.metas)])
+		clear(w.metaAt)
+		sc.metas, sc.at = w.metas[:0], w.metaAt
+		metaScratch.Put(sc)
 		w.b.Close()
 		if w.locked { // a failed Apply after a part was committed
 			d.readMu.Unlock()
@@ -273,6 +280,16 @@ type applyWriter struct {
 	partRecords uint64 // records of the parts committed (applyRecords)
 }
 
+// pendingMetas is an Apply's metas and metaAt, kept for the next Apply
+// (metaScratch) so that they cost no allocation once grown: a new map and
+// slice per Apply were an allocation per write on every node.
+type pendingMetas struct {
+	metas []pendingMeta
+	at    map[string]int
+}
+
+var metaScratch = sync.Pool{New: func() any { return &pendingMetas{at: map[string]int{}} }}
+
 // pendingMeta is a metadata row write not yet in the batch.
 type pendingMeta struct {
 	key, row  []byte
@@ -282,9 +299,6 @@ type pendingMeta struct {
 // putMeta takes the write of the metadata row at k (row, or a delete),
 // superseding the batch's earlier write of it, if any.
 func (w *applyWriter) putMeta(k, row []byte, del bool) {
-	if w.metaAt == nil {
-		w.metaAt = make(map[string]int)
-	}
 	key := unsafe.String(unsafe.SliceData(k), len(k))
 	if i, ok := w.metaAt[key]; ok {
 		w.metas[i].dead = true
