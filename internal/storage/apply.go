@@ -2,6 +2,7 @@ package storage
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"math/bits"
 	"sync"
@@ -263,7 +264,8 @@ type applyWriter struct {
 	// cache updated.
 	locked bool
 	parts  int // batches committed before the last (tests)
-	// metas: the metadata row writes (puts and deletes) not yet in the
+	// metas: the metadata row writes (puts and deletes), and those of
+	// rows at an empty sub-key (list head rows: pending), not yet in the
 	// batch, in order, and metaAt the index of each key's latest (keyed
 	// on the row key's bytes, which ApplyIn built and no one writes
 	// again). A key's earlier write is dead once a later one is made:
@@ -400,6 +402,7 @@ func (w *applyWriter) SetString(key, value []byte, expireAtMs int64) {
 	// key in this entry (whose row, committed in a part, the new one
 	// replaces) or the parts a crash kept of this one.
 	lo, hi := keyspace.SubSpan(key, w.lsn)
+	w.flushMeta() // before the range, as DeleteRange
 	_ = w.b.DeleteRange(lo, hi, nil)
 	w.commitPart() // the entry's rows before this op go first
 	for i := uint64(0); i < keyspace.Chunks(uint64(len(value))); i++ {
@@ -433,8 +436,20 @@ func (w *applyWriter) dropChunks(key []byte, old rowState) {
 		return
 	}
 	lo, hi := keyspace.SubSpan(key, old.chunks)
+	w.flushMeta() // before the range, as DeleteRange
 	_ = w.b.DeleteRange(lo, hi, nil)
 	w.dropped = append(w.dropped, span{lo: lo, hi: hi})
+}
+
+// pending reports whether the write of row key k waits in metas: a
+// metadata row, or a row at an empty sub-key (a list's head row, which
+// every push or pop at the head end writes), the rows that every entry
+// writing a collection writes again.
+func pending(k []byte) bool {
+	if k[0] == keyspace.PrefixMeta {
+		return true
+	}
+	return k[0] == keyspace.PrefixSub && len(k) >= 13 && uint64(len(k)) == 13+uint64(binary.BigEndian.Uint32(k[1:5]))
 }
 
 // count moves the counts from the old metadata row at mk (a metadata row
@@ -513,7 +528,7 @@ type cachedRow struct {
 }
 
 func (w *applyWriter) Set(k, v []byte) {
-	if k[0] == keyspace.PrefixMeta {
+	if pending(k) {
 		w.putMeta(k, v, false)
 	} else {
 		_ = w.b.Set(k, v, nil)
@@ -540,7 +555,7 @@ func (w *applyWriter) Set(k, v []byte) {
 }
 
 func (w *applyWriter) Delete(k []byte) {
-	if k[0] == keyspace.PrefixMeta {
+	if pending(k) {
 		w.putMeta(k, nil, true)
 	} else {
 		_ = w.b.Delete(k, nil)

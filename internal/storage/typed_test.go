@@ -211,17 +211,36 @@ func TestApplyWritesAMetadataRowOnce(t *testing.T) {
 	if got := hashDump(t, d, "h"); !strings.HasPrefix(got, fmt.Sprintf("hash v1 n%d [", n)) {
 		t.Errorf("h = %s, want %d fields", got, n)
 	}
+	// A list pushed at its head by every entry (LPUSH): each element,
+	// and its head row and metadata row once.
+	ls := []logrec.Entry{}
+	for i := range n {
+		head := keyspace.ListStartIndex - uint64(i)
+		ls = append(ls, entry(1, uint64(n+1+i),
+			logrec.Op{Kind: logrec.OpSubPut, Key: []byte("l"), Version: n + 1, Sub: keyspace.ListIndexSub(head), Value: []byte("e")},
+			logrec.Op{Kind: logrec.OpSubPut, Key: []byte("l"), Version: n + 1, Sub: keyspace.ListHeadSub, Value: keyspace.ListHeadRow(head)},
+			logrec.Op{Kind: logrec.OpMeta, Key: []byte("l"), Type: uint8(keyspace.TypeList), Version: n + 1, Size: uint64(i + 1)}))
+	}
+	r0 := d.ApplyRecords()
+	mustAppend(t, d, ls...)
+	mustApply(t, d, ls...)
+	if got, want := d.ApplyRecords()-r0, uint64(n+2+2); got != want {
+		t.Errorf("%d pushes at a list's head: %d records, want %d", n, got, want)
+	}
+	if got := hashDump(t, d, "l"); !strings.HasPrefix(got, fmt.Sprintf("list v%d n%d [=%s ", n+1, n, keyspace.ListHeadRow(keyspace.ListStartIndex-n+1))) {
+		t.Errorf("l = %q, want %d elements and the last head", got, n)
+	}
 	// Written, deleted, written again; written then deleted.
 	more := []logrec.Entry{
-		entry(1, n+1, put("s", "1"), del("t")),
-		entry(1, n+2, del("s"), put("t", "2")),
-		entry(1, n+3, put("s", "3"), logrec.Op{Kind: logrec.OpDrop, Key: []byte("h"), Version: 1}),
-		entry(1, n+4, put("t", "4"), del("t")),
+		entry(1, 2*n+1, put("s", "1"), del("t")),
+		entry(1, 2*n+2, del("s"), put("t", "2")),
+		entry(1, 2*n+3, put("s", "3"), logrec.Op{Kind: logrec.OpDrop, Key: []byte("h"), Version: 1}, logrec.Op{Kind: logrec.OpDrop, Key: []byte("l"), Version: n + 1}),
+		entry(1, 2*n+4, put("t", "4"), del("t")),
 	}
 	mustAppend(t, d, more...)
 	mustApply(t, d, more...)
 	v := View{DB: d}
-	for k, want := range map[string]string{"s": "3", "t": "", "h": ""} {
+	for k, want := range map[string]string{"s": "3", "t": "", "h": "", "l": ""} {
 		got, ok, err := v.Get([]byte(k))
 		if err != nil || ok != (want != "") || (ok && string(got.Data) != want) {
 			t.Errorf("%s = %q %v %v, want %q", k, got.Data, ok, err, want)
