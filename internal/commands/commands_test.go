@@ -732,3 +732,30 @@ func TestDBSizeCounted(t *testing.T) {
 		}
 	}
 }
+
+// TestMSetAllocations: MSET of redis-benchmark's 10 keys allocates its
+// ops and its duplicate index (past linearMax keys), not a copy of each
+// key for the index: that was 10 of its 15 allocations.
+func TestMSetAllocations(t *testing.T) {
+	v := newMem(now)
+	ctx := &Ctx{NowMs: now}
+	args := [][]byte{[]byte("MSET")}
+	for i := range 10 {
+		args = append(args, fmt.Appendf(nil, "key:%012d", i), []byte(strings.Repeat("x", 100)))
+	}
+	n := testing.AllocsPerRun(100, func() {
+		res, err := execMSet(ctx, v, args)
+		if err != nil || len(res.Ops) != 10 {
+			t.Fatalf("MSET: %d ops, %v", len(res.Ops), err)
+		}
+	})
+	if n > 5 {
+		t.Errorf("MSET of 10 keys: %v allocations, want at most 5", n)
+	}
+	// A key given twice is still one op holding the last value.
+	dup := append(append([][]byte{}, args...), args[1], []byte("last"))
+	res, err := execMSet(ctx, v, dup)
+	if err != nil || len(res.Ops) != 10 || string(res.Ops[0].Value) != "last" {
+		t.Errorf("MSET with key 0 twice: %d ops, first %q, %v", len(res.Ops), res.Ops[0].Value, err)
+	}
+}

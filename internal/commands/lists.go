@@ -33,6 +33,9 @@ type list struct {
 	key  []byte
 	meta Value
 	head uint64
+	// spare: 8 bytes push left over for save's head row (nil: none), so
+	// that a push's index sub-keys and head row are one allocation.
+	spare []byte
 }
 
 func (l *list) index(pos int64) []byte { return keyspace.ListIndexSub(l.head + uint64(pos)) }
@@ -93,16 +96,23 @@ func listForWrite(t *txn, key []byte) (list, bool, error) {
 
 // push adds vals at the head end (left) or the tail end, one at a time in
 // order, as Redis does (LPUSH a b c leaves c first).
+//
+// The elements' index sub-keys are carved from one allocation, with 8
+// bytes more for save's head row (l.spare): an LPUSH of one element made
+// two allocations of 8 bytes, now one of 16.
 func (l *list) push(t *txn, left bool, vals [][]byte) {
-	for _, val := range vals {
+	buf := make([]byte, 0, 8*(len(vals)+1))
+	for i, val := range vals {
 		pos := l.size()
 		if left {
 			l.head--
 			pos = 0
 		}
-		t.record(logrec.Op{Kind: logrec.OpSubPut, Key: l.key, Version: l.meta.Version, Sub: l.index(pos), Value: val})
+		sub := binary.BigEndian.AppendUint64(buf[8*i:8*i], l.head+uint64(pos))
+		t.record(logrec.Op{Kind: logrec.OpSubPut, Key: l.key, Version: l.meta.Version, Sub: sub[:8:8], Value: val})
 		l.meta.Size++
 	}
+	l.spare = buf[8*len(vals) : 8*len(vals) : 8*len(vals)+8]
 }
 
 // pointReads is the most positions list.read reads with a point read
@@ -282,7 +292,14 @@ func (l *list) save(t *txn, headMoved bool) {
 		return
 	}
 	if headMoved {
-		t.record(logrec.Op{Kind: logrec.OpSubPut, Key: l.key, Version: l.meta.Version, Sub: keyspace.ListHeadSub, Value: keyspace.ListHeadRow(l.head)})
+		var row []byte
+		if cap(l.spare) == 8 {
+			row = binary.BigEndian.AppendUint64(l.spare, l.head)
+			l.spare = nil // handed out once
+		} else {
+			row = keyspace.ListHeadRow(l.head)
+		}
+		t.record(logrec.Op{Kind: logrec.OpSubPut, Key: l.key, Version: l.meta.Version, Sub: keyspace.ListHeadSub, Value: row})
 	}
 	t.record(metaOp(l.key, l.meta, l.meta.ExpireAtMs))
 }

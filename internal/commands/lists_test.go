@@ -633,3 +633,42 @@ func BenchmarkPop(b *testing.B) {
 		})
 	}
 }
+
+// TestPushAllocations: LPUSH of one element (redis-benchmark's) on a
+// list carves its element's index sub-key and its head row from one
+// allocation (they were two), and its reads copy no row key.
+func TestPushAllocations(t *testing.T) {
+	v := newMem(now)
+	ctx := &Ctx{NowMs: now}
+	res, err := run(ctx, v, "RPUSH", "mylist", "a", "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.apply(res.Ops)
+	args := bargs("LPUSH", "mylist", "x")
+	n := testing.AllocsPerRun(100, func() {
+		res, err := execLPush(ctx, v, args)
+		if err != nil || len(res.Ops) != 3 {
+			t.Fatalf("LPUSH: %d ops, %v", len(res.Ops), err)
+		}
+	})
+	if n > 4 {
+		t.Errorf("LPUSH of one element: %v allocations, want at most 4", n)
+	}
+	// Pushed at both ends, several at a time: the elements and the head
+	// are where Redis puts them.
+	for _, c := range [][]string{{"LPUSH", "mylist", "x", "y"}, {"RPUSH", "mylist", "z", "w"}, {"LPUSH", "mylist", "q"}} {
+		res, err := run(ctx, v, c...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v.apply(res.Ops)
+	}
+	got, err := run(ctx, v, "LRANGE", "mylist", "0", "-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, want := fmt.Sprintf("%s", got.Reply), "[q y x a b z w]"; s != want {
+		t.Errorf("LRANGE = %s, want %s", s, want)
+	}
+}

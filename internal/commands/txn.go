@@ -1,6 +1,8 @@
 package commands
 
 import (
+	"unsafe"
+
 	"github.com/tandemdb/tandem/internal/keyspace"
 	"github.com/tandemdb/tandem/internal/logrec"
 )
@@ -90,8 +92,8 @@ func (t *txn) record(op logrec.Op) {
 		}
 		return
 	}
-	if t.find(op.Key) < 0 && t.idx != nil {
-		t.idx[string(op.Key)] = len(t.ops)
+	if t.idx != nil && t.find(op.Key) < 0 {
+		t.idx[keyString(op.Key)] = len(t.ops)
 	}
 	if t.ops == nil && !wholeKey(op.Kind) {
 		// A collection's write logs a few ops (an element, a head row, a
@@ -102,9 +104,15 @@ func (t *txn) record(op logrec.Op) {
 	if t.idx == nil && len(t.ops) > linearMax {
 		t.idx = make(map[string]int, 2*len(t.ops))
 		for i := len(t.ops) - 1; i >= 0; i-- {
-			t.idx[string(t.ops[i].Key)] = i
+			t.idx[keyString(t.ops[i].Key)] = i
 		}
 	}
 }
+
+// keyString is an op's key as a map key of idx, without a copy: an op's
+// key is the command's argument or a slice no one writes again (the entry
+// encodes it after the command returns), so it outlives the txn unchanged.
+// A copy was an allocation per key of an MSET of more than linearMax.
+func keyString(k []byte) string { return unsafe.String(unsafe.SliceData(k), len(k)) }
 
 func (t *txn) result(r Reply) (Result, error) { return Result{Reply: r, Ops: t.ops}, nil }

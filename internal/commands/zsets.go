@@ -68,7 +68,12 @@ func zsetGet(v View, key []byte) (Value, bool, error) {
 
 // zscoreOf reads member's score in the sorted set z at key.
 func zscoreOf(v View, key []byte, z Value, member []byte) (float64, bool, error) {
-	row, ok, err := v.Sub(key, z.Version, keyspace.ZSetMemberSub(member))
+	return zscoreAt(v, key, z, member, keyspace.ZSetMemberSub(member))
+}
+
+// zscoreAt is zscoreOf with member's sub-key given (msub).
+func zscoreAt(v View, key []byte, z Value, member, msub []byte) (float64, bool, error) {
+	row, ok, err := v.Sub(key, z.Version, msub)
 	if err != nil || !ok {
 		return 0, false, err
 	}
@@ -151,16 +156,43 @@ func zmembers(v View, key []byte, z Value, start []byte, fn func(member []byte, 
 // had are its current score. It logs the member row and moves the index
 // row; a member whose score does not change logs nothing.
 func zput(t *txn, key []byte, z *Value, member []byte, score, old float64, had bool) {
+	r := newZRows(member)
+	r.put(t, key, z, score, old, had)
+}
+
+// zrows is the rows zput writes for a member: its member sub-key, then
+// (put) its index sub-key and its member row (the score), carved from one
+// allocation (they were three of their own, of a ZADD's nine), each
+// capped at its length so that an append to one never writes over the
+// next. ZADD reads the member's score with the member sub-key it writes.
+type zrows struct {
+	member []byte
+	msub   []byte // ZSetMemberSub(member)
+	rest   []byte // room for the index sub-key and the score row
+}
+
+func newZRows(member []byte) zrows {
+	m := 1 + len(member)
+	buf := make([]byte, 0, m+1+keyspace.ScoreLen+len(member)+keyspace.ScoreLen)
+	msub := append(append(buf, keyspace.ZSetMemberFamily), member...)
+	return zrows{member: member, msub: msub[:m:m], rest: buf[m:m]}
+}
+
+// put is zput with the member's rows in r. It is called at most once.
+func (r *zrows) put(t *txn, key []byte, z *Value, score, old float64, had bool) {
 	if had {
 		if old == score {
 			return
 		}
-		t.record(logrec.Op{Kind: logrec.OpSubDel, Key: key, Version: z.Version, Sub: keyspace.ZSetIndexSub(old, member)})
+		t.record(logrec.Op{Kind: logrec.OpSubDel, Key: key, Version: z.Version, Sub: keyspace.ZSetIndexSub(old, r.member)})
 	} else {
 		z.Size++
 	}
-	t.record(logrec.Op{Kind: logrec.OpSubPut, Key: key, Version: z.Version, Sub: keyspace.ZSetIndexSub(score, member)})
-	t.record(logrec.Op{Kind: logrec.OpSubPut, Key: key, Version: z.Version, Sub: keyspace.ZSetMemberSub(member), Value: keyspace.AppendScore(nil, score)})
+	n := 1 + keyspace.ScoreLen + len(r.member)
+	index := append(keyspace.AppendScore(append(r.rest, keyspace.ZSetIndexFamily), score), r.member...)
+	row := keyspace.AppendScore(r.rest[n:n], score)
+	t.record(logrec.Op{Kind: logrec.OpSubPut, Key: key, Version: z.Version, Sub: index[:n:n]})
+	t.record(logrec.Op{Kind: logrec.OpSubPut, Key: key, Version: z.Version, Sub: r.msub, Value: row[:keyspace.ScoreLen:keyspace.ScoreLen]})
 }
 
 // zremove deletes items (distinct members of z, with their scores) and
@@ -264,7 +296,13 @@ flags:
 type zaddFlags struct{ nx, xx, gt, lt, ch, incr bool }
 
 func zadd(v View, key []byte, pairs [][]byte, f zaddFlags) (Result, error) {
-	scores := make([]float64, len(pairs)/2)
+	// A few scores (redis-benchmark's ZADD gives one) on the stack.
+	var few [4]float64
+	scores := few[:0]
+	if len(pairs)/2 > len(few) {
+		scores = make([]float64, 0, len(pairs)/2)
+	}
+	scores = scores[:len(pairs)/2]
 	for j := range scores {
 		s, ok := parseScore(pairs[2*j])
 		if !ok {
@@ -293,7 +331,8 @@ func zadd(v View, key []byte, pairs [][]byte, f zaddFlags) (Result, error) {
 	for j, s := range scores {
 		member := pairs[2*j+1]
 		score = s
-		old, had, err := zscoreOf(t.view(), key, z, member)
+		rows := newZRows(member)
+		old, had, err := zscoreAt(t.view(), key, z, member, rows.msub)
 		if err != nil {
 			return Result{}, err
 		}
@@ -301,7 +340,7 @@ func zadd(v View, key []byte, pairs [][]byte, f zaddFlags) (Result, error) {
 			if f.xx {
 				continue
 			}
-			zput(&t, key, &z, member, score, 0, false)
+			rows.put(&t, key, &z, score, 0, false)
 			added++
 			processed++
 			continue
@@ -322,7 +361,7 @@ func zadd(v View, key []byte, pairs [][]byte, f zaddFlags) (Result, error) {
 			updated++
 		}
 		processed++
-		zput(&t, key, &z, member, score, old, true)
+		rows.put(&t, key, &z, score, old, true)
 	}
 	if !existed || added > 0 {
 		t.record(metaOp(key, z, z.ExpireAtMs))

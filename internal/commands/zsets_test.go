@@ -831,3 +831,41 @@ func TestZSetLexModel(t *testing.T) {
 		}
 	}
 }
+
+// TestZAddAllocations: ZADD of one new member (redis-benchmark's) builds
+// its member sub-key (which it reads the member with), index sub-key and
+// score row in one allocation, keeps its score on the stack, and its read
+// through a Layer (the leader's overlay) copies no row key: 11 → 7
+// allocations, the test's argument slice among them.
+// (The rows' meaning is TestZSet's: ZSCORE, ranges by score, a score
+// moved.)
+func TestZAddAllocations(t *testing.T) {
+	v := newMem(now)
+	ctx := &Ctx{NowMs: now}
+	res, err := run(ctx, v, "ZADD", "myzset", "1", "first")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.apply(res.Ops)
+	members := make([][]byte, 102) // AllocsPerRun runs once more first
+	for i := range members {
+		members[i] = fmt.Appendf(nil, "element:%012d", i)
+	}
+	i := 0
+	n := testing.AllocsPerRun(100, func() {
+		i++
+		res, err := execZAdd(ctx, v, [][]byte{[]byte("ZADD"), []byte("myzset"), []byte("7.5"), members[i]})
+		if err != nil || len(res.Ops) != 3 || res.Reply != Int(1) {
+			t.Fatalf("ZADD: %d ops, %v, %v", len(res.Ops), res.Reply, err)
+		}
+	})
+	if n > 7 {
+		t.Errorf("ZADD of a new member: %v allocations, want at most 7", n)
+	}
+	if got := string(res.Ops[0].Sub); got != string(keyspace.ZSetIndexSub(1, []byte("first"))) {
+		t.Errorf("index sub-key %q", got)
+	}
+	if got := string(res.Ops[1].Sub) + "=" + string(res.Ops[1].Value); got != string(keyspace.ZSetMemberSub([]byte("first")))+"="+string(keyspace.AppendScore(nil, 1)) {
+		t.Errorf("member row %q", got)
+	}
+}

@@ -10,7 +10,10 @@ import (
 // command's transaction (Layer) implement it. The values Apply passes are
 // rows it built for the call or the op's own Value, so a Writer may keep
 // them as long as the op's bytes are not modified (the leader's entries
-// own theirs; a command's args outlive its transaction).
+// own theirs; a command's args outlive its transaction). The row keys it
+// passes it built for the call (in the arena or an allocation of their
+// own) and no one writes again, so a Writer may keep them too, without a
+// copy (Layer's map and storage's touched rows key on them).
 type Writer interface {
 	Set(k, v []byte)
 	Delete(k []byte)

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"unsafe"
 
 	"github.com/tandemdb/tandem/internal/logrec"
 )
@@ -86,7 +87,8 @@ func (l *Layer) SetLSN(lsn uint64) { l.lsn = lsn }
 // Len is the number of rows and range deletes the layer holds.
 func (l *Layer) Len() int { return len(l.points) + len(l.ranges) }
 
-// Set implements Writer.
+// Set implements Writer. The layer keeps k, as Writer's contract allows:
+// it must not be modified afterwards.
 func (l *Layer) Set(k, v []byte) {
 	l.seq++
 	l.put(k, layerPoint{val: v, seq: l.seq, lsn: l.lsn}) // see Writer: v is kept
@@ -101,7 +103,7 @@ func (l *Layer) SetString(key, value []byte, expireAtMs int64) {
 	l.put(MetaKey(key), layerPoint{val: value, str: true, exp: expireAtMs, seq: l.seq, lsn: l.lsn})
 }
 
-// Delete implements Writer.
+// Delete implements Writer. The layer keeps k, as Set does.
 func (l *Layer) Delete(k []byte) {
 	l.seq++
 	l.put(k, layerPoint{deleted: true, seq: l.seq, lsn: l.lsn})
@@ -112,7 +114,15 @@ func (l *Layer) put(k []byte, p layerPoint) {
 		*old = p
 		return
 	}
-	key := string(k)
+	// The map and order key on k's bytes without a copy: a row key Apply
+	// built for this write, which no one writes again (Writer), so the
+	// string stays what it was for as long as the layer holds it (a copy
+	// was one allocation per row the leader sequences, the most of any
+	// step of its overlay's). The key keeps its arena (one entry's rows,
+	// at most 64 KiB) in memory while the map or order lists it: a key
+	// written again keeps its first write's, and order lists forgotten
+	// keys until trim, so at most about twice the live points' arenas.
+	key := unsafe.String(unsafe.SliceData(k), len(k))
 	if len(l.slab) == 0 {
 		l.slab = make([]layerPoint, slabPoints)
 	}
@@ -285,15 +295,28 @@ func (l *Layer) covered(k string, seq uint64) bool {
 	return false
 }
 
+// coveredBytes is covered of a row key given as bytes, compared without
+// converting it (string(k) handed to covered is a copy on the heap for a
+// key over 32 bytes: every read of a field, member or element row through
+// the leader's overlay allocated one).
+func (l *Layer) coveredBytes(k []byte, seq uint64) bool {
+	for _, r := range l.ranges {
+		if r.seq > seq && string(k) >= r.lo && string(k) < r.hi {
+			return true
+		}
+	}
+	return false
+}
+
 // Get implements Rows.
 func (l *Layer) Get(k []byte) ([]byte, bool, error) {
 	if p, ok := l.points[string(k)]; ok {
-		if p.deleted || l.covered(string(k), p.seq) {
+		if p.deleted || l.coveredBytes(k, p.seq) {
 			return nil, false, nil
 		}
 		return p.row(), true, nil
 	}
-	if l.covered(string(k), 0) {
+	if l.coveredBytes(k, 0) {
 		return nil, false, nil
 	}
 	return l.base.Get(k)
@@ -305,7 +328,7 @@ func (l *Layer) Get(k []byte) ([]byte, bool, error) {
 // long, its row not built.
 func (l *Layer) Own(k []byte) (row []byte, long, held bool) {
 	if p, ok := l.points[string(k)]; ok {
-		if p.deleted || l.covered(string(k), p.seq) {
+		if p.deleted || l.coveredBytes(k, p.seq) {
 			return nil, false, true
 		}
 		if p.str {
@@ -313,7 +336,7 @@ func (l *Layer) Own(k []byte) (row []byte, long, held bool) {
 		}
 		return p.val, false, true
 	}
-	if l.covered(string(k), 0) {
+	if l.coveredBytes(k, 0) {
 		return nil, false, true
 	}
 	return nil, false, false
@@ -414,7 +437,7 @@ func (m *layerMerge) visit(k, v []byte) bool {
 			return true
 		}
 	}
-	if len(m.l.ranges) > 0 && m.l.covered(string(k), 0) {
+	if len(m.l.ranges) > 0 && m.l.coveredBytes(k, 0) {
 		return true
 	}
 	if !m.fn(k, v) {

@@ -21,8 +21,9 @@ import (
 // reports the process's CPU (the clients and both followers included, as
 // BenchmarkApps: compare a command with SET in the same run, not as an
 // absolute), its heap allocations, the leader's log bytes (the entry's
-// size, which each follower receives, persists and applies) and log
-// appends (fsyncs) per call:
+// size, which each follower receives, persists and applies), log
+// appends (fsyncs) and the records the leader's Apply put in its Pebble
+// batches (each follower's are the same) per call:
 //
 //	go test ./internal/node -run '^$' -bench SuiteWrites -benchtime 20000x -count 2
 func BenchmarkSuiteWrites(b *testing.B) {
@@ -132,6 +133,7 @@ func benchSuiteWrite(b *testing.B, cmd string, clients int) {
 	}
 	run(cmd, random, warm)
 	la0, _ := leader.db.AppendStats()
+	r0 := leader.db.ApplyRecords()
 	_, lb0 := leader.db.LogSize()
 	cpu0, a0 := processCPU(), heapObjects()
 	b.ResetTimer()
@@ -144,6 +146,7 @@ func benchSuiteWrite(b *testing.B, cmd string, clients int) {
 	_, lb := leader.db.LogSize()
 	b.ReportMetric(float64(lb-lb0)/calls, "log-B/call")
 	b.ReportMetric(float64(la-la0)/calls, "appends/call")
+	b.ReportMetric(float64(leader.db.ApplyRecords()-r0)/calls, "records/call")
 }
 
 // suiteConn is a raw RESP connection making one call at a time.

@@ -2,8 +2,10 @@ package storage
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"math/bits"
+	"sync"
 	"unsafe"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -56,7 +58,13 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	}
 	w := applyWriter{b: b, rows: d.rows, d: d, counts: counts, filter: d.filters.cur.Load(), touched: make(map[string]rowState, ops), cached: make([]cachedRow, 0, ops),
 		arena: keyspace.NewArena(built)}
+	sc := metaScratch.Get().(*pendingMetas)
+	w.metas, w.metaAt = sc.metas[:0], sc.at
 	defer func() {
+		clear(w.metas[:cap(w.metas)])
+		clear(w.metaAt)
+		sc.metas, sc.at = w.metas[:0], w.metaAt
+		metaScratch.Put(sc)
 		w.b.Close()
 		if w.locked { // a failed Apply after a part was committed
 			d.readMu.Unlock()
@@ -93,15 +101,18 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 		}
 		applied = e.LSN
 	}
+	w.flushMeta()
 	_ = w.b.Set(metaApplied, be64(applied), nil)
 	_ = w.b.Set(metaKeys, w.counts.encode(), nil)
 	if w.parts > 0 || partial != 0 {
 		_ = w.b.Delete(metaPartial, nil) // every part is in
 	}
 	w.lock() // a read command sees this Apply whole or not at all
+	records := uint64(w.b.Count())
 	if err := w.b.Commit(noSyncWrite); err != nil {
 		return fmt.Errorf("storage: apply up to lsn %d: %w", applied, err)
 	}
+	d.applyRecords.Add(records + w.partRecords)
 	// Write-through: the rows just committed (metadata and sub-key rows,
 	// under their full row keys) replace the ones the row cache holds, and
 	// new rows are cached while it has room (rowcache.Put never evicts),
@@ -161,6 +172,12 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	}
 	return nil
 }
+
+// ApplyRecords is how many records Apply has put in its Pebble batches
+// since Open: every row written or deleted, every range delete, and the
+// applied LSN and key counts of each batch. A figure of what each node
+// writes per entry (BenchmarkSuite's rows/op).
+func (d *DB) ApplyRecords() uint64 { return d.applyRecords.Load() }
 
 // SetWritesFill says whether Apply caches the rows it writes that the row
 // cache does not hold yet (while the cache has room): on, the default, for
@@ -247,6 +264,67 @@ type applyWriter struct {
 	// cache updated.
 	locked bool
 	parts  int // batches committed before the last (tests)
+	// metas: the metadata row writes (puts and deletes), and those of
+	// rows at an empty sub-key (list head rows: pending), not yet in the
+	// batch, in order, and metaAt the index of each key's latest (keyed
+	// on the row key's bytes, which ApplyIn built and no one writes
+	// again). A key's earlier write is dead once a later one is made:
+	// the batch is not readable before its commit, so only the last write
+	// of a row in a batch can be seen, and it is the only one written
+	// (flushMeta). A collection written by every entry of a group (a
+	// list, hash or set under LPUSH, HSET or SADD from many clients)
+	// puts one metadata row in the batch per Apply, not one per entry,
+	// on every node. flushMeta runs before anything that must come after
+	// them in the batch: a range delete (FLUSHALL's covers metadata
+	// rows), a part's commit, the applied LSN.
+	metas       []pendingMeta
+	metaAt      map[string]int
+	partRecords uint64 // records of the parts committed (applyRecords)
+}
+
+// pendingMetas is an Apply's metas and metaAt, kept for the next Apply
+// (metaScratch) so that they cost no allocation once grown: a new map and
+// slice per Apply were an allocation per write on every node.
+type pendingMetas struct {
+	metas []pendingMeta
+	at    map[string]int
+}
+
+var metaScratch = sync.Pool{New: func() any { return &pendingMetas{at: map[string]int{}} }}
+
+// pendingMeta is a metadata row write not yet in the batch.
+type pendingMeta struct {
+	key, row  []byte
+	del, dead bool
+}
+
+// putMeta takes the write of the metadata row at k (row, or a delete),
+// superseding the batch's earlier write of it, if any.
+func (w *applyWriter) putMeta(k, row []byte, del bool) {
+	key := unsafe.String(unsafe.SliceData(k), len(k))
+	if i, ok := w.metaAt[key]; ok {
+		w.metas[i].dead = true
+	}
+	w.metaAt[key] = len(w.metas)
+	w.metas = append(w.metas, pendingMeta{key: k, row: row, del: del})
+}
+
+// flushMeta writes the live pending metadata row writes into the batch,
+// in order.
+func (w *applyWriter) flushMeta() {
+	for i := range w.metas {
+		m := &w.metas[i]
+		switch {
+		case m.dead:
+		case m.del:
+			_ = w.b.Delete(m.key, nil)
+		default:
+			_ = w.b.Set(m.key, m.row, nil)
+		}
+	}
+	clear(w.metas)
+	w.metas = w.metas[:0]
+	clear(w.metaAt)
 }
 
 // Large strings (keyspace's chunk.go).
@@ -293,8 +371,10 @@ func (w *applyWriter) commitPart() {
 		return
 	}
 	w.lock()
+	w.flushMeta()
 	_ = w.b.Set(metaKeys, w.counts.encode(), nil)
 	_ = w.b.Set(metaPartial, be64(w.lsn), nil)
+	w.partRecords += uint64(w.b.Count())
 	if err := w.b.Commit(noSyncWrite); err != nil {
 		w.err = fmt.Errorf("commit part of lsn %d: %w", w.lsn, err)
 		return
@@ -322,6 +402,7 @@ func (w *applyWriter) SetString(key, value []byte, expireAtMs int64) {
 	// key in this entry (whose row, committed in a part, the new one
 	// replaces) or the parts a crash kept of this one.
 	lo, hi := keyspace.SubSpan(key, w.lsn)
+	w.flushMeta() // before the range, as DeleteRange
 	_ = w.b.DeleteRange(lo, hi, nil)
 	w.commitPart() // the entry's rows before this op go first
 	for i := uint64(0); i < keyspace.Chunks(uint64(len(value))); i++ {
@@ -355,8 +436,20 @@ func (w *applyWriter) dropChunks(key []byte, old rowState) {
 		return
 	}
 	lo, hi := keyspace.SubSpan(key, old.chunks)
+	w.flushMeta() // before the range, as DeleteRange
 	_ = w.b.DeleteRange(lo, hi, nil)
 	w.dropped = append(w.dropped, span{lo: lo, hi: hi})
+}
+
+// pending reports whether the write of row key k waits in metas: a
+// metadata row, or a row at an empty sub-key (a list's head row, which
+// every push or pop at the head end writes), the rows that every entry
+// writing a collection writes again.
+func pending(k []byte) bool {
+	if k[0] == keyspace.PrefixMeta {
+		return true
+	}
+	return k[0] == keyspace.PrefixSub && len(k) >= 13 && uint64(len(k)) == 13+uint64(binary.BigEndian.Uint32(k[1:5]))
 }
 
 // count moves the counts from the old metadata row at mk (a metadata row
@@ -435,7 +528,11 @@ type cachedRow struct {
 }
 
 func (w *applyWriter) Set(k, v []byte) {
-	_ = w.b.Set(k, v, nil)
+	if pending(k) {
+		w.putMeta(k, v, false)
+	} else {
+		_ = w.b.Set(k, v, nil)
+	}
 	if w.rows.Cacheable(len(k), len(v)) {
 		if v == nil {
 			v = []byte{} // a row that exists, if empty (a set member's); nil is none
@@ -458,7 +555,11 @@ func (w *applyWriter) Set(k, v []byte) {
 }
 
 func (w *applyWriter) Delete(k []byte) {
-	_ = w.b.Delete(k, nil)
+	if pending(k) {
+		w.putMeta(k, nil, true)
+	} else {
+		_ = w.b.Delete(k, nil)
+	}
 	if k[0] != keyspace.PrefixMeta {
 		// A popped or removed element is seldom read again: its cached
 		// row goes, and no "no such row" takes room in its place.
@@ -470,6 +571,7 @@ func (w *applyWriter) Delete(k []byte) {
 }
 
 func (w *applyWriter) DeleteRange(lo, hi []byte) {
+	w.flushMeta() // the range comes after them (FLUSHALL's covers them)
 	_ = w.b.DeleteRange(lo, hi, nil)
 	w.dropped = append(w.dropped, span{lo: lo, hi: hi})
 	if key, ver, sub, err := keyspace.ParseSubKey(lo); err == nil && len(sub) == 0 {

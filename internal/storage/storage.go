@@ -318,6 +318,9 @@ type DB struct {
 	// writesFillNot: Apply only updates the rows the cache holds and
 	// caches none it did not (SetWritesFill).
 	writesFillNot atomic.Bool
+	// applyRecords counts the records Apply put in its Pebble batches
+	// (rows, deletes, range deletes, its own metadata: ApplyRecords).
+	applyRecords atomic.Uint64
 	// reclaim compacts the spans of large drops in the background.
 	reclaim *reclaimer
 	// trim gives what Pebble frees outside the Go heap back (cmem.go).

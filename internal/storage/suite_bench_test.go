@@ -146,7 +146,9 @@ func (s *suiteDB) flush() {
 // (exec-µs/op, exec-allocs/op: the work under the sequencing lock, or a read's)
 // and of applying its entries (apply-µs/op, apply-allocs/op: storage's
 // Apply alone, groups of 32), and the heap objects the leader's overlay
-// and hints allocate taking and forgetting its ops (overlay-allocs/op). CPU time, so
+// and hints allocate taking and forgetting its ops (overlay-allocs/op), and
+// the records Apply put in its Pebble batches (records/op: rows written or
+// deleted, range deletes, two of its own per group). CPU time, so
 // that a loaded machine inflates it less than wall time. Run it with
 // -benchtime=1x (each command's state follows from the ones before):
 //
@@ -200,6 +202,7 @@ func BenchmarkSuite(b *testing.B) {
 			}
 			for range b.N {
 				exec, apply, allocs, applyAllocs, overlayAllocs := s.exec, s.apply, s.allocs, s.applyAllocs, s.overlayAllocs
+				records := s.d.ApplyRecords()
 				for range n {
 					s.do(gen[name]())
 				}
@@ -209,6 +212,7 @@ func BenchmarkSuite(b *testing.B) {
 				b.ReportMetric(float64(s.allocs-allocs)/float64(n), "exec-allocs/op")
 				b.ReportMetric(float64(s.applyAllocs-applyAllocs)/float64(n), "apply-allocs/op")
 				b.ReportMetric(float64(s.overlayAllocs-overlayAllocs)/float64(n), "overlay-allocs/op")
+				b.ReportMetric(float64(s.d.ApplyRecords()-records)/float64(n), "records/op")
 			}
 		})
 	}

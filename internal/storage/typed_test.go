@@ -187,3 +187,66 @@ func TestIngestTyped(t *testing.T) {
 		t.Fatalf("seeded key counts %+v (source %+v), want {3 1}", got, src.KeyCounts())
 	}
 }
+
+// TestApplyWritesAMetadataRowOnce: a group of entries that each write a
+// field of one hash and its metadata row (HSET from many clients, a
+// group commit) puts each field in the batch and the metadata row once,
+// its last state; a key deleted and written again, or written and
+// deleted, in one Apply ends as its last op says, and the key counts
+// follow.
+func TestApplyWritesAMetadataRowOnce(t *testing.T) {
+	d := open(t, vfs.NewMem())
+	defer d.Close()
+	const n = 32
+	var es []logrec.Entry
+	for i := range n {
+		es = append(es, entry(1, uint64(i+1), hput("h", 1, fmt.Sprint("f", i), "v"), hmeta("h", 1, uint64(i+1))))
+	}
+	mustAppend(t, d, es...)
+	mustApply(t, d, es...)
+	// n fields, one metadata row, the applied LSN and the key counts.
+	if got, want := d.ApplyRecords(), uint64(n+1+2); got != want {
+		t.Errorf("%d entries of a field and the metadata row: %d records, want %d", n, got, want)
+	}
+	if got := hashDump(t, d, "h"); !strings.HasPrefix(got, fmt.Sprintf("hash v1 n%d [", n)) {
+		t.Errorf("h = %s, want %d fields", got, n)
+	}
+	// A list pushed at its head by every entry (LPUSH): each element,
+	// and its head row and metadata row once.
+	ls := []logrec.Entry{}
+	for i := range n {
+		head := keyspace.ListStartIndex - uint64(i)
+		ls = append(ls, entry(1, uint64(n+1+i),
+			logrec.Op{Kind: logrec.OpSubPut, Key: []byte("l"), Version: n + 1, Sub: keyspace.ListIndexSub(head), Value: []byte("e")},
+			logrec.Op{Kind: logrec.OpSubPut, Key: []byte("l"), Version: n + 1, Sub: keyspace.ListHeadSub, Value: keyspace.ListHeadRow(head)},
+			logrec.Op{Kind: logrec.OpMeta, Key: []byte("l"), Type: uint8(keyspace.TypeList), Version: n + 1, Size: uint64(i + 1)}))
+	}
+	r0 := d.ApplyRecords()
+	mustAppend(t, d, ls...)
+	mustApply(t, d, ls...)
+	if got, want := d.ApplyRecords()-r0, uint64(n+2+2); got != want {
+		t.Errorf("%d pushes at a list's head: %d records, want %d", n, got, want)
+	}
+	if got := hashDump(t, d, "l"); !strings.HasPrefix(got, fmt.Sprintf("list v%d n%d [=%s ", n+1, n, keyspace.ListHeadRow(keyspace.ListStartIndex-n+1))) {
+		t.Errorf("l = %q, want %d elements and the last head", got, n)
+	}
+	// Written, deleted, written again; written then deleted.
+	more := []logrec.Entry{
+		entry(1, 2*n+1, put("s", "1"), del("t")),
+		entry(1, 2*n+2, del("s"), put("t", "2")),
+		entry(1, 2*n+3, put("s", "3"), logrec.Op{Kind: logrec.OpDrop, Key: []byte("h"), Version: 1}, logrec.Op{Kind: logrec.OpDrop, Key: []byte("l"), Version: n + 1}),
+		entry(1, 2*n+4, put("t", "4"), del("t")),
+	}
+	mustAppend(t, d, more...)
+	mustApply(t, d, more...)
+	v := View{DB: d}
+	for k, want := range map[string]string{"s": "3", "t": "", "h": "", "l": ""} {
+		got, ok, err := v.Get([]byte(k))
+		if err != nil || ok != (want != "") || (ok && string(got.Data) != want) {
+			t.Errorf("%s = %q %v %v, want %q", k, got.Data, ok, err, want)
+		}
+	}
+	if c := d.KeyCounts(); c.Keys != 1 {
+		t.Errorf("key counts %+v, want 1 key", c)
+	}
+}
