@@ -421,15 +421,18 @@ func TestListPopRunsModel(t *testing.T) {
 func TestListPopReadsAhead(t *testing.T) {
 	const backlog = 2000
 	for _, tc := range []struct {
-		name string
-		push int // a push before a pop, at its end: in push of 10
-		tail bool
+		name  string
+		push  int // a push before a pop, at its end: in push of 10
+		tail  bool
+		count int // pop with a count: so many (0: none, one)
 	}{
-		{"lpop", 0, false},
-		{"rpop", 0, true},
-		{"lpush-lpop", 5, false},
-		{"rpush-rpop", 5, true},
-		{"lpush-lpop-few", 2, false},
+		{"lpop", 0, false, 0},
+		{"rpop", 0, true, 0},
+		{"lpop-3", 0, false, 3},
+		{"rpop-3", 0, true, 3},
+		{"lpush-lpop", 5, false, 0},
+		{"rpush-rpop", 5, true, 0},
+		{"lpush-lpop-few", 2, false, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := rand.New(rand.NewPCG(7, uint64(tc.push)))
@@ -467,18 +470,32 @@ func TestListPopReadsAhead(t *testing.T) {
 						model = append([]string{job}, model...)
 					}
 				}
-				var want string
-				if tc.tail {
-					want, model = model[len(model)-1], model[:len(model)-1]
+				var popped Array
+				for range max(tc.count, 1) {
+					if len(model) == 0 {
+						break
+					}
+					var want string
+					if tc.tail {
+						want, model = model[len(model)-1], model[:len(model)-1]
+					} else {
+						want, model = model[0], model[1:]
+					}
+					popped = append(popped, Bulk(want))
+					pops++
+					if strings.HasPrefix(want, "old") {
+						olds++
+					}
+				}
+				var want Reply = popped
+				args := []string{pop, "q"}
+				if tc.count > 0 {
+					args = append(args, strconv.Itoa(tc.count))
 				} else {
-					want, model = model[0], model[1:]
+					want = popped[0]
 				}
-				if got := do(pop, "q"); !reflect.DeepEqual(got, Bulk(want)) {
-					t.Fatalf("pop %d: %v, want %q", pops, got, want)
-				}
-				pops++
-				if strings.HasPrefix(want, "old") {
-					olds++
+				if got := do(args...); !reflect.DeepEqual(got, want) {
+					t.Fatalf("pop %d: %v, want %v", pops, got, want)
 				}
 			}
 			gets, iters := lr.counted.gets-gets0, lr.counted.iters-iters0

@@ -284,7 +284,13 @@ func (l *list) pop(t *txn, left bool, n int64) ([][]byte, error) {
 		l.meta.Size = 0
 		return vals, nil
 	}
+	// The deletes in the order popped: the leader's run for this end
+	// (keyspace.Hints.ListPop) takes each from its near end; a delete
+	// behind it would cut the run there.
 	for i := range n {
+		if !left {
+			i = n - 1 - i
+		}
 		t.record(logrec.Op{Kind: logrec.OpSubDel, Key: l.key, Version: l.meta.Version, Sub: subAt(subs, i)})
 	}
 	if left {

@@ -44,12 +44,15 @@ import (
 //
 // A pop of an index that no run covers is a point read, after which the
 // run is empty and anchored where the next pop from that end would read.
-// Only a pop there (the run used up, and pops keep coming from that end)
-// reads ahead, firstAhead rows the first time, twice as many each time
-// after (at most windowRows rows, windowBytes bytes): a single pop, or
-// pops that the pushes keep ahead of, read nothing more than before. A
-// pop elsewhere (after an LTRIM, a far-end pop taking the run's rows)
-// starts over from a point read.
+// Only a pop there, just beyond the run's far end (the run used up, and
+// pops keep coming from that end; or a pop of a few walking past it, its
+// deletes still to come with its entry), reads ahead and extends the run,
+// firstAhead rows the first time, twice as many each time after (at most
+// windowRows rows, windowBytes bytes): a single pop, or pops that the
+// pushes keep ahead of, read nothing more than before. A pop elsewhere
+// (after an LTRIM, a far-end pop taking the run's rows) starts over from
+// a point read. The pops of one command delete in the order they popped
+// (package commands), so that each delete takes the run's near end.
 //
 // The leader's hints are the only ones that pop: followers keep none,
 // and a new leader (a failover, a restart, a rollback's re-election)
@@ -107,6 +110,16 @@ func (r *listRun) next() uint64 {
 		return r.lo + uint64(r.n) - 1
 	}
 	return r.lo
+}
+
+// beyond is the index just past the run's far end, where the pops from
+// its end continue once they have taken every element it holds: next
+// when it is empty.
+func (r *listRun) beyond() uint64 {
+	if r.tail {
+		return r.lo - 1
+	}
+	return r.lo + uint64(r.n)
 }
 
 // fits reports whether a value of size b can be added without shedding.
@@ -290,8 +303,10 @@ func (h *Hints) ListPop(key []byte, version, i uint64, tail bool) ([]byte, bool,
 		after = i - 1
 	}
 	switch {
-	case r.primed && r.n == 0 && i == r.next():
-		// The pops from this end used the run up and keep coming.
+	case r.primed && i == r.beyond():
+		// The pops from this end used the run up and keep coming (or,
+		// a few in one command, are walking past it: their deletes come
+		// with the command's entry).
 		r.ahead = min(max(2*r.ahead, firstAhead), windowRows)
 		return h.readAhead(r, key, version, i, after)
 	case r.primed && r.n > 0 && after == r.next():
@@ -304,9 +319,10 @@ func (h *Hints) ListPop(key []byte, version, i uint64, tail bool) ([]byte, bool,
 	return h.base.Get(binary.BigEndian.AppendUint64(h.scratch, i))
 }
 
-// readAhead fills r, empty with its next pop at i, with up to r.ahead
-// rows from index i on away from its end (down for a tail run), and
-// returns the row at i. after is the index after i in that direction.
+// readAhead extends r, whose far end i is just beyond (empty: its next
+// pop is at i), with up to r.ahead rows from index i on away from its
+// end (down for a tail run), and returns the row at i. after is the
+// index after i in that direction.
 func (h *Hints) readAhead(r *listRun, key []byte, version, i, after uint64) ([]byte, bool, error) {
 	h.readAheads++
 	n := len(h.scratch) // the sub-key prefix
@@ -319,7 +335,7 @@ func (h *Hints) readAhead(r *listRun, key []byte, version, i, after uint64) ([]b
 		}
 		if m == 0 {
 			found = true
-			if len(v) > bigElement {
+			if len(v) > bigElement || !r.fits(len(v)) {
 				first = append([]byte(nil), v...)
 				return false
 			}
@@ -352,7 +368,7 @@ func (h *Hints) readAhead(r *listRun, key []byte, version, i, after uint64) ([]b
 		r.reset(i)
 		return nil, false, fmt.Errorf("keyspace: list read ahead: %w", err)
 	}
-	if m == 0 {
+	if m == 0 && r.n == 0 {
 		r.reset(after) // nothing held (no row, or one too big)
 	}
 	return first, found, nil
