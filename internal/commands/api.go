@@ -54,6 +54,16 @@ type TombstoneCounter interface {
 	SubDeleted(key []byte, version uint64) uint64
 }
 
+// ListPopper is a View that reads a list's elements for its pops through
+// runs it keeps between commands: the leader's view (its overlay's
+// keyspace.Hints.ListPop). ListPop is Sub of the element at index i of
+// the list (key, version), popped from its tail end (tail) or its head
+// end: a run of pops from one end reads its elements ahead in one
+// iteration instead of a point read each.
+type ListPopper interface {
+	ListPop(key []byte, version, i uint64, tail bool) ([]byte, bool, error)
+}
+
 // SampleKeeper is a View that keeps a set's members drawn ahead between
 // commands: the leader's view (its overlay's keyspace.Hints), where SPOP
 // runs. SPOP draws members of a mid-sized set in one pass and hands them

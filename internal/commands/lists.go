@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/tandemdb/tandem/internal/keyspace"
 	"github.com/tandemdb/tandem/internal/logrec"
@@ -257,16 +258,35 @@ func (l *list) pop(t *txn, left bool, n int64) ([][]byte, error) {
 	}
 	// A few elements (LPOP, BLPOP, a job queue's every pop) are point
 	// reads (list.read), not an iterator, which would also step over the
-	// tombstones of the elements popped before them. The reads and the
-	// deletes share the elements' sub-keys, made in one allocation.
+	// tombstones of the elements popped before them; on the leader, read
+	// through its runs (ListPopper: the elements a run of pops takes,
+	// read ahead). The reads and the deletes share the elements'
+	// sub-keys, made in one allocation.
 	subs := l.indexes(from, n)
-	vals, err := l.readAt(t.view(), from, from+n, subs)
-	if err != nil {
-		return nil, err
-	}
-	if !left {
-		for i, j := 0, len(vals)-1; i < j; i, j = i+1, j-1 {
-			vals[i], vals[j] = vals[j], vals[i]
+	var vals [][]byte
+	if lp, ok := t.view().(ListPopper); ok && n <= pointReads {
+		vals = make([][]byte, 0, n)
+		for i := range n {
+			p := from + i // in the order popped
+			if !left {
+				p = from + n - 1 - i
+			}
+			val, ok, err := lp.ListPop(l.key, l.meta.Version, l.head+uint64(p), !left)
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				return nil, fmt.Errorf("commands: list %q has no row at position %d of %d: %w", l.key, p, l.size(), keyspace.ErrCorrupt)
+			}
+			vals = append(vals, val)
+		}
+	} else {
+		var err error
+		if vals, err = l.readAt(t.view(), from, from+n, subs); err != nil {
+			return nil, err
+		}
+		if !left {
+			slices.Reverse(vals)
 		}
 	}
 	if n == l.size() {
@@ -274,7 +294,13 @@ func (l *list) pop(t *txn, left bool, n int64) ([][]byte, error) {
 		l.meta.Size = 0
 		return vals, nil
 	}
+	// The deletes in the order popped: the leader's run for this end
+	// (keyspace.Hints.ListPop) takes each from its near end; a delete
+	// behind it would cut the run there.
 	for i := range n {
+		if !left {
+			i = n - 1 - i
+		}
 		t.record(logrec.Op{Kind: logrec.OpSubDel, Key: l.key, Version: l.meta.Version, Sub: subAt(subs, i)})
 	}
 	if left {

@@ -59,6 +59,21 @@ func parseScore(b []byte) (float64, bool) {
 type zitem struct {
 	member []byte
 	score  float64
+	// subs, when set, is the item's index sub-key then its member row's
+	// sub-key, in one allocation whose tail is member (zpopItem): what
+	// zremove logs, built with the member's copy.
+	subs []byte
+}
+
+// zpopItem is a popped member m at score s (a row's bytes, valid only
+// during the read) as zremove deletes it: its copy and its two sub-keys
+// in one allocation (a pop's three).
+func zpopItem(s float64, m []byte) zitem {
+	n := 1 + keyspace.ScoreLen + len(m)
+	b := make([]byte, 0, n+1+len(m))
+	b = keyspace.AppendScore(append(b, keyspace.ZSetIndexFamily), s)
+	b = append(append(append(b, m...), keyspace.ZSetMemberFamily), m...)
+	return zitem{member: b[n+1:], score: s, subs: b}
 }
 
 // zsetGet reads key as a sorted set (errWrongType for another type).
@@ -207,8 +222,15 @@ func zremove(t *txn, key []byte, z Value, items []zitem) {
 		return
 	}
 	for _, it := range items {
-		t.record(logrec.Op{Kind: logrec.OpSubDel, Key: key, Version: z.Version, Sub: keyspace.ZSetMemberSub(it.member)})
-		t.record(logrec.Op{Kind: logrec.OpSubDel, Key: key, Version: z.Version, Sub: keyspace.ZSetIndexSub(it.score, it.member)})
+		var msub, isub []byte
+		if it.subs != nil {
+			n := len(it.subs) - 1 - len(it.member)
+			msub, isub = it.subs[n:], it.subs[:n:n]
+		} else {
+			msub, isub = keyspace.ZSetMemberSub(it.member), keyspace.ZSetIndexSub(it.score, it.member)
+		}
+		t.record(logrec.Op{Kind: logrec.OpSubDel, Key: key, Version: z.Version, Sub: msub})
+		t.record(logrec.Op{Kind: logrec.OpSubDel, Key: key, Version: z.Version, Sub: isub})
 	}
 	z.Size -= uint64(len(items))
 	t.record(metaOp(key, z, z.ExpireAtMs))
@@ -441,7 +463,7 @@ func execZRem(_ *Ctx, v View, args [][]byte) (Result, error) {
 			return Result{}, err
 		}
 		if had {
-			items = append(items, zitem{m, s})
+			items = append(items, zitem{member: m, score: s})
 		}
 	}
 	t := txn{v: v}
@@ -790,7 +812,7 @@ func zcollect(v View, key []byte, z Value, sp *zspec, rev bool, offset, limit in
 		if !sp.keep(m) {
 			return false
 		}
-		out = append(out, zitem{clone(m), s})
+		out = append(out, zitem{member: clone(m), score: s})
 		return limit < 0 || int64(len(out)) < limit
 	})
 	if err != nil {
@@ -1063,7 +1085,7 @@ func zpop(t *txn, key []byte, z Value, max bool, count int64) ([]zitem, error) {
 	}
 	items := make([]zitem, 0, n)
 	take := func(s float64, m []byte) bool {
-		items = append(items, zitem{clone(m), s})
+		items = append(items, zpopItem(s, m))
 		return int64(len(items)) < n
 	}
 	var err error
@@ -1230,9 +1252,9 @@ func execZRandMember(_ *Ctx, v View, args [][]byte) (Result, error) {
 		err = zmembers(v, key, z, nil, func(m []byte, s float64) bool {
 			seen++
 			if int64(len(items)) < n {
-				items = append(items, zitem{clone(m), s})
+				items = append(items, zitem{member: clone(m), score: s})
 			} else if j := rand.Int64N(seen); j < n {
-				items[j] = zitem{clone(m), s}
+				items[j] = zitem{member: clone(m), score: s}
 			}
 			return true
 		})
@@ -1251,7 +1273,7 @@ func execZRandMember(_ *Ctx, v View, args [][]byte) (Result, error) {
 			var it *zitem
 			for next < len(slots) && slots[next].pos == pos {
 				if it == nil {
-					it = &zitem{clone(m), s}
+					it = &zitem{member: clone(m), score: s}
 				}
 				items[slots[next].out] = *it
 				next++
@@ -1513,7 +1535,7 @@ func zunion(v View, srcs []zsrc, agg int) ([]zitem, error) {
 				items[k].score = aggregate(agg, items[k].score, x)
 			} else {
 				idx[string(m)] = len(items)
-				items = append(items, zitem{clone(m), x})
+				items = append(items, zitem{member: clone(m), score: x})
 			}
 			return true
 		})
@@ -1562,7 +1584,7 @@ func zinter(v View, srcs []zsrc, agg int) ([]zitem, error) {
 			}
 			acc = aggregate(agg, acc, weighted(s, srcs[i].weight))
 		}
-		items = append(items, zitem{clone(m), acc})
+		items = append(items, zitem{member: clone(m), score: acc})
 		return true
 	})
 	if ierr != nil {
@@ -1614,7 +1636,7 @@ func zdiff(v View, srcs []zsrc) ([]zitem, error) {
 				return true
 			}
 		}
-		items = append(items, zitem{clone(m), score})
+		items = append(items, zitem{member: clone(m), score: score})
 		return true
 	})
 	if ierr != nil {

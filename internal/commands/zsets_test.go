@@ -257,14 +257,14 @@ func zsetRows(t *testing.T, v *memView, key string) ([]zitem, error) {
 				err = fmt.Errorf("index row %q = %q: %v", sub, val, e)
 				return false
 			}
-			index = append(index, zitem{clone(m), s})
+			index = append(index, zitem{member: clone(m), score: s})
 		case keyspace.ZSetMemberFamily:
 			s, e := keyspace.DecodeScore(val)
 			if e != nil {
 				err = e
 				return false
 			}
-			members = append(members, zitem{clone(sub[1:]), s})
+			members = append(members, zitem{member: clone(sub[1:]), score: s})
 		default:
 			err = fmt.Errorf("row %q in neither family", sub)
 			return false
@@ -308,7 +308,7 @@ func TestZSetModel(t *testing.T) {
 		sorted := func(k string) []zitem {
 			var out []zitem
 			for m, s := range model[k] {
-				out = append(out, zitem{[]byte(m), s})
+				out = append(out, zitem{member: []byte(m), score: s})
 			}
 			slices.SortFunc(out, cmpItems)
 			return out
@@ -498,7 +498,7 @@ func TestZSetModel(t *testing.T) {
 					if math.IsNaN(s) {
 						s = 0
 					}
-					items = append(items, zitem{it.member, s})
+					items = append(items, zitem{member: it.member, score: s})
 				}
 				delete(model, k2)
 				if len(items) > 0 {

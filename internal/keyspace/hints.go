@@ -51,6 +51,14 @@ import (
 // takes its row out, any row written into the span (Set) or range
 // deleted drops it, so it holds by the same rule as the hints.
 //
+// And for a list's pops, runs (ListPop, listruns.go): elements of the
+// list at a contiguous range of indexes, held for the pops from one end,
+// read ahead in one iteration once the pops from that end keep coming
+// (4 rows, then twice as many each time, at most windowRows, windowBytes)
+// and kept exact by every write passed here: a push at either end of a
+// run extends it, an overwrite replaces its value, a pop takes it out, a
+// delete elsewhere cuts the run back, a drop forgets it.
+//
 // The leader's overlay keeps one: every write the leader sequences goes
 // through it first (Apply of the entry's ops), and the committed data
 // changes only by applying those entries. Followers do not pop.
@@ -80,6 +88,13 @@ type Hints struct {
 	// wins: span start lo -> the live rows from its forward hint on,
 	// read ahead (window).
 	wins map[string]*window
+	// lists: a list version's sub-key prefix -> its runs (ListPop).
+	lists map[string]*listRuns
+	// scratch builds the lists' keys for lookups.
+	scratch []byte
+	// runPops and readAheads count the list pops served from a run and
+	// the reads ahead (tests).
+	runPops, readAheads int
 }
 
 // window is the live rows of a span from where a read began (the forward
@@ -167,7 +182,7 @@ const maxHints = 4096
 
 // NewHints returns hints over base, with none yet.
 func NewHints(base Rows) *Hints {
-	return &Hints{base: base, fwd: map[string][]byte{}, rev: map[string][]byte{}, dels: map[string]uint64{}, heads: map[string][]byte{}, samples: map[string]*Sample{}, wins: map[string]*window{}}
+	return &Hints{base: base, fwd: map[string][]byte{}, rev: map[string][]byte{}, dels: map[string]uint64{}, heads: map[string][]byte{}, samples: map[string]*Sample{}, wins: map[string]*window{}, lists: map[string]*listRuns{}}
 }
 
 // SetBase changes the rows under the hints (the leader's rows at a new
@@ -176,7 +191,9 @@ func NewHints(base Rows) *Hints {
 func (h *Hints) SetBase(base Rows) { h.base = base }
 
 // Len is the number of hints held.
-func (h *Hints) Len() int { return len(h.fwd) + len(h.rev) + len(h.dels) + len(h.heads) + len(h.wins) }
+func (h *Hints) Len() int {
+	return len(h.fwd) + len(h.rev) + len(h.dels) + len(h.heads) + len(h.wins) + len(h.lists)
+}
 
 // spanEnd reports whether k is a span start or end that hints are kept
 // for: a sub-key prefix of a (key, version), alone or with one more byte.
@@ -399,6 +416,14 @@ func (h *Hints) Set(k, v []byte) {
 		}
 	}
 	prefix := k[:len(k)-len(sub)]
+	if len(h.lists) > 0 {
+		if i, ok := listIndex(sub); ok {
+			if lr, ok := h.lists[string(prefix)]; ok {
+				lr.head.set(i, v)
+				lr.tail.set(i, v)
+			}
+		}
+	}
 	if len(h.wins) > 0 {
 		// A row written into a window's span may be one it lacks.
 		delete(h.wins, string(prefix))
@@ -455,6 +480,14 @@ func (h *Hints) Delete(k []byte) {
 	prefix := k[:len(k)-len(sub)]
 	if len(sub) == 0 {
 		h.noteHead(k, nil, false)
+	}
+	if len(h.lists) > 0 {
+		if i, ok := listIndex(sub); ok {
+			if lr, ok := h.lists[string(prefix)]; ok {
+				lr.head.del(i)
+				lr.tail.del(i)
+			}
+		}
 	}
 	if len(h.wins) > 0 {
 		if w, ok := h.wins[string(prefix)]; ok {
@@ -516,16 +549,18 @@ func (h *Hints) Deleted(key []byte, version uint64) uint64 {
 // (FLUSHALL's) forgets every head row.
 func (h *Hints) DeleteRange(lo, hi []byte) {
 	clear(h.wins) // seldom: a drop or FLUSHALL
-	if len(h.heads) == 0 {
+	if len(h.heads) == 0 && len(h.lists) == 0 {
 		return
 	}
 	if key, version, sub, err := ParseSubKey(lo); err == nil && len(sub) == 0 {
 		if _, spanHi := SubSpan(key, version); string(hi) == string(spanHi) {
 			delete(h.heads, string(lo))
+			delete(h.lists, string(lo))
 			return
 		}
 	}
 	clear(h.heads)
+	clear(h.lists)
 }
 
 // Sample is key's sample (see Sample), a new empty one if none is kept.

@@ -181,6 +181,16 @@ func (v overlayView) SubDeleted(key []byte, version uint64) uint64 {
 	return v.o.h.Deleted(key, version)
 }
 
+// ListPop reads a list's element for a pop through the overlay hints'
+// runs (commands.ListPopper); a point read without hints.
+func (v overlayView) ListPop(key []byte, version, i uint64, tail bool) ([]byte, bool, error) {
+	if v.o.h == nil {
+		return v.Sub(key, version, keyspace.ListIndexSub(i))
+	}
+	v.reader() // the hints' base, at this command's clock
+	return v.o.h.ListPop(key, version, i, tail)
+}
+
 // SetSample is the overlay hints' sample of a set's members drawn ahead
 // (commands.SampleKeeper); a throwaway one without hints.
 func (v overlayView) SetSample(key []byte) *keyspace.Sample {

@@ -96,6 +96,10 @@ func (v hintedView) SubDeleted(key []byte, version uint64) uint64 { return v.h.D
 
 func (v hintedView) SetSample(key []byte) *keyspace.Sample { return v.h.Sample(key) }
 
+func (v hintedView) ListPop(key []byte, version, i uint64, tail bool) ([]byte, bool, error) {
+	return v.h.ListPop(key, version, i, tail)
+}
+
 func words(s ...string) [][]byte {
 	out := make([][]byte, len(s))
 	for i := range s {

@@ -47,7 +47,10 @@ const inFlight = 32
 
 func newSuiteDB(tb testing.TB) *suiteDB {
 	// An in-memory file system: the log's fsync is not what is measured.
-	d, err := storage.Open("suite", storage.Options{FS: vfs.NewMem()})
+	// SUITE_ROWCACHE (bytes, 0: the default) sizes the row cache: a small
+	// one is a node's under the whole suite, where the pops' elements,
+	// pushed while the cache was full, are read from Pebble.
+	d, err := storage.Open("suite", storage.Options{FS: vfs.NewMem(), RowCacheBytes: int64(envInt("SUITE_ROWCACHE", 0))})
 	if err != nil {
 		tb.Fatal(err)
 	}
