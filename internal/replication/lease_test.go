@@ -132,9 +132,14 @@ func TestAnswersDemandTheLease(t *testing.T) {
 	// answered already: else a confirmer that renews only while answers
 	// use the lease goes idle under a write load, and the lease lapses.
 	for i := range 20 {
+		before := l.Status().Applied
 		p, err := l.Start(ctx, putExec(fmt.Sprint("t", i), "v"))
 		if err != nil {
 			t.Fatal(err)
+		}
+		if i%2 == 1 {
+			// Then after the write was answered (early): Then's own path.
+			waitFor(t, "the write applied", func() (bool, string) { return l.Status().Applied > before, "" })
 		}
 		done := make(chan error, 1)
 		p.Then(ctx, func(_ commands.Reply, _ uint64, err error) { done <- err })
