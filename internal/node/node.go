@@ -15,7 +15,10 @@
 //     /metrics say "fenced" and why.
 //
 // The role is one value, swapped under the node's mutex, so no caller sees
-// no role or two. A node changes role only through Lead, Follow and Fence,
+// no role or two. A node serves clients only once it has the role it
+// starts in (Start): until then it is fenced ("starting"), and a client
+// that connected as the port opened would see a one-node leader refuse
+// its writes. A node changes role only through Lead, Follow and Fence,
 // one change at a time: a change fences the node, stops the old role (stop
 // returns only once nothing the role started can write to storage) and
 // only then starts the new one, so a node never runs two writers on its
@@ -171,7 +174,10 @@ type Node struct {
 	// the script is loaded again).
 	scripts *script.Engine
 
-	respSrv  *resp.Server
+	respSrv *resp.Server
+	// respLis is bound by listen and served (serveRESP) only once the
+	// node has its first role: see Start.
+	respLis  net.Listener
 	grpcSrv  *grpc.Server
 	httpSrv  *http.Server
 	peerLis  net.Listener
@@ -313,10 +319,20 @@ func Start(cfg Config) (*Node, error) {
 		n.Close()
 		return nil, err
 	}
+	// Clients are served only once the node has the role it starts in:
+	// while it is "starting" it would refuse writes (READONLY) and reads
+	// (MASTERDOWN), and Lead takes a while (a new epoch fsynced, the
+	// leader's log opened: 0.26 s on a busy machine), so a client that
+	// connected as soon as the port was open (`tandem up`, a supervisor
+	// waiting for PING) saw a one-node leader refuse its first write. The
+	// port is bound before: a client that connects meanwhile waits in the
+	// listen backlog for its first answer, from the role.
 	switch {
 	case len(cfg.Etcd) > 0:
-		// The role comes from the topology; until then the node is fenced.
+		// The role comes from the topology; until then the node is
+		// fenced, and says so: that may last (etcd down), so it serves.
 		n.setRole(newFenced("waiting for the control plane"))
+		n.serveRESP()
 		if err := n.startAgent(); err != nil {
 			n.Close()
 			return nil, err
@@ -329,6 +345,9 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		n.Close()
 		return nil, err
+	}
+	if len(cfg.Etcd) == 0 {
+		n.serveRESP()
 	}
 	n.bg.Add(2)
 	go n.expiryLoop()
@@ -357,18 +376,22 @@ func (n *Node) listen() error {
 	n.httpSrv = &http.Server{Handler: n.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
 	go n.httpSrv.Serve(n.httpLis)
 
-	respLis, err := net.Listen("tcp", n.cfg.RESPAddr)
-	if err != nil {
+	if n.respLis, err = net.Listen("tcp", n.cfg.RESPAddr); err != nil {
 		return fmt.Errorf("node: resp listener: %w", err)
 	}
-	n.respAddr = respLis.Addr().String()
+	n.respAddr = n.respLis.Addr().String()
 	n.respSrv = resp.NewServer(resp.Config{MaxBulkLen: n.cfg.MaxBulkLen, WriteTimeout: n.cfg.WriteTimeout, Logger: n.log}, backend{n})
+	return nil
+}
+
+// serveRESP starts serving clients on the RESP listener listen bound.
+// Close closes the listener whether or not it was served.
+func (n *Node) serveRESP() {
 	go func() {
-		if err := n.respSrv.Serve(respLis); err != nil && !errors.Is(err, net.ErrClosed) {
+		if err := n.respSrv.Serve(n.respLis); err != nil && !errors.Is(err, net.ErrClosed) {
 			n.log.Error("resp server stopped", "err", err)
 		}
 	}()
-	return nil
 }
 
 // maxMessage bounds one gRPC message: one log entry can hold a value of the
@@ -716,6 +739,11 @@ func (n *Node) close() {
 	n.scripts.Close()
 	if n.respSrv != nil {
 		n.respSrv.Close()
+	}
+	if n.respLis != nil {
+		// Not served yet if Start failed (Serve after Close closes it
+		// too): an error for one already closed.
+		_ = n.respLis.Close()
 	}
 	n.changeMu.Lock()
 	_ = n.changeLocked("node closed", nil)

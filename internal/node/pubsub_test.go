@@ -39,6 +39,27 @@ func untilDelivered(t *testing.T, sub <-chan *redis.Message, publish func() erro
 	t.Fatal("no probe delivered in 10 s")
 }
 
+// drainThrough drops sub's messages up to and including the first for
+// which last holds (within 10 s). After untilDelivered, the probes sent
+// before the one delivered may still be on their way; messages arrive in
+// the order they were published, so a marker published after the probes
+// is the end of them. (Draining until a quiet spell of 50 ms left a late
+// probe, on a busy machine, for the test to take as its first message.)
+func drainThrough(t *testing.T, sub <-chan *redis.Message, last func(*redis.Message) bool) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case m := <-sub:
+			if last(m) {
+				return
+			}
+		case <-deadline:
+			t.Fatal("the marker after the probes did not arrive in 10 s")
+		}
+	}
+}
+
 // TestShardedPubSubAcrossNodes: SPUBLISH on the leader or on a follower
 // (forwarded) reaches the sharded subscribers of every node, as
 // "smessage", and never a channel or pattern subscriber of the same name;
@@ -69,9 +90,9 @@ func TestShardedPubSubAcrossNodes(t *testing.T) {
 	}
 	s1, s2, cl2 := shard1.Channel(), shard2.Channel(), classic2.Channel()
 	untilDelivered(t, s2, func() error { return c1.SPublish(ctx, "sc", "probe").Err() })
-	for receive(t, s1, 50*time.Millisecond) != nil { // the probes
-	}
-	for receive(t, s2, 50*time.Millisecond) != nil {
+	mustDo(t, c1, "SPUBLISH", "sc", "probes-end")
+	for _, s := range []<-chan *redis.Message{s1, s2} {
+		drainThrough(t, s, func(m *redis.Message) bool { return m.Payload == "probes-end" })
 	}
 
 	if n, err := c1.SPublish(ctx, "sc", "from-leader").Result(); err != nil || n != 1 {
@@ -126,8 +147,10 @@ func TestKeyspaceNotificationsOnFollower(t *testing.T) {
 	}
 	msgs := sub.Channel()
 	untilDelivered(t, msgs, func() error { return c1.Set(ctx, "probe", "1", 0).Err() })
-	for receive(t, msgs, 50*time.Millisecond) != nil {
-	}
+	mustDo(t, c1, "SET", "probes-end", "1")
+	drainThrough(t, msgs, func(m *redis.Message) bool {
+		return m.Channel == "__keyevent@0__:set" && m.Payload == "probes-end"
+	})
 	for i := range 20 {
 		v := string(rune('a' + i))
 		mustDo(t, c1, "SET", "foo", v)

@@ -1,15 +1,19 @@
 package node
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tandemdb/tandem/internal/logrec"
+	"github.com/tandemdb/tandem/internal/proc"
 	"github.com/tandemdb/tandem/internal/testutil"
 )
 
@@ -133,6 +137,89 @@ func TestLeadFenceLeadUnderLoad(t *testing.T) {
 }
 
 var errInjected = errors.New("injected lead failure")
+
+// TestStartServesClientsOnceItLeads: a node started as a one-node leader
+// answers no client before it leads. A write sent while Start's Lead is
+// still running (held here in leadHook) is answered by the leader once
+// Lead is done, not refused with READONLY by the node that is starting
+// (what a client of `tandem up` saw when it wrote as soon as PING was
+// answered).
+func TestStartServesClientsOnceItLeads(t *testing.T) {
+	addrs, err := proc.FreeAddrs(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entered, release := make(chan struct{}), make(chan struct{})
+	type started struct {
+		n   *Node
+		err error
+	}
+	done := make(chan started, 1)
+	dir := t.TempDir() // here: its removal runs after the cleanup below
+	go func() {
+		n, err := Start(Config{
+			ID: "n1", DataDir: dir,
+			RESPAddr: addrs[0], PeerAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+			Logger:   slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
+			Fatal:    func(err error) { t.Errorf("fatal: %v", err) },
+			leadHook: func() error { close(entered); <-release; return nil },
+		})
+		done <- started{n, err}
+	}()
+	var (
+		released bool
+		result   *started
+	)
+	wait := func() started {
+		if result == nil {
+			r := <-done
+			result = &r
+		}
+		return *result
+	}
+	t.Cleanup(func() {
+		if !released {
+			close(release)
+		}
+		if r := wait(); r.n != nil {
+			r.n.Close()
+		}
+	})
+	select {
+	case <-entered:
+	case r := <-done:
+		result = &r
+		t.Fatalf("Start returned before Lead ran: %v", r.err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Start did not reach Lead in 10s")
+	}
+	conn, err := net.DialTimeout("tcp", addrs[0], 5*time.Second)
+	if err != nil {
+		t.Fatalf("dial while the node starts: %v", err)
+	}
+	defer conn.Close()
+	if _, err := fmt.Fprint(conn, "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing answers while Lead runs (a node that served would refuse
+	// at once; a slow machine can only hide that, not fake it).
+	br := bufio.NewReader(conn)
+	_ = conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if line, err := br.ReadString('\n'); err == nil {
+		t.Fatalf("answered %q while starting, before it led", strings.TrimSpace(line))
+	} else if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+		t.Fatalf("read while starting: %v, want no answer yet", err)
+	}
+	close(release)
+	released = true
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if line, err := br.ReadString('\n'); err != nil || line != "+OK\r\n" {
+		t.Fatalf("SET sent while starting = %q, %v; want +OK from the leader", line, err)
+	}
+	if r := wait(); r.err != nil {
+		t.Fatalf("Start: %v", r.err)
+	}
+}
 
 // TestFailedLeadFences makes Lead fail after the old role has stopped, from
 // a follower and from a fenced node: the node is fenced with the error as

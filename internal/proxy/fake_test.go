@@ -52,7 +52,12 @@ type fakeNode struct {
 	leaderOf  *fakeNode
 	indexAsks int
 	indexHold chan struct{}
-	log       []fakeEntry // the leader's writes, for replicate
+	// indexWrites: the leader logs a write (key "w") just before each
+	// ReadIndex answer, as if a writer always had one in flight, so that
+	// a lagging follower is behind every answer by its whole lag however
+	// a test's goroutines are scheduled.
+	indexWrites bool
+	log         []fakeEntry // the leader's writes, for replicate
 	// regress, if set, is a key whose next GET on a follower finds it
 	// gone back to LSN 0 with k "old" first (a failover's truncation
 	// under the read), once.
@@ -78,6 +83,11 @@ func (f *fakeNode) readIndex() position {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.indexWrites {
+		f.lsn++
+		f.data["w"] = strconv.FormatUint(f.lsn, 10)
+		f.log = append(f.log, fakeEntry{lsn: f.lsn, k: "w", v: f.data["w"], at: time.Now()})
+	}
 	return position{Epoch: f.epoch, LSN: f.lsn}
 }
 

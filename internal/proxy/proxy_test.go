@@ -61,6 +61,12 @@ func threeFakes(t *testing.T, positions bool) (l, f1, f2 *fakeNode, v View) {
 func TestRouting(t *testing.T) {
 	l, f1, f2, v := threeFakes(t, false)
 	p, addr := startProxy(t, Config{Policy: Policy{Kind: resp.PolicyAny}}, v)
+	// The proxy asks each new node whether it serves read policies; that
+	// probe is a request in flight, and the reads below go to the least
+	// loaded follower. 20 reads from one client take a few ms, less than
+	// the probe's round trip on a busy machine: one follower would get
+	// them all, rightly.
+	waitProbesAnswered(t, p)
 	ctx := context.Background()
 	c := client(t, addr)
 	if err := c.Set(ctx, "k", "v", 0).Err(); err != nil {
@@ -1194,6 +1200,23 @@ func TestKnownFloorReads(t *testing.T) {
 	if !strings.Contains(info, "reads_floor_unproven:1\r\n") {
 		t.Errorf("INFO does not count the unproven read:\n%s", info)
 	}
+}
+
+// waitProbesAnswered waits until every node answered the proxy's probe
+// (TANDEM.READPOLICY), whether it serves read policies or not, so that no
+// probe is in flight and counted as a node's load.
+func waitProbesAnswered(t *testing.T, p *Proxy) {
+	t.Helper()
+	testutil.Eventually(t, "nodes' probes answered", 5*time.Second, func() (bool, string) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for _, n := range p.nodes {
+			if n.positions.Load() == 0 {
+				return false, "node " + n.id + " has not answered its probe"
+			}
+		}
+		return true, ""
+	})
 }
 
 // waitProbed waits until p has asked every node whether it enforces read

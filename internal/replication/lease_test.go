@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandemdb/tandem/internal/commands"
 	"github.com/tandemdb/tandem/internal/commit"
 )
 
@@ -125,6 +126,29 @@ func TestAnswersDemandTheLease(t *testing.T) {
 	}
 	if lease.TakeUse() {
 		t.Fatal("TakeUse did not clear the mark")
+	}
+	// A write answered through Then (the node's lone writes) marks it
+	// too, whether the committer answers it (unlock) or Then finds it
+	// answered already: else a confirmer that renews only while answers
+	// use the lease goes idle under a write load, and the lease lapses.
+	for i := range 20 {
+		before := l.Status().Applied
+		p, err := l.Start(ctx, putExec(fmt.Sprint("t", i), "v"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 1 {
+			// Then after the write was answered (early): Then's own path.
+			waitFor(t, "the write applied", func() (bool, string) { return l.Status().Applied > before, "" })
+		}
+		done := make(chan error, 1)
+		p.Then(ctx, func(_ commands.Reply, _ uint64, err error) { done <- err })
+		if err := <-done; err != nil {
+			t.Fatalf("write %d through Then: %v", i, err)
+		}
+		if !lease.TakeUse() {
+			t.Fatalf("write %d answered through Then under a valid lease did not mark it used", i)
+		}
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -104,14 +105,15 @@ func TestWritesWithoutQuorumStayBounded(t *testing.T) {
 	if len(samples) < 4 {
 		t.Fatalf("only %d samples", len(samples))
 	}
-	// Flat: after the first third (bounds reached) neither grows much.
-	base := samples[len(samples)/3]
-	last := samples[len(samples)-1]
-	if last.rssKB > base.rssKB+64<<10 {
-		t.Errorf("leader RSS grew from %d MiB to %d MiB with writes that cannot commit", base.rssKB/1024, last.rssKB/1024)
+	rss, gs := make([]int64, len(samples)), make([]int64, len(samples))
+	for i, s := range samples {
+		rss[i], gs[i] = s.rssKB, s.goroutines
 	}
-	if last.goroutines > base.goroutines+200 {
-		t.Errorf("leader goroutines grew from %d to %d", base.goroutines, last.goroutines)
+	if from, to, ok := grew(rss, 64<<10); ok {
+		t.Errorf("leader RSS grew from %d MiB to %d MiB with writes that cannot commit", from/1024, to/1024)
+	}
+	if from, to, ok := grew(gs, 200); ok {
+		t.Errorf("leader goroutines grew from %d to %d", from, to)
 	}
 	// After the soak the leader is idle again: blocked writes are gone.
 	var g int64
@@ -128,6 +130,36 @@ func TestWritesWithoutQuorumStayBounded(t *testing.T) {
 	for _, key := range acked {
 		if err := lc.Get(ctx, key).Err(); err != nil {
 			t.Errorf("acknowledged write %s: %v", key, err)
+		}
+	}
+}
+
+// grew reports whether a soak's samples grew by more than slack: the
+// highest after the first third (by then the bounds are reached) against
+// the highest up to it. Peaks, not single samples: the leader's goroutines
+// swing between ~150 and ~430 as 200 clients' writes time out together
+// and come back, and one sample in a dip taken as the base (158, then 431
+// at the end) failed the test with no growth at all.
+func grew(samples []int64, slack int64) (from, to int64, ok bool) {
+	k := len(samples)/3 + 1
+	from, to = slices.Max(samples[:k]), slices.Max(samples[k:])
+	return from, to, to > from+slack
+}
+
+// TestGrew: the soak's check on the goroutine counts of a run that
+// failed on a single-sample base (bounded throughout: flat), and on
+// series that do grow.
+func TestGrew(t *testing.T) {
+	for _, tc := range []struct {
+		samples []int64
+		want    bool
+	}{
+		{[]int64{431, 431, 431, 158, 431, 257, 310, 335, 305, 431}, false},
+		{[]int64{150, 160, 170, 180, 200, 250, 300, 350, 400, 450}, true},
+		{[]int64{431, 431, 431, 431, 431, 431, 431, 431, 431, 700}, true},
+	} {
+		if from, to, got := grew(tc.samples, 200); got != tc.want {
+			t.Errorf("grew(%v) = %d → %d, %v; want %v", tc.samples, from, to, got, tc.want)
 		}
 	}
 }
