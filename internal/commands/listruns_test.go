@@ -255,25 +255,7 @@ func TestListPopRunsModel(t *testing.T) {
 					v = l[r.IntN(len(l))]
 				}
 				args := []string{"LREM", k, strconv.Itoa(cnt), v}
-				removed, limit := 0, max(cnt, -cnt)
-				var out []string
-				if cnt >= 0 {
-					for _, e := range l {
-						if e == v && (limit == 0 || removed < limit) {
-							removed++
-							continue
-						}
-						out = append(out, e)
-					}
-				} else {
-					for i := len(l) - 1; i >= 0; i-- {
-						if l[i] == v && removed < limit {
-							removed++
-							continue
-						}
-						out = append([]string{l[i]}, out...)
-					}
-				}
+				out, removed := modelLRem(l, cnt, v)
 				m.put(k, out)
 				return args, Int(removed)
 			case c < 32:

@@ -275,6 +275,32 @@ func (m *listModel) set(k string, l []string) {
 	m.lists[k] = l
 }
 
+// modelLRem is LREM on a model list: l without the first (count > 0),
+// last (count < 0) or every (0) |count| elements equal to v, and how many
+// went.
+func modelLRem(l []string, count int, v string) ([]string, int) {
+	removed, limit := 0, max(count, -count)
+	var out []string
+	if count >= 0 {
+		for _, e := range l {
+			if e == v && (limit == 0 || removed < limit) {
+				removed++
+				continue
+			}
+			out = append(out, e)
+		}
+		return out, removed
+	}
+	for i := len(l) - 1; i >= 0; i-- {
+		if l[i] == v && removed < limit {
+			removed++
+			continue
+		}
+		out = append([]string{l[i]}, out...)
+	}
+	return out, removed
+}
+
 func norm(i, n int) int {
 	if i < 0 {
 		i += n
@@ -406,28 +432,7 @@ func TestListModel(t *testing.T) {
 					want = WrongType
 					break
 				}
-				n, limit := 0, cnt
-				if limit < 0 {
-					limit = -limit
-				}
-				var out []string
-				if cnt >= 0 {
-					for _, e := range l {
-						if e == val && (limit == 0 || n < limit) {
-							n++
-							continue
-						}
-						out = append(out, e)
-					}
-				} else {
-					for i := len(l) - 1; i >= 0; i-- {
-						if l[i] == val && n < limit {
-							n++
-							continue
-						}
-						out = append([]string{l[i]}, out...)
-					}
-				}
+				out, n := modelLRem(l, cnt, val)
 				m.set(k, out)
 				want = Int(n)
 			case 9:
