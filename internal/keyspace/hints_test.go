@@ -247,31 +247,8 @@ func TestHintsWindowModel(t *testing.T) {
 	k := []byte("z")
 	for seed := range uint64(8) {
 		r := rand.New(rand.NewPCG(seed, 11))
-		base, truth := memRows{}, memRows{}
-		l := NewLayer(base)
-		h := NewHints(l)
-		var pending [][]logrec.Op
-		write := func(lsn uint64, ops []logrec.Op) {
-			for i := range ops {
-				_ = Apply(truth, &ops[i])
-			}
-			if err := l.ApplyOps(lsn, ops); err != nil {
-				t.Fatal(err)
-			}
-			if err := h.ApplyOps(ops); err != nil {
-				t.Fatal(err)
-			}
-			pending = append(pending, ops)
-			if r.IntN(3) == 0 {
-				for _, e := range pending {
-					for i := range e {
-						_ = Apply(base, &e[i])
-					}
-					l.Forget(e, lsn)
-				}
-				pending = nil
-			}
-		}
+		m := newHintsModel(t, r)
+		truth, h, write := m.truth, m.h, m.write
 		// Mostly the family the pops read ('i'), sometimes the one after
 		// it ('m'), which a read from the family's start with the span's
 		// end as its bound meets once the family's rows are gone.
@@ -337,5 +314,48 @@ func TestHintsWindowModel(t *testing.T) {
 				t.Fatalf("seed %d lsn %d: reverse [%q, %q): hinted %q, want %q", seed, lsn, lo, famEnd, got, want)
 			}
 		}
+	}
+}
+
+// hintsModel is a Hints over a Layer over base rows (the leader's
+// overlay over storage), beside truth, the rows as every entry written so
+// far leaves them: what a read through h must give.
+type hintsModel struct {
+	t           *testing.T
+	r           *rand.Rand
+	base, truth memRows
+	l           *Layer
+	h           *Hints
+	pending     [][]logrec.Op // entries in l not yet in base
+}
+
+func newHintsModel(t *testing.T, r *rand.Rand) *hintsModel {
+	m := &hintsModel{t: t, r: r, base: memRows{}, truth: memRows{}}
+	m.l = NewLayer(m.base)
+	m.h = NewHints(m.l)
+	return m
+}
+
+// write applies the entry at lsn to truth, the layer and the hints, and
+// at random moves the entries written so far to the base, as applies do.
+func (m *hintsModel) write(lsn uint64, ops []logrec.Op) {
+	for i := range ops {
+		_ = Apply(m.truth, &ops[i])
+	}
+	if err := m.l.ApplyOps(lsn, ops); err != nil {
+		m.t.Fatal(err)
+	}
+	if err := m.h.ApplyOps(ops); err != nil {
+		m.t.Fatal(err)
+	}
+	m.pending = append(m.pending, ops)
+	if m.r.IntN(3) == 0 {
+		for _, e := range m.pending {
+			for i := range e {
+				_ = Apply(m.base, &e[i])
+			}
+			m.l.Forget(e, lsn)
+		}
+		m.pending = nil
 	}
 }

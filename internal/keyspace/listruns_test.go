@@ -23,31 +23,11 @@ func TestHintsListRunsModel(t *testing.T) {
 	k := []byte("list")
 	for seed := range uint64(30) {
 		r := rand.New(rand.NewPCG(seed, 23))
-		base, truth := memRows{}, memRows{}
-		l := NewLayer(base)
-		h := NewHints(l)
-		var pending [][]logrec.Op
+		m := newHintsModel(t, r)
+		truth, h := m.truth, m.h
 		lsn := uint64(1)
 		write := func(ops []logrec.Op) {
-			for i := range ops {
-				_ = Apply(truth, &ops[i])
-			}
-			if err := l.ApplyOps(lsn, ops); err != nil {
-				t.Fatal(err)
-			}
-			if err := h.ApplyOps(ops); err != nil {
-				t.Fatal(err)
-			}
-			pending = append(pending, ops)
-			if r.IntN(3) == 0 {
-				for _, e := range pending {
-					for i := range e {
-						_ = Apply(base, &e[i])
-					}
-					l.Forget(e, lsn)
-				}
-				pending = nil
-			}
+			m.write(lsn, ops)
 			lsn++
 		}
 		value := func() []byte {
