@@ -1013,6 +1013,14 @@ func (p *Proxy) completeWrite(ctx context.Context, sess *resp.Session, o *op) []
 		if o.tok >= 0 {
 			if t, ok := tokenOf(o.call.replies[o.tok]); ok {
 				s.write = maxPos(s.write, t)
+				// The node acknowledged the write as the leader, which
+				// applies a write before it acknowledges it (and every
+				// position its connection's token can hold is one it
+				// acknowledged or served a read at): it has applied t.
+				// So the session's reads that fall back to it for this
+				// floor go in the known form (knownReadCmds), not with
+				// the session's state.
+				o.call.node.servedAt(t)
 			}
 		}
 		return r
