@@ -99,6 +99,9 @@ func BenchmarkProxyReadForms(b *testing.B) {
 		{"bare", [][]any{{"get", "k"}}, 1},
 		{"state", [][]any{{"tandem.readpolicy", "ryw"}, {"tandem.token", tok}, {"get", "k"}, {"tandem.token"}, {"reset"}}, 1},
 		{"known", known, 1},
+		// The known form with its proof from TANDEM.APPLIED after the
+		// read instead of the session's token around it.
+		{"known-applied", [][]any{{"get", "k"}, {"tandem.applied"}}, 1},
 		// Linearizable: one read with its state (the proxy's form before
 		// batches; a ReadIndex of the leader per read), and a batch.
 		{"linearizable", [][]any{{"tandem.readpolicy", "linearizable"}, {"get", "k"}, {"tandem.token"}, {"reset"}}, 1},

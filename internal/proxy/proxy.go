@@ -524,12 +524,13 @@ type op struct {
 	// toLeader: the current attempt is a read on the node that was the
 	// leader when it was picked.
 	toLeader bool
-	again    int       // times a monotonic read was sent to wait again on its follower
-	sentAt   time.Time // when the current attempt was sent (Proxy.now)
 	// known: the current attempt went without the session's state, to
 	// a node known to have applied floor (knownReadCmds); its token must
 	// prove it. noKnown: one such attempt did not, send the state.
+	// (The bools side by side: op stays in a 512-byte size class.)
 	known, noKnown bool
+	again          int       // times a monotonic read was sent to wait again on its follower
+	sentAt         time.Time // when the current attempt was sent (Proxy.now)
 	floor          position
 	// batch: the current attempt is a linearizable read in an index
 	// batch (readindex.go), whose probe must have learned a position.
@@ -538,8 +539,10 @@ type op struct {
 	// Storage for the common case, so that a request costs few
 	// allocations: the first attempt's call, a lone command's list, the
 	// first nodes tried.
-	first    call
-	one      [1][][]byte
+	first call
+	// cmdsBuf holds a lone command's list, or the known form's commands
+	// (knownReadCmds).
+	cmdsBuf  [3][][]byte
 	triedBuf [3]*node
 }
 
@@ -635,10 +638,10 @@ func (p *Proxy) send(sess *resp.Session, o *op, n *node) {
 	case !withPos || (!positional(s.policy) && (o.read || s.user == "")):
 		// A bare command (what readCmds and writeCmds give, without
 		// their allocations).
-		o.one[0] = o.args
-		o.cmds, o.at, o.tok = o.one[:], 0, -1
+		o.cmdsBuf[0] = o.args
+		o.cmds, o.at, o.tok = o.cmdsBuf[:1], 0, -1
 	case o.read && !o.wait && !o.noKnown && s.user == "" && (s.policy.Kind == resp.PolicyRYW || s.policy.Kind == resp.PolicyMonotonic) && n.knownAppliedIn(s.floor()):
-		o.cmds, o.at, o.tok = knownReadCmds(o.args)
+		o.cmds, o.at, o.tok = knownReadCmds(&o.cmdsBuf, o.args)
 		o.known, o.floor = true, s.floor()
 		p.stats.readsFloorKnown.Add(1)
 	case o.read && (o.wait || o.toLeader) && !o.noKnown && o.policy.Kind == resp.PolicyLinearizable && withPos:

@@ -1206,6 +1206,67 @@ func TestRYWLeaderReadsKnownForm(t *testing.T) {
 	}
 }
 
+// TestKnownFormReplies: reads in the known form, whose three replies the
+// proxy copies into one buffer per call (upConn.read), answer each its
+// own value, of any size (in a buffer, past it, over several reads of the
+// connection), while many sessions' pipelines share the connections.
+func TestKnownFormReplies(t *testing.T) {
+	l, f1, f2, v := threeFakes(t, true)
+	p, addr := startProxy(t, Config{LeaderShare: -1, ConnsPerNode: 1}, v)
+	waitProbed(t, p)
+	ctx := context.Background()
+	c := client(t, addr)
+	sizes := []int{0, 1, 60, 100, 120, 127, 128, 200, 1000, 70_000}
+	want := map[string]string{}
+	for i, n := range sizes {
+		k, val := fmt.Sprintf("k%d", i), strings.Repeat(string(rune('a'+i)), n)
+		if err := c.Set(ctx, k, val, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		want[k] = val
+		for _, f := range []*fakeNode{f1, f2} {
+			f.catchUp(uint64(i+1), k, val)
+		}
+	}
+	c.Get(ctx, "k0") // a read served there makes the floor known
+	c.Get(ctx, "k0")
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := client(t, addr)
+			for range 20 {
+				cmds, err := c.Pipelined(ctx, func(pl redis.Pipeliner) error {
+					for i := range sizes {
+						pl.Get(ctx, fmt.Sprintf("k%d", i))
+					}
+					return nil
+				})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				for _, cmd := range cmds {
+					g := cmd.(*redis.StringCmd)
+					if k := g.Args()[1].(string); g.Val() != want[k] {
+						t.Errorf("GET %s: %d bytes %.20q..., want %d bytes", k, len(g.Val()), g.Val(), len(want[k]))
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if l.count("get") != 0 {
+		t.Errorf("the leader served %d reads", l.count("get"))
+	}
+	info, _ := c.Info(ctx, "proxy").Result()
+	if !strings.Contains(info, "reads_floor_known:") || strings.Contains(info, "reads_floor_known:0\r\n") {
+		t.Errorf("no read went in the known form:\n%s", info)
+	}
+}
+
 // TestKnownFloorReads: a ryw read on a follower known to have applied the
 // session's floor goes without the session's state (TANDEM.TOKEN RESET,
 // the read, TANDEM.TOKEN), and its token must prove the floor: a
