@@ -153,3 +153,42 @@ func followerWithKey(b *testing.B) (f *Node, tok any) {
 	}
 	return f, w.Do(ctx, "tandem.token").Val()
 }
+
+// BenchmarkLeaderReadForms: what the leader and a client spend per ryw
+// read the proxy sends it while the followers lag behind the session's
+// write (fallback floor-not-applied): with the session's state (bare is
+// policy leader's form, for scale) or in the known form, the leader being
+// known to have applied the write it acknowledged.
+func BenchmarkLeaderReadForms(b *testing.B) {
+	ctx := context.Background()
+	leader := testNode(b, "l", nil)
+	w := newClient(b, leader)
+	if err := w.Set(ctx, "k", "v", 0).Err(); err != nil {
+		b.Fatal(err)
+	}
+	tok := w.Do(ctx, "tandem.token").Val()
+	r := newClient(b, leader)
+	for _, tc := range []struct {
+		name string
+		cmds [][]any
+	}{
+		{"bare", [][]any{{"get", "k"}}},
+		{"state", [][]any{{"tandem.readpolicy", "ryw"}, {"tandem.token", tok}, {"get", "k"}, {"tandem.token"}, {"reset"}}},
+		{"known", [][]any{{"tandem.token", "reset"}, {"get", "k"}, {"tandem.token"}}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			cpu0 := processCPU()
+			for range b.N {
+				if _, err := r.Pipelined(ctx, func(p redis.Pipeliner) error {
+					for _, c := range tc.cmds {
+						p.Do(ctx, c...)
+					}
+					return nil
+				}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+		})
+	}
+}
