@@ -102,8 +102,9 @@ type Config struct {
 	// LeaderShare bounds the ryw reads the leader serves instead of a
 	// follower that would first have to wait for the session's floor: at
 	// most about this share of the reads followers serve (a token bucket,
-	// leaderCredit); past it such reads wait on a follower. 0 means 0.1;
-	// negative: never (every such read waits on a follower).
+	// leaderCredit); past it such reads wait on a follower. 0 means
+	// DefaultLeaderShare; negative: never (every such read waits on a
+	// follower).
 	LeaderShare float64
 	// SlowRead is when a follower is too slow for bounded and
 	// linearizable reads: when all of them (linearizable: all its index
@@ -914,11 +915,16 @@ const (
 )
 
 // DefaultLeaderShare is Config.LeaderShare's default: the leader serves
-// at most about one ryw read for ten that followers serve in place of
-// a wait on a follower (the bound on the leader under ryw is 20%
-// of its leader-only CPU per read; a positional read costs it more than a
-// bare one).
-const DefaultLeaderShare = 0.1
+// at most about three ryw reads for a hundred that followers serve in
+// place of a wait on a follower. The bound on the leader under
+// ryw is 20% of its leader-only CPU per read, and a read the leader
+// serves for floor-not-applied costs it 4-7 times a read under policy
+// leader (those come in a dense stream and share its system calls;
+// these come one at a time): at 50 ms lag, 0.1 let about 6% of ryw reads
+// reach the leader (the bucket did not bind) for 0.21-0.44x, 0.03 about
+// 3% for 0.07-0.18x, the rest of those sessions' reads waiting once on a
+// follower for their write (about 0.2% of reads, up to the lag each).
+const DefaultLeaderShare = 0.03
 
 // earnLeaderRead credits the bucket for a read a follower served.
 func (p *Proxy) earnLeaderRead() {
