@@ -187,6 +187,14 @@ func (n *Node) followerGate(ctx context.Context, r *following, req resp.ReadRequ
 	if req.Policy.Kind == resp.PolicyLeader {
 		return fmt.Errorf("the session's read policy is leader and this node is a follower: %w", resp.ErrReadElsewhere)
 	}
+	if (req.Policy.Kind == resp.PolicyRYW || req.Policy.Kind == resp.PolicyMonotonic) && req.User == "" && req.Floor == (resp.Position{}) {
+		// No floor to wait for (every history holds the empty position,
+		// Lineage): what WaitApplied would answer at once, without its
+		// context, timer and copy of the epoch history. Every read a
+		// proxy sends in its known form (TANDEM.TOKEN RESET, the read,
+		// TANDEM.TOKEN) is such a read.
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, n.readWait())
 	defer cancel()
 	if req.Policy.Kind == resp.PolicyBounded {

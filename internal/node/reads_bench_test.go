@@ -99,6 +99,9 @@ func BenchmarkProxyReadForms(b *testing.B) {
 		{"bare", [][]any{{"get", "k"}}, 1},
 		{"state", [][]any{{"tandem.readpolicy", "ryw"}, {"tandem.token", tok}, {"get", "k"}, {"tandem.token"}, {"reset"}}, 1},
 		{"known", known, 1},
+		// The known form with its proof from TANDEM.APPLIED after the
+		// read instead of the session's token around it.
+		{"known-applied", [][]any{{"get", "k"}, {"tandem.applied"}}, 1},
 		// Linearizable: one read with its state (the proxy's form before
 		// batches; a ReadIndex of the leader per read), and a batch.
 		{"linearizable", [][]any{{"tandem.readpolicy", "linearizable"}, {"get", "k"}, {"tandem.token"}, {"reset"}}, 1},
@@ -149,4 +152,43 @@ func followerWithKey(b *testing.B) (f *Node, tok any) {
 		b.Fatal(err)
 	}
 	return f, w.Do(ctx, "tandem.token").Val()
+}
+
+// BenchmarkLeaderReadForms: what the leader and a client spend per ryw
+// read the proxy sends it while the followers lag behind the session's
+// write (fallback floor-not-applied): with the session's state (bare is
+// policy leader's form, for scale) or in the known form, the leader being
+// known to have applied the write it acknowledged.
+func BenchmarkLeaderReadForms(b *testing.B) {
+	ctx := context.Background()
+	leader := testNode(b, "l", nil)
+	w := newClient(b, leader)
+	if err := w.Set(ctx, "k", "v", 0).Err(); err != nil {
+		b.Fatal(err)
+	}
+	tok := w.Do(ctx, "tandem.token").Val()
+	r := newClient(b, leader)
+	for _, tc := range []struct {
+		name string
+		cmds [][]any
+	}{
+		{"bare", [][]any{{"get", "k"}}},
+		{"state", [][]any{{"tandem.readpolicy", "ryw"}, {"tandem.token", tok}, {"get", "k"}, {"tandem.token"}, {"reset"}}},
+		{"known", [][]any{{"tandem.token", "reset"}, {"get", "k"}, {"tandem.token"}}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			cpu0 := processCPU()
+			for range b.N {
+				if _, err := r.Pipelined(ctx, func(p redis.Pipeliner) error {
+					for _, c := range tc.cmds {
+						p.Do(ctx, c...)
+					}
+					return nil
+				}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+		})
+	}
 }

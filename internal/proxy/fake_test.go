@@ -286,8 +286,10 @@ func (f *fakeNode) serve(c redcon.Conn, sess *resp.Session, args [][]byte) bool 
 			floor = maxPos(floor, f.leaderOf.readIndex())
 			f.mu.Lock()
 		}
+		// A leader is behind a floor only when a test set its position
+		// back under it (a history replaced): it refuses at once.
 		behind := func() bool {
-			return f.positions && !f.leader && s.policy != "any" && less(position{Epoch: f.epoch, LSN: f.lsn}, floor)
+			return f.positions && s.policy != "any" && less(position{Epoch: f.epoch, LSN: f.lsn}, floor)
 		}
 		if (f.waitReads || lin) && behind() {
 			wait := f.readWait

@@ -151,9 +151,19 @@ func (s *session) readCmds(args [][]byte, withPositions bool) (cmds [][][]byte, 
 // not raised by what other sessions' bare commands left on the shared
 // connection. The node serves it under its connection's default policy
 // (ryw without a floor, what every positional step leaves it at).
-func knownReadCmds(args [][]byte) (cmds [][][]byte, at, tok int) {
-	return [][][]byte{{cmdToken, argReset}, args, {cmdToken}}, 1, 2
+// The commands are written into dst (the op's own storage), around the
+// two fixed ones, so that the form costs no allocation per read.
+func knownReadCmds(dst *[3][][]byte, args [][]byte) (cmds [][][]byte, at, tok int) {
+	*dst = [3][][]byte{knownReset, args, knownToken}
+	return dst[:], 1, 2
 }
+
+// The fixed commands of the known form, shared by every read (never
+// written to: a call only reads its commands).
+var (
+	knownReset = [][]byte{cmdToken, argReset}
+	knownToken = [][]byte{cmdToken}
+)
 
 // floorProven: a read sent by knownReadCmds and served at served (its
 // token) reflects floor.

@@ -102,8 +102,9 @@ type Config struct {
 	// LeaderShare bounds the ryw reads the leader serves instead of a
 	// follower that would first have to wait for the session's floor: at
 	// most about this share of the reads followers serve (a token bucket,
-	// leaderCredit); past it such reads wait on a follower. 0 means 0.1;
-	// negative: never (every such read waits on a follower).
+	// leaderCredit); past it such reads wait on a follower. 0 means
+	// DefaultLeaderShare; negative: never (every such read waits on a
+	// follower).
 	LeaderShare float64
 	// SlowRead is when a follower is too slow for bounded and
 	// linearizable reads: when all of them (linearizable: all its index
@@ -524,12 +525,13 @@ type op struct {
 	// toLeader: the current attempt is a read on the node that was the
 	// leader when it was picked.
 	toLeader bool
-	again    int       // times a monotonic read was sent to wait again on its follower
-	sentAt   time.Time // when the current attempt was sent (Proxy.now)
 	// known: the current attempt went without the session's state, to
 	// a node known to have applied floor (knownReadCmds); its token must
 	// prove it. noKnown: one such attempt did not, send the state.
+	// (The bools side by side: op stays in a 512-byte size class.)
 	known, noKnown bool
+	again          int       // times a monotonic read was sent to wait again on its follower
+	sentAt         time.Time // when the current attempt was sent (Proxy.now)
 	floor          position
 	// batch: the current attempt is a linearizable read in an index
 	// batch (readindex.go), whose probe must have learned a position.
@@ -538,8 +540,10 @@ type op struct {
 	// Storage for the common case, so that a request costs few
 	// allocations: the first attempt's call, a lone command's list, the
 	// first nodes tried.
-	first    call
-	one      [1][][]byte
+	first call
+	// cmdsBuf holds a lone command's list, or the known form's commands
+	// (knownReadCmds).
+	cmdsBuf  [3][][]byte
 	triedBuf [3]*node
 }
 
@@ -635,10 +639,10 @@ func (p *Proxy) send(sess *resp.Session, o *op, n *node) {
 	case !withPos || (!positional(s.policy) && (o.read || s.user == "")):
 		// A bare command (what readCmds and writeCmds give, without
 		// their allocations).
-		o.one[0] = o.args
-		o.cmds, o.at, o.tok = o.one[:], 0, -1
+		o.cmdsBuf[0] = o.args
+		o.cmds, o.at, o.tok = o.cmdsBuf[:1], 0, -1
 	case o.read && !o.wait && !o.noKnown && s.user == "" && (s.policy.Kind == resp.PolicyRYW || s.policy.Kind == resp.PolicyMonotonic) && n.knownAppliedIn(s.floor()):
-		o.cmds, o.at, o.tok = knownReadCmds(o.args)
+		o.cmds, o.at, o.tok = knownReadCmds(&o.cmdsBuf, o.args)
 		o.known, o.floor = true, s.floor()
 		p.stats.readsFloorKnown.Add(1)
 	case o.read && (o.wait || o.toLeader) && !o.noKnown && o.policy.Kind == resp.PolicyLinearizable && withPos:
@@ -911,11 +915,16 @@ const (
 )
 
 // DefaultLeaderShare is Config.LeaderShare's default: the leader serves
-// at most about one ryw read for ten that followers serve in place of
-// a wait on a follower (the bound on the leader under ryw is 20%
-// of its leader-only CPU per read; a positional read costs it more than a
-// bare one).
-const DefaultLeaderShare = 0.1
+// at most about three ryw reads for a hundred that followers serve in
+// place of a wait on a follower. The bound on the leader under
+// ryw is 20% of its leader-only CPU per read, and a read the leader
+// serves for floor-not-applied costs it 4-7 times a read under policy
+// leader (those come in a dense stream and share its system calls;
+// these come one at a time): at 50 ms lag, 0.1 let about 6% of ryw reads
+// reach the leader (the bucket did not bind) for 0.21-0.44x, 0.03 about
+// 3% for 0.07-0.18x, the rest of those sessions' reads waiting once on a
+// follower for their write (about 0.2% of reads, up to the lag each).
+const DefaultLeaderShare = 0.03
 
 // earnLeaderRead credits the bucket for a read a follower served.
 func (p *Proxy) earnLeaderRead() {
@@ -1013,6 +1022,14 @@ func (p *Proxy) completeWrite(ctx context.Context, sess *resp.Session, o *op) []
 		if o.tok >= 0 {
 			if t, ok := tokenOf(o.call.replies[o.tok]); ok {
 				s.write = maxPos(s.write, t)
+				// The node acknowledged the write as the leader, which
+				// applies a write before it acknowledges it (and every
+				// position its connection's token can hold is one it
+				// acknowledged or served a read at): it has applied t.
+				// So the session's reads that fall back to it for this
+				// floor go in the known form (knownReadCmds), not with
+				// the session's state.
+				o.call.node.servedAt(t)
 			}
 		}
 		return r

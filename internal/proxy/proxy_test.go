@@ -1145,6 +1145,128 @@ func TestRYWLeaderRatherThanWait(t *testing.T) {
 	}
 }
 
+// TestRYWLeaderReadsKnownForm: a ryw read the leader serves because the
+// followers are not known to have the session's last write
+// (floor-not-applied) goes in the known form (TANDEM.TOKEN RESET, the
+// read, TANDEM.TOKEN): the leader acknowledged that write, so it had
+// applied it. Its token must still prove the floor: a leader whose
+// position went back under the write (a history replaced under the
+// proxy's view) serves the known form below the floor, and the read is
+// sent again with the session's state, which the node refuses, and
+// served by a follower that has it, never answered stale.
+func TestRYWLeaderReadsKnownForm(t *testing.T) {
+	l, f1, f2, v := threeFakes(t, true)
+	p, addr := startProxy(t, Config{LeaderShare: 0.1}, v)
+	waitProbed(t, p)
+	ctx := context.Background()
+	c := client(t, addr)
+	get := func(want string) {
+		t.Helper()
+		if got, err := c.Get(ctx, "k").Result(); err != nil || got != want {
+			t.Fatalf("GET = %q, %v; want %q", got, err, want)
+		}
+	}
+	if err := c.Set(ctx, "k", "v1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	f1.catchUp(1, "k", "v1")
+	f2.catchUp(1, "k", "v1")
+	// 30 reads the followers serve: the leader's share is 3 reads.
+	for range 30 {
+		get("v1")
+	}
+	if err := c.Set(ctx, "k", "v2", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	policies := l.count("tandem.readpolicy") // the probe's
+	get("v2")
+	rec := l.received()
+	const known = "TANDEM.TOKEN RESET | get k | TANDEM.TOKEN"
+	if tail := strings.Join(rec[max(0, len(rec)-3):], " | "); l.count("get") != 1 || tail != known {
+		t.Fatalf("the leader served %d reads and last received %q; want 1, in the form %q", l.count("get"), tail, known)
+	}
+	if n := l.count("tandem.readpolicy"); n != policies {
+		t.Errorf("the leader got %d TANDEM.READPOLICY for the read, want 0 (the known form)", n-policies)
+	}
+
+	// The leader goes back below the write (same epoch, LSN 1) with an
+	// old value, the followers have the write but the proxy does not
+	// know it: the next read goes to the leader in the known form, its
+	// token does not prove the floor, and the session's state sent
+	// after it is refused there and served by a follower.
+	f1.catchUp(2, "k", "v2")
+	f2.catchUp(2, "k", "v2")
+	l.mu.Lock()
+	l.lsn, l.data["k"] = 1, "old"
+	l.mu.Unlock()
+	get("v2")
+	info, _ := c.Info(ctx, "proxy").Result()
+	if !strings.Contains(info, "reads_floor_unproven:1\r\n") || !strings.Contains(info, "reads_fallback_leader_floor-not-applied:2\r\n") {
+		t.Errorf("INFO does not count 2 leader reads for floor-not-applied, one of them unproven:\n%s", info)
+	}
+}
+
+// TestKnownFormReplies: reads in the known form, whose three replies the
+// proxy copies into one buffer per call (upConn.read), answer each its
+// own value, of any size (in a buffer, past it, over several reads of the
+// connection), while many sessions' pipelines share the connections.
+func TestKnownFormReplies(t *testing.T) {
+	l, f1, f2, v := threeFakes(t, true)
+	p, addr := startProxy(t, Config{LeaderShare: -1, ConnsPerNode: 1}, v)
+	waitProbed(t, p)
+	ctx := context.Background()
+	c := client(t, addr)
+	sizes := []int{0, 1, 60, 100, 120, 127, 128, 200, 1000, 70_000}
+	want := map[string]string{}
+	for i, n := range sizes {
+		k, val := fmt.Sprintf("k%d", i), strings.Repeat(string(rune('a'+i)), n)
+		if err := c.Set(ctx, k, val, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		want[k] = val
+		for _, f := range []*fakeNode{f1, f2} {
+			f.catchUp(uint64(i+1), k, val)
+		}
+	}
+	c.Get(ctx, "k0") // a read served there makes the floor known
+	c.Get(ctx, "k0")
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := client(t, addr)
+			for range 20 {
+				cmds, err := c.Pipelined(ctx, func(pl redis.Pipeliner) error {
+					for i := range sizes {
+						pl.Get(ctx, fmt.Sprintf("k%d", i))
+					}
+					return nil
+				})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				for _, cmd := range cmds {
+					g := cmd.(*redis.StringCmd)
+					if k := g.Args()[1].(string); g.Val() != want[k] {
+						t.Errorf("GET %s: %d bytes %.20q..., want %d bytes", k, len(g.Val()), g.Val(), len(want[k]))
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if l.count("get") != 0 {
+		t.Errorf("the leader served %d reads", l.count("get"))
+	}
+	info, _ := c.Info(ctx, "proxy").Result()
+	if !strings.Contains(info, "reads_floor_known:") || strings.Contains(info, "reads_floor_known:0\r\n") {
+		t.Errorf("no read went in the known form:\n%s", info)
+	}
+}
+
 // TestKnownFloorReads: a ryw read on a follower known to have applied the
 // session's floor goes without the session's state (TANDEM.TOKEN RESET,
 // the read, TANDEM.TOKEN), and its token must prove the floor: a

@@ -270,7 +270,7 @@ func (x *readIndex) settle(u *upConn, b *indexBatch, sent time.Time) {
 func (x *readIndex) sendReused(o *op, sid uint64, last position) {
 	o.floor = maxPos(o.floor, last)
 	o.known, o.batch = true, nil
-	o.cmds, o.at, o.tok = knownReadCmds(o.args)
+	o.cmds, o.at, o.tok = knownReadCmds(&o.cmdsBuf, o.args)
 	o.call = new(call)
 	o.call.init(x.n, o.cmds)
 	x.n.readConn(sid).send(o.call, true)

@@ -51,8 +51,9 @@ type call struct {
 	// of it (an index batch's settling, readindex.go).
 	then func(*call)
 
-	// one holds a lone command's reply (most calls are one command).
-	one [1][]byte
+	// few holds the replies of a call of up to three commands (most
+	// calls: a lone command, a read in the known form).
+	few [3][]byte
 }
 
 func newCall(n *node, cmds ...[][]byte) *call {
@@ -226,8 +227,9 @@ func (u *upConn) dial() error {
 func (u *upConn) read(nc net.Conn) {
 	buf := make([]byte, 0, 64<<10)
 	var (
-		cur  *call // the call whose replies are being collected
-		want int
+		cur   *call // the call whose replies are being collected
+		want  int
+		arena []byte // cur's replies' bytes (a call of several commands)
 	)
 	stop := func(err error) {
 		u.fail(nc, err)
@@ -273,13 +275,28 @@ func (u *upConn) read(nc net.Conn) {
 				u.pending = u.pending[1:]
 				u.qmu.Unlock()
 				want = len(cur.cmds)
-				if want == 1 {
-					cur.replies = cur.one[:0]
+				if want <= len(cur.few) {
+					cur.replies = cur.few[:0]
 				} else {
 					cur.replies = make([][]byte, 0, want)
 				}
+				arena = nil
 			}
-			cur.replies = append(cur.replies, append([]byte(nil), r.Raw...))
+			if want == 1 {
+				cur.replies = append(cur.replies, append([]byte(nil), r.Raw...))
+			} else {
+				// A call's replies are copied into one buffer, each
+				// capped at its end (nothing appends to a reply), so the
+				// small ones of a positional read (OK, a token) cost no
+				// allocation of their own; a reply that does not fit
+				// starts a new buffer and the earlier ones keep theirs.
+				if cap(arena)-len(arena) < len(r.Raw) {
+					arena = make([]byte, 0, max(len(r.Raw), replyArena))
+				}
+				at := len(arena)
+				arena = append(arena, r.Raw...)
+				cur.replies = append(cur.replies, arena[at:len(arena):len(arena)])
+			}
 			off += n
 			if len(cur.replies) == want {
 				cur.finish(nil)
@@ -379,6 +396,11 @@ func (u *upConn) closeConn() {
 		u.fail(nc, errors.New("closed by the proxy"))
 	}
 }
+
+// replyArena is the size of the buffer the replies of a call of several
+// commands are copied into: a read in the known form (OK, a value, a
+// token) fits in one with a value of up to about 90 bytes.
+const replyArena = 128
 
 // node is one member the proxy routes to.
 type node struct {
