@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -124,6 +125,8 @@ var (
 	descRTRead = prometheus.NewDesc("tandem_read_round_trips_total", "A follower's reads that waited for a round trip to its leader on the stream (linearizable, a bounded read the stream had not proven), served: all; need_log: the leader's answer named a commit LSN past this follower's durable log as it arrived; in_append: the answer arrived while the follower was in a log append.", []string{"kind"}, nil)
 	descRTTime = prometheus.NewDesc("tandem_read_round_trip_seconds_total", "Where a follower's round-trip reads waited, summed: ask (the read's start to the question the leader answered), answer (that question to the arrival of the leader's answer), apply (that arrival to the apply of its commit LSN; apply_need_log: the part of it of the need_log reads), wake (that apply to the read's return).", []string{"phase"}, nil)
 	descFAppT  = prometheus.NewDesc("tandem_follower_log_append_seconds_total", "Time a follower spent in its log appends (each one fsync) since it began following.", nil, nil)
+	descCycle  = prometheus.NewDesc("tandem_leader_cycle_seconds_total", "Where this leadership's group-commit cycle spent its time, summed: queued (each entry, from its sequencing to its group's append), append_gap (from each append's end to the next one's hand-out: a held group, or no writes), append_delay (each group's Append, from handed out to begun: a committer busy applying holds the next fsync), fsync (the log appends), apply_delay (each Apply, from handed out to begun), apply (Pebble), apply_rest (messages, overlay, the core's step), answer (the replies written by the goroutine that applied the group).", []string{"phase"}, nil)
+	descCycleN = prometheus.NewDesc("tandem_leader_cycle_total", "This leadership's group-commit cycle counts: appends (groups), entries (appended), applies (apply batches), applied (entries), answered (replies written by the applying goroutine).", []string{"kind"}, nil)
 	descStale  = prometheus.NewDesc("tandem_read_staleness_seconds", "A follower's staleness as bounded reads measure it: at most this far behind its leader, on the leader's clock (absent when the stream has proven nothing).", nil, nil)
 )
 
@@ -131,7 +134,7 @@ var (
 type statusCollector struct{ n *Node }
 
 func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLSN, descEpoch, descLeader, descLag, descLagSec, descLog, descSyncs, descAppend, descRowHit, descRowMis, descRowB, descLeaseW, descLeaseS, descDegrad, descReads, descRTRead, descRTTime, descFAppT, descStale} {
+	for _, d := range []*prometheus.Desc{descLSN, descEpoch, descLeader, descLag, descLagSec, descLog, descSyncs, descAppend, descRowHit, descRowMis, descRowB, descLeaseW, descLeaseS, descDegrad, descReads, descRTRead, descRTTime, descFAppT, descStale, descCycle, descCycleN} {
 		ch <- d
 	}
 }
@@ -177,6 +180,21 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 				policy = "bounded"
 			}
 			ch <- prometheus.MustNewConstMetric(descReads, prometheus.CounterValue, float64(c.n.reads[p][o].Load()), policy, readOutcomeNames[o])
+		}
+	}
+	if r, ok := c.n.current().(*leading); ok {
+		cy := r.l.Cycle()
+		for _, ph := range []struct {
+			name string
+			d    time.Duration
+		}{{"queued", cy.Queued}, {"append_gap", cy.AppendGap}, {"append_delay", cy.AppendDelay}, {"fsync", cy.Fsync}, {"apply_delay", cy.ApplyDelay}, {"apply", cy.Apply}, {"apply_rest", cy.ApplyRest}, {"answer", cy.Answer}} {
+			ch <- prometheus.MustNewConstMetric(descCycle, prometheus.CounterValue, ph.d.Seconds(), ph.name)
+		}
+		for _, k := range []struct {
+			name string
+			n    uint64
+		}{{"appends", cy.Appends}, {"entries", cy.Entries}, {"applies", cy.Applies}, {"applied", cy.Applied}, {"answered", cy.Answered}} {
+			ch <- prometheus.MustNewConstMetric(descCycleN, prometheus.CounterValue, float64(k.n), k.name)
 		}
 	}
 	if r, ok := c.n.current().(*following); ok {

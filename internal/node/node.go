@@ -98,7 +98,11 @@ type Config struct {
 	// (PlanMemory's GoLimit) is the caller's to set: it is process-wide.
 	MaxMemory      int64
 	MaxCommitDelay time.Duration
-	MaxBulkLen     int64
+	// AnswerSplit goes to the leader (replication.LeaderConfig): the
+	// fewest replies of a group written on two goroutines; 0 means its
+	// default, negative never.
+	AnswerSplit int
+	MaxBulkLen  int64
 	// WriteTimeout, MaxInFlight, MaxInFlightBytes and FollowerTimeout go
 	// to the leader (replication.LeaderConfig); 0 means its default.
 	WriteTimeout     time.Duration
@@ -542,6 +546,7 @@ func (n *Node) startLeader(epoch uint64, lease *replication.Lease, mode commit.M
 		RetainBytes:      n.cfg.RetainBytes,
 		RetainMinBytes:   n.cfg.RetainMinBytes,
 		MaxCommitDelay:   n.cfg.MaxCommitDelay,
+		AnswerSplit:      n.cfg.AnswerSplit,
 		WriteTimeout:     n.cfg.WriteTimeout,
 		MaxInFlight:      n.cfg.MaxInFlight,
 		MaxInFlightBytes: n.cfg.MaxInFlightBytes,

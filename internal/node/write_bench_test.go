@@ -50,7 +50,7 @@ func benchWriteHandoffs(b *testing.B, clients, depth int) {
 	run(int64(clients) * 20) // warm up: connections, buffers, group commit's average
 	_, peer, _ := leader.Addrs()
 	hb := probeHeartbeats(b, peer)
-	h0, cpu0, a0 := l.Handoffs(), processCPU(), heapObjects()
+	h0, cpu0, a0, cy0 := l.Handoffs(), processCPU(), heapObjects(), l.Cycle()
 	r0, w0, sysOK := testutil.ProcSyscalls()
 	la0, _ := leader.db.AppendStats()
 	fa0, _ := followers[0].db.AppendStats()
@@ -71,7 +71,7 @@ func benchWriteHandoffs(b *testing.B, clients, depth int) {
 	for _, k := range []struct {
 		name string
 		n    uint64
-	}{{"append", h.Append}, {"apply", h.Apply}, {"writer", h.Writer}, {"stream", h.Stream},
+	}{{"append", h.Append}, {"apply", h.Apply}, {"writer", h.Writer}, {"answer", h.Answer}, {"stream", h.Stream},
 		{"streamsend", h.StreamSend}, {"progress", h.Progress}, {"timer", h.Timer}, {"wait", h.Wait}} {
 		b.ReportMetric(float64(k.n)/writes, k.name+"/write")
 	}
@@ -89,6 +89,23 @@ func benchWriteHandoffs(b *testing.B, clients, depth int) {
 	// (fsync, stream message, ack, Pebble commit) is divided by.
 	b.ReportMetric(float64(la-la0)/writes, "lead-appends/write")
 	b.ReportMetric(float64(fa-fa0)/writes, "foll-appends/write")
+	reportCycle(b, l.Cycle().Sub(cy0))
+}
+
+// reportCycle reports the leader's group-commit cycle (replication.Cycle)
+// per group: its entries, and the µs of its phases.
+func reportCycle(b *testing.B, cy replication.Cycle) {
+	if cy.Appends == 0 || cy.Applies == 0 {
+		return
+	}
+	perAppend := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(cy.Appends) }
+	perApply := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(cy.Applies) }
+	b.ReportMetric(float64(cy.Entries)/float64(cy.Appends), "entries/group")
+	b.ReportMetric(perAppend(cy.Fsync), "fsync-µs/group")
+	b.ReportMetric(perAppend(cy.AppendGap), "gap-µs/group")
+	b.ReportMetric(perAppend(cy.AppendDelay), "appdelay-µs/group")
+	b.ReportMetric(perApply(cy.Apply), "apply-µs/group")
+	b.ReportMetric(perApply(cy.Answer), "answer-µs/group")
 }
 
 // benchCluster starts an in-process leader ("l") and two followers ("f1",

@@ -30,24 +30,27 @@ import "sync/atomic"
 //     sends, and back with the result (two per message).
 //   - Progress: a follower's report, received by its stream's receiver
 //     and handed to the core (one per report).
+//   - Answer: the goroutine that applied a group to a goroutine that
+//     writes half of its replies (a group of LeaderConfig.AnswerSplit
+//     replies or more; one per such group).
 //   - Timer: a held group commit handed out by its timer.
 //   - Wait: a WAIT, read barrier or writer waiting for room woken.
 //
 // Leader.Handoffs returns them; BenchmarkWriteHandoffs (package node)
 // prints them per write.
 type Handoffs struct {
-	Append, Apply, Writer, Stream, StreamSend, Progress, Timer, Wait uint64
+	Append, Apply, Writer, Answer, Stream, StreamSend, Progress, Timer, Wait uint64
 }
 
 // Total is the sum of every kind.
 func (h Handoffs) Total() uint64 {
-	return h.Append + h.Apply + h.Writer + h.Stream + h.StreamSend + h.Progress + h.Timer + h.Wait
+	return h.Append + h.Apply + h.Writer + h.Answer + h.Stream + h.StreamSend + h.Progress + h.Timer + h.Wait
 }
 
 // Sub is h minus an earlier count.
 func (h Handoffs) Sub(o Handoffs) Handoffs {
 	return Handoffs{
-		Append: h.Append - o.Append, Apply: h.Apply - o.Apply, Writer: h.Writer - o.Writer,
+		Append: h.Append - o.Append, Apply: h.Apply - o.Apply, Writer: h.Writer - o.Writer, Answer: h.Answer - o.Answer,
 		Stream: h.Stream - o.Stream, StreamSend: h.StreamSend - o.StreamSend,
 		Progress: h.Progress - o.Progress, Timer: h.Timer - o.Timer, Wait: h.Wait - o.Wait,
 	}
@@ -55,14 +58,14 @@ func (h Handoffs) Sub(o Handoffs) Handoffs {
 
 // handoffCounts is the leader's live Handoffs.
 type handoffCounts struct {
-	append, apply, writer, stream, streamSend, progress, timer, wait atomic.Uint64
+	append, apply, writer, answer, stream, streamSend, progress, timer, wait atomic.Uint64
 }
 
 // Handoffs returns the hand-offs this leadership has made so far.
 func (l *Leader) Handoffs() Handoffs {
 	h := &l.handoffs
 	return Handoffs{
-		Append: h.append.Load(), Apply: h.apply.Load(), Writer: h.writer.Load(),
+		Append: h.append.Load(), Apply: h.apply.Load(), Writer: h.writer.Load(), Answer: h.answer.Load(),
 		Stream: h.stream.Load(), StreamSend: h.streamSend.Load(),
 		Progress: h.progress.Load(), Timer: h.timer.Load(), Wait: h.wait.Load(),
 	}

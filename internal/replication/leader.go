@@ -1,6 +1,7 @@
 package replication
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -77,6 +78,10 @@ type LeaderConfig struct {
 	// since the writers answered come back only after them; never when
 	// idle). 0 means DefaultMaxCommitDelay; negative never waits.
 	MaxCommitDelay time.Duration
+	// AnswerSplit is the fewest replies (writers answered through Then)
+	// of one group that are written on two goroutines instead of one
+	// (see unlock). 0 means DefaultAnswerSplit; negative never splits.
+	AnswerSplit int
 	// TickInterval is the leader's clock resolution: write timeouts, waits
 	// for room, WAIT deadlines, heartbeats and follower timeouts are
 	// checked when the earliest of them is due (the core's TickAt), but
@@ -124,9 +129,12 @@ const (
 	DefaultMaxEntryBytes   = 1<<30 - 1<<20
 	DefaultFollowerTimeout = time.Minute
 	DefaultMaxCommitDelay  = time.Millisecond
-	DefaultTickInterval    = 10 * time.Millisecond
-	DefaultRetentionEvery  = time.Second
-	DefaultRetainMinBytes  = 16 << 20
+	// DefaultAnswerSplit: a group of at least 8 replies is answered on
+	// two goroutines (LeaderConfig.AnswerSplit).
+	DefaultAnswerSplit    = 8
+	DefaultTickInterval   = 10 * time.Millisecond
+	DefaultRetentionEvery = time.Second
+	DefaultRetainMinBytes = 16 << 20
 )
 
 // ackBeforeDurableDelay is how long Buggify.AckBeforeDurable holds each
@@ -301,6 +309,17 @@ type Leader struct {
 	// counts.
 	handoffs                       handoffCounts
 	committerParked, applierParked atomic.Bool
+	// answerSplit is cfg.AnswerSplit resolved (0: never).
+	answerSplit int
+	// cycle sums the group-commit cycle's phases (cycle.go); appendOut
+	// and applyOut (mono ns, set under mu) are when the Append and Apply
+	// batches out now were handed out.
+	cycle               cycleCounts
+	appendOut, applyOut atomic.Int64
+	// appendedAt (mono ns, under mu) is when the last Append was reported
+	// durable: to the next Append's hand-out is the cycle's gap (a held
+	// group, or no writes yet).
+	appendedAt int64
 
 	ctx      context.Context // ends when the leader begins to stop
 	cancel   context.CancelFunc
@@ -541,16 +560,17 @@ func NewLeader(cfg LeaderConfig, epoch uint64) (*Leader, error) {
 	db := cfg.DB
 	durable, applied := db.Durable().LSN, db.Applied()
 	l := &Leader{
-		cfg:        cfg,
-		log:        log,
-		epoch:      epoch,
-		settings:   cfg.Settings,
-		overlay:    overlay{},
-		tail:       tailCache{maxBytes: tailBytes},
-		streams:    map[uint64]*streamOut{},
-		appendWake: make(chan struct{}, 1),
-		applyWake:  make(chan struct{}, 1),
-		finished:   make(chan struct{}),
+		cfg:         cfg,
+		answerSplit: max(cmp.Or(cfg.AnswerSplit, DefaultAnswerSplit), 0),
+		log:         log,
+		epoch:       epoch,
+		settings:    cfg.Settings,
+		overlay:     overlay{},
+		tail:        tailCache{maxBytes: tailBytes},
+		streams:     map[uint64]*streamOut{},
+		appendWake:  make(chan struct{}, 1),
+		applyWake:   make(chan struct{}, 1),
+		finished:    make(chan struct{}),
 
 		followersChanged: make(chan struct{}, 1),
 		lastStall:        time.Now(),
@@ -617,6 +637,12 @@ func (l *Leader) dispatchReadyLocked(rd leaderReady, expired error) {
 			l.appendTimer.Stop()
 		}
 		l.appendQ = rd.Append
+		now := mono(time.Now())
+		l.appendOut.Store(now)
+		if l.appendedAt > 0 {
+			l.cycle.appendGap.Add(now - l.appendedAt)
+			l.appendedAt = 0
+		}
 		if w := l.parkedWriter(rd.Append); w != nil {
 			// Woken with the batch instead of for its answer: the
 			// append costs no wake-up of its own.
@@ -634,6 +660,7 @@ func (l *Leader) dispatchReadyLocked(rd leaderReady, expired error) {
 	}
 	if len(rd.Apply) > 0 {
 		l.applyQ = rd.Apply
+		l.applyOut.Store(mono(time.Now()))
 		if r := l.running; r != nil && (slices.Contains(rd.Apply, r) || r == committerRuns && l.afterAppend && l.appendQ == nil) {
 			// It has just made its own group durable: a writer applies
 			// it at once, and so does the committer when no next group
@@ -720,6 +747,26 @@ func (l *Leader) unlock() {
 	owed := l.notify
 	l.notify = nil
 	l.mu.Unlock()
+	if l.answerSplit > 0 && len(owed) >= l.answerSplit {
+		// The replies are independent writes to different sockets (one
+		// owed reply per connection, resp/owed.go), and in a closed loop
+		// the next group forms only as they go out: written one after
+		// another they are the longest part of the cycle after the
+		// fsync. So the second half goes to a goroutine of its own, which
+		// a core with nothing to do takes at once (on a busy machine it
+		// runs when this one next yields, at the cost of one goroutine
+		// per group).
+		half := len(owed) / 2
+		rest := owed[half:]
+		owed = owed[:half]
+		l.handoffs.answer.Add(1)
+		go l.answerNotices(rest)
+	}
+	l.answerNotices(owed)
+}
+
+// answerNotices runs the Then callbacks of owed (unlock).
+func (l *Leader) answerNotices(owed []notice) {
 	for _, n := range owed {
 		// Serving, not Valid: an answer marks the lease used, which keeps
 		// the confirmer hot (Lease.TakeUse). With Valid, writes answered
@@ -1390,6 +1437,14 @@ func (l *Leader) appendBatch(batch []*proposal) bool {
 		raws[i] = p.raw
 	}
 	began := time.Now()
+	l.cycle.appendDelay.Add(mono(began) - l.appendOut.Load())
+	var queued int64
+	for now, i := l.cfg.Now().UnixNano(), 0; i < len(batch); i++ {
+		queued += now - batch[i].entry.TimeNs
+	}
+	l.cycle.queued.Add(queued)
+	l.cycle.appends.Add(1)
+	l.cycle.entries.Add(uint64(len(batch)))
 	if err := l.cfg.DB.AppendLog(raws); err != nil {
 		// The log is the source of truth; without it nothing can be
 		// acknowledged safely. Stop leading rather than guess.
@@ -1398,12 +1453,14 @@ func (l *Leader) appendBatch(batch []*proposal) bool {
 		return false
 	}
 	took := time.Since(began)
+	l.cycle.fsync.Add(int64(took))
 	l.mu.Lock()
 	for _, p := range batch {
 		l.tail.add(p.lsn, p.raw, p.entry.TimeNs)
 	}
 	l.core.NoteAppendCost(l.cfg.Now().UnixNano(), int64(took))
 	l.core.Appended(batch[len(batch)-1].lsn)
+	l.appendedAt = mono(time.Now())
 	l.afterAppend = true
 	l.dispatchLocked()
 	l.afterAppend = false
@@ -1445,11 +1502,17 @@ func (l *Leader) applier() {
 // from the overlay and reports it to the core; false if it failed (the
 // leader is stopping).
 func (l *Leader) apply(batch []*proposal) bool {
+	began := time.Now()
+	l.cycle.applyDelay.Add(mono(began) - l.applyOut.Load())
 	if err := l.cfg.DB.Apply(entriesOf(batch)); err != nil {
 		l.log.Error("apply failed; stepping down", "err", err)
 		l.fail(fmt.Errorf("replication: apply: %w", err))
 		return false
 	}
+	applied := time.Now()
+	l.cycle.apply.Add(int64(applied.Sub(began)))
+	l.cycle.applies.Add(1)
+	l.cycle.applied.Add(uint64(len(batch)))
 	last := batch[len(batch)-1].lsn
 	// A write's messages go out once it is applied here, in log order
 	// (the core hands out one Apply batch at a time, whoever runs it),
@@ -1467,7 +1530,11 @@ func (l *Leader) apply(batch []*proposal) bool {
 	l.mu.Lock()
 	l.core.Applied(last, l.cfg.Now().UnixNano())
 	l.dispatchLocked()
+	answering := time.Now()
+	l.cycle.applyRest.Add(int64(answering.Sub(applied)))
+	l.cycle.answered.Add(uint64(len(l.notify)))
 	l.unlock() // the writers' replies, if they left callbacks
+	l.cycle.answer.Add(int64(time.Since(answering)))
 	return true
 }
 

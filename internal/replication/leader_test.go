@@ -409,3 +409,75 @@ func TestThenMapMapsErrors(t *testing.T) {
 		t.Errorf("%d errors mapped, want 2", n)
 	}
 }
+
+// TestLargeGroupAnsweredOnTwoGoroutines: the replies of a group of at
+// least AnswerSplit writers answered through Then are written on two
+// goroutines at once (each callback here waits to see another one running),
+// each exactly once with its own LSN; a smaller group is answered before
+// unlock returns, on the goroutine that applied it.
+func TestLargeGroupAnsweredOnTwoGoroutines(t *testing.T) {
+	const split = 8
+	l := newLeader(t, 1, commit.Mode{Kind: commit.Async}, func(c *LeaderConfig) { c.AnswerSplit = split })
+	owe := func(n int, then func(lsn uint64)) {
+		l.mu.Lock()
+		for i := range n {
+			p := &proposal{lsn: uint64(1000 + i)}
+			l.notify = append(l.notify, notice{p: p, then: func(_ commands.Reply, lsn uint64, err error) {
+				if err != nil {
+					t.Errorf("answer %d: %v", p.lsn, err)
+				}
+				then(lsn)
+			}})
+		}
+		l.unlock()
+	}
+
+	// A large group: every callback waits until two run at once (or gives
+	// up after waitTimeout, once: the rest then do not wait).
+	var mu sync.Mutex
+	running, seen := 0, map[uint64]int{}
+	both := make(chan struct{})
+	var bothOnce sync.Once
+	var gaveUp atomic.Bool
+	var wg sync.WaitGroup
+	wg.Add(2 * split)
+	owe(2*split, func(lsn uint64) {
+		defer wg.Done()
+		mu.Lock()
+		running++
+		seen[lsn]++
+		if running >= 2 {
+			bothOnce.Do(func() { close(both) })
+		}
+		mu.Unlock()
+		if !gaveUp.Load() {
+			select {
+			case <-both:
+			case <-time.After(waitTimeout):
+				gaveUp.Store(true)
+			}
+		}
+		mu.Lock()
+		running--
+		mu.Unlock()
+	})
+	wg.Wait()
+	if gaveUp.Load() {
+		t.Errorf("a group of %d replies was never answered on two goroutines at once", 2*split)
+	}
+	for i := range uint64(2 * split) {
+		if seen[1000+i] != 1 {
+			t.Errorf("LSN %d answered %d times, want once", 1000+i, seen[1000+i])
+		}
+	}
+
+	// A small group: answered by unlock itself.
+	answered := 0
+	owe(split-1, func(uint64) { answered++ })
+	if answered != split-1 {
+		t.Errorf("a group of %d replies: %d answered when unlock returned, want all", split-1, answered)
+	}
+	if h := l.Handoffs(); h.Answer != 1 {
+		t.Errorf("Answer hand-offs %d, want 1 (the large group's)", h.Answer)
+	}
+}
