@@ -153,18 +153,44 @@ func (g *guardConn) readBig(head, after []byte) {
 // socket.
 //
 // The socket's read is Go's: a read(2), and when it finds nothing
-// (EAGAIN, about one per request of a client that waits for each reply)
-// a park on the poller and a second read(2). Skipping the first read
-// after a short one (the client's bytes all taken) would save that
-// system call, but the poller cannot be asked to park without it:
-// RawConn.Read clears the connection's readiness before it calls its
-// function, so bytes that arrived between the short read and the park
-// (a pipelining client's next command) leave it parked with them unread,
-// until the client sends more, which a client waiting for that reply
-// never does (tried: a 6-byte command sent before the park was still
-// unread when a 2 s deadline ended it). Only a loop that serves the
-// commands inside that function, holding the readiness it saw, could
-// skip it; redcon's loop calls Read, so it would mean our own loop.
+// (EAGAIN, about one per request of a client that waits for each reply:
+// a SET costs the leader 2 reads and 1 write where Redis makes 1 and 1)
+// a park on the poller and a second read(2). That read stays, because
+// no cheaper correct way around it exists here:
+//
+//   - Skipping it after a short read (RawRead with a function that first
+//     returns false, to wait for readiness) loses commands: RawRead clears
+//     the poller's readiness mark before it calls its function, so bytes
+//     that arrived, and were reported, between the short read and the
+//     park (a client that sends its next command before the reply) leave
+//     the connection parked with them unread, for good.
+//     Not only a pipelining client's: a GET's reply is written by the
+//     connection's goroutine before it reads again, so a client that waits
+//     for each reply sends its next command inside that window. Built with
+//     the skip, a 3-node cluster under redis-benchmark -c 50 -P 1 (load
+//     28–33) read 1.20–1.27 times per SET on the leader instead of
+//     2.25–2.37, and its GET run hung. TestRawReadForgetsReadiness pins
+//     that Go behaviour (it fails if Go ever keeps the mark);
+//     TestNextCommandBeforeTheReply and TestPipelineLargerThanTheReadBuffer
+//     fail with that skip planted.
+//   - A goroutine of its own per connection parked inside one RawRead
+//     (which keeps the mark between its calls) hands each read over: two
+//     goroutine hand-offs per request, which cost more than the read.
+//   - Serving the commands inside one RawRead's function means our own
+//     serve loop instead of redcon's, and then the function holds the
+//     socket's read lock while a command blocks: the watch's background
+//     Read (watch.go) cannot run, and Close from any other goroutine (an
+//     owed reply's writer, Server.Close) waits until the command ends.
+//
+// And it is cheap: a read(2) that finds nothing costs ~0.2 µs of CPU
+// here (a loop of them on a loopback socket), against a leader's 20–24
+// µs per SET at -P 1; the build with the skip, on a quiet machine (load
+// 3.7, both at 37k SET/s), cost the leader 19.8 µs per SET against 18.6
+// without it: no gain above the noise. In the leader's CPU profile under SET (c=50, load
+// ~25) every read(2) together, data and EAGAIN, client and peers, is
+// 6.5% of its CPU; the system call time is the replies' write(2)s (18%:
+// on loopback the write runs the client's side of TCP too) and the log's
+// fdatasync (8%), both once per request or group, as Redis's are.
 func (g *guardConn) readConn(p []byte) (int, error) {
 	if len(g.unfed) > 0 {
 		n := copy(p, g.unfed)
