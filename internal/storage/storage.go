@@ -254,6 +254,9 @@ type Options struct {
 	// take their clones from there (Pebble's own Open is Pebble's to
 	// test). A pointer, so that Options stay comparable.
 	afterPebbleOpen *func()
+	// fenceHook, when set (tests), is called with "wait" when the flush
+	// fence begins to hold a flush and "flushed" when a flush ends.
+	fenceHook *func(event string)
 	// l0Compaction, when not 0, is Pebble's L0CompactionThreshold in
 	// place of this package's: only for the benchmark that measures what
 	// the choice saves (BenchmarkBulkApply).
@@ -363,8 +366,30 @@ type DB struct {
 	sweepMu sync.Mutex
 	sweep   sweepState
 
+	// applyAhead: Apply may take entries an AppendLogWhile is appending
+	// (off with Pebble's own log, which could make them durable first).
+	applyAhead bool
+	fenceHook  *func(string)
+	// fence is the flush fence's state (flushFence), under a mutex of its
+	// own: Pebble calls the fence holding its own lock, which no holder
+	// of mu may then wait for.
+	fence struct {
+		mu   sync.Mutex
+		cond *sync.Cond
+		// durable is the durable LSN as the fence knows it, ahead the
+		// highest LSN an Apply took ahead of the log (set before its
+		// batch commits). failed: the append those entries were in
+		// failed; the fence no longer holds (Open will refuse the data
+		// if a flush made such an apply durable: ErrCorrupt).
+		durable, ahead uint64
+		failed         bool
+	}
+
 	mu      sync.Mutex // guards the fields below
-	durable logrec.Position
+	// appendingTo is the last LSN of the log append that AppendLogWhile
+	// runs now (0: none): Apply may take entries up to it.
+	appendingTo uint64
+	durable     logrec.Position
 	logBase logrec.Position
 	applied uint64
 	// partial is the last entry an Apply in parts (apply.go) may have
@@ -435,6 +460,9 @@ func Open(dir string, opts Options) (*DB, error) {
 	// What Pebble frees outside the Go heap goes back to the OS (cmem.go).
 	tuneMalloc()
 	trim := newTrimmer()
+	// The flush fence (flushFence) is Pebble's FlushBegin: the DB is
+	// made after Pebble, so the listener finds it here.
+	var fenced atomic.Pointer[DB]
 	po := &pebble.Options{
 		FS:                          opts.FS,
 		Cache:                       c,
@@ -446,7 +474,17 @@ func Open(dir string, opts Options) (*DB, error) {
 		// node (see "Crash ordering" in the package comment).
 		DisableWAL: !opts.pebbleWAL,
 		EventListener: &pebble.EventListener{
-			FlushEnd:      func(pebble.FlushInfo) { trim.kick() },
+			FlushBegin: func(pebble.FlushInfo) {
+				if d := fenced.Load(); d != nil {
+					d.flushFence()
+				}
+			},
+			FlushEnd: func(pebble.FlushInfo) {
+				trim.kick()
+				if opts.fenceHook != nil {
+					(*opts.fenceHook)("flushed")
+				}
+			},
 			CompactionEnd: func(pebble.CompactionInfo) { trim.kick() },
 		},
 	}
@@ -498,8 +536,10 @@ func Open(dir string, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
 	}
 	d := &DB{pdb: pdb, log: log, fs: fs, dir: dir, rows: rowcache.NewGrouped(opts.RowCacheBytes, subGroupLen), trim: trim, expiryWritten: make(chan struct{}, 1),
-		checkPriors: opts.CheckPriors}
+		checkPriors: opts.CheckPriors, applyAhead: !opts.pebbleWAL, fenceHook: opts.fenceHook}
 	d.readUnlock = d.readMu.RUnlock
+	d.fence.cond = sync.NewCond(&d.fence.mu)
+	fenced.Store(d)
 	if opts.afterPebbleOpen != nil {
 		(*opts.afterPebbleOpen)()
 	}
