@@ -42,17 +42,17 @@ type stats struct {
 	// to the batch leaving (a slot busy, or the linger); batchNs (summed
 	// over the batches answered) from a batch leaving to its replies (the
 	// node's probe, reads and proof, and both hops).
-	indexQueuedNs atomic.Int64
-	indexSent     atomic.Uint64 // reads sent in batches (indexQueuedNs's count)
-	indexBatchNs  atomic.Int64
-	indexAnswered atomic.Uint64 // batches answered (indexBatchNs's count)
-	writesWaited       atomic.Uint64 // writes that waited for a leader
-	writesNoLeader     atomic.Uint64 // writes that found none within WriteWait
-	writesUncertain    atomic.Uint64 // writes answered UNCERTAIN
-	inflightFailed     atomic.Uint64 // requests in flight on a connection that failed
-	markedDown         atomic.Uint64 // times a node was marked down
-	pinned             atomic.Uint64 // client connections pinned to a node for pub/sub now
-	blocked            atomic.Int64  // clients in a blocking command now (block.go)
+	indexQueuedNs   atomic.Int64
+	indexSent       atomic.Uint64 // reads sent in batches (indexQueuedNs's count)
+	indexBatchNs    atomic.Int64
+	indexAnswered   atomic.Uint64 // batches answered (indexBatchNs's count)
+	writesWaited    atomic.Uint64 // writes that waited for a leader
+	writesNoLeader  atomic.Uint64 // writes that found none within WriteWait
+	writesUncertain atomic.Uint64 // writes answered UNCERTAIN
+	inflightFailed  atomic.Uint64 // requests in flight on a connection that failed
+	markedDown      atomic.Uint64 // times a node was marked down
+	pinned          atomic.Uint64 // client connections pinned to a node for pub/sub now
+	blocked         atomic.Int64  // clients in a blocking command now (block.go)
 
 	mu        sync.Mutex
 	byPolicy  map[string]uint64 // reads served, by policy

@@ -385,13 +385,13 @@ type DB struct {
 		failed         bool
 	}
 
-	mu      sync.Mutex // guards the fields below
+	mu sync.Mutex // guards the fields below
 	// appendingTo is the last LSN of the log append that AppendLogWhile
 	// runs now (0: none): Apply may take entries up to it.
 	appendingTo uint64
 	durable     logrec.Position
-	logBase logrec.Position
-	applied uint64
+	logBase     logrec.Position
+	applied     uint64
 	// partial is the last entry an Apply in parts (apply.go) may have
 	// written some rows of without finishing (metaPartial): found at Open
 	// after a crash mid-Apply, 0 once an Apply finishes. Those rows are

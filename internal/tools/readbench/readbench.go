@@ -110,8 +110,8 @@ type Options struct {
 	// BasePort, if not 0, is the proxy's RESP port: node i gets
 	// BasePort+i, the HTTP ports (/metrics) are 200 above (cluster.Config).
 	BasePort int
-	Out       io.Writer
-	Log       *slog.Logger
+	Out      io.Writer
+	Log      *slog.Logger
 }
 
 // DefaultPolicies are the policies the targets name, in order.
