@@ -117,6 +117,11 @@ func (d *DB) AppendLogWhile(entries [][]byte, during func() error) error {
 	return nil
 }
 
+// AppliesAhead reports whether Apply takes entries from AppendLogWhile's
+// during before they are durable: not with Pebble's own log (a benchmark's
+// option), which could make them durable first.
+func (d *DB) AppliesAhead() bool { return d.applyAhead }
+
 // appendWhile is AppendLogWhile's append with during beside it.
 func (d *DB) appendWhile(first uint64, next logrec.Position, entries [][]byte, added int64, during func() error) error {
 	d.mu.Lock()
