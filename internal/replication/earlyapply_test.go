@@ -121,3 +121,28 @@ func TestUncommittedEntriesWaitForTheirCommit(t *testing.T) {
 		t.Fatalf("lsn 4 once committed: %v", err)
 	}
 }
+
+// TestCommitArrivingDuringTheFsyncApplies: a commit LSN that arrives
+// while this follower's fsync of the entries it commits runs (the
+// leader's answer to a waiting read, under load) makes them readable
+// then, while a read waits (Follower.applyAsCommitted), not after the
+// fsync and the next step; they are reported durable only once synced.
+// Fails with applyAsCommitted taken out.
+func TestCommitArrivingDuringTheFsyncApplies(t *testing.T) {
+	f, s, gate := startGatedFollower(t)
+	done := f.Awaiting() // a read waits (asking the leader first)
+	defer done()
+	gate.hold()
+	s.in <- appendOf(1, 2, 0, false) // its fsync is held
+	waitFor(t, "the append to begin", func() (bool, string) { return f.appending.Load(), "not appending" })
+	s.in <- appendOf(3, 2, 2, false) // the leader's commit, no entries
+	if err := waitAppliedWithin(f, logrec.Position{Epoch: 1, LSN: 2}, 5*time.Second); err != nil {
+		t.Fatalf("lsn 2, committed while its fsync is held: %v (applied %d)", err, f.cfg.DB.Applied())
+	}
+	if d := s.durable.Load(); d != 0 {
+		t.Fatalf("durable %d reported while the fsync of 1-2 is held", d)
+	}
+	gate.release()
+	durableReported(t, s, 2)
+	waitFor(t, "lsn 2 reported applied", func() (bool, string) { return s.applied.Load() == 2, fmt.Sprintf("applied %d", s.applied.Load()) })
+}

@@ -74,7 +74,7 @@ func TestApplyAheadCrash(t *testing.T) {
 		{"append 11..20 applying them ahead, a flush meanwhile", func(t *testing.T, d *DB, m *crashModel) {
 			es := crashEntries(11, 20, 1)
 			g.arm()
-			err := d.AppendLogWhile(encodeAll(es...), func() error {
+			err := d.AppendLogWhile(encodeAll(es...), func(<-chan struct{}) error {
 				if err := d.Apply(es); err != nil {
 					return err
 				}
@@ -131,11 +131,11 @@ func TestApplyAheadOnlyWhileAppending(t *testing.T) {
 	if err := d.Apply(es[:1]); !errors.Is(err, ErrNotDurable) {
 		t.Fatalf("Apply before any append: %v, want ErrNotDurable", err)
 	}
-	err := d.AppendLogWhile(encodeAll(es[:3]...), func() error { return d.Apply(es[:4]) })
+	err := d.AppendLogWhile(encodeAll(es[:3]...), func(<-chan struct{}) error { return d.Apply(es[:4]) })
 	if !errors.Is(err, ErrNotDurable) {
 		t.Fatalf("Apply past the append in progress: %v, want ErrNotDurable", err)
 	}
-	if err := d.AppendLogWhile(encodeAll(es[3:]...), func() error { return d.Apply(es) }); err != nil {
+	if err := d.AppendLogWhile(encodeAll(es[3:]...), func(<-chan struct{}) error { return d.Apply(es) }); err != nil {
 		t.Fatal(err)
 	}
 	if d.Applied() != 6 || d.Durable().LSN != 6 {

@@ -46,7 +46,8 @@ func (d *DB) StartEpoch(e, lsn uint64) error {
 func (d *DB) AppendLog(entries [][]byte) error { return d.AppendLogWhile(entries, nil) }
 
 // AppendLogWhile is AppendLog that runs during, if not nil, on the
-// caller's goroutine while the log's write and fdatasync run on another,
+// caller's goroutine while the log's write and fdatasync run on another
+// (appended is closed once they are done, failed or not),
 // once the entries' positions are checked and their epoch starts saved:
 // during may Apply the entries being appended before they are durable
 // (an apply ahead of the log). Such entries must be committed (durable
@@ -60,10 +61,10 @@ func (d *DB) AppendLog(entries [][]byte) error { return d.AppendLogWhile(entries
 // ahead, the fence stops holding: a flush may then make data durable
 // past the log, which Open refuses (ErrCorrupt), as it would a disk
 // that lost synced writes.
-func (d *DB) AppendLogWhile(entries [][]byte, during func() error) error {
+func (d *DB) AppendLogWhile(entries [][]byte, during func(appended <-chan struct{}) error) error {
 	if len(entries) == 0 {
 		if during != nil {
-			return during()
+			return during(closedChan)
 		}
 		return nil
 	}
@@ -117,13 +118,16 @@ func (d *DB) AppendLogWhile(entries [][]byte, during func() error) error {
 	return nil
 }
 
+// closedChan is an appended channel for an append of nothing.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
 // AppliesAhead reports whether Apply takes entries from AppendLogWhile's
 // during before they are durable: not with Pebble's own log (a benchmark's
 // option), which could make them durable first.
 func (d *DB) AppliesAhead() bool { return d.applyAhead }
 
 // appendWhile is AppendLogWhile's append with during beside it.
-func (d *DB) appendWhile(first uint64, next logrec.Position, entries [][]byte, added int64, during func() error) error {
+func (d *DB) appendWhile(first uint64, next logrec.Position, entries [][]byte, added int64, during func(appended <-chan struct{}) error) error {
 	d.mu.Lock()
 	if d.applyAhead {
 		d.appendingTo = next.LSN
@@ -136,7 +140,9 @@ func (d *DB) appendWhile(first uint64, next logrec.Position, entries [][]byte, a
 	// The append's end is recorded by its own goroutine, not after
 	// during: during may wait for a flush, which waits for it.
 	done := make(chan error, 1)
+	appended := make(chan struct{})
 	go func() {
+		defer close(appended)
 		err := d.wal.Append(first, entries)
 		if err == nil {
 			d.appended1(next, added, len(entries))
@@ -155,7 +161,7 @@ func (d *DB) appendWhile(first uint64, next logrec.Position, entries [][]byte, a
 		d.fence.mu.Unlock()
 		done <- err
 	}()
-	derr := during()
+	derr := during(appended)
 	err := <-done
 	if derr != nil {
 		return derr
