@@ -66,7 +66,11 @@
 //     first marks the entry partly applied (metaPartial), so that no
 //     truncation drops it from the log before it is applied
 //     (TruncateLogAfter refuses, ErrBelowApplied, as for an applied one).
-//   - Applied never passes durable: Apply refuses entries beyond the log.
+//   - Applied never passes durable on disk, nor in memory but within an
+//     AppendLogWhile, whose during may Apply the entries it appends (the
+//     caller's promise: they are committed elsewhere); Apply refuses any
+//     other entry beyond the log. A flush waits until the log is durable
+//     through every entry applied ahead (flushFence).
 //   - KeyCounts is exact for the data as applied: Apply and IngestRows
 //     update the counts in the batch that writes the rows, so a crash
 //     keeps them in step with the data, and replay counts from there. A
@@ -102,8 +106,10 @@
 //     leaves a start beyond the log's end; Open drops the starts past
 //     durable+1 (and saves the history), and keeps one at durable+1, the
 //     same state StartEpoch leaves before a leader's first entry.
-//   - Apply after AppendLog: Pebble can only hold applied LSNs whose
-//     entries were synced to the log, and the log is never cut below
+//   - Apply after AppendLog, or during it (AppendLogWhile): Pebble can
+//     only hold applied LSNs whose entries were synced to the log (an
+//     apply ahead reaches the disk only by a flush, which waits for the
+//     log: flushFence; TestApplyAheadCrash), and the log is never cut below
 //     applied, so Open finds applied ≤ durable and the entries after
 //     applied to replay. A crash loses every Apply since the last flush
 //     (a kill -9 too, not only a power loss): Open's applied LSN is that
