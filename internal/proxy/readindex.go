@@ -195,6 +195,12 @@ func (x *readIndex) send(u *upConn, b *indexBatch) {
 	cmds = append(cmds, proofCmds...)
 	b.c.cmds = cmds
 	sent := x.n.p.now()
+	var queued time.Duration
+	for _, o := range b.ops {
+		queued += sent.Sub(o.sentAt) // enqueue's caller set it as the read joined
+	}
+	x.n.p.stats.indexQueuedNs.Add(int64(queued))
+	x.n.p.stats.indexSent.Add(uint64(len(b.ops)))
 	b.c.then = func(c *call) { x.settle(u, b, sent) }
 	x.n.p.stats.indexQueries.Add(1)
 	u.send(b.c, true)
@@ -204,6 +210,8 @@ func (x *readIndex) send(u *upConn, b *indexBatch) {
 // it), and sends the batch that formed meanwhile on u, or frees u.
 func (x *readIndex) settle(u *upConn, b *indexBatch, sent time.Time) {
 	n, c := x.n, b.c
+	n.p.stats.indexBatchNs.Add(int64(n.p.now().Sub(sent)))
+	n.p.stats.indexAnswered.Add(1)
 	b.err = c.err
 	if b.err == nil {
 		for i, r := range c.replies[:len(probeCmds)] {

@@ -37,13 +37,22 @@ type stats struct {
 	indexUnproven      atomic.Uint64 // batched linearizable reads whose token did not prove the query's position: sent again in full
 	indexRefused       atomic.Uint64 // index batches whose probe a follower refused (not applied within its read wait) or that failed
 	indexSlow          atomic.Uint64 // times a follower's index batches were all slow for slowBatchWindow: waiting reads kept off it
-	writesWaited       atomic.Uint64 // writes that waited for a leader
-	writesNoLeader     atomic.Uint64 // writes that found none within WriteWait
-	writesUncertain    atomic.Uint64 // writes answered UNCERTAIN
-	inflightFailed     atomic.Uint64 // requests in flight on a connection that failed
-	markedDown         atomic.Uint64 // times a node was marked down
-	pinned             atomic.Uint64 // client connections pinned to a node for pub/sub now
-	blocked            atomic.Int64  // clients in a blocking command now (block.go)
+	// Where a batched linearizable read's time goes at the proxy: queued
+	// (summed over the reads sent in batches) is from its joining a batch
+	// to the batch leaving (a slot busy, or the linger); batchNs (summed
+	// over the batches answered) from a batch leaving to its replies (the
+	// node's probe, reads and proof, and both hops).
+	indexQueuedNs   atomic.Int64
+	indexSent       atomic.Uint64 // reads sent in batches (indexQueuedNs's count)
+	indexBatchNs    atomic.Int64
+	indexAnswered   atomic.Uint64 // batches answered (indexBatchNs's count)
+	writesWaited    atomic.Uint64 // writes that waited for a leader
+	writesNoLeader  atomic.Uint64 // writes that found none within WriteWait
+	writesUncertain atomic.Uint64 // writes answered UNCERTAIN
+	inflightFailed  atomic.Uint64 // requests in flight on a connection that failed
+	markedDown      atomic.Uint64 // times a node was marked down
+	pinned          atomic.Uint64 // client connections pinned to a node for pub/sub now
+	blocked         atomic.Int64  // clients in a blocking command now (block.go)
 
 	mu        sync.Mutex
 	byPolicy  map[string]uint64 // reads served, by policy
@@ -147,6 +156,8 @@ func (p *Proxy) infoProxy() string {
 	fmt.Fprintf(&b, "reads_floor_known:%d\r\nreads_floor_unproven:%d\r\n", p.stats.readsFloorKnown.Load(), p.stats.readsFloorUnproven.Load())
 	fmt.Fprintf(&b, "reads_linearizable_batched:%d\r\nreads_linearizable_unproven:%d\r\nread_index_queries:%d\r\nread_index_failed:%d\r\nread_index_slow:%d\r\n",
 		p.stats.readsIndexed.Load(), p.stats.indexUnproven.Load(), p.stats.indexQueries.Load(), p.stats.indexRefused.Load(), p.stats.indexSlow.Load())
+	fmt.Fprintf(&b, "read_index_reads_sent:%d\r\nread_index_queued_usec:%d\r\nread_index_batches_answered:%d\r\nread_index_batch_usec:%d\r\n",
+		p.stats.indexSent.Load(), p.stats.indexQueuedNs.Load()/1000, p.stats.indexAnswered.Load(), p.stats.indexBatchNs.Load()/1000)
 	fmt.Fprintf(&b, "reads_sent_to_down_node:%d\r\n", p.stats.readsToDown.Load())
 	fmt.Fprintf(&b, "writes_waited_for_leader:%d\r\nwrites_no_leader:%d\r\nwrites_uncertain:%d\r\nrequests_failed_in_flight:%d\r\nnodes_marked_down:%d\r\n",
 		p.stats.writesWaited.Load(), p.stats.writesNoLeader.Load(), p.stats.writesUncertain.Load(), p.stats.inflightFailed.Load(), p.stats.markedDown.Load())
@@ -207,6 +218,8 @@ var (
 	descKnown     = prometheus.NewDesc("tandem_proxy_reads_floor_known_total", "Ryw and monotonic reads sent without the session's state to a node known to have applied its floor (proven by the read's token), and those whose token did not prove it (sent again with the state).", []string{"proven"}, nil)
 	descIndexed   = prometheus.NewDesc("tandem_proxy_reads_linearizable_batched_total", "Linearizable follower reads that waited for an index query of their follower and went in the known-floor form (proven by the read's token), and those whose token did not prove it (sent again in full).", []string{"proven"}, nil)
 	descQueries   = prometheus.NewDesc("tandem_proxy_read_index_queries_total", "Index queries sent to followers, each serving every linearizable read queued for its follower before it was sent.", nil, nil)
+	descIndexTime = prometheus.NewDesc("tandem_proxy_read_index_seconds_total", "Where batched linearizable reads waited at the proxy, summed: queued (each read, from joining a batch to the batch leaving: a slot busy), batch (each batch, from leaving to its replies: the node's probe, reads and proof).", []string{"phase"}, nil)
+	descIndexN    = prometheus.NewDesc("tandem_proxy_read_index_count_total", "The counts of tandem_proxy_read_index_seconds_total: reads sent in batches (queued), batches answered (batch).", []string{"phase"}, nil)
 	descCrossZone = prometheus.NewDesc("tandem_proxy_reads_cross_zone_total", "Reads served outside the proxy's zone.", nil, nil)
 	descWaited    = prometheus.NewDesc("tandem_proxy_writes_waited_total", "Writes that waited for a leader.", nil, nil)
 	descNoLeader  = prometheus.NewDesc("tandem_proxy_writes_no_leader_total", "Writes refused because no leader took writes within --write-wait.", nil, nil)
@@ -218,7 +231,7 @@ var (
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descReads, descNodeReads, descFallback, descReadFail, descElsewhere, descRetried,
-		descReadWait, descMayWait, descAgain, descKnown, descIndexed, descQueries, descCrossZone, descWaited, descNoLeader, descUncertain, descInflight, descNodeUp, descEtcd} {
+		descReadWait, descMayWait, descAgain, descKnown, descIndexed, descQueries, descIndexTime, descIndexN, descCrossZone, descWaited, descNoLeader, descUncertain, descInflight, descNodeUp, descEtcd} {
 		ch <- d
 	}
 }
@@ -251,6 +264,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descIndexed, prometheus.CounterValue, float64(p.stats.readsIndexed.Load()-min(iu, p.stats.readsIndexed.Load())), "yes")
 	ch <- prometheus.MustNewConstMetric(descIndexed, prometheus.CounterValue, float64(iu), "no")
 	counter(descQueries, p.stats.indexQueries.Load())
+	ch <- prometheus.MustNewConstMetric(descIndexTime, prometheus.CounterValue, time.Duration(p.stats.indexQueuedNs.Load()).Seconds(), "queued")
+	ch <- prometheus.MustNewConstMetric(descIndexTime, prometheus.CounterValue, time.Duration(p.stats.indexBatchNs.Load()).Seconds(), "batch")
+	ch <- prometheus.MustNewConstMetric(descIndexN, prometheus.CounterValue, float64(p.stats.indexSent.Load()), "queued")
+	ch <- prometheus.MustNewConstMetric(descIndexN, prometheus.CounterValue, float64(p.stats.indexAnswered.Load()), "batch")
 	counter(descCrossZone, snap.crossZone)
 	counter(descWaited, p.stats.writesWaited.Load())
 	counter(descNoLeader, p.stats.writesNoLeader.Load())

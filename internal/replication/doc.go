@@ -65,7 +65,13 @@
 //     have a higher epoch than the lost ones a follower holds, and the
 //     handshake (Decide) truncates those.
 //   - A follower persists entries before it reports them durable, and applies
-//     only up to min(commit LSN, durable LSN).
+//     only entries its leader has said are committed: those durable, and
+//     those whose own log append (fdatasync) runs, during it (applyAhead,
+//     applyAsCommitted: committed means durable on the leader and on as
+//     many followers as the mode asks, so a read may see them first).
+//     Between two steps its applied LSN is at or below its durable one,
+//     and on disk always (the storage's flush fence): a restarted
+//     follower comes back at or below what it served and replays.
 //   - Every message carries an epoch; a node never accepts a message from a
 //     lower epoch than the highest it has persisted. A leader that hears of a
 //     higher epoch persists it and steps down; if it cannot persist it, the

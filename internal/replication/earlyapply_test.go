@@ -69,35 +69,80 @@ func TestCommittedEntriesApplyBeforeTheNextFsync(t *testing.T) {
 	}
 }
 
-// TestEarlyApplySplitsOnlyForAWaitingRead: when a message commits both the
-// durable tail and its own new entries (a follower catching up), the tail
-// is applied before the fsync only while a read waits (a second apply);
-// otherwise all of it after, in one.
-func TestEarlyApplySplitsOnlyForAWaitingRead(t *testing.T) {
+// TestCommittedEntriesApplyWhileTheirFsyncRuns: entries the leader says
+// are committed are applied while this follower's own fsync of them runs
+// (Follower.applyAhead): a message that commits its own entries (a
+// follower catching up, messages merged while an fsync ran, the leader's
+// answer to a waiting read arriving with them) makes them readable
+// before the fsync returns, the durable tail it commits in the same
+// apply; they are reported durable only once synced. Fails with the
+// apply put back after the fsync.
+func TestCommittedEntriesApplyWhileTheirFsyncRuns(t *testing.T) {
 	f, s, gate := startGatedFollower(t)
 	s.in <- appendOf(1, 2, 0, false)
 	durableReported(t, s, 2)
-	s.in <- appendOf(3, 4, 4, false) // commits 1-4: one apply, after the fsync
-	durableReported(t, s, 4)
-	waitFor(t, "lsn 4 applied", func() (bool, string) { return s.applied.Load() == 4, fmt.Sprintf("applied %d", s.applied.Load()) })
-	if c := f.Counts(); c.Applies != 1 {
-		t.Fatalf("counts %+v: want 1-4 applied together, with no read waiting", c)
-	}
-
-	s.in <- appendOf(5, 6, 4, false)
-	durableReported(t, s, 6)
-	done := f.Awaiting() // a read about to wait (asking the leader first)
-	defer done()
 	gate.hold()
-	s.in <- appendOf(7, 8, 8, false)
-	if err := waitAppliedWithin(f, logrec.Position{Epoch: 1, LSN: 6}, 5*time.Second); err != nil {
-		t.Fatalf("lsn 6 with a read waiting: %v (applied %d): it waited for the fsync of 7-8", err, f.cfg.DB.Applied())
+	s.in <- appendOf(3, 4, 4, false) // commits 1-4, its own 3-4 too
+	if err := waitAppliedWithin(f, logrec.Position{Epoch: 1, LSN: 4}, 5*time.Second); err != nil {
+		t.Fatalf("lsn 4, committed, while its fsync is held: %v (applied %d): the apply waited for the fsync", err, f.cfg.DB.Applied())
+	}
+	if d := s.durable.Load(); d != 2 {
+		t.Fatalf("durable %d reported while the fsync of 3-4 is held", d)
+	}
+	if c := f.Counts(); c.Applies != 1 {
+		t.Fatalf("counts %+v: want 1-4 applied in one batch", c)
 	}
 	gate.release()
-	if err := waitAppliedWithin(f, logrec.Position{Epoch: 1, LSN: 8}, 5*time.Second); err != nil {
-		t.Fatalf("lsn 8 after the fsync: %v", err)
+	durableReported(t, s, 4)
+	waitFor(t, "lsn 4 reported applied", func() (bool, string) { return s.applied.Load() == 4, fmt.Sprintf("applied %d", s.applied.Load()) })
+}
+
+// TestUncommittedEntriesWaitForTheirCommit: entries past the leader's
+// commit LSN are persisted and reported durable but not applied, however
+// long their fsync takes, until a message commits them; the planted
+// plantApplyUncommitted (applyAhead applies every entry of the append)
+// fails it.
+func TestUncommittedEntriesWaitForTheirCommit(t *testing.T) {
+	f, s, gate := startGatedFollower(t)
+	s.in <- appendOf(1, 2, 2, false)
+	durableReported(t, s, 2)
+	gate.hold()
+	s.in <- appendOf(3, 4, 2, false) // 3-4 not committed
+	gate.release()
+	durableReported(t, s, 4)
+	if a := f.cfg.DB.Applied(); a != 2 {
+		t.Fatalf("applied %d with the commit LSN at 2", a)
 	}
-	if c := f.Counts(); c.Applies != 3 {
-		t.Fatalf("counts %+v: want 3 applies (1-4, then 5-6 before the fsync and 7-8 after)", c)
+	if a := s.applied.Load(); a != 2 {
+		t.Fatalf("applied %d reported with the commit LSN at 2", a)
 	}
+	s.in <- appendOf(5, 4, 4, false) // a heartbeat that commits them
+	if err := waitAppliedWithin(f, logrec.Position{Epoch: 1, LSN: 4}, 5*time.Second); err != nil {
+		t.Fatalf("lsn 4 once committed: %v", err)
+	}
+}
+
+// TestCommitArrivingDuringTheFsyncApplies: a commit LSN that arrives
+// while this follower's fsync of the entries it commits runs (the
+// leader's answer to a waiting read, under load) makes them readable
+// then, while a read waits (Follower.applyAsCommitted), not after the
+// fsync and the next step; they are reported durable only once synced.
+// Fails with applyAsCommitted taken out.
+func TestCommitArrivingDuringTheFsyncApplies(t *testing.T) {
+	f, s, gate := startGatedFollower(t)
+	done := f.Awaiting() // a read waits (asking the leader first)
+	defer done()
+	gate.hold()
+	s.in <- appendOf(1, 2, 0, false) // its fsync is held
+	waitFor(t, "the append to begin", func() (bool, string) { return f.appending.Load(), "not appending" })
+	s.in <- appendOf(3, 2, 2, false) // the leader's commit, no entries
+	if err := waitAppliedWithin(f, logrec.Position{Epoch: 1, LSN: 2}, 5*time.Second); err != nil {
+		t.Fatalf("lsn 2, committed while its fsync is held: %v (applied %d)", err, f.cfg.DB.Applied())
+	}
+	if d := s.durable.Load(); d != 0 {
+		t.Fatalf("durable %d reported while the fsync of 1-2 is held", d)
+	}
+	gate.release()
+	durableReported(t, s, 2)
+	waitFor(t, "lsn 2 reported applied", func() (bool, string) { return s.applied.Load() == 2, fmt.Sprintf("applied %d", s.applied.Load()) })
 }

@@ -27,8 +27,17 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 		return nil
 	}
 	d.mu.Lock()
-	applied, durable, counts, partial := d.applied, d.durable.LSN, d.counts, d.partial
+	applied, logged, counts, partial := d.applied, d.durable.LSN, d.counts, d.partial
+	// Entries an AppendLogWhile appends now may be applied ahead of the
+	// log (its during): the fence learns how far before any batch of
+	// this Apply commits, so no flush takes one before they are durable.
+	durable := max(logged, d.appendingTo)
 	d.mu.Unlock()
+	if last := entries[len(entries)-1].LSN; last > logged && last <= durable {
+		d.fence.mu.Lock()
+		d.fence.ahead = last
+		d.fence.mu.Unlock()
+	}
 	size, ops, built := 0, 0, 0 // the rows' bytes, about; the ops; the arena's bytes
 	for i := range entries {
 		ops += len(entries[i].Ops)

@@ -43,8 +43,29 @@ func (d *DB) StartEpoch(e, lsn uint64) error {
 // before returning. Any epoch entry starts not yet in the epoch history are
 // recorded first (synced, in the epoch file), then the entries are written to the
 // log with one fdatasync.
-func (d *DB) AppendLog(entries [][]byte) error {
+func (d *DB) AppendLog(entries [][]byte) error { return d.AppendLogWhile(entries, nil) }
+
+// AppendLogWhile is AppendLog that runs during, if not nil, on the
+// caller's goroutine while the log's write and fdatasync run on another
+// (appended is closed once they are done, failed or not),
+// once the entries' positions are checked and their epoch starts saved:
+// during may Apply the entries being appended before they are durable
+// (an apply ahead of the log). Such entries must be committed (durable
+// on as many nodes as the commit rule asks, elsewhere): a follower
+// applies what its leader says is committed while its own fsync of it
+// runs. Nothing makes an apply ahead durable before its entries: Pebble
+// keeps no log, so only a flush could, and every flush waits until the
+// log is durable through the last entry applied ahead (flushFence); so
+// after any crash Open still finds applied <= durable. It returns
+// during's error, else the append's. If the append fails after an apply
+// ahead, the fence stops holding: a flush may then make data durable
+// past the log, which Open refuses (ErrCorrupt), as it would a disk
+// that lost synced writes.
+func (d *DB) AppendLogWhile(entries [][]byte, during func(appended <-chan struct{}) error) error {
 	if len(entries) == 0 {
+		if during != nil {
+			return during(closedChan)
+		}
 		return nil
 	}
 	d.mu.Lock()
@@ -87,17 +108,103 @@ func (d *DB) AppendLog(entries [][]byte) error {
 			return fmt.Errorf("storage: save the epoch of lsn %d..%d: %w", first, next.LSN, err)
 		}
 	}
+	if during != nil {
+		return d.appendWhile(first, next, entries, added, during)
+	}
 	if err := d.wal.Append(first, entries); err != nil {
 		return fmt.Errorf("storage: append lsn %d..%d: %w", first, next.LSN, err)
 	}
+	d.appended1(next, added, len(entries))
+	return nil
+}
+
+// closedChan is an appended channel for an append of nothing.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// AppliesAhead reports whether Apply takes entries from AppendLogWhile's
+// during before they are durable: not with Pebble's own log (a benchmark's
+// option), which could make them durable first.
+func (d *DB) AppliesAhead() bool { return d.applyAhead }
+
+// appendWhile is AppendLogWhile's append with during beside it.
+func (d *DB) appendWhile(first uint64, next logrec.Position, entries [][]byte, added int64, during func(appended <-chan struct{}) error) error {
 	d.mu.Lock()
+	if d.applyAhead {
+		d.appendingTo = next.LSN
+	}
+	durable := d.durable.LSN
+	d.mu.Unlock()
+	d.fence.mu.Lock()
+	d.fence.durable, d.fence.failed = durable, false // fresh: a seed or truncation may have moved it
+	d.fence.mu.Unlock()
+	// The append's end is recorded by its own goroutine, not after
+	// during: during may wait for a flush, which waits for it.
+	done := make(chan error, 1)
+	appended := make(chan struct{})
+	go func() {
+		defer close(appended)
+		err := d.wal.Append(first, entries)
+		if err == nil {
+			d.appended1(next, added, len(entries))
+		} else {
+			d.mu.Lock()
+			d.appendingTo = 0
+			d.mu.Unlock()
+		}
+		d.fence.mu.Lock()
+		if err == nil {
+			d.fence.durable = next.LSN
+		} else {
+			d.fence.failed = true
+		}
+		d.fence.cond.Broadcast()
+		d.fence.mu.Unlock()
+		done <- err
+	}()
+	derr := during(appended)
+	err := <-done
+	if derr != nil {
+		return derr
+	}
+	if err != nil {
+		return fmt.Errorf("storage: append lsn %d..%d: %w", first, next.LSN, err)
+	}
+	return nil
+}
+
+// flushFence holds a Pebble flush (its FlushBegin, under Pebble's lock)
+// until the log is durable through every entry applied ahead of it
+// (AppendLogWhile), so that no flush makes an apply durable before its
+// entries: the rest of one log append at most.
+func (d *DB) flushFence() {
+	if plantNoFlushFence {
+		return
+	}
+	d.fence.mu.Lock()
+	defer d.fence.mu.Unlock()
+	if d.fence.ahead > d.fence.durable && !d.fence.failed && d.fenceHook != nil {
+		(*d.fenceHook)("wait")
+	}
+	for d.fence.ahead > d.fence.durable && !d.fence.failed {
+		d.fence.cond.Wait()
+	}
+}
+
+// plantNoFlushFence is a planted bug for tests: flushes do not wait for
+// the log (TestApplyAheadCrash must catch it).
+var plantNoFlushFence = false
+
+// appended1 records an append of n entries through next (and the end of
+// an AppendLogWhile's, in the same step: Apply never sees neither).
+func (d *DB) appended1(next logrec.Position, added int64, n int) {
+	d.mu.Lock()
+	d.appendingTo = 0
 	d.durable = next
 	d.logBytes += added
-	d.logCount += int64(len(entries))
+	d.logCount += int64(n)
 	d.appends++
-	d.appended += uint64(len(entries))
+	d.appended += uint64(n)
 	d.mu.Unlock()
-	return nil
 }
 
 // AppendStats returns how many durable log appends (one fsync each) this

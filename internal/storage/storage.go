@@ -66,7 +66,11 @@
 //     first marks the entry partly applied (metaPartial), so that no
 //     truncation drops it from the log before it is applied
 //     (TruncateLogAfter refuses, ErrBelowApplied, as for an applied one).
-//   - Applied never passes durable: Apply refuses entries beyond the log.
+//   - Applied never passes durable on disk, nor in memory but within an
+//     AppendLogWhile, whose during may Apply the entries it appends (the
+//     caller's promise: they are committed elsewhere); Apply refuses any
+//     other entry beyond the log. A flush waits until the log is durable
+//     through every entry applied ahead (flushFence).
 //   - KeyCounts is exact for the data as applied: Apply and IngestRows
 //     update the counts in the batch that writes the rows, so a crash
 //     keeps them in step with the data, and replay counts from there. A
@@ -102,8 +106,10 @@
 //     leaves a start beyond the log's end; Open drops the starts past
 //     durable+1 (and saves the history), and keeps one at durable+1, the
 //     same state StartEpoch leaves before a leader's first entry.
-//   - Apply after AppendLog: Pebble can only hold applied LSNs whose
-//     entries were synced to the log, and the log is never cut below
+//   - Apply after AppendLog, or during it (AppendLogWhile): Pebble can
+//     only hold applied LSNs whose entries were synced to the log (an
+//     apply ahead reaches the disk only by a flush, which waits for the
+//     log: flushFence; TestApplyAheadCrash), and the log is never cut below
 //     applied, so Open finds applied ≤ durable and the entries after
 //     applied to replay. A crash loses every Apply since the last flush
 //     (a kill -9 too, not only a power loss): Open's applied LSN is that
@@ -254,6 +260,9 @@ type Options struct {
 	// take their clones from there (Pebble's own Open is Pebble's to
 	// test). A pointer, so that Options stay comparable.
 	afterPebbleOpen *func()
+	// fenceHook, when set (tests), is called with "wait" when the flush
+	// fence begins to hold a flush and "flushed" when a flush ends.
+	fenceHook *func(event string)
 	// l0Compaction, when not 0, is Pebble's L0CompactionThreshold in
 	// place of this package's: only for the benchmark that measures what
 	// the choice saves (BenchmarkBulkApply).
@@ -363,10 +372,32 @@ type DB struct {
 	sweepMu sync.Mutex
 	sweep   sweepState
 
-	mu      sync.Mutex // guards the fields below
-	durable logrec.Position
-	logBase logrec.Position
-	applied uint64
+	// applyAhead: Apply may take entries an AppendLogWhile is appending
+	// (off with Pebble's own log, which could make them durable first).
+	applyAhead bool
+	fenceHook  *func(string)
+	// fence is the flush fence's state (flushFence), under a mutex of its
+	// own: Pebble calls the fence holding its own lock, which no holder
+	// of mu may then wait for.
+	fence struct {
+		mu   sync.Mutex
+		cond *sync.Cond
+		// durable is the durable LSN as the fence knows it, ahead the
+		// highest LSN an Apply took ahead of the log (set before its
+		// batch commits). failed: the append those entries were in
+		// failed; the fence no longer holds (Open will refuse the data
+		// if a flush made such an apply durable: ErrCorrupt).
+		durable, ahead uint64
+		failed         bool
+	}
+
+	mu sync.Mutex // guards the fields below
+	// appendingTo is the last LSN of the log append that AppendLogWhile
+	// runs now (0: none): Apply may take entries up to it.
+	appendingTo uint64
+	durable     logrec.Position
+	logBase     logrec.Position
+	applied     uint64
 	// partial is the last entry an Apply in parts (apply.go) may have
 	// written some rows of without finishing (metaPartial): found at Open
 	// after a crash mid-Apply, 0 once an Apply finishes. Those rows are
@@ -435,6 +466,9 @@ func Open(dir string, opts Options) (*DB, error) {
 	// What Pebble frees outside the Go heap goes back to the OS (cmem.go).
 	tuneMalloc()
 	trim := newTrimmer()
+	// The flush fence (flushFence) is Pebble's FlushBegin: the DB is
+	// made after Pebble, so the listener finds it here.
+	var fenced atomic.Pointer[DB]
 	po := &pebble.Options{
 		FS:                          opts.FS,
 		Cache:                       c,
@@ -446,7 +480,17 @@ func Open(dir string, opts Options) (*DB, error) {
 		// node (see "Crash ordering" in the package comment).
 		DisableWAL: !opts.pebbleWAL,
 		EventListener: &pebble.EventListener{
-			FlushEnd:      func(pebble.FlushInfo) { trim.kick() },
+			FlushBegin: func(pebble.FlushInfo) {
+				if d := fenced.Load(); d != nil {
+					d.flushFence()
+				}
+			},
+			FlushEnd: func(pebble.FlushInfo) {
+				trim.kick()
+				if opts.fenceHook != nil {
+					(*opts.fenceHook)("flushed")
+				}
+			},
 			CompactionEnd: func(pebble.CompactionInfo) { trim.kick() },
 		},
 	}
@@ -498,8 +542,10 @@ func Open(dir string, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
 	}
 	d := &DB{pdb: pdb, log: log, fs: fs, dir: dir, rows: rowcache.NewGrouped(opts.RowCacheBytes, subGroupLen), trim: trim, expiryWritten: make(chan struct{}, 1),
-		checkPriors: opts.CheckPriors}
+		checkPriors: opts.CheckPriors, applyAhead: !opts.pebbleWAL, fenceHook: opts.fenceHook}
 	d.readUnlock = d.readMu.RUnlock
+	d.fence.cond = sync.NewCond(&d.fence.mu)
+	fenced.Store(d)
 	if opts.afterPebbleOpen != nil {
 		(*opts.afterPebbleOpen)()
 	}

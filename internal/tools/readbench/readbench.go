@@ -107,8 +107,11 @@ type Options struct {
 	ProxyArgs []string
 	Dir       string
 	Keep      bool
-	Out       io.Writer
-	Log       *slog.Logger
+	// BasePort, if not 0, is the proxy's RESP port: node i gets
+	// BasePort+i, the HTTP ports (/metrics) are 200 above (cluster.Config).
+	BasePort int
+	Out      io.Writer
+	Log      *slog.Logger
 }
 
 // DefaultPolicies are the policies the targets name, in order.
@@ -154,6 +157,7 @@ func NewCommand() *cobra.Command {
 	f.StringSliceVar(&o.ProxyArgs, "proxy-args", nil, "extra flags for the proxy, e.g. --proxy-args=--conns-per-node=16")
 	f.StringVar(&o.Dir, "dir", "", "directory for the clusters (default: a temp dir, removed after)")
 	f.BoolVar(&o.Keep, "keep", false, "keep the clusters' data and logs")
+	f.IntVar(&o.BasePort, "base-port", 0, "the proxy's RESP port, node i's BasePort+i, their HTTP (/metrics) ports 200 above (0: free ports); one lag's cluster at a time uses them")
 	return cmd
 }
 
@@ -660,7 +664,7 @@ func runLag(ctx context.Context, o Options, dir string, lag time.Duration) ([]re
 		args = append(args, "--buggify", "follower-apply-delay="+lag.String())
 	}
 	c, err := cluster.Start(ctx, cluster.Config{
-		Binary: exe, Dir: dir, Nodes: 3, ControlPlane: true, Orchestrators: 1, Proxy: true,
+		Binary: exe, Dir: dir, Nodes: 3, ControlPlane: true, Orchestrators: 1, Proxy: true, BasePort: o.BasePort,
 		ServerArgs: args, OrchestratorArgs: []string{"--log-level", "warn", "--mode", o.Mode},
 		ProxyArgs: append([]string{"--log-level", "warn"}, o.ProxyArgs...),
 	}, o.Log)
