@@ -196,8 +196,36 @@ func eachElement(v View, key []byte, m Value, head uint64, from, to int64, fn fu
 		return nil
 	}
 	scan := v.SubScan
-	if c, ok := v.Rows().(keyspace.CachedRows); ok {
-		k := keyspace.AppendSubPrefix(make([]byte, 0, 13+len(key)+8), key, m.Version)
+	rows := v.Rows()
+	// k is the version's sub-key prefix with room for an element's
+	// sub-key or a block's (9 bytes).
+	var k []byte
+	if lb, ok := rows.(keyspace.ListBlockRows); ok {
+		// Blocks first: one lookup per 32 elements (keyspace's
+		// listblock.go), as far as they can be had from memory.
+		k = keyspace.AppendSubPrefix(make([]byte, 0, 13+len(key)+9), key, m.Version)
+		tail := head + m.Size
+		for from < to {
+			idx := head + uint64(from)
+			b, ok := lb.ListBlock(k, head, tail, idx)
+			if !ok {
+				break
+			}
+			for i := int(idx - b.First); i < b.Len() && from < to; i++ {
+				if !fn(b.Elem(i), true) {
+					return nil
+				}
+				from++
+			}
+		}
+		if from == to {
+			return nil
+		}
+	}
+	if c, ok := rows.(keyspace.CachedRows); ok {
+		if k == nil {
+			k = keyspace.AppendSubPrefix(make([]byte, 0, 13+len(key)+9), key, m.Version)
+		}
 		n := len(k)
 		for ; from < to; from++ {
 			k = binary.BigEndian.AppendUint64(k[:n], head+uint64(from))

@@ -130,7 +130,9 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	// key"; a sub-key row's only drops it); with SetWritesFill(false)
 	// only the cached rows are replaced (rowcache.Update). A range delete
 	// of a collection's version drops that version's cached rows (a
-	// group, InvalidateGroup); a FLUSHALL empties the cache.
+	// group, InvalidateGroup, its list blocks with it); a FLUSHALL empties
+	// the cache. A list element's row written or deleted drops the list
+	// block of its index after its own entry is updated (listblock.go).
 	if w.clearCache {
 		d.rows.Clear()
 	}
@@ -143,6 +145,7 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	}
 	cur, next := d.filters.cur.Load(), d.filters.next.Load()
 	subCur, subNext := d.subFilters.cur.Load(), d.subFilters.next.Load()
+	var bk []byte // a list block's key (dropListBlock)
 	for _, c := range w.cached {
 		if c.set {
 			f, n, k := cur, next, c.key[1:]
@@ -163,6 +166,9 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 			d.rows.Invalidate(c.key)
 		default:
 			put(c.key, c.row)
+		}
+		if !c.group && c.key[0] == keyspace.PrefixSub {
+			bk = d.dropListBlock(bk, c.key)
 		}
 	}
 	d.subFilters.added(w.chunks)

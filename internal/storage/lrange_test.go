@@ -120,8 +120,9 @@ func lrangeModel(l []string, start, stop int) []string {
 	return l[start : stop+1]
 }
 
-// TestOnlyCommittedRowsAnswerFromMemory: keyspace.CachedRows lets a read
-// take rows from the row cache, which holds the latest applied rows. A
+// TestOnlyCommittedRowsAnswerFromMemory: keyspace.CachedRows (and
+// keyspace.ListBlockRows) lets a read take rows from the row cache, which
+// holds the latest applied rows. A
 // transaction's Pebble snapshot (SnapshotRows) and a layer of writes not
 // applied (keyspace.Layer, keyspace.Hints: the leader's overlay, a
 // transaction's own writes) must not offer it, or a read through them
@@ -131,6 +132,9 @@ func TestOnlyCommittedRowsAnswerFromMemory(t *testing.T) {
 	defer d.Close()
 	if _, ok := (View{DB: d}).Rows().(keyspace.CachedRows); !ok {
 		t.Fatal("the committed rows do not answer from the row cache")
+	}
+	if _, ok := (View{DB: d}).Rows().(keyspace.ListBlockRows); !ok {
+		t.Fatal("the committed rows do not answer list blocks")
 	}
 	snap := d.SnapshotRows()
 	defer snap.Close()
@@ -142,6 +146,9 @@ func TestOnlyCommittedRowsAnswerFromMemory(t *testing.T) {
 	} {
 		if _, ok := r.(keyspace.CachedRows); ok {
 			t.Errorf("%s answers from the row cache", name)
+		}
+		if _, ok := r.(keyspace.ListBlockRows); ok {
+			t.Errorf("%s answers list blocks from the row cache", name)
 		}
 	}
 }

@@ -175,8 +175,12 @@ func (d *DB) IngestRows(rows []snapshot.Row) error {
 	// After the commit, before the row cache can show a row (keyfilter.go).
 	d.filters.added(made)
 	d.subFilters.added(subs)
+	var bk []byte
 	for _, r := range rows {
 		d.rows.Invalidate(r.Key)
+		if r.Key[0] == keyspace.PrefixSub {
+			bk = d.dropListBlock(bk, r.Key)
+		}
 	}
 	d.mu.Lock()
 	d.counts = counts
