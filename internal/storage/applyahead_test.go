@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -140,5 +141,57 @@ func TestApplyAheadOnlyWhileAppending(t *testing.T) {
 	}
 	if d.Applied() != 6 || d.Durable().LSN != 6 {
 		t.Fatalf("applied %d, durable %v", d.Applied(), d.Durable())
+	}
+}
+
+// failLog fails every write to the log's files while armed.
+type failLog struct{ armed atomic.Bool }
+
+func (f *failLog) String() string { return "faillog" }
+
+func (f *failLog) MaybeError(op errorfs.Op) error {
+	if f.armed.Load() && op.Kind.ReadOrWrite() == errorfs.OpIsWrite && strings.Contains(op.Path, "/"+logDir+"/") {
+		return errors.New("injected log write error")
+	}
+	return nil
+}
+
+// TestApplyAheadFailedAppendReopens: a log append that fails after its
+// entries were applied ahead leaves them in the memtable past the log;
+// Close must not flush them (the log is the data's write-ahead log, so
+// what Close leaves unflushed is replayed), or Open finds applied past
+// durable and refuses the dir (ErrCorrupt), and the node must be
+// re-seeded for a disk error it has recovered from.
+func TestApplyAheadFailedAppendReopens(t *testing.T) {
+	mem := vfs.NewMem()
+	f := &failLog{}
+	d, err := Open(dir, Options{FS: errorfs.Wrap(mem, f), CacheBytes: 1 << 20, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	es := crashEntries(1, 10, 1)
+	if err := d.AppendLog(encodeAll(es[:5]...)); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Apply(es[:5]); err != nil {
+		t.Fatal(err)
+	}
+	f.armed.Store(true)
+	err = d.AppendLogWhile(encodeAll(es[5:]...), func(<-chan struct{}) error { return d.Apply(es[5:]) })
+	if err == nil {
+		t.Fatal("append with the log's writes failing: no error")
+	}
+	if d.Applied() != 10 {
+		t.Fatalf("applied %d after the apply ahead, want 10", d.Applied())
+	}
+	f.armed.Store(false)
+	_ = d.Close() // the log's Close may report the failed append again
+	d, err = Open(dir, Options{FS: mem, CacheBytes: 1 << 20, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatalf("reopen after a failed append ahead: %v", err)
+	}
+	defer d.Close()
+	if d.Durable().LSN != 5 || d.Applied() > 5 {
+		t.Fatalf("reopened with durable %v, applied %d: want durable 5, applied <= 5", d.Durable(), d.Applied())
 	}
 }

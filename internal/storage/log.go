@@ -58,9 +58,12 @@ func (d *DB) AppendLog(entries [][]byte) error { return d.AppendLogWhile(entries
 // log is durable through the last entry applied ahead (flushFence); so
 // after any crash Open still finds applied <= durable. It returns
 // during's error, else the append's. If the append fails after an apply
-// ahead, the fence stops holding: a flush may then make data durable
-// past the log, which Open refuses (ErrCorrupt), as it would a disk
-// that lost synced writes.
+// ahead, the fence stops holding, and Close does not flush while applied
+// is past the log (TestApplyAheadFailedAppendReopens: the node reopens
+// at its durable log and replays); only a flush Pebble starts itself in
+// between (a memtable filled) could then make data durable past the log,
+// which Open refuses (ErrCorrupt), as it would a disk that lost synced
+// writes.
 func (d *DB) AppendLogWhile(entries [][]byte, during func(appended <-chan struct{}) error) error {
 	if len(entries) == 0 {
 		if during != nil {

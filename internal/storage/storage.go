@@ -385,8 +385,9 @@ type DB struct {
 		// durable is the durable LSN as the fence knows it, ahead the
 		// highest LSN an Apply took ahead of the log (set before its
 		// batch commits). failed: the append those entries were in
-		// failed; the fence no longer holds (Open will refuse the data
-		// if a flush made such an apply durable: ErrCorrupt).
+		// failed; the fence no longer holds (Close does not flush while
+		// applied is past durable; Open would refuse the data if a flush
+		// Pebble started itself made such an apply durable: ErrCorrupt).
 		durable, ahead uint64
 		failed         bool
 	}
@@ -704,8 +705,18 @@ func (d *DB) Close() error {
 	}
 	d.closeFilters()
 	d.reclaim.close()
-	ferr := d.pdb.Flush()
-	if ferr != nil {
+	// Applied past the log (an apply ahead whose append failed,
+	// AppendLogWhile) must not reach the disk: a flush would leave
+	// applied past durable, which Open refuses. Unflushed applies are
+	// replayed from the log, so leaving them is always safe.
+	d.mu.Lock()
+	ahead := d.applied > d.durable.LSN
+	applied, durable := d.applied, d.durable.LSN
+	d.mu.Unlock()
+	var ferr error
+	if ahead {
+		d.log.Warn("close: applied is past the durable log (a failed append); not flushing, the log is replayed at open", "applied", applied, "durable", durable)
+	} else if ferr = d.pdb.Flush(); ferr != nil {
 		ferr = fmt.Errorf("storage: flush at close: %w", ferr)
 	}
 	werr := d.wal.Close()
