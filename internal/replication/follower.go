@@ -902,14 +902,9 @@ func (f *Follower) step(ctx context.Context, core *followerCore, epoch uint64, a
 				}
 			}
 		}
-		apply := rd.Apply
-		if f.cfg.Buggify.FollowerSkipEntry {
-			apply = f.skipSome(apply)
-		}
-		if err := f.cfg.DB.Apply(apply); err != nil {
+		if err := f.applyEntries(rd.Apply); err != nil {
 			return err
 		}
-		f.counts.applies.Add(1)
 		core.Applied(rd)
 	}
 	lagLSN, lagSec := core.lag()
@@ -950,14 +945,9 @@ func (f *Follower) applyEarly(core *followerCore, rd *Ready) error {
 		return nil
 	}
 	early := Ready{Apply: rd.Apply[:n]}
-	apply := early.Apply
-	if f.cfg.Buggify.FollowerSkipEntry {
-		apply = f.skipSome(apply)
-	}
-	if err := f.cfg.DB.Apply(apply); err != nil {
+	if err := f.applyEntries(early.Apply); err != nil {
 		return err
 	}
-	f.counts.applies.Add(1)
 	core.Applied(early)
 	rd.Apply = rd.Apply[n:]
 	f.reads.advanced(core.applied)
@@ -996,13 +986,9 @@ func (f *Follower) applyAhead(core *followerCore, rd *Ready, ahead *Ready) error
 		return nil
 	}
 	ahead.Apply, rd.Apply = apply, nil
-	if f.cfg.Buggify.FollowerSkipEntry {
-		apply = f.skipSome(apply)
-	}
-	if err := f.cfg.DB.Apply(apply); err != nil {
+	if err := f.applyEntries(apply); err != nil {
 		return err
 	}
-	f.counts.applies.Add(1)
 	f.reads.advanced(apply[len(apply)-1].LSN)
 	return nil
 }
@@ -1051,17 +1037,27 @@ func (f *Follower) applyAsCommitted(core *followerCore, rd *Ready, ahead *Ready,
 			return nil // not this append's: the step applies it
 		}
 		ahead.Apply = append(ahead.Apply, more...)
-		apply := more
-		if f.cfg.Buggify.FollowerSkipEntry {
-			apply = f.skipSome(apply)
-		}
-		if err := f.cfg.DB.Apply(apply); err != nil {
+		if err := f.applyEntries(more); err != nil {
 			return err
 		}
-		f.counts.applies.Add(1)
 		last = more[len(more)-1].LSN
 		f.reads.advanced(last)
 	}
+	return nil
+}
+
+// applyEntries applies es to the data as one batch (less what the
+// FollowerSkipEntry fault drops) and counts the apply: the one place a
+// follower applies, whether after the fsync, before it (applyEarly) or
+// while it runs (applyAhead, applyAsCommitted).
+func (f *Follower) applyEntries(es []logrec.Entry) error {
+	if f.cfg.Buggify.FollowerSkipEntry {
+		es = f.skipSome(es)
+	}
+	if err := f.cfg.DB.Apply(es); err != nil {
+		return err
+	}
+	f.counts.applies.Add(1)
 	return nil
 }
 
