@@ -44,7 +44,12 @@ type fakeBackend struct {
 	waitBlocks  bool
 	waitStarted chan struct{}
 	waitEnded   chan error
-	replicaOf   []string
+	// waitIsBlockedCall makes a blocking Wait mark itself a blocked call
+	// (BlockedCall), as BLPOP does, and record in watchedAtBlock whether
+	// the connection's socket was watched as soon as it did.
+	waitIsBlockedCall bool
+	watchedAtBlock    bool
+	replicaOf         []string
 }
 
 func newFake() *fakeBackend {
@@ -209,6 +214,14 @@ func (b *fakeBackend) Wait(ctx context.Context, lsn uint64, n int, timeout time.
 	var expired <-chan time.Time
 	if timeout > 0 {
 		expired = time.After(timeout)
+	}
+	if b.waitIsBlockedCall {
+		_, done := BlockedCall(ctx)
+		defer done()
+		sess := ctx.Value(sessionKey{}).(*Session)
+		b.mu.Lock()
+		b.watchedAtBlock = sess.call.Load()&callWatched != 0
+		b.mu.Unlock()
 	}
 	b.waitStarted <- struct{}{}
 	select {

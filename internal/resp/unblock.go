@@ -34,11 +34,21 @@ type blockState struct {
 // got) blocked until done is called, and returns the channel on which
 // CLIENT UNBLOCK asks it to end: true for ERROR, false for TIMEOUT. A
 // context of no connection gets a nil channel (never ready).
+//
+// It also starts watching the connection's socket at once (watch.go),
+// where other calls wait for the sweeper: a blocked call is expected to
+// wait long, and a client that leaves it must stop counting as blocked
+// (INFO blocked_clients) as soon as its close arrives, as in Redis. Left
+// to the sweeper, one closed 5–85 ms after it blocked was still counted
+// for that long, so a client that saw the count and sent CLIENT UNBLOCK
+// for another call, not yet blocked, got 0 and left that call waiting
+// for ever (Redis's "client unblock tests" hung in CI on it).
 func BlockedCall(ctx context.Context) (unblocked <-chan bool, done func()) {
 	sess, _ := ctx.Value(sessionKey{}).(*Session)
 	if sess == nil {
 		return nil, func() {}
 	}
+	sess.watchNow()
 	ch := make(chan bool, 1)
 	b := &sess.block
 	b.mu.Lock()

@@ -156,6 +156,15 @@ func (s *Server) anyCallActive() bool {
 	return false
 }
 
+// watchNow starts watching the socket for the running call at once,
+// unless the sweeper already did. Only the connection's goroutine calls
+// it, inside the call.
+func (sess *Session) watchNow() {
+	if v := sess.call.Load(); v&callActive != 0 && v&callWatched == 0 {
+		sess.startWatch(v)
+	}
+}
+
 // startWatch starts watching the socket for the call whose state is v,
 // unless it has ended since the sweeper saw it.
 func (sess *Session) startWatch(v uint64) {

@@ -88,6 +88,44 @@ func TestParkedSweeperWakesForACall(t *testing.T) {
 	}
 }
 
+// TestBlockedCallWatchedAtOnce: a call that blocks (BlockedCall: BLPOP
+// and its kin) has its socket watched from the moment it blocks, not
+// once the sweeper finds it, so a client that leaves stops counting as
+// blocked as soon as its close arrives. The sweeper is held off (its
+// lock taken) until the call has blocked: only BlockedCall can have
+// started the watch. Left to the sweeper, a blocked client closed in
+// its first 5–85 ms stayed in INFO blocked_clients that long, and
+// Redis's "client unblock tests", sending CLIENT UNBLOCK on seeing the
+// count, hung.
+func TestBlockedCallWatchedAtOnce(t *testing.T) {
+	b := newFake()
+	b.waitBlocks, b.waitStarted, b.waitEnded = true, make(chan struct{}, 1), make(chan error, 1)
+	b.waitIsBlockedCall = true
+	s, addr := startServer(t, b, Config{})
+	c := rawConn(t, addr)
+	c.send(t, "PING")
+	c.expect(t, "+PONG")
+	s.mu.Lock()
+	c.send(t, "WAIT", "1", "0")
+	select {
+	case <-b.waitStarted:
+	case <-time.After(5 * time.Second):
+		s.mu.Unlock()
+		t.Fatal("WAIT never started")
+	}
+	s.mu.Unlock()
+	b.mu.Lock()
+	watched := b.watchedAtBlock
+	b.mu.Unlock()
+	if !watched {
+		t.Fatal("a blocked call's socket is not watched when it blocks: a client that leaves counts as blocked until the sweeper comes")
+	}
+	c.Close()
+	if err := waitEnd(t, b); !errors.Is(err, context.Canceled) {
+		t.Fatalf("WAIT ended with %v, want the client's context canceled", err)
+	}
+}
+
 // TestCommandsPipelinedBehindWait: what a client sends while WAIT blocks
 // is read by the watch and must still be served, in order, afterwards;
 // a command it left incomplete is completed by bytes sent after WAIT.
