@@ -17,9 +17,11 @@
 //     coroutine libraries and cjson and bit, without dofile, loadfile,
 //     print, require, module, os or io; reading an undeclared global is an
 //     error, and writing any global or changing a library table is
-//     refused ("Attempt to modify a readonly table"). A state whose
-//     protected tables a script managed to change anyway is discarded,
-//     never reused.
+//     refused ("Attempt to modify a readonly table"), rawset,
+//     setmetatable and table.insert included, so that no script can
+//     change what the next script of its state sees. A state whose
+//     loadstring environment a script replaced (setfenv(0, t)) is
+//     discarded, never reused.
 //   - math.random is Redis's: one generator (redisLrand48) for the
 //     engine, not reseeded per script, math.randomseed sets it.
 //   - A script's writes stand when it fails later, as in Redis: the
@@ -393,7 +395,7 @@ func (e *Engine) getLocked() *vm {
 // putLocked pools m again unless a script changed what it must not, the
 // cache was flushed since it was made, or the pool is full.
 func (e *Engine) putLocked(m *vm) {
-	if m.gen != e.gen || len(e.free) >= maxIdle || !m.intact() {
+	if m.gen != e.gen || len(e.free) >= maxIdle || !m.sealed() {
 		m.L.Close()
 		return
 	}
