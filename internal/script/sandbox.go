@@ -53,6 +53,9 @@ type vm struct {
 	// command keeps its arguments' bytes (in its ops), never the slice,
 	// and its reply is converted to Lua before the next call.
 	args [][]byte
+	// scratch holds the arguments of redis.call's commands that only
+	// read (see call), reused from call to call.
+	scratch []byte
 }
 
 // maxStatus bounds the status tables a state keeps.
