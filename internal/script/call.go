@@ -148,7 +148,8 @@ func (m *vm) call(L *lua.LState, raiseErr bool) int {
 			off += len(a)
 		}
 	}
-	L.SetTop(0)
+	// The arguments stay on the stack: gopher-lua takes a Go function's
+	// results from the top.
 	reply, msg := m.dispatch(r, spec, found, args)
 	if msg != "" {
 		return fail(msg)
