@@ -34,6 +34,22 @@ var notAllowed = map[string]bool{
 	"bzpopmin": true, "bzpopmax": true, "bzmpop": true,
 }
 
+// noScript are the specs of the data commands among notAllowed: a found
+// command is looked up by its spec, a pointer, not by its name.
+var noScript = func() map[*commands.Spec]bool {
+	out := map[*commands.Spec]bool{}
+	for name := range notAllowed {
+		if spec, ok := commands.Lookup([]byte(name)); ok {
+			out[spec] = true
+		}
+	}
+	return out
+}()
+
+// maxScratch bounds the arguments of a read command that go into the
+// state's scratch buffer (vm.scratch), which the pooled state keeps.
+const maxScratch = 4096
+
 // newRedis builds the redis table.
 func (m *vm) newRedis() *lua.LTable {
 	L := m.L
@@ -80,9 +96,12 @@ func (m *vm) call(L *lua.LState, raiseErr bool) int {
 	if n == 0 {
 		return fail(msgNoArgs)
 	}
-	// The arguments are copied into one buffer (a command may keep them
-	// in its ops), one allocation a call rather than one per argument;
-	// the slice of them is the state's (m.args).
+	// The arguments are copied into one buffer, the state's scratch
+	// buffer (m.scratch) when they fit; a command that writes gets a copy
+	// of its own (one allocation a call rather than one per argument),
+	// since it may keep them in its ops. One that only reads keeps none
+	// past its reply, which is converted to Lua (copied) before the next
+	// call. The slice of them is the state's (m.args).
 	if cap(m.args) < n {
 		m.args = make([][]byte, n)
 	}
@@ -99,7 +118,15 @@ func (m *vm) call(L *lua.LState, raiseErr bool) int {
 			return fail(msgBadArg)
 		}
 	}
-	buf := make([]byte, 0, size)
+	var buf []byte
+	if size <= maxScratch {
+		if m.scratch == nil {
+			m.scratch = make([]byte, 0, maxScratch)
+		}
+		buf = m.scratch[:0]
+	} else {
+		buf = make([]byte, 0, size)
+	}
 	for i := 1; i <= n; i++ {
 		start := len(buf)
 		switch v := L.Get(i).(type) {
@@ -111,8 +138,19 @@ func (m *vm) call(L *lua.LState, raiseErr bool) int {
 		}
 		args[i-1] = buf[start:len(buf):len(buf)]
 	}
-	L.SetTop(0)
-	reply, msg := m.dispatch(r, args)
+	spec, found := commands.Lookup(args[0])
+	if found && spec.Flags&commands.FlagWrite != 0 && size <= maxScratch {
+		own := make([]byte, len(buf))
+		copy(own, buf)
+		off := 0
+		for i, a := range args {
+			args[i] = own[off : off+len(a) : off+len(a)]
+			off += len(a)
+		}
+	}
+	// The arguments stay on the stack: gopher-lua takes a Go function's
+	// results from the top.
+	reply, msg := m.dispatch(r, spec, found, args)
 	if msg != "" {
 		return fail(msg)
 	}
@@ -130,18 +168,12 @@ func (m *vm) call(L *lua.LState, raiseErr bool) int {
 
 // dispatch runs args in the script's batch; msg is a script-level
 // refusal (the command did not run).
-func (m *vm) dispatch(r *run, args [][]byte) (commands.Reply, string) {
-	spec, ok := commands.Lookup(args[0])
-	name := ""
-	if ok {
-		name = spec.Name // lower case, and no copy of args[0]
-	} else {
-		name = strings.ToLower(string(args[0]))
-	}
-	if notAllowed[name] {
-		return nil, msgNotAllowed
-	}
-	if !ok {
+func (m *vm) dispatch(r *run, spec *commands.Spec, found bool, args [][]byte) (commands.Reply, string) {
+	if !found {
+		name := strings.ToLower(string(args[0]))
+		if notAllowed[name] {
+			return nil, msgNotAllowed
+		}
 		switch {
 		case name == "ping" && len(args) <= 2:
 			if len(args) == 2 {
@@ -158,6 +190,9 @@ func (m *vm) dispatch(r *run, args [][]byte) (commands.Reply, string) {
 			return nil, msgArity
 		}
 		return nil, msgUnknown
+	}
+	if noScript[spec] {
+		return nil, msgNotAllowed
 	}
 	if commands.Check(spec, args) != nil {
 		return nil, msgArity

@@ -44,7 +44,7 @@ type vm struct {
 	// string>} are handed out again (keepStatus). A fresh one costs a
 	// table, two Go maps, a key slice and a boxed key (six allocations).
 	// No script sees another's table: a table that outlives its run is
-	// reachable only from the read-only tables (intact), so a script has
+	// reachable only from the read-only tables (see rawset), so a script has
 	// nowhere to keep one (the argument that lets KEYS and ARGV be
 	// reused).
 	status     []*lua.LTable
@@ -53,6 +53,9 @@ type vm struct {
 	// command keeps its arguments' bytes (in its ops), never the slice,
 	// and its reply is converted to Lua before the next call.
 	args [][]byte
+	// scratch holds the arguments of redis.call's commands that only
+	// read (see call), reused from call to call.
+	scratch []byte
 }
 
 // maxStatus bounds the status tables a state keeps.
@@ -171,6 +174,7 @@ func newVM(e *Engine, gen uint64) *vm {
 	}))
 	// string.dump would hand out bytecode, which Redis refuses to load.
 	m.base.RawGetString("string").(*lua.LTable).RawSetString("dump", lua.LNil)
+	m.base.RawGetString("table").(*lua.LTable).RawSetString("insert", L.NewFunction(m.tableInsert))
 	math := m.base.RawGetString("math").(*lua.LTable)
 	math.RawSetString("random", L.NewFunction(m.random))
 	math.RawSetString("randomseed", L.NewFunction(m.randomseed))
@@ -246,8 +250,14 @@ func (m *vm) isProtected(t *lua.LTable) bool {
 	return false
 }
 
-// rawset and setmetatable refuse the protected tables, as Redis's
-// read-only tables do.
+// rawset, setmetatable and table.insert refuse the protected tables, as
+// Redis's read-only tables do. They are the only functions of the
+// libraries that write a table they are given without its metamethods
+// (table.remove and table.sort rewrite a table's array elements only,
+// and no protected table has any, since table.insert cannot add one):
+// TestLibraryFunctions pins the list, so that a gopher-lua with another
+// such function fails it. With them refused no script can change a
+// protected table, so no run has to be checked for it (sealed).
 func (m *vm) rawset(L *lua.LState) int {
 	t := L.CheckTable(1)
 	if m.isProtected(t) {
@@ -256,6 +266,23 @@ func (m *vm) rawset(L *lua.LState) int {
 	t.RawSet(L.CheckAny(2), L.CheckAny(3))
 	L.SetTop(1)
 	return 1
+}
+
+// tableInsert is gopher-lua's table.insert, refusing the protected tables.
+func (m *vm) tableInsert(L *lua.LState) int {
+	t := L.CheckTable(1)
+	if m.isProtected(t) {
+		L.RaiseError(msgReadonly)
+	}
+	switch L.GetTop() {
+	case 1:
+		L.RaiseError("wrong number of arguments")
+	case 2:
+		t.Append(L.Get(2))
+	default:
+		t.Insert(L.CheckInt(2), L.CheckAny(3))
+	}
+	return 0
 }
 
 func (m *vm) setmetatable(L *lua.LState) int {
@@ -275,21 +302,12 @@ func (m *vm) setmetatable(L *lua.LState) int {
 	return 1
 }
 
-// intact reports whether the state is as newVM left it (KEYS and ARGV
-// aside): a script that found a way around the read-only tables leaves
-// a state that must not run another script.
-//
-// It runs after every script, so it walks the tables with Next, which
-// allocates nothing (ForEach's closure did, per table).
-func (m *vm) intact() bool {
-	for _, p := range m.protected {
-		for k, _ := p.Next(lua.LNil); k != lua.LNil; k, _ = p.Next(k) {
-			if p != m.env || (k != lua.LString("KEYS") && k != lua.LString("ARGV")) {
-				return false
-			}
-		}
-	}
-	return true
+// sealed reports whether the state may run another script: its
+// protected tables cannot have changed (see rawset), and a script's
+// setfenv(0, t) has not replaced the environment that loadstring's
+// chunks get (which the next script of the state would inherit).
+func (m *vm) sealed() bool {
+	return m.L.Env == m.env
 }
 
 // exec runs sc with keys and argv under r and returns its reply.

@@ -17,9 +17,11 @@
 //     coroutine libraries and cjson and bit, without dofile, loadfile,
 //     print, require, module, os or io; reading an undeclared global is an
 //     error, and writing any global or changing a library table is
-//     refused ("Attempt to modify a readonly table"). A state whose
-//     protected tables a script managed to change anyway is discarded,
-//     never reused.
+//     refused ("Attempt to modify a readonly table"), rawset,
+//     setmetatable and table.insert included, so that no script can
+//     change what the next script of its state sees. A state whose
+//     loadstring environment a script replaced (setfenv(0, t)) is
+//     discarded, never reused.
 //   - math.random is Redis's: one generator (redisLrand48) for the
 //     engine, not reseeded per script, math.randomseed sets it.
 //   - A script's writes stand when it fails later, as in Redis: the
@@ -92,8 +94,10 @@ type Engine struct {
 	mu    sync.Mutex
 	cache map[string]*compiled // by lower-case SHA1
 	free  []*vm                // idle states, reused
-	runs  map[*run]struct{}    // running now
-	gen   uint64               // bumped by Flush: older states are not pooled
+	// runs are the runs of scripts running now, in no order; a run's
+	// slot is its index here (a slice: a map cost a hash per Eval).
+	runs []*run
+	gen  uint64 // bumped by Flush: older states are not pooled
 	// closed: Close was called; every script is aborted, new ones too.
 	closed bool
 
@@ -113,7 +117,7 @@ func New(cfg Config) *Engine {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	e := &Engine{cfg: cfg, cache: map[string]*compiled{}, runs: map[*run]struct{}{}}
+	e := &Engine{cfg: cfg, cache: map[string]*compiled{}}
 	e.rng.x = 0x1234ABCD330E // rand.c's initial state
 	return e
 }
@@ -146,6 +150,7 @@ type run struct {
 	// at every instruction; one channel a run, where
 	// context.WithCancel costs three allocations and an atomic load.
 	done     chan struct{}
+	slot     int // its index in Engine.runs while it runs, under e.mu
 	canceled atomic.Bool
 	wrote    atomic.Bool
 	killed   atomic.Bool
@@ -242,7 +247,7 @@ func (e *Engine) Kill() commands.Reply {
 	if r := e.seq.Load(); r != nil && r.wrote.Load() {
 		return ReplyUnkillable
 	}
-	for r := range e.runs {
+	for _, r := range e.runs {
 		if !r.wrote.Load() {
 			r.killed.Store(true)
 			r.cancel()
@@ -265,40 +270,39 @@ func (e *Engine) Eval(ctx *commands.Ctx, v commands.View, args [][]byte, readOnl
 	if nk > int64(len(args)-3) {
 		return commands.Result{Reply: commands.ErrorReply(errKeysTooMany)}, nil
 	}
+	keys, argv := args[3:3+nk], args[3+nk:]
 	var sc *compiled
-	var sha string
+	if !byDigest {
+		var r commands.Reply
+		if sc, r = e.load(SHA1(args[1]), args[1]); r != nil {
+			return commands.Result{Reply: r}, nil
+		}
+	}
+
+	// One critical section finds the script (EVALSHA), takes a state and
+	// readies its run: Kill and Abort, which cancel runs, hold e.mu too.
+	e.mu.Lock()
 	if byDigest {
-		e.mu.Lock()
 		// Clients send the SHA1 as SCRIPT LOAD answered it, lower case:
 		// looked up as it is, it costs no copy.
 		sc = e.cache[string(args[1])]
 		if sc == nil {
 			sc = e.cache[strings.ToLower(string(args[1]))]
 		}
-		e.mu.Unlock()
 		if sc == nil {
+			e.mu.Unlock()
 			return commands.Result{Reply: ReplyNoScript}, nil
 		}
-		sha = sc.sha
-	} else {
-		sha = SHA1(args[1])
-		var r commands.Reply
-		if sc, r = e.load(sha, args[1]); r != nil {
-			return commands.Result{Reply: r}, nil
-		}
 	}
-	keys, argv := args[3:3+nk], args[3+nk:]
-
-	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
 		return commands.Result{}, errClosed
 	}
 	m := e.getLocked()
-	// The run is the state's (see vm.runMem), made ready under e.mu:
-	// Kill and Abort, which cancel runs, hold it too.
-	r := m.newRun(ctx, v, readOnly || sc.noWrites, sha)
-	e.runs[r] = struct{}{}
+	// The run is the state's (see vm.runMem).
+	r := m.newRun(ctx, v, readOnly || sc.noWrites, sc.sha)
+	r.slot = len(e.runs)
+	e.runs = append(e.runs, r)
 	e.mu.Unlock()
 	if !readOnly {
 		e.seq.Store(r)
@@ -320,7 +324,10 @@ func (e *Engine) Eval(ctx *commands.Ctx, v commands.View, args [][]byte, readOnl
 		res = commands.Result{Reply: reply, Ops: r.batch.Ops(), Publish: r.batch.Publish()}
 	}
 	e.mu.Lock()
-	delete(e.runs, r)
+	last := e.runs[len(e.runs)-1]
+	e.runs[r.slot], last.slot = last, r.slot
+	e.runs[len(e.runs)-1] = nil
+	e.runs = e.runs[:len(e.runs)-1]
 	r.ctx, r.internal = nil, nil
 	r.batch.Init(nil) // holds no view or ops of this run in the pool
 	e.putLocked(m)
@@ -393,7 +400,7 @@ func (e *Engine) getLocked() *vm {
 // putLocked pools m again unless a script changed what it must not, the
 // cache was flushed since it was made, or the pool is full.
 func (e *Engine) putLocked(m *vm) {
-	if m.gen != e.gen || len(e.free) >= maxIdle || !m.intact() {
+	if m.gen != e.gen || len(e.free) >= maxIdle || !m.sealed() {
 		m.L.Close()
 		return
 	}
@@ -431,7 +438,7 @@ func (e *Engine) Close() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.closed = true
-	for r := range e.runs {
+	for _, r := range e.runs {
 		r.aborted.Store(true)
 		r.cancel()
 	}

@@ -273,10 +273,39 @@ func TestSandbox(t *testing.T) {
 		{"return package.loaded", "Script attempted to access nonexistent global variable 'package'"},
 		{"loadstring('y = 1')()", "Attempt to modify a readonly table"},
 		{"return loadstring(string.dump(function() return 1 end))()", "attempt to call"},
+		// The raw writers of the libraries (see vm.rawset).
+		{"table.insert(string, 'x')", "Attempt to modify a readonly table"},
+		{"table.insert(_G, 1, 'x')", "Attempt to modify a readonly table"},
+		{"table.insert(redis, redis.call)", "Attempt to modify a readonly table"},
+		{"table.insert(getmetatable(_G), 'x')", "Attempt to modify a readonly table"},
+		{"table.insert(getfenv(0), 'x')", "Attempt to modify a readonly table"},
+		{"rawset(redis, 'call', 1)", "Attempt to modify a readonly table"},
+		{"setmetatable(cjson, {})", "Attempt to modify a readonly table"},
 	} {
 		if got := errText(eval(t, e, m, c.body, "0")); !strings.Contains(got, c.want) {
 			t.Errorf("%q: %q, want it to say %q", c.body, got, c.want)
 		}
+		// Nothing a script can do changes the state it ran on, which is
+		// pooled for the next script without a check.
+		for _, s := range e.free {
+			if !s.intact() {
+				t.Fatalf("%q changed a protected table of its state", c.body)
+			}
+		}
+	}
+	// table.remove and table.sort find no array element to move in a
+	// protected table.
+	if got := eval(t, e, m, "table.remove(_G); table.sort(_G); table.remove(string, 1); table.sort(redis); return #_G + #string + #redis", "0"); !reflect.DeepEqual(got, commands.Int(0)) {
+		t.Errorf("table.remove and table.sort of protected tables: %v", got)
+	}
+	for _, s := range e.free {
+		if !s.intact() {
+			t.Fatal("table.remove or table.sort changed a protected table")
+		}
+	}
+	// table.insert still inserts into the script's own tables.
+	if got := eval(t, e, m, "local t = {1, 3}; table.insert(t, 2, 2); table.insert(t, 4); return t", "0"); !reflect.DeepEqual(got, commands.Array{commands.Int(1), commands.Int(2), commands.Int(3), commands.Int(4)}) {
+		t.Errorf("table.insert: %v", got)
 	}
 	// The real globals are out of reach: getfenv gives the read-only
 	// environment where gopher-lua's would give them.
@@ -288,11 +317,12 @@ func TestSandbox(t *testing.T) {
 	if got := eval(t, e, m, "return getfenv(function() end) == _G", "0"); !reflect.DeepEqual(got, commands.Int(1)) {
 		t.Errorf("getfenv of a Lua function: %v", got)
 	}
-	// A script that writes a library table raw (table.insert does) leaves
-	// a state that is not reused.
-	eval(t, e, m, "table.insert(string, 'x')", "0")
-	if got := eval(t, e, m, "return string[1]", "0"); !reflect.DeepEqual(got, commands.Null) {
-		t.Errorf("a raw write to a library reached the next script: %v", got)
+	// A script that replaces the environment of loadstring's chunks
+	// (setfenv(0, t)) leaves a state that is not reused: the next script's
+	// chunks would read and write t.
+	eval(t, e, m, "setfenv(0, {x = 1})", "0")
+	if got := errText(eval(t, e, m, "return loadstring('return x')()", "0")); !strings.Contains(got, "nonexistent global variable 'x'") {
+		t.Errorf("setfenv(0) reached the next script: %q", got)
 	}
 	// The libraries work through their read-only tables.
 	got := eval(t, e, m, "return {string.upper('a'), ('b'):upper(), table.concat({1,2}, ','), math.floor(2.5), bit.band(7, 3), bit.tohex(255, 2), cjson.encode({1,2,3}), cjson.decode('{\"a\":[1,2]}').a[2]}", "0")
@@ -473,5 +503,63 @@ cjson.encode_invalid_numbers(false)
 return 1`
 	if got := eval(t, e, m, body, "0"); !reflect.DeepEqual(got, commands.Int(1)) {
 		t.Fatalf("cjson: %v", got)
+	}
+}
+
+// intact reports whether the state is as newVM left it (KEYS and ARGV
+// aside): no protected table has anything a script put there.
+func (m *vm) intact() bool {
+	for _, p := range m.protected {
+		for k, _ := p.Next(lua.LNil); k != lua.LNil; k, _ = p.Next(k) {
+			if p != m.env || (k != lua.LString("KEYS") && k != lua.LString("ARGV")) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// TestLibraryFunctions pins the functions a script can reach: a state is
+// pooled unchecked because every library function that writes a table
+// without its metamethods (rawset, setmetatable, table.insert; table.remove
+// and table.sort move array elements only) refuses the protected tables.
+// A gopher-lua with a function not listed here fails this test: see
+// whether it writes a table it is given, and refuse the protected ones if
+// it does, before adding it.
+func TestLibraryFunctions(t *testing.T) {
+	m := newVM(New(Config{}), 0)
+	var got []string
+	var walk func(prefix string, tb *lua.LTable)
+	walk = func(prefix string, tb *lua.LTable) {
+		tb.ForEach(func(k, v lua.LValue) {
+			name := prefix + lua.LVAsString(k)
+			switch v := v.(type) {
+			case *lua.LFunction:
+				got = append(got, name)
+			case *lua.LTable:
+				if prefix == "" && name != "_G" {
+					// A library: scripts see its read-only proxy.
+					walk(name+".", v.Metatable.(*lua.LTable).RawGetString("__index").(*lua.LTable))
+				}
+			}
+		})
+	}
+	walk("", m.base)
+	slices.Sort(got)
+	want := []string{
+		"assert", "bit.arshift", "bit.band", "bit.bnot", "bit.bor", "bit.bswap", "bit.bxor", "bit.lshift", "bit.rol", "bit.ror", "bit.rshift", "bit.tobit", "bit.tohex",
+		"cjson.decode", "cjson.decode_max_depth", "cjson.encode", "cjson.encode_invalid_numbers", "cjson.encode_keep_buffer", "cjson.encode_max_depth",
+		"collectgarbage", "coroutine.create", "coroutine.resume", "coroutine.running", "coroutine.status", "coroutine.wrap", "coroutine.yield",
+		"error", "getfenv", "getmetatable", "ipairs", "load", "loadstring",
+		"math.abs", "math.acos", "math.asin", "math.atan", "math.atan2", "math.ceil", "math.cos", "math.cosh", "math.deg", "math.exp", "math.floor", "math.fmod", "math.frexp", "math.ldexp", "math.log", "math.log10", "math.max", "math.min", "math.mod", "math.modf", "math.pow", "math.rad", "math.random", "math.randomseed", "math.sin", "math.sinh", "math.sqrt", "math.tan", "math.tanh",
+		"newproxy", "next", "pairs", "pcall", "rawequal", "rawget", "rawset",
+		"redis.call", "redis.error_reply", "redis.log", "redis.pcall", "redis.replicate_commands", "redis.set_repl", "redis.setresp", "redis.sha1hex", "redis.status_reply",
+		"select", "setfenv", "setmetatable",
+		"string.byte", "string.char", "string.find", "string.format", "string.gfind", "string.gmatch", "string.gsub", "string.len", "string.lower", "string.match", "string.rep", "string.reverse", "string.sub", "string.upper",
+		"table.concat", "table.getn", "table.insert", "table.maxn", "table.remove", "table.sort",
+		"tonumber", "tostring", "type", "unpack", "xpcall",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("library functions:\n got %q\nwant %q", got, want)
 	}
 }
