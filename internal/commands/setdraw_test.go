@@ -51,7 +51,13 @@ func drawnSet(t *testing.T, n int) keeperView {
 // order: 19 on average for a uniform pick; a draw that favoured the rows
 // read first or last would be in the thousands).
 func TestSPopDrawnAheadUniform(t *testing.T) {
-	const n, rounds = 2000, 2000
+	for _, n := range []int{200, 2000} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) { testSPopDrawnAheadUniform(t, n) })
+	}
+}
+
+func testSPopDrawnAheadUniform(t *testing.T, n int) {
+	const rounds = 2000
 	k := drawnSet(t, n)
 	s, _, _ := k.Get([]byte("s"))
 	r := rand.New(rand.NewPCG(9, 9))
@@ -76,13 +82,20 @@ func TestSPopDrawnAheadUniform(t *testing.T) {
 	}
 }
 
-// TestSPopDrawnAhead: SPOP on a view that keeps samples draws a mid-sized
-// set ahead and pops from the draw; a member removed since the draw
-// never comes up, a member added empties the draw (so it can come up),
-// the credit makes pops walk after that, and draining the set pops every
-// member exactly once.
+// TestSPopDrawnAhead: SPOP on a view that keeps samples draws a set of
+// more than drawMinSize members ahead (a small one too: a pass by rank
+// per pop read half its rows and the tombstones of the pops before) and
+// pops from the draw; a member removed since the draw never comes up, a
+// member added empties the draw (so it can come up), the credit makes
+// pops walk (or pass by rank) after that, and draining the set pops
+// every member exactly once.
 func TestSPopDrawnAhead(t *testing.T) {
-	const n = 3000
+	for _, n := range []int{200, 3000} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) { testSPopDrawnAhead(t, n) })
+	}
+}
+
+func testSPopDrawnAhead(t *testing.T, n int) {
 	k := drawnSet(t, n)
 	sm := k.SetSample([]byte("s"))
 	popped := map[string]bool{}
@@ -100,7 +113,7 @@ func TestSPopDrawnAhead(t *testing.T) {
 	}
 	pop()
 	if len(sm.Members) == 0 {
-		t.Fatal("SPOP of a set of 3000 drew nothing ahead")
+		t.Fatalf("SPOP of a set of %d drew nothing ahead", n)
 	}
 	drawn := len(sm.Members)
 	next := string(sm.Members[0])

@@ -23,11 +23,14 @@ import (
 // absolute), its heap allocations, the leader's log bytes (the entry's
 // size, which each follower receives, persists and applies), log
 // appends (fsyncs) and the records the leader's Apply put in its Pebble
-// batches (each follower's are the same) per call:
+// batches (each follower's are the same) per call. spop0 and zpopmin0
+// are the pops that find nothing (redis-benchmark's SPOP and ZPOPMIN
+// drain their key part-way through its run): no fill, every call a write
+// command that logs nothing.
 //
 //	go test ./internal/node -run '^$' -bench SuiteWrites -benchtime 20000x -count 2
 func BenchmarkSuiteWrites(b *testing.B) {
-	for _, cmd := range []string{"set", "incr", "lpush", "rpush", "lpop", "rpop", "sadd", "hset", "spop", "zadd", "zpopmin", "mset"} {
+	for _, cmd := range []string{"set", "incr", "lpush", "rpush", "lpop", "rpop", "sadd", "hset", "spop", "zadd", "zpopmin", "mset", "spop0", "zpopmin0"} {
 		b.Run(cmd, func(b *testing.B) { benchSuiteWrite(b, cmd, 50) })
 	}
 }
@@ -37,6 +40,7 @@ func BenchmarkSuiteWrites(b *testing.B) {
 // __rand_int__ (a key id, written as 12 zero-padded digits), the value
 // -d 100's.
 func suiteCmd(buf []byte, cmd string, id func() int) []byte {
+	cmd = strings.TrimSuffix(cmd, "0") // the same call on an empty key
 	head := func(n int) { buf = fmt.Appendf(buf, "*%d\r\n", n) }
 	lit := func(a string) { buf = fmt.Appendf(buf, "$%d\r\n%s\r\n", len(a), a) }
 	rnd := func(prefix string) { buf = fmt.Appendf(buf, "$%d\r\n%s%012d\r\n", len(prefix)+12, prefix, id()) }
@@ -157,7 +161,8 @@ type suiteConn struct {
 }
 
 // call writes the call in buf and reads its reply, which must not be an
-// error or, for a pop, a null (every measured pop takes an element).
+// error or, for a pop, a null (every measured pop takes an element), but
+// for spop0 and zpopmin0 must be a pop's null or empty reply.
 func (sc *suiteConn) call(cmd string) error {
 	if _, err := sc.c.Write(sc.buf); err != nil {
 		return err
@@ -165,6 +170,12 @@ func (sc *suiteConn) call(cmd string) error {
 	line, err := sc.r.ReadSlice('\n')
 	if err != nil {
 		return err
+	}
+	if strings.HasSuffix(cmd, "0") {
+		if string(line) != "$-1\r\n" && string(line) != "*0\r\n" {
+			return fmt.Errorf("%s: reply %q, want a pop's null or empty reply", cmd, line)
+		}
+		return nil
 	}
 	switch line[0] {
 	case '-':

@@ -981,8 +981,11 @@ type Pending struct {
 	l     *Leader
 	reply commands.Reply
 	p     *proposal // nil when the command logged nothing
-	// observed is the last LSN the command may have read (no-op writes).
+	// observed is the last LSN the command may have read (no-op writes);
+	// seen that it was applied already when the command ran, so Wait need
+	// not ask the core (applied only grows).
 	observed uint64
+	seen     bool
 }
 
 // Start sequences a write command without waiting for it. exec computes the
@@ -998,7 +1001,7 @@ type Pending struct {
 // (WriteTimeout from the first refusal) passes, and then fails with
 // ErrOverloaded; the write was not sequenced.
 func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
-	lsn, err := l.admit(ctx)
+	lsn, applied, err := l.admit(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -1014,7 +1017,14 @@ func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
 		return nil, err
 	}
 	if len(res.Ops) == 0 {
-		p.pending = Pending{l: l, reply: res.Reply, observed: lsn - 1}
+		// It read the data as of lsn-1 (seqMu is held from admit on:
+		// nothing was sequenced in between). When admit found that
+		// applied already, the reply reflects only committed writes
+		// and needs no wait for the core, only the lease a read needs
+		// (applied past lsn-1 is past the leadership's start, so it is
+		// readable): a pop that finds its key drained is answered as
+		// Redis answers it, with no fsync and no group commit.
+		p.pending = Pending{l: l, reply: res.Reply, observed: lsn - 1, seen: applied >= lsn-1}
 		return &p.pending, nil
 	}
 	if n := entryBound(res.Ops); n > l.cfg.MaxEntryBytes {
@@ -1082,36 +1092,38 @@ func (e *entryTooLargeError) Unwrap() []error {
 }
 
 // admit returns, holding seqMu, the LSN the next write gets once the core
-// has room for it. Without room it waits (waitRoom) and tries again when
-// the core says there is room, until the wait's deadline, which the core
-// set at the first refusal and which carries over to the next tries.
-func (l *Leader) admit(ctx context.Context) (uint64, error) {
+// has room for it, and the core's applied LSN then. Without room it waits
+// (waitRoom) and tries again when the core says there is room, until the
+// wait's deadline, which the core set at the first refusal and which
+// carries over to the next tries.
+func (l *Leader) admit(ctx context.Context) (next, applied uint64, err error) {
 	var deadline int64
 	for {
 		l.seqMu.Lock()
 		l.mu.Lock()
-		stopped, ok, next := l.stopped, l.core.HasRoom(), l.core.NextLSN()
+		stopped, ok := l.stopped, l.core.HasRoom()
+		next, applied = l.core.NextLSN(), l.core.applied
 		l.mu.Unlock()
 		if stopped || l.writesStopped {
 			l.seqMu.Unlock()
-			return 0, ErrNotLeader
+			return 0, 0, ErrNotLeader
 		}
 		if ok {
-			return next, nil // only proposers move it, and they hold seqMu
+			return next, applied, nil // only proposers move next, and they hold seqMu
 		}
 		l.seqMu.Unlock()
 		w := &leaderWait{kind: waitRoom, deadline: deadline}
 		if err := l.wait(ctx, w); err != nil {
 			if ctx.Err() != nil {
-				return 0, ctx.Err()
+				return 0, 0, ctx.Err()
 			}
-			return 0, ErrNotLeader // it stopped
+			return 0, 0, ErrNotLeader // it stopped
 		}
 		if !w.met {
 			if l.Err() != nil {
-				return 0, ErrNotLeader // Fail handed the wait back
+				return 0, 0, ErrNotLeader // Fail handed the wait back
 			}
-			return 0, ErrOverloaded
+			return 0, 0, ErrOverloaded
 		}
 		deadline = w.deadline
 	}
@@ -1125,8 +1137,10 @@ func (l *Leader) admit(ctx context.Context) (uint64, error) {
 // returns ErrWriteTimeout, and the outcome is unknown too.
 func (pd *Pending) Wait(ctx context.Context) (commands.Reply, uint64, error) {
 	if pd.p == nil {
-		if err := pd.l.waitApplied(ctx, pd.observed); err != nil {
-			return nil, 0, err
+		if !pd.seen {
+			if err := pd.l.waitApplied(ctx, pd.observed); err != nil {
+				return nil, 0, err
+			}
 		}
 		if err := pd.l.cfg.Lease.await(ctx, pd.l.ctx.Done(), pd.l.cfg.WriteTimeout); err != nil {
 			return nil, 0, err

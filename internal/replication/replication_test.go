@@ -586,9 +586,14 @@ func TestProposeNoOpsWaitsForApplied(t *testing.T) {
 	if st := l.Status(); st.Applied != 1 {
 		t.Errorf("applied %d after the read returned, want 1", st.Applied)
 	}
-	// Nothing pending: a no-op Propose returns at once.
+	// Nothing pending: a no-op Propose returns at once, without a wait
+	// of the core (what it read was applied when it ran).
+	waits := l.handoffs.wait.Load()
 	if _, lsn, err := l.Propose(ctx, read); err != nil || lsn != 0 {
 		t.Errorf("idle no-op Propose: lsn %d, %v", lsn, err)
+	}
+	if n := l.handoffs.wait.Load() - waits; n != 0 {
+		t.Errorf("idle no-op Propose waited for the core %d times, want 0", n)
 	}
 }
 
