@@ -416,6 +416,7 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 				return // the loop sees the stream fail
 			}
 			f.counts.reports.Add(1)
+			f.reads.asks.Add(1)
 		}
 	}()
 	// Messages published while no stream runs are lost (pubsub.go).
