@@ -17,6 +17,7 @@ import (
 // follower's messages to the leader (its questions and any progress
 // report), msgs-in the leader's to it, wakes the follower's stepping
 // goroutine's; cpu-ns/read is the process's (both nodes and the clients).
+//
 //	go test ./internal/node -run '^$' -bench LinearizableDirect -benchtime 4000x -count 3
 func BenchmarkLinearizableDirect(b *testing.B) {
 	for _, clients := range []int{1, 4, 16} {
