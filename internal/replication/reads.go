@@ -406,6 +406,12 @@ func (f *Follower) AnswersReads() bool { return f.reads.answers.Load() }
 // (TestRoundTripRead must catch it).
 var plantFreshFromBefore = false
 
+// plantStepEmptyHeartbeats is a planted inefficiency for tests: the
+// stream's reader hands the stepping goroutine every heartbeat, also
+// those with nothing for it (TestRoundTripReadCostsTwoMessages counts its
+// wake-ups).
+var plantStepEmptyHeartbeats = false
+
 // plantJoinInFlight is a planted bug for tests: a read takes the answer
 // to the last question sent, even one that left before the read began
 // (TestRoundTripReadAfterQuestionLeft must catch it).
