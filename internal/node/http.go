@@ -122,6 +122,7 @@ var (
 	descRowB   = prometheus.NewDesc("tandem_rowcache_bytes", "Bytes the row cache holds (keys, rows and per-entry overhead).", nil, nil)
 	descDegrad = prometheus.NewDesc("tandem_sync_degraded", "1 while sync-fallback has this sync or semisync leader acknowledging in async mode.", nil, nil)
 	descReads  = prometheus.NewDesc("tandem_reads_total", "Reads by read policy and outcome: served, elsewhere (answered TRYAGAIN read elsewhere: not applied within --read-wait, too stale, or the policy wants the leader), lost (the session's position is not in this history).", []string{"policy", "outcome"}, nil)
+	descRTAsks = prometheus.NewDesc("tandem_read_round_trip_questions_total", "The questions a follower's round-trip reads sent its leader on the stream (round trips begun): each serves every read that began before it was sent.", nil, nil)
 	descRTRead = prometheus.NewDesc("tandem_read_round_trips_total", "A follower's reads that waited for a round trip to its leader on the stream (linearizable, a bounded read the stream had not proven), served: all; need_log: the leader's answer named a commit LSN past this follower's durable log as it arrived; in_append: the answer arrived while the follower was in a log append.", []string{"kind"}, nil)
 	descRTTime = prometheus.NewDesc("tandem_read_round_trip_seconds_total", "Where a follower's round-trip reads waited, summed: ask (the read's start to the question the leader answered), answer (that question to the arrival of the leader's answer), apply (that arrival to the apply of its commit LSN; apply_need_log: the part of it of the need_log reads), wake (that apply to the read's return).", []string{"phase"}, nil)
 	descFAppT  = prometheus.NewDesc("tandem_follower_log_append_seconds_total", "Time a follower spent in its log appends (each one fsync) since it began following.", nil, nil)
@@ -134,7 +135,7 @@ var (
 type statusCollector struct{ n *Node }
 
 func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLSN, descEpoch, descLeader, descLag, descLagSec, descLog, descSyncs, descAppend, descRowHit, descRowMis, descRowB, descLeaseW, descLeaseS, descDegrad, descReads, descRTRead, descRTTime, descFAppT, descStale, descCycle, descCycleN} {
+	for _, d := range []*prometheus.Desc{descLSN, descEpoch, descLeader, descLag, descLagSec, descLog, descSyncs, descAppend, descRowHit, descRowMis, descRowB, descLeaseW, descLeaseS, descDegrad, descReads, descRTAsks, descRTRead, descRTTime, descFAppT, descStale, descCycle, descCycleN} {
 		ch <- d
 	}
 }
@@ -208,6 +209,7 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descRTRead, float64(rt.Reads), "all")
 		counter(descRTRead, float64(rt.NeedLog), "need_log")
 		counter(descRTRead, float64(rt.InAppend), "in_append")
+		counter(descRTAsks, float64(rt.Asks))
 		counter(descRTTime, rt.Ask.Seconds(), "ask")
 		counter(descRTTime, rt.Answer.Seconds(), "answer")
 		counter(descRTTime, rt.Apply.Seconds(), "apply")

@@ -150,6 +150,7 @@ func BenchmarkLinearizableUnderWrites(b *testing.B) {
 					b.ReportMetric((rt.Apply-rt.ApplyNeedLog).Seconds()*1e6/float64(rest), "apply-durable-µs")
 				}
 				b.ReportMetric(float64(rt.InAppend)/float64(rt.Reads), "inappend/batch")
+				b.ReportMetric(float64(rt.Asks)/n, "asks/batch")
 			}
 			if rt.Appends > 0 {
 				b.ReportMetric(rt.AppendTime.Seconds()*1e6/float64(rt.Appends), "fsync-µs")

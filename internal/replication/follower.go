@@ -370,19 +370,45 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 	gen := f.reads.generation()
 	commits := &arrivedCommits{note: make(chan struct{}, 1)}
 	f.commits.Store(commits)
-	in, urgent := receive(ctx, stream, func() { f.lastRecv.Store(f.cfg.Now().UnixNano()) }, readAhead, func(m *peerpb.LeaderMessage) bool {
-		if a := m.GetAppend(); a != nil && m.Epoch == epoch && a.CommitLsn > commits.lsn.Load() {
+	// window is the report window (reportWindow) of the last Append the
+	// reader handed to the loop; the reader's alone.
+	window := int64(-1)
+	in, urgent := receive(ctx, stream, func() { f.lastRecv.Store(f.cfg.Now().UnixNano()) }, readAhead, func(m *peerpb.LeaderMessage) (readWaits, drop bool) {
+		a := m.GetAppend()
+		if a == nil || m.Epoch != epoch {
+			return false, false
+		}
+		news := a.CommitLsn > commits.lsn.Load()
+		if news {
 			commits.lsn.Store(a.CommitLsn) // this goroutine's alone
 			select {
 			case commits.note <- struct{}{}:
 			default:
 			}
 		}
-		if a := m.GetAppend(); a != nil && m.Epoch == epoch && a.ReadStamp != 0 && !a.LeaseLapsed {
+		if a.ReadStamp != 0 && !a.LeaseLapsed {
 			f.reads.arrived(gen, a.CommitLsn, a.ReadStamp, f.cfg.DB.Applied, f.cfg.DB.Durable().LSN, f.appending.Load())
-			return f.reads.readWaits()
+			readWaits = f.reads.readWaits()
 		}
-		return false
+		w := reportWindow(a.LeaderTimeUnixNano)
+		if !news && len(a.Entries) == 0 && a.LeaseStamp == 0 && !a.LeaseLapsed && w == window &&
+			(a.DeferSync || (a.ReadStamp >= f.reads.asked.Load() && a.CommitLsn <= f.cfg.DB.Applied())) &&
+			f.cfg.Buggify.FollowerApplyDelay == 0 && !plantStepEmptyHeartbeats {
+			// A heartbeat with nothing for the loop: no entries, a
+			// commit LSN an Append handed on already carried, no
+			// lease stamp to echo, in a report window the loop has
+			// seen, and no sync hold to end (it defers; or it answers
+			// the latest question and its commit LSN is applied: the
+			// leader's answer to a waiting read does not defer, so
+			// that it ends a hold holding what the read needs, and a
+			// WAIT's does not either). Most are those answers, whose
+			// proof arrived took above; stepping one cost the loop a
+			// wake-up per round trip.
+			f.counts.messages.Add(1)
+			return readWaits, true
+		}
+		window = w
+		return readWaits, false
 	})
 	defer f.reads.clearFresh()
 	// sendMu orders this stream's sends: the loop's and the asker's.
@@ -416,6 +442,7 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 				return // the loop sees the stream fail
 			}
 			f.counts.reports.Add(1)
+			f.reads.asks.Add(1)
 		}
 	}()
 	// Messages published while no stream runs are lost (pubsub.go).
@@ -688,8 +715,10 @@ type received struct {
 // busy async leader sends one per group commit) cost no wake-up each.
 // arrived sees each whole message as it arrives and reports whether a
 // read waits on it (its proof of freshness): such a message is urgent, so
-// the read does not wait out a hold for the entries its proof names.
-func receive(ctx context.Context, stream FollowerStream, heard func(), readAhead int, arrived func(*peerpb.LeaderMessage) bool) (<-chan received, <-chan struct{}) {
+// the read does not wait out a hold for the entries its proof names; and
+// whether to drop it, a message that has nothing for the stepping
+// goroutine (arrived took what it proves).
+func receive(ctx context.Context, stream FollowerStream, heard func(), readAhead int, arrived func(*peerpb.LeaderMessage) (readWaits, drop bool)) (<-chan received, <-chan struct{}) {
 	in := make(chan received, readAhead)
 	urgent := make(chan struct{}, 1)
 	go func() {
@@ -704,7 +733,10 @@ func receive(ctx context.Context, stream FollowerStream, heard func(), readAhead
 					continue // a part of an entry not whole yet
 				}
 				if err == nil {
-					readWaits = arrived(m)
+					var drop bool
+					if readWaits, drop = arrived(m); drop {
+						continue
+					}
 				}
 			}
 			select {

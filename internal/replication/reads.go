@@ -63,9 +63,11 @@ type followerReads struct {
 	want    atomic.Int64
 	answers atomic.Bool
 	// ask (capacity 1) wakes the stream's asker for a want; asked is
-	// the latest read stamp the stream sent.
+	// the latest read stamp the stream sent; asks counts the questions
+	// the asker sent (RoundTripTimes.Asks).
 	ask   chan struct{}
 	asked atomic.Int64
+	asks  atomic.Uint64
 	// gen counts the streams' ends (clearFresh): a stream's reader that
 	// outlives its stream records nothing in the next one's.
 	gen uint64
@@ -109,9 +111,11 @@ type roundTripTimes struct {
 // follower's own log append), InAppend those whose answer arrived while
 // the stepping loop was in a log append (an fsync). Appends and
 // AppendTime are the follower's log appends and their time, reads or not.
+// Asks counts the questions the asker sent (round trips begun for these
+// reads: one covers every read that began before it left).
 type RoundTripTimes struct {
-	Reads, NeedLog, InAppend uint64
-	Ask, Answer, Apply, Wake time.Duration
+	Reads, NeedLog, InAppend, Asks uint64
+	Ask, Answer, Apply, Wake       time.Duration
 	// ApplyNeedLog is the part of Apply spent by the NeedLog reads.
 	ApplyNeedLog time.Duration
 	Appends      uint64
@@ -121,7 +125,7 @@ type RoundTripTimes struct {
 // Sub is t minus an earlier t.
 func (t RoundTripTimes) Sub(o RoundTripTimes) RoundTripTimes {
 	return RoundTripTimes{
-		Reads: t.Reads - o.Reads, NeedLog: t.NeedLog - o.NeedLog, InAppend: t.InAppend - o.InAppend,
+		Reads: t.Reads - o.Reads, NeedLog: t.NeedLog - o.NeedLog, InAppend: t.InAppend - o.InAppend, Asks: t.Asks - o.Asks,
 		Ask: t.Ask - o.Ask, Answer: t.Answer - o.Answer, Apply: t.Apply - o.Apply, ApplyNeedLog: t.ApplyNeedLog - o.ApplyNeedLog, Wake: t.Wake - o.Wake,
 		Appends: t.Appends - o.Appends, AppendTime: t.AppendTime - o.AppendTime,
 	}
@@ -132,7 +136,7 @@ func (t RoundTripTimes) Sub(o RoundTripTimes) RoundTripTimes {
 func (f *Follower) RoundTripTimes() RoundTripTimes {
 	t := &f.reads.times
 	return RoundTripTimes{
-		Reads: t.reads.Load(), NeedLog: t.needLog.Load(), InAppend: t.inAppend.Load(),
+		Reads: t.reads.Load(), NeedLog: t.needLog.Load(), InAppend: t.inAppend.Load(), Asks: f.reads.asks.Load(),
 		Ask: time.Duration(t.askNs.Load()), Answer: time.Duration(t.answerNs.Load()), Apply: time.Duration(t.applyNs.Load()), ApplyNeedLog: time.Duration(t.applyNeedLogNs.Load()), Wake: time.Duration(t.wakeNs.Load()),
 		Appends: t.appends.Load(), AppendTime: time.Duration(t.appendNs.Load()),
 	}
@@ -402,6 +406,17 @@ func (f *Follower) AnswersReads() bool { return f.reads.answers.Load() }
 // (TestRoundTripRead must catch it).
 var plantFreshFromBefore = false
 
+// plantStepEmptyHeartbeats is a planted inefficiency for tests: the
+// stream's reader hands the stepping goroutine every heartbeat, also
+// those with nothing for it (TestRoundTripReadCostsTwoMessages counts its
+// wake-ups).
+var plantStepEmptyHeartbeats = false
+
+// plantJoinInFlight is a planted bug for tests: a read takes the answer
+// to the last question sent, even one that left before the read began
+// (TestRoundTripReadAfterQuestionLeft must catch it).
+var plantJoinInFlight = false
+
 // WaitRoundTrip returns nil once the follower has applied everything the
 // leader acknowledged before the call began: the ReadIndex of a
 // linearizable read, proved on the stream instead of by an RPC. The call
@@ -417,6 +432,9 @@ var plantFreshFromBefore = false
 // first, ctx.Err() when ctx is canceled.
 func (f *Follower) WaitRoundTrip(ctx context.Context) error {
 	since := mono(time.Now())
+	if asked := f.reads.asked.Load(); plantJoinInFlight && asked != 0 {
+		since = min(since, asked-1)
+	}
 	for {
 		cur := f.reads.want.Load()
 		if since <= cur || f.reads.want.CompareAndSwap(cur, since) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -132,7 +133,8 @@ func TestRoundTripReadIsPrompt(t *testing.T) {
 // leader's answer), not a third message: the answer carries no lease
 // stamp while the lease wants no echoes, and a follower whose only
 // waiting reads have their answer does not report after stepping it
-// (followerReads.wantsReports). Under `tandem bench reads` every
+// (followerReads.wantsReports), and the answers do not wake the
+// follower's stepping goroutine. Under `tandem bench reads` every
 // linearizable batch pays its round trip on each side.
 func TestRoundTripReadCostsTwoMessages(t *testing.T) {
 	l := newLeader(t, 3, commit.Mode{Kind: commit.Async}, func(c *LeaderConfig) {
@@ -170,5 +172,77 @@ func TestRoundTripReadCostsTwoMessages(t *testing.T) {
 	if c.Reports > reads+2 || progress > reads+2 || c.Messages > reads+2 {
 		t.Fatalf("%d round trips cost %d reports (leader took %d) and %d leader messages; want at most %d each", reads, c.Reports, progress, c.Messages, reads+2)
 	}
-	t.Logf("%d round trips: %d reports, %d leader messages", reads, c.Reports, c.Messages)
+	// The answers bring the stepping goroutine nothing (no entries, the
+	// commit it has): the stream's reader takes them alone, no wake-up
+	// each (plantStepEmptyHeartbeats hands every one on). Slack of 3:
+	// a report window's first heartbeat goes on.
+	if c.Steps > 3 || c.Wakes > 3 {
+		t.Fatalf("%d round trips woke the stepping goroutine %d times (%d steps); want at most 3", reads, c.Wakes, c.Steps)
+	}
+	t.Logf("%d round trips: %d reports, %d leader messages, %d steps", reads, c.Reports, c.Messages, c.Steps)
+}
+
+// TestRoundTripReadAfterQuestionLeft: a read that begins while another
+// read's question is in flight is not served by that question's answer,
+// which the leader may have read before a write acknowledged just before
+// the read began: it needs a question that left after it began (as etcd
+// batches ReadIndex requests: one in flight serves only the reads that
+// came before it). The leader's answer to the first question takes
+// 200 ms to arrive and its Appends 500 ms (the link keeps their order): a
+// write acknowledged after the answer left must be applied when the
+// second read returns. plantJoinInFlight (the second read takes the
+// answer to the question in flight) serves it with the write 300 ms
+// away.
+func TestRoundTripReadAfterQuestionLeft(t *testing.T) {
+	l := newLeader(t, 3, commit.Mode{Kind: commit.Async}, nil)
+	f := newFollowerNode(t, "f", vfs.NewMem(), l.dialer)
+	waitConnected(t, l, 1)
+	first := propose(t, l, putExec("k", "v1"))
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := f.f.WaitApplied(ctx, logrec.Position{Epoch: 3, LSN: first}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.f.WaitRoundTrip(ctx); err != nil {
+		t.Fatalf("WaitRoundTrip on a caught-up follower: %v", err)
+	}
+	var echoed atomic.Int64 // the highest read stamp the leader sent
+	l.dialer.SetHook(leaderName, "f", func(m inmem.Message, _ *rand.Rand) inmem.Action {
+		lm, ok := m.Msg.(*peerpb.LeaderMessage)
+		if !ok {
+			return inmem.Action{}
+		}
+		a := lm.GetAppend()
+		if a != nil && a.ReadStamp > echoed.Load() {
+			echoed.Store(a.ReadStamp) // the hook runs on the sender alone
+		}
+		if a != nil && len(a.Entries) > 0 {
+			return inmem.Action{Delay: 500 * time.Millisecond}
+		}
+		return inmem.Action{Delay: 200 * time.Millisecond}
+	})
+	asked := f.f.reads.asked.Load()
+	first1 := make(chan error, 1)
+	go func() { first1 <- f.f.WaitRoundTrip(ctx) }()
+	var q int64
+	testutil.Eventually(t, "the first read's question to go", waitTimeout, func() (bool, string) {
+		q = f.f.reads.asked.Load()
+		return q > asked, "none sent"
+	})
+	testutil.Eventually(t, "the leader to answer it", waitTimeout, func() (bool, string) {
+		return echoed.Load() >= q, fmt.Sprintf("echoed %d, question %d", echoed.Load(), q)
+	})
+	lsn := propose(t, l, putExec("k", "v2")) // acknowledged after the answer left
+	if err := f.f.WaitRoundTrip(ctx); err != nil {
+		t.Fatalf("WaitRoundTrip begun while a question was in flight: %v", err)
+	}
+	if applied := f.db.Applied(); applied < lsn {
+		t.Fatalf("WaitRoundTrip returned with lsn %d applied; the write at lsn %d was acknowledged before the read began (the question in flight was answered before it)", applied, lsn)
+	}
+	if err := <-first1; err != nil {
+		t.Fatalf("the first read: %v", err)
+	}
+	if rt := f.f.RoundTripTimes(); rt.Asks < 2 {
+		t.Fatalf("%d questions for two reads, the second begun after the first's question left", rt.Asks)
+	}
 }
