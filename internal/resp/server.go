@@ -348,6 +348,7 @@ func (s *Server) accept(conn redcon.Conn) bool {
 		addr:    conn.RemoteAddr(),
 		created: time.Now(),
 		srv:     s,
+		conn:    conn,
 	}
 	sess.ctx, sess.cancel = context.WithCancel(context.WithValue(s.ctx, sessionKey{}, sess))
 	sess.proto.Store(2)
@@ -543,6 +544,9 @@ type Session struct {
 	watchMu   sync.Mutex
 	watchStop func()
 	g         *guardConn
+	// conn is the connection's redcon side, whose buffered replies a
+	// call that blocks flushes first (BlockedCall).
+	conn redcon.Conn
 	// quit is set by QUIT to stop serving the rest of the pipeline.
 	quit bool
 	// alone is set while the connection's goroutine serves the one

@@ -49,6 +49,7 @@ func BlockedCall(ctx context.Context) (unblocked <-chan bool, done func()) {
 		return nil, func() {}
 	}
 	sess.watchNow()
+	sess.flushBuffered()
 	ch := make(chan bool, 1)
 	b := &sess.block
 	b.mu.Lock()
@@ -60,6 +61,20 @@ func BlockedCall(ctx context.Context) (unblocked <-chan bool, done func()) {
 			b.unblock = nil
 		}
 		b.mu.Unlock()
+	}
+}
+
+// flushBuffered writes the replies redcon holds for the connection (those
+// of the commands before the blocked one in the same read), as Redis
+// writes a client's replies before it blocks: redcon writes them only
+// after the last command of the read, which would keep them until the
+// blocked call returns. A call that blocks runs on the connection's
+// goroutine, redcon's writer's only user; a reply owed by the blocked
+// call itself (owed.go) is of the one command of its read, so nothing is
+// buffered before it and nothing is written here.
+func (s *Session) flushBuffered() {
+	if w := redcon.BaseWriter(s.conn); w != nil && len(w.Buffer()) > 0 {
+		_ = w.Flush() // a failed write ends the connection, seen by the watch
 	}
 }
 

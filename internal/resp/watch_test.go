@@ -126,6 +126,29 @@ func TestBlockedCallWatchedAtOnce(t *testing.T) {
 	}
 }
 
+// TestRepliesBeforeABlockedCallAreWritten: the replies of the commands a
+// client sent before a call that blocks, in the same read, reach it while
+// the call blocks, as Redis writes them before it blocks the client;
+// redcon writes a read's replies only after its last command.
+func TestRepliesBeforeABlockedCallAreWritten(t *testing.T) {
+	b := newFake()
+	b.waitBlocks, b.waitStarted, b.waitEnded = true, make(chan struct{}, 1), make(chan error, 1)
+	b.waitIsBlockedCall = true
+	_, addr := startServer(t, b, Config{})
+	c := rawConn(t, addr)
+	c.write(t, string(encode("PING"))+string(encode("ECHO", "before"))+string(encode("WAIT", "1", "0")))
+	select {
+	case <-b.waitStarted:
+	case <-time.After(5 * time.Second):
+		t.Fatal("WAIT never started")
+	}
+	c.expect(t, "+PONG", "$6", "before") // while WAIT blocks
+	c.Close()
+	if err := waitEnd(t, b); !errors.Is(err, context.Canceled) {
+		t.Fatalf("WAIT ended with %v, want the client's context canceled", err)
+	}
+}
+
 // TestCommandsPipelinedBehindWait: what a client sends while WAIT blocks
 // is read by the watch and must still be served, in order, afterwards;
 // a command it left incomplete is completed by bytes sent after WAIT.
