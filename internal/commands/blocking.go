@@ -115,9 +115,9 @@ func bpop(v View, args [][]byte, left, skipWrong bool) (Result, error) {
 			return Result{}, err
 		}
 		l.save(&t, left)
-		// Bulks, not Array{Bulk, Bulk}: one allocation, not three, for
+		// BulkPair, not Array{Bulk, Bulk}: one allocation, not three, for
 		// the reply every job of a queue gets.
-		return t.result(Bulks{key, vals[0]})
+		return t.result(BulkPair{key, vals[0]})
 	}
 	return Result{Reply: Array(nil)}, nil
 }

@@ -33,6 +33,11 @@ type (
 	// elements writes, without an allocation per element (a Bulk in a
 	// Reply is one), for the commands that return many (LRANGE).
 	Bulks [][]byte
+	// BulkPair is an array of two bulk strings, neither null: the
+	// [key, element] a blocking pop answers (BLPOP, BRPOP), which every
+	// job of a queue gets. Stored in the Reply as it is, one allocation;
+	// a Bulks of two was two (its elements and its slice header).
+	BulkPair [2][]byte
 )
 
 func (SimpleString) isReply() {}
@@ -45,6 +50,7 @@ func (Pairs) isReply()        {}
 func (Double) isReply()       {}
 func (Set) isReply()          {}
 func (Bulks) isReply()        {}
+func (BulkPair) isReply()     {}
 
 // OK is the +OK reply.
 const OK = SimpleString("OK")

@@ -152,6 +152,8 @@ func ReplySize(r Reply) int64 {
 		for _, b := range r {
 			n += int64(len(b)) + ElementOverhead
 		}
+	case BulkPair:
+		n += int64(len(r[0])+len(r[1])) + 2*ElementOverhead
 	}
 	return n
 }

@@ -74,15 +74,18 @@ type Hints struct {
 	// rev: span end hi -> g, no live row in [g, hi).
 	rev map[string][]byte
 	// dels: sub-key prefix of a (key, version) -> the point deletes of
-	// its rows passed to Delete (Deleted).
-	dels map[string]uint64
+	// its rows passed to Delete (Deleted). heads' and dels' values are
+	// pointers so that a key held already is updated through them, with
+	// no map store: a store makes its key a string, a copy, an allocation
+	// for every list push and pop the leader sequences.
+	dels map[string]*uint64
 	// heads: a row at an empty sub-key (a list's head row, which every
 	// push and pop at the head end writes and every list command reads)
 	// -> its value as the writes passed to Set and Delete left it, or as
 	// read from the rows below when none has been since (nil: no row).
 	// Get serves it without a read of the rows below: those rows change
 	// only by the writes passed here first.
-	heads map[string][]byte
+	heads map[string]*headHint
 	// samples: a set's key -> members a command drew ahead (Sample).
 	samples map[string]*Sample
 	// wins: span start lo -> the live rows from its forward hint on,
@@ -182,7 +185,7 @@ const maxHints = 4096
 
 // NewHints returns hints over base, with none yet.
 func NewHints(base Rows) *Hints {
-	return &Hints{base: base, fwd: map[string][]byte{}, rev: map[string][]byte{}, dels: map[string]uint64{}, heads: map[string][]byte{}, samples: map[string]*Sample{}, wins: map[string]*window{}, lists: map[string]*listRuns{}}
+	return &Hints{base: base, fwd: map[string][]byte{}, rev: map[string][]byte{}, dels: map[string]*uint64{}, heads: map[string]*headHint{}, samples: map[string]*Sample{}, wins: map[string]*window{}, lists: map[string]*listRuns{}}
 }
 
 // SetBase changes the rows under the hints (the leader's rows at a new
@@ -239,8 +242,8 @@ func (h *Hints) Get(k []byte) ([]byte, bool, error) {
 	if !headRow(k) {
 		return h.base.Get(k)
 	}
-	if v, ok := h.heads[string(k)]; ok {
-		return v, v != nil, nil
+	if hh, ok := h.heads[string(k)]; ok {
+		return hh.v, hh.v != nil, nil
 	}
 	v, ok, err := h.base.Get(k)
 	if err != nil {
@@ -254,16 +257,23 @@ func (h *Hints) Get(k []byte) ([]byte, bool, error) {
 // have a bound of their own, so that writes to many lists do not make the
 // pops forget their hints.
 func (h *Hints) noteHead(k, v []byte, ok bool) {
-	if _, had := h.heads[string(k)]; !had && len(h.heads) >= maxHints {
-		clear(h.heads)
-	}
 	if !ok {
 		v = nil
 	} else if v == nil {
 		v = []byte{}
 	}
-	h.heads[string(k)] = v
+	if hh, had := h.heads[string(k)]; had {
+		hh.v = v
+		return
+	}
+	if len(h.heads) >= maxHints {
+		clear(h.heads)
+	}
+	h.heads[string(k)] = &headHint{v: v}
 }
+
+// headHint is a head row's value as Hints knows it (nil: no row).
+type headHint struct{ v []byte }
 
 // Iter implements Rows.
 func (h *Hints) Iter(lo, hi []byte, fn func(k, v []byte) bool) error {
@@ -512,10 +522,13 @@ func (h *Hints) Delete(k []byte) {
 			h.deadRev(append(bytes.Clone(prefix), sub[0]+1), k)
 		}
 	}
-	if _, ok := h.dels[string(prefix)]; !ok {
-		h.makeRoom()
+	if n, ok := h.dels[string(prefix)]; ok {
+		*n++
+		return
 	}
-	h.dels[string(prefix)]++
+	h.makeRoom()
+	n := uint64(1)
+	h.dels[string(prefix)] = &n
 }
 
 // deadFwd: row k is deleted; if the forward hint of span start lo says
@@ -540,7 +553,10 @@ func (h *Hints) deadRev(hi, k []byte) {
 // compaction drops it. A collection that has many next to few live rows
 // is worth rewriting under a new version (SPOP does).
 func (h *Hints) Deleted(key []byte, version uint64) uint64 {
-	return h.dels[string(AppendSubPrefix(nil, key, version))]
+	if n, ok := h.dels[string(AppendSubPrefix(nil, key, version))]; ok {
+		return *n
+	}
+	return 0
 }
 
 // DeleteRange implements Writer: it leaves the span hints true, as
@@ -585,13 +601,25 @@ func (h *Hints) Sample(key []byte) *Sample {
 func (h *Hints) ApplyOps(ops []logrec.Op) error {
 	// The row keys of the ops passed in one exact-size arena: a hint may
 	// keep one (liveFwd), and with it the arena, as it would its own.
+	return h.ApplyOpsIn(ops, NewArena(HintBytes(ops))) // FLUSHALL's ops build nothing: size 0, no buffer
+}
+
+// HintBytes is how many bytes of an arena Hints.ApplyOpsIn builds for ops.
+func HintBytes(ops []logrec.Op) int {
 	size := 0
 	for i := range ops {
 		if !metaOnly(ops[i].Kind) {
 			size += RowBytes(&ops[i])
 		}
 	}
-	a := NewArena(size) // FLUSHALL's ops build nothing: size 0, no buffer
+	return size
+}
+
+// ApplyOpsIn is ApplyOps building the row keys in a, which the hints may
+// keep (liveFwd) and with them a: the leader's overlay shares one arena,
+// sized for both, between its layer and its hints (an allocation fewer
+// for every collection write it sequences).
+func (h *Hints) ApplyOpsIn(ops []logrec.Op, a *Arena) error {
 	for i := range ops {
 		if metaOnly(ops[i].Kind) {
 			continue

@@ -181,12 +181,23 @@ func (l *Layer) DeleteRange(lo, hi []byte) {
 // key and a row per op on every write the leader sequences): the layer
 // keeps the rows until Forget, the arena lives as long as any of them.
 func (l *Layer) ApplyOps(lsn uint64, ops []logrec.Op) error {
-	l.lsn = lsn
+	return l.ApplyOpsIn(lsn, ops, NewArena(OpsBytes(ops)))
+}
+
+// OpsBytes is RowBytes summed over ops: how many bytes of an arena
+// Layer.ApplyOpsIn builds for them.
+func OpsBytes(ops []logrec.Op) int {
 	size := 0
 	for i := range ops {
 		size += RowBytes(&ops[i])
 	}
-	a := NewArena(size)
+	return size
+}
+
+// ApplyOpsIn is ApplyOps building the row keys and rows in a, which the
+// layer keeps (and a with them) while it holds them.
+func (l *Layer) ApplyOpsIn(lsn uint64, ops []logrec.Op, a *Arena) error {
+	l.lsn = lsn
 	for i := range ops {
 		if err := ApplyIn(l, &ops[i], a); err != nil {
 			return err

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tandemdb/tandem/internal/commands"
 	"github.com/tandemdb/tandem/internal/logrec"
+	"github.com/tandemdb/tandem/internal/replication"
 	"github.com/tandemdb/tandem/internal/resp"
 )
 
@@ -630,8 +631,14 @@ func (b backend) blockThen(ctx context.Context, spec *commands.Spec, args [][]by
 		}
 		if then != nil && !again && took {
 			// Its first pop, not a woken one (lostReply's fault is for
-			// those): answered by the goroutine that commits it.
-			pending.Then(ctx, func(reply commands.Reply, lsn uint64, err error) { then(waitResult(reply, lsn, err)) })
+			// those): answered by the goroutine that commits it, as
+			// SubmitThen hands over a write (ThenMap: no closure around
+			// then, an allocation a job).
+			if p, ok := pending.(*replication.Pending); ok {
+				p.ThenMap(ctx, then, waitError)
+			} else {
+				pending.Then(ctx, func(reply commands.Reply, lsn uint64, err error) { then(waitResult(reply, lsn, err)) })
+			}
 			return nil, 0, nil, true
 		}
 		reply, lsn, err := waitResult(pending.Wait(ctx))

@@ -779,7 +779,7 @@ func TestRegistryServe(t *testing.T) {
 		t.Fatalf("served %d waiters, want a and b", len(served))
 	}
 	for i, want := range []string{"y", "x"} {
-		if got, ok := served[i].reply.(commands.Bulks); !ok || len(got) != 2 || string(got[1]) != want {
+		if got, ok := served[i].reply.(commands.BulkPair); !ok || string(got[1]) != want {
 			t.Errorf("waiter %d got %v, want [q %s]", i, served[i].reply, want)
 		}
 	}

@@ -31,8 +31,13 @@ func (o *overlay) add(e *logrec.Entry) {
 		o.l = keyspace.NewLayer(nil)
 		o.h = keyspace.NewHints(nil)
 	}
-	_ = o.l.ApplyOps(e.LSN, e.Ops)
-	_ = o.h.ApplyOps(e.Ops)
+	// One arena for the layer's rows and the hints' row keys: a list
+	// push or pop made two (each holds what it builds; the arena lives
+	// while either does, and its first buffer is at most 64 KiB either
+	// way).
+	a := keyspace.NewArena(keyspace.OpsBytes(e.Ops) + keyspace.HintBytes(e.Ops))
+	_ = o.l.ApplyOpsIn(e.LSN, e.Ops, a)
+	_ = o.h.ApplyOpsIn(e.Ops, a)
 }
 
 // drop forgets the rows of applied entries through last, unless a later

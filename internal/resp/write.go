@@ -37,6 +37,10 @@ func writeReply(w redcon.Conn, r commands.Reply, proto3 bool) {
 		for _, b := range r {
 			w.WriteBulk(b)
 		}
+	case commands.BulkPair:
+		w.WriteArray(2)
+		w.WriteBulk(r[0])
+		w.WriteBulk(r[1])
 	case commands.Double:
 		if proto3 {
 			w.WriteRaw(append(append([]byte{','}, commands.FormatDouble(float64(r))...), crlf...))

@@ -48,3 +48,22 @@ func TestBulksWireForm(t *testing.T) {
 		}
 	}
 }
+
+// TestBulkPairWireForm: commands.BulkPair (a blocking pop's [key,
+// element]) is written exactly as the Array of two Bulk it stands for, in
+// RESP2 and RESP3, an empty element included, and counts as that much
+// against the reply bound.
+func TestBulkPairWireForm(t *testing.T) {
+	for _, vals := range [][2]string{{"queue", "job"}, {"k", ""}} {
+		pair := commands.BulkPair{[]byte(vals[0]), []byte(vals[1])}
+		array := commands.Array{commands.Bulk(vals[0]), commands.Bulk(vals[1])}
+		for _, p3 := range []bool{false, true} {
+			if got, want := encodeReply(pair, p3), encodeReply(array, p3); !bytes.Equal(got, want) {
+				t.Errorf("%q (RESP3 %v): %q, want %q", vals, p3, got, want)
+			}
+		}
+		if got, want := commands.ReplySize(pair), commands.ReplySize(array); got != want {
+			t.Errorf("%q: ReplySize %d, want %d", vals, got, want)
+		}
+	}
+}

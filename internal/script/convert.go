@@ -53,6 +53,13 @@ func toLua(L *lua.LState, r commands.Reply, resp int) lua.LValue {
 			t.Append(lua.LString(b))
 		}
 		return t
+	case commands.BulkPair:
+		// Only blocking pops answer one, which scripts may not call;
+		// converted as the Bulks it stands for all the same.
+		t := L.CreateTable(2, 0)
+		t.Append(lua.LString(r[0]))
+		t.Append(lua.LString(r[1]))
+		return t
 	case commands.Pairs:
 		if resp == 3 {
 			t := L.CreateTable(len(r)/2, 0)

@@ -146,7 +146,12 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	cur, next := d.filters.cur.Load(), d.filters.next.Load()
 	subCur, subNext := d.subFilters.cur.Load(), d.subFilters.next.Load()
 	var bk []byte // a list block's key (dropListBlock)
+	writes := 0
 	for _, c := range w.cached {
+		if c.superseded {
+			continue
+		}
+		writes++
 		if c.set {
 			f, n, k := cur, next, c.key[1:]
 			if c.key[0] != keyspace.PrefixMeta {
@@ -171,6 +176,7 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 			bk = d.dropListBlock(bk, c.key)
 		}
 	}
+	d.cacheWrites.Add(uint64(writes))
 	d.subFilters.added(w.chunks)
 	w.locked = false
 	d.readMu.Unlock()
@@ -311,17 +317,23 @@ var metaScratch = sync.Pool{New: func() any { return &pendingMetas{at: map[strin
 type pendingMeta struct {
 	key, row  []byte
 	del, dead bool
+	// cached is the index in the writer's cached of this write's row.
+	cached int
 }
 
 // putMeta takes the write of the metadata row at k (row, or a delete),
-// superseding the batch's earlier write of it, if any.
+// superseding the batch's earlier write of it, if any, whose row then
+// goes neither into the batch nor to the row cache: the caller appends
+// this write's own cached row next. (Every metas index is dropped with
+// flushMeta, before anything that truncates cached.)
 func (w *applyWriter) putMeta(k, row []byte, del bool) {
 	key := unsafe.String(unsafe.SliceData(k), len(k))
 	if i, ok := w.metaAt[key]; ok {
 		w.metas[i].dead = true
+		w.cached[w.metas[i].cached].superseded = true
 	}
 	w.metaAt[key] = len(w.metas)
-	w.metas = append(w.metas, pendingMeta{key: k, row: row, del: del})
+	w.metas = append(w.metas, pendingMeta{key: k, row: row, del: del, cached: len(w.cached)})
 }
 
 // flushMeta writes the live pending metadata row writes into the batch,
@@ -538,6 +550,12 @@ func (w *applyWriter) failPrior(mk []byte, hint logrec.Prior, said, got rowState
 type cachedRow struct {
 	key, row          []byte
 	invalidate, group bool
+	// superseded: a later write of the batch replaced this one (putMeta),
+	// and the row cache and filters get that one only. The same metadata
+	// and head rows written by every entry of a group (a list's, under a
+	// job queue) made a row cache entry each, an allocation and a locked
+	// Put per write on the leader.
+	superseded bool
 	// set: the row was written (it goes into the filters), not deleted.
 	set bool
 }

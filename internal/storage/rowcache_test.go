@@ -201,3 +201,43 @@ func TestRowCacheKeysNeverMeet(t *testing.T) {
 		}
 	}
 }
+
+// TestApplyCachesLastWriteOfRow: an Apply of a group of entries that each
+// push to one list (a job queue's LPUSHes) gives the row cache each
+// element row and only the last write of the list's metadata and head
+// rows, which every entry writes; the cache then holds those last rows.
+func TestApplyCachesLastWriteOfRow(t *testing.T) {
+	d := open(t, vfs.NewMem())
+	defer d.Close()
+	const n = 20
+	key := []byte("q")
+	var es []logrec.Entry
+	for i := range uint64(n) {
+		head := keyspace.ListStartIndex - 1 - i // LPUSH: the head moves left
+		es = append(es, entry(1, i+1,
+			logrec.Op{Kind: logrec.OpSubPut, Key: key, Version: 1, Sub: keyspace.ListIndexSub(head), Value: []byte(fmt.Sprint("job", i))},
+			logrec.Op{Kind: logrec.OpSubPut, Key: key, Version: 1, Sub: keyspace.ListHeadSub, Value: keyspace.ListHeadRow(head)},
+			logrec.Op{Kind: logrec.OpMeta, Key: key, Type: uint8(keyspace.TypeList), Version: 1, Size: i + 1}))
+	}
+	mustAppend(t, d, es...)
+	before := d.cacheWrites.Load()
+	mustApply(t, d, es...)
+	if got, want := d.cacheWrites.Load()-before, uint64(n+2); got != want {
+		t.Errorf("Apply of %d pushes gave the row cache %d rows, want %d (each element, one metadata and one head row)", n, got, want)
+	}
+	misses := d.RowCacheStats().Misses
+	v, ok, err := View{DB: d, NowMs: 1}.Get(key)
+	if err != nil || !ok || v.Size != n || v.Type != keyspace.TypeList {
+		t.Fatalf("Get(q) = %+v, %v, %v; want a list of %d", v, ok, err, n)
+	}
+	row, ok, err := View{DB: d, NowMs: 1}.Sub(key, 1, keyspace.ListHeadSub)
+	if err != nil || !ok {
+		t.Fatalf("head row: %v, %v", ok, err)
+	}
+	if h, _ := keyspace.DecodeListHead(row); h != keyspace.ListStartIndex-n {
+		t.Errorf("head row %d, want %d", h, keyspace.ListStartIndex-n)
+	}
+	if st := d.RowCacheStats(); st.Misses != misses {
+		t.Errorf("the metadata and head rows were not read from the row cache: misses %d -> %d", misses, st.Misses)
+	}
+}

@@ -330,6 +330,9 @@ type DB struct {
 	// applyRecords counts the records Apply put in its Pebble batches
 	// (rows, deletes, range deletes, its own metadata: ApplyRecords).
 	applyRecords atomic.Uint64
+	// cacheWrites counts the rows Apply gave the row cache (Put,
+	// Update, Invalidate) after its batches, for tests.
+	cacheWrites atomic.Uint64
 	// reclaim compacts the spans of large drops in the background.
 	reclaim *reclaimer
 	// trim gives what Pebble frees outside the Go heap back (cmem.go).
