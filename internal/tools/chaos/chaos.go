@@ -90,6 +90,9 @@ type Options struct {
 	Dir string
 	// ServerArgs are extra flags for every node, e.g. --buggify NAME.
 	ServerArgs []string
+	// OrchestratorArgs are extra flags for every orchestrator, e.g.
+	// --follower-silence 1s.
+	OrchestratorArgs []string
 	// Policies are the read policies sessions run under, beside the plain
 	// clients, in TANDEM.READPOLICY's syntax; nil means DefaultPolicies,
 	// an empty non-nil slice none. "any" may be added: its stale reads are
@@ -237,7 +240,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		ccfg.ControlPlane, ccfg.Orchestrators, ccfg.Proxy = true, 2, withProxy
 		// The cluster's mode lives in the topology; the orchestrator
 		// writes it at bootstrap.
-		ccfg.OrchestratorArgs = []string{"--mode", opts.Mode}
+		ccfg.OrchestratorArgs = append([]string{"--mode", opts.Mode}, opts.OrchestratorArgs...)
 	}
 	c, err := cluster.Start(ctx, ccfg, log)
 	if err != nil {
