@@ -19,7 +19,7 @@ type vm struct {
 	L   *lua.LState
 	// base is the state's real globals table (libraries, redis); scripts
 	// run in env, an empty table whose metatable reads base and refuses
-	// writes, with KEYS and ARGV set raw for each run. No script can
+	// writes; KEYS and ARGV are set raw in base for each run. No script can
 	// reach base: _G is env, and getfenv answers env where gopher-lua's
 	// would give base (a Go function's environment, level 0).
 	base, env *lua.LTable
@@ -349,12 +349,14 @@ func (m *vm) exec(ctx context.Context, sc *compiled, keys, argv [][]byte, r *run
 }
 
 // fill makes t the array of a's strings, taken in order from all (a's
-// elements concatenated, and maybe more after them), and env's global
-// name. It reuses t, the table of the last run, when that run left it a
+// elements concatenated, and maybe more after them), and the global
+// name, set in base: read through env like every global, and refused as a
+// write like every global (`KEYS = 5` raises, as in Redis 7, where it
+// succeeded while they were set in env itself). It reuses t, the table of the last run, when that run left it a
 // plain array (plainArray): no script sees a table of another, since a
 // script has nowhere to keep one past its run (every table that outlives
 // it is read-only), so the reuse is invisible and spares a table, its
-// array and env's key per run. Else it makes a new one.
+// array and base's key per run. Else it makes a new one.
 func (m *vm) fill(t *lua.LTable, name string, a [][]byte, all string) *lua.LTable {
 	if t == nil || !plainArray(t) {
 		t = m.L.CreateTable(len(a), 0)
@@ -368,8 +370,8 @@ func (m *vm) fill(t *lua.LTable, name string, a [][]byte, all string) *lua.LTabl
 	for i := len(a) + 1; i <= old; i++ {
 		t.RawSetInt(i, lua.LNil)
 	}
-	if m.env.RawGetString(name) != lua.LValue(t) {
-		m.env.RawSetString(name, t)
+	if m.base.RawGetString(name) != lua.LValue(t) {
+		m.base.RawSetString(name, t)
 	}
 	return t
 }

@@ -252,6 +252,9 @@ func TestSandbox(t *testing.T) {
 	e, m := newEngine(t), newMem()
 	for _, c := range []struct{ body, want string }{
 		{"x = 1", "Attempt to modify a readonly table"},
+		{"KEYS = 5", "Attempt to modify a readonly table"}, // Redis 7's globals, KEYS and ARGV among them, are read-only
+		{"ARGV = {}", "Attempt to modify a readonly table"},
+		{"rawset(_G, 'KEYS', 1)", "Attempt to modify a readonly table"},
 		{"_G.x = 1", "Attempt to modify a readonly table"},
 		{"_G = {}", "Attempt to modify a readonly table"},
 		{"redis = function() return 1 end", "Attempt to modify a readonly table"},
