@@ -144,13 +144,20 @@ func TestApplyAheadOnlyWhileAppending(t *testing.T) {
 	}
 }
 
-// failLog fails every write to the log's files while armed.
-type failLog struct{ armed atomic.Bool }
+// failLog fails every write to the log's files while armed, once gate
+// (if set) is closed: a test holds the failure until its apply ahead ran.
+type failLog struct {
+	armed atomic.Bool
+	gate  chan struct{}
+}
 
 func (f *failLog) String() string { return "faillog" }
 
 func (f *failLog) MaybeError(op errorfs.Op) error {
 	if f.armed.Load() && op.Kind.ReadOrWrite() == errorfs.OpIsWrite && strings.Contains(op.Path, "/"+logDir+"/") {
+		if f.gate != nil {
+			<-f.gate
+		}
 		return errors.New("injected log write error")
 	}
 	return nil
@@ -176,8 +183,15 @@ func TestApplyAheadFailedAppendReopens(t *testing.T) {
 	if err := d.Apply(es[:5]); err != nil {
 		t.Fatal(err)
 	}
+	// The append fails only once the apply ahead ran: a failure first
+	// (appendingTo cleared) rightly leaves nothing to apply ahead, and
+	// the test, racing the two, failed now and then under -race.
+	f.gate = make(chan struct{})
 	f.armed.Store(true)
-	err = d.AppendLogWhile(encodeAll(es[5:]...), func(<-chan struct{}) error { return d.Apply(es[5:]) })
+	err = d.AppendLogWhile(encodeAll(es[5:]...), func(<-chan struct{}) error {
+		defer close(f.gate)
+		return d.Apply(es[5:])
+	})
 	if err == nil {
 		t.Fatal("append with the log's writes failing: no error")
 	}
