@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -258,5 +260,70 @@ func TestWaitForLeaderLooksAgain(t *testing.T) {
 	}
 	if id, addr, epoch := c.Leader(); id != "fake" || addr != s.addr || epoch != 7 {
 		t.Errorf("Leader() = %s %s %d, want fake %s 7", id, addr, epoch, s.addr)
+	}
+}
+
+// TestNewConnectionToFormerLeader: a connection dialed to the leader that
+// is replaced before go-redis has set the connection up (HELLO, CLIENT
+// SETINFO, sent inside the command that needed the connection) makes the
+// command take a new connection to the new leader at once. The set-up's
+// commands were once retried on that same connection, which refuses to
+// send to a former leader, until FailoverTimeout: CI failed
+// TestFollowsLeaderByRole when a dial raced a leader change.
+func TestNewConnectionToFormerLeader(t *testing.T) {
+	old, next := startScripted(t), startScripted(t)
+	next.notYet = 1 << 30 // a replica until it leads
+	var c *Client
+	var armed atomic.Bool // from the SET on: the probes dial too
+	var once sync.Once
+	dialer := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		nc, err := net.Dial(network, addr)
+		if err != nil || addr != old.addr || !armed.Load() {
+			return nc, err
+		}
+		once.Do(func() {
+			// The leader changes just after this dial connected.
+			old.mu.Lock()
+			old.notYet = 1 << 30
+			old.mu.Unlock()
+			next.mu.Lock()
+			next.notYet = 0
+			next.mu.Unlock()
+			c.lookAgain()
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+				if _, a, _ := c.Leader(); a == next.addr {
+					return
+				}
+				runtime.Gosched()
+			}
+			t.Error("the client did not see the new leader")
+		})
+		return nc, nil
+	}
+	var err error
+	c, err = New(Options{Addrs: []string{old.addr, next.addr}, FailoverTimeout: 30 * time.Second,
+		Redis: &redis.Options{Dialer: dialer}, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.WaitForLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, a, _ := c.Leader(); a != old.addr {
+		t.Fatalf("first leader %s, want %s", a, old.addr)
+	}
+	armed.Store(true)
+	start := time.Now()
+	if err := c.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatalf("SET: %v after %v", err, time.Since(start))
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("SET took %v", took)
+	}
+	if n, m := old.count("set"), next.count("set"); n != 0 || m != 1 {
+		t.Errorf("SETs received: former leader %d, new leader %d; want 0 and 1", n, m)
 	}
 }

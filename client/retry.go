@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -189,6 +190,18 @@ func (c *Client) idempotent(args []any) bool {
 	return IsIdempotent(args)
 }
 
+// nested reports whether ctx is that of a command the hook already
+// retries. go-redis sets a new connection up (HELLO, CLIENT SETINFO) inside
+// the command that needed it, through the hooks, on that one connection: a
+// retry there would send again on the same connection, which, dialed to a
+// leader that has since changed, refuses every attempt until the deadline
+// (CI failed TestFollowsLeaderByRole so). Failing at once lets the outer
+// command retry, on a new connection to the new leader.
+func nested(ctx context.Context) bool {
+	_, ok := ctx.Value(deadlineKey{}).(time.Time)
+	return ok
+}
+
 // hook carries out the retry policy around go-redis's processing.
 type hook struct{ c *Client }
 
@@ -196,6 +209,9 @@ func (h hook) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (h hook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
+		if nested(ctx) {
+			return next(ctx, cmd)
+		}
 		r := h.c.newRetrier()
 		ctx = r.within(ctx)
 		for {
@@ -214,6 +230,9 @@ func (h hook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 
 func (h hook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if nested(ctx) {
+			return next(ctx, cmds)
+		}
 		r := h.c.newRetrier()
 		ctx = r.within(ctx)
 		todo := cmds
