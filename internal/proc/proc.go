@@ -10,7 +10,10 @@
 // the kernel's ephemeral range (/proc/sys/net/ipv4/ip_local_port_range):
 // a port from that range (what "127.0.0.1:0" gives) can be taken, once
 // released, by any outgoing connection on the machine; below it only
-// another listener can. Callers that bind the port themselves and keep the
+// another listener can, and a port handed out is claimed for the
+// process's lifetime (a lock file, see claim), so no other process using
+// this package picks it while the child that had it is down. Callers that
+// bind the port themselves and keep the
 // listener (a relay, a test server) may listen on "127.0.0.1:0": nothing
 // is released, so nothing can be taken.
 //
@@ -33,6 +36,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -62,18 +66,44 @@ func portRange() (from, to int) {
 	return max(low-16384, 10000), low
 }
 
-// portBlocks splits the range among processes by pid: a port a process
-// handed out and a child released (a node that is down until it restarts)
-// can be taken by any other process that picks the same port, and test
-// binaries of several packages run at once, each starting clusters. With
-// each process drawing from its own eighth first, two processes meet only
-// if their pids share a block.
+// portBlocks splits the range among processes by pid, so that processes
+// seldom try each other's ports (claim is what keeps them apart): each
+// draws from its own eighth first.
 const portBlocks = 8
 
-// handedOut holds every port this process handed out: Listen never gives
-// one twice, so a port released by a stopped child is still its own when
-// the child restarts.
-var handedOut sync.Map // int -> struct{}
+// handedOut holds every port this process handed out, with its claim:
+// Listen never gives one twice, so a port released by a stopped child is
+// still its own when the child restarts.
+var handedOut sync.Map // int -> *os.File (the claim's lock; nil if none could be made)
+
+// claimDir holds a lock file per port handed out by any process on the
+// machine that uses this package.
+var claimDir = filepath.Join(os.TempDir(), "tandem-ports")
+
+// claim takes port p for this process's lifetime across processes: an
+// exclusive flock(2) on claimDir/p, which the kernel drops when the
+// process dies, however it dies. A port a process handed out and a child
+// released (a node killed until it restarts) is free to bind, so only the
+// claim keeps another process's Listen off it: test binaries of several
+// packages run at once, each starting and killing clusters (CI once saw a
+// restarted node's port taken, "address already in use"). ok is false if
+// another process holds p. Where no lock file can be made the claim is
+// skipped (lock nil, ok true): the pid blocks still keep processes apart
+// mostly.
+func claim(p int) (lock *os.File, ok bool) {
+	if err := os.MkdirAll(claimDir, 0o777); err != nil {
+		return nil, true
+	}
+	f, err := os.OpenFile(filepath.Join(claimDir, strconv.Itoa(p)), os.O_RDWR|os.O_CREATE, 0o666)
+	if err != nil {
+		return nil, true
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, !errors.Is(err, syscall.EWOULDBLOCK)
+	}
+	return f, true
+}
 
 // Listen listens on a free loopback port below the kernel's ephemeral
 // range, never one this process handed out before. The caller releases
@@ -93,9 +123,16 @@ func Listen() (net.Listener, error) {
 			if _, taken := handedOut.Load(p); taken {
 				continue
 			}
+			lock, ok := claim(p)
+			if !ok {
+				continue
+			}
 			if l, err := net.Listen("tcp", Addr(p)); err == nil {
-				handedOut.Store(p, struct{}{})
+				handedOut.Store(p, lock)
 				return l, nil
+			}
+			if lock != nil {
+				lock.Close()
 			}
 		}
 	}

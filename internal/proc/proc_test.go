@@ -1,8 +1,13 @@
 package proc
 
 import (
+	"bufio"
+	"fmt"
+	"io"
 	"net"
+	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -140,5 +145,101 @@ func TestListenNeverHandsOutAPortTwice(t *testing.T) {
 			t.Fatalf("port %d handed out twice", p)
 		}
 		seen[p] = true
+	}
+}
+
+// TestClaimAcrossProcesses: a port Listen handed out stays claimed after
+// its listener closed (a child that had it is down), so another process
+// cannot claim it; and a port another process claimed is not claimed
+// here until that process dies. The other process is this test binary
+// running TestClaimHelper.
+func TestClaimAcrossProcesses(t *testing.T) {
+	l, err := Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	if _, ok := handedOut.Load(p); !ok {
+		t.Fatalf("port %d not recorded as handed out", p)
+	}
+	if got := otherClaims(t, p); got != "taken" {
+		t.Fatalf("another process claiming port %d, which this one handed out: %q, want taken", p, got)
+	}
+
+	from, to := portRange()
+	q := from + (p-from+1)%(to-from)
+	for _, taken := handedOut.Load(q); taken; _, taken = handedOut.Load(q) {
+		q = from + (q-from+1)%(to-from)
+	}
+	other := exec.Command(os.Args[0], "-test.run", "^TestClaimHelper$")
+	other.Env = append(os.Environ(), "PROC_CLAIM_PORT="+strconv.Itoa(q))
+	stdin, err := other.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := other.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { other.Process.Kill(); other.Wait() }()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if strings.TrimSpace(line) != "claimed" {
+		t.Fatalf("the other process: %q, %v", line, err)
+	}
+	if lock, ok := claim(q); ok {
+		lock.Close()
+		t.Fatalf("claimed port %d, which another process holds", q)
+	}
+	stdin.Close() // the other process exits
+	if err := other.Wait(); err != nil {
+		t.Fatalf("the other process: %v", err)
+	}
+	lock, ok := claim(q)
+	if !ok || lock == nil {
+		t.Fatalf("port %d not claimed after the other process exited (ok %v)", q, ok)
+	}
+	lock.Close()
+}
+
+// otherClaims runs TestClaimHelper in another process to claim port p
+// and returns what it says.
+func otherClaims(t *testing.T, p int) string {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestClaimHelper$")
+	cmd.Env = append(os.Environ(), "PROC_CLAIM_PORT="+strconv.Itoa(p))
+	cmd.Stdin = strings.NewReader("")
+	b, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("the other process: %v", err)
+	}
+	first, _, _ := strings.Cut(string(b), "\n")
+	return strings.TrimSpace(first)
+}
+
+// TestClaimHelper is the other process of TestClaimAcrossProcesses: with
+// PROC_CLAIM_PORT set it claims that port, prints "claimed" or "taken",
+// and holds the claim until its stdin closes.
+func TestClaimHelper(t *testing.T) {
+	port := os.Getenv("PROC_CLAIM_PORT")
+	if port == "" {
+		return
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock, ok := claim(p)
+	if !ok {
+		fmt.Println("taken")
+		return
+	}
+	fmt.Println("claimed")
+	io.Copy(io.Discard, os.Stdin)
+	if lock != nil {
+		lock.Close()
 	}
 }
