@@ -155,8 +155,11 @@ func (s *session) readCmds(args [][]byte, withPositions bool) (cmds [][][]byte, 
 // two fixed ones, so that the form costs no allocation per read.
 func knownReadCmds(dst *[3][][]byte, args [][]byte) (cmds [][][]byte, at, tok int) {
 	*dst = [3][][]byte{knownReset, args, knownToken}
-	return dst[:], 1, 2
+	return dst[:], 1, knownTok
 }
+
+// knownTok is the token's index in the known form.
+const knownTok = 2
 
 // The fixed commands of the known form, shared by every read (never
 // written to: a call only reads its commands).

@@ -530,9 +530,13 @@ type op struct {
 	// prove it. noKnown: one such attempt did not, send the state.
 	// (The bools side by side: op stays in a 512-byte size class.)
 	known, noKnown bool
-	again          int       // times a monotonic read was sent to wait again on its follower
-	sentAt         time.Time // when the current attempt was sent (Proxy.now)
-	floor          position
+	// proved: the current attempt is a known read sent bare on a read
+	// connection, proven by the proofs around it (upstream.go);
+	// knownForm: one in the known form (knownReadCmds).
+	proved, knownForm bool
+	again             int       // times a monotonic read was sent to wait again on its follower
+	sentAt            time.Time // when the current attempt was sent (Proxy.now)
+	floor             position
 	// batch: the current attempt is a linearizable read in an index
 	// batch (readindex.go), whose probe must have learned a position.
 	batch *indexBatch
@@ -634,7 +638,7 @@ func (p *Proxy) sendBurst(sess *resp.Session) {
 func (p *Proxy) send(sess *resp.Session, o *op, n *node) {
 	s := sess.Local.(*session)
 	withPos := n.positions.Load() == 1
-	o.batch = nil
+	o.batch, o.proved, o.knownForm = nil, false, false
 	switch {
 	case !withPos || (!positional(s.policy) && (o.read || s.user == "")):
 		// A bare command (what readCmds and writeCmds give, without
@@ -642,7 +646,20 @@ func (p *Proxy) send(sess *resp.Session, o *op, n *node) {
 		o.cmdsBuf[0] = o.args
 		o.cmds, o.at, o.tok = o.cmdsBuf[:1], 0, -1
 	case o.read && !o.wait && !o.noKnown && s.user == "" && (s.policy.Kind == resp.PolicyRYW || s.policy.Kind == resp.PolicyMonotonic) && n.knownAppliedIn(s.floor()):
-		o.cmds, o.at, o.tok = knownReadCmds(&o.cmdsBuf, o.args)
+		if s.owesWrite(n) || plantKnownForm || !n.readConn(sess.ID()).provenIn(s.floor()) {
+			// In the known form, which proves itself: on the write
+			// connection, behind the session's write, the proofs of a
+			// read connection do not reach it; on a read connection whose
+			// last proof does not prove the floor (none yet, or the
+			// floor is the session's new write), the read needs a proof
+			// before it, and its token is one for the reads after it.
+			o.cmds, o.at, o.tok = knownReadCmds(&o.cmdsBuf, o.args)
+			o.knownForm = true
+		} else {
+			o.cmdsBuf[0] = o.args
+			o.cmds, o.at, o.tok = o.cmdsBuf[:1], 0, -1
+			o.proved = true
+		}
 		o.known, o.floor = true, s.floor()
 		p.stats.readsFloorKnown.Add(1)
 	case o.read && (o.wait || o.toLeader) && !o.noKnown && o.policy.Kind == resp.PolicyLinearizable && withPos:
@@ -668,6 +685,7 @@ func (p *Proxy) send(sess *resp.Session, o *op, n *node) {
 		o.call = new(call)
 	}
 	o.call.init(n, o.cmds)
+	o.call.proved, o.call.known = o.proved, o.knownForm
 	if o.read {
 		o.sentAt = p.now()
 		if !n.healthy() {
@@ -955,6 +973,11 @@ func hash(s string) uint64 {
 	return h
 }
 
+// plantKnownForm is a planted inefficiency for tests: every known read
+// goes in the three-command known form, none proved
+// (TestProvedReadsShareProofs counts the commands).
+var plantKnownForm = false
+
 // Errors the proxy answers itself.
 const (
 	replyNoLeader  = "-TRYAGAIN tandem proxy: no leader took writes within %v (a failover may be in progress); the write was not sent\r\n"
@@ -1123,6 +1146,19 @@ func (p *Proxy) completeRead(ctx context.Context, sess *resp.Session, o *op) []b
 			last = "node " + n.id + ": " + strings.TrimSpace(string(trunc(r[1:], 120)))
 			p.tryRead(sess, o)
 			continue
+		}
+		if c := o.call; c.proved {
+			// A bare read between two proofs (upstream.go): both must
+			// prove the floor, and the one after bounds the position the
+			// session read at.
+			if !c.provesFloor(o.floor) {
+				p.stats.readsFloorUnproven.Add(1)
+				o.noKnown, o.wait = true, true
+				p.send(sess, o, n)
+				continue
+			}
+			s.read = maxPos(s.read, c.after)
+			n.servedAt(c.after)
 		}
 		if o.tok >= 0 {
 			t, ok := tokenOf(o.call.replies[o.tok])

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/tidwall/redcon"
 
 	"github.com/tandemdb/tandem/internal/resp"
 )
@@ -1268,8 +1269,10 @@ func TestKnownFormReplies(t *testing.T) {
 }
 
 // TestKnownFloorReads: a ryw read on a follower known to have applied the
-// session's floor goes without the session's state (TANDEM.TOKEN RESET,
-// the read, TANDEM.TOKEN), and its token must prove the floor: a
+// session's floor goes without the session's state: the first on a read
+// connection in the known form (TANDEM.TOKEN RESET, the read,
+// TANDEM.TOKEN), the next ones proved (the read alone between two
+// TANDEM.APPLIED), and the token or proofs must prove the floor: a
 // follower whose applied position went back under what the proxy knew
 // (a history a failover replaced) serves it below the floor, and the
 // read is sent again with the session's state, which the node enforces
@@ -1299,9 +1302,14 @@ func TestKnownFloorReads(t *testing.T) {
 		rec := f.received()
 		return strings.Join(rec[max(0, len(rec)-3):], " | ")
 	}
-	const bare = "TANDEM.TOKEN RESET | get k | TANDEM.TOKEN"
-	if tail(f1) != bare && tail(f2) != bare {
-		t.Fatalf("reads of a known floor: the followers last received %q and %q; want %q", tail(f1), tail(f2), bare)
+	const proved = "TANDEM.APPLIED | get k | TANDEM.APPLIED"
+	if tail(f1) != proved && tail(f2) != proved {
+		t.Fatalf("reads of a known floor: the followers last received %q and %q; want %q", tail(f1), tail(f2), proved)
+	}
+	for _, f := range []*fakeNode{f1, f2} {
+		if rec := strings.Join(f.received(), " | "); f.count("get") > 0 && !strings.Contains(rec, "TANDEM.TOKEN RESET | get k | TANDEM.TOKEN") {
+			t.Fatalf("%s's first read on its read connection was not in the known form: %q", f.id, rec)
+		}
 	}
 	if l.count("get") != 0 {
 		t.Fatalf("the leader served %d reads", l.count("get"))
@@ -1355,4 +1363,103 @@ func waitProbed(t *testing.T, p *Proxy) {
 		}
 		return true, ""
 	})
+}
+
+// TestProvedReadsShareProofs: concurrent ryw reads of a known floor cost
+// a follower one command each and a share of a proof, not the known
+// form's three (plantKnownForm sends every one in the known form).
+func TestProvedReadsShareProofs(t *testing.T) {
+	l, f1, f2, v := threeFakes(t, true)
+	p, addr := startProxy(t, Config{LeaderShare: -1}, v)
+	waitProbed(t, p)
+	ctx := context.Background()
+	c := client(t, addr)
+	if err := c.Set(ctx, "k", "v1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	f1.catchUp(1, "k", "v1")
+	f2.catchUp(1, "k", "v1")
+	const pipelines, depth = 20, 50
+	for range pipelines {
+		cmds, err := c.Pipelined(ctx, func(pl redis.Pipeliner) error {
+			for range depth {
+				pl.Get(ctx, "k")
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, cmd := range cmds {
+			if v := cmd.(*redis.StringCmd).Val(); v != "v1" {
+				t.Fatalf("GET = %q, want v1", v)
+			}
+		}
+	}
+	reads := f1.count("get") + f2.count("get")
+	cmds := len(f1.received()) + len(f2.received())
+	if reads != pipelines*depth || l.count("get") != 0 {
+		t.Fatalf("followers served %d reads, the leader %d; want %d and 0", reads, l.count("get"), pipelines*depth)
+	}
+	// Each pipeline's reads share a write to each follower, and so its
+	// proof (a few writes more where the proxy's sender split one).
+	if per := float64(cmds) / float64(reads); per > 1.2 {
+		t.Fatalf("followers received %d commands for %d reads (%.2f a read); want at most 1.2", cmds, reads, per)
+	}
+	if n := p.stats.readsFloorUnproven.Load(); n != 0 {
+		t.Fatalf("%d reads unproven", n)
+	}
+}
+
+// TestProvedReadNeedsProofBefore: a proved read on a connection with no
+// proof answered before it (a new connection) is not taken on the proof
+// after it alone: the node may have caught up with the floor only after
+// serving it. plantProofAfterOnly takes it.
+func TestProvedReadNeedsProofBefore(t *testing.T) {
+	floor := position{Epoch: 1, LSN: 5}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The node serves each GET below the floor, then has the floor
+	// applied by the time of the proof after it.
+	srv := redcon.NewServer(ln.Addr().String(), func(c redcon.Conn, cmd redcon.Command) {
+		switch strings.ToUpper(string(cmd.Args[0])) {
+		case "TANDEM.APPLIED":
+			c.WriteBulkString(resp.FormatToken(floor))
+		default:
+			c.WriteBulkString("old")
+		}
+	}, nil, nil)
+	go srv.Serve(ln)
+	defer srv.Close()
+	p := New(Config{Logger: slog.New(slog.DiscardHandler)})
+	defer p.Close()
+	n := newNode(p, "n2", ln.Addr().String(), "")
+	defer n.close()
+	u := n.rconns[0]
+	read := func() *call {
+		c := newCall(n, [][]byte{[]byte("GET"), []byte("k")})
+		c.proved = true
+		u.send(c, true)
+		<-c.done
+		if c.err != nil {
+			t.Fatal(c.err)
+		}
+		return c
+	}
+	first := read()
+	if first.before != (position{}) || first.after != floor {
+		t.Fatalf("first read: proofs %v and %v, want none and %v", first.before, first.after, floor)
+	}
+	if first.provesFloor(floor) {
+		t.Fatal("a read with no proof before it proves the floor")
+	}
+	if !u.provenIn(floor) {
+		t.Fatal("the connection's proof is not known for the next read")
+	}
+	second := read()
+	if second.before != floor || second.after != floor || !second.provesFloor(floor) {
+		t.Fatalf("second read: proofs %v and %v, proves %v; want %v, %v, true", second.before, second.after, second.provesFloor(floor), floor, floor)
+	}
 }

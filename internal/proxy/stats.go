@@ -32,6 +32,7 @@ type stats struct {
 	readsWaitedAgain   atomic.Uint64 // monotonic reads sent to wait again on the follower that refused them
 	readsFloorKnown    atomic.Uint64 // ryw and monotonic reads sent without the session's state: the node is known to have the floor
 	readsFloorUnproven atomic.Uint64 // of those, served at a position that did not prove the floor: sent again with it
+	readProofs         atomic.Uint64 // proofs written on read connections, each for the known reads of one write (upstream.go)
 	readsIndexed       atomic.Uint64 // linearizable follower reads that waited for an index query (readindex.go)
 	indexQueries       atomic.Uint64 // index queries sent: each serves every linearizable read queued for its follower before it
 	indexUnproven      atomic.Uint64 // batched linearizable reads whose token did not prove the query's position: sent again in full
@@ -153,7 +154,7 @@ func (p *Proxy) infoProxy() string {
 	fmt.Fprintf(&b, "reads_cross_zone:%d\r\nreads_sent_elsewhere:%d\r\nreads_retried_after_node_failure:%d\r\nreads_waited_for_leader:%d\r\n",
 		snap.crossZone, p.stats.readsElsewhere.Load(), p.stats.readsRetried.Load(), p.stats.readsWaited.Load())
 	fmt.Fprintf(&b, "reads_may_wait:%d\r\nreads_may_wait_on_shared:%d\r\nreads_waited_again:%d\r\n", p.stats.readsMayWait.Load(), p.stats.readsMayWaitSh.Load(), p.stats.readsWaitedAgain.Load())
-	fmt.Fprintf(&b, "reads_floor_known:%d\r\nreads_floor_unproven:%d\r\n", p.stats.readsFloorKnown.Load(), p.stats.readsFloorUnproven.Load())
+	fmt.Fprintf(&b, "reads_floor_known:%d\r\nreads_floor_unproven:%d\r\nread_proofs:%d\r\n", p.stats.readsFloorKnown.Load(), p.stats.readsFloorUnproven.Load(), p.stats.readProofs.Load())
 	fmt.Fprintf(&b, "reads_linearizable_batched:%d\r\nreads_linearizable_unproven:%d\r\nread_index_queries:%d\r\nread_index_failed:%d\r\nread_index_slow:%d\r\n",
 		p.stats.readsIndexed.Load(), p.stats.indexUnproven.Load(), p.stats.indexQueries.Load(), p.stats.indexRefused.Load(), p.stats.indexSlow.Load())
 	fmt.Fprintf(&b, "read_index_reads_sent:%d\r\nread_index_queued_usec:%d\r\nread_index_batches_answered:%d\r\nread_index_batch_usec:%d\r\n",

@@ -51,10 +51,52 @@ type call struct {
 	// of it (an index batch's settling, readindex.go).
 	then func(*call)
 
+	// proved: a read sent bare on a read connection, to be proven by the
+	// connection's proofs around it (see proof); before and after are
+	// their positions, set before it is done (zero: none, or it failed).
+	proved        bool
+	before, after position
+	// proof: the call is a proof, TANDEM.APPLIED, which writeOut appends
+	// to a write holding proved reads. known: the call is a read in the
+	// known form (knownReadCmds), whose token proves as well.
+	proof, known bool
+
 	// few holds the replies of a call of up to three commands (most
 	// calls: a lone command, a read in the known form).
 	few [3][]byte
 }
+
+// Proofs on a read connection. A ryw or monotonic read of a floor the
+// node is known to have applied goes bare on a read connection, and every
+// write of the connection that holds such reads ends with one TANDEM.APPLIED
+// (the node's applied position, which leaves the session as it was): the
+// proof after each of them. The proof before a read is the last one whose
+// reply came before the read's on the same connection (so it was sent,
+// and served, before the read). A read is served at its floor if both are
+// in the floor's epoch and at or past it (floorProven): the node had the
+// floor applied before the read, and an applied position goes back only
+// by a failover's truncation, after which it is never again in that epoch
+// past the truncation point (the argument of readindex.go), so it did
+// not go back in between. Where a read in the known form costs the node
+// three commands (knownReadCmds), a proven one costs one and a share of
+// a proof: reads per write of a busy connection are many.
+
+// provesFloor: c, a proved read, was served at or past floor: both its
+// proofs prove it. The one after must be there in any case, as it bounds
+// the position the session read at.
+func (c *call) provesFloor(floor position) bool {
+	return c.after != (position{}) && floorProven(floor, c.after) &&
+		(plantProofAfterOnly || floorProven(floor, c.before))
+}
+
+// plantProofAfterOnly is a planted bug for tests: a proved read is taken
+// on the proof after it alone, which a node that caught up with the
+// floor only after serving the read gives too
+// (TestProvedReadNeedsProofBefore must catch it).
+var plantProofAfterOnly = false
+
+// cmdProof is the proof's command, encoded.
+var cmdProof = redcon.AppendBulk(redcon.AppendArray(nil, 1), cmdApplied)
 
 func newCall(n *node, cmds ...[][]byte) *call {
 	c := new(call)
@@ -102,6 +144,30 @@ type upConn struct {
 	// solo: one call at a time (a waiting-read connection): nothing else
 	// can join its write, so the sender does not yield for others first.
 	solo bool
+	// unproven: proved calls queued in out since the last proof; the
+	// next write ends with a proof for them (under wmu).
+	unproven int
+	// pmu guards proofAt, the position of the last proof (or known
+	// read's token) answered on the connection in use, zero after a dial:
+	// a read whose floor it proves may go proved (provenIn).
+	pmu     sync.Mutex
+	proofAt position
+}
+
+// provenIn: the last proof answered on the connection proves floor, so
+// a read of floor sent on it now has its proof before. (If the
+// connection changes meanwhile, the reader of the new one finds no proof
+// before the read, and the read is sent again.)
+func (u *upConn) provenIn(floor position) bool {
+	u.pmu.Lock()
+	defer u.pmu.Unlock()
+	return u.proofAt != (position{}) && floorProven(floor, u.proofAt)
+}
+
+func (u *upConn) setProofAt(pos position) {
+	u.pmu.Lock()
+	u.proofAt = pos
+	u.pmu.Unlock()
 }
 
 // send queues c and, if now, writes its commands (with whatever else is
@@ -129,7 +195,7 @@ func (u *upConn) send(c *call, now bool) {
 		}
 		// The reader saw this connection fail: dial a new one, once.
 		u.qmu.Unlock()
-		u.nc, u.out = nil, u.out[:0]
+		u.nc, u.out, u.unproven = nil, u.out[:0], 0
 		if attempt > 0 {
 			u.wmu.Unlock()
 			c.finish(fmt.Errorf("%w: connection to %s failed", errNotSent, u.n.id))
@@ -142,6 +208,9 @@ func (u *upConn) send(c *call, now bool) {
 		for _, a := range args {
 			u.out = redcon.AppendBulk(u.out, a)
 		}
+	}
+	if c.proved {
+		u.unproven++
 	}
 	if !now || u.flushing == nc {
 		u.wmu.Unlock() // the writer takes it with its next write
@@ -179,6 +248,9 @@ func (u *upConn) flush() {
 func (u *upConn) writeOut(nc net.Conn) {
 	u.flushing = nc
 	for len(u.out) > 0 && u.nc == nc {
+		if u.unproven > 0 {
+			u.queueProof(nc)
+		}
 		buf := u.out
 		u.out = u.spare[:0]
 		u.wmu.Unlock()
@@ -193,7 +265,7 @@ func (u *upConn) writeOut(nc net.Conn) {
 			// have been written), also those still in out.
 			u.fail(nc, fmt.Errorf("write to %s: %w", u.n.id, err))
 			if u.nc == nc {
-				u.nc, u.out = nil, u.out[:0]
+				u.nc, u.out, u.unproven = nil, u.out[:0], 0
 			}
 			break
 		}
@@ -201,6 +273,23 @@ func (u *upConn) writeOut(nc net.Conn) {
 	if u.flushing == nc {
 		u.flushing = nil
 	}
+}
+
+// queueProof ends out with a proof of the proved reads in it, under wmu.
+func (u *upConn) queueProof(nc net.Conn) {
+	u.unproven = 0
+	c := &call{cmds: proofCmds, node: u.n, done: make(chan struct{}), proof: true, up: u, nc: nc}
+	u.qmu.Lock()
+	if u.broken == nc {
+		// Failed: the reads in out have failed with it.
+		u.qmu.Unlock()
+		return
+	}
+	u.n.inflight.Add(1)
+	u.pending = append(u.pending, c)
+	u.qmu.Unlock()
+	u.out = append(u.out, cmdProof...)
+	u.n.p.stats.readProofs.Add(1)
 }
 
 // dial connects, under wmu, and starts the reader.
@@ -217,6 +306,7 @@ func (u *upConn) dial() error {
 		_ = tc.SetNoDelay(true)
 	}
 	u.nc = nc
+	u.setProofAt(position{})
 	go u.read(nc)
 	return nil
 }
@@ -230,12 +320,19 @@ func (u *upConn) read(nc net.Conn) {
 		cur   *call // the call whose replies are being collected
 		want  int
 		arena []byte // cur's replies' bytes (a call of several commands)
+		// proven is the position of the last proof answered on nc; held
+		// the proved reads answered since, waiting for the next proof.
+		proven position
+		held   []*call
 	)
 	stop := func(err error) {
 		u.fail(nc, err)
 		if cur != nil {
 			u.n.p.stats.inflightFailed.Add(1)
 			cur.finish(fmt.Errorf("%w: %w", errLost, err))
+		}
+		for _, c := range held {
+			c.finish(fmt.Errorf("%w: %w", errLost, err))
 		}
 	}
 	for {
@@ -299,7 +396,32 @@ func (u *upConn) read(nc net.Conn) {
 			}
 			off += n
 			if len(cur.replies) == want {
-				cur.finish(nil)
+				switch {
+				case cur.proved:
+					cur.before = proven
+					held = append(held, cur)
+				case cur.proof:
+					proven = position{}
+					if t, ok := tokenOf(cur.replies[0]); ok {
+						proven = t
+					}
+					u.setProofAt(proven)
+					for i, c := range held {
+						c.after = proven
+						c.finish(nil)
+						held[i] = nil
+					}
+					held = held[:0]
+					cur.finish(nil)
+				case cur.known:
+					if t, ok := tokenOf(cur.replies[knownTok]); ok {
+						proven = t
+						u.setProofAt(t)
+					}
+					cur.finish(nil)
+				default:
+					cur.finish(nil)
+				}
 				u.n.answered()
 				cur = nil
 			}
