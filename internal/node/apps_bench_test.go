@@ -153,6 +153,7 @@ func benchApps(b *testing.B, workload string, clients int) {
 	run(int64(clients) * 20) // warm up
 	served0, own0, empty0 := leader.blocked.servedInPush.Load(), leader.blocked.ownPops.Load(), leader.blocked.emptyPops.Load()
 	woken0, lsn0 := leader.blocked.wokenPops.Load(), leader.db.Durable().LSN
+	wakes0 := leader.blocked.wakeUps.Load()
 	appends0, _ := leader.db.AppendStats()
 	rc0 := leader.db.RowCacheStats()
 	f1 := followers[0].current().(*following).f
@@ -199,6 +200,9 @@ func benchApps(b *testing.B, workload string, clients int) {
 		// Pops run after a wake-up (the client had blocked and its key's
 		// turn came): each is a wake-up of the client's goroutine.
 		b.ReportMetric(float64(reg.wokenPops.Load()-woken0)/calls, "woken-pops/call")
+		// Blocked clients' goroutines woken (a turn, a served pop's
+		// outcome) per job.
+		b.ReportMetric(float64(reg.wakeUps.Load()-wakes0)/calls, "client-wakes/call")
 	}
 }
 
