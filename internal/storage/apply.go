@@ -69,10 +69,12 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	sc := metaScratch.Get().(*pendingMetas)
 	w.metas, w.metaAt = sc.metas[:0], sc.at
 	defer func() {
-		clear(w.metas[:cap(w.metas)])
-		clear(w.metaAt)
-		sc.metas, sc.at = w.metas[:0], w.metaAt
-		metaScratch.Put(sc)
+		if cap(w.metas) <= maxPooledMetas {
+			clear(w.metas[:cap(w.metas)])
+			clear(w.metaAt)
+			sc.metas, sc.at = w.metas[:0], w.metaAt
+			metaScratch.Put(sc)
+		}
 		w.b.Close()
 		if w.locked { // a failed Apply after a part was committed
 			d.readMu.Unlock()
@@ -314,6 +316,12 @@ type pendingMetas struct {
 }
 
 var metaScratch = sync.Pool{New: func() any { return &pendingMetas{at: map[string]int{}} }}
+
+// maxPooledMetas bounds the pending writes a pooled scratch was grown to
+// hold: one grown by a bulk write (every field of a large HSET is a
+// pending row) is dropped, not kept, since clearing its map costs by its
+// size on every later Apply, and it would hold its memory.
+const maxPooledMetas = 4096
 
 // pendingMeta is a metadata row write not yet in the batch.
 type pendingMeta struct {
