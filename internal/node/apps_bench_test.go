@@ -60,12 +60,14 @@ const casScript = "local v = redis.call('GET', KEYS[1])\nif v == ARGV[1] then\n 
 
 func benchApps(b *testing.B, workload string, clients int) {
 	leader := testNode(b, "l", nil)
+	var followers []*Node
 	for _, id := range []string{"f1", "f2"} {
 		f := testNode(b, id, nil)
 		respAddr, peer, _ := leader.Addrs()
 		if err := f.Follow(respAddr, peer); err != nil {
 			b.Fatal(err)
 		}
+		followers = append(followers, f)
 	}
 	waitStreams(b, leader.current().(*leading).l, 2)
 	sha := script.SHA1([]byte(casScript))
@@ -151,8 +153,11 @@ func benchApps(b *testing.B, workload string, clients int) {
 	run(int64(clients) * 20) // warm up
 	served0, own0, empty0 := leader.blocked.servedInPush.Load(), leader.blocked.ownPops.Load(), leader.blocked.emptyPops.Load()
 	woken0, lsn0 := leader.blocked.wokenPops.Load(), leader.db.Durable().LSN
+	wakes0 := leader.blocked.wakeUps.Load()
 	appends0, _ := leader.db.AppendStats()
 	rc0 := leader.db.RowCacheStats()
+	f1 := followers[0].current().(*following).f
+	rec0, frec0, fc0, h0 := leader.db.ApplyRecords(), followers[0].db.ApplyRecords(), f1.Counts(), leader.current().(*leading).l.Handoffs()
 	cpu0, a0 := processCPU(), heapObjects()
 	r0, w0, _ := testutil.ProcSyscalls()
 	b.ResetTimer()
@@ -174,6 +179,17 @@ func benchApps(b *testing.B, workload string, clients int) {
 	// The leader's point reads the row cache missed (each a Pebble
 	// lookup) per call.
 	b.ReportMetric(float64(leader.db.RowCacheStats().Misses-rc0.Misses)/calls, "rowcache-misses/call")
+	// Pebble records (rows written or deleted, range deletes, each
+	// batch's own) the leader's and a follower's Apply wrote per call:
+	// each a memtable insert.
+	b.ReportMetric(float64(leader.db.ApplyRecords()-rec0)/calls, "records/call")
+	b.ReportMetric(float64(followers[0].db.ApplyRecords()-frec0)/calls, "f-records/call")
+	// A follower's stream messages and log appends (one fdatasync each)
+	// per call, and the leader's goroutine hand-offs (replication.Handoffs).
+	fc := f1.Counts().Sub(fc0)
+	b.ReportMetric(float64(fc.Messages)/calls, "f-msgs/call")
+	b.ReportMetric(float64(fc.Appends)/calls, "f-appends/call")
+	b.ReportMetric(float64(leader.current().(*leading).l.Handoffs().Sub(h0).Total())/calls, "handoffs/call")
 	if strings.Contains(workload, "queue") {
 		// How the pops ran (INFO's blocked_pops_*), per job: in the push's
 		// entry, by the client taking a job at once, finding none.
@@ -184,6 +200,9 @@ func benchApps(b *testing.B, workload string, clients int) {
 		// Pops run after a wake-up (the client had blocked and its key's
 		// turn came): each is a wake-up of the client's goroutine.
 		b.ReportMetric(float64(reg.wokenPops.Load()-woken0)/calls, "woken-pops/call")
+		// Blocked clients' goroutines woken (a turn, a served pop's
+		// outcome) per job.
+		b.ReportMetric(float64(reg.wakeUps.Load()-wakes0)/calls, "client-wakes/call")
 	}
 }
 

@@ -286,7 +286,7 @@ func fanOut(p *replication.Pending, served []*servedPop) commitWait {
 				res = popResult{}
 				res.reply, res.lsn, res.err = waitResult(nil, 0, err)
 			}
-			s.done <- res // buffered: never blocks
+			s.answer(res)
 		}
 		push.answer(reply, lsn, err)
 	})

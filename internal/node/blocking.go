@@ -107,6 +107,11 @@ type blockRegistry struct {
 	// something (ownPops) or finding nothing (emptyPops); wokenPops counts
 	// the client's own pops after a wake-up (a turn), of either kind.
 	servedInPush, ownPops, emptyPops, wokenPops atomic.Int64
+	// wakeUps counts a blocked client's goroutine woken from its own
+	// channels: a turn, or the outcome of the entry a push served it in
+	// (each a trip through the scheduler, which a handed-over pop never
+	// makes; BenchmarkApps).
+	wakeUps atomic.Int64
 	// dropTurn is a planted bug for tests: a turn is never handed on (one
 	// waiter woken per push, the classic lost wake-up), so elements pushed
 	// together are left while clients wait for them.
@@ -162,9 +167,10 @@ type waiter struct {
 	// spec and args are its command, which serve runs as its pop.
 	spec *commands.Spec
 	args [][]byte
-	// wake holds a signal: w got a turn since its pop last began, or a
-	// push served it. done (under mu) says its pop took something or
-	// failed, or it is leaving: it takes no more turns and is not served.
+	// wake holds a signal: w got a turn since its pop last began, or the
+	// entry of a push that served it has its outcome (servedPop.answer).
+	// done (under mu) says its pop took something or failed, or it is
+	// leaving: it takes no more turns and is not served.
 	wake chan struct{}
 	done bool
 	// idle (under mu): w's last pop found nothing and w holds no turn
@@ -313,10 +319,9 @@ func (r *blockRegistry) serve(v commands.View, cctx commands.Ctx, res commands.R
 			w.done, w.idle, w.served = true, false, s
 			r.servedInPush.Add(1)
 			served = append(served, s)
-			select {
-			case w.wake <- struct{}{}:
-			default:
-			}
+			// w is not woken now but once its entry's outcome is
+			// there (s.answer): woken now, it would only wait for
+			// that, a second wake-up for each served job.
 		}
 	}
 	if len(served) == 0 {
@@ -367,7 +372,17 @@ const opFolded logrec.OpKind = 255
 // nothing was popped, and each client waits again.
 func (r *blockRegistry) unserve(served []*servedPop) {
 	for _, s := range served {
-		s.done <- popResult{again: true}
+		s.answer(popResult{again: true})
+	}
+}
+
+// answer gives s's client the outcome of the entry its pop is in, and
+// wakes it: the one wake-up of a served client (serve does not wake it).
+func (s *servedPop) answer(res popResult) {
+	s.done <- res // buffered, and answered once: never blocks
+	select {
+	case s.w.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -586,6 +601,9 @@ func (b backend) blockThen(ctx context.Context, spec *commands.Spec, args [][]by
 		}
 	}()
 	var took bool // the last pop took something (or failed)
+	// firstEmpty is the first pop's wait when it found nothing, not
+	// waited on unless the call answers nil without popping.
+	var firstEmpty commitWait
 	ran := func(res commands.Result, err error) {
 		took = err != nil || !isNullReply(res.Reply)
 		switch {
@@ -603,18 +621,24 @@ func (b backend) blockThen(ctx context.Context, spec *commands.Spec, args [][]by
 	// answer is the reply to a pop a push served; again says it was not
 	// logged, and w waits on.
 	answer := func(s *servedPop) popResult {
+		var res popResult
 		select {
-		case res := <-s.done:
-			if res.again {
-				reg.again(w)
+		case res = <-s.done: // woken by it, or it came as w left
+		default:
+			reg.wakeUps.Add(1)
+			select {
+			case res = <-s.done:
+			case <-ctx.Done():
+				// The client left: its element is acknowledged to no
+				// one, as when any reply is lost.
+				return popResult{err: ctx.Err()}
 			}
-			res.reply = b.lostReply(res.reply)
-			return res
-		case <-ctx.Done():
-			// The client left: its element is acknowledged to no one,
-			// as when any reply is lost.
-			return popResult{err: ctx.Err()}
 		}
+		if res.again {
+			reg.again(w)
+		}
+		res.reply = b.lostReply(res.reply)
+		return res
 	}
 	for again := false; ; again = true {
 		if again { // w is registered: the pop before found nothing
@@ -641,12 +665,21 @@ func (b backend) blockThen(ctx context.Context, spec *commands.Spec, args [][]by
 			}
 			return nil, 0, nil, true
 		}
-		reply, lsn, err := waitResult(pending.Wait(ctx))
-		if err != nil || !isNullReply(reply) {
-			if again && err == nil {
-				reply = b.lostReply(reply)
+		if again || took {
+			reply, lsn, err := waitResult(pending.Wait(ctx))
+			if err != nil || !isNullReply(reply) {
+				if again && err == nil {
+					reply = b.lostReply(reply)
+				}
+				return reply, lsn, err, false
 			}
-			return reply, lsn, err, false
+		} else {
+			// The first pop found nothing and ran registered w. Its nil
+			// is no answer (the client blocks), so its wait for what it
+			// read to be committed is left to a nil answered later
+			// (firstEmpty): under a queue whose consumers block, that
+			// wait parked and woke this goroutine once a job.
+			firstEmpty = pending
 		}
 		if !again {
 			if ba.Timeout > 0 {
@@ -665,6 +698,7 @@ func (b backend) blockThen(ctx context.Context, spec *commands.Spec, args [][]by
 		var left commands.Reply // the answer if w leaves unserved
 		select {
 		case <-w.wake:
+			reg.wakeUps.Add(1)
 			continue
 		case <-timeout:
 			left = commands.TimeoutReply
@@ -687,6 +721,14 @@ func (b backend) blockThen(ctx context.Context, spec *commands.Spec, args [][]by
 		}
 		if left == nil {
 			return nil, 0, ctx.Err(), false
+		}
+		if firstEmpty != nil && left != unblockedReply {
+			// A timeout's nil (or CLIENT UNBLOCK's answer) says the
+			// first pop found nothing: only once what it read is
+			// committed, as any read's reply.
+			if _, _, err := waitResult(firstEmpty.Wait(ctx)); err != nil {
+				return nil, 0, err, false
+			}
 		}
 		return left, 0, nil, false
 	}

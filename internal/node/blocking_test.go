@@ -783,8 +783,16 @@ func TestRegistryServe(t *testing.T) {
 			t.Errorf("waiter %d got %v, want [q %s]", i, served[i].reply, want)
 		}
 	}
+	// A served waiter is woken once, when its entry's outcome is there
+	// (a wake-up before it would only wait for that).
+	if woken(a) || woken(b) || woken(c) {
+		t.Fatal("a waiter was woken before its entry's outcome")
+	}
+	for _, s := range served {
+		s.answer(popResult{reply: s.reply, lsn: 7})
+	}
 	if !woken(a) || !woken(b) || woken(c) {
-		t.Fatal("the served waiters were not woken, or c was")
+		t.Fatal("the served waiters were not woken with their outcome, or c was")
 	}
 	if s := r.leave(a); s != served[0] {
 		t.Fatal("a, served as it timed out, lost its pop")

@@ -2,7 +2,6 @@ package storage
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"math/bits"
 	"sync"
@@ -70,10 +69,12 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 	sc := metaScratch.Get().(*pendingMetas)
 	w.metas, w.metaAt = sc.metas[:0], sc.at
 	defer func() {
-		clear(w.metas[:cap(w.metas)])
-		clear(w.metaAt)
-		sc.metas, sc.at = w.metas[:0], w.metaAt
-		metaScratch.Put(sc)
+		if cap(w.metas) <= maxPooledMetas {
+			clear(w.metas[:cap(w.metas)])
+			clear(w.metaAt)
+			sc.metas, sc.at = w.metas[:0], w.metaAt
+			metaScratch.Put(sc)
+		}
 		w.b.Close()
 		if w.locked { // a failed Apply after a part was committed
 			d.readMu.Unlock()
@@ -286,7 +287,7 @@ type applyWriter struct {
 	locked bool
 	parts  int // batches committed before the last (tests)
 	// metas: the metadata row writes (puts and deletes), and those of
-	// rows at an empty sub-key (list head rows: pending), not yet in the
+	// sub-key rows (pending), not yet in the
 	// batch, in order, and metaAt the index of each key's latest (keyed
 	// on the row key's bytes, which ApplyIn built and no one writes
 	// again). A key's earlier write is dead once a later one is made:
@@ -295,9 +296,12 @@ type applyWriter struct {
 	// (flushMeta). A collection written by every entry of a group (a
 	// list, hash or set under LPUSH, HSET or SADD from many clients)
 	// puts one metadata row in the batch per Apply, not one per entry,
-	// on every node. flushMeta runs before anything that must come after
+	// on every node. A deletion stays even when the batch put the row
+	// first: the row may have been there before the batch. flushMeta
+	// runs before anything that must come after
 	// them in the batch: a range delete (FLUSHALL's covers metadata
-	// rows), a part's commit, the applied LSN.
+	// rows, a collection's drop its version's rows), a part's commit,
+	// the applied LSN.
 	metas       []pendingMeta
 	metaAt      map[string]int
 	partRecords uint64 // records of the parts committed (applyRecords)
@@ -312,6 +316,12 @@ type pendingMetas struct {
 }
 
 var metaScratch = sync.Pool{New: func() any { return &pendingMetas{at: map[string]int{}} }}
+
+// maxPooledMetas bounds the pending writes a pooled scratch was grown to
+// hold: one grown by a bulk write (every field of a large HSET is a
+// pending row) is dropped, not kept, since clearing its map costs by its
+// size on every later Apply, and it would hold its memory.
+const maxPooledMetas = 4096
 
 // pendingMeta is a metadata row write not yet in the batch.
 type pendingMeta struct {
@@ -469,14 +479,15 @@ func (w *applyWriter) dropChunks(key []byte, old rowState) {
 }
 
 // pending reports whether the write of row key k waits in metas: a
-// metadata row, or a row at an empty sub-key (a list's head row, which
-// every push or pop at the head end writes), the rows that every entry
-// writing a collection writes again.
+// metadata row or any sub-key row (a collection's head row, field,
+// member or element), every row keyspace.ApplyIn writes; only the last
+// write of each goes into the batch. Besides the metadata and head rows
+// that every entry writing a collection writes again, a job queue's
+// element row pushed and popped within one Apply (LPUSH/BLPOP is a
+// stack: under a backlog a pop takes the element a push of the same
+// group put there) is then one delete, not a put and a delete.
 func pending(k []byte) bool {
-	if k[0] == keyspace.PrefixMeta {
-		return true
-	}
-	return k[0] == keyspace.PrefixSub && len(k) >= 13 && uint64(len(k)) == 13+uint64(binary.BigEndian.Uint32(k[1:5]))
+	return k[0] == keyspace.PrefixMeta || k[0] == keyspace.PrefixSub
 }
 
 // count moves the counts from the old metadata row at mk (a metadata row

@@ -250,3 +250,68 @@ func TestApplyWritesAMetadataRowOnce(t *testing.T) {
 		t.Errorf("key counts %+v, want 1 key", c)
 	}
 }
+
+// TestApplyJobPushedAndPoppedWritesOneRow: a job queue's LPUSH/BLPOP is a
+// stack, so under a backlog the pops of a group commit take the elements
+// its pushes put at the list's head: within one Apply each element row
+// is put and deleted again, and only the deletion goes into the batch
+// (one record for the n jobs here, all at one index, not 2n). A row
+// that was there before the Apply and that the batch puts and deletes
+// is gone after it: the deletion is never left out with the put.
+func TestApplyJobPushedAndPoppedWritesOneRow(t *testing.T) {
+	d := open(t, vfs.NewMem())
+	defer d.Close()
+	const ver = 1
+	head := keyspace.ListStartIndex
+	listOps := func(at uint64, elem string, del bool, newHead uint64, size uint64) []logrec.Op {
+		el := logrec.Op{Kind: logrec.OpSubPut, Key: []byte("q"), Version: ver, Sub: keyspace.ListIndexSub(at), Value: []byte(elem)}
+		if del {
+			el = logrec.Op{Kind: logrec.OpSubDel, Key: []byte("q"), Version: ver, Sub: keyspace.ListIndexSub(at)}
+		}
+		return []logrec.Op{el,
+			{Kind: logrec.OpSubPut, Key: []byte("q"), Version: ver, Sub: keyspace.ListHeadSub, Value: keyspace.ListHeadRow(newHead)},
+			{Kind: logrec.OpMeta, Key: []byte("q"), Type: uint8(keyspace.TypeList), Version: ver, Size: size}}
+	}
+	// A backlog of two jobs: "old" at head, "older" after it.
+	first := []logrec.Entry{
+		entry(1, 1, listOps(head+1, "older", false, head+1, 1)...),
+		entry(1, 2, listOps(head, "old", false, head, 2)...),
+	}
+	mustAppend(t, d, first...)
+	mustApply(t, d, first...)
+	want := func(what, dump string) {
+		t.Helper()
+		if got := hashDump(t, d, "q"); got != dump {
+			t.Errorf("%s: q = %q, want %q", what, got, dump)
+		}
+	}
+	row := func(i uint64, v string) string { return string(keyspace.ListIndexSub(i)) + "=" + v }
+	want("backlog", fmt.Sprintf("list v1 n2 [=%s %s %s]", keyspace.ListHeadRow(head), row(head, "old"), row(head+1, "older")))
+	// n jobs, each pushed at head-1 and popped from there, in one Apply.
+	const n = 16
+	var jobs []logrec.Entry
+	lsn := uint64(3)
+	for i := range n {
+		jobs = append(jobs, entry(1, lsn, listOps(head-1, fmt.Sprint("job", i), false, head-1, 3)...))
+		jobs = append(jobs, entry(1, lsn+1, listOps(head-1, "", true, head, 2)...))
+		lsn += 2
+	}
+	r0 := d.ApplyRecords()
+	mustAppend(t, d, jobs...)
+	mustApply(t, d, jobs...)
+	// The element row's deletion, the head and metadata rows once each,
+	// the applied LSN and the key counts.
+	if got, want := d.ApplyRecords()-r0, uint64(1+2+2); got != want {
+		t.Errorf("%d jobs pushed and popped in one Apply: %d records, want %d", n, got, want)
+	}
+	want("after the jobs", fmt.Sprintf("list v1 n2 [=%s %s %s]", keyspace.ListHeadRow(head), row(head, "old"), row(head+1, "older")))
+	// A row there before the Apply, put again and deleted in it (an LSET
+	// then a pop of "old"): gone after it.
+	again := []logrec.Entry{
+		entry(1, lsn, listOps(head, "new", false, head, 2)...),
+		entry(1, lsn+1, listOps(head, "", true, head+1, 1)...),
+	}
+	mustAppend(t, d, again...)
+	mustApply(t, d, again...)
+	want("after a put and a pop of the head", fmt.Sprintf("list v1 n1 [=%s %s]", keyspace.ListHeadRow(head+1), row(head+1, "older")))
+}
