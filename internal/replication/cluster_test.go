@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -62,6 +63,11 @@ type testNet struct {
 	// replicates and snapshots count the streams dialed to the leader
 	// (including refused dials), from every endpoint.
 	replicates, snapshots dialCount
+	// served counts the replication streams the leader began to serve.
+	// A stream's connection is registered before its handler starts, so
+	// a Cut after served counted it cuts it (or it has already ended);
+	// a dial is counted before that.
+	served atomic.Int32
 
 	mu      sync.Mutex
 	clients map[string]bool // every endpoint that dialed the leader
@@ -81,8 +87,20 @@ func newTestNet(l *Leader) *testNet {
 	}})
 	n.replicates = n.count(func(s inmem.LinkStats) int { return s.Replicates })
 	n.snapshots = n.count(func(s inmem.LinkStats) int { return s.Snapshots })
-	n.Listen(leaderName, l)
+	n.Listen(leaderName, countServes{l, &n.served})
 	return n
+}
+
+// countServes is a leader that counts the replication streams it began to
+// serve.
+type countServes struct {
+	*Leader
+	served *atomic.Int32
+}
+
+func (c countServes) Serve(ctx context.Context, s LeaderStream) error {
+	c.served.Add(1)
+	return c.Leader.Serve(ctx, s)
 }
 
 // from is the dialer from the endpoint named id to the leader.

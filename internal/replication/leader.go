@@ -450,7 +450,7 @@ type streamOut struct {
 	seq       uint64
 	wake      chan struct{} // capacity 1
 	parked    atomic.Bool   // the sender waits for wake (Handoffs)
-	closed    chan struct{} // closed to end the stream (follower removed)
+	closed    chan struct{} // closed to end the stream (the core disconnected its session)
 	closeOnce sync.Once
 	// Pub/sub messages for the stream (pubsub.go), under Leader.mu.
 	takesPub   bool

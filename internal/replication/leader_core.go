@@ -549,6 +549,16 @@ func (c *leaderCore) FollowerJoined(info FollowerInfo, durable uint64, now int64
 		f = &followerState{}
 		i, _ := slices.BinarySearchFunc(c.followers, info.NodeID, func(f *followerState, id string) int { return strings.Compare(f.info.NodeID, id) })
 		c.followers = slices.Insert(c.followers, i, f)
+	} else if f.session != 0 {
+		// Its other stream is still open here: the follower gave it up,
+		// or that stream's handler joined late. Only the newest session
+		// is sent to, so the other is closed: left open it would get
+		// nothing, not even heartbeats, and a follower reading it would
+		// wait for ever. (The late join is a handshake that stalled
+		// between its answer and its join while the follower's end of
+		// it broke and the follower reconnected: a session newer than
+		// the live one, on a dead stream.)
+		c.ready.Disconnect = append(c.ready.Disconnect, leaderSend{NodeID: info.NodeID, Session: f.session})
 	}
 	*f = followerState{info: info, session: c.nextSession, durable: durable, applied: min(f.applied, durable), lastSeen: now,
 		sentThrough: durable, lastSent: now, leaseStamp: f.leaseStamp}

@@ -74,8 +74,10 @@ func (l *Leader) Serve(ctx context.Context, stream LeaderStream) error {
 	case err := <-sent:
 		return err
 	case <-out.closed:
-		log.Info("follower removed; closing its stream")
-		return fmt.Errorf("replication: follower %s removed", h.NodeId)
+		// The core disconnected this session: the follower was removed,
+		// was silent for FollowerTimeout, or joined on a newer stream.
+		log.Info("closing the follower's stream: removed, silent, or superseded by a newer stream", "session", session)
+		return fmt.Errorf("replication: stream of follower %s closed by the leader (removed, silent, or superseded)", h.NodeId)
 	case e := <-in.higher:
 		l.observeEpoch(e, h.NodeId)
 		return ErrStaleEpoch

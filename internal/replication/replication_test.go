@@ -98,8 +98,11 @@ func TestFollowerRestartResumes(t *testing.T) {
 	f.start(t, l.dialer)
 	waitConverged(t, l, f)
 
-	// Cut the stream while writes go on.
-	before := l.dialer.replicates.Load()
+	// Cut the stream while writes go on. A reconnection is a stream the
+	// leader began to serve, not a dial: a dial is counted before its
+	// connection is registered, and a Cut in between missed the new
+	// stream, which then lived on with no reconnection to wait for.
+	before := l.dialer.served.Load()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -108,10 +111,10 @@ func TestFollowerRestartResumes(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		l.dialer.Cut()
 		waitFor(t, "the follower to reconnect", func() (bool, string) {
-			n := l.dialer.replicates.Load()
-			return n > before, fmt.Sprintf("%d streams", n)
+			n := l.dialer.served.Load()
+			return n > before, fmt.Sprintf("%d streams served", n)
 		})
-		before = l.dialer.replicates.Load()
+		before = l.dialer.served.Load()
 	}
 	<-done
 	waitConverged(t, l, f)

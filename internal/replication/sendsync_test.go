@@ -169,9 +169,12 @@ func crashAfterSending(t *testing.T, mode commit.Mode, bug Buggify) string {
 			t.Fatalf("write on the new leader: %v", res.err)
 		}
 	}
+	// The follower's durable LSN too, not its applied one alone: it
+	// applies committed entries while its fsync of them runs (applyAhead),
+	// and ReadLog below reads only up to its durable LSN.
 	waitFor(t, "the follower to reach the leader's position", func() (bool, string) {
 		st := l2.Status()
-		return st.Applied == 8 && f.db.Applied() == 8,
+		return st.Applied == 8 && f.db.Applied() == 8 && f.db.Durable().LSN == 8,
 			fmt.Sprintf("leader %+v, follower durable %d applied %d", st, f.db.Durable().LSN, f.db.Applied())
 	})
 

@@ -156,13 +156,19 @@ type Config struct {
 // methods are safe for concurrent use.
 type Network struct {
 	cfg Config
-	wg  sync.WaitGroup // handler and watcher goroutines
 
 	mu         sync.Mutex
 	servers    map[string]Server
 	partitions map[[2]string]bool // normalised pairs, a < b
 	conns      map[*conn]struct{}
 	links      map[[2]string]*link
+	// running holds, for each handler and watcher goroutine, the channel
+	// closed when it ends (track, untrack). Not a sync.WaitGroup: a dial
+	// may start some while Close or Wait waits (the network stays usable,
+	// and a follower redials a leader that went away), and a WaitGroup
+	// forbids an Add from zero during a Wait (it panics: "WaitGroup is
+	// reused before previous Wait has returned").
+	running map[chan struct{}]struct{}
 }
 
 // New returns an empty network.
@@ -176,6 +182,7 @@ func New(cfg Config) *Network {
 		partitions: map[[2]string]bool{},
 		conns:      map[*conn]struct{}{},
 		links:      map[[2]string]*link{},
+		running:    map[chan struct{}]struct{}{},
 	}
 }
 
@@ -243,15 +250,42 @@ func (n *Network) Stats(from, to string) LinkStats {
 	return l.stats
 }
 
-// Close cuts every connection and waits until every handler has returned.
-// The network stays usable.
+// Close cuts every connection and waits until every handler of a stream
+// dialed before the call has returned. The network stays usable: dials
+// may go on, during Close too.
 func (n *Network) Close() {
 	n.cutWhere(func(*conn) bool { return true })
-	n.wg.Wait()
+	n.Wait()
 }
 
-// Wait waits until every handler the network started has returned.
-func (n *Network) Wait() { n.wg.Wait() }
+// Wait waits until every handler of a stream dialed before the call has
+// returned. Streams dialed meanwhile are not waited for.
+func (n *Network) Wait() {
+	n.mu.Lock()
+	done := make([]chan struct{}, 0, len(n.running))
+	for ch := range n.running {
+		done = append(done, ch)
+	}
+	n.mu.Unlock()
+	for _, ch := range done {
+		<-ch
+	}
+}
+
+// track registers a goroutine about to start, for Wait; the goroutine
+// calls untrack with the channel as it ends. The caller holds n.mu.
+func (n *Network) track() chan struct{} {
+	ch := make(chan struct{})
+	n.running[ch] = struct{}{}
+	return ch
+}
+
+func (n *Network) untrack(ch chan struct{}) {
+	n.mu.Lock()
+	delete(n.running, ch)
+	n.mu.Unlock()
+	close(ch)
+}
 
 func (n *Network) cutWhere(match func(*conn) bool) {
 	n.mu.Lock()
@@ -371,10 +405,14 @@ func (d *Dialer) dial(ctx context.Context, kind Kind) (Server, *conn, context.Co
 	if err := ctx.Err(); err != nil {
 		return nil, nil, nil, err
 	}
+	// The handler is tracked from here, under n.mu with the conn, so
+	// that a Close that cuts the conn also waits for its handler, though
+	// serve starts it after dial returns.
 	c := &conn{
 		n: n, client: d.from, server: d.to, kind: kind,
-		cut:    make(chan struct{}),
-		served: make(chan struct{}),
+		cut:     make(chan struct{}),
+		served:  make(chan struct{}),
+		handled: n.track(),
 	}
 	c.up = newWire(c, l, n.cfg.Window)
 	c.down = newWire(c, back, n.cfg.Window)
@@ -382,9 +420,9 @@ func (d *Dialer) dial(ctx context.Context, kind Kind) (Server, *conn, context.Co
 	sctx, cancel := context.WithCancel(context.Background())
 	// The watcher: the client's context ending cuts the connection, as a
 	// cancelled gRPC call does, and a cut ends the handler's context.
-	n.wg.Add(1)
+	watched := n.track()
 	go func() {
-		defer n.wg.Done()
+		defer n.untrack(watched)
 		defer cancel()
 		select {
 		case <-ctx.Done():
@@ -399,9 +437,8 @@ func (d *Dialer) dial(ctx context.Context, kind Kind) (Server, *conn, context.Co
 // serve runs a handler on its own goroutine and records its end.
 func (d *Dialer) serve(c *conn, run func() error) {
 	n := d.n
-	n.wg.Add(1)
 	go func() {
-		defer n.wg.Done()
+		defer n.untrack(c.handled)
 		err := run()
 		if n.cfg.ServeDone != nil {
 			n.cfg.ServeDone(c.server, c.client, c.kind, err)
@@ -449,6 +486,8 @@ type conn struct {
 
 	served    chan struct{} // closed when the handler returned
 	serverErr error         // set before served closes
+
+	handled chan struct{} // the handler's, for Wait (Network.track)
 }
 
 func (c *conn) cutNow(err error) {

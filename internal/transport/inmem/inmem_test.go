@@ -568,6 +568,40 @@ func TestCloseWaitsForHandlers(t *testing.T) {
 	})
 }
 
+// Close and Wait may run while another goroutine dials: the network stays
+// usable after Close, and a follower keeps redialing a leader whose test
+// network is closing. A sync.WaitGroup forbids that (an Add from zero
+// concurrent with a Wait), which the race detector reports here. Not in a
+// synctest bubble: the race needs real concurrency.
+func TestDialDuringClose(t *testing.T) {
+	n := New(Config{})
+	n.Listen("l", &fakeServer{serve: func(context.Context, transport.LeaderStream) error { return nil }})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 1000 {
+			s, err := n.Dialer("f", "l").Replicate(context.Background())
+			if err != nil {
+				t.Errorf("dial: %v", err)
+				return
+			}
+			for {
+				if _, err := s.Recv(); err != nil {
+					break
+				}
+			}
+		}
+	}()
+	for {
+		n.Close()
+		select {
+		case <-done:
+			return
+		default:
+		}
+	}
+}
+
 // A hook's Cut loses the message and breaks its connection only: the
 // handler's Send of it fails, the client gets ErrCut after what it had
 // received, and another connection on the same link carries on.
