@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/tandemdb/tandem/internal/script"
@@ -153,8 +154,10 @@ func benchApps(b *testing.B, workload string, clients int) {
 	woken0, lsn0 := leader.blocked.wokenPops.Load(), leader.db.Durable().LSN
 	appends0, _ := leader.db.AppendStats()
 	rc0 := leader.db.RowCacheStats()
+	_, lb0 := leader.db.LogSize()
 	cpu0, a0 := processCPU(), heapObjects()
 	r0, w0, _ := testutil.ProcSyscalls()
+	cs0 := contextSwitches()
 	b.ResetTimer()
 	run(int64(b.N))
 	b.StopTimer()
@@ -163,6 +166,10 @@ func benchApps(b *testing.B, workload string, clients int) {
 	b.ReportMetric(float64(heapObjects()-a0)/calls, "allocs/call")
 	r1, w1, _ := testutil.ProcSyscalls()
 	b.ReportMetric(float64(r1-r0+w1-w0)/calls, "rw-syscalls/call")
+	// The process's context switches (voluntary and not) per call: a
+	// thread that sleeps (a goroutine parked with nothing else to run on
+	// its P) and is woken again costs system calls and scheduling.
+	b.ReportMetric(float64(contextSwitches()-cs0)/calls, "ctxsw/call")
 	// Log entries per call (each is a proposal, an encoding, an append
 	// and an apply on every node): a count that load does not move.
 	b.ReportMetric(float64(leader.db.Durable().LSN-lsn0)/calls, "entries/call")
@@ -171,6 +178,10 @@ func benchApps(b *testing.B, workload string, clients int) {
 	// (the fsync, a message to each follower, their appends) are shared by.
 	appends1, _ := leader.db.AppendStats()
 	b.ReportMetric(float64(appends1-appends0)/calls, "appends/call")
+	// The leader's log bytes per call: the entries' size, which each
+	// follower receives, persists and applies.
+	_, lb := leader.db.LogSize()
+	b.ReportMetric(float64(lb-lb0)/calls, "log-B/call")
 	// The leader's point reads the row cache missed (each a Pebble
 	// lookup) per call.
 	b.ReportMetric(float64(leader.db.RowCacheStats().Misses-rc0.Misses)/calls, "rowcache-misses/call")
@@ -185,6 +196,16 @@ func benchApps(b *testing.B, workload string, clients int) {
 		// turn came): each is a wake-up of the client's goroutine.
 		b.ReportMetric(float64(reg.wokenPops.Load()-woken0)/calls, "woken-pops/call")
 	}
+}
+
+// contextSwitches is the process's voluntary and involuntary context
+// switches so far (getrusage).
+func contextSwitches() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Nvcsw + ru.Nivcsw
 }
 
 // driveQueue has the first np of conns LPUSH jobs onto one list and the
