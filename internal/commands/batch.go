@@ -133,6 +133,14 @@ func (b *Batch) Run(ctx *Ctx, spec *Spec, args [][]byte) (Reply, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The first command to write, in a batch with no room reserved (a
+	// script's), hands the batch its own ops slice rather than a copy: a
+	// command's ops are its caller's (the leader rewrites a single
+	// command's in place when it encodes them), and capped at their
+	// length, so that the batch's next append copies them rather than
+	// write past them. It is copied after all if a drop must go before
+	// one of them.
+	adopt := b.ops == nil
 	for i := range res.Ops {
 		op := &res.Ops[i]
 		if _, made := b.created[string(op.Key)]; made && op.Kind == logrec.OpPut {
@@ -141,10 +149,20 @@ func (b *Batch) Run(ctx *Ctx, spec *Spec, args [][]byte) (Reply, error) {
 				return nil, err
 			}
 			if ok && !old.IsString() {
+				if adopt {
+					b.ops, adopt = append(b.ops, res.Ops[:i]...), false
+				}
 				b.add(keyspace.DeleteOp(op.Key, old))
 			}
 		}
-		b.add(*op)
+		if adopt {
+			b.noteCreated(op)
+		} else {
+			b.add(*op)
+		}
+	}
+	if adopt && len(res.Ops) > 0 {
+		b.ops = res.Ops[:len(res.Ops):len(res.Ops)]
 	}
 	msgs, err := Notifications(spec, args, v, res.Ops)
 	if err != nil {
@@ -168,13 +186,19 @@ func (b *Batch) Append(ops []logrec.Op) {
 // add appends op to the batch's ops, noting a collection it creates (a
 // metadata op at the view's NewVersion).
 func (b *Batch) add(op logrec.Op) {
+	b.noteCreated(&op)
+	b.ops = append(b.ops, op)
+}
+
+// noteCreated notes the collection op creates, if it is a metadata op at
+// the view's NewVersion.
+func (b *Batch) noteCreated(op *logrec.Op) {
 	if op.Kind == logrec.OpMeta && op.Version == b.v.NewVersion() {
 		if b.created == nil {
 			b.created = map[string]struct{}{}
 		}
 		b.created[string(op.Key)] = struct{}{}
 	}
-	b.ops = append(b.ops, op)
 }
 
 // Ops are the operations of every command run so far, in order.

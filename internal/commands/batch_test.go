@@ -216,3 +216,56 @@ func TestBatchReservedOps(t *testing.T) {
 		t.Fatalf("a batch of %d SETs with room reserved: %v allocations, want at most %v", len(cmds), allocs, want)
 	}
 }
+
+// TestBatchAdoptsFirstOps: a batch with no room reserved (a script's)
+// keeps the first writing command's ops slice as its own, no copy (one
+// allocation a script fewer), capped at its length: the next command's
+// op goes to a new slice, never into the spare room of the first's
+// backing array, which the command may share.
+func TestBatchAdoptsFirstOps(t *testing.T) {
+	v := newMem(now)
+	ctx := &Ctx{NowMs: v.now}
+	set, _ := Lookup([]byte("set"))
+	alone := testing.AllocsPerRun(50, func() {
+		if _, err := set.Exec(ctx, v, bargs("SET", "a", "1")); err != nil {
+			t.Fatal(err)
+		}
+	})
+	inBatch := testing.AllocsPerRun(50, func() {
+		b := NewBatch(v)
+		if _, err := b.Run(ctx, set, bargs("SET", "a", "1")); err != nil {
+			t.Fatal(err)
+		}
+	})
+	// The batch itself, and no ops slice of its own.
+	if inBatch > alone+1 {
+		t.Fatalf("a SET in a batch: %v allocations, alone %v: want at most one more (the batch)", inBatch, alone)
+	}
+
+	shared := make([]logrec.Op, 1, 2)
+	shared[0] = logrec.Op{Kind: logrec.OpPut, Key: []byte("s"), Value: []byte("1")}
+	sentinel := logrec.Op{Kind: logrec.OpPut, Key: []byte("untouched")}
+	shared[:2][1] = sentinel
+	spare := &Spec{Name: "spare", Arity: 1, Flags: FlagWrite, Exec: func(*Ctx, View, [][]byte) (Result, error) {
+		return Result{Reply: OK, Ops: shared}, nil
+	}}
+	b := NewBatch(v)
+	if _, err := b.Run(ctx, spare, bargs("SPARE")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Run(ctx, set, bargs("SET", "a", "2")); err != nil {
+		t.Fatal(err)
+	}
+	if got := shared[:2][1]; string(got.Key) != "untouched" {
+		t.Fatalf("the second command's op was written into the first's backing array: %+v", got)
+	}
+	ops := b.Ops()
+	if len(ops) != 2 || string(ops[0].Key) != "s" || string(ops[1].Key) != "a" || string(ops[1].Value) != "2" {
+		t.Fatalf("ops %+v, want the put of s then of a", ops)
+	}
+	if r := b.View(); r != nil {
+		if got, ok, err := r.Get([]byte("s")); err != nil || !ok || string(got.Data) != "1" {
+			t.Fatalf("the batch's view reads s = %q, %v, %v; want 1", got.Data, ok, err)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/tandemdb/tandem/internal/script"
@@ -158,8 +159,10 @@ func benchApps(b *testing.B, workload string, clients int) {
 	rc0 := leader.db.RowCacheStats()
 	f1 := followers[0].current().(*following).f
 	rec0, frec0, fc0, h0 := leader.db.ApplyRecords(), followers[0].db.ApplyRecords(), f1.Counts(), leader.current().(*leading).l.Handoffs()
+	_, lb0 := leader.db.LogSize()
 	cpu0, a0 := processCPU(), heapObjects()
 	r0, w0, _ := testutil.ProcSyscalls()
+	cs0 := contextSwitches()
 	b.ResetTimer()
 	run(int64(b.N))
 	b.StopTimer()
@@ -168,6 +171,10 @@ func benchApps(b *testing.B, workload string, clients int) {
 	b.ReportMetric(float64(heapObjects()-a0)/calls, "allocs/call")
 	r1, w1, _ := testutil.ProcSyscalls()
 	b.ReportMetric(float64(r1-r0+w1-w0)/calls, "rw-syscalls/call")
+	// The process's context switches (voluntary and not) per call: a
+	// thread that sleeps (a goroutine parked with nothing else to run on
+	// its P) and is woken again costs system calls and scheduling.
+	b.ReportMetric(float64(contextSwitches()-cs0)/calls, "ctxsw/call")
 	// Log entries per call (each is a proposal, an encoding, an append
 	// and an apply on every node): a count that load does not move.
 	b.ReportMetric(float64(leader.db.Durable().LSN-lsn0)/calls, "entries/call")
@@ -176,6 +183,10 @@ func benchApps(b *testing.B, workload string, clients int) {
 	// (the fsync, a message to each follower, their appends) are shared by.
 	appends1, _ := leader.db.AppendStats()
 	b.ReportMetric(float64(appends1-appends0)/calls, "appends/call")
+	// The leader's log bytes per call: the entries' size, which each
+	// follower receives, persists and applies.
+	_, lb := leader.db.LogSize()
+	b.ReportMetric(float64(lb-lb0)/calls, "log-B/call")
 	// The leader's point reads the row cache missed (each a Pebble
 	// lookup) per call.
 	b.ReportMetric(float64(leader.db.RowCacheStats().Misses-rc0.Misses)/calls, "rowcache-misses/call")
@@ -204,6 +215,16 @@ func benchApps(b *testing.B, workload string, clients int) {
 		// outcome) per job.
 		b.ReportMetric(float64(reg.wakeUps.Load()-wakes0)/calls, "client-wakes/call")
 	}
+}
+
+// contextSwitches is the process's voluntary and involuntary context
+// switches so far (getrusage).
+func contextSwitches() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Nvcsw + ru.Nivcsw
 }
 
 // driveQueue has the first np of conns LPUSH jobs onto one list and the
