@@ -2,6 +2,7 @@ package replication
 
 import (
 	"bytes"
+	"unsafe"
 
 	"github.com/tandemdb/tandem/internal/keyspace"
 	"github.com/tandemdb/tandem/internal/logrec"
@@ -21,6 +22,23 @@ import (
 type overlay struct {
 	l *keyspace.Layer
 	h *keyspace.Hints
+	k *keyLSNs
+}
+
+// keyLSNs is, for each user key that a sequenced entry still in the
+// overlay touched (any op naming it), the LSN of the last such entry, and
+// the LSN of the last FLUSHALL sequenced (it touches every key). Every
+// row of a key, its metadata row and its sub-key rows alike, and every
+// hint about them, changes only by ops that name the key, and the
+// committed data only by the entries that pass here; so a command that
+// read only keys absent from keys (and no FLUSHALL is pending) read only
+// committed rows, and one that read key k read nothing written after
+// entry keys[k]. A write that logs nothing is answered on that (Start,
+// overlayView.note): it waits for the entries it read, not for every
+// entry before it.
+type keyLSNs struct {
+	keys  map[string]uint64
+	flush uint64
 }
 
 // add records e's operations as the latest uncommitted rows. The entry was
@@ -30,6 +48,7 @@ func (o *overlay) add(e *logrec.Entry) {
 	if o.l == nil {
 		o.l = keyspace.NewLayer(nil)
 		o.h = keyspace.NewHints(nil)
+		o.k = &keyLSNs{keys: make(map[string]uint64)}
 	}
 	// One arena for the layer's rows and the hints' row keys: a list
 	// push or pop made two (each holds what it builds; the arena lives
@@ -38,6 +57,48 @@ func (o *overlay) add(e *logrec.Entry) {
 	a := keyspace.NewArena(keyspace.OpsBytes(e.Ops) + keyspace.HintBytes(e.Ops))
 	_ = o.l.ApplyOpsIn(e.LSN, e.Ops, a)
 	_ = o.h.ApplyOpsIn(e.Ops, a)
+	o.k.add(e)
+}
+
+func (k *keyLSNs) add(e *logrec.Entry) {
+	var last []byte // the key of the op before: a collection's ops name it in a row
+	for i := range e.Ops {
+		op := &e.Ops[i]
+		if op.Kind == logrec.OpFlushAll {
+			k.flush = e.LSN
+			continue
+		}
+		if last != nil && bytes.Equal(op.Key, last) {
+			continue
+		}
+		last = op.Key
+		// The map keys on the op's key bytes without a copy: they are
+		// the entry's own encoding (EncodeOwned, or a decoded log
+		// record), which nothing writes again and which the entry keeps
+		// for as long as it is in flight; a key is deleted (drop) or
+		// rekeyed by a later entry's (Go updates a string key on
+		// assignment) before the overlay forgets that entry.
+		k.keys[unsafe.String(unsafe.SliceData(op.Key), len(op.Key))] = e.LSN
+	}
+}
+
+// drop forgets the keys whose last entry is applied (through last).
+func (k *keyLSNs) drop(ops []logrec.Op, last uint64) {
+	for i := range ops {
+		op := &ops[i]
+		if op.Kind == logrec.OpFlushAll {
+			continue
+		}
+		if lsn, ok := k.keys[string(op.Key)]; ok && lsn <= last {
+			delete(k.keys, string(op.Key))
+		}
+	}
+}
+
+// of is the LSN of the last entry in the overlay that touched key (a
+// FLUSHALL touches every key), 0 if none.
+func (k *keyLSNs) of(key []byte) uint64 {
+	return max(k.keys[string(key)], k.flush)
 }
 
 // drop forgets the rows of applied entries through last, unless a later
@@ -48,6 +109,7 @@ func (o *overlay) drop(applied []*proposal, last uint64) {
 	}
 	for _, p := range applied {
 		o.l.Forget(p.entry.Ops, last)
+		o.k.drop(p.entry.Ops, last)
 	}
 }
 
@@ -136,15 +198,83 @@ func wroteBefore(ops []logrec.Op, i int, wrote map[string]struct{}) bool {
 // keyspace.Reader over the overlay's layer on the committed rows. lsn is
 // the LSN the command being sequenced will get, the version of any
 // collection it creates.
+//
+// It also notes what the command read (note): the last entry in the
+// overlay that touched a key it read (read), or that it read rows of
+// more than one key at a time (wide: a scan of the keyspace), so that a
+// command that logs nothing waits only for the entries it read.
 type overlayView struct {
 	o    overlay
 	base storage.View
 	lsn  uint64
+	read uint64
+	wide bool
+	rows readRows
 }
 
-var _ keyspace.View = overlayView{}
+var _ keyspace.View = (*overlayView)(nil)
 
-func (v overlayView) reader() keyspace.Reader {
+// note records that the command read key's rows.
+func (v *overlayView) note(key []byte) {
+	if v.o.k != nil {
+		v.read = max(v.read, v.o.k.of(key))
+	}
+}
+
+// noteRow notes the key of the row at k (a metadata or sub-key row);
+// any other row is wide.
+func (v *overlayView) noteRow(k []byte) {
+	switch {
+	case len(k) > 0 && k[0] == keyspace.PrefixMeta:
+		v.note(k[1:])
+	case len(k) > 0 && k[0] == keyspace.PrefixSub:
+		key, _, _, err := keyspace.ParseSubKey(k)
+		if err != nil {
+			v.wide = true
+			return
+		}
+		v.note(key)
+	default:
+		v.wide = true
+	}
+}
+
+// noteSpan notes the key of the rows in [lo, hi) when they are sub-key
+// rows of one key (a collection's span); any other span is wide.
+func (v *overlayView) noteSpan(lo, hi []byte) {
+	if len(lo) > 0 && lo[0] == keyspace.PrefixSub {
+		if key, _, _, err := keyspace.ParseSubKey(lo); err == nil && bytes.HasPrefix(hi, lo[:5+len(key)]) {
+			v.note(key)
+			return
+		}
+	}
+	v.wide = true
+}
+
+// readRows is the rows a command reads through View.Rows (transactions,
+// scripts and pipelines layer their own writes over them; list commands
+// read them): each read noted by the row keys it names.
+type readRows struct {
+	v *overlayView
+	r keyspace.Rows
+}
+
+func (r *readRows) Get(k []byte) ([]byte, bool, error) {
+	r.v.noteRow(k)
+	return r.r.Get(k)
+}
+
+func (r *readRows) Iter(lo, hi []byte, fn func(k, v []byte) bool) error {
+	r.v.noteSpan(lo, hi)
+	return r.r.Iter(lo, hi, fn)
+}
+
+func (r *readRows) IterReverse(lo, hi []byte, fn func(k, v []byte) bool) error {
+	r.v.noteSpan(lo, hi)
+	return r.r.IterReverse(lo, hi, fn)
+}
+
+func (v *overlayView) reader() keyspace.Reader {
 	r := keyspace.Reader{R: v.base.Rows(), NowMs: v.base.NowMs, LSN: v.lsn}
 	if v.o.l != nil && v.o.l.Len() > 0 {
 		v.o.l.SetBase(r.R)
@@ -157,29 +287,37 @@ func (v overlayView) reader() keyspace.Reader {
 	return r
 }
 
-func (v overlayView) Get(key []byte) (keyspace.Value, bool, error) { return v.reader().Get(key) }
+func (v *overlayView) Get(key []byte) (keyspace.Value, bool, error) {
+	v.note(key)
+	return v.reader().Get(key)
+}
 
 // Scan merges the overlay into the committed keys. Write commands seldom
 // scan, so this serves correctness, not speed.
-func (v overlayView) Scan(start []byte, fn func(key []byte, val keyspace.Value) bool) error {
+func (v *overlayView) Scan(start []byte, fn func(key []byte, val keyspace.Value) bool) error {
+	v.wide = true
 	return v.reader().Scan(start, fn)
 }
 
-func (v overlayView) Sub(key []byte, version uint64, sub []byte) ([]byte, bool, error) {
+func (v *overlayView) Sub(key []byte, version uint64, sub []byte) ([]byte, bool, error) {
+	v.note(key)
 	return v.reader().Sub(key, version, sub)
 }
 
-func (v overlayView) SubScan(key []byte, version uint64, start []byte, fn func(sub, val []byte) bool) error {
+func (v *overlayView) SubScan(key []byte, version uint64, start []byte, fn func(sub, val []byte) bool) error {
+	v.note(key)
 	return v.reader().SubScan(key, version, start, fn)
 }
 
-func (v overlayView) SubScanReverse(key []byte, version uint64, end []byte, fn func(sub, val []byte) bool) error {
+func (v *overlayView) SubScanReverse(key []byte, version uint64, end []byte, fn func(sub, val []byte) bool) error {
+	v.note(key)
 	return v.reader().SubScanReverse(key, version, end, fn)
 }
 
 // SubDeleted is the overlay hints' count of the rows of (key, version)
 // deleted one by one (commands.TombstoneCounter).
-func (v overlayView) SubDeleted(key []byte, version uint64) uint64 {
+func (v *overlayView) SubDeleted(key []byte, version uint64) uint64 {
+	v.note(key)
 	if v.o.h == nil {
 		return 0
 	}
@@ -188,23 +326,30 @@ func (v overlayView) SubDeleted(key []byte, version uint64) uint64 {
 
 // ListPop reads a list's element for a pop through the overlay hints'
 // runs (commands.ListPopper); a point read without hints.
-func (v overlayView) ListPop(key []byte, version, i uint64, tail bool) ([]byte, bool, error) {
+func (v *overlayView) ListPop(key []byte, version, i uint64, tail bool) ([]byte, bool, error) {
 	if v.o.h == nil {
 		return v.Sub(key, version, keyspace.ListIndexSub(i))
 	}
+	v.note(key)
 	v.reader() // the hints' base, at this command's clock
 	return v.o.h.ListPop(key, version, i, tail)
 }
 
 // SetSample is the overlay hints' sample of a set's members drawn ahead
 // (commands.SampleKeeper); a throwaway one without hints.
-func (v overlayView) SetSample(key []byte) *keyspace.Sample {
+func (v *overlayView) SetSample(key []byte) *keyspace.Sample {
+	v.note(key)
 	if v.o.h == nil {
 		return &keyspace.Sample{}
 	}
 	return v.o.h.Sample(key)
 }
 
-func (v overlayView) Rows() keyspace.Rows { return v.reader().R }
-func (v overlayView) Now() int64          { return v.base.NowMs }
-func (v overlayView) NewVersion() uint64  { return v.lsn }
+// Rows are the rows under the view, each read noted (readRows).
+func (v *overlayView) Rows() keyspace.Rows {
+	v.rows = readRows{v: v, r: v.reader().R}
+	return &v.rows
+}
+
+func (v *overlayView) Now() int64         { return v.base.NowMs }
+func (v *overlayView) NewVersion() uint64 { return v.lsn }
