@@ -591,7 +591,7 @@ func NewLeader(cfg LeaderConfig, epoch uint64) (*Leader, error) {
 			}
 			p := &proposal{lsn: e.LSN, entry: e, raw: raw}
 			tail = append(tail, p)
-			l.overlay.add(&p.entry)
+			l.overlay.add(&p.entry, db)
 			l.tail.add(e.LSN, raw, e.TimeNs)
 		}
 	}
@@ -1039,8 +1039,8 @@ func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
 		// drained, an SADD of a member already there, answered as
 		// Redis answers them, with no fsync and no group commit. A
 		// scan of the keyspace (wide) waits for every entry before it.
-		observed := max(p.view.read, l.core.StartLSN())
-		if p.view.wide || plantNoOpWaitsAll {
+		observed := max(p.view.observed(res.ShapeOnly), l.core.StartLSN())
+		if plantNoOpWaitsAll {
 			observed = lsn - 1
 		}
 		if plantNoOpEarly {
@@ -1080,7 +1080,7 @@ func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
 	l.core.Propose(p, now.UnixNano())
 	l.dispatchLocked()
 	l.mu.Unlock()
-	l.overlay.add(&p.entry)
+	l.overlay.add(&p.entry, l.cfg.DB)
 	if l.cfg.Sequenced != nil {
 		l.cfg.Sequenced(p.entry.Ops)
 	}
