@@ -111,6 +111,15 @@ type Result struct {
 	// the write's keyspace notifications (notify.go). Their bytes are
 	// their own (never the arguments'): the leader keeps them until then.
 	Publish []Message
+	// ShapeOnly, on a result without Ops, says that the reply depends,
+	// of the metadata rows the command read, only on each key's type,
+	// version and expiry (whether it is there, and which collection it
+	// is), not on its size, and of the sub-key rows only on those it read
+	// one by one (View.Sub): an SADD of members already there, an SREM
+	// of none. The leader then answers it once those are committed,
+	// though writes that changed only the size of its key, or other
+	// members, are in flight (package replication's overlayView).
+	ShapeOnly bool
 }
 
 // Spec describes one command.

@@ -101,21 +101,30 @@ func execSAdd(_ *Ctx, v View, args [][]byte) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	return t.result(Int(n))
+	return shapeOnly(t.result(Int(n)))
+}
+
+// shapeOnly marks a result that logs nothing ShapeOnly: for SADD and
+// SREM, whose reply, when they change nothing, is 0 whatever the set's
+// size, decided by its metadata row's type and version and the member
+// rows read with View.Sub.
+func shapeOnly(r Result, err error) (Result, error) {
+	r.ShapeOnly = len(r.Ops) == 0
+	return r, err
 }
 
 func execSRem(_ *Ctx, v View, args [][]byte) (Result, error) {
 	key := args[1]
 	s, ok, err := getTyped(v, key, keyspace.TypeSet)
 	if err != nil || !ok {
-		return Result{Reply: Int(0)}, err
+		return Result{Reply: Int(0), ShapeOnly: true}, err
 	}
 	t := txn{v: v}
 	n, err := sremMembers(&t, key, s, args[2:])
 	if err != nil {
 		return Result{}, err
 	}
-	return t.result(Int(n))
+	return shapeOnly(t.result(Int(n)))
 }
 
 func execSCard(_ *Ctx, v View, args [][]byte) (Result, error) {

@@ -353,6 +353,23 @@ func (l *Layer) Own(k []byte) (row []byte, long, held bool) {
 	return nil, false, false
 }
 
+// WrittenAt is the LSN tag of the layer's write that decides the row at
+// k (its point write, or a range delete over it), 0 when the layer has
+// neither written k nor range-deleted it: the base's row is read. It
+// never reads the base.
+func (l *Layer) WrittenAt(k []byte) uint64 {
+	var lsn uint64
+	if p, ok := l.points[string(k)]; ok {
+		lsn = p.lsn
+	}
+	for _, r := range l.ranges {
+		if string(k) >= r.lo && string(k) < r.hi {
+			lsn = max(lsn, r.lsn)
+		}
+	}
+	return lsn
+}
+
 // Iter implements Rows: the layer's rows merged into the base's. It sorts
 // the layer's keys in the span, so it costs the layer's size; the writes it
 // serves (a transaction, the leader's in-flight entries) are small.

@@ -67,7 +67,9 @@ func (b backend) PublishShard(_ context.Context, channel, message []byte) (int, 
 // infoStats is INFO's "# Stats": Redis's pub/sub counts (this node's),
 // and the messages this node dropped (replication/pubsub.go): as a leader
 // for follower streams that fell 32 MiB behind, as a follower held past
-// that or its own PUBLISHes that found no room to the leader.
+// that or its own PUBLISHes that found no room to the leader; and the
+// process's write commands that logged nothing, and of those the ones
+// that waited for an entry to be applied (replication.NoOpWrites).
 func (b backend) infoStats(sb *strings.Builder) {
 	n := b.n
 	var dropped uint64
@@ -77,8 +79,9 @@ func (b backend) infoStats(sb *strings.Builder) {
 	case *following:
 		dropped = r.f.PubDropped()
 	}
-	fmt.Fprintf(sb, "# Stats\r\npubsub_channels:%d\r\npubsub_patterns:%d\r\ntandem_pubsub_dropped:%d\r\n\r\n",
-		len(n.pubsub.Channels(nil, true)), n.pubsub.NumPat(), dropped)
+	noOps, noOpWaits := replication.NoOpWrites()
+	fmt.Fprintf(sb, "# Stats\r\npubsub_channels:%d\r\npubsub_patterns:%d\r\ntandem_pubsub_dropped:%d\r\ntandem_noop_writes:%d\r\ntandem_noop_write_waits:%d\r\n\r\n",
+		len(n.pubsub.Channels(nil, true)), n.pubsub.NumPat(), dropped, noOps, noOpWaits)
 }
 
 // Cluster-wide settings (replication/settings.go): notify-keyspace-events

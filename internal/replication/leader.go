@@ -591,7 +591,7 @@ func NewLeader(cfg LeaderConfig, epoch uint64) (*Leader, error) {
 			}
 			p := &proposal{lsn: e.LSN, entry: e, raw: raw}
 			tail = append(tail, p)
-			l.overlay.add(&p.entry)
+			l.overlay.add(&p.entry, db)
 			l.tail.add(e.LSN, raw, e.TimeNs)
 		}
 	}
@@ -988,6 +988,16 @@ type Pending struct {
 	seen     bool
 }
 
+// noOpWrites counts the answers of this process's write commands that
+// logged nothing (a pop of a drained key, an SADD of a member already
+// there), noOpWaits those of them that waited for the leader's core to
+// apply what they had read before they could be answered (NoOpWrites).
+var noOpWrites, noOpWaits atomic.Uint64
+
+// NoOpWrites returns how many write commands of this process logged
+// nothing, and how many of those waited for an entry to be applied.
+func NoOpWrites() (n, waited uint64) { return noOpWrites.Load(), noOpWaits.Load() }
+
 // Start sequences a write command without waiting for it. exec computes the
 // reply and row operations against the committed data overlaid with every
 // uncommitted write, so read-modify-write commands see the writes ordered
@@ -1018,13 +1028,25 @@ func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
 	}
 	if len(res.Ops) == 0 {
 		// It read the data as of lsn-1 (seqMu is held from admit on:
-		// nothing was sequenced in between). When admit found that
-		// applied already, the reply reflects only committed writes
-		// and needs no wait for the core, only the lease a read needs
-		// (applied past lsn-1 is past the leadership's start, so it is
-		// readable): a pop that finds its key drained is answered as
-		// Redis answers it, with no fsync and no group commit.
-		p.pending = Pending{l: l, reply: res.Reply, observed: lsn - 1, seen: applied >= lsn-1}
+		// nothing was sequenced in between), but only the keys it
+		// noted: the rows it read were written by entries at or below
+		// the last entry in the overlay that touched one of them
+		// (keyLSNs), or are committed. It is answered, as a read is,
+		// once those are applied and the leadership's own start is
+		// (ReadBarrier's rule), under the lease: when admit found that
+		// so already, with no wait for the core (applied only grows),
+		// whatever else is in flight — a pop that finds its key
+		// drained, an SADD of a member already there, answered as
+		// Redis answers them, with no fsync and no group commit. A
+		// scan of the keyspace (wide) waits for every entry before it.
+		observed := max(p.view.observed(res.ShapeOnly), l.core.StartLSN())
+		if plantNoOpWaitsAll {
+			observed = lsn - 1
+		}
+		if plantNoOpEarly {
+			observed = 0
+		}
+		p.pending = Pending{l: l, reply: res.Reply, observed: observed, seen: applied >= observed}
 		return &p.pending, nil
 	}
 	if n := entryBound(res.Ops); n > l.cfg.MaxEntryBytes {
@@ -1058,12 +1080,19 @@ func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
 	l.core.Propose(p, now.UnixNano())
 	l.dispatchLocked()
 	l.mu.Unlock()
-	l.overlay.add(&p.entry)
+	l.overlay.add(&p.entry, l.cfg.DB)
 	if l.cfg.Sequenced != nil {
 		l.cfg.Sequenced(p.entry.Ops)
 	}
 	return &p.pending, nil
 }
+
+// Planted bugs for tests. plantNoOpEarly answers a write that logs
+// nothing at once, before the entries it read are applied
+// (TestProposeNoOpsWaitsForApplied, TestNoOpWaitsForWhatItRead must catch
+// it); plantNoOpWaitsAll makes it wait for every entry before it, what
+// it read or not (TestNoOpOfCommittedKeysDoesNotWait must catch it).
+var plantNoOpEarly, plantNoOpWaitsAll = false, false
 
 // entryBound is at least the size of an entry holding ops, as
 // logrec.Append encodes it: its fixed fields, and per op its kind, every
@@ -1137,7 +1166,9 @@ func (l *Leader) admit(ctx context.Context) (next, applied uint64, err error) {
 // returns ErrWriteTimeout, and the outcome is unknown too.
 func (pd *Pending) Wait(ctx context.Context) (commands.Reply, uint64, error) {
 	if pd.p == nil {
+		noOpWrites.Add(1)
 		if !pd.seen {
+			noOpWaits.Add(1)
 			if err := pd.l.waitApplied(ctx, pd.observed); err != nil {
 				return nil, 0, err
 			}

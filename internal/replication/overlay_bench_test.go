@@ -28,7 +28,7 @@ func BenchmarkOverlaySet(b *testing.B) {
 	for i := range b.N {
 		lsn := uint64(i + 1)
 		p := &proposal{lsn: lsn, entry: logrec.Entry{Epoch: 1, LSN: lsn, Ops: []logrec.Op{{Kind: logrec.OpPut, Key: keys[i%len(keys)], Value: value}}}}
-		o.add(&p.entry)
+		o.add(&p.entry, nil)
 		ps = append(ps, p)
 		if len(ps) == group {
 			o.drop(ps, lsn)

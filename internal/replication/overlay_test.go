@@ -94,7 +94,7 @@ func TestOverlayViewReadsBothWays(t *testing.T) {
 				for i := range ops {
 					_ = keyspace.Apply(truth, &ops[i])
 				}
-				o.add(&p.entry)
+				o.add(&p.entry, nil)
 				pending = append(pending, p)
 			}
 			if len(pending) > 0 && r.IntN(3) == 0 { // storage applies a batch
@@ -156,7 +156,7 @@ func TestOverlayHeapBoundedUnderWrites(t *testing.T) {
 			lsn++
 			key := fmt.Appendf(nil, "key:%d", lsn) // every key new
 			p := &proposal{lsn: lsn, entry: logrec.Entry{Epoch: 1, LSN: lsn, Ops: []logrec.Op{{Kind: logrec.OpPut, Key: key, Value: value}}}}
-			o.add(&p.entry)
+			o.add(&p.entry, nil)
 			pending = append(pending, p)
 			if len(pending) == group+inFlight { // a group applied, the rest in flight
 				o.drop(pending[:group], pending[group-1].lsn)
