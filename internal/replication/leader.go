@@ -980,7 +980,10 @@ type ExecFunc func(v commands.View, nowMs int64) (commands.Result, error)
 type Pending struct {
 	l     *Leader
 	reply commands.Reply
-	p     *proposal // nil when the command logged nothing
+	// err is the command's own error reply (a commands input error),
+	// answered as reply is by a command that logged nothing.
+	err error
+	p   *proposal // nil when the command logged nothing
 	// observed is the last LSN the command may have read (no-op writes);
 	// seen that it was applied already when the command ran, so Wait need
 	// not ask the core (applied only grows).
@@ -1004,7 +1007,10 @@ func NoOpWrites() (n, waited uint64) { return noOpWrites.Load(), noOpWaits.Load(
 // before them, including earlier commands of the same pipeline. The entry is
 // queued for the next group commit. Commands of one connection can be
 // started back to back and waited for in order, so that a pipeline shares
-// one fsync.
+// one fsync. A command's own error (a commands input error) is its reply:
+// Start returns a Pending whose Wait answers it once what the command read
+// is applied, as a write that logged nothing is answered; any other error
+// of exec is Start's.
 //
 // When the writes in flight have reached MaxInFlight or MaxInFlightBytes,
 // Start waits for room until ctx ends or the core's admission deadline
@@ -1023,10 +1029,10 @@ func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
 	// for its Pending.
 	p := &proposal{view: overlayView{o: l.overlay, base: storage.View{DB: l.cfg.DB, NowMs: now.UnixMilli()}, lsn: lsn}}
 	res, err := exec(&p.view, now.UnixMilli())
-	if err != nil {
+	if err != nil && (!commands.IsInputError(err) || plantErrorReplyEarly) {
 		return nil, err
 	}
-	if len(res.Ops) == 0 {
+	if err != nil || len(res.Ops) == 0 {
 		// It read the data as of lsn-1 (seqMu is held from admit on:
 		// nothing was sequenced in between), but only the keys it
 		// noted: the rows it read were written by entries at or below
@@ -1039,14 +1045,18 @@ func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
 		// drained, an SADD of a member already there, answered as
 		// Redis answers them, with no fsync and no group commit. A
 		// scan of the keyspace (wide) waits for every entry before it.
-		observed := max(p.view.observed(res.ShapeOnly), l.core.StartLSN())
+		// The command's own error (WRONGTYPE, not an integer) is its
+		// reply, answered so too: it may say what an entry in flight
+		// wrote (an INCR of a string SET just before), which a failover
+		// could still lose.
+		observed := max(p.view.observed(res.ShapeOnly && err == nil), l.core.StartLSN())
 		if plantNoOpWaitsAll {
 			observed = lsn - 1
 		}
 		if plantNoOpEarly {
 			observed = 0
 		}
-		p.pending = Pending{l: l, reply: res.Reply, observed: observed, seen: applied >= observed}
+		p.pending = Pending{l: l, reply: res.Reply, err: err, observed: observed, seen: applied >= observed}
 		return &p.pending, nil
 	}
 	if n := entryBound(res.Ops); n > l.cfg.MaxEntryBytes {
@@ -1093,6 +1103,10 @@ func (l *Leader) Start(ctx context.Context, exec ExecFunc) (*Pending, error) {
 // it); plantNoOpWaitsAll makes it wait for every entry before it, what
 // it read or not (TestNoOpOfCommittedKeysDoesNotWait must catch it).
 var plantNoOpEarly, plantNoOpWaitsAll = false, false
+
+// plantErrorReplyEarly answers a command's own error at once, from data an
+// entry in flight wrote (TestErrorReplyWaitsForWhatItRead must catch it).
+var plantErrorReplyEarly = false
 
 // entryBound is at least the size of an entry holding ops, as
 // logrec.Append encodes it: its fixed fields, and per op its kind, every
@@ -1175,6 +1189,9 @@ func (pd *Pending) Wait(ctx context.Context) (commands.Reply, uint64, error) {
 		}
 		if err := pd.l.cfg.Lease.await(ctx, pd.l.ctx.Done(), pd.l.cfg.WriteTimeout); err != nil {
 			return nil, 0, err
+		}
+		if pd.err != nil {
+			return nil, 0, pd.err
 		}
 		return pd.reply, 0, nil
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -240,4 +241,65 @@ func b2i(b bool) int64 {
 		return 1
 	}
 	return 0
+}
+
+// TestErrorReplyWaitsForWhatItRead: a command whose own error reply says
+// what an entry in flight wrote (an INCR of a string SET just before, a
+// set command on that string) is answered, as a no-op's reply is, only
+// once that entry is applied: a failover could still lose the entry, and
+// the client would have been told of a value that never was. An error
+// that read nothing pending is answered at once.
+func TestErrorReplyWaitsForWhatItRead(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		command ExecFunc
+		want    string
+	}{
+		{"incr", cmdExec("incr", "k"), "not an integer"},
+		{"wrongtype", cmdExec("sadd", "k", "a"), "WRONGTYPE"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			l := newLeader(t, 1, commit.Mode{Kind: commit.Quorum, K: 1}, nil)
+			f := newFollowerNode(t, "f", vfs.NewMem(), l.dialer)
+			propose(t, l, cmdExec("set", "committed", "abc"))
+			f.stop(t) // every write after this waits until it comes back
+			w, err := l.Start(context.Background(), cmdExec("set", "k", "abc"))
+			if err != nil {
+				t.Fatalf("Start write: %v", err)
+			}
+			p, err := l.Start(context.Background(), c.command)
+			if err != nil {
+				t.Fatalf("Start answered %v at once, from an entry in flight", err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), noOpBlocked)
+			_, _, err = p.Wait(ctx)
+			cancel()
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("answered %v before the entry it read was applied", err)
+			}
+			// On a committed string: answered at once, with no wait.
+			q, err := l.Start(context.Background(), cmdExec("incr", "committed"))
+			if err != nil {
+				t.Fatalf("Start on a committed key: %v", err)
+			}
+			if !q.seen {
+				t.Errorf("an error on a committed key waits for the core")
+			}
+			f.start(t, l.dialer)
+			ctx, cancel = context.WithTimeout(context.Background(), waitTimeout)
+			defer cancel()
+			if _, _, err := w.Wait(ctx); err != nil {
+				t.Fatalf("write: %v", err)
+			}
+			// The error comes as the command made it: an error return
+			// (INCR) or an error reply (WRONGTYPE).
+			r, _, err := p.Wait(ctx)
+			if e, ok := r.(commands.ErrorReply); ok && err == nil {
+				err = errors.New(string(e))
+			}
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("reply %v, %v, want the command's error (%s)", r, err, c.want)
+			}
+		})
+	}
 }
