@@ -48,11 +48,23 @@ type nodeWatch struct {
 
 func (w *nodeWatch) Release() { w.lw.Release() }
 
-// Leading implements resp.TxBackend.
-func (b backend) Leading() bool {
-	_, ok := b.n.current().(*leading)
-	return ok
+// WriteRefused implements resp.TxBackend, with startExec's reasons a
+// write is refused before it is sequenced that hold while it is queued.
+func (b backend) WriteRefused() error {
+	if _, ok := b.n.current().(*leading); !ok {
+		return resp.ErrReadOnly
+	}
+	if b.n.scripts.Busy() {
+		return resp.ErrBusy
+	}
+	return nil
 }
+
+// BusyAfter implements resp.ScriptsBackend.
+func (b backend) BusyAfter() time.Duration { return b.n.scripts.BusyAfter() }
+
+// SetBusyAfter implements resp.ScriptsBackend.
+func (b backend) SetBusyAfter(d time.Duration) { b.n.scripts.SetBusyAfter(d) }
 
 // Watch implements resp.TxBackend.
 func (b backend) Watch(ctx context.Context, keys [][]byte) (resp.Watch, error) {

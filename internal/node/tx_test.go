@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -384,5 +385,85 @@ func TestTxCommandNamesAnyCase(t *testing.T) {
 		if err := ac.call([]byte(step.cmd), step.want); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestBusyScriptRefusesTransactionWrites: while a script holds the
+// sequencer past busy-reply-threshold (set with CONFIG SET under its old
+// name, lua-time-limit, as Redis's tests do), a write queued in MULTI is
+// refused with BUSY and flags the transaction, and an EXEC of a
+// transaction that writes is EXECABORT with BUSY's cause, as Redis
+// answers; once SCRIPT KILL ends the script, nothing of it ran.
+func TestBusyScriptRefusesTransactionWrites(t *testing.T) {
+	n := testNode(t, "n1", nil)
+	ctx := context.Background()
+	c := newClient(t, n)
+	if err := c.ConfigSet(ctx, "lua-time-limit", "10").Err(); err != nil {
+		t.Fatalf("CONFIG SET lua-time-limit: %v", err)
+	}
+	if got := c.ConfigGet(ctx, "busy-reply-threshold").Val()["busy-reply-threshold"]; got != "10" {
+		t.Fatalf("CONFIG GET busy-reply-threshold = %q, want 10", got)
+	}
+	if err := c.Set(ctx, "xx", "1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	raw := func() (*bufio.Reader, net.Conn) {
+		conn, err := net.Dial("tcp", n.respAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return bufio.NewReader(conn), conn
+	}
+	expect := func(br *bufio.Reader, want ...string) {
+		t.Helper()
+		for _, w := range want {
+			line, err := br.ReadString('\n')
+			if err != nil || !strings.HasPrefix(line, w) {
+				t.Fatalf("got %q (%v), want %s...", line, err, w)
+			}
+		}
+	}
+	// Two transactions, each with a write queued before the script.
+	before, bc := raw()
+	body, yc := raw()
+	for _, conn := range []net.Conn{bc, yc} {
+		if _, err := conn.Write([]byte("MULTI\r\nINCR xx\r\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expect(before, "+OK", "+QUEUED")
+	expect(body, "+OK", "+QUEUED")
+
+	script, sc := raw()
+	if _, err := sc.Write([]byte("EVAL \"while true do end\" 0\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !n.scripts.Busy() {
+		if time.Now().After(deadline) {
+			t.Fatal("the script never became busy")
+		}
+		runtime.Gosched()
+	}
+	if _, err := yc.Write([]byte("INCR xx\r\nGET xx\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	expect(body, "-BUSY ", "+QUEUED")
+	if _, err := bc.Write([]byte("EXEC\r\nPING\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	expect(before, "-EXECABORT Transaction discarded because of: BUSY ", "+PONG")
+
+	if err := c.ScriptKill(ctx).Err(); err != nil {
+		t.Fatalf("SCRIPT KILL: %v", err)
+	}
+	expect(script, "-ERR Script killed by user")
+	if _, err := yc.Write([]byte("EXEC\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	expect(body, "-EXECABORT Transaction discarded because of previous errors.")
+	if v := c.Get(ctx, "xx").Val(); v != "1" {
+		t.Fatalf("xx = %q after two aborted transactions, want 1", v)
 	}
 }

@@ -198,7 +198,7 @@ func (n *node) configParams() []configParam {
 	listSize, listDepth := commands.ListConfig()
 	setInts, setEntries, setValue := commands.SetEncodingLimits()
 	zEntries, zValue := commands.ZSetEncodingLimits()
-	return []configParam{
+	params := []configParam{
 		{"zset-max-listpack-entries", strconv.FormatInt(zEntries, 10)},
 		{"zset-max-listpack-value", strconv.FormatInt(zValue, 10)},
 		{"zset-max-ziplist-entries", strconv.FormatInt(zEntries, 10)},
@@ -223,6 +223,11 @@ func (n *node) configParams() []configParam {
 		{"client-query-buffer-limit", strconv.FormatInt(n.srv.cfg.MaxCommandLen, 10)},
 		{"max-reply-bytes", strconv.FormatInt(commands.MaxReplyBytes(), 10)},
 	}
+	if sb, ok := n.b.(ScriptsBackend); ok {
+		ms := strconv.FormatInt(sb.BusyAfter().Milliseconds(), 10)
+		params = append(params, configParam{"busy-reply-threshold", ms}, configParam{"lua-time-limit", ms})
+	}
+	return params
 }
 
 // SettingsBackend is an optional Backend capability for the settings the
@@ -236,6 +241,15 @@ type SettingsBackend interface {
 	// follower takes the leader's whenever they arrive, so a change made
 	// there would last only until then.
 	SettingsLeader() bool
+}
+
+// ScriptsBackend is an optional Backend capability: how long a script
+// holds the leader's sequencer before writes are answered BUSY, the
+// node's own setting (CONFIG GET/SET busy-reply-threshold and its former
+// name lua-time-limit, in milliseconds, as Redis's).
+type ScriptsBackend interface {
+	BusyAfter() time.Duration
+	SetBusyAfter(time.Duration)
 }
 
 func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
@@ -260,9 +274,9 @@ func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 			c.WriteError(errArity("config|set"))
 			return
 		}
-		// The encoding thresholds of hashes, sets, sorted sets and lists
-		// max-reply-bytes and notify-keyspace-events are the only settable
-		// parameters: the thresholds change what OBJECT
+		// The encoding thresholds of hashes, sets, sorted sets and lists,
+		// max-reply-bytes, notify-keyspace-events and the node's
+		// busy-reply-threshold are the only settable parameters: the thresholds change what OBJECT
 		// ENCODING reports (commands.SetHashEncodingLimits,
 		// SetSetEncodingLimits, SetZSetEncodingLimits) or are
 		// kept for CONFIG GET (commands.SetListConfig). All are checked
@@ -274,6 +288,8 @@ func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 		listSize, listDepth := commands.ListConfig()
 		maxReply := commands.MaxReplyBytes()
 		notify := commands.NotifyKeyspaceEvents()
+		scripts, hasScripts := n.b.(ScriptsBackend)
+		busyMs := int64(-1) // unchanged
 		for i := 2; i < len(args); i += 2 {
 			name := strings.ToLower(string(args[i]))
 			if name == "save" && len(args[i+1]) == 0 {
@@ -322,6 +338,12 @@ func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 				// tandem's own: the largest reply a command may build
 				// (commands.SetMaxReplyBytes).
 				dst, lo = &maxReply, 1
+			case "busy-reply-threshold", "lua-time-limit":
+				if !hasScripts {
+					c.WriteError(errConfigSet(args[i]))
+					return
+				}
+				dst, hi = &busyMs, math.MaxInt64/int64(time.Millisecond)
 			default:
 				c.WriteError(errConfigSet(args[i]))
 				return
@@ -338,6 +360,9 @@ func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 		commands.SetZSetEncodingLimits(zEntries, zValue)
 		commands.SetMaxReplyBytes(maxReply)
 		commands.SetNotifyKeyspaceEvents(notify)
+		if busyMs >= 0 {
+			scripts.SetBusyAfter(time.Duration(busyMs) * time.Millisecond)
+		}
 		if sb, ok := n.b.(SettingsBackend); ok {
 			sb.SettingsChanged() // the cluster's: the node passes them on
 		}

@@ -39,9 +39,11 @@ type TxBackend interface {
 	// ErrWatchChanged (nothing ran) when a watched key changed since its
 	// Watch; with ErrReadOnly when tx writes and the node does not lead.
 	Exec(ctx context.Context, tx Tx) (TxResult, error)
-	// Leading reports whether the node leads now (a write queued on a
-	// node that does not is refused at once, as on a Redis replica).
-	Leading() bool
+	// WriteRefused is why a write queued now is refused at once, or nil:
+	// ErrReadOnly when the node does not lead (as on a Redis replica),
+	// ErrBusy while a script holds the leader's sequencer past its
+	// threshold (as Redis refuses commands then).
+	WriteRefused() error
 }
 
 // TxThenBackend is an optional TxBackend capability, EXEC's ThenBackend:
@@ -200,10 +202,12 @@ func (n *node) queue(c redcon.Conn, sess *Session, args [][]byte) bool {
 			c.WriteError(n.srv.errorText(err, sess, spec.Name))
 			return true
 		}
-		if spec.Flags&commands.FlagWrite != 0 && !n.tx.Leading() {
-			tx.dirty = true
-			c.WriteError(n.srv.errorText(ErrReadOnly, sess, spec.Name))
-			return true
+		if spec.Flags&commands.FlagWrite != 0 {
+			if err := n.tx.WriteRefused(); err != nil {
+				tx.dirty = true
+				c.WriteError(n.srv.errorText(err, sess, spec.Name))
+				return true
+			}
 		}
 		q.Spec = spec
 	} else if cc, ok := lookupConnCmd(args[0]); ok {
@@ -309,6 +313,12 @@ func cmdExec(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 			w.Release()
 		}
 	}()
+	if errors.Is(n.tx.WriteRefused(), ErrBusy) && queuesWrite(queue) {
+		// Refused before the queue is looked at, as Redis refuses EXEC
+		// while a script is busy (its cause wins over a queuing error).
+		c.WriteError(n.execErrorText(ErrBusy, sess))
+		return
+	}
 	if dirty {
 		c.WriteError(replyExecAbort)
 		return
@@ -343,6 +353,16 @@ func cmdExec(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 	res, err := n.tx.Exec(ctx, tx)
 	sess.leave()
 	n.writeExec(c, sess, queue, res, err)
+}
+
+// queuesWrite reports whether a transaction's queue holds a write.
+func queuesWrite(queue []queuedCmd) bool {
+	for _, q := range queue {
+		if q.Spec != nil && q.Spec.Flags&commands.FlagWrite != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // canThenExec reports whether an EXEC may be handed over with its reply
@@ -447,7 +467,7 @@ func (n *node) execErrorText(err error, sess *Session) string {
 	switch {
 	case errors.Is(err, ErrReadOnly), errors.Is(err, ErrNotLeader), errors.Is(err, ErrFenced),
 		errors.Is(err, ErrOverloaded), errors.Is(err, ErrLoading), errors.Is(err, ErrReadElsewhere),
-		errors.Is(err, ErrPositionLost), commands.IsInputError(err):
+		errors.Is(err, ErrPositionLost), errors.Is(err, ErrBusy), commands.IsInputError(err):
 		return replyExecAbortCause + text
 	}
 	return text

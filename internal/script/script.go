@@ -104,6 +104,9 @@ type Engine struct {
 	// seq is the script running in the sequencer, if any (at most one:
 	// the sequencer runs one command at a time).
 	seq atomic.Pointer[run]
+	// busyAfter is Config.BusyAfter, changed by SetBusyAfter (CONFIG SET
+	// busy-reply-threshold) while scripts run.
+	busyAfter atomic.Int64
 }
 
 // maxIdle bounds the pool of idle states.
@@ -118,6 +121,7 @@ func New(cfg Config) *Engine {
 		cfg.Log = slog.Default()
 	}
 	e := &Engine{cfg: cfg, cache: map[string]*compiled{}}
+	e.busyAfter.Store(int64(cfg.BusyAfter))
 	e.rng.x = 0x1234ABCD330E // rand.c's initial state
 	return e
 }
@@ -231,8 +235,16 @@ func (e *Engine) Cached() int {
 // BUSY instead.
 func (e *Engine) Busy() bool {
 	r := e.seq.Load()
-	return r != nil && time.Since(clockBase)-time.Duration(r.started.Load()) > e.cfg.BusyAfter
+	return r != nil && time.Since(clockBase)-time.Duration(r.started.Load()) > e.BusyAfter()
 }
+
+// BusyAfter is how long a sequenced script runs before Busy reports true.
+func (e *Engine) BusyAfter() time.Duration { return time.Duration(e.busyAfter.Load()) }
+
+// SetBusyAfter changes BusyAfter (CONFIG SET busy-reply-threshold); a
+// script running now is measured against the new value. Zero makes any
+// sequenced script busy at once, as Redis's 0 does.
+func (e *Engine) SetBusyAfter(d time.Duration) { e.busyAfter.Store(int64(max(d, 0))) }
 
 // Kill stops the running scripts (SCRIPT KILL): NOTBUSY when none runs,
 // UNKILLABLE when the sequencer's script has written (stopping it would
