@@ -182,7 +182,7 @@ func init() {
 	for class, names := range map[uint32][]string{
 		NotifyGeneric: {"del", "expire", "persist", "rename_from", "rename_to", "copy_to", "restore"},
 		NotifyString:  {"set", "setrange", "append", "incrby", "incrbyfloat", "setbit"},
-		NotifyList:    {"lpush", "rpush", "lpop", "rpop", "linsert", "lset", "ltrim", "lrem"},
+		NotifyList:    {"lpush", "rpush", "lpop", "rpop", "linsert", "lset", "ltrim", "lrem", "sortstore"},
 		NotifySet:     {"sadd", "srem", "spop", "sinterstore", "sunionstore", "sdiffstore"},
 		NotifyHash:    {"hset", "hdel", "hincrby", "hincrbyfloat"},
 		NotifyZSet: {"zadd", "zincr", "zrem", "zremrangebyscore", "zremrangebyrank", "zremrangebylex",
@@ -205,13 +205,14 @@ var commandEvent = map[string]string{
 	"lpushx": "lpush", "rpushx": "rpush", "blpop": "lpop", "brpop": "rpop",
 	"hmset": "hset", "hsetnx": "hset",
 	"zincrby": "zincr", "bzpopmin": "zpopmin", "bzpopmax": "zpopmax",
+	"sort": "sortstore",
 }
 
 // storeCommands write their result to a destination, replacing it: an
 // empty result deletes it ("del" only).
 var storeCommands = map[string]bool{
 	"sinterstore": true, "sunionstore": true, "sdiffstore": true, "zunionstore": true, "zinterstore": true,
-	"zdiffstore": true, "zrangestore": true, "bitop": true,
+	"zdiffstore": true, "zrangestore": true, "bitop": true, "sort": true,
 }
 
 // raisesEvents says command name raises events of its own: not EVAL (the

@@ -33,6 +33,8 @@ var table = []*Spec{
 	{Name: "hrandfield", Arity: -2, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execHRandField},
 	{Name: "llen", Arity: 2, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execLLen},
 	{Name: "lrange", Arity: 4, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execLRange},
+	{Name: "sort", Arity: -2, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execSort},
+	{Name: "sort_ro", Arity: -2, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execSortRO},
 	{Name: "lindex", Arity: 3, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execLIndex},
 	{Name: "lpos", Arity: -3, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execLPos},
 	{Name: "smembers", Arity: 2, Flags: FlagRead, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execSMembers},
