@@ -140,6 +140,7 @@ func newVM(e *Engine, gen uint64) *vm {
 		m.base.RawSetString(name, lua.LNil)
 	}
 	m.base.RawSetString("cjson", newCJSON(L))
+	m.base.RawSetString("cmsgpack", newCMsgpack(L))
 	m.base.RawSetString("bit", newBit(L))
 	m.base.RawSetString("redis", m.newRedis())
 	m.base.RawSetString("pcall", L.NewFunction(m.pcall))
@@ -190,7 +191,7 @@ func newVM(e *Engine, gen uint64) *vm {
 	if mt, ok := L.GetMetatable(lua.LString("")).(*lua.LTable); ok {
 		mt.RawSetString("__metatable", shown)
 	}
-	for _, name := range []string{"string", "table", "math", "coroutine", "cjson", "bit", "redis"} {
+	for _, name := range []string{"string", "table", "math", "coroutine", "cjson", "cmsgpack", "bit", "redis"} {
 		m.base.RawSetString(name, m.readonly(m.base.RawGetString(name).(*lua.LTable), shown))
 	}
 

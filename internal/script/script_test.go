@@ -260,6 +260,7 @@ func TestSandbox(t *testing.T) {
 		{"redis = function() return 1 end", "Attempt to modify a readonly table"},
 		{"redis.call = function() return 1 end", "Attempt to modify a readonly table"},
 		{"cjson.encode = function() return 1 end", "Attempt to modify a readonly table"},
+		{"cmsgpack.pack = function() return 1 end", "Attempt to modify a readonly table"},
 		{"bit.lshift = function() return 1 end", "Attempt to modify a readonly table"},
 		{"string.upper = nil", "Attempt to modify a readonly table"},
 		{"setmetatable(_G, {})", "Attempt to modify a readonly table"},
@@ -552,6 +553,7 @@ func TestLibraryFunctions(t *testing.T) {
 	want := []string{
 		"assert", "bit.arshift", "bit.band", "bit.bnot", "bit.bor", "bit.bswap", "bit.bxor", "bit.lshift", "bit.rol", "bit.ror", "bit.rshift", "bit.tobit", "bit.tohex",
 		"cjson.decode", "cjson.decode_max_depth", "cjson.encode", "cjson.encode_invalid_numbers", "cjson.encode_keep_buffer", "cjson.encode_max_depth",
+		"cmsgpack.pack", "cmsgpack.unpack", "cmsgpack.unpack_limit", "cmsgpack.unpack_one",
 		"collectgarbage", "coroutine.create", "coroutine.resume", "coroutine.running", "coroutine.status", "coroutine.wrap", "coroutine.yield",
 		"error", "getfenv", "getmetatable", "ipairs", "load", "loadstring",
 		"math.abs", "math.acos", "math.asin", "math.atan", "math.atan2", "math.ceil", "math.cos", "math.cosh", "math.deg", "math.exp", "math.floor", "math.fmod", "math.frexp", "math.ldexp", "math.log", "math.log10", "math.max", "math.min", "math.mod", "math.modf", "math.pow", "math.rad", "math.random", "math.randomseed", "math.sin", "math.sinh", "math.sqrt", "math.tan", "math.tanh",
