@@ -1,6 +1,8 @@
 package replication
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync/atomic"
@@ -89,4 +91,43 @@ type redialer struct {
 func (r redialer) Redial() error {
 	r.n.Add(1)
 	return nil
+}
+
+// TestSilenceWatchCountsOnlyWaits: the watch counts only the time a
+// receive waits, not the time between receives (the follower persisting
+// what came, or its reader blocked handing a message over): a follower
+// busy for five timeouts between two prompt receives keeps its stream,
+// and a receive that waits ends it exactly a timeout after it began.
+func TestSilenceWatchCountsOnlyWaits(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const timeout = 100 * time.Millisecond
+		ctx, cancel := context.WithCancelCause(context.Background())
+		defer cancel(nil)
+		w := &silenceWatch{}
+		go w.run(ctx, timeout, cancel)
+		prompt := func() (int, error) { time.Sleep(timeout / 2); return 0, nil }
+		for range 3 {
+			if _, err := watchRecv(w, prompt); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(5 * timeout) // busy: not waiting on the stream
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the watch ended a stream whose receives each waited %v (timeout %v): %v", timeout/2, timeout, context.Cause(ctx))
+		}
+		began := time.Now()
+		_, err := watchRecv(w, func() (int, error) {
+			<-ctx.Done()
+			return 0, ctx.Err()
+		})
+		if err == nil || !errors.Is(context.Cause(ctx), ErrLeaderSilent) {
+			t.Fatalf("a receive that waited: %v, cause %v; want the stream ended as ErrLeaderSilent", err, context.Cause(ctx))
+		}
+		if d := time.Since(began); d != timeout {
+			t.Errorf("ended after %v, want the timeout %v", d, timeout)
+		}
+		if s := time.Duration(w.silent.Load()); s != timeout {
+			t.Errorf("silent %v, want %v", s, timeout)
+		}
+	})
 }
