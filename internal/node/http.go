@@ -129,6 +129,7 @@ var (
 	descCycle  = prometheus.NewDesc("tandem_leader_cycle_seconds_total", "Where this leadership's group-commit cycle spent its time, summed: queued (each entry, from its sequencing to its group's append), append_gap (from each append's end to the next one's hand-out: a held group, or no writes), append_delay (each group's Append, from handed out to begun: a committer busy applying holds the next fsync), fsync (the log appends), apply_delay (each Apply, from handed out to begun), apply (Pebble), apply_rest (messages, overlay, the core's step), answer (the replies written by the goroutine that applied the group).", []string{"phase"}, nil)
 	descCycleN = prometheus.NewDesc("tandem_leader_cycle_total", "This leadership's group-commit cycle counts: appends (groups), entries (appended), applies (apply batches), applied (entries), answered (replies written by the applying goroutine).", []string{"kind"}, nil)
 	descNoOps  = prometheus.NewDesc("tandem_noop_writes_total", "Write commands that changed nothing and logged nothing (an SADD of a member already there, a pop of a drained key), answered by this node as leader; waited: those that waited for an entry they had read to be applied.", []string{"kind"}, nil)
+	descSilent = prometheus.NewDesc("tandem_follower_leader_silences_total", "Replication streams this node closed as a follower because it heard nothing from its leader (no entries, no heartbeat) for --leader-timeout; it then connected again on a new connection.", nil, nil)
 	descStale  = prometheus.NewDesc("tandem_read_staleness_seconds", "A follower's staleness as bounded reads measure it: at most this far behind its leader, on the leader's clock (absent when the stream has proven nothing).", nil, nil)
 )
 
@@ -136,7 +137,7 @@ var (
 type statusCollector struct{ n *Node }
 
 func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLSN, descEpoch, descLeader, descLag, descLagSec, descLog, descSyncs, descAppend, descRowHit, descRowMis, descRowB, descLeaseW, descLeaseS, descDegrad, descReads, descRTAsks, descRTRead, descRTTime, descFAppT, descStale, descCycle, descCycleN, descNoOps} {
+	for _, d := range []*prometheus.Desc{descLSN, descEpoch, descLeader, descLag, descLagSec, descLog, descSyncs, descAppend, descRowHit, descRowMis, descRowB, descLeaseW, descLeaseS, descDegrad, descReads, descRTAsks, descRTRead, descRTTime, descFAppT, descStale, descCycle, descCycleN, descNoOps, descSilent} {
 		ch <- d
 	}
 }
@@ -173,6 +174,7 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descNoOps, prometheus.CounterValue, float64(noOps), "all")
 	ch <- prometheus.MustNewConstMetric(descNoOps, prometheus.CounterValue, float64(noOpWaits), "waited")
 	ch <- prometheus.MustNewConstMetric(descRowMis, prometheus.CounterValue, float64(rc.Misses))
+	ch <- prometheus.MustNewConstMetric(descSilent, prometheus.CounterValue, float64(replication.LeaderSilences()))
 	gauge(descRowB, float64(rc.Bytes))
 	for _, f := range s.Followers {
 		gauge(descLag, float64(f.LagLSN), f.ID)

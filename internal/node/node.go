@@ -109,6 +109,11 @@ type Config struct {
 	MaxInFlight      int
 	MaxInFlightBytes int64
 	FollowerTimeout  time.Duration
+	// LeaderTimeout goes to the follower (replication.FollowerConfig):
+	// how long it hears nothing on its stream before it reconnects; 0
+	// means 20 of the leaders' idleStreamHeartbeat intervals (2 s, as
+	// replication.DefaultLeaderTimeout); negative never.
+	LeaderTimeout time.Duration
 	// MaxEntryBytes bounds one log entry (replication.LeaderConfig); 0
 	// means replication.DefaultMaxEntryBytes, what a stream message
 	// (maxMessage) carries.
@@ -256,7 +261,7 @@ type following struct {
 	ctx        context.Context
 	cancel     context.CancelFunc
 	done       chan struct{} // closed when f.Run has returned
-	conn       *grpc.ClientConn
+	conn       *peerConn
 	leaderRESP string // the leader's RESP address, for INFO, ROLE and status
 	leaderPeer string
 	leaderID   string // the leader's member id under the control plane
@@ -608,6 +613,20 @@ const (
 	idleStreamHeartbeat = 100 * time.Millisecond
 )
 
+// leaderTimeoutBeats is the default leader timeout of a follower
+// (Config.LeaderTimeout) in the leaders' idle heartbeat intervals: an
+// idle stream carries a heartbeat at least every 1.25 intervals, so it is
+// some 16 missed in a row (replication.DefaultLeaderTimeout).
+const leaderTimeoutBeats = 20
+
+// leaderTimeout is the follower's replication.FollowerConfig.LeaderTimeout.
+func (n *Node) leaderTimeout() time.Duration {
+	if n.cfg.LeaderTimeout != 0 {
+		return n.cfg.LeaderTimeout
+	}
+	return leaderTimeoutBeats * idleStreamHeartbeat
+}
+
 // watchLeader fences the node when its leader stops by itself. It returns
 // at once when the node stops the role.
 func (n *Node) watchLeader(r *leading) {
@@ -656,7 +675,7 @@ func (n *Node) Follow(respAddr, peerAddr string) error { return n.follow("", res
 
 // follow is Follow of the member id (empty when not known).
 func (n *Node) follow(id, respAddr, peerAddr string) error {
-	conn, err := dialPeer(peerAddr)
+	conn, err := newPeerConn(peerAddr)
 	if err != nil {
 		return err
 	}
@@ -673,21 +692,22 @@ func (n *Node) follow(id, respAddr, peerAddr string) error {
 	})
 }
 
-func (n *Node) startFollower(conn *grpc.ClientConn, respAddr, peerAddr string) *following {
+func (n *Node) startFollower(conn *peerConn, respAddr, peerAddr string) *following {
 	httpAddr := ""
 	if n.httpLis != nil {
 		httpAddr = n.httpLis.Addr().String()
 	}
 	f := replication.NewFollower(replication.FollowerConfig{
-		DB:       n.db,
-		NodeID:   n.cfg.ID,
-		RESPAddr: n.respAddr,
-		HTTPAddr: httpAddr,
-		DataDir:  n.cfg.DataDir,
-		Dial:     grpcDialer{peerpb.NewPeerClient(conn)},
-		Logger:   n.log.With("leader", peerAddr),
-		Buggify:  n.cfg.Buggify,
-		Deliver:  func(ch, msg []byte) { n.pubsub.PublishHeld(ch, msg) },
+		DB:            n.db,
+		NodeID:        n.cfg.ID,
+		RESPAddr:      n.respAddr,
+		HTTPAddr:      httpAddr,
+		DataDir:       n.cfg.DataDir,
+		Dial:          conn,
+		Logger:        n.log.With("leader", peerAddr),
+		Buggify:       n.cfg.Buggify,
+		LeaderTimeout: n.leaderTimeout(),
+		Deliver:       func(ch, msg []byte) { n.pubsub.PublishHeld(ch, msg) },
 		// Sharded messages (SPUBLISH) to the sharded subscribers.
 		DeliverShard: func(ch, msg []byte) { n.pubsub.SPublishHeld(ch, msg) },
 		// A batch of the leader's messages wakes each subscriber once.
@@ -696,7 +716,7 @@ func (n *Node) startFollower(conn *grpc.ClientConn, respAddr, peerAddr string) *
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &following{f: f, ctx: ctx, cancel: cancel, done: make(chan struct{}), conn: conn, leaderRESP: respAddr, leaderPeer: peerAddr,
-		index: &readIndex{client: peerpb.NewPeerClient(conn), epoch: n.db.Epoch}}
+		index: &readIndex{client: conn, epoch: n.db.Epoch}}
 	n.bg.Add(1)
 	go func() {
 		defer n.bg.Done()

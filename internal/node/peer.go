@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -119,13 +120,62 @@ func dialPeer(addr string) (*grpc.ClientConn, error) {
 	return conn, nil
 }
 
-// grpcDialer opens replication streams over a gRPC connection.
-type grpcDialer struct{ c peerpb.PeerClient }
-
-func (d grpcDialer) Replicate(ctx context.Context) (replication.FollowerStream, error) {
-	return d.c.Replicate(ctx)
+// peerConn is a follower's gRPC connection to its leader: the
+// replication.Dialer its streams open on, and the client of its
+// ReadIndex calls. Redial replaces the connection: after a stream went
+// silent (replication.ErrLeaderSilent) a new stream on the same
+// connection would go over the same dead TCP connection (gRPC carries
+// every call to a peer on one), and gRPC itself notices a dead
+// connection only when TCP gives up.
+type peerConn struct {
+	addr string
+	mu   sync.Mutex
+	conn *grpc.ClientConn
 }
 
-func (d grpcDialer) Snapshot(ctx context.Context, req *peerpb.SnapshotRequest) (replication.SnapshotReceiver, error) {
-	return d.c.Snapshot(ctx, req)
+func newPeerConn(addr string) (*peerConn, error) {
+	conn, err := dialPeer(addr)
+	if err != nil {
+		return nil, err
+	}
+	return &peerConn{addr: addr, conn: conn}, nil
+}
+
+func (p *peerConn) client() peerpb.PeerClient {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return peerpb.NewPeerClient(p.conn)
+}
+
+func (p *peerConn) Replicate(ctx context.Context) (replication.FollowerStream, error) {
+	return p.client().Replicate(ctx)
+}
+
+func (p *peerConn) Snapshot(ctx context.Context, req *peerpb.SnapshotRequest) (replication.SnapshotReceiver, error) {
+	return p.client().Snapshot(ctx, req)
+}
+
+func (p *peerConn) ReadIndex(ctx context.Context, req *peerpb.ReadIndexRequest, opts ...grpc.CallOption) (*peerpb.ReadIndexReply, error) {
+	return p.client().ReadIndex(ctx, req, opts...)
+}
+
+// Redial implements replication.Redialer: later calls go on a new
+// connection, and the old one is closed (failing the calls still on it).
+func (p *peerConn) Redial() error {
+	conn, err := dialPeer(p.addr)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	old := p.conn
+	p.conn = conn
+	p.mu.Unlock()
+	return old.Close()
+}
+
+// Close closes the connection.
+func (p *peerConn) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.conn.Close()
 }

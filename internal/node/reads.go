@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -412,12 +413,18 @@ func (s *peerService) ReadIndex(ctx context.Context, req *peerpb.ReadIndexReques
 // acknowledged before the read began), and all calls waiting then share
 // that one RPC. One RPC is in flight at a time per follower.
 type readIndex struct {
-	client peerpb.PeerClient
+	client indexClient
 	epoch  func() uint64
 
 	mu      sync.Mutex
 	running bool
 	queue   []*indexCall
+}
+
+// indexClient is what readIndex calls on its leader (a peerpb.PeerClient;
+// the node's peerConn).
+type indexClient interface {
+	ReadIndex(ctx context.Context, in *peerpb.ReadIndexRequest, opts ...grpc.CallOption) (*peerpb.ReadIndexReply, error)
 }
 
 type indexCall struct {

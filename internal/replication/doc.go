@@ -119,6 +119,12 @@ var (
 	// changed) and the error is also a commands input error, answered to
 	// the client as "ERR this write's log entry would be ...".
 	ErrEntryTooLarge = errors.New("replication: log entry too large")
+	// ErrLeaderSilent: a follower waited FollowerConfig.LeaderTimeout on
+	// its stream and heard nothing, neither entries nor a heartbeat: the
+	// stream is dead even if its connection is not (a lost FIN, a one-way
+	// partition, a middlebox that dropped the flow). The follower closes
+	// it and connects again.
+	ErrLeaderSilent = errors.New("replication: leader silent")
 )
 
 // The stream types live in package transport (so that tests of any

@@ -24,6 +24,15 @@ import (
 // DefaultSyncHold is FollowerConfig.SyncHold's default.
 const DefaultSyncHold = 2 * time.Millisecond
 
+// DefaultLeaderTimeout is FollowerConfig.LeaderTimeout's default: 20 of
+// the leader's default heartbeat interval (LeaderConfig.Heartbeat, 100
+// ms). An idle stream carries a heartbeat at least every 1.25 intervals
+// (leaderCore.Beat), so it takes some 16 missed heartbeats in a row: a
+// leader starved of CPU or in a long GC pause for a second does not trip
+// it, and a dead stream is still left within 2 s, far sooner than TCP
+// gives up on a connection (minutes).
+const DefaultLeaderTimeout = 2 * time.Second
+
 // Follower states, as status reports them.
 const (
 	StateSeeding    = "seeding"
@@ -43,8 +52,24 @@ type FollowerConfig struct {
 	Dial    Dialer
 	Logger  *slog.Logger
 	// Retry is the pause before reconnecting after a broken stream.
-	Retry   time.Duration
-	Buggify Buggify
+	Retry time.Duration
+	// LeaderTimeout is how long the follower waits on its stream (the
+	// handshake, the stream, a seed's chunks) hearing nothing from the
+	// leader, neither entries nor a heartbeat, before it takes the
+	// stream for dead: it closes it (ErrLeaderSilent), asks a Redialer
+	// dialer for a new connection, and connects again, to whoever leads
+	// then. It is the mirror of the leader's LeaderConfig.FollowerTimeout
+	// (a follower unheard of that long has its stream closed even if the
+	// connection is open): without it a stream that went silent with its
+	// connection open (a FIN lost in a one-way partition, a middlebox
+	// that dropped the flow) left the follower behind for good, serving
+	// ever staler reads and missing from the commits it is part of. It
+	// must be well above the leader's longest silence on an idle stream,
+	// 1.25 of its heartbeat interval (LeaderConfig.IdleHeartbeat). Time
+	// the follower spends not waiting on the stream (persisting what
+	// came) does not count. 0: DefaultLeaderTimeout; negative: never.
+	LeaderTimeout time.Duration
+	Buggify       Buggify
 	// Now is the follower's clock (only for status).
 	Now func() time.Time
 	// SyncHold is how long the follower may hold entries the leader sent
@@ -177,6 +202,9 @@ func NewFollower(cfg FollowerConfig) *Follower {
 	if cfg.SyncHold == 0 {
 		cfg.SyncHold = DefaultSyncHold
 	}
+	if cfg.LeaderTimeout == 0 {
+		cfg.LeaderTimeout = DefaultLeaderTimeout
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -272,6 +300,17 @@ func (f *Follower) Run(ctx context.Context) error {
 			// A damaged entry or snapshot chunk (or damaged local data) is
 			// refused, never applied or skipped: say so loudly, every time.
 			f.log.Error("leader sent data that does not verify; refusing it", "err", err)
+		case errors.Is(err, ErrLeaderSilent):
+			// session logged it, once per silent stream. A new stream on
+			// the same connection would be as dead as this one (gRPC
+			// carries every stream to a peer on one TCP connection): a
+			// dialer that can, starts a new one.
+			lastErr = ""
+			if r, ok := f.cfg.Dial.(Redialer); ok {
+				if err := r.Redial(); err != nil {
+					f.log.Warn("could not replace the connection to the leader", "err", err)
+				}
+			}
 		case err.Error() != lastErr:
 			// Retries every Retry interval: log each distinct failure once.
 			f.log.Warn("replication stream ended; retrying", "err", err)
@@ -285,19 +324,35 @@ func (f *Follower) Run(ctx context.Context) error {
 	}
 }
 
-// session runs one stream: handshake, then appends until it breaks.
-func (f *Follower) session(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+// session runs one stream: handshake, then appends until it breaks, or
+// until the leader is silent for LeaderTimeout (ErrLeaderSilent).
+func (f *Follower) session(ctx context.Context) (err error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	w := &silenceWatch{}
+	if t := f.cfg.LeaderTimeout; t > 0 && !plantNoLeaderTimeout && !f.cfg.Buggify.FollowerNoLeaderTimeout {
+		go w.run(ctx, t, cancel)
+	}
+	defer func() {
+		// The watch ended the stream: whatever error that made (a
+		// cancelled receive, ctx's end) is ErrLeaderSilent.
+		if err != nil && errors.Is(context.Cause(ctx), ErrLeaderSilent) {
+			silent := time.Duration(w.silent.Load())
+			leaderSilences.Add(1)
+			f.log.Warn("heard nothing from the leader; closing the stream and reconnecting", "silent", silent, "leader_timeout", f.cfg.LeaderTimeout, "epoch", f.cfg.DB.Epoch())
+			err = fmt.Errorf("%w: nothing received for %v", ErrLeaderSilent, silent)
+		}
+	}()
 	db := f.cfg.DB
 	if db.Seeding() {
-		return f.seed(ctx)
+		return f.seed(ctx, w)
 	}
 	stream, err := f.cfg.Dial.Replicate(ctx)
 	if err != nil {
 		return fmt.Errorf("replication: connect: %w", err)
 	}
 	defer stream.CloseSend()
+	stream = watchedStream{stream, w}
 	durable := db.Durable()
 	err = stream.Send(&peerpb.FollowerMessage{Epoch: db.Epoch(), Body: &peerpb.FollowerMessage_Hello{Hello: &peerpb.Hello{
 		NodeId:        f.cfg.NodeID,
@@ -325,9 +380,9 @@ func (f *Follower) session(ctx context.Context) error {
 	}
 	switch b := m.Body.(type) {
 	case *peerpb.LeaderMessage_Truncate:
-		return f.truncate(ctx, b.Truncate)
+		return f.truncate(ctx, w, b.Truncate)
 	case *peerpb.LeaderMessage_NeedSnapshot:
-		return f.seed(ctx)
+		return f.seed(ctx, w)
 	case *peerpb.LeaderMessage_Start:
 		if b.Start.FromLsn != durable.LSN+1 {
 			return fmt.Errorf("%w: leader starts at %d, durable %d", ErrOutOfOrder, b.Start.FromLsn, durable.LSN)
@@ -336,10 +391,10 @@ func (f *Follower) session(ctx context.Context) error {
 		return fmt.Errorf("replication: unexpected handshake message %T", m.Body)
 	}
 	f.reads.answers.Store(m.GetStart().GetAnswersReads())
-	return f.stream(ctx, stream, m.Epoch, m.GetStart().GetTakesPublish(), m.GetStart().GetTakesSpublish())
+	return f.stream(ctx, w, stream, m.Epoch, m.GetStart().GetTakesPublish(), m.GetStart().GetTakesSpublish())
 }
 
-func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint64, takesPub, takesShard bool) error {
+func (f *Follower) stream(ctx context.Context, w *silenceWatch, stream FollowerStream, epoch uint64, takesPub, takesShard bool) error {
 	db := f.cfg.DB
 	core := &followerCore{epoch: epoch, durable: db.Durable(), applied: db.Applied()}
 	if core.applied < core.durable.LSN {
@@ -655,9 +710,9 @@ func (f *Follower) stream(ctx context.Context, stream FollowerStream, epoch uint
 		case *peerpb.LeaderMessage_Publish:
 			f.receivedPublish(b.Publish, core.applied)
 		case *peerpb.LeaderMessage_NeedSnapshot:
-			return f.seed(ctx) // what is held goes with the data the seed replaces
+			return f.seed(ctx, w) // what is held goes with the data the seed replaces
 		case *peerpb.LeaderMessage_Truncate:
-			return f.truncate(ctx, b.Truncate) // what is held came before it: dropped
+			return f.truncate(ctx, w, b.Truncate) // what is held came before it: dropped
 		default:
 			return fmt.Errorf("replication: unexpected message %T", m.Body)
 		}
@@ -1129,7 +1184,7 @@ func (f *Follower) skipSome(entries []logrec.Entry) []logrec.Entry {
 // Every dropped entry is first written to a rollback file for the
 // operator; applied entries cannot be undone in place, so then the node is
 // re-seeded. Nothing is dropped silently.
-func (f *Follower) truncate(ctx context.Context, t *peerpb.Truncate) error {
+func (f *Follower) truncate(ctx context.Context, w *silenceWatch, t *peerpb.Truncate) error {
 	db := f.cfg.DB
 	after, err := TruncatePoint(db, t.GetAfterLsn(), t.GetAfterEpoch())
 	if err != nil {
@@ -1158,7 +1213,7 @@ func (f *Follower) truncate(ctx context.Context, t *peerpb.Truncate) error {
 		return err
 	}
 	f.log.Warn("applied writes the leader does not have were saved for the operator; re-seeding", "after_lsn", after, "rollback_file", path)
-	return f.seed(ctx)
+	return f.seed(ctx, w)
 }
 
 // writeRollback saves the log entries after after. Those at or before the
@@ -1202,8 +1257,9 @@ func (f *Follower) writeRollback(after uint64) (string, error) {
 	return path, file.Close()
 }
 
-// seed replaces the node's data with a snapshot of the leader's.
-func (f *Follower) seed(ctx context.Context) error {
+// seed replaces the node's data with a snapshot of the leader's; w
+// watches its receives for the leader's silence.
+func (f *Follower) seed(ctx context.Context, w *silenceWatch) error {
 	db := f.cfg.DB
 	f.setState(StateSeeding)
 	f.mu.Lock()
@@ -1214,6 +1270,7 @@ func (f *Follower) seed(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("replication: request snapshot: %w", err)
 	}
+	in = watchedSnapshot{in, w}
 	first, err := in.Recv()
 	if err != nil {
 		return fmt.Errorf("replication: snapshot header: %w", err)

@@ -196,6 +196,11 @@ type Buggify struct {
 	// (package node, blocking.go): the element is popped, committed and
 	// acknowledged to no one, a lost job the chaos queue check must see.
 	BlockedPopLostReply bool
+	// FollowerNoLeaderTimeout makes a follower wait on its stream for
+	// ever, as before FollowerConfig.LeaderTimeout: a stream that went
+	// silent with its connection open (a one-way black hole) leaves the
+	// follower behind, unaware, until TCP gives up.
+	FollowerNoLeaderTimeout bool
 }
 
 // FollowerProgress is what the leader knows about one follower.

@@ -88,6 +88,10 @@ type Options struct {
 	// Dir is where data directories and artefacts go; "" uses a temporary
 	// directory, removed when the run passes.
 	Dir string
+	// BasePort, if not 0, is where the cluster's ports begin
+	// (cluster.Config.BasePort: RESP from it, peers from +100, HTTP from
+	// +200); 0 picks free ports. The relays listen on free ports.
+	BasePort int
 	// ServerArgs are extra flags for every node, e.g. --buggify NAME.
 	ServerArgs []string
 	// OrchestratorArgs are extra flags for every orchestrator, e.g.
@@ -113,6 +117,10 @@ type Options struct {
 	// also has hashes, sets, lists, transfers between accounts and a queue
 	// (workload.DefaultTyped).
 	NoTyped bool
+	// CatchUpWithin bounds how long after a fault is healed every
+	// follower may take to apply what the leader had applied at the heal
+	// (default DefaultCatchUpWithin).
+	CatchUpWithin time.Duration
 	// OpTimeout bounds one client operation (default 1 s).
 	OpTimeout time.Duration
 	// CheckTimeout bounds porcupine per key (default 30 s); a key it cannot
@@ -158,6 +166,9 @@ func (o *Options) defaults() {
 	}
 	if o.OpTimeout <= 0 {
 		o.OpTimeout = time.Second
+	}
+	if o.CatchUpWithin <= 0 {
+		o.CatchUpWithin = DefaultCatchUpWithin
 	}
 	if o.CheckTimeout <= 0 {
 		o.CheckTimeout = 30 * time.Second
@@ -232,6 +243,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		Nodes:      opts.Nodes,
 		Route:      links.route,
 		ServerArgs: args,
+		BasePort:   opts.BasePort,
 	}
 	if opts.FollowerLag > 0 && opts.Nodes > 1 {
 		ccfg.NodeArgs = map[int][]string{opts.Nodes: {"--buggify", "follower-apply-delay=" + opts.FollowerLag.String()}}
@@ -345,7 +357,16 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	runCtx, cancel := context.WithTimeout(ctx, opts.Duration)
 	defer cancel()
 	var wg sync.WaitGroup
-	wg.Go(func() { nemesis.Run(runCtx, env, steps, time.Now(), rec, log) })
+	healed := make(chan struct{})
+	wg.Go(func() {
+		defer close(healed)
+		nemesis.Run(runCtx, env, steps, time.Now(), rec, log)
+	})
+	// The followers' catch-up after each heal is watched beside the
+	// nemesis, and the last one's wait may run on into convergence.
+	var catchUps sync.WaitGroup
+	catchUps.Go(func() { newCatchUpWatch(c, rec, opts.CatchUpWithin, log).run(ctx, healed) })
+	defer catchUps.Wait()
 	werr := workload.Run(runCtx, wcfg, conns, rec)
 	wg.Wait() // every fault healed
 	if werr != nil {
@@ -382,6 +403,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		log.Warn("final balances incomplete", "err", err)
 	}
 	cancelFinal()
+	catchUps.Wait()
 	h := rec.History(opts.Seed)
 	facts := Facts{Mode: opts.Mode, ControlPlane: !opts.Static}
 	collectChanges(ctx, c, h, &facts)

@@ -116,7 +116,7 @@ Fault kinds: ` + strings.Join(known, ", ") + ` ("none" for no faults).`,
 	f.Int64Var(&seed, "seed", 0, "seed for the fault schedule and the workload (0: random, printed)")
 	f.StringVar(&opts.Mode, "mode", "", "commit mode (default: "+commit.Default+" under the control plane, async with --static)")
 	f.StringVar(&opts.Dir, "dir", "", "directory for data and artefacts (default: a temporary one, removed if the run passes)")
-	f.StringSliceVar(&buggify, "buggify", nil, "deliberate node faults, to prove the harness catches them (ack-before-durable, follower-skip-entry, follower-ignore-token, ...)")
+	f.StringSliceVar(&buggify, "buggify", nil, "deliberate node faults, to prove the harness catches them (ack-before-durable, follower-skip-entry, follower-ignore-token, follower-no-leader-timeout, ...)")
 	f.StringVar(&policies, "read-policies", "all", `read policies of the sessions that run beside the clients, comma-separated ("ryw,monotonic,bounded 50,linearizable,any"), "all" (all but any, bounded 50) or "none"`)
 	f.IntVar(&opts.SessionsPerPolicy, "sessions", 2, "sessions per read policy")
 	f.BoolVar(&opts.NoTyped, "no-typed", false, "run registers and counters only: no hashes, sets, lists, transfers or queue")
@@ -124,6 +124,8 @@ Fault kinds: ` + strings.Join(known, ", ") + ` ("none" for no faults).`,
 	f.DurationVar(&opts.FollowerLag, "follower-lag", 20*time.Millisecond, "lag injector: the last node applies each batch this late while it follows (0: none)")
 	f.DurationVar(&opts.OpTimeout, "op-timeout", time.Second, "timeout of one client operation (then its outcome is unknown)")
 	f.DurationVar(&opts.CheckTimeout, "check-timeout", 30*time.Second, "porcupine time limit per key")
+	f.DurationVar(&opts.CatchUpWithin, "catch-up-within", DefaultCatchUpWithin, "after each healed fault, every follower must apply what the leader had applied at the heal within this long (else a follower-behind violation)")
+	f.IntVar(&opts.BasePort, "base-port", 0, "first port of the cluster (RESP from it, peers from +100, HTTP from +200); 0: free ports")
 	f.StringVar(&logLevel, "log-level", "warn", "debug, info, warn or error")
 	return cmd
 }

@@ -329,3 +329,36 @@ func TestE2ECatchesTxSplit(t *testing.T) {
 	}
 	t.Logf("caught: %v", by)
 }
+
+// TestE2EBlackholeStream: a follower whose stream from the leader is
+// black-holed for good (the connection stays open, nothing from the
+// leader arrives on it, ever; connections opened after the heal pass)
+// hears nothing for its --leader-timeout, drops the stream and its
+// connection, connects again and catches up within the catch-up bound
+// after every heal (checker.CatchUps).
+func TestE2EBlackholeStream(t *testing.T) {
+	opts := e2eOptions(t, 25*time.Second, "blackhole-stream")
+	opts.Policies = []string{}
+	r := expectClean(t, opts)
+	if r.CatchUps.Measured == 0 {
+		t.Fatalf("no catch-up measured after the heals: %+v", r.Faults)
+	}
+	t.Logf("catch-ups: %+v", r.CatchUps)
+}
+
+// TestE2ECatchesFollowerNoLeaderTimeout: a follower that waits on its
+// stream for ever (--buggify follower-no-leader-timeout) never leaves a
+// black-holed stream, and stays behind after the heal: caught as
+// follower-behind by the catch-up check.
+func TestE2ECatchesFollowerNoLeaderTimeout(t *testing.T) {
+	opts := e2eOptions(t, 25*time.Second, "blackhole-stream")
+	opts.Policies = []string{}
+	opts.ServerArgs = []string{"--buggify", "follower-no-leader-timeout"}
+	dumpLogs(t, opts.Dir)
+	r := run(t, opts)
+	by := r.ByKind()
+	if by[checker.FollowerBehind] == 0 {
+		t.Fatalf("a follower left on a silent stream not caught as follower-behind: %v", r.Violations)
+	}
+	t.Logf("caught: %v", by)
+}

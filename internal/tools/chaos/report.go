@@ -44,6 +44,10 @@ type Report struct {
 	FalseFailovers int                `json:"false_failovers"`
 	Epochs         int                `json:"epochs"`
 	Recoveries     []checker.Recovery `json:"recoveries"`
+	// CatchUps sums up the followers' catch-ups after the heals
+	// (checker.CatchUps); a follower behind past the bound is a
+	// FollowerBehind violation.
+	CatchUps checker.CatchUpStats `json:"catch_ups"`
 	// Policies are the sessions' reads per read policy and what the
 	// session checks counted (checker.Sessions); counts a policy promises
 	// to keep at 0 are also Violations.
@@ -222,6 +226,9 @@ func Check(h history.History, digests []checker.Digest, facts Facts, checkTimeou
 	rs, rv := checker.Recoveries(h)
 	r.Recoveries = rs
 	r.Violations = append(r.Violations, rv...)
+	cs, cv := checker.CatchUps(h)
+	r.CatchUps = cs
+	r.Violations = append(r.Violations, cv...)
 
 	epochs := map[uint64]bool{}
 	for _, l := range facts.Leaderships {
@@ -293,6 +300,10 @@ func (r *Report) Print(w io.Writer) {
 			fmt.Fprintf(tw, "  %s\t%d\t%d\t%d\t%s\t%d\t%d\t%d\t%d\n", f.Kind, f.Injected, f.InjectErrors+f.HealErrors, f.Recovered, med, f.Failovers, f.Ops, f.Violations, f.LostWrites)
 		}
 		tw.Flush()
+	}
+	if c := r.CatchUps; c.Measured > 0 {
+		fmt.Fprintf(w, "followers caught up after heals: %d measured (bound %v), slowest %v, %d cut short by the next fault\n",
+			c.Measured, c.Within, c.Slowest.Round(time.Millisecond), c.Cut)
 	}
 	r.printFailovers(w)
 	r.printPolicies(w)

@@ -16,6 +16,8 @@
 //     follower reads are also in Linearizable's histories.
 //   - Recovery: after each healed fault, writes succeed again; how long that
 //     took.
+//   - CatchUps: after each healed fault, every follower applies what the
+//     leader had applied at the heal within a bound.
 //   - OneLeaderPerEpoch: no two nodes led the same epoch (from the node
 //     logs' leaderships).
 //   - Failovers: every failover the control plane made had a cause (a
@@ -72,6 +74,11 @@ const (
 	// FalseFailover: the control plane failed over from a leader that no
 	// fault could have made look dead (see Failovers).
 	FalseFailover ViolationKind = "false-failover"
+	// FollowerBehind: a follower had not applied, within the catch-up
+	// bound after a fault was healed, what the leader had applied at the
+	// heal (a stream that went silent and was never left, a follower
+	// that never reconnected).
+	FollowerBehind ViolationKind = "follower-behind"
 	// Inconclusive: porcupine timed out on a key; the key is neither
 	// passed nor failed. Reported so that a run cannot pass unchecked.
 	Inconclusive ViolationKind = "inconclusive"

@@ -225,6 +225,30 @@ type FaultEvent struct {
 	Suspects []int `json:"suspects,omitempty"`
 }
 
+// CatchUp is what the harness saw of the followers after one healed
+// fault: how long each took to apply what the leader had applied when the
+// fault was healed (Target), waited for at most Within.
+type CatchUp struct {
+	// Fault is the fault's index in History.Faults.
+	Fault int `json:"fault"`
+	// Leader is the node that led as the wait began (0: none known: the
+	// wait was not made) and Target its applied LSN then.
+	Leader int    `json:"leader"`
+	Target uint64 `json:"target"`
+	// Within is how long the followers were given (ns).
+	Within int64 `json:"within"`
+	// Took is, per follower that reached Target, how long after the heal
+	// it did (ns).
+	Took map[int]int64 `json:"took,omitempty"`
+	// Behind lists the followers that had not reached Target when the
+	// wait ended, with the applied LSN they last showed (0 if they did
+	// not answer).
+	Behind map[int]uint64 `json:"behind,omitempty"`
+	// Cut: the wait ended before Within because the next fault was
+	// injected or the run was stopped; Behind then proves nothing.
+	Cut bool `json:"cut,omitempty"`
+}
+
 // History is everything a run recorded.
 type History struct {
 	Seed uint64 `json:"seed"`
@@ -234,6 +258,8 @@ type History struct {
 	Start  time.Time    `json:"start"`
 	Ops    []Op         `json:"ops"`
 	Faults []FaultEvent `json:"faults"`
+	// CatchUps are the followers' catch-ups after each healed fault.
+	CatchUps []CatchUp `json:"catch_ups,omitempty"`
 }
 
 // WriteFile stores h as JSON at path.
@@ -266,9 +292,10 @@ func ReadFile(path string) (History, error) {
 type Recorder struct {
 	start time.Time
 
-	mu     sync.Mutex
-	ops    []Op
-	faults []FaultEvent
+	mu       sync.Mutex
+	ops      []Op
+	faults   []FaultEvent
+	catchUps []CatchUp
 }
 
 // NewRecorder starts a history now.
@@ -309,12 +336,26 @@ func (r *Recorder) Healed(i int, at int64, err error) {
 	}
 }
 
+// Faults returns a copy of the faults recorded so far.
+func (r *Recorder) Faults() []FaultEvent {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.faults)
+}
+
+// AddCatchUp records the followers' catch-up after a healed fault.
+func (r *Recorder) AddCatchUp(c CatchUp) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.catchUps = append(r.catchUps, c)
+}
+
 // History returns a copy of what was recorded, operations sorted by
 // invocation time.
 func (r *Recorder) History(seed uint64) History {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	h := History{Seed: seed, Start: r.start, Ops: slices.Clone(r.ops), Faults: slices.Clone(r.faults)}
+	h := History{Seed: seed, Start: r.start, Ops: slices.Clone(r.ops), Faults: slices.Clone(r.faults), CatchUps: slices.Clone(r.catchUps)}
 	slices.SortStableFunc(h.Ops, func(a, b Op) int { return compare(a.Call, b.Call) })
 	return h
 }

@@ -155,6 +155,12 @@ var Kinds = []Kind{
 			return Link{From: Node(nth(fs, k)), To: Node(l), Mode: relay.Mode{Drop: dir}}
 		})
 	}},
+	{"blackhole-stream", "black-hole the leader->follower direction of a follower's connections to the leader for good (a middlebox that lost the flow; connections opened after the heal pass)", func(r *rand.Rand, t Topology) Fault {
+		k := r.IntN(max(1, len(t.Nodes)-1))
+		return OnLeader("black-hole a follower's stream from the leader", func(l int, fs []int) Fault {
+			return Link{From: Node(nth(fs, k)), To: Node(l), Mode: relay.Mode{Drop: relay.Backward, Sticky: true}}
+		})
+	}},
 	{"cut-leader-etcd", "cut the leader's link to etcd (it cannot renew its lease)", func(r *rand.Rand, t Topology) Fault {
 		return OnLeader("cut the leader from etcd", func(l int, _ []int) Fault {
 			return Link{From: Node(l), To: Etcd, Mode: relay.Mode{Cut: true}, Suspect: l}

@@ -16,6 +16,12 @@
 //   - Heal: back to Pass. Connections that lost bytes while dropping are
 //     closed, because their byte streams are no longer whole (a half-framed
 //     gRPC stream would fail in confusing ways); the peers reconnect.
+//   - Drop(dir) with Sticky (BlackHole): as Drop, but a connection that
+//     lost bytes keeps losing every byte in dir for good, and is never
+//     closed by the relay, as when a middlebox lost the flow's state or a
+//     FIN was lost in a one-way partition: the peer that reads it hears
+//     nothing, ever, unless it gives up on the connection itself.
+//     Connections opened after the heal pass.
 //
 // A mode applies to bytes the relay reads after the change.
 package relay
@@ -58,12 +64,17 @@ type Mode struct {
 	Delay time.Duration
 	// Drop discards bytes in this direction; Both drops nothing.
 	Drop Direction
+	// Sticky: the connections Drop took bytes from keep dropping them in
+	// that direction after the mode changes (see BlackHole).
+	Sticky bool
 }
 
 func (m Mode) String() string {
 	switch {
 	case m.Cut:
 		return "cut"
+	case m.Drop != Both && m.Sticky:
+		return "black-hole " + m.Drop.String()
 	case m.Drop != Both:
 		return "drop " + m.Drop.String()
 	case m.Delay > 0:
@@ -91,6 +102,9 @@ type pair struct {
 	once             sync.Once
 	// tainted is set (under Relay.mu) once bytes were dropped.
 	tainted bool
+	// dead is the direction a sticky drop took bytes from: every byte in
+	// it is dropped from then on (under Relay.mu; Both: none).
+	dead Direction
 }
 
 func (p *pair) close() {
@@ -136,7 +150,7 @@ func (r *Relay) SetMode(m Mode) {
 	r.log.Info("relay mode", "mode", m.String())
 	r.mode = m
 	for p := range r.conns {
-		if m.Cut || (m.Drop == Both && p.tainted) {
+		if m.Cut || (m.Drop == Both && p.tainted && p.dead == Both) {
 			delete(r.conns, p)
 			p.close()
 		}
@@ -151,6 +165,10 @@ func (r *Relay) Delay(d time.Duration) { r.SetMode(Mode{Delay: d}) }
 
 // Drop discards the bytes travelling in dir.
 func (r *Relay) Drop(dir Direction) { r.SetMode(Mode{Drop: dir}) }
+
+// BlackHole discards the bytes travelling in dir, and on the connections
+// it took bytes from goes on discarding them after the heal.
+func (r *Relay) BlackHole(dir Direction) { r.SetMode(Mode{Drop: dir, Sticky: true}) }
 
 // Heal returns to passing everything.
 func (r *Relay) Heal() { r.SetMode(Mode{}) }
@@ -240,9 +258,13 @@ func (r *Relay) pump(p *pair, src, dst net.Conn, dir Direction) {
 				m := r.mode
 				if m.Drop == dir {
 					p.tainted = true
+					if m.Sticky {
+						p.dead = dir
+					}
 				}
+				drop := m.Drop == dir || p.dead == dir
 				r.mu.Unlock()
-				if m.Drop != dir {
+				if !drop {
 					queue <- chunk{data: append([]byte(nil), buf[:n]...), at: time.Now().Add(m.Delay)}
 				}
 			}

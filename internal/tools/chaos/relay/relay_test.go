@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bufio"
+	"errors"
 	"log/slog"
 	"net"
 	"sync"
@@ -236,6 +237,34 @@ func TestDropBackward(t *testing.T) {
 	mustEcho(t, other, otherRd, "still here")
 }
 
+// TestBlackHoleBackward: a sticky drop leaves the connections that lost
+// bytes open and deaf after the heal (replies never come back, nothing
+// closes them), while a connection untouched by the fault and one opened
+// after the heal pass.
+func TestBlackHoleBackward(t *testing.T) {
+	s := startEcho(t, true)
+	r := startRelay(t, s.ln.Addr().String())
+	c, rd := dial(t, r.Addr())
+	mustEcho(t, c, rd, "before")
+	other, otherRd := dial(t, r.Addr())
+	mustEcho(t, other, otherRd, "other")
+
+	r.BlackHole(Backward)
+	if got, err := roundTrip(c, rd, "one-way", 300*time.Millisecond); err == nil {
+		t.Fatalf("echo %q through a black-holed link", got)
+	}
+	s.waitLast(t, "one-way", 5*time.Second)
+	r.Heal()
+	var ne net.Error
+	if got, err := roundTrip(c, rd, "after heal", 300*time.Millisecond); !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("black-holed connection after the heal: echo %q, err %v; want silence on an open connection", got, err)
+	}
+	s.waitLast(t, "after heal", 5*time.Second) // still open forward
+	mustEcho(t, other, otherRd, "still here")
+	c2, rd2 := dial(t, r.Addr())
+	mustEcho(t, c2, rd2, "new")
+}
+
 func TestCloseEndsConnections(t *testing.T) {
 	s := startEcho(t, true)
 	r, err := Listen(s.ln.Addr().String(), nil)
@@ -259,7 +288,7 @@ func TestCloseEndsConnections(t *testing.T) {
 }
 
 func TestModeString(t *testing.T) {
-	for m, want := range map[Mode]string{{}: "pass", {Cut: true}: "cut", {Delay: time.Second}: "delay 1s", {Drop: Forward}: "drop forward"} {
+	for m, want := range map[Mode]string{{}: "pass", {Cut: true}: "cut", {Delay: time.Second}: "delay 1s", {Drop: Forward}: "drop forward", {Drop: Backward, Sticky: true}: "black-hole backward"} {
 		if m.String() != want {
 			t.Errorf("%+v = %q, want %q", m, m.String(), want)
 		}
