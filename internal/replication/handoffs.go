@@ -70,3 +70,30 @@ func (l *Leader) Handoffs() Handoffs {
 		Progress: h.progress.Load(), Timer: h.timer.Load(), Wait: h.wait.Load(),
 	}
 }
+
+// ReadAnswers counts how the leader answered the questions of reads
+// waiting on a follower for a round trip (Progress.read_waits,
+// Follower.WaitRoundTrip):
+//
+//   - AtOnce: by a heartbeat of their own, at once (answerReadLocked).
+//   - Held: of those, the ones whose stream had not been sent the core's
+//     commit because a group-commit hold kept it for the next batch; the
+//     answer carries it (leaderCore.CommitForRead).
+//   - BySend: by a send the report itself made due (new entries or a
+//     commit), which pairs the stamp.
+//   - Lease: the lease was not valid: answered after a confirmation.
+//   - NotReadable: this leadership's commit had not reached its start:
+//     answered by the send that brings it there.
+type ReadAnswers struct {
+	AtOnce, Held, BySend, Lease, NotReadable uint64
+}
+
+type readAnswerCounts struct {
+	atOnce, held, bySend, lease, notReadable atomic.Uint64
+}
+
+// ReadAnswers returns how this leadership answered waiting reads so far.
+func (l *Leader) ReadAnswers() ReadAnswers {
+	r := &l.readAnswers
+	return ReadAnswers{AtOnce: r.atOnce.Load(), Held: r.held.Load(), BySend: r.bySend.Load(), Lease: r.lease.Load(), NotReadable: r.notReadable.Load()}
+}

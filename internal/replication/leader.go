@@ -309,6 +309,9 @@ type Leader struct {
 	// counts.
 	handoffs                       handoffCounts
 	committerParked, applierParked atomic.Bool
+	// readAnswers counts how waiting reads' questions were answered
+	// (ReadAnswers).
+	readAnswers readAnswerCounts
 	// answerSplit is cfg.AnswerSplit resolved (0: never).
 	answerSplit int
 	// cycle sums the group-commit cycle's phases (cycle.go); appendOut
