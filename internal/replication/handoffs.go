@@ -1,6 +1,9 @@
 package replication
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+	"time"
+)
 
 // Handoffs counts the leader's goroutine hand-offs on the write path:
 // each is one goroutine giving work or an answer to another through a
@@ -84,16 +87,26 @@ func (l *Leader) Handoffs() Handoffs {
 //   - Lease: the lease was not valid: answered after a confirmation.
 //   - NotReadable: this leadership's commit had not reached its start:
 //     answered by the send that brings it there.
+//
+// And where the leader's part of a round trip goes: LockWait sums, over
+// the questions, the wait for the leader's lock once the stream's
+// receiver took the question; SendTime, over the Sent answers of their
+// own, the time from the question taken to the answer's Send returned
+// (the lock, the core, the sender goroutine's wake-up and gRPC's Send).
 type ReadAnswers struct {
 	AtOnce, Held, BySend, Lease, NotReadable uint64
+	Sent                                     uint64
+	LockWait, SendTime                       time.Duration
 }
 
 type readAnswerCounts struct {
-	atOnce, held, bySend, lease, notReadable atomic.Uint64
+	atOnce, held, bySend, lease, notReadable, sent atomic.Uint64
+	lockNs, sendNs                                 atomic.Int64
 }
 
 // ReadAnswers returns how this leadership answered waiting reads so far.
 func (l *Leader) ReadAnswers() ReadAnswers {
 	r := &l.readAnswers
-	return ReadAnswers{AtOnce: r.atOnce.Load(), Held: r.held.Load(), BySend: r.bySend.Load(), Lease: r.lease.Load(), NotReadable: r.notReadable.Load()}
+	return ReadAnswers{AtOnce: r.atOnce.Load(), Held: r.held.Load(), BySend: r.bySend.Load(), Lease: r.lease.Load(), NotReadable: r.notReadable.Load(),
+		Sent: r.sent.Load(), LockWait: time.Duration(r.lockNs.Load()), SendTime: time.Duration(r.sendNs.Load())}
 }

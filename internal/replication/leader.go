@@ -448,6 +448,10 @@ type streamOut struct {
 	// now - commitStamp behind (bounded-staleness reads, reads.go).
 	// Under Leader.mu.
 	readStamp, commitStamp int64
+	// readTook (mono) is when the question of the waiting read that the
+	// next readWake answers was taken off the stream (ReadAnswers); 0:
+	// none. Under Leader.mu.
+	readTook int64
 	// seq counts the sends the core handed out (under Leader.mu): a
 	// sender woken by a token left for a send it already took skips it.
 	seq       uint64

@@ -305,11 +305,16 @@ func (l *Leader) sendLoop(ctx context.Context, stream LeaderStream, out *streamO
 			// which the read does not need: the answer's commit LSN
 			// and read stamp prove it once applied.
 			l.mu.Lock()
-			through, commitLSN, stamp := out.through, out.commit, out.commitStamp
+			through, commitLSN, stamp, took := out.through, out.commit, out.commitStamp, out.readTook
+			out.readTook = 0
 			l.mu.Unlock()
 			unstamped := l.echoUntil.Load() <= mono(time.Now())
 			if err := l.sendAppend(stream, nil, commitLSN, stamp, through, unstamped, false); err != nil {
 				return err
+			}
+			if took != 0 {
+				l.readAnswers.sent.Add(1)
+				l.readAnswers.sendNs.Add(mono(time.Now()) - took)
 			}
 			continue
 		case <-ctx.Done(): // Serve returned
@@ -370,10 +375,17 @@ func (l *Leader) sendThrough(stream LeaderStream, next, through, commitLSN uint6
 
 // progress hands a follower's progress report to the core.
 func (l *Leader) progress(id string, session uint64, p *peerpb.Progress) {
+	var took int64 // mono: the question of a waiting read taken
+	if p.ReadWaits {
+		took = mono(time.Now())
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.stopped {
 		return
+	}
+	if took != 0 {
+		l.readAnswers.lockNs.Add(mono(time.Now()) - took)
 	}
 	l.handoffs.progress.Add(1)
 	out := l.streams[session]
@@ -387,6 +399,9 @@ func (l *Leader) progress(id string, session uint64, p *peerpb.Progress) {
 	if out != nil && p.ReadWaits && p.ReadStamp != 0 && out.seq == seq {
 		// No send took the stamp (dispatchReadyLocked pairs it with a
 		// send's commit): answer on its own.
+		if out.readTook == 0 {
+			out.readTook = took
+		}
 		l.answerReadLocked(out, session)
 	} else if out != nil && p.ReadWaits && p.ReadStamp != 0 {
 		l.readAnswers.bySend.Add(1)
