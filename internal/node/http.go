@@ -126,7 +126,7 @@ var (
 	descRTRead = prometheus.NewDesc("tandem_read_round_trips_total", "A follower's reads that waited for a round trip to its leader on the stream (linearizable, a bounded read the stream had not proven), served: all; need_log: the leader's answer named a commit LSN past this follower's durable log as it arrived; in_append: the answer arrived while the follower was in a log append.", []string{"kind"}, nil)
 	descRTTime = prometheus.NewDesc("tandem_read_round_trip_seconds_total", "Where a follower's round-trip reads waited, summed: ask (the read's start to the question the leader answered), answer (that question to the arrival of the leader's answer), apply (that arrival to the apply of its commit LSN; apply_need_log: the part of it of the need_log reads), wake (that apply to the read's return).", []string{"phase"}, nil)
 	descRAns   = prometheus.NewDesc("tandem_read_answers_total", "How a leader answered the questions of reads waiting on a follower for a round trip: at_once (a heartbeat of their own), held (of those, the ones whose commit LSN a group-commit hold kept for the next batch: sent with the answer instead), by_send (a send the question's report made due), lease (after a lease confirmation), not_readable (the leadership's commit had not reached its start: by the send that brings it there).", []string{"kind"}, nil)
-	descRAnsT  = prometheus.NewDesc("tandem_read_answer_seconds_total", "Where a leader's part of waiting reads' round trips went, summed: lock (each question's wait for the leader's lock once taken off the stream), send (each answer of its own, from its question taken to its Send returned).", []string{"phase"}, nil)
+	descRAnsT  = prometheus.NewDesc("tandem_read_answer_seconds_total", "Where a leader's part of waiting reads' round trips went, summed: lock (each question's wait for the leader's lock once taken off the stream), send (each answer of its own, from its question taken to its Send returned), picked (the part of send until the stream's sender goroutine took it: woken, or done with the send it was in).", []string{"phase"}, nil)
 	descRAnsN  = prometheus.NewDesc("tandem_read_answers_sent_total", "The answers of their own a leader sent to waiting reads' questions (the count of tandem_read_answer_seconds_total{phase=\"send\"}).", nil, nil)
 	descFloorW = prometheus.NewDesc("tandem_read_floor_waits_total", "Reads a follower made wait for a position it had not applied (a ryw or monotonic floor, a linearizable read's commit position): all, and refused at the end of the wait (sent elsewhere).", []string{"kind"}, nil)
 	descFloorT = prometheus.NewDesc("tandem_read_floor_wait_seconds_total", "The time the reads of tandem_read_floor_waits_total waited, summed.", nil, nil)
@@ -209,6 +209,7 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descRAnsT, prometheus.CounterValue, ra.LockWait.Seconds(), "lock")
 		ch <- prometheus.MustNewConstMetric(descRAnsT, prometheus.CounterValue, ra.SendTime.Seconds(), "send")
+		ch <- prometheus.MustNewConstMetric(descRAnsT, prometheus.CounterValue, ra.Picked.Seconds(), "picked")
 		ch <- prometheus.MustNewConstMetric(descRAnsN, prometheus.CounterValue, float64(ra.Sent))
 		for _, k := range []struct {
 			name string

@@ -92,21 +92,23 @@ func (l *Leader) Handoffs() Handoffs {
 // the questions, the wait for the leader's lock once the stream's
 // receiver took the question; SendTime, over the Sent answers of their
 // own, the time from the question taken to the answer's Send returned
-// (the lock, the core, the sender goroutine's wake-up and gRPC's Send).
+// (the lock, the core, the sender goroutine's wake-up and gRPC's Send),
+// and Picked the part of it until the sender goroutine took the answer
+// (woken, or done with the send it was in).
 type ReadAnswers struct {
 	AtOnce, Held, BySend, Lease, NotReadable uint64
 	Sent                                     uint64
-	LockWait, SendTime                       time.Duration
+	LockWait, SendTime, Picked               time.Duration
 }
 
 type readAnswerCounts struct {
 	atOnce, held, bySend, lease, notReadable, sent atomic.Uint64
-	lockNs, sendNs                                 atomic.Int64
+	lockNs, sendNs, pickNs                         atomic.Int64
 }
 
 // ReadAnswers returns how this leadership answered waiting reads so far.
 func (l *Leader) ReadAnswers() ReadAnswers {
 	r := &l.readAnswers
 	return ReadAnswers{AtOnce: r.atOnce.Load(), Held: r.held.Load(), BySend: r.bySend.Load(), Lease: r.lease.Load(), NotReadable: r.notReadable.Load(),
-		Sent: r.sent.Load(), LockWait: time.Duration(r.lockNs.Load()), SendTime: time.Duration(r.sendNs.Load())}
+		Sent: r.sent.Load(), LockWait: time.Duration(r.lockNs.Load()), SendTime: time.Duration(r.sendNs.Load()), Picked: time.Duration(r.pickNs.Load())}
 }

@@ -308,6 +308,9 @@ func (l *Leader) sendLoop(ctx context.Context, stream LeaderStream, out *streamO
 			through, commitLSN, stamp, took := out.through, out.commit, out.commitStamp, out.readTook
 			out.readTook = 0
 			l.mu.Unlock()
+			if took != 0 {
+				l.readAnswers.pickNs.Add(mono(time.Now()) - took)
+			}
 			unstamped := l.echoUntil.Load() <= mono(time.Now())
 			if err := l.sendAppend(stream, nil, commitLSN, stamp, through, unstamped, false); err != nil {
 				return err
