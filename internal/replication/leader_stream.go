@@ -315,6 +315,9 @@ func (l *Leader) sendLoop(ctx context.Context, stream LeaderStream, out *streamO
 			if err := l.sendAppend(stream, nil, commitLSN, stamp, through, unstamped, false); err != nil {
 				return err
 			}
+			// It may carry a commit no send of the core did (a held one,
+			// CommitForRead): the next send with no news is a heartbeat.
+			sentCommit = max(sentCommit, commitLSN)
 			if took != 0 {
 				l.readAnswers.sent.Add(1)
 				l.readAnswers.sendNs.Add(mono(time.Now()) - took)
