@@ -125,6 +125,11 @@ var (
 	descRTAsks = prometheus.NewDesc("tandem_read_round_trip_questions_total", "The questions a follower's round-trip reads sent its leader on the stream (round trips begun): each serves every read that began before it was sent.", nil, nil)
 	descRTRead = prometheus.NewDesc("tandem_read_round_trips_total", "A follower's reads that waited for a round trip to its leader on the stream (linearizable, a bounded read the stream had not proven), served: all; need_log: the leader's answer named a commit LSN past this follower's durable log as it arrived; in_append: the answer arrived while the follower was in a log append.", []string{"kind"}, nil)
 	descRTTime = prometheus.NewDesc("tandem_read_round_trip_seconds_total", "Where a follower's round-trip reads waited, summed: ask (the read's start to the question the leader answered), answer (that question to the arrival of the leader's answer), apply (that arrival to the apply of its commit LSN; apply_need_log: the part of it of the need_log reads), wake (that apply to the read's return).", []string{"phase"}, nil)
+	descRAns   = prometheus.NewDesc("tandem_read_answers_total", "How a leader answered the questions of reads waiting on a follower for a round trip: at_once (a heartbeat of their own), held (of those, the ones whose commit LSN a group-commit hold kept for the next batch: sent with the answer instead), by_send (a send the question's report made due), lease (after a lease confirmation), not_readable (the leadership's commit had not reached its start: by the send that brings it there).", []string{"kind"}, nil)
+	descRAnsT  = prometheus.NewDesc("tandem_read_answer_seconds_total", "Where a leader's part of waiting reads' round trips went, summed: lock (each question's wait for the leader's lock once taken off the stream), send (each answer of its own, from its question taken to its Send returned), picked (the part of send until the stream's sender goroutine took it: woken, or done with the send it was in).", []string{"phase"}, nil)
+	descRAnsN  = prometheus.NewDesc("tandem_read_answers_sent_total", "The answers of their own a leader sent to waiting reads' questions (the count of tandem_read_answer_seconds_total{phase=\"send\"}).", nil, nil)
+	descFloorW = prometheus.NewDesc("tandem_read_floor_waits_total", "Reads a follower made wait for a position it had not applied (a ryw or monotonic floor, a linearizable read's commit position): all, and refused at the end of the wait (sent elsewhere).", []string{"kind"}, nil)
+	descFloorT = prometheus.NewDesc("tandem_read_floor_wait_seconds_total", "The time the reads of tandem_read_floor_waits_total waited, summed.", nil, nil)
 	descFAppT  = prometheus.NewDesc("tandem_follower_log_append_seconds_total", "Time a follower spent in its log appends (each one fsync) since it began following.", nil, nil)
 	descCycle  = prometheus.NewDesc("tandem_leader_cycle_seconds_total", "Where this leadership's group-commit cycle spent its time, summed: queued (each entry, from its sequencing to its group's append), append_gap (from each append's end to the next one's hand-out: a held group, or no writes), append_delay (each group's Append, from handed out to begun: a committer busy applying holds the next fsync), fsync (the log appends), apply_delay (each Apply, from handed out to begun), apply (Pebble), apply_rest (messages, overlay, the core's step), answer (the replies written by the goroutine that applied the group).", []string{"phase"}, nil)
 	descCycleN = prometheus.NewDesc("tandem_leader_cycle_total", "This leadership's group-commit cycle counts: appends (groups), entries (appended), applies (apply batches), applied (entries), answered (replies written by the applying goroutine).", []string{"kind"}, nil)
@@ -137,7 +142,7 @@ var (
 type statusCollector struct{ n *Node }
 
 func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLSN, descEpoch, descLeader, descLag, descLagSec, descLog, descSyncs, descAppend, descRowHit, descRowMis, descRowB, descLeaseW, descLeaseS, descDegrad, descReads, descRTAsks, descRTRead, descRTTime, descFAppT, descStale, descCycle, descCycleN, descNoOps, descSilent} {
+	for _, d := range []*prometheus.Desc{descLSN, descEpoch, descLeader, descLag, descLagSec, descLog, descSyncs, descAppend, descRowHit, descRowMis, descRowB, descLeaseW, descLeaseS, descDegrad, descReads, descRTAsks, descRTRead, descRTTime, descRAns, descRAnsT, descRAnsN, descFloorW, descFloorT, descFAppT, descStale, descCycle, descCycleN, descNoOps, descSilent} {
 		ch <- d
 	}
 }
@@ -197,6 +202,17 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 		}{{"queued", cy.Queued}, {"append_gap", cy.AppendGap}, {"append_delay", cy.AppendDelay}, {"fsync", cy.Fsync}, {"apply_delay", cy.ApplyDelay}, {"apply", cy.Apply}, {"apply_rest", cy.ApplyRest}, {"answer", cy.Answer}} {
 			ch <- prometheus.MustNewConstMetric(descCycle, prometheus.CounterValue, ph.d.Seconds(), ph.name)
 		}
+		ra := r.l.ReadAnswers()
+		for _, k := range []struct {
+			name string
+			n    uint64
+		}{{"at_once", ra.AtOnce}, {"held", ra.Held}, {"by_send", ra.BySend}, {"lease", ra.Lease}, {"not_readable", ra.NotReadable}} {
+			ch <- prometheus.MustNewConstMetric(descRAns, prometheus.CounterValue, float64(k.n), k.name)
+		}
+		ch <- prometheus.MustNewConstMetric(descRAnsT, prometheus.CounterValue, ra.LockWait.Seconds(), "lock")
+		ch <- prometheus.MustNewConstMetric(descRAnsT, prometheus.CounterValue, ra.SendTime.Seconds(), "send")
+		ch <- prometheus.MustNewConstMetric(descRAnsT, prometheus.CounterValue, ra.Picked.Seconds(), "picked")
+		ch <- prometheus.MustNewConstMetric(descRAnsN, prometheus.CounterValue, float64(ra.Sent))
 		for _, k := range []struct {
 			name string
 			n    uint64
@@ -222,5 +238,9 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descRTTime, rt.ApplyNeedLog.Seconds(), "apply_need_log")
 		counter(descRTTime, rt.Wake.Seconds(), "wake")
 		counter(descFAppT, rt.AppendTime.Seconds())
+		fw := r.f.FloorWaits()
+		counter(descFloorW, float64(fw.Waits), "all")
+		counter(descFloorW, float64(fw.Refused), "refused")
+		counter(descFloorT, fw.Time.Seconds())
 	}
 }

@@ -36,7 +36,10 @@ import (
 // for the follower's own log append; apply-durable-µs is the apply wait
 // of the others) or that arrived while the follower
 // was in a log append (inappend/batch); and the follower's log append
-// time (fsync-µs, per append).
+// time (fsync-µs, per append). held/batch: the leader's answers that
+// carried a commit LSN a group-commit hold had kept back
+// (replication.ReadAnswers.Held: before, such a probe waited for the
+// held batch).
 //
 //	go test ./internal/node -run '^$' -bench LinearizableUnderWrites -benchtime 4000x -count 3
 func BenchmarkLinearizableUnderWrites(b *testing.B) {
@@ -116,7 +119,7 @@ func BenchmarkLinearizableUnderWrites(b *testing.B) {
 			time.Sleep(200 * time.Millisecond) // the write load settles
 			batches := int64(max(b.N/reads, 1))
 			var next, refused atomic.Int64
-			c0, h0, cpu0, w0, rt0 := f.Counts(), l.Handoffs(), processCPU(), writes.Load(), f.RoundTripTimes()
+			c0, h0, cpu0, w0, rt0, ra0 := f.Counts(), l.Handoffs(), processCPU(), writes.Load(), f.RoundTripTimes(), l.ReadAnswers()
 			t0 := time.Now()
 			b.ResetTimer()
 			var rwg sync.WaitGroup
@@ -139,6 +142,11 @@ func BenchmarkLinearizableUnderWrites(b *testing.B) {
 			secs := time.Since(t0).Seconds()
 			c, h, cpu, rt := f.Counts().Sub(c0), l.Handoffs().Sub(h0), processCPU()-cpu0, f.RoundTripTimes().Sub(rt0)
 			n := float64(batches)
+			if ra := l.ReadAnswers(); form == "linearizable" {
+				// Answers that carried a commit a group-commit hold kept
+				// back (replication.ReadAnswers.Held), per batch.
+				b.ReportMetric(float64(ra.Held-ra0.Held)/n, "held/batch")
+			}
 			if rt.Reads > 0 {
 				perRead := func(d time.Duration) float64 { return d.Seconds() * 1e6 / float64(rt.Reads) }
 				b.ReportMetric(perRead(rt.Ask), "ask-µs")

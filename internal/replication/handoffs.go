@@ -1,6 +1,9 @@
 package replication
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+	"time"
+)
 
 // Handoffs counts the leader's goroutine hand-offs on the write path:
 // each is one goroutine giving work or an answer to another through a
@@ -69,4 +72,43 @@ func (l *Leader) Handoffs() Handoffs {
 		Stream: h.stream.Load(), StreamSend: h.streamSend.Load(),
 		Progress: h.progress.Load(), Timer: h.timer.Load(), Wait: h.wait.Load(),
 	}
+}
+
+// ReadAnswers counts how the leader answered the questions of reads
+// waiting on a follower for a round trip (Progress.read_waits,
+// Follower.WaitRoundTrip):
+//
+//   - AtOnce: by a heartbeat of their own, at once (answerReadLocked).
+//   - Held: of those, the ones whose stream had not been sent the core's
+//     commit because a group-commit hold kept it for the next batch; the
+//     answer carries it (leaderCore.CommitForRead).
+//   - BySend: by a send the report itself made due (new entries or a
+//     commit), which pairs the stamp.
+//   - Lease: the lease was not valid: answered after a confirmation.
+//   - NotReadable: this leadership's commit had not reached its start:
+//     answered by the send that brings it there.
+//
+// And where the leader's part of a round trip goes: LockWait sums, over
+// the questions, the wait for the leader's lock once the stream's
+// receiver took the question; SendTime, over the Sent answers of their
+// own, the time from the question taken to the answer's Send returned
+// (the lock, the core, the sender goroutine's wake-up and gRPC's Send),
+// and Picked the part of it until the sender goroutine took the answer
+// (woken, or done with the send it was in).
+type ReadAnswers struct {
+	AtOnce, Held, BySend, Lease, NotReadable uint64
+	Sent                                     uint64
+	LockWait, SendTime, Picked               time.Duration
+}
+
+type readAnswerCounts struct {
+	atOnce, held, bySend, lease, notReadable, sent atomic.Uint64
+	lockNs, sendNs, pickNs                         atomic.Int64
+}
+
+// ReadAnswers returns how this leadership answered waiting reads so far.
+func (l *Leader) ReadAnswers() ReadAnswers {
+	r := &l.readAnswers
+	return ReadAnswers{AtOnce: r.atOnce.Load(), Held: r.held.Load(), BySend: r.bySend.Load(), Lease: r.lease.Load(), NotReadable: r.notReadable.Load(),
+		Sent: r.sent.Load(), LockWait: time.Duration(r.lockNs.Load()), SendTime: time.Duration(r.sendNs.Load()), Picked: time.Duration(r.pickNs.Load())}
 }

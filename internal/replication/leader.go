@@ -314,6 +314,9 @@ type Leader struct {
 	// counts.
 	handoffs                       handoffCounts
 	committerParked, applierParked atomic.Bool
+	// readAnswers counts how waiting reads' questions were answered
+	// (ReadAnswers).
+	readAnswers readAnswerCounts
 	// answerSplit is cfg.AnswerSplit resolved (0: never).
 	answerSplit int
 	// cycle sums the group-commit cycle's phases (cycle.go); appendOut
@@ -450,6 +453,10 @@ type streamOut struct {
 	// now - commitStamp behind (bounded-staleness reads, reads.go).
 	// Under Leader.mu.
 	readStamp, commitStamp int64
+	// readTook (mono) is when the question of the waiting read that the
+	// next readWake answers was taken off the stream (ReadAnswers); 0:
+	// none. Under Leader.mu.
+	readTook int64
 	// seq counts the sends the core handed out (under Leader.mu): a
 	// sender woken by a token left for a send it already took skips it.
 	seq       uint64

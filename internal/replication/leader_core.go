@@ -537,6 +537,26 @@ func (c *leaderCore) queueSends(heartbeat bool) {
 	}
 }
 
+// CommitForRead is the commit LSN to answer a read waiting on the
+// follower's stream session with (Progress.read_waits, answered by
+// Leader.pairReadLocked on a message of its own), and records it as
+// sent: the core's commit now, after the read's question arrived. While
+// a hold runs, queueSends keeps a commit LSN that is a stream's only
+// news for the next batch; a read's answer goes out at once anyway, so
+// it carries the commit rather than wait out the hold for that batch (at
+// lag 0 under a steady write load the read's round trip otherwise
+// waited for the next group's hand-out). False: no such stream. The
+// caller checks that the commit has reached this leadership's start.
+func (c *leaderCore) CommitForRead(session uint64) (uint64, bool) {
+	for _, f := range c.followers {
+		if f.session == session {
+			f.sentCommit = max(f.sentCommit, c.commit)
+			return c.commit, true
+		}
+	}
+	return 0, false
+}
+
 // FollowerJoined records a follower that opened a stream from durable (its
 // handshake found its log consistent with ours through durable) at time
 // now, and returns the stream's session. A follower may come back lower

@@ -210,6 +210,13 @@ func (s *coreScript) run(t *testing.T, block string) string {
 			s.now += int64(d)
 			ext := logExtent{base: int64(num("base")), count: int64(num("count")), bytes: int64(num("bytes"))}
 			s.c.Tick(s.now, ext)
+		case "answerread":
+			// A waiting read's question on the stream (Leader.pairReadLocked).
+			if commit, ok := s.c.CommitForRead(num("session")); ok {
+				fmt.Fprintf(&out, "answer read commit=%d\n", commit)
+			} else {
+				fmt.Fprintf(&out, "no answer\n")
+			}
 		case "syncset":
 			s.c.SetSyncSet(pos)
 		case "mode":

@@ -305,11 +305,22 @@ func (l *Leader) sendLoop(ctx context.Context, stream LeaderStream, out *streamO
 			// which the read does not need: the answer's commit LSN
 			// and read stamp prove it once applied.
 			l.mu.Lock()
-			through, commitLSN, stamp := out.through, out.commit, out.commitStamp
+			through, commitLSN, stamp, took := out.through, out.commit, out.commitStamp, out.readTook
+			out.readTook = 0
 			l.mu.Unlock()
+			if took != 0 {
+				l.readAnswers.pickNs.Add(mono(time.Now()) - took)
+			}
 			unstamped := l.echoUntil.Load() <= mono(time.Now())
 			if err := l.sendAppend(stream, nil, commitLSN, stamp, through, unstamped, false); err != nil {
 				return err
+			}
+			// It may carry a commit no send of the core did (a held one,
+			// CommitForRead): the next send with no news is a heartbeat.
+			sentCommit = max(sentCommit, commitLSN)
+			if took != 0 {
+				l.readAnswers.sent.Add(1)
+				l.readAnswers.sendNs.Add(mono(time.Now()) - took)
 			}
 			continue
 		case <-ctx.Done(): // Serve returned
@@ -370,10 +381,17 @@ func (l *Leader) sendThrough(stream LeaderStream, next, through, commitLSN uint6
 
 // progress hands a follower's progress report to the core.
 func (l *Leader) progress(id string, session uint64, p *peerpb.Progress) {
+	var took int64 // mono: the question of a waiting read taken
+	if p.ReadWaits {
+		took = mono(time.Now())
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.stopped {
 		return
+	}
+	if took != 0 {
+		l.readAnswers.lockNs.Add(mono(time.Now()) - took)
 	}
 	l.handoffs.progress.Add(1)
 	out := l.streams[session]
@@ -387,7 +405,12 @@ func (l *Leader) progress(id string, session uint64, p *peerpb.Progress) {
 	if out != nil && p.ReadWaits && p.ReadStamp != 0 && out.seq == seq {
 		// No send took the stamp (dispatchReadyLocked pairs it with a
 		// send's commit): answer on its own.
-		l.answerReadLocked(out)
+		if out.readTook == 0 {
+			out.readTook = took
+		}
+		l.answerReadLocked(out, session)
+	} else if out != nil && p.ReadWaits && p.ReadStamp != 0 {
+		l.readAnswers.bySend.Add(1)
 	}
 }
 
@@ -402,8 +425,9 @@ func (l *Leader) progress(id string, session uint64, p *peerpb.Progress) {
 // while it has lapsed proves nothing), and when the lease is not valid it
 // waits for a confirmation on a goroutine of its own (one per stream at a
 // time) and answers after. Under Leader.mu.
-func (l *Leader) answerReadLocked(out *streamOut) {
+func (l *Leader) answerReadLocked(out *streamOut, session uint64) {
 	if !l.cfg.Lease.Serving() {
+		l.readAnswers.lease.Add(1)
 		if out.leaseWait {
 			return
 		}
@@ -414,12 +438,12 @@ func (l *Leader) answerReadLocked(out *streamOut) {
 			defer l.mu.Unlock()
 			out.leaseWait = false
 			if err == nil && !l.stopped {
-				l.pairReadLocked(out)
+				l.pairReadLocked(out, session)
 			}
 		}()
 		return
 	}
-	l.pairReadLocked(out)
+	l.pairReadLocked(out, session)
 }
 
 // plantAnswerBelowStart is a planted bug for tests: the leader answers a
@@ -428,13 +452,39 @@ func (l *Leader) answerReadLocked(out *streamOut) {
 // (TestRoundTripReadBelowStart must catch it).
 var plantAnswerBelowStart = false
 
-func (l *Leader) pairReadLocked(out *streamOut) {
-	commit := out.commit
-	if commit != l.core.commit || (commit < l.core.startLSN && !plantAnswerBelowStart) {
-		// A send with the core's commit is due, or this leadership
-		// is not readable yet: the next send pairs the stamp.
+// plantAnswerAfterHold is a planted bug for tests: the rule before
+// CommitForRead, a waiting read whose stream was not sent the core's
+// commit (a hold keeps it for the next batch) is answered only by that
+// batch (TestRoundTripReadDoesNotWaitForTheHold must catch it).
+var plantAnswerAfterHold = false
+
+// plantAnswerStaleCommit is a planted bug for tests: a held commit's
+// read is answered at once but with the commit its stream was sent last,
+// which misses the writes acknowledged since
+// (TestRoundTripReadDoesNotWaitForTheHold must catch it).
+var plantAnswerStaleCommit = false
+
+func (l *Leader) pairReadLocked(out *streamOut, session uint64) {
+	if l.core.commit < l.core.startLSN && !plantAnswerBelowStart {
+		// This leadership is not readable yet: the send that brings
+		// the commit to its start pairs the stamp.
+		l.readAnswers.notReadable.Add(1)
 		return
 	}
+	if out.commit != l.core.commit {
+		// A hold keeps the commit back for the next batch (queueSends):
+		// the answer carries it now. out.through stays: the entries go
+		// with the batch as before.
+		commit, ok := l.core.CommitForRead(session)
+		if !ok || plantAnswerAfterHold {
+			return
+		}
+		if !plantAnswerStaleCommit {
+			out.commit = commit
+		}
+		l.readAnswers.held.Add(1)
+	}
+	l.readAnswers.atOnce.Add(1)
 	out.commitStamp = out.readStamp
 	signal(out.readWake)
 }

@@ -75,6 +75,11 @@ type followerReads struct {
 	proof proof
 	// times sums where round-trip reads waited (RoundTripTimes).
 	times roundTripTimes
+	// floorWaits, floorWaitNs and floorRefused count the reads that
+	// WaitApplied made wait for a position not applied yet, how long,
+	// and those it refused at the end of their wait (FloorWaits).
+	floorWaits, floorRefused atomic.Uint64
+	floorWaitNs              atomic.Int64
 }
 
 // proof is the freshness the stream proved last (freshAt) and how it
@@ -304,15 +309,27 @@ func (f *Follower) AppliedPosition() logrec.Position {
 // canceled. A follower never decides that want is lost (ErrPositionLost):
 // its own history may be the one a failover replaces; the leader decides.
 func (f *Follower) WaitApplied(ctx context.Context, want logrec.Position) error {
+	var began time.Time // the first wait's start; zero: none
+	waited := func() {
+		if !began.IsZero() {
+			f.reads.floorWaits.Add(1)
+			f.reads.floorWaitNs.Add(int64(time.Since(began)))
+		}
+	}
 	for {
 		_, changed := f.reads.state()
 		applied := f.AppliedPosition()
 		v := Lineage(f.cfg.DB.EpochHistory(), applied, want)
 		if v == Reached {
+			waited()
 			return nil
 		}
 		if v != Behind {
+			waited()
 			return verdictErr(v, false, want, applied)
+		}
+		if began.IsZero() {
+			began = time.Now()
 		}
 		done := f.reads.blocked()
 		select {
@@ -320,12 +337,28 @@ func (f *Follower) WaitApplied(ctx context.Context, want logrec.Position) error 
 			done()
 		case <-ctx.Done():
 			done()
+			waited()
+			f.reads.floorRefused.Add(1)
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				return verdictErr(Behind, false, want, f.AppliedPosition())
 			}
 			return ctx.Err()
 		}
 	}
+}
+
+// FloorWaits counts the reads WaitApplied made wait for a position this
+// follower had not applied yet (a ryw or monotonic floor behind its lag,
+// a linearizable read's commit position): Waits of them, Time waited in
+// all, Refused at the end of their wait (the read went elsewhere).
+type FloorWaits struct {
+	Waits, Refused uint64
+	Time           time.Duration
+}
+
+// FloorWaits returns the follower's floor waits so far.
+func (f *Follower) FloorWaits() FloorWaits {
+	return FloorWaits{Waits: f.reads.floorWaits.Load(), Refused: f.reads.floorRefused.Load(), Time: time.Duration(f.reads.floorWaitNs.Load())}
 }
 
 // Awaiting marks a read as about to wait for this follower's progress
