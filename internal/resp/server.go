@@ -175,6 +175,9 @@ type Server struct {
 	// open is every accepted connection not yet closed, also those a
 	// front end detached from redcon (which then no longer closes them).
 	open map[*guardConn]struct{}
+
+	// pubw writes subscribers' messages (pubsub.go).
+	pubw pubWriter
 }
 
 // NewEndpoint returns a server for the front end fe; call Serve or
