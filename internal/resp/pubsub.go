@@ -171,7 +171,7 @@ func (s *subscriber) Deliver(m *pubsub.Message) bool {
 }
 
 // Wake has the server's pubWriter write what is queued.
-func (s *subscriber) Wake() { s.srv.pubw.add(s) }
+func (s *subscriber) Wake() { s.srv.pubw[s.sess.id%uint64(len(s.srv.pubw))].add(s) }
 
 // Why one writer for the subscribers of a server
 //
@@ -181,10 +181,12 @@ func (s *subscriber) Wake() { s.srv.pubw.add(s) }
 // writes (a flood of PUBLISH to 33 subscribers a node made 3–5 thread
 // context switches, a futex call and 2–3 nanosleeps a message beside
 // ~12 writes, where Redis, writing to its clients from its one thread,
-// made under 1 context switch). The writer is one goroutine a server
-// that writes to every subscriber woken since its last pass, as Redis
-// does before it sleeps: one wake-up a run of messages, not one a
-// subscriber. Its writes never wait: each is one non-blocking write of
+// made under 1 context switch). A writer is a goroutine that writes to
+// every subscriber of its own woken since its last pass, as Redis does
+// before it sleeps: one wake-up a run of messages, not one a
+// subscriber; a server has one for each CPU (up to 8; a subscriber is
+// one writer's, by its client id), so the writes still spread over the
+// cores and a writer's thread descheduled delays only its share. Its writes never wait: each is one non-blocking write of
 // the subscriber's queue, and what a socket does not take at once, or a
 // subscriber busy writing (wmu held: serving a command, or its flusher),
 // goes to that subscriber's flusher, so a client that stops reading
