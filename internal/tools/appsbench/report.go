@@ -234,6 +234,10 @@ var labels = map[string]string{
 // every round's ratios.
 func report(w io.Writer, o Options, rs []Result) {
 	s := summarize(rs, o.Workloads)
+	if len(s.Rows) == 0 {
+		fmt.Fprintf(w, "\nno workload ran on both tandem and redis: no ratios (the lines above are each round's figures)\n")
+		return
+	}
 	fmt.Fprintf(w, "\napplications: %d clients (set, multi, evalsha), queue %d producers / %d consumers, pubsub %d subscribers over 3 servers and %d publishers; %d rounds (targets started afresh, their order swapped each round) of %v per workload after %v warmup\n",
 		o.Clients, o.Producers, o.Consumers, o.Subscribers, o.Publishers, max(o.Rounds, 1), o.Duration, o.Warmup)
 	fmt.Fprintf(w, "per target, its rounds pooled: ops/s, latency per call (queue: push to pop; pubsub: publish to receipt, all subscribers), CPU: the 3 server processes' user+system per op, split by process (leader / followers, primary / replicas)\n")

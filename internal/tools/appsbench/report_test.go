@@ -140,3 +140,11 @@ func TestReportPrintsEveryRound(t *testing.T) {
 		}
 	}
 }
+
+func TestReportWithOneTarget(t *testing.T) {
+	var b strings.Builder
+	report(&b, Options{Rounds: 1, Workloads: []string{"set"}}, []Result{res("tandem", "set", 0, 100, 60)})
+	if out := b.String(); !strings.Contains(out, "no ratios") || strings.Contains(out, "vs SET") {
+		t.Errorf("one target's report:\n%s", out)
+	}
+}
