@@ -4,12 +4,13 @@
 # script, an LPUSH/BLPOP job queue (50 producers, 50 consumers) and PUBLISH
 # fan-out to 100 subscribers over the 3 servers, each with SET (50 clients)
 # from the same run as the yardstick: it prints each workload's
-# tandem/redis ratio beside SET's. See bench/README.md and
-# `tandem bench apps --help`.
+# tandem/redis ratio beside SET's, round by round (--rounds, default 3,
+# the targets' order swapped each round) and their median, which the
+# verdict uses. See bench/README.md and `tandem bench apps --help`.
 #
 # Usage (as root on Debian, from anywhere):
 #   bench/apps.sh [tandem bench apps flags]
-#   bench/apps.sh --duration 20s --workloads set,queue
+#   bench/apps.sh --rounds 5 --duration 4s --workloads set,queue
 # Environment: WORKDIR  parent of the run's temp dir [$TMPDIR or /tmp]
 set -euo pipefail
 

@@ -1,8 +1,12 @@
 package resp
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -281,4 +285,61 @@ func TestClientReply(t *testing.T) {
 	c.expect(t, "+RESET")
 	c.send(t, "PING")
 	c.expect(t, "+PONG")
+}
+
+// TestStalledSubscriberHoldsUpNoOne: the server's one writer of messages
+// (pubWriter) never waits on a client. A subscriber that stops reading
+// while messages far past its socket buffers are published holds up no
+// other subscriber, and gets every message, in order, once it reads
+// again: what its socket did not take went back to the head of its
+// queue, for its own flusher.
+func TestStalledSubscriberHoldsUpNoOne(t *testing.T) {
+	const n, size = 1500, 8 << 10 // 12 MiB: past loopback's socket buffers, within maxQueued
+	b := newPSFake()
+	_, addr := startServer(t, b, Config{})
+	want := "*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"
+	subscribe := func() (net.Conn, *bufio.Reader) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := c.Write(encode("SUBSCRIBE", "ch")); err != nil {
+			t.Fatal(err)
+		}
+		r := bufio.NewReaderSize(c, 64<<10)
+		got := make([]byte, len(want))
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadFull(r, got); err != nil || string(got) != want {
+			t.Fatalf("SUBSCRIBE: %q, %v", got, err)
+		}
+		return c, r
+	}
+	stalled, stalledR := subscribe()
+	live, liveR := subscribe()
+	payload := func(i int) string { return fmt.Sprintf("%08d", i) + strings.Repeat("x", size-8) }
+	frame := func(i int) string {
+		return fmt.Sprintf("*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$%d\r\n%s\r\n", size, payload(i))
+	}
+	// readAll reads the n messages in order from r, within the deadline.
+	readAll := func(c net.Conn, r *bufio.Reader, who string) {
+		t.Helper()
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		buf := make([]byte, len(frame(0)))
+		for i := range n {
+			if _, err := io.ReadFull(r, buf); err != nil {
+				t.Fatalf("%s subscriber: message %d of %d: %v", who, i, n, err)
+			}
+			if string(buf) != frame(i) {
+				t.Fatalf("%s subscriber: message %d is %.60q…", who, i, buf)
+			}
+		}
+	}
+	go func() {
+		for i := range n {
+			b.reg.Publish([]byte("ch"), []byte(payload(i)))
+		}
+	}()
+	readAll(live, liveR, "live") // while the other one reads nothing
+	readAll(stalled, stalledR, "stalled")
 }

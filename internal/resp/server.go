@@ -69,6 +69,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -175,6 +176,10 @@ type Server struct {
 	// open is every accepted connection not yet closed, also those a
 	// front end detached from redcon (which then no longer closes them).
 	open map[*guardConn]struct{}
+
+	// pubw write subscribers' messages (pubsub.go), a subscriber always
+	// by the same one: one for each CPU, up to 8.
+	pubw []pubWriter
 }
 
 // NewEndpoint returns a server for the front end fe; call Serve or
@@ -224,6 +229,7 @@ func NewEndpoint(cfg Config, fe FrontEnd) *Server {
 		cancel:   cancel,
 		sessions: make(map[uint64]*Session),
 		open:     make(map[*guardConn]struct{}),
+		pubw:     make([]pubWriter, min(max(runtime.NumCPU(), 1), 8)),
 	}
 }
 

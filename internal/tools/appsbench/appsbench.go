@@ -7,8 +7,11 @@
 // pubsubbench (tandem: 3 nodes, n1 leading, async commit, so the leader
 // fsyncs every write before it acknowledges; Redis 7: a primary and 2
 // replicas, appendonly yes, appendfsync always, save ""), one target at a
-// time so they never share the cores. Against each, in order, for
-// --duration each after --warmup:
+// time so they never share the cores. A run is --rounds rounds; each
+// round starts each target afresh, in turn, the order swapped from one
+// round to the next (tandem first, then Redis first, ...), so neither
+// side always follows the other's disk writes. Against each target, in
+// order, for --duration each after --warmup:
 //
 //   - set: --clients clients, each one SET of a random key of --keyspace
 //     (--value-size bytes) at a time: the reference;
@@ -29,12 +32,17 @@
 //     delivered to every subscriber) and publish→receipt p99 on the
 //     followers (the replicas), and the paced phase's p99.
 //
-// The report gives per workload ops/s, p50/p99 latency, the server
-// processes' CPU time per operation (user + system from /proc/PID/stat,
-// all three servers: the figure that survives a loaded machine) and split
-// by process, each process's read+write system calls per operation
-// (/proc/PID/io), the tandem/redis ratios of throughput and of CPU per op
-// and whether each reaches SET's.
+// It prints each round's figures per target and workload as it goes:
+// ops/s, p50/p99 latency, the server processes' CPU time per operation
+// (user + system from /proc/PID/stat, all three servers: the figure that
+// survives a loaded machine) and split by process, each process's
+// read+write system calls per operation (/proc/PID/io). The report
+// (report.go) pools each target's rounds for its own columns and takes
+// the tandem/redis ratios of throughput and of CPU per op round by round,
+// pairing the two targets' windows of the same round: it prints every
+// round's ratios, and each workload's verdict compares the median of its
+// ratios with the median of SET's, so one disturbed window (a disk
+// hiccup) no longer decides a ratio.
 package appsbench
 
 import (
@@ -71,7 +79,11 @@ type Options struct {
 	ValueSize int
 	Keyspace  int
 	Warmup    time.Duration
-	Duration  time.Duration
+	Duration  time.Duration // per workload and round
+	// Rounds is how many times each target runs every workload; each
+	// round starts the targets afresh, in the order of Targets in even
+	// rounds and reversed in odd ones.
+	Rounds    int
 	Targets   []string
 	Workloads []string
 	Out       io.Writer
@@ -84,6 +96,7 @@ var allWorkloads = []string{"set", "multi", "evalsha", "queue", "pubsub"}
 // Result is one workload on one target.
 type Result struct {
 	Target, Workload string
+	Round            int     // from 0
 	Ops              int64   // operations completed in the window (jobs popped; PUBLISHes)
 	Seconds          float64 // the window
 	Lat              []time.Duration
@@ -127,8 +140,8 @@ func NewCommand() *cobra.Command {
 				}
 			}
 			if o.Clients < 1 || o.Producers < 1 || o.Consumers < 1 || o.Subscribers < 3 || o.Publishers < 1 ||
-				o.Duration <= 0 || o.Warmup < 0 || o.Keyspace < 1 || o.ValueSize < 1 {
-				return errors.New("--clients, --producers, --consumers, --publishers, --keyspace, --value-size and --duration positive; --subscribers at least 3")
+				o.Duration <= 0 || o.Warmup < 0 || o.Keyspace < 1 || o.ValueSize < 1 || o.Rounds < 1 {
+				return errors.New("--clients, --producers, --consumers, --publishers, --keyspace, --value-size, --duration and --rounds positive; --subscribers at least 3")
 			}
 			if dir == "" {
 				d, err := os.MkdirTemp("", "tandem-appsbench-")
@@ -151,34 +164,39 @@ func NewCommand() *cobra.Command {
 	f.IntVar(&o.ValueSize, "value-size", 100, "bytes per SET value")
 	f.IntVar(&o.Keyspace, "keyspace", 100000, "random keys for set and multi")
 	f.DurationVar(&o.Warmup, "warmup", 2*time.Second, "unmeasured load before each window")
-	f.DurationVar(&o.Duration, "duration", 10*time.Second, "measured window per workload")
+	f.DurationVar(&o.Duration, "duration", 3*time.Second, "measured window per workload and round")
+	f.IntVar(&o.Rounds, "rounds", 3, "rounds: each starts the targets afresh, their order swapped from round to round; the verdicts use the median of the rounds' ratios")
 	f.StringVar(&targets, "targets", "tandem,redis", "targets, in order: tandem, redis (the ratios need both)")
 	f.StringVar(&workloads, "workloads", strings.Join(allWorkloads, ","), "workloads to run, of "+strings.Join(allWorkloads, ", "))
 	f.StringVar(&dir, "dir", "", "where the servers keep their data (default: a temporary folder, removed)")
 	return cmd
 }
 
-// Run runs every target in turn and prints the report. It fails if a
-// queue lost or duplicated a job.
+// Run runs every round, each target in turn, and prints the report. It
+// fails if a queue lost or duplicated a job.
 func Run(ctx context.Context, o Options, dir string) error {
 	fmt.Fprintf(o.Out, "load average at start: %s\n", loadavg())
 	var results []Result
-	for _, name := range o.Targets {
-		t, err := pubsubbench.Start(ctx, name, dir+"/"+name, o.Log)
-		if err != nil {
-			return err
-		}
-		for _, w := range o.Workloads {
-			r, err := runWorkload(ctx, t, w, o)
+	for round := range max(o.Rounds, 1) {
+		for _, name := range roundOrder(o.Targets, round) {
+			// A fresh directory per round: each round's target starts empty.
+			t, err := pubsubbench.Start(ctx, name, fmt.Sprintf("%s/%s-%d", dir, name, round), o.Log)
 			if err != nil {
-				t.Stop()
-				return fmt.Errorf("appsbench: %s %s: %w", name, w, err)
+				return err
 			}
-			fmt.Fprintf(o.Out, "  %-7s %-8s %s\n", name, w, line(r))
-			results = append(results, r)
-		}
-		if err := t.Stop(); err != nil {
-			return fmt.Errorf("appsbench: stop %s: %w", name, err)
+			for _, w := range o.Workloads {
+				r, err := runWorkload(ctx, t, w, o)
+				if err != nil {
+					t.Stop()
+					return fmt.Errorf("appsbench: round %d %s %s: %w", round+1, name, w, err)
+				}
+				r.Round = round
+				fmt.Fprintf(o.Out, "  r%d %-7s %-8s %s  load %s\n", round+1, name, w, line(r), loadavg())
+				results = append(results, r)
+			}
+			if err := t.Stop(); err != nil {
+				return fmt.Errorf("appsbench: stop %s: %w", name, err)
+			}
 		}
 	}
 	fmt.Fprintf(o.Out, "load average at end: %s\n", loadavg())
@@ -542,130 +560,4 @@ func loadavg() string {
 	}
 	f := strings.Fields(string(b))
 	return strings.Join(f[:min(3, len(f))], " ")
-}
-
-func (r Result) rate() float64 {
-	if r.Seconds == 0 {
-		return 0
-	}
-	return float64(r.Ops) / r.Seconds
-}
-
-func (r Result) cpuPerOp() float64 {
-	if r.Ops == 0 {
-		return 0
-	}
-	return float64(r.CPU.Microseconds()) / float64(r.Ops)
-}
-
-// cpuSplit is the CPU per op of each process: "leader / follower
-// follower" in µs.
-func (r Result) cpuSplit() string {
-	if r.Ops == 0 || len(r.CPUs) == 0 {
-		return "-"
-	}
-	parts := make([]string, len(r.CPUs))
-	for i, c := range r.CPUs {
-		parts[i] = strconv.FormatFloat(float64(c.Microseconds())/float64(r.Ops), 'f', 0, 64)
-	}
-	return parts[0] + " / " + strings.Join(parts[1:], " ")
-}
-
-// syscallSplit is the read and write system calls per op of each
-// process, as cpuSplit.
-func (r Result) syscallSplit() string {
-	if r.Ops == 0 || len(r.Syscalls) == 0 {
-		return "-"
-	}
-	parts := make([]string, len(r.Syscalls))
-	for i, n := range r.Syscalls {
-		parts[i] = strconv.FormatFloat(float64(n)/float64(r.Ops), 'f', 1, 64)
-	}
-	return parts[0] + " / " + strings.Join(parts[1:], " ")
-}
-
-func line(r Result) string {
-	s := fmt.Sprintf("%9.0f ops/s  p50 %v  p99 %v  server CPU %.0f us/op (leader / followers %s)  read+write syscalls/op %s  errors %d",
-		r.rate(), pubsubbench.Pct(r.Lat, .5).Round(time.Microsecond), pubsubbench.Pct(r.Lat, .99).Round(time.Microsecond), r.cpuPerOp(), r.cpuSplit(), r.syscallSplit(), r.Errors)
-	switch r.Workload {
-	case "queue":
-		s += fmt.Sprintf("  lost %d  popped twice %d  backlog mean %.1f max %d", r.Lost, r.Dup, r.BacklogMean, r.BacklogMax)
-		if r.PopsHow != "" {
-			s += "  blocked pops " + r.PopsHow
-		}
-	case "pubsub":
-		s += fmt.Sprintf("  followers p99 %v  paced p99 %v", r.FollowP99.Round(time.Microsecond), r.PacedP99.Round(time.Microsecond))
-	}
-	return s
-}
-
-var labels = map[string]string{
-	"set":     "SET",
-	"multi":   "MULTI 5xSET/EXEC",
-	"evalsha": "EVALSHA CAS",
-	"queue":   "LPUSH/BLPOP jobs",
-	"pubsub":  "PUBLISH x subs",
-}
-
-func report(w io.Writer, o Options, rs []Result) {
-	by := map[string]Result{}
-	for _, r := range rs {
-		by[r.Target+"/"+r.Workload] = r
-	}
-	fmt.Fprintf(w, "\napplications: %d clients (set, multi, evalsha), queue %d producers / %d consumers, pubsub %d subscribers over 3 servers and %d publishers; %v per workload after %v warmup\n",
-		o.Clients, o.Producers, o.Consumers, o.Subscribers, o.Publishers, o.Duration, o.Warmup)
-	fmt.Fprintf(w, "latency: per call (queue: push to pop; pubsub: publish to receipt, all subscribers); CPU: the 3 server processes' user+system per op, t/r its tandem/redis ratio, and split by process (leader / followers, primary / replicas)\n")
-	fmt.Fprintf(w, "%-18s %12s %12s %6s | %9s %9s | %9s %9s %6s | %-14s %-14s | %7s %10s\n", "workload", "tandem ops/s", "redis ops/s", "ratio",
-		"t p99", "r p99", "t us/op", "r us/op", "t/r", "t lead/follow", "r prim/repl", "vs SET", "CPU vs SET")
-	var setRatio, setCPURatio float64
-	if t, ok := by["tandem/set"]; ok {
-		if r, ok := by["redis/set"]; ok && r.rate() > 0 {
-			setRatio = t.rate() / r.rate()
-			if r.cpuPerOp() > 0 {
-				setCPURatio = t.cpuPerOp() / r.cpuPerOp()
-			}
-		}
-	}
-	for _, wl := range o.Workloads {
-		t, okT := by["tandem/"+wl]
-		r, okR := by["redis/"+wl]
-		if !okT || !okR {
-			continue
-		}
-		ratio := 0.0
-		if r.rate() > 0 {
-			ratio = t.rate() / r.rate()
-		}
-		verdict := ""
-		if wl != "set" && setRatio > 0 {
-			verdict = "MISSED"
-			if ratio >= setRatio {
-				verdict = "MET"
-			}
-		}
-		cpuRatio := 0.0
-		if r.cpuPerOp() > 0 {
-			cpuRatio = t.cpuPerOp() / r.cpuPerOp()
-		}
-		cpuVerdict := ""
-		if wl != "set" && setCPURatio > 0 {
-			cpuVerdict = "MISSED"
-			if cpuRatio <= setCPURatio {
-				cpuVerdict = "MET"
-			}
-		}
-		fmt.Fprintf(w, "%-18s %12.0f %12.0f %6.2f | %9v %9v | %9.0f %9.0f %6.1f | %-14s %-14s | %7s %10s\n", labels[wl], t.rate(), r.rate(), ratio,
-			pubsubbench.Pct(t.Lat, .99).Round(time.Microsecond), pubsubbench.Pct(r.Lat, .99).Round(time.Microsecond),
-			t.cpuPerOp(), r.cpuPerOp(), cpuRatio, t.cpuSplit(), r.cpuSplit(), verdict, cpuVerdict)
-	}
-	if t, ok := by["tandem/pubsub"]; ok {
-		if r, ok := by["redis/pubsub"]; ok {
-			fmt.Fprintf(w, "pubsub followers/replicas p99 (flood): tandem %v, redis %v; paced 1000 msg/s p99: tandem %v, redis %v\n",
-				t.FollowP99.Round(time.Microsecond), r.FollowP99.Round(time.Microsecond),
-				t.PacedP99.Round(time.Microsecond), r.PacedP99.Round(time.Microsecond))
-		}
-	}
-	if setRatio > 0 {
-		fmt.Fprintf(w, "target: each workload's tandem/redis ratio at least SET's (%.2f); the steadier measure, its CPU per op t/r at most SET's (%.1f)\n", setRatio, setCPURatio)
-	}
 }
