@@ -33,6 +33,7 @@
 #   PROFILE    auto (when tandem SET is slower) | always | never   [auto]
 #   BASE_PORT  tandem RESP port of node 1 (auto: a free range) []
 #   KEEP       1 = keep the temp dirs (data, logs, profiles)  [0]
+#   STATIC     1 = tandem up --static: no control plane, no failover [0]
 #   WORKDIR    parent of the temp dir                          [$TMPDIR or /tmp]
 set -euo pipefail
 
@@ -66,6 +67,7 @@ R_REPLICAS=${R_REPLICAS:-2}
 PROFILE=${PROFILE:-auto}
 BASE_PORT=${BASE_PORT:-}
 KEEP=${KEEP:-0}
+STATIC=${STATIC:-0}
 SAMPLE_RATE=20 # /status samples per second (every 50 ms)
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-600}
 
@@ -175,7 +177,14 @@ cleanup() {
 start_tandem() { # dir
   local dir=$1 i
   mkdir -p "$dir"
-  setsid "$TANDEM" up --dir "$dir" --nodes 3 --port "$((T_PORT - 1))" --mode async --sentinel-port 0 >"$dir.up.log" 2>&1 &
+  # STATIC=1: no control plane (`tandem up --static`: node 1 leads, nothing
+  # fails over), for a loaded machine where a false failover would leave
+  # the rest of the run refused (READONLY); the write path is the same.
+  if [ "$STATIC" = 1 ]; then
+    setsid "$TANDEM" up --static --dir "$dir" --nodes 3 --port "$T_PORT" --mode async --sentinel-port 0 >"$dir.up.log" 2>&1 &
+  else
+    setsid "$TANDEM" up --dir "$dir" --nodes 3 --port "$((T_PORT - 1))" --mode async --sentinel-port 0 >"$dir.up.log" 2>&1 &
+  fi
   TANDEM_UP_PID=$!
   TANDEM_DIR=$dir
   # Ready: leader answers PING, and reports both followers connected.
