@@ -467,8 +467,14 @@ const (
 	// the view: at most this many rows and their tombstones.
 	drawMinSize = walkCost
 	// drawMaxSize is the largest set drawn ahead: a draw is one pass over
-	// its rows under the leader's sequencing lock.
-	drawMaxSize = 1 << 16
+	// its rows under the leader's sequencing lock. Above it each pop
+	// walks, and a walk's dozen seeks go through every level on a node
+	// (460 µs of leader CPU a pop on a set of 117k members, from
+	// sstables), so that the pops until the set is down to the bound
+	// cost far more lock time than the draws would (one pass per drawMax
+	// pops); redis-benchmark's SADD -n 200000 -r 100000 makes a set of
+	// about 86k. The bound stays for the stall of one pass.
+	drawMaxSize = 1 << 18
 	// drawRowsPerPick: a draw picks one member per this many rows read.
 	// 2, not 8: a pass reads the tombstones of the set's earlier pops
 	// too (up to twice its members, more above rewriteMax), so fewer
