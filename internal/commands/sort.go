@@ -107,11 +107,11 @@ func sortLookup(v View, pattern, elem []byte) ([]byte, bool, error) {
 // sortElems reads the elements SORT works on: a list in order, a set's
 // members, a sorted set's members by score; a list's and a sorted set's
 // reversed for desc (DESC when not sorted: Redis's order then). Each
-// counts against b.
-func sortElems(v View, key []byte, desc bool, b *budget) ([][]byte, error) {
+// counts against b. It returns the key's type too (0: no such key).
+func sortElems(v View, key []byte, desc bool, b *budget) ([][]byte, keyspace.Type, error) {
 	val, ok, err := v.Get(key)
 	if err != nil || !ok {
-		return nil, err
+		return nil, 0, err
 	}
 	var out [][]byte
 	keep := func(e []byte) bool {
@@ -125,20 +125,20 @@ func sortElems(v View, key []byte, desc bool, b *budget) ([][]byte, error) {
 	case keyspace.TypeList:
 		l, ok, err := getList(v, key)
 		if err != nil || !ok {
-			return nil, err
+			return nil, val.Type, err
 		}
 		err = eachElement(v, l.key, l.meta, l.head, 0, l.size(), func(e []byte, _ bool) bool { return keep(e) })
 		if desc {
 			slices.Reverse(out)
 		}
-		return out, err
+		return out, val.Type, err
 	case keyspace.TypeSet:
-		return out, v.SubScan(key, val.Version, nil, func(m, _ []byte) bool { return keep(m) })
+		return out, val.Type, v.SubScan(key, val.Version, nil, func(m, _ []byte) bool { return keep(m) })
 	case keyspace.TypeZSet:
 		sp := zspec{kind: zByRank, lo: 0, hi: int64(val.Size) - 1}
-		return out, zeach(v, key, val, &sp, desc, func(_ float64, m []byte) bool { return keep(m) })
+		return out, val.Type, zeach(v, key, val, &sp, desc, func(_ float64, m []byte) bool { return keep(m) })
 	}
-	return nil, errWrongType
+	return nil, val.Type, errWrongType
 }
 
 type sortItem struct {
@@ -162,22 +162,18 @@ func sortCommand(ctx *Ctx, v View, args [][]byte, readOnly bool) (Result, error)
 		return Result{}, err
 	}
 	b := newBudget(ctx)
-	elems, err := sortElems(v, args[1], s.desc && s.dontSort, &b)
+	elems, typ, err := sortElems(v, args[1], s.desc && s.dontSort, &b)
 	if err == nil {
 		err = b.err()
 	}
 	if err != nil {
 		return Result{}, err
 	}
-	if s.dontSort && s.store != nil {
+	if s.dontSort && s.store != nil && typ == keyspace.TypeSet {
 		// A set's order is no order: stored, it is sorted (Redis forces
 		// ALPHA there so replicas agree; tandem's set order is already
 		// its members' bytes, so this changes no reply).
-		if val, ok, err := v.Get(args[1]); err != nil {
-			return Result{}, err
-		} else if ok && val.Type == keyspace.TypeSet {
-			s.dontSort, s.alpha, s.by = false, true, nil
-		}
+		s.dontSort, s.alpha, s.by = false, true, nil
 	}
 	items := make([]sortItem, len(elems))
 	for i, e := range elems {
