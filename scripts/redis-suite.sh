@@ -10,7 +10,7 @@
 # run holds the harness's ports).
 #
 # usage: scripts/redis-suite.sh [unit ...]
-#   (default: unit/type/hash unit/type/list unit/type/list-2 unit/type/set unit/type/zset unit/multi unit/pubsub unit/scripting)
+#   (default: unit/type/hash unit/type/list unit/type/list-2 unit/type/set unit/type/zset unit/multi unit/pubsub unit/scripting unit/quit unit/info-command)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The suite is handed to the project beside the repository (../shared);
@@ -27,7 +27,7 @@ if [ -z "$SUITE" ] || [ ! -x "$SUITE/run.sh" ]; then
   echo "redis-suite: NOT RUN: Redis's test suite is not at ../shared/redis-tests, /work/shared/redis-tests or \$REDIS_TESTS"
   exit 0
 fi
-[ $# -gt 0 ] || set -- unit/type/hash unit/type/list unit/type/list-2 unit/type/set unit/type/zset unit/multi unit/pubsub unit/scripting
+[ $# -gt 0 ] || set -- unit/type/hash unit/type/list unit/type/list-2 unit/type/set unit/type/zset unit/multi unit/pubsub unit/scripting unit/quit unit/info-command
 # A test's time limit: list-2's LTRIM stress tests make about 17,000
 # durable (fsynced) writes each, 16 s on an idle machine, more on a busy
 # one; Redis's 30 s default would fail them for the machine's load.

@@ -515,9 +515,7 @@ func (b backend) Info(sections []string) string {
 		b.infoStats(&sb) // pubsub.go
 	}
 	if all || want["memory"] {
-		// Only the script cache's line: tandem does not count memory as
-		// Redis does.
-		fmt.Fprintf(&sb, "# Memory\r\nnumber_of_cached_scripts:%d\r\n\r\n", b.n.scripts.Cached())
+		b.infoMemory(&sb)
 	}
 	if all || want["keyspace"] {
 		b.infoKeyspace(&sb)
@@ -595,6 +593,37 @@ func (b backend) infoReplication(sb *strings.Builder) {
 	}
 	fmt.Fprintf(sb, "slave_priority:100\r\nslave_read_only:1\r\nconnected_slaves:0\r\nmaster_repl_offset:%d\r\ntandem_epoch:%d\r\ntandem_state:%s\r\ntandem_lag_lsn:%d\r\ntandem_lag_seconds:%.3f\r\ntandem_read_staleness_ms:%.1f\r\n\r\n",
 		st.Applied, st.Epoch, st.State, st.LagLSN, st.LagSeconds, stale)
+}
+
+// infoMemory reports the process's memory in Redis's terms: used_memory
+// is what the process allocated (its anonymous resident memory: the Go
+// heap, Pebble's caches and memtables), used_memory_rss all it has
+// resident. maxmemory is 0: --max-memory is the budget the caches and
+// the Go heap are sized to, not a limit at which writes are refused or
+// keys evicted (the data lives on disk).
+func (b backend) infoMemory(sb *strings.Builder) {
+	m := b.n.MemoryReport()
+	budget := b.n.cfg.MaxMemory
+	if budget <= 0 {
+		budget = DefaultMaxMemory
+	}
+	fmt.Fprintf(sb, "# Memory\r\nused_memory:%d\r\nused_memory_human:%s\r\nused_memory_rss:%d\r\nused_memory_rss_human:%s\r\nmaxmemory:0\r\nmaxmemory_human:0B\r\nmaxmemory_policy:noeviction\r\ntandem_max_memory:%d\r\nnumber_of_cached_scripts:%d\r\n\r\n",
+		m.AnonBytes, bytesHuman(m.AnonBytes), m.RSSBytes, bytesHuman(m.RSSBytes), budget, b.n.scripts.Cached())
+}
+
+// bytesHuman writes n as Redis's INFO does (1.50M).
+func bytesHuman(n int64) string {
+	f := float64(n)
+	for _, unit := range []string{"B", "K", "M", "G", "T"} {
+		if f < 1024 || unit == "T" {
+			if unit == "B" {
+				return fmt.Sprintf("%dB", n)
+			}
+			return fmt.Sprintf("%.2f%s", f, unit)
+		}
+		f /= 1024
+	}
+	return ""
 }
 
 // infoKeyspace reports the key counts storage keeps on apply (O(1)): a

@@ -368,6 +368,7 @@ func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 		}
 		c.WriteString("OK")
 	case "resetstat":
+		n.srv.stats.reset()
 		c.WriteString("OK")
 	case "rewrite":
 		c.WriteError(errNoConfigFile)
@@ -376,12 +377,55 @@ func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 	}
 }
 
+// infoSections are INFO's sections in Redis's order, and which of them
+// INFO (or INFO default) and INFO all give; everything is all.
+var infoSections = []struct {
+	name             string
+	byDefault, inAll bool
+}{
+	{"server", true, true}, {"clients", true, true}, {"memory", true, true},
+	{"persistence", true, true}, {"stats", true, true}, {"replication", true, true},
+	{"cpu", true, true}, {"commandstats", false, true}, {"errorstats", true, true},
+	{"cluster", true, true}, {"keyspace", true, true},
+}
+
+// cmdInfo is INFO [section ...]: the sections named (each once, in
+// Redis's order; "default", "all" and "everything" name their sets). The
+// Backend writes its own sections; this layer the CPU and the command and
+// error counts (stats.go).
 func cmdInfo(n *node, c redcon.Conn, _ *Session, args [][]byte) {
-	sections := make([]string, 0, len(args)-1)
+	want := map[string]bool{}
 	for _, a := range args[1:] {
-		sections = append(sections, strings.ToLower(string(a)))
+		want[strings.ToLower(string(a))] = true
 	}
-	c.WriteBulkString(n.b.Info(sections))
+	all := want["all"] || want["everything"]
+	def := len(args) == 1 || want["default"]
+	var sb strings.Builder
+	for _, sec := range infoSections {
+		if !want[sec.name] && !(all && sec.inAll) && !(def && sec.byDefault) {
+			continue
+		}
+		switch sec.name {
+		case "cpu":
+			writeCPU(&sb)
+		case "commandstats":
+			n.srv.stats.writeCommandStats(&sb)
+		case "errorstats":
+			n.srv.stats.writeErrorStats(&sb)
+		case "stats":
+			// The backend's section with this layer's counts at its end.
+			text := n.b.Info([]string{sec.name})
+			if body, ok := strings.CutSuffix(text, "\r\n\r\n"); ok {
+				text = body + "\r\n" + n.srv.stats.statsLines() + "\r\n"
+			} else {
+				text = "# Stats\r\n" + n.srv.stats.statsLines() + "\r\n"
+			}
+			sb.WriteString(text)
+		default:
+			sb.WriteString(n.b.Info([]string{sec.name}))
+		}
+	}
+	c.WriteBulkString(sb.String())
 }
 
 func cmdRole(n *node, c redcon.Conn, sess *Session, _ [][]byte) {

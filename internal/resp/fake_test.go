@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -195,8 +196,12 @@ func (b *fakeBackend) apply(spec *commands.Spec, args [][]byte) (commands.Reply,
 	return res.Reply, b.lsn, nil
 }
 
+// Info has a server section only, which names the sections asked for.
 func (b *fakeBackend) Info(sections []string) string {
-	return "# Server\r\nredis_version:7.0.0\r\nsections:" + strings.Join(sections, ",") + "\r\n"
+	if !slices.Contains(sections, "server") {
+		return ""
+	}
+	return "# Server\r\nredis_version:7.0.0\r\nsections:" + strings.Join(sections, ",") + "\r\n\r\n"
 }
 
 func (b *fakeBackend) Role() commands.Reply {

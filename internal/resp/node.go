@@ -137,7 +137,14 @@ func NewServer(cfg Config, b Backend) *Server {
 				sess.sub.unsubscribeAll()
 			}
 		},
-		Close: func(sess *Session) { nodeState(sess).tx.reset() },
+		Close:    func(sess *Session) { nodeState(sess).tx.reset() },
+		Commands: map[string]int{},
+	}
+	for _, sp := range commands.All() {
+		fe.Commands[sp.Name] = sp.Arity
+	}
+	for name, sc := range serverCmds {
+		fe.Commands[name] = sc.arity
 	}
 	if n.tx != nil {
 		fe.Queue = n.queue
@@ -305,7 +312,11 @@ func (n *node) drain(conn redcon.Conn, sess *Session) {
 			reply, lsn, err = p.wait()
 		}
 		sess.leave()
+		errs := sess.errs
 		n.writeResult(conn, sess, p.spec, reply, lsn, err)
+		if sess.errs != errs {
+			n.srv.stats.byName(p.spec.Name).fail() // counted as a call when started
+		}
 		*p = pendingWrite{}
 	}
 	nc.pending = nc.pending[:0]

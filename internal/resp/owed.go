@@ -103,11 +103,14 @@ func (n *node) answerOwed(sess *Session) func(commands.Reply, uint64, error) {
 		// The connection's one reply buffer: free, since the reply it
 		// held before was paid before this write was handed over.
 		b := &g.owedBuf
-		b.b = b.b[:0]
+		b.b, b.st, b.errs = b.b[:0], n.srv.stats, 0
 		if err != nil {
 			b.WriteError(n.srv.errorText(err, sess, nc.owedSpec.Name))
 		} else {
 			writeReply(b, reply, sess.proto3())
+		}
+		if b.errs != 0 {
+			n.srv.stats.byName(nc.owedSpec.Name).fail() // counted as a call when handed over
 		}
 		g.writeOwed(b.b, g.paid)
 	}
@@ -191,9 +194,19 @@ func (w *owedWrite) init(c net.Conn) bool {
 type replyBuf struct {
 	redcon.Conn // nil: only the Write methods below are used
 	b           []byte
+	// st, when set, counts the error replies written (stats.go), and
+	// errs counts them for the reply's command.
+	st   *stats
+	errs int
 }
 
-func (r *replyBuf) WriteError(msg string)    { r.b = redcon.AppendError(r.b, msg) }
+func (r *replyBuf) WriteError(msg string) {
+	if r.st != nil {
+		r.errs++
+		r.st.errorReply(msg)
+	}
+	r.b = redcon.AppendError(r.b, msg)
+}
 func (r *replyBuf) WriteString(str string)   { r.b = redcon.AppendString(r.b, str) }
 func (r *replyBuf) WriteBulk(bulk []byte)    { r.b = redcon.AppendBulk(r.b, bulk) }
 func (r *replyBuf) WriteBulkString(s string) { r.b = redcon.AppendBulkString(r.b, s) }

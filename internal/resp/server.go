@@ -68,6 +68,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"runtime"
 	"sync"
@@ -144,6 +145,10 @@ type FrontEnd struct {
 	// Close, if set, runs once when the connection ends, whatever the
 	// reason; it must not call back into redcon.
 	Close func(sess *Session)
+	// Commands names the front end's commands, each with its arity
+	// (commands.Spec's convention): the ones counted in INFO
+	// commandstats beside the layer's connection commands (stats.go).
+	Commands map[string]int
 }
 
 // Server serves RESP clients for one FrontEnd. Its methods are safe for
@@ -180,6 +185,9 @@ type Server struct {
 	// pubw write subscribers' messages (pubsub.go), a subscriber always
 	// by the same one: one for each CPU, up to 8.
 	pubw []pubWriter
+
+	// stats are the command and error counts (stats.go).
+	stats *stats
 }
 
 // NewEndpoint returns a server for the front end fe; call Serve or
@@ -219,8 +227,16 @@ func NewEndpoint(cfg Config, fe FrontEnd) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
+	arity := maps.Clone(fe.Commands)
+	if arity == nil {
+		arity = map[string]int{}
+	}
+	for name, cc := range connCmds {
+		arity[name] = cc.arity
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
+		stats:    newStats(arity),
 		cfg:      cfg,
 		lim:      limits{maxBulk: cfg.MaxBulkLen, maxArgs: cfg.MaxArgs, maxCommand: cfg.MaxCommandLen},
 		fe:       fe,
@@ -356,6 +372,7 @@ func (s *Server) accept(conn redcon.Conn) bool {
 		srv:     s,
 		conn:    conn,
 	}
+	sess.counted.sess = sess
 	sess.ctx, sess.cancel = context.WithCancel(context.WithValue(s.ctx, sessionKey{}, sess))
 	sess.proto.Store(2)
 	if nc := conn.NetConn(); nc != nil {
@@ -412,6 +429,10 @@ func (s *Server) serveCommand(conn redcon.Conn, cmd redcon.Command) {
 		return // redcon still hands over the commands after QUIT
 	}
 	sess.g.payOwed() // the reply of the write before, if owed (owed.go)
+	// Every reply below is written through the session's counting conn
+	// (stats.go), which counts the error replies.
+	sess.counted.Conn = conn
+	conn = &sess.counted
 	// A stand-in's arguments (bigarg.go).
 	cmd.Args = sess.g.takeBig(cmd.Args)
 	if s.fe.Start == nil || len(conn.PeekPipeline()) == 0 || sess.reply != replyOn {
@@ -495,17 +516,29 @@ func (sess *Session) Detach(conn redcon.Conn, run func(dc redcon.DetachedConn, b
 // has the owed replies written first and then serves the command, so that
 // replies keep their order and the command sees every write before it.
 func (s *Server) servePipelined(conn redcon.Conn, sess *Session, args [][]byte) {
-	if _, conncmd := lookupConnCmd(args[0]); !conncmd && sess.reply == replyOn && s.fe.Start(sess, args) {
-		return
+	if _, conncmd := lookupConnCmd(args[0]); !conncmd && sess.reply == replyOn {
+		t0 := time.Now()
+		if s.fe.Start(sess, args) {
+			s.stats.called(s.stats.lookup(args), time.Since(t0))
+			return
+		}
 	}
 	s.fe.Flush(conn, sess)
 	s.serveOne(conn, sess, args)
 }
 
-// serveOne runs one command to completion and writes its reply: a
-// connection command here, anything else by the front end.
+// serveOne runs one command to completion and writes its reply, and
+// counts it (stats.go).
 func (s *Server) serveOne(conn redcon.Conn, sess *Session, args [][]byte) {
 	conn = sess.silenced(conn, args) // CLIENT REPLY (reply.go)
+	cs, errs, t0 := s.stats.lookup(args), sess.errs, time.Now()
+	s.dispatch(conn, sess, args)
+	s.stats.served(cs, time.Since(t0), sess.errs != errs, len(args))
+}
+
+// dispatch serves one command: a connection command here, anything else
+// by the front end.
+func (s *Server) dispatch(conn redcon.Conn, sess *Session, args [][]byte) {
 	if s.fe.Queue != nil && s.fe.Queue(conn, sess, args) {
 		return
 	}
@@ -575,6 +608,11 @@ type Session struct {
 	// reply is CLIENT REPLY's mode (reply.go); the connection's
 	// goroutine's (or its subscriber reader's) only.
 	reply int
+	// counted is the conn the session's commands write to, and errs the
+	// error replies written through it (stats.go); the connection's
+	// goroutine's only.
+	counted errCountingConn
+	errs    uint64
 
 	mu      sync.Mutex
 	name    string
