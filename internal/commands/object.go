@@ -1,6 +1,7 @@
 package commands
 
 import (
+	"strings"
 	"sync/atomic"
 
 	"github.com/tandemdb/tandem/internal/keyspace"
@@ -85,19 +86,70 @@ func SetListConfig(maxListpackSize, compressDepth int64) {
 	listCompressDepth.Store(compressDepth)
 }
 
-var errObjectSubcommand = newError("unknown subcommand or wrong number of arguments. Try OBJECT HELP.")
+var objectHelp = Array{
+	SimpleString("OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"),
+	SimpleString("ENCODING <key>"),
+	SimpleString("    Return the kind of internal representation used in order to store the value"),
+	SimpleString("    associated with a <key>."),
+	SimpleString("FREQ <key>"),
+	SimpleString("    Return the access frequency index of the <key>. The returned integer is"),
+	SimpleString("    proportional to the logarithm of the recent access frequency of the key."),
+	SimpleString("IDLETIME <key>"),
+	SimpleString("    Return the idle time of the <key>, that is the approximated number of"),
+	SimpleString("    seconds elapsed since the last access to the key."),
+	SimpleString("REFCOUNT <key>"),
+	SimpleString("    Return the number of references of the value associated with the specified"),
+	SimpleString("    <key>."),
+	SimpleString("HELP"),
+	SimpleString("    Prints this help."),
+}
 
-// execObject is OBJECT ENCODING key.
+// Neither access frequency nor access time is kept: nothing is evicted
+// (maxmemory-policy noeviction; the data lives on disk), so nothing needs
+// them. FREQ answers Redis's own error for a server without an LFU
+// policy; IDLETIME, which Redis answers from its LRU clock, says why
+// tandem cannot.
+var (
+	errObjectFreq     = newError("An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.")
+	errObjectIdletime = newError("tandem keeps no access time (it evicts nothing): OBJECT IDLETIME is not available")
+)
+
+// execObject is OBJECT ENCODING|FREQ|IDLETIME|REFCOUNT key and OBJECT
+// HELP, with Redis 7's errors.
 func execObject(_ *Ctx, v View, args [][]byte) (Result, error) {
-	if len(args) != 3 || !eqFold(args[1], "encoding") {
-		return Result{}, errObjectSubcommand
+	sub := strings.ToLower(string(args[1]))
+	switch sub {
+	case "help":
+		if len(args) != 2 {
+			return Result{}, &ArityError{Name: "object|help"}
+		}
+		return Result{Reply: objectHelp}, nil
+	case "encoding", "freq", "idletime", "refcount":
+		if len(args) != 3 {
+			return Result{}, &ArityError{Name: "object|" + sub}
+		}
+	default:
+		return Result{}, newError("unknown subcommand '" + string(truncArg(args[1], 128)) + "'. Try OBJECT HELP.")
 	}
 	val, ok, err := v.Get(args[2])
 	if err != nil || !ok {
 		return Result{Reply: Null}, err
 	}
+	switch sub {
+	case "freq":
+		return Result{}, errObjectFreq
+	case "idletime":
+		return Result{}, errObjectIdletime
+	case "refcount":
+		return Result{Reply: Int(1)}, nil // no value is shared
+	}
 	enc, err := encodingOf(v, args[2], val)
 	return Result{Reply: Bulk(enc)}, err
+}
+
+// truncArg cuts an argument quoted in an error to n bytes.
+func truncArg(b []byte, n int) []byte {
+	return b[:min(len(b), n)]
 }
 
 func encodingOf(v View, key []byte, val Value) (string, error) {

@@ -56,6 +56,7 @@ func init() {
 		{"sunsubscribe", -1, cmdUnsubscribe},
 		{"spublish", 3, cmdPublish},
 		{"pubsub", -2, cmdPubSub},
+		{"slowlog", -2, cmdSlowlog},
 	}
 	serverCmds = make(map[string]*serverCmd, len(list))
 	for _, sc := range list {
@@ -222,6 +223,8 @@ func (n *node) configParams() []configParam {
 		{"proto-max-bulk-len", strconv.FormatInt(n.srv.cfg.MaxBulkLen, 10)},
 		{"client-query-buffer-limit", strconv.FormatInt(n.srv.cfg.MaxCommandLen, 10)},
 		{"max-reply-bytes", strconv.FormatInt(commands.MaxReplyBytes(), 10)},
+		{"slowlog-log-slower-than", strconv.FormatInt(n.srv.slow.slowerThan.Load(), 10)},
+		{"slowlog-max-len", strconv.FormatInt(n.srv.slow.maxLen.Load(), 10)},
 	}
 	if sb, ok := n.b.(ScriptsBackend); ok {
 		ms := strconv.FormatInt(sb.BusyAfter().Milliseconds(), 10)
@@ -290,6 +293,7 @@ func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 		notify := commands.NotifyKeyspaceEvents()
 		scripts, hasScripts := n.b.(ScriptsBackend)
 		busyMs := int64(-1) // unchanged
+		slowerThan, slowMax := n.srv.slow.slowerThan.Load(), n.srv.slow.maxLen.Load()
 		for i := 2; i < len(args); i += 2 {
 			name := strings.ToLower(string(args[i]))
 			if name == "save" && len(args[i+1]) == 0 {
@@ -338,6 +342,10 @@ func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 				// tandem's own: the largest reply a command may build
 				// (commands.SetMaxReplyBytes).
 				dst, lo = &maxReply, 1
+			case "slowlog-log-slower-than":
+				dst, lo = &slowerThan, math.MinInt64
+			case "slowlog-max-len":
+				dst = &slowMax
 			case "busy-reply-threshold", "lua-time-limit":
 				if !hasScripts {
 					c.WriteError(errConfigSet(args[i]))
@@ -363,6 +371,8 @@ func cmdConfig(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 		if busyMs >= 0 {
 			scripts.SetBusyAfter(time.Duration(busyMs) * time.Millisecond)
 		}
+		n.srv.slow.slowerThan.Store(slowerThan)
+		n.srv.slow.setMaxLen(slowMax)
 		if sb, ok := n.b.(SettingsBackend); ok {
 			sb.SettingsChanged() // the cluster's: the node passes them on
 		}

@@ -186,8 +186,10 @@ type Server struct {
 	// by the same one: one for each CPU, up to 8.
 	pubw []pubWriter
 
-	// stats are the command and error counts (stats.go).
+	// stats are the command and error counts (stats.go), slow the slow
+	// log (slowlog.go).
 	stats *stats
+	slow  *slowLog
 }
 
 // NewEndpoint returns a server for the front end fe; call Serve or
@@ -237,6 +239,7 @@ func NewEndpoint(cfg Config, fe FrontEnd) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
 		stats:    newStats(arity),
+		slow:     newSlowLog(),
 		cfg:      cfg,
 		lim:      limits{maxBulk: cfg.MaxBulkLen, maxArgs: cfg.MaxArgs, maxCommand: cfg.MaxCommandLen},
 		fe:       fe,
@@ -519,7 +522,9 @@ func (s *Server) servePipelined(conn redcon.Conn, sess *Session, args [][]byte) 
 	if _, conncmd := lookupConnCmd(args[0]); !conncmd && sess.reply == replyOn {
 		t0 := time.Now()
 		if s.fe.Start(sess, args) {
-			s.stats.called(s.stats.lookup(args), time.Since(t0))
+			d := time.Since(t0)
+			s.stats.called(s.stats.lookup(args), d)
+			s.slow.observe(d, args, sess)
 			return
 		}
 	}
@@ -531,9 +536,11 @@ func (s *Server) servePipelined(conn redcon.Conn, sess *Session, args [][]byte) 
 // counts it (stats.go).
 func (s *Server) serveOne(conn redcon.Conn, sess *Session, args [][]byte) {
 	conn = sess.silenced(conn, args) // CLIENT REPLY (reply.go)
-	cs, errs, t0 := s.stats.lookup(args), sess.errs, time.Now()
+	cs, errs, t0, blocked := s.stats.lookup(args), sess.errs, time.Now(), sess.blockedNs.Load()
 	s.dispatch(conn, sess, args)
-	s.stats.served(cs, time.Since(t0), sess.errs != errs, len(args))
+	d := time.Since(t0) - time.Duration(sess.blockedNs.Load()-blocked)
+	s.stats.served(cs, d, sess.errs != errs, len(args))
+	s.slow.observe(d, args, sess)
 }
 
 // dispatch serves one command: a connection command here, anything else
@@ -613,6 +620,10 @@ type Session struct {
 	// goroutine's only.
 	counted errCountingConn
 	errs    uint64
+	// blockedNs sums the time the session's calls spent blocked
+	// (BlockedCall), which the time a command is counted to take leaves
+	// out.
+	blockedNs atomic.Int64
 
 	mu      sync.Mutex
 	name    string

@@ -76,6 +76,7 @@ var containerSubs = map[string][]string{
 	"pubsub":   {"channels", "numpat", "numsub", "shardchannels", "shardnumsub", "help"},
 	"memory":   {"doctor", "malloc-stats", "purge", "stats", "usage", "help"},
 	"cluster":  {"info", "nodes", "slots", "shards", "myid", "help"},
+	"slowlog":  {"get", "len", "reset", "help"},
 }
 
 // newStats makes the counters for the named commands, each with its

@@ -7,6 +7,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/tandemdb/tandem/internal/commands"
 )
@@ -179,5 +182,102 @@ func TestErrorCodes(t *testing.T) {
 	}
 	if n := st.errors.Load(); n != 5+2*maxErrorCodes {
 		t.Errorf("total_error_replies %d, want %d", n, 5+2*maxErrorCodes)
+	}
+}
+
+// slowlogEntries reads SLOWLOG GET -1 as (usec, args) pairs, newest first.
+func slowlogEntries(t *testing.T, ctx context.Context, c *redis.Client) [][2]any {
+	t.Helper()
+	raw, err := c.Do(ctx, "SLOWLOG", "GET", "-1").Slice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][2]any
+	for _, e := range raw {
+		f := e.([]any)
+		if len(f) != 6 {
+			t.Fatalf("slowlog entry of %d fields: %v", len(f), f)
+		}
+		var args []string
+		for _, a := range f[3].([]any) {
+			args = append(args, a.(string))
+		}
+		out = append(out, [2]any{f[2].(int64), args})
+	}
+	return out
+}
+
+// SLOWLOG: what passes slowlog-log-slower-than, newest first, arguments
+// cut as Redis cuts them, AUTH never, the length bound, RESET; a call's
+// time leaves out what it spent blocked (BlockedCall), so a blocking
+// command that waited is not slow, while a write held as long is.
+func TestSlowlog(t *testing.T) {
+	ctx := context.Background()
+	b := newFake()
+	_, addr := startServer(t, b, Config{})
+	c := newClient(t, addr, 2)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(c.ConfigSet(ctx, "slowlog-log-slower-than", "0").Err())
+	must(c.Do(ctx, "SLOWLOG", "RESET").Err())
+	long := strings.Repeat("v", 200)
+	must(c.Set(ctx, "k", long, 0).Err())
+	many := []any{"MGET"}
+	for i := range 40 {
+		many = append(many, fmt.Sprint("k", i))
+	}
+	must(c.Do(ctx, many...).Err())
+	_ = c.Do(ctx, "AUTH", "secret").Err()
+
+	got := slowlogEntries(t, ctx, c)
+	if len(got) != 3 {
+		t.Fatalf("%d entries, want MGET, SET, SLOWLOG RESET (no AUTH): %v", len(got), got)
+	}
+	mget, set := got[0][1].([]string), got[1][1].([]string)
+	if len(mget) != 32 || mget[0] != "MGET" || mget[31] != "... (10 more arguments)" {
+		t.Errorf("MGET of 40 keys logged as %d arguments, last %q", len(mget), mget[len(mget)-1])
+	}
+	if len(set) != 3 || set[2] != strings.Repeat("v", 128)+"... (72 more bytes)" {
+		t.Errorf("SET of a 200-byte value logged as %q", set)
+	}
+	if n := c.Do(ctx, "SLOWLOG", "LEN").Val(); n != int64(4) { // and the GET before
+		t.Errorf("SLOWLOG LEN %v, want 4", n)
+	}
+	must(c.ConfigSet(ctx, "slowlog-max-len", "2").Err())
+	if n := c.Do(ctx, "SLOWLOG", "LEN").Val(); n != int64(2) {
+		t.Errorf("SLOWLOG LEN %v after slowlog-max-len 2", n)
+	}
+
+	// A write held 50 ms from before it was sent is slow; a WAIT blocked
+	// 300 ms is not.
+	must(c.ConfigSet(ctx, "slowlog-log-slower-than", "40000").Err())
+	must(c.Do(ctx, "SLOWLOG", "RESET").Err())
+	hold := make(chan struct{})
+	b.set(func(b *fakeBackend) { b.block = hold })
+	time.AfterFunc(50*time.Millisecond, func() { close(hold) })
+	must(c.Set(ctx, "k", "v", 0).Err())
+	b.set(func(b *fakeBackend) {
+		b.block = nil
+		b.waitBlocks, b.waitIsBlockedCall = true, true
+		b.waitStarted, b.waitEnded = make(chan struct{}, 1), make(chan error, 1)
+	})
+	must(c.Do(ctx, "WAIT", "1", "300").Err())
+	got = slowlogEntries(t, ctx, c)
+	if len(got) != 1 || got[0][1].([]string)[0] != "set" || got[0][0].(int64) < 40000 {
+		t.Errorf("slowlog after a held SET and a blocked WAIT: %v, want the SET alone, >= 40000 usec", got)
+	}
+
+	must(c.ConfigSet(ctx, "slowlog-log-slower-than", "-1").Err())
+	must(c.Do(ctx, "SLOWLOG", "RESET").Err())
+	must(c.Set(ctx, "k", "v", 0).Err())
+	if n := c.Do(ctx, "SLOWLOG", "LEN").Val(); n != int64(0) {
+		t.Errorf("SLOWLOG LEN %v with the log off", n)
+	}
+	if err := c.Do(ctx, "SLOWLOG", "LEN", "x").Err(); err == nil || err.Error() != "ERR wrong number of arguments for 'slowlog|len' command" {
+		t.Errorf("SLOWLOG LEN x: %v", err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/tidwall/redcon"
 )
@@ -55,7 +56,11 @@ func BlockedCall(ctx context.Context) (unblocked <-chan bool, done func()) {
 	b.mu.Lock()
 	b.unblock = ch
 	b.mu.Unlock()
+	since := time.Now()
 	return ch, func() {
+		// Time blocked is no time served (stats.go, slowlog.go), as in
+		// Redis.
+		sess.blockedNs.Add(int64(time.Since(since)))
 		b.mu.Lock()
 		if b.unblock == ch {
 			b.unblock = nil
