@@ -426,9 +426,9 @@ func cmdInfo(n *node, c redcon.Conn, _ *Session, args [][]byte) {
 			// The backend's section with this layer's counts at its end.
 			text := n.b.Info([]string{sec.name})
 			if body, ok := strings.CutSuffix(text, "\r\n\r\n"); ok {
-				text = body + "\r\n" + n.srv.stats.statsLines() + "\r\n"
+				text = body + "\r\n" + n.srv.stats.statsLines(n.srv.nextID.Load()) + "\r\n"
 			} else {
-				text = "# Stats\r\n" + n.srv.stats.statsLines() + "\r\n"
+				text = "# Stats\r\n" + n.srv.stats.statsLines(n.srv.nextID.Load()) + "\r\n"
 			}
 			sb.WriteString(text)
 		default:

@@ -261,12 +261,14 @@ func (st *stats) writeErrorStats(sb *strings.Builder) {
 	sb.WriteString("\r\n")
 }
 
-// statsLines are the lines this layer adds to INFO's "# Stats" section.
-func (st *stats) statsLines() string {
+// statsLines are the lines this layer adds to INFO's "# Stats" section;
+// connections is the number of connections accepted since start.
+func (st *stats) statsLines(connections uint64) string {
 	if st == nil {
 		return ""
 	}
-	return fmt.Sprintf("total_commands_processed:%d\r\ntotal_error_replies:%d\r\n", st.commands.Load(), st.errors.Load())
+	return fmt.Sprintf("total_connections_received:%d\r\ntotal_commands_processed:%d\r\ntotal_error_replies:%d\r\n",
+		connections, st.commands.Load(), st.errors.Load())
 }
 
 // writeCPU writes INFO's "# CPU" section: the process's and its waited-for

@@ -106,6 +106,9 @@ func TestCommandAndErrorStats(t *testing.T) {
 			if got := infoField(st, "total_error_replies"); got != "4" {
 				t.Errorf("total_error_replies:%s, want 4", got)
 			}
+			if got := infoField(st, "total_connections_received"); got != "1" {
+				t.Errorf("total_connections_received:%s, want 1", got)
+			}
 			// SET, INCR, SET, INCR and the two INFOs before this one.
 			if got := infoField(st, "total_commands_processed"); got != "6" {
 				t.Errorf("total_commands_processed:%s, want 6", got)
