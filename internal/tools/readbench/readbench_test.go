@@ -72,6 +72,18 @@ func TestMedianCI(t *testing.T) {
 			t.Errorf("costVerdict(%v, %v, 0.10) = %q, want %q", c.lo, c.hi, got, c.want)
 		}
 	}
+	for _, c := range []struct {
+		lo, hi float64
+		want   string
+	}{
+		{0.01, 0.12, "MET"},
+		{0.21, 0.40, "MISSED"},
+		{0.05, 0.25, "NOT RESOLVED (the interval spans the target)"},
+	} {
+		if got := ceilingVerdict(c.lo, c.hi, 0.20); got != c.want {
+			t.Errorf("ceilingVerdict(%v, %v, 0.20) = %q, want %q", c.lo, c.hi, got, c.want)
+		}
+	}
 }
 
 // TestReadCPU: the CPU per read is the window's CPU over its reads,
