@@ -445,7 +445,7 @@ func (f *Follower) stream(ctx context.Context, w *silenceWatch, stream FollowerS
 		}
 		if a.ReadStamp != 0 && !a.LeaseLapsed {
 			f.reads.arrived(gen, a.CommitLsn, a.ReadStamp, f.cfg.DB.Applied, f.cfg.DB.Durable().LSN, f.appendEnd.Load(), f.appending.Load())
-			readWaits = f.reads.holdBreaks()
+			readWaits = f.reads.readWaits()
 		}
 		w := reportWindow(a.LeaderTimeUnixNano)
 		if !news && len(a.Entries) == 0 && a.LeaseStamp == 0 && !a.LeaseLapsed && w == window &&
@@ -724,10 +724,9 @@ func (f *Follower) stream(ctx context.Context, w *silenceWatch, stream FollowerS
 // holds reports whether the follower may hold a (deferred) rather than
 // step it now: the leader said no one waits for it, it carries entries
 // (a heartbeat alone costs no fsync), it is under maxGatherBytes, no read
-// waits for what it may hold (followerReads.holdBreaks: a round-trip read
-// whose question is still out does not), and holding is on (SyncHold).
+// waits on this follower's progress, and holding is on (SyncHold).
 func (f *Follower) holds(a *peerpb.Append) bool {
-	if !a.DeferSync || len(a.Entries) == 0 || f.cfg.SyncHold <= 0 || f.reads.holdBreaks() {
+	if !a.DeferSync || len(a.Entries) == 0 || f.cfg.SyncHold <= 0 || f.reads.readWaits() {
 		return false
 	}
 	size := 0

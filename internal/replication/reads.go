@@ -49,17 +49,12 @@ type followerReads struct {
 	// waiting are arrivals whose commit LSN is not applied yet, oldest
 	// first; commit LSNs do not decrease along it.
 	waiting []arrival
-	// readers counts the reads blocked in WaitApplied, WaitFresh or
-	// WaitRoundTrip, and waiter (capacity 1) tells the stream that one
-	// of the first two began to wait: it stops holding deferred entries
-	// (FollowerConfig.SyncHold), whose apply the read may be waiting
-	// for. trips counts the WaitRoundTrip ones among readers and
-	// tripSince (under mu) holds their starts: such a read needs no held
-	// entry until the answer to its question arrives (holdBreaks).
-	readers   atomic.Int32
-	waiter    chan struct{}
-	trips     atomic.Int32
-	tripSince []int64
+	// readers counts the reads blocked in WaitApplied or WaitFresh, and
+	// waiter (capacity 1) tells the stream that one began to wait: it
+	// stops holding deferred entries (FollowerConfig.SyncHold), whose
+	// apply the read may be waiting for.
+	readers atomic.Int32
+	waiter  chan struct{}
 	// want is the latest start (mono ns) of a read that waits for a round
 	// trip begun after it (WaitRoundTrip): the stream sends a report
 	// marked read_waits once it has sent none stamped after want.
@@ -135,8 +130,8 @@ type RoundTripTimes struct {
 	// ApplyNeedLog is the part of Apply spent by the NeedLog reads,
 	// ApplyQueued by the Queued ones.
 	ApplyNeedLog, ApplyQueued time.Duration
-	Appends                   uint64
-	AppendTime                time.Duration
+	Appends      uint64
+	AppendTime   time.Duration
 }
 
 // Sub is t minus an earlier t.
@@ -226,84 +221,8 @@ func (r *followerReads) blocked() (done func()) {
 	return func() { r.readers.Add(-1) }
 }
 
-// plantTripEndsHold is a planted inefficiency for tests: a round-trip
-// read ends a sync hold as it begins to wait, as a floor read does
-// (TestRoundTripReadKeepsTheHold counts the fsyncs).
-var plantTripEndsHold = false
-
-// blockedTrip marks a round-trip read that began at since (mono) as
-// waiting until the returned func is called. Unlike blocked it does not
-// end a sync hold: the read needs only what the leader's answer to its
-// question commits, and the answer ends the hold when it arrives
-// (holdBreaks), so the entries the leader sends meanwhile still share
-// one fsync. (Ending it as the question left cost under tandem bench
-// reads about one fsync, one step and one report more per batch of
-// linearizable reads.) An answer that arrived before the read counted
-// here ends the hold now.
-func (r *followerReads) blockedTrip(since int64) (done func()) {
-	if plantTripEndsHold {
-		return r.blocked()
-	}
-	r.mu.Lock()
-	r.trips.Add(1)
-	r.readers.Add(1)
-	r.tripSince = append(r.tripSince, since)
-	late := r.unprovenAfterLocked(since)
-	r.mu.Unlock()
-	if late {
-		select {
-		case r.waiter <- struct{}{}:
-		default:
-		}
-	}
-	return func() {
-		r.mu.Lock()
-		r.readers.Add(-1)
-		r.trips.Add(-1)
-		for i, s := range r.tripSince {
-			if s == since {
-				r.tripSince = append(r.tripSince[:i], r.tripSince[i+1:]...)
-				break
-			}
-		}
-		r.mu.Unlock()
-	}
-}
-
-// unprovenAfterLocked reports whether an arrival whose commit LSN is
-// not applied yet carries a stamp past since: the answer a round-trip
-// read begun at since waits to see applied.
-func (r *followerReads) unprovenAfterLocked(since int64) bool {
-	n := len(r.waiting)
-	return n > 0 && r.waiting[n-1].at > since
-}
-
 // readWaits reports whether a read waits on the follower's progress.
 func (r *followerReads) readWaits() bool { return r.readers.Load() > 0 }
-
-// holdBreaks reports whether a read waits for entries a sync hold may
-// be keeping: a read waiting for a position or a freshness (WaitApplied,
-// WaitFresh, Awaiting), or a round-trip read whose answer has arrived
-// and is not applied yet (its commit LSN may name held entries). A
-// round-trip read whose question is still out does not: the hold goes
-// on until the answer comes (blockedTrip).
-func (r *followerReads) holdBreaks() bool {
-	trips := r.trips.Load()
-	if r.readers.Load() > trips {
-		return true
-	}
-	if trips == 0 {
-		return false
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, since := range r.tripSince {
-		if r.unprovenAfterLocked(since) {
-			return true
-		}
-	}
-	return false
-}
 
 // wantsReports reports whether a waiting read needs the stream's next
 // progress report, beyond the reports positions and the lease call for:
@@ -487,7 +406,7 @@ func (f *Follower) Fresh(bound time.Duration) bool {
 // heartbeat interval. It returns an ErrReadElsewhere error when ctx's
 // deadline passes first, ctx.Err() when ctx is canceled.
 func (f *Follower) WaitFresh(ctx context.Context, bound time.Duration) error {
-	_, err := f.reads.waitFor(ctx, 0, func(at int64) bool {
+	_, err := f.reads.waitFor(ctx, func(at int64) bool {
 		return at != 0 && time.Duration(mono(time.Now())-at) <= bound
 	}, func() error {
 		st, ok := f.Staleness()
@@ -502,20 +421,14 @@ func (f *Follower) WaitFresh(ctx context.Context, bound time.Duration) error {
 // waitFor returns nil once ok holds for the freshness the stream proved
 // (freshAt), checked again at each change; at ctx's deadline it returns
 // late(), when ctx is canceled ctx.Err(). The call counts as a blocked
-// read while it waits: a round-trip read begun at trip (blockedTrip),
-// else (trip 0) one that ends a sync hold (blocked).
-func (r *followerReads) waitFor(ctx context.Context, trip int64, ok func(freshAt int64) bool, late func() error) (proof, error) {
+// read (blocked) while it waits.
+func (r *followerReads) waitFor(ctx context.Context, ok func(freshAt int64) bool, late func() error) (proof, error) {
 	for {
 		p, changed := r.proven()
 		if ok(p.at) {
 			return p, nil
 		}
-		var done func()
-		if trip != 0 {
-			done = r.blockedTrip(trip)
-		} else {
-			done = r.blocked()
-		}
+		done := r.blocked()
 		select {
 		case <-changed:
 			done()
@@ -578,7 +491,7 @@ func (f *Follower) WaitRoundTrip(ctx context.Context) error {
 	case f.reads.ask <- struct{}{}:
 	default:
 	}
-	p, err := f.reads.waitFor(ctx, since, func(at int64) bool {
+	p, err := f.reads.waitFor(ctx, func(at int64) bool {
 		return at > since || (plantFreshFromBefore && at != 0)
 	}, func() error {
 		return fmt.Errorf("%w: this node has not applied what its leader committed when the read began", ErrReadElsewhere)

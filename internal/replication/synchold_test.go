@@ -24,9 +24,6 @@ type fakeLeader struct {
 	in               chan *peerpb.LeaderMessage
 	reports          atomic.Int64
 	durable, applied atomic.Uint64
-	// question is the read stamp of the last report marked read_waits
-	// (a waiting read's question, WaitRoundTrip).
-	question atomic.Int64
 }
 
 func newFakeLeader() *fakeLeader { return &fakeLeader{in: make(chan *peerpb.LeaderMessage, 1024)} }
@@ -41,15 +38,7 @@ func (s *fakeLeader) Send(m *peerpb.FollowerMessage) error {
 	if h := m.GetHello(); h != nil {
 		s.in <- &peerpb.LeaderMessage{Epoch: 1, Body: &peerpb.LeaderMessage_Start{Start: &peerpb.Start{FromLsn: h.GetDurable().GetLsn() + 1}}}
 	}
-	if p := m.GetProgress(); p != nil && p.ReadWaits && p.DurableLsn == 0 && p.AppliedLsn == 0 {
-		s.question.Store(p.ReadStamp) // the asker's question: no positions
-		s.reports.Add(1)
-		return nil
-	}
 	if p := m.GetProgress(); p != nil {
-		if p.ReadWaits {
-			s.question.Store(p.ReadStamp)
-		}
 		s.durable.Store(p.DurableLsn)
 		s.applied.Store(p.AppliedLsn)
 		s.reports.Add(1)
@@ -173,78 +162,6 @@ func TestFollowerHoldEndsForARead(t *testing.T) {
 	defer cancel()
 	if err := f.WaitApplied(ctx, logrec.Position{Epoch: 1, LSN: 2}); err != nil {
 		t.Fatalf("WaitApplied: %v (the hold did not end for the read)", err)
-	}
-}
-
-// TestRoundTripReadKeepsTheHold: a round-trip read (WaitRoundTrip: a
-// linearizable probe) does not end a sync hold as its question leaves
-// (blockedTrip: no waiter note, holdBreaks false): it needs only what
-// the leader's answer commits. An answer to it (a stamp past its start)
-// whose commit LSN is not applied yet ends the hold; one to an older
-// question does not; once applied, nothing does; a floor read always
-// does. Fails with plantTripEndsHold (the read ends the hold as it
-// begins to wait, as a floor read does).
-func TestRoundTripReadKeepsTheHold(t *testing.T) {
-	f := &Follower{}
-	r := &f.reads
-	r.changed, r.waiter = make(chan struct{}), make(chan struct{}, 1)
-	gen := r.generation()
-	done := r.blockedTrip(100)
-	if r.holdBreaks() || len(r.waiter) != 0 {
-		t.Fatalf("a round-trip read with its question out ends the hold (breaks %v, waiter noted %d)", r.holdBreaks(), len(r.waiter))
-	}
-	r.arrived(gen, 9, 50, func() uint64 { return 5 }, 5, 0, false) // an older question's answer
-	if r.holdBreaks() {
-		t.Fatal("an answer to a question older than the read ends the hold")
-	}
-	r.arrived(gen, 9, 150, func() uint64 { return 5 }, 5, 0, false) // its answer, commit 9 not applied
-	if !r.holdBreaks() {
-		t.Fatal("the read's answer, not applied, does not end the hold")
-	}
-	r.advanced(9)
-	if r.holdBreaks() {
-		t.Fatal("the read's answer applied still ends holds")
-	}
-	floor := r.blocked()
-	if !r.holdBreaks() || len(r.waiter) != 1 {
-		t.Fatalf("a floor read does not end the hold (waiter noted %d)", len(r.waiter))
-	}
-	floor()
-	done()
-	if r.holdBreaks() || r.readWaits() || r.trips.Load() != 0 || len(r.tripSince) != 0 {
-		t.Fatalf("after the reads: breaks %v, readers %d, trips %d, starts %v", r.holdBreaks(), r.readers.Load(), r.trips.Load(), r.tripSince)
-	}
-}
-
-// TestDeferredAnswerEndsTheHold: the leader's answer to a round-trip
-// read's question may come in a send marked defer_sync (a send the
-// question made due); its commit LSN names held entries, and the hold
-// ends as it arrives (holdBreaks), so the read is served then, with the
-// held entries and the answer's own persisted in one fsync, not after
-// SyncHold (an hour here).
-func TestDeferredAnswerEndsTheHold(t *testing.T) {
-	f, s := startHoldingFollower(t, time.Hour)
-	s.in <- appendOf(1, 2, 0, true)
-	taken(t, f, 1) // the hold begins
-	read := make(chan error, 1)
-	go func() {
-		// Under the follower's leader timeout (2 s): past it the stream
-		// restarts, and the fake leader's old reader takes the new
-		// handshake's answer (the test would hang, not fail).
-		ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
-		defer cancel()
-		read <- f.WaitRoundTrip(ctx)
-	}()
-	waitFor(t, "the read's question", func() (bool, string) { return s.question.Load() != 0, "none sent" })
-	answer := appendOf(3, 4, 4, true) // deferred, commits 1-4, stamped with the question
-	answer.GetAppend().ReadStamp = s.question.Load()
-	s.in <- answer
-	if err := <-read; err != nil {
-		t.Fatalf("WaitRoundTrip with its answer in: %v (applied %d): the answer did not end the hold", err, f.cfg.DB.Applied())
-	}
-	durableReported(t, s, 4)
-	if c := f.Counts(); c.Appends != 1 {
-		t.Fatalf("counts %+v: want the held entries and the answer's persisted in one fsync", c)
 	}
 }
 
