@@ -130,8 +130,8 @@ type RoundTripTimes struct {
 	// ApplyNeedLog is the part of Apply spent by the NeedLog reads,
 	// ApplyQueued by the Queued ones.
 	ApplyNeedLog, ApplyQueued time.Duration
-	Appends      uint64
-	AppendTime   time.Duration
+	Appends                   uint64
+	AppendTime                time.Duration
 }
 
 // Sub is t minus an earlier t.
