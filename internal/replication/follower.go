@@ -143,8 +143,10 @@ type Follower struct {
 	pub followerPub
 	// counts is what FollowerCounts reports.
 	counts followerCounts
-	// appending: the stepping loop is in a log append (RoundTripTimes).
+	// appending: the stepping loop is in a log append (RoundTripTimes);
+	// appendEnd: the last LSN of that append (0: none).
 	appending atomic.Bool
+	appendEnd atomic.Uint64
 	// commits are the current stream's commit LSNs as they arrive
 	// (applyAsCommitted); a new stream gets new ones.
 	commits atomic.Pointer[arrivedCommits]
@@ -442,7 +444,7 @@ func (f *Follower) stream(ctx context.Context, w *silenceWatch, stream FollowerS
 			}
 		}
 		if a.ReadStamp != 0 && !a.LeaseLapsed {
-			f.reads.arrived(gen, a.CommitLsn, a.ReadStamp, f.cfg.DB.Applied, f.cfg.DB.Durable().LSN, f.appending.Load())
+			f.reads.arrived(gen, a.CommitLsn, a.ReadStamp, f.cfg.DB.Applied, f.cfg.DB.Durable().LSN, f.appendEnd.Load(), f.appending.Load())
 			readWaits = f.reads.readWaits()
 		}
 		w := reportWindow(a.LeaderTimeUnixNano)
@@ -961,12 +963,14 @@ func (f *Follower) step(ctx context.Context, core *followerCore, epoch uint64, a
 				return f.applyAsCommitted(core, &rd, &ahead, appended)
 			}
 		}
+		f.appendEnd.Store(rd.appendPos.LSN)
 		f.appending.Store(true)
 		t0 := time.Now()
 		err := f.cfg.DB.AppendLogWhile(rd.Append, during)
 		f.reads.times.appendNs.Add(int64(time.Since(t0)))
 		f.reads.times.appends.Add(1)
 		f.appending.Store(false)
+		f.appendEnd.Store(0)
 		if err != nil {
 			return err
 		}

@@ -91,14 +91,16 @@ type proof struct {
 	arrived int64 // mono: the proving message's arrival
 	proved  int64 // mono: its commit LSN applied
 	// needLog: at arrival its commit LSN was past this follower's
-	// durable log; inAppend: the stepping loop was in a log append.
-	needLog, inAppend bool
+	// durable log; inAppend: the stepping loop was in a log append;
+	// queued: its commit LSN was past the end of that append too (it
+	// named entries in no append yet, queued behind it).
+	needLog, inAppend, queued bool
 }
 
 type roundTripTimes struct {
-	reads, needLog, inAppend         atomic.Uint64
+	reads, needLog, inAppend, queued atomic.Uint64
 	askNs, answerNs, applyNs, wakeNs atomic.Int64
-	applyNeedLogNs                   atomic.Int64
+	applyNeedLogNs, applyQueuedNs    atomic.Int64
 	appends                          atomic.Uint64
 	appendNs                         atomic.Int64
 }
@@ -114,24 +116,29 @@ type roundTripTimes struct {
 // return. NeedLog counts the reads whose answer named a commit LSN past
 // this follower's durable log when it arrived (the apply waited for this
 // follower's own log append), InAppend those whose answer arrived while
-// the stepping loop was in a log append (an fsync). Appends and
+// the stepping loop was in a log append (an fsync), and Queued those
+// whose answer named entries past the end of that append (or past the
+// durable log, between appends): entries that had arrived, or were yet
+// to, but were in no log append (ApplyQueued: their part of Apply).
+// Appends and
 // AppendTime are the follower's log appends and their time, reads or not.
 // Asks counts the questions the asker sent (round trips begun for these
 // reads: one covers every read that began before it left).
 type RoundTripTimes struct {
-	Reads, NeedLog, InAppend, Asks uint64
-	Ask, Answer, Apply, Wake       time.Duration
-	// ApplyNeedLog is the part of Apply spent by the NeedLog reads.
-	ApplyNeedLog time.Duration
-	Appends      uint64
-	AppendTime   time.Duration
+	Reads, NeedLog, InAppend, Queued, Asks uint64
+	Ask, Answer, Apply, Wake               time.Duration
+	// ApplyNeedLog is the part of Apply spent by the NeedLog reads,
+	// ApplyQueued by the Queued ones.
+	ApplyNeedLog, ApplyQueued time.Duration
+	Appends                   uint64
+	AppendTime                time.Duration
 }
 
 // Sub is t minus an earlier t.
 func (t RoundTripTimes) Sub(o RoundTripTimes) RoundTripTimes {
 	return RoundTripTimes{
-		Reads: t.Reads - o.Reads, NeedLog: t.NeedLog - o.NeedLog, InAppend: t.InAppend - o.InAppend, Asks: t.Asks - o.Asks,
-		Ask: t.Ask - o.Ask, Answer: t.Answer - o.Answer, Apply: t.Apply - o.Apply, ApplyNeedLog: t.ApplyNeedLog - o.ApplyNeedLog, Wake: t.Wake - o.Wake,
+		Reads: t.Reads - o.Reads, NeedLog: t.NeedLog - o.NeedLog, InAppend: t.InAppend - o.InAppend, Queued: t.Queued - o.Queued, Asks: t.Asks - o.Asks,
+		Ask: t.Ask - o.Ask, Answer: t.Answer - o.Answer, Apply: t.Apply - o.Apply, ApplyNeedLog: t.ApplyNeedLog - o.ApplyNeedLog, ApplyQueued: t.ApplyQueued - o.ApplyQueued, Wake: t.Wake - o.Wake,
 		Appends: t.Appends - o.Appends, AppendTime: t.AppendTime - o.AppendTime,
 	}
 }
@@ -141,8 +148,9 @@ func (t RoundTripTimes) Sub(o RoundTripTimes) RoundTripTimes {
 func (f *Follower) RoundTripTimes() RoundTripTimes {
 	t := &f.reads.times
 	return RoundTripTimes{
-		Reads: t.reads.Load(), NeedLog: t.needLog.Load(), InAppend: t.inAppend.Load(), Asks: f.reads.asks.Load(),
-		Ask: time.Duration(t.askNs.Load()), Answer: time.Duration(t.answerNs.Load()), Apply: time.Duration(t.applyNs.Load()), ApplyNeedLog: time.Duration(t.applyNeedLogNs.Load()), Wake: time.Duration(t.wakeNs.Load()),
+		Reads: t.reads.Load(), NeedLog: t.needLog.Load(), InAppend: t.inAppend.Load(), Queued: t.queued.Load(), Asks: f.reads.asks.Load(),
+		Ask: time.Duration(t.askNs.Load()), Answer: time.Duration(t.answerNs.Load()), Apply: time.Duration(t.applyNs.Load()),
+		ApplyNeedLog: time.Duration(t.applyNeedLogNs.Load()), ApplyQueued: time.Duration(t.applyQueuedNs.Load()), Wake: time.Duration(t.wakeNs.Load()),
 		Appends: t.appends.Load(), AppendTime: time.Duration(t.appendNs.Load()),
 	}
 }
@@ -164,6 +172,10 @@ func (r *followerReads) served(since int64, p proof) {
 	if p.inAppend {
 		t.inAppend.Add(1)
 	}
+	if p.queued {
+		t.queued.Add(1)
+		t.applyQueuedNs.Add(max(p.proved-p.arrived, 0))
+	}
 }
 
 // generation returns the current stream's generation, for arrived.
@@ -178,8 +190,9 @@ func (r *followerReads) generation() uint64 {
 // applied LSN is read under mu, after any advanced before it (the storage
 // applies before the stream reports it), so an arrival already applied
 // proves its freshness at once. durable is the follower's durable log end
-// now and inAppend whether its loop is in a log append (RoundTripTimes).
-func (r *followerReads) arrived(gen, commit uint64, stamp int64, applied func() uint64, durable uint64, inAppend bool) {
+// now, appendEnd the last LSN of the log append in progress (0: none)
+// and inAppend whether its loop is in a log append (RoundTripTimes).
+func (r *followerReads) arrived(gen, commit uint64, stamp int64, applied func() uint64, durable, appendEnd uint64, inAppend bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if gen != r.gen {
@@ -194,7 +207,7 @@ func (r *followerReads) arrived(gen, commit uint64, stamp int64, applied func() 
 	if len(r.waiting) == maxArrivals {
 		r.waiting = r.waiting[1:]
 	}
-	r.waiting = append(r.waiting, arrival{commit: commit, at: stamp, arrived: mono(time.Now()), needLog: commit > durable, inAppend: inAppend})
+	r.waiting = append(r.waiting, arrival{commit: commit, at: stamp, arrived: mono(time.Now()), needLog: commit > durable, inAppend: inAppend, queued: commit > max(durable, appendEnd)})
 	r.advancedLocked(applied())
 }
 
@@ -231,10 +244,10 @@ func (r *followerReads) wantsReports() bool {
 }
 
 type arrival struct {
-	commit            uint64
-	at                int64
-	arrived           int64 // mono, and the rest as proof's
-	needLog, inAppend bool
+	commit                    uint64
+	at                        int64
+	arrived                   int64 // mono, and the rest as proof's
+	needLog, inAppend, queued bool
 }
 
 // maxArrivals bounds followerReads.waiting. Dropping the oldest loses
@@ -256,7 +269,7 @@ func (r *followerReads) advancedLocked(applied uint64) {
 	for ; i < len(r.waiting) && r.waiting[i].commit <= applied; i++ {
 		if a := r.waiting[i]; a.at > r.freshAt {
 			r.freshAt = a.at
-			r.proof = proof{at: a.at, arrived: a.arrived, needLog: a.needLog, inAppend: a.inAppend}
+			r.proof = proof{at: a.at, arrived: a.arrived, needLog: a.needLog, inAppend: a.inAppend, queued: a.queued}
 		}
 	}
 	if i > 0 && r.proof.proved == 0 {

@@ -111,7 +111,7 @@ func TestFreshness(t *testing.T) {
 		{12, 12, 500, false, 400},
 	} {
 		if s.leased { // the stream's reader records only leased messages
-			r.arrived(r.generation(), s.commit, s.at, func() uint64 { return s.applied }, 0, false)
+			r.arrived(r.generation(), s.commit, s.at, func() uint64 { return s.applied }, 0, 0, false)
 		} else {
 			r.advanced(s.applied)
 		}
@@ -126,7 +126,7 @@ func TestFreshness(t *testing.T) {
 	}
 	// A message the ended stream's reader takes late proves nothing in
 	// the next stream.
-	r.arrived(gen, 1, 600, func() uint64 { return 12 }, 0, false)
+	r.arrived(gen, 1, 600, func() uint64 { return 12 }, 0, 0, false)
 	if at, _ := r.state(); at != 0 {
 		t.Fatalf("an arrival of an ended stream set freshAt = %d", at)
 	}
@@ -245,34 +245,45 @@ func TestNewLeaderProvesNoFreshnessBelowItsStart(t *testing.T) {
 // TestRoundTripTimesClassify: a served round trip is counted with the
 // proof that served it: an answer whose commit LSN was past the durable
 // log when it arrived is NeedLog (its apply waited for the follower's own
-// fsync) and its apply wait is ApplyNeedLog; one already applied on
-// arrival is neither, and its apply wait is none.
+// fsync) and its apply wait is ApplyNeedLog; one whose commit LSN was
+// past the append in progress too is Queued (ApplyQueued); one already
+// applied on arrival is none of them, and its apply wait is none.
 func TestRoundTripTimesClassify(t *testing.T) {
 	f := &Follower{}
 	r := &f.reads
 	r.changed = make(chan struct{})
 	gen := r.generation()
-	r.arrived(gen, 5, 100, func() uint64 { return 3 }, 4, true) // commit 5, durable 4, applied 3
+	r.arrived(gen, 5, 100, func() uint64 { return 3 }, 4, 6, true) // commit 5, durable 4, appending 5-6, applied 3
 	if p, _ := r.proven(); p.at != 0 {
 		t.Fatalf("proven %+v before lsn 5 is applied", p)
 	}
 	r.advanced(5)
 	p, _ := r.proven()
-	if p.at != 100 || !p.needLog || !p.inAppend || p.proved < p.arrived {
-		t.Fatalf("proof %+v: want stamp 100, need_log, in_append, proved after arrival", p)
+	if p.at != 100 || !p.needLog || !p.inAppend || p.queued || p.proved < p.arrived {
+		t.Fatalf("proof %+v: want stamp 100, need_log, in_append, not queued, proved after arrival", p)
 	}
 	r.served(50, p)
-	r.arrived(gen, 6, 200, func() uint64 { return 6 }, 6, false) // durable and applied already
+	r.arrived(gen, 9, 150, func() uint64 { return 5 }, 6, 8, true) // commit 9, appending 7-8: 9 in no append
+	r.advanced(9)
+	if p, _ = r.proven(); p.at != 150 || !p.needLog || !p.queued {
+		t.Fatalf("proof %+v: want stamp 150, need_log, queued", p)
+	}
+	q0 := time.Duration(p.proved - p.arrived)
+	r.served(100, p)
+	r.arrived(gen, 9, 200, func() uint64 { return 9 }, 9, 0, false) // durable and applied already
 	p, _ = r.proven()
-	if p.at != 200 || p.needLog || p.inAppend {
-		t.Fatalf("proof %+v: want stamp 200, proven on arrival, neither", p)
+	if p.at != 200 || p.needLog || p.inAppend || p.queued {
+		t.Fatalf("proof %+v: want stamp 200, proven on arrival, none", p)
 	}
 	r.served(150, p)
 	rt := f.RoundTripTimes()
-	if rt.Reads != 2 || rt.NeedLog != 1 || rt.InAppend != 1 || rt.Ask != 100 {
-		t.Fatalf("times %+v: want 2 reads, 1 need_log, 1 in_append, ask 50+50 ns", rt)
+	if rt.Reads != 3 || rt.NeedLog != 2 || rt.InAppend != 2 || rt.Queued != 1 || rt.Ask != 150 {
+		t.Fatalf("times %+v: want 3 reads, 2 need_log, 2 in_append, 1 queued, ask 50+50+50 ns", rt)
 	}
 	if rt.ApplyNeedLog != rt.Apply-time.Duration(p.proved-p.arrived) {
-		t.Fatalf("times %+v: the need_log read's apply is not ApplyNeedLog", rt)
+		t.Fatalf("times %+v: the need_log reads' apply is not ApplyNeedLog", rt)
+	}
+	if rt.ApplyQueued != q0 {
+		t.Fatalf("times %+v: the queued read's apply is not ApplyQueued (%v)", rt, q0)
 	}
 }

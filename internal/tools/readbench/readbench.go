@@ -281,6 +281,16 @@ func report(w io.Writer, rs []result) {
 			fmt.Fprintf(w, "  lag %-6s %-12s costs %.0f%% of any's throughput (median of %d windows each between two of any's; %smiddle half %.0f%% to %.0f%%, all %.0f%% to %.0f%%), target <= %.0f%%: %s\n",
 				lag, t.pol, 100*cost, len(r.ratios), ci, 100*(1-q3), 100*(1-q1), 100*(1-hi), 100*(1-lo), 100*t.cost, v)
 		}
+		if anyR != nil {
+			if med, q1, q3, lo, hi, ok := spread(anyR.noise); ok {
+				ci := ""
+				if cl, ch, ok := medianCI(anyR.noise); ok {
+					ci = fmt.Sprintf("95%% interval of the median %.0f%% to %.0f%%; ", 100*(1-ch), 100*(1-cl))
+				}
+				fmt.Fprintf(w, "  lag %-6s any's noise: an any window against the two any windows around it costs %.0f%% (median of %d; %smiddle half %.0f%% to %.0f%%, all %.0f%% to %.0f%%): the width a policy that costs nothing would get, not a target\n",
+					lag, 100*(1-med), len(anyR.noise), ci, 100*(1-q3), 100*(1-q1), 100*(1-hi), 100*(1-lo))
+			}
+		}
 	}
 }
 
@@ -850,6 +860,12 @@ type result struct {
 	// counted in dropped.
 	cluster, leader, client, cpuRatios []float64
 	dropped                            int
+	// noise (any's alone) are each any window's reads/s against the mean
+	// of the any windows two windows before and after it, as a policy's
+	// ratios are against the two around it: what a policy that costs
+	// nothing would get, i.e. how wide the run's intervals are from
+	// any's own window-to-window noise (reported, never judged).
+	noise []float64
 }
 
 func (r result) readRate() float64 {
@@ -1046,6 +1062,11 @@ func summarize(policies []string, lag time.Duration, leaderName string, wins []*
 		win.mu.Lock()
 		r.lat = append(r.lat, win.lat...)
 		win.mu.Unlock()
+		if win.pol == anyIdx && k >= 2 && k+2 < len(wins) && wins[k-2].pol == anyIdx && wins[k+2].pol == anyIdx {
+			if v, ok := pairedRatio(win.rate(), wins[k-2].rate(), wins[k+2].rate()); ok {
+				r.noise = append(r.noise, v)
+			}
+		}
 		ws, paired := near(k)
 		paired = paired && win.pol != anyIdx
 		if paired {

@@ -103,7 +103,8 @@ func TestReadCPU(t *testing.T) {
 }
 
 // TestSummarize: a lag's windows summed by policy; each policy window's
-// ratios against the any windows around it; the leader's CPU per read
+// ratios against the any windows around it; any's noise, each inner any
+// window against the any windows two away; the leader's CPU per read
 // less the writes' at what the any windows around spent per write.
 func TestSummarize(t *testing.T) {
 	policies := []string{"any", "ryw"}
@@ -127,6 +128,12 @@ func TestSummarize(t *testing.T) {
 	out := summarize(policies, 0, "n1", wins)
 	if len(out) != 2 || out[0].policy != "any" || out[1].policy != "ryw" {
 		t.Fatalf("summarize: %+v", out)
+	}
+	// any's noise: the inner any windows against the any windows two
+	// away: 8,000 against 10,000 and 10,000, 10,000 against 8,000 and
+	// 10,000 (not against the ryw windows beside them).
+	if n := out[0].noise; len(n) != 2 || !near(n[0], 0.8) || !near(n[1], 10000.0/9000) {
+		t.Errorf("any's noise %v, want [0.8 1.11]", n)
 	}
 	ryw := out[1]
 	if len(ryw.ratios) != 3 || !near(ryw.ratios[0], 1.0) || !near(ryw.ratios[1], 0.8) || ryw.ratios[2] != 0 {
