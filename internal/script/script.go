@@ -93,6 +93,8 @@ type Engine struct {
 
 	mu    sync.Mutex
 	cache map[string]*compiled // by lower-case SHA1
+	// libs is the function libraries' set last read (functions.go).
+	libs atomic.Pointer[libSet]
 	free  []*vm                // idle states, reused
 	// runs are the runs of scripts running now, in no order; a run's
 	// slot is its index here (a slice: a map cost a hash per Eval).
@@ -144,7 +146,8 @@ type run struct {
 	batchMem commands.Batch  // one allocation with the run
 	readOnly bool            // write commands refused
 	resp     int             // the protocol redis.call replies are converted from
-	sha      string
+	sha      string // the script's SHA1, or the function's name (FCALL)
+	chunk    string // the code's chunk name, as errors name it
 	// started is when the run began, in nanoseconds since clockBase:
 	// atomic, since Busy reads it while the run's state may be taken for
 	// the next script.
@@ -310,11 +313,7 @@ func (e *Engine) Eval(ctx *commands.Ctx, v commands.View, args [][]byte, readOnl
 		e.mu.Unlock()
 		return commands.Result{}, errClosed
 	}
-	m := e.getLocked()
-	// The run is the state's (see vm.runMem).
-	r := m.newRun(ctx, v, readOnly || sc.noWrites, sc.sha)
-	r.slot = len(e.runs)
-	e.runs = append(e.runs, r)
+	m, r := e.startLocked(ctx, v, readOnly || sc.noWrites, sc.sha)
 	e.mu.Unlock()
 	if !readOnly {
 		e.seq.Store(r)
@@ -323,10 +322,25 @@ func (e *Engine) Eval(ctx *commands.Ctx, v commands.View, args [][]byte, readOnl
 	if !readOnly {
 		e.seq.Store(nil)
 	}
-	// What the run made is read before the state (and with it the run)
-	// goes back to the pool, where another Eval may take it at once.
+	return e.finish(m, r, reply)
+}
+
+// startLocked takes a state and readies its run (see vm.runMem) of the
+// script or function name. e.mu is held: Kill and Abort, which cancel
+// runs, hold it too.
+func (e *Engine) startLocked(ctx *commands.Ctx, v commands.View, readOnly bool, name string) (*vm, *run) {
+	m := e.getLocked()
+	r := m.newRun(ctx, v, readOnly, name)
+	r.slot = len(e.runs)
+	e.runs = append(e.runs, r)
+	return m, r
+}
+
+// finish takes what the run made, before the state (and with it the run)
+// goes back to the pool, where another Eval may take it at once.
+func (e *Engine) finish(m *vm, r *run, reply commands.Reply) (commands.Result, error) {
 	var res commands.Result
-	err = nil
+	var err error
 	switch {
 	case r.internal != nil:
 		err = r.internal
@@ -361,7 +375,7 @@ func (m *vm) newRun(ctx *commands.Ctx, v commands.View, readOnly bool, sha strin
 	if r.done == nil || r.canceled.Load() {
 		r.done = make(chan struct{})
 	}
-	r.ctx, r.readOnly, r.resp, r.sha = ctx, readOnly, 2, sha
+	r.ctx, r.readOnly, r.resp, r.sha, r.chunk = ctx, readOnly, 2, sha, chunkName
 	r.started.Store(int64(time.Since(clockBase)))
 	r.canceled.Store(false)
 	r.wrote.Store(false)
