@@ -95,7 +95,7 @@ type Engine struct {
 	cache map[string]*compiled // by lower-case SHA1
 	// libs is the function libraries' set last read (functions.go).
 	libs atomic.Pointer[libSet]
-	free  []*vm                // idle states, reused
+	free []*vm // idle states, reused
 	// runs are the runs of scripts running now, in no order; a run's
 	// slot is its index here (a slice: a map cost a hash per Eval).
 	runs []*run
@@ -146,8 +146,8 @@ type run struct {
 	batchMem commands.Batch  // one allocation with the run
 	readOnly bool            // write commands refused
 	resp     int             // the protocol redis.call replies are converted from
-	sha      string // the script's SHA1, or the function's name (FCALL)
-	chunk    string // the code's chunk name, as errors name it
+	sha      string          // the script's SHA1, or the function's name (FCALL)
+	chunk    string          // the code's chunk name, as errors name it
 	// started is when the run began, in nanoseconds since clockBase:
 	// atomic, since Busy reads it while the run's state may be taken for
 	// the next script.
