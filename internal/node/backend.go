@@ -646,7 +646,7 @@ func (b backend) functionCmd(ctx context.Context, args [][]byte) (commands.Reply
 	}
 	switch sub {
 	case "kill":
-		return b.n.scripts.Kill(), true, nil
+		return b.n.scripts.KillFunction(), true, nil
 	case "help":
 		return script.FunctionHelp(), true, nil
 	}

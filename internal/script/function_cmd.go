@@ -152,8 +152,12 @@ func (e *Engine) Function(ctx *commands.Ctx, v commands.View, args [][]byte) (co
 		return reply(commands.Bulk(binary.LittleEndian.AppendUint32(out, frame.Checksum(out))))
 	case "stats":
 		var running commands.Reply = commands.Null
-		if name, d := e.running(); name != "" {
-			running = commands.Map{commands.Bulk("name"), commands.Bulk(name), commands.Bulk("command"), commands.Array{commands.Bulk("fcall"), commands.Bulk(name)},
+		if name, cmd, d := e.running(); name != "" {
+			args := commands.Array{}
+			for _, a := range cmd {
+				args = append(args, commands.Bulk(a))
+			}
+			running = commands.Map{commands.Bulk("name"), commands.Bulk(name), commands.Bulk("command"), args,
 				commands.Bulk("duration_ms"), commands.Int(d.Milliseconds())}
 		}
 		return reply(commands.Map{

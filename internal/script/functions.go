@@ -498,7 +498,7 @@ func (e *Engine) FCall(ctx *commands.Ctx, v commands.View, args [][]byte, readOn
 		return commands.Result{}, errClosed
 	}
 	m, r := e.startLocked(ctx, v, readOnly || f.noWrites, f.name)
-	r.chunk = functionChunk
+	r.chunk, r.cmd = functionChunk, args
 	e.mu.Unlock()
 	if !readOnly {
 		e.seq.Store(r)
@@ -564,14 +564,20 @@ func (m *vm) fresh(a [][]byte, all string) *lua.LTable {
 	return t
 }
 
-// running is the function running now in the sequencer, for FUNCTION
-// STATS: its name, and how long it has run; "" when none.
-func (e *Engine) running() (string, time.Duration) {
-	e.mu.Lock() // as Abort: r is not reset for another script meanwhile
+// running is a function running now, for FUNCTION STATS: its name, its
+// command (a copy) and how long it has run; "" when none runs.
+func (e *Engine) running() (string, [][]byte, time.Duration) {
+	e.mu.Lock() // runs are not reset for another script meanwhile
 	defer e.mu.Unlock()
-	r := e.seq.Load()
-	if r == nil || r.chunk != functionChunk {
-		return "", 0
+	for _, r := range e.runs {
+		if r.chunk != functionChunk {
+			continue
+		}
+		cmd := make([][]byte, len(r.cmd))
+		for i, a := range r.cmd {
+			cmd[i] = append([]byte(nil), a...)
+		}
+		return r.sha, cmd, time.Since(clockBase) - time.Duration(r.started.Load())
 	}
-	return r.sha, time.Since(clockBase) - time.Duration(r.started.Load())
+	return "", nil, 0
 }

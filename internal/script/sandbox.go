@@ -436,6 +436,10 @@ func (m *vm) errorReply(err error, r *run) commands.Reply {
 	switch {
 	case r.killed.Load():
 		msg = msgKilled
+		// Where the run was stopped, as Redis names it.
+		if sm := lineOf.FindStringSubmatch(lua.LVAsString(obj)); sm != nil {
+			line = sm[1]
+		}
 	case isTable(obj):
 		t := obj.(*lua.LTable)
 		msg = lua.LVAsString(t.RawGetString("err"))

@@ -148,6 +148,9 @@ type run struct {
 	resp     int             // the protocol redis.call replies are converted from
 	sha      string          // the script's SHA1, or the function's name (FCALL)
 	chunk    string          // the code's chunk name, as errors name it
+	// cmd is a function run's command (FCALL's arguments, valid while it
+	// runs), for FUNCTION STATS; read and written under Engine.mu.
+	cmd [][]byte
 	// started is when the run began, in nanoseconds since clockBase:
 	// atomic, since Busy reads it while the run's state may be taken for
 	// the next script.
@@ -253,17 +256,43 @@ func (e *Engine) SetBusyAfter(d time.Duration) { e.busyAfter.Store(int64(max(d, 
 // UNKILLABLE when the sequencer's script has written (stopping it would
 // leave half its effects), else OK, and each running script fails with
 // "Script killed by user with SCRIPT KILL...".
-func (e *Engine) Kill() commands.Reply {
+func (e *Engine) Kill() commands.Reply { return e.kill(false) }
+
+// KillFunction stops the running functions (FUNCTION KILL) as Kill stops
+// scripts. Each refuses the other's runs, as Redis 7 does: SCRIPT KILL
+// while only a function runs (or FUNCTION KILL while only a script does)
+// is BUSY, naming the command that would stop it.
+func (e *Engine) KillFunction() commands.Reply { return e.kill(true) }
+
+const (
+	replyBusyFunction = commands.ErrorReply("BUSY Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE.")
+	replyBusyScript   = commands.ErrorReply("BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.")
+)
+
+func (e *Engine) kill(functions bool) commands.Reply {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if len(e.runs) == 0 {
-		return ReplyNotBusy
+	mine, others := 0, 0
+	for _, r := range e.runs {
+		if (r.chunk == functionChunk) == functions {
+			mine++
+		} else {
+			others++
+		}
 	}
-	if r := e.seq.Load(); r != nil && r.wrote.Load() {
+	switch {
+	case mine == 0 && others == 0:
+		return ReplyNotBusy
+	case mine == 0 && functions:
+		return replyBusyScript
+	case mine == 0:
+		return replyBusyFunction
+	}
+	if r := e.seq.Load(); r != nil && (r.chunk == functionChunk) == functions && r.wrote.Load() {
 		return ReplyUnkillable
 	}
 	for _, r := range e.runs {
-		if !r.wrote.Load() {
+		if (r.chunk == functionChunk) == functions && !r.wrote.Load() {
 			r.killed.Store(true)
 			r.cancel()
 		}
@@ -354,7 +383,7 @@ func (e *Engine) finish(m *vm, r *run, reply commands.Reply) (commands.Result, e
 	e.runs[r.slot], last.slot = last, r.slot
 	e.runs[len(e.runs)-1] = nil
 	e.runs = e.runs[:len(e.runs)-1]
-	r.ctx, r.internal = nil, nil
+	r.ctx, r.internal, r.cmd = nil, nil, nil
 	r.batch.Init(nil) // holds no view or ops of this run in the pool
 	e.putLocked(m)
 	closed := e.closed
