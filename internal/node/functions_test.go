@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -64,8 +65,8 @@ func TestFunctionsReplicate(t *testing.T) {
 			t.Fatalf("%s FUNCTION LIST: %v, %v", f.cfg.ID, libs, err)
 		}
 		// A follower refuses the writes (they are the leader's).
-		if err := fc.Do(ctx, "FUNCTION", "DELETE", "counter").Err(); err == nil {
-			t.Fatalf("%s took FUNCTION DELETE", f.cfg.ID)
+		if err := fc.Do(ctx, "FUNCTION", "DELETE", "counter").Err(); err == nil || !strings.HasPrefix(err.Error(), "READONLY") {
+			t.Fatalf("%s answered FUNCTION DELETE with %v, want READONLY", f.cfg.ID, err)
 		}
 	}
 	if err := lc.Do(ctx, "FUNCTION", "DELETE", "counter").Err(); err != nil {
