@@ -637,7 +637,7 @@ func (b backend) functionCmd(ctx context.Context, args [][]byte) (commands.Reply
 		return nil, true, &commands.ArityError{Name: "function"}
 	}
 	sub := strings.ToLower(string(args[1]))
-	sc, known := script.FunctionSubcommands[sub]
+	sc, known := commands.FunctionSubcommands[sub]
 	if !known {
 		return commands.ErrorReply("ERR unknown subcommand '" + string(args[1]) + "'. Try FUNCTION HELP."), true, nil
 	}

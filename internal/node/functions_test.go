@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/tandemdb/tandem/internal/testutil"
 )
 
@@ -77,5 +79,28 @@ func TestFunctionsReplicate(t *testing.T) {
 		if err := newClient(t, f).Do(ctx, "FCALL_RO", "peek", "1", "n").Err(); err == nil || err.Error() != "ERR Function not found" {
 			t.Fatalf("%s FCALL_RO after FUNCTION DELETE: %v", f.cfg.ID, err)
 		}
+	}
+}
+
+// TestFunctionInTransaction: FUNCTION LOAD is a write like any other: it
+// queues in MULTI, and an FCALL after it in the same transaction runs the
+// function it loads (one entry, applied whole).
+func TestFunctionInTransaction(t *testing.T) {
+	ctx := context.Background()
+	leader := testNode(t, "l", nil)
+	lc := newClient(t, leader)
+	cmds, err := lc.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Do(ctx, "FUNCTION", "LOAD", counterLib)
+		p.Do(ctx, "FCALL", "bump", "1", "n", "4")
+		return nil
+	})
+	if err != nil || len(cmds) != 2 {
+		t.Fatalf("MULTI FUNCTION LOAD, FCALL: %v, %v", cmds, err)
+	}
+	if n, err := cmds[1].(*redis.Cmd).Int(); err != nil || n != 4 {
+		t.Fatalf("FCALL in the transaction: %d, %v", n, err)
+	}
+	if n, err := lc.Do(ctx, "FCALL_RO", "peek", "1", "n").Int(); err != nil || n != 4 {
+		t.Fatalf("FCALL_RO after EXEC: %d, %v", n, err)
 	}
 }

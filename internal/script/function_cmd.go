@@ -14,16 +14,6 @@ import (
 // FLUSH, RESTORE write; LIST, DUMP, STATS read). KILL and HELP are the
 // node's (Kill, FunctionHelp).
 
-// FunctionSubcommands are FUNCTION's subcommands with their arity (the
-// subcommand's, Redis's "function|load"), and whether they write.
-var FunctionSubcommands = map[string]struct {
-	Arity  int
-	Writes bool
-}{
-	"load": {-3, true}, "delete": {3, true}, "flush": {-2, true}, "restore": {-3, true},
-	"list": {-2, false}, "dump": {2, false}, "stats": {2, false}, "kill": {2, false}, "help": {2, false},
-}
-
 // # FUNCTION DUMP payload (tandem's own; part of what clients store: frozen)
 //
 //	version  1 byte, functionsDumpVersion (not a key DUMP's version:
@@ -45,6 +35,9 @@ var (
 // (commands.Scripter): its writes are one OpFunctions op, the new set.
 func (e *Engine) Function(ctx *commands.Ctx, v commands.View, args [][]byte) (commands.Result, error) {
 	sub := strings.ToLower(string(args[1]))
+	if sc, known := commands.FunctionSubcommands[sub]; known && !commands.ArityOK(sc.Arity, len(args)) {
+		return commands.Result{}, &commands.ArityError{Name: "function|" + sub}
+	}
 	set, err := e.functionsOf(ctx, v)
 	if err != nil {
 		return commands.Result{}, err
@@ -90,7 +83,7 @@ func (e *Engine) Function(ctx *commands.Ctx, v commands.View, args [][]byte) (co
 		return e.write(libs, commands.OK)
 	case "flush":
 		if len(args) > 3 {
-			return reply(replyFlushMode)
+			return reply(commands.ErrorReply("ERR unknown subcommand or wrong number of arguments for 'flush'. Try FUNCTION HELP."))
 		}
 		if len(args) == 3 {
 			if m := strings.ToLower(string(args[2])); m != "sync" && m != "async" {

@@ -19,7 +19,7 @@ func runFunction(t *testing.T, e *Engine, m *memView, args ...string) (commands.
 	for _, s := range args {
 		a = append(a, []byte(s))
 	}
-	sc, ok := FunctionSubcommands[strings.ToLower(args[0])]
+	sc, ok := commands.FunctionSubcommands[strings.ToLower(args[0])]
 	if !ok || !commands.ArityOK(sc.Arity, len(a)) {
 		t.Fatalf("FUNCTION %v: unknown or wrong arity", args)
 	}
