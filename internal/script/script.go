@@ -1,11 +1,16 @@
 // Package script runs Redis 7's Lua scripts (EVAL, EVALSHA, EVAL_RO,
-// EVALSHA_RO and SCRIPT LOAD/EXISTS/FLUSH/KILL) on
-// github.com/yuin/gopher-lua, a pure-Go Lua 5.1 (the Lua Redis embeds).
-// It is pure of nodes and replication: a script reads and writes through
-// a commands.View with a commands.Batch, and hands back its reply and the
-// row-form ops of its writes. The caller (the node) runs a write script
-// inside the leader's sequencer, so its ops become one log entry (Redis
-// 7's effects replication): followers apply rows and never run Lua.
+// EVALSHA_RO and SCRIPT LOAD/EXISTS/FLUSH/KILL) and functions (FUNCTION
+// and FCALL, FCALL_RO: functions.go) on github.com/yuin/gopher-lua, a
+// pure-Go Lua 5.1 (the Lua Redis embeds). It is pure of nodes and
+// replication: a script reads and writes through a commands.View with a
+// commands.Batch, and hands back its reply and the row-form ops of its
+// writes. The caller (the node) runs a write script or function inside
+// the leader's sequencer, so its ops become one log entry (Redis 7's
+// effects replication): followers apply rows and never run Lua to
+// replicate (they run it only for their own reads, EVAL_RO and FCALL_RO).
+// A function library, unlike the script cache, is data: its FUNCTION
+// LOAD is a log op (logrec.OpFunctions), and the engine reads the
+// libraries from the view like any row.
 //
 // # What it promises
 //
