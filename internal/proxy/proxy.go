@@ -423,7 +423,7 @@ var nodeCursor = map[string]bool{"scan": true, "hscan": true, "sscan": true, "zs
 
 // isRead: a plain read, which may go to a follower.
 func isRead(args [][]byte) bool {
-	spec, ok := commands.Lookup(args[0])
+	spec, ok := commands.Resolve(args)
 	return ok && spec.Flags&commands.FlagWrite == 0 && spec.Flags&commands.FlagRead != 0 && !nodeCursor[spec.Name]
 }
 

@@ -196,7 +196,7 @@ func (n *node) queue(c redcon.Conn, sess *Session, args [][]byte) bool {
 		return true
 	}
 	q := queuedCmd{}
-	if spec, ok := commands.Lookup(args[0]); ok {
+	if spec, ok := commands.Resolve(args); ok {
 		if err := commands.Check(spec, args); err != nil {
 			tx.dirty = true
 			c.WriteError(n.srv.errorText(err, sess, spec.Name))

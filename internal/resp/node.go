@@ -178,7 +178,7 @@ func (n *node) role() string {
 // serve runs a data, server or custom command to completion and writes
 // its reply.
 func (n *node) serve(conn redcon.Conn, sess *Session, args [][]byte) bool {
-	if spec, ok := commands.Lookup(args[0]); ok {
+	if spec, ok := commands.Resolve(args); ok {
 		n.serveData(conn, sess, spec, args)
 		return true
 	}
@@ -211,7 +211,7 @@ func (n *node) start(sess *Session, args [][]byte) bool {
 	if nodeState(sess).tx.active {
 		return false // queued by Queue, not run
 	}
-	spec, ok := commands.Lookup(args[0])
+	spec, ok := commands.Resolve(args)
 	if !ok {
 		// Not a data command (a data command, every GET of a pipeline,
 		// costs no second lookup): TANDEM.TOKEN and TANDEM.USER are
