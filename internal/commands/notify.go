@@ -260,7 +260,7 @@ func Notifications(spec *Spec, args [][]byte, v View, ops []logrec.Op) ([]Messag
 	var keys [][]byte
 	seen := map[string]bool{}
 	for i := range ops {
-		if k := ops[i].Key; ops[i].Kind != logrec.OpFlushAll && !seen[string(k)] {
+		if k := ops[i].Key; ops[i].Kind != logrec.OpFlushAll && ops[i].Kind != logrec.OpFunctions && !seen[string(k)] {
 			seen[string(k)] = true
 			keys = append(keys, k)
 		}

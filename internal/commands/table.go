@@ -84,6 +84,7 @@ var table = []*Spec{
 	// Scripts (scripts.go): keys are movable (numkeys), so no key positions.
 	{Name: "eval_ro", Arity: -3, Flags: FlagRead, Exec: scriptExec(true, false)},
 	{Name: "evalsha_ro", Arity: -3, Flags: FlagRead, Exec: scriptExec(true, true)},
+	{Name: "fcall_ro", Arity: -3, Flags: FlagRead, Exec: fcallExec(true)},
 
 	// Writes.
 	{Name: "set", Arity: -3, Flags: FlagWrite, FirstKey: 1, LastKey: 1, KeyStep: 1, Exec: execSet},
@@ -168,6 +169,7 @@ var table = []*Spec{
 	{Name: "flushall", Arity: -1, Flags: FlagWrite, Exec: execFlush},
 	{Name: "eval", Arity: -3, Flags: FlagWrite, Exec: scriptExec(false, false)},
 	{Name: "evalsha", Arity: -3, Flags: FlagWrite, Exec: scriptExec(false, true)},
+	{Name: "fcall", Arity: -3, Flags: FlagWrite, Exec: fcallExec(false)},
 }
 
 // byName indexes table by lower-case name. It is built once and never

@@ -64,8 +64,18 @@ func ApplyIn(w Writer, op *logrec.Op, a *Arena) error {
 		lo, hi := SubSpan(op.Key, op.Version)
 		w.DeleteRange(lo, hi)
 	case logrec.OpFlushAll:
+		// Not the function libraries: they are not keys (functions.go).
 		w.DeleteRange(MetaLower, MetaUpper)
 		w.DeleteRange(SubLower, SubUpper)
+	case logrec.OpFunctions:
+		if _, err := DecodeLibraries(op.Value); err != nil {
+			return err
+		}
+		if len(op.Value) == 0 {
+			w.Delete(FunctionsKey)
+		} else {
+			w.Set(FunctionsKey, op.Value)
+		}
 	default:
 		return fmt.Errorf("keyspace: op kind %v: %w", op.Kind, logrec.ErrCorrupt)
 	}

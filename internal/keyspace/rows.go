@@ -168,6 +168,9 @@ func ValidRow(k, v []byte) error {
 	case len(k) > 0 && k[0] == PrefixSub:
 		_, _, _, err := ParseSubKey(k)
 		return err
+	case string(k) == string(FunctionsKey) && len(v) > 0:
+		_, err := DecodeLibraries(v)
+		return err
 	}
 	return fmt.Errorf("%w: row key %q outside the keyspace", ErrCorrupt, k)
 }

@@ -33,6 +33,8 @@ func TestGolden(t *testing.T) {
 		}}, "39ea477d020980808080800102020301fffffeffffffffffffffff01ffffffffffffffffff0180808080100400000000"},
 		// Format v3 (a put's prior row): pinned when v3 was introduced.
 		{v3Entry(), "12af521603064ec8010608016e01000176080170021401770801650300000101750001780201640501684d0167"},
+		// Format v4 (the function libraries): pinned when v4 was introduced.
+		{Entry{Epoch: 2, LSN: 5, Ops: []Op{{Kind: OpFunctions, Key: []byte{}, Value: []byte("L")}, {Kind: OpFunctions, Key: []byte{}, Value: []byte{}}}}, "fc97041a04020500020900014c090000"},
 	}
 	for i, tt := range tests {
 		want, _ := hex.DecodeString(tt.hex)

@@ -13,7 +13,7 @@
 // existing logs and peers)
 //
 //	crc32c  uint32  little endian, Castagnoli, over every byte after it
-//	version uint8   1, 2 or 3 (the lowest version that can carry the ops)
+//	version uint8   1 to 4 (the lowest version that can carry the ops)
 //	epoch   uvarint
 //	lsn     uvarint
 //	timeNs  varint  leader wall clock, Unix nanoseconds
@@ -119,8 +119,10 @@ const (
 	FormatV2 uint8 = 2
 	// FormatV3: v2 plus a put's prior row (Op.Prior).
 	FormatV3 uint8 = 3
+	// FormatV4: v3 plus the function libraries (OpFunctions).
+	FormatV4 uint8 = 4
 	// MaxFormat is the highest format this build reads and writes.
-	MaxFormat = FormatV3
+	MaxFormat = FormatV4
 )
 
 // OpKind says what an operation does to its key.
@@ -135,6 +137,9 @@ const (
 	OpSubDel   OpKind = 5 // v2: one sub-key row of (Key, Version) goes
 	OpDrop     OpKind = 6 // v2: the metadata row and every sub-key row of (Key, Version) go
 	OpFlushAll OpKind = 7 // v2: every key goes
+	// OpFunctions (v4): the function libraries become Value (the whole
+	// set; empty: none). Key is empty.
+	OpFunctions OpKind = 9
 	// kindPutPrior (v3) is the wire kind of an OpPut with Prior set: it
 	// is never an Op's Kind in memory.
 	kindPutPrior OpKind = 8
@@ -161,6 +166,8 @@ func kindFormat(k OpKind) uint8 {
 		return FormatV2
 	case kindPutPrior:
 		return FormatV3
+	case OpFunctions:
+		return FormatV4
 	}
 	return 0
 }
@@ -189,6 +196,8 @@ func (k OpKind) String() string {
 		return "drop"
 	case OpFlushAll:
 		return "flushall"
+	case OpFunctions:
+		return "functions"
 	}
 	return fmt.Sprintf("OpKind(%d)", uint8(k))
 }
@@ -290,6 +299,9 @@ func appendEntry(dst []byte, e *Entry, own bool) []byte {
 			dst = binary.AppendVarint(dst, op.ExpireAtMs)
 			dst = appendBytes(dst, op.Value)
 			o.ExpireAtMs, o.Value = op.ExpireAtMs, tail(len(op.Value))
+		case OpFunctions:
+			dst = appendBytes(dst, op.Value)
+			o.Value = tail(len(op.Value))
 		case OpMeta:
 			dst = append(dst, op.Type)
 			dst = binary.AppendVarint(dst, op.ExpireAtMs)
@@ -342,6 +354,8 @@ func Size(e *Entry) int {
 			n += 1 + varintLen(op.ExpireAtMs) + bytesLen(op.Value)
 		case OpPut:
 			n += varintLen(op.ExpireAtMs) + bytesLen(op.Value)
+		case OpFunctions:
+			n += bytesLen(op.Value)
 		case OpMeta:
 			n += 1 + varintLen(op.ExpireAtMs) + uvarintLen(op.Version) + uvarintLen(op.Size)
 		case OpSubPut:
@@ -478,6 +492,11 @@ func decodeBody(body []byte, arena *OpArena, left int) (Entry, error) {
 		case OpPut:
 			op.ExpireAtMs = d.varint()
 			op.Value = d.bytes()
+		case OpFunctions:
+			op.Value = d.bytes()
+			if d.err == nil && len(op.Key) != 0 {
+				d.fail("functions op with a key")
+			}
 		case OpMeta:
 			op.Type = d.byte()
 			op.ExpireAtMs = d.varint()

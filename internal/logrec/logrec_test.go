@@ -284,11 +284,12 @@ func TestUnsupported(t *testing.T) {
 		version, kind uint8
 		peekFails     bool
 	}{
-		{"version 4", body([]byte{4}, uv(1), uv(1), []byte{0}, uv(0)), 4, 0, true},
+		{"version 5", body([]byte{5}, uv(1), uv(1), []byte{0}, uv(0)), 5, 0, true},
 		{"version 255", body([]byte{255}, []byte("anything at all")), 255, 0, true},
 		{"v2 kind 8", body([]byte{2}, uv(1), uv(1), []byte{0}, uv(1), []byte{8}, uv(1), []byte("k")), 2, 8, false},
 		{"v2 kind 200 after a good op", body([]byte{2}, uv(1), uv(1), []byte{0}, uv(2), []byte{7}, []byte{200}), 2, 200, false},
 		{"v3 kind 9", body([]byte{3}, uv(1), uv(1), []byte{0}, uv(1), []byte{9}, uv(1), []byte("k")), 3, 9, false},
+		{"v4 kind 10", body([]byte{4}, uv(1), uv(1), []byte{0}, uv(1), []byte{10}, uv(1), []byte("k")), 4, 10, false},
 	}
 	for _, tt := range tests {
 		for name, dec := range map[string]func([]byte) (Entry, error){"Decode": Decode, "DecodeVerified": DecodeVerified} {
@@ -321,6 +322,8 @@ func TestMinFormat(t *testing.T) {
 		{[]Op{{Kind: OpPut, Prior: PriorNone}}, 3},
 		{[]Op{{Kind: OpSubPut}, {Kind: OpPut, Prior: PriorExpiring}}, 3},
 		{[]Op{{Kind: OpDelete, Prior: PriorPlain}}, 1},
+		{[]Op{{Kind: OpFunctions}}, 4},
+		{[]Op{{Kind: OpPut, Prior: PriorNone}, {Kind: OpFunctions}}, 4},
 		{[]Op{{Kind: 99}}, MaxFormat + 1},
 	} {
 		if got := MinFormat(tt.ops); got != tt.want {
@@ -336,7 +339,7 @@ func TestMinFormat(t *testing.T) {
 }
 
 func TestOpKindString(t *testing.T) {
-	for k, want := range map[OpKind]string{OpPut: "put", OpDelete: "delete", OpMeta: "meta", OpSubPut: "subput", OpSubDel: "subdel", OpDrop: "drop", OpFlushAll: "flushall", 9: "OpKind(9)"} {
+	for k, want := range map[OpKind]string{OpPut: "put", OpDelete: "delete", OpMeta: "meta", OpSubPut: "subput", OpSubDel: "subdel", OpDrop: "drop", OpFlushAll: "flushall", OpFunctions: "functions", 10: "OpKind(10)"} {
 		if got := k.String(); got != want {
 			t.Errorf("OpKind(%d).String() = %q, want %q", uint8(k), got, want)
 		}

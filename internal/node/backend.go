@@ -433,6 +433,8 @@ func (b backend) Custom(ctx context.Context, args [][]byte) (commands.Reply, boo
 		return commands.Bulk(peer), true, nil
 	case "SCRIPT":
 		return b.scriptCmd(args)
+	case "FUNCTION":
+		return b.functionCmd(ctx, args)
 	case "TANDEM.LSN":
 		return commands.Int(b.n.db.Applied()), true, nil
 	case "TANDEM.FORGET":
@@ -653,6 +655,37 @@ func runID(seed string) string {
 
 // Version is tandem's version string.
 var Version = "0.1.0"
+
+// functionCmd serves FUNCTION. The libraries are replicated data (see
+// package script's functions.go): LOAD, DELETE, FLUSH and RESTORE are
+// writes through the log (commands.FunctionWrite: the leader's, refused
+// on a follower as any write), LIST, DUMP and STATS reads of what this
+// node applied (commands.FunctionRead); KILL and HELP are this node's.
+func (b backend) functionCmd(ctx context.Context, args [][]byte) (commands.Reply, bool, error) {
+	if len(args) < 2 {
+		return nil, true, &commands.ArityError{Name: "function"}
+	}
+	sub := strings.ToLower(string(args[1]))
+	sc, known := script.FunctionSubcommands[sub]
+	if !known {
+		return commands.ErrorReply("ERR unknown subcommand '" + string(args[1]) + "'. Try FUNCTION HELP."), true, nil
+	}
+	if !commands.ArityOK(sc.Arity, len(args)) {
+		return nil, true, &commands.ArityError{Name: "function|" + sub}
+	}
+	switch sub {
+	case "kill":
+		return b.n.scripts.KillFunction(), true, nil
+	case "help":
+		return script.FunctionHelp(), true, nil
+	}
+	if sc.Writes {
+		reply, _, err := b.Write(ctx, commands.FunctionWrite, args)
+		return reply, true, err
+	}
+	reply, err := b.Read(ctx, commands.FunctionRead, args)
+	return reply, true, err
+}
 
 // scriptCmd serves SCRIPT LOAD, EXISTS, FLUSH, KILL and HELP on this
 // node's engine. The cache is the node's own: SCRIPT LOAD on the leader

@@ -1266,7 +1266,7 @@ func (f *Follower) seed(ctx context.Context, w *silenceWatch) error {
 	f.status.SeedBytes, f.status.SeedTotal = 0, 0
 	f.status.Seeds++
 	f.mu.Unlock()
-	in, err := f.cfg.Dial.Snapshot(ctx, &peerpb.SnapshotRequest{NodeId: f.cfg.NodeID, Epoch: db.Epoch(), RowFormat: rowFormatKeyspace})
+	in, err := f.cfg.Dial.Snapshot(ctx, &peerpb.SnapshotRequest{NodeId: f.cfg.NodeID, Epoch: db.Epoch(), RowFormat: rowFormatFunctions})
 	if err != nil {
 		return fmt.Errorf("replication: request snapshot: %w", err)
 	}

@@ -29,6 +29,22 @@ import (
 // node from before the field) is (user key, string row).
 const rowFormatKeyspace = 2
 
+// rowFormatFunctions is rowFormatKeyspace plus the function libraries'
+// row (keyspace.FunctionsKey), which a follower that asks for format 2
+// (an older build) cannot ingest: the leader refuses to seed it while
+// there are libraries (functionsRow), rather than send a row it would
+// take for damage.
+const rowFormatFunctions = 3
+
+// functionsRow refuses the function libraries' row to a follower that
+// asked for snapshot rows of format (below rowFormatFunctions).
+func functionsRow(key []byte, format uint32) error {
+	if format < rowFormatFunctions && len(key) > 0 && key[0] == keyspace.PrefixFunctions {
+		return fmt.Errorf("replication: the follower reads no function libraries in a snapshot (an older build) and the data holds some: upgrade it")
+	}
+	return nil
+}
+
 // helloFormat is the log format a Hello advertises: 0 is a node from
 // before the field, which reads format 1.
 func helloFormat(h *peerpb.Hello) uint8 {

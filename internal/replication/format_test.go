@@ -187,3 +187,67 @@ func TestMemberFormatFromEtcd(t *testing.T) {
 	l.MemberFormat("n3", logrec.MaxFormat)
 	propose(t, l, hsetExec("h", "f", "v"))
 }
+
+// functionsExec is a FUNCTION write's result: the libraries become libs.
+func functionsExec(libs ...keyspace.Library) ExecFunc {
+	return func(v commands.View, now int64) (commands.Result, error) {
+		row := keyspace.EncodeLibraries(libs)
+		if row == nil {
+			row = []byte{}
+		}
+		return commands.Result{Reply: commands.OK, Ops: []logrec.Op{{Kind: logrec.OpFunctions, Key: []byte{}, Value: row}}}, nil
+	}
+}
+
+// TestFunctionsFormatGate: the function libraries' op is format 4: while
+// a known member reads only format 3 a FUNCTION write is refused with an
+// input error and nothing is logged; once it reads 4 the write goes, and
+// the leader holds the libraries' row.
+func TestFunctionsFormatGate(t *testing.T) {
+	l := newLeader(t, 1, commit.Mode{Kind: commit.Async}, nil)
+	l.formats.saw("n3", logrec.FormatV3)
+	before := l.db.Durable()
+	lib := keyspace.Library{Name: "a", Code: "#!lua name=a\n"}
+	if _, err := l.Start(context.Background(), functionsExec(lib)); err == nil || !commands.IsInputError(err) {
+		t.Fatalf("FUNCTION LOAD with a format-3 member: %v, want an input error", err)
+	}
+	if l.db.Durable() != before {
+		t.Fatalf("a refused write was logged: durable %v -> %v", before, l.db.Durable())
+	}
+	propose(t, l, hsetExec("h", "f", "v")) // format 2 still goes
+	l.formats.saw("n3", logrec.FormatV4)
+	propose(t, l, functionsExec(lib))
+	row, ok, err := storage.View{DB: l.db}.Rows().Get(keyspace.FunctionsKey)
+	if libs, derr := keyspace.DecodeLibraries(row); err != nil || !ok || derr != nil || len(libs) != 1 || libs[0] != lib {
+		t.Fatalf("the libraries' row: %q, %v, %v, %v", row, ok, err, derr)
+	}
+}
+
+// TestFunctionsSnapshotRows: a snapshot carries the libraries' row to a
+// follower that asks for row format 3, and is refused to one that asks
+// for 2 (an older build, which would take the row for damage) while
+// there are libraries; with none, it is sent as before.
+func TestFunctionsSnapshotRows(t *testing.T) {
+	l := newLeader(t, 1, commit.Mode{Kind: commit.Async}, nil)
+	propose(t, l, putExec("s", "1"))
+	rows := func(format uint32) ([]snapshot.Row, error) {
+		out := &chunkSink{}
+		err := l.ServeSnapshot(&peerpb.SnapshotRequest{NodeId: "f", Epoch: 1, RowFormat: format}, out)
+		return out.rows(t), err
+	}
+	if got, err := rows(rowFormatKeyspace); err != nil || len(got) != 1 {
+		t.Fatalf("format-2 snapshot without libraries: %d rows, %v", len(got), err)
+	}
+	propose(t, l, functionsExec(keyspace.Library{Name: "a", Code: "#!lua name=a\n"}))
+	if _, err := rows(rowFormatKeyspace); err == nil {
+		t.Fatal("a format-2 snapshot with libraries was sent")
+	}
+	got, err := rows(rowFormatFunctions)
+	if err != nil || len(got) != 2 || string(got[1].Key) != string(keyspace.FunctionsKey) {
+		t.Fatalf("format-3 snapshot: %v, %v; want s's row and the libraries' row", got, err)
+	}
+	propose(t, l, functionsExec())
+	if got, err := rows(rowFormatKeyspace); err != nil || len(got) != 1 {
+		t.Fatalf("format-2 snapshot after FUNCTION FLUSH: %d rows, %v", len(got), err)
+	}
+}

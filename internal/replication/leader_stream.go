@@ -629,7 +629,7 @@ func (l *Leader) ServeSnapshot(req *peerpb.SnapshotRequest, out SnapshotSender) 
 	hdr := &peerpb.SnapshotHeader{
 		Position:       &peerpb.Position{Epoch: snap.Position.Epoch, Lsn: snap.Position.LSN},
 		EstimatedBytes: snap.EstimatedBytes,
-		RowFormat:      rowFormatKeyspace,
+		RowFormat:      min(req.RowFormat, rowFormatFunctions),
 	}
 	if legacy {
 		hdr.RowFormat = 0
@@ -656,6 +656,9 @@ func (l *Leader) ServeSnapshot(req *peerpb.SnapshotRequest, out SnapshotSender) 
 		return out.Send(&peerpb.SnapshotChunk{Epoch: l.epoch, Body: &peerpb.SnapshotChunk_Data{Data: data}})
 	}
 	err = snap.Each(func(key, stored []byte) error {
+		if err := functionsRow(key, req.RowFormat); err != nil {
+			return err
+		}
 		if legacy {
 			var err error
 			if key, err = legacyRow(key, stored); err != nil {

@@ -84,6 +84,9 @@ func (k *keyLSNs) add(e *logrec.Entry, l *keyspace.Layer, db *storage.DB) {
 			k.flush = e.LSN
 			continue
 		}
+		if op.Kind == logrec.OpFunctions {
+			continue // no key: the libraries' row (keyspace.FunctionsKey)
+		}
 		// The map keys on the op's key bytes without a copy: they are
 		// the entry's own encoding (EncodeOwned, or a decoded log
 		// record), which nothing writes again and which the entry keeps
@@ -137,7 +140,7 @@ func (k *keyLSNs) keepsShape(lsn uint64, op *logrec.Op, l *keyspace.Layer, db *s
 func (k *keyLSNs) drop(ops []logrec.Op, last uint64) {
 	for i := range ops {
 		op := &ops[i]
-		if op.Kind == logrec.OpFlushAll {
+		if op.Kind == logrec.OpFlushAll || op.Kind == logrec.OpFunctions {
 			continue
 		}
 		if kl, ok := k.keys[string(op.Key)]; ok && kl.last <= last {
@@ -196,7 +199,7 @@ func (o *overlay) setPriors(ops []logrec.Op, db *storage.DB, key []byte) []byte 
 		case logrec.OpFlushAll:
 			flushed = true
 			continue
-		case logrec.OpSubPut, logrec.OpSubDel:
+		case logrec.OpSubPut, logrec.OpSubDel, logrec.OpFunctions:
 			continue
 		}
 		if flushed || wroteBefore(ops, i, wrote) {

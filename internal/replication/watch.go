@@ -199,6 +199,8 @@ func (l *Leader) touchWatchedLocked(lsn uint64, ops []logrec.Op, v commands.View
 			} else if ok {
 				c.touched = lsn
 			}
+		case logrec.OpFunctions:
+			// Not a key: the function libraries (WATCH cannot name them).
 		default:
 			if c := l.watches[string(op.Key)]; c != nil {
 				c.touched = lsn

@@ -169,3 +169,50 @@ func TestRunsReusedConcurrently(t *testing.T) {
 		}
 	}
 }
+
+// TestKillFunction: FUNCTION KILL stops a running function and FUNCTION
+// STATS shows it while it runs; SCRIPT KILL refuses it (BUSY, naming
+// FUNCTION KILL), and FUNCTION KILL refuses a running script, as Redis 7.
+func TestKillFunction(t *testing.T) {
+	sig := &startSignal{started: make(chan struct{})}
+	e := New(Config{Log: slog.New(sig)})
+	m := newMem()
+	if got := e.KillFunction(); got != ReplyNotBusy {
+		t.Fatalf("FUNCTION KILL with nothing running: %v", got)
+	}
+	runFunction(t, e, m, "LOAD", lib("loop", "redis.register_function{function_name='loop', callback=function() redis.log(redis.LOG_NOTICE, 'go'); while true do end end, flags={'no-writes'}}"))
+	out := make(chan commands.Result, 1)
+	go func() {
+		res, err := e.FCall(&commands.Ctx{NowMs: m.now}, m, [][]byte{[]byte("FCALL_RO"), []byte("loop"), []byte("0")}, true)
+		if err != nil {
+			t.Error(err)
+		}
+		out <- res
+	}()
+	select {
+	case <-sig.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the function did not start")
+	}
+	stats, _ := runFunction(t, e, m, "STATS")
+	running := stats.(commands.Map)[1].(commands.Map)
+	if !reflect.DeepEqual(running[:4], commands.Map{commands.Bulk("name"), commands.Bulk("loop"), commands.Bulk("command"), commands.Array{commands.Bulk("FCALL_RO"), commands.Bulk("loop"), commands.Bulk("0")}}) {
+		t.Fatalf("FUNCTION STATS while it runs: %#v", running)
+	}
+	if got := e.Kill(); got != replyBusyFunction {
+		t.Fatalf("SCRIPT KILL of a function: %v", got)
+	}
+	if got := e.KillFunction(); got != commands.OK {
+		t.Fatalf("FUNCTION KILL: %v", got)
+	}
+	res := <-out
+	if want := commands.ErrorReply("ERR Script killed by user with SCRIPT KILL... script: loop, on @user_function:2."); res.Reply != want {
+		t.Fatalf("killed function's reply %#v, want %#v", res.Reply, want)
+	}
+	e2, out2 := runAsync(t, "redis.log(redis.LOG_NOTICE, 'go'); while true do end", true)
+	if got := e2.KillFunction(); got != replyBusyScript {
+		t.Fatalf("FUNCTION KILL of a script: %v", got)
+	}
+	e2.Kill()
+	<-out2
+}

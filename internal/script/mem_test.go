@@ -41,7 +41,7 @@ func (m *memView) Rows() keyspace.Rows { return m.rows }
 func (m *memView) Now() int64          { return m.now }
 func (m *memView) NewVersion() uint64  { return m.lsn }
 
-func (m *memView) apply(t *testing.T, ops []logrec.Op) {
+func (m *memView) apply(t testing.TB, ops []logrec.Op) {
 	t.Helper()
 	if len(ops) == 0 {
 		return

@@ -56,6 +56,13 @@ type vm struct {
 	// scratch holds the arguments of redis.call's commands that only
 	// read (see call), reused from call to call.
 	scratch []byte
+	// libFns are the closures each function library registered when it
+	// ran in this state (functions.go), by library and name; loadEnv is
+	// the globals of a library's load run, registering what one run
+	// registers so far.
+	libFns      map[*library]map[string]*lua.LFunction
+	loadEnv     *lua.LTable
+	registering *registration
 }
 
 // maxStatus bounds the status tables a state keeps.
@@ -414,7 +421,7 @@ func joinedLen(a [][]byte) int {
 }
 
 // lineOf finds the line in a Lua error message "user_script:LINE: ...".
-var lineOf = regexp.MustCompile(`^` + chunkName + `:(\d+):`)
+var lineOf = regexp.MustCompile(`^(?:` + chunkName + `|` + functionChunk + `):(\d+):`)
 
 // errorReply is the reply to a script that raised err, as Redis 7 words
 // it: the error table's err text (or "ERR " and the Lua message), then
@@ -429,6 +436,10 @@ func (m *vm) errorReply(err error, r *run) commands.Reply {
 	switch {
 	case r.killed.Load():
 		msg = msgKilled
+		// Where the run was stopped, as Redis names it.
+		if sm := lineOf.FindStringSubmatch(lua.LVAsString(obj)); sm != nil {
+			line = sm[1]
+		}
 	case isTable(obj):
 		t := obj.(*lua.LTable)
 		msg = lua.LVAsString(t.RawGetString("err"))
@@ -447,7 +458,7 @@ func (m *vm) errorReply(err error, r *run) commands.Reply {
 	}
 	out := msg + " script: " + r.sha
 	if line != "" {
-		out += ", on @" + chunkName + ":" + line + "."
+		out += ", on @" + r.chunk + ":" + line + "."
 	}
 	return commands.ErrorReply(oneLine(out))
 }

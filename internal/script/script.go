@@ -93,7 +93,9 @@ type Engine struct {
 
 	mu    sync.Mutex
 	cache map[string]*compiled // by lower-case SHA1
-	free  []*vm                // idle states, reused
+	// libs is the function libraries' set last read (functions.go).
+	libs atomic.Pointer[libSet]
+	free []*vm // idle states, reused
 	// runs are the runs of scripts running now, in no order; a run's
 	// slot is its index here (a slice: a map cost a hash per Eval).
 	runs []*run
@@ -144,7 +146,11 @@ type run struct {
 	batchMem commands.Batch  // one allocation with the run
 	readOnly bool            // write commands refused
 	resp     int             // the protocol redis.call replies are converted from
-	sha      string
+	sha      string          // the script's SHA1, or the function's name (FCALL)
+	chunk    string          // the code's chunk name, as errors name it
+	// cmd is a function run's command (FCALL's arguments, valid while it
+	// runs), for FUNCTION STATS; read and written under Engine.mu.
+	cmd [][]byte
 	// started is when the run began, in nanoseconds since clockBase:
 	// atomic, since Busy reads it while the run's state may be taken for
 	// the next script.
@@ -250,17 +256,43 @@ func (e *Engine) SetBusyAfter(d time.Duration) { e.busyAfter.Store(int64(max(d, 
 // UNKILLABLE when the sequencer's script has written (stopping it would
 // leave half its effects), else OK, and each running script fails with
 // "Script killed by user with SCRIPT KILL...".
-func (e *Engine) Kill() commands.Reply {
+func (e *Engine) Kill() commands.Reply { return e.kill(false) }
+
+// KillFunction stops the running functions (FUNCTION KILL) as Kill stops
+// scripts. Each refuses the other's runs, as Redis 7 does: SCRIPT KILL
+// while only a function runs (or FUNCTION KILL while only a script does)
+// is BUSY, naming the command that would stop it.
+func (e *Engine) KillFunction() commands.Reply { return e.kill(true) }
+
+const (
+	replyBusyFunction = commands.ErrorReply("BUSY Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE.")
+	replyBusyScript   = commands.ErrorReply("BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.")
+)
+
+func (e *Engine) kill(functions bool) commands.Reply {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if len(e.runs) == 0 {
-		return ReplyNotBusy
+	mine, others := 0, 0
+	for _, r := range e.runs {
+		if (r.chunk == functionChunk) == functions {
+			mine++
+		} else {
+			others++
+		}
 	}
-	if r := e.seq.Load(); r != nil && r.wrote.Load() {
+	switch {
+	case mine == 0 && others == 0:
+		return ReplyNotBusy
+	case mine == 0 && functions:
+		return replyBusyScript
+	case mine == 0:
+		return replyBusyFunction
+	}
+	if r := e.seq.Load(); r != nil && (r.chunk == functionChunk) == functions && r.wrote.Load() {
 		return ReplyUnkillable
 	}
 	for _, r := range e.runs {
-		if !r.wrote.Load() {
+		if (r.chunk == functionChunk) == functions && !r.wrote.Load() {
 			r.killed.Store(true)
 			r.cancel()
 		}
@@ -310,11 +342,7 @@ func (e *Engine) Eval(ctx *commands.Ctx, v commands.View, args [][]byte, readOnl
 		e.mu.Unlock()
 		return commands.Result{}, errClosed
 	}
-	m := e.getLocked()
-	// The run is the state's (see vm.runMem).
-	r := m.newRun(ctx, v, readOnly || sc.noWrites, sc.sha)
-	r.slot = len(e.runs)
-	e.runs = append(e.runs, r)
+	m, r := e.startLocked(ctx, v, readOnly || sc.noWrites, sc.sha)
 	e.mu.Unlock()
 	if !readOnly {
 		e.seq.Store(r)
@@ -323,10 +351,25 @@ func (e *Engine) Eval(ctx *commands.Ctx, v commands.View, args [][]byte, readOnl
 	if !readOnly {
 		e.seq.Store(nil)
 	}
-	// What the run made is read before the state (and with it the run)
-	// goes back to the pool, where another Eval may take it at once.
+	return e.finish(m, r, reply)
+}
+
+// startLocked takes a state and readies its run (see vm.runMem) of the
+// script or function name. e.mu is held: Kill and Abort, which cancel
+// runs, hold it too.
+func (e *Engine) startLocked(ctx *commands.Ctx, v commands.View, readOnly bool, name string) (*vm, *run) {
+	m := e.getLocked()
+	r := m.newRun(ctx, v, readOnly, name)
+	r.slot = len(e.runs)
+	e.runs = append(e.runs, r)
+	return m, r
+}
+
+// finish takes what the run made, before the state (and with it the run)
+// goes back to the pool, where another Eval may take it at once.
+func (e *Engine) finish(m *vm, r *run, reply commands.Reply) (commands.Result, error) {
 	var res commands.Result
-	err = nil
+	var err error
 	switch {
 	case r.internal != nil:
 		err = r.internal
@@ -340,7 +383,7 @@ func (e *Engine) Eval(ctx *commands.Ctx, v commands.View, args [][]byte, readOnl
 	e.runs[r.slot], last.slot = last, r.slot
 	e.runs[len(e.runs)-1] = nil
 	e.runs = e.runs[:len(e.runs)-1]
-	r.ctx, r.internal = nil, nil
+	r.ctx, r.internal, r.cmd = nil, nil, nil
 	r.batch.Init(nil) // holds no view or ops of this run in the pool
 	e.putLocked(m)
 	closed := e.closed
@@ -361,7 +404,7 @@ func (m *vm) newRun(ctx *commands.Ctx, v commands.View, readOnly bool, sha strin
 	if r.done == nil || r.canceled.Load() {
 		r.done = make(chan struct{})
 	}
-	r.ctx, r.readOnly, r.resp, r.sha = ctx, readOnly, 2, sha
+	r.ctx, r.readOnly, r.resp, r.sha, r.chunk = ctx, readOnly, 2, sha, chunkName
 	r.started.Store(int64(time.Since(clockBase)))
 	r.canceled.Store(false)
 	r.wrote.Store(false)

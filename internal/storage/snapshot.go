@@ -96,6 +96,7 @@ func (d *DB) BeginIngest() error {
 	defer b.Close()
 	_ = b.DeleteRange(keyspace.MetaLower, keyspace.MetaUpper, nil)
 	_ = b.DeleteRange(keyspace.SubLower, keyspace.SubUpper, nil)
+	_ = b.DeleteRange(keyspace.FunctionsKey, functionsUpper, nil)
 	_ = b.DeleteRange(expiryLower, expiryUpper, nil)
 	_ = b.Set(metaSeeding, []byte{1}, nil)
 	_ = b.Set(metaApplied, be64(0), nil)

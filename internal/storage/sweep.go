@@ -165,8 +165,11 @@ func namesVersion(src *pebble.Snapshot, key []byte, version uint64) (bool, error
 	return v.Version != 0 && v.Version == version, nil // a chunked string's too
 }
 
+// functionsUpper bounds the function libraries' row's span.
+var functionsUpper = []byte{keyspace.PrefixFunctions + 1}
+
 // eachLiveRow calls fn for every live row of the keyspace in src, in key
-// order, and returns fn's error as it is: every metadata row, then the sub-key rows of the versions the
+// order, and returns fn's error as it is: every metadata row, the function libraries' row, then the sub-key rows of the versions the
 // metadata names. Garbage (see Sweep) is skipped, so what two nodes at the
 // same applied LSN yield is equal whenever each swept.
 func eachLiveRow(src *pebble.Snapshot, fn func(k, v []byte) error) error {
@@ -180,6 +183,18 @@ func eachLiveRow(src *pebble.Snapshot, fn func(k, v []byte) error) error {
 	}
 	if err != nil {
 		return err
+	}
+	// The function libraries' row ('f', between the metadata rows and the
+	// sub-key rows in key order): not a key, but the node's data all the
+	// same, which snapshots carry and digests cover.
+	if err := iterRows(src, keyspace.FunctionsKey, functionsUpper, func(k, v []byte) bool {
+		ferr = fn(k, v)
+		return ferr == nil
+	}); err != nil {
+		return err
+	}
+	if ferr != nil {
+		return ferr
 	}
 	// Each live group's rows are read as the group is met, with an
 	// iterator of their own: memory stays bounded by one group's row.
