@@ -52,6 +52,8 @@ func serverCmd() *cobra.Command {
 					cfg.Buggify.AckBeforeDurable = true
 				case "follower-skip-entry":
 					cfg.Buggify.FollowerSkipEntry = true
+				case "follower-skip-functions":
+					cfg.Buggify.FollowerSkipFunctions = true
 				case "slow-disk":
 					cfg.Buggify.SlowDisk = true
 				case "follower-pub-reorder":
@@ -71,7 +73,7 @@ func serverCmd() *cobra.Command {
 				default:
 					d, ok := strings.CutPrefix(b, "follower-apply-delay=")
 					if !ok {
-						return fmt.Errorf("unknown --buggify %q (ack-before-durable, follower-skip-entry, slow-disk, follower-apply-delay=DURATION, follower-ignore-token, leader-forgets-user-floor, tx-split, follower-pub-reorder, leader-resumes-epoch, blocked-pop-lost-reply, follower-no-leader-timeout)", b)
+						return fmt.Errorf("unknown --buggify %q (ack-before-durable, follower-skip-entry, follower-skip-functions, slow-disk, follower-apply-delay=DURATION, follower-ignore-token, leader-forgets-user-floor, tx-split, follower-pub-reorder, leader-resumes-epoch, blocked-pop-lost-reply, follower-no-leader-timeout)", b)
 					}
 					if cfg.Buggify.FollowerApplyDelay, err = time.ParseDuration(d); err != nil || cfg.Buggify.FollowerApplyDelay <= 0 {
 						return fmt.Errorf("--buggify %q: want a positive duration such as 50ms", b)
@@ -151,7 +153,7 @@ func serverCmd() *cobra.Command {
 	f.IntVar(&cfg.AnswerSplit, "answer-split", replication.DefaultAnswerSplit, "a group commit's replies to lone writes are written on two goroutines when there are at least this many (0, the default: always on the one that applied the group; on 2 shared cores splitting measured no gain)")
 	f.DurationVar(&cfg.FollowerTimeout, "follower-timeout", time.Minute, "how long the leader keeps a follower it does not hear from (pinning log retention, counting for WAIT)")
 	f.DurationVar(&cfg.LeaderTimeout, "leader-timeout", replication.DefaultLeaderTimeout, "how long a follower waits on its stream hearing nothing from the leader (no entries, no heartbeat: it sends one at least every 125 ms) before it drops the stream and its connection and connects again; negative: never")
-	f.StringSliceVar(&buggify, "buggify", nil, "deliberate faults for harness tests: ack-before-durable, follower-skip-entry, slow-disk (a 1 s log stall every 2 s on the leader), follower-apply-delay=DURATION (a follower waits that long before applying each batch: real replication lag), follower-ignore-token (a follower serves policy reads without waiting for the session's token), leader-forgets-user-floor (a new leader gives users it has not seen write no floor), tx-split (the leader logs a MULTI/EXEC as two entries), follower-pub-reorder (a follower delivers pub/sub messages in swapped pairs), leader-resumes-epoch (a node that leads again resumes its last epoch instead of taking a new one), blocked-pop-lost-reply (a woken blocked pop that took an element answers nil), follower-no-leader-timeout (a follower waits on a silent stream for ever, as if --leader-timeout were off)")
+	f.StringSliceVar(&buggify, "buggify", nil, "deliberate faults for harness tests: ack-before-durable, follower-skip-entry, follower-skip-functions (a follower applies no FUNCTION LOAD/DELETE/FLUSH/RESTORE), slow-disk (a 1 s log stall every 2 s on the leader), follower-apply-delay=DURATION (a follower waits that long before applying each batch: real replication lag), follower-ignore-token (a follower serves policy reads without waiting for the session's token), leader-forgets-user-floor (a new leader gives users it has not seen write no floor), tx-split (the leader logs a MULTI/EXEC as two entries), follower-pub-reorder (a follower delivers pub/sub messages in swapped pairs), leader-resumes-epoch (a node that leads again resumes its last epoch instead of taking a new one), blocked-pop-lost-reply (a woken blocked pop that took an element answers nil), follower-no-leader-timeout (a follower waits on a silent stream for ever, as if --leader-timeout were off)")
 	f.DurationVar(&cfg.ReadWait, "read-wait", node.DefaultReadWait, "how long a follower waits for a session's position (its read policy) before it answers TRYAGAIN read elsewhere")
 	f.DurationVar(&cfg.ScriptBusyAfter, "busy-reply-threshold", 5*time.Second, "how long a Lua script may hold the leader's sequencer before writes are answered BUSY instead of queued behind it (SCRIPT KILL stops a script that has not written)")
 	f.Int64Var(&cfg.MaxReplyBytes, "max-reply-bytes", commands.DefaultMaxReplyBytes, "largest reply a command (or a MULTI/EXEC's commands together) may build; a bigger one is refused with an error before it is built (CONFIG SET max-reply-bytes changes it)")

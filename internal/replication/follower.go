@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -1145,11 +1146,24 @@ func (f *Follower) applyEntries(es []logrec.Entry) error {
 	if f.cfg.Buggify.FollowerSkipEntry {
 		es = f.skipSome(es)
 	}
+	if f.cfg.Buggify.FollowerSkipFunctions {
+		es = skipFunctions(es)
+	}
 	if err := f.cfg.DB.Apply(es); err != nil {
 		return err
 	}
 	f.counts.applies.Add(1)
 	return nil
+}
+
+// skipFunctions drops the function libraries' ops (Buggify only).
+func skipFunctions(entries []logrec.Entry) []logrec.Entry {
+	out := make([]logrec.Entry, len(entries))
+	for i, e := range entries {
+		out[i] = e
+		out[i].Ops = slices.DeleteFunc(slices.Clone(e.Ops), func(op logrec.Op) bool { return op.Kind == logrec.OpFunctions })
+	}
+	return out
 }
 
 // skipSome drops the operations of every 50th entry and every later

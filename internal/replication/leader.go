@@ -156,6 +156,10 @@ type Buggify struct {
 	// entry it applies, and from then on every operation on the keys those
 	// touched: replicas diverge, and a later write cannot heal it.
 	FollowerSkipEntry bool
+	// FollowerSkipFunctions makes a follower apply every entry but its
+	// function libraries' ops (FUNCTION LOAD, DELETE, FLUSH, RESTORE):
+	// promoted, it has lost the libraries its leader acknowledged.
+	FollowerSkipFunctions bool
 	// SlowDisk makes one leader log append every 2 s take 1 s longer, as a
 	// stalled disk would: the leader is alive and its streams' heartbeats
 	// go on, so the control plane must not fail it over.

@@ -341,6 +341,10 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	if !opts.NoTyped {
 		wcfg.Typed = workload.DefaultTyped(wcfg.Registers, opts.Rate, opts.Duration)
 	}
+	if err := loadFunctions(ctx, c, leader.get, len(topo.Nodes)-1); err != nil {
+		return nil, err
+	}
+	wcfg.Functions = true
 	steps := nemesis.Plan(opts.Seed, kinds, topo, nemesis.DefaultTiming(opts.Duration))
 	for _, s := range steps {
 		log.Debug("planned fault", "step", s.String())
@@ -563,6 +567,38 @@ func followLeader(ctx context.Context, c *cluster.Cluster) (*leaderWatch, error)
 }
 
 func (w *leaderWatch) get() int { return int(w.id.Load()) }
+
+// loadFunctions loads the workload's function library on the leader and
+// waits until the entry is durable on all followers (WAIT on the same
+// connection), retrying for up to 30 s: the library is then in every
+// node's log before any fault, so no failover may lose it, and an FCALL
+// that finds no function is a violation (checker.Functions).
+func loadFunctions(ctx context.Context, c *cluster.Cluster, leader func() int, followers int) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var last error
+	for ctx.Err() == nil {
+		cl := redis.NewClient(&redis.Options{Addr: c.Node(leader()).RESPAddr, Protocol: 2, DisableIdentity: true,
+			MaxRetries: -1, PoolSize: 1, ReadTimeout: 15 * time.Second})
+		last = cl.Do(ctx, "FUNCTION", "LOAD", "REPLACE", workload.FunctionLibrary).Err()
+		if last == nil {
+			var n int64
+			n, last = cl.Do(ctx, "WAIT", followers, 10000).Int64()
+			if last == nil && n < int64(followers) {
+				last = fmt.Errorf("WAIT: %d of %d followers have it", n, followers)
+			}
+		}
+		cl.Close()
+		if last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("chaos: load the workload's functions: %w", last)
+}
 
 func (w *leaderWatch) stop() {
 	w.cancel()

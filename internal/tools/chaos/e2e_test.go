@@ -362,3 +362,21 @@ func TestE2ECatchesFollowerNoLeaderTimeout(t *testing.T) {
 	}
 	t.Logf("caught: %v", by)
 }
+
+// TestE2ECatchesFollowerSkipsFunctions: followers that apply every entry
+// but the function libraries' (--buggify follower-skip-functions) have
+// lost the library the run loaded once one of them leads: the workload's
+// FCALLs find no function there (function-lost), and the replicas'
+// digests, which cover the libraries, differ.
+func TestE2ECatchesFollowerSkipsFunctions(t *testing.T) {
+	opts := e2eOptions(t, 15*time.Second, "kill-leader")
+	opts.Policies = []string{}
+	opts.ServerArgs = []string{"--buggify", "follower-skip-functions"}
+	dumpLogs(t, opts.Dir)
+	r := run(t, opts)
+	by := r.ByKind()
+	if by[checker.FunctionLost] == 0 {
+		t.Fatalf("follower-skip-functions not caught as function-lost: %v", r.Violations)
+	}
+	t.Logf("caught: %v", by)
+}

@@ -197,6 +197,7 @@ func Check(h history.History, digests []checker.Digest, facts Facts, checkTimeou
 			r.Typed[o.Kind]++
 		}
 	}
+	r.Violations = append(r.Violations, checker.Functions(h.Ops)...)
 	tv := checker.Typed(h.Ops, !facts.Async())
 	for _, v := range tv {
 		r.LostWrites += v.Lost

@@ -78,7 +78,18 @@ type Config struct {
 	// Typed sizes the hashes, sets, lists, transfers and queue (typed.go);
 	// the zero value runs registers and counters only.
 	Typed TypedConfig
+	// Functions makes half of the counters' increments FCALLs of
+	// FunctionName (FunctionLibrary, loaded on every node before the run:
+	// LoadFunctions), so that a library lost in a failover shows.
+	Functions bool
 }
+
+// FunctionLibrary is the library the workload's FCALLs call: FunctionName
+// increments its one key, as INCR does.
+const (
+	FunctionLibrary = "#!lua name=chaoslib\nredis.register_function('chaos_incr', function(keys, args) return redis.call('INCR', keys[1]) end)"
+	FunctionName    = "chaos_incr"
+)
 
 // leader is the node that takes writes now.
 func (c Config) leader() int {
@@ -245,6 +256,9 @@ func (c *client) next(ctx context.Context) history.Op {
 	case roll < 50:
 		return Read(ctx, c.conns, leader, c.id, reg, false, c.cfg.OpTimeout, c.rec)
 	case roll < 65:
+		if c.cfg.Functions && roll%2 == 0 {
+			return FcallIncr(ctx, c.conns, leader, c.id, ctr, c.cfg.OpTimeout, c.rec)
+		}
 		return Incr(ctx, c.conns, leader, c.id, ctr, c.cfg.OpTimeout, c.rec)
 	case roll < 75:
 		return Read(ctx, c.conns, leader, c.id, ctr, false, c.cfg.OpTimeout, c.rec)
@@ -283,6 +297,22 @@ func Incr(ctx context.Context, conns map[int]Conn, node, client int, key string,
 	defer cancel()
 	op.Call = rec.Now()
 	n, err := conns[node].Do(ctx, "INCR", key).Int64()
+	op.Return = rec.Now()
+	op.Outcome, op.Err = Classify(err)
+	if op.Outcome == history.OK {
+		op.N = n
+	}
+	return op
+}
+
+// FcallIncr performs one FCALL of FunctionName on key (an INCR) on node
+// and returns it as an INCR operation (not yet recorded).
+func FcallIncr(ctx context.Context, conns map[int]Conn, node, client int, key string, timeout time.Duration, rec *history.Recorder) history.Op {
+	op := history.Op{Client: client, Key: key, Kind: history.Incr, Node: node}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	op.Call = rec.Now()
+	n, err := conns[node].Do(ctx, "FCALL", FunctionName, "1", key).Int64()
 	op.Return = rec.Now()
 	op.Outcome, op.Err = Classify(err)
 	if op.Outcome == history.OK {
@@ -354,7 +384,11 @@ func FinalReads(ctx context.Context, cfg Config, conns map[int]Conn, rec *histor
 // UNBLOCK) while it waited between pops, with no pop of its own under
 // way (package node, blocking.go); a pop cut off by the step-down is
 // answered with another error.
-var notExecuted = []string{"UNBLOCKED", "READONLY", "LOADING", "MASTERDOWN", "TRYAGAIN", "WRONGTYPE", "NOSCRIPT", "ERR wrong number", "ERR unknown command", "ERR value is not an integer", "ERR syntax"}
+var notExecuted = []string{"UNBLOCKED", "READONLY", "LOADING", "MASTERDOWN", "TRYAGAIN", "WRONGTYPE", "NOSCRIPT", "ERR wrong number", "ERR unknown command", "ERR value is not an integer", "ERR syntax", FunctionNotFound}
+
+// FunctionNotFound is the start of FCALL's error for a function no library
+// on the node registers.
+const FunctionNotFound = "ERR Function not found"
 
 // Classify maps an operation's error to its outcome (see package history):
 // nil is OK; a refused connection (the command was never sent) or an error
