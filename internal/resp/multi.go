@@ -380,16 +380,34 @@ func (n *node) canThenExec(sess *Session, queue []queuedCmd, tx Tx) bool {
 // once the transaction is answered, after the replies the connection's
 // goroutine has buffered before it (MULTI's OK, the QUEUEDs of a
 // pipelined transaction) and before anything the connection serves next.
+//
+// The reply is encoded into the connection's owed-reply buffer
+// (guardConn.owedBuf, free: the reply it held was written before this
+// one was owed) by the connection's one execDone, not a closure and a
+// buffer per transaction.
 func (n *node) execThen(sess *Session, queue []queuedCmd, tx Tx) {
-	g := sess.g
-	t := g.oweAfterFlush()
+	nc := nodeState(sess)
+	if nc.execDone == nil {
+		nc.execDone = n.answerExec(sess)
+	}
+	nc.execQueue, nc.execTail = queue, sess.g.oweAfterFlush()
 	ctx := sess.enter()
-	n.txThen.ExecThen(ctx, tx, func(res TxResult, err error) {
-		var b replyBuf
-		n.writeExec(&b, sess, queue, res, err)
-		t.ready(b.b)
-	})
+	n.txThen.ExecThen(ctx, tx, nc.execDone)
 	sess.leave()
+}
+
+// answerExec returns the function that answers sess's owed EXECs
+// (execThen): one per connection.
+func (n *node) answerExec(sess *Session) func(TxResult, error) {
+	g, nc := sess.g, nodeState(sess)
+	return func(res TxResult, err error) {
+		queue, t := nc.execQueue, nc.execTail
+		nc.execQueue, nc.execTail = nil, nil // the queue is garbage once answered
+		b := &g.owedBuf
+		b.b = b.b[:0]
+		n.writeExec(b, sess, queue, res, err)
+		t.ready(b.b)
+	}
 }
 
 // writeExec records what a transaction ran in the session and writes
