@@ -28,6 +28,8 @@ import (
 // entry's LSN), so only a write over a key the batch made a collection
 // of reads the old value; any other is left to the sweeper, as a single
 // command's is, and a batch of SETs reads nothing.
+//
+// A Batch is not copied once used: created may point into it.
 type Batch struct {
 	v       View
 	layer   *keyspace.Layer
@@ -35,9 +37,14 @@ type Batch struct {
 	applied int // ops[:applied] are in layer
 	pub     []Message
 	// created holds the keys of the collections the batch created (a
-	// metadata op at the view's NewVersion).
-	created map[string]struct{}
-	views   []batchView // what View handed out
+	// metadata op at the view's NewVersion): the ops' own key bytes, up
+	// to createdInline of them, looked for in order (a map and a string
+	// per key were three allocations of a push that serves a blocked
+	// pop), then createdMap, which holds them all.
+	created    [][]byte
+	createdArr [createdInline][]byte // created's first storage
+	createdMap map[string]struct{}
+	views      []batchView // what View handed out
 }
 
 // batchView is one view of the batch (View): a reader of its rows as of
@@ -143,7 +150,7 @@ func (b *Batch) Run(ctx *Ctx, spec *Spec, args [][]byte) (Reply, error) {
 	adopt := b.ops == nil
 	for i := range res.Ops {
 		op := &res.Ops[i]
-		if _, made := b.created[string(op.Key)]; made && op.Kind == logrec.OpPut {
+		if op.Kind == logrec.OpPut && b.made(op.Key) {
 			old, ok, err := v.Get(op.Key)
 			if err != nil {
 				return nil, err
@@ -193,12 +200,43 @@ func (b *Batch) add(op logrec.Op) {
 // noteCreated notes the collection op creates, if it is a metadata op at
 // the view's NewVersion.
 func (b *Batch) noteCreated(op *logrec.Op) {
-	if op.Kind == logrec.OpMeta && op.Version == b.v.NewVersion() {
-		if b.created == nil {
-			b.created = map[string]struct{}{}
-		}
-		b.created[string(op.Key)] = struct{}{}
+	if op.Kind != logrec.OpMeta || op.Version != b.v.NewVersion() || b.made(op.Key) {
+		return
 	}
+	switch {
+	case b.createdMap != nil:
+		b.createdMap[string(op.Key)] = struct{}{}
+	case len(b.created) < createdInline:
+		if b.created == nil {
+			b.created = b.createdArr[:0]
+		}
+		b.created = append(b.created, op.Key)
+	default:
+		b.createdMap = make(map[string]struct{}, 2*createdInline)
+		for _, k := range b.created {
+			b.createdMap[string(k)] = struct{}{}
+		}
+		b.createdMap[string(op.Key)] = struct{}{}
+		b.created = nil
+	}
+}
+
+// createdInline is how many created keys a Batch keeps in created before
+// it keeps them in createdMap.
+const createdInline = 4
+
+// made reports whether the batch created a collection at key.
+func (b *Batch) made(key []byte) bool {
+	if b.createdMap != nil {
+		_, ok := b.createdMap[string(key)]
+		return ok
+	}
+	for _, k := range b.created {
+		if string(k) == string(key) {
+			return true
+		}
+	}
+	return false
 }
 
 // Ops are the operations of every command run so far, in order.

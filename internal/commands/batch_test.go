@@ -1,6 +1,7 @@
 package commands
 
 import (
+	"fmt"
 	"reflect"
 	"strconv"
 	"strings"
@@ -120,6 +121,29 @@ func TestBatchRecreatesAtOneVersionManyOps(t *testing.T) {
 	runBatch(t, v, lines...)
 	if r := do(t, v, "HGETALL", "h"); !reflect.DeepEqual(r, Map{Bulk("c"), Bulk("3")}) {
 		t.Errorf("HGETALL h = %v, want only c", r)
+	}
+}
+
+// TestBatchRecreatesManyCollections: a batch that creates more
+// collections than it keeps in order (createdInline) still knows each of
+// them, those it noted before it moved to its map and after, and logs the
+// drop before a write over any: each is made again at the same version
+// with only its new field.
+func TestBatchRecreatesManyCollections(t *testing.T) {
+	v := newMem(now)
+	var lines []string
+	n := 3 * createdInline
+	for i := range n {
+		lines = append(lines, fmt.Sprintf("HSET h%d a 1 b 2", i))
+	}
+	for i := range n {
+		lines = append(lines, fmt.Sprintf("SET h%d s", i), fmt.Sprintf("DEL h%d", i), fmt.Sprintf("HSET h%d c 3", i))
+	}
+	runBatch(t, v, lines...)
+	for i := range n {
+		if r := do(t, v, "HGETALL", fmt.Sprintf("h%d", i)); !reflect.DeepEqual(r, Map{Bulk("c"), Bulk("3")}) {
+			t.Errorf("HGETALL h%d = %v, want only c", i, r)
+		}
 	}
 }
 

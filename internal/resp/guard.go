@@ -294,6 +294,9 @@ type guardConn struct {
 	// redcon's next flush (owed.go); set and cleared by the connection's
 	// goroutine only.
 	tail *owedTail
+	// tailMem is the owedTail that oweAfterFlush hands out, the
+	// connection's one, reused: at most one reply is owed at a time.
+	tailMem owedTail
 	// owedW and owedBuf are the write and the buffer of the one owed
 	// reply (owed.go), used by whichever goroutine writes it.
 	owedW   owedWrite

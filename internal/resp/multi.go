@@ -112,11 +112,19 @@ type txState struct {
 	watches []Watch
 	// argBytes and argSlots hold the queued commands' copied arguments,
 	// a few allocations a transaction rather than two a command. What
-	// they handed out is never written again (a full one is replaced, not
-	// reused), and they end with the transaction: its commands' ops may
-	// keep the bytes.
+	// they handed out is never written again while the transaction lasts
+	// (a full one is replaced, not reused); argBytes ends with the
+	// transaction (its commands' ops may keep the bytes), argSlots may
+	// serve the next one (slotsMem).
 	argBytes []byte
 	argSlots [][]byte
+	// queueMem and slotsMem are the queue and argSlots of the
+	// connection's last EXEC, emptied, for the next transaction's: EXEC's
+	// reply is written before the connection serves another command
+	// (payOwed), and nothing keeps them past it (ops, replies and
+	// messages keep the argument bytes, argBytes, never these slices).
+	queueMem []queuedCmd
+	slotsMem [][]byte
 }
 
 // copyArgs copies args into the transaction's own storage.
@@ -127,6 +135,10 @@ func (t *txState) copyArgs(args [][]byte) [][]byte {
 	}
 	if cap(t.argBytes)-len(t.argBytes) < size {
 		t.argBytes = make([]byte, 0, max(size, 2*cap(t.argBytes), 256))
+	}
+	if t.argSlots == nil && cap(t.slotsMem) >= len(args) {
+		t.argSlots, t.slotsMem = t.slotsMem[:0:cap(t.slotsMem)], nil
+		clear(t.argSlots[:cap(t.argSlots)]) // the last transaction's
 	}
 	if cap(t.argSlots)-len(t.argSlots) < len(args) {
 		t.argSlots = make([][]byte, 0, max(len(args), 2*cap(t.argSlots), 16))
@@ -231,7 +243,12 @@ func (n *node) queue(c redcon.Conn, sess *Session, args [][]byte) bool {
 	}
 	q.Args = tx.copyArgs(args)
 	if tx.queue == nil {
-		tx.queue = make([]queuedCmd, 0, 8)
+		if tx.queueMem != nil {
+			tx.queue, tx.queueMem = tx.queueMem[:0], nil
+			clear(tx.queue[:cap(tx.queue)]) // the last transaction's
+		} else {
+			tx.queue = make([]queuedCmd, 0, 8)
+		}
 	}
 	tx.queue = append(tx.queue, q)
 	c.WriteString("QUEUED")
@@ -307,7 +324,13 @@ func cmdExec(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 		return
 	}
 	queue, dirty, watches := nc.tx.queue, nc.tx.dirty, nc.tx.watches
-	nc.tx = txState{}
+	if cap(nc.tx.argBytes) <= maxTxKeptBytes && cap(queue) <= maxTxKept && cap(nc.tx.argSlots) <= maxTxKept {
+		// Kept for the next transaction (emptied when it takes them):
+		// they hold the small arguments of this one until then.
+		nc.tx = txState{queueMem: queue[:0], slotsMem: nc.tx.argSlots[:0]}
+	} else {
+		nc.tx = txState{}
+	}
 	defer func() {
 		for _, w := range watches {
 			w.Release()
@@ -355,6 +378,14 @@ func cmdExec(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 	n.writeExec(c, sess, queue, res, err)
 }
 
+// maxTxKept bounds the queue and argument slots a connection keeps for
+// its next transaction, maxTxKeptBytes the arguments of the last one they
+// may keep alive meanwhile.
+const (
+	maxTxKept      = 64
+	maxTxKeptBytes = 64 << 10
+)
+
 // queuesWrite reports whether a transaction's queue holds a write.
 func queuesWrite(queue []queuedCmd) bool {
 	for _, q := range queue {
@@ -380,16 +411,34 @@ func (n *node) canThenExec(sess *Session, queue []queuedCmd, tx Tx) bool {
 // once the transaction is answered, after the replies the connection's
 // goroutine has buffered before it (MULTI's OK, the QUEUEDs of a
 // pipelined transaction) and before anything the connection serves next.
+//
+// The reply is encoded into the connection's owed-reply buffer
+// (guardConn.owedBuf, free: the reply it held was written before this
+// one was owed) by the connection's one execDone, not a closure and a
+// buffer per transaction.
 func (n *node) execThen(sess *Session, queue []queuedCmd, tx Tx) {
-	g := sess.g
-	t := g.oweAfterFlush()
+	nc := nodeState(sess)
+	if nc.execDone == nil {
+		nc.execDone = n.answerExec(sess)
+	}
+	nc.execQueue, nc.execTail = queue, sess.g.oweAfterFlush()
 	ctx := sess.enter()
-	n.txThen.ExecThen(ctx, tx, func(res TxResult, err error) {
-		var b replyBuf
-		n.writeExec(&b, sess, queue, res, err)
-		t.ready(b.b)
-	})
+	n.txThen.ExecThen(ctx, tx, nc.execDone)
 	sess.leave()
+}
+
+// answerExec returns the function that answers sess's owed EXECs
+// (execThen): one per connection.
+func (n *node) answerExec(sess *Session) func(TxResult, error) {
+	g, nc := sess.g, nodeState(sess)
+	return func(res TxResult, err error) {
+		queue, t := nc.execQueue, nc.execTail
+		nc.execQueue, nc.execTail = nil, nil // the queue is garbage once answered
+		b := &g.owedBuf
+		b.b = b.b[:0]
+		n.writeExec(b, sess, queue, res, err)
+		t.ready(b.b)
+	}
 }
 
 // writeExec records what a transaction ran in the session and writes

@@ -108,6 +108,13 @@ type nodeConn struct {
 	// the reply's writer (at most one reply is owed: owed.go).
 	owedDone func(commands.Reply, uint64, error)
 	owedSpec *commands.Spec
+	// execDone answers the connection's owed EXEC (execThen), made once
+	// per connection; execQueue and execTail are that EXEC's queue and
+	// owed tail, set by the connection's goroutine only while no reply
+	// is owed, as owedSpec is.
+	execDone  func(TxResult, error)
+	execQueue []queuedCmd
+	execTail  *owedTail
 }
 
 func nodeState(sess *Session) *nodeConn { return sess.Local.(*nodeConn) }

@@ -230,6 +230,12 @@ func (r *replyBuf) WriteAny(v any)           { r.b = redcon.AppendAny(r.b, v) }
 // reply's writer, and a flush that comes second writes both. That is one
 // write system call per transaction instead of two; the client, having
 // sent EXEC, reads nothing it could act on before EXEC's reply anyway.
+//
+// A connection has one owedTail (guardConn.tailMem), reused for each
+// transaction with its buffers: only one reply is owed at a time, and the
+// next is owed only after payOwed has seen this one written, when neither
+// goroutine touches the tail or its bytes any more (each signals paid, in
+// writeOwed, as its last use of them).
 type owedTail struct {
 	g    *guardConn
 	paid chan struct{}
@@ -238,6 +244,10 @@ type owedTail struct {
 	head []byte // the flush's bytes, held for the reply's writer
 	b    []byte // the reply, once ready
 	set  bool
+	// headMem is head's storage and joinedMem that of the flush's bytes
+	// and the reply written together, kept across transactions while
+	// they are at most maxTailKept bytes.
+	headMem, joinedMem []byte
 }
 
 // maxTailHeld bounds the flushed bytes an owedTail holds for its reply's
@@ -249,10 +259,22 @@ const maxTailHeld = 16 << 10
 // reply with ready. Only the connection's goroutine calls it, serving the
 // last command of a read.
 func (g *guardConn) oweAfterFlush() *owedTail {
-	t := &owedTail{g: g}
+	t := &g.tailMem
+	*t = owedTail{g: g, headMem: keepable(t.headMem), joinedMem: keepable(t.joinedMem)}
 	t.paid = g.owe()
 	g.tail = t
 	return t
+}
+
+// maxTailKept bounds the buffers an idle connection's owedTail keeps.
+const maxTailKept = 4 << 10
+
+// keepable is b emptied, or nil when it is too large to keep.
+func keepable(b []byte) []byte {
+	if cap(b) > maxTailKept {
+		return nil
+	}
+	return b[:0]
 }
 
 // ready hands over the owed reply: written now, after the flush's bytes
@@ -265,7 +287,8 @@ func (t *owedTail) ready(b []byte) {
 	t.mu.Unlock()
 	if flushed {
 		if len(head) > 0 {
-			b = append(head, b...)
+			b = append(head, b...) // head is headMem: the tail's own
+			t.headMem = b[:0]
 		}
 		t.g.writeOwed(b, t.paid)
 	}
@@ -287,14 +310,16 @@ func (t *owedTail) flushed(p []byte) (int, error) {
 	b, set := t.b, t.set
 	if !set {
 		if len(p) > 0 {
-			t.head = append([]byte(nil), p...)
+			t.head = append(t.headMem[:0], p...)
+			t.headMem = t.head[:0]
 		}
 		t.mu.Unlock()
 		return n, err
 	}
 	t.mu.Unlock()
 	if len(p) > 0 {
-		b = append(append(make([]byte, 0, len(p)+len(b)), p...), b...)
+		b = append(append(t.joinedMem[:0], p...), b...)
+		t.joinedMem = b[:0]
 	}
 	t.g.writeOwed(b, t.paid)
 	return n, err

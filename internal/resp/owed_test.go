@@ -2,8 +2,10 @@ package resp
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -155,6 +157,56 @@ func TestOwedTailFollowsFlush(t *testing.T) {
 		if want := "multi queued\nexec\nnext\n"; string(got) != want {
 			t.Errorf("ready first %v: the connection got %q, want %q", readyFirst, got, want)
 		}
+	}
+}
+
+// A connection's owed tail and its buffers are reused from one
+// transaction to the next (guardConn.tailMem): each transaction's reply
+// still follows its own flush's bytes, whichever comes first, and never
+// carries bytes of the one before, over transactions whose flushes and
+// replies differ in size.
+func TestOwedTailReusedAcrossTransactions(t *testing.T) {
+	cc, g := guardPair(t, 1<<20)
+	var want strings.Builder
+	type tx struct{ head, reply string }
+	var txs []tx
+	for i := range 12 {
+		head := fmt.Sprintf("multi %d %s\n", i, strings.Repeat("q", (i*37)%200))
+		reply := fmt.Sprintf("exec %d %s\n", i, strings.Repeat("r", (i*53)%150))
+		txs = append(txs, tx{head, reply})
+		want.WriteString(head + reply)
+	}
+	// The connection's goroutine, on its own: a tail that is never paid
+	// would stop it in payOwed, and the read below then ends at its
+	// deadline.
+	go func() {
+		for i, x := range txs {
+			tail := g.oweAfterFlush()
+			readyFirst := i%3 == 1
+			if readyFirst {
+				tail.ready(append([]byte(nil), x.reply...))
+			}
+			if _, err := g.Write([]byte(x.head)); err != nil {
+				return
+			}
+			if !readyFirst {
+				tail.ready(append([]byte(nil), x.reply...))
+			}
+			g.payOwed()
+		}
+	}()
+	_ = cc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, 0, want.Len())
+	buf := make([]byte, 64<<10)
+	for len(got) < want.Len() {
+		n, err := cc.Read(buf)
+		if err != nil {
+			t.Fatalf("read after %q: %v", got, err)
+		}
+		got = append(got, buf[:n]...)
+	}
+	if string(got) != want.String() {
+		t.Errorf("the connection got\n%q\nwant\n%q", got, want.String())
 	}
 }
 
