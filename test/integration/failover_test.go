@@ -490,6 +490,18 @@ func TestOrchestratorCutFromLeaderOnly(t *testing.T) {
 		t.Fatalf("bootstrap chose n%d, not n1 (equal positions, equal priorities: the lowest id)", leader)
 	}
 	l := startUniqueLoad(t, c, 4)
+	// Cut only once n1 has served writes and the orchestrators have
+	// probed it since (their interval is 100 ms): cut right after the
+	// bootstrap, their last answer from n1 was from before its lease
+	// ("fenced"), a leader they never saw serving, which the followers'
+	// veto does not cover, and they failed it over (seen once in CI).
+	var serving time.Time
+	testutil.Eventually(t, "n1 serving writes for 500 ms", 10*time.Second, func() (bool, string) {
+		if serving.IsZero() && l.acked() > 0 {
+			serving = time.Now()
+		}
+		return !serving.IsZero() && time.Since(serving) >= 500*time.Millisecond, fmt.Sprintf("%d writes acknowledged", l.acked())
+	})
 	for _, r := range relays {
 		r.Cut()
 	}
