@@ -53,7 +53,6 @@ type stats struct {
 
 // cmdStat is one command's counters.
 type cmdStat struct {
-	name             string
 	arity            int  // the command's, to tell a rejection
 	container        bool // counted by subcommand, never itself
 	calls, usec      atomic.Int64
@@ -85,10 +84,10 @@ func newStats(arity map[string]int) *stats {
 	st := &stats{cmds: make(map[string]*cmdStat, len(arity)), codes: map[string]*atomic.Int64{}}
 	for name, a := range arity {
 		subs, container := containerSubs[name]
-		st.cmds[name] = &cmdStat{name: name, arity: a, container: container}
+		st.cmds[name] = &cmdStat{arity: a, container: container}
 		for _, sub := range subs {
 			full := name + "|" + sub
-			st.cmds[full] = &cmdStat{name: full, arity: a}
+			st.cmds[full] = &cmdStat{arity: a}
 		}
 	}
 	return st
