@@ -250,10 +250,10 @@ func (b backend) startExec(ctx context.Context, exec replication.ExecFunc) (*rep
 			return nil, fmt.Errorf("tandem: fewer sync-set members than sync-min are there: %w", resp.ErrNoReplicas)
 		}
 	}
-	if b.n.scripts.Busy() {
+	if err := b.n.busy(); err != nil {
 		// A script holds the sequencer past the threshold: refuse rather
 		// than queue behind it, as Redis answers BUSY.
-		return nil, resp.ErrBusy
+		return nil, err
 	}
 	pending, err := l.Start(ctx, exec)
 	if errors.Is(err, script.ErrAborted) {

@@ -54,10 +54,20 @@ func (b backend) WriteRefused() error {
 	if _, ok := b.n.current().(*leading); !ok {
 		return resp.ErrReadOnly
 	}
-	if b.n.scripts.Busy() {
-		return resp.ErrBusy
+	return b.n.busy()
+}
+
+// busy is resp.ErrBusy (resp.ErrBusyFunction for a function) while a
+// script or function holds the leader's sequencer past the busy
+// threshold, else nil.
+func (n *Node) busy() error {
+	switch busy, function := n.scripts.BusyKind(); {
+	case !busy:
+		return nil
+	case function:
+		return resp.ErrBusyFunction
 	}
-	return nil
+	return resp.ErrBusy
 }
 
 // BusyAfter implements resp.ScriptsBackend.

@@ -467,3 +467,46 @@ func TestBusyScriptRefusesTransactionWrites(t *testing.T) {
 		t.Fatalf("xx = %q after two aborted transactions, want 1", v)
 	}
 }
+
+// TestBusyReplyNamesItsKill: a write refused while a function holds the
+// sequencer past busy-reply-threshold names FUNCTION KILL, and while a
+// script does, SCRIPT KILL, as Redis 7's BUSY replies do.
+func TestBusyReplyNamesItsKill(t *testing.T) {
+	n := testNode(t, "n1", nil)
+	ctx := context.Background()
+	c := newClient(t, n)
+	if err := c.ConfigSet(ctx, "busy-reply-threshold", "10").Err(); err != nil {
+		t.Fatalf("CONFIG SET busy-reply-threshold: %v", err)
+	}
+	lib := "#!lua name=spin\nredis.register_function('spin', function() while true do end end)"
+	if err := c.FunctionLoad(ctx, lib).Err(); err != nil {
+		t.Fatalf("FUNCTION LOAD: %v", err)
+	}
+	for _, tc := range []struct {
+		run, kill []any
+		want      string
+	}{
+		{[]any{"FCALL", "spin", "0"}, []any{"FUNCTION", "KILL"}, "BUSY Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE."},
+		{[]any{"EVAL", "while true do end", "0"}, []any{"SCRIPT", "KILL"}, "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE."},
+	} {
+		runner := newClient(t, n)
+		done := make(chan error, 1)
+		go func() { done <- runner.Do(ctx, tc.run...).Err() }()
+		deadline := time.Now().Add(10 * time.Second)
+		for !n.scripts.Busy() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%v never became busy", tc.run)
+			}
+			runtime.Gosched()
+		}
+		if err := c.Set(ctx, "k", "v", 0).Err(); err == nil || err.Error() != tc.want {
+			t.Errorf("SET while %v runs: %v, want %q", tc.run, err, tc.want)
+		}
+		if err := c.Do(ctx, tc.kill...).Err(); err != nil {
+			t.Fatalf("%v: %v", tc.kill, err)
+		}
+		if err := <-done; err == nil || !strings.Contains(err.Error(), "killed by user") {
+			t.Fatalf("%v after %v: %v, want killed by user", tc.run, tc.kill, err)
+		}
+	}
+}

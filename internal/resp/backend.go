@@ -3,6 +3,7 @@ package resp
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/tandemdb/tandem/internal/commands"
@@ -62,6 +63,9 @@ var (
 	// leader's sequencer longer than the busy threshold; it was not
 	// applied.
 	ErrBusy = errors.New("resp: busy running a script")
+	// ErrBusyFunction is ErrBusy (errors.Is holds) while what runs is a
+	// function: its reply names FUNCTION KILL, not SCRIPT KILL.
+	ErrBusyFunction = fmt.Errorf("%w (a function)", ErrBusy)
 	// ErrOverloaded: a write was refused because too many writes wait for
 	// commit; it was not applied.
 	ErrOverloaded = errors.New("resp: overloaded")

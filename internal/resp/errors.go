@@ -31,6 +31,7 @@ const (
 	replyNoReplicas       = replies.NoReplicas
 	replyOverloaded       = replies.Overloaded
 	replyBusy             = replies.Busy
+	replyBusyFunction     = replies.BusyFunction
 	replyLeadershipLost   = replies.LeadershipLost
 	replyReadElsewhere    = replies.ReadElsewhere
 	replyPositionLost     = replies.PositionLost
@@ -135,6 +136,7 @@ func errConfigSetInteger(name string) string {
 //	ErrNoReplicas            NOREPLICAS Not enough good replicas to write.
 //	ErrOverloaded            TRYAGAIN tandem: too many writes waiting for commit; retry
 //	ErrBusy                  BUSY Redis is busy running a script. You can only call SCRIPT KILL ...
+//	ErrBusyFunction          BUSY ... You can only call FUNCTION KILL or SHUTDOWN NOSAVE. (a function runs)
 //	ErrLeadershipLost        UNCERTAIN tandem: the leader stopped before this write committed; ...
 //	ErrReadElsewhere         TRYAGAIN tandem: read elsewhere: <reason>
 //	ErrPositionLost          ERR tandem: the session's position is not in this cluster's history
@@ -168,6 +170,8 @@ func (s *Server) errorText(err error, sess *Session, cmd string) string {
 		return replyNoReplicas
 	case errors.Is(err, ErrOverloaded):
 		return replyOverloaded
+	case errors.Is(err, ErrBusyFunction):
+		return replyBusyFunction
 	case errors.Is(err, ErrBusy):
 		return replyBusy
 	case errors.Is(err, ErrLeadershipLost):

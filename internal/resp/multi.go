@@ -336,10 +336,10 @@ func cmdExec(n *node, c redcon.Conn, sess *Session, args [][]byte) {
 			w.Release()
 		}
 	}()
-	if errors.Is(n.tx.WriteRefused(), ErrBusy) && queuesWrite(queue) {
+	if refused := n.tx.WriteRefused(); errors.Is(refused, ErrBusy) && queuesWrite(queue) {
 		// Refused before the queue is looked at, as Redis refuses EXEC
 		// while a script is busy (its cause wins over a queuing error).
-		c.WriteError(n.execErrorText(ErrBusy, sess))
+		c.WriteError(n.execErrorText(refused, sess))
 		return
 	}
 	if dirty {

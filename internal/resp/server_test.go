@@ -213,6 +213,7 @@ func TestErrorMapping(t *testing.T) {
 		{fmt.Errorf("replication: write timeout: %w", ErrNoReplicas), "NOREPLICAS Not enough good replicas to write."},
 		{ErrOverloaded, "TRYAGAIN tandem: too many writes waiting for commit; retry"},
 		{ErrBusy, "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE."},
+		{ErrBusyFunction, "BUSY Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE."},
 		{&commands.ArityError{Name: "get"}, "ERR wrong number of arguments for 'get' command"},
 		{commands.ErrSyntax, "ERR syntax error"},
 	} {

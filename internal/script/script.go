@@ -70,8 +70,6 @@ const (
 	ReplyNoScript   = commands.ErrorReply("NOSCRIPT No matching script. Please use EVAL.")
 	ReplyNotBusy    = commands.ErrorReply("NOTBUSY No scripts in execution right now.")
 	ReplyUnkillable = commands.ErrorReply("UNKILLABLE Sorry the script already executed write commands against the dataset. You can either wait the script termination or kill the server in a hard way using the SHUTDOWN NOSAVE command.")
-	// BusyText is the error a node answers while Busy.
-	BusyText = "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE."
 
 	errKeysNegative = "ERR Number of keys can't be negative"
 	errKeysTooMany  = "ERR Number of keys can't be greater than number of args"
@@ -245,8 +243,19 @@ func (e *Engine) Cached() int {
 // BusyAfter: writes queued behind it would wait, so the node answers
 // BUSY instead.
 func (e *Engine) Busy() bool {
+	busy, _ := e.BusyKind()
+	return busy
+}
+
+// BusyKind is Busy, and whether what runs past the threshold is a
+// function (which FUNCTION KILL stops) rather than a script (SCRIPT
+// KILL): Redis's BUSY reply names the one that applies.
+func (e *Engine) BusyKind() (busy, function bool) {
 	r := e.seq.Load()
-	return r != nil && time.Since(clockBase)-time.Duration(r.started.Load()) > e.BusyAfter()
+	if r == nil || time.Since(clockBase)-time.Duration(r.started.Load()) <= e.BusyAfter() {
+		return false, false
+	}
+	return true, r.chunk == functionChunk
 }
 
 // BusyAfter is how long a sequenced script runs before Busy reports true.

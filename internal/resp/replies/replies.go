@@ -62,6 +62,8 @@ const (
 	// Busy: a script has run in the leader's sequencer past the busy
 	// threshold; the write was not sequenced. Redis's text.
 	Busy = "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE."
+	// BusyFunction: Busy while what runs is a function.
+	BusyFunction = "BUSY Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE."
 	// ShuttingDown: the server's Close canceled the command, which may
 	// or may not have been applied.
 	ShuttingDown = "ERR internal error: server shutting down"

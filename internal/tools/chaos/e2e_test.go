@@ -154,6 +154,22 @@ func expectClean(t *testing.T, opts Options) *Report {
 	return r
 }
 
+// expectCaught runs the harness against a cluster whose servers carry the
+// planted bug (`--buggify bug`) and fails unless the run reports at least
+// one violation of one of kinds: the check that can fail, failing.
+func expectCaught(t *testing.T, opts Options, bug string, kinds ...checker.ViolationKind) *Report {
+	t.Helper()
+	opts.ServerArgs = append(opts.ServerArgs, "--buggify", bug)
+	dumpLogs(t, opts.Dir)
+	r := run(t, opts)
+	by := r.ByKind()
+	if !slices.ContainsFunc(kinds, func(k checker.ViolationKind) bool { return by[k] > 0 }) {
+		t.Fatalf("%s not caught as any of %v: %v, policies %+v, faults %+v", bug, kinds, r.Violations, r.Policies, r.Faults)
+	}
+	t.Logf("%s caught: %v", bug, by)
+	return r
+}
+
 // TestE2ECatchesAckBeforeDurable: a leader that acknowledges writes before
 // they are durable loses them on kill -9, and the harness must say so.
 //
@@ -179,9 +195,7 @@ func expectClean(t *testing.T, opts Options) *Report {
 func TestE2ECatchesAckBeforeDurable(t *testing.T) {
 	opts := e2eOptions(t, 15*time.Second, "kill-leader-after-ack")
 	opts.Seed = 20260102 // kills at 1.5 s, 4.2 s and 6.9 s
-	opts.ServerArgs = []string{"--buggify", "ack-before-durable"}
-	dumpLogs(t, opts.Dir)
-	r := run(t, opts)
+	r := expectCaught(t, opts, "ack-before-durable", checker.LostWrite)
 	by := r.ByKind()
 	var kills *FaultStats
 	for i, f := range r.Faults {
@@ -192,7 +206,7 @@ func TestE2ECatchesAckBeforeDurable(t *testing.T) {
 	if kills == nil || kills.Injected < 2 || kills.InjectErrors > 0 {
 		t.Fatalf("schedule did not kill the leader after acks as planned: %+v", r.Faults)
 	}
-	if by[checker.LostWrite] == 0 || kills.LostWrites == 0 {
+	if kills.LostWrites == 0 {
 		t.Fatalf("ack-before-durable with kill-leader-after-ack lost no acknowledged write: %v, faults %+v", r.Violations, r.Faults)
 	}
 	// The nemesis's own INCRs (on the first counter, c:0) are the ones
@@ -220,14 +234,7 @@ func TestE2ECatchesAckBeforeDurable(t *testing.T) {
 func TestE2ECatchesBlockedPopLostReply(t *testing.T) {
 	opts := e2eOptions(t, 10*time.Second)
 	opts.Faults = []string{}
-	opts.ServerArgs = []string{"--buggify", "blocked-pop-lost-reply"}
-	dumpLogs(t, opts.Dir)
-	r := run(t, opts)
-	by := r.ByKind()
-	if by[checker.LostJob] == 0 {
-		t.Fatalf("blocked-pop-lost-reply not caught: %v", r.Violations)
-	}
-	t.Logf("caught: %v", by)
+	expectCaught(t, opts, "blocked-pop-lost-reply", checker.LostJob)
 }
 
 // TestE2ECatchesFollowerSkipEntry: a follower that silently skips entries
@@ -235,14 +242,7 @@ func TestE2ECatchesBlockedPopLostReply(t *testing.T) {
 func TestE2ECatchesFollowerSkipEntry(t *testing.T) {
 	opts := e2eOptions(t, 15*time.Second)
 	opts.Faults = []string{}
-	opts.ServerArgs = []string{"--buggify", "follower-skip-entry"}
-	dumpLogs(t, opts.Dir)
-	r := run(t, opts)
-	by := r.ByKind()
-	if by[checker.ReplicaDiverged] == 0 && by[checker.NonMonotonicRead] == 0 && by[checker.NeverWritten] == 0 {
-		t.Fatalf("follower-skip-entry not caught: %v", r.Violations)
-	}
-	t.Logf("caught: %v", by)
+	expectCaught(t, opts, "follower-skip-entry", checker.ReplicaDiverged, checker.NonMonotonicRead, checker.NeverWritten)
 }
 
 // TestE2ESemisyncKillAfterAck: under semisync, a leader killed the moment
@@ -300,14 +300,7 @@ func TestE2ECatchesFollowerIgnoreToken(t *testing.T) {
 	opts := e2eOptions(t, 10*time.Second)
 	opts.Faults = []string{}
 	opts.Policies = []string{"ryw", "monotonic"}
-	opts.ServerArgs = []string{"--buggify", "follower-ignore-token"}
-	dumpLogs(t, opts.Dir)
-	r := run(t, opts)
-	by := r.ByKind()
-	if by[checker.ReadYourWrites] == 0 {
-		t.Fatalf("follower-ignore-token not caught as read-your-writes violations: %v, policies %+v", r.Violations, r.Policies)
-	}
-	t.Logf("caught: %v, policies %+v", by, r.Policies)
+	expectCaught(t, opts, "follower-ignore-token", checker.ReadYourWrites)
 }
 
 // TestE2ECatchesTxSplit: a leader that logs a MULTI/EXEC as two entries
@@ -320,14 +313,7 @@ func TestE2ECatchesFollowerIgnoreToken(t *testing.T) {
 func TestE2ECatchesTxSplit(t *testing.T) {
 	opts := e2eOptions(t, 15*time.Second, "kill-leader")
 	opts.Policies = []string{}
-	opts.ServerArgs = []string{"--buggify", "tx-split"}
-	dumpLogs(t, opts.Dir)
-	r := run(t, opts)
-	by := r.ByKind()
-	if by[checker.SumChanged] == 0 {
-		t.Fatalf("tx-split not caught as a changed sum: %v", r.Violations)
-	}
-	t.Logf("caught: %v", by)
+	expectCaught(t, opts, "tx-split", checker.SumChanged)
 }
 
 // TestE2EBlackholeStream: a follower whose stream from the leader is
@@ -353,14 +339,7 @@ func TestE2EBlackholeStream(t *testing.T) {
 func TestE2ECatchesFollowerNoLeaderTimeout(t *testing.T) {
 	opts := e2eOptions(t, 25*time.Second, "blackhole-stream")
 	opts.Policies = []string{}
-	opts.ServerArgs = []string{"--buggify", "follower-no-leader-timeout"}
-	dumpLogs(t, opts.Dir)
-	r := run(t, opts)
-	by := r.ByKind()
-	if by[checker.FollowerBehind] == 0 {
-		t.Fatalf("a follower left on a silent stream not caught as follower-behind: %v", r.Violations)
-	}
-	t.Logf("caught: %v", by)
+	expectCaught(t, opts, "follower-no-leader-timeout", checker.FollowerBehind)
 }
 
 // TestE2ECatchesFollowerSkipsFunctions: followers that apply every entry
@@ -371,12 +350,5 @@ func TestE2ECatchesFollowerNoLeaderTimeout(t *testing.T) {
 func TestE2ECatchesFollowerSkipsFunctions(t *testing.T) {
 	opts := e2eOptions(t, 15*time.Second, "kill-leader")
 	opts.Policies = []string{}
-	opts.ServerArgs = []string{"--buggify", "follower-skip-functions"}
-	dumpLogs(t, opts.Dir)
-	r := run(t, opts)
-	by := r.ByKind()
-	if by[checker.FunctionLost] == 0 {
-		t.Fatalf("follower-skip-functions not caught as function-lost: %v", r.Violations)
-	}
-	t.Logf("caught: %v", by)
+	expectCaught(t, opts, "follower-skip-functions", checker.FunctionLost)
 }
