@@ -16,10 +16,15 @@ import (
 	"github.com/tandemdb/tandem/internal/peerpb"
 )
 
-// fakeLeader is a Dialer and the one stream it opens at a time: it
-// answers a hello with a start from the follower's durable LSN + 1 at
-// epoch 1, then hands the follower what the test puts in in (nil: the
-// stream ends, io.EOF), and records the progress reports.
+// fakeLeader is a Dialer of streams that answer a hello with a start
+// from the follower's durable LSN + 1 at epoch 1, then hand the follower
+// what the test puts in in (nil: the stream ends, io.EOF), and record the
+// progress reports. Each Replicate is a stream of its own, whose receive
+// ends with its context and which alone takes its hello's start: a
+// follower that restarts its stream (its --leader-timeout passed while a
+// test waited) gets its new start, and a test that fails while a stream
+// is open ends when the follower is stopped, rather than hanging on a
+// receive of the old stream that took the new start.
 type fakeLeader struct {
 	in               chan *peerpb.LeaderMessage
 	reports          atomic.Int64
@@ -28,32 +33,53 @@ type fakeLeader struct {
 
 func newFakeLeader() *fakeLeader { return &fakeLeader{in: make(chan *peerpb.LeaderMessage, 1024)} }
 
-func (s *fakeLeader) Replicate(context.Context) (FollowerStream, error) { return s, nil }
+func (s *fakeLeader) Replicate(ctx context.Context) (FollowerStream, error) {
+	return &fakeStream{leader: s, ctx: ctx, start: make(chan *peerpb.LeaderMessage, 1)}, nil
+}
 
 func (s *fakeLeader) Snapshot(context.Context, *peerpb.SnapshotRequest) (SnapshotReceiver, error) {
 	return nil, fmt.Errorf("fake leader: no snapshots")
 }
 
-func (s *fakeLeader) Send(m *peerpb.FollowerMessage) error {
+// fakeStream is one stream of a fakeLeader.
+type fakeStream struct {
+	leader *fakeLeader
+	ctx    context.Context
+	start  chan *peerpb.LeaderMessage
+}
+
+func (st *fakeStream) Send(m *peerpb.FollowerMessage) error {
 	if h := m.GetHello(); h != nil {
-		s.in <- &peerpb.LeaderMessage{Epoch: 1, Body: &peerpb.LeaderMessage_Start{Start: &peerpb.Start{FromLsn: h.GetDurable().GetLsn() + 1}}}
+		st.start <- &peerpb.LeaderMessage{Epoch: 1, Body: &peerpb.LeaderMessage_Start{Start: &peerpb.Start{FromLsn: h.GetDurable().GetLsn() + 1}}}
 	}
 	if p := m.GetProgress(); p != nil {
-		s.durable.Store(p.DurableLsn)
-		s.applied.Store(p.AppliedLsn)
-		s.reports.Add(1)
+		st.leader.durable.Store(p.DurableLsn)
+		st.leader.applied.Store(p.AppliedLsn)
+		st.leader.reports.Add(1)
 	}
 	return nil
 }
 
-func (s *fakeLeader) Recv() (*peerpb.LeaderMessage, error) {
-	if m := <-s.in; m != nil {
+func (st *fakeStream) Recv() (*peerpb.LeaderMessage, error) {
+	select { // the start first: a hello's answer comes before any message
+	case m := <-st.start:
 		return m, nil
+	default:
 	}
-	return nil, io.EOF
+	select {
+	case m := <-st.start:
+		return m, nil
+	case m := <-st.leader.in:
+		if m != nil {
+			return m, nil
+		}
+		return nil, io.EOF
+	case <-st.ctx.Done():
+		return nil, st.ctx.Err()
+	}
 }
 
-func (s *fakeLeader) CloseSend() error { return nil }
+func (st *fakeStream) CloseSend() error { return nil }
 
 // appendOf is an Append at epoch 1 of one-put entries lo..hi.
 func appendOf(lo, hi, commit uint64, deferSync bool) *peerpb.LeaderMessage {
