@@ -2,8 +2,12 @@ package readbench
 
 import (
 	"math"
+	"os"
+	"runtime"
 	"slices"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // TestSchedule: every window of a policy other than any has one of
@@ -174,3 +178,42 @@ func TestSummarize(t *testing.T) {
 }
 
 func near(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
+
+// TestProcCPUIsPrecise: a process's CPU is read to better than the 10 ms
+// ticks of /proc/PID/stat (3 ms of CPU, as getrusage counts it, show as
+// about 3 ms, where ticks show 0 or 10), and it sums every thread's.
+func TestProcCPUIsPrecise(t *testing.T) {
+	pid := os.Getpid()
+	if _, ok := schedCPU(pid); !ok {
+		t.Skip("no /proc/PID/task/*/schedstat on this kernel: procCPU reads /proc/PID/stat")
+	}
+	self := func() time.Duration {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+			t.Fatal(err)
+		}
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	// spin burns d of this process's CPU on a thread of its own.
+	spin := func(d time.Duration) {
+		done := make(chan struct{})
+		go func() {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			for start := self(); self()-start < d; {
+			}
+			close(done)
+		}()
+		<-done
+	}
+	var got []time.Duration
+	for range 5 {
+		before := procCPU(pid)
+		spin(3 * time.Millisecond)
+		got = append(got, procCPU(pid)-before)
+	}
+	slices.Sort(got)
+	if med := got[2]; med < 2500*time.Microsecond || med > 8*time.Millisecond {
+		t.Fatalf("3 ms of CPU on another thread read as %v (sorted over 5 spins: %v)", med, got)
+	}
+}
