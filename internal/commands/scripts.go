@@ -54,6 +54,26 @@ var FunctionSubcommands = map[string]struct {
 	"kill": {2, false, true}, "help": {2, false, true},
 }
 
+// CheckFunction is FUNCTION's check before it runs (Check's for
+// FunctionWrite and FunctionRead, the node's for KILL and HELP): its
+// subcommand in lower case, or the input error that refuses it, Redis
+// 7's: the arity of "function" or of its subcommand ("function|load"),
+// or an unknown subcommand. MULTI refuses with it at queuing time.
+func CheckFunction(args [][]byte) (string, error) {
+	if len(args) < 2 {
+		return "", &ArityError{Name: "function"}
+	}
+	sub := strings.ToLower(string(args[1]))
+	sc, known := FunctionSubcommands[sub]
+	if !known {
+		return "", newError("unknown subcommand '" + string(args[1]) + "'. Try FUNCTION HELP.")
+	}
+	if !ArityOK(sc.Arity, len(args)) {
+		return "", &ArityError{Name: "function|" + sub}
+	}
+	return sub, nil
+}
+
 // Resolve is Lookup of the command args name, and for FUNCTION, which no
 // Lookup finds, the spec of its subcommand (see FunctionWrite): the
 // lookup of the node's paths that run a client's command (serve, a

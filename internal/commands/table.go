@@ -229,5 +229,9 @@ func Check(spec *Spec, args [][]byte) error {
 	if !ArityOK(spec.Arity, len(args)) {
 		return &ArityError{Name: spec.Name}
 	}
+	if spec == FunctionWrite || spec == FunctionRead {
+		_, err := CheckFunction(args)
+		return err
+	}
 	return nil
 }

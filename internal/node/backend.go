@@ -662,17 +662,11 @@ var Version = "0.1.0"
 // on a follower as any write), LIST, DUMP and STATS reads of what this
 // node applied (commands.FunctionRead); KILL and HELP are this node's.
 func (b backend) functionCmd(ctx context.Context, args [][]byte) (commands.Reply, bool, error) {
-	if len(args) < 2 {
-		return nil, true, &commands.ArityError{Name: "function"}
+	sub, err := commands.CheckFunction(args)
+	if err != nil {
+		return nil, true, err
 	}
-	sub := strings.ToLower(string(args[1]))
-	sc, known := commands.FunctionSubcommands[sub]
-	if !known {
-		return commands.ErrorReply("ERR unknown subcommand '" + string(args[1]) + "'. Try FUNCTION HELP."), true, nil
-	}
-	if !commands.ArityOK(sc.Arity, len(args)) {
-		return nil, true, &commands.ArityError{Name: "function|" + sub}
-	}
+	sc := commands.FunctionSubcommands[sub]
 	switch sub {
 	case "kill":
 		return b.n.scripts.KillFunction(), true, nil
@@ -691,18 +685,46 @@ func (b backend) functionCmd(ctx context.Context, args [][]byte) (commands.Reply
 // node's engine. The cache is the node's own: SCRIPT LOAD on the leader
 // does not reach the followers, nor a leader after a failover (EVALSHA
 // answers NOSCRIPT there and clients send EVAL, as all common ones do).
-func (b backend) scriptCmd(args [][]byte) (commands.Reply, bool, error) {
+// scriptArity is each SCRIPT subcommand's arity (Redis's "script|load").
+var scriptArity = map[string]int{"load": 3, "exists": -3, "flush": -2, "kill": 2, "help": 2}
+
+// checkScript is SCRIPT's check before it runs: its subcommand (lower
+// case), or the input error that refuses it (arity, an unknown
+// subcommand).
+func checkScript(args [][]byte) (string, error) {
 	if len(args) < 2 {
-		return nil, true, &commands.ArityError{Name: "script"}
+		return "", &commands.ArityError{Name: "script"}
 	}
 	sub := strings.ToLower(string(args[1]))
-	arity := map[string]int{"load": 3, "exists": -3, "flush": -2, "kill": 2, "help": 2}
-	a, known := arity[sub]
+	a, known := scriptArity[sub]
 	if !known {
-		return commands.ErrorReply("ERR unknown subcommand '" + string(args[1]) + "'. Try SCRIPT HELP."), true, nil
+		return "", commands.InputError("unknown subcommand '" + string(args[1]) + "'. Try SCRIPT HELP.")
 	}
 	if !commands.ArityOK(a, len(args)) || sub == "flush" && len(args) > 3 {
-		return nil, true, &commands.ArityError{Name: "script|" + sub}
+		return "", &commands.ArityError{Name: "script|" + sub}
+	}
+	return sub, nil
+}
+
+// Queueable implements resp.QueueingBackend: SCRIPT, and FUNCTION KILL
+// and HELP (the FUNCTION subcommands with no spec; the others are data
+// commands, queued as such), are queued in MULTI, as Redis queues them.
+func (b backend) Queueable(args [][]byte) (bool, error) {
+	switch {
+	case strings.EqualFold(string(args[0]), "script"):
+		_, err := checkScript(args)
+		return true, err
+	case strings.EqualFold(string(args[0]), "function"):
+		_, err := commands.CheckFunction(args)
+		return true, err
+	}
+	return false, nil
+}
+
+func (b backend) scriptCmd(args [][]byte) (commands.Reply, bool, error) {
+	sub, err := checkScript(args)
+	if err != nil {
+		return nil, true, err
 	}
 	e := b.n.scripts
 	switch sub {

@@ -510,3 +510,53 @@ func TestBusyReplyNamesItsKill(t *testing.T) {
 		}
 	}
 }
+
+// TestScriptCommandsQueueInMulti: SCRIPT and FUNCTION KILL and HELP are
+// queued inside MULTI and answered at their place in EXEC's reply, and a
+// bad one (arity, unknown subcommand, FUNCTION's included) is refused when
+// queued and discards the transaction, with redis-server 7.0.15's replies;
+// TANDEM.* commands stay unknown there.
+func TestScriptCommandsQueueInMulti(t *testing.T) {
+	n := testNode(t, "n1", nil)
+	conn, err := net.Dial("tcp", n.respAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	send := func(cmds ...string) {
+		t.Helper()
+		var b strings.Builder
+		for _, c := range cmds {
+			b.WriteString(c + "\r\n")
+		}
+		if _, err := conn.Write([]byte(b.String())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expect := func(want ...string) {
+		t.Helper()
+		for _, w := range want {
+			line, err := br.ReadString('\n')
+			if err != nil || line != w+"\r\n" {
+				t.Fatalf("got %q (%v), want %q", line, err, w)
+			}
+		}
+	}
+	send("MULTI", "FUNCTION KILL", "SCRIPT KILL", `SCRIPT LOAD "return 1"`, "SET a 1",
+		"SCRIPT EXISTS e0e1f9fabfc9d4800c877a703b823ac0578ff8db", "EXEC")
+	expect("+OK", "+QUEUED", "+QUEUED", "+QUEUED", "+QUEUED", "+QUEUED", "*5",
+		"-NOTBUSY No scripts in execution right now.", "-NOTBUSY No scripts in execution right now.",
+		"$40", "e0e1f9fabfc9d4800c877a703b823ac0578ff8db", "+OK", "*1", ":1")
+	send("MULTI", "SCRIPT", "SCRIPT FOO", "FUNCTION KILL x", "FUNCTION BAR", "FUNCTION LOAD", "TANDEM.LSN", "SET a 2", "EXEC", "GET a")
+	expect("+OK",
+		"-ERR wrong number of arguments for 'script' command",
+		"-ERR unknown subcommand 'FOO'. Try SCRIPT HELP.",
+		"-ERR wrong number of arguments for 'function|kill' command",
+		"-ERR unknown subcommand 'BAR'. Try FUNCTION HELP.",
+		"-ERR wrong number of arguments for 'function|load' command",
+		"-ERR unknown command 'TANDEM.LSN', with args beginning with: ",
+		"+QUEUED",
+		"-EXECABORT Transaction discarded because of previous errors.",
+		"$1", "1")
+}

@@ -3,6 +3,7 @@ package resp
 import (
 	"context"
 	"errors"
+	"strings"
 
 	"github.com/tidwall/redcon"
 
@@ -232,6 +233,12 @@ func (n *node) queue(c redcon.Conn, sess *Session, args [][]byte) bool {
 		if !sc.arityOK(len(args)) {
 			tx.dirty = true
 			c.WriteError(errArity(sc.name))
+			return true
+		}
+	} else if ok, err := n.queueable(args); ok {
+		if err != nil {
+			tx.dirty = true
+			c.WriteError(n.srv.errorText(err, sess, strings.ToLower(string(args[0]))))
 			return true
 		}
 	} else {
@@ -520,4 +527,12 @@ func (n *node) execErrorText(err error, sess *Session) string {
 		return replyExecAbortCause + text
 	}
 	return text
+}
+
+// queueable is the backend's QueueingBackend.Queueable, false without one.
+func (n *node) queueable(args [][]byte) (ok bool, err error) {
+	if n.queues == nil {
+		return false, nil
+	}
+	return n.queues.Queueable(args)
 }

@@ -20,6 +20,19 @@ type CustomBackend interface {
 	Custom(ctx context.Context, args [][]byte) (reply commands.Reply, ok bool, err error)
 }
 
+// QueueingBackend is an optional CustomBackend capability: the custom
+// commands a transaction may queue, as Redis queues SCRIPT and FUNCTION
+// KILL and HELP inside MULTI. Queueable says whether args is one (ok)
+// and, if so, the input error that refuses it at queuing time (arity, an
+// unknown subcommand: the transaction is then discarded at EXEC, as
+// Redis does), nil to queue it. A queued custom command is served at its
+// place in EXEC's reply, after the transaction's data commands ran, as a
+// queued connection command is; the others (TANDEM.*) stay refused as
+// unknown inside MULTI.
+type QueueingBackend interface {
+	Queueable(args [][]byte) (ok bool, err error)
+}
+
 // PipelineBackend is an optional Backend capability that lets the writes
 // of one connection's pipeline share commits instead of waiting for one
 // commit each.
@@ -71,6 +84,7 @@ type node struct {
 	srv    *Server
 	b      Backend
 	custom CustomBackend   // nil when b has no custom commands
+	queues QueueingBackend // nil when no custom command may be queued in MULTI
 	pipe   PipelineBackend // nil when b cannot submit writes ahead
 	batch  BatchBackend    // nil when b cannot submit them as one
 	then   ThenBackend     // nil when b cannot answer writes for the connection
@@ -124,6 +138,7 @@ func nodeState(sess *Session) *nodeConn { return sess.Local.(*nodeConn) }
 func NewServer(cfg Config, b Backend) *Server {
 	n := &node{b: b}
 	n.custom, _ = b.(CustomBackend)
+	n.queues, _ = b.(QueueingBackend)
 	n.pipe, _ = b.(PipelineBackend)
 	n.batch, _ = b.(BatchBackend)
 	n.then, _ = b.(ThenBackend)
