@@ -29,6 +29,7 @@ func upCmd() *cobra.Command {
 		zones    []string
 		pzone    string
 		prefer   string
+		silence  time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -55,7 +56,7 @@ func upCmd() *cobra.Command {
 				}
 			}
 			cfg.ServerArgs = append(cfg.ServerArgs, "--mode", mode, "--log-level", logLevel)
-			cfg.OrchestratorArgs = append(cfg.OrchestratorArgs, "--log-level", logLevel, "--mode", mode)
+			cfg.OrchestratorArgs = append(cfg.OrchestratorArgs, "--log-level", logLevel, "--mode", mode, "--follower-silence", silence.String())
 			if err := applyZones(&cfg, zones, pzone, prefer); err != nil {
 				return err
 			}
@@ -113,6 +114,15 @@ func upCmd() *cobra.Command {
 	f.StringVar(&etcd, "etcd", "", "use this etcd cluster (comma-separated endpoints) instead of an embedded one")
 	f.StringSliceVar(&zones, "zones", nil, "each node's --zone in order (n1 first), e.g. a,a,b")
 	f.StringVar(&pzone, "proxy-zone", "", "the proxy's --zone: it reads from followers in this zone first")
+	// The orchestrators' own default (200 ms) is for nodes on machines
+	// of their own. A local cluster's processes share one machine and
+	// stall together under its load: an idle tandem up at load 14 (other
+	// work on 2 cores) was failed over on a 338 ms stall, both followers
+	// having last heard the leader over 200 ms before. A killed leader's
+	// followers lose their stream and vouch for nothing, so its detection
+	// does not wait for this (the e2e chaos tests use 1 s for the same
+	// reason).
+	f.DurationVar(&silence, "follower-silence", time.Second, "the orchestrators' --follower-silence: a follower that heard the leader more recently vetoes a failover on suspicion (a killed leader is not waited for)")
 	f.StringVar(&prefer, "preferred-zone", "", "the orchestrators' --preferred-zone: among equally advanced candidates of equal priority, the leader is chosen in this zone")
 	f.IntVar(&cfg.Orchestrators, "orchestrators", 2, "orchestrator processes (one is active, the others stand by)")
 	f.IntVar(&cfg.SentinelPort, "sentinel-port", 26380, "Sentinel-compatible port of orchestrator 1 (the others take the next ports; 0 picks free ports)")
