@@ -197,8 +197,10 @@ type Node struct {
 	// role stops and the new one starts. Nothing that a role's stop waits
 	// for takes it.
 	changeMu sync.Mutex
-	mu       sync.Mutex // guards role
-	role     role       // never nil
+	// role is the role in force, never nil: read by every command
+	// (current), so an atomic load rather than a mutex every connection's
+	// goroutine takes; set under changeMu.
+	role atomic.Pointer[roleRef]
 
 	agent *agent // the control plane's side in this node; nil when static
 
@@ -320,10 +322,10 @@ func Start(cfg Config) (*Node, error) {
 		pubsub:  pubsub.New(),
 		blocked: newBlockRegistry(),
 		scripts: script.New(script.Config{BusyAfter: cfg.ScriptBusyAfter, Log: log}),
-		role:    newFenced("starting"),
 		closed:  make(chan struct{}),
 		roleSet: make(chan struct{}, 1), agentRoleSet: make(chan struct{}, 1),
 	}
+	n.role.Store(&roleRef{newFenced("starting")})
 	if err := n.listen(); err != nil {
 		n.Close()
 		return nil, err
@@ -424,16 +426,13 @@ func (n *Node) Addrs() (respAddr, peer, httpAddr string) {
 }
 
 // current returns the role now; it is never nil.
-func (n *Node) current() role {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.role
-}
+// roleRef holds a role for Node.role (an atomic.Pointer needs one type).
+type roleRef struct{ r role }
+
+func (n *Node) current() role { return n.role.Load().r }
 
 func (n *Node) setRole(r role) {
-	n.mu.Lock()
-	n.role = r
-	n.mu.Unlock()
+	n.role.Store(&roleRef{r})
 	select {
 	case n.roleSet <- struct{}{}:
 	default:
