@@ -1142,6 +1142,9 @@ func (p *Proxy) completeRead(ctx context.Context, sess *resp.Session, o *op) []b
 					n.servedAt(at)
 				}
 			}
+			if o.policy.Kind == resp.PolicyBounded {
+				n.boundedOK.Store(false)
+			}
 			if o.wait && hasPrefix(r, "-TRYAGAIN") {
 				// It waited its read wait and did not get there: keep
 				// waiting reads off it for a while.
@@ -1193,6 +1196,10 @@ func (p *Proxy) completeRead(ctx context.Context, sess *resp.Session, o *op) []b
 				s.read = maxPos(s.read, t)
 				n.servedAt(t)
 			}
+		}
+		if o.policy.Kind == resp.PolicyBounded {
+			lim := n.slowLimit()
+			n.boundedOK.Store(lim < 0 || p.now().Sub(o.sentAt) < lim)
 		}
 		leader, _, _ := p.snapshot()
 		if waitsForLeader(o.policy) && n != leader && !(o.known && o.policy.Kind == resp.PolicyLinearizable) && n.slow(p.now().Sub(o.sentAt), p.now()) {

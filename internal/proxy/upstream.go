@@ -554,8 +554,12 @@ type node struct {
 
 	// index batches the node's linearizable reads (readindex.go).
 	index *readIndex
-	// group forms its groups of bounded reads (waitgroup.go).
-	group waitGroup
+	// group forms its groups of bounded reads (waitgroup.go);
+	// boundedOK: the last bounded read answered there was served within
+	// the slow-read limit (not refused, not slow), so that one in a group
+	// is not likely to wait: groups form only then.
+	group     waitGroup
+	boundedOK atomic.Bool
 
 	inflight atomic.Int64 // requests sent and not answered: the load
 	reads    atomic.Uint64
@@ -624,6 +628,7 @@ func (n *node) knownAppliedIn(floor position) bool {
 // forget drops what the node is known to have applied (it failed: it may
 // come back restarted, from an older position).
 func (n *node) forget() {
+	n.boundedOK.Store(false)
 	n.pmu.Lock()
 	n.applied = position{}
 	n.pmu.Unlock()
