@@ -22,9 +22,9 @@ import (
 // before; RESET ends each one's session state before the next one's
 // begins. A read can only wait behind reads of the same bound on the same
 // follower, which wait for the same freshness (the first one served
-// proves it for those behind, up to their own check), so a group holds up
-// nothing that would not have waited anyway. But a node serves a
-// connection's reads one after another, so reads in a group that all
+// proves it for those behind, up to their own check), and a read in a
+// group waits for what it would have waited for alone; but a node serves
+// a connection's reads one after another, so reads in a group that all
 // find the follower too stale wait its read wait each in turn, where on
 // connections of their own they waited at once: groups form only while
 // the follower's last bounded read was served at once (node.boundedOK:
@@ -47,9 +47,12 @@ type waitGroup struct {
 // closed, where a group otherwise waits for one Gosched.
 var holdGroups atomic.Pointer[chan struct{}]
 
-// maxGroup bounds the reads of a group (see above): 8 at -c 50 under
-// tandem bench reads took the followers' system calls per read from
-// 2.20+1.19 to about 0.6+0.4.
+// maxGroup bounds the reads of a group (see above). Under tandem bench
+// reads at lag 0 (50 sessions) the followers' read+write system calls
+// per bounded read went from 2.10-2.24+1.14-1.22 to 1.00-1.06+0.58-0.60
+// with it, to 0.55-0.58+0.35-0.38 with groups unbounded and no
+// boundedOK: a follower falling behind within a group costs its last
+// read up to maxGroup read waits, which 8 keeps under a second.
 const maxGroup = 8
 
 // plantGroupAnyFollower is a planted bug for tests: groups form on a
