@@ -686,10 +686,10 @@ func (p *Proxy) send(sess *resp.Session, o *op, n *node) {
 		// With the bounded reads of the same bound that come with it,
 		// in one call on a connection of their own (waitgroup.go).
 		o.sentAt = p.now()
-		if !n.healthy() {
-			p.stats.readsToDown.Add(1)
-		}
 		if n.group.join(n, o, sess.ID()) {
+			if !n.healthy() {
+				p.stats.readsToDown.Add(1)
+			}
 			return
 		}
 	}
