@@ -516,6 +516,9 @@ type op struct {
 	policy  Policy
 	cmds    [][][]byte // what the current attempt sent
 	at, tok int
+	// from: the current attempt's commands begin at this index of its
+	// call's (a bounded read in a group, waitgroup.go; else 0).
+	from    int
 	call    *call // the current attempt; nil: none started
 	tried   []*node
 	began   time.Time
@@ -638,7 +641,7 @@ func (p *Proxy) sendBurst(sess *resp.Session) {
 func (p *Proxy) send(sess *resp.Session, o *op, n *node) {
 	s := sess.Local.(*session)
 	withPos := n.positions.Load() == 1
-	o.batch, o.proved, o.knownForm = nil, false, false
+	o.batch, o.proved, o.knownForm, o.from = nil, false, false, 0
 	switch {
 	case !withPos || (!positional(s.policy) && (o.read || s.user == "")):
 		// A bare command (what readCmds and writeCmds give, without
@@ -678,6 +681,17 @@ func (p *Proxy) send(sess *resp.Session, o *op, n *node) {
 		var at []int
 		o.cmds, at, o.tok = s.writeCmds([][][]byte{o.args}, withPos)
 		o.at = at[0]
+	}
+	if o.read && o.wait && o.policy.Kind == resp.PolicyBounded && withPos {
+		// With the bounded reads of the same bound that come with it,
+		// in one call on a connection of their own (waitgroup.go).
+		o.sentAt = p.now()
+		if n.group.join(n, o, sess.ID()) {
+			if !n.healthy() {
+				p.stats.readsToDown.Add(1)
+			}
+			return
+		}
 	}
 	if o.first.done == nil {
 		o.call = &o.first
@@ -1112,7 +1126,7 @@ func (p *Proxy) completeRead(ctx context.Context, sess *resp.Session, o *op) []b
 			o.floor = maxPos(o.floor, o.batch.at)
 		}
 		r := o.call.replies[o.at]
-		for i, pre := range o.call.replies[:o.at] {
+		for i, pre := range o.call.replies[o.from:o.at] {
 			if o.batch != nil {
 				break // the probe's and other reads' replies
 			}
@@ -1127,6 +1141,9 @@ func (p *Proxy) completeRead(ctx context.Context, sess *resp.Session, o *op) []b
 				if at, ok := appliedIn(r); ok {
 					n.servedAt(at)
 				}
+			}
+			if o.policy.Kind == resp.PolicyBounded {
+				n.boundedOK.Store(false)
 			}
 			if o.wait && hasPrefix(r, "-TRYAGAIN") {
 				// It waited its read wait and did not get there: keep
@@ -1180,6 +1197,10 @@ func (p *Proxy) completeRead(ctx context.Context, sess *resp.Session, o *op) []b
 				n.servedAt(t)
 			}
 		}
+		if o.policy.Kind == resp.PolicyBounded {
+			lim := n.slowLimit()
+			n.boundedOK.Store(lim < 0 || p.now().Sub(o.sentAt) < lim)
+		}
 		leader, _, _ := p.snapshot()
 		if waitsForLeader(o.policy) && n != leader && !(o.known && o.policy.Kind == resp.PolicyLinearizable) && n.slow(p.now().Sub(o.sentAt), p.now()) {
 			// The follower's reads wait for the leader's position: it
@@ -1222,7 +1243,7 @@ func (s *session) await(ctx context.Context, c *call, timeout time.Duration) err
 		// its reply. A shared connection is fine; a connection of the
 		// request's own is closed (it holds nothing else, and a node
 		// that never answered would keep it from the next waiting read).
-		if c.lease != nil {
+		if c.lease != nil && c.reads.Load() <= 1 {
 			c.abandon()
 		}
 		return ctx.Err()

@@ -3,6 +3,8 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -387,4 +389,86 @@ func TestLinearizableOnTheLeaderBatched(t *testing.T) {
 	if !strings.Contains(info, "reads_linearizable_batched:") {
 		t.Errorf("INFO counts no batched linearizable read:\n%s", info)
 	}
+}
+
+// TestNextBatchLeavesFromTheReader: the batch that formed while a
+// follower's batches were all out is sent by the reader of the batch that
+// came back (settle), not by a goroutine of its own that the reads queued
+// for the slot must wait to be scheduled. It fails with
+// plantSendOnNewGoroutine.
+func TestNextBatchLeavesFromTheReader(t *testing.T) {
+	var (
+		mu      sync.Mutex
+		settled = map[*indexBatch]uint64{}
+		inline  int
+		apart   []string
+	)
+	traceNextBatch = func(b *indexBatch, event string) {
+		g := goroutineID()
+		mu.Lock()
+		defer mu.Unlock()
+		switch event {
+		case "settled":
+			settled[b] = g
+		case "sent":
+			at, ok := settled[b]
+			switch {
+			case !ok:
+			case at == g:
+				inline++
+			default:
+				apart = append(apart, fmt.Sprintf("settled on goroutine %d, sent on %d", at, g))
+			}
+		}
+	}
+	t.Cleanup(func() { traceNextBatch = nil })
+
+	l, _, _, v := linearizableFakes(t)
+	hold := make(chan struct{})
+	l.mu.Lock()
+	l.indexHold = hold
+	l.mu.Unlock()
+	p, addr := startProxy(t, Config{Policy: Policy{Kind: resp.PolicyLinearizable}}, v)
+	waitProbed(t, p)
+	const n = 40
+	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, PoolSize: n, ReadTimeout: 10 * time.Second})
+	t.Cleanup(func() { c.Close() })
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			_, err := c.Get(context.Background(), "k").Result()
+			errs <- err
+		}()
+	}
+	// The first batches of each follower are held at the leader; the
+	// rest of the reads form the next, which a batch coming back sends.
+	testutil.Eventually(t, "reads queued", 5*time.Second, func() (bool, string) {
+		return p.stats.readsIndexed.Load() == n, fmt.Sprintf("%d of %d reads queued", p.stats.readsIndexed.Load(), n)
+	})
+	close(hold)
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(apart) > 0 {
+		t.Errorf("%d batches waited for a goroutine of their own after the batch before came back: %v", len(apart), apart)
+	}
+	if inline == 0 && len(apart) == 0 {
+		t.Fatalf("no batch formed while the batches were out (%d index queries): the test proves nothing", p.stats.indexQueries.Load())
+	}
+}
+
+// goroutineID is the running goroutine's number, from its stack's header.
+func goroutineID() uint64 {
+	buf := make([]byte, 64)
+	buf = buf[:runtime.Stack(buf, false)]
+	f := strings.Fields(string(buf))
+	if len(f) < 2 {
+		return 0
+	}
+	id, _ := strconv.ParseUint(f[1], 10, 64)
+	return id
 }

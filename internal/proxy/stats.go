@@ -29,6 +29,7 @@ type stats struct {
 	readsWaited        atomic.Uint64 // reads that waited for a node (no leader at all)
 	readsMayWait       atomic.Uint64 // reads sent on a connection of their own: they may wait on the node
 	readsMayWaitSh     atomic.Uint64 // such reads sent on a shared connection: all of the node's own were busy
+	readGroups         atomic.Uint64 // calls carrying bounded reads that may wait (waitgroup.go)
 	readsWaitedAgain   atomic.Uint64 // monotonic reads sent to wait again on the follower that refused them
 	readsFloorKnown    atomic.Uint64 // ryw and monotonic reads sent without the session's state: the node is known to have the floor
 	readsFloorUnproven atomic.Uint64 // of those, served at a position that did not prove the floor: sent again with it
@@ -153,7 +154,7 @@ func (p *Proxy) infoProxy() string {
 	writeMap(&b, "reads_failed_", snap.failed)
 	fmt.Fprintf(&b, "reads_cross_zone:%d\r\nreads_sent_elsewhere:%d\r\nreads_retried_after_node_failure:%d\r\nreads_waited_for_leader:%d\r\n",
 		snap.crossZone, p.stats.readsElsewhere.Load(), p.stats.readsRetried.Load(), p.stats.readsWaited.Load())
-	fmt.Fprintf(&b, "reads_may_wait:%d\r\nreads_may_wait_on_shared:%d\r\nreads_waited_again:%d\r\n", p.stats.readsMayWait.Load(), p.stats.readsMayWaitSh.Load(), p.stats.readsWaitedAgain.Load())
+	fmt.Fprintf(&b, "reads_may_wait:%d\r\nreads_may_wait_on_shared:%d\r\nreads_may_wait_groups:%d\r\nreads_waited_again:%d\r\n", p.stats.readsMayWait.Load(), p.stats.readsMayWaitSh.Load(), p.stats.readGroups.Load(), p.stats.readsWaitedAgain.Load())
 	fmt.Fprintf(&b, "reads_floor_known:%d\r\nreads_floor_unproven:%d\r\nread_proofs:%d\r\n", p.stats.readsFloorKnown.Load(), p.stats.readsFloorUnproven.Load(), p.stats.readProofs.Load())
 	fmt.Fprintf(&b, "reads_linearizable_batched:%d\r\nreads_linearizable_unproven:%d\r\nread_index_queries:%d\r\nread_index_failed:%d\r\nread_index_slow:%d\r\n",
 		p.stats.readsIndexed.Load(), p.stats.indexUnproven.Load(), p.stats.indexQueries.Load(), p.stats.indexRefused.Load(), p.stats.indexSlow.Load())

@@ -47,6 +47,11 @@ type call struct {
 	// lease is the node's waiting-read connection the call holds alone
 	// (node.borrow), given back when it is done; nil on a shared one.
 	lease *upConn
+	// reads counts the reads of a group of bounded reads (waitgroup.go)
+	// carried: a client that leaves closes the connection of a call of
+	// its own, not one that carries others' reads (their timeouts
+	// close it if the node never answers).
+	reads atomic.Int32
 	// then, if set, runs once the call is done, before its waiters hear
 	// of it (an index batch's settling, readindex.go).
 	then func(*call)
@@ -549,6 +554,12 @@ type node struct {
 
 	// index batches the node's linearizable reads (readindex.go).
 	index *readIndex
+	// group forms its groups of bounded reads (waitgroup.go);
+	// boundedOK: the last bounded read answered there was served within
+	// the slow-read limit (not refused, not slow), so that one in a group
+	// is not likely to wait: groups form only then.
+	group     waitGroup
+	boundedOK atomic.Bool
 
 	inflight atomic.Int64 // requests sent and not answered: the load
 	reads    atomic.Uint64
@@ -617,6 +628,7 @@ func (n *node) knownAppliedIn(floor position) bool {
 // forget drops what the node is known to have applied (it failed: it may
 // come back restarted, from an older position).
 func (n *node) forget() {
+	n.boundedOK.Store(false)
 	n.pmu.Lock()
 	n.applied = position{}
 	n.pmu.Unlock()

@@ -380,11 +380,29 @@ func (w *window) rate() float64 {
 }
 
 // cpuSample is CPU time by process: the leader, the followers together,
-// the proxy and this process (the client).
-type cpuSample struct{ leader, followers, proxy, client float64 }
+// the proxy and this process (the client); and the read and write system
+// calls of the proxy and the nodes (/proc/PID/io syscr, syscw: read(2),
+// write(2) and their kin, a Go netpoller's EAGAIN reads included), which
+// say how many requests share a system call.
+type cpuSample struct {
+	leader, followers, proxy, client float64
+	sys                              sysCalls
+}
+
+// sysCalls are read and write system calls by process.
+type sysCalls struct{ proxy, leader, followers [2]float64 }
 
 func (c cpuSample) sub(d cpuSample) cpuSample {
-	return cpuSample{c.leader - d.leader, c.followers - d.followers, c.proxy - d.proxy, c.client - d.client}
+	return cpuSample{c.leader - d.leader, c.followers - d.followers, c.proxy - d.proxy, c.client - d.client, c.sys.add(d.sys, -1)}
+}
+
+func (s sysCalls) add(d sysCalls, sign float64) sysCalls {
+	for i := range 2 {
+		s.proxy[i] += sign * d.proxy[i]
+		s.leader[i] += sign * d.leader[i]
+		s.followers[i] += sign * d.followers[i]
+	}
+	return s
 }
 
 // cluster is the CPU of the proxy and every node.
@@ -402,8 +420,12 @@ func (p procs) sample() cpuSample {
 		proxy:  procCPU(p.proxy).Seconds(),
 		client: procCPU(os.Getpid()).Seconds(),
 	}
+	s.sys.leader, s.sys.proxy = procIO(p.leader), procIO(p.proxy)
 	for _, f := range p.followers {
 		s.followers += procCPU(f).Seconds()
+		io := procIO(f)
+		s.sys.followers[0] += io[0]
+		s.sys.followers[1] += io[1]
 	}
 	return s
 }
@@ -770,6 +792,11 @@ func runLag(ctx context.Context, o Options, dir string, lag time.Duration) ([]re
 			per := func(sec float64) float64 { return sec / float64(r.reads) * 1e6 }
 			fmt.Fprintf(o.Out, "  %-13s CPU per read, writes' included: proxy %.1f us, leader %.1f us, followers %.1f us, client %.1f us\n", "",
 				per(r.cpu.proxy), per(r.cpu.leader), per(r.cpu.followers), per(r.cpu.client))
+			rw := func(c [2]float64) string {
+				return fmt.Sprintf("%.2f+%.2f", c[0]/float64(r.reads), c[1]/float64(r.reads))
+			}
+			fmt.Fprintf(o.Out, "  %-13s system calls per read (read+write), writes' included: proxy %s, leader %s, followers %s\n", "",
+				rw(r.cpu.sys.proxy), rw(r.cpu.sys.leader), rw(r.cpu.sys.followers))
 		}
 	}
 	if id, _, err := c.Leader(ctx); err == nil && id != leader {
@@ -1051,7 +1078,7 @@ func summarize(policies []string, lag time.Duration, leaderName string, wins []*
 		r.ownReads += win.ownReads.Load()
 		r.stale += win.stale.Load()
 		r.secs += win.secs
-		r.cpu = cpuSample{r.cpu.leader + win.cpu.leader, r.cpu.followers + win.cpu.followers, r.cpu.proxy + win.cpu.proxy, r.cpu.client + win.cpu.client}
+		r.cpu = cpuSample{r.cpu.leader + win.cpu.leader, r.cpu.followers + win.cpu.followers, r.cpu.proxy + win.cpu.proxy, r.cpu.client + win.cpu.client, r.cpu.sys.add(win.cpu.sys, 1)}
 		_, all, fromLeader := share(win)
 		r.fromAll += all
 		r.fromLeader += fromLeader
@@ -1200,6 +1227,15 @@ func routing(before, after map[string]uint64) string {
 			parts = append(parts, fmt.Sprintf("%s %d", strings.TrimPrefix(k, "reads_"), d))
 		}
 	}
+	// Where a batched linearizable read waits at the proxy: joining its
+	// batch until the batch leaves, and the batch's round trip.
+	d := func(k string) uint64 { return after[k] - before[k] }
+	if n := d("read_index_reads_sent"); n > 0 {
+		parts = append(parts, fmt.Sprintf("index queued %.2f ms/read", float64(d("read_index_queued_usec"))/1e3/float64(n)))
+	}
+	if n := d("read_index_batches_answered"); n > 0 {
+		parts = append(parts, fmt.Sprintf("index batch %.2f ms", float64(d("read_index_batch_usec"))/1e3/float64(n)))
+	}
 	if len(parts) == 0 {
 		return "-"
 	}
@@ -1272,6 +1308,29 @@ func statCPU(pid int) time.Duration {
 	ut, _ := strconv.ParseInt(string(f[11]), 10, 64)
 	st, _ := strconv.ParseInt(string(f[12]), 10, 64)
 	return time.Duration(ut+st) * time.Second / 100
+}
+
+// procIO is a process's read and write system calls (/proc/PID/io
+// syscr, syscw), zero if they cannot be read.
+func procIO(pid int) (rw [2]float64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return rw
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ": ")
+		n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if !ok || err != nil {
+			continue
+		}
+		switch k {
+		case "syscr":
+			rw[0] = n
+		case "syscw":
+			rw[1] = n
+		}
+	}
+	return rw
 }
 
 func loadAvg() string {

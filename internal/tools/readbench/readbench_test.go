@@ -217,3 +217,32 @@ func TestProcCPUIsPrecise(t *testing.T) {
 		t.Fatalf("3 ms of CPU on another thread read as %v (sorted over 5 spins: %v)", med, got)
 	}
 }
+
+// TestProcIO: procIO counts this process's read and write system calls,
+// each as such: k reads of a file and 3k writes to it add at least that
+// many of each.
+func TestProcIO(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "io")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	before := procIO(os.Getpid())
+	const k = 20
+	for range k {
+		for range 3 {
+			if _, err := f.Write([]byte("x")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := f.ReadAt(make([]byte, 1), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := procIO(os.Getpid())
+	// Other goroutines of the test binary may make system calls too, so
+	// at least that many of each.
+	if r, w := after[0]-before[0], after[1]-before[1]; r < k || w < 3*k {
+		t.Errorf("after %d reads and %d writes procIO counted %v reads and %v writes", k, 3*k, r, w)
+	}
+}
