@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math/bits"
+	"slices"
 	"sync"
 	"unsafe"
 
@@ -288,7 +289,8 @@ type applyWriter struct {
 	parts  int // batches committed before the last (tests)
 	// metas: the metadata row writes (puts and deletes), and those of
 	// sub-key rows (pending), not yet in the
-	// batch, in order, and metaAt the index of each key's latest (keyed
+	// batch, in order (flushMeta writes them in key order), and metaAt
+	// the index of each key's latest (keyed
 	// on the row key's bytes, which ApplyIn built and no one writes
 	// again). A key's earlier write is dead once a later one is made:
 	// the batch is not readable before its commit, so only the last write
@@ -346,13 +348,28 @@ func (w *applyWriter) putMeta(k, row []byte, del bool) {
 	w.metas = append(w.metas, pendingMeta{key: k, row: row, del: del, cached: len(w.cached)})
 }
 
-// flushMeta writes the live pending metadata row writes into the batch,
-// in order.
+// flushMeta writes the live pending row writes into the batch in the
+// order of their keys. Each key has one live write (putMeta), and the
+// batch is applied whole, so any order leaves the same rows. In key order,
+// Pebble's memtable insert (arenaskl's Inserter) finds a row whose key
+// comes right after the one before it in the memtable from the splice
+// that insert left, with a comparison or two instead of a search from
+// the skiplist's top (about 23 at 60k rows): a group's list elements
+// (LPUSH, RPUSH) and the index rows a group's ZPOPMINs delete, which are
+// neighbours (BenchmarkApplyShapes: comparisons per entry LPUSH 20.1 →
+// 4.6, ZPOPMIN 53.7 → 32.7; random keys, SET or ZADD, unchanged).
 func (w *applyWriter) flushMeta() {
+	// The live writes, compacted to the front (metas is cleared below).
+	live := w.metas[:0]
 	for i := range w.metas {
-		m := &w.metas[i]
+		if !w.metas[i].dead {
+			live = append(live, w.metas[i])
+		}
+	}
+	slices.SortFunc(live, func(a, b pendingMeta) int { return bytes.Compare(a.key, b.key) })
+	for i := range live {
+		m := &live[i]
 		switch {
-		case m.dead:
 		case m.del:
 			_ = w.b.Delete(m.key, nil)
 		default:
