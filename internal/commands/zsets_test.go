@@ -95,7 +95,7 @@ func TestZSetCommands(t *testing.T) {
 		{"ZRANGEBYSCORE z (-inf (+inf", Array{b("zz"), b("c"), b("d"), b("b"), b("a")}},
 		{"ZREM z top bottom zz nosuch top", Int(3)},
 		{"ZCARD z", Int(4)},
-		{"ZPOPMIN z", Array{b("c"), d(3)}},
+		{"ZPOPMIN z", ScorePair{Member: []byte("c"), Score: 3}},
 		{"ZPOPMAX z 2", Pairs{b("a"), d(11), b("b"), d(6)}},
 		{"ZPOPMIN z -1", ErrorReply("ERR value is out of range, must be positive")},
 		{"ZPOPMIN z 0", Array{}},
@@ -697,6 +697,8 @@ func TestZSetRangeReadsWhatItReturns(t *testing.T) {
 			n = len(r)
 		case Pairs:
 			n = len(r)
+		case ScorePair:
+			n = 2 // member and score, as the Array it stands for
 		case Int:
 			if !strings.Contains(tc.args, "RANK") {
 				n = int(r)

@@ -60,6 +60,9 @@ func toLua(L *lua.LState, r commands.Reply, resp int) lua.LValue {
 		t.Append(lua.LString(r[0]))
 		t.Append(lua.LString(r[1]))
 		return t
+	case commands.ScorePair:
+		// As the Array{Bulk, Double} it stands for.
+		return luaArray(L, []commands.Reply{commands.Bulk(r.Member), commands.Double(r.Score)}, resp)
 	case commands.Pairs:
 		if resp == 3 {
 			t := L.CreateTable(len(r)/2, 0)
