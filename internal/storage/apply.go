@@ -97,12 +97,15 @@ func (d *DB) Apply(entries []logrec.Entry) error {
 		// before it already written. Such an entry reads (the leader
 		// sets no Prior in one either).
 		hints := !hasChunkedPut(e.Ops)
+		zkey, zver, zset := zsetOf(e.Ops)
 		for j := range e.Ops {
-			if op := &e.Ops[j]; hints && op.Kind == logrec.OpPut {
+			op := &e.Ops[j]
+			if hints && op.Kind == logrec.OpPut {
 				w.hint = op.Prior
 			}
-			err := keyspace.ApplyIn(&w, &e.Ops[j], w.arena)
-			w.hint = logrec.PriorUnknown
+			w.uncached = zset && op.Kind == logrec.OpSubPut && zsetIndexOp(op, zkey, zver)
+			err := keyspace.ApplyIn(&w, op, w.arena)
+			w.hint, w.uncached = logrec.PriorUnknown, false
 			if err != nil {
 				return fmt.Errorf("storage: apply lsn %d: %w", e.LSN, err)
 			}
@@ -240,6 +243,25 @@ func hasChunkedPut(ops []logrec.Op) bool {
 	return false
 }
 
+// zsetOf is the key and version of the sorted set whose metadata row the
+// entry's ops write, if any (the first, if several): ZADD's of a new
+// member, ZINCRBY's, a ZSTORE's.
+func zsetOf(ops []logrec.Op) (key []byte, version uint64, ok bool) {
+	for i := range ops {
+		if op := &ops[i]; op.Kind == logrec.OpMeta && keyspace.Type(op.Type) == keyspace.TypeZSet {
+			return op.Key, op.Version, true
+		}
+	}
+	return nil, 0, false
+}
+
+// zsetIndexOp reports whether op (a sub-key put) writes an index row of
+// the sorted set (key, version): a sorted set's sub-key in the index
+// family is one.
+func zsetIndexOp(op *logrec.Op, key []byte, version uint64) bool {
+	return op.Version == version && len(op.Sub) > 0 && op.Sub[0] == keyspace.ZSetIndexFamily && bytes.Equal(op.Key, key)
+}
+
 // applyWriter turns package keyspace's row writes into one Pebble batch,
 // and keeps storage's own rows in step: the expiry index row of every
 // metadata row with an expiry, and what the row cache gets once the batch
@@ -282,6 +304,16 @@ type applyWriter struct {
 	// hint is the Prior of the put being written, for its metadata row's
 	// write (prior takes it), PriorUnknown for any other op.
 	hint logrec.Prior
+	// uncached: the row being written is a sorted set's index row, which
+	// no one reads by its key (ZSCORE and ZADD read the member row; a
+	// range or a pop iterates, and an iteration reads Pebble, not the
+	// row cache), so the row cache only drops any copy of it, as for a
+	// row too big to keep, rather than keep one: an allocation, a map
+	// insert and a locked Put per ZADD on the leader, and half the room
+	// a sorted set's rows took in the cache. Set only when the entry's
+	// metadata op says the key is a sorted set (zsetOf): a ZADD that
+	// changes only a score writes none, and its rows are cached as before.
+	uncached bool
 	// locked: the writer holds readMu, from its first committed part (a
 	// chunked string's) until Apply's last batch is committed and the row
 	// cache updated.
@@ -594,7 +626,7 @@ func (w *applyWriter) Set(k, v []byte) {
 	} else {
 		_ = w.b.Set(k, v, nil)
 	}
-	if w.rows.Cacheable(len(k), len(v)) {
+	if !w.uncached && w.rows.Cacheable(len(k), len(v)) {
 		if v == nil {
 			v = []byte{} // a row that exists, if empty (a set member's); nil is none
 		}
