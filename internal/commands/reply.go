@@ -38,6 +38,14 @@ type (
 	// job of a queue gets. Stored in the Reply as it is, one allocation;
 	// a Bulks of two was two (its elements and its slice header).
 	BulkPair [2][]byte
+	// ScorePair is an array of a member (a bulk string, not null) and its
+	// score (as Double writes it): what ZPOPMIN and ZPOPMAX answer
+	// without a count. Stored in the Reply as it is, one allocation; an
+	// Array{Bulk, Double} was three (the array, each element boxed).
+	ScorePair struct {
+		Member []byte
+		Score  float64
+	}
 )
 
 func (SimpleString) isReply() {}
@@ -51,6 +59,7 @@ func (Double) isReply()       {}
 func (Set) isReply()          {}
 func (Bulks) isReply()        {}
 func (BulkPair) isReply()     {}
+func (ScorePair) isReply()    {}
 
 // OK is the +OK reply.
 const OK = SimpleString("OK")

@@ -154,6 +154,8 @@ func ReplySize(r Reply) int64 {
 		}
 	case BulkPair:
 		n += int64(len(r[0])+len(r[1])) + 2*ElementOverhead
+	case ScorePair:
+		n += int64(len(r.Member)) + 2*ElementOverhead // as Array{Bulk, Double}
 	}
 	return n
 }

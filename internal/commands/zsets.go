@@ -1083,22 +1083,49 @@ func zpop(t *txn, key []byte, z Value, max bool, count int64) ([]zitem, error) {
 	if n <= 0 {
 		return nil, nil
 	}
-	items := make([]zitem, 0, n)
-	take := func(s float64, m []byte) bool {
-		items = append(items, zpopItem(s, m))
-		return int64(len(items)) < n
+	// One allocation for the scan's state and a pop of one's item, where
+	// the closures over them (zindex's and zscanIndex's) were five: each
+	// escapes through View's scan.
+	p := &zpopScan{key: key, n: int(n)}
+	p.items = p.one[:0]
+	if n > 1 {
+		p.items = make([]zitem, 0, n)
 	}
-	var err error
+	scan, bound := t.view().SubScan, []byte{keyspace.ZSetIndexFamily}
 	if max {
-		err = zindexRev(t.view(), key, z, nil, take)
-	} else {
-		err = zindex(t.view(), key, z, nil, take)
+		scan, bound = t.view().SubScanReverse, []byte{keyspace.ZSetIndexFamily + 1}
 	}
-	if err != nil {
+	if err := scan(key, z.Version, bound, p.row); err != nil {
 		return nil, err
 	}
-	zremove(t, key, z, items)
-	return items, nil
+	if p.err != nil {
+		return nil, p.err
+	}
+	zremove(t, key, z, p.items)
+	return p.items, nil
+}
+
+// zpopScan takes a pop's members from the index rows a scan passes it
+// (row), up to n, as zscanIndex's callback and zpop's would.
+type zpopScan struct {
+	key   []byte
+	n     int
+	items []zitem
+	one   [1]zitem
+	err   error
+}
+
+func (p *zpopScan) row(sub, _ []byte) bool {
+	if sub[0] != keyspace.ZSetIndexFamily {
+		return false
+	}
+	s, m, err := keyspace.ParseZSetIndexSub(sub)
+	if err != nil {
+		p.err = fmt.Errorf("commands: sorted set %q: %w", p.key, err)
+		return false
+	}
+	p.items = append(p.items, zpopItem(s, m))
+	return len(p.items) < p.n
 }
 
 func execZPopMin(_ *Ctx, v View, args [][]byte) (Result, error) { return zpopCmd(v, args, false) }
@@ -1131,7 +1158,7 @@ func zpopCmd(v View, args [][]byte, max bool) (Result, error) {
 	if len(args) == 3 {
 		return t.result(scoresReply(items, true))
 	}
-	return t.result(Array{Bulk(items[0].member), Double(items[0].score)})
+	return t.result(ScorePair{Member: items[0].member, Score: items[0].score})
 }
 
 // execZMPop is ZMPOP numkeys key [key ...] MIN|MAX [COUNT count].

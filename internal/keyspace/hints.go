@@ -70,9 +70,9 @@ import (
 type Hints struct {
 	base Rows
 	// fwd: span start lo -> f, no live row in [lo, f).
-	fwd map[string][]byte
+	fwd map[string]*spanHint
 	// rev: span end hi -> g, no live row in [g, hi).
-	rev map[string][]byte
+	rev map[string]*spanHint
 	// dels: sub-key prefix of a (key, version) -> the point deletes of
 	// its rows passed to Delete (Deleted). heads' and dels' values are
 	// pointers so that a key held already is updated through them, with
@@ -185,7 +185,7 @@ const maxHints = 4096
 
 // NewHints returns hints over base, with none yet.
 func NewHints(base Rows) *Hints {
-	return &Hints{base: base, fwd: map[string][]byte{}, rev: map[string][]byte{}, dels: map[string]*uint64{}, heads: map[string]*headHint{}, samples: map[string]*Sample{}, wins: map[string]*window{}, lists: map[string]*listRuns{}}
+	return &Hints{base: base, fwd: map[string]*spanHint{}, rev: map[string]*spanHint{}, dels: map[string]*uint64{}, heads: map[string]*headHint{}, samples: map[string]*Sample{}, wins: map[string]*window{}, lists: map[string]*listRuns{}}
 }
 
 // SetBase changes the rows under the hints (the leader's rows at a new
@@ -293,9 +293,10 @@ func (h *Hints) Iter(lo, hi []byte, fn func(k, v []byte) bool) error {
 		delete(h.wins, string(lo)) // used up: read ahead again
 	}
 	from := lo
-	f, hinted := h.fwd[string(lo)]
+	var f []byte
+	fh, hinted := h.fwd[string(lo)]
 	if hinted {
-		if bytes.Compare(f, hi) >= 0 {
+		if f = fh.at; bytes.Compare(f, hi) >= 0 {
 			return nil // [lo, hi) is dead
 		}
 		from = f
@@ -361,10 +362,10 @@ func (h *Hints) IterReverse(lo, hi []byte, fn func(k, v []byte) bool) error {
 	}
 	to := hi
 	if g, ok := h.rev[string(hi)]; ok {
-		if bytes.Compare(g, lo) <= 0 {
+		if bytes.Compare(g.at, lo) <= 0 {
 			return nil // [lo, hi) is dead
 		}
-		to = g
+		to = g.at
 	}
 	var after []byte
 	seen := false
@@ -388,11 +389,27 @@ func (h *Hints) IterReverse(lo, hi []byte, fn func(k, v []byte) bool) error {
 	return nil
 }
 
-func (h *Hints) note(m map[string][]byte, k, v []byte) {
-	if _, ok := m[string(k)]; !ok {
+// spanHint is a span hint's key (at). It is a pointer in its map, so
+// that the hint of a span held already is moved with no map store (a
+// store makes its key a string: an allocation for every pop); and own is
+// a buffer of the hint's own that the moves past a deleted row (deadFwd,
+// deadRev, liveRev) build the new key in, so that a pop after a pop
+// allocates none either. at may be own or a key noted from elsewhere (a
+// row key Apply built, a read's copy), never written; own is written
+// only to make the next at, which no one else holds: Iter's reads use a
+// hint's key only during the call, and none of these writes runs during
+// a read.
+type spanHint struct{ at, own []byte }
+
+// note sets the hint of span end k in m to v.
+func (h *Hints) note(m map[string]*spanHint, k, v []byte) {
+	sh, ok := m[string(k)]
+	if !ok {
 		h.makeRoom()
+		sh = &spanHint{}
+		m[string(k)] = sh
 	}
-	m[string(k)] = v
+	sh.at = v
 }
 
 func (h *Hints) makeRoom() {
@@ -461,15 +478,15 @@ func (h *Hints) Set(k, v []byte) {
 // liveFwd makes the forward hint of span start lo, if any, leave row k
 // live.
 func (h *Hints) liveFwd(lo, k []byte) {
-	if f, ok := h.fwd[string(lo)]; ok && bytes.Compare(k, f) < 0 {
-		h.fwd[string(lo)] = k
+	if f, ok := h.fwd[string(lo)]; ok && bytes.Compare(k, f.at) < 0 {
+		f.at = k
 	}
 }
 
 // liveRev makes the reverse hint of span end hi, if any, leave row k live.
 func (h *Hints) liveRev(hi, k []byte) {
-	if g, ok := h.rev[string(hi)]; ok && bytes.Compare(k, g) >= 0 {
-		h.rev[string(hi)] = append(bytes.Clone(k), 0)
+	if g, ok := h.rev[string(hi)]; ok && bytes.Compare(k, g.at) >= 0 {
+		g.setAfter(k)
 	}
 }
 
@@ -531,19 +548,27 @@ func (h *Hints) Delete(k []byte) {
 	h.dels[string(prefix)] = &n
 }
 
+// setAfter sets the hint to k+0, the smallest key above k, in its own
+// buffer.
+func (sh *spanHint) setAfter(k []byte) {
+	sh.own = append(append(sh.own[:0], k...), 0)
+	sh.at = sh.own
+}
+
 // deadFwd: row k is deleted; if the forward hint of span start lo says
 // the live rows start at k, they start after it.
 func (h *Hints) deadFwd(lo, k []byte) {
-	if f, ok := h.fwd[string(lo)]; ok && bytes.Equal(f, k) {
-		h.fwd[string(lo)] = append(bytes.Clone(k), 0)
+	if f, ok := h.fwd[string(lo)]; ok && bytes.Equal(f.at, k) {
+		f.setAfter(k)
 	}
 }
 
 // deadRev: row k is deleted; if the reverse hint of span end hi says the
 // live rows end at k (g = k+0), they end before it.
 func (h *Hints) deadRev(hi, k []byte) {
-	if g, ok := h.rev[string(hi)]; ok && len(g) == len(k)+1 && g[len(k)] == 0 && bytes.Equal(g[:len(k)], k) {
-		h.rev[string(hi)] = bytes.Clone(k)
+	if g, ok := h.rev[string(hi)]; ok && len(g.at) == len(k)+1 && g.at[len(k)] == 0 && bytes.Equal(g.at[:len(k)], k) {
+		g.own = append(g.own[:0], k...)
+		g.at = g.own
 	}
 }
 

@@ -42,11 +42,11 @@ func writeReply(w redcon.Conn, r commands.Reply, proto3 bool) {
 		w.WriteBulk(r[0])
 		w.WriteBulk(r[1])
 	case commands.Double:
-		if proto3 {
-			w.WriteRaw(append(append([]byte{','}, commands.FormatDouble(float64(r))...), crlf...))
-		} else {
-			w.WriteBulk(commands.FormatDouble(float64(r)))
-		}
+		writeDouble(w, float64(r), proto3)
+	case commands.ScorePair:
+		w.WriteArray(2)
+		w.WriteBulk(r.Member)
+		writeDouble(w, r.Score, proto3)
 	case commands.ErrorReply:
 		w.WriteError(string(r))
 	case commands.Map:
@@ -95,6 +95,15 @@ var (
 	null3      = []byte("_\r\n")
 	nullArray2 = []byte("*-1\r\n")
 )
+
+// writeDouble writes a score: a double in RESP3, a bulk string in RESP2.
+func writeDouble(w redcon.Conn, d float64, proto3 bool) {
+	if proto3 {
+		w.WriteRaw(append(append([]byte{','}, commands.FormatDouble(d)...), crlf...))
+	} else {
+		w.WriteBulk(commands.FormatDouble(d))
+	}
+}
 
 func writeNull(w redcon.Conn, proto3, array bool) {
 	switch {

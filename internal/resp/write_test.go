@@ -2,6 +2,7 @@ package resp
 
 import (
 	"bytes"
+	"math"
 	"testing"
 
 	"github.com/tidwall/redcon"
@@ -64,6 +65,29 @@ func TestBulkPairWireForm(t *testing.T) {
 		}
 		if got, want := commands.ReplySize(pair), commands.ReplySize(array); got != want {
 			t.Errorf("%q: ReplySize %d, want %d", vals, got, want)
+		}
+	}
+}
+
+// TestScorePairWireForm: commands.ScorePair (ZPOPMIN's and ZPOPMAX's
+// [member, score] without a count) is written exactly as the Array of a
+// Bulk and a Double it stands for, in RESP2 and RESP3, an empty member and
+// infinite scores included, and counts as that much against the reply
+// bound.
+func TestScorePairWireForm(t *testing.T) {
+	for _, tc := range []struct {
+		member string
+		score  float64
+	}{{"m", 1.5}, {"", 0}, {"top", math.Inf(1)}, {"bottom", math.Inf(-1)}, {"x", -1e-300}} {
+		pair := commands.ScorePair{Member: []byte(tc.member), Score: tc.score}
+		array := commands.Array{commands.Bulk(tc.member), commands.Double(tc.score)}
+		for _, p3 := range []bool{false, true} {
+			if got, want := encodeReply(pair, p3), encodeReply(array, p3); !bytes.Equal(got, want) {
+				t.Errorf("%+v (RESP3 %v): %q, want %q", tc, p3, got, want)
+			}
+		}
+		if got, want := commands.ReplySize(pair), commands.ReplySize(array); got != want {
+			t.Errorf("%+v: ReplySize %d, want %d", tc, got, want)
 		}
 	}
 }

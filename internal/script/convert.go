@@ -15,8 +15,10 @@ var luaOK lua.LValue = lua.LString("OK")
 // toLua converts a command's reply for the script, by Redis's rules
 // (RESP2, the default): integer → number, bulk → string, nil bulk or nil
 // array → false, array → table, status → {ok=...}, error → {err=...};
-// a map (a RESP3 reply) is a flat array as RESP2 writes it. Under
-// redis.setresp(3) a map is {map={k=v}} and a null is nil.
+// a map (a RESP3 reply) is a flat array as RESP2 writes it, a score
+// (Double: ZSCORE, ZINCRBY, ZPOPMIN's) the string RESP2 writes. Under
+// redis.setresp(3) a map is {map={k=v}}, a score {double=n} and a null
+// is nil.
 func toLua(L *lua.LState, r commands.Reply, resp int) lua.LValue {
 	switch r := r.(type) {
 	case commands.Int:
@@ -39,6 +41,13 @@ func toLua(L *lua.LState, r commands.Reply, resp int) lua.LValue {
 		return t
 	case commands.ErrorReply:
 		return errTable(L, string(r))
+	case commands.Double:
+		if resp == 3 {
+			t := L.CreateTable(0, 1)
+			t.RawSetString("double", lua.LNumber(float64(r)))
+			return t
+		}
+		return lua.LString(commands.FormatDouble(float64(r)))
 	case commands.Array:
 		if r == nil {
 			if resp == 3 {
@@ -60,6 +69,9 @@ func toLua(L *lua.LState, r commands.Reply, resp int) lua.LValue {
 		t.Append(lua.LString(r[0]))
 		t.Append(lua.LString(r[1]))
 		return t
+	case commands.ScorePair:
+		// As the Array{Bulk, Double} it stands for.
+		return luaArray(L, []commands.Reply{commands.Bulk(r.Member), commands.Double(r.Score)}, resp)
 	case commands.Pairs:
 		if resp == 3 {
 			t := L.CreateTable(len(r)/2, 0)
@@ -101,7 +113,8 @@ const maxDepth = 1000
 // toReply converts a script's return value by Redis's rules: string →
 // bulk, number → integer (truncated toward zero), true → 1, false → nil
 // (under RESP2), a table with an err string → error, with an ok string →
-// status, with a map table → map, else an array of its elements 1, 2, …
+// status, with a double number → a score (Double), with a map table →
+// map, else an array of its elements 1, 2, …
 // up to the first nil; anything else → nil.
 func toReply(L *lua.LState, v lua.LValue, resp, depth int) commands.Reply {
 	if depth > maxDepth {
@@ -127,6 +140,9 @@ func toReply(L *lua.LState, v lua.LValue, resp, depth int) commands.Reply {
 		}
 		if s, ok := v.RawGetString("ok").(lua.LString); ok {
 			return commands.SimpleString(oneLine(string(s)))
+		}
+		if d, ok := v.RawGetString("double").(lua.LNumber); ok {
+			return commands.Double(float64(d))
 		}
 		if mp, ok := v.RawGetString("map").(*lua.LTable); ok {
 			out := commands.Map{}

@@ -568,3 +568,27 @@ func TestLibraryFunctions(t *testing.T) {
 		t.Errorf("library functions:\n got %q\nwant %q", got, want)
 	}
 }
+
+// TestScoresInScripts: a score a command answers (ZSCORE, ZINCRBY,
+// ZPOPMIN's) reaches a script as Redis 7 hands it over: the string RESP2
+// writes, or under redis.setresp(3) a table {double=n}, which a script
+// may return as the score. It reached scripts as false.
+func TestScoresInScripts(t *testing.T) {
+	e, m := newEngine(t), newMem()
+	eval(t, e, m, `redis.call('zadd', KEYS[1], 1.5, 'a'); redis.call('zadd', KEYS[1], 2, 'b')`, "1", "z")
+	for _, tc := range []struct {
+		body string
+		want commands.Reply
+	}{
+		{`return redis.call('zscore', KEYS[1], 'a')`, commands.Bulk("1.5")},
+		{`return type(redis.call('zscore', KEYS[1], 'b'))`, commands.Bulk("string")},
+		{`return redis.call('zincrby', KEYS[1], 0, 'b')`, commands.Bulk("2")},
+		{`redis.setresp(3); local s = redis.call('zscore', KEYS[1], 'a'); return tostring(s.double)`, commands.Bulk("1.5")},
+		{`redis.setresp(3); return redis.call('zscore', KEYS[1], 'a')`, commands.Double(1.5)},
+		{`return redis.call('zpopmin', KEYS[1])`, commands.Array{commands.Bulk("a"), commands.Bulk("1.5")}},
+	} {
+		if got := eval(t, e, m, tc.body, "1", "z"); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%s: %#v, want %#v", tc.body, got, tc.want)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -239,5 +240,55 @@ func TestApplyCachesLastWriteOfRow(t *testing.T) {
 	}
 	if st := d.RowCacheStats(); st.Misses != misses {
 		t.Errorf("the metadata and head rows were not read from the row cache: misses %d -> %d", misses, st.Misses)
+	}
+}
+
+// TestApplyLeavesZSetIndexRowsUncached: a ZADD's index row, which no one
+// reads by its key, is not kept in the row cache (its member row and the
+// metadata row are), and a copy the cache held is dropped: the index
+// still reads right, by iteration, after the score moves.
+func TestApplyLeavesZSetIndexRowsUncached(t *testing.T) {
+	d := open(t, vfs.NewMem())
+	defer d.Close()
+	key, member := []byte("z"), []byte("m")
+	zadd := func(lsn uint64, score float64, old *float64, size uint64) logrec.Entry {
+		ops := []logrec.Op{
+			{Kind: logrec.OpSubPut, Key: key, Version: 1, Sub: keyspace.ZSetIndexSub(score, member)},
+			{Kind: logrec.OpSubPut, Key: key, Version: 1, Sub: keyspace.ZSetMemberSub(member), Value: keyspace.AppendScore(nil, score)},
+			{Kind: logrec.OpMeta, Key: key, Type: uint8(keyspace.TypeZSet), Version: 1, Size: size},
+		}
+		if old != nil {
+			ops = append([]logrec.Op{{Kind: logrec.OpSubDel, Key: key, Version: 1, Sub: keyspace.ZSetIndexSub(*old, member)}}, ops...)
+		}
+		return entry(1, lsn, ops...)
+	}
+	es := []logrec.Entry{zadd(1, 1, nil, 1)}
+	mustAppend(t, d, es...)
+	mustApply(t, d, es...)
+	if _, ok := d.rows.Peek(keyspace.SubKey(key, 1, keyspace.ZSetIndexSub(1, member))); ok {
+		t.Error("the index row is in the row cache")
+	}
+	for _, k := range [][]byte{keyspace.SubKey(key, 1, keyspace.ZSetMemberSub(member)), keyspace.MetaKey(key)} {
+		if _, ok := d.rows.Peek(k); !ok {
+			t.Errorf("row %q is not in the row cache", k)
+		}
+	}
+	// A copy of an index row the cache held (filled by a point read) is
+	// dropped by a write of the row, and a score's move reads right.
+	ik := keyspace.SubKey(key, 1, keyspace.ZSetIndexSub(2, member))
+	d.rows.Put(ik, []byte("stale"))
+	one := 1.0
+	es = []logrec.Entry{zadd(2, 2, &one, 1)}
+	mustAppend(t, d, es...)
+	mustApply(t, d, es...)
+	if row, ok := d.rows.Peek(ik); ok {
+		t.Errorf("the index row written is cached as %q", row)
+	}
+	var subs []string
+	if err := (View{DB: d, NowMs: 1}).SubScan(key, 1, nil, func(sub, _ []byte) bool { subs = append(subs, string(sub)); return true }); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{string(keyspace.ZSetIndexSub(2, member)), string(keyspace.ZSetMemberSub(member))}; !slices.Equal(subs, want) {
+		t.Errorf("rows %q, want %q", subs, want)
 	}
 }
